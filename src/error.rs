@@ -1,0 +1,116 @@
+//! One error type for everything fallible in the crate.
+//!
+//! Programming mistakes inside a hot loop (adding two tensors of different shapes, feeding a layer an
+//! input it was not built for) panic with a message naming both shapes, like `ndarray` does. Everything
+//! that depends on the outside world — files, user arguments, building a model from a list of layers,
+//! a loss that turns NaN during training — returns `Result<_, Error>` instead.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a fallible `backprop` operation.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// Shapes do not fit: a tensor built from a buffer of the wrong length, a layer given an input of
+    /// the wrong rank or size. The message names the layer (where there is one) and both shapes.
+    Shape(String),
+    /// A value outside what the operation accepts (a label ≥ the number of classes, a bad argument).
+    InvalidArgument(String),
+    /// Reading or writing a file failed at the operating-system level.
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// A file was read but its contents are not what they should be (wrong magic number, truncated,
+    /// a tensor name or shape that does not match the model).
+    Format {
+        /// The file involved.
+        path: PathBuf,
+        /// What was wrong, in words.
+        message: String,
+    },
+    /// Training stopped because the loss stopped being a finite number.
+    NonFiniteLoss {
+        /// Epoch (counted from 1) in which it happened.
+        epoch: usize,
+        /// Batch (counted from 1) within that epoch.
+        batch: usize,
+        /// The value the loss took (NaN or ±∞).
+        loss: f32,
+        /// The last finite loss seen before it, if any.
+        last_finite: Option<f32>,
+    },
+}
+
+impl Error {
+    /// Shorthand for [`Error::Shape`].
+    pub fn shape(msg: impl Into<String>) -> Self {
+        Error::Shape(msg.into())
+    }
+
+    /// Shorthand for [`Error::InvalidArgument`].
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::InvalidArgument(msg.into())
+    }
+
+    /// Shorthand for [`Error::Format`].
+    pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Format {
+            path: path.into(),
+            message: msg.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::Io`].
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Shape(m) => write!(f, "shape error: {m}"),
+            Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
+            Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::Format { path, message } => write!(f, "{}: {message}", path.display()),
+            Error::NonFiniteLoss {
+                epoch,
+                batch,
+                loss,
+                last_finite,
+            } => {
+                write!(
+                    f,
+                    "training stopped: the loss became {loss} at epoch {epoch}, batch {batch}"
+                )?;
+                match last_finite {
+                    Some(l) => write!(f, " (last finite loss: {l})"),
+                    None => write!(f, " (no finite loss was seen before it)"),
+                }?;
+                write!(
+                    f,
+                    "; the weights from before that batch were kept — try a smaller learning rate"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

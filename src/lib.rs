@@ -1,0 +1,18 @@
+//! # backprop
+//!
+//! A neural-network library written from scratch: fast on a CPU, and readable enough to learn
+//! backpropagation from.
+//!
+//! ```
+//! use backprop::Tensor;
+//! let a = Tensor::from_vec(&[2, 2], vec![1., 2., 3., 4.]).unwrap();
+//! let b = Tensor::ones(&[2, 2]);
+//! assert_eq!(a.matmul(&b).data(), &[3., 3., 7., 7.]);
+//! ```
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use tensor::Tensor;

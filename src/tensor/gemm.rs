@@ -1,0 +1,252 @@
+//! General matrix multiplication: `C = alpha·op(A)·op(B) + beta·C`.
+//!
+//! Everything heavy in the crate — Dense forward and backward, and the three products of a
+//! convolution — is one call to [`sgemm`]. It wraps [`matrixmultiply::sgemm`], which takes a row
+//! stride and a column stride for every matrix. That is what makes transposes free: a row-major
+//! `[k, m]` buffer read with row stride 1 and column stride `m` *is* its `[m, k]` transpose, so
+//! `op(A) = Aᵀ` costs nothing but swapping two numbers.
+//!
+//! # Threading
+//! `matrixmultiply` runs single-threaded here (its `threading` feature is off). Parallelism comes
+//! from rayon, at one of two levels, never both:
+//! - layers that process a batch run one sample per rayon task, each calling a single-threaded GEMM;
+//! - a large GEMM called from outside any rayon task (a big Dense layer, a user's `matmul`) is cut
+//!   into as many blocks of rows (or columns) of `C` as rayon has threads, one block per task.
+//!
+//! A call made from inside a rayon worker is never split again, so the two levels cannot
+//! oversubscribe the cores. Splitting `C` into blocks leaves the order of every dot product
+//! unchanged, so the result is bit-identical whatever the number of threads.
+
+use super::Tensor;
+
+/// Whether an operand of a GEMM is used as stored or transposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transpose {
+    /// Use the matrix as stored.
+    No,
+    /// Use its transpose (read through swapped strides; nothing is copied).
+    Yes,
+}
+
+/// Products with fewer multiply-adds than this run on one thread: below it, waking a second
+/// thread costs more than it saves (measured in `benches/gemm.rs`).
+pub const PARALLEL_MIN_MACS: usize = 1 << 20;
+
+/// `C[m, n] = alpha · op(A)[m, k] · op(B)[k, n] + beta · C`, on row-major slices.
+///
+/// `a` holds `op(A)` as stored: `[m, k]` row-major for [`Transpose::No`], `[k, m]` for
+/// [`Transpose::Yes`]; likewise `b` holds `[k, n]` or `[n, k]`. `c` is `[m, n]` row-major.
+/// When `beta == 0` the old contents of `c` are ignored (even NaN).
+///
+/// # Panics
+/// If a slice's length is not the one its shape requires.
+///
+/// ```
+/// use backprop::tensor::gemm::{sgemm, Transpose::{No, Yes}};
+/// // A = [[1, 2], [3, 4]] stored row-major; C = Aᵀ·A.
+/// let a = [1., 2., 3., 4.];
+/// let mut c = [0.0; 4];
+/// sgemm(2, 2, 2, 1.0, &a, Yes, &a, No, 0.0, &mut c);
+/// assert_eq!(c, [10., 14., 14., 20.]);
+/// ```
+#[allow(clippy::too_many_arguments)] // the BLAS signature; every argument is needed
+pub fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: &[f32],
+    trans_a: Transpose,
+    b: &[f32],
+    trans_b: Transpose,
+    beta: f32,
+    c: &mut [f32],
+) {
+    assert!(
+        a.len() == m * k,
+        "gemm: A has {} elements, expected {m}×{k} = {}",
+        a.len(),
+        m * k
+    );
+    assert!(
+        b.len() == k * n,
+        "gemm: B has {} elements, expected {k}×{n} = {}",
+        b.len(),
+        k * n
+    );
+    assert!(
+        c.len() == m * n,
+        "gemm: C has {} elements, expected {m}×{n} = {}",
+        c.len(),
+        m * n
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 || alpha == 0.0 {
+        // op(A)·op(B) is the zero matrix: C = beta·C (beta = 0 clears it, NaN included).
+        if beta == 0.0 {
+            c.fill(0.0);
+        } else {
+            c.iter_mut().for_each(|x| *x *= beta);
+        }
+        return;
+    }
+    // Element (i, p) of op(A) lives at i·rsa + p·csa.
+    let (rsa, csa) = match trans_a {
+        Transpose::No => (k as isize, 1),
+        Transpose::Yes => (1, m as isize),
+    };
+    let (rsb, csb) = match trans_b {
+        Transpose::No => (n as isize, 1),
+        Transpose::Yes => (1, k as isize),
+    };
+    let job = Job {
+        k,
+        alpha,
+        a: a.as_ptr(),
+        rsa,
+        csa,
+        b: b.as_ptr(),
+        rsb,
+        csb,
+        beta,
+        rsc: n as isize,
+    };
+    let threads = rayon::current_num_threads();
+    let split =
+        threads > 1 && rayon::current_thread_index().is_none() && m * n * k >= PARALLEL_MIN_MACS;
+    if !split {
+        // SAFETY: the lengths were checked above, so every index the strides reach is in bounds.
+        unsafe { job.run(0..m, 0..n, c.as_mut_ptr()) };
+        return;
+    }
+    // Cut the longer side of C into `threads` blocks, rounded to 16 (a multiple of every kernel width).
+    let (long, rows) = if m >= n { (m, true) } else { (n, false) };
+    let block = long.div_ceil(threads).div_ceil(16) * 16;
+    let c_ptr = SendPtr(c.as_mut_ptr());
+    let job = &job;
+    rayon::scope(|s| {
+        for start in (0..long).step_by(block) {
+            let end = (start + block).min(long);
+            s.spawn(move |_| {
+                let c_ptr = c_ptr;
+                let (ri, ci) = if rows {
+                    (start..end, 0..n)
+                } else {
+                    (0..m, start..end)
+                };
+                // SAFETY: blocks are disjoint ranges of rows (or columns) of C, so no two tasks
+                // write the same element; A and B are only read.
+                unsafe { job.run(ri, ci, c_ptr.0) };
+            });
+        }
+    });
+}
+
+/// [`sgemm`] on 2-D tensors: `c = alpha · op(a) · op(b) + beta · c`.
+///
+/// # Panics
+/// If a tensor is not 2-D or the shapes do not fit; the message gives all three shapes.
+///
+/// ```
+/// use backprop::Tensor;
+/// use backprop::tensor::gemm::{gemm, Transpose::{No, Yes}};
+/// let x = Tensor::from_vec(&[1, 2], vec![1., 2.]).unwrap();        // [N=1, in=2]
+/// let w = Tensor::from_vec(&[3, 2], vec![1., 0., 0., 1., 1., 1.]).unwrap(); // [out=3, in=2]
+/// let mut y = Tensor::zeros(&[1, 3]);
+/// gemm(1.0, &x, No, &w, Yes, 0.0, &mut y);                         // y = x·Wᵀ
+/// assert_eq!(y.data(), &[1., 2., 3.]);
+/// ```
+pub fn gemm(
+    alpha: f32,
+    a: &Tensor,
+    trans_a: Transpose,
+    b: &Tensor,
+    trans_b: Transpose,
+    beta: f32,
+    c: &mut Tensor,
+) {
+    let dims = |t: &Tensor, tr: Transpose| -> Option<(usize, usize)> {
+        (t.ndim() == 2).then(|| match tr {
+            Transpose::No => (t.shape()[0], t.shape()[1]),
+            Transpose::Yes => (t.shape()[1], t.shape()[0]),
+        })
+    };
+    let fits = match (dims(a, trans_a), dims(b, trans_b)) {
+        (Some((m, k)), Some((k2, n))) if k == k2 && c.shape() == [m, n] => Some((m, k, n)),
+        _ => None,
+    };
+    let Some((m, k, n)) = fits else {
+        panic!(
+            "gemm: shapes do not fit: op(A) = {:?}{}, op(B) = {:?}{}, C = {:?}",
+            a.shape(),
+            if trans_a == Transpose::Yes { "ᵀ" } else { "" },
+            b.shape(),
+            if trans_b == Transpose::Yes { "ᵀ" } else { "" },
+            c.shape()
+        );
+    };
+    sgemm(
+        m,
+        k,
+        n,
+        alpha,
+        a.data(),
+        trans_a,
+        b.data(),
+        trans_b,
+        beta,
+        c.data_mut(),
+    );
+}
+
+/// A raw pointer that may cross to another rayon task (see the SAFETY notes where it is used).
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// The operands of one GEMM, as pointers and strides, so that blocks of C can be computed apart.
+struct Job {
+    k: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    rsc: isize,
+}
+unsafe impl Sync for Job {}
+
+impl Job {
+    /// Computes the block `C[rows, cols]`.
+    ///
+    /// # Safety
+    /// The pointers and strides must describe valid matrices for the whole ranges, and no other
+    /// thread may write to this block of C meanwhile.
+    unsafe fn run(&self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>, c: *mut f32) {
+        let (i0, j0) = (rows.start as isize, cols.start as isize);
+        unsafe {
+            matrixmultiply::sgemm(
+                rows.len(),
+                self.k,
+                cols.len(),
+                self.alpha,
+                self.a.offset(i0 * self.rsa),
+                self.rsa,
+                self.csa,
+                self.b.offset(j0 * self.csb),
+                self.rsb,
+                self.csb,
+                self.beta,
+                c.offset(i0 * self.rsc + j0),
+                self.rsc,
+                1,
+            );
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Convolution as a matrix product: `im2col` and its adjoint `col2im`.
+//!
+//! For one image `x` of shape `[C, H, W]` and a `kh × kw` kernel, `im2col` builds the matrix
+//! `cols` of shape `[C·kh·kw, OH·OW]`: column `(oy, ox)` holds the input values that the kernel
+//! sees when it sits at output position `(oy, ox)`, in the order `(c, ki, kj)`. Row
+//! `(c, ki, kj)` and column `(oy, ox)` hold
+//!
+//! ```text
+//! cols[(c·kh + ki)·kw + kj, oy·OW + ox] = x[c, oy·sh − ph + ki·dh, ox·sw − pw + kj·dw]   (0 outside)
+//! ```
+//!
+//! With the weights `W` of shape `[O, C·kh·kw]` (PyTorch's `[O, C, kh, kw]`, flattened), the whole
+//! convolution is one GEMM: `y[O, OH·OW] = W · cols`.
+//!
+//! `im2col` is linear, so it has an adjoint (a transpose) `col2im`: it sends every entry of a
+//! `[C·kh·kw, OH·OW]` matrix back to the input pixel it was copied from, *adding* where one pixel
+//! was copied to several places (overlapping windows). That is exactly the chain rule for a copy:
+//! the gradient of a value used several times is the sum of the gradients of its uses. Hence the
+//! backward pass of a convolution is `dcols = Wᵀ · dy` followed by `dx = col2im(dcols)`.
+
+use crate::error::{Error, Result};
+
+/// The geometry of a 2-D convolution or pooling window over one `[C, H, W]` image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// Input channels `C`.
+    pub channels: usize,
+    /// Input height `H`.
+    pub height: usize,
+    /// Input width `W`.
+    pub width: usize,
+    /// Kernel size `(kh, kw)`.
+    pub kernel: (usize, usize),
+    /// Stride `(sh, sw)`.
+    pub stride: (usize, usize),
+    /// Zero padding on each side `(ph, pw)`.
+    pub padding: (usize, usize),
+    /// Dilation `(dh, dw)`: the gap between kernel taps (1 = adjacent).
+    pub dilation: (usize, usize),
+    /// Output height `OH = ⌊(H + 2ph − dh·(kh−1) − 1) / sh⌋ + 1`.
+    pub out_height: usize,
+    /// Output width `OW = ⌊(W + 2pw − dw·(kw−1) − 1) / sw⌋ + 1`.
+    pub out_width: usize,
+}
+
+impl ConvGeometry {
+    /// Checks the parameters and computes the output size (floor mode, as PyTorch).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a zero kernel, stride or dilation, and [`Error::Shape`] when
+    /// the (dilated) kernel is larger than the padded input.
+    pub fn new(
+        (channels, height, width): (usize, usize, usize),
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+        dilation: (usize, usize),
+    ) -> Result<ConvGeometry> {
+        if kernel.0 == 0
+            || kernel.1 == 0
+            || stride.0 == 0
+            || stride.1 == 0
+            || dilation.0 == 0
+            || dilation.1 == 0
+        {
+            return Err(Error::invalid(format!(
+                "kernel {kernel:?}, stride {stride:?} and dilation {dilation:?} must all be at least 1"
+            )));
+        }
+        let span_h = dilation.0 * (kernel.0 - 1) + 1;
+        let span_w = dilation.1 * (kernel.1 - 1) + 1;
+        if height + 2 * padding.0 < span_h || width + 2 * padding.1 < span_w {
+            return Err(Error::shape(format!(
+                "a {}×{} kernel (dilation {:?}, spanning {span_h}×{span_w}) does not fit in a {height}×{width} input \
+                 with padding {padding:?}",
+                kernel.0, kernel.1, dilation
+            )));
+        }
+        Ok(ConvGeometry {
+            channels,
+            height,
+            width,
+            kernel,
+            stride,
+            padding,
+            dilation,
+            out_height: (height + 2 * padding.0 - span_h) / stride.0 + 1,
+            out_width: (width + 2 * padding.1 - span_w) / stride.1 + 1,
+        })
+    }
+
+    /// Rows of the `cols` matrix: `C·kh·kw`.
+    pub fn col_rows(&self) -> usize {
+        self.channels * self.kernel.0 * self.kernel.1
+    }
+
+    /// Columns of the `cols` matrix: `OH·OW`.
+    pub fn col_cols(&self) -> usize {
+        self.out_height * self.out_width
+    }
+
+    /// Elements of one input image: `C·H·W`.
+    pub fn input_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// For kernel column `kj`: the input column offset `kj·dw − pw`, and the range of output
+    /// columns `ox` whose input column `ox·sw + offset` lies inside the image.
+    fn valid_ox(&self, kj: usize) -> (isize, usize, usize) {
+        let sw = self.stride.1 as isize;
+        let off = (kj * self.dilation.1) as isize - self.padding.1 as isize;
+        let w = self.width as isize;
+        let lo = if off >= 0 { 0 } else { (-off + sw - 1) / sw };
+        let hi = if w - off <= 0 {
+            0
+        } else {
+            (w - off + sw - 1) / sw
+        };
+        let hi = (hi as usize).min(self.out_width);
+        let lo = (lo as usize).min(hi);
+        (off, lo, hi)
+    }
+
+    /// Input row `oy·sh + ki·dh − ph`, or `None` when it falls in the padding.
+    fn input_row(&self, oy: usize, ki: usize) -> Option<usize> {
+        let iy = (oy * self.stride.0 + ki * self.dilation.0) as isize - self.padding.0 as isize;
+        (iy >= 0 && iy < self.height as isize).then_some(iy as usize)
+    }
+}
+
+/// Unfolds one image `x` (`[C, H, W]`, row-major) into `cols` (`[C·kh·kw, OH·OW]`).
+/// Every element of `cols` is written (padding positions get 0), so `cols` may hold anything before.
+///
+/// # Panics
+/// If `x` or `cols` has the wrong length for `g`.
+pub fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
+    assert_eq!(
+        x.len(),
+        g.input_len(),
+        "im2col: input has {} elements, geometry {g:?} needs {}",
+        x.len(),
+        g.input_len()
+    );
+    assert_eq!(
+        cols.len(),
+        g.col_rows() * g.col_cols(),
+        "im2col: cols has the wrong length for {g:?}"
+    );
+    let (kh, kw) = g.kernel;
+    let (ow, sw) = (g.out_width, g.stride.1);
+    let mut rows = cols.chunks_exact_mut(g.col_cols());
+    for c in 0..g.channels {
+        let plane = &x[c * g.height * g.width..][..g.height * g.width];
+        for ki in 0..kh {
+            for kj in 0..kw {
+                let row = rows.next().expect("row count checked above");
+                let (off, lo, hi) = g.valid_ox(kj);
+                for (oy, dst) in row.chunks_exact_mut(ow).enumerate() {
+                    let Some(iy) = g.input_row(oy, ki) else {
+                        dst.fill(0.0);
+                        continue;
+                    };
+                    let src = &plane[iy * g.width..][..g.width];
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    if lo == hi {
+                        continue; // the whole row of taps falls in the padding
+                    }
+                    let first = (lo as isize * sw as isize + off) as usize; // input column of ox = lo
+                    if sw == 1 {
+                        dst[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
+                    } else {
+                        for (d, s) in dst[lo..hi].iter_mut().zip(src[first..].iter().step_by(sw)) {
+                            *d = *s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds every entry of `cols` (`[C·kh·kw, OH·OW]`) into the input
+/// pixel it came from, **accumulating** into `dx` (`[C, H, W]`). Entries that came from padding
+/// are dropped. Zero `dx` first if you want `col2im` alone.
+///
+/// # Panics
+/// If `cols` or `dx` has the wrong length for `g`.
+pub fn col2im(cols: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
+    assert_eq!(
+        dx.len(),
+        g.input_len(),
+        "col2im: output has {} elements, geometry {g:?} needs {}",
+        dx.len(),
+        g.input_len()
+    );
+    assert_eq!(
+        cols.len(),
+        g.col_rows() * g.col_cols(),
+        "col2im: cols has the wrong length for {g:?}"
+    );
+    let (kh, kw) = g.kernel;
+    let (ow, sw) = (g.out_width, g.stride.1);
+    let mut rows = cols.chunks_exact(g.col_cols());
+    for c in 0..g.channels {
+        let plane = &mut dx[c * g.height * g.width..][..g.height * g.width];
+        for ki in 0..kh {
+            for kj in 0..kw {
+                let row = rows.next().expect("row count checked above");
+                let (off, lo, hi) = g.valid_ox(kj);
+                for (oy, src) in row.chunks_exact(ow).enumerate() {
+                    let Some(iy) = g.input_row(oy, ki) else {
+                        continue;
+                    };
+                    if lo == hi {
+                        continue;
+                    }
+                    let dst = &mut plane[iy * g.width..][..g.width];
+                    let first = (lo as isize * sw as isize + off) as usize;
+                    for (d, s) in dst[first..].iter_mut().step_by(sw).zip(&src[lo..hi]) {
+                        *d += *s;
+                    }
+                }
+            }
+        }
+    }
+}

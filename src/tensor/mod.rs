@@ -1,0 +1,811 @@
+//! The tensor core: an n-dimensional array of `f32`, contiguous and row-major.
+//!
+//! A [`Tensor`] is nothing more than a shape and a `Vec<f32>` holding `shape.iter().product()` numbers,
+//! the last axis varying fastest. Images are stored NCHW: `[batch, channels, height, width]`.
+//! Reshaping only changes the shape; the data never moves.
+//!
+//! Heavy lifting lives in the submodules: [`gemm`] (matrix products), [`im2col`] (convolution as a
+//! matrix product) and [`init`] (seeded weight initialisers).
+//!
+//! # Panics
+//! Element-wise arithmetic between tensors (`&a + &b`, [`Tensor::zip_map`], [`Tensor::add_assign`] …)
+//! requires equal shapes and panics otherwise, with both shapes in the message. There is no implicit
+//! broadcasting: it hides bugs, and layers that need a broadcast say so explicitly.
+
+pub mod gemm;
+pub mod im2col;
+pub mod init;
+
+use crate::error::{Error, Result};
+use rand::SeedableRng;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand_distr::{Distribution, Normal, Uniform};
+use std::fmt;
+use std::ops::{Add, AddAssign, Index, IndexMut, Mul, MulAssign, Neg, Sub, SubAssign};
+
+/// The seeded random number generator used everywhere in the crate.
+///
+/// Xoshiro256++ is small, fast and its output for a given seed is fixed forever, so a seed written in
+/// a test or a paper reproduces the same numbers on every machine and every version of `rand`.
+pub type Rng = Xoshiro256PlusPlus;
+
+/// A seeded [`Rng`].
+pub fn rng(seed: u64) -> Rng {
+    Rng::seed_from_u64(seed)
+}
+
+/// An n-dimensional array of `f32`, contiguous and row-major.
+#[derive(Clone, PartialEq, Default)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    data: Vec<f32>,
+}
+
+/// Number of elements of a shape (1 for the empty shape: a scalar).
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// Formats a shape the way messages print it: `[64, 1, 28, 28]`.
+pub fn shape_str(shape: &[usize]) -> String {
+    format!("{shape:?}")
+}
+
+impl Tensor {
+    // ---------------------------------------------------------------- constructors
+
+    /// A tensor of zeros.
+    pub fn zeros(shape: &[usize]) -> Tensor {
+        Tensor::full(shape, 0.0)
+    }
+
+    /// A tensor of ones.
+    pub fn ones(shape: &[usize]) -> Tensor {
+        Tensor::full(shape, 1.0)
+    }
+
+    /// A tensor with every element equal to `value`.
+    pub fn full(shape: &[usize], value: f32) -> Tensor {
+        Tensor {
+            shape: shape.to_vec(),
+            data: vec![value; numel(shape)],
+        }
+    }
+
+    /// A scalar (a tensor of shape `[]`).
+    pub fn scalar(value: f32) -> Tensor {
+        Tensor {
+            shape: vec![],
+            data: vec![value],
+        }
+    }
+
+    /// Wraps `data` (row-major) as a tensor of the given shape.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] if `data.len()` is not the product of `shape`.
+    ///
+    /// ```
+    /// use backprop::Tensor;
+    /// let t = Tensor::from_vec(&[2, 3], vec![1., 2., 3., 4., 5., 6.]).unwrap();
+    /// assert_eq!(t[&[1, 0]], 4.0);
+    /// assert!(Tensor::from_vec(&[2, 3], vec![1., 2.]).is_err());
+    /// ```
+    pub fn from_vec(shape: &[usize], data: Vec<f32>) -> Result<Tensor> {
+        let n = numel(shape);
+        if data.len() != n {
+            return Err(Error::shape(format!(
+                "cannot build a tensor of shape {} ({n} elements) from {} values",
+                shape_str(shape),
+                data.len()
+            )));
+        }
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            data,
+        })
+    }
+
+    /// A tensor whose element at multi-index `idx` is `f(idx)`.
+    ///
+    /// ```
+    /// use backprop::Tensor;
+    /// let eye = Tensor::from_fn(&[3, 3], |i| if i[0] == i[1] { 1.0 } else { 0.0 });
+    /// assert_eq!(eye.sum(), 3.0);
+    /// ```
+    pub fn from_fn(shape: &[usize], mut f: impl FnMut(&[usize]) -> f32) -> Tensor {
+        let n = numel(shape);
+        let mut data = Vec::with_capacity(n);
+        let mut idx = vec![0usize; shape.len()];
+        for _ in 0..n {
+            data.push(f(&idx));
+            // Advance the multi-index like an odometer, last axis fastest.
+            for ax in (0..shape.len()).rev() {
+                idx[ax] += 1;
+                if idx[ax] < shape[ax] {
+                    break;
+                }
+                idx[ax] = 0;
+            }
+        }
+        Tensor {
+            shape: shape.to_vec(),
+            data,
+        }
+    }
+
+    /// Samples from a normal distribution `N(mean, std²)` with a seeded generator.
+    ///
+    /// # Panics
+    /// If `std` is negative or not finite.
+    pub fn randn(shape: &[usize], mean: f32, std: f32, seed: u64) -> Tensor {
+        let mut r = rng(seed);
+        Tensor::randn_with(shape, mean, std, &mut r)
+    }
+
+    /// Like [`Tensor::randn`], drawing from a generator the caller owns.
+    ///
+    /// # Panics
+    /// If `std` is negative or not finite.
+    pub fn randn_with(shape: &[usize], mean: f32, std: f32, rng: &mut Rng) -> Tensor {
+        let dist = Normal::new(mean, std)
+            .unwrap_or_else(|e| panic!("Tensor::randn: invalid std {std}: {e}"));
+        let data = (0..numel(shape)).map(|_| dist.sample(rng)).collect();
+        Tensor {
+            shape: shape.to_vec(),
+            data,
+        }
+    }
+
+    /// Samples uniformly from `[low, high)` with a seeded generator.
+    ///
+    /// # Panics
+    /// If `low >= high` or either bound is not finite.
+    pub fn rand_uniform(shape: &[usize], low: f32, high: f32, seed: u64) -> Tensor {
+        let mut r = rng(seed);
+        Tensor::rand_uniform_with(shape, low, high, &mut r)
+    }
+
+    /// Like [`Tensor::rand_uniform`], drawing from a generator the caller owns.
+    ///
+    /// # Panics
+    /// If `low >= high` or either bound is not finite.
+    pub fn rand_uniform_with(shape: &[usize], low: f32, high: f32, rng: &mut Rng) -> Tensor {
+        let dist = Uniform::new(low, high)
+            .unwrap_or_else(|e| panic!("Tensor::rand_uniform: invalid range [{low}, {high}): {e}"));
+        let data = (0..numel(shape)).map(|_| dist.sample(rng)).collect();
+        Tensor {
+            shape: shape.to_vec(),
+            data,
+        }
+    }
+
+    // ---------------------------------------------------------------- shape and data access
+
+    /// The shape, outermost axis first.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Number of axes.
+    pub fn ndim(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// Size of axis `axis`.
+    ///
+    /// # Panics
+    /// If `axis >= self.ndim()`.
+    pub fn dim(&self, axis: usize) -> usize {
+        assert!(
+            axis < self.ndim(),
+            "axis {axis} out of range for a tensor of shape {:?}",
+            self.shape
+        );
+        self.shape[axis]
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// True when the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The elements, row-major.
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// The elements, row-major, mutable.
+    pub fn data_mut(&mut self) -> &mut [f32] {
+        &mut self.data
+    }
+
+    /// Gives up the tensor and returns its elements.
+    pub fn into_vec(self) -> Vec<f32> {
+        self.data
+    }
+
+    /// The single value of a one-element tensor.
+    ///
+    /// # Panics
+    /// If the tensor does not hold exactly one element.
+    pub fn item(&self) -> f32 {
+        assert!(
+            self.len() == 1,
+            "item() needs a one-element tensor, got shape {:?}",
+            self.shape
+        );
+        self.data[0]
+    }
+
+    /// Row-major flat offset of a multi-index.
+    ///
+    /// # Panics
+    /// If the index has the wrong rank or is out of bounds.
+    pub fn offset(&self, idx: &[usize]) -> usize {
+        assert!(
+            idx.len() == self.shape.len(),
+            "index {idx:?} has {} axes but the tensor has shape {:?}",
+            idx.len(),
+            self.shape
+        );
+        let mut off = 0;
+        for (&i, &d) in idx.iter().zip(&self.shape) {
+            assert!(
+                i < d,
+                "index {idx:?} out of bounds for shape {:?}",
+                self.shape
+            );
+            off = off * d + i;
+        }
+        off
+    }
+
+    /// Returns the same data with another shape (free: nothing is copied).
+    ///
+    /// # Panics
+    /// If the new shape holds a different number of elements; see [`Tensor::try_reshape`].
+    pub fn reshape(self, shape: &[usize]) -> Tensor {
+        let from = self.shape.clone();
+        self.try_reshape(shape)
+            .unwrap_or_else(|_| panic!("cannot reshape a tensor of shape {from:?} into {shape:?}"))
+    }
+
+    /// Returns the same data with another shape, or an error if the element counts differ.
+    pub fn try_reshape(mut self, shape: &[usize]) -> Result<Tensor> {
+        if numel(shape) != self.len() {
+            return Err(Error::shape(format!(
+                "cannot reshape a tensor of shape {} ({} elements) into {} ({} elements)",
+                shape_str(&self.shape),
+                self.len(),
+                shape_str(shape),
+                numel(shape)
+            )));
+        }
+        self.shape = shape.to_vec();
+        Ok(self)
+    }
+
+    /// Changes the shape in place (free).
+    ///
+    /// # Panics
+    /// If the new shape holds a different number of elements.
+    pub fn reshape_mut(&mut self, shape: &[usize]) {
+        assert!(
+            numel(shape) == self.len(),
+            "cannot reshape a tensor of shape {:?} into {shape:?}",
+            self.shape
+        );
+        self.shape.clear();
+        self.shape.extend_from_slice(shape);
+    }
+
+    /// Makes `self` an exact copy of `src`, reusing `self`'s allocation when it is large enough.
+    /// This is how layers cache their inputs without allocating in the steady state.
+    pub fn copy_from(&mut self, src: &Tensor) {
+        self.shape.clear();
+        self.shape.extend_from_slice(&src.shape);
+        self.data.clear();
+        self.data.extend_from_slice(&src.data);
+    }
+
+    /// Sets the shape to `shape` and every element to zero, reusing the allocation.
+    pub fn resize_zeroed(&mut self, shape: &[usize]) {
+        self.shape.clear();
+        self.shape.extend_from_slice(shape);
+        self.data.clear();
+        self.data.resize(numel(shape), 0.0);
+    }
+
+    /// Sets every element to `value`.
+    pub fn fill(&mut self, value: f32) {
+        self.data.fill(value);
+    }
+
+    /// The `i`-th slice along the first axis (for an NCHW batch: sample `i`), as a flat slice.
+    ///
+    /// # Panics
+    /// If the tensor is a scalar or `i` is out of range.
+    pub fn outer(&self, i: usize) -> &[f32] {
+        let n = self.dim(0);
+        assert!(
+            i < n,
+            "index {i} out of range for first axis of shape {:?}",
+            self.shape
+        );
+        let step = self.len() / n;
+        &self.data[i * step..(i + 1) * step]
+    }
+
+    /// Mutable version of [`Tensor::outer`].
+    ///
+    /// # Panics
+    /// If the tensor is a scalar or `i` is out of range.
+    pub fn outer_mut(&mut self, i: usize) -> &mut [f32] {
+        let n = self.dim(0);
+        assert!(
+            i < n,
+            "index {i} out of range for first axis of shape {:?}",
+            self.shape
+        );
+        let step = self.len() / n;
+        &mut self.data[i * step..(i + 1) * step]
+    }
+
+    /// Copies the rows `indices` of the first axis into a new tensor (gathering a mini-batch).
+    ///
+    /// # Panics
+    /// If an index is out of range.
+    pub fn select_outer(&self, indices: &[usize]) -> Tensor {
+        let mut shape = self.shape.clone();
+        shape[0] = indices.len();
+        let mut out = Tensor::zeros(&shape);
+        for (k, &i) in indices.iter().enumerate() {
+            out.outer_mut(k).copy_from_slice(self.outer(i));
+        }
+        out
+    }
+
+    // ---------------------------------------------------------------- element-wise
+
+    fn assert_same_shape(&self, other: &Tensor, op: &str) {
+        assert!(
+            self.shape == other.shape,
+            "{op}: shape mismatch: {:?} vs {:?}",
+            self.shape,
+            other.shape
+        );
+    }
+
+    /// Applies `f` to every element, returning a new tensor.
+    pub fn map(&self, f: impl Fn(f32) -> f32) -> Tensor {
+        Tensor {
+            shape: self.shape.clone(),
+            data: self.data.iter().map(|&x| f(x)).collect(),
+        }
+    }
+
+    /// Applies `f` to every element in place.
+    pub fn map_inplace(&mut self, f: impl Fn(f32) -> f32) {
+        self.data.iter_mut().for_each(|x| *x = f(*x));
+    }
+
+    /// Combines two tensors of the same shape element by element.
+    ///
+    /// # Panics
+    /// If the shapes differ (the message gives both).
+    pub fn zip_map(&self, other: &Tensor, f: impl Fn(f32, f32) -> f32) -> Tensor {
+        self.assert_same_shape(other, "zip_map");
+        let data = self
+            .data
+            .iter()
+            .zip(&other.data)
+            .map(|(&a, &b)| f(a, b))
+            .collect();
+        Tensor {
+            shape: self.shape.clone(),
+            data,
+        }
+    }
+
+    /// `self[i] = f(self[i], other[i])` for every element.
+    ///
+    /// # Panics
+    /// If the shapes differ (the message gives both).
+    pub fn zip_map_inplace(&mut self, other: &Tensor, f: impl Fn(f32, f32) -> f32) {
+        self.assert_same_shape(other, "zip_map_inplace");
+        self.data
+            .iter_mut()
+            .zip(&other.data)
+            .for_each(|(a, &b)| *a = f(*a, b));
+    }
+
+    /// `self += alpha · x` (the BLAS "axpy").
+    ///
+    /// # Panics
+    /// If the shapes differ (the message gives both).
+    pub fn axpy(&mut self, alpha: f32, x: &Tensor) {
+        self.assert_same_shape(x, "axpy");
+        self.data
+            .iter_mut()
+            .zip(&x.data)
+            .for_each(|(a, &b)| *a += alpha * b);
+    }
+
+    /// Multiplies every element by `s` in place.
+    pub fn scale(&mut self, s: f32) {
+        self.data.iter_mut().for_each(|x| *x *= s);
+    }
+
+    /// Adds `s` to every element in place.
+    pub fn add_scalar(&mut self, s: f32) {
+        self.data.iter_mut().for_each(|x| *x += s);
+    }
+
+    /// Element-wise product, in place.
+    ///
+    /// # Panics
+    /// If the shapes differ (the message gives both).
+    pub fn mul_assign_elem(&mut self, other: &Tensor) {
+        self.assert_same_shape(other, "mul");
+        self.data
+            .iter_mut()
+            .zip(&other.data)
+            .for_each(|(a, &b)| *a *= b);
+    }
+
+    /// Element-wise product, as a new tensor.
+    ///
+    /// # Panics
+    /// If the shapes differ (the message gives both).
+    pub fn mul_elem(&self, other: &Tensor) -> Tensor {
+        self.assert_same_shape(other, "mul");
+        self.zip_map(other, |a, b| a * b)
+    }
+
+    /// Element-wise quotient, as a new tensor.
+    ///
+    /// # Panics
+    /// If the shapes differ (the message gives both).
+    pub fn div_elem(&self, other: &Tensor) -> Tensor {
+        self.assert_same_shape(other, "div");
+        self.zip_map(other, |a, b| a / b)
+    }
+
+    /// Dot product of the flattened tensors, accumulated in `f64`.
+    ///
+    /// # Panics
+    /// If the shapes differ (the message gives both).
+    pub fn dot(&self, other: &Tensor) -> f32 {
+        self.assert_same_shape(other, "dot");
+        self.data
+            .iter()
+            .zip(&other.data)
+            .map(|(&a, &b)| a as f64 * b as f64)
+            .sum::<f64>() as f32
+    }
+
+    /// True when every element is finite (no NaN, no ±∞).
+    pub fn all_finite(&self) -> bool {
+        self.data.iter().all(|x| x.is_finite())
+    }
+
+    /// The largest absolute difference between two tensors of the same shape.
+    ///
+    /// # Panics
+    /// If the shapes differ (the message gives both).
+    pub fn max_abs_diff(&self, other: &Tensor) -> f32 {
+        self.assert_same_shape(other, "max_abs_diff");
+        self.data
+            .iter()
+            .zip(&other.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max)
+    }
+
+    // ---------------------------------------------------------------- reductions
+
+    /// Sum of all elements (accumulated in `f64`, so it does not depend on the tensor's size).
+    pub fn sum(&self) -> f32 {
+        self.data.iter().map(|&x| x as f64).sum::<f64>() as f32
+    }
+
+    /// Mean of all elements (NaN for an empty tensor).
+    pub fn mean(&self) -> f32 {
+        (self.data.iter().map(|&x| x as f64).sum::<f64>() / self.len() as f64) as f32
+    }
+
+    /// Largest element (−∞ for an empty tensor; NaN if any element is NaN).
+    pub fn max(&self) -> f32 {
+        self.data.iter().fold(
+            f32::NEG_INFINITY,
+            |m, &x| if x > m || x.is_nan() { x } else { m },
+        )
+    }
+
+    /// Smallest element (+∞ for an empty tensor; NaN if any element is NaN).
+    pub fn min(&self) -> f32 {
+        self.data.iter().fold(
+            f32::INFINITY,
+            |m, &x| if x < m || x.is_nan() { x } else { m },
+        )
+    }
+
+    /// Euclidean norm of all elements.
+    pub fn norm(&self) -> f32 {
+        self.data
+            .iter()
+            .map(|&x| x as f64 * x as f64)
+            .sum::<f64>()
+            .sqrt() as f32
+    }
+
+    /// Splits the shape around `axis` into (outer, len, inner) so that element
+    /// `[o, k, i]` sits at `(o * len + k) * inner + i`.
+    fn axis_split(&self, axis: usize, op: &str) -> (usize, usize, usize) {
+        assert!(
+            axis < self.ndim(),
+            "{op}: axis {axis} out of range for a tensor of shape {:?}",
+            self.shape
+        );
+        let outer = numel(&self.shape[..axis]);
+        let inner = numel(&self.shape[axis + 1..]);
+        (outer, self.shape[axis], inner)
+    }
+
+    fn reduce_axis(&self, axis: usize, op: &str, init: f32, f: impl Fn(f32, f32) -> f32) -> Tensor {
+        let (outer, len, inner) = self.axis_split(axis, op);
+        let mut shape = self.shape.clone();
+        shape.remove(axis);
+        let mut out = Tensor::full(&shape, init);
+        for o in 0..outer {
+            for k in 0..len {
+                let src = &self.data[(o * len + k) * inner..][..inner];
+                let dst = &mut out.data[o * inner..][..inner];
+                dst.iter_mut().zip(src).for_each(|(d, &s)| *d = f(*d, s));
+            }
+        }
+        out
+    }
+
+    /// Sums along `axis`, removing it from the shape.
+    ///
+    /// # Panics
+    /// If `axis` is out of range.
+    ///
+    /// ```
+    /// use backprop::Tensor;
+    /// let t = Tensor::from_vec(&[2, 3], vec![1., 2., 3., 4., 5., 6.]).unwrap();
+    /// assert_eq!(t.sum_axis(0).data(), &[5., 7., 9.]);
+    /// assert_eq!(t.sum_axis(1).data(), &[6., 15.]);
+    /// ```
+    pub fn sum_axis(&self, axis: usize) -> Tensor {
+        self.reduce_axis(axis, "sum_axis", 0.0, |a, b| a + b)
+    }
+
+    /// Mean along `axis`, removing it from the shape.
+    ///
+    /// # Panics
+    /// If `axis` is out of range.
+    pub fn mean_axis(&self, axis: usize) -> Tensor {
+        let n = self.dim(axis) as f32;
+        let mut s = self.sum_axis(axis);
+        s.scale(1.0 / n);
+        s
+    }
+
+    /// Maximum along `axis`, removing it from the shape.
+    ///
+    /// # Panics
+    /// If `axis` is out of range.
+    pub fn max_axis(&self, axis: usize) -> Tensor {
+        self.reduce_axis(axis, "max_axis", f32::NEG_INFINITY, f32::max)
+    }
+
+    /// Index of the maximum along `axis` (the first one on ties), for every position of the other
+    /// axes, in row-major order of the remaining shape. For logits `[N, classes]` and `axis = 1`
+    /// this is the predicted class of each sample.
+    ///
+    /// # Panics
+    /// If `axis` is out of range.
+    ///
+    /// ```
+    /// use backprop::Tensor;
+    /// let logits = Tensor::from_vec(&[2, 3], vec![0.1, 2.0, -1.0, 5.0, 5.0, 1.0]).unwrap();
+    /// assert_eq!(logits.argmax_axis(1), vec![1, 0]);
+    /// ```
+    pub fn argmax_axis(&self, axis: usize) -> Vec<usize> {
+        let (outer, len, inner) = self.axis_split(axis, "argmax_axis");
+        let mut out = Vec::with_capacity(outer * inner);
+        for o in 0..outer {
+            for i in 0..inner {
+                let mut best = 0;
+                let mut best_v = f32::NEG_INFINITY;
+                for k in 0..len {
+                    let v = self.data[(o * len + k) * inner + i];
+                    if v > best_v || (k == 0 && v.is_nan()) {
+                        best_v = v;
+                        best = k;
+                    }
+                }
+                out.push(best);
+            }
+        }
+        out
+    }
+
+    /// Matrix product of two 2-D tensors: `[m, k] · [k, n] → [m, n]`. See [`gemm::gemm`] for the
+    /// general form with transposes and accumulation.
+    ///
+    /// # Panics
+    /// If either tensor is not 2-D or the inner dimensions differ.
+    pub fn matmul(&self, other: &Tensor) -> Tensor {
+        use gemm::Transpose::No;
+        assert!(
+            self.ndim() == 2 && other.ndim() == 2 && self.shape[1] == other.shape[0],
+            "matmul: cannot multiply {:?} by {:?}",
+            self.shape,
+            other.shape
+        );
+        let mut c = Tensor::zeros(&[self.shape[0], other.shape[1]]);
+        gemm::gemm(1.0, self, No, other, No, 0.0, &mut c);
+        c
+    }
+
+    /// The transpose of a 2-D tensor (a copy; the GEMM never needs one, this is for users).
+    ///
+    /// # Panics
+    /// If the tensor is not 2-D.
+    pub fn t(&self) -> Tensor {
+        assert!(
+            self.ndim() == 2,
+            "t(): need a 2-D tensor, got shape {:?}",
+            self.shape
+        );
+        let (r, c) = (self.shape[0], self.shape[1]);
+        Tensor::from_fn(&[c, r], |i| self.data[i[1] * c + i[0]])
+    }
+}
+
+// -------------------------------------------------------------------- indexing
+
+impl Index<&[usize]> for Tensor {
+    type Output = f32;
+    fn index(&self, idx: &[usize]) -> &f32 {
+        &self.data[self.offset(idx)]
+    }
+}
+
+impl<const N: usize> Index<&[usize; N]> for Tensor {
+    type Output = f32;
+    fn index(&self, idx: &[usize; N]) -> &f32 {
+        &self.data[self.offset(idx)]
+    }
+}
+
+impl IndexMut<&[usize]> for Tensor {
+    fn index_mut(&mut self, idx: &[usize]) -> &mut f32 {
+        let o = self.offset(idx);
+        &mut self.data[o]
+    }
+}
+
+impl<const N: usize> IndexMut<&[usize; N]> for Tensor {
+    fn index_mut(&mut self, idx: &[usize; N]) -> &mut f32 {
+        let o = self.offset(idx);
+        &mut self.data[o]
+    }
+}
+
+// -------------------------------------------------------------------- operators
+
+macro_rules! binary_op {
+    ($trait:ident, $method:ident, $assign_trait:ident, $assign_method:ident, $op:tt, $name:literal) => {
+        impl $trait<&Tensor> for &Tensor {
+            type Output = Tensor;
+            /// Element-wise; panics with both shapes if they differ.
+            fn $method(self, rhs: &Tensor) -> Tensor {
+                self.assert_same_shape(rhs, $name);
+                self.zip_map(rhs, |a, b| a $op b)
+            }
+        }
+        impl $assign_trait<&Tensor> for Tensor {
+            /// Element-wise, in place; panics with both shapes if they differ.
+            fn $assign_method(&mut self, rhs: &Tensor) {
+                self.assert_same_shape(rhs, $name);
+                self.data.iter_mut().zip(&rhs.data).for_each(|(a, &b)| *a = *a $op b);
+            }
+        }
+    };
+}
+
+binary_op!(Add, add, AddAssign, add_assign, +, "add");
+binary_op!(Sub, sub, SubAssign, sub_assign, -, "sub");
+
+impl Mul<f32> for &Tensor {
+    type Output = Tensor;
+    fn mul(self, s: f32) -> Tensor {
+        self.map(|x| x * s)
+    }
+}
+
+impl MulAssign<f32> for Tensor {
+    fn mul_assign(&mut self, s: f32) {
+        self.scale(s);
+    }
+}
+
+impl Neg for &Tensor {
+    type Output = Tensor;
+    fn neg(self) -> Tensor {
+        self.map(|x| -x)
+    }
+}
+
+// -------------------------------------------------------------------- display
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Shows the shape and the values, eliding the middle of long axes:
+/// `Tensor[2, 3] [[1, 2, 3], [4, 5, 6]]`.
+impl fmt::Display for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const EDGE: usize = 3; // values shown at each end of a long axis
+        fn rec(t: &Tensor, f: &mut fmt::Formatter<'_>, axis: usize, off: usize) -> fmt::Result {
+            if axis == t.ndim() {
+                return write!(f, "{:.4}", t.data[off]);
+            }
+            let n = t.shape[axis];
+            let stride = numel(&t.shape[axis + 1..]);
+            write!(f, "[")?;
+            for i in 0..n {
+                if n > 2 * EDGE + 1 && i == EDGE {
+                    write!(f, "…, ")?;
+                }
+                if n > 2 * EDGE + 1 && i >= EDGE && i < n - EDGE {
+                    continue;
+                }
+                rec(t, f, axis + 1, off + i * stride)?;
+                if i + 1 < n {
+                    write!(f, ", ")?;
+                }
+            }
+            write!(f, "]")
+        }
+        write!(f, "Tensor{:?} ", self.shape)?;
+        if self.is_empty() {
+            write!(f, "[]")
+        } else {
+            rec(self, f, 0, 0)
+        }
+    }
+}
+
+// -------------------------------------------------------------------- ndarray interop
+
+impl From<ndarray::ArrayD<f32>> for Tensor {
+    fn from(a: ndarray::ArrayD<f32>) -> Tensor {
+        let shape = a.shape().to_vec();
+        let data = match a.as_slice() {
+            Some(s) => s.to_vec(),
+            None => a.iter().copied().collect(), // not row-major: walk it in logical order
+        };
+        Tensor { shape, data }
+    }
+}
+
+impl From<Tensor> for ndarray::ArrayD<f32> {
+    fn from(t: Tensor) -> ndarray::ArrayD<f32> {
+        ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&t.shape), t.data)
+            .expect("a Tensor's data length always equals the product of its shape")
+    }
+}

@@ -1,0 +1,178 @@
+//! GEMM against a naive triple loop, for every transpose combination and awkward shapes.
+
+use backprop::Tensor;
+use backprop::tensor::gemm::{Transpose, gemm, sgemm};
+
+/// The textbook definition: C[i,j] = alpha · Σₚ op(A)[i,p]·op(B)[p,j] + beta · C[i,j].
+fn naive(
+    (m, k, n): (usize, usize, usize),
+    alpha: f32,
+    a: &[f32],
+    ta: Transpose,
+    b: &[f32],
+    tb: Transpose,
+    beta: f32,
+    c: &[f32],
+) -> Vec<f32> {
+    let at = |i: usize, p: usize| {
+        if ta == Transpose::No {
+            a[i * k + p]
+        } else {
+            a[p * m + i]
+        }
+    };
+    let bt = |p: usize, j: usize| {
+        if tb == Transpose::No {
+            b[p * n + j]
+        } else {
+            b[j * k + p]
+        }
+    };
+    let mut out = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let dot: f64 = (0..k).map(|p| at(i, p) as f64 * bt(p, j) as f64).sum();
+            out[i * n + j] = alpha * dot as f32 + beta * c[i * n + j];
+        }
+    }
+    out
+}
+
+const SHAPES: &[(usize, usize, usize)] = &[
+    (1, 1, 1),
+    (1, 7, 1),
+    (3, 1, 5),
+    (2, 3, 4),
+    (7, 5, 3),
+    (17, 33, 9),
+    (32, 9, 676),
+    (64, 288, 121),
+    (10, 1600, 64),
+    (129, 65, 130),
+    (300, 40, 200), // large enough to take the parallel path
+];
+
+#[test]
+fn all_transpose_combinations_match_naive() {
+    use Transpose::{No, Yes};
+    let mut seed = 0;
+    for &(m, k, n) in SHAPES {
+        for (ta, tb) in [(No, No), (No, Yes), (Yes, No), (Yes, Yes)] {
+            for (alpha, beta) in [(1.0, 0.0), (0.7, 1.0), (-1.3, 0.25)] {
+                seed += 1;
+                let a = Tensor::randn(&[m * k], 0.0, 1.0, seed).into_vec();
+                let b = Tensor::randn(&[k * n], 0.0, 1.0, seed + 1000).into_vec();
+                let c0 = Tensor::randn(&[m * n], 0.0, 1.0, seed + 2000).into_vec();
+                let want = naive((m, k, n), alpha, &a, ta, &b, tb, beta, &c0);
+                let mut c = c0.clone();
+                sgemm(m, k, n, alpha, &a, ta, &b, tb, beta, &mut c);
+                let tol = 1e-4 * (k as f32).sqrt().max(1.0);
+                for (idx, (g, w)) in c.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= tol * (1.0 + w.abs()),
+                        "m={m} k={k} n={n} {ta:?}/{tb:?} alpha={alpha} beta={beta}: C[{idx}] = {g}, naive {w}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn beta_zero_ignores_nan_in_c() {
+    let a = [1.0, 2.0];
+    let b = [3.0, 4.0];
+    let mut c = [f32::NAN];
+    sgemm(
+        1,
+        2,
+        1,
+        1.0,
+        &a,
+        Transpose::No,
+        &b,
+        Transpose::No,
+        0.0,
+        &mut c,
+    );
+    assert_eq!(c, [11.0]);
+    // k = 0: the product is empty, C = beta·C.
+    let mut c = [f32::NAN, 2.0];
+    sgemm(
+        1,
+        0,
+        2,
+        1.0,
+        &[],
+        Transpose::No,
+        &[],
+        Transpose::No,
+        0.0,
+        &mut c,
+    );
+    assert_eq!(c, [0.0, 0.0]);
+}
+
+#[test]
+fn tensor_gemm_checks_shapes() {
+    let a = Tensor::zeros(&[2, 3]);
+    let b = Tensor::zeros(&[4, 5]);
+    let mut c = Tensor::zeros(&[2, 5]);
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        gemm(1.0, &a, Transpose::No, &b, Transpose::No, 0.0, &mut c)
+    }))
+    .unwrap_err();
+    let msg = err.downcast_ref::<String>().unwrap();
+    assert!(
+        msg.contains("[2, 3]") && msg.contains("[4, 5]") && msg.contains("[2, 5]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn parallel_split_is_bit_identical_to_serial() {
+    // The same product computed from inside a rayon worker (never split) and from outside (split
+    // into blocks) must agree bit for bit.
+    let (m, k, n) = (257, 300, 190);
+    let a = Tensor::randn(&[m * k], 0.0, 1.0, 1).into_vec();
+    let b = Tensor::randn(&[k * n], 0.0, 1.0, 2).into_vec();
+    let mut outside = vec![0.0; m * n];
+    sgemm(
+        m,
+        k,
+        n,
+        1.0,
+        &a,
+        Transpose::Yes,
+        &b,
+        Transpose::No,
+        0.0,
+        &mut outside,
+    );
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let inside = pool.install(|| {
+        let mut c = vec![0.0; m * n];
+        sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            &a,
+            Transpose::Yes,
+            &b,
+            Transpose::No,
+            0.0,
+            &mut c,
+        );
+        c
+    });
+    assert!(
+        outside
+            .iter()
+            .zip(&inside)
+            .all(|(x, y)| x.to_bits() == y.to_bits())
+    );
+}

@@ -1,0 +1,154 @@
+//! Convolution as im2col + GEMM against a direct 7-loop convolution, and the adjointness of col2im.
+
+use backprop::Tensor;
+use backprop::tensor::gemm::{Transpose, sgemm};
+use backprop::tensor::im2col::{ConvGeometry, col2im, im2col};
+
+/// y[n, o, oy, ox] = Σ_c Σ_ki Σ_kj w[o, c, ki, kj] · x[n, c, oy·sh − ph + ki·dh, ox·sw − pw + kj·dw]
+fn direct_conv(x: &Tensor, w: &Tensor, g: &ConvGeometry) -> Tensor {
+    let (n, o) = (x.dim(0), w.dim(0));
+    let (kh, kw) = g.kernel;
+    let mut y = Tensor::zeros(&[n, o, g.out_height, g.out_width]);
+    for b in 0..n {
+        for oc in 0..o {
+            for oy in 0..g.out_height {
+                for ox in 0..g.out_width {
+                    let mut acc = 0.0f64;
+                    for c in 0..g.channels {
+                        for ki in 0..kh {
+                            for kj in 0..kw {
+                                let iy = (oy * g.stride.0 + ki * g.dilation.0) as isize
+                                    - g.padding.0 as isize;
+                                let ix = (ox * g.stride.1 + kj * g.dilation.1) as isize
+                                    - g.padding.1 as isize;
+                                if iy < 0
+                                    || ix < 0
+                                    || iy >= g.height as isize
+                                    || ix >= g.width as isize
+                                {
+                                    continue;
+                                }
+                                acc += w[&[oc, c, ki, kj]] as f64
+                                    * x[&[b, c, iy as usize, ix as usize]] as f64;
+                            }
+                        }
+                    }
+                    y[&[b, oc, oy, ox]] = acc as f32;
+                }
+            }
+        }
+    }
+    y
+}
+
+fn im2col_conv(x: &Tensor, w: &Tensor, g: &ConvGeometry) -> Tensor {
+    let (n, o) = (x.dim(0), w.dim(0));
+    let mut y = Tensor::zeros(&[n, o, g.out_height, g.out_width]);
+    let mut cols = vec![f32::NAN; g.col_rows() * g.col_cols()]; // NaN: im2col must overwrite all
+    for b in 0..n {
+        im2col(x.outer(b), g, &mut cols);
+        sgemm(
+            o,
+            g.col_rows(),
+            g.col_cols(),
+            1.0,
+            w.data(),
+            Transpose::No,
+            &cols,
+            Transpose::No,
+            0.0,
+            y.outer_mut(b),
+        );
+    }
+    y
+}
+
+/// (channels, h, w, kernel, stride, padding, dilation)
+type Case = (
+    usize,
+    usize,
+    usize,
+    (usize, usize),
+    (usize, usize),
+    (usize, usize),
+    (usize, usize),
+);
+const CASES: &[Case] = &[
+    (1, 5, 5, (3, 3), (1, 1), (0, 0), (1, 1)),
+    (1, 28, 28, (3, 3), (1, 1), (0, 0), (1, 1)),
+    (3, 7, 9, (3, 3), (1, 1), (1, 1), (1, 1)),
+    (2, 8, 5, (3, 2), (2, 2), (1, 0), (1, 1)),
+    (4, 9, 11, (3, 3), (2, 1), (2, 2), (2, 2)),
+    (3, 10, 7, (2, 3), (1, 2), (0, 1), (2, 1)),
+    (2, 6, 6, (1, 1), (2, 2), (0, 0), (1, 1)),
+    (5, 13, 13, (5, 5), (3, 3), (2, 2), (1, 1)),
+    (2, 4, 4, (3, 3), (1, 1), (2, 2), (1, 1)), // padding wider than some taps' reach
+    (1, 3, 8, (1, 5), (1, 3), (0, 2), (1, 2)),
+];
+
+#[test]
+fn im2col_gemm_equals_direct_convolution() {
+    for (i, &(c, h, w, k, s, p, d)) in CASES.iter().enumerate() {
+        let g = ConvGeometry::new((c, h, w), k, s, p, d).unwrap();
+        let out_ch = 3;
+        let x = Tensor::randn(&[2, c, h, w], 0.0, 1.0, i as u64);
+        let wt = Tensor::randn(&[out_ch, c, k.0, k.1], 0.0, 1.0, 100 + i as u64);
+        let want = direct_conv(&x, &wt, &g);
+        let got = im2col_conv(&x, &wt, &g);
+        assert_eq!(got.shape(), want.shape(), "case {i}");
+        let err = got.max_abs_diff(&want);
+        assert!(err < 1e-4, "case {i} {:?}: max error {err}", CASES[i]);
+    }
+}
+
+#[test]
+fn col2im_is_the_adjoint_of_im2col() {
+    // ⟨im2col(x), y⟩ = ⟨x, col2im(y)⟩ for every x, y: col2im is im2col's transpose.
+    for (i, &(c, h, w, k, s, p, d)) in CASES.iter().enumerate() {
+        let g = ConvGeometry::new((c, h, w), k, s, p, d).unwrap();
+        let x = Tensor::randn(&[c * h * w], 0.0, 1.0, 7 + i as u64);
+        let y = Tensor::randn(&[g.col_rows() * g.col_cols()], 0.0, 1.0, 70 + i as u64);
+        let mut cols = vec![0.0; y.len()];
+        im2col(x.data(), &g, &mut cols);
+        let mut back = vec![0.0; x.len()];
+        col2im(y.data(), &g, &mut back);
+        let lhs: f64 = cols
+            .iter()
+            .zip(y.data())
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum();
+        let rhs: f64 = x
+            .data()
+            .iter()
+            .zip(&back)
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum();
+        assert!(
+            (lhs - rhs).abs() < 1e-3 * (1.0 + lhs.abs()),
+            "case {i}: {lhs} vs {rhs}"
+        );
+    }
+}
+
+#[test]
+fn col2im_accumulates() {
+    let g = ConvGeometry::new((1, 3, 3), (2, 2), (1, 1), (0, 0), (1, 1)).unwrap();
+    let ones = vec![1.0; g.col_rows() * g.col_cols()];
+    let mut dx = vec![10.0; 9];
+    col2im(&ones, &g, &mut dx);
+    // Each pixel adds the number of 2×2 windows that cover it: corners 1, edges 2, centre 4.
+    assert_eq!(dx, vec![11., 12., 11., 12., 14., 12., 11., 12., 11.]);
+}
+
+#[test]
+fn geometry_output_size_and_errors() {
+    let g = ConvGeometry::new((1, 28, 28), (3, 3), (1, 1), (0, 0), (1, 1)).unwrap();
+    assert_eq!((g.out_height, g.out_width), (26, 26));
+    let g = ConvGeometry::new((1, 7, 8), (3, 3), (2, 2), (1, 1), (1, 1)).unwrap();
+    assert_eq!((g.out_height, g.out_width), (4, 4)); // ⌊(7+2−3)/2⌋+1, ⌊(8+2−3)/2⌋+1
+    let g = ConvGeometry::new((1, 10, 10), (3, 3), (1, 1), (0, 0), (2, 2)).unwrap();
+    assert_eq!((g.out_height, g.out_width), (6, 6)); // the dilated kernel spans 5
+    let e = ConvGeometry::new((1, 2, 2), (3, 3), (1, 1), (0, 0), (1, 1)).unwrap_err();
+    assert!(e.to_string().contains("2×2"), "{e}");
+    assert!(ConvGeometry::new((1, 5, 5), (3, 3), (0, 1), (0, 0), (1, 1)).is_err());
+}
