@@ -16,3 +16,8 @@ pub mod tensor;
 
 pub use error::{Error, Result};
 pub use tensor::Tensor;
+
+/// The README's code blocks, compiled and run as doctests so the README cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -49,7 +49,6 @@ pub const PARALLEL_MIN_MACS: usize = 1 << 20;
 /// sgemm(2, 2, 2, 1.0, &a, Yes, &a, No, 0.0, &mut c);
 /// assert_eq!(c, [10., 14., 14., 20.]);
 /// ```
-#[allow(clippy::too_many_arguments)] // the BLAS signature; every argument is needed
 pub fn sgemm(
     m: usize,
     k: usize,

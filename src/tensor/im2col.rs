@@ -217,8 +217,13 @@ pub fn col2im(cols: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
                     }
                     let dst = &mut plane[iy * g.width..][..g.width];
                     let first = (lo as isize * sw as isize + off) as usize;
-                    for (d, s) in dst[first..].iter_mut().step_by(sw).zip(&src[lo..hi]) {
-                        *d += *s;
+                    if sw == 1 {
+                        let dst = &mut dst[first..first + (hi - lo)];
+                        dst.iter_mut().zip(&src[lo..hi]).for_each(|(d, s)| *d += *s);
+                    } else {
+                        for (d, s) in dst[first..].iter_mut().step_by(sw).zip(&src[lo..hi]) {
+                            *d += *s;
+                        }
                     }
                 }
             }
