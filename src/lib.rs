@@ -12,6 +12,9 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod gradcheck;
+pub mod layers;
+pub mod loss;
 pub mod tensor;
 
 pub use error::{Error, Result};

@@ -1,0 +1,272 @@
+//! Finite-difference gradient checking: the proof that a backward pass is right.
+//!
+//! A backward pass is hand-written calculus, and calculus written by hand has bugs. The check is
+//! simple: the derivative of `L` with respect to one number `θ` is, by definition, the limit of
+//! `(L(θ + ε) − L(θ − ε)) / 2ε`. Evaluate that *central difference* for every input and every
+//! parameter, and compare it with what `backward` computed. The central difference is accurate to
+//! `O(ε²)`, so with `ε ≈ 10⁻²` in `f32` the two agree to roughly three or four digits when the
+//! backward pass is right, and disagree wildly when it is not.
+//!
+//! A layer's output is a tensor, not a scalar, so the check makes one: `L = Σ y ⊙ r` with a fixed
+//! random tensor `r`. Then `dL/dy = r`, which is what [`check_layer`] feeds to `backward`.
+//! Because `r` is random, a wrong entry anywhere in the Jacobian shows up.
+//!
+//! The error reported for each entry is `|analytic − numeric| / max(|analytic|, |numeric|, atol)`:
+//! relative for gradients of normal size, absolute (scaled by `1/atol`) for near-zero ones, where
+//! `f32` rounding would make a relative error meaningless.
+//!
+//! ```
+//! use backprop::gradcheck::{check_layer, Options};
+//! use backprop::layers::{Dense, Mode};
+//! use backprop::Tensor;
+//! let mut dense = Dense::new(4, 3).seed(1);
+//! let x = Tensor::randn(&[2, 4], 0.0, 1.0, 2);
+//! let report = check_layer(&mut dense, &x, Mode::Train, &Options::default());
+//! assert!(report.passes(1e-2), "{report}");
+//! ```
+//!
+//! Kinks (ReLU at 0, a tie in max pooling) have no derivative; keep test inputs at least `ε` away
+//! from them.
+
+use crate::error::Result;
+use crate::layers::{Layer, Mode};
+use crate::loss::{Loss, Target};
+use crate::tensor::Tensor;
+use rand::seq::index::sample;
+use std::fmt;
+
+/// Settings of a gradient check.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The step `ε` of the central difference.
+    pub eps: f32,
+    /// Magnitudes below this count as this in the relative error's denominator.
+    pub atol: f32,
+    /// Seed of the projection `r` (and of the sampled entries).
+    pub seed: u64,
+    /// Check at most this many entries per tensor (chosen at random); `None` checks them all.
+    pub max_entries: Option<usize>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            eps: 1e-2,
+            atol: 1e-2,
+            seed: 0,
+            max_entries: Some(2000),
+        }
+    }
+}
+
+/// The result of checking one tensor (the input, or one parameter).
+#[derive(Clone, Debug)]
+pub struct TensorReport {
+    /// `"input"`, or the parameter's name (`"weight"`, `"bias"`).
+    pub name: String,
+    /// How many entries were compared.
+    pub checked: usize,
+    /// Largest `|analytic − numeric|`.
+    pub max_abs_error: f32,
+    /// Largest `|analytic − numeric| / max(|analytic|, |numeric|, atol)`.
+    pub max_rel_error: f32,
+    /// Flat index of the entry with the largest relative error.
+    pub worst_index: usize,
+    /// The analytic gradient at that entry.
+    pub worst_analytic: f32,
+    /// The finite-difference gradient at that entry.
+    pub worst_numeric: f32,
+}
+
+/// The result of a gradient check: one [`TensorReport`] per checked tensor.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// Per-tensor results, input first, then parameters in the layer's order.
+    pub tensors: Vec<TensorReport>,
+}
+
+impl Report {
+    /// The largest relative error over all tensors.
+    pub fn max_rel_error(&self) -> f32 {
+        self.tensors
+            .iter()
+            .map(|t| t.max_rel_error)
+            .fold(0.0, f32::max)
+    }
+
+    /// The largest absolute error over all tensors.
+    pub fn max_abs_error(&self) -> f32 {
+        self.tensors
+            .iter()
+            .map(|t| t.max_abs_error)
+            .fold(0.0, f32::max)
+    }
+
+    /// True when every relative error is at most `tol` (and every gradient is finite).
+    pub fn passes(&self, tol: f32) -> bool {
+        self.tensors.iter().all(|t| t.max_rel_error <= tol)
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for t in &self.tensors {
+            writeln!(
+                f,
+                "{:>8}: {} entries, max abs error {:.2e}, max rel error {:.2e} at [{}] (analytic {:.6}, numeric {:.6})",
+                t.name,
+                t.checked,
+                t.max_abs_error,
+                t.max_rel_error,
+                t.worst_index,
+                t.worst_analytic,
+                t.worst_numeric
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Compares analytic and numeric gradients entry by entry.
+struct Comparison {
+    report: TensorReport,
+    atol: f32,
+}
+
+impl Comparison {
+    fn new(name: &str, atol: f32) -> Comparison {
+        let report = TensorReport {
+            name: name.to_string(),
+            checked: 0,
+            max_abs_error: 0.0,
+            max_rel_error: 0.0,
+            worst_index: 0,
+            worst_analytic: 0.0,
+            worst_numeric: 0.0,
+        };
+        Comparison { report, atol }
+    }
+
+    fn add(&mut self, index: usize, analytic: f32, numeric: f32) {
+        let r = &mut self.report;
+        let abs = (analytic - numeric).abs();
+        let rel = abs / analytic.abs().max(numeric.abs()).max(self.atol);
+        let rel = if rel.is_nan() { f32::INFINITY } else { rel };
+        r.checked += 1;
+        r.max_abs_error = r.max_abs_error.max(abs);
+        if rel > r.max_rel_error || r.checked == 1 {
+            (
+                r.max_rel_error,
+                r.worst_index,
+                r.worst_analytic,
+                r.worst_numeric,
+            ) = (rel, index, analytic, numeric);
+        }
+    }
+}
+
+/// Which entries of a tensor of `len` elements to check.
+fn entries(len: usize, opts: &Options) -> Vec<usize> {
+    match opts.max_entries {
+        Some(max) if len > max => {
+            let mut idx =
+                sample(&mut crate::tensor::rng(opts.seed ^ len as u64), len, max).into_vec();
+            idx.sort_unstable();
+            idx
+        }
+        _ => (0..len).collect(),
+    }
+}
+
+/// `f'(v) ≈ (f(v + ε) − f(v − ε)) / 2ε`.
+fn central_difference(v: f32, eps: f32, mut f: impl FnMut(f32) -> f64) -> f32 {
+    ((f(v + eps) - f(v - eps)) / (2.0 * eps as f64)) as f32
+}
+
+/// Checks a layer's backward pass (w.r.t. its input and every parameter) at input `x` in `mode`.
+///
+/// The layer is reseeded with the same seed before every forward pass, so that random layers
+/// (dropout) make the same choices throughout. Parameter gradients are zeroed first, and hold
+/// the analytic gradient of `Σ y ⊙ r` afterwards.
+pub fn check_layer(layer: &mut dyn Layer, x: &Tensor, mode: Mode, opts: &Options) -> Report {
+    let layer_seed = opts.seed.wrapping_add(0x5eed);
+    layer.reseed(layer_seed);
+    let y = layer.forward(x, mode);
+    let r = Tensor::randn(y.shape(), 0.0, 1.0, opts.seed);
+    layer.zero_grad();
+    let dx = layer.backward(&r);
+    let param_grads: Vec<Tensor> = layer.params().iter().map(|p| p.grad.clone()).collect();
+
+    // L(x, θ) = Σ y ⊙ r, in f64 so that summation adds no noise to the difference.
+    let objective = |layer: &mut dyn Layer, x: &Tensor| -> f64 {
+        layer.reseed(layer_seed);
+        let y = layer.forward(x, mode);
+        y.data()
+            .iter()
+            .zip(r.data())
+            .map(|(&a, &b)| a as f64 * b as f64)
+            .sum()
+    };
+
+    let mut tensors = Vec::new();
+    let mut cmp = Comparison::new("input", opts.atol);
+    let mut xp = x.clone();
+    for i in entries(x.len(), opts) {
+        let numeric = central_difference(x.data()[i], opts.eps, |val| {
+            xp.data_mut()[i] = val;
+            objective(layer, &xp)
+        });
+        xp.data_mut()[i] = x.data()[i];
+        cmp.add(i, dx.data()[i], numeric);
+    }
+    tensors.push(cmp.report);
+
+    for (p, analytic) in param_grads.iter().enumerate() {
+        let name = layer.params()[p].name;
+        let mut cmp = Comparison::new(name, opts.atol);
+        for i in entries(analytic.len(), opts) {
+            let orig = layer.params()[p].value.data()[i];
+            let numeric = central_difference(orig, opts.eps, |val| {
+                layer.params_mut()[p].value.data_mut()[i] = val;
+                objective(layer, x)
+            });
+            layer.params_mut()[p].value.data_mut()[i] = orig;
+            cmp.add(i, analytic.data()[i], numeric);
+        }
+        tensors.push(cmp.report);
+    }
+    Report { tensors }
+}
+
+/// Checks a loss's gradient with respect to its prediction input.
+///
+/// # Errors
+/// Whatever the loss returns for this prediction and target.
+pub fn check_loss(
+    loss: &dyn Loss,
+    pred: &Tensor,
+    target: Target<'_>,
+    opts: &Options,
+) -> Result<Report> {
+    let (_, grad) = loss.loss_and_grad(pred, target)?;
+    let mut cmp = Comparison::new("input", opts.atol);
+    let mut zp = pred.clone();
+    for i in entries(pred.len(), opts) {
+        let mut failed = None;
+        let numeric = central_difference(pred.data()[i], opts.eps, |val| {
+            zp.data_mut()[i] = val;
+            loss.loss(&zp, target).map(f64::from).unwrap_or_else(|e| {
+                failed = Some(e);
+                f64::NAN
+            })
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        zp.data_mut()[i] = pred.data()[i];
+        cmp.add(i, grad.data()[i], numeric);
+    }
+    Ok(Report {
+        tensors: vec![cmp.report],
+    })
+}

@@ -1,0 +1,384 @@
+//! Element-wise activations, and softmax.
+//!
+//! An element-wise activation `y = f(x)` has a diagonal Jacobian, so its backward pass is a
+//! product element by element: `dL/dx = g ⊙ f'(x)`. Each layer below caches whichever of `x`
+//! or `y` gives `f'` most cheaply:
+//!
+//! | layer | forward `y = f(x)` | backward `dL/dx` | caches |
+//! |---|---|---|---|
+//! | [`Relu`] | `max(x, 0)` | `g · [x > 0]` | x |
+//! | [`LeakyRelu`] | `x` if `x > 0`, else `a·x` | `g · (1 if x > 0 else a)` | x |
+//! | [`Sigmoid`] | `σ(x) = 1 / (1 + e^(−x))` | `g · y·(1 − y)` | y |
+//! | [`Tanh`] | `tanh(x)` | `g · (1 − y²)` | y |
+//! | [`Gelu`] | `x·Φ(x)` (exact, erf) or its tanh approximation | `g · (Φ(x) + x·φ(x))` | x |
+//!
+//! (At the kink `x = 0`, ReLU's derivative is taken as 0, as PyTorch does.)
+//!
+//! [`Softmax`] is not element-wise: each output depends on every input of its row,
+//! `y_i = e^(x_i) / Σ_j e^(x_j)`. Its Jacobian is `∂y_i/∂x_j = y_i (δ_ij − y_j)`, which gives
+//! `dL/dx_i = y_i · (g_i − Σ_j g_j y_j)`.
+
+use super::{Layer, Mode, check_grad, check_input, shape_error};
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// Output shape of an element-wise layer: anything with a batch axis.
+fn same_shape(name: &str, input: &[usize]) -> Result<Vec<usize>> {
+    if input.is_empty() {
+        return Err(shape_error(name, "[N, …] (at least one axis)", input));
+    }
+    Ok(input.to_vec())
+}
+
+/// Applies `f` to `x`, caching `x` (or, with `cache_output`, `y`) in `cache`.
+fn elementwise_forward(
+    name: &str,
+    x: &Tensor,
+    cache: &mut Tensor,
+    cache_output: bool,
+    f: impl Fn(f32) -> f32,
+) -> Tensor {
+    same_shape(name, x.shape()).unwrap_or_else(|e| panic!("{e}"));
+    let y = x.map(f);
+    cache.copy_from(if cache_output { &y } else { x });
+    y
+}
+
+/// `dL/dx = g ⊙ f'(cached)`.
+fn elementwise_backward(name: &str, cache: &Tensor, g: &Tensor, df: impl Fn(f32) -> f32) -> Tensor {
+    check_grad(name, cache.shape(), g);
+    g.zip_map(cache, |g, c| g * df(c))
+}
+
+macro_rules! elementwise_layer_impl {
+    ($ty:ident, $name:literal) => {
+        fn name(&self) -> &'static str {
+            $name
+        }
+        fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+            same_shape($name, input)
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------------------- ReLU
+
+/// Rectified linear unit: `y = max(x, 0)`, `dL/dx = g · [x > 0]`.
+///
+/// ```
+/// use backprop::layers::{Layer, Mode, Relu};
+/// use backprop::Tensor;
+/// let mut relu = Relu::new();
+/// let y = relu.forward(&Tensor::from_vec(&[1, 3], vec![-1., 0., 2.]).unwrap(), Mode::Train);
+/// assert_eq!(y.data(), &[0., 0., 2.]);
+/// assert_eq!(relu.backward(&Tensor::ones(&[1, 3])).data(), &[0., 0., 1.]);
+/// ```
+#[derive(Default)]
+pub struct Relu {
+    x: Tensor,
+}
+
+impl Relu {
+    /// A ReLU layer.
+    pub fn new() -> Relu {
+        Relu::default()
+    }
+}
+
+impl Layer for Relu {
+    elementwise_layer_impl!(Relu, "ReLU");
+
+    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+        elementwise_forward(self.name(), x, &mut self.x, false, |x| x.max(0.0))
+    }
+
+    fn backward(&mut self, g: &Tensor) -> Tensor {
+        elementwise_backward("ReLU", &self.x, g, |x| if x > 0.0 { 1.0 } else { 0.0 })
+    }
+}
+
+// ----------------------------------------------------------------------------------- LeakyReLU
+
+/// Leaky ReLU: `y = x` for `x > 0`, `a·x` otherwise; `dL/dx = g · (1 or a)`.
+pub struct LeakyRelu {
+    slope: f32,
+    x: Tensor,
+}
+
+impl LeakyRelu {
+    /// A leaky ReLU with negative slope `slope` (PyTorch's default is 0.01).
+    pub fn new(slope: f32) -> LeakyRelu {
+        LeakyRelu {
+            slope,
+            x: Tensor::default(),
+        }
+    }
+}
+
+impl Layer for LeakyRelu {
+    elementwise_layer_impl!(LeakyRelu, "LeakyReLU");
+
+    fn describe(&self) -> String {
+        format!("LeakyReLU({})", self.slope)
+    }
+
+    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+        let a = self.slope;
+        elementwise_forward(self.name(), x, &mut self.x, false, |x| {
+            if x > 0.0 { x } else { a * x }
+        })
+    }
+
+    fn backward(&mut self, g: &Tensor) -> Tensor {
+        let a = self.slope;
+        elementwise_backward("LeakyReLU", &self.x, g, |x| if x > 0.0 { 1.0 } else { a })
+    }
+}
+
+// ------------------------------------------------------------------------------------- Sigmoid
+
+/// The logistic sigmoid, `y = 1 / (1 + e^(−x))`; `dL/dx = g · y(1 − y)`.
+#[derive(Default)]
+pub struct Sigmoid {
+    y: Tensor,
+}
+
+impl Sigmoid {
+    /// A sigmoid layer.
+    pub fn new() -> Sigmoid {
+        Sigmoid::default()
+    }
+}
+
+/// `σ(x)`, written so that neither branch overflows.
+pub(crate) fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+impl Layer for Sigmoid {
+    elementwise_layer_impl!(Sigmoid, "Sigmoid");
+
+    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+        elementwise_forward(self.name(), x, &mut self.y, true, sigmoid)
+    }
+
+    fn backward(&mut self, g: &Tensor) -> Tensor {
+        elementwise_backward("Sigmoid", &self.y, g, |y| y * (1.0 - y))
+    }
+}
+
+// ---------------------------------------------------------------------------------------- Tanh
+
+/// Hyperbolic tangent, `y = tanh(x)`; `dL/dx = g · (1 − y²)`.
+#[derive(Default)]
+pub struct Tanh {
+    y: Tensor,
+}
+
+impl Tanh {
+    /// A tanh layer.
+    pub fn new() -> Tanh {
+        Tanh::default()
+    }
+}
+
+impl Layer for Tanh {
+    elementwise_layer_impl!(Tanh, "Tanh");
+
+    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+        elementwise_forward(self.name(), x, &mut self.y, true, f32::tanh)
+    }
+
+    fn backward(&mut self, g: &Tensor) -> Tensor {
+        elementwise_backward("Tanh", &self.y, g, |y| 1.0 - y * y)
+    }
+}
+
+// ---------------------------------------------------------------------------------------- GELU
+
+/// Gaussian error linear unit, `y = x·Φ(x)` where `Φ` is the standard normal CDF.
+///
+/// - [`Gelu::new`] is exact: `Φ(x) = ½(1 + erf(x/√2))`, PyTorch's `nn.GELU()` default.
+///   Backward: `dL/dx = g · (Φ(x) + x·φ(x))` with `φ(x) = e^(−x²/2)/√(2π)`.
+/// - [`Gelu::tanh`] is the tanh approximation `½x(1 + tanh(u))`, `u = √(2/π)(x + 0.044715x³)`,
+///   PyTorch's `nn.GELU(approximate="tanh")`. Backward:
+///   `dL/dx = g · (½(1 + tanh u) + ½x(1 − tanh²u)·√(2/π)(1 + 3·0.044715x²))`.
+pub struct Gelu {
+    approximate: bool,
+    x: Tensor,
+}
+
+const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+const GELU_CUBIC: f64 = 0.044_715;
+
+/// The error function, to ~1e-7 absolute accuracy (Abramowitz & Stegun 7.1.26), in `f64`.
+fn erf(x: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let y = 1.0 - poly * (-x * x).exp();
+    if x >= 0.0 { y } else { -y }
+}
+
+fn gelu_exact(x: f32) -> f32 {
+    let x = x as f64;
+    (0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2))) as f32
+}
+
+fn gelu_exact_grad(x: f32) -> f32 {
+    let x = x as f64;
+    let cdf = 0.5 * (1.0 + erf(x / std::f64::consts::SQRT_2));
+    let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    (cdf + x * pdf) as f32
+}
+
+fn gelu_tanh(x: f32) -> f32 {
+    let x = x as f64;
+    let u = SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x);
+    (0.5 * x * (1.0 + u.tanh())) as f32
+}
+
+fn gelu_tanh_grad(x: f32) -> f32 {
+    let x = x as f64;
+    let t = (SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x)).tanh();
+    let du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * x * x);
+    (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du) as f32
+}
+
+impl Gelu {
+    /// Exact GELU (erf), as PyTorch's default.
+    pub fn new() -> Gelu {
+        Gelu {
+            approximate: false,
+            x: Tensor::default(),
+        }
+    }
+
+    /// The tanh approximation of GELU.
+    pub fn tanh() -> Gelu {
+        Gelu {
+            approximate: true,
+            x: Tensor::default(),
+        }
+    }
+}
+
+impl Default for Gelu {
+    fn default() -> Gelu {
+        Gelu::new()
+    }
+}
+
+impl Layer for Gelu {
+    elementwise_layer_impl!(Gelu, "GELU");
+
+    fn describe(&self) -> String {
+        if self.approximate {
+            "GELU(tanh)".into()
+        } else {
+            "GELU".into()
+        }
+    }
+
+    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+        let f = if self.approximate {
+            gelu_tanh
+        } else {
+            gelu_exact
+        };
+        elementwise_forward(self.name(), x, &mut self.x, false, f)
+    }
+
+    fn backward(&mut self, g: &Tensor) -> Tensor {
+        let df = if self.approximate {
+            gelu_tanh_grad
+        } else {
+            gelu_exact_grad
+        };
+        elementwise_backward("GELU", &self.x, g, df)
+    }
+}
+
+// ------------------------------------------------------------------------------------- Softmax
+
+/// Softmax over the feature axis (axis 1, like PyTorch's `nn.Softmax(dim=1)`):
+/// `y_i = e^(x_i − m) / Σ_j e^(x_j − m)` with `m = max_j x_j` (subtracting the max changes nothing
+/// mathematically and keeps `e^…` from overflowing). Backward: `dL/dx_i = y_i (g_i − Σ_j g_j y_j)`.
+///
+/// For classification, prefer feeding raw logits to [`CrossEntropyLoss`](crate::loss::CrossEntropyLoss),
+/// which fuses softmax and log for accuracy; this layer is for when the probabilities themselves are
+/// needed inside a network.
+#[derive(Default)]
+pub struct Softmax {
+    y: Tensor,
+}
+
+impl Softmax {
+    /// A softmax layer over axis 1.
+    pub fn new() -> Softmax {
+        Softmax::default()
+    }
+}
+
+/// (outer, features, inner) of a `[N, F, …]` shape: element `[n, f, i]` at `(n·F + f)·inner + i`.
+fn feature_split(shape: &[usize]) -> (usize, usize, usize) {
+    (shape[0], shape[1], shape[2..].iter().product())
+}
+
+impl Layer for Softmax {
+    fn name(&self) -> &'static str {
+        "Softmax"
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        if input.len() < 2 {
+            return Err(shape_error("Softmax", "[N, features, …]", input));
+        }
+        Ok(input.to_vec())
+    }
+
+    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+        check_input(self, x);
+        let (n, f, inner) = feature_split(x.shape());
+        let mut y = x.clone();
+        for b in 0..n {
+            for i in 0..inner {
+                let at = |k: usize| (b * f + k) * inner + i;
+                let m = (0..f)
+                    .map(|k| x.data()[at(k)])
+                    .fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0;
+                for k in 0..f {
+                    let e = (x.data()[at(k)] - m).exp();
+                    y.data_mut()[at(k)] = e;
+                    sum += e;
+                }
+                (0..f).for_each(|k| y.data_mut()[at(k)] /= sum); // y = e^(x−m) / Σ e^(x−m)
+            }
+        }
+        self.y.copy_from(&y);
+        y
+    }
+
+    fn backward(&mut self, g: &Tensor) -> Tensor {
+        check_grad("Softmax", self.y.shape(), g);
+        let (n, f, inner) = feature_split(self.y.shape());
+        let (y, gd) = (self.y.data(), g.data());
+        let mut dx = Tensor::zeros(self.y.shape());
+        for b in 0..n {
+            for i in 0..inner {
+                let at = |k: usize| (b * f + k) * inner + i;
+                let dot: f32 = (0..f).map(|k| gd[at(k)] * y[at(k)]).sum(); // Σ_j g_j y_j
+                (0..f).for_each(|k| dx.data_mut()[at(k)] = y[at(k)] * (gd[at(k)] - dot));
+            }
+        }
+        dx
+    }
+}

@@ -1,0 +1,114 @@
+//! Dropout (inverted): during training, zero each unit with probability `p` and scale the
+//! survivors by `1/(1−p)`, so that the expected output equals the input and nothing needs
+//! rescaling at inference.
+//!
+//! ```text
+//! train:  m_i = [u_i ≥ p] / (1 − p),  u_i ~ U[0, 1)      y = x ⊙ m      dL/dx = g ⊙ m
+//! eval:   y = x                                                          dL/dx = g
+//! ```
+//!
+//! The mask `m` is drawn from the layer's own seeded generator, so a run is reproducible.
+
+use super::{Layer, Mode, check_grad, check_input, shape_error};
+use crate::error::Result;
+use crate::tensor::{Rng, Tensor, rng};
+use rand::RngExt;
+
+/// Inverted dropout with drop probability `p`. See the [module docs](self) for the math.
+///
+/// ```
+/// use backprop::layers::{Dropout, Layer, Mode};
+/// use backprop::Tensor;
+/// let mut drop = Dropout::new(0.5).seed(1);
+/// let y = drop.forward(&Tensor::ones(&[1, 1000]), Mode::Train);
+/// assert!(y.data().iter().all(|&v| v == 0.0 || v == 2.0));  // dropped, or scaled by 1/(1−p)
+/// assert_eq!(drop.forward(&Tensor::ones(&[1, 3]), Mode::Eval).data(), &[1., 1., 1.]);
+/// ```
+pub struct Dropout {
+    p: f32,
+    rng: Rng,
+    /// The latest mask `m` (already scaled by `1/(1−p)`); empty after an eval-mode forward.
+    mask: Tensor,
+    out_shape: Vec<usize>,
+}
+
+impl Dropout {
+    /// Drops each unit with probability `p` during training.
+    ///
+    /// # Panics
+    /// If `p` is not in `[0, 1]`.
+    pub fn new(p: f32) -> Dropout {
+        assert!(
+            (0.0..=1.0).contains(&p),
+            "Dropout: p must be in [0, 1], got {p}"
+        );
+        Dropout {
+            p,
+            rng: rng(0),
+            mask: Tensor::default(),
+            out_shape: Vec::new(),
+        }
+    }
+
+    /// Seeds the generator that draws the masks.
+    pub fn seed(mut self, seed: u64) -> Dropout {
+        self.rng = rng(seed);
+        self
+    }
+
+    /// The drop probability.
+    pub fn p(&self) -> f32 {
+        self.p
+    }
+}
+
+impl Layer for Dropout {
+    fn name(&self) -> &'static str {
+        "Dropout"
+    }
+
+    fn describe(&self) -> String {
+        format!("Dropout({})", self.p)
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        if input.is_empty() {
+            return Err(shape_error("Dropout", "[N, …]", input));
+        }
+        Ok(input.to_vec())
+    }
+
+    fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
+        self.out_shape = check_input(self, x);
+        if mode == Mode::Eval || self.p == 0.0 {
+            self.mask = Tensor::default();
+            return x.clone();
+        }
+        let keep_scale = if self.p < 1.0 {
+            1.0 / (1.0 - self.p)
+        } else {
+            0.0
+        };
+        self.mask.resize_zeroed(x.shape());
+        for m in self.mask.data_mut() {
+            *m = if self.rng.random::<f32>() >= self.p {
+                keep_scale
+            } else {
+                0.0
+            }; // m = [u ≥ p]/(1−p)
+        }
+        x.mul_elem(&self.mask) // y = x ⊙ m
+    }
+
+    fn backward(&mut self, g: &Tensor) -> Tensor {
+        check_grad(self.name(), &self.out_shape, g);
+        if self.mask.is_empty() {
+            return g.clone(); // eval mode: identity
+        }
+        g.mul_elem(&self.mask) // dL/dx = g ⊙ m
+    }
+
+    fn reseed(&mut self, seed: u64) {
+        self.rng = rng(seed);
+    }
+}

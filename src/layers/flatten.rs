@@ -1,0 +1,54 @@
+//! Flatten: `[N, d₁, d₂, …] → [N, d₁·d₂·…]`.
+//!
+//! Nothing is computed: the data is already laid out row-major, so flattening only changes the
+//! shape. Backward likewise gives `dL/dy` back the input's shape: `dL/dx = reshape(g, x.shape)`.
+
+use super::{Layer, Mode, check_grad, check_input, shape_error};
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// Flattens every axis but the batch axis.
+///
+/// ```
+/// use backprop::layers::{Flatten, Layer, Mode};
+/// use backprop::Tensor;
+/// let y = Flatten::new().forward(&Tensor::zeros(&[64, 64, 5, 5]), Mode::Eval);
+/// assert_eq!(y.shape(), &[64, 1600]);
+/// ```
+#[derive(Default)]
+pub struct Flatten {
+    in_shape: Vec<usize>,
+    out_shape: Vec<usize>,
+}
+
+impl Flatten {
+    /// A flatten layer.
+    pub fn new() -> Flatten {
+        Flatten::default()
+    }
+}
+
+impl Layer for Flatten {
+    fn name(&self) -> &'static str {
+        "Flatten"
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        match input {
+            [n, rest @ ..] => Ok(vec![*n, rest.iter().product()]),
+            [] => Err(shape_error("Flatten", "[N, …]", input)),
+        }
+    }
+
+    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+        self.out_shape = check_input(self, x);
+        self.in_shape.clear();
+        self.in_shape.extend_from_slice(x.shape());
+        x.clone().reshape(&self.out_shape)
+    }
+
+    fn backward(&mut self, g: &Tensor) -> Tensor {
+        check_grad(self.name(), &self.out_shape, g);
+        g.clone().reshape(&self.in_shape)
+    }
+}

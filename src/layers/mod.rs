@@ -1,0 +1,186 @@
+//! Layers, each with a hand-written forward and backward pass.
+//!
+//! Every layer implements [`Layer`]. The contract, which the whole crate relies on:
+//!
+//! - [`Layer::forward`] computes `y = f(x)` and **caches** whatever the backward pass will need
+//!   (the input, a mask, the arg-max positions…), in buffers it reuses from call to call;
+//! - [`Layer::backward`] receives `g = dL/dy` for the `y` of the *latest* forward call, returns
+//!   `dL/dx`, and **adds** `dL/dθ` into each parameter's [`Param::grad`] (so gradients of several
+//!   backward passes accumulate until an optimizer's `zero_grad`, as in PyTorch).
+//!
+//! Shapes always include the batch axis first: `[N, features]` for dense data, `[N, C, H, W]` for
+//! images. [`Layer::output_shape`] answers, without computing anything, what a layer makes of an
+//! input shape, or says clearly why it cannot take it; `Sequential` uses it to check a whole model
+//! when it is built. `forward` panics with the same message when given an input it cannot take.
+//!
+//! One file per layer; each opens with its forward and backward math, and the code uses the same
+//! names.
+
+pub(crate) mod activation;
+mod batchnorm;
+mod conv2d;
+mod dense;
+mod dropout;
+mod flatten;
+mod pool;
+
+pub use activation::{Gelu, LeakyRelu, Relu, Sigmoid, Softmax, Tanh};
+pub use batchnorm::{BatchNorm1d, BatchNorm2d};
+pub use conv2d::Conv2d;
+pub use dense::Dense;
+pub use dropout::Dropout;
+pub use flatten::Flatten;
+pub use pool::{AvgPool2d, GlobalAvgPool, MaxPool2d};
+
+use crate::error::{Error, Result};
+use crate::tensor::{Tensor, shape_str};
+
+/// Whether a layer runs as during training or as at inference.
+///
+/// Only some layers care: [`Dropout`] drops units only in `Train`; the batch-norm layers use the
+/// batch's statistics (and update their running averages) in `Train` and the running averages in
+/// `Eval`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Training: dropout active, batch norm uses and updates batch statistics.
+    #[default]
+    Train,
+    /// Inference: deterministic, no state changes.
+    Eval,
+}
+
+/// A learnable tensor and the gradient of the loss with respect to it.
+#[derive(Clone, Debug)]
+pub struct Param {
+    /// The name within its layer, as in a PyTorch `state_dict`: `"weight"` or `"bias"`.
+    pub name: &'static str,
+    /// The current value.
+    pub value: Tensor,
+    /// `dL/dvalue`, accumulated by `backward` until zeroed.
+    pub grad: Tensor,
+}
+
+impl Param {
+    /// A parameter with the given value and a zero gradient of the same shape.
+    pub fn new(name: &'static str, value: Tensor) -> Param {
+        let grad = Tensor::zeros(value.shape());
+        Param { name, value, grad }
+    }
+
+    /// Number of scalars.
+    pub fn len(&self) -> usize {
+        self.value.len()
+    }
+
+    /// True for an empty parameter.
+    pub fn is_empty(&self) -> bool {
+        self.value.is_empty()
+    }
+
+    /// Sets the gradient to zero.
+    pub fn zero_grad(&mut self) {
+        self.grad.fill(0.0);
+    }
+}
+
+/// A network layer with an explicit backward pass. See the [module docs](self) for the contract.
+pub trait Layer: Send {
+    /// The layer's type name, as shown in summaries and error messages: `"Conv2d"`.
+    fn name(&self) -> &'static str;
+
+    /// A one-line description with the layer's settings: `"Conv2d(1→32, 3×3, stride 1)"`.
+    fn describe(&self) -> String {
+        self.name().to_string()
+    }
+
+    /// The shape of the output for an input of shape `input` (batch axis included).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] naming the layer, the expected shape and the actual one, when the layer
+    /// cannot take this input.
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>>;
+
+    /// Computes the output and caches what [`Layer::backward`] needs.
+    ///
+    /// # Panics
+    /// If the input has a shape the layer cannot take (the message is the one
+    /// [`Layer::output_shape`] gives).
+    fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor;
+
+    /// Given `dL/dy` for the latest forward pass, accumulates `dL/dθ` into the parameters'
+    /// gradients and returns `dL/dx`.
+    ///
+    /// # Panics
+    /// If called before `forward`, or with a gradient whose shape is not the latest output's.
+    fn backward(&mut self, grad_out: &Tensor) -> Tensor;
+
+    /// The learnable parameters, in a stable order (`weight` before `bias`).
+    fn params(&self) -> Vec<&Param> {
+        Vec::new()
+    }
+
+    /// Mutable access to the learnable parameters, in the same order as [`Layer::params`].
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        Vec::new()
+    }
+
+    /// State that is saved with the weights but not learned by gradient descent, with its
+    /// `state_dict` name: batch norm's `running_mean` and `running_var`.
+    fn buffers(&self) -> Vec<(&'static str, &Tensor)> {
+        Vec::new()
+    }
+
+    /// Mutable access to the buffers, in the same order as [`Layer::buffers`].
+    fn buffers_mut(&mut self) -> Vec<(&'static str, &mut Tensor)> {
+        Vec::new()
+    }
+
+    /// Number of learnable scalars.
+    fn num_params(&self) -> usize {
+        self.params().iter().map(|p| p.len()).sum()
+    }
+
+    /// Sets every parameter gradient to zero.
+    fn zero_grad(&mut self) {
+        self.params_mut().into_iter().for_each(Param::zero_grad);
+    }
+
+    /// Restarts the layer's random number generator (only [`Dropout`] has one). `Sequential`
+    /// seeds each layer from the model's seed; gradient checks reseed before every forward pass so
+    /// that the random choices stay fixed while the input is perturbed.
+    fn reseed(&mut self, _seed: u64) {}
+}
+
+/// The standard "wrong input" error: names the layer, what it expected and what it got.
+pub(crate) fn shape_error(
+    layer: &str,
+    expected: impl std::fmt::Display,
+    actual: &[usize],
+) -> Error {
+    Error::shape(format!(
+        "{layer} expects an input of shape {expected}, got {}",
+        shape_str(actual)
+    ))
+}
+
+/// Runs [`Layer::output_shape`] and panics with its message if the input does not fit. Every
+/// `forward` starts with this, so a wrong input fails loudly before any arithmetic.
+pub(crate) fn check_input(layer: &dyn Layer, x: &Tensor) -> Vec<usize> {
+    layer
+        .output_shape(x.shape())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Panics unless `grad_out` has the shape of the latest output (`expected`).
+pub(crate) fn check_grad(layer: &str, expected: &[usize], grad_out: &Tensor) {
+    assert!(
+        !expected.is_empty(),
+        "{layer}: backward called before forward"
+    );
+    assert!(
+        grad_out.shape() == expected,
+        "{layer}: backward got a gradient of shape {}, but the latest output had shape {}",
+        shape_str(grad_out.shape()),
+        shape_str(expected)
+    );
+}

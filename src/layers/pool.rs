@@ -1,0 +1,388 @@
+//! Pooling: max, average, and global average over the spatial axes of NCHW images.
+//!
+//! A `k×k` window slides with a stride (by default the window size) over each channel plane,
+//! with optional padding; the output size follows PyTorch's floor mode,
+//! `OH = ⌊(H + 2p − k) / s⌋ + 1`.
+//!
+//! **Max pooling** keeps the largest value of each window:
+//! `y[n, c, oy, ox] = max over the window of x[n, c, iy, ix]`.
+//! Only that one input influenced the output, so the gradient is *routed* to it and nowhere else:
+//!
+//! ```text
+//! dL/dx[n, c, i*] += g[n, c, oy, ox]   where i* = argmax of the window (the first one on ties)
+//! ```
+//!
+//! Padding cells never win (they count as −∞). Windows that overlap (stride < kernel) may route
+//! several gradients into one input, which then adds them up.
+//!
+//! **Average pooling** takes the mean, `y = (1/(kh·kw)) Σ_window x` (padding counts as zeros
+//! in the sum and in the divisor, PyTorch's default `count_include_pad=True`), so every input of
+//! the window receives an equal share: `dL/dx[i] += g / (kh·kw)`.
+//!
+//! **Global average pooling** averages each whole plane: `y[n, c] = (1/(H·W)) Σ_{h,w} x[n, c, h, w]`,
+//! and `dL/dx[n, c, h, w] = g[n, c] / (H·W)`.
+
+use super::{Layer, Mode, check_grad, check_input, shape_error};
+use crate::error::Result;
+use crate::tensor::Tensor;
+use crate::tensor::im2col::ConvGeometry;
+use rayon::prelude::*;
+
+/// Window settings shared by [`MaxPool2d`] and [`AvgPool2d`].
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+}
+
+impl Window {
+    fn describe(&self, name: &str) -> String {
+        let mut s = format!("{name}({}×{}", self.kernel.0, self.kernel.1);
+        if self.stride != self.kernel {
+            s += &format!(", stride ({}, {})", self.stride.0, self.stride.1);
+        }
+        if self.padding != (0, 0) {
+            s += &format!(", padding ({}, {})", self.padding.0, self.padding.1);
+        }
+        s + ")"
+    }
+
+    /// Geometry of one channel plane (pooling never mixes channels).
+    fn geometry(&self, name: &str, input: &[usize]) -> Result<ConvGeometry> {
+        let [_, _, h, w] = *input else {
+            return Err(shape_error(&self.describe(name), "[N, C, H, W]", input));
+        };
+        if 2 * self.padding.0 > self.kernel.0 || 2 * self.padding.1 > self.kernel.1 {
+            return Err(crate::Error::invalid(format!(
+                "{}: padding must be at most half the kernel size",
+                self.describe(name)
+            )));
+        }
+        ConvGeometry::new((1, h, w), self.kernel, self.stride, self.padding, (1, 1)).map_err(|e| {
+            shape_error(
+                &self.describe(name),
+                format!("[N, C, H, W] with H, W large enough ({e})"),
+                input,
+            )
+        })
+    }
+
+    fn output_shape(&self, name: &str, input: &[usize]) -> Result<Vec<usize>> {
+        let g = self.geometry(name, input)?;
+        Ok(vec![input[0], input[1], g.out_height, g.out_width])
+    }
+}
+
+/// The input rows (or columns) a window starting at output index `o` covers, clipped to the image.
+fn span(o: usize, stride: usize, pad: usize, k: usize, size: usize) -> std::ops::Range<usize> {
+    let start = (o * stride) as isize - pad as isize;
+    let lo = start.max(0) as usize;
+    let hi = ((start + k as isize).max(0) as usize).min(size);
+    lo..hi.max(lo)
+}
+
+// ------------------------------------------------------------------------------------ MaxPool2d
+
+/// Max pooling over `kh × kw` windows. See the [module docs](self) for the math.
+///
+/// ```
+/// use backprop::layers::{Layer, MaxPool2d, Mode};
+/// use backprop::Tensor;
+/// let x = Tensor::from_vec(&[1, 1, 2, 2], vec![1., 5., 3., 2.]).unwrap();
+/// let mut pool = MaxPool2d::new(2);
+/// assert_eq!(pool.forward(&x, Mode::Train).data(), &[5.]);
+/// // The gradient goes to the winner only.
+/// let dx = pool.backward(&Tensor::ones(&[1, 1, 1, 1]));
+/// assert_eq!(dx.data(), &[0., 1., 0., 0.]);
+/// ```
+pub struct MaxPool2d {
+    window: Window,
+    in_shape: Vec<usize>,
+    out_shape: Vec<usize>,
+    /// For every output, the flat index (within its plane) of the input that won.
+    argmax: Vec<u32>,
+}
+
+impl MaxPool2d {
+    /// A `k × k` window with stride `k` and no padding.
+    pub fn new(k: usize) -> MaxPool2d {
+        MaxPool2d::with_kernel((k, k))
+    }
+
+    /// A `(kh, kw)` window with stride `(kh, kw)` and no padding.
+    pub fn with_kernel(kernel: (usize, usize)) -> MaxPool2d {
+        MaxPool2d {
+            window: Window {
+                kernel,
+                stride: kernel,
+                padding: (0, 0),
+            },
+            in_shape: Vec::new(),
+            out_shape: Vec::new(),
+            argmax: Vec::new(),
+        }
+    }
+
+    /// Same stride in both directions.
+    pub fn stride(mut self, s: usize) -> MaxPool2d {
+        self.window.stride = (s, s);
+        self
+    }
+
+    /// Same padding on all sides (at most half the kernel, as in PyTorch).
+    pub fn padding(mut self, p: usize) -> MaxPool2d {
+        self.window.padding = (p, p);
+        self
+    }
+}
+
+impl Layer for MaxPool2d {
+    fn name(&self) -> &'static str {
+        "MaxPool2d"
+    }
+
+    fn describe(&self) -> String {
+        self.window.describe("MaxPool2d")
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        self.window.output_shape("MaxPool2d", input)
+    }
+
+    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+        self.out_shape = check_input(self, x);
+        self.in_shape.clear();
+        self.in_shape.extend_from_slice(x.shape());
+        let (h, w) = (x.dim(2), x.dim(3));
+        let (oh, ow) = (self.out_shape[2], self.out_shape[3]);
+        let win = self.window;
+        let mut y = Tensor::zeros(&self.out_shape);
+        self.argmax.resize(y.len(), 0);
+        y.data_mut()
+            .par_chunks_mut(oh * ow)
+            .zip(self.argmax.par_chunks_mut(oh * ow))
+            .zip(x.data().par_chunks(h * w))
+            .for_each(|((y_p, arg_p), x_p)| {
+                for oy in 0..oh {
+                    let rows = span(oy, win.stride.0, win.padding.0, win.kernel.0, h);
+                    for ox in 0..ow {
+                        let cols = span(ox, win.stride.1, win.padding.1, win.kernel.1, w);
+                        let (mut best, mut best_i) =
+                            (f32::NEG_INFINITY, rows.start * w + cols.start);
+                        for iy in rows.clone() {
+                            for ix in cols.clone() {
+                                let v = x_p[iy * w + ix];
+                                if v > best || v.is_nan() && !best.is_nan() {
+                                    (best, best_i) = (v, iy * w + ix); // strict >: ties keep the first
+                                }
+                            }
+                        }
+                        y_p[oy * ow + ox] = best;
+                        arg_p[oy * ow + ox] = best_i as u32;
+                    }
+                }
+            });
+        y
+    }
+
+    fn backward(&mut self, g: &Tensor) -> Tensor {
+        check_grad(self.name(), &self.out_shape, g);
+        let mut dx = Tensor::zeros(&self.in_shape);
+        let plane_in = self.in_shape[2] * self.in_shape[3];
+        let plane_out = self.out_shape[2] * self.out_shape[3];
+        dx.data_mut()
+            .par_chunks_mut(plane_in)
+            .zip(g.data().par_chunks(plane_out))
+            .zip(self.argmax.par_chunks(plane_out))
+            .for_each(|((dx_p, g_p), arg_p)| {
+                for (&gv, &i) in g_p.iter().zip(arg_p) {
+                    dx_p[i as usize] += gv; // route g to the window's arg-max
+                }
+            });
+        dx
+    }
+}
+
+// ------------------------------------------------------------------------------------ AvgPool2d
+
+/// Average pooling over `kh × kw` windows. See the [module docs](self) for the math.
+///
+/// ```
+/// use backprop::layers::{AvgPool2d, Layer, Mode};
+/// use backprop::Tensor;
+/// let x = Tensor::from_vec(&[1, 1, 2, 2], vec![1., 5., 3., 3.]).unwrap();
+/// let mut pool = AvgPool2d::new(2);
+/// assert_eq!(pool.forward(&x, Mode::Train).data(), &[3.]);
+/// assert_eq!(pool.backward(&Tensor::ones(&[1, 1, 1, 1])).data(), &[0.25; 4]);
+/// ```
+pub struct AvgPool2d {
+    window: Window,
+    in_shape: Vec<usize>,
+    out_shape: Vec<usize>,
+}
+
+impl AvgPool2d {
+    /// A `k × k` window with stride `k` and no padding.
+    pub fn new(k: usize) -> AvgPool2d {
+        AvgPool2d::with_kernel((k, k))
+    }
+
+    /// A `(kh, kw)` window with stride `(kh, kw)` and no padding.
+    pub fn with_kernel(kernel: (usize, usize)) -> AvgPool2d {
+        AvgPool2d {
+            window: Window {
+                kernel,
+                stride: kernel,
+                padding: (0, 0),
+            },
+            in_shape: Vec::new(),
+            out_shape: Vec::new(),
+        }
+    }
+
+    /// Same stride in both directions.
+    pub fn stride(mut self, s: usize) -> AvgPool2d {
+        self.window.stride = (s, s);
+        self
+    }
+
+    /// Same zero padding on all sides (at most half the kernel, as in PyTorch).
+    pub fn padding(mut self, p: usize) -> AvgPool2d {
+        self.window.padding = (p, p);
+        self
+    }
+}
+
+impl Layer for AvgPool2d {
+    fn name(&self) -> &'static str {
+        "AvgPool2d"
+    }
+
+    fn describe(&self) -> String {
+        self.window.describe("AvgPool2d")
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        self.window.output_shape("AvgPool2d", input)
+    }
+
+    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+        self.out_shape = check_input(self, x);
+        self.in_shape.clear();
+        self.in_shape.extend_from_slice(x.shape());
+        let (h, w) = (x.dim(2), x.dim(3));
+        let (oh, ow) = (self.out_shape[2], self.out_shape[3]);
+        let win = self.window;
+        let scale = 1.0 / (win.kernel.0 * win.kernel.1) as f32;
+        let mut y = Tensor::zeros(&self.out_shape);
+        y.data_mut()
+            .par_chunks_mut(oh * ow)
+            .zip(x.data().par_chunks(h * w))
+            .for_each(|(y_p, x_p)| {
+                for oy in 0..oh {
+                    let rows = span(oy, win.stride.0, win.padding.0, win.kernel.0, h);
+                    for ox in 0..ow {
+                        let cols = span(ox, win.stride.1, win.padding.1, win.kernel.1, w);
+                        let sum: f32 = rows
+                            .clone()
+                            .map(|iy| x_p[iy * w..][cols.clone()].iter().sum::<f32>())
+                            .sum();
+                        y_p[oy * ow + ox] = sum * scale; // y = (1/(kh·kw)) Σ_window x
+                    }
+                }
+            });
+        y
+    }
+
+    fn backward(&mut self, g: &Tensor) -> Tensor {
+        check_grad(self.name(), &self.out_shape, g);
+        let (h, w) = (self.in_shape[2], self.in_shape[3]);
+        let (oh, ow) = (self.out_shape[2], self.out_shape[3]);
+        let win = self.window;
+        let scale = 1.0 / (win.kernel.0 * win.kernel.1) as f32;
+        let mut dx = Tensor::zeros(&self.in_shape);
+        dx.data_mut()
+            .par_chunks_mut(h * w)
+            .zip(g.data().par_chunks(oh * ow))
+            .for_each(|(dx_p, g_p)| {
+                for oy in 0..oh {
+                    let rows = span(oy, win.stride.0, win.padding.0, win.kernel.0, h);
+                    for ox in 0..ow {
+                        let cols = span(ox, win.stride.1, win.padding.1, win.kernel.1, w);
+                        let share = g_p[oy * ow + ox] * scale; // dx += g / (kh·kw)
+                        for iy in rows.clone() {
+                            dx_p[iy * w..][cols.clone()]
+                                .iter_mut()
+                                .for_each(|d| *d += share);
+                        }
+                    }
+                }
+            });
+        dx
+    }
+}
+
+// -------------------------------------------------------------------------------- GlobalAvgPool
+
+/// Global average pooling: `[N, C, H, W] → [N, C]`, the mean of each channel plane.
+/// (PyTorch's `AdaptiveAvgPool2d(1)` followed by `Flatten`.)
+///
+/// ```
+/// use backprop::layers::{GlobalAvgPool, Layer, Mode};
+/// use backprop::Tensor;
+/// let x = Tensor::from_vec(&[1, 2, 1, 2], vec![1., 3., 10., 20.]).unwrap();
+/// assert_eq!(GlobalAvgPool::new().forward(&x, Mode::Train).data(), &[2., 15.]);
+/// ```
+#[derive(Default)]
+pub struct GlobalAvgPool {
+    in_shape: Vec<usize>,
+    out_shape: Vec<usize>,
+}
+
+impl GlobalAvgPool {
+    /// A global average pooling layer.
+    pub fn new() -> GlobalAvgPool {
+        GlobalAvgPool::default()
+    }
+}
+
+impl Layer for GlobalAvgPool {
+    fn name(&self) -> &'static str {
+        "GlobalAvgPool"
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        match *input {
+            [n, c, h, w] if h * w > 0 => Ok(vec![n, c]),
+            _ => Err(shape_error(
+                "GlobalAvgPool",
+                "[N, C, H, W] with H·W > 0",
+                input,
+            )),
+        }
+    }
+
+    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+        self.out_shape = check_input(self, x);
+        self.in_shape.clear();
+        self.in_shape.extend_from_slice(x.shape());
+        let hw = x.dim(2) * x.dim(3);
+        let data = x
+            .data()
+            .chunks_exact(hw)
+            .map(|p| p.iter().sum::<f32>() / hw as f32)
+            .collect();
+        Tensor::from_vec(&self.out_shape, data).expect("one mean per plane")
+    }
+
+    fn backward(&mut self, g: &Tensor) -> Tensor {
+        check_grad(self.name(), &self.out_shape, g);
+        let hw = self.in_shape[2] * self.in_shape[3];
+        let mut dx = Tensor::zeros(&self.in_shape);
+        for (plane, &gv) in dx.data_mut().chunks_exact_mut(hw).zip(g.data()) {
+            plane.fill(gv / hw as f32); // dx = g / (H·W)
+        }
+        dx
+    }
+}

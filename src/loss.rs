@@ -1,0 +1,280 @@
+//! Loss functions: a number that says how wrong the network is, and its gradient.
+//!
+//! Each loss maps the network's output `z` and the target to a scalar `L`, and gives `dL/dz`,
+//! the gradient that starts the backward pass. All of them average over the batch (PyTorch's
+//! `reduction="mean"`), so the learning rate does not depend on the batch size.
+//!
+//! | loss | `L` | `dL/dz` |
+//! |---|---|---|
+//! | [`MseLoss`] | `(1/K) Σ (z − t)²` over all K elements | `2(z − t)/K` |
+//! | [`CrossEntropyLoss`] | `−(1/N) Σₙ Σ_c q[n,c]·log softmax(z[n])_c` | `(softmax(z) − q)/N` |
+//! | [`BceWithLogitsLoss`] | `(1/K) Σ −t·log σ(z) − (1 − t)·log(1 − σ(z))` | `(σ(z) − t)/K` |
+//!
+//! In cross-entropy, `q` is the one-hot vector of the label (or, with label smoothing `ε`,
+//! `(1 − ε)·one-hot + ε/C`). The gradient `softmax − q` is the reason softmax and cross-entropy are
+//! fused: separately, each has an awkward Jacobian; together they reduce to a difference.
+//! `log softmax(z)_c = z_c − m − log Σ_j e^(z_j − m)` with `m = max_j z_j` keeps every exponent ≤ 0,
+//! so logits of ±1000 give a finite loss.
+
+use crate::error::{Error, Result};
+use crate::layers::activation::sigmoid;
+use crate::tensor::{Tensor, shape_str};
+
+/// What a loss compares the network's output with.
+#[derive(Clone, Copy, Debug)]
+pub enum Target<'a> {
+    /// One class index per sample (for [`CrossEntropyLoss`]).
+    Classes(&'a [usize]),
+    /// A tensor of the output's shape (for [`MseLoss`] and [`BceWithLogitsLoss`]).
+    Values(&'a Tensor),
+}
+
+impl<'a> From<&'a [usize]> for Target<'a> {
+    fn from(labels: &'a [usize]) -> Target<'a> {
+        Target::Classes(labels)
+    }
+}
+
+impl<'a> From<&'a Vec<usize>> for Target<'a> {
+    fn from(labels: &'a Vec<usize>) -> Target<'a> {
+        Target::Classes(labels)
+    }
+}
+
+impl<'a> From<&'a Tensor> for Target<'a> {
+    fn from(t: &'a Tensor) -> Target<'a> {
+        Target::Values(t)
+    }
+}
+
+/// A loss function: the scalar to minimise and its gradient with respect to the prediction.
+pub trait Loss: Send + Sync {
+    /// The loss's name, for messages: `"CrossEntropyLoss"`.
+    fn name(&self) -> &'static str;
+
+    /// The loss `L` and `dL/dpred` (same shape as `pred`).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `pred` and the target do not fit together, and
+    /// [`Error::InvalidArgument`] for a class label out of range or the wrong kind of target.
+    fn loss_and_grad(&self, pred: &Tensor, target: Target<'_>) -> Result<(f32, Tensor)>;
+
+    /// The loss alone.
+    ///
+    /// # Errors
+    /// As [`Loss::loss_and_grad`].
+    fn loss(&self, pred: &Tensor, target: Target<'_>) -> Result<f32> {
+        self.loss_and_grad(pred, target).map(|(l, _)| l)
+    }
+}
+
+fn values<'a>(name: &str, pred: &Tensor, target: Target<'a>) -> Result<&'a Tensor> {
+    match target {
+        Target::Values(t) if t.shape() == pred.shape() => Ok(t),
+        Target::Values(t) => Err(Error::shape(format!(
+            "{name}: the prediction has shape {} but the target has shape {}",
+            shape_str(pred.shape()),
+            shape_str(t.shape())
+        ))),
+        Target::Classes(_) => Err(Error::invalid(format!(
+            "{name} needs a target tensor of the prediction's shape, not class labels"
+        ))),
+    }
+}
+
+// -------------------------------------------------------------------------------------- MSE
+
+/// Mean squared error, `L = (1/K) Σ (z − t)²`, `dL/dz = 2(z − t)/K`.
+///
+/// ```
+/// use backprop::loss::{Loss, MseLoss};
+/// use backprop::Tensor;
+/// let z = Tensor::from_vec(&[2], vec![1., 3.]).unwrap();
+/// let t = Tensor::from_vec(&[2], vec![0., 1.]).unwrap();
+/// let (l, g) = MseLoss.loss_and_grad(&z, (&t).into()).unwrap();
+/// assert_eq!(l, 2.5);              // (1² + 2²) / 2
+/// assert_eq!(g.data(), &[1., 2.]); // 2·(z − t)/2
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MseLoss;
+
+impl Loss for MseLoss {
+    fn name(&self) -> &'static str {
+        "MseLoss"
+    }
+
+    fn loss_and_grad(&self, z: &Tensor, target: Target<'_>) -> Result<(f32, Tensor)> {
+        let t = values(self.name(), z, target)?;
+        let k = z.len() as f32;
+        let loss = z
+            .data()
+            .iter()
+            .zip(t.data())
+            .map(|(&z, &t)| ((z - t) as f64).powi(2))
+            .sum::<f64>()
+            / k as f64;
+        let grad = z.zip_map(t, |z, t| 2.0 * (z - t) / k); // dL/dz = 2(z − t)/K
+        Ok((loss as f32, grad))
+    }
+}
+
+// ----------------------------------------------------------------------------- Cross-entropy
+
+/// Cross-entropy from raw logits `[N, C]` and integer labels, with fused, stable log-softmax and
+/// optional label smoothing. See the [module docs](self) for the math.
+///
+/// ```
+/// use backprop::loss::{CrossEntropyLoss, Loss};
+/// use backprop::Tensor;
+/// let logits = Tensor::from_vec(&[1, 2], vec![0., 0.]).unwrap();
+/// let (l, g) = CrossEntropyLoss::new().loss_and_grad(&logits, (&[1usize][..]).into()).unwrap();
+/// assert!((l - 2f32.ln()).abs() < 1e-6);    // −log ½
+/// assert_eq!(g.data(), &[0.5, -0.5]);       // softmax − one-hot
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CrossEntropyLoss {
+    label_smoothing: f32,
+}
+
+impl CrossEntropyLoss {
+    /// Plain cross-entropy (no label smoothing).
+    pub fn new() -> CrossEntropyLoss {
+        CrossEntropyLoss {
+            label_smoothing: 0.0,
+        }
+    }
+
+    /// Label smoothing `ε ∈ [0, 1]`: the target becomes `(1 − ε)·one-hot + ε/C`.
+    ///
+    /// # Panics
+    /// If `ε` is outside `[0, 1]`.
+    pub fn label_smoothing(mut self, eps: f32) -> CrossEntropyLoss {
+        assert!(
+            (0.0..=1.0).contains(&eps),
+            "label smoothing must be in [0, 1], got {eps}"
+        );
+        self.label_smoothing = eps;
+        self
+    }
+}
+
+/// Checks that `labels` fit logits of shape `[N, C]`.
+pub(crate) fn check_labels(name: &str, logits: &Tensor, labels: &[usize]) -> Result<()> {
+    let &[n, c] = logits.shape() else {
+        return Err(Error::shape(format!(
+            "{name} expects logits of shape [N, classes], got {}",
+            shape_str(logits.shape())
+        )));
+    };
+    if labels.len() != n {
+        return Err(Error::shape(format!(
+            "{name}: {n} rows of logits (shape {}) but {} labels",
+            shape_str(logits.shape()),
+            labels.len()
+        )));
+    }
+    if let Some((i, &l)) = labels.iter().enumerate().find(|&(_, &l)| l >= c) {
+        return Err(Error::invalid(format!(
+            "{name}: label {l} (sample {i}) is out of range for {c} classes (valid: 0..={})",
+            c.saturating_sub(1)
+        )));
+    }
+    Ok(())
+}
+
+impl Loss for CrossEntropyLoss {
+    fn name(&self) -> &'static str {
+        "CrossEntropyLoss"
+    }
+
+    fn loss_and_grad(&self, z: &Tensor, target: Target<'_>) -> Result<(f32, Tensor)> {
+        let Target::Classes(labels) = target else {
+            return Err(Error::invalid(
+                "CrossEntropyLoss needs class labels as its target",
+            ));
+        };
+        check_labels(self.name(), z, labels)?;
+        let (n, c) = (z.dim(0), z.dim(1));
+        let eps = self.label_smoothing as f64;
+        let mut grad = Tensor::zeros(z.shape());
+        let mut total = 0.0f64;
+        for ((row, g_row), &label) in z
+            .data()
+            .chunks_exact(c)
+            .zip(grad.data_mut().chunks_exact_mut(c))
+            .zip(labels)
+        {
+            let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+            let log_sum = row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+            for (k, (&v, g)) in row.iter().zip(g_row.iter_mut()).enumerate() {
+                let log_p = v as f64 - m - log_sum; // log softmax(z)_k
+                let q = (1.0 - eps) * f64::from(u8::from(k == label)) + eps / c as f64;
+                total -= q * log_p; // −Σ q·log p
+                *g = ((log_p.exp() - q) / n as f64) as f32; // (softmax − q)/N
+            }
+        }
+        Ok(((total / n as f64) as f32, grad))
+    }
+}
+
+/// Row-wise softmax of logits `[N, C]`: the class probabilities. Stable for any finite logits.
+///
+/// # Panics
+/// If `logits` is not 2-D.
+pub fn softmax(logits: &Tensor) -> Tensor {
+    assert!(
+        logits.ndim() == 2,
+        "softmax expects [N, classes], got {:?}",
+        logits.shape()
+    );
+    let c = logits.dim(1);
+    let mut p = logits.clone();
+    for row in p.data_mut().chunks_exact_mut(c) {
+        let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        row.iter_mut().for_each(|v| *v = (*v - m).exp());
+        let s: f32 = row.iter().sum();
+        row.iter_mut().for_each(|v| *v /= s);
+    }
+    p
+}
+
+// ---------------------------------------------------------------------------- BCE with logits
+
+/// Binary cross-entropy on raw logits: `L = (1/K) Σ max(z, 0) − z·t + log(1 + e^(−|z|))`
+/// (the stable form of `−t·log σ(z) − (1 − t)·log(1 − σ(z))`), `dL/dz = (σ(z) − t)/K`.
+/// Targets are probabilities in `[0, 1]`, of the logits' shape.
+///
+/// ```
+/// use backprop::loss::{BceWithLogitsLoss, Loss};
+/// use backprop::Tensor;
+/// let z = Tensor::from_vec(&[1], vec![0.]).unwrap();
+/// let t = Tensor::from_vec(&[1], vec![1.]).unwrap();
+/// let (l, g) = BceWithLogitsLoss.loss_and_grad(&z, (&t).into()).unwrap();
+/// assert!((l - 2f32.ln()).abs() < 1e-6);
+/// assert_eq!(g.data(), &[-0.5]);
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BceWithLogitsLoss;
+
+impl Loss for BceWithLogitsLoss {
+    fn name(&self) -> &'static str {
+        "BceWithLogitsLoss"
+    }
+
+    fn loss_and_grad(&self, z: &Tensor, target: Target<'_>) -> Result<(f32, Tensor)> {
+        let t = values(self.name(), z, target)?;
+        let k = z.len() as f32;
+        let loss = z
+            .data()
+            .iter()
+            .zip(t.data())
+            .map(|(&z, &t)| {
+                let (z, t) = (z as f64, t as f64);
+                z.max(0.0) - z * t + (-z.abs()).exp().ln_1p()
+            })
+            .sum::<f64>()
+            / k as f64;
+        let grad = z.zip_map(t, |z, t| (sigmoid(z) - t) / k); // (σ(z) − t)/K
+        Ok((loss as f32, grad))
+    }
+}

@@ -1,0 +1,260 @@
+//! Every layer's backward pass against finite differences, on several shapes and settings.
+
+use backprop::Tensor;
+use backprop::gradcheck::{Options, Report, check_layer};
+use backprop::layers::*;
+
+const TOL: f32 = 2e-2;
+
+fn check(name: &str, layer: &mut dyn Layer, x: &Tensor, mode: Mode) -> Report {
+    let report = check_layer(layer, x, mode, &Options::default());
+    assert!(
+        report.passes(TOL),
+        "{name} ({mode:?}), input {:?}:\n{report}",
+        x.shape()
+    );
+    // Every parameter was checked, and the input too.
+    assert_eq!(report.tensors.len(), 1 + layer.params().len());
+    report
+}
+
+/// Values bounded away from 0 by at least `gap` (for layers with a kink at 0).
+fn away_from_zero(shape: &[usize], gap: f32, seed: u64) -> Tensor {
+    Tensor::randn(shape, 0.0, 1.0, seed).map(|v| if v >= 0.0 { v + gap } else { v - gap })
+}
+
+/// A permutation of evenly spaced values: no ties, gaps of 0.1 between any two entries.
+fn distinct(shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let keys = Tensor::rand_uniform(&[n], 0.0, 1.0, seed);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| keys.data()[a].total_cmp(&keys.data()[b]));
+    let mut data = vec![0.0; n];
+    for (rank, &i) in order.iter().enumerate() {
+        data[i] = rank as f32 * 0.1 - n as f32 * 0.05;
+    }
+    Tensor::from_vec(shape, data).unwrap()
+}
+
+#[test]
+fn dense() {
+    for (i, &(n, inp, out)) in [(1, 1, 1), (3, 5, 4), (4, 7, 2), (2, 16, 9)]
+        .iter()
+        .enumerate()
+    {
+        let x = Tensor::randn(&[n, inp], 0.0, 1.0, i as u64);
+        check(
+            "Dense",
+            &mut Dense::new(inp, out).seed(i as u64),
+            &x,
+            Mode::Train,
+        );
+        check(
+            "Dense no bias",
+            &mut Dense::new(inp, out).no_bias().seed(9),
+            &x,
+            Mode::Train,
+        );
+    }
+}
+
+#[test]
+fn conv2d() {
+    type Case = (
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        (usize, usize),
+        usize,
+        usize,
+        usize,
+    );
+    // (N, C, H, W, O, kernel, stride, padding, dilation)
+    let cases: &[Case] = &[
+        (1, 1, 5, 5, 1, (3, 3), 1, 0, 1),
+        (2, 3, 6, 7, 4, (3, 3), 1, 1, 1),
+        (3, 2, 7, 5, 3, (3, 2), 2, 1, 1),
+        (2, 2, 9, 8, 2, (3, 3), 1, 2, 2),
+        (5, 1, 6, 6, 2, (2, 2), 2, 0, 1), // N = 5: a group of 4 images and a group of 1
+        (2, 3, 5, 9, 2, (1, 3), 3, 1, 2),
+    ];
+    for (i, &(n, c, h, w, o, k, s, p, d)) in cases.iter().enumerate() {
+        let x = Tensor::randn(&[n, c, h, w], 0.0, 1.0, i as u64);
+        let mut conv = Conv2d::with_kernel(c, o, k)
+            .stride(s)
+            .padding(p)
+            .dilation(d)
+            .seed(i as u64);
+        check(&conv.describe(), &mut conv, &x, Mode::Train);
+    }
+    let x = Tensor::randn(&[2, 2, 5, 5], 0.0, 1.0, 3);
+    check(
+        "Conv2d no bias",
+        &mut Conv2d::new(2, 3, 3).no_bias().padding(1),
+        &x,
+        Mode::Train,
+    );
+}
+
+#[test]
+fn max_pool() {
+    for (i, (shape, k, s, p)) in [
+        ([1, 1, 4, 4], 2, 2, 0),
+        ([2, 3, 5, 7], 2, 2, 0), // odd sizes: floor mode drops the last row/column
+        ([2, 2, 6, 6], 3, 2, 1), // overlapping windows with padding
+        ([1, 2, 5, 5], 3, 1, 0),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let x = distinct(&shape, i as u64);
+        let mut pool = MaxPool2d::new(k).stride(s).padding(p);
+        check(&pool.describe(), &mut pool, &x, Mode::Train);
+    }
+}
+
+#[test]
+fn avg_pool_and_global() {
+    for (i, (shape, k, s, p)) in [
+        ([1, 1, 4, 4], 2, 2, 0),
+        ([2, 3, 5, 7], 2, 2, 0),
+        ([2, 2, 6, 5], 3, 2, 1),
+        ([1, 2, 5, 5], 3, 1, 1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let x = Tensor::randn(&shape, 0.0, 1.0, i as u64);
+        let mut pool = AvgPool2d::new(k).stride(s).padding(p);
+        check(&pool.describe(), &mut pool, &x, Mode::Train);
+    }
+    check(
+        "GlobalAvgPool",
+        &mut GlobalAvgPool::new(),
+        &Tensor::randn(&[3, 4, 3, 5], 0.0, 1.0, 1),
+        Mode::Train,
+    );
+}
+
+#[test]
+fn flatten() {
+    check(
+        "Flatten",
+        &mut Flatten::new(),
+        &Tensor::randn(&[2, 3, 4, 5], 0.0, 1.0, 1),
+        Mode::Train,
+    );
+}
+
+#[test]
+fn activations() {
+    let shapes: [&[usize]; 3] = [&[1, 1], &[3, 7], &[2, 3, 4, 5]];
+    for (i, shape) in shapes.into_iter().enumerate() {
+        let x = away_from_zero(shape, 0.05, i as u64);
+        check("ReLU", &mut Relu::new(), &x, Mode::Train);
+        check("LeakyReLU", &mut LeakyRelu::new(0.1), &x, Mode::Train);
+        let x = Tensor::randn(shape, 0.0, 2.0, 10 + i as u64);
+        check("Sigmoid", &mut Sigmoid::new(), &x, Mode::Train);
+        check("Tanh", &mut Tanh::new(), &x, Mode::Train);
+        check("GELU", &mut Gelu::new(), &x, Mode::Train);
+        check("GELU(tanh)", &mut Gelu::tanh(), &x, Mode::Train);
+    }
+    check(
+        "Softmax",
+        &mut Softmax::new(),
+        &Tensor::randn(&[4, 6], 0.0, 2.0, 1),
+        Mode::Train,
+    );
+    check(
+        "Softmax 4-D",
+        &mut Softmax::new(),
+        &Tensor::randn(&[2, 3, 2, 2], 0.0, 1.0, 2),
+        Mode::Train,
+    );
+}
+
+#[test]
+fn dropout_both_modes() {
+    let x = Tensor::randn(&[4, 10], 0.0, 1.0, 1);
+    for p in [0.0, 0.3, 0.5, 0.9] {
+        check("Dropout train", &mut Dropout::new(p), &x, Mode::Train);
+        check("Dropout eval", &mut Dropout::new(p), &x, Mode::Eval);
+    }
+}
+
+#[test]
+fn batchnorm_both_modes() {
+    // Eval mode uses running statistics: make them non-trivial with a few training passes first.
+    let warm = |layer: &mut dyn Layer, shape: &[usize]| {
+        for s in 0..3 {
+            layer.forward(&Tensor::randn(shape, 0.5, 2.0, 100 + s), Mode::Train);
+        }
+    };
+    for (i, shape) in [vec![4, 3], vec![5, 2, 3], vec![3, 2, 4, 3]]
+        .into_iter()
+        .enumerate()
+    {
+        let x = Tensor::randn(&shape, 1.0, 1.5, i as u64);
+        let mut bn1: Box<dyn Layer> = if shape.len() == 4 {
+            Box::new(BatchNorm2d::new(shape[1]))
+        } else {
+            Box::new(BatchNorm1d::new(shape[1]))
+        };
+        // Perturb γ, β away from (1, 0) so that their gradients are not special.
+        for p in bn1.params_mut() {
+            p.value = Tensor::randn(p.value.shape(), 0.8, 0.3, 7);
+        }
+        check("BatchNorm train", bn1.as_mut(), &x, Mode::Train);
+        warm(bn1.as_mut(), &shape);
+        check("BatchNorm eval", bn1.as_mut(), &x, Mode::Eval);
+    }
+}
+
+/// The checker itself must catch a wrong backward pass: a "ReLU" whose backward forgets the mask.
+#[test]
+fn gradcheck_catches_a_wrong_backward() {
+    struct BrokenRelu(Relu);
+    impl Layer for BrokenRelu {
+        fn name(&self) -> &'static str {
+            "BrokenReLU"
+        }
+        fn output_shape(&self, input: &[usize]) -> backprop::Result<Vec<usize>> {
+            self.0.output_shape(input)
+        }
+        fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
+            self.0.forward(x, mode)
+        }
+        fn backward(&mut self, g: &Tensor) -> Tensor {
+            g.clone() // wrong: should be g · [x > 0]
+        }
+    }
+    let x = away_from_zero(&[2, 5], 0.05, 3);
+    let report = check_layer(
+        &mut BrokenRelu(Relu::new()),
+        &x,
+        Mode::Train,
+        &Options::default(),
+    );
+    assert!(!report.passes(TOL), "the broken layer passed:\n{report}");
+    assert!(report.max_rel_error() > 0.5);
+    // A Dense layer whose weight gradient is off by a factor of 2 is caught too.
+    let mut dense = Dense::new(3, 2).seed(1);
+    let x = Tensor::randn(&[2, 3], 0.0, 1.0, 1);
+    let ok = check_layer(&mut dense, &x, Mode::Train, &Options::default());
+    assert!(ok.passes(TOL));
+    dense.forward(&x, Mode::Train);
+    dense.zero_grad();
+    dense.backward(&Tensor::randn(&[2, 2], 0.0, 1.0, 0));
+    dense.backward(&Tensor::randn(&[2, 2], 0.0, 1.0, 0)); // accumulates: twice the gradient
+    let twice = dense.params()[0].grad.clone();
+    dense.forward(&x, Mode::Train);
+    dense.zero_grad();
+    dense.backward(&Tensor::randn(&[2, 2], 0.0, 1.0, 0));
+    let once = dense.params()[0].grad.clone();
+    assert!(
+        (&twice - &(&once * 2.0)).norm() < 1e-5,
+        "gradients accumulate across backward calls"
+    );
+}

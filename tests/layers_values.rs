@@ -1,0 +1,244 @@
+//! Hand-worked values: small cases whose outputs and gradients can be checked on paper.
+
+use backprop::Tensor;
+use backprop::layers::*;
+
+fn t(shape: &[usize], v: &[f32]) -> Tensor {
+    Tensor::from_vec(shape, v.to_vec()).unwrap()
+}
+
+fn assert_close(got: &Tensor, want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: {got}");
+    for (i, (g, w)) in got.data().iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() < 1e-5 * (1.0 + w.abs()),
+            "{what}[{i}]: got {g}, want {w} (all: {got})"
+        );
+    }
+}
+
+#[test]
+fn dense_by_hand() {
+    // W = [[1, 2], [3, 4], [5, 6]], b = [1, 0, −1], x = [[1, −1]]
+    let mut d = Dense::new(2, 3).with_weights(
+        t(&[3, 2], &[1., 2., 3., 4., 5., 6.]),
+        Some(t(&[3], &[1., 0., -1.])),
+    );
+    let y = d.forward(&t(&[1, 2], &[1., -1.]), Mode::Train);
+    // y = x·Wᵀ + b = [1−2+1, 3−4+0, 5−6−1] = [0, −1, −2]
+    assert_close(&y, &[0., -1., -2.], "y");
+    let dx = d.backward(&t(&[1, 3], &[1., 0., 2.]));
+    // dx = g·W = [1·1 + 2·5, 1·2 + 2·6] = [11, 14]
+    assert_close(&dx, &[11., 14.], "dx");
+    // dW = gᵀ·x = [[1, −1], [0, 0], [2, −2]]; db = g
+    assert_close(&d.params()[0].grad, &[1., -1., 0., 0., 2., -2.], "dW");
+    assert_close(&d.params()[1].grad, &[1., 0., 2.], "db");
+}
+
+#[test]
+fn conv2d_by_hand() {
+    // One 3×3 image, one 2×2 kernel, stride 1, no padding → 2×2 output.
+    // x = [[1, 2, 3], [4, 5, 6], [7, 8, 9]], W = [[1, 0], [0, −1]], b = 0.5
+    let x = t(&[1, 1, 3, 3], &[1., 2., 3., 4., 5., 6., 7., 8., 9.]);
+    let mut c = Conv2d::new(1, 1, 2)
+        .with_weights(t(&[1, 1, 2, 2], &[1., 0., 0., -1.]), Some(t(&[1], &[0.5])));
+    let y = c.forward(&x, Mode::Train);
+    // y[i, j] = x[i, j] − x[i+1, j+1] + 0.5 = −4 + 0.5 everywhere
+    assert_close(&y, &[-3.5; 4], "y");
+    let dx = c.backward(&t(&[1, 1, 2, 2], &[1., 2., 3., 4.]));
+    // dx[p] = Σ over outputs o that used p of g[o]·W[tap]: +g at the top-left taps, −g at the bottom-right.
+    assert_close(&dx, &[1., 2., 0., 3., 4. - 1., -2., 0., -3., -4.], "dx");
+    // dW[a, b] = Σ_{i,j} g[i, j]·x[i+a, j+b]
+    // dW[0,0] = 1·1 + 2·2 + 3·4 + 4·5 = 37; dW[0,1] = 1·2+2·3+3·5+4·6 = 47;
+    // dW[1,0] = 1·4+2·5+3·7+4·8 = 67; dW[1,1] = 1·5+2·6+3·8+4·9 = 77; db = Σ g = 10
+    assert_close(&c.params()[0].grad, &[37., 47., 67., 77.], "dW");
+    assert_close(&c.params()[1].grad, &[10.], "db");
+}
+
+#[test]
+fn conv2d_padding_stride_by_hand() {
+    // 2×2 input, 3×3 all-ones kernel, padding 1, stride 2 → 1×1 output: the sum of the input.
+    let x = t(&[1, 1, 2, 2], &[1., 2., 3., 4.]);
+    let mut c = Conv2d::new(1, 1, 3)
+        .padding(1)
+        .stride(2)
+        .no_bias()
+        .with_weights(Tensor::ones(&[1, 1, 3, 3]), None);
+    let y = c.forward(&x, Mode::Train);
+    assert_eq!(y.shape(), &[1, 1, 1, 1]);
+    assert_close(&y, &[10.], "y");
+    assert_close(&c.backward(&t(&[1, 1, 1, 1], &[2.])), &[2.; 4], "dx");
+}
+
+#[test]
+fn max_pool_by_hand_with_ties() {
+    let x = t(&[1, 1, 2, 4], &[1., 3., 2., 2., 4., 0., 2., 1.]);
+    let mut p = MaxPool2d::new(2);
+    assert_close(&p.forward(&x, Mode::Train), &[4., 2.], "y");
+    // Window 2 holds a three-way tie of 2s: the first (row-major) wins the gradient.
+    assert_close(
+        &p.backward(&t(&[1, 1, 1, 2], &[10., 20.])),
+        &[0., 0., 20., 0., 10., 0., 0., 0.],
+        "dx",
+    );
+    // Floor mode: a 3×3 input with a 2×2 window gives 1×1, ignoring the last row and column.
+    let x = t(&[1, 1, 3, 3], &[1., 2., 9., 3., 4., 9., 9., 9., 9.]);
+    assert_close(
+        &MaxPool2d::new(2).forward(&x, Mode::Train),
+        &[4.],
+        "floor mode",
+    );
+}
+
+#[test]
+fn avg_pool_by_hand() {
+    let x = t(&[1, 1, 2, 4], &[1., 3., 2., 2., 5., 7., 0., 4.]);
+    let mut p = AvgPool2d::new(2);
+    assert_close(&p.forward(&x, Mode::Train), &[4., 2.], "y");
+    assert_close(
+        &p.backward(&t(&[1, 1, 1, 2], &[4., 8.])),
+        &[1., 1., 2., 2., 1., 1., 2., 2.],
+        "dx",
+    );
+    // With padding 1 and a 2×2 window, zeros count in the average: corner window = x[0,0]/4.
+    let mut p = AvgPool2d::new(2).padding(1);
+    let y = p.forward(&t(&[1, 1, 2, 2], &[4., 8., 12., 16.]), Mode::Train);
+    assert_close(&y, &[1., 2., 3., 4.], "padded");
+}
+
+#[test]
+fn global_avg_pool_by_hand() {
+    let mut p = GlobalAvgPool::new();
+    let y = p.forward(&t(&[1, 2, 2, 1], &[1., 3., 5., 9.]), Mode::Train);
+    assert_close(&y, &[2., 7.], "y");
+    assert_close(&p.backward(&t(&[1, 2], &[2., 4.])), &[1., 1., 2., 2.], "dx");
+}
+
+#[test]
+fn flatten_by_hand() {
+    let mut f = Flatten::new();
+    let x = Tensor::from_fn(&[2, 2, 1, 2], |i| (i[0] * 4 + i[1] * 2 + i[3]) as f32);
+    let y = f.forward(&x, Mode::Train);
+    assert_eq!(y.shape(), &[2, 4]);
+    assert_eq!(y.data(), x.data());
+    assert_eq!(f.backward(&y).shape(), &[2, 2, 1, 2]);
+}
+
+#[test]
+fn activations_by_hand() {
+    let x = t(&[1, 3], &[-2., 0., 3.]);
+    let g = t(&[1, 3], &[1., 1., 1.]);
+    let mut relu = Relu::new();
+    assert_close(&relu.forward(&x, Mode::Train), &[0., 0., 3.], "relu");
+    assert_close(&relu.backward(&g), &[0., 0., 1.], "relu'");
+    let mut lrelu = LeakyRelu::new(0.1);
+    assert_close(&lrelu.forward(&x, Mode::Train), &[-0.2, 0., 3.], "leaky");
+    assert_close(&lrelu.backward(&g), &[0.1, 0.1, 1.], "leaky'");
+    let mut sig = Sigmoid::new();
+    let y = sig.forward(&t(&[1, 2], &[0., 2f32.ln()]), Mode::Train);
+    assert_close(&y, &[0.5, 2. / 3.], "sigmoid"); // σ(ln 2) = 2/3
+    assert_close(
+        &sig.backward(&t(&[1, 2], &[1., 1.])),
+        &[0.25, 2. / 9.],
+        "sigmoid'",
+    ); // y(1−y)
+    let mut tanh = Tanh::new();
+    let y = tanh.forward(&t(&[1, 1], &[3f32.ln()]), Mode::Train);
+    assert_close(&y, &[0.8], "tanh"); // tanh(ln 3) = (3 − 1/3)/(3 + 1/3) = 0.8
+    assert_close(&tanh.backward(&t(&[1, 1], &[1.])), &[0.36], "tanh'"); // 1 − 0.64
+    // GELU(0) = 0 with slope ½; GELU(x) → x for large x; GELU(1) = Φ(1) = 0.841345 (exact),
+    // GELU'(1) = Φ(1) + φ(1) = 0.841345 + 0.241971.
+    let mut gelu = Gelu::new();
+    assert_close(
+        &gelu.forward(&t(&[1, 3], &[0., 1., 10.]), Mode::Train),
+        &[0., 0.841_344_7, 10.],
+        "gelu",
+    );
+    assert_close(
+        &gelu.backward(&t(&[1, 3], &[1., 1., 1.])),
+        &[0.5, 1.083_315_5, 1.],
+        "gelu'",
+    );
+    // tanh approximation at 1: ½(1 + tanh(√(2/π)·1.044715)) = 0.841192
+    let mut gelu_t = Gelu::tanh();
+    assert_close(
+        &gelu_t.forward(&t(&[1, 1], &[1.]), Mode::Train),
+        &[0.841_192],
+        "gelu tanh",
+    );
+}
+
+#[test]
+fn softmax_by_hand() {
+    let mut s = Softmax::new();
+    // [0, ln 3] → [1/4, 3/4]; a huge shift changes nothing.
+    let y = s.forward(
+        &t(&[2, 2], &[0., 3f32.ln(), 1000., 1000. + 3f32.ln()]),
+        Mode::Train,
+    );
+    assert_close(&y, &[0.25, 0.75, 0.25, 0.75], "softmax");
+    // g = [1, 0]: dx = y ⊙ (g − y·g) = [¼(1 − ¼), ¾(0 − ¼)] = [3/16, −3/16]
+    assert_close(
+        &s.backward(&t(&[2, 2], &[1., 0., 1., 0.])),
+        &[0.1875, -0.1875, 0.1875, -0.1875],
+        "softmax'",
+    );
+}
+
+#[test]
+fn dropout_statistics_and_modes() {
+    let mut d = Dropout::new(0.25).seed(42);
+    let x = Tensor::ones(&[100, 100]);
+    let y = d.forward(&x, Mode::Train);
+    let kept = y.data().iter().filter(|&&v| v != 0.0).count() as f32 / 10_000.0;
+    assert!((kept - 0.75).abs() < 0.02, "kept fraction {kept}");
+    assert!(
+        y.data()
+            .iter()
+            .all(|&v| v == 0.0 || (v - 4. / 3.).abs() < 1e-6)
+    );
+    assert!(
+        (y.mean() - 1.0).abs() < 0.03,
+        "inverted dropout keeps the mean: {}",
+        y.mean()
+    );
+    // The gradient flows through exactly the kept units, with the same scale.
+    let dx = d.backward(&Tensor::ones(&[100, 100]));
+    assert_eq!(dx, y);
+    // Same seed, same mask; eval mode is the identity.
+    assert_eq!(Dropout::new(0.25).seed(42).forward(&x, Mode::Train), y);
+    assert_eq!(d.forward(&x, Mode::Eval), x);
+    assert_eq!(d.backward(&x), x);
+}
+
+#[test]
+fn batchnorm_by_hand() {
+    // One channel, values [1, 3]: μ = 2, σ² = 1, x̂ = [−1, 1]/√(1 + ε).
+    let mut bn = BatchNorm1d::new(1).eps(0.0);
+    let y = bn.forward(&t(&[2, 1], &[1., 3.]), Mode::Train);
+    assert_close(&y, &[-1., 1.], "y");
+    // Running stats: mean 0.9·0 + 0.1·2 = 0.2; var 0.9·1 + 0.1·(1·2/1) = 1.1 (unbiased σ² = 2).
+    assert_close(bn.running_mean(), &[0.2], "running mean");
+    assert_close(bn.running_var(), &[1.1], "running var");
+    // g = [1, 0]: Σg = 1, Σg·x̂ = −1, dx = (1/2)·(2g − 1 − x̂·(−1)) = [(2 − 1 − 1)/2, (0 − 1 + 1)/2] = [0, 0]
+    assert_close(&bn.backward(&t(&[2, 1], &[1., 0.])), &[0., 0.], "dx");
+    assert_close(&bn.params()[0].grad, &[-1.], "dγ");
+    assert_close(&bn.params()[1].grad, &[1.], "dβ");
+    // With two values every gradient projects to zero; three values give a non-zero answer:
+    // values [0, 0, 3]: μ = 1, σ² = 2, x̂ = [−1, −1, 2]/√2; g = [1, 0, 0]:
+    let mut bn = BatchNorm1d::new(1).eps(0.0);
+    bn.forward(&t(&[3, 1], &[0., 0., 3.]), Mode::Train);
+    let s = 2f32.sqrt();
+    // Σg = 1, Σg·x̂ = −1/√2, dx = 1/(3√2)·(3g − 1 + x̂/√2) = 1/(3√2)·[3 − 1 − ½, −1 − ½, −1 + 1]
+    let dx = bn.backward(&t(&[3, 1], &[1., 0., 0.]));
+    assert_close(&dx, &[1.5 / (3. * s), -1.5 / (3. * s), 0.], "dx");
+    // Eval mode: x̂ = (x − running_mean)/√running_var.
+    let mut bn = BatchNorm2d::new(1).eps(0.0);
+    let y = bn.forward(&t(&[1, 1, 1, 2], &[2., 4.]), Mode::Eval); // running mean 0, var 1
+    assert_close(&y, &[2., 4.], "eval identity at init");
+    assert_close(
+        &bn.backward(&t(&[1, 1, 1, 2], &[1., 1.])),
+        &[1., 1.],
+        "eval dx",
+    );
+}
