@@ -16,13 +16,13 @@
 //! One file per layer; each opens with its forward and backward math, and the code uses the same
 //! names.
 
-pub(crate) mod activation;
-mod batchnorm;
-mod conv2d;
-mod dense;
-mod dropout;
-mod flatten;
-mod pool;
+pub mod activation;
+pub mod batchnorm;
+pub mod conv2d;
+pub mod dense;
+pub mod dropout;
+pub mod flatten;
+pub mod pool;
 
 pub use activation::{Gelu, LeakyRelu, Relu, Sigmoid, Softmax, Tanh};
 pub use batchnorm::{BatchNorm1d, BatchNorm2d};
