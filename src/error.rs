@@ -35,16 +35,19 @@ pub enum Error {
         /// What was wrong, in words.
         message: String,
     },
-    /// Training stopped because the loss stopped being a finite number.
-    NonFiniteLoss {
+    /// Training stopped because the loss (or a gradient) stopped being a finite number. The
+    /// model keeps the weights it had before the batch where it happened.
+    NonFinite {
+        /// What became non-finite: `"loss"`, or `"gradient of 3.weight"`.
+        what: String,
         /// Epoch (counted from 1) in which it happened.
         epoch: usize,
         /// Batch (counted from 1) within that epoch.
         batch: usize,
-        /// The value the loss took (NaN or ±∞).
-        loss: f32,
-        /// The last finite loss seen before it, if any.
-        last_finite: Option<f32>,
+        /// The value it took (NaN or ±∞).
+        value: f32,
+        /// The last finite training loss seen before it, if any.
+        last_finite_loss: Option<f32>,
     },
 }
 
@@ -83,17 +86,18 @@ impl fmt::Display for Error {
             Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
             Error::Format { path, message } => write!(f, "{}: {message}", path.display()),
-            Error::NonFiniteLoss {
+            Error::NonFinite {
+                what,
                 epoch,
                 batch,
-                loss,
-                last_finite,
+                value,
+                last_finite_loss,
             } => {
                 write!(
                     f,
-                    "training stopped: the loss became {loss} at epoch {epoch}, batch {batch}"
+                    "training stopped: the {what} became {value} at epoch {epoch}, batch {batch}"
                 )?;
-                match last_finite {
+                match last_finite_loss {
                     Some(l) => write!(f, " (last finite loss: {l})"),
                     None => write!(f, " (no finite loss was seen before it)"),
                 }?;

@@ -15,6 +15,7 @@ pub mod error;
 pub mod gradcheck;
 pub mod layers;
 pub mod loss;
+pub mod optim;
 pub mod tensor;
 
 pub use error::{Error, Result};

@@ -1,0 +1,147 @@
+//! Stochastic gradient descent with momentum, Nesterov momentum, dampening and weight decay.
+//!
+//! For each parameter `θ` with gradient `g`, at step `t` (PyTorch's `torch.optim.SGD`):
+//!
+//! ```text
+//! g ← g + λ·θ                                   (weight decay λ, as an L2 penalty)
+//! if μ ≠ 0:
+//!     b ← g                  at the first step
+//!     b ← μ·b + (1 − τ)·g    afterwards         (momentum μ, dampening τ)
+//!     g ← g + μ·b  if Nesterov, else  g ← b
+//! θ ← θ − η·g                                   (learning rate η)
+//! ```
+//!
+//! Momentum keeps a running direction `b` that averages out the noise of mini-batch gradients
+//! and speeds up along consistent slopes; Nesterov's variant evaluates that step "one look ahead".
+
+use super::{Optimizer, State};
+use crate::layers::Param;
+
+/// SGD with optional momentum. See the [module docs](self) for the update.
+///
+/// ```
+/// use backprop::layers::Param;
+/// use backprop::optim::{Optimizer, Sgd};
+/// use backprop::Tensor;
+/// let mut p = Param::new("w", Tensor::from_vec(&[1], vec![1.0]).unwrap());
+/// p.grad = Tensor::from_vec(&[1], vec![0.5]).unwrap();
+/// Sgd::new(0.1).step(&mut [&mut p]);
+/// assert_eq!(p.value.data(), &[0.95]); // 1 − 0.1·0.5
+/// ```
+#[derive(Clone, Debug)]
+pub struct Sgd {
+    lr: f32,
+    momentum: f32,
+    dampening: f32,
+    nesterov: bool,
+    weight_decay: f32,
+    steps: u64,
+    momentum_buffers: State,
+}
+
+impl Sgd {
+    /// Plain SGD with learning rate `lr`.
+    pub fn new(lr: f32) -> Sgd {
+        Sgd {
+            lr,
+            momentum: 0.0,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+            steps: 0,
+            momentum_buffers: State::default(),
+        }
+    }
+
+    /// Momentum factor `μ` (0.9 is typical).
+    pub fn momentum(mut self, momentum: f32) -> Sgd {
+        self.momentum = momentum;
+        self
+    }
+
+    /// Dampening `τ` of the momentum.
+    pub fn dampening(mut self, dampening: f32) -> Sgd {
+        self.dampening = dampening;
+        self
+    }
+
+    /// Uses Nesterov momentum (needs momentum > 0 and no dampening, as in PyTorch).
+    ///
+    /// # Panics
+    /// If momentum is 0 or dampening is not 0 at the time of the call.
+    pub fn nesterov(mut self) -> Sgd {
+        assert!(
+            self.momentum > 0.0 && self.dampening == 0.0,
+            "Nesterov momentum requires a momentum and zero dampening"
+        );
+        self.nesterov = true;
+        self
+    }
+
+    /// L2 weight decay `λ`: adds `λ·θ` to each gradient.
+    pub fn weight_decay(mut self, weight_decay: f32) -> Sgd {
+        self.weight_decay = weight_decay;
+        self
+    }
+}
+
+impl Optimizer for Sgd {
+    fn step(&mut self, params: &mut [&mut Param]) {
+        let (lr, mu, tau, wd) = (self.lr, self.momentum, self.dampening, self.weight_decay);
+        let first = self.steps == 0;
+        self.steps += 1;
+        let buffers = if mu != 0.0 {
+            Some(self.momentum_buffers.get(params, "Sgd"))
+        } else {
+            None
+        };
+        let mut buffers = buffers.map(|b| b.iter_mut());
+        for p in params.iter_mut() {
+            let b = buffers
+                .as_mut()
+                .map(|it| it.next().expect("one buffer per parameter"));
+            let (theta, grad) = (p.value.data_mut(), p.grad.data());
+            match b {
+                None => {
+                    for (t, &g) in theta.iter_mut().zip(grad) {
+                        let g = g + wd * *t; // g ← g + λθ
+                        *t -= lr * g; // θ ← θ − ηg
+                    }
+                }
+                Some(b) => {
+                    for ((t, &g), b) in theta.iter_mut().zip(grad).zip(b.data_mut()) {
+                        let g = g + wd * *t; // g ← g + λθ
+                        *b = if first { g } else { mu * *b + (1.0 - tau) * g }; // b ← μb + (1 − τ)g
+                        let step = if self.nesterov { g + mu * *b } else { *b };
+                        *t -= lr * step; // θ ← θ − η·step
+                    }
+                }
+            }
+        }
+    }
+
+    fn learning_rate(&self) -> f32 {
+        self.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f32) {
+        self.lr = lr;
+    }
+
+    fn describe(&self) -> String {
+        let mut s = format!("SGD(lr={}", self.lr);
+        if self.momentum != 0.0 {
+            s += &format!(", momentum={}", self.momentum);
+        }
+        if self.nesterov {
+            s += ", nesterov";
+        }
+        if self.dampening != 0.0 {
+            s += &format!(", dampening={}", self.dampening);
+        }
+        if self.weight_decay != 0.0 {
+            s += &format!(", weight_decay={}", self.weight_decay);
+        }
+        s + ")"
+    }
+}

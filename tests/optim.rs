@@ -1,0 +1,185 @@
+//! Optimizers against updates computed by hand (in f64, from PyTorch's documented update rules)
+//! for three steps, schedules at chosen steps, and gradient clipping.
+//!
+//! Every case starts from θ = [1, −2] and feeds the gradients [0.5, −1], [−0.25, 3], [2, 0.125].
+
+use backprop::Tensor;
+use backprop::layers::Param;
+use backprop::optim::*;
+
+const GRADS: [[f32; 2]; 3] = [[0.5, -1.0], [-0.25, 3.0], [2.0, 0.125]];
+
+fn run(opt: &mut dyn Optimizer, want: [[f64; 2]; 3], name: &str) {
+    let mut p = Param::new("w", Tensor::from_vec(&[2], vec![1.0, -2.0]).unwrap());
+    for (step, (g, w)) in GRADS.iter().zip(want).enumerate() {
+        p.grad = Tensor::from_vec(&[2], g.to_vec()).unwrap();
+        opt.step(&mut [&mut p]);
+        for (i, (&got, want)) in p.value.data().iter().zip(w).enumerate() {
+            assert!(
+                (got as f64 - want).abs() < 2e-6,
+                "{name}, step {}, θ[{i}]: got {got}, want {want}",
+                step + 1
+            );
+        }
+    }
+}
+
+#[test]
+fn sgd_plain_by_hand() {
+    // θ₁ = 1 − 0.1·0.5 = 0.95;  θ₂ = 0.95 + 0.1·0.25 = 0.975;  θ₃ = 0.975 − 0.1·2 = 0.775
+    run(
+        &mut Sgd::new(0.1),
+        [[0.95, -1.9], [0.975, -2.2], [0.775, -2.2125]],
+        "sgd",
+    );
+}
+
+#[test]
+fn sgd_momentum() {
+    // b₁ = g₁; b₂ = 0.9·b₁ + g₂ = [0.2, 2.1]; θ₂ = 0.95 − 0.1·0.2 = 0.93 …
+    run(
+        &mut Sgd::new(0.1).momentum(0.9),
+        [[0.95, -1.9], [0.93, -2.11], [0.712, -2.3115]],
+        "momentum",
+    );
+}
+
+#[test]
+fn sgd_momentum_dampening_weight_decay() {
+    let want = [[0.94, -1.88], [0.8938, -1.9126], [0.747751, -1.938627]];
+    run(
+        &mut Sgd::new(0.1).momentum(0.9).dampening(0.5).weight_decay(0.1),
+        want,
+        "dampening + wd",
+    );
+}
+
+#[test]
+fn sgd_nesterov_weight_decay() {
+    let want = [
+        [0.9541, -1.9082],
+        [0.95942131, -2.14384262],
+        [0.773196519, -2.22244054],
+    ];
+    run(
+        &mut Sgd::new(0.05).momentum(0.8).nesterov().weight_decay(0.01),
+        want,
+        "nesterov",
+    );
+}
+
+#[test]
+fn adam_bias_corrected() {
+    // Step 1: m̂ = g, v̂ = g², so θ moves by exactly lr·sign(g) (up to ε).
+    let want = [
+        [0.99, -1.99],
+        [0.98733663, -1.9949419],
+        [0.980630153, -1.99901147],
+    ];
+    run(&mut Adam::new(0.01), want, "adam");
+}
+
+#[test]
+fn adam_l2_weight_decay_and_betas() {
+    let want = [
+        [0.99, -1.99],
+        [0.985812882, -1.99473849],
+        [0.9781825, -1.99799751],
+    ];
+    run(
+        &mut Adam::new(0.01).betas(0.8, 0.99).weight_decay(0.1),
+        want,
+        "adam l2",
+    );
+}
+
+#[test]
+fn adam_amsgrad() {
+    let want = [
+        [0.900000002, -1.9],
+        [0.873366299, -1.94941898],
+        [0.806301535, -1.99011471],
+    ];
+    run(&mut Adam::new(0.1).amsgrad(), want, "amsgrad");
+}
+
+#[test]
+fn adamw_decoupled_decay() {
+    // Step 1: θ ← θ·(1 − 0.01·0.5) then the Adam step: 1·0.995 − 0.01 = 0.985.
+    let want = [
+        [0.985, -1.98],
+        [0.97741163, -1.9750419],
+        [0.965818095, -1.96923626],
+    ];
+    run(&mut AdamW::new(0.01).weight_decay(0.5), want, "adamw");
+}
+
+#[test]
+fn optimizer_rejects_changed_parameters() {
+    let mut opt = Adam::new(0.1);
+    let mut a = Param::new("a", Tensor::zeros(&[2]));
+    opt.step(&mut [&mut a]);
+    let mut b = Param::new("b", Tensor::zeros(&[3]));
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| opt.step(&mut [&mut b])))
+        .unwrap_err();
+    let msg = err.downcast_ref::<String>().unwrap();
+    assert!(msg.contains("Adam") && msg.contains("first step"), "{msg}");
+}
+
+#[test]
+fn schedules_at_chosen_steps() {
+    let close = |a: f32, b: f32| assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    close(Schedule::Constant.lr(0.1, 1000), 0.1);
+    let s = Schedule::step(3, 0.1);
+    close(s.lr(1.0, 0), 1.0);
+    close(s.lr(1.0, 2), 1.0);
+    close(s.lr(1.0, 3), 0.1);
+    close(s.lr(1.0, 7), 0.01);
+    let e = Schedule::exponential(0.5);
+    close(e.lr(0.8, 0), 0.8);
+    close(e.lr(0.8, 3), 0.1);
+    // Cosine over 4 steps from 1 to 0: cos(π·t/4) → 1, 0.853553, 0.5, 0.146447, 0; stays at 0 after.
+    let c = Schedule::cosine(4, 0.0);
+    for (t, want) in [
+        (0, 1.0),
+        (1, 0.853_553_4),
+        (2, 0.5),
+        (3, 0.146_446_6),
+        (4, 0.0),
+        (9, 0.0),
+    ] {
+        close(c.lr(1.0, t), want);
+    }
+    close(Schedule::cosine(2, 0.1).lr(1.0, 1), 0.55);
+    // Linear warm-up over 4 steps from 0.25·η, then step decay.
+    let w = Schedule::step(2, 0.5).with_warmup(4, 0.25);
+    for (t, want) in [
+        (0, 0.25),
+        (1, 0.4375),
+        (2, 0.625),
+        (3, 0.8125),
+        (4, 1.0),
+        (5, 1.0),
+        (6, 0.5),
+    ] {
+        close(w.lr(1.0, t), want);
+    }
+}
+
+#[test]
+fn gradient_clipping_by_global_norm() {
+    let mut a = Param::new("a", Tensor::zeros(&[2]));
+    let mut b = Param::new("b", Tensor::zeros(&[1]));
+    a.grad = Tensor::from_vec(&[2], vec![3.0, 0.0]).unwrap();
+    b.grad = Tensor::from_vec(&[1], vec![4.0]).unwrap();
+    let norm = clip_grad_norm(&mut [&mut a, &mut b], 2.5);
+    assert_eq!(norm, 5.0);
+    // Scaled by 2.5/5 = 0.5 (up to PyTorch's 1e-6 in the denominator).
+    assert!((a.grad.data()[0] - 1.5).abs() < 1e-5 && (b.grad.data()[0] - 2.0).abs() < 1e-5);
+    // Under the limit: unchanged.
+    let norm = clip_grad_norm(&mut [&mut a, &mut b], 10.0);
+    assert!((norm - 2.5).abs() < 1e-5);
+    assert!((a.grad.data()[0] - 1.5).abs() < 1e-5);
+    zero_grad(&mut [&mut a, &mut b]);
+    assert_eq!(a.grad.sum() + b.grad.sum(), 0.0);
+}
