@@ -36,6 +36,7 @@ struct BatchNorm {
     bias: Param,
     running_mean: Tensor,
     running_var: Tensor,
+    batches_tracked: u64,
     // Caches of the latest forward pass.
     x_hat: Tensor,
     inv_std: Vec<f32>,
@@ -58,6 +59,7 @@ impl BatchNorm {
             bias: Param::new("bias", Tensor::zeros(&[channels])),
             running_mean: Tensor::zeros(&[channels]),
             running_var: Tensor::ones(&[channels]),
+            batches_tracked: 0,
             x_hat: Tensor::default(),
             inv_std: Vec::new(),
             train: false,
@@ -88,6 +90,7 @@ impl BatchNorm {
                 self.describe(),
                 x.shape()
             );
+            self.batches_tracked += 1;
             for (ch, (mu, inv)) in mean.iter_mut().zip(self.inv_std.iter_mut()).enumerate() {
                 let values = || {
                     (0..n).flat_map(move |b| {
@@ -242,6 +245,14 @@ macro_rules! batchnorm_layer {
 
             fn params_mut(&mut self) -> Vec<&mut Param> {
                 vec![&mut self.0.weight, &mut self.0.bias]
+            }
+
+            fn num_batches_tracked(&self) -> Option<u64> {
+                Some(self.0.batches_tracked)
+            }
+
+            fn set_num_batches_tracked(&mut self, count: u64) {
+                self.0.batches_tracked = count;
             }
 
             fn buffers(&self) -> Vec<(&'static str, &Tensor)> {

@@ -135,6 +135,15 @@ pub trait Layer: Send {
         Vec::new()
     }
 
+    /// How many training batches a batch-norm layer has seen (PyTorch's `num_batches_tracked`,
+    /// saved with the weights as an `int64` scalar); `None` for every other layer.
+    fn num_batches_tracked(&self) -> Option<u64> {
+        None
+    }
+
+    /// Restores the count reported by [`Layer::num_batches_tracked`] (when loading weights).
+    fn set_num_batches_tracked(&mut self, _count: u64) {}
+
     /// Number of learnable scalars.
     fn num_params(&self) -> usize {
         self.params().iter().map(|p| p.len()).sum()

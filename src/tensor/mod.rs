@@ -371,6 +371,28 @@ impl Tensor {
         out
     }
 
+    /// Like [`Tensor::select_outer`], writing into `out` and reusing its allocation.
+    ///
+    /// # Panics
+    /// If an index is out of range.
+    pub fn select_outer_into(&self, indices: &[usize], out: &mut Tensor) {
+        let n = self.dim(0);
+        let step = self.len() / n.max(1);
+        out.shape.clear();
+        out.shape.push(indices.len());
+        out.shape.extend_from_slice(&self.shape[1..]);
+        out.data.clear();
+        for &i in indices {
+            assert!(
+                i < n,
+                "index {i} out of range for first axis of shape {:?}",
+                self.shape
+            );
+            out.data
+                .extend_from_slice(&self.data[i * step..(i + 1) * step]);
+        }
+    }
+
     // ---------------------------------------------------------------- element-wise
 
     fn assert_same_shape(&self, other: &Tensor, op: &str) {

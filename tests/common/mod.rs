@@ -1,0 +1,47 @@
+//! Small seeded synthetic tasks shared by the integration tests.
+#![allow(dead_code)] // each test binary uses some of these
+
+use backprop::Tensor;
+use backprop::data::Dataset;
+use backprop::tensor::rng;
+use rand::RngExt;
+
+/// Three Gaussian blobs in the plane (centres on a circle of radius 2, σ = 0.5), `n` points.
+pub fn blobs(n: usize, seed: u64) -> Dataset {
+    let mut r = rng(seed);
+    let noise = Tensor::randn(&[n, 2], 0.0, 0.5, seed + 1);
+    let mut x = Vec::with_capacity(2 * n);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let c = r.random_range(0..3usize);
+        let angle = c as f32 * 2.0 * std::f32::consts::PI / 3.0;
+        x.push(2.0 * angle.cos() + noise.data()[2 * i]);
+        x.push(2.0 * angle.sin() + noise.data()[2 * i + 1]);
+        labels.push(c);
+    }
+    Dataset::classification(Tensor::from_vec(&[n, 2], x).unwrap(), labels).unwrap()
+}
+
+/// 1×8×8 images of a bright line on noise: class 0 horizontal, 1 vertical, 2 diagonal,
+/// 3 anti-diagonal, at a random offset.
+pub fn lines(n: usize, seed: u64) -> Dataset {
+    let mut r = rng(seed);
+    let mut x = Tensor::randn(&[n, 1, 8, 8], 0.0, 0.3, seed + 1);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let c = r.random_range(0..4usize);
+        let off = r.random_range(1..7usize);
+        let img = x.outer_mut(i);
+        for k in 0..8 {
+            let (y, xx) = match c {
+                0 => (off, k),
+                1 => (k, off),
+                2 => (k, k),
+                _ => (k, 7 - k),
+            };
+            img[y * 8 + xx] += 1.0;
+        }
+        labels.push(c);
+    }
+    Dataset::classification(x, labels).unwrap()
+}
