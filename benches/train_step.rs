@@ -25,12 +25,20 @@ fn convnet() -> Sequential {
 }
 
 fn mlp() -> Sequential {
-    Sequential::builder(&[784]).add(Dense::new(784, 256)).add(Relu::new()).add(Dense::new(256, 10)).build().unwrap()
+    Sequential::builder(&[784])
+        .add(Dense::new(784, 256))
+        .add(Relu::new())
+        .add(Dense::new(256, 10))
+        .build()
+        .unwrap()
 }
 
 fn step(c: &mut Criterion) {
     let mut g = c.benchmark_group("train_step");
-    for (name, mut model, sample) in [("convnet", convnet(), vec![1, 28, 28]), ("mlp", mlp(), vec![784])] {
+    for (name, mut model, sample) in [
+        ("convnet", convnet(), vec![1, 28, 28]),
+        ("mlp", mlp(), vec![784]),
+    ] {
         for batch in [64usize] {
             let mut shape = vec![batch];
             shape.extend(&sample);

@@ -1,14 +1,73 @@
 //! # backprop
 //!
 //! A neural-network library written from scratch: fast on a CPU, and readable enough to learn
-//! backpropagation from.
+//! backpropagation from. Every layer's backward pass is hand-written code that sits next to its
+//! forward pass and its math; nothing is differentiated automatically.
+//!
+//! ## Quick start: build → fit → evaluate → save → load
 //!
 //! ```
-//! use backprop::Tensor;
-//! let a = Tensor::from_vec(&[2, 2], vec![1., 2., 3., 4.]).unwrap();
-//! let b = Tensor::ones(&[2, 2]);
-//! assert_eq!(a.matmul(&b).data(), &[3., 3., 7., 7.]);
+//! use backprop::prelude::*;
+//!
+//! # fn main() -> backprop::Result<()> {
+//! // A toy task: is the point (x, y) inside the unit circle? 400 seeded random points.
+//! let points = Tensor::rand_uniform(&[400, 2], -1.5, 1.5, 7);
+//! let labels = points.data().chunks(2).map(|p| usize::from(p[0] * p[0] + p[1] * p[1] < 1.0)).collect();
+//! let data = Dataset::classification(points, labels)?;
+//! let (train, test) = data.split_at(300);
+//!
+//! // 1. Build: shapes are checked here, with errors naming the layer that does not fit.
+//! let mut model = Sequential::builder(&[2])
+//!     .add(Dense::new(2, 32).seed(1))
+//!     .add(Relu::new())
+//!     .add(Dense::new(32, 2).seed(2))
+//!     .build()?;
+//! println!("{model}"); // a summary table: layers, output shapes, parameter counts
+//!
+//! // 2. Fit: mini-batches, forward, loss, backward, optimizer step.
+//! let loss = CrossEntropyLoss::new();
+//! let options = FitOptions::new().epochs(40).batch_size(16).seed(3).validation(&test).verbose(false);
+//! let history = model.fit(&train, &loss, &mut Adam::new(0.01), options)?;
+//! assert!(history.last().unwrap().train_loss < history.epochs[0].train_loss);
+//!
+//! // 3. Evaluate on held-out data.
+//! let eval = model.evaluate(&test, &loss, 100)?;
+//! assert!(eval.accuracy.unwrap() > 0.9, "{eval:?}");
+//!
+//! // 4. Save (safetensors, PyTorch state_dict names) and load into a fresh model.
+//! let path = std::env::temp_dir().join(format!("backprop-quickstart-{}.safetensors", std::process::id()));
+//! model.save(&path)?;
+//! let mut restored = Sequential::builder(&[2]).add(Dense::new(2, 32)).add(Relu::new()).add(Dense::new(32, 2)).build()?;
+//! restored.load(&path)?;
+//! assert_eq!(restored.predict(test.inputs(), 100)?, model.predict(test.inputs(), 100)?);
+//! # std::fs::remove_file(&path).unwrap();
+//! # Ok(()) }
 //! ```
+//!
+//! ## A map of the crate, in reading order
+//!
+//! 1. [`tensor`] — [`Tensor`]: a shape and a `Vec<f32>`. Then [`tensor::gemm`] (every heavy
+//!    product is one call to it; transposes are free) and [`tensor::im2col`] (convolution as a
+//!    matrix product).
+//! 2. [`layers`] — the [`Layer`](layers::Layer) trait, then one file per layer. Start with
+//!    [`layers::dense`]: its header derives the backward pass, and the code uses the same names.
+//!    Then [`layers::activation`], [`layers::conv2d`], [`layers::pool`], [`layers::batchnorm`],
+//!    [`layers::dropout`].
+//! 3. [`loss`] — mean squared error, cross-entropy (and why softmax is fused into it), binary
+//!    cross-entropy.
+//! 4. [`gradcheck`] — how every backward pass is proven right by finite differences.
+//! 5. [`optim`] — SGD with momentum, Adam (with its bias correction explained), AdamW, schedules.
+//! 6. [`model`] — [`Sequential`] and the training loop: forward, loss, backward, step.
+//! 7. [`data`] and [`io`] — data sets, batches, loaders; saving and loading weights.
+//!
+//! ## Further reading, in `docs/`
+//!
+//! - `docs/backprop.md` — backpropagation from first principles, each formula pointing at the
+//!   function that implements it, with a fully worked numeric example.
+//! - `docs/walkthrough.md` — the `image_classify` example, step by step.
+//! - `docs/architecture.md` — modules, the data flow of a training step, design decisions.
+//! - `docs/benchmarks.md` — measured speed, with the commands that produced each figure.
+//! - `docs/pytorch.md` — moving weights between this crate and PyTorch.
 #![deny(missing_docs)]
 
 pub mod data;
