@@ -39,7 +39,7 @@ fn step(c: &mut Criterion) {
         ("convnet", convnet(), vec![1, 28, 28]),
         ("mlp", mlp(), vec![784]),
     ] {
-        for batch in [64usize] {
+        for batch in [64usize, 256] {
             let mut shape = vec![batch];
             shape.extend(&sample);
             let x = Tensor::rand_uniform(&shape, 0.0, 1.0, 1);
