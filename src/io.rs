@@ -107,6 +107,15 @@ impl Sequential {
     /// # Errors
     /// [`Error::Format`] if serialisation fails (it does not for a valid model).
     pub fn to_safetensors(&self) -> Result<Vec<u8>> {
+        self.to_safetensors_with_metadata(&[])
+    }
+
+    /// Like [`Sequential::to_safetensors`], adding string key–value pairs to the file's header
+    /// metadata (for example the preprocessing a model expects). PyTorch ignores them.
+    ///
+    /// # Errors
+    /// [`Error::Format`] if serialisation fails (it does not for a valid model).
+    pub fn to_safetensors_with_metadata(&self, metadata_in: &[(&str, String)]) -> Result<Vec<u8>> {
         let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
         for (name, t) in self.state_dict() {
             let bytes = t.data().iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -132,7 +141,8 @@ impl Sequential {
                 );
             }
         }
-        let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+        let mut metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+        metadata.extend(metadata_pairs(metadata_in));
         safetensors::serialize(entries.iter().map(|(k, v)| (k.as_str(), v)), Some(metadata))
             .map_err(|e| Error::format("<memory>", format!("could not serialise the weights: {e}")))
     }
@@ -160,8 +170,21 @@ impl Sequential {
     /// # Ok(()) }
     /// ```
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        self.save_with_metadata(path, &[])
+    }
+
+    /// Like [`Sequential::save`], adding string key–value pairs to the file's header metadata;
+    /// read them back with [`read_metadata`].
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the file if it cannot be written.
+    pub fn save_with_metadata(
+        &self,
+        path: impl AsRef<Path>,
+        metadata: &[(&str, String)],
+    ) -> Result<()> {
         let path = path.as_ref();
-        let bytes = self.to_safetensors()?;
+        let bytes = self.to_safetensors_with_metadata(metadata)?;
         let file_name = path
             .file_name()
             .ok_or_else(|| Error::invalid(format!("{}: not a file path", path.display())))?;
@@ -295,4 +318,23 @@ impl Sequential {
         }
         Ok(())
     }
+}
+
+fn metadata_pairs(pairs: &[(&str, String)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+/// Reads the string metadata of a safetensors file (without loading any tensor into a model).
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be read, [`Error::Format`] if it is not valid safetensors.
+pub fn read_metadata(path: impl AsRef<Path>) -> Result<HashMap<String, String>> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::format(path, format!("not a valid safetensors file ({e})")))?;
+    Ok(meta.metadata().clone().unwrap_or_default())
 }

@@ -76,6 +76,7 @@ pub mod gradcheck;
 pub mod io;
 pub mod layers;
 pub mod loss;
+pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod tensor;

@@ -505,6 +505,7 @@ pub struct FitOptions<'a> {
     seed: u64,
     shuffle: bool,
     validation: Option<&'a Dataset>,
+    validation_label: String,
     early_stopping: Option<EarlyStopping>,
     schedule: Option<Schedule>,
     clip_grad_norm: Option<f32>,
@@ -522,6 +523,7 @@ impl Default for FitOptions<'_> {
             seed: 0,
             shuffle: true,
             validation: None,
+            validation_label: "val".into(),
             early_stopping: None,
             schedule: None,
             clip_grad_norm: None,
@@ -567,6 +569,13 @@ impl<'a> FitOptions<'a> {
     /// A validation set, evaluated after every epoch.
     pub fn validation(mut self, data: &'a Dataset) -> Self {
         self.validation = Some(data);
+        self
+    }
+
+    /// What the per-epoch line calls the validation figures (default `"val"`; `"test"` when the
+    /// validation set is the test set).
+    pub fn validation_label(mut self, label: &str) -> Self {
+        self.validation_label = label.to_string();
         self
     }
 
@@ -786,7 +795,10 @@ impl Sequential {
                 seconds: started.elapsed().as_secs_f32(),
             };
             if options.verbose {
-                eprintln!("{}", epoch_line(&stats, options.epochs));
+                eprintln!(
+                    "{}",
+                    epoch_line(&stats, options.epochs, &options.validation_label)
+                );
             }
             if let Some(cb) = options.on_epoch_end.as_mut() {
                 cb(&stats);
@@ -948,6 +960,56 @@ impl Sequential {
         Ok(logits.argmax_axis(1))
     }
 
+    /// The gradient of each sample's score for one class with respect to its input pixels,
+    /// `d output[n, class_n] / d x[n]`, through the same explicit backward pass as training
+    /// (eval mode). Its magnitude is a *saliency map*: the pixels whose change would move the
+    /// decision most. Parameter gradients are zeroed afterwards.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] if `x` does not fit the model or the model's output is not
+    /// `[N, classes]`; [`Error::InvalidArgument`] if a class is out of range or the number of
+    /// classes given differs from the number of samples.
+    ///
+    /// ```
+    /// use backprop::prelude::*;
+    /// # fn main() -> backprop::Result<()> {
+    /// // For a linear model y = x·Wᵀ, d y[c] / d x = W[c, :].
+    /// let w = Tensor::from_vec(&[2, 3], vec![1., 2., 3., 4., 5., 6.])?;
+    /// let mut model = Sequential::builder(&[3]).add(Dense::new(3, 2).no_bias().with_weights(w, None)).build()?;
+    /// let g = model.input_gradient(&Tensor::zeros(&[1, 3]), &[1])?;
+    /// assert_eq!(g.data(), &[4., 5., 6.]);
+    /// # Ok(()) }
+    /// ```
+    pub fn input_gradient(&mut self, x: &Tensor, classes: &[usize]) -> Result<Tensor> {
+        self.check_input(x)?;
+        let &[k] = self.output_shape() else {
+            return Err(Error::shape(format!(
+                "input_gradient needs outputs of shape [N, classes], the model gives {}",
+                batch_shape_str(self.output_shape())
+            )));
+        };
+        if classes.len() != x.dim(0) {
+            return Err(Error::invalid(format!(
+                "input_gradient: {} classes for {} samples",
+                classes.len(),
+                x.dim(0)
+            )));
+        }
+        if let Some(&c) = classes.iter().find(|&&c| c >= k) {
+            return Err(Error::invalid(format!(
+                "input_gradient: class {c} out of range for {k} outputs"
+            )));
+        }
+        let out = self.forward(x, Mode::Eval);
+        let mut seed = Tensor::zeros(out.shape());
+        for (row, &c) in seed.data_mut().chunks_exact_mut(k).zip(classes) {
+            row[c] = 1.0; // d score_c / d output = one-hot(c)
+        }
+        let dx = self.backward(&seed);
+        self.zero_grad();
+        Ok(dx)
+    }
+
     /// The loss on one batch and its gradient with respect to every parameter (left in the
     /// parameters' `grad`), without an optimizer step: one explicit training step's first half.
     ///
@@ -989,16 +1051,16 @@ fn progress_bar(
     Some(bar)
 }
 
-fn epoch_line(s: &EpochStats, epochs: usize) -> String {
+fn epoch_line(s: &EpochStats, epochs: usize, val: &str) -> String {
     let mut line = format!("epoch {}/{epochs}: loss {:.4}", s.epoch, s.train_loss);
     if let Some(a) = s.train_accuracy {
         line += &format!(", accuracy {:.2}%", 100.0 * a);
     }
     if let Some(l) = s.val_loss {
-        line += &format!(" | val loss {l:.4}");
+        line += &format!(" | {val} loss {l:.4}");
     }
     if let Some(a) = s.val_accuracy {
-        line += &format!(", val accuracy {:.2}%", 100.0 * a);
+        line += &format!(", {val} accuracy {:.2}%", 100.0 * a);
     }
     line + &format!(" | lr {:.2e} | {:.1} s", s.learning_rate, s.seconds)
 }

@@ -1,4 +1,13 @@
 //! Data: a [`Dataset`] of inputs and targets, seeded mini-batches, loaders and preprocessing.
+//!
+//! - [`idx`]: MNIST-format IDX files (plain or gzipped) and whole MNIST-format folders;
+//! - [`transforms`]: normalisation and seeded augmentation;
+//! - `image_folder` (cargo feature `image`): `root/<class>/*.png|jpg` folders of pictures.
+
+pub mod idx;
+#[cfg(feature = "image")]
+pub mod image_folder;
+pub mod transforms;
 
 use crate::error::{Error, Result};
 use crate::loss::Target;

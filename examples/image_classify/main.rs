@@ -1,0 +1,282 @@
+//! Image classification, end to end: the four steps of a deep-learning project on real
+//! handwritten digits bundled with the crate.
+//!
+//! ```sh
+//! cargo run --release --example image_classify                  # train on the bundled digits
+//! cargo run --release --example image_classify -- --help        # all options
+//! cargo run --release --example image_classify -- --data ~/fashion-mnist --epochs 10
+//! cargo run --release --example image_classify -- --predict my_digit.png --model target/image_classify/model.safetensors
+//! ```
+//!
+//! `docs/walkthrough.md` explains every step and links it to the code and to `docs/backprop.md`.
+
+mod pipeline;
+mod plots;
+
+use backprop::data::idx::load_mnist_folder;
+use backprop::data::transforms::Normalizer;
+use backprop::metrics::ConfusionMatrix;
+use backprop::prelude::*;
+use clap::Parser;
+use pipeline::{Prepared, Settings};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Train a convolutional network on MNIST-format images (by default the 8,000 + 2,000 handwritten
+/// digits bundled with the crate), report its test accuracy and a confusion matrix, and write the
+/// weights, training curves and a gallery of mistakes with saliency maps to an output folder.
+#[derive(Parser, Debug)]
+#[command(name = "image_classify", version)]
+struct Cli {
+    /// Folder holding an MNIST-format data set (train-images-idx3-ubyte[.gz],
+    /// train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]):
+    /// MNIST, Fashion-MNIST, EMNIST, Kuzushiji-MNIST … [default: the bundled digits]
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+
+    /// Passes over the training set.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    epochs: u32,
+
+    /// Images per mini-batch.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
+
+    /// Adam's initial learning rate (decayed along a cosine to 5 % of it).
+    #[arg(long, default_value_t = 2e-3)]
+    lr: f32,
+
+    /// Seed for weights, shuffling, dropout and augmentation: the same seed gives the same run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+
+    /// Worker threads [default: all cores].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    threads: Option<u32>,
+
+    /// Where to write model.safetensors, curves.png and mistakes.png.
+    #[arg(long, value_name = "DIR", default_value = "target/image_classify")]
+    out: PathBuf,
+
+    /// Classify one image file (PNG or JPEG; turned grayscale and resized to the model's input)
+    /// with a saved model instead of training. Needs --model.
+    #[arg(long, value_name = "IMAGE", requires = "model")]
+    predict: Option<PathBuf>,
+
+    /// A model.safetensors written by a previous run (used with --predict).
+    #[arg(long, value_name = "FILE", requires = "predict")]
+    model: Option<PathBuf>,
+
+    /// No progress bar or per-epoch lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            let first = e
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .to_string();
+            eprintln!("{first} (see --help)");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this is a debug build, which trains tens of times slower than an optimised one.\n\
+             Run it optimised with: cargo run --release --example image_classify"
+        );
+    }
+    if let Some(n) = cli.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n as usize)
+            .build_global()
+            .map_err(|e| Error::invalid(format!("--threads {n}: {e}")))?;
+    }
+    match (&cli.predict, &cli.model) {
+        (Some(image), Some(model)) => predict(image, model),
+        _ => train_and_report(&cli),
+    }
+}
+
+fn bundled_digits() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/digits")
+}
+
+fn train_and_report(cli: &Cli) -> Result<()> {
+    let started = Instant::now();
+
+    // Step 1: the data.
+    let dir = cli.data.clone().unwrap_or_else(bundled_digits);
+    if !dir.is_dir() {
+        return Err(Error::invalid(format!(
+            "data folder {} does not exist",
+            dir.display()
+        )));
+    }
+    let (train, test) = load_mnist_folder(&dir)?;
+    let classes = train
+        .num_classes()
+        .unwrap_or(0)
+        .max(test.num_classes().unwrap_or(0));
+    println!(
+        "data: {} training and {} test images of {:?} from {}, {classes} classes",
+        train.len(),
+        test.len(),
+        train.sample_shape(),
+        dir.display()
+    );
+    let data = pipeline::prepare(train, test)?;
+    println!(
+        "preprocessing: pixels scaled to [0, 1], then normalised with the training set's mean {:.4} and std {:.4}; \
+         training images randomly shifted by up to 2 pixels",
+        data.normalizer.mean[0], data.normalizer.std[0]
+    );
+
+    // Step 2: the model.
+    let mut model = pipeline::reference_cnn(data.train.sample_shape(), classes, cli.seed)?;
+    println!("\n{model}\n");
+
+    // Step 3: training.
+    let settings = Settings {
+        epochs: cli.epochs as usize,
+        batch_size: cli.batch_size as usize,
+        lr: cli.lr,
+        seed: cli.seed,
+        verbose: !cli.quiet,
+    };
+    println!(
+        "training: {} epochs, batch size {}, Adam (lr {} with cosine decay), seed {}, {} threads",
+        settings.epochs,
+        settings.batch_size,
+        settings.lr,
+        settings.seed,
+        rayon::current_num_threads()
+    );
+    let history = pipeline::train(&mut model, &data, &settings, |_| {})?;
+
+    // Step 4: evaluation.
+    let predicted = model.predict_classes(data.test.inputs(), 256)?;
+    let labels = data.test.labels().expect("a classification set");
+    let matrix = ConfusionMatrix::new(classes, labels, &predicted);
+    println!(
+        "\nconfusion matrix on the test set (rows: true class, columns: predicted):\n{matrix}"
+    );
+
+    std::fs::create_dir_all(&cli.out).map_err(|e| Error::io(&cli.out, e))?;
+    let weights = cli.out.join("model.safetensors");
+    model.save_with_metadata(&weights, &metadata(&data, classes))?;
+    let curves = cli.out.join("curves.png");
+    plots::training_curves(&history, &curves)?;
+    let mistakes = cli.out.join("mistakes.png");
+    let shown = plots::mistakes_with_saliency(&mut model, &data, &predicted, &mistakes)?;
+    println!(
+        "wrote {} (weights), {} (loss and accuracy per epoch)",
+        weights.display(),
+        curves.display()
+    );
+    println!(
+        "wrote {} ({shown} misclassified test images, each beside its saliency map)",
+        mistakes.display()
+    );
+    println!("total time: {:.1} s", started.elapsed().as_secs_f32());
+
+    let correct = matrix.correct();
+    println!(
+        "test accuracy: {:.2}% ({correct}/{})",
+        100.0 * correct as f64 / labels.len() as f64,
+        labels.len()
+    );
+    Ok(())
+}
+
+/// What `--predict` needs to rebuild the model and preprocess an image, saved inside the weights file.
+fn metadata(data: &Prepared, classes: usize) -> Vec<(&'static str, String)> {
+    let shape = data.train.sample_shape();
+    vec![
+        (
+            "input_shape",
+            format!("{},{},{}", shape[0], shape[1], shape[2]),
+        ),
+        ("classes", classes.to_string()),
+        ("normalize_mean", data.normalizer.mean[0].to_string()),
+        ("normalize_std", data.normalizer.std[0].to_string()),
+    ]
+}
+
+fn predict(image: &Path, model_path: &Path) -> Result<()> {
+    let meta = backprop::io::read_metadata(model_path)?;
+    let field = |k: &str| {
+        meta.get(k).cloned().ok_or_else(|| {
+            Error::format(
+                model_path,
+                format!("no {k:?} in the file's metadata: was it written by this example?"),
+            )
+        })
+    };
+    let parse_err = |k: &str| Error::format(model_path, format!("metadata {k:?} is not a number"));
+    let shape: Vec<usize> = field("input_shape")?
+        .split(',')
+        .map(|v| v.trim().parse().map_err(|_| parse_err("input_shape")))
+        .collect::<Result<_>>()?;
+    let classes: usize = field("classes")?
+        .parse()
+        .map_err(|_| parse_err("classes"))?;
+    let mean: f32 = field("normalize_mean")?
+        .parse()
+        .map_err(|_| parse_err("normalize_mean"))?;
+    let std: f32 = field("normalize_std")?
+        .parse()
+        .map_err(|_| parse_err("normalize_std"))?;
+    let mut model = pipeline::reference_cnn(&shape, classes, 0)?;
+    model.load(model_path)?;
+
+    let (h, w) = (shape[1], shape[2]);
+    let mut x = backprop::data::image_folder::load_image(
+        image,
+        (h, w),
+        backprop::data::image_folder::ColorMode::Gray,
+    )?;
+    // MNIST digits are light on dark; a dark digit on a light page is inverted to match.
+    let inverted = x.mean() > 0.5;
+    if inverted {
+        x.map_inplace(|v| 1.0 - v);
+    }
+    let mut x = x.reshape(&[1, 1, h, w]);
+    Normalizer {
+        mean: vec![mean],
+        std: vec![std],
+    }
+    .apply(&mut x)?;
+    let p = model.predict_proba(&x, 1)?;
+    let best = p.argmax_axis(1)[0];
+    println!(
+        "{}: {}",
+        image.display(),
+        if inverted {
+            "(inverted: dark on light)"
+        } else {
+            ""
+        }
+    );
+    let mut ranked: Vec<(usize, f32)> = p.data().iter().copied().enumerate().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for (c, prob) in ranked.iter().take(3) {
+        println!("  class {c}: {:.2}%", 100.0 * prob);
+    }
+    println!("predicted class: {best}");
+    Ok(())
+}

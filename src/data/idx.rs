@@ -1,0 +1,337 @@
+//! IDX files: the format of MNIST and its many relatives (Fashion-MNIST, EMNIST, Kuzushiji-MNIST).
+//!
+//! An IDX file is a tiny header and a dense array of numbers, big-endian:
+//!
+//! ```text
+//! bytes 0–1   0x00 0x00
+//! byte  2     element type (0x08 = unsigned byte, the only one these data sets use)
+//! byte  3     number of dimensions d
+//! then        d sizes, each a big-endian u32
+//! then        the elements, row-major (last dimension fastest)
+//! ```
+//!
+//! Images are `idx3` (count × rows × columns) and labels `idx1` (count). Files may be gzipped
+//! (`*.gz`); that is detected from the content, not the name. Every way a file can be wrong — wrong
+//! magic, unsupported type, truncated or overlong data, images and labels that disagree — is an
+//! [`Error::Format`] naming the file and what was wrong.
+
+use super::Dataset;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// The unsigned-byte element type code.
+const UBYTE: u8 = 0x08;
+
+/// A decoded IDX file of unsigned bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdxArray {
+    /// The sizes of the dimensions, outermost first.
+    pub dims: Vec<usize>,
+    /// The elements, row-major.
+    pub data: Vec<u8>,
+}
+
+/// Reads a file, gunzipping it if it starts with the gzip magic bytes.
+fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| Error::format(path, format!("corrupt or truncated gzip data ({e})")))?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+/// Parses IDX bytes; `path` only names the source in error messages.
+///
+/// # Errors
+/// [`Error::Format`] for a wrong magic number, an element type other than unsigned byte, a
+/// truncated header or body, or bytes left over after the data.
+pub fn parse_idx(bytes: &[u8], path: impl AsRef<Path>) -> Result<IdxArray> {
+    let path = path.as_ref();
+    let bad = |msg: String| Error::format(path, msg);
+    if bytes.len() < 4 {
+        return Err(bad(format!(
+            "not an IDX file: only {} bytes, too short for the 4-byte magic number",
+            bytes.len()
+        )));
+    }
+    if bytes[0] != 0 || bytes[1] != 0 {
+        return Err(bad(format!(
+            "not an IDX file: the magic number starts with {:#04x} {:#04x}, expected 0x00 0x00",
+            bytes[0], bytes[1]
+        )));
+    }
+    if bytes[2] != UBYTE {
+        return Err(bad(format!(
+            "IDX element type {:#04x} is not supported (only unsigned bytes, 0x08)",
+            bytes[2]
+        )));
+    }
+    let ndims = bytes[3] as usize;
+    if ndims == 0 {
+        return Err(bad("IDX header declares 0 dimensions".into()));
+    }
+    let header = 4 + 4 * ndims;
+    if bytes.len() < header {
+        return Err(bad(format!(
+            "truncated IDX header: {ndims} dimensions need {header} bytes, the file has {}",
+            bytes.len()
+        )));
+    }
+    let dims: Vec<usize> = bytes[4..header]
+        .chunks_exact(4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .collect();
+    let len = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| bad(format!("IDX dimensions {dims:?} overflow")))?;
+    let body = bytes.len() - header;
+    if body < len {
+        return Err(bad(format!(
+            "truncated: dimensions {dims:?} need {len} bytes of data, the file has {body}"
+        )));
+    }
+    if body > len {
+        return Err(bad(format!(
+            "{} unexpected bytes after the data of dimensions {dims:?}",
+            body - len
+        )));
+    }
+    Ok(IdxArray {
+        dims,
+        data: bytes[header..].to_vec(),
+    })
+}
+
+/// Reads an IDX file (plain or gzipped).
+///
+/// # Errors
+/// [`Error::Io`] if it cannot be read, [`Error::Format`] as for [`parse_idx`].
+pub fn read_idx(path: impl AsRef<Path>) -> Result<IdxArray> {
+    let path = path.as_ref();
+    parse_idx(&read_maybe_gz(path)?, path)
+}
+
+/// Writes an IDX file of unsigned bytes; gzipped when the name ends in `.gz`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] if `data` does not hold `dims`' product of bytes or a dimension
+/// does not fit in 32 bits; [`Error::Io`] if the file cannot be written.
+pub fn write_idx(path: impl AsRef<Path>, dims: &[usize], data: &[u8]) -> Result<()> {
+    let path = path.as_ref();
+    if dims.is_empty() || dims.len() > 255 || dims.iter().any(|&d| d > u32::MAX as usize) {
+        return Err(Error::invalid(format!(
+            "cannot write IDX dimensions {dims:?}"
+        )));
+    }
+    if dims.iter().product::<usize>() != data.len() {
+        return Err(Error::invalid(format!(
+            "IDX dimensions {dims:?} need {} bytes, got {}",
+            dims.iter().product::<usize>(),
+            data.len()
+        )));
+    }
+    let mut bytes = vec![0, 0, UBYTE, dims.len() as u8];
+    for &d in dims {
+        bytes.extend_from_slice(&(d as u32).to_be_bytes());
+    }
+    bytes.extend_from_slice(data);
+    let io = |e| Error::io(path, e);
+    let file = std::fs::File::create(path).map_err(io)?;
+    if path.extension().is_some_and(|e| e == "gz") {
+        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+        gz.write_all(&bytes).map_err(io)?;
+        gz.finish().map_err(io)?;
+    } else {
+        let mut file = file;
+        file.write_all(&bytes).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Reads an `idx3` image file as a `[N, 1, rows, cols]` tensor scaled to `[0, 1]` (byte / 255).
+///
+/// # Errors
+/// As [`read_idx`], and [`Error::Format`] if the file is not 3-dimensional.
+pub fn read_images(path: impl AsRef<Path>) -> Result<Tensor> {
+    let path = path.as_ref();
+    let a = read_idx(path)?;
+    let &[n, h, w] = a.dims.as_slice() else {
+        return Err(Error::format(
+            path,
+            format!(
+                "expected an image file (3 dimensions: count, rows, columns), got dimensions {:?}",
+                a.dims
+            ),
+        ));
+    };
+    let data = a.data.iter().map(|&b| b as f32 / 255.0).collect();
+    Tensor::from_vec(&[n, 1, h, w], data)
+}
+
+/// Reads an `idx1` label file.
+///
+/// # Errors
+/// As [`read_idx`], and [`Error::Format`] if the file is not 1-dimensional.
+pub fn read_labels(path: impl AsRef<Path>) -> Result<Vec<usize>> {
+    let path = path.as_ref();
+    let a = read_idx(path)?;
+    if a.dims.len() != 1 {
+        return Err(Error::format(
+            path,
+            format!(
+                "expected a label file (1 dimension), got dimensions {:?}",
+                a.dims
+            ),
+        ));
+    }
+    Ok(a.data.iter().map(|&b| b as usize).collect())
+}
+
+/// Reads an image file and its label file into a classification [`Dataset`].
+///
+/// # Errors
+/// As [`read_images`] and [`read_labels`], and [`Error::Format`] naming both files when their
+/// counts differ.
+pub fn read_image_label_pair(
+    images: impl AsRef<Path>,
+    labels: impl AsRef<Path>,
+) -> Result<Dataset> {
+    let (ip, lp) = (images.as_ref(), labels.as_ref());
+    let x = read_images(ip)?;
+    let y = read_labels(lp)?;
+    if x.dim(0) != y.len() {
+        return Err(Error::format(
+            ip,
+            format!(
+                "holds {} images but the label file {} holds {} labels",
+                x.dim(0),
+                lp.display(),
+                y.len()
+            ),
+        ));
+    }
+    Dataset::classification(x, y)
+}
+
+/// The four files of an MNIST-format folder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MnistFiles {
+    /// Training images (`train-images-idx3-ubyte[.gz]`).
+    pub train_images: PathBuf,
+    /// Training labels (`train-labels-idx1-ubyte[.gz]`).
+    pub train_labels: PathBuf,
+    /// Test images (`t10k-images-idx3-ubyte[.gz]`).
+    pub test_images: PathBuf,
+    /// Test labels (`t10k-labels-idx1-ubyte[.gz]`).
+    pub test_labels: PathBuf,
+}
+
+/// Finds the four standard files in `dir`. Names are matched loosely so that every MNIST-format
+/// data set's spelling works: a file is a training file if its name contains `train`, a test file
+/// if it contains `t10k` or `test`; images contain `idx3`, labels `idx1`; plain or `.gz`
+/// (`train-images-idx3-ubyte.gz`, `emnist-digits-test-labels-idx1-ubyte`,
+/// `train-images.idx3-ubyte` all qualify).
+///
+/// # Errors
+/// [`Error::Io`] if the folder cannot be listed, [`Error::Format`] naming the folder when one of
+/// the four files is missing or two files claim the same role.
+pub fn find_mnist_files(dir: impl AsRef<Path>) -> Result<MnistFiles> {
+    let dir = dir.as_ref();
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut found: [Vec<PathBuf>; 4] = Default::default();
+    for entry in entries {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        if !path.is_file() || name.starts_with('.') {
+            continue;
+        }
+        let train = name.contains("train");
+        let test = name.contains("t10k") || name.contains("test");
+        let slot = match (train, test, name.contains("idx3"), name.contains("idx1")) {
+            (true, false, true, false) => 0,
+            (true, false, false, true) => 1,
+            (false, true, true, false) => 2,
+            (false, true, false, true) => 3,
+            _ => continue,
+        };
+        found[slot].push(path);
+    }
+    let roles = [
+        "training images (*train*idx3*)",
+        "training labels (*train*idx1*)",
+        "test images (*t10k*idx3* or *test*idx3*)",
+        "test labels (*t10k*idx1* or *test*idx1*)",
+    ];
+    let mut pick = |slot: usize| -> Result<PathBuf> {
+        let mut paths = std::mem::take(&mut found[slot]);
+        paths.sort();
+        match paths.len() {
+            1 => Ok(paths.remove(0)),
+            0 => Err(Error::format(
+                dir,
+                format!(
+                    "no file for the {} in this folder; an MNIST-format folder holds train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each optionally .gz)",
+                    roles[slot]
+                ),
+            )),
+            _ => Err(Error::format(
+                dir,
+                format!(
+                    "several files could be the {}: {}",
+                    roles[slot],
+                    paths
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+        }
+    };
+    Ok(MnistFiles {
+        train_images: pick(0)?,
+        train_labels: pick(1)?,
+        test_images: pick(2)?,
+        test_labels: pick(3)?,
+    })
+}
+
+/// Loads an MNIST-format folder (MNIST, Fashion-MNIST, EMNIST, Kuzushiji-MNIST …) as
+/// `(training set, test set)`, images `[N, 1, 28, 28]` in `[0, 1]`.
+///
+/// # Errors
+/// As [`find_mnist_files`] and [`read_image_label_pair`]; also [`Error::Format`] if the training
+/// and test images differ in size.
+///
+/// ```no_run
+/// let (train, test) = backprop::data::idx::load_mnist_folder("examples/data/digits")?;
+/// assert_eq!((train.len(), test.len()), (8000, 2000));
+/// # Ok::<(), backprop::Error>(())
+/// ```
+pub fn load_mnist_folder(dir: impl AsRef<Path>) -> Result<(Dataset, Dataset)> {
+    let files = find_mnist_files(dir)?;
+    let train = read_image_label_pair(&files.train_images, &files.train_labels)?;
+    let test = read_image_label_pair(&files.test_images, &files.test_labels)?;
+    if train.sample_shape() != test.sample_shape() {
+        return Err(Error::format(
+            &files.test_images,
+            format!(
+                "test images are {:?} but training images are {:?}",
+                test.sample_shape(),
+                train.sample_shape()
+            ),
+        ));
+    }
+    Ok((train, test))
+}
