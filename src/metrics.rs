@@ -108,13 +108,12 @@ impl fmt::Display for ConfusionMatrix {
             write!(f, " {p:>w$}")?;
         }
         writeln!(f, "   recall")?;
-        let recall = self.recall();
-        for t in 0..self.classes {
+        for (t, recall) in self.recall().into_iter().enumerate() {
             write!(f, "{t:>9}")?;
             for p in 0..self.classes {
                 write!(f, " {:>w$}", self.count(t, p))?;
             }
-            writeln!(f, "   {:>5.1}%", 100.0 * recall[t])?;
+            writeln!(f, "   {:>5.1}%", 100.0 * recall)?;
         }
         Ok(())
     }
