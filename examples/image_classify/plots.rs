@@ -43,7 +43,7 @@ pub fn training_curves(history: &History, path: &Path) -> Result<()> {
                 .filter_map(|e| f(e).map(|v| (e.epoch as f32, v)))
                 .collect()
         };
-        let panels: [(&DrawingArea<_, _>, &str, [Vec<(f32, f32)>; 2], bool); 2] = [
+        let panels = [
             (
                 &left,
                 "loss",
