@@ -77,13 +77,10 @@ fn main() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
         Err(e) => {
-            let first = e
-                .to_string()
-                .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .to_string();
-            eprintln!("{first} (see --help)");
+            // clap's message, up to its usage block, on one line.
+            let text = e.to_string();
+            let head: Vec<&str> = text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
+            eprintln!("{} (see --help)", head.join(" "));
             std::process::exit(2);
         }
     };
@@ -99,6 +96,9 @@ fn run(cli: Cli) -> Result<()> {
             "warning: this is a debug build, which trains tens of times slower than an optimised one.\n\
              Run it optimised with: cargo run --release --example image_classify"
         );
+    }
+    if !(cli.lr.is_finite() && cli.lr > 0.0) {
+        return Err(Error::invalid(format!("--lr must be a positive number, got {}", cli.lr)));
     }
     if let Some(n) = cli.threads {
         rayon::ThreadPoolBuilder::new()
