@@ -79,7 +79,11 @@ fn main() {
         Err(e) => {
             // clap's message, up to its usage block, on one line.
             let text = e.to_string();
-            let head: Vec<&str> = text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
+            let head: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.is_empty())
+                .collect();
             eprintln!("{} (see --help)", head.join(" "));
             std::process::exit(2);
         }
@@ -98,7 +102,10 @@ fn run(cli: Cli) -> Result<()> {
         );
     }
     if !(cli.lr.is_finite() && cli.lr > 0.0) {
-        return Err(Error::invalid(format!("--lr must be a positive number, got {}", cli.lr)));
+        return Err(Error::invalid(format!(
+            "--lr must be a positive number, got {}",
+            cli.lr
+        )));
     }
     if let Some(n) = cli.threads {
         rayon::ThreadPoolBuilder::new()
