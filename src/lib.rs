@@ -70,6 +70,7 @@
 //! - `docs/pytorch.md` — moving weights between this crate and PyTorch.
 #![deny(missing_docs)]
 
+pub mod alloc_tuning;
 pub mod data;
 pub mod error;
 pub mod gradcheck;

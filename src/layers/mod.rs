@@ -175,6 +175,7 @@ pub(crate) fn shape_error(
 /// Runs [`Layer::output_shape`] and panics with its message if the input does not fit. Every
 /// `forward` starts with this, so a wrong input fails loudly before any arithmetic.
 pub(crate) fn check_input(layer: &dyn Layer, x: &Tensor) -> Vec<usize> {
+    crate::alloc_tuning::tune_allocator();
     layer
         .output_shape(x.shape())
         .unwrap_or_else(|e| panic!("{e}"))
