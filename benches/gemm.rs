@@ -33,20 +33,7 @@ fn squares(c: &mut Criterion) {
             g.sample_size(20);
         }
         g.bench_with_input(BenchmarkId::from_parameter(s), &s, |bench, &s| {
-            bench.iter(|| {
-                sgemm(
-                    s,
-                    s,
-                    s,
-                    1.0,
-                    black_box(&a),
-                    Transpose::No,
-                    &b,
-                    Transpose::No,
-                    0.0,
-                    &mut out,
-                )
-            })
+            bench.iter(|| sgemm(s, s, s, 1.0, black_box(&a), Transpose::No, &b, Transpose::No, 0.0, &mut out))
         });
     }
     g.finish();
@@ -70,97 +57,24 @@ fn network_products() -> Vec<Product> {
     use Transpose::{No, Yes};
     vec![
         // conv1: 1→32, 3×3 on 28×28 → 26×26. cols [9, 676], W [32, 9].
-        Product {
-            name: "conv1_forward_W·cols",
-            m: 32,
-            k: 9,
-            n: 676,
-            ta: No,
-            tb: No,
-            batch_axis: 'n',
-        },
-        Product {
-            name: "conv1_dW=dY·colsᵀ",
-            m: 32,
-            k: 676,
-            n: 9,
-            ta: No,
-            tb: Yes,
-            batch_axis: 'k',
-        },
-        Product {
-            name: "conv1_dcols=Wᵀ·dY",
-            m: 9,
-            k: 32,
-            n: 676,
-            ta: Yes,
-            tb: No,
-            batch_axis: 'n',
-        },
+        Product { name: "conv1_forward_W·cols", m: 32, k: 9, n: 676, ta: No, tb: No, batch_axis: 'n' },
+        Product { name: "conv1_dW=dY·colsᵀ", m: 32, k: 676, n: 9, ta: No, tb: Yes, batch_axis: 'k' },
+        Product { name: "conv1_dcols=Wᵀ·dY", m: 9, k: 32, n: 676, ta: Yes, tb: No, batch_axis: 'n' },
         // conv2: 32→64, 3×3 on 13×13 → 11×11. cols [288, 121], W [64, 288].
-        Product {
-            name: "conv2_forward_W·cols",
-            m: 64,
-            k: 288,
-            n: 121,
-            ta: No,
-            tb: No,
-            batch_axis: 'n',
-        },
-        Product {
-            name: "conv2_dW=dY·colsᵀ",
-            m: 64,
-            k: 121,
-            n: 288,
-            ta: No,
-            tb: Yes,
-            batch_axis: 'k',
-        },
-        Product {
-            name: "conv2_dcols=Wᵀ·dY",
-            m: 288,
-            k: 64,
-            n: 121,
-            ta: Yes,
-            tb: No,
-            batch_axis: 'n',
-        },
+        Product { name: "conv2_forward_W·cols", m: 64, k: 288, n: 121, ta: No, tb: No, batch_axis: 'n' },
+        Product { name: "conv2_dW=dY·colsᵀ", m: 64, k: 121, n: 288, ta: No, tb: Yes, batch_axis: 'k' },
+        Product { name: "conv2_dcols=Wᵀ·dY", m: 288, k: 64, n: 121, ta: Yes, tb: No, batch_axis: 'n' },
         // dense 1600→10 on the whole batch (x [64, 1600], W [10, 1600]).
-        Product {
-            name: "dense_forward_x·Wᵀ",
-            m: BATCH,
-            k: 1600,
-            n: 10,
-            ta: No,
-            tb: Yes,
-            batch_axis: '-',
-        },
-        Product {
-            name: "dense_dW=gᵀ·x",
-            m: 10,
-            k: BATCH,
-            n: 1600,
-            ta: Yes,
-            tb: No,
-            batch_axis: '-',
-        },
-        Product {
-            name: "dense_dx=g·W",
-            m: BATCH,
-            k: 10,
-            n: 1600,
-            ta: No,
-            tb: No,
-            batch_axis: '-',
-        },
+        Product { name: "dense_forward_x·Wᵀ", m: BATCH, k: 1600, n: 10, ta: No, tb: Yes, batch_axis: '-' },
+        Product { name: "dense_dW=gᵀ·x", m: 10, k: BATCH, n: 1600, ta: Yes, tb: No, batch_axis: '-' },
+        Product { name: "dense_dx=g·W", m: BATCH, k: 10, n: 1600, ta: No, tb: No, batch_axis: '-' },
     ]
 }
 
 fn network_shapes(c: &mut Criterion) {
     let mut g = c.benchmark_group("gemm_network_batch64");
     for p in network_products() {
-        let flops =
-            2 * (p.m * p.k * p.n) as u64 * if p.batch_axis == '-' { 1 } else { BATCH as u64 };
+        let flops = 2 * (p.m * p.k * p.n) as u64 * if p.batch_axis == '-' { 1 } else { BATCH as u64 };
         g.throughput(Throughput::Elements(flops));
         // One GEMM for the whole batch.
         let (m, k, n) = match p.batch_axis {

@@ -14,18 +14,9 @@ const BATCH: usize = 64;
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("im2col_batch64");
     let layers = [
-        (
-            "conv1_1x28x28_k3",
-            ConvGeometry::new((1, 28, 28), (3, 3), (1, 1), (0, 0), (1, 1)).unwrap(),
-        ),
-        (
-            "conv2_32x13x13_k3",
-            ConvGeometry::new((32, 13, 13), (3, 3), (1, 1), (0, 0), (1, 1)).unwrap(),
-        ),
-        (
-            "conv_3x32x32_k3_pad1",
-            ConvGeometry::new((3, 32, 32), (3, 3), (1, 1), (1, 1), (1, 1)).unwrap(),
-        ),
+        ("conv1_1x28x28_k3", ConvGeometry::new((1, 28, 28), (3, 3), (1, 1), (0, 0), (1, 1)).unwrap()),
+        ("conv2_32x13x13_k3", ConvGeometry::new((32, 13, 13), (3, 3), (1, 1), (0, 0), (1, 1)).unwrap()),
+        ("conv_3x32x32_k3_pad1", ConvGeometry::new((3, 32, 32), (3, 3), (1, 1), (1, 1), (1, 1)).unwrap()),
     ];
     for (name, geo) in layers {
         let cols_len = geo.col_rows() * geo.col_cols();
@@ -34,21 +25,16 @@ fn bench(c: &mut Criterion) {
         let mut cols = vec![vec![0.0f32; cols_len]; BATCH];
         g.bench_function(BenchmarkId::new("im2col", name), |b| {
             b.iter(|| {
-                cols.par_iter_mut()
-                    .enumerate()
-                    .for_each(|(i, c)| im2col(black_box(x.outer(i)), &geo, c));
+                cols.par_iter_mut().enumerate().for_each(|(i, c)| im2col(black_box(x.outer(i)), &geo, c));
             })
         });
         let mut dx = Tensor::zeros(&[BATCH, geo.input_len()]);
         g.bench_function(BenchmarkId::new("col2im", name), |b| {
             b.iter(|| {
-                dx.data_mut()
-                    .par_chunks_mut(geo.input_len())
-                    .zip(&cols)
-                    .for_each(|(d, c)| {
-                        d.fill(0.0);
-                        col2im(black_box(c), &geo, d);
-                    });
+                dx.data_mut().par_chunks_mut(geo.input_len()).zip(&cols).for_each(|(d, c)| {
+                    d.fill(0.0);
+                    col2im(black_box(c), &geo, d);
+                });
             })
         });
     }

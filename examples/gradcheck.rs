@@ -11,28 +11,18 @@ use backprop::prelude::*;
 /// L = Σ y ⊙ r for a fixed random r, in f64.
 fn objective(layer: &mut dyn Layer, x: &Tensor, r: &Tensor) -> f64 {
     let y = layer.forward(x, Mode::Eval);
-    y.data()
-        .iter()
-        .zip(r.data())
-        .map(|(&a, &b)| a as f64 * b as f64)
-        .sum()
+    y.data().iter().zip(r.data()).map(|(&a, &b)| a as f64 * b as f64).sum()
 }
 
 fn show(layer: &mut dyn Layer, x: &Tensor, entries: usize) {
-    println!(
-        "── {} on an input of shape {:?}",
-        layer.describe(),
-        x.shape()
-    );
+    println!("── {} on an input of shape {:?}", layer.describe(), x.shape());
     let y = layer.forward(x, Mode::Eval);
     let r = Tensor::randn(y.shape(), 0.0, 1.0, 42);
     layer.zero_grad();
     layer.backward(&r); // dL/dy = r, so this fills dL/dW for L = Σ y ⊙ r
     let analytic = layer.params()[0].grad.clone();
     let eps = 1e-2;
-    println!(
-        "   weight entry   analytic (backward)   numeric (L(w+ε) − L(w−ε))/2ε   relative error"
-    );
+    println!("   weight entry   analytic (backward)   numeric (L(w+ε) − L(w−ε))/2ε   relative error");
     for i in 0..entries.min(analytic.len()) {
         let w = layer.params()[0].value.data()[i];
         layer.params_mut()[0].value.data_mut()[i] = w + eps;
@@ -43,20 +33,14 @@ fn show(layer: &mut dyn Layer, x: &Tensor, entries: usize) {
         let numeric = ((plus - minus) / (2.0 * eps as f64)) as f32;
         let a = analytic.data()[i];
         let rel = (a - numeric).abs() / a.abs().max(numeric.abs()).max(1e-2);
-        println!(
-            "   W[{i:>2}]         {a:>+12.6}          {numeric:>+12.6}                  {rel:.1e}"
-        );
+        println!("   W[{i:>2}]         {a:>+12.6}          {numeric:>+12.6}                  {rel:.1e}");
     }
     // The library's checker does the same for every entry of the input and of every parameter.
     let report = check_layer(layer, x, Mode::Eval, &Options::default());
     println!("   gradcheck over all entries:\n{report}");
     println!(
         "   {}\n",
-        if report.passes(1e-2) {
-            "PASS: backward agrees with finite differences"
-        } else {
-            "FAIL"
-        }
+        if report.passes(1e-2) { "PASS: backward agrees with finite differences" } else { "FAIL" }
     );
 }
 
@@ -68,11 +52,7 @@ fn main() {
          the forward pass. Agreement to ~3 digits in f32 means the calculus in backward() is right;\n\
          a wrong transpose or a missing sum shows up as errors near 1.\n"
     );
-    show(
-        &mut Dense::new(3, 2).seed(1),
-        &Tensor::randn(&[2, 3], 0.0, 1.0, 1),
-        6,
-    );
+    show(&mut Dense::new(3, 2).seed(1), &Tensor::randn(&[2, 3], 0.0, 1.0, 1), 6);
     show(
         &mut Conv2d::new(2, 2, 3).stride(2).padding(1).seed(2),
         &Tensor::randn(&[2, 2, 5, 5], 0.0, 1.0, 2),

@@ -14,17 +14,9 @@ fn main() -> backprop::Result<()> {
     let target = Tensor::from_vec(&[4, 1], vec![0., 1., 1., 0.])?;
 
     let mut net = Sequential::builder(&[2])
-        .add(
-            Dense::new(2, 4)
-                .init(backprop::tensor::init::Init::GlorotUniform)
-                .seed(3),
-        )
+        .add(Dense::new(2, 4).init(backprop::tensor::init::Init::GlorotUniform).seed(3))
         .add(Tanh::new())
-        .add(
-            Dense::new(4, 1)
-                .init(backprop::tensor::init::Init::GlorotUniform)
-                .seed(4),
-        )
+        .add(Dense::new(4, 1).init(backprop::tensor::init::Init::GlorotUniform).seed(4))
         .add(Sigmoid::new())
         .build()?;
     println!("{net}\n");

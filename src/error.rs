@@ -64,18 +64,12 @@ impl Error {
 
     /// Shorthand for [`Error::Format`].
     pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::Format {
-            path: path.into(),
-            message: msg.into(),
-        }
+        Error::Format { path: path.into(), message: msg.into() }
     }
 
     /// Shorthand for [`Error::Io`].
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 }
 
@@ -86,25 +80,13 @@ impl fmt::Display for Error {
             Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
             Error::Format { path, message } => write!(f, "{}: {message}", path.display()),
-            Error::NonFinite {
-                what,
-                epoch,
-                batch,
-                value,
-                last_finite_loss,
-            } => {
-                write!(
-                    f,
-                    "training stopped: the {what} became {value} at epoch {epoch}, batch {batch}"
-                )?;
+            Error::NonFinite { what, epoch, batch, value, last_finite_loss } => {
+                write!(f, "training stopped: the {what} became {value} at epoch {epoch}, batch {batch}")?;
                 match last_finite_loss {
                     Some(l) => write!(f, " (last finite loss: {l})"),
                     None => write!(f, " (no finite loss was seen before it)"),
                 }?;
-                write!(
-                    f,
-                    "; the weights from before that batch were kept — try a smaller learning rate"
-                )
+                write!(f, "; the weights from before that batch were kept — try a smaller learning rate")
             }
         }
     }

@@ -50,12 +50,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Options {
-        Options {
-            eps: 1e-2,
-            atol: 1e-2,
-            seed: 0,
-            max_entries: Some(2000),
-        }
+        Options { eps: 1e-2, atol: 1e-2, seed: 0, max_entries: Some(2000) }
     }
 }
 
@@ -88,18 +83,12 @@ pub struct Report {
 impl Report {
     /// The largest relative error over all tensors.
     pub fn max_rel_error(&self) -> f32 {
-        self.tensors
-            .iter()
-            .map(|t| t.max_rel_error)
-            .fold(0.0, f32::max)
+        self.tensors.iter().map(|t| t.max_rel_error).fold(0.0, f32::max)
     }
 
     /// The largest absolute error over all tensors.
     pub fn max_abs_error(&self) -> f32 {
-        self.tensors
-            .iter()
-            .map(|t| t.max_abs_error)
-            .fold(0.0, f32::max)
+        self.tensors.iter().map(|t| t.max_abs_error).fold(0.0, f32::max)
     }
 
     /// True when every relative error is at most `tol` (and every gradient is finite).
@@ -155,12 +144,8 @@ impl Comparison {
         r.checked += 1;
         r.max_abs_error = r.max_abs_error.max(abs);
         if rel > r.max_rel_error || r.checked == 1 {
-            (
-                r.max_rel_error,
-                r.worst_index,
-                r.worst_analytic,
-                r.worst_numeric,
-            ) = (rel, index, analytic, numeric);
+            (r.max_rel_error, r.worst_index, r.worst_analytic, r.worst_numeric) =
+                (rel, index, analytic, numeric);
         }
     }
 }
@@ -169,8 +154,7 @@ impl Comparison {
 fn entries(len: usize, opts: &Options) -> Vec<usize> {
     match opts.max_entries {
         Some(max) if len > max => {
-            let mut idx =
-                sample(&mut crate::tensor::rng(opts.seed ^ len as u64), len, max).into_vec();
+            let mut idx = sample(&mut crate::tensor::rng(opts.seed ^ len as u64), len, max).into_vec();
             idx.sort_unstable();
             idx
         }
@@ -201,11 +185,7 @@ pub fn check_layer(layer: &mut dyn Layer, x: &Tensor, mode: Mode, opts: &Options
     let objective = |layer: &mut dyn Layer, x: &Tensor| -> f64 {
         layer.reseed(layer_seed);
         let y = layer.forward(x, mode);
-        y.data()
-            .iter()
-            .zip(r.data())
-            .map(|(&a, &b)| a as f64 * b as f64)
-            .sum()
+        y.data().iter().zip(r.data()).map(|(&a, &b)| a as f64 * b as f64).sum()
     };
 
     let mut tensors = Vec::new();
@@ -242,12 +222,7 @@ pub fn check_layer(layer: &mut dyn Layer, x: &Tensor, mode: Mode, opts: &Options
 ///
 /// # Errors
 /// Whatever the loss returns for this prediction and target.
-pub fn check_loss(
-    loss: &dyn Loss,
-    pred: &Tensor,
-    target: Target<'_>,
-    opts: &Options,
-) -> Result<Report> {
+pub fn check_loss(loss: &dyn Loss, pred: &Tensor, target: Target<'_>, opts: &Options) -> Result<Report> {
     let (_, grad) = loss.loss_and_grad(pred, target)?;
     let mut cmp = Comparison::new("input", opts.atol);
     let mut zp = pred.clone();
@@ -266,7 +241,5 @@ pub fn check_loss(
         zp.data_mut()[i] = pred.data()[i];
         cmp.add(i, grad.data()[i], numeric);
     }
-    Ok(Report {
-        tensors: vec![cmp.report],
-    })
+    Ok(Report { tensors: vec![cmp.report] })
 }

@@ -47,12 +47,7 @@ impl View for &Entry {
 /// What the model expects at one name.
 enum Slot {
     /// An `F32` tensor of this shape: (layer, parameter or buffer index within the layer, is buffer).
-    Float {
-        layer: usize,
-        index: usize,
-        buffer: bool,
-        shape: Vec<usize>,
-    },
+    Float { layer: usize, index: usize, buffer: bool, shape: Vec<usize> },
     /// A batch-norm layer's `num_batches_tracked` (optional when loading).
     Count { layer: usize },
 }
@@ -76,23 +71,13 @@ impl Sequential {
         let mut slots = BTreeMap::new();
         for (i, layer) in self.layers().iter().enumerate() {
             for (k, p) in layer.params().into_iter().enumerate() {
-                let slot = Slot::Float {
-                    layer: i,
-                    index: k,
-                    buffer: false,
-                    shape: p.value.shape().to_vec(),
-                };
+                let slot = Slot::Float { layer: i, index: k, buffer: false, shape: p.value.shape().to_vec() };
                 slots.insert(format!("{i}.{}", p.name), slot);
             }
             for (k, (name, b)) in layer.buffers().into_iter().enumerate() {
                 slots.insert(
                     format!("{i}.{name}"),
-                    Slot::Float {
-                        layer: i,
-                        index: k,
-                        buffer: true,
-                        shape: b.shape().to_vec(),
-                    },
+                    Slot::Float { layer: i, index: k, buffer: true, shape: b.shape().to_vec() },
                 );
             }
             if layer.num_batches_tracked().is_some() {
@@ -119,25 +104,14 @@ impl Sequential {
         let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
         for (name, t) in self.state_dict() {
             let bytes = t.data().iter().flat_map(|v| v.to_le_bytes()).collect();
-            entries.insert(
-                name,
-                Entry {
-                    dtype: Dtype::F32,
-                    shape: t.shape().to_vec(),
-                    bytes,
-                },
-            );
+            entries.insert(name, Entry { dtype: Dtype::F32, shape: t.shape().to_vec(), bytes });
         }
         for (i, layer) in self.layers().iter().enumerate() {
             if let Some(n) = layer.num_batches_tracked() {
                 let bytes = (n as i64).to_le_bytes().to_vec();
                 entries.insert(
                     format!("{i}.num_batches_tracked"),
-                    Entry {
-                        dtype: Dtype::I64,
-                        shape: vec![],
-                        bytes,
-                    },
+                    Entry { dtype: Dtype::I64, shape: vec![], bytes },
                 );
             }
         }
@@ -178,21 +152,12 @@ impl Sequential {
     ///
     /// # Errors
     /// [`Error::Io`] naming the file if it cannot be written.
-    pub fn save_with_metadata(
-        &self,
-        path: impl AsRef<Path>,
-        metadata: &[(&str, String)],
-    ) -> Result<()> {
+    pub fn save_with_metadata(&self, path: impl AsRef<Path>, metadata: &[(&str, String)]) -> Result<()> {
         let path = path.as_ref();
         let bytes = self.to_safetensors_with_metadata(metadata)?;
-        let file_name = path
-            .file_name()
-            .ok_or_else(|| Error::invalid(format!("{}: not a file path", path.display())))?;
-        let tmp = path.with_file_name(format!(
-            ".{}.tmp-{}",
-            file_name.to_string_lossy(),
-            std::process::id()
-        ));
+        let file_name =
+            path.file_name().ok_or_else(|| Error::invalid(format!("{}: not a file path", path.display())))?;
+        let tmp = path.with_file_name(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&bytes)?;
@@ -244,19 +209,11 @@ impl Sequential {
                 (Ok(v), _) => v,
                 (Err(_), Slot::Count { .. }) => continue, // optional
                 (Err(_), Slot::Float { layer, .. }) => {
-                    return Err(bad(format!(
-                        "missing tensor {name:?} ({})",
-                        describe(*layer)
-                    )));
+                    return Err(bad(format!("missing tensor {name:?} ({})", describe(*layer))));
                 }
             };
             match slot {
-                Slot::Float {
-                    layer,
-                    index,
-                    buffer,
-                    shape,
-                } => {
+                Slot::Float { layer, index, buffer, shape } => {
                     if view.dtype() != Dtype::F32 {
                         return Err(bad(format!(
                             "tensor {name:?} has dtype {:?}, expected F32",
@@ -309,9 +266,7 @@ impl Sequential {
             } else {
                 l.params_mut().into_iter().nth(index).map(|p| &mut p.value)
             };
-            dst.expect("slot from this model")
-                .data_mut()
-                .copy_from_slice(&values);
+            dst.expect("slot from this model").data_mut().copy_from_slice(&values);
         }
         for (layer, count) in counts {
             self.layers_mut()[layer].set_num_batches_tracked(count);
@@ -321,10 +276,7 @@ impl Sequential {
 }
 
 fn metadata_pairs(pairs: &[(&str, String)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
 }
 
 /// Reads the string metadata of a safetensors file (without loading any tensor into a model).

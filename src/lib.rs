@@ -91,8 +91,8 @@ pub mod prelude {
     pub use crate::data::{Dataset, Targets};
     pub use crate::error::{Error, Result};
     pub use crate::layers::{
-        AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dense, Dropout, Flatten, Gelu, GlobalAvgPool,
-        Layer, LeakyRelu, MaxPool2d, Mode, Relu, Sigmoid, Softmax, Tanh,
+        AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dense, Dropout, Flatten, Gelu, GlobalAvgPool, Layer,
+        LeakyRelu, MaxPool2d, Mode, Relu, Sigmoid, Softmax, Tanh,
     };
     pub use crate::loss::{BceWithLogitsLoss, CrossEntropyLoss, Loss, MseLoss, Target};
     pub use crate::model::{EarlyStopping, FitOptions, History, Monitor, Sequential};

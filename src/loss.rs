@@ -106,13 +106,8 @@ impl Loss for MseLoss {
     fn loss_and_grad(&self, z: &Tensor, target: Target<'_>) -> Result<(f32, Tensor)> {
         let t = values(self.name(), z, target)?;
         let k = z.len() as f32;
-        let loss = z
-            .data()
-            .iter()
-            .zip(t.data())
-            .map(|(&z, &t)| ((z - t) as f64).powi(2))
-            .sum::<f64>()
-            / k as f64;
+        let loss =
+            z.data().iter().zip(t.data()).map(|(&z, &t)| ((z - t) as f64).powi(2)).sum::<f64>() / k as f64;
         let grad = z.zip_map(t, |z, t| 2.0 * (z - t) / k); // dL/dz = 2(z − t)/K
         Ok((loss as f32, grad))
     }
@@ -139,9 +134,7 @@ pub struct CrossEntropyLoss {
 impl CrossEntropyLoss {
     /// Plain cross-entropy (no label smoothing).
     pub fn new() -> CrossEntropyLoss {
-        CrossEntropyLoss {
-            label_smoothing: 0.0,
-        }
+        CrossEntropyLoss { label_smoothing: 0.0 }
     }
 
     /// Label smoothing `ε ∈ [0, 1]`: the target becomes `(1 − ε)·one-hot + ε/C`.
@@ -149,10 +142,7 @@ impl CrossEntropyLoss {
     /// # Panics
     /// If `ε` is outside `[0, 1]`.
     pub fn label_smoothing(mut self, eps: f32) -> CrossEntropyLoss {
-        assert!(
-            (0.0..=1.0).contains(&eps),
-            "label smoothing must be in [0, 1], got {eps}"
-        );
+        assert!((0.0..=1.0).contains(&eps), "label smoothing must be in [0, 1], got {eps}");
         self.label_smoothing = eps;
         self
     }
@@ -189,20 +179,15 @@ impl Loss for CrossEntropyLoss {
 
     fn loss_and_grad(&self, z: &Tensor, target: Target<'_>) -> Result<(f32, Tensor)> {
         let Target::Classes(labels) = target else {
-            return Err(Error::invalid(
-                "CrossEntropyLoss needs class labels as its target",
-            ));
+            return Err(Error::invalid("CrossEntropyLoss needs class labels as its target"));
         };
         check_labels(self.name(), z, labels)?;
         let (n, c) = (z.dim(0), z.dim(1));
         let eps = self.label_smoothing as f64;
         let mut grad = Tensor::zeros(z.shape());
         let mut total = 0.0f64;
-        for ((row, g_row), &label) in z
-            .data()
-            .chunks_exact(c)
-            .zip(grad.data_mut().chunks_exact_mut(c))
-            .zip(labels)
+        for ((row, g_row), &label) in
+            z.data().chunks_exact(c).zip(grad.data_mut().chunks_exact_mut(c)).zip(labels)
         {
             let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
             let log_sum = row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
@@ -222,11 +207,7 @@ impl Loss for CrossEntropyLoss {
 /// # Panics
 /// If `logits` is not 2-D.
 pub fn softmax(logits: &Tensor) -> Tensor {
-    assert!(
-        logits.ndim() == 2,
-        "softmax expects [N, classes], got {:?}",
-        logits.shape()
-    );
+    assert!(logits.ndim() == 2, "softmax expects [N, classes], got {:?}", logits.shape());
     let c = logits.dim(1);
     let mut p = logits.clone();
     for row in p.data_mut().chunks_exact_mut(c) {

@@ -85,11 +85,7 @@ impl ConfusionMatrix {
         (0..self.classes)
             .map(|c| {
                 let row: usize = (0..self.classes).map(|p| self.count(c, p)).sum();
-                if row == 0 {
-                    0.0
-                } else {
-                    self.count(c, c) as f32 / row as f32
-                }
+                if row == 0 { 0.0 } else { self.count(c, c) as f32 / row as f32 }
             })
             .collect()
     }
@@ -97,12 +93,7 @@ impl ConfusionMatrix {
 
 impl fmt::Display for ConfusionMatrix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let w = self
-            .counts
-            .iter()
-            .max()
-            .map_or(1, |m| m.to_string().len())
-            .max(3);
+        let w = self.counts.iter().max().map_or(1, |m| m.to_string().len()).max(3);
         write!(f, "true\\pred")?;
         for p in 0..self.classes {
             write!(f, " {p:>w$}")?;

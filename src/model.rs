@@ -92,10 +92,7 @@ fn batch_shape_str(sample: &[usize]) -> String {
 impl Sequential {
     /// Starts a model whose samples have shape `input_shape` (without the batch axis).
     pub fn builder(input_shape: &[usize]) -> SequentialBuilder {
-        SequentialBuilder {
-            input_shape: input_shape.to_vec(),
-            layers: Vec::new(),
-        }
+        SequentialBuilder { input_shape: input_shape.to_vec(), layers: Vec::new() }
     }
 
     /// A model from a sample shape and a list of layers; runs shape inference.
@@ -116,9 +113,7 @@ impl Sequential {
     /// ```
     pub fn new(input_shape: &[usize], layers: Vec<Box<dyn Layer>>) -> Result<Sequential> {
         let mut shapes = Vec::with_capacity(layers.len());
-        let mut shape: Vec<usize> = std::iter::once(1)
-            .chain(input_shape.iter().copied())
-            .collect();
+        let mut shape: Vec<usize> = std::iter::once(1).chain(input_shape.iter().copied()).collect();
         for (i, layer) in layers.iter().enumerate() {
             let from = if i == 0 {
                 "the model input".to_string()
@@ -138,11 +133,7 @@ impl Sequential {
             })?;
             shapes.push(shape[1..].to_vec());
         }
-        Ok(Sequential {
-            input_shape: input_shape.to_vec(),
-            layers,
-            shapes,
-        })
+        Ok(Sequential { input_shape: input_shape.to_vec(), layers, shapes })
     }
 
     /// The shape of one input sample.
@@ -179,10 +170,7 @@ impl Sequential {
     /// from `seed` and `i`.
     pub fn reseed(&mut self, seed: u64) {
         for (i, layer) in self.layers.iter_mut().enumerate() {
-            layer.reseed(
-                seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                    .wrapping_add(i as u64 + 1),
-            );
+            layer.reseed(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(i as u64 + 1));
         }
     }
 
@@ -223,14 +211,47 @@ impl Sequential {
     /// # Panics
     /// If called before `forward`, or with a gradient of the wrong shape.
     pub fn backward(&mut self, grad_output: &Tensor) -> Tensor {
-        let Some((last, rest)) = self.layers.split_last_mut() else {
-            return grad_output.clone();
-        };
-        let mut g = last.backward(grad_output);
-        for layer in rest.iter_mut().rev() {
-            g = layer.backward(&g);
+        let mut g: Option<Tensor> = None;
+        for layer in self.layers.iter_mut().rev() {
+            g = Some(layer.backward(g.as_ref().unwrap_or(grad_output)));
         }
-        g
+        g.unwrap_or_else(|| grad_output.clone())
+    }
+
+    /// Like [`Sequential::backward`] when `dL/dinput` is not needed (training): the first layer
+    /// skips computing it, which for a convolution is a third of its backward pass.
+    ///
+    /// # Panics
+    /// If called before `forward`, or with a gradient of the wrong shape.
+    pub fn backward_params_only(&mut self, grad_output: &Tensor) {
+        let Some((first, rest)) = self.layers.split_first_mut() else { return };
+        let mut g: Option<Tensor> = None;
+        for layer in rest.iter_mut().rev() {
+            g = Some(layer.backward(g.as_ref().unwrap_or(grad_output)));
+        }
+        first.backward_params_only(g.as_ref().unwrap_or(grad_output));
+    }
+
+    /// One training step on one batch: forward (train mode), loss, zero the gradients, backward,
+    /// optimizer step. Returns the loss. ([`Sequential::fit`] does the same with checks for
+    /// non-finite values, shuffling, metrics and so on.)
+    ///
+    /// # Errors
+    /// If `x` does not fit the model or the loss rejects the target.
+    pub fn train_step(
+        &mut self,
+        x: &Tensor,
+        target: Target<'_>,
+        loss: &dyn Loss,
+        optimizer: &mut dyn Optimizer,
+    ) -> Result<f32> {
+        self.check_input(x)?;
+        let out = self.forward(x, Mode::Train);
+        let (l, g) = loss.loss_and_grad(&out, target)?;
+        self.zero_grad();
+        self.backward_params_only(&g);
+        optimizer.step(&mut self.params_mut());
+        Ok(l)
     }
 
     /// All parameters, in order (layer by layer, `weight` before `bias`).
@@ -240,21 +261,14 @@ impl Sequential {
 
     /// All parameters, mutable, in the same order as [`Sequential::params`].
     pub fn params_mut(&mut self) -> Vec<&mut Param> {
-        self.layers
-            .iter_mut()
-            .flat_map(|l| l.params_mut())
-            .collect()
+        self.layers.iter_mut().flat_map(|l| l.params_mut()).collect()
     }
 
     /// Parameters with their PyTorch `state_dict` names: `"0.weight"`, `"0.bias"`, `"3.weight"` …
     pub fn named_params(&self) -> Vec<(String, &Param)> {
         let per_layer = self.layers.iter().enumerate();
         per_layer
-            .flat_map(|(i, l)| {
-                l.params()
-                    .into_iter()
-                    .map(move |p| (format!("{i}.{}", p.name), p))
-            })
+            .flat_map(|(i, l)| l.params().into_iter().map(move |p| (format!("{i}.{}", p.name), p)))
             .collect()
     }
 
@@ -277,14 +291,8 @@ impl Sequential {
     /// Copies of every parameter value and buffer, to restore later with
     /// [`Sequential::restore`].
     pub fn snapshot(&self) -> Vec<Tensor> {
-        let params = self
-            .layers
-            .iter()
-            .flat_map(|l| l.params().into_iter().map(|p| p.value.clone()));
-        let buffers = self
-            .layers
-            .iter()
-            .flat_map(|l| l.buffers().into_iter().map(|(_, b)| b.clone()));
+        let params = self.layers.iter().flat_map(|l| l.params().into_iter().map(|p| p.value.clone()));
+        let buffers = self.layers.iter().flat_map(|l| l.buffers().into_iter().map(|(_, b)| b.clone()));
         params.chain(buffers).collect()
     }
 
@@ -296,8 +304,7 @@ impl Sequential {
         let mut it = snapshot.iter();
         for layer in &mut self.layers {
             for p in layer.params_mut() {
-                p.value
-                    .copy_from(it.next().expect("snapshot of the same model"));
+                p.value.copy_from(it.next().expect("snapshot of the same model"));
             }
         }
         for layer in &mut self.layers {
@@ -309,22 +316,14 @@ impl Sequential {
 
     /// Copies all buffers (small: batch-norm statistics) into `into`, reusing its allocations.
     fn save_buffers(&self, into: &mut Vec<Tensor>) {
-        let all: Vec<&Tensor> = self
-            .layers
-            .iter()
-            .flat_map(|l| l.buffers().into_iter().map(|(_, b)| b))
-            .collect();
+        let all: Vec<&Tensor> =
+            self.layers.iter().flat_map(|l| l.buffers().into_iter().map(|(_, b)| b)).collect();
         into.resize_with(all.len(), Tensor::default);
-        into.iter_mut()
-            .zip(all)
-            .for_each(|(dst, src)| dst.copy_from(src));
+        into.iter_mut().zip(all).for_each(|(dst, src)| dst.copy_from(src));
     }
 
     fn restore_buffers(&mut self, from: &[Tensor]) {
-        let all = self
-            .layers
-            .iter_mut()
-            .flat_map(|l| l.buffers_mut().into_iter().map(|(_, b)| b));
+        let all = self.layers.iter_mut().flat_map(|l| l.buffers_mut().into_iter().map(|(_, b)| b));
         all.zip(from).for_each(|(dst, src)| dst.copy_from(src));
     }
 }
@@ -336,42 +335,16 @@ impl fmt::Display for Sequential {
             .iter()
             .zip(&self.shapes)
             .enumerate()
-            .map(|(i, (l, s))| {
-                (
-                    format!("{i}: {}", l.describe()),
-                    batch_shape_str(s),
-                    l.num_params(),
-                )
-            })
+            .map(|(i, (l, s))| (format!("{i}: {}", l.describe()), batch_shape_str(s), l.num_params()))
             .collect();
-        let w0 = rows
-            .iter()
-            .map(|r| r.0.chars().count())
-            .chain([5])
-            .max()
-            .unwrap_or(5);
-        let w1 = rows
-            .iter()
-            .map(|r| r.1.chars().count())
-            .chain([12])
-            .max()
-            .unwrap_or(12);
+        let w0 = rows.iter().map(|r| r.0.chars().count()).chain([5]).max().unwrap_or(5);
+        let w1 = rows.iter().map(|r| r.1.chars().count()).chain([12]).max().unwrap_or(12);
         let w2 = 10;
         let rule = "─".repeat(w0 + w1 + w2 + 4);
         writeln!(f, "{rule}")?;
-        writeln!(
-            f,
-            "{:<w0$}  {:<w1$}  {:>w2$}",
-            "Layer", "Output shape", "Params"
-        )?;
+        writeln!(f, "{:<w0$}  {:<w1$}  {:>w2$}", "Layer", "Output shape", "Params")?;
         writeln!(f, "{rule}")?;
-        writeln!(
-            f,
-            "{:<w0$}  {:<w1$}  {:>w2$}",
-            "input",
-            batch_shape_str(&self.input_shape),
-            ""
-        )?;
+        writeln!(f, "{:<w0$}  {:<w1$}  {:>w2$}", "input", batch_shape_str(&self.input_shape), "")?;
         for (name, shape, params) in &rows {
             writeln!(f, "{name:<w0$}  {shape:<w1$}  {params:>w2$}")?;
         }
@@ -416,12 +389,7 @@ pub struct EarlyStopping {
 impl EarlyStopping {
     /// Watches `monitor` with the given patience, `min_delta = 0`, restoring the best weights.
     pub fn new(monitor: Monitor, patience: usize) -> EarlyStopping {
-        EarlyStopping {
-            monitor,
-            patience,
-            min_delta: 0.0,
-            restore_best: true,
-        }
+        EarlyStopping { monitor, patience, min_delta: 0.0, restore_best: true }
     }
 }
 
@@ -629,19 +597,12 @@ fn count_correct(logits: &Tensor, labels: &[usize]) -> usize {
     if logits.ndim() != 2 {
         return 0;
     }
-    logits
-        .argmax_axis(1)
-        .iter()
-        .zip(labels)
-        .filter(|(p, l)| p == l)
-        .count()
+    logits.argmax_axis(1).iter().zip(labels).filter(|(p, l)| p == l).count()
 }
 
 /// Checks a data set against the model and the loss before training starts.
 fn check_dataset(model: &Sequential, data: &Dataset, what: &str) -> Result<()> {
-    model
-        .check_input(data.inputs())
-        .map_err(|e| Error::shape(format!("{what}: {e}")))?;
+    model.check_input(data.inputs()).map_err(|e| Error::shape(format!("{what}: {e}")))?;
     if let (Some(labels), [classes]) = (data.labels(), model.output_shape()) {
         if let Some((i, &l)) = labels.iter().enumerate().find(|&(_, &l)| l >= *classes) {
             return Err(Error::invalid(format!(
@@ -710,10 +671,7 @@ impl Sequential {
 
         for epoch in 1..=options.epochs {
             let started = Instant::now();
-            let lr = options
-                .schedule
-                .as_ref()
-                .map_or(base_lr, |s| s.lr(base_lr, epoch - 1));
+            let lr = options.schedule.as_ref().map_or(base_lr, |s| s.lr(base_lr, epoch - 1));
             optimizer.set_learning_rate(lr);
             let order = epoch_order(train.len(), options.shuffle.then_some(&mut shuffle_rng));
             let bar = progress_bar(options.verbose, batches, epoch, options.epochs);
@@ -740,7 +698,7 @@ impl Sequential {
                     return Err(fail("loss".into(), batch_loss));
                 }
                 self.zero_grad();
-                self.backward(&grad);
+                self.backward_params_only(&grad);
                 if let Some((name, value)) = self.first_non_finite_grad() {
                     self.restore_buffers(&saved_buffers);
                     return Err(fail(format!("gradient of {name}"), value));
@@ -795,10 +753,7 @@ impl Sequential {
                 seconds: started.elapsed().as_secs_f32(),
             };
             if options.verbose {
-                eprintln!(
-                    "{}",
-                    epoch_line(&stats, options.epochs, &options.validation_label)
-                );
+                eprintln!("{}", epoch_line(&stats, options.epochs, &options.validation_label));
             }
             if let Some(cb) = options.on_epoch_end.as_mut() {
                 cb(&stats);
@@ -848,13 +803,9 @@ impl Sequential {
 
     /// The first parameter whose gradient holds a NaN or infinity: its name and that value.
     fn first_non_finite_grad(&self) -> Option<(String, f32)> {
-        self.named_params().into_iter().find_map(|(name, p)| {
-            p.grad
-                .data()
-                .iter()
-                .find(|g| !g.is_finite())
-                .map(|&v| (name, v))
-        })
+        self.named_params()
+            .into_iter()
+            .find_map(|(name, p)| p.grad.data().iter().find(|g| !g.is_finite()).map(|&v| (name, v)))
     }
 
     /// Mean loss (and accuracy, for class labels) over a data set, in eval mode, `batch_size`
@@ -862,12 +813,7 @@ impl Sequential {
     ///
     /// # Errors
     /// If the data do not fit the model or the loss, or `batch_size` is 0.
-    pub fn evaluate(
-        &mut self,
-        data: &Dataset,
-        loss: &dyn Loss,
-        batch_size: usize,
-    ) -> Result<Evaluation> {
+    pub fn evaluate(&mut self, data: &Dataset, loss: &dyn Loss, batch_size: usize) -> Result<Evaluation> {
         if batch_size == 0 {
             return Err(Error::invalid("evaluate: batch size must be at least 1"));
         }
@@ -888,18 +834,8 @@ impl Sequential {
         let total = data.len();
         let is_class = data.labels().is_some();
         Ok(Evaluation {
-            loss: if total == 0 {
-                0.0
-            } else {
-                (loss_sum / total as f64) as f32
-            },
-            accuracy: is_class.then(|| {
-                if total == 0 {
-                    0.0
-                } else {
-                    correct as f32 / total as f32
-                }
-            }),
+            loss: if total == 0 { 0.0 } else { (loss_sum / total as f64) as f32 },
+            accuracy: is_class.then(|| if total == 0 { 0.0 } else { correct as f32 / total as f32 }),
             correct: is_class.then_some(correct),
             total,
         })
@@ -996,9 +932,7 @@ impl Sequential {
             )));
         }
         if let Some(&c) = classes.iter().find(|&&c| c >= k) {
-            return Err(Error::invalid(format!(
-                "input_gradient: class {c} out of range for {k} outputs"
-            )));
+            return Err(Error::invalid(format!("input_gradient: class {c} out of range for {k} outputs")));
         }
         let out = self.forward(x, Mode::Eval);
         let mut seed = Tensor::zeros(out.shape());
@@ -1041,11 +975,10 @@ fn progress_bar(
         return None;
     }
     let bar = indicatif::ProgressBar::new(batches as u64);
-    let style = indicatif::ProgressStyle::with_template(
-        "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({eta})",
-    )
-    .expect("a valid template")
-    .progress_chars("=> ");
+    let style =
+        indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
+            .expect("a valid template")
+            .progress_chars("=> ");
     bar.set_style(style);
     bar.set_prefix(format!("{epoch}/{epochs}"));
     Some(bar)

@@ -63,15 +63,8 @@ fn extra_bytes(layer: &mut dyn Layer, x: &Tensor) -> (usize, usize) {
     let y = layer.forward(x, Mode::Train);
     let dx = layer.backward(&g);
     let total = BYTES.load(Relaxed) - before;
-    assert!(
-        PACKING.load(Relaxed) > packing_before,
-        "the GEMM ran (and packed)"
-    );
-    assert_eq!(
-        PACKING_LIVE.load(Relaxed),
-        live_before,
-        "GEMM packing buffers are freed when it returns"
-    );
+    assert!(PACKING.load(Relaxed) > packing_before, "the GEMM ran (and packed)");
+    assert_eq!(PACKING_LIVE.load(Relaxed), live_before, "GEMM packing buffers are freed when it returns");
     let returned = 4 * (y.len() + dx.len());
     (total.saturating_sub(returned), total)
 }
@@ -80,18 +73,9 @@ fn extra_bytes(layer: &mut dyn Layer, x: &Tensor) -> (usize, usize) {
 fn conv2d_and_dense_reuse_their_buffers() {
     // Cached cols alone are 64·288·121·4 B ≈ 8.9 MB for conv2, so a re-allocation would show.
     let cases: Vec<(Box<dyn Layer>, Tensor)> = vec![
-        (
-            Box::new(Conv2d::new(1, 32, 3)),
-            Tensor::randn(&[64, 1, 28, 28], 0.0, 1.0, 1),
-        ),
-        (
-            Box::new(Conv2d::new(32, 64, 3)),
-            Tensor::randn(&[64, 32, 13, 13], 0.0, 1.0, 2),
-        ),
-        (
-            Box::new(Dense::new(1600, 10)),
-            Tensor::randn(&[64, 1600], 0.0, 1.0, 3),
-        ),
+        (Box::new(Conv2d::new(1, 32, 3)), Tensor::randn(&[64, 1, 28, 28], 0.0, 1.0, 1)),
+        (Box::new(Conv2d::new(32, 64, 3)), Tensor::randn(&[64, 32, 13, 13], 0.0, 1.0, 2)),
+        (Box::new(Dense::new(1600, 10)), Tensor::randn(&[64, 1600], 0.0, 1.0, 3)),
     ];
     for (mut layer, x) in cases {
         let (extra, total) = extra_bytes(layer.as_mut(), &x);

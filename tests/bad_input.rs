@@ -22,94 +22,34 @@ fn rejects(layer: &mut dyn Layer, input: &[usize], layer_word: &str, expected_wo
 
 #[test]
 fn wrong_rank_or_channels() {
-    rejects(
-        &mut Conv2d::new(3, 8, 3),
-        &[2, 1, 28, 28],
-        "Conv2d(3→8, 3×3)",
-        "[N, 3, H, W]",
-    );
-    rejects(
-        &mut Conv2d::new(1, 8, 3),
-        &[2, 28, 28],
-        "Conv2d(1→8, 3×3)",
-        "[N, 1, H, W]",
-    );
-    rejects(
-        &mut Conv2d::new(1, 8, 5),
-        &[2, 1, 3, 3],
-        "Conv2d(1→8, 5×5)",
-        "5×5 kernel",
-    );
-    rejects(
-        &mut Dense::new(1568, 10),
-        &[64, 1600],
-        "Dense(1568→10)",
-        "[N, 1568]",
-    );
+    rejects(&mut Conv2d::new(3, 8, 3), &[2, 1, 28, 28], "Conv2d(3→8, 3×3)", "[N, 3, H, W]");
+    rejects(&mut Conv2d::new(1, 8, 3), &[2, 28, 28], "Conv2d(1→8, 3×3)", "[N, 1, H, W]");
+    rejects(&mut Conv2d::new(1, 8, 5), &[2, 1, 3, 3], "Conv2d(1→8, 5×5)", "5×5 kernel");
+    rejects(&mut Dense::new(1568, 10), &[64, 1600], "Dense(1568→10)", "[N, 1568]");
     rejects(&mut Dense::new(4, 2), &[4], "Dense(4→2)", "[N, 4]");
-    rejects(
-        &mut MaxPool2d::new(2),
-        &[2, 28, 28],
-        "MaxPool2d(2×2)",
-        "[N, C, H, W]",
-    );
-    rejects(
-        &mut MaxPool2d::new(4),
-        &[2, 1, 3, 3],
-        "MaxPool2d(4×4)",
-        "[N, C, H, W]",
-    );
-    rejects(
-        &mut AvgPool2d::new(2),
-        &[5],
-        "AvgPool2d(2×2)",
-        "[N, C, H, W]",
-    );
-    rejects(
-        &mut GlobalAvgPool::new(),
-        &[2, 3],
-        "GlobalAvgPool",
-        "[N, C, H, W]",
-    );
-    rejects(
-        &mut BatchNorm2d::new(16),
-        &[2, 8, 4, 4],
-        "BatchNorm2d(16)",
-        "[N, 16, H, W]",
-    );
-    rejects(
-        &mut BatchNorm1d::new(16),
-        &[2, 8],
-        "BatchNorm1d(16)",
-        "[N, 16]",
-    );
+    rejects(&mut MaxPool2d::new(2), &[2, 28, 28], "MaxPool2d(2×2)", "[N, C, H, W]");
+    rejects(&mut MaxPool2d::new(4), &[2, 1, 3, 3], "MaxPool2d(4×4)", "[N, C, H, W]");
+    rejects(&mut AvgPool2d::new(2), &[5], "AvgPool2d(2×2)", "[N, C, H, W]");
+    rejects(&mut GlobalAvgPool::new(), &[2, 3], "GlobalAvgPool", "[N, C, H, W]");
+    rejects(&mut BatchNorm2d::new(16), &[2, 8, 4, 4], "BatchNorm2d(16)", "[N, 16, H, W]");
+    rejects(&mut BatchNorm1d::new(16), &[2, 8], "BatchNorm1d(16)", "[N, 16]");
     rejects(&mut Softmax::new(), &[5], "Softmax", "[N, features");
 }
 
 #[test]
 fn backward_misuse_panics_clearly() {
     let msg = panic_message(|| drop(Dense::new(2, 2).backward(&Tensor::zeros(&[1, 2]))));
-    assert!(
-        msg.contains("Dense") && msg.contains("before forward"),
-        "{msg}"
-    );
+    assert!(msg.contains("Dense") && msg.contains("before forward"), "{msg}");
     let mut conv = Conv2d::new(1, 2, 3);
     conv.forward(&Tensor::zeros(&[1, 1, 5, 5]), Mode::Train);
     let msg = panic_message(|| drop(conv.backward(&Tensor::zeros(&[1, 2, 4, 4]))));
-    assert!(
-        msg.contains("[1, 2, 4, 4]") && msg.contains("[1, 2, 3, 3]"),
-        "{msg}"
-    );
+    assert!(msg.contains("[1, 2, 4, 4]") && msg.contains("[1, 2, 3, 3]"), "{msg}");
 }
 
 #[test]
 fn invalid_settings() {
     let msg = panic_message(|| drop(Dropout::new(1.5)));
     assert!(msg.contains("1.5"), "{msg}");
-    let e = Conv2d::new(1, 1, 3)
-        .stride(0)
-        .output_shape(&[1, 1, 5, 5])
-        .unwrap_err()
-        .to_string();
+    let e = Conv2d::new(1, 1, 3).stride(0).output_shape(&[1, 1, 5, 5]).unwrap_err().to_string();
     assert!(e.contains("stride"), "{e}");
 }

@@ -28,19 +28,9 @@ fn train() -> Vec<u32> {
         .add(Dense::new(512, 4).seed(3))
         .build()
         .unwrap();
-    let opts = FitOptions::new()
-        .epochs(2)
-        .batch_size(48)
-        .seed(11)
-        .verbose(false);
-    model
-        .fit(&data, &CrossEntropyLoss::new(), &mut Adam::new(0.01), opts)
-        .unwrap();
-    model
-        .state_dict()
-        .iter()
-        .flat_map(|(_, t)| t.data().iter().map(|v| v.to_bits()))
-        .collect()
+    let opts = FitOptions::new().epochs(2).batch_size(48).seed(11).verbose(false);
+    model.fit(&data, &CrossEntropyLoss::new(), &mut Adam::new(0.01), opts).unwrap();
+    model.state_dict().iter().flat_map(|(_, t)| t.data().iter().map(|v| v.to_bits())).collect()
 }
 
 #[test]
@@ -48,22 +38,14 @@ fn train() -> Vec<u32> {
 fn train_and_print_fingerprint() {
     let bits = train();
     // FNV-1a over all the bits, plus the count.
-    let hash = bits.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    });
+    let hash =
+        bits.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
     println!("{MARK} {} {hash:016x}", bits.len());
 }
 
 fn fingerprint(threads: &str) -> String {
     let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "train_and_print_fingerprint",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
+        .args(["--ignored", "--exact", "train_and_print_fingerprint", "--nocapture", "--test-threads", "1"])
         .env("RAYON_NUM_THREADS", threads)
         .output()
         .unwrap();

@@ -15,18 +15,10 @@ fn naive(
     c: &[f32],
 ) -> Vec<f32> {
     let at = |i: usize, p: usize| {
-        if ta == Transpose::No {
-            a[i * k + p]
-        } else {
-            a[p * m + i]
-        }
+        if ta == Transpose::No { a[i * k + p] } else { a[p * m + i] }
     };
     let bt = |p: usize, j: usize| {
-        if tb == Transpose::No {
-            b[p * n + j]
-        } else {
-            b[j * k + p]
-        }
+        if tb == Transpose::No { b[p * n + j] } else { b[j * k + p] }
     };
     let mut out = vec![0.0; m * n];
     for i in 0..m {
@@ -83,33 +75,11 @@ fn beta_zero_ignores_nan_in_c() {
     let a = [1.0, 2.0];
     let b = [3.0, 4.0];
     let mut c = [f32::NAN];
-    sgemm(
-        1,
-        2,
-        1,
-        1.0,
-        &a,
-        Transpose::No,
-        &b,
-        Transpose::No,
-        0.0,
-        &mut c,
-    );
+    sgemm(1, 2, 1, 1.0, &a, Transpose::No, &b, Transpose::No, 0.0, &mut c);
     assert_eq!(c, [11.0]);
     // k = 0: the product is empty, C = beta·C.
     let mut c = [f32::NAN, 2.0];
-    sgemm(
-        1,
-        0,
-        2,
-        1.0,
-        &[],
-        Transpose::No,
-        &[],
-        Transpose::No,
-        0.0,
-        &mut c,
-    );
+    sgemm(1, 0, 2, 1.0, &[], Transpose::No, &[], Transpose::No, 0.0, &mut c);
     assert_eq!(c, [0.0, 0.0]);
 }
 
@@ -123,10 +93,7 @@ fn tensor_gemm_checks_shapes() {
     }))
     .unwrap_err();
     let msg = err.downcast_ref::<String>().unwrap();
-    assert!(
-        msg.contains("[2, 3]") && msg.contains("[4, 5]") && msg.contains("[2, 5]"),
-        "{msg}"
-    );
+    assert!(msg.contains("[2, 3]") && msg.contains("[4, 5]") && msg.contains("[2, 5]"), "{msg}");
 }
 
 #[test]
@@ -137,42 +104,12 @@ fn parallel_split_is_bit_identical_to_serial() {
     let a = Tensor::randn(&[m * k], 0.0, 1.0, 1).into_vec();
     let b = Tensor::randn(&[k * n], 0.0, 1.0, 2).into_vec();
     let mut outside = vec![0.0; m * n];
-    sgemm(
-        m,
-        k,
-        n,
-        1.0,
-        &a,
-        Transpose::Yes,
-        &b,
-        Transpose::No,
-        0.0,
-        &mut outside,
-    );
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
+    sgemm(m, k, n, 1.0, &a, Transpose::Yes, &b, Transpose::No, 0.0, &mut outside);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     let inside = pool.install(|| {
         let mut c = vec![0.0; m * n];
-        sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            &a,
-            Transpose::Yes,
-            &b,
-            Transpose::No,
-            0.0,
-            &mut c,
-        );
+        sgemm(m, k, n, 1.0, &a, Transpose::Yes, &b, Transpose::No, 0.0, &mut c);
         c
     });
-    assert!(
-        outside
-            .iter()
-            .zip(&inside)
-            .all(|(x, y)| x.to_bits() == y.to_bits())
-    );
+    assert!(outside.iter().zip(&inside).all(|(x, y)| x.to_bits() == y.to_bits()));
 }

@@ -8,11 +8,7 @@ const TOL: f32 = 2e-2;
 
 fn check(name: &str, layer: &mut dyn Layer, x: &Tensor, mode: Mode) -> Report {
     let report = check_layer(layer, x, mode, &Options::default());
-    assert!(
-        report.passes(TOL),
-        "{name} ({mode:?}), input {:?}:\n{report}",
-        x.shape()
-    );
+    assert!(report.passes(TOL), "{name} ({mode:?}), input {:?}:\n{report}", x.shape());
     // Every parameter was checked, and the input too.
     assert_eq!(report.tensors.len(), 1 + layer.params().len());
     report
@@ -38,39 +34,16 @@ fn distinct(shape: &[usize], seed: u64) -> Tensor {
 
 #[test]
 fn dense() {
-    for (i, &(n, inp, out)) in [(1, 1, 1), (3, 5, 4), (4, 7, 2), (2, 16, 9)]
-        .iter()
-        .enumerate()
-    {
+    for (i, &(n, inp, out)) in [(1, 1, 1), (3, 5, 4), (4, 7, 2), (2, 16, 9)].iter().enumerate() {
         let x = Tensor::randn(&[n, inp], 0.0, 1.0, i as u64);
-        check(
-            "Dense",
-            &mut Dense::new(inp, out).seed(i as u64),
-            &x,
-            Mode::Train,
-        );
-        check(
-            "Dense no bias",
-            &mut Dense::new(inp, out).no_bias().seed(9),
-            &x,
-            Mode::Train,
-        );
+        check("Dense", &mut Dense::new(inp, out).seed(i as u64), &x, Mode::Train);
+        check("Dense no bias", &mut Dense::new(inp, out).no_bias().seed(9), &x, Mode::Train);
     }
 }
 
 #[test]
 fn conv2d() {
-    type Case = (
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        (usize, usize),
-        usize,
-        usize,
-        usize,
-    );
+    type Case = (usize, usize, usize, usize, usize, (usize, usize), usize, usize, usize);
     // (N, C, H, W, O, kernel, stride, padding, dilation)
     let cases: &[Case] = &[
         (1, 1, 5, 5, 1, (3, 3), 1, 0, 1),
@@ -82,20 +55,11 @@ fn conv2d() {
     ];
     for (i, &(n, c, h, w, o, k, s, p, d)) in cases.iter().enumerate() {
         let x = Tensor::randn(&[n, c, h, w], 0.0, 1.0, i as u64);
-        let mut conv = Conv2d::with_kernel(c, o, k)
-            .stride(s)
-            .padding(p)
-            .dilation(d)
-            .seed(i as u64);
+        let mut conv = Conv2d::with_kernel(c, o, k).stride(s).padding(p).dilation(d).seed(i as u64);
         check(&conv.describe(), &mut conv, &x, Mode::Train);
     }
     let x = Tensor::randn(&[2, 2, 5, 5], 0.0, 1.0, 3);
-    check(
-        "Conv2d no bias",
-        &mut Conv2d::new(2, 3, 3).no_bias().padding(1),
-        &x,
-        Mode::Train,
-    );
+    check("Conv2d no bias", &mut Conv2d::new(2, 3, 3).no_bias().padding(1), &x, Mode::Train);
 }
 
 #[test]
@@ -117,14 +81,10 @@ fn max_pool() {
 
 #[test]
 fn avg_pool_and_global() {
-    for (i, (shape, k, s, p)) in [
-        ([1, 1, 4, 4], 2, 2, 0),
-        ([2, 3, 5, 7], 2, 2, 0),
-        ([2, 2, 6, 5], 3, 2, 1),
-        ([1, 2, 5, 5], 3, 1, 1),
-    ]
-    .into_iter()
-    .enumerate()
+    for (i, (shape, k, s, p)) in
+        [([1, 1, 4, 4], 2, 2, 0), ([2, 3, 5, 7], 2, 2, 0), ([2, 2, 6, 5], 3, 2, 1), ([1, 2, 5, 5], 3, 1, 1)]
+            .into_iter()
+            .enumerate()
     {
         let x = Tensor::randn(&shape, 0.0, 1.0, i as u64);
         let mut pool = AvgPool2d::new(k).stride(s).padding(p);
@@ -140,12 +100,7 @@ fn avg_pool_and_global() {
 
 #[test]
 fn flatten() {
-    check(
-        "Flatten",
-        &mut Flatten::new(),
-        &Tensor::randn(&[2, 3, 4, 5], 0.0, 1.0, 1),
-        Mode::Train,
-    );
+    check("Flatten", &mut Flatten::new(), &Tensor::randn(&[2, 3, 4, 5], 0.0, 1.0, 1), Mode::Train);
 }
 
 #[test]
@@ -161,18 +116,8 @@ fn activations() {
         check("GELU", &mut Gelu::new(), &x, Mode::Train);
         check("GELU(tanh)", &mut Gelu::tanh(), &x, Mode::Train);
     }
-    check(
-        "Softmax",
-        &mut Softmax::new(),
-        &Tensor::randn(&[4, 6], 0.0, 2.0, 1),
-        Mode::Train,
-    );
-    check(
-        "Softmax 4-D",
-        &mut Softmax::new(),
-        &Tensor::randn(&[2, 3, 2, 2], 0.0, 1.0, 2),
-        Mode::Train,
-    );
+    check("Softmax", &mut Softmax::new(), &Tensor::randn(&[4, 6], 0.0, 2.0, 1), Mode::Train);
+    check("Softmax 4-D", &mut Softmax::new(), &Tensor::randn(&[2, 3, 2, 2], 0.0, 1.0, 2), Mode::Train);
 }
 
 #[test]
@@ -192,10 +137,7 @@ fn batchnorm_both_modes() {
             layer.forward(&Tensor::randn(shape, 0.5, 2.0, 100 + s), Mode::Train);
         }
     };
-    for (i, shape) in [vec![4, 3], vec![5, 2, 3], vec![3, 2, 4, 3]]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, shape) in [vec![4, 3], vec![5, 2, 3], vec![3, 2, 4, 3]].into_iter().enumerate() {
         let x = Tensor::randn(&shape, 1.0, 1.5, i as u64);
         let mut bn1: Box<dyn Layer> = if shape.len() == 4 {
             Box::new(BatchNorm2d::new(shape[1]))
@@ -231,12 +173,7 @@ fn gradcheck_catches_a_wrong_backward() {
         }
     }
     let x = away_from_zero(&[2, 5], 0.05, 3);
-    let report = check_layer(
-        &mut BrokenRelu(Relu::new()),
-        &x,
-        Mode::Train,
-        &Options::default(),
-    );
+    let report = check_layer(&mut BrokenRelu(Relu::new()), &x, Mode::Train, &Options::default());
     assert!(!report.passes(TOL), "the broken layer passed:\n{report}");
     assert!(report.max_rel_error() > 0.5);
     // A Dense layer whose weight gradient is off by a factor of 2 is caught too.
@@ -253,8 +190,32 @@ fn gradcheck_catches_a_wrong_backward() {
     dense.zero_grad();
     dense.backward(&Tensor::randn(&[2, 2], 0.0, 1.0, 0));
     let once = dense.params()[0].grad.clone();
-    assert!(
-        (&twice - &(&once * 2.0)).norm() < 1e-5,
-        "gradients accumulate across backward calls"
-    );
+    assert!((&twice - &(&once * 2.0)).norm() < 1e-5, "gradients accumulate across backward calls");
+}
+
+/// `backward_params_only` (used for a network's first layer in training) accumulates exactly the
+/// parameter gradients that `backward` does.
+#[test]
+fn backward_params_only_matches_backward() {
+    let cases: Vec<(Box<dyn Layer>, Box<dyn Layer>, Tensor)> = vec![
+        (
+            Box::new(Conv2d::new(2, 3, 3).padding(1).seed(1)),
+            Box::new(Conv2d::new(2, 3, 3).padding(1).seed(1)),
+            Tensor::randn(&[5, 2, 6, 6], 0.0, 1.0, 1),
+        ),
+        (
+            Box::new(Dense::new(4, 3).seed(2)),
+            Box::new(Dense::new(4, 3).seed(2)),
+            Tensor::randn(&[5, 4], 0.0, 1.0, 2),
+        ),
+    ];
+    for (mut a, mut b, x) in cases {
+        let g = Tensor::randn(a.forward(&x, Mode::Train).shape(), 0.0, 1.0, 3);
+        b.forward(&x, Mode::Train);
+        a.backward(&g);
+        b.backward_params_only(&g);
+        for (pa, pb) in a.params().iter().zip(b.params()) {
+            assert_eq!(pa.grad, pb.grad, "{}", a.describe());
+        }
+    }
 }

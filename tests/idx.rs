@@ -27,27 +27,12 @@ fn round_trip_plain_and_gz() {
         let path = dir.join(name);
         write_idx(&path, &dims, &data).unwrap();
         let back = read_idx(&path).unwrap();
-        assert_eq!(
-            back,
-            IdxArray {
-                dims: dims.to_vec(),
-                data: data.clone()
-            }
-        );
+        assert_eq!(back, IdxArray { dims: dims.to_vec(), data: data.clone() });
         let raw = std::fs::read(&path).unwrap();
-        assert_eq!(
-            raw.starts_with(&[0x1f, 0x8b]),
-            name.ends_with(".gz"),
-            "{name}"
-        );
+        assert_eq!(raw.starts_with(&[0x1f, 0x8b]), name.ends_with(".gz"), "{name}");
     }
     // Images scale to [0, 1] as [N, 1, H, W]; labels are integers.
-    write_idx(
-        dir.join("img"),
-        &[2, 2, 2],
-        &[0, 255, 51, 102, 0, 0, 0, 255],
-    )
-    .unwrap();
+    write_idx(dir.join("img"), &[2, 2, 2], &[0, 255, 51, 102, 0, 0, 0, 255]).unwrap();
     let x = read_images(dir.join("img")).unwrap();
     assert_eq!(x.shape(), &[2, 1, 2, 2]);
     assert_eq!(&x.data()[..4], &[0.0, 1.0, 0.2, 0.4]);
@@ -68,10 +53,7 @@ fn each_kind_of_corruption_is_its_own_error() {
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (vec![0, 0], "too short"),
         (vec![1, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3], "magic number"),
-        (
-            vec![0, 0, 0x0D, 1, 0, 0, 0, 3, 1, 2, 3],
-            "element type 0x0d",
-        ),
+        (vec![0, 0, 0x0D, 1, 0, 0, 0, 3, 1, 2, 3], "element type 0x0d"),
         (vec![0, 0, 8, 0], "0 dimensions"),
         (vec![0, 0, 8, 3, 0, 0, 0, 3], "truncated IDX header"),
         (vec![0, 0, 8, 1, 0, 0, 0, 3, 1, 2], "truncated"),
@@ -79,10 +61,7 @@ fn each_kind_of_corruption_is_its_own_error() {
     ];
     for (bytes, want) in cases {
         let msg = format_message(parse_idx(&bytes, p));
-        assert!(
-            msg.contains(want) && msg.contains("bad-file"),
-            "{bytes:?}: {msg:?} should mention {want:?}"
-        );
+        assert!(msg.contains(want) && msg.contains("bad-file"), "{bytes:?}: {msg:?} should mention {want:?}");
     }
     let dir = tmp("corrupt");
     // A gzip file cut in half.
@@ -117,12 +96,8 @@ fn each_kind_of_corruption_is_its_own_error() {
 fn write_folder(dir: &Path, names: [&str; 4], counts: (usize, usize)) {
     let (n_train, n_test) = counts;
     write_idx(dir.join(names[0]), &[n_train, 4, 3], &vec![9; n_train * 12]).unwrap();
-    write_idx(
-        dir.join(names[1]),
-        &[n_train],
-        &(0..n_train).map(|i| (i % 10) as u8).collect::<Vec<_>>(),
-    )
-    .unwrap();
+    write_idx(dir.join(names[1]), &[n_train], &(0..n_train).map(|i| (i % 10) as u8).collect::<Vec<_>>())
+        .unwrap();
     write_idx(dir.join(names[2]), &[n_test, 4, 3], &vec![1; n_test * 12]).unwrap();
     write_idx(dir.join(names[3]), &[n_test], &vec![2; n_test]).unwrap();
 }
@@ -179,19 +154,13 @@ fn incomplete_or_ambiguous_folders_are_clear_errors() {
     write_folder(&dir, names, (2, 2));
     std::fs::remove_file(dir.join("t10k-labels-idx1-ubyte")).unwrap();
     let msg = format_message(load_mnist_folder(&dir));
-    assert!(
-        msg.contains("test labels") && msg.contains("t10k-labels-idx1-ubyte"),
-        "{msg}"
-    );
+    assert!(msg.contains("test labels") && msg.contains("t10k-labels-idx1-ubyte"), "{msg}");
     write_idx(dir.join("t10k-labels-idx1-ubyte"), &[2], &[0, 0]).unwrap();
     write_idx(dir.join("t10k-labels-idx1-ubyte.gz"), &[2], &[0, 0]).unwrap();
     let msg = format_message(load_mnist_folder(&dir));
     assert!(msg.contains("several files"), "{msg}");
     std::fs::remove_dir_all(&dir).unwrap();
-    assert!(matches!(
-        load_mnist_folder(dir.join("nowhere")),
-        Err(Error::Io { .. })
-    ));
+    assert!(matches!(load_mnist_folder(dir.join("nowhere")), Err(Error::Io { .. })));
 }
 
 #[test]
@@ -201,13 +170,9 @@ fn bundled_digits_load() {
     assert_eq!((train.len(), test.len()), (8000, 2000));
     assert_eq!(train.sample_shape(), &[1, 28, 28]);
     assert_eq!(train.num_classes(), Some(10));
-    let counts: Vec<usize> = (0..10)
-        .map(|c| train.labels().unwrap().iter().filter(|&&l| l == c).count())
-        .collect();
-    assert_eq!(
-        counts,
-        vec![799, 913, 801, 813, 781, 689, 809, 865, 747, 783]
-    );
+    let counts: Vec<usize> =
+        (0..10).map(|c| train.labels().unwrap().iter().filter(|&&l| l == c).count()).collect();
+    assert_eq!(counts, vec![799, 913, 801, 813, 781, 689, 809, 865, 747, 783]);
     let (min, max) = (train.inputs().min(), train.inputs().max());
     assert!(min == 0.0 && max == 1.0, "pixels in [0, 1]: {min}..{max}");
 }

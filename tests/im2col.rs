@@ -17,19 +17,15 @@ fn direct_conv(x: &Tensor, w: &Tensor, g: &ConvGeometry) -> Tensor {
                     for c in 0..g.channels {
                         for ki in 0..kh {
                             for kj in 0..kw {
-                                let iy = (oy * g.stride.0 + ki * g.dilation.0) as isize
-                                    - g.padding.0 as isize;
-                                let ix = (ox * g.stride.1 + kj * g.dilation.1) as isize
-                                    - g.padding.1 as isize;
-                                if iy < 0
-                                    || ix < 0
-                                    || iy >= g.height as isize
-                                    || ix >= g.width as isize
-                                {
+                                let iy =
+                                    (oy * g.stride.0 + ki * g.dilation.0) as isize - g.padding.0 as isize;
+                                let ix =
+                                    (ox * g.stride.1 + kj * g.dilation.1) as isize - g.padding.1 as isize;
+                                if iy < 0 || ix < 0 || iy >= g.height as isize || ix >= g.width as isize {
                                     continue;
                                 }
-                                acc += w[&[oc, c, ki, kj]] as f64
-                                    * x[&[b, c, iy as usize, ix as usize]] as f64;
+                                acc +=
+                                    w[&[oc, c, ki, kj]] as f64 * x[&[b, c, iy as usize, ix as usize]] as f64;
                             }
                         }
                     }
@@ -64,15 +60,7 @@ fn im2col_conv(x: &Tensor, w: &Tensor, g: &ConvGeometry) -> Tensor {
 }
 
 /// (channels, h, w, kernel, stride, padding, dilation)
-type Case = (
-    usize,
-    usize,
-    usize,
-    (usize, usize),
-    (usize, usize),
-    (usize, usize),
-    (usize, usize),
-);
+type Case = (usize, usize, usize, (usize, usize), (usize, usize), (usize, usize), (usize, usize));
 const CASES: &[Case] = &[
     (1, 5, 5, (3, 3), (1, 1), (0, 0), (1, 1)),
     (1, 28, 28, (3, 3), (1, 1), (0, 0), (1, 1)),
@@ -112,21 +100,9 @@ fn col2im_is_the_adjoint_of_im2col() {
         im2col(x.data(), &g, &mut cols);
         let mut back = vec![0.0; x.len()];
         col2im(y.data(), &g, &mut back);
-        let lhs: f64 = cols
-            .iter()
-            .zip(y.data())
-            .map(|(a, b)| *a as f64 * *b as f64)
-            .sum();
-        let rhs: f64 = x
-            .data()
-            .iter()
-            .zip(&back)
-            .map(|(a, b)| *a as f64 * *b as f64)
-            .sum();
-        assert!(
-            (lhs - rhs).abs() < 1e-3 * (1.0 + lhs.abs()),
-            "case {i}: {lhs} vs {rhs}"
-        );
+        let lhs: f64 = cols.iter().zip(y.data()).map(|(a, b)| *a as f64 * *b as f64).sum();
+        let rhs: f64 = x.data().iter().zip(&back).map(|(a, b)| *a as f64 * *b as f64).sum();
+        assert!((lhs - rhs).abs() < 1e-3 * (1.0 + lhs.abs()), "case {i}: {lhs} vs {rhs}");
     }
 }
 

@@ -39,18 +39,11 @@ fn loads_classes_resizes_and_converts() {
 fn unreadable_images_are_reported_not_skipped() {
     let root = tmp("bad");
     std::fs::create_dir_all(root.join("a")).unwrap();
-    image::GrayImage::from_pixel(3, 3, image::Luma([7]))
-        .save(root.join("a").join("good.png"))
-        .unwrap();
+    image::GrayImage::from_pixel(3, 3, image::Luma([7])).save(root.join("a").join("good.png")).unwrap();
     std::fs::write(root.join("a").join("broken.png"), b"not a png at all").unwrap();
     std::fs::write(root.join("a").join("empty.jpg"), b"").unwrap();
-    let msg = load_image_folder(&root, (3, 3), ColorMode::Gray)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        msg.contains("2 unreadable") && msg.contains("broken.png") && msg.contains("empty.jpg"),
-        "{msg}"
-    );
+    let msg = load_image_folder(&root, (3, 3), ColorMode::Gray).unwrap_err().to_string();
+    assert!(msg.contains("2 unreadable") && msg.contains("broken.png") && msg.contains("empty.jpg"), "{msg}");
     let empty = tmp("empty");
     assert!(
         load_image_folder(&empty, (3, 3), ColorMode::Gray)

@@ -28,45 +28,25 @@ fn save_load_gives_identical_predictions() {
     let dir = tmp_dir("roundtrip");
     let data = common::lines(128, 1);
     let mut a = cnn(4);
-    a.fit(
-        &data,
-        &CrossEntropyLoss::new(),
-        &mut Adam::new(0.01),
-        FitOptions::new().epochs(2).verbose(false),
-    )
-    .unwrap();
+    a.fit(&data, &CrossEntropyLoss::new(), &mut Adam::new(0.01), FitOptions::new().epochs(2).verbose(false))
+        .unwrap();
     let path = dir.join("cnn.safetensors");
     a.save(&path).unwrap();
     let mut b = cnn(4);
     b.reseed(99);
-    assert_ne!(
-        b.predict(data.inputs(), 32).unwrap(),
-        a.predict(data.inputs(), 32).unwrap()
-    );
+    assert_ne!(b.predict(data.inputs(), 32).unwrap(), a.predict(data.inputs(), 32).unwrap());
     b.load(&path).unwrap();
-    let (pa, pb) = (
-        a.predict(data.inputs(), 32).unwrap(),
-        b.predict(data.inputs(), 32).unwrap(),
-    );
+    let (pa, pb) = (a.predict(data.inputs(), 32).unwrap(), b.predict(data.inputs(), 32).unwrap());
     assert!(
-        pa.data()
-            .iter()
-            .zip(pb.data())
-            .all(|(x, y)| x.to_bits() == y.to_bits()),
+        pa.data().iter().zip(pb.data()).all(|(x, y)| x.to_bits() == y.to_bits()),
         "predictions differ after load"
     );
     // Running statistics and the batch counter travel too.
     assert_eq!(a.state_dict(), b.state_dict());
-    assert_eq!(
-        b.layers()[1].num_batches_tracked(),
-        a.layers()[1].num_batches_tracked()
-    );
+    assert_eq!(b.layers()[1].num_batches_tracked(), a.layers()[1].num_batches_tracked());
     assert!(a.layers()[1].num_batches_tracked().unwrap() > 0);
     // No temporary file is left behind.
-    let names: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, vec![std::ffi::OsString::from("cnn.safetensors")]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -94,10 +74,7 @@ fn names_follow_pytorch_state_dict() {
     let t = file.tensor("0.weight").unwrap();
     assert_eq!(t.shape(), &[2, 1, 3, 3]);
     assert_eq!(t.dtype(), safetensors::Dtype::F32);
-    assert_eq!(
-        file.tensor("1.num_batches_tracked").unwrap().dtype(),
-        safetensors::Dtype::I64
-    );
+    assert_eq!(file.tensor("1.num_batches_tracked").unwrap().dtype(), safetensors::Dtype::I64);
 }
 
 #[test]
@@ -105,10 +82,7 @@ fn loading_into_another_architecture_names_the_mismatch() {
     let bytes = cnn(4).to_safetensors().unwrap();
     let mut other = cnn(8);
     let before = other.state_dict();
-    let err = other
-        .load_safetensors(&bytes, "w.safetensors")
-        .unwrap_err()
-        .to_string();
+    let err = other.load_safetensors(&bytes, "w.safetensors").unwrap_err().to_string();
     assert!(
         err.contains("w.safetensors")
             && err.contains("\"0.bias\"")
@@ -118,25 +92,13 @@ fn loading_into_another_architecture_names_the_mismatch() {
     );
     assert_eq!(other.state_dict(), before, "a failed load changes nothing");
     // A model with fewer layers: an unexpected tensor.
-    let mut small = Sequential::builder(&[1, 8, 8])
-        .add(Conv2d::new(1, 4, 3).padding(1))
-        .build()
-        .unwrap();
-    let err = small
-        .load_safetensors(&bytes, "w.safetensors")
-        .unwrap_err()
-        .to_string();
+    let mut small = Sequential::builder(&[1, 8, 8]).add(Conv2d::new(1, 4, 3).padding(1)).build().unwrap();
+    let err = small.load_safetensors(&bytes, "w.safetensors").unwrap_err().to_string();
     assert!(err.contains("unexpected tensor"), "{err}");
     // A model with more parameters than the file: a missing tensor.
     let file_small = small.to_safetensors().unwrap();
-    let err = cnn(4)
-        .load_safetensors(&file_small, "s.safetensors")
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("missing tensor") && err.contains("BatchNorm2d"),
-        "{err}"
-    );
+    let err = cnn(4).load_safetensors(&file_small, "s.safetensors").unwrap_err().to_string();
+    assert!(err.contains("missing tensor") && err.contains("BatchNorm2d"), "{err}");
 }
 
 #[test]
@@ -151,11 +113,8 @@ fn corrupt_files_are_errors_not_panics() {
         assert!(err.is_err(), "truncated at {cut} of {} loaded", good.len());
     }
     // Random bytes, and a header that claims a huge length.
-    let noise = Tensor::rand_uniform(&[4096], 0.0, 256.0, 1)
-        .data()
-        .iter()
-        .map(|&v| v as u8)
-        .collect::<Vec<u8>>();
+    let noise =
+        Tensor::rand_uniform(&[4096], 0.0, 256.0, 1).data().iter().map(|&v| v as u8).collect::<Vec<u8>>();
     assert!(model.load_safetensors(&noise, "noise").is_err());
     let mut lying = good.clone();
     lying[..8].copy_from_slice(&u64::MAX.to_le_bytes());
@@ -165,25 +124,18 @@ fn corrupt_files_are_errors_not_panics() {
     let zeros = [0u8; 288];
     let entries = parsed.tensors().into_iter().map(|(name, view)| {
         let view = if name == "0.weight" {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F64, vec![4, 1, 3, 3], &zeros)
-                .unwrap()
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F64, vec![4, 1, 3, 3], &zeros).unwrap()
         } else {
             view
         };
         (name, view)
     });
     let f64_file = safetensors::serialize(entries, None).unwrap();
-    let err = model
-        .load_safetensors(&f64_file, "f64")
-        .unwrap_err()
-        .to_string();
+    let err = model.load_safetensors(&f64_file, "f64").unwrap_err().to_string();
     assert!(err.contains("F64") && err.contains("0.weight"), "{err}");
     assert_eq!(model.state_dict(), before);
     // Missing files are I/O errors naming the path.
-    let err = model
-        .load(dir.join("nope.safetensors"))
-        .unwrap_err()
-        .to_string();
+    let err = model.load(dir.join("nope.safetensors")).unwrap_err().to_string();
     assert!(err.contains("nope.safetensors"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

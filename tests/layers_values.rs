@@ -10,20 +10,15 @@ fn t(shape: &[usize], v: &[f32]) -> Tensor {
 fn assert_close(got: &Tensor, want: &[f32], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: {got}");
     for (i, (g, w)) in got.data().iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() < 1e-5 * (1.0 + w.abs()),
-            "{what}[{i}]: got {g}, want {w} (all: {got})"
-        );
+        assert!((g - w).abs() < 1e-5 * (1.0 + w.abs()), "{what}[{i}]: got {g}, want {w} (all: {got})");
     }
 }
 
 #[test]
 fn dense_by_hand() {
     // W = [[1, 2], [3, 4], [5, 6]], b = [1, 0, −1], x = [[1, −1]]
-    let mut d = Dense::new(2, 3).with_weights(
-        t(&[3, 2], &[1., 2., 3., 4., 5., 6.]),
-        Some(t(&[3], &[1., 0., -1.])),
-    );
+    let mut d =
+        Dense::new(2, 3).with_weights(t(&[3, 2], &[1., 2., 3., 4., 5., 6.]), Some(t(&[3], &[1., 0., -1.])));
     let y = d.forward(&t(&[1, 2], &[1., -1.]), Mode::Train);
     // y = x·Wᵀ + b = [1−2+1, 3−4+0, 5−6−1] = [0, −1, −2]
     assert_close(&y, &[0., -1., -2.], "y");
@@ -40,8 +35,8 @@ fn conv2d_by_hand() {
     // One 3×3 image, one 2×2 kernel, stride 1, no padding → 2×2 output.
     // x = [[1, 2, 3], [4, 5, 6], [7, 8, 9]], W = [[1, 0], [0, −1]], b = 0.5
     let x = t(&[1, 1, 3, 3], &[1., 2., 3., 4., 5., 6., 7., 8., 9.]);
-    let mut c = Conv2d::new(1, 1, 2)
-        .with_weights(t(&[1, 1, 2, 2], &[1., 0., 0., -1.]), Some(t(&[1], &[0.5])));
+    let mut c =
+        Conv2d::new(1, 1, 2).with_weights(t(&[1, 1, 2, 2], &[1., 0., 0., -1.]), Some(t(&[1], &[0.5])));
     let y = c.forward(&x, Mode::Train);
     // y[i, j] = x[i, j] − x[i+1, j+1] + 0.5 = −4 + 0.5 everywhere
     assert_close(&y, &[-3.5; 4], "y");
@@ -59,11 +54,8 @@ fn conv2d_by_hand() {
 fn conv2d_padding_stride_by_hand() {
     // 2×2 input, 3×3 all-ones kernel, padding 1, stride 2 → 1×1 output: the sum of the input.
     let x = t(&[1, 1, 2, 2], &[1., 2., 3., 4.]);
-    let mut c = Conv2d::new(1, 1, 3)
-        .padding(1)
-        .stride(2)
-        .no_bias()
-        .with_weights(Tensor::ones(&[1, 1, 3, 3]), None);
+    let mut c =
+        Conv2d::new(1, 1, 3).padding(1).stride(2).no_bias().with_weights(Tensor::ones(&[1, 1, 3, 3]), None);
     let y = c.forward(&x, Mode::Train);
     assert_eq!(y.shape(), &[1, 1, 1, 1]);
     assert_close(&y, &[10.], "y");
@@ -76,18 +68,10 @@ fn max_pool_by_hand_with_ties() {
     let mut p = MaxPool2d::new(2);
     assert_close(&p.forward(&x, Mode::Train), &[4., 2.], "y");
     // Window 2 holds a three-way tie of 2s: the first (row-major) wins the gradient.
-    assert_close(
-        &p.backward(&t(&[1, 1, 1, 2], &[10., 20.])),
-        &[0., 0., 20., 0., 10., 0., 0., 0.],
-        "dx",
-    );
+    assert_close(&p.backward(&t(&[1, 1, 1, 2], &[10., 20.])), &[0., 0., 20., 0., 10., 0., 0., 0.], "dx");
     // Floor mode: a 3×3 input with a 2×2 window gives 1×1, ignoring the last row and column.
     let x = t(&[1, 1, 3, 3], &[1., 2., 9., 3., 4., 9., 9., 9., 9.]);
-    assert_close(
-        &MaxPool2d::new(2).forward(&x, Mode::Train),
-        &[4.],
-        "floor mode",
-    );
+    assert_close(&MaxPool2d::new(2).forward(&x, Mode::Train), &[4.], "floor mode");
 }
 
 #[test]
@@ -95,11 +79,7 @@ fn avg_pool_by_hand() {
     let x = t(&[1, 1, 2, 4], &[1., 3., 2., 2., 5., 7., 0., 4.]);
     let mut p = AvgPool2d::new(2);
     assert_close(&p.forward(&x, Mode::Train), &[4., 2.], "y");
-    assert_close(
-        &p.backward(&t(&[1, 1, 1, 2], &[4., 8.])),
-        &[1., 1., 2., 2., 1., 1., 2., 2.],
-        "dx",
-    );
+    assert_close(&p.backward(&t(&[1, 1, 1, 2], &[4., 8.])), &[1., 1., 2., 2., 1., 1., 2., 2.], "dx");
     // With padding 1 and a 2×2 window, zeros count in the average: corner window = x[0,0]/4.
     let mut p = AvgPool2d::new(2).padding(1);
     let y = p.forward(&t(&[1, 1, 2, 2], &[4., 8., 12., 16.]), Mode::Train);
@@ -137,11 +117,7 @@ fn activations_by_hand() {
     let mut sig = Sigmoid::new();
     let y = sig.forward(&t(&[1, 2], &[0., 2f32.ln()]), Mode::Train);
     assert_close(&y, &[0.5, 2. / 3.], "sigmoid"); // σ(ln 2) = 2/3
-    assert_close(
-        &sig.backward(&t(&[1, 2], &[1., 1.])),
-        &[0.25, 2. / 9.],
-        "sigmoid'",
-    ); // y(1−y)
+    assert_close(&sig.backward(&t(&[1, 2], &[1., 1.])), &[0.25, 2. / 9.], "sigmoid'"); // y(1−y)
     let mut tanh = Tanh::new();
     let y = tanh.forward(&t(&[1, 1], &[3f32.ln()]), Mode::Train);
     assert_close(&y, &[0.8], "tanh"); // tanh(ln 3) = (3 − 1/3)/(3 + 1/3) = 0.8
@@ -149,33 +125,18 @@ fn activations_by_hand() {
     // GELU(0) = 0 with slope ½; GELU(x) → x for large x; GELU(1) = Φ(1) = 0.841345 (exact),
     // GELU'(1) = Φ(1) + φ(1) = 0.841345 + 0.241971.
     let mut gelu = Gelu::new();
-    assert_close(
-        &gelu.forward(&t(&[1, 3], &[0., 1., 10.]), Mode::Train),
-        &[0., 0.841_344_7, 10.],
-        "gelu",
-    );
-    assert_close(
-        &gelu.backward(&t(&[1, 3], &[1., 1., 1.])),
-        &[0.5, 1.083_315_5, 1.],
-        "gelu'",
-    );
+    assert_close(&gelu.forward(&t(&[1, 3], &[0., 1., 10.]), Mode::Train), &[0., 0.841_344_7, 10.], "gelu");
+    assert_close(&gelu.backward(&t(&[1, 3], &[1., 1., 1.])), &[0.5, 1.083_315_5, 1.], "gelu'");
     // tanh approximation at 1: ½(1 + tanh(√(2/π)·1.044715)) = 0.841192
     let mut gelu_t = Gelu::tanh();
-    assert_close(
-        &gelu_t.forward(&t(&[1, 1], &[1.]), Mode::Train),
-        &[0.841_192],
-        "gelu tanh",
-    );
+    assert_close(&gelu_t.forward(&t(&[1, 1], &[1.]), Mode::Train), &[0.841_192], "gelu tanh");
 }
 
 #[test]
 fn softmax_by_hand() {
     let mut s = Softmax::new();
     // [0, ln 3] → [1/4, 3/4]; a huge shift changes nothing.
-    let y = s.forward(
-        &t(&[2, 2], &[0., 3f32.ln(), 1000., 1000. + 3f32.ln()]),
-        Mode::Train,
-    );
+    let y = s.forward(&t(&[2, 2], &[0., 3f32.ln(), 1000., 1000. + 3f32.ln()]), Mode::Train);
     assert_close(&y, &[0.25, 0.75, 0.25, 0.75], "softmax");
     // g = [1, 0]: dx = y ⊙ (g − y·g) = [¼(1 − ¼), ¾(0 − ¼)] = [3/16, −3/16]
     assert_close(
@@ -192,16 +153,8 @@ fn dropout_statistics_and_modes() {
     let y = d.forward(&x, Mode::Train);
     let kept = y.data().iter().filter(|&&v| v != 0.0).count() as f32 / 10_000.0;
     assert!((kept - 0.75).abs() < 0.02, "kept fraction {kept}");
-    assert!(
-        y.data()
-            .iter()
-            .all(|&v| v == 0.0 || (v - 4. / 3.).abs() < 1e-6)
-    );
-    assert!(
-        (y.mean() - 1.0).abs() < 0.03,
-        "inverted dropout keeps the mean: {}",
-        y.mean()
-    );
+    assert!(y.data().iter().all(|&v| v == 0.0 || (v - 4. / 3.).abs() < 1e-6));
+    assert!((y.mean() - 1.0).abs() < 0.03, "inverted dropout keeps the mean: {}", y.mean());
     // The gradient flows through exactly the kept units, with the same scale.
     let dx = d.backward(&Tensor::ones(&[100, 100]));
     assert_eq!(dx, y);
@@ -236,9 +189,5 @@ fn batchnorm_by_hand() {
     let mut bn = BatchNorm2d::new(1).eps(0.0);
     let y = bn.forward(&t(&[1, 1, 1, 2], &[2., 4.]), Mode::Eval); // running mean 0, var 1
     assert_close(&y, &[2., 4.], "eval identity at init");
-    assert_close(
-        &bn.backward(&t(&[1, 1, 1, 2], &[1., 1.])),
-        &[1., 1.],
-        "eval dx",
-    );
+    assert_close(&bn.backward(&t(&[1, 1, 1, 2], &[1., 1.])), &[1., 1.], "eval dx");
 }

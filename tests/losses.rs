@@ -25,9 +25,7 @@ fn mse_by_hand_and_gradcheck() {
 fn cross_entropy_by_hand() {
     // Logits [ln 1, ln 3] → p = [¼, ¾]. Label 1: L = −ln ¾; label 0: L = −ln ¼.
     let z = t(&[2, 2], &[0., 3f32.ln(), 0., 3f32.ln()]);
-    let (l, g) = CrossEntropyLoss::new()
-        .loss_and_grad(&z, (&[1usize, 0][..]).into())
-        .unwrap();
+    let (l, g) = CrossEntropyLoss::new().loss_and_grad(&z, (&[1usize, 0][..]).into()).unwrap();
     let want = (-(0.75f32).ln() - (0.25f32).ln()) / 2.0;
     assert!((l - want).abs() < 1e-6, "{l} vs {want}");
     // (p − one-hot)/N
@@ -44,20 +42,14 @@ fn cross_entropy_label_smoothing_by_hand() {
     let ce = CrossEntropyLoss::new().label_smoothing(0.2);
     let (l, g) = ce.loss_and_grad(&z, (&[1usize][..]).into()).unwrap();
     assert!((l - 2f32.ln()).abs() < 1e-6);
-    assert!(
-        (g.data()[0] - 0.4).abs() < 1e-6 && (g.data()[1] + 0.4).abs() < 1e-6,
-        "{g}"
-    ); // p − q
+    assert!((g.data()[0] - 0.4).abs() < 1e-6 && (g.data()[1] + 0.4).abs() < 1e-6, "{g}"); // p − q
 }
 
 #[test]
 fn cross_entropy_gradcheck() {
     let z = Tensor::randn(&[4, 5], 0.0, 2.0, 1);
     let labels = [0usize, 4, 2, 2];
-    for ce in [
-        CrossEntropyLoss::new(),
-        CrossEntropyLoss::new().label_smoothing(0.1),
-    ] {
+    for ce in [CrossEntropyLoss::new(), CrossEntropyLoss::new().label_smoothing(0.1)] {
         let r = check_loss(&ce, &z, (&labels[..]).into(), &Options::default()).unwrap();
         assert!(r.passes(1e-2), "{r}");
     }
@@ -67,9 +59,7 @@ fn cross_entropy_gradcheck() {
 fn cross_entropy_is_finite_at_extreme_logits() {
     let z = t(&[2, 3], &[1000., -1000., 0., -1000., 1000., 1000.]);
     let labels = [1usize, 2];
-    let (l, g) = CrossEntropyLoss::new()
-        .loss_and_grad(&z, (&labels[..]).into())
-        .unwrap();
+    let (l, g) = CrossEntropyLoss::new().loss_and_grad(&z, (&labels[..]).into()).unwrap();
     // Sample 0: p ≈ [1, 0, 0], label 1 → −log p₁ = 2000. Sample 1: p = [0, ½, ½] → ln 2.
     assert!(l.is_finite());
     assert!((l - (2000.0 + 2f32.ln()) / 2.0).abs() < 1e-2, "{l}");
@@ -87,45 +77,27 @@ fn bce_with_logits_by_hand_gradcheck_and_stability() {
     let (l, g) = BceWithLogitsLoss.loss_and_grad(&z, (&y).into()).unwrap();
     // σ(0) = ½, σ(ln 2) = ⅔: L = (−ln ½ − ln(1 − ⅔))/2 = (ln 2 + ln 3)/2
     assert!((l - (2f32.ln() + 3f32.ln()) / 2.0).abs() < 1e-6, "{l}");
-    assert!(
-        (g.data()[0] + 0.25).abs() < 1e-6 && (g.data()[1] - 1. / 3.).abs() < 1e-6,
-        "{g}"
-    );
+    assert!((g.data()[0] + 0.25).abs() < 1e-6 && (g.data()[1] - 1. / 3.).abs() < 1e-6, "{g}");
     let z = Tensor::randn(&[3, 4], 0.0, 2.0, 1);
     let y = Tensor::rand_uniform(&[3, 4], 0.0, 1.0, 2);
     let r = check_loss(&BceWithLogitsLoss, &z, (&y).into(), &Options::default()).unwrap();
     assert!(r.passes(1e-2), "{r}");
-    let (l, g) = BceWithLogitsLoss
-        .loss_and_grad(&t(&[2], &[1000., -1000.]), (&t(&[2], &[0., 1.])).into())
-        .unwrap();
+    let (l, g) =
+        BceWithLogitsLoss.loss_and_grad(&t(&[2], &[1000., -1000.]), (&t(&[2], &[0., 1.])).into()).unwrap();
     assert!((l - 1000.0).abs() < 1e-3 && g.all_finite());
 }
 
 #[test]
 fn bad_targets_are_clear_errors() {
     let z = Tensor::zeros(&[3, 4]);
-    let e = CrossEntropyLoss::new()
-        .loss(&z, (&[0usize, 4, 1][..]).into())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("label 4") && e.contains("4 classes") && e.contains("sample 1"),
-        "{e}"
-    );
-    let e = CrossEntropyLoss::new()
-        .loss(&z, (&[0usize, 1][..]).into())
-        .unwrap_err()
-        .to_string();
+    let e = CrossEntropyLoss::new().loss(&z, (&[0usize, 4, 1][..]).into()).unwrap_err().to_string();
+    assert!(e.contains("label 4") && e.contains("4 classes") && e.contains("sample 1"), "{e}");
+    let e = CrossEntropyLoss::new().loss(&z, (&[0usize, 1][..]).into()).unwrap_err().to_string();
     assert!(e.contains("3 rows") && e.contains("2 labels"), "{e}");
-    let e = CrossEntropyLoss::new()
-        .loss(&Tensor::zeros(&[3]), (&[0usize][..]).into())
-        .unwrap_err()
-        .to_string();
+    let e =
+        CrossEntropyLoss::new().loss(&Tensor::zeros(&[3]), (&[0usize][..]).into()).unwrap_err().to_string();
     assert!(e.contains("[3]"), "{e}");
-    let e = MseLoss
-        .loss(&z, (&Tensor::zeros(&[4, 3])).into())
-        .unwrap_err()
-        .to_string();
+    let e = MseLoss.loss(&z, (&Tensor::zeros(&[4, 3])).into()).unwrap_err().to_string();
     assert!(e.contains("[3, 4]") && e.contains("[4, 3]"), "{e}");
     assert!(MseLoss.loss(&z, (&[0usize][..]).into()).is_err());
     assert!(CrossEntropyLoss::new().loss(&z, (&z).into()).is_err());

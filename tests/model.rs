@@ -41,24 +41,12 @@ fn build_errors_name_layer_and_shapes() {
         .build()
         .unwrap_err()
         .to_string();
-    for part in [
-        "layer 7",
-        "Dense(1568→10)",
-        "[N, 1600]",
-        "[N, 1568]",
-        "layer 6 (Flatten)",
-    ] {
+    for part in ["layer 7", "Dense(1568→10)", "[N, 1600]", "[N, 1568]", "layer 6 (Flatten)"] {
         assert!(err.contains(part), "{err:?} should contain {part:?}");
     }
-    let err = Sequential::builder(&[3, 32, 32])
-        .add(Conv2d::new(1, 8, 3))
-        .build()
-        .unwrap_err()
-        .to_string();
+    let err = Sequential::builder(&[3, 32, 32]).add(Conv2d::new(1, 8, 3)).build().unwrap_err().to_string();
     assert!(
-        err.contains("layer 0")
-            && err.contains("[N, 3, 32, 32]")
-            && err.contains("the model input"),
+        err.contains("layer 0") && err.contains("[N, 3, 32, 32]") && err.contains("the model input"),
         "{err}"
     );
 }
@@ -93,12 +81,7 @@ fn summary_lists_layers_shapes_and_parameters() {
     assert_eq!(model.num_params(), 34_826);
     assert_eq!(model.output_shape(), &[10]);
     let names: Vec<String> = model.named_params().into_iter().map(|(n, _)| n).collect();
-    assert_eq!(
-        names,
-        [
-            "0.weight", "0.bias", "3.weight", "3.bias", "8.weight", "8.bias"
-        ]
-    );
+    assert_eq!(names, ["0.weight", "0.bias", "3.weight", "3.bias", "8.weight", "8.bias"]);
 }
 
 #[test]
@@ -113,43 +96,21 @@ fn mlp_learns_blobs() {
             &train,
             &loss,
             &mut Adam::new(0.02),
-            FitOptions::new()
-                .epochs(15)
-                .batch_size(32)
-                .seed(4)
-                .validation(&test)
-                .verbose(false),
+            FitOptions::new().epochs(15).batch_size(32).seed(4).validation(&test).verbose(false),
         )
         .unwrap();
     let after = model.evaluate(&test, &loss, 100).unwrap();
     assert_eq!(history.epochs.len(), 15);
-    assert!(
-        after.loss < before.loss / 4.0,
-        "loss {} → {}",
-        before.loss,
-        after.loss
-    );
-    assert!(
-        after.accuracy.unwrap() > 0.9,
-        "test accuracy {:?}",
-        after.accuracy
-    );
+    assert!(after.loss < before.loss / 4.0, "loss {} → {}", before.loss, after.loss);
+    assert!(after.accuracy.unwrap() > 0.9, "test accuracy {:?}", after.accuracy);
     assert_eq!(history.last().unwrap().val_loss, Some(after.loss));
     // predict / predict_proba / predict_classes agree with evaluate.
     let classes = model.predict_classes(test.inputs(), 64).unwrap();
-    let correct = classes
-        .iter()
-        .zip(test.labels().unwrap())
-        .filter(|(a, b)| a == b)
-        .count();
+    let correct = classes.iter().zip(test.labels().unwrap()).filter(|(a, b)| a == b).count();
     assert_eq!(Some(correct), after.correct);
     let p = model.predict_proba(test.inputs(), 7).unwrap();
     assert_eq!(p.shape(), &[300, 3]);
-    assert!(
-        p.data()
-            .chunks(3)
-            .all(|r| (r.iter().sum::<f32>() - 1.0).abs() < 1e-5)
-    );
+    assert!(p.data().chunks(3).all(|r| (r.iter().sum::<f32>() - 1.0).abs() < 1e-5));
 }
 
 #[test]
@@ -177,17 +138,8 @@ fn cnn_learns_lines_with_sgd_momentum_and_schedule() {
         )
         .unwrap();
     let after = model.evaluate(&test, &loss, 64).unwrap();
-    assert!(
-        after.loss < before.loss / 4.0,
-        "loss {} → {}",
-        before.loss,
-        after.loss
-    );
-    assert!(
-        after.accuracy.unwrap() > 0.9,
-        "accuracy {:?}",
-        after.accuracy
-    );
+    assert!(after.loss < before.loss / 4.0, "loss {} → {}", before.loss, after.loss);
+    assert!(after.accuracy.unwrap() > 0.9, "accuracy {:?}", after.accuracy);
     assert_eq!(*lrs.borrow(), vec![0.05, 0.05, 0.05, 0.025, 0.025, 0.025]);
     assert_eq!(*batches.borrow(), 6 * 16);
     assert!(history.epochs[5].train_accuracy.unwrap() > history.epochs[0].train_accuracy.unwrap());
@@ -216,34 +168,19 @@ fn early_stopping_stops_and_restores_best() {
                 .verbose(false),
         )
         .unwrap();
-    assert!(
-        history.stopped_early && history.epochs.len() < 50,
-        "{} epochs",
-        history.epochs.len()
-    );
+    assert!(history.stopped_early && history.epochs.len() < 50, "{} epochs", history.epochs.len());
     let best = history.best_epoch.unwrap();
     let best_val = history.epochs[best - 1].val_loss.unwrap();
-    assert!(
-        history
-            .epochs
-            .iter()
-            .all(|e| e.val_loss.unwrap() >= best_val)
-    );
+    assert!(history.epochs.iter().all(|e| e.val_loss.unwrap() >= best_val));
     // The best epoch's weights were put back.
     let now = model.evaluate(&val, &loss, 100).unwrap();
-    assert!(
-        (now.loss - best_val).abs() < 1e-5,
-        "{} vs {best_val}",
-        now.loss
-    );
+    assert!((now.loss - best_val).abs() < 1e-5, "{} vs {best_val}", now.loss);
     // Without a validation set, early stopping on validation loss is an error.
     let err = mlp(1).fit(
         &train,
         &loss,
         &mut Sgd::new(0.1),
-        FitOptions::new()
-            .early_stopping(EarlyStopping::new(Monitor::ValLoss, 2))
-            .verbose(false),
+        FitOptions::new().early_stopping(EarlyStopping::new(Monitor::ValLoss, 2)).verbose(false),
     );
     assert!(err.unwrap_err().to_string().contains("validation set"));
 }
@@ -268,13 +205,7 @@ fn diverging_training_stops_with_a_clear_error_and_finite_weights() {
             FitOptions::new().epochs(20).batch_size(16).verbose(false),
         )
         .unwrap_err();
-    let Error::NonFinite {
-        epoch,
-        batch,
-        last_finite_loss,
-        ..
-    } = &err
-    else {
+    let Error::NonFinite { epoch, batch, last_finite_loss, .. } = &err else {
         panic!("expected NonFinite, got {err}")
     };
     assert!(*epoch >= 1 && *batch >= 1);
@@ -295,39 +226,19 @@ fn bad_data_is_rejected_before_training() {
     let loss = CrossEntropyLoss::new();
     let wrong_shape = Dataset::classification(Tensor::zeros(&[4, 3]), vec![0, 1, 2, 0]).unwrap();
     let err = model
-        .fit(
-            &wrong_shape,
-            &loss,
-            &mut Sgd::new(0.1),
-            FitOptions::new().verbose(false),
-        )
+        .fit(&wrong_shape, &loss, &mut Sgd::new(0.1), FitOptions::new().verbose(false))
         .unwrap_err()
         .to_string();
     assert!(err.contains("[N, 2]") && err.contains("[4, 3]"), "{err}");
     let bad_label = Dataset::classification(Tensor::zeros(&[2, 2]), vec![0, 7]).unwrap();
     let err = model
-        .fit(
-            &bad_label,
-            &loss,
-            &mut Sgd::new(0.1),
-            FitOptions::new().verbose(false),
-        )
+        .fit(&bad_label, &loss, &mut Sgd::new(0.1), FitOptions::new().verbose(false))
         .unwrap_err()
         .to_string();
-    assert!(
-        err.contains("label 7") && err.contains("3 outputs"),
-        "{err}"
-    );
+    assert!(err.contains("label 7") && err.contains("3 outputs"), "{err}");
     let ok = common::blobs(8, 1);
     assert!(
-        model
-            .fit(
-                &ok,
-                &loss,
-                &mut Sgd::new(0.1),
-                FitOptions::new().batch_size(0).verbose(false)
-            )
-            .is_err()
+        model.fit(&ok, &loss, &mut Sgd::new(0.1), FitOptions::new().batch_size(0).verbose(false)).is_err()
     );
     assert!(model.predict(&Tensor::zeros(&[2, 5]), 2).is_err());
     let msg = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -27,90 +27,50 @@ fn run(opt: &mut dyn Optimizer, want: [[f64; 2]; 3], name: &str) {
 #[test]
 fn sgd_plain_by_hand() {
     // θ₁ = 1 − 0.1·0.5 = 0.95;  θ₂ = 0.95 + 0.1·0.25 = 0.975;  θ₃ = 0.975 − 0.1·2 = 0.775
-    run(
-        &mut Sgd::new(0.1),
-        [[0.95, -1.9], [0.975, -2.2], [0.775, -2.2125]],
-        "sgd",
-    );
+    run(&mut Sgd::new(0.1), [[0.95, -1.9], [0.975, -2.2], [0.775, -2.2125]], "sgd");
 }
 
 #[test]
 fn sgd_momentum() {
     // b₁ = g₁; b₂ = 0.9·b₁ + g₂ = [0.2, 2.1]; θ₂ = 0.95 − 0.1·0.2 = 0.93 …
-    run(
-        &mut Sgd::new(0.1).momentum(0.9),
-        [[0.95, -1.9], [0.93, -2.11], [0.712, -2.3115]],
-        "momentum",
-    );
+    run(&mut Sgd::new(0.1).momentum(0.9), [[0.95, -1.9], [0.93, -2.11], [0.712, -2.3115]], "momentum");
 }
 
 #[test]
 fn sgd_momentum_dampening_weight_decay() {
     let want = [[0.94, -1.88], [0.8938, -1.9126], [0.747751, -1.938627]];
-    run(
-        &mut Sgd::new(0.1).momentum(0.9).dampening(0.5).weight_decay(0.1),
-        want,
-        "dampening + wd",
-    );
+    run(&mut Sgd::new(0.1).momentum(0.9).dampening(0.5).weight_decay(0.1), want, "dampening + wd");
 }
 
 #[test]
 fn sgd_nesterov_weight_decay() {
-    let want = [
-        [0.9541, -1.9082],
-        [0.95942131, -2.14384262],
-        [0.773196519, -2.22244054],
-    ];
-    run(
-        &mut Sgd::new(0.05).momentum(0.8).nesterov().weight_decay(0.01),
-        want,
-        "nesterov",
-    );
+    let want = [[0.9541, -1.9082], [0.95942131, -2.14384262], [0.773196519, -2.22244054]];
+    run(&mut Sgd::new(0.05).momentum(0.8).nesterov().weight_decay(0.01), want, "nesterov");
 }
 
 #[test]
 fn adam_bias_corrected() {
     // Step 1: m̂ = g, v̂ = g², so θ moves by exactly lr·sign(g) (up to ε).
-    let want = [
-        [0.99, -1.99],
-        [0.98733663, -1.9949419],
-        [0.980630153, -1.99901147],
-    ];
+    let want = [[0.99, -1.99], [0.98733663, -1.9949419], [0.980630153, -1.99901147]];
     run(&mut Adam::new(0.01), want, "adam");
 }
 
 #[test]
 fn adam_l2_weight_decay_and_betas() {
-    let want = [
-        [0.99, -1.99],
-        [0.985812882, -1.99473849],
-        [0.9781825, -1.99799751],
-    ];
-    run(
-        &mut Adam::new(0.01).betas(0.8, 0.99).weight_decay(0.1),
-        want,
-        "adam l2",
-    );
+    let want = [[0.99, -1.99], [0.985812882, -1.99473849], [0.9781825, -1.99799751]];
+    run(&mut Adam::new(0.01).betas(0.8, 0.99).weight_decay(0.1), want, "adam l2");
 }
 
 #[test]
 fn adam_amsgrad() {
-    let want = [
-        [0.900000002, -1.9],
-        [0.873366299, -1.94941898],
-        [0.806301535, -1.99011471],
-    ];
+    let want = [[0.900000002, -1.9], [0.873366299, -1.94941898], [0.806301535, -1.99011471]];
     run(&mut Adam::new(0.1).amsgrad(), want, "amsgrad");
 }
 
 #[test]
 fn adamw_decoupled_decay() {
     // Step 1: θ ← θ·(1 − 0.01·0.5) then the Adam step: 1·0.995 − 0.01 = 0.985.
-    let want = [
-        [0.985, -1.98],
-        [0.97741163, -1.9750419],
-        [0.965818095, -1.96923626],
-    ];
+    let want = [[0.985, -1.98], [0.97741163, -1.9750419], [0.965818095, -1.96923626]];
     run(&mut AdamW::new(0.01).weight_decay(0.5), want, "adamw");
 }
 
@@ -120,8 +80,7 @@ fn optimizer_rejects_changed_parameters() {
     let mut a = Param::new("a", Tensor::zeros(&[2]));
     opt.step(&mut [&mut a]);
     let mut b = Param::new("b", Tensor::zeros(&[3]));
-    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| opt.step(&mut [&mut b])))
-        .unwrap_err();
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| opt.step(&mut [&mut b]))).unwrap_err();
     let msg = err.downcast_ref::<String>().unwrap();
     assert!(msg.contains("Adam") && msg.contains("first step"), "{msg}");
 }
@@ -140,28 +99,13 @@ fn schedules_at_chosen_steps() {
     close(e.lr(0.8, 3), 0.1);
     // Cosine over 4 steps from 1 to 0: cos(π·t/4) → 1, 0.853553, 0.5, 0.146447, 0; stays at 0 after.
     let c = Schedule::cosine(4, 0.0);
-    for (t, want) in [
-        (0, 1.0),
-        (1, 0.853_553_4),
-        (2, 0.5),
-        (3, 0.146_446_6),
-        (4, 0.0),
-        (9, 0.0),
-    ] {
+    for (t, want) in [(0, 1.0), (1, 0.853_553_4), (2, 0.5), (3, 0.146_446_6), (4, 0.0), (9, 0.0)] {
         close(c.lr(1.0, t), want);
     }
     close(Schedule::cosine(2, 0.1).lr(1.0, 1), 0.55);
     // Linear warm-up over 4 steps from 0.25·η, then step decay.
     let w = Schedule::step(2, 0.5).with_warmup(4, 0.25);
-    for (t, want) in [
-        (0, 0.25),
-        (1, 0.4375),
-        (2, 0.625),
-        (3, 0.8125),
-        (4, 1.0),
-        (5, 1.0),
-        (6, 0.5),
-    ] {
+    for (t, want) in [(0, 0.25), (1, 0.4375), (2, 0.625), (3, 0.8125), (4, 1.0), (5, 1.0), (6, 0.5)] {
         close(w.lr(1.0, t), want);
     }
 }

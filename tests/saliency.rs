@@ -17,10 +17,7 @@ fn input_gradient_matches_finite_differences() {
     let classes = [3usize, 1];
     let g = model.input_gradient(&x, &classes).unwrap();
     assert_eq!(g.shape(), x.shape());
-    assert!(
-        model.params().iter().all(|p| p.grad.sum() == 0.0),
-        "parameter gradients are left zeroed"
-    );
+    assert!(model.params().iter().all(|p| p.grad.sum() == 0.0), "parameter gradients are left zeroed");
     let eps = 1e-2;
     let score = |m: &mut Sequential, x: &Tensor, n: usize| -> f64 {
         m.forward(x, Mode::Eval).data()[n * 4 + classes[n]] as f64
@@ -31,8 +28,7 @@ fn input_gradient_matches_finite_differences() {
         let (mut xp, mut xm) = (x.clone(), x.clone());
         xp.data_mut()[i] += eps;
         xm.data_mut()[i] -= eps;
-        let numeric =
-            ((score(&mut model, &xp, n) - score(&mut model, &xm, n)) / (2.0 * eps as f64)) as f32;
+        let numeric = ((score(&mut model, &xp, n) - score(&mut model, &xm, n)) / (2.0 * eps as f64)) as f32;
         let analytic = g.data()[i];
         worst = worst.max((analytic - numeric).abs() / analytic.abs().max(numeric.abs()).max(1e-2));
     }

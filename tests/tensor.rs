@@ -11,10 +11,7 @@ fn panic_message(f: impl FnOnce()) -> String {
 fn from_vec_wrong_length_names_shape_and_length() {
     let e = Tensor::from_vec(&[2, 3, 4], vec![0.0; 23]).unwrap_err();
     let msg = e.to_string();
-    assert!(
-        msg.contains("[2, 3, 4]") && msg.contains("24") && msg.contains("23"),
-        "{msg}"
-    );
+    assert!(msg.contains("[2, 3, 4]") && msg.contains("24") && msg.contains("23"), "{msg}");
 }
 
 #[test]

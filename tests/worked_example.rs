@@ -12,10 +12,7 @@ fn t(shape: &[usize], v: &[f32]) -> Tensor {
 fn check(what: &str, got: &[f32], want: &[f64]) {
     assert_eq!(got.len(), want.len(), "{what}");
     for (g, w) in got.iter().zip(want) {
-        assert!(
-            (*g as f64 - w).abs() < 1.5e-6,
-            "{what}: code gives {got:?}, docs/backprop.md says {want:?}"
-        );
+        assert!((*g as f64 - w).abs() < 1.5e-6, "{what}: code gives {got:?}, docs/backprop.md says {want:?}");
     }
 }
 
@@ -23,10 +20,7 @@ fn check(what: &str, got: &[f32], want: &[f64]) {
 fn worked_example_of_backprop_md() {
     // The network: x (2) → Dense W1, b1 → sigmoid → Dense W2, b2 → y; L = (y − t)².
     let mut net = Sequential::builder(&[2])
-        .add(Dense::new(2, 2).with_weights(
-            t(&[2, 2], &[0.5, -0.3, 0.2, 0.8]),
-            Some(t(&[2], &[0.1, -0.1])),
-        ))
+        .add(Dense::new(2, 2).with_weights(t(&[2, 2], &[0.5, -0.3, 0.2, 0.8]), Some(t(&[2], &[0.1, -0.1]))))
         .add(Sigmoid::new())
         .add(Dense::new(2, 1).with_weights(t(&[1, 2], &[0.7, -0.4]), Some(t(&[1], &[0.2]))))
         .build()
@@ -49,64 +43,25 @@ fn worked_example_of_backprop_md() {
     net.zero_grad();
     let dh = net.layers_mut()[2].backward(&dy);
     check("dL/dh", dh.data(), &[-0.870151, 0.497229]);
-    check(
-        "dL/dW2",
-        net.layers()[2].params()[0].grad.data(),
-        &[-0.759069, -0.773762],
-    );
-    check(
-        "dL/db2",
-        net.layers()[2].params()[1].grad.data(),
-        &[-1.243073],
-    );
+    check("dL/dW2", net.layers()[2].params()[0].grad.data(), &[-0.759069, -0.773762]);
+    check("dL/db2", net.layers()[2].params()[1].grad.data(), &[-1.243073]);
     let dz1 = net.layers_mut()[1].backward(&dh);
     check("dL/dz1", dz1.data(), &[-0.206886, 0.116851]);
     let dx = net.layers_mut()[0].backward(&dz1);
-    check(
-        "dL/dW1",
-        net.layers()[0].params()[0].grad.data(),
-        &[-0.206886, -0.103443, 0.116851, 0.058425],
-    );
-    check(
-        "dL/db1",
-        net.layers()[0].params()[1].grad.data(),
-        &[-0.206886, 0.116851],
-    );
+    check("dL/dW1", net.layers()[0].params()[0].grad.data(), &[-0.206886, -0.103443, 0.116851, 0.058425]);
+    check("dL/db1", net.layers()[0].params()[1].grad.data(), &[-0.206886, 0.116851]);
     // dL/dx = dz1·W1 (not needed for training, but the chain goes on).
-    check(
-        "dL/dx",
-        dx.data(),
-        &[
-            -0.206886 * 0.5 + 0.116851 * 0.2,
-            -0.206886 * -0.3 + 0.116851 * 0.8,
-        ],
-    );
+    check("dL/dx", dx.data(), &[-0.206886 * 0.5 + 0.116851 * 0.2, -0.206886 * -0.3 + 0.116851 * 0.8]);
 
     // One SGD step with learning rate 0.1.
     Sgd::new(0.1).step(&mut net.params_mut());
-    check(
-        "W1'",
-        net.layers()[0].params()[0].value.data(),
-        &[0.520689, -0.289656, 0.188315, 0.794157],
-    );
-    check(
-        "b1'",
-        net.layers()[0].params()[1].value.data(),
-        &[0.120689, -0.111685],
-    );
-    check(
-        "W2'",
-        net.layers()[2].params()[0].value.data(),
-        &[0.775907, -0.322624],
-    );
+    check("W1'", net.layers()[0].params()[0].value.data(), &[0.520689, -0.289656, 0.188315, 0.794157]);
+    check("b1'", net.layers()[0].params()[1].value.data(), &[0.120689, -0.111685]);
+    check("W2'", net.layers()[2].params()[0].value.data(), &[0.775907, -0.322624]);
     check("b2'", net.layers()[2].params()[1].value.data(), &[0.324307]);
 
     // The loss went down: 0.386307 → 0.153799.
     let y_new = net.forward(&x, Mode::Train);
     check("y'", y_new.data(), &[0.607828]);
-    check(
-        "L'",
-        &[MseLoss.loss(&y_new, (&target).into()).unwrap()],
-        &[0.153799],
-    );
+    check("L'", &[MseLoss.loss(&y_new, (&target).into()).unwrap()], &[0.153799]);
 }

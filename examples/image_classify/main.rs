@@ -79,11 +79,7 @@ fn main() {
         Err(e) => {
             // clap's message, up to its usage block, on one line.
             let text = e.to_string();
-            let head: Vec<&str> = text
-                .lines()
-                .map(str::trim)
-                .take_while(|l| !l.is_empty())
-                .collect();
+            let head: Vec<&str> = text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
             eprintln!("{} (see --help)", head.join(" "));
             std::process::exit(2);
         }
@@ -102,10 +98,7 @@ fn run(cli: Cli) -> Result<()> {
         );
     }
     if !(cli.lr.is_finite() && cli.lr > 0.0) {
-        return Err(Error::invalid(format!(
-            "--lr must be a positive number, got {}",
-            cli.lr
-        )));
+        return Err(Error::invalid(format!("--lr must be a positive number, got {}", cli.lr)));
     }
     if let Some(n) = cli.threads {
         rayon::ThreadPoolBuilder::new()
@@ -129,16 +122,10 @@ fn train_and_report(cli: &Cli) -> Result<()> {
     // Step 1: the data.
     let dir = cli.data.clone().unwrap_or_else(bundled_digits);
     if !dir.is_dir() {
-        return Err(Error::invalid(format!(
-            "data folder {} does not exist",
-            dir.display()
-        )));
+        return Err(Error::invalid(format!("data folder {} does not exist", dir.display())));
     }
     let (train, test) = load_mnist_folder(&dir)?;
-    let classes = train
-        .num_classes()
-        .unwrap_or(0)
-        .max(test.num_classes().unwrap_or(0));
+    let classes = train.num_classes().unwrap_or(0).max(test.num_classes().unwrap_or(0));
     println!(
         "data: {} training and {} test images of {:?} from {}, {classes} classes",
         train.len(),
@@ -179,9 +166,7 @@ fn train_and_report(cli: &Cli) -> Result<()> {
     let predicted = model.predict_classes(data.test.inputs(), 256)?;
     let labels = data.test.labels().expect("a classification set");
     let matrix = ConfusionMatrix::new(classes, labels, &predicted);
-    println!(
-        "\nconfusion matrix on the test set (rows: true class, columns: predicted):\n{matrix}"
-    );
+    println!("\nconfusion matrix on the test set (rows: true class, columns: predicted):\n{matrix}");
 
     std::fs::create_dir_all(&cli.out).map_err(|e| Error::io(&cli.out, e))?;
     let weights = cli.out.join("model.safetensors");
@@ -190,11 +175,7 @@ fn train_and_report(cli: &Cli) -> Result<()> {
     plots::training_curves(&history, &curves)?;
     let mistakes = cli.out.join("mistakes.png");
     let shown = plots::mistakes_with_saliency(&mut model, &data, &predicted, &mistakes)?;
-    println!(
-        "wrote {} (weights), {} (loss and accuracy per epoch)",
-        weights.display(),
-        curves.display()
-    );
+    println!("wrote {} (weights), {} (loss and accuracy per epoch)", weights.display(), curves.display());
     println!(
         "wrote {} ({shown} misclassified test images, each beside its saliency map)",
         mistakes.display()
@@ -214,10 +195,7 @@ fn train_and_report(cli: &Cli) -> Result<()> {
 fn metadata(data: &Prepared, classes: usize) -> Vec<(&'static str, String)> {
     let shape = data.train.sample_shape();
     vec![
-        (
-            "input_shape",
-            format!("{},{},{}", shape[0], shape[1], shape[2]),
-        ),
+        ("input_shape", format!("{},{},{}", shape[0], shape[1], shape[2])),
         ("classes", classes.to_string()),
         ("normalize_mean", data.normalizer.mean[0].to_string()),
         ("normalize_std", data.normalizer.std[0].to_string()),
@@ -239,15 +217,9 @@ fn predict(image: &Path, model_path: &Path) -> Result<()> {
         .split(',')
         .map(|v| v.trim().parse().map_err(|_| parse_err("input_shape")))
         .collect::<Result<_>>()?;
-    let classes: usize = field("classes")?
-        .parse()
-        .map_err(|_| parse_err("classes"))?;
-    let mean: f32 = field("normalize_mean")?
-        .parse()
-        .map_err(|_| parse_err("normalize_mean"))?;
-    let std: f32 = field("normalize_std")?
-        .parse()
-        .map_err(|_| parse_err("normalize_std"))?;
+    let classes: usize = field("classes")?.parse().map_err(|_| parse_err("classes"))?;
+    let mean: f32 = field("normalize_mean")?.parse().map_err(|_| parse_err("normalize_mean"))?;
+    let std: f32 = field("normalize_std")?.parse().map_err(|_| parse_err("normalize_std"))?;
     let mut model = pipeline::reference_cnn(&shape, classes, 0)?;
     model.load(model_path)?;
 
@@ -263,22 +235,10 @@ fn predict(image: &Path, model_path: &Path) -> Result<()> {
         x.map_inplace(|v| 1.0 - v);
     }
     let mut x = x.reshape(&[1, 1, h, w]);
-    Normalizer {
-        mean: vec![mean],
-        std: vec![std],
-    }
-    .apply(&mut x)?;
+    Normalizer { mean: vec![mean], std: vec![std] }.apply(&mut x)?;
     let p = model.predict_proba(&x, 1)?;
     let best = p.argmax_axis(1)[0];
-    println!(
-        "{}: {}",
-        image.display(),
-        if inverted {
-            "(inverted: dark on light)"
-        } else {
-            ""
-        }
-    );
+    println!("{}: {}", image.display(), if inverted { "(inverted: dark on light)" } else { "" });
     let mut ranked: Vec<(usize, f32)> = p.data().iter().copied().enumerate().collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
     for (c, prob) in ranked.iter().take(3) {

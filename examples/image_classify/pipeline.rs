@@ -18,20 +18,14 @@ pub fn prepare(mut train: Dataset, mut test: Dataset) -> Result<Prepared> {
     let normalizer = Normalizer::fit(train.inputs())?;
     normalizer.apply(train.inputs_mut())?;
     normalizer.apply(test.inputs_mut())?;
-    Ok(Prepared {
-        train,
-        test,
-        normalizer,
-    })
+    Ok(Prepared { train, test, normalizer })
 }
 
 /// Step 2 — the model: two convolution blocks and a linear classifier.
 /// For 28×28 inputs: 1×28×28 → 32×26×26 → 32×13×13 → 64×11×11 → 64×5×5 → 1600 → classes.
 pub fn reference_cnn(input: &[usize], classes: usize, seed: u64) -> Result<Sequential> {
     let &[channels, h, w] = input else {
-        return Err(Error::shape(format!(
-            "expected image inputs [C, H, W], got {input:?}"
-        )));
+        return Err(Error::shape(format!("expected image inputs [C, H, W], got {input:?}")));
     };
     let side = |s: usize| (s.saturating_sub(2) / 2).saturating_sub(2) / 2;
     Sequential::builder(input)
@@ -81,10 +75,5 @@ pub fn train(
         .augment(move |x, rng| augment.apply(x, rng))
         .verbose(s.verbose)
         .on_epoch_end(|e| on_epoch(e));
-    model.fit(
-        &data.train,
-        &CrossEntropyLoss::new(),
-        &mut Adam::new(s.lr),
-        options,
-    )
+    model.fit(&data.train, &CrossEntropyLoss::new(), &mut Adam::new(s.lr), options)
 }

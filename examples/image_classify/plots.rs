@@ -22,8 +22,7 @@ fn draw_err(path: &Path, e: impl std::fmt::Display) -> Error {
 
 fn write_png(path: &Path, buf: Vec<u8>, (w, h): (u32, u32)) -> Result<()> {
     let img = image::RgbImage::from_raw(w, h, buf).expect("buffer of w·h·3 bytes");
-    img.save(path)
-        .map_err(|e| Error::format(path, format!("cannot write PNG ({e})")))
+    img.save(path).map_err(|e| Error::format(path, format!("cannot write PNG ({e})")))
 }
 
 /// Two panels: loss per epoch (train, test) and accuracy per epoch (train, test).
@@ -37,19 +36,10 @@ pub fn training_curves(history: &History, path: &Path) -> Result<()> {
         let (left, right) = root.split_horizontally(w / 2);
         let epochs = history.epochs.len().max(1) as f32;
         let series = |f: &dyn Fn(&backprop::model::EpochStats) -> Option<f32>| -> Vec<(f32, f32)> {
-            history
-                .epochs
-                .iter()
-                .filter_map(|e| f(e).map(|v| (e.epoch as f32, v)))
-                .collect()
+            history.epochs.iter().filter_map(|e| f(e).map(|v| (e.epoch as f32, v))).collect()
         };
         let panels = [
-            (
-                &left,
-                "loss",
-                [series(&|e| Some(e.train_loss)), series(&|e| e.val_loss)],
-                false,
-            ),
+            (&left, "loss", [series(&|e| Some(e.train_loss)), series(&|e| e.val_loss)], false),
             (
                 &right,
                 "accuracy (%)",
@@ -62,11 +52,8 @@ pub fn training_curves(history: &History, path: &Path) -> Result<()> {
         ];
         for (area, title, [train, test], is_acc) in panels {
             let all: Vec<f32> = train.iter().chain(&test).map(|p| p.1).collect();
-            let (lo, hi) = all
-                .iter()
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
-                    (a.min(v), b.max(v))
-                });
+            let (lo, hi) =
+                all.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
             let (lo, hi) = if all.is_empty() {
                 (0.0, 1.0)
             } else if is_acc {
@@ -94,9 +81,7 @@ pub fn training_curves(history: &History, path: &Path) -> Result<()> {
                     .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
                     .map_err(|e| draw_err(path, e))?
                     .label(name)
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                    });
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
                 chart
                     .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
                     .map_err(|e| draw_err(path, e))?;
@@ -122,11 +107,7 @@ pub fn training_curves(history: &History, path: &Path) -> Result<()> {
 /// A diverging colour map for `v ∈ [−1, 1]`: blue for negative, white for 0, red for positive.
 fn diverging(v: f32) -> [u8; 3] {
     let a = (v.abs().clamp(0.0, 1.0).sqrt() * 255.0) as u8; // √ to make faint values visible
-    if v >= 0.0 {
-        [255, 255 - a, 255 - a]
-    } else {
-        [255 - a, 255 - a, 255]
-    }
+    if v >= 0.0 { [255, 255 - a, 255 - a] } else { [255 - a, 255 - a, 255] }
 }
 
 /// SmoothGrad: the gradient of each image's score for its class, averaged over 24 copies of the
@@ -136,9 +117,7 @@ fn diverging(v: f32) -> [u8; 3] {
 fn smooth_gradient(model: &mut Sequential, x: &Tensor, classes: &[usize]) -> Result<Tensor> {
     const COPIES: usize = 24;
     let n = x.dim(0);
-    let idx: Vec<usize> = (0..n)
-        .flat_map(|i| std::iter::repeat_n(i, COPIES))
-        .collect();
+    let idx: Vec<usize> = (0..n).flat_map(|i| std::iter::repeat_n(i, COPIES)).collect();
     let mut noisy = x.select_outer(&idx);
     noisy += &Tensor::randn(noisy.shape(), 0.0, 0.3, 7);
     let cls: Vec<usize> = idx.iter().map(|&i| classes[i]).collect();
@@ -147,9 +126,7 @@ fn smooth_gradient(model: &mut Sequential, x: &Tensor, classes: &[usize]) -> Res
     for (i, copies) in g.data().chunks(x.len() / n * COPIES).enumerate() {
         let out = mean.outer_mut(i);
         for copy in copies.chunks(out.len()) {
-            out.iter_mut()
-                .zip(copy)
-                .for_each(|(m, v)| *m += v / COPIES as f32);
+            out.iter_mut().zip(copy).for_each(|(m, v)| *m += v / COPIES as f32);
         }
     }
     Ok(mean)
@@ -166,13 +143,8 @@ pub fn mistakes_with_saliency(
 ) -> Result<usize> {
     register_font();
     let labels = data.test.labels().expect("classification");
-    let wrong: Vec<usize> = (0..labels.len())
-        .filter(|&i| predicted[i] != labels[i])
-        .take(12)
-        .collect();
-    let [_, ih, iw] = data.test.sample_shape() else {
-        unreachable!("images are [C, H, W]")
-    };
+    let wrong: Vec<usize> = (0..labels.len()).filter(|&i| predicted[i] != labels[i]).take(12).collect();
+    let [_, ih, iw] = data.test.sample_shape() else { unreachable!("images are [C, H, W]") };
     let (ih, iw) = (*ih, *iw);
     let scale = 4usize;
     let (cell_w, cell_h) = (2 * iw * scale + 24, ih * scale + 30);
@@ -185,17 +157,9 @@ pub fn mistakes_with_saliency(
     let grads = if wrong.is_empty() {
         Tensor::zeros(&[0])
     } else {
-        smooth_gradient(
-            model,
-            &x,
-            &wrong.iter().map(|&i| predicted[i]).collect::<Vec<_>>(),
-        )?
+        smooth_gradient(model, &x, &wrong.iter().map(|&i| predicted[i]).collect::<Vec<_>>())?
     };
-    let probs = if wrong.is_empty() {
-        Tensor::zeros(&[0])
-    } else {
-        model.predict_proba(&x, 64)?
-    };
+    let probs = if wrong.is_empty() { Tensor::zeros(&[0]) } else { model.predict_proba(&x, 64)? };
     let mut put = |px: usize, py: usize, rgb: [u8; 3]| {
         let o = (py * w as usize + px) * 3;
         buf[o..o + 3].copy_from_slice(&rgb);
@@ -203,11 +167,7 @@ pub fn mistakes_with_saliency(
     for (k, _) in wrong.iter().enumerate() {
         let (ox, oy) = ((k % cols) * cell_w + 8, (k / cols) * cell_h + 40);
         let img = x.outer(k);
-        let (lo, hi) = img
-            .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
-                (a.min(v), b.max(v))
-            });
+        let (lo, hi) = img.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
         let sal = grads.outer(k);
         let smax = sal.iter().fold(1e-12f32, |a, &b| a.max(b.abs()));
         for y in 0..ih * scale {
@@ -229,23 +189,11 @@ pub fn mistakes_with_saliency(
         root.draw_text(&title, &("sans-serif", 16).into_text_style(&root), (8, 10))
             .map_err(|e| draw_err(path, e))?;
         for (k, &i) in wrong.iter().enumerate() {
-            let (ox, oy) = (
-                (k % cols) * cell_w + 8,
-                (k / cols) * cell_h + 40 + ih * scale + 4,
-            );
+            let (ox, oy) = ((k % cols) * cell_w + 8, (k / cols) * cell_h + 40 + ih * scale + 4);
             let p = probs.outer(k)[predicted[i]];
-            let text = format!(
-                "true {}, predicted {} ({:.0}%)",
-                labels[i],
-                predicted[i],
-                100.0 * p
-            );
-            root.draw_text(
-                &text,
-                &("sans-serif", 14).into_text_style(&root),
-                (ox as i32, oy as i32),
-            )
-            .map_err(|e| draw_err(path, e))?;
+            let text = format!("true {}, predicted {} ({:.0}%)", labels[i], predicted[i], 100.0 * p);
+            root.draw_text(&text, &("sans-serif", 14).into_text_style(&root), (ox as i32, oy as i32))
+                .map_err(|e| draw_err(path, e))?;
         }
         root.present().map_err(|e| draw_err(path, e))?;
     }

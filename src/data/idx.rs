@@ -99,15 +99,9 @@ pub fn parse_idx(bytes: &[u8], path: impl AsRef<Path>) -> Result<IdxArray> {
         )));
     }
     if body > len {
-        return Err(bad(format!(
-            "{} unexpected bytes after the data of dimensions {dims:?}",
-            body - len
-        )));
+        return Err(bad(format!("{} unexpected bytes after the data of dimensions {dims:?}", body - len)));
     }
-    Ok(IdxArray {
-        dims,
-        data: bytes[header..].to_vec(),
-    })
+    Ok(IdxArray { dims, data: bytes[header..].to_vec() })
 }
 
 /// Reads an IDX file (plain or gzipped).
@@ -127,9 +121,7 @@ pub fn read_idx(path: impl AsRef<Path>) -> Result<IdxArray> {
 pub fn write_idx(path: impl AsRef<Path>, dims: &[usize], data: &[u8]) -> Result<()> {
     let path = path.as_ref();
     if dims.is_empty() || dims.len() > 255 || dims.iter().any(|&d| d > u32::MAX as usize) {
-        return Err(Error::invalid(format!(
-            "cannot write IDX dimensions {dims:?}"
-        )));
+        return Err(Error::invalid(format!("cannot write IDX dimensions {dims:?}")));
     }
     if dims.iter().product::<usize>() != data.len() {
         return Err(Error::invalid(format!(
@@ -186,10 +178,7 @@ pub fn read_labels(path: impl AsRef<Path>) -> Result<Vec<usize>> {
     if a.dims.len() != 1 {
         return Err(Error::format(
             path,
-            format!(
-                "expected a label file (1 dimension), got dimensions {:?}",
-                a.dims
-            ),
+            format!("expected a label file (1 dimension), got dimensions {:?}", a.dims),
         ));
     }
     Ok(a.data.iter().map(|&b| b as usize).collect())
@@ -200,22 +189,14 @@ pub fn read_labels(path: impl AsRef<Path>) -> Result<Vec<usize>> {
 /// # Errors
 /// As [`read_images`] and [`read_labels`], and [`Error::Format`] naming both files when their
 /// counts differ.
-pub fn read_image_label_pair(
-    images: impl AsRef<Path>,
-    labels: impl AsRef<Path>,
-) -> Result<Dataset> {
+pub fn read_image_label_pair(images: impl AsRef<Path>, labels: impl AsRef<Path>) -> Result<Dataset> {
     let (ip, lp) = (images.as_ref(), labels.as_ref());
     let x = read_images(ip)?;
     let y = read_labels(lp)?;
     if x.dim(0) != y.len() {
         return Err(Error::format(
             ip,
-            format!(
-                "holds {} images but the label file {} holds {} labels",
-                x.dim(0),
-                lp.display(),
-                y.len()
-            ),
+            format!("holds {} images but the label file {} holds {} labels", x.dim(0), lp.display(), y.len()),
         ));
     }
     Dataset::classification(x, y)
@@ -249,10 +230,7 @@ pub fn find_mnist_files(dir: impl AsRef<Path>) -> Result<MnistFiles> {
     let mut found: [Vec<PathBuf>; 4] = Default::default();
     for entry in entries {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_lowercase())
-            .unwrap_or_default();
+        let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
         if !path.is_file() || name.starts_with('.') {
             continue;
         }
@@ -290,11 +268,7 @@ pub fn find_mnist_files(dir: impl AsRef<Path>) -> Result<MnistFiles> {
                 format!(
                     "several files could be the {}: {}",
                     roles[slot],
-                    paths
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
                 ),
             )),
         }

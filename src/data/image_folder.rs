@@ -40,10 +40,7 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let path = e.map_err(|e| Error::io(dir, e))?.path();
-        if !path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        {
+        if !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
             out.push(path);
         }
     }
@@ -64,18 +61,9 @@ pub fn load_image(
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let img = image::load_from_memory(&bytes)
         .map_err(|e| Error::format(path, format!("cannot decode image ({e})")))?;
-    let img = img.resize_exact(
-        width as u32,
-        height as u32,
-        image::imageops::FilterType::Triangle,
-    );
+    let img = img.resize_exact(width as u32, height as u32, image::imageops::FilterType::Triangle);
     let data: Vec<f32> = match color {
-        ColorMode::Gray => img
-            .to_luma8()
-            .into_raw()
-            .into_iter()
-            .map(|b| b as f32 / 255.0)
-            .collect(),
+        ColorMode::Gray => img.to_luma8().into_raw().into_iter().map(|b| b as f32 / 255.0).collect(),
         ColorMode::Rgb => {
             // Interleaved RGB → planar CHW.
             let rgb = img.to_rgb8().into_raw();
@@ -103,31 +91,15 @@ pub fn load_image_folder(
     color: ColorMode,
 ) -> Result<(Dataset, Vec<String>)> {
     let root = root.as_ref();
-    let classes: Vec<PathBuf> = sorted_entries(root)?
-        .into_iter()
-        .filter(|p| p.is_dir())
-        .collect();
+    let classes: Vec<PathBuf> = sorted_entries(root)?.into_iter().filter(|p| p.is_dir()).collect();
     if classes.is_empty() {
-        return Err(Error::format(
-            root,
-            "no class sub-folders (expected root/<class>/*.png)",
-        ));
+        return Err(Error::format(root, "no class sub-folders (expected root/<class>/*.png)"));
     }
     let (mut data, mut labels, mut failures) = (Vec::new(), Vec::new(), Vec::new());
-    let names = classes
-        .iter()
-        .map(|c| {
-            c.file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
+    let names =
+        classes.iter().map(|c| c.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
     for (label, dir) in classes.iter().enumerate() {
-        for path in sorted_entries(dir)?
-            .into_iter()
-            .filter(|p| p.is_file() && is_image(p))
-        {
+        for path in sorted_entries(dir)?.into_iter().filter(|p| p.is_file() && is_image(p)) {
             match load_image(&path, size, color) {
                 Ok(t) => {
                     data.extend_from_slice(t.data());
@@ -140,18 +112,11 @@ pub fn load_image_folder(
     if !failures.is_empty() {
         return Err(Error::format(
             root,
-            format!(
-                "{} unreadable image(s): {}",
-                failures.len(),
-                failures.join("; ")
-            ),
+            format!("{} unreadable image(s): {}", failures.len(), failures.join("; ")),
         ));
     }
     if labels.is_empty() {
-        return Err(Error::format(
-            root,
-            "the class folders hold no .png/.jpg/.jpeg images",
-        ));
+        return Err(Error::format(root, "the class folders hold no .png/.jpg/.jpeg images"));
     }
     let x = Tensor::from_vec(&[labels.len(), color.channels(), size.0, size.1], data)?;
     Ok((Dataset::classification(x, labels)?, names))

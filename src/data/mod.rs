@@ -109,10 +109,11 @@ impl Dataset {
     /// # Errors
     /// [`Error::Shape`] if the inputs have no sample axis or the counts differ.
     pub fn new(inputs: Tensor, targets: Targets) -> Result<Dataset> {
-        let n =
-            inputs.shape().first().copied().ok_or_else(|| {
-                Error::shape("a data set's inputs need a sample axis, got a scalar")
-            })?;
+        let n = inputs
+            .shape()
+            .first()
+            .copied()
+            .ok_or_else(|| Error::shape("a data set's inputs need a sample axis, got a scalar"))?;
         if targets.len() != n || matches!(&targets, Targets::Values(t) if t.ndim() == 0) {
             return Err(Error::shape(format!(
                 "{n} inputs (shape {}) but {} targets",
@@ -171,10 +172,7 @@ impl Dataset {
     /// # Panics
     /// If an index is out of range.
     pub fn subset(&self, indices: &[usize]) -> Dataset {
-        Dataset {
-            inputs: self.inputs.select_outer(indices),
-            targets: self.targets.select(indices),
-        }
+        Dataset { inputs: self.inputs.select_outer(indices), targets: self.targets.select(indices) }
     }
 
     /// The first `n` samples (all of them if there are fewer).

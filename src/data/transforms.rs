@@ -52,9 +52,7 @@ impl Normalizer {
         for ch in 0..c {
             let values = || {
                 (0..n).flat_map(move |s| {
-                    inputs.data()[(s * c + ch) * inner..][..inner]
-                        .iter()
-                        .map(|&v| v as f64)
+                    inputs.data()[(s * c + ch) * inner..][..inner].iter().map(|&v| v as f64)
                 })
             };
             let m = values().sum::<f64>() / (n * inner) as f64;
@@ -78,11 +76,7 @@ impl Normalizer {
             )));
         }
         let c = self.mean.len();
-        let inner = if x.is_empty() {
-            0
-        } else {
-            x.len() / (x.dim(0) * c)
-        };
+        let inner = if x.is_empty() { 0 } else { x.len() / (x.dim(0) * c) };
         if inner == 0 {
             return Ok(());
         }
@@ -122,11 +116,7 @@ pub struct Augmentation {
 impl Augmentation {
     /// Random shifts of up to `max_shift` pixels, filled with 0, no flipping.
     pub fn shift(max_shift: usize) -> Augmentation {
-        Augmentation {
-            max_shift,
-            horizontal_flip: false,
-            fill: 0.0,
-        }
+        Augmentation { max_shift, horizontal_flip: false, fill: 0.0 }
     }
 
     /// Also mirror left–right with probability ½.
@@ -147,20 +137,13 @@ impl Augmentation {
     /// # Panics
     /// If `x` is not 4-D.
     pub fn apply(&self, x: &mut Tensor, rng: &mut Rng) {
-        assert!(
-            x.ndim() == 4,
-            "Augmentation::apply needs [N, C, H, W], got {:?}",
-            x.shape()
-        );
+        assert!(x.ndim() == 4, "Augmentation::apply needs [N, C, H, W], got {:?}", x.shape());
         let (n, c, h, w) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3));
         let k = self.max_shift as i64;
         let mut plane = vec![0.0f32; h * w];
         for i in 0..n {
             let (dy, dx) = if k > 0 {
-                (
-                    rng.random_range(-k..=k) as isize,
-                    rng.random_range(-k..=k) as isize,
-                )
+                (rng.random_range(-k..=k) as isize, rng.random_range(-k..=k) as isize)
             } else {
                 (0, 0)
             };
@@ -173,17 +156,12 @@ impl Augmentation {
                     for xx in 0..w {
                         // out[y, x] = in[y − dy, x' − dx], x' = x (or mirrored)
                         let sy = y as isize - dy;
-                        let sx = if flip {
-                            (w - 1 - xx) as isize
+                        let sx = if flip { (w - 1 - xx) as isize } else { xx as isize } - dx;
+                        p[y * w + xx] = if sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
+                            plane[sy as usize * w + sx as usize]
                         } else {
-                            xx as isize
-                        } - dx;
-                        p[y * w + xx] =
-                            if sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
-                                plane[sy as usize * w + sx as usize]
-                            } else {
-                                self.fill
-                            };
+                            self.fill
+                        };
                     }
                 }
             }

@@ -108,10 +108,7 @@ pub struct LeakyRelu {
 impl LeakyRelu {
     /// A leaky ReLU with negative slope `slope` (PyTorch's default is 0.01).
     pub fn new(slope: f32) -> LeakyRelu {
-        LeakyRelu {
-            slope,
-            x: Tensor::default(),
-        }
+        LeakyRelu { slope, x: Tensor::default() }
     }
 }
 
@@ -124,9 +121,7 @@ impl Layer for LeakyRelu {
 
     fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
         let a = self.slope;
-        elementwise_forward(self.name(), x, &mut self.x, false, |x| {
-            if x > 0.0 { x } else { a * x }
-        })
+        elementwise_forward(self.name(), x, &mut self.x, false, |x| if x > 0.0 { x } else { a * x })
     }
 
     fn backward(&mut self, g: &Tensor) -> Tensor {
@@ -221,8 +216,7 @@ fn erf(x: f64) -> f64 {
     let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
     let poly = t
         * (0.254_829_592
-            + t * (-0.284_496_736
-                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+            + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
     let y = 1.0 - poly * (-x * x).exp();
     if x >= 0.0 { y } else { -y }
 }
@@ -255,18 +249,12 @@ fn gelu_tanh_grad(x: f32) -> f32 {
 impl Gelu {
     /// Exact GELU (erf), as PyTorch's default.
     pub fn new() -> Gelu {
-        Gelu {
-            approximate: false,
-            x: Tensor::default(),
-        }
+        Gelu { approximate: false, x: Tensor::default() }
     }
 
     /// The tanh approximation of GELU.
     pub fn tanh() -> Gelu {
-        Gelu {
-            approximate: true,
-            x: Tensor::default(),
-        }
+        Gelu { approximate: true, x: Tensor::default() }
     }
 }
 
@@ -280,28 +268,16 @@ impl Layer for Gelu {
     elementwise_layer_impl!(Gelu, "GELU");
 
     fn describe(&self) -> String {
-        if self.approximate {
-            "GELU(tanh)".into()
-        } else {
-            "GELU".into()
-        }
+        if self.approximate { "GELU(tanh)".into() } else { "GELU".into() }
     }
 
     fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
-        let f = if self.approximate {
-            gelu_tanh
-        } else {
-            gelu_exact
-        };
+        let f = if self.approximate { gelu_tanh } else { gelu_exact };
         elementwise_forward(self.name(), x, &mut self.x, false, f)
     }
 
     fn backward(&mut self, g: &Tensor) -> Tensor {
-        let df = if self.approximate {
-            gelu_tanh_grad
-        } else {
-            gelu_exact_grad
-        };
+        let df = if self.approximate { gelu_tanh_grad } else { gelu_exact_grad };
         elementwise_backward("GELU", &self.x, g, df)
     }
 }
@@ -351,9 +327,7 @@ impl Layer for Softmax {
         for b in 0..n {
             for i in 0..inner {
                 let at = |k: usize| (b * f + k) * inner + i;
-                let m = (0..f)
-                    .map(|k| x.data()[at(k)])
-                    .fold(f32::NEG_INFINITY, f32::max);
+                let m = (0..f).map(|k| x.data()[at(k)]).fold(f32::NEG_INFINITY, f32::max);
                 let mut sum = 0.0;
                 for k in 0..f {
                     let e = (x.data()[at(k)] - m).exp();

@@ -92,11 +92,8 @@ impl BatchNorm {
             );
             self.batches_tracked += 1;
             for (ch, (mu, inv)) in mean.iter_mut().zip(self.inv_std.iter_mut()).enumerate() {
-                let values = || {
-                    (0..n).flat_map(move |b| {
-                        x.data()[(b * c + ch) * inner..][..inner].iter().copied()
-                    })
-                };
+                let values =
+                    || (0..n).flat_map(move |b| x.data()[(b * c + ch) * inner..][..inner].iter().copied());
                 let mu64 = values().map(f64::from).sum::<f64>() / m as f64; // μ
                 let var64 = values().map(|v| (v as f64 - mu64).powi(2)).sum::<f64>() / m as f64; // σ²
                 *mu = mu64 as f32;
@@ -104,8 +101,8 @@ impl BatchNorm {
                 let rm = &mut self.running_mean.data_mut()[ch];
                 *rm = (1.0 - self.momentum) * *rm + self.momentum * mu64 as f32;
                 let rv = &mut self.running_var.data_mut()[ch];
-                *rv = (1.0 - self.momentum) * *rv
-                    + self.momentum * (var64 * m as f64 / (m - 1) as f64) as f32;
+                *rv =
+                    (1.0 - self.momentum) * *rv + self.momentum * (var64 * m as f64 / (m - 1) as f64) as f32;
             }
         } else {
             mean.copy_from_slice(self.running_mean.data());
@@ -137,11 +134,8 @@ impl BatchNorm {
         let m = (n * inner) as f32;
         // Per channel: Σ g and Σ g·x̂.
         let (mut sum_g, mut sum_gx) = (vec![0.0f64; c], vec![0.0f64; c]);
-        for (i, (g_row, xh_row)) in g
-            .data()
-            .chunks_exact(inner)
-            .zip(self.x_hat.data().chunks_exact(inner))
-            .enumerate()
+        for (i, (g_row, xh_row)) in
+            g.data().chunks_exact(inner).zip(self.x_hat.data().chunks_exact(inner)).enumerate()
         {
             let ch = i % c;
             for (&gv, &xh) in g_row.iter().zip(xh_row) {
@@ -155,13 +149,8 @@ impl BatchNorm {
         }
         let gamma = self.weight.value.data();
         let mut dx = Tensor::zeros(self.x_hat.shape());
-        let rows = dx
-            .data_mut()
-            .chunks_exact_mut(inner)
-            .zip(g.data().chunks_exact(inner));
-        for (i, ((dx_row, g_row), xh_row)) in
-            rows.zip(self.x_hat.data().chunks_exact(inner)).enumerate()
-        {
+        let rows = dx.data_mut().chunks_exact_mut(inner).zip(g.data().chunks_exact(inner));
+        for (i, ((dx_row, g_row), xh_row)) in rows.zip(self.x_hat.data().chunks_exact(inner)).enumerate() {
             let ch = i % c;
             let k = gamma[ch] * self.inv_std[ch];
             if self.train {
@@ -170,10 +159,7 @@ impl BatchNorm {
                     *d = k / m * (m * gv - sg - xh * sgx); // γ/(m√(σ²+ε))·(m·g − Σg − x̂·Σg·x̂)
                 }
             } else {
-                dx_row
-                    .iter_mut()
-                    .zip(g_row)
-                    .for_each(|(d, &gv)| *d = k * gv); // γ/√(σ²+ε)·g
+                dx_row.iter_mut().zip(g_row).for_each(|(d, &gv)| *d = k * gv); // γ/√(σ²+ε)·g
             }
         }
         dx

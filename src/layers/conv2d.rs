@@ -166,11 +166,7 @@ impl Conv2d {
     /// # Panics
     /// If a shape is wrong, or a bias is given to a layer without one.
     pub fn with_weights(mut self, weight: Tensor, bias: Option<Tensor>) -> Conv2d {
-        assert_eq!(
-            weight.shape(),
-            self.weight.value.shape(),
-            "Conv2d: weight shape"
-        );
+        assert_eq!(weight.shape(), self.weight.value.shape(), "Conv2d: weight shape");
         self.weight.value = weight;
         match (bias, &mut self.bias) {
             (Some(b), Some(p)) => {
@@ -195,33 +191,71 @@ impl Conv2d {
 
     fn geometry_for(&self, input: &[usize]) -> Result<ConvGeometry> {
         let [_, c, h, w] = *input else {
-            return Err(shape_error(
-                &self.describe(),
-                format!("[N, {}, H, W]", self.in_channels),
-                input,
-            ));
+            return Err(shape_error(&self.describe(), format!("[N, {}, H, W]", self.in_channels), input));
         };
         if c != self.in_channels {
-            return Err(shape_error(
-                &self.describe(),
-                format!("[N, {}, H, W]", self.in_channels),
-                input,
-            ));
+            return Err(shape_error(&self.describe(), format!("[N, {}, H, W]", self.in_channels), input));
         }
-        ConvGeometry::new(
-            (c, h, w),
-            self.kernel,
-            self.stride,
-            self.padding,
-            self.dilation,
-        )
-        .map_err(|e| {
-            shape_error(
-                &self.describe(),
-                format!("[N, {c}, H, W] large enough ({e})"),
-                input,
-            )
-        })
+        ConvGeometry::new((c, h, w), self.kernel, self.stride, self.padding, self.dilation)
+            .map_err(|e| shape_error(&self.describe(), format!("[N, {c}, H, W] large enough ({e})"), input))
+    }
+}
+
+impl Conv2d {
+    /// The backward pass; `dx` (zeroed, of the input's shape) receives `dL/dx` when given.
+    fn backward_into(&mut self, g: &Tensor, mut dx: Option<&mut Tensor>) {
+        check_grad(self.name(), &self.out_shape, g);
+        let geo = self.geometry.expect("forward ran");
+        let (n, o, ckk, ohow) = (self.in_shape[0], self.out_channels, geo.col_rows(), geo.col_cols());
+        let groups = n.div_ceil(GROUP);
+        self.dw_groups.clear();
+        self.dw_groups.resize(groups * o * ckk, 0.0);
+        let w = self.weight.value.data();
+        let in_len = geo.input_len();
+        let need_dx = dx.is_some();
+        if need_dx {
+            self.dcols.resize(groups * ckk * ohow, 0.0);
+        }
+        // One `dcols` scratch and one slice of `dx` per group (empty when dL/dx is not wanted).
+        let dcols_len = if need_dx { ckk * ohow } else { 0 };
+        let dx_len = if need_dx { GROUP * in_len } else { 0 };
+        let dx_data: &mut [f32] = dx.as_mut().map_or(&mut [], |d| d.data_mut());
+        let mut dcols_groups: Vec<&mut [f32]> = if need_dx {
+            self.dcols.chunks_mut(dcols_len).collect()
+        } else {
+            (0..groups).map(|_| &mut [][..]).collect()
+        };
+        let mut dx_groups: Vec<&mut [f32]> = if need_dx {
+            dx_data.chunks_mut(dx_len).collect()
+        } else {
+            (0..groups).map(|_| &mut [][..]).collect()
+        };
+        self.dw_groups
+            .par_chunks_mut(o * ckk)
+            .zip(dcols_groups.par_iter_mut())
+            .zip(dx_groups.par_iter_mut())
+            .zip(g.data().par_chunks(GROUP * o * ohow))
+            .zip(self.cols.par_chunks(GROUP * ckk * ohow))
+            .for_each(|((((dw, dcols), dx_group), g_group), cols_group)| {
+                let images = g_group.chunks_exact(o * ohow).zip(cols_group.chunks_exact(ckk * ohow));
+                for (i, (g_i, cols_i)) in images.enumerate() {
+                    sgemm(o, ohow, ckk, 1.0, g_i, No, cols_i, Yes, 1.0, dw); // dW += g[n]·colsᵀ
+                    if need_dx {
+                        sgemm(ckk, o, ohow, 1.0, w, Yes, g_i, No, 0.0, dcols); // dcols = Wᵀ·g[n]
+                        col2im(dcols, &geo, &mut dx_group[i * in_len..][..in_len]); // dx[n] = col2im(dcols)
+                    }
+                }
+            });
+        for dw in self.dw_groups.chunks_exact(o * ckk) {
+            self.weight.grad.data_mut().iter_mut().zip(dw).for_each(|(a, b)| *a += b);
+        }
+        if let Some(b) = &mut self.bias {
+            for g_i in g.data().chunks_exact(o * ohow) {
+                for (db, row) in b.grad.data_mut().iter_mut().zip(g_i.chunks_exact(ohow)) {
+                    *db += row.iter().sum::<f32>(); // db += Σ_p g[n, o, p]
+                }
+            }
+        }
     }
 }
 
@@ -231,16 +265,10 @@ impl Layer for Conv2d {
     }
 
     fn describe(&self) -> String {
-        let mut s = format!(
-            "Conv2d({}→{}, {}×{}",
-            self.in_channels, self.out_channels, self.kernel.0, self.kernel.1
-        );
+        let mut s =
+            format!("Conv2d({}→{}, {}×{}", self.in_channels, self.out_channels, self.kernel.0, self.kernel.1);
         let pair = |(a, b): (usize, usize)| {
-            if a == b {
-                a.to_string()
-            } else {
-                format!("({a}, {b})")
-            }
+            if a == b { a.to_string() } else { format!("({a}, {b})") }
         };
         if self.stride != (1, 1) {
             s += &format!(", stride {}", pair(self.stride));
@@ -264,24 +292,16 @@ impl Layer for Conv2d {
 
     fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
         self.out_shape = check_input(self, x);
-        let g = self
-            .geometry_for(x.shape())
-            .expect("checked by check_input");
+        let g = self.geometry_for(x.shape()).expect("checked by check_input");
         self.geometry = Some(g);
         self.in_shape.clear();
         self.in_shape.extend_from_slice(x.shape());
         let (n, o, ckk, ohow) = (x.dim(0), self.out_channels, g.col_rows(), g.col_cols());
         self.cols.resize(n * ckk * ohow, 0.0);
         let mut y = Tensor::zeros(&self.out_shape);
-        let (w, b) = (
-            self.weight.value.data(),
-            self.bias.as_ref().map(|b| b.value.data()),
-        );
-        y.data_mut()
-            .par_chunks_mut(o * ohow)
-            .zip(self.cols.par_chunks_mut(ckk * ohow))
-            .enumerate()
-            .for_each(|(i, (y_i, cols_i))| {
+        let (w, b) = (self.weight.value.data(), self.bias.as_ref().map(|b| b.value.data()));
+        y.data_mut().par_chunks_mut(o * ohow).zip(self.cols.par_chunks_mut(ckk * ohow)).enumerate().for_each(
+            |(i, (y_i, cols_i))| {
                 im2col(x.outer(i), &g, cols_i); // cols = im2col(x[n])
                 sgemm(o, ckk, ohow, 1.0, w, No, cols_i, No, 0.0, y_i); // y[n] = W·cols
                 if let Some(b) = b {
@@ -289,69 +309,26 @@ impl Layer for Conv2d {
                         row.iter_mut().for_each(|v| *v += b_o); // y[n] += b
                     }
                 }
-            });
+            },
+        );
         y
     }
 
     fn backward(&mut self, g: &Tensor) -> Tensor {
-        check_grad(self.name(), &self.out_shape, g);
-        let geo = self.geometry.expect("forward ran");
-        let (n, o, ckk, ohow) = (
-            self.in_shape[0],
-            self.out_channels,
-            geo.col_rows(),
-            geo.col_cols(),
-        );
-        let groups = n.div_ceil(GROUP);
-        self.dw_groups.clear();
-        self.dw_groups.resize(groups * o * ckk, 0.0);
-        self.dcols.resize(groups * ckk * ohow, 0.0);
         let mut dx = Tensor::zeros(&self.in_shape);
-        let w = self.weight.value.data();
-        let in_len = geo.input_len();
-        self.dw_groups
-            .par_chunks_mut(o * ckk)
-            .zip(self.dcols.par_chunks_mut(ckk * ohow))
-            .zip(dx.data_mut().par_chunks_mut(GROUP * in_len))
-            .zip(g.data().par_chunks(GROUP * o * ohow))
-            .zip(self.cols.par_chunks(GROUP * ckk * ohow))
-            .for_each(|((((dw, dcols), dx_group), g_group), cols_group)| {
-                let images = dx_group
-                    .chunks_exact_mut(in_len)
-                    .zip(g_group.chunks_exact(o * ohow));
-                for ((dx_i, g_i), cols_i) in images.zip(cols_group.chunks_exact(ckk * ohow)) {
-                    sgemm(o, ohow, ckk, 1.0, g_i, No, cols_i, Yes, 1.0, dw); // dW += g[n]·colsᵀ
-                    sgemm(ckk, o, ohow, 1.0, w, Yes, g_i, No, 0.0, dcols); // dcols = Wᵀ·g[n]
-                    col2im(dcols, &geo, dx_i); // dx[n] = col2im(dcols)
-                }
-            });
-        for dw in self.dw_groups.chunks_exact(o * ckk) {
-            self.weight
-                .grad
-                .data_mut()
-                .iter_mut()
-                .zip(dw)
-                .for_each(|(a, b)| *a += b);
-        }
-        if let Some(b) = &mut self.bias {
-            for g_i in g.data().chunks_exact(o * ohow) {
-                for (db, row) in b.grad.data_mut().iter_mut().zip(g_i.chunks_exact(ohow)) {
-                    *db += row.iter().sum::<f32>(); // db += Σ_p g[n, o, p]
-                }
-            }
-        }
+        self.backward_into(g, Some(&mut dx));
         dx
     }
 
+    fn backward_params_only(&mut self, g: &Tensor) {
+        self.backward_into(g, None);
+    }
+
     fn params(&self) -> Vec<&Param> {
-        std::iter::once(&self.weight)
-            .chain(self.bias.as_ref())
-            .collect()
+        std::iter::once(&self.weight).chain(self.bias.as_ref()).collect()
     }
 
     fn params_mut(&mut self) -> Vec<&mut Param> {
-        std::iter::once(&mut self.weight)
-            .chain(self.bias.as_mut())
-            .collect()
+        std::iter::once(&mut self.weight).chain(self.bias.as_mut()).collect()
     }
 }

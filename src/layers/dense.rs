@@ -83,11 +83,7 @@ impl Dense {
     /// # Panics
     /// If the shapes are not `[out, in]` and `[out]`, or a bias is given to a layer without one.
     pub fn with_weights(mut self, weight: Tensor, bias: Option<Tensor>) -> Dense {
-        assert_eq!(
-            weight.shape(),
-            self.weight.value.shape(),
-            "Dense: weight shape"
-        );
+        assert_eq!(weight.shape(), self.weight.value.shape(), "Dense: weight shape");
         self.weight.value = weight;
         match (bias, &mut self.bias) {
             (Some(b), Some(p)) => {
@@ -134,11 +130,7 @@ impl Layer for Dense {
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         match input {
             [n, i] if *i == self.inputs() => Ok(vec![*n, self.outputs()]),
-            _ => Err(shape_error(
-                &self.describe(),
-                format!("[N, {}]", self.inputs()),
-                input,
-            )),
+            _ => Err(shape_error(&self.describe(), format!("[N, {}]", self.inputs()), input)),
         }
     }
 
@@ -149,40 +141,34 @@ impl Layer for Dense {
         gemm(1.0, x, No, &self.weight.value, Yes, 0.0, &mut y); // y = x·Wᵀ
         if let Some(b) = &self.bias {
             for row in y.data_mut().chunks_exact_mut(b.len()) {
-                row.iter_mut()
-                    .zip(b.value.data())
-                    .for_each(|(y, b)| *y += b); // y += b
+                row.iter_mut().zip(b.value.data()).for_each(|(y, b)| *y += b); // y += b
             }
         }
         y
     }
 
     fn backward(&mut self, g: &Tensor) -> Tensor {
-        check_grad(self.name(), &self.out_shape, g);
-        gemm(1.0, g, Yes, &self.input, No, 1.0, &mut self.weight.grad); // dW += gᵀ·x
-        if let Some(b) = &mut self.bias {
-            for row in g.data().chunks_exact(b.len()) {
-                b.grad
-                    .data_mut()
-                    .iter_mut()
-                    .zip(row)
-                    .for_each(|(db, g)| *db += g); // db += Σₙ g
-            }
-        }
+        self.backward_params_only(g);
         let mut dx = Tensor::zeros(self.input.shape());
         gemm(1.0, g, No, &self.weight.value, No, 0.0, &mut dx); // dx = g·W
         dx
     }
 
+    fn backward_params_only(&mut self, g: &Tensor) {
+        check_grad(self.name(), &self.out_shape, g);
+        gemm(1.0, g, Yes, &self.input, No, 1.0, &mut self.weight.grad); // dW += gᵀ·x
+        if let Some(b) = &mut self.bias {
+            for row in g.data().chunks_exact(b.len()) {
+                b.grad.data_mut().iter_mut().zip(row).for_each(|(db, g)| *db += g); // db += Σₙ g
+            }
+        }
+    }
+
     fn params(&self) -> Vec<&Param> {
-        std::iter::once(&self.weight)
-            .chain(self.bias.as_ref())
-            .collect()
+        std::iter::once(&self.weight).chain(self.bias.as_ref()).collect()
     }
 
     fn params_mut(&mut self) -> Vec<&mut Param> {
-        std::iter::once(&mut self.weight)
-            .chain(self.bias.as_mut())
-            .collect()
+        std::iter::once(&mut self.weight).chain(self.bias.as_mut()).collect()
     }
 }

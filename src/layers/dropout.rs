@@ -38,16 +38,8 @@ impl Dropout {
     /// # Panics
     /// If `p` is not in `[0, 1]`.
     pub fn new(p: f32) -> Dropout {
-        assert!(
-            (0.0..=1.0).contains(&p),
-            "Dropout: p must be in [0, 1], got {p}"
-        );
-        Dropout {
-            p,
-            rng: rng(0),
-            mask: Tensor::default(),
-            out_shape: Vec::new(),
-        }
+        assert!((0.0..=1.0).contains(&p), "Dropout: p must be in [0, 1], got {p}");
+        Dropout { p, rng: rng(0), mask: Tensor::default(), out_shape: Vec::new() }
     }
 
     /// Seeds the generator that draws the masks.
@@ -84,18 +76,10 @@ impl Layer for Dropout {
             self.mask = Tensor::default();
             return x.clone();
         }
-        let keep_scale = if self.p < 1.0 {
-            1.0 / (1.0 - self.p)
-        } else {
-            0.0
-        };
+        let keep_scale = if self.p < 1.0 { 1.0 / (1.0 - self.p) } else { 0.0 };
         self.mask.resize_zeroed(x.shape());
         for m in self.mask.data_mut() {
-            *m = if self.rng.random::<f32>() >= self.p {
-                keep_scale
-            } else {
-                0.0
-            }; // m = [u ≥ p]/(1−p)
+            *m = if self.rng.random::<f32>() >= self.p { keep_scale } else { 0.0 }; // m = [u ≥ p]/(1−p)
         }
         x.mul_elem(&self.mask) // y = x ⊙ m
     }

@@ -114,6 +114,16 @@ pub trait Layer: Send {
     /// If called before `forward`, or with a gradient whose shape is not the latest output's.
     fn backward(&mut self, grad_out: &Tensor) -> Tensor;
 
+    /// Like [`Layer::backward`] when nobody needs `dL/dx` — the layer is the first of a network
+    /// being trained: accumulates `dL/dθ` only. Layers for which `dL/dx` is real work (Conv2d,
+    /// Dense) skip it; the default calls `backward` and drops the result.
+    ///
+    /// # Panics
+    /// As [`Layer::backward`].
+    fn backward_params_only(&mut self, grad_out: &Tensor) {
+        self.backward(grad_out);
+    }
+
     /// The learnable parameters, in a stable order (`weight` before `bias`).
     fn params(&self) -> Vec<&Param> {
         Vec::new()
@@ -161,32 +171,20 @@ pub trait Layer: Send {
 }
 
 /// The standard "wrong input" error: names the layer, what it expected and what it got.
-pub(crate) fn shape_error(
-    layer: &str,
-    expected: impl std::fmt::Display,
-    actual: &[usize],
-) -> Error {
-    Error::shape(format!(
-        "{layer} expects an input of shape {expected}, got {}",
-        shape_str(actual)
-    ))
+pub(crate) fn shape_error(layer: &str, expected: impl std::fmt::Display, actual: &[usize]) -> Error {
+    Error::shape(format!("{layer} expects an input of shape {expected}, got {}", shape_str(actual)))
 }
 
 /// Runs [`Layer::output_shape`] and panics with its message if the input does not fit. Every
 /// `forward` starts with this, so a wrong input fails loudly before any arithmetic.
 pub(crate) fn check_input(layer: &dyn Layer, x: &Tensor) -> Vec<usize> {
     crate::alloc_tuning::tune_allocator();
-    layer
-        .output_shape(x.shape())
-        .unwrap_or_else(|e| panic!("{e}"))
+    layer.output_shape(x.shape()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Panics unless `grad_out` has the shape of the latest output (`expected`).
 pub(crate) fn check_grad(layer: &str, expected: &[usize], grad_out: &Tensor) {
-    assert!(
-        !expected.is_empty(),
-        "{layer}: backward called before forward"
-    );
+    assert!(!expected.is_empty(), "{layer}: backward called before forward");
     assert!(
         grad_out.shape() == expected,
         "{layer}: backward got a gradient of shape {}, but the latest output had shape {}",

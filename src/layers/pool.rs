@@ -60,11 +60,7 @@ impl Window {
             )));
         }
         ConvGeometry::new((1, h, w), self.kernel, self.stride, self.padding, (1, 1)).map_err(|e| {
-            shape_error(
-                &self.describe(name),
-                format!("[N, C, H, W] with H, W large enough ({e})"),
-                input,
-            )
+            shape_error(&self.describe(name), format!("[N, C, H, W] with H, W large enough ({e})"), input)
         })
     }
 
@@ -113,11 +109,7 @@ impl MaxPool2d {
     /// A `(kh, kw)` window with stride `(kh, kw)` and no padding.
     pub fn with_kernel(kernel: (usize, usize)) -> MaxPool2d {
         MaxPool2d {
-            window: Window {
-                kernel,
-                stride: kernel,
-                padding: (0, 0),
-            },
+            window: Window { kernel, stride: kernel, padding: (0, 0) },
             in_shape: Vec::new(),
             out_shape: Vec::new(),
             argmax: Vec::new(),
@@ -168,8 +160,7 @@ impl Layer for MaxPool2d {
                     let rows = span(oy, win.stride.0, win.padding.0, win.kernel.0, h);
                     for ox in 0..ow {
                         let cols = span(ox, win.stride.1, win.padding.1, win.kernel.1, w);
-                        let (mut best, mut best_i) =
-                            (f32::NEG_INFINITY, rows.start * w + cols.start);
+                        let (mut best, mut best_i) = (f32::NEG_INFINITY, rows.start * w + cols.start);
                         for iy in rows.clone() {
                             for ix in cols.clone() {
                                 let v = x_p[iy * w + ix];
@@ -231,11 +222,7 @@ impl AvgPool2d {
     /// A `(kh, kw)` window with stride `(kh, kw)` and no padding.
     pub fn with_kernel(kernel: (usize, usize)) -> AvgPool2d {
         AvgPool2d {
-            window: Window {
-                kernel,
-                stride: kernel,
-                padding: (0, 0),
-            },
+            window: Window { kernel, stride: kernel, padding: (0, 0) },
             in_shape: Vec::new(),
             out_shape: Vec::new(),
         }
@@ -276,22 +263,17 @@ impl Layer for AvgPool2d {
         let win = self.window;
         let scale = 1.0 / (win.kernel.0 * win.kernel.1) as f32;
         let mut y = Tensor::zeros(&self.out_shape);
-        y.data_mut()
-            .par_chunks_mut(oh * ow)
-            .zip(x.data().par_chunks(h * w))
-            .for_each(|(y_p, x_p)| {
-                for oy in 0..oh {
-                    let rows = span(oy, win.stride.0, win.padding.0, win.kernel.0, h);
-                    for ox in 0..ow {
-                        let cols = span(ox, win.stride.1, win.padding.1, win.kernel.1, w);
-                        let sum: f32 = rows
-                            .clone()
-                            .map(|iy| x_p[iy * w..][cols.clone()].iter().sum::<f32>())
-                            .sum();
-                        y_p[oy * ow + ox] = sum * scale; // y = (1/(kh·kw)) Σ_window x
-                    }
+        y.data_mut().par_chunks_mut(oh * ow).zip(x.data().par_chunks(h * w)).for_each(|(y_p, x_p)| {
+            for oy in 0..oh {
+                let rows = span(oy, win.stride.0, win.padding.0, win.kernel.0, h);
+                for ox in 0..ow {
+                    let cols = span(ox, win.stride.1, win.padding.1, win.kernel.1, w);
+                    let sum: f32 =
+                        rows.clone().map(|iy| x_p[iy * w..][cols.clone()].iter().sum::<f32>()).sum();
+                    y_p[oy * ow + ox] = sum * scale; // y = (1/(kh·kw)) Σ_window x
                 }
-            });
+            }
+        });
         y
     }
 
@@ -302,23 +284,18 @@ impl Layer for AvgPool2d {
         let win = self.window;
         let scale = 1.0 / (win.kernel.0 * win.kernel.1) as f32;
         let mut dx = Tensor::zeros(&self.in_shape);
-        dx.data_mut()
-            .par_chunks_mut(h * w)
-            .zip(g.data().par_chunks(oh * ow))
-            .for_each(|(dx_p, g_p)| {
-                for oy in 0..oh {
-                    let rows = span(oy, win.stride.0, win.padding.0, win.kernel.0, h);
-                    for ox in 0..ow {
-                        let cols = span(ox, win.stride.1, win.padding.1, win.kernel.1, w);
-                        let share = g_p[oy * ow + ox] * scale; // dx += g / (kh·kw)
-                        for iy in rows.clone() {
-                            dx_p[iy * w..][cols.clone()]
-                                .iter_mut()
-                                .for_each(|d| *d += share);
-                        }
+        dx.data_mut().par_chunks_mut(h * w).zip(g.data().par_chunks(oh * ow)).for_each(|(dx_p, g_p)| {
+            for oy in 0..oh {
+                let rows = span(oy, win.stride.0, win.padding.0, win.kernel.0, h);
+                for ox in 0..ow {
+                    let cols = span(ox, win.stride.1, win.padding.1, win.kernel.1, w);
+                    let share = g_p[oy * ow + ox] * scale; // dx += g / (kh·kw)
+                    for iy in rows.clone() {
+                        dx_p[iy * w..][cols.clone()].iter_mut().for_each(|d| *d += share);
                     }
                 }
-            });
+            }
+        });
         dx
     }
 }
@@ -355,11 +332,7 @@ impl Layer for GlobalAvgPool {
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         match *input {
             [n, c, h, w] if h * w > 0 => Ok(vec![n, c]),
-            _ => Err(shape_error(
-                "GlobalAvgPool",
-                "[N, C, H, W] with H·W > 0",
-                input,
-            )),
+            _ => Err(shape_error("GlobalAvgPool", "[N, C, H, W] with H·W > 0", input)),
         }
     }
 
@@ -368,11 +341,7 @@ impl Layer for GlobalAvgPool {
         self.in_shape.clear();
         self.in_shape.extend_from_slice(x.shape());
         let hw = x.dim(2) * x.dim(3);
-        let data = x
-            .data()
-            .chunks_exact(hw)
-            .map(|p| p.iter().sum::<f32>() / hw as f32)
-            .collect();
+        let data = x.data().chunks_exact(hw).map(|p| p.iter().sum::<f32>() / hw as f32).collect();
         Tensor::from_vec(&self.out_shape, data).expect("one mean per plane")
     }
 

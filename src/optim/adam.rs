@@ -66,25 +66,12 @@ impl AdamCore {
         let step_size = (lr as f64 / bias1) as f32; // η / (1 − β₁ᵗ)
         let ms = self.m.get(params, name);
         let vs = self.v.get(params, name);
-        let mut vmaxs = if self.amsgrad {
-            Some(self.v_max.get(params, name).iter_mut())
-        } else {
-            None
-        };
+        let mut vmaxs = if self.amsgrad { Some(self.v_max.get(params, name).iter_mut()) } else { None };
         for ((p, m), v) in params.iter_mut().zip(ms.iter_mut()).zip(vs.iter_mut()) {
-            let mut v_max = vmaxs.as_mut().map(|it| {
-                it.next()
-                    .expect("one buffer per parameter")
-                    .data_mut()
-                    .iter_mut()
-            });
+            let mut v_max =
+                vmaxs.as_mut().map(|it| it.next().expect("one buffer per parameter").data_mut().iter_mut());
             let (theta, grad) = (p.value.data_mut(), p.grad.data());
-            for (((t, &g), m), v) in theta
-                .iter_mut()
-                .zip(grad)
-                .zip(m.data_mut())
-                .zip(v.data_mut())
-            {
+            for (((t, &g), m), v) in theta.iter_mut().zip(grad).zip(m.data_mut()).zip(v.data_mut()) {
                 let g = if decoupled {
                     *t *= 1.0 - lr * wd; // AdamW: θ ← θ − ηλθ
                     g

@@ -77,17 +77,8 @@ pub fn clip_grad_norm(params: &mut [&mut Param], max_norm: f32) -> f32 {
 
 /// The L2 norm of all gradients together, `√(Σ_p Σ_i grad²)`, accumulated in `f64`.
 pub fn global_grad_norm(params: &[&mut Param]) -> f32 {
-    params
-        .iter()
-        .map(|p| {
-            p.grad
-                .data()
-                .iter()
-                .map(|&g| g as f64 * g as f64)
-                .sum::<f64>()
-        })
-        .sum::<f64>()
-        .sqrt() as f32
+    params.iter().map(|p| p.grad.data().iter().map(|&g| g as f64 * g as f64).sum::<f64>()).sum::<f64>().sqrt()
+        as f32
 }
 
 /// Per-parameter state buffers (one tensor per parameter), created on the first step and checked
@@ -104,18 +95,11 @@ impl State {
     /// If `params` does not match the parameters of the first call.
     pub(crate) fn get(&mut self, params: &[&mut Param], optimizer: &str) -> &mut [Tensor] {
         if self.buffers.is_empty() {
-            self.buffers = params
-                .iter()
-                .map(|p| Tensor::zeros(p.value.shape()))
-                .collect();
+            self.buffers = params.iter().map(|p| Tensor::zeros(p.value.shape())).collect();
         }
         assert!(
             self.buffers.len() == params.len()
-                && self
-                    .buffers
-                    .iter()
-                    .zip(params)
-                    .all(|(b, p)| b.shape() == p.value.shape()),
+                && self.buffers.iter().zip(params).all(|(b, p)| b.shape() == p.value.shape()),
             "{optimizer}: step called with {} parameters of other shapes than at the first step ({} parameters); \
              use one optimizer per model",
             params.len(),

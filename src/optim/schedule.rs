@@ -64,10 +64,7 @@ impl Schedule {
     /// # Panics
     /// If `step_size` is 0.
     pub fn step(step_size: usize, gamma: f32) -> Schedule {
-        assert!(
-            step_size > 0,
-            "Schedule::step: step_size must be at least 1"
-        );
+        assert!(step_size > 0, "Schedule::step: step_size must be at least 1");
         Schedule::Step { step_size, gamma }
     }
 
@@ -87,11 +84,7 @@ impl Schedule {
 
     /// Prepends a linear warm-up of `steps` steps starting at `start_factor` of the base rate.
     pub fn with_warmup(self, steps: usize, start_factor: f32) -> Schedule {
-        Schedule::Warmup {
-            steps,
-            start_factor,
-            then: Box::new(self),
-        }
+        Schedule::Warmup { steps, start_factor, then: Box::new(self) }
     }
 
     /// The learning rate at step `t` for base rate `base`.
@@ -105,11 +98,7 @@ impl Schedule {
                 let cos = (1.0 + (std::f64::consts::PI * progress).cos()) / 2.0;
                 (*eta_min as f64 + (base - eta_min) as f64 * cos) as f32
             }
-            Schedule::Warmup {
-                steps,
-                start_factor,
-                then,
-            } => {
+            Schedule::Warmup { steps, start_factor, then } => {
                 if t < *steps {
                     base * (start_factor + (1.0 - start_factor) * t as f32 / *steps as f32)
                 } else {

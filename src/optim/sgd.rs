@@ -90,16 +90,10 @@ impl Optimizer for Sgd {
         let (lr, mu, tau, wd) = (self.lr, self.momentum, self.dampening, self.weight_decay);
         let first = self.steps == 0;
         self.steps += 1;
-        let buffers = if mu != 0.0 {
-            Some(self.momentum_buffers.get(params, "Sgd"))
-        } else {
-            None
-        };
+        let buffers = if mu != 0.0 { Some(self.momentum_buffers.get(params, "Sgd")) } else { None };
         let mut buffers = buffers.map(|b| b.iter_mut());
         for p in params.iter_mut() {
-            let b = buffers
-                .as_mut()
-                .map(|it| it.next().expect("one buffer per parameter"));
+            let b = buffers.as_mut().map(|it| it.next().expect("one buffer per parameter"));
             let (theta, grad) = (p.value.data_mut(), p.grad.data());
             match b {
                 None => {

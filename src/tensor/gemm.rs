@@ -61,24 +61,9 @@ pub fn sgemm(
     beta: f32,
     c: &mut [f32],
 ) {
-    assert!(
-        a.len() == m * k,
-        "gemm: A has {} elements, expected {m}×{k} = {}",
-        a.len(),
-        m * k
-    );
-    assert!(
-        b.len() == k * n,
-        "gemm: B has {} elements, expected {k}×{n} = {}",
-        b.len(),
-        k * n
-    );
-    assert!(
-        c.len() == m * n,
-        "gemm: C has {} elements, expected {m}×{n} = {}",
-        c.len(),
-        m * n
-    );
+    assert!(a.len() == m * k, "gemm: A has {} elements, expected {m}×{k} = {}", a.len(), m * k);
+    assert!(b.len() == k * n, "gemm: B has {} elements, expected {k}×{n} = {}", b.len(), k * n);
+    assert!(c.len() == m * n, "gemm: C has {} elements, expected {m}×{n} = {}", c.len(), m * n);
     if m == 0 || n == 0 {
         return;
     }
@@ -100,21 +85,9 @@ pub fn sgemm(
         Transpose::No => (n as isize, 1),
         Transpose::Yes => (1, k as isize),
     };
-    let job = Job {
-        k,
-        alpha,
-        a: a.as_ptr(),
-        rsa,
-        csa,
-        b: b.as_ptr(),
-        rsb,
-        csb,
-        beta,
-        rsc: n as isize,
-    };
+    let job = Job { k, alpha, a: a.as_ptr(), rsa, csa, b: b.as_ptr(), rsb, csb, beta, rsc: n as isize };
     let threads = rayon::current_num_threads();
-    let split =
-        threads > 1 && rayon::current_thread_index().is_none() && m * n * k >= PARALLEL_MIN_MACS;
+    let split = threads > 1 && rayon::current_thread_index().is_none() && m * n * k >= PARALLEL_MIN_MACS;
     if !split {
         // SAFETY: the lengths were checked above, so every index the strides reach is in bounds.
         unsafe { job.run(0..m, 0..n, c.as_mut_ptr()) };
@@ -130,11 +103,7 @@ pub fn sgemm(
             let end = (start + block).min(long);
             s.spawn(move |_| {
                 let c_ptr = c_ptr;
-                let (ri, ci) = if rows {
-                    (start..end, 0..n)
-                } else {
-                    (0..m, start..end)
-                };
+                let (ri, ci) = if rows { (start..end, 0..n) } else { (0..m, start..end) };
                 // SAFETY: blocks are disjoint ranges of rows (or columns) of C, so no two tasks
                 // write the same element; A and B are only read.
                 unsafe { job.run(ri, ci, c_ptr.0) };
@@ -186,18 +155,7 @@ pub fn gemm(
             c.shape()
         );
     };
-    sgemm(
-        m,
-        k,
-        n,
-        alpha,
-        a.data(),
-        trans_a,
-        b.data(),
-        trans_b,
-        beta,
-        c.data_mut(),
-    );
+    sgemm(m, k, n, alpha, a.data(), trans_a, b.data(), trans_b, beta, c.data_mut());
 }
 
 /// A raw pointer that may cross to another rayon task (see the SAFETY notes where it is used).

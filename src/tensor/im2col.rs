@@ -111,11 +111,7 @@ impl ConvGeometry {
         let off = (kj * self.dilation.1) as isize - self.padding.1 as isize;
         let w = self.width as isize;
         let lo = if off >= 0 { 0 } else { (-off + sw - 1) / sw };
-        let hi = if w - off <= 0 {
-            0
-        } else {
-            (w - off + sw - 1) / sw
-        };
+        let hi = if w - off <= 0 { 0 } else { (w - off + sw - 1) / sw };
         let hi = (hi as usize).min(self.out_width);
         let lo = (lo as usize).min(hi);
         (off, lo, hi)
@@ -141,11 +137,7 @@ pub fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
         x.len(),
         g.input_len()
     );
-    assert_eq!(
-        cols.len(),
-        g.col_rows() * g.col_cols(),
-        "im2col: cols has the wrong length for {g:?}"
-    );
+    assert_eq!(cols.len(), g.col_rows() * g.col_cols(), "im2col: cols has the wrong length for {g:?}");
     let (kh, kw) = g.kernel;
     let (ow, sw) = (g.out_width, g.stride.1);
     let mut rows = cols.chunks_exact_mut(g.col_cols());
@@ -194,11 +186,7 @@ pub fn col2im(cols: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
         dx.len(),
         g.input_len()
     );
-    assert_eq!(
-        cols.len(),
-        g.col_rows() * g.col_cols(),
-        "col2im: cols has the wrong length for {g:?}"
-    );
+    assert_eq!(cols.len(), g.col_rows() * g.col_cols(), "col2im: cols has the wrong length for {g:?}");
     let (kh, kw) = g.kernel;
     let (ow, sw) = (g.out_width, g.stride.1);
     let mut rows = cols.chunks_exact(g.col_cols());

@@ -77,20 +77,10 @@ impl Init {
     /// let std = (w.data().iter().map(|x| x * x).sum::<f32>() / w.len() as f32).sqrt();
     /// assert!((std - (2.0f32 / 784.0).sqrt()).abs() < 0.002);
     /// ```
-    pub fn tensor_with_fans(
-        &self,
-        shape: &[usize],
-        fan_in: usize,
-        fan_out: usize,
-        rng: &mut Rng,
-    ) -> Tensor {
+    pub fn tensor_with_fans(&self, shape: &[usize], fan_in: usize, fan_out: usize, rng: &mut Rng) -> Tensor {
         let (fi, fo) = (fan_in.max(1) as f32, fan_out.max(1) as f32);
         let uniform = |b: f32, rng: &mut Rng| {
-            if b > 0.0 {
-                Tensor::rand_uniform_with(shape, -b, b, rng)
-            } else {
-                Tensor::zeros(shape)
-            }
+            if b > 0.0 { Tensor::rand_uniform_with(shape, -b, b, rng) } else { Tensor::zeros(shape) }
         };
         match *self {
             Init::HeNormal => Tensor::randn_with(shape, 0.0, (2.0 / fi).sqrt(), rng),

@@ -66,18 +66,12 @@ impl Tensor {
 
     /// A tensor with every element equal to `value`.
     pub fn full(shape: &[usize], value: f32) -> Tensor {
-        Tensor {
-            shape: shape.to_vec(),
-            data: vec![value; numel(shape)],
-        }
+        Tensor { shape: shape.to_vec(), data: vec![value; numel(shape)] }
     }
 
     /// A scalar (a tensor of shape `[]`).
     pub fn scalar(value: f32) -> Tensor {
-        Tensor {
-            shape: vec![],
-            data: vec![value],
-        }
+        Tensor { shape: vec![], data: vec![value] }
     }
 
     /// Wraps `data` (row-major) as a tensor of the given shape.
@@ -100,10 +94,7 @@ impl Tensor {
                 data.len()
             )));
         }
-        Ok(Tensor {
-            shape: shape.to_vec(),
-            data,
-        })
+        Ok(Tensor { shape: shape.to_vec(), data })
     }
 
     /// A tensor whose element at multi-index `idx` is `f(idx)`.
@@ -128,10 +119,7 @@ impl Tensor {
                 idx[ax] = 0;
             }
         }
-        Tensor {
-            shape: shape.to_vec(),
-            data,
-        }
+        Tensor { shape: shape.to_vec(), data }
     }
 
     /// Samples from a normal distribution `N(mean, std²)` with a seeded generator.
@@ -148,13 +136,9 @@ impl Tensor {
     /// # Panics
     /// If `std` is negative or not finite.
     pub fn randn_with(shape: &[usize], mean: f32, std: f32, rng: &mut Rng) -> Tensor {
-        let dist = Normal::new(mean, std)
-            .unwrap_or_else(|e| panic!("Tensor::randn: invalid std {std}: {e}"));
+        let dist = Normal::new(mean, std).unwrap_or_else(|e| panic!("Tensor::randn: invalid std {std}: {e}"));
         let data = (0..numel(shape)).map(|_| dist.sample(rng)).collect();
-        Tensor {
-            shape: shape.to_vec(),
-            data,
-        }
+        Tensor { shape: shape.to_vec(), data }
     }
 
     /// Samples uniformly from `[low, high)` with a seeded generator.
@@ -174,10 +158,7 @@ impl Tensor {
         let dist = Uniform::new(low, high)
             .unwrap_or_else(|e| panic!("Tensor::rand_uniform: invalid range [{low}, {high}): {e}"));
         let data = (0..numel(shape)).map(|_| dist.sample(rng)).collect();
-        Tensor {
-            shape: shape.to_vec(),
-            data,
-        }
+        Tensor { shape: shape.to_vec(), data }
     }
 
     // ---------------------------------------------------------------- shape and data access
@@ -197,11 +178,7 @@ impl Tensor {
     /// # Panics
     /// If `axis >= self.ndim()`.
     pub fn dim(&self, axis: usize) -> usize {
-        assert!(
-            axis < self.ndim(),
-            "axis {axis} out of range for a tensor of shape {:?}",
-            self.shape
-        );
+        assert!(axis < self.ndim(), "axis {axis} out of range for a tensor of shape {:?}", self.shape);
         self.shape[axis]
     }
 
@@ -235,11 +212,7 @@ impl Tensor {
     /// # Panics
     /// If the tensor does not hold exactly one element.
     pub fn item(&self) -> f32 {
-        assert!(
-            self.len() == 1,
-            "item() needs a one-element tensor, got shape {:?}",
-            self.shape
-        );
+        assert!(self.len() == 1, "item() needs a one-element tensor, got shape {:?}", self.shape);
         self.data[0]
     }
 
@@ -256,11 +229,7 @@ impl Tensor {
         );
         let mut off = 0;
         for (&i, &d) in idx.iter().zip(&self.shape) {
-            assert!(
-                i < d,
-                "index {idx:?} out of bounds for shape {:?}",
-                self.shape
-            );
+            assert!(i < d, "index {idx:?} out of bounds for shape {:?}", self.shape);
             off = off * d + i;
         }
         off
@@ -333,11 +302,7 @@ impl Tensor {
     /// If the tensor is a scalar or `i` is out of range.
     pub fn outer(&self, i: usize) -> &[f32] {
         let n = self.dim(0);
-        assert!(
-            i < n,
-            "index {i} out of range for first axis of shape {:?}",
-            self.shape
-        );
+        assert!(i < n, "index {i} out of range for first axis of shape {:?}", self.shape);
         let step = self.len() / n;
         &self.data[i * step..(i + 1) * step]
     }
@@ -348,11 +313,7 @@ impl Tensor {
     /// If the tensor is a scalar or `i` is out of range.
     pub fn outer_mut(&mut self, i: usize) -> &mut [f32] {
         let n = self.dim(0);
-        assert!(
-            i < n,
-            "index {i} out of range for first axis of shape {:?}",
-            self.shape
-        );
+        assert!(i < n, "index {i} out of range for first axis of shape {:?}", self.shape);
         let step = self.len() / n;
         &mut self.data[i * step..(i + 1) * step]
     }
@@ -383,33 +344,20 @@ impl Tensor {
         out.shape.extend_from_slice(&self.shape[1..]);
         out.data.clear();
         for &i in indices {
-            assert!(
-                i < n,
-                "index {i} out of range for first axis of shape {:?}",
-                self.shape
-            );
-            out.data
-                .extend_from_slice(&self.data[i * step..(i + 1) * step]);
+            assert!(i < n, "index {i} out of range for first axis of shape {:?}", self.shape);
+            out.data.extend_from_slice(&self.data[i * step..(i + 1) * step]);
         }
     }
 
     // ---------------------------------------------------------------- element-wise
 
     fn assert_same_shape(&self, other: &Tensor, op: &str) {
-        assert!(
-            self.shape == other.shape,
-            "{op}: shape mismatch: {:?} vs {:?}",
-            self.shape,
-            other.shape
-        );
+        assert!(self.shape == other.shape, "{op}: shape mismatch: {:?} vs {:?}", self.shape, other.shape);
     }
 
     /// Applies `f` to every element, returning a new tensor.
     pub fn map(&self, f: impl Fn(f32) -> f32) -> Tensor {
-        Tensor {
-            shape: self.shape.clone(),
-            data: self.data.iter().map(|&x| f(x)).collect(),
-        }
+        Tensor { shape: self.shape.clone(), data: self.data.iter().map(|&x| f(x)).collect() }
     }
 
     /// Applies `f` to every element in place.
@@ -423,16 +371,8 @@ impl Tensor {
     /// If the shapes differ (the message gives both).
     pub fn zip_map(&self, other: &Tensor, f: impl Fn(f32, f32) -> f32) -> Tensor {
         self.assert_same_shape(other, "zip_map");
-        let data = self
-            .data
-            .iter()
-            .zip(&other.data)
-            .map(|(&a, &b)| f(a, b))
-            .collect();
-        Tensor {
-            shape: self.shape.clone(),
-            data,
-        }
+        let data = self.data.iter().zip(&other.data).map(|(&a, &b)| f(a, b)).collect();
+        Tensor { shape: self.shape.clone(), data }
     }
 
     /// `self[i] = f(self[i], other[i])` for every element.
@@ -441,10 +381,7 @@ impl Tensor {
     /// If the shapes differ (the message gives both).
     pub fn zip_map_inplace(&mut self, other: &Tensor, f: impl Fn(f32, f32) -> f32) {
         self.assert_same_shape(other, "zip_map_inplace");
-        self.data
-            .iter_mut()
-            .zip(&other.data)
-            .for_each(|(a, &b)| *a = f(*a, b));
+        self.data.iter_mut().zip(&other.data).for_each(|(a, &b)| *a = f(*a, b));
     }
 
     /// `self += alpha · x` (the BLAS "axpy").
@@ -453,10 +390,7 @@ impl Tensor {
     /// If the shapes differ (the message gives both).
     pub fn axpy(&mut self, alpha: f32, x: &Tensor) {
         self.assert_same_shape(x, "axpy");
-        self.data
-            .iter_mut()
-            .zip(&x.data)
-            .for_each(|(a, &b)| *a += alpha * b);
+        self.data.iter_mut().zip(&x.data).for_each(|(a, &b)| *a += alpha * b);
     }
 
     /// Multiplies every element by `s` in place.
@@ -475,10 +409,7 @@ impl Tensor {
     /// If the shapes differ (the message gives both).
     pub fn mul_assign_elem(&mut self, other: &Tensor) {
         self.assert_same_shape(other, "mul");
-        self.data
-            .iter_mut()
-            .zip(&other.data)
-            .for_each(|(a, &b)| *a *= b);
+        self.data.iter_mut().zip(&other.data).for_each(|(a, &b)| *a *= b);
     }
 
     /// Element-wise product, as a new tensor.
@@ -505,11 +436,7 @@ impl Tensor {
     /// If the shapes differ (the message gives both).
     pub fn dot(&self, other: &Tensor) -> f32 {
         self.assert_same_shape(other, "dot");
-        self.data
-            .iter()
-            .zip(&other.data)
-            .map(|(&a, &b)| a as f64 * b as f64)
-            .sum::<f64>() as f32
+        self.data.iter().zip(&other.data).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() as f32
     }
 
     /// True when every element is finite (no NaN, no ±∞).
@@ -523,11 +450,7 @@ impl Tensor {
     /// If the shapes differ (the message gives both).
     pub fn max_abs_diff(&self, other: &Tensor) -> f32 {
         self.assert_same_shape(other, "max_abs_diff");
-        self.data
-            .iter()
-            .zip(&other.data)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max)
+        self.data.iter().zip(&other.data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
     }
 
     // ---------------------------------------------------------------- reductions
@@ -544,37 +467,23 @@ impl Tensor {
 
     /// Largest element (−∞ for an empty tensor; NaN if any element is NaN).
     pub fn max(&self) -> f32 {
-        self.data.iter().fold(
-            f32::NEG_INFINITY,
-            |m, &x| if x > m || x.is_nan() { x } else { m },
-        )
+        self.data.iter().fold(f32::NEG_INFINITY, |m, &x| if x > m || x.is_nan() { x } else { m })
     }
 
     /// Smallest element (+∞ for an empty tensor; NaN if any element is NaN).
     pub fn min(&self) -> f32 {
-        self.data.iter().fold(
-            f32::INFINITY,
-            |m, &x| if x < m || x.is_nan() { x } else { m },
-        )
+        self.data.iter().fold(f32::INFINITY, |m, &x| if x < m || x.is_nan() { x } else { m })
     }
 
     /// Euclidean norm of all elements.
     pub fn norm(&self) -> f32 {
-        self.data
-            .iter()
-            .map(|&x| x as f64 * x as f64)
-            .sum::<f64>()
-            .sqrt() as f32
+        self.data.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt() as f32
     }
 
     /// Splits the shape around `axis` into (outer, len, inner) so that element
     /// `[o, k, i]` sits at `(o * len + k) * inner + i`.
     fn axis_split(&self, axis: usize, op: &str) -> (usize, usize, usize) {
-        assert!(
-            axis < self.ndim(),
-            "{op}: axis {axis} out of range for a tensor of shape {:?}",
-            self.shape
-        );
+        assert!(axis < self.ndim(), "{op}: axis {axis} out of range for a tensor of shape {:?}", self.shape);
         let outer = numel(&self.shape[..axis]);
         let inner = numel(&self.shape[axis + 1..]);
         (outer, self.shape[axis], inner)
@@ -684,11 +593,7 @@ impl Tensor {
     /// # Panics
     /// If the tensor is not 2-D.
     pub fn t(&self) -> Tensor {
-        assert!(
-            self.ndim() == 2,
-            "t(): need a 2-D tensor, got shape {:?}",
-            self.shape
-        );
+        assert!(self.ndim() == 2, "t(): need a 2-D tensor, got shape {:?}", self.shape);
         let (r, c) = (self.shape[0], self.shape[1]);
         Tensor::from_fn(&[c, r], |i| self.data[i[1] * c + i[0]])
     }
@@ -804,11 +709,7 @@ impl fmt::Display for Tensor {
             write!(f, "]")
         }
         write!(f, "Tensor{:?} ", self.shape)?;
-        if self.is_empty() {
-            write!(f, "[]")
-        } else {
-            rec(self, f, 0, 0)
-        }
+        if self.is_empty() { write!(f, "[]") } else { rec(self, f, 0, 0) }
     }
 }
 

@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Runs the PyTorch and backprop benchmarks side by side, in alternation, and writes the results
+into docs/benchmarks.md (between the markers <!-- compare:begin --> and <!-- compare:end -->).
+
+Usage: python3 benches/pytorch/compare.py [--repeats 5] [--threads 2] [--seconds 2]
+                                          [--python python3] [--no-write]
+Standard library only; PyTorch must already be installed for the interpreter given by --python.
+"""
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- compare:begin -->", "<!-- compare:end -->"
+
+# (key, label, unit, target: ("ratio", x) = backprop ≥ x × PyTorch for rates, ≤ x × for times/memory)
+FIGURES = [
+    ("convnet_train_b64", "convnet training step, batch 64", "images/s", 1.5),
+    ("convnet_train_b256", "convnet training step, batch 256", "images/s", 1.5),
+    ("convnet_infer_b256", "convnet inference, batch 256", "images/s", 1.5),
+    ("convnet_latency_b1_us", "convnet single-image latency (batch 1)", "µs", 0.5),
+    ("mlp_train_b64", "mlp training step, batch 64", "images/s", 1.5),
+    ("peak_rss_mib", "peak resident memory of the benchmark process", "MiB", 0.25),
+]
+HIGHER_IS_BETTER = {"convnet_train_b64", "convnet_train_b256", "convnet_infer_b256", "mlp_train_b64"}
+
+
+def run_json(cmd, env=None):
+    out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, env=env)
+    line = [l for l in out.stdout.splitlines() if l.startswith("{")][-1]
+    return json.loads(line)
+
+
+def cpu_model():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def fmt(v, key):
+    if key == "peak_rss_mib":
+        return f"{v:,.0f}"
+    if key.endswith("_us"):
+        return f"{v:,.0f}"
+    return f"{v:,.0f}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--python", default="python3")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+
+    subprocess.run(["cargo", "build", "--release", "--example", "speed"], cwd=ROOT, check=True)
+    rust_bin = ROOT / "target" / "release" / "examples" / "speed"
+    import os
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    results = {"pytorch": [], "backprop": []}
+    for r in range(args.repeats):
+        # Alternate which goes first, so slow drifts of the machine affect both alike.
+        order = ["pytorch", "backprop"] if r % 2 == 0 else ["backprop", "pytorch"]
+        for fw in order:
+            if fw == "pytorch":
+                cmd = [args.python, str(ROOT / "benches/pytorch/convnet.py"), str(args.threads), str(args.seconds)]
+            else:
+                cmd = [str(rust_bin), str(args.threads), str(args.seconds)]
+            res = run_json(cmd, env)
+            results[fw].append(res)
+            print(f"round {r + 1}/{args.repeats} {fw}: " + ", ".join(f"{k}={res[k]:.1f}" for k, *_ in FIGURES), file=sys.stderr)
+
+    torch_version = results["pytorch"][0]["version"]
+    rust_version = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    lines = [
+        BEGIN,
+        f"Measured {datetime.date.today().isoformat()} on {cpu_model()} ({os.cpu_count()} logical cores), "
+        f"{args.threads} threads each, {args.repeats} alternating rounds of fresh processes, "
+        f"≥ {args.seconds:g} s per figure after 10 warm-up iterations. PyTorch {torch_version} "
+        f"(`{Path(args.python).name}`); backprop {results['backprop'][0]['version']} built by {rust_version}. "
+        f"Command: `python3 benches/pytorch/compare.py --repeats {args.repeats} --threads {args.threads} "
+        f"--seconds {args.seconds:g}`.",
+        "",
+        "| figure | PyTorch median (min–max) | backprop median (min–max) | ratio | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, label, unit, target in FIGURES:
+        t = [r[key] for r in results["pytorch"]]
+        b = [r[key] for r in results["backprop"]]
+        tm, bm = statistics.median(t), statistics.median(b)
+        ratio = bm / tm
+        higher = key in HIGHER_IS_BETTER
+        met = ratio >= target if higher else ratio <= target
+        target_text = f"≥ {target}×" if higher else f"≤ {target}×"
+        lines.append(
+            f"| {label}, {unit} | {fmt(tm, key)} ({fmt(min(t), key)}–{fmt(max(t), key)}) "
+            f"| {fmt(bm, key)} ({fmt(min(b), key)}–{fmt(max(b), key)}) | {ratio:.2f}× | {target_text} | {'yes' if met else '**no**'} |"
+        )
+    lines.append(END)
+    table = "\n".join(lines)
+    print(table)
+    if not args.no_write:
+        doc = DOC.read_text()
+        if BEGIN in doc and END in doc:
+            doc = doc[: doc.index(BEGIN)] + table + doc[doc.index(END) + len(END):]
+        else:
+            doc += "\n## Side by side with PyTorch\n\n" + table + "\n"
+        DOC.write_text(doc)
+        print(f"updated {DOC}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

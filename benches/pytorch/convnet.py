@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""PyTorch side of the side-by-side benchmark (see README.md in this folder).
+
+Measures, in one process, with a fixed number of threads:
+  convnet training step (forward + cross-entropy + backward + Adam) at batch 64 and 256, images/s
+  convnet inference at batch 256, images/s
+  convnet single-image latency (batch 1 inference), microseconds
+  mlp training step at batch 64, images/s
+  peak resident memory of the process, MiB
+and prints one JSON object. Installs nothing; needs `torch` and `numpy`.
+"""
+import json
+import sys
+import time
+
+import torch
+import torch.nn as nn
+
+
+def convnet():
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(1600, 10),
+    )
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+
+
+def timed(step, warmup, seconds):
+    """Runs `step` `warmup` times, then repeatedly for at least `seconds`; returns seconds per call."""
+    for _ in range(warmup):
+        step()
+    n, start = 0, time.perf_counter()
+    while True:
+        step()
+        n += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds and n >= 5:
+            return elapsed / n
+
+
+def train_rate(net, shape, batch, warmup, seconds):
+    torch.manual_seed(0)
+    x = torch.rand(batch, *shape)
+    y = torch.randint(0, 10, (batch,))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad()
+        loss_fn(net(x), y).backward()
+        opt.step()
+
+    return batch / timed(step, warmup, seconds)
+
+
+def peak_rss_mib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def main():
+    threads = int(sys.argv[1]) if len(sys.argv) > 1 else 2
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 2.0
+    warmup = 10
+    torch.set_num_threads(threads)
+    torch.set_num_interop_threads(1)
+    out = {"framework": "pytorch", "version": torch.__version__, "threads": threads}
+    out["convnet_train_b64"] = train_rate(convnet(), (1, 28, 28), 64, warmup, seconds)
+    out["convnet_train_b256"] = train_rate(convnet(), (1, 28, 28), 256, warmup, seconds)
+    net = convnet().eval()
+    with torch.inference_mode():
+        x = torch.rand(256, 1, 28, 28)
+        out["convnet_infer_b256"] = 256 / timed(lambda: net(x), warmup, seconds)
+        x1 = torch.rand(1, 1, 28, 28)
+        out["convnet_latency_b1_us"] = 1e6 * timed(lambda: net(x1), warmup * 10, seconds)
+    out["mlp_train_b64"] = train_rate(mlp(), (784,), 64, warmup, seconds)
+    out["peak_rss_mib"] = peak_rss_mib()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

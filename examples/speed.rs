@@ -1,0 +1,99 @@
+//! The Rust side of the side-by-side benchmark against PyTorch (`benches/pytorch/`): the same
+//! networks, batch sizes and measurements as `benches/pytorch/convnet.py`, printed as one JSON
+//! object. Run by `benches/pytorch/compare.py`; by hand:
+//!
+//! ```sh
+//! cargo run --release --example speed -- 2 2.0     # threads, seconds per measurement
+//! ```
+
+use backprop::prelude::*;
+use std::time::Instant;
+
+fn convnet() -> Sequential {
+    Sequential::builder(&[1, 28, 28])
+        .add(Conv2d::new(1, 32, 3))
+        .add(Relu::new())
+        .add(MaxPool2d::new(2))
+        .add(Conv2d::new(32, 64, 3))
+        .add(Relu::new())
+        .add(MaxPool2d::new(2))
+        .add(Flatten::new())
+        .add(Dense::new(1600, 10))
+        .build()
+        .expect("the reference network")
+}
+
+fn mlp() -> Sequential {
+    Sequential::builder(&[784])
+        .add(Dense::new(784, 256))
+        .add(Relu::new())
+        .add(Dense::new(256, 10))
+        .build()
+        .expect("the mlp")
+}
+
+/// Runs `step` `warmup` times, then repeatedly for at least `seconds`; returns seconds per call.
+fn timed(mut step: impl FnMut(), warmup: usize, seconds: f64) -> f64 {
+    for _ in 0..warmup {
+        step();
+    }
+    let (mut n, start) = (0usize, Instant::now());
+    loop {
+        step();
+        n += 1;
+        let elapsed = start.elapsed().as_secs_f64();
+        if elapsed >= seconds && n >= 5 {
+            return elapsed / n as f64;
+        }
+    }
+}
+
+/// Images per second of full training steps: forward, cross-entropy, backward, Adam.
+fn train_rate(mut net: Sequential, sample: &[usize], batch: usize, warmup: usize, seconds: f64) -> f64 {
+    let mut shape = vec![batch];
+    shape.extend_from_slice(sample);
+    let x = Tensor::rand_uniform(&shape, 0.0, 1.0, 0);
+    let labels: Vec<usize> = (0..batch).map(|i| i % 10).collect();
+    let (loss, mut adam) = (CrossEntropyLoss::new(), Adam::new(1e-3));
+    batch as f64
+        / timed(
+            || {
+                net.train_step(&x, Target::Classes(&labels), &loss, &mut adam).expect("a valid batch");
+            },
+            warmup,
+            seconds,
+        )
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let threads: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2);
+    let seconds: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(2.0);
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().expect("the global thread pool");
+    let warmup = 10;
+
+    let b64 = train_rate(convnet(), &[1, 28, 28], 64, warmup, seconds);
+    let b256 = train_rate(convnet(), &[1, 28, 28], 256, warmup, seconds);
+    let mut net = convnet();
+    let x = Tensor::rand_uniform(&[256, 1, 28, 28], 0.0, 1.0, 1);
+    let infer = 256.0 / timed(|| drop(net.forward(&x, Mode::Eval)), warmup, seconds);
+    let x1 = Tensor::rand_uniform(&[1, 1, 28, 28], 0.0, 1.0, 2);
+    let latency = 1e6 * timed(|| drop(net.forward(&x1, Mode::Eval)), warmup * 10, seconds);
+    let mlp64 = train_rate(mlp(), &[784], 64, warmup, seconds);
+    println!(
+        "{{\"framework\": \"backprop\", \"version\": \"{}\", \"threads\": {threads}, \"convnet_train_b64\": {b64}, \
+         \"convnet_train_b256\": {b256}, \"convnet_infer_b256\": {infer}, \"convnet_latency_b1_us\": {latency}, \
+         \"mlp_train_b64\": {mlp64}, \"peak_rss_mib\": {}}}",
+        env!("CARGO_PKG_VERSION"),
+        peak_rss_mib()
+    );
+}
