@@ -75,7 +75,10 @@ macro_rules! elementwise_layer_impl {
 /// ```
 #[derive(Default)]
 pub struct Relu {
-    x: Tensor,
+    /// `[x > 0]` of the latest input, one byte per element (a quarter of caching `x` itself:
+    /// ReLU runs on the largest activations of a network, so its cache traffic matters).
+    positive: Vec<u8>,
+    shape: Vec<usize>,
 }
 
 impl Relu {
@@ -89,11 +92,19 @@ impl Layer for Relu {
     elementwise_layer_impl!(Relu, "ReLU");
 
     fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
-        elementwise_forward(self.name(), x, &mut self.x, false, |x| x.max(0.0))
+        same_shape("ReLU", x.shape()).unwrap_or_else(|e| panic!("{e}"));
+        self.shape.clear();
+        self.shape.extend_from_slice(x.shape());
+        self.positive.clear();
+        self.positive.extend(x.data().iter().map(|&v| u8::from(v > 0.0))); // [x > 0]
+        x.map(|v| if v <= 0.0 { 0.0 } else { v }) // max(x, 0), NaN stays NaN
     }
 
     fn backward(&mut self, g: &Tensor) -> Tensor {
-        elementwise_backward("ReLU", &self.x, g, |x| if x > 0.0 { 1.0 } else { 0.0 })
+        check_grad("ReLU", &self.shape, g);
+        let mut dx = g.clone();
+        dx.data_mut().iter_mut().zip(&self.positive).for_each(|(d, &p)| *d = if p == 0 { 0.0 } else { *d }); // g · [x > 0]
+        dx
     }
 }
 
