@@ -197,7 +197,8 @@ fn gradcheck_catches_a_wrong_backward() {
 /// parameter gradients that `backward` does.
 #[test]
 fn backward_params_only_matches_backward() {
-    let cases: Vec<(Box<dyn Layer>, Box<dyn Layer>, Tensor)> = vec![
+    type Case = (Box<dyn Layer>, Box<dyn Layer>, Tensor);
+    let cases: Vec<Case> = vec![
         (
             Box::new(Conv2d::new(2, 3, 3).padding(1).seed(1)),
             Box::new(Conv2d::new(2, 3, 3).padding(1).seed(1)),
