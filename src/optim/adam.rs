@@ -24,6 +24,7 @@
 
 use super::{Optimizer, State};
 use crate::layers::Param;
+use rayon::prelude::*;
 
 /// Settings and state shared by [`Adam`] and [`AdamW`].
 #[derive(Clone, Debug)]
@@ -59,37 +60,45 @@ impl AdamCore {
     /// One Adam step; `decoupled` selects AdamW's weight decay.
     fn step(&mut self, params: &mut [&mut Param], decoupled: bool, name: &str) {
         self.t += 1;
-        let (lr, b1, b2, eps, wd) = (self.lr, self.beta1, self.beta2, self.eps, self.weight_decay);
         // Scalars in f64, as PyTorch computes them in Python floats.
-        let bias1 = 1.0 - (b1 as f64).powi(self.t); // 1 − β₁ᵗ
-        let bias2_sqrt = (1.0 - (b2 as f64).powi(self.t)).sqrt() as f32; // √(1 − β₂ᵗ)
-        let step_size = (lr as f64 / bias1) as f32; // η / (1 − β₁ᵗ)
+        let bias1 = 1.0 - (self.beta1 as f64).powi(self.t); // 1 − β₁ᵗ
+        let h = Hyper {
+            lr: self.lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            wd: self.weight_decay,
+            bias2_sqrt: (1.0 - (self.beta2 as f64).powi(self.t)).sqrt() as f32, // √(1 − β₂ᵗ)
+            step_size: (self.lr as f64 / bias1) as f32,                         // η / (1 − β₁ᵗ)
+        };
         let ms = self.m.get(params, name);
         let vs = self.v.get(params, name);
         let mut vmaxs = if self.amsgrad { Some(self.v_max.get(params, name).iter_mut()) } else { None };
         for ((p, m), v) in params.iter_mut().zip(ms.iter_mut()).zip(vs.iter_mut()) {
-            let mut v_max =
-                vmaxs.as_mut().map(|it| it.next().expect("one buffer per parameter").data_mut().iter_mut());
-            let (theta, grad) = (p.value.data_mut(), p.grad.data());
-            for (((t, &g), m), v) in theta.iter_mut().zip(grad).zip(m.data_mut()).zip(v.data_mut()) {
-                let g = if decoupled {
-                    *t *= 1.0 - lr * wd; // AdamW: θ ← θ − ηλθ
-                    g
-                } else {
-                    g + wd * *t // Adam: g ← g + λθ
-                };
-                *m += (1.0 - b1) * (g - *m); // m ← β₁m + (1 − β₁)g, written as PyTorch's lerp
-                *v = b2 * *v + (1.0 - b2) * g * g; // v ← β₂v + (1 − β₂)g²
-                let v_used = match v_max.as_mut() {
-                    Some(it) => {
-                        let vm = it.next().expect("same length");
-                        *vm = vm.max(*v); // AMSGrad: v_max ← max(v_max, v)
-                        *vm
-                    }
-                    None => *v,
-                };
-                let denom = v_used.sqrt() / bias2_sqrt + eps; // √v̂ + ε
-                *t -= step_size * *m / denom; // θ ← θ − η·m̂/(√v̂ + ε)
+            let (theta, grad, m, v) = (p.value.data_mut(), p.grad.data(), m.data_mut(), v.data_mut());
+            // Every element is independent: update chunks in parallel (same result on any
+            // number of threads), each with a loop the compiler can vectorise.
+            let chunks = theta
+                .par_chunks_mut(CHUNK)
+                .zip(grad.par_chunks(CHUNK))
+                .zip(m.par_chunks_mut(CHUNK))
+                .zip(v.par_chunks_mut(CHUNK));
+            match (
+                vmaxs.as_mut().map(|it| it.next().expect("one buffer per parameter").data_mut()),
+                decoupled,
+            ) {
+                (None, false) => {
+                    chunks.for_each(|(((t, g), m), v)| update::<false, false>(t, g, m, v, &mut [], &h))
+                }
+                (None, true) => {
+                    chunks.for_each(|(((t, g), m), v)| update::<true, false>(t, g, m, v, &mut [], &h))
+                }
+                (Some(vmax), false) => chunks
+                    .zip(vmax.par_chunks_mut(CHUNK))
+                    .for_each(|((((t, g), m), v), vm)| update::<false, true>(t, g, m, v, vm, &h)),
+                (Some(vmax), true) => chunks
+                    .zip(vmax.par_chunks_mut(CHUNK))
+                    .for_each(|((((t, g), m), v), vm)| update::<true, true>(t, g, m, v, vm, &h)),
             }
         }
     }
@@ -106,6 +115,51 @@ impl AdamCore {
             s += ", amsgrad";
         }
         s + ")"
+    }
+}
+
+/// Elements per parallel task of an update (small parameters stay on one thread).
+const CHUNK: usize = 1 << 14;
+
+/// The scalars of one step.
+struct Hyper {
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    wd: f32,
+    bias2_sqrt: f32,
+    step_size: f32,
+}
+
+/// The Adam update of one slice of a parameter, for each combination of AdamW's decoupled decay
+/// and AMSGrad (as compile-time flags, so the inner loop has no branches and vectorises).
+fn update<const DECOUPLED: bool, const AMSGRAD: bool>(
+    theta: &mut [f32],
+    grad: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    v_max: &mut [f32],
+    h: &Hyper,
+) {
+    for i in 0..theta.len() {
+        let (t, g) = (&mut theta[i], grad[i]);
+        let g = if DECOUPLED {
+            *t *= 1.0 - h.lr * h.wd; // AdamW: θ ← θ − ηλθ
+            g
+        } else {
+            g + h.wd * *t // Adam: g ← g + λθ
+        };
+        m[i] += (1.0 - h.beta1) * (g - m[i]); // m ← β₁m + (1 − β₁)g, written as PyTorch's lerp
+        v[i] = h.beta2 * v[i] + (1.0 - h.beta2) * g * g; // v ← β₂v + (1 − β₂)g²
+        let v_used = if AMSGRAD {
+            v_max[i] = v_max[i].max(v[i]); // AMSGrad: v_max ← max(v_max, v)
+            v_max[i]
+        } else {
+            v[i]
+        };
+        let denom = v_used.sqrt() / h.bias2_sqrt + h.eps; // √v̂ + ε
+        *t -= h.step_size * m[i] / denom; // θ ← θ − η·m̂/(√v̂ + ε)
     }
 }
 
