@@ -198,9 +198,11 @@ impl Sequential {
         let Some((first, rest)) = self.layers.split_first_mut() else {
             return x.clone();
         };
+        // The first layer borrows the caller's input; the model owns every later activation, so
+        // element-wise layers may overwrite them in place.
         let mut h = first.forward(x, mode);
         for layer in rest {
-            h = layer.forward(&h, mode);
+            h = layer.forward_owned(h, mode);
         }
         h
     }
@@ -213,7 +215,10 @@ impl Sequential {
     pub fn backward(&mut self, grad_output: &Tensor) -> Tensor {
         let mut g: Option<Tensor> = None;
         for layer in self.layers.iter_mut().rev() {
-            g = Some(layer.backward(g.as_ref().unwrap_or(grad_output)));
+            g = Some(match g {
+                Some(g) => layer.backward_owned(g), // the model owns it: may be reused in place
+                None => layer.backward(grad_output),
+            });
         }
         g.unwrap_or_else(|| grad_output.clone())
     }
@@ -227,7 +232,10 @@ impl Sequential {
         let Some((first, rest)) = self.layers.split_first_mut() else { return };
         let mut g: Option<Tensor> = None;
         for layer in rest.iter_mut().rev() {
-            g = Some(layer.backward(g.as_ref().unwrap_or(grad_output)));
+            g = Some(match g {
+                Some(g) => layer.backward_owned(g),
+                None => layer.backward(grad_output),
+            });
         }
         first.backward_params_only(g.as_ref().unwrap_or(grad_output));
     }

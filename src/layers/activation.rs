@@ -21,6 +21,7 @@
 use super::{Layer, Mode, check_grad, check_input, shape_error};
 use crate::error::Result;
 use crate::tensor::Tensor;
+use rayon::prelude::*;
 
 /// Output shape of an element-wise layer: anything with a batch axis.
 fn same_shape(name: &str, input: &[usize]) -> Result<Vec<usize>> {
@@ -61,6 +62,17 @@ macro_rules! elementwise_layer_impl {
     };
 }
 
+/// Runs `f` over matching chunks of two buffers: in parallel for large buffers, on the calling
+/// thread for small ones (each element is independent, so the result is the same either way).
+fn for_chunks<A: Send, B: Send>(a: &mut [A], b: &mut [B], f: impl Fn((&mut [A], &mut [B])) + Sync + Send) {
+    const CHUNK: usize = 1 << 15;
+    if a.len() <= CHUNK {
+        f((a, b));
+    } else {
+        a.par_chunks_mut(CHUNK).zip(b.par_chunks_mut(CHUNK)).for_each(f);
+    }
+}
+
 // ---------------------------------------------------------------------------------------- ReLU
 
 /// Rectified linear unit: `y = max(x, 0)`, `dL/dx = g · [x > 0]`.
@@ -91,20 +103,35 @@ impl Relu {
 impl Layer for Relu {
     elementwise_layer_impl!(Relu, "ReLU");
 
-    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+    fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
+        self.forward_owned(x.clone(), mode)
+    }
+
+    fn forward_owned(&mut self, mut x: Tensor, _mode: Mode) -> Tensor {
         same_shape("ReLU", x.shape()).unwrap_or_else(|e| panic!("{e}"));
         self.shape.clear();
         self.shape.extend_from_slice(x.shape());
-        self.positive.clear();
-        self.positive.extend(x.data().iter().map(|&v| u8::from(v > 0.0))); // [x > 0]
-        x.map(|v| if v <= 0.0 { 0.0 } else { v }) // max(x, 0), NaN stays NaN
+        self.positive.resize(x.len(), 0);
+        let relu = |(xs, pos): (&mut [f32], &mut [u8])| {
+            for (v, p) in xs.iter_mut().zip(pos) {
+                *p = u8::from(*v > 0.0); // [x > 0], for backward
+                *v = if *v <= 0.0 { 0.0 } else { *v }; // y = max(x, 0), NaN stays NaN
+            }
+        };
+        for_chunks(x.data_mut(), &mut self.positive, relu);
+        x
     }
 
     fn backward(&mut self, g: &Tensor) -> Tensor {
-        check_grad("ReLU", &self.shape, g);
-        let mut dx = g.clone();
-        dx.data_mut().iter_mut().zip(&self.positive).for_each(|(d, &p)| *d = if p == 0 { 0.0 } else { *d }); // g · [x > 0]
-        dx
+        self.backward_owned(g.clone())
+    }
+
+    fn backward_owned(&mut self, mut g: Tensor) -> Tensor {
+        check_grad("ReLU", &self.shape, &g);
+        for_chunks(g.data_mut(), &mut self.positive, |(gs, pos)| {
+            gs.iter_mut().zip(pos.iter()).for_each(|(d, &p)| *d = if p == 0 { 0.0 } else { *d }); // g · [x > 0]
+        });
+        g
     }
 }
 

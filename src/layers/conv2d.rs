@@ -300,17 +300,33 @@ impl Layer for Conv2d {
         self.cols.resize(n * ckk * ohow, 0.0);
         let mut y = Tensor::zeros(&self.out_shape);
         let (w, b) = (self.weight.value.data(), self.bias.as_ref().map(|b| b.value.data()));
-        y.data_mut().par_chunks_mut(o * ohow).zip(self.cols.par_chunks_mut(ckk * ohow)).enumerate().for_each(
-            |(i, (y_i, cols_i))| {
-                im2col(x.outer(i), &g, cols_i); // cols = im2col(x[n])
-                sgemm(o, ckk, ohow, 1.0, w, No, cols_i, No, 0.0, y_i); // y[n] = W·cols
-                if let Some(b) = b {
+        let image = |(i, (y_i, cols_i)): (usize, (&mut [f32], &mut [f32]))| {
+            im2col(x.outer(i), &g, cols_i); // cols = im2col(x[n])
+            match b {
+                Some(b) => {
                     for (row, &b_o) in y_i.chunks_exact_mut(ohow).zip(b) {
-                        row.iter_mut().for_each(|v| *v += b_o); // y[n] += b
+                        row.fill(b_o); // y[n] = b …
                     }
+                    sgemm(o, ckk, ohow, 1.0, w, No, cols_i, No, 1.0, y_i); // … + W·cols
                 }
-            },
-        );
+                None => sgemm(o, ckk, ohow, 1.0, w, No, cols_i, No, 0.0, y_i), // y[n] = W·cols
+            }
+        };
+        if n < rayon::current_num_threads() {
+            // Fewer images than threads (inference on one image): one at a time, so that each
+            // GEMM can use all the threads instead.
+            y.data_mut()
+                .chunks_mut(o * ohow)
+                .zip(self.cols.chunks_mut(ckk * ohow))
+                .enumerate()
+                .for_each(image);
+        } else {
+            y.data_mut()
+                .par_chunks_mut(o * ohow)
+                .zip(self.cols.par_chunks_mut(ckk * ohow))
+                .enumerate()
+                .for_each(image);
+        }
         y
     }
 

@@ -47,8 +47,19 @@ impl Layer for Flatten {
         x.clone().reshape(&self.out_shape)
     }
 
+    fn forward_owned(&mut self, x: Tensor, _mode: Mode) -> Tensor {
+        self.out_shape = check_input(self, &x);
+        self.in_shape.clear();
+        self.in_shape.extend_from_slice(x.shape());
+        x.reshape(&self.out_shape) // free: only the shape changes
+    }
+
     fn backward(&mut self, g: &Tensor) -> Tensor {
-        check_grad(self.name(), &self.out_shape, g);
-        g.clone().reshape(&self.in_shape)
+        self.backward_owned(g.clone())
+    }
+
+    fn backward_owned(&mut self, g: Tensor) -> Tensor {
+        check_grad(self.name(), &self.out_shape, &g);
+        g.reshape(&self.in_shape)
     }
 }

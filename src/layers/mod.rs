@@ -114,6 +114,26 @@ pub trait Layer: Send {
     /// If called before `forward`, or with a gradient whose shape is not the latest output's.
     fn backward(&mut self, grad_out: &Tensor) -> Tensor;
 
+    /// Like [`Layer::forward`], taking ownership of the input, so that a layer that maps each
+    /// element on its own (ReLU, dropout, flatten) can reuse the input's memory for its output
+    /// instead of allocating and writing a new tensor. `Sequential` calls this for every layer but
+    /// the first. The default borrows and calls `forward`.
+    ///
+    /// # Panics
+    /// As [`Layer::forward`].
+    fn forward_owned(&mut self, x: Tensor, mode: Mode) -> Tensor {
+        self.forward(&x, mode)
+    }
+
+    /// Like [`Layer::backward`], taking ownership of `dL/dy` so that it can become `dL/dx` in
+    /// place. The default borrows and calls `backward`.
+    ///
+    /// # Panics
+    /// As [`Layer::backward`].
+    fn backward_owned(&mut self, grad_out: Tensor) -> Tensor {
+        self.backward(&grad_out)
+    }
+
     /// Like [`Layer::backward`] when nobody needs `dL/dx` — the layer is the first of a network
     /// being trained: accumulates `dL/dθ` only. Layers for which `dL/dx` is real work (Conv2d,
     /// Dense) skip it; the default calls `backward` and drops the result.

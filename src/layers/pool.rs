@@ -28,6 +28,9 @@ use crate::tensor::Tensor;
 use crate::tensor::im2col::ConvGeometry;
 use rayon::prelude::*;
 
+/// Inputs with fewer elements than this are pooled on the calling thread.
+const SERIAL_BELOW: usize = 1 << 16;
+
 /// Window settings shared by [`MaxPool2d`] and [`AvgPool2d`].
 #[derive(Clone, Copy, Debug)]
 struct Window {
@@ -248,18 +251,26 @@ impl Layer for MaxPool2d {
         let win = self.window;
         let mut y = Tensor::zeros(&self.out_shape);
         self.argmax.resize(y.len(), 0);
-        // Planes are processed in parallel, several per task (one plane is too little work).
+        // Planes are processed in parallel, several per task (one plane is too little work);
+        // small inputs stay on the calling thread, where waking other threads would cost more.
         let planes_per_task = (4096 / (h * w).max(1)).max(1);
-        y.data_mut()
-            .par_chunks_mut(planes_per_task * oh * ow)
-            .zip(self.argmax.par_chunks_mut(planes_per_task * oh * ow))
-            .zip(x.data().par_chunks(planes_per_task * h * w))
-            .for_each(|((y_t, arg_t), x_t)| {
-                let planes = y_t.chunks_exact_mut(oh * ow).zip(arg_t.chunks_exact_mut(oh * ow));
-                for ((y_p, arg_p), x_p) in planes.zip(x_t.chunks_exact(h * w)) {
-                    max_pool_plane(x_p, (h, w), win, (oh, ow), y_p, arg_p);
-                }
-            });
+        let task = |((y_t, arg_t), x_t): ((&mut [f32], &mut [u32]), &[f32])| {
+            let planes = y_t.chunks_exact_mut(oh * ow).zip(arg_t.chunks_exact_mut(oh * ow));
+            for ((y_p, arg_p), x_p) in planes.zip(x_t.chunks_exact(h * w)) {
+                max_pool_plane(x_p, (h, w), win, (oh, ow), y_p, arg_p);
+            }
+        };
+        let (y_len, x_len) = (planes_per_task * oh * ow, planes_per_task * h * w);
+        if x.len() < SERIAL_BELOW {
+            y.data_mut()
+                .chunks_mut(y_len)
+                .zip(self.argmax.chunks_mut(y_len))
+                .zip(x.data().chunks(x_len))
+                .for_each(task);
+        } else {
+            let tasks = y.data_mut().par_chunks_mut(y_len).zip(self.argmax.par_chunks_mut(y_len));
+            tasks.zip(x.data().par_chunks(x_len)).for_each(task);
+        }
         y
     }
 
@@ -268,15 +279,18 @@ impl Layer for MaxPool2d {
         let mut dx = Tensor::zeros(&self.in_shape);
         let plane_in = self.in_shape[2] * self.in_shape[3];
         let plane_out = self.out_shape[2] * self.out_shape[3];
-        dx.data_mut()
-            .par_chunks_mut(plane_in)
-            .zip(g.data().par_chunks(plane_out))
-            .zip(self.argmax.par_chunks(plane_out))
-            .for_each(|((dx_p, g_p), arg_p)| {
-                for (&gv, &i) in g_p.iter().zip(arg_p) {
-                    dx_p[i as usize] += gv; // route g to the window's arg-max
-                }
-            });
+        let route = |((dx_p, g_p), arg_p): ((&mut [f32], &[f32]), &[u32])| {
+            for (&gv, &i) in g_p.iter().zip(arg_p) {
+                dx_p[i as usize] += gv; // route g to the window's arg-max
+            }
+        };
+        if dx.len() < SERIAL_BELOW {
+            let planes = dx.data_mut().chunks_mut(plane_in).zip(g.data().chunks(plane_out));
+            planes.zip(self.argmax.chunks(plane_out)).for_each(route);
+        } else {
+            let planes = dx.data_mut().par_chunks_mut(plane_in).zip(g.data().par_chunks(plane_out));
+            planes.zip(self.argmax.par_chunks(plane_out)).for_each(route);
+        }
         dx
     }
 }
