@@ -28,9 +28,11 @@ pub enum Transpose {
     Yes,
 }
 
-/// Products with fewer multiply-adds than this run on one thread: below it, waking a second
-/// thread costs more than it saves (measured in `benches/gemm.rs`).
-pub const PARALLEL_MIN_MACS: usize = 1 << 20;
+/// Products with fewer multiply-adds than this run on one thread. Handing work to rayon from outside
+/// its pool costs ~30 µs here (an empty `rayon::join` from the main thread, measured on the 2-core
+/// test machine), about what a single thread needs for 2·10⁶ multiply-adds; splitting pays off
+/// clearly only well above that.
+pub const PARALLEL_MIN_MACS: usize = 1 << 23;
 
 /// `C[m, n] = alpha · op(A)[m, k] · op(B)[k, n] + beta · C`, on row-major slices.
 ///
