@@ -208,8 +208,10 @@ impl Conv2d {
         let geo = self.geometry.expect("forward ran");
         let (n, o, ckk, ohow) = (self.in_shape[0], self.out_channels, geo.col_rows(), geo.col_cols());
         let groups = n.div_ceil(GROUP);
+        // Per group of images: a partial dL/dW (o·ckk values) followed by a partial dL/db (o).
+        let partial = o * ckk + o;
         self.dw_groups.clear();
-        self.dw_groups.resize(groups * o * ckk, 0.0);
+        self.dw_groups.resize(groups * partial, 0.0);
         let w = self.weight.value.data();
         let in_len = geo.input_len();
         let need_dx = dx.is_some();
@@ -231,29 +233,31 @@ impl Conv2d {
             (0..groups).map(|_| &mut [][..]).collect()
         };
         self.dw_groups
-            .par_chunks_mut(o * ckk)
+            .par_chunks_mut(partial)
             .zip(dcols_groups.par_iter_mut())
             .zip(dx_groups.par_iter_mut())
             .zip(g.data().par_chunks(GROUP * o * ohow))
             .zip(self.cols.par_chunks(GROUP * ckk * ohow))
-            .for_each(|((((dw, dcols), dx_group), g_group), cols_group)| {
+            .for_each(|((((dw_db, dcols), dx_group), g_group), cols_group)| {
+                let (dw, db) = dw_db.split_at_mut(o * ckk);
                 let images = g_group.chunks_exact(o * ohow).zip(cols_group.chunks_exact(ckk * ohow));
                 for (i, (g_i, cols_i)) in images.enumerate() {
                     sgemm(o, ohow, ckk, 1.0, g_i, No, cols_i, Yes, 1.0, dw); // dW += g[n]·colsᵀ
+                    for (db_o, row) in db.iter_mut().zip(g_i.chunks_exact(ohow)) {
+                        *db_o += row.iter().sum::<f32>(); // db += Σ_p g[n, o, p]
+                    }
                     if need_dx {
                         sgemm(ckk, o, ohow, 1.0, w, Yes, g_i, No, 0.0, dcols); // dcols = Wᵀ·g[n]
                         col2im(dcols, &geo, &mut dx_group[i * in_len..][..in_len]); // dx[n] = col2im(dcols)
                     }
                 }
             });
-        for dw in self.dw_groups.chunks_exact(o * ckk) {
+        // Add the group sums in a fixed order: the same result on any number of threads.
+        for part in self.dw_groups.chunks_exact(partial) {
+            let (dw, db) = part.split_at(o * ckk);
             self.weight.grad.data_mut().iter_mut().zip(dw).for_each(|(a, b)| *a += b);
-        }
-        if let Some(b) = &mut self.bias {
-            for g_i in g.data().chunks_exact(o * ohow) {
-                for (db, row) in b.grad.data_mut().iter_mut().zip(g_i.chunks_exact(ohow)) {
-                    *db += row.iter().sum::<f32>(); // db += Σ_p g[n, o, p]
-                }
+            if let Some(b) = &mut self.bias {
+                b.grad.data_mut().iter_mut().zip(db).for_each(|(a, b)| *a += b);
             }
         }
     }
