@@ -191,3 +191,26 @@ fn batchnorm_by_hand() {
     assert_close(&y, &[2., 4.], "eval identity at init");
     assert_close(&bn.backward(&t(&[1, 1, 1, 2], &[1., 1.])), &[1., 1.], "eval dx");
 }
+
+#[test]
+fn max_pool_propagates_nan_on_every_path() {
+    // 2×2 stride 2 (dedicated path), 2×2 stride 1 and 3×3 (fixed-size paths), padded (general path).
+    let mut x = Tensor::from_fn(&[1, 1, 4, 4], |i| (i[2] * 4 + i[3]) as f32);
+    x[&[0, 0, 1, 1]] = f32::NAN;
+    for mut pool in [
+        MaxPool2d::new(2),
+        MaxPool2d::new(2).stride(1),
+        MaxPool2d::new(3).stride(1),
+        MaxPool2d::new(2).padding(1),
+    ] {
+        let y = pool.forward(&x, Mode::Train);
+        // Every window that holds the NaN outputs NaN; the others are untouched numbers.
+        let k =
+            y.data().iter().position(|v| v.is_nan()).unwrap_or_else(|| panic!("{}: {y}", pool.describe()));
+        assert!(y.data().iter().filter(|v| v.is_nan()).count() <= 4);
+        // The gradient of a NaN output goes to the NaN input.
+        let mut g = Tensor::zeros(y.shape());
+        g.data_mut()[k] = 1.0;
+        assert_eq!(pool.backward(&g)[&[0, 0, 1, 1]], 1.0, "{}", pool.describe());
+    }
+}

@@ -96,6 +96,7 @@ fn max_pool_plane(
     arg: &mut [u32],
 ) {
     match (win.kernel, win.padding) {
+        ((2, 2), (0, 0)) if win.stride == (2, 2) => max_pool_plane_2x2(x, hw, ohw, y, arg),
         ((2, 2), (0, 0)) => max_pool_plane_fixed::<2, 2>(x, hw, win.stride, ohw, y, arg),
         ((3, 3), (0, 0)) => max_pool_plane_fixed::<3, 3>(x, hw, win.stride, ohw, y, arg),
         _ => max_pool_plane_general(x, hw, win, ohw, y, arg),
@@ -117,6 +118,38 @@ fn fold_max(v: f32, i: usize, best: &mut f32, best_i: &mut usize, nan: &mut bool
 /// runs once training has diverged).
 fn first_nan(x: &[f32], mut window: impl Iterator<Item = usize>) -> Option<usize> {
     window.find(|&i| x[i].is_nan())
+}
+
+/// The most common pooling of all, 2×2 windows with stride 2, written over row pairs so that no
+/// index is bounds-checked in the inner loop.
+fn max_pool_plane_2x2(
+    x: &[f32],
+    (_h, w): (usize, usize),
+    (oh, ow): (usize, usize),
+    y: &mut [f32],
+    arg: &mut [u32],
+) {
+    for (oy, (y_row, arg_row)) in y.chunks_exact_mut(ow).zip(arg.chunks_exact_mut(ow)).enumerate().take(oh) {
+        let top = 2 * oy * w;
+        let (upper, lower) = (&x[top..top + 2 * ow], &x[top + w..top + w + 2 * ow]);
+        let windows = upper.chunks_exact(2).zip(lower.chunks_exact(2));
+        for (ox, ((u, l), (y_out, arg_out))) in
+            windows.zip(y_row.iter_mut().zip(arg_row.iter_mut())).enumerate()
+        {
+            let i = top + 2 * ox;
+            let (mut best, mut best_i, mut nan) = (u[0], i, false);
+            fold_max(u[1], i + 1, &mut best, &mut best_i, &mut nan);
+            fold_max(l[0], i + w, &mut best, &mut best_i, &mut nan);
+            fold_max(l[1], i + w + 1, &mut best, &mut best_i, &mut nan);
+            nan |= u[0].is_nan();
+            if nan {
+                best_i = first_nan(x, [i, i + 1, i + w, i + w + 1].into_iter()).unwrap_or(best_i);
+                best = x[best_i];
+            }
+            *y_out = best;
+            *arg_out = best_i as u32;
+        }
+    }
 }
 
 fn max_pool_plane_fixed<const KH: usize, const KW: usize>(
