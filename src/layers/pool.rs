@@ -120,34 +120,28 @@ fn first_nan(x: &[f32], mut window: impl Iterator<Item = usize>) -> Option<usize
     window.find(|&i| x[i].is_nan())
 }
 
-/// The most common pooling of all, 2×2 windows with stride 2, written over row pairs so that no
-/// index is bounds-checked in the inner loop.
-fn max_pool_plane_2x2(
-    x: &[f32],
-    (_h, w): (usize, usize),
-    (oh, ow): (usize, usize),
-    y: &mut [f32],
-    arg: &mut [u32],
-) {
+/// The most common pooling of all, 2×2 windows with stride 2, written over row pairs as selects
+/// the compiler can vectorise: a window `[a b; c d]` gives `max(max(a, b), max(c, d))` with strict
+/// comparisons, so ties keep the first position in reading order. A row holding a NaN is redone by
+/// the general code, which lets the NaN win.
+fn max_pool_plane_2x2(x: &[f32], (h, w): (usize, usize), (oh, ow): (usize, usize), y: &mut [f32], arg: &mut [u32]) {
     for (oy, (y_row, arg_row)) in y.chunks_exact_mut(ow).zip(arg.chunks_exact_mut(ow)).enumerate().take(oh) {
         let top = 2 * oy * w;
         let (upper, lower) = (&x[top..top + 2 * ow], &x[top + w..top + w + 2 * ow]);
+        let mut nan = false;
         let windows = upper.chunks_exact(2).zip(lower.chunks_exact(2));
-        for (ox, ((u, l), (y_out, arg_out))) in
-            windows.zip(y_row.iter_mut().zip(arg_row.iter_mut())).enumerate()
-        {
-            let i = top + 2 * ox;
-            let (mut best, mut best_i, mut nan) = (u[0], i, false);
-            fold_max(u[1], i + 1, &mut best, &mut best_i, &mut nan);
-            fold_max(l[0], i + w, &mut best, &mut best_i, &mut nan);
-            fold_max(l[1], i + w + 1, &mut best, &mut best_i, &mut nan);
-            nan |= u[0].is_nan();
-            if nan {
-                best_i = first_nan(x, [i, i + 1, i + w, i + w + 1].into_iter()).unwrap_or(best_i);
-                best = x[best_i];
-            }
-            *y_out = best;
-            *arg_out = best_i as u32;
+        for (ox, ((u, l), (y_out, arg_out))) in windows.zip(y_row.iter_mut().zip(arg_row.iter_mut())).enumerate() {
+            let (a, b, c, d) = (u[0], u[1], l[0], l[1]);
+            let (top_max, top_i) = if b > a { (b, 1) } else { (a, 0) };
+            let (low_max, low_i) = if d > c { (d, w + 1) } else { (c, w) };
+            let (m, i) = if low_max > top_max { (low_max, low_i) } else { (top_max, top_i) };
+            *y_out = m;
+            *arg_out = (top + 2 * ox + i) as u32;
+            nan |= a.is_nan() | b.is_nan() | c.is_nan() | d.is_nan();
+        }
+        if nan {
+            let row = Window { kernel: (2, 2), stride: (2, 2), padding: (0, 0) };
+            max_pool_rows_general(x, (h, w), row, (oy, oy + 1), ow, y_row, arg_row);
         }
     }
 }
@@ -181,17 +175,23 @@ fn max_pool_plane_fixed<const KH: usize, const KW: usize>(
     }
 }
 
-fn max_pool_plane_general(
+fn max_pool_plane_general(x: &[f32], hw: (usize, usize), win: Window, (oh, ow): (usize, usize), y: &mut [f32], arg: &mut [u32]) {
+    max_pool_rows_general(x, hw, win, (0, oh), ow, y, arg);
+}
+
+/// Output rows `oy0..oy1` of the general max pooling; `y` and `arg` hold exactly those rows.
+fn max_pool_rows_general(
     x: &[f32],
     (h, w): (usize, usize),
     win: Window,
-    (oh, ow): (usize, usize),
+    (oy0, oy1): (usize, usize),
+    ow: usize,
     y: &mut [f32],
     arg: &mut [u32],
 ) {
     let (kh, kw) = win.kernel;
     let (sh, sw) = win.stride;
-    for oy in 0..oh {
+    for oy in oy0..oy1 {
         let rows = span(oy, sh, win.padding.0, kh, h);
         for ox in 0..ow {
             let cols = span(ox, sw, win.padding.1, kw, w);
@@ -207,8 +207,8 @@ fn max_pool_plane_general(
                 best_i = first_nan(x, window).unwrap_or(best_i);
                 best = x[best_i];
             }
-            y[oy * ow + ox] = best;
-            arg[oy * ow + ox] = best_i as u32;
+            y[(oy - oy0) * ow + ox] = best;
+            arg[(oy - oy0) * ow + ox] = best_i as u32;
         }
     }
 }
