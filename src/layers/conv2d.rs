@@ -24,9 +24,12 @@
 //! dL/dx[n]  = col2im(dcols)           [C, H, W]      (returned)
 //! ```
 //!
-//! Images are processed in parallel (rayon), each with single-threaded GEMMs. `dL/dW` is summed
-//! per fixed group of images and the group sums are added in order, so the result does not
-//! depend on the number of threads.
+//! Images are processed in parallel (rayon) in fixed groups of 4, each group with its own small
+//! `cols` buffer that stays in cache from im2col to the GEMM. The backward pass recomputes
+//! `cols` from the cached input instead of keeping every image's `cols` from the forward pass:
+//! im2col is cheap next to the GEMMs, and the cached matrices (9× the input for a 3×3 kernel) would
+//! be written to and read back from main memory. `dL/dW` is summed per group and the group sums
+//! are added in order, so the result does not depend on the number of threads.
 
 use super::{Layer, Mode, Param, check_grad, check_input, shape_error};
 use crate::error::Result;
@@ -62,9 +65,12 @@ pub struct Conv2d {
     geometry: Option<ConvGeometry>,
     in_shape: Vec<usize>,
     out_shape: Vec<usize>,
-    /// im2col of every image of the latest input: `[N, C·kh·kw, OH·OW]`.
+    /// The latest input, cached for the backward pass.
+    input: Tensor,
+    /// Scratch per fixed group of images: the `cols` matrix of the image being processed
+    /// (`[C·kh·kw, OH·OW]`, small enough to stay in cache between im2col and the GEMM that reads it).
     cols: Vec<f32>,
-    /// Backward scratch: one `dL/dW` partial sum and one `dcols` per group of images.
+    /// Backward scratch per group: a partial `dL/dW` and `dL/db`, and one `dcols`.
     dw_groups: Vec<f32>,
     dcols: Vec<f32>,
 }
@@ -92,6 +98,7 @@ impl Conv2d {
             geometry: None,
             in_shape: Vec::new(),
             out_shape: Vec::new(),
+            input: Tensor::default(),
             cols: Vec::new(),
             dw_groups: Vec::new(),
             dcols: Vec::new(),
@@ -207,51 +214,41 @@ impl Conv2d {
         check_grad(self.name(), &self.out_shape, g);
         let geo = self.geometry.expect("forward ran");
         let (n, o, ckk, ohow) = (self.in_shape[0], self.out_channels, geo.col_rows(), geo.col_cols());
-        let groups = n.div_ceil(GROUP);
+        let (groups, in_len) = (n.div_ceil(GROUP), geo.input_len());
         // Per group of images: a partial dL/dW (o·ckk values) followed by a partial dL/db (o).
         let partial = o * ckk + o;
         self.dw_groups.clear();
         self.dw_groups.resize(groups * partial, 0.0);
-        let w = self.weight.value.data();
-        let in_len = geo.input_len();
+        self.cols.resize(groups * ckk * ohow, 0.0);
         let need_dx = dx.is_some();
-        if need_dx {
-            self.dcols.resize(groups * ckk * ohow, 0.0);
-        }
-        // One `dcols` scratch and one slice of `dx` per group (empty when dL/dx is not wanted).
-        let dcols_len = if need_dx { ckk * ohow } else { 0 };
-        let dx_len = if need_dx { GROUP * in_len } else { 0 };
+        self.dcols.resize(if need_dx { groups * ckk * ohow } else { groups }, 0.0);
+        let dcols_len = if need_dx { ckk * ohow } else { 1 };
+        // One slice of dx per group (empty slices when dL/dx is not wanted).
         let dx_data: &mut [f32] = dx.as_mut().map_or(&mut [], |d| d.data_mut());
-        let mut dcols_groups: Vec<&mut [f32]> = if need_dx {
-            self.dcols.chunks_mut(dcols_len).collect()
-        } else {
-            (0..groups).map(|_| &mut [][..]).collect()
-        };
-        let mut dx_groups: Vec<&mut [f32]> = if need_dx {
-            dx_data.chunks_mut(dx_len).collect()
-        } else {
-            (0..groups).map(|_| &mut [][..]).collect()
-        };
-        self.dw_groups
-            .par_chunks_mut(partial)
-            .zip(dcols_groups.par_iter_mut())
-            .zip(dx_groups.par_iter_mut())
-            .zip(g.data().par_chunks(GROUP * o * ohow))
-            .zip(self.cols.par_chunks(GROUP * ckk * ohow))
-            .for_each(|((((dw_db, dcols), dx_group), g_group), cols_group)| {
-                let (dw, db) = dw_db.split_at_mut(o * ckk);
-                let images = g_group.chunks_exact(o * ohow).zip(cols_group.chunks_exact(ckk * ohow));
-                for (i, (g_i, cols_i)) in images.enumerate() {
-                    sgemm(o, ohow, ckk, 1.0, g_i, No, cols_i, Yes, 1.0, dw); // dW += g[n]·colsᵀ
-                    for (db_o, row) in db.iter_mut().zip(g_i.chunks_exact(ohow)) {
-                        *db_o += row.iter().sum::<f32>(); // db += Σ_p g[n, o, p]
-                    }
-                    if need_dx {
-                        sgemm(ckk, o, ohow, 1.0, w, Yes, g_i, No, 0.0, dcols); // dcols = Wᵀ·g[n]
-                        col2im(dcols, &geo, &mut dx_group[i * in_len..][..in_len]); // dx[n] = col2im(dcols)
-                    }
+        let mut dx_groups: Vec<&mut [f32]> =
+            if need_dx { dx_data.chunks_mut(GROUP * in_len).collect() } else { (0..groups).map(|_| &mut [][..]).collect() };
+        let (w, x) = (self.weight.value.data(), self.input.data());
+        let group = |((((dw_db, cols), dcols), dx_group), (g_group, x_group)): (
+            (((&mut [f32], &mut [f32]), &mut [f32]), &mut &mut [f32]),
+            (&[f32], &[f32]),
+        )| {
+            let (dw, db) = dw_db.split_at_mut(o * ckk);
+            let images = g_group.chunks_exact(o * ohow).zip(x_group.chunks_exact(in_len));
+            for (i, (g_i, x_i)) in images.enumerate() {
+                im2col(x_i, &geo, cols); // cols = im2col(x[n]), recomputed
+                sgemm(o, ohow, ckk, 1.0, g_i, No, cols, Yes, 1.0, dw); // dW += g[n]·colsᵀ
+                for (db_o, row) in db.iter_mut().zip(g_i.chunks_exact(ohow)) {
+                    *db_o += row.iter().sum::<f32>(); // db += Σ_p g[n, o, p]
                 }
-            });
+                if need_dx {
+                    sgemm(ckk, o, ohow, 1.0, w, Yes, g_i, No, 0.0, dcols); // dcols = Wᵀ·g[n]
+                    col2im(dcols, &geo, &mut dx_group[i * in_len..][..in_len]); // dx[n] = col2im(dcols)
+                }
+            }
+        };
+        let per_group = self.dw_groups.par_chunks_mut(partial).zip(self.cols.par_chunks_mut(ckk * ohow));
+        let per_group = per_group.zip(self.dcols.par_chunks_mut(dcols_len)).zip(dx_groups.par_iter_mut());
+        per_group.zip(g.data().par_chunks(GROUP * o * ohow).zip(x.par_chunks(GROUP * in_len))).for_each(group);
         // Add the group sums in a fixed order: the same result on any number of threads.
         for part in self.dw_groups.chunks_exact(partial) {
             let (dw, db) = part.split_at(o * ckk);
@@ -296,40 +293,38 @@ impl Layer for Conv2d {
 
     fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
         self.out_shape = check_input(self, x);
-        let g = self.geometry_for(x.shape()).expect("checked by check_input");
-        self.geometry = Some(g);
+        let geo = self.geometry_for(x.shape()).expect("checked by check_input");
+        self.geometry = Some(geo);
         self.in_shape.clear();
         self.in_shape.extend_from_slice(x.shape());
-        let (n, o, ckk, ohow) = (x.dim(0), self.out_channels, g.col_rows(), g.col_cols());
-        self.cols.resize(n * ckk * ohow, 0.0);
+        self.input.copy_from(x);
+        let (n, o, ckk, ohow) = (x.dim(0), self.out_channels, geo.col_rows(), geo.col_cols());
+        let (groups, in_len) = (n.div_ceil(GROUP), geo.input_len());
+        self.cols.resize(groups * ckk * ohow, 0.0);
         let mut y = Tensor::zeros(&self.out_shape);
         let (w, b) = (self.weight.value.data(), self.bias.as_ref().map(|b| b.value.data()));
-        let image = |(i, (y_i, cols_i)): (usize, (&mut [f32], &mut [f32]))| {
-            im2col(x.outer(i), &g, cols_i); // cols = im2col(x[n])
-            match b {
-                Some(b) => {
-                    for (row, &b_o) in y_i.chunks_exact_mut(ohow).zip(b) {
-                        row.fill(b_o); // y[n] = b …
+        let group = |((y_group, cols), x_group): ((&mut [f32], &mut [f32]), &[f32])| {
+            for (y_i, x_i) in y_group.chunks_exact_mut(o * ohow).zip(x_group.chunks_exact(in_len)) {
+                im2col(x_i, &geo, cols); // cols = im2col(x[n])
+                match b {
+                    Some(b) => {
+                        for (row, &b_o) in y_i.chunks_exact_mut(ohow).zip(b) {
+                            row.fill(b_o); // y[n] = b …
+                        }
+                        sgemm(o, ckk, ohow, 1.0, w, No, cols, No, 1.0, y_i); // … + W·cols
                     }
-                    sgemm(o, ckk, ohow, 1.0, w, No, cols_i, No, 1.0, y_i); // … + W·cols
+                    None => sgemm(o, ckk, ohow, 1.0, w, No, cols, No, 0.0, y_i), // y[n] = W·cols
                 }
-                None => sgemm(o, ckk, ohow, 1.0, w, No, cols_i, No, 0.0, y_i), // y[n] = W·cols
             }
         };
-        if n < rayon::current_num_threads() {
-            // Fewer images than threads (inference on one image): one at a time, so that each
-            // GEMM can use all the threads instead.
-            y.data_mut()
-                .chunks_mut(o * ohow)
-                .zip(self.cols.chunks_mut(ckk * ohow))
-                .enumerate()
-                .for_each(image);
+        let (y_len, cols_len, x_len) = (GROUP * o * ohow, ckk * ohow, GROUP * in_len);
+        if groups < rayon::current_num_threads() {
+            // Too few images to share out (inference on one image): stay on this thread, where
+            // a large GEMM may split itself across the threads instead.
+            y.data_mut().chunks_mut(y_len).zip(self.cols.chunks_mut(cols_len)).zip(x.data().chunks(x_len)).for_each(group);
         } else {
-            y.data_mut()
-                .par_chunks_mut(o * ohow)
-                .zip(self.cols.par_chunks_mut(ckk * ohow))
-                .enumerate()
-                .for_each(image);
+            let per_group = y.data_mut().par_chunks_mut(y_len).zip(self.cols.par_chunks_mut(cols_len));
+            per_group.zip(x.data().par_chunks(x_len)).for_each(group);
         }
         y
     }
