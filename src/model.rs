@@ -48,6 +48,10 @@ pub struct Sequential {
     layers: Vec<Box<dyn Layer>>,
     /// Shape of one sample after each layer.
     shapes: Vec<Vec<usize>>,
+    /// The order in which forward runs the layers (backward runs it in reverse): the list order,
+    /// except that an activation that commutes with max pooling and is followed by one swaps with
+    /// it (see [`Layer::commutes_with_max_pool`]).
+    order: Vec<usize>,
 }
 
 /// Collects layers for [`Sequential`]; see [`Sequential::builder`].
@@ -133,7 +137,8 @@ impl Sequential {
             })?;
             shapes.push(shape[1..].to_vec());
         }
-        Ok(Sequential { input_shape: input_shape.to_vec(), layers, shapes })
+        let order = execution_order(&layers);
+        Ok(Sequential { input_shape: input_shape.to_vec(), layers, shapes, order })
     }
 
     /// The shape of one input sample.
@@ -195,14 +200,14 @@ impl Sequential {
     /// If `x` is not a batch of the model's input shape (the message gives both shapes).
     pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
         self.check_input(x).unwrap_or_else(|e| panic!("{e}"));
-        let Some((first, rest)) = self.layers.split_first_mut() else {
+        let Some((&first, rest)) = self.order.split_first() else {
             return x.clone();
         };
         // The first layer borrows the caller's input; the model owns every later activation, so
         // element-wise layers may overwrite them in place.
-        let mut h = first.forward(x, mode);
-        for layer in rest {
-            h = layer.forward_owned(h, mode);
+        let mut h = self.layers[first].forward(x, mode);
+        for &i in rest {
+            h = self.layers[i].forward_owned(h, mode);
         }
         h
     }
@@ -214,10 +219,10 @@ impl Sequential {
     /// If called before `forward`, or with a gradient of the wrong shape.
     pub fn backward(&mut self, grad_output: &Tensor) -> Tensor {
         let mut g: Option<Tensor> = None;
-        for layer in self.layers.iter_mut().rev() {
+        for &i in self.order.iter().rev() {
             g = Some(match g {
-                Some(g) => layer.backward_owned(g), // the model owns it: may be reused in place
-                None => layer.backward(grad_output),
+                Some(g) => self.layers[i].backward_owned(g), // the model owns it: may be reused in place
+                None => self.layers[i].backward(grad_output),
             });
         }
         g.unwrap_or_else(|| grad_output.clone())
@@ -229,15 +234,15 @@ impl Sequential {
     /// # Panics
     /// If called before `forward`, or with a gradient of the wrong shape.
     pub fn backward_params_only(&mut self, grad_output: &Tensor) {
-        let Some((first, rest)) = self.layers.split_first_mut() else { return };
+        let Some((&first, rest)) = self.order.split_first() else { return };
         let mut g: Option<Tensor> = None;
-        for layer in rest.iter_mut().rev() {
+        for &i in rest.iter().rev() {
             g = Some(match g {
-                Some(g) => layer.backward_owned(g),
-                None => layer.backward(grad_output),
+                Some(g) => self.layers[i].backward_owned(g),
+                None => self.layers[i].backward(grad_output),
             });
         }
-        first.backward_params_only(g.as_ref().unwrap_or(grad_output));
+        self.layers[first].backward_params_only(g.as_ref().unwrap_or(grad_output));
     }
 
     /// One training step on one batch: forward (train mode), loss, zero the gradients, backward,
@@ -334,6 +339,23 @@ impl Sequential {
         let all = self.layers.iter_mut().flat_map(|l| l.buffers_mut().into_iter().map(|(_, b)| b));
         all.zip(from).for_each(|(dst, src)| dst.copy_from(src));
     }
+}
+
+/// The order in which to run the layers: the list order, with every activation that commutes with
+/// max pooling swapped with a max pooling right after it (pooling first shrinks the tensor the
+/// activation has to touch 4× for a 2×2 window; the results are identical).
+fn execution_order(layers: &[Box<dyn Layer>]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..layers.len()).collect();
+    let mut i = 0;
+    while i + 1 < layers.len() {
+        if layers[i].commutes_with_max_pool() && layers[i + 1].is_disjoint_max_pool() {
+            order.swap(i, i + 1);
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    order
 }
 
 impl fmt::Display for Sequential {

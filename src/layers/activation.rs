@@ -101,6 +101,10 @@ impl Relu {
 }
 
 impl Layer for Relu {
+    fn commutes_with_max_pool(&self) -> bool {
+        true
+    }
+
     elementwise_layer_impl!(Relu, "ReLU");
 
     fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
@@ -151,6 +155,10 @@ impl LeakyRelu {
 }
 
 impl Layer for LeakyRelu {
+    fn commutes_with_max_pool(&self) -> bool {
+        true
+    }
+
     elementwise_layer_impl!(LeakyRelu, "LeakyReLU");
 
     fn describe(&self) -> String {
@@ -194,6 +202,10 @@ pub(crate) fn sigmoid(x: f32) -> f32 {
 }
 
 impl Layer for Sigmoid {
+    fn commutes_with_max_pool(&self) -> bool {
+        true
+    }
+
     elementwise_layer_impl!(Sigmoid, "Sigmoid");
 
     fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
@@ -221,6 +233,10 @@ impl Tanh {
 }
 
 impl Layer for Tanh {
+    fn commutes_with_max_pool(&self) -> bool {
+        true
+    }
+
     elementwise_layer_impl!(Tanh, "Tanh");
 
     fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {

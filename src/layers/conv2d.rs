@@ -225,8 +225,11 @@ impl Conv2d {
         let dcols_len = if need_dx { ckk * ohow } else { 1 };
         // One slice of dx per group (empty slices when dL/dx is not wanted).
         let dx_data: &mut [f32] = dx.as_mut().map_or(&mut [], |d| d.data_mut());
-        let mut dx_groups: Vec<&mut [f32]> =
-            if need_dx { dx_data.chunks_mut(GROUP * in_len).collect() } else { (0..groups).map(|_| &mut [][..]).collect() };
+        let mut dx_groups: Vec<&mut [f32]> = if need_dx {
+            dx_data.chunks_mut(GROUP * in_len).collect()
+        } else {
+            (0..groups).map(|_| &mut [][..]).collect()
+        };
         let (w, x) = (self.weight.value.data(), self.input.data());
         let group = |((((dw_db, cols), dcols), dx_group), (g_group, x_group)): (
             (((&mut [f32], &mut [f32]), &mut [f32]), &mut &mut [f32]),
@@ -248,7 +251,9 @@ impl Conv2d {
         };
         let per_group = self.dw_groups.par_chunks_mut(partial).zip(self.cols.par_chunks_mut(ckk * ohow));
         let per_group = per_group.zip(self.dcols.par_chunks_mut(dcols_len)).zip(dx_groups.par_iter_mut());
-        per_group.zip(g.data().par_chunks(GROUP * o * ohow).zip(x.par_chunks(GROUP * in_len))).for_each(group);
+        per_group
+            .zip(g.data().par_chunks(GROUP * o * ohow).zip(x.par_chunks(GROUP * in_len)))
+            .for_each(group);
         // Add the group sums in a fixed order: the same result on any number of threads.
         for part in self.dw_groups.chunks_exact(partial) {
             let (dw, db) = part.split_at(o * ckk);
@@ -321,7 +326,11 @@ impl Layer for Conv2d {
         if groups < rayon::current_num_threads() {
             // Too few images to share out (inference on one image): stay on this thread, where
             // a large GEMM may split itself across the threads instead.
-            y.data_mut().chunks_mut(y_len).zip(self.cols.chunks_mut(cols_len)).zip(x.data().chunks(x_len)).for_each(group);
+            y.data_mut()
+                .chunks_mut(y_len)
+                .zip(self.cols.chunks_mut(cols_len))
+                .zip(x.data().chunks(x_len))
+                .for_each(group);
         } else {
             let per_group = y.data_mut().par_chunks_mut(y_len).zip(self.cols.par_chunks_mut(cols_len));
             per_group.zip(x.data().par_chunks(x_len)).for_each(group);

@@ -144,6 +144,22 @@ pub trait Layer: Send {
         self.backward(grad_out);
     }
 
+    /// True for an element-wise activation `f` that is non-decreasing and has no parameters
+    /// (ReLU, leaky ReLU, sigmoid, tanh). For such `f`, max pooling commutes with it:
+    /// `maxpool(f(x)) = f(maxpool(x))`, and the gradients agree too (a non-decreasing `f` keeps the
+    /// window's winner). `Sequential` uses this to run a pooling *before* the activation that
+    /// precedes it, applying `f` to 4× fewer values; the layer list itself is not changed.
+    fn commutes_with_max_pool(&self) -> bool {
+        false
+    }
+
+    /// True for a max pooling whose windows do not overlap (stride ≥ kernel), the case where
+    /// swapping it with a preceding [`Layer::commutes_with_max_pool`] activation gives bit-identical
+    /// results (with overlapping windows the gradients would agree only up to rounding).
+    fn is_disjoint_max_pool(&self) -> bool {
+        false
+    }
+
     /// The learnable parameters, in a stable order (`weight` before `bias`).
     fn params(&self) -> Vec<&Param> {
         Vec::new()

@@ -124,13 +124,21 @@ fn first_nan(x: &[f32], mut window: impl Iterator<Item = usize>) -> Option<usize
 /// the compiler can vectorise: a window `[a b; c d]` gives `max(max(a, b), max(c, d))` with strict
 /// comparisons, so ties keep the first position in reading order. A row holding a NaN is redone by
 /// the general code, which lets the NaN win.
-fn max_pool_plane_2x2(x: &[f32], (h, w): (usize, usize), (oh, ow): (usize, usize), y: &mut [f32], arg: &mut [u32]) {
+fn max_pool_plane_2x2(
+    x: &[f32],
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
+    y: &mut [f32],
+    arg: &mut [u32],
+) {
     for (oy, (y_row, arg_row)) in y.chunks_exact_mut(ow).zip(arg.chunks_exact_mut(ow)).enumerate().take(oh) {
         let top = 2 * oy * w;
         let (upper, lower) = (&x[top..top + 2 * ow], &x[top + w..top + w + 2 * ow]);
         let mut nan = false;
         let windows = upper.chunks_exact(2).zip(lower.chunks_exact(2));
-        for (ox, ((u, l), (y_out, arg_out))) in windows.zip(y_row.iter_mut().zip(arg_row.iter_mut())).enumerate() {
+        for (ox, ((u, l), (y_out, arg_out))) in
+            windows.zip(y_row.iter_mut().zip(arg_row.iter_mut())).enumerate()
+        {
             let (a, b, c, d) = (u[0], u[1], l[0], l[1]);
             let (top_max, top_i) = if b > a { (b, 1) } else { (a, 0) };
             let (low_max, low_i) = if d > c { (d, w + 1) } else { (c, w) };
@@ -175,7 +183,14 @@ fn max_pool_plane_fixed<const KH: usize, const KW: usize>(
     }
 }
 
-fn max_pool_plane_general(x: &[f32], hw: (usize, usize), win: Window, (oh, ow): (usize, usize), y: &mut [f32], arg: &mut [u32]) {
+fn max_pool_plane_general(
+    x: &[f32],
+    hw: (usize, usize),
+    win: Window,
+    (oh, ow): (usize, usize),
+    y: &mut [f32],
+    arg: &mut [u32],
+) {
     max_pool_rows_general(x, hw, win, (0, oh), ow, y, arg);
 }
 
@@ -263,6 +278,10 @@ impl MaxPool2d {
 }
 
 impl Layer for MaxPool2d {
+    fn is_disjoint_max_pool(&self) -> bool {
+        self.window.stride.0 >= self.window.kernel.0 && self.window.stride.1 >= self.window.kernel.1
+    }
+
     fn name(&self) -> &'static str {
         "MaxPool2d"
     }
