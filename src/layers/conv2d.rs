@@ -231,10 +231,10 @@ impl Conv2d {
             (0..groups).map(|_| &mut [][..]).collect()
         };
         let (w, x) = (self.weight.value.data(), self.input.data());
-        let group = |((((dw_db, cols), dcols), dx_group), (g_group, x_group)): (
-            (((&mut [f32], &mut [f32]), &mut [f32]), &mut &mut [f32]),
-            (&[f32], &[f32]),
-        )| {
+        let per_group = self.dw_groups.par_chunks_mut(partial).zip(self.cols.par_chunks_mut(ckk * ohow));
+        let per_group = per_group.zip(self.dcols.par_chunks_mut(dcols_len)).zip(dx_groups.par_iter_mut());
+        let inputs = g.data().par_chunks(GROUP * o * ohow).zip(x.par_chunks(GROUP * in_len));
+        per_group.zip(inputs).for_each(|((((dw_db, cols), dcols), dx_group), (g_group, x_group))| {
             let (dw, db) = dw_db.split_at_mut(o * ckk);
             let images = g_group.chunks_exact(o * ohow).zip(x_group.chunks_exact(in_len));
             for (i, (g_i, x_i)) in images.enumerate() {
@@ -248,12 +248,7 @@ impl Conv2d {
                     col2im(dcols, &geo, &mut dx_group[i * in_len..][..in_len]); // dx[n] = col2im(dcols)
                 }
             }
-        };
-        let per_group = self.dw_groups.par_chunks_mut(partial).zip(self.cols.par_chunks_mut(ckk * ohow));
-        let per_group = per_group.zip(self.dcols.par_chunks_mut(dcols_len)).zip(dx_groups.par_iter_mut());
-        per_group
-            .zip(g.data().par_chunks(GROUP * o * ohow).zip(x.par_chunks(GROUP * in_len)))
-            .for_each(group);
+        });
         // Add the group sums in a fixed order: the same result on any number of threads.
         for part in self.dw_groups.chunks_exact(partial) {
             let (dw, db) = part.split_at(o * ckk);
