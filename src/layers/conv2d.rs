@@ -36,8 +36,9 @@ use crate::error::Result;
 use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm};
 use crate::tensor::im2col::{ConvGeometry, col2im, im2col};
 use crate::tensor::init::Init;
-use crate::tensor::{Tensor, rng};
+use crate::tensor::{Tensor, init_rows, rng};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Images per group when summing `dL/dW` in parallel (fixed, for determinism).
 const GROUP: usize = 4;
@@ -301,35 +302,32 @@ impl Layer for Conv2d {
         let (n, o, ckk, ohow) = (x.dim(0), self.out_channels, geo.col_rows(), geo.col_cols());
         let (groups, in_len) = (n.div_ceil(GROUP), geo.input_len());
         self.cols.resize(groups * ckk * ohow, 0.0);
-        let mut y = Tensor::zeros(&self.out_shape);
         let (w, b) = (self.weight.value.data(), self.bias.as_ref().map(|b| b.value.data()));
-        let group = |((y_group, cols), x_group): ((&mut [f32], &mut [f32]), &[f32])| {
-            for (y_i, x_i) in y_group.chunks_exact_mut(o * ohow).zip(x_group.chunks_exact(in_len)) {
+        // The output is written once, image by image: first its bias, then the GEMM adds to it.
+        let mut y_data: Vec<f32> = Vec::with_capacity(n * o * ohow);
+        let group = |((y_group, cols), x_group): ((&mut [MaybeUninit<f32>], &mut [f32]), &[f32])| {
+            for (y_i, x_i) in y_group.chunks_mut(o * ohow).zip(x_group.chunks_exact(in_len)) {
                 im2col(x_i, &geo, cols); // cols = im2col(x[n])
-                match b {
-                    Some(b) => {
-                        for (row, &b_o) in y_i.chunks_exact_mut(ohow).zip(b) {
-                            row.fill(b_o); // y[n] = b …
-                        }
-                        sgemm(o, ckk, ohow, 1.0, w, No, cols, No, 1.0, y_i); // … + W·cols
-                    }
-                    None => sgemm(o, ckk, ohow, 1.0, w, No, cols, No, 0.0, y_i), // y[n] = W·cols
-                }
+                let y_i = init_rows(y_i, ohow, |row| b.map_or(0.0, |b| b[row])); // y[n] = b …
+                sgemm(o, ckk, ohow, 1.0, w, No, cols, No, 1.0, y_i); // … + W·cols
             }
         };
         let (y_len, cols_len, x_len) = (GROUP * o * ohow, ckk * ohow, GROUP * in_len);
+        let y_spare = &mut y_data.spare_capacity_mut()[..n * o * ohow];
         if groups < rayon::current_num_threads() {
             // Too few images to share out (inference on one image): stay on this thread, where
             // a large GEMM may split itself across the threads instead.
-            y.data_mut()
+            y_spare
                 .chunks_mut(y_len)
                 .zip(self.cols.chunks_mut(cols_len))
                 .zip(x.data().chunks(x_len))
                 .for_each(group);
         } else {
-            let per_group = y.data_mut().par_chunks_mut(y_len).zip(self.cols.par_chunks_mut(cols_len));
+            let per_group = y_spare.par_chunks_mut(y_len).zip(self.cols.par_chunks_mut(cols_len));
             per_group.zip(x.data().par_chunks(x_len)).for_each(group);
         }
+        // SAFETY: the groups cover all n images, and init_rows wrote every element of each.
+        let y = unsafe { Tensor::from_initialised(&self.out_shape, y_data) };
         y
     }
 

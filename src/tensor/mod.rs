@@ -41,6 +41,24 @@ pub struct Tensor {
     data: Vec<f32>,
 }
 
+/// Writes `value(r)` into every element of row `r` (rows of `row_len`) of uninitialised memory and
+/// returns it as an initialised slice. Layers use it to give an output its starting value (a bias)
+/// in the same cache-hot pass that then accumulates into it, instead of zero-filling first.
+pub(crate) fn init_rows(
+    dst: &mut [std::mem::MaybeUninit<f32>],
+    row_len: usize,
+    value: impl Fn(usize) -> f32,
+) -> &mut [f32] {
+    for (r, row) in dst.chunks_mut(row_len).enumerate() {
+        let v = value(r);
+        row.iter_mut().for_each(|x| {
+            x.write(v);
+        });
+    }
+    // SAFETY: every element was written just above; MaybeUninit<f32> has f32's layout.
+    unsafe { &mut *(dst as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) }
+}
+
 /// Number of elements of a shape (1 for the empty shape: a scalar).
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
@@ -67,6 +85,19 @@ impl Tensor {
     /// A tensor with every element equal to `value`.
     pub fn full(shape: &[usize], value: f32) -> Tensor {
         Tensor { shape: shape.to_vec(), data: vec![value; numel(shape)] }
+    }
+
+    /// Wraps a buffer whose `numel(shape)` elements have all been initialised through its spare
+    /// capacity (see [`init_rows`]).
+    ///
+    /// # Safety
+    /// Every element of `data.spare_capacity_mut()[..numel(shape)]` must have been written.
+    pub(crate) unsafe fn from_initialised(shape: &[usize], mut data: Vec<f32>) -> Tensor {
+        let len = numel(shape);
+        debug_assert!(data.is_empty() && data.capacity() >= len);
+        // SAFETY: the caller guarantees the first `len` elements are initialised.
+        unsafe { data.set_len(len) };
+        Tensor { shape: shape.to_vec(), data }
     }
 
     /// A scalar (a tensor of shape `[]`).

@@ -1,0 +1,73 @@
+//! Where does the time of a training step go? Forward and backward time of every layer of the
+//! reference convnet, averaged over 50 steps, run the way `Sequential` runs them (activations
+//! owned and overwritten in place, the first layer's input gradient skipped).
+//!
+//! ```sh
+//! cargo run --release --example profile_layers -- 64        # batch 64, training
+//! cargo run --release --example profile_layers -- 256 eval  # batch 256, inference only
+//! ```
+
+use backprop::prelude::*;
+use std::time::Instant;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let batch: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(64);
+    let mode = if args.next().as_deref() == Some("eval") { Mode::Eval } else { Mode::Train };
+    let mut net = Sequential::builder(&[1, 28, 28])
+        .add(Conv2d::new(1, 32, 3))
+        .add(Relu::new())
+        .add(MaxPool2d::new(2))
+        .add(Conv2d::new(32, 64, 3))
+        .add(Relu::new())
+        .add(MaxPool2d::new(2))
+        .add(Flatten::new())
+        .add(Dense::new(1600, 10))
+        .build()
+        .expect("the reference network");
+    let x = Tensor::rand_uniform(&[batch, 1, 28, 28], 0.0, 1.0, 0);
+    let (warmup, steps) = (5, 50);
+    let n = net.len();
+    let (mut fwd, mut bwd) = (vec![0.0f64; n], vec![0.0f64; n]);
+    for step in 0..warmup + steps {
+        let timed = step >= warmup;
+        let mut h = None::<Tensor>;
+        for (i, layer) in net.layers_mut().iter_mut().enumerate() {
+            let t = Instant::now();
+            h = Some(match h {
+                None => layer.forward(&x, mode),
+                Some(h) => layer.forward_owned(h, mode),
+            });
+            if timed {
+                fwd[i] += t.elapsed().as_secs_f64();
+            }
+        }
+        if mode == Mode::Eval {
+            continue;
+        }
+        let mut g = Tensor::randn(h.expect("layers").shape(), 0.0, 1.0, 1);
+        for (i, layer) in net.layers_mut().iter_mut().enumerate().rev() {
+            let t = Instant::now();
+            if i == 0 {
+                layer.backward_params_only(&g);
+            } else {
+                g = layer.backward_owned(g);
+            }
+            if timed {
+                bwd[i] += t.elapsed().as_secs_f64();
+            }
+        }
+    }
+    println!("batch {batch}, {mode:?} mode, mean of {steps} steps (layers in list order):");
+    let ms = |s: f64| 1e3 * s / steps as f64;
+    for (i, layer) in net.layers().iter().enumerate() {
+        println!(
+            "  {:<24} forward {:>8.3} ms   backward {:>8.3} ms",
+            layer.describe(),
+            ms(fwd[i]),
+            ms(bwd[i])
+        );
+    }
+    let total: f64 = fwd.iter().chain(&bwd).sum::<f64>() / steps as f64;
+    println!("  total {:.3} ms per step: {:.0} images/s", 1e3 * total, batch as f64 / total);
+}
