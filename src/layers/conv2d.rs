@@ -24,19 +24,22 @@
 //! dL/dx[n]  = col2im(dcols)           [C, H, W]      (returned)
 //! ```
 //!
-//! Images are processed in parallel (rayon) in fixed groups of 4, each group with its own small
-//! `cols` buffer that stays in cache from im2col to the GEMM. The backward pass recomputes
-//! `cols` from the cached input instead of keeping every image's `cols` from the forward pass:
-//! im2col is cheap next to the GEMMs, and the cached matrices (9× the input for a 3×3 kernel) would
-//! be written to and read back from main memory. `dL/dW` is summed per group and the group sums
-//! are added in order, so the result does not depend on the number of threads.
+//! Images are processed in parallel (rayon) in fixed groups of 4. The `cols` of a group's images
+//! sit side by side in one `[C·kh·kw, 4·OH·OW]` matrix (`im2col_strided`), so each product above
+//! is one GEMM per group rather than one per image: `matrixmultiply` packs `W` once for four
+//! images, and its kernel runs on wider panels. The buffers live in per-thread scratch that stays in
+//! cache. The backward pass recomputes `cols` from the cached input instead of keeping every
+//! image's `cols` from the forward pass: im2col is cheap next to the GEMMs, and the cached matrices
+//! (9× the input for a 3×3 kernel) would be written to and read back from main memory. `dL/dW` is
+//! summed per group and the group sums are added in order, so the result does not depend on the
+//! number of threads.
 
 use super::{Layer, Mode, Param, check_grad, check_input, shape_error};
 use crate::error::Result;
 use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm};
-use crate::tensor::im2col::{ConvGeometry, col2im, im2col};
+use crate::tensor::im2col::{ConvGeometry, col2im_strided, im2col_strided};
 use crate::tensor::init::Init;
-use crate::tensor::{Tensor, init_rows, rng};
+use crate::tensor::{Tensor, rng};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -68,12 +71,8 @@ pub struct Conv2d {
     out_shape: Vec<usize>,
     /// The latest input, cached for the backward pass.
     input: Tensor,
-    /// Scratch per fixed group of images: the `cols` matrix of the image being processed
-    /// (`[C·kh·kw, OH·OW]`, small enough to stay in cache between im2col and the GEMM that reads it).
-    cols: Vec<f32>,
-    /// Backward scratch per group: a partial `dL/dW` and `dL/db`, and one `dcols`.
+    /// Backward: a partial `dL/dW` and `dL/db` per group of images, added in order at the end.
     dw_groups: Vec<f32>,
-    dcols: Vec<f32>,
 }
 
 impl Conv2d {
@@ -100,9 +99,7 @@ impl Conv2d {
             in_shape: Vec::new(),
             out_shape: Vec::new(),
             input: Tensor::default(),
-            cols: Vec::new(),
             dw_groups: Vec::new(),
-            dcols: Vec::new(),
         };
         conv.reset_parameters(0);
         conv
@@ -220,10 +217,7 @@ impl Conv2d {
         let partial = o * ckk + o;
         self.dw_groups.clear();
         self.dw_groups.resize(groups * partial, 0.0);
-        self.cols.resize(groups * ckk * ohow, 0.0);
         let need_dx = dx.is_some();
-        self.dcols.resize(if need_dx { groups * ckk * ohow } else { groups }, 0.0);
-        let dcols_len = if need_dx { ckk * ohow } else { 1 };
         // One slice of dx per group (empty slices when dL/dx is not wanted).
         let dx_data: &mut [f32] = dx.as_mut().map_or(&mut [], |d| d.data_mut());
         let mut dx_groups: Vec<&mut [f32]> = if need_dx {
@@ -232,23 +226,34 @@ impl Conv2d {
             (0..groups).map(|_| &mut [][..]).collect()
         };
         let (w, x) = (self.weight.value.data(), self.input.data());
-        let per_group = self.dw_groups.par_chunks_mut(partial).zip(self.cols.par_chunks_mut(ckk * ohow));
-        let per_group = per_group.zip(self.dcols.par_chunks_mut(dcols_len)).zip(dx_groups.par_iter_mut());
+        let per_group = self.dw_groups.par_chunks_mut(partial).zip(dx_groups.par_iter_mut());
         let inputs = g.data().par_chunks(GROUP * o * ohow).zip(x.par_chunks(GROUP * in_len));
-        per_group.zip(inputs).for_each(|((((dw_db, cols), dcols), dx_group), (g_group, x_group))| {
+        per_group.zip(inputs).for_each(|((dw_db, dx_group), (g_group, x_group))| {
             let (dw, db) = dw_db.split_at_mut(o * ckk);
-            let images = g_group.chunks_exact(o * ohow).zip(x_group.chunks_exact(in_len));
-            for (i, (g_i, x_i)) in images.enumerate() {
-                im2col(x_i, &geo, cols); // cols = im2col(x[n]), recomputed
-                sgemm(o, ohow, ckk, 1.0, g_i, No, cols, Yes, 1.0, dw); // dW += g[n]·colsᵀ
-                for (db_o, row) in db.iter_mut().zip(g_i.chunks_exact(ohow)) {
-                    *db_o += row.iter().sum::<f32>(); // db += Σ_p g[n, o, p]
+            let k = x_group.len() / in_len; // images in this group
+            let ld = k * ohow;
+            with_scratch(ckk * ld + o * ld + if need_dx { ckk * ld } else { 0 }, |scratch| {
+                let (cols, rest) = scratch.split_at_mut(ckk * ld);
+                let (gs, dcols) = rest.split_at_mut(o * ld);
+                for (j, (x_j, g_j)) in
+                    x_group.chunks_exact(in_len).zip(g_group.chunks_exact(o * ohow)).enumerate()
+                {
+                    im2col_strided(x_j, &geo, &mut cols[j * ohow..], ld); // cols = [im2col(x[n]) …], recomputed
+                    for (dst, src) in gs.chunks_exact_mut(ld).zip(g_j.chunks_exact(ohow)) {
+                        dst[j * ohow..][..ohow].copy_from_slice(src); // g side by side: [O, k·OH·OW]
+                    }
+                }
+                sgemm(o, ld, ckk, 1.0, gs, No, cols, Yes, 1.0, dw); // dW += g·colsᵀ
+                for (db_o, row) in db.iter_mut().zip(gs.chunks_exact(ld)) {
+                    *db_o += row.iter().sum::<f32>(); // db += Σ_p g[:, o, p]
                 }
                 if need_dx {
-                    sgemm(ckk, o, ohow, 1.0, w, Yes, g_i, No, 0.0, dcols); // dcols = Wᵀ·g[n]
-                    col2im(dcols, &geo, &mut dx_group[i * in_len..][..in_len]); // dx[n] = col2im(dcols)
+                    sgemm(ckk, o, ld, 1.0, w, Yes, gs, No, 0.0, dcols); // dcols = Wᵀ·g
+                    for (j, dx_j) in dx_group.chunks_exact_mut(in_len).enumerate() {
+                        col2im_strided(&dcols[j * ohow..], &geo, dx_j, ld); // dx[n] = col2im(dcols)
+                    }
                 }
-            }
+            });
         });
         // Add the group sums in a fixed order: the same result on any number of threads.
         for part in self.dw_groups.chunks_exact(partial) {
@@ -259,6 +264,24 @@ impl Conv2d {
             }
         }
     }
+}
+
+thread_local! {
+    /// Per-thread scratch for a group's `cols`, `g` and `dcols` matrices: reused from call to call
+    /// (no allocation in the steady state), only as many as there are threads, and hot in cache.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's scratch buffer, grown to at least `len` elements. (Its contents are
+/// whatever the last user left: every user overwrites what it reads.)
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        f(&mut buf[..len])
+    })
 }
 
 impl Layer for Conv2d {
@@ -301,30 +324,36 @@ impl Layer for Conv2d {
         self.input.copy_from(x);
         let (n, o, ckk, ohow) = (x.dim(0), self.out_channels, geo.col_rows(), geo.col_cols());
         let (groups, in_len) = (n.div_ceil(GROUP), geo.input_len());
-        self.cols.resize(groups * ckk * ohow, 0.0);
         let (w, b) = (self.weight.value.data(), self.bias.as_ref().map(|b| b.value.data()));
-        // The output is written once, image by image: first its bias, then the GEMM adds to it.
         let mut y_data: Vec<f32> = Vec::with_capacity(n * o * ohow);
-        let group = |((y_group, cols), x_group): ((&mut [MaybeUninit<f32>], &mut [f32]), &[f32])| {
-            for (y_i, x_i) in y_group.chunks_mut(o * ohow).zip(x_group.chunks_exact(in_len)) {
-                im2col(x_i, &geo, cols); // cols = im2col(x[n])
-                let y_i = init_rows(y_i, ohow, |row| b.map_or(0.0, |b| b[row])); // y[n] = b …
-                sgemm(o, ckk, ohow, 1.0, w, No, cols, No, 1.0, y_i); // … + W·cols
-            }
+        let group = |(y_group, x_group): (&mut [MaybeUninit<f32>], &[f32])| {
+            let k = x_group.len() / in_len; // images in this group
+            let ld = k * ohow;
+            with_scratch(ckk * ld + o * ld, |scratch| {
+                let (cols, ys) = scratch.split_at_mut(ckk * ld);
+                for (j, x_j) in x_group.chunks_exact(in_len).enumerate() {
+                    im2col_strided(x_j, &geo, &mut cols[j * ohow..], ld); // cols = [im2col(x[n]) …]
+                }
+                sgemm(o, ckk, ld, 1.0, w, No, cols, No, 0.0, ys); // [y[n] …] = W·cols
+                // Scatter to NCHW, adding the bias: each element of the output written once.
+                for (j, y_j) in y_group.chunks_mut(o * ohow).enumerate() {
+                    for (oc, (dst, src)) in y_j.chunks_mut(ohow).zip(ys.chunks_exact(ld)).enumerate() {
+                        let b_o = b.map_or(0.0, |b| b[oc]);
+                        for (d, &v) in dst.iter_mut().zip(&src[j * ohow..][..ohow]) {
+                            d.write(v + b_o); // y[n] = W·cols + b
+                        }
+                    }
+                }
+            });
         };
-        let (y_len, cols_len, x_len) = (GROUP * o * ohow, ckk * ohow, GROUP * in_len);
+        let (y_len, x_len) = (GROUP * o * ohow, GROUP * in_len);
         let y_spare = &mut y_data.spare_capacity_mut()[..n * o * ohow];
         if groups < rayon::current_num_threads() {
             // Too few images to share out (inference on one image): stay on this thread, where
             // a large GEMM may split itself across the threads instead.
-            y_spare
-                .chunks_mut(y_len)
-                .zip(self.cols.chunks_mut(cols_len))
-                .zip(x.data().chunks(x_len))
-                .for_each(group);
+            y_spare.chunks_mut(y_len).zip(x.data().chunks(x_len)).for_each(group);
         } else {
-            let per_group = y_spare.par_chunks_mut(y_len).zip(self.cols.par_chunks_mut(cols_len));
-            per_group.zip(x.data().par_chunks(x_len)).for_each(group);
+            y_spare.par_chunks_mut(y_len).zip(x.data().par_chunks(x_len)).for_each(group);
         }
         // SAFETY: the groups cover all n images, and init_rows wrote every element of each.
         let y = unsafe { Tensor::from_initialised(&self.out_shape, y_data) };

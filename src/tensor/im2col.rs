@@ -130,6 +130,17 @@ impl ConvGeometry {
 /// # Panics
 /// If `x` or `cols` has the wrong length for `g`.
 pub fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
+    assert_eq!(cols.len(), g.col_rows() * g.col_cols(), "im2col: cols has the wrong length for {g:?}");
+    im2col_strided(x, g, cols, g.col_cols());
+}
+
+/// [`im2col`] into a block of columns of a wider matrix: row `r` of this image's `cols` goes to
+/// `cols[r·ld .. r·ld + OH·OW]`. With `ld = k·OH·OW`, `k` images side by side form one
+/// `[C·kh·kw, k·OH·OW]` matrix, so that a single GEMM can process them together.
+///
+/// # Panics
+/// If `x` has the wrong length, `ld < OH·OW`, or `cols` is too short.
+pub fn im2col_strided(x: &[f32], g: &ConvGeometry, cols: &mut [f32], ld: usize) {
     assert_eq!(
         x.len(),
         g.input_len(),
@@ -137,15 +148,19 @@ pub fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
         x.len(),
         g.input_len()
     );
-    assert_eq!(cols.len(), g.col_rows() * g.col_cols(), "im2col: cols has the wrong length for {g:?}");
+    assert!(
+        ld >= g.col_cols() && cols.len() >= (g.col_rows() - 1) * ld + g.col_cols(),
+        "im2col: cols too short for {g:?}"
+    );
     let (kh, kw) = g.kernel;
     let (ow, sw) = (g.out_width, g.stride.1);
-    let mut rows = cols.chunks_exact_mut(g.col_cols());
+    let mut r = 0;
     for c in 0..g.channels {
         let plane = &x[c * g.height * g.width..][..g.height * g.width];
         for ki in 0..kh {
             for kj in 0..kw {
-                let row = rows.next().expect("row count checked above");
+                let row = &mut cols[r * ld..r * ld + g.col_cols()];
+                r += 1;
                 let (off, lo, hi) = g.valid_ox(kj);
                 for (oy, dst) in row.chunks_exact_mut(ow).enumerate() {
                     let Some(iy) = g.input_row(oy, ki) else {
@@ -179,6 +194,16 @@ pub fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
 /// # Panics
 /// If `cols` or `dx` has the wrong length for `g`.
 pub fn col2im(cols: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
+    assert_eq!(cols.len(), g.col_rows() * g.col_cols(), "col2im: cols has the wrong length for {g:?}");
+    col2im_strided(cols, g, dx, g.col_cols());
+}
+
+/// [`col2im`] from a block of columns of a wider matrix (row `r` at `cols[r·ld ..]`), the adjoint
+/// of [`im2col_strided`].
+///
+/// # Panics
+/// If `dx` has the wrong length, `ld < OH·OW`, or `cols` is too short.
+pub fn col2im_strided(cols: &[f32], g: &ConvGeometry, dx: &mut [f32], ld: usize) {
     assert_eq!(
         dx.len(),
         g.input_len(),
@@ -186,15 +211,19 @@ pub fn col2im(cols: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
         dx.len(),
         g.input_len()
     );
-    assert_eq!(cols.len(), g.col_rows() * g.col_cols(), "col2im: cols has the wrong length for {g:?}");
+    assert!(
+        ld >= g.col_cols() && cols.len() >= (g.col_rows() - 1) * ld + g.col_cols(),
+        "col2im: cols too short for {g:?}"
+    );
     let (kh, kw) = g.kernel;
     let (ow, sw) = (g.out_width, g.stride.1);
-    let mut rows = cols.chunks_exact(g.col_cols());
+    let mut r = 0;
     for c in 0..g.channels {
         let plane = &mut dx[c * g.height * g.width..][..g.height * g.width];
         for ki in 0..kh {
             for kj in 0..kw {
-                let row = rows.next().expect("row count checked above");
+                let row = &cols[r * ld..r * ld + g.col_cols()];
+                r += 1;
                 let (off, lo, hi) = g.valid_ox(kj);
                 for (oy, src) in row.chunks_exact(ow).enumerate() {
                     let Some(iy) = g.input_row(oy, ki) else {

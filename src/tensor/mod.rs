@@ -41,24 +41,6 @@ pub struct Tensor {
     data: Vec<f32>,
 }
 
-/// Writes `value(r)` into every element of row `r` (rows of `row_len`) of uninitialised memory and
-/// returns it as an initialised slice. Layers use it to give an output its starting value (a bias)
-/// in the same cache-hot pass that then accumulates into it, instead of zero-filling first.
-pub(crate) fn init_rows(
-    dst: &mut [std::mem::MaybeUninit<f32>],
-    row_len: usize,
-    value: impl Fn(usize) -> f32,
-) -> &mut [f32] {
-    for (r, row) in dst.chunks_mut(row_len).enumerate() {
-        let v = value(r);
-        row.iter_mut().for_each(|x| {
-            x.write(v);
-        });
-    }
-    // SAFETY: every element was written just above; MaybeUninit<f32> has f32's layout.
-    unsafe { &mut *(dst as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) }
-}
-
 /// Number of elements of a shape (1 for the empty shape: a scalar).
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
@@ -88,7 +70,7 @@ impl Tensor {
     }
 
     /// Wraps a buffer whose `numel(shape)` elements have all been initialised through its spare
-    /// capacity (see [`init_rows`]).
+    /// capacity (a layer writing its output once, without zero-filling it first).
     ///
     /// # Safety
     /// Every element of `data.spare_capacity_mut()[..numel(shape)]` must have been written.
