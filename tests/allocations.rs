@@ -71,7 +71,8 @@ fn extra_bytes(layer: &mut dyn Layer, x: &Tensor) -> (usize, usize) {
 
 #[test]
 fn conv2d_and_dense_reuse_their_buffers() {
-    // Cached cols alone are 64·288·121·4 B ≈ 8.9 MB for conv2, so a re-allocation would show.
+    // The cached input (1.4 MB for conv2) and the per-thread im2col scratch (~0.5 MB) are reused:
+    // re-allocating either would show.
     let cases: Vec<(Box<dyn Layer>, Tensor)> = vec![
         (Box::new(Conv2d::new(1, 32, 3)), Tensor::randn(&[64, 1, 28, 28], 0.0, 1.0, 1)),
         (Box::new(Conv2d::new(32, 64, 3)), Tensor::randn(&[64, 32, 13, 13], 0.0, 1.0, 2)),

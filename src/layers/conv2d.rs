@@ -6,7 +6,7 @@
 //! y[n, o, oy, ox] = b[o] + Σ_c Σ_ki Σ_kj W[o, c, ki, kj] · x[n, c, oy·sh − ph + ki·dh, ox·sw − pw + kj·dw]
 //! ```
 //!
-//! Per image, [`im2col`] lays every receptive field out as a column, so that the convolution is one
+//! Per image, [`im2col`](crate::tensor::im2col::im2col) lays every receptive field out as a column, so that the convolution is one
 //! matrix product (`W` read as a `[O, C·kh·kw]` matrix):
 //!
 //! ```text
@@ -355,9 +355,8 @@ impl Layer for Conv2d {
         } else {
             y_spare.par_chunks_mut(y_len).zip(x.data().par_chunks(x_len)).for_each(group);
         }
-        // SAFETY: the groups cover all n images, and init_rows wrote every element of each.
-        let y = unsafe { Tensor::from_initialised(&self.out_shape, y_data) };
-        y
+        // SAFETY: the groups cover all n images, and the scatter loop wrote every element of each.
+        unsafe { Tensor::from_initialised(&self.out_shape, y_data) }
     }
 
     fn backward(&mut self, g: &Tensor) -> Tensor {
