@@ -16,6 +16,10 @@
 
 use super::{Optimizer, State};
 use crate::layers::Param;
+use rayon::prelude::*;
+
+/// Elements per parallel task of an update (small parameters stay on one thread).
+const CHUNK: usize = 1 << 14;
 
 /// SGD with optional momentum. See the [module docs](self) for the update.
 ///
@@ -92,24 +96,28 @@ impl Optimizer for Sgd {
         self.steps += 1;
         let buffers = if mu != 0.0 { Some(self.momentum_buffers.get(params, "Sgd")) } else { None };
         let mut buffers = buffers.map(|b| b.iter_mut());
+        let nesterov = self.nesterov;
         for p in params.iter_mut() {
             let b = buffers.as_mut().map(|it| it.next().expect("one buffer per parameter"));
             let (theta, grad) = (p.value.data_mut(), p.grad.data());
+            // Every element is independent: chunks in parallel give the same result on any
+            // number of threads.
+            let chunks = theta.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK));
             match b {
-                None => {
+                None => chunks.for_each(|(theta, grad)| {
                     for (t, &g) in theta.iter_mut().zip(grad) {
                         let g = g + wd * *t; // g ← g + λθ
                         *t -= lr * g; // θ ← θ − ηg
                     }
-                }
-                Some(b) => {
-                    for ((t, &g), b) in theta.iter_mut().zip(grad).zip(b.data_mut()) {
+                }),
+                Some(b) => chunks.zip(b.data_mut().par_chunks_mut(CHUNK)).for_each(|((theta, grad), b)| {
+                    for ((t, &g), b) in theta.iter_mut().zip(grad).zip(b) {
                         let g = g + wd * *t; // g ← g + λθ
                         *b = if first { g } else { mu * *b + (1.0 - tau) * g }; // b ← μb + (1 − τ)g
-                        let step = if self.nesterov { g + mu * *b } else { *b };
+                        let step = if nesterov { g + mu * *b } else { *b };
                         *t -= lr * step; // θ ← θ − η·step
                     }
-                }
+                }),
             }
         }
     }
