@@ -214,3 +214,24 @@ fn max_pool_propagates_nan_on_every_path() {
         assert_eq!(pool.backward(&g)[&[0, 0, 1, 1]], 1.0, "{}", pool.describe());
     }
 }
+
+#[test]
+fn nan_handling_matches_pytorch() {
+    // ReLU: NaN stays NaN forward, and its gradient passes through (PyTorch's mask is y <= 0).
+    let mut relu = Relu::new();
+    let y = relu.forward(&t(&[1, 3], &[f32::NAN, 1., -1.]), Mode::Train);
+    assert!(y.data()[0].is_nan() && y.data()[1] == 1.0 && y.data()[2] == 0.0);
+    assert_close(&relu.backward(&t(&[1, 3], &[5., 6., 7.])), &[5., 6., 0.], "relu' at NaN");
+    // Max pooling: with several NaNs in a window, the gradient goes to the last one (PyTorch's CPU
+    // kernel replaces the running maximum by every NaN it meets).
+    let x = t(&[1, 1, 2, 4], &[1., f32::NAN, f32::NAN, 5., f32::NAN, 0., 2., f32::NAN]);
+    for mut pool in [MaxPool2d::new(2), MaxPool2d::new(2).padding(1)] {
+        let y = pool.forward(&x, Mode::Train);
+        assert!(y.data().iter().all(|v| v.is_nan() || *v == 0.0 || *v == 1.0 || *v == 2.0 || *v == 5.0));
+        let dx = pool.backward(&Tensor::ones(y.shape()));
+        if pool.describe() == "MaxPool2d(2×2)" {
+            // Windows [1, NaN; NaN, 0] and [NaN, 5; 2, NaN]: last NaNs at flat indices 4 and 7.
+            assert_close(&dx, &[0., 0., 0., 0., 1., 0., 0., 1.], "routing to the last NaN");
+        }
+    }
+}

@@ -97,9 +97,19 @@ fn schedules_at_chosen_steps() {
     let e = Schedule::exponential(0.5);
     close(e.lr(0.8, 0), 0.8);
     close(e.lr(0.8, 3), 0.1);
-    // Cosine over 4 steps from 1 to 0: cos(π·t/4) → 1, 0.853553, 0.5, 0.146447, 0; stays at 0 after.
+    // Cosine over 4 steps from 1 to 0: (1 + cos(π·t/4))/2 → 1, 0.853553, 0.5, 0.146447, 0; then, as in
+    // PyTorch, back up: t = 6 → 0.5, t = 8 → 1, t = 9 → 0.853553.
     let c = Schedule::cosine(4, 0.0);
-    for (t, want) in [(0, 1.0), (1, 0.853_553_4), (2, 0.5), (3, 0.146_446_6), (4, 0.0), (9, 0.0)] {
+    for (t, want) in [
+        (0, 1.0),
+        (1, 0.853_553_4),
+        (2, 0.5),
+        (3, 0.146_446_6),
+        (4, 0.0),
+        (6, 0.5),
+        (8, 1.0),
+        (9, 0.853_553_4),
+    ] {
         close(c.lr(1.0, t), want);
     }
     close(Schedule::cosine(2, 0.1).lr(1.0, 1), 0.55);
@@ -126,4 +136,22 @@ fn gradient_clipping_by_global_norm() {
     assert!((a.grad.data()[0] - 1.5).abs() < 1e-5);
     zero_grad(&mut [&mut a, &mut b]);
     assert_eq!(a.grad.sum() + b.grad.sum(), 0.0);
+}
+
+#[test]
+fn nan_gradients_and_invalid_settings_behave_like_pytorch() {
+    // A NaN norm makes every gradient NaN (PyTorch multiplies by the NaN clipping factor).
+    let mut a = Param::new("a", Tensor::zeros(&[2]));
+    let mut b = Param::new("b", Tensor::zeros(&[2]));
+    a.grad = Tensor::from_vec(&[2], vec![f32::NAN, 1.0]).unwrap();
+    b.grad = Tensor::from_vec(&[2], vec![2.0, 3.0]).unwrap();
+    assert!(clip_grad_norm(&mut [&mut a, &mut b], 1.0).is_nan());
+    assert!(b.grad.data().iter().all(|g| g.is_nan()));
+    // Nesterov with dampening is refused at the first step, whatever the builder order.
+    let mut p = Param::new("w", Tensor::zeros(&[1]));
+    let mut bad = Sgd::new(0.1).nesterov().momentum(0.9).dampening(0.5);
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| bad.step(&mut [&mut p]))).unwrap_err();
+    assert!(err.downcast_ref::<String>().unwrap().contains("dampening"));
+    let mut ok = Sgd::new(0.1).nesterov().momentum(0.9);
+    ok.step(&mut [&mut p]);
 }

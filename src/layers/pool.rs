@@ -84,8 +84,8 @@ fn span(o: usize, stride: usize, pad: usize, k: usize, size: usize) -> std::ops:
 // ------------------------------------------------------------------------------------ MaxPool2d
 
 /// Max pooling of one `h × w` plane: for every window, its maximum into `y` and the flat index of
-/// that maximum (the first one on ties; NaN wins, as in PyTorch) into `arg`. Dispatches the common
-/// unpadded 2×2 and 3×3 windows to a version with the window size known at compile time (3× faster:
+/// that maximum (the first one on ties; the last NaN if there is one, as in PyTorch) into `arg`.
+/// Dispatches the common unpadded 2×2 and 3×3 windows to a version with the window size known at compile time (3× faster:
 /// the two-element inner loops unroll), everything else to the general version.
 fn max_pool_plane(
     x: &[f32],
@@ -114,10 +114,11 @@ fn fold_max(v: f32, i: usize, best: &mut f32, best_i: &mut usize, nan: &mut bool
     *nan |= v.is_nan();
 }
 
-/// The first NaN of a window given as a list of flat indices (a NaN wins, as in PyTorch; this only
-/// runs once training has diverged).
-fn first_nan(x: &[f32], mut window: impl Iterator<Item = usize>) -> Option<usize> {
-    window.find(|&i| x[i].is_nan())
+/// The last NaN of a window given as a list of flat indices in reading order: a NaN wins over any
+/// number and over an earlier NaN, as in PyTorch's CPU kernel. (Only runs once training has
+/// diverged.)
+fn last_nan(x: &[f32], window: impl Iterator<Item = usize>) -> Option<usize> {
+    window.filter(|&i| x[i].is_nan()).last()
 }
 
 /// The most common pooling of all, 2×2 windows with stride 2, written over row pairs as selects
@@ -174,7 +175,7 @@ fn max_pool_plane_fixed<const KH: usize, const KW: usize>(
             }
             if nan {
                 best_i =
-                    first_nan(x, (0..KH * KW).map(|k| top_left + (k / KW) * w + k % KW)).unwrap_or(best_i);
+                    last_nan(x, (0..KH * KW).map(|k| top_left + (k / KW) * w + k % KW)).unwrap_or(best_i);
                 best = x[best_i];
             }
             y[oy * ow + ox] = best;
@@ -219,7 +220,7 @@ fn max_pool_rows_general(
             }
             if nan {
                 let window = rows.clone().flat_map(|iy| cols.clone().map(move |ix| iy * w + ix));
-                best_i = first_nan(x, window).unwrap_or(best_i);
+                best_i = last_nan(x, window).unwrap_or(best_i);
                 best = x[best_i];
             }
             y[(oy - oy0) * ow + ox] = best;

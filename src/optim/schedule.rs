@@ -7,10 +7,11 @@
 //! | constant | `η₀` | — |
 //! | step decay | `η₀ · γ^⌊t / s⌋` | `StepLR(step_size=s, gamma=γ)` |
 //! | exponential | `η₀ · γᵗ` | `ExponentialLR(gamma=γ)` |
-//! | cosine annealing | `η_min + (η₀ − η_min)·(1 + cos(π·t/T))/2`, for `t ≤ T` | `CosineAnnealingLR(T_max=T, eta_min)` |
+//! | cosine annealing | `η_min + (η₀ − η_min)·(1 + cos(π·t/T))/2` | `CosineAnnealingLR(T_max=T, eta_min)` |
 //! | linear warm-up | `η₀ · (f + (1 − f)·t/W)` for `t < W`, then the inner schedule at `t − W` | `LinearLR(start_factor=f, total_iters=W)` then the next, as `SequentialLR` |
 //!
-//! Cosine annealing stays at `η_min` after `T` (PyTorch's closed form would climb back up).
+//! As in PyTorch, cosine annealing is periodic: past `T` the rate climbs back up (it reaches `η₀`
+//! again at `2T`), so set `T` to the length of training.
 
 /// A learning-rate schedule. See the [module docs](self) for the formulas.
 ///
@@ -40,7 +41,8 @@ pub enum Schedule {
         /// Decay factor.
         gamma: f32,
     },
-    /// Half a cosine from the base rate down to `eta_min` over `t_max` steps.
+    /// Half a cosine from the base rate down to `eta_min` over `t_max` steps (and back up over the
+    /// next `t_max`, as PyTorch's `CosineAnnealingLR`).
     Cosine {
         /// Length of the decay, in steps.
         t_max: usize,
@@ -94,7 +96,7 @@ impl Schedule {
             Schedule::Step { step_size, gamma } => base * gamma.powi((t / step_size) as i32),
             Schedule::Exponential { gamma } => base * gamma.powi(t as i32),
             Schedule::Cosine { t_max, eta_min } => {
-                let progress = (t.min(*t_max) as f64) / *t_max as f64;
+                let progress = t as f64 / *t_max as f64;
                 let cos = (1.0 + (std::f64::consts::PI * progress).cos()) / 2.0;
                 (*eta_min as f64 + (base - eta_min) as f64 * cos) as f32
             }

@@ -69,15 +69,9 @@ impl Sgd {
         self
     }
 
-    /// Uses Nesterov momentum (needs momentum > 0 and no dampening, as in PyTorch).
-    ///
-    /// # Panics
-    /// If momentum is 0 or dampening is not 0 at the time of the call.
+    /// Uses Nesterov momentum (needs momentum > 0 and no dampening, as in PyTorch; checked at the
+    /// first step, so the builder methods may come in any order).
     pub fn nesterov(mut self) -> Sgd {
-        assert!(
-            self.momentum > 0.0 && self.dampening == 0.0,
-            "Nesterov momentum requires a momentum and zero dampening"
-        );
         self.nesterov = true;
         self
     }
@@ -90,7 +84,16 @@ impl Sgd {
 }
 
 impl Optimizer for Sgd {
+    /// # Panics
+    /// If Nesterov momentum was asked for without a momentum or with dampening (PyTorch refuses
+    /// the same settings), or if the parameters differ from those of the first step.
     fn step(&mut self, params: &mut [&mut Param]) {
+        assert!(
+            !self.nesterov || (self.momentum > 0.0 && self.dampening == 0.0),
+            "SGD: Nesterov momentum needs a momentum > 0 and zero dampening (got momentum {}, dampening {})",
+            self.momentum,
+            self.dampening
+        );
         let (lr, mu, tau, wd) = (self.lr, self.momentum, self.dampening, self.weight_decay);
         let first = self.steps == 0;
         self.steps += 1;
