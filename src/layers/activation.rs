@@ -118,7 +118,7 @@ impl Layer for Relu {
         self.positive.resize(x.len(), 0);
         let relu = |(xs, pos): (&mut [f32], &mut [u8])| {
             for (v, p) in xs.iter_mut().zip(pos) {
-                *p = u8::from(!(*v <= 0.0)); // [x > 0] (NaN counts as positive, as in PyTorch), for backward
+                *p = u8::from(*v > 0.0 || v.is_nan()); // [x > 0] (NaN counts as positive, as in PyTorch), for backward
                 *v = if *v <= 0.0 { 0.0 } else { *v }; // y = max(x, 0), NaN stays NaN
             }
         };

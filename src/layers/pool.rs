@@ -85,8 +85,8 @@ fn span(o: usize, stride: usize, pad: usize, k: usize, size: usize) -> std::ops:
 
 /// Max pooling of one `h × w` plane: for every window, its maximum into `y` and the flat index of
 /// that maximum (the first one on ties; the last NaN if there is one, as in PyTorch) into `arg`.
-/// Dispatches the common unpadded 2×2 and 3×3 windows to a version with the window size known at compile time (3× faster:
-/// the two-element inner loops unroll), everything else to the general version.
+/// Dispatches the common unpadded 2×2 and 3×3 windows to a version with the window size known at
+/// compile time (3× faster: the two-element inner loops unroll), everything else to the general one.
 fn max_pool_plane(
     x: &[f32],
     hw: (usize, usize),

@@ -69,9 +69,9 @@ pub fn zero_grad(params: &mut [&mut Param]) {
 pub fn clip_grad_norm(params: &mut [&mut Param], max_norm: f32) -> f32 {
     let norm = global_grad_norm(params);
     let scale = max_norm / (norm + 1e-6);
-    // `!(scale >= 1)` rather than `scale < 1`: a NaN norm scales every gradient to NaN, as in
-    // PyTorch, instead of leaving a mix of finite and NaN gradients for the optimizer.
-    if !(scale >= 1.0) {
+    // A NaN norm scales every gradient to NaN, as in PyTorch, instead of leaving a mix of finite
+    // and NaN gradients for the optimizer.
+    if scale < 1.0 || scale.is_nan() {
         params.iter_mut().for_each(|p| p.grad.scale(scale));
     }
     norm
