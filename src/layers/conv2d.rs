@@ -6,8 +6,8 @@
 //! y[n, o, oy, ox] = b[o] + Σ_c Σ_ki Σ_kj W[o, c, ki, kj] · x[n, c, oy·sh − ph + ki·dh, ox·sw − pw + kj·dw]
 //! ```
 //!
-//! Per image, [`im2col`](crate::tensor::im2col::im2col) lays every receptive field out as a column, so that the convolution is one
-//! matrix product (`W` read as a `[O, C·kh·kw]` matrix):
+//! Per image, [`im2col`](crate::tensor::im2col::im2col) lays every receptive field out as a
+//! column, so that the convolution is one matrix product (`W` read as a `[O, C·kh·kw]` matrix):
 //!
 //! ```text
 //! cols = im2col(x[n])          [C·kh·kw, OH·OW]
@@ -43,7 +43,8 @@ use crate::tensor::{Tensor, rng};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
-/// Images per group when summing `dL/dW` in parallel (fixed, for determinism).
+/// Images per group: one GEMM per group, one partial `dL/dW` per group (fixed, not tied to the
+/// number of threads, so that results are the same on any number of them).
 const GROUP: usize = 4;
 
 /// 2-D convolution over NCHW images. See the [module docs](self) for the math.
@@ -273,7 +274,9 @@ thread_local! {
 }
 
 /// Runs `f` on this thread's scratch buffer, grown to at least `len` elements. (Its contents are
-/// whatever the last user left: every user overwrites what it reads.)
+/// whatever the last user left: every user overwrites what it reads.) `f` must not wait on other
+/// rayon work, which could run another user of the same buffer on this thread; the GEMMs it calls
+/// never do, since a GEMM inside a rayon task does not split.
 fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     SCRATCH.with(|cell| {
         let mut buf = cell.borrow_mut();
