@@ -35,6 +35,7 @@ fn worked_example_of_backprop_md() {
     check("h", h.data(), &[0.610639, 0.622459]);
     let y = net.layers_mut()[2].forward(&h, Mode::Train);
     check("y", y.data(), &[0.378464]);
+    check("y − t", &[y.data()[0] - 1.0], &[-0.621536]);
     let (loss, dy) = MseLoss.loss_and_grad(&y, (&target).into()).unwrap();
     check("L", &[loss], &[0.386307]);
     check("dL/dy", dy.data(), &[-1.243073]);
@@ -45,6 +46,8 @@ fn worked_example_of_backprop_md() {
     check("dL/dh", dh.data(), &[-0.870151, 0.497229]);
     check("dL/dW2", net.layers()[2].params()[0].grad.data(), &[-0.759069, -0.773762]);
     check("dL/db2", net.layers()[2].params()[1].grad.data(), &[-1.243073]);
+    let sigma_prime = h.map(|h| h * (1.0 - h)); // σ'(z1) = h(1 − h)
+    check("σ'(z1)", sigma_prime.data(), &[0.237759, 0.235004]);
     let dz1 = net.layers_mut()[1].backward(&dh);
     check("dL/dz1", dz1.data(), &[-0.206886, 0.116851]);
     let dx = net.layers_mut()[0].backward(&dz1);

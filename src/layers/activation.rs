@@ -6,11 +6,11 @@
 //!
 //! | layer | forward `y = f(x)` | backward `dL/dx` | caches |
 //! |---|---|---|---|
-//! | [`Relu`] | `max(x, 0)` | `g · [x > 0]` | x |
+//! | [`Relu`] | `max(x, 0)` | `g · [x > 0]` | the mask `[x > 0]`, a byte per element |
 //! | [`LeakyRelu`] | `x` if `x > 0`, else `a·x` | `g · (1 if x > 0 else a)` | x |
 //! | [`Sigmoid`] | `σ(x) = 1 / (1 + e^(−x))` | `g · y·(1 − y)` | y |
 //! | [`Tanh`] | `tanh(x)` | `g · (1 − y²)` | y |
-//! | [`Gelu`] | `x·Φ(x)` (exact, erf) or its tanh approximation | `g · (Φ(x) + x·φ(x))` | x |
+//! | [`Gelu`] | `x·Φ(x)` (exact, erf) or its tanh approximation | `g · (Φ(x) + x·φ(x))` for the exact form (the tanh form's is in [`Gelu`]) | x |
 //!
 //! (At the kink `x = 0`, ReLU's derivative is taken as 0, as PyTorch does.)
 //!

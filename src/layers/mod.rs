@@ -6,7 +6,8 @@
 //!   (the input, a mask, the arg-max positions…), in buffers it reuses from call to call;
 //! - [`Layer::backward`] receives `g = dL/dy` for the `y` of the *latest* forward call, returns
 //!   `dL/dx`, and **adds** `dL/dθ` into each parameter's [`Param::grad`] (so gradients of several
-//!   backward passes accumulate until an optimizer's `zero_grad`, as in PyTorch).
+//!   backward passes accumulate until `zero_grad` — `Sequential::zero_grad` or `optim::zero_grad` —
+//!   as in PyTorch).
 //!
 //! Shapes always include the batch axis first: `[N, features]` for dense data, `[N, C, H, W]` for
 //! images. [`Layer::output_shape`] answers, without computing anything, what a layer makes of an
