@@ -34,12 +34,14 @@
 //! summed per group and the group sums are added in order, so the result does not depend on the
 //! number of threads.
 
-use super::{Layer, Mode, Param, check_grad, check_input, shape_error};
+use super::{
+    Layer, Mode, Param, check_grad, check_input, redraw_parameters, replace_parameters, shape_error,
+};
 use crate::error::Result;
+use crate::tensor::Tensor;
 use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm};
 use crate::tensor::im2col::{ConvGeometry, col2im_strided, im2col_strided};
 use crate::tensor::init::Init;
-use crate::tensor::{Tensor, rng};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -160,11 +162,7 @@ impl Conv2d {
 
     /// Redraws the weights from the layer's initialiser with `seed`, and zeroes the bias.
     pub fn reset_parameters(&mut self, seed: u64) {
-        let shape = self.weight.value.shape().to_vec();
-        self.weight.value = self.init.tensor(&shape, &mut rng(seed));
-        if let Some(b) = &mut self.bias {
-            b.value.fill(0.0);
-        }
+        redraw_parameters(self.init, &mut self.weight, self.bias.as_mut(), seed);
     }
 
     /// Sets the weights `[O, C, kh, kw]` and the bias `[O]`.
@@ -172,16 +170,7 @@ impl Conv2d {
     /// # Panics
     /// If a shape is wrong, or a bias is given to a layer without one.
     pub fn with_weights(mut self, weight: Tensor, bias: Option<Tensor>) -> Conv2d {
-        assert_eq!(weight.shape(), self.weight.value.shape(), "Conv2d: weight shape");
-        self.weight.value = weight;
-        match (bias, &mut self.bias) {
-            (Some(b), Some(p)) => {
-                assert_eq!(b.shape(), p.value.shape(), "Conv2d: bias shape");
-                p.value = b;
-            }
-            (None, _) => {}
-            (Some(_), None) => panic!("Conv2d: a bias was given to a layer built without one"),
-        }
+        replace_parameters("Conv2d", &mut self.weight, self.bias.as_mut(), weight, bias);
         self
     }
 

@@ -11,11 +11,13 @@
 //! dL/dx = g·W         [N, in]     (returned)       dL/dx[n, i] = Σₒ g[n, o]·W[o, i]
 //! ```
 
-use super::{Layer, Mode, Param, check_grad, check_input, shape_error};
+use super::{
+    Layer, Mode, Param, check_grad, check_input, redraw_parameters, replace_parameters, shape_error,
+};
 use crate::error::Result;
+use crate::tensor::Tensor;
 use crate::tensor::gemm::{Transpose::No, Transpose::Yes, gemm};
 use crate::tensor::init::Init;
-use crate::tensor::{Tensor, rng};
 
 /// Fully connected layer `y = x·Wᵀ + b`. See the [module docs](self) for the math.
 ///
@@ -71,11 +73,7 @@ impl Dense {
 
     /// Redraws the weights from the layer's initialiser with `seed`, and zeroes the bias.
     pub fn reset_parameters(&mut self, seed: u64) {
-        let shape = self.weight.value.shape().to_vec();
-        self.weight.value = self.init.tensor(&shape, &mut rng(seed));
-        if let Some(b) = &mut self.bias {
-            b.value.fill(0.0);
-        }
+        redraw_parameters(self.init, &mut self.weight, self.bias.as_mut(), seed);
     }
 
     /// Sets the weights and bias from tensors.
@@ -83,16 +81,7 @@ impl Dense {
     /// # Panics
     /// If the shapes are not `[out, in]` and `[out]`, or a bias is given to a layer without one.
     pub fn with_weights(mut self, weight: Tensor, bias: Option<Tensor>) -> Dense {
-        assert_eq!(weight.shape(), self.weight.value.shape(), "Dense: weight shape");
-        self.weight.value = weight;
-        match (bias, &mut self.bias) {
-            (Some(b), Some(p)) => {
-                assert_eq!(b.shape(), p.value.shape(), "Dense: bias shape");
-                p.value = b;
-            }
-            (None, _) => {}
-            (Some(_), None) => panic!("Dense: a bias was given to a layer built without one"),
-        }
+        replace_parameters("Dense", &mut self.weight, self.bias.as_mut(), weight, bias);
         self
     }
 

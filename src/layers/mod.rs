@@ -207,6 +207,44 @@ pub trait Layer: Send {
     fn reseed(&mut self, _seed: u64) {}
 }
 
+/// Draws a layer's weight from `init` with `seed` and zeroes its bias (shared by Dense and Conv2d).
+pub(crate) fn redraw_parameters(
+    init: crate::tensor::init::Init,
+    weight: &mut Param,
+    bias: Option<&mut Param>,
+    seed: u64,
+) {
+    let shape = weight.value.shape().to_vec();
+    weight.value = init.tensor(&shape, &mut crate::tensor::rng(seed));
+    if let Some(b) = bias {
+        b.value.fill(0.0);
+    }
+}
+
+/// Replaces a layer's weight and (optional) bias values, checking their shapes.
+///
+/// # Panics
+/// If a shape differs from the parameter's (both shapes are in the message), or a bias is given to
+/// a layer built without one.
+pub(crate) fn replace_parameters(
+    layer: &str,
+    weight: &mut Param,
+    bias: Option<&mut Param>,
+    w: Tensor,
+    b: Option<Tensor>,
+) {
+    assert_eq!(w.shape(), weight.value.shape(), "{layer}: new weight shape vs the layer's");
+    weight.value = w;
+    match (b, bias) {
+        (Some(b), Some(p)) => {
+            assert_eq!(b.shape(), p.value.shape(), "{layer}: new bias shape vs the layer's");
+            p.value = b;
+        }
+        (None, _) => {}
+        (Some(_), None) => panic!("{layer}: a bias was given to a layer built without one"),
+    }
+}
+
 /// The standard "wrong input" error: names the layer, what it expected and what it got.
 pub(crate) fn shape_error(layer: &str, expected: impl std::fmt::Display, actual: &[usize]) -> Error {
     Error::shape(format!("{layer} expects an input of shape {expected}, got {}", shape_str(actual)))
