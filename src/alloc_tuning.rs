@@ -8,22 +8,26 @@
 //! core. Measured on the reference network's training step (`benches/train_step.rs`), that churn
 //! was about a third of the step's time.
 //!
-//! [`tune_allocator`] raises glibc's trim and mmap thresholds once per process (as a caching
-//! allocator would), so freed blocks stay in the process and are reused warm. It runs automatically
-//! the first time a layer's forward pass runs. Set the environment variable
-//! `BACKPROP_NO_MALLOC_TUNING=1` to leave the allocator alone. On other platforms it does nothing.
+//! [`tune_allocator`] raises glibc's trim and mmap thresholds (as a caching allocator would), so
+//! freed blocks stay in the process and are reused warm. It changes the allocator of the whole
+//! process, so the library never calls it by itself: a program that owns its process — the
+//! examples, the benchmarks — opts in with one call at the start of `main`. On other platforms
+//! it does nothing.
+//!
+//! ```
+//! // At the start of a training program's main():
+//! let tuned = backprop::alloc_tuning::tune_allocator();
+//! # let _ = tuned;
+//! ```
 
 use std::sync::OnceLock;
 
 static APPLIED: OnceLock<bool> = OnceLock::new();
 
 /// Applies the allocator settings described in the [module docs](self), once per process.
-/// Returns whether they are in effect.
+/// Returns whether they are in effect (false on platforms other than Linux with glibc).
 pub fn tune_allocator() -> bool {
     *APPLIED.get_or_init(|| {
-        if std::env::var_os("BACKPROP_NO_MALLOC_TUNING").is_some() {
-            return false;
-        }
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         {
             // SAFETY: mallopt only changes allocator parameters and may be called at any time.

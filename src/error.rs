@@ -49,6 +49,16 @@ pub enum Error {
         /// The last finite training loss seen before it, if any.
         last_finite_loss: Option<f32>,
     },
+    /// Training stopped because a layer refused a batch (it panicked, for example batch norm
+    /// given a batch of one sample). The model keeps the state it had before that batch.
+    Training {
+        /// Epoch (counted from 1) in which it happened.
+        epoch: usize,
+        /// Batch (counted from 1) within that epoch.
+        batch: usize,
+        /// What the layer said.
+        message: String,
+    },
 }
 
 impl Error {
@@ -88,6 +98,10 @@ impl fmt::Display for Error {
                 }?;
                 write!(f, "; the weights from before that batch were kept — try a smaller learning rate")
             }
+            Error::Training { epoch, batch, message } => write!(
+                f,
+                "training stopped at epoch {epoch}, batch {batch}: {message}; the model was left as it was before that batch"
+            ),
         }
     }
 }

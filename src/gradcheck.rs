@@ -1,4 +1,5 @@
-//! Finite-difference gradient checking: the proof that a backward pass is right.
+//! Finite-difference gradient checking: evidence, at the points checked, that a backward pass is
+//! right.
 //!
 //! A backward pass is hand-written calculus, and calculus written by hand has bugs. The check is
 //! simple: the derivative of `L` with respect to one number `θ` is, by definition, the limit of
@@ -29,7 +30,7 @@
 //! from them.
 
 use crate::error::Result;
-use crate::layers::{Layer, Mode};
+use crate::layers::{InputGrad, Layer, Mode, StateMut, named_params, reseed, zero_grad};
 use crate::loss::{Loss, Target};
 use crate::tensor::Tensor;
 use rand::seq::index::sample;
@@ -57,7 +58,7 @@ impl Default for Options {
 /// The result of checking one tensor (the input, or one parameter).
 #[derive(Clone, Debug)]
 pub struct TensorReport {
-    /// `"input"`, or the parameter's name (`"weight"`, `"bias"`).
+    /// `"input"`, or the parameter's name (`"weight"`, `"bias"`, `"2.0.weight"` in a model).
     pub name: String,
     /// How many entries were compared.
     pub checked: usize,
@@ -167,23 +168,36 @@ fn central_difference(v: f32, eps: f32, mut f: impl FnMut(f32) -> f64) -> f32 {
     ((f(v + eps) - f(v - eps)) / (2.0 * eps as f64)) as f32
 }
 
+/// Sets entry `i` of the parameter called `name` to `value`; returns its old value.
+fn set_param_entry(layer: &mut dyn Layer, name: &str, i: usize, value: f32) -> f32 {
+    let mut old = None;
+    layer.visit_mut(&mut |n, s| {
+        if let (StateMut::Param(p), true) = (s, n == name) {
+            old = Some(std::mem::replace(&mut p.value.data_mut()[i], value));
+        }
+    });
+    old.expect("a parameter of this layer")
+}
+
 /// Checks a layer's backward pass (w.r.t. its input and every parameter) at input `x` in `mode`.
+/// The layer may be a whole model: a [`Sequential`](crate::Sequential) is a layer too.
 ///
 /// The layer is reseeded with the same seed before every forward pass, so that random layers
 /// (dropout) make the same choices throughout. Parameter gradients are zeroed first, and hold
 /// the analytic gradient of `Σ y ⊙ r` afterwards.
 pub fn check_layer(layer: &mut dyn Layer, x: &Tensor, mode: Mode, opts: &Options) -> Report {
     let layer_seed = opts.seed.wrapping_add(0x5eed);
-    layer.reseed(layer_seed);
+    reseed(layer, layer_seed);
     let y = layer.forward(x, mode);
     let r = Tensor::randn(y.shape(), 0.0, 1.0, opts.seed);
-    layer.zero_grad();
-    let dx = layer.backward(&r);
-    let param_grads: Vec<Tensor> = layer.params().iter().map(|p| p.grad.clone()).collect();
+    zero_grad(layer);
+    let dx = layer.backward(&r, InputGrad::Needed).expect("the input gradient was asked for");
+    let param_grads: Vec<(String, Tensor)> =
+        named_params(layer).into_iter().map(|(name, p)| (name, p.grad.clone())).collect();
 
     // L(x, θ) = Σ y ⊙ r, in f64 so that summation adds no noise to the difference.
     let objective = |layer: &mut dyn Layer, x: &Tensor| -> f64 {
-        layer.reseed(layer_seed);
+        reseed(layer, layer_seed);
         let y = layer.forward(x, mode);
         y.data().iter().zip(r.data()).map(|(&a, &b)| a as f64 * b as f64).sum()
     };
@@ -201,16 +215,15 @@ pub fn check_layer(layer: &mut dyn Layer, x: &Tensor, mode: Mode, opts: &Options
     }
     tensors.push(cmp.report);
 
-    for (p, analytic) in param_grads.iter().enumerate() {
-        let name = layer.params()[p].name;
+    for (name, analytic) in &param_grads {
         let mut cmp = Comparison::new(name, opts.atol);
         for i in entries(analytic.len(), opts) {
-            let orig = layer.params()[p].value.data()[i];
+            let orig = set_param_entry(layer, name, i, 0.0);
             let numeric = central_difference(orig, opts.eps, |val| {
-                layer.params_mut()[p].value.data_mut()[i] = val;
+                set_param_entry(layer, name, i, val);
                 objective(layer, x)
             });
-            layer.params_mut()[p].value.data_mut()[i] = orig;
+            set_param_entry(layer, name, i, orig);
             cmp.add(i, analytic.data()[i], numeric);
         }
         tensors.push(cmp.report);

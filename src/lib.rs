@@ -46,24 +46,34 @@
 //!
 //! ## A map of the crate, in reading order
 //!
+//! Start with `docs/backprop.md`, which derives every formula and points at the function that
+//! implements it. Then the code, in this order:
+//!
 //! 1. [`tensor`] — [`Tensor`]: a shape and a `Vec<f32>`. Then [`tensor::gemm`] (every heavy
-//!    product is one call to it; transposes are free) and [`tensor::im2col`] (convolution as a
-//!    matrix product).
-//! 2. [`layers`] — the [`Layer`](layers::Layer) trait, then one file per layer. Start with
-//!    [`layers::dense`]: its header derives the backward pass, and the code uses the same names.
-//!    Then [`layers::activation`], [`layers::conv2d`], [`layers::pool`], [`layers::batchnorm`],
-//!    [`layers::dropout`].
-//! 3. [`loss`] — mean squared error, cross-entropy (and why softmax is fused into it), binary
-//!    cross-entropy.
-//! 4. [`gradcheck`] — how every backward pass is proven right by finite differences.
-//! 5. [`optim`] — SGD with momentum, Adam (with its bias correction explained), AdamW, schedules.
-//! 6. [`model`] — [`Sequential`] and the training loop: forward, loss, backward, step.
-//! 7. [`data`] and [`io`] — data sets, batches, loaders; saving and loading weights.
+//!    product is one call to it; transposes are free), [`tensor::im2col`] (convolution as a
+//!    matrix product) and [`tensor::math`] (sigmoid, softmax, log-softmax, written once).
+//! 2. [`layers`] — the [`Layer`](layers::Layer) contract (four methods, and a visitor over named
+//!    state), then one file per layer. Start with [`layers::dense`]: its header derives the
+//!    backward pass, and the code uses the same names. Then [`layers::activation`],
+//!    [`layers::conv2d`] (read [`layers::conv2d::reference`], the plain loops, before the fast
+//!    kernels), [`layers::pool`], [`layers::batchnorm`], [`layers::dropout`].
+//! 3. [`layers::sequential`] and [`layers::residual`] — models are layers too: a chain whose
+//!    backward is the chain rule walked in reverse, and `y = x + f(x)`.
+//! 4. [`loss`] — mean squared error, cross-entropy (and why softmax is fused into it), binary
+//!    cross-entropy, negative log-likelihood.
+//! 5. [`gradcheck`] — checking every backward pass against finite differences.
+//! 6. [`optim`] — SGD with momentum, Adam (with its bias correction explained), AdamW, schedules.
+//! 7. [`train`] — the training loop (forward, loss, backward, step), evaluation and prediction,
+//!    for any model; [`model`] has the same as Keras-style methods on [`Sequential`].
+//! 8. [`data`] and [`io`] — data sets, batches, loaders; saving and loading any model's state.
+//! 9. [`exec`] — how a model runs its layers faster with results that stay bit-identical, and
+//!    why only some rewrites qualify.
 //!
 //! ## Further reading, in `docs/`
 //!
 //! - `docs/backprop.md` — backpropagation from first principles, each formula pointing at the
 //!   function that implements it, with a fully worked numeric example.
+//! - `docs/custom_layer.md` — writing your own layer, with its gradient check.
 //! - `docs/walkthrough.md` — the `image_classify` example, step by step.
 //! - `docs/architecture.md` — modules, the data flow of a training step, design decisions.
 //! - `docs/benchmarks.md` — measured speed, with the commands that produced each figure.
@@ -73,6 +83,7 @@
 pub mod alloc_tuning;
 pub mod data;
 pub mod error;
+pub mod exec;
 pub mod gradcheck;
 pub mod io;
 pub mod layers;
@@ -81,9 +92,10 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};
-pub use model::Sequential;
+pub use layers::Sequential;
 pub use tensor::Tensor;
 
 /// The names most programs need: `use backprop::prelude::*;`.
@@ -91,12 +103,13 @@ pub mod prelude {
     pub use crate::data::{Dataset, Targets};
     pub use crate::error::{Error, Result};
     pub use crate::layers::{
-        AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dense, Dropout, Flatten, Gelu, GlobalAvgPool, Layer,
-        LeakyRelu, MaxPool2d, Mode, Relu, Sigmoid, Softmax, Tanh,
+        AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dense, Dropout, Flatten, Gelu, GlobalAvgPool, InputGrad,
+        Layer, LeakyRelu, LogSoftmax, MaxPool2d, Mode, Param, Relu, Residual, Sequential, Sigmoid, Softmax,
+        State, StateMut, Tanh,
     };
-    pub use crate::loss::{BceWithLogitsLoss, CrossEntropyLoss, Loss, MseLoss, Target};
-    pub use crate::model::{EarlyStopping, FitOptions, History, Monitor, Sequential};
+    pub use crate::loss::{BceWithLogitsLoss, CrossEntropyLoss, Loss, MseLoss, NllLoss, Target};
     pub use crate::optim::{Adam, AdamW, Optimizer, Schedule, Sgd};
+    pub use crate::train::{EarlyStopping, FitOptions, History, Monitor};
     pub use crate::tensor::Tensor;
 }
 

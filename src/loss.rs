@@ -2,13 +2,15 @@
 //!
 //! Each loss maps the network's output `z` and the target to a scalar `L`, and gives `dL/dz`,
 //! the gradient that starts the backward pass. All of them average over the batch (PyTorch's
-//! `reduction="mean"`), so the learning rate does not depend on the batch size.
+//! `reduction="mean"`), so the gradient's size does not grow with the batch size (the best
+//! learning rate may still depend on it: a larger batch gives a less noisy gradient).
 //!
 //! | loss | `L` | `dL/dz` |
 //! |---|---|---|
 //! | [`MseLoss`] | `(1/K) Σ (z − t)²` over all K elements | `2(z − t)/K` |
 //! | [`CrossEntropyLoss`] | `−(1/N) Σₙ Σ_c q[n,c]·log softmax(z[n])_c` | `(softmax(z) − q)/N` |
 //! | [`BceWithLogitsLoss`] | `(1/K) Σ −t·log σ(z) − (1 − t)·log(1 − σ(z))` | `(σ(z) − t)/K` |
+//! | [`NllLoss`] | `−(1/N) Σₙ z[n, tₙ]` on log-probabilities `z` | `−1/N` at `[n, tₙ]`, 0 elsewhere |
 //!
 //! In cross-entropy, `q` is the one-hot vector of the label (or, with label smoothing `ε`,
 //! `(1 − ε)·one-hot + ε/C`). The gradient `softmax − q` is the reason softmax and cross-entropy are
@@ -17,7 +19,7 @@
 //! so logits of ±1000 give a finite loss.
 
 use crate::error::{Error, Result};
-use crate::layers::activation::sigmoid;
+use crate::tensor::math::{feature_split, sigmoid, softmax_into};
 use crate::tensor::{Tensor, shape_str};
 
 /// What a loss compares the network's output with.
@@ -91,12 +93,19 @@ fn values<'a>(name: &str, pred: &Tensor, target: Target<'a>) -> Result<&'a Tenso
 /// use backprop::Tensor;
 /// let z = Tensor::from_vec(&[2], vec![1., 3.]).unwrap();
 /// let t = Tensor::from_vec(&[2], vec![0., 1.]).unwrap();
-/// let (l, g) = MseLoss.loss_and_grad(&z, (&t).into()).unwrap();
+/// let (l, g) = MseLoss::new().loss_and_grad(&z, (&t).into()).unwrap();
 /// assert_eq!(l, 2.5);              // (1² + 2²) / 2
 /// assert_eq!(g.data(), &[1., 2.]); // 2·(z − t)/2
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MseLoss;
+
+impl MseLoss {
+    /// Mean squared error (PyTorch's `nn.MSELoss()`).
+    pub fn new() -> MseLoss {
+        MseLoss
+    }
+}
 
 impl Loss for MseLoss {
     fn name(&self) -> &'static str {
@@ -208,15 +217,57 @@ impl Loss for CrossEntropyLoss {
 /// If `logits` is not 2-D.
 pub fn softmax(logits: &Tensor) -> Tensor {
     assert!(logits.ndim() == 2, "softmax expects [N, classes], got {:?}", logits.shape());
-    let c = logits.dim(1);
-    let mut p = logits.clone();
-    for row in p.data_mut().chunks_exact_mut(c) {
-        let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        row.iter_mut().for_each(|v| *v = (*v - m).exp());
-        let s: f32 = row.iter().sum();
-        row.iter_mut().for_each(|v| *v /= s);
-    }
+    let mut p = Tensor::zeros(logits.shape());
+    softmax_into(logits.data(), feature_split(logits.shape()), p.data_mut());
     p
+}
+
+// ------------------------------------------------------------------------ negative log-likelihood
+
+/// Negative log-likelihood of class labels given log-probabilities `z [N, C]` (the output of a
+/// [`LogSoftmax`](crate::layers::LogSoftmax) layer), as PyTorch's `nn.NLLLoss()`:
+/// `L = −(1/N) Σₙ z[n, tₙ]`, `dL/dz[n, c] = −1/N` where `c = tₙ` and 0 elsewhere.
+///
+/// `LogSoftmax` followed by `NllLoss` computes what [`CrossEntropyLoss`] computes from logits;
+/// the fused loss is a little faster and needs no softmax layer in the model.
+///
+/// ```
+/// use backprop::loss::{Loss, NllLoss};
+/// use backprop::Tensor;
+/// let log_p = Tensor::from_vec(&[2, 2], vec![-0.1, -2.3, -1.6, -0.2]).unwrap();
+/// let (l, g) = NllLoss::new().loss_and_grad(&log_p, (&[0usize, 1][..]).into()).unwrap();
+/// assert!((l - 0.15).abs() < 1e-6);                   // (0.1 + 0.2) / 2
+/// assert_eq!(g.data(), &[-0.5, 0., 0., -0.5]);
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NllLoss;
+
+impl NllLoss {
+    /// Negative log-likelihood (PyTorch's `nn.NLLLoss()`).
+    pub fn new() -> NllLoss {
+        NllLoss
+    }
+}
+
+impl Loss for NllLoss {
+    fn name(&self) -> &'static str {
+        "NllLoss"
+    }
+
+    fn loss_and_grad(&self, z: &Tensor, target: Target<'_>) -> Result<(f32, Tensor)> {
+        let Target::Classes(labels) = target else {
+            return Err(Error::invalid("NllLoss needs class labels as its target"));
+        };
+        check_labels(self.name(), z, labels)?;
+        let (n, c) = (z.dim(0), z.dim(1));
+        let mut grad = Tensor::zeros(z.shape());
+        let mut total = 0.0f64;
+        for (i, &label) in labels.iter().enumerate() {
+            total -= z.data()[i * c + label] as f64; // −Σ z[n, tₙ]
+            grad.data_mut()[i * c + label] = -1.0 / n as f32; // −1/N at the label
+        }
+        Ok(((total / n as f64) as f32, grad))
+    }
 }
 
 // ---------------------------------------------------------------------------- BCE with logits
@@ -230,12 +281,19 @@ pub fn softmax(logits: &Tensor) -> Tensor {
 /// use backprop::Tensor;
 /// let z = Tensor::from_vec(&[1], vec![0.]).unwrap();
 /// let t = Tensor::from_vec(&[1], vec![1.]).unwrap();
-/// let (l, g) = BceWithLogitsLoss.loss_and_grad(&z, (&t).into()).unwrap();
+/// let (l, g) = BceWithLogitsLoss::new().loss_and_grad(&z, (&t).into()).unwrap();
 /// assert!((l - 2f32.ln()).abs() < 1e-6);
 /// assert_eq!(g.data(), &[-0.5]);
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct BceWithLogitsLoss;
+
+impl BceWithLogitsLoss {
+    /// Binary cross-entropy on logits (PyTorch's `nn.BCEWithLogitsLoss()`).
+    pub fn new() -> BceWithLogitsLoss {
+        BceWithLogitsLoss
+    }
+}
 
 impl Loss for BceWithLogitsLoss {
     fn name(&self) -> &'static str {

@@ -17,10 +17,15 @@
 //! [`Softmax`] is not element-wise: each output depends on every input of its row,
 //! `y_i = e^(x_i) / Σ_j e^(x_j)`. Its Jacobian is `∂y_i/∂x_j = y_i (δ_ij − y_j)`, which gives
 //! `dL/dx_i = y_i · (g_i − Σ_j g_j y_j)`.
+//!
+//! [`LogSoftmax`] is its logarithm, `y_i = x_i − log Σ_j e^(x_j)`, computed directly (never as
+//! `log(softmax(x))`, which is `−∞` once a probability rounds to 0). Its Jacobian is
+//! `∂y_i/∂x_j = δ_ij − p_j` with `p = softmax(x) = e^y`, so `dL/dx_j = g_j − p_j · Σ_i g_i`.
 
-use super::{Layer, Mode, check_grad, check_input, shape_error};
+use super::{InputGrad, Layer, Mode, check_grad, check_input, shape_error};
 use crate::error::Result;
 use crate::tensor::Tensor;
+use crate::tensor::math::{erf, feature_split, log_softmax_into, sigmoid, softmax_into};
 use rayon::prelude::*;
 
 /// Output shape of an element-wise layer: anything with a batch axis.
@@ -46,20 +51,9 @@ fn elementwise_forward(
 }
 
 /// `dL/dx = g ⊙ f'(cached)`.
-fn elementwise_backward(name: &str, cache: &Tensor, g: &Tensor, df: impl Fn(f32) -> f32) -> Tensor {
+fn elementwise_backward(name: &str, cache: &Tensor, g: &Tensor, df: impl Fn(f32) -> f32) -> Option<Tensor> {
     check_grad(name, cache.shape(), g);
-    g.zip_map(cache, |g, c| g * df(c))
-}
-
-macro_rules! elementwise_layer_impl {
-    ($ty:ident, $name:literal) => {
-        fn name(&self) -> &'static str {
-            $name
-        }
-        fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
-            same_shape($name, input)
-        }
-    };
+    Some(g.zip_map(cache, |g, c| g * df(c)))
 }
 
 /// Runs `f` over matching chunks of two buffers: in parallel for large buffers, on the calling
@@ -100,18 +94,14 @@ impl Relu {
     }
 }
 
-impl Layer for Relu {
-    fn commutes_with_max_pool(&self) -> bool {
-        true
-    }
-
-    elementwise_layer_impl!(Relu, "ReLU");
-
-    fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
-        self.forward_owned(x.clone(), mode)
-    }
-
-    fn forward_owned(&mut self, mut x: Tensor, _mode: Mode) -> Tensor {
+impl Relu {
+    /// [`Layer::forward`] on a tensor the caller gives away: the output overwrites the input's
+    /// memory instead of a new allocation. The [execution plan](crate::exec) uses it for
+    /// activations a model owns; the arithmetic is the same.
+    ///
+    /// # Panics
+    /// As [`Layer::forward`].
+    pub fn forward_in_place(&mut self, mut x: Tensor) -> Tensor {
         same_shape("ReLU", x.shape()).unwrap_or_else(|e| panic!("{e}"));
         self.shape.clear();
         self.shape.extend_from_slice(x.shape());
@@ -126,11 +116,11 @@ impl Layer for Relu {
         x
     }
 
-    fn backward(&mut self, g: &Tensor) -> Tensor {
-        self.backward_owned(g.clone())
-    }
-
-    fn backward_owned(&mut self, mut g: Tensor) -> Tensor {
+    /// [`Layer::backward`] on a gradient the caller gives away, overwritten by `dL/dx`.
+    ///
+    /// # Panics
+    /// As [`Layer::backward`].
+    pub fn backward_in_place(&mut self, mut g: Tensor) -> Tensor {
         check_grad("ReLU", &self.shape, &g);
         for_chunks(g.data_mut(), &mut self.positive, |(gs, pos)| {
             gs.iter_mut().zip(pos.iter()).for_each(|(d, &p)| *d = if p == 0 { 0.0 } else { *d }); // g · [x > 0]
@@ -139,9 +129,28 @@ impl Layer for Relu {
     }
 }
 
+impl Layer for Relu {
+    fn describe(&self) -> String {
+        "ReLU".into()
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        same_shape("ReLU", input)
+    }
+
+    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+        self.forward_in_place(x.clone())
+    }
+
+    fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
+        Some(self.backward_in_place(g.clone()))
+    }
+}
+
 // ----------------------------------------------------------------------------------- LeakyReLU
 
 /// Leaky ReLU: `y = x` for `x > 0`, `a·x` otherwise; `dL/dx = g · (1 or a)`.
+/// [`LeakyRelu::default`] has PyTorch's slope, 0.01.
 pub struct LeakyRelu {
     slope: f32,
     x: Tensor,
@@ -154,23 +163,27 @@ impl LeakyRelu {
     }
 }
 
-impl Layer for LeakyRelu {
-    fn commutes_with_max_pool(&self) -> bool {
-        true
+impl Default for LeakyRelu {
+    fn default() -> LeakyRelu {
+        LeakyRelu::new(0.01)
     }
+}
 
-    elementwise_layer_impl!(LeakyRelu, "LeakyReLU");
-
+impl Layer for LeakyRelu {
     fn describe(&self) -> String {
         format!("LeakyReLU({})", self.slope)
     }
 
-    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
-        let a = self.slope;
-        elementwise_forward(self.name(), x, &mut self.x, false, |x| if x > 0.0 { x } else { a * x })
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        same_shape("LeakyReLU", input)
     }
 
-    fn backward(&mut self, g: &Tensor) -> Tensor {
+    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+        let a = self.slope;
+        elementwise_forward("LeakyReLU", x, &mut self.x, false, |x| if x > 0.0 { x } else { a * x })
+    }
+
+    fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
         let a = self.slope;
         elementwise_backward("LeakyReLU", &self.x, g, |x| if x > 0.0 { 1.0 } else { a })
     }
@@ -191,28 +204,20 @@ impl Sigmoid {
     }
 }
 
-/// `σ(x)`, written so that neither branch overflows.
-pub(crate) fn sigmoid(x: f32) -> f32 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
-}
-
 impl Layer for Sigmoid {
-    fn commutes_with_max_pool(&self) -> bool {
-        true
+    fn describe(&self) -> String {
+        "Sigmoid".into()
     }
 
-    elementwise_layer_impl!(Sigmoid, "Sigmoid");
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        same_shape("Sigmoid", input)
+    }
 
     fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
-        elementwise_forward(self.name(), x, &mut self.y, true, sigmoid)
+        elementwise_forward("Sigmoid", x, &mut self.y, true, sigmoid)
     }
 
-    fn backward(&mut self, g: &Tensor) -> Tensor {
+    fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
         elementwise_backward("Sigmoid", &self.y, g, |y| y * (1.0 - y))
     }
 }
@@ -233,17 +238,19 @@ impl Tanh {
 }
 
 impl Layer for Tanh {
-    fn commutes_with_max_pool(&self) -> bool {
-        true
+    fn describe(&self) -> String {
+        "Tanh".into()
     }
 
-    elementwise_layer_impl!(Tanh, "Tanh");
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        same_shape("Tanh", input)
+    }
 
     fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
-        elementwise_forward(self.name(), x, &mut self.y, true, f32::tanh)
+        elementwise_forward("Tanh", x, &mut self.y, true, f32::tanh)
     }
 
-    fn backward(&mut self, g: &Tensor) -> Tensor {
+    fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
         elementwise_backward("Tanh", &self.y, g, |y| 1.0 - y * y)
     }
 }
@@ -264,16 +271,6 @@ pub struct Gelu {
 
 const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
 const GELU_CUBIC: f64 = 0.044_715;
-
-/// The error function, to ~1e-7 absolute accuracy (Abramowitz & Stegun 7.1.26), in `f64`.
-fn erf(x: f64) -> f64 {
-    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
-    let poly = t
-        * (0.254_829_592
-            + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
-    let y = 1.0 - poly * (-x * x).exp();
-    if x >= 0.0 { y } else { -y }
-}
 
 fn gelu_exact(x: f32) -> f32 {
     let x = x as f64;
@@ -319,18 +316,20 @@ impl Default for Gelu {
 }
 
 impl Layer for Gelu {
-    elementwise_layer_impl!(Gelu, "GELU");
-
     fn describe(&self) -> String {
         if self.approximate { "GELU(tanh)".into() } else { "GELU".into() }
     }
 
-    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
-        let f = if self.approximate { gelu_tanh } else { gelu_exact };
-        elementwise_forward(self.name(), x, &mut self.x, false, f)
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        same_shape("GELU", input)
     }
 
-    fn backward(&mut self, g: &Tensor) -> Tensor {
+    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+        let f = if self.approximate { gelu_tanh } else { gelu_exact };
+        elementwise_forward("GELU", x, &mut self.x, false, f)
+    }
+
+    fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
         let df = if self.approximate { gelu_tanh_grad } else { gelu_exact_grad };
         elementwise_backward("GELU", &self.x, g, df)
     }
@@ -357,45 +356,31 @@ impl Softmax {
     }
 }
 
-/// (outer, features, inner) of a `[N, F, …]` shape: element `[n, f, i]` at `(n·F + f)·inner + i`.
-fn feature_split(shape: &[usize]) -> (usize, usize, usize) {
-    (shape[0], shape[1], shape[2..].iter().product())
+/// The output shape of softmax and log-softmax: a feature axis after the batch axis.
+fn feature_shape(name: &str, input: &[usize]) -> Result<Vec<usize>> {
+    if input.len() < 2 {
+        return Err(shape_error(name, "[N, features, …]", input));
+    }
+    Ok(input.to_vec())
 }
 
 impl Layer for Softmax {
-    fn name(&self) -> &'static str {
-        "Softmax"
+    fn describe(&self) -> String {
+        "Softmax".into()
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
-        if input.len() < 2 {
-            return Err(shape_error("Softmax", "[N, features, …]", input));
-        }
-        Ok(input.to_vec())
+        feature_shape("Softmax", input)
     }
 
     fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
         check_input(self, x);
-        let (n, f, inner) = feature_split(x.shape());
-        let mut y = x.clone();
-        for b in 0..n {
-            for i in 0..inner {
-                let at = |k: usize| (b * f + k) * inner + i;
-                let m = (0..f).map(|k| x.data()[at(k)]).fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0;
-                for k in 0..f {
-                    let e = (x.data()[at(k)] - m).exp();
-                    y.data_mut()[at(k)] = e;
-                    sum += e;
-                }
-                (0..f).for_each(|k| y.data_mut()[at(k)] /= sum); // y = e^(x−m) / Σ e^(x−m)
-            }
-        }
-        self.y.copy_from(&y);
-        y
+        self.y.resize_zeroed(x.shape());
+        softmax_into(x.data(), feature_split(x.shape()), self.y.data_mut()); // y = softmax(x)
+        self.y.clone()
     }
 
-    fn backward(&mut self, g: &Tensor) -> Tensor {
+    fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
         check_grad("Softmax", self.y.shape(), g);
         let (n, f, inner) = feature_split(self.y.shape());
         let (y, gd) = (self.y.data(), g.data());
@@ -404,9 +389,68 @@ impl Layer for Softmax {
             for i in 0..inner {
                 let at = |k: usize| (b * f + k) * inner + i;
                 let dot: f32 = (0..f).map(|k| gd[at(k)] * y[at(k)]).sum(); // Σ_j g_j y_j
-                (0..f).for_each(|k| dx.data_mut()[at(k)] = y[at(k)] * (gd[at(k)] - dot));
+                (0..f).for_each(|k| dx.data_mut()[at(k)] = y[at(k)] * (gd[at(k)] - dot)); // y_i (g_i − Σ g_j y_j)
             }
         }
-        dx
+        Some(dx)
+    }
+}
+
+// ---------------------------------------------------------------------------------- LogSoftmax
+
+/// Log-softmax over the feature axis (PyTorch's `nn.LogSoftmax(dim=1)`):
+/// `y_i = x_i − m − log Σ_j e^(x_j − m)`, finite for logits of ±1000.
+/// Backward: `dL/dx_j = g_j − p_j · Σ_i g_i` with `p = e^y = softmax(x)`.
+///
+/// Followed by [`NllLoss`](crate::loss::NllLoss), it computes what
+/// [`CrossEntropyLoss`](crate::loss::CrossEntropyLoss) computes from the logits in one step.
+///
+/// ```
+/// use backprop::layers::{Layer, LogSoftmax, Mode};
+/// use backprop::Tensor;
+/// let y = LogSoftmax::new().forward(&Tensor::from_vec(&[1, 2], vec![1000., -1000.]).unwrap(), Mode::Eval);
+/// assert_eq!(y.data(), &[0., -2000.]); // log(softmax) would give −∞ for the second
+/// ```
+#[derive(Default)]
+pub struct LogSoftmax {
+    y: Tensor,
+}
+
+impl LogSoftmax {
+    /// A log-softmax layer over axis 1.
+    pub fn new() -> LogSoftmax {
+        LogSoftmax::default()
+    }
+}
+
+impl Layer for LogSoftmax {
+    fn describe(&self) -> String {
+        "LogSoftmax".into()
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        feature_shape("LogSoftmax", input)
+    }
+
+    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+        check_input(self, x);
+        self.y.resize_zeroed(x.shape());
+        log_softmax_into(x.data(), feature_split(x.shape()), self.y.data_mut()); // y = x − m − log Σ e^(x−m)
+        self.y.clone()
+    }
+
+    fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
+        check_grad("LogSoftmax", self.y.shape(), g);
+        let (n, f, inner) = feature_split(self.y.shape());
+        let (y, gd) = (self.y.data(), g.data());
+        let mut dx = Tensor::zeros(self.y.shape());
+        for b in 0..n {
+            for i in 0..inner {
+                let at = |k: usize| (b * f + k) * inner + i;
+                let sum_g: f32 = (0..f).map(|k| gd[at(k)]).sum(); // Σ_i g_i
+                (0..f).for_each(|k| dx.data_mut()[at(k)] = gd[at(k)] - y[at(k)].exp() * sum_g); // g_j − p_j Σ g_i
+            }
+        }
+        Some(dx)
     }
 }

@@ -22,9 +22,10 @@
 //! The train-mode `dL/dx` has two extra terms because `μ` and `σ²` depend on every `x` of the
 //! batch: moving one input moves the mean and variance that normalise all the others.
 
-use super::{Layer, Mode, Param, check_grad, check_input, shape_error};
+use super::{InputGrad, Layer, Mode, Param, State, StateMut, check_grad, check_input, shape_error};
 use crate::error::Result;
 use crate::tensor::Tensor;
+use crate::tensor::math::feature_split as split;
 
 /// The shared implementation; [`BatchNorm1d`] and [`BatchNorm2d`] differ only in the ranks they accept.
 struct BatchNorm {
@@ -43,11 +44,6 @@ struct BatchNorm {
     train: bool,
 }
 
-/// (N, C, inner) of a `[N, C, …]` shape: element `[n, c, i]` at `(n·C + c)·inner + i`.
-fn split(shape: &[usize]) -> (usize, usize, usize) {
-    (shape[0], shape[1], shape[2..].iter().product())
-}
-
 impl BatchNorm {
     fn new(name: &'static str, channels: usize) -> BatchNorm {
         BatchNorm {
@@ -55,8 +51,8 @@ impl BatchNorm {
             channels,
             eps: 1e-5,
             momentum: 0.1,
-            weight: Param::new("weight", Tensor::ones(&[channels])),
-            bias: Param::new("bias", Tensor::zeros(&[channels])),
+            weight: Param::new(Tensor::ones(&[channels])),
+            bias: Param::new(Tensor::zeros(&[channels])),
             running_mean: Tensor::zeros(&[channels]),
             running_var: Tensor::ones(&[channels]),
             batches_tracked: 0,
@@ -203,10 +199,6 @@ macro_rules! batchnorm_layer {
         }
 
         impl Layer for $ty {
-            fn name(&self) -> &'static str {
-                $name
-            }
-
             fn describe(&self) -> String {
                 self.0.describe()
             }
@@ -220,33 +212,26 @@ macro_rules! batchnorm_layer {
                 self.0.forward(x, mode)
             }
 
-            fn backward(&mut self, g: &Tensor) -> Tensor {
+            fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
                 check_grad($name, self.0.x_hat.shape(), g);
-                self.0.backward(g)
+                Some(self.0.backward(g))
             }
 
-            fn params(&self) -> Vec<&Param> {
-                vec![&self.0.weight, &self.0.bias]
+            fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
+                f("weight", State::Param(&self.0.weight));
+                f("bias", State::Param(&self.0.bias));
+                f("running_mean", State::Buffer(&self.0.running_mean));
+                f("running_var", State::Buffer(&self.0.running_var));
+                f("num_batches_tracked", State::Counter(self.0.batches_tracked));
             }
 
-            fn params_mut(&mut self) -> Vec<&mut Param> {
-                vec![&mut self.0.weight, &mut self.0.bias]
-            }
-
-            fn num_batches_tracked(&self) -> Option<u64> {
-                Some(self.0.batches_tracked)
-            }
-
-            fn set_num_batches_tracked(&mut self, count: u64) {
-                self.0.batches_tracked = count;
-            }
-
-            fn buffers(&self) -> Vec<(&'static str, &Tensor)> {
-                vec![("running_mean", &self.0.running_mean), ("running_var", &self.0.running_var)]
-            }
-
-            fn buffers_mut(&mut self) -> Vec<(&'static str, &mut Tensor)> {
-                vec![("running_mean", &mut self.0.running_mean), ("running_var", &mut self.0.running_var)]
+            fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
+                let bn = &mut self.0;
+                f("weight", StateMut::Param(&mut bn.weight));
+                f("bias", StateMut::Param(&mut bn.bias));
+                f("running_mean", StateMut::Buffer(&mut bn.running_mean));
+                f("running_var", StateMut::Buffer(&mut bn.running_var));
+                f("num_batches_tracked", StateMut::Counter(&mut bn.batches_tracked));
             }
         }
     };

@@ -12,12 +12,14 @@
 //! ```
 
 use super::{
-    Layer, Mode, Param, check_grad, check_input, redraw_parameters, replace_parameters, shape_error,
+    InputGrad, Layer, Mode, Param, State, StateMut, check_grad, check_input, replace_parameters, shape_error,
+    visit_weight_bias, visit_weight_bias_mut,
 };
 use crate::error::Result;
 use crate::tensor::Tensor;
 use crate::tensor::gemm::{Transpose::No, Transpose::Yes, gemm};
 use crate::tensor::init::Init;
+use crate::tensor::rng;
 
 /// Fully connected layer `y = x·Wᵀ + b`. See the [module docs](self) for the math.
 ///
@@ -38,18 +40,18 @@ pub struct Dense {
 }
 
 impl Dense {
-    /// A layer from `inputs` to `outputs` features, with a bias, He-normal weights (seed 0) and a
-    /// zero bias. Change them with the builder methods.
+    /// A layer from `inputs` to `outputs` features, with a bias, He-normal weights and a zero
+    /// bias. The weights are drawn with seed 0; a model redraws them from its own seed and the
+    /// layer's position ([`SequentialBuilder::seed`](super::sequential::SequentialBuilder::seed)),
+    /// unless [`Dense::seed`] or [`Dense::with_weights`] chose them.
     pub fn new(inputs: usize, outputs: usize) -> Dense {
-        let mut layer = Dense {
-            weight: Param::new("weight", Tensor::zeros(&[outputs, inputs])),
-            bias: Some(Param::new("bias", Tensor::zeros(&[outputs]))),
+        Dense {
+            weight: Param::drawn(&[outputs, inputs], Init::HeNormal, 0),
+            bias: Some(Param::new(Tensor::zeros(&[outputs]))),
             init: Init::HeNormal,
             input: Tensor::default(),
             out_shape: Vec::new(),
-        };
-        layer.reset_parameters(0);
-        layer
+        }
     }
 
     /// Removes the bias: `y = x·Wᵀ`.
@@ -61,11 +63,12 @@ impl Dense {
     /// Uses `init` for the weights (the bias stays zero) and redraws them with seed 0.
     pub fn init(mut self, init: Init) -> Dense {
         self.init = init;
-        self.reset_parameters(0);
+        self.weight = Param::drawn(self.weight.value.shape(), init, 0);
         self
     }
 
-    /// Redraws the weights with this seed.
+    /// Draws the weights from the layer's initialiser with this seed (a model-wide seed then
+    /// leaves them alone).
     pub fn seed(mut self, seed: u64) -> Dense {
         self.reset_parameters(seed);
         self
@@ -73,7 +76,11 @@ impl Dense {
 
     /// Redraws the weights from the layer's initialiser with `seed`, and zeroes the bias.
     pub fn reset_parameters(&mut self, seed: u64) {
-        redraw_parameters(self.init, &mut self.weight, self.bias.as_mut(), seed);
+        self.weight.value = self.init.tensor(self.weight.value.shape(), &mut rng(seed));
+        self.weight.init = None;
+        if let Some(b) = &mut self.bias {
+            b.value.fill(0.0);
+        }
     }
 
     /// Sets the weights and bias from tensors.
@@ -107,10 +114,6 @@ impl Dense {
 }
 
 impl Layer for Dense {
-    fn name(&self) -> &'static str {
-        "Dense"
-    }
-
     fn describe(&self) -> String {
         let bias = if self.bias.is_some() { "" } else { ", no bias" };
         format!("Dense({}→{}{bias})", self.inputs(), self.outputs())
@@ -136,28 +139,27 @@ impl Layer for Dense {
         y
     }
 
-    fn backward(&mut self, g: &Tensor) -> Tensor {
-        self.backward_params_only(g);
-        let mut dx = Tensor::zeros(self.input.shape());
-        gemm(1.0, g, No, &self.weight.value, No, 0.0, &mut dx); // dx = g·W
-        dx
-    }
-
-    fn backward_params_only(&mut self, g: &Tensor) {
-        check_grad(self.name(), &self.out_shape, g);
+    fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
+        check_grad("Dense", &self.out_shape, g);
         gemm(1.0, g, Yes, &self.input, No, 1.0, &mut self.weight.grad); // dW += gᵀ·x
         if let Some(b) = &mut self.bias {
             for row in g.data().chunks_exact(b.len()) {
                 b.grad.data_mut().iter_mut().zip(row).for_each(|(db, g)| *db += g); // db += Σₙ g
             }
         }
+        if !input_grad.is_needed() {
+            return None;
+        }
+        let mut dx = Tensor::zeros(self.input.shape());
+        gemm(1.0, g, No, &self.weight.value, No, 0.0, &mut dx); // dx = g·W
+        Some(dx)
     }
 
-    fn params(&self) -> Vec<&Param> {
-        std::iter::once(&self.weight).chain(self.bias.as_ref()).collect()
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
+        visit_weight_bias(&self.weight, self.bias.as_ref(), f);
     }
 
-    fn params_mut(&mut self) -> Vec<&mut Param> {
-        std::iter::once(&mut self.weight).chain(self.bias.as_mut()).collect()
+    fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
+        visit_weight_bias_mut(&mut self.weight, self.bias.as_mut(), f);
     }
 }

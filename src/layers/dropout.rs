@@ -9,7 +9,7 @@
 //!
 //! The mask `m` is drawn from the layer's own seeded generator, so a run is reproducible.
 
-use super::{Layer, Mode, check_grad, check_input, shape_error};
+use super::{InputGrad, Layer, Mode, State, StateMut, check_grad, check_input, shape_error};
 use crate::error::Result;
 use crate::tensor::{Rng, Tensor, rng};
 use rand::RngExt;
@@ -55,10 +55,6 @@ impl Dropout {
 }
 
 impl Layer for Dropout {
-    fn name(&self) -> &'static str {
-        "Dropout"
-    }
-
     fn describe(&self) -> String {
         format!("Dropout({})", self.p)
     }
@@ -84,15 +80,19 @@ impl Layer for Dropout {
         x.mul_elem(&self.mask) // y = x ⊙ m
     }
 
-    fn backward(&mut self, g: &Tensor) -> Tensor {
-        check_grad(self.name(), &self.out_shape, g);
+    fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
+        check_grad("Dropout", &self.out_shape, g);
         if self.mask.is_empty() {
-            return g.clone(); // eval mode: identity
+            return Some(g.clone()); // eval mode: identity
         }
-        g.mul_elem(&self.mask) // dL/dx = g ⊙ m
+        Some(g.mul_elem(&self.mask)) // dL/dx = g ⊙ m
     }
 
-    fn reseed(&mut self, seed: u64) {
-        self.rng = rng(seed);
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
+        f("rng", State::Rng(&self.rng));
+    }
+
+    fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
+        f("rng", StateMut::Rng(&mut self.rng));
     }
 }

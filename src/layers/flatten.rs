@@ -3,7 +3,7 @@
 //! Nothing is computed: the data is already laid out row-major, so flattening only changes the
 //! shape. Backward likewise gives `dL/dy` back the input's shape: `dL/dx = reshape(g, x.shape)`.
 
-use super::{Layer, Mode, check_grad, check_input, shape_error};
+use super::{InputGrad, Layer, Mode, check_grad, check_input, shape_error};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -28,9 +28,32 @@ impl Flatten {
     }
 }
 
+impl Flatten {
+    /// [`Layer::forward`] on a tensor the caller gives away: only its shape changes, nothing is
+    /// copied. Used by the [execution plan](crate::exec).
+    ///
+    /// # Panics
+    /// As [`Layer::forward`].
+    pub fn forward_in_place(&mut self, x: Tensor) -> Tensor {
+        self.out_shape = check_input(self, &x);
+        self.in_shape.clear();
+        self.in_shape.extend_from_slice(x.shape());
+        x.reshape(&self.out_shape) // free: only the shape changes
+    }
+
+    /// [`Layer::backward`] on a gradient the caller gives away: reshaped, not copied.
+    ///
+    /// # Panics
+    /// As [`Layer::backward`].
+    pub fn backward_in_place(&mut self, g: Tensor) -> Tensor {
+        check_grad("Flatten", &self.out_shape, &g);
+        g.reshape(&self.in_shape)
+    }
+}
+
 impl Layer for Flatten {
-    fn name(&self) -> &'static str {
-        "Flatten"
+    fn describe(&self) -> String {
+        "Flatten".into()
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
@@ -41,25 +64,10 @@ impl Layer for Flatten {
     }
 
     fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
-        self.out_shape = check_input(self, x);
-        self.in_shape.clear();
-        self.in_shape.extend_from_slice(x.shape());
-        x.clone().reshape(&self.out_shape)
+        self.forward_in_place(x.clone())
     }
 
-    fn forward_owned(&mut self, x: Tensor, _mode: Mode) -> Tensor {
-        self.out_shape = check_input(self, &x);
-        self.in_shape.clear();
-        self.in_shape.extend_from_slice(x.shape());
-        x.reshape(&self.out_shape) // free: only the shape changes
-    }
-
-    fn backward(&mut self, g: &Tensor) -> Tensor {
-        self.backward_owned(g.clone())
-    }
-
-    fn backward_owned(&mut self, g: Tensor) -> Tensor {
-        check_grad(self.name(), &self.out_shape, &g);
-        g.reshape(&self.in_shape)
+    fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
+        Some(self.backward_in_place(g.clone()))
     }
 }

@@ -1,18 +1,36 @@
 //! Layers, each with a hand-written forward and backward pass.
 //!
-//! Every layer implements [`Layer`]. The contract, which the whole crate relies on:
+//! # The contract
 //!
-//! - [`Layer::forward`] computes `y = f(x)` and **caches** whatever the backward pass will need
-//!   (the input, a mask, the arg-max positions…), in buffers it reuses from call to call;
-//! - [`Layer::backward`] receives `g = dL/dy` for the `y` of the *latest* forward call, returns
-//!   `dL/dx`, and **adds** `dL/dθ` into each parameter's [`Param::grad`] (so gradients of several
-//!   backward passes accumulate until `zero_grad` — `Sequential::zero_grad` or `optim::zero_grad` —
-//!   as in PyTorch).
+//! A layer is anything that implements [`Layer`]. Four methods are required:
+//!
+//! - [`Layer::describe`] — a one-line description, `"Dense(784→10)"`, for summaries and errors;
+//! - [`Layer::output_shape`] — what the layer makes of an input shape (batch axis first), or an
+//!   error naming the layer and both shapes. Models call it when they are built, so a network
+//!   that does not fit together is an error before any arithmetic runs;
+//! - [`Layer::forward`] — computes `y = f(x)` and **caches** whatever the backward pass needs;
+//! - [`Layer::backward`] — receives `g = dL/dy` for the latest forward call, **adds** `dL/dθ`
+//!   into each parameter's [`Param::grad`] (gradients accumulate until zeroed, as in PyTorch) and
+//!   returns `dL/dx` — unless told with [`InputGrad::NotNeeded`] that nobody will read it (the
+//!   first layer of a network being trained), in which case it may skip that work and return
+//!   `None`.
+//!
+//! One more, [`Layer::visit`] with its twin [`Layer::visit_mut`], is needed only by a layer that
+//! has state: it hands each parameter, buffer, counter and random generator to a visitor, with
+//! its name (`"weight"`, `"running_mean"`). Everything that works on a whole model — optimizers,
+//! saving and loading, zeroing gradients, reseeding, counting parameters, snapshots — is written
+//! once, over that visitor, so it works for nested and custom layers alike. A container (a
+//! [`Sequential`], a [`Residual`]) visits its children and prefixes their names, which is how
+//! `"2.0.weight"` comes about; the format is built in one place, [`child_name`].
 //!
 //! Shapes always include the batch axis first: `[N, features]` for dense data, `[N, C, H, W]` for
-//! images. [`Layer::output_shape`] answers, without computing anything, what a layer makes of an
-//! input shape, or says clearly why it cannot take it; `Sequential` uses it to check a whole model
-//! when it is built. `forward` panics with the same message when given an input it cannot take.
+//! images. `forward` panics, with the message `output_shape` gives, when handed an input it cannot
+//! take; a model checks its input before that happens.
+//!
+//! Writing a new layer needs nothing else: speed-ups (in-place variants, reordering a pooling
+//! before an activation) live in the [execution plan](crate::exec), which applies them only to
+//! the layer types it knows give identical results. `examples/custom_layer.rs` and
+//! `docs/custom_layer.md` walk through a complete custom layer.
 //!
 //! One file per layer; each opens with its forward and backward math, and the code uses the same
 //! names.
@@ -24,17 +42,23 @@ pub mod dense;
 pub mod dropout;
 pub mod flatten;
 pub mod pool;
+pub mod residual;
+pub mod sequential;
 
-pub use activation::{Gelu, LeakyRelu, Relu, Sigmoid, Softmax, Tanh};
+pub use activation::{Gelu, LeakyRelu, LogSoftmax, Relu, Sigmoid, Softmax, Tanh};
 pub use batchnorm::{BatchNorm1d, BatchNorm2d};
 pub use conv2d::Conv2d;
 pub use dense::Dense;
 pub use dropout::Dropout;
 pub use flatten::Flatten;
 pub use pool::{AvgPool2d, GlobalAvgPool, MaxPool2d};
+pub use residual::Residual;
+pub use sequential::Sequential;
 
 use crate::error::{Error, Result};
-use crate::tensor::{Tensor, shape_str};
+use crate::tensor::init::Init;
+use crate::tensor::{Rng, Tensor, rng, shape_str};
+use std::any::Any;
 
 /// Whether a layer runs as during training or as at inference.
 ///
@@ -50,22 +74,51 @@ pub enum Mode {
     Eval,
 }
 
+/// Whether the caller of [`Layer::backward`] needs `dL/dx`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputGrad {
+    /// Return `Some(dL/dx)`.
+    Needed,
+    /// Nobody reads `dL/dx` (the first layer of a network in training): the layer may skip it
+    /// and return `None`. For a convolution that saves a third of its backward pass. Parameter
+    /// gradients are accumulated either way.
+    NotNeeded,
+}
+
+impl InputGrad {
+    /// True for [`InputGrad::Needed`].
+    pub fn is_needed(self) -> bool {
+        self == InputGrad::Needed
+    }
+}
+
 /// A learnable tensor and the gradient of the loss with respect to it.
+///
+/// A parameter has no name of its own: its layer names it when it visits its state, and
+/// containers prefix that name, so the same layer type can sit anywhere in a model.
 #[derive(Clone, Debug)]
 pub struct Param {
-    /// The name within its layer, as in a PyTorch `state_dict`: `"weight"` or `"bias"`.
-    pub name: &'static str,
     /// The current value.
     pub value: Tensor,
     /// `dL/dvalue`, accumulated by `backward` until zeroed.
     pub grad: Tensor,
+    /// The initialiser a model-wide seed redraws this parameter from
+    /// ([`Sequential::seed`](sequential::SequentialBuilder::seed)); `None` when the value was
+    /// chosen explicitly (a layer's own `seed`, given weights) or is a constant (biases, batch
+    /// norm's scale and shift).
+    pub init: Option<Init>,
 }
 
 impl Param {
     /// A parameter with the given value and a zero gradient of the same shape.
-    pub fn new(name: &'static str, value: Tensor) -> Param {
+    pub fn new(value: Tensor) -> Param {
         let grad = Tensor::zeros(value.shape());
-        Param { name, value, grad }
+        Param { value, grad, init: None }
+    }
+
+    /// A parameter drawn from `init` with `seed`, which a model-wide seed may redraw.
+    pub fn drawn(shape: &[usize], init: Init, seed: u64) -> Param {
+        Param { init: Some(init), ..Param::new(init.tensor(shape, &mut rng(seed))) }
     }
 
     /// Number of scalars.
@@ -84,15 +137,41 @@ impl Param {
     }
 }
 
-/// A network layer with an explicit backward pass. See the [module docs](self) for the contract.
-pub trait Layer: Send {
-    /// The layer's type name, as shown in summaries and error messages: `"Conv2d"`.
-    fn name(&self) -> &'static str;
+/// One piece of a layer's state, as handed to [`Layer::visit`].
+#[derive(Clone, Copy, Debug)]
+pub enum State<'a> {
+    /// A learnable parameter (saved, updated by optimizers).
+    Param(&'a Param),
+    /// A tensor that is saved with the weights but not learned: batch norm's running statistics.
+    Buffer(&'a Tensor),
+    /// A count saved with the weights as an `int64` scalar: batch norm's `num_batches_tracked`.
+    Counter(u64),
+    /// A random generator (dropout's): reseeded by `fit`, restored when a batch fails, not saved.
+    Rng(&'a Rng),
+}
 
-    /// A one-line description with the layer's settings: `"Conv2d(1→32, 3×3, stride 1)"`.
-    fn describe(&self) -> String {
-        self.name().to_string()
-    }
+/// One piece of a layer's state, mutable, as handed to [`Layer::visit_mut`].
+#[derive(Debug)]
+pub enum StateMut<'a> {
+    /// A learnable parameter.
+    Param(&'a mut Param),
+    /// A saved, non-learned tensor.
+    Buffer(&'a mut Tensor),
+    /// A saved count.
+    Counter(&'a mut u64),
+    /// A random generator.
+    Rng(&'a mut Rng),
+}
+
+/// A network layer with an explicit backward pass. See the [module docs](self) for the contract.
+///
+/// `Any` is a supertrait so that a model can hand back a layer as its concrete type
+/// ([`Sequential::layer_as`]) and so that the [execution plan](crate::exec) can recognise the
+/// layer types its exact rewrites apply to; every `'static` type is `Any` without writing
+/// anything.
+pub trait Layer: Any + Send {
+    /// A one-line description with the layer's settings: `"Conv2d(1→32, 3×3, stride 2)"`.
+    fn describe(&self) -> String;
 
     /// The shape of the output for an input of shape `input` (batch axis included).
     ///
@@ -108,120 +187,218 @@ pub trait Layer: Send {
     /// [`Layer::output_shape`] gives).
     fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor;
 
-    /// Given `dL/dy` for the latest forward pass, accumulates `dL/dθ` into the parameters'
-    /// gradients and returns `dL/dx`.
+    /// Given `g = dL/dy` for the latest forward pass, accumulates `dL/dθ` into the parameters'
+    /// gradients and returns `Some(dL/dx)`; with [`InputGrad::NotNeeded`] it may return `None`.
     ///
     /// # Panics
     /// If called before `forward`, or with a gradient whose shape is not the latest output's.
-    fn backward(&mut self, grad_out: &Tensor) -> Tensor;
+    fn backward(&mut self, grad_out: &Tensor, input_grad: InputGrad) -> Option<Tensor>;
 
-    /// Like [`Layer::forward`], taking ownership of the input, so that a layer that maps each
-    /// element on its own (ReLU, dropout, flatten) can reuse the input's memory for its output
-    /// instead of allocating and writing a new tensor. `Sequential` calls this for every layer but
-    /// the first. The default borrows and calls `forward`.
-    ///
-    /// # Panics
-    /// As [`Layer::forward`].
-    fn forward_owned(&mut self, x: Tensor, mode: Mode) -> Tensor {
-        self.forward(&x, mode)
+    /// Hands every piece of state to `f` with its name, in a fixed order (`weight` before
+    /// `bias`). Layers without state keep the default, which visits nothing.
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
+        let _ = f;
     }
 
-    /// Like [`Layer::backward`], taking ownership of `dL/dy` so that it can become `dL/dx` in
-    /// place. The default borrows and calls `backward`.
-    ///
-    /// # Panics
-    /// As [`Layer::backward`].
-    fn backward_owned(&mut self, grad_out: Tensor) -> Tensor {
-        self.backward(&grad_out)
-    }
-
-    /// Like [`Layer::backward`] when nobody needs `dL/dx` — the layer is the first of a network
-    /// being trained: accumulates `dL/dθ` only. Layers for which `dL/dx` is real work (Conv2d,
-    /// Dense) skip it; the default calls `backward` and drops the result.
-    ///
-    /// # Panics
-    /// As [`Layer::backward`].
-    fn backward_params_only(&mut self, grad_out: &Tensor) {
-        self.backward(grad_out);
-    }
-
-    /// True for an element-wise activation `f` that is non-decreasing and has no parameters
-    /// (ReLU, leaky ReLU, sigmoid, tanh). For such `f`, max pooling commutes with it:
-    /// `maxpool(f(x)) = f(maxpool(x))`, and the gradients agree too (a non-decreasing `f` keeps the
-    /// window's winner). `Sequential` uses this to run a pooling *before* the activation that
-    /// precedes it, applying `f` to 4× fewer values; the layer list itself is not changed.
-    fn commutes_with_max_pool(&self) -> bool {
-        false
-    }
-
-    /// True for a max pooling whose windows do not overlap (stride ≥ kernel), the case where
-    /// swapping it with a preceding [`Layer::commutes_with_max_pool`] activation gives bit-identical
-    /// results (with overlapping windows the gradients would agree only up to rounding).
-    fn is_disjoint_max_pool(&self) -> bool {
-        false
-    }
-
-    /// The learnable parameters, in a stable order (`weight` before `bias`).
-    fn params(&self) -> Vec<&Param> {
-        Vec::new()
-    }
-
-    /// Mutable access to the learnable parameters, in the same order as [`Layer::params`].
-    fn params_mut(&mut self) -> Vec<&mut Param> {
-        Vec::new()
-    }
-
-    /// State that is saved with the weights but not learned by gradient descent, with its
-    /// `state_dict` name: batch norm's `running_mean` and `running_var`.
-    fn buffers(&self) -> Vec<(&'static str, &Tensor)> {
-        Vec::new()
-    }
-
-    /// Mutable access to the buffers, in the same order as [`Layer::buffers`].
-    fn buffers_mut(&mut self) -> Vec<(&'static str, &mut Tensor)> {
-        Vec::new()
-    }
-
-    /// How many training batches a batch-norm layer has seen (PyTorch's `num_batches_tracked`,
-    /// saved with the weights as an `int64` scalar); `None` for every other layer.
-    fn num_batches_tracked(&self) -> Option<u64> {
-        None
-    }
-
-    /// Restores the count reported by [`Layer::num_batches_tracked`] (when loading weights).
-    fn set_num_batches_tracked(&mut self, _count: u64) {}
-
-    /// Number of learnable scalars.
-    fn num_params(&self) -> usize {
-        self.params().iter().map(|p| p.len()).sum()
-    }
-
-    /// Sets every parameter gradient to zero.
-    fn zero_grad(&mut self) {
-        self.params_mut().into_iter().for_each(Param::zero_grad);
-    }
-
-    /// Restarts the layer's random number generator (only [`Dropout`] has one). `Sequential`
-    /// seeds each layer from the model's seed; gradient checks reseed before every forward pass so
-    /// that the random choices stay fixed while the input is perturbed.
-    fn reseed(&mut self, _seed: u64) {}
-}
-
-/// Draws a layer's weight from `init` with `seed` and zeroes its bias (shared by Dense and Conv2d).
-pub(crate) fn redraw_parameters(
-    init: crate::tensor::init::Init,
-    weight: &mut Param,
-    bias: Option<&mut Param>,
-    seed: u64,
-) {
-    let shape = weight.value.shape().to_vec();
-    weight.value = init.tensor(&shape, &mut crate::tensor::rng(seed));
-    if let Some(b) = bias {
-        b.value.fill(0.0);
+    /// Like [`Layer::visit`], mutably, in the same order and with the same names.
+    fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
+        let _ = f;
     }
 }
 
-/// Replaces a layer's weight and (optional) bias values, checking their shapes.
+/// `dL/dx` from [`Layer::backward`] when it is needed.
+///
+/// # Panics
+/// If the layer returned `None` although the gradient was asked for (a bug in the layer).
+pub fn backward_input(layer: &mut dyn Layer, grad_out: &Tensor) -> Tensor {
+    layer
+        .backward(grad_out, InputGrad::Needed)
+        .unwrap_or_else(|| panic!("{}: backward returned no input gradient", layer.describe()))
+}
+
+// ---------------------------------------------------------------------- whole-state helpers
+
+/// The name of a child's state inside a container: `"{prefix}.{name}"`, as PyTorch's nested
+/// modules name their `state_dict` entries (`"2.0.weight"`). The only place the format is built.
+pub fn child_name(prefix: &str, name: &str) -> String {
+    format!("{prefix}.{name}")
+}
+
+/// Every parameter with its full name, in visiting order.
+pub fn named_params(layer: &dyn Layer) -> Vec<(String, &Param)> {
+    let mut out = Vec::new();
+    layer.visit(&mut |name, s| {
+        if let State::Param(p) = s {
+            out.push((name.to_string(), p));
+        }
+    });
+    out
+}
+
+/// Every parameter with its full name, mutable, in visiting order.
+pub fn named_params_mut(layer: &mut dyn Layer) -> Vec<(String, &mut Param)> {
+    let mut out = Vec::new();
+    layer.visit_mut(&mut |name, s| {
+        if let StateMut::Param(p) = s {
+            out.push((name.to_string(), p));
+        }
+    });
+    out
+}
+
+/// Number of learnable scalars.
+pub fn num_params(layer: &dyn Layer) -> usize {
+    let mut n = 0;
+    layer.visit(&mut |_, s| {
+        if let State::Param(p) = s {
+            n += p.len();
+        }
+    });
+    n
+}
+
+/// Sets every parameter gradient to zero.
+pub fn zero_grad(layer: &mut dyn Layer) {
+    layer.visit_mut(&mut |_, s| {
+        if let StateMut::Param(p) = s {
+            p.zero_grad();
+        }
+    });
+}
+
+/// A seed derived from `seed` and a state name (FNV-1a over the name, mixed with the seed by
+/// SplitMix64): stable across platforms and versions, different for every name.
+pub(crate) fn seed_for(seed: u64, name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut z = h ^ seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Restarts every random generator in `layer` (dropout masks) from `seed` and the generator's
+/// name, so that two dropout layers never draw the same mask. `fit` reseeds from its seed; a
+/// gradient check reseeds before every forward pass so that the random choices stay fixed.
+pub fn reseed(layer: &mut dyn Layer, seed: u64) {
+    layer.visit_mut(&mut |name, s| {
+        if let StateMut::Rng(r) = s {
+            *r = rng(seed_for(seed, name));
+        }
+    });
+}
+
+/// Redraws every parameter that has an initialiser ([`Param::init`]) from `seed` and the
+/// parameter's name. Parameters whose values were chosen explicitly are left alone.
+pub fn redraw_params(layer: &mut dyn Layer, seed: u64) {
+    layer.visit_mut(&mut |name, s| {
+        if let StateMut::Param(p) = s {
+            if let Some(init) = p.init {
+                p.value = init.tensor(p.value.shape(), &mut rng(seed_for(seed, name)));
+            }
+        }
+    });
+}
+
+/// The first name that two pieces of state share, if any. Saving would keep only one of them
+/// and optimizers would mix their moments, so models refuse to be built with one.
+pub fn duplicate_state_name(layer: &dyn Layer) -> Option<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut dup = None;
+    layer.visit(&mut |name, _| {
+        if dup.is_none() && !seen.insert(name.to_string()) {
+            dup = Some(name.to_string());
+        }
+    });
+    dup
+}
+
+/// A copy of everything that changes while training: parameter values, buffers, counters and
+/// random generators (not gradients). Restored by [`Snapshot::restore`].
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Whether `tensors` starts with the parameter values (or holds buffers only).
+    params: bool,
+    tensors: Vec<Tensor>,
+    counters: Vec<u64>,
+    rngs: Vec<Rng>,
+}
+
+impl Snapshot {
+    /// Copies the state of `layer`.
+    pub fn of(layer: &dyn Layer) -> Snapshot {
+        let mut s = Snapshot::default();
+        s.save(layer, true);
+        s
+    }
+
+    /// Copies the state of `layer` into this snapshot, reusing its allocations; with
+    /// `params == false`, only buffers, counters and generators (what a forward pass changes).
+    pub fn save(&mut self, layer: &dyn Layer, params: bool) {
+        let (mut t, mut c, mut r) = (0, 0, 0);
+        self.params = params;
+        let Snapshot { tensors, counters, rngs, .. } = self;
+        layer.visit(&mut |_, s| match s {
+            State::Param(p) if params => copy_into(tensors, &mut t, &p.value),
+            State::Param(_) => {}
+            State::Buffer(b) => copy_into(tensors, &mut t, b),
+            State::Counter(n) => {
+                counters.truncate(c);
+                counters.push(n);
+                c += 1;
+            }
+            State::Rng(g) => {
+                rngs.truncate(r);
+                rngs.push(g.clone());
+                r += 1;
+            }
+        });
+        tensors.truncate(t);
+    }
+
+    /// Puts the saved state back.
+    ///
+    /// # Panics
+    /// If `layer` is not the model the snapshot was taken of (another architecture).
+    pub fn restore(&self, layer: &mut dyn Layer) {
+        let params = self.params;
+        let (mut t, mut c, mut r) = (0, 0, 0);
+        let next = |t: &mut usize| {
+            let v = self.tensors.get(*t).expect("a snapshot of the same model");
+            *t += 1;
+            v
+        };
+        layer.visit_mut(&mut |_, s| match s {
+            StateMut::Param(p) if params => p.value.copy_from(next(&mut t)),
+            StateMut::Param(_) => {}
+            StateMut::Buffer(b) => b.copy_from(next(&mut t)),
+            StateMut::Counter(n) => {
+                *n = self.counters[c];
+                c += 1;
+            }
+            StateMut::Rng(g) => {
+                *g = self.rngs[r].clone();
+                r += 1;
+            }
+        });
+        assert_eq!(t, self.tensors.len(), "a snapshot of the same model");
+    }
+}
+
+fn copy_into(tensors: &mut Vec<Tensor>, at: &mut usize, src: &Tensor) {
+    if tensors.len() <= *at {
+        tensors.push(Tensor::default());
+    }
+    tensors[*at].copy_from(src);
+    *at += 1;
+}
+
+// ------------------------------------------------------------------ helpers for layer files
+
+/// Replaces a layer's weight and (optional) bias values, checking their shapes. The values are
+/// now explicit, so a model-wide seed leaves them alone.
 ///
 /// # Panics
 /// If a shape differs from the parameter's (both shapes are in the message), or a bias is given to
@@ -235,6 +412,7 @@ pub(crate) fn replace_parameters(
 ) {
     assert_eq!(w.shape(), weight.value.shape(), "{layer}: new weight shape vs the layer's");
     weight.value = w;
+    weight.init = None;
     match (b, bias) {
         (Some(b), Some(p)) => {
             assert_eq!(b.shape(), p.value.shape(), "{layer}: new bias shape vs the layer's");
@@ -242,6 +420,30 @@ pub(crate) fn replace_parameters(
         }
         (None, _) => {}
         (Some(_), None) => panic!("{layer}: a bias was given to a layer built without one"),
+    }
+}
+
+/// Visits a weight and an optional bias (Dense, Conv2d).
+pub(crate) fn visit_weight_bias<'a>(
+    weight: &'a Param,
+    bias: Option<&'a Param>,
+    f: &mut dyn FnMut(&str, State<'a>),
+) {
+    f("weight", State::Param(weight));
+    if let Some(b) = bias {
+        f("bias", State::Param(b));
+    }
+}
+
+/// Mutable twin of [`visit_weight_bias`].
+pub(crate) fn visit_weight_bias_mut<'a>(
+    weight: &'a mut Param,
+    bias: Option<&'a mut Param>,
+    f: &mut dyn FnMut(&str, StateMut<'a>),
+) {
+    f("weight", StateMut::Param(weight));
+    if let Some(b) = bias {
+        f("bias", StateMut::Param(b));
     }
 }
 
@@ -253,7 +455,6 @@ pub(crate) fn shape_error(layer: &str, expected: impl std::fmt::Display, actual:
 /// Runs [`Layer::output_shape`] and panics with its message if the input does not fit. Every
 /// `forward` starts with this, so a wrong input fails loudly before any arithmetic.
 pub(crate) fn check_input(layer: &dyn Layer, x: &Tensor) -> Vec<usize> {
-    crate::alloc_tuning::tune_allocator();
     layer.output_shape(x.shape()).unwrap_or_else(|e| panic!("{e}"))
 }
 

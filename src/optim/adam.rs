@@ -58,7 +58,7 @@ impl AdamCore {
     }
 
     /// One Adam step; `decoupled` selects AdamW's weight decay.
-    fn step(&mut self, params: &mut [&mut Param], decoupled: bool, name: &str) {
+    fn step(&mut self, params: &mut [(String, &mut Param)], decoupled: bool, name: &str) {
         self.t += 1;
         // Scalars in f64, as PyTorch computes them in Python floats.
         let bias1 = 1.0 - (self.beta1 as f64).powi(self.t); // 1 − β₁ᵗ
@@ -71,10 +71,9 @@ impl AdamCore {
             bias2_sqrt: (1.0 - (self.beta2 as f64).powi(self.t)).sqrt() as f32, // √(1 − β₂ᵗ)
             step_size: (self.lr as f64 / bias1) as f32,                         // η / (1 − β₁ᵗ)
         };
-        let ms = self.m.get(params, name);
-        let vs = self.v.get(params, name);
-        let mut vmaxs = if self.amsgrad { Some(self.v_max.get(params, name).iter_mut()) } else { None };
-        for ((p, m), v) in params.iter_mut().zip(ms.iter_mut()).zip(vs.iter_mut()) {
+        for (pname, p) in params.iter_mut() {
+            let (m, v) = (self.m.get(pname, p, name), self.v.get(pname, p, name));
+            let vmax = if self.amsgrad { Some(self.v_max.get(pname, p, name).data_mut()) } else { None };
             let (theta, grad, m, v) = (p.value.data_mut(), p.grad.data(), m.data_mut(), v.data_mut());
             // Every element is independent: update chunks in parallel (same result on any
             // number of threads), each with a loop the compiler can vectorise.
@@ -83,10 +82,7 @@ impl AdamCore {
                 .zip(grad.par_chunks(CHUNK))
                 .zip(m.par_chunks_mut(CHUNK))
                 .zip(v.par_chunks_mut(CHUNK));
-            match (
-                vmaxs.as_mut().map(|it| it.next().expect("one buffer per parameter").data_mut()),
-                decoupled,
-            ) {
+            match (vmax, decoupled) {
                 (None, false) => {
                     chunks.for_each(|(((t, g), m), v)| update::<false, false>(t, g, m, v, &mut [], &h))
                 }
@@ -200,9 +196,9 @@ macro_rules! adam_builders {
 /// use backprop::layers::Param;
 /// use backprop::optim::{Adam, Optimizer};
 /// use backprop::Tensor;
-/// let mut p = Param::new("w", Tensor::from_vec(&[1], vec![1.0]).unwrap());
+/// let mut p = Param::new(Tensor::from_vec(&[1], vec![1.0]).unwrap());
 /// p.grad = Tensor::from_vec(&[1], vec![123.0]).unwrap();
-/// Adam::new(0.01).step(&mut [&mut p]);
+/// Adam::new(0.01).step_params(&mut [("w".to_string(), &mut p)]);
 /// // The first step moves every coordinate by ≈ lr, whatever the gradient's size.
 /// assert!((p.value.data()[0] - 0.99).abs() < 1e-6);
 /// ```
@@ -219,7 +215,7 @@ impl Adam {
 adam_builders!(Adam);
 
 impl Optimizer for Adam {
-    fn step(&mut self, params: &mut [&mut Param]) {
+    fn step_params(&mut self, params: &mut [(String, &mut Param)]) {
         self.0.step(params, false, "Adam");
     }
     fn learning_rate(&self) -> f32 {
@@ -248,7 +244,7 @@ impl AdamW {
 adam_builders!(AdamW);
 
 impl Optimizer for AdamW {
-    fn step(&mut self, params: &mut [&mut Param]) {
+    fn step_params(&mut self, params: &mut [(String, &mut Param)]) {
         self.0.step(params, true, "AdamW");
     }
     fn learning_rate(&self) -> f32 {

@@ -22,20 +22,39 @@ pub use adam::{Adam, AdamW};
 pub use schedule::Schedule;
 pub use sgd::Sgd;
 
-use crate::layers::Param;
-use crate::tensor::Tensor;
+use crate::layers::{Layer, Param, named_params_mut};
+use crate::tensor::{Tensor, shape_str};
+use std::collections::HashMap;
 
 /// Updates parameters from their gradients.
 ///
-/// Parameters must be passed in the same order at every step (a model's
-/// [`params_mut`](crate::model::Sequential::params_mut) order): the optimizer keeps its state
-/// (momentum, moment estimates) per position.
+/// The optimizer keeps its state (momentum, moment estimates) **per parameter name**
+/// (`"0.weight"`), so the state follows the parameter whatever else changes in the parameter
+/// list. Use one optimizer per model.
 pub trait Optimizer: Send {
-    /// Applies one update to every parameter, using its current gradient.
+    /// Applies one update to every parameter of `model`, using its current gradient.
+    ///
+    /// ```
+    /// use backprop::prelude::*;
+    /// let mut layer = Dense::new(1, 1).no_bias().with_weights(Tensor::from_vec(&[1, 1], vec![1.0]).unwrap(), None);
+    /// layer.forward(&Tensor::ones(&[1, 1]), Mode::Train);
+    /// layer.backward(&Tensor::from_vec(&[1, 1], vec![0.5]).unwrap(), InputGrad::NotNeeded); // dL/dW = 0.5
+    /// Sgd::new(0.1).step(&mut layer);
+    /// assert_eq!(layer.weight().value.data(), &[0.95]); // 1 − 0.1·0.5
+    /// ```
     ///
     /// # Panics
-    /// If the number or shapes of the parameters differ from those of earlier steps.
-    fn step(&mut self, params: &mut [&mut Param]);
+    /// If a parameter has another shape than at an earlier step under the same name.
+    fn step(&mut self, model: &mut dyn Layer) {
+        self.step_params(&mut named_params_mut(model));
+    }
+
+    /// Applies one update to the given named parameters (what [`Optimizer::step`] does after
+    /// collecting a model's parameters).
+    ///
+    /// # Panics
+    /// If a parameter has another shape than at an earlier step under the same name.
+    fn step_params(&mut self, params: &mut [(String, &mut Param)]);
 
     /// The current learning rate.
     fn learning_rate(&self) -> f32;
@@ -48,8 +67,8 @@ pub trait Optimizer: Send {
 }
 
 /// Sets every gradient to zero.
-pub fn zero_grad(params: &mut [&mut Param]) {
-    params.iter_mut().for_each(|p| p.zero_grad());
+pub fn zero_grad(params: &mut [(String, &mut Param)]) {
+    params.iter_mut().for_each(|(_, p)| p.zero_grad());
 }
 
 /// Rescales all gradients together so that their global L2 norm is at most `max_norm`, and returns
@@ -60,53 +79,52 @@ pub fn zero_grad(params: &mut [&mut Param]) {
 /// use backprop::layers::Param;
 /// use backprop::optim::clip_grad_norm;
 /// use backprop::Tensor;
-/// let mut p = Param::new("w", Tensor::zeros(&[2]));
+/// let mut p = Param::new(Tensor::zeros(&[2]));
 /// p.grad = Tensor::from_vec(&[2], vec![3., 4.]).unwrap();
-/// let norm = clip_grad_norm(&mut [&mut p], 1.0);
+/// let norm = clip_grad_norm(&mut [("w".to_string(), &mut p)], 1.0);
 /// assert_eq!(norm, 5.0);
 /// assert!((p.grad.norm() - 1.0).abs() < 1e-5);
 /// ```
-pub fn clip_grad_norm(params: &mut [&mut Param], max_norm: f32) -> f32 {
+pub fn clip_grad_norm(params: &mut [(String, &mut Param)], max_norm: f32) -> f32 {
     let norm = global_grad_norm(params);
     let scale = max_norm / (norm + 1e-6);
     // A NaN norm scales every gradient to NaN, as in PyTorch, instead of leaving a mix of finite
     // and NaN gradients for the optimizer.
     if scale < 1.0 || scale.is_nan() {
-        params.iter_mut().for_each(|p| p.grad.scale(scale));
+        params.iter_mut().for_each(|(_, p)| p.grad.scale(scale));
     }
     norm
 }
 
 /// The L2 norm of all gradients together, `√(Σ_p Σ_i grad²)`, accumulated in `f64`.
-pub fn global_grad_norm(params: &[&mut Param]) -> f32 {
-    params.iter().map(|p| p.grad.data().iter().map(|&g| g as f64 * g as f64).sum::<f64>()).sum::<f64>().sqrt()
-        as f32
+pub fn global_grad_norm(params: &[(String, &mut Param)]) -> f32 {
+    let squares = |p: &Param| p.grad.data().iter().map(|&g| g as f64 * g as f64).sum::<f64>();
+    params.iter().map(|(_, p)| squares(p)).sum::<f64>().sqrt() as f32
 }
 
-/// Per-parameter state buffers (one tensor per parameter), created on the first step and checked
-/// on every later one.
+/// One state tensor per parameter name (a momentum buffer, Adam's `m` …), created as zeros at
+/// the parameter's first step.
 #[derive(Default, Clone, Debug)]
 pub(crate) struct State {
-    buffers: Vec<Tensor>,
+    buffers: HashMap<String, Tensor>,
 }
 
 impl State {
-    /// The buffers for `params`, created as zeros the first time.
+    /// The buffer of parameter `name`, created as zeros of `param`'s shape the first time.
     ///
     /// # Panics
-    /// If `params` does not match the parameters of the first call.
-    pub(crate) fn get(&mut self, params: &[&mut Param], optimizer: &str) -> &mut [Tensor] {
-        if self.buffers.is_empty() {
-            self.buffers = params.iter().map(|p| Tensor::zeros(p.value.shape())).collect();
+    /// If `param` has another shape than at its first step.
+    pub(crate) fn get(&mut self, name: &str, param: &Param, optimizer: &str) -> &mut Tensor {
+        if !self.buffers.contains_key(name) {
+            self.buffers.insert(name.to_string(), Tensor::zeros(param.value.shape()));
         }
+        let buffer = self.buffers.get_mut(name).expect("inserted above");
         assert!(
-            self.buffers.len() == params.len()
-                && self.buffers.iter().zip(params).all(|(b, p)| b.shape() == p.value.shape()),
-            "{optimizer}: step called with {} parameters of other shapes than at the first step ({} parameters); \
-             use one optimizer per model",
-            params.len(),
-            self.buffers.len()
+            buffer.shape() == param.value.shape(),
+            "{optimizer}: parameter {name:?} has shape {} but had {} at an earlier step; use one optimizer per model",
+            shape_str(param.value.shape()),
+            shape_str(buffer.shape())
         );
-        &mut self.buffers
+        buffer
     }
 }

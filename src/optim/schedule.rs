@@ -13,94 +13,115 @@
 //! As in PyTorch, cosine annealing is periodic: past `T` the rate climbs back up (it reaches `η₀`
 //! again at `2T`), so set `T` to the length of training.
 
+use crate::error::{Error, Result};
+
 /// A learning-rate schedule. See the [module docs](self) for the formulas.
+///
+/// Built only through its constructors, which refuse settings that would divide by zero or make
+/// the rate negative or NaN.
 ///
 /// ```
 /// use backprop::optim::Schedule;
-/// let s = Schedule::step(10, 0.5);
+/// # fn main() -> backprop::Result<()> {
+/// let s = Schedule::step(10, 0.5)?;
 /// assert_eq!(s.lr(0.1, 9), 0.1);
 /// assert_eq!(s.lr(0.1, 10), 0.05);
-/// let w = Schedule::cosine(10, 0.0).with_warmup(2, 0.5);
+/// let w = Schedule::cosine(10, 0.0)?.with_warmup(2, 0.5)?;
 /// assert_eq!(w.lr(1.0, 0), 0.5);   // warm-up from half the rate
 /// assert_eq!(w.lr(1.0, 1), 0.75);
 /// assert_eq!(w.lr(1.0, 2), 1.0);   // cosine starts at its top
+/// assert!(Schedule::step(0, 0.5).is_err());
+/// # Ok(()) }
 /// ```
 #[derive(Clone, Debug, PartialEq)]
-pub enum Schedule {
-    /// The base rate throughout.
+pub struct Schedule(Kind);
+
+#[derive(Clone, Debug, PartialEq)]
+enum Kind {
     Constant,
-    /// Multiply by `gamma` every `step_size` steps.
-    Step {
-        /// Steps between decays.
-        step_size: usize,
-        /// Decay factor.
-        gamma: f32,
-    },
-    /// Multiply by `gamma` every step.
-    Exponential {
-        /// Decay factor.
-        gamma: f32,
-    },
-    /// Half a cosine from the base rate down to `eta_min` over `t_max` steps (and back up over the
-    /// next `t_max`, as PyTorch's `CosineAnnealingLR`).
-    Cosine {
-        /// Length of the decay, in steps.
-        t_max: usize,
-        /// The final learning rate.
-        eta_min: f32,
-    },
-    /// A linear ramp from `start_factor · η₀` to `η₀` over `steps` steps, then `then`.
-    Warmup {
-        /// Length of the warm-up.
-        steps: usize,
-        /// Fraction of the base rate at step 0.
-        start_factor: f32,
-        /// The schedule after the warm-up (its step count starts at 0 when the warm-up ends).
-        then: Box<Schedule>,
-    },
+    Step { step_size: usize, gamma: f32 },
+    Exponential { gamma: f32 },
+    Cosine { t_max: usize, eta_min: f32 },
+    Warmup { steps: usize, start_factor: f32, then: Box<Schedule> },
+}
+
+fn positive_factor(what: &str, gamma: f32) -> Result<f32> {
+    if gamma.is_finite() && gamma > 0.0 {
+        Ok(gamma)
+    } else {
+        Err(Error::invalid(format!("{what}: the factor must be a positive number, got {gamma}")))
+    }
 }
 
 impl Schedule {
-    /// Step decay.
+    /// The base rate throughout.
+    pub fn constant() -> Schedule {
+        Schedule(Kind::Constant)
+    }
+
+    /// Multiply by `gamma` every `step_size` steps (PyTorch's `StepLR`).
     ///
-    /// # Panics
-    /// If `step_size` is 0.
-    pub fn step(step_size: usize, gamma: f32) -> Schedule {
-        assert!(step_size > 0, "Schedule::step: step_size must be at least 1");
-        Schedule::Step { step_size, gamma }
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `step_size` is 0 or `gamma` is not a positive number.
+    pub fn step(step_size: usize, gamma: f32) -> Result<Schedule> {
+        if step_size == 0 {
+            return Err(Error::invalid("Schedule::step: step_size must be at least 1"));
+        }
+        Ok(Schedule(Kind::Step { step_size, gamma: positive_factor("Schedule::step", gamma)? }))
     }
 
-    /// Exponential decay.
-    pub fn exponential(gamma: f32) -> Schedule {
-        Schedule::Exponential { gamma }
-    }
-
-    /// Cosine annealing.
+    /// Multiply by `gamma` every step (PyTorch's `ExponentialLR`).
     ///
-    /// # Panics
-    /// If `t_max` is 0.
-    pub fn cosine(t_max: usize, eta_min: f32) -> Schedule {
-        assert!(t_max > 0, "Schedule::cosine: t_max must be at least 1");
-        Schedule::Cosine { t_max, eta_min }
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `gamma` is not a positive number.
+    pub fn exponential(gamma: f32) -> Result<Schedule> {
+        Ok(Schedule(Kind::Exponential { gamma: positive_factor("Schedule::exponential", gamma)? }))
     }
 
-    /// Prepends a linear warm-up of `steps` steps starting at `start_factor` of the base rate.
-    pub fn with_warmup(self, steps: usize, start_factor: f32) -> Schedule {
-        Schedule::Warmup { steps, start_factor, then: Box::new(self) }
+    /// Half a cosine from the base rate down to `eta_min` over `t_max` steps, and back up over the
+    /// next `t_max` (PyTorch's `CosineAnnealingLR`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `t_max` is 0 or `eta_min` is negative or not finite.
+    pub fn cosine(t_max: usize, eta_min: f32) -> Result<Schedule> {
+        if t_max == 0 {
+            return Err(Error::invalid("Schedule::cosine: t_max must be at least 1"));
+        }
+        if !(eta_min.is_finite() && eta_min >= 0.0) {
+            return Err(Error::invalid(format!("Schedule::cosine: eta_min must be ≥ 0, got {eta_min}")));
+        }
+        Ok(Schedule(Kind::Cosine { t_max, eta_min }))
+    }
+
+    /// Prepends a linear warm-up of `steps` steps starting at `start_factor` of the base rate
+    /// (PyTorch's `LinearLR` followed by this schedule, as `SequentialLR`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `steps` is 0 or `start_factor` is outside `(0, 1]`.
+    pub fn with_warmup(self, steps: usize, start_factor: f32) -> Result<Schedule> {
+        if steps == 0 {
+            return Err(Error::invalid("Schedule::with_warmup: steps must be at least 1"));
+        }
+        if !(start_factor > 0.0 && start_factor <= 1.0) {
+            return Err(Error::invalid(format!(
+                "Schedule::with_warmup: start_factor must be in (0, 1], got {start_factor}"
+            )));
+        }
+        Ok(Schedule(Kind::Warmup { steps, start_factor, then: Box::new(self) }))
     }
 
     /// The learning rate at step `t` for base rate `base`.
     pub fn lr(&self, base: f32, t: usize) -> f32 {
-        match self {
-            Schedule::Constant => base,
-            Schedule::Step { step_size, gamma } => base * gamma.powi((t / step_size) as i32),
-            Schedule::Exponential { gamma } => base * gamma.powi(t as i32),
-            Schedule::Cosine { t_max, eta_min } => {
+        match &self.0 {
+            Kind::Constant => base,
+            Kind::Step { step_size, gamma } => base * gamma.powi((t / step_size) as i32),
+            Kind::Exponential { gamma } => base * gamma.powi(t as i32),
+            Kind::Cosine { t_max, eta_min } => {
                 let progress = t as f64 / *t_max as f64;
                 let cos = (1.0 + (std::f64::consts::PI * progress).cos()) / 2.0;
                 (*eta_min as f64 + (base - eta_min) as f64 * cos) as f32
             }
-            Schedule::Warmup { steps, start_factor, then } => {
+            Kind::Warmup { steps, start_factor, then } => {
                 if t < *steps {
                     base * (start_factor + (1.0 - start_factor) * t as f32 / *steps as f32)
                 } else {

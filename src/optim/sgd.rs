@@ -27,9 +27,9 @@ const CHUNK: usize = 1 << 14;
 /// use backprop::layers::Param;
 /// use backprop::optim::{Optimizer, Sgd};
 /// use backprop::Tensor;
-/// let mut p = Param::new("w", Tensor::from_vec(&[1], vec![1.0]).unwrap());
+/// let mut p = Param::new(Tensor::from_vec(&[1], vec![1.0]).unwrap());
 /// p.grad = Tensor::from_vec(&[1], vec![0.5]).unwrap();
-/// Sgd::new(0.1).step(&mut [&mut p]);
+/// Sgd::new(0.1).step_params(&mut [("w".to_string(), &mut p)]);
 /// assert_eq!(p.value.data(), &[0.95]); // 1 − 0.1·0.5
 /// ```
 #[derive(Clone, Debug)]
@@ -87,7 +87,7 @@ impl Optimizer for Sgd {
     /// # Panics
     /// If Nesterov momentum was asked for without a momentum or with dampening (PyTorch refuses
     /// the same settings), or if the parameters differ from those of the first step.
-    fn step(&mut self, params: &mut [&mut Param]) {
+    fn step_params(&mut self, params: &mut [(String, &mut Param)]) {
         assert!(
             !self.nesterov || (self.momentum > 0.0 && self.dampening == 0.0),
             "SGD: Nesterov momentum needs a momentum > 0 and zero dampening (got momentum {}, dampening {})",
@@ -97,11 +97,9 @@ impl Optimizer for Sgd {
         let (lr, mu, tau, wd) = (self.lr, self.momentum, self.dampening, self.weight_decay);
         let first = self.steps == 0;
         self.steps += 1;
-        let buffers = if mu != 0.0 { Some(self.momentum_buffers.get(params, "Sgd")) } else { None };
-        let mut buffers = buffers.map(|b| b.iter_mut());
         let nesterov = self.nesterov;
-        for p in params.iter_mut() {
-            let b = buffers.as_mut().map(|it| it.next().expect("one buffer per parameter"));
+        for (name, p) in params.iter_mut() {
+            let b = if mu != 0.0 { Some(self.momentum_buffers.get(name, p, "Sgd")) } else { None };
             let (theta, grad) = (p.value.data_mut(), p.grad.data());
             // Every element is independent: chunks in parallel give the same result on any
             // number of threads.

@@ -10,6 +10,8 @@
 //! | He / Kaiming uniform | `U(−√(6 / fan_in), √(6 / fan_in))` | same variance, bounded |
 //! | Glorot / Xavier normal | `N(0, 2 / (fan_in + fan_out))` | balances forward and backward (tanh, sigmoid) |
 //! | Glorot / Xavier uniform | `U(−√(6 / (fan_in + fan_out)), +…)` | same variance, bounded |
+//! | LeCun uniform | `U(−√(3 / fan_in), √(3 / fan_in))` | variance `1 / fan_in` (SELU, tanh) |
+//! | PyTorch's default | `U(−1/√fan_in, 1/√fan_in)` | what `nn.Linear` / `nn.Conv2d` start from |
 //!
 //! For a weight of shape `[out, in, kh, kw]` (or `[out, in]`), `fan_in = in·kh·kw` and
 //! `fan_out = out·kh·kw`.
@@ -27,9 +29,11 @@ pub enum Init {
     GlorotNormal,
     /// `U(−√(6 / (fan_in + fan_out)), √(6 / (fan_in + fan_out)))`.
     GlorotUniform,
-    /// `U(−1/√fan_in, 1/√fan_in)`: what PyTorch's `nn.Linear` and `nn.Conv2d` use by default
-    /// (for weights and biases alike).
+    /// `U(−√(3 / fan_in), √(3 / fan_in))`: LeCun's uniform initialiser (variance `1 / fan_in`).
     LeCunUniform,
+    /// `U(−1/√fan_in, 1/√fan_in)`: what PyTorch's `nn.Linear` and `nn.Conv2d` draw by default
+    /// (Kaiming-uniform with `a = √5`; variance `1 / (3·fan_in)`), for weights and biases alike.
+    TorchDefault,
     /// `N(mean, std²)`.
     Normal {
         /// Mean.
@@ -87,7 +91,8 @@ impl Init {
             Init::HeUniform => uniform((6.0 / fi).sqrt(), rng),
             Init::GlorotNormal => Tensor::randn_with(shape, 0.0, (2.0 / (fi + fo)).sqrt(), rng),
             Init::GlorotUniform => uniform((6.0 / (fi + fo)).sqrt(), rng),
-            Init::LeCunUniform => uniform(1.0 / fi.sqrt(), rng),
+            Init::LeCunUniform => uniform((3.0 / fi).sqrt(), rng),
+            Init::TorchDefault => uniform(1.0 / fi.sqrt(), rng),
             Init::Normal { mean, std } => Tensor::randn_with(shape, mean, std, rng),
             Init::Uniform { low, high } => Tensor::rand_uniform_with(shape, low, high, rng),
             Init::Constant(v) => Tensor::full(shape, v),

@@ -15,6 +15,7 @@
 pub mod gemm;
 pub mod im2col;
 pub mod init;
+pub mod math;
 
 use crate::error::{Error, Result};
 use rand::SeedableRng;
@@ -35,10 +36,18 @@ pub fn rng(seed: u64) -> Rng {
 }
 
 /// An n-dimensional array of `f32`, contiguous and row-major.
-#[derive(Clone, PartialEq, Default)]
+///
+/// [`Tensor::default`] is the empty tensor, shape `[0]` (a shape whose product, 0, is its length).
+#[derive(Clone, PartialEq)]
 pub struct Tensor {
     shape: Vec<usize>,
     data: Vec<f32>,
+}
+
+impl Default for Tensor {
+    fn default() -> Tensor {
+        Tensor { shape: vec![0], data: Vec::new() }
+    }
 }
 
 /// Number of elements of a shape (1 for the empty shape: a scalar).

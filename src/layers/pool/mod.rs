@@ -22,25 +22,33 @@
 //! **Global average pooling** averages each whole plane: `y[n, c] = (1/(H·W)) Σ_{h,w} x[n, c, h, w]`,
 //! and `dL/dx[n, c, h, w] = g[n, c] / (H·W)`.
 
-use super::{Layer, Mode, check_grad, check_input, shape_error};
+pub mod fast;
+pub mod reference;
+
+use super::{InputGrad, Layer, Mode, check_grad, check_input, shape_error};
 use crate::error::Result;
 use crate::tensor::Tensor;
 use crate::tensor::im2col::ConvGeometry;
+use fast::max_pool_plane;
 use rayon::prelude::*;
 
 /// Inputs with fewer elements than this are pooled on the calling thread.
 const SERIAL_BELOW: usize = 1 << 16;
 
 /// Window settings shared by [`MaxPool2d`] and [`AvgPool2d`].
-#[derive(Clone, Copy, Debug)]
-struct Window {
-    kernel: (usize, usize),
-    stride: (usize, usize),
-    padding: (usize, usize),
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// Window size `(kh, kw)`.
+    pub kernel: (usize, usize),
+    /// Step between windows `(sh, sw)`.
+    pub stride: (usize, usize),
+    /// Padding `(ph, pw)` on each side (−∞ for max pooling, zeros for average pooling).
+    pub padding: (usize, usize),
 }
 
 impl Window {
-    fn describe(&self, name: &str) -> String {
+    /// `"MaxPool2d(2×2)"`, with stride and padding when they are not the defaults.
+    pub fn describe(&self, name: &str) -> String {
         let mut s = format!("{name}({}×{}", self.kernel.0, self.kernel.1);
         if self.stride != self.kernel {
             s += &format!(", stride ({}, {})", self.stride.0, self.stride.1);
@@ -52,7 +60,8 @@ impl Window {
     }
 
     /// Geometry of one channel plane (pooling never mixes channels).
-    fn geometry(&self, name: &str, input: &[usize]) -> Result<ConvGeometry> {
+    /// Geometry of one channel plane, or an error naming the layer and the input shape.
+    pub fn geometry(&self, name: &str, input: &[usize]) -> Result<ConvGeometry> {
         let [_, _, h, w] = *input else {
             return Err(shape_error(&self.describe(name), "[N, C, H, W]", input));
         };
@@ -67,14 +76,15 @@ impl Window {
         })
     }
 
-    fn output_shape(&self, name: &str, input: &[usize]) -> Result<Vec<usize>> {
+    /// `[N, C, OH, OW]` for an input `[N, C, H, W]`.
+    pub fn output_shape(&self, name: &str, input: &[usize]) -> Result<Vec<usize>> {
         let g = self.geometry(name, input)?;
         Ok(vec![input[0], input[1], g.out_height, g.out_width])
     }
 }
 
 /// The input rows (or columns) a window starting at output index `o` covers, clipped to the image.
-fn span(o: usize, stride: usize, pad: usize, k: usize, size: usize) -> std::ops::Range<usize> {
+pub(crate) fn span(o: usize, stride: usize, pad: usize, k: usize, size: usize) -> std::ops::Range<usize> {
     let start = (o * stride) as isize - pad as isize;
     let lo = start.max(0) as usize;
     let hi = ((start + k as isize).max(0) as usize).min(size);
@@ -82,152 +92,6 @@ fn span(o: usize, stride: usize, pad: usize, k: usize, size: usize) -> std::ops:
 }
 
 // ------------------------------------------------------------------------------------ MaxPool2d
-
-/// Max pooling of one `h × w` plane: for every window, its maximum into `y` and the flat index of
-/// that maximum (the first one on ties; the last NaN if there is one, as in PyTorch) into `arg`.
-/// Dispatches the common unpadded 2×2 and 3×3 windows to a version with the window size known at
-/// compile time (3× faster: the two-element inner loops unroll), everything else to the general one.
-fn max_pool_plane(
-    x: &[f32],
-    hw: (usize, usize),
-    win: Window,
-    ohw: (usize, usize),
-    y: &mut [f32],
-    arg: &mut [u32],
-) {
-    match (win.kernel, win.padding) {
-        ((2, 2), (0, 0)) if win.stride == (2, 2) => max_pool_plane_2x2(x, hw, ohw, y, arg),
-        ((2, 2), (0, 0)) => max_pool_plane_fixed::<2, 2>(x, hw, win.stride, ohw, y, arg),
-        ((3, 3), (0, 0)) => max_pool_plane_fixed::<3, 3>(x, hw, win.stride, ohw, y, arg),
-        _ => max_pool_plane_general(x, hw, win, ohw, y, arg),
-    }
-}
-
-/// Folds one value into a running (maximum, index, saw-NaN) without branches. Strict `>` keeps the
-/// first maximum on ties. Branch-free on purpose: on real data "is this the new maximum?" is a coin
-/// toss that a branch predictor loses half the time (measured: 5× slower).
-#[inline(always)]
-fn fold_max(v: f32, i: usize, best: &mut f32, best_i: &mut usize, nan: &mut bool) {
-    let take = usize::from(v > *best).wrapping_neg(); // all ones or all zeros
-    *best_i ^= (*best_i ^ i) & take;
-    *best = best.max(v);
-    *nan |= v.is_nan();
-}
-
-/// The last NaN of a window given as a list of flat indices in reading order: a NaN wins over any
-/// number and over an earlier NaN, as in PyTorch's CPU kernel. (Only runs once training has
-/// diverged.)
-fn last_nan(x: &[f32], window: impl Iterator<Item = usize>) -> Option<usize> {
-    window.filter(|&i| x[i].is_nan()).last()
-}
-
-/// The most common pooling of all, 2×2 windows with stride 2, written over row pairs as selects
-/// the compiler can vectorise: a window `[a b; c d]` gives `max(max(a, b), max(c, d))` with strict
-/// comparisons, so ties keep the first position in reading order. A row holding a NaN is redone by
-/// the general code, which lets the NaN win.
-fn max_pool_plane_2x2(
-    x: &[f32],
-    (h, w): (usize, usize),
-    (oh, ow): (usize, usize),
-    y: &mut [f32],
-    arg: &mut [u32],
-) {
-    for (oy, (y_row, arg_row)) in y.chunks_exact_mut(ow).zip(arg.chunks_exact_mut(ow)).enumerate().take(oh) {
-        let top = 2 * oy * w;
-        let (upper, lower) = (&x[top..top + 2 * ow], &x[top + w..top + w + 2 * ow]);
-        let mut nan = false;
-        let windows = upper.chunks_exact(2).zip(lower.chunks_exact(2));
-        for (ox, ((u, l), (y_out, arg_out))) in
-            windows.zip(y_row.iter_mut().zip(arg_row.iter_mut())).enumerate()
-        {
-            let (a, b, c, d) = (u[0], u[1], l[0], l[1]);
-            let (top_max, top_i) = if b > a { (b, 1) } else { (a, 0) };
-            let (low_max, low_i) = if d > c { (d, w + 1) } else { (c, w) };
-            let (m, i) = if low_max > top_max { (low_max, low_i) } else { (top_max, top_i) };
-            *y_out = m;
-            *arg_out = (top + 2 * ox + i) as u32;
-            nan |= a.is_nan() | b.is_nan() | c.is_nan() | d.is_nan();
-        }
-        if nan {
-            let row = Window { kernel: (2, 2), stride: (2, 2), padding: (0, 0) };
-            max_pool_rows_general(x, (h, w), row, (oy, oy + 1), ow, y_row, arg_row);
-        }
-    }
-}
-
-fn max_pool_plane_fixed<const KH: usize, const KW: usize>(
-    x: &[f32],
-    (_h, w): (usize, usize),
-    (sh, sw): (usize, usize),
-    (oh, ow): (usize, usize),
-    y: &mut [f32],
-    arg: &mut [u32],
-) {
-    for oy in 0..oh {
-        for ox in 0..ow {
-            let top_left = oy * sh * w + ox * sw;
-            let (mut best, mut best_i, mut nan) = (x[top_left], top_left, false);
-            for ky in 0..KH {
-                for kx in 0..KW {
-                    let i = top_left + ky * w + kx;
-                    fold_max(x[i], i, &mut best, &mut best_i, &mut nan);
-                }
-            }
-            if nan {
-                best_i =
-                    last_nan(x, (0..KH * KW).map(|k| top_left + (k / KW) * w + k % KW)).unwrap_or(best_i);
-                best = x[best_i];
-            }
-            y[oy * ow + ox] = best;
-            arg[oy * ow + ox] = best_i as u32;
-        }
-    }
-}
-
-fn max_pool_plane_general(
-    x: &[f32],
-    hw: (usize, usize),
-    win: Window,
-    (oh, ow): (usize, usize),
-    y: &mut [f32],
-    arg: &mut [u32],
-) {
-    max_pool_rows_general(x, hw, win, (0, oh), ow, y, arg);
-}
-
-/// Output rows `oy0..oy1` of the general max pooling; `y` and `arg` hold exactly those rows.
-fn max_pool_rows_general(
-    x: &[f32],
-    (h, w): (usize, usize),
-    win: Window,
-    (oy0, oy1): (usize, usize),
-    ow: usize,
-    y: &mut [f32],
-    arg: &mut [u32],
-) {
-    let (kh, kw) = win.kernel;
-    let (sh, sw) = win.stride;
-    for oy in oy0..oy1 {
-        let rows = span(oy, sh, win.padding.0, kh, h);
-        for ox in 0..ow {
-            let cols = span(ox, sw, win.padding.1, kw, w);
-            let mut best_i = rows.start * w + cols.start;
-            let (mut best, mut nan) = (x[best_i], false);
-            for iy in rows.clone() {
-                for ix in cols.clone() {
-                    fold_max(x[iy * w + ix], iy * w + ix, &mut best, &mut best_i, &mut nan);
-                }
-            }
-            if nan {
-                let window = rows.clone().flat_map(|iy| cols.clone().map(move |ix| iy * w + ix));
-                best_i = last_nan(x, window).unwrap_or(best_i);
-                best = x[best_i];
-            }
-            y[(oy - oy0) * ow + ox] = best;
-            arg[(oy - oy0) * ow + ox] = best_i as u32;
-        }
-    }
-}
 
 /// Max pooling over `kh × kw` windows. See the [module docs](self) for the math.
 ///
@@ -278,15 +142,21 @@ impl MaxPool2d {
     }
 }
 
+impl MaxPool2d {
+    /// The window settings.
+    pub fn window(&self) -> Window {
+        self.window
+    }
+
+    /// True when windows do not overlap (stride ≥ kernel and no padding): each input then
+    /// receives at most one gradient, which the [execution plan](crate::exec) relies on.
+    pub fn is_disjoint(&self) -> bool {
+        let w = self.window;
+        w.stride.0 >= w.kernel.0 && w.stride.1 >= w.kernel.1 && w.padding == (0, 0)
+    }
+}
+
 impl Layer for MaxPool2d {
-    fn is_disjoint_max_pool(&self) -> bool {
-        self.window.stride.0 >= self.window.kernel.0 && self.window.stride.1 >= self.window.kernel.1
-    }
-
-    fn name(&self) -> &'static str {
-        "MaxPool2d"
-    }
-
     fn describe(&self) -> String {
         self.window.describe("MaxPool2d")
     }
@@ -327,8 +197,8 @@ impl Layer for MaxPool2d {
         y
     }
 
-    fn backward(&mut self, g: &Tensor) -> Tensor {
-        check_grad(self.name(), &self.out_shape, g);
+    fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
+        check_grad("MaxPool2d", &self.out_shape, g);
         let mut dx = Tensor::zeros(&self.in_shape);
         let plane_in = self.in_shape[2] * self.in_shape[3];
         let plane_out = self.out_shape[2] * self.out_shape[3];
@@ -344,7 +214,7 @@ impl Layer for MaxPool2d {
             let planes = dx.data_mut().par_chunks_mut(plane_in).zip(g.data().par_chunks(plane_out));
             planes.zip(self.argmax.par_chunks(plane_out)).for_each(route);
         }
-        dx
+        Some(dx)
     }
 }
 
@@ -395,10 +265,6 @@ impl AvgPool2d {
 }
 
 impl Layer for AvgPool2d {
-    fn name(&self) -> &'static str {
-        "AvgPool2d"
-    }
-
     fn describe(&self) -> String {
         self.window.describe("AvgPool2d")
     }
@@ -421,8 +287,10 @@ impl Layer for AvgPool2d {
                 let rows = span(oy, win.stride.0, win.padding.0, win.kernel.0, h);
                 for ox in 0..ow {
                     let cols = span(ox, win.stride.1, win.padding.1, win.kernel.1, w);
-                    let sum: f32 =
-                        rows.clone().map(|iy| x_p[iy * w..][cols.clone()].iter().sum::<f32>()).sum();
+                    let mut sum = 0.0f32;
+                    for iy in rows.clone() {
+                        x_p[iy * w..][cols.clone()].iter().for_each(|v| sum += v);
+                    }
                     y_p[oy * ow + ox] = sum * scale; // y = (1/(kh·kw)) Σ_window x
                 }
             }
@@ -430,8 +298,8 @@ impl Layer for AvgPool2d {
         y
     }
 
-    fn backward(&mut self, g: &Tensor) -> Tensor {
-        check_grad(self.name(), &self.out_shape, g);
+    fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
+        check_grad("AvgPool2d", &self.out_shape, g);
         let (h, w) = (self.in_shape[2], self.in_shape[3]);
         let (oh, ow) = (self.out_shape[2], self.out_shape[3]);
         let win = self.window;
@@ -449,7 +317,7 @@ impl Layer for AvgPool2d {
                 }
             }
         });
-        dx
+        Some(dx)
     }
 }
 
@@ -478,8 +346,8 @@ impl GlobalAvgPool {
 }
 
 impl Layer for GlobalAvgPool {
-    fn name(&self) -> &'static str {
-        "GlobalAvgPool"
+    fn describe(&self) -> String {
+        "GlobalAvgPool".into()
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
@@ -498,13 +366,13 @@ impl Layer for GlobalAvgPool {
         Tensor::from_vec(&self.out_shape, data).expect("one mean per plane")
     }
 
-    fn backward(&mut self, g: &Tensor) -> Tensor {
-        check_grad(self.name(), &self.out_shape, g);
+    fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
+        check_grad("GlobalAvgPool", &self.out_shape, g);
         let hw = self.in_shape[2] * self.in_shape[3];
         let mut dx = Tensor::zeros(&self.in_shape);
         for (plane, &gv) in dx.data_mut().chunks_exact_mut(hw).zip(g.data()) {
             plane.fill(gv / hw as f32); // dx = g / (H·W)
         }
-        dx
+        Some(dx)
     }
 }

@@ -1,0 +1,164 @@
+//! The fast max-pooling kernels behind [`MaxPool2d`](super::MaxPool2d). They compute what
+//! [`reference::max_pool2d_forward`](super::reference::max_pool2d_forward) defines with a plain
+//! loop — the window's maximum, the first one on ties, the last NaN if there is one — and
+//! `tests/reference_kernels.rs` asserts that values and arg-max positions are identical on random
+//! and tie-heavy inputs (repeated values, ±0, NaN) for every window shape. Read the reference first.
+//!
+//! What the code adds, and what it bought (`docs/benchmarks.md`, 2-core test machine, pool forward
+//! on 64×32×26×26 measured by `examples/profile_layers.rs`): **5.4 → 1.5 ms**, and a third of that
+//! again for the 2×2 kernel —
+//!
+//! - **branch-free arg-max**: on real data "is this the new maximum?" is a coin toss that a branch
+//!   predictor loses half the time; selects instead of branches;
+//! - **window sizes known at compile time** for 2×2 and 3×3, so the inner loops unroll;
+//! - **a row-pair kernel for 2×2 / stride 2**, the most common pooling, written as selects over two
+//!   input rows that the compiler vectorises.
+
+use super::{Window, span};
+
+/// Max pooling of one `h × w` plane: for every window, its maximum into `y` and the flat index of
+/// that maximum (the first one on ties; the last NaN if there is one, as in PyTorch) into `arg`.
+/// Dispatches the common unpadded 2×2 and 3×3 windows to a version with the window size known at
+/// compile time (3× faster: the two-element inner loops unroll), everything else to the general one.
+pub(crate) fn max_pool_plane(
+    x: &[f32],
+    hw: (usize, usize),
+    win: Window,
+    ohw: (usize, usize),
+    y: &mut [f32],
+    arg: &mut [u32],
+) {
+    match (win.kernel, win.padding) {
+        ((2, 2), (0, 0)) if win.stride == (2, 2) => max_pool_plane_2x2(x, hw, ohw, y, arg),
+        ((2, 2), (0, 0)) => max_pool_plane_fixed::<2, 2>(x, hw, win.stride, ohw, y, arg),
+        ((3, 3), (0, 0)) => max_pool_plane_fixed::<3, 3>(x, hw, win.stride, ohw, y, arg),
+        _ => max_pool_plane_general(x, hw, win, ohw, y, arg),
+    }
+}
+
+/// Folds one value into a running (maximum, index, saw-NaN) without branches. Strict `>` keeps the
+/// first maximum on ties. Branch-free on purpose: on real data "is this the new maximum?" is a coin
+/// toss that a branch predictor loses half the time (measured: 5× slower).
+#[inline(always)]
+fn fold_max(v: f32, i: usize, best: &mut f32, best_i: &mut usize, nan: &mut bool) {
+    let wins = v > *best;
+    *best_i ^= (*best_i ^ i) & usize::from(wins).wrapping_neg(); // mask of all ones or all zeros
+    *best = if wins { v } else { *best }; // a select, not `max`: keeps −0.0 ahead of a later +0.0
+    *nan |= v.is_nan();
+}
+
+/// The last NaN of a window given as a list of flat indices in reading order: a NaN wins over any
+/// number and over an earlier NaN, as in PyTorch's CPU kernel. (Only runs once training has
+/// diverged.)
+fn last_nan(x: &[f32], window: impl Iterator<Item = usize>) -> Option<usize> {
+    window.filter(|&i| x[i].is_nan()).last()
+}
+
+/// The most common pooling of all, 2×2 windows with stride 2, written over row pairs as selects
+/// the compiler can vectorise: a window `[a b; c d]` gives `max(max(a, b), max(c, d))` with strict
+/// comparisons, so ties keep the first position in reading order. A row holding a NaN is redone by
+/// the general code, which lets the NaN win.
+fn max_pool_plane_2x2(
+    x: &[f32],
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
+    y: &mut [f32],
+    arg: &mut [u32],
+) {
+    for (oy, (y_row, arg_row)) in y.chunks_exact_mut(ow).zip(arg.chunks_exact_mut(ow)).enumerate().take(oh) {
+        let top = 2 * oy * w;
+        let (upper, lower) = (&x[top..top + 2 * ow], &x[top + w..top + w + 2 * ow]);
+        let mut nan = false;
+        let windows = upper.chunks_exact(2).zip(lower.chunks_exact(2));
+        for (ox, ((u, l), (y_out, arg_out))) in
+            windows.zip(y_row.iter_mut().zip(arg_row.iter_mut())).enumerate()
+        {
+            let (a, b, c, d) = (u[0], u[1], l[0], l[1]);
+            let (top_max, top_i) = if b > a { (b, 1) } else { (a, 0) };
+            let (low_max, low_i) = if d > c { (d, w + 1) } else { (c, w) };
+            let (m, i) = if low_max > top_max { (low_max, low_i) } else { (top_max, top_i) };
+            *y_out = m;
+            *arg_out = (top + 2 * ox + i) as u32;
+            nan |= a.is_nan() | b.is_nan() | c.is_nan() | d.is_nan();
+        }
+        if nan {
+            let row = Window { kernel: (2, 2), stride: (2, 2), padding: (0, 0) };
+            max_pool_rows_general(x, (h, w), row, (oy, oy + 1), ow, y_row, arg_row);
+        }
+    }
+}
+
+fn max_pool_plane_fixed<const KH: usize, const KW: usize>(
+    x: &[f32],
+    (_h, w): (usize, usize),
+    (sh, sw): (usize, usize),
+    (oh, ow): (usize, usize),
+    y: &mut [f32],
+    arg: &mut [u32],
+) {
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let top_left = oy * sh * w + ox * sw;
+            let (mut best, mut best_i, mut nan) = (x[top_left], top_left, false);
+            for ky in 0..KH {
+                for kx in 0..KW {
+                    let i = top_left + ky * w + kx;
+                    fold_max(x[i], i, &mut best, &mut best_i, &mut nan);
+                }
+            }
+            if nan {
+                best_i =
+                    last_nan(x, (0..KH * KW).map(|k| top_left + (k / KW) * w + k % KW)).unwrap_or(best_i);
+                best = x[best_i];
+            }
+            y[oy * ow + ox] = best;
+            arg[oy * ow + ox] = best_i as u32;
+        }
+    }
+}
+
+fn max_pool_plane_general(
+    x: &[f32],
+    hw: (usize, usize),
+    win: Window,
+    (oh, ow): (usize, usize),
+    y: &mut [f32],
+    arg: &mut [u32],
+) {
+    max_pool_rows_general(x, hw, win, (0, oh), ow, y, arg);
+}
+
+/// Output rows `oy0..oy1` of the general max pooling; `y` and `arg` hold exactly those rows.
+fn max_pool_rows_general(
+    x: &[f32],
+    (h, w): (usize, usize),
+    win: Window,
+    (oy0, oy1): (usize, usize),
+    ow: usize,
+    y: &mut [f32],
+    arg: &mut [u32],
+) {
+    let (kh, kw) = win.kernel;
+    let (sh, sw) = win.stride;
+    for oy in oy0..oy1 {
+        let rows = span(oy, sh, win.padding.0, kh, h);
+        for ox in 0..ow {
+            let cols = span(ox, sw, win.padding.1, kw, w);
+            let mut best_i = rows.start * w + cols.start;
+            let (mut best, mut nan) = (x[best_i], false);
+            for iy in rows.clone() {
+                for ix in cols.clone() {
+                    fold_max(x[iy * w + ix], iy * w + ix, &mut best, &mut best_i, &mut nan);
+                }
+            }
+            if nan {
+                let window = rows.clone().flat_map(|iy| cols.clone().map(move |ix| iy * w + ix));
+                best_i = last_nan(x, window).unwrap_or(best_i);
+                best = x[best_i];
+            }
+            y[(oy - oy0) * ow + ox] = best;
+            arg[(oy - oy0) * ow + ox] = best_i as u32;
+        }
+    }
+}
+

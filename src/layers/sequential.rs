@@ -1,0 +1,413 @@
+//! `Sequential`: layers applied one after the other — itself a [`Layer`], so models nest.
+//!
+//! ```text
+//! forward:   h₀ = x,   hᵢ₊₁ = layerᵢ(hᵢ),   y = h_L
+//! backward:  g_L = dL/dy,   gᵢ = layerᵢ.backward(gᵢ₊₁),   dL/dx = g₀
+//! ```
+//!
+//! The chain rule for a composition is just this walk in reverse: each layer turns the gradient of
+//! its output into the gradient of its input, adding its parameters' gradients on the way.
+//!
+//! State names are hierarchical, exactly as PyTorch's nested `nn.Sequential` names them: the
+//! `weight` of layer 0 inside layer 2 is `"2.0.weight"` (built by [`child_name`]). A model refuses to
+//! be built when two pieces of state share a name, and its shapes are checked layer by layer when
+//! it is built, with errors naming the layer and both shapes.
+//!
+//! Forward and backward run through the [execution plan](crate::exec), which applies only rewrites
+//! that give bit-identical results; [`Sequential::set_execution`] selects the plain list-order
+//! reference instead.
+//!
+//! ```
+//! use backprop::prelude::*;
+//! # fn main() -> backprop::Result<()> {
+//! let block = Sequential::new().add(Dense::new(4, 4)).add(Relu::new());
+//! let model = Sequential::builder(&[4]).add(block).add(Dense::new(4, 2)).build()?;
+//! let names: Vec<String> = model.named_params().into_iter().map(|(n, _)| n).collect();
+//! assert_eq!(names, ["0.0.weight", "0.0.bias", "1.weight", "1.bias"]);
+//! # Ok(()) }
+//! ```
+
+use super::{InputGrad, Layer, Mode, Param, State, StateMut, child_name};
+use crate::error::{Error, Result};
+use crate::exec::{self, Execution, Plan};
+use crate::tensor::{Tensor, shape_str};
+use std::any::Any;
+use std::fmt;
+
+/// Layers applied one after the other. See the [module docs](self).
+pub struct Sequential {
+    /// Shape of one sample (no batch axis), for a model built with [`Sequential::builder`].
+    input_shape: Option<Vec<usize>>,
+    layers: Vec<Box<dyn Layer>>,
+    plan: Plan,
+    execution: Execution,
+}
+
+/// Collects layers for a [`Sequential`] whose input shape is known; see [`Sequential::builder`].
+pub struct SequentialBuilder {
+    input_shape: Vec<usize>,
+    layers: Vec<Box<dyn Layer>>,
+    seed: u64,
+}
+
+impl SequentialBuilder {
+    /// Appends a layer.
+    #[allow(clippy::should_implement_trait)] // a builder step, not `+`
+    pub fn add(mut self, layer: impl Layer) -> SequentialBuilder {
+        self.layers.push(Box::new(layer));
+        self
+    }
+
+    /// Appends a boxed layer.
+    pub fn add_boxed(mut self, layer: Box<dyn Layer>) -> SequentialBuilder {
+        self.layers.push(layer);
+        self
+    }
+
+    /// The model-wide seed (default 0): when the model is built, every parameter that a layer drew
+    /// with its default seed is redrawn from this seed and the parameter's name, so two layers of
+    /// the same shape never start alike. Parameters chosen explicitly (a layer's own `seed`,
+    /// `with_weights`) keep their values.
+    pub fn seed(mut self, seed: u64) -> SequentialBuilder {
+        self.seed = seed;
+        self
+    }
+
+    /// Checks the model and returns it: shapes, layer by layer, from the input shape; no two
+    /// pieces of state with one name. Then draws the parameters from the model-wide seed.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] naming the first layer (index and description) that cannot take the
+    /// output of the one before it, with both shapes; [`Error::InvalidArgument`] naming a state
+    /// name that occurs twice.
+    ///
+    /// ```
+    /// use backprop::prelude::*;
+    /// let err = Sequential::builder(&[64, 5, 5])
+    ///     .add(Flatten::new())
+    ///     .add(Dense::new(1568, 10))
+    ///     .build()
+    ///     .unwrap_err()
+    ///     .to_string();
+    /// assert!(err.contains("layer 1 (Dense(1568→10))") && err.contains("[N, 1600]"), "{err}");
+    /// ```
+    pub fn build(self) -> Result<Sequential> {
+        let mut model = Sequential::from_layers(self.layers);
+        model.input_shape = Some(self.input_shape);
+        model.check()?;
+        super::redraw_params(&mut model, self.seed);
+        Ok(model)
+    }
+}
+
+/// `[N, 32, 26, 26]` for a per-sample shape `[32, 26, 26]`.
+pub(crate) fn batch_shape_str(sample: &[usize]) -> String {
+    let mut s = String::from("[N");
+    for d in sample {
+        s += &format!(", {d}");
+    }
+    s + "]"
+}
+
+impl Default for Sequential {
+    fn default() -> Sequential {
+        Sequential::new()
+    }
+}
+
+impl Sequential {
+    /// Starts a model whose samples have shape `input_shape` (without the batch axis); its shapes
+    /// are checked when it is built.
+    pub fn builder(input_shape: &[usize]) -> SequentialBuilder {
+        SequentialBuilder { input_shape: input_shape.to_vec(), layers: Vec::new(), seed: 0 }
+    }
+
+    /// An empty chain without an input shape, to nest inside another model (which checks its
+    /// shapes when it is built) or inside a [`Residual`](super::Residual).
+    pub fn new() -> Sequential {
+        Sequential::from_layers(Vec::new())
+    }
+
+    /// Appends a layer to a chain made by [`Sequential::new`].
+    #[allow(clippy::should_implement_trait)] // a builder step, not `+`
+    pub fn add(mut self, layer: impl Layer) -> Sequential {
+        self.layers.push(Box::new(layer));
+        self.plan = exec::plan(&self.layers);
+        self
+    }
+
+    fn from_layers(layers: Vec<Box<dyn Layer>>) -> Sequential {
+        let plan = exec::plan(&layers);
+        Sequential { input_shape: None, layers, plan, execution: Execution::Planned }
+    }
+
+    /// Shapes layer by layer from the input shape, and unique state names.
+    fn check(&self) -> Result<()> {
+        if let Some(input) = &self.input_shape {
+            let batch: Vec<usize> = std::iter::once(1).chain(input.iter().copied()).collect();
+            self.output_shape(&batch)
+                .map_err(|e| Error::shape(format!("cannot build the model: {}", detail(&e))))?;
+        }
+        if let Some(name) = super::duplicate_state_name(self) {
+            return Err(Error::invalid(format!(
+                "cannot build the model: two pieces of state are named {name:?}; saving would keep only one \
+                 of them (give each parameter of a custom layer its own name)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The shape of one input sample, for a model built with [`Sequential::builder`].
+    pub fn input_shape(&self) -> Option<&[usize]> {
+        self.input_shape.as_deref()
+    }
+
+    /// The shape of one output sample, for a model built with [`Sequential::builder`].
+    pub fn sample_output_shape(&self) -> Option<Vec<usize>> {
+        let input = self.input_shape.as_ref()?;
+        let batch: Vec<usize> = std::iter::once(1).chain(input.iter().copied()).collect();
+        self.output_shape(&batch).ok().map(|s| s[1..].to_vec())
+    }
+
+    /// The layers, in order.
+    pub fn layers(&self) -> impl ExactSizeIterator<Item = &dyn Layer> {
+        self.layers.iter().map(|l| l.as_ref())
+    }
+
+    /// Layer `i`.
+    ///
+    /// # Panics
+    /// If `i` is out of range.
+    pub fn layer(&self, i: usize) -> &dyn Layer {
+        self.layers[i].as_ref()
+    }
+
+    /// Layer `i`, mutable (to step through a model by hand; it cannot be swapped for another —
+    /// use [`Sequential::replace`], which checks shapes again).
+    ///
+    /// # Panics
+    /// If `i` is out of range.
+    pub fn layer_mut(&mut self, i: usize) -> &mut dyn Layer {
+        self.layers[i].as_mut()
+    }
+
+    /// Layer `i` as its concrete type, if it is a `T`.
+    ///
+    /// ```
+    /// use backprop::prelude::*;
+    /// # fn main() -> backprop::Result<()> {
+    /// let model = Sequential::builder(&[3]).add(Dense::new(3, 2)).build()?;
+    /// assert_eq!(model.layer_as::<Dense>(0).unwrap().outputs(), 2);
+    /// assert!(model.layer_as::<Relu>(0).is_none());
+    /// # Ok(()) }
+    /// ```
+    pub fn layer_as<T: Layer>(&self, i: usize) -> Option<&T> {
+        let layer: &dyn Any = self.layers.get(i)?.as_ref();
+        layer.downcast_ref()
+    }
+
+    /// Layer `i` as its concrete type, mutable, if it is a `T`.
+    pub fn layer_as_mut<T: Layer>(&mut self, i: usize) -> Option<&mut T> {
+        let layer: &mut dyn Any = self.layers.get_mut(i)?.as_mut();
+        layer.downcast_mut()
+    }
+
+    /// Replaces layer `i` and checks the model again; returns the old layer.
+    ///
+    /// # Errors
+    /// As [`SequentialBuilder::build`]; the model is then left as it was. Also
+    /// [`Error::InvalidArgument`] if `i` is out of range.
+    pub fn replace(&mut self, i: usize, layer: impl Layer) -> Result<Box<dyn Layer>> {
+        if i >= self.layers.len() {
+            return Err(Error::invalid(format!("replace: no layer {i} in a model of {}", self.layers.len())));
+        }
+        let old = std::mem::replace(&mut self.layers[i], Box::new(layer));
+        self.plan = exec::plan(&self.layers);
+        if let Err(e) = self.check() {
+            self.layers[i] = old;
+            self.plan = exec::plan(&self.layers);
+            return Err(e);
+        }
+        Ok(old)
+    }
+
+    /// Number of layers.
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// True for a model without layers (the identity).
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
+    /// How forward and backward run: the execution plan (default) or the plain reference order.
+    pub fn set_execution(&mut self, execution: Execution) {
+        self.execution = execution;
+    }
+
+    /// The current [`Execution`].
+    pub fn execution(&self) -> Execution {
+        self.execution
+    }
+
+    /// Checks that `x` is a batch of samples of the model's input shape (always true for a
+    /// chain without an input shape).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] with both shapes.
+    pub fn check_input(&self, x: &Tensor) -> Result<()> {
+        match &self.input_shape {
+            Some(input) if x.ndim() != input.len() + 1 || x.shape()[1..] != input[..] => {
+                Err(Error::shape(format!(
+                    "the model expects inputs of shape {}, got {}",
+                    batch_shape_str(input),
+                    shape_str(x.shape())
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// All parameters with their `state_dict` names: `"0.weight"`, `"0.bias"`, `"3.weight"` …
+    pub fn named_params(&self) -> Vec<(String, &Param)> {
+        super::named_params(self)
+    }
+
+    /// All parameters, in order.
+    pub fn params(&self) -> Vec<&Param> {
+        self.named_params().into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// Number of learnable scalars.
+    pub fn num_params(&self) -> usize {
+        super::num_params(self)
+    }
+
+    /// Sets every gradient to zero.
+    pub fn zero_grad(&mut self) {
+        super::zero_grad(self);
+    }
+
+    /// Restarts every random generator (dropout) from `seed` and its name.
+    pub fn reseed(&mut self, seed: u64) {
+        super::reseed(self, seed);
+    }
+
+    /// A table of the layers, their output shapes and parameter counts, like Keras's
+    /// `model.summary()` (the same text as `Display`).
+    pub fn summary(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// The message of an error without its "shape error:" prefix, for wrapping it in context.
+fn detail(e: &Error) -> String {
+    match e {
+        Error::Shape(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl Layer for Sequential {
+    fn describe(&self) -> String {
+        let inner: Vec<String> = self.layers.iter().map(|l| l.describe()).collect();
+        format!("Sequential({})", inner.join(" → "))
+    }
+
+    /// Runs shape inference through every layer; an error names the first layer that cannot take
+    /// its input, where that input came from, and both shapes.
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        if let Some(sample) = &self.input_shape {
+            if input.len() != sample.len() + 1 || input[1..] != sample[..] {
+                return Err(Error::shape(format!(
+                    "the model expects inputs of shape {}, got {}",
+                    batch_shape_str(sample),
+                    shape_str(input)
+                )));
+            }
+        }
+        let mut shape = input.to_vec();
+        for (i, layer) in self.layers.iter().enumerate() {
+            shape = layer.output_shape(&shape).map_err(|e| {
+                let from = match i {
+                    0 => "the model input".to_string(),
+                    _ => format!("layer {} ({})", i - 1, self.layers[i - 1].describe()),
+                };
+                Error::shape(format!(
+                    "layer {i} ({}) cannot take its input of shape {} from {from}: {}",
+                    layer.describe(),
+                    batch_shape_str(&shape[1.min(shape.len())..]),
+                    detail(&e)
+                ))
+            })?;
+        }
+        Ok(shape)
+    }
+
+    /// # Panics
+    /// If `x` is not a batch of the model's input shape (the message gives both shapes).
+    fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
+        self.check_input(x).unwrap_or_else(|e| panic!("{e}"));
+        match self.execution {
+            Execution::Planned => exec::forward(&self.plan, &mut self.layers, x, mode),
+            Execution::Reference => exec::forward_reference(&mut self.layers, x, mode),
+        }
+    }
+
+    fn backward(&mut self, grad_out: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
+        match self.execution {
+            Execution::Planned => exec::backward(&self.plan, &mut self.layers, grad_out, input_grad),
+            Execution::Reference => exec::backward_reference(&mut self.layers, grad_out, input_grad),
+        }
+    }
+
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
+        for (i, layer) in self.layers.iter().enumerate() {
+            let prefix = i.to_string();
+            layer.visit(&mut |name, s| f(&child_name(&prefix, name), s));
+        }
+    }
+
+    fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            let prefix = i.to_string();
+            layer.visit_mut(&mut |name, s| f(&child_name(&prefix, name), s));
+        }
+    }
+}
+
+impl fmt::Display for Sequential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut shape: Option<Vec<usize>> =
+            self.input_shape.as_ref().map(|s| std::iter::once(1).chain(s.iter().copied()).collect());
+        let mut rows = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            shape = shape.and_then(|s| l.output_shape(&s).ok());
+            let shown = shape.as_ref().map_or("?".to_string(), |s| batch_shape_str(&s[1..]));
+            rows.push((format!("{i}: {}", l.describe()), shown, super::num_params(l.as_ref())));
+        }
+        let w0 = rows.iter().map(|r| r.0.chars().count()).chain([5]).max().unwrap_or(5);
+        let w1 = rows.iter().map(|r| r.1.chars().count()).chain([12]).max().unwrap_or(12);
+        let w2 = 10;
+        let rule = "─".repeat(w0 + w1 + w2 + 4);
+        writeln!(f, "{rule}")?;
+        writeln!(f, "{:<w0$}  {:<w1$}  {:>w2$}", "Layer", "Output shape", "Params")?;
+        writeln!(f, "{rule}")?;
+        if let Some(input) = &self.input_shape {
+            writeln!(f, "{:<w0$}  {:<w1$}  {:>w2$}", "input", batch_shape_str(input), "")?;
+        }
+        for (name, shape, params) in &rows {
+            writeln!(f, "{name:<w0$}  {shape:<w1$}  {params:>w2$}")?;
+        }
+        writeln!(f, "{rule}")?;
+        writeln!(f, "Total parameters: {}", self.num_params())?;
+        write!(f, "{rule}")
+    }
+}
+
+impl fmt::Debug for Sequential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}

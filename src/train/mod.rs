@@ -1,0 +1,366 @@
+//! Training, evaluation and prediction for any [`Layer`] model.
+//!
+//! A training step is four moves, and [`fit`] does nothing more than repeat them over shuffled
+//! mini-batches:
+//!
+//! 1. **forward** — each layer maps its input to its output, caching what its backward needs;
+//! 2. **loss** — compare the output with the target: a number `L`, and `dL/doutput`;
+//! 3. **backward** — walk the layers in reverse, each turning `dL/d(its output)` into
+//!    `dL/d(its input)` and adding `dL/d(its parameters)` to the parameter gradients;
+//! 4. **step** — the optimizer moves every parameter against its gradient.
+//!
+//! Around that, `fit` adds validation, early stopping, a learning-rate schedule, gradient
+//! clipping, progress display and callbacks. Every piece is public, so the loop can be written by
+//! hand (see the crate's `xor` example and [`train_step`]).
+//!
+//! **Failing safely.** Everything `fit` can check before training — the data against the model's
+//! input and output shapes, label ranges, the loss against the targets, the options — it checks
+//! before the first forward pass. If a batch fails later (a NaN loss or gradient, a layer that
+//! refuses its input), the weights, buffers (batch-norm statistics), counters, random generators
+//! and the optimizer's learning rate are put back as they were before that batch, and the error
+//! says where it happened.
+//!
+//! ```
+//! use backprop::prelude::*;
+//! # fn main() -> backprop::Result<()> {
+//! let mut model = Sequential::builder(&[2])
+//!     .add(Dense::new(2, 8).seed(1))
+//!     .add(Tanh::new())
+//!     .add(Dense::new(8, 2).seed(2))
+//!     .build()?;
+//! let xor = Dataset::classification(
+//!     Tensor::from_vec(&[4, 2], vec![0., 0., 0., 1., 1., 0., 1., 1.])?,
+//!     vec![0, 1, 1, 0],
+//! )?;
+//! let history = backprop::train::fit(&mut model, &xor, &CrossEntropyLoss::new(), &mut Adam::new(0.05),
+//!     FitOptions::new().epochs(300).batch_size(4).verbose(false))?;
+//! assert!(history.last().unwrap().train_loss < 0.05);
+//! assert_eq!(backprop::train::predict_classes(&mut model, xor.inputs(), 4)?, vec![0, 1, 1, 0]);
+//! # Ok(()) }
+//! ```
+
+pub mod callbacks;
+pub mod options;
+mod predict;
+mod progress;
+
+pub use callbacks::{BatchStats, EarlyStopping, EpochStats, Evaluation, History, Monitor};
+pub use options::FitOptions;
+pub use predict::{evaluate, input_gradient, loss_and_backward, predict, predict_classes, predict_proba, train_step};
+
+use crate::data::{Dataset, Targets, epoch_order};
+use crate::error::{Error, Result};
+use crate::layers::{InputGrad, Layer, Mode, Snapshot, named_params, named_params_mut, reseed, zero_grad};
+use crate::loss::Loss;
+use crate::optim::{Optimizer, clip_grad_norm};
+use crate::tensor::{Tensor, rng};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
+
+/// Number of correct predictions: argmax of each row of `logits` against `labels`.
+pub(crate) fn count_correct(logits: &Tensor, labels: &[usize]) -> usize {
+    if logits.ndim() != 2 {
+        return 0;
+    }
+    logits.argmax_axis(1).iter().zip(labels).filter(|(p, l)| p == l).count()
+}
+
+/// The message of an error without its kind's prefix, for wrapping it in context.
+fn detail(e: &Error) -> String {
+    match e {
+        Error::Shape(m) | Error::InvalidArgument(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Checks a data set against the model and the loss without running the model: the input shape
+/// at every batch size that will occur, label ranges, and the loss on a zero prediction of the
+/// model's output shape (which catches a wrong kind of target and a wrong target shape).
+pub(crate) fn check_data(
+    model: &dyn Layer,
+    data: &Dataset,
+    loss: Option<&dyn Loss>,
+    what: &str,
+    batch_sizes: &[usize],
+) -> Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for &b in batch_sizes {
+        let shape: Vec<usize> = std::iter::once(b).chain(data.sample_shape().iter().copied()).collect();
+        out = model.output_shape(&shape).map_err(|e| Error::shape(format!("{what}: {}", detail(&e))))?;
+    }
+    if let (Some(labels), [_, classes]) = (data.labels(), out.as_slice()) {
+        if let Some((i, &l)) = labels.iter().enumerate().find(|&(_, &l)| l >= *classes) {
+            return Err(Error::invalid(format!(
+                "{what}: label {l} of sample {i} is out of range for a model with {classes} outputs"
+            )));
+        }
+    }
+    if let (Some(loss), false) = (loss, data.is_empty()) {
+        let mut one = out.clone();
+        if let Some(n) = one.first_mut() {
+            *n = 1;
+        }
+        let target = data.targets().select(&[0]);
+        loss.loss(&Tensor::zeros(&one), target.as_target()).map_err(|e| match e {
+            Error::Shape(m) => Error::shape(format!("{what}: {m}")),
+            Error::InvalidArgument(m) => Error::invalid(format!("{what}: {m}")),
+            other => other,
+        })?;
+    }
+    Ok(out)
+}
+
+/// The batch sizes an epoch of `n` samples in batches of `b` will use.
+fn batch_sizes(n: usize, b: usize, drop_last: bool) -> Vec<usize> {
+    let mut sizes = vec![b.min(n)];
+    if n > b && n % b != 0 && !drop_last {
+        sizes.push(n % b);
+    }
+    sizes
+}
+
+fn check_options(train: &Dataset, options: &FitOptions<'_>) -> Result<()> {
+    let bad = |m: String| Err(Error::invalid(format!("fit: {m}")));
+    if options.batch_size == 0 {
+        return bad("batch size must be at least 1".into());
+    }
+    if options.epochs == 0 {
+        return bad("epochs must be at least 1".into());
+    }
+    if train.is_empty() {
+        return bad("the training set is empty".into());
+    }
+    if options.drop_last && train.len() < options.batch_size {
+        return bad(format!(
+            "drop_last with {} samples and batch size {} leaves no batch",
+            train.len(),
+            options.batch_size
+        ));
+    }
+    if let Some(c) = options.clip_grad_norm {
+        if !(c.is_finite() && c > 0.0) {
+            return bad(format!("clip_grad_norm must be a positive number, got {c}"));
+        }
+    }
+    if let Some(es) = &options.early_stopping {
+        if es.monitor != Monitor::TrainLoss && options.validation.is_none() {
+            return bad(format!("early stopping on {:?} needs a validation set", es.monitor));
+        }
+        if es.monitor == Monitor::ValAccuracy && options.validation.is_some_and(|v| v.labels().is_none()) {
+            return bad("early stopping on validation accuracy needs class labels".into());
+        }
+        if es.patience == 0 {
+            return bad("early stopping needs a patience of at least 1 epoch".into());
+        }
+    }
+    Ok(())
+}
+
+/// Trains `model` on `train` and returns the per-epoch history.
+///
+/// Each epoch visits the samples in a seeded random order, in mini-batches: forward (train
+/// mode), `loss`, backward, optional gradient clipping, `optimizer.step`. Then the validation
+/// set (if any) is evaluated, callbacks run, and early stopping decides whether to go on.
+///
+/// # Errors
+/// - [`Error::Shape`] / [`Error::InvalidArgument`] before any training, if the data do not fit
+///   the model or the loss (wrong sample shape, a label out of range, a wrong kind or shape of
+///   target) or the options are invalid (a batch size or epoch count of 0, early stopping on
+///   validation figures without a validation set);
+/// - [`Error::NonFinite`] if the loss or a gradient becomes NaN or infinite, and
+///   [`Error::Training`] if a layer refuses a batch: training stops at once, and the model and
+///   the optimizer's learning rate are as they were before that batch.
+pub fn fit(
+    model: &mut dyn Layer,
+    train: &Dataset,
+    loss: &dyn Loss,
+    optimizer: &mut dyn Optimizer,
+    mut options: FitOptions<'_>,
+) -> Result<History> {
+    check_options(train, &options)?;
+    let sizes = batch_sizes(train.len(), options.batch_size, options.drop_last);
+    check_data(model, train, Some(loss), "training set", &sizes)?;
+    if let Some(v) = options.validation {
+        let eval_batch = options.batch_size.max(256);
+        check_data(model, v, Some(loss), "validation set", &batch_sizes(v.len(), eval_batch, false))?;
+    }
+    let base_lr = optimizer.learning_rate();
+    let result = run(model, train, loss, optimizer, &mut options, base_lr);
+    optimizer.set_learning_rate(base_lr);
+    result
+}
+
+/// The epochs of [`fit`], once everything has been checked.
+fn run(
+    model: &mut dyn Layer,
+    train: &Dataset,
+    loss: &dyn Loss,
+    optimizer: &mut dyn Optimizer,
+    options: &mut FitOptions<'_>,
+    base_lr: f32,
+) -> Result<History> {
+    let mut shuffle_rng = rng(options.seed);
+    let mut augment_rng = rng(options.seed ^ 0xA11CE);
+    reseed(model, options.seed);
+    let batches = if options.drop_last {
+        train.len() / options.batch_size
+    } else {
+        train.len().div_ceil(options.batch_size)
+    };
+    let mut history = History::default();
+    let (mut best, mut best_epoch, mut best_weights, mut waited) = (None::<f32>, 0, None, 0);
+    let mut last_finite_loss = None;
+    // Reused from batch to batch.
+    let mut x = Tensor::default();
+    let mut t = train.targets().select(&[]);
+    let mut before_batch = Snapshot::default();
+
+    for epoch in 1..=options.epochs {
+        let started = Instant::now();
+        let lr = options.schedule.as_ref().map_or(base_lr, |s| s.lr(base_lr, epoch - 1));
+        optimizer.set_learning_rate(lr);
+        let order = epoch_order(train.len(), options.shuffle.then_some(&mut shuffle_rng));
+        let bar = progress::bar(options.verbose, batches, epoch, options.epochs);
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+
+        for (b, idx) in order.chunks(options.batch_size).take(batches).enumerate() {
+            train.inputs().select_outer_into(idx, &mut x);
+            train.targets().select_into(idx, &mut t);
+            if let Some(aug) = options.augment.as_mut() {
+                aug(&mut x, &mut augment_rng);
+            }
+            // A forward pass changes buffers, counters and generators; the weights change only
+            // in the optimizer step below, after every check has passed.
+            before_batch.save(model, false);
+            let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<(f32, Tensor)> {
+                let out = model.forward(&x, Mode::Train);
+                let (batch_loss, grad) = loss.loss_and_grad(&out, t.as_target())?;
+                if !batch_loss.is_finite() {
+                    return Err(non_finite("loss".into(), batch_loss));
+                }
+                zero_grad(model);
+                model.backward(&grad, InputGrad::NotNeeded);
+                if let Some((name, value)) = first_non_finite_grad(model) {
+                    return Err(non_finite(format!("gradient of {name}"), value));
+                }
+                Ok((batch_loss, out))
+            }));
+            let (batch_loss, out) = match outcome {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
+                    before_batch.restore(model);
+                    return Err(locate(e, epoch, b + 1, last_finite_loss));
+                }
+                Err(panic) => {
+                    before_batch.restore(model);
+                    return Err(Error::Training { epoch, batch: b + 1, message: panic_message(&panic) });
+                }
+            };
+            let mut params = named_params_mut(model);
+            if let Some(max) = options.clip_grad_norm {
+                clip_grad_norm(&mut params, max);
+            }
+            optimizer.step_params(&mut params);
+
+            last_finite_loss = Some(batch_loss);
+            let batch_correct = match &t {
+                Targets::Classes(l) => Some(count_correct(&out, l)),
+                Targets::Values(_) => None,
+            };
+            loss_sum += batch_loss as f64 * idx.len() as f64;
+            correct += batch_correct.unwrap_or(0);
+            seen += idx.len();
+            if let Some(bar) = &bar {
+                bar.inc(1);
+                let acc = batch_correct
+                    .map_or(String::new(), |_| format!(", acc {:.2}%", 100.0 * correct as f64 / seen as f64));
+                bar.set_message(format!("loss {:.4}{acc}", loss_sum / seen as f64));
+            }
+            if let Some(cb) = options.on_batch_end.as_mut() {
+                cb(&BatchStats { epoch, batch: b + 1, batches, loss: batch_loss, correct: batch_correct, size: idx.len() });
+            }
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+
+        let val = match options.validation {
+            Some(v) => Some(evaluate(model, v, loss, options.batch_size.max(256))?),
+            None => None,
+        };
+        let stats = EpochStats {
+            epoch,
+            train_loss: (loss_sum / seen as f64) as f32,
+            train_accuracy: train.labels().map(|_| correct as f32 / seen as f32),
+            val_loss: val.map(|v| v.loss),
+            val_accuracy: val.and_then(|v| v.accuracy),
+            learning_rate: lr,
+            seconds: started.elapsed().as_secs_f32(),
+        };
+        if options.verbose {
+            eprintln!("{}", progress::epoch_line(&stats, options.epochs, &options.validation_label));
+        }
+        if let Some(cb) = options.on_epoch_end.as_mut() {
+            cb(&stats);
+        }
+        history.epochs.push(stats.clone());
+
+        if let Some(es) = &options.early_stopping {
+            let (value, higher_better) = es.value(&stats);
+            let value = value.expect("checked before training: the monitored figure exists");
+            let improved = match best {
+                None => true,
+                Some(b) if higher_better => value > b + es.min_delta,
+                Some(b) => value < b - es.min_delta,
+            };
+            if improved {
+                (best, best_epoch, waited) = (Some(value), epoch, 0);
+                if es.restore_best {
+                    best_weights = Some(Snapshot::of(model));
+                }
+            } else {
+                waited += 1;
+                if waited >= es.patience {
+                    history.stopped_early = epoch < options.epochs;
+                    break;
+                }
+            }
+        }
+    }
+    if options.early_stopping.is_some() {
+        history.best_epoch = Some(best_epoch);
+        if let Some(w) = best_weights {
+            w.restore(model);
+        }
+    }
+    Ok(history)
+}
+
+/// A [`Error::NonFinite`] whose epoch and batch [`locate`] fills in.
+fn non_finite(what: String, value: f32) -> Error {
+    Error::NonFinite { what, epoch: 0, batch: 0, value, last_finite_loss: None }
+}
+
+/// Says where a [`Error::NonFinite`] happened.
+fn locate(e: Error, epoch: usize, batch: usize, last_finite_loss: Option<f32>) -> Error {
+    match e {
+        Error::NonFinite { what, value, .. } => Error::NonFinite { what, epoch, batch, value, last_finite_loss },
+        other => other,
+    }
+}
+
+/// The text of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a layer panicked".to_string())
+}
+
+/// The first parameter whose gradient holds a NaN or infinity: its name and that value.
+fn first_non_finite_grad(model: &dyn Layer) -> Option<(String, f32)> {
+    named_params(model)
+        .into_iter()
+        .find_map(|(name, p)| p.grad.data().iter().find(|g| !g.is_finite()).map(|&v| (name, v)))
+}

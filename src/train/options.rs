@@ -1,0 +1,148 @@
+//! [`FitOptions`]: the settings of a training run, built with chained calls.
+
+use super::callbacks::{BatchStats, EarlyStopping, EpochStats};
+use crate::data::Dataset;
+use crate::optim::Schedule;
+use crate::tensor::{Rng, Tensor};
+
+type EpochCallback<'a> = Box<dyn FnMut(&EpochStats) + 'a>;
+type BatchCallback<'a> = Box<dyn FnMut(&BatchStats) + 'a>;
+type Augment<'a> = Box<dyn FnMut(&mut Tensor, &mut Rng) + Send + 'a>;
+
+/// Settings of [`fit`](super::fit), built with chained calls.
+///
+/// Defaults: 1 epoch, batch size 32, seed 0, shuffling on, no validation, verbose.
+pub struct FitOptions<'a> {
+    pub(crate) epochs: usize,
+    pub(crate) batch_size: usize,
+    pub(crate) seed: u64,
+    pub(crate) shuffle: bool,
+    pub(crate) drop_last: bool,
+    pub(crate) validation: Option<&'a Dataset>,
+    pub(crate) validation_label: String,
+    pub(crate) early_stopping: Option<EarlyStopping>,
+    pub(crate) schedule: Option<Schedule>,
+    pub(crate) clip_grad_norm: Option<f32>,
+    pub(crate) verbose: bool,
+    pub(crate) on_epoch_end: Option<EpochCallback<'a>>,
+    pub(crate) on_batch_end: Option<BatchCallback<'a>>,
+    pub(crate) augment: Option<Augment<'a>>,
+}
+
+impl Default for FitOptions<'_> {
+    fn default() -> Self {
+        FitOptions {
+            epochs: 1,
+            batch_size: 32,
+            seed: 0,
+            shuffle: true,
+            drop_last: false,
+            validation: None,
+            validation_label: "val".into(),
+            early_stopping: None,
+            schedule: None,
+            clip_grad_norm: None,
+            verbose: true,
+            on_epoch_end: None,
+            on_batch_end: None,
+            augment: None,
+        }
+    }
+}
+
+impl<'a> FitOptions<'a> {
+    /// The defaults.
+    pub fn new() -> FitOptions<'a> {
+        FitOptions::default()
+    }
+
+    /// Number of passes over the training set (at least 1).
+    pub fn epochs(mut self, epochs: usize) -> Self {
+        self.epochs = epochs;
+        self
+    }
+
+    /// Samples per mini-batch (the last batch of an epoch may be smaller; see
+    /// [`FitOptions::drop_last`]).
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size;
+        self
+    }
+
+    /// Seed for shuffling, dropout and augmentation. Same seed, same data: bit-identical weights,
+    /// whatever the number of threads.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Whether to shuffle the training set every epoch (default: yes).
+    pub fn shuffle(mut self, shuffle: bool) -> Self {
+        self.shuffle = shuffle;
+        self
+    }
+
+    /// Skip the last, smaller batch of every epoch (default: no). Useful with batch norm, which
+    /// cannot train on a batch of one sample.
+    pub fn drop_last(mut self, drop_last: bool) -> Self {
+        self.drop_last = drop_last;
+        self
+    }
+
+    /// A validation set, evaluated after every epoch.
+    pub fn validation(mut self, data: &'a Dataset) -> Self {
+        self.validation = Some(data);
+        self
+    }
+
+    /// What the per-epoch line calls the validation figures (default `"val"`; `"test"` when the
+    /// validation set is the test set).
+    pub fn validation_label(mut self, label: &str) -> Self {
+        self.validation_label = label.to_string();
+        self
+    }
+
+    /// Early stopping.
+    pub fn early_stopping(mut self, es: EarlyStopping) -> Self {
+        self.early_stopping = Some(es);
+        self
+    }
+
+    /// A learning-rate schedule, applied per epoch from the optimizer's initial rate.
+    pub fn schedule(mut self, schedule: Schedule) -> Self {
+        self.schedule = Some(schedule);
+        self
+    }
+
+    /// Clip gradients to this global L2 norm before each step (a positive number).
+    pub fn clip_grad_norm(mut self, max_norm: f32) -> Self {
+        self.clip_grad_norm = Some(max_norm);
+        self
+    }
+
+    /// Print a line per epoch on stderr, and a progress bar during each epoch when stderr is a
+    /// terminal (default: yes).
+    pub fn verbose(mut self, verbose: bool) -> Self {
+        self.verbose = verbose;
+        self
+    }
+
+    /// Called after every epoch.
+    pub fn on_epoch_end(mut self, f: impl FnMut(&EpochStats) + 'a) -> Self {
+        self.on_epoch_end = Some(Box::new(f));
+        self
+    }
+
+    /// Called after every training batch.
+    pub fn on_batch_end(mut self, f: impl FnMut(&BatchStats) + 'a) -> Self {
+        self.on_batch_end = Some(Box::new(f));
+        self
+    }
+
+    /// Transforms every training batch in place before the forward pass (data augmentation),
+    /// with a generator seeded from the fit seed. It must keep the batch's shape.
+    pub fn augment(mut self, f: impl FnMut(&mut Tensor, &mut Rng) + Send + 'a) -> Self {
+        self.augment = Some(Box::new(f));
+        self
+    }
+}

@@ -1,0 +1,197 @@
+//! Evaluation, prediction, saliency and single training steps, for any [`Layer`] model.
+
+use super::callbacks::Evaluation;
+use super::{check_data, count_correct};
+use crate::data::{Dataset, Targets};
+use crate::error::{Error, Result};
+use crate::layers::{InputGrad, Layer, Mode, backward_input, zero_grad};
+use crate::loss::{Loss, Target};
+use crate::optim::Optimizer;
+use crate::tensor::math::{feature_split, softmax_into};
+use crate::tensor::{Tensor, shape_str};
+
+/// The model's output shape for `x`, or an error naming `what` and both shapes.
+fn output_shape_for(model: &dyn Layer, x: &Tensor, what: &str) -> Result<Vec<usize>> {
+    if x.ndim() == 0 {
+        return Err(Error::shape(format!("{what}: the input needs a batch axis, got shape []")));
+    }
+    model.output_shape(x.shape()).map_err(|e| match e {
+        Error::Shape(m) => Error::shape(format!("{what}: {m}")),
+        other => other,
+    })
+}
+
+/// Mean loss (and accuracy, for class labels) over a data set, in eval mode, `batch_size`
+/// samples at a time.
+///
+/// # Errors
+/// If the data do not fit the model or the loss, or `batch_size` is 0.
+pub fn evaluate(model: &mut dyn Layer, data: &Dataset, loss: &dyn Loss, batch_size: usize) -> Result<Evaluation> {
+    if batch_size == 0 {
+        return Err(Error::invalid("evaluate: batch size must be at least 1"));
+    }
+    if !data.is_empty() {
+        check_data(model, data, Some(loss), "evaluate", &[batch_size.min(data.len())])?;
+    }
+    let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+    let order: Vec<usize> = (0..data.len()).collect();
+    let mut x = Tensor::default();
+    let mut t = data.targets().select(&[]);
+    for idx in order.chunks(batch_size) {
+        data.inputs().select_outer_into(idx, &mut x);
+        data.targets().select_into(idx, &mut t);
+        let out = model.forward(&x, Mode::Eval);
+        loss_sum += loss.loss(&out, t.as_target())? as f64 * idx.len() as f64;
+        if let Targets::Classes(l) = &t {
+            correct += count_correct(&out, l);
+        }
+    }
+    let total = data.len();
+    let is_class = data.labels().is_some();
+    Ok(Evaluation {
+        loss: if total == 0 { 0.0 } else { (loss_sum / total as f64) as f32 },
+        accuracy: is_class.then(|| if total == 0 { 0.0 } else { correct as f32 / total as f32 }),
+        correct: is_class.then_some(correct),
+        total,
+    })
+}
+
+/// The network's raw outputs (logits, for a classifier) for `x`, in eval mode, `batch_size`
+/// samples at a time. Within each batch every layer runs over the samples in parallel.
+///
+/// # Errors
+/// If `x` does not fit the model, or `batch_size` is 0.
+pub fn predict(model: &mut dyn Layer, x: &Tensor, batch_size: usize) -> Result<Tensor> {
+    if batch_size == 0 {
+        return Err(Error::invalid("predict: batch size must be at least 1"));
+    }
+    let out_shape = output_shape_for(model, x, "predict")?;
+    let n = x.dim(0);
+    let mut out = Tensor::zeros(&out_shape);
+    let per_sample = out.len() / n.max(1);
+    let mut xb = Tensor::default();
+    let order: Vec<usize> = (0..n).collect();
+    for idx in order.chunks(batch_size) {
+        x.select_outer_into(idx, &mut xb);
+        let y = model.forward(&xb, Mode::Eval);
+        out.data_mut()[idx[0] * per_sample..][..y.len()].copy_from_slice(y.data());
+    }
+    Ok(out)
+}
+
+/// `[N, classes]` outputs of `model`, or an error naming `what`.
+fn class_scores(model: &mut dyn Layer, x: &Tensor, batch_size: usize, what: &str) -> Result<Tensor> {
+    let logits = predict(model, x, batch_size)?;
+    if logits.ndim() != 2 {
+        return Err(Error::shape(format!(
+            "{what} needs outputs of shape [N, classes], the model gives {}",
+            shape_str(logits.shape())
+        )));
+    }
+    Ok(logits)
+}
+
+/// Class probabilities (softmax of the outputs), `[N, classes]`.
+///
+/// # Errors
+/// As [`predict`], and [`Error::Shape`] if the model's output is not `[N, classes]`.
+pub fn predict_proba(model: &mut dyn Layer, x: &Tensor, batch_size: usize) -> Result<Tensor> {
+    let logits = class_scores(model, x, batch_size, "predict_proba")?;
+    let mut p = Tensor::zeros(logits.shape());
+    softmax_into(logits.data(), feature_split(logits.shape()), p.data_mut());
+    Ok(p)
+}
+
+/// The predicted class of each sample (argmax of the outputs).
+///
+/// # Errors
+/// As [`predict_proba`].
+pub fn predict_classes(model: &mut dyn Layer, x: &Tensor, batch_size: usize) -> Result<Vec<usize>> {
+    Ok(class_scores(model, x, batch_size, "predict_classes")?.argmax_axis(1))
+}
+
+/// The gradient of each sample's score for one class with respect to its input,
+/// `d output[n, class_n] / d x[n]`, through the same explicit backward pass as training (eval
+/// mode). Its magnitude is a *saliency map*: the pixels whose change would move the decision
+/// most. Parameter gradients are zeroed afterwards.
+///
+/// # Errors
+/// [`Error::Shape`] if `x` does not fit the model or the model's output is not `[N, classes]`;
+/// [`Error::InvalidArgument`] if a class is out of range or the number of classes given differs
+/// from the number of samples.
+///
+/// ```
+/// use backprop::prelude::*;
+/// # fn main() -> backprop::Result<()> {
+/// // For a linear model y = x·Wᵀ, d y[c] / d x = W[c, :].
+/// let w = Tensor::from_vec(&[2, 3], vec![1., 2., 3., 4., 5., 6.])?;
+/// let mut model = Sequential::builder(&[3]).add(Dense::new(3, 2).no_bias().with_weights(w, None)).build()?;
+/// let g = backprop::train::input_gradient(&mut model, &Tensor::zeros(&[1, 3]), &[1])?;
+/// assert_eq!(g.data(), &[4., 5., 6.]);
+/// # Ok(()) }
+/// ```
+pub fn input_gradient(model: &mut dyn Layer, x: &Tensor, classes: &[usize]) -> Result<Tensor> {
+    let out_shape = output_shape_for(model, x, "input_gradient")?;
+    let &[n, k] = out_shape.as_slice() else {
+        return Err(Error::shape(format!(
+            "input_gradient needs outputs of shape [N, classes], the model gives {}",
+            shape_str(&out_shape)
+        )));
+    };
+    if classes.len() != n {
+        return Err(Error::invalid(format!("input_gradient: {} classes for {n} samples", classes.len())));
+    }
+    if let Some(&c) = classes.iter().find(|&&c| c >= k) {
+        return Err(Error::invalid(format!("input_gradient: class {c} out of range for {k} outputs")));
+    }
+    let out = model.forward(x, Mode::Eval);
+    let mut seed = Tensor::zeros(out.shape());
+    for (row, &c) in seed.data_mut().chunks_exact_mut(k).zip(classes) {
+        row[c] = 1.0; // d score_c / d output = one-hot(c)
+    }
+    let dx = backward_input(model, &seed);
+    zero_grad(model);
+    Ok(dx)
+}
+
+/// The loss on one batch and its gradient with respect to every parameter (left in the
+/// parameters' `grad`, zeroed first), without an optimizer step: one explicit training step's
+/// first half.
+///
+/// # Errors
+/// If `x` does not fit the model or the loss rejects the targets.
+pub fn loss_and_backward(
+    model: &mut dyn Layer,
+    x: &Tensor,
+    target: Target<'_>,
+    loss: &dyn Loss,
+    mode: Mode,
+) -> Result<f32> {
+    let out_shape = output_shape_for(model, x, "loss_and_backward")?;
+    // The target is checked against the output's shape before the forward pass, which would
+    // already change batch norm's running statistics.
+    loss.loss(&Tensor::zeros(&out_shape), target)?;
+    let out = model.forward(x, mode);
+    let (l, g) = loss.loss_and_grad(&out, target)?;
+    zero_grad(model);
+    model.backward(&g, InputGrad::NotNeeded);
+    Ok(l)
+}
+
+/// One training step on one batch: forward (train mode), loss, zero the gradients, backward,
+/// optimizer step. Returns the loss. ([`fit`](super::fit) does the same with checks for
+/// non-finite values, shuffling, metrics and so on.)
+///
+/// # Errors
+/// If `x` does not fit the model or the loss rejects the target (then nothing was updated).
+pub fn train_step(
+    model: &mut dyn Layer,
+    x: &Tensor,
+    target: Target<'_>,
+    loss: &dyn Loss,
+    optimizer: &mut dyn Optimizer,
+) -> Result<f32> {
+    let l = loss_and_backward(model, x, target, loss, Mode::Train)?;
+    optimizer.step(model);
+    Ok(l)
+}
