@@ -25,6 +25,7 @@ fn operands(m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
 }
 
 fn squares(c: &mut Criterion) {
+    backprop::alloc_tuning::tune_allocator(); // a benchmark owns its process
     let mut g = c.benchmark_group("gemm_square");
     for &s in &[128usize, 256, 512, 1024] {
         let (a, b, mut out) = operands(s, s, s);
@@ -72,6 +73,7 @@ fn network_products() -> Vec<Product> {
 }
 
 fn network_shapes(c: &mut Criterion) {
+    backprop::alloc_tuning::tune_allocator(); // a benchmark owns its process
     let mut g = c.benchmark_group("gemm_network_batch64");
     for p in network_products() {
         let flops = 2 * (p.m * p.k * p.n) as u64 * if p.batch_axis == '-' { 1 } else { BATCH as u64 };

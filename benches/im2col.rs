@@ -12,6 +12,7 @@ use std::hint::black_box;
 const BATCH: usize = 64;
 
 fn bench(c: &mut Criterion) {
+    backprop::alloc_tuning::tune_allocator(); // a benchmark owns its process
     let mut g = c.benchmark_group("im2col_batch64");
     let layers = [
         ("conv1_1x28x28_k3", ConvGeometry::new((1, 28, 28), (3, 3), (1, 1), (0, 0), (1, 1)).unwrap()),

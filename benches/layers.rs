@@ -7,7 +7,7 @@
 //! Run: `cargo bench --bench layers`
 
 use backprop::Tensor;
-use backprop::layers::{Conv2d, Dense, Layer, MaxPool2d, Mode, Relu};
+use backprop::layers::{Conv2d, Dense, InputGrad, Layer, MaxPool2d, Mode, Relu};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
@@ -31,7 +31,7 @@ fn bench_layer(
     g.throughput(bwd);
     layer.forward(&x, Mode::Train);
     g.bench_function(BenchmarkId::new("backward", layer.describe()), |b| {
-        b.iter(|| black_box(layer.backward(black_box(&grad))))
+        b.iter(|| black_box(layer.backward(black_box(&grad), InputGrad::Needed)))
     });
     g.finish();
 }
@@ -41,6 +41,7 @@ fn conv_flops(n: usize, o: usize, c: usize, k: usize, oh: usize) -> u64 {
 }
 
 fn layers(c: &mut Criterion) {
+    backprop::alloc_tuning::tune_allocator(); // a benchmark owns its process
     let f1 = conv_flops(N, 32, 1, 3, 26);
     bench_layer(
         c,

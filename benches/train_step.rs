@@ -34,6 +34,7 @@ fn mlp() -> Sequential {
 }
 
 fn step(c: &mut Criterion) {
+    backprop::alloc_tuning::tune_allocator(); // a benchmark owns its process
     let mut g = c.benchmark_group("train_step");
     for (name, mut model, sample) in [("convnet", convnet(), vec![1, 28, 28]), ("mlp", mlp(), vec![784])] {
         for batch in [64usize, 256] {

@@ -6,6 +6,7 @@
 //! Run: `cargo run --release --example gradcheck`
 
 use backprop::gradcheck::{Options, check_layer};
+use backprop::layers::{named_params, named_params_mut, zero_grad};
 use backprop::prelude::*;
 
 /// L = Σ y ⊙ r for a fixed random r, in f64.
@@ -14,22 +15,27 @@ fn objective(layer: &mut dyn Layer, x: &Tensor, r: &Tensor) -> f64 {
     y.data().iter().zip(r.data()).map(|(&a, &b)| a as f64 * b as f64).sum()
 }
 
+/// Sets entry `i` of the layer's weight (its first parameter) to `value`.
+fn set_weight(layer: &mut dyn Layer, i: usize, value: f32) {
+    named_params_mut(layer)[0].1.value.data_mut()[i] = value;
+}
+
 fn show(layer: &mut dyn Layer, x: &Tensor, entries: usize) {
     println!("── {} on an input of shape {:?}", layer.describe(), x.shape());
     let y = layer.forward(x, Mode::Eval);
     let r = Tensor::randn(y.shape(), 0.0, 1.0, 42);
-    layer.zero_grad();
-    layer.backward(&r); // dL/dy = r, so this fills dL/dW for L = Σ y ⊙ r
-    let analytic = layer.params()[0].grad.clone();
+    zero_grad(layer);
+    layer.backward(&r, InputGrad::Needed); // dL/dy = r, so this fills dL/dW for L = Σ y ⊙ r
+    let analytic = named_params(layer)[0].1.grad.clone();
     let eps = 1e-2;
     println!("   weight entry   analytic (backward)   numeric (L(w+ε) − L(w−ε))/2ε   relative error");
     for i in 0..entries.min(analytic.len()) {
-        let w = layer.params()[0].value.data()[i];
-        layer.params_mut()[0].value.data_mut()[i] = w + eps;
+        let w = named_params(layer)[0].1.value.data()[i];
+        set_weight(layer, i, w + eps);
         let plus = objective(layer, x, &r);
-        layer.params_mut()[0].value.data_mut()[i] = w - eps;
+        set_weight(layer, i, w - eps);
         let minus = objective(layer, x, &r);
-        layer.params_mut()[0].value.data_mut()[i] = w;
+        set_weight(layer, i, w);
         let numeric = ((plus - minus) / (2.0 * eps as f64)) as f32;
         let a = analytic.data()[i];
         let rel = (a - numeric).abs() / a.abs().max(numeric.abs()).max(1e-2);

@@ -1,6 +1,7 @@
 //! Where does the time of a training step go? Forward and backward time of every layer of the
-//! reference convnet, averaged over 50 steps, run the way `Sequential` runs them (activations
-//! owned and overwritten in place, the first layer's input gradient skipped).
+//! reference convnet, averaged over 50 steps, each layer run on its own in list order (the
+//! reference order: no in-place activations, no pooling before ReLU), the first layer's input
+//! gradient skipped as in training.
 //!
 //! ```sh
 //! cargo run --release --example profile_layers -- 64        # batch 64, training
@@ -11,6 +12,7 @@ use backprop::prelude::*;
 use std::time::Instant;
 
 fn main() {
+    backprop::alloc_tuning::tune_allocator();
     let mut args = std::env::args().skip(1);
     let batch: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(64);
     let mode = if args.next().as_deref() == Some("eval") { Mode::Eval } else { Mode::Train };
@@ -31,13 +33,10 @@ fn main() {
     let (mut fwd, mut bwd) = (vec![0.0f64; n], vec![0.0f64; n]);
     for step in 0..warmup + steps {
         let timed = step >= warmup;
-        let mut h = None::<Tensor>;
-        for (i, layer) in net.layers_mut().iter_mut().enumerate() {
+        let mut h = x.clone();
+        for i in 0..n {
             let t = Instant::now();
-            h = Some(match h {
-                None => layer.forward(&x, mode),
-                Some(h) => layer.forward_owned(h, mode),
-            });
+            h = net.layer_mut(i).forward(&h, mode);
             if timed {
                 fwd[i] += t.elapsed().as_secs_f64();
             }
@@ -45,13 +44,12 @@ fn main() {
         if mode == Mode::Eval {
             continue;
         }
-        let mut g = Tensor::randn(h.expect("layers").shape(), 0.0, 1.0, 1);
-        for (i, layer) in net.layers_mut().iter_mut().enumerate().rev() {
+        let mut g = Tensor::randn(h.shape(), 0.0, 1.0, 1);
+        for i in (0..n).rev() {
             let t = Instant::now();
-            if i == 0 {
-                layer.backward_params_only(&g);
-            } else {
-                g = layer.backward_owned(g);
+            let want = if i == 0 { InputGrad::NotNeeded } else { InputGrad::Needed };
+            if let Some(dx) = net.layer_mut(i).backward(&g, want) {
+                g = dx;
             }
             if timed {
                 bwd[i] += t.elapsed().as_secs_f64();
@@ -60,7 +58,7 @@ fn main() {
     }
     println!("batch {batch}, {mode:?} mode, mean of {steps} steps (layers in list order):");
     let ms = |s: f64| 1e3 * s / steps as f64;
-    for (i, layer) in net.layers().iter().enumerate() {
+    for (i, layer) in net.layers().enumerate() {
         println!(
             "  {:<24} forward {:>8.3} ms   backward {:>8.3} ms",
             layer.describe(),

@@ -79,6 +79,8 @@ fn main() {
     let threads: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2);
     let seconds: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(2.0);
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().expect("the global thread pool");
+    // A benchmark owns its process: keep freed memory for reuse, as a training program would.
+    backprop::alloc_tuning::tune_allocator();
     let warmup = 10;
 
     let b64 = train_rate(convnet(), &[1, 28, 28], 64, warmup, seconds);

@@ -2,7 +2,7 @@
 //!
 //! No single line separates XOR's 1s from its 0s, so a network without a hidden layer cannot learn
 //! it. Here a 2 → 4 → 1 network does, with the training loop written out by hand: forward, loss,
-//! backward, step — the four moves that `Sequential::fit` repeats for you.
+//! backward, step — the four moves that `backprop::train::fit` repeats for you.
 //!
 //! Run: `cargo run --release --example xor`
 
@@ -24,10 +24,10 @@ fn main() -> backprop::Result<()> {
 
     for step in 0..=2000 {
         let y = net.forward(&x, Mode::Train); // 1. forward: every layer caches its input
-        let (loss, dl_dy) = MseLoss.loss_and_grad(&y, (&target).into())?; // 2. loss and dL/dy
+        let (loss, dl_dy) = MseLoss::new().loss_and_grad(&y, (&target).into())?; // 2. loss and dL/dy
         net.zero_grad();
-        net.backward(&dl_dy); // 3. backward: chain rule, last layer first
-        sgd.step(&mut net.params_mut()); // 4. step: θ ← θ − η·(momentum-smoothed dL/dθ)
+        net.backward(&dl_dy, InputGrad::NotNeeded); // 3. backward: chain rule, last layer first
+        sgd.step(&mut net); // 4. step: θ ← θ − η·(momentum-smoothed dL/dθ)
         if step % 250 == 0 {
             println!("step {step:>4}: loss {loss:.6}");
         }

@@ -11,7 +11,7 @@
 //! live after the step.
 
 use backprop::Tensor;
-use backprop::layers::{Conv2d, Dense, Layer, Mode};
+use backprop::layers::{Conv2d, Dense, InputGrad, Layer, Mode};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
@@ -55,13 +55,13 @@ static GLOBAL: Counting = Counting;
 fn extra_bytes(layer: &mut dyn Layer, x: &Tensor) -> (usize, usize) {
     for _ in 0..2 {
         let y = layer.forward(x, Mode::Train);
-        layer.backward(&y);
+        layer.backward(&y, InputGrad::Needed).unwrap();
     }
     let g = layer.forward(x, Mode::Train); // used as the upstream gradient below
     let (before, live_before) = (BYTES.load(Relaxed), PACKING_LIVE.load(Relaxed));
     let packing_before = PACKING.load(Relaxed);
     let y = layer.forward(x, Mode::Train);
-    let dx = layer.backward(&g);
+    let dx = layer.backward(&g, InputGrad::Needed).unwrap();
     let total = BYTES.load(Relaxed) - before;
     assert!(PACKING.load(Relaxed) > packing_before, "the GEMM ran (and packed)");
     assert_eq!(PACKING_LIVE.load(Relaxed), live_before, "GEMM packing buffers are freed when it returns");

@@ -10,7 +10,7 @@ fn check(name: &str, layer: &mut dyn Layer, x: &Tensor, mode: Mode) -> Report {
     let report = check_layer(layer, x, mode, &Options::default());
     assert!(report.passes(TOL), "{name} ({mode:?}), input {:?}:\n{report}", x.shape());
     // Every parameter was checked, and the input too.
-    assert_eq!(report.tensors.len(), 1 + layer.params().len());
+    assert_eq!(report.tensors.len(), 1 + named_params(layer).len());
     report
 }
 
@@ -145,7 +145,7 @@ fn batchnorm_both_modes() {
             Box::new(BatchNorm1d::new(shape[1]))
         };
         // Perturb γ, β away from (1, 0) so that their gradients are not special.
-        for p in bn1.params_mut() {
+        for (_, p) in named_params_mut(bn1.as_mut()) {
             p.value = Tensor::randn(p.value.shape(), 0.8, 0.3, 7);
         }
         check("BatchNorm train", bn1.as_mut(), &x, Mode::Train);
@@ -159,8 +159,8 @@ fn batchnorm_both_modes() {
 fn gradcheck_catches_a_wrong_backward() {
     struct BrokenRelu(Relu);
     impl Layer for BrokenRelu {
-        fn name(&self) -> &'static str {
-            "BrokenReLU"
+        fn describe(&self) -> String {
+            "BrokenReLU".into()
         }
         fn output_shape(&self, input: &[usize]) -> backprop::Result<Vec<usize>> {
             self.0.output_shape(input)
@@ -168,8 +168,8 @@ fn gradcheck_catches_a_wrong_backward() {
         fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
             self.0.forward(x, mode)
         }
-        fn backward(&mut self, g: &Tensor) -> Tensor {
-            g.clone() // wrong: should be g · [x > 0]
+        fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
+            Some(g.clone()) // wrong: should be g · [x > 0]
         }
     }
     let x = away_from_zero(&[2, 5], 0.05, 3);
@@ -182,21 +182,21 @@ fn gradcheck_catches_a_wrong_backward() {
     let ok = check_layer(&mut dense, &x, Mode::Train, &Options::default());
     assert!(ok.passes(TOL));
     dense.forward(&x, Mode::Train);
-    dense.zero_grad();
-    dense.backward(&Tensor::randn(&[2, 2], 0.0, 1.0, 0));
-    dense.backward(&Tensor::randn(&[2, 2], 0.0, 1.0, 0)); // accumulates: twice the gradient
-    let twice = dense.params()[0].grad.clone();
+    zero_grad(&mut dense);
+    dense.backward(&Tensor::randn(&[2, 2], 0.0, 1.0, 0), InputGrad::Needed).unwrap();
+    dense.backward(&Tensor::randn(&[2, 2], 0.0, 1.0, 0), InputGrad::Needed).unwrap(); // accumulates: twice the gradient
+    let twice = named_params(&dense)[0].1.grad.clone();
     dense.forward(&x, Mode::Train);
-    dense.zero_grad();
-    dense.backward(&Tensor::randn(&[2, 2], 0.0, 1.0, 0));
-    let once = dense.params()[0].grad.clone();
+    zero_grad(&mut dense);
+    dense.backward(&Tensor::randn(&[2, 2], 0.0, 1.0, 0), InputGrad::Needed).unwrap();
+    let once = named_params(&dense)[0].1.grad.clone();
     assert!((&twice - &(&once * 2.0)).norm() < 1e-5, "gradients accumulate across backward calls");
 }
 
-/// `backward_params_only` (used for a network's first layer in training) accumulates exactly the
-/// parameter gradients that `backward` does.
+/// `backward` without the input gradient (used for a network's first layer in training)
+/// accumulates exactly the parameter gradients that `backward` with it does, and skips `dL/dx`.
 #[test]
-fn backward_params_only_matches_backward() {
+fn backward_without_input_grad_matches_backward() {
     type Case = (Box<dyn Layer>, Box<dyn Layer>, Tensor);
     let cases: Vec<Case> = vec![
         (
@@ -213,9 +213,9 @@ fn backward_params_only_matches_backward() {
     for (mut a, mut b, x) in cases {
         let g = Tensor::randn(a.forward(&x, Mode::Train).shape(), 0.0, 1.0, 3);
         b.forward(&x, Mode::Train);
-        a.backward(&g);
-        b.backward_params_only(&g);
-        for (pa, pb) in a.params().iter().zip(b.params()) {
+        a.backward(&g, InputGrad::Needed).unwrap();
+        assert!(b.backward(&g, InputGrad::NotNeeded).is_none(), "{}: dL/dx skipped", b.describe());
+        for ((_, pa), (_, pb)) in named_params(a.as_ref()).iter().zip(named_params(b.as_ref())) {
             assert_eq!(pa.grad, pb.grad, "{}", a.describe());
         }
     }

@@ -22,12 +22,12 @@ fn dense_by_hand() {
     let y = d.forward(&t(&[1, 2], &[1., -1.]), Mode::Train);
     // y = x·Wᵀ + b = [1−2+1, 3−4+0, 5−6−1] = [0, −1, −2]
     assert_close(&y, &[0., -1., -2.], "y");
-    let dx = d.backward(&t(&[1, 3], &[1., 0., 2.]));
+    let dx = d.backward(&t(&[1, 3], &[1., 0., 2.]), InputGrad::Needed).unwrap();
     // dx = g·W = [1·1 + 2·5, 1·2 + 2·6] = [11, 14]
     assert_close(&dx, &[11., 14.], "dx");
     // dW = gᵀ·x = [[1, −1], [0, 0], [2, −2]]; db = g
-    assert_close(&d.params()[0].grad, &[1., -1., 0., 0., 2., -2.], "dW");
-    assert_close(&d.params()[1].grad, &[1., 0., 2.], "db");
+    assert_close(&named_params(&d)[0].1.grad, &[1., -1., 0., 0., 2., -2.], "dW");
+    assert_close(&named_params(&d)[1].1.grad, &[1., 0., 2.], "db");
 }
 
 #[test]
@@ -40,14 +40,14 @@ fn conv2d_by_hand() {
     let y = c.forward(&x, Mode::Train);
     // y[i, j] = x[i, j] − x[i+1, j+1] + 0.5 = −4 + 0.5 everywhere
     assert_close(&y, &[-3.5; 4], "y");
-    let dx = c.backward(&t(&[1, 1, 2, 2], &[1., 2., 3., 4.]));
+    let dx = c.backward(&t(&[1, 1, 2, 2], &[1., 2., 3., 4.]), InputGrad::Needed).unwrap();
     // dx[p] = Σ over outputs o that used p of g[o]·W[tap]: +g at the top-left taps, −g at the bottom-right.
     assert_close(&dx, &[1., 2., 0., 3., 4. - 1., -2., 0., -3., -4.], "dx");
     // dW[a, b] = Σ_{i,j} g[i, j]·x[i+a, j+b]
     // dW[0,0] = 1·1 + 2·2 + 3·4 + 4·5 = 37; dW[0,1] = 1·2+2·3+3·5+4·6 = 47;
     // dW[1,0] = 1·4+2·5+3·7+4·8 = 67; dW[1,1] = 1·5+2·6+3·8+4·9 = 77; db = Σ g = 10
-    assert_close(&c.params()[0].grad, &[37., 47., 67., 77.], "dW");
-    assert_close(&c.params()[1].grad, &[10.], "db");
+    assert_close(&named_params(&c)[0].1.grad, &[37., 47., 67., 77.], "dW");
+    assert_close(&named_params(&c)[1].1.grad, &[10.], "db");
 }
 
 #[test]
@@ -59,7 +59,7 @@ fn conv2d_padding_stride_by_hand() {
     let y = c.forward(&x, Mode::Train);
     assert_eq!(y.shape(), &[1, 1, 1, 1]);
     assert_close(&y, &[10.], "y");
-    assert_close(&c.backward(&t(&[1, 1, 1, 1], &[2.])), &[2.; 4], "dx");
+    assert_close(&c.backward(&t(&[1, 1, 1, 1], &[2.]), InputGrad::Needed).unwrap(), &[2.; 4], "dx");
 }
 
 #[test]
@@ -68,7 +68,7 @@ fn max_pool_by_hand_with_ties() {
     let mut p = MaxPool2d::new(2);
     assert_close(&p.forward(&x, Mode::Train), &[4., 2.], "y");
     // Window 2 holds a three-way tie of 2s: the first (row-major) wins the gradient.
-    assert_close(&p.backward(&t(&[1, 1, 1, 2], &[10., 20.])), &[0., 0., 20., 0., 10., 0., 0., 0.], "dx");
+    assert_close(&p.backward(&t(&[1, 1, 1, 2], &[10., 20.]), InputGrad::Needed).unwrap(), &[0., 0., 20., 0., 10., 0., 0., 0.], "dx");
     // Floor mode: a 3×3 input with a 2×2 window gives 1×1, ignoring the last row and column.
     let x = t(&[1, 1, 3, 3], &[1., 2., 9., 3., 4., 9., 9., 9., 9.]);
     assert_close(&MaxPool2d::new(2).forward(&x, Mode::Train), &[4.], "floor mode");
@@ -79,7 +79,7 @@ fn avg_pool_by_hand() {
     let x = t(&[1, 1, 2, 4], &[1., 3., 2., 2., 5., 7., 0., 4.]);
     let mut p = AvgPool2d::new(2);
     assert_close(&p.forward(&x, Mode::Train), &[4., 2.], "y");
-    assert_close(&p.backward(&t(&[1, 1, 1, 2], &[4., 8.])), &[1., 1., 2., 2., 1., 1., 2., 2.], "dx");
+    assert_close(&p.backward(&t(&[1, 1, 1, 2], &[4., 8.]), InputGrad::Needed).unwrap(), &[1., 1., 2., 2., 1., 1., 2., 2.], "dx");
     // With padding 1 and a 2×2 window, zeros count in the average: corner window = x[0,0]/4.
     let mut p = AvgPool2d::new(2).padding(1);
     let y = p.forward(&t(&[1, 1, 2, 2], &[4., 8., 12., 16.]), Mode::Train);
@@ -91,7 +91,7 @@ fn global_avg_pool_by_hand() {
     let mut p = GlobalAvgPool::new();
     let y = p.forward(&t(&[1, 2, 2, 1], &[1., 3., 5., 9.]), Mode::Train);
     assert_close(&y, &[2., 7.], "y");
-    assert_close(&p.backward(&t(&[1, 2], &[2., 4.])), &[1., 1., 2., 2.], "dx");
+    assert_close(&p.backward(&t(&[1, 2], &[2., 4.]), InputGrad::Needed).unwrap(), &[1., 1., 2., 2.], "dx");
 }
 
 #[test]
@@ -101,7 +101,7 @@ fn flatten_by_hand() {
     let y = f.forward(&x, Mode::Train);
     assert_eq!(y.shape(), &[2, 4]);
     assert_eq!(y.data(), x.data());
-    assert_eq!(f.backward(&y).shape(), &[2, 2, 1, 2]);
+    assert_eq!(f.backward(&y, InputGrad::Needed).unwrap().shape(), &[2, 2, 1, 2]);
 }
 
 #[test]
@@ -110,23 +110,23 @@ fn activations_by_hand() {
     let g = t(&[1, 3], &[1., 1., 1.]);
     let mut relu = Relu::new();
     assert_close(&relu.forward(&x, Mode::Train), &[0., 0., 3.], "relu");
-    assert_close(&relu.backward(&g), &[0., 0., 1.], "relu'");
+    assert_close(&relu.backward(&g, InputGrad::Needed).unwrap(), &[0., 0., 1.], "relu'");
     let mut lrelu = LeakyRelu::new(0.1);
     assert_close(&lrelu.forward(&x, Mode::Train), &[-0.2, 0., 3.], "leaky");
-    assert_close(&lrelu.backward(&g), &[0.1, 0.1, 1.], "leaky'");
+    assert_close(&lrelu.backward(&g, InputGrad::Needed).unwrap(), &[0.1, 0.1, 1.], "leaky'");
     let mut sig = Sigmoid::new();
     let y = sig.forward(&t(&[1, 2], &[0., 2f32.ln()]), Mode::Train);
     assert_close(&y, &[0.5, 2. / 3.], "sigmoid"); // σ(ln 2) = 2/3
-    assert_close(&sig.backward(&t(&[1, 2], &[1., 1.])), &[0.25, 2. / 9.], "sigmoid'"); // y(1−y)
+    assert_close(&sig.backward(&t(&[1, 2], &[1., 1.]), InputGrad::Needed).unwrap(), &[0.25, 2. / 9.], "sigmoid'"); // y(1−y)
     let mut tanh = Tanh::new();
     let y = tanh.forward(&t(&[1, 1], &[3f32.ln()]), Mode::Train);
     assert_close(&y, &[0.8], "tanh"); // tanh(ln 3) = (3 − 1/3)/(3 + 1/3) = 0.8
-    assert_close(&tanh.backward(&t(&[1, 1], &[1.])), &[0.36], "tanh'"); // 1 − 0.64
+    assert_close(&tanh.backward(&t(&[1, 1], &[1.]), InputGrad::Needed).unwrap(), &[0.36], "tanh'"); // 1 − 0.64
     // GELU(0) = 0 with slope ½; GELU(x) → x for large x; GELU(1) = Φ(1) = 0.841345 (exact),
     // GELU'(1) = Φ(1) + φ(1) = 0.841345 + 0.241971.
     let mut gelu = Gelu::new();
     assert_close(&gelu.forward(&t(&[1, 3], &[0., 1., 10.]), Mode::Train), &[0., 0.841_344_7, 10.], "gelu");
-    assert_close(&gelu.backward(&t(&[1, 3], &[1., 1., 1.])), &[0.5, 1.083_315_5, 1.], "gelu'");
+    assert_close(&gelu.backward(&t(&[1, 3], &[1., 1., 1.]), InputGrad::Needed).unwrap(), &[0.5, 1.083_315_5, 1.], "gelu'");
     // tanh approximation at 1: ½(1 + tanh(√(2/π)·1.044715)) = 0.841192
     let mut gelu_t = Gelu::tanh();
     assert_close(&gelu_t.forward(&t(&[1, 1], &[1.]), Mode::Train), &[0.841_192], "gelu tanh");
@@ -140,7 +140,7 @@ fn softmax_by_hand() {
     assert_close(&y, &[0.25, 0.75, 0.25, 0.75], "softmax");
     // g = [1, 0]: dx = y ⊙ (g − y·g) = [¼(1 − ¼), ¾(0 − ¼)] = [3/16, −3/16]
     assert_close(
-        &s.backward(&t(&[2, 2], &[1., 0., 1., 0.])),
+        &s.backward(&t(&[2, 2], &[1., 0., 1., 0.]), InputGrad::Needed).unwrap(),
         &[0.1875, -0.1875, 0.1875, -0.1875],
         "softmax'",
     );
@@ -156,12 +156,12 @@ fn dropout_statistics_and_modes() {
     assert!(y.data().iter().all(|&v| v == 0.0 || (v - 4. / 3.).abs() < 1e-6));
     assert!((y.mean() - 1.0).abs() < 0.03, "inverted dropout keeps the mean: {}", y.mean());
     // The gradient flows through exactly the kept units, with the same scale.
-    let dx = d.backward(&Tensor::ones(&[100, 100]));
+    let dx = d.backward(&Tensor::ones(&[100, 100]), InputGrad::Needed).unwrap();
     assert_eq!(dx, y);
     // Same seed, same mask; eval mode is the identity.
     assert_eq!(Dropout::new(0.25).seed(42).forward(&x, Mode::Train), y);
     assert_eq!(d.forward(&x, Mode::Eval), x);
-    assert_eq!(d.backward(&x), x);
+    assert_eq!(d.backward(&x, InputGrad::Needed).unwrap(), x);
 }
 
 #[test]
@@ -174,22 +174,22 @@ fn batchnorm_by_hand() {
     assert_close(bn.running_mean(), &[0.2], "running mean");
     assert_close(bn.running_var(), &[1.1], "running var");
     // g = [1, 0]: Σg = 1, Σg·x̂ = −1, dx = (1/2)·(2g − 1 − x̂·(−1)) = [(2 − 1 − 1)/2, (0 − 1 + 1)/2] = [0, 0]
-    assert_close(&bn.backward(&t(&[2, 1], &[1., 0.])), &[0., 0.], "dx");
-    assert_close(&bn.params()[0].grad, &[-1.], "dγ");
-    assert_close(&bn.params()[1].grad, &[1.], "dβ");
+    assert_close(&bn.backward(&t(&[2, 1], &[1., 0.]), InputGrad::Needed).unwrap(), &[0., 0.], "dx");
+    assert_close(&named_params(&bn)[0].1.grad, &[-1.], "dγ");
+    assert_close(&named_params(&bn)[1].1.grad, &[1.], "dβ");
     // With two values every gradient projects to zero; three values give a non-zero answer:
     // values [0, 0, 3]: μ = 1, σ² = 2, x̂ = [−1, −1, 2]/√2; g = [1, 0, 0]:
     let mut bn = BatchNorm1d::new(1).eps(0.0);
     bn.forward(&t(&[3, 1], &[0., 0., 3.]), Mode::Train);
     let s = 2f32.sqrt();
     // Σg = 1, Σg·x̂ = −1/√2, dx = 1/(3√2)·(3g − 1 + x̂/√2) = 1/(3√2)·[3 − 1 − ½, −1 − ½, −1 + 1]
-    let dx = bn.backward(&t(&[3, 1], &[1., 0., 0.]));
+    let dx = bn.backward(&t(&[3, 1], &[1., 0., 0.]), InputGrad::Needed).unwrap();
     assert_close(&dx, &[1.5 / (3. * s), -1.5 / (3. * s), 0.], "dx");
     // Eval mode: x̂ = (x − running_mean)/√running_var.
     let mut bn = BatchNorm2d::new(1).eps(0.0);
     let y = bn.forward(&t(&[1, 1, 1, 2], &[2., 4.]), Mode::Eval); // running mean 0, var 1
     assert_close(&y, &[2., 4.], "eval identity at init");
-    assert_close(&bn.backward(&t(&[1, 1, 1, 2], &[1., 1.])), &[1., 1.], "eval dx");
+    assert_close(&bn.backward(&t(&[1, 1, 1, 2], &[1., 1.]), InputGrad::Needed).unwrap(), &[1., 1.], "eval dx");
 }
 
 #[test]
@@ -211,7 +211,7 @@ fn max_pool_propagates_nan_on_every_path() {
         // The gradient of a NaN output goes to the NaN input.
         let mut g = Tensor::zeros(y.shape());
         g.data_mut()[k] = 1.0;
-        assert_eq!(pool.backward(&g)[&[0, 0, 1, 1]], 1.0, "{}", pool.describe());
+        assert_eq!(pool.backward(&g, InputGrad::Needed).unwrap()[&[0, 0, 1, 1]], 1.0, "{}", pool.describe());
     }
 }
 
@@ -221,14 +221,14 @@ fn nan_handling_matches_pytorch() {
     let mut relu = Relu::new();
     let y = relu.forward(&t(&[1, 3], &[f32::NAN, 1., -1.]), Mode::Train);
     assert!(y.data()[0].is_nan() && y.data()[1] == 1.0 && y.data()[2] == 0.0);
-    assert_close(&relu.backward(&t(&[1, 3], &[5., 6., 7.])), &[5., 6., 0.], "relu' at NaN");
+    assert_close(&relu.backward(&t(&[1, 3], &[5., 6., 7.]), InputGrad::Needed).unwrap(), &[5., 6., 0.], "relu' at NaN");
     // Max pooling: with several NaNs in a window, the gradient goes to the last one (PyTorch's CPU
     // kernel replaces the running maximum by every NaN it meets).
     let x = t(&[1, 1, 2, 4], &[1., f32::NAN, f32::NAN, 5., f32::NAN, 0., 2., f32::NAN]);
     for mut pool in [MaxPool2d::new(2), MaxPool2d::new(2).padding(1)] {
         let y = pool.forward(&x, Mode::Train);
         assert!(y.data().iter().all(|v| v.is_nan() || *v == 0.0 || *v == 1.0 || *v == 2.0 || *v == 5.0));
-        let dx = pool.backward(&Tensor::ones(y.shape()));
+        let dx = pool.backward(&Tensor::ones(y.shape()), InputGrad::Needed).unwrap();
         if pool.describe() == "MaxPool2d(2×2)" {
             // Windows [1, NaN; NaN, 0] and [NaN, 5; 2, NaN]: last NaNs at flat indices 4 and 7.
             assert_close(&dx, &[0., 0., 0., 0., 1., 0., 0., 1.], "routing to the last NaN");

@@ -12,12 +12,12 @@ fn t(shape: &[usize], v: &[f32]) -> Tensor {
 fn mse_by_hand_and_gradcheck() {
     let z = t(&[2, 2], &[1., 2., 3., 4.]);
     let y = t(&[2, 2], &[1., 0., 0., 4.]);
-    let (l, g) = MseLoss.loss_and_grad(&z, (&y).into()).unwrap();
+    let (l, g) = MseLoss::new().loss_and_grad(&z, (&y).into()).unwrap();
     assert_eq!(l, (4. + 9.) / 4.);
     assert_eq!(g.data(), &[0., 1., 1.5, 0.]); // 2(z − t)/4
     let z = Tensor::randn(&[3, 5], 0.0, 1.0, 1);
     let y = Tensor::randn(&[3, 5], 0.0, 1.0, 2);
-    let r = check_loss(&MseLoss, &z, (&y).into(), &Options::default()).unwrap();
+    let r = check_loss(&MseLoss::new(), &z, (&y).into(), &Options::default()).unwrap();
     assert!(r.passes(1e-2), "{r}");
 }
 
@@ -74,16 +74,16 @@ fn cross_entropy_is_finite_at_extreme_logits() {
 fn bce_with_logits_by_hand_gradcheck_and_stability() {
     let z = t(&[1, 2], &[0., 2f32.ln()]);
     let y = t(&[1, 2], &[1., 0.]);
-    let (l, g) = BceWithLogitsLoss.loss_and_grad(&z, (&y).into()).unwrap();
+    let (l, g) = BceWithLogitsLoss::new().loss_and_grad(&z, (&y).into()).unwrap();
     // σ(0) = ½, σ(ln 2) = ⅔: L = (−ln ½ − ln(1 − ⅔))/2 = (ln 2 + ln 3)/2
     assert!((l - (2f32.ln() + 3f32.ln()) / 2.0).abs() < 1e-6, "{l}");
     assert!((g.data()[0] + 0.25).abs() < 1e-6 && (g.data()[1] - 1. / 3.).abs() < 1e-6, "{g}");
     let z = Tensor::randn(&[3, 4], 0.0, 2.0, 1);
     let y = Tensor::rand_uniform(&[3, 4], 0.0, 1.0, 2);
-    let r = check_loss(&BceWithLogitsLoss, &z, (&y).into(), &Options::default()).unwrap();
+    let r = check_loss(&BceWithLogitsLoss::new(), &z, (&y).into(), &Options::default()).unwrap();
     assert!(r.passes(1e-2), "{r}");
     let (l, g) =
-        BceWithLogitsLoss.loss_and_grad(&t(&[2], &[1000., -1000.]), (&t(&[2], &[0., 1.])).into()).unwrap();
+        BceWithLogitsLoss::new().loss_and_grad(&t(&[2], &[1000., -1000.]), (&t(&[2], &[0., 1.])).into()).unwrap();
     assert!((l - 1000.0).abs() < 1e-3 && g.all_finite());
 }
 
@@ -97,9 +97,9 @@ fn bad_targets_are_clear_errors() {
     let e =
         CrossEntropyLoss::new().loss(&Tensor::zeros(&[3]), (&[0usize][..]).into()).unwrap_err().to_string();
     assert!(e.contains("[3]"), "{e}");
-    let e = MseLoss.loss(&z, (&Tensor::zeros(&[4, 3])).into()).unwrap_err().to_string();
+    let e = MseLoss::new().loss(&z, (&Tensor::zeros(&[4, 3])).into()).unwrap_err().to_string();
     assert!(e.contains("[3, 4]") && e.contains("[4, 3]"), "{e}");
-    assert!(MseLoss.loss(&z, (&[0usize][..]).into()).is_err());
+    assert!(MseLoss::new().loss(&z, (&[0usize][..]).into()).is_err());
     assert!(CrossEntropyLoss::new().loss(&z, (&z).into()).is_err());
 }
 

@@ -9,11 +9,16 @@ use backprop::optim::*;
 
 const GRADS: [[f32; 2]; 3] = [[0.5, -1.0], [-0.25, 3.0], [2.0, 0.125]];
 
+/// A named parameter, as a model's visitor hands it to an optimizer.
+fn named<'a>(name: &str, p: &'a mut Param) -> (String, &'a mut Param) {
+    (name.to_string(), p)
+}
+
 fn run(opt: &mut dyn Optimizer, want: [[f64; 2]; 3], name: &str) {
-    let mut p = Param::new("w", Tensor::from_vec(&[2], vec![1.0, -2.0]).unwrap());
+    let mut p = Param::new(Tensor::from_vec(&[2], vec![1.0, -2.0]).unwrap());
     for (step, (g, w)) in GRADS.iter().zip(want).enumerate() {
         p.grad = Tensor::from_vec(&[2], g.to_vec()).unwrap();
-        opt.step(&mut [&mut p]);
+        opt.step_params(&mut [named("w", &mut p)]);
         for (i, (&got, want)) in p.value.data().iter().zip(w).enumerate() {
             assert!(
                 (got as f64 - want).abs() < 2e-6,
@@ -75,31 +80,61 @@ fn adamw_decoupled_decay() {
 }
 
 #[test]
-fn optimizer_rejects_changed_parameters() {
+fn optimizer_rejects_a_parameter_that_changed_shape() {
     let mut opt = Adam::new(0.1);
-    let mut a = Param::new("a", Tensor::zeros(&[2]));
-    opt.step(&mut [&mut a]);
-    let mut b = Param::new("b", Tensor::zeros(&[3]));
-    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| opt.step(&mut [&mut b]))).unwrap_err();
+    let mut a = Param::new(Tensor::zeros(&[2]));
+    opt.step_params(&mut [named("0.weight", &mut a)]);
+    let mut b = Param::new(Tensor::zeros(&[3]));
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| opt.step_params(&mut [named("0.weight", &mut b)])))
+        .unwrap_err();
     let msg = err.downcast_ref::<String>().unwrap();
-    assert!(msg.contains("Adam") && msg.contains("first step"), "{msg}");
+    assert!(msg.contains("Adam") && msg.contains("\"0.weight\"") && msg.contains("[3]") && msg.contains("[2]"), "{msg}");
+}
+
+/// Optimizer state belongs to the parameter's name, not its position: handing the parameters
+/// over in another order, or with another one in between, changes nothing.
+#[test]
+fn optimizer_state_follows_the_parameter_name() {
+    let grads = [[0.5f32, -1.0], [-0.25, 3.0], [2.0, 0.125]];
+    let run = |order: &[usize], extra: bool| -> Vec<f32> {
+        let mut opt = Adam::new(0.01);
+        let mut ps = [Param::new(Tensor::from_vec(&[2], vec![1.0, -2.0]).unwrap()), Param::new(Tensor::zeros(&[2]))];
+        let mut other = Param::new(Tensor::zeros(&[5]));
+        for (step, g) in grads.iter().enumerate() {
+            ps[0].grad = Tensor::from_vec(&[2], g.to_vec()).unwrap();
+            ps[1].grad = Tensor::from_vec(&[2], vec![g[1], g[0]]).unwrap();
+            let [a, b] = &mut ps;
+            let mut list = vec![named("a", a), named("b", b)];
+            if order[step % order.len()] == 1 {
+                list.reverse();
+            }
+            if extra && step == 1 {
+                list.insert(1, named("other", &mut other));
+            }
+            opt.step_params(&mut list);
+        }
+        ps.iter().flat_map(|p| p.value.data().to_vec()).collect()
+    };
+    let straight = run(&[0], false);
+    assert_eq!(run(&[1, 0, 1], false), straight);
+    assert_eq!(run(&[0], true), straight);
 }
 
 #[test]
 fn schedules_at_chosen_steps() {
     let close = |a: f32, b: f32| assert!((a - b).abs() < 1e-6, "{a} vs {b}");
-    close(Schedule::Constant.lr(0.1, 1000), 0.1);
-    let s = Schedule::step(3, 0.1);
+    close(Schedule::constant().lr(0.1, 1000), 0.1);
+    let s = Schedule::step(3, 0.1).unwrap();
     close(s.lr(1.0, 0), 1.0);
     close(s.lr(1.0, 2), 1.0);
     close(s.lr(1.0, 3), 0.1);
     close(s.lr(1.0, 7), 0.01);
-    let e = Schedule::exponential(0.5);
+    let e = Schedule::exponential(0.5).unwrap();
     close(e.lr(0.8, 0), 0.8);
     close(e.lr(0.8, 3), 0.1);
     // Cosine over 4 steps from 1 to 0: (1 + cos(π·t/4))/2 → 1, 0.853553, 0.5, 0.146447, 0; then, as in
     // PyTorch, back up: t = 6 → 0.5, t = 8 → 1, t = 9 → 0.853553.
-    let c = Schedule::cosine(4, 0.0);
+    let c = Schedule::cosine(4, 0.0).unwrap();
     for (t, want) in [
         (0, 1.0),
         (1, 0.853_553_4),
@@ -112,46 +147,64 @@ fn schedules_at_chosen_steps() {
     ] {
         close(c.lr(1.0, t), want);
     }
-    close(Schedule::cosine(2, 0.1).lr(1.0, 1), 0.55);
+    close(Schedule::cosine(2, 0.1).unwrap().lr(1.0, 1), 0.55);
     // Linear warm-up over 4 steps from 0.25·η, then step decay.
-    let w = Schedule::step(2, 0.5).with_warmup(4, 0.25);
+    let w = Schedule::step(2, 0.5).unwrap().with_warmup(4, 0.25).unwrap();
     for (t, want) in [(0, 0.25), (1, 0.4375), (2, 0.625), (3, 0.8125), (4, 1.0), (5, 1.0), (6, 0.5)] {
         close(w.lr(1.0, t), want);
     }
 }
 
 #[test]
+fn schedules_cannot_be_built_invalid() {
+    for err in [
+        Schedule::step(0, 0.5).unwrap_err(),
+        Schedule::step(3, 0.0).unwrap_err(),
+        Schedule::step(3, f32::NAN).unwrap_err(),
+        Schedule::exponential(-1.0).unwrap_err(),
+        Schedule::cosine(0, 0.0).unwrap_err(),
+        Schedule::cosine(5, -0.1).unwrap_err(),
+        Schedule::constant().with_warmup(0, 0.5).unwrap_err(),
+        Schedule::constant().with_warmup(3, 0.0).unwrap_err(),
+        Schedule::constant().with_warmup(3, 1.5).unwrap_err(),
+    ] {
+        assert!(matches!(err, backprop::Error::InvalidArgument(_)), "{err}");
+        assert!(err.to_string().contains("Schedule::"), "{err}");
+    }
+}
+
+#[test]
 fn gradient_clipping_by_global_norm() {
-    let mut a = Param::new("a", Tensor::zeros(&[2]));
-    let mut b = Param::new("b", Tensor::zeros(&[1]));
+    let mut a = Param::new(Tensor::zeros(&[2]));
+    let mut b = Param::new(Tensor::zeros(&[1]));
     a.grad = Tensor::from_vec(&[2], vec![3.0, 0.0]).unwrap();
     b.grad = Tensor::from_vec(&[1], vec![4.0]).unwrap();
-    let norm = clip_grad_norm(&mut [&mut a, &mut b], 2.5);
+    let norm = clip_grad_norm(&mut [named("a", &mut a), named("b", &mut b)], 2.5);
     assert_eq!(norm, 5.0);
     // Scaled by 2.5/5 = 0.5 (up to PyTorch's 1e-6 in the denominator).
     assert!((a.grad.data()[0] - 1.5).abs() < 1e-5 && (b.grad.data()[0] - 2.0).abs() < 1e-5);
     // Under the limit: unchanged.
-    let norm = clip_grad_norm(&mut [&mut a, &mut b], 10.0);
+    let norm = clip_grad_norm(&mut [named("a", &mut a), named("b", &mut b)], 10.0);
     assert!((norm - 2.5).abs() < 1e-5);
     assert!((a.grad.data()[0] - 1.5).abs() < 1e-5);
-    zero_grad(&mut [&mut a, &mut b]);
+    zero_grad(&mut [named("a", &mut a), named("b", &mut b)]);
     assert_eq!(a.grad.sum() + b.grad.sum(), 0.0);
 }
 
 #[test]
 fn nan_gradients_and_invalid_settings_behave_like_pytorch() {
     // A NaN norm makes every gradient NaN (PyTorch multiplies by the NaN clipping factor).
-    let mut a = Param::new("a", Tensor::zeros(&[2]));
-    let mut b = Param::new("b", Tensor::zeros(&[2]));
+    let mut a = Param::new(Tensor::zeros(&[2]));
+    let mut b = Param::new(Tensor::zeros(&[2]));
     a.grad = Tensor::from_vec(&[2], vec![f32::NAN, 1.0]).unwrap();
     b.grad = Tensor::from_vec(&[2], vec![2.0, 3.0]).unwrap();
-    assert!(clip_grad_norm(&mut [&mut a, &mut b], 1.0).is_nan());
+    assert!(clip_grad_norm(&mut [named("a", &mut a), named("b", &mut b)], 1.0).is_nan());
     assert!(b.grad.data().iter().all(|g| g.is_nan()));
     // Nesterov with dampening is refused at the first step, whatever the builder order.
-    let mut p = Param::new("w", Tensor::zeros(&[1]));
+    let mut p = Param::new(Tensor::zeros(&[1]));
     let mut bad = Sgd::new(0.1).nesterov().momentum(0.9).dampening(0.5);
-    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| bad.step(&mut [&mut p]))).unwrap_err();
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| bad.step_params(&mut [named("w", &mut p)]))).unwrap_err();
     assert!(err.downcast_ref::<String>().unwrap().contains("dampening"));
     let mut ok = Sgd::new(0.1).nesterov().momentum(0.9);
-    ok.step(&mut [&mut p]);
+    ok.step_params(&mut [named("w", &mut p)]);
 }

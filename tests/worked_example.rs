@@ -2,6 +2,7 @@
 //! backward pass and SGD update of a 2-2-1 network. If this test fails, the text and the code have
 //! drifted apart; fix whichever is wrong.
 
+use backprop::layers::named_params;
 use backprop::prelude::*;
 
 fn t(shape: &[usize], v: &[f32]) -> Tensor {
@@ -29,42 +30,42 @@ fn worked_example_of_backprop_md() {
     let target = t(&[1, 1], &[1.0]);
 
     // Forward, layer by layer.
-    let z1 = net.layers_mut()[0].forward(&x, Mode::Train);
+    let z1 = net.layer_mut(0).forward(&x, Mode::Train);
     check("z1", z1.data(), &[0.450000, 0.500000]);
-    let h = net.layers_mut()[1].forward(&z1, Mode::Train);
+    let h = net.layer_mut(1).forward(&z1, Mode::Train);
     check("h", h.data(), &[0.610639, 0.622459]);
-    let y = net.layers_mut()[2].forward(&h, Mode::Train);
+    let y = net.layer_mut(2).forward(&h, Mode::Train);
     check("y", y.data(), &[0.378464]);
     check("y − t", &[y.data()[0] - 1.0], &[-0.621536]);
-    let (loss, dy) = MseLoss.loss_and_grad(&y, (&target).into()).unwrap();
+    let (loss, dy) = MseLoss::new().loss_and_grad(&y, (&target).into()).unwrap();
     check("L", &[loss], &[0.386307]);
     check("dL/dy", dy.data(), &[-1.243073]);
 
     // Backward, in reverse.
     net.zero_grad();
-    let dh = net.layers_mut()[2].backward(&dy);
+    let dh = net.layer_mut(2).backward(&dy, InputGrad::Needed).unwrap();
     check("dL/dh", dh.data(), &[-0.870151, 0.497229]);
-    check("dL/dW2", net.layers()[2].params()[0].grad.data(), &[-0.759069, -0.773762]);
-    check("dL/db2", net.layers()[2].params()[1].grad.data(), &[-1.243073]);
+    check("dL/dW2", named_params(net.layer(2))[0].1.grad.data(), &[-0.759069, -0.773762]);
+    check("dL/db2", named_params(net.layer(2))[1].1.grad.data(), &[-1.243073]);
     let sigma_prime = h.map(|h| h * (1.0 - h)); // σ'(z1) = h(1 − h)
     check("σ'(z1)", sigma_prime.data(), &[0.237759, 0.235004]);
-    let dz1 = net.layers_mut()[1].backward(&dh);
+    let dz1 = net.layer_mut(1).backward(&dh, InputGrad::Needed).unwrap();
     check("dL/dz1", dz1.data(), &[-0.206886, 0.116851]);
-    let dx = net.layers_mut()[0].backward(&dz1);
-    check("dL/dW1", net.layers()[0].params()[0].grad.data(), &[-0.206886, -0.103443, 0.116851, 0.058425]);
-    check("dL/db1", net.layers()[0].params()[1].grad.data(), &[-0.206886, 0.116851]);
+    let dx = net.layer_mut(0).backward(&dz1, InputGrad::Needed).unwrap();
+    check("dL/dW1", named_params(net.layer(0))[0].1.grad.data(), &[-0.206886, -0.103443, 0.116851, 0.058425]);
+    check("dL/db1", named_params(net.layer(0))[1].1.grad.data(), &[-0.206886, 0.116851]);
     // dL/dx = dz1·W1 (not needed for training, but the chain goes on).
     check("dL/dx", dx.data(), &[-0.206886 * 0.5 + 0.116851 * 0.2, -0.206886 * -0.3 + 0.116851 * 0.8]);
 
     // One SGD step with learning rate 0.1.
-    Sgd::new(0.1).step(&mut net.params_mut());
-    check("W1'", net.layers()[0].params()[0].value.data(), &[0.520689, -0.289656, 0.188315, 0.794157]);
-    check("b1'", net.layers()[0].params()[1].value.data(), &[0.120689, -0.111685]);
-    check("W2'", net.layers()[2].params()[0].value.data(), &[0.775907, -0.322624]);
-    check("b2'", net.layers()[2].params()[1].value.data(), &[0.324307]);
+    Sgd::new(0.1).step(&mut net);
+    check("W1'", named_params(net.layer(0))[0].1.value.data(), &[0.520689, -0.289656, 0.188315, 0.794157]);
+    check("b1'", named_params(net.layer(0))[1].1.value.data(), &[0.120689, -0.111685]);
+    check("W2'", named_params(net.layer(2))[0].1.value.data(), &[0.775907, -0.322624]);
+    check("b2'", named_params(net.layer(2))[1].1.value.data(), &[0.324307]);
 
     // The loss went down: 0.386307 → 0.153799.
     let y_new = net.forward(&x, Mode::Train);
     check("y'", y_new.data(), &[0.607828]);
-    check("L'", &[MseLoss.loss(&y_new, (&target).into()).unwrap()], &[0.153799]);
+    check("L'", &[MseLoss::new().loss(&y_new, (&target).into()).unwrap()], &[0.153799]);
 }

@@ -73,6 +73,9 @@ struct Cli {
 }
 
 fn main() {
+    // This program owns its process: let glibc keep freed memory for reuse (a third of a training
+    // step otherwise goes to returning buffers to the kernel and faulting them back in).
+    backprop::alloc_tuning::tune_allocator();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version

@@ -61,7 +61,7 @@ pub fn train(
     model: &mut Sequential,
     data: &Prepared,
     s: &Settings,
-    mut on_epoch: impl FnMut(&backprop::model::EpochStats),
+    mut on_epoch: impl FnMut(&backprop::train::EpochStats),
 ) -> Result<History> {
     let background = data.normalizer.normalized_value(0, 0.0);
     let augment = Augmentation::shift(2).with_fill(background);
@@ -71,7 +71,7 @@ pub fn train(
         .seed(s.seed)
         .validation(&data.test)
         .validation_label("test")
-        .schedule(Schedule::cosine(s.epochs.max(1), s.lr * 0.05))
+        .schedule(Schedule::cosine(s.epochs.max(1), s.lr * 0.05)?)
         .augment(move |x, rng| augment.apply(x, rng))
         .verbose(s.verbose)
         .on_epoch_end(|e| on_epoch(e));

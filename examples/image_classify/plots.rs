@@ -35,7 +35,7 @@ pub fn training_curves(history: &History, path: &Path) -> Result<()> {
         root.fill(&WHITE).map_err(|e| draw_err(path, e))?;
         let (left, right) = root.split_horizontally(w / 2);
         let epochs = history.epochs.len().max(1) as f32;
-        let series = |f: &dyn Fn(&backprop::model::EpochStats) -> Option<f32>| -> Vec<(f32, f32)> {
+        let series = |f: &dyn Fn(&backprop::train::EpochStats) -> Option<f32>| -> Vec<(f32, f32)> {
             history.epochs.iter().filter_map(|e| f(e).map(|v| (e.epoch as f32, v))).collect()
         };
         let panels = [

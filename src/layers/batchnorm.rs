@@ -196,6 +196,11 @@ macro_rules! batchnorm_layer {
             pub fn running_var(&self) -> &Tensor {
                 &self.0.running_var
             }
+
+            /// How many training batches the layer has seen (PyTorch's `num_batches_tracked`).
+            pub fn num_batches_tracked(&self) -> u64 {
+                self.0.batches_tracked
+            }
         }
 
         impl Layer for $ty {
