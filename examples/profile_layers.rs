@@ -34,11 +34,11 @@ fn main() {
     for step in 0..warmup + steps {
         let timed = step >= warmup;
         let mut h = x.clone();
-        for i in 0..n {
+        for (i, time) in fwd.iter_mut().enumerate() {
             let t = Instant::now();
             h = net.layer_mut(i).forward(&h, mode);
             if timed {
-                fwd[i] += t.elapsed().as_secs_f64();
+                *time += t.elapsed().as_secs_f64();
             }
         }
         if mode == Mode::Eval {

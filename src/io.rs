@@ -98,7 +98,9 @@ pub fn to_safetensors(model: &dyn Layer, metadata_in: &[(&str, String)]) -> Resu
         let entry = match s {
             State::Param(p) => float_entry(&p.value),
             State::Buffer(b) => float_entry(b),
-            State::Counter(n) => Entry { dtype: Dtype::I64, shape: vec![], bytes: (n as i64).to_le_bytes().to_vec() },
+            State::Counter(n) => {
+                Entry { dtype: Dtype::I64, shape: vec![], bytes: (n as i64).to_le_bytes().to_vec() }
+            }
             State::Rng(_) => return,
         };
         entries.insert(name.to_string(), entry);
@@ -110,7 +112,11 @@ pub fn to_safetensors(model: &dyn Layer, metadata_in: &[(&str, String)]) -> Resu
 }
 
 fn float_entry(t: &Tensor) -> Entry {
-    Entry { dtype: Dtype::F32, shape: t.shape().to_vec(), bytes: t.data().iter().flat_map(|v| v.to_le_bytes()).collect() }
+    Entry {
+        dtype: Dtype::F32,
+        shape: t.shape().to_vec(),
+        bytes: t.data().iter().flat_map(|v| v.to_le_bytes()).collect(),
+    }
 }
 
 /// Saves the model's state to `path` as safetensors, atomically (write a temporary file, then
@@ -173,7 +179,9 @@ pub fn load_safetensors(model: &mut dyn Layer, bytes: &[u8], origin: impl AsRef<
         let view = match (file.tensor(name), slot) {
             (Ok(v), _) => v,
             (Err(_), Slot::Count) => continue, // optional
-            (Err(_), Slot::Float { .. }) => return Err(bad(format!("missing tensor {name:?}{}", owner(model, name)))),
+            (Err(_), Slot::Float { .. }) => {
+                return Err(bad(format!("missing tensor {name:?}{}", owner(model, name))));
+            }
         };
         let value = match slot {
             Slot::Float { shape } => {
@@ -190,14 +198,26 @@ pub fn load_safetensors(model: &mut dyn Layer, bytes: &[u8], origin: impl AsRef<
                 }
                 let data = view.data();
                 if data.len() != 4 * shape.iter().product::<usize>() {
-                    return Err(bad(format!("tensor {name:?} holds {} bytes for shape {}", data.len(), shape_str(shape))));
+                    return Err(bad(format!(
+                        "tensor {name:?} holds {} bytes for shape {}",
+                        data.len(),
+                        shape_str(shape)
+                    )));
                 }
-                Value::Float(data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+                Value::Float(
+                    data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                )
             }
             Slot::Count => Value::Count(match (view.dtype(), view.data()) {
-                (Dtype::I64, d) if d.len() == 8 => i64::from_le_bytes(d.try_into().expect("8 bytes")).max(0) as u64,
-                (Dtype::I32, d) if d.len() == 4 => i32::from_le_bytes(d.try_into().expect("4 bytes")).max(0) as u64,
-                (Dtype::F32, d) if d.len() == 4 => f32::from_le_bytes(d.try_into().expect("4 bytes")).max(0.0) as u64,
+                (Dtype::I64, d) if d.len() == 8 => {
+                    i64::from_le_bytes(d.try_into().expect("8 bytes")).max(0) as u64
+                }
+                (Dtype::I32, d) if d.len() == 4 => {
+                    i32::from_le_bytes(d.try_into().expect("4 bytes")).max(0) as u64
+                }
+                (Dtype::F32, d) if d.len() == 4 => {
+                    f32::from_le_bytes(d.try_into().expect("4 bytes")).max(0.0) as u64
+                }
                 (dtype, _) => {
                     return Err(bad(format!(
                         "tensor {name:?} should be an integer scalar, got {dtype:?} of shape {}",

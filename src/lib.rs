@@ -109,8 +109,8 @@ pub mod prelude {
     };
     pub use crate::loss::{BceWithLogitsLoss, CrossEntropyLoss, Loss, MseLoss, NllLoss, Target};
     pub use crate::optim::{Adam, AdamW, Optimizer, Schedule, Sgd};
-    pub use crate::train::{EarlyStopping, FitOptions, History, Monitor};
     pub use crate::tensor::Tensor;
+    pub use crate::train::{EarlyStopping, FitOptions, History, Monitor};
 }
 
 /// The README's code blocks, compiled and run as doctests so the README cannot drift.

@@ -92,7 +92,13 @@ impl Sequential {
     ///
     /// # Errors
     /// As [`train::loss_and_backward`].
-    pub fn loss_and_backward(&mut self, x: &Tensor, target: Target<'_>, loss: &dyn Loss, mode: Mode) -> Result<f32> {
+    pub fn loss_and_backward(
+        &mut self,
+        x: &Tensor,
+        target: Target<'_>,
+        loss: &dyn Loss,
+        mode: Mode,
+    ) -> Result<f32> {
         train::loss_and_backward(self, x, target, loss, mode)
     }
 

@@ -38,11 +38,14 @@ fn wrong_rank_or_channels() {
 
 #[test]
 fn backward_misuse_panics_clearly() {
-    let msg = panic_message(|| drop(Dense::new(2, 2).backward(&Tensor::zeros(&[1, 2]), InputGrad::Needed).unwrap()));
+    let msg = panic_message(|| {
+        drop(Dense::new(2, 2).backward(&Tensor::zeros(&[1, 2]), InputGrad::Needed).unwrap())
+    });
     assert!(msg.contains("Dense") && msg.contains("before forward"), "{msg}");
     let mut conv = Conv2d::new(1, 2, 3);
     conv.forward(&Tensor::zeros(&[1, 1, 5, 5]), Mode::Train);
-    let msg = panic_message(|| drop(conv.backward(&Tensor::zeros(&[1, 2, 4, 4]), InputGrad::Needed).unwrap()));
+    let msg =
+        panic_message(|| drop(conv.backward(&Tensor::zeros(&[1, 2, 4, 4]), InputGrad::Needed).unwrap()));
     assert!(msg.contains("[1, 2, 4, 4]") && msg.contains("[1, 2, 3, 3]"), "{msg}");
 }
 

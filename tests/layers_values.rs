@@ -68,7 +68,11 @@ fn max_pool_by_hand_with_ties() {
     let mut p = MaxPool2d::new(2);
     assert_close(&p.forward(&x, Mode::Train), &[4., 2.], "y");
     // Window 2 holds a three-way tie of 2s: the first (row-major) wins the gradient.
-    assert_close(&p.backward(&t(&[1, 1, 1, 2], &[10., 20.]), InputGrad::Needed).unwrap(), &[0., 0., 20., 0., 10., 0., 0., 0.], "dx");
+    assert_close(
+        &p.backward(&t(&[1, 1, 1, 2], &[10., 20.]), InputGrad::Needed).unwrap(),
+        &[0., 0., 20., 0., 10., 0., 0., 0.],
+        "dx",
+    );
     // Floor mode: a 3×3 input with a 2×2 window gives 1×1, ignoring the last row and column.
     let x = t(&[1, 1, 3, 3], &[1., 2., 9., 3., 4., 9., 9., 9., 9.]);
     assert_close(&MaxPool2d::new(2).forward(&x, Mode::Train), &[4.], "floor mode");
@@ -79,7 +83,11 @@ fn avg_pool_by_hand() {
     let x = t(&[1, 1, 2, 4], &[1., 3., 2., 2., 5., 7., 0., 4.]);
     let mut p = AvgPool2d::new(2);
     assert_close(&p.forward(&x, Mode::Train), &[4., 2.], "y");
-    assert_close(&p.backward(&t(&[1, 1, 1, 2], &[4., 8.]), InputGrad::Needed).unwrap(), &[1., 1., 2., 2., 1., 1., 2., 2.], "dx");
+    assert_close(
+        &p.backward(&t(&[1, 1, 1, 2], &[4., 8.]), InputGrad::Needed).unwrap(),
+        &[1., 1., 2., 2., 1., 1., 2., 2.],
+        "dx",
+    );
     // With padding 1 and a 2×2 window, zeros count in the average: corner window = x[0,0]/4.
     let mut p = AvgPool2d::new(2).padding(1);
     let y = p.forward(&t(&[1, 1, 2, 2], &[4., 8., 12., 16.]), Mode::Train);
@@ -117,7 +125,11 @@ fn activations_by_hand() {
     let mut sig = Sigmoid::new();
     let y = sig.forward(&t(&[1, 2], &[0., 2f32.ln()]), Mode::Train);
     assert_close(&y, &[0.5, 2. / 3.], "sigmoid"); // σ(ln 2) = 2/3
-    assert_close(&sig.backward(&t(&[1, 2], &[1., 1.]), InputGrad::Needed).unwrap(), &[0.25, 2. / 9.], "sigmoid'"); // y(1−y)
+    assert_close(
+        &sig.backward(&t(&[1, 2], &[1., 1.]), InputGrad::Needed).unwrap(),
+        &[0.25, 2. / 9.],
+        "sigmoid'",
+    ); // y(1−y)
     let mut tanh = Tanh::new();
     let y = tanh.forward(&t(&[1, 1], &[3f32.ln()]), Mode::Train);
     assert_close(&y, &[0.8], "tanh"); // tanh(ln 3) = (3 − 1/3)/(3 + 1/3) = 0.8
@@ -126,7 +138,11 @@ fn activations_by_hand() {
     // GELU'(1) = Φ(1) + φ(1) = 0.841345 + 0.241971.
     let mut gelu = Gelu::new();
     assert_close(&gelu.forward(&t(&[1, 3], &[0., 1., 10.]), Mode::Train), &[0., 0.841_344_7, 10.], "gelu");
-    assert_close(&gelu.backward(&t(&[1, 3], &[1., 1., 1.]), InputGrad::Needed).unwrap(), &[0.5, 1.083_315_5, 1.], "gelu'");
+    assert_close(
+        &gelu.backward(&t(&[1, 3], &[1., 1., 1.]), InputGrad::Needed).unwrap(),
+        &[0.5, 1.083_315_5, 1.],
+        "gelu'",
+    );
     // tanh approximation at 1: ½(1 + tanh(√(2/π)·1.044715)) = 0.841192
     let mut gelu_t = Gelu::tanh();
     assert_close(&gelu_t.forward(&t(&[1, 1], &[1.]), Mode::Train), &[0.841_192], "gelu tanh");
@@ -189,7 +205,11 @@ fn batchnorm_by_hand() {
     let mut bn = BatchNorm2d::new(1).eps(0.0);
     let y = bn.forward(&t(&[1, 1, 1, 2], &[2., 4.]), Mode::Eval); // running mean 0, var 1
     assert_close(&y, &[2., 4.], "eval identity at init");
-    assert_close(&bn.backward(&t(&[1, 1, 1, 2], &[1., 1.]), InputGrad::Needed).unwrap(), &[1., 1.], "eval dx");
+    assert_close(
+        &bn.backward(&t(&[1, 1, 1, 2], &[1., 1.]), InputGrad::Needed).unwrap(),
+        &[1., 1.],
+        "eval dx",
+    );
 }
 
 #[test]
@@ -221,7 +241,11 @@ fn nan_handling_matches_pytorch() {
     let mut relu = Relu::new();
     let y = relu.forward(&t(&[1, 3], &[f32::NAN, 1., -1.]), Mode::Train);
     assert!(y.data()[0].is_nan() && y.data()[1] == 1.0 && y.data()[2] == 0.0);
-    assert_close(&relu.backward(&t(&[1, 3], &[5., 6., 7.]), InputGrad::Needed).unwrap(), &[5., 6., 0.], "relu' at NaN");
+    assert_close(
+        &relu.backward(&t(&[1, 3], &[5., 6., 7.]), InputGrad::Needed).unwrap(),
+        &[5., 6., 0.],
+        "relu' at NaN",
+    );
     // Max pooling: with several NaNs in a window, the gradient goes to the last one (PyTorch's CPU
     // kernel replaces the running maximum by every NaN it meets).
     let x = t(&[1, 1, 2, 4], &[1., f32::NAN, f32::NAN, 5., f32::NAN, 0., 2., f32::NAN]);

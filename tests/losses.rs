@@ -82,8 +82,9 @@ fn bce_with_logits_by_hand_gradcheck_and_stability() {
     let y = Tensor::rand_uniform(&[3, 4], 0.0, 1.0, 2);
     let r = check_loss(&BceWithLogitsLoss::new(), &z, (&y).into(), &Options::default()).unwrap();
     assert!(r.passes(1e-2), "{r}");
-    let (l, g) =
-        BceWithLogitsLoss::new().loss_and_grad(&t(&[2], &[1000., -1000.]), (&t(&[2], &[0., 1.])).into()).unwrap();
+    let (l, g) = BceWithLogitsLoss::new()
+        .loss_and_grad(&t(&[2], &[1000., -1000.]), (&t(&[2], &[0., 1.])).into())
+        .unwrap();
     assert!((l - 1000.0).abs() < 1e-3 && g.all_finite());
 }
 

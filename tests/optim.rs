@@ -85,10 +85,15 @@ fn optimizer_rejects_a_parameter_that_changed_shape() {
     let mut a = Param::new(Tensor::zeros(&[2]));
     opt.step_params(&mut [named("0.weight", &mut a)]);
     let mut b = Param::new(Tensor::zeros(&[3]));
-    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| opt.step_params(&mut [named("0.weight", &mut b)])))
-        .unwrap_err();
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        opt.step_params(&mut [named("0.weight", &mut b)])
+    }))
+    .unwrap_err();
     let msg = err.downcast_ref::<String>().unwrap();
-    assert!(msg.contains("Adam") && msg.contains("\"0.weight\"") && msg.contains("[3]") && msg.contains("[2]"), "{msg}");
+    assert!(
+        msg.contains("Adam") && msg.contains("\"0.weight\"") && msg.contains("[3]") && msg.contains("[2]"),
+        "{msg}"
+    );
 }
 
 /// Optimizer state belongs to the parameter's name, not its position: handing the parameters
@@ -98,7 +103,8 @@ fn optimizer_state_follows_the_parameter_name() {
     let grads = [[0.5f32, -1.0], [-0.25, 3.0], [2.0, 0.125]];
     let run = |order: &[usize], extra: bool| -> Vec<f32> {
         let mut opt = Adam::new(0.01);
-        let mut ps = [Param::new(Tensor::from_vec(&[2], vec![1.0, -2.0]).unwrap()), Param::new(Tensor::zeros(&[2]))];
+        let mut ps =
+            [Param::new(Tensor::from_vec(&[2], vec![1.0, -2.0]).unwrap()), Param::new(Tensor::zeros(&[2]))];
         let mut other = Param::new(Tensor::zeros(&[5]));
         for (step, g) in grads.iter().enumerate() {
             ps[0].grad = Tensor::from_vec(&[2], g.to_vec()).unwrap();
@@ -203,7 +209,9 @@ fn nan_gradients_and_invalid_settings_behave_like_pytorch() {
     // Nesterov with dampening is refused at the first step, whatever the builder order.
     let mut p = Param::new(Tensor::zeros(&[1]));
     let mut bad = Sgd::new(0.1).nesterov().momentum(0.9).dampening(0.5);
-    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| bad.step_params(&mut [named("w", &mut p)]))).unwrap_err();
+    let err =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| bad.step_params(&mut [named("w", &mut p)])))
+            .unwrap_err();
     assert!(err.downcast_ref::<String>().unwrap().contains("dampening"));
     let mut ok = Sgd::new(0.1).nesterov().momentum(0.9);
     ok.step_params(&mut [named("w", &mut p)]);

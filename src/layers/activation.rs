@@ -72,12 +72,12 @@ fn for_chunks<A: Send, B: Send>(a: &mut [A], b: &mut [B], f: impl Fn((&mut [A], 
 /// Rectified linear unit: `y = max(x, 0)`, `dL/dx = g · [x > 0]`.
 ///
 /// ```
-/// use backprop::layers::{Layer, Mode, Relu};
+/// use backprop::layers::{InputGrad, Layer, Mode, Relu};
 /// use backprop::Tensor;
 /// let mut relu = Relu::new();
 /// let y = relu.forward(&Tensor::from_vec(&[1, 3], vec![-1., 0., 2.]).unwrap(), Mode::Train);
 /// assert_eq!(y.data(), &[0., 0., 2.]);
-/// assert_eq!(relu.backward(&Tensor::ones(&[1, 3])).data(), &[0., 0., 1.]);
+/// assert_eq!(relu.backward(&Tensor::ones(&[1, 3]), InputGrad::Needed).unwrap().data(), &[0., 0., 1.]);
 /// ```
 #[derive(Default)]
 pub struct Relu {

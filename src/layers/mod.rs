@@ -468,3 +468,9 @@ pub(crate) fn check_grad(layer: &str, expected: &[usize], grad_out: &Tensor) {
         shape_str(expected)
     );
 }
+
+impl std::fmt::Debug for dyn Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}

@@ -70,7 +70,12 @@ pub fn log_softmax_into(x: &[f32], (outer, f, inner): (usize, usize, usize), y: 
 
 /// Calls `f` once per line along the feature axis, with a function mapping feature `k` of that
 /// line to its flat index.
-fn for_each_feature_line(outer: usize, f: usize, inner: usize, mut line: impl FnMut(&dyn Fn(usize) -> usize)) {
+fn for_each_feature_line(
+    outer: usize,
+    f: usize,
+    inner: usize,
+    mut line: impl FnMut(&dyn Fn(usize) -> usize),
+) {
     for n in 0..outer {
         for i in 0..inner {
             line(&|k: usize| (n * f + k) * inner + i);

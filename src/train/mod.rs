@@ -46,7 +46,9 @@ mod progress;
 
 pub use callbacks::{BatchStats, EarlyStopping, EpochStats, Evaluation, History, Monitor};
 pub use options::FitOptions;
-pub use predict::{evaluate, input_gradient, loss_and_backward, predict, predict_classes, predict_proba, train_step};
+pub use predict::{
+    evaluate, input_gradient, loss_and_backward, predict, predict_classes, predict_proba, train_step,
+};
 
 use crate::data::{Dataset, Targets, epoch_order};
 use crate::error::{Error, Result};
@@ -253,7 +255,7 @@ fn run(
                 }
                 Err(panic) => {
                     before_batch.restore(model);
-                    return Err(Error::Training { epoch, batch: b + 1, message: panic_message(&panic) });
+                    return Err(Error::Training { epoch, batch: b + 1, message: panic_message(&*panic) });
                 }
             };
             let mut params = named_params_mut(model);
@@ -277,7 +279,14 @@ fn run(
                 bar.set_message(format!("loss {:.4}{acc}", loss_sum / seen as f64));
             }
             if let Some(cb) = options.on_batch_end.as_mut() {
-                cb(&BatchStats { epoch, batch: b + 1, batches, loss: batch_loss, correct: batch_correct, size: idx.len() });
+                cb(&BatchStats {
+                    epoch,
+                    batch: b + 1,
+                    batches,
+                    loss: batch_loss,
+                    correct: batch_correct,
+                    size: idx.len(),
+                });
             }
         }
         if let Some(bar) = bar {
@@ -344,7 +353,9 @@ fn non_finite(what: String, value: f32) -> Error {
 /// Says where a [`Error::NonFinite`] happened.
 fn locate(e: Error, epoch: usize, batch: usize, last_finite_loss: Option<f32>) -> Error {
     match e {
-        Error::NonFinite { what, value, .. } => Error::NonFinite { what, epoch, batch, value, last_finite_loss },
+        Error::NonFinite { what, value, .. } => {
+            Error::NonFinite { what, epoch, batch, value, last_finite_loss }
+        }
         other => other,
     }
 }

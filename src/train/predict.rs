@@ -26,7 +26,12 @@ fn output_shape_for(model: &dyn Layer, x: &Tensor, what: &str) -> Result<Vec<usi
 ///
 /// # Errors
 /// If the data do not fit the model or the loss, or `batch_size` is 0.
-pub fn evaluate(model: &mut dyn Layer, data: &Dataset, loss: &dyn Loss, batch_size: usize) -> Result<Evaluation> {
+pub fn evaluate(
+    model: &mut dyn Layer,
+    data: &Dataset,
+    loss: &dyn Loss,
+    batch_size: usize,
+) -> Result<Evaluation> {
     if batch_size == 0 {
         return Err(Error::invalid("evaluate: batch size must be at least 1"));
     }

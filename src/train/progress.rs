@@ -5,14 +5,20 @@ use super::callbacks::EpochStats;
 use std::io::IsTerminal;
 
 /// A progress bar over an epoch's batches, or `None` when not verbose or not on a terminal.
-pub(crate) fn bar(verbose: bool, batches: usize, epoch: usize, epochs: usize) -> Option<indicatif::ProgressBar> {
+pub(crate) fn bar(
+    verbose: bool,
+    batches: usize,
+    epoch: usize,
+    epochs: usize,
+) -> Option<indicatif::ProgressBar> {
     if !verbose || !std::io::stderr().is_terminal() {
         return None;
     }
     let bar = indicatif::ProgressBar::new(batches as u64);
-    let style = indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
-        .expect("a valid template")
-        .progress_chars("=> ");
+    let style =
+        indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
+            .expect("a valid template")
+            .progress_chars("=> ");
     bar.set_style(style);
     bar.set_prefix(format!("{epoch}/{epochs}"));
     Some(bar)

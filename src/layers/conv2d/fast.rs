@@ -124,7 +124,9 @@ pub(crate) fn backward(
         with_scratch(ckk * ld + o * ld + if need_dx { ckk * ld } else { 0 }, |scratch| {
             let (cols, rest) = scratch.split_at_mut(ckk * ld);
             let (gs, dcols) = rest.split_at_mut(o * ld);
-            for (j, (x_j, g_j)) in x_group.chunks_exact(in_len).zip(g_group.chunks_exact(o * ohow)).enumerate() {
+            for (j, (x_j, g_j)) in
+                x_group.chunks_exact(in_len).zip(g_group.chunks_exact(o * ohow)).enumerate()
+            {
                 im2col_strided(x_j, geo, &mut cols[j * ohow..], ld); // cols = [im2col(x[n]) …], recomputed
                 for (dst, src) in gs.chunks_exact_mut(ld).zip(g_j.chunks_exact(ohow)) {
                     dst[j * ohow..][..ohow].copy_from_slice(src); // g side by side: [O, k·OH·OW]

@@ -231,9 +231,9 @@ impl Layer for Conv2d {
             self.weight.value.data(),
             g,
             &geo,
-            self.weight.grad.data_mut(),                        // dL/dW += Σ g·x
-            self.bias.as_mut().map(|b| b.grad.data_mut()),      // dL/db += Σ g
-            dx.as_mut().map(|d| d.data_mut()),                  // dL/dx  = Σ g·W
+            self.weight.grad.data_mut(),                   // dL/dW += Σ g·x
+            self.bias.as_mut().map(|b| b.grad.data_mut()), // dL/db += Σ g
+            dx.as_mut().map(|d| d.data_mut()),             // dL/dx  = Σ g·W
             &mut self.dw_groups,
         );
         dx

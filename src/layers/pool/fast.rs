@@ -161,4 +161,3 @@ fn max_pool_rows_general(
         }
     }
 }
-

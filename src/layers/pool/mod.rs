@@ -96,13 +96,13 @@ pub(crate) fn span(o: usize, stride: usize, pad: usize, k: usize, size: usize) -
 /// Max pooling over `kh × kw` windows. See the [module docs](self) for the math.
 ///
 /// ```
-/// use backprop::layers::{Layer, MaxPool2d, Mode};
+/// use backprop::layers::{InputGrad, Layer, MaxPool2d, Mode};
 /// use backprop::Tensor;
 /// let x = Tensor::from_vec(&[1, 1, 2, 2], vec![1., 5., 3., 2.]).unwrap();
 /// let mut pool = MaxPool2d::new(2);
 /// assert_eq!(pool.forward(&x, Mode::Train).data(), &[5.]);
 /// // The gradient goes to the winner only.
-/// let dx = pool.backward(&Tensor::ones(&[1, 1, 1, 1]));
+/// let dx = pool.backward(&Tensor::ones(&[1, 1, 1, 1]), InputGrad::Needed).unwrap();
 /// assert_eq!(dx.data(), &[0., 1., 0., 0.]);
 /// ```
 pub struct MaxPool2d {
@@ -130,14 +130,24 @@ impl MaxPool2d {
     }
 
     /// Same stride in both directions.
-    pub fn stride(mut self, s: usize) -> MaxPool2d {
-        self.window.stride = (s, s);
+    pub fn stride(self, s: usize) -> MaxPool2d {
+        self.stride_hw(s, s)
+    }
+
+    /// Stride `(sh, sw)`.
+    pub fn stride_hw(mut self, sh: usize, sw: usize) -> MaxPool2d {
+        self.window.stride = (sh, sw);
         self
     }
 
     /// Same padding on all sides (at most half the kernel, as in PyTorch).
-    pub fn padding(mut self, p: usize) -> MaxPool2d {
-        self.window.padding = (p, p);
+    pub fn padding(self, p: usize) -> MaxPool2d {
+        self.padding_hw(p, p)
+    }
+
+    /// Padding `(ph, pw)`: rows above and below, columns left and right (padding cells never win).
+    pub fn padding_hw(mut self, ph: usize, pw: usize) -> MaxPool2d {
+        self.window.padding = (ph, pw);
         self
     }
 }
@@ -223,12 +233,12 @@ impl Layer for MaxPool2d {
 /// Average pooling over `kh × kw` windows. See the [module docs](self) for the math.
 ///
 /// ```
-/// use backprop::layers::{AvgPool2d, Layer, Mode};
+/// use backprop::layers::{AvgPool2d, InputGrad, Layer, Mode};
 /// use backprop::Tensor;
 /// let x = Tensor::from_vec(&[1, 1, 2, 2], vec![1., 5., 3., 3.]).unwrap();
 /// let mut pool = AvgPool2d::new(2);
 /// assert_eq!(pool.forward(&x, Mode::Train).data(), &[3.]);
-/// assert_eq!(pool.backward(&Tensor::ones(&[1, 1, 1, 1])).data(), &[0.25; 4]);
+/// assert_eq!(pool.backward(&Tensor::ones(&[1, 1, 1, 1]), InputGrad::Needed).unwrap().data(), &[0.25; 4]);
 /// ```
 pub struct AvgPool2d {
     window: Window,
@@ -252,14 +262,24 @@ impl AvgPool2d {
     }
 
     /// Same stride in both directions.
-    pub fn stride(mut self, s: usize) -> AvgPool2d {
-        self.window.stride = (s, s);
+    pub fn stride(self, s: usize) -> AvgPool2d {
+        self.stride_hw(s, s)
+    }
+
+    /// Stride `(sh, sw)`.
+    pub fn stride_hw(mut self, sh: usize, sw: usize) -> AvgPool2d {
+        self.window.stride = (sh, sw);
         self
     }
 
     /// Same zero padding on all sides (at most half the kernel, as in PyTorch).
-    pub fn padding(mut self, p: usize) -> AvgPool2d {
-        self.window.padding = (p, p);
+    pub fn padding(self, p: usize) -> AvgPool2d {
+        self.padding_hw(p, p)
+    }
+
+    /// Zero padding `(ph, pw)` (counted in the divisor, as PyTorch's default).
+    pub fn padding_hw(mut self, ph: usize, pw: usize) -> AvgPool2d {
+        self.window.padding = (ph, pw);
         self
     }
 }

@@ -1,0 +1,159 @@
+//! The execution plan against the reference order: outputs, input gradients and every parameter
+//! gradient bit-identical, on random inputs and on tie-heavy ones (zeros, repeated values,
+//! adjacent floats, saturated activations, NaN).
+
+use backprop::exec::Execution;
+use backprop::layers::named_params;
+use backprop::prelude::*;
+
+/// A convnet with `act` after each convolution, each followed by a 2×2 max pooling.
+fn convnet(act: fn() -> Box<dyn Layer>) -> Sequential {
+    Sequential::builder(&[2, 8, 8])
+        .add(Conv2d::new(2, 4, 3).padding(1).seed(1))
+        .add_boxed(act())
+        .add(MaxPool2d::new(2))
+        .add(Conv2d::new(4, 4, 3).padding(1).seed(2))
+        .add_boxed(act())
+        .add(MaxPool2d::with_kernel((2, 1)).stride(2))
+        .add(Flatten::new())
+        .add(Dense::new(16, 3).seed(3))
+        .build()
+        .unwrap()
+}
+
+/// An activation straight on the input, then pooling: the input's ties reach the pooling as they
+/// are (no convolution mixing them first).
+fn act_then_pool(act: fn() -> Box<dyn Layer>) -> Sequential {
+    act_then_pool_on(act, 4)
+}
+
+fn act_then_pool_on(act: fn() -> Box<dyn Layer>, side: usize) -> Sequential {
+    Sequential::builder(&[1, side, side])
+        .add_boxed(act())
+        .add(MaxPool2d::new(2))
+        .add(Flatten::new())
+        .build()
+        .unwrap()
+}
+
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.data().iter().map(|v| v.to_bits()).collect()
+}
+
+/// Forward and backward through the plan and through the reference; everything must agree bit
+/// for bit (NaN included, by comparing bits).
+fn assert_plan_matches_reference(build: &dyn Fn() -> Sequential, x: &Tensor, what: &str) {
+    let run = |execution: Execution| {
+        let mut m = build();
+        m.set_execution(execution);
+        let y = m.forward(x, Mode::Train);
+        let g = Tensor::from_fn(y.shape(), |i| ((i.iter().sum::<usize>() % 7) as f32 - 3.0) * 0.25);
+        let dx = m.backward_input(&g);
+        let grads: Vec<Vec<u32>> = named_params(&m).iter().map(|(_, p)| bits(&p.grad)).collect();
+        (bits(&y), bits(&dx), grads)
+    };
+    let (planned, reference) = (run(Execution::Planned), run(Execution::Reference));
+    assert_eq!(planned.0, reference.0, "{what}: outputs differ");
+    assert_eq!(planned.1, reference.1, "{what}: input gradients differ");
+    assert_eq!(planned.2, reference.2, "{what}: parameter gradients differ");
+}
+
+/// Makes a fresh activation layer.
+type MakeActivation = fn() -> Box<dyn Layer>;
+
+fn activations() -> Vec<(&'static str, MakeActivation)> {
+    vec![
+        ("ReLU", || Box::new(Relu::new())),
+        ("Sigmoid", || Box::new(Sigmoid::new())),
+        ("Tanh", || Box::new(Tanh::new())),
+        ("LeakyReLU(0.01)", || Box::new(LeakyRelu::default())),
+        ("LeakyReLU(-0.5)", || Box::new(LeakyRelu::new(-0.5))),
+        ("GELU", || Box::new(Gelu::new())),
+    ]
+}
+
+/// Inputs that make windows tie: zeros and ±0, repeated values, neighbours one ulp apart,
+/// values that saturate sigmoid and tanh to the same f32 (σ(16.0) = σ(16.1) = 1), and NaN.
+fn tie_heavy(shape: &[usize], seed: u64, with_nan: bool) -> Tensor {
+    let pool = [
+        0.0f32,
+        -0.0,
+        1.0,
+        1.0,
+        -1.0,
+        16.0,
+        16.1,
+        20.0,
+        -16.0,
+        -16.1,
+        0.5,
+        f32::from_bits(0.5f32.to_bits() + 1),
+    ];
+    let r = Tensor::rand_uniform(shape, 0.0, pool.len() as f32, seed);
+    let mut t = r.map(|u| pool[(u as usize).min(pool.len() - 1)]);
+    if with_nan {
+        t.data_mut()[5] = f32::NAN;
+    }
+    t
+}
+
+#[test]
+fn plan_equals_reference_on_random_inputs() {
+    for (name, act) in activations() {
+        let x = Tensor::randn(&[3, 2, 8, 8], 0.0, 1.0, 4);
+        assert_plan_matches_reference(&|| convnet(act), &x, name);
+    }
+}
+
+#[test]
+fn plan_equals_reference_on_tie_heavy_inputs() {
+    for (name, act) in activations() {
+        for seed in 0..8 {
+            let x = tie_heavy(&[2, 1, 4, 4], seed, false);
+            assert_plan_matches_reference(&|| act_then_pool(act), &x, &format!("{name}, ties seed {seed}"));
+            let x = tie_heavy(&[2, 1, 4, 4], seed, true);
+            assert_plan_matches_reference(
+                &|| act_then_pool(act),
+                &x,
+                &format!("{name}, ties + NaN seed {seed}"),
+            );
+            let x = tie_heavy(&[3, 2, 8, 8], seed, false);
+            assert_plan_matches_reference(&|| convnet(act), &x, &format!("{name} convnet, ties seed {seed}"));
+        }
+    }
+}
+
+/// The cases the issue reported, by hand: sigmoid of 16.0 and 16.1 round to the same f32, so a
+/// pooling run before the sigmoid would send the gradient to 16.1 instead of the first maximum;
+/// a leaky ReLU with a negative slope is not monotone, so pooling first gives wrong outputs.
+#[test]
+fn the_reported_cases_by_hand() {
+    let x = Tensor::from_vec(&[1, 1, 2, 2], vec![16.0, 16.1, 0.0, 0.0]).unwrap();
+    let s = Sigmoid::new().forward(&x, Mode::Eval);
+    assert_eq!(s.data()[0], s.data()[1], "the premise: σ(16.0) and σ(16.1) round to one f32");
+    let mut m = act_then_pool_on(|| Box::new(Sigmoid::new()), 2);
+    m.forward(&x, Mode::Train);
+    let dx = m.backward_input(&Tensor::ones(&[1, 1]));
+    // List order: the pooling sees a tie and routes the gradient to the first maximum, 16.0.
+    assert!(dx.data()[0] != 0.0 && dx.data()[1..] == [0.0, 0.0, 0.0], "{:?}", dx.data());
+
+    let x = Tensor::from_vec(&[1, 1, 2, 2], vec![-4.0, 1.0, 0.5, -0.1]).unwrap();
+    let y = act_then_pool_on(|| Box::new(LeakyRelu::new(-0.5)), 2).forward(&x, Mode::Eval);
+    assert_eq!(y.data(), &[2.0], "max(2, 1, 0.5, 0.05)");
+}
+
+/// In reference mode, every layer's cache is the one list order leaves.
+#[test]
+fn reference_mode_runs_the_list_in_order() {
+    let mut m = act_then_pool(|| Box::new(Relu::new()));
+    m.set_execution(Execution::Reference);
+    assert_eq!(m.execution(), Execution::Reference);
+    let x = Tensor::randn(&[1, 1, 4, 4], 0.0, 1.0, 1);
+    m.forward(&x, Mode::Train);
+    // The ReLU saw the full 4×4 input: its backward takes a full-size gradient.
+    let relu = m.layer_as_mut::<Relu>(0).unwrap();
+    assert_eq!(
+        relu.backward(&Tensor::ones(&[1, 1, 4, 4]), InputGrad::Needed).unwrap().shape(),
+        &[1, 1, 4, 4]
+    );
+}

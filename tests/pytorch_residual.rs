@@ -1,0 +1,79 @@
+//! A residual CNN against PyTorch 2.15: the weights PyTorch saved load into the same nesting here
+//! (every name matching, both ways), and one training-mode forward and backward pass gives
+//! PyTorch's output, input gradient, parameter gradients and updated batch-norm statistics.
+//!
+//! The fixture comes from `tests/fixtures/make_residual_fixture.py` (torch 2.15.0), which also
+//! checks the other direction: `--check FILE` loads a file this crate wrote into the PyTorch
+//! model with `strict=True`.
+
+use backprop::layers::named_params;
+use backprop::prelude::*;
+use safetensors::SafeTensors;
+
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+/// The model of the fixture script, built the same way.
+fn residual_cnn() -> Sequential {
+    let body = Sequential::new()
+        .add(Conv2d::new(8, 8, 3).padding(1))
+        .add(BatchNorm2d::new(8))
+        .add(Relu::new())
+        .add(Conv2d::new(8, 8, 3).padding(1));
+    Sequential::builder(&[3, 8, 8])
+        .add(Conv2d::new(3, 8, 3).padding(1))
+        .add(Relu::new())
+        .add(Residual::new(body))
+        .add(Relu::new())
+        .add(MaxPool2d::new(2))
+        .add(Flatten::new())
+        .add(Dense::new(128, 5))
+        .build()
+        .unwrap()
+}
+
+fn tensor(file: &SafeTensors, name: &str) -> Tensor {
+    let view = file.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let data = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    Tensor::from_vec(view.shape(), data).unwrap()
+}
+
+fn assert_close(ours: &Tensor, torch: &Tensor, what: &str) {
+    assert_eq!(ours.shape(), torch.shape(), "{what}");
+    let scale = torch.data().iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let err = ours.max_abs_diff(torch);
+    assert!(err <= 2e-5 * scale, "{what}: differs from PyTorch by {err} (scale {scale})");
+}
+
+#[test]
+fn residual_cnn_matches_pytorch() {
+    let weights = std::fs::read(format!("{DIR}/residual_cnn.weights.safetensors")).unwrap();
+    let io_bytes = std::fs::read(format!("{DIR}/residual_cnn.io.safetensors")).unwrap();
+    let io = SafeTensors::deserialize(&io_bytes).unwrap();
+
+    let mut model = residual_cnn();
+    // Every name PyTorch saved is one of ours and every one of ours was saved (a strict load).
+    let ours = model.to_safetensors().unwrap();
+    let mut our_names: Vec<String> =
+        SafeTensors::deserialize(&ours).unwrap().names().into_iter().map(String::from).collect();
+    let mut torch_names: Vec<String> =
+        SafeTensors::deserialize(&weights).unwrap().names().into_iter().map(String::from).collect();
+    our_names.sort();
+    torch_names.sort();
+    assert_eq!(our_names, torch_names);
+    model.load_safetensors(&weights, "residual_cnn.weights.safetensors").unwrap();
+
+    let x = tensor(&io, "x");
+    let y = model.forward(&x, Mode::Train);
+    assert_close(&y, &tensor(&io, "y"), "y");
+    model.zero_grad();
+    let dx = model.backward_input(&tensor(&io, "r"));
+    assert_close(&dx, &tensor(&io, "dx"), "dL/dx");
+    for (name, p) in named_params(&model) {
+        assert_close(&p.grad, &tensor(&io, &format!("grad.{name}")), &format!("dL/d{name}"));
+    }
+    for (name, value) in model.state_dict() {
+        if name.contains("running") {
+            assert_close(&value, &tensor(&io, &format!("after.{name}")), &name);
+        }
+    }
+}

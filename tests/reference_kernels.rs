@@ -1,0 +1,124 @@
+//! Every fast kernel against the plain-loop reference that defines it: convolution (forward,
+//! weight, bias and input gradients) to f32 rounding, max and average pooling bit for bit, on
+//! random and tie-heavy inputs and many geometries.
+
+use backprop::layers::conv2d::reference::{conv2d_backward, conv2d_forward};
+use backprop::layers::named_params;
+use backprop::layers::pool::Window;
+use backprop::layers::pool::reference::{
+    avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward,
+};
+use backprop::prelude::*;
+use backprop::tensor::im2col::ConvGeometry;
+
+fn assert_close(fast: &Tensor, reference: &Tensor, what: &str) {
+    assert_eq!(fast.shape(), reference.shape(), "{what}");
+    let scale = reference.data().iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let err = fast.max_abs_diff(reference);
+    assert!(err <= 1e-5 * scale, "{what}: fast and reference differ by {err} (scale {scale})");
+}
+
+#[test]
+fn conv2d_fast_equals_reference() {
+    type Case =
+        (usize, usize, usize, usize, usize, (usize, usize), (usize, usize), (usize, usize), (usize, usize));
+    // (N, C, H, W, O, kernel, stride, padding, dilation); N = 5 and 9 leave a partial group of images.
+    let cases: &[Case] = &[
+        (1, 1, 5, 5, 1, (3, 3), (1, 1), (0, 0), (1, 1)),
+        (2, 3, 6, 7, 4, (3, 3), (1, 1), (1, 1), (1, 1)),
+        (5, 2, 7, 5, 3, (3, 2), (2, 1), (1, 0), (1, 1)),
+        (9, 2, 9, 8, 2, (3, 3), (1, 1), (2, 2), (2, 2)),
+        (4, 1, 28, 28, 8, (3, 3), (1, 1), (0, 0), (1, 1)),
+        (3, 8, 6, 6, 5, (1, 1), (1, 1), (0, 0), (1, 1)),
+        (2, 3, 5, 9, 2, (1, 3), (3, 2), (1, 1), (1, 2)),
+    ];
+    for (i, &(n, c, h, w, o, k, s, p, d)) in cases.iter().enumerate() {
+        let x = Tensor::randn(&[n, c, h, w], 0.0, 1.0, i as u64);
+        let mut conv =
+            Conv2d::with_kernel(c, o, k).stride_hw(s.0, s.1).padding_hw(p.0, p.1).dilation_hw(d.0, d.1);
+        conv = conv.seed(i as u64 + 10);
+        let geo = ConvGeometry::new((c, h, w), k, s, p, d).unwrap();
+        let (weight, bias) = (conv.weight().value.clone(), Tensor::randn(&[o], 0.0, 1.0, 99));
+        let mut conv = conv.with_weights(weight.clone(), Some(bias.clone()));
+        let what = format!("case {i}: {}", conv.describe());
+
+        let y = conv.forward(&x, Mode::Train);
+        assert_close(&y, &conv2d_forward(&x, &weight, Some(&bias), &geo), &format!("{what}, forward"));
+        let g = Tensor::randn(y.shape(), 0.0, 1.0, 7);
+        let dx = conv.backward(&g, InputGrad::Needed).unwrap();
+        let (dx_ref, dw_ref, db_ref) = conv2d_backward(&x, &weight, &g, &geo);
+        assert_close(&dx, &dx_ref, &format!("{what}, dL/dx"));
+        let grads = named_params(&conv);
+        assert_close(&grads[0].1.grad, &dw_ref, &format!("{what}, dL/dW"));
+        assert_close(&grads[1].1.grad, &db_ref, &format!("{what}, dL/db"));
+    }
+}
+
+/// Random values, or values drawn from a small set with ±0, exact repeats, adjacent floats and
+/// NaN, so that windows tie often.
+fn inputs(shape: &[usize], seed: u64) -> Vec<Tensor> {
+    let palette = [0.0f32, -0.0, 1.0, -1.0, 2.5, f32::from_bits(2.5f32.to_bits() + 1), -3.0];
+    let r = Tensor::rand_uniform(shape, 0.0, palette.len() as f32, seed);
+    let ties = r.map(|u| palette[(u as usize).min(palette.len() - 1)]);
+    let mut nan = ties.clone();
+    for i in (3..nan.len()).step_by(11) {
+        nan.data_mut()[i] = f32::NAN;
+    }
+    vec![Tensor::randn(shape, 0.0, 1.0, seed), ties, nan]
+}
+
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.data().iter().map(|v| v.to_bits()).collect()
+}
+
+fn windows() -> Vec<Window> {
+    let w = |kernel, stride, padding| Window { kernel, stride, padding };
+    vec![
+        w((2, 2), (2, 2), (0, 0)), // the row-pair kernel
+        w((2, 2), (1, 1), (0, 0)), // fixed 2×2, overlapping
+        w((3, 3), (2, 2), (0, 0)), // fixed 3×3
+        w((3, 3), (1, 1), (1, 1)), // general, padded
+        w((2, 3), (2, 1), (1, 1)), // general, rectangular
+        w((1, 1), (1, 1), (0, 0)),
+        w((4, 4), (4, 4), (2, 0)),
+    ]
+}
+
+#[test]
+fn max_pool_fast_equals_reference_bit_for_bit() {
+    for (wi, win) in windows().into_iter().enumerate() {
+        for shape in [[2, 3, 8, 8], [1, 2, 7, 9], [3, 1, 5, 4]] {
+            for (ii, x) in inputs(&shape, wi as u64).into_iter().enumerate() {
+                let what = format!("{win:?} on {shape:?}, input kind {ii}");
+                let mut pool = MaxPool2d::with_kernel(win.kernel)
+                    .stride_hw(win.stride.0, win.stride.1)
+                    .padding_hw(win.padding.0, win.padding.1);
+                assert_eq!(pool.window(), win);
+                let y = pool.forward(&x, Mode::Train);
+                let (y_ref, argmax) = max_pool2d_forward(&x, &win);
+                assert_eq!(bits(&y), bits(&y_ref), "{what}: forward");
+                let g = Tensor::randn(y.shape(), 0.0, 1.0, 3);
+                let dx = pool.backward(&g, InputGrad::Needed).unwrap();
+                assert_eq!(bits(&dx), bits(&max_pool2d_backward(x.shape(), &argmax, &g)), "{what}: backward");
+            }
+        }
+    }
+}
+
+#[test]
+fn avg_pool_fast_equals_reference_bit_for_bit() {
+    for (wi, win) in windows().into_iter().enumerate() {
+        for shape in [[2, 3, 8, 8], [1, 2, 7, 9]] {
+            let x = Tensor::randn(&shape, 0.0, 1.0, wi as u64);
+            let what = format!("{win:?} on {shape:?}");
+            let mut pool = AvgPool2d::with_kernel(win.kernel)
+                .stride_hw(win.stride.0, win.stride.1)
+                .padding_hw(win.padding.0, win.padding.1);
+            let y = pool.forward(&x, Mode::Train);
+            assert_eq!(bits(&y), bits(&avg_pool2d_forward(&x, &win)), "{what}: forward");
+            let g = Tensor::randn(y.shape(), 0.0, 1.0, 3);
+            let dx = pool.backward(&g, InputGrad::Needed).unwrap();
+            assert_eq!(bits(&dx), bits(&avg_pool2d_backward(x.shape(), &win, &g)), "{what}: backward");
+        }
+    }
+}
