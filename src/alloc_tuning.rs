@@ -45,3 +45,9 @@ pub fn tune_allocator() -> bool {
         false
     })
 }
+
+/// Whether [`tune_allocator`] has been called in this process and took effect. The library itself
+/// never calls it (`tests/no_side_effects.rs` checks this).
+pub fn is_tuned() -> bool {
+    APPLIED.get().copied().unwrap_or(false)
+}

@@ -1,7 +1,7 @@
 //! Keras-style methods on [`Sequential`]: `model.fit(…)`, `model.predict(…)`, `model.save(…)`.
 //!
-//! Each is one line that calls the function doing the work — in [`train`](crate::train) for
-//! training, evaluation and prediction, in [`io`](crate::io) for saving and loading — which work
+//! Each is one line that calls the function doing the work — in [`train`] for
+//! training, evaluation and prediction, in [`io`] for saving and loading — which work
 //! on any [`Layer`] model, nested and custom ones included. Use whichever reads better.
 //!
 //! ```
@@ -26,11 +26,13 @@
 use crate::data::Dataset;
 use crate::error::Result;
 use crate::io;
-use crate::layers::{InputGrad, Layer, Mode, Sequential, backward_input};
+use crate::layers::sequential::batch_shape_str;
+use crate::layers::{self, InputGrad, Layer, Mode, Param, Sequential, backward_input};
 use crate::loss::{Loss, Target};
 use crate::optim::Optimizer;
 use crate::tensor::Tensor;
 use crate::train::{self, Evaluation, FitOptions, History};
+use std::fmt;
 use std::path::Path;
 
 impl Sequential {
@@ -192,5 +194,65 @@ impl Sequential {
     /// As [`io::load`].
     pub fn load_safetensors(&mut self, bytes: &[u8], origin: impl AsRef<Path>) -> Result<()> {
         io::load_safetensors(self, bytes, origin)
+    }
+
+    /// All parameters with their `state_dict` names: `"0.weight"`, `"0.bias"`, `"3.weight"` …
+    pub fn named_params(&self) -> Vec<(String, &Param)> {
+        layers::named_params(self)
+    }
+
+    /// All parameters, in order.
+    pub fn params(&self) -> Vec<&Param> {
+        self.named_params().into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// Number of learnable scalars.
+    pub fn num_params(&self) -> usize {
+        layers::num_params(self)
+    }
+
+    /// Sets every gradient to zero.
+    pub fn zero_grad(&mut self) {
+        layers::zero_grad(self);
+    }
+
+    /// Restarts every random generator (dropout) from `seed` and its name.
+    pub fn reseed(&mut self, seed: u64) {
+        layers::reseed(self, seed);
+    }
+
+    /// A table of the layers, their output shapes and parameter counts, like Keras's
+    /// `model.summary()` (the same text as `Display`).
+    pub fn summary(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for Sequential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut shape: Option<Vec<usize>> =
+            self.input_shape().map(|s| std::iter::once(1).chain(s.iter().copied()).collect());
+        let mut rows = Vec::new();
+        for (i, l) in self.layers().enumerate() {
+            shape = shape.and_then(|s| l.output_shape(&s).ok());
+            let shown = shape.as_ref().map_or("?".to_string(), |s| batch_shape_str(&s[1..]));
+            rows.push((format!("{i}: {}", l.describe()), shown, layers::num_params(l)));
+        }
+        let w0 = rows.iter().map(|r| r.0.chars().count()).chain([5]).max().unwrap_or(5);
+        let w1 = rows.iter().map(|r| r.1.chars().count()).chain([12]).max().unwrap_or(12);
+        let w2 = 10;
+        let rule = "─".repeat(w0 + w1 + w2 + 4);
+        writeln!(f, "{rule}")?;
+        writeln!(f, "{:<w0$}  {:<w1$}  {:>w2$}", "Layer", "Output shape", "Params")?;
+        writeln!(f, "{rule}")?;
+        if let Some(input) = self.input_shape() {
+            writeln!(f, "{:<w0$}  {:<w1$}  {:>w2$}", "input", batch_shape_str(input), "")?;
+        }
+        for (name, shape, params) in &rows {
+            writeln!(f, "{name:<w0$}  {shape:<w1$}  {params:>w2$}")?;
+        }
+        writeln!(f, "{rule}")?;
+        writeln!(f, "Total parameters: {}", self.num_params())?;
+        write!(f, "{rule}")
     }
 }

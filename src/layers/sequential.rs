@@ -27,7 +27,7 @@
 //! # Ok(()) }
 //! ```
 
-use super::{InputGrad, Layer, Mode, Param, State, StateMut, child_name};
+use super::{InputGrad, Layer, Mode, State, StateMut, child_name};
 use crate::error::{Error, Result};
 use crate::exec::{self, Execution, Plan};
 use crate::tensor::{Tensor, shape_str};
@@ -268,37 +268,6 @@ impl Sequential {
             _ => Ok(()),
         }
     }
-
-    /// All parameters with their `state_dict` names: `"0.weight"`, `"0.bias"`, `"3.weight"` …
-    pub fn named_params(&self) -> Vec<(String, &Param)> {
-        super::named_params(self)
-    }
-
-    /// All parameters, in order.
-    pub fn params(&self) -> Vec<&Param> {
-        self.named_params().into_iter().map(|(_, p)| p).collect()
-    }
-
-    /// Number of learnable scalars.
-    pub fn num_params(&self) -> usize {
-        super::num_params(self)
-    }
-
-    /// Sets every gradient to zero.
-    pub fn zero_grad(&mut self) {
-        super::zero_grad(self);
-    }
-
-    /// Restarts every random generator (dropout) from `seed` and its name.
-    pub fn reseed(&mut self, seed: u64) {
-        super::reseed(self, seed);
-    }
-
-    /// A table of the layers, their output shapes and parameter counts, like Keras's
-    /// `model.summary()` (the same text as `Display`).
-    pub fn summary(&self) -> String {
-        self.to_string()
-    }
 }
 
 /// The message of an error without its "shape error:" prefix, for wrapping it in context.
@@ -374,35 +343,6 @@ impl Layer for Sequential {
             let prefix = i.to_string();
             layer.visit_mut(&mut |name, s| f(&child_name(&prefix, name), s));
         }
-    }
-}
-
-impl fmt::Display for Sequential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut shape: Option<Vec<usize>> =
-            self.input_shape.as_ref().map(|s| std::iter::once(1).chain(s.iter().copied()).collect());
-        let mut rows = Vec::new();
-        for (i, l) in self.layers.iter().enumerate() {
-            shape = shape.and_then(|s| l.output_shape(&s).ok());
-            let shown = shape.as_ref().map_or("?".to_string(), |s| batch_shape_str(&s[1..]));
-            rows.push((format!("{i}: {}", l.describe()), shown, super::num_params(l.as_ref())));
-        }
-        let w0 = rows.iter().map(|r| r.0.chars().count()).chain([5]).max().unwrap_or(5);
-        let w1 = rows.iter().map(|r| r.1.chars().count()).chain([12]).max().unwrap_or(12);
-        let w2 = 10;
-        let rule = "─".repeat(w0 + w1 + w2 + 4);
-        writeln!(f, "{rule}")?;
-        writeln!(f, "{:<w0$}  {:<w1$}  {:>w2$}", "Layer", "Output shape", "Params")?;
-        writeln!(f, "{rule}")?;
-        if let Some(input) = &self.input_shape {
-            writeln!(f, "{:<w0$}  {:<w1$}  {:>w2$}", "input", batch_shape_str(input), "")?;
-        }
-        for (name, shape, params) in &rows {
-            writeln!(f, "{name:<w0$}  {shape:<w1$}  {params:>w2$}")?;
-        }
-        writeln!(f, "{rule}")?;
-        writeln!(f, "Total parameters: {}", self.num_params())?;
-        write!(f, "{rule}")
     }
 }
 

@@ -15,7 +15,7 @@
 //! dL/dx[n, c, iy, ix]  = Σ g[n, o, oy, ox] · W[o, c, ki, kj]     (returned)
 //! ```
 //!
-//! with the sums over every output that tap touches. [`reference`] writes exactly these loops and
+//! with the sums over every output that tap touches. [`reference`](mod@reference) writes exactly these loops and
 //! is the definition; read it first. The layer runs [`fast`], which computes the same sums as
 //! matrix products (im2col + GEMM, in groups of images, in parallel) and is tested against the
 //! reference.
