@@ -19,7 +19,7 @@
 //! so logits of ±1000 give a finite loss.
 
 use crate::error::{Error, Result};
-use crate::tensor::math::{feature_split, sigmoid, softmax_into};
+use crate::tensor::math::{feature_split, log_softmax_into, sigmoid, softmax_into};
 use crate::tensor::{Tensor, shape_str};
 
 /// What a loss compares the network's output with.
@@ -194,14 +194,11 @@ impl Loss for CrossEntropyLoss {
         let (n, c) = (z.dim(0), z.dim(1));
         let eps = self.label_smoothing as f64;
         let mut grad = Tensor::zeros(z.shape());
+        log_softmax_into(z.data(), (n, c, 1), grad.data_mut()); // log softmax(z), stable; becomes the gradient below
         let mut total = 0.0f64;
-        for ((row, g_row), &label) in
-            z.data().chunks_exact(c).zip(grad.data_mut().chunks_exact_mut(c)).zip(labels)
-        {
-            let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-            let log_sum = row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
-            for (k, (&v, g)) in row.iter().zip(g_row.iter_mut()).enumerate() {
-                let log_p = v as f64 - m - log_sum; // log softmax(z)_k
+        for (g_row, &label) in grad.data_mut().chunks_exact_mut(c).zip(labels) {
+            for (k, g) in g_row.iter_mut().enumerate() {
+                let log_p = *g as f64; // log softmax(z)_k
                 let q = (1.0 - eps) * f64::from(u8::from(k == label)) + eps / c as f64;
                 total -= q * log_p; // −Σ q·log p
                 *g = ((log_p.exp() - q) / n as f64) as f32; // (softmax − q)/N

@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""A/B of two builds of this crate's `examples/speed.rs`: runs the two binaries in alternation
+(fresh processes, the order swapped every round) and prints the median of each figure and the
+ratio B/A. Use it to measure a change against the commit before it on a noisy machine: the two
+builds see the same noise, so their ratio is steadier than either figure.
+
+Usage:
+    git worktree add /tmp/before <commit> && (cd /tmp/before && cargo build --release --example speed)
+    cargo build --release --example speed
+    python3 benches/pytorch/ab.py /tmp/before/target/release/examples/speed target/release/examples/speed \
+        [--repeats 7] [--threads 2] [--seconds 2]
+Standard library only.
+"""
+import argparse
+import json
+import statistics
+import subprocess
+
+KEYS = ["convnet_train_b64", "convnet_train_b256", "convnet_infer_b256", "convnet_latency_b1_us",
+        "mlp_train_b64", "peak_rss_mib"]
+
+
+def run(binary, threads, seconds):
+    out = subprocess.run([binary, str(threads), str(seconds)], check=True, capture_output=True, text=True)
+    return json.loads([l for l in out.stdout.splitlines() if l.startswith("{")][-1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("a")
+    ap.add_argument("b")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=2.0)
+    args = ap.parse_args()
+    results = {"a": [], "b": []}
+    for r in range(args.repeats):
+        for side in (["a", "b"] if r % 2 == 0 else ["b", "a"]):
+            results[side].append(run(getattr(args, side), args.threads, args.seconds))
+    print(f"A = {args.a}\nB = {args.b}\n{args.repeats} alternating rounds, {args.threads} threads, "
+          f"{args.seconds} s per figure\n")
+    print("| figure | A median (min–max) | B median (min–max) | B / A |\n|---|---|---|---|")
+    for k in KEYS:
+        a = [x[k] for x in results["a"]]
+        b = [x[k] for x in results["b"]]
+        fmt = lambda v: f"{statistics.median(v):,.0f} ({min(v):,.0f}–{max(v):,.0f})"
+        print(f"| {k} | {fmt(a)} | {fmt(b)} | {statistics.median(b) / statistics.median(a):.3f} |")
+
+
+if __name__ == "__main__":
+    main()
