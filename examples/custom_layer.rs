@@ -97,7 +97,8 @@ pub fn main() -> backprop::Result<()> {
     // 1. The backward pass agrees with finite differences (input and β).
     let mut swish = Swish::new(3);
     swish.beta.value = Tensor::from_vec(&[3], vec![0.5, 1.0, 2.0])?;
-    let report = check_layer(&mut swish, &Tensor::randn(&[4, 3], 0.0, 1.5, 1), Mode::Train, &Options::default());
+    let report =
+        check_layer(&mut swish, &Tensor::randn(&[4, 3], 0.0, 1.5, 1), Mode::Train, &Options::default());
     println!("gradient check of {}:\n{report}", swish.describe());
     assert!(report.passes(1e-2), "the backward pass disagrees with finite differences");
 
@@ -119,15 +120,29 @@ pub fn main() -> backprop::Result<()> {
         .build()?;
     println!("\n{model}\n");
     let loss = CrossEntropyLoss::new();
-    model.fit(&train, &loss, &mut Adam::new(0.02), FitOptions::new().epochs(60).batch_size(32).verbose(false))?;
+    model.fit(
+        &train,
+        &loss,
+        &mut Adam::new(0.02),
+        FitOptions::new().epochs(60).batch_size(32).verbose(false),
+    )?;
     let eval = model.evaluate(&test, &loss, 150)?;
     let betas = &model.layer_as::<Swish>(1).expect("layer 1 is the Swish").beta.value;
-    println!("test accuracy {:.1}%, learned β from {:.2} to {:.2}", 100.0 * eval.accuracy.unwrap_or(0.0), betas.min(), betas.max());
+    println!(
+        "test accuracy {:.1}%, learned β from {:.2} to {:.2}",
+        100.0 * eval.accuracy.unwrap_or(0.0),
+        betas.min(),
+        betas.max()
+    );
 
     // 3. Its state saves and loads with the rest of the model, under the name "1.beta".
     let names: Vec<String> = model.named_params().into_iter().map(|(name, _)| name).collect();
     println!("parameters: {names:?}");
-    let mut copy = Sequential::builder(&[2]).add(Dense::new(2, 32)).add(Swish::new(32)).add(Dense::new(32, 3)).build()?;
+    let mut copy = Sequential::builder(&[2])
+        .add(Dense::new(2, 32))
+        .add(Swish::new(32))
+        .add(Dense::new(32, 3))
+        .build()?;
     copy.load_safetensors(&model.to_safetensors()?, "memory")?;
     assert_eq!(copy.predict(test.inputs(), 150)?, model.predict(test.inputs(), 150)?);
     println!("saved and loaded: identical predictions");

@@ -68,19 +68,47 @@ pub trait Loss: Send + Sync {
     fn loss(&self, pred: &Tensor, target: Target<'_>) -> Result<f32> {
         self.loss_and_grad(pred, target).map(|(l, _)| l)
     }
+
+    /// Checks, without computing anything, that a prediction of shape `pred_shape` and this
+    /// target fit together: training calls it before the forward pass, which would already
+    /// change batch norm's statistics. The default computes the loss on a zero prediction;
+    /// the crate's losses check shapes and labels directly.
+    ///
+    /// # Errors
+    /// As [`Loss::loss_and_grad`].
+    fn check_target(&self, pred_shape: &[usize], target: Target<'_>) -> Result<()> {
+        self.loss(&Tensor::zeros(pred_shape), target).map(|_| ())
+    }
 }
 
-fn values<'a>(name: &str, pred: &Tensor, target: Target<'a>) -> Result<&'a Tensor> {
+/// Checks a tensor target against the prediction's shape.
+fn check_values(name: &str, pred_shape: &[usize], target: Target<'_>) -> Result<()> {
     match target {
-        Target::Values(t) if t.shape() == pred.shape() => Ok(t),
+        Target::Values(t) if t.shape() == pred_shape => Ok(()),
         Target::Values(t) => Err(Error::shape(format!(
             "{name}: the prediction has shape {} but the target has shape {}",
-            shape_str(pred.shape()),
+            shape_str(pred_shape),
             shape_str(t.shape())
         ))),
         Target::Classes(_) => Err(Error::invalid(format!(
             "{name} needs a target tensor of the prediction's shape, not class labels"
         ))),
+    }
+}
+
+fn values<'a>(name: &str, pred: &Tensor, target: Target<'a>) -> Result<&'a Tensor> {
+    check_values(name, pred.shape(), target)?;
+    match target {
+        Target::Values(t) => Ok(t),
+        Target::Classes(_) => unreachable!("checked above"),
+    }
+}
+
+/// Checks class labels against logits of shape `[N, classes]`.
+fn check_classes(name: &str, pred_shape: &[usize], target: Target<'_>) -> Result<()> {
+    match target {
+        Target::Classes(labels) => check_labels(name, pred_shape, labels),
+        Target::Values(_) => Err(Error::invalid(format!("{name} needs class labels as its target"))),
     }
 }
 
@@ -110,6 +138,10 @@ impl MseLoss {
 impl Loss for MseLoss {
     fn name(&self) -> &'static str {
         "MseLoss"
+    }
+
+    fn check_target(&self, pred_shape: &[usize], target: Target<'_>) -> Result<()> {
+        check_values(self.name(), pred_shape, target)
     }
 
     fn loss_and_grad(&self, z: &Tensor, target: Target<'_>) -> Result<(f32, Tensor)> {
@@ -158,17 +190,17 @@ impl CrossEntropyLoss {
 }
 
 /// Checks that `labels` fit logits of shape `[N, C]`.
-pub(crate) fn check_labels(name: &str, logits: &Tensor, labels: &[usize]) -> Result<()> {
-    let &[n, c] = logits.shape() else {
+pub(crate) fn check_labels(name: &str, logits_shape: &[usize], labels: &[usize]) -> Result<()> {
+    let &[n, c] = logits_shape else {
         return Err(Error::shape(format!(
             "{name} expects logits of shape [N, classes], got {}",
-            shape_str(logits.shape())
+            shape_str(logits_shape)
         )));
     };
     if labels.len() != n {
         return Err(Error::shape(format!(
             "{name}: {n} rows of logits (shape {}) but {} labels",
-            shape_str(logits.shape()),
+            shape_str(logits_shape),
             labels.len()
         )));
     }
@@ -186,11 +218,15 @@ impl Loss for CrossEntropyLoss {
         "CrossEntropyLoss"
     }
 
+    fn check_target(&self, pred_shape: &[usize], target: Target<'_>) -> Result<()> {
+        check_classes(self.name(), pred_shape, target)
+    }
+
     fn loss_and_grad(&self, z: &Tensor, target: Target<'_>) -> Result<(f32, Tensor)> {
         let Target::Classes(labels) = target else {
             return Err(Error::invalid("CrossEntropyLoss needs class labels as its target"));
         };
-        check_labels(self.name(), z, labels)?;
+        check_labels(self.name(), z.shape(), labels)?;
         let (n, c) = (z.dim(0), z.dim(1));
         let eps = self.label_smoothing as f64;
         let mut grad = Tensor::zeros(z.shape());
@@ -251,11 +287,15 @@ impl Loss for NllLoss {
         "NllLoss"
     }
 
+    fn check_target(&self, pred_shape: &[usize], target: Target<'_>) -> Result<()> {
+        check_classes(self.name(), pred_shape, target)
+    }
+
     fn loss_and_grad(&self, z: &Tensor, target: Target<'_>) -> Result<(f32, Tensor)> {
         let Target::Classes(labels) = target else {
             return Err(Error::invalid("NllLoss needs class labels as its target"));
         };
-        check_labels(self.name(), z, labels)?;
+        check_labels(self.name(), z.shape(), labels)?;
         let (n, c) = (z.dim(0), z.dim(1));
         let mut grad = Tensor::zeros(z.shape());
         let mut total = 0.0f64;
@@ -295,6 +335,10 @@ impl BceWithLogitsLoss {
 impl Loss for BceWithLogitsLoss {
     fn name(&self) -> &'static str {
         "BceWithLogitsLoss"
+    }
+
+    fn check_target(&self, pred_shape: &[usize], target: Target<'_>) -> Result<()> {
+        check_values(self.name(), pred_shape, target)
     }
 
     fn loss_and_grad(&self, z: &Tensor, target: Target<'_>) -> Result<(f32, Tensor)> {

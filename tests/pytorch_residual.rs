@@ -62,7 +62,9 @@ fn residual_cnn_matches_pytorch() {
     assert_eq!(our_names, torch_names);
     model.load_safetensors(&weights, "residual_cnn.weights.safetensors").unwrap();
     // For the other direction, by hand: make_residual_fixture.py --check <this file>.
-    model.save(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("residual_from_backprop.safetensors")).unwrap();
+    model
+        .save(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("residual_from_backprop.safetensors"))
+        .unwrap();
 
     let x = tensor(&io, "x");
     let y = model.forward(&x, Mode::Train);

@@ -46,39 +46,39 @@ pub fn feature_split(shape: &[usize]) -> (usize, usize, usize) {
 /// Softmax along the feature axis of `x` (shape `[N, F, …]`), written into `y` (same length):
 /// `y_i = e^(x_i − m) / Σ_j e^(x_j − m)` for every `(n, …)` position.
 pub fn softmax_into(x: &[f32], (outer, f, inner): (usize, usize, usize), y: &mut [f32]) {
-    for_each_feature_line(outer, f, inner, |at| {
-        let m = (0..f).map(|k| x[at(k)]).fold(f32::NEG_INFINITY, f32::max);
+    for_each_feature_line(outer, f, inner, |line| {
+        let m = line.clone().map(|i| x[i]).fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0.0f32;
-        for k in 0..f {
-            let e = (x[at(k)] - m).exp();
-            y[at(k)] = e;
-            sum += e;
+        for i in line.clone() {
+            y[i] = (x[i] - m).exp();
+            sum += y[i];
         }
-        (0..f).for_each(|k| y[at(k)] /= sum); // y = e^(x−m) / Σ e^(x−m)
+        line.for_each(|i| y[i] /= sum); // y = e^(x−m) / Σ e^(x−m)
     });
 }
 
 /// Log-softmax along the feature axis, written into `y`: `y_i = x_i − m − log Σ_j e^(x_j − m)`.
 /// The sum is accumulated in `f64`.
 pub fn log_softmax_into(x: &[f32], (outer, f, inner): (usize, usize, usize), y: &mut [f32]) {
-    for_each_feature_line(outer, f, inner, |at| {
-        let m = (0..f).map(|k| x[at(k)]).fold(f32::NEG_INFINITY, f32::max) as f64;
-        let log_sum = (0..f).map(|k| (x[at(k)] as f64 - m).exp()).sum::<f64>().ln();
-        (0..f).for_each(|k| y[at(k)] = (x[at(k)] as f64 - m - log_sum) as f32);
+    for_each_feature_line(outer, f, inner, |line| {
+        let m = line.clone().map(|i| x[i]).fold(f32::NEG_INFINITY, f32::max) as f64;
+        let log_sum = line.clone().map(|i| (x[i] as f64 - m).exp()).sum::<f64>().ln();
+        line.for_each(|i| y[i] = (x[i] as f64 - m - log_sum) as f32); // x − m − log Σ e^(x−m)
     });
 }
 
-/// Calls `f` once per line along the feature axis, with a function mapping feature `k` of that
-/// line to its flat index.
+/// Calls `body` once per line along the feature axis, with the flat indices of that line's `f`
+/// elements (`[n, 0, i]`, `[n, 1, i]`, …: a step of `inner` apart).
 fn for_each_feature_line(
     outer: usize,
     f: usize,
     inner: usize,
-    mut line: impl FnMut(&dyn Fn(usize) -> usize),
+    mut body: impl FnMut(std::iter::StepBy<std::ops::Range<usize>>),
 ) {
     for n in 0..outer {
         for i in 0..inner {
-            line(&|k: usize| (n * f + k) * inner + i);
+            let first = n * f * inner + i;
+            body((first..first + f * inner).step_by(inner.max(1)));
         }
     }
 }

@@ -103,7 +103,7 @@ pub(crate) fn check_data(
             *n = 1;
         }
         let target = data.targets().select(&[0]);
-        loss.loss(&Tensor::zeros(&one), target.as_target()).map_err(|e| match e {
+        loss.check_target(&one, target.as_target()).map_err(|e| match e {
             Error::Shape(m) => Error::shape(format!("{what}: {m}")),
             Error::InvalidArgument(m) => Error::invalid(format!("{what}: {m}")),
             other => other,

@@ -175,7 +175,7 @@ pub fn loss_and_backward(
     let out_shape = output_shape_for(model, x, "loss_and_backward")?;
     // The target is checked against the output's shape before the forward pass, which would
     // already change batch norm's running statistics.
-    loss.loss(&Tensor::zeros(&out_shape), target)?;
+    loss.check_target(&out_shape, target)?;
     let out = model.forward(x, mode);
     let (l, g) = loss.loss_and_grad(&out, target)?;
     zero_grad(model);
