@@ -150,6 +150,7 @@ pub fn forward(plan: &Plan, layers: &mut [Box<dyn Layer>], x: &Tensor, mode: Mod
             Step::Layer { i, in_place: false } => layers[i].forward(h.get(), mode),
             Step::PoolThenRelu { relu: r } => {
                 let pooled = layers[r + 1].forward(h.get(), mode); // maxpool(x)
+                drop(std::mem::replace(&mut h, Activation::Owned(Tensor::default()))); // free x before relu runs
                 relu(layers[r].as_mut()).forward_in_place(pooled) // relu(maxpool(x))
             }
         });
