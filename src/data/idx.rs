@@ -17,7 +17,7 @@
 
 use super::Dataset;
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, checked_numel};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -34,17 +34,38 @@ pub struct IdxArray {
 }
 
 /// Reads a file, gunzipping it if it starts with the gzip magic bytes.
+///
+/// Decompression is bounded by what the data declare: the IDX header is decompressed first, and
+/// then at most the number of bytes its dimensions call for, plus one to tell that there is more
+/// (which [`parse_idx`] refuses). A gzip bomb therefore costs no more memory than the file's own
+/// header claims, and that claim is bounded by [`MAX_ELEMENTS`](crate::tensor::MAX_ELEMENTS). Memory grows with the data
+/// actually decompressed, never with the claim alone.
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| Error::format(path, format!("corrupt or truncated gzip data ({e})")))?;
-        Ok(out)
-    } else {
-        Ok(raw)
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
     }
+    let corrupt = |e: std::io::Error| Error::format(path, format!("corrupt or truncated gzip data ({e})"));
+    let mut gz = flate2::read::MultiGzDecoder::new(&raw[..]);
+    let mut out = Vec::new();
+    // The 4-byte magic number says how many 4-byte sizes follow; those say how much data follows.
+    (&mut gz).take(4).read_to_end(&mut out).map_err(corrupt)?;
+    if out.len() == 4 {
+        (&mut gz).take(4 * u64::from(out[3])).read_to_end(&mut out).map_err(corrupt)?;
+    }
+    let declared = declared_len(&out).unwrap_or(0);
+    (&mut gz).take(declared as u64 + 1).read_to_end(&mut out).map_err(corrupt)?;
+    Ok(out)
+}
+
+/// The body length a complete IDX header declares, if the header is complete and its product
+/// fits in [`MAX_ELEMENTS`](crate::tensor::MAX_ELEMENTS).
+fn declared_len(bytes: &[u8]) -> Option<usize> {
+    let ndims = *bytes.get(3)? as usize;
+    let sizes = bytes.get(4..4 + 4 * ndims)?;
+    let dims: Vec<usize> =
+        sizes.chunks_exact(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).collect();
+    checked_numel(&dims)
 }
 
 /// Parses IDX bytes; `path` only names the source in error messages.
@@ -88,10 +109,8 @@ pub fn parse_idx(bytes: &[u8], path: impl AsRef<Path>) -> Result<IdxArray> {
         .chunks_exact(4)
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .collect();
-    let len = dims
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| bad(format!("IDX dimensions {dims:?} overflow")))?;
+    let len = checked_numel(&dims)
+        .ok_or_else(|| bad(format!("IDX dimensions {dims:?} hold more elements than a tensor can")))?;
     let body = bytes.len() - header;
     if body < len {
         return Err(bad(format!(
@@ -123,12 +142,8 @@ pub fn write_idx(path: impl AsRef<Path>, dims: &[usize], data: &[u8]) -> Result<
     if dims.is_empty() || dims.len() > 255 || dims.iter().any(|&d| d > u32::MAX as usize) {
         return Err(Error::invalid(format!("cannot write IDX dimensions {dims:?}")));
     }
-    if dims.iter().product::<usize>() != data.len() {
-        return Err(Error::invalid(format!(
-            "IDX dimensions {dims:?} need {} bytes, got {}",
-            dims.iter().product::<usize>(),
-            data.len()
-        )));
+    if checked_numel(dims) != Some(data.len()) {
+        return Err(Error::invalid(format!("IDX dimensions {dims:?} do not hold {} bytes", data.len())));
     }
     let mut bytes = vec![0, 0, UBYTE, dims.len() as u8];
     for &d in dims {
@@ -164,7 +179,12 @@ pub fn read_images(path: impl AsRef<Path>) -> Result<Tensor> {
             ),
         ));
     };
-    let data = a.data.iter().map(|&b| b as f32 / 255.0).collect();
+    let mut data = Vec::new();
+    // Four bytes per pixel: ask for the memory instead of aborting the process when it is short.
+    data.try_reserve_exact(a.data.len()).map_err(|e| {
+        Error::format(path, format!("not enough memory for {n} images of {h}×{w} as f32 ({e})"))
+    })?;
+    data.extend(a.data.iter().map(|&b| b as f32 / 255.0));
     Tensor::from_vec(&[n, 1, h, w], data)
 }
 

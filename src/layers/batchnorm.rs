@@ -67,7 +67,7 @@ impl BatchNorm {
     }
 
     fn check(&self, input: &[usize], ranks: &[usize], expected: &str) -> Result<Vec<usize>> {
-        if !ranks.contains(&input.len()) || input[1] != self.channels {
+        if self.channels == 0 || !ranks.contains(&input.len()) || input[1] != self.channels {
             return Err(shape_error(&self.describe(), expected, input));
         }
         Ok(input.to_vec())

@@ -12,10 +12,10 @@
 //! ```
 
 use super::{
-    InputGrad, Layer, Mode, Param, State, StateMut, check_grad, check_input, replace_parameters, shape_error,
-    visit_weight_bias, visit_weight_bias_mut,
+    InputGrad, Layer, Mode, Param, State, StateMut, check_grad, check_input, checked_output,
+    replace_parameters, shape_error, visit_weight_bias, visit_weight_bias_mut,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use crate::tensor::gemm::{Transpose::No, Transpose::Yes, gemm};
 use crate::tensor::init::Init;
@@ -120,8 +120,11 @@ impl Layer for Dense {
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        if self.inputs() == 0 || self.outputs() == 0 {
+            return Err(Error::shape(format!("{} has no inputs or no outputs", self.describe())));
+        }
         match input {
-            [n, i] if *i == self.inputs() => Ok(vec![*n, self.outputs()]),
+            [n, i] if *i == self.inputs() => checked_output(&self.describe(), vec![*n, self.outputs()]),
             _ => Err(shape_error(&self.describe(), format!("[N, {}]", self.inputs()), input)),
         }
     }

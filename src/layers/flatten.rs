@@ -58,7 +58,12 @@ impl Layer for Flatten {
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         match input {
-            [n, rest @ ..] => Ok(vec![*n, rest.iter().product()]),
+            [n, rest @ ..] => match crate::tensor::checked_numel(rest) {
+                Some(features) => super::checked_output("Flatten", vec![*n, features]),
+                None => {
+                    Err(shape_error("Flatten", "[N, …] with fewer features than a tensor can hold", input))
+                }
+            },
             [] => Err(shape_error("Flatten", "[N, …]", input)),
         }
     }

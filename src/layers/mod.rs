@@ -447,6 +447,18 @@ pub(crate) fn visit_weight_bias_mut<'a>(
     }
 }
 
+/// `shape` if it is a shape a tensor can have (its element count neither overflows nor exceeds
+/// [`MAX_ELEMENTS`](crate::tensor::MAX_ELEMENTS)), or an error naming the layer.
+pub(crate) fn checked_output(layer: &str, shape: Vec<usize>) -> Result<Vec<usize>> {
+    if crate::tensor::checked_numel(&shape).is_none() {
+        return Err(Error::shape(format!(
+            "{layer} would output a tensor of shape {} — more elements than a tensor can hold",
+            shape_str(&shape)
+        )));
+    }
+    Ok(shape)
+}
+
 /// The standard "wrong input" error: names the layer, what it expected and what it got.
 pub(crate) fn shape_error(layer: &str, expected: impl std::fmt::Display, actual: &[usize]) -> Error {
     Error::shape(format!("{layer} expects an input of shape {expected}, got {}", shape_str(actual)))

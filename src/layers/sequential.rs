@@ -296,6 +296,12 @@ impl Layer for Sequential {
                 )));
             }
         }
+        if input.is_empty() || input[1..].contains(&0) || crate::tensor::checked_numel(input).is_none() {
+            return Err(Error::shape(format!(
+                "the model input {} needs a batch axis and no zero-sized or oversized axis",
+                shape_str(input)
+            )));
+        }
         let mut shape = input.to_vec();
         for (i, layer) in self.layers.iter().enumerate() {
             shape = layer.output_shape(&shape).map_err(|e| {
@@ -310,6 +316,13 @@ impl Layer for Sequential {
                     detail(&e)
                 ))
             })?;
+            if shape.is_empty() || shape[1..].contains(&0) {
+                return Err(Error::shape(format!(
+                    "layer {i} ({}) would output the zero-sized shape {}",
+                    layer.describe(),
+                    shape_str(&shape)
+                )));
+            }
         }
         Ok(shape)
     }

@@ -63,9 +63,11 @@ pub fn sgemm(
     beta: f32,
     c: &mut [f32],
 ) {
-    assert!(a.len() == m * k, "gemm: A has {} elements, expected {m}×{k} = {}", a.len(), m * k);
-    assert!(b.len() == k * n, "gemm: B has {} elements, expected {k}×{n} = {}", b.len(), k * n);
-    assert!(c.len() == m * n, "gemm: C has {} elements, expected {m}×{n} = {}", c.len(), m * n);
+    // Checked products: a wrapped length must never reach the unsafe kernel below.
+    let fits = |len: usize, rows: usize, cols: usize| rows.checked_mul(cols) == Some(len);
+    assert!(fits(a.len(), m, k), "gemm: A has {} elements, expected {m}×{k}", a.len());
+    assert!(fits(b.len(), k, n), "gemm: B has {} elements, expected {k}×{n}", b.len());
+    assert!(fits(c.len(), m, n), "gemm: C has {} elements, expected {m}×{n}", c.len());
     if m == 0 || n == 0 {
         return;
     }
@@ -78,7 +80,8 @@ pub fn sgemm(
         }
         return;
     }
-    // Element (i, p) of op(A) lives at i·rsa + p·csa.
+    // Element (i, p) of op(A) lives at i·rsa + p·csa. Now m, n ≥ 1, so k ≤ a.len(), n ≤ c.len() and
+    // m ≤ c.len(): every dimension is at most isize::MAX (a slice's length is), and the casts are exact.
     let (rsa, csa) = match trans_a {
         Transpose::No => (k as isize, 1),
         Transpose::Yes => (1, m as isize),
@@ -89,9 +92,12 @@ pub fn sgemm(
     };
     let job = Job { k, alpha, a: a.as_ptr(), rsa, csa, b: b.as_ptr(), rsb, csb, beta, rsc: n as isize };
     let threads = rayon::current_num_threads();
-    let split = threads > 1 && rayon::current_thread_index().is_none() && m * n * k >= PARALLEL_MIN_MACS;
+    let split = threads > 1
+        && rayon::current_thread_index().is_none()
+        && m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS;
     if !split {
-        // SAFETY: the lengths were checked above, so every index the strides reach is in bounds.
+        // SAFETY: a, b and c hold exactly m·k, k·n and m·n elements (checked above, without
+        // wrapping), so every index i·rs + p·cs the strides reach for i, p in range is in bounds.
         unsafe { job.run(0..m, 0..n, c.as_mut_ptr()) };
         return;
     }

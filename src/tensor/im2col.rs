@@ -19,6 +19,7 @@
 //! backward pass of a convolution is `dcols = Wᵀ · dy` followed by `dx = col2im(dcols)`.
 
 use crate::error::{Error, Result};
+use crate::tensor::{MAX_ELEMENTS, checked_numel};
 
 /// The geometry of a 2-D convolution or pooling window over one `[C, H, W]` image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,7 +49,8 @@ impl ConvGeometry {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a zero kernel, stride or dilation, and [`Error::Shape`] when
-    /// the (dilated) kernel is larger than the padded input.
+    /// the (dilated) kernel is larger than the padded input, or when a size (padded input, kernel
+    /// span, `C·kh·kw`, `OH·OW`, `C·H·W`) would exceed [`MAX_ELEMENTS`].
     pub fn new(
         (channels, height, width): (usize, usize, usize),
         kernel: (usize, usize),
@@ -67,16 +69,29 @@ impl ConvGeometry {
                 "kernel {kernel:?}, stride {stride:?} and dilation {dilation:?} must all be at least 1"
             )));
         }
-        let span_h = dilation.0 * (kernel.0 - 1) + 1;
-        let span_w = dilation.1 * (kernel.1 - 1) + 1;
-        if height + 2 * padding.0 < span_h || width + 2 * padding.1 < span_w {
+        // Every size below is computed with checked arithmetic and bounded by MAX_ELEMENTS, so
+        // that no later index computation (some in isize) can wrap.
+        let too_big = || {
+            Error::shape(format!(
+                "a {height}×{width} input with {channels} channels, kernel {kernel:?}, stride {stride:?}, \
+                 padding {padding:?} and dilation {dilation:?} gives sizes beyond {MAX_ELEMENTS} elements"
+            ))
+        };
+        let span = |d: usize, k: usize| d.checked_mul(k - 1)?.checked_add(1).filter(|&s| s <= MAX_ELEMENTS);
+        let padded =
+            |size: usize, p: usize| p.checked_mul(2)?.checked_add(size).filter(|&s| s <= MAX_ELEMENTS);
+        let (span_h, span_w) =
+            span(dilation.0, kernel.0).zip(span(dilation.1, kernel.1)).ok_or_else(too_big)?;
+        let (padded_h, padded_w) =
+            padded(height, padding.0).zip(padded(width, padding.1)).ok_or_else(too_big)?;
+        if padded_h < span_h || padded_w < span_w {
             return Err(Error::shape(format!(
                 "a {}×{} kernel (dilation {:?}, spanning {span_h}×{span_w}) does not fit in a {height}×{width} input \
                  with padding {padding:?}",
                 kernel.0, kernel.1, dilation
             )));
         }
-        Ok(ConvGeometry {
+        let geometry = ConvGeometry {
             channels,
             height,
             width,
@@ -84,9 +99,18 @@ impl ConvGeometry {
             stride,
             padding,
             dilation,
-            out_height: (height + 2 * padding.0 - span_h) / stride.0 + 1,
-            out_width: (width + 2 * padding.1 - span_w) / stride.1 + 1,
-        })
+            out_height: (padded_h - span_h) / stride.0 + 1,
+            out_width: (padded_w - span_w) / stride.1 + 1,
+        };
+        let sizes = [
+            [channels, kernel.0, kernel.1],
+            [geometry.out_height, geometry.out_width, 1],
+            [channels, height, width],
+        ];
+        if sizes.iter().any(|s| checked_numel(s).is_none()) {
+            return Err(too_big());
+        }
+        Ok(geometry)
     }
 
     /// Rows of the `cols` matrix: `C·kh·kw`.

@@ -50,9 +50,34 @@ impl Default for Tensor {
     }
 }
 
+/// The most elements a tensor may hold: a `Vec<f32>` cannot be longer than `isize::MAX` bytes.
+pub const MAX_ELEMENTS: usize = isize::MAX as usize / std::mem::size_of::<f32>();
+
+/// Number of elements of a shape (1 for the empty shape: a scalar), or `None` when the product
+/// overflows or exceeds [`MAX_ELEMENTS`]. A shape with a zero axis holds 0 elements whatever its
+/// other axes.
+///
+/// ```
+/// use backprop::tensor::checked_numel;
+/// assert_eq!(checked_numel(&[2, 3]), Some(6));
+/// assert_eq!(checked_numel(&[1 << 32, 1 << 32]), None); // 2⁶⁴ would wrap to 0
+/// assert_eq!(checked_numel(&[1 << 62, 0]), Some(0));
+/// ```
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    if shape.contains(&0) {
+        return Some(0);
+    }
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).filter(|&n| n <= MAX_ELEMENTS)
+}
+
 /// Number of elements of a shape (1 for the empty shape: a scalar).
+///
+/// # Panics
+/// If the product overflows or exceeds [`MAX_ELEMENTS`] (see [`checked_numel`]): such a tensor
+/// could never be allocated, and a wrapped count would be a wrong length.
 pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    checked_numel(shape)
+        .unwrap_or_else(|| panic!("a tensor of shape {shape:?} would hold more than {MAX_ELEMENTS} elements"))
 }
 
 /// Formats a shape the way messages print it: `[64, 1, 28, 28]`.
@@ -64,16 +89,25 @@ impl Tensor {
     // ---------------------------------------------------------------- constructors
 
     /// A tensor of zeros.
+    ///
+    /// # Panics
+    /// If the shape holds more than [`MAX_ELEMENTS`] elements (see [`checked_numel`]).
     pub fn zeros(shape: &[usize]) -> Tensor {
         Tensor::full(shape, 0.0)
     }
 
     /// A tensor of ones.
+    ///
+    /// # Panics
+    /// If the shape holds more than [`MAX_ELEMENTS`] elements (see [`checked_numel`]).
     pub fn ones(shape: &[usize]) -> Tensor {
         Tensor::full(shape, 1.0)
     }
 
     /// A tensor with every element equal to `value`.
+    ///
+    /// # Panics
+    /// If the shape holds more than [`MAX_ELEMENTS`] elements (see [`checked_numel`]).
     pub fn full(shape: &[usize], value: f32) -> Tensor {
         Tensor { shape: shape.to_vec(), data: vec![value; numel(shape)] }
     }
@@ -85,7 +119,7 @@ impl Tensor {
     /// Every element of `data.spare_capacity_mut()[..numel(shape)]` must have been written.
     pub(crate) unsafe fn from_initialised(shape: &[usize], mut data: Vec<f32>) -> Tensor {
         let len = numel(shape);
-        debug_assert!(data.is_empty() && data.capacity() >= len);
+        assert!(data.is_empty() && data.capacity() >= len, "from_initialised: buffer shorter than {shape:?}");
         // SAFETY: the caller guarantees the first `len` elements are initialised.
         unsafe { data.set_len(len) };
         Tensor { shape: shape.to_vec(), data }
@@ -108,7 +142,12 @@ impl Tensor {
     /// assert!(Tensor::from_vec(&[2, 3], vec![1., 2.]).is_err());
     /// ```
     pub fn from_vec(shape: &[usize], data: Vec<f32>) -> Result<Tensor> {
-        let n = numel(shape);
+        let n = checked_numel(shape).ok_or_else(|| {
+            Error::shape(format!(
+                "a tensor of shape {} would hold more than {MAX_ELEMENTS} elements",
+                shape_str(shape)
+            ))
+        })?;
         if data.len() != n {
             return Err(Error::shape(format!(
                 "cannot build a tensor of shape {} ({n} elements) from {} values",
@@ -269,13 +308,12 @@ impl Tensor {
 
     /// Returns the same data with another shape, or an error if the element counts differ.
     pub fn try_reshape(mut self, shape: &[usize]) -> Result<Tensor> {
-        if numel(shape) != self.len() {
+        if checked_numel(shape) != Some(self.len()) {
             return Err(Error::shape(format!(
-                "cannot reshape a tensor of shape {} ({} elements) into {} ({} elements)",
+                "cannot reshape a tensor of shape {} ({} elements) into {}",
                 shape_str(&self.shape),
                 self.len(),
-                shape_str(shape),
-                numel(shape)
+                shape_str(shape)
             )));
         }
         self.shape = shape.to_vec();
@@ -288,7 +326,7 @@ impl Tensor {
     /// If the new shape holds a different number of elements.
     pub fn reshape_mut(&mut self, shape: &[usize]) {
         assert!(
-            numel(shape) == self.len(),
+            checked_numel(shape) == Some(self.len()),
             "cannot reshape a tensor of shape {:?} into {shape:?}",
             self.shape
         );

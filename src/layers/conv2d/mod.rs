@@ -27,10 +27,10 @@ pub mod fast;
 pub mod reference;
 
 use super::{
-    InputGrad, Layer, Mode, Param, State, StateMut, check_grad, check_input, replace_parameters, shape_error,
-    visit_weight_bias, visit_weight_bias_mut,
+    InputGrad, Layer, Mode, Param, State, StateMut, check_grad, check_input, checked_output,
+    replace_parameters, shape_error, visit_weight_bias, visit_weight_bias_mut,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use crate::tensor::im2col::ConvGeometry;
 use crate::tensor::init::Init;
@@ -178,8 +178,18 @@ impl Conv2d {
         let [_, c, h, w] = *input else {
             return Err(shape_error(&self.describe(), format!("[N, {}, H, W]", self.in_channels), input));
         };
+        if self.in_channels == 0 || self.out_channels == 0 {
+            return Err(Error::shape(format!("{} has no input or no output channels", self.describe())));
+        }
         if c != self.in_channels {
             return Err(shape_error(&self.describe(), format!("[N, {}, H, W]", self.in_channels), input));
+        }
+        if h == 0 || w == 0 {
+            return Err(shape_error(
+                &self.describe(),
+                format!("[N, {}, H ≥ 1, W ≥ 1]", self.in_channels),
+                input,
+            ));
         }
         ConvGeometry::new((c, h, w), self.kernel, self.stride, self.padding, self.dilation)
             .map_err(|e| shape_error(&self.describe(), format!("[N, {c}, H, W] large enough ({e})"), input))
@@ -210,7 +220,7 @@ impl Layer for Conv2d {
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         let g = self.geometry_for(input)?;
-        Ok(vec![input[0], self.out_channels, g.out_height, g.out_width])
+        checked_output(&self.describe(), vec![input[0], self.out_channels, g.out_height, g.out_width])
     }
 
     fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {

@@ -65,6 +65,9 @@ impl Window {
         let [_, _, h, w] = *input else {
             return Err(shape_error(&self.describe(name), "[N, C, H, W]", input));
         };
+        if h == 0 || w == 0 {
+            return Err(shape_error(&self.describe(name), "[N, C, H ≥ 1, W ≥ 1]", input));
+        }
         if 2 * self.padding.0 > self.kernel.0 || 2 * self.padding.1 > self.kernel.1 {
             return Err(crate::Error::invalid(format!(
                 "{}: padding must be at most half the kernel size",

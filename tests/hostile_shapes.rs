@@ -1,0 +1,88 @@
+//! Shape arithmetic is checked everywhere: sizes that would overflow are errors (or documented
+//! panics from constructors), never a wrapped length that reaches unsafe code; zero-width layers
+//! and inputs are refused when a model is built. One test per defect the hostile-input review found.
+
+use backprop::prelude::*;
+use backprop::tensor::gemm::{Transpose::No, sgemm};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+fn panic_message(f: impl FnOnce()) -> String {
+    let err = catch_unwind(AssertUnwindSafe(f)).expect_err("should have panicked");
+    err.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap()
+}
+
+#[test]
+fn element_counts_never_wrap() {
+    // 4·2⁶² wraps to 0 in unchecked arithmetic; an empty Vec must not pass for it.
+    let err = Tensor::from_vec(&[4, 1 << 62], vec![]).unwrap_err().to_string();
+    assert!(err.contains("[4, 4611686018427387904]") && err.contains("more than"), "{err}");
+    let msg = panic_message(|| drop(Tensor::zeros(&[1 << 32, 1 << 32])));
+    assert!(msg.contains("would hold more than"), "{msg}");
+    assert!(Tensor::zeros(&[3, 4]).try_reshape(&[1 << 32, 1 << 32]).is_err());
+    // A layer that could never be allocated panics when constructed, with a message.
+    let msg = panic_message(|| drop(Dense::new(1 << 62, 4)));
+    assert!(msg.contains("would hold more than"), "{msg}");
+}
+
+#[test]
+fn gemm_checks_lengths_without_wrapping() {
+    let mut c = [];
+    let msg = panic_message(|| sgemm(1 << 32, 1 << 32, 1, 1.0, &[], No, &[], No, 0.0, &mut c));
+    assert!(msg.contains("gemm: A has 0 elements"), "{msg}");
+}
+
+#[test]
+fn huge_padding_and_dilation_are_errors() {
+    for conv in [
+        Conv2d::new(1, 2, 3).padding(1 << 62),
+        Conv2d::new(1, 2, 3).padding(1 << 63),
+        Conv2d::new(1, 2, 3).dilation(1 << 63),
+        Conv2d::new(1, 2, 3).dilation(1 << 62).padding(1 << 62),
+    ] {
+        let what = conv.describe();
+        let err = Sequential::builder(&[1, 2, 2]).add(conv).build().unwrap_err().to_string();
+        assert!(err.contains("beyond") || err.contains("does not fit"), "{what}: {err}");
+    }
+    let err = Sequential::builder(&[1, 4, 4]).add(MaxPool2d::new(2).stride(1 << 63)).build();
+    assert!(err.is_ok(), "a huge stride gives one window: {err:?}");
+    let err = Sequential::builder(&[1 << 40, 1 << 22]).add(Flatten::new()).build().unwrap_err().to_string();
+    assert!(err.contains("model input"), "{err}");
+}
+
+#[test]
+fn zero_width_layers_and_inputs_are_refused_at_build() {
+    let cases: Vec<(Box<dyn Layer>, Vec<usize>, &str)> = vec![
+        (Box::new(Dense::new(4, 0)), vec![4], "no inputs or no outputs"),
+        (Box::new(Dense::new(0, 4)), vec![0], "zero-sized"),
+        (Box::new(Conv2d::new(1, 0, 3)), vec![1, 5, 5], "no input or no output channels"),
+        (Box::new(Conv2d::new(0, 2, 3)), vec![0, 5, 5], "zero-sized"),
+        (Box::new(BatchNorm1d::new(0)), vec![0], "zero-sized"),
+        (Box::new(MaxPool2d::new(1)), vec![1, 0, 4], "zero-sized"),
+    ];
+    for (layer, input, want) in cases {
+        let what = layer.describe();
+        let err = Sequential::builder(&input).add_boxed(layer).build().unwrap_err().to_string();
+        assert!(err.contains(want), "{what} on {input:?}: {err}");
+    }
+    // Standalone, the layers refuse such inputs too (before any arithmetic).
+    assert!(Dense::new(4, 0).output_shape(&[2, 4]).is_err());
+    assert!(Conv2d::new(1, 2, 3).padding(1).output_shape(&[1, 1, 0, 4]).is_err());
+    assert!(AvgPool2d::new(1).output_shape(&[1, 1, 4, 0]).is_err());
+}
+
+#[test]
+fn an_empty_batch_predicts_nothing_without_panicking() {
+    let mut model = Sequential::builder(&[1, 6, 6])
+        .add(Conv2d::new(1, 2, 3))
+        .add(Relu::new())
+        .add(MaxPool2d::new(2))
+        .add(Flatten::new())
+        .add(Dense::new(8, 3))
+        .build()
+        .unwrap();
+    let y = model.predict(&Tensor::zeros(&[0, 1, 6, 6]), 4).unwrap();
+    assert_eq!(y.shape(), &[0, 3]);
+}
