@@ -119,28 +119,77 @@ fn float_entry(t: &Tensor) -> Entry {
     }
 }
 
-/// Saves the model's state to `path` as safetensors, atomically (write a temporary file, then
-/// rename it over `path`), with string metadata in the header; read it back with
-/// [`read_metadata`].
+/// Saves the model's state to `path` as safetensors, with string metadata in the header; read
+/// it back with [`read_metadata`].
+///
+/// The save is atomic and durable: the bytes go to a new temporary file with a unique name in the
+/// same folder, which is synced to disk and then renamed over `path`, and the folder is synced so
+/// that the rename survives a crash. A reader sees the old file or the new one, never a partial
+/// one, even with several saves to one path at once (the last rename wins). On any error the
+/// temporary file is removed and `path` is untouched. A file being replaced keeps its permissions;
+/// a read-only file is not replaced.
 ///
 /// # Errors
-/// [`Error::Io`] naming the file if it cannot be written.
+/// [`Error::Io`] naming the file if it cannot be written, or if it exists and is read-only;
+/// [`Error::InvalidArgument`] if `path` does not name a file.
 pub fn save(model: &dyn Layer, path: impl AsRef<Path>, metadata: &[(&str, String)]) -> Result<()> {
     let path = path.as_ref();
     let bytes = to_safetensors(model, metadata)?;
-    let file_name =
-        path.file_name().ok_or_else(|| Error::invalid(format!("{}: not a file path", path.display())))?;
-    let tmp = path.with_file_name(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
+    write_atomically(path, &bytes)
+}
+
+/// Writes `bytes` to `path` as [`save`] describes.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    if path.file_name().is_none() {
+        return Err(Error::invalid(format!("{}: not a file path", path.display())));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
     };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+    let io = |e: std::io::Error| Error::io(path, e);
+    let existing = match std::fs::metadata(path) {
+        Ok(m) => Some(m.permissions()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io(e)),
+    };
+    if existing.as_ref().is_some_and(|p| p.readonly()) {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "the file is read-only; not replacing it",
+        )));
+    }
+    // A unique name per save (so concurrent saves never share a temporary file), short whatever
+    // the target's name. The temporary file is deleted when dropped unless it was persisted.
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".backprop-save-").suffix(".tmp");
+    #[cfg(unix)]
+    if existing.is_none() {
+        // As a plain File::create would: 0666 minus the umask (tempfile's default is 0600).
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder.tempfile_in(dir).map_err(io)?;
+    tmp.write_all(bytes).map_err(io)?;
+    if let Some(permissions) = existing {
+        tmp.as_file().set_permissions(permissions).map_err(io)?;
+    }
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    sync_dir(dir).map_err(io)
+}
+
+/// Flushes a folder's entries (the rename) to disk where the platform allows it.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
 }
 
 /// Loads a state saved by [`save`] (or by PyTorch for the same architecture) into `model`.
