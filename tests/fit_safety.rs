@@ -145,3 +145,39 @@ fn train_step_refuses_a_bad_target_before_the_forward_pass() {
     assert!(err.unwrap_err().to_string().contains("label 7"));
     assert_eq!(state(&model), before);
 }
+
+#[test]
+fn optimizer_settings_are_validated_when_built() {
+    let message = |f: fn()| {
+        let e = std::panic::catch_unwind(f).unwrap_err();
+        e.downcast_ref::<String>().cloned().unwrap()
+    };
+    assert!(
+        message(|| drop(Sgd::new(-1.0)))
+            .contains("SGD: the learning rate must be a finite number ≥ 0, got -1")
+    );
+    assert!(message(|| drop(Sgd::new(f32::INFINITY))).contains("inf"));
+    assert!(message(|| drop(Sgd::new(0.1).momentum(f32::NAN))).contains("momentum"));
+    assert!(message(|| drop(Adam::new(f32::NAN))).contains("Adam: the learning rate"));
+    assert!(message(|| drop(AdamW::new(0.1).betas(1.0, 0.9))).contains("AdamW: betas"));
+    assert!(message(|| drop(Adam::new(0.1).eps(-1.0))).contains("eps"));
+    assert!(message(|| Adam::new(0.1).set_learning_rate(-0.5)).contains("learning rate"));
+}
+
+/// A step that turns a weight infinite (finite loss, finite gradients, a huge learning rate) is
+/// refused: the weights, statistics and counters are those from before that batch.
+#[test]
+fn a_non_finite_step_is_undone() {
+    let blobs = common::blobs(64, 4);
+    let data = Dataset::regression(blobs.inputs().clone(), Tensor::full(&[64, 3], 1000.0)).unwrap();
+    let mut model = bn_model();
+    let before = state(&model);
+    // Gradients of about 20 times the largest finite learning rate overflow to ±∞ in the step.
+    let err = model
+        .fit(&data, &MseLoss::new(), &mut Sgd::new(f32::MAX), FitOptions::new().batch_size(32).verbose(false))
+        .unwrap_err();
+    let Error::NonFinite { what, epoch: 1, batch: 1, .. } = &err else { panic!("{err}") };
+    assert!(what.contains("after the optimizer step"), "{err}");
+    assert_eq!(state(&model), before);
+    assert!(model.params().iter().all(|p| p.value.all_finite()));
+}

@@ -13,12 +13,20 @@ fn dir(name: &str) -> PathBuf {
 }
 
 fn model(seed: u64) -> Sequential {
-    Sequential::builder(&[64]).add(Dense::new(64, 256)).add(Relu::new()).add(Dense::new(256, 8)).seed(seed).build().unwrap()
+    Sequential::builder(&[64])
+        .add(Dense::new(64, 256))
+        .add(Relu::new())
+        .add(Dense::new(256, 8))
+        .seed(seed)
+        .build()
+        .unwrap()
 }
 
 fn entries(d: &PathBuf) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     names
 }

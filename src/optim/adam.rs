@@ -22,7 +22,7 @@
 //! gradient (where Adam's per-coordinate scaling would distort it), it shrinks the weights
 //! directly before the Adam step, `θ ← θ − η·λ·θ`.
 
-use super::{Optimizer, State};
+use super::{Optimizer, State, check_setting};
 use crate::layers::Param;
 use rayon::prelude::*;
 
@@ -163,20 +163,34 @@ macro_rules! adam_builders {
     ($ty:ident) => {
         impl $ty {
             /// Sets `(β₁, β₂)`, the decay rates of the two running averages.
+            ///
+            /// # Panics
+            /// Unless both are in `[0, 1)`.
             pub fn betas(mut self, beta1: f32, beta2: f32) -> $ty {
+                assert!(
+                    (0.0..1.0).contains(&beta1) && (0.0..1.0).contains(&beta2),
+                    "{}: betas must be in [0, 1), got ({beta1}, {beta2})",
+                    stringify!($ty)
+                );
                 (self.0.beta1, self.0.beta2) = (beta1, beta2);
                 self
             }
 
             /// Sets `ε`, added to the denominator for stability.
+            ///
+            /// # Panics
+            /// Unless `eps` is a finite number ≥ 0.
             pub fn eps(mut self, eps: f32) -> $ty {
-                self.0.eps = eps;
+                self.0.eps = check_setting(stringify!($ty), "eps", eps);
                 self
             }
 
             /// Sets the weight decay `λ`.
+            ///
+            /// # Panics
+            /// Unless `weight_decay` is a finite number ≥ 0.
             pub fn weight_decay(mut self, weight_decay: f32) -> $ty {
-                self.0.weight_decay = weight_decay;
+                self.0.weight_decay = check_setting(stringify!($ty), "weight decay", weight_decay);
                 self
             }
 
@@ -207,8 +221,11 @@ pub struct Adam(AdamCore);
 
 impl Adam {
     /// Adam with learning rate `lr`.
+    ///
+    /// # Panics
+    /// If `lr` is negative, infinite or NaN.
     pub fn new(lr: f32) -> Adam {
-        Adam(AdamCore::new(lr, 0.0))
+        Adam(AdamCore::new(check_setting("Adam", "the learning rate", lr), 0.0))
     }
 }
 
@@ -222,7 +239,7 @@ impl Optimizer for Adam {
         self.0.lr
     }
     fn set_learning_rate(&mut self, lr: f32) {
-        self.0.lr = lr;
+        self.0.lr = check_setting("Adam", "the learning rate", lr);
     }
     fn describe(&self) -> String {
         self.0.describe("Adam")
@@ -236,8 +253,11 @@ pub struct AdamW(AdamCore);
 
 impl AdamW {
     /// AdamW with learning rate `lr` and weight decay 0.01.
+    ///
+    /// # Panics
+    /// If `lr` is negative, infinite or NaN.
     pub fn new(lr: f32) -> AdamW {
-        AdamW(AdamCore::new(lr, 0.01))
+        AdamW(AdamCore::new(check_setting("AdamW", "the learning rate", lr), 0.01))
     }
 }
 
@@ -251,7 +271,7 @@ impl Optimizer for AdamW {
         self.0.lr
     }
     fn set_learning_rate(&mut self, lr: f32) {
-        self.0.lr = lr;
+        self.0.lr = check_setting("AdamW", "the learning rate", lr);
     }
     fn describe(&self) -> String {
         self.0.describe("AdamW")

@@ -60,10 +60,23 @@ pub trait Optimizer: Send {
     fn learning_rate(&self) -> f32;
 
     /// Sets the learning rate (schedules call this between epochs).
+    ///
+    /// # Panics
+    /// The crate's optimizers panic if `lr` is negative, infinite or NaN.
     fn set_learning_rate(&mut self, lr: f32);
 
     /// A short description: `"Adam(lr=0.001)"`.
     fn describe(&self) -> String;
+}
+
+/// Panics unless `value` is a finite number ≥ 0: the check every optimizer setting goes through
+/// when it is built, so that an invalid learning rate can never reach the weights.
+pub(crate) fn check_setting(optimizer: &str, setting: &str, value: f32) -> f32 {
+    assert!(
+        value.is_finite() && value >= 0.0,
+        "{optimizer}: {setting} must be a finite number ≥ 0, got {value}"
+    );
+    value
 }
 
 /// Sets every gradient to zero.

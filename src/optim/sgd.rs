@@ -14,7 +14,7 @@
 //! Momentum keeps a running direction `b` that averages out the noise of mini-batch gradients
 //! and speeds up along consistent slopes; Nesterov's variant evaluates that step "one look ahead".
 
-use super::{Optimizer, State};
+use super::{Optimizer, State, check_setting};
 use crate::layers::Param;
 use rayon::prelude::*;
 
@@ -45,9 +45,12 @@ pub struct Sgd {
 
 impl Sgd {
     /// Plain SGD with learning rate `lr`.
+    ///
+    /// # Panics
+    /// If `lr` is negative, infinite or NaN (as for every setting below).
     pub fn new(lr: f32) -> Sgd {
         Sgd {
-            lr,
+            lr: check_setting("SGD", "the learning rate", lr),
             momentum: 0.0,
             dampening: 0.0,
             nesterov: false,
@@ -59,13 +62,13 @@ impl Sgd {
 
     /// Momentum factor `μ` (0.9 is typical).
     pub fn momentum(mut self, momentum: f32) -> Sgd {
-        self.momentum = momentum;
+        self.momentum = check_setting("SGD", "momentum", momentum);
         self
     }
 
     /// Dampening `τ` of the momentum.
     pub fn dampening(mut self, dampening: f32) -> Sgd {
-        self.dampening = dampening;
+        self.dampening = check_setting("SGD", "dampening", dampening);
         self
     }
 
@@ -78,7 +81,7 @@ impl Sgd {
 
     /// L2 weight decay `λ`: adds `λ·θ` to each gradient.
     pub fn weight_decay(mut self, weight_decay: f32) -> Sgd {
-        self.weight_decay = weight_decay;
+        self.weight_decay = check_setting("SGD", "weight decay", weight_decay);
         self
     }
 }
@@ -128,7 +131,7 @@ impl Optimizer for Sgd {
     }
 
     fn set_learning_rate(&mut self, lr: f32) {
-        self.lr = lr;
+        self.lr = check_setting("SGD", "the learning rate", lr);
     }
 
     fn describe(&self) -> String {

@@ -169,7 +169,8 @@ fn check_options(train: &Dataset, options: &FitOptions<'_>) -> Result<()> {
 ///   the model or the loss (wrong sample shape, a label out of range, a wrong kind or shape of
 ///   target) or the options are invalid (a batch size or epoch count of 0, early stopping on
 ///   validation figures without a validation set);
-/// - [`Error::NonFinite`] if the loss or a gradient becomes NaN or infinite, and
+/// - [`Error::NonFinite`] if the loss, a gradient or a weight after the optimizer step becomes
+///   NaN or infinite, and
 ///   [`Error::Training`] if a layer refuses a batch: training stops at once, and the model and
 ///   the optimizer's learning rate are as they were before that batch.
 pub fn fit(
@@ -231,9 +232,9 @@ fn run(
             if let Some(aug) = options.augment.as_mut() {
                 aug(&mut x, &mut augment_rng);
             }
-            // A forward pass changes buffers, counters and generators; the weights change only
-            // in the optimizer step below, after every check has passed.
-            before_batch.save(model, false);
+            // Everything a batch may change, so that a failing batch can be undone: a forward
+            // pass changes buffers, counters and generators, the optimizer step the weights.
+            before_batch.save(model, true);
             let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<(f32, Tensor)> {
                 let out = model.forward(&x, Mode::Train);
                 let (batch_loss, grad) = loss.loss_and_grad(&out, t.as_target())?;
@@ -263,6 +264,12 @@ fn run(
                 clip_grad_norm(&mut params, max);
             }
             optimizer.step_params(&mut params);
+            drop(params);
+            if let Some((name, value)) = first_non_finite_value(model) {
+                before_batch.restore(model);
+                let e = non_finite(format!("value of {name} after the optimizer step"), value);
+                return Err(locate(e, epoch, b + 1, last_finite_loss));
+            }
 
             last_finite_loss = Some(batch_loss);
             let batch_correct = match &t {
@@ -367,6 +374,13 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .cloned()
         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_else(|| "a layer panicked".to_string())
+}
+
+/// The first parameter whose value holds a NaN or infinity: its name and that value.
+fn first_non_finite_value(model: &dyn Layer) -> Option<(String, f32)> {
+    named_params(model)
+        .into_iter()
+        .find_map(|(name, p)| p.value.data().iter().find(|v| !v.is_finite()).map(|&v| (name, v)))
 }
 
 /// The first parameter whose gradient holds a NaN or infinity: its name and that value.
