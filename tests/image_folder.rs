@@ -54,3 +54,51 @@ fn unreadable_images_are_reported_not_skipped() {
     std::fs::remove_dir_all(&root).unwrap();
     std::fs::remove_dir_all(&empty).unwrap();
 }
+
+/// Entries named like images that are not image files, and empty class folders, are errors
+/// naming them — never skipped.
+#[cfg(unix)]
+#[test]
+fn nothing_named_like_an_image_is_skipped_silently() {
+    let root = tmp("hostile");
+    for class in ["a", "b", "c"] {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+    }
+    image::GrayImage::from_pixel(3, 3, image::Luma([7])).save(root.join("a").join("good.png")).unwrap();
+    image::GrayImage::from_pixel(3, 3, image::Luma([9])).save(root.join("c").join("good.png")).unwrap();
+    std::fs::create_dir_all(root.join("a").join("folder.png")).unwrap();
+    std::os::unix::fs::symlink(root.join("nowhere.png"), root.join("a").join("dangling.jpg")).unwrap();
+    let fifo = root.join("a").join("pipe.png");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let msg = load_image_folder(&root, (3, 3), ColorMode::Gray).unwrap_err().to_string();
+    for name in ["folder.png", "dangling.jpg", "pipe.png"] {
+        assert!(msg.contains(name), "{name} not named in: {msg}");
+    }
+    for name in ["folder.png", "dangling.jpg", "pipe.png"] {
+        let p = root.join("a").join(name);
+        if p.is_dir() { std::fs::remove_dir(&p).unwrap() } else { std::fs::remove_file(&p).unwrap() }
+    }
+    // Class "b" has no image: an error naming it (it would shift class "c" to label 1).
+    let msg = load_image_folder(&root, (3, 3), ColorMode::Gray).unwrap_err().to_string();
+    assert!(msg.contains("without any") && msg.contains("/b"), "{msg}");
+    std::fs::remove_dir_all(root.join("b")).unwrap();
+    let (data, classes) = load_image_folder(&root, (3, 3), ColorMode::Gray).unwrap();
+    assert_eq!((data.len(), classes), (2, vec!["a".to_string(), "c".to_string()]));
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn sizes_and_decoder_limits_are_bounded() {
+    let root = tmp("sizes");
+    std::fs::create_dir_all(root.join("a")).unwrap();
+    image::GrayImage::from_pixel(3, 3, image::Luma([7])).save(root.join("a").join("x.png")).unwrap();
+    for size in [(0, 0), (0, 5), (40_000, 40_000), (5, 4097)] {
+        let msg = load_image_folder(&root, size, ColorMode::Gray).unwrap_err().to_string();
+        assert!(msg.contains("between 1 and 4096"), "{size:?}: {msg}");
+    }
+    // An image wider than the decoder accepts: a clean error naming the file.
+    image::GrayImage::new(20_000, 1).save(root.join("a").join("wide.png")).unwrap();
+    let msg = load_image_folder(&root, (3, 3), ColorMode::Gray).unwrap_err().to_string();
+    assert!(msg.contains("wide.png") && msg.contains("cannot decode"), "{msg}");
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -3,14 +3,46 @@
 //!
 //! Classes are the sub-folder names in sorted order (class 0 is the first name). Every image is
 //! decoded, converted to grayscale or RGB, resized to the requested size and scaled to `[0, 1]`,
-//! giving a `[N, C, H, W]` tensor. A file with an image extension that cannot be decoded is an
-//! error listing every such file — never silently skipped. Files with other extensions and
-//! hidden files are ignored.
+//! giving a `[N, C, H, W]` tensor.
+//!
+//! The rules for what is read, so that nothing is skipped silently:
+//!
+//! - in the root, every sub-folder (or link to one) is a class; hidden entries (names starting
+//!   with `.`) and plain files are ignored (a README can sit beside the classes);
+//! - in a class folder, every entry whose name ends in `.png`, `.jpg` or `.jpeg` (any case) must be
+//!   a readable, decodable image file: a folder, a link that leads nowhere, a FIFO or a corrupt
+//!   image under such a name is an error, and every such entry is listed; hidden entries and
+//!   entries with other extensions are ignored;
+//! - a class folder with no image is an error naming it (it would shift every later label).
+//!
+//! Resources are bounded: an image may be at most [`MAX_DECODED_SIDE`] pixels wide and high and
+//! its decoder may allocate at most [`MAX_DECODE_BYTES`]; the requested size is at most
+//! [`MAX_SIZE`] on each side.
 
 use super::Dataset;
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, checked_numel};
 use std::path::{Path, PathBuf};
+
+/// The largest width or height of an image the decoder accepts.
+pub const MAX_DECODED_SIDE: u32 = 16_384;
+
+/// The most memory an image's decoder may allocate (the decoded image included).
+pub const MAX_DECODE_BYTES: u64 = 512 << 20;
+
+/// The largest height or width images may be resized to.
+pub const MAX_SIZE: usize = 4096;
+
+/// Checks a requested `(height, width)`.
+fn check_size(path: &Path, (height, width): (usize, usize)) -> Result<()> {
+    if height == 0 || width == 0 || height > MAX_SIZE || width > MAX_SIZE {
+        return Err(Error::invalid(format!(
+            "{}: cannot resize images to {height}×{width}: each side must be between 1 and {MAX_SIZE}",
+            path.display()
+        )));
+    }
+    Ok(())
+}
 
 /// Channels to decode images into.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,16 +83,26 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Decodes one image file into `[C, height, width]` values in `[0, 1]`.
 ///
 /// # Errors
-/// [`Error::Io`] if the file cannot be read, [`Error::Format`] naming it if it cannot be decoded.
+/// [`Error::Io`] if the file cannot be read, [`Error::Format`] naming it if it cannot be decoded
+/// or exceeds the decoder's limits ([`MAX_DECODED_SIDE`], [`MAX_DECODE_BYTES`]), and
+/// [`Error::InvalidArgument`] for a size outside `1..=`[`MAX_SIZE`].
 pub fn load_image(
     path: impl AsRef<Path>,
     (height, width): (usize, usize),
     color: ColorMode,
 ) -> Result<Tensor> {
     let path = path.as_ref();
+    check_size(path, (height, width))?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let img = image::load_from_memory(&bytes)
-        .map_err(|e| Error::format(path, format!("cannot decode image ({e})")))?;
+    let bad = |e: &dyn std::fmt::Display| Error::format(path, format!("cannot decode image ({e})"));
+    let mut reader =
+        image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format().map_err(|e| bad(&e))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_DECODED_SIDE);
+    limits.max_image_height = Some(MAX_DECODED_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| bad(&e))?;
     let img = img.resize_exact(width as u32, height as u32, image::imageops::FilterType::Triangle);
     let data: Vec<f32> = match color {
         ColorMode::Gray => img.to_luma8().into_raw().into_iter().map(|b| b as f32 / 255.0).collect(),
@@ -91,22 +133,38 @@ pub fn load_image_folder(
     color: ColorMode,
 ) -> Result<(Dataset, Vec<String>)> {
     let root = root.as_ref();
+    check_size(root, size)?;
     let classes: Vec<PathBuf> = sorted_entries(root)?.into_iter().filter(|p| p.is_dir()).collect();
     if classes.is_empty() {
         return Err(Error::format(root, "no class sub-folders (expected root/<class>/*.png)"));
     }
-    let (mut data, mut labels, mut failures) = (Vec::new(), Vec::new(), Vec::new());
+    let per_image = checked_numel(&[color.channels(), size.0, size.1]).expect("bounded by MAX_SIZE");
+    let (mut data, mut labels, mut failures, mut empty) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let names =
         classes.iter().map(|c| c.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
     for (label, dir) in classes.iter().enumerate() {
-        for path in sorted_entries(dir)?.into_iter().filter(|p| p.is_file() && is_image(p)) {
+        let before = labels.len();
+        for path in sorted_entries(dir)?.into_iter().filter(|p| is_image(p)) {
+            if !path.is_file() {
+                failures.push(format!("{}: named like an image but not a readable file", path.display()));
+                continue;
+            }
             match load_image(&path, size, color) {
                 Ok(t) => {
+                    data.try_reserve(per_image).map_err(|e| {
+                        Error::format(
+                            root,
+                            format!("not enough memory for {} images ({e})", labels.len() + 1),
+                        )
+                    })?;
                     data.extend_from_slice(t.data());
                     labels.push(label);
                 }
                 Err(e) => failures.push(e.to_string()),
             }
+        }
+        if labels.len() == before {
+            empty.push(dir.display().to_string());
         }
     }
     if !failures.is_empty() {
@@ -115,8 +173,14 @@ pub fn load_image_folder(
             format!("{} unreadable image(s): {}", failures.len(), failures.join("; ")),
         ));
     }
-    if labels.is_empty() {
-        return Err(Error::format(root, "the class folders hold no .png/.jpg/.jpeg images"));
+    if !empty.is_empty() {
+        return Err(Error::format(
+            root,
+            format!(
+                "class folder(s) without any .png/.jpg/.jpeg image: {} (an empty class would shift every later label)",
+                empty.join(", ")
+            ),
+        ));
     }
     let x = Tensor::from_vec(&[labels.len(), color.channels(), size.0, size.1], data)?;
     Ok((Dataset::classification(x, labels)?, names))
