@@ -50,8 +50,8 @@ struct Cli {
     #[arg(long, default_value_t = 1)]
     seed: u64,
 
-    /// Worker threads [default: all cores].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Worker threads, 1 to 256 [default: all cores].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     threads: Option<u32>,
 
     /// Where to write model.safetensors, curves.png and mistakes.png.
@@ -124,8 +124,14 @@ fn train_and_report(cli: &Cli) -> Result<()> {
 
     // Step 1: the data.
     let dir = cli.data.clone().unwrap_or_else(bundled_digits);
-    if !dir.is_dir() {
+    if !dir.exists() {
         return Err(Error::invalid(format!("data folder {} does not exist", dir.display())));
+    }
+    if !dir.is_dir() {
+        return Err(Error::invalid(format!(
+            "--data {} is a file, not a folder: give the folder that holds the four MNIST-format files",
+            dir.display()
+        )));
     }
     let (train, test) = load_mnist_folder(&dir)?;
     let classes = train.num_classes().unwrap_or(0).max(test.num_classes().unwrap_or(0));
@@ -215,14 +221,26 @@ fn predict(image: &Path, model_path: &Path) -> Result<()> {
             )
         })
     };
-    let parse_err = |k: &str| Error::format(model_path, format!("metadata {k:?} is not a number"));
+    // Every field is checked before anything is allocated from it: the file may come from anywhere.
+    let bad = |k: &str, why: &str| Error::format(model_path, format!("metadata {k:?} {why}"));
     let shape: Vec<usize> = field("input_shape")?
         .split(',')
-        .map(|v| v.trim().parse().map_err(|_| parse_err("input_shape")))
+        .map(|v| v.trim().parse().map_err(|_| bad("input_shape", "is not a list of numbers")))
         .collect::<Result<_>>()?;
-    let classes: usize = field("classes")?.parse().map_err(|_| parse_err("classes"))?;
-    let mean: f32 = field("normalize_mean")?.parse().map_err(|_| parse_err("normalize_mean"))?;
-    let std: f32 = field("normalize_std")?.parse().map_err(|_| parse_err("normalize_std"))?;
+    let max = backprop::data::image_folder::MAX_SIZE;
+    match shape.as_slice() {
+        [1 | 3, h, w] if (1..=max).contains(h) && (1..=max).contains(w) => {}
+        _ => return Err(bad("input_shape", &format!("must be channels (1 or 3), height, width (each 1 to {max}), got {shape:?}"))),
+    }
+    let classes: usize = field("classes")?.parse().map_err(|_| bad("classes", "is not a number"))?;
+    if !(1..=100_000).contains(&classes) {
+        return Err(bad("classes", &format!("must be between 1 and 100000, got {classes}")));
+    }
+    let number = |k: &str| -> Result<f32> { field(k)?.parse().map_err(|_| bad(k, "is not a number")) };
+    let (mean, std) = (number("normalize_mean")?, number("normalize_std")?);
+    if !(mean.is_finite() && std.is_finite() && std > 0.0) {
+        return Err(bad("normalize_std", &format!("and \"normalize_mean\" must be finite with std > 0, got {mean} and {std}")));
+    }
     let mut model = pipeline::reference_cnn(&shape, classes, 0)?;
     model.load(model_path)?;
 

@@ -32,7 +32,7 @@ pub fn reference_cnn(input: &[usize], classes: usize, seed: u64) -> Result<Seque
         .add(Conv2d::new(channels, 32, 3).seed(seed))
         .add(Relu::new())
         .add(MaxPool2d::new(2))
-        .add(Conv2d::new(32, 64, 3).seed(seed + 1))
+        .add(Conv2d::new(32, 64, 3).seed(seed.wrapping_add(1)))
         .add(Relu::new())
         .add(MaxPool2d::new(2))
         .add(Flatten::new())
@@ -40,7 +40,7 @@ pub fn reference_cnn(input: &[usize], classes: usize, seed: u64) -> Result<Seque
         .add(
             Dense::new(64 * side(h) * side(w), classes)
                 .init(backprop::tensor::init::Init::GlorotUniform)
-                .seed(seed + 2),
+                .seed(seed.wrapping_add(2)),
         )
         .build()
 }

@@ -66,8 +66,19 @@ impl Normalizer {
     /// Maps `x` to `(x − mean_c) / std_c` in place.
     ///
     /// # Errors
-    /// [`Error::Shape`] if `x` is not `[N, C, …]` with the fitted number of channels.
+    /// [`Error::Shape`] if `x` is not `[N, C, …]` with the fitted number of channels;
+    /// [`Error::InvalidArgument`] if a mean is not finite or a std is not a finite number > 0
+    /// (the fields are public, for example filled from a model file's metadata).
     pub fn apply(&self, x: &mut Tensor) -> Result<()> {
+        if self.mean.len() != self.std.len()
+            || self.mean.iter().any(|m| !m.is_finite())
+            || self.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
+        {
+            return Err(Error::invalid(format!(
+                "Normalizer needs one finite mean and one finite std > 0 per channel, got means {:?} and stds {:?}",
+                self.mean, self.std
+            )));
+        }
         if x.ndim() < 2 || x.dim(1) != self.mean.len() {
             return Err(Error::shape(format!(
                 "Normalizer was fitted on {} channels, got inputs of shape {}",

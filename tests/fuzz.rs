@@ -1,0 +1,437 @@
+//! The hostile-input suite: seeded, bounded mutation tests of every way data enters the crate —
+//! IDX files (plain and gzip), safetensors files, PNG/JPEG images, models built from random
+//! shapes and settings, and the walkthrough's command line. Each case must end in `Ok` or a clean
+//! `Err` (no panic from a `Result` API, no abort, no signal), stay under a memory bound, and lose
+//! nothing (a failed load leaves the model as it was).
+//!
+//! ```sh
+//! cargo test --release --test fuzz -- --nocapture                           # the CI run, ~1 min
+//! BACKPROP_FUZZ_SCALE=20 cargo test --release --test fuzz -- --nocapture    # 20× the cases
+//! ```
+//!
+//! It prints one row per area: the table in `docs/reliability.md` comes from this output.
+
+use backprop::data::idx::{read_idx, read_images, read_labels, write_idx};
+use backprop::prelude::*;
+use backprop::tensor::{Rng, rng};
+use rand::RngExt;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::Write;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+// ------------------------------------------------------------------- memory accounting
+
+struct Counting;
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let live = LIVE.fetch_add(layout.size(), Relaxed) + layout.size();
+        PEAK.fetch_max(live, Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if new_size > layout.size() {
+            let live = LIVE.fetch_add(new_size - layout.size(), Relaxed) + new_size - layout.size();
+            PEAK.fetch_max(live, Relaxed);
+        } else {
+            LIVE.fetch_sub(layout.size() - new_size, Relaxed);
+        }
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// No single case may hold more than this at once (the largest legitimate input here is a few MB).
+const MEMORY_BOUND: usize = 256 << 20;
+
+// ------------------------------------------------------------------- bookkeeping
+
+#[derive(Default)]
+struct Tally {
+    tried: usize,
+    ok: usize,
+    clean_errors: usize,
+    panics: Vec<String>,
+    over_memory: Vec<String>,
+    lost: Vec<String>,
+    peak: usize,
+}
+
+impl Tally {
+    /// Runs one case: `f` returns Ok(true) for success, Ok(false) for a clean error, Err(what was
+    /// lost) when a failure changed something it must not.
+    fn case(&mut self, label: impl Fn() -> String, f: impl FnOnce() -> Result<bool, String>) {
+        self.tried += 1;
+        let base = LIVE.load(Relaxed);
+        PEAK.store(base, Relaxed);
+        match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(Ok(true)) => self.ok += 1,
+            Ok(Ok(false)) => self.clean_errors += 1,
+            Ok(Err(lost)) => self.lost.push(format!("{}: {lost}", label())),
+            Err(p) => {
+                let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+                self.panics.push(format!("{}: {}", label(), msg.unwrap_or_default()));
+            }
+        }
+        let used = PEAK.load(Relaxed).saturating_sub(base);
+        self.peak = self.peak.max(used);
+        if used > MEMORY_BOUND {
+            self.over_memory.push(format!("{}: {} MiB", label(), used >> 20));
+        }
+    }
+
+    fn row(&self, area: &str) -> String {
+        format!(
+            "| {area} | {} | {} | {} | {} | {} | {} | {:.1} |",
+            self.tried,
+            self.ok,
+            self.clean_errors,
+            self.panics.len(),
+            self.over_memory.len(),
+            self.lost.len(),
+            self.peak as f64 / (1 << 20) as f64
+        )
+    }
+
+    fn failures(&self) -> Vec<String> {
+        self.panics.iter().chain(&self.over_memory).chain(&self.lost).take(5).cloned().collect()
+    }
+}
+
+fn scale() -> usize {
+    std::env::var("BACKPROP_FUZZ_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1).max(1)
+}
+
+fn scratch() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("backprop-fuzz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+/// One random mutation of `bytes`: a truncation, bit flips, a byte run overwritten with
+/// extreme values, bytes inserted, or garbage appended.
+fn mutate(bytes: &[u8], r: &mut Rng) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    if out.is_empty() {
+        return vec![r.random()];
+    }
+    match r.random_range(0..5) {
+        0 => out.truncate(r.random_range(0..out.len())),
+        1 => {
+            for _ in 0..r.random_range(1..8) {
+                let i = r.random_range(0..out.len());
+                out[i] ^= 1 << r.random_range(0..8);
+            }
+        }
+        2 => {
+            let i = r.random_range(0..out.len());
+            let v = [0x00, 0xff, 0x7f, 0x80][r.random_range(0..4)];
+            let end = (i + r.random_range(1..9)).min(out.len());
+            out[i..end].fill(v);
+        }
+        3 => {
+            let i = r.random_range(0..=out.len());
+            let extra: Vec<u8> = (0..r.random_range(1..64)).map(|_| r.random()).collect();
+            out.splice(i..i, extra);
+        }
+        _ => out.extend((0..r.random_range(1..256)).map(|_| r.random::<u8>())),
+    }
+    out
+}
+
+// ------------------------------------------------------------------- areas
+
+fn idx_files(t: &mut Tally, cases: usize) {
+    let dir = scratch();
+    let mut r = rng(1);
+    let images: Vec<u8> = (0..5 * 7 * 6).map(|i| (i * 37 % 256) as u8).collect();
+    let mut valid = Vec::new();
+    for (dims, data) in [(vec![5, 7, 6], images.clone()), (vec![5], vec![1, 2, 3, 4, 9])] {
+        let path = dir.join("valid.idx");
+        write_idx(&path, &dims, &data).unwrap();
+        valid.push(std::fs::read(&path).unwrap());
+    }
+    // Crafted headers: huge and overflowing sizes, with little data behind them.
+    let crafted: Vec<Vec<u8>> = vec![
+        vec![0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0x80, 0, 0, 0, 0x80, 0],
+        vec![0, 0, 8, 3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2, 3],
+        vec![0, 0, 8, 255],
+        vec![0, 0, 8, 0],
+        vec![0, 0, 0x0d, 1, 0, 0, 0, 4, 0, 0, 0, 0],
+    ];
+    for i in 0..cases {
+        let base = if i % 4 == 0 { crafted[i / 4 % crafted.len()].clone() } else { valid[i % 2].clone() };
+        let mut bytes = if i % 3 == 0 { base } else { mutate(&base, &mut r) };
+        let compressed = i % 2 == 1;
+        if compressed {
+            bytes = if i % 10 == 1 { mutate(&gzip(&bytes), &mut r) } else { gzip(&bytes) };
+        }
+        let path = dir.join(if compressed { "case.idx.gz" } else { "case.idx" });
+        std::fs::write(&path, &bytes).unwrap();
+        t.case(
+            || format!("idx case {i} ({} bytes{})", bytes.len(), if compressed { ", gzip" } else { "" }),
+            || {
+                let a = read_idx(&path).is_ok();
+                let b = read_images(&path).is_ok();
+                let c = read_labels(&path).is_ok();
+                Ok(a || b || c)
+            },
+        );
+    }
+    // Gzip bombs: a small valid header, then far more zeros than it declares.
+    for (i, zeros) in [(0, 64usize << 20), (1, 128 << 20)] {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&[0, 0, 8, 1, 0, 0, 0, 10]).unwrap();
+        let block = vec![0u8; 1 << 20];
+        for _ in 0..zeros >> 20 {
+            gz.write_all(&block).unwrap();
+        }
+        let path = dir.join("bomb.idx.gz");
+        std::fs::write(&path, gz.finish().unwrap()).unwrap();
+        t.case(|| format!("gzip bomb {i}"), || Ok(read_idx(&path).is_ok()));
+    }
+}
+
+fn small_model(seed: u64) -> Sequential {
+    Sequential::builder(&[1, 6, 6])
+        .add(Conv2d::new(1, 2, 3))
+        .add(BatchNorm2d::new(2))
+        .add(Relu::new())
+        .add(MaxPool2d::new(2))
+        .add(Flatten::new())
+        .add(Dense::new(8, 3))
+        .seed(seed)
+        .build()
+        .unwrap()
+}
+
+fn safetensors_files(t: &mut Tally, cases: usize) {
+    let mut r = rng(2);
+    let valid = small_model(1).to_safetensors().unwrap();
+    for i in 0..cases {
+        let bytes = mutate(&valid, &mut r);
+        t.case(
+            || format!("safetensors case {i} ({} bytes)", bytes.len()),
+            || {
+                let mut m = small_model(2);
+                let before = m.state_dict();
+                match m.load_safetensors(&bytes, "fuzz.safetensors") {
+                    Ok(()) => Ok(true),
+                    Err(_) if m.state_dict() == before => Ok(false),
+                    Err(e) => Err(format!("a failed load changed the model ({e})")),
+                }
+            },
+        );
+    }
+}
+
+fn images(t: &mut Tally, cases: usize) {
+    use backprop::data::image_folder::{ColorMode, load_image};
+    let dir = scratch();
+    let mut r = rng(3);
+    let mut valid = Vec::new();
+    for name in ["v.png", "v.jpg"] {
+        let path = dir.join(name);
+        image::RgbImage::from_fn(9, 7, |x, y| image::Rgb([(x * 20) as u8, (y * 30) as u8, 99])).save(&path).unwrap();
+        valid.push(std::fs::read(&path).unwrap());
+    }
+    // A PNG header claiming 100000×100000 pixels (IHDR patched; the CRC check may catch it first).
+    let mut huge = valid[0].clone();
+    huge[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+    huge[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+    for i in 0..cases {
+        let bytes = if i % 25 == 0 { huge.clone() } else { mutate(&valid[i % 2], &mut r) };
+        let path = dir.join(if i % 2 == 0 { "case.png" } else { "case.jpg" });
+        std::fs::write(&path, &bytes).unwrap();
+        let size = [(4, 4), (28, 28), (0, 3), (40_000, 40_000)][r.random_range(0..4)];
+        let color = if i % 3 == 0 { ColorMode::Rgb } else { ColorMode::Gray };
+        t.case(|| format!("image case {i} ({} bytes, size {size:?})", bytes.len()), || Ok(load_image(&path, size, color).is_ok()));
+    }
+}
+
+/// A random layer with hostile settings (but weights small enough to allocate).
+fn random_layer(r: &mut Rng) -> Box<dyn Layer> {
+    let small = |r: &mut Rng| [0usize, 1, 2, 3, 4, 8][r.random_range(0..6)];
+    let wild = |r: &mut Rng| [0usize, 1, 2, 3, 5, 1 << 31, 1 << 62, 1 << 63, usize::MAX][r.random_range(0..9)];
+    match r.random_range(0..12) {
+        0 => Box::new(Dense::new(small(r), small(r))),
+        1 => Box::new(
+            Conv2d::new(small(r), small(r), small(r)).stride(wild(r)).padding(wild(r)).dilation(wild(r).min(1 << 40)),
+        ),
+        2 => Box::new(MaxPool2d::new(small(r)).stride(wild(r))),
+        3 => Box::new(AvgPool2d::new(small(r)).padding(small(r))),
+        4 => Box::new(Flatten::new()),
+        5 => Box::new(Relu::new()),
+        6 => Box::new(BatchNorm1d::new(small(r))),
+        7 => Box::new(BatchNorm2d::new(small(r))),
+        8 => Box::new(GlobalAvgPool::new()),
+        9 => Box::new(Dropout::new(0.5)),
+        10 => Box::new(Residual::new(Sequential::new().add(Dense::new(small(r), small(r))))),
+        _ => Box::new(LogSoftmax::new()),
+    }
+}
+
+fn models(t: &mut Tally, cases: usize) {
+    let mut r = rng(4);
+    for i in 0..cases {
+        let dims = [0usize, 1, 2, 3, 4, 6, 8, 1 << 31, 1 << 62];
+        let input: Vec<usize> = (0..r.random_range(1..4)).map(|_| dims[r.random_range(0..dims.len())]).collect();
+        let layers: Vec<Box<dyn Layer>> = (0..r.random_range(1..5)).map(|_| random_layer(&mut r)).collect();
+        let names: Vec<String> = layers.iter().map(|l| l.describe()).collect();
+        let seed = r.random::<u64>();
+        let label = format!("model case {i}: input {input:?}, layers {names:?}");
+        t.case(
+            || label.clone(),
+            move || {
+                let mut builder = Sequential::builder(&input).seed(seed);
+                for l in layers {
+                    builder = builder.add_boxed(l);
+                }
+                let Ok(mut model) = builder.build() else { return Ok(false) };
+                let mut shape = vec![3];
+                shape.extend_from_slice(&input);
+                if backprop::tensor::checked_numel(&shape).is_none_or(|n| n > 1 << 20) {
+                    return Ok(true);
+                }
+                let x = Tensor::randn(&shape, 0.0, 1.0, seed);
+                let y = model.predict(&x, 2).map_err(|e| format!("predict on a built model failed: {e}"))?;
+                let targets = Tensor::zeros(y.shape());
+                let data = Dataset::regression(x, targets).map_err(|e| e.to_string())?;
+                let fit = model.fit(&data, &MseLoss::new(), &mut Sgd::new(0.01), FitOptions::new().batch_size(2).verbose(false));
+                Ok(fit.is_ok())
+            },
+        );
+    }
+}
+
+fn walkthrough_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?.parent()?.join("examples").join("image_classify");
+    bin.exists().then_some(bin)
+}
+
+fn cli(t: &mut Tally, cases: usize) {
+    let Some(bin) = walkthrough_binary() else {
+        eprintln!("walkthrough binary not built: skipping the CLI area");
+        return;
+    };
+    let dir = scratch();
+    // A tiny MNIST-format folder (20 + 10 images) so that runs that do train finish at once.
+    let data = dir.join("tiny");
+    std::fs::create_dir_all(&data).unwrap();
+    let pixels = |n: usize| (0..n * 28 * 28).map(|i| (i * 7 % 256) as u8).collect::<Vec<u8>>();
+    write_idx(data.join("train-images-idx3-ubyte"), &[20, 28, 28], &pixels(20)).unwrap();
+    write_idx(data.join("train-labels-idx1-ubyte"), &[20], &(0..20).map(|i| (i % 10) as u8).collect::<Vec<_>>()).unwrap();
+    write_idx(data.join("t10k-images-idx3-ubyte"), &[10, 28, 28], &pixels(10)).unwrap();
+    write_idx(data.join("t10k-labels-idx1-ubyte"), &[10], &(0..10).map(|i| i as u8).collect::<Vec<_>>()).unwrap();
+    // Model files with hostile metadata for --predict.
+    let model_file = |name: &str, meta: &[(&str, &str)]| -> PathBuf {
+        let path = dir.join(name);
+        let owned: Vec<(&str, String)> = meta.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        small_model(1).save_with_metadata(&path, &owned).unwrap();
+        path
+    };
+    let good_meta = [("input_shape", "1,28,28"), ("classes", "10"), ("normalize_mean", "0.1"), ("normalize_std", "0.3")];
+    let mut models = vec![model_file("plain.safetensors", &[])];
+    for (k, bad) in [
+        ("input_shape", "1,100000,100000"),
+        ("input_shape", "3"),
+        ("classes", "10000000000"),
+        ("classes", "0"),
+        ("normalize_std", "0"),
+        ("normalize_mean", "NaN"),
+    ] {
+        let meta: Vec<(&str, &str)> = good_meta.iter().map(|&(key, v)| (key, if key == k { bad } else { v })).collect();
+        models.push(model_file(&format!("bad-{k}-{}.safetensors", models.len()), &meta));
+    }
+    let image = dir.join("digit.png");
+    image::GrayImage::from_pixel(28, 28, image::Luma([200])).save(&image).unwrap();
+    let out = dir.join("out");
+    let data_s = data.to_string_lossy().into_owned();
+    let mut r = rng(5);
+    let values: &[&[&str]] = &[
+        &["--epochs", "0", "1", "-1", "abc", "99999999999999999999"],
+        &["--batch-size", "0", "1", "7", "4294967295"],
+        &["--lr", "nan", "-1", "inf", "1e30", "0", "0.01"],
+        &["--seed", "0", "18446744073709551615", "-5"],
+        &["--threads", "0", "1", "2", "100000"],
+        &["--data", "/nonexistent", "Cargo.toml", &data_s],
+    ];
+    for i in 0..cases {
+        let mut args: Vec<String> = vec!["--quiet".into(), "--out".into(), out.to_string_lossy().into_owned()];
+        if i % 4 == 3 {
+            let m = &models[r.random_range(0..models.len())];
+            args.extend(["--predict".into(), image.to_string_lossy().into_owned(), "--model".into(), m.to_string_lossy().into_owned()]);
+        } else {
+            for group in values {
+                if r.random_range(0..3) > 0 {
+                    args.push(group[0].into());
+                    args.push(group[r.random_range(1..group.len())].into());
+                }
+            }
+            if !args.iter().any(|a| a == "--data") {
+                args.extend(["--data".into(), data_s.clone()]);
+            }
+            if !args.iter().any(|a| a == "--epochs") {
+                args.extend(["--epochs".into(), "1".into()]);
+            }
+        }
+        let shown = args.join(" ");
+        t.case(
+            || format!("cli case {i}: {shown}"),
+            || {
+                let run = std::process::Command::new(&bin).args(&args).output().map_err(|e| e.to_string())?;
+                let stderr = String::from_utf8_lossy(&run.stderr);
+                match run.status.code() {
+                    None => Err(format!("killed by a signal ({:?}): {stderr}", run.status)),
+                    Some(_) if stderr.contains("panicked") => Err(format!("panicked: {stderr}")),
+                    Some(0) => Ok(true),
+                    Some(1 | 2) if !stderr.trim().is_empty() => Ok(false),
+                    Some(code) => Err(format!("exit code {code} with stderr {stderr:?}")),
+                }
+            },
+        );
+    }
+}
+
+#[test]
+fn hostile_inputs_end_in_ok_or_a_clean_error() {
+    let k = scale();
+    let areas: Vec<(&str, Box<dyn Fn(&mut Tally)>)> = vec![
+        ("IDX files (plain and gzip)", Box::new(move |t| idx_files(t, 4000 * k))),
+        ("safetensors files", Box::new(move |t| safetensors_files(t, 4000 * k))),
+        ("PNG / JPEG images", Box::new(move |t| images(t, 3000 * k))),
+        ("models from random shapes and settings", Box::new(move |t| models(t, 4000 * k))),
+        ("walkthrough command line", Box::new(move |t| cli(t, 150 * k))),
+    ];
+    println!("\n| area | inputs tried | ok | clean errors | panics | over {} MiB | data lost | peak MiB |", MEMORY_BOUND >> 20);
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut failures = Vec::new();
+    for (area, run) in areas {
+        let mut t = Tally::default();
+        run(&mut t);
+        println!("{}", t.row(area));
+        failures.extend(t.failures().into_iter().map(|f| format!("{area}: {f}")));
+    }
+    assert!(failures.is_empty(), "failures:\n{}", failures.join("\n"));
+}
+
