@@ -79,6 +79,7 @@
 //! - `docs/benchmarks.md` — measured speed, with the commands that produced each figure.
 //! - `docs/pytorch.md` — moving weights between this crate and PyTorch.
 #![deny(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod alloc_tuning;
 pub mod data;

@@ -82,7 +82,10 @@ impl Tally {
             Ok(Ok(false)) => self.clean_errors += 1,
             Ok(Err(lost)) => self.lost.push(format!("{}: {lost}", label())),
             Err(p) => {
-                let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
                 self.panics.push(format!("{}: {}", label(), msg.unwrap_or_default()));
             }
         }
@@ -251,7 +254,9 @@ fn images(t: &mut Tally, cases: usize) {
     let mut valid = Vec::new();
     for name in ["v.png", "v.jpg"] {
         let path = dir.join(name);
-        image::RgbImage::from_fn(9, 7, |x, y| image::Rgb([(x * 20) as u8, (y * 30) as u8, 99])).save(&path).unwrap();
+        image::RgbImage::from_fn(9, 7, |x, y| image::Rgb([(x * 20) as u8, (y * 30) as u8, 99]))
+            .save(&path)
+            .unwrap();
         valid.push(std::fs::read(&path).unwrap());
     }
     // A PNG header claiming 100000×100000 pixels (IHDR patched; the CRC check may catch it first).
@@ -264,18 +269,25 @@ fn images(t: &mut Tally, cases: usize) {
         std::fs::write(&path, &bytes).unwrap();
         let size = [(4, 4), (28, 28), (0, 3), (40_000, 40_000)][r.random_range(0..4)];
         let color = if i % 3 == 0 { ColorMode::Rgb } else { ColorMode::Gray };
-        t.case(|| format!("image case {i} ({} bytes, size {size:?})", bytes.len()), || Ok(load_image(&path, size, color).is_ok()));
+        t.case(
+            || format!("image case {i} ({} bytes, size {size:?})", bytes.len()),
+            || Ok(load_image(&path, size, color).is_ok()),
+        );
     }
 }
 
 /// A random layer with hostile settings (but weights small enough to allocate).
 fn random_layer(r: &mut Rng) -> Box<dyn Layer> {
     let small = |r: &mut Rng| [0usize, 1, 2, 3, 4, 8][r.random_range(0..6)];
-    let wild = |r: &mut Rng| [0usize, 1, 2, 3, 5, 1 << 31, 1 << 62, 1 << 63, usize::MAX][r.random_range(0..9)];
+    let wild =
+        |r: &mut Rng| [0usize, 1, 2, 3, 5, 1 << 31, 1 << 62, 1 << 63, usize::MAX][r.random_range(0..9)];
     match r.random_range(0..12) {
         0 => Box::new(Dense::new(small(r), small(r))),
         1 => Box::new(
-            Conv2d::new(small(r), small(r), small(r)).stride(wild(r)).padding(wild(r)).dilation(wild(r).min(1 << 40)),
+            Conv2d::new(small(r), small(r), small(r))
+                .stride(wild(r))
+                .padding(wild(r))
+                .dilation(wild(r).min(1 << 40)),
         ),
         2 => Box::new(MaxPool2d::new(small(r)).stride(wild(r))),
         3 => Box::new(AvgPool2d::new(small(r)).padding(small(r))),
@@ -294,7 +306,8 @@ fn models(t: &mut Tally, cases: usize) {
     let mut r = rng(4);
     for i in 0..cases {
         let dims = [0usize, 1, 2, 3, 4, 6, 8, 1 << 31, 1 << 62];
-        let input: Vec<usize> = (0..r.random_range(1..4)).map(|_| dims[r.random_range(0..dims.len())]).collect();
+        let input: Vec<usize> =
+            (0..r.random_range(1..4)).map(|_| dims[r.random_range(0..dims.len())]).collect();
         let layers: Vec<Box<dyn Layer>> = (0..r.random_range(1..5)).map(|_| random_layer(&mut r)).collect();
         let names: Vec<String> = layers.iter().map(|l| l.describe()).collect();
         let seed = r.random::<u64>();
@@ -316,7 +329,12 @@ fn models(t: &mut Tally, cases: usize) {
                 let y = model.predict(&x, 2).map_err(|e| format!("predict on a built model failed: {e}"))?;
                 let targets = Tensor::zeros(y.shape());
                 let data = Dataset::regression(x, targets).map_err(|e| e.to_string())?;
-                let fit = model.fit(&data, &MseLoss::new(), &mut Sgd::new(0.01), FitOptions::new().batch_size(2).verbose(false));
+                let fit = model.fit(
+                    &data,
+                    &MseLoss::new(),
+                    &mut Sgd::new(0.01),
+                    FitOptions::new().batch_size(2).verbose(false),
+                );
                 Ok(fit.is_ok())
             },
         );
@@ -340,9 +358,15 @@ fn cli(t: &mut Tally, cases: usize) {
     std::fs::create_dir_all(&data).unwrap();
     let pixels = |n: usize| (0..n * 28 * 28).map(|i| (i * 7 % 256) as u8).collect::<Vec<u8>>();
     write_idx(data.join("train-images-idx3-ubyte"), &[20, 28, 28], &pixels(20)).unwrap();
-    write_idx(data.join("train-labels-idx1-ubyte"), &[20], &(0..20).map(|i| (i % 10) as u8).collect::<Vec<_>>()).unwrap();
+    write_idx(
+        data.join("train-labels-idx1-ubyte"),
+        &[20],
+        &(0..20).map(|i| (i % 10) as u8).collect::<Vec<_>>(),
+    )
+    .unwrap();
     write_idx(data.join("t10k-images-idx3-ubyte"), &[10, 28, 28], &pixels(10)).unwrap();
-    write_idx(data.join("t10k-labels-idx1-ubyte"), &[10], &(0..10).map(|i| i as u8).collect::<Vec<_>>()).unwrap();
+    write_idx(data.join("t10k-labels-idx1-ubyte"), &[10], &(0..10).map(|i| i as u8).collect::<Vec<_>>())
+        .unwrap();
     // Model files with hostile metadata for --predict.
     let model_file = |name: &str, meta: &[(&str, &str)]| -> PathBuf {
         let path = dir.join(name);
@@ -350,7 +374,8 @@ fn cli(t: &mut Tally, cases: usize) {
         small_model(1).save_with_metadata(&path, &owned).unwrap();
         path
     };
-    let good_meta = [("input_shape", "1,28,28"), ("classes", "10"), ("normalize_mean", "0.1"), ("normalize_std", "0.3")];
+    let good_meta =
+        [("input_shape", "1,28,28"), ("classes", "10"), ("normalize_mean", "0.1"), ("normalize_std", "0.3")];
     let mut models = vec![model_file("plain.safetensors", &[])];
     for (k, bad) in [
         ("input_shape", "1,100000,100000"),
@@ -360,7 +385,8 @@ fn cli(t: &mut Tally, cases: usize) {
         ("normalize_std", "0"),
         ("normalize_mean", "NaN"),
     ] {
-        let meta: Vec<(&str, &str)> = good_meta.iter().map(|&(key, v)| (key, if key == k { bad } else { v })).collect();
+        let meta: Vec<(&str, &str)> =
+            good_meta.iter().map(|&(key, v)| (key, if key == k { bad } else { v })).collect();
         models.push(model_file(&format!("bad-{k}-{}.safetensors", models.len()), &meta));
     }
     let image = dir.join("digit.png");
@@ -377,10 +403,16 @@ fn cli(t: &mut Tally, cases: usize) {
         &["--data", "/nonexistent", "Cargo.toml", &data_s],
     ];
     for i in 0..cases {
-        let mut args: Vec<String> = vec!["--quiet".into(), "--out".into(), out.to_string_lossy().into_owned()];
+        let mut args: Vec<String> =
+            vec!["--quiet".into(), "--out".into(), out.to_string_lossy().into_owned()];
         if i % 4 == 3 {
             let m = &models[r.random_range(0..models.len())];
-            args.extend(["--predict".into(), image.to_string_lossy().into_owned(), "--model".into(), m.to_string_lossy().into_owned()]);
+            args.extend([
+                "--predict".into(),
+                image.to_string_lossy().into_owned(),
+                "--model".into(),
+                m.to_string_lossy().into_owned(),
+            ]);
         } else {
             for group in values {
                 if r.random_range(0..3) > 0 {
@@ -416,14 +448,18 @@ fn cli(t: &mut Tally, cases: usize) {
 #[test]
 fn hostile_inputs_end_in_ok_or_a_clean_error() {
     let k = scale();
-    let areas: Vec<(&str, Box<dyn Fn(&mut Tally)>)> = vec![
+    type Area = Box<dyn Fn(&mut Tally)>;
+    let areas: Vec<(&str, Area)> = vec![
         ("IDX files (plain and gzip)", Box::new(move |t| idx_files(t, 4000 * k))),
         ("safetensors files", Box::new(move |t| safetensors_files(t, 4000 * k))),
         ("PNG / JPEG images", Box::new(move |t| images(t, 3000 * k))),
         ("models from random shapes and settings", Box::new(move |t| models(t, 4000 * k))),
         ("walkthrough command line", Box::new(move |t| cli(t, 150 * k))),
     ];
-    println!("\n| area | inputs tried | ok | clean errors | panics | over {} MiB | data lost | peak MiB |", MEMORY_BOUND >> 20);
+    println!(
+        "\n| area | inputs tried | ok | clean errors | panics | over {} MiB | data lost | peak MiB |",
+        MEMORY_BOUND >> 20
+    );
     println!("|---|---|---|---|---|---|---|---|");
     let mut failures = Vec::new();
     for (area, run) in areas {
@@ -434,4 +470,3 @@ fn hostile_inputs_end_in_ok_or_a_clean_error() {
     }
     assert!(failures.is_empty(), "failures:\n{}", failures.join("\n"));
 }
-

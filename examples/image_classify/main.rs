@@ -42,7 +42,7 @@ struct Cli {
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: u32,
 
-    /// Adam's initial learning rate (decayed along a cosine to 5 % of it).
+    /// Adam's initial learning rate, in (0, 10] (decayed along a cosine to 5 % of it).
     #[arg(long, default_value_t = 2e-3)]
     lr: f32,
 
@@ -100,8 +100,11 @@ fn run(cli: Cli) -> Result<()> {
              Run it optimised with: cargo run --release --example image_classify"
         );
     }
-    if !(cli.lr.is_finite() && cli.lr > 0.0) {
-        return Err(Error::invalid(format!("--lr must be a positive number, got {}", cli.lr)));
+    if !(cli.lr > 0.0 && cli.lr <= 10.0) {
+        return Err(Error::invalid(format!(
+            "--lr must be a number in (0, 10] (Adam's useful rates are around 1e-4 to 1e-2), got {}",
+            cli.lr
+        )));
     }
     if let Some(n) = cli.threads {
         rayon::ThreadPoolBuilder::new()
@@ -230,7 +233,12 @@ fn predict(image: &Path, model_path: &Path) -> Result<()> {
     let max = backprop::data::image_folder::MAX_SIZE;
     match shape.as_slice() {
         [1 | 3, h, w] if (1..=max).contains(h) && (1..=max).contains(w) => {}
-        _ => return Err(bad("input_shape", &format!("must be channels (1 or 3), height, width (each 1 to {max}), got {shape:?}"))),
+        _ => {
+            return Err(bad(
+                "input_shape",
+                &format!("must be channels (1 or 3), height, width (each 1 to {max}), got {shape:?}"),
+            ));
+        }
     }
     let classes: usize = field("classes")?.parse().map_err(|_| bad("classes", "is not a number"))?;
     if !(1..=100_000).contains(&classes) {
@@ -239,7 +247,10 @@ fn predict(image: &Path, model_path: &Path) -> Result<()> {
     let number = |k: &str| -> Result<f32> { field(k)?.parse().map_err(|_| bad(k, "is not a number")) };
     let (mean, std) = (number("normalize_mean")?, number("normalize_std")?);
     if !(mean.is_finite() && std.is_finite() && std > 0.0) {
-        return Err(bad("normalize_std", &format!("and \"normalize_mean\" must be finite with std > 0, got {mean} and {std}")));
+        return Err(bad(
+            "normalize_std",
+            &format!("and \"normalize_mean\" must be finite with std > 0, got {mean} and {std}"),
+        ));
     }
     let mut model = pipeline::reference_cnn(&shape, classes, 0)?;
     model.load(model_path)?;

@@ -169,7 +169,10 @@ pub fn gemm(
 /// A raw pointer that may cross to another rayon task (see the SAFETY notes where it is used).
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
+// SAFETY: the pointer is only dereferenced inside `sgemm`'s scope, whose tasks write disjoint
+// blocks of C while the slice it points into is borrowed mutably by `sgemm` for the whole scope.
 unsafe impl Send for SendPtr {}
+// SAFETY: as for Send; the pointer itself is never written through from two tasks at one place.
 unsafe impl Sync for SendPtr {}
 
 /// The operands of one GEMM, as pointers and strides, so that blocks of C can be computed apart.
@@ -185,6 +188,8 @@ struct Job {
     beta: f32,
     rsc: isize,
 }
+// SAFETY: a Job only reads through `a` and `b` (borrowed immutably by `sgemm` for the whole
+// scope its tasks run in), so sharing it between the tasks is sharing read-only data.
 unsafe impl Sync for Job {}
 
 impl Job {
@@ -195,6 +200,8 @@ impl Job {
     /// thread may write to this block of C meanwhile.
     unsafe fn run(&self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>, c: *mut f32) {
         let (i0, j0) = (rows.start as isize, cols.start as isize);
+        // SAFETY: the caller guarantees (see `# Safety`) that the strides describe matrices inside
+        // the slices for the whole ranges and that this block of C is written by nobody else.
         unsafe {
             matrixmultiply::sgemm(
                 rows.len(),
