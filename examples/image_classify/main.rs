@@ -94,12 +94,6 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    if cfg!(debug_assertions) {
-        eprintln!(
-            "warning: this is a debug build, which trains tens of times slower than an optimised one.\n\
-             Run it optimised with: cargo run --release --example image_classify"
-        );
-    }
     if !(cli.lr > 0.0 && cli.lr <= 10.0) {
         return Err(Error::invalid(format!(
             "--lr must be a number in (0, 10] (Adam's useful rates are around 1e-4 to 1e-2), got {}",
@@ -135,6 +129,12 @@ fn train_and_report(cli: &Cli) -> Result<()> {
             "--data {} is a file, not a folder: give the folder that holds the four MNIST-format files",
             dir.display()
         )));
+    }
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this is a debug build, which trains tens of times slower than an optimised one.\n\
+             Run it optimised with: cargo run --release --example image_classify"
+        );
     }
     let (train, test) = load_mnist_folder(&dir)?;
     let classes = train.num_classes().unwrap_or(0).max(test.num_classes().unwrap_or(0));

@@ -40,8 +40,10 @@ pub mod batchnorm;
 pub mod conv2d;
 pub mod dense;
 pub mod dropout;
+pub mod embedding;
 pub mod flatten;
 pub mod pool;
+pub mod recurrent;
 pub mod residual;
 pub mod sequential;
 
@@ -50,8 +52,10 @@ pub use batchnorm::{BatchNorm1d, BatchNorm2d};
 pub use conv2d::Conv2d;
 pub use dense::Dense;
 pub use dropout::Dropout;
+pub use embedding::Embedding;
 pub use flatten::Flatten;
 pub use pool::{AvgPool2d, GlobalAvgPool, MaxPool2d};
+pub use recurrent::{Gru, Lstm, Rnn};
 pub use residual::Residual;
 pub use sequential::Sequential;
 

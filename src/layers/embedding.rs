@@ -1,0 +1,138 @@
+//! Embedding: integer ids → learned vectors, `y[…, :] = W[id, :]`.
+//!
+//! Shapes: ids `[N, …]` (whole numbers stored as `f32`, as every tensor here), `W [num, dim]`
+//! (PyTorch's `nn.Embedding` layout, parameter `weight`), output `[N, …, dim]`.
+//!
+//! An embedding is a dense layer applied to a one-hot vector, computed without building the
+//! one-hot: `y = onehot(id)·W = W[id]`. So its backward is the dense layer's `dL/dW = onehotᵀ·g`,
+//! which **scatters** each output's gradient into the row it was read from — rows no id used get
+//! nothing:
+//!
+//! ```text
+//! dL/dW[id, :] += g[…, :]   for every position holding id      (accumulated)
+//! dL/d(ids)     = 0                                            (ids are not differentiable)
+//! ```
+
+use super::{InputGrad, Layer, Mode, Param, State, StateMut, check_grad, checked_output, shape_error};
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+use crate::tensor::init::Init;
+
+/// A lookup table of `num` vectors of `dim` values. See the [module docs](self).
+///
+/// ```
+/// use backprop::layers::{Embedding, InputGrad, Layer, Mode};
+/// use backprop::Tensor;
+/// let mut emb = Embedding::new(10, 4);
+/// let ids = Tensor::from_vec(&[2, 3], vec![1., 2., 1., 0., 9., 9.]).unwrap();
+/// let y = emb.forward(&ids, Mode::Train);
+/// assert_eq!(y.shape(), &[2, 3, 4]);
+/// assert!(emb.check_ids(&Tensor::from_vec(&[1], vec![10.]).unwrap()).is_err()); // out of range
+/// ```
+pub struct Embedding {
+    weight: Param,
+    /// The latest ids, as row indices.
+    ids: Vec<usize>,
+    out_shape: Vec<usize>,
+}
+
+impl Embedding {
+    /// `num` vectors of `dim` values, drawn from `N(0, 1)` as PyTorch's `nn.Embedding` (seed 0;
+    /// a model redraws them from its own seed).
+    pub fn new(num: usize, dim: usize) -> Embedding {
+        let init = Init::Normal { mean: 0.0, std: 1.0 };
+        Embedding { weight: Param::drawn(&[num, dim], init, 0), ids: Vec::new(), out_shape: Vec::new() }
+    }
+
+    /// Sets the table `[num, dim]`.
+    ///
+    /// # Panics
+    /// If the shape differs from the layer's.
+    pub fn with_weights(mut self, weight: Tensor) -> Embedding {
+        assert_eq!(weight.shape(), self.weight.value.shape(), "Embedding: new table shape vs the layer's");
+        self.weight.value = weight;
+        self.weight.init = None;
+        self
+    }
+
+    /// Number of vectors.
+    pub fn num(&self) -> usize {
+        self.weight.value.dim(0)
+    }
+
+    /// Values per vector.
+    pub fn dim(&self) -> usize {
+        self.weight.value.dim(1)
+    }
+
+    /// The table parameter, `[num, dim]`.
+    pub fn weight(&self) -> &Param {
+        &self.weight
+    }
+
+    /// Checks that every value of `ids` is a whole number in `0..num`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the first bad id and its position.
+    pub fn check_ids(&self, ids: &Tensor) -> Result<()> {
+        let num = self.num();
+        match ids.data().iter().position(|&v| !(v >= 0.0 && v.fract() == 0.0 && (v as usize) < num)) {
+            None => Ok(()),
+            Some(i) => Err(Error::invalid(format!(
+                "{}: id {} at position {i} is not a whole number in 0..{num}",
+                self.describe(),
+                ids.data()[i]
+            ))),
+        }
+    }
+}
+
+impl Layer for Embedding {
+    fn describe(&self) -> String {
+        format!("Embedding({}, {})", self.num(), self.dim())
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        if self.num() == 0 || self.dim() == 0 {
+            return Err(Error::shape(format!("{} has no vectors or no values", self.describe())));
+        }
+        if input.is_empty() {
+            return Err(shape_error(&self.describe(), "[N, …] of ids", input));
+        }
+        checked_output(&self.describe(), input.iter().copied().chain([self.dim()]).collect())
+    }
+
+    /// # Panics
+    /// Also if an id is out of range or not a whole number (the message is [`Embedding::check_ids`]'s).
+    fn forward(&mut self, ids: &Tensor, _mode: Mode) -> Tensor {
+        self.out_shape = self.output_shape(ids.shape()).unwrap_or_else(|e| panic!("{e}"));
+        self.check_ids(ids).unwrap_or_else(|e| panic!("{e}"));
+        self.ids.clear();
+        self.ids.extend(ids.data().iter().map(|&v| v as usize));
+        let dim = self.dim();
+        let mut y = Tensor::zeros(&self.out_shape);
+        for (row, &id) in y.data_mut().chunks_exact_mut(dim).zip(&self.ids) {
+            row.copy_from_slice(self.weight.value.outer(id)); // y = W[id]
+        }
+        y
+    }
+
+    fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
+        check_grad("Embedding", &self.out_shape, g);
+        let dim = self.dim();
+        for (row, &id) in g.data().chunks_exact(dim).zip(&self.ids) {
+            let dw = self.weight.grad.outer_mut(id);
+            dw.iter_mut().zip(row).for_each(|(d, g)| *d += g); // dL/dW[id] += g
+        }
+        // Ids are not differentiable: their "gradient" is zero.
+        input_grad.is_needed().then(|| Tensor::zeros(&self.out_shape[..self.out_shape.len() - 1]))
+    }
+
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
+        f("weight", State::Param(&self.weight));
+    }
+
+    fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
+        f("weight", StateMut::Param(&mut self.weight));
+    }
+}

@@ -1,0 +1,99 @@
+//! Gated recurrent unit, as PyTorch's `nn.GRU(batch_first=True)`: gates in PyTorch's order reset
+//! `r`, update `z`, new `n`.
+//!
+//! One step, with `a = [a_r, a_z, a_n]` the input's share and `b = [b_r, b_z, b_n]` the state's
+//! (each including its bias):
+//!
+//! ```text
+//! forward:   r = σ(a_r + b_r)   z = σ(a_z + b_z)
+//!            n = tanh(a_n + r ⊙ b_n)                  the reset gate scales only the state's share
+//!            h = (1 − z) ⊙ n + z ⊙ h_prev
+//! backward:  dn = dh ⊙ (1 − z)    dz = dh ⊙ (h_prev − n)
+//!            dh_prev = dh ⊙ z                          the direct path, not through W_hh
+//!            dp_n = dn ⊙ (1 − n²):   da_n = dp_n,  db_n = dp_n ⊙ r,  dr = dp_n ⊙ b_n
+//!            dp_r = dr ⊙ r(1 − r):   da_r = db_r = dp_r
+//!            dp_z = dz ⊙ z(1 − z):   da_z = db_z = dp_z
+//! ```
+//!
+//! Unlike the RNN and the LSTM, `a` and `b` get different gradients (`db_n = da_n ⊙ r`), because
+//! `r` multiplies `b_n` only — which is why PyTorch keeps two bias vectors.
+
+use super::{Cell, Recurrent, recurrent_layer};
+use crate::tensor::math::sigmoid;
+
+/// The GRU cell.
+pub struct GruCell;
+
+impl Cell for GruCell {
+    const GATES: usize = 3;
+    const HAS_CELL: bool = false;
+    /// r, z, n and the state's share of the new gate, `b_n`.
+    const SAVED: usize = 4;
+
+    fn name(&self) -> String {
+        "GRU".into()
+    }
+
+    fn forward_step(&self, a: &[f32], b: &[f32], h_prev: &[f32], _: &[f32], h: &mut [f32], _: &mut [f32], saved: &mut [f32]) {
+        let hn = h.len();
+        for k in 0..hn {
+            let r = sigmoid(a[k] + b[k]); // r = σ(a_r + b_r)
+            let z = sigmoid(a[hn + k] + b[hn + k]); // z = σ(a_z + b_z)
+            let b_n = b[2 * hn + k];
+            let n = (a[2 * hn + k] + r * b_n).tanh(); // n = tanh(a_n + r ⊙ b_n)
+            h[k] = (1.0 - z) * n + z * h_prev[k]; // h = (1 − z) ⊙ n + z ⊙ h_prev
+            for (slot, v) in [r, z, n, b_n].into_iter().enumerate() {
+                saved[slot * hn + k] = v;
+            }
+        }
+    }
+
+    fn backward_step(
+        &self,
+        saved: &[f32],
+        h_prev: &[f32],
+        _: &[f32],
+        _: &[f32],
+        dh: &[f32],
+        _: &[f32],
+        da: &mut [f32],
+        db: &mut [f32],
+        dh_prev: &mut [f32],
+        _: &mut [f32],
+    ) {
+        let hn = dh.len();
+        for k in 0..hn {
+            let [r, z, n, b_n] = [0, 1, 2, 3].map(|slot| saved[slot * hn + k]);
+            let dn = dh[k] * (1.0 - z); // dn = dh ⊙ (1 − z)
+            let dz = dh[k] * (h_prev[k] - n); // dz = dh ⊙ (h_prev − n)
+            dh_prev[k] = dh[k] * z; // dh_prev = dh ⊙ z
+            let dp_n = dn * (1.0 - n * n); // dp_n = dn ⊙ (1 − n²)
+            let dr = dp_n * b_n; // dr = dp_n ⊙ b_n
+            let dp_r = dr * r * (1.0 - r);
+            let dp_z = dz * z * (1.0 - z);
+            (da[k], db[k]) = (dp_r, dp_r);
+            (da[hn + k], db[hn + k]) = (dp_z, dp_z);
+            (da[2 * hn + k], db[2 * hn + k]) = (dp_n, dp_n * r); // da_n = dp_n, db_n = dp_n ⊙ r
+        }
+    }
+}
+
+/// GRU over `[N, T, F]` sequences. See the [module docs](self) and [`recurrent`](super) for BPTT,
+/// lengths, state and truncation.
+///
+/// ```
+/// use backprop::layers::{Gru, Layer, Mode};
+/// use backprop::Tensor;
+/// let mut gru = Gru::new(3, 5);
+/// assert_eq!(gru.forward(&Tensor::ones(&[2, 4, 3]), Mode::Train).shape(), &[2, 4, 5]);
+/// ```
+pub struct Gru(Recurrent<GruCell>);
+
+impl Gru {
+    /// A GRU from `inputs` features to `hidden` units (`nn.GRU(inputs, hidden, batch_first=True)`).
+    pub fn new(inputs: usize, hidden: usize) -> Gru {
+        Gru(Recurrent::with_cell(GruCell, inputs, hidden))
+    }
+}
+
+recurrent_layer!(Gru, GruCell);

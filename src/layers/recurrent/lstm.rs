@@ -1,0 +1,102 @@
+//! Long short-term memory, as PyTorch's `nn.LSTM(batch_first=True)`: gates in PyTorch's order
+//! input `i`, forget `f`, cell `g`, output `o`.
+//!
+//! One step, with `p = a + b` the gates' pre-activations (`[4H]`: `p_i, p_f, p_g, p_o`):
+//!
+//! ```text
+//! forward:   i = σ(p_i)   f = σ(p_f)   g = tanh(p_g)   o = σ(p_o)
+//!            c = f ⊙ c_prev + i ⊙ g                    the cell state: an additive path
+//!            h = o ⊙ tanh(c)
+//! backward:  given dh (from y_t and step t+1) and dc (from step t+1):
+//!            do = dh ⊙ tanh(c)
+//!            dc ← dc + dh ⊙ o ⊙ (1 − tanh²(c))         both ways c reaches the loss
+//!            di = dc ⊙ g    dg = dc ⊙ i    df = dc ⊙ c_prev
+//!            dc_prev = dc ⊙ f                          the cell path: one multiplication per step
+//!            dp_i = di ⊙ i(1 − i)   dp_f = df ⊙ f(1 − f)   dp_g = dg ⊙ (1 − g²)   dp_o = do ⊙ o(1 − o)
+//!            da = db = dp
+//! ```
+//!
+//! **Why the cell path helps.** Back through the cell state, one step multiplies the gradient by
+//! the forget gate `f` alone — no weight matrix, no squashing derivative. When the network learns
+//! to keep `f ≈ 1`, `dc` crosses many steps nearly unchanged, where a plain RNN's gradient is
+//! multiplied by `diag(tanh')·W_hh` at every step and vanishes.
+
+use super::{Cell, Recurrent, recurrent_layer};
+use crate::tensor::math::sigmoid;
+
+/// The LSTM cell.
+pub struct LstmCell;
+
+impl Cell for LstmCell {
+    const GATES: usize = 4;
+    const HAS_CELL: bool = true;
+    const SAVED: usize = 4;
+
+    fn name(&self) -> String {
+        "LSTM".into()
+    }
+
+    fn forward_step(&self, a: &[f32], b: &[f32], _: &[f32], c_prev: &[f32], h: &mut [f32], c: &mut [f32], saved: &mut [f32]) {
+        let hn = h.len();
+        for k in 0..hn {
+            let p = |gate: usize| a[gate * hn + k] + b[gate * hn + k]; // p = a + b
+            let (i, f, g, o) = (sigmoid(p(0)), sigmoid(p(1)), p(2).tanh(), sigmoid(p(3)));
+            c[k] = f * c_prev[k] + i * g; // c = f ⊙ c_prev + i ⊙ g
+            h[k] = o * c[k].tanh(); // h = o ⊙ tanh(c)
+            for (gate, v) in [i, f, g, o].into_iter().enumerate() {
+                saved[gate * hn + k] = v;
+            }
+        }
+    }
+
+    fn backward_step(
+        &self,
+        saved: &[f32],
+        _h_prev: &[f32],
+        c_prev: &[f32],
+        c: &[f32],
+        dh: &[f32],
+        dc: &[f32],
+        da: &mut [f32],
+        db: &mut [f32],
+        dh_prev: &mut [f32],
+        dc_prev: &mut [f32],
+    ) {
+        let hn = dh.len();
+        for k in 0..hn {
+            let [i, f, g, o] = [0, 1, 2, 3].map(|gate| saved[gate * hn + k]);
+            let tc = c[k].tanh();
+            let d_o = dh[k] * tc; // do = dh ⊙ tanh(c)
+            let dc_k = dc[k] + dh[k] * o * (1.0 - tc * tc); // dc ← dc + dh ⊙ o ⊙ (1 − tanh²(c))
+            let (di, dg, df) = (dc_k * g, dc_k * i, dc_k * c_prev[k]); // di = dc ⊙ g, dg = dc ⊙ i, df = dc ⊙ c_prev
+            dc_prev[k] = dc_k * f; // dc_prev = dc ⊙ f
+            let dp = [di * i * (1.0 - i), df * f * (1.0 - f), dg * (1.0 - g * g), d_o * o * (1.0 - o)];
+            for (gate, v) in dp.into_iter().enumerate() {
+                (da[gate * hn + k], db[gate * hn + k]) = (v, v); // da = db = dp
+            }
+        }
+        dh_prev.fill(0.0); // h_{t−1} reaches the step only through W_hh
+    }
+}
+
+/// LSTM over `[N, T, F]` sequences. See the [module docs](self) and [`recurrent`](super) for
+/// BPTT, lengths, state and truncation.
+///
+/// ```
+/// use backprop::layers::{Layer, Lstm, Mode};
+/// use backprop::Tensor;
+/// let mut lstm = Lstm::new(3, 5).last_step_only();
+/// let y = lstm.forward(&Tensor::ones(&[2, 4, 3]), Mode::Train);
+/// assert_eq!(y.shape(), &[2, 5]);
+/// ```
+pub struct Lstm(Recurrent<LstmCell>);
+
+impl Lstm {
+    /// An LSTM from `inputs` features to `hidden` units (`nn.LSTM(inputs, hidden,
+    /// batch_first=True)`).
+    pub fn new(inputs: usize, hidden: usize) -> Lstm {
+        Lstm(Recurrent::with_cell(LstmCell, inputs, hidden))
+    }
+}
+
+recurrent_layer!(Lstm, LstmCell);

@@ -1,0 +1,527 @@
+//! Recurrent layers over batch-first sequences `[N, T, F]`: [`Rnn`], [`Lstm`], [`Gru`], and the
+//! backprop-through-time walk they share.
+//!
+//! # Unrolling
+//!
+//! A recurrent layer applies one *cell* at every step `t`, with the same weights each time:
+//!
+//! ```text
+//! a_t = x_t·W_ihᵀ + b_ih            the input's share of the gates      [G·H]
+//! b_t = h_{t−1}·W_hhᵀ + b_hh        the previous state's share          [G·H]
+//! (h_t, c_t) = cell(a_t, b_t, h_{t−1}, c_{t−1})                          (c: the LSTM's cell state)
+//! y_t = h_t
+//! ```
+//!
+//! `G` is the number of gates (1 for [`Rnn`], 4 for [`Lstm`], 3 for [`Gru`]). Unrolled over `T`
+//! steps this is a deep feed-forward network whose layers share their weights, and backprop through
+//! time (BPTT) is ordinary backprop on that network, walked from the last step to the first.
+//!
+//! # Backward, step by step
+//!
+//! The state `h_t` reaches the loss along two paths: through this step's output `y_t` and through
+//! the next step, which read it as `h_t`. So the gradient arriving at `h_t` is a sum:
+//!
+//! ```text
+//! dh_t = dL/dy_t + (gradient from step t+1 into h_t)
+//! ```
+//!
+//! From `dh_t` (and `dc_t` for the LSTM) the cell's backward gives the gradients of its two
+//! pre-activations, `da_t` and `db_t`, and the part of `dh_{t−1}`, `dc_{t−1}` that does not go
+//! through `W_hh` (the GRU's `z ⊙ h` term, the LSTM's `f ⊙ c` path). The matrix products do the
+//! rest, exactly as in a dense layer:
+//!
+//! ```text
+//! dh_{t−1} += db_t · W_hh                     the recurrence: how h_{t−1} moved the gates
+//! dW_hh    += db_tᵀ · h_{t−1}    db_hh += db_t
+//! dW_ih    += da_tᵀ · x_t        db_ih += da_t
+//! dx_t      = da_t · W_ih
+//! ```
+//!
+//! **Why the weight gradients are sums over time**: `W_hh` is used at every step, so `L` depends on
+//! it through every step, and the chain rule adds those contributions — the same reason a
+//! convolution's kernel gradient sums over positions. [`Recurrent::backward`] walks `t` from `T − 1`
+//! down to 0 with exactly these names.
+//!
+//! # Variable lengths, state, truncation
+//!
+//! - [`Recurrent::set_lengths`]: sequence `n` has `lengths[n]` valid steps; at a padded step the
+//!   state is carried unchanged (`h_t = h_{t−1}`, `c_t = c_{t−1}`), the output is 0, and the
+//!   backward passes the gradient straight through — so padding contributes nothing to outputs,
+//!   to the final state or to any gradient.
+//! - [`Recurrent::set_initial_state`] / [`Recurrent::final_state`] /
+//!   [`Recurrent::initial_state_grad`]: state in, state out, and `dL/dh₀` (`dL/dc₀`).
+//! - **Truncated BPTT** ([`Recurrent::stateful`]): each forward pass starts from the previous
+//!   pass's final state, and backward stops there (the earlier chunk's graph is gone), so a long
+//!   stream is trained chunk by chunk with the state carried across.
+//! - [`Recurrent::last_step_only`]: output the final state `[N, H]` (the last *valid* step of each
+//!   sequence) instead of every step.
+//!
+//! Speed: the input projections of all steps are one GEMM (`[N·T, F]·W_ihᵀ`), and so are `dW_ih`
+//! and `dx`; only the recurrent product runs per step. Buffers are kept from call to call.
+//! [`reference`] computes the forward pass sample by sample, step by step, with plain loops: the
+//! definition the batched code is tested against.
+
+pub mod gru;
+pub mod lstm;
+pub mod reference;
+pub mod rnn;
+
+pub use gru::{Gru, GruCell};
+pub use lstm::{Lstm, LstmCell};
+pub use rnn::{Rnn, RnnCell};
+
+use super::{InputGrad, Mode, Param, State, StateMut, check_grad, shape_error};
+use crate::error::{Error, Result};
+use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm};
+use crate::tensor::init::Init;
+use crate::tensor::{Tensor, rng, shape_str};
+
+/// One step of a recurrent cell, for one sample. Forward and backward sit side by side in each
+/// cell's file, with the same names.
+pub trait Cell: Send + 'static {
+    /// Gates `G`: rows of `W_ih` and `W_hh` are `G·H`.
+    const GATES: usize;
+    /// Whether the cell has a second state `c` (the LSTM).
+    const HAS_CELL: bool;
+    /// Values a step saves for its backward, in units of `H`.
+    const SAVED: usize;
+    /// `"LSTM"`.
+    fn name(&self) -> String;
+
+    /// One step: from `a = x·W_ihᵀ + b_ih` and `b = h_prev·W_hhᵀ + b_hh` (each `[G·H]`) and the
+    /// previous state, writes the new state `h` (and `c`), and in `saved` (`[SAVED·H]`) whatever
+    /// the backward step needs.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_step(&self, a: &[f32], b: &[f32], h_prev: &[f32], c_prev: &[f32], h: &mut [f32], c: &mut [f32], saved: &mut [f32]);
+
+    /// The step's backward: from `dh = dL/dh_t` and `dc = dL/dc_t`, writes `da = dL/da`,
+    /// `db = dL/db` (each `[G·H]`), and the direct parts of `dh_prev` and `dc_prev` (not through
+    /// `W_hh`).
+    #[allow(clippy::too_many_arguments)]
+    fn backward_step(
+        &self,
+        saved: &[f32],
+        h_prev: &[f32],
+        c_prev: &[f32],
+        c: &[f32],
+        dh: &[f32],
+        dc: &[f32],
+        da: &mut [f32],
+        db: &mut [f32],
+        dh_prev: &mut [f32],
+        dc_prev: &mut [f32],
+    );
+}
+
+/// A recurrent layer: the cell `C` unrolled over time, with the BPTT walk described in the
+/// [module docs](self). Used through [`Rnn`], [`Lstm`] and [`Gru`].
+pub struct Recurrent<C: Cell> {
+    cell: C,
+    inputs: usize,
+    hidden: usize,
+    weight_ih: Param,
+    weight_hh: Param,
+    bias_ih: Param,
+    bias_hh: Param,
+    last_only: bool,
+    stateful: bool,
+    lengths: Vec<usize>,
+    h0: Option<Tensor>,
+    c0: Option<Tensor>,
+    // Caches of the latest forward pass, reused from call to call.
+    /// `(N, T)` of the latest input.
+    nt: (usize, usize),
+    x: Tensor,
+    /// `a_t` for every `(n, t)`: `[N·T, G·H]`, rows in `(n, t)` order.
+    a: Vec<f32>,
+    /// `h_t` for `t = −1 … T−1`, time-major: `[(T+1)·N·H]` (and `c` likewise).
+    hs: Vec<f32>,
+    cs: Vec<f32>,
+    /// What each step saved for its backward: `[T·N·SAVED·H]`, time-major.
+    saved: Vec<f32>,
+    /// `b_t` of the step being walked (per step scratch) and its gradient.
+    b: Vec<f32>,
+    h0_grad: Option<(Tensor, Option<Tensor>)>,
+}
+
+/// The gradient of `L` with respect to the initial state, `(dL/dh₀, dL/dc₀)`.
+pub type StateGrad = (Tensor, Option<Tensor>);
+
+impl<C: Cell> Recurrent<C> {
+    /// A layer from `inputs` features to `hidden` units, with PyTorch's initialisation
+    /// `U(±1/√hidden)` for all four tensors (seed 0; a model redraws them from its own seed).
+    pub(crate) fn with_cell(cell: C, inputs: usize, hidden: usize) -> Self {
+        let gh = C::GATES * hidden;
+        let bound = 1.0 / (hidden.max(1) as f32).sqrt();
+        let init = Init::Uniform { low: -bound, high: bound.max(f32::MIN_POSITIVE) };
+        let draw = |shape: &[usize], seed| Param::drawn(shape, init, seed);
+        Recurrent {
+            cell,
+            inputs,
+            hidden,
+            weight_ih: draw(&[gh, inputs], 0),
+            weight_hh: draw(&[gh, hidden], 1),
+            bias_ih: draw(&[gh], 2),
+            bias_hh: draw(&[gh], 3),
+            last_only: false,
+            stateful: false,
+            lengths: Vec::new(),
+            h0: None,
+            c0: None,
+            nt: (0, 0),
+            x: Tensor::default(),
+            a: Vec::new(),
+            hs: Vec::new(),
+            cs: Vec::new(),
+            saved: Vec::new(),
+            b: Vec::new(),
+            h0_grad: None,
+        }
+    }
+
+    /// Input features `F`.
+    pub fn inputs(&self) -> usize {
+        self.inputs
+    }
+
+    /// Hidden units `H`.
+    pub fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    /// Output only the final state `[N, H]` (each sequence's last valid step) instead of every
+    /// step `[N, T, H]`.
+    pub fn last_step_only(mut self) -> Self {
+        self.last_only = true;
+        self
+    }
+
+    /// Truncated BPTT: each forward pass starts from the previous one's final state (when the
+    /// batch size is the same), and backward stops at that state. [`Recurrent::reset_state`] starts
+    /// afresh.
+    pub fn stateful(mut self) -> Self {
+        self.stateful = true;
+        self
+    }
+
+    /// Forgets the carried state (a stateful layer's next pass starts from zeros).
+    pub fn reset_state(&mut self) {
+        self.h0 = None;
+        self.c0 = None;
+    }
+
+    /// Redraws the four tensors from `U(±1/√H)` with `seed` (a model-wide seed then leaves them
+    /// alone).
+    pub fn seed(mut self, seed: u64) -> Self {
+        let bound = 1.0 / (self.hidden.max(1) as f32).sqrt();
+        let mut r = rng(seed);
+        for p in [&mut self.weight_ih, &mut self.weight_hh, &mut self.bias_ih, &mut self.bias_hh] {
+            p.value = Tensor::rand_uniform_with(p.value.shape(), -bound, bound.max(f32::MIN_POSITIVE), &mut r);
+            p.init = None;
+        }
+        self
+    }
+
+    /// Valid steps per sequence for the next forward passes (`lengths[n] ≤ T`); an empty slice
+    /// means every step of every sequence is valid.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a length of 0.
+    pub fn set_lengths(&mut self, lengths: &[usize]) -> Result<()> {
+        if let Some(i) = lengths.iter().position(|&l| l == 0) {
+            return Err(Error::invalid(format!("{}: sequence {i} has length 0", self.describe())));
+        }
+        self.lengths.clear();
+        self.lengths.extend_from_slice(lengths);
+        Ok(())
+    }
+
+    /// The initial state for the next forward pass: `h₀ [N, H]` and, for the LSTM, `c₀ [N, H]`
+    /// (`None`: zeros).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] if a tensor is not `[N, H]`, or `c₀` is given to a cell without one.
+    pub fn set_initial_state(&mut self, h0: Option<Tensor>, c0: Option<Tensor>) -> Result<()> {
+        for t in h0.iter().chain(&c0) {
+            if t.ndim() != 2 || t.dim(1) != self.hidden {
+                return Err(Error::shape(format!(
+                    "{}: an initial state must be [N, {}], got {}",
+                    self.describe(),
+                    self.hidden,
+                    shape_str(t.shape())
+                )));
+            }
+        }
+        if c0.is_some() && !C::HAS_CELL {
+            return Err(Error::shape(format!("{} has no cell state c", self.describe())));
+        }
+        (self.h0, self.c0) = (h0, c0);
+        Ok(())
+    }
+
+    /// The state after the latest forward pass, `(h, c)` each `[N, H]`: every sequence's last
+    /// valid step.
+    pub fn final_state(&self) -> (Tensor, Option<Tensor>) {
+        let (n, t) = self.nt;
+        let h = self.hidden;
+        let last = |buf: &[f32]| Tensor::from_vec(&[n, h], buf[t * n * h..(t + 1) * n * h].to_vec()).expect("[N, H]");
+        (last(&self.hs), C::HAS_CELL.then(|| last(&self.cs)))
+    }
+
+    /// `dL/dh₀` (and `dL/dc₀`) from the latest backward pass.
+    pub fn initial_state_grad(&self) -> Option<&StateGrad> {
+        self.h0_grad.as_ref()
+    }
+
+    /// Whether sequence `n` is valid at step `t`.
+    fn active(&self, n: usize, t: usize) -> bool {
+        self.lengths.get(n).is_none_or(|&l| t < l)
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        let mut s = format!("{}({}→{}", self.cell.name(), self.inputs, self.hidden);
+        if self.last_only {
+            s += ", last step";
+        }
+        if self.stateful {
+            s += ", stateful";
+        }
+        s + ")"
+    }
+
+    pub(crate) fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        if self.inputs == 0 || self.hidden == 0 {
+            return Err(Error::shape(format!("{} has no inputs or no hidden units", self.describe())));
+        }
+        match *input {
+            [n, t, f] if f == self.inputs && t > 0 => {
+                let out = if self.last_only { vec![n, self.hidden] } else { vec![n, t, self.hidden] };
+                super::checked_output(&self.describe(), out)
+            }
+            _ => Err(shape_error(&self.describe(), format!("[N, T ≥ 1, {}]", self.inputs), input)),
+        }
+    }
+
+    pub(crate) fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+        let out_shape = self.output_shape(x.shape()).unwrap_or_else(|e| panic!("{e}"));
+        let (n, t_len, f) = (x.dim(0), x.dim(1), x.dim(2));
+        let (h, g) = (self.hidden, C::GATES * self.hidden);
+        assert!(
+            self.lengths.is_empty() || (self.lengths.len() == n && self.lengths.iter().all(|&l| l <= t_len)),
+            "{}: {} lengths (max {:?}) for a batch of {n} sequences of {t_len} steps",
+            self.describe(),
+            self.lengths.len(),
+            self.lengths.iter().max()
+        );
+        if self.stateful && self.h0.as_ref().is_some_and(|h0| h0.dim(0) != n) {
+            self.reset_state(); // another batch size: the carried state does not apply
+        }
+        for s in self.h0.iter().chain(&self.c0) {
+            assert_eq!(s.dim(0), n, "{}: initial state for {} sequences, batch of {n}", self.describe(), s.dim(0));
+        }
+        self.nt = (n, t_len);
+        self.x.copy_from(x);
+        // a_t = x_t·W_ihᵀ + b_ih for every (n, t) at once: one GEMM.
+        self.a.clear();
+        self.a.resize(n * t_len * g, 0.0);
+        sgemm(n * t_len, f, g, 1.0, x.data(), No, self.weight_ih.value.data(), Yes, 0.0, &mut self.a);
+        for row in self.a.chunks_exact_mut(g) {
+            row.iter_mut().zip(self.bias_ih.value.data()).for_each(|(v, b)| *v += b);
+        }
+        // States h_{−1} … h_{T−1}, time-major.
+        let nh = n * h;
+        self.hs.clear();
+        self.hs.resize((t_len + 1) * nh, 0.0);
+        self.cs.clear();
+        self.cs.resize(if C::HAS_CELL { (t_len + 1) * nh } else { 0 }, 0.0);
+        if let Some(h0) = &self.h0 {
+            self.hs[..nh].copy_from_slice(h0.data());
+        }
+        if let Some(c0) = &self.c0 {
+            self.cs[..nh].copy_from_slice(c0.data());
+        }
+        let sv = C::SAVED * h;
+        self.saved.clear();
+        self.saved.resize(t_len * n * sv, 0.0);
+        self.b.resize(n * g, 0.0);
+        let mut y = Tensor::zeros(&out_shape);
+        for t in 0..t_len {
+            let (past, future) = self.hs.split_at_mut((t + 1) * nh);
+            let (h_prev, h_now) = (&past[t * nh..], &mut future[..nh]);
+            // b_t = h_{t−1}·W_hhᵀ + b_hh: the per-step product.
+            sgemm(n, h, g, 1.0, h_prev, No, self.weight_hh.value.data(), Yes, 0.0, &mut self.b);
+            let (c_past, c_future) = self.cs.split_at_mut(if C::HAS_CELL { (t + 1) * nh } else { 0 });
+            for s in 0..n {
+                let (hp, hn) = (&h_prev[s * h..][..h], &mut h_now[s * h..][..h]);
+                let (cp, cn): (&[f32], &mut [f32]) =
+                    if C::HAS_CELL { (&c_past[t * nh + s * h..][..h], &mut c_future[s * h..][..h]) } else { (&[], &mut []) };
+                if self.lengths.get(s).is_some_and(|&l| t >= l) {
+                    hn.copy_from_slice(hp); // padding: the state is carried unchanged
+                    cn.copy_from_slice(cp);
+                    continue;
+                }
+                let b = &mut self.b[s * g..][..g];
+                b.iter_mut().zip(self.bias_hh.value.data()).for_each(|(v, bias)| *v += bias);
+                let a = &self.a[(s * t_len + t) * g..][..g];
+                let saved = &mut self.saved[(t * n + s) * sv..][..sv];
+                self.cell.forward_step(a, b, hp, cp, hn, cn, saved); // (h_t, c_t) = cell(a_t, b_t, h_{t−1}, c_{t−1})
+                if !self.last_only {
+                    y.data_mut()[(s * t_len + t) * h..][..h].copy_from_slice(hn); // y_t = h_t
+                }
+            }
+        }
+        if self.last_only {
+            y.data_mut().copy_from_slice(&self.hs[t_len * nh..]);
+        }
+        if self.stateful {
+            let (h_t, c_t) = self.final_state();
+            (self.h0, self.c0) = (Some(h_t), c_t);
+        }
+        y
+    }
+
+    pub(crate) fn backward(&mut self, grad_out: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
+        let (n, t_len) = self.nt;
+        let (h, g, f) = (self.hidden, C::GATES * self.hidden, self.inputs);
+        let sv = C::SAVED * h;
+        let expected = if self.last_only { vec![n, h] } else { vec![n, t_len, h] };
+        check_grad(&self.describe(), if t_len == 0 { &[] } else { &expected }, grad_out);
+        let nh = n * h;
+        // dh: dL/dh_t for the step being walked; starts with the gradient of the final state.
+        let mut dh = vec![0.0f32; nh];
+        if self.last_only {
+            dh.copy_from_slice(grad_out.data());
+        }
+        let mut dc = vec![0.0f32; if C::HAS_CELL { nh } else { 0 }];
+        let (mut dh_prev, mut dc_prev) = (vec![0.0f32; nh], vec![0.0f32; dc.len()]);
+        let mut da_all = vec![0.0f32; n * t_len * g]; // dL/da_t for every (n, t): [N·T, G·H]
+        let mut db = vec![0.0f32; n * g]; // dL/db_t of the step being walked
+        for t in (0..t_len).rev() {
+            let h_prev = &self.hs[t * nh..][..nh];
+            for s in 0..n {
+                let dh_s = &mut dh[s * h..][..h];
+                if !self.last_only && self.active(s, t) {
+                    let gy = &grad_out.data()[(s * t_len + t) * h..][..h];
+                    dh_s.iter_mut().zip(gy).for_each(|(d, gy)| *d += gy); // dh_t = dL/dy_t + (from t+1)
+                }
+                let (dhp, db_s) = (&mut dh_prev[s * h..][..h], &mut db[s * g..][..g]);
+                let (dcp, dc_s): (&mut [f32], &[f32]) =
+                    if C::HAS_CELL { (&mut dc_prev[s * h..][..h], &dc[s * h..][..h]) } else { (&mut [], &[]) };
+                if !self.active(s, t) {
+                    dhp.copy_from_slice(dh_s); // padding: h_t = h_{t−1}, the gradient passes through
+                    dcp.copy_from_slice(dc_s);
+                    db_s.fill(0.0);
+                    continue;
+                }
+                let (cp, c): (&[f32], &[f32]) = if C::HAS_CELL {
+                    (&self.cs[t * nh + s * h..][..h], &self.cs[(t + 1) * nh + s * h..][..h])
+                } else {
+                    (&[], &[])
+                };
+                let da_s = &mut da_all[(s * t_len + t) * g..][..g];
+                let saved = &self.saved[(t * n + s) * sv..][..sv];
+                self.cell.backward_step(saved, &h_prev[s * h..][..h], cp, c, dh_s, dc_s, da_s, db_s, dhp, dcp);
+            }
+            // The recurrence: dh_{t−1} += db_t·W_hh;  dW_hh += db_tᵀ·h_{t−1};  db_hh += Σ db_t.
+            sgemm(n, g, h, 1.0, &db, No, self.weight_hh.value.data(), No, 1.0, &mut dh_prev);
+            sgemm(g, n, h, 1.0, &db, Yes, h_prev, No, 1.0, self.weight_hh.grad.data_mut());
+            for row in db.chunks_exact(g) {
+                self.bias_hh.grad.data_mut().iter_mut().zip(row).for_each(|(d, v)| *d += v);
+            }
+            std::mem::swap(&mut dh, &mut dh_prev);
+            std::mem::swap(&mut dc, &mut dc_prev);
+        }
+        // dL/dh₀ (dL/dc₀): what reached the initial state. Kept, not propagated further.
+        self.h0_grad = Some((
+            Tensor::from_vec(&[n, h], dh).expect("[N, H]"),
+            C::HAS_CELL.then(|| Tensor::from_vec(&[n, h], dc).expect("[N, H]")),
+        ));
+        // All steps at once: dW_ih += Σ_t da_tᵀ·x_t;  db_ih += Σ da_t;  dx_t = da_t·W_ih.
+        sgemm(g, n * t_len, f, 1.0, &da_all, Yes, self.x.data(), No, 1.0, self.weight_ih.grad.data_mut());
+        for row in da_all.chunks_exact(g) {
+            self.bias_ih.grad.data_mut().iter_mut().zip(row).for_each(|(d, v)| *d += v);
+        }
+        if !input_grad.is_needed() {
+            return None;
+        }
+        let mut dx = Tensor::zeros(self.x.shape());
+        sgemm(n * t_len, g, f, 1.0, &da_all, No, self.weight_ih.value.data(), No, 0.0, dx.data_mut());
+        Some(dx)
+    }
+
+    pub(crate) fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
+        f("weight_ih_l0", State::Param(&self.weight_ih));
+        f("weight_hh_l0", State::Param(&self.weight_hh));
+        f("bias_ih_l0", State::Param(&self.bias_ih));
+        f("bias_hh_l0", State::Param(&self.bias_hh));
+    }
+
+    pub(crate) fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
+        f("weight_ih_l0", StateMut::Param(&mut self.weight_ih));
+        f("weight_hh_l0", StateMut::Param(&mut self.weight_hh));
+        f("bias_ih_l0", StateMut::Param(&mut self.bias_ih));
+        f("bias_hh_l0", StateMut::Param(&mut self.bias_hh));
+    }
+}
+
+/// Implements [`Layer`](super::Layer) for a public recurrent layer type wrapping `Recurrent<C>`,
+/// and gives it the shared settings.
+macro_rules! recurrent_layer {
+    ($ty:ident, $cell:ty) => {
+        impl $crate::layers::Layer for $ty {
+            fn describe(&self) -> String {
+                self.0.describe()
+            }
+            fn output_shape(&self, input: &[usize]) -> $crate::error::Result<Vec<usize>> {
+                self.0.output_shape(input)
+            }
+            fn forward(&mut self, x: &$crate::tensor::Tensor, mode: $crate::layers::Mode) -> $crate::tensor::Tensor {
+                self.0.forward(x, mode)
+            }
+            fn backward(
+                &mut self,
+                g: &$crate::tensor::Tensor,
+                input_grad: $crate::layers::InputGrad,
+            ) -> Option<$crate::tensor::Tensor> {
+                self.0.backward(g, input_grad)
+            }
+            fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, $crate::layers::State<'a>)) {
+                self.0.visit(f)
+            }
+            fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, $crate::layers::StateMut<'a>)) {
+                self.0.visit_mut(f)
+            }
+        }
+
+        impl std::ops::Deref for $ty {
+            type Target = $crate::layers::recurrent::Recurrent<$cell>;
+            fn deref(&self) -> &Self::Target {
+                &self.0
+            }
+        }
+
+        impl std::ops::DerefMut for $ty {
+            fn deref_mut(&mut self) -> &mut Self::Target {
+                &mut self.0
+            }
+        }
+
+        impl $ty {
+            /// See [`Recurrent::last_step_only`](super::Recurrent::last_step_only).
+            pub fn last_step_only(self) -> $ty {
+                $ty(self.0.last_step_only())
+            }
+
+            /// See [`Recurrent::stateful`](super::Recurrent::stateful).
+            pub fn stateful(self) -> $ty {
+                $ty(self.0.stateful())
+            }
+
+            /// See [`Recurrent::seed`](super::Recurrent::seed).
+            pub fn seed(self, seed: u64) -> $ty {
+                $ty(self.0.seed(seed))
+            }
+        }
+    };
+}
+pub(crate) use recurrent_layer;
