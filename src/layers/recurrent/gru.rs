@@ -34,7 +34,16 @@ impl Cell for GruCell {
         "GRU".into()
     }
 
-    fn forward_step(&self, a: &[f32], b: &[f32], h_prev: &[f32], _: &[f32], h: &mut [f32], _: &mut [f32], saved: &mut [f32]) {
+    fn forward_step(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        h_prev: &[f32],
+        _: &[f32],
+        h: &mut [f32],
+        _: &mut [f32],
+        saved: &mut [f32],
+    ) {
         let hn = h.len();
         for k in 0..hn {
             let r = sigmoid(a[k] + b[k]); // r = σ(a_r + b_r)

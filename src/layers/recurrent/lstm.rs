@@ -36,7 +36,16 @@ impl Cell for LstmCell {
         "LSTM".into()
     }
 
-    fn forward_step(&self, a: &[f32], b: &[f32], _: &[f32], c_prev: &[f32], h: &mut [f32], c: &mut [f32], saved: &mut [f32]) {
+    fn forward_step(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        _: &[f32],
+        c_prev: &[f32],
+        h: &mut [f32],
+        c: &mut [f32],
+        saved: &mut [f32],
+    ) {
         let hn = h.len();
         for k in 0..hn {
             let p = |gate: usize| a[gate * hn + k] + b[gate * hn + k]; // p = a + b

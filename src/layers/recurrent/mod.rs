@@ -92,7 +92,16 @@ pub trait Cell: Send + 'static {
     /// previous state, writes the new state `h` (and `c`), and in `saved` (`[SAVED·H]`) whatever
     /// the backward step needs.
     #[allow(clippy::too_many_arguments)]
-    fn forward_step(&self, a: &[f32], b: &[f32], h_prev: &[f32], c_prev: &[f32], h: &mut [f32], c: &mut [f32], saved: &mut [f32]);
+    fn forward_step(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        h_prev: &[f32],
+        c_prev: &[f32],
+        h: &mut [f32],
+        c: &mut [f32],
+        saved: &mut [f32],
+    );
 
     /// The step's backward: from `dh = dL/dh_t` and `dc = dL/dc_t`, writes `da = dL/da`,
     /// `db = dL/db` (each `[G·H]`), and the direct parts of `dh_prev` and `dc_prev` (not through
@@ -216,7 +225,8 @@ impl<C: Cell> Recurrent<C> {
         let bound = 1.0 / (self.hidden.max(1) as f32).sqrt();
         let mut r = rng(seed);
         for p in [&mut self.weight_ih, &mut self.weight_hh, &mut self.bias_ih, &mut self.bias_hh] {
-            p.value = Tensor::rand_uniform_with(p.value.shape(), -bound, bound.max(f32::MIN_POSITIVE), &mut r);
+            p.value =
+                Tensor::rand_uniform_with(p.value.shape(), -bound, bound.max(f32::MIN_POSITIVE), &mut r);
             p.init = None;
         }
         self
@@ -264,7 +274,9 @@ impl<C: Cell> Recurrent<C> {
     pub fn final_state(&self) -> (Tensor, Option<Tensor>) {
         let (n, t) = self.nt;
         let h = self.hidden;
-        let last = |buf: &[f32]| Tensor::from_vec(&[n, h], buf[t * n * h..(t + 1) * n * h].to_vec()).expect("[N, H]");
+        let last = |buf: &[f32]| {
+            Tensor::from_vec(&[n, h], buf[t * n * h..(t + 1) * n * h].to_vec()).expect("[N, H]")
+        };
         (last(&self.hs), C::HAS_CELL.then(|| last(&self.cs)))
     }
 
@@ -317,7 +329,13 @@ impl<C: Cell> Recurrent<C> {
             self.reset_state(); // another batch size: the carried state does not apply
         }
         for s in self.h0.iter().chain(&self.c0) {
-            assert_eq!(s.dim(0), n, "{}: initial state for {} sequences, batch of {n}", self.describe(), s.dim(0));
+            assert_eq!(
+                s.dim(0),
+                n,
+                "{}: initial state for {} sequences, batch of {n}",
+                self.describe(),
+                s.dim(0)
+            );
         }
         self.nt = (n, t_len);
         self.x.copy_from(x);
@@ -353,8 +371,11 @@ impl<C: Cell> Recurrent<C> {
             let (c_past, c_future) = self.cs.split_at_mut(if C::HAS_CELL { (t + 1) * nh } else { 0 });
             for s in 0..n {
                 let (hp, hn) = (&h_prev[s * h..][..h], &mut h_now[s * h..][..h]);
-                let (cp, cn): (&[f32], &mut [f32]) =
-                    if C::HAS_CELL { (&c_past[t * nh + s * h..][..h], &mut c_future[s * h..][..h]) } else { (&[], &mut []) };
+                let (cp, cn): (&[f32], &mut [f32]) = if C::HAS_CELL {
+                    (&c_past[t * nh + s * h..][..h], &mut c_future[s * h..][..h])
+                } else {
+                    (&[], &mut [])
+                };
                 if self.lengths.get(s).is_some_and(|&l| t >= l) {
                     hn.copy_from_slice(hp); // padding: the state is carried unchanged
                     cn.copy_from_slice(cp);
@@ -405,8 +426,11 @@ impl<C: Cell> Recurrent<C> {
                     dh_s.iter_mut().zip(gy).for_each(|(d, gy)| *d += gy); // dh_t = dL/dy_t + (from t+1)
                 }
                 let (dhp, db_s) = (&mut dh_prev[s * h..][..h], &mut db[s * g..][..g]);
-                let (dcp, dc_s): (&mut [f32], &[f32]) =
-                    if C::HAS_CELL { (&mut dc_prev[s * h..][..h], &dc[s * h..][..h]) } else { (&mut [], &[]) };
+                let (dcp, dc_s): (&mut [f32], &[f32]) = if C::HAS_CELL {
+                    (&mut dc_prev[s * h..][..h], &dc[s * h..][..h])
+                } else {
+                    (&mut [], &[])
+                };
                 if !self.active(s, t) {
                     dhp.copy_from_slice(dh_s); // padding: h_t = h_{t−1}, the gradient passes through
                     dcp.copy_from_slice(dc_s);
@@ -420,7 +444,18 @@ impl<C: Cell> Recurrent<C> {
                 };
                 let da_s = &mut da_all[(s * t_len + t) * g..][..g];
                 let saved = &self.saved[(t * n + s) * sv..][..sv];
-                self.cell.backward_step(saved, &h_prev[s * h..][..h], cp, c, dh_s, dc_s, da_s, db_s, dhp, dcp);
+                self.cell.backward_step(
+                    saved,
+                    &h_prev[s * h..][..h],
+                    cp,
+                    c,
+                    dh_s,
+                    dc_s,
+                    da_s,
+                    db_s,
+                    dhp,
+                    dcp,
+                );
             }
             // The recurrence: dh_{t−1} += db_t·W_hh;  dW_hh += db_tᵀ·h_{t−1};  db_hh += Σ db_t.
             sgemm(n, g, h, 1.0, &db, No, self.weight_hh.value.data(), No, 1.0, &mut dh_prev);
@@ -475,7 +510,11 @@ macro_rules! recurrent_layer {
             fn output_shape(&self, input: &[usize]) -> $crate::error::Result<Vec<usize>> {
                 self.0.output_shape(input)
             }
-            fn forward(&mut self, x: &$crate::tensor::Tensor, mode: $crate::layers::Mode) -> $crate::tensor::Tensor {
+            fn forward(
+                &mut self,
+                x: &$crate::tensor::Tensor,
+                mode: $crate::layers::Mode,
+            ) -> $crate::tensor::Tensor {
                 self.0.forward(x, mode)
             }
             fn backward(

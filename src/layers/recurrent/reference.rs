@@ -59,7 +59,8 @@ pub fn recurrent_forward(kind: CellKind, w: &Weights<'_>, x: &Tensor, lengths: &
                     }
                     CellKind::Lstm => {
                         let gate = |g: usize| a(g * hidden + k) + b(g * hidden + k);
-                        let (i, f, g, o) = (sigmoid(gate(0)), sigmoid(gate(1)), gate(2).tanh(), sigmoid(gate(3)));
+                        let (i, f, g, o) =
+                            (sigmoid(gate(0)), sigmoid(gate(1)), gate(2).tanh(), sigmoid(gate(3)));
                         c[k] = f * c[k] + i * g;
                         o * c[k].tanh()
                     }

@@ -29,7 +29,16 @@ impl Cell for RnnCell {
         if self.relu { "RNN(ReLU)".into() } else { "RNN".into() }
     }
 
-    fn forward_step(&self, a: &[f32], b: &[f32], _: &[f32], _: &[f32], h: &mut [f32], _: &mut [f32], saved: &mut [f32]) {
+    fn forward_step(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        _: &[f32],
+        _: &[f32],
+        h: &mut [f32],
+        _: &mut [f32],
+        saved: &mut [f32],
+    ) {
         for ((h, p_out), (&a, &b)) in h.iter_mut().zip(saved.iter_mut()).zip(a.iter().zip(b)) {
             let p = a + b; // p = a + b
             *p_out = p;

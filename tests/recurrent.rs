@@ -1,0 +1,338 @@
+//! Recurrent layers and Embedding: agreement with PyTorch 2.15 (`nn.RNN`, `nn.LSTM`, `nn.GRU`,
+//! batch-first; `tests/fixtures/make_recurrent_fixture.py`), with the plain-loop reference, with
+//! finite differences (with and without lengths, initial state, last step only), one LSTM step
+//! worked by hand, padding that changes nothing, and truncated BPTT.
+
+use backprop::gradcheck::{Options, check_layer};
+use backprop::layers::recurrent::reference::{CellKind, Weights, recurrent_forward};
+use backprop::layers::{StateMut, named_params, zero_grad};
+use backprop::prelude::*;
+use safetensors::SafeTensors;
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/recurrent.safetensors");
+
+fn tensor(file: &SafeTensors, name: &str) -> Tensor {
+    let view = file.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let data = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    Tensor::from_vec(view.shape(), data).unwrap()
+}
+
+fn assert_close(ours: &Tensor, torch: &Tensor, what: &str) {
+    assert_eq!(ours.shape(), torch.shape(), "{what}");
+    let scale = torch.data().iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let err = ours.max_abs_diff(torch);
+    assert!(err <= 1e-5 * scale, "{what}: differs from PyTorch by {err} (scale {scale})");
+}
+
+/// Sets every parameter of `layer` from `prefix.<name>` in the fixture.
+fn load(layer: &mut dyn Layer, file: &SafeTensors, prefix: &str) {
+    layer.visit_mut(&mut |name, s| {
+        if let StateMut::Param(p) = s {
+            p.value = tensor(file, &format!("{prefix}.{name}"));
+        }
+    });
+}
+
+fn fresh(prefix: &str, last: bool) -> Box<dyn Layer> {
+    let (f, h) = (4, 6);
+    match (prefix, last) {
+        ("rnn", false) => Box::new(Rnn::new(f, h)),
+        ("rnn", true) => Box::new(Rnn::new(f, h).last_step_only()),
+        ("rnn_relu", false) => Box::new(Rnn::relu(f, h)),
+        ("rnn_relu", true) => Box::new(Rnn::relu(f, h).last_step_only()),
+        ("lstm", false) => Box::new(Lstm::new(f, h)),
+        ("lstm", true) => Box::new(Lstm::new(f, h).last_step_only()),
+        ("gru", false) => Box::new(Gru::new(f, h)),
+        _ => Box::new(Gru::new(f, h).last_step_only()),
+    }
+}
+
+/// Sets the initial state of any of the three layer types.
+fn set_state(layer: &mut dyn Layer, h0: Option<Tensor>, c0: Option<Tensor>) {
+    let any = layer as &mut dyn std::any::Any;
+    if let Some(l) = any.downcast_mut::<Rnn>() {
+        l.set_initial_state(h0, c0).unwrap();
+    } else if let Some(l) = any.downcast_mut::<Lstm>() {
+        l.set_initial_state(h0, c0).unwrap();
+    } else if let Some(l) = any.downcast_mut::<Gru>() {
+        l.set_initial_state(h0, c0).unwrap();
+    }
+}
+
+fn initial_grad(layer: &dyn Layer) -> (Tensor, Option<Tensor>) {
+    let any = layer as &dyn std::any::Any;
+    let g = if let Some(l) = any.downcast_ref::<Rnn>() {
+        l.initial_state_grad()
+    } else if let Some(l) = any.downcast_ref::<Lstm>() {
+        l.initial_state_grad()
+    } else {
+        any.downcast_ref::<Gru>().unwrap().initial_state_grad()
+    };
+    g.cloned().unwrap()
+}
+
+#[test]
+fn rnn_lstm_gru_match_pytorch() {
+    let bytes = std::fs::read(FIXTURE).unwrap();
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    for prefix in ["rnn", "rnn_relu", "lstm", "gru"] {
+        let t = |what: &str| tensor(&file, &format!("{prefix}.{what}"));
+        let is_lstm = prefix == "lstm";
+        let c0 = is_lstm.then(|| t("c0"));
+        // L = Σ y ⊙ r + Σ h_n ⊙ r_h: the all-steps layer takes r, a last-step layer with the same
+        // weights takes r_h, and the gradients add up.
+        let (mut all, mut last) = (fresh(prefix, false), fresh(prefix, true));
+        for layer in [&mut all, &mut last] {
+            load(layer.as_mut(), &file, prefix);
+            set_state(layer.as_mut(), Some(t("h0")), c0.clone());
+        }
+        let y = all.forward(&t("x"), Mode::Train);
+        assert_close(&y, &t("y"), &format!("{prefix}: y"));
+        let hn = last.forward(&t("x"), Mode::Train);
+        assert_close(&hn, &t("hn"), &format!("{prefix}: h_n"));
+        let dx = &all.backward(&t("r"), InputGrad::Needed).unwrap()
+            + &last.backward(&t("r_h"), InputGrad::Needed).unwrap();
+        assert_close(&dx, &t("dx"), &format!("{prefix}: dL/dx"));
+        let (g_all, g_last) = (initial_grad(all.as_ref()), initial_grad(last.as_ref()));
+        assert_close(&(&g_all.0 + &g_last.0), &t("dh0"), &format!("{prefix}: dL/dh0"));
+        if is_lstm {
+            assert_close(
+                &(g_all.1.as_ref().unwrap() + g_last.1.as_ref().unwrap()),
+                &t("dc0"),
+                "lstm: dL/dc0",
+            );
+            let cn =
+                (all.as_ref() as &dyn std::any::Any).downcast_ref::<Lstm>().unwrap().final_state().1.unwrap();
+            assert_close(&cn, &t("cn"), "lstm: c_n");
+        }
+        for ((name, a), (_, b)) in named_params(all.as_ref()).into_iter().zip(named_params(last.as_ref())) {
+            assert_close(&(&a.grad + &b.grad), &t(&format!("grad.{name}")), &format!("{prefix}: dL/d{name}"));
+        }
+    }
+}
+
+#[test]
+fn batched_layers_equal_the_plain_loop_reference() {
+    let x = Tensor::randn(&[4, 7, 3], 0.0, 1.0, 1);
+    let lengths = [7, 3, 1, 5];
+    for (kind, mut layer) in [
+        (CellKind::Rnn { relu: false }, Box::new(Rnn::new(3, 5).seed(1)) as Box<dyn Layer>),
+        (CellKind::Rnn { relu: true }, Box::new(Rnn::relu(3, 5).seed(2))),
+        (CellKind::Lstm, Box::new(Lstm::new(3, 5).seed(3))),
+        (CellKind::Gru, Box::new(Gru::new(3, 5).seed(4))),
+    ] {
+        let p: Vec<Tensor> = named_params(layer.as_ref()).into_iter().map(|(_, p)| p.value.clone()).collect();
+        let w = Weights { w_ih: &p[0], w_hh: &p[1], b_ih: &p[2], b_hh: &p[3] };
+        let y = layer.forward(&x, Mode::Train);
+        assert!(y.max_abs_diff(&recurrent_forward(kind, &w, &x, &[])) < 1e-5, "{kind:?}");
+        let any = layer.as_mut() as &mut dyn std::any::Any;
+        if let Some(l) = any.downcast_mut::<Rnn>() {
+            l.set_lengths(&lengths).unwrap();
+        } else if let Some(l) = any.downcast_mut::<Lstm>() {
+            l.set_lengths(&lengths).unwrap();
+        } else {
+            any.downcast_mut::<Gru>().unwrap().set_lengths(&lengths).unwrap();
+        }
+        let y = layer.forward(&x, Mode::Train);
+        assert!(y.max_abs_diff(&recurrent_forward(kind, &w, &x, &lengths)) < 1e-5, "{kind:?} with lengths");
+    }
+}
+
+fn check(name: &str, layer: &mut dyn Layer, x: &Tensor) {
+    let report = check_layer(layer, x, Mode::Train, &Options::default());
+    assert!(report.passes(2e-2), "{name}:\n{report}");
+}
+
+#[test]
+fn gradient_checks() {
+    let x = Tensor::randn(&[3, 5, 2], 0.0, 1.0, 7);
+    for last in [false, true] {
+        let mut lstm = Lstm::new(2, 3).seed(1);
+        let mut gru = Gru::new(2, 3).seed(2);
+        let mut rnn = Rnn::new(2, 3).seed(3);
+        if last {
+            (lstm, gru, rnn) = (lstm.last_step_only(), gru.last_step_only(), rnn.last_step_only());
+        }
+        check("LSTM", &mut lstm, &x);
+        check("GRU", &mut gru, &x);
+        check("RNN", &mut rnn, &x);
+        // Variable lengths.
+        lstm.set_lengths(&[5, 2, 4]).unwrap();
+        gru.set_lengths(&[1, 5, 3]).unwrap();
+        rnn.set_lengths(&[3, 3, 5]).unwrap();
+        check("LSTM, lengths", &mut lstm, &x);
+        check("GRU, lengths", &mut gru, &x);
+        check("RNN, lengths", &mut rnn, &x);
+        // A carried state, as in truncated BPTT: the chunk starts from a given h₀ (c₀).
+        lstm.set_initial_state(
+            Some(Tensor::randn(&[3, 3], 0.0, 0.5, 8)),
+            Some(Tensor::randn(&[3, 3], 0.0, 0.5, 9)),
+        )
+        .unwrap();
+        gru.set_initial_state(Some(Tensor::randn(&[3, 3], 0.0, 0.5, 10)), None).unwrap();
+        check("LSTM, initial state", &mut lstm, &x);
+        check("GRU, initial state", &mut gru, &x);
+    }
+    let mut relu = Rnn::relu(2, 3).seed(5);
+    check("RNN(ReLU)", &mut relu, &Tensor::randn(&[2, 4, 2], 0.5, 1.0, 11));
+}
+
+/// One LSTM step with one unit, worked by hand: x = 1, h₀ = c₀ = 0, W_ih = [1, 2, 0.5, −1]ᵀ
+/// (gates i, f, g, o), no biases. Then p = (1, 2, 0.5, −1):
+/// i = σ(1) = 0.731059, f = σ(2) = 0.880797, g = tanh(0.5) = 0.462117, o = σ(−1) = 0.268941,
+/// c = f·0 + i·g = 0.337835, h = o·tanh(c) = 0.268941 · 0.325543 = 0.087552.
+/// Backward from dh = 1: do = tanh(c) = 0.325543; dc = o·(1 − tanh²c) = 0.240439;
+/// di = dc·g = 0.111111, dg = dc·i = 0.175775, df = dc·c₀ = 0;
+/// dp = (di·i(1−i), 0, dg·(1−g²), do·o(1−o)) = (0.021846, 0, 0.138238, 0.064006) = dL/dW_ih (x = 1);
+/// dL/dx = dp·W_ih = 0.021846 + 0 + 0.5·0.138238 − 0.064006 = 0.026959.
+#[test]
+fn one_lstm_step_by_hand() {
+    let mut lstm = Lstm::new(1, 1);
+    lstm.visit_mut(&mut |name, s| {
+        if let StateMut::Param(p) = s {
+            p.value = match name {
+                "weight_ih_l0" => Tensor::from_vec(&[4, 1], vec![1.0, 2.0, 0.5, -1.0]).unwrap(),
+                _ => Tensor::zeros(p.value.shape()),
+            };
+        }
+    });
+    let h = lstm.forward(&Tensor::ones(&[1, 1, 1]), Mode::Train);
+    let close =
+        |got: f32, want: f32, what: &str| assert!((got - want).abs() < 2e-6, "{what}: {got} vs {want}");
+    close(h.item(), 0.087552, "h");
+    close(lstm.final_state().1.unwrap().item(), 0.337835, "c");
+    zero_grad(&mut lstm);
+    let dx = lstm.backward(&Tensor::ones(&[1, 1, 1]), InputGrad::Needed).unwrap();
+    close(dx.item(), 0.026959, "dL/dx");
+    let dw = named_params(&lstm)[0].1.grad.clone();
+    for (got, want) in dw.data().iter().zip([0.021846, 0.0, 0.138238, 0.064006]) {
+        close(*got, want, "dL/dW_ih");
+    }
+}
+
+/// Padding contributes nothing: a padded sequence gives the outputs, final state and gradients of
+/// the same sequence without its padding, and the padded inputs get no gradient.
+#[test]
+fn padding_changes_nothing() {
+    let long = Tensor::randn(&[2, 6, 3], 0.0, 1.0, 1);
+    let mut short = Tensor::zeros(&[2, 4, 3]);
+    for s in 0..2 {
+        short.outer_mut(s).copy_from_slice(&long.outer(s)[..12]);
+    }
+    let mut padded = Lstm::new(3, 4).seed(2);
+    padded.set_lengths(&[4, 4]).unwrap();
+    let mut plain = Lstm::new(3, 4).seed(2);
+    let (y_pad, y) = (padded.forward(&long, Mode::Train), plain.forward(&short, Mode::Train));
+    for s in 0..2 {
+        assert_eq!(&y_pad.outer(s)[..16], y.outer(s), "valid steps");
+        assert!(y_pad.outer(s)[16..].iter().all(|&v| v == 0.0), "padded steps output 0");
+    }
+    assert_eq!(padded.final_state().0, plain.final_state().0, "final state = last valid step");
+    let g_long = Tensor::randn(&[2, 6, 4], 0.0, 1.0, 3);
+    let mut g_short = Tensor::zeros(&[2, 4, 4]);
+    for s in 0..2 {
+        g_short.outer_mut(s).copy_from_slice(&g_long.outer(s)[..16]);
+    }
+    let dx_pad = padded.backward(&g_long, InputGrad::Needed).unwrap();
+    let dx = plain.backward(&g_short, InputGrad::Needed).unwrap();
+    for s in 0..2 {
+        assert_eq!(&dx_pad.outer(s)[..12], dx.outer(s));
+        assert!(dx_pad.outer(s)[12..].iter().all(|&v| v == 0.0), "padded inputs get no gradient");
+    }
+    for ((_, a), (_, b)) in named_params(&padded).into_iter().zip(named_params(&plain)) {
+        assert_eq!(a.grad, b.grad);
+    }
+}
+
+/// Truncated BPTT: a stateful layer run on two chunks gives the outputs of one pass over the whole
+/// sequence; its backward stops at the chunk boundary and reports dL/dh₀ there.
+#[test]
+fn stateful_chunks_continue_the_sequence() {
+    let whole = Tensor::randn(&[2, 8, 3], 0.0, 1.0, 4);
+    let chunk = |from: usize| {
+        let mut c = Tensor::zeros(&[2, 4, 3]);
+        for s in 0..2 {
+            c.outer_mut(s).copy_from_slice(&whole.outer(s)[from * 3..][..12]);
+        }
+        c
+    };
+    let mut once = Gru::new(3, 5).seed(6);
+    let y = once.forward(&whole, Mode::Train);
+    let mut chunks = Gru::new(3, 5).seed(6).stateful();
+    let (y1, y2) = (chunks.forward(&chunk(0), Mode::Train), chunks.forward(&chunk(4), Mode::Train));
+    for s in 0..2 {
+        let joined: Vec<f32> = y1.outer(s).iter().chain(y2.outer(s)).copied().collect();
+        let diff = joined.iter().zip(y.outer(s)).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(diff < 1e-6, "chunked outputs differ by {diff}");
+    }
+    chunks.backward(&Tensor::ones(&[2, 4, 5]), InputGrad::Needed).unwrap();
+    let (dh0, _) = chunks.initial_state_grad().unwrap();
+    assert_eq!(dh0.shape(), &[2, 5]);
+    assert!(dh0.data().iter().any(|&v| v != 0.0));
+    chunks.reset_state();
+    assert_eq!(chunks.forward(&chunk(0), Mode::Train), y1, "reset: starts from zeros again");
+}
+
+#[test]
+fn names_follow_pytorch_and_bad_settings_are_errors() {
+    let model = Sequential::builder(&[5, 3])
+        .add(Lstm::new(3, 4))
+        .add(Gru::new(4, 2).last_step_only())
+        .build()
+        .unwrap();
+    let names: Vec<String> = model.named_params().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "0.weight_ih_l0",
+            "0.weight_hh_l0",
+            "0.bias_ih_l0",
+            "0.bias_hh_l0",
+            "1.weight_ih_l0",
+            "1.weight_hh_l0",
+            "1.bias_ih_l0",
+            "1.bias_hh_l0"
+        ]
+    );
+    assert_eq!(model.sample_output_shape(), Some(vec![2]));
+    assert_eq!(named_params(&model)[0].1.value.shape(), &[16, 3]);
+    let err = Sequential::builder(&[5, 4]).add(Lstm::new(3, 4)).build().unwrap_err().to_string();
+    assert!(err.contains("LSTM(3→4)") && err.contains("[N, T ≥ 1, 3]"), "{err}");
+    let mut lstm = Lstm::new(3, 4);
+    assert!(lstm.set_lengths(&[2, 0]).is_err());
+    assert!(lstm.set_initial_state(Some(Tensor::zeros(&[2, 5])), None).is_err());
+    assert!(Gru::new(3, 4).set_initial_state(None, Some(Tensor::zeros(&[2, 4]))).is_err());
+}
+
+#[test]
+fn embedding_looks_up_and_scatters() {
+    let table = Tensor::from_vec(&[3, 2], vec![0., 1., 10., 11., 20., 21.]).unwrap();
+    let mut emb = Embedding::new(3, 2).with_weights(table);
+    let ids = Tensor::from_vec(&[2, 2], vec![2., 0., 2., 2.]).unwrap();
+    let y = emb.forward(&ids, Mode::Train);
+    assert_eq!(y.data(), &[20., 21., 0., 1., 20., 21., 20., 21.]);
+    let g = Tensor::from_vec(&[2, 2, 2], vec![1., 2., 3., 4., 5., 6., 7., 8.]).unwrap();
+    let dx = emb.backward(&g, InputGrad::Needed).unwrap();
+    assert_eq!(dx.shape(), &[2, 2]);
+    // Row 2 was read three times: its gradient is the sum; row 1 was never read.
+    assert_eq!(emb.weight().grad.data(), &[3., 4., 0., 0., 13., 16.]);
+    for bad in [3.0, -1.0, 0.5, f32::NAN] {
+        let err = emb.check_ids(&Tensor::from_vec(&[1, 2], vec![0., bad]).unwrap()).unwrap_err().to_string();
+        assert!(err.contains(&format!("id {bad} at position 1")), "{err}");
+    }
+    // In training, a bad id stops fit with the layer's message, the model unchanged.
+    let mut model = Sequential::builder(&[2])
+        .add(Embedding::new(3, 2))
+        .add(Flatten::new())
+        .add(Dense::new(4, 2))
+        .build()
+        .unwrap();
+    let data = Dataset::classification(Tensor::from_vec(&[2, 2], vec![0., 1., 2., 7.]).unwrap(), vec![0, 1])
+        .unwrap();
+    let before = model.state_dict();
+    let err = model
+        .fit(&data, &CrossEntropyLoss::new(), &mut Adam::new(0.1), FitOptions::new().verbose(false))
+        .unwrap_err();
+    assert!(err.to_string().contains("id 7"), "{err}");
+    assert_eq!(model.state_dict(), before);
+}
