@@ -104,11 +104,45 @@ fn values<'a>(name: &str, pred: &Tensor, target: Target<'a>) -> Result<&'a Tenso
     }
 }
 
-/// Checks class labels against logits of shape `[N, classes]`.
+/// Checks class targets against logits of shape `[N, …, classes]`.
 fn check_classes(name: &str, pred_shape: &[usize], target: Target<'_>) -> Result<()> {
+    row_classes(name, pred_shape, target).map(|_| ())
+}
+
+/// The class of every row of logits `[N, …, C]` (rows: all axes but the last), or `None` for a row
+/// to ignore. Targets are class labels, one per row, or a tensor of the logits' shape without its
+/// last axis holding class ids as whole numbers, NaN marking a row to ignore (padding).
+fn row_classes(name: &str, shape: &[usize], target: Target<'_>) -> Result<Vec<Option<usize>>> {
+    let (&[ref lead @ .., c], true) = (shape, shape.len() >= 2) else {
+        return Err(Error::shape(format!(
+            "{name} expects logits of shape [N, classes] (or [N, …, classes]), got {}",
+            shape_str(shape)
+        )));
+    };
+    let rows: usize = lead.iter().product();
     match target {
-        Target::Classes(labels) => check_labels(name, pred_shape, labels),
-        Target::Values(_) => Err(Error::invalid(format!("{name} needs class labels as its target"))),
+        Target::Classes(labels) => {
+            check_labels(name, &[rows, c], labels)?;
+            Ok(labels.iter().map(|&l| Some(l)).collect())
+        }
+        Target::Values(t) if t.shape() != lead => Err(Error::shape(format!(
+            "{name}: logits of shape {} need class labels, or class ids of shape {}, got a target of shape {}",
+            shape_str(shape),
+            shape_str(lead),
+            shape_str(t.shape())
+        ))),
+        Target::Values(t) => t
+            .data()
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| match v {
+                v if v.is_nan() => Ok(None),
+                v if v >= 0.0 && v.fract() == 0.0 && (v as usize) < c => Ok(Some(v as usize)),
+                v => Err(Error::invalid(format!(
+                    "{name}: class id {v} at position {i} is not a whole number in 0..{c} (NaN marks a position to ignore)"
+                ))),
+            })
+            .collect(),
     }
 }
 
@@ -223,24 +257,26 @@ impl Loss for CrossEntropyLoss {
     }
 
     fn loss_and_grad(&self, z: &Tensor, target: Target<'_>) -> Result<(f32, Tensor)> {
-        let Target::Classes(labels) = target else {
-            return Err(Error::invalid("CrossEntropyLoss needs class labels as its target"));
-        };
-        check_labels(self.name(), z.shape(), labels)?;
-        let (n, c) = (z.dim(0), z.dim(1));
+        let classes = row_classes(self.name(), z.shape(), target)?;
+        let c = z.shape()[z.ndim() - 1];
+        let valid = classes.iter().flatten().count(); // rows that count: the mean is over them
         let eps = self.label_smoothing as f64;
         let mut grad = Tensor::zeros(z.shape());
-        log_softmax_into(z.data(), (n, c, 1), grad.data_mut()); // log softmax(z), stable; becomes the gradient below
+        log_softmax_into(z.data(), (classes.len(), c, 1), grad.data_mut()); // log softmax(z), stable; becomes the gradient below
         let mut total = 0.0f64;
-        for (g_row, &label) in grad.data_mut().chunks_exact_mut(c).zip(labels) {
+        for (g_row, label) in grad.data_mut().chunks_exact_mut(c).zip(&classes) {
+            let Some(label) = *label else {
+                g_row.fill(0.0); // an ignored row adds nothing to the loss or the gradient
+                continue;
+            };
             for (k, g) in g_row.iter_mut().enumerate() {
                 let log_p = *g as f64; // log softmax(z)_k
                 let q = (1.0 - eps) * f64::from(u8::from(k == label)) + eps / c as f64;
                 total -= q * log_p; // −Σ q·log p
-                *g = ((log_p.exp() - q) / n as f64) as f32; // (softmax − q)/N
+                *g = ((log_p.exp() - q) / valid as f64) as f32; // (softmax − q)/N
             }
         }
-        Ok(((total / n as f64) as f32, grad))
+        Ok(((total / valid.max(1) as f64) as f32, grad))
     }
 }
 
@@ -292,18 +328,18 @@ impl Loss for NllLoss {
     }
 
     fn loss_and_grad(&self, z: &Tensor, target: Target<'_>) -> Result<(f32, Tensor)> {
-        let Target::Classes(labels) = target else {
-            return Err(Error::invalid("NllLoss needs class labels as its target"));
-        };
-        check_labels(self.name(), z.shape(), labels)?;
-        let (n, c) = (z.dim(0), z.dim(1));
+        let classes = row_classes(self.name(), z.shape(), target)?;
+        let c = z.shape()[z.ndim() - 1];
+        let valid = classes.iter().flatten().count();
         let mut grad = Tensor::zeros(z.shape());
         let mut total = 0.0f64;
-        for (i, &label) in labels.iter().enumerate() {
-            total -= z.data()[i * c + label] as f64; // −Σ z[n, tₙ]
-            grad.data_mut()[i * c + label] = -1.0 / n as f32; // −1/N at the label
+        for (i, label) in classes.iter().enumerate() {
+            if let Some(label) = *label {
+                total -= z.data()[i * c + label] as f64; // −Σ z[n, tₙ]
+                grad.data_mut()[i * c + label] = -1.0 / valid as f32; // −1/N at the label
+            }
         }
-        Ok(((total / n as f64) as f32, grad))
+        Ok(((total / valid.max(1) as f64) as f32, grad))
     }
 }
 
@@ -323,12 +359,32 @@ impl Loss for NllLoss {
 /// assert_eq!(g.data(), &[-0.5]);
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
-pub struct BceWithLogitsLoss;
+pub struct BceWithLogitsLoss {
+    ignore_nan: bool,
+}
 
 impl BceWithLogitsLoss {
     /// Binary cross-entropy on logits (PyTorch's `nn.BCEWithLogitsLoss()`).
     pub fn new() -> BceWithLogitsLoss {
-        BceWithLogitsLoss
+        BceWithLogitsLoss { ignore_nan: false }
+    }
+
+    /// Treats a NaN target as "no target here" (padding, or a position whose answer is unknown):
+    /// it adds nothing to the loss or the gradient, and the mean is over the other positions.
+    /// Without it a NaN target makes the loss NaN, which stops training.
+    ///
+    /// ```
+    /// use backprop::loss::{BceWithLogitsLoss, Loss};
+    /// use backprop::Tensor;
+    /// let z = Tensor::from_vec(&[1, 3], vec![0., 5., -5.]).unwrap();
+    /// let t = Tensor::from_vec(&[1, 3], vec![1., f32::NAN, f32::NAN]).unwrap();
+    /// let (l, g) = BceWithLogitsLoss::new().ignore_nan_targets().loss_and_grad(&z, (&t).into()).unwrap();
+    /// assert!((l - 2f32.ln()).abs() < 1e-6);    // only the first position counts
+    /// assert_eq!(g.data(), &[-0.5, 0., 0.]);
+    /// ```
+    pub fn ignore_nan_targets(mut self) -> BceWithLogitsLoss {
+        self.ignore_nan = true;
+        self
     }
 }
 
@@ -343,18 +399,20 @@ impl Loss for BceWithLogitsLoss {
 
     fn loss_and_grad(&self, z: &Tensor, target: Target<'_>) -> Result<(f32, Tensor)> {
         let t = values(self.name(), z, target)?;
-        let k = z.len() as f32;
+        let counts = |t: f32| !(self.ignore_nan && t.is_nan());
+        let k = t.data().iter().filter(|&&t| counts(t)).count().max(1) as f32; // positions that count
         let loss = z
             .data()
             .iter()
             .zip(t.data())
+            .filter(|&(_, &t)| counts(t))
             .map(|(&z, &t)| {
                 let (z, t) = (z as f64, t as f64);
                 z.max(0.0) - z * t + (-z.abs()).exp().ln_1p()
             })
             .sum::<f64>()
             / k as f64;
-        let grad = z.zip_map(t, |z, t| (sigmoid(z) - t) / k); // (σ(z) − t)/K
+        let grad = z.zip_map(t, |z, t| if counts(t) { (sigmoid(z) - t) / k } else { 0.0 }); // (σ(z) − t)/K
         Ok((loss as f32, grad))
     }
 }

@@ -336,3 +336,51 @@ fn embedding_looks_up_and_scatters() {
     assert!(err.to_string().contains("id 7"), "{err}");
     assert_eq!(model.state_dict(), before);
 }
+
+/// Per-time-step outputs: Dense maps the last axis of `[N, T, H]`, and the losses take per-step
+/// targets with NaN marking the steps to ignore — they then equal the loss over the other steps.
+#[test]
+fn per_step_dense_and_masked_losses() {
+    let mut dense = Dense::new(4, 3).seed(1);
+    let x = Tensor::randn(&[2, 5, 4], 0.0, 1.0, 2);
+    assert_eq!(dense.forward(&x, Mode::Train).shape(), &[2, 5, 3]);
+    check("Dense on [N, T, F]", &mut dense, &x);
+
+    let logits = Tensor::randn(&[2, 3, 4], 0.0, 2.0, 3);
+    let ids = Tensor::from_vec(&[2, 3], vec![1., f32::NAN, 3., 0., 2., f32::NAN]).unwrap();
+    let ce = CrossEntropyLoss::new();
+    let (l, g) = ce.loss_and_grad(&logits, (&ids).into()).unwrap();
+    // The same four rows as an [N, C] batch with class labels.
+    let rows = [0usize, 2, 3, 4];
+    let picked = Tensor::from_fn(&[4, 4], |i| logits.data()[rows[i[0]] * 4 + i[1]]);
+    let (l4, g4) = ce.loss_and_grad(&picked, (&[1usize, 3, 0, 2][..]).into()).unwrap();
+    assert!((l - l4).abs() < 1e-6, "{l} vs {l4}");
+    for (k, &r) in rows.iter().enumerate() {
+        assert_eq!(&g.data()[r * 4..][..4], &g4.data()[k * 4..][..4]);
+    }
+    assert!(
+        g.data()[4..8].iter().chain(&g.data()[20..24]).all(|&v| v == 0.0),
+        "ignored rows get no gradient"
+    );
+    let report = backprop::gradcheck::check_loss(&ce, &logits, (&ids).into(), &Options::default()).unwrap();
+    assert!(report.passes(1e-2), "{report}");
+    let err = ce
+        .loss(&logits, (&Tensor::from_vec(&[2, 3], vec![0., 4., 0., 0., 0., 0.]).unwrap()).into())
+        .unwrap_err();
+    assert!(err.to_string().contains("class id 4 at position 1"), "{err}");
+
+    let bce = BceWithLogitsLoss::new().ignore_nan_targets();
+    let t = Tensor::from_vec(
+        &[2, 3, 4],
+        (0..24).map(|i| if i % 3 == 0 { f32::NAN } else { (i % 2) as f32 }).collect(),
+    )
+    .unwrap();
+    let report = backprop::gradcheck::check_loss(&bce, &logits, (&t).into(), &Options::default()).unwrap();
+    assert!(report.passes(1e-2), "{report}");
+    let (l, _) = bce.loss_and_grad(&logits, (&t).into()).unwrap();
+    assert!(l.is_finite());
+    assert!(
+        BceWithLogitsLoss::new().loss(&logits, (&t).into()).unwrap().is_nan(),
+        "without the option NaN stays NaN"
+    );
+}

@@ -1,6 +1,8 @@
 //! Fully connected layer: `y = x·Wᵀ + b`.
 //!
 //! Shapes: `x [N, in]`, `W [out, in]` (PyTorch's `nn.Linear` layout), `b [out]`, `y [N, out]`.
+//! Like `nn.Linear`, an input `[N, …, in]` (a sequence `[N, T, in]`, say) is mapped on its last
+//! axis: every row of `in` values is one row of `x` below.
 //!
 //! Each output is a weighted sum of all inputs: `y[n, o] = Σᵢ x[n, i]·W[o, i] + b[o]`.
 //! Backward, given `g = dL/dy [N, out]`, by the chain rule on that sum:
@@ -17,7 +19,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
-use crate::tensor::gemm::{Transpose::No, Transpose::Yes, gemm};
+use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm};
 use crate::tensor::init::Init;
 use crate::tensor::rng;
 
@@ -124,16 +126,25 @@ impl Layer for Dense {
             return Err(Error::shape(format!("{} has no inputs or no outputs", self.describe())));
         }
         match input {
-            [n, i] if *i == self.inputs() => checked_output(&self.describe(), vec![*n, self.outputs()]),
-            _ => Err(shape_error(&self.describe(), format!("[N, {}]", self.inputs()), input)),
+            [_, .., i] if *i == self.inputs() => {
+                let mut out = input.to_vec();
+                *out.last_mut().expect("two axes or more") = self.outputs();
+                checked_output(&self.describe(), out)
+            }
+            _ => Err(shape_error(
+                &self.describe(),
+                format!("[N, {}] (or [N, …, {}])", self.inputs(), self.inputs()),
+                input,
+            )),
         }
     }
 
     fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
         self.out_shape = check_input(self, x);
         self.input.copy_from(x);
+        let (rows, i, o) = (x.len() / self.inputs(), self.inputs(), self.outputs());
         let mut y = Tensor::zeros(&self.out_shape);
-        gemm(1.0, x, No, &self.weight.value, Yes, 0.0, &mut y); // y = x·Wᵀ
+        sgemm(rows, i, o, 1.0, x.data(), No, self.weight.value.data(), Yes, 0.0, y.data_mut()); // y = x·Wᵀ
         if let Some(b) = &self.bias {
             for row in y.data_mut().chunks_exact_mut(b.len()) {
                 row.iter_mut().zip(b.value.data()).for_each(|(y, b)| *y += b); // y += b
@@ -144,7 +155,8 @@ impl Layer for Dense {
 
     fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
         check_grad("Dense", &self.out_shape, g);
-        gemm(1.0, g, Yes, &self.input, No, 1.0, &mut self.weight.grad); // dW += gᵀ·x
+        let (rows, i, o) = (g.len() / self.outputs(), self.inputs(), self.outputs());
+        sgemm(o, rows, i, 1.0, g.data(), Yes, self.input.data(), No, 1.0, self.weight.grad.data_mut()); // dW += gᵀ·x
         if let Some(b) = &mut self.bias {
             for row in g.data().chunks_exact(b.len()) {
                 b.grad.data_mut().iter_mut().zip(row).for_each(|(db, g)| *db += g); // db += Σₙ g
@@ -154,7 +166,7 @@ impl Layer for Dense {
             return None;
         }
         let mut dx = Tensor::zeros(self.input.shape());
-        gemm(1.0, g, No, &self.weight.value, No, 0.0, &mut dx); // dx = g·W
+        sgemm(rows, o, i, 1.0, g.data(), No, self.weight.value.data(), No, 0.0, dx.data_mut()); // dx = g·W
         Some(dx)
     }
 
