@@ -384,3 +384,35 @@ fn per_step_dense_and_masked_losses() {
         "without the option NaN stays NaN"
     );
 }
+
+/// Large enough batches run the samples of a step in parallel: the results equal the reference
+/// and, for the gradients, the sum over one-sample batches (which run serially).
+#[test]
+fn parallel_steps_equal_serial_ones() {
+    let (n, f, h) = (16, 5, 300); // N·4H = 19,200: parallel for the LSTM
+    let x = Tensor::randn(&[n, 4, f], 0.0, 1.0, 1);
+    let mut lstm = Lstm::new(f, h).seed(2);
+    lstm.set_lengths(&(0..n).map(|s| 1 + s % 4).collect::<Vec<_>>()).unwrap();
+    let y = lstm.forward(&x, Mode::Train);
+    let p: Vec<Tensor> = named_params(&lstm).into_iter().map(|(_, p)| p.value.clone()).collect();
+    let w = Weights { w_ih: &p[0], w_hh: &p[1], b_ih: &p[2], b_hh: &p[3] };
+    let lengths: Vec<usize> = (0..n).map(|s| 1 + s % 4).collect();
+    assert!(y.max_abs_diff(&recurrent_forward(CellKind::Lstm, &w, &x, &lengths)) < 1e-5);
+    let g = Tensor::randn(y.shape(), 0.0, 1.0, 3);
+    zero_grad(&mut lstm);
+    let dx = lstm.backward(&g, InputGrad::Needed).unwrap();
+    let batch_grad = named_params(&lstm)[1].1.grad.clone();
+    let mut one = Lstm::new(f, h).seed(2);
+    let mut summed = Tensor::zeros(batch_grad.shape());
+    for s in 0..n {
+        one.set_lengths(&[lengths[s]]).unwrap();
+        let xs = Tensor::from_vec(&[1, 4, f], x.outer(s).to_vec()).unwrap();
+        one.forward(&xs, Mode::Train);
+        zero_grad(&mut one);
+        let gs = Tensor::from_vec(&[1, 4, h], g.outer(s).to_vec()).unwrap();
+        let dxs = one.backward(&gs, InputGrad::Needed).unwrap();
+        assert!(dxs.data().iter().zip(dx.outer(s)).all(|(a, b)| (a - b).abs() < 1e-5));
+        summed += &named_params(&one)[1].1.grad;
+    }
+    assert!(summed.max_abs_diff(&batch_grad) < 1e-4, "{}", summed.max_abs_diff(&batch_grad));
+}

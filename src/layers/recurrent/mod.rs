@@ -75,10 +75,15 @@ use crate::error::{Error, Result};
 use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm};
 use crate::tensor::init::Init;
 use crate::tensor::{Tensor, rng, shape_str};
+use rayon::prelude::*;
+
+/// Samples are processed in parallel at a step once `N·G·H` reaches this (below it, handing the
+/// work to other threads costs more than it saves).
+const PARALLEL_MIN: usize = 16_384;
 
 /// One step of a recurrent cell, for one sample. Forward and backward sit side by side in each
 /// cell's file, with the same names.
-pub trait Cell: Send + 'static {
+pub trait Cell: Send + Sync + 'static {
     /// Gates `G`: rows of `W_ih` and `W_hh` are `G·H`.
     const GATES: usize;
     /// Whether the cell has a second state `c` (the LSTM).
@@ -148,8 +153,10 @@ pub struct Recurrent<C: Cell> {
     cs: Vec<f32>,
     /// What each step saved for its backward: `[T·N·SAVED·H]`, time-major.
     saved: Vec<f32>,
-    /// `b_t` of the step being walked (per step scratch) and its gradient.
+    /// `b_t` of the step being walked (per step scratch).
     b: Vec<f32>,
+    /// Backward scratch, reused from call to call: dh, dc, dh_prev, dc_prev, da (all steps), db.
+    grads: [Vec<f32>; 6],
     h0_grad: Option<(Tensor, Option<Tensor>)>,
 }
 
@@ -184,6 +191,7 @@ impl<C: Cell> Recurrent<C> {
             cs: Vec::new(),
             saved: Vec::new(),
             b: Vec::new(),
+            grads: Default::default(),
             h0_grad: None,
         }
     }
@@ -285,11 +293,6 @@ impl<C: Cell> Recurrent<C> {
         self.h0_grad.as_ref()
     }
 
-    /// Whether sequence `n` is valid at step `t`.
-    fn active(&self, n: usize, t: usize) -> bool {
-        self.lengths.get(n).is_none_or(|&l| t < l)
-    }
-
     pub(crate) fn describe(&self) -> String {
         let mut s = format!("{}({}→{}", self.cell.name(), self.inputs, self.hidden);
         if self.last_only {
@@ -351,7 +354,7 @@ impl<C: Cell> Recurrent<C> {
         self.hs.clear();
         self.hs.resize((t_len + 1) * nh, 0.0);
         self.cs.clear();
-        self.cs.resize(if C::HAS_CELL { (t_len + 1) * nh } else { 0 }, 0.0);
+        self.cs.resize((t_len + 1) * nh, 0.0); // allocated for every cell, so the loops below are uniform
         if let Some(h0) = &self.h0 {
             self.hs[..nh].copy_from_slice(h0.data());
         }
@@ -362,37 +365,52 @@ impl<C: Cell> Recurrent<C> {
         self.saved.clear();
         self.saved.resize(t_len * n * sv, 0.0);
         self.b.resize(n * g, 0.0);
-        let mut y = Tensor::zeros(&out_shape);
+        let (cell, lengths, bias_hh, a_all) = (&self.cell, &self.lengths, self.bias_hh.value.data(), &self.a);
+        let parallel = n > 1 && n * g >= PARALLEL_MIN;
         for t in 0..t_len {
             let (past, future) = self.hs.split_at_mut((t + 1) * nh);
             let (h_prev, h_now) = (&past[t * nh..], &mut future[..nh]);
-            // b_t = h_{t−1}·W_hhᵀ + b_hh: the per-step product.
+            let (c_past, c_future) = self.cs.split_at_mut((t + 1) * nh);
+            let (c_prev, c_now) = (&c_past[t * nh..], &mut c_future[..nh]);
+            // b_t = h_{t−1}·W_hhᵀ (+ b_hh below): the per-step product.
             sgemm(n, h, g, 1.0, h_prev, No, self.weight_hh.value.data(), Yes, 0.0, &mut self.b);
-            let (c_past, c_future) = self.cs.split_at_mut(if C::HAS_CELL { (t + 1) * nh } else { 0 });
-            for s in 0..n {
-                let (hp, hn) = (&h_prev[s * h..][..h], &mut h_now[s * h..][..h]);
-                let (cp, cn): (&[f32], &mut [f32]) = if C::HAS_CELL {
-                    (&c_past[t * nh + s * h..][..h], &mut c_future[s * h..][..h])
-                } else {
-                    (&[], &mut [])
-                };
-                if self.lengths.get(s).is_some_and(|&l| t >= l) {
+            let saved_t = &mut self.saved[t * n * sv..][..n * sv];
+            // One sample: (h_t, c_t) = cell(a_t, b_t, h_{t−1}, c_{t−1}), or the state carried over
+            // a padded step.
+            type Rows<'r> = (usize, (((&'r mut [f32], &'r mut [f32]), &'r mut [f32]), &'r mut [f32]));
+            let sample = |(s, (((hn, cn), saved), b)): Rows<'_>| {
+                let (hp, cp) = (&h_prev[s * h..][..h], &c_prev[s * h..][..h]);
+                if lengths.get(s).is_some_and(|&l| t >= l) {
                     hn.copy_from_slice(hp); // padding: the state is carried unchanged
                     cn.copy_from_slice(cp);
-                    continue;
+                    return;
                 }
-                let b = &mut self.b[s * g..][..g];
-                b.iter_mut().zip(self.bias_hh.value.data()).for_each(|(v, bias)| *v += bias);
-                let a = &self.a[(s * t_len + t) * g..][..g];
-                let saved = &mut self.saved[(t * n + s) * sv..][..sv];
-                self.cell.forward_step(a, b, hp, cp, hn, cn, saved); // (h_t, c_t) = cell(a_t, b_t, h_{t−1}, c_{t−1})
-                if !self.last_only {
-                    y.data_mut()[(s * t_len + t) * h..][..h].copy_from_slice(hn); // y_t = h_t
-                }
+                b.iter_mut().zip(bias_hh).for_each(|(v, bias)| *v += bias);
+                let a = &a_all[(s * t_len + t) * g..][..g];
+                cell.forward_step(a, b, hp, cp, hn, cn, saved);
+            };
+            if parallel {
+                let rows = h_now.par_chunks_mut(h).zip(c_now.par_chunks_mut(h));
+                rows.zip(saved_t.par_chunks_mut(sv))
+                    .zip(self.b.par_chunks_mut(g))
+                    .enumerate()
+                    .for_each(sample);
+            } else {
+                let rows = h_now.chunks_mut(h).zip(c_now.chunks_mut(h));
+                rows.zip(saved_t.chunks_mut(sv)).zip(self.b.chunks_mut(g)).enumerate().for_each(sample);
             }
         }
+        let mut y = Tensor::zeros(&out_shape);
         if self.last_only {
-            y.data_mut().copy_from_slice(&self.hs[t_len * nh..]);
+            y.data_mut().copy_from_slice(&self.hs[t_len * nh..]); // each sequence's last valid state
+        } else {
+            for (s, y_s) in y.data_mut().chunks_exact_mut(t_len * h).enumerate() {
+                for (t, y_t) in
+                    y_s.chunks_exact_mut(h).enumerate().take(self.lengths.get(s).map_or(t_len, |&l| l))
+                {
+                    y_t.copy_from_slice(&self.hs[(t + 1) * nh + s * h..][..h]); // y_t = h_t (0 when padded)
+                }
+            }
         }
         if self.stateful {
             let (h_t, c_t) = self.final_state();
@@ -408,54 +426,70 @@ impl<C: Cell> Recurrent<C> {
         let expected = if self.last_only { vec![n, h] } else { vec![n, t_len, h] };
         check_grad(&self.describe(), if t_len == 0 { &[] } else { &expected }, grad_out);
         let nh = n * h;
+        let nc = nh; // allocated for every cell, so the loops are uniform
+        let [mut dh, mut dc, mut dh_prev, mut dc_prev, mut da_all, mut db] = std::mem::take(&mut self.grads);
+        for (buf, len) in [
+            (&mut dh, nh),
+            (&mut dc, nc),
+            (&mut dh_prev, nh),
+            (&mut dc_prev, nc),
+            (&mut da_all, n * t_len * g),
+            (&mut db, n * g),
+        ] {
+            buf.clear();
+            buf.resize(len, 0.0);
+        }
         // dh: dL/dh_t for the step being walked; starts with the gradient of the final state.
-        let mut dh = vec![0.0f32; nh];
+        // da_all: dL/da_t for every (n, t), [N·T, G·H];  db: dL/db_t of the step being walked.
         if self.last_only {
             dh.copy_from_slice(grad_out.data());
         }
-        let mut dc = vec![0.0f32; if C::HAS_CELL { nh } else { 0 }];
-        let (mut dh_prev, mut dc_prev) = (vec![0.0f32; nh], vec![0.0f32; dc.len()]);
-        let mut da_all = vec![0.0f32; n * t_len * g]; // dL/da_t for every (n, t): [N·T, G·H]
-        let mut db = vec![0.0f32; n * g]; // dL/db_t of the step being walked
+        let (cell, lengths, last_only) = (&self.cell, &self.lengths, self.last_only);
+        let parallel = n > 1 && n * g >= PARALLEL_MIN;
         for t in (0..t_len).rev() {
             let h_prev = &self.hs[t * nh..][..nh];
-            for s in 0..n {
-                let dh_s = &mut dh[s * h..][..h];
-                if !self.last_only && self.active(s, t) {
+            let (c_prev, c_now) = (&self.cs[t * nh..][..nh], &self.cs[(t + 1) * nh..][..nh]);
+            let saved_t = &self.saved[t * n * sv..][..n * sv];
+            type Rows<'r> = (
+                usize,
+                (
+                    (((&'r mut [f32], &'r mut [f32]), &'r mut [f32]), &'r mut [f32]),
+                    (&'r mut [f32], &'r mut [f32]),
+                ),
+            );
+            let sample = |(s, ((((dh_s, dc_s), dhp), dcp), (db_s, da_s))): Rows<'_>| {
+                let active = lengths.get(s).is_none_or(|&l| t < l);
+                if !last_only && active {
                     let gy = &grad_out.data()[(s * t_len + t) * h..][..h];
                     dh_s.iter_mut().zip(gy).for_each(|(d, gy)| *d += gy); // dh_t = dL/dy_t + (from t+1)
                 }
-                let (dhp, db_s) = (&mut dh_prev[s * h..][..h], &mut db[s * g..][..g]);
-                let (dcp, dc_s): (&mut [f32], &[f32]) = if C::HAS_CELL {
-                    (&mut dc_prev[s * h..][..h], &dc[s * h..][..h])
-                } else {
-                    (&mut [], &[])
-                };
-                if !self.active(s, t) {
+                if !active {
                     dhp.copy_from_slice(dh_s); // padding: h_t = h_{t−1}, the gradient passes through
                     dcp.copy_from_slice(dc_s);
                     db_s.fill(0.0);
-                    continue;
+                    return;
                 }
-                let (cp, c): (&[f32], &[f32]) = if C::HAS_CELL {
-                    (&self.cs[t * nh + s * h..][..h], &self.cs[(t + 1) * nh + s * h..][..h])
-                } else {
-                    (&[], &[])
-                };
-                let da_s = &mut da_all[(s * t_len + t) * g..][..g];
-                let saved = &self.saved[(t * n + s) * sv..][..sv];
-                self.cell.backward_step(
-                    saved,
-                    &h_prev[s * h..][..h],
-                    cp,
-                    c,
-                    dh_s,
-                    dc_s,
-                    da_s,
-                    db_s,
-                    dhp,
-                    dcp,
-                );
+                let (hp, cp, c) = (&h_prev[s * h..][..h], &c_prev[s * h..][..h], &c_now[s * h..][..h]);
+                let da = &mut da_s[t * g..][..g];
+                cell.backward_step(&saved_t[s * sv..][..sv], hp, cp, c, dh_s, dc_s, da, db_s, dhp, dcp);
+            };
+            if parallel {
+                let state = dh
+                    .par_chunks_mut(h)
+                    .zip(dc.par_chunks_mut(h))
+                    .zip(dh_prev.par_chunks_mut(h))
+                    .zip(dc_prev.par_chunks_mut(h));
+                state
+                    .zip(db.par_chunks_mut(g).zip(da_all.par_chunks_mut(t_len * g)))
+                    .enumerate()
+                    .for_each(sample);
+            } else {
+                let state = dh
+                    .chunks_mut(h)
+                    .zip(dc.chunks_mut(h))
+                    .zip(dh_prev.chunks_mut(h))
+                    .zip(dc_prev.chunks_mut(h));
+                state.zip(db.chunks_mut(g).zip(da_all.chunks_mut(t_len * g))).enumerate().for_each(sample);
             }
             // The recurrence: dh_{t−1} += db_t·W_hh;  dW_hh += db_tᵀ·h_{t−1};  db_hh += Σ db_t.
             sgemm(n, g, h, 1.0, &db, No, self.weight_hh.value.data(), No, 1.0, &mut dh_prev);
@@ -468,20 +502,21 @@ impl<C: Cell> Recurrent<C> {
         }
         // dL/dh₀ (dL/dc₀): what reached the initial state. Kept, not propagated further.
         self.h0_grad = Some((
-            Tensor::from_vec(&[n, h], dh).expect("[N, H]"),
-            C::HAS_CELL.then(|| Tensor::from_vec(&[n, h], dc).expect("[N, H]")),
+            Tensor::from_vec(&[n, h], dh.clone()).expect("[N, H]"),
+            C::HAS_CELL.then(|| Tensor::from_vec(&[n, h], dc.clone()).expect("[N, H]")),
         ));
         // All steps at once: dW_ih += Σ_t da_tᵀ·x_t;  db_ih += Σ da_t;  dx_t = da_t·W_ih.
         sgemm(g, n * t_len, f, 1.0, &da_all, Yes, self.x.data(), No, 1.0, self.weight_ih.grad.data_mut());
         for row in da_all.chunks_exact(g) {
             self.bias_ih.grad.data_mut().iter_mut().zip(row).for_each(|(d, v)| *d += v);
         }
-        if !input_grad.is_needed() {
-            return None;
-        }
-        let mut dx = Tensor::zeros(self.x.shape());
-        sgemm(n * t_len, g, f, 1.0, &da_all, No, self.weight_ih.value.data(), No, 0.0, dx.data_mut());
-        Some(dx)
+        let dx = input_grad.is_needed().then(|| {
+            let mut dx = Tensor::zeros(self.x.shape());
+            sgemm(n * t_len, g, f, 1.0, &da_all, No, self.weight_ih.value.data(), No, 0.0, dx.data_mut());
+            dx
+        });
+        self.grads = [dh, dc, dh_prev, dc_prev, da_all, db];
+        dx
     }
 
     pub(crate) fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
