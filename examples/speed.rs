@@ -32,6 +32,14 @@ fn mlp() -> Sequential {
         .expect("the mlp")
 }
 
+/// The sequence benchmark: an LSTM or GRU (input 100, hidden 200) over 50 steps, its last state
+/// into a dense layer with 10 outputs (as `SeqNet` in `benches/pytorch/convnet.py`).
+fn seqnet(gru: bool) -> Sequential {
+    let builder = Sequential::builder(&[50, 100]);
+    let builder = if gru { builder.add(Gru::new(100, 200).last_step_only()) } else { builder.add(Lstm::new(100, 200).last_step_only()) };
+    builder.add(Dense::new(200, 10)).build().expect("the sequence network")
+}
+
 /// Runs `step` `warmup` times, then repeatedly for at least `seconds`; returns seconds per call.
 fn timed(mut step: impl FnMut(), warmup: usize, seconds: f64) -> f64 {
     for _ in 0..warmup {
@@ -91,10 +99,16 @@ fn main() {
     let x1 = Tensor::rand_uniform(&[1, 1, 28, 28], 0.0, 1.0, 2);
     let latency = 1e6 * timed(|| drop(net.forward(&x1, Mode::Eval)), warmup * 10, seconds);
     let mlp64 = train_rate(mlp(), &[784], 64, warmup, seconds);
+    let lstm_train = train_rate(seqnet(false), &[50, 100], 100, warmup, seconds);
+    let mut lstm = seqnet(false);
+    let xs = Tensor::rand_uniform(&[100, 50, 100], 0.0, 1.0, 3);
+    let lstm_infer = 100.0 / timed(|| drop(lstm.forward(&xs, Mode::Eval)), warmup, seconds);
+    let gru_train = train_rate(seqnet(true), &[50, 100], 100, warmup, seconds);
     println!(
         "{{\"framework\": \"backprop\", \"version\": \"{}\", \"threads\": {threads}, \"convnet_train_b64\": {b64}, \
          \"convnet_train_b256\": {b256}, \"convnet_infer_b256\": {infer}, \"convnet_latency_b1_us\": {latency}, \
-         \"mlp_train_b64\": {mlp64}, \"peak_rss_mib\": {}}}",
+         \"mlp_train_b64\": {mlp64}, \"lstm_train_b100\": {lstm_train}, \"lstm_infer_b100\": {lstm_infer}, \
+         \"gru_train_b100\": {gru_train}, \"peak_rss_mib\": {}}}",
         env!("CARGO_PKG_VERSION"),
         peak_rss_mib()
     );

@@ -17,7 +17,7 @@ import statistics
 import subprocess
 
 KEYS = ["convnet_train_b64", "convnet_train_b256", "convnet_infer_b256", "convnet_latency_b1_us",
-        "mlp_train_b64", "peak_rss_mib"]
+        "mlp_train_b64", "lstm_train_b100", "lstm_infer_b100", "gru_train_b100", "peak_rss_mib"]
 
 
 def run(binary, threads, seconds):
@@ -41,6 +41,8 @@ def main():
           f"{args.seconds} s per figure\n")
     print("| figure | A median (min–max) | B median (min–max) | B / A |\n|---|---|---|---|")
     for k in KEYS:
+        if any(k not in x for x in results["a"] + results["b"]):
+            continue  # a build from before the figure existed
         a = [x[k] for x in results["a"]]
         b = [x[k] for x in results["b"]]
         fmt = lambda v: f"{statistics.median(v):,.0f} ({min(v):,.0f}–{max(v):,.0f})"

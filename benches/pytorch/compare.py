@@ -26,9 +26,13 @@ FIGURES = [
     ("convnet_infer_b256", "convnet inference, batch 256", "images/s", 1.5),
     ("convnet_latency_b1_us", "convnet single-image latency (batch 1)", "µs", 0.5),
     ("mlp_train_b64", "mlp training step, batch 64", "images/s", 1.5),
+    ("lstm_train_b100", "LSTM training step (input 100, hidden 200, T 50), batch 100", "sequences/s", 1.5),
+    ("lstm_infer_b100", "LSTM inference (input 100, hidden 200, T 50), batch 100", "sequences/s", 1.5),
+    ("gru_train_b100", "GRU training step (input 100, hidden 200, T 50), batch 100", "sequences/s", 1.5),
     ("peak_rss_mib", "peak resident memory of the benchmark process", "MiB", 0.25),
 ]
-HIGHER_IS_BETTER = {"convnet_train_b64", "convnet_train_b256", "convnet_infer_b256", "mlp_train_b64"}
+HIGHER_IS_BETTER = {"convnet_train_b64", "convnet_train_b256", "convnet_infer_b256", "mlp_train_b64",
+                    "lstm_train_b100", "lstm_infer_b100", "gru_train_b100"}
 
 
 def run_json(cmd, env=None):

@@ -6,6 +6,7 @@ Measures, in one process, with a fixed number of threads:
   convnet inference at batch 256, images/s
   convnet single-image latency (batch 1 inference), microseconds
   mlp training step at batch 64, images/s
+  LSTM / GRU (input 100, hidden 200, 50 steps) training step at batch 100, LSTM inference, sequences/s
   peak resident memory of the process, MiB
 and prints one JSON object. Installs nothing; needs `torch` and `numpy`.
 """
@@ -27,6 +28,19 @@ def convnet():
 
 def mlp():
     return nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+
+
+class SeqNet(nn.Module):
+    """An LSTM or GRU (input 100, hidden 200) over 50 steps, its last output into Linear(200, 10)."""
+
+    def __init__(self, cell):
+        super().__init__()
+        self.rnn = cell(100, 200, batch_first=True)
+        self.fc = nn.Linear(200, 10)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return self.fc(out[:, -1])
 
 
 def timed(step, warmup, seconds):
@@ -81,6 +95,12 @@ def main():
         x1 = torch.rand(1, 1, 28, 28)
         out["convnet_latency_b1_us"] = 1e6 * timed(lambda: net(x1), warmup * 10, seconds)
     out["mlp_train_b64"] = train_rate(mlp(), (784,), 64, warmup, seconds)
+    out["lstm_train_b100"] = train_rate(SeqNet(nn.LSTM), (50, 100), 100, warmup, seconds)
+    seq = SeqNet(nn.LSTM).eval()
+    with torch.inference_mode():
+        xs = torch.rand(100, 50, 100)
+        out["lstm_infer_b100"] = 100 / timed(lambda: seq(xs), warmup, seconds)
+    out["gru_train_b100"] = train_rate(SeqNet(nn.GRU), (50, 100), 100, warmup, seconds)
     out["peak_rss_mib"] = peak_rss_mib()
     print(json.dumps(out))
 
