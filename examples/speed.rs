@@ -36,7 +36,11 @@ fn mlp() -> Sequential {
 /// into a dense layer with 10 outputs (as `SeqNet` in `benches/pytorch/convnet.py`).
 fn seqnet(gru: bool) -> Sequential {
     let builder = Sequential::builder(&[50, 100]);
-    let builder = if gru { builder.add(Gru::new(100, 200).last_step_only()) } else { builder.add(Lstm::new(100, 200).last_step_only()) };
+    let builder = if gru {
+        builder.add(Gru::new(100, 200).last_step_only())
+    } else {
+        builder.add(Lstm::new(100, 200).last_step_only())
+    };
     builder.add(Dense::new(200, 10)).build().expect("the sequence network")
 }
 

@@ -19,7 +19,7 @@
 //! `r` multiplies `b_n` only — which is why PyTorch keeps two bias vectors.
 
 use super::{Cell, Recurrent, recurrent_layer};
-use crate::tensor::math::sigmoid;
+use crate::tensor::math::{sigmoid_fast as sigmoid, tanh_fast as tanh};
 
 /// The GRU cell.
 pub struct GruCell;
@@ -49,11 +49,9 @@ impl Cell for GruCell {
             let r = sigmoid(a[k] + b[k]); // r = σ(a_r + b_r)
             let z = sigmoid(a[hn + k] + b[hn + k]); // z = σ(a_z + b_z)
             let b_n = b[2 * hn + k];
-            let n = (a[2 * hn + k] + r * b_n).tanh(); // n = tanh(a_n + r ⊙ b_n)
+            let n = tanh(a[2 * hn + k] + r * b_n); // n = tanh(a_n + r ⊙ b_n)
             h[k] = (1.0 - z) * n + z * h_prev[k]; // h = (1 − z) ⊙ n + z ⊙ h_prev
-            for (slot, v) in [r, z, n, b_n].into_iter().enumerate() {
-                saved[slot * hn + k] = v;
-            }
+            (saved[k], saved[hn + k], saved[2 * hn + k], saved[3 * hn + k]) = (r, z, n, b_n);
         }
     }
 

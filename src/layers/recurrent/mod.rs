@@ -37,6 +37,9 @@
 //! dx_t      = da_t · W_ih
 //! ```
 //!
+//! Only the first line has to run step by step (`dh_{t−1}` feeds step `t−1`); the code keeps every
+//! step's `da_t` and `db_t` and does the other three for all steps at once, as three large GEMMs.
+//!
 //! **Why the weight gradients are sums over time**: `W_hh` is used at every step, so `L` depends on
 //! it through every step, and the chain rule adds those contributions — the same reason a
 //! convolution's kernel gradient sums over positions. [`Recurrent::backward`] walks `t` from `T − 1`
@@ -434,13 +437,13 @@ impl<C: Cell> Recurrent<C> {
             (&mut dh_prev, nh),
             (&mut dc_prev, nc),
             (&mut da_all, n * t_len * g),
-            (&mut db, n * g),
+            (&mut db, t_len * n * g),
         ] {
             buf.clear();
             buf.resize(len, 0.0);
         }
         // dh: dL/dh_t for the step being walked; starts with the gradient of the final state.
-        // da_all: dL/da_t for every (n, t), [N·T, G·H];  db: dL/db_t of the step being walked.
+        // da_all: dL/da_t for every (n, t), [N·T, G·H];  db: dL/db_t for every (t, n), time-major.
         if self.last_only {
             dh.copy_from_slice(grad_out.data());
         }
@@ -450,6 +453,7 @@ impl<C: Cell> Recurrent<C> {
             let h_prev = &self.hs[t * nh..][..nh];
             let (c_prev, c_now) = (&self.cs[t * nh..][..nh], &self.cs[(t + 1) * nh..][..nh]);
             let saved_t = &self.saved[t * n * sv..][..n * sv];
+            let db_t = &mut db[t * n * g..][..n * g];
             type Rows<'r> = (
                 usize,
                 (
@@ -480,7 +484,7 @@ impl<C: Cell> Recurrent<C> {
                     .zip(dh_prev.par_chunks_mut(h))
                     .zip(dc_prev.par_chunks_mut(h));
                 state
-                    .zip(db.par_chunks_mut(g).zip(da_all.par_chunks_mut(t_len * g)))
+                    .zip(db_t.par_chunks_mut(g).zip(da_all.par_chunks_mut(t_len * g)))
                     .enumerate()
                     .for_each(sample);
             } else {
@@ -489,16 +493,29 @@ impl<C: Cell> Recurrent<C> {
                     .zip(dc.chunks_mut(h))
                     .zip(dh_prev.chunks_mut(h))
                     .zip(dc_prev.chunks_mut(h));
-                state.zip(db.chunks_mut(g).zip(da_all.chunks_mut(t_len * g))).enumerate().for_each(sample);
+                state.zip(db_t.chunks_mut(g).zip(da_all.chunks_mut(t_len * g))).enumerate().for_each(sample);
             }
-            // The recurrence: dh_{t−1} += db_t·W_hh;  dW_hh += db_tᵀ·h_{t−1};  db_hh += Σ db_t.
-            sgemm(n, g, h, 1.0, &db, No, self.weight_hh.value.data(), No, 1.0, &mut dh_prev);
-            sgemm(g, n, h, 1.0, &db, Yes, h_prev, No, 1.0, self.weight_hh.grad.data_mut());
-            for row in db.chunks_exact(g) {
-                self.bias_hh.grad.data_mut().iter_mut().zip(row).for_each(|(d, v)| *d += v);
-            }
+            // The recurrence: dh_{t−1} += db_t·W_hh.
+            sgemm(n, g, h, 1.0, db_t, No, self.weight_hh.value.data(), No, 1.0, &mut dh_prev);
             std::mem::swap(&mut dh, &mut dh_prev);
             std::mem::swap(&mut dc, &mut dc_prev);
+        }
+        // dW_hh += Σ_t db_tᵀ·h_{t−1} and db_hh += Σ_t db_t, every step in one product: the rows of
+        // db (time-major) line up with h_{−1} … h_{T−2}.
+        sgemm(
+            g,
+            t_len * n,
+            h,
+            1.0,
+            &db,
+            Yes,
+            &self.hs[..t_len * nh],
+            No,
+            1.0,
+            self.weight_hh.grad.data_mut(),
+        );
+        for row in db.chunks_exact(g) {
+            self.bias_hh.grad.data_mut().iter_mut().zip(row).for_each(|(d, v)| *d += v);
         }
         // dL/dh₀ (dL/dc₀): what reached the initial state. Kept, not propagated further.
         self.h0_grad = Some((

@@ -14,6 +14,7 @@
 //! `T` factors `diag(act'(p_t))·W_hh`, whose size shrinks or grows geometrically.
 
 use super::{Cell, Recurrent, recurrent_layer};
+use crate::tensor::math::tanh_fast as tanh;
 
 /// The RNN cell; `relu` selects ReLU instead of tanh.
 pub struct RnnCell {
@@ -42,7 +43,7 @@ impl Cell for RnnCell {
         for ((h, p_out), (&a, &b)) in h.iter_mut().zip(saved.iter_mut()).zip(a.iter().zip(b)) {
             let p = a + b; // p = a + b
             *p_out = p;
-            *h = if self.relu { p.max(0.0) } else { p.tanh() }; // h = act(p)
+            *h = if self.relu { p.max(0.0) } else { tanh(p) }; // h = act(p)
         }
     }
 
@@ -60,7 +61,7 @@ impl Cell for RnnCell {
         _: &mut [f32],
     ) {
         for (k, (&p, &dh)) in saved.iter().zip(dh).enumerate() {
-            let act_prime = if self.relu { f32::from(u8::from(p > 0.0)) } else { 1.0 - p.tanh().powi(2) };
+            let act_prime = if self.relu { f32::from(u8::from(p > 0.0)) } else { 1.0 - tanh(p).powi(2) };
             let dp = dh * act_prime; // dp = dh ⊙ act'(p)
             (da[k], db[k]) = (dp, dp); // da = db = dp
         }
