@@ -58,7 +58,9 @@
 //!    [`layers::conv2d`] (read [`layers::conv2d::reference`], the plain loops, before the fast
 //!    kernels), [`layers::pool`], [`layers::batchnorm`], [`layers::dropout`].
 //! 3. [`layers::sequential`] and [`layers::residual`] — models are layers too: a chain whose
-//!    backward is the chain rule walked in reverse, and `y = x + f(x)`.
+//!    backward is the chain rule walked in reverse, and `y = x + f(x)`. Then
+//!    [`layers::recurrent`] (backprop through time; the cells in [`layers::recurrent::rnn`],
+//!    [`layers::recurrent::lstm`], [`layers::recurrent::gru`]) and [`layers::embedding`].
 //! 4. [`loss`] — mean squared error, cross-entropy (and why softmax is fused into it), binary
 //!    cross-entropy, negative log-likelihood.
 //! 5. [`gradcheck`] — checking every backward pass against finite differences.

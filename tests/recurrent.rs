@@ -404,8 +404,8 @@ fn parallel_steps_equal_serial_ones() {
     let batch_grad = named_params(&lstm)[1].1.grad.clone();
     let mut one = Lstm::new(f, h).seed(2);
     let mut summed = Tensor::zeros(batch_grad.shape());
-    for s in 0..n {
-        one.set_lengths(&[lengths[s]]).unwrap();
+    for (s, &len) in lengths.iter().enumerate() {
+        one.set_lengths(&[len]).unwrap();
         let xs = Tensor::from_vec(&[1, 4, f], x.outer(s).to_vec()).unwrap();
         one.forward(&xs, Mode::Train);
         zero_grad(&mut one);

@@ -42,7 +42,7 @@
 //!
 //! **Why the weight gradients are sums over time**: `W_hh` is used at every step, so `L` depends on
 //! it through every step, and the chain rule adds those contributions — the same reason a
-//! convolution's kernel gradient sums over positions. [`Recurrent::backward`] walks `t` from `T − 1`
+//! convolution's kernel gradient sums over positions. `Recurrent::backward` walks `t` from `T − 1`
 //! down to 0 with exactly these names.
 //!
 //! # Variable lengths, state, truncation
@@ -61,7 +61,7 @@
 //!
 //! Speed: the input projections of all steps are one GEMM (`[N·T, F]·W_ihᵀ`), and so are `dW_ih`
 //! and `dx`; only the recurrent product runs per step. Buffers are kept from call to call.
-//! [`reference`] computes the forward pass sample by sample, step by step, with plain loops: the
+//! [`reference`](mod@reference) computes the forward pass sample by sample, step by step, with plain loops: the
 //! definition the batched code is tested against.
 
 pub mod gru;
