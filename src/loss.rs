@@ -291,6 +291,43 @@ pub fn softmax(logits: &Tensor) -> Tensor {
     p
 }
 
+/// Marks the padded steps of per-step targets `[N, T, …]` as "no target" (NaN) from the
+/// sequences' lengths, the same lengths a recurrent layer takes
+/// ([`Recurrent::set_lengths`](crate::layers::recurrent::Recurrent::set_lengths)), so that
+/// [`CrossEntropyLoss`] (class ids), [`NllLoss`] and [`BceWithLogitsLoss::ignore_nan_targets`]
+/// skip them.
+///
+/// # Errors
+/// [`Error::Shape`] if `targets` has fewer than two axes or its batch axis does not match
+/// `lengths`, and [`Error::InvalidArgument`] if a length exceeds `T`.
+///
+/// ```
+/// use backprop::loss::mask_padding;
+/// use backprop::Tensor;
+/// let mut t = Tensor::ones(&[2, 3]);
+/// mask_padding(&mut t, &[3, 1]).unwrap();
+/// assert!(t.data()[..4].iter().all(|&v| v == 1.0) && t.data()[4..].iter().all(|v| v.is_nan()));
+/// ```
+pub fn mask_padding(targets: &mut Tensor, lengths: &[usize]) -> Result<()> {
+    let &[n, t, ..] = targets.shape() else {
+        return Err(Error::shape(format!(
+            "mask_padding needs targets [N, T, …], got {}",
+            shape_str(targets.shape())
+        )));
+    };
+    if lengths.len() != n {
+        return Err(Error::shape(format!("mask_padding: {} lengths for {n} sequences", lengths.len())));
+    }
+    if let Some(&l) = lengths.iter().find(|&&l| l > t) {
+        return Err(Error::invalid(format!("mask_padding: length {l} exceeds the {t} steps of the targets")));
+    }
+    let per_step = targets.len() / (n * t).max(1);
+    for (seq, &len) in targets.data_mut().chunks_exact_mut(t * per_step).zip(lengths) {
+        seq[len * per_step..].fill(f32::NAN); // steps len … T−1 are padding
+    }
+    Ok(())
+}
+
 // ------------------------------------------------------------------------ negative log-likelihood
 
 /// Negative log-likelihood of class labels given log-probabilities `z [N, C]` (the output of a

@@ -416,3 +416,19 @@ fn parallel_steps_equal_serial_ones() {
     }
     assert!(summed.max_abs_diff(&batch_grad) < 1e-4, "{}", summed.max_abs_diff(&batch_grad));
 }
+
+/// The lengths that mask a recurrent layer also mask per-step targets.
+#[test]
+fn padding_masks_the_per_step_loss() {
+    let logits = Tensor::randn(&[2, 4, 1], 0.0, 1.0, 1);
+    let mut targets = Tensor::ones(&[2, 4, 1]);
+    backprop::loss::mask_padding(&mut targets, &[4, 2]).unwrap();
+    let bce = BceWithLogitsLoss::new().ignore_nan_targets();
+    let (l, g) = bce.loss_and_grad(&logits, (&targets).into()).unwrap();
+    assert!(l.is_finite() && g.data()[6..].iter().all(|&v| v == 0.0));
+    let six = Tensor::from_vec(&[6], [0, 1, 2, 3, 4, 5].map(|i| logits.data()[i]).to_vec()).unwrap();
+    let (l6, _) = BceWithLogitsLoss::new().loss_and_grad(&six, (&Tensor::ones(&[6])).into()).unwrap();
+    assert!((l - l6).abs() < 1e-6);
+    assert!(backprop::loss::mask_padding(&mut targets, &[5, 1]).is_err());
+    assert!(backprop::loss::mask_padding(&mut targets, &[1]).is_err());
+}

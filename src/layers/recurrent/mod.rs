@@ -219,6 +219,22 @@ impl<C: Cell> Recurrent<C> {
     /// Truncated BPTT: each forward pass starts from the previous one's final state (when the
     /// batch size is the same), and backward stops at that state. [`Recurrent::reset_state`] starts
     /// afresh.
+    ///
+    /// ```
+    /// use backprop::prelude::*;
+    /// # fn main() -> backprop::Result<()> {
+    /// // A stream of 1,000 steps, trained 50 steps at a time with the state carried across.
+    /// let stream = Tensor::randn(&[4, 1000, 3], 0.0, 1.0, 1);
+    /// let targets = Tensor::randn(&[4, 1000, 1], 0.0, 1.0, 2);
+    /// let mut model = Sequential::builder(&[50, 3]).add(Lstm::new(3, 8).stateful()).add(Dense::new(8, 1)).build()?;
+    /// let mut adam = Adam::new(1e-3);
+    /// for chunk in 0..20 {
+    ///     let slice = |t: &Tensor, f: usize| Tensor::from_fn(&[4, 50, f], |i| t[&[i[0], chunk * 50 + i[1], i[2]]]);
+    ///     let (x, y) = (slice(&stream, 3), slice(&targets, 1));
+    ///     model.train_step(&x, (&y).into(), &MseLoss::new(), &mut adam)?; // backward stops at the chunk's start
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn stateful(mut self) -> Self {
         self.stateful = true;
         self
