@@ -1,4 +1,5 @@
-//! Classification metrics: accuracy and the confusion matrix.
+//! Classification metrics: accuracy and the confusion matrix; and for binary predictions given as
+//! probabilities, ROC AUC, log-loss and accuracy at ½.
 
 use std::fmt;
 
@@ -108,4 +109,76 @@ impl fmt::Display for ConfusionMatrix {
         }
         Ok(())
     }
+}
+
+// ------------------------------------------------------------------ binary predictions
+
+/// Area under the ROC curve of probabilities `scores` for binary `labels`: the probability that a
+/// randomly chosen positive scores higher than a randomly chosen negative, a tie counting half.
+/// `None` when there are no positives or no negatives (the AUC is undefined).
+///
+/// Computed exactly by sorting (`O(n log n)`): scores are ranked with ties given their average
+/// rank, and `AUC = (Σ ranks of the positives − P(P+1)/2) / (P·N)` (the Mann–Whitney U statistic).
+///
+/// ```
+/// use backprop::metrics::roc_auc;
+/// assert_eq!(roc_auc(&[0.9, 0.8, 0.3, 0.1], &[true, true, false, false]), Some(1.0));
+/// assert_eq!(roc_auc(&[0.5, 0.5], &[true, false]), Some(0.5)); // a tie counts half
+/// assert_eq!(roc_auc(&[0.5], &[true]), None);
+/// ```
+///
+/// # Panics
+/// If the slices differ in length or a score is NaN.
+pub fn roc_auc(scores: &[f32], labels: &[bool]) -> Option<f64> {
+    assert_eq!(scores.len(), labels.len(), "roc_auc: {} scores for {} labels", scores.len(), labels.len());
+    assert!(scores.iter().all(|s| !s.is_nan()), "roc_auc: a score is NaN");
+    let positives = labels.iter().filter(|&&l| l).count();
+    let negatives = labels.len() - positives;
+    if positives == 0 || negatives == 0 {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    // Ranks 1…n; a run of equal scores shares the average of its ranks.
+    let mut rank_sum = 0.0f64;
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+            j += 1;
+        }
+        let average_rank = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum += average_rank * order[i..=j].iter().filter(|&&k| labels[k]).count() as f64;
+        i = j + 1;
+    }
+    let (p, n) = (positives as f64, negatives as f64);
+    Some((rank_sum - p * (p + 1.0) / 2.0) / (p * n))
+}
+
+/// Mean binary log-loss `−(1/n) Σ [y·ln p + (1 − y)·ln(1 − p)]`, with `p` clipped to
+/// `[1e-7, 1 − 1e-7]` so that a confident mistake costs a large but finite amount.
+///
+/// # Panics
+/// If the slices differ in length.
+pub fn log_loss(probabilities: &[f32], labels: &[bool]) -> f64 {
+    assert_eq!(probabilities.len(), labels.len(), "log_loss: lengths differ");
+    let total: f64 = probabilities
+        .iter()
+        .zip(labels)
+        .map(|(&p, &y)| {
+            let p = (p as f64).clamp(1e-7, 1.0 - 1e-7);
+            if y { -p.ln() } else { -(1.0 - p).ln() }
+        })
+        .sum();
+    total / probabilities.len().max(1) as f64
+}
+
+/// Fraction of `probabilities` on the right side of ½ (`p ≥ ½` predicts `true`).
+///
+/// # Panics
+/// If the slices differ in length.
+pub fn binary_accuracy(probabilities: &[f32], labels: &[bool]) -> f64 {
+    assert_eq!(probabilities.len(), labels.len(), "binary_accuracy: lengths differ");
+    let right = probabilities.iter().zip(labels).filter(|&(&p, &y)| (p >= 0.5) == y).count();
+    right as f64 / probabilities.len().max(1) as f64
 }

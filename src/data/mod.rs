@@ -2,11 +2,13 @@
 //!
 //! - [`idx`]: MNIST-format IDX files (plain or gzipped) and whole MNIST-format folders;
 //! - [`transforms`]: normalisation and seeded augmentation;
+//! - [`knowledge`]: answer histories for knowledge tracing: simulated students, CSV and three-line files;
 //! - `image_folder` (cargo feature `image`): `root/<class>/*.png|jpg` folders of pictures.
 
 pub mod idx;
 #[cfg(feature = "image")]
 pub mod image_folder;
+pub mod knowledge;
 pub mod transforms;
 
 use crate::error::{Error, Result};

@@ -1,0 +1,288 @@
+//! Answer histories for knowledge tracing: which item each student answered, in order, and whether
+//! the answer was right — simulated, or read from the two file formats public data sets use.
+//!
+//! # The simulated students
+//!
+//! [`simulate`] draws item-response-theory students as in the synthetic data sets of Deep
+//! Knowledge Tracing (Piech et al., NeurIPS 2015), with abilities that grow with practice:
+//!
+//! ```text
+//! each item j:     one concept k(j) (uniform over the concepts), a difficulty β_j ~ N(0, 1)
+//! each student:    an ability α_k ~ N(0, 1) per concept
+//! an answer to j:  P(correct) = c + (1 − c)·σ(α_k(j) − β_j)     (c: the chance of a lucky guess)
+//! after it:        α_k(j) ← α_k(j) + g                            (practice helps: gain g)
+//! ```
+//!
+//! Every student answers every item once, in one fixed order. The defaults ([`SimulationOptions`])
+//! are 4,000 students, 50 items, 5 concepts, `c = 0.25`, `g = 0.1`; all are options. The
+//! simulation also returns the true probability of each answer, which is the best prediction any
+//! model could make (the *oracle*).
+//!
+//! # Files
+//!
+//! [`read_csv`]: one row per student, one `0`/`1` column per item, the items answered in column
+//! order (the DKT paper's synthetic sets). [`read_three_line`]: three lines per student — the
+//! number of answers, the comma-separated item ids, the comma-separated `0`/`1` answers (trailing
+//! commas allowed), the format of the public ASSISTments and Statics sets as prepared for DKT.
+//! A malformed line is an error naming the file and the line; students with fewer than 2 answers
+//! carry nothing to predict and are skipped (and counted).
+
+use crate::error::{Error, Result};
+use crate::tensor::math::sigmoid;
+use crate::tensor::{Rng, rng};
+use rand::RngExt;
+use rand_distr::{Distribution, Normal};
+use std::path::Path;
+
+/// One student's answers, in the order they were given.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Answers {
+    /// Item ids, `0..items`.
+    pub items: Vec<usize>,
+    /// Whether each answer was right.
+    pub correct: Vec<bool>,
+}
+
+impl Answers {
+    /// Number of answers.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True for a student without answers.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// Answer histories of many students over `items` items.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Histories {
+    /// Number of distinct items (ids are `0..items`).
+    pub items: usize,
+    /// One entry per student.
+    pub students: Vec<Answers>,
+    /// For simulated data, the true probability of each answer being right (the oracle), per
+    /// student, aligned with `students`.
+    pub true_probabilities: Option<Vec<Vec<f32>>>,
+    /// For simulated data, each item's concept.
+    pub item_concepts: Option<Vec<usize>>,
+    /// Students dropped while reading because they had fewer than 2 answers.
+    pub skipped: usize,
+}
+
+impl Histories {
+    /// The students `indices` (and their oracle probabilities), in that order.
+    pub fn subset(&self, indices: &[usize]) -> Histories {
+        Histories {
+            items: self.items,
+            students: indices.iter().map(|&i| self.students[i].clone()).collect(),
+            true_probabilities: self
+                .true_probabilities
+                .as_ref()
+                .map(|p| indices.iter().map(|&i| p[i].clone()).collect()),
+            item_concepts: self.item_concepts.clone(),
+            skipped: 0,
+        }
+    }
+
+    /// A seeded split by student: `(first, rest)` with `fraction` of the students in `first`.
+    pub fn split(&self, fraction: f64, seed: u64) -> (Histories, Histories) {
+        let mut order: Vec<usize> = (0..self.students.len()).collect();
+        use rand::seq::SliceRandom;
+        order.shuffle(&mut rng(seed));
+        let cut = ((self.students.len() as f64 * fraction).round() as usize).min(order.len());
+        (self.subset(&order[..cut]), self.subset(&order[cut..]))
+    }
+}
+
+/// Settings of [`simulate`]. See the [module docs](self) for the model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimulationOptions {
+    /// Number of students (default 4,000).
+    pub students: usize,
+    /// Number of items, each answered once by every student (default 50).
+    pub items: usize,
+    /// Number of hidden concepts (default 5).
+    pub concepts: usize,
+    /// Chance of a lucky guess `c` (default 0.25).
+    pub guess: f32,
+    /// Ability gained per answer on a concept, `g` (default 0.1).
+    pub practice_gain: f32,
+    /// Seed of every random choice (default 0).
+    pub seed: u64,
+}
+
+impl Default for SimulationOptions {
+    fn default() -> SimulationOptions {
+        SimulationOptions { students: 4000, items: 50, concepts: 5, guess: 0.25, practice_gain: 0.1, seed: 0 }
+    }
+}
+
+/// Simulated students; see the [module docs](self).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for zero students, items or concepts, or a guess outside `[0, 1)`.
+///
+/// ```
+/// use backprop::data::knowledge::{SimulationOptions, simulate};
+/// let h = simulate(&SimulationOptions { students: 10, ..SimulationOptions::default() }).unwrap();
+/// assert_eq!((h.students.len(), h.items, h.students[0].len()), (10, 50, 50));
+/// ```
+pub fn simulate(o: &SimulationOptions) -> Result<Histories> {
+    if o.students == 0
+        || o.items == 0
+        || o.concepts == 0
+        || !(0.0..1.0).contains(&o.guess)
+        || !o.practice_gain.is_finite()
+    {
+        return Err(Error::invalid(format!("simulate: invalid settings {o:?}")));
+    }
+    let mut r: Rng = rng(o.seed);
+    let normal = Normal::new(0.0f32, 1.0).expect("a valid normal distribution");
+    let item_concepts: Vec<usize> = (0..o.items).map(|_| r.random_range(0..o.concepts)).collect();
+    let difficulty: Vec<f32> = (0..o.items).map(|_| normal.sample(&mut r)).collect();
+    let (mut students, mut probabilities) = (Vec::with_capacity(o.students), Vec::with_capacity(o.students));
+    for _ in 0..o.students {
+        let mut ability: Vec<f32> = (0..o.concepts).map(|_| normal.sample(&mut r)).collect();
+        let (mut correct, mut p) = (Vec::with_capacity(o.items), Vec::with_capacity(o.items));
+        for j in 0..o.items {
+            let k = item_concepts[j];
+            let p_j = o.guess + (1.0 - o.guess) * sigmoid(ability[k] - difficulty[j]); // c + (1 − c)·σ(α − β)
+            correct.push(r.random::<f32>() < p_j);
+            p.push(p_j);
+            ability[k] += o.practice_gain; // practice helps
+        }
+        students.push(Answers { items: (0..o.items).collect(), correct });
+        probabilities.push(p);
+    }
+    Ok(Histories {
+        items: o.items,
+        students,
+        true_probabilities: Some(probabilities),
+        item_concepts: Some(item_concepts),
+        skipped: 0,
+    })
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+}
+
+/// Splits a comma-separated line into its fields, allowing one trailing comma and spaces.
+fn fields(line: &str) -> Vec<&str> {
+    let line = line.trim();
+    let line = line.strip_suffix(',').unwrap_or(line);
+    if line.is_empty() { Vec::new() } else { line.split(',').map(str::trim).collect() }
+}
+
+fn bit(path: &Path, line: usize, v: &str) -> Result<bool> {
+    match v {
+        "0" => Ok(false),
+        "1" => Ok(true),
+        _ => Err(Error::format(path, format!("line {line}: an answer must be 0 or 1, got {v:?}"))),
+    }
+}
+
+/// Reads the CSV format: one row per student, one `0`/`1` column per item (all rows the same
+/// width), answered in column order. A first row that is not all `0`/`1` is taken as a header.
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be read; [`Error::Format`] naming the line for a row of
+/// another width or a value other than `0`/`1`, or a file without students.
+pub fn read_csv(path: impl AsRef<Path>) -> Result<Histories> {
+    let path = path.as_ref();
+    let text = read_text(path)?;
+    let mut items = None;
+    let mut students = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let number = i + 1;
+        let cells = fields(line);
+        if cells.is_empty() {
+            continue;
+        }
+        if i == 0 && cells.iter().any(|c| *c != "0" && *c != "1") {
+            continue; // a header
+        }
+        let width = *items.get_or_insert(cells.len());
+        if cells.len() != width {
+            return Err(Error::format(
+                path,
+                format!("line {number}: {} answers, but the rows before have {width}", cells.len()),
+            ));
+        }
+        let correct = cells.iter().map(|c| bit(path, number, c)).collect::<Result<Vec<bool>>>()?;
+        students.push(Answers { items: (0..width).collect(), correct });
+    }
+    let Some(items) = items else {
+        return Err(Error::format(path, "no students in the file"));
+    };
+    let skipped = if items < 2 { students.len() } else { 0 };
+    if items < 2 {
+        students.clear();
+    }
+    Ok(Histories { items, students, true_probabilities: None, item_concepts: None, skipped })
+}
+
+/// Reads the three-lines-per-student format: the number of answers; the item ids; the `0`/`1`
+/// answers (comma-separated, trailing commas allowed). Item ids may be any non-negative integers;
+/// `items` is one more than the largest.
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be read; [`Error::Format`] naming the line for a count that
+/// is not a number, a list whose length differs from the count, an id that is not a non-negative
+/// integer, an answer other than `0`/`1`, or a file that ends in the middle of a student.
+pub fn read_three_line(path: impl AsRef<Path>) -> Result<Histories> {
+    let path = path.as_ref();
+    let text = read_text(path)?;
+    let lines: Vec<(usize, &str)> =
+        text.lines().enumerate().map(|(i, l)| (i + 1, l)).filter(|(_, l)| !l.trim().is_empty()).collect();
+    if lines.len() % 3 != 0 {
+        let (number, _) = lines[lines.len() - lines.len() % 3];
+        return Err(Error::format(
+            path,
+            format!("line {number}: the file ends in the middle of a student (three lines each)"),
+        ));
+    }
+    let (mut students, mut skipped, mut max_item) = (Vec::new(), 0, None::<usize>);
+    for chunk in lines.chunks_exact(3) {
+        let [(n_line, count), (i_line, ids), (c_line, answers)] = [chunk[0], chunk[1], chunk[2]];
+        let count: usize = count.trim().trim_end_matches(',').parse().map_err(|_| {
+            Error::format(
+                path,
+                format!("line {n_line}: expected the number of answers, got {:?}", count.trim()),
+            )
+        })?;
+        let ids = fields(ids);
+        let answers = fields(answers);
+        if ids.len() != count {
+            return Err(Error::format(
+                path,
+                format!("line {i_line}: {} item ids, but line {n_line} says {count}", ids.len()),
+            ));
+        }
+        if answers.len() != count {
+            return Err(Error::format(
+                path,
+                format!("line {c_line}: {} answers, but line {n_line} says {count}", answers.len()),
+            ));
+        }
+        let items = ids
+            .iter()
+            .map(|v| {
+                v.parse::<usize>().map_err(|_| {
+                    Error::format(path, format!("line {i_line}: item id {v:?} is not a non-negative integer"))
+                })
+            })
+            .collect::<Result<Vec<usize>>>()?;
+        let correct = answers.iter().map(|v| bit(path, c_line, v)).collect::<Result<Vec<bool>>>()?;
+        if count < 2 {
+            skipped += 1;
+            continue;
+        }
+        max_item = items.iter().copied().chain(max_item).max();
+        students.push(Answers { items, correct });
+    }
+    let items = max_item.map_or(0, |m| m + 1);
+    Ok(Histories { items, students, true_probabilities: None, item_concepts: None, skipped })
+}

@@ -1,0 +1,72 @@
+//! Knowledge-tracing data: the simulator, and both file formats with their malformed lines.
+
+use backprop::data::knowledge::{SimulationOptions, read_csv, read_three_line, simulate};
+use std::path::PathBuf;
+
+fn file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("backprop-kt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn the_simulator_follows_its_model() {
+    let o = SimulationOptions { students: 2000, seed: 3, ..SimulationOptions::default() };
+    let h = simulate(&o).unwrap();
+    assert_eq!(h, simulate(&o).unwrap(), "seeded");
+    assert_eq!((h.items, h.students.len()), (50, 2000));
+    let p = h.true_probabilities.as_ref().unwrap();
+    // Every probability is at least the guessing chance; the answers follow them.
+    assert!(p.iter().flatten().all(|&v| (0.25..1.0).contains(&v)));
+    let answered: f64 = h.students.iter().flat_map(|s| &s.correct).map(|&c| f64::from(u8::from(c))).sum();
+    let expected: f64 = p.iter().flatten().map(|&v| v as f64).sum();
+    assert!((answered - expected).abs() < 3.0 * expected.sqrt(), "{answered} vs {expected}");
+    // Practice helps: later answers on a concept are right more often than the first ones.
+    let concepts = h.item_concepts.as_ref().unwrap();
+    assert!(concepts.iter().all(|&k| k < 5));
+    let mean_p = |j: usize| p.iter().map(|s| s[j]).sum::<f32>() / p.len() as f32;
+    let first = (0..50).find(|&j| concepts[j] == concepts[49]).unwrap();
+    assert!(mean_p(49) >= mean_p(first) - 0.2);
+    assert!(simulate(&SimulationOptions { guess: 1.0, ..o.clone() }).is_err());
+    assert!(simulate(&SimulationOptions { students: 0, ..o }).is_err());
+    let (a, b) = h.split(0.5, 1);
+    assert_eq!((a.students.len(), b.students.len()), (1000, 1000));
+}
+
+#[test]
+fn csv_rows_of_answers() {
+    let h = read_csv(file("ok.csv", "q1,q2,q3\n1,0,1\n0,0,1,\n\n1,1,1\n")).unwrap();
+    assert_eq!((h.items, h.students.len()), (3, 3));
+    assert_eq!(h.students[1].correct, [false, false, true]);
+    assert_eq!(h.students[2].items, [0, 1, 2]);
+    let err = read_csv(file("ragged.csv", "1,0,1\n0,1\n")).unwrap_err().to_string();
+    assert!(err.contains("ragged.csv") && err.contains("line 2") && err.contains("2 answers"), "{err}");
+    let err = read_csv(file("value.csv", "1,0,1\n0,2,1\n")).unwrap_err().to_string();
+    assert!(err.contains("line 2") && err.contains("\"2\""), "{err}");
+    assert!(read_csv(file("empty.csv", "\n\n")).is_err());
+    assert_eq!(read_csv(file("one.csv", "1\n0\n")).unwrap().skipped, 2);
+}
+
+#[test]
+fn three_line_students() {
+    let text = "3\n5,2,5,\n1,0,1,\n1\n7\n1\n2\n0,1\n0,0\n";
+    let h = read_three_line(file("ok.txt", text)).unwrap();
+    assert_eq!(h.items, 6, "largest id + 1 (the one-answer student is skipped)");
+    assert_eq!(h.skipped, 1);
+    assert_eq!(h.students.len(), 2);
+    assert_eq!(h.students[0].items, [5, 2, 5]);
+    assert_eq!(h.students[0].correct, [true, false, true]);
+    for (name, text, want) in [
+        ("count.txt", "x\n1,2\n0,1\n", "line 1"),
+        ("ids.txt", "3\n1,2\n0,1,1\n", "line 2: 2 item ids, but line 1 says 3"),
+        ("answers.txt", "2\n1,2\n0\n", "line 3: 1 answers"),
+        ("id.txt", "2\n1,-2\n0,1\n", "item id \"-2\""),
+        ("bit.txt", "2\n1,2\n0,yes\n", "\"yes\""),
+        ("cut.txt", "2\n1,2\n0,1\n2\n1,2\n", "line 4: the file ends in the middle"),
+    ] {
+        let err = read_three_line(file(name, text)).unwrap_err().to_string();
+        assert!(err.contains(name) && err.contains(want), "{name}: {err}");
+    }
+}

@@ -1,0 +1,51 @@
+//! ROC AUC against its O(n²) definition (every positive–negative pair, ties half), log-loss and
+//! accuracy by hand.
+
+use backprop::metrics::{binary_accuracy, log_loss, roc_auc};
+use backprop::tensor::rng;
+use rand::RngExt;
+
+fn naive_auc(scores: &[f32], labels: &[bool]) -> f64 {
+    let (mut wins, mut pairs) = (0.0, 0.0);
+    for (i, &si) in scores.iter().enumerate().filter(|&(i, _)| labels[i]) {
+        for (j, &sj) in scores.iter().enumerate().filter(|&(j, _)| !labels[j]) {
+            let _ = (i, j);
+            pairs += 1.0;
+            wins += if si > sj {
+                1.0
+            } else if si == sj {
+                0.5
+            } else {
+                0.0
+            };
+        }
+    }
+    wins / pairs
+}
+
+#[test]
+fn auc_equals_the_pairwise_definition() {
+    let mut r = rng(1);
+    for case in 0..200 {
+        let n = r.random_range(2..120);
+        // Coarse scores make many ties; fine ones almost none.
+        let levels = if case % 2 == 0 { 5 } else { 100_000 };
+        let scores: Vec<f32> = (0..n).map(|_| r.random_range(0..levels) as f32 / levels as f32).collect();
+        let labels: Vec<bool> = (0..n).map(|_| r.random::<bool>()).collect();
+        match roc_auc(&scores, &labels) {
+            None => assert!(labels.iter().all(|&l| l) || labels.iter().all(|&l| !l)),
+            Some(auc) => assert!((auc - naive_auc(&scores, &labels)).abs() < 1e-12, "case {case}"),
+        }
+    }
+    assert_eq!(roc_auc(&[0.1, 0.2, 0.3], &[true, false, false]), Some(0.0));
+}
+
+#[test]
+fn log_loss_and_accuracy_by_hand() {
+    let p = [0.9f32, 0.2, 0.5, 1.0];
+    let y = [true, false, true, false];
+    // −(ln 0.9 + ln 0.8 + ln 0.5 + ln 1e-7) / 4
+    let want = -((0.9f64).ln() + (0.8f64).ln() + (0.5f64).ln() + (1e-7f64).ln()) / 4.0;
+    assert!((log_loss(&p, &y) - want).abs() < 1e-6, "{}", log_loss(&p, &y));
+    assert_eq!(binary_accuracy(&p, &y), 0.75);
+}
