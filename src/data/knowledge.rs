@@ -67,6 +67,8 @@ pub struct Histories {
     pub true_probabilities: Option<Vec<Vec<f32>>>,
     /// For simulated data, each item's concept.
     pub item_concepts: Option<Vec<usize>>,
+    /// For simulated data, each item's difficulty `β`.
+    pub item_difficulties: Option<Vec<f32>>,
     /// Students dropped while reading because they had fewer than 2 answers.
     pub skipped: usize,
 }
@@ -82,6 +84,7 @@ impl Histories {
                 .as_ref()
                 .map(|p| indices.iter().map(|&i| p[i].clone()).collect()),
             item_concepts: self.item_concepts.clone(),
+            item_difficulties: self.item_difficulties.clone(),
             skipped: 0,
         }
     }
@@ -161,6 +164,7 @@ pub fn simulate(o: &SimulationOptions) -> Result<Histories> {
         students,
         true_probabilities: Some(probabilities),
         item_concepts: Some(item_concepts),
+        item_difficulties: Some(difficulty),
         skipped: 0,
     })
 }
@@ -221,7 +225,14 @@ pub fn read_csv(path: impl AsRef<Path>) -> Result<Histories> {
     if items < 2 {
         students.clear();
     }
-    Ok(Histories { items, students, true_probabilities: None, item_concepts: None, skipped })
+    Ok(Histories {
+        items,
+        students,
+        true_probabilities: None,
+        item_concepts: None,
+        item_difficulties: None,
+        skipped,
+    })
 }
 
 /// Reads the three-lines-per-student format: the number of answers; the item ids; the `0`/`1`
@@ -284,5 +295,12 @@ pub fn read_three_line(path: impl AsRef<Path>) -> Result<Histories> {
         students.push(Answers { items, correct });
     }
     let items = max_item.map_or(0, |m| m + 1);
-    Ok(Histories { items, students, true_probabilities: None, item_concepts: None, skipped })
+    Ok(Histories {
+        items,
+        students,
+        true_probabilities: None,
+        item_concepts: None,
+        item_difficulties: None,
+        skipped,
+    })
 }

@@ -1,0 +1,249 @@
+//! Deep Knowledge Tracing (Piech et al., NeurIPS 2015): from a student's answers so far, predict
+//! whether the next answer will be right.
+//!
+//! ```sh
+//! cargo run --release --example knowledge_tracing                       # simulated students
+//! cargo run --release --example knowledge_tracing -- --data answers.csv # a CSV, one row per student
+//! cargo run --release --example knowledge_tracing -- --data train.txt --test test.txt  # three-line format
+//! ```
+//!
+//! The model reads, at each step, which item was answered and whether correctly (one of `2·items`
+//! ids, through an `Embedding`), carries what it has learned about the student in an LSTM's state,
+//! and outputs one logit per item: the chance that the *next* answer, to whichever item it is,
+//! will be right. Only the logit of the item actually answered next is scored (binary
+//! cross-entropy; the others are NaN targets, ignored). `docs/knowledge_tracing.md` explains it.
+
+use backprop::data::knowledge::{Histories, SimulationOptions, read_csv, read_three_line, simulate};
+use backprop::metrics::{binary_accuracy, log_loss, roc_auc};
+use backprop::prelude::*;
+use backprop::tensor::math::sigmoid;
+use clap::Parser;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Train a Deep Knowledge Tracing model (an LSTM) on students' answer histories and compare it, on
+/// held-out students, with simpler predictors.
+#[derive(Parser, Debug)]
+#[command(name = "knowledge_tracing")]
+struct Cli {
+    /// Answer histories: a .csv (one row per student, one 0/1 column per item) or the
+    /// three-lines-per-student format [default: 4,000 simulated students]
+    #[arg(long, value_name = "FILE")]
+    data: Option<PathBuf>,
+    /// Held-out students in the same format [default: a seeded half of --data]
+    #[arg(long, value_name = "FILE", requires = "data")]
+    test: Option<PathBuf>,
+    /// Passes over the training students.
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    epochs: u32,
+    /// LSTM hidden units.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    hidden: u32,
+    /// Dropout between the LSTM and the output layer (DKT's regulariser).
+    #[arg(long, default_value_t = 0.5)]
+    dropout: f32,
+    /// Adam's learning rate.
+    #[arg(long, default_value_t = 3e-3)]
+    lr: f32,
+    /// Seed for the simulation, the split, the weights and the shuffling.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// No per-epoch lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Model inputs and targets for a set of students: ids `[N, T]` (`item + items·correct` of answer
+/// `t`) and targets `[N, T, items]`, NaN except at the item answered at `t + 1`.
+fn tensors(h: &Histories, steps: usize) -> (Tensor, Tensor) {
+    let (n, items) = (h.students.len(), h.items);
+    let mut ids = Tensor::zeros(&[n, steps]);
+    let mut targets = Tensor::full(&[n, steps, items], f32::NAN);
+    for (s, a) in h.students.iter().enumerate() {
+        for t in 0..(a.len() - 1).min(steps) {
+            ids.data_mut()[s * steps + t] = (a.items[t] + items * usize::from(a.correct[t])) as f32;
+            targets.data_mut()[(s * steps + t) * items + a.items[t + 1]] =
+                f32::from(u8::from(a.correct[t + 1]));
+        }
+    }
+    (ids, targets)
+}
+
+/// The model's probability for every answer after the first, with the answers themselves.
+fn predictions(model: &mut Sequential, h: &Histories, steps: usize) -> (Vec<f32>, Vec<bool>) {
+    let (ids, _) = tensors(h, steps);
+    let logits = model.predict(&ids, 256).expect("the ids fit the model");
+    let items = h.items;
+    let (mut p, mut y) = (Vec::new(), Vec::new());
+    for (s, a) in h.students.iter().enumerate() {
+        for t in 0..(a.len() - 1).min(steps) {
+            p.push(sigmoid(logits.data()[(s * steps + t) * items + a.items[t + 1]]));
+            y.push(a.correct[t + 1]);
+        }
+    }
+    (p, y)
+}
+
+/// Per-item share of right answers in the training set (a student-independent baseline).
+fn marginal(train: &Histories, test: &Histories, steps: usize) -> Vec<f32> {
+    let (mut right, mut seen) = (vec![1.0f64; train.items], vec![2.0f64; train.items]); // a light prior: ½
+    for a in &train.students {
+        for (&i, &c) in a.items.iter().zip(&a.correct) {
+            right[i] += f64::from(u8::from(c));
+            seen[i] += 1.0;
+        }
+    }
+    test.students
+        .iter()
+        .flat_map(|a| (1..a.len().min(steps + 1)).map(|t| (right[a.items[t]] / seen[a.items[t]]) as f32))
+        .collect()
+}
+
+/// The best prediction possible from the answers alone, for simulated students: knowing the
+/// simulator (each item's concept and difficulty, the guess rate, the practice gain), keep a
+/// posterior over each concept's ability on a grid, start from the N(0, 1) prior, predict each
+/// answer by averaging `c + (1 − c)·σ(α − β)` over it, then update it with Bayes' rule. The
+/// oracle knows the abilities themselves; no model can, so this is the ceiling for DKT.
+fn bayes_optimal(test: &Histories, o: &SimulationOptions) -> Option<Vec<f32>> {
+    let (concepts, difficulty) = (test.item_concepts.as_ref()?, test.item_difficulties.as_ref()?);
+    let grid: Vec<f64> = (0..=160).map(|i| -4.0 + 0.05 * i as f64).collect();
+    let prior: Vec<f64> = grid.iter().map(|a| (-a * a / 2.0).exp()).collect();
+    let c = o.guess as f64;
+    let mut out = Vec::new();
+    for a in &test.students {
+        let mut posterior = vec![prior.clone(); o.concepts];
+        let mut practice = vec![0.0f64; o.concepts];
+        for (t, (&j, &right)) in a.items.iter().zip(&a.correct).enumerate() {
+            let k = concepts[j];
+            let p_at: Vec<f64> = grid
+                .iter()
+                .map(|&alpha| c + (1.0 - c) / (1.0 + (difficulty[j] as f64 - alpha - practice[k]).exp()))
+                .collect();
+            let total: f64 = posterior[k].iter().sum();
+            if t > 0 {
+                out.push((posterior[k].iter().zip(&p_at).map(|(w, p)| w * p).sum::<f64>() / total) as f32);
+            }
+            for (w, p) in posterior[k].iter_mut().zip(&p_at) {
+                *w *= if right { *p } else { 1.0 - p }; // Bayes' rule
+            }
+            practice[k] += o.practice_gain as f64;
+        }
+    }
+    Some(out)
+}
+
+fn report(name: &str, p: &[f32], y: &[bool]) -> f64 {
+    let auc = roc_auc(p, y).unwrap_or(f64::NAN);
+    println!("| {name:<38} | {auc:.4} | {:.4} | {:.2} % |", log_loss(p, y), 100.0 * binary_accuracy(p, y));
+    auc
+}
+
+fn run(cli: &Cli) -> Result<f64> {
+    let started = Instant::now();
+    let simulation = SimulationOptions { seed: cli.seed, ..SimulationOptions::default() };
+    let (train, test) = match (&cli.data, &cli.test) {
+        (None, _) => {
+            let o = simulation.clone();
+            println!(
+                "data: {} simulated students, {} items, {} concepts, guess {}, practice gain {}; half train, half test",
+                o.students, o.items, o.concepts, o.guess, o.practice_gain
+            );
+            simulate(&o)?.split(0.5, cli.seed)
+        }
+        (Some(path), test) => {
+            let read = |p: &PathBuf| {
+                if p.extension().is_some_and(|e| e == "csv") { read_csv(p) } else { read_three_line(p) }
+            };
+            let all = read(path)?;
+            let (mut train, mut test) = match test {
+                Some(t) => (all, read(t)?),
+                None => all.split(0.5, cli.seed),
+            };
+            let items = train.items.max(test.items);
+            (train.items, test.items) = (items, items);
+            println!(
+                "data: {} training and {} test students over {items} items from {} (skipped: {} with fewer than 2 answers)",
+                train.students.len(),
+                test.students.len(),
+                path.display(),
+                train.skipped + test.skipped
+            );
+            (train, test)
+        }
+    };
+    if train.students.is_empty() || test.students.is_empty() {
+        return Err(Error::invalid("need at least one training and one test student with 2 answers or more"));
+    }
+    let steps = train.students.iter().chain(&test.students).map(|a| a.len() - 1).max().unwrap_or(1);
+    let items = train.items;
+    let hidden = cli.hidden as usize;
+    let mut model = Sequential::builder(&[steps])
+        .add(Embedding::new(2 * items, 64))
+        .add(Lstm::new(64, hidden))
+        .add(Dropout::new(cli.dropout))
+        .add(Dense::new(hidden, items))
+        .seed(cli.seed)
+        .build()?;
+    println!("\n{model}\n");
+    let (ids, targets) = tensors(&train, steps);
+    let data = Dataset::regression(ids, targets)?;
+    let loss = BceWithLogitsLoss::new().ignore_nan_targets();
+    if !(0.0..1.0).contains(&cli.dropout) {
+        return Err(Error::invalid(format!("--dropout must be in [0, 1), got {}", cli.dropout)));
+    }
+    if !(cli.lr > 0.0 && cli.lr <= 1.0) {
+        return Err(Error::invalid(format!("--lr must be in (0, 1], got {}", cli.lr)));
+    }
+    let mut adam = Adam::new(cli.lr);
+    println!(
+        "training: {} epochs, batches of 32 students, Adam (lr {}), gradient clipping at norm 1",
+        cli.epochs, cli.lr
+    );
+    for epoch in 1..=cli.epochs {
+        let t0 = Instant::now();
+        let options = FitOptions::new()
+            .epochs(1)
+            .batch_size(32)
+            .seed(cli.seed.wrapping_add(epoch as u64))
+            .clip_grad_norm(1.0);
+        let h = model.fit(&data, &loss, &mut adam, options.verbose(false))?;
+        let (p, y) = predictions(&mut model, &test, steps);
+        if !cli.quiet {
+            println!(
+                "epoch {epoch}/{}: train loss {:.4} | test AUC {:.4} | {:.1} s",
+                cli.epochs,
+                h.last().map_or(f32::NAN, |e| e.train_loss),
+                roc_auc(&p, &y).unwrap_or(f64::NAN),
+                t0.elapsed().as_secs_f32()
+            );
+        }
+    }
+
+    println!("\nresults on {} held-out students:\n", test.students.len());
+    println!("| {:<38} | AUC    | log-loss | accuracy |", "predictor");
+    println!("|{}|--------|----------|----------|", "-".repeat(40));
+    let (p, y) = predictions(&mut model, &test, steps);
+    report("per-item marginal (training mean)", &marginal(&train, &test, steps), &y);
+    let dkt = report(&format!("DKT (LSTM, {hidden} hidden units)"), &p, &y);
+    if let Some(truth) = &test.true_probabilities {
+        if let Some(best) = bayes_optimal(&test, &simulation) {
+            report("best possible from the answers (Bayes)", &best, &y);
+        }
+        let oracle: Vec<f32> = truth.iter().flat_map(|s| s[1..].to_vec()).collect();
+        report("oracle (the simulator's probabilities)", &oracle, &y);
+    }
+    println!("\ntotal time: {:.1} s", started.elapsed().as_secs_f32());
+    Ok(dkt)
+}
+
+fn main() {
+    backprop::alloc_tuning::tune_allocator();
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(auc) => println!("test AUC: {auc:.4}"),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }
+}

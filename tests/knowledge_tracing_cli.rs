@@ -1,0 +1,83 @@
+//! The knowledge-tracing example end to end, small: simulated students (the same results on 1 and
+//! 2 threads) and both file formats.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("examples").join("knowledge_tracing")
+}
+
+fn run(args: &[&str], threads: &str) -> (i32, String, String) {
+    let out = Command::new(binary()).args(args).env("RAYON_NUM_THREADS", threads).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn tmp(name: &str, text: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("backprop-ktcli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn simulated_students_give_the_same_results_on_any_number_of_threads() {
+    let args = ["--epochs", "2", "--hidden", "16", "--quiet"];
+    let (code, one, stderr) = run(&args, "1");
+    assert_eq!(code, 0, "{stderr}");
+    let (_, two, _) = run(&args, "2");
+    let results = |out: &str| {
+        out.lines()
+            .filter(|l| l.starts_with('|') || l.starts_with("test AUC"))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(results(&one), results(&two), "bit-identical on 1 and 2 threads");
+    for row in ["per-item marginal", "DKT", "best possible from the answers", "oracle"] {
+        assert!(one.contains(row), "{row} missing:\n{one}");
+    }
+    let last = one.lines().last().unwrap();
+    let auc: f64 = last.strip_prefix("test AUC: ").unwrap().parse().unwrap();
+    assert!(auc > 0.6, "{last}");
+}
+
+#[test]
+fn both_file_formats_and_their_errors() {
+    // 40 students over 6 items: answers that depend on the student.
+    let row =
+        |s: usize| (0..6).map(|i| if (s + i) % 3 != 0 { "1" } else { "0" }).collect::<Vec<_>>().join(",");
+    let csv: String = (0..40).map(|s| row(s) + "\n").collect();
+    let (code, out, err) =
+        run(&["--data", &tmp("a.csv", &csv), "--epochs", "1", "--hidden", "8", "--quiet"], "2");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("20 training and 20 test students over 6 items") && out.contains("test AUC: "),
+        "{out}"
+    );
+    let three: String = (0..30).map(|s| format!("4\n{},1,2,{}\n1,{},0,1,\n", s % 5, s % 3, s % 2)).collect();
+    let (code, out, err) = run(
+        &[
+            "--data",
+            &tmp("a.txt", &three),
+            "--test",
+            &tmp("b.txt", &three),
+            "--epochs",
+            "1",
+            "--hidden",
+            "8",
+            "--quiet",
+        ],
+        "2",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("30 training and 30 test students over 5 items"), "{out}");
+    let (code, _, err) = run(&["--data", &tmp("bad.txt", "2\n1,2\n0,x\n")], "2");
+    assert_eq!(code, 1);
+    assert!(err.contains("bad.txt") && err.contains("line 3"), "{err}");
+}
