@@ -132,6 +132,122 @@ fn bayes_optimal(test: &Histories, o: &SimulationOptions) -> Option<Vec<f32>> {
     Some(out)
 }
 
+/// Bayesian Knowledge Tracing (Corbett & Anderson 1995): per skill, a hidden state "knows it" or
+/// not, with four parameters — `L0` (knows it at the start), `T` (learns it at an answer), `G`
+/// (right by a guess), `S` (wrong by a slip) — fitted by expectation–maximisation (Baum–Welch) on
+/// the training students' answers, skill by skill.
+#[derive(Clone, Copy, Debug)]
+struct Bkt {
+    l0: f64,
+    learn: f64,
+    guess: f64,
+    slip: f64,
+}
+
+impl Bkt {
+    /// P(answer right | P(knows) = l).
+    fn p_right(&self, l: f64) -> f64 {
+        l * (1.0 - self.slip) + (1.0 - l) * self.guess
+    }
+
+    /// P(knows) after seeing an answer, then after the chance to learn from it.
+    fn update(&self, l: f64, right: bool) -> f64 {
+        let (known, unknown) = if right {
+            (l * (1.0 - self.slip), (1.0 - l) * self.guess)
+        } else {
+            (l * self.slip, (1.0 - l) * (1.0 - self.guess))
+        };
+        let posterior = known / (known + unknown);
+        posterior + (1.0 - posterior) * self.learn
+    }
+
+    /// Fits the parameters to sequences of answers on one skill (20 EM iterations).
+    fn fit(sequences: &[Vec<bool>]) -> Bkt {
+        let mut m = Bkt { l0: 0.5, learn: 0.1, guess: 0.2, slip: 0.1 };
+        for _ in 0..20 {
+            let (mut l0, mut learn_num, mut learn_den) = (0.0, 0.0, 0.0);
+            let (mut guess_num, mut guess_den, mut slip_num, mut slip_den, mut n) = (0.0, 0.0, 0.0, 0.0, 0.0);
+            for seq in sequences.iter().filter(|s| !s.is_empty()) {
+                // Emission probabilities e[t] = (P(o_t | unknown), P(o_t | known)).
+                let e: Vec<(f64, f64)> =
+                    seq.iter().map(|&o| if o { (m.guess, 1.0 - m.slip) } else { (1.0 - m.guess, m.slip) }).collect();
+                // Forward, normalised at every step.
+                let mut alpha = vec![(0.0, 0.0); seq.len()];
+                let mut a = ((1.0 - m.l0) * e[0].0, m.l0 * e[0].1);
+                for t in 0..seq.len() {
+                    if t > 0 {
+                        let (u, k) = alpha[t - 1];
+                        a = (u * (1.0 - m.learn) * e[t].0, (u * m.learn + k) * e[t].1);
+                    }
+                    let z = a.0 + a.1;
+                    alpha[t] = (a.0 / z, a.1 / z);
+                }
+                // Backward, normalised likewise; posteriors γ and transitions ξ(unknown → known).
+                let mut beta = (1.0, 1.0);
+                for t in (0..seq.len()).rev() {
+                    let g = (alpha[t].0 * beta.0, alpha[t].1 * beta.1);
+                    let z = g.0 + g.1;
+                    let (gu, gk) = (g.0 / z, g.1 / z);
+                    if t == 0 {
+                        l0 += gk;
+                    }
+                    if seq[t] { guess_num += gu } else { slip_num += gk }
+                    (guess_den, slip_den) = (guess_den + gu, slip_den + gk);
+                    if t > 0 {
+                        let (u, k) = alpha[t - 1];
+                        let xi = u * m.learn * e[t].1 * beta.1; // unknown at t−1, known at t
+                        let all = u * ((1.0 - m.learn) * e[t].0 * beta.0 + m.learn * e[t].1 * beta.1) + k * e[t].1 * beta.1;
+                        learn_num += xi / all;
+                        learn_den += u * ((1.0 - m.learn) * e[t].0 * beta.0 + m.learn * e[t].1 * beta.1) / all;
+                        let b = ((1.0 - m.learn) * e[t].0 * beta.0 + m.learn * e[t].1 * beta.1, e[t].1 * beta.1);
+                        let zb = b.0 + b.1;
+                        beta = (b.0 / zb, b.1 / zb);
+                    }
+                }
+                n += 1.0;
+            }
+            // Guess and slip below ½, so that "known" keeps meaning known.
+            m = Bkt {
+                l0: (l0 / n).clamp(1e-4, 1.0 - 1e-4),
+                learn: (learn_num / learn_den.max(1e-12)).clamp(1e-4, 1.0 - 1e-4),
+                guess: (guess_num / guess_den.max(1e-12)).clamp(1e-4, 0.5),
+                slip: (slip_num / slip_den.max(1e-12)).clamp(1e-4, 0.5),
+            };
+        }
+        m
+    }
+}
+
+/// BKT's predictions for every answer after the first; skills are the simulator's concepts, or the
+/// item ids for data from a file.
+fn bkt(train: &Histories, test: &Histories, steps: usize) -> Vec<f32> {
+    let skill_of = |item: usize| train.item_concepts.as_ref().map_or(item, |c| c[item]);
+    let skills = (0..train.items).map(skill_of).max().map_or(0, |m| m + 1);
+    let mut per_skill: Vec<Vec<Vec<bool>>> = vec![Vec::new(); skills];
+    for a in &train.students {
+        let mut seqs = vec![Vec::new(); skills];
+        for (&i, &c) in a.items.iter().zip(&a.correct) {
+            seqs[skill_of(i)].push(c);
+        }
+        for (k, seq) in seqs.into_iter().enumerate().filter(|(_, s)| !s.is_empty()) {
+            per_skill[k].push(seq);
+        }
+    }
+    let models: Vec<Bkt> = per_skill.iter().map(|s| Bkt::fit(s)).collect();
+    let mut out = Vec::new();
+    for a in &test.students {
+        let mut known: Vec<f64> = models.iter().map(|m| m.l0).collect();
+        for (t, (&i, &c)) in a.items.iter().zip(&a.correct).enumerate().take(steps + 1) {
+            let k = skill_of(i.min(train.items.saturating_sub(1)));
+            if t > 0 {
+                out.push(models[k].p_right(known[k]) as f32);
+            }
+            known[k] = models[k].update(known[k], c);
+        }
+    }
+    out
+}
+
 fn report(name: &str, p: &[f32], y: &[bool]) -> f64 {
     let auc = roc_auc(p, y).unwrap_or(f64::NAN);
     println!("| {name:<38} | {auc:.4} | {:.4} | {:.2} % |", log_loss(p, y), 100.0 * binary_accuracy(p, y));
@@ -224,6 +340,8 @@ fn run(cli: &Cli) -> Result<f64> {
     println!("|{}|--------|----------|----------|", "-".repeat(40));
     let (p, y) = predictions(&mut model, &test, steps);
     report("per-item marginal (training mean)", &marginal(&train, &test, steps), &y);
+    let skills = if train.item_concepts.is_some() { "concepts" } else { "items" };
+    report(&format!("BKT (skills = the {skills}, EM)"), &bkt(&train, &test, steps), &y);
     let dkt = report(&format!("DKT (LSTM, {hidden} hidden units)"), &p, &y);
     if let Some(truth) = &test.true_probabilities {
         if let Some(best) = bayes_optimal(&test, &simulation) {
