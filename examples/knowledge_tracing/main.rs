@@ -13,6 +13,8 @@
 //! will be right. Only the logit of the item actually answered next is scored (binary
 //! cross-entropy; the others are NaN targets, ignored). `docs/knowledge_tracing.md` explains it.
 
+mod plots;
+
 use backprop::data::knowledge::{Histories, SimulationOptions, read_csv, read_three_line, simulate};
 use backprop::metrics::{binary_accuracy, log_loss, roc_auc};
 use backprop::prelude::*;
@@ -48,6 +50,9 @@ struct Cli {
     /// Seed for the simulation, the split, the weights and the shuffling.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Where to write curves.png and knowledge_state.png.
+    #[arg(long, value_name = "DIR", default_value = "target/knowledge_tracing")]
+    out: PathBuf,
     /// No per-epoch lines.
     #[arg(long)]
     quiet: bool,
@@ -169,8 +174,10 @@ impl Bkt {
             let (mut guess_num, mut guess_den, mut slip_num, mut slip_den, mut n) = (0.0, 0.0, 0.0, 0.0, 0.0);
             for seq in sequences.iter().filter(|s| !s.is_empty()) {
                 // Emission probabilities e[t] = (P(o_t | unknown), P(o_t | known)).
-                let e: Vec<(f64, f64)> =
-                    seq.iter().map(|&o| if o { (m.guess, 1.0 - m.slip) } else { (1.0 - m.guess, m.slip) }).collect();
+                let e: Vec<(f64, f64)> = seq
+                    .iter()
+                    .map(|&o| if o { (m.guess, 1.0 - m.slip) } else { (1.0 - m.guess, m.slip) })
+                    .collect();
                 // Forward, normalised at every step.
                 let mut alpha = vec![(0.0, 0.0); seq.len()];
                 let mut a = ((1.0 - m.l0) * e[0].0, m.l0 * e[0].1);
@@ -191,15 +198,22 @@ impl Bkt {
                     if t == 0 {
                         l0 += gk;
                     }
-                    if seq[t] { guess_num += gu } else { slip_num += gk }
+                    if seq[t] {
+                        guess_num += gu
+                    } else {
+                        slip_num += gk
+                    }
                     (guess_den, slip_den) = (guess_den + gu, slip_den + gk);
                     if t > 0 {
                         let (u, k) = alpha[t - 1];
                         let xi = u * m.learn * e[t].1 * beta.1; // unknown at t−1, known at t
-                        let all = u * ((1.0 - m.learn) * e[t].0 * beta.0 + m.learn * e[t].1 * beta.1) + k * e[t].1 * beta.1;
+                        let all = u * ((1.0 - m.learn) * e[t].0 * beta.0 + m.learn * e[t].1 * beta.1)
+                            + k * e[t].1 * beta.1;
                         learn_num += xi / all;
-                        learn_den += u * ((1.0 - m.learn) * e[t].0 * beta.0 + m.learn * e[t].1 * beta.1) / all;
-                        let b = ((1.0 - m.learn) * e[t].0 * beta.0 + m.learn * e[t].1 * beta.1, e[t].1 * beta.1);
+                        learn_den +=
+                            u * ((1.0 - m.learn) * e[t].0 * beta.0 + m.learn * e[t].1 * beta.1) / all;
+                        let b =
+                            ((1.0 - m.learn) * e[t].0 * beta.0 + m.learn * e[t].1 * beta.1, e[t].1 * beta.1);
                         let zb = b.0 + b.1;
                         beta = (b.0 / zb, b.1 / zb);
                     }
@@ -315,6 +329,7 @@ fn run(cli: &Cli) -> Result<f64> {
         "training: {} epochs, batches of 32 students, Adam (lr {}), gradient clipping at norm 1",
         cli.epochs, cli.lr
     );
+    let mut curve = Vec::new();
     for epoch in 1..=cli.epochs {
         let t0 = Instant::now();
         let options = FitOptions::new()
@@ -324,6 +339,7 @@ fn run(cli: &Cli) -> Result<f64> {
             .clip_grad_norm(1.0);
         let h = model.fit(&data, &loss, &mut adam, options.verbose(false))?;
         let (p, y) = predictions(&mut model, &test, steps);
+        curve.push((h.last().map_or(f32::NAN, |e| e.train_loss), roc_auc(&p, &y).unwrap_or(f64::NAN)));
         if !cli.quiet {
             println!(
                 "epoch {epoch}/{}: train loss {:.4} | test AUC {:.4} | {:.1} s",
@@ -350,8 +366,62 @@ fn run(cli: &Cli) -> Result<f64> {
         let oracle: Vec<f32> = truth.iter().flat_map(|s| s[1..].to_vec()).collect();
         report("oracle (the simulator's probabilities)", &oracle, &y);
     }
-    println!("\ntotal time: {:.1} s", started.elapsed().as_secs_f32());
+    std::fs::create_dir_all(&cli.out).map_err(|e| Error::io(&cli.out, e))?;
+    let curves = cli.out.join("curves.png");
+    plots::curves(&curve, &curves)?;
+    let state = cli.out.join("knowledge_state.png");
+    knowledge_state(&mut model, &test, steps, &state)?;
+    println!("\nwrote {} (training loss and test AUC per epoch)", curves.display());
+    println!("wrote {} (the first test student's predicted knowledge after each answer)", state.display());
+    println!("total time: {:.1} s", started.elapsed().as_secs_f32());
     Ok(dkt)
+}
+
+/// The heatmap of the first test student: rows are the simulator's concepts (mean over their items)
+/// or, for data from a file, the first 12 distinct items the student answered.
+fn knowledge_state(
+    model: &mut Sequential,
+    test: &Histories,
+    steps: usize,
+    path: &std::path::Path,
+) -> Result<()> {
+    let student = test.subset(&[0]);
+    let a = &student.students[0];
+    let (ids, _) = tensors(&student, steps);
+    let logits = model.predict(&ids, 1)?;
+    let items = test.items;
+    let (names, groups): (Vec<String>, Vec<Vec<usize>>) = match &test.item_concepts {
+        Some(concepts) => {
+            let k = concepts.iter().max().map_or(0, |m| m + 1);
+            (0..k)
+                .map(|c| (format!("concept {c}"), (0..items).filter(|&j| concepts[j] == c).collect()))
+                .unzip()
+        }
+        None => {
+            let mut seen = Vec::new();
+            for &i in &a.items {
+                if !seen.contains(&i) && seen.len() < 12 {
+                    seen.push(i);
+                }
+            }
+            seen.iter().map(|&i| (format!("item {i}"), vec![i])).unzip()
+        }
+    };
+    let row_of = |item: usize| groups.iter().position(|g| g.contains(&item));
+    let shown = (a.len() - 1).min(steps);
+    let state: Vec<Vec<f32>> = groups
+        .iter()
+        .map(|g| {
+            (0..shown)
+                .map(|t| {
+                    g.iter().map(|&j| sigmoid(logits.data()[t * items + j])).sum::<f32>() / g.len() as f32
+                })
+                .collect()
+        })
+        .collect();
+    let answers: Vec<(usize, usize, bool)> =
+        (0..shown).filter_map(|t| row_of(a.items[t]).map(|r| (t, r, a.correct[t]))).collect();
+    plots::heatmap(&names, &state, &answers, path)
 }
 
 fn main() {
