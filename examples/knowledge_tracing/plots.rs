@@ -34,7 +34,7 @@ pub fn curves(epochs: &[(f32, f64)], path: &Path) -> Result<()> {
         root.fill(&WHITE).map_err(|e| draw_err(path, e))?;
         let (left, right) = root.split_horizontally(w / 2);
         let n = epochs.len() as f32;
-        let series: [(&DrawingArea<_, _>, &str, Vec<(f32, f32)>, RGBColor); 2] = [
+        let series = [
             (
                 &left,
                 "training loss",
