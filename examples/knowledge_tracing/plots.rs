@@ -34,20 +34,10 @@ pub fn curves(epochs: &[(f32, f64)], path: &Path) -> Result<()> {
         root.fill(&WHITE).map_err(|e| draw_err(path, e))?;
         let (left, right) = root.split_horizontally(w / 2);
         let n = epochs.len() as f32;
-        let series = [
-            (
-                &left,
-                "training loss",
-                epochs.iter().enumerate().map(|(i, e)| (i as f32 + 1.0, e.0)).collect(),
-                BLUE,
-            ),
-            (
-                &right,
-                "test AUC",
-                epochs.iter().enumerate().map(|(i, e)| (i as f32 + 1.0, e.1 as f32)).collect(),
-                RED,
-            ),
-        ];
+        let losses: Vec<(f32, f32)> = epochs.iter().enumerate().map(|(i, e)| (i as f32 + 1.0, e.0)).collect();
+        let aucs: Vec<(f32, f32)> =
+            epochs.iter().enumerate().map(|(i, e)| (i as f32 + 1.0, e.1 as f32)).collect();
+        let series = [(&left, "training loss", losses, BLUE), (&right, "test AUC", aucs, RED)];
         for (area, title, points, color) in series {
             let lo = points.iter().map(|p| p.1).fold(f32::INFINITY, f32::min);
             let hi = points.iter().map(|p| p.1).fold(f32::NEG_INFINITY, f32::max);
