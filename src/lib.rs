@@ -94,6 +94,7 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod privacy;
 pub mod tensor;
 pub mod train;
 

@@ -1,0 +1,9 @@
+//! Private training: how much privacy a differentially private training run spends.
+//!
+//! - [`accountant`]: Rényi differential privacy of the sampled Gaussian mechanism — the mechanism
+//!   of DP-SGD — and its conversion to an `(ε, δ)` guarantee, plus the inverse: the noise a run
+//!   needs to stay within a budget.
+
+pub mod accountant;
+
+pub use accountant::{DEFAULT_ORDERS, epsilon, noise_multiplier_for, rdp_sampled_gaussian};
