@@ -84,12 +84,15 @@ pub fn fit_private(
     o: &DpOptions,
 ) -> Result<DpReport> {
     let n = train.len();
-    if !(o.sample_rate > 0.0 && o.sample_rate <= 1.0)
-        || !(o.clip > 0.0 && o.clip.is_finite())
-        || !(o.noise_multiplier >= 0.0 && o.noise_multiplier.is_finite())
-        || o.epochs == 0
-        || n == 0
-    {
+    let valid = o.sample_rate > 0.0
+        && o.sample_rate <= 1.0
+        && o.clip > 0.0
+        && o.clip.is_finite()
+        && o.noise_multiplier >= 0.0
+        && o.noise_multiplier.is_finite()
+        && o.epochs > 0
+        && n > 0;
+    if !valid {
         return Err(Error::invalid(format!("fit_private: invalid settings {o:?} for {n} examples")));
     }
     if let Some(name) = mixing_state(model) {
@@ -99,7 +102,7 @@ pub fn fit_private(
         )));
     }
     let mut sampling = rng(o.seed);
-    let mut noise_rng = rng(o.seed ^ 0xD9_5A_C0DE);
+    let mut noise_rng = rng(o.seed ^ 0xD95A_C0DE);
     let noise = Normal::new(0.0f64, o.noise_multiplier * o.clip as f64).expect("a valid normal distribution");
     let steps_per_epoch = (1.0 / o.sample_rate).round().max(1.0) as usize;
     let expected_batch = o.sample_rate * n as f64;
