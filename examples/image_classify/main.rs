@@ -70,6 +70,19 @@ struct Cli {
     /// No progress bar or per-epoch lines.
     #[arg(long)]
     quiet: bool,
+
+    /// Train with differential privacy (DP-SGD) for this ε: the noise is set by the privacy
+    /// accountant so that the planned epochs spend at most it.
+    #[arg(long, value_name = "EPSILON")]
+    dp_epsilon: Option<f64>,
+
+    /// The δ of the private guarantee (with --dp-epsilon).
+    #[arg(long, value_name = "DELTA", default_value_t = 1e-5, requires = "dp_epsilon")]
+    dp_delta: f64,
+
+    /// The per-example clipping norm C (with --dp-epsilon).
+    #[arg(long, value_name = "C", default_value_t = 1.0, requires = "dp_epsilon")]
+    dp_clip: f32,
 }
 
 fn main() {
@@ -164,15 +177,19 @@ fn train_and_report(cli: &Cli) -> Result<()> {
         seed: cli.seed,
         verbose: !cli.quiet,
     };
+    let schedule = if cli.dp_epsilon.is_some() { "constant, DP-SGD" } else { "with cosine decay" };
     println!(
-        "training: {} epochs, batch size {}, Adam (lr {} with cosine decay), seed {}, {} threads",
+        "training: {} epochs, batch size {}, Adam (lr {} {schedule}), seed {}, {} threads",
         settings.epochs,
         settings.batch_size,
         settings.lr,
         settings.seed,
         rayon::current_num_threads()
     );
-    let history = pipeline::train(&mut model, &data, &settings, |_| {})?;
+    let history = match cli.dp_epsilon {
+        None => pipeline::train(&mut model, &data, &settings, |_| {})?,
+        Some(eps) => train_private(&mut model, &data, &settings, cli, eps)?,
+    };
 
     // Step 4: evaluation.
     let predicted = model.predict_classes(data.test.inputs(), 256)?;
@@ -201,6 +218,71 @@ fn train_and_report(cli: &Cli) -> Result<()> {
         labels.len()
     );
     Ok(())
+}
+
+/// DP-SGD instead of `fit`: batches drawn by Poisson sampling at rate batch size / training set,
+/// each image's gradient clipped to `--dp-clip`, Gaussian noise with the σ the accountant finds for
+/// `--dp-epsilon` over the planned epochs, Adam at a constant rate. No augmentation: each image is
+/// one example of the guarantee.
+fn train_private(
+    model: &mut backprop::Sequential,
+    data: &pipeline::Prepared,
+    s: &Settings,
+    cli: &Cli,
+    target: f64,
+) -> Result<History> {
+    use backprop::privacy::{DEFAULT_ORDERS, DpOptions, epsilon, fit_private, noise_multiplier_for};
+    if !(cli.dp_delta > 0.0 && cli.dp_delta < 1.0) || !(cli.dp_clip > 0.0 && cli.dp_clip.is_finite()) {
+        return Err(Error::invalid("--dp-delta must be in (0, 1) and --dp-clip a positive number"));
+    }
+    let q = (s.batch_size as f64 / data.train.len() as f64).min(1.0);
+    let steps_per_epoch = (1.0 / q).round().max(1.0) as u64;
+    let sigma = noise_multiplier_for(target, q, steps_per_epoch * s.epochs as u64, cli.dp_delta)?;
+    println!(
+        "differential privacy: (ε = {target}, δ = {}), sampling rate {q:.5}, clipping norm {}, noise multiplier σ = {sigma:.4}",
+        cli.dp_delta, cli.dp_clip
+    );
+    let mut adam = Adam::new(s.lr);
+    let mut history = History::default();
+    for epoch in 1..=s.epochs {
+        let started = Instant::now();
+        let o = DpOptions {
+            epochs: 1,
+            sample_rate: q,
+            clip: cli.dp_clip,
+            noise_multiplier: sigma,
+            delta: cli.dp_delta,
+            seed: s.seed.wrapping_add(epoch as u64),
+        };
+        let report = fit_private(model, &data.train, &CrossEntropyLoss::new(), &mut adam, &o)?;
+        let test = model.evaluate(&data.test, &CrossEntropyLoss::new(), 256)?;
+        let spent = epsilon(q, sigma, steps_per_epoch * epoch as u64, cli.dp_delta, &DEFAULT_ORDERS).0;
+        let stats = backprop::train::EpochStats {
+            epoch,
+            train_loss: report.epoch_losses[0],
+            train_accuracy: None,
+            val_loss: Some(test.loss),
+            val_accuracy: test.accuracy,
+            learning_rate: s.lr,
+            seconds: started.elapsed().as_secs_f32(),
+        };
+        if s.verbose {
+            println!(
+                "epoch {epoch}/{}: loss {:.4} | test accuracy {:.2}% | ε spent {spent:.3} | {:.1} s",
+                s.epochs,
+                stats.train_loss,
+                100.0 * test.accuracy.unwrap_or(0.0),
+                stats.seconds
+            );
+        }
+        history.epochs.push(stats);
+    }
+    println!(
+        "privacy spent: ε = {:.3} at δ = {}",
+        epsilon(q, sigma, steps_per_epoch * s.epochs as u64, cli.dp_delta, &DEFAULT_ORDERS).0,
+        cli.dp_delta
+    );
+    Ok(history)
 }
 
 /// What `--predict` needs to rebuild the model and preprocess an image, saved inside the weights file.

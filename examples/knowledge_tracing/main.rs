@@ -18,6 +18,7 @@ mod plots;
 use backprop::data::knowledge::{Histories, SimulationOptions, read_csv, read_three_line, simulate};
 use backprop::metrics::{binary_accuracy, log_loss, roc_auc};
 use backprop::prelude::*;
+use backprop::privacy::{DEFAULT_ORDERS, DpOptions, epsilon, fit_private, noise_multiplier_for};
 use backprop::tensor::math::sigmoid;
 use clap::Parser;
 use std::path::PathBuf;
@@ -50,6 +51,16 @@ struct Cli {
     /// Seed for the simulation, the split, the weights and the shuffling.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Train with differential privacy (DP-SGD) for this ε, one student's whole history being
+    /// one example of the guarantee (the noise is set by the accountant for the planned epochs).
+    #[arg(long, value_name = "EPSILON")]
+    dp_epsilon: Option<f64>,
+    /// The δ of the private guarantee (with --dp-epsilon).
+    #[arg(long, default_value_t = 1e-5, requires = "dp_epsilon")]
+    dp_delta: f64,
+    /// The per-student clipping norm (with --dp-epsilon).
+    #[arg(long, default_value_t = 1.0, requires = "dp_epsilon")]
+    dp_clip: f32,
     /// Where to write curves.png and knowledge_state.png.
     #[arg(long, value_name = "DIR", default_value = "target/knowledge_tracing")]
     out: PathBuf,
@@ -329,28 +340,65 @@ fn run(cli: &Cli) -> Result<f64> {
         "training: {} epochs, batches of 32 students, Adam (lr {}), gradient clipping at norm 1",
         cli.epochs, cli.lr
     );
+    // Private training: one example = one student; batches of 32 students on average.
+    let private = match cli.dp_epsilon {
+        None => None,
+        Some(target) => {
+            let q = (32.0 / train.students.len() as f64).min(1.0);
+            let steps = (1.0 / q).round().max(1.0) as u64 * cli.epochs as u64;
+            let sigma = noise_multiplier_for(target, q, steps, cli.dp_delta)?;
+            println!(
+                "differential privacy per student: (ε = {target}, δ = {}), σ = {sigma:.4}, clipping norm {}",
+                cli.dp_delta, cli.dp_clip
+            );
+            Some(DpOptions {
+                epochs: 1,
+                sample_rate: q,
+                clip: cli.dp_clip,
+                noise_multiplier: sigma,
+                delta: cli.dp_delta,
+                seed: cli.seed,
+            })
+        }
+    };
     let mut curve = Vec::new();
     for epoch in 1..=cli.epochs {
         let t0 = Instant::now();
-        let options = FitOptions::new()
-            .epochs(1)
-            .batch_size(32)
-            .seed(cli.seed.wrapping_add(epoch as u64))
-            .clip_grad_norm(1.0);
-        let h = model.fit(&data, &loss, &mut adam, options.verbose(false))?;
+        let train_loss = match &private {
+            None => {
+                let options = FitOptions::new()
+                    .epochs(1)
+                    .batch_size(32)
+                    .seed(cli.seed.wrapping_add(epoch as u64))
+                    .clip_grad_norm(1.0);
+                model
+                    .fit(&data, &loss, &mut adam, options.verbose(false))?
+                    .last()
+                    .map_or(f32::NAN, |e| e.train_loss)
+            }
+            Some(o) => {
+                let o = DpOptions { seed: o.seed.wrapping_add(epoch as u64), ..o.clone() };
+                fit_private(&mut model, &data, &loss, &mut adam, &o)?.epoch_losses[0]
+            }
+        };
         let (p, y) = predictions(&mut model, &test, steps);
-        curve.push((h.last().map_or(f32::NAN, |e| e.train_loss), roc_auc(&p, &y).unwrap_or(f64::NAN)));
+        curve.push((train_loss, roc_auc(&p, &y).unwrap_or(f64::NAN)));
         if !cli.quiet {
             println!(
                 "epoch {epoch}/{}: train loss {:.4} | test AUC {:.4} | {:.1} s",
                 cli.epochs,
-                h.last().map_or(f32::NAN, |e| e.train_loss),
+                train_loss,
                 roc_auc(&p, &y).unwrap_or(f64::NAN),
                 t0.elapsed().as_secs_f32()
             );
         }
     }
 
+    if let Some(o) = &private {
+        let steps = (1.0 / o.sample_rate).round().max(1.0) as u64 * cli.epochs as u64;
+        let spent = epsilon(o.sample_rate, o.noise_multiplier, steps, o.delta, &DEFAULT_ORDERS).0;
+        println!("privacy spent: ε = {spent:.3} at δ = {} per student", o.delta);
+    }
     println!("\nresults on {} held-out students:\n", test.students.len());
     println!("| {:<38} | AUC    | log-loss | accuracy |", "predictor");
     println!("|{}|--------|----------|----------|", "-".repeat(40));
