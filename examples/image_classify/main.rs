@@ -232,7 +232,7 @@ fn train_private(
     target: f64,
 ) -> Result<History> {
     use backprop::privacy::{DEFAULT_ORDERS, DpOptions, epsilon, fit_private, noise_multiplier_for};
-    if !(cli.dp_delta > 0.0 && cli.dp_delta < 1.0) || !(cli.dp_clip > 0.0 && cli.dp_clip.is_finite()) {
+    if !(cli.dp_delta > 0.0 && cli.dp_delta < 1.0 && cli.dp_clip > 0.0 && cli.dp_clip.is_finite()) {
         return Err(Error::invalid("--dp-delta must be in (0, 1) and --dp-clip a positive number"));
     }
     let q = (s.batch_size as f64 / data.train.len() as f64).min(1.0);
