@@ -68,6 +68,7 @@
 //! 7. [`train`] — the training loop (forward, loss, backward, step), evaluation and prediction,
 //!    for any model; [`model`] has the same as Keras-style methods on [`Sequential`].
 //! 8. [`data`] and [`io`] — data sets, batches, loaders; saving and loading any model's state.
+//!    [`privacy`] — differentially private training and its accountant.
 //! 9. [`exec`] — how a model runs its layers faster with results that stay bit-identical, and
 //!    why only some rewrites qualify.
 //!

@@ -106,3 +106,30 @@ fn a_private_model_still_learns() {
     assert!(acc > 0.85, "accuracy {acc} at ε = {}", report.epsilon);
     assert!(report.epsilon.is_finite() && report.epsilon > 0.0);
 }
+
+/// The added noise has the distribution the accountant assumes: with every clipped gradient zero
+/// (a model with zero loss gradient), a step's gradient is N(0, σ²C²) / (qN) per coordinate.
+#[test]
+fn the_noise_has_the_calibrated_spread() {
+    // Targets equal to the model's (zero) output: MSE's gradient is exactly 0 for every example.
+    let model = || {
+        Sequential::builder(&[4])
+            .add(Dense::new(4, 50).with_weights(Tensor::zeros(&[50, 4]), Some(Tensor::zeros(&[50]))))
+            .build()
+            .unwrap()
+    };
+    let data = Dataset::regression(Tensor::randn(&[40, 4], 0.0, 1.0, 1), Tensor::zeros(&[40, 50])).unwrap();
+    let (sigma, clip, q) = (1.5, 0.8, 0.5);
+    let mut m = model();
+    let o = DpOptions { epochs: 1, sample_rate: q, clip, noise_multiplier: sigma, delta: 1e-5, seed: 9 };
+    // One epoch = 2 steps of SGD with lr 1: the weights move by minus the sum of two noisy gradients.
+    fit_private(&mut m, &data, &MseLoss::new(), &mut Sgd::new(1.0), &o).unwrap();
+    let moved: Vec<f64> =
+        named_params(&m).iter().flat_map(|(_, p)| p.value.data().to_vec()).map(|v| v as f64).collect();
+    let n = moved.len() as f64; // 250 coordinates
+    let mean = moved.iter().sum::<f64>() / n;
+    let std = (moved.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+    let want = (2.0f64).sqrt() * sigma * clip as f64 / (q * 40.0); // two steps of N(0, (σC / qN)²)
+    assert!(mean.abs() < 4.0 * want / n.sqrt(), "mean {mean}");
+    assert!((std / want - 1.0).abs() < 0.15, "std {std} vs {want}");
+}
