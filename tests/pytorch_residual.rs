@@ -6,6 +6,8 @@
 //! checks the other direction: `--check FILE` loads a file this crate wrote into the PyTorch
 //! model with `strict=True`.
 
+mod common;
+
 use backprop::layers::named_params;
 use backprop::prelude::*;
 use safetensors::SafeTensors;
@@ -32,16 +34,11 @@ fn residual_cnn() -> Sequential {
 }
 
 fn tensor(file: &SafeTensors, name: &str) -> Tensor {
-    let view = file.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let data = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    Tensor::from_vec(view.shape(), data).unwrap()
+    common::fixture_tensor(file, name)
 }
 
 fn assert_close(ours: &Tensor, torch: &Tensor, what: &str) {
-    assert_eq!(ours.shape(), torch.shape(), "{what}");
-    let scale = torch.data().iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    let err = ours.max_abs_diff(torch);
-    assert!(err <= 2e-5 * scale, "{what}: differs from PyTorch by {err} (scale {scale})");
+    common::assert_close_to(ours, torch, 2e-5, what);
 }
 
 #[test]

@@ -3,6 +3,8 @@
 //! finite differences (with and without lengths, initial state, last step only), one LSTM step
 //! worked by hand, padding that changes nothing, and truncated BPTT.
 
+mod common;
+
 use backprop::gradcheck::{Options, check_layer};
 use backprop::layers::recurrent::reference::{CellKind, Weights, recurrent_forward};
 use backprop::layers::{StateMut, named_params, zero_grad};
@@ -12,16 +14,11 @@ use safetensors::SafeTensors;
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/recurrent.safetensors");
 
 fn tensor(file: &SafeTensors, name: &str) -> Tensor {
-    let view = file.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let data = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    Tensor::from_vec(view.shape(), data).unwrap()
+    common::fixture_tensor(file, name)
 }
 
 fn assert_close(ours: &Tensor, torch: &Tensor, what: &str) {
-    assert_eq!(ours.shape(), torch.shape(), "{what}");
-    let scale = torch.data().iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    let err = ours.max_abs_diff(torch);
-    assert!(err <= 1e-5 * scale, "{what}: differs from PyTorch by {err} (scale {scale})");
+    common::assert_close_to(ours, torch, 1e-5, what);
 }
 
 /// Sets every parameter of `layer` from `prefix.<name>` in the fixture.

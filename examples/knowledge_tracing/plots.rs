@@ -3,26 +3,12 @@
 //! library) and written as PNG with the `image` crate.
 
 use backprop::prelude::*;
+#[path = "../common/png.rs"]
+mod png;
+
 use plotters::prelude::*;
+use png::{draw_err, register_font, write_png};
 use std::path::Path;
-use std::sync::Once;
-
-fn register_font() {
-    static FONT: Once = Once::new();
-    FONT.call_once(|| {
-        plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
-            .unwrap_or_else(|_| panic!("the embedded DejaVu Sans font is valid"));
-    });
-}
-
-fn draw_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::format(path, format!("drawing failed: {e}"))
-}
-
-fn write_png(path: &Path, buf: Vec<u8>, (w, h): (u32, u32)) -> Result<()> {
-    let img = image::RgbImage::from_raw(w, h, buf).expect("a buffer of w·h·3 bytes");
-    img.save(path).map_err(|e| Error::format(path, format!("cannot write PNG ({e})")))
-}
 
 /// Two panels: training loss per epoch, and test AUC per epoch.
 pub fn curves(epochs: &[(f32, f64)], path: &Path) -> Result<()> {

@@ -15,13 +15,12 @@
 
 use super::{
     InputGrad, Layer, Mode, Param, State, StateMut, check_grad, check_input, checked_output,
-    replace_parameters, shape_error, visit_weight_bias, visit_weight_bias_mut,
+    redraw_weight_and_bias, replace_parameters, shape_error, visit_weight_bias, visit_weight_bias_mut,
 };
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm};
 use crate::tensor::init::Init;
-use crate::tensor::rng;
 
 /// Fully connected layer `y = x·Wᵀ + b`. See the [module docs](self) for the math.
 ///
@@ -78,11 +77,7 @@ impl Dense {
 
     /// Redraws the weights from the layer's initialiser with `seed`, and zeroes the bias.
     pub fn reset_parameters(&mut self, seed: u64) {
-        self.weight.value = self.init.tensor(self.weight.value.shape(), &mut rng(seed));
-        self.weight.init = None;
-        if let Some(b) = &mut self.bias {
-            b.value.fill(0.0);
-        }
+        redraw_weight_and_bias(self.init, &mut self.weight, self.bias.as_mut(), seed);
     }
 
     /// Sets the weights and bias from tensors.

@@ -427,6 +427,16 @@ pub(crate) fn replace_parameters(
     }
 }
 
+/// Draws a weight from `init` with `seed` — explicitly chosen, so a model-wide seed leaves it
+/// alone — and zeroes the bias (Dense, Conv2d).
+pub(crate) fn redraw_weight_and_bias(init: Init, weight: &mut Param, bias: Option<&mut Param>, seed: u64) {
+    weight.value = init.tensor(weight.value.shape(), &mut rng(seed));
+    weight.init = None;
+    if let Some(b) = bias {
+        b.value.fill(0.0);
+    }
+}
+
 /// Visits a weight and an optional bias (Dense, Conv2d).
 pub(crate) fn visit_weight_bias<'a>(
     weight: &'a Param,

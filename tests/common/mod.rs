@@ -45,3 +45,18 @@ pub fn lines(n: usize, seed: u64) -> Dataset {
     }
     Dataset::classification(x, labels).unwrap()
 }
+
+/// An F32 tensor from a safetensors file (the PyTorch fixtures in `tests/fixtures/`).
+pub fn fixture_tensor(file: &safetensors::SafeTensors, name: &str) -> Tensor {
+    let view = file.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let data = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    Tensor::from_vec(view.shape(), data).unwrap()
+}
+
+/// Asserts `ours` agrees with a reference to `tol` of the reference's largest magnitude (at least 1).
+pub fn assert_close_to(ours: &Tensor, reference: &Tensor, tol: f32, what: &str) {
+    assert_eq!(ours.shape(), reference.shape(), "{what}");
+    let scale = reference.data().iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let err = ours.max_abs_diff(reference);
+    assert!(err <= tol * scale, "{what}: differs from the reference by {err} (scale {scale})");
+}
