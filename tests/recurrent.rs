@@ -429,3 +429,42 @@ fn padding_masks_the_per_step_loss() {
     assert!(backprop::loss::mask_padding(&mut targets, &[5, 1]).is_err());
     assert!(backprop::loss::mask_padding(&mut targets, &[1]).is_err());
 }
+
+/// Embedding's table gradient against central differences (the ids themselves have no
+/// derivative, so `check_layer`, which also perturbs the input, does not apply).
+#[test]
+fn embedding_weight_gradient_by_finite_differences() {
+    let ids = Tensor::from_vec(&[2, 3], vec![1., 4., 1., 0., 2., 4.]).unwrap();
+    let mut emb = Embedding::new(5, 3);
+    let r = Tensor::randn(&[2, 3, 3], 0.0, 1.0, 1);
+    let objective = |emb: &mut Embedding| -> f64 {
+        emb.forward(&ids, Mode::Train).data().iter().zip(r.data()).map(|(&a, &b)| a as f64 * b as f64).sum()
+    };
+    emb.forward(&ids, Mode::Train);
+    zero_grad(&mut emb);
+    emb.backward(&r, InputGrad::Needed).unwrap();
+    let analytic = emb.weight().grad.clone();
+    let eps = 1e-2f32;
+    for i in 0..analytic.len() {
+        let set = |emb: &mut Embedding, delta: f32| {
+            emb.visit_mut(&mut |_, s| {
+                if let StateMut::Param(p) = s {
+                    p.value.data_mut()[i] += delta;
+                }
+            })
+        };
+        set(&mut emb, eps);
+        let plus = objective(&mut emb);
+        set(&mut emb, -2.0 * eps);
+        let minus = objective(&mut emb);
+        set(&mut emb, eps);
+        let numeric = ((plus - minus) / (2.0 * eps as f64)) as f32;
+        assert!(
+            (numeric - analytic.data()[i]).abs() < 1e-3,
+            "entry {i}: {numeric} vs {}",
+            analytic.data()[i]
+        );
+    }
+    // Row 3 was never looked up: no gradient.
+    assert!(analytic.outer(3).iter().all(|&g| g == 0.0));
+}

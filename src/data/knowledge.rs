@@ -74,6 +74,18 @@ pub struct Histories {
 }
 
 impl Histories {
+    /// Histories read from a file: answers only, nothing known about the items.
+    fn from_answers(items: usize, students: Vec<Answers>, skipped: usize) -> Histories {
+        Histories {
+            items,
+            students,
+            true_probabilities: None,
+            item_concepts: None,
+            item_difficulties: None,
+            skipped,
+        }
+    }
+
     /// The students `indices` (and their oracle probabilities), in that order.
     pub fn subset(&self, indices: &[usize]) -> Histories {
         Histories {
@@ -225,14 +237,7 @@ pub fn read_csv(path: impl AsRef<Path>) -> Result<Histories> {
     if items < 2 {
         students.clear();
     }
-    Ok(Histories {
-        items,
-        students,
-        true_probabilities: None,
-        item_concepts: None,
-        item_difficulties: None,
-        skipped,
-    })
+    Ok(Histories::from_answers(items, students, skipped))
 }
 
 /// Reads the three-lines-per-student format: the number of answers; the item ids; the `0`/`1`
@@ -295,12 +300,5 @@ pub fn read_three_line(path: impl AsRef<Path>) -> Result<Histories> {
         students.push(Answers { items, correct });
     }
     let items = max_item.map_or(0, |m| m + 1);
-    Ok(Histories {
-        items,
-        students,
-        true_probabilities: None,
-        item_concepts: None,
-        item_difficulties: None,
-        skipped,
-    })
+    Ok(Histories::from_answers(items, students, skipped))
 }

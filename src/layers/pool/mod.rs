@@ -94,6 +94,38 @@ pub(crate) fn span(o: usize, stride: usize, pad: usize, k: usize, size: usize) -
     lo..hi.max(lo)
 }
 
+/// The stride and padding settings [`MaxPool2d`] and [`AvgPool2d`] share.
+macro_rules! window_settings {
+    ($ty:ident, $padding:literal) => {
+        impl $ty {
+            /// Same stride in both directions.
+            pub fn stride(self, s: usize) -> $ty {
+                self.stride_hw(s, s)
+            }
+
+            /// Stride `(sh, sw)`.
+            pub fn stride_hw(mut self, sh: usize, sw: usize) -> $ty {
+                self.window.stride = (sh, sw);
+                self
+            }
+
+            /// Same padding on all sides (at most half the kernel, as in PyTorch).
+            pub fn padding(self, p: usize) -> $ty {
+                self.padding_hw(p, p)
+            }
+
+            #[doc = concat!("Padding `(ph, pw)`: rows above and below, columns left and right (", $padding, ").")]
+            pub fn padding_hw(mut self, ph: usize, pw: usize) -> $ty {
+                self.window.padding = (ph, pw);
+                self
+            }
+        }
+    };
+}
+
+window_settings!(MaxPool2d, "padding cells never win");
+window_settings!(AvgPool2d, "zeros, counted in the divisor, as PyTorch's default");
+
 // ------------------------------------------------------------------------------------ MaxPool2d
 
 /// Max pooling over `kh × kw` windows. See the [module docs](self) for the math.
@@ -130,28 +162,6 @@ impl MaxPool2d {
             out_shape: Vec::new(),
             argmax: Vec::new(),
         }
-    }
-
-    /// Same stride in both directions.
-    pub fn stride(self, s: usize) -> MaxPool2d {
-        self.stride_hw(s, s)
-    }
-
-    /// Stride `(sh, sw)`.
-    pub fn stride_hw(mut self, sh: usize, sw: usize) -> MaxPool2d {
-        self.window.stride = (sh, sw);
-        self
-    }
-
-    /// Same padding on all sides (at most half the kernel, as in PyTorch).
-    pub fn padding(self, p: usize) -> MaxPool2d {
-        self.padding_hw(p, p)
-    }
-
-    /// Padding `(ph, pw)`: rows above and below, columns left and right (padding cells never win).
-    pub fn padding_hw(mut self, ph: usize, pw: usize) -> MaxPool2d {
-        self.window.padding = (ph, pw);
-        self
     }
 }
 
@@ -262,28 +272,6 @@ impl AvgPool2d {
             in_shape: Vec::new(),
             out_shape: Vec::new(),
         }
-    }
-
-    /// Same stride in both directions.
-    pub fn stride(self, s: usize) -> AvgPool2d {
-        self.stride_hw(s, s)
-    }
-
-    /// Stride `(sh, sw)`.
-    pub fn stride_hw(mut self, sh: usize, sw: usize) -> AvgPool2d {
-        self.window.stride = (sh, sw);
-        self
-    }
-
-    /// Same zero padding on all sides (at most half the kernel, as in PyTorch).
-    pub fn padding(self, p: usize) -> AvgPool2d {
-        self.padding_hw(p, p)
-    }
-
-    /// Zero padding `(ph, pw)` (counted in the divisor, as PyTorch's default).
-    pub fn padding_hw(mut self, ph: usize, pw: usize) -> AvgPool2d {
-        self.window.padding = (ph, pw);
-        self
     }
 }
 
