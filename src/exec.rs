@@ -158,21 +158,33 @@ pub fn forward(plan: &Plan, layers: &mut [Box<dyn Layer>], x: &Tensor, mode: Mod
     h.into_owned()
 }
 
+/// How a layer's backward pass is called, given the layer's index in the list: [`Layer::backward`],
+/// or [`Layer::backward_per_example`] with its store.
+pub type BackwardCall<'c> = dyn FnMut(usize, &mut dyn Layer, &Tensor, InputGrad) -> Option<Tensor> + 'c;
+
 /// Runs the plan backward from `dL/dy`; the first step is told whether `dL/dx` is needed.
+/// `call` runs a layer's backward pass (the in-place and fused steps, which have no parameters,
+/// run their own).
 pub fn backward(
     plan: &Plan,
     layers: &mut [Box<dyn Layer>],
     grad_out: &Tensor,
     input_grad: InputGrad,
+    call: &mut BackwardCall<'_>,
 ) -> Option<Tensor> {
     let mut g = Activation::Borrowed(grad_out);
+    let input = |i: usize, layer: &mut dyn Layer, g: &Tensor, call: &mut BackwardCall<'_>| {
+        let described = layer.describe();
+        call(i, layer, g, InputGrad::Needed)
+            .unwrap_or_else(|| panic!("{described}: backward returned no input gradient"))
+    };
     for (k, step) in plan.steps.iter().enumerate().rev() {
         let first = k == 0;
         let want = if first { input_grad } else { InputGrad::Needed };
         g = Activation::Owned(match *step {
-            Step::Layer { i, .. } if first => return layers[i].backward(g.get(), want),
+            Step::Layer { i, .. } if first => return call(i, layers[i].as_mut(), g.get(), want),
             Step::Layer { i, in_place: true } => backward_in_place(layers[i].as_mut(), g.into_owned()),
-            Step::Layer { i, in_place: false } => backward_input(layers[i].as_mut(), g.get()),
+            Step::Layer { i, in_place: false } => input(i, layers[i].as_mut(), g.get(), call),
             Step::PoolThenRelu { relu: r } => {
                 let through_relu = relu(layers[r].as_mut()).backward_in_place(g.into_owned());
                 let dx = layers[r + 1].backward(&through_relu, want);
@@ -195,18 +207,21 @@ pub fn forward_reference(layers: &mut [Box<dyn Layer>], x: &Tensor, mode: Mode) 
     h
 }
 
-/// The reference: each layer's `backward`, in reverse list order.
+/// The reference: each layer's backward pass (run by `call`), in reverse list order.
 pub fn backward_reference(
     layers: &mut [Box<dyn Layer>],
     grad_out: &Tensor,
     input_grad: InputGrad,
+    call: &mut BackwardCall<'_>,
 ) -> Option<Tensor> {
     let mut g = grad_out.clone();
     for (i, layer) in layers.iter_mut().enumerate().rev() {
         if i == 0 {
-            return layer.backward(&g, input_grad);
+            return call(i, layer.as_mut(), &g, input_grad);
         }
-        g = backward_input(layer.as_mut(), &g);
+        let described = layer.describe();
+        g = call(i, layer.as_mut(), &g, InputGrad::Needed)
+            .unwrap_or_else(|| panic!("{described}: backward returned no input gradient"));
     }
     Some(g)
 }

@@ -244,6 +244,7 @@ fn train_private(
     );
     let mut adam = Adam::new(s.lr);
     let mut history = History::default();
+    let mut training_seconds = 0.0f64;
     for epoch in 1..=s.epochs {
         let started = Instant::now();
         let o = DpOptions {
@@ -255,6 +256,7 @@ fn train_private(
             seed: s.seed.wrapping_add(epoch as u64),
         };
         let report = fit_private(model, &data.train, &CrossEntropyLoss::new(), &mut adam, &o)?;
+        training_seconds += started.elapsed().as_secs_f64();
         let test = model.evaluate(&data.test, &CrossEntropyLoss::new(), 256)?;
         let spent = epsilon(q, sigma, steps_per_epoch * epoch as u64, cli.dp_delta, &DEFAULT_ORDERS).0;
         let stats = backprop::train::EpochStats {
@@ -277,6 +279,11 @@ fn train_private(
         }
         history.epochs.push(stats);
     }
+    let images = data.train.len() * s.epochs;
+    println!(
+        "private training: {images} images in {training_seconds:.1} s ({:.0} images/s, evaluation not counted)",
+        images as f64 / training_seconds
+    );
     println!(
         "privacy spent: ε = {:.3} at δ = {}",
         epsilon(q, sigma, steps_per_epoch * s.epochs as u64, cli.dp_delta, &DEFAULT_ORDERS).0,

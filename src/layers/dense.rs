@@ -14,13 +14,14 @@
 //! ```
 
 use super::{
-    InputGrad, Layer, Mode, Param, State, StateMut, check_grad, check_input, checked_output,
+    InputGrad, Layer, Mode, Param, PerExampleGrads, State, StateMut, check_grad, check_input, checked_output,
     redraw_weight_and_bias, replace_parameters, shape_error, visit_weight_bias, visit_weight_bias_mut,
 };
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm};
 use crate::tensor::init::Init;
+use rayon::prelude::*;
 
 /// Fully connected layer `y = x·Wᵀ + b`. See the [module docs](self) for the math.
 ///
@@ -110,6 +111,16 @@ impl Dense {
     }
 }
 
+impl Dense {
+    /// `dL/dx = g·W`.
+    fn input_gradient(&self, g: &Tensor) -> Tensor {
+        let (rows, i, o) = (g.len() / self.outputs(), self.inputs(), self.outputs());
+        let mut dx = Tensor::zeros(self.input.shape());
+        sgemm(rows, o, i, 1.0, g.data(), No, self.weight.value.data(), No, 0.0, dx.data_mut()); // dx = g·W
+        dx
+    }
+}
+
 impl Layer for Dense {
     fn describe(&self) -> String {
         let bias = if self.bias.is_some() { "" } else { ", no bias" };
@@ -157,12 +168,40 @@ impl Layer for Dense {
                 b.grad.data_mut().iter_mut().zip(row).for_each(|(db, g)| *db += g); // db += Σₙ g
             }
         }
-        if !input_grad.is_needed() {
-            return None;
+        input_grad.is_needed().then(|| self.input_gradient(g))
+    }
+
+    fn has_per_example_grads(&self) -> bool {
+        true
+    }
+
+    /// Example `n`'s terms of the sums above: `dW_n = g_nᵀ·x_n`, `db_n = Σ g_n` over its rows
+    /// (one row, or one per position of a sequence).
+    fn backward_per_example(
+        &mut self,
+        g: &Tensor,
+        input_grad: InputGrad,
+        grads: &mut PerExampleGrads,
+    ) -> Option<Tensor> {
+        check_grad("Dense", &self.out_shape, g);
+        let (n, i, o) = (grads.examples(), self.inputs(), self.outputs());
+        assert_eq!(g.dim(0), n, "Dense: per-example gradients for {n} examples, batch of {}", g.dim(0));
+        let rows = g.len() / (n * o).max(1); // rows of each example
+        let (g_len, x_len) = ((rows * o).max(1), (rows * i).max(1));
+        let per_example = g.data().par_chunks(g_len).zip(self.input.data().par_chunks(x_len));
+        let dw = grads.next_slot(o * i);
+        dw.data_mut().par_chunks_mut(o * i).zip(per_example).for_each(|(dw_n, (g_n, x_n))| {
+            sgemm(o, rows, i, 1.0, g_n, Yes, x_n, No, 0.0, dw_n); // dW_n = g_nᵀ·x_n
+        });
+        if self.bias.is_some() {
+            let db = grads.next_slot(o);
+            for (db_n, g_n) in db.data_mut().chunks_exact_mut(o).zip(g.data().chunks(g_len)) {
+                for row in g_n.chunks_exact(o) {
+                    db_n.iter_mut().zip(row).for_each(|(d, g)| *d += g); // db_n = Σ g_n
+                }
+            }
         }
-        let mut dx = Tensor::zeros(self.input.shape());
-        sgemm(rows, o, i, 1.0, g.data(), No, self.weight.value.data(), No, 0.0, dx.data_mut()); // dx = g·W
-        Some(dx)
+        input_grad.is_needed().then(|| self.input_gradient(g))
     }
 
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {

@@ -42,6 +42,7 @@ pub mod dense;
 pub mod dropout;
 pub mod embedding;
 pub mod flatten;
+pub mod per_example;
 pub mod pool;
 pub mod recurrent;
 pub mod residual;
@@ -54,6 +55,7 @@ pub use dense::Dense;
 pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use flatten::Flatten;
+pub use per_example::PerExampleGrads;
 pub use pool::{AvgPool2d, GlobalAvgPool, MaxPool2d};
 pub use recurrent::{Gru, Lstm, Rnn};
 pub use residual::Residual;
@@ -207,6 +209,35 @@ pub trait Layer: Any + Send {
     /// Like [`Layer::visit`], mutably, in the same order and with the same names.
     fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
         let _ = f;
+    }
+
+    /// True if [`Layer::backward_per_example`] works for this layer. The default is true for a
+    /// layer without parameters (there is nothing to keep apart) and false otherwise; a layer
+    /// with parameters that implements `backward_per_example` says true.
+    fn has_per_example_grads(&self) -> bool {
+        per_example::has_no_params(self)
+    }
+
+    /// Like [`Layer::backward`], but each example's `dL/dθ` goes to its own row of `grads`
+    /// (one [`PerExampleGrads::next_slot`] per parameter, in [`Layer::visit`] order) instead of
+    /// being summed into [`Param::grad`], which is left alone. For private training; see
+    /// [`per_example`]. The default, for layers without parameters, is [`Layer::backward`].
+    ///
+    /// # Panics
+    /// As [`Layer::backward`]; and if [`Layer::has_per_example_grads`] is false.
+    fn backward_per_example(
+        &mut self,
+        grad_out: &Tensor,
+        input_grad: InputGrad,
+        grads: &mut PerExampleGrads,
+    ) -> Option<Tensor> {
+        let _ = grads;
+        assert!(
+            per_example::has_no_params(self),
+            "{} has parameters but no per-example backward pass",
+            self.describe()
+        );
+        self.backward(grad_out, input_grad)
     }
 }
 

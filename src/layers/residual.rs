@@ -25,7 +25,7 @@
 //! so a model's safetensors file loads into the PyTorch model built the same way with
 //! `load_state_dict(..., strict=True)` (`docs/pytorch.md`, `tests/pytorch_residual.rs`).
 
-use super::{InputGrad, Layer, Mode, Sequential, State, StateMut};
+use super::{InputGrad, Layer, Mode, PerExampleGrads, Sequential, State, StateMut};
 use crate::error::{Error, Result};
 use crate::tensor::{Tensor, shape_str};
 
@@ -94,6 +94,23 @@ impl Layer for Residual {
         let through_f = self.body.backward(g, input_grad); // (df/dx)ᵀ·g
         through_f.map(|mut dx| {
             dx += g; // dL/dx = g + (df/dx)ᵀ·g
+            dx
+        })
+    }
+
+    fn has_per_example_grads(&self) -> bool {
+        self.body.has_per_example_grads()
+    }
+
+    fn backward_per_example(
+        &mut self,
+        g: &Tensor,
+        input_grad: InputGrad,
+        grads: &mut PerExampleGrads,
+    ) -> Option<Tensor> {
+        let through_f = self.body.backward_per_example(g, input_grad, grads);
+        through_f.map(|mut dx| {
+            dx += g; // dL/dx = g + (df/dx)ᵀ·g, as in backward
             dx
         })
     }

@@ -27,7 +27,7 @@
 //! # Ok(()) }
 //! ```
 
-use super::{InputGrad, Layer, Mode, State, StateMut, child_name};
+use super::{InputGrad, Layer, Mode, PerExampleGrads, State, StateMut, child_name, per_example};
 use crate::error::{Error, Result};
 use crate::exec::{self, Execution, Plan};
 use crate::tensor::{Tensor, shape_str};
@@ -338,10 +338,33 @@ impl Layer for Sequential {
     }
 
     fn backward(&mut self, grad_out: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
-        match self.execution {
-            Execution::Planned => exec::backward(&self.plan, &mut self.layers, grad_out, input_grad),
-            Execution::Reference => exec::backward_reference(&mut self.layers, grad_out, input_grad),
+        self.backward_with(grad_out, input_grad, &mut |_, layer, g, want| layer.backward(g, want))
+    }
+
+    fn has_per_example_grads(&self) -> bool {
+        self.layers.iter().all(|l| l.has_per_example_grads())
+    }
+
+    fn backward_per_example(
+        &mut self,
+        grad_out: &Tensor,
+        input_grad: InputGrad,
+        grads: &mut PerExampleGrads,
+    ) -> Option<Tensor> {
+        // The layers are walked backwards but their parameters are visited forwards: each layer
+        // fills its slots from the position of its first parameter.
+        let mut first_slot = Vec::with_capacity(self.layers.len());
+        let mut at = grads.position();
+        for layer in &self.layers {
+            first_slot.push(at);
+            at += per_example::param_count(layer.as_ref());
         }
+        let dx = self.backward_with(grad_out, input_grad, &mut |i, layer, g, want| {
+            grads.seek(first_slot[i]);
+            layer.backward_per_example(g, want, grads)
+        });
+        grads.seek(at);
+        dx
     }
 
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
@@ -355,6 +378,21 @@ impl Layer for Sequential {
         for (i, layer) in self.layers.iter_mut().enumerate() {
             let prefix = i.to_string();
             layer.visit_mut(&mut |name, s| f(&child_name(&prefix, name), s));
+        }
+    }
+}
+
+impl Sequential {
+    /// The backward pass in the chosen execution, each layer's own pass run by `call`.
+    fn backward_with(
+        &mut self,
+        grad_out: &Tensor,
+        input_grad: InputGrad,
+        call: &mut exec::BackwardCall<'_>,
+    ) -> Option<Tensor> {
+        match self.execution {
+            Execution::Planned => exec::backward(&self.plan, &mut self.layers, grad_out, input_grad, call),
+            Execution::Reference => exec::backward_reference(&mut self.layers, grad_out, input_grad, call),
         }
     }
 }

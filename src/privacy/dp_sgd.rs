@@ -16,19 +16,25 @@
 //! into the `(ε, δ)` guarantee, for one example — in knowledge tracing, one *student*: a whole
 //! sequence is one example.
 //!
-//! Per-example gradients come from a backward pass per example (a batch of one), which works for
-//! every layer, custom ones included; layers whose output for one example depends on the others —
-//! batch norm — are refused, since a per-example gradient would not exist.
+//! Per-example gradients come from one forward pass over the batch and one per-example backward
+//! pass ([`Layer::backward_per_example`], see [`crate::layers::per_example`]) when every layer has
+//! one — all the crate's layers except batch norm do — and otherwise from a backward pass per
+//! example (a batch of one), which works for every layer, custom ones included. Both give the
+//! same gradients. Layers whose output for one example depends on the others — batch norm — are
+//! refused, since a per-example gradient would not exist.
 
-use crate::data::Dataset;
+use crate::data::{Dataset, Targets};
 use crate::error::{Error, Result};
-use crate::layers::{InputGrad, Layer, Mode, State, named_params, named_params_mut, zero_grad};
+use crate::layers::{
+    InputGrad, Layer, Mode, PerExampleGrads, State, named_params, named_params_mut, zero_grad,
+};
 use crate::loss::Loss;
 use crate::optim::Optimizer;
 use crate::privacy::accountant::{DEFAULT_ORDERS, epsilon};
 use crate::tensor::{Tensor, rng};
 use rand::RngExt;
 use rand_distr::{Distribution, Normal};
+use rayon::prelude::*;
 
 /// Settings of [`fit_private`].
 #[derive(Clone, Debug)]
@@ -107,43 +113,42 @@ pub fn fit_private(
     let steps_per_epoch = (1.0 / o.sample_rate).round().max(1.0) as usize;
     let expected_batch = o.sample_rate * n as f64;
     let shapes: Vec<Vec<usize>> = named_params(model).iter().map(|(_, p)| p.value.shape().to_vec()).collect();
-    let mut sum: Vec<Tensor> = shapes.iter().map(|s| Tensor::zeros(s)).collect();
-    let (mut x, mut t) = (Tensor::default(), train.targets().select(&[]));
+    let mut step = Step {
+        sum: shapes.iter().map(|s| Tensor::zeros(s)).collect(),
+        batched: model.has_per_example_grads(),
+        grads: PerExampleGrads::new(),
+        x: Tensor::default(),
+        t: train.targets().select(&[]),
+        batch: Vec::new(),
+        loss_sum: 0.0,
+        seen: 0,
+    };
     let mut report = DpReport { epoch_losses: Vec::new(), steps: 0, epsilon: 0.0 };
     for _ in 0..o.epochs {
-        let (mut loss_sum, mut seen) = (0.0f64, 0usize);
+        (step.loss_sum, step.seen) = (0.0, 0);
         for _ in 0..steps_per_epoch {
-            sum.iter_mut().for_each(|s| s.fill(0.0));
-            for i in (0..n).filter(|_| sampling.random::<f64>() < o.sample_rate) {
-                train.inputs().select_outer_into(&[i], &mut x);
-                train.targets().select_into(&[i], &mut t);
-                let out = model.forward(&x, Mode::Train);
-                let (l, g) = loss.loss_and_grad(&out, t.as_target())?;
-                if !l.is_finite() {
-                    return Err(Error::NonFinite {
+            step.batch.clear();
+            step.batch.extend((0..n).filter(|_| sampling.random::<f64>() < o.sample_rate));
+            step.sum.iter_mut().for_each(|s| s.fill(0.0));
+            let summed = if step.batched {
+                step.clipped_sum_batched(model, train, loss, o.clip)
+            } else {
+                step.clipped_sum_one_by_one(model, train, loss, o.clip)
+            };
+            if let Err(bad) = summed {
+                return Err(match bad {
+                    Bad::Loss(value) => Error::NonFinite {
                         what: "loss".into(),
                         epoch: report.epoch_losses.len() + 1,
                         batch: report.steps as usize % steps_per_epoch + 1,
-                        value: l,
+                        value,
                         last_finite_loss: None,
-                    });
-                }
-                (loss_sum, seen) = (loss_sum + l as f64, seen + 1);
-                zero_grad(model);
-                model.backward(&g, InputGrad::NotNeeded); // this example's gradient g_i
-                let params = named_params(model);
-                let norm = params
-                    .iter()
-                    .map(|(_, p)| p.grad.data().iter().map(|&v| v as f64 * v as f64).sum::<f64>())
-                    .sum::<f64>()
-                    .sqrt();
-                let scale = (o.clip as f64 / (norm + 1e-6)).min(1.0) as f32; // ḡ_i = g_i · min(1, C/(‖g_i‖ + 1e-6))
-                for (s, (_, p)) in sum.iter_mut().zip(&params) {
-                    s.axpy(scale, &p.grad); // Σ ḡ_i
-                }
+                    },
+                    Bad::Other(e) => e,
+                });
             }
             let mut params = named_params_mut(model);
-            for (s, (_, p)) in sum.iter().zip(params.iter_mut()) {
+            for (s, (_, p)) in step.sum.iter().zip(params.iter_mut()) {
                 for (g, &v) in p.grad.data_mut().iter_mut().zip(s.data()) {
                     *g = ((v as f64 + noise.sample(&mut noise_rng)) / expected_batch) as f32; // (Σ ḡ_i + N(0, σ²C²)) / qN
                 }
@@ -151,8 +156,132 @@ pub fn fit_private(
             optimizer.step_params(&mut params);
             report.steps += 1;
         }
-        report.epoch_losses.push((loss_sum / seen.max(1) as f64) as f32);
+        report.epoch_losses.push((step.loss_sum / step.seen.max(1) as f64) as f32);
     }
     report.epsilon = epsilon(o.sample_rate, o.noise_multiplier, report.steps, o.delta, &DEFAULT_ORDERS).0;
     Ok(report)
 }
+
+/// Why a step failed: a non-finite loss (the caller says where), or another error.
+enum Bad {
+    Loss(f32),
+    Other(Error),
+}
+
+impl From<Error> for Bad {
+    fn from(e: Error) -> Bad {
+        Bad::Other(e)
+    }
+}
+
+/// One DP-SGD step's buffers, reused from step to step.
+struct Step {
+    /// `Σ_i ḡ_i`, one tensor per parameter.
+    sum: Vec<Tensor>,
+    /// Whether every layer gives per-example gradients from one batched pass.
+    batched: bool,
+    grads: PerExampleGrads,
+    x: Tensor,
+    t: Targets,
+    /// The examples Poisson sampling picked for this step.
+    batch: Vec<usize>,
+    loss_sum: f64,
+    seen: usize,
+}
+
+impl Step {
+    /// Example `i`'s loss and `dLᵢ/dy` for its output `out` (a batch of one), counted.
+    fn example_loss(
+        &mut self,
+        out: &Tensor,
+        train: &Dataset,
+        i: usize,
+        loss: &dyn Loss,
+    ) -> std::result::Result<Tensor, Bad> {
+        train.targets().select_into(&[i], &mut self.t);
+        let (l, g) = loss.loss_and_grad(out, self.t.as_target())?;
+        if !l.is_finite() {
+            return Err(Bad::Loss(l));
+        }
+        (self.loss_sum, self.seen) = (self.loss_sum + l as f64, self.seen + 1);
+        Ok(g)
+    }
+
+    /// `Σ_i ḡ_i` from one forward and one per-example backward pass over the whole batch
+    /// ([`Layer::backward_per_example`]): every example's gradient of every parameter at once,
+    /// then their norms, clipping factors and the weighted sum.
+    fn clipped_sum_batched(
+        &mut self,
+        model: &mut dyn Layer,
+        train: &Dataset,
+        loss: &dyn Loss,
+        clip: f32,
+    ) -> std::result::Result<(), Bad> {
+        let b = self.batch.len();
+        if b == 0 {
+            return Ok(());
+        }
+        train.inputs().select_outer_into(&self.batch, &mut self.x);
+        let out = model.forward(&self.x, Mode::Train);
+        // Each example's own loss gradient (its loss alone, as in a batch of one), stacked.
+        let mut g_all = Tensor::zeros(out.shape());
+        let mut out_i = Tensor::default();
+        for k in 0..b {
+            out.select_outer_into(&[k], &mut out_i);
+            let g = self.example_loss(&out_i, train, self.batch[k], loss)?;
+            g_all.outer_mut(k).copy_from_slice(g.data());
+        }
+        self.grads.start(b);
+        model.backward_per_example(&g_all, InputGrad::NotNeeded, &mut self.grads); // every g_i
+        let scale: Vec<f32> = self
+            .grads
+            .squared_norms()
+            .iter()
+            .map(|sq| (clip as f64 / (sq.sqrt() + 1e-6)).min(1.0) as f32) // min(1, C/(‖g_i‖ + 1e-6))
+            .collect();
+        for (sum, slot) in self.sum.iter_mut().zip(self.grads.slots()) {
+            let len = sum.len();
+            // Σ_i scale_i·g_i, in blocks of coordinates in parallel, examples in order in each.
+            sum.data_mut().par_chunks_mut(COLUMNS).enumerate().for_each(|(block, acc)| {
+                for (k, &s) in scale.iter().enumerate() {
+                    let row = &slot.data()[k * len + block * COLUMNS..][..acc.len()];
+                    acc.iter_mut().zip(row).for_each(|(a, &g)| *a += s * g);
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// `Σ_i ḡ_i` one example at a time: a forward and backward pass per example (a batch of
+    /// one), for models with a layer that has no per-example backward pass.
+    fn clipped_sum_one_by_one(
+        &mut self,
+        model: &mut dyn Layer,
+        train: &Dataset,
+        loss: &dyn Loss,
+        clip: f32,
+    ) -> std::result::Result<(), Bad> {
+        for k in 0..self.batch.len() {
+            let i = self.batch[k];
+            train.inputs().select_outer_into(&[i], &mut self.x);
+            let out = model.forward(&self.x, Mode::Train);
+            let g = self.example_loss(&out, train, i, loss)?;
+            zero_grad(model);
+            model.backward(&g, InputGrad::NotNeeded); // this example's gradient g_i
+            let params = named_params(model);
+            let norm = params
+                .iter()
+                .map(|(_, p)| p.grad.data().iter().map(|&v| v as f64 * v as f64).sum::<f64>())
+                .sum::<f64>()
+                .sqrt();
+            let scale = (clip as f64 / (norm + 1e-6)).min(1.0) as f32; // ḡ_i = g_i · min(1, C/(‖g_i‖ + 1e-6))
+            for (s, (_, p)) in self.sum.iter_mut().zip(&params) {
+                s.axpy(scale, &p.grad); // Σ ḡ_i
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Coordinates per parallel block of the clipped sum.
+const COLUMNS: usize = 4096;

@@ -101,24 +101,51 @@ pub(crate) fn backward(
     dx: Option<&mut [f32]>,
     partials: &mut Vec<f32>,
 ) {
-    let (n, ckk, ohow, in_len) = (x.dim(0), geo.col_rows(), geo.col_cols(), geo.input_len());
-    let o = dw.len() / ckk;
-    assert_eq!(g.len(), n * o * ohow, "conv backward: gradient length vs geometry");
-    let groups = n.div_ceil(GROUP);
-    // Per group of images: a partial dL/dW (o·ckk values) followed by a partial dL/db (o).
-    let partial = o * ckk + o;
+    let o = dw.len() / geo.col_rows();
+    let groups = x.dim(0).div_ceil(GROUP);
     partials.clear();
-    partials.resize(groups * partial, 0.0);
+    partials.resize(groups * (dw.len() + o), 0.0);
+    let (dw_parts, db_parts) = partials.split_at_mut(groups * dw.len());
+    backward_in_groups(x, w, g, geo, GROUP, dw_parts, db_parts, dx);
+    // Add the group sums in a fixed order: the same result on any number of threads.
+    for (dw_p, db_p) in dw_parts.chunks_exact(dw.len()).zip(db_parts.chunks_exact(o)) {
+        dw.iter_mut().zip(dw_p).for_each(|(a, b)| *a += b);
+        if let Some(db) = db.as_deref_mut() {
+            db.iter_mut().zip(db_p).for_each(|(a, b)| *a += b);
+        }
+    }
+}
+
+/// The backward pass with each group of `group` images' `dL/dW` and `dL/db` kept apart: on
+/// return `dw_parts` holds one `[O, C·kh·kw]` sum per group and `db_parts` one `[O]` sum per
+/// group (overwritten). With `group = 1` these are the per-example gradients. `dx` as in
+/// [`backward`].
+#[allow(clippy::too_many_arguments)] // the three inputs, the geometry, the group size, the three outputs
+pub(crate) fn backward_in_groups(
+    x: &Tensor,
+    w: &[f32],
+    g: &Tensor,
+    geo: &ConvGeometry,
+    group: usize,
+    dw_parts: &mut [f32],
+    db_parts: &mut [f32],
+    dx: Option<&mut [f32]>,
+) {
+    let (n, ckk, ohow, in_len) = (x.dim(0), geo.col_rows(), geo.col_cols(), geo.input_len());
+    let groups = n.div_ceil(group);
+    let o = db_parts.len() / groups.max(1);
+    assert_eq!(g.len(), n * o * ohow, "conv backward: gradient length vs geometry");
+    assert_eq!(dw_parts.len(), groups * o * ckk, "conv backward: one dL/dW per group");
     let need_dx = dx.is_some();
     // One slice of dx per group (empty slices when dL/dx is not wanted).
     let mut dx_groups: Vec<&mut [f32]> = match dx {
-        Some(d) => d.chunks_mut(GROUP * in_len).collect(),
+        Some(d) => d.chunks_mut(group * in_len).collect(),
         None => (0..groups).map(|_| &mut [][..]).collect(),
     };
-    let per_group = partials.par_chunks_mut(partial).zip(dx_groups.par_iter_mut());
-    let inputs = g.data().par_chunks(GROUP * o * ohow).zip(x.data().par_chunks(GROUP * in_len));
-    per_group.zip(inputs).for_each(|((dw_db, dx_group), (g_group, x_group))| {
-        let (dw, db) = dw_db.split_at_mut(o * ckk);
+    let per_group =
+        dw_parts.par_chunks_mut(o * ckk).zip(db_parts.par_chunks_mut(o)).zip(dx_groups.par_iter_mut());
+    let inputs = g.data().par_chunks(group * o * ohow).zip(x.data().par_chunks(group * in_len));
+    per_group.zip(inputs).for_each(|(((dw, db), dx_group), (g_group, x_group))| {
         let k = x_group.len() / in_len; // images in this group
         let ld = k * ohow;
         with_scratch(ckk * ld + o * ld + if need_dx { ckk * ld } else { 0 }, |scratch| {
@@ -132,9 +159,9 @@ pub(crate) fn backward(
                     dst[j * ohow..][..ohow].copy_from_slice(src); // g side by side: [O, k·OH·OW]
                 }
             }
-            sgemm(o, ld, ckk, 1.0, gs, No, cols, Yes, 1.0, dw); // dW += g·colsᵀ
+            sgemm(o, ld, ckk, 1.0, gs, No, cols, Yes, 0.0, dw); // dW_group = g·colsᵀ
             for (db_o, row) in db.iter_mut().zip(gs.chunks_exact(ld)) {
-                *db_o += row.iter().sum::<f32>(); // db += Σ_p g[:, o, p]
+                *db_o = row.iter().sum::<f32>(); // db_group = Σ_p g[:, o, p]
             }
             if need_dx {
                 sgemm(ckk, o, ld, 1.0, w, Yes, gs, No, 0.0, dcols); // dcols = Wᵀ·g
@@ -144,14 +171,6 @@ pub(crate) fn backward(
             }
         });
     });
-    // Add the group sums in a fixed order: the same result on any number of threads.
-    for part in partials.chunks_exact(partial) {
-        let (dw_p, db_p) = part.split_at(o * ckk);
-        dw.iter_mut().zip(dw_p).for_each(|(a, b)| *a += b);
-        if let Some(db) = db.as_deref_mut() {
-            db.iter_mut().zip(db_p).for_each(|(a, b)| *a += b);
-        }
-    }
 }
 
 thread_local! {

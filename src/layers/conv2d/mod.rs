@@ -27,7 +27,7 @@ pub mod fast;
 pub mod reference;
 
 use super::{
-    InputGrad, Layer, Mode, Param, State, StateMut, check_grad, check_input, checked_output,
+    InputGrad, Layer, Mode, Param, PerExampleGrads, State, StateMut, check_grad, check_input, checked_output,
     redraw_weight_and_bias, replace_parameters, shape_error, visit_weight_bias, visit_weight_bias_mut,
 };
 use crate::error::{Error, Result};
@@ -241,6 +241,41 @@ impl Layer for Conv2d {
             dx.as_mut().map(|d| d.data_mut()),             // dL/dx  = Σ g·W
             &mut self.dw_groups,
         );
+        dx
+    }
+
+    fn has_per_example_grads(&self) -> bool {
+        true
+    }
+
+    /// Image `n`'s terms of the sums above, `dW_n = g_n·colsₙᵀ` and `db_n = Σ g_n`: the fast
+    /// backward pass in groups of one image, the groups' sums left apart.
+    fn backward_per_example(
+        &mut self,
+        g: &Tensor,
+        input_grad: InputGrad,
+        grads: &mut PerExampleGrads,
+    ) -> Option<Tensor> {
+        check_grad("Conv2d", &self.out_shape, g);
+        let geo = self.geometry.expect("forward ran");
+        let (o, ckk, n) = (self.out_channels, geo.col_rows(), self.input.dim(0));
+        assert_eq!(
+            grads.examples(),
+            n,
+            "Conv2d: per-example gradients for {} examples, batch of {n}",
+            grads.examples()
+        );
+        let mut dx = input_grad.is_needed().then(|| Tensor::zeros(self.input.shape()));
+        let (w, dx_data) = (self.weight.value.data(), dx.as_mut().map(|d| d.data_mut()));
+        if self.bias.is_some() {
+            let [dw, db] = grads.next_slots([o * ckk, o]);
+            fast::backward_in_groups(&self.input, w, g, &geo, 1, dw.data_mut(), db.data_mut(), dx_data);
+        } else {
+            self.dw_groups.clear();
+            self.dw_groups.resize(n * o, 0.0); // the biases' sums, not wanted
+            let dw = grads.next_slot(o * ckk);
+            fast::backward_in_groups(&self.input, w, g, &geo, 1, dw.data_mut(), &mut self.dw_groups, dx_data);
+        }
         dx
     }
 

@@ -73,7 +73,7 @@ pub use gru::{Gru, GruCell};
 pub use lstm::{Lstm, LstmCell};
 pub use rnn::{Rnn, RnnCell};
 
-use super::{InputGrad, Mode, Param, State, StateMut, check_grad, shape_error};
+use super::{InputGrad, Mode, Param, PerExampleGrads, State, StateMut, check_grad, shape_error};
 use crate::error::{Error, Result};
 use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm};
 use crate::tensor::init::Init;
@@ -439,8 +439,81 @@ impl<C: Cell> Recurrent<C> {
     }
 
     pub(crate) fn backward(&mut self, grad_out: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
+        self.backward_through_time(grad_out);
         let (n, t_len) = self.nt;
         let (h, g, f) = (self.hidden, C::GATES * self.hidden, self.inputs);
+        let nh = n * h;
+        let [.., da_all, db] = &self.grads;
+        // dW_hh += Σ_t db_tᵀ·h_{t−1} and db_hh += Σ_t db_t, every step in one product: the rows of
+        // db (time-major) line up with h_{−1} … h_{T−2}.
+        sgemm(g, t_len * n, h, 1.0, db, Yes, &self.hs[..t_len * nh], No, 1.0, self.weight_hh.grad.data_mut());
+        for row in db.chunks_exact(g) {
+            self.bias_hh.grad.data_mut().iter_mut().zip(row).for_each(|(d, v)| *d += v);
+        }
+        // All steps at once: dW_ih += Σ_t da_tᵀ·x_t;  db_ih += Σ da_t.
+        sgemm(g, n * t_len, f, 1.0, da_all, Yes, self.x.data(), No, 1.0, self.weight_ih.grad.data_mut());
+        for row in da_all.chunks_exact(g) {
+            self.bias_ih.grad.data_mut().iter_mut().zip(row).for_each(|(d, v)| *d += v);
+        }
+        input_grad.is_needed().then(|| self.input_gradient())
+    }
+
+    /// Example `s`'s terms of the sums in [`Self::backward`]: `dW_ih = Σ_t da_stᵀ·x_st`,
+    /// `dW_hh = Σ_t db_stᵀ·h_s,t−1` and the biases' sums over its steps.
+    pub(crate) fn backward_per_example(
+        &mut self,
+        grad_out: &Tensor,
+        input_grad: InputGrad,
+        grads: &mut PerExampleGrads,
+    ) -> Option<Tensor> {
+        self.backward_through_time(grad_out);
+        let (n, t_len) = self.nt;
+        let (h, g, f) = (self.hidden, C::GATES * self.hidden, self.inputs);
+        assert_eq!(
+            grads.examples(),
+            n,
+            "{}: per-example gradients for {} examples, batch of {n}",
+            self.describe(),
+            grads.examples()
+        );
+        let [.., da_all, db] = &self.grads;
+        let (hs, x) = (&self.hs, self.x.data());
+        let [w_ih, w_hh, b_ih, b_hh] = grads.next_slots([g * f, g * h, g, g]);
+        let slots = w_ih.data_mut().par_chunks_mut(g * f).zip(w_hh.data_mut().par_chunks_mut(g * h));
+        let slots = slots.zip(b_ih.data_mut().par_chunks_mut(g).zip(b_hh.data_mut().par_chunks_mut(g)));
+        slots.enumerate().for_each(|(s, ((dw_ih, dw_hh), (db_ih, db_hh)))| {
+            // This example's rows: da and x are sample-major already; db and h are time-major.
+            let (da_s, x_s) = (&da_all[s * t_len * g..][..t_len * g], &x[s * t_len * f..][..t_len * f]);
+            let mut db_s = Vec::with_capacity(t_len * g);
+            let mut h_s = Vec::with_capacity(t_len * h);
+            for t in 0..t_len {
+                db_s.extend_from_slice(&db[(t * n + s) * g..][..g]);
+                h_s.extend_from_slice(&hs[(t * n + s) * h..][..h]);
+            }
+            sgemm(g, t_len, f, 1.0, da_s, Yes, x_s, No, 0.0, dw_ih); // dW_ih = Σ_t da_tᵀ·x_t
+            sgemm(g, t_len, h, 1.0, &db_s, Yes, &h_s, No, 0.0, dw_hh); // dW_hh = Σ_t db_tᵀ·h_{t−1}
+            for (da_t, db_t) in da_s.chunks_exact(g).zip(db_s.chunks_exact(g)) {
+                db_ih.iter_mut().zip(da_t).for_each(|(d, v)| *d += v); // db_ih = Σ_t da_t
+                db_hh.iter_mut().zip(db_t).for_each(|(d, v)| *d += v); // db_hh = Σ_t db_t
+            }
+        });
+        input_grad.is_needed().then(|| self.input_gradient())
+    }
+
+    /// `dx_t = da_t·W_ih` for every step at once, from the latest walk back through time.
+    fn input_gradient(&self) -> Tensor {
+        let (g, f) = (C::GATES * self.hidden, self.inputs);
+        let mut dx = Tensor::zeros(self.x.shape());
+        let rows = self.x.len() / f.max(1);
+        sgemm(rows, g, f, 1.0, &self.grads[4], No, self.weight_ih.value.data(), No, 0.0, dx.data_mut());
+        dx
+    }
+
+    /// The walk back through time: leaves `dL/da_t` for every `(n, t)` (sample-major) and
+    /// `dL/db_t` (time-major) in the last two of `self.grads`, and `dL/dh₀` in `h0_grad`.
+    fn backward_through_time(&mut self, grad_out: &Tensor) {
+        let (n, t_len) = self.nt;
+        let (h, g) = (self.hidden, C::GATES * self.hidden);
         let sv = C::SAVED * h;
         let expected = if self.last_only { vec![n, h] } else { vec![n, t_len, h] };
         check_grad(&self.describe(), if t_len == 0 { &[] } else { &expected }, grad_out);
@@ -516,40 +589,12 @@ impl<C: Cell> Recurrent<C> {
             std::mem::swap(&mut dh, &mut dh_prev);
             std::mem::swap(&mut dc, &mut dc_prev);
         }
-        // dW_hh += Σ_t db_tᵀ·h_{t−1} and db_hh += Σ_t db_t, every step in one product: the rows of
-        // db (time-major) line up with h_{−1} … h_{T−2}.
-        sgemm(
-            g,
-            t_len * n,
-            h,
-            1.0,
-            &db,
-            Yes,
-            &self.hs[..t_len * nh],
-            No,
-            1.0,
-            self.weight_hh.grad.data_mut(),
-        );
-        for row in db.chunks_exact(g) {
-            self.bias_hh.grad.data_mut().iter_mut().zip(row).for_each(|(d, v)| *d += v);
-        }
         // dL/dh₀ (dL/dc₀): what reached the initial state. Kept, not propagated further.
         self.h0_grad = Some((
             Tensor::from_vec(&[n, h], dh.clone()).expect("[N, H]"),
             C::HAS_CELL.then(|| Tensor::from_vec(&[n, h], dc.clone()).expect("[N, H]")),
         ));
-        // All steps at once: dW_ih += Σ_t da_tᵀ·x_t;  db_ih += Σ da_t;  dx_t = da_t·W_ih.
-        sgemm(g, n * t_len, f, 1.0, &da_all, Yes, self.x.data(), No, 1.0, self.weight_ih.grad.data_mut());
-        for row in da_all.chunks_exact(g) {
-            self.bias_ih.grad.data_mut().iter_mut().zip(row).for_each(|(d, v)| *d += v);
-        }
-        let dx = input_grad.is_needed().then(|| {
-            let mut dx = Tensor::zeros(self.x.shape());
-            sgemm(n * t_len, g, f, 1.0, &da_all, No, self.weight_ih.value.data(), No, 0.0, dx.data_mut());
-            dx
-        });
         self.grads = [dh, dc, dh_prev, dc_prev, da_all, db];
-        dx
     }
 
     pub(crate) fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
@@ -592,6 +637,19 @@ macro_rules! recurrent_layer {
             ) -> Option<$crate::tensor::Tensor> {
                 self.0.backward(g, input_grad)
             }
+            fn has_per_example_grads(&self) -> bool {
+                true
+            }
+
+            fn backward_per_example(
+                &mut self,
+                grad_out: &$crate::tensor::Tensor,
+                input_grad: $crate::layers::InputGrad,
+                grads: &mut $crate::layers::PerExampleGrads,
+            ) -> Option<$crate::tensor::Tensor> {
+                self.0.backward_per_example(grad_out, input_grad, grads)
+            }
+
             fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, $crate::layers::State<'a>)) {
                 self.0.visit(f)
             }

@@ -1,0 +1,158 @@
+//! Per-example parameter gradients, for private training.
+//!
+//! [`Layer::backward`] sums each parameter's gradient over the batch:
+//! `dL/dθ = Σᵢ dLᵢ/dθ`. Differentially private SGD ([`crate::privacy`]) needs the terms of that
+//! sum one by one — each example's gradient `gᵢ = dLᵢ/dθ` is clipped to a norm bound before they
+//! are added. [`Layer::backward_per_example`] runs the same backward pass but, instead of adding
+//! into [`Param::grad`](super::Param), writes every example's gradient of every parameter into a
+//! [`PerExampleGrads`]: one *slot* per parameter, in [`Layer::visit`] order, each an
+//! `[N, len]` matrix whose row `i` is example `i`'s gradient.
+//!
+//! Why the per-example terms are cheap for the layers here: each already forms its summed
+//! gradient as a sum over examples of a small product, and keeps the terms apart instead —
+//!
+//! ```text
+//! Dense      dW = Σᵢ gᵢᵀ·xᵢ                     → row i: gᵢᵀ·xᵢ           (gᵢ, xᵢ: example i's rows)
+//! Conv2d     dW = Σᵢ gᵢ·colsᵢᵀ                  → row i: gᵢ·colsᵢᵀ        (colsᵢ = im2col(xᵢ))
+//! Embedding  dW[id] += g at each id             → row i: example i's ids only
+//! LSTM/GRU   dW_ih = Σᵢ Σₜ daᵢₜᵀ·xᵢₜ            → row i: Σₜ daᵢₜᵀ·xᵢₜ     (and W_hh, the biases)
+//! ```
+//!
+//! The alternative, one backward pass per example (a batch of one), is what
+//! [`fit_private`](crate::privacy::fit_private) falls back to for a model with a layer that does not
+//! implement this (a custom layer, say); it gives the same gradients, one small pass at a time.
+
+use super::{Layer, State};
+use crate::tensor::Tensor;
+use rayon::prelude::*;
+
+/// Every example's gradient of every parameter, filled by [`Layer::backward_per_example`]; see
+/// the [module docs](self). Reused from step to step: the slots keep their memory.
+///
+/// ```
+/// use backprop::layers::{Dense, Layer, Mode, InputGrad, PerExampleGrads};
+/// use backprop::Tensor;
+/// let mut dense = Dense::new(3, 2).seed(1);
+/// let x = Tensor::from_vec(&[2, 3], vec![1., 2., 3., 4., 5., 6.]).unwrap();
+/// dense.forward(&x, Mode::Train);
+/// let g = Tensor::from_vec(&[2, 2], vec![1., 0., 0., 1.]).unwrap();
+/// let mut grads = PerExampleGrads::new();
+/// grads.start(2);
+/// dense.backward_per_example(&g, InputGrad::NotNeeded, &mut grads);
+/// // Example 0 sent g = [1, 0]: its dW is [[1, 2, 3], [0, 0, 0]], its db is [1, 0].
+/// assert_eq!(grads.slot(0).outer(0), &[1., 2., 3., 0., 0., 0.]);
+/// assert_eq!(grads.slot(1).outer(0), &[1., 0.]);
+/// ```
+#[derive(Debug, Default)]
+pub struct PerExampleGrads {
+    examples: usize,
+    slots: Vec<Tensor>,
+    /// The slot the next [`PerExampleGrads::next_slot`] hands out.
+    cursor: usize,
+    /// Slots filled since [`PerExampleGrads::start`]: `0..filled`.
+    filled: usize,
+}
+
+impl PerExampleGrads {
+    /// An empty store.
+    pub fn new() -> PerExampleGrads {
+        PerExampleGrads::default()
+    }
+
+    /// Prepares for a backward pass over `examples` examples: the next [`Self::next_slot`] is the
+    /// first parameter's.
+    pub fn start(&mut self, examples: usize) {
+        self.examples = examples;
+        self.cursor = 0;
+        self.filled = 0;
+    }
+
+    /// Number of examples of the latest pass.
+    pub fn examples(&self) -> usize {
+        self.examples
+    }
+
+    /// The next parameter's slot, `[examples, len]`, zeroed: a layer asks for one per parameter,
+    /// in the order its [`Layer::visit`] hands them out.
+    pub fn next_slot(&mut self, len: usize) -> &mut Tensor {
+        while self.slots.len() <= self.cursor {
+            self.slots.push(Tensor::default());
+        }
+        let slot = &mut self.slots[self.cursor];
+        self.cursor += 1;
+        self.filled = self.filled.max(self.cursor);
+        slot.resize_zeroed(&[self.examples, len]);
+        slot
+    }
+
+    /// The next `K` slots at once (for a layer that fills its parameters' slots side by side).
+    pub fn next_slots<const K: usize>(&mut self, lens: [usize; K]) -> [&mut Tensor; K] {
+        let first = self.cursor;
+        for len in lens {
+            self.next_slot(len);
+        }
+        let mut slots = self.slots[first..first + K].iter_mut();
+        std::array::from_fn(|_| slots.next().expect("K slots were just filled"))
+    }
+
+    /// Where the next slot goes. A container walks its children backwards but their parameters
+    /// are visited forwards: before each child's backward pass it moves the cursor to the
+    /// child's first parameter (the number of parameters visited before it).
+    pub fn seek(&mut self, slot: usize) {
+        self.cursor = slot;
+    }
+
+    /// The slot the next [`Self::next_slot`] fills.
+    pub fn position(&self) -> usize {
+        self.cursor
+    }
+
+    /// Number of slots filled since [`Self::start`].
+    pub fn len(&self) -> usize {
+        self.filled
+    }
+
+    /// True if no slot was filled.
+    pub fn is_empty(&self) -> bool {
+        self.filled == 0
+    }
+
+    /// Slot `k` (the `k`-th parameter in visiting order): `[examples, len]`.
+    ///
+    /// # Panics
+    /// If fewer than `k + 1` slots were filled.
+    pub fn slot(&self, k: usize) -> &Tensor {
+        assert!(k < self.filled, "per-example gradients: slot {k} of {} filled", self.filled);
+        &self.slots[k]
+    }
+
+    /// The filled slots, in visiting order.
+    pub fn slots(&self) -> &[Tensor] {
+        &self.slots[..self.filled]
+    }
+
+    /// Each example's squared gradient norm over the whole model, `Σ_slots ‖row i‖²`, in f64.
+    pub fn squared_norms(&self) -> Vec<f64> {
+        let mut norms = vec![0.0f64; self.examples];
+        norms.par_iter_mut().enumerate().for_each(|(i, norm)| {
+            for slot in self.slots() {
+                *norm += slot.outer(i).iter().map(|&v| v as f64 * v as f64).sum::<f64>();
+            }
+        });
+        norms
+    }
+}
+
+/// Number of learnable tensors of `layer` (the slots its per-example pass fills).
+pub(crate) fn param_count(layer: &dyn Layer) -> usize {
+    let mut n = 0;
+    layer.visit(&mut |_, s| n += usize::from(matches!(s, State::Param(_))));
+    n
+}
+
+/// True if `layer` has no learnable parameters (its per-example backward is its backward).
+pub(crate) fn has_no_params<L: Layer + ?Sized>(layer: &L) -> bool {
+    let mut none = true;
+    layer.visit(&mut |_, s| none &= !matches!(s, State::Param(_)));
+    none
+}

@@ -1,0 +1,177 @@
+//! Per-example gradients ([`Layer::backward_per_example`]): for every layer with parameters, and
+//! for containers of them, row `i` of each slot equals the gradient a backward pass over example
+//! `i` alone (a batch of one) accumulates, and the input gradient equals the ordinary backward
+//! pass's. DP-SGD gives the same step from them as from batch-of-one passes.
+
+mod common;
+
+use backprop::layers::{InputGrad, PerExampleGrads, State, StateMut, named_params, zero_grad};
+use backprop::prelude::*;
+use backprop::privacy::{DpOptions, fit_private};
+
+fn random(shape: &[usize], seed: u64) -> Tensor {
+    Tensor::randn(shape, 0.0, 1.0, seed)
+}
+
+/// Compares the per-example pass with batch-of-one passes for `model` on `x` and `g`;
+/// `lengths(model, examples)` sets per-example sequence lengths where the model has them.
+fn max_abs(t: &Tensor) -> f32 {
+    t.data().iter().fold(0.0f32, |m, v| m.max(v.abs()))
+}
+
+fn check(
+    name: &str,
+    model: &mut Sequential,
+    x: &Tensor,
+    g: &Tensor,
+    lengths: &dyn Fn(&mut Sequential, &[usize]),
+) {
+    let n = x.dim(0);
+    let all: Vec<usize> = (0..n).collect();
+    assert!(model.has_per_example_grads(), "{name}: every layer has a per-example pass");
+    // The per-example pass over the batch; the ordinary pass's dx beside it.
+    lengths(model, &all);
+    model.forward(x, Mode::Train);
+    let mut grads = PerExampleGrads::new();
+    grads.start(n);
+    zero_grad(model);
+    let dx = model.backward_per_example(g, InputGrad::Needed, &mut grads).unwrap();
+    let untouched = named_params(model).iter().all(|(_, p)| p.grad.data().iter().all(|&v| v == 0.0));
+    assert!(untouched, "{name}: the per-example pass leaves Param::grad alone");
+    model.forward(x, Mode::Train);
+    let dx_plain = model.backward(g, InputGrad::Needed).unwrap();
+    assert!(dx.max_abs_diff(&dx_plain) <= 1e-5 * (1.0 + max_abs(&dx_plain)), "{name}: dx");
+    let names: Vec<String> = named_params(model).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(grads.len(), names.len(), "{name}: one slot per parameter");
+    // Each example alone.
+    for i in 0..n {
+        lengths(model, &[i]);
+        model.forward(&x.select_outer(&[i]), Mode::Train);
+        zero_grad(model);
+        model.backward(&g.select_outer(&[i]), InputGrad::NotNeeded);
+        for (k, (param, p)) in named_params(model).into_iter().enumerate() {
+            let row = grads.slot(k).outer(i);
+            let scale = 1.0 + max_abs(&p.grad);
+            let diff = row.iter().zip(p.grad.data()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(diff <= 2e-5 * scale, "{name}: example {i}, {param}: differs by {diff} (scale {scale})");
+            // (A bias may see no gradient, and W_hh none in a sequence of one step: h₋₁ = 0.)
+            let may_be_zero = param.contains("bias") || param.contains("weight_hh");
+            assert!(max_abs(&p.grad) > 0.0 || may_be_zero, "{name}: {param} of example {i} is all zero");
+        }
+    }
+}
+
+fn no_lengths(_: &mut Sequential, _: &[usize]) {}
+
+#[test]
+fn dense_layers_on_rows_and_on_sequences() {
+    let mlp = Sequential::builder(&[5]).add(Dense::new(5, 7)).add(Tanh::new()).add(Dense::new(7, 3)).seed(1);
+    let mut mlp = mlp.build().unwrap();
+    check("mlp", &mut mlp, &random(&[6, 5], 2), &random(&[6, 3], 3), &no_lengths);
+    let seq =
+        Sequential::builder(&[4, 5]).add(Dense::new(5, 3).no_bias()).add(Gelu::new()).add(Dense::new(3, 2));
+    let mut seq = seq.seed(4).build().unwrap();
+    check("dense on [N, T, F]", &mut seq, &random(&[3, 4, 5], 5), &random(&[3, 4, 2], 6), &no_lengths);
+}
+
+#[test]
+fn convolutions_pools_and_residual_blocks() {
+    let body = Sequential::new().add(Conv2d::new(4, 4, 3).padding(1)).add(Relu::new());
+    let mut cnn = Sequential::builder(&[2, 9, 9])
+        .add(Conv2d::new(2, 4, 3).stride(2).padding(1))
+        .add(Relu::new())
+        .add(Residual::new(body))
+        .add(MaxPool2d::new(2))
+        .add(Flatten::new())
+        .add(Dense::new(16, 3))
+        .seed(7)
+        .build()
+        .unwrap();
+    check("cnn", &mut cnn, &random(&[5, 2, 9, 9], 8), &random(&[5, 3], 9), &no_lengths);
+    // ReLU → max pool: the planned execution pools first (exec.rs); the pass follows the plan.
+    let plain = Sequential::builder(&[1, 6, 6]).add(Conv2d::new(1, 3, 2).no_bias()).add(Relu::new());
+    let mut plain = plain.add(MaxPool2d::new(2)).add(Flatten::new()).seed(10).build().unwrap();
+    check("conv without bias", &mut plain, &random(&[3, 1, 6, 6], 11), &random(&[3, 12], 12), &no_lengths);
+    let pooled = Sequential::builder(&[1, 6, 6]).add(Conv2d::new(1, 2, 2)).add(AvgPool2d::new(5));
+    let mut pooled = pooled.add(Flatten::new()).seed(25).build().unwrap();
+    check("conv → average pool", &mut pooled, &random(&[2, 1, 6, 6], 26), &random(&[2, 2], 27), &no_lengths);
+}
+
+#[test]
+fn embeddings_and_recurrent_layers_with_lengths() {
+    let lengths = [5usize, 2, 4, 1];
+    let ids = Tensor::from_vec(&[4, 5], (0..20).map(|v| ((v * 7) % 9) as f32).collect()).unwrap();
+    let set = |m: &mut Sequential, which: &[usize]| {
+        let l: Vec<usize> = which.iter().map(|&i| lengths[i]).collect();
+        m.layer_as_mut::<Lstm>(1).unwrap().set_lengths(&l).unwrap();
+    };
+    let lstm = Sequential::builder(&[5]).add(Embedding::new(9, 3)).add(Lstm::new(3, 4)).add(Dense::new(4, 2));
+    let mut lstm = lstm.seed(13).build().unwrap();
+    check("embedding → lstm (lengths) → dense", &mut lstm, &ids, &random(&[4, 5, 2], 14), &set);
+    let gru =
+        Sequential::builder(&[6, 3]).add(Gru::new(3, 4).last_step_only()).add(Dense::new(4, 2)).seed(15);
+    let mut gru = gru.build().unwrap();
+    check("gru (last step)", &mut gru, &random(&[3, 6, 3], 16), &random(&[3, 2], 17), &no_lengths);
+    let rnn = Sequential::builder(&[6, 3]).add(Rnn::new(3, 4)).add(Rnn::relu(4, 2)).seed(18);
+    let mut rnn = rnn.build().unwrap();
+    check("stacked rnn", &mut rnn, &random(&[3, 6, 3], 19), &random(&[3, 6, 2], 20), &no_lengths);
+}
+
+/// A layer with parameters that does not implement the per-example pass (hides `Dense`'s).
+struct Opaque(Dense);
+
+impl Layer for Opaque {
+    fn describe(&self) -> String {
+        format!("Opaque({})", self.0.describe())
+    }
+    fn output_shape(&self, input: &[usize]) -> backprop::Result<Vec<usize>> {
+        self.0.output_shape(input)
+    }
+    fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
+        self.0.forward(x, mode)
+    }
+    fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
+        self.0.backward(g, input_grad)
+    }
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
+        self.0.visit(f)
+    }
+    fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
+        self.0.visit_mut(f)
+    }
+}
+
+#[test]
+fn dp_sgd_steps_agree_whichever_way_the_gradients_are_found() {
+    let data = common::blobs(40, 21);
+    let loss = CrossEntropyLoss::new();
+    let o =
+        DpOptions { epochs: 2, sample_rate: 0.3, clip: 0.1, noise_multiplier: 1.1, delta: 1e-5, seed: 22 };
+    let build = |opaque: bool| {
+        let b = Sequential::builder(&[2]).add(Dense::new(2, 8).seed(23)).add(Tanh::new());
+        let last = Dense::new(8, 3).seed(24);
+        if opaque { b.add(Opaque(last)) } else { b.add(last) }.build().unwrap()
+    };
+    let (mut batched, mut one_by_one) = (build(false), build(true));
+    assert!(batched.has_per_example_grads() && !one_by_one.has_per_example_grads());
+    let a = fit_private(&mut batched, &data, &loss, &mut Adam::new(0.01), &o).unwrap();
+    let b = fit_private(&mut one_by_one, &data, &loss, &mut Adam::new(0.01), &o).unwrap();
+    assert_eq!(a.steps, b.steps);
+    for (x, y) in a.epoch_losses.iter().zip(&b.epoch_losses) {
+        assert!((x - y).abs() < 1e-5, "epoch losses {x} vs {y}");
+    }
+    for ((name, p), (_, q)) in named_params(&batched).into_iter().zip(named_params(&one_by_one)) {
+        assert!(p.value.max_abs_diff(&q.value) < 1e-5, "{name}: {}", p.value.max_abs_diff(&q.value));
+    }
+}
+
+#[test]
+#[should_panic(expected = "has parameters but no per-example backward pass")]
+fn a_layer_without_the_pass_says_so() {
+    let mut opaque = Opaque(Dense::new(2, 2));
+    let x = Tensor::ones(&[1, 2]);
+    opaque.forward(&x, Mode::Train);
+    let mut grads = PerExampleGrads::new();
+    grads.start(1);
+    opaque.backward_per_example(&x, InputGrad::NotNeeded, &mut grads);
+}
