@@ -120,6 +120,62 @@ pub fn sgemm(
     });
 }
 
+/// [`sgemm`] on sub-matrices: each operand is a block of a larger row-major matrix, given by its
+/// first element and its row stride (`lda`: elements from one stored row to the next; for
+/// [`Transpose::Yes`] the stored rows are `op(A)`'s columns). Single-threaded: for products run
+/// inside a parallel loop (the per-image gradients of a group of images, say).
+///
+/// # Panics
+/// If a stride is shorter than its rows or a block reaches past its slice.
+#[allow(clippy::too_many_arguments)] // BLAS's argument list: three blocks with their strides
+pub(crate) fn sgemm_strided(
+    (m, k, n): (usize, usize, usize),
+    alpha: f32,
+    (a, lda, trans_a): (&[f32], usize, Transpose),
+    (b, ldb, trans_b): (&[f32], usize, Transpose),
+    beta: f32,
+    (c, ldc): (&mut [f32], usize),
+) {
+    // A block of `rows` stored rows of `cols` elements, `ld` apart, must fit in `len`.
+    let fits = |len: usize, rows: usize, cols: usize, ld: usize| {
+        ld >= cols
+            && (rows == 0
+                || cols == 0
+                || (rows - 1).checked_mul(ld).and_then(|r| r.checked_add(cols)).is_some_and(|e| e <= len))
+    };
+    let (a_rows, a_cols) = if trans_a == Transpose::No { (m, k) } else { (k, m) };
+    let (b_rows, b_cols) = if trans_b == Transpose::No { (k, n) } else { (n, k) };
+    assert!(
+        fits(a.len(), a_rows, a_cols, lda),
+        "gemm: A block {a_rows}×{a_cols} (stride {lda}) outside its {} elements",
+        a.len()
+    );
+    assert!(
+        fits(b.len(), b_rows, b_cols, ldb),
+        "gemm: B block {b_rows}×{b_cols} (stride {ldb}) outside its {} elements",
+        b.len()
+    );
+    assert!(
+        fits(c.len(), m, n, ldc),
+        "gemm: C block {m}×{n} (stride {ldc}) outside its {} elements",
+        c.len()
+    );
+    if m == 0 || n == 0 || k == 0 {
+        // Nothing to multiply: C = beta·C on the block (beta = 0 clears it).
+        for row in c.chunks_mut(ldc.max(1)).take(m) {
+            row[..n].iter_mut().for_each(|x| *x = if beta == 0.0 { 0.0 } else { *x * beta });
+        }
+        return;
+    }
+    // The strides are at most the slices' lengths (checked above), so the casts are exact.
+    let (rsa, csa) = if trans_a == Transpose::No { (lda as isize, 1) } else { (1, lda as isize) };
+    let (rsb, csb) = if trans_b == Transpose::No { (ldb as isize, 1) } else { (1, ldb as isize) };
+    let job = Job { k, alpha, a: a.as_ptr(), rsa, csa, b: b.as_ptr(), rsb, csb, beta, rsc: ldc as isize };
+    // SAFETY: the three blocks lie inside their slices (checked above without wrapping), and C is
+    // borrowed mutably for the call.
+    unsafe { job.run(0..m, 0..n, c.as_mut_ptr()) };
+}
+
 /// [`sgemm`] on 2-D tensors: `c = alpha · op(a) · op(b) + beta · c`.
 ///
 /// # Panics

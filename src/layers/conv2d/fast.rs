@@ -31,7 +31,7 @@
 //!   order, so the result does not depend on the number of threads.
 
 use crate::tensor::Tensor;
-use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm};
+use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm, sgemm_strided};
 use crate::tensor::im2col::{ConvGeometry, col2im_strided, im2col_strided};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -106,7 +106,7 @@ pub(crate) fn backward(
     partials.clear();
     partials.resize(groups * (dw.len() + o), 0.0);
     let (dw_parts, db_parts) = partials.split_at_mut(groups * dw.len());
-    backward_in_groups(x, w, g, geo, GROUP, dw_parts, db_parts, dx);
+    backward_in_groups(x, w, g, geo, dw_parts, db_parts, dx, false);
     // Add the group sums in a fixed order: the same result on any number of threads.
     for (dw_p, db_p) in dw_parts.chunks_exact(dw.len()).zip(db_parts.chunks_exact(o)) {
         dw.iter_mut().zip(dw_p).for_each(|(a, b)| *a += b);
@@ -116,34 +116,38 @@ pub(crate) fn backward(
     }
 }
 
-/// The backward pass with each group of `group` images' `dL/dW` and `dL/db` kept apart: on
-/// return `dw_parts` holds one `[O, C·kh·kw]` sum per group and `db_parts` one `[O]` sum per
-/// group (overwritten). With `group = 1` these are the per-example gradients. `dx` as in
-/// [`backward`].
-#[allow(clippy::too_many_arguments)] // the three inputs, the geometry, the group size, the three outputs
+/// The backward pass with the `dL/dW` and `dL/db` sums kept apart, per group of [`GROUP`] images
+/// or, with `per_image`, per image (the per-example gradients): on return `dw_parts` holds one
+/// `[O, C·kh·kw]` sum per group (or image) and `db_parts` one `[O]` sum (overwritten). `dx` as in
+/// [`backward`]. Per image, only the `dL/dW` product is split; `cols`, `dL/dx` and their
+/// products still run on the whole group.
+#[allow(clippy::too_many_arguments)] // the three inputs, the geometry, the three outputs, the mode
 pub(crate) fn backward_in_groups(
     x: &Tensor,
     w: &[f32],
     g: &Tensor,
     geo: &ConvGeometry,
-    group: usize,
     dw_parts: &mut [f32],
     db_parts: &mut [f32],
     dx: Option<&mut [f32]>,
+    per_image: bool,
 ) {
     let (n, ckk, ohow, in_len) = (x.dim(0), geo.col_rows(), geo.col_cols(), geo.input_len());
-    let groups = n.div_ceil(group);
-    let o = db_parts.len() / groups.max(1);
+    let (group, groups) = (GROUP, n.div_ceil(GROUP));
+    let parts = if per_image { n } else { groups };
+    let o = db_parts.len() / parts.max(1);
     assert_eq!(g.len(), n * o * ohow, "conv backward: gradient length vs geometry");
-    assert_eq!(dw_parts.len(), groups * o * ckk, "conv backward: one dL/dW per group");
+    assert_eq!(dw_parts.len(), parts * o * ckk, "conv backward: one dL/dW per group or image");
+    let per_group_parts = if per_image { group } else { 1 }; // dW sums per group
     let need_dx = dx.is_some();
     // One slice of dx per group (empty slices when dL/dx is not wanted).
     let mut dx_groups: Vec<&mut [f32]> = match dx {
         Some(d) => d.chunks_mut(group * in_len).collect(),
         None => (0..groups).map(|_| &mut [][..]).collect(),
     };
-    let per_group =
-        dw_parts.par_chunks_mut(o * ckk).zip(db_parts.par_chunks_mut(o)).zip(dx_groups.par_iter_mut());
+    let (dw_len, db_len) = (per_group_parts * o * ckk, per_group_parts * o);
+    let per_group = dw_parts.par_chunks_mut(dw_len).zip(db_parts.par_chunks_mut(db_len));
+    let per_group = per_group.zip(dx_groups.par_iter_mut());
     let inputs = g.data().par_chunks(group * o * ohow).zip(x.data().par_chunks(group * in_len));
     per_group.zip(inputs).for_each(|(((dw, db), dx_group), (g_group, x_group))| {
         let k = x_group.len() / in_len; // images in this group
@@ -155,13 +159,27 @@ pub(crate) fn backward_in_groups(
                 x_group.chunks_exact(in_len).zip(g_group.chunks_exact(o * ohow)).enumerate()
             {
                 im2col_strided(x_j, geo, &mut cols[j * ohow..], ld); // cols = [im2col(x[n]) …], recomputed
-                for (dst, src) in gs.chunks_exact_mut(ld).zip(g_j.chunks_exact(ohow)) {
-                    dst[j * ohow..][..ohow].copy_from_slice(src); // g side by side: [O, k·OH·OW]
+                if need_dx || !per_image {
+                    for (dst, src) in gs.chunks_exact_mut(ld).zip(g_j.chunks_exact(ohow)) {
+                        dst[j * ohow..][..ohow].copy_from_slice(src); // g side by side: [O, k·OH·OW]
+                    }
                 }
             }
-            sgemm(o, ld, ckk, 1.0, gs, No, cols, Yes, 0.0, dw); // dW_group = g·colsᵀ
-            for (db_o, row) in db.iter_mut().zip(gs.chunks_exact(ld)) {
-                *db_o = row.iter().sum::<f32>(); // db_group = Σ_p g[:, o, p]
+            if per_image {
+                for (j, g_j) in g_group.chunks_exact(o * ohow).enumerate() {
+                    // dW_n = g[n]·colsₙᵀ: g[n] as it is, image j's columns of cols in place.
+                    let cols_j = (&cols[j * ohow..], ld, Yes);
+                    let dw_j = (&mut dw[j * o * ckk..][..o * ckk], ckk);
+                    sgemm_strided((o, ohow, ckk), 1.0, (g_j, ohow, No), cols_j, 0.0, dw_j);
+                    for (db_o, row) in db[j * o..][..o].iter_mut().zip(g_j.chunks_exact(ohow)) {
+                        *db_o = row.iter().sum::<f32>(); // db_n = Σ_p g[n, o, p]
+                    }
+                }
+            } else {
+                sgemm(o, ld, ckk, 1.0, gs, No, cols, Yes, 0.0, dw); // dW_group = g·colsᵀ
+                for (db_o, row) in db.iter_mut().zip(gs.chunks_exact(ld)) {
+                    *db_o = row.iter().sum::<f32>(); // db_group = Σ_p g[:, o, p]
+                }
             }
             if need_dx {
                 sgemm(ckk, o, ld, 1.0, w, Yes, gs, No, 0.0, dcols); // dcols = Wᵀ·g

@@ -249,7 +249,7 @@ impl Layer for Conv2d {
     }
 
     /// Image `n`'s terms of the sums above, `dW_n = g_n·colsₙᵀ` and `db_n = Σ g_n`: the fast
-    /// backward pass in groups of one image, the groups' sums left apart.
+    /// backward pass with each image's `dL/dW` product kept apart.
     fn backward_per_example(
         &mut self,
         g: &Tensor,
@@ -269,12 +269,21 @@ impl Layer for Conv2d {
         let (w, dx_data) = (self.weight.value.data(), dx.as_mut().map(|d| d.data_mut()));
         if self.bias.is_some() {
             let [dw, db] = grads.next_slots([o * ckk, o]);
-            fast::backward_in_groups(&self.input, w, g, &geo, 1, dw.data_mut(), db.data_mut(), dx_data);
+            fast::backward_in_groups(&self.input, w, g, &geo, dw.data_mut(), db.data_mut(), dx_data, true);
         } else {
             self.dw_groups.clear();
             self.dw_groups.resize(n * o, 0.0); // the biases' sums, not wanted
             let dw = grads.next_slot(o * ckk);
-            fast::backward_in_groups(&self.input, w, g, &geo, 1, dw.data_mut(), &mut self.dw_groups, dx_data);
+            fast::backward_in_groups(
+                &self.input,
+                w,
+                g,
+                &geo,
+                dw.data_mut(),
+                &mut self.dw_groups,
+                dx_data,
+                true,
+            );
         }
         dx
     }
