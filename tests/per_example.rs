@@ -1,7 +1,8 @@
 //! Per-example gradients ([`Layer::backward_per_example`]): for every layer with parameters, and
 //! for containers of them, row `i` of each slot equals the gradient a backward pass over example
 //! `i` alone (a batch of one) accumulates, and the input gradient equals the ordinary backward
-//! pass's. DP-SGD gives the same step from them as from batch-of-one passes.
+//! pass's; a store reused from pass to pass carries nothing over. DP-SGD gives the same step from
+//! them as from batch-of-one passes.
 
 mod common;
 
@@ -30,12 +31,17 @@ fn check(
     let all: Vec<usize> = (0..n).collect();
     assert!(model.has_per_example_grads(), "{name}: every layer has a per-example pass");
     // The per-example pass over the batch; the ordinary pass's dx beside it.
+    // Twice into the same store: slots are reused, and whatever the first pass left in them must
+    // not leak into the second.
     lengths(model, &all);
-    model.forward(x, Mode::Train);
     let mut grads = PerExampleGrads::new();
-    grads.start(n);
     zero_grad(model);
-    let dx = model.backward_per_example(g, InputGrad::Needed, &mut grads).unwrap();
+    let mut dx = Tensor::default();
+    for _ in 0..2 {
+        model.forward(x, Mode::Train);
+        grads.start(n);
+        dx = model.backward_per_example(g, InputGrad::Needed, &mut grads).unwrap();
+    }
     let untouched = named_params(model).iter().all(|(_, p)| p.grad.data().iter().all(|&v| v == 0.0));
     assert!(untouched, "{name}: the per-example pass leaves Param::grad alone");
     model.forward(x, Mode::Train);

@@ -189,9 +189,16 @@ impl Layer for Dense {
         let rows = g.len() / (n * o).max(1); // rows of each example
         let (g_len, x_len) = ((rows * o).max(1), (rows * i).max(1));
         let per_example = g.data().par_chunks(g_len).zip(self.input.data().par_chunks(x_len));
-        let dw = grads.next_slot(o * i);
+        let dw = grads.next_slot_to_overwrite(o * i);
         dw.data_mut().par_chunks_mut(o * i).zip(per_example).for_each(|(dw_n, (g_n, x_n))| {
-            sgemm(o, rows, i, 1.0, g_n, Yes, x_n, No, 0.0, dw_n); // dW_n = g_nᵀ·x_n
+            if rows == 1 {
+                // One row: the outer product, written directly (a GEMM would pack both factors).
+                for (dw_row, &g_o) in dw_n.chunks_exact_mut(i).zip(g_n) {
+                    dw_row.iter_mut().zip(x_n).for_each(|(d, &x)| *d = g_o * x); // dW_n[o, :] = g_n[o]·x_n
+                }
+            } else {
+                sgemm(o, rows, i, 1.0, g_n, Yes, x_n, No, 0.0, dw_n); // dW_n = g_nᵀ·x_n
+            }
         });
         if self.bias.is_some() {
             let db = grads.next_slot(o);

@@ -75,21 +75,33 @@ impl PerExampleGrads {
     /// The next parameter's slot, `[examples, len]`, zeroed: a layer asks for one per parameter,
     /// in the order its [`Layer::visit`] hands them out.
     pub fn next_slot(&mut self, len: usize) -> &mut Tensor {
+        let slot = self.next_slot_to_overwrite(len);
+        slot.fill(0.0);
+        slot
+    }
+
+    /// Like [`Self::next_slot`] but without zeroing: the contents are whatever the slot held
+    /// before, for a layer that writes every element (saves a pass over memory as large as the
+    /// model times the batch).
+    pub fn next_slot_to_overwrite(&mut self, len: usize) -> &mut Tensor {
         while self.slots.len() <= self.cursor {
             self.slots.push(Tensor::default());
         }
         let slot = &mut self.slots[self.cursor];
         self.cursor += 1;
         self.filled = self.filled.max(self.cursor);
-        slot.resize_zeroed(&[self.examples, len]);
+        if slot.shape() != [self.examples, len] {
+            slot.resize_zeroed(&[self.examples, len]);
+        }
         slot
     }
 
     /// The next `K` slots at once (for a layer that fills its parameters' slots side by side).
-    pub fn next_slots<const K: usize>(&mut self, lens: [usize; K]) -> [&mut Tensor; K] {
+    /// Like the others, they are not zeroed: the layer writes every element.
+    pub fn next_slots_to_overwrite<const K: usize>(&mut self, lens: [usize; K]) -> [&mut Tensor; K] {
         let first = self.cursor;
         for len in lens {
-            self.next_slot(len);
+            self.next_slot_to_overwrite(len);
         }
         let mut slots = self.slots[first..first + K].iter_mut();
         std::array::from_fn(|_| slots.next().expect("K slots were just filled"))

@@ -268,12 +268,12 @@ impl Layer for Conv2d {
         let mut dx = input_grad.is_needed().then(|| Tensor::zeros(self.input.shape()));
         let (w, dx_data) = (self.weight.value.data(), dx.as_mut().map(|d| d.data_mut()));
         if self.bias.is_some() {
-            let [dw, db] = grads.next_slots([o * ckk, o]);
+            let [dw, db] = grads.next_slots_to_overwrite([o * ckk, o]);
             fast::backward_in_groups(&self.input, w, g, &geo, dw.data_mut(), db.data_mut(), dx_data, true);
         } else {
             self.dw_groups.clear();
             self.dw_groups.resize(n * o, 0.0); // the biases' sums, not wanted
-            let dw = grads.next_slot(o * ckk);
+            let dw = grads.next_slot_to_overwrite(o * ckk);
             fast::backward_in_groups(
                 &self.input,
                 w,

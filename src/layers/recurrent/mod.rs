@@ -478,7 +478,7 @@ impl<C: Cell> Recurrent<C> {
         );
         let [.., da_all, db] = &self.grads;
         let (hs, x) = (&self.hs, self.x.data());
-        let [w_ih, w_hh, b_ih, b_hh] = grads.next_slots([g * f, g * h, g, g]);
+        let [w_ih, w_hh, b_ih, b_hh] = grads.next_slots_to_overwrite([g * f, g * h, g, g]);
         let slots = w_ih.data_mut().par_chunks_mut(g * f).zip(w_hh.data_mut().par_chunks_mut(g * h));
         let slots = slots.zip(b_ih.data_mut().par_chunks_mut(g).zip(b_hh.data_mut().par_chunks_mut(g)));
         slots.enumerate().for_each(|(s, ((dw_ih, dw_hh), (db_ih, db_hh)))| {
@@ -492,6 +492,8 @@ impl<C: Cell> Recurrent<C> {
             }
             sgemm(g, t_len, f, 1.0, da_s, Yes, x_s, No, 0.0, dw_ih); // dW_ih = Σ_t da_tᵀ·x_t
             sgemm(g, t_len, h, 1.0, &db_s, Yes, &h_s, No, 0.0, dw_hh); // dW_hh = Σ_t db_tᵀ·h_{t−1}
+            db_ih.fill(0.0);
+            db_hh.fill(0.0);
             for (da_t, db_t) in da_s.chunks_exact(g).zip(db_s.chunks_exact(g)) {
                 db_ih.iter_mut().zip(da_t).for_each(|(d, v)| *d += v); // db_ih = Σ_t da_t
                 db_hh.iter_mut().zip(db_t).for_each(|(d, v)| *d += v); // db_hh = Σ_t db_t
