@@ -96,8 +96,9 @@ impl PerExampleGrads {
         slot
     }
 
-    /// The next `K` slots at once (for a layer that fills its parameters' slots side by side).
-    /// Like the others, they are not zeroed: the layer writes every element.
+    /// The next `K` slots at once, for a layer that fills its parameters' slots side by side.
+    /// As with [`Self::next_slot_to_overwrite`], they are not zeroed: the layer writes every
+    /// element.
     pub fn next_slots_to_overwrite<const K: usize>(&mut self, lens: [usize; K]) -> [&mut Tensor; K] {
         let first = self.cursor;
         for len in lens {
