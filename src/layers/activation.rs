@@ -161,6 +161,11 @@ impl LeakyRelu {
     pub fn new(slope: f32) -> LeakyRelu {
         LeakyRelu { slope, x: Tensor::default() }
     }
+
+    /// The negative slope.
+    pub fn slope(&self) -> f32 {
+        self.slope
+    }
 }
 
 impl Default for LeakyRelu {
@@ -306,6 +311,11 @@ impl Gelu {
     /// The tanh approximation of GELU.
     pub fn tanh() -> Gelu {
         Gelu { approximate: true, x: Tensor::default() }
+    }
+
+    /// True for the tanh approximation, false for the exact (erf) form.
+    pub fn is_tanh_approximation(&self) -> bool {
+        self.approximate
     }
 }
 

@@ -187,6 +187,11 @@ macro_rules! batchnorm_layer {
                 self
             }
 
+            /// The `ε` added to the variance.
+            pub fn epsilon(&self) -> f32 {
+                self.0.eps
+            }
+
             /// The running mean, `[C]`.
             pub fn running_mean(&self) -> &Tensor {
                 &self.0.running_mean

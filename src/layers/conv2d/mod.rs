@@ -35,6 +35,19 @@ use crate::tensor::Tensor;
 use crate::tensor::im2col::ConvGeometry;
 use crate::tensor::init::Init;
 
+/// A convolution's window settings, each `(height, width)` ([`Conv2d::settings`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvSettings {
+    /// Kernel size `(kh, kw)`.
+    pub kernel: (usize, usize),
+    /// Step between windows `(sh, sw)`.
+    pub stride: (usize, usize),
+    /// Zero padding on each side `(ph, pw)`.
+    pub padding: (usize, usize),
+    /// Spacing between kernel taps `(dh, dw)`.
+    pub dilation: (usize, usize),
+}
+
 /// 2-D convolution over NCHW images. See the [module docs](self) for the math.
 ///
 /// ```
@@ -167,6 +180,16 @@ impl Conv2d {
     /// The bias parameter, `[O]`, if any.
     pub fn bias(&self) -> Option<&Param> {
         self.bias.as_ref()
+    }
+
+    /// The window settings, each `(height, width)`.
+    pub fn settings(&self) -> ConvSettings {
+        ConvSettings {
+            kernel: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+            dilation: self.dilation,
+        }
     }
 
     fn geometry_for(&self, input: &[usize]) -> Result<ConvGeometry> {

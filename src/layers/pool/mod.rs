@@ -260,6 +260,11 @@ pub struct AvgPool2d {
 }
 
 impl AvgPool2d {
+    /// The window settings.
+    pub fn window(&self) -> Window {
+        self.window
+    }
+
     /// A `k × k` window with stride `k` and no padding.
     pub fn new(k: usize) -> AvgPool2d {
         AvgPool2d::with_kernel((k, k))

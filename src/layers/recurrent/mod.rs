@@ -209,6 +209,16 @@ impl<C: Cell> Recurrent<C> {
         self.hidden
     }
 
+    /// True if the layer outputs only the final state ([`Recurrent::last_step_only`]).
+    pub fn is_last_step_only(&self) -> bool {
+        self.last_only
+    }
+
+    /// True if the layer carries its state across passes ([`Recurrent::stateful`]).
+    pub fn is_stateful(&self) -> bool {
+        self.stateful
+    }
+
     /// Output only the final state `[N, H]` (each sequence's last valid step) instead of every
     /// step `[N, T, H]`.
     pub fn last_step_only(mut self) -> Self {

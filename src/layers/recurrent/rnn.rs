@@ -92,6 +92,11 @@ impl Rnn {
     pub fn relu(inputs: usize, hidden: usize) -> Rnn {
         Rnn(Recurrent::with_cell(RnnCell { relu: true }, inputs, hidden))
     }
+
+    /// True for ReLU, false for tanh.
+    pub fn is_relu(&self) -> bool {
+        self.0.cell.relu
+    }
 }
 
 recurrent_layer!(Rnn, RnnCell);
