@@ -111,6 +111,7 @@ fn reshape_is_free_and_checked() {
     assert!(r.try_reshape(&[5]).is_err());
 }
 
+#[cfg(feature = "ndarray")]
 #[test]
 fn ndarray_round_trip() {
     let t = Tensor::from_fn(&[2, 3, 4], |i| (i[0] * 12 + i[1] * 4 + i[2]) as f32);
@@ -124,6 +125,24 @@ fn ndarray_round_trip() {
     let tt: Tensor = at.clone().into();
     assert_eq!(tt.shape(), &[4, 3, 2]);
     assert_eq!(tt[&[3, 2, 1]], 23.0);
+}
+
+#[cfg(feature = "ndarray")]
+#[test]
+fn ndarray_fixed_dimensions_and_views() {
+    use ndarray::{Array2, Array4, Ix2, Ix3, s};
+    let a = Array2::from_shape_fn((3, 4), |(i, j)| (i * 4 + j) as f32);
+    let t = Tensor::from(a.clone());
+    assert_eq!((t.shape(), t[&[2, 1]]), (&[3usize, 4][..], 9.0));
+    let block = Tensor::from(a.slice(s![1.., ..;2])); // rows 1–2, every other column: strided
+    assert_eq!((block.shape(), block.data()), (&[2usize, 2][..], &[4., 6., 8., 10.][..]));
+    assert_eq!(t.clone().into_array::<Ix2>().unwrap(), a);
+    let e = t.clone().into_array::<Ix3>().unwrap_err().to_string();
+    assert!(e.contains("[3, 4]") && e.contains("rank 3"), "{e}");
+    assert_eq!(t.view().shape(), &[3, 4]);
+    assert_eq!(t.view()[[1, 3]], 7.0);
+    let images = Array4::<f32>::zeros((2, 1, 5, 5));
+    assert_eq!(Tensor::from(images.view()).shape(), &[2, 1, 5, 5]);
 }
 
 #[test]

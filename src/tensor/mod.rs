@@ -16,6 +16,8 @@ pub mod gemm;
 pub mod im2col;
 pub mod init;
 pub mod math;
+#[cfg(feature = "ndarray")]
+pub mod ndarray_interop;
 
 use crate::error::{Error, Result};
 use rand::SeedableRng;
@@ -770,25 +772,5 @@ impl fmt::Display for Tensor {
         }
         write!(f, "Tensor{:?} ", self.shape)?;
         if self.is_empty() { write!(f, "[]") } else { rec(self, f, 0, 0) }
-    }
-}
-
-// -------------------------------------------------------------------- ndarray interop
-
-impl From<ndarray::ArrayD<f32>> for Tensor {
-    fn from(a: ndarray::ArrayD<f32>) -> Tensor {
-        let shape = a.shape().to_vec();
-        let data = match a.as_slice() {
-            Some(s) => s.to_vec(),
-            None => a.iter().copied().collect(), // not row-major: walk it in logical order
-        };
-        Tensor { shape, data }
-    }
-}
-
-impl From<Tensor> for ndarray::ArrayD<f32> {
-    fn from(t: Tensor) -> ndarray::ArrayD<f32> {
-        ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&t.shape), t.data)
-            .expect("a Tensor's data length always equals the product of its shape")
     }
 }

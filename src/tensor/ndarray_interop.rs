@@ -1,0 +1,75 @@
+//! Conversions between [`Tensor`] and [`ndarray`] arrays (ndarray 0.17; the crate's default
+//! `ndarray` feature).
+//!
+//! | from | to | how | copies |
+//! |---|---|---|---|
+//! | `Array<f32, D>` of any dimension (`Array2`, `Array4`, `ArrayD`, …) | `Tensor` | `Tensor::from(a)` | once (one buffer copy when `a` is row-major) |
+//! | `ArrayView<f32, D>` (a slice, a transposed view, …) | `Tensor` | `Tensor::from(view)` | once, in logical order |
+//! | `Tensor` | `ArrayD<f32>` | `ArrayD::from(t)` | no |
+//! | `Tensor` | `Array<f32, D>` of a fixed dimension | `t.into_array::<Ix2>()` | no; an error if the rank differs |
+//! | `&Tensor` | `ArrayViewD<f32>` | `t.view()` | no |
+//!
+//! A `Tensor` is always row-major and contiguous, so an array in another layout (a transposed
+//! view, a column-major array, a strided slice) is read element by element in its *logical*
+//! order: `Tensor::from(a.t())` is the transpose, not the same memory reinterpreted.
+//!
+//! ```
+//! use backprop::Tensor;
+//! use ndarray::{Array2, Ix2, array, s};
+//! let a: Array2<f32> = array![[1., 2., 3.], [4., 5., 6.]];
+//! let t = Tensor::from(a.view());                 // [2, 3]
+//! assert_eq!(t.shape(), &[2, 3]);
+//! let column = Tensor::from(a.slice(s![.., 1])); // a strided view: [2., 5.]
+//! assert_eq!(column.data(), &[2., 5.]);
+//! let transposed = Tensor::from(a.t());           // [3, 2], in logical order
+//! assert_eq!(transposed.data(), &[1., 4., 2., 5., 3., 6.]);
+//! let back: Array2<f32> = t.clone().into_array::<Ix2>().unwrap();
+//! assert_eq!(back, a);
+//! assert_eq!(t.view()[[1, 2]], 6.0);
+//! ```
+
+use super::Tensor;
+use crate::error::{Error, Result};
+use ndarray::{Array, ArrayBase, ArrayD, ArrayViewD, Data, Dimension, IxDyn};
+
+impl<S: Data<Elem = f32>, D: Dimension> From<ArrayBase<S, D>> for Tensor {
+    /// Any array or view of `f32`, of any dimension, copied in logical (row-major) order.
+    fn from(a: ArrayBase<S, D>) -> Tensor {
+        let shape = a.shape().to_vec();
+        let data = match a.as_slice() {
+            Some(s) => s.to_vec(), // standard layout: one copy of the buffer
+            None => a.iter().copied().collect(),
+        };
+        Tensor { shape, data }
+    }
+}
+
+impl From<Tensor> for ArrayD<f32> {
+    fn from(t: Tensor) -> ArrayD<f32> {
+        ArrayD::from_shape_vec(IxDyn(&t.shape), t.data)
+            .expect("a Tensor's data length always equals the product of its shape")
+    }
+}
+
+impl Tensor {
+    /// The tensor as an array of a fixed dimension `D` (`Ix1` … `Ix6`), without copying.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] naming both ranks when the tensor's rank is not `D`'s.
+    pub fn into_array<D: Dimension>(self) -> Result<Array<f32, D>> {
+        let shape = self.shape.clone();
+        ArrayD::from(self).into_dimensionality::<D>().map_err(|_| {
+            Error::shape(format!(
+                "a tensor of shape {shape:?} (rank {}) is not an array of rank {}",
+                shape.len(),
+                D::NDIM.map_or("any".to_string(), |n| n.to_string())
+            ))
+        })
+    }
+
+    /// A read-only `ndarray` view of the tensor's data, without copying.
+    pub fn view(&self) -> ArrayViewD<'_, f32> {
+        ArrayViewD::from_shape(IxDyn(&self.shape), &self.data)
+            .expect("a Tensor's data length always equals the product of its shape")
+    }
+}
