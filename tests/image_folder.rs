@@ -102,3 +102,22 @@ fn sizes_and_decoder_limits_are_bounded() {
     assert!(msg.contains("wide.png") && msg.contains("cannot decode"), "{msg}");
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn in_memory_images_and_tensors_convert_both_ways() {
+    use backprop::data::image_folder::{image_to_tensor, tensor_to_image};
+    let grey = image::GrayImage::from_fn(5, 3, |x, y| image::Luma([(x * 50 + y) as u8]));
+    let img = image::DynamicImage::ImageLuma8(grey.clone());
+    let t = image_to_tensor(&img, ColorMode::Gray);
+    assert_eq!(t.shape(), &[1, 3, 5]);
+    assert_eq!(t[&[0, 2, 4]], 202.0 / 255.0, "row 2, column 4: 4·50 + 2");
+    assert_eq!(tensor_to_image(&t).unwrap().to_luma8(), grey, "a lossless round trip");
+    // RGB from a grey image repeats the value in every channel.
+    let rgb = image_to_tensor(&img, ColorMode::Rgb);
+    assert_eq!((rgb.shape(), rgb[&[2, 2, 4]]), (&[3usize, 3, 5][..], 202.0 / 255.0));
+    // Out-of-range values are clamped, NaN is black; other shapes are errors naming the shape.
+    let odd = backprop::Tensor::from_vec(&[1, 1, 3], vec![-1.0, 2.0, f32::NAN]).unwrap();
+    assert_eq!(tensor_to_image(&odd).unwrap().to_luma8().into_raw(), [0, 255, 0]);
+    let e = tensor_to_image(&backprop::Tensor::zeros(&[2, 4, 4])).unwrap_err().to_string();
+    assert!(e.contains("[2, 4, 4]"), "{e}");
+}

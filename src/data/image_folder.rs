@@ -104,6 +104,24 @@ pub fn load_image(
     reader.limits(limits);
     let img = reader.decode().map_err(|e| bad(&e))?;
     let img = img.resize_exact(width as u32, height as u32, image::imageops::FilterType::Triangle);
+    Ok(image_to_tensor(&img, color))
+}
+
+/// An image in memory as a `[C, height, width]` tensor of values in `[0, 1]` (`C` = 1 for
+/// [`ColorMode::Gray`], 3 for [`ColorMode::Rgb`]; converted from whatever the image holds), at
+/// its own size.
+///
+/// ```
+/// use backprop::data::image_folder::{ColorMode, image_to_tensor, tensor_to_image};
+/// let img = image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(4, 2, image::Rgb([255, 0, 51])));
+/// let t = image_to_tensor(&img, ColorMode::Rgb);
+/// assert_eq!(t.shape(), &[3, 2, 4]);
+/// assert_eq!((t[&[0, 1, 3]], t[&[1, 0, 0]], t[&[2, 0, 0]]), (1.0, 0.0, 0.2));
+/// let back = tensor_to_image(&t).unwrap();
+/// assert_eq!(back.to_rgb8(), img.to_rgb8());
+/// ```
+pub fn image_to_tensor(img: &image::DynamicImage, color: ColorMode) -> Tensor {
+    let (width, height) = (img.width() as usize, img.height() as usize);
     let data: Vec<f32> = match color {
         ColorMode::Gray => img.to_luma8().into_raw().into_iter().map(|b| b as f32 / 255.0).collect(),
         ColorMode::Rgb => {
@@ -119,7 +137,39 @@ pub fn load_image(
             planar
         }
     };
-    Tensor::from_vec(&[color.channels(), height, width], data)
+    Tensor::from_vec(&[color.channels(), height, width], data).expect("C·H·W values")
+}
+
+/// A `[1, H, W]` (grey) or `[3, H, W]` (RGB) tensor of values in `[0, 1]` as an 8-bit image;
+/// values outside `[0, 1]` are clamped, NaN becomes 0.
+///
+/// # Errors
+/// [`Error::Shape`] for any other shape, or a side over `u32::MAX`.
+pub fn tensor_to_image(t: &Tensor) -> Result<image::DynamicImage> {
+    let (c, h, w) = match *t.shape() {
+        [c @ (1 | 3), h, w] => (c, h, w),
+        _ => {
+            return Err(Error::shape(format!(
+                "an image tensor is [1, H, W] or [3, H, W], got {:?}",
+                t.shape()
+            )));
+        }
+    };
+    let side = |v: usize| u32::try_from(v).map_err(|_| Error::shape(format!("image side {v} is too large")));
+    let (w32, h32) = (side(w)?, side(h)?);
+    let byte = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8; // NaN clamps to NaN, casts to 0
+    let hw = h * w;
+    let img = if c == 1 {
+        let pixels = t.data().iter().map(|&v| byte(v)).collect();
+        image::DynamicImage::ImageLuma8(image::GrayImage::from_raw(w32, h32, pixels).expect("H·W bytes"))
+    } else {
+        let pixels =
+            (0..hw).flat_map(|i| (0..3).map(move |ch| (ch, i))).map(|(ch, i)| byte(t.data()[ch * hw + i]));
+        image::DynamicImage::ImageRgb8(
+            image::RgbImage::from_raw(w32, h32, pixels.collect()).expect("3·H·W bytes"),
+        )
+    };
+    Ok(img)
 }
 
 /// Loads `root/<class>/*.png|jpg|jpeg` as a classification data set, and the class names.
