@@ -209,43 +209,203 @@ pub fn load(model: &mut dyn Layer, path: impl AsRef<Path>) -> Result<()> {
 /// # Errors
 /// As [`load`].
 pub fn load_safetensors(model: &mut dyn Layer, bytes: &[u8], origin: impl AsRef<Path>) -> Result<()> {
-    let origin = origin.as_ref();
-    let bad = |msg: String| Error::format(origin, msg);
-    let file =
-        SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;
-    let slots = slots(model);
+    load_safetensors_with(model, bytes, origin, &LoadOptions::new()).map(|_| ())
+}
 
-    // Check everything first, so that a bad file changes nothing.
-    for name in file.names() {
-        if !slots.contains_key(name) {
-            return Err(bad(format!(
-                "unexpected tensor {name:?}: the model has no parameter or buffer of that name"
-            )));
+/// How [`load_with`] matches stored names to the model's, PyTorch's `load_state_dict` options.
+///
+/// ```
+/// use backprop::io::LoadOptions;
+/// // A checkpoint whose names carry a "module." prefix (from DistributedDataParallel), loaded
+/// // into a model that may have layers the checkpoint lacks.
+/// let strip = |name: &str| Some(name.strip_prefix("module.").unwrap_or(name).to_string());
+/// let options = LoadOptions::new().rename(&strip).non_strict();
+/// # let _ = options;
+/// ```
+#[derive(Clone, Copy)]
+pub struct LoadOptions<'a> {
+    strict: bool,
+    rename: Option<&'a dyn Fn(&str) -> Option<String>>,
+}
+
+impl Default for LoadOptions<'_> {
+    fn default() -> Self {
+        LoadOptions::new()
+    }
+}
+
+impl std::fmt::Debug for LoadOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadOptions")
+            .field("strict", &self.strict)
+            .field("rename", &self.rename.is_some())
+            .finish()
+    }
+}
+
+impl<'a> LoadOptions<'a> {
+    /// Strict, names as stored: every stored tensor must be the model's and every parameter and
+    /// buffer of the model must be stored ([`load`]'s rules).
+    pub fn new() -> LoadOptions<'a> {
+        LoadOptions { strict: true, rename: None }
+    }
+
+    /// Tolerates stored tensors the model does not have (ignored) and model state the source
+    /// lacks (left as it is); both are listed in the [`LoadReport`]. Shapes and dtypes must still
+    /// match.
+    pub fn non_strict(mut self) -> LoadOptions<'a> {
+        self.strict = false;
+        self
+    }
+
+    /// Maps each stored name to the model's name for it (`None`: ignore that tensor), applied
+    /// before matching — for checkpoints from a differently organised model.
+    pub fn rename(mut self, map: &'a dyn Fn(&str) -> Option<String>) -> LoadOptions<'a> {
+        self.rename = Some(map);
+        self
+    }
+}
+
+/// What a load matched, by the model's names (stored names for `unexpected`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Model state that was set.
+    pub loaded: Vec<String>,
+    /// Model state the source did not have (only without strictness; left unchanged).
+    pub missing: Vec<String>,
+    /// Stored tensors the model has no place for, or that the renaming dropped.
+    pub unexpected: Vec<String>,
+}
+
+/// [`load`] with [`LoadOptions`]: renaming, non-strict matching, and a report of what matched.
+///
+/// # Errors
+/// As [`load`], except that in non-strict mode missing and unexpected names are not errors.
+/// On error the model is unchanged.
+pub fn load_with(
+    model: &mut dyn Layer,
+    path: impl AsRef<Path>,
+    options: &LoadOptions<'_>,
+) -> Result<LoadReport> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    load_safetensors_with(model, &bytes, path, options)
+}
+
+/// [`load_with`] from safetensors bytes in memory; `origin` names them in error messages.
+///
+/// # Errors
+/// As [`load_with`].
+pub fn load_safetensors_with(
+    model: &mut dyn Layer,
+    bytes: &[u8],
+    origin: impl AsRef<Path>,
+    options: &LoadOptions<'_>,
+) -> Result<LoadReport> {
+    let origin = origin.as_ref();
+    let file = SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::format(origin, format!("not a valid safetensors file ({e})")))?;
+    let stored: Vec<(String, Stored<'_>)> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            (name, Stored { dtype: v.dtype(), shape: v.shape().to_vec(), bytes: Cow::Borrowed(v.data()) })
+        })
+        .collect();
+    load_stored(model, stored, origin, options)
+}
+
+/// [`load_with`] from named tensors in memory — a state dict built in code, or from
+/// [`state_dict`] of another model. Every tensor is taken as `F32` (a counter as a one-element
+/// tensor holding the count).
+///
+/// # Errors
+/// As [`load_with`]; messages name the source `"named tensors"`.
+pub fn load_tensors(
+    model: &mut dyn Layer,
+    tensors: &[(String, Tensor)],
+    options: &LoadOptions<'_>,
+) -> Result<LoadReport> {
+    let stored = tensors
+        .iter()
+        .map(|(name, t)| {
+            let bytes: Vec<u8> = t.data().iter().flat_map(|v| v.to_le_bytes()).collect();
+            (name.clone(), Stored { dtype: Dtype::F32, shape: t.shape().to_vec(), bytes: Cow::Owned(bytes) })
+        })
+        .collect();
+    load_stored(model, stored, Path::new("named tensors"), options)
+}
+
+/// One stored tensor, from a file or from memory.
+struct Stored<'a> {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Cow<'a, [u8]>,
+}
+
+/// The loading rules, for any source: rename, match, check everything, then copy.
+fn load_stored(
+    model: &mut dyn Layer,
+    stored: Vec<(String, Stored<'_>)>,
+    origin: &Path,
+    options: &LoadOptions<'_>,
+) -> Result<LoadReport> {
+    let bad = |msg: String| Error::format(origin, msg);
+    let slots = slots(model);
+    let mut report = LoadReport::default();
+    // Stored names → model names; what has no place is unexpected.
+    let mut by_name: HashMap<String, Stored<'_>> = HashMap::new();
+    let mut sorted = stored;
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, tensor) in sorted {
+        let target = match options.rename {
+            Some(map) => map(&name),
+            None => Some(name.clone()),
+        };
+        match target {
+            Some(t) if slots.contains_key(&t) => {
+                if by_name.insert(t.clone(), tensor).is_some() {
+                    return Err(bad(format!("two stored tensors map to the model's {t:?}")));
+                }
+            }
+            Some(t) if options.strict => {
+                let renamed = if t == name { String::new() } else { format!(" (renamed {t:?})") };
+                return Err(bad(format!(
+                    "unexpected tensor {name:?}{renamed}: the model has no parameter or buffer of that name"
+                )));
+            }
+            _ => report.unexpected.push(name),
         }
     }
+    // Check everything first, so that a bad source changes nothing.
     let mut values: HashMap<&str, Value> = HashMap::new();
     for (name, slot) in &slots {
-        let view = match (file.tensor(name), slot) {
-            (Ok(v), _) => v,
-            (Err(_), Slot::Count) => continue, // optional
-            (Err(_), Slot::Float { .. }) => {
-                return Err(bad(format!("missing tensor {name:?}{}", owner(model, name))));
+        let Some(view) = by_name.get(name) else {
+            match slot {
+                Slot::Count => continue, // optional
+                Slot::Float { .. } if options.strict => {
+                    return Err(bad(format!("missing tensor {name:?}{}", owner(model, name))));
+                }
+                Slot::Float { .. } => {
+                    report.missing.push(name.clone());
+                    continue;
+                }
             }
         };
         let value = match slot {
             Slot::Float { shape } => {
-                if view.dtype() != Dtype::F32 {
-                    return Err(bad(format!("tensor {name:?} has dtype {:?}, expected F32", view.dtype())));
+                if view.dtype != Dtype::F32 {
+                    return Err(bad(format!("tensor {name:?} has dtype {:?}, expected F32", view.dtype)));
                 }
-                if view.shape() != shape.as_slice() {
+                if view.shape != *shape {
                     return Err(bad(format!(
                         "tensor {name:?} has shape {}, but the model{} needs {}",
-                        shape_str(view.shape()),
+                        shape_str(&view.shape),
                         owner(model, name),
                         shape_str(shape)
                     )));
                 }
-                let data = view.data();
+                let data = &view.bytes;
                 if data.len() != 4 * shape.iter().product::<usize>() {
                     return Err(bad(format!(
                         "tensor {name:?} holds {} bytes for shape {}",
@@ -257,7 +417,7 @@ pub fn load_safetensors(model: &mut dyn Layer, bytes: &[u8], origin: impl AsRef<
                     data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
                 )
             }
-            Slot::Count => Value::Count(match (view.dtype(), view.data()) {
+            Slot::Count => Value::Count(match (view.dtype, &view.bytes[..]) {
                 (Dtype::I64, d) if d.len() == 8 => {
                     i64::from_le_bytes(d.try_into().expect("8 bytes")).max(0) as u64
                 }
@@ -270,11 +430,12 @@ pub fn load_safetensors(model: &mut dyn Layer, bytes: &[u8], origin: impl AsRef<
                 (dtype, _) => {
                     return Err(bad(format!(
                         "tensor {name:?} should be an integer scalar, got {dtype:?} of shape {}",
-                        shape_str(view.shape())
+                        shape_str(&view.shape)
                     )));
                 }
             }),
         };
+        report.loaded.push(name.clone());
         values.insert(name.as_str(), value);
     }
 
@@ -285,7 +446,7 @@ pub fn load_safetensors(model: &mut dyn Layer, bytes: &[u8], origin: impl AsRef<
         (StateMut::Counter(n), Some(Value::Count(c))) => *n = *c,
         _ => {}
     });
-    Ok(())
+    Ok(report)
 }
 
 /// `" (layer 3, BatchNorm2d(8))"` for a name under a top-level [`Sequential`](crate::Sequential)

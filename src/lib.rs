@@ -108,6 +108,7 @@ pub use tensor::Tensor;
 pub mod prelude {
     pub use crate::data::{Dataset, Targets};
     pub use crate::error::{Error, Result};
+    pub use crate::io::{LoadOptions, LoadReport};
     pub use crate::layers::{
         AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dense, Dropout, Embedding, Flatten, Gelu, GlobalAvgPool,
         Gru, InputGrad, Layer, LeakyRelu, LogSoftmax, Lstm, MaxPool2d, Mode, Param, Relu, Residual, Rnn,

@@ -196,6 +196,30 @@ impl Sequential {
         io::load_safetensors(self, bytes, origin)
     }
 
+    /// [`io::load_with`]: loads with renaming and/or non-strict matching, and reports what matched.
+    ///
+    /// # Errors
+    /// As [`io::load_with`]; on error the model is unchanged.
+    pub fn load_with(
+        &mut self,
+        path: impl AsRef<Path>,
+        options: &io::LoadOptions<'_>,
+    ) -> Result<io::LoadReport> {
+        io::load_with(self, path, options)
+    }
+
+    /// [`io::load_tensors`]: sets the state from named tensors in memory.
+    ///
+    /// # Errors
+    /// As [`io::load_with`].
+    pub fn load_tensors(
+        &mut self,
+        tensors: &[(String, Tensor)],
+        options: &io::LoadOptions<'_>,
+    ) -> Result<io::LoadReport> {
+        io::load_tensors(self, tensors, options)
+    }
+
     /// All parameters with their `state_dict` names: `"0.weight"`, `"0.bias"`, `"3.weight"` …
     pub fn named_params(&self) -> Vec<(String, &Param)> {
         layers::named_params(self)

@@ -139,3 +139,61 @@ fn corrupt_files_are_errors_not_panics() {
     assert!(err.contains("nope.safetensors"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `cnn(4)` with every parameter set to `v` (so that a load visibly changes it).
+fn scrambled(v: f32) -> Sequential {
+    let mut m = cnn(4);
+    for (_, p) in backprop::layers::named_params_mut(&mut m) {
+        p.value.fill(v);
+    }
+    m
+}
+
+#[test]
+fn renaming_non_strict_loading_and_named_tensors() {
+    use backprop::io::LoadOptions;
+    let source = cnn(4);
+    let state = source.state_dict();
+    // In-memory named tensors, strict: the same as loading a file.
+    let mut copy = scrambled(0.5);
+    let report = copy.load_tensors(&state, &LoadOptions::new()).unwrap();
+    assert_eq!(copy.state_dict(), state);
+    assert_eq!(report.loaded.len(), state.len(), "every entry, the batch-norm counter included");
+    assert!(report.missing.is_empty() && report.unexpected.is_empty());
+
+    // Names with a prefix (as DistributedDataParallel writes them) and an extra entry.
+    let mut prefixed: Vec<(String, Tensor)> =
+        state.iter().map(|(k, v)| (format!("module.{k}"), v.clone())).collect();
+    prefixed.push(("module.extra_head.weight".into(), Tensor::zeros(&[2, 2])));
+    let mut strict = scrambled(0.5);
+    let before = strict.state_dict();
+    let e = strict.load_tensors(&prefixed, &LoadOptions::new()).unwrap_err().to_string();
+    assert!(e.contains("unexpected tensor \"module."), "{e}");
+    assert_eq!(strict.state_dict(), before, "a refused load changes nothing");
+    let strip = |k: &str| Some(k.strip_prefix("module.").unwrap_or(k).to_string());
+    let e = strict.load_tensors(&prefixed, &LoadOptions::new().rename(&strip)).unwrap_err().to_string();
+    assert!(e.contains("extra_head.weight"), "still strict about the extra entry: {e}");
+    let report = strict.load_tensors(&prefixed, &LoadOptions::new().rename(&strip).non_strict()).unwrap();
+    assert_eq!(strict.state_dict(), state);
+    assert_eq!(report.unexpected, ["module.extra_head.weight"]);
+
+    // Non-strict into a model with a part the source lacks: that part stays as it was.
+    let partial: Vec<(String, Tensor)> = state.iter().filter(|(k, _)| k.starts_with("0.")).cloned().collect();
+    let mut target = scrambled(0.25);
+    let untouched = target.state_dict();
+    let report = target.load_tensors(&partial, &LoadOptions::new().non_strict()).unwrap();
+    assert!(report.loaded.iter().all(|k| k.starts_with("0.")) && !report.missing.is_empty());
+    for (k, v) in target.state_dict() {
+        let expected = if k.starts_with("0.") { &state } else { &untouched };
+        assert_eq!(&v, &expected.iter().find(|(n, _)| *n == k).unwrap().1, "{k}");
+    }
+    // Shapes must match even when not strict, and the message names both.
+    let mut wrong = cnn(8);
+    let e = wrong.load_tensors(&state, &LoadOptions::new().non_strict()).unwrap_err().to_string();
+    assert!(e.contains("shape") && e.contains("needs"), "{e}");
+    // Two stored names may not land on one slot.
+    let twice = vec![state[0].clone(), (format!("x.{}", state[0].0), state[0].1.clone())];
+    let strip_x = |k: &str| Some(k.strip_prefix("x.").unwrap_or(k).to_string());
+    let e = cnn(4).load_tensors(&twice, &LoadOptions::new().rename(&strip_x).non_strict()).unwrap_err();
+    assert!(e.to_string().contains("two stored tensors"), "{e}");
+}
