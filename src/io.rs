@@ -225,8 +225,11 @@ pub fn load_safetensors(model: &mut dyn Layer, bytes: &[u8], origin: impl AsRef<
 #[derive(Clone, Copy)]
 pub struct LoadOptions<'a> {
     strict: bool,
-    rename: Option<&'a dyn Fn(&str) -> Option<String>>,
+    rename: Option<Rename<'a>>,
 }
+
+/// A renaming for [`LoadOptions::rename`]: stored name → the model's name, or `None` to ignore it.
+pub type Rename<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 impl Default for LoadOptions<'_> {
     fn default() -> Self {
@@ -260,7 +263,7 @@ impl<'a> LoadOptions<'a> {
 
     /// Maps each stored name to the model's name for it (`None`: ignore that tensor), applied
     /// before matching — for checkpoints from a differently organised model.
-    pub fn rename(mut self, map: &'a dyn Fn(&str) -> Option<String>) -> LoadOptions<'a> {
+    pub fn rename(mut self, map: Rename<'a>) -> LoadOptions<'a> {
         self.rename = Some(map);
         self
     }
