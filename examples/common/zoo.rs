@@ -1,0 +1,126 @@
+//! The models the interoperability checks share: one small model per group of layer types, with
+//! inputs, and safetensors files of named tensors. Used by `examples/onnx_export.rs` and
+//! `examples/pytorch_round_trip.rs`; `examples/pytorch/round_trip.py` builds the same models in
+//! PyTorch, so the two lists must stay in step.
+
+#![allow(dead_code)] // each example uses part of it
+
+use backprop::prelude::*;
+use std::path::Path;
+
+/// A model to export: a name, the model, the shape of one sample, and whether the input is token ids.
+pub type Case = (&'static str, Sequential, Vec<usize>, bool);
+
+/// One model per group of layer types.
+pub fn zoo() -> Result<Vec<Case>> {
+    let mlp = Sequential::builder(&[6])
+        .add(Dense::new(6, 5))
+        .add(Relu::new())
+        .add(Dense::new(5, 5))
+        .add(Sigmoid::new())
+        .add(Dense::new(5, 4).no_bias())
+        .add(Tanh::new())
+        .add(Dense::new(4, 3))
+        .add(Softmax::new());
+    let smooth = Sequential::builder(&[6])
+        .add(Dense::new(6, 5))
+        .add(LeakyRelu::new(0.2))
+        .add(Dense::new(5, 5))
+        .add(Gelu::new())
+        .add(Dense::new(5, 4))
+        .add(Gelu::tanh())
+        .add(Dense::new(4, 3))
+        .add(LogSoftmax::new());
+    let cnn = Sequential::builder(&[2, 11, 11])
+        .add(Conv2d::new(2, 4, 3).padding(1).stride(2))
+        .add(BatchNorm2d::new(4))
+        .add(Relu::new())
+        .add(MaxPool2d::new(2))
+        .add(Conv2d::new(4, 4, 2).no_bias().dilation(1).padding(1))
+        .add(AvgPool2d::new(2).padding(1))
+        .add(Flatten::new())
+        .add(Dropout::new(0.5))
+        .add(Dense::new(36, 3));
+    let body =
+        Sequential::new().add(Conv2d::new(3, 3, 3).padding(1)).add(BatchNorm2d::new(3)).add(Relu::new());
+    let residual = Sequential::builder(&[1, 8, 8])
+        .add(Conv2d::new(1, 3, 3).padding(1).dilation(1))
+        .add(Residual::new(body))
+        .add(GlobalAvgPool::new())
+        .add(BatchNorm1d::new(3))
+        .add(Dense::new(3, 2));
+    let lstm = Sequential::builder(&[6, 3]).add(Lstm::new(3, 5)).add(Dense::new(5, 2));
+    let gru = Sequential::builder(&[6, 3]).add(Gru::new(3, 5).last_step_only()).add(Dense::new(5, 2));
+    let rnn = Sequential::builder(&[6, 3]).add(Rnn::new(3, 4)).add(Rnn::relu(4, 4).last_step_only());
+    let embedding =
+        Sequential::builder(&[6]).add(Embedding::new(7, 3)).add(Lstm::new(3, 4)).add(Dense::new(4, 1));
+    Ok(vec![
+        ("dense_activations", mlp.seed(1).build()?, vec![6], false),
+        ("leaky_gelu_logsoftmax", smooth.seed(2).build()?, vec![6], false),
+        ("conv_batchnorm_pools", cnn.seed(3).build()?, vec![2, 11, 11], false),
+        ("residual_global_pool", residual.seed(4).build()?, vec![1, 8, 8], false),
+        ("lstm", lstm.seed(5).build()?, vec![6, 3], false),
+        ("gru_last_step", gru.seed(6).build()?, vec![6, 3], false),
+        ("rnn_tanh_relu", rnn.seed(7).build()?, vec![6, 3], false),
+        ("embedding_lstm", embedding.seed(8).build()?, vec![6], true),
+    ])
+}
+
+pub fn input(shape: &[usize], ids: bool, seed: u64) -> Tensor {
+    if ids {
+        let n: usize = shape.iter().product();
+        Tensor::from_vec(shape, (0..n).map(|i| ((i * 5 + seed as usize) % 7) as f32).collect()).expect("ids")
+    } else {
+        Tensor::randn(shape, 0.0, 1.0, seed)
+    }
+}
+
+pub fn write_tensors(path: &std::path::Path, tensors: &[(&str, &Tensor)]) -> Result<()> {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .iter()
+        .map(|(n, t)| {
+            (n.to_string(), t.data().iter().flat_map(|v| v.to_le_bytes()).collect(), t.shape().to_vec())
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
+        .iter()
+        .map(|(n, b, s)| {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                .expect("a valid view");
+            (n.clone(), view)
+        })
+        .collect();
+    let data = safetensors::serialize(views, None).map_err(|e| Error::invalid(e.to_string()))?;
+    std::fs::write(path, data).map_err(|e| Error::io(path, e))
+}
+
+/// Reads every tensor of a safetensors file (F32 only) with its name.
+pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let file =
+        safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::format(path, e.to_string()))?;
+    let mut out = Vec::new();
+    for (name, view) in file.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(Error::format(path, format!("{name}: expected F32, got {:?}", view.dtype())));
+        }
+        let data =
+            view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        out.push((name, Tensor::from_vec(view.shape(), data)?));
+    }
+    Ok(out)
+}
+
+/// A batch of 5 inputs for model `k` of the zoo (token ids where `ids`).
+pub fn batch(sample: &[usize], ids: bool, k: usize) -> Tensor {
+    let shape: Vec<usize> = std::iter::once(5).chain(sample.iter().copied()).collect();
+    input(&shape, ids, k as u64)
+}
+
+/// A few training-mode passes, so that batch norm has running statistics that are not 0 and 1.
+pub fn settle(model: &mut Sequential, sample: &[usize], ids: bool) {
+    for step in 0..3 {
+        let shape: Vec<usize> = std::iter::once(8).chain(sample.iter().copied()).collect();
+        model.forward(&input(&shape, ids, 100 + step), Mode::Train);
+    }
+}
