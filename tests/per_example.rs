@@ -6,6 +6,7 @@
 
 mod common;
 
+use approx::abs_diff_eq;
 use backprop::layers::{InputGrad, PerExampleGrads, State, StateMut, named_params, zero_grad};
 use backprop::prelude::*;
 use backprop::privacy::{DpOptions, fit_private};
@@ -46,7 +47,10 @@ fn check(
     assert!(untouched, "{name}: the per-example pass leaves Param::grad alone");
     model.forward(x, Mode::Train);
     let dx_plain = model.backward(g, InputGrad::Needed).unwrap();
-    assert!(dx.max_abs_diff(&dx_plain) <= 1e-5 * (1.0 + max_abs(&dx_plain)), "{name}: dx");
+    assert!(
+        abs_diff_eq!(dx.data(), dx_plain.data(), epsilon = 1e-5 * (1.0 + max_abs(&dx_plain))),
+        "{name}: dx"
+    );
     let names: Vec<String> = named_params(model).into_iter().map(|(k, _)| k).collect();
     assert_eq!(grads.len(), names.len(), "{name}: one slot per parameter");
     // Each example alone.
@@ -56,10 +60,12 @@ fn check(
         zero_grad(model);
         model.backward(&g.select_outer(&[i]), InputGrad::NotNeeded);
         for (k, (param, p)) in named_params(model).into_iter().enumerate() {
-            let row = grads.slot(k).outer(i);
+            let (row, alone) = (grads.slot(k).outer(i), p.grad.data());
             let scale = 1.0 + max_abs(&p.grad);
-            let diff = row.iter().zip(p.grad.data()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-            assert!(diff <= 2e-5 * scale, "{name}: example {i}, {param}: differs by {diff} (scale {scale})");
+            assert!(
+                abs_diff_eq!(row, alone, epsilon = 2e-5 * scale),
+                "{name}: example {i}, {param}: {row:?} vs {alone:?} (scale {scale})"
+            );
             // (A bias may see no gradient, and W_hh none in a sequence of one step: h₋₁ = 0.)
             let may_be_zero = param.contains("bias") || param.contains("weight_hh");
             assert!(max_abs(&p.grad) > 0.0 || may_be_zero, "{name}: {param} of example {i} is all zero");
