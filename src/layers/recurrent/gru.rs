@@ -44,15 +44,7 @@ impl Cell for GruCell {
         _: &mut [f32],
         saved: &mut [f32],
     ) {
-        let hn = h.len();
-        for k in 0..hn {
-            let r = sigmoid(a[k] + b[k]); // r = σ(a_r + b_r)
-            let z = sigmoid(a[hn + k] + b[hn + k]); // z = σ(a_z + b_z)
-            let b_n = b[2 * hn + k];
-            let n = tanh(a[2 * hn + k] + r * b_n); // n = tanh(a_n + r ⊙ b_n)
-            h[k] = (1.0 - z) * n + z * h_prev[k]; // h = (1 − z) ⊙ n + z ⊙ h_prev
-            (saved[k], saved[hn + k], saved[2 * hn + k], saved[3 * hn + k]) = (r, z, n, b_n);
-        }
+        super::simd::dispatch!(forward(a, b, h_prev, h, saved))
     }
 
     fn backward_step(
@@ -68,20 +60,43 @@ impl Cell for GruCell {
         dh_prev: &mut [f32],
         _: &mut [f32],
     ) {
-        let hn = dh.len();
-        for k in 0..hn {
-            let [r, z, n, b_n] = [0, 1, 2, 3].map(|slot| saved[slot * hn + k]);
-            let dn = dh[k] * (1.0 - z); // dn = dh ⊙ (1 − z)
-            let dz = dh[k] * (h_prev[k] - n); // dz = dh ⊙ (h_prev − n)
-            dh_prev[k] = dh[k] * z; // dh_prev = dh ⊙ z
-            let dp_n = dn * (1.0 - n * n); // dp_n = dn ⊙ (1 − n²)
-            let dr = dp_n * b_n; // dr = dp_n ⊙ b_n
-            let dp_r = dr * r * (1.0 - r);
-            let dp_z = dz * z * (1.0 - z);
-            (da[k], db[k]) = (dp_r, dp_r);
-            (da[hn + k], db[hn + k]) = (dp_z, dp_z);
-            (da[2 * hn + k], db[2 * hn + k]) = (dp_n, dp_n * r); // da_n = dp_n, db_n = dp_n ⊙ r
-        }
+        super::simd::dispatch!(backward(saved, h_prev, dh, da, db, dh_prev))
+    }
+}
+
+/// One forward step over a sample's `H` units (the loop the module docs write out).
+#[inline(always)]
+fn forward(a: &[f32], b: &[f32], h_prev: &[f32], h: &mut [f32], saved: &mut [f32]) {
+    let hn = h.len();
+    let (a, b, h_prev, saved) = (&a[..3 * hn], &b[..3 * hn], &h_prev[..hn], &mut saved[..4 * hn]);
+    for k in 0..hn {
+        let r = sigmoid(a[k] + b[k]); // r = σ(a_r + b_r)
+        let z = sigmoid(a[hn + k] + b[hn + k]); // z = σ(a_z + b_z)
+        let b_n = b[2 * hn + k];
+        let n = tanh(a[2 * hn + k] + r * b_n); // n = tanh(a_n + r ⊙ b_n)
+        h[k] = (1.0 - z) * n + z * h_prev[k]; // h = (1 − z) ⊙ n + z ⊙ h_prev
+        (saved[k], saved[hn + k], saved[2 * hn + k], saved[3 * hn + k]) = (r, z, n, b_n);
+    }
+}
+
+/// One backward step over a sample's `H` units.
+#[inline(always)]
+fn backward(saved: &[f32], h_prev: &[f32], dh: &[f32], da: &mut [f32], db: &mut [f32], dh_prev: &mut [f32]) {
+    let hn = dh.len();
+    let (saved, h_prev, dh_prev) = (&saved[..4 * hn], &h_prev[..hn], &mut dh_prev[..hn]);
+    let (da, db) = (&mut da[..3 * hn], &mut db[..3 * hn]);
+    for k in 0..hn {
+        let [r, z, n, b_n] = [0, 1, 2, 3].map(|slot| saved[slot * hn + k]);
+        let dn = dh[k] * (1.0 - z); // dn = dh ⊙ (1 − z)
+        let dz = dh[k] * (h_prev[k] - n); // dz = dh ⊙ (h_prev − n)
+        dh_prev[k] = dh[k] * z; // dh_prev = dh ⊙ z
+        let dp_n = dn * (1.0 - n * n); // dp_n = dn ⊙ (1 − n²)
+        let dr = dp_n * b_n; // dr = dp_n ⊙ b_n
+        let dp_r = dr * r * (1.0 - r);
+        let dp_z = dz * z * (1.0 - z);
+        (da[k], db[k]) = (dp_r, dp_r);
+        (da[hn + k], db[hn + k]) = (dp_z, dp_z);
+        (da[2 * hn + k], db[2 * hn + k]) = (dp_n, dp_n * r); // da_n = dp_n, db_n = dp_n ⊙ r
     }
 }
 
@@ -104,3 +119,36 @@ impl Gru {
 }
 
 recurrent_layer!(Gru, GruCell);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The step loops give the same bits compiled for the baseline and with AVX2.
+    #[test]
+    fn wide_vectors_change_nothing() {
+        let hn = 29;
+        let v = |n: usize, s: f32| (0..n).map(|k| (k as f32 * 0.41 + s).sin() * 3.0).collect::<Vec<f32>>();
+        let (a, b, h_prev, dh) = (v(3 * hn, 0.1), v(3 * hn, 0.2), v(hn, 0.3), v(hn, 0.4));
+        let run = |wide: bool| {
+            let (mut h, mut saved) = (vec![0.0; hn], vec![0.0; 4 * hn]);
+            let (mut da, mut db, mut dh_prev) = (vec![0.0; 3 * hn], vec![0.0; 3 * hn], vec![0.0; hn]);
+            let mut step = || {
+                forward(&a, &b, &h_prev, &mut h, &mut saved);
+                backward(&saved, &h_prev, &dh, &mut da, &mut db, &mut dh_prev);
+            };
+            #[cfg(target_arch = "x86_64")]
+            if wide {
+                // SAFETY: only called when the CPU has AVX2.
+                unsafe { super::super::simd::with_avx2(&mut step) };
+                return (h, saved, da, db, dh_prev);
+            }
+            let _ = wide;
+            step();
+            (h, saved, da, db, dh_prev)
+        };
+        if super::super::simd::wide_vectors() {
+            assert_eq!(run(true), run(false));
+        }
+    }
+}

@@ -50,16 +50,7 @@ impl Cell for LstmCell {
         c: &mut [f32],
         saved: &mut [f32],
     ) {
-        let hn = h.len();
-        let (a, b, c_prev) = (&a[..4 * hn], &b[..4 * hn], &c_prev[..hn]); // lengths known: no bounds checks
-        let (saved, c) = (&mut saved[..4 * hn], &mut c[..hn]);
-        for k in 0..hn {
-            let p = |gate: usize| a[gate * hn + k] + b[gate * hn + k]; // p = a + b
-            let (i, f, g, o) = (sigmoid(p(0)), sigmoid(p(1)), tanh(p(2)), sigmoid(p(3)));
-            c[k] = f * c_prev[k] + i * g; // c = f ⊙ c_prev + i ⊙ g
-            h[k] = o * tanh(c[k]); // h = o ⊙ tanh(c)
-            (saved[k], saved[hn + k], saved[2 * hn + k], saved[3 * hn + k]) = (i, f, g, o);
-        }
+        super::simd::dispatch!(forward(a, b, c_prev, h, c, saved))
     }
 
     fn backward_step(
@@ -75,21 +66,55 @@ impl Cell for LstmCell {
         dh_prev: &mut [f32],
         dc_prev: &mut [f32],
     ) {
-        let hn = dh.len();
-        for k in 0..hn {
-            let [i, f, g, o] = [0, 1, 2, 3].map(|gate| saved[gate * hn + k]);
-            let tc = tanh(c[k]);
-            let d_o = dh[k] * tc; // do = dh ⊙ tanh(c)
-            let dc_k = dc[k] + dh[k] * o * (1.0 - tc * tc); // dc ← dc + dh ⊙ o ⊙ (1 − tanh²(c))
-            let (di, dg, df) = (dc_k * g, dc_k * i, dc_k * c_prev[k]); // di = dc ⊙ g, dg = dc ⊙ i, df = dc ⊙ c_prev
-            dc_prev[k] = dc_k * f; // dc_prev = dc ⊙ f
-            let dp = [di * i * (1.0 - i), df * f * (1.0 - f), dg * (1.0 - g * g), d_o * o * (1.0 - o)];
-            for (gate, v) in dp.into_iter().enumerate() {
-                (da[gate * hn + k], db[gate * hn + k]) = (v, v); // da = db = dp
-            }
-        }
-        dh_prev.fill(0.0); // h_{t−1} reaches the step only through W_hh
+        super::simd::dispatch!(backward(saved, c_prev, c, dh, dc, da, db, dh_prev, dc_prev))
     }
+}
+
+/// One forward step over a sample's `H` units (the loop the module docs write out).
+#[inline(always)]
+fn forward(a: &[f32], b: &[f32], c_prev: &[f32], h: &mut [f32], c: &mut [f32], saved: &mut [f32]) {
+    let hn = h.len();
+    let (a, b, c_prev) = (&a[..4 * hn], &b[..4 * hn], &c_prev[..hn]); // lengths known: no bounds checks
+    let (saved, c) = (&mut saved[..4 * hn], &mut c[..hn]);
+    for k in 0..hn {
+        let p = |gate: usize| a[gate * hn + k] + b[gate * hn + k]; // p = a + b
+        let (i, f, g, o) = (sigmoid(p(0)), sigmoid(p(1)), tanh(p(2)), sigmoid(p(3)));
+        c[k] = f * c_prev[k] + i * g; // c = f ⊙ c_prev + i ⊙ g
+        h[k] = o * tanh(c[k]); // h = o ⊙ tanh(c)
+        (saved[k], saved[hn + k], saved[2 * hn + k], saved[3 * hn + k]) = (i, f, g, o);
+    }
+}
+
+/// One backward step over a sample's `H` units.
+#[allow(clippy::too_many_arguments)] // the step's saved values, states and gradients
+#[inline(always)]
+fn backward(
+    saved: &[f32],
+    c_prev: &[f32],
+    c: &[f32],
+    dh: &[f32],
+    dc: &[f32],
+    da: &mut [f32],
+    db: &mut [f32],
+    dh_prev: &mut [f32],
+    dc_prev: &mut [f32],
+) {
+    let hn = dh.len();
+    let (saved, c_prev, c, dc) = (&saved[..4 * hn], &c_prev[..hn], &c[..hn], &dc[..hn]);
+    let (da, db, dc_prev) = (&mut da[..4 * hn], &mut db[..4 * hn], &mut dc_prev[..hn]);
+    for k in 0..hn {
+        let [i, f, g, o] = [0, 1, 2, 3].map(|gate| saved[gate * hn + k]);
+        let tc = tanh(c[k]);
+        let d_o = dh[k] * tc; // do = dh ⊙ tanh(c)
+        let dc_k = dc[k] + dh[k] * o * (1.0 - tc * tc); // dc ← dc + dh ⊙ o ⊙ (1 − tanh²(c))
+        let (di, dg, df) = (dc_k * g, dc_k * i, dc_k * c_prev[k]); // di = dc ⊙ g, dg = dc ⊙ i, df = dc ⊙ c_prev
+        dc_prev[k] = dc_k * f; // dc_prev = dc ⊙ f
+        let dp = [di * i * (1.0 - i), df * f * (1.0 - f), dg * (1.0 - g * g), d_o * o * (1.0 - o)];
+        for (gate, v) in dp.into_iter().enumerate() {
+            (da[gate * hn + k], db[gate * hn + k]) = (v, v); // da = db = dp
+        }
+    }
+    dh_prev.fill(0.0); // h_{t−1} reaches the step only through W_hh
 }
 
 /// LSTM over `[N, T, F]` sequences. See the [module docs](self) and [`recurrent`](super) for
@@ -113,3 +138,38 @@ impl Lstm {
 }
 
 recurrent_layer!(Lstm, LstmCell);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The step loops give the same bits compiled for the baseline and with AVX2.
+    #[test]
+    fn wide_vectors_change_nothing() {
+        let hn = 37; // not a multiple of 8: the loops' tails run too
+        let v = |n: usize, s: f32| (0..n).map(|k| (k as f32 * 0.37 + s).sin() * 3.0).collect::<Vec<f32>>();
+        let (a, b, c_prev) = (v(4 * hn, 0.1), v(4 * hn, 0.2), v(hn, 0.3));
+        let run = |wide: bool| {
+            let (mut h, mut c, mut saved) = (vec![0.0; hn], vec![0.0; hn], vec![0.0; 4 * hn]);
+            let (mut da, mut db, mut dh_prev, mut dc_prev) =
+                (vec![0.0; 4 * hn], vec![0.0; 4 * hn], vec![1.0; hn], vec![0.0; hn]);
+            let (dh, dc) = (v(hn, 0.4), v(hn, 0.5));
+            let mut step = || {
+                forward(&a, &b, &c_prev, &mut h, &mut c, &mut saved);
+                backward(&saved, &c_prev, &c, &dh, &dc, &mut da, &mut db, &mut dh_prev, &mut dc_prev);
+            };
+            #[cfg(target_arch = "x86_64")]
+            if wide {
+                // SAFETY: only called when the CPU has AVX2.
+                unsafe { super::super::simd::with_avx2(&mut step) };
+                return (h, c, saved, da, db, dc_prev);
+            }
+            let _ = wide;
+            step();
+            (h, c, saved, da, db, dc_prev)
+        };
+        if super::super::simd::wide_vectors() {
+            assert_eq!(run(true), run(false));
+        }
+    }
+}
