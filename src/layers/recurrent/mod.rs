@@ -167,6 +167,15 @@ pub struct Recurrent<C: Cell> {
 /// The gradient of `L` with respect to the initial state, `(dL/dh₀, dL/dc₀)`.
 pub type StateGrad = (Tensor, Option<Tensor>);
 
+/// Gives `buf` length `len` for a pass that writes every element it later reads: the old
+/// contents stay (no zeroing pass) when the length is unchanged, as from one batch to the next.
+fn reuse(buf: &mut Vec<f32>, len: usize) {
+    if buf.len() != len {
+        buf.clear();
+        buf.resize(len, 0.0);
+    }
+}
+
 impl<C: Cell> Recurrent<C> {
     /// A layer from `inputs` features to `hidden` units, with PyTorch's initialisation
     /// `U(±1/√hidden)` for all four tensors (seed 0; a model redraws them from its own seed).
@@ -372,28 +381,27 @@ impl<C: Cell> Recurrent<C> {
         }
         self.nt = (n, t_len);
         self.x.copy_from(x);
-        // a_t = x_t·W_ihᵀ + b_ih for every (n, t) at once: one GEMM.
-        self.a.clear();
-        self.a.resize(n * t_len * g, 0.0);
+        // a_t = x_t·W_ihᵀ + b_ih for every (n, t) at once: one GEMM. (Buffers keep their length
+        // from pass to pass and are not re-zeroed where every element is written: see `reuse`.)
+        reuse(&mut self.a, n * t_len * g);
         sgemm(n * t_len, f, g, 1.0, x.data(), No, self.weight_ih.value.data(), Yes, 0.0, &mut self.a);
         for row in self.a.chunks_exact_mut(g) {
             row.iter_mut().zip(self.bias_ih.value.data()).for_each(|(v, b)| *v += b);
         }
         // States h_{−1} … h_{T−1}, time-major.
         let nh = n * h;
-        self.hs.clear();
-        self.hs.resize((t_len + 1) * nh, 0.0);
-        self.cs.clear();
-        self.cs.resize((t_len + 1) * nh, 0.0); // allocated for every cell, so the loops below are uniform
-        if let Some(h0) = &self.h0 {
-            self.hs[..nh].copy_from_slice(h0.data());
+        reuse(&mut self.hs, (t_len + 1) * nh); // every step writes its h_t (a padded one copies)
+        reuse(&mut self.cs, (t_len + 1) * nh); // allocated for every cell, so the loops below are uniform
+        match &self.h0 {
+            Some(h0) => self.hs[..nh].copy_from_slice(h0.data()),
+            None => self.hs[..nh].fill(0.0),
         }
-        if let Some(c0) = &self.c0 {
-            self.cs[..nh].copy_from_slice(c0.data());
+        match &self.c0 {
+            Some(c0) => self.cs[..nh].copy_from_slice(c0.data()),
+            None => self.cs[..nh].fill(0.0),
         }
         let sv = C::SAVED * h;
-        self.saved.clear();
-        self.saved.resize(t_len * n * sv, 0.0);
+        reuse(&mut self.saved, t_len * n * sv); // written by every active step, read only for those
         self.b.resize(n * g, 0.0);
         let (cell, lengths, bias_hh, a_all) = (&self.cell, &self.lengths, self.bias_hh.value.data(), &self.a);
         let parallel = n > 1 && n * g >= PARALLEL_MIN;
