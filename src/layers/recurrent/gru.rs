@@ -44,7 +44,7 @@ impl Cell for GruCell {
         _: &mut [f32],
         saved: &mut [f32],
     ) {
-        super::simd::dispatch!(forward(a, b, h_prev, h, saved))
+        crate::tensor::simd::wide!(forward(a, b, h_prev, h, saved))
     }
 
     fn backward_step(
@@ -60,7 +60,7 @@ impl Cell for GruCell {
         dh_prev: &mut [f32],
         _: &mut [f32],
     ) {
-        super::simd::dispatch!(backward(saved, h_prev, dh, da, db, dh_prev))
+        crate::tensor::simd::wide!(backward(saved, h_prev, dh, da, db, dh_prev))
     }
 }
 
@@ -140,14 +140,14 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             if wide {
                 // SAFETY: only called when the CPU has AVX2.
-                unsafe { super::super::simd::with_avx2(&mut step) };
+                unsafe { crate::tensor::simd::with_avx2(&mut step) };
                 return (h, saved, da, db, dh_prev);
             }
             let _ = wide;
             step();
             (h, saved, da, db, dh_prev)
         };
-        if super::super::simd::wide_vectors() {
+        if crate::tensor::simd::wide_vectors() {
             assert_eq!(run(true), run(false));
         }
     }

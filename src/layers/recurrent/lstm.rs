@@ -50,7 +50,7 @@ impl Cell for LstmCell {
         c: &mut [f32],
         saved: &mut [f32],
     ) {
-        super::simd::dispatch!(forward(a, b, c_prev, h, c, saved))
+        crate::tensor::simd::wide!(forward(a, b, c_prev, h, c, saved))
     }
 
     fn backward_step(
@@ -66,7 +66,7 @@ impl Cell for LstmCell {
         dh_prev: &mut [f32],
         dc_prev: &mut [f32],
     ) {
-        super::simd::dispatch!(backward(saved, c_prev, c, dh, dc, da, db, dh_prev, dc_prev))
+        crate::tensor::simd::wide!(backward(saved, c_prev, c, dh, dc, da, db, dh_prev, dc_prev))
     }
 }
 
@@ -161,14 +161,14 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             if wide {
                 // SAFETY: only called when the CPU has AVX2.
-                unsafe { super::super::simd::with_avx2(&mut step) };
+                unsafe { crate::tensor::simd::with_avx2(&mut step) };
                 return (h, c, saved, da, db, dc_prev);
             }
             let _ = wide;
             step();
             (h, c, saved, da, db, dc_prev)
         };
-        if super::super::simd::wide_vectors() {
+        if crate::tensor::simd::wide_vectors() {
             assert_eq!(run(true), run(false));
         }
     }

@@ -68,7 +68,6 @@ pub mod gru;
 pub mod lstm;
 pub mod reference;
 pub mod rnn;
-pub mod simd;
 
 pub use gru::{Gru, GruCell};
 pub use lstm::{Lstm, LstmCell};
