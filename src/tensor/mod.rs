@@ -18,7 +18,7 @@ pub mod init;
 pub mod math;
 #[cfg(feature = "ndarray")]
 pub mod ndarray_interop;
-pub mod simd;
+pub(crate) mod simd;
 
 use crate::error::{Error, Result};
 use rand::SeedableRng;

@@ -23,7 +23,7 @@ pub(crate) unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// True if the step loops run with AVX2 on this CPU.
-pub fn wide_vectors() -> bool {
+pub(crate) fn wide_vectors() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2")
