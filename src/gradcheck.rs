@@ -103,7 +103,7 @@ impl fmt::Display for Report {
         for t in &self.tensors {
             writeln!(
                 f,
-                "{:>8}: {} entries, max abs error {:.2e}, max rel error {:.2e} at [{}] (analytic {:.6}, numeric {:.6})",
+                "{:>8}: {} entries, max abs error {:.2e}, max error (relative above atol) {:.2e} at [{}] (analytic {:.6}, numeric {:.6})",
                 t.name,
                 t.checked,
                 t.max_abs_error,

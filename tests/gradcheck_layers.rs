@@ -220,3 +220,39 @@ fn backward_without_input_grad_matches_backward() {
         }
     }
 }
+
+/// What a failure looks like: a dense layer whose backward pass adds its parameter gradients
+/// twice (the bug `examples/gradcheck.rs` shows). The input gradient is still right; the check
+/// catches the parameters' at an error of exactly ½.
+#[test]
+fn a_doubled_parameter_gradient_fails_the_check() {
+    use backprop::gradcheck::{Options, check_layer};
+    use backprop::layers::{State, StateMut};
+    struct Doubled(Dense);
+    impl Layer for Doubled {
+        fn describe(&self) -> String {
+            "Doubled".into()
+        }
+        fn output_shape(&self, input: &[usize]) -> backprop::Result<Vec<usize>> {
+            self.0.output_shape(input)
+        }
+        fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
+            self.0.forward(x, mode)
+        }
+        fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
+            self.0.backward(g, InputGrad::NotNeeded);
+            self.0.backward(g, input_grad)
+        }
+        fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
+            self.0.visit(f)
+        }
+        fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
+            self.0.visit_mut(f)
+        }
+    }
+    let x = Tensor::randn(&[2, 3], 0.0, 1.0, 1);
+    let report = check_layer(&mut Doubled(Dense::new(3, 2).seed(1)), &x, Mode::Eval, &Options::default());
+    assert!(!report.passes(1e-2), "{report}");
+    let error = report.max_rel_error();
+    assert!((error - 0.5).abs() < 1e-3, "twice the true gradient is an error of ½: {error}");
+}
