@@ -1,0 +1,135 @@
+//! The answers of docs/exercises.md, checked against the crate.
+
+use backprop::gradcheck::{Options, check_layer};
+use backprop::layers::{State, StateMut, named_params};
+use backprop::prelude::*;
+
+fn t(shape: &[usize], v: &[f32]) -> Tensor {
+    Tensor::from_vec(shape, v.to_vec()).unwrap()
+}
+
+fn close(what: &str, got: &[f32], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (g, w) in got.iter().zip(want) {
+        assert!((*g as f64 - w).abs() < 1.5e-6, "{what}: {got:?} vs {want:?}");
+    }
+}
+
+#[test]
+fn exercise_1_the_worked_example_with_target_zero() {
+    let mut net = Sequential::builder(&[2])
+        .add(Dense::new(2, 2).with_weights(t(&[2, 2], &[0.5, -0.3, 0.2, 0.8]), Some(t(&[2], &[0.1, -0.1]))))
+        .add(Sigmoid::new())
+        .add(Dense::new(2, 1).with_weights(t(&[1, 2], &[0.7, -0.4]), Some(t(&[1], &[0.2]))))
+        .build()
+        .unwrap();
+    let loss = net
+        .loss_and_backward(
+            &t(&[1, 2], &[1.0, 0.5]),
+            (&t(&[1, 1], &[0.0])).into(),
+            &MseLoss::new(),
+            Mode::Train,
+        )
+        .unwrap();
+    close("L", &[loss], &[0.143235]);
+    let grads: Vec<Vec<f32>> = named_params(&net).iter().map(|(_, p)| p.grad.data().to_vec()).collect();
+    close("dL/dW1", &grads[0], &[0.125976, 0.062988, -0.071152, -0.035576]);
+    close("dL/db1", &grads[1], &[0.125976, -0.071152]);
+    close("dL/dW2", &grads[2], &[0.462210, 0.471157]);
+    close("dL/db2", &grads[3], &[0.756927]);
+}
+
+#[test]
+fn exercise_2_softmax_cross_entropy_gradient() {
+    let z = t(&[1, 3], &[2.0, 1.0, 0.1]);
+    let (_, g) = CrossEntropyLoss::new().loss_and_grad(&z, Target::Classes(&[0])).unwrap();
+    close("dL/dz", g.data(), &[-0.340999, 0.242433, 0.098566]);
+    assert!(g.data().iter().sum::<f32>().abs() < 1e-6, "sums to zero");
+}
+
+#[test]
+fn exercise_3_batch_norm_input_gradients_sum_to_zero() {
+    for seed in 0..5 {
+        let mut bn = BatchNorm1d::new(3);
+        bn.visit_mut(&mut |_, s| {
+            if let StateMut::Param(p) = s {
+                p.value = Tensor::randn(p.value.shape(), 1.0, 0.5, 100 + seed);
+            }
+        });
+        let x = Tensor::randn(&[7, 3], 2.0, 3.0, seed);
+        bn.forward(&x, Mode::Train);
+        let dx = bn.backward(&Tensor::randn(&[7, 3], 0.0, 1.0, 50 + seed), InputGrad::Needed).unwrap();
+        for c in 0..3 {
+            let sum: f32 = (0..7).map(|n| dx.data()[n * 3 + c]).sum();
+            assert!(sum.abs() < 1e-5, "channel {c}: Σ dL/dx = {sum}");
+        }
+    }
+}
+
+#[test]
+fn exercise_4_leaky_relu_backward_and_its_check() {
+    let x = Tensor::randn(&[4, 5], 0.0, 1.0, 3).map(|v| if v.abs() < 0.05 { v + 0.1 } else { v });
+    let report = check_layer(&mut LeakyRelu::new(0.2), &x, Mode::Eval, &Options::default());
+    assert!(report.passes(1e-2), "{report}");
+    let g = Tensor::ones(&[4, 5]);
+    let mut leaky = LeakyRelu::new(0.2);
+    leaky.forward(&x, Mode::Eval);
+    let dx = leaky.backward(&g, InputGrad::Needed).unwrap();
+    for (d, v) in dx.data().iter().zip(x.data()) {
+        assert_eq!(*d, if *v > 0.0 { 1.0 } else { 0.2 }, "dL/dx = g or a·g");
+    }
+    // A backward pass that forgets the slope (ReLU's) fails the same check.
+    struct ForgotSlope(LeakyRelu, Tensor);
+    impl Layer for ForgotSlope {
+        fn describe(&self) -> String {
+            "ForgotSlope".into()
+        }
+        fn output_shape(&self, input: &[usize]) -> backprop::Result<Vec<usize>> {
+            self.0.output_shape(input)
+        }
+        fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
+            self.1 = x.clone();
+            self.0.forward(x, mode)
+        }
+        fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
+            let mut dx = g.clone();
+            dx.zip_map_inplace(&self.1, |g, x| if x > 0.0 { g } else { 0.0 }); // the bug: slope 0, not a
+            Some(dx)
+        }
+        fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
+            self.0.visit(f)
+        }
+    }
+    let report = check_layer(
+        &mut ForgotSlope(LeakyRelu::new(0.2), Tensor::default()),
+        &x,
+        Mode::Eval,
+        &Options::default(),
+    );
+    assert!(!report.passes(1e-2), "the bug must show:\n{report}");
+}
+
+#[test]
+fn exercise_5_dense_gradient_shapes_and_products() {
+    let mut dense = Dense::new(4, 3).seed(1);
+    let x = Tensor::randn(&[5, 4], 0.0, 1.0, 2);
+    dense.forward(&x, Mode::Train);
+    let g = Tensor::randn(&[5, 3], 0.0, 1.0, 3);
+    let dx = dense.backward(&g, InputGrad::Needed).unwrap();
+    let (w, dw, db) = (&dense.weight().value, &dense.weight().grad, &dense.bias().unwrap().grad);
+    assert_eq!((dw.shape(), db.shape(), dx.shape()), (&[3usize, 4][..], &[3usize][..], &[5usize, 4][..]));
+    for o in 0..3 {
+        for i in 0..4 {
+            let want: f32 = (0..5).map(|n| g[&[n, o]] * x[&[n, i]]).sum(); // (gᵀ·x)[o, i]
+            assert!((dw[&[o, i]] - want).abs() < 1e-5);
+        }
+        let want: f32 = (0..5).map(|n| g[&[n, o]]).sum();
+        assert!((db.data()[o] - want).abs() < 1e-5);
+    }
+    for n in 0..5 {
+        for i in 0..4 {
+            let want: f32 = (0..3).map(|o| g[&[n, o]] * w[&[o, i]]).sum(); // (g·W)[n, i]
+            assert!((dx[&[n, i]] - want).abs() < 1e-5);
+        }
+    }
+}
