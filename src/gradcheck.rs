@@ -30,7 +30,7 @@
 //! from them.
 
 use crate::error::Result;
-use crate::layers::{InputGrad, Layer, Mode, StateMut, named_params, reseed, zero_grad};
+use crate::layers::{InputGrad, Layer, Mode, Snapshot, StateMut, named_params, reseed, zero_grad};
 use crate::loss::{Loss, Target};
 use crate::tensor::Tensor;
 use rand::seq::index::sample;
@@ -184,8 +184,18 @@ fn set_param_entry(layer: &mut dyn Layer, name: &str, i: usize, value: f32) -> f
 ///
 /// The layer is reseeded with the same seed before every forward pass, so that random layers
 /// (dropout) make the same choices throughout. Parameter gradients are zeroed first, and hold
-/// the analytic gradient of `Σ y ⊙ r` afterwards.
+/// the analytic gradient of `Σ y ⊙ r` afterwards. The check has no other side effect: its many
+/// forward passes would move batch norm's running statistics (and counters) in training mode, so
+/// those — and the random generators — are restored as they were before the check.
 pub fn check_layer(layer: &mut dyn Layer, x: &Tensor, mode: Mode, opts: &Options) -> Report {
+    let mut before = Snapshot::default();
+    before.save(layer, false); // buffers, counters, generators (the check restores parameters itself)
+    let report = check_layer_inner(layer, x, mode, opts);
+    before.restore(layer);
+    report
+}
+
+fn check_layer_inner(layer: &mut dyn Layer, x: &Tensor, mode: Mode, opts: &Options) -> Report {
     let layer_seed = opts.seed.wrapping_add(0x5eed);
     reseed(layer, layer_seed);
     let y = layer.forward(x, mode);

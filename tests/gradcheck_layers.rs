@@ -256,3 +256,17 @@ fn a_doubled_parameter_gradient_fails_the_check() {
     let error = report.max_rel_error();
     assert!((error - 0.5).abs() < 1e-3, "twice the true gradient is an error of ½: {error}");
 }
+
+/// A check in training mode runs hundreds of forward passes; batch norm's running statistics and
+/// counter must not remember them.
+#[test]
+fn a_check_leaves_batch_norm_statistics_alone() {
+    use backprop::gradcheck::{Options, check_layer};
+    let mut bn = BatchNorm2d::new(2);
+    let x = Tensor::randn(&[3, 2, 4, 4], 1.0, 2.0, 5);
+    bn.forward(&x, Mode::Train); // some statistics to keep
+    let (mean, var, count) = (bn.running_mean().clone(), bn.running_var().clone(), bn.num_batches_tracked());
+    let report = check_layer(&mut bn, &x, Mode::Train, &Options::default());
+    assert!(report.passes(TOL), "{report}");
+    assert_eq!((bn.running_mean(), bn.running_var(), bn.num_batches_tracked()), (&mean, &var, count));
+}
