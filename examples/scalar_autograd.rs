@@ -64,6 +64,17 @@ impl Tape {
         self.push(self.value[a] * self.value[a], Op::Square(a))
     }
 
+    /// The values operation `i` read, and its gate's name (for drawing the graph).
+    pub fn node(&self, i: usize) -> (&'static str, Vec<usize>) {
+        match self.op[i] {
+            Op::Leaf => ("", vec![]),
+            Op::Add(a, b) => ("+", vec![a, b]),
+            Op::Mul(a, b) => ("×", vec![a, b]),
+            Op::Sigmoid(a) => ("σ", vec![a]),
+            Op::Square(a) => ("²", vec![a]),
+        }
+    }
+
     /// Reverse-mode sweep from `out`: `dout/dout = 1`, then every operation, newest first (a
     /// topological order, since an operation only reads older values), hands its gradient to its
     /// inputs with `+=` — a value used twice collects both contributions ("sum at forks").
