@@ -133,3 +133,47 @@ fn exercise_5_dense_gradient_shapes_and_products() {
         }
     }
 }
+
+#[test]
+fn exercise_6_convolution_gradients_with_unit_g() {
+    let x = t(&[1, 1, 3, 3], &[1., 2., 3., 4., 5., 6., 7., 8., 9.]);
+    let mut conv = Conv2d::new(1, 1, 2).with_weights(t(&[1, 1, 2, 2], &[1., 0., -1., 2.]), None);
+    conv.forward(&x, Mode::Train);
+    let dx = conv.backward(&Tensor::ones(&[1, 1, 2, 2]), InputGrad::Needed).unwrap();
+    close("dL/dW", conv.weight().grad.data(), &[12., 16., 24., 28.]);
+    close("dL/dx", dx.data(), &[1., 1., 0., 0., 2., 2., -1., 1., 2.]);
+}
+
+#[test]
+fn exercise_7_max_pooling_routes_to_the_maximum() {
+    let mut pool = MaxPool2d::new(2);
+    pool.forward(&t(&[1, 1, 2, 2], &[1., 3., 2., 0.]), Mode::Train);
+    let dx = pool.backward(&t(&[1, 1, 1, 1], &[5.]), InputGrad::Needed).unwrap();
+    close("dL/dx", dx.data(), &[0., 5., 0., 0.]);
+}
+
+#[test]
+fn exercise_8_adams_first_step() {
+    let mut p = backprop::layers::Param::new(t(&[1], &[1.0]));
+    p.grad = t(&[1], &[0.004]);
+    let mut adam = Adam::new(0.001);
+    adam.step_params(&mut [("theta".to_string(), &mut p)]);
+    assert!((p.value.data()[0] as f64 - 0.9990000025).abs() < 1e-7, "{}", p.value.data()[0]);
+}
+
+#[test]
+fn exercise_9_a_gradient_through_time() {
+    let mut rnn = Rnn::relu(1, 1).last_step_only();
+    rnn.visit_mut(&mut |name, s| {
+        if let StateMut::Param(p) = s {
+            p.value.fill(match name {
+                "weight_ih_l0" => 1.0,
+                "weight_hh_l0" => 0.5,
+                _ => 0.0, // biases
+            });
+        }
+    });
+    rnn.forward(&Tensor::ones(&[1, 5, 1]), Mode::Train);
+    let dx = rnn.backward(&t(&[1, 1], &[1.0]), InputGrad::Needed).unwrap();
+    close("dL/dx_t", dx.data(), &[0.0625, 0.125, 0.25, 0.5, 1.0]);
+}
