@@ -185,7 +185,7 @@ impl Layer for Dense {
     ) -> Option<Tensor> {
         check_grad("Dense", &self.out_shape, g);
         let (n, i, o) = (grads.examples(), self.inputs(), self.outputs());
-        assert_eq!(g.dim(0), n, "Dense: per-example gradients for {n} examples, batch of {}", g.dim(0));
+        grads.expect_batch("Dense", g.dim(0));
         let rows = g.len() / (n * o).max(1); // rows of each example
         let (g_len, x_len) = ((rows * o).max(1), (rows * i).max(1));
         let per_example = g.data().par_chunks(g_len).zip(self.input.data().par_chunks(x_len));

@@ -144,7 +144,7 @@ impl Layer for Embedding {
     ) -> Option<Tensor> {
         check_grad("Embedding", &self.out_shape, g);
         let (dim, n) = (self.dim(), grads.examples());
-        assert_eq!(g.dim(0), n, "Embedding: per-example gradients for {n} examples, batch of {}", g.dim(0));
+        grads.expect_batch("Embedding", g.dim(0));
         let ids_per_example = (self.ids.len() / n.max(1)).max(1);
         let table = self.weight.len();
         let dw = grads.next_slot(table);

@@ -72,6 +72,18 @@ impl PerExampleGrads {
         self.examples
     }
 
+    /// Checks that a layer's batch has as many examples as this pass was started for.
+    ///
+    /// # Panics
+    /// Naming the layer and both counts, when they differ.
+    pub fn expect_batch(&self, layer: &str, batch: usize) {
+        assert_eq!(
+            self.examples, batch,
+            "{layer}: per-example gradients for {} examples, batch of {batch}",
+            self.examples
+        );
+    }
+
     /// The next parameter's slot, `[examples, len]`, zeroed: a layer asks for one per parameter,
     /// in the order its [`Layer::visit`] hands them out.
     pub fn next_slot(&mut self, len: usize) -> &mut Tensor {

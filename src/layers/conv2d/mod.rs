@@ -282,12 +282,7 @@ impl Layer for Conv2d {
         check_grad("Conv2d", &self.out_shape, g);
         let geo = self.geometry.expect("forward ran");
         let (o, ckk, n) = (self.out_channels, geo.col_rows(), self.input.dim(0));
-        assert_eq!(
-            grads.examples(),
-            n,
-            "Conv2d: per-example gradients for {} examples, batch of {n}",
-            grads.examples()
-        );
+        grads.expect_batch("Conv2d", n);
         let mut dx = input_grad.is_needed().then(|| Tensor::zeros(self.input.shape()));
         let (w, dx_data) = (self.weight.value.data(), dx.as_mut().map(|d| d.data_mut()));
         if self.bias.is_some() {

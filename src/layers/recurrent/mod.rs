@@ -487,13 +487,7 @@ impl<C: Cell> Recurrent<C> {
         self.backward_through_time(grad_out);
         let (n, t_len) = self.nt;
         let (h, g, f) = (self.hidden, C::GATES * self.hidden, self.inputs);
-        assert_eq!(
-            grads.examples(),
-            n,
-            "{}: per-example gradients for {} examples, batch of {n}",
-            self.describe(),
-            grads.examples()
-        );
+        grads.expect_batch(&self.describe(), n);
         let [.., da_all, db] = &self.grads;
         let (hs, x) = (&self.hs, self.x.data());
         let [w_ih, w_hh, b_ih, b_hh] = grads.next_slots_to_overwrite([g * f, g * h, g, g]);
