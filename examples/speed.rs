@@ -95,25 +95,46 @@ fn main() {
     backprop::alloc_tuning::tune_allocator();
     let warmup = 10;
 
-    let b64 = train_rate(convnet(), &[1, 28, 28], 64, warmup, seconds);
-    let b256 = train_rate(convnet(), &[1, 28, 28], 256, warmup, seconds);
-    let mut net = convnet();
-    let x = Tensor::rand_uniform(&[256, 1, 28, 28], 0.0, 1.0, 1);
-    let infer = 256.0 / timed(|| drop(net.forward(&x, Mode::Eval)), warmup, seconds);
-    let x1 = Tensor::rand_uniform(&[1, 1, 28, 28], 0.0, 1.0, 2);
-    let latency = 1e6 * timed(|| drop(net.forward(&x1, Mode::Eval)), warmup * 10, seconds);
-    let mlp64 = train_rate(mlp(), &[784], 64, warmup, seconds);
-    let lstm_train = train_rate(seqnet(false), &[50, 100], 100, warmup, seconds);
-    let mut lstm = seqnet(false);
-    let xs = Tensor::rand_uniform(&[100, 50, 100], 0.0, 1.0, 3);
-    let lstm_infer = 100.0 / timed(|| drop(lstm.forward(&xs, Mode::Eval)), warmup, seconds);
-    let gru_train = train_rate(seqnet(true), &[50, 100], 100, warmup, seconds);
-    println!(
-        "{{\"framework\": \"backprop\", \"version\": \"{}\", \"threads\": {threads}, \"convnet_train_b64\": {b64}, \
-         \"convnet_train_b256\": {b256}, \"convnet_infer_b256\": {infer}, \"convnet_latency_b1_us\": {latency}, \
-         \"mlp_train_b64\": {mlp64}, \"lstm_train_b100\": {lstm_train}, \"lstm_infer_b100\": {lstm_infer}, \
-         \"gru_train_b100\": {gru_train}, \"peak_rss_mib\": {}}}",
-        env!("CARGO_PKG_VERSION"),
-        peak_rss_mib()
+    // An optional third argument runs only the named figures (comma-separated), for profiling.
+    let only: Option<String> = args.next();
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| o.split(',').any(|w| w == name));
+    let mut figures: Vec<(&str, f64)> = Vec::new();
+    let mut figure = |name: &'static str, measure: &mut dyn FnMut() -> f64| {
+        if wanted(name) {
+            figures.push((name, measure()));
+        }
+    };
+    figure("convnet_train_b64", &mut || train_rate(convnet(), &[1, 28, 28], 64, warmup, seconds));
+    figure("convnet_train_b256", &mut || train_rate(convnet(), &[1, 28, 28], 256, warmup, seconds));
+    figure("convnet_infer_b256", &mut || {
+        let mut net = convnet();
+        let x = Tensor::rand_uniform(&[256, 1, 28, 28], 0.0, 1.0, 1);
+        256.0 / timed(|| drop(net.forward(&x, Mode::Eval)), warmup, seconds)
+    });
+    figure("convnet_latency_b1_us", &mut || {
+        let mut net = convnet();
+        let x1 = Tensor::rand_uniform(&[1, 1, 28, 28], 0.0, 1.0, 2);
+        1e6 * timed(|| drop(net.forward(&x1, Mode::Eval)), warmup * 10, seconds)
+    });
+    figure("mlp_train_b64", &mut || train_rate(mlp(), &[784], 64, warmup, seconds));
+    figure("mlp_latency_b1_us", &mut || {
+        let mut net = mlp();
+        let x1 = Tensor::rand_uniform(&[1, 784], 0.0, 1.0, 2);
+        1e6 * timed(|| drop(net.forward(&x1, Mode::Eval)), warmup * 10, seconds)
+    });
+    figure("lstm_train_b100", &mut || train_rate(seqnet(false), &[50, 100], 100, warmup, seconds));
+    figure("lstm_infer_b100", &mut || {
+        let mut lstm = seqnet(false);
+        let xs = Tensor::rand_uniform(&[100, 50, 100], 0.0, 1.0, 3);
+        100.0 / timed(|| drop(lstm.forward(&xs, Mode::Eval)), warmup, seconds)
+    });
+    figure("gru_train_b100", &mut || train_rate(seqnet(true), &[50, 100], 100, warmup, seconds));
+    let mut json = format!(
+        "{{\"framework\": \"backprop\", \"version\": \"{}\", \"threads\": {threads}",
+        env!("CARGO_PKG_VERSION")
     );
+    for (name, value) in &figures {
+        json.push_str(&format!(", \"{name}\": {value}"));
+    }
+    println!("{json}, \"peak_rss_mib\": {}}}", peak_rss_mib());
 }

@@ -194,7 +194,9 @@ fn gradcheck_catches_a_wrong_backward() {
 }
 
 /// `backward` without the input gradient (used for a network's first layer in training)
-/// accumulates exactly the parameter gradients that `backward` with it does, and skips `dL/dx`.
+/// accumulates the parameter gradients that `backward` with it does, and skips `dL/dx`. (To f32
+/// rounding, not bit for bit: a convolution with few taps then takes the direct kernel,
+/// `src/layers/conv2d/direct.rs`, whose sums run in another order than the GEMM's.)
 #[test]
 fn backward_without_input_grad_matches_backward() {
     type Case = (Box<dyn Layer>, Box<dyn Layer>, Tensor);
@@ -215,8 +217,10 @@ fn backward_without_input_grad_matches_backward() {
         b.forward(&x, Mode::Train);
         a.backward(&g, InputGrad::Needed).unwrap();
         assert!(b.backward(&g, InputGrad::NotNeeded).is_none(), "{}: dL/dx skipped", b.describe());
-        for ((_, pa), (_, pb)) in named_params(a.as_ref()).iter().zip(named_params(b.as_ref())) {
-            assert_eq!(pa.grad, pb.grad, "{}", a.describe());
+        for ((name, pa), (_, pb)) in named_params(a.as_ref()).iter().zip(named_params(b.as_ref())) {
+            let err = pa.grad.max_abs_diff(&pb.grad);
+            let scale = pa.grad.data().iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            assert!(err <= 1e-5 * scale, "{} {name}: the two passes differ by {err}", a.describe());
         }
     }
 }

@@ -3,11 +3,11 @@
 //! random and tie-heavy inputs and many geometries.
 
 use backprop::layers::conv2d::reference::{conv2d_backward, conv2d_forward};
-use backprop::layers::named_params;
 use backprop::layers::pool::Window;
 use backprop::layers::pool::reference::{
     avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward,
 };
+use backprop::layers::{PerExampleGrads, named_params};
 use backprop::prelude::*;
 use backprop::tensor::im2col::ConvGeometry;
 
@@ -51,6 +51,54 @@ fn conv2d_fast_equals_reference() {
         let grads = named_params(&conv);
         assert_close(&grads[0].1.grad, &dw_ref, &format!("{what}, dL/dW"));
         assert_close(&grads[1].1.grad, &db_ref, &format!("{what}, dL/db"));
+    }
+}
+
+/// The direct kernel (few taps, stride 1; `src/layers/conv2d/direct.rs`) behind the forward pass
+/// and, when no `dL/dx` is wanted (a first layer), the weight gradients: against the reference,
+/// and its per-image gradients against one image at a time.
+#[test]
+fn conv2d_direct_kernel_equals_reference() {
+    type Case = (usize, usize, usize, usize, usize, (usize, usize), (usize, usize), (usize, usize));
+    // (N, C, H, W, O, kernel, padding, dilation): C·kh·kw from 1 to 32, odd sizes, partial groups.
+    let cases: &[Case] = &[
+        (5, 1, 28, 28, 8, (3, 3), (0, 0), (1, 1)),
+        (3, 3, 11, 13, 4, (3, 3), (1, 1), (1, 1)),
+        (2, 1, 9, 7, 3, (5, 5), (2, 2), (1, 1)),
+        (9, 2, 8, 9, 2, (3, 3), (2, 2), (2, 2)),
+        (1, 1, 4, 4, 1, (1, 1), (0, 0), (1, 1)),
+        (4, 2, 6, 40, 3, (4, 4), (0, 3), (1, 2)),
+        (2, 1, 3, 3, 2, (3, 3), (0, 0), (1, 1)),
+    ];
+    for (i, &(n, c, h, w, o, k, p, d)) in cases.iter().enumerate() {
+        let x = Tensor::randn(&[n, c, h, w], 0.0, 1.0, i as u64 + 30);
+        let conv = Conv2d::with_kernel(c, o, k).padding_hw(p.0, p.1).dilation_hw(d.0, d.1).seed(i as u64);
+        let geo = ConvGeometry::new((c, h, w), k, (1, 1), p, d).unwrap();
+        let (weight, bias) = (conv.weight().value.clone(), Tensor::randn(&[o], 0.0, 1.0, 98));
+        let mut conv = conv.with_weights(weight.clone(), Some(bias.clone()));
+        let what = format!("case {i}: {}", conv.describe());
+        let y = conv.forward(&x, Mode::Train);
+        assert_close(&y, &conv2d_forward(&x, &weight, Some(&bias), &geo), &format!("{what}, forward"));
+        let g = Tensor::randn(y.shape(), 0.0, 1.0, 8);
+        assert!(conv.backward(&g, InputGrad::NotNeeded).is_none());
+        let (_, dw_ref, db_ref) = conv2d_backward(&x, &weight, &g, &geo);
+        let grads = named_params(&conv);
+        assert_close(&grads[0].1.grad, &dw_ref, &format!("{what}, dL/dW"));
+        assert_close(&grads[1].1.grad, &db_ref, &format!("{what}, dL/db"));
+        // Per image: row j of each slot is image j's gradient alone.
+        let mut per_image = PerExampleGrads::new();
+        conv.forward(&x, Mode::Train);
+        per_image.start(n);
+        conv.backward_per_example(&g, InputGrad::NotNeeded, &mut per_image);
+        for j in 0..n {
+            let (x_j, g_j) = (x.select_outer(&[j]), g.select_outer(&[j]));
+            let (_, dw_j, db_j) = conv2d_backward(&x_j, &weight, &g_j, &geo);
+            let row = |slot: usize, like: &Tensor| {
+                Tensor::from_vec(like.shape(), per_image.slot(slot).outer(j).to_vec()).unwrap()
+            };
+            assert_close(&row(0, &dw_j), &dw_j, &format!("{what}, image {j}'s dL/dW"));
+            assert_close(&row(1, &db_j), &db_j, &format!("{what}, image {j}'s dL/db"));
+        }
     }
 }
 

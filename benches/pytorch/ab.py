@@ -8,7 +8,7 @@ Usage:
     git worktree add /tmp/before <commit> && (cd /tmp/before && cargo build --release --example speed)
     cargo build --release --example speed
     python3 benches/pytorch/ab.py /tmp/before/target/release/examples/speed target/release/examples/speed \
-        [--repeats 7] [--threads 2] [--seconds 2]
+        [--repeats 7] [--threads 2] [--seconds 2] [--only convnet_train_b64,mlp_train_b64]
 Standard library only.
 """
 import argparse
@@ -17,11 +17,12 @@ import statistics
 import subprocess
 
 KEYS = ["convnet_train_b64", "convnet_train_b256", "convnet_infer_b256", "convnet_latency_b1_us",
-        "mlp_train_b64", "lstm_train_b100", "lstm_infer_b100", "gru_train_b100", "peak_rss_mib"]
+        "mlp_train_b64", "mlp_latency_b1_us", "lstm_train_b100", "lstm_infer_b100", "gru_train_b100", "peak_rss_mib"]
 
 
-def run(binary, threads, seconds):
-    out = subprocess.run([binary, str(threads), str(seconds)], check=True, capture_output=True, text=True)
+def run(binary, threads, seconds, only):
+    cmd = [binary, str(threads), str(seconds)] + ([only] if only else [])
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads([l for l in out.stdout.splitlines() if l.startswith("{")][-1])
 
 
@@ -32,11 +33,12 @@ def main():
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--only", help="comma-separated figures to measure (default: all)")
     args = ap.parse_args()
     results = {"a": [], "b": []}
     for r in range(args.repeats):
         for side in (["a", "b"] if r % 2 == 0 else ["b", "a"]):
-            results[side].append(run(getattr(args, side), args.threads, args.seconds))
+            results[side].append(run(getattr(args, side), args.threads, args.seconds, args.only))
     print(f"A = {args.a}\nB = {args.b}\n{args.repeats} alternating rounds, {args.threads} threads, "
           f"{args.seconds} s per figure\n")
     print("| figure | A median (min–max) | B median (min–max) | B / A |\n|---|---|---|---|")

@@ -30,6 +30,7 @@
 //! - **fixed groups, sums in order**: `dL/dW` is summed per group and the group sums are added in
 //!   order, so the result does not depend on the number of threads.
 
+use super::direct;
 use crate::tensor::Tensor;
 use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm, sgemm_strided};
 use crate::tensor::im2col::{ConvGeometry, col2im_strided, im2col_strided};
@@ -150,6 +151,14 @@ pub(crate) fn backward_in_groups(
     let per_group = per_group.zip(dx_groups.par_iter_mut());
     let inputs = g.data().par_chunks(group * o * ohow).zip(x.data().par_chunks(group * in_len));
     per_group.zip(inputs).for_each(|(((dw, db), dx_group), (g_group, x_group))| {
+        if !need_dx && direct::applies(geo) {
+            // Few taps, stride 1, no dL/dx wanted (a first layer): direct dot products, no im2col.
+            let scratch_len = direct::backward_scratch(geo);
+            with_scratch(scratch_len, |scratch| {
+                direct::weight_grads_group(x_group, g_group, geo, dw, db, per_image, scratch);
+            });
+            return;
+        }
         let k = x_group.len() / in_len; // images in this group
         let ld = k * ohow;
         with_scratch(ckk * ld + o * ld + if need_dx { ckk * ld } else { 0 }, |scratch| {

@@ -23,6 +23,7 @@
 //! (Strictly, this is cross-correlation — the kernel is not flipped — which is what every deep
 //! learning library calls convolution.)
 
+mod direct;
 pub mod fast;
 pub mod reference;
 

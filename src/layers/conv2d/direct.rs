@@ -1,0 +1,346 @@
+//! The weight gradients of a convolution with few taps (`C·kh·kw ≤ 32`) and stride 1 computed
+//! directly, without im2col and without a GEMM — typically the first layer of an image network
+//! (one or three input channels, a 3×3 or 5×5 kernel), which needs no `dL/dx`. It computes what
+//! [`reference`](super::reference) defines.
+//!
+//! Why: `dL/dW = g·colsᵀ` is a GEMM whose output is only `C·kh·kw` = 9 columns wide for one channel
+//! and a 3×3 kernel; `matrixmultiply` runs it at 28–36 % of its best speed (`docs/benchmarks.md`),
+//! after writing and reading a `cols` matrix 9× the size of the image. Here it is `O·C·kh·kw` dot
+//! products, each streaming over the image once.
+//!
+//! The trick that makes them contiguous: run the output index over the *input's* row width. With
+//! stride 1, output `q = oy·Wp + ox` of the padded plane (`Wp` = padded input width) reads input
+//! element `q + off` for tap `(c, ki, kj)`, where `off = c·Hp·Wp + ki·dh·Wp + kj·dw`. Every tap is
+//! then a contiguous, shifted slice of the image:
+//!
+//! ```text
+//! gp[o, oy·Wp + ox] = g[o, oy, ox]  for ox < OW,  0 for the Wp − OW positions that straddle two rows
+//! dL/dW[o, tap]    += Σ_q gp[o, q] · xp[q + off(tap)]          q = 0 .. (OH−1)·Wp + OW
+//! dL/db[o]         += Σ_p g[o, p]
+//! ```
+//!
+//! `xp` is the image itself when there is no padding, otherwise a zero-bordered copy. The sums run
+//! in 32 lanes added in a fixed order ([`dot`]), with AVX2 where the CPU has it and the same
+//! operations in plain Rust elsewhere, so the results depend neither on the CPU nor on the number
+//! of threads. (The zeros of `gp` multiply real input values; an infinite input therefore makes a
+//! weight gradient NaN where the reference may give ±∞ — by then the forward pass is infinite too.)
+//!
+//! Tried and dropped: the forward pass in the same form (a block of 32 outputs in registers across
+//! the taps) was slower than im2col + GEMM, 3.2–3.9 ms against 2.4–2.6 ms for the first layer at
+//! batch 256 — its accumulators form one dependent chain per tap, and the pass is bound by writing
+//! its output anyway.
+
+use crate::tensor::im2col::ConvGeometry;
+use crate::tensor::simd::wide;
+
+/// The most taps (`C·kh·kw`) the direct kernel takes; above that the GEMM's reuse of each loaded
+/// value pays and im2col + GEMM is faster.
+pub(crate) const MAX_TAPS: usize = 32;
+
+/// Outputs computed together, held in vector registers across all taps.
+const LANES: usize = 32;
+
+/// Whether the direct kernel computes this convolution.
+pub(crate) fn applies(geo: &ConvGeometry) -> bool {
+    geo.stride == (1, 1) && geo.col_rows() <= MAX_TAPS && geo.col_cols() > 0
+}
+
+/// The padded plane's layout: `Hp`, `Wp`, the length `L` of the accumulator, and each tap's offset.
+struct Plane {
+    hp: usize,
+    wp: usize,
+    len: usize,
+    offsets: [usize; MAX_TAPS],
+    taps: usize,
+}
+
+impl Plane {
+    fn new(geo: &ConvGeometry) -> Plane {
+        let (hp, wp) = (geo.height + 2 * geo.padding.0, geo.width + 2 * geo.padding.1);
+        let mut offsets = [0; MAX_TAPS];
+        let mut t = 0;
+        for c in 0..geo.channels {
+            for ki in 0..geo.kernel.0 {
+                for kj in 0..geo.kernel.1 {
+                    offsets[t] = c * hp * wp + ki * geo.dilation.0 * wp + kj * geo.dilation.1;
+                    t += 1;
+                }
+            }
+        }
+        // The last output read, (OH−1)·Wp + OW − 1 + the last tap's offset, is the plane's last element.
+        let len = (geo.out_height - 1) * wp + geo.out_width;
+        Plane { hp, wp, len, offsets, taps: t }
+    }
+
+    /// Elements of the padded image, `C·Hp·Wp`.
+    fn image_len(&self, channels: usize) -> usize {
+        channels * self.hp * self.wp
+    }
+}
+
+/// The image as the kernel reads it: itself without padding, else copied into `buf` with a zero
+/// border.
+fn padded<'a>(x: &'a [f32], geo: &ConvGeometry, plane: &Plane, buf: &'a mut [f32]) -> &'a [f32] {
+    if geo.padding == (0, 0) {
+        return x;
+    }
+    let (ph, pw) = geo.padding;
+    buf.fill(0.0);
+    for (src, dst) in x.chunks_exact(geo.height * geo.width).zip(buf.chunks_exact_mut(plane.hp * plane.wp)) {
+        for (row, d) in src.chunks_exact(geo.width).zip(dst[ph * plane.wp..].chunks_exact_mut(plane.wp)) {
+            d[pw..pw + geo.width].copy_from_slice(row);
+        }
+    }
+    buf
+}
+
+/// Scratch elements [`weight_grads_group`] needs: the accumulator and a padded image.
+pub(crate) fn backward_scratch(geo: &ConvGeometry) -> usize {
+    let plane = Plane::new(geo);
+    plane.len + plane.image_len(geo.channels)
+}
+
+/// The weight and bias gradients of one group of images `x` (`[k, C, H, W]`) given `g`
+/// (`[k, O, OH, OW]`): with `per_image`, image `j`'s `dL/dW` goes to `dw[j·O·taps..]` and its
+/// `dL/db` to `db[j·O..]`; otherwise the group's sums go to `dw` and `db`. Both are overwritten.
+/// `scratch` must hold at least [`backward_scratch`] elements.
+pub(crate) fn weight_grads_group(
+    x: &[f32],
+    g: &[f32],
+    geo: &ConvGeometry,
+    dw: &mut [f32],
+    db: &mut [f32],
+    per_image: bool,
+    scratch: &mut [f32],
+) {
+    let plane = Plane::new(geo);
+    let (ohow, in_len) = (geo.col_cols(), geo.input_len());
+    let o = db.len() / if per_image { x.len() / in_len } else { 1 };
+    let (gp, pad_buf) = scratch.split_at_mut(plane.len);
+    let pad_buf = &mut pad_buf[..plane.image_len(geo.channels)];
+    dw.fill(0.0);
+    db.fill(0.0);
+    let mut dw_parts = dw.chunks_exact_mut(o * plane.taps);
+    let mut db_parts = db.chunks_exact_mut(o);
+    let (mut dw_n, mut db_n) = (dw_parts.next(), db_parts.next());
+    for (x_j, g_j) in x.chunks_exact(in_len).zip(g.chunks_exact(o * ohow)) {
+        let xp = padded(x_j, geo, &plane, pad_buf);
+        let (dw_j, db_j) = (dw_n.as_deref_mut().expect("a dW part"), db_n.as_deref_mut().expect("a db part"));
+        wide!(weight_grads_image(xp, g_j, &plane, geo, gp, dw_j, db_j));
+        if per_image {
+            (dw_n, db_n) = (dw_parts.next(), db_parts.next());
+        }
+    }
+}
+
+/// Adds one image's `dL/dW` and `dL/db` into `dw` and `db`.
+#[inline(always)]
+fn weight_grads_image(
+    xp: &[f32],
+    g: &[f32],
+    plane: &Plane,
+    geo: &ConvGeometry,
+    gp: &mut [f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    let offsets = &plane.offsets[..plane.taps];
+    let ow = geo.out_width;
+    for ((g_o, dw_o), db_o) in g.chunks_exact(geo.col_cols()).zip(dw.chunks_exact_mut(plane.taps)).zip(db) {
+        *db_o += sum(g_o); // dL/db[o] += Σ_p g[o, p]
+        // gp: g[o] on the padded plane's row width, zeros where the accumulator straddles rows.
+        for (oy, row) in g_o.chunks_exact(ow).enumerate() {
+            let dst = &mut gp[oy * plane.wp..];
+            dst[..ow].copy_from_slice(row);
+            let gap = (plane.len - oy * plane.wp - ow).min(plane.wp - ow);
+            dst[ow..ow + gap].fill(0.0);
+        }
+        // dL/dW[o, tap] += Σ_q gp[q] · xp[q + off(tap)]
+        for (dw_t, &off) in dw_o.iter_mut().zip(offsets) {
+            *dw_t += dot(gp, &xp[off..][..plane.len]);
+        }
+    }
+}
+
+/// `Σ a[i]·b[i]` in LANES partial sums (lane `l` takes every `i ≡ l mod LANES`), added pairwise at
+/// the end: the same order on every CPU.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut r = [0.0f32; LANES];
+    let (a_blocks, b_blocks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (a_tail, b_tail) = (a_blocks.remainder(), b_blocks.remainder());
+    let whole = a.len().min(b.len()) / LANES * LANES;
+    lanes_dot(&a[..whole], &b[..whole], &mut r);
+    for ((r_l, &a_l), &b_l) in r.iter_mut().zip(a_tail).zip(b_tail) {
+        *r_l += a_l * b_l;
+    }
+    reduce(r)
+}
+
+/// `Σ a[i]` in LANES partial sums, as [`dot`] (a plain `iter().sum()` is one serial chain of
+/// additions, 4 cycles each).
+#[inline(always)]
+fn sum(a: &[f32]) -> f32 {
+    let mut r = [0.0f32; LANES];
+    let whole = a.len() / LANES * LANES;
+    lanes_sum(&a[..whole], &mut r);
+    for (r_l, &a_l) in r.iter_mut().zip(&a[whole..]) {
+        *r_l += a_l;
+    }
+    reduce(r)
+}
+
+/// `r[l] += Σ_j a[j·LANES + l] · b[j·LANES + l]` over whole blocks: the definition, and what the
+/// compiler is given where the CPU has no AVX2.
+fn lanes_dot_plain(a: &[f32], b: &[f32], r: &mut [f32; LANES]) {
+    for (a_b, b_b) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+        for ((r_l, &a_l), &b_l) in r.iter_mut().zip(a_b).zip(b_b) {
+            *r_l += a_l * b_l;
+        }
+    }
+}
+
+/// `r[l] += Σ_j a[j·LANES + l]` over whole blocks.
+fn lanes_sum_plain(a: &[f32], r: &mut [f32; LANES]) {
+    for block in a.chunks_exact(LANES) {
+        for (r_l, &a_l) in r.iter_mut().zip(block) {
+            *r_l += a_l;
+        }
+    }
+}
+
+/// [`lanes_dot_plain`], with AVX2 where the CPU has it. (The compiler does not vectorise these
+/// 32-lane loops reliably — it kept them scalar inside the kernel — so the AVX2 version is
+/// written out: four 8-lane registers, a multiply then an add, exactly the plain version's
+/// operations in its order.)
+#[inline(always)]
+fn lanes_dot(a: &[f32], b: &[f32], r: &mut [f32; LANES]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::tensor::simd::wide_vectors() {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { avx2::lanes_dot(a, b, r) };
+    }
+    lanes_dot_plain(a, b, r);
+}
+
+/// [`lanes_sum_plain`], with AVX2 where the CPU has it.
+#[inline(always)]
+fn lanes_sum(a: &[f32], r: &mut [f32; LANES]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::tensor::simd::wide_vectors() {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { avx2::lanes_sum(a, r) };
+    }
+    lanes_sum_plain(a, r);
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::LANES;
+    use std::arch::x86_64::{__m256, _mm256_add_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_storeu_ps};
+
+    /// Loads `r` as four registers, runs `step` over the whole blocks, stores them back.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[inline(always)]
+    unsafe fn in_registers(
+        r: &mut [f32; LANES],
+        blocks: usize,
+        mut step: impl FnMut(usize, &mut [__m256; 4]),
+    ) {
+        // SAFETY: r has LANES = 4·8 elements; each load reads 8 of them from l ∈ {0, 8, 16, 24}.
+        let mut acc = unsafe { [0, 8, 16, 24].map(|l| _mm256_loadu_ps(r.as_ptr().add(l))) };
+        for j in 0..blocks {
+            step(j * LANES, &mut acc);
+        }
+        for (k, v) in acc.iter().enumerate() {
+            // SAFETY: as for the loads, 8 elements from 8·k ≤ 24.
+            unsafe { _mm256_storeu_ps(r.as_mut_ptr().add(8 * k), *v) };
+        }
+    }
+
+    /// See [`super::lanes_dot_plain`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn lanes_dot(a: &[f32], b: &[f32], r: &mut [f32; LANES]) {
+        let blocks = a.len().min(b.len()) / LANES;
+        // SAFETY: block j reads a[j·LANES..][..LANES] and b[j·LANES..][..LANES], inside both.
+        unsafe {
+            in_registers(r, blocks, |i, acc| {
+                for (k, acc_k) in acc.iter_mut().enumerate() {
+                    let (a_k, b_k) = (
+                        _mm256_loadu_ps(a.as_ptr().add(i + 8 * k)),
+                        _mm256_loadu_ps(b.as_ptr().add(i + 8 * k)),
+                    );
+                    *acc_k = _mm256_add_ps(*acc_k, _mm256_mul_ps(a_k, b_k));
+                }
+            });
+        }
+    }
+
+    /// See [`super::lanes_sum_plain`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn lanes_sum(a: &[f32], r: &mut [f32; LANES]) {
+        let blocks = a.len() / LANES;
+        // SAFETY: block j reads a[j·LANES..][..LANES], inside a.
+        unsafe {
+            in_registers(r, blocks, |i, acc| {
+                for (k, acc_k) in acc.iter_mut().enumerate() {
+                    *acc_k = _mm256_add_ps(*acc_k, _mm256_loadu_ps(a.as_ptr().add(i + 8 * k)));
+                }
+            });
+        }
+    }
+}
+
+/// The lanes added pairwise, 32 → 16 → 8 → 4 → 2 → 1: the same order everywhere.
+#[inline(always)]
+fn reduce(mut r: [f32; LANES]) -> f32 {
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        let (lo, hi) = r.split_at_mut(width);
+        for (a, &b) in lo.iter_mut().zip(&hi[..width]) {
+            *a += b;
+        }
+    }
+    r[0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The AVX2 lanes and the plain ones give the same bits (where the CPU has AVX2).
+    #[test]
+    fn wide_vectors_change_nothing() {
+        let a: Vec<f32> = (0..5 * LANES).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let b: Vec<f32> = (0..5 * LANES).map(|i| ((i * 53 % 97) as f32 - 48.0) / 3.0).collect();
+        let (mut wide, mut plain) = ([0.5f32; LANES], [0.5f32; LANES]);
+        lanes_dot(&a, &b, &mut wide);
+        lanes_dot_plain(&a, &b, &mut plain);
+        assert_eq!(wide.map(f32::to_bits), plain.map(f32::to_bits));
+        lanes_sum(&a, &mut wide);
+        lanes_sum_plain(&a, &mut plain);
+        assert_eq!(wide.map(f32::to_bits), plain.map(f32::to_bits));
+    }
+
+    /// `dot` and `sum` against a plain f64 sum, on lengths with and without a tail.
+    #[test]
+    fn dot_and_sum_agree_with_f64() {
+        for len in [0, 1, 31, 32, 33, 100, 726] {
+            let a: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..len).map(|i| (i as f32 * 0.11).cos()).collect();
+            let d64: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+            let s64: f64 = a.iter().map(|&x| x as f64).sum();
+            assert!((dot(&a, &b) as f64 - d64).abs() < 1e-4, "dot, length {len}");
+            assert!((sum(&a) as f64 - s64).abs() < 1e-4, "sum, length {len}");
+        }
+    }
+}
