@@ -33,6 +33,8 @@ fn naive(
 const SHAPES: &[(usize, usize, usize)] = &[
     (1, 1, 1),
     (1, 7, 1),
+    (1, 784, 256), // one row (an MLP's single input): the vector–matrix path, 32-lane dot products
+    (1, 33, 70),   // one row, k and n with tails
     (3, 1, 5),
     (2, 3, 4),
     (7, 5, 3),

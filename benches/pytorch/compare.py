@@ -2,7 +2,7 @@
 """Runs the PyTorch and backprop benchmarks side by side, in alternation, and writes the results
 into docs/benchmarks.md (between the markers <!-- compare:begin --> and <!-- compare:end -->).
 
-Usage: python3 benches/pytorch/compare.py [--repeats 5] [--threads 2] [--seconds 2]
+Usage: python3 benches/pytorch/compare.py [--repeats 5] [--threads 2,1] [--seconds 2]
                                           [--python python3] [--no-write]
 Standard library only; PyTorch must already be installed for the interpreter given by --python.
 """
@@ -21,15 +21,16 @@ BEGIN, END = "<!-- compare:begin -->", "<!-- compare:end -->"
 
 # (key, label, unit, target: ("ratio", x) = backprop ≥ x × PyTorch for rates, ≤ x × for times/memory)
 FIGURES = [
-    ("convnet_train_b64", "convnet training step, batch 64", "images/s", 1.5),
-    ("convnet_train_b256", "convnet training step, batch 256", "images/s", 1.5),
-    ("convnet_infer_b256", "convnet inference, batch 256", "images/s", 1.5),
-    ("convnet_latency_b1_us", "convnet single-image latency (batch 1)", "µs", 0.5),
-    ("mlp_train_b64", "mlp training step, batch 64", "images/s", 1.5),
-    ("lstm_train_b100", "LSTM training step (input 100, hidden 200, T 50), batch 100", "sequences/s", 1.5),
-    ("lstm_infer_b100", "LSTM inference (input 100, hidden 200, T 50), batch 100", "sequences/s", 1.5),
-    ("gru_train_b100", "GRU training step (input 100, hidden 200, T 50), batch 100", "sequences/s", 1.5),
-    ("peak_rss_mib", "peak resident memory of the benchmark process", "MiB", 0.25),
+    ("convnet_train_b64", "convnet training step, batch 64", "images/s", 2.0),
+    ("convnet_train_b256", "convnet training step, batch 256", "images/s", 2.0),
+    ("convnet_infer_b256", "convnet inference, batch 256", "images/s", 2.0),
+    ("convnet_latency_b1_us", "convnet single-image latency (batch 1)", "µs", 0.33),
+    ("mlp_train_b64", "mlp training step, batch 64", "images/s", 2.0),
+    ("mlp_latency_b1_us", "mlp single-input latency (batch 1)", "µs", 0.5),
+    ("lstm_train_b100", "LSTM training step (input 100, hidden 200, T 50), batch 100", "sequences/s", 2.0),
+    ("lstm_infer_b100", "LSTM inference (input 100, hidden 200, T 50), batch 100", "sequences/s", 2.0),
+    ("gru_train_b100", "GRU training step (input 100, hidden 200, T 50), batch 100", "sequences/s", 2.0),
+    ("peak_rss_mib", "peak resident memory of the benchmark process", "MiB", 0.1),
 ]
 HIGHER_IS_BETTER = {"convnet_train_b64", "convnet_train_b256", "convnet_infer_b256", "mlp_train_b64",
                     "lstm_train_b100", "lstm_infer_b100", "gru_train_b100"}
@@ -62,55 +63,65 @@ def fmt(v, key):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", default="2",
+                    help="thread counts, comma-separated (e.g. 2,1): every figure is measured at each")
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--python", default="python3")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
+    thread_counts = [int(t) for t in args.threads.split(",")]
 
     subprocess.run(["cargo", "build", "--release", "--example", "speed"], cwd=ROOT, check=True)
     rust_bin = ROOT / "target" / "release" / "examples" / "speed"
     import os
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    results = {"pytorch": [], "backprop": []}
+    results = {(fw, t): [] for fw in ("pytorch", "backprop") for t in thread_counts}
     for r in range(args.repeats):
-        # Alternate which goes first, so slow drifts of the machine affect both alike.
-        order = ["pytorch", "backprop"] if r % 2 == 0 else ["backprop", "pytorch"]
-        for fw in order:
-            if fw == "pytorch":
-                cmd = [args.python, str(ROOT / "benches/pytorch/convnet.py"), str(args.threads), str(args.seconds)]
-            else:
-                cmd = [str(rust_bin), str(args.threads), str(args.seconds)]
-            res = run_json(cmd, env)
-            results[fw].append(res)
-            print(f"round {r + 1}/{args.repeats} {fw}: " + ", ".join(f"{k}={res[k]:.1f}" for k, *_ in FIGURES), file=sys.stderr)
+        for t in thread_counts:
+            env = dict(os.environ, OMP_NUM_THREADS=str(t), MKL_NUM_THREADS=str(t))
+            # Alternate which goes first, so slow drifts of the machine affect both alike.
+            order = ["pytorch", "backprop"] if r % 2 == 0 else ["backprop", "pytorch"]
+            for fw in order:
+                if fw == "pytorch":
+                    cmd = [args.python, str(ROOT / "benches/pytorch/convnet.py"), str(t), str(args.seconds)]
+                else:
+                    cmd = [str(rust_bin), str(t), str(args.seconds)]
+                res = run_json(cmd, env)
+                results[(fw, t)].append(res)
+                print(f"round {r + 1}/{args.repeats}, {t} threads, {fw}: "
+                      + ", ".join(f"{k}={res[k]:.1f}" for k, *_ in FIGURES), file=sys.stderr)
 
-    torch_version = results["pytorch"][0]["version"]
+    torch_version = results[("pytorch", thread_counts[0])][0]["version"]
     rust_version = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    counts = " and ".join(str(t) for t in thread_counts)
     lines = [
         BEGIN,
         f"Measured {datetime.date.today().isoformat()} on {cpu_model()} ({os.cpu_count()} logical cores), "
-        f"{args.threads} threads each, {args.repeats} alternating rounds of fresh processes, "
+        f"{counts} threads each, {args.repeats} alternating rounds of fresh processes, "
         f"≥ {args.seconds:g} s per figure after 10 warm-up iterations. PyTorch {torch_version} "
-        f"(`{Path(args.python).name}`); backprop {results['backprop'][0]['version']} built by {rust_version}. "
+        f"(`{Path(args.python).name}`); backprop {results[('backprop', thread_counts[0])][0]['version']} "
+        f"built by {rust_version}. "
         f"Command: `python3 benches/pytorch/compare.py --repeats {args.repeats} --threads {args.threads} "
         f"--seconds {args.seconds:g}`.",
         "",
-        "| figure | PyTorch median (min–max) | backprop median (min–max) | ratio | target | met |",
-        "|---|---|---|---|---|---|",
+        "| figure | threads | PyTorch median (min–max) | backprop median (min–max) | ratio | target | met |",
+        "|---|---|---|---|---|---|---|",
     ]
     for key, label, unit, target in FIGURES:
-        t = [r[key] for r in results["pytorch"]]
-        b = [r[key] for r in results["backprop"]]
-        tm, bm = statistics.median(t), statistics.median(b)
-        ratio = bm / tm
-        higher = key in HIGHER_IS_BETTER
-        met = ratio >= target if higher else ratio <= target
-        target_text = f"≥ {target}×" if higher else f"≤ {target}×"
-        lines.append(
-            f"| {label}, {unit} | {fmt(tm, key)} ({fmt(min(t), key)}–{fmt(max(t), key)}) "
-            f"| {fmt(bm, key)} ({fmt(min(b), key)}–{fmt(max(b), key)}) | {ratio:.2f}× | {target_text} | {'yes' if met else '**no**'} |"
-        )
+        for t in thread_counts:
+            if key == "peak_rss_mib" and t != thread_counts[0]:
+                continue  # one memory row: the first thread count's
+            tt = [r[key] for r in results[("pytorch", t)]]
+            b = [r[key] for r in results[("backprop", t)]]
+            tm, bm = statistics.median(tt), statistics.median(b)
+            ratio = bm / tm
+            higher = key in HIGHER_IS_BETTER
+            met = ratio >= target if higher else ratio <= target
+            target_text = f"≥ {target}×" if higher else f"≤ {target}×"
+            lines.append(
+                f"| {label}, {unit} | {t} | {fmt(tm, key)} ({fmt(min(tt), key)}–{fmt(max(tt), key)}) "
+                f"| {fmt(bm, key)} ({fmt(min(b), key)}–{fmt(max(b), key)}) | {ratio:.2f}× | {target_text} "
+                f"| {'yes' if met else '**no**'} |"
+            )
     lines.append(END)
     table = "\n".join(lines)
     print(table)

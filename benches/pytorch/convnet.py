@@ -5,7 +5,7 @@ Measures, in one process, with a fixed number of threads:
   convnet training step (forward + cross-entropy + backward + Adam) at batch 64 and 256, images/s
   convnet inference at batch 256, images/s
   convnet single-image latency (batch 1 inference), microseconds
-  mlp training step at batch 64, images/s
+  mlp training step at batch 64, images/s; mlp single-input latency, microseconds
   LSTM / GRU (input 100, hidden 200, 50 steps) training step at batch 100, LSTM inference, sequences/s
   peak resident memory of the process, MiB
 and prints one JSON object. Installs nothing; needs `torch` and `numpy`.
@@ -95,6 +95,10 @@ def main():
         x1 = torch.rand(1, 1, 28, 28)
         out["convnet_latency_b1_us"] = 1e6 * timed(lambda: net(x1), warmup * 10, seconds)
     out["mlp_train_b64"] = train_rate(mlp(), (784,), 64, warmup, seconds)
+    small = mlp().eval()
+    with torch.inference_mode():
+        x1 = torch.rand(1, 784)
+        out["mlp_latency_b1_us"] = 1e6 * timed(lambda: small(x1), warmup * 10, seconds)
     out["lstm_train_b100"] = train_rate(SeqNet(nn.LSTM), (50, 100), 100, warmup, seconds)
     seq = SeqNet(nn.LSTM).eval()
     with torch.inference_mode():

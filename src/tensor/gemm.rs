@@ -18,6 +18,8 @@
 //! unchanged, so the result is bit-identical whatever the number of threads.
 
 use super::Tensor;
+use super::dot::dot;
+use super::simd::wide;
 
 /// Whether an operand of a GEMM is used as stored or transposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +82,12 @@ pub fn sgemm(
         }
         return;
     }
+    if m == 1 {
+        // One row of A: a vector–matrix product. `matrixmultiply` would pack all of B to use it
+        // once; reading B once in place is all this needs (an MLP's single-input latency).
+        row_times_matrix(k, alpha, a, b, trans_b, beta, c);
+        return;
+    }
     // Element (i, p) of op(A) lives at i·rsa + p·csa. Now m, n ≥ 1, so k ≤ a.len(), n ≤ c.len() and
     // m ≤ c.len(): every dimension is at most isize::MAX (a slice's length is), and the casts are exact.
     let (rsa, csa) = match trans_a {
@@ -118,6 +126,52 @@ pub fn sgemm(
             });
         }
     });
+}
+
+/// `c[1, n] = alpha · a[1, k] · op(B) + beta · c` (`a` is one row, or one column, of `k` values:
+/// contiguous either way). With `B` stored `[n, k]` (transposed) each output is a dot product
+/// with a contiguous row of B; with `B` stored `[k, n]` the rows of B are scaled and added.
+/// Single-threaded, bit-identical whatever the number of threads.
+#[allow(clippy::too_many_arguments)] // sgemm's arguments without m and n (n = c.len())
+fn row_times_matrix(
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    b: &[f32],
+    trans_b: Transpose,
+    beta: f32,
+    c: &mut [f32],
+) {
+    match trans_b {
+        Transpose::Yes => {
+            // c[j] = alpha · (a · B[j, :]) + beta · c[j]
+            for (c_j, b_j) in c.iter_mut().zip(b.chunks_exact(k)) {
+                let ab = alpha * dot(a, b_j);
+                *c_j = if beta == 0.0 { ab } else { ab + beta * *c_j };
+            }
+        }
+        Transpose::No => {
+            // c = beta · c, then c += (alpha · a[p]) · B[p, :] for each p
+            if beta == 0.0 {
+                c.fill(0.0);
+            } else if beta != 1.0 {
+                c.iter_mut().for_each(|x| *x *= beta);
+            }
+            wide!(add_scaled_rows(alpha, a, b, c));
+        }
+    }
+}
+
+/// `c += Σ_p (alpha · a[p]) · B[p, :]` for `B` `[k, n]` row-major: each row an `axpy` the compiler
+/// vectorises.
+#[inline(always)]
+fn add_scaled_rows(alpha: f32, a: &[f32], b: &[f32], c: &mut [f32]) {
+    for (&a_p, b_p) in a.iter().zip(b.chunks_exact(c.len())) {
+        let s = alpha * a_p;
+        for (c_j, &b_pj) in c.iter_mut().zip(b_p) {
+            *c_j += s * b_pj;
+        }
+    }
 }
 
 /// [`sgemm`] on sub-matrices: each operand is a block of a larger row-major matrix, given by its

@@ -12,6 +12,7 @@
 //! requires equal shapes and panics otherwise, with both shapes in the message. There is no implicit
 //! broadcasting: it hides bugs, and layers that need a broadcast say so explicitly.
 
+pub(crate) mod dot;
 pub mod gemm;
 pub mod im2col;
 pub mod init;

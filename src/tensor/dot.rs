@@ -1,0 +1,197 @@
+//! Dot products and sums in a fixed order, fast: 32 partial sums (lane `l` takes every element
+//! `i ≡ l mod 32`), added pairwise at the end. A plain `iter().sum()` is one serial chain of
+//! additions (4 cycles each, whatever the vector width); 32 independent lanes keep the vector
+//! units busy. The order is fixed by the definition, not by the CPU or the number of threads: on a
+//! CPU with AVX2 the lanes are four 8-wide registers (`std::arch`, a multiply then an add — no
+//! fused multiply-add), elsewhere the same operations in plain Rust; `wide_vectors_change_nothing`
+//! checks that both give the same bits.
+//!
+//! (Why intrinsics here when the recurrent cells rely on the compiler: on these 32-lane loops
+//! the compiler's vectoriser gave up and emitted scalar code inside the convolution kernel, 5×
+//! slower; see `src/layers/conv2d/direct.rs`.)
+
+/// Partial sums per dot product.
+pub(crate) const LANES: usize = 32;
+
+/// `Σ a[i]·b[i]` in LANES partial sums (lane `l` takes every `i ≡ l mod LANES`), added pairwise at
+/// the end: the same order on every CPU.
+#[inline(always)]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut r = [0.0f32; LANES];
+    let (a_blocks, b_blocks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (a_tail, b_tail) = (a_blocks.remainder(), b_blocks.remainder());
+    let whole = a.len().min(b.len()) / LANES * LANES;
+    lanes_dot(&a[..whole], &b[..whole], &mut r);
+    for ((r_l, &a_l), &b_l) in r.iter_mut().zip(a_tail).zip(b_tail) {
+        *r_l += a_l * b_l;
+    }
+    reduce(r)
+}
+
+/// `Σ a[i]` in LANES partial sums, as [`dot`] (a plain `iter().sum()` is one serial chain of
+/// additions, 4 cycles each).
+#[inline(always)]
+pub(crate) fn sum(a: &[f32]) -> f32 {
+    let mut r = [0.0f32; LANES];
+    let whole = a.len() / LANES * LANES;
+    lanes_sum(&a[..whole], &mut r);
+    for (r_l, &a_l) in r.iter_mut().zip(&a[whole..]) {
+        *r_l += a_l;
+    }
+    reduce(r)
+}
+
+/// `r[l] += Σ_j a[j·LANES + l] · b[j·LANES + l]` over whole blocks: the definition, and what the
+/// compiler is given where the CPU has no AVX2.
+fn lanes_dot_plain(a: &[f32], b: &[f32], r: &mut [f32; LANES]) {
+    for (a_b, b_b) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+        for ((r_l, &a_l), &b_l) in r.iter_mut().zip(a_b).zip(b_b) {
+            *r_l += a_l * b_l;
+        }
+    }
+}
+
+/// `r[l] += Σ_j a[j·LANES + l]` over whole blocks.
+fn lanes_sum_plain(a: &[f32], r: &mut [f32; LANES]) {
+    for block in a.chunks_exact(LANES) {
+        for (r_l, &a_l) in r.iter_mut().zip(block) {
+            *r_l += a_l;
+        }
+    }
+}
+
+/// [`lanes_dot_plain`], with AVX2 where the CPU has it. (The compiler does not vectorise these
+/// 32-lane loops reliably — it kept them scalar inside the kernel — so the AVX2 version is
+/// written out: four 8-lane registers, a multiply then an add, exactly the plain version's
+/// operations in its order.)
+#[inline(always)]
+fn lanes_dot(a: &[f32], b: &[f32], r: &mut [f32; LANES]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::tensor::simd::wide_vectors() {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { avx2::lanes_dot(a, b, r) };
+    }
+    lanes_dot_plain(a, b, r);
+}
+
+/// [`lanes_sum_plain`], with AVX2 where the CPU has it.
+#[inline(always)]
+fn lanes_sum(a: &[f32], r: &mut [f32; LANES]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::tensor::simd::wide_vectors() {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { avx2::lanes_sum(a, r) };
+    }
+    lanes_sum_plain(a, r);
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::LANES;
+    use std::arch::x86_64::{__m256, _mm256_add_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_storeu_ps};
+
+    /// Loads `r` as four registers, runs `step` over the whole blocks, stores them back.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[inline(always)]
+    unsafe fn in_registers(
+        r: &mut [f32; LANES],
+        blocks: usize,
+        mut step: impl FnMut(usize, &mut [__m256; 4]),
+    ) {
+        // SAFETY: r has LANES = 4·8 elements; each load reads 8 of them from l ∈ {0, 8, 16, 24}.
+        let mut acc = unsafe { [0, 8, 16, 24].map(|l| _mm256_loadu_ps(r.as_ptr().add(l))) };
+        for j in 0..blocks {
+            step(j * LANES, &mut acc);
+        }
+        for (k, v) in acc.iter().enumerate() {
+            // SAFETY: as for the loads, 8 elements from 8·k ≤ 24.
+            unsafe { _mm256_storeu_ps(r.as_mut_ptr().add(8 * k), *v) };
+        }
+    }
+
+    /// See [`super::lanes_dot_plain`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn lanes_dot(a: &[f32], b: &[f32], r: &mut [f32; LANES]) {
+        let blocks = a.len().min(b.len()) / LANES;
+        // SAFETY: block j reads a[j·LANES..][..LANES] and b[j·LANES..][..LANES], inside both.
+        unsafe {
+            in_registers(r, blocks, |i, acc| {
+                for (k, acc_k) in acc.iter_mut().enumerate() {
+                    let (a_k, b_k) = (
+                        _mm256_loadu_ps(a.as_ptr().add(i + 8 * k)),
+                        _mm256_loadu_ps(b.as_ptr().add(i + 8 * k)),
+                    );
+                    *acc_k = _mm256_add_ps(*acc_k, _mm256_mul_ps(a_k, b_k));
+                }
+            });
+        }
+    }
+
+    /// See [`super::lanes_sum_plain`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn lanes_sum(a: &[f32], r: &mut [f32; LANES]) {
+        let blocks = a.len() / LANES;
+        // SAFETY: block j reads a[j·LANES..][..LANES], inside a.
+        unsafe {
+            in_registers(r, blocks, |i, acc| {
+                for (k, acc_k) in acc.iter_mut().enumerate() {
+                    *acc_k = _mm256_add_ps(*acc_k, _mm256_loadu_ps(a.as_ptr().add(i + 8 * k)));
+                }
+            });
+        }
+    }
+}
+
+/// The lanes added pairwise, 32 → 16 → 8 → 4 → 2 → 1: the same order everywhere.
+#[inline(always)]
+fn reduce(mut r: [f32; LANES]) -> f32 {
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        let (lo, hi) = r.split_at_mut(width);
+        for (a, &b) in lo.iter_mut().zip(&hi[..width]) {
+            *a += b;
+        }
+    }
+    r[0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The AVX2 lanes and the plain ones give the same bits (where the CPU has AVX2).
+    #[test]
+    fn wide_vectors_change_nothing() {
+        let a: Vec<f32> = (0..5 * LANES).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let b: Vec<f32> = (0..5 * LANES).map(|i| ((i * 53 % 97) as f32 - 48.0) / 3.0).collect();
+        let (mut wide, mut plain) = ([0.5f32; LANES], [0.5f32; LANES]);
+        lanes_dot(&a, &b, &mut wide);
+        lanes_dot_plain(&a, &b, &mut plain);
+        assert_eq!(wide.map(f32::to_bits), plain.map(f32::to_bits));
+        lanes_sum(&a, &mut wide);
+        lanes_sum_plain(&a, &mut plain);
+        assert_eq!(wide.map(f32::to_bits), plain.map(f32::to_bits));
+    }
+
+    /// `dot` and `sum` against a plain f64 sum, on lengths with and without a tail.
+    #[test]
+    fn dot_and_sum_agree_with_f64() {
+        for len in [0, 1, 31, 32, 33, 100, 726] {
+            let a: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..len).map(|i| (i as f32 * 0.11).cos()).collect();
+            let d64: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+            let s64: f64 = a.iter().map(|&x| x as f64).sum();
+            assert!((dot(&a, &b) as f64 - d64).abs() < 1e-4, "dot, length {len}");
+            assert!((sum(&a) as f64 - s64).abs() < 1e-4, "sum, length {len}");
+        }
+    }
+}
