@@ -65,25 +65,135 @@ fn max_pool_plane_2x2(
     y: &mut [f32],
     arg: &mut [u32],
 ) {
+    let wide = crate::tensor::simd::wide_vectors();
     for (oy, (y_row, arg_row)) in y.chunks_exact_mut(ow).zip(arg.chunks_exact_mut(ow)).enumerate().take(oh) {
         let top = 2 * oy * w;
         let (upper, lower) = (&x[top..top + 2 * ow], &x[top + w..top + w + 2 * ow]);
-        let mut nan = false;
-        let windows = upper.chunks_exact(2).zip(lower.chunks_exact(2));
-        for (ox, ((u, l), (y_out, arg_out))) in
-            windows.zip(y_row.iter_mut().zip(arg_row.iter_mut())).enumerate()
-        {
+        // Eight windows at a time with AVX2 where the CPU has it, the rest one by one.
+        #[cfg(target_arch = "x86_64")]
+        let (done, mut nan) = if wide {
+            // SAFETY: the CPU has AVX2 (checked above).
+            unsafe { avx2::row_pair_2x2(upper, lower, top, w, y_row, arg_row) }
+        } else {
+            (0, false)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let (done, mut nan) = {
+            let _ = wide; // no vector kernel on this architecture
+            (0, false)
+        };
+        let windows = upper.chunks_exact(2).zip(lower.chunks_exact(2)).skip(done);
+        let outputs = y_row.iter_mut().zip(arg_row.iter_mut()).skip(done);
+        for (ox, ((u, l), (y_out, arg_out))) in windows.zip(outputs).enumerate() {
             let (a, b, c, d) = (u[0], u[1], l[0], l[1]);
             let (top_max, top_i) = if b > a { (b, 1) } else { (a, 0) };
             let (low_max, low_i) = if d > c { (d, w + 1) } else { (c, w) };
             let (m, i) = if low_max > top_max { (low_max, low_i) } else { (top_max, top_i) };
             *y_out = m;
-            *arg_out = (top + 2 * ox + i) as u32;
+            *arg_out = (top + 2 * (done + ox) + i) as u32;
             nan |= a.is_nan() | b.is_nan() | c.is_nan() | d.is_nan();
         }
         if nan {
             let row = Window { kernel: (2, 2), stride: (2, 2), padding: (0, 0) };
             max_pool_rows_general(x, (h, w), row, (oy, oy + 1), ow, y_row, arg_row);
+        }
+    }
+}
+
+/// The row-pair kernel's selects on eight windows at once: the same comparisons in the same
+/// order as the scalar loop of [`max_pool_plane_2x2`] (strict, ordered `>`: false on NaN), so
+/// the results are identical bit for bit (`tests/reference_kernels.rs` checks them against the
+/// reference on rows long enough to use it).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// Pools the first `8·⌊ow/8⌋` windows of one output row: `upper` and `lower` are the two input
+    /// rows (`2·ow` values each), `top` the flat index of `upper[0]` in the plane, `w` the plane's
+    /// width. Returns the windows done and whether any of their inputs was NaN.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn row_pair_2x2(
+        upper: &[f32],
+        lower: &[f32],
+        top: usize,
+        w: usize,
+        y: &mut [f32],
+        arg: &mut [u32],
+    ) -> (usize, bool) {
+        let blocks = (upper.len() / 2).min(lower.len() / 2).min(y.len()).min(arg.len()) / 8;
+        // One unsafe block for the whole body: the loads and stores need it, and so do the other
+        // intrinsics on Rust 1.86 (the minimum), where they are still unsafe functions.
+        // SAFETY: block j reads upper/lower[16j .. 16j + 16] and writes y/arg[8j .. 8j + 8], inside
+        // the slices (`blocks` is bounded by all four lengths); the CPU has AVX2 (the caller's
+        // promise).
+        unsafe {
+            // Plane indices fit in u32 (the caller stores them as such); i32 lanes add them alike.
+            let (w0, w1) = (_mm256_set1_epi32(w as i32), _mm256_set1_epi32(w as i32 + 1));
+            let (zero, one) = (_mm256_setzero_si256(), _mm256_set1_epi32(1));
+            let steps = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+            let mut nan = _mm256_setzero_ps();
+            for j in 0..blocks {
+                let (a, b) = split_pairs(upper.as_ptr().add(16 * j));
+                let (c, d) = split_pairs(lower.as_ptr().add(16 * j));
+                // (top_max, top_i) = if b > a { (b, 1) } else { (a, 0) }
+                let upper_wins = _mm256_cmp_ps::<_CMP_GT_OQ>(b, a);
+                let top_max = _mm256_blendv_ps(a, b, upper_wins);
+                let top_i = select(zero, one, upper_wins);
+                // (low_max, low_i) = if d > c { (d, w + 1) } else { (c, w) }
+                let lower_wins = _mm256_cmp_ps::<_CMP_GT_OQ>(d, c);
+                let low_max = _mm256_blendv_ps(c, d, lower_wins);
+                let low_i = select(w0, w1, lower_wins);
+                // (m, i) = if low_max > top_max { (low_max, low_i) } else { (top_max, top_i) }
+                let low_wins = _mm256_cmp_ps::<_CMP_GT_OQ>(low_max, top_max);
+                let m = _mm256_blendv_ps(top_max, low_max, low_wins);
+                let i = select(top_i, low_i, low_wins);
+                // arg = top + 2·ox + i
+                let base = _mm256_set1_epi32((top + 16 * j) as i32);
+                let index = _mm256_add_epi32(_mm256_add_epi32(base, steps), i);
+                _mm256_storeu_ps(y.as_mut_ptr().add(8 * j), m);
+                _mm256_storeu_si256(arg.as_mut_ptr().add(8 * j).cast(), index);
+                let unordered =
+                    _mm256_or_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(a, b), _mm256_cmp_ps::<_CMP_UNORD_Q>(c, d));
+                nan = _mm256_or_ps(nan, unordered);
+            }
+            (8 * blocks, _mm256_movemask_ps(nan) != 0)
+        }
+    }
+
+    /// Sixteen values `x0 x1 … x15` as the even ones and the odd ones, in order:
+    /// `(x0 x2 … x14, x1 x3 … x15)` — each window's left and right column.
+    ///
+    /// # Safety
+    /// `p` must point at 16 readable values; the CPU must support AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn split_pairs(p: *const f32) -> (__m256, __m256) {
+        // SAFETY: 16 values from p (the caller's promise); the other intrinsics are unsafe on Rust 1.86.
+        unsafe {
+            let (lo, hi) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
+            // Per 128-bit lane: evens (x0 x2 | x8 x10), odds likewise; then the 64-bit pairs reordered.
+            let even = _mm256_shuffle_ps::<0b10_00_10_00>(lo, hi);
+            let odd = _mm256_shuffle_ps::<0b11_01_11_01>(lo, hi);
+            let even = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(even)));
+            let odd = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(odd)));
+            (even, odd)
+        }
+    }
+
+    /// Lane by lane, `if mask { b } else { a }` for integer lanes.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn select(a: __m256i, b: __m256i, mask: __m256) -> __m256i {
+        // SAFETY: register operations only; unsafe functions on Rust 1.86, safe in this context since.
+        #[allow(unused_unsafe)]
+        unsafe {
+            _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), mask))
         }
     }
 }

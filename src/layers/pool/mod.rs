@@ -31,6 +31,7 @@ use crate::tensor::Tensor;
 use crate::tensor::im2col::ConvGeometry;
 use fast::max_pool_plane;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Inputs with fewer elements than this are pooled on the calling thread.
 const SERIAL_BELOW: usize = 1 << 16;
@@ -222,22 +223,35 @@ impl Layer for MaxPool2d {
 
     fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
         check_grad("MaxPool2d", &self.out_shape, g);
-        let mut dx = Tensor::zeros(&self.in_shape);
         let plane_in = self.in_shape[2] * self.in_shape[3];
         let plane_out = self.out_shape[2] * self.out_shape[3];
-        let route = |((dx_p, g_p), arg_p): ((&mut [f32], &[f32]), &[u32])| {
+        let len: usize = self.in_shape.iter().product();
+        // Each plane of dx is zeroed just before its gradients are routed, while it is in cache,
+        // rather than by a separate pass over the whole of dx first.
+        let mut dx: Vec<f32> = Vec::with_capacity(len);
+        type Plane<'a> = ((&'a mut [MaybeUninit<f32>], &'a [f32]), &'a [u32]); // (dx, g, arg-max)
+        let route = |((dx_p, g_p), arg_p): Plane| {
+            dx_p.iter_mut().for_each(|d| {
+                d.write(0.0);
+            });
+            // SAFETY: every element of the plane was written just above, and MaybeUninit<f32> has
+            // the layout of f32.
+            let dx_p = unsafe { &mut *(dx_p as *mut [MaybeUninit<f32>] as *mut [f32]) };
             for (&gv, &i) in g_p.iter().zip(arg_p) {
                 dx_p[i as usize] += gv; // route g to the window's arg-max
             }
         };
-        if dx.len() < SERIAL_BELOW {
-            let planes = dx.data_mut().chunks_mut(plane_in).zip(g.data().chunks(plane_out));
+        let spare = &mut dx.spare_capacity_mut()[..len];
+        if len < SERIAL_BELOW {
+            let planes = spare.chunks_mut(plane_in).zip(g.data().chunks(plane_out));
             planes.zip(self.argmax.chunks(plane_out)).for_each(route);
         } else {
-            let planes = dx.data_mut().par_chunks_mut(plane_in).zip(g.data().par_chunks(plane_out));
+            let planes = spare.par_chunks_mut(plane_in).zip(g.data().par_chunks(plane_out));
             planes.zip(self.argmax.par_chunks(plane_out)).for_each(route);
         }
-        Some(dx)
+        // SAFETY: the planes cover dx (len = planes × plane_in, zipped one to one with g's planes,
+        // whose count check_grad fixed), and `route` wrote every element of each.
+        Some(unsafe { Tensor::from_initialised(&self.in_shape, dx) })
     }
 }
 
