@@ -31,6 +31,10 @@ fn conv2d_fast_equals_reference() {
         (4, 1, 28, 28, 8, (3, 3), (1, 1), (0, 0), (1, 1)),
         (3, 8, 6, 6, 5, (1, 1), (1, 1), (0, 0), (1, 1)),
         (2, 3, 5, 9, 2, (1, 3), (3, 2), (1, 1), (1, 2)),
+        // Stride 1 without padding (im2col's and col2im's unpadded fast path), with dilation and
+        // with rows shorter and longer than its blocks of 8.
+        (3, 4, 9, 10, 3, (3, 2), (1, 1), (0, 0), (2, 3)),
+        (2, 5, 8, 21, 3, (3, 3), (1, 1), (0, 0), (1, 1)),
     ];
     for (i, &(n, c, h, w, o, k, s, p, d)) in cases.iter().enumerate() {
         let x = Tensor::randn(&[n, c, h, w], 0.0, 1.0, i as u64);

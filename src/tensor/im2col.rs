@@ -176,6 +176,9 @@ pub fn im2col_strided(x: &[f32], g: &ConvGeometry, cols: &mut [f32], ld: usize) 
         ld >= g.col_cols() && cols.len() >= (g.col_rows() - 1) * ld + g.col_cols(),
         "im2col: cols too short for {g:?}"
     );
+    if g.stride == (1, 1) && g.padding == (0, 0) {
+        return im2col_unpadded_stride1(x, g, cols, ld);
+    }
     let (kh, kw) = g.kernel;
     let (ow, sw) = (g.out_width, g.stride.1);
     let mut r = 0;
@@ -211,6 +214,52 @@ pub fn im2col_strided(x: &[f32], g: &ConvGeometry, cols: &mut [f32], ld: usize) 
     }
 }
 
+/// [`im2col_strided`] for the commonest case, stride 1 and no padding: every tap lies inside the
+/// image, so each row of `cols` is `OH` runs of `OW` values copied from consecutive image rows, with
+/// none of the general loop's bookkeeping. (The runs are short — 11 values for the second layer of
+/// the reference network — so they are copied in fixed blocks of 8, not by `memcpy` calls.)
+fn im2col_unpadded_stride1(x: &[f32], g: &ConvGeometry, cols: &mut [f32], ld: usize) {
+    let (kh, kw) = g.kernel;
+    let (dh, dw) = g.dilation;
+    let (w, ow) = (g.width, g.out_width);
+    if ow == 0 || g.input_len() == 0 {
+        return; // no outputs, or no input: nothing to copy
+    }
+    let mut r = 0;
+    for plane in x.chunks_exact(g.height * w) {
+        for ki in 0..kh {
+            for kj in 0..kw {
+                let row = &mut cols[r * ld..r * ld + g.col_cols()];
+                r += 1;
+                let first = ki * dh * w + kj * dw; // input index of output (0, 0)'s tap
+                for (dst, src) in row.chunks_exact_mut(ow).zip(plane[first..].chunks(w)) {
+                    copy_short(dst, &src[..ow]);
+                }
+            }
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for short runs: blocks of 8 and one overlapping last block, which
+/// compile to a few vector moves instead of a call.
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    const B: usize = 8;
+    let n = dst.len();
+    if n < B {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let mut i = 0;
+    while i + B <= n {
+        dst[i..i + B].copy_from_slice(&src[i..i + B]);
+        i += B;
+    }
+    if i < n {
+        dst[n - B..].copy_from_slice(&src[n - B..n]);
+    }
+}
+
 /// The adjoint of [`im2col`]: adds every entry of `cols` (`[C·kh·kw, OH·OW]`) into the input
 /// pixel it came from, **accumulating** into `dx` (`[C, H, W]`). Entries that came from padding
 /// are dropped. Zero `dx` first if you want `col2im` alone.
@@ -239,6 +288,9 @@ pub fn col2im_strided(cols: &[f32], g: &ConvGeometry, dx: &mut [f32], ld: usize)
         ld >= g.col_cols() && cols.len() >= (g.col_rows() - 1) * ld + g.col_cols(),
         "col2im: cols too short for {g:?}"
     );
+    if g.stride == (1, 1) && g.padding == (0, 0) {
+        return col2im_unpadded_stride1(cols, g, dx, ld);
+    }
     let (kh, kw) = g.kernel;
     let (ow, sw) = (g.out_width, g.stride.1);
     let mut r = 0;
@@ -269,5 +321,49 @@ pub fn col2im_strided(cols: &[f32], g: &ConvGeometry, dx: &mut [f32], ld: usize)
                 }
             }
         }
+    }
+}
+
+/// [`col2im_strided`] for stride 1 and no padding, the adjoint of [`im2col_unpadded_stride1`]:
+/// each run of `OW` values of a row of `cols` is added into one image row.
+fn col2im_unpadded_stride1(cols: &[f32], g: &ConvGeometry, dx: &mut [f32], ld: usize) {
+    let (kh, kw) = g.kernel;
+    let (dh, dw) = g.dilation;
+    let (w, ow) = (g.width, g.out_width);
+    if ow == 0 || g.input_len() == 0 {
+        return; // nothing was unfolded
+    }
+    let mut r = 0;
+    for plane in dx.chunks_exact_mut(g.height * w) {
+        for ki in 0..kh {
+            for kj in 0..kw {
+                let row = &cols[r * ld..r * ld + g.col_cols()];
+                r += 1;
+                let first = ki * dh * w + kj * dw;
+                for (src, dst) in row.chunks_exact(ow).zip(plane[first..].chunks_mut(w)) {
+                    add_short(&mut dst[..ow], src);
+                }
+            }
+        }
+    }
+}
+
+/// `dst += src` element by element for short runs: blocks of 8 (fixed-size, vector adds) and the
+/// rest one by one.
+#[inline(always)]
+fn add_short(dst: &mut [f32], src: &[f32]) {
+    const B: usize = 8;
+    let (dst_blocks, src_blocks) = (dst.chunks_exact_mut(B), src.chunks_exact(B));
+    let src_tail = src_blocks.remainder();
+    let mut dst_tail_start = 0;
+    for (d, s) in dst_blocks.zip(src_blocks) {
+        let (d, s): (&mut [f32; B], &[f32; B]) = (d.try_into().expect("8"), s.try_into().expect("8"));
+        for k in 0..B {
+            d[k] += s[k];
+        }
+        dst_tail_start += B;
+    }
+    for (d, s) in dst[dst_tail_start..].iter_mut().zip(src_tail) {
+        *d += *s;
     }
 }
