@@ -108,9 +108,10 @@ fn max_pool_plane_2x2(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    /// Pools the first `8·⌊ow/8⌋` windows of one output row: `upper` and `lower` are the two input
-    /// rows (`2·ow` values each), `top` the flat index of `upper[0]` in the plane, `w` the plane's
-    /// width. Returns the windows done and whether any of their inputs was NaN.
+    /// Pools one output row of at least 8 windows (shorter rows: none, returns 0): `upper` and
+    /// `lower` are the two input rows (`2·ow` values each), `top` the flat index of `upper[0]` in
+    /// the plane, `w` the plane's width. Returns the windows done and whether any of their inputs
+    /// was NaN.
     ///
     /// # Safety
     /// The CPU must support AVX2.
@@ -123,21 +124,28 @@ mod avx2 {
         y: &mut [f32],
         arg: &mut [u32],
     ) -> (usize, bool) {
-        let blocks = (upper.len() / 2).min(lower.len() / 2).min(y.len()).min(arg.len()) / 8;
+        let windows = (upper.len() / 2).min(lower.len() / 2).min(y.len()).min(arg.len());
+        if windows < 8 {
+            return (0, false);
+        }
+        // Blocks of 8 windows starting at ox = 0, 8, 16, … and, when 8 does not divide the row, one
+        // more ending at its last window: it overlaps the block before and writes the same values
+        // again, so no window is left to the scalar loop.
+        let starts = (0..windows / 8).map(|j| 8 * j).chain((windows % 8 != 0).then_some(windows - 8));
         // One unsafe block for the whole body: the loads and stores need it, and so do the other
         // intrinsics on Rust 1.86 (the minimum), where they are still unsafe functions.
-        // SAFETY: block j reads upper/lower[16j .. 16j + 16] and writes y/arg[8j .. 8j + 8], inside
-        // the slices (`blocks` is bounded by all four lengths); the CPU has AVX2 (the caller's
-        // promise).
+        // SAFETY: the block at ox reads upper/lower[2·ox .. 2·ox + 16] and writes y/arg[ox .. ox + 8]
+        // with ox + 8 ≤ windows, inside the slices (`windows` is bounded by all four lengths); the
+        // CPU has AVX2 (the caller's promise).
         unsafe {
             // Plane indices fit in u32 (the caller stores them as such); i32 lanes add them alike.
             let (w0, w1) = (_mm256_set1_epi32(w as i32), _mm256_set1_epi32(w as i32 + 1));
             let (zero, one) = (_mm256_setzero_si256(), _mm256_set1_epi32(1));
             let steps = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
             let mut nan = _mm256_setzero_ps();
-            for j in 0..blocks {
-                let (a, b) = split_pairs(upper.as_ptr().add(16 * j));
-                let (c, d) = split_pairs(lower.as_ptr().add(16 * j));
+            for ox in starts {
+                let (a, b) = split_pairs(upper.as_ptr().add(2 * ox));
+                let (c, d) = split_pairs(lower.as_ptr().add(2 * ox));
                 // (top_max, top_i) = if b > a { (b, 1) } else { (a, 0) }
                 let upper_wins = _mm256_cmp_ps::<_CMP_GT_OQ>(b, a);
                 let top_max = _mm256_blendv_ps(a, b, upper_wins);
@@ -151,15 +159,15 @@ mod avx2 {
                 let m = _mm256_blendv_ps(top_max, low_max, low_wins);
                 let i = select(top_i, low_i, low_wins);
                 // arg = top + 2·ox + i
-                let base = _mm256_set1_epi32((top + 16 * j) as i32);
+                let base = _mm256_set1_epi32((top + 2 * ox) as i32);
                 let index = _mm256_add_epi32(_mm256_add_epi32(base, steps), i);
-                _mm256_storeu_ps(y.as_mut_ptr().add(8 * j), m);
-                _mm256_storeu_si256(arg.as_mut_ptr().add(8 * j).cast(), index);
+                _mm256_storeu_ps(y.as_mut_ptr().add(ox), m);
+                _mm256_storeu_si256(arg.as_mut_ptr().add(ox).cast(), index);
                 let unordered =
                     _mm256_or_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(a, b), _mm256_cmp_ps::<_CMP_UNORD_Q>(c, d));
                 nan = _mm256_or_ps(nan, unordered);
             }
-            (8 * blocks, _mm256_movemask_ps(nan) != 0)
+            (windows, _mm256_movemask_ps(nan) != 0)
         }
     }
 
