@@ -77,24 +77,30 @@ impl AdamCore {
             let (theta, grad, m, v) = (p.value.data_mut(), p.grad.data(), m.data_mut(), v.data_mut());
             // Every element is independent: update chunks in parallel (same result on any
             // number of threads), each with a loop the compiler can vectorise.
+            let amsgrad = vmax.is_some();
+            let run = |t: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], vm: &mut [f32]| match (
+                decoupled, amsgrad,
+            ) {
+                (false, false) => update::<false, false>(t, g, m, v, vm, &h),
+                (true, false) => update::<true, false>(t, g, m, v, vm, &h),
+                (false, true) => update::<false, true>(t, g, m, v, vm, &h),
+                (true, true) => update::<true, true>(t, g, m, v, vm, &h),
+            };
+            if theta.len() <= CHUNK {
+                // One chunk: on this thread (handing it to rayon would cost more than the update).
+                run(theta, grad, m, v, vmax.unwrap_or(&mut []));
+                continue;
+            }
             let chunks = theta
                 .par_chunks_mut(CHUNK)
                 .zip(grad.par_chunks(CHUNK))
                 .zip(m.par_chunks_mut(CHUNK))
                 .zip(v.par_chunks_mut(CHUNK));
-            match (vmax, decoupled) {
-                (None, false) => {
-                    chunks.for_each(|(((t, g), m), v)| update::<false, false>(t, g, m, v, &mut [], &h))
-                }
-                (None, true) => {
-                    chunks.for_each(|(((t, g), m), v)| update::<true, false>(t, g, m, v, &mut [], &h))
-                }
-                (Some(vmax), false) => chunks
+            match vmax {
+                None => chunks.for_each(|(((t, g), m), v)| run(t, g, m, v, &mut [])),
+                Some(vmax) => chunks
                     .zip(vmax.par_chunks_mut(CHUNK))
-                    .for_each(|((((t, g), m), v), vm)| update::<false, true>(t, g, m, v, vm, &h)),
-                (Some(vmax), true) => chunks
-                    .zip(vmax.par_chunks_mut(CHUNK))
-                    .for_each(|((((t, g), m), v), vm)| update::<true, true>(t, g, m, v, vm, &h)),
+                    .for_each(|((((t, g), m), v), vm)| run(t, g, m, v, vm)),
             }
         }
     }
@@ -129,7 +135,9 @@ struct Hyper {
 }
 
 /// The Adam update of one slice of a parameter, for each combination of AdamW's decoupled decay
-/// and AMSGrad (as compile-time flags, so the inner loop has no branches and vectorises).
+/// and AMSGrad (as compile-time flags, so the inner loop has no branches and vectorises), 8 wide
+/// where the CPU has AVX2 (the same operations either way: a square root and two divisions per
+/// element dominate, and twice the lanes halve their cost).
 fn update<const DECOUPLED: bool, const AMSGRAD: bool>(
     theta: &mut [f32],
     grad: &[f32],
@@ -138,7 +146,23 @@ fn update<const DECOUPLED: bool, const AMSGRAD: bool>(
     v_max: &mut [f32],
     h: &Hyper,
 ) {
-    for i in 0..theta.len() {
+    crate::tensor::simd::wide!(update_loop::<DECOUPLED, AMSGRAD>(theta, grad, m, v, v_max, h))
+}
+
+#[inline(always)]
+fn update_loop<const DECOUPLED: bool, const AMSGRAD: bool>(
+    theta: &mut [f32],
+    grad: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    v_max: &mut [f32],
+    h: &Hyper,
+) {
+    // Slices of one length, so that the loop runs without bounds checks.
+    let n = theta.len();
+    let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
+    let v_max = if AMSGRAD { &mut v_max[..n] } else { v_max };
+    for i in 0..n {
         let (t, g) = (&mut theta[i], grad[i]);
         let g = if DECOUPLED {
             *t *= 1.0 - h.lr * h.wd; // AdamW: θ ← θ − ηλθ

@@ -106,22 +106,34 @@ impl Optimizer for Sgd {
             let (theta, grad) = (p.value.data_mut(), p.grad.data());
             // Every element is independent: chunks in parallel give the same result on any
             // number of threads.
-            let chunks = theta.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK));
+            let plain = |theta: &mut [f32], grad: &[f32]| {
+                for (t, &g) in theta.iter_mut().zip(grad) {
+                    let g = g + wd * *t; // g ← g + λθ
+                    *t -= lr * g; // θ ← θ − ηg
+                }
+            };
+            let with_momentum = |theta: &mut [f32], grad: &[f32], b: &mut [f32]| {
+                for ((t, &g), b) in theta.iter_mut().zip(grad).zip(b) {
+                    let g = g + wd * *t; // g ← g + λθ
+                    *b = if first { g } else { mu * *b + (1.0 - tau) * g }; // b ← μb + (1 − τ)g
+                    let step = if nesterov { g + mu * *b } else { *b };
+                    *t -= lr * step; // θ ← θ − η·step
+                }
+            };
+            // One chunk stays on this thread: handing it to rayon would cost more than the update.
+            let serial = theta.len() <= CHUNK;
             match b {
-                None => chunks.for_each(|(theta, grad)| {
-                    for (t, &g) in theta.iter_mut().zip(grad) {
-                        let g = g + wd * *t; // g ← g + λθ
-                        *t -= lr * g; // θ ← θ − ηg
-                    }
-                }),
-                Some(b) => chunks.zip(b.data_mut().par_chunks_mut(CHUNK)).for_each(|((theta, grad), b)| {
-                    for ((t, &g), b) in theta.iter_mut().zip(grad).zip(b) {
-                        let g = g + wd * *t; // g ← g + λθ
-                        *b = if first { g } else { mu * *b + (1.0 - tau) * g }; // b ← μb + (1 − τ)g
-                        let step = if nesterov { g + mu * *b } else { *b };
-                        *t -= lr * step; // θ ← θ − η·step
-                    }
-                }),
+                None if serial => plain(theta, grad),
+                None => {
+                    theta.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK)).for_each(|(t, g)| plain(t, g))
+                }
+                Some(b) if serial => with_momentum(theta, grad, b.data_mut()),
+                Some(b) => {
+                    let chunks = theta.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK));
+                    chunks
+                        .zip(b.data_mut().par_chunks_mut(CHUNK))
+                        .for_each(|((t, g), b)| with_momentum(t, g, b))
+                }
             }
         }
     }
