@@ -139,8 +139,9 @@ fn windows() -> Vec<Window> {
 #[test]
 fn max_pool_fast_equals_reference_bit_for_bit() {
     for (wi, win) in windows().into_iter().enumerate() {
-        // [2, 2, 6, 37]: rows of 18 windows, two blocks of 8 for the vector row-pair kernel and a tail.
-        for shape in [[2, 3, 8, 8], [1, 2, 7, 9], [3, 1, 5, 4], [2, 2, 6, 37]] {
+        // For the vector row-pair kernel (2×2, stride 2): rows of 18 windows (two blocks of 8 and an
+        // overlapping third), of 5 (4-wide blocks) and of 4.
+        for shape in [[2, 3, 8, 8], [1, 2, 7, 9], [3, 1, 5, 4], [2, 2, 6, 37], [2, 3, 6, 11], [1, 2, 4, 8]] {
             for (ii, x) in inputs(&shape, wi as u64).into_iter().enumerate() {
                 let what = format!("{win:?} on {shape:?}, input kind {ii}");
                 let mut pool = MaxPool2d::with_kernel(win.kernel)

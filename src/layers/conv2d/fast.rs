@@ -31,6 +31,8 @@
 //!   order, so the result does not depend on the number of threads.
 
 use super::direct;
+use crate::layers::pool::Window;
+use crate::layers::pool::fast::max_pool_plane;
 use crate::tensor::Tensor;
 use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm, sgemm_strided};
 use crate::tensor::im2col::{ConvGeometry, col2im_strided, im2col_strided};
@@ -86,6 +88,61 @@ pub(crate) fn forward(x: &Tensor, w: &[f32], b: Option<&[f32]>, o: usize, geo: &
     // onto chunks of GROUP·o·ohow outputs, lengths asserted above), and the scatter loop wrote
     // every element of each: o channels × ohow positions per image.
     unsafe { Tensor::from_initialised(&shape, y_data) }
+}
+
+/// `maxpool(conv(x, W) + b)` with the pooling window `win` (output planes `pooled_shape[2..]`),
+/// filling `argmax` as [`MaxPool2d`](crate::layers::MaxPool2d)'s forward does: each group's GEMM
+/// result gets its bias and is pooled plane by plane while it is in cache; the convolution's
+/// full-size output is never written. The values are [`forward`]'s, bit for bit (the same GEMM, the
+/// same `v + b`, the same pooling kernel on the same planes).
+#[allow(clippy::too_many_arguments)] // the convolution's inputs, then the pooling's
+pub(crate) fn forward_pooled(
+    x: &Tensor,
+    w: &[f32],
+    b: Option<&[f32]>,
+    o: usize,
+    geo: &ConvGeometry,
+    win: Window,
+    pooled_shape: &[usize],
+    argmax: &mut [u32],
+) -> Tensor {
+    let (n, ckk, ohow, in_len) = (x.dim(0), geo.col_rows(), geo.col_cols(), geo.input_len());
+    let (ph, pw) = (pooled_shape[2], pooled_shape[3]);
+    let plane_out = ph * pw;
+    assert_eq!(argmax.len(), n * o * plane_out, "conv + pool: arg-max length vs shapes");
+    let mut y = Tensor::zeros(pooled_shape);
+    let group = |((y_group, arg_group), x_group): ((&mut [f32], &mut [u32]), &[f32])| {
+        let k = x_group.len() / in_len; // images in this group
+        let ld = k * ohow;
+        with_scratch(ckk * ld + o * ld, |scratch| {
+            let (cols, ys) = scratch.split_at_mut(ckk * ld);
+            for (j, x_j) in x_group.chunks_exact(in_len).enumerate() {
+                im2col_strided(x_j, geo, &mut cols[j * ohow..], ld); // cols = [im2col(x[n]) …]
+            }
+            sgemm(o, ckk, ld, 1.0, w, No, cols, No, 0.0, ys); // [y[n] …] = W·cols
+            for (oc, row) in ys.chunks_exact_mut(ld).enumerate() {
+                let b_o = b.map_or(0.0, |b| b[oc]);
+                row.iter_mut().for_each(|v| *v += b_o); // y[n] = W·cols + b, as `forward` adds it
+            }
+            // Plane (image j, channel oc) of the output is ys[oc, j·OH·OW ..][..OH·OW]: pool it.
+            let planes = y_group.chunks_exact_mut(plane_out).zip(arg_group.chunks_exact_mut(plane_out));
+            for (p, (y_p, arg_p)) in planes.enumerate() {
+                let (j, oc) = (p / o, p % o);
+                let plane = &ys[oc * ld + j * ohow..][..ohow];
+                max_pool_plane(plane, (geo.out_height, geo.out_width), win, (ph, pw), y_p, arg_p);
+            }
+        });
+    };
+    let (y_len, x_len) = (GROUP * o * plane_out, GROUP * in_len);
+    let tasks = (y.data_mut(), argmax);
+    if n.div_ceil(GROUP) < rayon::current_num_threads() {
+        let outputs = tasks.0.chunks_mut(y_len).zip(tasks.1.chunks_mut(y_len));
+        outputs.zip(x.data().chunks(x_len)).for_each(group);
+    } else {
+        let outputs = tasks.0.par_chunks_mut(y_len).zip(tasks.1.par_chunks_mut(y_len));
+        outputs.zip(x.data().par_chunks(x_len)).for_each(group);
+    }
+    y
 }
 
 /// The gradients of [`forward`] given `g = dL/dy`: adds `dL/dW` into `dw` and `dL/db` into `db`,

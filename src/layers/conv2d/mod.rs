@@ -28,8 +28,9 @@ pub mod fast;
 pub mod reference;
 
 use super::{
-    InputGrad, Layer, Mode, Param, PerExampleGrads, State, StateMut, check_grad, check_input, checked_output,
-    redraw_weight_and_bias, replace_parameters, shape_error, visit_weight_bias, visit_weight_bias_mut,
+    InputGrad, Layer, MaxPool2d, Mode, Param, PerExampleGrads, State, StateMut, check_grad, check_input,
+    checked_output, redraw_weight_and_bias, replace_parameters, shape_error, visit_weight_bias,
+    visit_weight_bias_mut,
 };
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -212,6 +213,25 @@ impl Conv2d {
         }
         ConvGeometry::new((c, h, w), self.kernel, self.stride, self.padding, self.dilation)
             .map_err(|e| shape_error(&self.describe(), format!("[N, {c}, H, W] large enough ({e})"), input))
+    }
+    /// `maxpool(conv(x))` in one pass: each group of images' convolution output goes straight from
+    /// the cache-resident GEMM result into `pool`, and the full-size output is never written out.
+    /// Leaves both layers as [`forward`](Layer::forward) on each would (the pooling's arg-max
+    /// included), with bit-identical values; the backward passes are the layers' own. Used by the
+    /// [execution plan](crate::exec) for convolution → ReLU → disjoint max pooling.
+    pub(crate) fn forward_pooled(&mut self, x: &Tensor, pool: &mut MaxPool2d) -> Tensor {
+        self.out_shape = check_input(self, x);
+        let geo = self.geometry_for(x.shape()).expect("checked by check_input");
+        self.geometry = Some(geo);
+        self.input.copy_from(x);
+        let (w, b) = (self.weight.value.data(), self.bias.as_ref().map(|b| b.value.data()));
+        let window = pool.window();
+        let Some((pooled_shape, argmax)) = pool.prepare_external_forward(&self.out_shape) else {
+            // The window does not fit: the pooling's own forward reports it.
+            let y = fast::forward(x, w, b, self.out_channels, &geo);
+            return pool.forward(&y, Mode::Train);
+        };
+        fast::forward_pooled(x, w, b, self.out_channels, &geo, window, &pooled_shape, argmax)
     }
 }
 

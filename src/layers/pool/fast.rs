@@ -126,7 +126,8 @@ mod avx2 {
     ) -> (usize, bool) {
         let windows = (upper.len() / 2).min(lower.len() / 2).min(y.len()).min(arg.len());
         if windows < 8 {
-            return (0, false);
+            // SAFETY: the CPU has AVX2, hence SSE4.1 (the caller's promise).
+            return unsafe { row_pair_2x2_narrow(upper, lower, top, w, y, arg) };
         }
         // Blocks of 8 windows starting at ox = 0, 8, 16, … and, when 8 does not divide the row, one
         // more ending at its last window: it overlaps the block before and writes the same values
@@ -168,6 +169,62 @@ mod avx2 {
                 nan = _mm256_or_ps(nan, unordered);
             }
             (windows, _mm256_movemask_ps(nan) != 0)
+        }
+    }
+
+    /// [`row_pair_2x2`] for rows of 4 to 7 windows (the second pooling of a small network: 5 per
+    /// row), four at a time in 128-bit registers, with the same overlapping last block. Shorter rows:
+    /// none, returns 0.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    unsafe fn row_pair_2x2_narrow(
+        upper: &[f32],
+        lower: &[f32],
+        top: usize,
+        w: usize,
+        y: &mut [f32],
+        arg: &mut [u32],
+    ) -> (usize, bool) {
+        let windows = (upper.len() / 2).min(lower.len() / 2).min(y.len()).min(arg.len());
+        if windows < 4 {
+            return (0, false);
+        }
+        let starts = (0..windows / 4).map(|j| 4 * j).chain((windows % 4 != 0).then_some(windows - 4));
+        // SAFETY: the block at ox reads upper/lower[2·ox .. 2·ox + 8] and writes y/arg[ox .. ox + 4]
+        // with ox + 4 ≤ windows, inside the slices; the CPU has AVX2 (the caller's promise).
+        unsafe {
+            let (w0, w1) = (_mm_set1_epi32(w as i32), _mm_set1_epi32(w as i32 + 1));
+            let (zero, one) = (_mm_setzero_si128(), _mm_set1_epi32(1));
+            let steps = _mm_setr_epi32(0, 2, 4, 6);
+            let select = |a: __m128i, b: __m128i, mask: __m128| {
+                _mm_castps_si128(_mm_blendv_ps(_mm_castsi128_ps(a), _mm_castsi128_ps(b), mask))
+            };
+            let split = |p: *const f32| {
+                let (lo, hi) = (_mm_loadu_ps(p), _mm_loadu_ps(p.add(4)));
+                (_mm_shuffle_ps::<0b10_00_10_00>(lo, hi), _mm_shuffle_ps::<0b11_01_11_01>(lo, hi))
+            };
+            let mut nan = _mm_setzero_ps();
+            for ox in starts {
+                let ((a, b), (c, d)) = (split(upper.as_ptr().add(2 * ox)), split(lower.as_ptr().add(2 * ox)));
+                // The selects of the 8-wide kernel, on four windows.
+                let upper_wins = _mm_cmp_ps::<_CMP_GT_OQ>(b, a);
+                let (top_max, top_i) = (_mm_blendv_ps(a, b, upper_wins), select(zero, one, upper_wins));
+                let lower_wins = _mm_cmp_ps::<_CMP_GT_OQ>(d, c);
+                let (low_max, low_i) = (_mm_blendv_ps(c, d, lower_wins), select(w0, w1, lower_wins));
+                let low_wins = _mm_cmp_ps::<_CMP_GT_OQ>(low_max, top_max);
+                let m = _mm_blendv_ps(top_max, low_max, low_wins);
+                let i = select(top_i, low_i, low_wins);
+                let index = _mm_add_epi32(_mm_add_epi32(_mm_set1_epi32((top + 2 * ox) as i32), steps), i);
+                _mm_storeu_ps(y.as_mut_ptr().add(ox), m);
+                _mm_storeu_si128(arg.as_mut_ptr().add(ox).cast(), index);
+                nan = _mm_or_ps(
+                    nan,
+                    _mm_or_ps(_mm_cmp_ps::<_CMP_UNORD_Q>(a, b), _mm_cmp_ps::<_CMP_UNORD_Q>(c, d)),
+                );
+            }
+            (windows, _mm_movemask_ps(nan) != 0)
         }
     }
 

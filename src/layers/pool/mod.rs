@@ -178,6 +178,22 @@ impl MaxPool2d {
         let w = self.window;
         w.stride.0 >= w.kernel.0 && w.stride.1 >= w.kernel.1 && w.padding == (0, 0)
     }
+
+    /// For a forward pass computed elsewhere, plane by plane (the execution plan's fused
+    /// convolution + pooling, [`Conv2d::forward_pooled`](crate::layers::Conv2d)): records the
+    /// input and output shapes as [`forward`](Layer::forward) would and returns the output shape
+    /// and the arg-max buffer to fill, or `None` when the window does not fit `in_shape`.
+    pub(crate) fn prepare_external_forward(
+        &mut self,
+        in_shape: &[usize],
+    ) -> Option<(Vec<usize>, &mut [u32])> {
+        let out_shape = self.window.output_shape("MaxPool2d", in_shape).ok()?;
+        self.in_shape.clear();
+        self.in_shape.extend_from_slice(in_shape);
+        self.out_shape.clone_from(&out_shape);
+        self.argmax.resize(out_shape.iter().product(), 0);
+        Some((out_shape, &mut self.argmax))
+    }
 }
 
 impl Layer for MaxPool2d {
