@@ -1,8 +1,14 @@
-//! Forward and backward of each layer of the reference network at batch 64.
+//! Forward and backward of each layer of the reference network (and the MLP's first dense layer)
+//! at batch 64 and 256, for the roofline table of `docs/benchmarks.md`: how far each layer runs from
+//! the machine's limits measured by `benches/roofline.rs`.
 //!
-//! Conv2d and Dense report GFLOP/s (criterion's "Gelem/s", counting 2 FLOPs per multiply-add:
-//! forward 2·N·O·C·kh·kw·OH·OW; backward twice that, for dW and dx). MaxPool2d and ReLU report
-//! input elements per second.
+//! Layers with multiply-adds report GFLOP/s (criterion's "Gelem/s", 2 FLOPs per multiply-add:
+//! convolution forward 2·N·O·C·kh·kw·OH·OW, dense forward 2·N·in·out; a backward pass twice its
+//! forward, for `dL/dW` and `dL/dx` — except the network's first layer, which computes no `dL/dx`
+//! in training and is measured that way, so its backward counts once). Max pooling and ReLU report
+//! the bytes they read and write per second (GiB/s): pooling forward reads the input and writes
+//! the output and its arg-max (u32), backward reads the gradient and the arg-max and writes
+//! `dL/dx`; ReLU reads and writes 4 bytes per value and keeps a 1-byte mask.
 //!
 //! Run: `cargo bench --bench layers`
 
@@ -11,81 +17,106 @@ use backprop::layers::{Conv2d, Dense, InputGrad, Layer, MaxPool2d, Mode, Relu};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
-const N: usize = 64;
+/// One layer's benchmark: what to build, its input shape, its throughputs.
+struct Case {
+    name: &'static str,
+    layer: fn() -> Box<dyn Layer>,
+    input: Vec<usize>,
+    forward: Throughput,
+    backward: Throughput,
+    input_grad: InputGrad,
+}
 
-fn bench_layer(
-    c: &mut Criterion,
-    group: &str,
-    mut layer: Box<dyn Layer>,
-    x: Tensor,
-    fwd: Throughput,
-    bwd: Throughput,
-) {
-    let mut g = c.benchmark_group(group);
+fn bench_layer(c: &mut Criterion, batch: usize, case: Case) {
+    let mut layer = (case.layer)();
+    let x = Tensor::randn(&case.input, 0.0, 1.0, 1);
+    let mut g = c.benchmark_group(format!("layer_batch{batch}"));
     let y = layer.forward(&x, Mode::Train);
     let grad = Tensor::randn(y.shape(), 0.0, 1.0, 9);
-    g.throughput(fwd);
-    g.bench_function(BenchmarkId::new("forward", layer.describe()), |b| {
+    g.throughput(case.forward);
+    g.bench_function(BenchmarkId::new("forward", case.name), |b| {
         b.iter(|| black_box(layer.forward(black_box(&x), Mode::Train)))
     });
-    g.throughput(bwd);
+    g.throughput(case.backward);
     layer.forward(&x, Mode::Train);
-    g.bench_function(BenchmarkId::new("backward", layer.describe()), |b| {
-        b.iter(|| black_box(layer.backward(black_box(&grad), InputGrad::Needed)))
+    g.bench_function(BenchmarkId::new("backward", case.name), |b| {
+        b.iter(|| black_box(layer.backward(black_box(&grad), case.input_grad)))
     });
     g.finish();
 }
 
-fn conv_flops(n: usize, o: usize, c: usize, k: usize, oh: usize) -> u64 {
-    (2 * n * o * c * k * k * oh * oh) as u64
+/// FLOPs of a square-kernel convolution's forward pass on square images.
+fn conv_flops(n: usize, o: usize, c: usize, k: usize, out: usize) -> u64 {
+    (2 * n * o * c * k * k * out * out) as u64
+}
+
+fn cases(n: usize) -> Vec<Case> {
+    let f1 = conv_flops(n, 32, 1, 3, 26);
+    let f2 = conv_flops(n, 64, 32, 3, 11);
+    let fd = (2 * n * 1600 * 10) as u64;
+    let fm = (2 * n * 784 * 256) as u64;
+    let pool_in = n * 32 * 26 * 26; // values entering the first pooling
+    let pool_bytes = (4 * pool_in + (4 + 4) * pool_in / 4) as u64;
+    let relu_bytes = ((4 + 4 + 1) * pool_in) as u64;
+    vec![
+        Case {
+            name: "Conv2d(1→32, 3×3), first layer",
+            layer: || Box::new(Conv2d::new(1, 32, 3)),
+            input: vec![n, 1, 28, 28],
+            forward: Throughput::Elements(f1),
+            backward: Throughput::Elements(f1), // dL/dW only
+            input_grad: InputGrad::NotNeeded,
+        },
+        Case {
+            name: "Conv2d(32→64, 3×3)",
+            layer: || Box::new(Conv2d::new(32, 64, 3)),
+            input: vec![n, 32, 13, 13],
+            forward: Throughput::Elements(f2),
+            backward: Throughput::Elements(2 * f2),
+            input_grad: InputGrad::Needed,
+        },
+        Case {
+            name: "Dense(1600→10)",
+            layer: || Box::new(Dense::new(1600, 10)),
+            input: vec![n, 1600],
+            forward: Throughput::Elements(fd),
+            backward: Throughput::Elements(2 * fd),
+            input_grad: InputGrad::Needed,
+        },
+        Case {
+            name: "Dense(784→256), first layer",
+            layer: || Box::new(Dense::new(784, 256)),
+            input: vec![n, 784],
+            forward: Throughput::Elements(fm),
+            backward: Throughput::Elements(fm), // dL/dW only
+            input_grad: InputGrad::NotNeeded,
+        },
+        Case {
+            name: "MaxPool2d(2×2) on 32×26×26",
+            layer: || Box::new(MaxPool2d::new(2)),
+            input: vec![n, 32, 26, 26],
+            forward: Throughput::Bytes(pool_bytes),
+            backward: Throughput::Bytes(pool_bytes),
+            input_grad: InputGrad::Needed,
+        },
+        Case {
+            name: "ReLU on 32×26×26",
+            layer: || Box::new(Relu::new()),
+            input: vec![n, 32, 26, 26],
+            forward: Throughput::Bytes(relu_bytes),
+            backward: Throughput::Bytes(relu_bytes),
+            input_grad: InputGrad::Needed,
+        },
+    ]
 }
 
 fn layers(c: &mut Criterion) {
     backprop::alloc_tuning::tune_allocator(); // a benchmark owns its process
-    let f1 = conv_flops(N, 32, 1, 3, 26);
-    bench_layer(
-        c,
-        "layer_conv1_batch64",
-        Box::new(Conv2d::new(1, 32, 3)),
-        Tensor::randn(&[N, 1, 28, 28], 0.0, 1.0, 1),
-        Throughput::Elements(f1),
-        Throughput::Elements(2 * f1),
-    );
-    let f2 = conv_flops(N, 64, 32, 3, 11);
-    bench_layer(
-        c,
-        "layer_conv2_batch64",
-        Box::new(Conv2d::new(32, 64, 3)),
-        Tensor::randn(&[N, 32, 13, 13], 0.0, 1.0, 2),
-        Throughput::Elements(f2),
-        Throughput::Elements(2 * f2),
-    );
-    let fd = (2 * N * 1600 * 10) as u64;
-    bench_layer(
-        c,
-        "layer_dense_batch64",
-        Box::new(Dense::new(1600, 10)),
-        Tensor::randn(&[N, 1600], 0.0, 1.0, 3),
-        Throughput::Elements(fd),
-        Throughput::Elements(2 * fd),
-    );
-    let e = (N * 32 * 26 * 26) as u64;
-    bench_layer(
-        c,
-        "layer_maxpool_batch64",
-        Box::new(MaxPool2d::new(2)),
-        Tensor::randn(&[N, 32, 26, 26], 0.0, 1.0, 4),
-        Throughput::Elements(e),
-        Throughput::Elements(e),
-    );
-    bench_layer(
-        c,
-        "layer_relu_batch64",
-        Box::new(Relu::new()),
-        Tensor::randn(&[N, 32, 26, 26], 0.0, 1.0, 5),
-        Throughput::Elements(e),
-        Throughput::Elements(e),
-    );
+    for batch in [64, 256] {
+        for case in cases(batch) {
+            bench_layer(c, batch, case);
+        }
+    }
 }
 
 criterion_group! {

@@ -10,6 +10,11 @@
 //! half the hardware's.
 //! Criterion prints "Gelem/s": one element = one floating-point operation (an FMA counts two).
 //!
+//! The second roof is memory: `memory_bandwidth` streams `dst = src + 1` over two 64 MiB arrays
+//! (what an element-wise layer does to a large activation) and reports bytes read plus written
+//! per second. A layer whose arithmetic per byte is low — pooling, ReLU, the first convolution's
+//! output — is bound by this one.
+//!
 //! Run: `cargo bench --bench roofline`
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -69,5 +74,33 @@ fn peak(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, peak);
+/// Elements of each array of the bandwidth test: 64 MiB, far beyond every cache.
+const STREAM_LEN: usize = 16 << 20;
+
+/// Memory bandwidth, the other roof: `dst = src + 1` over 64 MiB arrays (read one, write one, as an
+/// element-wise layer does), on one core and on all, in bytes moved per second.
+fn bandwidth(c: &mut Criterion) {
+    let src = vec![1.0f32; STREAM_LEN];
+    let mut dst = vec![0.0f32; STREAM_LEN];
+    let bytes = (2 * STREAM_LEN * std::mem::size_of::<f32>()) as u64;
+    let mut g = c.benchmark_group("memory_bandwidth");
+    g.sample_size(20);
+    g.throughput(Throughput::Bytes(bytes));
+    g.bench_function("read_write_one_core", |bench| {
+        bench.iter(|| dst.iter_mut().zip(black_box(&src)).for_each(|(d, s)| *d = s + 1.0))
+    });
+    let threads = rayon::current_num_threads();
+    let chunk = STREAM_LEN.div_ceil(threads);
+    g.bench_function(format!("read_write_all_{threads}_cores"), |bench| {
+        bench.iter(|| {
+            dst.par_chunks_mut(chunk)
+                .zip(black_box(&src).par_chunks(chunk))
+                .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d = s + 1.0))
+        })
+    });
+    g.finish();
+    black_box(&dst);
+}
+
+criterion_group!(benches, peak, bandwidth);
 criterion_main!(benches);
