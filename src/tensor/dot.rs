@@ -88,7 +88,9 @@ fn lanes_sum(a: &[f32], r: &mut [f32; LANES]) {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::LANES;
-    use std::arch::x86_64::{__m256, _mm256_add_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_storeu_ps};
+    use std::arch::x86_64::{
+        __m256, _mm256_add_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+    };
 
     /// Loads `r` as four registers, runs `step` over the whole blocks, stores them back.
     ///
@@ -132,6 +134,45 @@ mod avx2 {
         }
     }
 
+    /// The first `T` windows of [`super::shifted_dots`]; returns `T`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2; `offs` must hold at least `T` offsets, each with
+    /// `off + a.len() ≤ b.len()`, and `out` at least `T` elements.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn shifted_dots<const T: usize>(
+        a: &[f32],
+        b: &[f32],
+        offs: &[usize],
+        out: &mut [f32],
+    ) -> usize {
+        let n = a.len();
+        let whole = n / 8 * 8;
+        let mut lanes = [[0.0f32; 8]; T];
+        // SAFETY: block i reads a[i..i + 8] (i + 8 ≤ whole ≤ n) and b[off + i..][..8], inside b for
+        // every window (the caller's promise).
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); T];
+            for i in (0..whole).step_by(8) {
+                let a_i = _mm256_loadu_ps(a.as_ptr().add(i));
+                for (acc_t, &off) in acc.iter_mut().zip(&offs[..T]) {
+                    let b_i = _mm256_loadu_ps(b.as_ptr().add(off + i));
+                    *acc_t = _mm256_add_ps(*acc_t, _mm256_mul_ps(a_i, b_i));
+                }
+            }
+            for (l, acc_t) in lanes.iter_mut().zip(&acc) {
+                _mm256_storeu_ps(l.as_mut_ptr(), *acc_t);
+            }
+        }
+        for ((l, &off), out_t) in lanes.iter_mut().zip(&offs[..T]).zip(out.iter_mut()) {
+            for i in whole..n {
+                l[i % 8] += a[i] * b[off + i];
+            }
+            *out_t = super::reduce8(*l);
+        }
+        T
+    }
+
     /// See [`super::lanes_sum_plain`].
     ///
     /// # Safety
@@ -164,6 +205,61 @@ fn reduce(mut r: [f32; LANES]) -> f32 {
     r[0]
 }
 
+/// Several dot products of one vector with shifted windows of another:
+/// `out[t] = Σ_i a[i] · b[offsets[t] + i]` for `i < a.len()`. Each sum runs in 8 partial sums (lane
+/// `l` takes every `i ≡ l mod 8`) added pairwise at the end, the same order on every CPU. With
+/// AVX2, up to 8 windows go together, so that each block of `a` is loaded once for all of them
+/// (the convolution's weight gradients: 9 taps of a 3×3 kernel read the same gradient).
+///
+/// # Panics
+/// If a window reaches past `b`, or `out` is shorter than `offsets`.
+pub(crate) fn shifted_dots(a: &[f32], b: &[f32], offsets: &[usize], out: &mut [f32]) {
+    let n = a.len();
+    assert!(offsets.iter().all(|&off| off + n <= b.len()), "shifted_dots: a window reaches past b");
+    assert!(out.len() >= offsets.len(), "shifted_dots: out shorter than offsets");
+    #[cfg(target_arch = "x86_64")]
+    if crate::tensor::simd::wide_vectors() {
+        let mut t = 0;
+        while t < offsets.len() {
+            let rest = offsets.len() - t;
+            let (offs, out) = (&offsets[t..], &mut out[t..]);
+            // SAFETY: the CPU has AVX2 (checked above); every window lies inside b (asserted above).
+            t += unsafe {
+                match rest {
+                    8.. => avx2::shifted_dots::<8>(a, b, offs, out),
+                    4..=7 => avx2::shifted_dots::<4>(a, b, offs, out),
+                    2..=3 => avx2::shifted_dots::<2>(a, b, offs, out),
+                    _ => avx2::shifted_dots::<1>(a, b, offs, out),
+                }
+            };
+        }
+        return;
+    }
+    shifted_dots_plain(a, b, offsets, out);
+}
+
+/// [`shifted_dots`] as plain loops: the definition.
+fn shifted_dots_plain(a: &[f32], b: &[f32], offsets: &[usize], out: &mut [f32]) {
+    for (out_t, &off) in out.iter_mut().zip(offsets) {
+        let mut lanes = [0.0f32; 8];
+        for (i, (&a_i, &b_i)) in a.iter().zip(&b[off..]).enumerate() {
+            lanes[i % 8] += a_i * b_i;
+        }
+        *out_t = reduce8(lanes);
+    }
+}
+
+/// Eight lanes added pairwise, 8 → 4 → 2 → 1.
+#[inline(always)]
+fn reduce8(mut r: [f32; 8]) -> f32 {
+    for width in [4, 2, 1] {
+        for l in 0..width {
+            r[l] += r[l + width];
+        }
+    }
+    r[0]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +276,28 @@ mod tests {
         lanes_sum(&a, &mut wide);
         lanes_sum_plain(&a, &mut plain);
         assert_eq!(wide.map(f32::to_bits), plain.map(f32::to_bits));
+    }
+
+    /// The AVX2 shifted dot products and the plain ones give the same bits, for every count of
+    /// windows the dispatch distinguishes and lengths with and without a tail.
+    #[test]
+    fn shifted_dots_wide_and_plain_agree() {
+        let b: Vec<f32> = (0..900).map(|i| ((i * 29 % 83) as f32 - 41.0) / 9.0).collect();
+        for len in [0, 5, 8, 61, 726] {
+            let a: Vec<f32> = (0..len).map(|i| ((i * 17 % 31) as f32 - 15.0) / 4.0).collect();
+            for taps in [1, 2, 3, 5, 8, 9, 27, 32] {
+                let offsets: Vec<usize> = (0..taps).map(|t| (t * 7) % (900 - len)).collect();
+                let (mut wide, mut plain) = (vec![0.0; taps], vec![0.0; taps]);
+                shifted_dots(&a, &b, &offsets, &mut wide);
+                shifted_dots_plain(&a, &b, &offsets, &mut plain);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&wide), bits(&plain), "length {len}, {taps} windows");
+                for (t, &off) in offsets.iter().enumerate() {
+                    let exact: f64 = a.iter().zip(&b[off..]).map(|(&x, &y)| x as f64 * y as f64).sum();
+                    assert!((plain[t] as f64 - exact).abs() < 1e-3 * (1.0 + exact.abs()), "window {t}");
+                }
+            }
+        }
     }
 
     /// `dot` and `sum` against a plain f64 sum, on lengths with and without a tail.

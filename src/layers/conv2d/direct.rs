@@ -20,8 +20,8 @@
 //! ```
 //!
 //! `xp` is the image itself when there is no padding, otherwise a zero-bordered copy. The sums run
-//! in 32 lanes added in a fixed order ([`dot`](crate::tensor::dot)), with AVX2 where the CPU has it and the same
-//! operations in plain Rust elsewhere, so the results depend neither on the CPU nor on the number
+//! in lanes added in a fixed order (`tensor::dot::shifted_dots`: up to 8 taps per pass over `gp`),
+//! with AVX2 where the CPU has it and the same operations in plain Rust elsewhere, so the results depend neither on the CPU nor on the number
 //! of threads. (The zeros of `gp` multiply real input values; an infinite input therefore makes a
 //! weight gradient NaN where the reference may give ±∞ — by then the forward pass is infinite too.)
 //!
@@ -30,7 +30,7 @@
 //! batch 256 — its accumulators form one dependent chain per tap, and the pass is bound by writing
 //! its output anyway.
 
-use crate::tensor::dot::{dot, sum};
+use crate::tensor::dot::{shifted_dots, sum};
 use crate::tensor::im2col::ConvGeometry;
 use crate::tensor::simd::wide;
 
@@ -153,9 +153,9 @@ fn weight_grads_image(
             let gap = (plane.len - oy * plane.wp - ow).min(plane.wp - ow);
             dst[ow..ow + gap].fill(0.0);
         }
-        // dL/dW[o, tap] += Σ_q gp[q] · xp[q + off(tap)]
-        for (dw_t, &off) in dw_o.iter_mut().zip(offsets) {
-            *dw_t += dot(gp, &xp[off..][..plane.len]);
-        }
+        // dL/dW[o, tap] += Σ_q gp[q] · xp[q + off(tap)], all taps in one pass over gp
+        let mut dots = [0.0f32; MAX_TAPS];
+        shifted_dots(gp, xp, offsets, &mut dots);
+        dw_o.iter_mut().zip(&dots).for_each(|(dw_t, d)| *dw_t += d);
     }
 }
