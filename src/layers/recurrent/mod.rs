@@ -382,6 +382,10 @@ impl<C: Cell> Recurrent<C> {
         self.x.copy_from(x);
         // a_t = x_t·W_ihᵀ + b_ih for every (n, t) at once: one GEMM. (Buffers keep their length
         // from pass to pass and are not re-zeroed where every element is written: see `reuse`.)
+        if self.a.is_empty() {
+            // The latest backward pass borrowed this buffer for dL/da (see `backward_through_time`).
+            self.a = std::mem::take(&mut self.grads[4]);
+        }
         reuse(&mut self.a, n * t_len * g);
         sgemm(n * t_len, f, g, 1.0, x.data(), No, self.weight_ih.value.data(), Yes, 0.0, &mut self.a);
         for row in self.a.chunks_exact_mut(g) {
@@ -533,7 +537,10 @@ impl<C: Cell> Recurrent<C> {
         check_grad(&self.describe(), if t_len == 0 { &[] } else { &expected }, grad_out);
         let nh = n * h;
         let nc = nh; // allocated for every cell, so the loops are uniform
-        let [mut dh, mut dc, mut dh_prev, mut dc_prev, mut da_all, mut db] = std::mem::take(&mut self.grads);
+        let [mut dh, mut dc, mut dh_prev, mut dc_prev, _, mut db] = std::mem::take(&mut self.grads);
+        // dL/da has the shape of a, which only the forward pass reads: it takes a's buffer (the next
+        // forward pass takes it back), so the two 16 MB buffers of the benchmark LSTM are one.
+        let mut da_all = std::mem::take(&mut self.a);
         for (buf, len) in [
             (&mut dh, nh),
             (&mut dc, nc),
