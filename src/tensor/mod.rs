@@ -129,6 +129,17 @@ impl Tensor {
         Tensor { shape: shape.to_vec(), data }
     }
 
+    /// Writes zeros into every element of `s` and returns it as initialised: for buffers zeroed
+    /// piece by piece, where each piece is about to be used (and is in cache), instead of by one
+    /// pass over the whole buffer first.
+    pub(crate) fn zero_uninit(s: &mut [std::mem::MaybeUninit<f32>]) -> &mut [f32] {
+        for v in s.iter_mut() {
+            v.write(0.0);
+        }
+        // SAFETY: every element was written just above, and MaybeUninit<f32> has f32's layout.
+        unsafe { &mut *(s as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) }
+    }
+
     /// A scalar (a tensor of shape `[]`).
     pub fn scalar(value: f32) -> Tensor {
         Tensor { shape: vec![], data: vec![value] }

@@ -146,7 +146,8 @@ pub(crate) fn forward_pooled(
 }
 
 /// The gradients of [`forward`] given `g = dL/dy`: adds `dL/dW` into `dw` and `dL/db` into `db`,
-/// and writes `dL/dx` into `dx` (zeroed, the input's length) when it is given. `partials` is the
+/// and writes `dL/dx` into `dx` (the input's length; every element written, each group's part
+/// zeroed just before its col2im) when it is given. `partials` is the
 /// caller's buffer for the per-group sums, reused from call to call.
 #[allow(clippy::too_many_arguments)] // the three inputs, the three outputs, the geometry, scratch
 pub(crate) fn backward(
@@ -156,7 +157,7 @@ pub(crate) fn backward(
     geo: &ConvGeometry,
     dw: &mut [f32],
     mut db: Option<&mut [f32]>,
-    dx: Option<&mut [f32]>,
+    dx: Option<&mut [MaybeUninit<f32>]>,
     partials: &mut Vec<f32>,
 ) {
     let o = dw.len() / geo.col_rows();
@@ -187,7 +188,7 @@ pub(crate) fn backward_in_groups(
     geo: &ConvGeometry,
     dw_parts: &mut [f32],
     db_parts: &mut [f32],
-    dx: Option<&mut [f32]>,
+    dx: Option<&mut [MaybeUninit<f32>]>,
     per_image: bool,
 ) {
     let (n, ckk, ohow, in_len) = (x.dim(0), geo.col_rows(), geo.col_cols(), geo.input_len());
@@ -199,7 +200,7 @@ pub(crate) fn backward_in_groups(
     let per_group_parts = if per_image { group } else { 1 }; // dW sums per group
     let need_dx = dx.is_some();
     // One slice of dx per group (empty slices when dL/dx is not wanted).
-    let mut dx_groups: Vec<&mut [f32]> = match dx {
+    let mut dx_groups: Vec<&mut [MaybeUninit<f32>]> = match dx {
         Some(d) => d.chunks_mut(group * in_len).collect(),
         None => (0..groups).map(|_| &mut [][..]).collect(),
     };
@@ -249,6 +250,7 @@ pub(crate) fn backward_in_groups(
             }
             if need_dx {
                 sgemm(ckk, o, ld, 1.0, w, Yes, gs, No, 0.0, dcols); // dcols = Wᵀ·g
+                let dx_group = Tensor::zero_uninit(dx_group); // zeroed here, while it is in cache
                 for (j, dx_j) in dx_group.chunks_exact_mut(in_len).enumerate() {
                     col2im_strided(&dcols[j * ohow..], geo, dx_j, ld); // dx[n] = col2im(dcols)
                 }

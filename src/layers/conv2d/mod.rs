@@ -274,7 +274,8 @@ impl Layer for Conv2d {
     fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
         check_grad("Conv2d", &self.out_shape, g);
         let geo = self.geometry.expect("forward ran");
-        let mut dx = input_grad.is_needed().then(|| Tensor::zeros(self.input.shape()));
+        let len = self.input.len();
+        let mut dx: Option<Vec<f32>> = input_grad.is_needed().then(|| Vec::with_capacity(len));
         fast::backward(
             &self.input,
             self.weight.value.data(),
@@ -282,10 +283,11 @@ impl Layer for Conv2d {
             &geo,
             self.weight.grad.data_mut(),                   // dL/dW += Σ g·x
             self.bias.as_mut().map(|b| b.grad.data_mut()), // dL/db += Σ g
-            dx.as_mut().map(|d| d.data_mut()),             // dL/dx  = Σ g·W
+            dx.as_mut().map(|d| &mut d.spare_capacity_mut()[..len]), // dL/dx  = Σ g·W
             &mut self.dw_groups,
         );
-        dx
+        // SAFETY: given dx, fast::backward writes every one of its `len` elements.
+        dx.map(|d| unsafe { Tensor::from_initialised(self.input.shape(), d) })
     }
 
     fn has_per_example_grads(&self) -> bool {
@@ -304,8 +306,10 @@ impl Layer for Conv2d {
         let geo = self.geometry.expect("forward ran");
         let (o, ckk, n) = (self.out_channels, geo.col_rows(), self.input.dim(0));
         grads.expect_batch("Conv2d", n);
-        let mut dx = input_grad.is_needed().then(|| Tensor::zeros(self.input.shape()));
-        let (w, dx_data) = (self.weight.value.data(), dx.as_mut().map(|d| d.data_mut()));
+        let len = self.input.len();
+        let mut dx: Option<Vec<f32>> = input_grad.is_needed().then(|| Vec::with_capacity(len));
+        let (w, dx_data) =
+            (self.weight.value.data(), dx.as_mut().map(|d| &mut d.spare_capacity_mut()[..len]));
         if self.bias.is_some() {
             let [dw, db] = grads.next_slots_to_overwrite([o * ckk, o]);
             fast::backward_in_groups(&self.input, w, g, &geo, dw.data_mut(), db.data_mut(), dx_data, true);
@@ -324,7 +328,8 @@ impl Layer for Conv2d {
                 true,
             );
         }
-        dx
+        // SAFETY: given dx, fast::backward_in_groups writes every one of its `len` elements.
+        dx.map(|d| unsafe { Tensor::from_initialised(self.input.shape(), d) })
     }
 
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {

@@ -247,12 +247,7 @@ impl Layer for MaxPool2d {
         let mut dx: Vec<f32> = Vec::with_capacity(len);
         type Plane<'a> = ((&'a mut [MaybeUninit<f32>], &'a [f32]), &'a [u32]); // (dx, g, arg-max)
         let route = |((dx_p, g_p), arg_p): Plane| {
-            dx_p.iter_mut().for_each(|d| {
-                d.write(0.0);
-            });
-            // SAFETY: every element of the plane was written just above, and MaybeUninit<f32> has
-            // the layout of f32.
-            let dx_p = unsafe { &mut *(dx_p as *mut [MaybeUninit<f32>] as *mut [f32]) };
+            let dx_p = Tensor::zero_uninit(dx_p);
             for (&gv, &i) in g_p.iter().zip(arg_p) {
                 dx_p[i as usize] += gv; // route g to the window's arg-max
             }
