@@ -110,8 +110,11 @@ pub(crate) fn forward_pooled(
     let (ph, pw) = (pooled_shape[2], pooled_shape[3]);
     let plane_out = ph * pw;
     assert_eq!(argmax.len(), n * o * plane_out, "conv + pool: arg-max length vs shapes");
-    let mut y = Tensor::zeros(pooled_shape);
-    let group = |((y_group, arg_group), x_group): ((&mut [f32], &mut [u32]), &[f32])| {
+    let y_len_total = n * o * plane_out;
+    let mut y_data: Vec<f32> = Vec::with_capacity(y_len_total);
+    type Group<'a> = ((&'a mut [MaybeUninit<f32>], &'a mut [u32]), &'a [f32]); // (y, arg-max, x)
+    let group = |((y_group, arg_group), x_group): Group| {
+        let y_group = Tensor::zero_uninit(y_group); // (every element is pooled into below)
         let k = x_group.len() / in_len; // images in this group
         let ld = k * ohow;
         with_scratch(ckk * ld + o * ld, |scratch| {
@@ -134,7 +137,7 @@ pub(crate) fn forward_pooled(
         });
     };
     let (y_len, x_len) = (GROUP * o * plane_out, GROUP * in_len);
-    let tasks = (y.data_mut(), argmax);
+    let tasks = (&mut y_data.spare_capacity_mut()[..y_len_total], argmax);
     if n.div_ceil(GROUP) < rayon::current_num_threads() {
         let outputs = tasks.0.chunks_mut(y_len).zip(tasks.1.chunks_mut(y_len));
         outputs.zip(x.data().chunks(x_len)).for_each(group);
@@ -142,7 +145,9 @@ pub(crate) fn forward_pooled(
         let outputs = tasks.0.par_chunks_mut(y_len).zip(tasks.1.par_chunks_mut(y_len));
         outputs.zip(x.data().par_chunks(x_len)).for_each(group);
     }
-    y
+    // SAFETY: the groups cover all n images (chunks of GROUP·in_len inputs map one to one onto
+    // chunks of GROUP·o·plane_out outputs), and each group zeroed its whole chunk first.
+    unsafe { Tensor::from_initialised(pooled_shape, y_data) }
 }
 
 /// The gradients of [`forward`] given `g = dL/dy`: adds `dL/dW` into `dw` and `dL/db` into `db`,

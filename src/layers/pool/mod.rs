@@ -212,29 +212,35 @@ impl Layer for MaxPool2d {
         let (h, w) = (x.dim(2), x.dim(3));
         let (oh, ow) = (self.out_shape[2], self.out_shape[3]);
         let win = self.window;
-        let mut y = Tensor::zeros(&self.out_shape);
-        self.argmax.resize(y.len(), 0);
+        let y_len_total: usize = self.out_shape.iter().product();
+        let mut y_data: Vec<f32> = Vec::with_capacity(y_len_total);
+        self.argmax.resize(y_len_total, 0);
         // Planes are processed in parallel, several per task (one plane is too little work);
         // small inputs stay on the calling thread, where waking other threads would cost more.
         let planes_per_task = (4096 / (h * w).max(1)).max(1);
-        let task = |((y_t, arg_t), x_t): ((&mut [f32], &mut [u32]), &[f32])| {
+        type Task<'a> = ((&'a mut [MaybeUninit<f32>], &'a mut [u32]), &'a [f32]); // (y, arg-max, x)
+        let task = |((y_t, arg_t), x_t): Task| {
+            let y_t = Tensor::zero_uninit(y_t); // zeroed here, in cache (then every value is pooled in)
             let planes = y_t.chunks_exact_mut(oh * ow).zip(arg_t.chunks_exact_mut(oh * ow));
             for ((y_p, arg_p), x_p) in planes.zip(x_t.chunks_exact(h * w)) {
                 max_pool_plane(x_p, (h, w), win, (oh, ow), y_p, arg_p);
             }
         };
         let (y_len, x_len) = (planes_per_task * oh * ow, planes_per_task * h * w);
+        let y_spare = &mut y_data.spare_capacity_mut()[..y_len_total];
         if x.len() < SERIAL_BELOW {
-            y.data_mut()
+            y_spare
                 .chunks_mut(y_len)
                 .zip(self.argmax.chunks_mut(y_len))
                 .zip(x.data().chunks(x_len))
                 .for_each(task);
         } else {
-            let tasks = y.data_mut().par_chunks_mut(y_len).zip(self.argmax.par_chunks_mut(y_len));
+            let tasks = y_spare.par_chunks_mut(y_len).zip(self.argmax.par_chunks_mut(y_len));
             tasks.zip(x.data().par_chunks(x_len)).for_each(task);
         }
-        y
+        // SAFETY: the chunks cover all of y (N·C planes of the output, one per input plane), and
+        // each task zeroed its whole chunk first.
+        unsafe { Tensor::from_initialised(&self.out_shape, y_data) }
     }
 
     fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
