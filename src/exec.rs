@@ -44,6 +44,7 @@
 use crate::layers::{Conv2d, Flatten, InputGrad, Layer, MaxPool2d, Mode, Relu, backward_input};
 use crate::tensor::Tensor;
 use std::any::Any;
+use std::borrow::Cow;
 
 /// How a [`Sequential`](crate::layers::Sequential) runs its layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -167,8 +168,12 @@ pub fn forward(plan: &Plan, layers: &mut [Box<dyn Layer>], x: &Tensor, mode: Mod
                 let conv = (conv.as_mut() as &mut dyn Any).downcast_mut::<Conv2d>();
                 let pool = (pool.as_mut() as &mut dyn Any).downcast_mut::<MaxPool2d>();
                 let (conv, pool) = conv.zip(pool).expect("the plan's layer types match the model's");
-                let pooled = conv.forward_pooled(h.get(), pool); // maxpool(conv(x))
-                drop(std::mem::replace(&mut h, Activation::Owned(Tensor::default())));
+                // The input moves into the convolution's cache when the plan owns it (no copy).
+                let x = match std::mem::replace(&mut h, Activation::Owned(Tensor::default())) {
+                    Activation::Borrowed(x) => Cow::Borrowed(x),
+                    Activation::Owned(x) => Cow::Owned(x),
+                };
+                let pooled = conv.forward_pooled(x, pool); // maxpool(conv(x))
                 relu(layers[c + 1].as_mut()).forward_in_place(pooled) // relu(maxpool(conv(x)))
             }
             Step::PoolThenRelu { relu: r } => {
