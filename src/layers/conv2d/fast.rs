@@ -28,7 +28,16 @@
 //! - **the output written once**: bias and GEMM result go straight into uninitialised memory, no
 //!   zero-fill pass.
 //! - **fixed groups, sums in order**: `dL/dW` is summed per group and the group sums are added in
-//!   order, so the result does not depend on the number of threads.
+//!   order (in parallel over blocks of elements, each element summing the groups in group order),
+//!   so the result does not depend on the number of threads.
+//! - **no serial passes over whole tensors**: `dL/dx` is zeroed per group just before its col2im,
+//!   the per-group partial sums are overwritten rather than re-zeroed, and bias sums run in 32
+//!   lanes (`tensor::dot::sum`) instead of one chain of additions: training +6–14 % (round 2).
+//! - **convolution + pooling in one pass** (`forward_pooled`, used by the execution plan for
+//!   convolution → ReLU → max pooling): each group's GEMM result is pooled while in cache; the
+//!   full-size output is never written.
+//! - **a first layer's `dL/dW` without im2col** (few taps, stride 1, no `dL/dx`): dot products
+//!   over the image, in `conv2d/direct.rs`.
 
 use super::direct;
 use crate::layers::pool::Window;

@@ -12,7 +12,11 @@
 //!   predictor loses half the time; selects instead of branches;
 //! - **window sizes known at compile time** for 2×2 and 3×3, so the inner loops unroll;
 //! - **a row-pair kernel for 2×2 / stride 2**, the most common pooling, written as selects over two
-//!   input rows that the compiler vectorises.
+//!   input rows; the compiler did not vectorise it (the windows' interleaved loads), so the same
+//!   selects run eight (or, on rows of 4–7 windows, four) windows at a time with AVX2 intrinsics
+//!   where the CPU has them, with an overlapping last block instead of a scalar tail. Same
+//!   comparisons in the same order, so the same bits: first pooling of the reference network at
+//!   batch 256, 4.6 → 2.9 ms (round 2).
 
 use super::{Window, span};
 
