@@ -157,3 +157,48 @@ fn reference_mode_runs_the_list_in_order() {
         &[1, 1, 4, 4]
     );
 }
+
+/// Convolution → ReLU → max pooling runs as one fused pass (rewrite 3): against the reference on
+/// shapes that stress it — several groups of images and a partial last one, outputs the window
+/// does not divide, a 3×3 window (the general pooling kernel), rows long enough for the vector
+/// row-pair kernel, a convolution without bias — on random, tie-heavy and NaN inputs.
+#[test]
+fn fused_convolution_and_pooling_equal_the_reference() {
+    type Case = ((usize, usize, usize), fn() -> Conv2d, fn() -> MaxPool2d, usize);
+    // A non-zero bias (a new layer's is zero, which would hide how the fused pass adds it).
+    fn biased(conv: Conv2d, outputs: usize) -> Conv2d {
+        let w = conv.weight().value.clone();
+        conv.with_weights(w, Some(Tensor::randn(&[outputs], 0.0, 0.5, 17)))
+    }
+    // (input, convolution, pooling, flattened size)
+    let cases: [Case; 4] = [
+        ((2, 9, 9), || biased(Conv2d::new(2, 3, 3).seed(1), 3), || MaxPool2d::new(2), 3 * 3 * 3), // 7×7 → 3×3
+        ((1, 11, 11), || Conv2d::new(1, 2, 3).no_bias().seed(2), || MaxPool2d::new(3), 2 * 3 * 3), // 9×9 → 3×3
+        ((1, 6, 42), || biased(Conv2d::new(1, 2, 3).padding(1).seed(3), 2), || MaxPool2d::new(2), 2 * 3 * 21), // rows of 21
+        (
+            (3, 12, 12),
+            || biased(Conv2d::new(3, 4, 5).seed(4), 4),
+            || MaxPool2d::with_kernel((2, 1)).stride(2),
+            4 * 4 * 4,
+        ),
+    ];
+    for (k, ((c, h, w), conv, pool, flat)) in cases.into_iter().enumerate() {
+        let make = move || {
+            Sequential::builder(&[c, h, w])
+                .add(conv())
+                .add(Relu::new())
+                .add(pool())
+                .add(Flatten::new())
+                .add(Dense::new(flat, 2).seed(5))
+                .build()
+                .unwrap()
+        };
+        let dims = [9, c, h, w];
+        let x = Tensor::randn(&dims, 0.0, 1.0, k as u64);
+        assert_plan_matches_reference(&make, &x, &format!("case {k}, random"));
+        for seed in 0..3 {
+            let x = tie_heavy(&dims, seed, seed == 2);
+            assert_plan_matches_reference(&make, &x, &format!("case {k}, ties seed {seed}"));
+        }
+    }
+}
