@@ -35,6 +35,8 @@ fn conv2d_fast_equals_reference() {
         // with rows shorter and longer than its blocks of 8.
         (3, 4, 9, 10, 3, (3, 2), (1, 1), (0, 0), (2, 3)),
         (2, 5, 8, 21, 3, (3, 3), (1, 1), (0, 0), (1, 1)),
+        // Enough groups × weights (4 × 18,432) that the group sums are added in parallel.
+        (16, 32, 8, 8, 64, (3, 3), (1, 1), (0, 0), (1, 1)),
     ];
     for (i, &(n, c, h, w, o, k, s, p, d)) in cases.iter().enumerate() {
         let x = Tensor::randn(&[n, c, h, w], 0.0, 1.0, i as u64);
