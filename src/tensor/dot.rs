@@ -1,5 +1,6 @@
 //! Dot products and sums in a fixed order, fast: 32 partial sums (lane `l` takes every element
-//! `i ≡ l mod 32`), added pairwise at the end. A plain `iter().sum()` is one serial chain of
+//! `i ≡ l mod 32`; 8 for [`shifted_dots`], which runs up to 8 products at once), added pairwise
+//! at the end. A plain `iter().sum()` is one serial chain of
 //! additions (4 cycles each, whatever the vector width); 32 independent lanes keep the vector
 //! units busy. The order is fixed by the definition, not by the CPU or the number of threads: on a
 //! CPU with AVX2 the lanes are four 8-wide registers (`std::arch`, a multiply then an add — no
