@@ -68,14 +68,9 @@ pub(crate) fn forward(x: &Tensor, w: &[f32], b: Option<&[f32]>, o: usize, geo: &
     let groups = n.div_ceil(GROUP);
     let mut y_data: Vec<f32> = Vec::with_capacity(n * o * ohow);
     let group = |(y_group, x_group): (&mut [MaybeUninit<f32>], &[f32])| {
-        let k = x_group.len() / in_len; // images in this group
-        let ld = k * ohow;
+        let ld = x_group.len() / in_len * ohow;
         with_scratch(ckk * ld + o * ld, |scratch| {
-            let (cols, ys) = scratch.split_at_mut(ckk * ld);
-            for (j, x_j) in x_group.chunks_exact(in_len).enumerate() {
-                im2col_strided(x_j, geo, &mut cols[j * ohow..], ld); // cols = [im2col(x[n]) …]
-            }
-            sgemm(o, ckk, ld, 1.0, w, No, cols, No, 0.0, ys); // [y[n] …] = W·cols
+            let ys = group_product(x_group, w, o, geo, scratch); // [y[n] …] = W·cols
             // Scatter to NCHW, adding the bias: each element of the output written once.
             for (j, y_j) in y_group.chunks_mut(o * ohow).enumerate() {
                 for (oc, (dst, src)) in y_j.chunks_mut(ohow).zip(ys.chunks_exact(ld)).enumerate() {
@@ -103,6 +98,27 @@ pub(crate) fn forward(x: &Tensor, w: &[f32], b: Option<&[f32]>, o: usize, geo: &
     unsafe { Tensor::from_initialised(&shape, y_data) }
 }
 
+/// The forward product of one group of `k` images, `[y[0] … y[k−1]] = W·[cols[0] … cols[k−1]]`
+/// (`[O, k·OH·OW]`, without the bias), in `scratch` (at least `(C·kh·kw + O)·k·OH·OW` elements;
+/// the `cols` go in its first part). Returns the product's part of `scratch`.
+fn group_product<'s>(
+    x_group: &[f32],
+    w: &[f32],
+    o: usize,
+    geo: &ConvGeometry,
+    scratch: &'s mut [f32],
+) -> &'s mut [f32] {
+    let (ckk, ohow, in_len) = (geo.col_rows(), geo.col_cols(), geo.input_len());
+    let ld = x_group.len() / in_len * ohow;
+    let (cols, ys) = scratch.split_at_mut(ckk * ld);
+    for (j, x_j) in x_group.chunks_exact(in_len).enumerate() {
+        im2col_strided(x_j, geo, &mut cols[j * ohow..], ld); // cols = [im2col(x[n]) …]
+    }
+    let ys = &mut ys[..o * ld];
+    sgemm(o, ckk, ld, 1.0, w, No, cols, No, 0.0, ys); // [y[n] …] = W·cols
+    ys
+}
+
 /// `maxpool(conv(x, W) + b)` with the pooling window `win` (output planes `pooled_shape[2..]`),
 /// filling `argmax` as [`MaxPool2d`](crate::layers::MaxPool2d)'s forward does: each group's GEMM
 /// result gets its bias and is pooled plane by plane while it is in cache; the convolution's
@@ -128,14 +144,9 @@ pub(crate) fn forward_pooled(
     type Group<'a> = ((&'a mut [MaybeUninit<f32>], &'a mut [u32]), &'a [f32]); // (y, arg-max, x)
     let group = |((y_group, arg_group), x_group): Group| {
         let y_group = Tensor::zero_uninit(y_group); // (every element is pooled into below)
-        let k = x_group.len() / in_len; // images in this group
-        let ld = k * ohow;
+        let ld = x_group.len() / in_len * ohow;
         with_scratch(ckk * ld + o * ld, |scratch| {
-            let (cols, ys) = scratch.split_at_mut(ckk * ld);
-            for (j, x_j) in x_group.chunks_exact(in_len).enumerate() {
-                im2col_strided(x_j, geo, &mut cols[j * ohow..], ld); // cols = [im2col(x[n]) …]
-            }
-            sgemm(o, ckk, ld, 1.0, w, No, cols, No, 0.0, ys); // [y[n] …] = W·cols
+            let ys = group_product(x_group, w, o, geo, scratch); // [y[n] …] = W·cols
             for (oc, row) in ys.chunks_exact_mut(ld).enumerate() {
                 let b_o = b.map_or(0.0, |b| b[oc]);
                 row.iter_mut().for_each(|v| *v += b_o); // y[n] = W·cols + b, as `forward` adds it
@@ -198,6 +209,7 @@ pub(crate) fn backward(
     };
     let dw_len = dw.len();
     if dw_len * groups >= 1 << 16 {
+        // (Below this, handing the additions to rayon would cost more than they take.)
         dw.par_chunks_mut(SUM_BLOCK).enumerate().for_each(|block| add_groups(block, dw_parts, dw_len));
     } else {
         dw.chunks_mut(SUM_BLOCK).enumerate().for_each(|block| add_groups(block, dw_parts, dw_len));

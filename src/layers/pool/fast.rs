@@ -128,15 +128,12 @@ mod avx2 {
         y: &mut [f32],
         arg: &mut [u32],
     ) -> (usize, bool) {
-        let windows = (upper.len() / 2).min(lower.len() / 2).min(y.len()).min(arg.len());
+        let windows = windows_in(upper, lower, y, arg);
         if windows < 8 {
             // SAFETY: the CPU has AVX2, hence SSE4.1 (the caller's promise).
             return unsafe { row_pair_2x2_narrow(upper, lower, top, w, y, arg) };
         }
-        // Blocks of 8 windows starting at ox = 0, 8, 16, … and, when 8 does not divide the row, one
-        // more ending at its last window: it overlaps the block before and writes the same values
-        // again, so no window is left to the scalar loop.
-        let starts = (0..windows / 8).map(|j| 8 * j).chain((windows % 8 != 0).then_some(windows - 8));
+        let starts = block_starts(windows, 8);
         // One unsafe block for the whole body: the loads and stores need it, and so do the other
         // intrinsics on Rust 1.86 (the minimum), where they are still unsafe functions.
         // SAFETY: the block at ox reads upper/lower[2·ox .. 2·ox + 16] and writes y/arg[ox .. ox + 8]
@@ -191,11 +188,11 @@ mod avx2 {
         y: &mut [f32],
         arg: &mut [u32],
     ) -> (usize, bool) {
-        let windows = (upper.len() / 2).min(lower.len() / 2).min(y.len()).min(arg.len());
+        let windows = windows_in(upper, lower, y, arg);
         if windows < 4 {
             return (0, false);
         }
-        let starts = (0..windows / 4).map(|j| 4 * j).chain((windows % 4 != 0).then_some(windows - 4));
+        let starts = block_starts(windows, 4);
         // SAFETY: the block at ox reads upper/lower[2·ox .. 2·ox + 8] and writes y/arg[ox .. ox + 4]
         // with ox + 4 ≤ windows, inside the slices; the CPU has AVX2 (the caller's promise).
         unsafe {
@@ -230,6 +227,20 @@ mod avx2 {
             }
             (windows, _mm_movemask_ps(nan) != 0)
         }
+    }
+
+    /// Windows of a row both input rows and both outputs have room for.
+    fn windows_in(upper: &[f32], lower: &[f32], y: &[f32], arg: &[u32]) -> usize {
+        (upper.len() / 2).min(lower.len() / 2).min(y.len()).min(arg.len())
+    }
+
+    /// First windows of the blocks of `width` that cover a row of `windows ≥ width`: 0, width,
+    /// 2·width, … and, when `width` does not divide the row, one more block ending at its last
+    /// window. That block overlaps the one before and writes the same values again, so no window
+    /// is left to the scalar loop.
+    fn block_starts(windows: usize, width: usize) -> impl Iterator<Item = usize> {
+        let last = (windows % width != 0).then_some(windows - width);
+        (0..windows / width).map(move |j| width * j).chain(last)
     }
 
     /// Sixteen values `x0 x1 … x15` as the even ones and the odd ones, in order:
