@@ -13,7 +13,7 @@
 //! Run: `cargo bench --bench layers`
 
 use backprop::Tensor;
-use backprop::layers::{Conv2d, Dense, InputGrad, Layer, MaxPool2d, Mode, Relu};
+use backprop::layers::{Conv2d, Dense, InputGrad, Layer, MaxPool2d, Pass, Relu};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
@@ -31,14 +31,14 @@ fn bench_layer(c: &mut Criterion, batch: usize, case: Case) {
     let mut layer = (case.layer)();
     let x = Tensor::randn(&case.input, 0.0, 1.0, 1);
     let mut g = c.benchmark_group(format!("layer_batch{batch}"));
-    let y = layer.forward(&x, Mode::Train);
+    let y = layer.forward(&x, Pass::TRAIN);
     let grad = Tensor::randn(y.shape(), 0.0, 1.0, 9);
     g.throughput(case.forward);
     g.bench_function(BenchmarkId::new("forward", case.name), |b| {
-        b.iter(|| black_box(layer.forward(black_box(&x), Mode::Train)))
+        b.iter(|| black_box(layer.forward(black_box(&x), Pass::TRAIN)))
     });
     g.throughput(case.backward);
-    layer.forward(&x, Mode::Train);
+    layer.forward(&x, Pass::TRAIN);
     g.bench_function(BenchmarkId::new("backward", case.name), |b| {
         b.iter(|| black_box(layer.backward(black_box(&grad), case.input_grad)))
     });

@@ -70,7 +70,7 @@ impl Layer for Buggy {
     fn output_shape(&self, input: &[usize]) -> backprop::Result<Vec<usize>> {
         Ok(input.to_vec())
     }
-    fn forward(&mut self, x: &Tensor, _: Mode) -> Tensor {
+    fn forward(&mut self, x: &Tensor, _: Pass<'_>) -> Tensor {
         self.x = x.clone();
         let (n, f) = (x.dim(0), x.dim(1));
         let w = self.weight.value.data();
@@ -121,7 +121,7 @@ impl Layer for Normalise {
     fn output_shape(&self, input: &[usize]) -> backprop::Result<Vec<usize>> {
         Ok(input.to_vec())
     }
-    fn forward(&mut self, x: &Tensor, _: Mode) -> Tensor {
+    fn forward(&mut self, x: &Tensor, _: Pass<'_>) -> Tensor {
         let (n, f) = (x.dim(0), x.dim(1));
         let col = |c: usize| (0..n).map(move |s| x.data()[s * f + c]);
         let mean: Vec<f32> = (0..f).map(|c| col(c).sum::<f32>() / n as f32).collect();

@@ -51,7 +51,7 @@ impl Layer for Swish {
         }
     }
 
-    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+    fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
         self.output_shape(x.shape()).unwrap_or_else(|e| panic!("{e}"));
         self.x.copy_from(x);
         let beta = self.beta.value.data();

@@ -14,7 +14,7 @@ use backprop::prelude::*;
 
 /// L = Σ y ⊙ r for a fixed random r, in f64.
 fn objective(layer: &mut dyn Layer, x: &Tensor, r: &Tensor) -> f64 {
-    let y = layer.forward(x, Mode::Eval);
+    let y = layer.forward(x, Pass::EVAL);
     y.data().iter().zip(r.data()).map(|(&a, &b)| a as f64 * b as f64).sum()
 }
 
@@ -25,7 +25,7 @@ fn set_weight(layer: &mut dyn Layer, i: usize, value: f32) {
 
 fn show(layer: &mut dyn Layer, x: &Tensor, entries: usize) {
     println!("── {} on an input of shape {:?}", layer.describe(), x.shape());
-    let y = layer.forward(x, Mode::Eval);
+    let y = layer.forward(x, Pass::EVAL);
     let r = Tensor::randn(y.shape(), 0.0, 1.0, 42);
     zero_grad(layer);
     layer.backward(&r, InputGrad::Needed); // dL/dy = r, so this fills dL/dW for L = Σ y ⊙ r
@@ -66,8 +66,8 @@ impl Layer for DoubledGradient {
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         self.0.output_shape(input)
     }
-    fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
-        self.0.forward(x, mode)
+    fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
+        self.0.forward(x, pass)
     }
     fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
         self.0.backward(g, InputGrad::NotNeeded); // the bug: dL/dW and dL/db accumulated one extra time

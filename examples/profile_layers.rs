@@ -36,7 +36,7 @@ fn main() {
         let mut h = x.clone();
         for (i, time) in fwd.iter_mut().enumerate() {
             let t = Instant::now();
-            h = net.layer_mut(i).forward(&h, mode);
+            h = net.layer_mut(i).forward(&h, mode.into());
             if timed {
                 *time += t.elapsed().as_secs_f64();
             }

@@ -124,7 +124,7 @@ fn gradient_by_distance() {
                 }
             });
         }
-        let y = net.forward(&x, Mode::Train);
+        let y = net.forward(&x, Pass::TRAIN);
         let (_, g) = loss.loss_and_grad(&y, (&target).into()).expect("shapes fit");
         let dx = net.backward_input(&g);
         let norm = |t: usize| {

@@ -109,24 +109,24 @@ fn main() {
     figure("convnet_infer_b256", &mut || {
         let mut net = convnet();
         let x = Tensor::rand_uniform(&[256, 1, 28, 28], 0.0, 1.0, 1);
-        256.0 / timed(|| drop(net.forward(&x, Mode::Eval)), warmup, seconds)
+        256.0 / timed(|| drop(net.forward(&x, Pass::EVAL)), warmup, seconds)
     });
     figure("convnet_latency_b1_us", &mut || {
         let mut net = convnet();
         let x1 = Tensor::rand_uniform(&[1, 1, 28, 28], 0.0, 1.0, 2);
-        1e6 * timed(|| drop(net.forward(&x1, Mode::Eval)), warmup * 10, seconds)
+        1e6 * timed(|| drop(net.forward(&x1, Pass::EVAL)), warmup * 10, seconds)
     });
     figure("mlp_train_b64", &mut || train_rate(mlp(), &[784], 64, warmup, seconds));
     figure("mlp_latency_b1_us", &mut || {
         let mut net = mlp();
         let x1 = Tensor::rand_uniform(&[1, 784], 0.0, 1.0, 2);
-        1e6 * timed(|| drop(net.forward(&x1, Mode::Eval)), warmup * 10, seconds)
+        1e6 * timed(|| drop(net.forward(&x1, Pass::EVAL)), warmup * 10, seconds)
     });
     figure("lstm_train_b100", &mut || train_rate(seqnet(false), &[50, 100], 100, warmup, seconds));
     figure("lstm_infer_b100", &mut || {
         let mut lstm = seqnet(false);
         let xs = Tensor::rand_uniform(&[100, 50, 100], 0.0, 1.0, 3);
-        100.0 / timed(|| drop(lstm.forward(&xs, Mode::Eval)), warmup, seconds)
+        100.0 / timed(|| drop(lstm.forward(&xs, Pass::EVAL)), warmup, seconds)
     });
     figure("gru_train_b100", &mut || train_rate(seqnet(true), &[50, 100], 100, warmup, seconds));
     let mut json = format!(

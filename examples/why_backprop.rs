@@ -63,7 +63,7 @@ fn main() -> Result<()> {
             if let Some((_, p)) = named_params_mut(&mut model).into_iter().find(|(n, _)| *n == name) {
                 p.value.data_mut()[i] += sign * eps;
             }
-            let out = model.forward(&x, Mode::Eval);
+            let out = model.forward(&x, Pass::EVAL);
             std::hint::black_box(loss.loss(&out, Target::Classes(&labels))?);
             if let Some((_, p)) = named_params_mut(&mut model).into_iter().find(|(n, _)| *n == name) {
                 p.value.data_mut()[i] -= sign * eps;

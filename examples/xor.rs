@@ -23,7 +23,7 @@ fn main() -> backprop::Result<()> {
     let mut sgd = Sgd::new(0.5).momentum(0.9);
 
     for step in 0..=2000 {
-        let y = net.forward(&x, Mode::Train); // 1. forward: every layer caches its input
+        let y = net.forward(&x, Pass::TRAIN); // 1. forward: every layer caches its input
         let (loss, dl_dy) = MseLoss::new().loss_and_grad(&y, (&target).into())?; // 2. loss and dL/dy
         net.zero_grad();
         net.backward(&dl_dy, InputGrad::NotNeeded); // 3. backward: chain rule, last layer first
@@ -34,7 +34,7 @@ fn main() -> backprop::Result<()> {
     }
 
     println!("\n a  b | target | prediction");
-    let y = net.forward(&x, Mode::Eval);
+    let y = net.forward(&x, Pass::EVAL);
     for i in 0..4 {
         let (a, b) = (x[&[i, 0]], x[&[i, 1]]);
         println!(" {a}  {b} |   {}    |   {:.3}", target[&[i, 0]], y[&[i, 0]]);

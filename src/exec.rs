@@ -41,7 +41,7 @@
 //! (`docs/benchmarks.md`). Fusing convolution and pooling: inference +4 %, training at batch 64
 //! +2 % (alternating builds, 9 rounds), and the peak memory of those two benchmarks 65 → 36 MiB.
 
-use crate::layers::{Conv2d, Flatten, InputGrad, Layer, MaxPool2d, Mode, Relu, backward_input};
+use crate::layers::{Conv2d, Flatten, InputGrad, Layer, MaxPool2d, Pass, Relu, backward_input};
 use crate::tensor::Tensor;
 use std::any::Any;
 use std::borrow::Cow;
@@ -109,7 +109,7 @@ fn relu(layer: &mut dyn Layer) -> &mut Relu {
 }
 
 /// The in-place forward of a layer the plan marked `in_place`, given a tensor it may overwrite.
-fn forward_in_place(layer: &mut dyn Layer, x: Tensor, mode: Mode) -> Tensor {
+fn forward_in_place(layer: &mut dyn Layer, x: Tensor, pass: Pass<'_>) -> Tensor {
     let any = layer as &mut dyn Any;
     if let Some(r) = any.downcast_mut::<Relu>() {
         return r.forward_in_place(x);
@@ -117,7 +117,7 @@ fn forward_in_place(layer: &mut dyn Layer, x: Tensor, mode: Mode) -> Tensor {
     if let Some(f) = any.downcast_mut::<Flatten>() {
         return f.forward_in_place(x);
     }
-    layer.forward(&x, mode)
+    layer.forward(&x, pass)
 }
 
 fn backward_in_place(layer: &mut dyn Layer, g: Tensor) -> Tensor {
@@ -154,15 +154,15 @@ impl Activation<'_> {
 }
 
 /// Runs the plan forward.
-pub fn forward(plan: &Plan, layers: &mut [Box<dyn Layer>], x: &Tensor, mode: Mode) -> Tensor {
+pub fn forward(plan: &Plan, layers: &mut [Box<dyn Layer>], x: &Tensor, pass: Pass<'_>) -> Tensor {
     let mut h = Activation::Borrowed(x);
     for step in &plan.steps {
         h = Activation::Owned(match *step {
             Step::Layer { i, in_place: true } => match h {
-                Activation::Owned(t) => forward_in_place(layers[i].as_mut(), t, mode),
-                Activation::Borrowed(t) => layers[i].forward(t, mode),
+                Activation::Owned(t) => forward_in_place(layers[i].as_mut(), t, pass),
+                Activation::Borrowed(t) => layers[i].forward(t, pass),
             },
-            Step::Layer { i, in_place: false } => layers[i].forward(h.get(), mode),
+            Step::Layer { i, in_place: false } => layers[i].forward(h.get(), pass),
             Step::ConvPoolRelu { conv: c } => {
                 let [conv, _, pool] = &mut layers[c..c + 3] else { unreachable!("three layers") };
                 let conv = (conv.as_mut() as &mut dyn Any).downcast_mut::<Conv2d>();
@@ -177,7 +177,7 @@ pub fn forward(plan: &Plan, layers: &mut [Box<dyn Layer>], x: &Tensor, mode: Mod
                 relu(layers[c + 1].as_mut()).forward_in_place(pooled) // relu(maxpool(conv(x)))
             }
             Step::PoolThenRelu { relu: r } => {
-                let pooled = layers[r + 1].forward(h.get(), mode); // maxpool(x)
+                let pooled = layers[r + 1].forward(h.get(), pass); // maxpool(x)
                 drop(std::mem::replace(&mut h, Activation::Owned(Tensor::default()))); // free x before relu runs
                 relu(layers[r].as_mut()).forward_in_place(pooled) // relu(maxpool(x))
             }
@@ -236,10 +236,10 @@ pub fn backward(
 }
 
 /// The reference: each layer's `forward`, in list order.
-pub fn forward_reference(layers: &mut [Box<dyn Layer>], x: &Tensor, mode: Mode) -> Tensor {
+pub fn forward_reference(layers: &mut [Box<dyn Layer>], x: &Tensor, pass: Pass<'_>) -> Tensor {
     let mut h = x.clone();
     for layer in layers {
-        h = layer.forward(&h, mode);
+        h = layer.forward(&h, pass);
     }
     h
 }

@@ -30,7 +30,7 @@
 //! from them.
 
 use crate::error::Result;
-use crate::layers::{InputGrad, Layer, Mode, Snapshot, StateMut, named_params, reseed, zero_grad};
+use crate::layers::{InputGrad, Layer, Pass, Snapshot, StateMut, named_params, reseed, zero_grad};
 use crate::loss::{Loss, Target};
 use crate::tensor::Tensor;
 use rand::seq::index::sample;
@@ -187,18 +187,24 @@ fn set_param_entry(layer: &mut dyn Layer, name: &str, i: usize, value: f32) -> f
 /// the analytic gradient of `Σ y ⊙ r` afterwards. The check has no other side effect: its many
 /// forward passes would move batch norm's running statistics (and counters) in training mode, so
 /// those — and the random generators — are restored as they were before the check.
-pub fn check_layer(layer: &mut dyn Layer, x: &Tensor, mode: Mode, opts: &Options) -> Report {
+pub fn check_layer<'p>(
+    layer: &mut dyn Layer,
+    x: &Tensor,
+    pass: impl Into<Pass<'p>>,
+    opts: &Options,
+) -> Report {
+    let pass = pass.into();
     let mut before = Snapshot::default();
     before.save(layer, false); // buffers, counters, generators (the check restores parameters itself)
-    let report = check_layer_inner(layer, x, mode, opts);
+    let report = check_layer_inner(layer, x, pass, opts);
     before.restore(layer);
     report
 }
 
-fn check_layer_inner(layer: &mut dyn Layer, x: &Tensor, mode: Mode, opts: &Options) -> Report {
+fn check_layer_inner(layer: &mut dyn Layer, x: &Tensor, pass: Pass<'_>, opts: &Options) -> Report {
     let layer_seed = opts.seed.wrapping_add(0x5eed);
     reseed(layer, layer_seed);
-    let y = layer.forward(x, mode);
+    let y = layer.forward(x, pass);
     let r = Tensor::randn(y.shape(), 0.0, 1.0, opts.seed);
     zero_grad(layer);
     let dx = layer.backward(&r, InputGrad::Needed).expect("the input gradient was asked for");
@@ -208,7 +214,7 @@ fn check_layer_inner(layer: &mut dyn Layer, x: &Tensor, mode: Mode, opts: &Optio
     // L(x, θ) = Σ y ⊙ r, in f64 so that summation adds no noise to the difference.
     let objective = |layer: &mut dyn Layer, x: &Tensor| -> f64 {
         reseed(layer, layer_seed);
-        let y = layer.forward(x, mode);
+        let y = layer.forward(x, pass);
         y.data().iter().zip(r.data()).map(|(&a, &b)| a as f64 * b as f64).sum()
     };
 

@@ -292,8 +292,8 @@ pub fn softmax(logits: &Tensor) -> Tensor {
 }
 
 /// Marks the padded steps of per-step targets `[N, T, …]` as "no target" (NaN) from the
-/// sequences' lengths, the same lengths a recurrent layer takes
-/// ([`Recurrent::set_lengths`](crate::layers::recurrent::Recurrent::set_lengths)), so that
+/// sequences' lengths, the same lengths a recurrent layer takes from its pass
+/// ([`Pass::lengths`](crate::layers::Pass::lengths)), so that
 /// [`CrossEntropyLoss`] (class ids), [`NllLoss`] and [`BceWithLogitsLoss::ignore_nan_targets`]
 /// skip them.
 ///

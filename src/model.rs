@@ -66,6 +66,19 @@ impl Sequential {
         train::predict(self, x, batch_size)
     }
 
+    /// [`train::predict_with_lengths`]: the raw outputs for padded sequences with their lengths.
+    ///
+    /// # Errors
+    /// As [`train::predict_with_lengths`].
+    pub fn predict_with_lengths(
+        &mut self,
+        x: &Tensor,
+        lengths: &[usize],
+        batch_size: usize,
+    ) -> Result<Tensor> {
+        train::predict_with_lengths(self, x, lengths, batch_size)
+    }
+
     /// [`train::predict_proba`]: class probabilities, `[N, classes]`.
     ///
     /// # Errors

@@ -29,20 +29,20 @@ fn along(x: &Tensor, v: &Tensor, s: f32) -> Tensor {
 /// `⟨backward(g), v⟩` and `⟨g, J·v⟩` for `layer` at `x`, with `J·v` exact (`linear`) or by
 /// central differences.
 fn both_sides(layer: &mut dyn Layer, x: &Tensor, mode: Mode, linear: bool, seed: u64) -> (f64, f64) {
-    let y = layer.forward(x, mode);
+    let y = layer.forward(x, mode.into());
     let g = Tensor::randn(y.shape(), 0.0, 1.0, seed);
     let v = Tensor::randn(x.shape(), 0.0, 1.0, seed + 1);
     let dx = layer.backward(&g, InputGrad::Needed).expect("dL/dx");
     let left = dot(&dx, &v);
     let jv = if linear {
-        let moved = layer.forward(&along(x, &v, 1.0), mode);
+        let moved = layer.forward(&along(x, &v, 1.0), mode.into());
         let mut d = moved;
         d.axpy(-1.0, &y);
         d
     } else {
         let eps = 1e-3;
-        let mut d = layer.forward(&along(x, &v, eps), mode);
-        d.axpy(-1.0, &layer.forward(&along(x, &v, -eps), mode));
+        let mut d = layer.forward(&along(x, &v, eps), mode.into());
+        d.axpy(-1.0, &layer.forward(&along(x, &v, -eps), mode.into()));
         d.scale(1.0 / (2.0 * eps));
         d
     };
@@ -117,8 +117,8 @@ fn a_wrong_transpose_fails_the_test() {
         fn output_shape(&self, input: &[usize]) -> backprop::Result<Vec<usize>> {
             self.0.output_shape(input)
         }
-        fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
-            self.0.forward(x, mode)
+        fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
+            self.0.forward(x, pass)
         }
         fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
             let mut reversed = g.clone();

@@ -11,7 +11,7 @@
 //! live after the step.
 
 use backprop::Tensor;
-use backprop::layers::{Conv2d, Dense, InputGrad, Layer, Mode};
+use backprop::layers::{Conv2d, Dense, InputGrad, Layer, Pass};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
@@ -54,13 +54,13 @@ static GLOBAL: Counting = Counting;
 /// Bytes allocated by one forward + backward after warm-up, minus those of `y` and `dx`.
 fn extra_bytes(layer: &mut dyn Layer, x: &Tensor) -> (usize, usize) {
     for _ in 0..2 {
-        let y = layer.forward(x, Mode::Train);
+        let y = layer.forward(x, Pass::TRAIN);
         layer.backward(&y, InputGrad::Needed).unwrap();
     }
-    let g = layer.forward(x, Mode::Train); // used as the upstream gradient below
+    let g = layer.forward(x, Pass::TRAIN); // used as the upstream gradient below
     let (before, live_before) = (BYTES.load(Relaxed), PACKING_LIVE.load(Relaxed));
     let packing_before = PACKING.load(Relaxed);
-    let y = layer.forward(x, Mode::Train);
+    let y = layer.forward(x, Pass::TRAIN);
     let dx = layer.backward(&g, InputGrad::Needed).unwrap();
     let total = BYTES.load(Relaxed) - before;
     assert!(PACKING.load(Relaxed) > packing_before, "the GEMM ran (and packed)");

@@ -68,8 +68,8 @@ impl Layer for Wrapper {
     fn output_shape(&self, input: &[usize]) -> backprop::Result<Vec<usize>> {
         self.inner.output_shape(input)
     }
-    fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
-        self.inner.forward(x, mode)
+    fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
+        self.inner.forward(x, pass)
     }
     fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
         self.inner.backward(g, input_grad)
@@ -125,7 +125,7 @@ fn residual_gradient_check_and_shape_errors() {
     // y = x + f(x): with f ≡ 0 (zero weights) the block is the identity, gradients included.
     let zero = |n| Dense::new(n, n).with_weights(Tensor::zeros(&[n, n]), Some(Tensor::zeros(&[n])));
     let mut identity = Residual::new(Sequential::new().add(zero(4)));
-    assert_eq!(identity.forward(&x, Mode::Eval), x);
+    assert_eq!(identity.forward(&x, Pass::EVAL), x);
     assert_eq!(identity.backward(&x, InputGrad::Needed).unwrap(), x);
 
     let err = Sequential::builder(&[4])
@@ -222,7 +222,7 @@ fn small_things_from_the_issue() {
     let t = Tensor::default();
     assert_eq!((t.shape(), t.len()), (&[0usize][..], backprop::tensor::numel(t.shape())));
     // PyTorch's leaky ReLU slope by default.
-    let y = LeakyRelu::default().forward(&Tensor::from_vec(&[1, 1], vec![-2.0]).unwrap(), Mode::Eval);
+    let y = LeakyRelu::default().forward(&Tensor::from_vec(&[1, 1], vec![-2.0]).unwrap(), Pass::EVAL);
     assert_eq!(y.data(), &[-0.02]);
     // LeCun uniform is U(±√(3/fan_in)); PyTorch's default is U(±1/√fan_in).
     use backprop::tensor::init::Init;
@@ -245,7 +245,7 @@ fn log_softmax_and_nll_are_cross_entropy_and_stay_finite() {
         Tensor::from_vec(&[3, 3], vec![1000., -1000., 0., 1., 2., 3., -1000., -1000., 1000.]).unwrap();
     let labels = [1usize, 2, 0];
     let mut ls = LogSoftmax::new();
-    let log_p = ls.forward(&logits, Mode::Train);
+    let log_p = ls.forward(&logits, Pass::TRAIN);
     assert!(log_p.all_finite(), "{log_p:?}");
     let (nll, g) = NllLoss::new().loss_and_grad(&log_p, (&labels[..]).into()).unwrap();
     let dz = ls.backward(&g, InputGrad::Needed).unwrap();

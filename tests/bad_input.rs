@@ -16,7 +16,7 @@ fn rejects(layer: &mut dyn Layer, input: &[usize], layer_word: &str, expected_wo
         assert!(err.contains(word), "error {err:?} should mention {word:?}");
     }
     let x = Tensor::zeros(input);
-    let msg = panic_message(|| drop(layer.forward(&x, Mode::Train)));
+    let msg = panic_message(|| drop(layer.forward(&x, Pass::TRAIN)));
     assert_eq!(msg, err, "forward's panic repeats output_shape's error");
 }
 
@@ -43,7 +43,7 @@ fn backward_misuse_panics_clearly() {
     });
     assert!(msg.contains("Dense") && msg.contains("before forward"), "{msg}");
     let mut conv = Conv2d::new(1, 2, 3);
-    conv.forward(&Tensor::zeros(&[1, 1, 5, 5]), Mode::Train);
+    conv.forward(&Tensor::zeros(&[1, 1, 5, 5]), Pass::TRAIN);
     let msg =
         panic_message(|| drop(conv.backward(&Tensor::zeros(&[1, 2, 4, 4]), InputGrad::Needed).unwrap()));
     assert!(msg.contains("[1, 2, 4, 4]") && msg.contains("[1, 2, 3, 3]"), "{msg}");

@@ -46,7 +46,7 @@ fn assert_plan_matches_reference(build: &dyn Fn() -> Sequential, x: &Tensor, wha
     let run = |execution: Execution| {
         let mut m = build();
         m.set_execution(execution);
-        let y = m.forward(x, Mode::Train);
+        let y = m.forward(x, Pass::TRAIN);
         let g = Tensor::from_fn(y.shape(), |i| ((i.iter().sum::<usize>() % 7) as f32 - 3.0) * 0.25);
         let dx = m.backward_input(&g);
         let grads: Vec<Vec<u32>> = named_params(&m).iter().map(|(_, p)| bits(&p.grad)).collect();
@@ -129,16 +129,16 @@ fn plan_equals_reference_on_tie_heavy_inputs() {
 #[test]
 fn the_reported_cases_by_hand() {
     let x = Tensor::from_vec(&[1, 1, 2, 2], vec![16.0, 16.1, 0.0, 0.0]).unwrap();
-    let s = Sigmoid::new().forward(&x, Mode::Eval);
+    let s = Sigmoid::new().forward(&x, Pass::EVAL);
     assert_eq!(s.data()[0], s.data()[1], "the premise: σ(16.0) and σ(16.1) round to one f32");
     let mut m = act_then_pool_on(|| Box::new(Sigmoid::new()), 2);
-    m.forward(&x, Mode::Train);
+    m.forward(&x, Pass::TRAIN);
     let dx = m.backward_input(&Tensor::ones(&[1, 1]));
     // List order: the pooling sees a tie and routes the gradient to the first maximum, 16.0.
     assert!(dx.data()[0] != 0.0 && dx.data()[1..] == [0.0, 0.0, 0.0], "{:?}", dx.data());
 
     let x = Tensor::from_vec(&[1, 1, 2, 2], vec![-4.0, 1.0, 0.5, -0.1]).unwrap();
-    let y = act_then_pool_on(|| Box::new(LeakyRelu::new(-0.5)), 2).forward(&x, Mode::Eval);
+    let y = act_then_pool_on(|| Box::new(LeakyRelu::new(-0.5)), 2).forward(&x, Pass::EVAL);
     assert_eq!(y.data(), &[2.0], "max(2, 1, 0.5, 0.05)");
 }
 
@@ -149,7 +149,7 @@ fn reference_mode_runs_the_list_in_order() {
     m.set_execution(Execution::Reference);
     assert_eq!(m.execution(), Execution::Reference);
     let x = Tensor::randn(&[1, 1, 4, 4], 0.0, 1.0, 1);
-    m.forward(&x, Mode::Train);
+    m.forward(&x, Pass::TRAIN);
     // The ReLU saw the full 4×4 input: its backward takes a full-size gradient.
     let relu = m.layer_as_mut::<Relu>(0).unwrap();
     assert_eq!(

@@ -57,7 +57,7 @@ fn exercise_3_batch_norm_input_gradients_sum_to_zero() {
             }
         });
         let x = Tensor::randn(&[7, 3], 2.0, 3.0, seed);
-        bn.forward(&x, Mode::Train);
+        bn.forward(&x, Pass::TRAIN);
         let dx = bn.backward(&Tensor::randn(&[7, 3], 0.0, 1.0, 50 + seed), InputGrad::Needed).unwrap();
         for c in 0..3 {
             let sum: f32 = (0..7).map(|n| dx.data()[n * 3 + c]).sum();
@@ -73,7 +73,7 @@ fn exercise_4_leaky_relu_backward_and_its_check() {
     assert!(report.passes(1e-2), "{report}");
     let g = Tensor::ones(&[4, 5]);
     let mut leaky = LeakyRelu::new(0.2);
-    leaky.forward(&x, Mode::Eval);
+    leaky.forward(&x, Pass::EVAL);
     let dx = leaky.backward(&g, InputGrad::Needed).unwrap();
     for (d, v) in dx.data().iter().zip(x.data()) {
         assert_eq!(*d, if *v > 0.0 { 1.0 } else { 0.2 }, "dL/dx = g or a·g");
@@ -87,9 +87,9 @@ fn exercise_4_leaky_relu_backward_and_its_check() {
         fn output_shape(&self, input: &[usize]) -> backprop::Result<Vec<usize>> {
             self.0.output_shape(input)
         }
-        fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
+        fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
             self.1 = x.clone();
-            self.0.forward(x, mode)
+            self.0.forward(x, pass)
         }
         fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
             let mut dx = g.clone();
@@ -113,7 +113,7 @@ fn exercise_4_leaky_relu_backward_and_its_check() {
 fn exercise_5_dense_gradient_shapes_and_products() {
     let mut dense = Dense::new(4, 3).seed(1);
     let x = Tensor::randn(&[5, 4], 0.0, 1.0, 2);
-    dense.forward(&x, Mode::Train);
+    dense.forward(&x, Pass::TRAIN);
     let g = Tensor::randn(&[5, 3], 0.0, 1.0, 3);
     let dx = dense.backward(&g, InputGrad::Needed).unwrap();
     let (w, dw, db) = (&dense.weight().value, &dense.weight().grad, &dense.bias().unwrap().grad);
@@ -138,7 +138,7 @@ fn exercise_5_dense_gradient_shapes_and_products() {
 fn exercise_6_convolution_gradients_with_unit_g() {
     let x = t(&[1, 1, 3, 3], &[1., 2., 3., 4., 5., 6., 7., 8., 9.]);
     let mut conv = Conv2d::new(1, 1, 2).with_weights(t(&[1, 1, 2, 2], &[1., 0., -1., 2.]), None);
-    conv.forward(&x, Mode::Train);
+    conv.forward(&x, Pass::TRAIN);
     let dx = conv.backward(&Tensor::ones(&[1, 1, 2, 2]), InputGrad::Needed).unwrap();
     close("dL/dW", conv.weight().grad.data(), &[12., 16., 24., 28.]);
     close("dL/dx", dx.data(), &[1., 1., 0., 0., 2., 2., -1., 1., 2.]);
@@ -147,7 +147,7 @@ fn exercise_6_convolution_gradients_with_unit_g() {
 #[test]
 fn exercise_7_max_pooling_routes_to_the_maximum() {
     let mut pool = MaxPool2d::new(2);
-    pool.forward(&t(&[1, 1, 2, 2], &[1., 3., 2., 0.]), Mode::Train);
+    pool.forward(&t(&[1, 1, 2, 2], &[1., 3., 2., 0.]), Pass::TRAIN);
     let dx = pool.backward(&t(&[1, 1, 1, 1], &[5.]), InputGrad::Needed).unwrap();
     close("dL/dx", dx.data(), &[0., 5., 0., 0.]);
 }
@@ -173,7 +173,7 @@ fn exercise_9_a_gradient_through_time() {
             });
         }
     });
-    rnn.forward(&Tensor::ones(&[1, 5, 1]), Mode::Train);
+    rnn.forward(&Tensor::ones(&[1, 5, 1]), Pass::TRAIN);
     let dx = rnn.backward(&t(&[1, 1], &[1.0]), InputGrad::Needed).unwrap();
     close("dL/dx_t", dx.data(), &[0.0625, 0.125, 0.25, 0.5, 1.0]);
 }

@@ -134,7 +134,7 @@ fn batchnorm_both_modes() {
     // Eval mode uses running statistics: make them non-trivial with a few training passes first.
     let warm = |layer: &mut dyn Layer, shape: &[usize]| {
         for s in 0..3 {
-            layer.forward(&Tensor::randn(shape, 0.5, 2.0, 100 + s), Mode::Train);
+            layer.forward(&Tensor::randn(shape, 0.5, 2.0, 100 + s), Pass::TRAIN);
         }
     };
     for (i, shape) in [vec![4, 3], vec![5, 2, 3], vec![3, 2, 4, 3]].into_iter().enumerate() {
@@ -165,8 +165,8 @@ fn gradcheck_catches_a_wrong_backward() {
         fn output_shape(&self, input: &[usize]) -> backprop::Result<Vec<usize>> {
             self.0.output_shape(input)
         }
-        fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
-            self.0.forward(x, mode)
+        fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
+            self.0.forward(x, pass)
         }
         fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
             Some(g.clone()) // wrong: should be g · [x > 0]
@@ -181,12 +181,12 @@ fn gradcheck_catches_a_wrong_backward() {
     let x = Tensor::randn(&[2, 3], 0.0, 1.0, 1);
     let ok = check_layer(&mut dense, &x, Mode::Train, &Options::default());
     assert!(ok.passes(TOL));
-    dense.forward(&x, Mode::Train);
+    dense.forward(&x, Pass::TRAIN);
     zero_grad(&mut dense);
     dense.backward(&Tensor::randn(&[2, 2], 0.0, 1.0, 0), InputGrad::Needed).unwrap();
     dense.backward(&Tensor::randn(&[2, 2], 0.0, 1.0, 0), InputGrad::Needed).unwrap(); // accumulates: twice the gradient
     let twice = named_params(&dense)[0].1.grad.clone();
-    dense.forward(&x, Mode::Train);
+    dense.forward(&x, Pass::TRAIN);
     zero_grad(&mut dense);
     dense.backward(&Tensor::randn(&[2, 2], 0.0, 1.0, 0), InputGrad::Needed).unwrap();
     let once = named_params(&dense)[0].1.grad.clone();
@@ -213,8 +213,8 @@ fn backward_without_input_grad_matches_backward() {
         ),
     ];
     for (mut a, mut b, x) in cases {
-        let g = Tensor::randn(a.forward(&x, Mode::Train).shape(), 0.0, 1.0, 3);
-        b.forward(&x, Mode::Train);
+        let g = Tensor::randn(a.forward(&x, Pass::TRAIN).shape(), 0.0, 1.0, 3);
+        b.forward(&x, Pass::TRAIN);
         a.backward(&g, InputGrad::Needed).unwrap();
         assert!(b.backward(&g, InputGrad::NotNeeded).is_none(), "{}: dL/dx skipped", b.describe());
         for ((name, pa), (_, pb)) in named_params(a.as_ref()).iter().zip(named_params(b.as_ref())) {
@@ -240,8 +240,8 @@ fn a_doubled_parameter_gradient_fails_the_check() {
         fn output_shape(&self, input: &[usize]) -> backprop::Result<Vec<usize>> {
             self.0.output_shape(input)
         }
-        fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
-            self.0.forward(x, mode)
+        fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
+            self.0.forward(x, pass)
         }
         fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
             self.0.backward(g, InputGrad::NotNeeded);
@@ -268,7 +268,7 @@ fn a_check_leaves_batch_norm_statistics_alone() {
     use backprop::gradcheck::{Options, check_layer};
     let mut bn = BatchNorm2d::new(2);
     let x = Tensor::randn(&[3, 2, 4, 4], 1.0, 2.0, 5);
-    bn.forward(&x, Mode::Train); // some statistics to keep
+    bn.forward(&x, Pass::TRAIN); // some statistics to keep
     let (mean, var, count) = (bn.running_mean().clone(), bn.running_var().clone(), bn.num_batches_tracked());
     let report = check_layer(&mut bn, &x, Mode::Train, &Options::default());
     assert!(report.passes(TOL), "{report}");

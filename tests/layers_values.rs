@@ -19,7 +19,7 @@ fn dense_by_hand() {
     // W = [[1, 2], [3, 4], [5, 6]], b = [1, 0, −1], x = [[1, −1]]
     let mut d =
         Dense::new(2, 3).with_weights(t(&[3, 2], &[1., 2., 3., 4., 5., 6.]), Some(t(&[3], &[1., 0., -1.])));
-    let y = d.forward(&t(&[1, 2], &[1., -1.]), Mode::Train);
+    let y = d.forward(&t(&[1, 2], &[1., -1.]), Pass::TRAIN);
     // y = x·Wᵀ + b = [1−2+1, 3−4+0, 5−6−1] = [0, −1, −2]
     assert_close(&y, &[0., -1., -2.], "y");
     let dx = d.backward(&t(&[1, 3], &[1., 0., 2.]), InputGrad::Needed).unwrap();
@@ -37,7 +37,7 @@ fn conv2d_by_hand() {
     let x = t(&[1, 1, 3, 3], &[1., 2., 3., 4., 5., 6., 7., 8., 9.]);
     let mut c =
         Conv2d::new(1, 1, 2).with_weights(t(&[1, 1, 2, 2], &[1., 0., 0., -1.]), Some(t(&[1], &[0.5])));
-    let y = c.forward(&x, Mode::Train);
+    let y = c.forward(&x, Pass::TRAIN);
     // y[i, j] = x[i, j] − x[i+1, j+1] + 0.5 = −4 + 0.5 everywhere
     assert_close(&y, &[-3.5; 4], "y");
     let dx = c.backward(&t(&[1, 1, 2, 2], &[1., 2., 3., 4.]), InputGrad::Needed).unwrap();
@@ -56,7 +56,7 @@ fn conv2d_padding_stride_by_hand() {
     let x = t(&[1, 1, 2, 2], &[1., 2., 3., 4.]);
     let mut c =
         Conv2d::new(1, 1, 3).padding(1).stride(2).no_bias().with_weights(Tensor::ones(&[1, 1, 3, 3]), None);
-    let y = c.forward(&x, Mode::Train);
+    let y = c.forward(&x, Pass::TRAIN);
     assert_eq!(y.shape(), &[1, 1, 1, 1]);
     assert_close(&y, &[10.], "y");
     assert_close(&c.backward(&t(&[1, 1, 1, 1], &[2.]), InputGrad::Needed).unwrap(), &[2.; 4], "dx");
@@ -66,7 +66,7 @@ fn conv2d_padding_stride_by_hand() {
 fn max_pool_by_hand_with_ties() {
     let x = t(&[1, 1, 2, 4], &[1., 3., 2., 2., 4., 0., 2., 1.]);
     let mut p = MaxPool2d::new(2);
-    assert_close(&p.forward(&x, Mode::Train), &[4., 2.], "y");
+    assert_close(&p.forward(&x, Pass::TRAIN), &[4., 2.], "y");
     // Window 2 holds a three-way tie of 2s: the first (row-major) wins the gradient.
     assert_close(
         &p.backward(&t(&[1, 1, 1, 2], &[10., 20.]), InputGrad::Needed).unwrap(),
@@ -75,14 +75,14 @@ fn max_pool_by_hand_with_ties() {
     );
     // Floor mode: a 3×3 input with a 2×2 window gives 1×1, ignoring the last row and column.
     let x = t(&[1, 1, 3, 3], &[1., 2., 9., 3., 4., 9., 9., 9., 9.]);
-    assert_close(&MaxPool2d::new(2).forward(&x, Mode::Train), &[4.], "floor mode");
+    assert_close(&MaxPool2d::new(2).forward(&x, Pass::TRAIN), &[4.], "floor mode");
 }
 
 #[test]
 fn avg_pool_by_hand() {
     let x = t(&[1, 1, 2, 4], &[1., 3., 2., 2., 5., 7., 0., 4.]);
     let mut p = AvgPool2d::new(2);
-    assert_close(&p.forward(&x, Mode::Train), &[4., 2.], "y");
+    assert_close(&p.forward(&x, Pass::TRAIN), &[4., 2.], "y");
     assert_close(
         &p.backward(&t(&[1, 1, 1, 2], &[4., 8.]), InputGrad::Needed).unwrap(),
         &[1., 1., 2., 2., 1., 1., 2., 2.],
@@ -90,14 +90,14 @@ fn avg_pool_by_hand() {
     );
     // With padding 1 and a 2×2 window, zeros count in the average: corner window = x[0,0]/4.
     let mut p = AvgPool2d::new(2).padding(1);
-    let y = p.forward(&t(&[1, 1, 2, 2], &[4., 8., 12., 16.]), Mode::Train);
+    let y = p.forward(&t(&[1, 1, 2, 2], &[4., 8., 12., 16.]), Pass::TRAIN);
     assert_close(&y, &[1., 2., 3., 4.], "padded");
 }
 
 #[test]
 fn global_avg_pool_by_hand() {
     let mut p = GlobalAvgPool::new();
-    let y = p.forward(&t(&[1, 2, 2, 1], &[1., 3., 5., 9.]), Mode::Train);
+    let y = p.forward(&t(&[1, 2, 2, 1], &[1., 3., 5., 9.]), Pass::TRAIN);
     assert_close(&y, &[2., 7.], "y");
     assert_close(&p.backward(&t(&[1, 2], &[2., 4.]), InputGrad::Needed).unwrap(), &[1., 1., 2., 2.], "dx");
 }
@@ -106,7 +106,7 @@ fn global_avg_pool_by_hand() {
 fn flatten_by_hand() {
     let mut f = Flatten::new();
     let x = Tensor::from_fn(&[2, 2, 1, 2], |i| (i[0] * 4 + i[1] * 2 + i[3]) as f32);
-    let y = f.forward(&x, Mode::Train);
+    let y = f.forward(&x, Pass::TRAIN);
     assert_eq!(y.shape(), &[2, 4]);
     assert_eq!(y.data(), x.data());
     assert_eq!(f.backward(&y, InputGrad::Needed).unwrap().shape(), &[2, 2, 1, 2]);
@@ -117,13 +117,13 @@ fn activations_by_hand() {
     let x = t(&[1, 3], &[-2., 0., 3.]);
     let g = t(&[1, 3], &[1., 1., 1.]);
     let mut relu = Relu::new();
-    assert_close(&relu.forward(&x, Mode::Train), &[0., 0., 3.], "relu");
+    assert_close(&relu.forward(&x, Pass::TRAIN), &[0., 0., 3.], "relu");
     assert_close(&relu.backward(&g, InputGrad::Needed).unwrap(), &[0., 0., 1.], "relu'");
     let mut lrelu = LeakyRelu::new(0.1);
-    assert_close(&lrelu.forward(&x, Mode::Train), &[-0.2, 0., 3.], "leaky");
+    assert_close(&lrelu.forward(&x, Pass::TRAIN), &[-0.2, 0., 3.], "leaky");
     assert_close(&lrelu.backward(&g, InputGrad::Needed).unwrap(), &[0.1, 0.1, 1.], "leaky'");
     let mut sig = Sigmoid::new();
-    let y = sig.forward(&t(&[1, 2], &[0., 2f32.ln()]), Mode::Train);
+    let y = sig.forward(&t(&[1, 2], &[0., 2f32.ln()]), Pass::TRAIN);
     assert_close(&y, &[0.5, 2. / 3.], "sigmoid"); // σ(ln 2) = 2/3
     assert_close(
         &sig.backward(&t(&[1, 2], &[1., 1.]), InputGrad::Needed).unwrap(),
@@ -131,13 +131,13 @@ fn activations_by_hand() {
         "sigmoid'",
     ); // y(1−y)
     let mut tanh = Tanh::new();
-    let y = tanh.forward(&t(&[1, 1], &[3f32.ln()]), Mode::Train);
+    let y = tanh.forward(&t(&[1, 1], &[3f32.ln()]), Pass::TRAIN);
     assert_close(&y, &[0.8], "tanh"); // tanh(ln 3) = (3 − 1/3)/(3 + 1/3) = 0.8
     assert_close(&tanh.backward(&t(&[1, 1], &[1.]), InputGrad::Needed).unwrap(), &[0.36], "tanh'"); // 1 − 0.64
     // GELU(0) = 0 with slope ½; GELU(x) → x for large x; GELU(1) = Φ(1) = 0.841345 (exact),
     // GELU'(1) = Φ(1) + φ(1) = 0.841345 + 0.241971.
     let mut gelu = Gelu::new();
-    assert_close(&gelu.forward(&t(&[1, 3], &[0., 1., 10.]), Mode::Train), &[0., 0.841_344_7, 10.], "gelu");
+    assert_close(&gelu.forward(&t(&[1, 3], &[0., 1., 10.]), Pass::TRAIN), &[0., 0.841_344_7, 10.], "gelu");
     assert_close(
         &gelu.backward(&t(&[1, 3], &[1., 1., 1.]), InputGrad::Needed).unwrap(),
         &[0.5, 1.083_315_5, 1.],
@@ -145,14 +145,14 @@ fn activations_by_hand() {
     );
     // tanh approximation at 1: ½(1 + tanh(√(2/π)·1.044715)) = 0.841192
     let mut gelu_t = Gelu::tanh();
-    assert_close(&gelu_t.forward(&t(&[1, 1], &[1.]), Mode::Train), &[0.841_192], "gelu tanh");
+    assert_close(&gelu_t.forward(&t(&[1, 1], &[1.]), Pass::TRAIN), &[0.841_192], "gelu tanh");
 }
 
 #[test]
 fn softmax_by_hand() {
     let mut s = Softmax::new();
     // [0, ln 3] → [1/4, 3/4]; a huge shift changes nothing.
-    let y = s.forward(&t(&[2, 2], &[0., 3f32.ln(), 1000., 1000. + 3f32.ln()]), Mode::Train);
+    let y = s.forward(&t(&[2, 2], &[0., 3f32.ln(), 1000., 1000. + 3f32.ln()]), Pass::TRAIN);
     assert_close(&y, &[0.25, 0.75, 0.25, 0.75], "softmax");
     // g = [1, 0]: dx = y ⊙ (g − y·g) = [¼(1 − ¼), ¾(0 − ¼)] = [3/16, −3/16]
     assert_close(
@@ -166,7 +166,7 @@ fn softmax_by_hand() {
 fn dropout_statistics_and_modes() {
     let mut d = Dropout::new(0.25).seed(42);
     let x = Tensor::ones(&[100, 100]);
-    let y = d.forward(&x, Mode::Train);
+    let y = d.forward(&x, Pass::TRAIN);
     let kept = y.data().iter().filter(|&&v| v != 0.0).count() as f32 / 10_000.0;
     assert!((kept - 0.75).abs() < 0.02, "kept fraction {kept}");
     assert!(y.data().iter().all(|&v| v == 0.0 || (v - 4. / 3.).abs() < 1e-6));
@@ -175,8 +175,8 @@ fn dropout_statistics_and_modes() {
     let dx = d.backward(&Tensor::ones(&[100, 100]), InputGrad::Needed).unwrap();
     assert_eq!(dx, y);
     // Same seed, same mask; eval mode is the identity.
-    assert_eq!(Dropout::new(0.25).seed(42).forward(&x, Mode::Train), y);
-    assert_eq!(d.forward(&x, Mode::Eval), x);
+    assert_eq!(Dropout::new(0.25).seed(42).forward(&x, Pass::TRAIN), y);
+    assert_eq!(d.forward(&x, Pass::EVAL), x);
     assert_eq!(d.backward(&x, InputGrad::Needed).unwrap(), x);
 }
 
@@ -184,7 +184,7 @@ fn dropout_statistics_and_modes() {
 fn batchnorm_by_hand() {
     // One channel, values [1, 3]: μ = 2, σ² = 1, x̂ = [−1, 1]/√(1 + ε).
     let mut bn = BatchNorm1d::new(1).eps(0.0);
-    let y = bn.forward(&t(&[2, 1], &[1., 3.]), Mode::Train);
+    let y = bn.forward(&t(&[2, 1], &[1., 3.]), Pass::TRAIN);
     assert_close(&y, &[-1., 1.], "y");
     // Running stats: mean 0.9·0 + 0.1·2 = 0.2; var 0.9·1 + 0.1·(1·2/1) = 1.1 (unbiased σ² = 2).
     assert_close(bn.running_mean(), &[0.2], "running mean");
@@ -196,14 +196,14 @@ fn batchnorm_by_hand() {
     // With two values every gradient projects to zero; three values give a non-zero answer:
     // values [0, 0, 3]: μ = 1, σ² = 2, x̂ = [−1, −1, 2]/√2; g = [1, 0, 0]:
     let mut bn = BatchNorm1d::new(1).eps(0.0);
-    bn.forward(&t(&[3, 1], &[0., 0., 3.]), Mode::Train);
+    bn.forward(&t(&[3, 1], &[0., 0., 3.]), Pass::TRAIN);
     let s = 2f32.sqrt();
     // Σg = 1, Σg·x̂ = −1/√2, dx = 1/(3√2)·(3g − 1 + x̂/√2) = 1/(3√2)·[3 − 1 − ½, −1 − ½, −1 + 1]
     let dx = bn.backward(&t(&[3, 1], &[1., 0., 0.]), InputGrad::Needed).unwrap();
     assert_close(&dx, &[1.5 / (3. * s), -1.5 / (3. * s), 0.], "dx");
     // Eval mode: x̂ = (x − running_mean)/√running_var.
     let mut bn = BatchNorm2d::new(1).eps(0.0);
-    let y = bn.forward(&t(&[1, 1, 1, 2], &[2., 4.]), Mode::Eval); // running mean 0, var 1
+    let y = bn.forward(&t(&[1, 1, 1, 2], &[2., 4.]), Pass::EVAL); // running mean 0, var 1
     assert_close(&y, &[2., 4.], "eval identity at init");
     assert_close(
         &bn.backward(&t(&[1, 1, 1, 2], &[1., 1.]), InputGrad::Needed).unwrap(),
@@ -223,7 +223,7 @@ fn max_pool_propagates_nan_on_every_path() {
         MaxPool2d::new(3).stride(1),
         MaxPool2d::new(2).padding(1),
     ] {
-        let y = pool.forward(&x, Mode::Train);
+        let y = pool.forward(&x, Pass::TRAIN);
         // Every window that holds the NaN outputs NaN; the others are untouched numbers.
         let k =
             y.data().iter().position(|v| v.is_nan()).unwrap_or_else(|| panic!("{}: {y}", pool.describe()));
@@ -239,7 +239,7 @@ fn max_pool_propagates_nan_on_every_path() {
 fn nan_handling_matches_pytorch() {
     // ReLU: NaN stays NaN forward, and its gradient passes through (PyTorch's mask is y <= 0).
     let mut relu = Relu::new();
-    let y = relu.forward(&t(&[1, 3], &[f32::NAN, 1., -1.]), Mode::Train);
+    let y = relu.forward(&t(&[1, 3], &[f32::NAN, 1., -1.]), Pass::TRAIN);
     assert!(y.data()[0].is_nan() && y.data()[1] == 1.0 && y.data()[2] == 0.0);
     assert_close(
         &relu.backward(&t(&[1, 3], &[5., 6., 7.]), InputGrad::Needed).unwrap(),
@@ -250,7 +250,7 @@ fn nan_handling_matches_pytorch() {
     // kernel replaces the running maximum by every NaN it meets).
     let x = t(&[1, 1, 2, 4], &[1., f32::NAN, f32::NAN, 5., f32::NAN, 0., 2., f32::NAN]);
     for mut pool in [MaxPool2d::new(2), MaxPool2d::new(2).padding(1)] {
-        let y = pool.forward(&x, Mode::Train);
+        let y = pool.forward(&x, Pass::TRAIN);
         assert!(y.data().iter().all(|v| v.is_nan() || *v == 0.0 || *v == 1.0 || *v == 2.0 || *v == 5.0));
         let dx = pool.backward(&Tensor::ones(y.shape()), InputGrad::Needed).unwrap();
         if pool.describe() == "MaxPool2d(2×2)" {

@@ -242,7 +242,7 @@ fn bad_data_is_rejected_before_training() {
     );
     assert!(model.predict(&Tensor::zeros(&[2, 5]), 2).is_err());
     let msg = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        drop(model.forward(&Tensor::zeros(&[2, 5]), Mode::Eval))
+        drop(model.forward(&Tensor::zeros(&[2, 5]), Pass::EVAL))
     }))
     .unwrap_err()
     .downcast_ref::<String>()

@@ -149,7 +149,7 @@ impl Layer for Custom {
     fn output_shape(&self, input: &[usize]) -> backprop::Result<Vec<usize>> {
         Ok(input.to_vec())
     }
-    fn forward(&mut self, x: &Tensor, _: Mode) -> Tensor {
+    fn forward(&mut self, x: &Tensor, _: Pass<'_>) -> Tensor {
         x.clone()
     }
     fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {

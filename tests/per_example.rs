@@ -15,37 +15,35 @@ fn random(shape: &[usize], seed: u64) -> Tensor {
     Tensor::randn(shape, 0.0, 1.0, seed)
 }
 
-/// Compares the per-example pass with batch-of-one passes for `model` on `x` and `g`;
-/// `lengths(model, examples)` sets per-example sequence lengths where the model has them.
+/// Compares the per-example pass with batch-of-one passes for `model` on `x` and `g`, with the
+/// samples' sequence lengths (if any) travelling with them in the pass.
 fn max_abs(t: &Tensor) -> f32 {
     t.data().iter().fold(0.0f32, |m, v| m.max(v.abs()))
 }
 
-fn check(
-    name: &str,
-    model: &mut Sequential,
-    x: &Tensor,
-    g: &Tensor,
-    lengths: &dyn Fn(&mut Sequential, &[usize]),
-) {
+fn check(name: &str, model: &mut Sequential, x: &Tensor, g: &Tensor, lengths: Option<&[usize]>) {
+    let pass = |which: &[usize]| -> Vec<usize> {
+        lengths.map_or(Vec::new(), |l| which.iter().map(|&i| l[i]).collect())
+    };
     let n = x.dim(0);
     let all: Vec<usize> = (0..n).collect();
     assert!(model.has_per_example_grads(), "{name}: every layer has a per-example pass");
     // The per-example pass over the batch; the ordinary pass's dx beside it.
     // Twice into the same store: slots are reused, and whatever the first pass left in them must
     // not leak into the second.
-    lengths(model, &all);
+    let l_all = pass(&all);
+    let train = Pass::TRAIN.with_optional_lengths(lengths.map(|_| l_all.as_slice()));
     let mut grads = PerExampleGrads::new();
     zero_grad(model);
     let mut dx = Tensor::default();
     for _ in 0..2 {
-        model.forward(x, Mode::Train);
+        model.forward(x, train);
         grads.start(n);
         dx = model.backward_per_example(g, InputGrad::Needed, &mut grads).unwrap();
     }
     let untouched = named_params(model).iter().all(|(_, p)| p.grad.data().iter().all(|&v| v == 0.0));
     assert!(untouched, "{name}: the per-example pass leaves Param::grad alone");
-    model.forward(x, Mode::Train);
+    model.forward(x, train);
     let dx_plain = model.backward(g, InputGrad::Needed).unwrap();
     assert!(
         abs_diff_eq!(dx.data(), dx_plain.data(), epsilon = 1e-5 * (1.0 + max_abs(&dx_plain))),
@@ -55,8 +53,11 @@ fn check(
     assert_eq!(grads.len(), names.len(), "{name}: one slot per parameter");
     // Each example alone.
     for i in 0..n {
-        lengths(model, &[i]);
-        model.forward(&x.select_outer(&[i]), Mode::Train);
+        let l_i = pass(&[i]);
+        model.forward(
+            &x.select_outer(&[i]),
+            Pass::TRAIN.with_optional_lengths(lengths.map(|_| l_i.as_slice())),
+        );
         zero_grad(model);
         model.backward(&g.select_outer(&[i]), InputGrad::NotNeeded);
         for (k, (param, p)) in named_params(model).into_iter().enumerate() {
@@ -73,17 +74,15 @@ fn check(
     }
 }
 
-fn no_lengths(_: &mut Sequential, _: &[usize]) {}
-
 #[test]
 fn dense_layers_on_rows_and_on_sequences() {
     let mlp = Sequential::builder(&[5]).add(Dense::new(5, 7)).add(Tanh::new()).add(Dense::new(7, 3)).seed(1);
     let mut mlp = mlp.build().unwrap();
-    check("mlp", &mut mlp, &random(&[6, 5], 2), &random(&[6, 3], 3), &no_lengths);
+    check("mlp", &mut mlp, &random(&[6, 5], 2), &random(&[6, 3], 3), None);
     let seq =
         Sequential::builder(&[4, 5]).add(Dense::new(5, 3).no_bias()).add(Gelu::new()).add(Dense::new(3, 2));
     let mut seq = seq.seed(4).build().unwrap();
-    check("dense on [N, T, F]", &mut seq, &random(&[3, 4, 5], 5), &random(&[3, 4, 2], 6), &no_lengths);
+    check("dense on [N, T, F]", &mut seq, &random(&[3, 4, 5], 5), &random(&[3, 4, 2], 6), None);
 }
 
 #[test]
@@ -99,34 +98,30 @@ fn convolutions_pools_and_residual_blocks() {
         .seed(7)
         .build()
         .unwrap();
-    check("cnn", &mut cnn, &random(&[5, 2, 9, 9], 8), &random(&[5, 3], 9), &no_lengths);
+    check("cnn", &mut cnn, &random(&[5, 2, 9, 9], 8), &random(&[5, 3], 9), None);
     // ReLU → max pool: the planned execution pools first (exec.rs); the pass follows the plan.
     let plain = Sequential::builder(&[1, 6, 6]).add(Conv2d::new(1, 3, 2).no_bias()).add(Relu::new());
     let mut plain = plain.add(MaxPool2d::new(2)).add(Flatten::new()).seed(10).build().unwrap();
-    check("conv without bias", &mut plain, &random(&[3, 1, 6, 6], 11), &random(&[3, 12], 12), &no_lengths);
+    check("conv without bias", &mut plain, &random(&[3, 1, 6, 6], 11), &random(&[3, 12], 12), None);
     let pooled = Sequential::builder(&[1, 6, 6]).add(Conv2d::new(1, 2, 2)).add(AvgPool2d::new(5));
     let mut pooled = pooled.add(Flatten::new()).seed(25).build().unwrap();
-    check("conv → average pool", &mut pooled, &random(&[2, 1, 6, 6], 26), &random(&[2, 2], 27), &no_lengths);
+    check("conv → average pool", &mut pooled, &random(&[2, 1, 6, 6], 26), &random(&[2, 2], 27), None);
 }
 
 #[test]
 fn embeddings_and_recurrent_layers_with_lengths() {
     let lengths = [5usize, 2, 4, 1];
     let ids = Tensor::from_vec(&[4, 5], (0..20).map(|v| ((v * 7) % 9) as f32).collect()).unwrap();
-    let set = |m: &mut Sequential, which: &[usize]| {
-        let l: Vec<usize> = which.iter().map(|&i| lengths[i]).collect();
-        m.layer_as_mut::<Lstm>(1).unwrap().set_lengths(&l).unwrap();
-    };
     let lstm = Sequential::builder(&[5]).add(Embedding::new(9, 3)).add(Lstm::new(3, 4)).add(Dense::new(4, 2));
     let mut lstm = lstm.seed(13).build().unwrap();
-    check("embedding → lstm (lengths) → dense", &mut lstm, &ids, &random(&[4, 5, 2], 14), &set);
+    check("embedding → lstm (lengths) → dense", &mut lstm, &ids, &random(&[4, 5, 2], 14), Some(&lengths));
     let gru =
         Sequential::builder(&[6, 3]).add(Gru::new(3, 4).last_step_only()).add(Dense::new(4, 2)).seed(15);
     let mut gru = gru.build().unwrap();
-    check("gru (last step)", &mut gru, &random(&[3, 6, 3], 16), &random(&[3, 2], 17), &no_lengths);
+    check("gru (last step)", &mut gru, &random(&[3, 6, 3], 16), &random(&[3, 2], 17), None);
     let rnn = Sequential::builder(&[6, 3]).add(Rnn::new(3, 4)).add(Rnn::relu(4, 2)).seed(18);
     let mut rnn = rnn.build().unwrap();
-    check("stacked rnn", &mut rnn, &random(&[3, 6, 3], 19), &random(&[3, 6, 2], 20), &no_lengths);
+    check("stacked rnn", &mut rnn, &random(&[3, 6, 3], 19), &random(&[3, 6, 2], 20), None);
 }
 
 /// A layer with parameters that does not implement the per-example pass (hides `Dense`'s).
@@ -139,8 +134,8 @@ impl Layer for Opaque {
     fn output_shape(&self, input: &[usize]) -> backprop::Result<Vec<usize>> {
         self.0.output_shape(input)
     }
-    fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
-        self.0.forward(x, mode)
+    fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
+        self.0.forward(x, pass)
     }
     fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
         self.0.backward(g, input_grad)
@@ -182,7 +177,7 @@ fn dp_sgd_steps_agree_whichever_way_the_gradients_are_found() {
 fn a_layer_without_the_pass_says_so() {
     let mut opaque = Opaque(Dense::new(2, 2));
     let x = Tensor::ones(&[1, 2]);
-    opaque.forward(&x, Mode::Train);
+    opaque.forward(&x, Pass::TRAIN);
     let mut grads = PerExampleGrads::new();
     grads.start(1);
     opaque.backward_per_example(&x, InputGrad::NotNeeded, &mut grads);

@@ -64,7 +64,7 @@ fn residual_cnn_matches_pytorch() {
         .unwrap();
 
     let x = tensor(&io, "x");
-    let y = model.forward(&x, Mode::Train);
+    let y = model.forward(&x, Pass::TRAIN);
     assert_close(&y, &tensor(&io, "y"), "y");
     model.zero_grad();
     let dx = model.backward_input(&tensor(&io, "r"));

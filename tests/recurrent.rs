@@ -7,9 +7,11 @@ mod common;
 
 use backprop::gradcheck::{Options, check_layer};
 use backprop::layers::recurrent::reference::{CellKind, Weights, recurrent_forward};
-use backprop::layers::{StateMut, named_params, zero_grad};
+use backprop::layers::recurrent::{Cell, Recurrent};
+use backprop::layers::{RecurrentState, StateMut, named_params, zero_grad};
 use backprop::prelude::*;
 use safetensors::SafeTensors;
+use std::ops::DerefMut;
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/recurrent.safetensors");
 
@@ -30,82 +32,71 @@ fn load(layer: &mut dyn Layer, file: &SafeTensors, prefix: &str) {
     });
 }
 
-fn fresh(prefix: &str, last: bool) -> Box<dyn Layer> {
-    let (f, h) = (4, 6);
-    match (prefix, last) {
-        ("rnn", false) => Box::new(Rnn::new(f, h)),
-        ("rnn", true) => Box::new(Rnn::new(f, h).last_step_only()),
-        ("rnn_relu", false) => Box::new(Rnn::relu(f, h)),
-        ("rnn_relu", true) => Box::new(Rnn::relu(f, h).last_step_only()),
-        ("lstm", false) => Box::new(Lstm::new(f, h)),
-        ("lstm", true) => Box::new(Lstm::new(f, h).last_step_only()),
-        ("gru", false) => Box::new(Gru::new(f, h)),
-        _ => Box::new(Gru::new(f, h).last_step_only()),
+/// One forward and backward pass of `layer` with the fixture's initial state and lengths (if
+/// any), against PyTorch: y, h_n (c_n), and the gradients of
+/// L = Σ y ⊙ r + Σ h_n ⊙ r_h (+ Σ c_n ⊙ r_c) with respect to x, h₀ (c₀) and every weight.
+fn check_against_torch<C: Cell, L: Layer + DerefMut<Target = Recurrent<C>>>(
+    mut layer: L,
+    file: &SafeTensors,
+    prefix: &str,
+) {
+    let t = |what: &str| tensor(file, &format!("{prefix}.{what}"));
+    let has = |what: &str| file.names().iter().any(|n| *n == format!("{prefix}.{what}"));
+    load(&mut layer, file, prefix);
+    let lengths: Option<Vec<usize>> =
+        has("lengths").then(|| t("lengths").data().iter().map(|&v| v as usize).collect());
+    let pass = Pass::TRAIN.with_optional_lengths(lengths.as_deref());
+    let initial = RecurrentState { h: t("h0"), c: has("c0").then(|| t("c0")) };
+    let (y, last) = layer.forward_with_state(&t("x"), Some(&initial), pass).unwrap();
+    assert_close(&y, &t("y"), &format!("{prefix}: y"));
+    assert_close(&last.h, &t("hn"), &format!("{prefix}: h_n"));
+    if let Some(c) = &last.c {
+        assert_close(c, &t("cn"), &format!("{prefix}: c_n"));
     }
-}
-
-/// Sets the initial state of any of the three layer types.
-fn set_state(layer: &mut dyn Layer, h0: Option<Tensor>, c0: Option<Tensor>) {
-    let any = layer as &mut dyn std::any::Any;
-    if let Some(l) = any.downcast_mut::<Rnn>() {
-        l.set_initial_state(h0, c0).unwrap();
-    } else if let Some(l) = any.downcast_mut::<Lstm>() {
-        l.set_initial_state(h0, c0).unwrap();
-    } else if let Some(l) = any.downcast_mut::<Gru>() {
-        l.set_initial_state(h0, c0).unwrap();
+    let d_last = RecurrentState { h: t("r_h"), c: has("r_c").then(|| t("r_c")) };
+    let (dx, d_initial) = layer.backward_with_state(Some(&t("r")), Some(&d_last), InputGrad::Needed);
+    assert_close(&dx.unwrap(), &t("dx"), &format!("{prefix}: dL/dx"));
+    assert_close(&d_initial.h, &t("dh0"), &format!("{prefix}: dL/dh0"));
+    assert_eq!(d_initial.c.is_some(), has("dc0"), "{prefix}: a cell-state gradient exactly for the LSTM");
+    if let Some(dc0) = &d_initial.c {
+        assert_close(dc0, &t("dc0"), &format!("{prefix}: dL/dc0"));
     }
-}
-
-fn initial_grad(layer: &dyn Layer) -> (Tensor, Option<Tensor>) {
-    let any = layer as &dyn std::any::Any;
-    let g = if let Some(l) = any.downcast_ref::<Rnn>() {
-        l.initial_state_grad()
-    } else if let Some(l) = any.downcast_ref::<Lstm>() {
-        l.initial_state_grad()
-    } else {
-        any.downcast_ref::<Gru>().unwrap().initial_state_grad()
-    };
-    g.cloned().unwrap()
+    for (name, p) in named_params(&layer) {
+        assert_close(&p.grad, &t(&format!("grad.{name}")), &format!("{prefix}: dL/d{name}"));
+    }
 }
 
 #[test]
 fn rnn_lstm_gru_match_pytorch() {
     let bytes = std::fs::read(FIXTURE).unwrap();
     let file = SafeTensors::deserialize(&bytes).unwrap();
-    for prefix in ["rnn", "rnn_relu", "lstm", "gru"] {
-        let t = |what: &str| tensor(&file, &format!("{prefix}.{what}"));
-        let is_lstm = prefix == "lstm";
-        let c0 = is_lstm.then(|| t("c0"));
-        // L = Σ y ⊙ r + Σ h_n ⊙ r_h: the all-steps layer takes r, a last-step layer with the same
-        // weights takes r_h, and the gradients add up.
-        let (mut all, mut last) = (fresh(prefix, false), fresh(prefix, true));
-        for layer in [&mut all, &mut last] {
-            load(layer.as_mut(), &file, prefix);
-            set_state(layer.as_mut(), Some(t("h0")), c0.clone());
-        }
-        let y = all.forward(&t("x"), Mode::Train);
-        assert_close(&y, &t("y"), &format!("{prefix}: y"));
-        let hn = last.forward(&t("x"), Mode::Train);
-        assert_close(&hn, &t("hn"), &format!("{prefix}: h_n"));
-        let dx = &all.backward(&t("r"), InputGrad::Needed).unwrap()
-            + &last.backward(&t("r_h"), InputGrad::Needed).unwrap();
-        assert_close(&dx, &t("dx"), &format!("{prefix}: dL/dx"));
-        let (g_all, g_last) = (initial_grad(all.as_ref()), initial_grad(last.as_ref()));
-        assert_close(&(&g_all.0 + &g_last.0), &t("dh0"), &format!("{prefix}: dL/dh0"));
-        if is_lstm {
-            assert_close(
-                &(g_all.1.as_ref().unwrap() + g_last.1.as_ref().unwrap()),
-                &t("dc0"),
-                "lstm: dL/dc0",
-            );
-            let cn =
-                (all.as_ref() as &dyn std::any::Any).downcast_ref::<Lstm>().unwrap().final_state().1.unwrap();
-            assert_close(&cn, &t("cn"), "lstm: c_n");
-        }
-        for ((name, a), (_, b)) in named_params(all.as_ref()).into_iter().zip(named_params(last.as_ref())) {
-            assert_close(&(&a.grad + &b.grad), &t(&format!("grad.{name}")), &format!("{prefix}: dL/d{name}"));
-        }
-    }
+    let (f, h) = (4, 6);
+    check_against_torch(Rnn::new(f, h), &file, "rnn");
+    check_against_torch(Rnn::relu(f, h), &file, "rnn_relu");
+    check_against_torch(Lstm::new(f, h), &file, "lstm");
+    check_against_torch(Gru::new(f, h), &file, "gru");
+    // Padded sequences (lengths 5, 2, 4 through pack_padded_sequence), with non-zero dL/dh_n and
+    // dL/dc_n entering at each sequence's last valid step.
+    check_against_torch(Lstm::new(f, h), &file, "lstm_len");
+}
+
+/// The final state's output as the last step only: `last_step_only` outputs h_n, and its
+/// gradient adds to the one given for the final state.
+#[test]
+fn last_step_output_and_final_state_gradients_add() {
+    let x = Tensor::randn(&[3, 4, 2], 0.0, 1.0, 1);
+    let (mut last, mut all) = (Gru::new(2, 3).seed(2).last_step_only(), Gru::new(2, 3).seed(2));
+    let (h_n, state) = last.forward_with_state(&x, None, Pass::TRAIN).unwrap();
+    assert_eq!(h_n, state.h);
+    let (_, state_all) = all.forward_with_state(&x, None, Pass::TRAIN).unwrap();
+    assert_eq!(state_all.h, state.h);
+    let (g1, g2) = (Tensor::randn(&[3, 3], 0.0, 1.0, 3), Tensor::randn(&[3, 3], 0.0, 1.0, 4));
+    let (dx_last, d0_last) =
+        last.backward_with_state(Some(&g1), Some(&RecurrentState::h(g2.clone())), InputGrad::Needed);
+    let (dx_all, d0_all) =
+        all.backward_with_state(None, Some(&RecurrentState::h(&g1 + &g2)), InputGrad::Needed);
+    assert!(dx_last.unwrap().max_abs_diff(&dx_all.unwrap()) < 1e-6);
+    assert!(d0_last.h.max_abs_diff(&d0_all.h) < 1e-6);
 }
 
 #[test]
@@ -120,24 +111,92 @@ fn batched_layers_equal_the_plain_loop_reference() {
     ] {
         let p: Vec<Tensor> = named_params(layer.as_ref()).into_iter().map(|(_, p)| p.value.clone()).collect();
         let w = Weights { w_ih: &p[0], w_hh: &p[1], b_ih: &p[2], b_hh: &p[3] };
-        let y = layer.forward(&x, Mode::Train);
+        let y = layer.forward(&x, Pass::TRAIN);
         assert!(y.max_abs_diff(&recurrent_forward(kind, &w, &x, &[])) < 1e-5, "{kind:?}");
-        let any = layer.as_mut() as &mut dyn std::any::Any;
-        if let Some(l) = any.downcast_mut::<Rnn>() {
-            l.set_lengths(&lengths).unwrap();
-        } else if let Some(l) = any.downcast_mut::<Lstm>() {
-            l.set_lengths(&lengths).unwrap();
-        } else {
-            any.downcast_mut::<Gru>().unwrap().set_lengths(&lengths).unwrap();
-        }
-        let y = layer.forward(&x, Mode::Train);
+        let y = layer.forward(&x, Pass::TRAIN.with_lengths(&lengths));
         assert!(y.max_abs_diff(&recurrent_forward(kind, &w, &x, &lengths)) < 1e-5, "{kind:?} with lengths");
     }
 }
 
-fn check(name: &str, layer: &mut dyn Layer, x: &Tensor) {
-    let report = check_layer(layer, x, Mode::Train, &Options::default());
+fn check(name: &str, layer: &mut dyn Layer, x: &Tensor, pass: Pass<'_>) {
+    let report = check_layer(layer, x, pass, &Options::default());
     assert!(report.passes(2e-2), "{name}:\n{report}");
+}
+
+/// `L = Σ y ⊙ r + Σ h_n ⊙ r_h (+ Σ c_n ⊙ r_c)` for a layer with a given initial state, and its
+/// gradient with respect to h₀ (c₀) and the weights, against central differences.
+fn check_states<C: Cell, L: Layer + DerefMut<Target = Recurrent<C>>>(
+    name: &str,
+    layer: &mut L,
+    x: &Tensor,
+    lengths: &[usize],
+) {
+    let (n, h) = (x.dim(0), layer.hidden());
+    let pass = Pass::TRAIN.with_lengths(lengths);
+    let state = |seed| Tensor::randn(&[n, h], 0.0, 0.5, seed);
+    let with_c = |t: Tensor| if C::HAS_CELL { Some(t) } else { None };
+    let h0 = RecurrentState { h: state(1), c: with_c(state(2)) };
+    let y_shape = layer.output_shape(x.shape()).unwrap();
+    let r = Tensor::randn(&y_shape, 0.0, 1.0, 3);
+    let r_final = RecurrentState { h: state(4), c: with_c(state(5)) };
+    let loss = |layer: &mut L, h0: &RecurrentState| -> f64 {
+        let (y, last) = layer.forward_with_state(x, Some(h0), pass).unwrap();
+        let dot =
+            |a: &Tensor, b: &Tensor| a.data().iter().zip(b.data()).map(|(a, b)| (a * b) as f64).sum::<f64>();
+        dot(&y, &r)
+            + dot(&last.h, &r_final.h)
+            + last.c.as_ref().map_or(0.0, |c| dot(c, r_final.c.as_ref().unwrap()))
+    };
+    loss(layer, &h0);
+    zero_grad(layer);
+    let (_, d0) = layer.backward_with_state(Some(&r), Some(&r_final), InputGrad::NotNeeded);
+    let eps = 1e-2;
+    // Every coordinate of h₀ and c₀.
+    for which in 0..1 + usize::from(C::HAS_CELL) {
+        for i in 0..n * h {
+            let nudged = |delta: f32| {
+                let mut s = h0.clone();
+                let t = if which == 0 { &mut s.h } else { s.c.as_mut().unwrap() };
+                t.data_mut()[i] += delta;
+                s
+            };
+            let numeric = (loss(layer, &nudged(eps)) - loss(layer, &nudged(-eps))) / (2.0 * eps as f64);
+            let analytic = if which == 0 { d0.h.data()[i] } else { d0.c.as_ref().unwrap().data()[i] };
+            assert!(
+                (numeric as f32 - analytic).abs() < 2e-2 * (1.0 + analytic.abs()),
+                "{name}: d{}0[{i}] {analytic} vs {numeric}",
+                if which == 0 { "h" } else { "c" }
+            );
+        }
+    }
+    // A few coordinates of each weight.
+    let analytic: Vec<Tensor> = named_params(layer).into_iter().map(|(_, p)| p.grad.clone()).collect();
+    for (k, grad) in analytic.iter().enumerate() {
+        for i in [0, grad.len() / 2, grad.len() - 1] {
+            let nudge = |layer: &mut L, delta: f32| {
+                let mut j = 0;
+                layer.visit_mut(&mut |_, s| {
+                    if let StateMut::Param(p) = s {
+                        if j == k {
+                            p.value.data_mut()[i] += delta;
+                        }
+                        j += 1;
+                    }
+                });
+            };
+            nudge(layer, eps);
+            let plus = loss(layer, &h0);
+            nudge(layer, -2.0 * eps);
+            let minus = loss(layer, &h0);
+            nudge(layer, eps);
+            let numeric = ((plus - minus) / (2.0 * eps as f64)) as f32;
+            assert!(
+                (numeric - grad.data()[i]).abs() < 2e-2 * (1.0 + numeric.abs()),
+                "{name}: weight {k}[{i}] {} vs {numeric}",
+                grad.data()[i]
+            );
+        }
+    }
 }
 
 #[test]
@@ -150,28 +209,21 @@ fn gradient_checks() {
         if last {
             (lstm, gru, rnn) = (lstm.last_step_only(), gru.last_step_only(), rnn.last_step_only());
         }
-        check("LSTM", &mut lstm, &x);
-        check("GRU", &mut gru, &x);
-        check("RNN", &mut rnn, &x);
-        // Variable lengths.
-        lstm.set_lengths(&[5, 2, 4]).unwrap();
-        gru.set_lengths(&[1, 5, 3]).unwrap();
-        rnn.set_lengths(&[3, 3, 5]).unwrap();
-        check("LSTM, lengths", &mut lstm, &x);
-        check("GRU, lengths", &mut gru, &x);
-        check("RNN, lengths", &mut rnn, &x);
-        // A carried state, as in truncated BPTT: the chunk starts from a given h₀ (c₀).
-        lstm.set_initial_state(
-            Some(Tensor::randn(&[3, 3], 0.0, 0.5, 8)),
-            Some(Tensor::randn(&[3, 3], 0.0, 0.5, 9)),
-        )
-        .unwrap();
-        gru.set_initial_state(Some(Tensor::randn(&[3, 3], 0.0, 0.5, 10)), None).unwrap();
-        check("LSTM, initial state", &mut lstm, &x);
-        check("GRU, initial state", &mut gru, &x);
+        check("LSTM", &mut lstm, &x, Pass::TRAIN);
+        check("GRU", &mut gru, &x, Pass::TRAIN);
+        check("RNN", &mut rnn, &x, Pass::TRAIN);
+        // Variable lengths, travelling with the batch.
+        check("LSTM, lengths", &mut lstm, &x, Pass::TRAIN.with_lengths(&[5, 2, 4]));
+        check("GRU, lengths", &mut gru, &x, Pass::TRAIN.with_lengths(&[1, 5, 3]));
+        check("RNN, lengths", &mut rnn, &x, Pass::TRAIN.with_lengths(&[3, 3, 5]));
+        // A given initial state and a loss on the final state: dL/dh₀, dL/dc₀ and the weights
+        // through dL/dh_n, dL/dc_n.
+        check_states("LSTM, states", &mut lstm, &x, &[5, 2, 4]);
+        check_states("GRU, states", &mut gru, &x, &[1, 5, 3]);
+        check_states("RNN, states", &mut rnn, &x, &[3, 3, 5]);
     }
     let mut relu = Rnn::relu(2, 3).seed(5);
-    check("RNN(ReLU)", &mut relu, &Tensor::randn(&[2, 4, 2], 0.5, 1.0, 11));
+    check("RNN(ReLU)", &mut relu, &Tensor::randn(&[2, 4, 2], 0.5, 1.0, 11), Pass::TRAIN);
 }
 
 /// One LSTM step with one unit, worked by hand: x = 1, h₀ = c₀ = 0, W_ih = [1, 2, 0.5, −1]ᵀ
@@ -193,11 +245,11 @@ fn one_lstm_step_by_hand() {
             };
         }
     });
-    let h = lstm.forward(&Tensor::ones(&[1, 1, 1]), Mode::Train);
+    let h = lstm.forward(&Tensor::ones(&[1, 1, 1]), Pass::TRAIN);
     let close =
         |got: f32, want: f32, what: &str| assert!((got - want).abs() < 2e-6, "{what}: {got} vs {want}");
     close(h.item(), 0.087552, "h");
-    close(lstm.final_state().1.unwrap().item(), 0.337835, "c");
+    close(lstm.final_state().c.unwrap().item(), 0.337835, "c");
     zero_grad(&mut lstm);
     let dx = lstm.backward(&Tensor::ones(&[1, 1, 1]), InputGrad::Needed).unwrap();
     close(dx.item(), 0.026959, "dL/dx");
@@ -217,14 +269,14 @@ fn padding_changes_nothing() {
         short.outer_mut(s).copy_from_slice(&long.outer(s)[..12]);
     }
     let mut padded = Lstm::new(3, 4).seed(2);
-    padded.set_lengths(&[4, 4]).unwrap();
     let mut plain = Lstm::new(3, 4).seed(2);
-    let (y_pad, y) = (padded.forward(&long, Mode::Train), plain.forward(&short, Mode::Train));
+    let (y_pad, y) =
+        (padded.forward(&long, Pass::TRAIN.with_lengths(&[4, 4])), plain.forward(&short, Pass::TRAIN));
     for s in 0..2 {
         assert_eq!(&y_pad.outer(s)[..16], y.outer(s), "valid steps");
         assert!(y_pad.outer(s)[16..].iter().all(|&v| v == 0.0), "padded steps output 0");
     }
-    assert_eq!(padded.final_state().0, plain.final_state().0, "final state = last valid step");
+    assert_eq!(padded.final_state(), plain.final_state(), "final state = last valid step");
     let g_long = Tensor::randn(&[2, 6, 4], 0.0, 1.0, 3);
     let mut g_short = Tensor::zeros(&[2, 4, 4]);
     for s in 0..2 {
@@ -254,20 +306,20 @@ fn stateful_chunks_continue_the_sequence() {
         c
     };
     let mut once = Gru::new(3, 5).seed(6);
-    let y = once.forward(&whole, Mode::Train);
+    let y = once.forward(&whole, Pass::TRAIN);
     let mut chunks = Gru::new(3, 5).seed(6).stateful();
-    let (y1, y2) = (chunks.forward(&chunk(0), Mode::Train), chunks.forward(&chunk(4), Mode::Train));
+    let (y1, y2) = (chunks.forward(&chunk(0), Pass::TRAIN), chunks.forward(&chunk(4), Pass::TRAIN));
     for s in 0..2 {
         let joined: Vec<f32> = y1.outer(s).iter().chain(y2.outer(s)).copied().collect();
         let diff = joined.iter().zip(y.outer(s)).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(diff < 1e-6, "chunked outputs differ by {diff}");
     }
     chunks.backward(&Tensor::ones(&[2, 4, 5]), InputGrad::Needed).unwrap();
-    let (dh0, _) = chunks.initial_state_grad().unwrap();
+    let dh0 = &chunks.initial_state_grad().unwrap().h;
     assert_eq!(dh0.shape(), &[2, 5]);
     assert!(dh0.data().iter().any(|&v| v != 0.0));
     chunks.reset_state();
-    assert_eq!(chunks.forward(&chunk(0), Mode::Train), y1, "reset: starts from zeros again");
+    assert_eq!(chunks.forward(&chunk(0), Pass::TRAIN), y1, "reset: starts from zeros again");
 }
 
 #[test]
@@ -295,10 +347,36 @@ fn names_follow_pytorch_and_bad_settings_are_errors() {
     assert_eq!(named_params(&model)[0].1.value.shape(), &[16, 3]);
     let err = Sequential::builder(&[5, 4]).add(Lstm::new(3, 4)).build().unwrap_err().to_string();
     assert!(err.contains("LSTM(3→4)") && err.contains("[N, T ≥ 1, 3]"), "{err}");
+    // Side information that does not fit the batch is an error naming both counts or shapes.
     let mut lstm = Lstm::new(3, 4);
-    assert!(lstm.set_lengths(&[2, 0]).is_err());
-    assert!(lstm.set_initial_state(Some(Tensor::zeros(&[2, 5])), None).is_err());
-    assert!(Gru::new(3, 4).set_initial_state(None, Some(Tensor::zeros(&[2, 4]))).is_err());
+    let x = Tensor::zeros(&[2, 5, 3]);
+    let err = |r: backprop::Result<(Tensor, RecurrentState)>| r.unwrap_err().to_string();
+    let e = err(lstm.forward_with_state(&x, None, Pass::TRAIN.with_lengths(&[2, 0])));
+    assert!(e.contains("sequence 1 has length 0") && e.contains("1..=5"), "{e}");
+    let e = err(lstm.forward_with_state(&x, None, Pass::TRAIN.with_lengths(&[2, 6])));
+    assert!(e.contains("length 6") && e.contains("5 steps"), "{e}");
+    let e = err(lstm.forward_with_state(&x, None, Pass::TRAIN.with_lengths(&[2, 2, 2])));
+    assert!(e.contains("3 sequence lengths for a batch of 2"), "{e}");
+    let bad = RecurrentState::hc(Tensor::zeros(&[2, 5]), Tensor::zeros(&[2, 4]));
+    let e = err(lstm.forward_with_state(&x, Some(&bad), Pass::TRAIN));
+    assert!(e.contains("[2, 4]") && e.contains("[2, 5]"), "{e}");
+    let e = err(lstm.forward_with_state(
+        &x,
+        Some(&RecurrentState::hc(Tensor::zeros(&[3, 4]), Tensor::zeros(&[3, 4]))),
+        Pass::TRAIN,
+    ));
+    assert!(e.contains("batch of 2") && e.contains("[3, 4]"), "{e}");
+    let e = err(lstm.forward_with_state(&x, Some(&RecurrentState::h(Tensor::zeros(&[2, 4]))), Pass::TRAIN));
+    assert!(e.contains("needs a cell state"), "{e}");
+    let e = Gru::new(3, 4)
+        .forward_with_state(
+            &x,
+            Some(&RecurrentState::hc(Tensor::zeros(&[2, 4]), Tensor::zeros(&[2, 4]))),
+            Pass::TRAIN,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no cell state"), "{e}");
 }
 
 #[test]
@@ -306,7 +384,7 @@ fn embedding_looks_up_and_scatters() {
     let table = Tensor::from_vec(&[3, 2], vec![0., 1., 10., 11., 20., 21.]).unwrap();
     let mut emb = Embedding::new(3, 2).with_weights(table);
     let ids = Tensor::from_vec(&[2, 2], vec![2., 0., 2., 2.]).unwrap();
-    let y = emb.forward(&ids, Mode::Train);
+    let y = emb.forward(&ids, Pass::TRAIN);
     assert_eq!(y.data(), &[20., 21., 0., 1., 20., 21., 20., 21.]);
     let g = Tensor::from_vec(&[2, 2, 2], vec![1., 2., 3., 4., 5., 6., 7., 8.]).unwrap();
     let dx = emb.backward(&g, InputGrad::Needed).unwrap();
@@ -340,8 +418,8 @@ fn embedding_looks_up_and_scatters() {
 fn per_step_dense_and_masked_losses() {
     let mut dense = Dense::new(4, 3).seed(1);
     let x = Tensor::randn(&[2, 5, 4], 0.0, 1.0, 2);
-    assert_eq!(dense.forward(&x, Mode::Train).shape(), &[2, 5, 3]);
-    check("Dense on [N, T, F]", &mut dense, &x);
+    assert_eq!(dense.forward(&x, Pass::TRAIN).shape(), &[2, 5, 3]);
+    check("Dense on [N, T, F]", &mut dense, &x, Pass::TRAIN);
 
     let logits = Tensor::randn(&[2, 3, 4], 0.0, 2.0, 3);
     let ids = Tensor::from_vec(&[2, 3], vec![1., f32::NAN, 3., 0., 2., f32::NAN]).unwrap();
@@ -389,11 +467,10 @@ fn parallel_steps_equal_serial_ones() {
     let (n, f, h) = (16, 5, 300); // N·4H = 19,200: parallel for the LSTM
     let x = Tensor::randn(&[n, 4, f], 0.0, 1.0, 1);
     let mut lstm = Lstm::new(f, h).seed(2);
-    lstm.set_lengths(&(0..n).map(|s| 1 + s % 4).collect::<Vec<_>>()).unwrap();
-    let y = lstm.forward(&x, Mode::Train);
+    let lengths: Vec<usize> = (0..n).map(|s| 1 + s % 4).collect();
+    let y = lstm.forward(&x, Pass::TRAIN.with_lengths(&lengths));
     let p: Vec<Tensor> = named_params(&lstm).into_iter().map(|(_, p)| p.value.clone()).collect();
     let w = Weights { w_ih: &p[0], w_hh: &p[1], b_ih: &p[2], b_hh: &p[3] };
-    let lengths: Vec<usize> = (0..n).map(|s| 1 + s % 4).collect();
     assert!(y.max_abs_diff(&recurrent_forward(CellKind::Lstm, &w, &x, &lengths)) < 1e-5);
     let g = Tensor::randn(y.shape(), 0.0, 1.0, 3);
     zero_grad(&mut lstm);
@@ -402,9 +479,8 @@ fn parallel_steps_equal_serial_ones() {
     let mut one = Lstm::new(f, h).seed(2);
     let mut summed = Tensor::zeros(batch_grad.shape());
     for (s, &len) in lengths.iter().enumerate() {
-        one.set_lengths(&[len]).unwrap();
         let xs = Tensor::from_vec(&[1, 4, f], x.outer(s).to_vec()).unwrap();
-        one.forward(&xs, Mode::Train);
+        one.forward(&xs, Pass::TRAIN.with_lengths(&[len]));
         zero_grad(&mut one);
         let gs = Tensor::from_vec(&[1, 4, h], g.outer(s).to_vec()).unwrap();
         let dxs = one.backward(&gs, InputGrad::Needed).unwrap();
@@ -438,9 +514,9 @@ fn embedding_weight_gradient_by_finite_differences() {
     let mut emb = Embedding::new(5, 3);
     let r = Tensor::randn(&[2, 3, 3], 0.0, 1.0, 1);
     let objective = |emb: &mut Embedding| -> f64 {
-        emb.forward(&ids, Mode::Train).data().iter().zip(r.data()).map(|(&a, &b)| a as f64 * b as f64).sum()
+        emb.forward(&ids, Pass::TRAIN).data().iter().zip(r.data()).map(|(&a, &b)| a as f64 * b as f64).sum()
     };
-    emb.forward(&ids, Mode::Train);
+    emb.forward(&ids, Pass::TRAIN);
     zero_grad(&mut emb);
     emb.backward(&r, InputGrad::Needed).unwrap();
     let analytic = emb.weight().grad.clone();

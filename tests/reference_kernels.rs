@@ -48,7 +48,7 @@ fn conv2d_fast_equals_reference() {
         let mut conv = conv.with_weights(weight.clone(), Some(bias.clone()));
         let what = format!("case {i}: {}", conv.describe());
 
-        let y = conv.forward(&x, Mode::Train);
+        let y = conv.forward(&x, Pass::TRAIN);
         assert_close(&y, &conv2d_forward(&x, &weight, Some(&bias), &geo), &format!("{what}, forward"));
         let g = Tensor::randn(y.shape(), 0.0, 1.0, 7);
         let dx = conv.backward(&g, InputGrad::Needed).unwrap();
@@ -83,7 +83,7 @@ fn conv2d_direct_kernel_equals_reference() {
         let (weight, bias) = (conv.weight().value.clone(), Tensor::randn(&[o], 0.0, 1.0, 98));
         let mut conv = conv.with_weights(weight.clone(), Some(bias.clone()));
         let what = format!("case {i}: {}", conv.describe());
-        let y = conv.forward(&x, Mode::Train);
+        let y = conv.forward(&x, Pass::TRAIN);
         assert_close(&y, &conv2d_forward(&x, &weight, Some(&bias), &geo), &format!("{what}, forward"));
         let g = Tensor::randn(y.shape(), 0.0, 1.0, 8);
         assert!(conv.backward(&g, InputGrad::NotNeeded).is_none());
@@ -93,7 +93,7 @@ fn conv2d_direct_kernel_equals_reference() {
         assert_close(&grads[1].1.grad, &db_ref, &format!("{what}, dL/db"));
         // Per image: row j of each slot is image j's gradient alone.
         let mut per_image = PerExampleGrads::new();
-        conv.forward(&x, Mode::Train);
+        conv.forward(&x, Pass::TRAIN);
         per_image.start(n);
         conv.backward_per_example(&g, InputGrad::NotNeeded, &mut per_image);
         for j in 0..n {
@@ -150,7 +150,7 @@ fn max_pool_fast_equals_reference_bit_for_bit() {
                     .stride_hw(win.stride.0, win.stride.1)
                     .padding_hw(win.padding.0, win.padding.1);
                 assert_eq!(pool.window(), win);
-                let y = pool.forward(&x, Mode::Train);
+                let y = pool.forward(&x, Pass::TRAIN);
                 let (y_ref, argmax) = max_pool2d_forward(&x, &win);
                 assert_eq!(bits(&y), bits(&y_ref), "{what}: forward");
                 let g = Tensor::randn(y.shape(), 0.0, 1.0, 3);
@@ -170,7 +170,7 @@ fn avg_pool_fast_equals_reference_bit_for_bit() {
             let mut pool = AvgPool2d::with_kernel(win.kernel)
                 .stride_hw(win.stride.0, win.stride.1)
                 .padding_hw(win.padding.0, win.padding.1);
-            let y = pool.forward(&x, Mode::Train);
+            let y = pool.forward(&x, Pass::TRAIN);
             assert_eq!(bits(&y), bits(&avg_pool2d_forward(&x, &win)), "{what}: forward");
             let g = Tensor::randn(y.shape(), 0.0, 1.0, 3);
             let dx = pool.backward(&g, InputGrad::Needed).unwrap();

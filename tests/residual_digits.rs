@@ -75,7 +75,7 @@ fn residual_cnn_passes_a_gradient_check_as_one_layer() {
         .build()
         .unwrap();
     let x = Tensor::randn(&[3, 1, 8, 8], 0.0, 1.0, 4);
-    model.forward(&x, Mode::Train);
+    model.forward(&x, Pass::TRAIN);
     let opts = Options { max_entries: Some(200), ..Options::default() };
     for mode in [Mode::Train, Mode::Eval] {
         let report = check_layer(&mut model, &x, mode, &opts);

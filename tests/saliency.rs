@@ -20,7 +20,7 @@ fn input_gradient_matches_finite_differences() {
     assert!(model.params().iter().all(|p| p.grad.sum() == 0.0), "parameter gradients are left zeroed");
     let eps = 1e-2;
     let score = |m: &mut Sequential, x: &Tensor, n: usize| -> f64 {
-        m.forward(x, Mode::Eval).data()[n * 4 + classes[n]] as f64
+        m.forward(x, Pass::EVAL).data()[n * 4 + classes[n]] as f64
     };
     let mut worst = 0.0f32;
     for i in 0..x.len() {

@@ -3,7 +3,7 @@
 //! the code.
 
 use backprop::Tensor;
-use backprop::layers::{BatchNorm1d, Conv2d, InputGrad, Layer, Mode, StateMut};
+use backprop::layers::{BatchNorm1d, Conv2d, InputGrad, Layer, Pass, StateMut};
 use backprop::tensor::im2col::{ConvGeometry, im2col};
 
 fn t(shape: &[usize], v: &[f32]) -> Tensor {
@@ -27,7 +27,7 @@ fn convolution_of_a_3x3_image_with_a_2x2_kernel() {
     let mut cols = vec![0.0; 16];
     im2col(x.data(), &geo, &mut cols);
     assert_eq!(cols, [1., 2., 4., 5., 2., 3., 5., 6., 4., 5., 7., 8., 5., 6., 8., 9.]);
-    let y = conv.forward(&x, Mode::Train);
+    let y = conv.forward(&x, Pass::TRAIN);
     close(&y, &[7., 9., 13., 15.], "y = W·cols");
     let g = t(&[1, 1, 2, 2], &[2., -1., 0., 1.]);
     let dx = conv.backward(&g, InputGrad::Needed).unwrap();
@@ -58,7 +58,7 @@ fn batch_norm_over_three_values() {
         }
     });
     let x = t(&[3, 1], &[1., 2., 6.]);
-    let y = bn.forward(&x, Mode::Train);
+    let y = bn.forward(&x, Pass::TRAIN);
     close(&y, &[-1.351638, -0.425819, 3.277457], "y = γ·x̂ + β");
     let dx = bn.backward(&t(&[3, 1], &[1., 0., -1.]), InputGrad::Needed).unwrap();
     close(&dx, &[0.264521, -0.330649, 0.066128], "dx");

@@ -30,11 +30,11 @@ fn worked_example_of_backprop_md() {
     let target = t(&[1, 1], &[1.0]);
 
     // Forward, layer by layer.
-    let z1 = net.layer_mut(0).forward(&x, Mode::Train);
+    let z1 = net.layer_mut(0).forward(&x, Pass::TRAIN);
     check("z1", z1.data(), &[0.450000, 0.500000]);
-    let h = net.layer_mut(1).forward(&z1, Mode::Train);
+    let h = net.layer_mut(1).forward(&z1, Pass::TRAIN);
     check("h", h.data(), &[0.610639, 0.622459]);
-    let y = net.layer_mut(2).forward(&h, Mode::Train);
+    let y = net.layer_mut(2).forward(&h, Pass::TRAIN);
     check("y", y.data(), &[0.378464]);
     check("y − t", &[y.data()[0] - 1.0], &[-0.621536]);
     let (loss, dy) = MseLoss::new().loss_and_grad(&y, (&target).into()).unwrap();
@@ -65,7 +65,7 @@ fn worked_example_of_backprop_md() {
     check("b2'", named_params(net.layer(2))[1].1.value.data(), &[0.324307]);
 
     // The loss went down: 0.386307 → 0.153799.
-    let y_new = net.forward(&x, Mode::Train);
+    let y_new = net.forward(&x, Pass::TRAIN);
     check("y'", y_new.data(), &[0.607828]);
     check("L'", &[MseLoss::new().loss(&y_new, (&target).into()).unwrap()], &[0.153799]);
 }

@@ -121,6 +121,6 @@ pub fn batch(sample: &[usize], ids: bool, k: usize) -> Tensor {
 pub fn settle(model: &mut Sequential, sample: &[usize], ids: bool) {
     for step in 0..3 {
         let shape: Vec<usize> = std::iter::once(8).chain(sample.iter().copied()).collect();
-        model.forward(&input(&shape, ids, 100 + step), Mode::Train);
+        model.forward(&input(&shape, ids, 100 + step), Pass::TRAIN);
     }
 }

@@ -87,6 +87,9 @@ impl Targets {
 pub struct Dataset {
     inputs: Tensor,
     targets: Targets,
+    /// Valid steps of each sample, for sequences padded to a common length (see
+    /// [`Dataset::with_lengths`]).
+    lengths: Option<Vec<usize>>,
 }
 
 impl Dataset {
@@ -123,7 +126,50 @@ impl Dataset {
                 targets.len()
             )));
         }
-        Ok(Dataset { inputs, targets })
+        Ok(Dataset { inputs, targets, lengths: None })
+    }
+
+    /// The same data set, with each sample's number of valid steps: for sequences `[N, T, …]`
+    /// padded to `T` steps. The lengths belong to the samples: [`Dataset::subset`], shuffled
+    /// mini-batches, [`fit`](crate::train::fit), [`evaluate`](crate::train::evaluate) and
+    /// private training select them with their samples and hand every batch its own in the
+    /// forward [`Pass`](crate::layers::Pass), where recurrent layers read them.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] if the inputs have no time axis or the count differs from the number of
+    /// samples; [`Error::InvalidArgument`] for a length of 0 or above `T` (naming the sample).
+    ///
+    /// ```
+    /// use backprop::data::Dataset;
+    /// use backprop::Tensor;
+    /// let ds = Dataset::classification(Tensor::zeros(&[3, 5, 2]), vec![0, 1, 1]).unwrap();
+    /// let ds = ds.with_lengths(vec![5, 2, 4]).unwrap();
+    /// assert_eq!(ds.subset(&[2, 1]).lengths(), Some(&[4, 2][..]));
+    /// let err = Dataset::classification(Tensor::zeros(&[3, 5, 2]), vec![0, 1, 1]).unwrap()
+    ///     .with_lengths(vec![5, 2]).unwrap_err().to_string();
+    /// assert!(err.contains("2 lengths for 3 samples"), "{err}");
+    /// ```
+    pub fn with_lengths(mut self, lengths: Vec<usize>) -> Result<Dataset> {
+        check_lengths(self.inputs.shape(), &lengths)?;
+        self.lengths = Some(lengths);
+        Ok(self)
+    }
+
+    /// Each sample's number of valid steps, if the data set has them ([`Dataset::with_lengths`]).
+    pub fn lengths(&self) -> Option<&[usize]> {
+        self.lengths.as_deref()
+    }
+
+    /// The lengths of the samples `indices`, written into `out` (emptied when the data set has
+    /// none).
+    ///
+    /// # Panics
+    /// If an index is out of range.
+    pub fn select_lengths_into(&self, indices: &[usize], out: &mut Vec<usize>) {
+        out.clear();
+        if let Some(l) = &self.lengths {
+            out.extend(indices.iter().map(|&i| l[i]));
+        }
     }
 
     /// Number of samples.
@@ -174,7 +220,11 @@ impl Dataset {
     /// # Panics
     /// If an index is out of range.
     pub fn subset(&self, indices: &[usize]) -> Dataset {
-        Dataset { inputs: self.inputs.select_outer(indices), targets: self.targets.select(indices) }
+        Dataset {
+            inputs: self.inputs.select_outer(indices),
+            targets: self.targets.select(indices),
+            lengths: self.lengths.as_ref().map(|l| indices.iter().map(|&i| l[i]).collect()),
+        }
     }
 
     /// The first `n` samples (all of them if there are fewer).
@@ -189,6 +239,29 @@ impl Dataset {
         let (a, b): (Vec<usize>, Vec<usize>) = ((0..n).collect(), (n..self.len()).collect());
         (self.subset(&a), self.subset(&b))
     }
+}
+
+/// Checks sequence lengths against inputs of shape `[N, T, …]`: one per sample, each in `1..=T`.
+///
+/// # Errors
+/// [`Error::Shape`] for inputs without a time axis or a count that differs from `N`;
+/// [`Error::InvalidArgument`] for a length of 0 or above `T`, naming the sample.
+pub fn check_lengths(input_shape: &[usize], lengths: &[usize]) -> Result<()> {
+    let &[n, t, ..] = input_shape else {
+        return Err(Error::shape(format!(
+            "sequence lengths need inputs of shape [N, T, …], got {}",
+            shape_str(input_shape)
+        )));
+    };
+    if lengths.len() != n {
+        return Err(Error::shape(format!("{} lengths for {n} samples", lengths.len())));
+    }
+    if let Some((i, &l)) = lengths.iter().enumerate().find(|&(_, &l)| l == 0 || l > t) {
+        return Err(Error::invalid(format!(
+            "sample {i} has length {l}, but the inputs have {t} steps (lengths must be 1..={t})"
+        )));
+    }
+    Ok(())
 }
 
 /// The order in which an epoch visits the samples: `0..n`, or a seeded shuffle of it.

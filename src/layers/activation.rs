@@ -22,7 +22,7 @@
 //! `log(softmax(x))`, which is `−∞` once a probability rounds to 0). Its Jacobian is
 //! `∂y_i/∂x_j = δ_ij − p_j` with `p = softmax(x) = e^y`, so `dL/dx_j = g_j − p_j · Σ_i g_i`.
 
-use super::{InputGrad, Layer, Mode, check_grad, check_input, shape_error};
+use super::{InputGrad, Layer, Pass, check_grad, check_input, shape_error};
 use crate::error::Result;
 use crate::tensor::Tensor;
 use crate::tensor::math::{erf, feature_split, log_softmax_into, sigmoid, softmax_into};
@@ -72,10 +72,10 @@ fn for_chunks<A: Send, B: Send>(a: &mut [A], b: &mut [B], f: impl Fn((&mut [A], 
 /// Rectified linear unit: `y = max(x, 0)`, `dL/dx = g · [x > 0]`.
 ///
 /// ```
-/// use backprop::layers::{InputGrad, Layer, Mode, Relu};
+/// use backprop::layers::{InputGrad, Layer, Pass, Relu};
 /// use backprop::Tensor;
 /// let mut relu = Relu::new();
-/// let y = relu.forward(&Tensor::from_vec(&[1, 3], vec![-1., 0., 2.]).unwrap(), Mode::Train);
+/// let y = relu.forward(&Tensor::from_vec(&[1, 3], vec![-1., 0., 2.]).unwrap(), Pass::TRAIN);
 /// assert_eq!(y.data(), &[0., 0., 2.]);
 /// assert_eq!(relu.backward(&Tensor::ones(&[1, 3]), InputGrad::Needed).unwrap().data(), &[0., 0., 1.]);
 /// ```
@@ -138,7 +138,7 @@ impl Layer for Relu {
         same_shape("ReLU", input)
     }
 
-    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+    fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
         self.forward_in_place(x.clone())
     }
 
@@ -183,7 +183,7 @@ impl Layer for LeakyRelu {
         same_shape("LeakyReLU", input)
     }
 
-    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+    fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
         let a = self.slope;
         elementwise_forward("LeakyReLU", x, &mut self.x, false, |x| if x > 0.0 { x } else { a * x })
     }
@@ -218,7 +218,7 @@ impl Layer for Sigmoid {
         same_shape("Sigmoid", input)
     }
 
-    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+    fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
         elementwise_forward("Sigmoid", x, &mut self.y, true, sigmoid)
     }
 
@@ -251,7 +251,7 @@ impl Layer for Tanh {
         same_shape("Tanh", input)
     }
 
-    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+    fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
         elementwise_forward("Tanh", x, &mut self.y, true, f32::tanh)
     }
 
@@ -334,7 +334,7 @@ impl Layer for Gelu {
         same_shape("GELU", input)
     }
 
-    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+    fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
         let f = if self.approximate { gelu_tanh } else { gelu_exact };
         elementwise_forward("GELU", x, &mut self.x, false, f)
     }
@@ -383,7 +383,7 @@ impl Layer for Softmax {
         feature_shape("Softmax", input)
     }
 
-    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+    fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
         check_input(self, x);
         self.y.resize_zeroed(x.shape());
         softmax_into(x.data(), feature_split(x.shape()), self.y.data_mut()); // y = softmax(x)
@@ -416,9 +416,9 @@ impl Layer for Softmax {
 /// [`CrossEntropyLoss`](crate::loss::CrossEntropyLoss) computes from the logits in one step.
 ///
 /// ```
-/// use backprop::layers::{Layer, LogSoftmax, Mode};
+/// use backprop::layers::{Layer, LogSoftmax, Pass};
 /// use backprop::Tensor;
-/// let y = LogSoftmax::new().forward(&Tensor::from_vec(&[1, 2], vec![1000., -1000.]).unwrap(), Mode::Eval);
+/// let y = LogSoftmax::new().forward(&Tensor::from_vec(&[1, 2], vec![1000., -1000.]).unwrap(), Pass::EVAL);
 /// assert_eq!(y.data(), &[0., -2000.]); // log(softmax) would give −∞ for the second
 /// ```
 #[derive(Default)]
@@ -442,7 +442,7 @@ impl Layer for LogSoftmax {
         feature_shape("LogSoftmax", input)
     }
 
-    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+    fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
         check_input(self, x);
         self.y.resize_zeroed(x.shape());
         log_softmax_into(x.data(), feature_split(x.shape()), self.y.data_mut()); // y = x − m − log Σ e^(x−m)

@@ -22,7 +22,7 @@
 //! The train-mode `dL/dx` has two extra terms because `μ` and `σ²` depend on every `x` of the
 //! batch: moving one input moves the mean and variance that normalise all the others.
 
-use super::{InputGrad, Layer, Mode, Param, State, StateMut, check_grad, check_input, shape_error};
+use super::{InputGrad, Layer, Param, Pass, State, StateMut, check_grad, check_input, shape_error};
 use crate::error::Result;
 use crate::tensor::Tensor;
 use crate::tensor::math::feature_split as split;
@@ -73,10 +73,10 @@ impl BatchNorm {
         Ok(input.to_vec())
     }
 
-    fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
+    fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
         let (n, c, inner) = split(x.shape());
         let m = n * inner;
-        self.train = mode == Mode::Train;
+        self.train = pass.is_training();
         self.inv_std.resize(c, 0.0);
         let mut mean = vec![0.0f32; c];
         if self.train {
@@ -217,9 +217,9 @@ macro_rules! batchnorm_layer {
                 self.0.check(input, &$ranks, &format!($expected, self.0.channels))
             }
 
-            fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
+            fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
                 check_input(self, x);
-                self.0.forward(x, mode)
+                self.0.forward(x, pass)
             }
 
             fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
@@ -252,10 +252,10 @@ batchnorm_layer!(
     /// See the [module docs](self) for the math.
     ///
     /// ```
-    /// use backprop::layers::{BatchNorm1d, Layer, Mode};
+    /// use backprop::layers::{BatchNorm1d, Layer, Pass};
     /// use backprop::Tensor;
     /// let mut bn = BatchNorm1d::new(1);
-    /// let y = bn.forward(&Tensor::from_vec(&[2, 1], vec![1., 3.]).unwrap(), Mode::Train);
+    /// let y = bn.forward(&Tensor::from_vec(&[2, 1], vec![1., 3.]).unwrap(), Pass::TRAIN);
     /// assert!((y.data()[0] + 1.0).abs() < 1e-4 && (y.data()[1] - 1.0).abs() < 1e-4);
     /// ```
     BatchNorm1d, "BatchNorm1d", [2, 3], "[N, {0}] or [N, {0}, L]"

@@ -14,7 +14,7 @@
 //! ```
 
 use super::{
-    InputGrad, Layer, Mode, Param, PerExampleGrads, State, StateMut, check_grad, check_input, checked_output,
+    InputGrad, Layer, Param, Pass, PerExampleGrads, State, StateMut, check_grad, check_input, checked_output,
     redraw_weight_and_bias, replace_parameters, shape_error, visit_weight_bias, visit_weight_bias_mut,
 };
 use crate::error::{Error, Result};
@@ -26,10 +26,10 @@ use rayon::prelude::*;
 /// Fully connected layer `y = x·Wᵀ + b`. See the [module docs](self) for the math.
 ///
 /// ```
-/// use backprop::layers::{Dense, Layer, Mode};
+/// use backprop::layers::{Dense, Layer, Pass};
 /// use backprop::Tensor;
 /// let mut dense = Dense::new(3, 2).seed(7);
-/// let y = dense.forward(&Tensor::ones(&[4, 3]), Mode::Train);
+/// let y = dense.forward(&Tensor::ones(&[4, 3]), Pass::TRAIN);
 /// assert_eq!(y.shape(), &[4, 2]);
 /// ```
 pub struct Dense {
@@ -145,7 +145,7 @@ impl Layer for Dense {
         }
     }
 
-    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+    fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
         self.out_shape = check_input(self, x);
         self.input.copy_from(x);
         let (rows, i, o) = (x.len() / self.inputs(), self.inputs(), self.outputs());

@@ -9,7 +9,7 @@
 //!
 //! The mask `m` is drawn from the layer's own seeded generator, so a run is reproducible.
 
-use super::{InputGrad, Layer, Mode, State, StateMut, check_grad, check_input, shape_error};
+use super::{InputGrad, Layer, Pass, State, StateMut, check_grad, check_input, shape_error};
 use crate::error::Result;
 use crate::tensor::{Rng, Tensor, rng};
 use rand::RngExt;
@@ -17,12 +17,12 @@ use rand::RngExt;
 /// Inverted dropout with drop probability `p`. See the [module docs](self) for the math.
 ///
 /// ```
-/// use backprop::layers::{Dropout, Layer, Mode};
+/// use backprop::layers::{Dropout, Layer, Pass};
 /// use backprop::Tensor;
 /// let mut drop = Dropout::new(0.5).seed(1);
-/// let y = drop.forward(&Tensor::ones(&[1, 1000]), Mode::Train);
+/// let y = drop.forward(&Tensor::ones(&[1, 1000]), Pass::TRAIN);
 /// assert!(y.data().iter().all(|&v| v == 0.0 || v == 2.0));  // dropped, or scaled by 1/(1−p)
-/// assert_eq!(drop.forward(&Tensor::ones(&[1, 3]), Mode::Eval).data(), &[1., 1., 1.]);
+/// assert_eq!(drop.forward(&Tensor::ones(&[1, 3]), Pass::EVAL).data(), &[1., 1., 1.]);
 /// ```
 pub struct Dropout {
     p: f32,
@@ -66,9 +66,9 @@ impl Layer for Dropout {
         Ok(input.to_vec())
     }
 
-    fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
+    fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
         self.out_shape = check_input(self, x);
-        if mode == Mode::Eval || self.p == 0.0 {
+        if !pass.is_training() || self.p == 0.0 {
             self.mask = Tensor::default();
             return x.clone();
         }

@@ -14,7 +14,7 @@
 //! ```
 
 use super::{
-    InputGrad, Layer, Mode, Param, PerExampleGrads, State, StateMut, check_grad, checked_output, shape_error,
+    InputGrad, Layer, Param, Pass, PerExampleGrads, State, StateMut, check_grad, checked_output, shape_error,
 };
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -23,11 +23,11 @@ use crate::tensor::init::Init;
 /// A lookup table of `num` vectors of `dim` values. See the [module docs](self).
 ///
 /// ```
-/// use backprop::layers::{Embedding, InputGrad, Layer, Mode};
+/// use backprop::layers::{Embedding, InputGrad, Layer, Pass};
 /// use backprop::Tensor;
 /// let mut emb = Embedding::new(10, 4);
 /// let ids = Tensor::from_vec(&[2, 3], vec![1., 2., 1., 0., 9., 9.]).unwrap();
-/// let y = emb.forward(&ids, Mode::Train);
+/// let y = emb.forward(&ids, Pass::TRAIN);
 /// assert_eq!(y.shape(), &[2, 3, 4]);
 /// assert!(emb.check_ids(&Tensor::from_vec(&[1], vec![10.]).unwrap()).is_err()); // out of range
 /// ```
@@ -106,7 +106,7 @@ impl Layer for Embedding {
 
     /// # Panics
     /// Also if an id is out of range or not a whole number (the message is [`Embedding::check_ids`]'s).
-    fn forward(&mut self, ids: &Tensor, _mode: Mode) -> Tensor {
+    fn forward(&mut self, ids: &Tensor, _pass: Pass<'_>) -> Tensor {
         self.out_shape = self.output_shape(ids.shape()).unwrap_or_else(|e| panic!("{e}"));
         self.check_ids(ids).unwrap_or_else(|e| panic!("{e}"));
         self.ids.clear();

@@ -3,16 +3,16 @@
 //! Nothing is computed: the data is already laid out row-major, so flattening only changes the
 //! shape. Backward likewise gives `dL/dy` back the input's shape: `dL/dx = reshape(g, x.shape)`.
 
-use super::{InputGrad, Layer, Mode, check_grad, check_input, shape_error};
+use super::{InputGrad, Layer, Pass, check_grad, check_input, shape_error};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
 /// Flattens every axis but the batch axis.
 ///
 /// ```
-/// use backprop::layers::{Flatten, Layer, Mode};
+/// use backprop::layers::{Flatten, Layer, Pass};
 /// use backprop::Tensor;
-/// let y = Flatten::new().forward(&Tensor::zeros(&[64, 64, 5, 5]), Mode::Eval);
+/// let y = Flatten::new().forward(&Tensor::zeros(&[64, 64, 5, 5]), Pass::EVAL);
 /// assert_eq!(y.shape(), &[64, 1600]);
 /// ```
 #[derive(Default)]
@@ -68,7 +68,7 @@ impl Layer for Flatten {
         }
     }
 
-    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+    fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
         self.forward_in_place(x.clone())
     }
 

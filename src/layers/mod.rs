@@ -57,7 +57,7 @@ pub use embedding::Embedding;
 pub use flatten::Flatten;
 pub use per_example::PerExampleGrads;
 pub use pool::{AvgPool2d, GlobalAvgPool, MaxPool2d};
-pub use recurrent::{Gru, Lstm, Rnn};
+pub use recurrent::{Gru, Lstm, RecurrentState, Rnn};
 pub use residual::Residual;
 pub use sequential::Sequential;
 
@@ -78,6 +78,70 @@ pub enum Mode {
     Train,
     /// Inference: deterministic, no state changes.
     Eval,
+}
+
+/// What a forward pass is told besides its input: training or inference, and the side
+/// information that its batch carries.
+///
+/// Side information belongs to the samples, never to a layer: a batch of sequences padded to `T`
+/// steps carries each sequence's number of valid steps, and every layer of the pass sees the
+/// lengths of exactly these samples, in this batch's order (they are shuffled and selected with
+/// the samples by [`Dataset`](crate::data::Dataset)). Most layers read only [`Pass::mode`]; the
+/// recurrent layers read [`Pass::lengths`].
+///
+/// ```
+/// use backprop::layers::{Layer, Lstm, Mode, Pass};
+/// use backprop::Tensor;
+/// let mut lstm = Lstm::new(1, 2).seed(1);
+/// let x = Tensor::ones(&[2, 3, 1]); // two sequences padded to 3 steps
+/// let y = lstm.forward(&x, Pass::EVAL.with_lengths(&[3, 1]));
+/// // The second sequence has one valid step: its outputs at steps 1 and 2 are 0.
+/// assert!(y.outer(1)[2..].iter().all(|&v| v == 0.0));
+/// assert_eq!(Pass::from(Mode::Train), Pass::TRAIN);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pass<'a> {
+    /// Training or inference.
+    pub mode: Mode,
+    /// For a batch of sequences `[N, T, …]`: the number of valid steps of each sequence
+    /// (`1 ≤ lengths[n] ≤ T`, one per sample). `None`: every step of every sequence is valid.
+    pub lengths: Option<&'a [usize]>,
+}
+
+impl Pass<'static> {
+    /// A training pass without side information.
+    pub const TRAIN: Pass<'static> = Pass { mode: Mode::Train, lengths: None };
+    /// An inference pass without side information.
+    pub const EVAL: Pass<'static> = Pass { mode: Mode::Eval, lengths: None };
+}
+
+impl<'a> Pass<'a> {
+    /// The same pass for a batch whose sequences have these lengths.
+    pub fn with_lengths<'b>(self, lengths: &'b [usize]) -> Pass<'b> {
+        Pass { mode: self.mode, lengths: Some(lengths) }
+    }
+
+    /// The same pass with the given lengths, or none.
+    pub fn with_optional_lengths<'b>(self, lengths: Option<&'b [usize]>) -> Pass<'b> {
+        Pass { mode: self.mode, lengths }
+    }
+
+    /// The same pass without side information (for a layer whose input is not the batch's
+    /// sequences: a head after the last step, say).
+    pub fn without_lengths(self) -> Pass<'static> {
+        Pass { mode: self.mode, lengths: None }
+    }
+
+    /// True in [`Mode::Train`].
+    pub fn is_training(self) -> bool {
+        self.mode == Mode::Train
+    }
+}
+
+impl From<Mode> for Pass<'static> {
+    fn from(mode: Mode) -> Pass<'static> {
+        Pass { mode, lengths: None }
+    }
 }
 
 /// Whether the caller of [`Layer::backward`] needs `dL/dx`.
@@ -191,7 +255,7 @@ pub trait Layer: Any + Send {
     /// # Panics
     /// If the input has a shape the layer cannot take (the message is the one
     /// [`Layer::output_shape`] gives).
-    fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor;
+    fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor;
 
     /// Given `g = dL/dy` for the latest forward pass, accumulates `dL/dθ` into the parameters'
     /// gradients and returns `Some(dL/dx)`; with [`InputGrad::NotNeeded`] it may return `None`.

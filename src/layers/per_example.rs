@@ -30,11 +30,11 @@ use rayon::prelude::*;
 /// the [module docs](self). Reused from step to step: the slots keep their memory.
 ///
 /// ```
-/// use backprop::layers::{Dense, Layer, Mode, InputGrad, PerExampleGrads};
+/// use backprop::layers::{Dense, Layer, Pass, InputGrad, PerExampleGrads};
 /// use backprop::Tensor;
 /// let mut dense = Dense::new(3, 2).seed(1);
 /// let x = Tensor::from_vec(&[2, 3], vec![1., 2., 3., 4., 5., 6.]).unwrap();
-/// dense.forward(&x, Mode::Train);
+/// dense.forward(&x, Pass::TRAIN);
 /// let g = Tensor::from_vec(&[2, 2], vec![1., 0., 0., 1.]).unwrap();
 /// let mut grads = PerExampleGrads::new();
 /// grads.start(2);

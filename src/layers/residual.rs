@@ -25,7 +25,7 @@
 //! so a model's safetensors file loads into the PyTorch model built the same way with
 //! `load_state_dict(..., strict=True)` (`docs/pytorch.md`, `tests/pytorch_residual.rs`).
 
-use super::{InputGrad, Layer, Mode, PerExampleGrads, Sequential, State, StateMut};
+use super::{InputGrad, Layer, Pass, PerExampleGrads, Sequential, State, StateMut};
 use crate::error::{Error, Result};
 use crate::tensor::{Tensor, shape_str};
 
@@ -84,8 +84,8 @@ impl Layer for Residual {
         Ok(out)
     }
 
-    fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
-        let mut y = self.body.forward(x, mode); // f(x)
+    fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
+        let mut y = self.body.forward(x, pass); // f(x)
         y += x; // y = x + f(x)
         y
     }

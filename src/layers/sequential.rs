@@ -27,7 +27,7 @@
 //! # Ok(()) }
 //! ```
 
-use super::{InputGrad, Layer, Mode, PerExampleGrads, State, StateMut, child_name, per_example};
+use super::{InputGrad, Layer, Pass, PerExampleGrads, State, StateMut, child_name, per_example};
 use crate::error::{Error, Result};
 use crate::exec::{self, Execution, Plan};
 use crate::tensor::{Tensor, shape_str};
@@ -329,11 +329,11 @@ impl Layer for Sequential {
 
     /// # Panics
     /// If `x` is not a batch of the model's input shape (the message gives both shapes).
-    fn forward(&mut self, x: &Tensor, mode: Mode) -> Tensor {
+    fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
         self.check_input(x).unwrap_or_else(|e| panic!("{e}"));
         match self.execution {
-            Execution::Planned => exec::forward(&self.plan, &mut self.layers, x, mode),
-            Execution::Reference => exec::forward_reference(&mut self.layers, x, mode),
+            Execution::Planned => exec::forward(&self.plan, &mut self.layers, x, pass),
+            Execution::Reference => exec::forward_reference(&mut self.layers, x, pass),
         }
     }
 

@@ -24,9 +24,9 @@
 //! Recurrent gates are reordered to ONNX's: PyTorch's (and this crate's) LSTM `i, f, g, o`
 //! becomes `i, o, f, c`, GRU `r, z, n` becomes `z, r, h`, with `linear_before_reset = 1` (the
 //! reset gate applied after the recurrent product, as here); the two biases go side by side in
-//! `B`. The exported sequence layers run every sequence to its full length: per-batch lengths
-//! ([`Recurrent::set_lengths`](crate::layers::recurrent::Recurrent::set_lengths)) and carried
-//! state are not part of the graph, and a stateful layer is refused.
+//! `B`. The exported sequence layers run every sequence to its full length: a batch's lengths
+//! ([`Pass::lengths`](crate::layers::Pass::lengths)) are not part of the graph, and a stateful
+//! layer is refused.
 //!
 //! `docs/onnx.md` has the agreement with ONNX Runtime for every layer type.
 

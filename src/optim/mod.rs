@@ -37,7 +37,7 @@ pub trait Optimizer: Send {
     /// ```
     /// use backprop::prelude::*;
     /// let mut layer = Dense::new(1, 1).no_bias().with_weights(Tensor::from_vec(&[1, 1], vec![1.0]).unwrap(), None);
-    /// layer.forward(&Tensor::ones(&[1, 1]), Mode::Train);
+    /// layer.forward(&Tensor::ones(&[1, 1]), Pass::TRAIN);
     /// layer.backward(&Tensor::from_vec(&[1, 1], vec![0.5]).unwrap(), InputGrad::NotNeeded); // dL/dW = 0.5
     /// Sgd::new(0.1).step(&mut layer);
     /// assert_eq!(layer.weight().value.data(), &[0.95]); // 1 − 0.1·0.5

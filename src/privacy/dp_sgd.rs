@@ -26,7 +26,7 @@
 use crate::data::{Dataset, Targets};
 use crate::error::{Error, Result};
 use crate::layers::{
-    InputGrad, Layer, Mode, PerExampleGrads, State, named_params, named_params_mut, zero_grad,
+    InputGrad, Layer, Pass, PerExampleGrads, State, named_params, named_params_mut, zero_grad,
 };
 use crate::loss::Loss;
 use crate::optim::Optimizer;
@@ -120,6 +120,7 @@ pub fn fit_private(
         x: Tensor::default(),
         t: train.targets().select(&[]),
         batch: Vec::new(),
+        lengths: Vec::new(),
         loss_sum: 0.0,
         seen: 0,
     };
@@ -185,6 +186,8 @@ struct Step {
     t: Targets,
     /// The examples Poisson sampling picked for this step.
     batch: Vec<usize>,
+    /// Their sequence lengths, when the data set has them.
+    lengths: Vec<usize>,
     loss_sum: f64,
     seen: usize,
 }
@@ -222,7 +225,11 @@ impl Step {
             return Ok(());
         }
         train.inputs().select_outer_into(&self.batch, &mut self.x);
-        let out = model.forward(&self.x, Mode::Train);
+        train.select_lengths_into(&self.batch, &mut self.lengths);
+        let out = model.forward(
+            &self.x,
+            Pass::TRAIN.with_optional_lengths(train.lengths().map(|_| self.lengths.as_slice())),
+        );
         // Each example's own loss gradient (its loss alone, as in a batch of one), stacked.
         let mut g_all = Tensor::zeros(out.shape());
         let mut out_i = Tensor::default();
@@ -264,7 +271,11 @@ impl Step {
         for k in 0..self.batch.len() {
             let i = self.batch[k];
             train.inputs().select_outer_into(&[i], &mut self.x);
-            let out = model.forward(&self.x, Mode::Train);
+            train.select_lengths_into(&[i], &mut self.lengths);
+            let out = model.forward(
+                &self.x,
+                Pass::TRAIN.with_optional_lengths(train.lengths().map(|_| self.lengths.as_slice())),
+            );
             let g = self.example_loss(&out, train, i, loss)?;
             zero_grad(model);
             model.backward(&g, InputGrad::NotNeeded); // this example's gradient g_i

@@ -47,12 +47,13 @@ mod progress;
 pub use callbacks::{BatchStats, EarlyStopping, EpochStats, Evaluation, History, Monitor};
 pub use options::FitOptions;
 pub use predict::{
-    evaluate, input_gradient, loss_and_backward, predict, predict_classes, predict_proba, train_step,
+    evaluate, input_gradient, loss_and_backward, predict, predict_classes, predict_proba,
+    predict_with_lengths, train_step,
 };
 
 use crate::data::{Dataset, Targets, epoch_order};
 use crate::error::{Error, Result};
-use crate::layers::{InputGrad, Layer, Mode, Snapshot, named_params, named_params_mut, reseed, zero_grad};
+use crate::layers::{InputGrad, Layer, Pass, Snapshot, named_params, named_params_mut, reseed, zero_grad};
 use crate::loss::Loss;
 use crate::optim::{Optimizer, clip_grad_norm};
 use crate::tensor::{Tensor, rng};
@@ -85,6 +86,10 @@ pub(crate) fn check_data(
     what: &str,
     batch_sizes: &[usize],
 ) -> Result<Vec<usize>> {
+    if let Some(lengths) = data.lengths() {
+        crate::data::check_lengths(data.inputs().shape(), lengths)
+            .map_err(|e| Error::shape(format!("{what}: {}", detail(&e))))?;
+    }
     let mut out = Vec::new();
     for &b in batch_sizes {
         let shape: Vec<usize> = std::iter::once(b).chain(data.sample_shape().iter().copied()).collect();
@@ -216,6 +221,7 @@ fn run(
     // Reused from batch to batch.
     let mut x = Tensor::default();
     let mut t = train.targets().select(&[]);
+    let mut lengths = Vec::new();
     let mut before_batch = Snapshot::default();
 
     for epoch in 1..=options.epochs {
@@ -229,6 +235,8 @@ fn run(
         for (b, idx) in order.chunks(options.batch_size).take(batches).enumerate() {
             train.inputs().select_outer_into(idx, &mut x);
             train.targets().select_into(idx, &mut t);
+            train.select_lengths_into(idx, &mut lengths);
+            let pass = Pass::TRAIN.with_optional_lengths(train.lengths().map(|_| lengths.as_slice()));
             if let Some(aug) = options.augment.as_mut() {
                 aug(&mut x, &mut augment_rng);
             }
@@ -236,7 +244,7 @@ fn run(
             // pass changes buffers, counters and generators, the optimizer step the weights.
             before_batch.save(model, true);
             let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<(f32, Tensor)> {
-                let out = model.forward(&x, Mode::Train);
+                let out = model.forward(&x, pass);
                 let (batch_loss, grad) = loss.loss_and_grad(&out, t.as_target())?;
                 if !batch_loss.is_finite() {
                     return Err(non_finite("loss".into(), batch_loss));

@@ -4,7 +4,7 @@ use super::callbacks::Evaluation;
 use super::{check_data, count_correct};
 use crate::data::{Dataset, Targets};
 use crate::error::{Error, Result};
-use crate::layers::{InputGrad, Layer, Mode, backward_input, zero_grad};
+use crate::layers::{InputGrad, Layer, Mode, Pass, backward_input, zero_grad};
 use crate::loss::{Loss, Target};
 use crate::optim::Optimizer;
 use crate::tensor::math::{feature_split, softmax_into};
@@ -42,10 +42,13 @@ pub fn evaluate(
     let order: Vec<usize> = (0..data.len()).collect();
     let mut x = Tensor::default();
     let mut t = data.targets().select(&[]);
+    let mut lengths = Vec::new();
     for idx in order.chunks(batch_size) {
         data.inputs().select_outer_into(idx, &mut x);
         data.targets().select_into(idx, &mut t);
-        let out = model.forward(&x, Mode::Eval);
+        data.select_lengths_into(idx, &mut lengths);
+        let out =
+            model.forward(&x, Pass::EVAL.with_optional_lengths(data.lengths().map(|_| lengths.as_slice())));
         loss_sum += loss.loss(&out, t.as_target())? as f64 * idx.len() as f64;
         if let Targets::Classes(l) = &t {
             correct += count_correct(&out, l);
@@ -67,10 +70,37 @@ pub fn evaluate(
 /// # Errors
 /// If `x` does not fit the model, or `batch_size` is 0.
 pub fn predict(model: &mut dyn Layer, x: &Tensor, batch_size: usize) -> Result<Tensor> {
+    predict_batches(model, x, None, batch_size, "predict")
+}
+
+/// [`predict`] for sequences `x [N, T, …]` padded to `T` steps, with each one's number of valid
+/// steps: every batch's forward pass carries its samples' lengths ([`Pass::lengths`]).
+///
+/// # Errors
+/// As [`predict`], and as [`check_lengths`](crate::data::check_lengths) for lengths that do not
+/// fit `x` (the message names both counts).
+pub fn predict_with_lengths(
+    model: &mut dyn Layer,
+    x: &Tensor,
+    lengths: &[usize],
+    batch_size: usize,
+) -> Result<Tensor> {
+    crate::data::check_lengths(x.shape(), lengths)
+        .map_err(|e| Error::shape(format!("predict_with_lengths: {}", super::detail(&e))))?;
+    predict_batches(model, x, Some(lengths), batch_size, "predict_with_lengths")
+}
+
+fn predict_batches(
+    model: &mut dyn Layer,
+    x: &Tensor,
+    lengths: Option<&[usize]>,
+    batch_size: usize,
+    what: &str,
+) -> Result<Tensor> {
     if batch_size == 0 {
-        return Err(Error::invalid("predict: batch size must be at least 1"));
+        return Err(Error::invalid(format!("{what}: batch size must be at least 1")));
     }
-    let out_shape = output_shape_for(model, x, "predict")?;
+    let out_shape = output_shape_for(model, x, what)?;
     let n = x.dim(0);
     let mut out = Tensor::zeros(&out_shape);
     let per_sample = out.len() / n.max(1);
@@ -78,7 +108,8 @@ pub fn predict(model: &mut dyn Layer, x: &Tensor, batch_size: usize) -> Result<T
     let order: Vec<usize> = (0..n).collect();
     for idx in order.chunks(batch_size) {
         x.select_outer_into(idx, &mut xb);
-        let y = model.forward(&xb, Mode::Eval);
+        let pass = Pass::EVAL.with_optional_lengths(lengths.map(|l| &l[idx[0]..][..idx.len()]));
+        let y = model.forward(&xb, pass);
         out.data_mut()[idx[0] * per_sample..][..y.len()].copy_from_slice(y.data());
     }
     Ok(out)
@@ -149,7 +180,7 @@ pub fn input_gradient(model: &mut dyn Layer, x: &Tensor, classes: &[usize]) -> R
     if let Some(&c) = classes.iter().find(|&&c| c >= k) {
         return Err(Error::invalid(format!("input_gradient: class {c} out of range for {k} outputs")));
     }
-    let out = model.forward(x, Mode::Eval);
+    let out = model.forward(x, Pass::EVAL);
     let mut seed = Tensor::zeros(out.shape());
     for (row, &c) in seed.data_mut().chunks_exact_mut(k).zip(classes) {
         row[c] = 1.0; // d score_c / d output = one-hot(c)
@@ -165,18 +196,18 @@ pub fn input_gradient(model: &mut dyn Layer, x: &Tensor, classes: &[usize]) -> R
 ///
 /// # Errors
 /// If `x` does not fit the model or the loss rejects the targets.
-pub fn loss_and_backward(
+pub fn loss_and_backward<'p>(
     model: &mut dyn Layer,
     x: &Tensor,
     target: Target<'_>,
     loss: &dyn Loss,
-    mode: Mode,
+    pass: impl Into<Pass<'p>>,
 ) -> Result<f32> {
     let out_shape = output_shape_for(model, x, "loss_and_backward")?;
     // The target is checked against the output's shape before the forward pass, which would
     // already change batch norm's running statistics.
     loss.check_target(&out_shape, target)?;
-    let out = model.forward(x, mode);
+    let out = model.forward(x, pass.into());
     let (l, g) = loss.loss_and_grad(&out, target)?;
     zero_grad(model);
     model.backward(&g, InputGrad::NotNeeded);

@@ -28,7 +28,7 @@ pub mod fast;
 pub mod reference;
 
 use super::{
-    InputGrad, Layer, MaxPool2d, Mode, Param, PerExampleGrads, State, StateMut, check_grad, check_input,
+    InputGrad, Layer, MaxPool2d, Param, Pass, PerExampleGrads, State, StateMut, check_grad, check_input,
     checked_output, redraw_weight_and_bias, replace_parameters, shape_error, visit_weight_bias,
     visit_weight_bias_mut,
 };
@@ -54,10 +54,10 @@ pub struct ConvSettings {
 /// 2-D convolution over NCHW images. See the [module docs](self) for the math.
 ///
 /// ```
-/// use backprop::layers::{Conv2d, Layer, Mode};
+/// use backprop::layers::{Conv2d, Layer, Pass};
 /// use backprop::Tensor;
 /// let mut conv = Conv2d::new(1, 8, 3).padding(1).stride(2);
-/// let y = conv.forward(&Tensor::zeros(&[2, 1, 28, 28]), Mode::Train);
+/// let y = conv.forward(&Tensor::zeros(&[2, 1, 28, 28]), Pass::TRAIN);
 /// assert_eq!(y.shape(), &[2, 8, 14, 14]);
 /// ```
 pub struct Conv2d {
@@ -238,7 +238,7 @@ impl Conv2d {
         let Some((pooled_shape, argmax)) = pool.prepare_external_forward(&self.out_shape) else {
             // The window does not fit: the pooling's own forward reports it.
             let y = fast::forward(x, w, b, self.out_channels, &geo);
-            return pool.forward(&y, Mode::Train);
+            return pool.forward(&y, Pass::TRAIN);
         };
         fast::forward_pooled(x, w, b, self.out_channels, &geo, window, &pooled_shape, argmax)
     }
@@ -271,7 +271,7 @@ impl Layer for Conv2d {
         checked_output(&self.describe(), vec![input[0], self.out_channels, g.out_height, g.out_width])
     }
 
-    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+    fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
         self.out_shape = check_input(self, x);
         let geo = self.geometry_for(x.shape()).expect("checked by check_input");
         self.geometry = Some(geo);

@@ -25,7 +25,7 @@
 pub mod fast;
 pub mod reference;
 
-use super::{InputGrad, Layer, Mode, check_grad, check_input, shape_error};
+use super::{InputGrad, Layer, Pass, check_grad, check_input, shape_error};
 use crate::error::Result;
 use crate::tensor::Tensor;
 use crate::tensor::im2col::ConvGeometry;
@@ -132,11 +132,11 @@ window_settings!(AvgPool2d, "zeros, counted in the divisor, as PyTorch's default
 /// Max pooling over `kh × kw` windows. See the [module docs](self) for the math.
 ///
 /// ```
-/// use backprop::layers::{InputGrad, Layer, MaxPool2d, Mode};
+/// use backprop::layers::{InputGrad, Layer, MaxPool2d, Pass};
 /// use backprop::Tensor;
 /// let x = Tensor::from_vec(&[1, 1, 2, 2], vec![1., 5., 3., 2.]).unwrap();
 /// let mut pool = MaxPool2d::new(2);
-/// assert_eq!(pool.forward(&x, Mode::Train).data(), &[5.]);
+/// assert_eq!(pool.forward(&x, Pass::TRAIN).data(), &[5.]);
 /// // The gradient goes to the winner only.
 /// let dx = pool.backward(&Tensor::ones(&[1, 1, 1, 1]), InputGrad::Needed).unwrap();
 /// assert_eq!(dx.data(), &[0., 1., 0., 0.]);
@@ -205,7 +205,7 @@ impl Layer for MaxPool2d {
         self.window.output_shape("MaxPool2d", input)
     }
 
-    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+    fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
         self.out_shape = check_input(self, x);
         self.in_shape.clear();
         self.in_shape.extend_from_slice(x.shape());
@@ -277,11 +277,11 @@ impl Layer for MaxPool2d {
 /// Average pooling over `kh × kw` windows. See the [module docs](self) for the math.
 ///
 /// ```
-/// use backprop::layers::{AvgPool2d, InputGrad, Layer, Mode};
+/// use backprop::layers::{AvgPool2d, InputGrad, Layer, Pass};
 /// use backprop::Tensor;
 /// let x = Tensor::from_vec(&[1, 1, 2, 2], vec![1., 5., 3., 3.]).unwrap();
 /// let mut pool = AvgPool2d::new(2);
-/// assert_eq!(pool.forward(&x, Mode::Train).data(), &[3.]);
+/// assert_eq!(pool.forward(&x, Pass::TRAIN).data(), &[3.]);
 /// assert_eq!(pool.backward(&Tensor::ones(&[1, 1, 1, 1]), InputGrad::Needed).unwrap().data(), &[0.25; 4]);
 /// ```
 pub struct AvgPool2d {
@@ -320,7 +320,7 @@ impl Layer for AvgPool2d {
         self.window.output_shape("AvgPool2d", input)
     }
 
-    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+    fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
         self.out_shape = check_input(self, x);
         self.in_shape.clear();
         self.in_shape.extend_from_slice(x.shape());
@@ -374,10 +374,10 @@ impl Layer for AvgPool2d {
 /// (PyTorch's `AdaptiveAvgPool2d(1)` followed by `Flatten`.)
 ///
 /// ```
-/// use backprop::layers::{GlobalAvgPool, Layer, Mode};
+/// use backprop::layers::{GlobalAvgPool, Layer, Pass};
 /// use backprop::Tensor;
 /// let x = Tensor::from_vec(&[1, 2, 1, 2], vec![1., 3., 10., 20.]).unwrap();
-/// assert_eq!(GlobalAvgPool::new().forward(&x, Mode::Train).data(), &[2., 15.]);
+/// assert_eq!(GlobalAvgPool::new().forward(&x, Pass::TRAIN).data(), &[2., 15.]);
 /// ```
 #[derive(Default)]
 pub struct GlobalAvgPool {
@@ -404,7 +404,7 @@ impl Layer for GlobalAvgPool {
         }
     }
 
-    fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+    fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
         self.out_shape = check_input(self, x);
         self.in_shape.clear();
         self.in_shape.extend_from_slice(x.shape());

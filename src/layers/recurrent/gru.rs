@@ -104,10 +104,10 @@ fn backward(saved: &[f32], h_prev: &[f32], dh: &[f32], da: &mut [f32], db: &mut 
 /// lengths, state and truncation.
 ///
 /// ```
-/// use backprop::layers::{Gru, Layer, Mode};
+/// use backprop::layers::{Gru, Layer, Pass};
 /// use backprop::Tensor;
 /// let mut gru = Gru::new(3, 5);
-/// assert_eq!(gru.forward(&Tensor::ones(&[2, 4, 3]), Mode::Train).shape(), &[2, 4, 5]);
+/// assert_eq!(gru.forward(&Tensor::ones(&[2, 4, 3]), Pass::TRAIN).shape(), &[2, 4, 5]);
 /// ```
 pub struct Gru(Recurrent<GruCell>);
 

@@ -121,10 +121,10 @@ fn backward(
 /// BPTT, lengths, state and truncation.
 ///
 /// ```
-/// use backprop::layers::{Layer, Lstm, Mode};
+/// use backprop::layers::{Layer, Lstm, Pass};
 /// use backprop::Tensor;
 /// let mut lstm = Lstm::new(3, 5).last_step_only();
-/// let y = lstm.forward(&Tensor::ones(&[2, 4, 3]), Mode::Train);
+/// let y = lstm.forward(&Tensor::ones(&[2, 4, 3]), Pass::TRAIN);
 /// assert_eq!(y.shape(), &[2, 5]);
 /// ```
 pub struct Lstm(Recurrent<LstmCell>);

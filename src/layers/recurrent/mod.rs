@@ -47,12 +47,17 @@
 //!
 //! # Variable lengths, state, truncation
 //!
-//! - [`Recurrent::set_lengths`]: sequence `n` has `lengths[n]` valid steps; at a padded step the
-//!   state is carried unchanged (`h_t = h_{t−1}`, `c_t = c_{t−1}`), the output is 0, and the
-//!   backward passes the gradient straight through — so padding contributes nothing to outputs,
-//!   to the final state or to any gradient.
-//! - [`Recurrent::set_initial_state`] / [`Recurrent::final_state`] /
-//!   [`Recurrent::initial_state_grad`]: state in, state out, and `dL/dh₀` (`dL/dc₀`).
+//! - **Lengths travel with the batch** ([`Pass::lengths`]): sequence `n` has `lengths[n]` valid
+//!   steps; at a padded step the state is carried unchanged (`h_t = h_{t−1}`, `c_t = c_{t−1}`), the
+//!   output is 0, and the backward passes the gradient straight through — so padding contributes
+//!   nothing to outputs, to the final state or to any gradient. A [`Dataset`](crate::data::Dataset)
+//!   with lengths hands every batch its own samples' lengths, so shuffling cannot separate them.
+//! - **State in, state out, gradients both ways** ([`Recurrent::forward_with_state`],
+//!   [`Recurrent::backward_with_state`]): the initial state `(h₀, c₀)` is an input and the final
+//!   state `(h_n, c_n)` an output, as in PyTorch's `output, (h_n, c_n) = lstm(x, (h_0, c_0))`.
+//!   Backward takes `dL/dh_n` and `dL/dc_n` (an encoder whose final state feeds a decoder) and
+//!   returns `dL/dh₀`, `dL/dc₀`. The final-state gradient enters the walk at the last step and
+//!   reaches each sequence's last *valid* step through the padded steps' identity.
 //! - **Truncated BPTT** ([`Recurrent::stateful`]): each forward pass starts from the previous
 //!   pass's final state, and backward stops there (the earlier chunk's graph is gone), so a long
 //!   stream is trained chunk by chunk with the state carried across.
@@ -73,7 +78,7 @@ pub use gru::{Gru, GruCell};
 pub use lstm::{Lstm, LstmCell};
 pub use rnn::{Rnn, RnnCell};
 
-use super::{InputGrad, Mode, Param, PerExampleGrads, State, StateMut, check_grad, shape_error};
+use super::{InputGrad, Param, Pass, PerExampleGrads, State, StateMut, check_grad, shape_error};
 use crate::error::{Error, Result};
 use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm};
 use crate::tensor::init::Init;
@@ -142,10 +147,11 @@ pub struct Recurrent<C: Cell> {
     bias_hh: Param,
     last_only: bool,
     stateful: bool,
-    lengths: Vec<usize>,
-    h0: Option<Tensor>,
-    c0: Option<Tensor>,
+    /// The state a stateful layer carries from one pass to the next.
+    carried: Option<RecurrentState>,
     // Caches of the latest forward pass, reused from call to call.
+    /// The latest batch's lengths (empty: every step valid).
+    lengths: Vec<usize>,
     /// `(N, T)` of the latest input.
     nt: (usize, usize),
     x: Tensor,
@@ -160,11 +166,33 @@ pub struct Recurrent<C: Cell> {
     b: Vec<f32>,
     /// Backward scratch, reused from call to call: dh, dc, dh_prev, dc_prev, da (all steps), db.
     grads: [Vec<f32>; 6],
-    h0_grad: Option<(Tensor, Option<Tensor>)>,
+    h0_grad: Option<RecurrentState>,
+}
+
+/// A recurrent layer's state for a batch: `h [N, H]` and, for the LSTM, the cell state
+/// `c [N, H]`. The same type carries a state's gradient (`dL/dh`, `dL/dc`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecurrentState {
+    /// The hidden state (or its gradient), `[N, H]`.
+    pub h: Tensor,
+    /// The LSTM's cell state (or its gradient), `[N, H]`; `None` for the other cells.
+    pub c: Option<Tensor>,
+}
+
+impl RecurrentState {
+    /// A state of `h` alone (RNN, GRU).
+    pub fn h(h: Tensor) -> RecurrentState {
+        RecurrentState { h, c: None }
+    }
+
+    /// An LSTM state `(h, c)`.
+    pub fn hc(h: Tensor, c: Tensor) -> RecurrentState {
+        RecurrentState { h, c: Some(c) }
+    }
 }
 
 /// The gradient of `L` with respect to the initial state, `(dL/dh₀, dL/dc₀)`.
-pub type StateGrad = (Tensor, Option<Tensor>);
+pub type StateGrad = RecurrentState;
 
 /// Gives `buf` length `len` for a pass that writes every element it later reads: the old
 /// contents stay (no zeroing pass) when the length is unchanged, as from one batch to the next.
@@ -193,9 +221,8 @@ impl<C: Cell> Recurrent<C> {
             bias_hh: draw(&[gh], 3),
             last_only: false,
             stateful: false,
+            carried: None,
             lengths: Vec::new(),
-            h0: None,
-            c0: None,
             nt: (0, 0),
             x: Tensor::default(),
             a: Vec::new(),
@@ -261,8 +288,7 @@ impl<C: Cell> Recurrent<C> {
 
     /// Forgets the carried state (a stateful layer's next pass starts from zeros).
     pub fn reset_state(&mut self) {
-        self.h0 = None;
-        self.c0 = None;
+        self.carried = None;
     }
 
     /// Redraws the four tensors from `U(±1/√H)` with `seed` (a model-wide seed then leaves them
@@ -278,52 +304,119 @@ impl<C: Cell> Recurrent<C> {
         self
     }
 
-    /// Valid steps per sequence for the next forward passes (`lengths[n] ≤ T`); an empty slice
-    /// means every step of every sequence is valid.
+    /// Checks the side information of a pass over `x` and an initial state against the layer:
+    /// one length per sequence, each in `1..=T`; a state of shape `[N, H]` (and `c` only for the
+    /// LSTM). The messages name the layer and both counts or shapes.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a length of 0.
-    pub fn set_lengths(&mut self, lengths: &[usize]) -> Result<()> {
-        if let Some(i) = lengths.iter().position(|&l| l == 0) {
-            return Err(Error::invalid(format!("{}: sequence {i} has length 0", self.describe())));
-        }
-        self.lengths.clear();
-        self.lengths.extend_from_slice(lengths);
-        Ok(())
-    }
-
-    /// The initial state for the next forward pass: `h₀ [N, H]` and, for the LSTM, `c₀ [N, H]`
-    /// (`None`: zeros).
-    ///
-    /// # Errors
-    /// [`Error::Shape`] if a tensor is not `[N, H]`, or `c₀` is given to a cell without one.
-    pub fn set_initial_state(&mut self, h0: Option<Tensor>, c0: Option<Tensor>) -> Result<()> {
-        for t in h0.iter().chain(&c0) {
-            if t.ndim() != 2 || t.dim(1) != self.hidden {
+    /// [`Error::Shape`] for a length count or state shape that does not fit the batch;
+    /// [`Error::InvalidArgument`] for a length of 0 or above `T`.
+    pub fn check_pass(&self, x: &[usize], pass: Pass<'_>, initial: Option<&RecurrentState>) -> Result<()> {
+        self.output_shape(x)?;
+        let (n, t_len) = (x[0], x[1]);
+        if let Some(lengths) = pass.lengths {
+            if lengths.len() != n {
                 return Err(Error::shape(format!(
-                    "{}: an initial state must be [N, {}], got {}",
+                    "{}: {} sequence lengths for a batch of {n} sequences",
                     self.describe(),
-                    self.hidden,
-                    shape_str(t.shape())
+                    lengths.len()
+                )));
+            }
+            if let Some((i, &l)) = lengths.iter().enumerate().find(|&(_, &l)| l == 0 || l > t_len) {
+                return Err(Error::invalid(format!(
+                    "{}: sequence {i} has length {l}, but the batch has {t_len} steps (lengths must be 1..={t_len})",
+                    self.describe()
                 )));
             }
         }
-        if c0.is_some() && !C::HAS_CELL {
-            return Err(Error::shape(format!("{} has no cell state c", self.describe())));
+        if let Some(state) = initial {
+            for (what, t) in std::iter::once(("h₀", &state.h)).chain(state.c.as_ref().map(|c| ("c₀", c)))
+            {
+                if t.shape() != [n, self.hidden] {
+                    return Err(Error::shape(format!(
+                        "{}: the initial state {what} must be [{n}, {}] for a batch of {n}, got {}",
+                        self.describe(),
+                        self.hidden,
+                        shape_str(t.shape())
+                    )));
+                }
+            }
+            if state.c.is_some() != C::HAS_CELL {
+                return Err(Error::shape(format!(
+                    "{}: {}",
+                    self.describe(),
+                    if C::HAS_CELL {
+                        "an LSTM's initial state needs a cell state c₀"
+                    } else {
+                        "has no cell state c"
+                    }
+                )));
+            }
         }
-        (self.h0, self.c0) = (h0, c0);
         Ok(())
+    }
+
+    /// The forward pass with the state as an input and an output, as PyTorch's
+    /// `output, (h_n, c_n) = lstm(x, (h_0, c_0))`: from `initial` (`None`: zeros, or a stateful
+    /// layer's carried state) over `x [N, T, F]` with the pass's lengths, returns the outputs and
+    /// the final state (each sequence's last valid step).
+    ///
+    /// # Errors
+    /// As [`Recurrent::check_pass`]; nothing is computed then.
+    ///
+    /// ```
+    /// use backprop::layers::{InputGrad, Lstm, Pass, RecurrentState};
+    /// use backprop::Tensor;
+    /// # fn main() -> backprop::Result<()> {
+    /// // An encoder's final state starts a decoder; the decoder's dL/dh₀, dL/dc₀ train the encoder.
+    /// let (mut encoder, mut decoder) = (Lstm::new(2, 3).seed(1), Lstm::new(2, 3).seed(2));
+    /// let (src, tgt) = (Tensor::ones(&[4, 5, 2]), Tensor::ones(&[4, 3, 2]));
+    /// let (_, state) = encoder.forward_with_state(&src, None, Pass::TRAIN)?;
+    /// let (y, _) = decoder.forward_with_state(&tgt, Some(&state), Pass::TRAIN)?;
+    /// let dy = Tensor::ones(y.shape()); // dL/dy for L = Σ y
+    /// let (_, d_state) = decoder.backward_with_state(Some(&dy), None, InputGrad::NotNeeded);
+    /// encoder.backward_with_state(None, Some(&d_state), InputGrad::NotNeeded); // dL/dh_n, dL/dc_n
+    /// let trained = backprop::layers::named_params(&encoder).iter().all(|(_, p)| p.grad.data().iter().any(|&g| g != 0.0));
+    /// assert!(trained, "the encoder's weights receive gradient through its final state");
+    /// # Ok(()) }
+    /// ```
+    pub fn forward_with_state(
+        &mut self,
+        x: &Tensor,
+        initial: Option<&RecurrentState>,
+        pass: Pass<'_>,
+    ) -> Result<(Tensor, RecurrentState)> {
+        self.check_pass(x.shape(), pass, initial)?;
+        let y = self.run_forward(x, initial, pass);
+        Ok((y, self.final_state()))
+    }
+
+    /// The backward pass with the state's gradients: from `dL/dy` (`None`: the outputs were not
+    /// used) and `dL/dh_n`, `dL/dc_n` of the final state (`None`: zeros), accumulates the weight
+    /// gradients and returns `dL/dx` (when needed) and `dL/dh₀`, `dL/dc₀` of the initial state.
+    ///
+    /// # Panics
+    /// If called before a forward pass, or with a gradient whose shape is not the latest output's
+    /// or state's.
+    pub fn backward_with_state(
+        &mut self,
+        grad_out: Option<&Tensor>,
+        grad_final: Option<&RecurrentState>,
+        input_grad: InputGrad,
+    ) -> (Option<Tensor>, RecurrentState) {
+        let dx = self.run_backward(grad_out, grad_final, input_grad);
+        (dx, self.h0_grad.clone().expect("set by the backward pass"))
     }
 
     /// The state after the latest forward pass, `(h, c)` each `[N, H]`: every sequence's last
     /// valid step.
-    pub fn final_state(&self) -> (Tensor, Option<Tensor>) {
+    pub fn final_state(&self) -> RecurrentState {
         let (n, t) = self.nt;
         let h = self.hidden;
         let last = |buf: &[f32]| {
             Tensor::from_vec(&[n, h], buf[t * n * h..(t + 1) * n * h].to_vec()).expect("[N, H]")
         };
-        (last(&self.hs), C::HAS_CELL.then(|| last(&self.cs)))
+        RecurrentState { h: last(&self.hs), c: C::HAS_CELL.then(|| last(&self.cs)) }
     }
 
     /// `dL/dh₀` (and `dL/dc₀`) from the latest backward pass.
@@ -355,29 +448,28 @@ impl<C: Cell> Recurrent<C> {
         }
     }
 
-    pub(crate) fn forward(&mut self, x: &Tensor, _mode: Mode) -> Tensor {
+    /// The layer's forward pass (zero initial state, or the carried one when stateful).
+    ///
+    /// # Panics
+    /// With the message of [`Recurrent::check_pass`] when the input or the lengths do not fit.
+    pub(crate) fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
+        self.check_pass(x.shape(), pass, None).unwrap_or_else(|e| panic!("{e}"));
+        self.run_forward(x, None, pass)
+    }
+
+    /// The forward pass over a checked input: `initial`, else the carried state (stateful), else
+    /// zeros.
+    fn run_forward(&mut self, x: &Tensor, initial: Option<&RecurrentState>, pass: Pass<'_>) -> Tensor {
         let out_shape = self.output_shape(x.shape()).unwrap_or_else(|e| panic!("{e}"));
         let (n, t_len, f) = (x.dim(0), x.dim(1), x.dim(2));
         let (h, g) = (self.hidden, C::GATES * self.hidden);
-        assert!(
-            self.lengths.is_empty() || (self.lengths.len() == n && self.lengths.iter().all(|&l| l <= t_len)),
-            "{}: {} lengths (max {:?}) for a batch of {n} sequences of {t_len} steps",
-            self.describe(),
-            self.lengths.len(),
-            self.lengths.iter().max()
-        );
-        if self.stateful && self.h0.as_ref().is_some_and(|h0| h0.dim(0) != n) {
+        if self.stateful && self.carried.as_ref().is_some_and(|s| s.h.dim(0) != n) {
             self.reset_state(); // another batch size: the carried state does not apply
         }
-        for s in self.h0.iter().chain(&self.c0) {
-            assert_eq!(
-                s.dim(0),
-                n,
-                "{}: initial state for {} sequences, batch of {n}",
-                self.describe(),
-                s.dim(0)
-            );
-        }
+        let carried = self.carried.take();
+        let initial = initial.or(carried.as_ref());
+        self.lengths.clear();
+        self.lengths.extend_from_slice(pass.lengths.unwrap_or(&[]));
         self.nt = (n, t_len);
         self.x.copy_from(x);
         // a_t = x_t·W_ihᵀ + b_ih for every (n, t) at once: one GEMM. (Buffers keep their length
@@ -395,11 +487,11 @@ impl<C: Cell> Recurrent<C> {
         let nh = n * h;
         reuse(&mut self.hs, (t_len + 1) * nh); // every step writes its h_t (a padded one copies)
         reuse(&mut self.cs, (t_len + 1) * nh); // allocated for every cell, so the loops below are uniform
-        match &self.h0 {
-            Some(h0) => self.hs[..nh].copy_from_slice(h0.data()),
+        match initial {
+            Some(s) => self.hs[..nh].copy_from_slice(s.h.data()),
             None => self.hs[..nh].fill(0.0),
         }
-        match &self.c0 {
+        match initial.and_then(|s| s.c.as_ref()) {
             Some(c0) => self.cs[..nh].copy_from_slice(c0.data()),
             None => self.cs[..nh].fill(0.0),
         }
@@ -454,14 +546,23 @@ impl<C: Cell> Recurrent<C> {
             }
         }
         if self.stateful {
-            let (h_t, c_t) = self.final_state();
-            (self.h0, self.c0) = (Some(h_t), c_t);
+            self.carried = Some(self.final_state());
         }
         y
     }
 
     pub(crate) fn backward(&mut self, grad_out: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
-        self.backward_through_time(grad_out);
+        self.run_backward(Some(grad_out), None, input_grad)
+    }
+
+    /// The backward pass: the walk back through time, then the weight gradients as three GEMMs.
+    fn run_backward(
+        &mut self,
+        grad_out: Option<&Tensor>,
+        grad_final: Option<&RecurrentState>,
+        input_grad: InputGrad,
+    ) -> Option<Tensor> {
+        self.backward_through_time(grad_out, grad_final);
         let (n, t_len) = self.nt;
         let (h, g, f) = (self.hidden, C::GATES * self.hidden, self.inputs);
         let nh = n * h;
@@ -488,7 +589,7 @@ impl<C: Cell> Recurrent<C> {
         input_grad: InputGrad,
         grads: &mut PerExampleGrads,
     ) -> Option<Tensor> {
-        self.backward_through_time(grad_out);
+        self.backward_through_time(Some(grad_out), None);
         let (n, t_len) = self.nt;
         let (h, g, f) = (self.hidden, C::GATES * self.hidden, self.inputs);
         grads.expect_batch(&self.describe(), n);
@@ -527,14 +628,29 @@ impl<C: Cell> Recurrent<C> {
         dx
     }
 
-    /// The walk back through time: leaves `dL/da_t` for every `(n, t)` (sample-major) and
-    /// `dL/db_t` (time-major) in the last two of `self.grads`, and `dL/dh₀` in `h0_grad`.
-    fn backward_through_time(&mut self, grad_out: &Tensor) {
+    /// The walk back through time from `dL/dy` (`None`: zeros) and the final state's gradient
+    /// (`None`: zeros): leaves `dL/da_t` for every `(n, t)` (sample-major) and `dL/db_t`
+    /// (time-major) in the last two of `self.grads`, and `dL/dh₀` (`dL/dc₀`) in `h0_grad`.
+    fn backward_through_time(&mut self, grad_out: Option<&Tensor>, grad_final: Option<&RecurrentState>) {
         let (n, t_len) = self.nt;
         let (h, g) = (self.hidden, C::GATES * self.hidden);
         let sv = C::SAVED * h;
         let expected = if self.last_only { vec![n, h] } else { vec![n, t_len, h] };
-        check_grad(&self.describe(), if t_len == 0 { &[] } else { &expected }, grad_out);
+        let name = self.describe();
+        if let Some(grad_out) = grad_out {
+            check_grad(&name, if t_len == 0 { &[] } else { &expected }, grad_out);
+        }
+        assert!(t_len > 0, "{name}: backward called before forward");
+        if let Some(d) = grad_final {
+            for (what, t) in std::iter::once(("h_n", &d.h)).chain(d.c.as_ref().map(|c| ("c_n", c))) {
+                assert!(
+                    t.shape() == [n, h],
+                    "{name}: the gradient of the final state {what} must be [{n}, {h}], got {}",
+                    shape_str(t.shape())
+                );
+            }
+            assert!(d.c.is_none() || C::HAS_CELL, "{name} has no cell state c_n to take a gradient");
+        }
         let nh = n * h;
         let nc = nh; // allocated for every cell, so the loops are uniform
         let [mut dh, mut dc, mut dh_prev, mut dc_prev, _, mut db] = std::mem::take(&mut self.grads);
@@ -554,10 +670,19 @@ impl<C: Cell> Recurrent<C> {
         }
         // dh: dL/dh_t for the step being walked; starts with the gradient of the final state.
         // da_all: dL/da_t for every (n, t), [N·T, G·H];  db: dL/db_t for every (t, n), time-major.
-        if self.last_only {
-            dh.copy_from_slice(grad_out.data());
+        // The final state's gradient enters at the last step; a padded step passes it back to the
+        // sequence's last valid step unchanged.
+        if let Some(d) = grad_final {
+            dh.copy_from_slice(d.h.data()); // dL/dh_n
+            if let Some(dc_n) = &d.c {
+                dc.copy_from_slice(dc_n.data()); // dL/dc_n
+            }
+        }
+        if let (true, Some(gy)) = (self.last_only, grad_out) {
+            dh.iter_mut().zip(gy.data()).for_each(|(d, gy)| *d += gy); // y = h_n: its gradient adds
         }
         let (cell, lengths, last_only) = (&self.cell, &self.lengths, self.last_only);
+        let grad_out = if last_only { None } else { grad_out };
         let parallel = n > 1 && n * g >= PARALLEL_MIN;
         for t in (0..t_len).rev() {
             let h_prev = &self.hs[t * nh..][..nh];
@@ -573,7 +698,7 @@ impl<C: Cell> Recurrent<C> {
             );
             let sample = |(s, ((((dh_s, dc_s), dhp), dcp), (db_s, da_s))): Rows<'_>| {
                 let active = lengths.get(s).is_none_or(|&l| t < l);
-                if !last_only && active {
+                if let (Some(grad_out), true) = (grad_out, active) {
                     let gy = &grad_out.data()[(s * t_len + t) * h..][..h];
                     dh_s.iter_mut().zip(gy).for_each(|(d, gy)| *d += gy); // dh_t = dL/dy_t + (from t+1)
                 }
@@ -611,10 +736,10 @@ impl<C: Cell> Recurrent<C> {
             std::mem::swap(&mut dc, &mut dc_prev);
         }
         // dL/dh₀ (dL/dc₀): what reached the initial state. Kept, not propagated further.
-        self.h0_grad = Some((
-            Tensor::from_vec(&[n, h], dh.clone()).expect("[N, H]"),
-            C::HAS_CELL.then(|| Tensor::from_vec(&[n, h], dc.clone()).expect("[N, H]")),
-        ));
+        self.h0_grad = Some(RecurrentState {
+            h: Tensor::from_vec(&[n, h], dh.clone()).expect("[N, H]"),
+            c: C::HAS_CELL.then(|| Tensor::from_vec(&[n, h], dc.clone()).expect("[N, H]")),
+        });
         self.grads = [dh, dc, dh_prev, dc_prev, da_all, db];
     }
 
@@ -647,9 +772,9 @@ macro_rules! recurrent_layer {
             fn forward(
                 &mut self,
                 x: &$crate::tensor::Tensor,
-                mode: $crate::layers::Mode,
+                pass: $crate::layers::Pass<'_>,
             ) -> $crate::tensor::Tensor {
-                self.0.forward(x, mode)
+                self.0.forward(x, pass)
             }
             fn backward(
                 &mut self,

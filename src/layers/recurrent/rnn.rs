@@ -73,10 +73,10 @@ impl Cell for RnnCell {
 /// [`recurrent`](super) for BPTT, lengths, state and truncation.
 ///
 /// ```
-/// use backprop::layers::{Layer, Mode, Rnn};
+/// use backprop::layers::{Layer, Pass, Rnn};
 /// use backprop::Tensor;
 /// let mut rnn = Rnn::new(3, 5);
-/// let y = rnn.forward(&Tensor::ones(&[2, 4, 3]), Mode::Train);
+/// let y = rnn.forward(&Tensor::ones(&[2, 4, 3]), Pass::TRAIN);
 /// assert_eq!(y.shape(), &[2, 4, 5]);
 /// ```
 pub struct Rnn(Recurrent<RnnCell>);
