@@ -91,9 +91,13 @@ impl Layer for Buggy {
         dx.extend_from_slice(second.data());
         Some(Tensor::from_vec(&[n, f], dx).expect("rows"))
     }
+}
+
+impl Visit for Buggy {
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
         f("weight", State::Param(&self.weight));
     }
+
     fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
         f("weight", StateMut::Param(&mut self.weight));
     }
@@ -147,6 +151,8 @@ impl Layer for Normalise {
         }))
     }
 }
+
+impl Visit for Normalise {}
 
 /// Mean squared error whose gradient forgets the `1/N` of the mean (or not).
 pub struct ForgotMean(pub bool);

@@ -84,6 +84,9 @@ impl Layer for Swish {
 
     // The layer's state, named. A container prefixes the name ("1.beta"); names may be built at
     // run time (`&format!("head{i}.beta")`) as long as each is unique within the layer.
+}
+
+impl Visit for Swish {
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
         f("beta", State::Param(&self.beta));
     }

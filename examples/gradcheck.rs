@@ -73,9 +73,13 @@ impl Layer for DoubledGradient {
         self.0.backward(g, InputGrad::NotNeeded); // the bug: dL/dW and dL/db accumulated one extra time
         self.0.backward(g, input_grad)
     }
+}
+
+impl Visit for DoubledGradient {
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
         self.0.visit(f)
     }
+
     fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
         self.0.visit_mut(f)
     }

@@ -2,7 +2,7 @@
 //! [safetensors](https://github.com/huggingface/safetensors).
 //!
 //! The file holds one tensor per parameter, buffer and counter, under the names the model's
-//! [visitor](crate::layers::Layer::visit) gives them — for a [`Sequential`](crate::Sequential),
+//! [visitor](crate::layers::Visit::visit) gives them — for a [`Sequential`](crate::Sequential),
 //! the names PyTorch's `nn.Sequential` `state_dict` uses: `"{layer index}.{name}"`, nested as
 //! `"2.0.weight"` — `"0.weight"`, `"0.bias"`, `"4.running_mean"`, `"4.running_var"`,
 //! `"4.num_batches_tracked"`. Parameters and buffers are `F32`; counters (`num_batches_tracked`)

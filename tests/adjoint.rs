@@ -128,6 +128,8 @@ fn a_wrong_transpose_fails_the_test() {
             self.0.backward(&reversed, input_grad)
         }
     }
+
+    impl Visit for Wrong {}
     let rows = Tensor::randn(&[4, 5], 0.0, 1.0, 14);
     let (left, right) = both_sides(&mut Wrong(Dense::new(5, 3).seed(9)), &rows, Mode::Eval, true, 1);
     assert!((left - right).abs() > 1e-2, "the test must notice: {left} vs {right}");

@@ -74,10 +74,14 @@ impl Layer for Wrapper {
     fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
         self.inner.backward(g, input_grad)
     }
+}
+
+impl Visit for Wrapper {
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
         self.inner.visit(f); // "weight", "bias" — unprefixed
         f("weight", State::Param(&self.scale)); // a second "weight"
     }
+
     fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
         self.inner.visit_mut(f);
         f("weight", StateMut::Param(&mut self.scale));

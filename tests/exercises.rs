@@ -96,6 +96,9 @@ fn exercise_4_leaky_relu_backward_and_its_check() {
             dx.zip_map_inplace(&self.1, |g, x| if x > 0.0 { g } else { 0.0 }); // the bug: slope 0, not a
             Some(dx)
         }
+    }
+
+    impl Visit for ForgotSlope {
         fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
             self.0.visit(f)
         }

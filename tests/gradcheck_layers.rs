@@ -172,6 +172,8 @@ fn gradcheck_catches_a_wrong_backward() {
             Some(g.clone()) // wrong: should be g · [x > 0]
         }
     }
+
+    impl Visit for BrokenRelu {}
     let x = away_from_zero(&[2, 5], 0.05, 3);
     let report = check_layer(&mut BrokenRelu(Relu::new()), &x, Mode::Train, &Options::default());
     assert!(!report.passes(TOL), "the broken layer passed:\n{report}");
@@ -247,9 +249,13 @@ fn a_doubled_parameter_gradient_fails_the_check() {
             self.0.backward(g, InputGrad::NotNeeded);
             self.0.backward(g, input_grad)
         }
+    }
+
+    impl Visit for Doubled {
         fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
             self.0.visit(f)
         }
+
         fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
             self.0.visit_mut(f)
         }

@@ -157,6 +157,8 @@ impl Layer for Custom {
     }
 }
 
+impl Visit for Custom {}
+
 #[test]
 fn what_cannot_be_exported_is_an_error_naming_it() {
     let custom = Sequential::builder(&[2]).add(Dense::new(2, 2)).add(Custom).build().unwrap();

@@ -140,9 +140,13 @@ impl Layer for Opaque {
     fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
         self.0.backward(g, input_grad)
     }
+}
+
+impl Visit for Opaque {
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
         self.0.visit(f)
     }
+
     fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
         self.0.visit_mut(f)
     }

@@ -3,7 +3,7 @@
 //! the code.
 
 use backprop::Tensor;
-use backprop::layers::{BatchNorm1d, Conv2d, InputGrad, Layer, Pass, StateMut};
+use backprop::layers::{BatchNorm1d, Conv2d, InputGrad, Layer, Pass, StateMut, Visit};
 use backprop::tensor::im2col::{ConvGeometry, im2col};
 
 fn t(shape: &[usize], v: &[f32]) -> Tensor {

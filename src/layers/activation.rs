@@ -22,7 +22,7 @@
 //! `log(softmax(x))`, which is `−∞` once a probability rounds to 0). Its Jacobian is
 //! `∂y_i/∂x_j = δ_ij − p_j` with `p = softmax(x) = e^y`, so `dL/dx_j = g_j − p_j · Σ_i g_i`.
 
-use super::{InputGrad, Layer, Pass, check_grad, check_input, shape_error};
+use super::{InputGrad, Layer, Pass, Visit, check_grad, check_input, shape_error};
 use crate::error::Result;
 use crate::tensor::Tensor;
 use crate::tensor::math::{erf, feature_split, log_softmax_into, sigmoid, softmax_into};
@@ -147,6 +147,8 @@ impl Layer for Relu {
     }
 }
 
+impl Visit for Relu {}
+
 // ----------------------------------------------------------------------------------- LeakyReLU
 
 /// Leaky ReLU: `y = x` for `x > 0`, `a·x` otherwise; `dL/dx = g · (1 or a)`.
@@ -194,6 +196,8 @@ impl Layer for LeakyRelu {
     }
 }
 
+impl Visit for LeakyRelu {}
+
 // ------------------------------------------------------------------------------------- Sigmoid
 
 /// The logistic sigmoid, `y = 1 / (1 + e^(−x))`; `dL/dx = g · y(1 − y)`.
@@ -227,6 +231,8 @@ impl Layer for Sigmoid {
     }
 }
 
+impl Visit for Sigmoid {}
+
 // ---------------------------------------------------------------------------------------- Tanh
 
 /// Hyperbolic tangent, `y = tanh(x)`; `dL/dx = g · (1 − y²)`.
@@ -259,6 +265,8 @@ impl Layer for Tanh {
         elementwise_backward("Tanh", &self.y, g, |y| 1.0 - y * y)
     }
 }
+
+impl Visit for Tanh {}
 
 // ---------------------------------------------------------------------------------------- GELU
 
@@ -345,6 +353,8 @@ impl Layer for Gelu {
     }
 }
 
+impl Visit for Gelu {}
+
 // ------------------------------------------------------------------------------------- Softmax
 
 /// Softmax over the feature axis (axis 1, like PyTorch's `nn.Softmax(dim=1)`):
@@ -406,6 +416,8 @@ impl Layer for Softmax {
     }
 }
 
+impl Visit for Softmax {}
+
 // ---------------------------------------------------------------------------------- LogSoftmax
 
 /// Log-softmax over the feature axis (PyTorch's `nn.LogSoftmax(dim=1)`):
@@ -464,3 +476,5 @@ impl Layer for LogSoftmax {
         Some(dx)
     }
 }
+
+impl Visit for LogSoftmax {}

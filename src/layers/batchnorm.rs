@@ -22,7 +22,7 @@
 //! The train-mode `dL/dx` has two extra terms because `μ` and `σ²` depend on every `x` of the
 //! batch: moving one input moves the mean and variance that normalise all the others.
 
-use super::{InputGrad, Layer, Param, Pass, State, StateMut, check_grad, check_input, shape_error};
+use super::{InputGrad, Layer, Param, Pass, State, StateMut, Visit, check_grad, check_input, shape_error};
 use crate::error::Result;
 use crate::tensor::Tensor;
 use crate::tensor::math::feature_split as split;
@@ -226,7 +226,9 @@ macro_rules! batchnorm_layer {
                 check_grad($name, self.0.x_hat.shape(), g);
                 Some(self.0.backward(g))
             }
+        }
 
+        impl Visit for $ty {
             fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
                 f("weight", State::Param(&self.0.weight));
                 f("bias", State::Param(&self.0.bias));

@@ -14,8 +14,9 @@
 //! ```
 
 use super::{
-    InputGrad, Layer, Param, Pass, PerExampleGrads, State, StateMut, check_grad, check_input, checked_output,
-    redraw_weight_and_bias, replace_parameters, shape_error, visit_weight_bias, visit_weight_bias_mut,
+    InputGrad, Layer, Param, Pass, PerExampleGrads, State, StateMut, Visit, check_grad, check_input,
+    checked_output, redraw_weight_and_bias, replace_parameters, shape_error, visit_weight_bias,
+    visit_weight_bias_mut,
 };
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -210,7 +211,9 @@ impl Layer for Dense {
         }
         input_grad.is_needed().then(|| self.input_gradient(g))
     }
+}
 
+impl Visit for Dense {
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
         visit_weight_bias(&self.weight, self.bias.as_ref(), f);
     }

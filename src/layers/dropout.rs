@@ -9,7 +9,7 @@
 //!
 //! The mask `m` is drawn from the layer's own seeded generator, so a run is reproducible.
 
-use super::{InputGrad, Layer, Pass, State, StateMut, check_grad, check_input, shape_error};
+use super::{InputGrad, Layer, Pass, State, StateMut, Visit, check_grad, check_input, shape_error};
 use crate::error::Result;
 use crate::tensor::{Rng, Tensor, rng};
 use rand::RngExt;
@@ -87,7 +87,9 @@ impl Layer for Dropout {
         }
         Some(g.mul_elem(&self.mask)) // dL/dx = g ⊙ m
     }
+}
 
+impl Visit for Dropout {
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
         f("rng", State::Rng(&self.rng));
     }

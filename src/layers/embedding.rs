@@ -14,7 +14,8 @@
 //! ```
 
 use super::{
-    InputGrad, Layer, Param, Pass, PerExampleGrads, State, StateMut, check_grad, checked_output, shape_error,
+    InputGrad, Layer, Param, Pass, PerExampleGrads, State, StateMut, Visit, check_grad, checked_output,
+    shape_error,
 };
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -159,7 +160,9 @@ impl Layer for Embedding {
         }
         input_grad.is_needed().then(|| Tensor::zeros(&self.out_shape[..self.out_shape.len() - 1]))
     }
+}
 
+impl Visit for Embedding {
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
         f("weight", State::Param(&self.weight));
     }

@@ -3,7 +3,7 @@
 //! Nothing is computed: the data is already laid out row-major, so flattening only changes the
 //! shape. Backward likewise gives `dL/dy` back the input's shape: `dL/dx = reshape(g, x.shape)`.
 
-use super::{InputGrad, Layer, Pass, check_grad, check_input, shape_error};
+use super::{InputGrad, Layer, Pass, Visit, check_grad, check_input, shape_error};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -76,3 +76,5 @@ impl Layer for Flatten {
         Some(self.backward_in_place(g.clone()))
     }
 }
+
+impl Visit for Flatten {}

@@ -15,7 +15,7 @@
 //!   first layer of a network being trained), in which case it may skip that work and return
 //!   `None`.
 //!
-//! One more, [`Layer::visit`] with its twin [`Layer::visit_mut`], is needed only by a layer that
+//! One more trait, [`Visit`] ([`Visit::visit`] and its twin [`Visit::visit_mut`]), is implemented by every layer and needed only by a layer that
 //! has state: it hands each parameter, buffer, counter and random generator to a visitor, with
 //! its name (`"weight"`, `"running_mean"`). Everything that works on a whole model — optimizers,
 //! saving and loading, zeroing gradients, reseeding, counting parameters, snapshots — is written
@@ -207,7 +207,7 @@ impl Param {
     }
 }
 
-/// One piece of a layer's state, as handed to [`Layer::visit`].
+/// One piece of a layer's state, as handed to [`Visit::visit`].
 #[derive(Clone, Copy, Debug)]
 pub enum State<'a> {
     /// A learnable parameter (saved, updated by optimizers).
@@ -220,7 +220,7 @@ pub enum State<'a> {
     Rng(&'a Rng),
 }
 
-/// One piece of a layer's state, mutable, as handed to [`Layer::visit_mut`].
+/// One piece of a layer's state, mutable, as handed to [`Visit::visit_mut`].
 #[derive(Debug)]
 pub enum StateMut<'a> {
     /// A learnable parameter.
@@ -233,13 +233,46 @@ pub enum StateMut<'a> {
     Rng(&'a mut Rng),
 }
 
+/// State visited by name: what saving, loading, optimizers, snapshots, seeding and gradient
+/// checks need of a layer or a model, and all they need.
+///
+/// A layer or model hands each parameter, buffer, counter and random generator to `f` with its
+/// name, in a fixed order; a container (a [`Sequential`], a model struct) visits its children and
+/// prefixes their names with [`child_name`], which is how `"encoder.weight_ih_l0"` and
+/// `"2.0.weight"` come about. A type without state writes `impl Visit for MyLayer {}`; a model
+/// struct gets both methods from [`visit_fields!`](crate::visit_fields), one line naming its fields.
+pub trait Visit {
+    /// Hands every piece of state to `f` with its name, in a fixed order (`weight` before
+    /// `bias`). The default visits nothing.
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
+        let _ = f;
+    }
+
+    /// Like [`Visit::visit`], mutably, in the same order and with the same names.
+    fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
+        let _ = f;
+    }
+}
+
+impl<T: Visit + ?Sized> Visit for Box<T> {
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
+        (**self).visit(f)
+    }
+
+    fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
+        (**self).visit_mut(f)
+    }
+}
+
 /// A network layer with an explicit backward pass. See the [module docs](self) for the contract.
+///
+/// Its state (if any) is reached through its [`Visit`] implementation.
 ///
 /// `Any` is a supertrait so that a model can hand back a layer as its concrete type
 /// ([`Sequential::layer_as`]) and so that the [execution plan](crate::exec) can recognise the
 /// layer types its exact rewrites apply to; every `'static` type is `Any` without writing
 /// anything.
-pub trait Layer: Any + Send {
+pub trait Layer: Visit + Any + Send {
     /// A one-line description with the layer's settings: `"Conv2d(1→32, 3×3, stride 2)"`.
     fn describe(&self) -> String;
 
@@ -264,17 +297,6 @@ pub trait Layer: Any + Send {
     /// If called before `forward`, or with a gradient whose shape is not the latest output's.
     fn backward(&mut self, grad_out: &Tensor, input_grad: InputGrad) -> Option<Tensor>;
 
-    /// Hands every piece of state to `f` with its name, in a fixed order (`weight` before
-    /// `bias`). Layers without state keep the default, which visits nothing.
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
-        let _ = f;
-    }
-
-    /// Like [`Layer::visit`], mutably, in the same order and with the same names.
-    fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
-        let _ = f;
-    }
-
     /// True if [`Layer::backward_per_example`] works for this layer. The default is true for a
     /// layer without parameters (there is nothing to keep apart) and false otherwise; a layer
     /// with parameters that implements `backward_per_example` says true.
@@ -283,7 +305,7 @@ pub trait Layer: Any + Send {
     }
 
     /// Like [`Layer::backward`], but each example's `dL/dθ` goes to its own row of `grads`
-    /// (one [`PerExampleGrads::next_slot`] per parameter, in [`Layer::visit`] order) instead of
+    /// (one [`PerExampleGrads::next_slot`] per parameter, in [`Visit::visit`] order) instead of
     /// being summed into [`Param::grad`], which is left alone. For private training; see
     /// [`per_example`]. The default, for layers without parameters, is [`Layer::backward`].
     ///

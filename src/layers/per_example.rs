@@ -5,7 +5,7 @@
 //! sum one by one — each example's gradient `gᵢ = dLᵢ/dθ` is clipped to a norm bound before they
 //! are added. [`Layer::backward_per_example`] runs the same backward pass but, instead of adding
 //! into [`Param::grad`](super::Param), writes every example's gradient of every parameter into a
-//! [`PerExampleGrads`]: one *slot* per parameter, in [`Layer::visit`] order, each an
+//! [`PerExampleGrads`]: one *slot* per parameter, in [`Visit::visit`] order, each an
 //! `[N, len]` matrix whose row `i` is example `i`'s gradient.
 //!
 //! Why the per-example terms are cheap for the layers here: each already forms its summed
@@ -85,7 +85,7 @@ impl PerExampleGrads {
     }
 
     /// The next parameter's slot, `[examples, len]`, zeroed: a layer asks for one per parameter,
-    /// in the order its [`Layer::visit`] hands them out.
+    /// in the order its [`Visit::visit`] hands them out.
     pub fn next_slot(&mut self, len: usize) -> &mut Tensor {
         let slot = self.next_slot_to_overwrite(len);
         slot.fill(0.0);

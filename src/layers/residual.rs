@@ -25,7 +25,7 @@
 //! so a model's safetensors file loads into the PyTorch model built the same way with
 //! `load_state_dict(..., strict=True)` (`docs/pytorch.md`, `tests/pytorch_residual.rs`).
 
-use super::{InputGrad, Layer, Pass, PerExampleGrads, Sequential, State, StateMut};
+use super::{InputGrad, Layer, Pass, PerExampleGrads, Sequential, State, StateMut, Visit};
 use crate::error::{Error, Result};
 use crate::tensor::{Tensor, shape_str};
 
@@ -114,7 +114,9 @@ impl Layer for Residual {
             dx
         })
     }
+}
 
+impl Visit for Residual {
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
         self.body.visit(f);
     }

@@ -27,7 +27,7 @@
 //! # Ok(()) }
 //! ```
 
-use super::{InputGrad, Layer, Pass, PerExampleGrads, State, StateMut, child_name, per_example};
+use super::{InputGrad, Layer, Pass, PerExampleGrads, State, StateMut, Visit, child_name, per_example};
 use crate::error::{Error, Result};
 use crate::exec::{self, Execution, Plan};
 use crate::tensor::{Tensor, shape_str};
@@ -366,7 +366,9 @@ impl Layer for Sequential {
         grads.seek(at);
         dx
     }
+}
 
+impl Visit for Sequential {
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
         for (i, layer) in self.layers.iter().enumerate() {
             let prefix = i.to_string();

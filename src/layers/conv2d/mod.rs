@@ -28,8 +28,8 @@ pub mod fast;
 pub mod reference;
 
 use super::{
-    InputGrad, Layer, MaxPool2d, Param, Pass, PerExampleGrads, State, StateMut, check_grad, check_input,
-    checked_output, redraw_weight_and_bias, replace_parameters, shape_error, visit_weight_bias,
+    InputGrad, Layer, MaxPool2d, Param, Pass, PerExampleGrads, State, StateMut, Visit, check_grad,
+    check_input, checked_output, redraw_weight_and_bias, replace_parameters, shape_error, visit_weight_bias,
     visit_weight_bias_mut,
 };
 use crate::error::{Error, Result};
@@ -340,7 +340,9 @@ impl Layer for Conv2d {
         // SAFETY: given dx, fast::backward_in_groups writes every one of its `len` elements.
         dx.map(|d| unsafe { Tensor::from_initialised(self.input.shape(), d) })
     }
+}
 
+impl Visit for Conv2d {
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
         visit_weight_bias(&self.weight, self.bias.as_ref(), f);
     }

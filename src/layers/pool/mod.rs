@@ -25,7 +25,7 @@
 pub mod fast;
 pub mod reference;
 
-use super::{InputGrad, Layer, Pass, check_grad, check_input, shape_error};
+use super::{InputGrad, Layer, Pass, Visit, check_grad, check_input, shape_error};
 use crate::error::Result;
 use crate::tensor::Tensor;
 use crate::tensor::im2col::ConvGeometry;
@@ -272,6 +272,8 @@ impl Layer for MaxPool2d {
     }
 }
 
+impl Visit for MaxPool2d {}
+
 // ------------------------------------------------------------------------------------ AvgPool2d
 
 /// Average pooling over `kh × kw` windows. See the [module docs](self) for the math.
@@ -368,6 +370,8 @@ impl Layer for AvgPool2d {
     }
 }
 
+impl Visit for AvgPool2d {}
+
 // -------------------------------------------------------------------------------- GlobalAvgPool
 
 /// Global average pooling: `[N, C, H, W] → [N, C]`, the mean of each channel plane.
@@ -423,3 +427,5 @@ impl Layer for GlobalAvgPool {
         Some(dx)
     }
 }
+
+impl Visit for GlobalAvgPool {}

@@ -795,10 +795,13 @@ macro_rules! recurrent_layer {
             ) -> Option<$crate::tensor::Tensor> {
                 self.0.backward_per_example(grad_out, input_grad, grads)
             }
+        }
 
+        impl $crate::layers::Visit for $ty {
             fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, $crate::layers::State<'a>)) {
                 self.0.visit(f)
             }
+
             fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, $crate::layers::StateMut<'a>)) {
                 self.0.visit_mut(f)
             }
