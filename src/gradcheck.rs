@@ -30,8 +30,11 @@
 //! from them.
 
 use crate::error::Result;
-use crate::layers::{InputGrad, Layer, Pass, Snapshot, StateMut, named_params, reseed, zero_grad};
+use crate::layers::{
+    InputGrad, Layer, Mode, Pass, Snapshot, StateMut, Visit, named_params, reseed, zero_grad,
+};
 use crate::loss::{Loss, Target};
+use crate::model::{Inputs, Model, Tensors};
 use crate::tensor::Tensor;
 use rand::seq::index::sample;
 use std::fmt;
@@ -169,7 +172,7 @@ fn central_difference(v: f32, eps: f32, mut f: impl FnMut(f32) -> f64) -> f32 {
 }
 
 /// Sets entry `i` of the parameter called `name` to `value`; returns its old value.
-fn set_param_entry(layer: &mut dyn Layer, name: &str, i: usize, value: f32) -> f32 {
+fn set_param_entry<V: Visit + ?Sized>(layer: &mut V, name: &str, i: usize, value: f32) -> f32 {
     let mut old = None;
     layer.visit_mut(&mut |n, s| {
         if let (StateMut::Param(p), true) = (s, n == name) {
@@ -245,6 +248,88 @@ fn check_layer_inner(layer: &mut dyn Layer, x: &Tensor, pass: Pass<'_>, opts: &O
         tensors.push(cmp.report);
     }
     Report { tensors }
+}
+
+/// Checks a whole [`Model`]'s backward pass — with respect to every input it returns a gradient
+/// for and every parameter — on the batch `inputs` (with their lengths), as [`check_layer`]
+/// does for a layer: the objective is `Σ_outputs Σ y ⊙ r` with a fixed random `r` per output;
+/// the model is reseeded before every forward pass and its buffers, counters and generators are
+/// restored afterwards.
+///
+/// # Errors
+/// Whatever the model's forward or backward pass returns for these inputs.
+pub fn check_model<M: Model + ?Sized>(
+    model: &mut M,
+    inputs: &Inputs,
+    mode: Mode,
+    opts: &Options,
+) -> Result<Report> {
+    let mut before = Snapshot::default();
+    before.save(model, false);
+    let report = check_model_inner(model, inputs, mode, opts);
+    before.restore(model);
+    report
+}
+
+fn check_model_inner<M: Model + ?Sized>(
+    model: &mut M,
+    inputs: &Inputs,
+    mode: Mode,
+    opts: &Options,
+) -> Result<Report> {
+    let seed = opts.seed.wrapping_add(0x5eed);
+    reseed(model, seed);
+    let outputs = model.forward_batch(inputs, mode)?;
+    let mut r = Tensors::new();
+    for (k, (name, y)) in outputs.iter().enumerate() {
+        r.insert(name, Tensor::randn(y.shape(), 0.0, 1.0, opts.seed.wrapping_add(k as u64)));
+    }
+    zero_grad(model);
+    let input_grads = model.backward_batch(&r, InputGrad::Needed)?;
+    let param_grads: Vec<(String, Tensor)> =
+        named_params(model).into_iter().map(|(name, p)| (name, p.grad.clone())).collect();
+    // L = Σ_outputs Σ y ⊙ r, in f64.
+    let objective = |model: &mut M, inputs: &Inputs| -> Result<f64> {
+        reseed(model, seed);
+        let outputs = model.forward_batch(inputs, mode)?;
+        let mut sum = 0.0;
+        for (name, y) in outputs.iter() {
+            let r = r.get(name)?;
+            sum += y.data().iter().zip(r.data()).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>();
+        }
+        Ok(sum)
+    };
+    let mut tensors = Vec::new();
+    for input in inputs.iter() {
+        let Some(analytic) = input_grads.find(&input.name) else { continue };
+        let mut cmp = Comparison::new(&input.name, opts.atol);
+        let mut nudged = inputs.clone();
+        for i in entries(input.values.len(), opts) {
+            let orig = input.values.data()[i];
+            let mut f = |v: f32| -> Result<f64> {
+                *nudged.get_mut(&input.name)?.data_mut().get_mut(i).expect("in range") = v;
+                objective(model, &nudged)
+            };
+            let (plus, minus) = (f(orig + opts.eps)?, f(orig - opts.eps)?);
+            f(orig)?;
+            cmp.add(i, analytic.data()[i], ((plus - minus) / (2.0 * opts.eps as f64)) as f32);
+        }
+        tensors.push(cmp.report);
+    }
+    for (name, analytic) in &param_grads {
+        let mut cmp = Comparison::new(name, opts.atol);
+        for i in entries(analytic.len(), opts) {
+            let orig = set_param_entry(model, name, i, 0.0);
+            set_param_entry(model, name, i, orig + opts.eps);
+            let plus = objective(model, inputs)?;
+            set_param_entry(model, name, i, orig - opts.eps);
+            let minus = objective(model, inputs)?;
+            set_param_entry(model, name, i, orig);
+            cmp.add(i, analytic.data()[i], ((plus - minus) / (2.0 * opts.eps as f64)) as f32);
+        }
+        tensors.push(cmp.report);
+    }
+    Ok(Report { tensors })
 }
 
 /// Checks a loss's gradient with respect to its prediction input.

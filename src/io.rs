@@ -17,7 +17,7 @@
 //! dtype and shape *before* changing anything: on any error the model is left as it was.
 
 use crate::error::{Error, Result};
-use crate::layers::{Layer, State, StateMut};
+use crate::layers::{State, StateMut, Visit};
 use crate::tensor::{Tensor, shape_str};
 use safetensors::tensor::{Dtype, SafeTensors, View};
 use std::borrow::Cow;
@@ -62,7 +62,7 @@ enum Value {
 }
 
 /// The model's parameters and buffers with their names, in visiting order (copies).
-pub fn state_dict(model: &dyn Layer) -> Vec<(String, Tensor)> {
+pub fn state_dict(model: &dyn Visit) -> Vec<(String, Tensor)> {
     let mut out = Vec::new();
     model.visit(&mut |name, s| match s {
         State::Param(p) => out.push((name.to_string(), p.value.clone())),
@@ -72,7 +72,7 @@ pub fn state_dict(model: &dyn Layer) -> Vec<(String, Tensor)> {
     out
 }
 
-fn slots(model: &dyn Layer) -> BTreeMap<String, Slot> {
+fn slots(model: &dyn Visit) -> BTreeMap<String, Slot> {
     let mut slots = BTreeMap::new();
     model.visit(&mut |name, s| {
         let slot = match s {
@@ -92,7 +92,7 @@ fn slots(model: &dyn Layer) -> BTreeMap<String, Slot> {
 ///
 /// # Errors
 /// [`Error::Format`] if serialisation fails (it does not for a valid model).
-pub fn to_safetensors(model: &dyn Layer, metadata_in: &[(&str, String)]) -> Result<Vec<u8>> {
+pub fn to_safetensors(model: &dyn Visit, metadata_in: &[(&str, String)]) -> Result<Vec<u8>> {
     let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
     model.visit(&mut |name, s| {
         let entry = match s {
@@ -132,7 +132,7 @@ fn float_entry(t: &Tensor) -> Entry {
 /// # Errors
 /// [`Error::Io`] naming the file if it cannot be written, or if it exists and is read-only;
 /// [`Error::InvalidArgument`] if `path` does not name a file.
-pub fn save(model: &dyn Layer, path: impl AsRef<Path>, metadata: &[(&str, String)]) -> Result<()> {
+pub fn save(model: &dyn Visit, path: impl AsRef<Path>, metadata: &[(&str, String)]) -> Result<()> {
     let path = path.as_ref();
     let bytes = to_safetensors(model, metadata)?;
     write_atomically(path, &bytes)
@@ -198,7 +198,7 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// [`Error::Io`] if the file cannot be read; [`Error::Format`] naming the file and the first
 /// problem if it is not valid safetensors (truncated, corrupt) or does not match the model
 /// (a missing or unexpected tensor, a wrong dtype or shape). On error the model is unchanged.
-pub fn load(model: &mut dyn Layer, path: impl AsRef<Path>) -> Result<()> {
+pub fn load(model: &mut dyn Visit, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     load_safetensors(model, &bytes, path)
@@ -208,7 +208,7 @@ pub fn load(model: &mut dyn Layer, path: impl AsRef<Path>) -> Result<()> {
 ///
 /// # Errors
 /// As [`load`].
-pub fn load_safetensors(model: &mut dyn Layer, bytes: &[u8], origin: impl AsRef<Path>) -> Result<()> {
+pub fn load_safetensors(model: &mut dyn Visit, bytes: &[u8], origin: impl AsRef<Path>) -> Result<()> {
     load_safetensors_with(model, bytes, origin, &LoadOptions::new()).map(|_| ())
 }
 
@@ -286,7 +286,7 @@ pub struct LoadReport {
 /// As [`load`], except that in non-strict mode missing and unexpected names are not errors.
 /// On error the model is unchanged.
 pub fn load_with(
-    model: &mut dyn Layer,
+    model: &mut dyn Visit,
     path: impl AsRef<Path>,
     options: &LoadOptions<'_>,
 ) -> Result<LoadReport> {
@@ -300,7 +300,7 @@ pub fn load_with(
 /// # Errors
 /// As [`load_with`].
 pub fn load_safetensors_with(
-    model: &mut dyn Layer,
+    model: &mut dyn Visit,
     bytes: &[u8],
     origin: impl AsRef<Path>,
     options: &LoadOptions<'_>,
@@ -325,7 +325,7 @@ pub fn load_safetensors_with(
 /// # Errors
 /// As [`load_with`]; messages name the source `"named tensors"`.
 pub fn load_tensors(
-    model: &mut dyn Layer,
+    model: &mut dyn Visit,
     tensors: &[(String, Tensor)],
     options: &LoadOptions<'_>,
 ) -> Result<LoadReport> {
@@ -348,7 +348,7 @@ struct Stored<'a> {
 
 /// The loading rules, for any source: rename, match, check everything, then copy.
 fn load_stored(
-    model: &mut dyn Layer,
+    model: &mut dyn Visit,
     stored: Vec<(String, Stored<'_>)>,
     origin: &Path,
     options: &LoadOptions<'_>,
@@ -454,7 +454,7 @@ fn load_stored(
 
 /// `" (layer 3, BatchNorm2d(8))"` for a name under a top-level [`Sequential`](crate::Sequential)
 /// index, to point at the layer in messages; empty otherwise.
-fn owner(model: &dyn Layer, name: &str) -> String {
+fn owner(model: &dyn Visit, name: &str) -> String {
     let seq = (model as &dyn std::any::Any).downcast_ref::<crate::Sequential>();
     let index = name.split('.').next().and_then(|i| i.parse::<usize>().ok());
     match (seq, index) {

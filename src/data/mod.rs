@@ -13,6 +13,7 @@ pub mod transforms;
 
 use crate::error::{Error, Result};
 use crate::loss::Target;
+use crate::model::Inputs;
 use crate::tensor::{Tensor, shape_str};
 
 /// What the network should output for each sample.
@@ -85,11 +86,10 @@ impl Targets {
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
-    inputs: Tensor,
+    /// One or more named inputs (a single-input data set's is [`INPUT`](crate::model::INPUT)),
+    /// each with its sequence lengths if it has them.
+    inputs: Inputs,
     targets: Targets,
-    /// Valid steps of each sample, for sequences padded to a common length (see
-    /// [`Dataset::with_lengths`]).
-    lengths: Option<Vec<usize>>,
 }
 
 impl Dataset {
@@ -114,19 +114,45 @@ impl Dataset {
     /// # Errors
     /// [`Error::Shape`] if the inputs have no sample axis or the counts differ.
     pub fn new(inputs: Tensor, targets: Targets) -> Result<Dataset> {
-        let n = inputs
-            .shape()
-            .first()
-            .copied()
-            .ok_or_else(|| Error::shape("a data set's inputs need a sample axis, got a scalar"))?;
+        if inputs.ndim() == 0 {
+            return Err(Error::shape("a data set's inputs need a sample axis, got a scalar"));
+        }
+        Dataset::from_inputs(Inputs::single(inputs), targets)
+    }
+
+    /// A data set with several named inputs (each `[N, …]`, with its sequence lengths if it has
+    /// them), for a [`Model`](crate::model::Model) that reads them by name.
+    ///
+    /// # Errors
+    /// As [`Inputs::check`], and [`Error::Shape`] if the number of targets differs.
+    ///
+    /// ```
+    /// use backprop::data::{Dataset, Targets};
+    /// use backprop::model::Inputs;
+    /// use backprop::Tensor;
+    /// let inputs = Inputs::new()
+    ///     .with_lengths("source", Tensor::zeros(&[3, 5]), vec![5, 2, 4])
+    ///     .with("query", Tensor::zeros(&[3, 2]));
+    /// let ds = Dataset::from_inputs(inputs, Targets::Classes(vec![0, 1, 1])).unwrap();
+    /// assert_eq!(ds.subset(&[1]).named_inputs().lengths("source"), Some(&[2][..]));
+    /// ```
+    pub fn from_inputs(inputs: Inputs, targets: Targets) -> Result<Dataset> {
+        inputs.check()?;
+        let n = inputs.len();
         if targets.len() != n || matches!(&targets, Targets::Values(t) if t.ndim() == 0) {
+            let first = inputs.first()?;
             return Err(Error::shape(format!(
                 "{n} inputs (shape {}) but {} targets",
-                shape_str(inputs.shape()),
+                shape_str(first.values.shape()),
                 targets.len()
             )));
         }
-        Ok(Dataset { inputs, targets, lengths: None })
+        Ok(Dataset { inputs, targets })
+    }
+
+    /// All the named inputs, with their lengths.
+    pub fn named_inputs(&self) -> &Inputs {
+        &self.inputs
     }
 
     /// The same data set, with each sample's number of valid steps: for sequences `[N, T, …]`
@@ -150,26 +176,32 @@ impl Dataset {
     /// assert!(err.contains("2 lengths for 3 samples"), "{err}");
     /// ```
     pub fn with_lengths(mut self, lengths: Vec<usize>) -> Result<Dataset> {
-        check_lengths(self.inputs.shape(), &lengths)?;
-        self.lengths = Some(lengths);
+        let first = self.inputs.first_mut();
+        check_lengths(first.values.shape(), &lengths)?;
+        first.lengths = Some(lengths);
         Ok(self)
     }
 
-    /// Each sample's number of valid steps, if the data set has them ([`Dataset::with_lengths`]).
+    /// Each sample's number of valid steps (of the first input), if the data set has them
+    /// ([`Dataset::with_lengths`]).
     pub fn lengths(&self) -> Option<&[usize]> {
-        self.lengths.as_deref()
+        self.first().lengths.as_deref()
     }
 
-    /// The lengths of the samples `indices`, written into `out` (emptied when the data set has
-    /// none).
+    /// The lengths (of the first input) of the samples `indices`, written into `out` (emptied
+    /// when the data set has none).
     ///
     /// # Panics
     /// If an index is out of range.
     pub fn select_lengths_into(&self, indices: &[usize], out: &mut Vec<usize>) {
         out.clear();
-        if let Some(l) = &self.lengths {
+        if let Some(l) = &self.first().lengths {
             out.extend(indices.iter().map(|&i| l[i]));
         }
+    }
+
+    fn first(&self) -> &crate::model::Input {
+        self.inputs.first().expect("a data set has at least one input")
     }
 
     /// Number of samples.
@@ -184,12 +216,12 @@ impl Dataset {
 
     /// The inputs, `[N, …]`.
     pub fn inputs(&self) -> &Tensor {
-        &self.inputs
+        &self.first().values
     }
 
     /// Mutable inputs (for preprocessing in place). The sample count must not change.
     pub fn inputs_mut(&mut self) -> &mut Tensor {
-        &mut self.inputs
+        &mut self.inputs.first_mut().values
     }
 
     /// The targets.
@@ -212,7 +244,7 @@ impl Dataset {
 
     /// The shape of one sample (the inputs' shape without the first axis).
     pub fn sample_shape(&self) -> &[usize] {
-        &self.inputs.shape()[1..]
+        &self.inputs().shape()[1..]
     }
 
     /// The samples `indices` as a new data set.
@@ -220,11 +252,7 @@ impl Dataset {
     /// # Panics
     /// If an index is out of range.
     pub fn subset(&self, indices: &[usize]) -> Dataset {
-        Dataset {
-            inputs: self.inputs.select_outer(indices),
-            targets: self.targets.select(indices),
-            lengths: self.lengths.as_ref().map(|l| indices.iter().map(|&i| l[i]).collect()),
-        }
+        Dataset { inputs: self.inputs.select(indices), targets: self.targets.select(indices) }
     }
 
     /// The first `n` samples (all of them if there are fewer).

@@ -241,7 +241,7 @@ pub enum StateMut<'a> {
 /// prefixes their names with [`child_name`], which is how `"encoder.weight_ih_l0"` and
 /// `"2.0.weight"` come about. A type without state writes `impl Visit for MyLayer {}`; a model
 /// struct gets both methods from [`visit_fields!`](crate::visit_fields), one line naming its fields.
-pub trait Visit {
+pub trait Visit: Any {
     /// Hands every piece of state to `f` with its name, in a fixed order (`weight` before
     /// `bias`). The default visits nothing.
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
@@ -346,7 +346,7 @@ pub fn child_name(prefix: &str, name: &str) -> String {
 }
 
 /// Every parameter with its full name, in visiting order.
-pub fn named_params(layer: &dyn Layer) -> Vec<(String, &Param)> {
+pub fn named_params<V: Visit + ?Sized>(layer: &V) -> Vec<(String, &Param)> {
     let mut out = Vec::new();
     layer.visit(&mut |name, s| {
         if let State::Param(p) = s {
@@ -357,7 +357,7 @@ pub fn named_params(layer: &dyn Layer) -> Vec<(String, &Param)> {
 }
 
 /// Every parameter with its full name, mutable, in visiting order.
-pub fn named_params_mut(layer: &mut dyn Layer) -> Vec<(String, &mut Param)> {
+pub fn named_params_mut<V: Visit + ?Sized>(layer: &mut V) -> Vec<(String, &mut Param)> {
     let mut out = Vec::new();
     layer.visit_mut(&mut |name, s| {
         if let StateMut::Param(p) = s {
@@ -368,7 +368,7 @@ pub fn named_params_mut(layer: &mut dyn Layer) -> Vec<(String, &mut Param)> {
 }
 
 /// Number of learnable scalars.
-pub fn num_params(layer: &dyn Layer) -> usize {
+pub fn num_params<V: Visit + ?Sized>(layer: &V) -> usize {
     let mut n = 0;
     layer.visit(&mut |_, s| {
         if let State::Param(p) = s {
@@ -379,7 +379,7 @@ pub fn num_params(layer: &dyn Layer) -> usize {
 }
 
 /// Sets every parameter gradient to zero.
-pub fn zero_grad(layer: &mut dyn Layer) {
+pub fn zero_grad<V: Visit + ?Sized>(layer: &mut V) {
     layer.visit_mut(&mut |_, s| {
         if let StateMut::Param(p) = s {
             p.zero_grad();
@@ -403,7 +403,7 @@ pub(crate) fn seed_for(seed: u64, name: &str) -> u64 {
 /// Restarts every random generator in `layer` (dropout masks) from `seed` and the generator's
 /// name, so that two dropout layers never draw the same mask. `fit` reseeds from its seed; a
 /// gradient check reseeds before every forward pass so that the random choices stay fixed.
-pub fn reseed(layer: &mut dyn Layer, seed: u64) {
+pub fn reseed<V: Visit + ?Sized>(layer: &mut V, seed: u64) {
     layer.visit_mut(&mut |name, s| {
         if let StateMut::Rng(r) = s {
             *r = rng(seed_for(seed, name));
@@ -413,7 +413,7 @@ pub fn reseed(layer: &mut dyn Layer, seed: u64) {
 
 /// Redraws every parameter that has an initialiser ([`Param::init`]) from `seed` and the
 /// parameter's name. Parameters whose values were chosen explicitly are left alone.
-pub fn redraw_params(layer: &mut dyn Layer, seed: u64) {
+pub fn redraw_params<V: Visit + ?Sized>(layer: &mut V, seed: u64) {
     layer.visit_mut(&mut |name, s| {
         if let StateMut::Param(p) = s {
             if let Some(init) = p.init {
@@ -425,7 +425,7 @@ pub fn redraw_params(layer: &mut dyn Layer, seed: u64) {
 
 /// The first name that two pieces of state share, if any. Saving would keep only one of them
 /// and optimizers would mix their moments, so models refuse to be built with one.
-pub fn duplicate_state_name(layer: &dyn Layer) -> Option<String> {
+pub fn duplicate_state_name<V: Visit + ?Sized>(layer: &V) -> Option<String> {
     let mut seen = std::collections::HashSet::new();
     let mut dup = None;
     layer.visit(&mut |name, _| {
@@ -449,7 +449,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Copies the state of `layer`.
-    pub fn of(layer: &dyn Layer) -> Snapshot {
+    pub fn of<V: Visit + ?Sized>(layer: &V) -> Snapshot {
         let mut s = Snapshot::default();
         s.save(layer, true);
         s
@@ -457,7 +457,7 @@ impl Snapshot {
 
     /// Copies the state of `layer` into this snapshot, reusing its allocations; with
     /// `params == false`, only buffers, counters and generators (what a forward pass changes).
-    pub fn save(&mut self, layer: &dyn Layer, params: bool) {
+    pub fn save<V: Visit + ?Sized>(&mut self, layer: &V, params: bool) {
         let (mut t, mut c, mut r) = (0, 0, 0);
         self.params = params;
         let Snapshot { tensors, counters, rngs, .. } = self;
@@ -483,7 +483,7 @@ impl Snapshot {
     ///
     /// # Panics
     /// If `layer` is not the model the snapshot was taken of (another architecture).
-    pub fn restore(&self, layer: &mut dyn Layer) {
+    pub fn restore<V: Visit + ?Sized>(&self, layer: &mut V) {
         let params = self.params;
         let (mut t, mut c, mut r) = (0, 0, 0);
         let next = |t: &mut usize| {

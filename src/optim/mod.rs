@@ -22,7 +22,7 @@ pub use adam::{Adam, AdamW};
 pub use schedule::Schedule;
 pub use sgd::Sgd;
 
-use crate::layers::{Layer, Param, named_params_mut};
+use crate::layers::{Param, Visit, named_params_mut};
 use crate::tensor::{Tensor, shape_str};
 use std::collections::HashMap;
 
@@ -45,7 +45,7 @@ pub trait Optimizer: Send {
     ///
     /// # Panics
     /// If a parameter has another shape than at an earlier step under the same name.
-    fn step(&mut self, model: &mut dyn Layer) {
+    fn step(&mut self, model: &mut dyn Visit) {
         self.step_params(&mut named_params_mut(model));
     }
 

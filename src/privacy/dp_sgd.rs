@@ -26,7 +26,7 @@
 use crate::data::{Dataset, Targets};
 use crate::error::{Error, Result};
 use crate::layers::{
-    InputGrad, Layer, Pass, PerExampleGrads, State, named_params, named_params_mut, zero_grad,
+    InputGrad, Layer, Pass, PerExampleGrads, State, Visit, named_params, named_params_mut, zero_grad,
 };
 use crate::loss::Loss;
 use crate::optim::Optimizer;
@@ -66,7 +66,7 @@ pub struct DpReport {
 
 /// The first piece of state that makes examples interact (a buffer: batch norm's running
 /// statistics), with its name.
-fn mixing_state(model: &dyn Layer) -> Option<String> {
+fn mixing_state(model: &dyn Visit) -> Option<String> {
     let mut found = None;
     model.visit(&mut |name, s| {
         if found.is_none() && matches!(s, State::Buffer(_)) {

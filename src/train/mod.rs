@@ -47,14 +47,15 @@ mod progress;
 pub use callbacks::{BatchStats, EarlyStopping, EpochStats, Evaluation, History, Monitor};
 pub use options::FitOptions;
 pub use predict::{
-    evaluate, input_gradient, loss_and_backward, predict, predict_classes, predict_proba,
+    evaluate, input_gradient, loss_and_backward, predict, predict_classes, predict_inputs, predict_proba,
     predict_with_lengths, train_step,
 };
 
 use crate::data::{Dataset, Targets, epoch_order};
 use crate::error::{Error, Result};
-use crate::layers::{InputGrad, Layer, Pass, Snapshot, named_params, named_params_mut, reseed, zero_grad};
+use crate::layers::{InputGrad, Mode, Snapshot, Visit, named_params, named_params_mut, reseed, zero_grad};
 use crate::loss::Loss;
+use crate::model::{Inputs, Model, Tensors};
 use crate::optim::{Optimizer, clip_grad_norm};
 use crate::tensor::{Tensor, rng};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -79,21 +80,27 @@ fn detail(e: &Error) -> String {
 /// Checks a data set against the model and the loss without running the model: the input shape
 /// at every batch size that will occur, label ranges, and the loss on a zero prediction of the
 /// model's output shape (which catches a wrong kind of target and a wrong target shape).
-pub(crate) fn check_data(
-    model: &dyn Layer,
+pub(crate) fn check_data<M: Model + ?Sized>(
+    model: &M,
     data: &Dataset,
     loss: Option<&dyn Loss>,
     what: &str,
     batch_sizes: &[usize],
-) -> Result<Vec<usize>> {
-    if let Some(lengths) = data.lengths() {
-        crate::data::check_lengths(data.inputs().shape(), lengths)
-            .map_err(|e| Error::shape(format!("{what}: {}", detail(&e))))?;
-    }
+) -> Result<Option<Vec<usize>>> {
+    data.named_inputs().check().map_err(|e| Error::shape(format!("{what}: {}", detail(&e))))?;
     let mut out = Vec::new();
     for &b in batch_sizes {
-        let shape: Vec<usize> = std::iter::once(b).chain(data.sample_shape().iter().copied()).collect();
-        out = model.output_shape(&shape).map_err(|e| Error::shape(format!("{what}: {}", detail(&e))))?;
+        match model.output_shapes(&data.named_inputs().batch_shapes(b)) {
+            None => return Ok(None), // the model cannot tell: its first batch will
+            Some(shapes) => {
+                let shapes = shapes.map_err(|e| Error::shape(format!("{what}: {}", detail(&e))))?;
+                out = shapes
+                    .into_iter()
+                    .next()
+                    .map(|(_, s)| s)
+                    .ok_or_else(|| Error::invalid(format!("{what}: {} has no outputs", model.name())))?;
+            }
+        }
     }
     if let (Some(labels), [_, classes]) = (data.labels(), out.as_slice()) {
         if let Some((i, &l)) = labels.iter().enumerate().find(|&(_, &l)| l >= *classes) {
@@ -114,7 +121,7 @@ pub(crate) fn check_data(
             other => other,
         })?;
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// The batch sizes an epoch of `n` samples in batches of `b` will use.
@@ -178,8 +185,8 @@ fn check_options(train: &Dataset, options: &FitOptions<'_>) -> Result<()> {
 ///   NaN or infinite, and
 ///   [`Error::Training`] if a layer refuses a batch: training stops at once, and the model and
 ///   the optimizer's learning rate are as they were before that batch.
-pub fn fit(
-    model: &mut dyn Layer,
+pub fn fit<M: Model + ?Sized>(
+    model: &mut M,
     train: &Dataset,
     loss: &dyn Loss,
     optimizer: &mut dyn Optimizer,
@@ -199,8 +206,8 @@ pub fn fit(
 }
 
 /// The epochs of [`fit`], once everything has been checked.
-fn run(
-    model: &mut dyn Layer,
+fn run<M: Model + ?Sized>(
+    model: &mut M,
     train: &Dataset,
     loss: &dyn Loss,
     optimizer: &mut dyn Optimizer,
@@ -219,9 +226,8 @@ fn run(
     let (mut best, mut best_epoch, mut best_weights, mut waited) = (None::<f32>, 0, None, 0);
     let mut last_finite_loss = None;
     // Reused from batch to batch.
-    let mut x = Tensor::default();
+    let mut x = Inputs::new();
     let mut t = train.targets().select(&[]);
-    let mut lengths = Vec::new();
     let mut before_batch = Snapshot::default();
 
     for epoch in 1..=options.epochs {
@@ -233,24 +239,22 @@ fn run(
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
 
         for (b, idx) in order.chunks(options.batch_size).take(batches).enumerate() {
-            train.inputs().select_outer_into(idx, &mut x);
+            train.named_inputs().select_into(idx, &mut x);
             train.targets().select_into(idx, &mut t);
-            train.select_lengths_into(idx, &mut lengths);
-            let pass = Pass::TRAIN.with_optional_lengths(train.lengths().map(|_| lengths.as_slice()));
             if let Some(aug) = options.augment.as_mut() {
-                aug(&mut x, &mut augment_rng);
+                aug(&mut x.first_mut().values, &mut augment_rng);
             }
             // Everything a batch may change, so that a failing batch can be undone: a forward
             // pass changes buffers, counters and generators, the optimizer step the weights.
             before_batch.save(model, true);
             let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<(f32, Tensor)> {
-                let out = model.forward(&x, pass);
+                let (name, out) = first_output(model.forward_batch(&x, Mode::Train)?, &*model)?;
                 let (batch_loss, grad) = loss.loss_and_grad(&out, t.as_target())?;
                 if !batch_loss.is_finite() {
                     return Err(non_finite("loss".into(), batch_loss));
                 }
                 zero_grad(model);
-                model.backward(&grad, InputGrad::NotNeeded);
+                model.backward_batch(&Tensors::one(&name, grad), InputGrad::NotNeeded)?;
                 if let Some((name, value)) = first_non_finite_grad(model) {
                     return Err(non_finite(format!("gradient of {name}"), value));
                 }
@@ -360,6 +364,13 @@ fn run(
     Ok(history)
 }
 
+/// The output the loss trains: the model's first.
+pub(crate) fn first_output<M: Model + ?Sized>(mut outputs: Tensors, model: &M) -> Result<(String, Tensor)> {
+    let name = outputs.first().map(|(n, _)| n.to_string());
+    name.and_then(|n| outputs.take(&n).map(|t| (n, t)))
+        .ok_or_else(|| Error::invalid(format!("{} returned no outputs", model.name())))
+}
+
 /// A [`Error::NonFinite`] whose epoch and batch [`locate`] fills in.
 fn non_finite(what: String, value: f32) -> Error {
     Error::NonFinite { what, epoch: 0, batch: 0, value, last_finite_loss: None }
@@ -385,14 +396,14 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// The first parameter whose value holds a NaN or infinity: its name and that value.
-fn first_non_finite_value(model: &dyn Layer) -> Option<(String, f32)> {
+fn first_non_finite_value<V: Visit + ?Sized>(model: &V) -> Option<(String, f32)> {
     named_params(model)
         .into_iter()
         .find_map(|(name, p)| p.value.data().iter().find(|v| !v.is_finite()).map(|&v| (name, v)))
 }
 
 /// The first parameter whose gradient holds a NaN or infinity: its name and that value.
-fn first_non_finite_grad(model: &dyn Layer) -> Option<(String, f32)> {
+fn first_non_finite_grad<V: Visit + ?Sized>(model: &V) -> Option<(String, f32)> {
     named_params(model)
         .into_iter()
         .find_map(|(name, p)| p.grad.data().iter().find(|g| !g.is_finite()).map(|&v| (name, v)))

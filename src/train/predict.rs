@@ -1,11 +1,12 @@
 //! Evaluation, prediction, saliency and single training steps, for any [`Layer`] model.
 
 use super::callbacks::Evaluation;
-use super::{check_data, count_correct};
+use super::{check_data, count_correct, first_output};
 use crate::data::{Dataset, Targets};
 use crate::error::{Error, Result};
 use crate::layers::{InputGrad, Layer, Mode, Pass, backward_input, zero_grad};
 use crate::loss::{Loss, Target};
+use crate::model::{Inputs, Model, Tensors};
 use crate::optim::Optimizer;
 use crate::tensor::math::{feature_split, softmax_into};
 use crate::tensor::{Tensor, shape_str};
@@ -26,8 +27,8 @@ fn output_shape_for(model: &dyn Layer, x: &Tensor, what: &str) -> Result<Vec<usi
 ///
 /// # Errors
 /// If the data do not fit the model or the loss, or `batch_size` is 0.
-pub fn evaluate(
-    model: &mut dyn Layer,
+pub fn evaluate<M: Model + ?Sized>(
+    model: &mut M,
     data: &Dataset,
     loss: &dyn Loss,
     batch_size: usize,
@@ -40,15 +41,12 @@ pub fn evaluate(
     }
     let (mut loss_sum, mut correct) = (0.0f64, 0usize);
     let order: Vec<usize> = (0..data.len()).collect();
-    let mut x = Tensor::default();
+    let mut x = Inputs::new();
     let mut t = data.targets().select(&[]);
-    let mut lengths = Vec::new();
     for idx in order.chunks(batch_size) {
-        data.inputs().select_outer_into(idx, &mut x);
+        data.named_inputs().select_into(idx, &mut x);
         data.targets().select_into(idx, &mut t);
-        data.select_lengths_into(idx, &mut lengths);
-        let out =
-            model.forward(&x, Pass::EVAL.with_optional_lengths(data.lengths().map(|_| lengths.as_slice())));
+        let (_, out) = first_output(model.forward_batch(&x, Mode::Eval)?, &*model)?;
         loss_sum += loss.loss(&out, t.as_target())? as f64 * idx.len() as f64;
         if let Targets::Classes(l) = &t {
             correct += count_correct(&out, l);
@@ -111,6 +109,55 @@ fn predict_batches(
         let pass = Pass::EVAL.with_optional_lengths(lengths.map(|l| &l[idx[0]..][..idx.len()]));
         let y = model.forward(&xb, pass);
         out.data_mut()[idx[0] * per_sample..][..y.len()].copy_from_slice(y.data());
+    }
+    Ok(out)
+}
+
+/// The outputs of any [`Model`] for named inputs (with their lengths), in eval mode,
+/// `batch_size` samples at a time: every output, stacked over the batches.
+///
+/// # Errors
+/// If the inputs do not fit together ([`Inputs::check`]) or the model refuses them, or
+/// `batch_size` is 0.
+pub fn predict_inputs<M: Model + ?Sized>(
+    model: &mut M,
+    inputs: &Inputs,
+    batch_size: usize,
+) -> Result<Tensors> {
+    if batch_size == 0 {
+        return Err(Error::invalid("predict_inputs: batch size must be at least 1"));
+    }
+    inputs.check()?;
+    let n = inputs.len();
+    let mut stacked: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut xb = Inputs::new();
+    let order: Vec<usize> = (0..n).collect();
+    for idx in order.chunks(batch_size) {
+        inputs.select_into(idx, &mut xb);
+        let outputs = model.forward_batch(&xb, Mode::Eval)?;
+        if stacked.is_empty() {
+            stacked =
+                outputs.iter().map(|(name, y)| (name.to_string(), y.shape().to_vec(), Vec::new())).collect();
+        }
+        for ((_, shape, data), (name, y)) in stacked.iter_mut().zip(outputs.iter()) {
+            if y.shape().get(1..) != shape.get(1..) || y.shape().first() != Some(&idx.len()) {
+                return Err(Error::shape(format!(
+                    "predict_inputs: {} gave output {name:?} of shape {} for a batch of {}, after {}",
+                    model.name(),
+                    shape_str(y.shape()),
+                    idx.len(),
+                    shape_str(shape)
+                )));
+            }
+            data.extend_from_slice(y.data());
+        }
+    }
+    let mut out = Tensors::new();
+    for (name, mut shape, data) in stacked {
+        if let Some(first) = shape.first_mut() {
+            *first = n;
+        }
+        out.insert(&name, Tensor::from_vec(&shape, data)?);
     }
     Ok(out)
 }

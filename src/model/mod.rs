@@ -1,0 +1,472 @@
+//! Models beyond a chain: plain structs of layers with named inputs and outputs, whose forward
+//! and backward passes are code you write by composing the children's.
+//!
+//! A [`Layer`] maps one tensor to one tensor, and a [`Sequential`](crate::Sequential) chains
+//! layers. Many models are not chains: an encoder–decoder (the encoder's final state starts the
+//! decoder, and the decoder's `dL/dh₀` trains the encoder), a model with two inputs (a query and a
+//! memory, two images to compare), a model with two outputs. Such a model is a struct of layers
+//! (and of other models) that implements [`Model`]:
+//!
+//! - [`Model::forward_batch`] takes named [`Inputs`] — each a tensor `[N, …]` with, for padded
+//!   sequences, its samples' lengths — and returns named [`Tensors`];
+//! - [`Model::backward_batch`] takes `dL/d(output)` for the outputs that reach the loss, adds
+//!   every parameter's gradient and returns `dL/d(input)` for the inputs that have one;
+//! - its state is visited through [`Visit`], which [`visit_fields!`](crate::visit_fields) writes
+//!   from the field names in one line, so names nest as PyTorch's do (`"encoder.weight_ih_l0"`).
+//!
+//! That is enough for the rest of the crate: such a model trains with the same loop as a
+//! `Sequential` ([`train::fit_model`](crate::train::fit_model)), saves and loads
+//! ([`io::save`](crate::io::save)), steps with any optimizer and is gradient-checked as a whole
+//! ([`gradcheck::check_model`](crate::gradcheck::check_model)). Every [`Layer`] is a `Model`
+//! with one input and one output, named `"input"` and `"output"`.
+//!
+//! ```
+//! use backprop::model::{Inputs, Model, Tensors};
+//! use backprop::prelude::*;
+//!
+//! /// y = left(a) + right(b): two inputs, one output.
+//! struct TwoTowers {
+//!     left: Dense,
+//!     right: Dense,
+//! }
+//! backprop::visit_fields!(TwoTowers { left, right }); // "left.weight", "left.bias", "right.weight", …
+//!
+//! impl Model for TwoTowers {
+//!     fn forward_batch(&mut self, inputs: &Inputs, mode: Mode) -> backprop::Result<Tensors> {
+//!         let a = self.left.forward(inputs.get("a")?, mode.into());
+//!         let b = self.right.forward(inputs.get("b")?, mode.into());
+//!         Ok(Tensors::one("y", &a + &b))
+//!     }
+//!
+//!     fn backward_batch(&mut self, grads: &Tensors, _: InputGrad) -> backprop::Result<Tensors> {
+//!         let g = grads.get("y")?; // dL/dy reaches both towers unchanged: y = a + b
+//!         let da = backprop::layers::backward_input(&mut self.left, g);
+//!         let db = backprop::layers::backward_input(&mut self.right, g);
+//!         Ok(Tensors::one("a", da).with("b", db))
+//!     }
+//! }
+//!
+//! # fn main() -> backprop::Result<()> {
+//! let mut model = TwoTowers { left: Dense::new(3, 2).seed(1), right: Dense::new(4, 2).seed(2) };
+//! let inputs = Inputs::new().with("a", Tensor::ones(&[5, 3])).with("b", Tensor::ones(&[5, 4]));
+//! let y = model.forward_batch(&inputs, Mode::Eval)?;
+//! assert_eq!(y.get("y")?.shape(), &[5, 2]);
+//! let names: Vec<String> = backprop::layers::named_params(&model).into_iter().map(|(n, _)| n).collect();
+//! assert_eq!(names, ["left.weight", "left.bias", "right.weight", "right.bias"]);
+//! let report = backprop::gradcheck::check_model(&mut model, &inputs, Mode::Train, &Default::default())?;
+//! assert!(report.passes(1e-2), "{report}");
+//! # Ok(()) }
+//! ```
+
+mod keras;
+
+use crate::error::{Error, Result};
+use crate::layers::{InputGrad, Layer, Mode, Pass, Visit};
+use crate::tensor::{Tensor, shape_str};
+
+/// The name a [`Layer`] used as a [`Model`] gives its one input.
+pub const INPUT: &str = "input";
+/// The name a [`Layer`] used as a [`Model`] gives its one output.
+pub const OUTPUT: &str = "output";
+
+/// One named input of a batch: a tensor `[N, …]` and, for sequences padded to `T` steps, each
+/// sample's number of valid steps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Input {
+    /// The input's name, as the model reads it.
+    pub name: String,
+    /// The values, `[N, …]`.
+    pub values: Tensor,
+    /// For sequences `[N, T, …]`: the valid steps of each sample (`1..=T`).
+    pub lengths: Option<Vec<usize>>,
+}
+
+/// The named inputs of a model, for a whole data set or one batch; side information (sequence
+/// lengths) travels with each input and is selected with its samples.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Inputs {
+    items: Vec<Input>,
+}
+
+impl Inputs {
+    /// No inputs yet.
+    pub fn new() -> Inputs {
+        Inputs::default()
+    }
+
+    /// One input named [`INPUT`]: what a [`Layer`] reads.
+    pub fn single(values: Tensor) -> Inputs {
+        Inputs::new().with(INPUT, values)
+    }
+
+    /// Adds (or replaces) the input `name`.
+    pub fn with(mut self, name: &str, values: Tensor) -> Inputs {
+        self.set(name, values, None);
+        self
+    }
+
+    /// Adds (or replaces) the input `name`, sequences `[N, T, …]` with each one's valid steps.
+    pub fn with_lengths(mut self, name: &str, values: Tensor, lengths: Vec<usize>) -> Inputs {
+        self.set(name, values, Some(lengths));
+        self
+    }
+
+    fn set(&mut self, name: &str, values: Tensor, lengths: Option<Vec<usize>>) {
+        let input = Input { name: name.to_string(), values, lengths };
+        match self.items.iter_mut().find(|i| i.name == name) {
+            Some(slot) => *slot = input,
+            None => self.items.push(input),
+        }
+    }
+
+    /// Number of samples (the first axis of the inputs; 0 without inputs).
+    pub fn len(&self) -> usize {
+        self.items.first().and_then(|i| i.values.shape().first().copied()).unwrap_or(0)
+    }
+
+    /// True when there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The inputs, in the order they were added.
+    pub fn iter(&self) -> impl Iterator<Item = &Input> {
+        self.items.iter()
+    }
+
+    /// Number of named inputs.
+    pub fn count(&self) -> usize {
+        self.items.len()
+    }
+
+    /// The input `name`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the inputs there are, when there is none of that name.
+    pub fn get(&self, name: &str) -> Result<&Tensor> {
+        self.input(name).map(|i| &i.values)
+    }
+
+    /// The input `name` with its lengths.
+    ///
+    /// # Errors
+    /// As [`Inputs::get`].
+    pub fn input(&self, name: &str) -> Result<&Input> {
+        self.items.iter().find(|i| i.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.items.iter().map(|i| i.name.as_str()).collect();
+            Error::invalid(format!("no input named {name:?}; the inputs are {names:?}"))
+        })
+    }
+
+    /// The lengths of input `name`, if it has them.
+    pub fn lengths(&self, name: &str) -> Option<&[usize]> {
+        self.input(name).ok().and_then(|i| i.lengths.as_deref())
+    }
+
+    /// The forward [`Pass`] for the layers that read input `name`: `mode` and that input's
+    /// lengths.
+    pub fn pass(&self, name: &str, mode: Mode) -> Pass<'_> {
+        Pass::from(mode).with_optional_lengths(self.lengths(name))
+    }
+
+    /// The first input (a single-input model's one input).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when there are no inputs.
+    pub fn first(&self) -> Result<&Input> {
+        self.items.first().ok_or_else(|| Error::invalid("no inputs"))
+    }
+
+    /// The input `name`, mutable (the sample count must not change).
+    ///
+    /// # Errors
+    /// As [`Inputs::get`].
+    pub fn get_mut(&mut self, name: &str) -> Result<&mut Tensor> {
+        self.input(name)?;
+        Ok(&mut self.items.iter_mut().find(|i| i.name == name).expect("checked above").values)
+    }
+
+    /// Mutable first input (for preprocessing in place; the sample count must not change).
+    pub(crate) fn first_mut(&mut self) -> &mut Input {
+        self.items.first_mut().expect("a data set has at least one input")
+    }
+
+    /// Checks that the inputs fit together: at least one, distinct names, every tensor with a
+    /// sample axis and the same number of samples, lengths that fit their input.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] / [`Error::InvalidArgument`] naming the input and both counts or shapes.
+    pub fn check(&self) -> Result<()> {
+        let first = self.first()?;
+        let n = first.values.shape().first().copied().ok_or_else(|| {
+            Error::shape(format!("input {:?} needs a sample axis, got a scalar", first.name))
+        })?;
+        for (k, input) in self.items.iter().enumerate() {
+            if self.items[..k].iter().any(|i| i.name == input.name) {
+                return Err(Error::invalid(format!("two inputs are named {:?}", input.name)));
+            }
+            if input.values.shape().first() != Some(&n) {
+                return Err(Error::shape(format!(
+                    "input {:?} has shape {} but input {:?} has {n} samples",
+                    input.name,
+                    shape_str(input.values.shape()),
+                    first.name
+                )));
+            }
+            if let Some(l) = &input.lengths {
+                crate::data::check_lengths(input.values.shape(), l)
+                    .map_err(|e| relabel(e, &format!("input {:?}", input.name)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The samples `indices` of every input (and their lengths), written into `out`, reusing its
+    /// allocations.
+    ///
+    /// # Panics
+    /// If an index is out of range.
+    pub fn select_into(&self, indices: &[usize], out: &mut Inputs) {
+        out.items.truncate(self.items.len());
+        for (k, input) in self.items.iter().enumerate() {
+            if out.items.len() <= k {
+                out.items.push(Input { name: String::new(), values: Tensor::default(), lengths: None });
+            }
+            let o = &mut out.items[k];
+            if o.name != input.name {
+                o.name.clone_from(&input.name);
+            }
+            input.values.select_outer_into(indices, &mut o.values);
+            match &input.lengths {
+                Some(l) => {
+                    let ol = o.lengths.get_or_insert_with(Vec::new);
+                    ol.clear();
+                    ol.extend(indices.iter().map(|&i| l[i]));
+                }
+                None => o.lengths = None,
+            }
+        }
+    }
+
+    /// The samples `indices` of every input.
+    ///
+    /// # Panics
+    /// If an index is out of range.
+    pub fn select(&self, indices: &[usize]) -> Inputs {
+        let mut out = Inputs::new();
+        self.select_into(indices, &mut out);
+        out
+    }
+
+    /// The shapes of the inputs for a batch of `n` samples: `(name, [n, …])`.
+    pub fn batch_shapes(&self, n: usize) -> Vec<(String, Vec<usize>)> {
+        self.items
+            .iter()
+            .map(|i| {
+                let mut s = i.values.shape().to_vec();
+                if let Some(first) = s.first_mut() {
+                    *first = n;
+                }
+                (i.name.clone(), s)
+            })
+            .collect()
+    }
+}
+
+/// Prefixes an error's message with `what`.
+fn relabel(e: Error, what: &str) -> Error {
+    match e {
+        Error::Shape(m) => Error::shape(format!("{what}: {m}")),
+        Error::InvalidArgument(m) => Error::invalid(format!("{what}: {m}")),
+        other => other,
+    }
+}
+
+/// Named shapes, `(name, [N, …])`: a model's inputs' or outputs' shapes.
+pub type Shapes = Vec<(String, Vec<usize>)>;
+
+/// Named tensors: a model's outputs, their gradients, or the gradients of its inputs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tensors {
+    items: Vec<(String, Tensor)>,
+}
+
+impl Tensors {
+    /// None yet.
+    pub fn new() -> Tensors {
+        Tensors::default()
+    }
+
+    /// One tensor.
+    pub fn one(name: &str, t: Tensor) -> Tensors {
+        Tensors::new().with(name, t)
+    }
+
+    /// Adds (or replaces) the tensor `name`.
+    pub fn with(mut self, name: &str, t: Tensor) -> Tensors {
+        self.insert(name, t);
+        self
+    }
+
+    /// Adds (or replaces) the tensor `name`.
+    pub fn insert(&mut self, name: &str, t: Tensor) {
+        match self.items.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = t,
+            None => self.items.push((name.to_string(), t)),
+        }
+    }
+
+    /// The tensor `name`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the tensors there are, when there is none of that name.
+    pub fn get(&self, name: &str) -> Result<&Tensor> {
+        self.find(name).ok_or_else(|| {
+            let names: Vec<&str> = self.items.iter().map(|(n, _)| n.as_str()).collect();
+            Error::invalid(format!("no tensor named {name:?}; there are {names:?}"))
+        })
+    }
+
+    /// The tensor `name`, if there is one (a gradient that is absent is zero).
+    pub fn find(&self, name: &str) -> Option<&Tensor> {
+        self.items.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    /// Takes the tensor `name` out.
+    pub fn take(&mut self, name: &str) -> Option<Tensor> {
+        let i = self.items.iter().position(|(n, _)| n == name)?;
+        Some(self.items.remove(i).1)
+    }
+
+    /// The tensors with their names, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.items.iter().map(|(n, t)| (n.as_str(), t))
+    }
+
+    /// The first tensor (a single-output model's output).
+    pub fn first(&self) -> Option<(&str, &Tensor)> {
+        self.items.first().map(|(n, t)| (n.as_str(), t))
+    }
+
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// A model with named inputs and outputs and a hand-written backward pass; see the
+/// [module docs](self).
+///
+/// The method names differ from [`Layer`]'s on purpose: every layer is a model too (with one
+/// input and one output), and a layer's `forward` stays unambiguous inside a model's code.
+pub trait Model: Visit + Send {
+    /// A short name for messages and summaries: the type's name by default.
+    fn name(&self) -> String {
+        let full = std::any::type_name::<Self>();
+        full.rsplit("::").next().unwrap_or(full).to_string()
+    }
+
+    /// Runs the model on a batch of named inputs (each `[N, …]`, with its lengths if it has
+    /// them) and returns its named outputs, caching what [`Model::backward_batch`] needs.
+    ///
+    /// # Errors
+    /// When an input is missing or does not fit (a layer's own `forward` may also panic on a
+    /// shape it cannot take; the training loop turns that into an error and restores the model).
+    fn forward_batch(&mut self, inputs: &Inputs, mode: Mode) -> Result<Tensors>;
+
+    /// Given `dL/d(output)` for the outputs of the latest forward pass that reach the loss (an
+    /// absent one is zero), adds `dL/dθ` into every parameter's gradient and returns `dL/d(input)`
+    /// for the inputs that have one (none need be returned with [`InputGrad::NotNeeded`]).
+    ///
+    /// # Errors
+    /// When a gradient the model needs is missing.
+    fn backward_batch(&mut self, grads: &Tensors, input_grad: InputGrad) -> Result<Tensors>;
+
+    /// The outputs' shapes for inputs of these shapes (batch axis included), if the model can
+    /// tell without running: the training loop then checks the data before the first batch. The
+    /// default, `None`, leaves the checks to the first batch (which fails cleanly, the model
+    /// restored).
+    fn output_shapes(&self, inputs: &[(String, Vec<usize>)]) -> Option<Result<Shapes>> {
+        let _ = inputs;
+        None
+    }
+}
+
+/// Every layer is a model with one input and one output ([`INPUT`] and [`OUTPUT`]); the input's
+/// lengths travel in the layer's [`Pass`].
+impl<L: Layer + ?Sized> Model for L {
+    fn name(&self) -> String {
+        self.describe()
+    }
+
+    fn forward_batch(&mut self, inputs: &Inputs, mode: Mode) -> Result<Tensors> {
+        let input = single(inputs, &self.describe())?;
+        let pass = Pass::from(mode).with_optional_lengths(input.lengths.as_deref());
+        Ok(Tensors::one(OUTPUT, self.forward(&input.values, pass)))
+    }
+
+    fn backward_batch(&mut self, grads: &Tensors, input_grad: InputGrad) -> Result<Tensors> {
+        let g = match grads.find(OUTPUT) {
+            Some(g) => g,
+            None if grads.len() == 1 => grads.first().expect("one").1,
+            None => return Err(Error::invalid(format!("{}: no gradient for its output", self.describe()))),
+        };
+        let dx = self.backward(g, input_grad);
+        Ok(dx.map_or_else(Tensors::new, |dx| Tensors::one(INPUT, dx)))
+    }
+
+    fn output_shapes(&self, inputs: &[(String, Vec<usize>)]) -> Option<Result<Shapes>> {
+        Some(match inputs {
+            [(_, shape)] => self.output_shape(shape).map(|s| vec![(OUTPUT.to_string(), s)]),
+            _ => Err(Error::invalid(format!("{} takes one input, got {}", self.describe(), inputs.len()))),
+        })
+    }
+}
+
+/// The one input of a single-input model.
+fn single<'a>(inputs: &'a Inputs, model: &str) -> Result<&'a Input> {
+    match inputs.count() {
+        1 => inputs.first(),
+        n => Err(Error::invalid(format!("{model} takes one input, got {n}"))),
+    }
+}
+
+/// Implements [`Visit`] for a struct from the names of its fields that hold state (layers,
+/// models, or anything else that implements `Visit`): each field's state is visited under
+/// `"field.name"`, in the order given, as PyTorch names a module's children.
+///
+/// ```
+/// use backprop::prelude::*;
+/// struct Encoder { embed: Embedding, lstm: Lstm }
+/// backprop::visit_fields!(Encoder { embed, lstm });
+/// let e = Encoder { embed: Embedding::new(10, 4), lstm: Lstm::new(4, 8) };
+/// let names: Vec<String> = backprop::layers::named_params(&e).into_iter().map(|(n, _)| n).collect();
+/// assert_eq!(names[..2], ["embed.weight", "lstm.weight_ih_l0"]);
+/// ```
+#[macro_export]
+macro_rules! visit_fields {
+    ($ty:ident { $($field:ident),* $(,)? }) => {
+        impl $crate::layers::Visit for $ty {
+            fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, $crate::layers::State<'a>)) {
+                $(
+                    $crate::layers::Visit::visit(&self.$field, &mut |name, s| {
+                        f(&$crate::layers::child_name(stringify!($field), name), s)
+                    });
+                )*
+            }
+
+            fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, $crate::layers::StateMut<'a>)) {
+                $(
+                    $crate::layers::Visit::visit_mut(&mut self.$field, &mut |name, s| {
+                        f(&$crate::layers::child_name(stringify!($field), name), s)
+                    });
+                )*
+            }
+        }
+    };
+}
