@@ -1,0 +1,125 @@
+//! Models as structs (`backprop::model`): the encoder–decoder of `examples/seq2seq` checked as a
+//! whole by finite differences (its encoder learns only through the state the decoder hands
+//! back), saved and loaded bit for bit, trained by the same `fit` as a `Sequential`, and refused
+//! cleanly when its inputs do not fit.
+
+#[path = "../examples/seq2seq/model.rs"]
+#[allow(dead_code)]
+mod seq2seq;
+
+use backprop::gradcheck::{Options, check_model};
+use backprop::layers::{Mode, named_params};
+use backprop::model::{Inputs, Model};
+use backprop::prelude::*;
+use seq2seq::{Reverser, reversal_data};
+
+#[test]
+fn the_whole_encoder_decoder_passes_a_gradient_check() {
+    let mut net = Reverser::new(3, 4, 1);
+    let data = reversal_data(3, 4, 2).unwrap();
+    let report = check_model(&mut net, data.named_inputs(), Mode::Train, &Options::default()).unwrap();
+    assert!(report.passes(2e-2), "{report}");
+    // Every parameter was checked, the encoder's included: they get their gradient only through
+    // the decoder's dL/dh₀, dL/dc₀ (its dL/dh_n, dL/dc_n).
+    let names: Vec<&str> = report.tensors.iter().map(|t| t.name.as_str()).collect();
+    assert!(names.contains(&"encoder.weight_hh_l0") && names.contains(&"source_embed.weight"), "{names:?}");
+    let encoder_grad: f32 = named_params(&net)
+        .iter()
+        .filter(|(n, _)| n.starts_with("encoder."))
+        .map(|(_, p)| p.grad.data().iter().map(|g| g.abs()).sum::<f32>())
+        .sum();
+    assert!(encoder_grad > 0.0, "the encoder is trained through its final state");
+}
+
+#[test]
+fn state_names_nest_by_field_and_saving_round_trips_bit_for_bit() {
+    let net = Reverser::new(3, 4, 1);
+    let names: Vec<String> = named_params(&net).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names[0], "source_embed.weight");
+    assert_eq!(names[1], "encoder.weight_ih_l0");
+    assert_eq!(names.last().unwrap(), "head.bias");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reverser.safetensors");
+    backprop::io::save(&net, &path, &[]).unwrap();
+    let mut other = Reverser::new(3, 4, 99);
+    assert_ne!(backprop::io::state_dict(&other), backprop::io::state_dict(&net));
+    backprop::io::load(&mut other, &path).unwrap();
+    assert_eq!(backprop::io::state_dict(&other), backprop::io::state_dict(&net));
+    let data = reversal_data(5, 4, 3).unwrap();
+    let (mut a, mut b) = (net, other);
+    let ya = a.forward_batch(data.named_inputs(), Mode::Eval).unwrap();
+    let yb = b.forward_batch(data.named_inputs(), Mode::Eval).unwrap();
+    assert_eq!(ya, yb, "the loaded model computes the same bits");
+    // A model of another shape is refused, naming a tensor and both shapes, and left unchanged.
+    let mut wrong = Reverser::new(3, 5, 1);
+    let kept = backprop::io::state_dict(&wrong);
+    let e = backprop::io::load(&mut wrong, &path).unwrap_err().to_string();
+    assert!(e.contains("coder.") && e.contains("[16]") && e.contains("[20]"), "{e}");
+    assert_eq!(backprop::io::state_dict(&wrong), kept);
+}
+
+#[test]
+fn fit_trains_a_struct_model_and_shuffling_keeps_lengths_with_samples() {
+    let train = reversal_data(600, 4, 4).unwrap();
+    let test = reversal_data(100, 4, 5).unwrap();
+    let mut net = Reverser::new(8, 32, 6);
+    let loss = CrossEntropyLoss::new();
+    let before = backprop::train::evaluate(&mut net, &test, &loss, 50).unwrap().loss;
+    let history = backprop::train::fit(
+        &mut net,
+        &train,
+        &loss,
+        &mut Adam::new(0.02),
+        FitOptions::new().epochs(8).batch_size(32).seed(7).verbose(false),
+    )
+    .unwrap();
+    let after = backprop::train::evaluate(&mut net, &test, &loss, 50).unwrap().loss;
+    assert!(after < 0.5 * before, "test loss {before} → {after} ({history:?})");
+    // predict_inputs stacks every output over the batches, like one pass over everything.
+    let all = backprop::train::predict_inputs(&mut net, test.named_inputs(), 7).unwrap();
+    let one = net.forward_batch(test.named_inputs(), Mode::Eval).unwrap();
+    assert!(all.get("digits").unwrap().max_abs_diff(one.get("digits").unwrap()) < 1e-6);
+}
+
+#[test]
+fn inputs_that_do_not_fit_are_errors_and_leave_the_model_unchanged() {
+    let mut net = Reverser::new(3, 4, 1);
+    let state = backprop::io::state_dict(&net);
+    let loss = CrossEntropyLoss::new();
+    let fit = |net: &mut Reverser, data: &Dataset| {
+        backprop::train::fit(
+            net,
+            data,
+            &loss,
+            &mut Adam::new(0.1),
+            FitOptions::new().epochs(1).verbose(false),
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    // A missing input: the first batch fails, the model is put back.
+    let good = reversal_data(4, 3, 1).unwrap();
+    let missing = Dataset::from_inputs(
+        Inputs::new().with("source", good.named_inputs().get("source").unwrap().clone()),
+        good.targets().clone(),
+    )
+    .unwrap();
+    let e = fit(&mut net, &missing);
+    assert!(e.contains("no input named \"decoder_in\""), "{e}");
+    assert_eq!(backprop::io::state_dict(&net), state);
+    // Lengths that do not fit their input, or inputs of different sample counts, are refused
+    // before any data set exists.
+    let e = Inputs::new()
+        .with_lengths("source", Tensor::zeros(&[2, 3]), vec![1, 4])
+        .check()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("\"source\"") && e.contains("length 4"), "{e}");
+    let e = Dataset::from_inputs(
+        Inputs::new().with("a", Tensor::zeros(&[2, 3])).with("b", Tensor::zeros(&[3, 3])),
+        Targets::Classes(vec![0, 1]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("\"b\"") && e.contains("2 samples"), "{e}");
+}
