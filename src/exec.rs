@@ -187,7 +187,7 @@ pub fn forward(plan: &Plan, layers: &mut [Box<dyn Layer>], x: &Tensor, pass: Pas
 }
 
 /// How a layer's backward pass is called, given the layer's index in the list: [`Layer::backward`],
-/// or [`Layer::backward_per_example`] with its store.
+/// or a per-example pass ([`privacy::per_example`](crate::privacy::per_example)) with its store.
 pub type BackwardCall<'c> = dyn FnMut(usize, &mut dyn Layer, &Tensor, InputGrad) -> Option<Tensor> + 'c;
 
 /// Runs the plan backward from `dL/dy`; the first step is told whether `dL/dx` is needed.

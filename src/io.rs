@@ -1,4 +1,4 @@
-//! Saving and loading the state of any [`Layer`] as
+//! Saving and loading the state of any layer or model ([`Visit`]) as
 //! [safetensors](https://github.com/huggingface/safetensors).
 //!
 //! The file holds one tensor per parameter, buffer and counter, under the names the model's

@@ -1,4 +1,5 @@
-//! Per-example gradients ([`Layer::backward_per_example`]): for every layer with parameters, and
+//! Per-example gradients (`privacy::per_example`, the optional capability behind
+//! `Layer::per_example`): for every layer with parameters, and
 //! for containers of them, row `i` of each slot equals the gradient a backward pass over example
 //! `i` alone (a batch of one) accumulates, and the input gradient equals the ordinary backward
 //! pass's; a store reused from pass to pass carries nothing over. DP-SGD gives the same step from
@@ -7,8 +8,9 @@
 mod common;
 
 use approx::abs_diff_eq;
-use backprop::layers::{InputGrad, PerExampleGrads, State, StateMut, named_params, zero_grad};
+use backprop::layers::{InputGrad, State, StateMut, named_params, zero_grad};
 use backprop::prelude::*;
+use backprop::privacy::per_example::{PerExampleGrads, backward_per_example, supports_per_example};
 use backprop::privacy::{DpOptions, fit_private};
 
 fn random(shape: &[usize], seed: u64) -> Tensor {
@@ -27,7 +29,7 @@ fn check(name: &str, model: &mut Sequential, x: &Tensor, g: &Tensor, lengths: Op
     };
     let n = x.dim(0);
     let all: Vec<usize> = (0..n).collect();
-    assert!(model.has_per_example_grads(), "{name}: every layer has a per-example pass");
+    assert!(supports_per_example(model), "{name}: every layer has a per-example pass");
     // The per-example pass over the batch; the ordinary pass's dx beside it.
     // Twice into the same store: slots are reused, and whatever the first pass left in them must
     // not leak into the second.
@@ -39,7 +41,7 @@ fn check(name: &str, model: &mut Sequential, x: &Tensor, g: &Tensor, lengths: Op
     for _ in 0..2 {
         model.forward(x, train);
         grads.start(n);
-        dx = model.backward_per_example(g, InputGrad::Needed, &mut grads).unwrap();
+        dx = backward_per_example(model, g, InputGrad::Needed, &mut grads).unwrap();
     }
     let untouched = named_params(model).iter().all(|(_, p)| p.grad.data().iter().all(|&v| v == 0.0));
     assert!(untouched, "{name}: the per-example pass leaves Param::grad alone");
@@ -164,7 +166,7 @@ fn dp_sgd_steps_agree_whichever_way_the_gradients_are_found() {
         if opaque { b.add(Opaque(last)) } else { b.add(last) }.build().unwrap()
     };
     let (mut batched, mut one_by_one) = (build(false), build(true));
-    assert!(batched.has_per_example_grads() && !one_by_one.has_per_example_grads());
+    assert!(supports_per_example(&mut batched) && !supports_per_example(&mut one_by_one));
     let a = fit_private(&mut batched, &data, &loss, &mut Adam::new(0.01), &o).unwrap();
     let b = fit_private(&mut one_by_one, &data, &loss, &mut Adam::new(0.01), &o).unwrap();
     assert_eq!(a.steps, b.steps);
@@ -184,5 +186,5 @@ fn a_layer_without_the_pass_says_so() {
     opaque.forward(&x, Pass::TRAIN);
     let mut grads = PerExampleGrads::new();
     grads.start(1);
-    opaque.backward_per_example(&x, InputGrad::NotNeeded, &mut grads);
+    backward_per_example(&mut opaque, &x, InputGrad::NotNeeded, &mut grads);
 }

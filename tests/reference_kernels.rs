@@ -3,12 +3,13 @@
 //! random and tie-heavy inputs and many geometries.
 
 use backprop::layers::conv2d::reference::{conv2d_backward, conv2d_forward};
+use backprop::layers::named_params;
 use backprop::layers::pool::Window;
 use backprop::layers::pool::reference::{
     avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward,
 };
-use backprop::layers::{PerExampleGrads, named_params};
 use backprop::prelude::*;
+use backprop::privacy::per_example::{PerExampleGrads, backward_per_example};
 use backprop::tensor::im2col::ConvGeometry;
 
 fn assert_close(fast: &Tensor, reference: &Tensor, what: &str) {
@@ -95,7 +96,7 @@ fn conv2d_direct_kernel_equals_reference() {
         let mut per_image = PerExampleGrads::new();
         conv.forward(&x, Pass::TRAIN);
         per_image.start(n);
-        conv.backward_per_example(&g, InputGrad::NotNeeded, &mut per_image);
+        backward_per_example(&mut conv, &g, InputGrad::NotNeeded, &mut per_image);
         for j in 0..n {
             let (x_j, g_j) = (x.select_outer(&[j]), g.select_outer(&[j]));
             let (_, dw_j, db_j) = conv2d_backward(&x_j, &weight, &g_j, &geo);

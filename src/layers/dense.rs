@@ -14,15 +14,14 @@
 //! ```
 
 use super::{
-    InputGrad, Layer, Param, Pass, PerExampleGrads, State, StateMut, Visit, check_grad, check_input,
-    checked_output, redraw_weight_and_bias, replace_parameters, shape_error, visit_weight_bias,
-    visit_weight_bias_mut,
+    InputGrad, Layer, Param, Pass, State, StateMut, Visit, check_grad, check_input, checked_output,
+    redraw_weight_and_bias, replace_parameters, shape_error, visit_weight_bias, visit_weight_bias_mut,
 };
 use crate::error::{Error, Result};
+use crate::privacy::per_example::PerExample;
 use crate::tensor::Tensor;
 use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm};
 use crate::tensor::init::Init;
-use rayon::prelude::*;
 
 /// Fully connected layer `y = x·Wᵀ + b`. See the [module docs](self) for the math.
 ///
@@ -34,12 +33,12 @@ use rayon::prelude::*;
 /// assert_eq!(y.shape(), &[4, 2]);
 /// ```
 pub struct Dense {
-    weight: Param,
-    bias: Option<Param>,
+    pub(crate) weight: Param,
+    pub(crate) bias: Option<Param>,
     init: Init,
     /// The latest input, cached for `dL/dW = gᵀ·x`.
-    input: Tensor,
-    out_shape: Vec<usize>,
+    pub(crate) input: Tensor,
+    pub(crate) out_shape: Vec<usize>,
 }
 
 impl Dense {
@@ -114,7 +113,7 @@ impl Dense {
 
 impl Dense {
     /// `dL/dx = g·W`.
-    fn input_gradient(&self, g: &Tensor) -> Tensor {
+    pub(crate) fn input_gradient(&self, g: &Tensor) -> Tensor {
         let (rows, i, o) = (g.len() / self.outputs(), self.inputs(), self.outputs());
         let mut dx = Tensor::zeros(self.input.shape());
         sgemm(rows, o, i, 1.0, g.data(), No, self.weight.value.data(), No, 0.0, dx.data_mut()); // dx = g·W
@@ -172,44 +171,8 @@ impl Layer for Dense {
         input_grad.is_needed().then(|| self.input_gradient(g))
     }
 
-    fn has_per_example_grads(&self) -> bool {
-        true
-    }
-
-    /// Example `n`'s terms of the sums above: `dW_n = g_nᵀ·x_n`, `db_n = Σ g_n` over its rows
-    /// (one row, or one per position of a sequence).
-    fn backward_per_example(
-        &mut self,
-        g: &Tensor,
-        input_grad: InputGrad,
-        grads: &mut PerExampleGrads,
-    ) -> Option<Tensor> {
-        check_grad("Dense", &self.out_shape, g);
-        let (n, i, o) = (grads.examples(), self.inputs(), self.outputs());
-        grads.expect_batch("Dense", g.dim(0));
-        let rows = g.len() / (n * o).max(1); // rows of each example
-        let (g_len, x_len) = ((rows * o).max(1), (rows * i).max(1));
-        let per_example = g.data().par_chunks(g_len).zip(self.input.data().par_chunks(x_len));
-        let dw = grads.next_slot_to_overwrite(o * i);
-        dw.data_mut().par_chunks_mut(o * i).zip(per_example).for_each(|(dw_n, (g_n, x_n))| {
-            if rows == 1 {
-                // One row: the outer product, written directly (a GEMM would pack both factors).
-                for (dw_row, &g_o) in dw_n.chunks_exact_mut(i).zip(g_n) {
-                    dw_row.iter_mut().zip(x_n).for_each(|(d, &x)| *d = g_o * x); // dW_n[o, :] = g_n[o]·x_n
-                }
-            } else {
-                sgemm(o, rows, i, 1.0, g_n, Yes, x_n, No, 0.0, dw_n); // dW_n = g_nᵀ·x_n
-            }
-        });
-        if self.bias.is_some() {
-            let db = grads.next_slot(o);
-            for (db_n, g_n) in db.data_mut().chunks_exact_mut(o).zip(g.data().chunks(g_len)) {
-                for row in g_n.chunks_exact(o) {
-                    db_n.iter_mut().zip(row).for_each(|(d, g)| *d += g); // db_n = Σ g_n
-                }
-            }
-        }
-        input_grad.is_needed().then(|| self.input_gradient(g))
+    fn per_example(&mut self) -> Option<&mut dyn PerExample> {
+        Some(self)
     }
 }
 

@@ -13,11 +13,9 @@
 //! dL/d(ids)     = 0                                            (ids are not differentiable)
 //! ```
 
-use super::{
-    InputGrad, Layer, Param, Pass, PerExampleGrads, State, StateMut, Visit, check_grad, checked_output,
-    shape_error,
-};
+use super::{InputGrad, Layer, Param, Pass, State, StateMut, Visit, check_grad, checked_output, shape_error};
 use crate::error::{Error, Result};
+use crate::privacy::per_example::PerExample;
 use crate::tensor::Tensor;
 use crate::tensor::init::Init;
 
@@ -33,10 +31,10 @@ use crate::tensor::init::Init;
 /// assert!(emb.check_ids(&Tensor::from_vec(&[1], vec![10.]).unwrap()).is_err()); // out of range
 /// ```
 pub struct Embedding {
-    weight: Param,
+    pub(crate) weight: Param,
     /// The latest ids, as row indices.
-    ids: Vec<usize>,
-    out_shape: Vec<usize>,
+    pub(crate) ids: Vec<usize>,
+    pub(crate) out_shape: Vec<usize>,
 }
 
 impl Embedding {
@@ -131,34 +129,8 @@ impl Layer for Embedding {
         input_grad.is_needed().then(|| Tensor::zeros(&self.out_shape[..self.out_shape.len() - 1]))
     }
 
-    fn has_per_example_grads(&self) -> bool {
-        true
-    }
-
-    /// Example `n`'s part of the scatter: a whole table per example, nonzero in the rows of its
-    /// own ids only.
-    fn backward_per_example(
-        &mut self,
-        g: &Tensor,
-        input_grad: InputGrad,
-        grads: &mut PerExampleGrads,
-    ) -> Option<Tensor> {
-        check_grad("Embedding", &self.out_shape, g);
-        let (dim, n) = (self.dim(), grads.examples());
-        grads.expect_batch("Embedding", g.dim(0));
-        let ids_per_example = (self.ids.len() / n.max(1)).max(1);
-        let table = self.weight.len();
-        let dw = grads.next_slot(table);
-        for (dw_n, (g_n, ids_n)) in dw
-            .data_mut()
-            .chunks_exact_mut(table)
-            .zip(g.data().chunks(ids_per_example * dim).zip(self.ids.chunks(ids_per_example)))
-        {
-            for (row, &id) in g_n.chunks_exact(dim).zip(ids_n) {
-                dw_n[id * dim..][..dim].iter_mut().zip(row).for_each(|(d, g)| *d += g); // dL/dW_n[id] += g
-            }
-        }
-        input_grad.is_needed().then(|| Tensor::zeros(&self.out_shape[..self.out_shape.len() - 1]))
+    fn per_example(&mut self) -> Option<&mut dyn PerExample> {
+        Some(self)
     }
 }
 

@@ -42,7 +42,6 @@ pub mod dense;
 pub mod dropout;
 pub mod embedding;
 pub mod flatten;
-pub mod per_example;
 pub mod pool;
 pub mod recurrent;
 pub mod residual;
@@ -55,13 +54,13 @@ pub use dense::Dense;
 pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use flatten::Flatten;
-pub use per_example::PerExampleGrads;
 pub use pool::{AvgPool2d, GlobalAvgPool, MaxPool2d};
 pub use recurrent::{Gru, Lstm, RecurrentState, Rnn};
 pub use residual::Residual;
 pub use sequential::Sequential;
 
 use crate::error::{Error, Result};
+use crate::privacy::per_example::PerExample;
 use crate::tensor::init::Init;
 use crate::tensor::{Rng, Tensor, rng, shape_str};
 use std::any::Any;
@@ -297,33 +296,12 @@ pub trait Layer: Visit + Any + Send {
     /// If called before `forward`, or with a gradient whose shape is not the latest output's.
     fn backward(&mut self, grad_out: &Tensor, input_grad: InputGrad) -> Option<Tensor>;
 
-    /// True if [`Layer::backward_per_example`] works for this layer. The default is true for a
-    /// layer without parameters (there is nothing to keep apart) and false otherwise; a layer
-    /// with parameters that implements `backward_per_example` says true.
-    fn has_per_example_grads(&self) -> bool {
-        per_example::has_no_params(self)
-    }
-
-    /// Like [`Layer::backward`], but each example's `dL/dθ` goes to its own row of `grads`
-    /// (one [`PerExampleGrads::next_slot`] per parameter, in [`Visit::visit`] order) instead of
-    /// being summed into [`Param::grad`], which is left alone. For private training; see
-    /// [`per_example`]. The default, for layers without parameters, is [`Layer::backward`].
-    ///
-    /// # Panics
-    /// As [`Layer::backward`]; and if [`Layer::has_per_example_grads`] is false.
-    fn backward_per_example(
-        &mut self,
-        grad_out: &Tensor,
-        input_grad: InputGrad,
-        grads: &mut PerExampleGrads,
-    ) -> Option<Tensor> {
-        let _ = grads;
-        assert!(
-            per_example::has_no_params(self),
-            "{} has parameters but no per-example backward pass",
-            self.describe()
-        );
-        self.backward(grad_out, input_grad)
+    /// The layer's per-example backward pass, if it has one: an optional capability used by
+    /// private training ([`privacy::per_example`](crate::privacy::per_example)). The default,
+    /// `None`, is right for a layer without parameters and for any layer that does not offer it
+    /// (private training then runs a backward pass per example instead).
+    fn per_example(&mut self) -> Option<&mut dyn PerExample> {
+        None
     }
 }
 

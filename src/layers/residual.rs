@@ -25,8 +25,9 @@
 //! so a model's safetensors file loads into the PyTorch model built the same way with
 //! `load_state_dict(..., strict=True)` (`docs/pytorch.md`, `tests/pytorch_residual.rs`).
 
-use super::{InputGrad, Layer, Pass, PerExampleGrads, Sequential, State, StateMut, Visit};
+use super::{InputGrad, Layer, Pass, Sequential, State, StateMut, Visit};
 use crate::error::{Error, Result};
+use crate::privacy::per_example::PerExample;
 use crate::tensor::{Tensor, shape_str};
 
 /// `y = x + f(x)`. See the [module docs](self).
@@ -43,7 +44,7 @@ use crate::tensor::{Tensor, shape_str};
 /// # Ok(()) }
 /// ```
 pub struct Residual {
-    body: Sequential,
+    pub(crate) body: Sequential,
 }
 
 impl Residual {
@@ -98,21 +99,8 @@ impl Layer for Residual {
         })
     }
 
-    fn has_per_example_grads(&self) -> bool {
-        self.body.has_per_example_grads()
-    }
-
-    fn backward_per_example(
-        &mut self,
-        g: &Tensor,
-        input_grad: InputGrad,
-        grads: &mut PerExampleGrads,
-    ) -> Option<Tensor> {
-        let through_f = self.body.backward_per_example(g, input_grad, grads);
-        through_f.map(|mut dx| {
-            dx += g; // dL/dx = g + (df/dx)ᵀ·g, as in backward
-            dx
-        })
+    fn per_example(&mut self) -> Option<&mut dyn PerExample> {
+        Some(self)
     }
 }
 

@@ -27,9 +27,10 @@
 //! # Ok(()) }
 //! ```
 
-use super::{InputGrad, Layer, Pass, PerExampleGrads, State, StateMut, Visit, child_name, per_example};
+use super::{InputGrad, Layer, Pass, State, StateMut, Visit, child_name};
 use crate::error::{Error, Result};
 use crate::exec::{self, Execution, Plan};
+use crate::privacy::per_example::PerExample;
 use crate::tensor::{Tensor, shape_str};
 use std::any::Any;
 use std::fmt;
@@ -38,7 +39,7 @@ use std::fmt;
 pub struct Sequential {
     /// Shape of one sample (no batch axis), for a model built with [`Sequential::builder`].
     input_shape: Option<Vec<usize>>,
-    layers: Vec<Box<dyn Layer>>,
+    pub(crate) layers: Vec<Box<dyn Layer>>,
     plan: Plan,
     execution: Execution,
 }
@@ -341,30 +342,8 @@ impl Layer for Sequential {
         self.backward_with(grad_out, input_grad, &mut |_, layer, g, want| layer.backward(g, want))
     }
 
-    fn has_per_example_grads(&self) -> bool {
-        self.layers.iter().all(|l| l.has_per_example_grads())
-    }
-
-    fn backward_per_example(
-        &mut self,
-        grad_out: &Tensor,
-        input_grad: InputGrad,
-        grads: &mut PerExampleGrads,
-    ) -> Option<Tensor> {
-        // The layers are walked backwards but their parameters are visited forwards: each layer
-        // fills its slots from the position of its first parameter.
-        let mut first_slot = Vec::with_capacity(self.layers.len());
-        let mut at = grads.position();
-        for layer in &self.layers {
-            first_slot.push(at);
-            at += per_example::param_count(layer.as_ref());
-        }
-        let dx = self.backward_with(grad_out, input_grad, &mut |i, layer, g, want| {
-            grads.seek(first_slot[i]);
-            layer.backward_per_example(g, want, grads)
-        });
-        grads.seek(at);
-        dx
+    fn per_example(&mut self) -> Option<&mut dyn PerExample> {
+        Some(self)
     }
 }
 
@@ -386,7 +365,7 @@ impl Visit for Sequential {
 
 impl Sequential {
     /// The backward pass in the chosen execution, each layer's own pass run by `call`.
-    fn backward_with(
+    pub(crate) fn backward_with(
         &mut self,
         grad_out: &Tensor,
         input_grad: InputGrad,

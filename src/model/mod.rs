@@ -15,7 +15,7 @@
 //!   from the field names in one line, so names nest as PyTorch's do (`"encoder.weight_ih_l0"`).
 //!
 //! That is enough for the rest of the crate: such a model trains with the same loop as a
-//! `Sequential` ([`train::fit_model`](crate::train::fit_model)), saves and loads
+//! `Sequential` ([`train::fit`](crate::train::fit)), saves and loads
 //! ([`io::save`](crate::io::save)), steps with any optimizer and is gradient-checked as a whole
 //! ([`gradcheck::check_model`](crate::gradcheck::check_model)). Every [`Layer`] is a `Model`
 //! with one input and one output, named `"input"` and `"output"`.

@@ -25,12 +25,11 @@
 
 use crate::data::{Dataset, Targets};
 use crate::error::{Error, Result};
-use crate::layers::{
-    InputGrad, Layer, Pass, PerExampleGrads, State, Visit, named_params, named_params_mut, zero_grad,
-};
+use crate::layers::{InputGrad, Layer, Pass, State, Visit, named_params, named_params_mut, zero_grad};
 use crate::loss::Loss;
 use crate::optim::Optimizer;
 use crate::privacy::accountant::{DEFAULT_ORDERS, epsilon};
+use crate::privacy::per_example::{PerExampleGrads, backward_per_example, supports_per_example};
 use crate::tensor::{Tensor, rng};
 use rand::RngExt;
 use rand_distr::{Distribution, Normal};
@@ -115,7 +114,7 @@ pub fn fit_private(
     let shapes: Vec<Vec<usize>> = named_params(model).iter().map(|(_, p)| p.value.shape().to_vec()).collect();
     let mut step = Step {
         sum: shapes.iter().map(|s| Tensor::zeros(s)).collect(),
-        batched: model.has_per_example_grads(),
+        batched: supports_per_example(model),
         grads: PerExampleGrads::new(),
         x: Tensor::default(),
         t: train.targets().select(&[]),
@@ -239,7 +238,7 @@ impl Step {
             g_all.outer_mut(k).copy_from_slice(g.data());
         }
         self.grads.start(b);
-        model.backward_per_example(&g_all, InputGrad::NotNeeded, &mut self.grads); // every g_i
+        backward_per_example(model, &g_all, InputGrad::NotNeeded, &mut self.grads); // every g_i
         let scale: Vec<f32> = self
             .grads
             .squared_norms()

@@ -7,6 +7,7 @@
 
 pub mod accountant;
 pub mod dp_sgd;
+pub mod per_example;
 
 pub use accountant::{DEFAULT_ORDERS, epsilon, noise_multiplier_for, rdp_sampled_gaussian};
 pub use dp_sgd::{DpOptions, DpReport, fit_private};

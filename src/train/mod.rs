@@ -1,4 +1,4 @@
-//! Training, evaluation and prediction for any [`Layer`] model.
+//! Training, evaluation and prediction for any model ([`Model`]: every layer is one).
 //!
 //! A training step is four moves, and [`fit`] does nothing more than repeat them over shuffled
 //! mini-batches:

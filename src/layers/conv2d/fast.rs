@@ -175,9 +175,9 @@ pub(crate) fn forward_pooled(
 }
 
 /// The gradients of [`forward`] given `g = dL/dy`: adds `dL/dW` into `dw` and `dL/db` into `db`,
-/// and writes `dL/dx` into `dx` (the input's length; every element written, each group's part
-/// zeroed just before its col2im) when it is given. `partials` is the
-/// caller's buffer for the per-group sums, reused from call to call.
+/// and returns `dL/dx` when `want_dx` (written once, each group's part zeroed just before its
+/// col2im, never zero-filled as a whole first). `partials` is the caller's buffer for the
+/// per-group sums, reused from call to call.
 #[allow(clippy::too_many_arguments)] // the three inputs, the three outputs, the geometry, scratch
 pub(crate) fn backward(
     x: &Tensor,
@@ -186,9 +186,9 @@ pub(crate) fn backward(
     geo: &ConvGeometry,
     dw: &mut [f32],
     db: Option<&mut [f32]>,
-    dx: Option<&mut [MaybeUninit<f32>]>,
+    want_dx: bool,
     partials: &mut Vec<f32>,
-) {
+) -> Option<Tensor> {
     let o = dw.len() / geo.col_rows();
     let groups = x.dim(0).div_ceil(GROUP);
     // Every group overwrites its partial sums, so the buffer is not re-zeroed (4.7 MB a step for
@@ -198,7 +198,7 @@ pub(crate) fn backward(
         partials.resize(groups * (dw.len() + o), 0.0);
     }
     let (dw_parts, db_parts) = partials.split_at_mut(groups * dw.len());
-    backward_in_groups(x, w, g, geo, dw_parts, db_parts, dx, false);
+    let dx = backward_in_groups_dx(x, w, g, geo, dw_parts, db_parts, want_dx, false);
     // Add the group sums in a fixed order — each element sums over the groups in group order —
     // the same result on any number of threads; in parallel over blocks of elements.
     let (dw_parts, db_parts) = (&*dw_parts, &*db_parts);
@@ -217,6 +217,28 @@ pub(crate) fn backward(
     if let Some(db) = db {
         db.chunks_mut(SUM_BLOCK).enumerate().for_each(|block| add_groups(block, db_parts, o));
     }
+    dx
+}
+
+/// [`backward_in_groups`] with `dL/dx` (when `want_dx`) allocated here and returned initialised.
+#[allow(clippy::too_many_arguments)] // as backward_in_groups
+pub(crate) fn backward_in_groups_dx(
+    x: &Tensor,
+    w: &[f32],
+    g: &Tensor,
+    geo: &ConvGeometry,
+    dw_parts: &mut [f32],
+    db_parts: &mut [f32],
+    want_dx: bool,
+    per_image: bool,
+) -> Option<Tensor> {
+    let len = x.len();
+    let mut dx: Option<Vec<f32>> = want_dx.then(|| Vec::with_capacity(len));
+    let spare = dx.as_mut().map(|d| &mut d.spare_capacity_mut()[..len]);
+    backward_in_groups(x, w, g, geo, dw_parts, db_parts, spare, per_image);
+    // SAFETY: given dx, backward_in_groups writes every one of its `len` elements (each group's
+    // part of dL/dx is zeroed, then col2im adds into it).
+    dx.map(|d| unsafe { Tensor::from_initialised(x.shape(), d) })
 }
 
 /// The backward pass with the `dL/dW` and `dL/db` sums kept apart, per group of [`GROUP`] images

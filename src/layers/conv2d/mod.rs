@@ -28,11 +28,12 @@ pub mod fast;
 pub mod reference;
 
 use super::{
-    InputGrad, Layer, MaxPool2d, Param, Pass, PerExampleGrads, State, StateMut, Visit, check_grad,
-    check_input, checked_output, redraw_weight_and_bias, replace_parameters, shape_error, visit_weight_bias,
+    InputGrad, Layer, MaxPool2d, Param, Pass, State, StateMut, Visit, check_grad, check_input,
+    checked_output, redraw_weight_and_bias, replace_parameters, shape_error, visit_weight_bias,
     visit_weight_bias_mut,
 };
 use crate::error::{Error, Result};
+use crate::privacy::per_example::PerExample;
 use crate::tensor::Tensor;
 use crate::tensor::im2col::ConvGeometry;
 use crate::tensor::init::Init;
@@ -62,21 +63,21 @@ pub struct ConvSettings {
 /// ```
 pub struct Conv2d {
     in_channels: usize,
-    out_channels: usize,
+    pub(crate) out_channels: usize,
     kernel: (usize, usize),
     stride: (usize, usize),
     padding: (usize, usize),
     dilation: (usize, usize),
-    weight: Param,
-    bias: Option<Param>,
+    pub(crate) weight: Param,
+    pub(crate) bias: Option<Param>,
     init: Init,
     // Caches of the latest forward pass, reused from call to call.
-    geometry: Option<ConvGeometry>,
-    out_shape: Vec<usize>,
+    pub(crate) geometry: Option<ConvGeometry>,
+    pub(crate) out_shape: Vec<usize>,
     /// The latest input, cached for the backward pass.
-    input: Tensor,
+    pub(crate) input: Tensor,
     /// Backward: a partial `dL/dW` and `dL/db` per group of images, added in order at the end.
-    dw_groups: Vec<f32>,
+    pub(crate) dw_groups: Vec<f32>,
 }
 
 impl Conv2d {
@@ -283,8 +284,6 @@ impl Layer for Conv2d {
     fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
         check_grad("Conv2d", &self.out_shape, g);
         let geo = self.geometry.expect("forward ran");
-        let len = self.input.len();
-        let mut dx: Option<Vec<f32>> = input_grad.is_needed().then(|| Vec::with_capacity(len));
         fast::backward(
             &self.input,
             self.weight.value.data(),
@@ -292,53 +291,13 @@ impl Layer for Conv2d {
             &geo,
             self.weight.grad.data_mut(),                   // dL/dW += Σ g·x
             self.bias.as_mut().map(|b| b.grad.data_mut()), // dL/db += Σ g
-            dx.as_mut().map(|d| &mut d.spare_capacity_mut()[..len]), // dL/dx  = Σ g·W
+            input_grad.is_needed(),                        // dL/dx  = Σ g·W (returned)
             &mut self.dw_groups,
-        );
-        // SAFETY: given dx, fast::backward writes every one of its `len` elements.
-        dx.map(|d| unsafe { Tensor::from_initialised(self.input.shape(), d) })
+        )
     }
 
-    fn has_per_example_grads(&self) -> bool {
-        true
-    }
-
-    /// Image `n`'s terms of the sums above, `dW_n = g_n·colsₙᵀ` and `db_n = Σ g_n`: the fast
-    /// backward pass with each image's `dL/dW` product kept apart.
-    fn backward_per_example(
-        &mut self,
-        g: &Tensor,
-        input_grad: InputGrad,
-        grads: &mut PerExampleGrads,
-    ) -> Option<Tensor> {
-        check_grad("Conv2d", &self.out_shape, g);
-        let geo = self.geometry.expect("forward ran");
-        let (o, ckk, n) = (self.out_channels, geo.col_rows(), self.input.dim(0));
-        grads.expect_batch("Conv2d", n);
-        let len = self.input.len();
-        let mut dx: Option<Vec<f32>> = input_grad.is_needed().then(|| Vec::with_capacity(len));
-        let (w, dx_data) =
-            (self.weight.value.data(), dx.as_mut().map(|d| &mut d.spare_capacity_mut()[..len]));
-        if self.bias.is_some() {
-            let [dw, db] = grads.next_slots_to_overwrite([o * ckk, o]);
-            fast::backward_in_groups(&self.input, w, g, &geo, dw.data_mut(), db.data_mut(), dx_data, true);
-        } else {
-            self.dw_groups.clear();
-            self.dw_groups.resize(n * o, 0.0); // the biases' sums, not wanted
-            let dw = grads.next_slot_to_overwrite(o * ckk);
-            fast::backward_in_groups(
-                &self.input,
-                w,
-                g,
-                &geo,
-                dw.data_mut(),
-                &mut self.dw_groups,
-                dx_data,
-                true,
-            );
-        }
-        // SAFETY: given dx, fast::backward_in_groups writes every one of its `len` elements.
-        dx.map(|d| unsafe { Tensor::from_initialised(self.input.shape(), d) })
+    fn per_example(&mut self) -> Option<&mut dyn PerExample> {
+        Some(self)
     }
 }
 

@@ -78,7 +78,7 @@ pub use gru::{Gru, GruCell};
 pub use lstm::{Lstm, LstmCell};
 pub use rnn::{Rnn, RnnCell};
 
-use super::{InputGrad, Param, Pass, PerExampleGrads, State, StateMut, check_grad, shape_error};
+use super::{InputGrad, Param, Pass, State, StateMut, check_grad, shape_error};
 use crate::error::{Error, Result};
 use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm};
 use crate::tensor::init::Init;
@@ -139,8 +139,8 @@ pub trait Cell: Send + Sync + 'static {
 /// [module docs](self). Used through [`Rnn`], [`Lstm`] and [`Gru`].
 pub struct Recurrent<C: Cell> {
     cell: C,
-    inputs: usize,
-    hidden: usize,
+    pub(crate) inputs: usize,
+    pub(crate) hidden: usize,
     weight_ih: Param,
     weight_hh: Param,
     bias_ih: Param,
@@ -153,19 +153,19 @@ pub struct Recurrent<C: Cell> {
     /// The latest batch's lengths (empty: every step valid).
     lengths: Vec<usize>,
     /// `(N, T)` of the latest input.
-    nt: (usize, usize),
-    x: Tensor,
+    pub(crate) nt: (usize, usize),
+    pub(crate) x: Tensor,
     /// `a_t` for every `(n, t)`: `[N·T, G·H]`, rows in `(n, t)` order.
     a: Vec<f32>,
     /// `h_t` for `t = −1 … T−1`, time-major: `[(T+1)·N·H]` (and `c` likewise).
-    hs: Vec<f32>,
+    pub(crate) hs: Vec<f32>,
     cs: Vec<f32>,
     /// What each step saved for its backward: `[T·N·SAVED·H]`, time-major.
     saved: Vec<f32>,
     /// `b_t` of the step being walked (per step scratch).
     b: Vec<f32>,
     /// Backward scratch, reused from call to call: dh, dc, dh_prev, dc_prev, da (all steps), db.
-    grads: [Vec<f32>; 6],
+    pub(crate) grads: [Vec<f32>; 6],
     h0_grad: Option<RecurrentState>,
 }
 
@@ -581,46 +581,8 @@ impl<C: Cell> Recurrent<C> {
         input_grad.is_needed().then(|| self.input_gradient())
     }
 
-    /// Example `s`'s terms of the sums in [`Self::backward`]: `dW_ih = Σ_t da_stᵀ·x_st`,
-    /// `dW_hh = Σ_t db_stᵀ·h_s,t−1` and the biases' sums over its steps.
-    pub(crate) fn backward_per_example(
-        &mut self,
-        grad_out: &Tensor,
-        input_grad: InputGrad,
-        grads: &mut PerExampleGrads,
-    ) -> Option<Tensor> {
-        self.backward_through_time(Some(grad_out), None);
-        let (n, t_len) = self.nt;
-        let (h, g, f) = (self.hidden, C::GATES * self.hidden, self.inputs);
-        grads.expect_batch(&self.describe(), n);
-        let [.., da_all, db] = &self.grads;
-        let (hs, x) = (&self.hs, self.x.data());
-        let [w_ih, w_hh, b_ih, b_hh] = grads.next_slots_to_overwrite([g * f, g * h, g, g]);
-        let slots = w_ih.data_mut().par_chunks_mut(g * f).zip(w_hh.data_mut().par_chunks_mut(g * h));
-        let slots = slots.zip(b_ih.data_mut().par_chunks_mut(g).zip(b_hh.data_mut().par_chunks_mut(g)));
-        slots.enumerate().for_each(|(s, ((dw_ih, dw_hh), (db_ih, db_hh)))| {
-            // This example's rows: da and x are sample-major already; db and h are time-major.
-            let (da_s, x_s) = (&da_all[s * t_len * g..][..t_len * g], &x[s * t_len * f..][..t_len * f]);
-            let mut db_s = Vec::with_capacity(t_len * g);
-            let mut h_s = Vec::with_capacity(t_len * h);
-            for t in 0..t_len {
-                db_s.extend_from_slice(&db[(t * n + s) * g..][..g]);
-                h_s.extend_from_slice(&hs[(t * n + s) * h..][..h]);
-            }
-            sgemm(g, t_len, f, 1.0, da_s, Yes, x_s, No, 0.0, dw_ih); // dW_ih = Σ_t da_tᵀ·x_t
-            sgemm(g, t_len, h, 1.0, &db_s, Yes, &h_s, No, 0.0, dw_hh); // dW_hh = Σ_t db_tᵀ·h_{t−1}
-            db_ih.fill(0.0);
-            db_hh.fill(0.0);
-            for (da_t, db_t) in da_s.chunks_exact(g).zip(db_s.chunks_exact(g)) {
-                db_ih.iter_mut().zip(da_t).for_each(|(d, v)| *d += v); // db_ih = Σ_t da_t
-                db_hh.iter_mut().zip(db_t).for_each(|(d, v)| *d += v); // db_hh = Σ_t db_t
-            }
-        });
-        input_grad.is_needed().then(|| self.input_gradient())
-    }
-
     /// `dx_t = da_t·W_ih` for every step at once, from the latest walk back through time.
-    fn input_gradient(&self) -> Tensor {
+    pub(crate) fn input_gradient(&self) -> Tensor {
         let (g, f) = (C::GATES * self.hidden, self.inputs);
         let mut dx = Tensor::zeros(self.x.shape());
         let rows = self.x.len() / f.max(1);
@@ -631,7 +593,11 @@ impl<C: Cell> Recurrent<C> {
     /// The walk back through time from `dL/dy` (`None`: zeros) and the final state's gradient
     /// (`None`: zeros): leaves `dL/da_t` for every `(n, t)` (sample-major) and `dL/db_t`
     /// (time-major) in the last two of `self.grads`, and `dL/dh₀` (`dL/dc₀`) in `h0_grad`.
-    fn backward_through_time(&mut self, grad_out: Option<&Tensor>, grad_final: Option<&RecurrentState>) {
+    pub(crate) fn backward_through_time(
+        &mut self,
+        grad_out: Option<&Tensor>,
+        grad_final: Option<&RecurrentState>,
+    ) {
         let (n, t_len) = self.nt;
         let (h, g) = (self.hidden, C::GATES * self.hidden);
         let sv = C::SAVED * h;
@@ -783,17 +749,9 @@ macro_rules! recurrent_layer {
             ) -> Option<$crate::tensor::Tensor> {
                 self.0.backward(g, input_grad)
             }
-            fn has_per_example_grads(&self) -> bool {
-                true
-            }
 
-            fn backward_per_example(
-                &mut self,
-                grad_out: &$crate::tensor::Tensor,
-                input_grad: $crate::layers::InputGrad,
-                grads: &mut $crate::layers::PerExampleGrads,
-            ) -> Option<$crate::tensor::Tensor> {
-                self.0.backward_per_example(grad_out, input_grad, grads)
+            fn per_example(&mut self) -> Option<&mut dyn $crate::privacy::per_example::PerExample> {
+                Some(self)
             }
         }
 

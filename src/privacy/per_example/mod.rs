@@ -1,10 +1,10 @@
-//! Per-example parameter gradients, for private training.
+//! Per-example parameter gradients: an optional capability of a layer, for private training.
 //!
 //! [`Layer::backward`] sums each parameter's gradient over the batch:
 //! `dL/dθ = Σᵢ dLᵢ/dθ`. Differentially private SGD ([`crate::privacy`]) needs the terms of that
 //! sum one by one — each example's gradient `gᵢ = dLᵢ/dθ` is clipped to a norm bound before they
-//! are added. [`Layer::backward_per_example`] runs the same backward pass but, instead of adding
-//! into [`Param::grad`](super::Param), writes every example's gradient of every parameter into a
+//! are added. [`PerExample::backward_per_example`] runs the same backward pass but, instead of
+//! adding into [`Param::grad`](crate::layers::Param), writes every example's gradient of every parameter into a
 //! [`PerExampleGrads`]: one *slot* per parameter, in [`Visit::visit`] order, each an
 //! `[N, len]` matrix whose row `i` is example `i`'s gradient.
 //!
@@ -18,19 +18,78 @@
 //! LSTM/GRU   dW_ih = Σᵢ Σₜ daᵢₜᵀ·xᵢₜ            → row i: Σₜ daᵢₜᵀ·xᵢₜ     (and W_hh, the biases)
 //! ```
 //!
-//! The alternative, one backward pass per example (a batch of one), is what
-//! [`fit_private`](crate::privacy::fit_private) falls back to for a model with a layer that does not
-//! implement this (a custom layer, say); it gives the same gradients, one small pass at a time.
+//! The capability lives here, with privacy, not in the [`Layer`] contract: a layer offers it
+//! through one provided accessor, [`Layer::per_example`] (`None` by default), and its
+//! implementation sits in this module's `layers.rs`, beside the others. A layer without
+//! parameters needs nothing (its per-example pass is its ordinary one); containers pass the call
+//! to their children.
+//!
+//! The alternative, one backward pass per example (a batch of one), is what the
+//! [private step](crate::privacy::DpSgd) falls back to for a model with a layer that does not offer
+//! this (a custom layer, say) or a model struct; it gives the same gradients, one small pass at a
+//! time.
 
-use super::{Layer, State};
+mod layers;
+
+use crate::layers::{InputGrad, Layer, State, Visit};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
-/// Every example's gradient of every parameter, filled by [`Layer::backward_per_example`]; see
-/// the [module docs](self). Reused from step to step: the slots keep their memory.
+/// A layer that can give each example's parameter gradients from one batched backward pass;
+/// reached through [`Layer::per_example`]. See the [module docs](self).
+pub trait PerExample {
+    /// True if the whole layer can (a container asks its children). The default is true.
+    fn has_per_example_grads(&mut self) -> bool {
+        true
+    }
+
+    /// Like [`Layer::backward`], but each example's `dL/dθ` goes to its own row of `grads`
+    /// (one [`PerExampleGrads::next_slot`] per parameter, in [`Visit::visit`] order) instead of
+    /// being summed into [`Param::grad`](crate::layers::Param), which is left alone.
+    ///
+    /// # Panics
+    /// As [`Layer::backward`].
+    fn backward_per_example(
+        &mut self,
+        grad_out: &Tensor,
+        input_grad: InputGrad,
+        grads: &mut PerExampleGrads,
+    ) -> Option<Tensor>;
+}
+
+/// True if `layer` gives per-example gradients from one batched pass: it offers the capability
+/// (and all its parts do), or it has no parameters.
+pub fn supports_per_example(layer: &mut dyn Layer) -> bool {
+    match layer.per_example() {
+        Some(p) => p.has_per_example_grads(),
+        None => has_no_params(layer),
+    }
+}
+
+/// Runs `layer`'s per-example backward pass: its own, or for a layer without parameters its
+/// ordinary backward pass (there is nothing to keep apart).
+///
+/// # Panics
+/// If the layer has parameters but no per-example pass (check [`supports_per_example`] first).
+pub fn backward_per_example(
+    layer: &mut dyn Layer,
+    grad_out: &Tensor,
+    input_grad: InputGrad,
+    grads: &mut PerExampleGrads,
+) -> Option<Tensor> {
+    if layer.per_example().is_none() {
+        assert!(has_no_params(layer), "{} has parameters but no per-example backward pass", layer.describe());
+        return layer.backward(grad_out, input_grad);
+    }
+    layer.per_example().expect("checked above").backward_per_example(grad_out, input_grad, grads)
+}
+
+/// Every example's gradient of every parameter, filled by [`PerExample::backward_per_example`];
+/// see the [module docs](self). Reused from step to step: the slots keep their memory.
 ///
 /// ```
-/// use backprop::layers::{Dense, Layer, Pass, InputGrad, PerExampleGrads};
+/// use backprop::layers::{Dense, Layer, Pass, InputGrad};
+/// use backprop::privacy::per_example::{PerExampleGrads, backward_per_example};
 /// use backprop::Tensor;
 /// let mut dense = Dense::new(3, 2).seed(1);
 /// let x = Tensor::from_vec(&[2, 3], vec![1., 2., 3., 4., 5., 6.]).unwrap();
@@ -38,7 +97,7 @@ use rayon::prelude::*;
 /// let g = Tensor::from_vec(&[2, 2], vec![1., 0., 0., 1.]).unwrap();
 /// let mut grads = PerExampleGrads::new();
 /// grads.start(2);
-/// dense.backward_per_example(&g, InputGrad::NotNeeded, &mut grads);
+/// backward_per_example(&mut dense, &g, InputGrad::NotNeeded, &mut grads);
 /// // Example 0 sent g = [1, 0]: its dW is [[1, 2, 3], [0, 0, 0]], its db is [1, 0].
 /// assert_eq!(grads.slot(0).outer(0), &[1., 2., 3., 0., 0., 0.]);
 /// assert_eq!(grads.slot(1).outer(0), &[1., 0.]);
@@ -183,14 +242,14 @@ fn squared_norm(v: &[f32]) -> f64 {
 }
 
 /// Number of learnable tensors of `layer` (the slots its per-example pass fills).
-pub(crate) fn param_count(layer: &dyn Layer) -> usize {
+pub(crate) fn param_count<V: Visit + ?Sized>(layer: &V) -> usize {
     let mut n = 0;
     layer.visit(&mut |_, s| n += usize::from(matches!(s, State::Param(_))));
     n
 }
 
 /// True if `layer` has no learnable parameters (its per-example backward is its backward).
-pub(crate) fn has_no_params<L: Layer + ?Sized>(layer: &L) -> bool {
+pub(crate) fn has_no_params<V: Visit + ?Sized>(layer: &V) -> bool {
     let mut none = true;
     layer.visit(&mut |_, s| none &= !matches!(s, State::Param(_)));
     none
