@@ -273,7 +273,8 @@ fn log_softmax_and_nll_are_cross_entropy_and_stay_finite() {
     assert!(report.passes(1e-2), "{report}");
 }
 
-/// Training works on any `Layer`, not only on a `Sequential`: here a bare residual block.
+/// Training works on any model, not only on a `Sequential`: here through `&mut dyn Model`, and a
+/// bare residual block (a layer) trained directly.
 #[test]
 fn training_functions_take_any_layer() {
     let data = common::blobs(300, 3);
@@ -282,7 +283,7 @@ fn training_functions_take_any_layer() {
     let mut model =
         Sequential::builder(&[2]).add(Residual::new(body)).add(Dense::new(2, 3).seed(3)).build().unwrap();
     let loss = CrossEntropyLoss::new();
-    let layer: &mut dyn Layer = &mut model;
+    let layer: &mut dyn backprop::model::Model = &mut model;
     backprop::train::fit(
         layer,
         &data,
@@ -294,4 +295,13 @@ fn training_functions_take_any_layer() {
     let eval = backprop::train::evaluate(layer, &data, &loss, 64).unwrap();
     assert!(eval.accuracy.unwrap() > 0.9, "{eval:?}");
     assert_eq!(named_params(layer).len(), 6);
+    let body = Sequential::new().add(Dense::new(2, 8).seed(4)).add(Tanh::new()).add(Dense::new(8, 2).seed(5));
+    let mut block = Residual::new(body);
+    // y = 2x: the block's body must learn f(x) = x.
+    let doubled = Dataset::regression(data.inputs().clone(), data.inputs() * 2.0).unwrap();
+    let options = FitOptions::new().epochs(30).verbose(false);
+    let history =
+        backprop::train::fit(&mut block, &doubled, &MseLoss::new(), &mut Adam::new(0.01), options).unwrap();
+    let (first, last) = (history.epochs[0].train_loss, history.last().unwrap().train_loss);
+    assert!(last < 0.1 * first, "{first} → {last}");
 }

@@ -133,3 +133,110 @@ fn the_noise_has_the_calibrated_spread() {
     assert!(mean.abs() < 4.0 * want / n.sqrt(), "mean {mean}");
     assert!((std / want - 1.0).abs() < 0.15, "std {std} vs {want}");
 }
+
+/// Private training runs in the one training loop: bad settings (δ included) are errors before
+/// anything runs, a batch that fails puts the model back, and validation, callbacks and
+/// schedules work as for any step.
+#[test]
+fn private_training_shares_the_loops_checks_rollback_and_callbacks() {
+    use backprop::privacy::DpSgd;
+    let data = common::blobs(40, 7);
+    let loss = CrossEntropyLoss::new();
+    for (delta, what) in [(0.0, "δ"), (1.0, "δ"), (f64::NAN, "δ"), (-1.0, "δ")] {
+        let mut m = mlp();
+        let before = values(&m);
+        let o = DpOptions { delta, ..options(1.0, 1.0) };
+        let e = fit_private(&mut m, &data, &loss, &mut Sgd::new(0.1), &o).unwrap_err().to_string();
+        assert!(e.contains(what) && e.contains("(0, 1)"), "{e}");
+        assert_eq!(values(&m), before, "nothing ran");
+    }
+    let e = DpSgd::new(&DpOptions { sample_rate: 0.0, ..options(1.0, 1.0) }, 40).err().unwrap().to_string();
+    assert!(e.contains("sampling rate"), "{e}");
+    // clip_grad_norm would rescale the noise: refused.
+    let mut dp = DpSgd::new(&options(1.0, 1.0), data.len()).unwrap();
+    let mut m = mlp();
+    let e = m
+        .fit(
+            &data,
+            &loss,
+            &mut Sgd::new(0.1),
+            FitOptions::new().clip_grad_norm(1.0).step(&mut dp).verbose(false),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("clip_grad_norm"), "{e}");
+    // A weight that becomes infinite: the error says where, and the model is as it was before
+    // that batch (a huge learning rate on a noisy step).
+    let mut dp = DpSgd::new(&DpOptions { sample_rate: 0.5, ..options(1.0, 1e30) }, data.len()).unwrap();
+    let mut m = mlp();
+    let before = values(&m);
+    let e =
+        m.fit(&data, &loss, &mut Sgd::new(1e30), FitOptions::new().epochs(2).step(&mut dp).verbose(false));
+    assert!(matches!(e, Err(Error::NonFinite { epoch: 1, batch: 1, .. })), "{e:?}");
+    assert_eq!(values(&m), before, "the failed batch was undone");
+    // Validation and callbacks, as for any step.
+    let mut dp = DpSgd::new(&DpOptions { sample_rate: 0.25, ..options(1.0, 0.5) }, data.len()).unwrap();
+    let mut batches = 0;
+    let mut m = mlp();
+    let history = m
+        .fit(
+            &data,
+            &loss,
+            &mut Adam::new(0.01),
+            FitOptions::new()
+                .epochs(2)
+                .validation(&data)
+                .on_batch_end(|_| batches += 1)
+                .step(&mut dp)
+                .verbose(false),
+        )
+        .unwrap();
+    assert_eq!(batches, 8, "1/q = 4 Poisson batches an epoch");
+    assert!(history.epochs.iter().all(|e| e.val_accuracy.is_some()));
+    assert_eq!(dp.steps(), 8);
+}
+
+/// A model struct (no batched per-example pass) trains privately with a pass per example, and
+/// its sequence lengths travel with each example.
+#[test]
+fn a_model_struct_with_lengths_trains_privately() {
+    use backprop::model::{Inputs, Model, Tensors};
+    struct Reader {
+        lstm: Lstm,
+        head: Dense,
+    }
+    backprop::visit_fields!(Reader { lstm, head });
+    impl Model for Reader {
+        fn forward_batch(&mut self, inputs: &Inputs, mode: Mode) -> backprop::Result<Tensors> {
+            let (_, last) =
+                self.lstm.forward_with_state(inputs.get("seq")?, None, inputs.pass("seq", mode))?;
+            Ok(Tensors::one("logits", self.head.forward(&last.h, mode.into())))
+        }
+        fn backward_batch(&mut self, grads: &Tensors, _: InputGrad) -> backprop::Result<Tensors> {
+            let dh = backprop::layers::backward_input(&mut self.head, grads.get("logits")?);
+            let final_grad = backprop::layers::RecurrentState::hc(dh.clone(), Tensor::zeros(dh.shape()));
+            self.lstm.backward_with_state(None, Some(&final_grad), InputGrad::NotNeeded);
+            Ok(Tensors::new())
+        }
+    }
+    // Class = the sign of the last valid value; the padding holds the opposite sign.
+    let n = 60;
+    let lengths: Vec<usize> = (0..n).map(|i| 1 + i % 5).collect();
+    let x = Tensor::from_fn(&[n, 5, 1], |i| {
+        let sign = if i[0] % 2 == 0 { 1.0 } else { -1.0 };
+        if i[1] < lengths[i[0]] { sign } else { -sign }
+    });
+    let labels: Vec<usize> = (0..n).map(|i| i % 2).collect();
+    let data = Dataset::from_inputs(
+        Inputs::new().with_lengths("seq", x, lengths),
+        backprop::data::Targets::Classes(labels),
+    )
+    .unwrap();
+    let mut model = Reader { lstm: Lstm::new(1, 4).seed(1), head: Dense::new(4, 2).seed(2) };
+    let o =
+        DpOptions { epochs: 15, sample_rate: 0.2, clip: 1.0, noise_multiplier: 0.3, delta: 1e-5, seed: 3 };
+    let report = fit_private(&mut model, &data, &CrossEntropyLoss::new(), &mut Adam::new(0.05), &o).unwrap();
+    let eval = backprop::train::evaluate(&mut model, &data, &CrossEntropyLoss::new(), 64).unwrap();
+    assert!(eval.accuracy.unwrap() > 0.9, "{eval:?} after {report:?}");
+    assert_eq!(report.steps, 75);
+}

@@ -395,11 +395,18 @@ pub trait Model: Visit + Send {
         let _ = inputs;
         None
     }
+
+    /// The model as a [`Layer`], when it is one: private training uses a layer's batched
+    /// per-example pass ([`Layer::per_example`]); any other model gets its per-example gradients
+    /// from a pass per example. The default is `None`.
+    fn as_layer_mut(&mut self) -> Option<&mut dyn Layer> {
+        None
+    }
 }
 
 /// Every layer is a model with one input and one output ([`INPUT`] and [`OUTPUT`]); the input's
 /// lengths travel in the layer's [`Pass`].
-impl<L: Layer + ?Sized> Model for L {
+impl<L: Layer> Model for L {
     fn name(&self) -> String {
         self.describe()
     }
@@ -425,6 +432,10 @@ impl<L: Layer + ?Sized> Model for L {
             [(_, shape)] => self.output_shape(shape).map(|s| vec![(OUTPUT.to_string(), s)]),
             _ => Err(Error::invalid(format!("{} takes one input, got {}", self.describe(), inputs.len()))),
         })
+    }
+
+    fn as_layer_mut(&mut self) -> Option<&mut dyn Layer> {
+        Some(self)
     }
 }
 

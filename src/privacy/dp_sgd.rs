@@ -16,26 +16,48 @@
 //! into the `(ε, δ)` guarantee, for one example — in knowledge tracing, one *student*: a whole
 //! sequence is one example.
 //!
+//! DP-SGD is a [`Step`]: it runs inside [`fit`](crate::train::fit), the loop every model trains
+//! with, so a private run gets the same checks before training, the same rollback when a batch
+//! fails, schedules, callbacks, validation and early stopping as any other:
+//!
+//! ```
+//! use backprop::prelude::*;
+//! use backprop::privacy::{DpOptions, DpSgd};
+//! # fn main() -> backprop::Result<()> {
+//! let x = Tensor::randn(&[64, 2], 0.0, 1.0, 1);
+//! let labels = (0..64).map(|i| usize::from(x[&[i, 0]] > 0.0)).collect();
+//! let data = Dataset::classification(x, labels)?;
+//! let mut model = Sequential::builder(&[2]).add(Dense::new(2, 2)).build()?;
+//! let options = DpOptions { epochs: 3, sample_rate: 0.25, clip: 1.0, noise_multiplier: 1.0, delta: 1e-5, seed: 7 };
+//! let mut dp = DpSgd::new(&options, data.len())?;
+//! model.fit(&data, &CrossEntropyLoss::new(), &mut Sgd::new(0.5), FitOptions::new().epochs(3).step(&mut dp).verbose(false))?;
+//! assert_eq!(dp.steps(), 12); // 1/q = 4 Poisson batches an epoch
+//! assert!(dp.epsilon() > 0.0 && dp.epsilon().is_finite());
+//! # Ok(()) }
+//! ```
+//!
 //! Per-example gradients come from one forward pass over the batch and one per-example backward
-//! pass ([`Layer::backward_per_example`], see [`crate::layers::per_example`]) when every layer has
-//! one — all the crate's layers except batch norm do — and otherwise from a backward pass per
-//! example (a batch of one), which works for every layer, custom ones included. Both give the
-//! same gradients. Layers whose output for one example depends on the others — batch norm — are
-//! refused, since a per-example gradient would not exist.
+//! pass ([`per_example`](super::per_example)) when the model is a layer all of whose parts offer
+//! one — all the crate's layers except batch norm do — and otherwise from a forward and backward
+//! pass per example (a batch of one), which works for every model, custom layers and model
+//! structs included. Both give the same gradients. Layers whose output for one example depends on
+//! the others — batch norm — are refused, since a per-example gradient would not exist.
 
 use crate::data::{Dataset, Targets};
 use crate::error::{Error, Result};
-use crate::layers::{InputGrad, Layer, Pass, State, Visit, named_params, named_params_mut, zero_grad};
+use crate::layers::{InputGrad, Mode, State, Visit, named_params, named_params_mut, zero_grad};
 use crate::loss::Loss;
+use crate::model::{Inputs, Model, Tensors};
 use crate::optim::Optimizer;
 use crate::privacy::accountant::{DEFAULT_ORDERS, epsilon};
 use crate::privacy::per_example::{PerExampleGrads, backward_per_example, supports_per_example};
-use crate::tensor::{Tensor, rng};
+use crate::tensor::{Rng, Tensor, rng};
+use crate::train::{FitOptions, Step, StepOutcome, first_output, non_finite};
 use rand::RngExt;
 use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
 
-/// Settings of [`fit_private`].
+/// Settings of a private training run.
 #[derive(Clone, Debug)]
 pub struct DpOptions {
     /// Passes over the data (each pass is `round(1/q)` steps).
@@ -63,6 +85,180 @@ pub struct DpReport {
     pub epsilon: f64,
 }
 
+/// The DP-SGD step (see the [module docs](self)), for [`FitOptions::step`]. It keeps the count
+/// of steps taken, so that [`DpSgd::epsilon`] says what the run spent.
+pub struct DpSgd {
+    options: DpOptions,
+    /// Examples in the training set, `N` (the noise is divided by the expected batch `q·N`).
+    examples: usize,
+    sampling: Rng,
+    noise_rng: Rng,
+    noise: Normal<f64>,
+    steps: u64,
+    /// `Σ_i ḡ_i`, one tensor per parameter (reused).
+    sum: Vec<Tensor>,
+    grads: PerExampleGrads,
+    /// Each example's input, target and output, for the pass per example (reused).
+    one: Inputs,
+    one_target: Targets,
+}
+
+impl DpSgd {
+    /// A DP-SGD step for a training set of `examples` examples.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a sampling rate outside `(0, 1]`, a clipping norm that is not
+    /// a positive number, a negative or non-finite noise multiplier, a `δ` outside `(0, 1)`, or no
+    /// examples — naming the setting.
+    pub fn new(options: &DpOptions, examples: usize) -> Result<DpSgd> {
+        let o = options;
+        let bad = |what: String| Err(Error::invalid(format!("DP-SGD: {what}")));
+        if !(o.sample_rate > 0.0 && o.sample_rate <= 1.0) {
+            return bad(format!("the sampling rate must be in (0, 1], got {}", o.sample_rate));
+        }
+        if !(o.clip > 0.0 && o.clip.is_finite()) {
+            return bad(format!("the clipping norm must be a positive number, got {}", o.clip));
+        }
+        if !(o.noise_multiplier >= 0.0 && o.noise_multiplier.is_finite()) {
+            return bad(format!("the noise multiplier must be a number ≥ 0, got {}", o.noise_multiplier));
+        }
+        if !(o.delta > 0.0 && o.delta < 1.0) {
+            return bad(format!("δ must be in (0, 1), got {}", o.delta));
+        }
+        if examples == 0 {
+            return bad("the training set is empty".into());
+        }
+        let noise = Normal::new(0.0f64, o.noise_multiplier * o.clip as f64).map_err(|e| {
+            Error::invalid(format!("DP-SGD: noise of σ·C = {}: {e}", o.noise_multiplier * o.clip as f64))
+        })?;
+        Ok(DpSgd {
+            options: o.clone(),
+            examples,
+            sampling: rng(o.seed),
+            noise_rng: rng(o.seed ^ 0xD95A_C0DE),
+            noise,
+            steps: 0,
+            sum: Vec::new(),
+            grads: PerExampleGrads::new(),
+            one: Inputs::new(),
+            one_target: Targets::Classes(Vec::new()),
+        })
+    }
+
+    /// Steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// The `ε` spent by the steps taken so far, at the options' `δ` (the RDP accountant).
+    pub fn epsilon(&self) -> f64 {
+        let o = &self.options;
+        epsilon(o.sample_rate, o.noise_multiplier, self.steps, o.delta, &DEFAULT_ORDERS).0
+    }
+
+    /// Steps per epoch: `round(1/q)`.
+    fn steps_per_epoch(&self) -> usize {
+        (1.0 / self.options.sample_rate).round().max(1.0) as usize
+    }
+
+    /// `Σ_i ḡ_i` from one forward and one per-example backward pass over the whole batch: every
+    /// example's gradient of every parameter at once, then their norms, clipping factors and the
+    /// weighted sum. Returns the examples' mean loss and the batch's output.
+    fn clipped_sum_batched(
+        &mut self,
+        model: &mut dyn Model,
+        batch: &Inputs,
+        targets: &Targets,
+        loss: &dyn Loss,
+    ) -> Result<(f64, Tensor)> {
+        let layer = model.as_layer_mut().expect("checked: the batched path is for layers");
+        let b = batch.len();
+        let x = batch.first()?;
+        let pass = crate::layers::Pass::TRAIN.with_optional_lengths(x.lengths.as_deref());
+        let out = layer.forward(&x.values, pass);
+        // Each example's own loss gradient (its loss alone, as in a batch of one), stacked.
+        let mut g_all = Tensor::zeros(out.shape());
+        let mut out_i = Tensor::default();
+        let mut loss_sum = 0.0;
+        for k in 0..b {
+            out.select_outer_into(&[k], &mut out_i);
+            targets.select_into(&[k], &mut self.one_target);
+            let (l, g) = example_loss(loss, &out_i, &self.one_target)?;
+            loss_sum += l;
+            g_all.outer_mut(k).copy_from_slice(g.data());
+        }
+        self.grads.start(b);
+        backward_per_example(layer, &g_all, InputGrad::NotNeeded, &mut self.grads); // every g_i
+        let clip = self.options.clip as f64;
+        let scale: Vec<f32> = self
+            .grads
+            .squared_norms()
+            .iter()
+            .map(|sq| (clip / (sq.sqrt() + 1e-6)).min(1.0) as f32) // min(1, C/(‖g_i‖ + 1e-6))
+            .collect();
+        for (sum, slot) in self.sum.iter_mut().zip(self.grads.slots()) {
+            let len = sum.len();
+            // Σ_i scale_i·g_i, in blocks of coordinates in parallel, examples in order in each.
+            sum.data_mut().par_chunks_mut(COLUMNS).enumerate().for_each(|(block, acc)| {
+                for (k, &s) in scale.iter().enumerate() {
+                    let row = &slot.data()[k * len + block * COLUMNS..][..acc.len()];
+                    acc.iter_mut().zip(row).for_each(|(a, &g)| *a += s * g);
+                }
+            });
+        }
+        Ok((loss_sum, out))
+    }
+
+    /// `Σ_i ḡ_i` one example at a time: a forward and backward pass per example (a batch of
+    /// one), for any model. Returns the examples' summed loss and their outputs, stacked.
+    fn clipped_sum_one_by_one(
+        &mut self,
+        model: &mut dyn Model,
+        batch: &Inputs,
+        targets: &Targets,
+        loss: &dyn Loss,
+    ) -> Result<(f64, Tensor)> {
+        let b = batch.len();
+        let mut outputs = Tensor::default();
+        let mut loss_sum = 0.0;
+        for k in 0..b {
+            batch.select_into(&[k], &mut self.one);
+            targets.select_into(&[k], &mut self.one_target);
+            let (name, out) = first_output(model.forward_batch(&self.one, Mode::Train)?, &*model)?;
+            if k == 0 {
+                let mut shape = out.shape().to_vec();
+                shape[0] = b;
+                outputs = Tensor::zeros(&shape);
+            }
+            outputs.outer_mut(k).copy_from_slice(out.data());
+            let (l, g) = example_loss(loss, &out, &self.one_target)?;
+            loss_sum += l;
+            zero_grad(model);
+            model.backward_batch(&Tensors::one(&name, g), InputGrad::NotNeeded)?; // this example's g_i
+            let params = named_params(model);
+            let norm = params
+                .iter()
+                .map(|(_, p)| p.grad.data().iter().map(|&v| v as f64 * v as f64).sum::<f64>())
+                .sum::<f64>()
+                .sqrt();
+            let scale = (self.options.clip as f64 / (norm + 1e-6)).min(1.0) as f32; // ḡ_i = g_i · min(1, C/(‖g_i‖ + 1e-6))
+            for (s, (_, p)) in self.sum.iter_mut().zip(&params) {
+                s.axpy(scale, &p.grad); // Σ ḡ_i
+            }
+        }
+        Ok((loss_sum, outputs))
+    }
+}
+
+/// Example `i`'s loss and `dLᵢ/dy` for its output (a batch of one).
+fn example_loss(loss: &dyn Loss, out: &Tensor, target: &Targets) -> Result<(f64, Tensor)> {
+    let (l, g) = loss.loss_and_grad(out, target.as_target())?;
+    if !l.is_finite() {
+        return Err(non_finite("loss".into(), l));
+    }
+    Ok((l as f64, g))
+}
+
 /// The first piece of state that makes examples interact (a buffer: batch norm's running
 /// statistics), with its name.
 fn mixing_state(model: &dyn Visit) -> Option<String> {
@@ -75,222 +271,104 @@ fn mixing_state(model: &dyn Visit) -> Option<String> {
     found
 }
 
-/// Trains `model` with DP-SGD; see the [module docs](self).
+impl Step for DpSgd {
+    fn describe(&self) -> String {
+        format!(
+            "DP-SGD (q {}, σ {}, C {})",
+            self.options.sample_rate, self.options.noise_multiplier, self.options.clip
+        )
+    }
+
+    fn check(&mut self, model: &mut dyn Model, data: &Dataset, options: &FitOptions<'_>) -> Result<()> {
+        if data.len() != self.examples {
+            return Err(Error::invalid(format!(
+                "DP-SGD was set up for {} examples, the training set has {}",
+                self.examples,
+                data.len()
+            )));
+        }
+        if let Some(name) = mixing_state(model) {
+            return Err(Error::invalid(format!(
+                "DP-SGD: the model keeps batch statistics ({name:?}): batch norm mixes the examples of a batch, so one \
+                 example's gradient is not its own; remove it (or use a per-example normalisation) for private training"
+            )));
+        }
+        if options.clip_grad_norm.is_some() {
+            return Err(Error::invalid(
+                "DP-SGD clips each example's gradient itself (DpOptions::clip); clip_grad_norm would change the noise's scale",
+            ));
+        }
+        let shapes: Vec<Vec<usize>> =
+            named_params(model).iter().map(|(_, p)| p.value.shape().to_vec()).collect();
+        self.sum = shapes.iter().map(|s| Tensor::zeros(s)).collect();
+        Ok(())
+    }
+
+    fn batch_sizes(&self, n: usize, _: &FitOptions<'_>) -> Vec<usize> {
+        vec![1, n] // Poisson batches: any size from 0 to n
+    }
+
+    fn batches(&mut self, n: usize, _: &FitOptions<'_>, _: &mut Rng) -> Vec<Vec<usize>> {
+        let q = self.options.sample_rate;
+        (0..self.steps_per_epoch())
+            .map(|_| (0..n).filter(|_| self.sampling.random::<f64>() < q).collect())
+            .collect()
+    }
+
+    fn gradient(
+        &mut self,
+        model: &mut dyn Model,
+        batch: &Inputs,
+        targets: &Targets,
+        loss: &dyn Loss,
+    ) -> Result<StepOutcome> {
+        self.sum.iter_mut().for_each(|s| s.fill(0.0));
+        let b = batch.len();
+        let (loss_sum, output) = if b == 0 {
+            (0.0, None) // an empty Poisson batch: the step is noise alone
+        } else {
+            let batched = model.as_layer_mut().is_some_and(supports_per_example);
+            let (l, out) = if batched {
+                self.clipped_sum_batched(model, batch, targets, loss)?
+            } else {
+                self.clipped_sum_one_by_one(model, batch, targets, loss)?
+            };
+            (l, Some(out))
+        };
+        let expected_batch = self.options.sample_rate * self.examples as f64;
+        let mut params = named_params_mut(model);
+        for (s, (_, p)) in self.sum.iter().zip(params.iter_mut()) {
+            for (g, &v) in p.grad.data_mut().iter_mut().zip(s.data()) {
+                *g = ((v as f64 + self.noise.sample(&mut self.noise_rng)) / expected_batch) as f32; // (Σ ḡ_i + N(0, σ²C²)) / qN
+            }
+        }
+        self.steps += 1;
+        Ok(StepOutcome { loss: (loss_sum / b.max(1) as f64) as f32, output })
+    }
+}
+
+/// Trains `model` with DP-SGD for `o.epochs` epochs: [`fit`](crate::train::fit) with a
+/// [`DpSgd`] step, quietly; returns each epoch's mean loss, the steps taken and the `ε` spent.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for settings out of range or a model with batch statistics (naming
-/// the layer's state); [`Error::NonFinite`] if a loss becomes NaN or infinite; and whatever the
-/// loss reports for targets that do not fit.
+/// As [`DpSgd::new`] for settings out of range, and as [`fit`](crate::train::fit) (a model with
+/// batch statistics is refused naming the layer's state; a NaN loss stops training with the
+/// model as it was before that batch).
 pub fn fit_private(
-    model: &mut dyn Layer,
+    model: &mut dyn Model,
     train: &Dataset,
     loss: &dyn Loss,
     optimizer: &mut dyn Optimizer,
     o: &DpOptions,
 ) -> Result<DpReport> {
-    let n = train.len();
-    let valid = o.sample_rate > 0.0
-        && o.sample_rate <= 1.0
-        && o.clip > 0.0
-        && o.clip.is_finite()
-        && o.noise_multiplier >= 0.0
-        && o.noise_multiplier.is_finite()
-        && o.epochs > 0
-        && n > 0;
-    if !valid {
-        return Err(Error::invalid(format!("fit_private: invalid settings {o:?} for {n} examples")));
-    }
-    if let Some(name) = mixing_state(model) {
-        return Err(Error::invalid(format!(
-            "fit_private: the model keeps batch statistics ({name:?}): batch norm mixes the examples of a batch, so one \
-             example's gradient is not its own; remove it (or use a per-example normalisation) for private training"
-        )));
-    }
-    let mut sampling = rng(o.seed);
-    let mut noise_rng = rng(o.seed ^ 0xD95A_C0DE);
-    let noise = Normal::new(0.0f64, o.noise_multiplier * o.clip as f64).expect("a valid normal distribution");
-    let steps_per_epoch = (1.0 / o.sample_rate).round().max(1.0) as usize;
-    let expected_batch = o.sample_rate * n as f64;
-    let shapes: Vec<Vec<usize>> = named_params(model).iter().map(|(_, p)| p.value.shape().to_vec()).collect();
-    let mut step = Step {
-        sum: shapes.iter().map(|s| Tensor::zeros(s)).collect(),
-        batched: supports_per_example(model),
-        grads: PerExampleGrads::new(),
-        x: Tensor::default(),
-        t: train.targets().select(&[]),
-        batch: Vec::new(),
-        lengths: Vec::new(),
-        loss_sum: 0.0,
-        seen: 0,
-    };
-    let mut report = DpReport { epoch_losses: Vec::new(), steps: 0, epsilon: 0.0 };
-    for _ in 0..o.epochs {
-        (step.loss_sum, step.seen) = (0.0, 0);
-        for _ in 0..steps_per_epoch {
-            step.batch.clear();
-            step.batch.extend((0..n).filter(|_| sampling.random::<f64>() < o.sample_rate));
-            step.sum.iter_mut().for_each(|s| s.fill(0.0));
-            let summed = if step.batched {
-                step.clipped_sum_batched(model, train, loss, o.clip)
-            } else {
-                step.clipped_sum_one_by_one(model, train, loss, o.clip)
-            };
-            if let Err(bad) = summed {
-                return Err(match bad {
-                    Bad::Loss(value) => Error::NonFinite {
-                        what: "loss".into(),
-                        epoch: report.epoch_losses.len() + 1,
-                        batch: report.steps as usize % steps_per_epoch + 1,
-                        value,
-                        last_finite_loss: None,
-                    },
-                    Bad::Other(e) => e,
-                });
-            }
-            let mut params = named_params_mut(model);
-            for (s, (_, p)) in step.sum.iter().zip(params.iter_mut()) {
-                for (g, &v) in p.grad.data_mut().iter_mut().zip(s.data()) {
-                    *g = ((v as f64 + noise.sample(&mut noise_rng)) / expected_batch) as f32; // (Σ ḡ_i + N(0, σ²C²)) / qN
-                }
-            }
-            optimizer.step_params(&mut params);
-            report.steps += 1;
-        }
-        report.epoch_losses.push((step.loss_sum / step.seen.max(1) as f64) as f32);
-    }
-    report.epsilon = epsilon(o.sample_rate, o.noise_multiplier, report.steps, o.delta, &DEFAULT_ORDERS).0;
-    Ok(report)
-}
-
-/// Why a step failed: a non-finite loss (the caller says where), or another error.
-enum Bad {
-    Loss(f32),
-    Other(Error),
-}
-
-impl From<Error> for Bad {
-    fn from(e: Error) -> Bad {
-        Bad::Other(e)
-    }
-}
-
-/// One DP-SGD step's buffers, reused from step to step.
-struct Step {
-    /// `Σ_i ḡ_i`, one tensor per parameter.
-    sum: Vec<Tensor>,
-    /// Whether every layer gives per-example gradients from one batched pass.
-    batched: bool,
-    grads: PerExampleGrads,
-    x: Tensor,
-    t: Targets,
-    /// The examples Poisson sampling picked for this step.
-    batch: Vec<usize>,
-    /// Their sequence lengths, when the data set has them.
-    lengths: Vec<usize>,
-    loss_sum: f64,
-    seen: usize,
-}
-
-impl Step {
-    /// Example `i`'s loss and `dLᵢ/dy` for its output `out` (a batch of one), counted.
-    fn example_loss(
-        &mut self,
-        out: &Tensor,
-        train: &Dataset,
-        i: usize,
-        loss: &dyn Loss,
-    ) -> std::result::Result<Tensor, Bad> {
-        train.targets().select_into(&[i], &mut self.t);
-        let (l, g) = loss.loss_and_grad(out, self.t.as_target())?;
-        if !l.is_finite() {
-            return Err(Bad::Loss(l));
-        }
-        (self.loss_sum, self.seen) = (self.loss_sum + l as f64, self.seen + 1);
-        Ok(g)
-    }
-
-    /// `Σ_i ḡ_i` from one forward and one per-example backward pass over the whole batch
-    /// ([`Layer::backward_per_example`]): every example's gradient of every parameter at once,
-    /// then their norms, clipping factors and the weighted sum.
-    fn clipped_sum_batched(
-        &mut self,
-        model: &mut dyn Layer,
-        train: &Dataset,
-        loss: &dyn Loss,
-        clip: f32,
-    ) -> std::result::Result<(), Bad> {
-        let b = self.batch.len();
-        if b == 0 {
-            return Ok(());
-        }
-        train.inputs().select_outer_into(&self.batch, &mut self.x);
-        train.select_lengths_into(&self.batch, &mut self.lengths);
-        let out = model.forward(
-            &self.x,
-            Pass::TRAIN.with_optional_lengths(train.lengths().map(|_| self.lengths.as_slice())),
-        );
-        // Each example's own loss gradient (its loss alone, as in a batch of one), stacked.
-        let mut g_all = Tensor::zeros(out.shape());
-        let mut out_i = Tensor::default();
-        for k in 0..b {
-            out.select_outer_into(&[k], &mut out_i);
-            let g = self.example_loss(&out_i, train, self.batch[k], loss)?;
-            g_all.outer_mut(k).copy_from_slice(g.data());
-        }
-        self.grads.start(b);
-        backward_per_example(model, &g_all, InputGrad::NotNeeded, &mut self.grads); // every g_i
-        let scale: Vec<f32> = self
-            .grads
-            .squared_norms()
-            .iter()
-            .map(|sq| (clip as f64 / (sq.sqrt() + 1e-6)).min(1.0) as f32) // min(1, C/(‖g_i‖ + 1e-6))
-            .collect();
-        for (sum, slot) in self.sum.iter_mut().zip(self.grads.slots()) {
-            let len = sum.len();
-            // Σ_i scale_i·g_i, in blocks of coordinates in parallel, examples in order in each.
-            sum.data_mut().par_chunks_mut(COLUMNS).enumerate().for_each(|(block, acc)| {
-                for (k, &s) in scale.iter().enumerate() {
-                    let row = &slot.data()[k * len + block * COLUMNS..][..acc.len()];
-                    acc.iter_mut().zip(row).for_each(|(a, &g)| *a += s * g);
-                }
-            });
-        }
-        Ok(())
-    }
-
-    /// `Σ_i ḡ_i` one example at a time: a forward and backward pass per example (a batch of
-    /// one), for models with a layer that has no per-example backward pass.
-    fn clipped_sum_one_by_one(
-        &mut self,
-        model: &mut dyn Layer,
-        train: &Dataset,
-        loss: &dyn Loss,
-        clip: f32,
-    ) -> std::result::Result<(), Bad> {
-        for k in 0..self.batch.len() {
-            let i = self.batch[k];
-            train.inputs().select_outer_into(&[i], &mut self.x);
-            train.select_lengths_into(&[i], &mut self.lengths);
-            let out = model.forward(
-                &self.x,
-                Pass::TRAIN.with_optional_lengths(train.lengths().map(|_| self.lengths.as_slice())),
-            );
-            let g = self.example_loss(&out, train, i, loss)?;
-            zero_grad(model);
-            model.backward(&g, InputGrad::NotNeeded); // this example's gradient g_i
-            let params = named_params(model);
-            let norm = params
-                .iter()
-                .map(|(_, p)| p.grad.data().iter().map(|&v| v as f64 * v as f64).sum::<f64>())
-                .sum::<f64>()
-                .sqrt();
-            let scale = (clip as f64 / (norm + 1e-6)).min(1.0) as f32; // ḡ_i = g_i · min(1, C/(‖g_i‖ + 1e-6))
-            for (s, (_, p)) in self.sum.iter_mut().zip(&params) {
-                s.axpy(scale, &p.grad); // Σ ḡ_i
-            }
-        }
-        Ok(())
-    }
+    let mut dp = DpSgd::new(o, train.len())?;
+    let options = FitOptions::new().epochs(o.epochs).seed(o.seed).verbose(false).step(&mut dp);
+    let history = crate::train::fit(model, train, loss, optimizer, options)?;
+    Ok(DpReport {
+        epoch_losses: history.epochs.iter().map(|e| e.train_loss).collect(),
+        steps: dp.steps(),
+        epsilon: dp.epsilon(),
+    })
 }
 
 /// Coordinates per parallel block of the clipped sum.

@@ -10,4 +10,4 @@ pub mod dp_sgd;
 pub mod per_example;
 
 pub use accountant::{DEFAULT_ORDERS, epsilon, noise_multiplier_for, rdp_sampled_gaussian};
-pub use dp_sgd::{DpOptions, DpReport, fit_private};
+pub use dp_sgd::{DpOptions, DpReport, DpSgd, fit_private};

@@ -43,6 +43,7 @@ pub mod callbacks;
 pub mod options;
 mod predict;
 mod progress;
+pub mod step;
 
 pub use callbacks::{BatchStats, EarlyStopping, EpochStats, Evaluation, History, Monitor};
 pub use options::FitOptions;
@@ -50,10 +51,11 @@ pub use predict::{
     evaluate, input_gradient, loss_and_backward, predict, predict_classes, predict_inputs, predict_proba,
     predict_with_lengths, train_step,
 };
+pub use step::{Plain, Step, StepOutcome};
 
-use crate::data::{Dataset, Targets, epoch_order};
+use crate::data::{Dataset, Targets};
 use crate::error::{Error, Result};
-use crate::layers::{InputGrad, Mode, Snapshot, Visit, named_params, named_params_mut, reseed, zero_grad};
+use crate::layers::{Snapshot, Visit, named_params, named_params_mut, reseed};
 use crate::loss::Loss;
 use crate::model::{Inputs, Model, Tensors};
 use crate::optim::{Optimizer, clip_grad_norm};
@@ -80,8 +82,8 @@ fn detail(e: &Error) -> String {
 /// Checks a data set against the model and the loss without running the model: the input shape
 /// at every batch size that will occur, label ranges, and the loss on a zero prediction of the
 /// model's output shape (which catches a wrong kind of target and a wrong target shape).
-pub(crate) fn check_data<M: Model + ?Sized>(
-    model: &M,
+pub(crate) fn check_data(
+    model: &dyn Model,
     data: &Dataset,
     loss: Option<&dyn Loss>,
     what: &str,
@@ -125,7 +127,7 @@ pub(crate) fn check_data<M: Model + ?Sized>(
 }
 
 /// The batch sizes an epoch of `n` samples in batches of `b` will use.
-fn batch_sizes(n: usize, b: usize, drop_last: bool) -> Vec<usize> {
+pub(crate) fn batch_sizes(n: usize, b: usize, drop_last: bool) -> Vec<usize> {
     let mut sizes = vec![b.min(n)];
     if n > b && n % b != 0 && !drop_last {
         sizes.push(n % b);
@@ -172,56 +174,63 @@ fn check_options(train: &Dataset, options: &FitOptions<'_>) -> Result<()> {
 
 /// Trains `model` on `train` and returns the per-epoch history.
 ///
-/// Each epoch visits the samples in a seeded random order, in mini-batches: forward (train
-/// mode), `loss`, backward, optional gradient clipping, `optimizer.step`. Then the validation
-/// set (if any) is evaluated, callbacks run, and early stopping decides whether to go on.
+/// Each epoch visits the samples in the batches the [`step`] chooses — by default
+/// ([`Plain`]) a seeded random order in mini-batches: forward (train mode), `loss`, backward,
+/// optional gradient clipping, `optimizer.step`. Then the validation set (if any) is evaluated,
+/// callbacks run, and early stopping decides whether to go on. A private step
+/// ([`DpSgd`](crate::privacy::DpSgd), through [`FitOptions::step`]) runs in the same loop.
+///
+/// `model` is any [`Model`]: a [`Sequential`](crate::Sequential), any other layer, or a model
+/// struct with several inputs (the loss trains its first output).
 ///
 /// # Errors
 /// - [`Error::Shape`] / [`Error::InvalidArgument`] before any training, if the data do not fit
 ///   the model or the loss (wrong sample shape, a label out of range, a wrong kind or shape of
-///   target) or the options are invalid (a batch size or epoch count of 0, early stopping on
-///   validation figures without a validation set);
+///   target) or the options or the step's settings are invalid (a batch size or epoch count of
+///   0, early stopping on validation figures without a validation set);
 /// - [`Error::NonFinite`] if the loss, a gradient or a weight after the optimizer step becomes
 ///   NaN or infinite, and
 ///   [`Error::Training`] if a layer refuses a batch: training stops at once, and the model and
 ///   the optimizer's learning rate are as they were before that batch.
-pub fn fit<M: Model + ?Sized>(
-    model: &mut M,
+pub fn fit(
+    model: &mut dyn Model,
     train: &Dataset,
     loss: &dyn Loss,
     optimizer: &mut dyn Optimizer,
     mut options: FitOptions<'_>,
 ) -> Result<History> {
     check_options(train, &options)?;
-    let sizes = batch_sizes(train.len(), options.batch_size, options.drop_last);
+    let mut plain = Plain;
+    let mut step: &mut dyn Step = match options.step.take() {
+        Some(s) => s,
+        None => &mut plain,
+    };
+    step.check(model, train, &options)?;
+    let sizes = step.batch_sizes(train.len(), &options);
     check_data(model, train, Some(loss), "training set", &sizes)?;
     if let Some(v) = options.validation {
         let eval_batch = options.batch_size.max(256);
         check_data(model, v, Some(loss), "validation set", &batch_sizes(v.len(), eval_batch, false))?;
     }
     let base_lr = optimizer.learning_rate();
-    let result = run(model, train, loss, optimizer, &mut options, base_lr);
+    let result = run(model, train, loss, optimizer, &mut options, &mut step, base_lr);
     optimizer.set_learning_rate(base_lr);
     result
 }
 
 /// The epochs of [`fit`], once everything has been checked.
-fn run<M: Model + ?Sized>(
-    model: &mut M,
+fn run(
+    model: &mut dyn Model,
     train: &Dataset,
     loss: &dyn Loss,
     optimizer: &mut dyn Optimizer,
     options: &mut FitOptions<'_>,
+    step: &mut &mut dyn Step,
     base_lr: f32,
 ) -> Result<History> {
     let mut shuffle_rng = rng(options.seed);
     let mut augment_rng = rng(options.seed ^ 0xA11CE);
     reseed(model, options.seed);
-    let batches = if options.drop_last {
-        train.len() / options.batch_size
-    } else {
-        train.len().div_ceil(options.batch_size)
-    };
     let mut history = History::default();
     let (mut best, mut best_epoch, mut best_weights, mut waited) = (None::<f32>, 0, None, 0);
     let mut last_finite_loss = None;
@@ -234,11 +243,12 @@ fn run<M: Model + ?Sized>(
         let started = Instant::now();
         let lr = options.schedule.as_ref().map_or(base_lr, |s| s.lr(base_lr, epoch - 1));
         optimizer.set_learning_rate(lr);
-        let order = epoch_order(train.len(), options.shuffle.then_some(&mut shuffle_rng));
+        let epoch_batches = step.batches(train.len(), options, &mut shuffle_rng);
+        let batches = epoch_batches.len();
         let bar = progress::bar(options.verbose, batches, epoch, options.epochs);
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
 
-        for (b, idx) in order.chunks(options.batch_size).take(batches).enumerate() {
+        for (b, idx) in epoch_batches.iter().enumerate() {
             train.named_inputs().select_into(idx, &mut x);
             train.targets().select_into(idx, &mut t);
             if let Some(aug) = options.augment.as_mut() {
@@ -247,20 +257,14 @@ fn run<M: Model + ?Sized>(
             // Everything a batch may change, so that a failing batch can be undone: a forward
             // pass changes buffers, counters and generators, the optimizer step the weights.
             before_batch.save(model, true);
-            let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<(f32, Tensor)> {
-                let (name, out) = first_output(model.forward_batch(&x, Mode::Train)?, &*model)?;
-                let (batch_loss, grad) = loss.loss_and_grad(&out, t.as_target())?;
-                if !batch_loss.is_finite() {
-                    return Err(non_finite("loss".into(), batch_loss));
-                }
-                zero_grad(model);
-                model.backward_batch(&Tensors::one(&name, grad), InputGrad::NotNeeded)?;
+            let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<StepOutcome> {
+                let outcome = step.gradient(model, &x, &t, loss)?;
                 if let Some((name, value)) = first_non_finite_grad(model) {
                     return Err(non_finite(format!("gradient of {name}"), value));
                 }
-                Ok((batch_loss, out))
+                Ok(outcome)
             }));
-            let (batch_loss, out) = match outcome {
+            let StepOutcome { loss: batch_loss, output: out } = match outcome {
                 Ok(Ok(v)) => v,
                 Ok(Err(e)) => {
                     before_batch.restore(model);
@@ -283,10 +287,12 @@ fn run<M: Model + ?Sized>(
                 return Err(locate(e, epoch, b + 1, last_finite_loss));
             }
 
-            last_finite_loss = Some(batch_loss);
-            let batch_correct = match &t {
-                Targets::Classes(l) => Some(count_correct(&out, l)),
-                Targets::Values(_) => None,
+            if !idx.is_empty() {
+                last_finite_loss = Some(batch_loss);
+            }
+            let batch_correct = match (&t, &out) {
+                (Targets::Classes(l), Some(out)) => Some(count_correct(out, l)),
+                _ => None,
             };
             loss_sum += batch_loss as f64 * idx.len() as f64;
             correct += batch_correct.unwrap_or(0);
@@ -295,7 +301,7 @@ fn run<M: Model + ?Sized>(
                 bar.inc(1);
                 let acc = batch_correct
                     .map_or(String::new(), |_| format!(", acc {:.2}%", 100.0 * correct as f64 / seen as f64));
-                bar.set_message(format!("loss {:.4}{acc}", loss_sum / seen as f64));
+                bar.set_message(format!("loss {:.4}{acc}", loss_sum / seen.max(1) as f64));
             }
             if let Some(cb) = options.on_batch_end.as_mut() {
                 cb(&BatchStats {
@@ -318,8 +324,8 @@ fn run<M: Model + ?Sized>(
         };
         let stats = EpochStats {
             epoch,
-            train_loss: (loss_sum / seen as f64) as f32,
-            train_accuracy: train.labels().map(|_| correct as f32 / seen as f32),
+            train_loss: (loss_sum / seen.max(1) as f64) as f32,
+            train_accuracy: train.labels().map(|_| correct as f32 / seen.max(1) as f32),
             val_loss: val.map(|v| v.loss),
             val_accuracy: val.and_then(|v| v.accuracy),
             learning_rate: lr,
@@ -365,14 +371,14 @@ fn run<M: Model + ?Sized>(
 }
 
 /// The output the loss trains: the model's first.
-pub(crate) fn first_output<M: Model + ?Sized>(mut outputs: Tensors, model: &M) -> Result<(String, Tensor)> {
+pub(crate) fn first_output(mut outputs: Tensors, model: &dyn Model) -> Result<(String, Tensor)> {
     let name = outputs.first().map(|(n, _)| n.to_string());
     name.and_then(|n| outputs.take(&n).map(|t| (n, t)))
         .ok_or_else(|| Error::invalid(format!("{} returned no outputs", model.name())))
 }
 
 /// A [`Error::NonFinite`] whose epoch and batch [`locate`] fills in.
-fn non_finite(what: String, value: f32) -> Error {
+pub(crate) fn non_finite(what: String, value: f32) -> Error {
     Error::NonFinite { what, epoch: 0, batch: 0, value, last_finite_loss: None }
 }
 

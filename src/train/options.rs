@@ -1,6 +1,7 @@
 //! [`FitOptions`]: the settings of a training run, built with chained calls.
 
 use super::callbacks::{BatchStats, EarlyStopping, EpochStats};
+use super::step::Step;
 use crate::data::Dataset;
 use crate::optim::Schedule;
 use crate::tensor::{Rng, Tensor};
@@ -27,6 +28,7 @@ pub struct FitOptions<'a> {
     pub(crate) on_epoch_end: Option<EpochCallback<'a>>,
     pub(crate) on_batch_end: Option<BatchCallback<'a>>,
     pub(crate) augment: Option<Augment<'a>>,
+    pub(crate) step: Option<&'a mut dyn Step>,
 }
 
 impl Default for FitOptions<'_> {
@@ -46,6 +48,7 @@ impl Default for FitOptions<'_> {
             on_epoch_end: None,
             on_batch_end: None,
             augment: None,
+            step: None,
         }
     }
 }
@@ -143,6 +146,15 @@ impl<'a> FitOptions<'a> {
     /// with a generator seeded from the fit seed. It must keep the batch's shape.
     pub fn augment(mut self, f: impl FnMut(&mut Tensor, &mut Rng) + Send + 'a) -> Self {
         self.augment = Some(Box::new(f));
+        self
+    }
+
+    /// How each batch becomes a gradient, and which batches an epoch visits (default:
+    /// [`Plain`](super::Plain)). For private training, a [`DpSgd`](crate::privacy::DpSgd): the
+    /// same loop then samples Poisson batches, clips each example's gradient and adds noise; the
+    /// step keeps what it spent (`ε`) for you to read afterwards.
+    pub fn step(mut self, step: &'a mut dyn Step) -> Self {
+        self.step = Some(step);
         self
     }
 }

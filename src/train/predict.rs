@@ -27,8 +27,8 @@ fn output_shape_for(model: &dyn Layer, x: &Tensor, what: &str) -> Result<Vec<usi
 ///
 /// # Errors
 /// If the data do not fit the model or the loss, or `batch_size` is 0.
-pub fn evaluate<M: Model + ?Sized>(
-    model: &mut M,
+pub fn evaluate(
+    model: &mut dyn Model,
     data: &Dataset,
     loss: &dyn Loss,
     batch_size: usize,

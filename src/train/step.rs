@@ -1,0 +1,102 @@
+//! The pluggable part of a training step: which batches an epoch visits, and how a batch becomes
+//! a gradient. [`fit`](super::fit) runs every step kind inside the same loop — the same checks
+//! before training, the same rollback when a batch fails, the same schedules, callbacks, early
+//! stopping and reporting — and only asks the step for these two things.
+//!
+//! - [`Plain`] (the default): shuffled batches of `batch_size`; forward, loss, backward.
+//! - [`DpSgd`](crate::privacy::DpSgd): Poisson-sampled batches; each example's gradient clipped,
+//!   their sum noised (differentially private SGD).
+//!
+//! A new kind of step implements [`Step`] and is handed to
+//! [`FitOptions::step`](super::FitOptions::step).
+
+use super::options::FitOptions;
+use crate::data::{Dataset, Targets};
+use crate::error::Result;
+use crate::layers::{InputGrad, Mode, zero_grad};
+use crate::loss::Loss;
+use crate::model::{Inputs, Model, Tensors};
+use crate::tensor::{Rng, Tensor};
+
+/// What one step computed: the batch's mean loss and the model's output (for the accuracy;
+/// `None` when the step has none to give).
+#[derive(Debug)]
+pub struct StepOutcome {
+    /// The batch's mean loss (0 for an empty batch).
+    pub loss: f32,
+    /// The output the loss was computed on, `[batch, …]`.
+    pub output: Option<Tensor>,
+}
+
+/// How a training step turns a batch into a gradient; see the [module docs](self).
+pub trait Step {
+    /// A short description for messages: `"plain"`, `"DP-SGD (σ 1.1, C 1)"`.
+    fn describe(&self) -> String;
+
+    /// Checks the step's settings against the model, the data and the options before training
+    /// (an error here means nothing was changed). The default accepts everything.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) naming the setting.
+    fn check(&mut self, model: &mut dyn Model, data: &Dataset, options: &FitOptions<'_>) -> Result<()> {
+        let _ = (model, data, options);
+        Ok(())
+    }
+
+    /// The batch sizes an epoch may use, for checking the data against the model before
+    /// training (the default: `batch_size` and the last, smaller batch).
+    fn batch_sizes(&self, n: usize, options: &FitOptions<'_>) -> Vec<usize> {
+        super::batch_sizes(n, options.batch_size, options.drop_last)
+    }
+
+    /// The batches of the next epoch over `n` samples: lists of sample indices.
+    fn batches(&mut self, n: usize, options: &FitOptions<'_>, shuffle: &mut Rng) -> Vec<Vec<usize>>;
+
+    /// Leaves the batch's gradient in every parameter's [`grad`](crate::layers::Param::grad)
+    /// (replacing what was there) and returns the batch's mean loss and output. The loop then
+    /// checks the loss and the gradient, clips (if asked) and lets the optimizer step.
+    ///
+    /// # Errors
+    /// Whatever the model or the loss reports; a layer's panic is caught by the loop.
+    fn gradient(
+        &mut self,
+        model: &mut dyn Model,
+        batch: &Inputs,
+        targets: &Targets,
+        loss: &dyn Loss,
+    ) -> Result<StepOutcome>;
+}
+
+/// The ordinary step: shuffled batches of `batch_size`, then
+/// `forward → loss → zero gradients → backward`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Plain;
+
+impl Step for Plain {
+    fn describe(&self) -> String {
+        "plain".into()
+    }
+
+    fn batches(&mut self, n: usize, options: &FitOptions<'_>, shuffle: &mut Rng) -> Vec<Vec<usize>> {
+        let order = crate::data::epoch_order(n, options.shuffle.then_some(shuffle));
+        let batches = if options.drop_last { n / options.batch_size } else { n.div_ceil(options.batch_size) };
+        order.chunks(options.batch_size).take(batches).map(<[usize]>::to_vec).collect()
+    }
+
+    fn gradient(
+        &mut self,
+        model: &mut dyn Model,
+        batch: &Inputs,
+        targets: &Targets,
+        loss: &dyn Loss,
+    ) -> Result<StepOutcome> {
+        let (name, out) = super::first_output(model.forward_batch(batch, Mode::Train)?, &*model)?;
+        let (batch_loss, grad) = loss.loss_and_grad(&out, targets.as_target())?;
+        if !batch_loss.is_finite() {
+            return Err(super::non_finite("loss".into(), batch_loss));
+        }
+        zero_grad(model);
+        model.backward_batch(&Tensors::one(&name, grad), InputGrad::NotNeeded)?;
+        Ok(StepOutcome { loss: batch_loss, output: Some(out) })
+    }
+}
