@@ -1,13 +1,23 @@
-//! Exports one small model per layer type to ONNX, with an input and this crate's output for it,
-//! so that `examples/onnx/check.py` can run each file in ONNX Runtime and compare.
+//! Exports one small model per layer type to ONNX, with inputs and this crate's outputs for them,
+//! so that `examples/onnx/check.py` can run each file in ONNX Runtime and compare. Models with
+//! recurrent layers get sequences of different lengths (the graph input `input_lengths`), and the
+//! encoder–decoder of `examples/seq2seq` is exported as a model struct: two inputs, each with its
+//! lengths, and the encoder's final state handed to the decoder inside the graph.
 //!
 //! Run: `cargo run --release --example onnx_export -- [DIR]` (default `target/onnx`), then
 //! `python3 examples/onnx/check.py [DIR]` (needs `pip install onnxruntime onnx safetensors numpy`).
 
+#[path = "seq2seq/model.rs"]
+#[allow(dead_code)]
+mod seq2seq;
 #[path = "common/zoo.rs"]
 mod zoo;
 
+use backprop::layers::{Gru, Lstm, Mode, Rnn};
+use backprop::model::Model;
+use backprop::onnx::GraphInput;
 use backprop::prelude::*;
+use std::any::Any;
 use std::path::PathBuf;
 
 fn main() -> Result<()> {
@@ -18,15 +28,56 @@ fn main() -> Result<()> {
     for (k, (name, mut model, sample, ids)) in models.into_iter().enumerate() {
         zoo::settle(&mut model, &sample, ids);
         let x = zoo::batch(&sample, ids, k);
-        let y = model.predict(&x, 256)?;
+        let recurrent = model.layers().any(|l| {
+            let l: &dyn Any = l;
+            l.is::<Lstm>() || l.is::<Gru>() || l.is::<Rnn>()
+        });
         backprop::onnx::save(&model, &sample, dir.join(format!("{name}.onnx")))?;
-        zoo::write_tensors(&dir.join(format!("{name}.safetensors")), &[("input", &x), ("output", &y)])?;
-        println!(
-            "{name}: {} → {:?}",
-            model.layers().map(|l| l.describe()).collect::<Vec<_>>().join(" → "),
-            y.shape()
-        );
+        let weights = backprop::io::state_dict(&model);
+        let refs: Vec<(&str, &Tensor)> = weights.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        zoo::write_tensors(&dir.join(format!("{name}.weights")), &refs)?;
+        let path = dir.join(format!("{name}.safetensors"));
+        if recurrent {
+            // Sequences of 1 … T valid steps: ONNX Runtime must stop each where the crate does.
+            let steps = sample[0];
+            let lengths: Vec<usize> = (0..x.dim(0)).map(|i| 1 + (i * 7 + k) % steps).collect();
+            let y = model.predict_with_lengths(&x, &lengths, 256)?;
+            let l = Tensor::from_vec(&[lengths.len()], lengths.iter().map(|&v| v as f32).collect())?;
+            zoo::write_tensors(&path, &[("input", &x), ("input_lengths", &l), ("output", &y)])?;
+        } else {
+            let y = model.predict(&x, 256)?;
+            zoo::write_tensors(&path, &[("input", &x), ("output", &y)])?;
+        }
+        println!("{name}: {}", model.layers().map(|l| l.describe()).collect::<Vec<_>>().join(" → "));
     }
-    println!("wrote {count} models to {}", dir.display());
+
+    // A model struct: two inputs with their lengths, the encoder's (h_n, c_n) as the decoder's
+    // initial state.
+    let mut reverser = seq2seq::Reverser::new(4, 6, 11);
+    let data = seq2seq::reversal_data(5, 5, 12)?;
+    let inputs = data.named_inputs();
+    let y = reverser.forward_batch(inputs, Mode::Eval)?;
+    let specs = [GraphInput::new("source", &[5]), GraphInput::new("decoder_in", &[5])];
+    backprop::onnx::save_model(&reverser, &reverser, &specs, dir.join("seq2seq_reverser.onnx"))?;
+    let lengths = |name: &str| {
+        let l = inputs.lengths(name).expect("lengths");
+        Tensor::from_vec(&[l.len()], l.iter().map(|&v| v as f32).collect())
+    };
+    let (source_lengths, decoder_lengths) = (lengths("source")?, lengths("decoder_in")?);
+    zoo::write_tensors(
+        &dir.join("seq2seq_reverser.safetensors"),
+        &[
+            ("source", inputs.get("source")?),
+            ("source_lengths", &source_lengths),
+            ("decoder_in", inputs.get("decoder_in")?),
+            ("decoder_in_lengths", &decoder_lengths),
+            ("digits", y.get("digits")?),
+        ],
+    )?;
+    let weights = backprop::io::state_dict(&reverser);
+    let refs: Vec<(&str, &Tensor)> = weights.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    zoo::write_tensors(&dir.join("seq2seq_reverser.weights"), &refs)?;
+    println!("seq2seq_reverser: Embedding → LSTM ──(h_n, c_n)──▶ LSTM → Dense, with lengths");
+    println!("wrote {} models to {}", count + 1, dir.display());
     Ok(())
 }

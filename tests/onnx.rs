@@ -1,9 +1,18 @@
 //! ONNX export, checked without Python: the file is decoded with the crate's own protobuf reader
 //! and its graph compared with what the mapping promises (opset, operators in order, weights
-//! transposed or gate-reordered, a free batch axis); layers without a mapping are errors. The
-//! numerical agreement with ONNX Runtime is `examples/onnx/check.py` (docs/onnx.md).
+//! transposed or gate-reordered, a free batch axis, sequence lengths as graph inputs); layers
+//! without a mapping are errors. Numerically, against ONNX Runtime 1.32 (a committed fixture,
+//! `tests/fixtures/make_onnx_fixture.py`): an LSTM chain on padded sequences of different lengths
+//! and a model struct whose encoder hands its final state to the decoder inside the graph. Every
+//! layer type is compared by `examples/onnx/check.py` (docs/onnx.md).
 
-use backprop::layers::named_params;
+mod common;
+#[path = "../examples/seq2seq/model.rs"]
+#[allow(dead_code)]
+mod seq2seq;
+
+use backprop::layers::{Mode, named_params};
+use backprop::model::{Inputs, Model};
 use backprop::onnx::proto::{Value, decode};
 use backprop::prelude::*;
 
@@ -39,6 +48,10 @@ struct Graph {
     /// Initializers: name → (dims, values).
     weights: Vec<(String, Vec<u64>, Vec<f32>)>,
     input_dims: Vec<String>,
+    /// The graph's input names, in order.
+    inputs: Vec<String>,
+    /// Each node's input names.
+    node_inputs: Vec<Vec<String>>,
 }
 
 fn read(bytes: &[u8]) -> Graph {
@@ -69,7 +82,12 @@ fn read(bytes: &[u8]) -> Graph {
             None => int(d, 1)[0].to_string(),
         })
         .collect();
-    Graph { ops, weights, input_dims }
+    let inputs = messages(graph, 11).iter().map(|i| string(i, 1)).collect();
+    let node_inputs = messages(graph, 1)
+        .iter()
+        .map(|n| messages(n, 1).iter().map(|i| String::from_utf8(i.to_vec()).unwrap()).collect())
+        .collect();
+    Graph { ops, weights, input_dims, inputs, node_inputs }
 }
 
 #[test]
@@ -92,7 +110,15 @@ fn a_dense_network_is_matmuls_with_transposed_weights() {
 fn recurrent_gates_are_reordered_for_onnx() {
     let model = Sequential::builder(&[4, 2]).add(Lstm::new(2, 3)).seed(2).build().unwrap();
     let g = read(&backprop::onnx::to_bytes(&model, &[4, 2]).unwrap());
-    assert_eq!(g.ops, ["Transpose", "LSTM", "Squeeze", "Transpose", "Identity"]);
+    assert_eq!(g.ops, ["Transpose", "Cast", "LSTM", "Squeeze", "Transpose", "Identity"]);
+    // The batch's lengths are a graph input, cast to int32 and wired to sequence_lens (input 4).
+    assert_eq!(g.inputs, ["input", "input_lengths"]);
+    assert_eq!(g.node_inputs[1], ["input_lengths"]);
+    assert!(
+        g.node_inputs[2][4].starts_with("cast_"),
+        "sequence_lens is the cast lengths: {:?}",
+        g.node_inputs[2]
+    );
     let w_ih = &named_params(&model)[0].1.value; // [4H, F], blocks i, f, g, o
     let (_, dims, w) = &g.weights[0];
     assert_eq!(dims, &[1, 12, 2]);
@@ -101,7 +127,7 @@ fn recurrent_gates_are_reordered_for_onnx() {
     assert_eq!([&w[0..6], &w[6..12], &w[12..18], &w[18..24]], [block(0), block(3), block(1), block(2)]);
     let gru = Sequential::builder(&[4, 2]).add(Gru::new(2, 3).last_step_only()).seed(3).build().unwrap();
     let g = read(&backprop::onnx::to_bytes(&gru, &[4, 2]).unwrap());
-    assert_eq!(g.ops, ["Transpose", "GRU", "Squeeze", "Identity"], "the last step is GRU's Y_h");
+    assert_eq!(g.ops, ["Transpose", "Cast", "GRU", "Squeeze", "Identity"], "the last step is GRU's Y_h");
     let w_ih = &named_params(&gru)[0].1.value; // blocks r, z, n
     let w = &g.weights[0].2;
     assert_eq!([&w[0..6], &w[6..12]], [&w_ih.data()[6..12], &w_ih.data()[0..6]], "z before r");
@@ -163,7 +189,7 @@ impl Visit for Custom {}
 fn what_cannot_be_exported_is_an_error_naming_it() {
     let custom = Sequential::builder(&[2]).add(Dense::new(2, 2)).add(Custom).build().unwrap();
     let e = backprop::onnx::to_bytes(&custom, &[2]).unwrap_err().to_string();
-    assert!(e.contains("Custom") && e.contains("no ONNX mapping"), "{e}");
+    assert!(e.contains("Custom") && e.contains("no ONNX export") && e.contains("OnnxLayer"), "{e}");
     let stateful = Sequential::builder(&[3, 2]).add(Rnn::new(2, 2).stateful()).build().unwrap();
     let e = backprop::onnx::to_bytes(&stateful, &[3, 2]).unwrap_err().to_string();
     assert!(e.contains("stateful"), "{e}");
@@ -176,4 +202,152 @@ fn what_cannot_be_exported_is_an_error_naming_it() {
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(read(&bytes).ops, ["MatMul", "Add", "Identity"]);
     assert!(decode(&bytes[..bytes.len() - 3]).is_err(), "a cut file does not decode");
+}
+
+const ORT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/onnx_runtime.safetensors");
+
+/// Loads `{stem}.weights.*` of the fixture into `model` (strictly: every tensor, no other).
+fn load_fixture_weights(
+    model: &mut dyn backprop::layers::Visit,
+    file: &safetensors::SafeTensors,
+    stem: &str,
+) {
+    let prefix = format!("{stem}.weights.");
+    let tensors: Vec<(String, Tensor)> = file
+        .names()
+        .into_iter()
+        .filter_map(|n| {
+            n.strip_prefix(&prefix).map(|short| (short.to_string(), common::fixture_tensor(file, n)))
+        })
+        .collect();
+    backprop::io::load_tensors(model, &tensors, &LoadOptions::new()).unwrap();
+}
+
+fn lengths(t: &Tensor) -> Vec<usize> {
+    t.data().iter().map(|&v| v as usize).collect()
+}
+
+/// ONNX Runtime stops each sequence at its length, as the crate does: the exported graph takes
+/// the lengths (`input_lengths` → `sequence_lens`), and the outputs agree on padded batches.
+#[test]
+fn onnx_runtime_agrees_on_sequences_of_different_lengths() {
+    let bytes = std::fs::read(ORT).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = |name: &str| common::fixture_tensor(&file, name);
+    let mut lstm = Sequential::builder(&[6, 3]).add(Lstm::new(3, 5)).add(Dense::new(5, 2)).build().unwrap();
+    load_fixture_weights(&mut lstm, &file, "lstm");
+    let l = lengths(&t("lstm.in.input_lengths"));
+    assert!(l.iter().any(|&v| v < 6) && l.iter().any(|&v| v != l[0]), "the fixture's lengths differ: {l:?}");
+    let y = lstm.predict_with_lengths(&t("lstm.in.input"), &l, 64).unwrap();
+    common::assert_close_to(&y, &t("lstm.ort.output"), 1e-5, "LSTM chain with lengths vs ONNX Runtime");
+    let g = read(&backprop::onnx::to_bytes(&lstm, &[6, 3]).unwrap());
+    assert_eq!(g.inputs, ["input", "input_lengths"]);
+}
+
+/// A model struct exported as one graph: two inputs with their lengths, the encoder's
+/// `(h_n, c_n)` fed to the decoder as `initial_h`, `initial_c`; ONNX Runtime computes what the
+/// crate computes.
+#[test]
+fn onnx_runtime_agrees_on_an_encoder_decoder_with_lengths_and_initial_states() {
+    let bytes = std::fs::read(ORT).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = |name: &str| common::fixture_tensor(&file, name);
+    let mut net = seq2seq::Reverser::new(4, 6, 0);
+    load_fixture_weights(&mut net, &file, "seq2seq_reverser");
+    let inputs = Inputs::new()
+        .with_lengths(
+            "source",
+            t("seq2seq_reverser.in.source"),
+            lengths(&t("seq2seq_reverser.in.source_lengths")),
+        )
+        .with_lengths(
+            "decoder_in",
+            t("seq2seq_reverser.in.decoder_in"),
+            lengths(&t("seq2seq_reverser.in.decoder_in_lengths")),
+        );
+    let y = net.forward_batch(&inputs, Mode::Eval).unwrap();
+    common::assert_close_to(
+        y.get("digits").unwrap(),
+        &t("seq2seq_reverser.ort.digits"),
+        1e-5,
+        "encoder-decoder vs ONNX Runtime",
+    );
+    let specs = [
+        backprop::onnx::GraphInput::new("source", &[5]),
+        backprop::onnx::GraphInput::new("decoder_in", &[5]),
+    ];
+    let g = read(&backprop::onnx::model_to_bytes(&net, &net, &specs).unwrap());
+    assert_eq!(g.inputs, ["source", "decoder_in", "source_lengths", "decoder_in_lengths"]);
+    let lstm_nodes: Vec<&Vec<String>> =
+        g.ops.iter().zip(&g.node_inputs).filter(|(op, _)| *op == "LSTM").map(|(_, i)| i).collect();
+    assert_eq!(lstm_nodes.len(), 2);
+    assert_eq!(lstm_nodes[0].len(), 5, "the encoder starts from zeros: no initial state");
+    assert_eq!(lstm_nodes[1].len(), 7, "the decoder takes initial_h and initial_c");
+}
+
+/// A model struct that does not say its output shapes cannot declare its graph's outputs: refused,
+/// naming it.
+#[test]
+fn a_model_without_output_shapes_is_refused_by_name() {
+    use backprop::model::Tensors;
+    struct Plain {
+        dense: Dense,
+    }
+    backprop::visit_fields!(Plain { dense });
+    impl Model for Plain {
+        fn forward_batch(&mut self, inputs: &Inputs, mode: Mode) -> backprop::Result<Tensors> {
+            Ok(Tensors::one("y", self.dense.forward(inputs.get("x")?, mode.into())))
+        }
+        fn backward_batch(&mut self, _: &Tensors, _: InputGrad) -> backprop::Result<Tensors> {
+            Ok(Tensors::new())
+        }
+    }
+    impl backprop::onnx::OnnxModel for Plain {
+        fn export_model(&self, g: &mut backprop::onnx::Graph) -> backprop::Result<Vec<(String, String)>> {
+            let x = g.input("x")?;
+            Ok(vec![("y".into(), g.layer(&self.dense, &x, None)?)])
+        }
+    }
+    let m = Plain { dense: Dense::new(2, 2) };
+    let e = backprop::onnx::model_to_bytes(&m, &m, &[backprop::onnx::GraphInput::new("x", &[2])])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Plain") && e.contains("output_shapes"), "{e}");
+    let e = backprop::onnx::model_to_bytes(&m, &m, &[backprop::onnx::GraphInput::new("z", &[2])])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no graph input named \"x\""), "{e}");
+}
+
+/// A user's layer exports through the same per-layer trait as the crate's: `y = 2x` as `Mul`.
+#[test]
+fn a_custom_layer_exports_through_its_own_onnx_impl() {
+    struct Doubler;
+    impl Layer for Doubler {
+        fn describe(&self) -> String {
+            "Doubler".into()
+        }
+        fn output_shape(&self, input: &[usize]) -> backprop::Result<Vec<usize>> {
+            Ok(input.to_vec())
+        }
+        fn forward(&mut self, x: &Tensor, _: Pass<'_>) -> Tensor {
+            x * 2.0
+        }
+        fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
+            Some(g * 2.0)
+        }
+        fn onnx(&self) -> Option<&dyn backprop::onnx::OnnxLayer> {
+            Some(self)
+        }
+    }
+    impl Visit for Doubler {}
+    impl backprop::onnx::OnnxLayer for Doubler {
+        fn export(&self, g: &mut backprop::onnx::Graph, x: &str, _: Option<&str>) -> backprop::Result<String> {
+            let two = g.scalar(2.0);
+            Ok(g.op("Mul", &[x, &two], vec![]))
+        }
+    }
+    let model = Sequential::builder(&[3]).add(Dense::new(3, 2)).add(Doubler).build().unwrap();
+    let g = read(&backprop::onnx::to_bytes(&model, &[3]).unwrap());
+    assert_eq!(g.ops, ["MatMul", "Add", "Mul", "Identity"]);
 }

@@ -12,7 +12,7 @@
 //! used (`dL/dy = None`); it learns only through its state.
 
 use backprop::layers::{InputGrad, Lstm, Mode, RecurrentState, backward_input};
-use backprop::model::{Inputs, Model, Tensors};
+use backprop::model::{Inputs, Model, Shapes, Tensors};
 use backprop::prelude::*;
 
 /// Digits 0–9, then the decoder's start token.
@@ -103,6 +103,35 @@ impl Model for Reverser {
         let (de, _) = self.encoder.backward_with_state(None, Some(&d_state), InputGrad::Needed);
         self.source_embed.backward(&de.expect("asked for"), InputGrad::NotNeeded);
         Ok(Tensors::new()) // token ids have no gradient
+    }
+
+    /// `digits [N, T, 10]` for `decoder_in [N, T]`: lets `fit` check the data before training
+    /// and the ONNX export declare its output.
+    fn output_shapes(&self, inputs: &[(String, Vec<usize>)]) -> Option<backprop::Result<Shapes>> {
+        let decoder_in = inputs.iter().find(|(n, _)| n == "decoder_in")?;
+        let shape = (|| {
+            let d = self.target_embed.output_shape(&decoder_in.1)?;
+            let y = self.decoder.output_shape(&d)?;
+            self.head.output_shape(&y)
+        })();
+        Some(shape.map(|s| vec![("digits".to_string(), s)]))
+    }
+}
+
+/// The same model as an ONNX graph: each input's lengths are graph inputs (`source_lengths`,
+/// `decoder_in_lengths`), and the encoder's final `(h, c)` is the decoder's `initial_h`,
+/// `initial_c` — the forward pass above, operator by operator.
+impl backprop::onnx::OnnxModel for Reverser {
+    fn export_model(&self, g: &mut backprop::onnx::Graph) -> backprop::Result<Vec<(String, String)>> {
+        let source = g.input("source")?;
+        let e = g.layer(&self.source_embed, &source, None)?;
+        let encoded = g.recurrent(&self.encoder, &e, Some("source"), None, true)?;
+        let decoder_in = g.input("decoder_in")?;
+        let d = g.layer(&self.target_embed, &decoder_in, None)?;
+        let initial = (encoded.h.as_str(), encoded.c.as_deref());
+        let decoded = g.recurrent(&self.decoder, &d, Some("decoder_in"), Some(initial), false)?;
+        let digits = g.layer(&self.head, &decoded.y, None)?;
+        Ok(vec![("digits".to_string(), digits)])
     }
 }
 

@@ -24,6 +24,7 @@
 
 use super::{InputGrad, Layer, Pass, Visit, check_grad, check_input, shape_error};
 use crate::error::Result;
+use crate::onnx::OnnxLayer;
 use crate::tensor::Tensor;
 use crate::tensor::math::{erf, feature_split, log_softmax_into, sigmoid, softmax_into};
 use rayon::prelude::*;
@@ -145,6 +146,10 @@ impl Layer for Relu {
     fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
         Some(self.backward_in_place(g.clone()))
     }
+
+    fn onnx(&self) -> Option<&dyn OnnxLayer> {
+        Some(self)
+    }
 }
 
 impl Visit for Relu {}
@@ -194,6 +199,10 @@ impl Layer for LeakyRelu {
         let a = self.slope;
         elementwise_backward("LeakyReLU", &self.x, g, |x| if x > 0.0 { 1.0 } else { a })
     }
+
+    fn onnx(&self) -> Option<&dyn OnnxLayer> {
+        Some(self)
+    }
 }
 
 impl Visit for LeakyRelu {}
@@ -229,6 +238,10 @@ impl Layer for Sigmoid {
     fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
         elementwise_backward("Sigmoid", &self.y, g, |y| y * (1.0 - y))
     }
+
+    fn onnx(&self) -> Option<&dyn OnnxLayer> {
+        Some(self)
+    }
 }
 
 impl Visit for Sigmoid {}
@@ -263,6 +276,10 @@ impl Layer for Tanh {
 
     fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
         elementwise_backward("Tanh", &self.y, g, |y| 1.0 - y * y)
+    }
+
+    fn onnx(&self) -> Option<&dyn OnnxLayer> {
+        Some(self)
     }
 }
 
@@ -351,6 +368,10 @@ impl Layer for Gelu {
         let df = if self.approximate { gelu_tanh_grad } else { gelu_exact_grad };
         elementwise_backward("GELU", &self.x, g, df)
     }
+
+    fn onnx(&self) -> Option<&dyn OnnxLayer> {
+        Some(self)
+    }
 }
 
 impl Visit for Gelu {}
@@ -414,6 +435,10 @@ impl Layer for Softmax {
         }
         Some(dx)
     }
+
+    fn onnx(&self) -> Option<&dyn OnnxLayer> {
+        Some(self)
+    }
 }
 
 impl Visit for Softmax {}
@@ -474,6 +499,10 @@ impl Layer for LogSoftmax {
             }
         }
         Some(dx)
+    }
+
+    fn onnx(&self) -> Option<&dyn OnnxLayer> {
+        Some(self)
     }
 }
 

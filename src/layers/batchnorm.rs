@@ -24,6 +24,7 @@
 
 use super::{InputGrad, Layer, Param, Pass, State, StateMut, Visit, check_grad, check_input, shape_error};
 use crate::error::Result;
+use crate::onnx::OnnxLayer;
 use crate::tensor::Tensor;
 use crate::tensor::math::feature_split as split;
 
@@ -225,6 +226,10 @@ macro_rules! batchnorm_layer {
             fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
                 check_grad($name, self.0.x_hat.shape(), g);
                 Some(self.0.backward(g))
+            }
+
+            fn onnx(&self) -> Option<&dyn OnnxLayer> {
+                Some(self)
             }
         }
 

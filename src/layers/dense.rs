@@ -18,6 +18,7 @@ use super::{
     redraw_weight_and_bias, replace_parameters, shape_error, visit_weight_bias, visit_weight_bias_mut,
 };
 use crate::error::{Error, Result};
+use crate::onnx::OnnxLayer;
 use crate::privacy::per_example::PerExample;
 use crate::tensor::Tensor;
 use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm};
@@ -172,6 +173,10 @@ impl Layer for Dense {
     }
 
     fn per_example(&mut self) -> Option<&mut dyn PerExample> {
+        Some(self)
+    }
+
+    fn onnx(&self) -> Option<&dyn OnnxLayer> {
         Some(self)
     }
 }

@@ -11,6 +11,7 @@
 
 use super::{InputGrad, Layer, Pass, State, StateMut, Visit, check_grad, check_input, shape_error};
 use crate::error::Result;
+use crate::onnx::OnnxLayer;
 use crate::tensor::{Rng, Tensor, rng};
 use rand::RngExt;
 
@@ -86,6 +87,10 @@ impl Layer for Dropout {
             return Some(g.clone()); // eval mode: identity
         }
         Some(g.mul_elem(&self.mask)) // dL/dx = g ⊙ m
+    }
+
+    fn onnx(&self) -> Option<&dyn OnnxLayer> {
+        Some(self)
     }
 }
 

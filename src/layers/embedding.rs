@@ -15,6 +15,7 @@
 
 use super::{InputGrad, Layer, Param, Pass, State, StateMut, Visit, check_grad, checked_output, shape_error};
 use crate::error::{Error, Result};
+use crate::onnx::OnnxLayer;
 use crate::privacy::per_example::PerExample;
 use crate::tensor::Tensor;
 use crate::tensor::init::Init;
@@ -130,6 +131,10 @@ impl Layer for Embedding {
     }
 
     fn per_example(&mut self) -> Option<&mut dyn PerExample> {
+        Some(self)
+    }
+
+    fn onnx(&self) -> Option<&dyn OnnxLayer> {
         Some(self)
     }
 }

@@ -5,6 +5,7 @@
 
 use super::{InputGrad, Layer, Pass, Visit, check_grad, check_input, shape_error};
 use crate::error::Result;
+use crate::onnx::OnnxLayer;
 use crate::tensor::Tensor;
 
 /// Flattens every axis but the batch axis.
@@ -74,6 +75,10 @@ impl Layer for Flatten {
 
     fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
         Some(self.backward_in_place(g.clone()))
+    }
+
+    fn onnx(&self) -> Option<&dyn OnnxLayer> {
+        Some(self)
     }
 }
 

@@ -303,6 +303,12 @@ pub trait Layer: Visit + Any + Send {
     fn per_example(&mut self) -> Option<&mut dyn PerExample> {
         None
     }
+
+    /// The layer's ONNX export, if it has one: an optional capability used by
+    /// [`onnx`](crate::onnx). The default, `None`, makes an export refuse the layer by name.
+    fn onnx(&self) -> Option<&dyn crate::onnx::OnnxLayer> {
+        None
+    }
 }
 
 /// `dL/dx` from [`Layer::backward`] when it is needed.

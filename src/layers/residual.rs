@@ -27,6 +27,7 @@
 
 use super::{InputGrad, Layer, Pass, Sequential, State, StateMut, Visit};
 use crate::error::{Error, Result};
+use crate::onnx::OnnxLayer;
 use crate::privacy::per_example::PerExample;
 use crate::tensor::{Tensor, shape_str};
 
@@ -100,6 +101,10 @@ impl Layer for Residual {
     }
 
     fn per_example(&mut self) -> Option<&mut dyn PerExample> {
+        Some(self)
+    }
+
+    fn onnx(&self) -> Option<&dyn OnnxLayer> {
         Some(self)
     }
 }

@@ -30,6 +30,7 @@
 use super::{InputGrad, Layer, Pass, State, StateMut, Visit, child_name};
 use crate::error::{Error, Result};
 use crate::exec::{self, Execution, Plan};
+use crate::onnx::OnnxLayer;
 use crate::privacy::per_example::PerExample;
 use crate::tensor::{Tensor, shape_str};
 use std::any::Any;
@@ -343,6 +344,10 @@ impl Layer for Sequential {
     }
 
     fn per_example(&mut self) -> Option<&mut dyn PerExample> {
+        Some(self)
+    }
+
+    fn onnx(&self) -> Option<&dyn OnnxLayer> {
         Some(self)
     }
 }

@@ -1,8 +1,9 @@
 //! Export to ONNX, for ONNX Runtime and every other engine that reads it.
 //!
-//! [`save`] (or [`to_bytes`]) writes a model made of the crate's layers as an ONNX graph (opset
-//! [`OPSET`]) with the weights inside and the batch size left free (the input's first axis is the
-//! symbolic `"batch"`). The mapping, layer by layer:
+//! [`save`] (or [`to_bytes`]) writes a layer — usually a [`Sequential`](crate::Sequential) — as an
+//! ONNX graph (opset [`OPSET`]) with the weights inside and the batch size left free (the input's
+//! first axis is the symbolic `"batch"`); [`save_model`] does the same for a [`Model`] struct with
+//! several named inputs and outputs. The mapping, layer by layer:
 //!
 //! | layer | ONNX |
 //! |---|---|
@@ -17,39 +18,97 @@
 //! | `Dropout` | `Identity` (inference) |
 //! | `BatchNorm1d`, `BatchNorm2d` | `BatchNormalization` with the running statistics |
 //! | `Embedding` | `Cast` of the ids to int64, `Gather` from the table |
-//! | `Rnn`, `Lstm`, `Gru` | `Transpose` to time-major, `RNN`/`LSTM`/`GRU`, back to batch-major |
+//! | `Rnn`, `Lstm`, `Gru` | `Transpose` to time-major, `RNN`/`LSTM`/`GRU` with `sequence_lens`, back to batch-major |
 //! | `Residual` | its body, then `Add` of the input |
 //! | `Sequential` | its layers in order |
 //!
 //! Recurrent gates are reordered to ONNX's: PyTorch's (and this crate's) LSTM `i, f, g, o`
 //! becomes `i, o, f, c`, GRU `r, z, n` becomes `z, r, h`, with `linear_before_reset = 1` (the
 //! reset gate applied after the recurrent product, as here); the two biases go side by side in
-//! `B`. The exported sequence layers run every sequence to its full length: a batch's lengths
-//! ([`Pass::lengths`](crate::layers::Pass::lengths)) are not part of the graph, and a stateful
-//! layer is refused.
+//! `B`.
+//!
+//! **Side information is part of the graph.** A graph whose layers read sequence lengths has one
+//! more input per sequence input, `"{input}_lengths"` (int64 `[batch]`), wired to the recurrent
+//! operators' `sequence_lens`: ONNX Runtime then stops each sequence at its length exactly as the
+//! crate does ([`Pass::lengths`](crate::layers::Pass::lengths)). A model struct passes initial
+//! states between its recurrent layers through [`Graph::recurrent`] (`initial_h`, `initial_c`
+//! in, `Y_h`, `Y_c` out). What cannot be written as a graph is refused with the reason, never
+//! exported differently: a stateful recurrent layer (an ONNX graph has no state between calls),
+//! a layer or model without an export.
+//!
+//! **Export is a per-layer capability.** A layer offers it through [`Layer::onnx`] (the crate's
+//! layers' exports are in this module's `layers.rs`); a custom layer implements [`OnnxLayer`]
+//! with the public [`Graph`] builder, and a model struct implements [`OnnxModel`] (see
+//! `examples/seq2seq/model.rs`). Anything else is refused by name.
 //!
 //! `docs/onnx.md` has the agreement with ONNX Runtime for every layer type.
 
+mod layers;
 pub mod proto;
 
 use crate::error::{Error, Result};
-use crate::layers::{
-    AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dense, Dropout, Embedding, Flatten, Gelu, GlobalAvgPool,
-    Gru, Layer, LeakyRelu, LogSoftmax, Lstm, MaxPool2d, Relu, Residual, Rnn, Sequential, Sigmoid, Softmax,
-    State, Tanh,
-};
+use crate::layers::{Layer, State};
+use crate::model::Model;
 use crate::tensor::Tensor;
+pub use layers::RecurrentOnnx;
 use proto::Message;
-use std::any::Any;
 use std::path::Path;
 
 /// The ONNX operator set the graph uses.
 pub const OPSET: i64 = 17;
 /// The ONNX IR version written (the one that goes with opset 17).
 const IR_VERSION: i64 = 8;
-/// `TensorProto.DataType`: float and int64.
+/// `TensorProto.DataType`: float, int32 and int64.
 const FLOAT: i64 = 1;
+const INT32: i64 = 6;
 const INT64: i64 = 7;
+
+/// A layer that can write itself into an ONNX [`Graph`]; reached through [`Layer::onnx`].
+pub trait OnnxLayer {
+    /// Appends the layer's nodes reading the value `x` and returns the name of its output.
+    /// `lengths` names the graph input whose sequence lengths apply (for
+    /// [`Graph::sequence_lens`]), as a forward [`Pass`](crate::layers::Pass) carries them.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the layer and the reason, when it cannot be exported.
+    fn export(&self, g: &mut Graph, x: &str, lengths: Option<&str>) -> Result<String>;
+}
+
+/// A model that can write itself into an ONNX [`Graph`]: reads its graph inputs by name
+/// ([`Graph::input`], [`Graph::sequence_lens`]) and returns its outputs `(name, value)`. Every
+/// [`Layer`] with an export is one (one input, `"input"`; one output, `"output"`).
+pub trait OnnxModel {
+    /// Appends the model's nodes; returns each output's name and the value that holds it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming what cannot be exported.
+    fn export_model(&self, g: &mut Graph) -> Result<Vec<(String, String)>>;
+}
+
+impl<L: Layer> OnnxModel for L {
+    fn export_model(&self, g: &mut Graph) -> Result<Vec<(String, String)>> {
+        let x = g.input(crate::model::INPUT)?;
+        let y = g.layer(self, &x, Some(crate::model::INPUT))?;
+        Ok(vec![(crate::model::OUTPUT.to_string(), y)])
+    }
+}
+
+/// One input of an exported graph: its name, the shape of one sample, and whether it carries
+/// sequence lengths (then the graph takes `"{name}_lengths"` too).
+#[derive(Clone, Debug)]
+pub struct GraphInput {
+    /// The input's name, as the model reads it.
+    pub name: String,
+    /// The shape of one sample (without the batch axis).
+    pub sample_shape: Vec<usize>,
+}
+
+impl GraphInput {
+    /// An input named `name` whose samples have shape `sample_shape`.
+    pub fn new(name: &str, sample_shape: &[usize]) -> GraphInput {
+        GraphInput { name: name.to_string(), sample_shape: sample_shape.to_vec() }
+    }
+}
 
 /// Writes `model` as an ONNX file at `path`, for inputs of shape `[N, sample_shape…]` with any `N`.
 /// The file is written whole or not at all (as [`crate::io::save`]).
@@ -74,67 +133,162 @@ pub fn save(model: &dyn Layer, sample_shape: &[usize], path: impl AsRef<Path>) -
 pub fn to_bytes(model: &dyn Layer, sample_shape: &[usize]) -> Result<Vec<u8>> {
     let input_shape: Vec<usize> = std::iter::once(1).chain(sample_shape.iter().copied()).collect();
     let output_shape = model.output_shape(&input_shape)?;
-    let mut g = Graph::default();
-    let y = g.layer(model, "input".to_string())?;
-    g.node("Identity", &[&y], vec![], &["output"]);
-    let graph = g.nodes.iter().fold(Message::new(), |m, n| m.message(1, n)).string(2, "backprop");
-    let graph = g.initializers.iter().fold(graph, |m, t| m.message(5, t));
-    let graph = graph
-        .message(11, &value_info("input", &input_shape))
-        .message(12, &value_info("output", &output_shape));
-    let opset = Message::new().string(1, "").int(2, OPSET);
-    let model = Message::new()
-        .int(1, IR_VERSION)
-        .string(2, "backprop")
-        .string(3, env!("CARGO_PKG_VERSION"))
-        .message(7, &graph)
-        .message(8, &opset);
-    Ok(model.into_bytes())
+    let inputs = [GraphInput::new(crate::model::INPUT, sample_shape)];
+    let mut g = Graph::new(&inputs);
+    let x = g.input(crate::model::INPUT)?;
+    let y = g.layer(model, &x, Some(crate::model::INPUT))?;
+    g.finish(&[(crate::model::OUTPUT.to_string(), y)], &[output_shape])
 }
 
-/// A graph input or output: float, first axis the symbolic `"batch"`.
-fn value_info(name: &str, shape: &[usize]) -> Message {
+/// Writes a [`Model`] with several named inputs as an ONNX file (whole or not at all); see
+/// [`model_to_bytes`].
+///
+/// # Errors
+/// As [`model_to_bytes`], and [`Error::Io`] if the file cannot be written.
+pub fn save_model(
+    model: &dyn Model,
+    export: &dyn OnnxModel,
+    inputs: &[GraphInput],
+    path: impl AsRef<Path>,
+) -> Result<()> {
+    let bytes = model_to_bytes(model, export, inputs)?;
+    crate::io::write_atomically(path.as_ref(), &bytes)
+}
+
+/// The ONNX encoding of a model struct: `export` (usually the model itself, which implements
+/// [`OnnxModel`]) writes the nodes; the graph's inputs are `inputs` (float `[batch, …]`) and the
+/// `"{name}_lengths"` of those whose lengths a layer reads; its outputs are the model's, with the
+/// shapes [`Model::output_shapes`] gives.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming what cannot be exported, an input the export reads that is
+/// not among `inputs`, or a model that does not say its output shapes.
+pub fn model_to_bytes(model: &dyn Model, export: &dyn OnnxModel, inputs: &[GraphInput]) -> Result<Vec<u8>> {
+    let mut g = Graph::new(inputs);
+    let outputs = export.export_model(&mut g)?;
+    let batch_shapes: Vec<(String, Vec<usize>)> = inputs
+        .iter()
+        .map(|i| (i.name.clone(), std::iter::once(1).chain(i.sample_shape.iter().copied()).collect()))
+        .collect();
+    let known = model.output_shapes(&batch_shapes).ok_or_else(|| {
+        Error::invalid(format!(
+            "ONNX export: {} does not say its output shapes (Model::output_shapes), which the graph must declare",
+            model.name()
+        ))
+    })??;
+    let shapes = outputs
+        .iter()
+        .map(|(name, _)| {
+            known.iter().find(|(n, _)| n == name).map(|(_, shape)| shape.clone()).ok_or_else(|| {
+                Error::invalid(format!(
+                    "ONNX export: {} gives no shape for its output {name:?}",
+                    model.name()
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    g.finish(&outputs, &shapes)
+}
+
+/// A graph input or output of element type `elem`, first axis the symbolic `"batch"`.
+fn value_info(name: &str, elem: i64, shape: &[usize]) -> Message {
     let dims = shape.iter().enumerate().fold(Message::new(), |m, (i, &d)| {
         let dim = if i == 0 { Message::new().string(2, "batch") } else { Message::new().int(1, d as i64) };
         m.message(1, &dim)
     });
-    let tensor = Message::new().int(1, FLOAT).message(2, &dims);
+    let tensor = Message::new().int(1, elem).message(2, &dims);
     Message::new().string(1, name).message(2, &Message::new().message(1, &tensor))
 }
 
-/// An attribute: `(name, value)` with its type tag (`AttributeProto`).
-fn attr_int(name: &str, v: i64) -> Message {
+/// An integer attribute (`AttributeProto`, type INT).
+pub fn attr_int(name: &str, v: i64) -> Message {
     Message::new().string(1, name).int(3, v).int(20, 2)
 }
 
-fn attr_float(name: &str, v: f32) -> Message {
+/// A float attribute (type FLOAT).
+pub fn attr_float(name: &str, v: f32) -> Message {
     Message::new().string(1, name).float(2, v).int(20, 1)
 }
 
-fn attr_ints(name: &str, vs: &[usize]) -> Message {
+/// A list-of-integers attribute (type INTS).
+pub fn attr_ints(name: &str, vs: &[usize]) -> Message {
     vs.iter().fold(Message::new().string(1, name), |m, &v| m.int(8, v as i64)).int(20, 7)
 }
 
-fn attr_strings(name: &str, vs: &[&str]) -> Message {
+/// A list-of-strings attribute (type STRINGS).
+pub fn attr_strings(name: &str, vs: &[&str]) -> Message {
     vs.iter().fold(Message::new().string(1, name), |m, v| m.string(9, v)).int(20, 8)
 }
 
-/// The graph being built: nodes in order, weights as initializers, fresh names from a counter.
-#[derive(Default)]
-struct Graph {
+/// The outputs of [`Graph::recurrent`]: the values holding `y [N, T, H]` (or `[N, H]` for a
+/// last-step-only layer), `h_n [N, H]` and, for an LSTM, `c_n [N, H]`.
+#[derive(Clone, Debug)]
+pub struct RecurrentValues {
+    /// The layer's output.
+    pub y: String,
+    /// The final hidden state, `[N, H]`.
+    pub h: String,
+    /// The final cell state (LSTM), `[N, H]`.
+    pub c: Option<String>,
+}
+
+/// An ONNX graph being built: nodes in order, weights as initializers, fresh value names from a
+/// counter. Layers and models write into it through [`OnnxLayer`] and [`OnnxModel`].
+pub struct Graph {
+    inputs: Vec<GraphInput>,
     nodes: Vec<Message>,
     initializers: Vec<Message>,
     names: usize,
+    /// Inputs whose lengths a layer read, with the int32 value of them.
+    lengths_used: Vec<(String, String)>,
 }
 
 impl Graph {
-    fn fresh(&mut self, stem: &str) -> String {
+    fn new(inputs: &[GraphInput]) -> Graph {
+        Graph {
+            inputs: inputs.to_vec(),
+            nodes: Vec::new(),
+            initializers: Vec::new(),
+            names: 0,
+            lengths_used: Vec::new(),
+        }
+    }
+
+    /// The value of the graph input `name` (its own name).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the graph has no such input.
+    pub fn input(&self, name: &str) -> Result<String> {
+        match self.inputs.iter().find(|i| i.name == name) {
+            Some(i) => Ok(i.name.clone()),
+            None => {
+                let names: Vec<&str> = self.inputs.iter().map(|i| i.name.as_str()).collect();
+                Err(Error::invalid(format!(
+                    "ONNX export: no graph input named {name:?}; the inputs are {names:?}"
+                )))
+            }
+        }
+    }
+
+    /// The `sequence_lens` value (int32 `[batch]`) for the graph input `input`: the first call
+    /// adds the graph input `"{input}_lengths"` (int64) and a `Cast` of it.
+    pub fn sequence_lens(&mut self, input: &str) -> String {
+        if let Some((_, v)) = self.lengths_used.iter().find(|(i, _)| i == input) {
+            return v.clone();
+        }
+        let v = self.op("Cast", &[&format!("{input}_lengths")], vec![attr_int("to", INT32)]);
+        self.lengths_used.push((input.to_string(), v.clone()));
+        v
+    }
+
+    /// A fresh value name from `stem`.
+    pub fn fresh(&mut self, stem: &str) -> String {
         self.names += 1;
         format!("{stem}_{}", self.names)
     }
 
-    /// A float initializer; returns its name.
-    fn tensor(&mut self, stem: &str, dims: &[usize], data: &[f32]) -> String {
+    /// A float initializer (a weight); returns its name.
+    pub fn tensor(&mut self, stem: &str, dims: &[usize], data: &[f32]) -> String {
         let name = self.fresh(stem);
         let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         let t = dims.iter().fold(Message::new(), |m, &d| m.int(1, d as i64));
@@ -143,7 +297,7 @@ impl Graph {
     }
 
     /// An int64 initializer (axes, shapes); returns its name.
-    fn int64s(&mut self, stem: &str, data: &[i64]) -> String {
+    pub fn int64s(&mut self, stem: &str, data: &[i64]) -> String {
         let name = self.fresh(stem);
         let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.initializers
@@ -151,7 +305,13 @@ impl Graph {
         name
     }
 
-    fn node(&mut self, op: &str, inputs: &[&str], attrs: Vec<Message>, outputs: &[&str]) {
+    /// A float scalar initializer.
+    pub fn scalar(&mut self, v: f32) -> String {
+        self.tensor("const", &[], &[v])
+    }
+
+    /// A node with the given outputs (an empty name leaves an optional output out).
+    pub fn node(&mut self, op: &str, inputs: &[&str], attrs: Vec<Message>, outputs: &[&str]) {
         let n = inputs.iter().fold(Message::new(), |m, i| m.string(1, i));
         let n = outputs.iter().fold(n, |m, o| m.string(2, o));
         let name = self.fresh(op);
@@ -160,221 +320,54 @@ impl Graph {
     }
 
     /// A node with one output, named fresh; returns that name.
-    fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<Message>) -> String {
+    pub fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<Message>) -> String {
         let out = self.fresh(&op.to_lowercase());
         self.node(op, inputs, attrs, &[&out]);
         out
     }
 
-    fn scalar(&mut self, v: f32) -> String {
-        self.tensor("const", &[], &[v])
-    }
-
-    /// Appends the nodes of `layer` reading `x`; returns the name of its output.
-    fn layer(&mut self, layer: &dyn Layer, x: String) -> Result<String> {
-        let any: &dyn Any = layer;
-        if let Some(s) = any.downcast_ref::<Sequential>() {
-            return s.layers().try_fold(x, |x, l| self.layer(l, x));
-        }
-        if let Some(r) = any.downcast_ref::<Residual>() {
-            let fx = self.layer(r.body(), x.clone())?;
-            return Ok(self.op("Add", &[&x, &fx], vec![])); // y = x + f(x)
-        }
-        if let Some(d) = any.downcast_ref::<Dense>() {
-            let (o, i) = (d.outputs(), d.inputs());
-            let w = d.weight().value.data();
-            let w_t: Vec<f32> = (0..i * o).map(|k| w[(k % o) * i + k / o]).collect(); // Wᵀ [in, out]
-            let wt = self.tensor("dense_weight_t", &[i, o], &w_t);
-            let y = self.op("MatMul", &[&x, &wt], vec![]);
-            return Ok(match d.bias() {
-                Some(b) => {
-                    let b = self.tensor("dense_bias", b.value.shape(), b.value.data());
-                    self.op("Add", &[&y, &b], vec![])
-                }
-                None => y,
-            });
-        }
-        if let Some(c) = any.downcast_ref::<Conv2d>() {
-            let set = c.settings();
-            let ((kh, kw), (sh, sw), (ph, pw), (dh, dw)) =
-                (set.kernel, set.stride, set.padding, set.dilation);
-            let w = self.tensor("conv_weight", c.weight().value.shape(), c.weight().value.data());
-            let mut inputs = vec![x.clone(), w];
-            if let Some(b) = c.bias() {
-                inputs.push(self.tensor("conv_bias", b.value.shape(), b.value.data()));
-            }
-            let attrs = vec![
-                attr_ints("kernel_shape", &[kh, kw]),
-                attr_ints("strides", &[sh, sw]),
-                attr_ints("pads", &[ph, pw, ph, pw]),
-                attr_ints("dilations", &[dh, dw]),
-            ];
-            let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-            return Ok(self.op("Conv", &refs, attrs));
-        }
-        let window = |w: crate::layers::pool::Window| {
-            vec![
-                attr_ints("kernel_shape", &[w.kernel.0, w.kernel.1]),
-                attr_ints("strides", &[w.stride.0, w.stride.1]),
-                attr_ints("pads", &[w.padding.0, w.padding.1, w.padding.0, w.padding.1]),
-            ]
-        };
-        if let Some(p) = any.downcast_ref::<MaxPool2d>() {
-            return Ok(self.op("MaxPool", &[&x], window(p.window())));
-        }
-        if let Some(p) = any.downcast_ref::<AvgPool2d>() {
-            let mut attrs = window(p.window());
-            attrs.push(attr_int("count_include_pad", 1));
-            return Ok(self.op("AveragePool", &[&x], attrs));
-        }
-        if any.is::<GlobalAvgPool>() {
-            let pooled = self.op("GlobalAveragePool", &[&x], vec![]); // [N, C, 1, 1]
-            return Ok(self.op("Flatten", &[&pooled], vec![attr_int("axis", 1)]));
-        }
-        if any.is::<Flatten>() {
-            return Ok(self.op("Flatten", &[&x], vec![attr_int("axis", 1)]));
-        }
-        for (is, op) in
-            [(any.is::<Relu>(), "Relu"), (any.is::<Sigmoid>(), "Sigmoid"), (any.is::<Tanh>(), "Tanh")]
-        {
-            if is {
-                return Ok(self.op(op, &[&x], vec![]));
-            }
-        }
-        if let Some(l) = any.downcast_ref::<LeakyRelu>() {
-            return Ok(self.op("LeakyRelu", &[&x], vec![attr_float("alpha", l.slope())]));
-        }
-        if any.is::<Softmax>() {
-            return Ok(self.op("Softmax", &[&x], vec![attr_int("axis", 1)]));
-        }
-        if any.is::<LogSoftmax>() {
-            return Ok(self.op("LogSoftmax", &[&x], vec![attr_int("axis", 1)]));
-        }
-        if let Some(gelu) = any.downcast_ref::<Gelu>() {
-            return Ok(self.gelu(&x, gelu.is_tanh_approximation()));
-        }
-        if any.is::<Dropout>() {
-            return Ok(self.op("Identity", &[&x], vec![]));
-        }
-        if let Some(bn) = any.downcast_ref::<BatchNorm1d>() {
-            return Ok(self.batch_norm(layer, &x, bn.running_mean(), bn.running_var(), bn.epsilon()));
-        }
-        if let Some(bn) = any.downcast_ref::<BatchNorm2d>() {
-            return Ok(self.batch_norm(layer, &x, bn.running_mean(), bn.running_var(), bn.epsilon()));
-        }
-        if let Some(e) = any.downcast_ref::<Embedding>() {
-            let ids = self.op("Cast", &[&x], vec![attr_int("to", INT64)]);
-            let table = self.tensor("embedding_weight", e.weight().value.shape(), e.weight().value.data());
-            return Ok(self.op("Gather", &[&table, &ids], vec![attr_int("axis", 0)]));
-        }
-        if let Some(r) = any.downcast_ref::<Lstm>() {
-            return self.recurrent(
-                layer,
-                &x,
-                ("LSTM", &[0, 3, 1, 2]),
-                r.hidden(),
-                (r.is_last_step_only(), r.is_stateful()),
-                vec![],
-            );
-        }
-        if let Some(r) = any.downcast_ref::<Gru>() {
-            let attrs = vec![attr_int("linear_before_reset", 1)];
-            return self.recurrent(
-                layer,
-                &x,
-                ("GRU", &[1, 0, 2]),
-                r.hidden(),
-                (r.is_last_step_only(), r.is_stateful()),
-                attrs,
-            );
-        }
-        if let Some(r) = any.downcast_ref::<Rnn>() {
-            let attrs = vec![attr_strings("activations", &[if r.is_relu() { "Relu" } else { "Tanh" }])];
-            return self.recurrent(
-                layer,
-                &x,
-                ("RNN", &[0]),
-                r.hidden(),
-                (r.is_last_step_only(), r.is_stateful()),
-                attrs,
-            );
-        }
-        Err(Error::invalid(format!(
-            "ONNX export: no ONNX mapping for {} (the crate's own layers have one; see backprop::onnx)",
-            layer.describe()
-        )))
-    }
-
-    /// GELU from operators opset 17 has: exact `x·½(1 + erf(x/√2))`, or
-    /// `x·½(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
-    fn gelu(&mut self, x: &str, tanh_form: bool) -> String {
-        let (one, half) = (self.scalar(1.0), self.scalar(0.5));
-        let inner = if tanh_form {
-            let (a, b) = (self.scalar(0.044715), self.scalar((2.0 / std::f32::consts::PI).sqrt()));
-            let x2 = self.op("Mul", &[x, x], vec![]);
-            let x3 = self.op("Mul", &[&x2, x], vec![]);
-            let ax3 = self.op("Mul", &[&x3, &a], vec![]);
-            let s = self.op("Add", &[x, &ax3], vec![]);
-            let u = self.op("Mul", &[&s, &b], vec![]);
-            self.op("Tanh", &[&u], vec![])
-        } else {
-            let root2 = self.scalar(std::f32::consts::SQRT_2);
-            let scaled = self.op("Div", &[x, &root2], vec![]);
-            self.op("Erf", &[&scaled], vec![])
-        };
-        let plus_one = self.op("Add", &[&inner, &one], vec![]);
-        let times_x = self.op("Mul", &[x, &plus_one], vec![]);
-        self.op("Mul", &[&times_x, &half], vec![])
-    }
-
-    fn batch_norm(&mut self, layer: &dyn Layer, x: &str, mean: &Tensor, var: &Tensor, eps: f32) -> String {
-        let (scale, shift) = (param(layer, "weight"), param(layer, "bias"));
-        let scale = self.tensor("bn_scale", scale.shape(), scale.data());
-        let shift = self.tensor("bn_shift", shift.shape(), shift.data());
-        let mean = self.tensor("bn_mean", mean.shape(), mean.data());
-        let var = self.tensor("bn_var", var.shape(), var.data());
-        self.op("BatchNormalization", &[x, &scale, &shift, &mean, &var], vec![attr_float("epsilon", eps)])
-    }
-
-    /// A recurrent layer: `W [1, G·H, F]`, `R [1, G·H, H]`, `B [1, 2·G·H]` with the gate blocks in
-    /// ONNX's order (`order[k]` = which of this crate's blocks goes k-th), on time-major input.
-    fn recurrent(
-        &mut self,
-        layer: &dyn Layer,
-        x: &str,
-        (op, order): (&str, &[usize]),
-        hidden: usize,
-        (last_only, stateful): (bool, bool),
-        mut attrs: Vec<Message>,
-    ) -> Result<String> {
-        if stateful {
-            return Err(Error::invalid(format!(
-                "ONNX export: {} is stateful (carries its state between calls), which an ONNX graph cannot",
+    /// Appends the nodes of `layer` reading `x` (with the lengths of graph input `lengths`, if
+    /// any); returns the name of its output.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming a layer that has no export or refuses.
+    pub fn layer(&mut self, layer: &dyn Layer, x: &str, lengths: Option<&str>) -> Result<String> {
+        match layer.onnx() {
+            Some(export) => export.export(self, x, lengths),
+            None => Err(Error::invalid(format!(
+                "ONNX export: {} has no ONNX export (the crate's layers have one; a custom layer can implement \
+                 backprop::onnx::OnnxLayer)",
                 layer.describe()
-            )));
+            ))),
         }
-        let reorder = |t: Tensor| -> Vec<f32> {
-            let block = t.len() / order.len();
-            order.iter().flat_map(|&k| t.data()[k * block..][..block].to_vec()).collect()
-        };
-        let (w_ih, w_hh) = (param(layer, "weight_ih_l0"), param(layer, "weight_hh_l0"));
-        let (gh, f) = (w_ih.dim(0), w_ih.dim(1));
-        let mut bias = reorder(param(layer, "bias_ih_l0"));
-        bias.extend(reorder(param(layer, "bias_hh_l0")));
-        let w = self.tensor("rnn_w", &[1, gh, f], &reorder(w_ih));
-        let r = self.tensor("rnn_r", &[1, gh, hidden], &reorder(w_hh));
-        let b = self.tensor("rnn_b", &[1, 2 * gh], &bias);
-        attrs.push(attr_int("hidden_size", hidden as i64));
-        let time_major = self.op("Transpose", &[x], vec![attr_ints("perm", &[1, 0, 2])]); // [T, N, F]
-        let (y, y_h) = (self.fresh("rnn_y"), self.fresh("rnn_y_h"));
-        self.node(op, &[&time_major, &w, &r, &b], attrs, &[&y, &y_h]); // Y [T, 1, N, H], Y_h [1, N, H]
-        if last_only {
-            let axes = self.int64s("axes", &[0]);
-            return Ok(self.op("Squeeze", &[&y_h, &axes], vec![])); // [N, H]
+    }
+
+    /// The graph's bytes, with `outputs` as its outputs (each through an `Identity` named after
+    /// the output).
+    fn finish(mut self, outputs: &[(String, String)], shapes: &[Vec<usize>]) -> Result<Vec<u8>> {
+        for (name, value) in outputs {
+            self.node("Identity", &[value], vec![], &[name]);
         }
-        let axes = self.int64s("axes", &[1]);
-        let y = self.op("Squeeze", &[&y, &axes], vec![]); // [T, N, H]
-        Ok(self.op("Transpose", &[&y], vec![attr_ints("perm", &[1, 0, 2])])) // [N, T, H]
+        let graph = self.nodes.iter().fold(Message::new(), |m, n| m.message(1, n)).string(2, "backprop");
+        let mut graph = self.initializers.iter().fold(graph, |m, t| m.message(5, t));
+        for input in &self.inputs {
+            let shape: Vec<usize> = std::iter::once(1).chain(input.sample_shape.iter().copied()).collect();
+            graph = graph.message(11, &value_info(&input.name, FLOAT, &shape));
+        }
+        for (input, _) in &self.lengths_used {
+            graph = graph.message(11, &value_info(&format!("{input}_lengths"), INT64, &[1]));
+        }
+        for ((name, _), shape) in outputs.iter().zip(shapes) {
+            graph = graph.message(12, &value_info(name, FLOAT, shape));
+        }
+        let opset = Message::new().string(1, "").int(2, OPSET);
+        let model = Message::new()
+            .int(1, IR_VERSION)
+            .string(2, "backprop")
+            .string(3, env!("CARGO_PKG_VERSION"))
+            .message(7, &graph)
+            .message(8, &opset);
+        Ok(model.into_bytes())
     }
 }
 

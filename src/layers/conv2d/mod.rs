@@ -33,6 +33,7 @@ use super::{
     visit_weight_bias_mut,
 };
 use crate::error::{Error, Result};
+use crate::onnx::OnnxLayer;
 use crate::privacy::per_example::PerExample;
 use crate::tensor::Tensor;
 use crate::tensor::im2col::ConvGeometry;
@@ -297,6 +298,10 @@ impl Layer for Conv2d {
     }
 
     fn per_example(&mut self) -> Option<&mut dyn PerExample> {
+        Some(self)
+    }
+
+    fn onnx(&self) -> Option<&dyn OnnxLayer> {
         Some(self)
     }
 }

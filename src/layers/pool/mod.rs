@@ -27,6 +27,7 @@ pub mod reference;
 
 use super::{InputGrad, Layer, Pass, Visit, check_grad, check_input, shape_error};
 use crate::error::Result;
+use crate::onnx::OnnxLayer;
 use crate::tensor::Tensor;
 use crate::tensor::im2col::ConvGeometry;
 use fast::max_pool_plane;
@@ -270,6 +271,10 @@ impl Layer for MaxPool2d {
         // whose count check_grad fixed), and `route` wrote every element of each.
         Some(unsafe { Tensor::from_initialised(&self.in_shape, dx) })
     }
+
+    fn onnx(&self) -> Option<&dyn OnnxLayer> {
+        Some(self)
+    }
 }
 
 impl Visit for MaxPool2d {}
@@ -368,6 +373,10 @@ impl Layer for AvgPool2d {
         });
         Some(dx)
     }
+
+    fn onnx(&self) -> Option<&dyn OnnxLayer> {
+        Some(self)
+    }
 }
 
 impl Visit for AvgPool2d {}
@@ -425,6 +434,10 @@ impl Layer for GlobalAvgPool {
             plane.fill(gv / hw as f32); // dx = g / (H·W)
         }
         Some(dx)
+    }
+
+    fn onnx(&self) -> Option<&dyn OnnxLayer> {
+        Some(self)
     }
 }
 

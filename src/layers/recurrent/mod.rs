@@ -753,6 +753,10 @@ macro_rules! recurrent_layer {
             fn per_example(&mut self) -> Option<&mut dyn $crate::privacy::per_example::PerExample> {
                 Some(self)
             }
+
+            fn onnx(&self) -> Option<&dyn $crate::onnx::OnnxLayer> {
+                Some(self)
+            }
         }
 
         impl $crate::layers::Visit for $ty {
