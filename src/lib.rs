@@ -52,8 +52,8 @@
 //! 1. [`tensor`] — [`Tensor`]: a shape and a `Vec<f32>`. Then [`tensor::gemm`] (every heavy
 //!    product is one call to it; transposes are free), [`tensor::im2col`] (convolution as a
 //!    matrix product) and [`tensor::math`] (sigmoid, softmax, log-softmax, written once).
-//! 2. [`layers`] — the [`Layer`](layers::Layer) contract (four methods, and a visitor over named
-//!    state), then one file per layer. Start with [`layers::dense`]: its header derives the
+//! 2. [`layers`] — the [`Layer`](layers::Layer) contract (four methods), state visited by name
+//!    ([`Visit`](layers::Visit)), then one file per layer. Start with [`layers::dense`]: its header derives the
 //!    backward pass, and the code uses the same names. Then [`layers::activation`],
 //!    [`layers::conv2d`] (read [`layers::conv2d::reference`], the plain loops, before the fast
 //!    kernels), [`layers::pool`], [`layers::batchnorm`], [`layers::dropout`].
@@ -65,12 +65,17 @@
 //!    cross-entropy, negative log-likelihood.
 //! 5. [`gradcheck`] — checking every backward pass against finite differences.
 //! 6. [`optim`] — SGD with momentum, Adam (with its bias correction explained), AdamW, schedules.
-//! 7. [`train`] — the training loop (forward, loss, backward, step), evaluation and prediction,
-//!    for any model; [`model`] has the same as Keras-style methods on [`Sequential`].
-//! 8. [`data`] and [`io`] — data sets, batches, loaders; saving and loading any model's state.
-//!    [`privacy`] — differentially private training and its accountant.
-//! 9. [`exec`] — how a model runs its layers faster with results that stay bit-identical, and
-//!    why only some rewrites qualify.
+//! 7. [`model`] — models beyond a chain: a struct of layers with named inputs and outputs, its
+//!    forward and backward written by composing the children's (`examples/seq2seq`: an
+//!    encoder–decoder whose decoder hands `dL/dh₀`, `dL/dc₀` back to the encoder).
+//! 8. [`train`] — the training loop (forward, loss, backward, step) with pluggable
+//!    [steps](train::step), evaluation and prediction, for any model; the same as Keras-style
+//!    methods on [`Sequential`].
+//! 9. [`data`] and [`io`] — data sets whose batches carry their sequence lengths, loaders;
+//!    saving and loading any model's state. [`privacy`] — differentially private training (a
+//!    step of the same loop) and its accountant. [`onnx`] — export, layer by layer.
+//! 10. [`layers::sequential::plan`] — how a chain runs its layers faster with results that stay
+//!    bit-identical, and why only some rewrites qualify.
 //!
 //! ## Further reading, in `docs/`
 //!
@@ -81,13 +86,15 @@
 //! - `docs/architecture.md` — modules, the data flow of a training step, design decisions.
 //! - `docs/benchmarks.md` — measured speed, with the commands that produced each figure.
 //! - `docs/pytorch.md` — moving weights between this crate and PyTorch.
+//! - `docs/onnx.md` — handing a model to ONNX Runtime, and the agreement measured.
+//! - `docs/privacy.md` — private training: the guarantee, the accountant, the accuracy it costs.
+//! - `docs/reliability.md` — what the crate promises on hostile input, and how it is checked.
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod alloc_tuning;
 pub mod data;
 pub mod error;
-pub mod exec;
 pub mod gradcheck;
 pub mod io;
 pub mod layers;

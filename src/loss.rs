@@ -22,32 +22,9 @@ use crate::error::{Error, Result};
 use crate::tensor::math::{feature_split, log_softmax_into, sigmoid, softmax_into};
 use crate::tensor::{Tensor, shape_str};
 
-/// What a loss compares the network's output with.
-#[derive(Clone, Copy, Debug)]
-pub enum Target<'a> {
-    /// One class index per sample (for [`CrossEntropyLoss`]).
-    Classes(&'a [usize]),
-    /// A tensor of the output's shape (for [`MseLoss`] and [`BceWithLogitsLoss`]).
-    Values(&'a Tensor),
-}
-
-impl<'a> From<&'a [usize]> for Target<'a> {
-    fn from(labels: &'a [usize]) -> Target<'a> {
-        Target::Classes(labels)
-    }
-}
-
-impl<'a> From<&'a Vec<usize>> for Target<'a> {
-    fn from(labels: &'a Vec<usize>) -> Target<'a> {
-        Target::Classes(labels)
-    }
-}
-
-impl<'a> From<&'a Tensor> for Target<'a> {
-    fn from(t: &'a Tensor) -> Target<'a> {
-        Target::Values(t)
-    }
-}
+/// What a loss compares the network's output with: defined beside the data it comes from
+/// ([`data::Target`](crate::data::Target)), re-exported here where losses use it.
+pub use crate::data::Target;
 
 /// A loss function: the scalar to minimise and its gradient with respect to the prediction.
 pub trait Loss: Send + Sync {

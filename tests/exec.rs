@@ -2,8 +2,8 @@
 //! gradient bit-identical, on random inputs and on tie-heavy ones (zeros, repeated values,
 //! adjacent floats, saturated activations, NaN).
 
-use backprop::exec::Execution;
 use backprop::layers::named_params;
+use backprop::layers::sequential::Execution;
 use backprop::prelude::*;
 
 /// A convnet with `act` after each convolution, each followed by a 2×2 max pooling.

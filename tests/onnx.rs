@@ -342,7 +342,12 @@ fn a_custom_layer_exports_through_its_own_onnx_impl() {
     }
     impl Visit for Doubler {}
     impl backprop::onnx::OnnxLayer for Doubler {
-        fn export(&self, g: &mut backprop::onnx::Graph, x: &str, _: Option<&str>) -> backprop::Result<String> {
+        fn export(
+            &self,
+            g: &mut backprop::onnx::Graph,
+            x: &str,
+            _: Option<&str>,
+        ) -> backprop::Result<String> {
             let two = g.scalar(2.0);
             Ok(g.op("Mul", &[x, &two], vec![]))
         }

@@ -8,13 +8,42 @@
 pub mod idx;
 #[cfg(feature = "image")]
 pub mod image_folder;
+mod inputs;
 pub mod knowledge;
 pub mod transforms;
 
+pub use inputs::{INPUT, Input, Inputs};
+
 use crate::error::{Error, Result};
-use crate::loss::Target;
-use crate::model::Inputs;
+
 use crate::tensor::{Tensor, shape_str};
+
+/// What a loss compares the network's output with.
+#[derive(Clone, Copy, Debug)]
+pub enum Target<'a> {
+    /// One class index per sample (for [`CrossEntropyLoss`](crate::loss::CrossEntropyLoss)).
+    Classes(&'a [usize]),
+    /// A tensor of the output's shape (for [`MseLoss`](crate::loss::MseLoss) and [`BceWithLogitsLoss`](crate::loss::BceWithLogitsLoss)).
+    Values(&'a Tensor),
+}
+
+impl<'a> From<&'a [usize]> for Target<'a> {
+    fn from(labels: &'a [usize]) -> Target<'a> {
+        Target::Classes(labels)
+    }
+}
+
+impl<'a> From<&'a Vec<usize>> for Target<'a> {
+    fn from(labels: &'a Vec<usize>) -> Target<'a> {
+        Target::Classes(labels)
+    }
+}
+
+impl<'a> From<&'a Tensor> for Target<'a> {
+    fn from(t: &'a Tensor) -> Target<'a> {
+        Target::Values(t)
+    }
+}
 
 /// What the network should output for each sample.
 #[derive(Clone, Debug, PartialEq)]
@@ -86,7 +115,7 @@ impl Targets {
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
-    /// One or more named inputs (a single-input data set's is [`INPUT`](crate::model::INPUT)),
+    /// One or more named inputs (a single-input data set's is [`INPUT`]),
     /// each with its sequence lengths if it has them.
     inputs: Inputs,
     targets: Targets,
@@ -200,7 +229,7 @@ impl Dataset {
         }
     }
 
-    fn first(&self) -> &crate::model::Input {
+    fn first(&self) -> &Input {
         self.inputs.first().expect("a data set has at least one input")
     }
 

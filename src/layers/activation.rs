@@ -97,7 +97,7 @@ impl Relu {
 
 impl Relu {
     /// [`Layer::forward`] on a tensor the caller gives away: the output overwrites the input's
-    /// memory instead of a new allocation. The [execution plan](crate::exec) uses it for
+    /// memory instead of a new allocation. The [execution plan](crate::layers::sequential::plan) uses it for
     /// activations a model owns; the arithmetic is the same.
     ///
     /// # Panics

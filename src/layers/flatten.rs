@@ -31,7 +31,7 @@ impl Flatten {
 
 impl Flatten {
     /// [`Layer::forward`] on a tensor the caller gives away: only its shape changes, nothing is
-    /// copied. Used by the [execution plan](crate::exec).
+    /// copied. Used by the [execution plan](crate::layers::sequential::plan).
     ///
     /// # Panics
     /// As [`Layer::forward`].

@@ -28,7 +28,7 @@
 //! take; a model checks its input before that happens.
 //!
 //! Writing a new layer needs nothing else: speed-ups (in-place variants, reordering a pooling
-//! before an activation) live in the [execution plan](crate::exec), which applies them only to
+//! before an activation) live in the [execution plan](crate::layers::sequential::plan), which applies them only to
 //! the layer types it knows give identical results. `examples/custom_layer.rs` and
 //! `docs/custom_layer.md` walk through a complete custom layer.
 //!
@@ -268,7 +268,7 @@ impl<T: Visit + ?Sized> Visit for Box<T> {
 /// Its state (if any) is reached through its [`Visit`] implementation.
 ///
 /// `Any` is a supertrait so that a model can hand back a layer as its concrete type
-/// ([`Sequential::layer_as`]) and so that the [execution plan](crate::exec) can recognise the
+/// ([`Sequential::layer_as`]) and so that the [execution plan](crate::layers::sequential::plan) can recognise the
 /// layer types its exact rewrites apply to; every `'static` type is `Any` without writing
 /// anything.
 pub trait Layer: Visit + Any + Send {

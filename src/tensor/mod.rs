@@ -19,6 +19,7 @@ pub mod init;
 pub mod math;
 #[cfg(feature = "ndarray")]
 pub mod ndarray_interop;
+pub(crate) mod parallel;
 pub(crate) mod simd;
 
 use crate::error::{Error, Result};

@@ -40,6 +40,7 @@
 //! ```
 
 pub mod callbacks;
+mod keras;
 pub mod options;
 mod predict;
 mod progress;

@@ -40,12 +40,11 @@
 //!   over the image, in `conv2d/direct.rs`.
 
 use super::direct;
-use crate::layers::pool::Window;
-use crate::layers::pool::fast::max_pool_plane;
 use crate::tensor::Tensor;
 use crate::tensor::dot::sum;
 use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm, sgemm_strided};
 use crate::tensor::im2col::{ConvGeometry, col2im_strided, im2col_strided};
+use crate::tensor::parallel::min_len;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -54,7 +53,7 @@ const SUM_BLOCK: usize = 4096;
 
 /// Images per group: one GEMM per group, one partial `dL/dW` per group (fixed, not tied to the
 /// number of threads, so that results are the same on any number of them).
-const GROUP: usize = 4;
+pub(crate) const GROUP: usize = 4;
 
 /// `y = conv(x, W) + b` for a batch `x [N, C, H, W]` (`w` is `[O, C·kh·kw]` row-major), output
 /// `[N, O, OH, OW]`.
@@ -84,13 +83,11 @@ pub(crate) fn forward(x: &Tensor, w: &[f32], b: Option<&[f32]>, o: usize, geo: &
     };
     let (y_len, x_len) = (GROUP * o * ohow, GROUP * in_len);
     let y_spare = &mut y_data.spare_capacity_mut()[..n * o * ohow];
-    if groups < rayon::current_num_threads() {
-        // Too few images to share out (inference on one image): stay on this thread, where
-        // a large GEMM may split itself across the threads instead.
-        y_spare.chunks_mut(y_len).zip(x.data().chunks(x_len)).for_each(group);
-    } else {
-        y_spare.par_chunks_mut(y_len).zip(x.data().par_chunks(x_len)).for_each(group);
-    }
+    // With too few groups to share out (inference on one image) the groups stay on this
+    // thread, where a large GEMM may split itself across the threads instead.
+    let parallel = groups >= rayon::current_num_threads();
+    let tasks = y_spare.par_chunks_mut(y_len).zip(x.data().par_chunks(x_len));
+    tasks.with_min_len(min_len(groups, parallel)).for_each(group);
     let shape = [n, o, geo.out_height, geo.out_width];
     // SAFETY: the groups cover all n images (chunks of GROUP·in_len input values map one to one
     // onto chunks of GROUP·o·ohow outputs, lengths asserted above), and the scatter loop wrote
@@ -101,7 +98,7 @@ pub(crate) fn forward(x: &Tensor, w: &[f32], b: Option<&[f32]>, o: usize, geo: &
 /// The forward product of one group of `k` images, `[y[0] … y[k−1]] = W·[cols[0] … cols[k−1]]`
 /// (`[O, k·OH·OW]`, without the bias), in `scratch` (at least `(C·kh·kw + O)·k·OH·OW` elements;
 /// the `cols` go in its first part). Returns the product's part of `scratch`.
-fn group_product<'s>(
+pub(crate) fn group_product<'s>(
     x_group: &[f32],
     w: &[f32],
     o: usize,
@@ -117,61 +114,6 @@ fn group_product<'s>(
     let ys = &mut ys[..o * ld];
     sgemm(o, ckk, ld, 1.0, w, No, cols, No, 0.0, ys); // [y[n] …] = W·cols
     ys
-}
-
-/// `maxpool(conv(x, W) + b)` with the pooling window `win` (output planes `pooled_shape[2..]`),
-/// filling `argmax` as [`MaxPool2d`](crate::layers::MaxPool2d)'s forward does: each group's GEMM
-/// result gets its bias and is pooled plane by plane while it is in cache; the convolution's
-/// full-size output is never written. The values are [`forward`]'s, bit for bit (the same GEMM, the
-/// same `v + b`, the same pooling kernel on the same planes).
-#[allow(clippy::too_many_arguments)] // the convolution's inputs, then the pooling's
-pub(crate) fn forward_pooled(
-    x: &Tensor,
-    w: &[f32],
-    b: Option<&[f32]>,
-    o: usize,
-    geo: &ConvGeometry,
-    win: Window,
-    pooled_shape: &[usize],
-    argmax: &mut [u32],
-) -> Tensor {
-    let (n, ckk, ohow, in_len) = (x.dim(0), geo.col_rows(), geo.col_cols(), geo.input_len());
-    let (ph, pw) = (pooled_shape[2], pooled_shape[3]);
-    let plane_out = ph * pw;
-    assert_eq!(argmax.len(), n * o * plane_out, "conv + pool: arg-max length vs shapes");
-    let y_len_total = n * o * plane_out;
-    let mut y_data: Vec<f32> = Vec::with_capacity(y_len_total);
-    type Group<'a> = ((&'a mut [MaybeUninit<f32>], &'a mut [u32]), &'a [f32]); // (y, arg-max, x)
-    let group = |((y_group, arg_group), x_group): Group| {
-        let y_group = Tensor::zero_uninit(y_group); // (every element is pooled into below)
-        let ld = x_group.len() / in_len * ohow;
-        with_scratch(ckk * ld + o * ld, |scratch| {
-            let ys = group_product(x_group, w, o, geo, scratch); // [y[n] …] = W·cols
-            for (oc, row) in ys.chunks_exact_mut(ld).enumerate() {
-                let b_o = b.map_or(0.0, |b| b[oc]);
-                row.iter_mut().for_each(|v| *v += b_o); // y[n] = W·cols + b, as `forward` adds it
-            }
-            // Plane (image j, channel oc) of the output is ys[oc, j·OH·OW ..][..OH·OW]: pool it.
-            let planes = y_group.chunks_exact_mut(plane_out).zip(arg_group.chunks_exact_mut(plane_out));
-            for (p, (y_p, arg_p)) in planes.enumerate() {
-                let (j, oc) = (p / o, p % o);
-                let plane = &ys[oc * ld + j * ohow..][..ohow];
-                max_pool_plane(plane, (geo.out_height, geo.out_width), win, (ph, pw), y_p, arg_p);
-            }
-        });
-    };
-    let (y_len, x_len) = (GROUP * o * plane_out, GROUP * in_len);
-    let tasks = (&mut y_data.spare_capacity_mut()[..y_len_total], argmax);
-    if n.div_ceil(GROUP) < rayon::current_num_threads() {
-        let outputs = tasks.0.chunks_mut(y_len).zip(tasks.1.chunks_mut(y_len));
-        outputs.zip(x.data().chunks(x_len)).for_each(group);
-    } else {
-        let outputs = tasks.0.par_chunks_mut(y_len).zip(tasks.1.par_chunks_mut(y_len));
-        outputs.zip(x.data().par_chunks(x_len)).for_each(group);
-    }
-    // SAFETY: the groups cover all n images (chunks of GROUP·in_len inputs map one to one onto
-    // chunks of GROUP·o·plane_out outputs), and each group zeroed its whole chunk first.
-    unsafe { Tensor::from_initialised(pooled_shape, y_data) }
 }
 
 /// The gradients of [`forward`] given `g = dL/dy`: adds `dL/dW` into `dw` and `dL/db` into `db`,
@@ -208,12 +150,12 @@ pub(crate) fn backward(
         }
     };
     let dw_len = dw.len();
-    if dw_len * groups >= 1 << 16 {
-        // (Below this, handing the additions to rayon would cost more than they take.)
-        dw.par_chunks_mut(SUM_BLOCK).enumerate().for_each(|block| add_groups(block, dw_parts, dw_len));
-    } else {
-        dw.chunks_mut(SUM_BLOCK).enumerate().for_each(|block| add_groups(block, dw_parts, dw_len));
-    }
+    // (Below 2^16 additions, handing them to rayon would cost more than they take.)
+    let blocks = dw.par_chunks_mut(SUM_BLOCK).enumerate();
+    let parallel = dw_len * groups >= 1 << 16;
+    blocks
+        .with_min_len(min_len(dw_len.div_ceil(SUM_BLOCK), parallel))
+        .for_each(|b| add_groups(b, dw_parts, dw_len));
     if let Some(db) = db {
         db.chunks_mut(SUM_BLOCK).enumerate().for_each(|block| add_groups(block, db_parts, o));
     }
@@ -335,7 +277,7 @@ thread_local! {
 /// whatever the last user left: every user overwrites what it reads.) `f` must not wait on other
 /// rayon work, which could run another user of the same buffer on this thread; the GEMMs it calls
 /// never do, since a GEMM inside a rayon task does not split.
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     SCRATCH.with(|cell| {
         let mut buf = cell.borrow_mut();
         if buf.len() < len {

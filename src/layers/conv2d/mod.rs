@@ -28,9 +28,8 @@ pub mod fast;
 pub mod reference;
 
 use super::{
-    InputGrad, Layer, MaxPool2d, Param, Pass, State, StateMut, Visit, check_grad, check_input,
-    checked_output, redraw_weight_and_bias, replace_parameters, shape_error, visit_weight_bias,
-    visit_weight_bias_mut,
+    InputGrad, Layer, Param, Pass, State, StateMut, Visit, check_grad, check_input, checked_output,
+    redraw_weight_and_bias, replace_parameters, shape_error, visit_weight_bias, visit_weight_bias_mut,
 };
 use crate::error::{Error, Result};
 use crate::onnx::OnnxLayer;
@@ -38,7 +37,6 @@ use crate::privacy::per_example::PerExample;
 use crate::tensor::Tensor;
 use crate::tensor::im2col::ConvGeometry;
 use crate::tensor::init::Init;
-use std::borrow::Cow;
 
 /// A convolution's window settings, each `(height, width)` ([`Conv2d::settings`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,7 +195,7 @@ impl Conv2d {
         }
     }
 
-    fn geometry_for(&self, input: &[usize]) -> Result<ConvGeometry> {
+    pub(crate) fn geometry_for(&self, input: &[usize]) -> Result<ConvGeometry> {
         let [_, c, h, w] = *input else {
             return Err(shape_error(&self.describe(), format!("[N, {}, H, W]", self.in_channels), input));
         };
@@ -216,33 +214,6 @@ impl Conv2d {
         }
         ConvGeometry::new((c, h, w), self.kernel, self.stride, self.padding, self.dilation)
             .map_err(|e| shape_error(&self.describe(), format!("[N, {c}, H, W] large enough ({e})"), input))
-    }
-
-    /// `maxpool(conv(x))` in one pass: each group of images' convolution output goes straight from
-    /// the cache-resident GEMM result into `pool`, and the full-size output is never written out.
-    /// Leaves both layers as [`forward`](Layer::forward) on each would (the pooling's arg-max
-    /// included), with bit-identical values; the backward passes are the layers' own. Used by the
-    /// [execution plan](crate::exec) for convolution → ReLU → disjoint max pooling.
-    ///
-    /// `x` is the input as the plan holds it: owned (an activation the model made) is kept as the
-    /// layer's cached input without a copy; borrowed (the caller's input) is copied.
-    pub(crate) fn forward_pooled(&mut self, x: Cow<'_, Tensor>, pool: &mut MaxPool2d) -> Tensor {
-        self.out_shape = check_input(self, &x);
-        let geo = self.geometry_for(x.shape()).expect("checked by check_input");
-        self.geometry = Some(geo);
-        match x {
-            Cow::Borrowed(x) => self.input.copy_from(x),
-            Cow::Owned(x) => self.input = x,
-        }
-        let x = &self.input;
-        let (w, b) = (self.weight.value.data(), self.bias.as_ref().map(|b| b.value.data()));
-        let window = pool.window();
-        let Some((pooled_shape, argmax)) = pool.prepare_external_forward(&self.out_shape) else {
-            // The window does not fit: the pooling's own forward reports it.
-            let y = fast::forward(x, w, b, self.out_channels, &geo);
-            return pool.forward(&y, Pass::TRAIN);
-        };
-        fast::forward_pooled(x, w, b, self.out_channels, &geo, window, &pooled_shape, argmax)
     }
 }
 

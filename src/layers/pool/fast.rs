@@ -19,6 +19,76 @@
 //!   batch 256, 4.6 → 2.9 ms (round 2).
 
 use super::{Window, span};
+use crate::tensor::Tensor;
+use crate::tensor::parallel::min_len;
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
+
+/// Below this many input elements a pooling pass stays on the calling thread (waking other
+/// threads costs more than the pass).
+const PARALLEL_MIN: usize = 1 << 16;
+
+/// [`MaxPool2d`](super::MaxPool2d)'s forward pass over `x [N, C, H, W]`: every plane pooled by
+/// [`max_pool_plane`] (the definition is `reference::max_pool`), `argmax` filled with each
+/// window's first maximum. Planes run in parallel, several per task (one plane is too little
+/// work); the output is written once, each task's part zeroed in cache just before it is pooled
+/// into (no pass over the whole output first).
+pub(crate) fn max_pool_forward(
+    x: &Tensor,
+    win: Window,
+    out_shape: &[usize],
+    argmax: &mut Vec<u32>,
+) -> Tensor {
+    let (h, w) = (x.dim(2), x.dim(3));
+    let (oh, ow) = (out_shape[2], out_shape[3]);
+    let y_len_total: usize = out_shape.iter().product();
+    let mut y_data: Vec<f32> = Vec::with_capacity(y_len_total);
+    argmax.resize(y_len_total, 0);
+    let planes_per_task = (4096 / (h * w).max(1)).max(1);
+    type Task<'a> = ((&'a mut [MaybeUninit<f32>], &'a mut [u32]), &'a [f32]); // (y, arg-max, x)
+    let task = |((y_t, arg_t), x_t): Task| {
+        let y_t = Tensor::zero_uninit(y_t); // zeroed here, in cache (then every value is pooled in)
+        let planes = y_t.chunks_exact_mut(oh * ow).zip(arg_t.chunks_exact_mut(oh * ow));
+        for ((y_p, arg_p), x_p) in planes.zip(x_t.chunks_exact(h * w)) {
+            max_pool_plane(x_p, (h, w), win, (oh, ow), y_p, arg_p);
+        }
+    };
+    let (y_len, x_len) = (planes_per_task * oh * ow, planes_per_task * h * w);
+    let y_spare = &mut y_data.spare_capacity_mut()[..y_len_total];
+    let tasks =
+        y_spare.par_chunks_mut(y_len).zip(argmax.par_chunks_mut(y_len)).zip(x.data().par_chunks(x_len));
+    let n_tasks = tasks.len();
+    tasks.with_min_len(min_len(n_tasks, x.len() >= PARALLEL_MIN)).for_each(task);
+    // SAFETY: the chunks cover all of y (N·C planes of the output, one per input plane), and
+    // each task zeroed its whole chunk first.
+    unsafe { Tensor::from_initialised(out_shape, y_data) }
+}
+
+/// [`MaxPool2d`](super::MaxPool2d)'s backward pass: `dL/dx [in_shape]` with each window's
+/// gradient `g` added at its arg-max (`reference::max_pool_backward`). Each plane of `dx` is
+/// zeroed just before its gradients are routed, while it is in cache.
+pub(crate) fn max_pool_backward(g: &Tensor, argmax: &[u32], in_shape: &[usize]) -> Tensor {
+    let plane_in = in_shape[2] * in_shape[3];
+    let plane_out = g.dim(2) * g.dim(3);
+    let len: usize = in_shape.iter().product();
+    assert_eq!(len / plane_in.max(1), g.len() / plane_out.max(1), "max pool backward: planes of g vs x");
+    let mut dx: Vec<f32> = Vec::with_capacity(len);
+    type Plane<'a> = ((&'a mut [MaybeUninit<f32>], &'a [f32]), &'a [u32]); // (dx, g, arg-max)
+    let route = |((dx_p, g_p), arg_p): Plane| {
+        let dx_p = Tensor::zero_uninit(dx_p);
+        for (&gv, &i) in g_p.iter().zip(arg_p) {
+            dx_p[i as usize] += gv; // route g to the window's arg-max
+        }
+    };
+    let spare = &mut dx.spare_capacity_mut()[..len];
+    let planes =
+        spare.par_chunks_mut(plane_in).zip(g.data().par_chunks(plane_out)).zip(argmax.par_chunks(plane_out));
+    let n_planes = planes.len();
+    planes.with_min_len(min_len(n_planes, len >= PARALLEL_MIN)).for_each(route);
+    // SAFETY: the planes cover dx (len = planes × plane_in, zipped one to one with g's planes,
+    // as asserted above), and `route` wrote every element of each.
+    unsafe { Tensor::from_initialised(in_shape, dx) }
+}
 
 /// Max pooling of one `h × w` plane: for every window, its maximum into `y` and the flat index of
 /// that maximum (the first one on ties; the last NaN if there is one, as in PyTorch) into `arg`.

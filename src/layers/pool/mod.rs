@@ -30,12 +30,7 @@ use crate::error::Result;
 use crate::onnx::OnnxLayer;
 use crate::tensor::Tensor;
 use crate::tensor::im2col::ConvGeometry;
-use fast::max_pool_plane;
 use rayon::prelude::*;
-use std::mem::MaybeUninit;
-
-/// Inputs with fewer elements than this are pooled on the calling thread.
-const SERIAL_BELOW: usize = 1 << 16;
 
 /// Window settings shared by [`MaxPool2d`] and [`AvgPool2d`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,7 +169,7 @@ impl MaxPool2d {
     }
 
     /// True when windows do not overlap (stride ≥ kernel and no padding): each input then
-    /// receives at most one gradient, which the [execution plan](crate::exec) relies on.
+    /// receives at most one gradient, which the [execution plan](crate::layers::sequential::plan) relies on.
     pub fn is_disjoint(&self) -> bool {
         let w = self.window;
         w.stride.0 >= w.kernel.0 && w.stride.1 >= w.kernel.1 && w.padding == (0, 0)
@@ -210,66 +205,15 @@ impl Layer for MaxPool2d {
         self.out_shape = check_input(self, x);
         self.in_shape.clear();
         self.in_shape.extend_from_slice(x.shape());
-        let (h, w) = (x.dim(2), x.dim(3));
-        let (oh, ow) = (self.out_shape[2], self.out_shape[3]);
-        let win = self.window;
-        let y_len_total: usize = self.out_shape.iter().product();
-        let mut y_data: Vec<f32> = Vec::with_capacity(y_len_total);
-        self.argmax.resize(y_len_total, 0);
-        // Planes are processed in parallel, several per task (one plane is too little work);
-        // small inputs stay on the calling thread, where waking other threads would cost more.
-        let planes_per_task = (4096 / (h * w).max(1)).max(1);
-        type Task<'a> = ((&'a mut [MaybeUninit<f32>], &'a mut [u32]), &'a [f32]); // (y, arg-max, x)
-        let task = |((y_t, arg_t), x_t): Task| {
-            let y_t = Tensor::zero_uninit(y_t); // zeroed here, in cache (then every value is pooled in)
-            let planes = y_t.chunks_exact_mut(oh * ow).zip(arg_t.chunks_exact_mut(oh * ow));
-            for ((y_p, arg_p), x_p) in planes.zip(x_t.chunks_exact(h * w)) {
-                max_pool_plane(x_p, (h, w), win, (oh, ow), y_p, arg_p);
-            }
-        };
-        let (y_len, x_len) = (planes_per_task * oh * ow, planes_per_task * h * w);
-        let y_spare = &mut y_data.spare_capacity_mut()[..y_len_total];
-        if x.len() < SERIAL_BELOW {
-            y_spare
-                .chunks_mut(y_len)
-                .zip(self.argmax.chunks_mut(y_len))
-                .zip(x.data().chunks(x_len))
-                .for_each(task);
-        } else {
-            let tasks = y_spare.par_chunks_mut(y_len).zip(self.argmax.par_chunks_mut(y_len));
-            tasks.zip(x.data().par_chunks(x_len)).for_each(task);
-        }
-        // SAFETY: the chunks cover all of y (N·C planes of the output, one per input plane), and
-        // each task zeroed its whole chunk first.
-        unsafe { Tensor::from_initialised(&self.out_shape, y_data) }
+        // y[n, c, i, j] = max of x[n, c] over window (i, j); argmax[n, c, i, j] = where it was
+        // (the first maximum), cached: backward routes each gradient there.
+        fast::max_pool_forward(x, self.window, &self.out_shape, &mut self.argmax)
     }
 
     fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
         check_grad("MaxPool2d", &self.out_shape, g);
-        let plane_in = self.in_shape[2] * self.in_shape[3];
-        let plane_out = self.out_shape[2] * self.out_shape[3];
-        let len: usize = self.in_shape.iter().product();
-        // Each plane of dx is zeroed just before its gradients are routed, while it is in cache,
-        // rather than by a separate pass over the whole of dx first.
-        let mut dx: Vec<f32> = Vec::with_capacity(len);
-        type Plane<'a> = ((&'a mut [MaybeUninit<f32>], &'a [f32]), &'a [u32]); // (dx, g, arg-max)
-        let route = |((dx_p, g_p), arg_p): Plane| {
-            let dx_p = Tensor::zero_uninit(dx_p);
-            for (&gv, &i) in g_p.iter().zip(arg_p) {
-                dx_p[i as usize] += gv; // route g to the window's arg-max
-            }
-        };
-        let spare = &mut dx.spare_capacity_mut()[..len];
-        if len < SERIAL_BELOW {
-            let planes = spare.chunks_mut(plane_in).zip(g.data().chunks(plane_out));
-            planes.zip(self.argmax.chunks(plane_out)).for_each(route);
-        } else {
-            let planes = spare.par_chunks_mut(plane_in).zip(g.data().par_chunks(plane_out));
-            planes.zip(self.argmax.par_chunks(plane_out)).for_each(route);
-        }
-        // SAFETY: the planes cover dx (len = planes × plane_in, zipped one to one with g's planes,
-        // whose count check_grad fixed), and `route` wrote every element of each.
-        Some(unsafe { Tensor::from_initialised(&self.in_shape, dx) })
+        // dL/dx[argmax] += g: each window's gradient goes to the input that won it.
+        Some(fast::max_pool_backward(g, &self.argmax, &self.in_shape))
     }
 
     fn onnx(&self) -> Option<&dyn OnnxLayer> {

@@ -82,6 +82,7 @@ use super::{InputGrad, Param, Pass, State, StateMut, check_grad, shape_error};
 use crate::error::{Error, Result};
 use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm};
 use crate::tensor::init::Init;
+use crate::tensor::parallel::min_len;
 use crate::tensor::{Tensor, rng, shape_str};
 use rayon::prelude::*;
 
@@ -522,16 +523,9 @@ impl<C: Cell> Recurrent<C> {
                 let a = &a_all[(s * t_len + t) * g..][..g];
                 cell.forward_step(a, b, hp, cp, hn, cn, saved);
             };
-            if parallel {
-                let rows = h_now.par_chunks_mut(h).zip(c_now.par_chunks_mut(h));
-                rows.zip(saved_t.par_chunks_mut(sv))
-                    .zip(self.b.par_chunks_mut(g))
-                    .enumerate()
-                    .for_each(sample);
-            } else {
-                let rows = h_now.chunks_mut(h).zip(c_now.chunks_mut(h));
-                rows.zip(saved_t.chunks_mut(sv)).zip(self.b.chunks_mut(g)).enumerate().for_each(sample);
-            }
+            let rows = h_now.par_chunks_mut(h).zip(c_now.par_chunks_mut(h));
+            let rows = rows.zip(saved_t.par_chunks_mut(sv)).zip(self.b.par_chunks_mut(g)).enumerate();
+            rows.with_min_len(min_len(n, parallel)).for_each(sample);
         }
         let mut y = Tensor::zeros(&out_shape);
         if self.last_only {
@@ -678,24 +672,10 @@ impl<C: Cell> Recurrent<C> {
                 let da = &mut da_s[t * g..][..g];
                 cell.backward_step(&saved_t[s * sv..][..sv], hp, cp, c, dh_s, dc_s, da, db_s, dhp, dcp);
             };
-            if parallel {
-                let state = dh
-                    .par_chunks_mut(h)
-                    .zip(dc.par_chunks_mut(h))
-                    .zip(dh_prev.par_chunks_mut(h))
-                    .zip(dc_prev.par_chunks_mut(h));
-                state
-                    .zip(db_t.par_chunks_mut(g).zip(da_all.par_chunks_mut(t_len * g)))
-                    .enumerate()
-                    .for_each(sample);
-            } else {
-                let state = dh
-                    .chunks_mut(h)
-                    .zip(dc.chunks_mut(h))
-                    .zip(dh_prev.chunks_mut(h))
-                    .zip(dc_prev.chunks_mut(h));
-                state.zip(db_t.chunks_mut(g).zip(da_all.chunks_mut(t_len * g))).enumerate().for_each(sample);
-            }
+            let state = dh.par_chunks_mut(h).zip(dc.par_chunks_mut(h));
+            let state = state.zip(dh_prev.par_chunks_mut(h)).zip(dc_prev.par_chunks_mut(h));
+            let rows = state.zip(db_t.par_chunks_mut(g).zip(da_all.par_chunks_mut(t_len * g))).enumerate();
+            rows.with_min_len(min_len(n, parallel)).for_each(sample);
             // The recurrence: dh_{t−1} += db_t·W_hh.
             sgemm(n, g, h, 1.0, db_t, No, self.weight_hh.value.data(), No, 1.0, &mut dh_prev);
             std::mem::swap(&mut dh, &mut dh_prev);

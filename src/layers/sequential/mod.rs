@@ -13,7 +13,7 @@
 //! be built when two pieces of state share a name, and its shapes are checked layer by layer when
 //! it is built, with errors naming the layer and both shapes.
 //!
-//! Forward and backward run through the [execution plan](crate::exec), which applies only rewrites
+//! Forward and backward run through the [execution plan](plan), which applies only rewrites
 //! that give bit-identical results; [`Sequential::set_execution`] selects the plain list-order
 //! reference instead.
 //!
@@ -29,10 +29,14 @@
 
 use super::{InputGrad, Layer, Pass, State, StateMut, Visit, child_name};
 use crate::error::{Error, Result};
-use crate::exec::{self, Execution, Plan};
+pub mod fused;
+pub mod plan;
+
 use crate::onnx::OnnxLayer;
 use crate::privacy::per_example::PerExample;
 use crate::tensor::{Tensor, shape_str};
+pub use plan::Execution;
+use plan::Plan;
 use std::any::Any;
 use std::fmt;
 
@@ -134,12 +138,12 @@ impl Sequential {
     #[allow(clippy::should_implement_trait)] // a builder step, not `+`
     pub fn add(mut self, layer: impl Layer) -> Sequential {
         self.layers.push(Box::new(layer));
-        self.plan = exec::plan(&self.layers);
+        self.plan = plan::plan(&self.layers);
         self
     }
 
     fn from_layers(layers: Vec<Box<dyn Layer>>) -> Sequential {
-        let plan = exec::plan(&layers);
+        let plan = plan::plan(&layers);
         Sequential { input_shape: None, layers, plan, execution: Execution::Planned }
     }
 
@@ -224,10 +228,10 @@ impl Sequential {
             return Err(Error::invalid(format!("replace: no layer {i} in a model of {}", self.layers.len())));
         }
         let old = std::mem::replace(&mut self.layers[i], Box::new(layer));
-        self.plan = exec::plan(&self.layers);
+        self.plan = plan::plan(&self.layers);
         if let Err(e) = self.check() {
             self.layers[i] = old;
-            self.plan = exec::plan(&self.layers);
+            self.plan = plan::plan(&self.layers);
             return Err(e);
         }
         Ok(old)
@@ -334,8 +338,8 @@ impl Layer for Sequential {
     fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
         self.check_input(x).unwrap_or_else(|e| panic!("{e}"));
         match self.execution {
-            Execution::Planned => exec::forward(&self.plan, &mut self.layers, x, pass),
-            Execution::Reference => exec::forward_reference(&mut self.layers, x, pass),
+            Execution::Planned => plan::forward(&self.plan, &mut self.layers, x, pass),
+            Execution::Reference => plan::forward_reference(&mut self.layers, x, pass),
         }
     }
 
@@ -374,11 +378,11 @@ impl Sequential {
         &mut self,
         grad_out: &Tensor,
         input_grad: InputGrad,
-        call: &mut exec::BackwardCall<'_>,
+        call: &mut plan::BackwardCall<'_>,
     ) -> Option<Tensor> {
         match self.execution {
-            Execution::Planned => exec::backward(&self.plan, &mut self.layers, grad_out, input_grad, call),
-            Execution::Reference => exec::backward_reference(&mut self.layers, grad_out, input_grad, call),
+            Execution::Planned => plan::backward(&self.plan, &mut self.layers, grad_out, input_grad, call),
+            Execution::Reference => plan::backward_reference(&mut self.layers, grad_out, input_grad, call),
         }
     }
 }
