@@ -75,7 +75,7 @@
 //!    saving and loading any model's state. [`privacy`] — differentially private training (a
 //!    step of the same loop) and its accountant. [`onnx`] — export, layer by layer.
 //! 10. [`layers::sequential::plan`] — how a chain runs its layers faster with results that stay
-//!    bit-identical, and why only some rewrites qualify.
+//!     bit-identical, and why only some rewrites qualify.
 //!
 //! ## Further reading, in `docs/`
 //!
