@@ -4,6 +4,11 @@
 //! product element by element: `dL/dx = g ⊙ f'(x)`. Each layer below caches whichever of `x`
 //! or `y` gives `f'` most cheaply:
 //!
+//! Each is an `(f, f′)` pair ([`Activation`]) behind one generic layer, [`Elementwise`]; a new
+//! activation is a few lines (the pair), not a new layer. ReLU has its own layer: it is the most
+//! common activation of all, so it caches a byte per element instead of the input, and the
+//! execution plan runs it in place.
+//!
 //! | layer | forward `y = f(x)` | backward `dL/dx` | caches |
 //! |---|---|---|---|
 //! | [`Relu`] | `max(x, 0)` | `g · [x > 0]` | the mask `[x > 0]`, a byte per element |
@@ -35,26 +40,6 @@ fn same_shape(name: &str, input: &[usize]) -> Result<Vec<usize>> {
         return Err(shape_error(name, "[N, …] (at least one axis)", input));
     }
     Ok(input.to_vec())
-}
-
-/// Applies `f` to `x`, caching `x` (or, with `cache_output`, `y`) in `cache`.
-fn elementwise_forward(
-    name: &str,
-    x: &Tensor,
-    cache: &mut Tensor,
-    cache_output: bool,
-    f: impl Fn(f32) -> f32,
-) -> Tensor {
-    same_shape(name, x.shape()).unwrap_or_else(|e| panic!("{e}"));
-    let y = x.map(f);
-    cache.copy_from(if cache_output { &y } else { x });
-    y
-}
-
-/// `dL/dx = g ⊙ f'(cached)`.
-fn elementwise_backward(name: &str, cache: &Tensor, g: &Tensor, df: impl Fn(f32) -> f32) -> Option<Tensor> {
-    check_grad(name, cache.shape(), g);
-    Some(g.zip_map(cache, |g, c| g * df(c)))
 }
 
 /// Runs `f` over matching chunks of two buffers: in parallel for large buffers, on the calling
@@ -154,24 +139,135 @@ impl Layer for Relu {
 
 impl Visit for Relu {}
 
-// ----------------------------------------------------------------------------------- LeakyReLU
+// ------------------------------------------------- the element-wise activations: (f, f′) pairs
+
+/// An element-wise activation, defined by its function and its derivative — the whole of it:
+/// [`Elementwise`] turns any such pair into a layer (`y = f(x)`, `dL/dx = g ⊙ f′`).
+///
+/// `f′` is written in terms of whichever of `x` or `y` gives it most cheaply
+/// ([`Activation::DERIVATIVE_FROM`]): the sigmoid's is `y(1 − y)`, GELU's needs `x`. The layer
+/// caches that one.
+///
+/// ```
+/// use backprop::layers::activation::{Activation, Cached, Elementwise};
+/// use backprop::layers::{InputGrad, Layer, Pass};
+/// use backprop::Tensor;
+/// /// Softplus: f(x) = ln(1 + eˣ), f′(x) = σ(x).
+/// struct Softplus;
+/// impl Activation for Softplus {
+///     const DERIVATIVE_FROM: Cached = Cached::Input;
+///     fn name(&self) -> String { "Softplus".into() }
+///     fn f(&self, x: f32) -> f32 { x.exp().ln_1p() }
+///     fn df(&self, x: f32) -> f32 { 1.0 / (1.0 + (-x).exp()) }
+/// }
+/// let mut layer = Elementwise::from(Softplus);
+/// layer.forward(&Tensor::zeros(&[1, 2]), Pass::TRAIN);
+/// let dx = layer.backward(&Tensor::ones(&[1, 2]), InputGrad::Needed).unwrap();
+/// assert_eq!(dx.data(), &[0.5, 0.5]); // σ(0)
+/// ```
+pub trait Activation: Send + Sync + 'static {
+    /// Which value `df` takes.
+    const DERIVATIVE_FROM: Cached;
+    /// For summaries and errors: `"Sigmoid"`.
+    fn name(&self) -> String;
+    /// `y = f(x)`.
+    fn f(&self, x: f32) -> f32;
+    /// `f′`, from the input `x` or the output `y` as [`Activation::DERIVATIVE_FROM`] says.
+    fn df(&self, v: f32) -> f32;
+}
+
+/// Which value an activation's derivative is computed from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cached {
+    /// The input `x` (cached by the forward pass).
+    Input,
+    /// The output `y` (cached by the forward pass).
+    Output,
+}
+
+/// An element-wise activation layer: `y = f(x)`, and backward `dL/dx = g ⊙ f′` (the Jacobian is
+/// diagonal: each output depends on its own input only). The forward pass caches `x` or `y`,
+/// whichever `f′` is written in.
+pub struct Elementwise<A: Activation> {
+    act: A,
+    /// `x` or `y` of the latest forward pass.
+    cache: Tensor,
+}
+
+impl<A: Activation> From<A> for Elementwise<A> {
+    fn from(act: A) -> Elementwise<A> {
+        Elementwise { act, cache: Tensor::default() }
+    }
+}
+
+impl<A: Activation> Elementwise<A> {
+    /// The activation's (f, f′) pair.
+    pub fn activation(&self) -> &A {
+        &self.act
+    }
+}
+
+impl<A: Activation> Layer for Elementwise<A> {
+    fn describe(&self) -> String {
+        self.act.name()
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        same_shape(&self.act.name(), input)
+    }
+
+    fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
+        same_shape(&self.act.name(), x.shape()).unwrap_or_else(|e| panic!("{e}"));
+        let y = x.map(|v| self.act.f(v)); // y = f(x)
+        self.cache.copy_from(if A::DERIVATIVE_FROM == Cached::Output { &y } else { x });
+        y
+    }
+
+    fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
+        check_grad(&self.act.name(), self.cache.shape(), g);
+        Some(g.zip_map(&self.cache, |g, v| g * self.act.df(v))) // dL/dx = g ⊙ f′
+    }
+
+    fn onnx(&self) -> Option<&dyn OnnxLayer> {
+        crate::onnx::activation_export(self)
+    }
+}
+
+impl<A: Activation> Visit for Elementwise<A> {}
+
+/// Leaky ReLU's pair: `f(x) = x` for `x > 0`, `a·x` otherwise; `f′ = 1` or `a`.
+#[derive(Clone, Copy, Debug)]
+pub struct LeakyReluFn {
+    /// The negative slope `a`.
+    pub slope: f32,
+}
+
+impl Activation for LeakyReluFn {
+    const DERIVATIVE_FROM: Cached = Cached::Input;
+    fn name(&self) -> String {
+        format!("LeakyReLU({})", self.slope)
+    }
+    fn f(&self, x: f32) -> f32 {
+        if x > 0.0 { x } else { self.slope * x }
+    }
+    fn df(&self, x: f32) -> f32 {
+        if x > 0.0 { 1.0 } else { self.slope }
+    }
+}
 
 /// Leaky ReLU: `y = x` for `x > 0`, `a·x` otherwise; `dL/dx = g · (1 or a)`.
 /// [`LeakyRelu::default`] has PyTorch's slope, 0.01.
-pub struct LeakyRelu {
-    slope: f32,
-    x: Tensor,
-}
+pub type LeakyRelu = Elementwise<LeakyReluFn>;
 
 impl LeakyRelu {
     /// A leaky ReLU with negative slope `slope` (PyTorch's default is 0.01).
     pub fn new(slope: f32) -> LeakyRelu {
-        LeakyRelu { slope, x: Tensor::default() }
+        Elementwise::from(LeakyReluFn { slope })
     }
 
     /// The negative slope.
     pub fn slope(&self) -> f32 {
-        self.slope
+        self.act.slope
     }
 }
 
@@ -181,166 +277,133 @@ impl Default for LeakyRelu {
     }
 }
 
-impl Layer for LeakyRelu {
-    fn describe(&self) -> String {
-        format!("LeakyReLU({})", self.slope)
-    }
+/// The sigmoid's pair: `f(x) = σ(x) = 1 / (1 + e^(−x))`, `f′ = y(1 − y)`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SigmoidFn;
 
-    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
-        same_shape("LeakyReLU", input)
+impl Activation for SigmoidFn {
+    const DERIVATIVE_FROM: Cached = Cached::Output;
+    fn name(&self) -> String {
+        "Sigmoid".into()
     }
-
-    fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
-        let a = self.slope;
-        elementwise_forward("LeakyReLU", x, &mut self.x, false, |x| if x > 0.0 { x } else { a * x })
+    fn f(&self, x: f32) -> f32 {
+        sigmoid(x)
     }
-
-    fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
-        let a = self.slope;
-        elementwise_backward("LeakyReLU", &self.x, g, |x| if x > 0.0 { 1.0 } else { a })
-    }
-
-    fn onnx(&self) -> Option<&dyn OnnxLayer> {
-        Some(self)
+    fn df(&self, y: f32) -> f32 {
+        y * (1.0 - y)
     }
 }
-
-impl Visit for LeakyRelu {}
-
-// ------------------------------------------------------------------------------------- Sigmoid
 
 /// The logistic sigmoid, `y = 1 / (1 + e^(−x))`; `dL/dx = g · y(1 − y)`.
-#[derive(Default)]
-pub struct Sigmoid {
-    y: Tensor,
-}
+pub type Sigmoid = Elementwise<SigmoidFn>;
 
 impl Sigmoid {
     /// A sigmoid layer.
     pub fn new() -> Sigmoid {
-        Sigmoid::default()
+        Elementwise::from(SigmoidFn)
     }
 }
 
-impl Layer for Sigmoid {
-    fn describe(&self) -> String {
-        "Sigmoid".into()
-    }
-
-    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
-        same_shape("Sigmoid", input)
-    }
-
-    fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
-        elementwise_forward("Sigmoid", x, &mut self.y, true, sigmoid)
-    }
-
-    fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
-        elementwise_backward("Sigmoid", &self.y, g, |y| y * (1.0 - y))
-    }
-
-    fn onnx(&self) -> Option<&dyn OnnxLayer> {
-        Some(self)
+impl Default for Sigmoid {
+    fn default() -> Sigmoid {
+        Sigmoid::new()
     }
 }
 
-impl Visit for Sigmoid {}
+/// tanh's pair: `f(x) = tanh(x)`, `f′ = 1 − y²`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TanhFn;
 
-// ---------------------------------------------------------------------------------------- Tanh
+impl Activation for TanhFn {
+    const DERIVATIVE_FROM: Cached = Cached::Output;
+    fn name(&self) -> String {
+        "Tanh".into()
+    }
+    fn f(&self, x: f32) -> f32 {
+        x.tanh()
+    }
+    fn df(&self, y: f32) -> f32 {
+        1.0 - y * y
+    }
+}
 
 /// Hyperbolic tangent, `y = tanh(x)`; `dL/dx = g · (1 − y²)`.
-#[derive(Default)]
-pub struct Tanh {
-    y: Tensor,
-}
+pub type Tanh = Elementwise<TanhFn>;
 
 impl Tanh {
     /// A tanh layer.
     pub fn new() -> Tanh {
-        Tanh::default()
+        Elementwise::from(TanhFn)
     }
 }
 
-impl Layer for Tanh {
-    fn describe(&self) -> String {
-        "Tanh".into()
+impl Default for Tanh {
+    fn default() -> Tanh {
+        Tanh::new()
     }
-
-    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
-        same_shape("Tanh", input)
-    }
-
-    fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
-        elementwise_forward("Tanh", x, &mut self.y, true, f32::tanh)
-    }
-
-    fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
-        elementwise_backward("Tanh", &self.y, g, |y| 1.0 - y * y)
-    }
-
-    fn onnx(&self) -> Option<&dyn OnnxLayer> {
-        Some(self)
-    }
-}
-
-impl Visit for Tanh {}
-
-// ---------------------------------------------------------------------------------------- GELU
-
-/// Gaussian error linear unit, `y = x·Φ(x)` where `Φ` is the standard normal CDF.
-///
-/// - [`Gelu::new`] is exact: `Φ(x) = ½(1 + erf(x/√2))`, PyTorch's `nn.GELU()` default.
-///   Backward: `dL/dx = g · (Φ(x) + x·φ(x))` with `φ(x) = e^(−x²/2)/√(2π)`.
-/// - [`Gelu::tanh`] is the tanh approximation `½x(1 + tanh(u))`, `u = √(2/π)(x + 0.044715x³)`,
-///   PyTorch's `nn.GELU(approximate="tanh")`. Backward:
-///   `dL/dx = g · (½(1 + tanh u) + ½x(1 − tanh²u)·√(2/π)(1 + 3·0.044715x²))`.
-pub struct Gelu {
-    approximate: bool,
-    x: Tensor,
 }
 
 const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
 const GELU_CUBIC: f64 = 0.044_715;
 
-fn gelu_exact(x: f32) -> f32 {
-    let x = x as f64;
-    (0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2))) as f32
+/// GELU's pair, `f(x) = x·Φ(x)` where `Φ` is the standard normal CDF, in f64 inside:
+///
+/// - exact (`tanh_approximation: false`): `Φ(x) = ½(1 + erf(x/√2))`, PyTorch's `nn.GELU()`;
+///   `f′(x) = Φ(x) + x·φ(x)` with `φ(x) = e^(−x²/2)/√(2π)`;
+/// - the tanh approximation `½x(1 + tanh(u))`, `u = √(2/π)(x + 0.044715x³)`, PyTorch's
+///   `nn.GELU(approximate="tanh")`; `f′(x) = ½(1 + tanh u) + ½x(1 − tanh²u)·√(2/π)(1 + 3·0.044715x²)`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GeluFn {
+    /// The tanh approximation instead of the exact form.
+    pub tanh_approximation: bool,
 }
 
-fn gelu_exact_grad(x: f32) -> f32 {
-    let x = x as f64;
-    let cdf = 0.5 * (1.0 + erf(x / std::f64::consts::SQRT_2));
-    let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
-    (cdf + x * pdf) as f32
+impl Activation for GeluFn {
+    const DERIVATIVE_FROM: Cached = Cached::Input;
+    fn name(&self) -> String {
+        if self.tanh_approximation { "GELU(tanh)".into() } else { "GELU".into() }
+    }
+    fn f(&self, x: f32) -> f32 {
+        let x = x as f64;
+        if self.tanh_approximation {
+            let u = SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x);
+            (0.5 * x * (1.0 + u.tanh())) as f32
+        } else {
+            (0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2))) as f32
+        }
+    }
+    fn df(&self, x: f32) -> f32 {
+        let x = x as f64;
+        if self.tanh_approximation {
+            let t = (SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x)).tanh();
+            let du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * x * x);
+            (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du) as f32
+        } else {
+            let cdf = 0.5 * (1.0 + erf(x / std::f64::consts::SQRT_2));
+            let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            (cdf + x * pdf) as f32
+        }
+    }
 }
 
-fn gelu_tanh(x: f32) -> f32 {
-    let x = x as f64;
-    let u = SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x);
-    (0.5 * x * (1.0 + u.tanh())) as f32
-}
-
-fn gelu_tanh_grad(x: f32) -> f32 {
-    let x = x as f64;
-    let t = (SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x)).tanh();
-    let du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * x * x);
-    (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du) as f32
-}
+/// Gaussian error linear unit, `y = x·Φ(x)`: [`Gelu::new`] exact (erf), [`Gelu::tanh`] the
+/// tanh approximation; the math is on [`GeluFn`].
+pub type Gelu = Elementwise<GeluFn>;
 
 impl Gelu {
     /// Exact GELU (erf), as PyTorch's default.
     pub fn new() -> Gelu {
-        Gelu { approximate: false, x: Tensor::default() }
+        Elementwise::from(GeluFn { tanh_approximation: false })
     }
 
     /// The tanh approximation of GELU.
     pub fn tanh() -> Gelu {
-        Gelu { approximate: true, x: Tensor::default() }
+        Elementwise::from(GeluFn { tanh_approximation: true })
     }
 
     /// True for the tanh approximation, false for the exact (erf) form.
     pub fn is_tanh_approximation(&self) -> bool {
-        self.approximate
+        self.act.tanh_approximation
     }
 }
 
@@ -349,32 +412,6 @@ impl Default for Gelu {
         Gelu::new()
     }
 }
-
-impl Layer for Gelu {
-    fn describe(&self) -> String {
-        if self.approximate { "GELU(tanh)".into() } else { "GELU".into() }
-    }
-
-    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
-        same_shape("GELU", input)
-    }
-
-    fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
-        let f = if self.approximate { gelu_tanh } else { gelu_exact };
-        elementwise_forward("GELU", x, &mut self.x, false, f)
-    }
-
-    fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
-        let df = if self.approximate { gelu_tanh_grad } else { gelu_exact_grad };
-        elementwise_backward("GELU", &self.x, g, df)
-    }
-
-    fn onnx(&self) -> Option<&dyn OnnxLayer> {
-        Some(self)
-    }
-}
-
-impl Visit for Gelu {}
 
 // ------------------------------------------------------------------------------------- Softmax
 

@@ -4,6 +4,7 @@
 use super::proto::Message;
 use super::{Graph, INT64, OnnxLayer, RecurrentValues, attr_float, attr_int, attr_ints, attr_strings, param};
 use crate::error::{Error, Result};
+use crate::layers::activation::{Activation, Elementwise};
 use crate::layers::pool::Window;
 use crate::layers::{
     AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dense, Dropout, Embedding, Flatten, Gelu, GlobalAvgPool,
@@ -11,6 +12,7 @@ use crate::layers::{
     Tanh,
 };
 use crate::tensor::Tensor;
+use std::any::Any;
 
 impl OnnxLayer for Sequential {
     fn export(&self, g: &mut Graph, x: &str, lengths: Option<&str>) -> Result<String> {
@@ -108,6 +110,22 @@ macro_rules! one_operator {
     )*};
 }
 one_operator!(Relu => "Relu", Sigmoid => "Sigmoid", Tanh => "Tanh", Dropout => "Identity");
+
+/// The export of an element-wise activation layer: the crate's own (f, f′) pairs have one; an
+/// activation defined elsewhere has none (refused by name).
+pub(crate) fn activation_export<A: Activation>(layer: &Elementwise<A>) -> Option<&dyn OnnxLayer> {
+    let any: &dyn Any = layer;
+    if let Some(l) = any.downcast_ref::<Sigmoid>() {
+        return Some(l);
+    }
+    if let Some(l) = any.downcast_ref::<Tanh>() {
+        return Some(l);
+    }
+    if let Some(l) = any.downcast_ref::<LeakyRelu>() {
+        return Some(l);
+    }
+    any.downcast_ref::<Gelu>().map(|l| l as &dyn OnnxLayer)
+}
 
 impl OnnxLayer for LeakyRelu {
     fn export(&self, g: &mut Graph, x: &str, _: Option<&str>) -> Result<String> {

@@ -51,6 +51,7 @@ use crate::layers::{Layer, State};
 use crate::model::Model;
 use crate::tensor::Tensor;
 pub use layers::RecurrentOnnx;
+pub(crate) use layers::activation_export;
 use proto::Message;
 use std::path::Path;
 
