@@ -1,34 +1,8 @@
-//! GEMM against a naive triple loop, for every transpose combination and awkward shapes.
+//! GEMM against its definition (`tensor::gemm_reference`, the naive triple loop), for every transpose combination and awkward shapes.
 
 use backprop::Tensor;
 use backprop::tensor::gemm::{Transpose, gemm, sgemm};
-
-/// The textbook definition: C[i,j] = alpha · Σₚ op(A)[i,p]·op(B)[p,j] + beta · C[i,j].
-fn naive(
-    (m, k, n): (usize, usize, usize),
-    alpha: f32,
-    a: &[f32],
-    ta: Transpose,
-    b: &[f32],
-    tb: Transpose,
-    beta: f32,
-    c: &[f32],
-) -> Vec<f32> {
-    let at = |i: usize, p: usize| {
-        if ta == Transpose::No { a[i * k + p] } else { a[p * m + i] }
-    };
-    let bt = |p: usize, j: usize| {
-        if tb == Transpose::No { b[p * n + j] } else { b[j * k + p] }
-    };
-    let mut out = vec![0.0; m * n];
-    for i in 0..m {
-        for j in 0..n {
-            let dot: f64 = (0..k).map(|p| at(i, p) as f64 * bt(p, j) as f64).sum();
-            out[i * n + j] = alpha * dot as f32 + beta * c[i * n + j];
-        }
-    }
-    out
-}
+use backprop::tensor::gemm_reference::gemm_reference as naive;
 
 const SHAPES: &[(usize, usize, usize)] = &[
     (1, 1, 1),

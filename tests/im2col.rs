@@ -1,40 +1,13 @@
-//! Convolution as im2col + GEMM against a direct 7-loop convolution, and the adjointness of col2im.
+//! Convolution as im2col + GEMM against the direct 7-loop convolution (`layers::conv2d::reference`), and the adjointness of col2im.
 
 use backprop::Tensor;
+use backprop::layers::conv2d::reference::conv2d_forward;
 use backprop::tensor::gemm::{Transpose, sgemm};
 use backprop::tensor::im2col::{ConvGeometry, col2im, im2col};
 
-/// y[n, o, oy, ox] = Σ_c Σ_ki Σ_kj w[o, c, ki, kj] · x[n, c, oy·sh − ph + ki·dh, ox·sw − pw + kj·dw]
+/// The direct convolution: the definition in `layers::conv2d::reference`, without a bias.
 fn direct_conv(x: &Tensor, w: &Tensor, g: &ConvGeometry) -> Tensor {
-    let (n, o) = (x.dim(0), w.dim(0));
-    let (kh, kw) = g.kernel;
-    let mut y = Tensor::zeros(&[n, o, g.out_height, g.out_width]);
-    for b in 0..n {
-        for oc in 0..o {
-            for oy in 0..g.out_height {
-                for ox in 0..g.out_width {
-                    let mut acc = 0.0f64;
-                    for c in 0..g.channels {
-                        for ki in 0..kh {
-                            for kj in 0..kw {
-                                let iy =
-                                    (oy * g.stride.0 + ki * g.dilation.0) as isize - g.padding.0 as isize;
-                                let ix =
-                                    (ox * g.stride.1 + kj * g.dilation.1) as isize - g.padding.1 as isize;
-                                if iy < 0 || ix < 0 || iy >= g.height as isize || ix >= g.width as isize {
-                                    continue;
-                                }
-                                acc +=
-                                    w[&[oc, c, ki, kj]] as f64 * x[&[b, c, iy as usize, ix as usize]] as f64;
-                            }
-                        }
-                    }
-                    y[&[b, oc, oy, ox]] = acc as f32;
-                }
-            }
-        }
-    }
-    y
+    conv2d_forward(x, w, None, g)
 }
 
 fn im2col_conv(x: &Tensor, w: &Tensor, g: &ConvGeometry) -> Tensor {

@@ -544,3 +544,53 @@ fn embedding_weight_gradient_by_finite_differences() {
     // Row 3 was never looked up: no gradient.
     assert!(analytic.outer(3).iter().all(|&g| g == 0.0));
 }
+
+/// The batched walk back through time computes what the definition computes: the plain
+/// per-sample, per-step BPTT of `layers::recurrent::reference`, for every cell, with lengths, an
+/// initial state and gradients arriving at the outputs and at the final state.
+#[test]
+fn batched_backward_equals_the_plain_bptt_reference() {
+    use backprop::layers::recurrent::reference::recurrent_backward;
+    let (n, t, f, h) = (4, 6, 3, 5);
+    let x = Tensor::randn(&[n, t, f], 0.0, 1.0, 1);
+    let lengths = [6, 2, 5, 1];
+    let dy = Tensor::randn(&[n, t, h], 0.0, 1.0, 2);
+    let (h0, c0) = (Tensor::randn(&[n, h], 0.0, 0.5, 3), Tensor::randn(&[n, h], 0.0, 0.5, 4));
+    let (dh_n, dc_n) = (Tensor::randn(&[n, h], 0.0, 1.0, 5), Tensor::randn(&[n, h], 0.0, 1.0, 6));
+    fn run<C: Cell, L: Layer + DerefMut<Target = Recurrent<C>>>(
+        kind: CellKind,
+        mut layer: L,
+        (x, lengths, dy): (&Tensor, &[usize], &Tensor),
+        (h0, c0, dh_n, dc_n): (&Tensor, &Tensor, &Tensor, &Tensor),
+    ) {
+        let p: Vec<Tensor> = named_params(&layer).into_iter().map(|(_, p)| p.value.clone()).collect();
+        let w = Weights { w_ih: &p[0], w_hh: &p[1], b_ih: &p[2], b_hh: &p[3] };
+        let c0 = C::HAS_CELL.then_some(c0);
+        let dc_n = C::HAS_CELL.then_some(dc_n);
+        let reference = recurrent_backward(kind, &w, x, lengths, (Some(h0), c0), dy, Some(dh_n), dc_n);
+        let initial = RecurrentState { h: h0.clone(), c: c0.cloned() };
+        layer.forward_with_state(x, Some(&initial), Pass::TRAIN.with_lengths(lengths)).unwrap();
+        zero_grad(&mut layer);
+        let d_final = RecurrentState { h: dh_n.clone(), c: dc_n.cloned() };
+        let (dx, d0) = layer.backward_with_state(Some(dy), Some(&d_final), InputGrad::Needed);
+        let close = |a: &Tensor, b: &Tensor, what: &str| {
+            common::assert_close_to(a, b, 1e-4, &format!("{kind:?}: {what}"))
+        };
+        close(&dx.unwrap(), &reference.dx, "dL/dx");
+        close(&d0.h, &reference.dh0, "dL/dh0");
+        if let Some(dc0) = &d0.c {
+            close(dc0, &reference.dc0, "dL/dc0");
+        }
+        let grads: Vec<Tensor> = named_params(&layer).into_iter().map(|(_, p)| p.grad.clone()).collect();
+        close(&grads[0], &reference.dw_ih, "dL/dW_ih");
+        close(&grads[1], &reference.dw_hh, "dL/dW_hh");
+        close(&grads[2], &reference.db_ih, "dL/db_ih");
+        close(&grads[3], &reference.db_hh, "dL/db_hh");
+    }
+    let inputs = (&x, &lengths[..], &dy);
+    let states = (&h0, &c0, &dh_n, &dc_n);
+    run(CellKind::Rnn { relu: false }, Rnn::new(f, h).seed(1), inputs, states);
+    run(CellKind::Rnn { relu: true }, Rnn::relu(f, h).seed(2), inputs, states);
+    run(CellKind::Lstm, Lstm::new(f, h).seed(3), inputs, states);
+    run(CellKind::Gru, Gru::new(f, h).seed(4), inputs, states);
+}

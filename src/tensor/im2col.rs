@@ -17,6 +17,10 @@
 //! was copied to several places (overlapping windows). That is exactly the chain rule for a copy:
 //! the gradient of a value used several times is the sum of the gradients of its uses. Hence the
 //! backward pass of a convolution is `dcols = Wᵀ · dy` followed by `dx = col2im(dcols)`.
+//!
+//! The definition this is checked against is the direct convolution, seven plain loops, in
+//! [`layers::conv2d::reference`](crate::layers::conv2d::reference) (`tests/im2col.rs`), and the
+//! product itself against [`gemm_reference`](super::gemm_reference).
 
 use crate::error::{Error, Result};
 use crate::tensor::{MAX_ELEMENTS, checked_numel};

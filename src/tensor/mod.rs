@@ -14,6 +14,7 @@
 
 pub(crate) mod dot;
 pub mod gemm;
+pub mod gemm_reference;
 pub mod im2col;
 pub mod init;
 pub mod math;
