@@ -22,6 +22,20 @@ pub(crate) unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Runs `f` compiled with AVX2 when `wide` and the CPU has it (returns true then), otherwise as
+/// it is (returns false): for tests that compare the two compilations of a loop.
+#[cfg(test)]
+pub(crate) fn run_maybe_wide(wide: bool, f: impl FnOnce()) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if wide && wide_vectors() {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        unsafe { with_avx2(f) };
+        return true;
+    }
+    f();
+    false
+}
+
 /// True if the step loops run with AVX2 on this CPU.
 pub(crate) fn wide_vectors() -> bool {
     #[cfg(target_arch = "x86_64")]

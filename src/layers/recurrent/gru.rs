@@ -137,14 +137,7 @@ mod tests {
                 forward(&a, &b, &h_prev, &mut h, &mut saved);
                 backward(&saved, &h_prev, &dh, &mut da, &mut db, &mut dh_prev);
             };
-            #[cfg(target_arch = "x86_64")]
-            if wide {
-                // SAFETY: only called when the CPU has AVX2.
-                unsafe { crate::tensor::simd::with_avx2(&mut step) };
-                return (h, saved, da, db, dh_prev);
-            }
-            let _ = wide;
-            step();
+            crate::tensor::simd::run_maybe_wide(wide, &mut step);
             (h, saved, da, db, dh_prev)
         };
         if crate::tensor::simd::wide_vectors() {

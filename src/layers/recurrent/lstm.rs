@@ -158,14 +158,7 @@ mod tests {
                 forward(&a, &b, &c_prev, &mut h, &mut c, &mut saved);
                 backward(&saved, &c_prev, &c, &dh, &dc, &mut da, &mut db, &mut dh_prev, &mut dc_prev);
             };
-            #[cfg(target_arch = "x86_64")]
-            if wide {
-                // SAFETY: only called when the CPU has AVX2.
-                unsafe { crate::tensor::simd::with_avx2(&mut step) };
-                return (h, c, saved, da, db, dc_prev);
-            }
-            let _ = wide;
-            step();
+            crate::tensor::simd::run_maybe_wide(wide, &mut step);
             (h, c, saved, da, db, dc_prev)
         };
         if crate::tensor::simd::wide_vectors() {
