@@ -342,6 +342,108 @@ fn models(t: &mut Tally, cases: usize) {
     }
 }
 
+/// Side information and the wave-3 surfaces: sequence lengths (0, above T, huge, wrong counts),
+/// named inputs (missing, duplicated, mismatched sample counts), recurrent states of any shape,
+/// DP settings of any value — through `Dataset`, `fit`, `evaluate`, `predict_with_lengths`,
+/// `predict_inputs`, `forward_with_state` and `fit_private`. A failed `fit` leaves the model as
+/// it was.
+fn side_information(t: &mut Tally, cases: usize) {
+    use backprop::layers::{Pass, RecurrentState};
+    use backprop::model::Inputs;
+    use backprop::privacy::{DpOptions, fit_private};
+    let mut r = rng(5);
+    let counts = [0usize, 1, 2, 3, 4, 5, usize::MAX];
+    let values = [0usize, 1, 2, 3, 4, 5, 6, 1 << 20, usize::MAX];
+    let floats = [0.0, -1.0, 1e-9, 0.5, 1.0, 2.0, f64::NAN, f64::INFINITY, 1e300];
+    for i in 0..cases {
+        let (n, steps) = (r.random_range(1..5usize), r.random_range(1..5usize));
+        let count =
+            if r.random_range(0..3) == 0 { counts[r.random_range(0..counts.len())].min(8) } else { n };
+        let lengths: Vec<usize> = (0..count).map(|_| values[r.random_range(0..values.len())]).collect();
+        let kind = r.random_range(0..6);
+        let seed = r.random::<u64>();
+        let pick = |r: &mut Rng| floats[r.random_range(0..floats.len())];
+        let dp = DpOptions {
+            epochs: r.random_range(0..3),
+            sample_rate: pick(&mut r),
+            clip: pick(&mut r) as f32,
+            noise_multiplier: pick(&mut r),
+            delta: pick(&mut r),
+            seed,
+        };
+        let state_shape = [r.random_range(0..6usize), r.random_range(0..7usize)];
+        let label = format!(
+            "side information case {i}: kind {kind}, n {n}, T {steps}, lengths {lengths:?}, {dp:?}, state {state_shape:?}"
+        );
+        t.case(
+            || label.clone(),
+            move || {
+                let ids = Tensor::from_fn(&[n, steps], |i| ((i[0] + i[1]) % 5) as f32);
+                let mut model = Sequential::builder(&[steps])
+                    .add(Embedding::new(5, 3))
+                    .add(Lstm::new(3, 4).last_step_only())
+                    .add(Dense::new(4, 2))
+                    .seed(seed)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let before = model.state_dict();
+                let labels: Vec<usize> = (0..n).map(|i| i % 2).collect();
+                let loss = CrossEntropyLoss::new();
+                let outcome = match kind {
+                    0 => {
+                        let Ok(data) =
+                            Dataset::classification(ids, labels).and_then(|d| d.with_lengths(lengths))
+                        else {
+                            return Ok(false);
+                        };
+                        model
+                            .fit(
+                                &data,
+                                &loss,
+                                &mut Adam::new(0.01),
+                                FitOptions::new().batch_size(2).verbose(false),
+                            )
+                            .is_ok()
+                    }
+                    1 => model.predict_with_lengths(&ids, &lengths, 2).is_ok(),
+                    2 => {
+                        let inputs = Inputs::new().with_lengths("input", ids, lengths);
+                        backprop::train::predict_inputs(&mut model, &inputs, 2).is_ok()
+                    }
+                    3 => {
+                        let mut lstm = Lstm::new(2, 4);
+                        let x = Tensor::randn(&[n, steps, 2], 0.0, 1.0, seed);
+                        let h = Tensor::zeros(&state_shape);
+                        let state = RecurrentState::hc(h.clone(), h);
+                        let pass = Pass::TRAIN.with_lengths(&lengths);
+                        lstm.forward_with_state(&x, Some(&state), pass).is_ok()
+                    }
+                    4 => {
+                        let data = Dataset::classification(ids, labels).map_err(|e| e.to_string())?;
+                        let ok = fit_private(&mut model, &data, &loss, &mut Sgd::new(0.1), &dp).is_ok();
+                        if !ok && model.state_dict() != before {
+                            return Err("a failed private fit changed the model".into());
+                        }
+                        ok
+                    }
+                    _ => {
+                        // Named inputs that do not fit together.
+                        let other = Tensor::zeros(&[count.min(6), steps]);
+                        let inputs = Inputs::new().with("input", ids).with("extra", other);
+                        Dataset::from_inputs(inputs, Targets::Classes(labels))
+                            .map(|d| model.evaluate(&d, &loss, 2).is_ok())
+                            .unwrap_or(false)
+                    }
+                };
+                if !outcome && kind != 4 && model.state_dict() != before {
+                    return Err("a failed call changed the model".into());
+                }
+                Ok(outcome)
+            },
+        );
+    }
+}
+
 fn walkthrough_binary() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let bin = exe.parent()?.parent()?.join("examples").join("image_classify");
@@ -457,6 +559,10 @@ fn hostile_inputs_end_in_ok_or_a_clean_error() {
     #[cfg(feature = "image")] // (a crate built without it has no image decoding to attack)
     areas.push(("PNG / JPEG images", Box::new(move |t| images(t, 3000 * k))));
     areas.push(("models from random shapes and settings", Box::new(move |t| models(t, 4000 * k))));
+    areas.push((
+        "lengths, named inputs, states, DP settings",
+        Box::new(move |t| side_information(t, 2000 * k)),
+    ));
     areas.push(("walkthrough command line", Box::new(move |t| cli(t, 150 * k))));
     println!(
         "\n| area | inputs tried | ok | clean errors | panics | over {} MiB | data lost | peak MiB |",

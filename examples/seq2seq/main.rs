@@ -25,7 +25,12 @@ fn main() -> backprop::Result<()> {
         &train,
         &CrossEntropyLoss::new(),
         &mut Adam::new(0.01),
-        FitOptions::new().epochs(20).batch_size(32).seed(4).clip_grad_norm(5.0).schedule(Schedule::cosine(20, 1e-4)?),
+        FitOptions::new()
+            .epochs(20)
+            .batch_size(32)
+            .seed(4)
+            .clip_grad_norm(5.0)
+            .schedule(Schedule::cosine(20, 1e-4)?),
     )?;
     let last = history.last().expect("20 epochs");
     println!("train loss after {} epochs: {:.4}", history.epochs.len(), last.train_loss);
