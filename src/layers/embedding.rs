@@ -130,6 +130,10 @@ impl Layer for Embedding {
         input_grad.is_needed().then(|| Tensor::zeros(&self.out_shape[..self.out_shape.len() - 1]))
     }
 
+    fn check_values(&self, ids: &Tensor) -> Result<()> {
+        self.check_ids(ids)
+    }
+
     fn per_example(&mut self) -> Option<&mut dyn PerExample> {
         Some(self)
     }

@@ -296,6 +296,19 @@ pub trait Layer: Visit + Any + Send {
     /// If called before `forward`, or with a gradient whose shape is not the latest output's.
     fn backward(&mut self, grad_out: &Tensor, input_grad: InputGrad) -> Option<Tensor>;
 
+    /// Checks the *values* of an input the layer would take, beyond its shape (which
+    /// [`Layer::output_shape`] checks): an [`Embedding`]'s ids must be whole numbers in range.
+    /// Training, evaluation and prediction call it (through [`Model::check_inputs`](crate::model::Model::check_inputs))
+    /// before any forward pass, so that bad data is an `Err`, not a panic inside `forward`. The
+    /// default accepts every value; a container asks the layer that reads its input.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the layer, the value and its position.
+    fn check_values(&self, x: &Tensor) -> Result<()> {
+        let _ = x;
+        Ok(())
+    }
+
     /// The layer's per-example backward pass, if it has one: an optional capability used by
     /// private training ([`privacy::per_example`](crate::privacy::per_example)). The default,
     /// `None`, is right for a layer without parameters and for any layer that does not offer it

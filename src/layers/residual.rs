@@ -100,6 +100,10 @@ impl Layer for Residual {
         })
     }
 
+    fn check_values(&self, x: &Tensor) -> Result<()> {
+        self.body.check_values(x)
+    }
+
     fn per_example(&mut self) -> Option<&mut dyn PerExample> {
         Some(self)
     }

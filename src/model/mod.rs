@@ -183,6 +183,17 @@ pub trait Model: Visit + Send {
         None
     }
 
+    /// Checks the inputs' *values* before any forward pass (ids in range, say): training,
+    /// evaluation and prediction call it on their data first, so that bad data is an `Err`. The
+    /// default accepts everything; a layer runs its [`Layer::check_values`] on its one input.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the input, the value and its position.
+    fn check_inputs(&self, inputs: &Inputs) -> Result<()> {
+        let _ = inputs;
+        Ok(())
+    }
+
     /// The model as a [`Layer`], when it is one: private training uses a layer's batched
     /// per-example pass ([`Layer::per_example`]); any other model gets its per-example gradients
     /// from a pass per example. The default is `None`.
@@ -223,6 +234,10 @@ impl<L: Layer> Model for L {
 
     fn as_layer_mut(&mut self) -> Option<&mut dyn Layer> {
         Some(self)
+    }
+
+    fn check_inputs(&self, inputs: &Inputs) -> Result<()> {
+        self.check_values(&single(inputs, &self.describe())?.values)
     }
 }
 

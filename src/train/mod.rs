@@ -91,6 +91,7 @@ pub(crate) fn check_data(
     batch_sizes: &[usize],
 ) -> Result<Option<Vec<usize>>> {
     data.named_inputs().check().map_err(|e| Error::shape(format!("{what}: {}", detail(&e))))?;
+    model.check_inputs(data.named_inputs()).map_err(|e| Error::invalid(format!("{what}: {}", detail(&e))))?;
     let mut out = Vec::new();
     for &b in batch_sizes {
         match model.output_shapes(&data.named_inputs().batch_shapes(b)) {

@@ -12,14 +12,18 @@ use crate::tensor::math::{feature_split, softmax_into};
 use crate::tensor::{Tensor, shape_str};
 
 /// The model's output shape for `x`, or an error naming `what` and both shapes.
+/// The model's output shape for `x`, or an error naming `what` and both shapes; and `x`'s values
+/// checked ([`Layer::check_values`]: an embedding's ids).
 fn output_shape_for(model: &dyn Layer, x: &Tensor, what: &str) -> Result<Vec<usize>> {
     if x.ndim() == 0 {
         return Err(Error::shape(format!("{what}: the input needs a batch axis, got shape []")));
     }
-    model.output_shape(x.shape()).map_err(|e| match e {
+    let shape = model.output_shape(x.shape()).map_err(|e| match e {
         Error::Shape(m) => Error::shape(format!("{what}: {m}")),
         other => other,
-    })
+    })?;
+    model.check_values(x).map_err(|e| Error::invalid(format!("{what}: {}", super::detail(&e))))?;
+    Ok(shape)
 }
 
 /// Mean loss (and accuracy, for class labels) over a data set, in eval mode, `batch_size`
@@ -128,6 +132,7 @@ pub fn predict_inputs<M: Model + ?Sized>(
         return Err(Error::invalid("predict_inputs: batch size must be at least 1"));
     }
     inputs.check()?;
+    model.check_inputs(inputs)?;
     let n = inputs.len();
     let mut stacked: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
     let mut xb = Inputs::new();

@@ -347,6 +347,11 @@ impl Layer for Sequential {
         self.backward_with(grad_out, input_grad, &mut |_, layer, g, want| layer.backward(g, want))
     }
 
+    /// The first layer's check: it is the one that reads the model's input.
+    fn check_values(&self, x: &Tensor) -> Result<()> {
+        self.layers.first().map_or(Ok(()), |l| l.check_values(x))
+    }
+
     fn per_example(&mut self) -> Option<&mut dyn PerExample> {
         Some(self)
     }
