@@ -49,3 +49,59 @@ fn bad_ids_are_errors_from_every_result_api() {
         assert_eq!(m.state_dict(), before, "id {bad}: nothing changed");
     }
 }
+
+fn blobs() -> Dataset {
+    let x = Tensor::randn(&[16, 3], 0.0, 1.0, 1);
+    Dataset::regression(x.clone(), x).unwrap()
+}
+
+fn mlp() -> Sequential {
+    Sequential::builder(&[3]).add(Dense::new(3, 3)).build().unwrap()
+}
+
+/// Settings that only fail together are `fit` errors before anything runs; a schedule that runs
+/// away is an error at the epoch it does, with the optimizer's rate put back.
+#[test]
+fn optimizer_and_schedule_settings_fail_cleanly() {
+    let data = blobs();
+    let mut m = mlp();
+    let before = m.state_dict();
+    let quiet = || FitOptions::new().epochs(3).verbose(false);
+    let e = m.fit(&data, &MseLoss::new(), &mut Sgd::new(0.1).nesterov(), quiet()).unwrap_err().to_string();
+    assert!(e.contains("Nesterov") && e.contains("momentum 0"), "{e}");
+    let e = m
+        .fit(&data, &MseLoss::new(), &mut AdamW::new(10.0).weight_decay(0.5), quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("AdamW") && e.contains("≥ 1"), "{e}");
+    assert_eq!(m.state_dict(), before, "nothing ran");
+    let mut sgd = Sgd::new(0.01);
+    let wild = Schedule::exponential(1e30).unwrap();
+    let e = m.fit(&data, &MseLoss::new(), &mut sgd, quiet().schedule(wild)).unwrap_err().to_string();
+    assert!(e.contains("schedule") && e.contains("epoch"), "{e}");
+    assert_eq!(sgd.learning_rate(), 0.01, "the optimizer's rate is put back");
+}
+
+#[test]
+#[should_panic(expected = "SGD: momentum must be in [0, 1], got 1000000000000000000000000000000")]
+fn sgd_momentum_out_of_range_is_refused_when_set() {
+    let _ = Sgd::new(0.1).momentum(1e30);
+}
+
+#[test]
+#[should_panic(expected = "SGD: dampening must be in [0, 1], got 5")]
+fn sgd_dampening_out_of_range_is_refused_when_set() {
+    let _ = Sgd::new(0.1).dampening(5.0);
+}
+
+#[test]
+#[should_panic(expected = "Adam: eps must be a finite number > 0, got 0")]
+fn adam_eps_zero_is_refused_when_set() {
+    let _ = Adam::new(0.1).eps(0.0);
+}
+
+#[test]
+#[should_panic(expected = "AdamW: weight decay must be in [0, 1]")]
+fn adamw_huge_weight_decay_is_refused_when_set() {
+    let _ = AdamW::new(0.1).weight_decay(1e30);
+}

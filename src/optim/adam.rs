@@ -22,7 +22,7 @@
 //! gradient (where Adam's per-coordinate scaling would distort it), it shrinks the weights
 //! directly before the Adam step, `θ ← θ − η·λ·θ`.
 
-use super::{Optimizer, State, check_setting};
+use super::{Optimizer, State, check_factor, check_setting};
 use crate::layers::Param;
 use rayon::prelude::*;
 
@@ -203,18 +203,24 @@ macro_rules! adam_builders {
             /// Sets `ε`, added to the denominator for stability.
             ///
             /// # Panics
-            /// Unless `eps` is a finite number ≥ 0.
+            /// Unless `eps` is a finite number > 0 (with 0, a coordinate whose gradient has always
+            /// been 0 divides 0 by 0).
             pub fn eps(mut self, eps: f32) -> $ty {
-                self.0.eps = check_setting(stringify!($ty), "eps", eps);
+                assert!(
+                    eps.is_finite() && eps > 0.0,
+                    "{}: eps must be a finite number > 0, got {eps}",
+                    stringify!($ty)
+                );
+                self.0.eps = eps;
                 self
             }
 
             /// Sets the weight decay `λ`.
             ///
             /// # Panics
-            /// Unless `weight_decay` is a finite number ≥ 0.
+            /// Unless `weight_decay` is in `[0, 1]` (typical values are 10⁻⁵ … 10⁻¹).
             pub fn weight_decay(mut self, weight_decay: f32) -> $ty {
-                self.0.weight_decay = check_setting(stringify!($ty), "weight decay", weight_decay);
+                self.0.weight_decay = check_factor(stringify!($ty), "weight decay", weight_decay, 1.0);
                 self
             }
 
@@ -288,6 +294,18 @@ impl AdamW {
 adam_builders!(AdamW);
 
 impl Optimizer for AdamW {
+    /// Decoupled decay multiplies each weight by `1 − lr·λ` every step, which must stay in
+    /// `[0, 1)`: `lr·λ < 1`.
+    fn check(&self) -> crate::Result<()> {
+        let (lr, wd) = (self.0.lr, self.0.weight_decay);
+        if lr * wd >= 1.0 {
+            return Err(crate::Error::invalid(format!(
+                "AdamW: lr·weight decay = {lr}·{wd} ≥ 1 would flip the sign of every weight each step"
+            )));
+        }
+        Ok(())
+    }
+
     fn step_params(&mut self, params: &mut [(String, &mut Param)]) {
         self.0.step(params, true, "AdamW");
     }

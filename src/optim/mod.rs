@@ -67,6 +67,16 @@ pub trait Optimizer: Send {
 
     /// A short description: `"Adam(lr=0.001)"`.
     fn describe(&self) -> String;
+
+    /// Checks that the settings work together (each was checked alone when it was set), before
+    /// training: [`fit`](crate::train::fit) calls it first, so a combination that a step would
+    /// refuse is an `Err` before anything runs. The default accepts.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) naming the settings.
+    fn check(&self) -> crate::Result<()> {
+        Ok(())
+    }
 }
 
 /// Panics unless `value` is a finite number ≥ 0: the check every optimizer setting goes through
@@ -75,6 +85,16 @@ pub(crate) fn check_setting(optimizer: &str, setting: &str, value: f32) -> f32 {
     assert!(
         value.is_finite() && value >= 0.0,
         "{optimizer}: {setting} must be a finite number ≥ 0, got {value}"
+    );
+    value
+}
+
+/// Panics unless `value` is in `[0, max]` (momentum, dampening, weight decay: factors for which
+/// larger values only make training diverge).
+pub(crate) fn check_factor(optimizer: &str, setting: &str, value: f32, max: f32) -> f32 {
+    assert!(
+        value.is_finite() && (0.0..=max).contains(&value),
+        "{optimizer}: {setting} must be in [0, {max}], got {value}"
     );
     value
 }

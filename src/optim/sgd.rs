@@ -14,7 +14,7 @@
 //! Momentum keeps a running direction `b` that averages out the noise of mini-batch gradients
 //! and speeds up along consistent slopes; Nesterov's variant evaluates that step "one look ahead".
 
-use super::{Optimizer, State, check_setting};
+use super::{Optimizer, State, check_factor, check_setting};
 use crate::layers::Param;
 use rayon::prelude::*;
 
@@ -61,32 +61,51 @@ impl Sgd {
     }
 
     /// Momentum factor `μ` (0.9 is typical).
+    ///
+    /// # Panics
+    /// Unless `momentum` is in `[0, 1]`.
     pub fn momentum(mut self, momentum: f32) -> Sgd {
-        self.momentum = check_setting("SGD", "momentum", momentum);
+        self.momentum = check_factor("SGD", "momentum", momentum, 1.0);
         self
     }
 
     /// Dampening `τ` of the momentum.
+    ///
+    /// # Panics
+    /// Unless `dampening` is in `[0, 1]`.
     pub fn dampening(mut self, dampening: f32) -> Sgd {
-        self.dampening = check_setting("SGD", "dampening", dampening);
+        self.dampening = check_factor("SGD", "dampening", dampening, 1.0);
         self
     }
 
-    /// Uses Nesterov momentum (needs momentum > 0 and no dampening, as in PyTorch; checked at the
-    /// first step, so the builder methods may come in any order).
+    /// Uses Nesterov momentum (needs momentum > 0 and no dampening, as in PyTorch; checked by
+    /// [`Optimizer::check`] before training, so the builder methods may come in any order).
     pub fn nesterov(mut self) -> Sgd {
         self.nesterov = true;
         self
     }
 
     /// L2 weight decay `λ`: adds `λ·θ` to each gradient.
+    ///
+    /// # Panics
+    /// Unless `weight_decay` is in `[0, 1]` (typical values are 10⁻⁵ … 10⁻¹).
     pub fn weight_decay(mut self, weight_decay: f32) -> Sgd {
-        self.weight_decay = check_setting("SGD", "weight decay", weight_decay);
+        self.weight_decay = check_factor("SGD", "weight decay", weight_decay, 1.0);
         self
     }
 }
 
 impl Optimizer for Sgd {
+    fn check(&self) -> crate::Result<()> {
+        if self.nesterov && !(self.momentum > 0.0 && self.dampening == 0.0) {
+            return Err(crate::Error::invalid(format!(
+                "SGD: Nesterov momentum needs a momentum > 0 and zero dampening (got momentum {}, dampening {})",
+                self.momentum, self.dampening
+            )));
+        }
+        Ok(())
+    }
+
     /// # Panics
     /// If Nesterov momentum was asked for without a momentum or with dampening (PyTorch refuses
     /// the same settings), or if the parameters differ from those of the first step.

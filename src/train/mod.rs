@@ -202,6 +202,7 @@ pub fn fit(
     mut options: FitOptions<'_>,
 ) -> Result<History> {
     check_options(train, &options)?;
+    optimizer.check()?;
     let mut plain = Plain;
     let mut step: &mut dyn Step = match options.step.take() {
         Some(s) => s,
@@ -244,6 +245,13 @@ fn run(
     for epoch in 1..=options.epochs {
         let started = Instant::now();
         let lr = options.schedule.as_ref().map_or(base_lr, |s| s.lr(base_lr, epoch - 1));
+        if !(lr.is_finite() && lr >= 0.0) {
+            return Err(Error::invalid(format!(
+                "fit: the learning-rate schedule gives {lr} at epoch {epoch} (base rate {base_lr}); the model is as after \
+                 epoch {}",
+                epoch - 1
+            )));
+        }
         optimizer.set_learning_rate(lr);
         let epoch_batches = step.batches(train.len(), options, &mut shuffle_rng);
         let batches = epoch_batches.len();
