@@ -240,3 +240,41 @@ fn a_model_struct_with_lengths_trains_privately() {
     assert!(eval.accuracy.unwrap() > 0.9, "{eval:?} after {report:?}");
     assert_eq!(report.steps, 75);
 }
+
+/// A batch whose per-example gradients exceed the budget runs in chunks: the same training, to
+/// rounding, and the memory stays within the budget.
+#[test]
+fn the_per_example_budget_splits_a_batch_into_chunks() {
+    use backprop::privacy::DpSgd;
+    let data = common::blobs(60, 8);
+    let o = DpOptions { epochs: 2, sample_rate: 0.5, clip: 1.0, noise_multiplier: 0.5, delta: 1e-5, seed: 9 };
+    let run = |budget: Option<usize>| {
+        let mut m = mlp();
+        let mut dp = DpSgd::new(&o, data.len()).unwrap();
+        if let Some(b) = budget {
+            dp = dp.per_example_budget(b);
+        }
+        let options = FitOptions::new().epochs(2).seed(9).step(&mut dp).verbose(false);
+        m.fit(&data, &CrossEntropyLoss::new(), &mut Sgd::new(0.1), options).unwrap();
+        values(&m)
+    };
+    let params = 2 * 8 + 8 + 8 * 3 + 3;
+    let (whole, chunked) = (run(None), run(Some(3 * params * 4))); // chunks of 3 examples
+    for (a, b) in whole.iter().zip(&chunked) {
+        assert!(a.max_abs_diff(b) < 1e-5, "{}", a.max_abs_diff(b));
+    }
+    // Settings out of range are refused before training, naming them.
+    let tiny = DpOptions { sample_rate: 1e-300, ..o.clone() };
+    let e = DpSgd::new(&tiny, 60).err().unwrap().to_string();
+    assert!(e.contains("steps per epoch"), "{e}");
+    let e = backprop::privacy::noise_multiplier_for(1.0, 1.5, 100, 1e-5).unwrap_err().to_string();
+    assert!(e.contains("(0, 1]"), "{e}");
+    let e = backprop::privacy::noise_multiplier_for(1.0, 0.1, 100, f64::NAN).unwrap_err().to_string();
+    assert!(e.contains("δ"), "{e}");
+}
+
+#[test]
+#[should_panic(expected = "RDP orders must be at most 1024")]
+fn huge_rdp_orders_are_refused() {
+    let _ = epsilon(0.01, 1.0, 10, 1e-5, &[1e10]);
+}

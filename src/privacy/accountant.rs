@@ -159,9 +159,13 @@ pub fn rdp_sampled_gaussian(q: f64, sigma: f64, alpha: f64) -> f64 {
 /// ```
 ///
 /// # Panics
-/// As [`rdp_sampled_gaussian`], and if `delta` is not in `(0, 1)`.
+/// As [`rdp_sampled_gaussian`], if `delta` is not in `(0, 1)`, and if an order is above
+/// [`MAX_ORDER`] (the work grows with the order; Opacus's orders stop at 63).
 pub fn epsilon(q: f64, sigma: f64, steps: u64, delta: f64, orders: &[f64]) -> (f64, f64) {
     assert!(delta > 0.0 && delta < 1.0, "epsilon: δ must be in (0, 1), got {delta}");
+    if let Some(&alpha) = orders.iter().find(|&&a| !(a <= MAX_ORDER)) {
+        panic!("epsilon: RDP orders must be at most {MAX_ORDER}, got {alpha}");
+    }
     let mut best = (f64::INFINITY, f64::NAN);
     for &alpha in orders {
         let rdp = steps as f64 * rdp_sampled_gaussian(q, sigma, alpha);
@@ -173,15 +177,27 @@ pub fn epsilon(q: f64, sigma: f64, steps: u64, delta: f64, orders: &[f64]) -> (f
     best
 }
 
+/// The largest RDP order [`epsilon`] accepts: its cost grows linearly with the order.
+pub const MAX_ORDER: f64 = 1024.0;
+
 /// The smallest noise multiplier `σ` (to a relative 1e-9) for which `steps` steps at sampling rate
 /// `q` stay within `(target_eps, delta)`, over [`DEFAULT_ORDERS`].
 ///
 /// # Errors
-/// [`Error::InvalidArgument`](crate::Error::InvalidArgument) if the target is not a positive number
-/// or no `σ` up to 10⁶ reaches it.
+/// [`Error::InvalidArgument`](crate::Error::InvalidArgument) if the target is not a positive number,
+/// `q` is not in `(0, 1]`, `delta` not in `(0, 1)`, `steps` is 0, or no `σ` up to 10⁶ reaches it.
 pub fn noise_multiplier_for(target_eps: f64, q: f64, steps: u64, delta: f64) -> crate::Result<f64> {
     if !(target_eps.is_finite() && target_eps > 0.0) {
         return Err(crate::Error::invalid(format!("target ε must be a positive number, got {target_eps}")));
+    }
+    if !(q > 0.0 && q <= 1.0) {
+        return Err(crate::Error::invalid(format!("the sampling rate q must be in (0, 1], got {q}")));
+    }
+    if !(delta > 0.0 && delta < 1.0) {
+        return Err(crate::Error::invalid(format!("δ must be in (0, 1), got {delta}")));
+    }
+    if steps == 0 {
+        return Err(crate::Error::invalid("the number of steps must be at least 1"));
     }
     let eps_at = |sigma: f64| epsilon(q, sigma, steps, delta, &DEFAULT_ORDERS).0;
     let (mut low, mut high) = (0.0f64, 1.0f64);

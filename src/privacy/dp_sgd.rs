@@ -101,6 +101,11 @@ pub struct DpSgd {
     /// Each example's input, target and output, for the pass per example (reused).
     one: Inputs,
     one_target: Targets,
+    /// Bytes the per-example gradients of one pass may take; a larger batch runs in chunks.
+    budget: usize,
+    /// A chunk of the batch, its targets (reused).
+    chunk: Inputs,
+    chunk_targets: Targets,
 }
 
 impl DpSgd {
@@ -128,6 +133,13 @@ impl DpSgd {
         if examples == 0 {
             return bad("the training set is empty".into());
         }
+        let steps = (1.0 / o.sample_rate).round();
+        if steps > MAX_STEPS_PER_EPOCH as f64 {
+            return bad(format!(
+                "a sampling rate of {} means {steps:e} steps per epoch (1/q); at most {MAX_STEPS_PER_EPOCH} are allowed",
+                o.sample_rate
+            ));
+        }
         let noise = Normal::new(0.0f64, o.noise_multiplier * o.clip as f64).map_err(|e| {
             Error::invalid(format!("DP-SGD: noise of σ·C = {}: {e}", o.noise_multiplier * o.clip as f64))
         })?;
@@ -142,7 +154,20 @@ impl DpSgd {
             grads: PerExampleGrads::new(),
             one: Inputs::new(),
             one_target: Targets::Classes(Vec::new()),
+            budget: DEFAULT_PER_EXAMPLE_BUDGET,
+            chunk: Inputs::new(),
+            chunk_targets: Targets::Classes(Vec::new()),
         })
+    }
+
+    /// The memory the per-example gradients of one pass may take, in bytes (default
+    /// [`DEFAULT_PER_EXAMPLE_BUDGET`]): they need `examples × parameters × 4` bytes, and a batch
+    /// that would need more runs in chunks of as many examples as fit. The clipped sum is the same
+    /// (each example's term is its own, added in the same order), up to the rounding of the forward
+    /// products, which may differ with the number of rows a GEMM sees.
+    pub fn per_example_budget(mut self, bytes: usize) -> DpSgd {
+        self.budget = bytes.max(1);
+        self
     }
 
     /// Steps taken so far.
@@ -207,6 +232,42 @@ impl DpSgd {
             });
         }
         Ok((loss_sum, out))
+    }
+
+    /// [`Self::clipped_sum_batched`] over chunks of the batch small enough for the per-example
+    /// budget: the same sum (each chunk adds its examples' terms in order), the outputs stacked.
+    fn clipped_sum_in_chunks(
+        &mut self,
+        model: &mut dyn Model,
+        batch: &Inputs,
+        targets: &Targets,
+        loss: &dyn Loss,
+    ) -> Result<(f64, Tensor)> {
+        let params: usize = self.sum.iter().map(Tensor::len).sum();
+        let per_chunk = (self.budget / (params.max(1) * 4)).max(1);
+        let b = batch.len();
+        if b <= per_chunk {
+            return self.clipped_sum_batched(model, batch, targets, loss);
+        }
+        let (mut loss_sum, mut outputs) = (0.0, Tensor::default());
+        let mut chunk = std::mem::take(&mut self.chunk);
+        let mut chunk_targets = std::mem::replace(&mut self.chunk_targets, Targets::Classes(Vec::new()));
+        let all: Vec<usize> = (0..b).collect();
+        for idx in all.chunks(per_chunk) {
+            batch.select_into(idx, &mut chunk);
+            targets.select_into(idx, &mut chunk_targets);
+            let (l, out) = self.clipped_sum_batched(model, &chunk, &chunk_targets, loss)?;
+            loss_sum += l;
+            if idx[0] == 0 {
+                let mut shape = out.shape().to_vec();
+                shape[0] = b;
+                outputs = Tensor::zeros(&shape);
+            }
+            let row = out.len() / idx.len();
+            outputs.data_mut()[idx[0] * row..][..out.len()].copy_from_slice(out.data());
+        }
+        (self.chunk, self.chunk_targets) = (chunk, chunk_targets);
+        Ok((loss_sum, outputs))
     }
 
     /// `Σ_i ḡ_i` one example at a time: a forward and backward pass per example (a batch of
@@ -329,7 +390,7 @@ impl Step for DpSgd {
         } else {
             let batched = model.as_layer_mut().is_some_and(supports_per_example);
             let (l, out) = if batched {
-                self.clipped_sum_batched(model, batch, targets, loss)?
+                self.clipped_sum_in_chunks(model, batch, targets, loss)?
             } else {
                 self.clipped_sum_one_by_one(model, batch, targets, loss)?
             };
@@ -370,6 +431,12 @@ pub fn fit_private(
         epsilon: dp.epsilon(),
     })
 }
+
+/// The most steps one epoch may take (`round(1/q)`): a sampling rate below 10⁻⁷ is refused.
+pub const MAX_STEPS_PER_EPOCH: usize = 10_000_000;
+
+/// The default memory budget for per-example gradients ([`DpSgd::per_example_budget`]): 1 GiB.
+pub const DEFAULT_PER_EXAMPLE_BUDGET: usize = 1 << 30;
 
 /// Coordinates per parallel block of the clipped sum.
 const COLUMNS: usize = 4096;
