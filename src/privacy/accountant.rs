@@ -163,7 +163,7 @@ pub fn rdp_sampled_gaussian(q: f64, sigma: f64, alpha: f64) -> f64 {
 /// [`MAX_ORDER`] (the work grows with the order; Opacus's orders stop at 63).
 pub fn epsilon(q: f64, sigma: f64, steps: u64, delta: f64, orders: &[f64]) -> (f64, f64) {
     assert!(delta > 0.0 && delta < 1.0, "epsilon: δ must be in (0, 1), got {delta}");
-    if let Some(&alpha) = orders.iter().find(|&&a| !(a <= MAX_ORDER)) {
+    if let Some(&alpha) = orders.iter().find(|&&a| a > MAX_ORDER || a.is_nan()) {
         panic!("epsilon: RDP orders must be at most {MAX_ORDER}, got {alpha}");
     }
     let mut best = (f64::INFINITY, f64::NAN);
