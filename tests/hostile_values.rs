@@ -105,3 +105,37 @@ fn adam_eps_zero_is_refused_when_set() {
 fn adamw_huge_weight_decay_is_refused_when_set() {
     let _ = AdamW::new(0.1).weight_decay(1e30);
 }
+
+/// Knowledge-tracing files and the simulator: sizes come from what the file holds, within
+/// documented limits, never from a number in it.
+#[test]
+fn knowledge_tracing_ids_sizes_and_bom() {
+    use backprop::data::knowledge::{MAX_ITEM_ID, SimulationOptions, read_csv, read_three_line, simulate};
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    for id in ["1000000000", "18446744073709551614", "18446744073709551615", "99999999999999999999999"] {
+        let p = write("big.txt", &format!("2\n1,{id}\n0,1\n"));
+        let e = read_three_line(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("line 2")
+                && (e.contains(&MAX_ITEM_ID.to_string()) || e.contains("not a non-negative integer")),
+            "{id}: {e}"
+        );
+    }
+    let ok = read_three_line(write("ok.txt", &format!("2\n1,{MAX_ITEM_ID}\n0,1\n"))).unwrap();
+    assert_eq!(ok.items, MAX_ITEM_ID + 1);
+    // A byte-order mark before a header-less CSV: the first student is kept.
+    let h = read_csv(write("bom.csv", "\u{feff}1,0,1\n0,0,1\n")).unwrap();
+    assert_eq!(h.students.len(), 2);
+    assert!(h.students[0].correct[0]);
+    for (students, items) in
+        [(10_000_000_000usize, 5), (5, 10_000_000_000), (usize::MAX, 2), (100_000, 100_000)]
+    {
+        let o = SimulationOptions { students, items, ..SimulationOptions::default() };
+        assert!(simulate(&o).is_err(), "{students} × {items}");
+    }
+}

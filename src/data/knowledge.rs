@@ -137,7 +137,8 @@ impl Default for SimulationOptions {
 /// Simulated students; see the [module docs](self).
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for zero students, items or concepts, or a guess outside `[0, 1)`.
+/// [`Error::InvalidArgument`] for zero students, items or concepts, more than [`MAX_SIMULATED`] of
+/// any or more than 2³¹ answers in all, or a guess outside `[0, 1)`.
 ///
 /// ```
 /// use backprop::data::knowledge::{SimulationOptions, simulate};
@@ -152,6 +153,18 @@ pub fn simulate(o: &SimulationOptions) -> Result<Histories> {
         || !o.practice_gain.is_finite()
     {
         return Err(Error::invalid(format!("simulate: invalid settings {o:?}")));
+    }
+    if o.students > MAX_SIMULATED || o.items > MAX_SIMULATED || o.concepts > MAX_SIMULATED {
+        return Err(Error::invalid(format!(
+            "simulate: at most {MAX_SIMULATED} students, items and concepts, got {}, {}, {}",
+            o.students, o.items, o.concepts
+        )));
+    }
+    if o.students.checked_mul(o.items).is_none_or(|answers| answers > 1 << 31) {
+        return Err(Error::invalid(format!(
+            "simulate: {} students × {} items is more than 2³¹ answers",
+            o.students, o.items
+        )));
     }
     let mut r: Rng = rng(o.seed);
     let normal = Normal::new(0.0f32, 1.0).expect("a valid normal distribution");
@@ -181,8 +194,22 @@ pub fn simulate(o: &SimulationOptions) -> Result<Histories> {
     })
 }
 
+/// The largest item id the readers accept (ids are `0..=MAX_ITEM_ID`): a model of knowledge
+/// tracing has inputs and outputs per item, so an id of 10⁹ in a file of ten answers would ask
+/// for gigabytes. Number the items densely to use more.
+pub const MAX_ITEM_ID: usize = 999_999;
+
+/// The most students or items [`simulate`] makes (each answer is a few bytes; 10⁷ students of 50
+/// items is about 2.5 GB).
+pub const MAX_SIMULATED: usize = 10_000_000;
+
 fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    // A UTF-8 byte-order mark (as spreadsheet programs write) is not part of the first row.
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    })
 }
 
 /// Splits a comma-separated line into its fields, allowing one trailing comma and spaces.
@@ -241,13 +268,13 @@ pub fn read_csv(path: impl AsRef<Path>) -> Result<Histories> {
 }
 
 /// Reads the three-lines-per-student format: the number of answers; the item ids; the `0`/`1`
-/// answers (comma-separated, trailing commas allowed). Item ids may be any non-negative integers;
-/// `items` is one more than the largest.
+/// answers (comma-separated, trailing commas allowed). Item ids may be any integers in
+/// `0..=`[`MAX_ITEM_ID`]; `items` is one more than the largest.
 ///
 /// # Errors
 /// [`Error::Io`] if the file cannot be read; [`Error::Format`] naming the line for a count that
-/// is not a number, a list whose length differs from the count, an id that is not a non-negative
-/// integer, an answer other than `0`/`1`, or a file that ends in the middle of a student.
+/// is not a number, a list whose length differs from the count, an id that is not an integer in
+/// `0..=MAX_ITEM_ID`, an answer other than `0`/`1`, or a file that ends in the middle of a student.
 pub fn read_three_line(path: impl AsRef<Path>) -> Result<Histories> {
     let path = path.as_ref();
     let text = read_text(path)?;
@@ -285,10 +312,19 @@ pub fn read_three_line(path: impl AsRef<Path>) -> Result<Histories> {
         }
         let items = ids
             .iter()
-            .map(|v| {
-                v.parse::<usize>().map_err(|_| {
-                    Error::format(path, format!("line {i_line}: item id {v:?} is not a non-negative integer"))
-                })
+            .map(|v| match v.parse::<u64>() {
+                Ok(id) if id <= MAX_ITEM_ID as u64 => Ok(id as usize),
+                Ok(id) => Err(Error::format(
+                    path,
+                    format!(
+                        "line {i_line}: item id {id} is above the largest this reader accepts, {MAX_ITEM_ID} \
+                         (backprop::data::knowledge::MAX_ITEM_ID); number the items densely"
+                    ),
+                )),
+                Err(_) => Err(Error::format(
+                    path,
+                    format!("line {i_line}: item id {v:?} is not a non-negative integer"),
+                )),
             })
             .collect::<Result<Vec<usize>>>()?;
         let correct = answers.iter().map(|v| bit(path, c_line, v)).collect::<Result<Vec<bool>>>()?;
