@@ -81,3 +81,21 @@ fn both_file_formats_and_their_errors() {
     assert_eq!(code, 1);
     assert!(err.contains("bad.txt") && err.contains("line 3"), "{err}");
 }
+
+/// A test file whose items never occur in training (BKT has an empty skill), and options out of
+/// range: clean results or one-line errors, never a panic.
+#[test]
+fn unseen_items_and_bad_options_do_not_panic() {
+    let train = tmp("train_unseen.txt", &"3\n0,1,2\n1,0,1\n".repeat(6));
+    let test = tmp("test_unseen.txt", &"3\n0,5,5\n1,1,0\n3\n5,2,5\n0,1,1\n".repeat(2));
+    let (code, _, stderr) =
+        run(&["--data", &train, "--test", &test, "--epochs", "1", "--hidden", "4", "--quiet"], "1");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(code, 0, "{stderr}");
+    for bad in [["--dropout", "1.5"], ["--dropout", "NaN"], ["--dp-delta", "0"], ["--dp-delta", "NaN"]] {
+        let (code, _, stderr) =
+            run(&["--epochs", "1", "--hidden", "4", "--quiet", "--dp-epsilon", "3", bad[0], bad[1]], "1");
+        assert_eq!(code, 1, "{bad:?}: {stderr}");
+        assert!(stderr.contains(bad[0]) && !stderr.contains("panicked"), "{bad:?}: {stderr}");
+    }
+}

@@ -177,9 +177,14 @@ impl Bkt {
         posterior + (1.0 - posterior) * self.learn
     }
 
-    /// Fits the parameters to sequences of answers on one skill (20 EM iterations).
+    /// Fits the parameters to sequences of answers on one skill (20 EM iterations). A skill with
+    /// no answers in training keeps the starting parameters (there is nothing to fit; EM's
+    /// updates would divide 0 by 0).
     fn fit(sequences: &[Vec<bool>]) -> Bkt {
         let mut m = Bkt { l0: 0.5, learn: 0.1, guess: 0.2, slip: 0.1 };
+        if sequences.iter().all(|s| s.is_empty()) {
+            return m;
+        }
         for _ in 0..20 {
             let (mut l0, mut learn_num, mut learn_den) = (0.0, 0.0, 0.0);
             let (mut guess_num, mut guess_den, mut slip_num, mut slip_den, mut n) = (0.0, 0.0, 0.0, 0.0, 0.0);
@@ -315,6 +320,15 @@ fn run(cli: &Cli) -> Result<f64> {
     if train.students.is_empty() || test.students.is_empty() {
         return Err(Error::invalid("need at least one training and one test student with 2 answers or more"));
     }
+    if !(0.0..1.0).contains(&cli.dropout) {
+        return Err(Error::invalid(format!("--dropout must be in [0, 1), got {}", cli.dropout)));
+    }
+    if !(cli.lr > 0.0 && cli.lr <= 1.0) {
+        return Err(Error::invalid(format!("--lr must be in (0, 1], got {}", cli.lr)));
+    }
+    if !(cli.dp_delta > 0.0 && cli.dp_delta < 1.0) {
+        return Err(Error::invalid(format!("--dp-delta must be in (0, 1), got {}", cli.dp_delta)));
+    }
     let steps = train.students.iter().chain(&test.students).map(|a| a.len() - 1).max().unwrap_or(1);
     let items = train.items;
     let hidden = cli.hidden as usize;
@@ -329,12 +343,6 @@ fn run(cli: &Cli) -> Result<f64> {
     let (ids, targets) = tensors(&train, steps);
     let data = Dataset::regression(ids, targets)?;
     let loss = BceWithLogitsLoss::new().ignore_nan_targets();
-    if !(0.0..1.0).contains(&cli.dropout) {
-        return Err(Error::invalid(format!("--dropout must be in [0, 1), got {}", cli.dropout)));
-    }
-    if !(cli.lr > 0.0 && cli.lr <= 1.0) {
-        return Err(Error::invalid(format!("--lr must be in (0, 1], got {}", cli.lr)));
-    }
     let mut adam = Adam::new(cli.lr);
     println!(
         "training: {} epochs, batches of 32 students, Adam (lr {}), gradient clipping at norm 1",
