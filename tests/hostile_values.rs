@@ -139,3 +139,31 @@ fn knowledge_tracing_ids_sizes_and_bom() {
         assert!(simulate(&o).is_err(), "{students} × {items}");
     }
 }
+
+/// Containers nested deeper than `MAX_NESTING` are refused when they are put together (20,000
+/// levels overflowed the stack); up to the limit they work.
+#[test]
+fn deep_nesting_is_refused_not_a_stack_overflow() {
+    use backprop::layers::sequential::MAX_NESTING;
+    let mut chain = Sequential::new().add(Dense::new(2, 2));
+    for _ in 1..MAX_NESTING {
+        chain = Sequential::new().add(chain);
+    }
+    let mut model = Sequential::builder(&[2]).add(Relu::new()).build().unwrap();
+    model.replace(0, Relu::new()).unwrap();
+    let e = Sequential::builder(&[2]).add(chain).build().unwrap_err().to_string();
+    assert!(e.contains("nested") && e.contains(&MAX_NESTING.to_string()), "{e}");
+    let mut ok = Sequential::new().add(Dense::new(2, 2));
+    for _ in 2..MAX_NESTING {
+        ok = Sequential::new().add(ok);
+    }
+    let mut model = Sequential::builder(&[2]).add(ok).build().unwrap();
+    assert_eq!(model.predict(&Tensor::ones(&[1, 2]), 1).unwrap().shape(), &[1, 2]);
+    let deeper = std::panic::catch_unwind(|| {
+        let mut c = Sequential::new().add(Dense::new(2, 2));
+        for _ in 0..MAX_NESTING {
+            c = Sequential::new().add(c);
+        }
+    });
+    assert!(deeper.is_err(), "Sequential::add refuses the level past the limit");
+}

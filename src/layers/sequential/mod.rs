@@ -47,6 +47,35 @@ pub struct Sequential {
     pub(crate) layers: Vec<Box<dyn Layer>>,
     plan: Plan,
     execution: Execution,
+    /// Containers inside containers, this one included ([`MAX_NESTING`] at most).
+    depth: usize,
+}
+
+/// How deep containers (`Sequential`, `Residual`) may nest: every pass over a model (forward,
+/// backward, visiting its state, dropping it) recurses once per level, and a thread's stack is
+/// finite; 20,000 levels overflowed it.
+pub const MAX_NESTING: usize = 64;
+
+/// The nesting depth a layer brings: a container's own depth, 0 for any other layer.
+fn nesting(layer: &dyn Layer) -> usize {
+    let any = layer as &dyn Any;
+    if let Some(s) = any.downcast_ref::<Sequential>() {
+        s.depth
+    } else if let Some(r) = any.downcast_ref::<super::Residual>() {
+        r.body().depth + 1
+    } else {
+        0
+    }
+}
+
+fn depth_of(layers: &[Box<dyn Layer>]) -> usize {
+    1 + layers.iter().map(|l| nesting(l.as_ref())).max().unwrap_or(0)
+}
+
+fn too_deep(depth: usize) -> Error {
+    Error::invalid(format!(
+        "containers nested {depth} deep; at most {MAX_NESTING} (backprop::layers::sequential::MAX_NESTING)"
+    ))
 }
 
 /// Collects layers for a [`Sequential`] whose input shape is known; see [`Sequential::builder`].
@@ -135,20 +164,30 @@ impl Sequential {
     }
 
     /// Appends a layer to a chain made by [`Sequential::new`].
+    ///
+    /// # Panics
+    /// If containers would nest more than [`MAX_NESTING`] deep.
     #[allow(clippy::should_implement_trait)] // a builder step, not `+`
     pub fn add(mut self, layer: impl Layer) -> Sequential {
+        let depth = self.depth.max(nesting(&layer) + 1);
+        assert!(depth <= MAX_NESTING, "{}", too_deep(depth));
         self.layers.push(Box::new(layer));
         self.plan = plan::plan(&self.layers);
+        self.depth = depth;
         self
     }
 
     fn from_layers(layers: Vec<Box<dyn Layer>>) -> Sequential {
         let plan = plan::plan(&layers);
-        Sequential { input_shape: None, layers, plan, execution: Execution::Planned }
+        let depth = depth_of(&layers);
+        Sequential { input_shape: None, layers, plan, execution: Execution::Planned, depth }
     }
 
     /// Shapes layer by layer from the input shape, and unique state names.
     fn check(&self) -> Result<()> {
+        if self.depth > MAX_NESTING {
+            return Err(too_deep(self.depth));
+        }
         if let Some(input) = &self.input_shape {
             let batch: Vec<usize> = std::iter::once(1).chain(input.iter().copied()).collect();
             self.output_shape(&batch)
@@ -229,9 +268,11 @@ impl Sequential {
         }
         let old = std::mem::replace(&mut self.layers[i], Box::new(layer));
         self.plan = plan::plan(&self.layers);
+        self.depth = depth_of(&self.layers);
         if let Err(e) = self.check() {
             self.layers[i] = old;
             self.plan = plan::plan(&self.layers);
+            self.depth = depth_of(&self.layers);
             return Err(e);
         }
         Ok(old)
