@@ -167,3 +167,12 @@ fn deep_nesting_is_refused_not_a_stack_overflow() {
     });
     assert!(deeper.is_err(), "Sequential::add refuses the level past the limit");
 }
+
+/// A layer too large to allocate is a panic that says so (documented on the constructors), not
+/// an abort of the process.
+#[test]
+fn an_impossible_layer_is_a_panic_with_the_size_not_an_abort() {
+    let e = std::panic::catch_unwind(|| Embedding::new(1 << 40, 1)).err().expect("a panic");
+    let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("cannot allocate") && msg.contains("1099511627776"), "{msg}");
+}

@@ -41,6 +41,9 @@ pub struct Embedding {
 impl Embedding {
     /// `num` vectors of `dim` values, drawn from `N(0, 1)` as PyTorch's `nn.Embedding` (seed 0;
     /// a model redraws them from its own seed).
+    ///
+    /// # Panics
+    /// If the table cannot be allocated (the message gives its size; the process is not aborted).
     pub fn new(num: usize, dim: usize) -> Embedding {
         let init = Init::Normal { mean: 0.0, std: 1.0 };
         Embedding { weight: Param::drawn(&[num, dim], init, 0), ids: Vec::new(), out_shape: Vec::new() }

@@ -78,6 +78,24 @@ pub fn checked_numel(shape: &[usize]) -> Option<usize> {
 
 /// Number of elements of a shape (1 for the empty shape: a scalar).
 ///
+/// An empty buffer with room for `numel(shape)` values, or a panic that says how much was asked
+/// for — never the process abort of a failed allocation (a layer of 2⁴⁰ weights, say): tensors
+/// of user-chosen sizes are made through this.
+///
+/// # Panics
+/// If the shape is too large (see [`numel`]) or the memory cannot be reserved.
+fn allocate(shape: &[usize]) -> Vec<f32> {
+    let n = numel(shape);
+    let mut data = Vec::new();
+    if let Err(e) = data.try_reserve_exact(n) {
+        panic!(
+            "cannot allocate a tensor of shape {shape:?}: {n} values, {:.1} GiB ({e})",
+            n as f64 * 4.0 / (1u64 << 30) as f64
+        );
+    }
+    data
+}
+
 /// # Panics
 /// If the product overflows or exceeds [`MAX_ELEMENTS`] (see [`checked_numel`]): such a tensor
 /// could never be allocated, and a wrapped count would be a wrong length.
@@ -115,7 +133,9 @@ impl Tensor {
     /// # Panics
     /// If the shape holds more than [`MAX_ELEMENTS`] elements (see [`checked_numel`]).
     pub fn full(shape: &[usize], value: f32) -> Tensor {
-        Tensor { shape: shape.to_vec(), data: vec![value; numel(shape)] }
+        let mut data = allocate(shape);
+        data.resize(numel(shape), value);
+        Tensor { shape: shape.to_vec(), data }
     }
 
     /// Wraps a buffer whose `numel(shape)` elements have all been initialised through its spare
@@ -215,7 +235,8 @@ impl Tensor {
     /// If `std` is negative or not finite.
     pub fn randn_with(shape: &[usize], mean: f32, std: f32, rng: &mut Rng) -> Tensor {
         let dist = Normal::new(mean, std).unwrap_or_else(|e| panic!("Tensor::randn: invalid std {std}: {e}"));
-        let data = (0..numel(shape)).map(|_| dist.sample(rng)).collect();
+        let mut data = allocate(shape);
+        data.extend((0..numel(shape)).map(|_| dist.sample(rng)));
         Tensor { shape: shape.to_vec(), data }
     }
 
@@ -235,7 +256,8 @@ impl Tensor {
     pub fn rand_uniform_with(shape: &[usize], low: f32, high: f32, rng: &mut Rng) -> Tensor {
         let dist = Uniform::new(low, high)
             .unwrap_or_else(|e| panic!("Tensor::rand_uniform: invalid range [{low}, {high}): {e}"));
-        let data = (0..numel(shape)).map(|_| dist.sample(rng)).collect();
+        let mut data = allocate(shape);
+        data.extend((0..numel(shape)).map(|_| dist.sample(rng)));
         Tensor { shape: shape.to_vec(), data }
     }
 
