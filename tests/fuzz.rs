@@ -328,6 +328,8 @@ fn models(t: &mut Tally, cases: usize) {
                 }
                 let x = Tensor::randn(&shape, 0.0, 1.0, seed);
                 let y = model.predict(&x, 2).map_err(|e| format!("predict on a built model failed: {e}"))?;
+                // ONNX export of any model: a graph or a refusal naming the layer, never a panic.
+                let _ = backprop::onnx::to_bytes(&model, &input);
                 let targets = Tensor::zeros(y.shape());
                 let data = Dataset::regression(x, targets).map_err(|e| e.to_string())?;
                 let fit = model.fit(
@@ -439,6 +441,77 @@ fn side_information(t: &mut Tally, cases: usize) {
                     return Err("a failed call changed the model".into());
                 }
                 Ok(outcome)
+            },
+        );
+    }
+}
+
+/// Knowledge-tracing files (both formats, mutated), the simulator's sizes, schedule and
+/// accountant arguments, tensors from raw parts, padding masks.
+fn knowledge_and_settings(t: &mut Tally, cases: usize) {
+    use backprop::data::knowledge::{SimulationOptions, read_csv, read_three_line, simulate};
+    let dir = scratch();
+    let mut r = rng(6);
+    let three_line = b"3\n0,1,2\n1,0,1\n4\n2,2,1,0\n0,1,1,1\n".to_vec();
+    let csv = b"q1,q2,q3\n1,0,1\n0,0,1\n1,1,1\n".to_vec();
+    let floats = [0.0f64, -1.0, 1e-300, 1e-9, 0.01, 0.5, 1.0, 1.5, 2.0, 1e30, f64::NAN, f64::INFINITY];
+    let sizes = [0usize, 1, 2, 3, 50, 1 << 20, 10_000_000_000, usize::MAX];
+    for i in 0..cases {
+        let kind = i % 6;
+        let pick = |r: &mut Rng| floats[r.random_range(0..floats.len())];
+        let bytes = mutate(if kind == 0 { &three_line } else { &csv }, &mut r);
+        let (a, b, c) = (pick(&mut r), pick(&mut r), pick(&mut r));
+        let (n, m) = (sizes[r.random_range(0..sizes.len())], sizes[r.random_range(0..sizes.len())]);
+        let path = dir.join(format!("kt_{i}.txt"));
+        let label = format!("knowledge/settings case {i}: kind {kind}, floats {a} {b} {c}, sizes {n} {m}");
+        t.case(
+            || label.clone(),
+            move || {
+                Ok(match kind {
+                    0 | 1 => {
+                        std::fs::write(&path, &bytes).map_err(|e| e.to_string())?;
+                        let h = if kind == 0 { read_three_line(&path) } else { read_csv(&path) };
+                        let _ = std::fs::remove_file(&path);
+                        match h {
+                            Ok(h) if h.items > backprop::data::knowledge::MAX_ITEM_ID + 1 => {
+                                return Err(format!("{} items read, above the limit", h.items));
+                            }
+                            h => h.is_ok(),
+                        }
+                    }
+                    2 => {
+                        // Small simulations run; sizes past the documented limits must be refused
+                        // (without allocating); valid but large ones are not run here.
+                        use backprop::data::knowledge::MAX_SIMULATED;
+                        let o = SimulationOptions { students: n, items: m, ..SimulationOptions::default() };
+                        let answers = n.checked_mul(m);
+                        let valid =
+                            n <= MAX_SIMULATED && m <= MAX_SIMULATED && answers.is_some_and(|a| a <= 1 << 31);
+                        if valid && answers.is_some_and(|a| a > 100_000) {
+                            return Ok(true);
+                        }
+                        simulate(&o).is_ok()
+                    }
+                    3 => {
+                        let s = [
+                            Schedule::step(n.min(1000), a as f32).is_ok(),
+                            Schedule::exponential(b as f32).is_ok(),
+                            Schedule::cosine(m.min(1000), c as f32).is_ok(),
+                            Schedule::constant().with_warmup(n.min(1000), a as f32).is_ok(),
+                        ];
+                        s.iter().all(|&ok| ok)
+                    }
+                    4 => backprop::privacy::noise_multiplier_for(a, b.min(2.0), (n.min(1000)) as u64, c)
+                        .is_ok(),
+                    _ => {
+                        let shape = [n.min(1 << 40), m.min(1 << 40)];
+                        let v = Tensor::from_vec(&shape, vec![0.0; 6]);
+                        let r = Tensor::zeros(&[2, 3]).try_reshape(&shape);
+                        let mut targets = Tensor::zeros(&[2, 3]);
+                        let masked = backprop::loss::mask_padding(&mut targets, &[n.min(9), m.min(9)]);
+                        v.is_ok() && r.is_ok() && masked.is_ok()
+                    }
+                })
             },
         );
     }
@@ -562,6 +635,10 @@ fn hostile_inputs_end_in_ok_or_a_clean_error() {
     areas.push((
         "lengths, named inputs, states, DP settings",
         Box::new(move |t| side_information(t, 2000 * k)),
+    ));
+    areas.push((
+        "knowledge-tracing files, simulator, schedules, accountant",
+        Box::new(move |t| knowledge_and_settings(t, 3000 * k)),
     ));
     areas.push(("walkthrough command line", Box::new(move |t| cli(t, 150 * k))));
     println!(

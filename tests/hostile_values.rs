@@ -176,3 +176,57 @@ fn an_impossible_layer_is_a_panic_with_the_size_not_an_abort() {
     let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(msg.contains("cannot allocate") && msg.contains("1099511627776"), "{msg}");
 }
+
+/// The remaining `Result` APIs that take outside data: an empty or odd folder, a file that is not
+/// safetensors, a tensor that cannot be normalised — each an `Err`.
+#[test]
+fn folders_metadata_and_normalisation_refuse_cleanly() {
+    use backprop::data::idx::find_mnist_files;
+    use backprop::data::transforms::Normalizer;
+    let dir = tempfile::tempdir().unwrap();
+    assert!(find_mnist_files(dir.path()).is_err());
+    assert!(find_mnist_files(dir.path().join("missing")).is_err());
+    let junk = dir.path().join("junk.safetensors");
+    std::fs::write(&junk, b"\xff\xff\xff\xff\xff\xff\xff\xffnot json").unwrap();
+    assert!(backprop::io::read_metadata(&junk).is_err());
+    assert!(Normalizer::fit(&Tensor::zeros(&[3])).is_err());
+    let n = Normalizer::fit(&Tensor::ones(&[4, 2, 3])).unwrap();
+    assert!(n.apply(&mut Tensor::zeros(&[4, 5, 3])).is_err(), "another number of channels");
+    let bad = Normalizer { mean: vec![0.0], std: vec![0.0] };
+    assert!(bad.apply(&mut Tensor::zeros(&[1, 1, 2])).is_err(), "a zero std");
+}
+
+/// The checking functions themselves, called directly with hostile arguments.
+#[test]
+fn checks_and_loaders_called_directly_refuse_cleanly() {
+    use backprop::data::check_lengths;
+    use backprop::layers::pool::Window;
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.safetensors");
+    std::fs::write(&junk, [0xffu8; 12]).unwrap();
+    let mut m = model();
+    let before = m.state_dict();
+    assert!(backprop::io::load_with(&mut m, &junk, &LoadOptions::new()).is_err());
+    assert!(m.load_with(&junk, &LoadOptions::new()).is_err());
+    assert!(backprop::io::load_safetensors_with(&mut m, &[0u8; 3], "junk", &LoadOptions::new()).is_err());
+    assert_eq!(m.state_dict(), before, "a failed load changes nothing");
+    for lengths in [&[][..], &[0, 1][..], &[4, 1][..], &[usize::MAX, 1][..], &[1, 1, 1][..]] {
+        assert!(check_lengths(&[2, 3, 1], lengths).is_err(), "{lengths:?}");
+    }
+    assert!(check_lengths(&[2], &[1, 1]).is_err());
+    let mut inputs = backprop::model::Inputs::new().with("a", Tensor::zeros(&[2, 3]));
+    assert!(inputs.get_mut("b").is_err());
+    assert!(
+        Embedding::new(3, 2).check_ids(&Tensor::from_vec(&[1, 2], vec![0.0, f32::NAN]).unwrap()).is_err()
+    );
+    let window = MaxPool2d::new(3).window();
+    assert!(window.geometry("MaxPool2d", &[1, 1, 2, 2]).is_err(), "a window larger than the input");
+    assert!(window.geometry("MaxPool2d", &[1, 2]).is_err());
+    let _: Window = window;
+    let lstm = Lstm::new(2, 3);
+    assert!(lstm.check_pass(&[2, 4, 2], Pass::TRAIN.with_lengths(&[5, 1]), None).is_err());
+    assert!(m.check_input(&Tensor::zeros(&[2, 4])).is_err());
+    let x = Tensor::from_vec(&[1, 3], vec![0.0, 9.0, 1.0]).unwrap();
+    assert!(m.predict_proba(&x, 1).is_err(), "an id out of range");
+    assert!(backprop::train::predict_proba(&mut m, &x, 1).is_err());
+}

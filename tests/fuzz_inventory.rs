@@ -1,0 +1,173 @@
+//! The inventory of the hostile-input suite: every public function of the crate that returns a
+//! `Result` must be listed here with the test file that attacks it (`tests/fuzz.rs` or a
+//! `tests/hostile_*.rs` file, or a test of its own errors) — and that file must name it. A new
+//! `Result` API without an entry fails this test, so no new surface arrives unfuzzed; an entry
+//! whose function is gone fails it too, so the list stays true.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// `(source file under src/, function, test file that exercises it with hostile input)`.
+const INVENTORY: &[(&str, &str, &str)] = &[
+    ("data/idx.rs", "find_mnist_files", "hostile_values.rs"),
+    ("data/idx.rs", "load_mnist_folder", "idx.rs"),
+    ("data/idx.rs", "parse_idx", "idx.rs"),
+    ("data/idx.rs", "read_idx", "fuzz.rs"),
+    ("data/idx.rs", "read_image_label_pair", "idx.rs"),
+    ("data/idx.rs", "read_images", "fuzz.rs"),
+    ("data/idx.rs", "read_labels", "fuzz.rs"),
+    ("data/idx.rs", "write_idx", "fuzz.rs"),
+    ("data/image_folder.rs", "load_image", "fuzz.rs"),
+    ("data/image_folder.rs", "load_image_folder", "image_folder.rs"),
+    ("data/image_folder.rs", "tensor_to_image", "image_folder.rs"),
+    ("data/inputs.rs", "check", "fuzz.rs"),
+    ("data/inputs.rs", "first", "models.rs"),
+    ("data/inputs.rs", "get", "models.rs"),
+    ("data/inputs.rs", "get_mut", "hostile_values.rs"),
+    ("data/inputs.rs", "input", "models.rs"),
+    ("data/knowledge.rs", "read_csv", "fuzz.rs"),
+    ("data/knowledge.rs", "read_three_line", "fuzz.rs"),
+    ("data/knowledge.rs", "simulate", "fuzz.rs"),
+    ("data/mod.rs", "check_lengths", "hostile_values.rs"),
+    ("data/mod.rs", "classification", "fuzz.rs"),
+    ("data/mod.rs", "from_inputs", "fuzz.rs"),
+    ("data/mod.rs", "new", "bad_input.rs"),
+    ("data/mod.rs", "regression", "fuzz.rs"),
+    ("data/mod.rs", "with_lengths", "fuzz.rs"),
+    ("data/transforms.rs", "apply", "hostile_values.rs"),
+    ("data/transforms.rs", "fit", "hostile_values.rs"),
+    ("gradcheck.rs", "check_loss", "losses.rs"),
+    ("gradcheck.rs", "check_model", "models.rs"),
+    ("io.rs", "load", "fuzz.rs"),
+    ("io.rs", "load_safetensors", "fuzz.rs"),
+    ("io.rs", "load_safetensors_with", "hostile_values.rs"),
+    ("io.rs", "load_tensors", "io.rs"),
+    ("io.rs", "load_with", "hostile_values.rs"),
+    ("io.rs", "read_metadata", "hostile_values.rs"),
+    ("io.rs", "save", "hostile_saves.rs"),
+    ("io.rs", "to_safetensors", "models.rs"),
+    ("layers/embedding.rs", "check_ids", "hostile_values.rs"),
+    ("layers/pool/mod.rs", "geometry", "hostile_values.rs"),
+    ("layers/pool/mod.rs", "output_shape", "hostile_shapes.rs"),
+    ("layers/recurrent/mod.rs", "check_pass", "hostile_values.rs"),
+    ("layers/recurrent/mod.rs", "forward_with_state", "fuzz.rs"),
+    ("layers/sequential/mod.rs", "build", "fuzz.rs"),
+    ("layers/sequential/mod.rs", "check_input", "hostile_values.rs"),
+    ("layers/sequential/mod.rs", "replace", "hostile_values.rs"),
+    ("loss.rs", "mask_padding", "fuzz.rs"),
+    ("model/mod.rs", "get", "models.rs"),
+    ("onnx/layers.rs", "recurrent", "onnx.rs"),
+    ("onnx/mod.rs", "input", "onnx.rs"),
+    ("onnx/mod.rs", "layer", "onnx.rs"),
+    ("onnx/mod.rs", "model_to_bytes", "onnx.rs"),
+    ("onnx/mod.rs", "save", "onnx.rs"),
+    ("onnx/mod.rs", "save_model", "onnx_export.rs"),
+    ("onnx/mod.rs", "to_bytes", "fuzz.rs"),
+    ("onnx/proto.rs", "decode", "onnx.rs"),
+    ("optim/schedule.rs", "cosine", "fuzz.rs"),
+    ("optim/schedule.rs", "exponential", "fuzz.rs"),
+    ("optim/schedule.rs", "step", "fuzz.rs"),
+    ("optim/schedule.rs", "with_warmup", "fuzz.rs"),
+    ("privacy/accountant.rs", "noise_multiplier_for", "fuzz.rs"),
+    ("privacy/dp_sgd.rs", "fit_private", "fuzz.rs"),
+    ("privacy/dp_sgd.rs", "new", "dp_sgd.rs"),
+    ("tensor/im2col.rs", "new", "hostile_shapes.rs"),
+    ("tensor/mod.rs", "from_vec", "fuzz.rs"),
+    ("tensor/mod.rs", "try_reshape", "fuzz.rs"),
+    ("tensor/ndarray_interop.rs", "into_array", "tensor.rs"),
+    ("train/keras.rs", "evaluate", "hostile_values.rs"),
+    ("train/keras.rs", "fit", "fuzz.rs"),
+    ("train/keras.rs", "input_gradient", "hostile_values.rs"),
+    ("train/keras.rs", "load", "fuzz.rs"),
+    ("train/keras.rs", "load_safetensors", "fuzz.rs"),
+    ("train/keras.rs", "load_tensors", "io.rs"),
+    ("train/keras.rs", "load_with", "hostile_values.rs"),
+    ("train/keras.rs", "loss_and_backward", "dp_sgd.rs"),
+    ("train/keras.rs", "predict", "fuzz.rs"),
+    ("train/keras.rs", "predict_classes", "hostile_values.rs"),
+    ("train/keras.rs", "predict_proba", "hostile_values.rs"),
+    ("train/keras.rs", "predict_with_lengths", "fuzz.rs"),
+    ("train/keras.rs", "save", "hostile_saves.rs"),
+    ("train/keras.rs", "save_with_metadata", "fuzz.rs"),
+    ("train/keras.rs", "to_safetensors", "io.rs"),
+    ("train/keras.rs", "train_step", "hostile_values.rs"),
+    ("train/mod.rs", "fit", "fuzz.rs"),
+    ("train/predict.rs", "evaluate", "fuzz.rs"),
+    ("train/predict.rs", "input_gradient", "hostile_values.rs"),
+    ("train/predict.rs", "loss_and_backward", "dp_sgd.rs"),
+    ("train/predict.rs", "predict", "fuzz.rs"),
+    ("train/predict.rs", "predict_classes", "hostile_values.rs"),
+    ("train/predict.rs", "predict_inputs", "fuzz.rs"),
+    ("train/predict.rs", "predict_proba", "hostile_values.rs"),
+    ("train/predict.rs", "predict_with_lengths", "fuzz.rs"),
+    ("train/predict.rs", "train_step", "hostile_values.rs"),
+];
+
+/// Every `pub fn` under `src/` whose return type is a `Result` (or `Option<Result…>`), as
+/// `(file, name)`.
+fn result_apis() -> BTreeSet<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut out = BTreeSet::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text: String = std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .map(|l| l.split("//").next().unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let rel = path.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/");
+            let mut rest = text.as_str();
+            while let Some(at) = rest.find("pub fn ") {
+                rest = &rest[at + 7..];
+                let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                let end = rest.find(['{', ';']).unwrap_or(rest.len());
+                let signature = &rest[..end];
+                let returns =
+                    signature.rsplit("->").next().filter(|_| signature.contains("->")).unwrap_or("");
+                let returns = returns.trim();
+                if returns.starts_with("Result")
+                    || returns.contains("::Result")
+                    || returns.starts_with("Option<Result")
+                {
+                    out.insert((rel.clone(), name));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_result_api_has_a_hostile_input_entry() {
+    let found = result_apis();
+    let listed: BTreeSet<(String, String)> =
+        INVENTORY.iter().map(|(f, n, _)| (f.to_string(), n.to_string())).collect();
+    let missing: Vec<_> = found.difference(&listed).collect();
+    assert!(
+        missing.is_empty(),
+        "public Result APIs without a hostile-input entry in tests/fuzz_inventory.rs: {missing:?}"
+    );
+    let stale: Vec<_> = listed.difference(&found).collect();
+    assert!(stale.is_empty(), "entries whose function is gone: {stale:?}");
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    for (file, name, test) in INVENTORY {
+        let path = if *test == "onnx_export.rs" {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(test)
+        } else {
+            tests.join(test)
+        };
+        assert!(*test != "fuzz_inventory.rs", "{file}::{name}: the inventory cannot be its own test");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(text.contains(name), "{file}::{name}: {test} does not name it");
+    }
+}
