@@ -203,13 +203,23 @@ pub const MAX_ITEM_ID: usize = 999_999;
 /// items is about 2.5 GB).
 pub const MAX_SIMULATED: usize = 10_000_000;
 
-fn read_text(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    // A UTF-8 byte-order mark (as spreadsheet programs write) is not part of the first row.
-    Ok(match text.strip_prefix('\u{feff}') {
-        Some(rest) => rest.to_string(),
-        None => text,
-    })
+/// The lines of a text file, read one at a time (memory grows with what has been parsed, not with
+/// the file): `(line number, line)`, a UTF-8 byte-order mark before the first line dropped (as
+/// spreadsheet programs write it, it is not part of the first row).
+fn lines(path: &Path) -> Result<impl Iterator<Item = Result<(usize, String)>> + '_> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = std::io::BufReader::new(file);
+    Ok(reader.lines().enumerate().map(move |(i, line)| {
+        let mut line = line.map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => Error::format(path, format!("line {}: not UTF-8 text", i + 1)),
+            _ => Error::io(path, e),
+        })?;
+        if i == 0 && line.starts_with('\u{feff}') {
+            line.drain(..'\u{feff}'.len_utf8());
+        }
+        Ok((i + 1, line))
+    }))
 }
 
 /// Splits a comma-separated line into its fields, allowing one trailing comma and spaces.
@@ -235,16 +245,15 @@ fn bit(path: &Path, line: usize, v: &str) -> Result<bool> {
 /// another width or a value other than `0`/`1`, or a file without students.
 pub fn read_csv(path: impl AsRef<Path>) -> Result<Histories> {
     let path = path.as_ref();
-    let text = read_text(path)?;
     let mut items = None;
     let mut students = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let number = i + 1;
-        let cells = fields(line);
+    for line in lines(path)? {
+        let (number, line) = line?;
+        let cells = fields(&line);
         if cells.is_empty() {
             continue;
         }
-        if i == 0 && cells.iter().any(|c| *c != "0" && *c != "1") {
+        if number == 1 && cells.iter().any(|c| *c != "0" && *c != "1") {
             continue; // a header
         }
         let width = *items.get_or_insert(cells.len());
@@ -277,27 +286,29 @@ pub fn read_csv(path: impl AsRef<Path>) -> Result<Histories> {
 /// `0..=MAX_ITEM_ID`, an answer other than `0`/`1`, or a file that ends in the middle of a student.
 pub fn read_three_line(path: impl AsRef<Path>) -> Result<Histories> {
     let path = path.as_ref();
-    let text = read_text(path)?;
-    let lines: Vec<(usize, &str)> =
-        text.lines().enumerate().map(|(i, l)| (i + 1, l)).filter(|(_, l)| !l.trim().is_empty()).collect();
-    if lines.len() % 3 != 0 {
-        let (number, _) = lines[lines.len() - lines.len() % 3];
-        return Err(Error::format(
-            path,
-            format!("line {number}: the file ends in the middle of a student (three lines each)"),
-        ));
-    }
+    let mut non_empty = lines(path)?.filter(|l| l.as_ref().map_or(true, |(_, l)| !l.trim().is_empty()));
     let (mut students, mut skipped, mut max_item) = (Vec::new(), 0, None::<usize>);
-    for chunk in lines.chunks_exact(3) {
-        let [(n_line, count), (i_line, ids), (c_line, answers)] = [chunk[0], chunk[1], chunk[2]];
+    loop {
+        let Some(first) = non_empty.next() else { break };
+        let (n_line, count) = first?;
+        let mut next = |what: &str| -> Result<(usize, String)> {
+            non_empty.next().unwrap_or_else(|| {
+                Err(Error::format(
+                    path,
+                    format!("line {n_line}: the file ends in the middle of a student (no {what} line)"),
+                ))
+            })
+        };
+        let (i_line, ids) = next("item ids")?;
+        let (c_line, answers) = next("answers")?;
         let count: usize = count.trim().trim_end_matches(',').parse().map_err(|_| {
             Error::format(
                 path,
                 format!("line {n_line}: expected the number of answers, got {:?}", count.trim()),
             )
         })?;
-        let ids = fields(ids);
-        let answers = fields(answers);
+        let ids = fields(&ids);
+        let answers = fields(&answers);
         if ids.len() != count {
             return Err(Error::format(
                 path,
