@@ -288,8 +288,7 @@ pub fn read_three_line(path: impl AsRef<Path>) -> Result<Histories> {
     let path = path.as_ref();
     let mut non_empty = lines(path)?.filter(|l| l.as_ref().map_or(true, |(_, l)| !l.trim().is_empty()));
     let (mut students, mut skipped, mut max_item) = (Vec::new(), 0, None::<usize>);
-    loop {
-        let Some(first) = non_empty.next() else { break };
+    while let Some(first) = non_empty.next() {
         let (n_line, count) = first?;
         let mut next = |what: &str| -> Result<(usize, String)> {
             non_empty.next().unwrap_or_else(|| {
