@@ -230,3 +230,22 @@ fn checks_and_loaders_called_directly_refuse_cleanly() {
     assert!(m.predict_proba(&x, 1).is_err(), "an id out of range");
     assert!(backprop::train::predict_proba(&mut m, &x, 1).is_err());
 }
+
+/// A gzipped IDX file that declares more than `MAX_GZIP_IDX_BYTES` is refused from its header,
+/// before anything more is unzipped (an 8 MB bomb used to grow to 3 GB first).
+#[test]
+fn a_gzipped_idx_claiming_too_much_is_refused_from_its_header() {
+    use backprop::data::idx::{MAX_GZIP_IDX_BYTES, read_idx};
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bomb-idx3-ubyte.gz");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&[0, 0, 8, 3]).unwrap();
+    for d in [1u32 << 16, 1 << 8, 1 << 8] {
+        gz.write_all(&d.to_be_bytes()).unwrap(); // 2³² bytes declared
+    }
+    gz.write_all(&vec![0u8; 1 << 20]).unwrap();
+    std::fs::write(&path, gz.finish().unwrap()).unwrap();
+    let e = read_idx(&path).unwrap_err().to_string();
+    assert!(e.contains("declares 4294967296 bytes") && e.contains(&MAX_GZIP_IDX_BYTES.to_string()), "{e}");
+}

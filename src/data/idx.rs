@@ -33,13 +33,18 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
+/// The most data a gzipped IDX file may declare, 1 GiB (the largest public MNIST-format set,
+/// EMNIST ByClass, has 547 MB of training images): a small file that unzips to more is a gzip bomb
+/// or a set to read unzipped (a plain file's size is its own bound).
+pub const MAX_GZIP_IDX_BYTES: usize = 1 << 30;
+
 /// Reads a file, gunzipping it if it starts with the gzip magic bytes.
 ///
-/// Decompression is bounded by what the data declare: the IDX header is decompressed first, and
-/// then at most the number of bytes its dimensions call for, plus one to tell that there is more
-/// (which [`parse_idx`] refuses). A gzip bomb therefore costs no more memory than the file's own
-/// header claims, and that claim is bounded by [`MAX_ELEMENTS`](crate::tensor::MAX_ELEMENTS). Memory grows with the data
-/// actually decompressed, never with the claim alone.
+/// Decompression is bounded by what the data declare: the IDX header is decompressed first, a
+/// declaration above [`MAX_GZIP_IDX_BYTES`] is refused before anything more is unzipped, and then
+/// at most the number of bytes the dimensions call for are decompressed, plus one to tell that
+/// there is more (which [`parse_idx`] refuses). Memory grows with the data actually decompressed,
+/// never with the claim alone.
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     if !raw.starts_with(&[0x1f, 0x8b]) {
@@ -54,6 +59,15 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
         (&mut gz).take(4 * u64::from(out[3])).read_to_end(&mut out).map_err(corrupt)?;
     }
     let declared = declared_len(&out).unwrap_or(0);
+    if declared > MAX_GZIP_IDX_BYTES {
+        return Err(Error::format(
+            path,
+            format!(
+                "the gzipped header declares {declared} bytes of data, more than the {MAX_GZIP_IDX_BYTES} a gzipped IDX \
+                 file may (backprop::data::idx::MAX_GZIP_IDX_BYTES); unzip it to read it"
+            ),
+        ));
+    }
     (&mut gz).take(declared as u64 + 1).read_to_end(&mut out).map_err(corrupt)?;
     Ok(out)
 }
