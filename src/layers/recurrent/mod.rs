@@ -596,20 +596,27 @@ impl<C: Cell> Recurrent<C> {
         let (h, g) = (self.hidden, C::GATES * self.hidden);
         let sv = C::SAVED * h;
         let expected = if self.last_only { vec![n, h] } else { vec![n, t_len, h] };
-        let name = self.describe();
+        // (The layer's name is built only for a message: this runs once per training step.)
         if let Some(grad_out) = grad_out {
-            check_grad(&name, if t_len == 0 { &[] } else { &expected }, grad_out);
+            if t_len == 0 || grad_out.shape() != expected {
+                check_grad(&self.describe(), if t_len == 0 { &[] } else { &expected }, grad_out);
+            }
         }
-        assert!(t_len > 0, "{name}: backward called before forward");
+        assert!(t_len > 0, "{}: backward called before forward", self.describe());
         if let Some(d) = grad_final {
             for (what, t) in std::iter::once(("h_n", &d.h)).chain(d.c.as_ref().map(|c| ("c_n", c))) {
                 assert!(
                     t.shape() == [n, h],
-                    "{name}: the gradient of the final state {what} must be [{n}, {h}], got {}",
+                    "{}: the gradient of the final state {what} must be [{n}, {h}], got {}",
+                    self.describe(),
                     shape_str(t.shape())
                 );
             }
-            assert!(d.c.is_none() || C::HAS_CELL, "{name} has no cell state c_n to take a gradient");
+            assert!(
+                d.c.is_none() || C::HAS_CELL,
+                "{} has no cell state c_n to take a gradient",
+                self.describe()
+            );
         }
         let nh = n * h;
         let nc = nh; // allocated for every cell, so the loops are uniform

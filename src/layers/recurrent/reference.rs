@@ -47,32 +47,12 @@ pub fn recurrent_forward(kind: CellKind, w: &Weights<'_>, x: &Tensor, lengths: &
         let len = lengths.get(s).copied().unwrap_or(t_len);
         for t in 0..len {
             let x_t = &x.outer(s)[t * x.dim(2)..][..x.dim(2)];
-            // The gate pre-activations, row by row: a_j = W_ih[j]·x_t + b_ih[j], b_j = W_hh[j]·h + b_hh[j].
-            let a = |j: usize| dot(w.w_ih, j, x_t) + w.b_ih.data()[j];
-            let b = |j: usize| dot(w.w_hh, j, &h) + w.b_hh.data()[j];
-            let mut h_new = vec![0.0f32; hidden];
-            for k in 0..hidden {
-                h_new[k] = match kind {
-                    CellKind::Rnn { relu } => {
-                        let p = a(k) + b(k);
-                        if relu { p.max(0.0) } else { p.tanh() }
-                    }
-                    CellKind::Lstm => {
-                        let gate = |g: usize| a(g * hidden + k) + b(g * hidden + k);
-                        let (i, f, g, o) =
-                            (sigmoid(gate(0)), sigmoid(gate(1)), gate(2).tanh(), sigmoid(gate(3)));
-                        c[k] = f * c[k] + i * g;
-                        o * c[k].tanh()
-                    }
-                    CellKind::Gru => {
-                        let r = sigmoid(a(k) + b(k));
-                        let z = sigmoid(a(hidden + k) + b(hidden + k));
-                        let n_gate = (a(2 * hidden + k) + r * b(2 * hidden + k)).tanh();
-                        (1.0 - z) * n_gate + z * h[k]
-                    }
-                };
-            }
-            h = h_new;
+            // The gate pre-activations, row by row: a_j = W_ih[j]·x_t + b_ih[j], b_j = W_hh[j]·h + b_hh[j];
+            // then the cell (`step`, shared with the backward reference).
+            let gates = w.w_ih.dim(0);
+            let a: Vec<f32> = (0..gates).map(|j| dot(w.w_ih, j, x_t) + w.b_ih.data()[j]).collect();
+            let b: Vec<f32> = (0..gates).map(|j| dot(w.w_hh, j, &h) + w.b_hh.data()[j]).collect();
+            (h, c) = step(kind, hidden, &a, &b, &h, &c);
             y.outer_mut(s)[t * hidden..][..hidden].copy_from_slice(&h);
         }
     }
