@@ -4,6 +4,7 @@
 
 mod common;
 
+use backprop::optim::OptimizerState;
 use backprop::prelude::*;
 
 fn bn_model() -> Sequential {
@@ -117,22 +118,84 @@ fn a_failing_batch_leaves_everything_as_before_it() {
     assert_eq!(state(&model), state(&reference));
 }
 
-/// Batch norm cannot train on a batch of one sample. A last batch of one stops training with an
-/// error naming the layer, and the model is as it was before that batch; `drop_last` avoids it.
+/// Batch norm cannot train on a batch of one sample. A last batch of one is refused before the
+/// first batch, with an error naming the layer, the shape and the way out (`drop_last`); the model
+/// is untouched.
 #[test]
-fn a_layer_that_refuses_a_batch_stops_training_cleanly() {
+fn a_batch_batch_norm_cannot_train_on_is_refused_before_training() {
     let data = common::blobs(65, 3); // batches of 32, 32 and 1
     let mut model = bn_model();
-    let mut reference = bn_model();
+    let before = state(&model);
+    let opts = || FitOptions::new().batch_size(32).shuffle(false).verbose(false);
+    let err = model.fit(&data, &CrossEntropyLoss::new(), &mut Adam::new(0.01), opts()).unwrap_err();
+    let Error::InvalidArgument(message) = &err else { panic!("{err}") };
+    for part in
+        ["batches of 1", "last batch", "65 samples", "drop_last", "layer 1", "BatchNorm1d(8)", "[1, 8]"]
+    {
+        assert!(message.contains(part), "{part:?} missing from: {message}");
+    }
+    assert_eq!(state(&model), before);
+    let history =
+        model.fit(&data, &CrossEntropyLoss::new(), &mut Adam::new(0.01), opts().drop_last(true)).unwrap();
+    assert_eq!(history.epochs.len(), 1);
+    // Inside a residual block and a nested model too.
+    let mut nested = Sequential::builder(&[2])
+        .add(Dense::new(2, 8))
+        .add(Residual::new(Sequential::new().add(BatchNorm1d::new(8)).add(Relu::new())))
+        .add(Dense::new(8, 3))
+        .build()
+        .unwrap();
+    let err = nested.fit(&data, &CrossEntropyLoss::new(), &mut Adam::new(0.01), opts()).unwrap_err();
+    assert!(err.to_string().contains("BatchNorm1d(8)"), "{err}");
+    // Evaluation and prediction take a batch of one.
+    assert_eq!(model.predict(&Tensor::zeros(&[1, 2]), 1).unwrap().shape(), &[1, 3]);
+}
+
+/// A layer that panics on its third training batch: a refusal no check can see coming.
+struct Fragile {
+    calls: usize,
+}
+
+impl Visit for Fragile {}
+
+impl Layer for Fragile {
+    fn describe(&self) -> String {
+        "Fragile".into()
+    }
+    fn output_shape(&self, input: &[usize]) -> backprop::Result<Vec<usize>> {
+        Ok(input.to_vec())
+    }
+    fn forward(&mut self, x: &Tensor, _: Pass<'_>) -> Tensor {
+        self.calls += 1;
+        assert!(self.calls != 3, "Fragile: refuses its third batch");
+        x.clone()
+    }
+    fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
+        Some(g.clone())
+    }
+}
+
+/// A panic inside a batch becomes `Error::Training` with the batch's position and the panic's
+/// message, and the model is as it was before that batch.
+#[test]
+fn a_layer_that_panics_inside_a_batch_stops_training_cleanly() {
+    let data = common::blobs(96, 3);
+    let build = || {
+        Sequential::builder(&[2])
+            .add(Dense::new(2, 8).seed(1))
+            .add(BatchNorm1d::new(8))
+            .add(Fragile { calls: 0 })
+            .add(Dense::new(8, 3).seed(2))
+            .build()
+            .unwrap()
+    };
+    let (mut model, mut reference) = (build(), build());
     let opts = || FitOptions::new().batch_size(32).shuffle(false).verbose(false);
     reference.fit(&data.take(64), &CrossEntropyLoss::new(), &mut Adam::new(0.01), opts()).unwrap();
     let err = model.fit(&data, &CrossEntropyLoss::new(), &mut Adam::new(0.01), opts()).unwrap_err();
     let Error::Training { epoch: 1, batch: 3, message } = &err else { panic!("{err}") };
-    assert!(message.contains("BatchNorm1d(8)"), "{message}");
+    assert!(message.contains("Fragile: refuses its third batch"), "{message}");
     assert_eq!(state(&model), state(&reference));
-    let history =
-        model.fit(&data, &CrossEntropyLoss::new(), &mut Adam::new(0.01), opts().drop_last(true)).unwrap();
-    assert_eq!(history.epochs.len(), 1);
 }
 
 #[test]
@@ -180,4 +243,66 @@ fn a_non_finite_step_is_undone() {
     assert!(what.contains("after the optimizer step"), "{err}");
     assert_eq!(state(&model), before);
     assert!(model.params().iter().all(|p| p.value.all_finite()));
+}
+
+/// A step that would make a weight infinite in the second epoch is undone together with the
+/// optimizer's own state: the momentum buffers and step count are those after the first epoch, so
+/// that training can carry on exactly as if the refused step had never been tried.
+#[test]
+fn a_refused_step_restores_the_optimizers_state_too() {
+    let blobs = common::blobs(64, 4);
+    let data = Dataset::regression(blobs.inputs().clone(), Tensor::full(&[64, 3], 1000.0)).unwrap();
+    // One batch per epoch; the rate jumps from 1 to 10³⁸ in the second epoch.
+    let options = |epochs| {
+        FitOptions::new()
+            .batch_size(64)
+            .epochs(epochs)
+            .schedule(Schedule::exponential(1e38).unwrap())
+            .verbose(false)
+    };
+    let (mut reference, mut model) = (bn_model(), bn_model());
+    let (mut opt_ref, mut opt) = (Sgd::new(1.0).momentum(0.9), Sgd::new(1.0).momentum(0.9));
+    reference.fit(&data, &MseLoss::new(), &mut opt_ref, options(1)).unwrap();
+    let err = model.fit(&data, &MseLoss::new(), &mut opt, options(2)).unwrap_err();
+    let Error::NonFinite { what, epoch: 2, batch: 1, .. } = &err else { panic!("{err}") };
+    assert!(what.contains("after the optimizer step"), "{err}");
+    assert_eq!(state(&model), state(&reference));
+    let (mut a, mut b) = (OptimizerState::default(), OptimizerState::default());
+    opt.save_state(&mut a);
+    opt_ref.save_state(&mut b);
+    assert_eq!(a.steps(), 1);
+    assert_eq!(a.len(), model.params().len());
+    assert_eq!(a, b);
+    assert_eq!(opt.learning_rate(), 1.0);
+}
+
+/// Saving and loading an optimizer's state carries on training exactly; a state of another kind
+/// of optimizer is refused, the optimizer unchanged.
+#[test]
+fn optimizer_state_round_trips_and_refuses_other_kinds() {
+    let data = common::blobs(64, 5);
+    let options = || FitOptions::new().batch_size(16).shuffle(false).verbose(false);
+    let (mut straight, mut resumed) = (bn_model(), bn_model());
+    let mut adam = Adam::new(0.01);
+    straight.fit(&data, &CrossEntropyLoss::new(), &mut adam, options().epochs(2)).unwrap();
+    let mut first = Adam::new(0.01);
+    resumed.fit(&data, &CrossEntropyLoss::new(), &mut first, options()).unwrap();
+    let mut saved = OptimizerState::default();
+    first.save_state(&mut saved);
+    assert_eq!(saved.steps(), 4);
+    assert_eq!(saved.len(), 2 * resumed.params().len());
+    let mut second = Adam::new(0.01);
+    second.load_state(&saved).unwrap();
+    // The second epoch's shuffle and dropout masks depend on the epoch; without shuffling and with
+    // the same seed the dropout masks of a second `fit` are those of its first epoch, so compare
+    // the optimizer's bookkeeping instead of the weights.
+    let mut again = OptimizerState::default();
+    second.save_state(&mut again);
+    assert_eq!(again, saved);
+    let mut sgd = Sgd::new(0.1).momentum(0.9);
+    let err = sgd.load_state(&saved).unwrap_err().to_string();
+    assert!(err.contains("SGD") && err.contains("exp_avg"), "{err}");
+    let mut fresh = OptimizerState::default();
+    sgd.save_state(&mut fresh);
+    assert_eq!(fresh, OptimizerState::default(), "unchanged after the refusal");
 }

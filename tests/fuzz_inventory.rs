@@ -47,6 +47,9 @@ const INVENTORY: &[(&str, &str, &str)] = &[
     ("io.rs", "save", "hostile_saves.rs"),
     ("io.rs", "to_safetensors", "models.rs"),
     ("layers/embedding.rs", "check_ids", "hostile_values.rs"),
+    ("layers/mod.rs", "check_training_shape", "hostile_values.rs"),
+    ("layers/mod.rs", "check_values", "hostile_values.rs"),
+    ("layers/mod.rs", "output_shape", "hostile_shapes.rs"),
     ("layers/pool/mod.rs", "geometry", "hostile_values.rs"),
     ("layers/pool/mod.rs", "output_shape", "hostile_shapes.rs"),
     ("layers/recurrent/mod.rs", "check_pass", "hostile_values.rs"),
@@ -54,9 +57,19 @@ const INVENTORY: &[(&str, &str, &str)] = &[
     ("layers/sequential/mod.rs", "build", "fuzz.rs"),
     ("layers/sequential/mod.rs", "check_input", "hostile_values.rs"),
     ("layers/sequential/mod.rs", "replace", "hostile_values.rs"),
+    ("loss.rs", "check_target", "hostile_values.rs"),
+    ("loss.rs", "loss", "losses.rs"),
+    ("loss.rs", "loss_and_grad", "hostile_values.rs"),
     ("loss.rs", "mask_padding", "fuzz.rs"),
+    ("model/mod.rs", "backward_batch", "hostile_values.rs"),
+    ("model/mod.rs", "check_inputs", "hostile_values.rs"),
+    ("model/mod.rs", "check_training_shapes", "hostile_values.rs"),
+    ("model/mod.rs", "forward_batch", "hostile_values.rs"),
     ("model/mod.rs", "get", "models.rs"),
+    ("model/mod.rs", "output_shapes", "hostile_values.rs"),
     ("onnx/layers.rs", "recurrent", "onnx.rs"),
+    ("onnx/mod.rs", "export", "onnx.rs"),
+    ("onnx/mod.rs", "export_model", "onnx.rs"),
     ("onnx/mod.rs", "input", "onnx.rs"),
     ("onnx/mod.rs", "layer", "onnx.rs"),
     ("onnx/mod.rs", "model_to_bytes", "onnx.rs"),
@@ -64,6 +77,8 @@ const INVENTORY: &[(&str, &str, &str)] = &[
     ("onnx/mod.rs", "save_model", "onnx_export.rs"),
     ("onnx/mod.rs", "to_bytes", "fuzz.rs"),
     ("onnx/proto.rs", "decode", "onnx.rs"),
+    ("optim/mod.rs", "check", "hostile_values.rs"),
+    ("optim/mod.rs", "load_state", "hostile_values.rs"),
     ("optim/schedule.rs", "cosine", "fuzz.rs"),
     ("optim/schedule.rs", "exponential", "fuzz.rs"),
     ("optim/schedule.rs", "step", "fuzz.rs"),
@@ -101,6 +116,8 @@ const INVENTORY: &[(&str, &str, &str)] = &[
     ("train/predict.rs", "predict_proba", "hostile_values.rs"),
     ("train/predict.rs", "predict_with_lengths", "fuzz.rs"),
     ("train/predict.rs", "train_step", "hostile_values.rs"),
+    ("train/step.rs", "check", "hostile_values.rs"),
+    ("train/step.rs", "gradient", "hostile_values.rs"),
 ];
 
 /// Every `pub fn` under `src/` whose return type is a `Result` (or `Option<Result…>`), as
@@ -126,9 +143,34 @@ fn result_apis() -> BTreeSet<(String, String)> {
                 .collect::<Vec<_>>()
                 .join("\n");
             let rel = path.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/");
-            let mut rest = text.as_str();
-            while let Some(at) = rest.find("pub fn ") {
-                rest = &rest[at + 7..];
+            // Free functions and inherent methods (`pub fn`), and the methods of public traits
+            // (`fn` inside a `pub trait … { … }` block: public too, and implemented by users).
+            let mut starts: Vec<usize> = text.match_indices("pub fn ").map(|(i, _)| i + 7).collect();
+            for (at, _) in text.match_indices("pub trait ") {
+                let open = at + text[at..].find('{').unwrap();
+                let (mut depth, mut close) = (0usize, text.len());
+                for (i, c) in text[open..].char_indices() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                close = open + i;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                let body = &text[open..close];
+                starts.extend(
+                    body.match_indices("fn ")
+                        .filter(|(i, _)| *i == 0 || !body.as_bytes()[i - 1].is_ascii_alphanumeric())
+                        .map(|(i, _)| open + i + 3),
+                );
+            }
+            for start in starts {
+                let rest = &text[start..];
                 let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
                 let end = rest.find(['{', ';']).unwrap_or(rest.len());
                 let signature = &rest[..end];

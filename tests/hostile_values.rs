@@ -249,3 +249,74 @@ fn a_gzipped_idx_claiming_too_much_is_refused_from_its_header() {
     let e = read_idx(&path).unwrap_err().to_string();
     assert!(e.contains("declares 4294967296 bytes") && e.contains(&MAX_GZIP_IDX_BYTES.to_string()), "{e}");
 }
+
+/// The checks of the public traits (`Layer`, `Model`, `Loss`, `Optimizer`, `Step`), called
+/// directly with what they must refuse: each an `Err`, never a panic.
+#[test]
+fn the_traits_checks_refuse_cleanly_when_called_directly() {
+    use backprop::data::Inputs;
+    use backprop::model::Model;
+    use backprop::optim::OptimizerState;
+    use backprop::train::step::{Plain, Step};
+    // Layer::check_values and Model::check_inputs: an id out of range.
+    let embedding = Embedding::new(4, 2);
+    let bad_ids = Tensor::from_vec(&[1, 2], vec![1.0, 9.0]).unwrap();
+    assert!(embedding.check_values(&bad_ids).unwrap_err().to_string().contains('9'));
+    let mut model = Sequential::new().add(Embedding::new(4, 2)).add(Flatten::new()).add(Dense::new(4, 2));
+    assert!(model.check_inputs(&Inputs::new().with("input", bad_ids.clone())).is_err());
+    // Layer::check_training_shape / Model::check_training_shapes: batch norm on one value.
+    let bn = BatchNorm1d::new(3);
+    assert!(bn.check_training_shape(&[1, 3]).unwrap_err().to_string().contains("BatchNorm1d(3)"));
+    assert!(bn.check_training_shape(&[2, 3]).is_ok());
+    assert!(bn.check_training_shapes(&[("input".into(), vec![1, 3])]).is_err());
+    assert!(bn.check_training_shapes(&[]).is_err(), "a layer takes one input");
+    // Model::output_shapes and forward_batch: a shape the model cannot take, a bad id, two inputs.
+    let wrong = Inputs::new().with("input", Tensor::zeros(&[2, 5]));
+    assert!(model.output_shapes(&wrong.batch_shapes(2)).unwrap().is_err());
+    let before = backprop::layers::Snapshot::of(&model);
+    for inputs in [
+        wrong.clone(),
+        Inputs::new().with("input", bad_ids),
+        Inputs::new().with("a", Tensor::zeros(&[1, 2])).with("b", Tensor::zeros(&[1, 2])),
+    ] {
+        assert!(model.forward_batch(&inputs, Mode::Train).is_err());
+        assert!(
+            Plain
+                .gradient(&mut model, &inputs, &Targets::Classes(vec![0]), &CrossEntropyLoss::new())
+                .is_err()
+        );
+    }
+    let mut after = backprop::layers::Snapshot::default();
+    after.save(&model, true);
+    assert_eq!(format!("{before:?}"), format!("{after:?}"), "nothing changed");
+    // Model::backward_batch: no gradient for the output.
+    let mut dense = Dense::new(2, 2);
+    dense.forward_batch(&Inputs::new().with("input", Tensor::zeros(&[1, 2])), Mode::Train).unwrap();
+    let two = backprop::model::Tensors::one("x", Tensor::zeros(&[1, 2])).with("y", Tensor::zeros(&[1, 2]));
+    assert!(dense.backward_batch(&two, InputGrad::NotNeeded).is_err());
+    // Loss::check_target, loss, loss_and_grad: a label out of range, a target of the wrong shape.
+    let ce = CrossEntropyLoss::new();
+    assert!(ce.check_target(&[1, 2], Target::Classes(&[5])).is_err());
+    assert!(ce.loss(&Tensor::zeros(&[1, 2]), Target::Classes(&[5])).is_err());
+    let mse = MseLoss::new();
+    assert!(mse.loss_and_grad(&Tensor::zeros(&[1, 2]), Target::Values(&Tensor::zeros(&[1, 3]))).is_err());
+    // Step::check: DP-SGD set up for another number of examples, or given batch norm.
+    let data = Dataset::classification(Tensor::zeros(&[4, 2]), vec![0, 1, 0, 1]).unwrap();
+    let options =
+        DpOptions { epochs: 1, sample_rate: 0.5, clip: 1.0, noise_multiplier: 1.0, delta: 1e-5, seed: 1 };
+    let mut dp = backprop::privacy::DpSgd::new(&options, 5).unwrap();
+    assert!(dp.check(&mut dense, &data, &FitOptions::new()).unwrap_err().to_string().contains('5'));
+    let mut dp = backprop::privacy::DpSgd::new(&options, 4).unwrap();
+    let mut with_bn = Sequential::new().add(Dense::new(2, 3)).add(BatchNorm1d::new(3));
+    assert!(
+        dp.check(&mut with_bn, &data, &FitOptions::new()).unwrap_err().to_string().contains("batch norm")
+    );
+    assert!(Plain.check(&mut dense, &data, &FitOptions::new()).is_ok());
+    // Optimizer::check and load_state.
+    assert!(Sgd::new(0.1).nesterov().check().is_err());
+    let mut state = OptimizerState::default();
+    state.insert("exp_avg", "weight", Tensor::zeros(&[2, 2]));
+    assert!(Sgd::new(0.1).momentum(0.9).load_state(&state).is_err());
+    state.set_steps(u64::MAX);
+    assert!(Adam::new(0.1).load_state(&state).unwrap_err().to_string().contains("steps"));
+}

@@ -74,6 +74,21 @@ impl BatchNorm {
         Ok(input.to_vec())
     }
 
+    /// Training estimates a variance per channel from the `N·H·W` values of the batch: it needs
+    /// at least two of them.
+    fn check_training_shape(&self, input: &[usize]) -> Result<()> {
+        let (n, _, inner) = split(input);
+        if n * inner > 1 {
+            return Ok(());
+        }
+        Err(crate::Error::invalid(format!(
+            "{} cannot train on a batch of shape {}: it needs more than one value per channel to estimate a \
+             variance",
+            self.describe(),
+            crate::tensor::shape_str(input)
+        )))
+    }
+
     fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
         let (n, c, inner) = split(x.shape());
         let m = n * inner;
@@ -216,6 +231,10 @@ macro_rules! batchnorm_layer {
 
             fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
                 self.0.check(input, &$ranks, &format!($expected, self.0.channels))
+            }
+
+            fn check_training_shape(&self, input: &[usize]) -> Result<()> {
+                self.0.check_training_shape(input)
             }
 
             fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {

@@ -309,6 +309,19 @@ pub trait Layer: Visit + Any + Send {
         Ok(())
     }
 
+    /// Checks that the layer can *train* on a batch of shape `input` (a shape it can take, as
+    /// [`Layer::output_shape`] says): batch norm needs more than one value per channel to estimate
+    /// a variance. [`fit`](crate::train::fit) calls it for every batch size an epoch will have,
+    /// before the first batch, so that such a refusal is an `Err` up front rather than a panic in
+    /// the middle of training. The default accepts every shape; a container asks its layers.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the layer and the shape.
+    fn check_training_shape(&self, input: &[usize]) -> Result<()> {
+        let _ = input;
+        Ok(())
+    }
+
     /// The layer's per-example backward pass, if it has one: an optional capability used by
     /// private training ([`privacy::per_example`](crate::privacy::per_example)). The default,
     /// `None`, is right for a layer without parameters and for any layer that does not offer it

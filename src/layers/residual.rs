@@ -104,6 +104,10 @@ impl Layer for Residual {
         self.body.check_values(x)
     }
 
+    fn check_training_shape(&self, input: &[usize]) -> Result<()> {
+        self.body.check_training_shape(input)
+    }
+
     fn per_example(&mut self) -> Option<&mut dyn PerExample> {
         Some(self)
     }

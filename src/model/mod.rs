@@ -172,6 +172,11 @@ pub trait Model: Visit + Send {
     ///
     /// # Errors
     /// When a gradient the model needs is missing.
+    ///
+    /// # Panics
+    /// A layer's `backward` panics when a gradient does not have the shape of the output it
+    /// belongs to, or when no forward pass came first (a broken contract, not bad data: the
+    /// training loop always passes the loss's gradient of the output it just computed).
     fn backward_batch(&mut self, grads: &Tensors, input_grad: InputGrad) -> Result<Tensors>;
 
     /// The outputs' shapes for inputs of these shapes (batch axis included), if the model can
@@ -194,6 +199,18 @@ pub trait Model: Visit + Send {
         Ok(())
     }
 
+    /// Checks that the model can *train* on batches of these input shapes (batch norm needs
+    /// more than one value per channel): [`fit`](crate::train::fit) calls it for every batch size
+    /// an epoch will have, before the first batch. The default accepts; a layer runs its
+    /// [`Layer::check_training_shape`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the layer and the shape.
+    fn check_training_shapes(&self, inputs: &[(String, Vec<usize>)]) -> Result<()> {
+        let _ = inputs;
+        Ok(())
+    }
+
     /// The model as a [`Layer`], when it is one: private training uses a layer's batched
     /// per-example pass ([`Layer::per_example`]); any other model gets its per-example gradients
     /// from a pass per example. The default is `None`.
@@ -209,8 +226,13 @@ impl<L: Layer> Model for L {
         self.describe()
     }
 
+    /// Checks the input's shape, lengths and values first: a layer's `forward` panics on what
+    /// this returns as an `Err`.
     fn forward_batch(&mut self, inputs: &Inputs, mode: Mode) -> Result<Tensors> {
         let input = single(inputs, &self.describe())?;
+        inputs.check()?;
+        self.output_shape(input.values.shape())?;
+        self.check_values(&input.values)?;
         let pass = Pass::from(mode).with_optional_lengths(input.lengths.as_deref());
         Ok(Tensors::one(OUTPUT, self.forward(&input.values, pass)))
     }
@@ -238,6 +260,13 @@ impl<L: Layer> Model for L {
 
     fn check_inputs(&self, inputs: &Inputs) -> Result<()> {
         self.check_values(&single(inputs, &self.describe())?.values)
+    }
+
+    fn check_training_shapes(&self, inputs: &[(String, Vec<usize>)]) -> Result<()> {
+        match inputs {
+            [(_, shape)] => self.check_training_shape(shape),
+            _ => Err(Error::invalid(format!("{} takes one input, got {}", self.describe(), inputs.len()))),
+        }
     }
 }
 

@@ -105,6 +105,31 @@ impl AdamCore {
         }
     }
 
+    fn save_state(&self, into: &mut super::OptimizerState) {
+        let kinds = [("exp_avg", &self.m), ("exp_avg_sq", &self.v), ("max_exp_avg_sq", &self.v_max)];
+        super::save_states(into, self.t as u64, &kinds[..if self.amsgrad { 3 } else { 2 }]);
+    }
+
+    fn load_state(&mut self, state: &super::OptimizerState, name: &str) -> crate::Result<()> {
+        let kinds: &[&str] = if self.amsgrad {
+            &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
+        } else {
+            &["exp_avg", "exp_avg_sq"]
+        };
+        state.check_kinds(name, kinds)?;
+        let t = i32::try_from(state.steps()).map_err(|_| {
+            crate::Error::invalid(format!(
+                "{name}: {} steps is more than this optimizer counts",
+                state.steps()
+            ))
+        })?;
+        self.t = t;
+        super::load_kind(&mut self.m, "exp_avg", state);
+        super::load_kind(&mut self.v, "exp_avg_sq", state);
+        super::load_kind(&mut self.v_max, "max_exp_avg_sq", state);
+        Ok(())
+    }
+
     fn describe(&self, name: &str) -> String {
         let mut s = format!("{name}(lr={}", self.lr);
         if (self.beta1, self.beta2) != (0.9, 0.999) {
@@ -274,6 +299,12 @@ impl Optimizer for Adam {
     fn describe(&self) -> String {
         self.0.describe("Adam")
     }
+    fn save_state(&self, into: &mut super::OptimizerState) {
+        self.0.save_state(into);
+    }
+    fn load_state(&mut self, state: &super::OptimizerState) -> crate::Result<()> {
+        self.0.load_state(state, "Adam")
+    }
 }
 
 /// AdamW: Adam with decoupled weight decay. Defaults as PyTorch: β = (0.9, 0.999), ε = 1e-8,
@@ -317,5 +348,11 @@ impl Optimizer for AdamW {
     }
     fn describe(&self) -> String {
         self.0.describe("AdamW")
+    }
+    fn save_state(&self, into: &mut super::OptimizerState) {
+        self.0.save_state(into);
+    }
+    fn load_state(&mut self, state: &super::OptimizerState) -> crate::Result<()> {
+        self.0.load_state(state, "AdamW")
     }
 }

@@ -24,7 +24,7 @@ pub use sgd::Sgd;
 
 use crate::layers::{Param, Visit, named_params_mut};
 use crate::tensor::{Tensor, shape_str};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// Updates parameters from their gradients.
 ///
@@ -76,6 +76,153 @@ pub trait Optimizer: Send {
     /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) naming the settings.
     fn check(&self) -> crate::Result<()> {
         Ok(())
+    }
+
+    /// Copies what the optimizer has accumulated — its step count and per-parameter buffers
+    /// (momentum, Adam's moments) — into `into`, reusing `into`'s tensors when the shapes match
+    /// (so that [`fit`](crate::train::fit) can keep a copy before every step without allocating,
+    /// and put it back when a step is refused). The settings (learning rate, betas …) are not
+    /// part of it. The default, for an optimizer without state, writes an empty state.
+    ///
+    /// ```
+    /// use backprop::prelude::*;
+    /// use backprop::optim::OptimizerState;
+    /// let mut layer = Dense::new(1, 1).no_bias();
+    /// layer.forward(&Tensor::ones(&[1, 1]), Pass::TRAIN);
+    /// layer.backward(&Tensor::ones(&[1, 1]), InputGrad::NotNeeded);
+    /// let mut adam = Adam::new(0.1);
+    /// adam.step(&mut layer);
+    /// let mut state = OptimizerState::default();
+    /// adam.save_state(&mut state);
+    /// assert_eq!(state.steps(), 1);
+    /// let m = state.get("exp_avg", "weight").unwrap().data()[0];
+    /// assert!((m - 0.1).abs() < 1e-6); // (1 − β₁)·g with g = 1
+    /// ```
+    fn save_state(&self, into: &mut OptimizerState) {
+        into.clear();
+    }
+
+    /// Replaces the optimizer's step count and buffers by `state` (from
+    /// [`Optimizer::save_state`] of the same kind of optimizer). A buffer's shape is checked
+    /// against its parameter at the next step.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a buffer kind this optimizer
+    /// does not keep (naming it) or a step count it cannot hold; the optimizer is then unchanged.
+    /// The default accepts only an empty state.
+    fn load_state(&mut self, state: &OptimizerState) -> crate::Result<()> {
+        state.check_kinds(&self.describe(), &[])
+    }
+}
+
+/// An optimizer's accumulated state: how many steps it has taken and, per kind of buffer
+/// (`"momentum_buffer"`, `"exp_avg"`, `"exp_avg_sq"`, `"max_exp_avg_sq"`: PyTorch's names) and per
+/// parameter name, one tensor of the parameter's shape. See [`Optimizer::save_state`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OptimizerState {
+    steps: u64,
+    buffers: BTreeMap<String, BTreeMap<String, Tensor>>,
+}
+
+impl OptimizerState {
+    /// Steps taken (Adam's bias correction depends on it).
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Sets the step count.
+    pub fn set_steps(&mut self, steps: u64) {
+        self.steps = steps;
+    }
+
+    /// The buffer of `kind` for parameter `param`.
+    pub fn get(&self, kind: &str, param: &str) -> Option<&Tensor> {
+        self.buffers.get(kind)?.get(param)
+    }
+
+    /// Sets the buffer of `kind` for parameter `param` (replacing one of that name).
+    pub fn insert(&mut self, kind: &str, param: &str, value: Tensor) {
+        self.buffers.entry(kind.to_string()).or_default().insert(param.to_string(), value);
+    }
+
+    /// Every buffer as `(kind, parameter, tensor)`, sorted by kind then parameter.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str, &Tensor)> {
+        self.buffers.iter().flat_map(|(k, m)| m.iter().map(move |(p, t)| (k.as_str(), p.as_str(), t)))
+    }
+
+    /// Number of buffers.
+    pub fn len(&self) -> usize {
+        self.buffers.values().map(BTreeMap::len).sum()
+    }
+
+    /// True without buffers.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets everything: zero steps, no buffers.
+    pub fn clear(&mut self) {
+        self.steps = 0;
+        self.buffers.clear();
+    }
+
+    /// Refuses kinds other than `kinds`, naming the optimizer.
+    pub(crate) fn check_kinds(&self, optimizer: &str, kinds: &[&str]) -> crate::Result<()> {
+        for (kind, param, _) in self.iter() {
+            if !kinds.contains(&kind) {
+                let keeps = if kinds.is_empty() { "no buffers".to_string() } else { kinds.join(", ") };
+                return Err(crate::Error::invalid(format!(
+                    "{optimizer}: cannot load a {kind:?} buffer (for {param:?}); it keeps {keeps}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `from` under `kind`, reusing tensors of the same name and shape (an empty `from`
+    /// leaves no entry, so that equal states compare equal).
+    fn save_kind(&mut self, kind: &str, from: &State) {
+        if from.buffers.is_empty() {
+            self.buffers.remove(kind);
+            return;
+        }
+        if !self.buffers.contains_key(kind) {
+            self.buffers.insert(kind.to_string(), BTreeMap::new());
+        }
+        let to = self.buffers.get_mut(kind).expect("inserted above");
+        to.retain(|name, _| from.buffers.contains_key(name));
+        for (name, t) in &from.buffers {
+            match to.get_mut(name) {
+                Some(d) if d.shape() == t.shape() => d.copy_from(t),
+                _ => {
+                    to.insert(name.clone(), t.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Writes the optimizer's steps and `(kind, buffers)` into `into`, dropping other kinds.
+pub(crate) fn save_states(into: &mut OptimizerState, steps: u64, kinds: &[(&str, &State)]) {
+    into.steps = steps;
+    into.buffers.retain(|k, _| kinds.iter().any(|(kind, _)| kind == k));
+    for (kind, state) in kinds {
+        into.save_kind(kind, state);
+    }
+}
+
+/// Reads the buffers of `kind` from `from` into `to` (reusing tensors of the same shape).
+pub(crate) fn load_kind(to: &mut State, kind: &str, from: &OptimizerState) {
+    let empty = BTreeMap::new();
+    let src = from.buffers.get(kind).unwrap_or(&empty);
+    to.buffers.retain(|name, _| src.contains_key(name));
+    for (name, t) in src {
+        match to.buffers.get_mut(name) {
+            Some(d) if d.shape() == t.shape() => d.copy_from(t),
+            _ => {
+                to.buffers.insert(name.clone(), t.clone());
+            }
+        }
     }
 }
 
@@ -139,7 +286,7 @@ pub fn global_grad_norm(params: &[(String, &mut Param)]) -> f32 {
 /// the parameter's first step.
 #[derive(Default, Clone, Debug)]
 pub(crate) struct State {
-    buffers: HashMap<String, Tensor>,
+    buffers: BTreeMap<String, Tensor>,
 }
 
 impl State {

@@ -157,6 +157,17 @@ impl Optimizer for Sgd {
         }
     }
 
+    fn save_state(&self, into: &mut super::OptimizerState) {
+        super::save_states(into, self.steps, &[("momentum_buffer", &self.momentum_buffers)]);
+    }
+
+    fn load_state(&mut self, state: &super::OptimizerState) -> crate::Result<()> {
+        state.check_kinds("SGD", &["momentum_buffer"])?;
+        self.steps = state.steps();
+        super::load_kind(&mut self.momentum_buffers, "momentum_buffer", state);
+        Ok(())
+    }
+
     fn learning_rate(&self) -> f32 {
         self.lr
     }

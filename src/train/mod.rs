@@ -59,7 +59,7 @@ use crate::error::{Error, Result};
 use crate::layers::{Snapshot, Visit, named_params, named_params_mut, reseed};
 use crate::loss::Loss;
 use crate::model::{Inputs, Model, Tensors};
-use crate::optim::{Optimizer, clip_grad_norm};
+use crate::optim::{Optimizer, OptimizerState, clip_grad_norm};
 use crate::tensor::{Tensor, rng};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
@@ -211,6 +211,20 @@ pub fn fit(
     step.check(model, train, &options)?;
     let sizes = step.batch_sizes(train.len(), &options);
     check_data(model, train, Some(loss), "training set", &sizes)?;
+    for &b in &sizes {
+        model.check_training_shapes(&train.named_inputs().batch_shapes(b)).map_err(|e| {
+            let last = if b < options.batch_size.min(train.len()) && b == train.len() % options.batch_size {
+                format!(
+                    " (the last batch of each epoch: {} samples in batches of {}; FitOptions::drop_last(true) skips it)",
+                    train.len(),
+                    options.batch_size
+                )
+            } else {
+                String::new()
+            };
+            Error::invalid(format!("training set, batches of {b}{last}: {}", detail(&e)))
+        })?;
+    }
     if let Some(v) = options.validation {
         let eval_batch = options.batch_size.max(256);
         check_data(model, v, Some(loss), "validation set", &batch_sizes(v.len(), eval_batch, false))?;
@@ -241,6 +255,7 @@ fn run(
     let mut x = Inputs::new();
     let mut t = train.targets().select(&[]);
     let mut before_batch = Snapshot::default();
+    let mut optimizer_before = OptimizerState::default();
 
     for epoch in 1..=options.epochs {
         let started = Instant::now();
@@ -289,10 +304,12 @@ fn run(
             if let Some(max) = options.clip_grad_norm {
                 clip_grad_norm(&mut params, max);
             }
+            optimizer.save_state(&mut optimizer_before);
             optimizer.step_params(&mut params);
             drop(params);
             if let Some((name, value)) = first_non_finite_value(model) {
                 before_batch.restore(model);
+                optimizer.load_state(&optimizer_before)?; // its own state: always accepted
                 let e = non_finite(format!("value of {name} after the optimizer step"), value);
                 return Err(locate(e, epoch, b + 1, last_finite_loss));
             }

@@ -393,6 +393,18 @@ impl Layer for Sequential {
         self.layers.first().map_or(Ok(()), |l| l.check_values(x))
     }
 
+    /// Every layer's check, on the shape that reaches it.
+    fn check_training_shape(&self, input: &[usize]) -> Result<()> {
+        let mut shape = input.to_vec();
+        for (i, layer) in self.layers.iter().enumerate() {
+            layer
+                .check_training_shape(&shape)
+                .map_err(|e| Error::invalid(format!("layer {i}: {}", detail(&e))))?;
+            shape = layer.output_shape(&shape)?;
+        }
+        Ok(())
+    }
+
     fn per_example(&mut self) -> Option<&mut dyn PerExample> {
         Some(self)
     }
