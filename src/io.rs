@@ -127,7 +127,9 @@ fn float_entry(t: &Tensor) -> Entry {
 /// that the rename survives a crash. A reader sees the old file or the new one, never a partial
 /// one, even with several saves to one path at once (the last rename wins). On any error the
 /// temporary file is removed and `path` is untouched. A file being replaced keeps its permissions;
-/// a read-only file is not replaced.
+/// a read-only file is not replaced. A save killed before its rename (SIGKILL, power loss) leaves
+/// its temporary file (`.backprop-save-*.tmp`) behind; the next save into the same folder removes
+/// such files once nobody holds their lock (each save locks its own) and they are 10 s old.
 ///
 /// # Errors
 /// [`Error::Io`] naming the file if it cannot be written, or if it exists and is read-only;
@@ -170,6 +172,10 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         builder.permissions(std::fs::Permissions::from_mode(0o666));
     }
     let mut tmp = builder.tempfile_in(dir).map_err(io)?;
+    // Held until the rename (and released by the system if the process dies): it tells other
+    // saves that this temporary file is being written.
+    let _ = tmp.as_file().try_lock();
+    remove_stale_temporaries(dir, tmp.path());
     tmp.write_all(bytes).map_err(io)?;
     if let Some(permissions) = existing {
         tmp.as_file().set_permissions(permissions).map_err(io)?;
@@ -177,6 +183,37 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.as_file().sync_all().map_err(io)?;
     tmp.persist(path).map_err(|e| io(e.error))?;
     sync_dir(dir).map_err(io)
+}
+
+/// How old an unlocked temporary file must be before a save removes it: a save creates its file
+/// and locks it a moment later, so a young unlocked file may be one being started.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Removes the temporary files of saves that died in `dir` (killed, or the machine lost power):
+/// files named like [`save`]'s temporaries whose lock nobody holds (a live save holds its lock
+/// until its rename) and that are older than [`STALE_AFTER`]. Best effort: errors are ignored, and
+/// a file that cannot be opened or locked is left alone.
+fn remove_stale_temporaries(dir: &Path, own: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(".backprop-save-") && name.ends_with(".tmp")) || entry.path() == own {
+            continue;
+        }
+        let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open(entry.path()) else {
+            continue;
+        };
+        let old = file
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= STALE_AFTER);
+        if old && file.try_lock().is_ok() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Flushes a folder's entries (the rename) to disk where the platform allows it.

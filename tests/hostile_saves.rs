@@ -1,5 +1,5 @@
 //! Saving is atomic and durable: concurrent saves to one path never expose a torn or empty file,
-//! no temporary file is left behind, a replaced file keeps its permissions, a read-only file is
+//! no temporary file is left behind (a killed save's is removed by the next), a replaced file keeps its permissions, a read-only file is
 //! not replaced, and long file names work.
 
 use backprop::prelude::*;
@@ -95,4 +95,72 @@ fn long_names_and_failed_saves() {
     assert!(model(1).save(&d).is_err(), "a folder is not a file");
     assert_eq!(entries(&d), [long]);
     std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// Not a test on its own: with `BACKPROP_SAVE_FOREVER=<folder>` it saves a large model into that
+/// folder until killed (the child process of `a_killed_saves_temporary_is_removed_by_the_next_save`).
+#[test]
+fn helper_saving_forever() {
+    let Some(folder) = std::env::var_os("BACKPROP_SAVE_FOREVER") else { return };
+    let big = Sequential::builder(&[1024]).add(Dense::new(1024, 4096)).build().unwrap();
+    let path = PathBuf::from(folder).join("big.safetensors");
+    loop {
+        big.save(&path).unwrap();
+    }
+}
+
+/// A save killed with SIGKILL leaves its temporary file behind; the next save into the folder
+/// removes it once nobody holds its lock and it is old enough — and leaves alone a temporary that
+/// a live save holds, a young one (a save that is just starting) and every other file.
+#[cfg(unix)]
+#[test]
+fn a_killed_saves_temporary_is_removed_by_the_next_save() {
+    use std::time::{Duration, SystemTime};
+    let d = dir("killed");
+    let age = |name: &str, seconds: u64| {
+        let f = std::fs::File::options().write(true).open(d.join(name)).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(seconds)).unwrap();
+    };
+    // Kill a saving process until it leaves a temporary file (a 16 MB model: most of each save's
+    // time is spent writing its temporary).
+    let mut left = Vec::new();
+    for attempt in 0..20 {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "helper_saving_forever", "--test-threads", "1"])
+            .env("BACKPROP_SAVE_FOREVER", &d)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300 + 37 * attempt));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        left = entries(&d).into_iter().filter(|n| n.ends_with(".tmp")).collect();
+        if !left.is_empty() {
+            break;
+        }
+    }
+    assert!(!left.is_empty(), "no save was caught in the middle in 20 attempts");
+    for name in &left {
+        age(name, 3600);
+    }
+    // A live save's temporary (locked), a young one, an unrelated old file.
+    std::fs::write(d.join(".backprop-save-live.tmp"), b"x").unwrap();
+    let live = std::fs::File::options().write(true).open(d.join(".backprop-save-live.tmp")).unwrap();
+    live.lock().unwrap();
+    age(".backprop-save-live.tmp", 3600);
+    std::fs::write(d.join(".backprop-save-young.tmp"), b"x").unwrap();
+    std::fs::write(d.join("notes.tmp"), b"x").unwrap();
+    age("notes.tmp", 3600);
+
+    model(1).save(d.join("small.safetensors")).unwrap();
+    let now = entries(&d);
+    for name in &left {
+        assert!(!now.contains(name), "{name} should have been removed: {now:?}");
+    }
+    for kept in [".backprop-save-live.tmp", ".backprop-save-young.tmp", "notes.tmp", "small.safetensors"] {
+        assert!(now.contains(&kept.to_string()), "{kept} should be kept: {now:?}");
+    }
+    drop(live);
+    let _ = std::fs::remove_dir_all(&d);
 }
