@@ -425,10 +425,10 @@ pub fn reseed<V: Visit + ?Sized>(layer: &mut V, seed: u64) {
 /// parameter's name. Parameters whose values were chosen explicitly are left alone.
 pub fn redraw_params<V: Visit + ?Sized>(layer: &mut V, seed: u64) {
     layer.visit_mut(&mut |name, s| {
-        if let StateMut::Param(p) = s {
-            if let Some(init) = p.init {
-                p.value = init.tensor(p.value.shape(), &mut rng(seed_for(seed, name)));
-            }
+        if let StateMut::Param(p) = s
+            && let Some(init) = p.init
+        {
+            p.value = init.tensor(p.value.shape(), &mut rng(seed_for(seed, name)));
         }
     });
 }

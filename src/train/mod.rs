@@ -106,12 +106,12 @@ pub(crate) fn check_data(
             }
         }
     }
-    if let (Some(labels), [_, classes]) = (data.labels(), out.as_slice()) {
-        if let Some((i, &l)) = labels.iter().enumerate().find(|&(_, &l)| l >= *classes) {
-            return Err(Error::invalid(format!(
-                "{what}: label {l} of sample {i} is out of range for a model with {classes} outputs"
-            )));
-        }
+    if let (Some(labels), [_, classes]) = (data.labels(), out.as_slice())
+        && let Some((i, &l)) = labels.iter().enumerate().find(|&(_, &l)| l >= *classes)
+    {
+        return Err(Error::invalid(format!(
+            "{what}: label {l} of sample {i} is out of range for a model with {classes} outputs"
+        )));
     }
     if let (Some(loss), false) = (loss, data.is_empty()) {
         let mut one = out.clone();
@@ -131,7 +131,7 @@ pub(crate) fn check_data(
 /// The batch sizes an epoch of `n` samples in batches of `b` will use.
 pub(crate) fn batch_sizes(n: usize, b: usize, drop_last: bool) -> Vec<usize> {
     let mut sizes = vec![b.min(n)];
-    if n > b && n % b != 0 && !drop_last {
+    if n > b && !n.is_multiple_of(b) && !drop_last {
         sizes.push(n % b);
     }
     sizes
@@ -155,10 +155,10 @@ fn check_options(train: &Dataset, options: &FitOptions<'_>) -> Result<()> {
             options.batch_size
         ));
     }
-    if let Some(c) = options.clip_grad_norm {
-        if !(c.is_finite() && c > 0.0) {
-            return bad(format!("clip_grad_norm must be a positive number, got {c}"));
-        }
+    if let Some(c) = options.clip_grad_norm
+        && !(c.is_finite() && c > 0.0)
+    {
+        return bad(format!("clip_grad_norm must be a positive number, got {c}"));
     }
     if let Some(es) = &options.early_stopping {
         if es.monitor != Monitor::TrainLoss && options.validation.is_none() {

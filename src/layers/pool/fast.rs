@@ -309,7 +309,7 @@ mod avx2 {
     /// window. That block overlaps the one before and writes the same values again, so no window
     /// is left to the scalar loop.
     fn block_starts(windows: usize, width: usize) -> impl Iterator<Item = usize> {
-        let last = (windows % width != 0).then_some(windows - width);
+        let last = (!windows.is_multiple_of(width)).then_some(windows - width);
         (0..windows / width).map(move |j| width * j).chain(last)
     }
 

@@ -597,10 +597,10 @@ impl<C: Cell> Recurrent<C> {
         let sv = C::SAVED * h;
         let expected = if self.last_only { vec![n, h] } else { vec![n, t_len, h] };
         // (The layer's name is built only for a message: this runs once per training step.)
-        if let Some(grad_out) = grad_out {
-            if t_len == 0 || grad_out.shape() != expected {
-                check_grad(&self.describe(), if t_len == 0 { &[] } else { &expected }, grad_out);
-            }
+        if let Some(grad_out) = grad_out
+            && (t_len == 0 || grad_out.shape() != expected)
+        {
+            check_grad(&self.describe(), if t_len == 0 { &[] } else { &expected }, grad_out);
         }
         assert!(t_len > 0, "{}: backward called before forward", self.describe());
         if let Some(d) = grad_final {

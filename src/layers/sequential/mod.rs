@@ -334,14 +334,14 @@ impl Layer for Sequential {
     /// Runs shape inference through every layer; an error names the first layer that cannot take
     /// its input, where that input came from, and both shapes.
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
-        if let Some(sample) = &self.input_shape {
-            if input.len() != sample.len() + 1 || input[1..] != sample[..] {
-                return Err(Error::shape(format!(
-                    "the model expects inputs of shape {}, got {}",
-                    batch_shape_str(sample),
-                    shape_str(input)
-                )));
-            }
+        if let Some(sample) = &self.input_shape
+            && (input.len() != sample.len() + 1 || input[1..] != sample[..])
+        {
+            return Err(Error::shape(format!(
+                "the model expects inputs of shape {}, got {}",
+                batch_shape_str(sample),
+                shape_str(input)
+            )));
         }
         if input.is_empty() || input[1..].contains(&0) || crate::tensor::checked_numel(input).is_none() {
             return Err(Error::shape(format!(
