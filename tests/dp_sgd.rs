@@ -263,6 +263,14 @@ fn the_per_example_budget_splits_a_batch_into_chunks() {
     for (a, b) in whole.iter().zip(&chunked) {
         assert!(a.max_abs_diff(b) < 1e-5, "{}", a.max_abs_diff(b));
     }
+    // A budget below one example's gradient is refused before training, saying what it takes.
+    let mut m = mlp();
+    let before = values(&m);
+    let mut dp = DpSgd::new(&o, data.len()).unwrap().per_example_budget(params * 4 - 1);
+    let options = FitOptions::new().step(&mut dp).verbose(false);
+    let e = m.fit(&data, &CrossEntropyLoss::new(), &mut Sgd::new(0.1), options).unwrap_err().to_string();
+    assert!(e.contains("one example's gradient takes 204 bytes") && e.contains("per_example_budget"), "{e}");
+    assert_eq!(values(&m), before);
     // Settings out of range are refused before training, naming them.
     let tiny = DpOptions { sample_rate: 1e-300, ..o.clone() };
     let e = DpSgd::new(&tiny, 60).err().unwrap().to_string();

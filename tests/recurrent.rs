@@ -594,3 +594,35 @@ fn batched_backward_equals_the_plain_bptt_reference() {
     run(CellKind::Lstm, Lstm::new(f, h).seed(3), inputs, states);
     run(CellKind::Gru, Gru::new(f, h).seed(4), inputs, states);
 }
+
+/// A batch whose backpropagation through time would keep more than the layer's activation budget
+/// is refused by shape inference — so `fit`, `evaluate` and `predict` return an `Err` naming the
+/// need, the budget and the ways out before allocating — and a raised budget takes it.
+#[test]
+fn the_activation_budget_refuses_huge_sequences_before_allocating() {
+    let lstm = Lstm::new(8, 16);
+    // 4·N·T·(2F + (2·4 + 4 + 3)·H) = 4·2·1000·(16 + 240) bytes
+    assert_eq!(lstm.activation_bytes(&[2, 1000, 8]), 4 * 2 * 1000 * (16 + 15 * 16));
+    let small = Lstm::new(8, 16).activation_budget(1 << 20);
+    assert!(small.output_shape(&[2, 100, 8]).is_ok());
+    let e = small.output_shape(&[2, 1000, 8]).unwrap_err().to_string();
+    for part in ["LSTM", "[2, 1000, 8]", "2.0 MiB", "1.0 MiB", "windows", "activation_budget"] {
+        assert!(e.contains(part), "{part:?} missing from {e}");
+    }
+    // One student with 300,000 answers through the default budget: an error, not an abort —
+    // when the model is built with that input shape, else when it is trained or asked to predict.
+    let e = Sequential::builder(&[300_000, 64]).add(Lstm::new(64, 200)).build().unwrap_err().to_string();
+    assert!(e.contains("needs about 3.5 GiB") && e.contains("budget of 2.0 GiB"), "{e}");
+    let mut model = Sequential::new().add(Lstm::new(8, 16).activation_budget(1 << 20));
+    let before = backprop::layers::Snapshot::of(&model);
+    let x = Dataset::regression(Tensor::zeros(&[2, 1000, 8]), Tensor::zeros(&[2, 1000, 16])).unwrap();
+    let e =
+        model.fit(&x, &MseLoss::new(), &mut Adam::new(0.01), FitOptions::new().verbose(false)).unwrap_err();
+    assert!(e.to_string().contains("activation budget"), "{e}");
+    assert!(model.predict(x.inputs(), 2).is_err());
+    assert!(model.evaluate(&x, &MseLoss::new(), 2).is_err());
+    assert_eq!(format!("{before:?}"), format!("{:?}", backprop::layers::Snapshot::of(&model)));
+    // Raised, the same layer takes the long batch.
+    let mut roomy = Sequential::new().add(Lstm::new(8, 16).activation_budget(1 << 30));
+    assert_eq!(roomy.predict(&Tensor::zeros(&[2, 1000, 8]), 2).unwrap().shape(), &[2, 1000, 16]);
+}

@@ -361,6 +361,15 @@ impl Step for DpSgd {
         }
         let shapes: Vec<Vec<usize>> =
             named_params(model).iter().map(|(_, p)| p.value.shape().to_vec()).collect();
+        let one_example = shapes.iter().map(|s| s.iter().product::<usize>()).sum::<usize>().saturating_mul(4);
+        if one_example > self.budget {
+            return Err(Error::invalid(format!(
+                "DP-SGD: one example's gradient takes {} (the model's parameters), over the per-example budget of {}: \
+                 raise it with DpSgd::per_example_budget(bytes) or use a smaller model",
+                crate::tensor::human_bytes(one_example),
+                crate::tensor::human_bytes(self.budget)
+            )));
+        }
         self.sum = shapes.iter().map(|s| Tensor::zeros(s)).collect();
         Ok(())
     }

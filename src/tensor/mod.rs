@@ -84,6 +84,17 @@ pub fn checked_numel(shape: &[usize]) -> Option<usize> {
 ///
 /// # Panics
 /// If the shape is too large (see [`numel`]) or the memory cannot be reserved.
+/// A byte count for messages: `"3.5 GiB"`, `"120.0 MiB"`, `"512 bytes"`.
+pub(crate) fn human_bytes(bytes: usize) -> String {
+    let b = bytes as f64;
+    match bytes {
+        0..1024 => format!("{bytes} bytes"),
+        1024..1_048_576 => format!("{:.1} KiB", b / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.1} MiB", b / 1_048_576.0),
+        _ => format!("{:.1} GiB", b / 1_073_741_824.0),
+    }
+}
+
 fn allocate(shape: &[usize]) -> Vec<f32> {
     let n = numel(shape);
     let mut data = Vec::new();

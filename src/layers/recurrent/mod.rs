@@ -75,6 +75,9 @@ pub mod reference;
 pub mod rnn;
 
 pub use gru::{Gru, GruCell};
+
+/// The default of [`Recurrent::activation_budget`]: 2 GiB.
+pub const DEFAULT_ACTIVATION_BUDGET: usize = 2 << 30;
 pub use lstm::{Lstm, LstmCell};
 pub use rnn::{Rnn, RnnCell};
 
@@ -148,6 +151,8 @@ pub struct Recurrent<C: Cell> {
     bias_hh: Param,
     last_only: bool,
     stateful: bool,
+    /// The most memory a pass may keep for backpropagation through time, in bytes.
+    activation_budget: usize,
     /// The state a stateful layer carries from one pass to the next.
     carried: Option<RecurrentState>,
     // Caches of the latest forward pass, reused from call to call.
@@ -222,6 +227,7 @@ impl<C: Cell> Recurrent<C> {
             bias_hh: draw(&[gh], 3),
             last_only: false,
             stateful: false,
+            activation_budget: DEFAULT_ACTIVATION_BUDGET,
             carried: None,
             lengths: Vec::new(),
             nt: (0, 0),
@@ -254,6 +260,33 @@ impl<C: Cell> Recurrent<C> {
     /// True if the layer carries its state across passes ([`Recurrent::stateful`]).
     pub fn is_stateful(&self) -> bool {
         self.stateful
+    }
+
+    /// The most memory, in bytes, that one pass may keep for backpropagation through time
+    /// (default [`DEFAULT_ACTIVATION_BUDGET`], 2 GiB): every step's input, gates, states and
+    /// output, and the backward pass's gate gradients — about
+    /// `4·N·T·(2·F + (2·G + S + 3)·H)` bytes for a batch `[N, T, F]` (`G` gates, `S` values saved
+    /// per unit and step: 4 for the LSTM and GRU, 1 for the plain RNN). A batch above it is
+    /// refused by [`Layer::output_shape`](crate::layers::Layer::output_shape), so training,
+    /// evaluation and prediction return an `Err` naming the sizes before allocating anything.
+    /// Shorter sequences (windows) or smaller batches lower the need.
+    pub fn activation_budget(mut self, bytes: usize) -> Self {
+        self.activation_budget = bytes;
+        self
+    }
+
+    /// The budget set by [`Recurrent::activation_budget`].
+    pub fn activation_budget_bytes(&self) -> usize {
+        self.activation_budget
+    }
+
+    /// The bytes a pass over a batch `[N, T, F]` keeps (see [`Recurrent::activation_budget`]),
+    /// saturating at `usize::MAX`.
+    pub fn activation_bytes(&self, input: &[usize]) -> usize {
+        let [n, t, f] = *input else { return 0 };
+        let per_step =
+            (2 * C::GATES + C::SAVED + 3).saturating_mul(self.hidden).saturating_add(f.saturating_mul(2));
+        4usize.saturating_mul(n).saturating_mul(t).saturating_mul(per_step)
     }
 
     /// Output only the final state `[N, H]` (each sequence's last valid step) instead of every
@@ -443,7 +476,20 @@ impl<C: Cell> Recurrent<C> {
         match *input {
             [n, t, f] if f == self.inputs && t > 0 => {
                 let out = if self.last_only { vec![n, self.hidden] } else { vec![n, t, self.hidden] };
-                super::checked_output(&self.describe(), out)
+                let out = super::checked_output(&self.describe(), out)?;
+                let need = self.activation_bytes(input);
+                if need > self.activation_budget {
+                    return Err(Error::shape(format!(
+                        "{}: a batch of shape {} needs about {} for backpropagation through time, over its \
+                         activation budget of {}: split long sequences into windows, use smaller batches, or raise \
+                         the budget with .activation_budget(bytes)",
+                        self.describe(),
+                        shape_str(input),
+                        crate::tensor::human_bytes(need),
+                        crate::tensor::human_bytes(self.activation_budget)
+                    )));
+                }
+                Ok(out)
             }
             _ => Err(shape_error(&self.describe(), format!("[N, T ≥ 1, {}]", self.inputs), input)),
         }
@@ -773,6 +819,11 @@ macro_rules! recurrent_layer {
             /// See [`Recurrent::last_step_only`](super::Recurrent::last_step_only).
             pub fn last_step_only(self) -> $ty {
                 $ty(self.0.last_step_only())
+            }
+
+            /// See [`Recurrent::activation_budget`](super::Recurrent::activation_budget).
+            pub fn activation_budget(self, bytes: usize) -> $ty {
+                $ty(self.0.activation_budget(bytes))
             }
 
             /// See [`Recurrent::stateful`](super::Recurrent::stateful).
