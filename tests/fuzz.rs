@@ -476,7 +476,22 @@ fn knowledge_and_settings(t: &mut Tally, cases: usize) {
                             Ok(h) if h.items > backprop::data::knowledge::MAX_ITEM_ID + 1 => {
                                 return Err(format!("{} items read, above the limit", h.items));
                             }
-                            h => h.is_ok(),
+                            Ok(h) => {
+                                // Windows of a hostile length: refused below 2, else every answer
+                                // after a student's first predicted exactly once.
+                                let predicted = |h: &backprop::data::knowledge::Histories| {
+                                    h.students.iter().map(|a| a.len().saturating_sub(1)).sum::<usize>()
+                                };
+                                match h.windows(n) {
+                                    Ok(w) if predicted(&w) != predicted(&h) || w.longest() > n => {
+                                        return Err(format!("windows({n}) changed what is predicted"));
+                                    }
+                                    Ok(_) => true,
+                                    Err(_) if n < 2 => false,
+                                    Err(e) => return Err(format!("windows({n}) refused: {e}")),
+                                }
+                            }
+                            Err(_) => false,
                         }
                     }
                     2 => {
@@ -521,6 +536,77 @@ fn walkthrough_binary() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let bin = exe.parent()?.parent()?.join("examples").join("image_classify");
     bin.exists().then_some(bin)
+}
+
+/// The knowledge-tracing example's command line with hostile options and mutated files, run as a
+/// child process: exit 0, or exit 1/2 with a message; never a panic, an abort or a signal.
+fn kt_cli(t: &mut Tally, cases: usize) {
+    let Some(bin) =
+        walkthrough_binary().map(|b| b.with_file_name("knowledge_tracing")).filter(|b| b.exists())
+    else {
+        eprintln!("knowledge_tracing binary not built: skipping its CLI area");
+        return;
+    };
+    let dir = scratch();
+    let mut r = rng(8);
+    let three_line = b"5\n0,1,2,1,0\n1,0,1,1,0\n4\n2,2,1,0\n0,1,1,1\n3\n1,2,0\n1,1,0\n".repeat(3);
+    let csv = b"1,0,1,1\n0,0,1,0\n1,1,1,1\n0,1,0,1\n".repeat(3);
+    let mut files = vec!["/nonexistent".to_string(), "Cargo.toml".to_string()];
+    for k in 0..12 {
+        let (base, ext) = if k % 2 == 0 { (&three_line, "txt") } else { (&csv, "csv") };
+        let bytes = if k < 2 { base.clone() } else { mutate(base, &mut r) };
+        let path = dir.join(format!("kt_cli_{k}.{ext}"));
+        std::fs::write(&path, bytes).unwrap();
+        files.push(path.to_string_lossy().into_owned());
+    }
+    let files: Vec<&str> = files.iter().map(String::as_str).collect();
+    let groups: Vec<Vec<&str>> = vec![
+        [&["--data"][..], &files].concat(),
+        [&["--test"][..], &files].concat(),
+        vec!["--epochs", "0", "1", "abc"],
+        vec!["--hidden", "0", "1", "4", "5000"],
+        vec!["--dropout", "-1", "0", "0.5", "1", "1.5", "NaN"],
+        vec!["--lr", "nan", "-1", "inf", "1e30", "0", "0.01"],
+        vec!["--window", "0", "1", "2", "3", "200", "4294967296"],
+        vec!["--dp-epsilon", "0", "-1", "NaN", "1e-300", "3", "1e300"],
+        vec!["--dp-delta", "0", "1", "NaN", "1e-5"],
+        vec!["--dp-clip", "0", "-1", "NaN", "1"],
+        vec!["--seed", "0", "18446744073709551615", "-5"],
+    ];
+    let out = dir.join("kt_out").to_string_lossy().into_owned();
+    for i in 0..cases {
+        let mut args: Vec<String> = vec!["--quiet".into(), "--out".into(), out.clone()];
+        for group in &groups {
+            if r.random_range(0..4) == 0 {
+                args.push(group[0].into());
+                args.push(group[r.random_range(1..group.len())].into());
+            }
+        }
+        for (flag, default) in [("--data", files[2]), ("--epochs", "1"), ("--hidden", "4")] {
+            if !args.iter().any(|a| a == flag) {
+                args.extend([flag.to_string(), default.to_string()]);
+            }
+        }
+        let shown = args.join(" ");
+        t.case(
+            || format!("knowledge-tracing cli case {i}: {shown}"),
+            || {
+                let run = std::process::Command::new(&bin)
+                    .args(&args)
+                    .env("RAYON_NUM_THREADS", "1")
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                let stderr = String::from_utf8_lossy(&run.stderr);
+                match run.status.code() {
+                    None => Err(format!("killed by a signal ({:?}): {stderr}", run.status)),
+                    Some(_) if stderr.contains("panicked") => Err(format!("panicked: {stderr}")),
+                    Some(0) => Ok(true),
+                    Some(1 | 2) if !stderr.trim().is_empty() => Ok(false),
+                    Some(code) => Err(format!("exit code {code} with stderr {stderr:?}")),
+                }
+            },
+        );
+    }
 }
 
 fn cli(t: &mut Tally, cases: usize) {
@@ -641,6 +727,7 @@ fn hostile_inputs_end_in_ok_or_a_clean_error() {
         Box::new(move |t| knowledge_and_settings(t, 3000 * k)),
     ));
     areas.push(("walkthrough command line", Box::new(move |t| cli(t, 150 * k))));
+    areas.push(("knowledge-tracing command line", Box::new(move |t| kt_cli(t, 80 * k))));
     println!(
         "\n| area | inputs tried | ok | clean errors | panics | over {} MiB | data lost | peak MiB |",
         MEMORY_BOUND >> 20

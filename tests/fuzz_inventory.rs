@@ -28,6 +28,7 @@ const INVENTORY: &[(&str, &str, &str)] = &[
     ("data/knowledge.rs", "read_csv", "fuzz.rs"),
     ("data/knowledge.rs", "read_three_line", "fuzz.rs"),
     ("data/knowledge.rs", "simulate", "fuzz.rs"),
+    ("data/knowledge.rs", "windows", "fuzz.rs"),
     ("data/mod.rs", "check_lengths", "hostile_values.rs"),
     ("data/mod.rs", "classification", "fuzz.rs"),
     ("data/mod.rs", "from_inputs", "fuzz.rs"),

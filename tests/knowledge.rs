@@ -1,6 +1,6 @@
 //! Knowledge-tracing data: the simulator, and both file formats with their malformed lines.
 
-use backprop::data::knowledge::{SimulationOptions, read_csv, read_three_line, simulate};
+use backprop::data::knowledge::{Answers, Histories, SimulationOptions, read_csv, read_three_line, simulate};
 use std::path::PathBuf;
 
 fn file(name: &str, text: &str) -> PathBuf {
@@ -69,4 +69,36 @@ fn three_line_students() {
         let err = read_three_line(file(name, text)).unwrap_err().to_string();
         assert!(err.contains(name) && err.contains(want), "{name}: {err}");
     }
+}
+
+/// Windows cut long histories so that each answer after a student's first is predicted once, in
+/// order, with the oracle probabilities cut alike; short histories stay whole.
+#[test]
+fn windows_keep_every_prediction_once() {
+    let o = SimulationOptions { students: 7, items: 23, ..SimulationOptions::default() };
+    let h = simulate(&o).unwrap();
+    for max_len in [2, 3, 5, 22, 23, 24, 1000] {
+        let w = h.windows(max_len).unwrap();
+        assert!(w.longest() <= max_len);
+        assert!(w.students.iter().all(|a| a.len() >= 2));
+        // The predicted answers (all but each window's first) and their oracle probabilities,
+        // in order, are those of the whole histories.
+        let predicted = |h: &Histories| -> Vec<(u32, bool, f32)> {
+            h.students
+                .iter()
+                .zip(h.true_probabilities.as_ref().unwrap())
+                .flat_map(|(a, p)| (1..a.len()).map(move |t| (a.items[t], a.correct[t], p[t])))
+                .collect()
+        };
+        assert_eq!(predicted(&w), predicted(&h), "max_len {max_len}");
+        // 23 answers: 22 predictions, at most L − 1 per window.
+        assert_eq!(w.students.len(), 7 * 22usize.div_ceil(max_len - 1), "max_len {max_len}");
+    }
+    assert!(h.windows(1).is_err() && h.windows(0).is_err());
+    let mut one = Histories::new(3);
+    one.students.push(Answers { items: vec![0, 1, 2, 0, 1, 2, 0], correct: vec![true; 7] });
+    let w = one.windows(4).unwrap();
+    let items: Vec<Vec<u32>> = w.students.iter().map(|a| a.items.clone()).collect();
+    assert_eq!(items, vec![vec![0, 1, 2, 0], vec![0, 1, 2, 0]]);
+    assert_eq!((one.answers(), one.longest()), (7, 7));
 }

@@ -93,6 +93,21 @@ fn unseen_items_and_bad_options_do_not_panic() {
         run(&["--data", &train, "--test", &test, "--epochs", "1", "--hidden", "4", "--quiet"], "1");
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(code, 0, "{stderr}");
+    // One student with 300,000 answers runs in windows (it aborted at 3.5 GB as one sequence),
+    // and --window 1 is refused by the parser.
+    let long: String = (0..300_000).map(|i| format!("{},", i % 7)).collect();
+    let answers: String = (0..300_000).map(|i| format!("{},", (i / 3) % 2)).collect();
+    let one = tmp("one_long.txt", &format!("300000\n{long}\n{answers}\n"));
+    let (code, stdout, stderr) =
+        run(&["--data", &one, "--test", &one, "--epochs", "1", "--hidden", "4", "--quiet"], "2");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("windows of at most 200 answers: 1508 training"), "{stdout}");
+    let (code, _, stderr) = run(&["--window", "1", "--epochs", "1"], "1");
+    assert_eq!(code, 2, "{stderr}");
+    let (code, _, stderr) =
+        run(&["--data", &one, "--test", &one, "--epochs", "1", "--dp-epsilon", "3", "--quiet"], "1");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("--window"), "{stderr}");
     for bad in [["--dropout", "1.5"], ["--dropout", "NaN"], ["--dp-delta", "0"], ["--dp-delta", "NaN"]] {
         let (code, _, stderr) =
             run(&["--epochs", "1", "--hidden", "4", "--quiet", "--dp-epsilon", "3", bad[0], bad[1]], "1");

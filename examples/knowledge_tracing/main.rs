@@ -48,6 +48,11 @@ struct Cli {
     /// Adam's learning rate.
     #[arg(long, default_value_t = 3e-3)]
     lr: f32,
+    /// The longest sequence the LSTM reads: longer histories are cut into windows of this many
+    /// answers, each sharing its first answer with the end of the one before (every answer after
+    /// a student's first is still predicted exactly once).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(2..=100_000))]
+    window: u32,
     /// Seed for the simulation, the split, the weights and the shuffling.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -77,8 +82,9 @@ fn tensors(h: &Histories, steps: usize) -> (Tensor, Tensor) {
     let mut targets = Tensor::full(&[n, steps, items], f32::NAN);
     for (s, a) in h.students.iter().enumerate() {
         for t in 0..(a.len() - 1).min(steps) {
-            ids.data_mut()[s * steps + t] = (a.items[t] + items * usize::from(a.correct[t])) as f32;
-            targets.data_mut()[(s * steps + t) * items + a.items[t + 1]] =
+            ids.data_mut()[s * steps + t] =
+                ((a.items[t] as usize) + items * usize::from(a.correct[t])) as f32;
+            targets.data_mut()[(s * steps + t) * items + (a.items[t + 1] as usize)] =
                 f32::from(u8::from(a.correct[t + 1]));
         }
     }
@@ -93,7 +99,7 @@ fn predictions(model: &mut Sequential, h: &Histories, steps: usize) -> (Vec<f32>
     let (mut p, mut y) = (Vec::new(), Vec::new());
     for (s, a) in h.students.iter().enumerate() {
         for t in 0..(a.len() - 1).min(steps) {
-            p.push(sigmoid(logits.data()[(s * steps + t) * items + a.items[t + 1]]));
+            p.push(sigmoid(logits.data()[(s * steps + t) * items + (a.items[t + 1] as usize)]));
             y.push(a.correct[t + 1]);
         }
     }
@@ -101,17 +107,17 @@ fn predictions(model: &mut Sequential, h: &Histories, steps: usize) -> (Vec<f32>
 }
 
 /// Per-item share of right answers in the training set (a student-independent baseline).
-fn marginal(train: &Histories, test: &Histories, steps: usize) -> Vec<f32> {
+fn marginal(train: &Histories, test: &Histories) -> Vec<f32> {
     let (mut right, mut seen) = (vec![1.0f64; train.items], vec![2.0f64; train.items]); // a light prior: ½
     for a in &train.students {
-        for (&i, &c) in a.items.iter().zip(&a.correct) {
+        for (i, &c) in a.items.iter().map(|&i| i as usize).zip(&a.correct) {
             right[i] += f64::from(u8::from(c));
             seen[i] += 1.0;
         }
     }
     test.students
         .iter()
-        .flat_map(|a| (1..a.len().min(steps + 1)).map(|t| (right[a.items[t]] / seen[a.items[t]]) as f32))
+        .flat_map(|a| (1..a.len()).map(|t| (right[a.items[t] as usize] / seen[a.items[t] as usize]) as f32))
         .collect()
 }
 
@@ -129,7 +135,7 @@ fn bayes_optimal(test: &Histories, o: &SimulationOptions) -> Option<Vec<f32>> {
     for a in &test.students {
         let mut posterior = vec![prior.clone(); o.concepts];
         let mut practice = vec![0.0f64; o.concepts];
-        for (t, (&j, &right)) in a.items.iter().zip(&a.correct).enumerate() {
+        for (t, (j, &right)) in a.items.iter().map(|&j| j as usize).zip(&a.correct).enumerate() {
             let k = concepts[j];
             let p_at: Vec<f64> = grid
                 .iter()
@@ -250,13 +256,13 @@ impl Bkt {
 
 /// BKT's predictions for every answer after the first; skills are the simulator's concepts, or the
 /// item ids for data from a file.
-fn bkt(train: &Histories, test: &Histories, steps: usize) -> Vec<f32> {
+fn bkt(train: &Histories, test: &Histories) -> Vec<f32> {
     let skill_of = |item: usize| train.item_concepts.as_ref().map_or(item, |c| c[item]);
     let skills = (0..train.items).map(skill_of).max().map_or(0, |m| m + 1);
     let mut per_skill: Vec<Vec<Vec<bool>>> = vec![Vec::new(); skills];
     for a in &train.students {
         let mut seqs = vec![Vec::new(); skills];
-        for (&i, &c) in a.items.iter().zip(&a.correct) {
+        for (i, &c) in a.items.iter().map(|&i| i as usize).zip(&a.correct) {
             seqs[skill_of(i)].push(c);
         }
         for (k, seq) in seqs.into_iter().enumerate().filter(|(_, s)| !s.is_empty()) {
@@ -267,7 +273,7 @@ fn bkt(train: &Histories, test: &Histories, steps: usize) -> Vec<f32> {
     let mut out = Vec::new();
     for a in &test.students {
         let mut known: Vec<f64> = models.iter().map(|m| m.l0).collect();
-        for (t, (&i, &c)) in a.items.iter().zip(&a.correct).enumerate().take(steps + 1) {
+        for (t, (i, &c)) in a.items.iter().map(|&i| i as usize).zip(&a.correct).enumerate() {
             let k = skill_of(i.min(train.items.saturating_sub(1)));
             if t > 0 {
                 out.push(models[k].p_right(known[k]) as f32);
@@ -329,7 +335,28 @@ fn run(cli: &Cli) -> Result<f64> {
     if !(cli.dp_delta > 0.0 && cli.dp_delta < 1.0) {
         return Err(Error::invalid(format!("--dp-delta must be in (0, 1), got {}", cli.dp_delta)));
     }
-    let steps = train.students.iter().chain(&test.students).map(|a| a.len() - 1).max().unwrap_or(1);
+    if cli.dp_epsilon.is_some() && train.longest() > cli.window as usize {
+        return Err(Error::invalid(format!(
+            "--dp-epsilon protects each student's whole history as one example, but a training history of {} answers \
+             would be cut into windows (--window {}): raise --window to at least {}",
+            train.longest(),
+            cli.window,
+            train.longest()
+        )));
+    }
+    // The sequences the LSTM reads: windows of at most --window answers. The baselines below read
+    // the whole histories; all predictors are scored on the same answers, in the same order.
+    let (train_full, test_full) = (train, test);
+    let (train, test) = (train_full.windows(cli.window as usize)?, test_full.windows(cli.window as usize)?);
+    if test.students.len() > test_full.students.len() || train.students.len() > train_full.students.len() {
+        println!(
+            "windows of at most {} answers: {} training and {} test sequences",
+            cli.window,
+            train.students.len(),
+            test.students.len()
+        );
+    }
+    let steps = train.longest().max(test.longest()) - 1;
     let items = train.items;
     let hidden = cli.hidden as usize;
     let mut model = Sequential::builder(&[steps])
@@ -407,16 +434,16 @@ fn run(cli: &Cli) -> Result<f64> {
         let spent = epsilon(o.sample_rate, o.noise_multiplier, steps, o.delta, &DEFAULT_ORDERS).0;
         println!("privacy spent: ε = {spent:.3} at δ = {} per student", o.delta);
     }
-    println!("\nresults on {} held-out students:\n", test.students.len());
+    println!("\nresults on {} held-out students:\n", test_full.students.len());
     println!("| {:<38} | AUC    | log-loss | accuracy |", "predictor");
     println!("|{}|--------|----------|----------|", "-".repeat(40));
     let (p, y) = predictions(&mut model, &test, steps);
-    report("per-item marginal (training mean)", &marginal(&train, &test, steps), &y);
+    report("per-item marginal (training mean)", &marginal(&train_full, &test_full), &y);
     let skills = if train.item_concepts.is_some() { "concepts" } else { "items" };
-    report(&format!("BKT (skills = the {skills}, EM)"), &bkt(&train, &test, steps), &y);
+    report(&format!("BKT (skills = the {skills}, EM)"), &bkt(&train_full, &test_full), &y);
     let dkt = report(&format!("DKT (LSTM, {hidden} hidden units)"), &p, &y);
-    if let Some(truth) = &test.true_probabilities {
-        if let Some(best) = bayes_optimal(&test, &simulation) {
+    if let Some(truth) = &test_full.true_probabilities {
+        if let Some(best) = bayes_optimal(&test_full, &simulation) {
             report("best possible from the answers (Bayes)", &best, &y);
         }
         let oracle: Vec<f32> = truth.iter().flat_map(|s| s[1..].to_vec()).collect();
@@ -455,7 +482,7 @@ fn knowledge_state(
         }
         None => {
             let mut seen = Vec::new();
-            for &i in &a.items {
+            for i in a.items.iter().map(|&i| i as usize) {
                 if !seen.contains(&i) && seen.len() < 12 {
                     seen.push(i);
                 }
@@ -476,7 +503,7 @@ fn knowledge_state(
         })
         .collect();
     let answers: Vec<(usize, usize, bool)> =
-        (0..shown).filter_map(|t| row_of(a.items[t]).map(|r| (t, r, a.correct[t]))).collect();
+        (0..shown).filter_map(|t| row_of(a.items[t] as usize).map(|r| (t, r, a.correct[t]))).collect();
     plots::heatmap(&names, &state, &answers, path)
 }
 

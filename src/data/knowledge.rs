@@ -34,11 +34,11 @@ use rand::RngExt;
 use rand_distr::{Distribution, Normal};
 use std::path::Path;
 
-/// One student's answers, in the order they were given.
+/// One student's answers, in the order they were given (5 bytes per answer).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Answers {
-    /// Item ids, `0..items`.
-    pub items: Vec<usize>,
+    /// Item ids, `0..items` (at most [`MAX_ITEM_ID`]).
+    pub items: Vec<u32>,
     /// Whether each answer was right.
     pub correct: Vec<bool>,
 }
@@ -99,6 +99,85 @@ impl Histories {
             item_difficulties: self.item_difficulties.clone(),
             skipped: 0,
         }
+    }
+
+    /// Every history cut into *windows* of at most `max_len` answers, as knowledge-tracing
+    /// studies do with long histories (a model then trains on sequences of a bounded length):
+    /// a history of `n ≤ max_len` answers stays whole; a longer one becomes windows starting at
+    /// answers `0, L−1, 2(L−1), …` (`L = max_len`), each sharing its first answer with the end of
+    /// the window before. A window's first answer is only read, never predicted, so with that
+    /// overlap every answer after a student's first is predicted exactly once, in the original
+    /// order: predictions over the windows line up with those over the whole histories. What a
+    /// window loses is the memory of answers before it (the model starts each window afresh).
+    /// The oracle probabilities are cut alike; the windows of one student are consecutive.
+    ///
+    /// ```
+    /// use backprop::data::knowledge::{Answers, Histories};
+    /// let mut h = Histories::new(3);
+    /// h.students.push(Answers { items: vec![0, 1, 2, 0, 1], correct: vec![true; 5] });
+    /// let w = h.windows(3).unwrap();
+    /// let items: Vec<&[u32]> = w.students.iter().map(|a| &a.items[..]).collect();
+    /// assert_eq!(items, [&[0, 1, 2][..], &[2, 0, 1][..]]); // predicted: 1, 2 | 0, 1
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `max_len` is below 2 (a window must hold an answer to read
+    /// and one to predict).
+    pub fn windows(&self, max_len: usize) -> Result<Histories> {
+        if max_len < 2 {
+            return Err(Error::invalid(format!(
+                "windows of knowledge-tracing histories need at least 2 answers (one read, one predicted), got {max_len}"
+            )));
+        }
+        let mut out =
+            Histories { students: Vec::new(), skipped: self.skipped, ..self.clone_without_students() };
+        let mut probabilities = self.true_probabilities.as_ref().map(|_| Vec::new());
+        for (s, a) in self.students.iter().enumerate() {
+            let mut start = 0;
+            loop {
+                let end = (start + max_len).min(a.len());
+                out.students.push(Answers {
+                    items: a.items[start..end].to_vec(),
+                    correct: a.correct[start..end].to_vec(),
+                });
+                if let (Some(all), Some(p)) = (self.true_probabilities.as_ref(), probabilities.as_mut()) {
+                    p.push(all[s][start..end].to_vec());
+                }
+                if end >= a.len() {
+                    break;
+                }
+                start = end - 1;
+            }
+        }
+        out.true_probabilities = probabilities;
+        Ok(out)
+    }
+
+    /// Empty histories over `items` items (students to be pushed).
+    pub fn new(items: usize) -> Histories {
+        Histories::from_answers(items, Vec::new(), 0)
+    }
+
+    /// A copy of everything but the students and their oracle probabilities.
+    fn clone_without_students(&self) -> Histories {
+        Histories {
+            items: self.items,
+            students: Vec::new(),
+            true_probabilities: None,
+            item_concepts: self.item_concepts.clone(),
+            item_difficulties: self.item_difficulties.clone(),
+            skipped: 0,
+        }
+    }
+
+    /// The number of answers of all students together.
+    pub fn answers(&self) -> usize {
+        self.students.iter().map(Answers::len).sum()
+    }
+
+    /// The longest history, in answers.
+    pub fn longest(&self) -> usize {
+        self.students.iter().map(Answers::len).max().unwrap_or(0)
     }
 
     /// A seeded split by student: `(first, rest)` with `fraction` of the students in `first`.
@@ -181,7 +260,7 @@ pub fn simulate(o: &SimulationOptions) -> Result<Histories> {
             p.push(p_j);
             ability[k] += o.practice_gain; // practice helps
         }
-        students.push(Answers { items: (0..o.items).collect(), correct });
+        students.push(Answers { items: (0..o.items as u32).collect(), correct });
         probabilities.push(p);
     }
     Ok(Histories {
@@ -264,7 +343,16 @@ pub fn read_csv(path: impl AsRef<Path>) -> Result<Histories> {
             ));
         }
         let correct = cells.iter().map(|c| bit(path, number, c)).collect::<Result<Vec<bool>>>()?;
-        students.push(Answers { items: (0..width).collect(), correct });
+        if width > MAX_ITEM_ID + 1 {
+            return Err(Error::format(
+                path,
+                format!(
+                    "line {number}: {width} columns, more items than the reader accepts ({})",
+                    MAX_ITEM_ID + 1
+                ),
+            ));
+        }
+        students.push(Answers { items: (0..width as u32).collect(), correct });
     }
     let Some(items) = items else {
         return Err(Error::format(path, "no students in the file"));
@@ -323,7 +411,7 @@ pub fn read_three_line(path: impl AsRef<Path>) -> Result<Histories> {
         let items = ids
             .iter()
             .map(|v| match v.parse::<u64>() {
-                Ok(id) if id <= MAX_ITEM_ID as u64 => Ok(id as usize),
+                Ok(id) if id <= MAX_ITEM_ID as u64 => Ok(id as u32),
                 Ok(id) => Err(Error::format(
                     path,
                     format!(
@@ -336,13 +424,13 @@ pub fn read_three_line(path: impl AsRef<Path>) -> Result<Histories> {
                     format!("line {i_line}: item id {v:?} is not a non-negative integer"),
                 )),
             })
-            .collect::<Result<Vec<usize>>>()?;
+            .collect::<Result<Vec<u32>>>()?;
         let correct = answers.iter().map(|v| bit(path, c_line, v)).collect::<Result<Vec<bool>>>()?;
         if count < 2 {
             skipped += 1;
             continue;
         }
-        max_item = items.iter().copied().chain(max_item).max();
+        max_item = items.iter().map(|&i| i as usize).chain(max_item).max();
         students.push(Answers { items, correct });
     }
     let items = max_item.map_or(0, |m| m + 1);
