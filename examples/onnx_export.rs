@@ -51,6 +51,37 @@ fn main() -> Result<()> {
         println!("{name}: {}", model.layers().map(|l| l.describe()).collect::<Vec<_>>().join(" → "));
     }
 
+    // Odd models: unusual but valid settings, each exported (or refused by name) and written with
+    // its input and this crate's output, like the zoo's.
+    let mut odd = 0;
+    for seed in 0..zoo::ODD_MODELS {
+        let Some((mut model, sample, ids)) = zoo::odd(seed) else { continue };
+        zoo::settle(&mut model, &sample, ids);
+        let name = format!("odd_{seed}");
+        if let Err(e) = backprop::onnx::save(&model, &sample, dir.join(format!("{name}.onnx"))) {
+            println!("{name}: refused: {e}");
+            continue;
+        }
+        let x = zoo::batch(&sample, ids, seed as usize);
+        let path = dir.join(format!("{name}.safetensors"));
+        if seed % 3 == 2 {
+            // Recurrent: sequences of 1 … T valid steps.
+            let steps = sample[0];
+            let lengths: Vec<usize> = (0..x.dim(0)).map(|i| 1 + (i * 7 + seed as usize) % steps).collect();
+            let y = model.predict_with_lengths(&x, &lengths, 256)?;
+            let l = Tensor::from_vec(&[lengths.len()], lengths.iter().map(|&v| v as f32).collect())?;
+            zoo::write_tensors(&path, &[("input", &x), ("input_lengths", &l), ("output", &y)])?;
+        } else {
+            let y = model.predict(&x, 256)?;
+            zoo::write_tensors(&path, &[("input", &x), ("output", &y)])?;
+        }
+        let weights = backprop::io::state_dict(&model);
+        let refs: Vec<(&str, &Tensor)> = weights.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        zoo::write_tensors(&dir.join(format!("{name}.weights")), &refs)?;
+        odd += 1;
+    }
+    println!("{odd} odd models exported");
+
     // A model struct: two inputs with their lengths, the encoder's (h_n, c_n) as the decoder's
     // initial state.
     let mut reverser = seq2seq::Reverser::new(4, 6, 11);

@@ -3,13 +3,16 @@
 //! transposed or gate-reordered, a free batch axis, sequence lengths as graph inputs); layers
 //! without a mapping are errors. Numerically, against ONNX Runtime 1.32 (a committed fixture,
 //! `tests/fixtures/make_onnx_fixture.py`): an LSTM chain on padded sequences of different lengths
-//! and a model struct whose encoder hands its final state to the decoder inside the graph. Every
+//! and a model struct whose encoder hands its final state to the decoder inside the graph; 60
+//! seeded odd models (unusual strides, paddings, dilations, pools, residual and recurrent layers). Every
 //! layer type is compared by `examples/onnx/check.py` (docs/onnx.md).
 
 mod common;
 #[path = "../examples/seq2seq/model.rs"]
 #[allow(dead_code)]
 mod seq2seq;
+#[path = "../examples/common/zoo.rs"]
+mod zoo;
 
 use backprop::layers::{Mode, named_params};
 use backprop::model::{Inputs, Model};
@@ -355,4 +358,41 @@ fn a_custom_layer_exports_through_its_own_onnx_impl() {
     let model = Sequential::builder(&[3]).add(Dense::new(3, 2)).add(Doubler).build().unwrap();
     let g = read(&backprop::onnx::to_bytes(&model, &[3]).unwrap());
     assert_eq!(g.ops, ["MatMul", "Add", "Mul", "Identity"]);
+}
+
+/// Odd models (seeded unusual settings, `examples/common/zoo.rs`): every one that builds exports,
+/// and ONNX Runtime computes what the crate computes on the exported graph — or the export is
+/// refused naming the layer. (The fixture holds ONNX Runtime's outputs for the graphs the crate
+/// exported when it was made; here the crate rebuilds the same models, exports them again, and
+/// compares its own outputs with those.)
+#[test]
+fn onnx_runtime_agrees_on_odd_models() {
+    let bytes = std::fs::read(ORT).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let names = file.names();
+    let t = |name: &str| common::fixture_tensor(&file, name);
+    let mut compared = 0;
+    for seed in 0..zoo::ODD_MODELS {
+        let Some((mut model, sample, _)) = zoo::odd(seed) else { continue };
+        let stem = format!("odd_{seed}");
+        let exported = backprop::onnx::to_bytes(&model, &sample);
+        let output = format!("{stem}.ort.output");
+        if !names.iter().any(|n| **n == output) {
+            let e = exported.expect_err("the fixture has no ONNX Runtime output: the export must be refused");
+            assert!(!e.to_string().is_empty());
+            continue;
+        }
+        exported.unwrap_or_else(|e| panic!("{stem}: {e}"));
+        load_fixture_weights(&mut model, &file, &stem);
+        let x = t(&format!("{stem}.in.input"));
+        let y = match names.iter().any(|n| **n == format!("{stem}.in.input_lengths")) {
+            true => model.predict_with_lengths(&x, &lengths(&t(&format!("{stem}.in.input_lengths"))), 64),
+            false => model.predict(&x, 64),
+        }
+        .unwrap();
+        let describe = model.layers().map(|l| l.describe()).collect::<Vec<_>>().join(" → ");
+        common::assert_close_to(&y, &t(&output), 1e-5, &format!("{stem} ({describe}) vs ONNX Runtime"));
+        compared += 1;
+    }
+    assert!(compared >= 50, "only {compared} odd models compared");
 }

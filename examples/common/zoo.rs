@@ -124,3 +124,152 @@ pub fn settle(model: &mut Sequential, sample: &[usize], ids: bool) {
         model.forward(&input(&shape, ids, 100 + step), Pass::TRAIN);
     }
 }
+
+/// How many odd models [`odd`] numbers (not all build: those are skipped).
+pub const ODD_MODELS: u64 = 60;
+
+/// A seeded model with unusual but valid settings — kernels larger than strides, strides larger
+/// than kernels, dilations, asymmetric paddings, rectangular windows, pooling with padding, deep
+/// stacks of activations, residual blocks, recurrent layers of every kind with and without
+/// `last_step_only` — for checking that an export is either refused by name or agrees with ONNX
+/// Runtime. `None` when the drawn settings do not build (a shape that shrinks to nothing, say).
+/// Seeds `3k` are images, `3k + 1` vectors, `3k + 2` sequences (recurrent layers).
+pub fn odd(seed: u64) -> Option<(Sequential, Vec<usize>, bool)> {
+    use rand::RngExt;
+    let mut r = backprop::tensor::rng(seed);
+    let pick = |r: &mut backprop::tensor::Rng, v: &[usize]| v[r.random_range(0..v.len())];
+    let activation = |r: &mut backprop::tensor::Rng| -> Box<dyn Layer> {
+        match r.random_range(0..6) {
+            0 => Box::new(Relu::new()),
+            1 => Box::new(LeakyRelu::new(0.07)),
+            2 => Box::new(Sigmoid::new()),
+            3 => Box::new(Tanh::new()),
+            4 => Box::new(Gelu::new()),
+            _ => Box::new(Gelu::tanh()),
+        }
+    };
+    let (mut b, sample, ids) = match seed % 3 {
+        0 => {
+            // Images: 1–3 convolution / pooling stages, then a classifier.
+            let (c, h, w) =
+                (pick(&mut r, &[1, 2, 3]), pick(&mut r, &[5, 7, 9, 12]), pick(&mut r, &[4, 6, 9, 11]));
+            let mut b = Sequential::builder(&[c, h, w]);
+            let mut ch = c;
+            for _ in 0..r.random_range(1..4) {
+                match r.random_range(0..5) {
+                    0 | 1 => {
+                        let out = pick(&mut r, &[1, 2, 4]);
+                        let k = (pick(&mut r, &[1, 2, 3, 5]), pick(&mut r, &[1, 2, 3]));
+                        let mut conv = Conv2d::with_kernel(ch, out, k)
+                            .stride_hw(pick(&mut r, &[1, 2, 3]), pick(&mut r, &[1, 2]))
+                            .padding_hw(pick(&mut r, &[0, 1, 2]), pick(&mut r, &[0, 1]))
+                            .dilation_hw(pick(&mut r, &[1, 2]), pick(&mut r, &[1, 2]));
+                        if r.random_range(0..3) == 0 {
+                            conv = conv.no_bias();
+                        }
+                        b = b.add(conv);
+                        ch = out;
+                        if r.random_range(0..2) == 0 {
+                            b = b.add(BatchNorm2d::new(ch));
+                        }
+                        b = b.add_boxed(activation(&mut r));
+                    }
+                    2 => {
+                        let k = (pick(&mut r, &[1, 2, 3]), pick(&mut r, &[2, 3]));
+                        let (s, p) = (pick(&mut r, &[1, 2, 3]), pick(&mut r, &[0, 1]));
+                        b = if r.random_range(0..2) == 0 {
+                            b.add(
+                                MaxPool2d::with_kernel(k)
+                                    .stride(s)
+                                    .padding_hw(p.min(k.0 / 2), p.min(k.1 / 2)),
+                            )
+                        } else {
+                            b.add(
+                                AvgPool2d::with_kernel(k)
+                                    .stride(s)
+                                    .padding_hw(p.min(k.0 / 2), p.min(k.1 / 2)),
+                            )
+                        };
+                    }
+                    3 => {
+                        let body = Sequential::new()
+                            .add(Conv2d::new(ch, ch, 3).padding(1))
+                            .add(BatchNorm2d::new(ch))
+                            .add_boxed(activation(&mut r));
+                        b = b.add(Residual::new(body));
+                    }
+                    _ => b = b.add_boxed(activation(&mut r)),
+                }
+            }
+            let b = if r.random_range(0..2) == 0 {
+                b.add(GlobalAvgPool::new()).add(Dense::new(ch, 3))
+            } else {
+                b.add(Flatten::new())
+            };
+            (b, vec![c, h, w], false)
+        }
+        1 => {
+            // Vectors: dense layers, activations, batch norm, dropout, residual blocks.
+            let f = pick(&mut r, &[1, 3, 8]);
+            let mut b = Sequential::builder(&[f]);
+            let mut width = f;
+            for _ in 0..r.random_range(1..6) {
+                match r.random_range(0..5) {
+                    0 | 1 => {
+                        let out = pick(&mut r, &[1, 2, 5, 9]);
+                        b = b.add(if r.random_range(0..3) == 0 {
+                            Dense::new(width, out).no_bias()
+                        } else {
+                            Dense::new(width, out)
+                        });
+                        width = out;
+                    }
+                    2 => b = b.add(BatchNorm1d::new(width)).add(Dropout::new(0.3)),
+                    3 => {
+                        let body =
+                            Sequential::new().add(Dense::new(width, width)).add_boxed(activation(&mut r));
+                        b = b.add(Residual::new(body));
+                    }
+                    _ => b = b.add_boxed(activation(&mut r)),
+                }
+            }
+            let b = match r.random_range(0..3) {
+                0 => b.add(Softmax::new()),
+                1 => b.add(LogSoftmax::new()),
+                _ => b,
+            };
+            (b, vec![f], false)
+        }
+        _ => {
+            // Sequences: token ids or features through one or two recurrent layers.
+            let t = pick(&mut r, &[1, 2, 5]);
+            let ids = r.random_range(0..2) == 0;
+            let (mut b, mut width, sample) = if ids {
+                let dim = pick(&mut r, &[1, 3]);
+                (Sequential::builder(&[t]).add(Embedding::new(7, dim)), dim, vec![t])
+            } else {
+                let f = pick(&mut r, &[1, 2, 4]);
+                (Sequential::builder(&[t, f]), f, vec![t, f])
+            };
+            let layers = r.random_range(1..3);
+            for k in 0..layers {
+                let hidden = pick(&mut r, &[1, 3, 6]);
+                let last = k + 1 == layers && r.random_range(0..2) == 0;
+                b = match (r.random_range(0..4), last) {
+                    (0, false) => b.add(Lstm::new(width, hidden)),
+                    (0, true) => b.add(Lstm::new(width, hidden).last_step_only()),
+                    (1, false) => b.add(Gru::new(width, hidden)),
+                    (1, true) => b.add(Gru::new(width, hidden).last_step_only()),
+                    (2, false) => b.add(Rnn::new(width, hidden)),
+                    (2, true) => b.add(Rnn::new(width, hidden).last_step_only()),
+                    (_, false) => b.add(Rnn::relu(width, hidden)),
+                    (_, true) => b.add(Rnn::relu(width, hidden).last_step_only()),
+                };
+                width = hidden;
+            }
+            (b.add(Dense::new(width, 2)), sample, ids)
+        }
+    };
+    b = b.seed(seed);
+    b.build().ok().map(|m| (m, sample, ids))
+}

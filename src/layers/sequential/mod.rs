@@ -177,6 +177,19 @@ impl Sequential {
         self
     }
 
+    /// Appends a boxed layer (a layer chosen at run time) to a chain made by [`Sequential::new`].
+    ///
+    /// # Panics
+    /// If containers would nest more than [`MAX_NESTING`] deep.
+    pub fn add_boxed(mut self, layer: Box<dyn Layer>) -> Sequential {
+        let depth = self.depth.max(nesting(layer.as_ref()) + 1);
+        assert!(depth <= MAX_NESTING, "{}", too_deep(depth));
+        self.layers.push(layer);
+        self.plan = plan::plan(&self.layers);
+        self.depth = depth;
+        self
+    }
+
     fn from_layers(layers: Vec<Box<dyn Layer>>) -> Sequential {
         let plan = plan::plan(&layers);
         let depth = depth_of(&layers);
