@@ -12,6 +12,10 @@
 //! dL/dW[id, :] += g[…, :]   for every position holding id      (accumulated)
 //! dL/d(ids)     = 0                                            (ids are not differentiable)
 //! ```
+//!
+//! With a *padding id* ([`Embedding::padding_idx`], PyTorch's `padding_idx`) the id that fills
+//! padded positions reads a row that starts at zero and gets no gradient — so no optimizer moves
+//! it (unless weight decay is decoupled, as in PyTorch) and padding contributes nothing.
 
 use super::{InputGrad, Layer, Param, Pass, State, StateMut, Visit, check_grad, checked_output, shape_error};
 use crate::error::{Error, Result};
@@ -36,6 +40,8 @@ pub struct Embedding {
     /// The latest ids, as row indices.
     pub(crate) ids: Vec<usize>,
     pub(crate) out_shape: Vec<usize>,
+    /// The padding id, whose row starts at zero and gets no gradient.
+    pub(crate) padding: Option<usize>,
 }
 
 impl Embedding {
@@ -46,7 +52,61 @@ impl Embedding {
     /// If the table cannot be allocated (the message gives its size; the process is not aborted).
     pub fn new(num: usize, dim: usize) -> Embedding {
         let init = Init::Normal { mean: 0.0, std: 1.0 };
-        Embedding { weight: Param::drawn(&[num, dim], init, 0), ids: Vec::new(), out_shape: Vec::new() }
+        Embedding {
+            weight: Param::drawn(&[num, dim], init, 0),
+            ids: Vec::new(),
+            out_shape: Vec::new(),
+            padding: None,
+        }
+    }
+
+    /// Makes `id` the padding id (PyTorch's `padding_idx`): its row is set to zero and its
+    /// gradient is always zero, so padded positions read zeros and train nothing. The table is
+    /// then no longer redrawn by a model-wide seed (the row must stay zero); draw it with
+    /// [`Embedding::seed`] (call `seed` first: it keeps the row at zero too).
+    ///
+    /// ```
+    /// use backprop::layers::{Embedding, InputGrad, Layer, Pass};
+    /// use backprop::Tensor;
+    /// let mut emb = Embedding::new(4, 2).padding_idx(3);
+    /// let ids = Tensor::from_vec(&[1, 2], vec![1., 3.]).unwrap();
+    /// let y = emb.forward(&ids, Pass::TRAIN);
+    /// assert_eq!(&y.data()[2..], &[0.0, 0.0]); // the padding row
+    /// emb.backward(&Tensor::ones(&[1, 2, 2]), InputGrad::NotNeeded);
+    /// assert_eq!(emb.weight().grad.outer(3), &[0.0, 0.0]); // no gradient for it
+    /// assert_eq!(emb.weight().grad.outer(1), &[1.0, 1.0]);
+    /// ```
+    ///
+    /// # Panics
+    /// If `id` is not below [`Embedding::num`].
+    pub fn padding_idx(mut self, id: usize) -> Embedding {
+        assert!(
+            id < self.num(),
+            "Embedding: padding id {id} is not below the number of vectors, {}",
+            self.num()
+        );
+        self.padding = Some(id);
+        self.weight.value.outer_mut(id).fill(0.0);
+        self.weight.init = None;
+        self
+    }
+
+    /// Draws the table from `N(0, 1)` with `seed` (a model-wide seed then keeps it), the padding
+    /// row (if any) at zero.
+    pub fn seed(mut self, seed: u64) -> Embedding {
+        let shape = self.weight.value.shape().to_vec();
+        self.weight.value =
+            Init::Normal { mean: 0.0, std: 1.0 }.tensor(&shape, &mut crate::tensor::rng(seed));
+        self.weight.init = None;
+        if let Some(p) = self.padding {
+            self.weight.value.outer_mut(p).fill(0.0);
+        }
+        self
+    }
+
+    /// The padding id, if one was set.
+    pub fn padding(&self) -> Option<usize> {
+        self.padding
     }
 
     /// Sets the table `[num, dim]`.
@@ -94,7 +154,10 @@ impl Embedding {
 
 impl Layer for Embedding {
     fn describe(&self) -> String {
-        format!("Embedding({}, {})", self.num(), self.dim())
+        match self.padding {
+            None => format!("Embedding({}, {})", self.num(), self.dim()),
+            Some(p) => format!("Embedding({}, {}, padding_idx={p})", self.num(), self.dim()),
+        }
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
@@ -126,6 +189,9 @@ impl Layer for Embedding {
         check_grad("Embedding", &self.out_shape, g);
         let dim = self.dim();
         for (row, &id) in g.data().chunks_exact(dim).zip(&self.ids) {
+            if Some(id) == self.padding {
+                continue; // the padding row gets no gradient
+            }
             let dw = self.weight.grad.outer_mut(id);
             dw.iter_mut().zip(row).for_each(|(d, g)| *d += g); // dL/dW[id] += g
         }

@@ -103,7 +103,7 @@ impl PerExample for Embedding {
             .chunks_exact_mut(table)
             .zip(g.data().chunks(ids_per_example * dim).zip(self.ids.chunks(ids_per_example)))
         {
-            for (row, &id) in g_n.chunks_exact(dim).zip(ids_n) {
+            for (row, &id) in g_n.chunks_exact(dim).zip(ids_n).filter(|(_, id)| Some(**id) != self.padding) {
                 dw_n[id * dim..][..dim].iter_mut().zip(row).for_each(|(d, g)| *d += g); // dL/dW_n[id] += g
             }
         }
