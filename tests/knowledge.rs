@@ -13,23 +13,44 @@ fn file(name: &str, text: &str) -> PathBuf {
 
 #[test]
 fn the_simulator_follows_its_model() {
+    for preset in [SimulationOptions::paper_like(), SimulationOptions::narrow()] {
+        let o = SimulationOptions { students: 2000, seed: 3, ..preset };
+        let h = simulate(&o).unwrap();
+        assert_eq!(h, simulate(&o).unwrap(), "seeded");
+        assert_eq!((h.items, h.students.len()), (50, 2000));
+        let p = h.true_probabilities.as_ref().unwrap();
+        // Every probability is at least the guessing chance; the answers follow them.
+        assert!(p.iter().flatten().all(|&v| (o.guess..1.0).contains(&v)));
+        let answered: f64 =
+            h.students.iter().flat_map(|s| &s.correct).map(|&c| f64::from(u8::from(c))).sum();
+        let expected: f64 = p.iter().flatten().map(|&v| v as f64).sum();
+        assert!((answered - expected).abs() < 3.0 * expected.sqrt(), "{answered} vs {expected}");
+        // Practice helps: later answers on a concept are right more often than the first ones.
+        let concepts = h.item_concepts.as_ref().unwrap();
+        assert!(concepts.iter().all(|&k| k < 5));
+        if o.balanced_concepts {
+            assert!((0..5).all(|k| concepts.iter().filter(|&&c| c == k).count() == 10));
+        }
+        let mean_p = |j: usize| p.iter().map(|s| s[j]).sum::<f32>() / p.len() as f32;
+        let first = (0..50).find(|&j| concepts[j] == concepts[49]).unwrap();
+        assert!(mean_p(49) >= mean_p(first) - 0.2);
+        // The skill spread: the logit of the first item, σ⁻¹((p − c)/(1 − c)) = α − β, varies
+        // across students with standard deviation s.
+        let logits: Vec<f64> = p
+            .iter()
+            .map(|s| {
+                let q = ((s[0] - o.guess) / (1.0 - o.guess)) as f64;
+                (q / (1.0 - q)).ln()
+            })
+            .collect();
+        let mean = logits.iter().sum::<f64>() / logits.len() as f64;
+        let sd = (logits.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / logits.len() as f64).sqrt();
+        assert!((sd - o.skill_spread as f64).abs() < 0.1 * o.skill_spread as f64, "{sd} vs {}", o.skill_spread);
+    }
     let o = SimulationOptions { students: 2000, seed: 3, ..SimulationOptions::default() };
     let h = simulate(&o).unwrap();
-    assert_eq!(h, simulate(&o).unwrap(), "seeded");
-    assert_eq!((h.items, h.students.len()), (50, 2000));
-    let p = h.true_probabilities.as_ref().unwrap();
-    // Every probability is at least the guessing chance; the answers follow them.
-    assert!(p.iter().flatten().all(|&v| (0.25..1.0).contains(&v)));
-    let answered: f64 = h.students.iter().flat_map(|s| &s.correct).map(|&c| f64::from(u8::from(c))).sum();
-    let expected: f64 = p.iter().flatten().map(|&v| v as f64).sum();
-    assert!((answered - expected).abs() < 3.0 * expected.sqrt(), "{answered} vs {expected}");
-    // Practice helps: later answers on a concept are right more often than the first ones.
-    let concepts = h.item_concepts.as_ref().unwrap();
-    assert!(concepts.iter().all(|&k| k < 5));
-    let mean_p = |j: usize| p.iter().map(|s| s[j]).sum::<f32>() / p.len() as f32;
-    let first = (0..50).find(|&j| concepts[j] == concepts[49]).unwrap();
-    assert!(mean_p(49) >= mean_p(first) - 0.2);
     assert!(simulate(&SimulationOptions { guess: 1.0, ..o.clone() }).is_err());
+    assert!(simulate(&SimulationOptions { skill_spread: f32::NAN, ..o.clone() }).is_err());
     assert!(simulate(&SimulationOptions { students: 0, ..o }).is_err());
     let (a, b) = h.split(0.5, 1);
     assert_eq!((a.students.len(), b.students.len()), (1000, 1000));

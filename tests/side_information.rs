@@ -130,3 +130,34 @@ fn lengths_that_do_not_fit_are_errors() {
         .to_string();
     assert!(e.contains("[N, T, …]"), "{e}");
 }
+
+/// Bucketed batches visit every sample once per epoch, group samples of similar length, are
+/// shuffled by the seed, and need lengths.
+#[test]
+fn bucketed_batches_group_similar_lengths() {
+    use backprop::train::step::{Bucketed, Step};
+    let lengths: Vec<usize> = (0..103).map(|i| 1 + (i * 37) % 20).collect();
+    let data = Dataset::regression(Tensor::zeros(&[103, 20, 1]), Tensor::zeros(&[103, 1]))
+        .unwrap()
+        .with_lengths(lengths.clone())
+        .unwrap();
+    let mut step = Bucketed::by_lengths_of("input");
+    let mut model = Sequential::new().add(Lstm::new(1, 2).last_step_only()).add(Dense::new(2, 1));
+    let options = FitOptions::new().batch_size(10);
+    step.check(&mut model, &data, &options).unwrap();
+    let mut r = backprop::tensor::rng(1);
+    let batches = step.batches(103, &options, &mut r);
+    let mut seen: Vec<usize> = batches.concat();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..103).collect::<Vec<_>>());
+    assert_eq!(batches.len(), 11);
+    // Within a batch the lengths differ by at most 2 here (20 lengths over 103 samples).
+    for b in &batches {
+        let (lo, hi) = (b.iter().map(|&i| lengths[i]).min().unwrap(), b.iter().map(|&i| lengths[i]).max().unwrap());
+        assert!(hi - lo <= 2, "{b:?}");
+    }
+    assert_ne!(batches, step.batches(103, &options, &mut r), "another epoch, another order");
+    let no_lengths = Dataset::regression(Tensor::zeros(&[4, 2, 1]), Tensor::zeros(&[4, 1])).unwrap();
+    let e = step.check(&mut model, &no_lengths, &options).unwrap_err().to_string();
+    assert!(e.contains("no sequence lengths"), "{e}");
+}

@@ -7,16 +7,25 @@
 //! Knowledge Tracing (Piech et al., NeurIPS 2015), with abilities that grow with practice:
 //!
 //! ```text
-//! each item j:     one concept k(j) (uniform over the concepts), a difficulty β_j ~ N(0, 1)
-//! each student:    an ability α_k ~ N(0, 1) per concept
+//! each item j:     one concept k(j), a difficulty β_j ~ N(0, 1)
+//! each student:    an ability α_k ~ N(0, s²) per concept               (s: the skill spread)
 //! an answer to j:  P(correct) = c + (1 − c)·σ(α_k(j) − β_j)     (c: the chance of a lucky guess)
 //! after it:        α_k(j) ← α_k(j) + g                            (practice helps: gain g)
 //! ```
 //!
-//! Every student answers every item once, in one fixed order. The defaults ([`SimulationOptions`])
-//! are 4,000 students, 50 items, 5 concepts, `c = 0.25`, `g = 0.1`; all are options. The
-//! simulation also returns the true probability of each answer, which is the best prediction any
-//! model could make (the *oracle*).
+//! (so the ability at an answer is `α_k + g·n_k`, `n_k` the answers to that concept before it).
+//! Every student answers every item once, in one fixed order. Two presets:
+//!
+//! - [`SimulationOptions::default`] (= [`SimulationOptions::paper_like`]): the values that fit the
+//!   DKT paper's own Simulated-5 files — 4,000 students (half to train, half to test, as the
+//!   paper's 2,000 + 2,000), 50 items, 5 concepts of 10 items each, `s = 3`, `c = 0.1`, `g = 0.1`.
+//!   Students differ a lot from concept to concept, so a model that tracks each concept's
+//!   answers can predict well (the oracle's AUC is about 0.87).
+//! - [`SimulationOptions::narrow`]: the crate's earlier demo — `s = 1`, `c = 0.25`, concepts drawn
+//!   uniformly per item — where abilities vary little and guesses blur them (oracle AUC ≈ 0.75).
+//!
+//! The simulation also returns the true probability of each answer, which is the best prediction
+//! any model could make (the *oracle*).
 //!
 //! # Files
 //!
@@ -199,17 +208,46 @@ pub struct SimulationOptions {
     pub items: usize,
     /// Number of hidden concepts (default 5).
     pub concepts: usize,
-    /// Chance of a lucky guess `c` (default 0.25).
+    /// Chance of a lucky guess `c` (default 0.1).
     pub guess: f32,
     /// Ability gained per answer on a concept, `g` (default 0.1).
     pub practice_gain: f32,
+    /// Standard deviation `s` of each student's ability per concept (default 3).
+    pub skill_spread: f32,
+    /// Whether every concept gets the same number of items (in a seeded order; default), or each
+    /// item a concept drawn uniformly.
+    pub balanced_concepts: bool,
     /// Seed of every random choice (default 0).
     pub seed: u64,
 }
 
 impl Default for SimulationOptions {
+    /// [`SimulationOptions::paper_like`].
     fn default() -> SimulationOptions {
-        SimulationOptions { students: 4000, items: 50, concepts: 5, guess: 0.25, practice_gain: 0.1, seed: 0 }
+        SimulationOptions::paper_like()
+    }
+}
+
+impl SimulationOptions {
+    /// Values that fit the DKT paper's Simulated-5 files (see the [module docs](self)): 4,000
+    /// students, 50 items, 5 balanced concepts, skill spread 3, guess 0.1, practice gain 0.1.
+    pub fn paper_like() -> SimulationOptions {
+        SimulationOptions {
+            students: 4000,
+            items: 50,
+            concepts: 5,
+            guess: 0.1,
+            practice_gain: 0.1,
+            skill_spread: 3.0,
+            balanced_concepts: true,
+            seed: 0,
+        }
+    }
+
+    /// The earlier demo's values: skill spread 1, guess 0.25, practice gain 0.1, concepts drawn
+    /// per item (same sizes as [`SimulationOptions::paper_like`]).
+    pub fn narrow() -> SimulationOptions {
+        SimulationOptions { guess: 0.25, skill_spread: 1.0, balanced_concepts: false, ..Self::paper_like() }
     }
 }
 
@@ -217,7 +255,8 @@ impl Default for SimulationOptions {
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for zero students, items or concepts, more than [`MAX_SIMULATED`] of
-/// any or more than 2³¹ answers in all, or a guess outside `[0, 1)`.
+/// any or more than 2³¹ answers in all, a guess outside `[0, 1)`, or a negative or non-finite skill
+/// spread or gain.
 ///
 /// ```
 /// use backprop::data::knowledge::{SimulationOptions, simulate};
@@ -230,6 +269,7 @@ pub fn simulate(o: &SimulationOptions) -> Result<Histories> {
         || o.concepts == 0
         || !(0.0..1.0).contains(&o.guess)
         || !o.practice_gain.is_finite()
+        || !(o.skill_spread.is_finite() && o.skill_spread >= 0.0)
     {
         return Err(Error::invalid(format!("simulate: invalid settings {o:?}")));
     }
@@ -247,11 +287,18 @@ pub fn simulate(o: &SimulationOptions) -> Result<Histories> {
     }
     let mut r: Rng = rng(o.seed);
     let normal = Normal::new(0.0f32, 1.0).expect("a valid normal distribution");
-    let item_concepts: Vec<usize> = (0..o.items).map(|_| r.random_range(0..o.concepts)).collect();
+    let item_concepts: Vec<usize> = if o.balanced_concepts {
+        use rand::seq::SliceRandom;
+        let mut c: Vec<usize> = (0..o.items).map(|j| j % o.concepts).collect();
+        c.shuffle(&mut r);
+        c
+    } else {
+        (0..o.items).map(|_| r.random_range(0..o.concepts)).collect()
+    };
     let difficulty: Vec<f32> = (0..o.items).map(|_| normal.sample(&mut r)).collect();
     let (mut students, mut probabilities) = (Vec::with_capacity(o.students), Vec::with_capacity(o.students));
     for _ in 0..o.students {
-        let mut ability: Vec<f32> = (0..o.concepts).map(|_| normal.sample(&mut r)).collect();
+        let mut ability: Vec<f32> = (0..o.concepts).map(|_| o.skill_spread * normal.sample(&mut r)).collect();
         let (mut correct, mut p) = (Vec::with_capacity(o.items), Vec::with_capacity(o.items));
         for j in 0..o.items {
             let k = item_concepts[j];
@@ -435,4 +482,111 @@ pub fn read_three_line(path: impl AsRef<Path>) -> Result<Histories> {
     }
     let items = max_item.map_or(0, |m| m + 1);
     Ok(Histories::from_answers(items, students, skipped))
+}
+
+/// The two file formats of answer histories.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One row per student, one `0`/`1` column per item ([`read_csv`]).
+    Csv,
+    /// Three lines per student: count, item ids, answers ([`read_three_line`]).
+    ThreeLine,
+}
+
+impl Format {
+    /// Tells the format from the file's first non-empty line (not from its name: the DKT paper's
+    /// three-line files are named `*.csv`): a single whole number is the answer count of the
+    /// three-line format; a row of several `0`/`1` values, or a header followed by such rows,
+    /// is CSV.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be read; [`Error::Format`] naming both formats if the
+    /// first lines fit neither.
+    pub fn sniff(path: impl AsRef<Path>) -> Result<Format> {
+        let path = path.as_ref();
+        let mut rows = Vec::new();
+        for line in lines(path)? {
+            let (_, line) = line?;
+            if !line.trim().is_empty() {
+                rows.push(line);
+            }
+            if rows.len() == 2 {
+                break;
+            }
+        }
+        let bits = |row: &str| {
+            let f = fields(row);
+            f.len() >= 2 && f.iter().all(|c| *c == "0" || *c == "1")
+        };
+        let count = |row: &str| {
+            let f = fields(row);
+            f.len() == 1 && f[0].parse::<u64>().is_ok()
+        };
+        match rows.as_slice() {
+            [first, ..] if count(first) => Ok(Format::ThreeLine),
+            [first, ..] if bits(first) => Ok(Format::Csv),
+            [_, second] if bits(second) => Ok(Format::Csv), // a header, then rows of answers
+            _ => Err(Error::format(
+                path,
+                "cannot tell the format: neither three lines per student (a count, item ids, 0/1 answers) nor \
+                 CSV (one row of 0/1 answers per student); choose it with --format csv|lines",
+            )),
+        }
+    }
+}
+
+/// Reads answer histories in `format`, or in the format [`Format::sniff`] finds for `None`.
+///
+/// # Errors
+/// As [`Format::sniff`], [`read_csv`] and [`read_three_line`].
+pub fn read(path: impl AsRef<Path>, format: Option<Format>) -> Result<Histories> {
+    let path = path.as_ref();
+    match format.map_or_else(|| Format::sniff(path), Ok)? {
+        Format::Csv => read_csv(path),
+        Format::ThreeLine => read_three_line(path),
+    }
+}
+
+/// Reads an item → concept map: one `item,concept` pair of whole numbers per line (a first line
+/// that is not two numbers is a header), both at most [`MAX_ITEM_ID`]. Items not listed get no
+/// concept (`None`); an item listed twice is an error.
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be read; [`Error::Format`] naming the line for anything else.
+pub fn read_concepts(path: impl AsRef<Path>) -> Result<Vec<Option<usize>>> {
+    let path = path.as_ref();
+    let mut map: Vec<Option<usize>> = Vec::new();
+    for line in lines(path)? {
+        let (number, line) = line?;
+        let cells = fields(&line);
+        if cells.is_empty() {
+            continue;
+        }
+        let parsed: Vec<Option<usize>> =
+            cells.iter().map(|c| c.parse::<usize>().ok().filter(|&v| v <= MAX_ITEM_ID)).collect();
+        let (item, concept) = match parsed.as_slice() {
+            [Some(i), Some(c)] => (*i, *c),
+            _ if number == 1 => continue, // a header
+            _ => {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "line {number}: expected `item,concept` (whole numbers up to {MAX_ITEM_ID}), got {:?}",
+                        line.trim()
+                    ),
+                ));
+            }
+        };
+        if item >= map.len() {
+            map.resize(item + 1, None);
+        }
+        if let Some(before) = map[item] {
+            return Err(Error::format(
+                path,
+                format!("line {number}: item {item} is given concept {concept}, but an earlier line gave it {before}"),
+            ));
+        }
+        map[item] = Some(concept);
+    }
+    Ok(map)
 }

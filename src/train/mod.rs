@@ -52,7 +52,7 @@ pub use predict::{
     evaluate, input_gradient, loss_and_backward, predict, predict_classes, predict_inputs, predict_proba,
     predict_with_lengths, train_step,
 };
-pub use step::{Plain, Step, StepOutcome};
+pub use step::{Bucketed, Plain, Step, StepOutcome};
 
 use crate::data::{Dataset, Targets};
 use crate::error::{Error, Result};

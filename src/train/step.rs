@@ -4,6 +4,8 @@
 //! stopping and reporting — and only asks the step for these two things.
 //!
 //! - [`Plain`] (the default): shuffled batches of `batch_size`; forward, loss, backward.
+//! - [`Bucketed`]: batches of sequences of similar length (less padding), in a shuffled order;
+//!   forward, loss, backward as [`Plain`].
 //! - [`DpSgd`](crate::privacy::DpSgd): Poisson-sampled batches; each example's gradient clipped,
 //!   their sum noised (differentially private SGD).
 //!
@@ -98,5 +100,79 @@ impl Step for Plain {
         zero_grad(model);
         model.backward_batch(&Tensors::one(&name, grad), InputGrad::NotNeeded)?;
         Ok(StepOutcome { loss: batch_loss, output: Some(out) })
+    }
+}
+
+/// Batches of sequences of similar length: every epoch, the samples are ordered by the lengths of
+/// one input (ties broken at random), cut into batches of `batch_size`, and the batches visited in
+/// a random order (with `shuffle`; else shortest first). A model that runs each batch only to its
+/// longest sequence then spends little on padding. The gradient is [`Plain`]'s.
+///
+/// ```
+/// use backprop::prelude::*;
+/// use backprop::train::step::Bucketed;
+/// let x = Tensor::zeros(&[6, 4, 1]);
+/// let data = Dataset::regression(x, Tensor::zeros(&[6, 1])).unwrap().with_lengths(vec![4, 1, 3, 1, 4, 2]).unwrap();
+/// let mut model = Sequential::new().add(Lstm::new(1, 2).last_step_only()).add(Dense::new(2, 1));
+/// let mut step = Bucketed::by_lengths_of("input");
+/// let options = FitOptions::new().batch_size(2).step(&mut step).verbose(false);
+/// model.fit(&data, &MseLoss::new(), &mut Sgd::new(0.1), options).unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct Bucketed {
+    input: String,
+    lengths: Vec<usize>,
+}
+
+impl Bucketed {
+    /// Buckets by the lengths of the input named `input` (`"input"` for a data set of one input).
+    pub fn by_lengths_of(input: &str) -> Bucketed {
+        Bucketed { input: input.to_string(), lengths: Vec::new() }
+    }
+}
+
+impl Step for Bucketed {
+    fn describe(&self) -> String {
+        format!("bucketed by the lengths of {:?}", self.input)
+    }
+
+    /// Takes the lengths of the named input (an error if it has none).
+    fn check(&mut self, _: &mut dyn Model, data: &Dataset, _: &FitOptions<'_>) -> Result<()> {
+        let lengths = data.named_inputs().lengths(&self.input).ok_or_else(|| {
+            crate::Error::invalid(format!(
+                "bucketed batches: the input {:?} has no sequence lengths (Dataset::with_lengths gives them)",
+                self.input
+            ))
+        })?;
+        self.lengths = lengths.to_vec();
+        Ok(())
+    }
+
+    fn batches(&mut self, n: usize, options: &FitOptions<'_>, shuffle: &mut Rng) -> Vec<Vec<usize>> {
+        use rand::RngExt;
+        use rand::seq::SliceRandom;
+        let length = |i: usize| self.lengths.get(i).copied().unwrap_or(0);
+        let mut keyed: Vec<(usize, u64, usize)> = (0..n)
+            .map(|i| (length(i), if options.shuffle { shuffle.random::<u64>() } else { i as u64 }, i))
+            .collect();
+        keyed.sort_unstable();
+        let order: Vec<usize> = keyed.into_iter().map(|(_, _, i)| i).collect();
+        let batches = if options.drop_last { n / options.batch_size } else { n.div_ceil(options.batch_size) };
+        let mut out: Vec<Vec<usize>> =
+            order.chunks(options.batch_size).take(batches).map(<[usize]>::to_vec).collect();
+        if options.shuffle {
+            out.shuffle(shuffle);
+        }
+        out
+    }
+
+    fn gradient(
+        &mut self,
+        model: &mut dyn Model,
+        batch: &Inputs,
+        targets: &Targets,
+        loss: &dyn Loss,
+    ) -> Result<StepOutcome> {
+        Plain.gradient(model, batch, targets, loss)
     }
 }

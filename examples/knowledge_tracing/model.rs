@@ -1,0 +1,224 @@
+//! The Deep Knowledge Tracing model as a struct with two inputs, and the tensors it reads.
+//!
+//! ```text
+//! answers [N, T] ─ Embedding (2·items + 1 ids, the last one padding) ─ LSTM (with lengths) ─ Dropout ─ h [N, T, H]
+//! next    [N, T] ───────────────────────────────────────────────────────────────────────────┐
+//!                                              logit[n, t] = h[n, t] · W[next[n, t]] + b[next[n, t]]
+//! ```
+//!
+//! At step `t` the model reads answer `t` (which item, right or wrong: one of `2·items` ids) and
+//! scores answer `t + 1`: the output layer `W [items, H]`, `b [items]` is PyTorch's `nn.Linear(H,
+//! items)`, but only the row of the item actually answered next is computed. So the targets are
+//! one value per step (`[N, T]`, NaN on padding), not one per step *and item* — memory and time
+//! grow with the number of answers, not with answers × items. Backward of that gathered product:
+//!
+//! ```text
+//! dL/dW[next] += g[n, t] · h[n, t]      dL/db[next] += g[n, t]      dL/dh[n, t] = g[n, t] · W[next]
+//! ```
+//!
+//! Each batch runs only to its longest sequence (the rest of the padded axis is left out and its
+//! outputs are zero, its targets NaN).
+
+use backprop::data::knowledge::Histories;
+use backprop::layers::{Mode, State, StateMut};
+use backprop::model::{Inputs, Model, Tensors};
+use backprop::prelude::*;
+use backprop::tensor::init::Init;
+
+/// The output layer, read one row at a time. See the [module docs](self).
+pub struct PickedLinear {
+    /// `W [items, H]`.
+    pub weight: Param,
+    /// `b [items]`.
+    pub bias: Param,
+}
+
+impl Visit for PickedLinear {
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
+        f("weight", State::Param(&self.weight));
+        f("bias", State::Param(&self.bias));
+    }
+
+    fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
+        f("weight", StateMut::Param(&mut self.weight));
+        f("bias", StateMut::Param(&mut self.bias));
+    }
+}
+
+/// DKT: see the [module docs](self).
+pub struct Dkt {
+    /// Answer ids → vectors; id `2·items` is padding (a zero row, never trained).
+    pub embedding: Embedding,
+    /// Carries what it has learned about the student.
+    pub lstm: Lstm,
+    /// DKT's regulariser, between the LSTM and the output.
+    pub dropout: Dropout,
+    /// `h → ` one logit for the next item.
+    pub head: PickedLinear,
+    items: usize,
+    // The latest forward pass, for backward.
+    h: Tensor,
+    next: Vec<usize>,
+    /// `(N, T of the inputs, T run)`.
+    nt: (usize, usize, usize),
+}
+
+backprop::visit_fields!(Dkt { embedding, lstm, dropout, head });
+
+impl Dkt {
+    /// A model over `items` items: answer vectors of `embed` values, `hidden` LSTM units, dropout
+    /// `p`; weights drawn from `seed` (the output layer as PyTorch's `nn.Linear`).
+    pub fn new(items: usize, embed: usize, hidden: usize, p: f32, seed: u64) -> Dkt {
+        let bound = 1.0 / (hidden as f32).sqrt();
+        let uniform = Init::Uniform { low: -bound, high: bound };
+        let mut model = Dkt {
+            embedding: Embedding::new(2 * items + 1, embed).seed(seed ^ 0xE3B).padding_idx(2 * items),
+            lstm: Lstm::new(embed, hidden),
+            dropout: Dropout::new(p),
+            head: PickedLinear {
+                weight: Param::drawn(&[items, hidden], uniform, 1),
+                bias: Param::drawn(&[items], uniform, 2),
+            },
+            items,
+            h: Tensor::default(),
+            next: Vec::new(),
+            nt: (0, 0, 0),
+        };
+        backprop::layers::redraw_params(&mut model, seed);
+        model
+    }
+
+    /// The logits of *every* item after each answer of one sequence `answers [1, T]` (for the
+    /// knowledge-state picture): `[T, items]`.
+    pub fn all_logits(&mut self, answers: &Tensor) -> Tensor {
+        let x = self.embedding.forward(answers, Pass::EVAL);
+        let h = self.lstm.forward(&x, Pass::EVAL);
+        let (t_len, hidden) = (h.dim(1), h.dim(2));
+        let mut out = Tensor::zeros(&[t_len, self.items]);
+        for t in 0..t_len {
+            let h_t = &h.data()[t * hidden..][..hidden];
+            for j in 0..self.items {
+                out.data_mut()[t * self.items + j] = dot(h_t, self.head.weight.value.outer(j)) + self.head.bias.value.data()[j];
+            }
+        }
+        out
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The first `keep` steps of every row of `x [N, T]`.
+fn first_steps(x: &Tensor, keep: usize) -> Tensor {
+    let (n, t) = (x.dim(0), x.dim(1));
+    let data = x.data().chunks_exact(t).flat_map(|row| row[..keep].iter().copied()).collect();
+    Tensor::from_vec(&[n, keep], data).expect("[N, keep]")
+}
+
+impl Model for Dkt {
+    fn forward_batch(&mut self, inputs: &Inputs, mode: Mode) -> backprop::Result<Tensors> {
+        let (answers, next) = (inputs.get("answers")?, inputs.get("next")?);
+        let (n, t_all) = (answers.dim(0), answers.dim(1));
+        if next.shape() != answers.shape() {
+            return Err(Error::shape(format!(
+                "DKT: next items {:?} and answers {:?} differ in shape",
+                next.shape(),
+                answers.shape()
+            )));
+        }
+        // Run only to the batch's longest sequence.
+        let t_run = inputs.lengths("answers").and_then(|l| l.iter().max().copied()).unwrap_or(t_all).max(1);
+        let pass = inputs.pass("answers", mode);
+        let x = self.embedding.forward(&first_steps(answers, t_run), pass);
+        let h = self.lstm.forward(&x, pass);
+        self.h = self.dropout.forward(&h, pass);
+        let hidden = self.h.dim(2);
+        self.next.clear();
+        self.next.extend(first_steps(next, t_run).data().iter().map(|&v| v as usize));
+        if let Some(&bad) = self.next.iter().find(|&&j| j >= self.items) {
+            return Err(Error::invalid(format!("DKT: next item {bad} is not below {} items", self.items)));
+        }
+        self.nt = (n, t_all, t_run);
+        let mut logits = Tensor::zeros(&[n, t_all]);
+        for (k, (&j, h_k)) in self.next.iter().zip(self.h.data().chunks_exact(hidden)).enumerate() {
+            let (s, t) = (k / t_run, k % t_run);
+            // logit = h · W[next] + b[next]
+            logits.data_mut()[s * t_all + t] =
+                dot(h_k, self.head.weight.value.outer(j)) + self.head.bias.value.data()[j];
+        }
+        Ok(Tensors::one("logits", logits))
+    }
+
+    fn backward_batch(&mut self, grads: &Tensors, _: InputGrad) -> backprop::Result<Tensors> {
+        let g = grads.get("logits")?;
+        let (n, t_all, t_run) = self.nt;
+        let hidden = self.h.dim(2);
+        let mut dh = Tensor::zeros(self.h.shape());
+        for (k, (&j, dh_k)) in self.next.iter().zip(dh.data_mut().chunks_exact_mut(hidden)).enumerate() {
+            let (s, t) = (k / t_run, k % t_run);
+            let g_k = g.data()[s * t_all + t];
+            if g_k == 0.0 {
+                continue; // padding (and answers the loss does not score)
+            }
+            let h_k = &self.h.data()[k * hidden..][..hidden];
+            // dL/dW[next] += g·h, dL/db[next] += g, dL/dh = g·W[next]
+            self.head.weight.grad.outer_mut(j).iter_mut().zip(h_k).for_each(|(d, h)| *d += g_k * h);
+            self.head.bias.grad.data_mut()[j] += g_k;
+            dh_k.iter_mut().zip(self.head.weight.value.outer(j)).for_each(|(d, w)| *d = g_k * w);
+        }
+        debug_assert_eq!(dh.dim(0), n);
+        let dh = self.dropout.backward(&dh, InputGrad::Needed).expect("dropout passes dL/dx");
+        let dx = self.lstm.backward(&dh, InputGrad::Needed).expect("the LSTM passes dL/dx");
+        self.embedding.backward(&dx, InputGrad::NotNeeded);
+        Ok(Tensors::new())
+    }
+}
+
+/// The model's inputs and targets for a set of sequences (windows): `answers [N, T]` (item +
+/// items·right of answer `t`; padding id `2·items` past the end), `next [N, T]` (the item of
+/// answer `t + 1`; 0 on padding), one length per sequence (its answers − 1), and targets `[N, T]`
+/// (answer `t + 1` right: 1, wrong: 0; NaN on padding). `T` is the longest sequence's answers − 1.
+pub fn data(h: &Histories) -> backprop::Result<Dataset> {
+    let items = h.items;
+    let steps = h.longest().saturating_sub(1).max(1);
+    let n = h.students.len();
+    let mut answers = vec![(2 * items) as f32; n * steps];
+    let mut next = vec![0.0f32; n * steps];
+    let mut targets = vec![f32::NAN; n * steps];
+    let mut lengths = Vec::with_capacity(n);
+    for (s, a) in h.students.iter().enumerate() {
+        for t in 0..a.len() - 1 {
+            let k = s * steps + t;
+            answers[k] = (a.items[t] as usize + items * usize::from(a.correct[t])) as f32;
+            next[k] = a.items[t + 1] as f32;
+            targets[k] = f32::from(u8::from(a.correct[t + 1]));
+        }
+        lengths.push(a.len() - 1);
+    }
+    let inputs = Inputs::new()
+        .with_lengths("answers", Tensor::from_vec(&[n, steps], answers)?, lengths.clone())
+        .with_lengths("next", Tensor::from_vec(&[n, steps], next)?, lengths);
+    Dataset::from_inputs(inputs, Targets::Values(Tensor::from_vec(&[n, steps], targets)?))
+}
+
+/// The model's probability for every answer after each sequence's first, in order, with the
+/// answers themselves.
+pub fn predictions(model: &mut Dkt, h: &Histories) -> backprop::Result<(Vec<f32>, Vec<bool>)> {
+    let data = data(h)?;
+    let (mut p, mut y) = (Vec::new(), Vec::new());
+    let steps = data.named_inputs().get("answers")?.dim(1);
+    for start in (0..h.students.len()).step_by(256) {
+        let idx: Vec<usize> = (start..(start + 256).min(h.students.len())).collect();
+        let batch = data.subset(&idx);
+        let logits = model.forward_batch(batch.named_inputs(), Mode::Eval)?.take("logits").expect("logits");
+        for (row, &s) in idx.iter().enumerate() {
+            let a = &h.students[s];
+            for t in 0..a.len() - 1 {
+                p.push(backprop::tensor::math::sigmoid(logits.data()[row * steps + t]));
+                y.push(a.correct[t + 1]);
+            }
+        }
+    }
+    Ok((p, y))
+}
