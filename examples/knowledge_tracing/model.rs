@@ -208,8 +208,10 @@ pub fn predictions(model: &mut Dkt, h: &Histories) -> backprop::Result<(Vec<f32>
     let data = data(h)?;
     let (mut p, mut y) = (Vec::new(), Vec::new());
     let steps = data.named_inputs().get("answers")?.dim(1);
-    for start in (0..h.students.len()).step_by(256) {
-        let idx: Vec<usize> = (start..(start + 256).min(h.students.len())).collect();
+    // Batches of 64: an LSTM keeps its activations in evaluation too (64 windows of 200 answers
+    // with 200 units: about 160 MB).
+    for start in (0..h.students.len()).step_by(64) {
+        let idx: Vec<usize> = (start..(start + 64).min(h.students.len())).collect();
         let batch = data.subset(&idx);
         let logits = model.forward_batch(batch.named_inputs(), Mode::Eval)?.take("logits").expect("logits");
         for (row, &s) in idx.iter().enumerate() {
