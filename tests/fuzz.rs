@@ -470,7 +470,22 @@ fn knowledge_and_settings(t: &mut Tally, cases: usize) {
                 Ok(match kind {
                     0 | 1 => {
                         std::fs::write(&path, &bytes).map_err(|e| e.to_string())?;
+                        // The format told from the content must agree with the reader chosen
+                        // for it; read_concepts must refuse or accept without panicking.
+                        let sniffed = backprop::data::knowledge::Format::sniff(&path);
+                        let via_read = backprop::data::knowledge::read(&path, None);
+                        let _ = backprop::data::knowledge::read_concepts(&path);
                         let h = if kind == 0 { read_three_line(&path) } else { read_csv(&path) };
+                        if let (Ok(f), Ok(h)) = (&sniffed, &h) {
+                            let expected = if kind == 0 {
+                                backprop::data::knowledge::Format::ThreeLine
+                            } else {
+                                backprop::data::knowledge::Format::Csv
+                            };
+                            if *f == expected && via_read.as_ref().ok() != Some(h) {
+                                return Err("read(None) differs from the reader of the sniffed format".into());
+                            }
+                        }
                         let _ = std::fs::remove_file(&path);
                         match h {
                             Ok(h) if h.items > backprop::data::knowledge::MAX_ITEM_ID + 1 => {
@@ -572,12 +587,18 @@ fn kt_cli(t: &mut Tally, cases: usize) {
         vec!["--dp-delta", "0", "1", "NaN", "1e-5"],
         vec!["--dp-clip", "0", "-1", "NaN", "1"],
         vec!["--seed", "0", "18446744073709551615", "-5"],
+        vec!["--format", "csv", "lines", "xml"],
+        [&["--concepts"][..], &files].concat(),
+        vec!["--batch", "0", "1", "7", "5000"],
+        vec!["--val", "-0.1", "0", "0.3", "0.5", "0.9", "NaN"],
+        vec!["--patience", "0", "1", "-1"],
+        vec!["--simulation", "paper", "narrow", "other"],
     ];
     let out = dir.join("kt_out").to_string_lossy().into_owned();
     for i in 0..cases {
         let mut args: Vec<String> = vec!["--quiet".into(), "--out".into(), out.clone()];
         for group in &groups {
-            if r.random_range(0..4) == 0 {
+            if r.random_range(0..6) == 0 {
                 args.push(group[0].into());
                 args.push(group[r.random_range(1..group.len())].into());
             }
@@ -723,7 +744,7 @@ fn hostile_inputs_end_in_ok_or_a_clean_error() {
         Box::new(move |t| side_information(t, 2000 * k)),
     ));
     areas.push((
-        "knowledge-tracing files, simulator, schedules, accountant",
+        "knowledge-tracing files, windows, simulator, schedules, accountant",
         Box::new(move |t| knowledge_and_settings(t, 3000 * k)),
     ));
     areas.push(("walkthrough command line", Box::new(move |t| cli(t, 150 * k))));

@@ -21,8 +21,7 @@ fn the_simulator_follows_its_model() {
         let p = h.true_probabilities.as_ref().unwrap();
         // Every probability is at least the guessing chance; the answers follow them.
         assert!(p.iter().flatten().all(|&v| (o.guess..1.0).contains(&v)));
-        let answered: f64 =
-            h.students.iter().flat_map(|s| &s.correct).map(|&c| f64::from(u8::from(c))).sum();
+        let answered: f64 = h.students.iter().flat_map(|s| &s.correct).map(|&c| f64::from(u8::from(c))).sum();
         let expected: f64 = p.iter().flatten().map(|&v| v as f64).sum();
         assert!((answered - expected).abs() < 3.0 * expected.sqrt(), "{answered} vs {expected}");
         // Practice helps: later answers on a concept are right more often than the first ones.
@@ -45,7 +44,11 @@ fn the_simulator_follows_its_model() {
             .collect();
         let mean = logits.iter().sum::<f64>() / logits.len() as f64;
         let sd = (logits.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / logits.len() as f64).sqrt();
-        assert!((sd - o.skill_spread as f64).abs() < 0.1 * o.skill_spread as f64, "{sd} vs {}", o.skill_spread);
+        assert!(
+            (sd - o.skill_spread as f64).abs() < 0.1 * o.skill_spread as f64,
+            "{sd} vs {}",
+            o.skill_spread
+        );
     }
     let o = SimulationOptions { students: 2000, seed: 3, ..SimulationOptions::default() };
     let h = simulate(&o).unwrap();
@@ -122,4 +125,30 @@ fn windows_keep_every_prediction_once() {
     let items: Vec<Vec<u32>> = w.students.iter().map(|a| a.items.clone()).collect();
     assert_eq!(items, vec![vec![0, 1, 2, 0], vec![0, 1, 2, 0]]);
     assert_eq!((one.answers(), one.longest()), (7, 7));
+}
+
+/// The format is told from the content (the paper's three-line files are named `*.csv`), and an
+/// item → concept map is read with its errors named.
+#[test]
+fn formats_are_sniffed_and_concepts_read() {
+    use backprop::data::knowledge::{Format, read, read_concepts};
+    let three = file("builder_train.csv", "3\n5,2,5,\n1,0,1,\n2\n0,1\n0,0\n");
+    let csv = file("answers.txt", "q1,q2,q3\n1,0,1\n0,0,1\n");
+    assert_eq!(Format::sniff(&three).unwrap(), Format::ThreeLine);
+    assert_eq!(Format::sniff(&csv).unwrap(), Format::Csv);
+    assert_eq!(Format::sniff(file("bits.csv", "1,0,1\n")).unwrap(), Format::Csv);
+    assert_eq!(read(&three, None).unwrap(), read_three_line(&three).unwrap());
+    assert_eq!(read(&csv, None).unwrap(), read_csv(&csv).unwrap());
+    assert!(read(&three, Some(Format::Csv)).is_err(), "told the wrong format, the reader says why");
+    let e = Format::sniff(file("prose.txt", "hello world\nmore words\n")).unwrap_err().to_string();
+    assert!(e.contains("prose.txt") && e.contains("three lines") && e.contains("CSV"), "{e}");
+    assert!(Format::sniff(file("nothing.txt", "\n\n")).is_err());
+
+    let map = read_concepts(file("concepts.csv", "item,concept\n0,2\n3,1\n\n1,2\n")).unwrap();
+    assert_eq!(map, [Some(2), Some(2), None, Some(1)]);
+    let e = read_concepts(file("twice.csv", "0,1\n0,2\n")).unwrap_err().to_string();
+    assert!(e.contains("line 2") && e.contains("item 0"), "{e}");
+    let e = read_concepts(file("bad.csv", "0,1\nx,2\n")).unwrap_err().to_string();
+    assert!(e.contains("line 2") && e.contains("item,concept"), "{e}");
+    assert!(read_concepts(file("huge.csv", "0,1\n1000000,2\n")).is_err(), "ids above MAX_ITEM_ID");
 }

@@ -58,7 +58,8 @@ fn both_file_formats_and_their_errors() {
         run(&["--data", &tmp("a.csv", &csv), "--epochs", "1", "--hidden", "8", "--quiet"], "2");
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("20 training and 20 test students over 6 items") && out.contains("test AUC: "),
+        out.contains("20 training students (120 answers, longest 6) and 20 test students")
+            && out.contains("test AUC: "),
         "{out}"
     );
     let three: String = (0..30).map(|s| format!("4\n{},1,2,{}\n1,{},0,1,\n", s % 5, s % 3, s % 2)).collect();
@@ -77,7 +78,59 @@ fn both_file_formats_and_their_errors() {
         "2",
     );
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("30 training and 30 test students over 5 items"), "{out}");
+    assert!(out.contains("30 training students") && out.contains("over 5 items"), "{out}");
+    // The paper's three-line files are named *.csv: the format is told from the content, or given.
+    let named_csv = tmp("builder_train.csv", &three);
+    let (code, out, err) = run(&["--data", &named_csv, "--epochs", "1", "--hidden", "8", "--quiet"], "2");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("15 training students"), "{out}");
+    let (code, _, err) = run(&["--data", &named_csv, "--format", "csv", "--epochs", "1"], "2");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("builder_train.csv") && err.contains("must be 0 or 1"), "{err}");
+    let (code, _, err) = run(
+        &[
+            "--data",
+            &tmp(
+                "neither.txt",
+                "a b c
+d e f
+",
+            ),
+            "--epochs",
+            "1",
+        ],
+        "2",
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot tell the format") && err.contains("--format csv|lines"), "{err}");
+    // An item → concept map for BKT; --batch, --val, --patience.
+    let concepts = tmp("concepts.csv", "item,concept\n0,0\n1,0\n2,1\n3,1\n");
+    let (code, out, err) = run(
+        &[
+            "--data",
+            &named_csv,
+            "--concepts",
+            &concepts,
+            "--epochs",
+            "3",
+            "--hidden",
+            "8",
+            "--batch",
+            "7",
+            "--val",
+            "0.2",
+            "--patience",
+            "1",
+            "--quiet",
+        ],
+        "2",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("BKT (skills = concepts from --concepts"), "{out}");
+    assert!(out.contains("batches of 7") && out.contains("kept the weights of epoch"), "{out}");
+    let (code, _, err) = run(&["--data", &named_csv, "--concepts", &tmp("c.csv", "0,0\n0,1\n")], "2");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("item 0") && err.contains("line 2"), "{err}");
     let (code, _, err) = run(&["--data", &tmp("bad.txt", "2\n1,2\n0,x\n")], "2");
     assert_eq!(code, 1);
     assert!(err.contains("bad.txt") && err.contains("line 3"), "{err}");
@@ -101,14 +154,21 @@ fn unseen_items_and_bad_options_do_not_panic() {
     let (code, stdout, stderr) =
         run(&["--data", &one, "--test", &one, "--epochs", "1", "--hidden", "4", "--quiet"], "2");
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("windows of at most 200 answers: 1508 training"), "{stdout}");
+    assert!(stdout.contains("windows of at most 200 answers): 1508 training"), "{stdout}");
     let (code, _, stderr) = run(&["--window", "1", "--epochs", "1"], "1");
     assert_eq!(code, 2, "{stderr}");
     let (code, _, stderr) =
         run(&["--data", &one, "--test", &one, "--epochs", "1", "--dp-epsilon", "3", "--quiet"], "1");
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("--window"), "{stderr}");
-    for bad in [["--dropout", "1.5"], ["--dropout", "NaN"], ["--dp-delta", "0"], ["--dp-delta", "NaN"]] {
+    for bad in [
+        ["--dropout", "1.5"],
+        ["--dropout", "NaN"],
+        ["--dp-delta", "0"],
+        ["--dp-delta", "NaN"],
+        ["--val", "0.9"],
+        ["--dp-clip", "0"],
+    ] {
         let (code, _, stderr) =
             run(&["--epochs", "1", "--hidden", "4", "--quiet", "--dp-epsilon", "3", bad[0], bad[1]], "1");
         assert_eq!(code, 1, "{bad:?}: {stderr}");

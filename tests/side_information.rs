@@ -153,7 +153,8 @@ fn bucketed_batches_group_similar_lengths() {
     assert_eq!(batches.len(), 11);
     // Within a batch the lengths differ by at most 2 here (20 lengths over 103 samples).
     for b in &batches {
-        let (lo, hi) = (b.iter().map(|&i| lengths[i]).min().unwrap(), b.iter().map(|&i| lengths[i]).max().unwrap());
+        let (lo, hi) =
+            (b.iter().map(|&i| lengths[i]).min().unwrap(), b.iter().map(|&i| lengths[i]).max().unwrap());
         assert!(hi - lo <= 2, "{b:?}");
     }
     assert_ne!(batches, step.batches(103, &options, &mut r), "another epoch, another order");

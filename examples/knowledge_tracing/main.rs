@@ -18,9 +18,7 @@ mod baselines;
 mod model;
 mod plots;
 
-use backprop::data::knowledge::{
-    Format, Histories, SimulationOptions, read, read_concepts, simulate,
-};
+use backprop::data::knowledge::{Format, Histories, SimulationOptions, read, read_concepts, simulate};
 use backprop::layers::Snapshot;
 use backprop::metrics::{binary_accuracy, log_loss, roc_auc};
 use backprop::prelude::*;
@@ -375,12 +373,20 @@ fn run(cli: &Cli) -> Result<f64> {
         let spent = epsilon(o.sample_rate, o.noise_multiplier, steps, o.delta, &DEFAULT_ORDERS).0;
         println!("privacy spent: ε = {spent:.3} at δ = {} per student", o.delta);
     }
-    println!("\nresults on {} held-out students ({} answers predicted):\n", test_full.students.len(), test_full.answers() - test_full.students.len());
+    println!(
+        "\nresults on {} held-out students ({} answers predicted):\n",
+        test_full.students.len(),
+        test_full.answers() - test_full.students.len()
+    );
     println!("| {:<38} | AUC    | log-loss | accuracy |", "predictor");
     println!("|{}|--------|----------|----------|", "-".repeat(40));
     let (p, y) = model::predictions(&mut dkt, &test)?;
     report("per-item marginal (training mean)", &baselines::marginal(&train_all, &test_full), &y);
-    report(&format!("BKT (skills = {skill_source}, EM)"), &baselines::bkt(&train_all, &test_full, &skill), &y);
+    report(
+        &format!("BKT (skills = {skill_source}, EM)"),
+        &baselines::bkt(&train_all, &test_full, &skill),
+        &y,
+    );
     let dkt_auc = report(&format!("DKT (LSTM, {hidden} hidden units)"), &p, &y);
     if let (Some(truth), Some(o)) = (&test_full.true_probabilities, &simulation) {
         if let Some(best) = baselines::bayes_optimal(&test_full, o) {

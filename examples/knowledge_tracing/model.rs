@@ -98,7 +98,8 @@ impl Dkt {
         for t in 0..t_len {
             let h_t = &h.data()[t * hidden..][..hidden];
             for j in 0..self.items {
-                out.data_mut()[t * self.items + j] = dot(h_t, self.head.weight.value.outer(j)) + self.head.bias.value.data()[j];
+                out.data_mut()[t * self.items + j] =
+                    dot(h_t, self.head.weight.value.outer(j)) + self.head.bias.value.data()[j];
             }
         }
         out

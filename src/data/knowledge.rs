@@ -583,7 +583,9 @@ pub fn read_concepts(path: impl AsRef<Path>) -> Result<Vec<Option<usize>>> {
         if let Some(before) = map[item] {
             return Err(Error::format(
                 path,
-                format!("line {number}: item {item} is given concept {concept}, but an earlier line gave it {before}"),
+                format!(
+                    "line {number}: item {item} is given concept {concept}, but an earlier line gave it {before}"
+                ),
             ));
         }
         map[item] = Some(concept);
