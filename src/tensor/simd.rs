@@ -3,13 +3,54 @@
 //! The element-wise loops of the recurrent cells (gates through `σ` and `tanh`) are plain Rust
 //! that the compiler vectorises; for the baseline x86-64 target that means
 //! 4 floats per instruction (SSE2). On a CPU with AVX2 the same loop compiled with AVX2 enabled
-//! does 8 at a time. [`wide!`] picks at run time. Both versions perform the same operations in the
+//! does 8 at a time, with AVX-512F 16. [`wide!`] picks the widest at run time ([`isa`]). Both versions perform the same operations in the
 //! same order — no fused multiply-adds, which Rust never introduces on its own — so the results
 //! are bit-identical on every CPU (the `wide_vectors_change_nothing` tests of `lstm.rs` and `gru.rs`
 //! check it where AVX2 exists).
 //!
 //! Tried and dropped: the same for max pooling's plane loops — no measurable change in a training
 //! step (alternating builds of the private walkthrough, 4 rounds); that loop is bound by memory.
+
+/// The instruction sets the crate's hand-written loops are compiled for, widest first. This module
+/// owns CPU detection: every kernel with variants asks [`isa`] (or uses [`wide!`]), so one
+/// setting decides for all of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    /// Whatever the build targets (SSE2 on x86-64): the reference compilation.
+    Baseline,
+    /// AVX2 (8 floats per instruction).
+    Avx2,
+    /// AVX-512 Foundation (16 floats per instruction).
+    Avx512,
+}
+
+/// The widest [`Isa`] this CPU supports, capped by the environment variable `BACKPROP_ISA`
+/// (`baseline`, `avx2` or `avx512`: to compare variants on one machine). Detected once.
+pub fn isa() -> Isa {
+    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    *ISA.get_or_init(|| {
+        let cap = match std::env::var("BACKPROP_ISA").as_deref() {
+            Ok("baseline") => Isa::Baseline,
+            Ok("avx2") => Isa::Avx2,
+            _ => Isa::Avx512,
+        };
+        detected().min(cap)
+    })
+}
+
+/// The widest [`Isa`] the CPU supports.
+fn detected() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Isa::Avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return Isa::Avx2;
+        }
+    }
+    Isa::Baseline
+}
 
 /// Runs `f` in a function compiled with AVX2 enabled, so that the loop inlined into it is
 /// vectorised 8 wide.
@@ -22,43 +63,58 @@ pub(crate) unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Runs `f` compiled with AVX2 when `wide` and the CPU has it (returns true then), otherwise as
-/// it is (returns false): for tests that compare the two compilations of a loop.
+/// Runs `f` in a function compiled with AVX-512F enabled (16 floats per instruction). No fused
+/// multiply-adds appear (Rust does not contract `a * b + c`), so the results are those of the
+/// baseline compilation, bit for bit.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// Runs `f` compiled for `isa` if the CPU has it (returns the ISA used), else for the baseline:
+/// for tests that compare the compilations of a loop.
 #[cfg(test)]
-pub(crate) fn run_maybe_wide(wide: bool, f: impl FnOnce()) -> bool {
+pub(crate) fn run_with(isa: Isa, f: impl FnOnce()) -> Isa {
     #[cfg(target_arch = "x86_64")]
-    if wide && wide_vectors() {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        unsafe { with_avx2(f) };
-        return true;
+    match isa {
+        Isa::Avx512 if detected() >= Isa::Avx512 => {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            unsafe { with_avx512(f) };
+            return Isa::Avx512;
+        }
+        Isa::Avx2 if detected() >= Isa::Avx2 => {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            unsafe { with_avx2(f) };
+            return Isa::Avx2;
+        }
+        _ => {}
     }
     f();
-    false
+    Isa::Baseline
 }
 
-/// True if the step loops run with AVX2 on this CPU.
+/// True if the CPU has AVX2 (and the `BACKPROP_ISA` cap allows it): the kernels written out with
+/// AVX2 intrinsics use them then.
 pub(crate) fn wide_vectors() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    isa() >= Isa::Avx2
 }
 
-/// `wide!(expr)`: evaluates `expr` (a call of an `#[inline(always)]` loop) through [`with_avx2`]
-/// where the CPU has AVX2, directly otherwise.
+/// `wide!(expr)`: evaluates `expr` (a call of an `#[inline(always)]` loop) compiled for the
+/// widest [`Isa`] the CPU has: AVX-512F, AVX2, or as it is.
 macro_rules! wide {
     ($e:expr) => {{
         #[cfg(target_arch = "x86_64")]
         {
-            if $crate::tensor::simd::wide_vectors() {
-                // SAFETY: the CPU supports AVX2 (checked just above).
-                unsafe { $crate::tensor::simd::with_avx2(|| $e) }
-            } else {
-                $e
+            match $crate::tensor::simd::isa() {
+                // SAFETY: `isa` returns an ISA only when the CPU supports it.
+                $crate::tensor::simd::Isa::Avx512 => unsafe { $crate::tensor::simd::with_avx512(|| $e) },
+                // SAFETY: as above.
+                $crate::tensor::simd::Isa::Avx2 => unsafe { $crate::tensor::simd::with_avx2(|| $e) },
+                $crate::tensor::simd::Isa::Baseline => $e,
             }
         }
         #[cfg(not(target_arch = "x86_64"))]

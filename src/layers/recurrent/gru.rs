@@ -124,24 +124,25 @@ recurrent_layer!(Gru, GruCell);
 mod tests {
     use super::*;
 
-    /// The step loops give the same bits compiled for the baseline and with AVX2.
+    /// The step loops give the same bits compiled for the baseline, AVX2 and AVX-512F.
     #[test]
     fn wide_vectors_change_nothing() {
         let hn = 29;
         let v = |n: usize, s: f32| (0..n).map(|k| (k as f32 * 0.41 + s).sin() * 3.0).collect::<Vec<f32>>();
         let (a, b, h_prev, dh) = (v(3 * hn, 0.1), v(3 * hn, 0.2), v(hn, 0.3), v(hn, 0.4));
-        let run = |wide: bool| {
+        let run = |isa: crate::tensor::simd::Isa| {
             let (mut h, mut saved) = (vec![0.0; hn], vec![0.0; 4 * hn]);
             let (mut da, mut db, mut dh_prev) = (vec![0.0; 3 * hn], vec![0.0; 3 * hn], vec![0.0; hn]);
             let mut step = || {
                 forward(&a, &b, &h_prev, &mut h, &mut saved);
                 backward(&saved, &h_prev, &dh, &mut da, &mut db, &mut dh_prev);
             };
-            crate::tensor::simd::run_maybe_wide(wide, &mut step);
+            crate::tensor::simd::run_with(isa, &mut step);
             (h, saved, da, db, dh_prev)
         };
-        if crate::tensor::simd::wide_vectors() {
-            assert_eq!(run(true), run(false));
-        }
+        use crate::tensor::simd::Isa;
+        let baseline = run(Isa::Baseline);
+        assert_eq!(run(Isa::Avx2), baseline, "AVX2 (or the baseline where the CPU lacks it)");
+        assert_eq!(run(Isa::Avx512), baseline, "AVX-512F (or the widest the CPU has)");
     }
 }

@@ -143,13 +143,13 @@ recurrent_layer!(Lstm, LstmCell);
 mod tests {
     use super::*;
 
-    /// The step loops give the same bits compiled for the baseline and with AVX2.
+    /// The step loops give the same bits compiled for the baseline, AVX2 and AVX-512F.
     #[test]
     fn wide_vectors_change_nothing() {
         let hn = 37; // not a multiple of 8: the loops' tails run too
         let v = |n: usize, s: f32| (0..n).map(|k| (k as f32 * 0.37 + s).sin() * 3.0).collect::<Vec<f32>>();
         let (a, b, c_prev) = (v(4 * hn, 0.1), v(4 * hn, 0.2), v(hn, 0.3));
-        let run = |wide: bool| {
+        let run = |isa: crate::tensor::simd::Isa| {
             let (mut h, mut c, mut saved) = (vec![0.0; hn], vec![0.0; hn], vec![0.0; 4 * hn]);
             let (mut da, mut db, mut dh_prev, mut dc_prev) =
                 (vec![0.0; 4 * hn], vec![0.0; 4 * hn], vec![1.0; hn], vec![0.0; hn]);
@@ -158,11 +158,12 @@ mod tests {
                 forward(&a, &b, &c_prev, &mut h, &mut c, &mut saved);
                 backward(&saved, &c_prev, &c, &dh, &dc, &mut da, &mut db, &mut dh_prev, &mut dc_prev);
             };
-            crate::tensor::simd::run_maybe_wide(wide, &mut step);
+            crate::tensor::simd::run_with(isa, &mut step);
             (h, c, saved, da, db, dc_prev)
         };
-        if crate::tensor::simd::wide_vectors() {
-            assert_eq!(run(true), run(false));
-        }
+        use crate::tensor::simd::Isa;
+        let baseline = run(Isa::Baseline);
+        assert_eq!(run(Isa::Avx2), baseline, "AVX2 (or the baseline where the CPU lacks it)");
+        assert_eq!(run(Isa::Avx512), baseline, "AVX-512F (or the widest the CPU has)");
     }
 }
