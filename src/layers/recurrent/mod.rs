@@ -83,7 +83,7 @@ pub use rnn::{Rnn, RnnCell};
 
 use super::{InputGrad, Param, Pass, State, StateMut, check_grad, shape_error};
 use crate::error::{Error, Result};
-use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm};
+use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm, sgemm_in_walk};
 use crate::tensor::init::Init;
 use crate::tensor::parallel::min_len;
 use crate::tensor::{Tensor, rng, shape_str};
@@ -546,33 +546,40 @@ impl<C: Cell> Recurrent<C> {
         reuse(&mut self.saved, t_len * n * sv); // written by every active step, read only for those
         self.b.resize(n * g, 0.0);
         let (cell, lengths, bias_hh, a_all) = (&self.cell, &self.lengths, self.bias_hh.value.data(), &self.a);
-        let parallel = n > 1 && n * g >= PARALLEL_MIN;
-        for t in 0..t_len {
-            let (past, future) = self.hs.split_at_mut((t + 1) * nh);
-            let (h_prev, h_now) = (&past[t * nh..], &mut future[..nh]);
-            let (c_past, c_future) = self.cs.split_at_mut((t + 1) * nh);
-            let (c_prev, c_now) = (&c_past[t * nh..], &mut c_future[..nh]);
-            // b_t = h_{t−1}·W_hhᵀ (+ b_hh below): the per-step product.
-            sgemm(n, h, g, 1.0, h_prev, No, self.weight_hh.value.data(), Yes, 0.0, &mut self.b);
-            let saved_t = &mut self.saved[t * n * sv..][..n * sv];
-            // One sample: (h_t, c_t) = cell(a_t, b_t, h_{t−1}, c_{t−1}), or the state carried over
-            // a padded step.
-            type Rows<'r> = (usize, (((&'r mut [f32], &'r mut [f32]), &'r mut [f32]), &'r mut [f32]));
-            let sample = |(s, (((hn, cn), saved), b)): Rows<'_>| {
-                let (hp, cp) = (&h_prev[s * h..][..h], &c_prev[s * h..][..h]);
-                if lengths.get(s).is_some_and(|&l| t >= l) {
-                    hn.copy_from_slice(hp); // padding: the state is carried unchanged
-                    cn.copy_from_slice(cp);
-                    return;
-                }
-                b.iter_mut().zip(bias_hh).for_each(|(v, bias)| *v += bias);
-                let a = &a_all[(s * t_len + t) * g..][..g];
-                cell.forward_step(a, b, hp, cp, hn, cn, saved);
-            };
-            let rows = h_now.par_chunks_mut(h).zip(c_now.par_chunks_mut(h));
-            let rows = rows.zip(saved_t.par_chunks_mut(sv)).zip(self.b.par_chunks_mut(g)).enumerate();
-            rows.with_min_len(min_len(n, parallel)).for_each(sample);
-        }
+        // Split a step's samples across threads only when there is another thread to take them:
+        // on one thread a split would hand every step to the pool and wait for it.
+        let parallel = n > 1 && n * g >= PARALLEL_MIN && rayon::current_num_threads() > 1;
+        // The walk runs on one of the pool's threads (`in_pool`): its per-step splits are then
+        // handed between pool threads, instead of this thread waking the pool and sleeping at
+        // every step.
+        in_pool(parallel, || {
+            for t in 0..t_len {
+                let (past, future) = self.hs.split_at_mut((t + 1) * nh);
+                let (h_prev, h_now) = (&past[t * nh..], &mut future[..nh]);
+                let (c_past, c_future) = self.cs.split_at_mut((t + 1) * nh);
+                let (c_prev, c_now) = (&c_past[t * nh..], &mut c_future[..nh]);
+                // b_t = h_{t−1}·W_hhᵀ (+ b_hh below): the per-step product.
+                sgemm_in_walk(n, h, g, 1.0, h_prev, No, self.weight_hh.value.data(), Yes, 0.0, &mut self.b);
+                let saved_t = &mut self.saved[t * n * sv..][..n * sv];
+                // One sample: (h_t, c_t) = cell(a_t, b_t, h_{t−1}, c_{t−1}), or the state carried over
+                // a padded step.
+                type Rows<'r> = (usize, (((&'r mut [f32], &'r mut [f32]), &'r mut [f32]), &'r mut [f32]));
+                let sample = |(s, (((hn, cn), saved), b)): Rows<'_>| {
+                    let (hp, cp) = (&h_prev[s * h..][..h], &c_prev[s * h..][..h]);
+                    if lengths.get(s).is_some_and(|&l| t >= l) {
+                        hn.copy_from_slice(hp); // padding: the state is carried unchanged
+                        cn.copy_from_slice(cp);
+                        return;
+                    }
+                    b.iter_mut().zip(bias_hh).for_each(|(v, bias)| *v += bias);
+                    let a = &a_all[(s * t_len + t) * g..][..g];
+                    cell.forward_step(a, b, hp, cp, hn, cn, saved);
+                };
+                let rows = h_now.par_chunks_mut(h).zip(c_now.par_chunks_mut(h));
+                let rows = rows.zip(saved_t.par_chunks_mut(sv)).zip(self.b.par_chunks_mut(g)).enumerate();
+                rows.with_min_len(min_len(n, parallel)).for_each(sample);
+            }
+        });
         let mut y = Tensor::zeros(&out_shape);
         if self.last_only {
             y.data_mut().copy_from_slice(&self.hs[t_len * nh..]); // each sequence's last valid state
@@ -696,44 +703,47 @@ impl<C: Cell> Recurrent<C> {
         }
         let (cell, lengths, last_only) = (&self.cell, &self.lengths, self.last_only);
         let grad_out = if last_only { None } else { grad_out };
-        let parallel = n > 1 && n * g >= PARALLEL_MIN;
-        for t in (0..t_len).rev() {
-            let h_prev = &self.hs[t * nh..][..nh];
-            let (c_prev, c_now) = (&self.cs[t * nh..][..nh], &self.cs[(t + 1) * nh..][..nh]);
-            let saved_t = &self.saved[t * n * sv..][..n * sv];
-            let db_t = &mut db[t * n * g..][..n * g];
-            type Rows<'r> = (
-                usize,
-                (
-                    (((&'r mut [f32], &'r mut [f32]), &'r mut [f32]), &'r mut [f32]),
-                    (&'r mut [f32], &'r mut [f32]),
-                ),
-            );
-            let sample = |(s, ((((dh_s, dc_s), dhp), dcp), (db_s, da_s))): Rows<'_>| {
-                let active = lengths.get(s).is_none_or(|&l| t < l);
-                if let (Some(grad_out), true) = (grad_out, active) {
-                    let gy = &grad_out.data()[(s * t_len + t) * h..][..h];
-                    dh_s.iter_mut().zip(gy).for_each(|(d, gy)| *d += gy); // dh_t = dL/dy_t + (from t+1)
-                }
-                if !active {
-                    dhp.copy_from_slice(dh_s); // padding: h_t = h_{t−1}, the gradient passes through
-                    dcp.copy_from_slice(dc_s);
-                    db_s.fill(0.0);
-                    return;
-                }
-                let (hp, cp, c) = (&h_prev[s * h..][..h], &c_prev[s * h..][..h], &c_now[s * h..][..h]);
-                let da = &mut da_s[t * g..][..g];
-                cell.backward_step(&saved_t[s * sv..][..sv], hp, cp, c, dh_s, dc_s, da, db_s, dhp, dcp);
-            };
-            let state = dh.par_chunks_mut(h).zip(dc.par_chunks_mut(h));
-            let state = state.zip(dh_prev.par_chunks_mut(h)).zip(dc_prev.par_chunks_mut(h));
-            let rows = state.zip(db_t.par_chunks_mut(g).zip(da_all.par_chunks_mut(t_len * g))).enumerate();
-            rows.with_min_len(min_len(n, parallel)).for_each(sample);
-            // The recurrence: dh_{t−1} += db_t·W_hh.
-            sgemm(n, g, h, 1.0, db_t, No, self.weight_hh.value.data(), No, 1.0, &mut dh_prev);
-            std::mem::swap(&mut dh, &mut dh_prev);
-            std::mem::swap(&mut dc, &mut dc_prev);
-        }
+        let parallel = n > 1 && n * g >= PARALLEL_MIN && rayon::current_num_threads() > 1;
+        in_pool(parallel, || {
+            for t in (0..t_len).rev() {
+                let h_prev = &self.hs[t * nh..][..nh];
+                let (c_prev, c_now) = (&self.cs[t * nh..][..nh], &self.cs[(t + 1) * nh..][..nh]);
+                let saved_t = &self.saved[t * n * sv..][..n * sv];
+                let db_t = &mut db[t * n * g..][..n * g];
+                type Rows<'r> = (
+                    usize,
+                    (
+                        (((&'r mut [f32], &'r mut [f32]), &'r mut [f32]), &'r mut [f32]),
+                        (&'r mut [f32], &'r mut [f32]),
+                    ),
+                );
+                let sample = |(s, ((((dh_s, dc_s), dhp), dcp), (db_s, da_s))): Rows<'_>| {
+                    let active = lengths.get(s).is_none_or(|&l| t < l);
+                    if let (Some(grad_out), true) = (grad_out, active) {
+                        let gy = &grad_out.data()[(s * t_len + t) * h..][..h];
+                        dh_s.iter_mut().zip(gy).for_each(|(d, gy)| *d += gy); // dh_t = dL/dy_t + (from t+1)
+                    }
+                    if !active {
+                        dhp.copy_from_slice(dh_s); // padding: h_t = h_{t−1}, the gradient passes through
+                        dcp.copy_from_slice(dc_s);
+                        db_s.fill(0.0);
+                        return;
+                    }
+                    let (hp, cp, c) = (&h_prev[s * h..][..h], &c_prev[s * h..][..h], &c_now[s * h..][..h]);
+                    let da = &mut da_s[t * g..][..g];
+                    cell.backward_step(&saved_t[s * sv..][..sv], hp, cp, c, dh_s, dc_s, da, db_s, dhp, dcp);
+                };
+                let state = dh.par_chunks_mut(h).zip(dc.par_chunks_mut(h));
+                let state = state.zip(dh_prev.par_chunks_mut(h)).zip(dc_prev.par_chunks_mut(h));
+                let rows =
+                    state.zip(db_t.par_chunks_mut(g).zip(da_all.par_chunks_mut(t_len * g))).enumerate();
+                rows.with_min_len(min_len(n, parallel)).for_each(sample);
+                // The recurrence: dh_{t−1} += db_t·W_hh.
+                sgemm_in_walk(n, g, h, 1.0, db_t, No, self.weight_hh.value.data(), No, 1.0, &mut dh_prev);
+                std::mem::swap(&mut dh, &mut dh_prev);
+                std::mem::swap(&mut dc, &mut dc_prev);
+            }
+        });
         // dL/dh₀ (dL/dc₀): what reached the initial state. Kept, not propagated further.
         self.h0_grad = Some(RecurrentState {
             h: Tensor::from_vec(&[n, h], dh.clone()).expect("[N, H]"),
@@ -754,6 +764,16 @@ impl<C: Cell> Recurrent<C> {
         f("weight_hh_l0", StateMut::Param(&mut self.weight_hh));
         f("bias_ih_l0", StateMut::Param(&mut self.bias_ih));
         f("bias_hh_l0", StateMut::Param(&mut self.bias_hh));
+    }
+}
+
+/// Runs `walk` on a thread of rayon's pool when `parallel` (and this thread is not one already),
+/// else here.
+fn in_pool(parallel: bool, walk: impl FnOnce() + Send) {
+    if parallel && rayon::current_thread_index().is_none() {
+        rayon::scope(|_| walk());
+    } else {
+        walk();
     }
 }
 
