@@ -38,7 +38,7 @@ pub const PARALLEL_MIN_MACS: usize = 1 << 23;
 
 /// Multiply-adds from which [`sgemm_in_walk`], called on one of rayon's threads, splits the
 /// product across the pool (a recurrent step's 32 × 200 × 800 product is 5.1 M).
-pub const IN_POOL_PARALLEL_MIN_MACS: usize = 1 << 21;
+pub(crate) const IN_POOL_PARALLEL_MIN_MACS: usize = 1 << 21;
 
 /// `C[m, n] = alpha · op(A)[m, k] · op(B)[k, n] + beta · C`, on row-major slices.
 ///
