@@ -2,12 +2,11 @@
 //! floating-point operations per second one core, and all of them, can retire when nothing but
 //! multiply-adds stand in the way — no memory traffic, no dependencies between the accumulators.
 //!
-//! The kernel keeps 12 independent accumulators of 8 lanes (enough to cover the FMA latency of
-//! current x86 cores) and updates each with `acc = acc·a + b` in a loop the compiler vectorises.
-//! It is compiled two ways and the wider one the CPU has is measured: baseline x86-64 and AVX2 +
-//! FMA (`#[target_feature]`, chosen at run time). AVX-512 is not measured: enabling it needs Rust
-//! 1.89, above this crate's minimum (1.86), so on an AVX-512 machine this reports the AVX2 peak,
-//! half the hardware's.
+//! The kernel keeps 12 independent accumulators (enough to cover the FMA latency of current x86
+//! cores) of one register's width each and updates every lane with `acc = acc·a + b` in a loop
+//! the compiler vectorises. It is compiled for every instruction set with fused multiply-adds that
+//! the CPU has, and each is measured: AVX2 + FMA (8 lanes per register) and AVX-512F (16 lanes),
+//! chosen at run time — the same ISAs the crate's kernels dispatch to (`tensor::simd`).
 //! Criterion prints "Gelem/s": one element = one floating-point operation (an FMA counts two).
 //!
 //! The second roof is memory: `memory_bandwidth` streams `dst = src + 1` over two 64 MiB arrays
@@ -22,13 +21,12 @@ use rayon::prelude::*;
 use std::hint::black_box;
 
 const ACCUMULATORS: usize = 12;
-const LANES: usize = 8;
 const STEPS: usize = 100_000;
 
-/// `STEPS` rounds of `acc = acc·a + b` on every lane of every accumulator; returns a checksum so
-/// that nothing is optimised away. FLOPs: `2 · STEPS · ACCUMULATORS · LANES`.
+/// `STEPS` rounds of `acc = acc·a + b` on every lane of every accumulator (`LANES` wide); returns
+/// a checksum so that nothing is optimised away. FLOPs: `2 · STEPS · ACCUMULATORS · LANES`.
 #[inline(always)]
-fn kernel(a: f32, b: f32) -> f32 {
+fn kernel<const LANES: usize>(a: f32, b: f32) -> f32 {
     let mut acc = [[1.0f32; LANES]; ACCUMULATORS];
     for _ in 0..STEPS {
         for row in acc.iter_mut() {
@@ -43,34 +41,51 @@ fn kernel(a: f32, b: f32) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn kernel_avx2(a: f32, b: f32) -> f32 {
-    kernel(a, b)
+    kernel::<8>(a, b)
 }
 
-/// The widest version this CPU runs, and its name.
-fn widest() -> (&'static str, fn(f32, f32) -> f32) {
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn kernel_avx512(a: f32, b: f32) -> f32 {
+    kernel::<16>(a, b)
+}
+
+/// Every FMA version this CPU runs: its name, the kernel, and its lanes per accumulator.
+fn variants() -> Vec<(&'static str, fn(f32, f32) -> f32, usize)> {
+    let mut out: Vec<(&'static str, fn(f32, f32) -> f32, usize)> = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        let fma = std::arch::is_x86_feature_detected!("fma");
+        if fma && std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2 and FMA (checked).
-            return ("avx2_fma", |a, b| unsafe { kernel_avx2(a, b) });
+            out.push(("avx2_fma", |a, b| unsafe { kernel_avx2(a, b) }, 8));
+        }
+        if fma && std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F and FMA (checked).
+            out.push(("avx512_fma", |a, b| unsafe { kernel_avx512(a, b) }, 16));
         }
     }
-    ("baseline", kernel)
+    out
 }
 
 fn peak(c: &mut Criterion) {
-    let (name, f) = widest();
-    let flops = (2 * STEPS * ACCUMULATORS * LANES) as u64;
     let mut g = c.benchmark_group("fma_peak");
     g.sample_size(20);
-    g.throughput(Throughput::Elements(flops));
     // mul_add without FMA hardware is a library call: only the FMA builds measure a peak.
-    g.bench_function(format!("{name}_one_core"), |bench| bench.iter(|| f(black_box(0.999), black_box(1e-3))));
-    let threads = rayon::current_num_threads();
-    g.throughput(Throughput::Elements(flops * threads as u64));
-    g.bench_function(format!("{name}_all_{threads}_cores"), |bench| {
-        bench.iter(|| (0..threads).into_par_iter().map(|_| f(black_box(0.999), black_box(1e-3))).sum::<f32>())
-    });
+    for (name, f, lanes) in variants() {
+        let flops = (2 * STEPS * ACCUMULATORS * lanes) as u64;
+        g.throughput(Throughput::Elements(flops));
+        g.bench_function(format!("{name}_one_core"), |bench| {
+            bench.iter(|| f(black_box(0.999), black_box(1e-3)))
+        });
+        let threads = rayon::current_num_threads();
+        g.throughput(Throughput::Elements(flops * threads as u64));
+        g.bench_function(format!("{name}_all_{threads}_cores"), |bench| {
+            bench.iter(|| {
+                (0..threads).into_par_iter().map(|_| f(black_box(0.999), black_box(1e-3))).sum::<f32>()
+            })
+        });
+    }
     g.finish();
 }
 

@@ -51,22 +51,29 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Bytes allocated by one forward + backward after warm-up, minus those of `y` and `dx`.
+/// Bytes allocated by one forward + backward after warm-up, minus those of `y` and `dx`: the
+/// fewest over 5 measured rounds. (Each of rayon's threads keeps its own scratch, sized for the
+/// images it was handed; on a loaded machine the pool may hand one thread more images than ever
+/// before, and its scratch grows once. A layer that allocates at every step shows in every round.)
 fn extra_bytes(layer: &mut dyn Layer, x: &Tensor) -> (usize, usize) {
     for _ in 0..2 {
         let y = layer.forward(x, Pass::TRAIN);
         layer.backward(&y, InputGrad::Needed).unwrap();
     }
-    let g = layer.forward(x, Pass::TRAIN); // used as the upstream gradient below
-    let (before, live_before) = (BYTES.load(Relaxed), PACKING_LIVE.load(Relaxed));
-    let packing_before = PACKING.load(Relaxed);
-    let y = layer.forward(x, Pass::TRAIN);
-    let dx = layer.backward(&g, InputGrad::Needed).unwrap();
-    let total = BYTES.load(Relaxed) - before;
-    assert!(PACKING.load(Relaxed) > packing_before, "the GEMM ran (and packed)");
-    assert_eq!(PACKING_LIVE.load(Relaxed), live_before, "GEMM packing buffers are freed when it returns");
-    let returned = 4 * (y.len() + dx.len());
-    (total.saturating_sub(returned), total)
+    let mut fewest = (usize::MAX, 0);
+    for _ in 0..5 {
+        let g = layer.forward(x, Pass::TRAIN); // used as the upstream gradient below
+        let (before, live_before) = (BYTES.load(Relaxed), PACKING_LIVE.load(Relaxed));
+        let packing_before = PACKING.load(Relaxed);
+        let y = layer.forward(x, Pass::TRAIN);
+        let dx = layer.backward(&g, InputGrad::Needed).unwrap();
+        let total = BYTES.load(Relaxed) - before;
+        assert!(PACKING.load(Relaxed) > packing_before, "the GEMM ran (and packed)");
+        assert_eq!(PACKING_LIVE.load(Relaxed), live_before, "GEMM packing buffers are freed when it returns");
+        let returned = 4 * (y.len() + dx.len());
+        fewest = fewest.min((total.saturating_sub(returned), total));
+    }
+    fewest
 }
 
 #[test]
