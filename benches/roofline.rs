@@ -50,9 +50,12 @@ unsafe fn kernel_avx512(a: f32, b: f32) -> f32 {
     kernel::<16>(a, b)
 }
 
-/// Every FMA version this CPU runs: its name, the kernel, and its lanes per accumulator.
-fn variants() -> Vec<(&'static str, fn(f32, f32) -> f32, usize)> {
-    let mut out: Vec<(&'static str, fn(f32, f32) -> f32, usize)> = Vec::new();
+/// A version of the kernel: its name, the function, and its lanes per accumulator.
+type Variant = (&'static str, fn(f32, f32) -> f32, usize);
+
+/// Every FMA version this CPU runs.
+fn variants() -> Vec<Variant> {
+    let mut out: Vec<Variant> = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
         let fma = std::arch::is_x86_feature_detected!("fma");
