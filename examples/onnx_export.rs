@@ -20,6 +20,35 @@ use backprop::prelude::*;
 use std::any::Any;
 use std::path::PathBuf;
 
+/// Writes `{name}.weights` (the model's state) and `{name}.safetensors` (the input and this
+/// crate's output for it). For a recurrent model (`Some((T, k))`) the sequences get lengths of
+/// 1 … T valid steps (ONNX Runtime must stop each where the crate does), written as
+/// `input_lengths`.
+fn write_case(
+    dir: &std::path::Path,
+    name: &str,
+    model: &mut Sequential,
+    x: &Tensor,
+    recurrent: Option<(usize, usize)>,
+) -> Result<()> {
+    let weights = backprop::io::state_dict(model);
+    let refs: Vec<(&str, &Tensor)> = weights.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    zoo::write_tensors(&dir.join(format!("{name}.weights")), &refs)?;
+    let path = dir.join(format!("{name}.safetensors"));
+    match recurrent {
+        Some((steps, k)) => {
+            let lengths: Vec<usize> = (0..x.dim(0)).map(|i| 1 + (i * 7 + k) % steps).collect();
+            let y = model.predict_with_lengths(x, &lengths, 256)?;
+            let l = Tensor::from_vec(&[lengths.len()], lengths.iter().map(|&v| v as f32).collect())?;
+            zoo::write_tensors(&path, &[("input", x), ("input_lengths", &l), ("output", &y)])
+        }
+        None => {
+            let y = model.predict(x, 256)?;
+            zoo::write_tensors(&path, &[("input", x), ("output", &y)])
+        }
+    }
+}
+
 fn main() -> Result<()> {
     let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "target/onnx".into()));
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -33,21 +62,7 @@ fn main() -> Result<()> {
             l.is::<Lstm>() || l.is::<Gru>() || l.is::<Rnn>()
         });
         backprop::onnx::save(&model, &sample, dir.join(format!("{name}.onnx")))?;
-        let weights = backprop::io::state_dict(&model);
-        let refs: Vec<(&str, &Tensor)> = weights.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        zoo::write_tensors(&dir.join(format!("{name}.weights")), &refs)?;
-        let path = dir.join(format!("{name}.safetensors"));
-        if recurrent {
-            // Sequences of 1 … T valid steps: ONNX Runtime must stop each where the crate does.
-            let steps = sample[0];
-            let lengths: Vec<usize> = (0..x.dim(0)).map(|i| 1 + (i * 7 + k) % steps).collect();
-            let y = model.predict_with_lengths(&x, &lengths, 256)?;
-            let l = Tensor::from_vec(&[lengths.len()], lengths.iter().map(|&v| v as f32).collect())?;
-            zoo::write_tensors(&path, &[("input", &x), ("input_lengths", &l), ("output", &y)])?;
-        } else {
-            let y = model.predict(&x, 256)?;
-            zoo::write_tensors(&path, &[("input", &x), ("output", &y)])?;
-        }
+        write_case(&dir, name, &mut model, &x, recurrent.then_some((sample[0], k)))?;
         println!("{name}: {}", model.layers().map(|l| l.describe()).collect::<Vec<_>>().join(" → "));
     }
 
@@ -63,21 +78,8 @@ fn main() -> Result<()> {
             continue;
         }
         let x = zoo::batch(&sample, ids, seed as usize);
-        let path = dir.join(format!("{name}.safetensors"));
-        if seed % 3 == 2 {
-            // Recurrent: sequences of 1 … T valid steps.
-            let steps = sample[0];
-            let lengths: Vec<usize> = (0..x.dim(0)).map(|i| 1 + (i * 7 + seed as usize) % steps).collect();
-            let y = model.predict_with_lengths(&x, &lengths, 256)?;
-            let l = Tensor::from_vec(&[lengths.len()], lengths.iter().map(|&v| v as f32).collect())?;
-            zoo::write_tensors(&path, &[("input", &x), ("input_lengths", &l), ("output", &y)])?;
-        } else {
-            let y = model.predict(&x, 256)?;
-            zoo::write_tensors(&path, &[("input", &x), ("output", &y)])?;
-        }
-        let weights = backprop::io::state_dict(&model);
-        let refs: Vec<(&str, &Tensor)> = weights.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        zoo::write_tensors(&dir.join(format!("{name}.weights")), &refs)?;
+        let recurrent = seed % 3 == 2; // zoo::odd's sequence models
+        write_case(&dir, &name, &mut model, &x, recurrent.then_some((sample[0], seed as usize)))?;
         odd += 1;
     }
     println!("{odd} odd models exported");

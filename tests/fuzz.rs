@@ -553,6 +553,20 @@ fn walkthrough_binary() -> Option<PathBuf> {
     bin.exists().then_some(bin)
 }
 
+/// Runs a command-line case: exit 0 is `Ok(true)`, exit 1 or 2 with a message `Ok(false)` (a
+/// clean refusal); a signal, a panic or any other exit is an `Err`.
+fn run_cli(command: &mut std::process::Command) -> Result<bool, String> {
+    let run = command.output().map_err(|e| e.to_string())?;
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    match run.status.code() {
+        None => Err(format!("killed by a signal ({:?}): {stderr}", run.status)),
+        Some(_) if stderr.contains("panicked") => Err(format!("panicked: {stderr}")),
+        Some(0) => Ok(true),
+        Some(1 | 2) if !stderr.trim().is_empty() => Ok(false),
+        Some(code) => Err(format!("exit code {code} with stderr {stderr:?}")),
+    }
+}
+
 /// The knowledge-tracing example's command line with hostile options and mutated files, run as a
 /// child process: exit 0, or exit 1/2 with a message; never a panic, an abort or a signal.
 fn kt_cli(t: &mut Tally, cases: usize) {
@@ -611,21 +625,7 @@ fn kt_cli(t: &mut Tally, cases: usize) {
         let shown = args.join(" ");
         t.case(
             || format!("knowledge-tracing cli case {i}: {shown}"),
-            || {
-                let run = std::process::Command::new(&bin)
-                    .args(&args)
-                    .env("RAYON_NUM_THREADS", "1")
-                    .output()
-                    .map_err(|e| e.to_string())?;
-                let stderr = String::from_utf8_lossy(&run.stderr);
-                match run.status.code() {
-                    None => Err(format!("killed by a signal ({:?}): {stderr}", run.status)),
-                    Some(_) if stderr.contains("panicked") => Err(format!("panicked: {stderr}")),
-                    Some(0) => Ok(true),
-                    Some(1 | 2) if !stderr.trim().is_empty() => Ok(false),
-                    Some(code) => Err(format!("exit code {code} with stderr {stderr:?}")),
-                }
-            },
+            || run_cli(std::process::Command::new(&bin).args(&args).env("RAYON_NUM_THREADS", "1")),
         );
     }
 }
@@ -711,20 +711,7 @@ fn cli(t: &mut Tally, cases: usize) {
             }
         }
         let shown = args.join(" ");
-        t.case(
-            || format!("cli case {i}: {shown}"),
-            || {
-                let run = std::process::Command::new(&bin).args(&args).output().map_err(|e| e.to_string())?;
-                let stderr = String::from_utf8_lossy(&run.stderr);
-                match run.status.code() {
-                    None => Err(format!("killed by a signal ({:?}): {stderr}", run.status)),
-                    Some(_) if stderr.contains("panicked") => Err(format!("panicked: {stderr}")),
-                    Some(0) => Ok(true),
-                    Some(1 | 2) if !stderr.trim().is_empty() => Ok(false),
-                    Some(code) => Err(format!("exit code {code} with stderr {stderr:?}")),
-                }
-            },
-        );
+        t.case(|| format!("cli case {i}: {shown}"), || run_cli(std::process::Command::new(&bin).args(&args)));
     }
 }
 
