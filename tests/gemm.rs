@@ -17,7 +17,8 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (64, 288, 121),
     (10, 1600, 64),
     (129, 65, 130),
-    (300, 40, 200), // large enough to take the parallel path
+    (300, 40, 200),   // large enough to take the parallel path
+    (150, 600, 1100), // the packed GEMM's blocks: rows past MC = 144, 600 steps as 3 × 200, columns past NC = 1024
 ];
 
 #[test]

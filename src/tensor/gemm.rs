@@ -36,10 +36,6 @@ pub enum Transpose {
 /// clearly only well above that.
 pub const PARALLEL_MIN_MACS: usize = 1 << 23;
 
-/// Multiply-adds from which [`sgemm_in_walk`], called on one of rayon's threads, splits the
-/// product across the pool (a recurrent step's 32 × 200 × 800 product is 5.1 M).
-pub(crate) const IN_POOL_PARALLEL_MIN_MACS: usize = 1 << 21;
-
 /// `C[m, n] = alpha · op(A)[m, k] · op(B)[k, n] + beta · C`, on row-major slices.
 ///
 /// `a` holds `op(A)` as stored: `[m, k]` row-major for [`Transpose::No`], `[k, m]` for
@@ -69,30 +65,10 @@ pub fn sgemm(
     beta: f32,
     c: &mut [f32],
 ) {
-    sgemm_impl(m, k, n, alpha, a, trans_a, b, trans_b, beta, c, false);
+    sgemm_impl(m, k, n, alpha, a, trans_a, b, trans_b, beta, c);
 }
 
-/// [`sgemm`] for a loop that already runs on one of rayon's threads and does little else in
-/// parallel (the recurrent layers' walks through time): a product of at least
-/// [`IN_POOL_PARALLEL_MIN_MACS`] is split across the pool even from there. (Everywhere else a
-/// GEMM inside a pool thread is one task among many — a convolution per image — and stays whole.)
 #[allow(clippy::too_many_arguments)] // sgemm's arguments
-pub(crate) fn sgemm_in_walk(
-    m: usize,
-    k: usize,
-    n: usize,
-    alpha: f32,
-    a: &[f32],
-    trans_a: Transpose,
-    b: &[f32],
-    trans_b: Transpose,
-    beta: f32,
-    c: &mut [f32],
-) {
-    sgemm_impl(m, k, n, alpha, a, trans_a, b, trans_b, beta, c, true);
-}
-
-#[allow(clippy::too_many_arguments)] // sgemm's arguments and the split rule
 fn sgemm_impl(
     m: usize,
     k: usize,
@@ -104,7 +80,6 @@ fn sgemm_impl(
     trans_b: Transpose,
     beta: f32,
     c: &mut [f32],
-    split_in_pool: bool,
 ) {
     // Checked products: a wrapped length must never reach the unsafe kernel below.
     let fits = |len: usize, rows: usize, cols: usize| rows.checked_mul(cols) == Some(len);
@@ -142,14 +117,9 @@ fn sgemm_impl(
     let job = Job { k, alpha, a: a.as_ptr(), rsa, csa, b: b.as_ptr(), rsb, csb, beta, rsc: n as isize };
     let threads = rayon::current_num_threads();
     let macs = m.saturating_mul(n).saturating_mul(k);
-    // From outside the pool, a split wakes it and waits: worth it only for large products. From
-    // a pool thread (a loop already running there, as the recurrent layers' walks through time),
-    // handing half to the other threads is cheap, and worth it from a smaller size.
-    let split = threads > 1
-        && match rayon::current_thread_index() {
-            None => macs >= PARALLEL_MIN_MACS,
-            Some(_) => split_in_pool && macs >= IN_POOL_PARALLEL_MIN_MACS && m.max(n) >= 32,
-        };
+    // Split only from outside the pool (inside it, this product is one task among many), and
+    // only large products: a split wakes the pool and waits.
+    let split = threads > 1 && rayon::current_thread_index().is_none() && macs >= PARALLEL_MIN_MACS;
     if !split {
         // SAFETY: a, b and c hold exactly m·k, k·n and m·n elements (checked above, without
         // wrapping), so every index i·rs + p·cs the strides reach for i, p in range is in bounds.

@@ -40,7 +40,8 @@ pub fn exp_fast(x: f32) -> f32 {
     // mantissa): plain SSE2 arithmetic, where `round` or `floor` would be a library call that
     // keeps the loop from vectorising on a baseline x86-64 build.
     const ROUND: f32 = 12_582_912.0;
-    let n = (x * LOG2_E + ROUND) - ROUND;
+    let shifted = x * LOG2_E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4;
     p = p * r + 1.398_199_9e-3;
@@ -49,7 +50,11 @@ pub fn exp_fast(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5; // Cephes: 5.0000001201e-1, which is 0.5 in f32
     let e_r = p * r * r + r + 1.0;
-    let two_n = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // n as an integer: `shifted` has ROUND's exponent, so its bits minus ROUND's are n. (Not
+    // `n as i32`: Rust's saturating float-to-int cast has no vector instruction, and the compiler
+    // then converted each lane on its own — a third of the LSTM's forward pass.)
+    let n_int = shifted.to_bits() as i32 - ROUND.to_bits() as i32;
+    let two_n = f32::from_bits(((n_int + 127) as u32) << 23);
     e_r * two_n
 }
 

@@ -18,8 +18,10 @@ pub mod gemm_reference;
 pub mod im2col;
 pub mod init;
 pub mod math;
+pub(crate) mod microkernel;
 #[cfg(feature = "ndarray")]
 pub mod ndarray_interop;
+pub(crate) mod packed_gemm;
 pub(crate) mod parallel;
 pub(crate) mod simd;
 

@@ -83,8 +83,9 @@ pub use rnn::{Rnn, RnnCell};
 
 use super::{InputGrad, Param, Pass, State, StateMut, check_grad, shape_error};
 use crate::error::{Error, Result};
-use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm, sgemm_in_walk};
+use crate::tensor::gemm::{PARALLEL_MIN_MACS, Transpose::No, Transpose::Yes, sgemm, sgemm_strided};
 use crate::tensor::init::Init;
+use crate::tensor::packed_gemm::{PackedB, gemm_packed_b};
 use crate::tensor::parallel::min_len;
 use crate::tensor::{Tensor, rng, shape_str};
 use rayon::prelude::*;
@@ -161,7 +162,7 @@ pub struct Recurrent<C: Cell> {
     /// `(N, T)` of the latest input.
     pub(crate) nt: (usize, usize),
     pub(crate) x: Tensor,
-    /// `a_t` for every `(n, t)`: `[N·T, G·H]`, rows in `(n, t)` order.
+    /// `a_t` for every `(t, n)`: `[T·N, G·H]`, time-major.
     a: Vec<f32>,
     /// `h_t` for `t = −1 … T−1`, time-major: `[(T+1)·N·H]` (and `c` likewise).
     pub(crate) hs: Vec<f32>,
@@ -170,6 +171,8 @@ pub struct Recurrent<C: Cell> {
     saved: Vec<f32>,
     /// `b_t` of the step being walked (per step scratch).
     b: Vec<f32>,
+    /// `W_hh` packed for the walk's per-step products (`W_hhᵀ` forward, `W_hh` backward).
+    packed_hh: PackedB,
     /// Backward scratch, reused from call to call: dh, dc, dh_prev, dc_prev, da (all steps), db.
     pub(crate) grads: [Vec<f32>; 6],
     h0_grad: Option<RecurrentState>,
@@ -237,6 +240,7 @@ impl<C: Cell> Recurrent<C> {
             cs: Vec::new(),
             saved: Vec::new(),
             b: Vec::new(),
+            packed_hh: PackedB::default(),
             grads: Default::default(),
             h0_grad: None,
         }
@@ -519,17 +523,26 @@ impl<C: Cell> Recurrent<C> {
         self.lengths.extend_from_slice(pass.lengths.unwrap_or(&[]));
         self.nt = (n, t_len);
         self.x.copy_from(x);
-        // a_t = x_t·W_ihᵀ + b_ih for every (n, t) at once: one GEMM. (Buffers keep their length
-        // from pass to pass and are not re-zeroed where every element is written: see `reuse`.)
+        // a_t = x_t·W_ihᵀ + b_ih for every (t, n), time-major ([T, N, G·H]) so that each step
+        // reads one contiguous block: a product per step on x's rows t (T·F apart), the steps
+        // shared among threads. (Buffers keep their length from pass to pass and are not
+        // re-zeroed where every element is written: see `reuse`.)
         if self.a.is_empty() {
             // The latest backward pass borrowed this buffer for dL/da (see `backward_through_time`).
             self.a = std::mem::take(&mut self.grads[4]);
         }
         reuse(&mut self.a, n * t_len * g);
-        sgemm(n * t_len, f, g, 1.0, x.data(), No, self.weight_ih.value.data(), Yes, 0.0, &mut self.a);
-        for row in self.a.chunks_exact_mut(g) {
-            row.iter_mut().zip(self.bias_ih.value.data()).for_each(|(v, b)| *v += b);
-        }
+        let (w_ih, b_ih, xd) = (self.weight_ih.value.data(), self.bias_ih.value.data(), x.data());
+        let parallel_steps = n * t_len * g * f >= PARALLEL_MIN_MACS && rayon::current_num_threads() > 1;
+        self.a.par_chunks_mut(n * g).enumerate().with_min_len(min_len(t_len, parallel_steps)).for_each(
+            |(t, a_t)| {
+                let x_t = &xd[t * f..]; // row n of x_t is x[n, t]: T·F apart
+                sgemm_strided((n, f, g), 1.0, (x_t, t_len * f, No), (w_ih, f, Yes), 0.0, (a_t, g));
+                for row in a_t.chunks_exact_mut(g) {
+                    row.iter_mut().zip(b_ih).for_each(|(v, b)| *v += b);
+                }
+            },
+        );
         // States h_{−1} … h_{T−1}, time-major.
         let nh = n * h;
         reuse(&mut self.hs, (t_len + 1) * nh); // every step writes its h_t (a padded one copies)
@@ -545,41 +558,53 @@ impl<C: Cell> Recurrent<C> {
         let sv = C::SAVED * h;
         reuse(&mut self.saved, t_len * n * sv); // written by every active step, read only for those
         self.b.resize(n * g, 0.0);
-        let (cell, lengths, bias_hh, a_all) = (&self.cell, &self.lengths, self.bias_hh.value.data(), &self.a);
-        // Split a step's samples across threads only when there is another thread to take them:
-        // on one thread a split would hand every step to the pool and wait for it.
-        let parallel = n > 1 && n * g >= PARALLEL_MIN && rayon::current_num_threads() > 1;
-        // The walk runs on one of the pool's threads (`in_pool`): its per-step splits are then
-        // handed between pool threads, instead of this thread waking the pool and sleeping at
-        // every step.
-        in_pool(parallel, || {
+        // b_t = h_{t−1}·W_hhᵀ: W_hhᵀ packed once for the whole walk.
+        self.packed_hh.pack(h, g, self.weight_hh.value.data(), true);
+        let (cell, lengths, bias_hh, packed_hh) =
+            (&self.cell, &self.lengths, self.bias_hh.value.data(), &self.packed_hh);
+        let (a_all, hs, cs) = (&self.a[..], Shared::new(&mut self.hs), Shared::new(&mut self.cs));
+        let (saved, b) = (Shared::new(&mut self.saved), Shared::new(&mut self.b));
+        // The samples are independent through time: each thread walks its own block of samples
+        // through every step, with no hand-over between steps.
+        let walk = |rows: std::ops::Range<usize>| {
+            let (s0, r) = (rows.start, rows.len());
             for t in 0..t_len {
-                let (past, future) = self.hs.split_at_mut((t + 1) * nh);
-                let (h_prev, h_now) = (&past[t * nh..], &mut future[..nh]);
-                let (c_past, c_future) = self.cs.split_at_mut((t + 1) * nh);
-                let (c_prev, c_now) = (&c_past[t * nh..], &mut c_future[..nh]);
-                // b_t = h_{t−1}·W_hhᵀ (+ b_hh below): the per-step product.
-                sgemm_in_walk(n, h, g, 1.0, h_prev, No, self.weight_hh.value.data(), Yes, 0.0, &mut self.b);
-                let saved_t = &mut self.saved[t * n * sv..][..n * sv];
-                // One sample: (h_t, c_t) = cell(a_t, b_t, h_{t−1}, c_{t−1}), or the state carried over
-                // a padded step.
-                type Rows<'r> = (usize, (((&'r mut [f32], &'r mut [f32]), &'r mut [f32]), &'r mut [f32]));
-                let sample = |(s, (((hn, cn), saved), b)): Rows<'_>| {
-                    let (hp, cp) = (&h_prev[s * h..][..h], &c_prev[s * h..][..h]);
-                    if lengths.get(s).is_some_and(|&l| t >= l) {
+                // SAFETY: these are this block's rows (s0 .. s0 + r) of step t's and t+1's states,
+                // of step t's saved values and of the scratch b: no other block touches them, and
+                // each range lies inside its buffer (`Shared::rows` checks).
+                let (h_prev, h_now, c_prev, c_now, saved_t, b) = unsafe {
+                    (
+                        hs.rows(t * nh + s0 * h, r * h),
+                        hs.rows((t + 1) * nh + s0 * h, r * h),
+                        cs.rows(t * nh + s0 * h, r * h),
+                        cs.rows((t + 1) * nh + s0 * h, r * h),
+                        saved.rows((t * n + s0) * sv, r * sv),
+                        b.rows(s0 * g, r * g),
+                    )
+                };
+                gemm_packed_b(r, 1.0, h_prev, packed_hh, 0.0, b); // b_t = h_{t−1}·W_hhᵀ
+                let a_t = &a_all[(t * n + s0) * g..][..r * g];
+                for (i, ((((hn, cn), saved), b), a)) in h_now
+                    .chunks_exact_mut(h)
+                    .zip(c_now.chunks_exact_mut(h))
+                    .zip(saved_t.chunks_exact_mut(sv))
+                    .zip(b.chunks_exact_mut(g))
+                    .zip(a_t.chunks_exact(g))
+                    .enumerate()
+                {
+                    let (hp, cp) = (&h_prev[i * h..][..h], &c_prev[i * h..][..h]);
+                    if lengths.get(s0 + i).is_some_and(|&l| t >= l) {
                         hn.copy_from_slice(hp); // padding: the state is carried unchanged
                         cn.copy_from_slice(cp);
-                        return;
+                        continue;
                     }
-                    b.iter_mut().zip(bias_hh).for_each(|(v, bias)| *v += bias);
-                    let a = &a_all[(s * t_len + t) * g..][..g];
+                    b.iter_mut().zip(bias_hh).for_each(|(v, bias)| *v += bias); // + b_hh
+                    // (h_t, c_t) = cell(a_t, b_t, h_{t−1}, c_{t−1})
                     cell.forward_step(a, b, hp, cp, hn, cn, saved);
-                };
-                let rows = h_now.par_chunks_mut(h).zip(c_now.par_chunks_mut(h));
-                let rows = rows.zip(saved_t.par_chunks_mut(sv)).zip(self.b.par_chunks_mut(g)).enumerate();
-                rows.with_min_len(min_len(n, parallel)).for_each(sample);
+                }
             }
-        });
+        };
+        for_sample_blocks(n, g, walk);
         let mut y = Tensor::zeros(&out_shape);
         if self.last_only {
             y.data_mut().copy_from_slice(&self.hs[t_len * nh..]); // each sequence's last valid state
@@ -703,21 +728,43 @@ impl<C: Cell> Recurrent<C> {
         }
         let (cell, lengths, last_only) = (&self.cell, &self.lengths, self.last_only);
         let grad_out = if last_only { None } else { grad_out };
-        let parallel = n > 1 && n * g >= PARALLEL_MIN && rayon::current_num_threads() > 1;
-        in_pool(parallel, || {
-            for t in (0..t_len).rev() {
-                let h_prev = &self.hs[t * nh..][..nh];
-                let (c_prev, c_now) = (&self.cs[t * nh..][..nh], &self.cs[(t + 1) * nh..][..nh]);
-                let saved_t = &self.saved[t * n * sv..][..n * sv];
-                let db_t = &mut db[t * n * g..][..n * g];
-                type Rows<'r> = (
-                    usize,
+        // dh_{t−1} += db_t·W_hh: W_hh packed once for the whole walk.
+        self.packed_hh.pack(g, h, self.weight_hh.value.data(), false);
+        let packed_hh = &self.packed_hh;
+        let (hs, cs, saved_all) = (&self.hs[..], &self.cs[..], &self.saved[..]);
+        // The state's gradients alternate between two buffers: at step t, (dh, dc) = [t % 2] holds
+        // dL/dh_t and the step writes dL/dh_{t−1} into the other.
+        let dhs = [Shared::new(&mut dh), Shared::new(&mut dh_prev)];
+        let dcs = [Shared::new(&mut dc), Shared::new(&mut dc_prev)];
+        let (da_sh, db_sh) = (Shared::new(&mut da_all), Shared::new(&mut db));
+        let walk = |rows: std::ops::Range<usize>| {
+            let (s0, r) = (rows.start, rows.len());
+            for (step, t) in (0..t_len).rev().enumerate() {
+                let (now, prev) = (step % 2, 1 - step % 2);
+                // SAFETY: these are this block's rows (s0 .. s0 + r) of the state gradients and of
+                // step t's db: no other block touches them; each range lies inside its buffer.
+                let (dh, dc, dh_prev, dc_prev, db_t) = unsafe {
                     (
-                        (((&'r mut [f32], &'r mut [f32]), &'r mut [f32]), &'r mut [f32]),
-                        (&'r mut [f32], &'r mut [f32]),
-                    ),
-                );
-                let sample = |(s, ((((dh_s, dc_s), dhp), dcp), (db_s, da_s))): Rows<'_>| {
+                        dhs[now].rows(s0 * h, r * h),
+                        dcs[now].rows(s0 * h, r * h),
+                        dhs[prev].rows(s0 * h, r * h),
+                        dcs[prev].rows(s0 * h, r * h),
+                        db_sh.rows((t * n + s0) * g, r * g),
+                    )
+                };
+                let h_prev = &hs[t * nh + s0 * h..][..r * h];
+                let (c_prev, c_now) =
+                    (&cs[t * nh + s0 * h..][..r * h], &cs[(t + 1) * nh + s0 * h..][..r * h]);
+                let saved_t = &saved_all[(t * n + s0) * sv..][..r * sv];
+                for (i, ((((dh_s, dc_s), dhp), dcp), db_s)) in dh
+                    .chunks_exact_mut(h)
+                    .zip(dc.chunks_exact_mut(h))
+                    .zip(dh_prev.chunks_exact_mut(h))
+                    .zip(dc_prev.chunks_exact_mut(h))
+                    .zip(db_t.chunks_exact_mut(g))
+                    .enumerate()
+                {
+                    let s = s0 + i;
                     let active = lengths.get(s).is_none_or(|&l| t < l);
                     if let (Some(grad_out), true) = (grad_out, active) {
                         let gy = &grad_out.data()[(s * t_len + t) * h..][..h];
@@ -727,23 +774,24 @@ impl<C: Cell> Recurrent<C> {
                         dhp.copy_from_slice(dh_s); // padding: h_t = h_{t−1}, the gradient passes through
                         dcp.copy_from_slice(dc_s);
                         db_s.fill(0.0);
-                        return;
+                        continue;
                     }
-                    let (hp, cp, c) = (&h_prev[s * h..][..h], &c_prev[s * h..][..h], &c_now[s * h..][..h]);
-                    let da = &mut da_s[t * g..][..g];
-                    cell.backward_step(&saved_t[s * sv..][..sv], hp, cp, c, dh_s, dc_s, da, db_s, dhp, dcp);
-                };
-                let state = dh.par_chunks_mut(h).zip(dc.par_chunks_mut(h));
-                let state = state.zip(dh_prev.par_chunks_mut(h)).zip(dc_prev.par_chunks_mut(h));
-                let rows =
-                    state.zip(db_t.par_chunks_mut(g).zip(da_all.par_chunks_mut(t_len * g))).enumerate();
-                rows.with_min_len(min_len(n, parallel)).for_each(sample);
+                    let (hp, cp, c) = (&h_prev[i * h..][..h], &c_prev[i * h..][..h], &c_now[i * h..][..h]);
+                    // SAFETY: sample s's da row for step t: only this block writes sample s's rows.
+                    let da = unsafe { da_sh.rows((s * t_len + t) * g, g) };
+                    let saved = &saved_t[i * sv..][..sv];
+                    cell.backward_step(saved, hp, cp, c, dh_s, dc_s, da, db_s, dhp, dcp);
+                }
                 // The recurrence: dh_{t−1} += db_t·W_hh.
-                sgemm_in_walk(n, g, h, 1.0, db_t, No, self.weight_hh.value.data(), No, 1.0, &mut dh_prev);
-                std::mem::swap(&mut dh, &mut dh_prev);
-                std::mem::swap(&mut dc, &mut dc_prev);
+                gemm_packed_b(r, 1.0, db_t, packed_hh, 1.0, dh_prev);
             }
-        });
+        };
+        for_sample_blocks(n, g, walk);
+        if t_len % 2 == 1 {
+            // The last step wrote dL/dh₀ into the second buffer.
+            std::mem::swap(&mut dh, &mut dh_prev);
+            std::mem::swap(&mut dc, &mut dc_prev);
+        }
         // dL/dh₀ (dL/dc₀): what reached the initial state. Kept, not propagated further.
         self.h0_grad = Some(RecurrentState {
             h: Tensor::from_vec(&[n, h], dh.clone()).expect("[N, H]"),
@@ -767,13 +815,55 @@ impl<C: Cell> Recurrent<C> {
     }
 }
 
-/// Runs `walk` on a thread of rayon's pool when `parallel` (and this thread is not one already),
-/// else here.
-fn in_pool(parallel: bool, walk: impl FnOnce() + Send) {
-    if parallel && rayon::current_thread_index().is_none() {
-        rayon::scope(|_| walk());
+/// Runs `walk` over blocks of samples: one block per thread when a step's work is large enough
+/// (`N·G·H ≥ PARALLEL_MIN`, counted as `N·G`), else every sample here. The samples of a batch are
+/// independent through time, so each block walks all its steps without waiting for the others;
+/// and each sample's numbers are the same whatever block it is in (bit-identical on any number of
+/// threads).
+fn for_sample_blocks(n: usize, g: usize, walk: impl Fn(std::ops::Range<usize>) + Sync) {
+    let threads = rayon::current_num_threads();
+    let blocks = if n * g >= PARALLEL_MIN && threads > 1 { threads.min(n) } else { 1 };
+    if blocks == 1 {
+        walk(0..n);
     } else {
-        walk();
+        (0..blocks).into_par_iter().for_each(|b| walk(b * n / blocks..(b + 1) * n / blocks));
+    }
+}
+
+/// A buffer that the threads of one walk share, each touching only its own samples' rows: the
+/// time-major layouts put a step's samples side by side, so a block of samples is one range of
+/// each step.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    ptr: *mut f32,
+    len: usize,
+    _buf: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: a `Shared` only hands out ranges through `rows`, whose callers guarantee that no two
+// threads use the same range at once; the buffer is borrowed mutably for 'a.
+unsafe impl Send for Shared<'_> {}
+// SAFETY: as for Send.
+unsafe impl Sync for Shared<'_> {}
+
+impl<'a> Shared<'a> {
+    fn new(buf: &'a mut [f32]) -> Self {
+        Shared { ptr: buf.as_mut_ptr(), len: buf.len(), _buf: std::marker::PhantomData }
+    }
+
+    /// The values `start .. start + len`.
+    ///
+    /// # Safety
+    /// No other thread may read or write them while the slice lives.
+    ///
+    /// # Panics
+    /// If the range is outside the buffer.
+    #[allow(clippy::mut_from_ref)] // disjoint ranges of one buffer, one per thread: see `# Safety`
+    unsafe fn rows(&self, start: usize, len: usize) -> &'a mut [f32] {
+        assert!(start.checked_add(len).is_some_and(|end| end <= self.len), "walk: rows outside the buffer");
+        // SAFETY: inside the buffer (asserted), borrowed mutably for 'a; exclusive to the caller
+        // (see `# Safety`).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
     }
 }
 

@@ -1,0 +1,314 @@
+//! The innermost loop of the crate's own GEMM ([`packed_gemm`](super::packed_gemm)): one tile
+//! of `C`, `MR` rows by `NR` columns, as `MR × NR` running sums kept in vector registers.
+//!
+//! The operands come packed so that each step `p` of the sum reads contiguous memory: the `MR`
+//! values `Ã[p·MR + i]` of a sliver of `A`'s rows, and the `NR` values `B̃[p·NR + j]` of a panel of
+//! `B`'s columns. Then, for `p = 0 … kc−1`:
+//!
+//! ```text
+//! acc[i][j] = fma(Ã[p·MR + i], B̃[p·NR + j], acc[i][j])      every i < MR, j < NR
+//! ```
+//!
+//! and at the end `C[i][j] = fma(alpha, acc[i][j], beta·C[i][j])` (`alpha·acc` when `beta = 0`,
+//! which never reads `C`). [`tile_reference`] is that definition, one scalar at a time; the
+//! vector kernels perform the same fused multiply-adds in the same order per element, so they
+//! agree with it bit for bit (the tests below check every row count).
+//!
+//! **Why these tile sizes.** A step issues `MR` broadcasts of `Ã` and `NR / lanes` loads of `B̃`
+//! for `MR · NR / lanes` multiply-adds. The CPU does two fused multiply-adds and two or three
+//! loads per cycle, so the tile must need fewer loads than multiply-adds, and the multiply-adds
+//! must be many enough (≥ 8 independent sums) to hide their latency; while every running sum, the
+//! `B̃` vectors and a broadcast fit in the 32 (AVX-512) or 16 (AVX2) vector registers:
+//! - AVX-512F: 12 × 32 — 24 sums, 14 loads per 24 multiply-adds (`matrixmultiply`'s 16 × 16 tile
+//!   needs 17 loads for 16, which caps it near half the FMA peak);
+//! - AVX2 + FMA: 6 × 16 — 12 sums, 8 loads per 12 multiply-adds (the classic Haswell shape).
+//!
+//! A sliver with fewer rows (the bottom edge of `C`) runs the same kernel instantiated for that
+//! row count; a panel with fewer columns (the right edge) is zero-padded when packed, and only its
+//! real columns are stored.
+
+/// One tile: `C[MR rows, cols] = alpha · Ã·B̃ + beta · C` over `kc` steps (`Ã` packed `MR` wide,
+/// `B̃` packed `NR` wide, `C` with row stride `ldc`, `cols ≤ NR`).
+///
+/// # Safety
+/// `a` must hold `kc · MR` and `b` `kc · NR` readable values; `c` must point at `MR` rows of `cols`
+/// writable values, `ldc` apart; the CPU must support the kernel's instruction set.
+pub(crate) type TileFn = unsafe fn(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    alpha: f32,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+);
+
+/// A family of tile kernels for one instruction set: `tile[r − 1]` computes a tile of `r ≤ mr` rows.
+pub(crate) struct Kernels {
+    /// Rows of a full tile.
+    pub mr: usize,
+    /// Columns of a tile (the packed panels' width).
+    pub nr: usize,
+    /// The kernel for each row count `1 ..= mr`.
+    pub tile: &'static [TileFn],
+}
+
+/// The tile kernels for the CPU's widest instruction set ([`isa`](super::simd::isa)), or `None`
+/// where it has no fused multiply-add kernel here (the baseline: `matrixmultiply` then computes
+/// every product).
+pub(crate) fn kernels() -> Option<&'static Kernels> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::simd::{Isa, isa};
+        match isa() {
+            Isa::Avx512 => return Some(&x86::AVX512),
+            Isa::Avx2 if std::arch::is_x86_feature_detected!("fma") => return Some(&x86::AVX2),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The definition of a tile, one scalar at a time (see the module docs): what the vector kernels
+/// compute, bit for bit. `rows ≤ mr`, `cols ≤ nr`; `c` has row stride `ldc`.
+#[allow(clippy::too_many_arguments)] // a tile's operands, as the kernels take them
+#[cfg_attr(not(test), allow(dead_code))] // the definition: the tests compare the kernels with it
+pub(crate) fn tile_reference(
+    (mr, nr, kc): (usize, usize, usize),
+    a: &[f32],
+    b: &[f32],
+    alpha: f32,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+    cols: usize,
+) {
+    let rows = a.len() / kc.max(1);
+    debug_assert!(rows <= mr);
+    for i in 0..rows {
+        for j in 0..cols {
+            let mut acc = 0.0f32;
+            for p in 0..kc {
+                acc = a[p * rows + i].mul_add(b[p * nr + j], acc);
+            }
+            let c_ij = &mut c[i * ldc + j];
+            *c_ij = if beta == 0.0 { alpha * acc } else { alpha.mul_add(acc, beta * *c_ij) };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Kernels, TileFn};
+    use std::arch::x86_64::*;
+
+    /// The AVX-512F family: 12 × 32 tiles.
+    pub(super) static AVX512: Kernels = Kernels { mr: 12, nr: 32, tile: &AVX512_TILES };
+    static AVX512_TILES: [TileFn; 12] = [
+        tile_avx512::<1>,
+        tile_avx512::<2>,
+        tile_avx512::<3>,
+        tile_avx512::<4>,
+        tile_avx512::<5>,
+        tile_avx512::<6>,
+        tile_avx512::<7>,
+        tile_avx512::<8>,
+        tile_avx512::<9>,
+        tile_avx512::<10>,
+        tile_avx512::<11>,
+        tile_avx512::<12>,
+    ];
+
+    /// The AVX2 + FMA family: 6 × 16 tiles.
+    pub(super) static AVX2: Kernels = Kernels { mr: 6, nr: 16, tile: &AVX2_TILES };
+    static AVX2_TILES: [TileFn; 6] =
+        [tile_avx2::<1>, tile_avx2::<2>, tile_avx2::<3>, tile_avx2::<4>, tile_avx2::<5>, tile_avx2::<6>];
+
+    /// `MR × 32` with AVX-512F: each row's sums in two 16-lane registers.
+    ///
+    /// # Safety
+    /// See [`TileFn`]; the CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile_avx512<const MR: usize>(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        alpha: f32,
+        beta: f32,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        // SAFETY: the caller guarantees kc·MR values at `a`, kc·32 at `b` (see `TileFn`).
+        unsafe {
+            for p in 0..kc {
+                let b_p = b.add(p * 32);
+                let (b0, b1) = (_mm512_loadu_ps(b_p), _mm512_loadu_ps(b_p.add(16)));
+                let a_p = a.add(p * MR);
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let a_ip = _mm512_set1_ps(*a_p.add(i));
+                    acc_i[0] = _mm512_fmadd_ps(a_ip, b0, acc_i[0]);
+                    acc_i[1] = _mm512_fmadd_ps(a_ip, b1, acc_i[1]);
+                }
+            }
+        }
+        let (alpha_v, beta_v) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
+        for (i, acc_i) in acc.iter().enumerate() {
+            // SAFETY: row i < MR of C has `cols` writable values (see `TileFn`).
+            let c_i = unsafe { c.add(i * ldc) };
+            if cols == 32 {
+                for (half, &sum) in acc_i.iter().enumerate() {
+                    // SAFETY: 16 values at c_i + 16·half, half < 2, inside the row's 32.
+                    unsafe {
+                        let at = c_i.add(16 * half);
+                        let out = if beta == 0.0 {
+                            _mm512_mul_ps(alpha_v, sum)
+                        } else {
+                            _mm512_fmadd_ps(alpha_v, sum, _mm512_mul_ps(beta_v, _mm512_loadu_ps(at)))
+                        };
+                        _mm512_storeu_ps(at, out);
+                    }
+                }
+            } else {
+                let mut sums = [0.0f32; 32];
+                // SAFETY: `sums` holds 32 values: two stores of 16.
+                unsafe {
+                    _mm512_storeu_ps(sums.as_mut_ptr(), acc_i[0]);
+                    _mm512_storeu_ps(sums.as_mut_ptr().add(16), acc_i[1]);
+                }
+                // SAFETY: the row's first `cols` values are writable (see `TileFn`).
+                unsafe { finish(&sums[..cols], alpha, beta, c_i) };
+            }
+        }
+    }
+
+    /// `MR × 16` with AVX2 and FMA: each row's sums in two 8-lane registers.
+    ///
+    /// # Safety
+    /// See [`TileFn`]; the CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile_avx2<const MR: usize>(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        alpha: f32,
+        beta: f32,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        // SAFETY: the caller guarantees kc·MR values at `a`, kc·16 at `b` (see `TileFn`).
+        unsafe {
+            for p in 0..kc {
+                let b_p = b.add(p * 16);
+                let (b0, b1) = (_mm256_loadu_ps(b_p), _mm256_loadu_ps(b_p.add(8)));
+                let a_p = a.add(p * MR);
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let a_ip = _mm256_broadcast_ss(&*a_p.add(i));
+                    acc_i[0] = _mm256_fmadd_ps(a_ip, b0, acc_i[0]);
+                    acc_i[1] = _mm256_fmadd_ps(a_ip, b1, acc_i[1]);
+                }
+            }
+        }
+        let (alpha_v, beta_v) = (_mm256_set1_ps(alpha), _mm256_set1_ps(beta));
+        for (i, acc_i) in acc.iter().enumerate() {
+            // SAFETY: row i < MR of C has `cols` writable values (see `TileFn`).
+            let c_i = unsafe { c.add(i * ldc) };
+            if cols == 16 {
+                for (half, &sum) in acc_i.iter().enumerate() {
+                    // SAFETY: 8 values at c_i + 8·half, half < 2, inside the row's 16.
+                    unsafe {
+                        let at = c_i.add(8 * half);
+                        let out = if beta == 0.0 {
+                            _mm256_mul_ps(alpha_v, sum)
+                        } else {
+                            _mm256_fmadd_ps(alpha_v, sum, _mm256_mul_ps(beta_v, _mm256_loadu_ps(at)))
+                        };
+                        _mm256_storeu_ps(at, out);
+                    }
+                }
+            } else {
+                let mut sums = [0.0f32; 16];
+                // SAFETY: `sums` holds 16 values: two stores of 8.
+                unsafe {
+                    _mm256_storeu_ps(sums.as_mut_ptr(), acc_i[0]);
+                    _mm256_storeu_ps(sums.as_mut_ptr().add(8), acc_i[1]);
+                }
+                // SAFETY: the row's first `cols` values are writable (see `TileFn`).
+                unsafe { finish(&sums[..cols], alpha, beta, c_i) };
+            }
+        }
+    }
+
+    /// `c[j] = fma(alpha, sums[j], beta·c[j])` (or `alpha·sums[j]` for `beta = 0`): a partial row's
+    /// store, the same operation as the vector stores.
+    ///
+    /// # Safety
+    /// `c` must point at `sums.len()` writable values.
+    #[inline(always)]
+    unsafe fn finish(sums: &[f32], alpha: f32, beta: f32, c: *mut f32) {
+        for (j, &sum) in sums.iter().enumerate() {
+            // SAFETY: j < sums.len() values are writable at c (the caller's guarantee).
+            let c_j = unsafe { &mut *c.add(j) };
+            *c_j = if beta == 0.0 { alpha * sum } else { alpha.mul_add(sum, beta * *c_j) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kernel of every family the CPU has, every row count, full and partial columns, with
+    /// and without beta: the same bits as the scalar definition.
+    #[test]
+    fn kernels_match_the_reference_bit_for_bit() {
+        #[cfg(target_arch = "x86_64")]
+        let families: Vec<&Kernels> = {
+            let mut f = Vec::new();
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                f.push(&x86::AVX512);
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                f.push(&x86::AVX2);
+            }
+            f
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let families: Vec<&Kernels> = Vec::new();
+        let v = |n: usize, s: f32| (0..n).map(|k| (k as f32 * 0.731 + s).sin() * 2.0).collect::<Vec<f32>>();
+        for fam in families {
+            let (mr, nr, kc) = (fam.mr, fam.nr, 37);
+            for rows in 1..=mr {
+                for cols in [nr, nr - 1, 1] {
+                    for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0), (-1.5, 0.25)] {
+                        let (a, b) = (v(kc * rows, 0.1), v(kc * nr, 0.7));
+                        let ldc = nr + 3;
+                        let c0 = v(rows * ldc, 1.3);
+                        let mut want = c0.clone();
+                        tile_reference((mr, nr, kc), &a, &b, alpha, beta, &mut want, ldc, cols);
+                        let mut got = c0.clone();
+                        // SAFETY: a holds kc·rows, b kc·nr values; c has `rows` rows of ldc ≥ cols;
+                        // the family was chosen for what the CPU supports.
+                        unsafe {
+                            (fam.tile[rows - 1])(
+                                kc,
+                                a.as_ptr(),
+                                b.as_ptr(),
+                                alpha,
+                                beta,
+                                got.as_mut_ptr(),
+                                ldc,
+                                cols,
+                            )
+                        };
+                        assert_eq!(got, want, "{mr}×{nr} family, {rows} rows, {cols} columns, beta {beta}");
+                    }
+                }
+            }
+        }
+    }
+}

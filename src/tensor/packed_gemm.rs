@@ -1,0 +1,290 @@
+//! The crate's own GEMM for a right-hand matrix used many times: `B` packed once ([`PackedB`]),
+//! then multiplied tile by tile by the [`microkernel`](super::microkernel)s. The recurrent layers'
+//! weight `W_hh` multiplies the state at every step of a sequence; packed once per pass, each
+//! step's product `h_{t−1}·W_hhᵀ` only packs its small `A`. (`matrixmultiply`, which computes every
+//! other product in the crate, packs both operands at every call.)
+//!
+//! For `C[m, n] = alpha · A[m, k] · B[k, n] + beta · C`:
+//!
+//! ```text
+//! B packed once: panels of NR columns, each k × NR, p-major
+//! for each block of NC columns jc:
+//! for each block of KC steps pc:                   (blocks of equal size, at most KC)
+//!     for each block of MC rows ic:
+//!         pack A[ic, pc] into slivers of MR rows, each KC × MR, p-major       (L2-sized)
+//!         for each panel jr:                       one panel's KC rows stay in L1 …
+//!             for each sliver ir:                  … while the slivers stream past them
+//!                 C[ir, jr] = alpha · sliver · panel + (beta on the first block, else 1) · C[ir, jr]
+//! ```
+//!
+//! Each element of `C` is a chain of fused multiply-adds over `p = 0 … k−1` in order, cut at the
+//! same `KC` boundaries whatever rows are computed together: so a row of `C` has the same bits
+//! however the rows are split across threads.
+//!
+//! Tried and dropped: the same blocking, packing `B` at every call, for every product in the crate
+//! instead of `matrixmultiply` (whose AVX-512 kernel is 16 × 16): slower on the Intel Xeon of the
+//! benchmarks (convnet training step 2 threads 5,793–5,850 vs 6,426–6,577 images/s, MLP 46,238–
+//! 51,044 vs 57,154–57,850 samples/s, alternating builds), so `matrixmultiply` keeps them.
+//!
+//! The plain definition is [`gemm_reference`](super::gemm_reference::gemm_reference); the tests
+//! compare with it.
+
+use super::microkernel::{Kernels, kernels};
+use std::cell::RefCell;
+
+/// Steps of the sum per block: a panel's `KC × NR` values (32 KiB for AVX-512's 32 columns at
+/// 256) stay in a 48 KiB L1 cache while the slivers of `A` stream past them.
+const KC: usize = 256;
+/// Rows of `A` packed at a time: `MC × KC` (144 KiB) stays in L2.
+const MC: usize = 144;
+/// Columns of `B` per block (a multiple of every kernel's `NR`): `KC × NC` (1 MiB) stays in L2.
+const NC: usize = 1024;
+
+/// A matrix operand as a pointer and two strides: element `(i, p)` is at `ptr + i·rs + p·cs`.
+#[derive(Clone, Copy)]
+pub(crate) struct Strided {
+    /// The element `(0, 0)`.
+    pub ptr: *const f32,
+    /// Elements from one row to the next.
+    pub rs: isize,
+    /// Elements from one column to the next.
+    pub cs: isize,
+}
+
+/// `op(B)` (`[k, n]`) packed once for the kernels of this CPU: `n.div_ceil(nr)` panels of `k × nr`
+/// values (p-major, the last panel zero-padded). Where the CPU has no kernel here, `op(B)`
+/// row-major (for `matrixmultiply`).
+#[derive(Default)]
+pub(crate) struct PackedB {
+    k: usize,
+    n: usize,
+    /// Panel width: 0 when `data` is `op(B)` row-major.
+    nr: usize,
+    data: Vec<f32>,
+}
+
+impl PackedB {
+    /// Packs `op(B)`: `b` holds `[k, n]` row-major, or `[n, k]` when `transposed`. Reuses the
+    /// buffer (no allocation once it is large enough).
+    ///
+    /// # Panics
+    /// If `b.len() != k·n`.
+    pub fn pack(&mut self, k: usize, n: usize, b: &[f32], transposed: bool) {
+        assert_eq!(b.len(), k * n, "PackedB: {} values for a {k}×{n} matrix", b.len());
+        let (rs, cs) = if transposed { (1, k) } else { (n, 1) };
+        (self.k, self.n) = (k, n);
+        self.data.clear();
+        match kernels() {
+            Some(kern) => {
+                self.nr = kern.nr;
+                self.data.resize(n.div_ceil(kern.nr) * k * kern.nr, 0.0);
+                for (panel, dst) in self.data.chunks_exact_mut(k * kern.nr).enumerate() {
+                    let j0 = panel * kern.nr;
+                    let cols = kern.nr.min(n - j0);
+                    for (p, row) in dst.chunks_exact_mut(kern.nr).enumerate() {
+                        for (j, v) in row[..cols].iter_mut().enumerate() {
+                            *v = b[p * rs + (j0 + j) * cs];
+                        }
+                    }
+                }
+            }
+            None => {
+                self.nr = 0;
+                self.data.extend((0..k * n).map(|e| b[(e / n) * rs + (e % n) * cs]));
+            }
+        }
+    }
+
+    /// True if packed for `kern` (false if packed for `matrixmultiply`, or for another family:
+    /// the ISA cannot change within a process, so only an empty `PackedB` is not `kern`'s).
+    fn is_for(&self, kern: &Kernels) -> bool {
+        self.nr == kern.nr && self.nr != 0
+    }
+
+    /// The raw row-major `op(B)` when packed for `matrixmultiply`.
+    pub(crate) fn row_major(&self) -> Option<&[f32]> {
+        (self.nr == 0).then_some(&self.data[..])
+    }
+}
+
+thread_local! {
+    /// Each thread's packing buffer for A's slivers, reused from call to call.
+    static A_BUFFER: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `C[m, n] = alpha · A · B + beta · C` with `kern`, on one thread; `C` has row stride `ldc`.
+/// `k ≥ 1` (the caller handles an empty sum).
+///
+/// # Safety
+/// `a` must describe a readable `m × k` matrix and `b` must be packed for `kern` with `k` rows
+/// and `n` columns; `c` must point at `m` rows of `n` writable values, `ldc` apart, that nothing
+/// else reads or writes meanwhile.
+#[allow(clippy::too_many_arguments)] // a GEMM's operands
+unsafe fn gemm(
+    kern: &Kernels,
+    m: usize,
+    a: Strided,
+    b: &PackedB,
+    alpha: f32,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+) {
+    let (k, n, mr, nr) = (b.k, b.n, kern.mr, kern.nr);
+    debug_assert!(k > 0 && b.is_for(kern));
+    let blocks = k.div_ceil(KC);
+    let kc_max = k.div_ceil(blocks); // equal blocks: 300 steps are 150 + 150, not 256 + 44
+    A_BUFFER.with_borrow_mut(|a_buf| {
+        for jc in (0..n).step_by(NC) {
+            let panels = (NC.min(n - jc)).div_ceil(nr);
+            for pc in (0..k).step_by(kc_max) {
+                let kc = kc_max.min(k - pc);
+                let beta = if pc == 0 { beta } else { 1.0 }; // later blocks add to the first's sum
+                for ic in (0..m).step_by(MC) {
+                    let mc = MC.min(m - ic);
+                    // Slivers of MR rows (the last one narrower), each kc × width, p-major.
+                    a_buf.clear();
+                    a_buf.resize(mc * kc, 0.0);
+                    for (sliver, dst) in a_buf.chunks_mut(mr * kc).enumerate() {
+                        // SAFETY: rows ic + sliver·mr + (0..width) < m and columns pc .. pc + kc ≤ k
+                        // of A (the caller's guarantee).
+                        unsafe { pack_sliver(dst, a, ic + sliver * mr, (pc, kc)) };
+                    }
+                    for panel in (jc / nr..).take(panels) {
+                        let (j0, cols) = (panel * nr, nr.min(n - panel * nr));
+                        // Panel `panel`, rows pc .. pc + kc: inside the packed data.
+                        let b_panel = &b.data[panel * k * nr + pc * nr..][..kc * nr];
+                        for (sliver, a_sliver) in a_buf.chunks(mr * kc).enumerate() {
+                            let rows = a_sliver.len() / kc;
+                            // SAFETY: the sliver holds kc·rows values, the panel kc·nr; the tile's
+                            // rows ic + sliver·mr + (0..rows) < m and columns j0 + (0..cols) < n of C
+                            // are the caller's to write; the family was chosen for this CPU.
+                            unsafe {
+                                let c_tile = c.add((ic + sliver * mr) * ldc + j0);
+                                let tile = kern.tile[rows - 1];
+                                tile(kc, a_sliver.as_ptr(), b_panel.as_ptr(), alpha, beta, c_tile, ldc, cols);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Packs rows `i0 .. i0 + width` (`width = dst.len() / kc`) of columns `p0 .. p0 + kc` of `a`
+/// into `dst`, p-major: `dst[p·width + i] = A[i0 + i, p0 + p]`.
+///
+/// # Safety
+/// The rows and columns must be inside the matrix `a` describes.
+unsafe fn pack_sliver(dst: &mut [f32], a: Strided, i0: usize, (p0, kc): (usize, usize)) {
+    let width = dst.len() / kc;
+    // SAFETY: (i0, p0) is inside A (the caller's guarantee).
+    let origin = unsafe { a.ptr.offset(i0 as isize * a.rs + p0 as isize * a.cs) };
+    if a.rs == 1 {
+        // Columns of A contiguous (A transposed): a sliver column is a copy.
+        for (p, col) in dst.chunks_exact_mut(width).enumerate() {
+            // SAFETY: column p0 + p, rows i0 .. i0 + width are inside A.
+            col.copy_from_slice(unsafe {
+                std::slice::from_raw_parts(origin.offset(p as isize * a.cs), width)
+            });
+        }
+    } else {
+        // Rows of A contiguous: step by step, one value from each row (each row's cache lines
+        // are read in order).
+        for (p, col) in dst.chunks_exact_mut(width).enumerate() {
+            for (i, v) in col.iter_mut().enumerate() {
+                // SAFETY: row i0 + i, column p0 + p is inside A.
+                *v = unsafe { *origin.offset(i as isize * a.rs + p as isize * a.cs) };
+            }
+        }
+    }
+}
+
+/// `C[m, n] = alpha · A · op(B) + beta · C` for `A` row-major `[m, k]` and `op(B)` packed once
+/// ([`PackedB`]), on this thread: the recurrent layers' per-step products. `C` is `[m, n]`
+/// row-major. Each row of `C` depends only on the same row of `A` (the same bits however the rows
+/// are grouped into calls).
+///
+/// # Panics
+/// If a slice's length does not fit the shapes.
+pub(crate) fn gemm_packed_b(m: usize, alpha: f32, a: &[f32], b: &PackedB, beta: f32, c: &mut [f32]) {
+    let (k, n) = (b.k, b.n);
+    assert_eq!(a.len(), m * k, "gemm: A has {} elements, expected {m}×{k}", a.len());
+    assert_eq!(c.len(), m * n, "gemm: C has {} elements, expected {m}×{n}", c.len());
+    if m == 0 || n == 0 {
+        return;
+    }
+    if let Some(b) = b.row_major() {
+        let no = super::gemm::Transpose::No;
+        super::gemm::sgemm_strided((m, k, n), alpha, (a, k, no), (b, n, no), beta, (c, n));
+        return;
+    }
+    let kern = kernels().expect("a PackedB with panels exists only where the kernels do");
+    if k == 0 {
+        c.iter_mut().for_each(|v| *v = if beta == 0.0 { 0.0 } else { *v * beta });
+        return;
+    }
+    let a = Strided { ptr: a.as_ptr(), rs: k as isize, cs: 1 };
+    // SAFETY: A is m × k row-major (checked above), B is packed for this CPU's kernels (the ISA
+    // cannot change within a process), and C is m × n row-major, borrowed mutably for the call.
+    unsafe { gemm(kern, m, a, b, alpha, beta, c.as_mut_ptr(), n) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::gemm::Transpose::{No, Yes};
+    use crate::tensor::gemm_reference::gemm_reference;
+
+    fn values(n: usize, seed: f32) -> Vec<f32> {
+        (0..n).map(|i| (i as f32 * 0.377 + seed).sin()).collect()
+    }
+
+    /// Against the definition, for `B` packed as stored and transposed, across every blocking
+    /// boundary: rows past `MC` and not a multiple of any `MR`, steps in several `KC` blocks,
+    /// columns past `NC` with a partial last panel; and `beta` 0 (ignoring NaN), 1 and other.
+    #[test]
+    fn packed_products_match_the_definition() {
+        for (m, k, n) in [(1, 1, 1), (5, 3, 7), (13, 200, 800), (150, 600, 1100), (37, 800, 200)] {
+            let a = values(m * k, 0.1);
+            let b = values(k * n, 0.2);
+            for transposed in [false, true] {
+                let mut packed = PackedB::default();
+                packed.pack(k, n, &b, transposed);
+                for (alpha, beta) in [(1.0, 0.0), (1.0, 1.0), (-0.5, 0.75)] {
+                    let c0: Vec<f32> =
+                        values(m * n, 0.3).iter().map(|&v| if beta == 0.0 { f32::NAN } else { v }).collect();
+                    let mut c = c0.clone();
+                    gemm_packed_b(m, alpha, &a, &packed, beta, &mut c);
+                    let tb = if transposed { Yes } else { No };
+                    let want = gemm_reference((m, k, n), alpha, &a, No, &b, tb, beta, &c0);
+                    let worst = c.iter().zip(&want).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+                    assert!(
+                        worst < 1e-4 * (k as f32).sqrt(),
+                        "{m}×{k}×{n}, transposed {transposed}, beta {beta}: {worst}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A row of `C` has the same bits whatever rows it is computed with (the walks split their
+    /// samples across threads).
+    #[test]
+    fn rows_are_independent_of_their_neighbours() {
+        let (m, k, n) = (29, 300, 70);
+        let (a, b) = (values(m * k, 0.4), values(k * n, 0.5));
+        let mut packed = PackedB::default();
+        packed.pack(k, n, &b, true);
+        let mut whole = vec![0.0; m * n];
+        gemm_packed_b(m, 1.0, &a, &packed, 0.0, &mut whole);
+        for split in [1, 5, 13, 28] {
+            let mut parts = vec![0.0; m * n];
+            let (top, bottom) = parts.split_at_mut(split * n);
+            gemm_packed_b(split, 1.0, &a[..split * k], &packed, 0.0, top);
+            gemm_packed_b(m - split, 1.0, &a[split * k..], &packed, 0.0, bottom);
+            assert!(parts.iter().zip(&whole).all(|(x, y)| x.to_bits() == y.to_bits()), "split at {split}");
+        }
+    }
+}
