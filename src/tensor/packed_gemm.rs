@@ -201,23 +201,33 @@ unsafe fn pack_sliver(dst: &mut [f32], a: Strided, i0: usize, (p0, kc): (usize, 
     }
 }
 
-/// `C[m, n] = alpha · A · op(B) + beta · C` for `A` row-major `[m, k]` and `op(B)` packed once
-/// ([`PackedB`]), on this thread: the recurrent layers' per-step products. `C` is `[m, n]`
-/// row-major. Each row of `C` depends only on the same row of `A` (the same bits however the rows
-/// are grouped into calls).
+/// `C[m, n] = alpha · A · op(B) + beta · C` for `A` `[m, k]` with rows `lda` apart and `op(B)`
+/// packed once ([`PackedB`]), on this thread: the recurrent layers' per-step products. `C` is
+/// `[m, n]` row-major. Each row of `C` depends only on the same row of `A` (the same bits however
+/// the rows are grouped into calls).
 ///
 /// # Panics
 /// If a slice's length does not fit the shapes.
-pub(crate) fn gemm_packed_b(m: usize, alpha: f32, a: &[f32], b: &PackedB, beta: f32, c: &mut [f32]) {
+pub(crate) fn gemm_packed_b(
+    m: usize,
+    alpha: f32,
+    (a, lda): (&[f32], usize),
+    b: &PackedB,
+    beta: f32,
+    c: &mut [f32],
+) {
     let (k, n) = (b.k, b.n);
-    assert_eq!(a.len(), m * k, "gemm: A has {} elements, expected {m}×{k}", a.len());
+    let a_fits = m == 0
+        || (lda >= k
+            && (m - 1).checked_mul(lda).and_then(|r| r.checked_add(k)).is_some_and(|e| e <= a.len()));
+    assert!(a_fits, "gemm: A has {} elements, too few for {m}×{k} with rows {lda} apart", a.len());
     assert_eq!(c.len(), m * n, "gemm: C has {} elements, expected {m}×{n}", c.len());
     if m == 0 || n == 0 {
         return;
     }
     if let Some(b) = b.row_major() {
         let no = super::gemm::Transpose::No;
-        super::gemm::sgemm_strided((m, k, n), alpha, (a, k, no), (b, n, no), beta, (c, n));
+        super::gemm::sgemm_strided((m, k, n), alpha, (a, lda, no), (b, n, no), beta, (c, n));
         return;
     }
     let kern = kernels().expect("a PackedB with panels exists only where the kernels do");
@@ -225,8 +235,8 @@ pub(crate) fn gemm_packed_b(m: usize, alpha: f32, a: &[f32], b: &PackedB, beta: 
         c.iter_mut().for_each(|v| *v = if beta == 0.0 { 0.0 } else { *v * beta });
         return;
     }
-    let a = Strided { ptr: a.as_ptr(), rs: k as isize, cs: 1 };
-    // SAFETY: A is m × k row-major (checked above), B is packed for this CPU's kernels (the ISA
+    let a = Strided { ptr: a.as_ptr(), rs: lda as isize, cs: 1 };
+    // SAFETY: A is m × k with rows lda apart inside its slice (checked above), B is packed for this CPU's kernels (the ISA
     // cannot change within a process), and C is m × n row-major, borrowed mutably for the call.
     unsafe { gemm(kern, m, a, b, alpha, beta, c.as_mut_ptr(), n) };
 }
@@ -256,7 +266,7 @@ mod tests {
                     let c0: Vec<f32> =
                         values(m * n, 0.3).iter().map(|&v| if beta == 0.0 { f32::NAN } else { v }).collect();
                     let mut c = c0.clone();
-                    gemm_packed_b(m, alpha, &a, &packed, beta, &mut c);
+                    gemm_packed_b(m, alpha, (&a, k), &packed, beta, &mut c);
                     let tb = if transposed { Yes } else { No };
                     let want = gemm_reference((m, k, n), alpha, &a, No, &b, tb, beta, &c0);
                     let worst = c.iter().zip(&want).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
@@ -278,12 +288,12 @@ mod tests {
         let mut packed = PackedB::default();
         packed.pack(k, n, &b, true);
         let mut whole = vec![0.0; m * n];
-        gemm_packed_b(m, 1.0, &a, &packed, 0.0, &mut whole);
+        gemm_packed_b(m, 1.0, (&a, k), &packed, 0.0, &mut whole);
         for split in [1, 5, 13, 28] {
             let mut parts = vec![0.0; m * n];
             let (top, bottom) = parts.split_at_mut(split * n);
-            gemm_packed_b(split, 1.0, &a[..split * k], &packed, 0.0, top);
-            gemm_packed_b(m - split, 1.0, &a[split * k..], &packed, 0.0, bottom);
+            gemm_packed_b(split, 1.0, (&a[..split * k], k), &packed, 0.0, top);
+            gemm_packed_b(m - split, 1.0, (&a[split * k..], k), &packed, 0.0, bottom);
             assert!(parts.iter().zip(&whole).all(|(x, y)| x.to_bits() == y.to_bits()), "split at {split}");
         }
     }

@@ -83,10 +83,9 @@ pub use rnn::{Rnn, RnnCell};
 
 use super::{InputGrad, Param, Pass, State, StateMut, check_grad, shape_error};
 use crate::error::{Error, Result};
-use crate::tensor::gemm::{PARALLEL_MIN_MACS, Transpose::No, Transpose::Yes, sgemm, sgemm_strided};
+use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm};
 use crate::tensor::init::Init;
 use crate::tensor::packed_gemm::{PackedB, gemm_packed_b};
-use crate::tensor::parallel::min_len;
 use crate::tensor::{Tensor, rng, shape_str};
 use rayon::prelude::*;
 
@@ -121,9 +120,9 @@ pub trait Cell: Send + Sync + 'static {
         saved: &mut [f32],
     );
 
-    /// The step's backward: from `dh = dL/dh_t` and `dc = dL/dc_t`, writes `da = dL/da`,
-    /// `db = dL/db` (each `[G·H]`), and the direct parts of `dh_prev` and `dc_prev` (not through
-    /// `W_hh`).
+    /// The step's backward: from `dh = dL/dh_t` and `dc = dL/dc_t`, writes `da = dL/da` and
+    /// `db = dL/db` (each `[G·H]`, every element: the walk does not zero them), and the direct
+    /// parts of `dh_prev` and `dc_prev` (not through `W_hh`).
     #[allow(clippy::too_many_arguments)]
     fn backward_step(
         &self,
@@ -162,7 +161,7 @@ pub struct Recurrent<C: Cell> {
     /// `(N, T)` of the latest input.
     pub(crate) nt: (usize, usize),
     pub(crate) x: Tensor,
-    /// `a_t` for every `(t, n)`: `[T·N, G·H]`, time-major.
+    /// `a_t` of the step being walked (per step scratch).
     a: Vec<f32>,
     /// `h_t` for `t = −1 … T−1`, time-major: `[(T+1)·N·H]` (and `c` likewise).
     pub(crate) hs: Vec<f32>,
@@ -171,6 +170,8 @@ pub struct Recurrent<C: Cell> {
     saved: Vec<f32>,
     /// `b_t` of the step being walked (per step scratch).
     b: Vec<f32>,
+    /// `W_ihᵀ` packed for the forward walk's per-step products.
+    packed_ih: PackedB,
     /// `W_hh` packed for the walk's per-step products (`W_hhᵀ` forward, `W_hh` backward).
     packed_hh: PackedB,
     /// Backward scratch, reused from call to call: dh, dc, dh_prev, dc_prev, da (all steps), db.
@@ -240,6 +241,7 @@ impl<C: Cell> Recurrent<C> {
             cs: Vec::new(),
             saved: Vec::new(),
             b: Vec::new(),
+            packed_ih: PackedB::default(),
             packed_hh: PackedB::default(),
             grads: Default::default(),
             h0_grad: None,
@@ -523,26 +525,6 @@ impl<C: Cell> Recurrent<C> {
         self.lengths.extend_from_slice(pass.lengths.unwrap_or(&[]));
         self.nt = (n, t_len);
         self.x.copy_from(x);
-        // a_t = x_t·W_ihᵀ + b_ih for every (t, n), time-major ([T, N, G·H]) so that each step
-        // reads one contiguous block: a product per step on x's rows t (T·F apart), the steps
-        // shared among threads. (Buffers keep their length from pass to pass and are not
-        // re-zeroed where every element is written: see `reuse`.)
-        if self.a.is_empty() {
-            // The latest backward pass borrowed this buffer for dL/da (see `backward_through_time`).
-            self.a = std::mem::take(&mut self.grads[4]);
-        }
-        reuse(&mut self.a, n * t_len * g);
-        let (w_ih, b_ih, xd) = (self.weight_ih.value.data(), self.bias_ih.value.data(), x.data());
-        let parallel_steps = n * t_len * g * f >= PARALLEL_MIN_MACS && rayon::current_num_threads() > 1;
-        self.a.par_chunks_mut(n * g).enumerate().with_min_len(min_len(t_len, parallel_steps)).for_each(
-            |(t, a_t)| {
-                let x_t = &xd[t * f..]; // row n of x_t is x[n, t]: T·F apart
-                sgemm_strided((n, f, g), 1.0, (x_t, t_len * f, No), (w_ih, f, Yes), 0.0, (a_t, g));
-                for row in a_t.chunks_exact_mut(g) {
-                    row.iter_mut().zip(b_ih).for_each(|(v, b)| *v += b);
-                }
-            },
-        );
         // States h_{−1} … h_{T−1}, time-major.
         let nh = n * h;
         reuse(&mut self.hs, (t_len + 1) * nh); // every step writes its h_t (a padded one copies)
@@ -557,39 +539,48 @@ impl<C: Cell> Recurrent<C> {
         }
         let sv = C::SAVED * h;
         reuse(&mut self.saved, t_len * n * sv); // written by every active step, read only for those
-        self.b.resize(n * g, 0.0);
-        // b_t = h_{t−1}·W_hhᵀ: W_hhᵀ packed once for the whole walk.
+        // Per-step scratch, a block of rows for each thread: a_t and b_t of every sample.
+        reuse(&mut self.a, n * g);
+        reuse(&mut self.b, n * g);
+        // a_t = x_t·W_ihᵀ + b_ih and b_t = h_{t−1}·W_hhᵀ + b_hh: both weights packed once for the
+        // whole walk.
+        self.packed_ih.pack(f, g, self.weight_ih.value.data(), true);
         self.packed_hh.pack(h, g, self.weight_hh.value.data(), true);
-        let (cell, lengths, bias_hh, packed_hh) =
-            (&self.cell, &self.lengths, self.bias_hh.value.data(), &self.packed_hh);
-        let (a_all, hs, cs) = (&self.a[..], Shared::new(&mut self.hs), Shared::new(&mut self.cs));
-        let (saved, b) = (Shared::new(&mut self.saved), Shared::new(&mut self.b));
+        let (cell, lengths, xd) = (&self.cell, &self.lengths, x.data());
+        let (bias_ih, bias_hh) = (self.bias_ih.value.data(), self.bias_hh.value.data());
+        let (packed_ih, packed_hh) = (&self.packed_ih, &self.packed_hh);
+        let (hs, cs, saved) =
+            (Shared::new(&mut self.hs), Shared::new(&mut self.cs), Shared::new(&mut self.saved));
+        let (a_sh, b_sh) = (Shared::new(&mut self.a), Shared::new(&mut self.b));
         // The samples are independent through time: each thread walks its own block of samples
         // through every step, with no hand-over between steps.
         let walk = |rows: std::ops::Range<usize>| {
             let (s0, r) = (rows.start, rows.len());
             for t in 0..t_len {
                 // SAFETY: these are this block's rows (s0 .. s0 + r) of step t's and t+1's states,
-                // of step t's saved values and of the scratch b: no other block touches them, and
-                // each range lies inside its buffer (`Shared::rows` checks).
-                let (h_prev, h_now, c_prev, c_now, saved_t, b) = unsafe {
+                // of step t's saved values and of the scratch a and b: no other block touches them,
+                // and each range lies inside its buffer (`Shared::rows` checks).
+                let (h_prev, h_now, c_prev, c_now, saved_t, a_t, b_t) = unsafe {
                     (
                         hs.rows(t * nh + s0 * h, r * h),
                         hs.rows((t + 1) * nh + s0 * h, r * h),
                         cs.rows(t * nh + s0 * h, r * h),
                         cs.rows((t + 1) * nh + s0 * h, r * h),
                         saved.rows((t * n + s0) * sv, r * sv),
-                        b.rows(s0 * g, r * g),
+                        a_sh.rows(s0 * g, r * g),
+                        b_sh.rows(s0 * g, r * g),
                     )
                 };
-                gemm_packed_b(r, 1.0, h_prev, packed_hh, 0.0, b); // b_t = h_{t−1}·W_hhᵀ
-                let a_t = &a_all[(t * n + s0) * g..][..r * g];
+                // x_t of this block: rows x[s, t] for s0 ≤ s < s0 + r, T·F apart.
+                let x_t = &xd[(s0 * t_len + t) * f..];
+                gemm_packed_b(r, 1.0, (x_t, t_len * f), packed_ih, 0.0, a_t); // a_t = x_t·W_ihᵀ
+                gemm_packed_b(r, 1.0, (h_prev, h), packed_hh, 0.0, b_t); // b_t = h_{t−1}·W_hhᵀ
                 for (i, ((((hn, cn), saved), b), a)) in h_now
                     .chunks_exact_mut(h)
                     .zip(c_now.chunks_exact_mut(h))
                     .zip(saved_t.chunks_exact_mut(sv))
-                    .zip(b.chunks_exact_mut(g))
-                    .zip(a_t.chunks_exact(g))
+                    .zip(b_t.chunks_exact_mut(g))
+                    .zip(a_t.chunks_exact_mut(g))
                     .enumerate()
                 {
                     let (hp, cp) = (&h_prev[i * h..][..h], &c_prev[i * h..][..h]);
@@ -598,6 +589,7 @@ impl<C: Cell> Recurrent<C> {
                         cn.copy_from_slice(cp);
                         continue;
                     }
+                    a.iter_mut().zip(bias_ih).for_each(|(v, bias)| *v += bias); // + b_ih
                     b.iter_mut().zip(bias_hh).for_each(|(v, bias)| *v += bias); // + b_hh
                     // (h_t, c_t) = cell(a_t, b_t, h_{t−1}, c_{t−1})
                     cell.forward_step(a, b, hp, cp, hn, cn, saved);
@@ -698,21 +690,14 @@ impl<C: Cell> Recurrent<C> {
         }
         let nh = n * h;
         let nc = nh; // allocated for every cell, so the loops are uniform
-        let [mut dh, mut dc, mut dh_prev, mut dc_prev, _, mut db] = std::mem::take(&mut self.grads);
-        // dL/da has the shape of a, which only the forward pass reads: it takes a's buffer (the next
-        // forward pass takes it back), so the two 16 MB buffers of the benchmark LSTM are one.
-        let mut da_all = std::mem::take(&mut self.a);
-        for (buf, len) in [
-            (&mut dh, nh),
-            (&mut dc, nc),
-            (&mut dh_prev, nh),
-            (&mut dc_prev, nc),
-            (&mut da_all, n * t_len * g),
-            (&mut db, t_len * n * g),
-        ] {
+        let [mut dh, mut dc, mut dh_prev, mut dc_prev, mut da_all, mut db] = std::mem::take(&mut self.grads);
+        for (buf, len) in [(&mut dh, nh), (&mut dc, nc), (&mut dh_prev, nh), (&mut dc_prev, nc)] {
             buf.clear();
             buf.resize(len, 0.0);
         }
+        // Every step writes its rows of da and db, a padded step zeros: no zeroing pass.
+        reuse(&mut da_all, n * t_len * g);
+        reuse(&mut db, t_len * n * g);
         // dh: dL/dh_t for the step being walked; starts with the gradient of the final state.
         // da_all: dL/da_t for every (n, t), [N·T, G·H];  db: dL/db_t for every (t, n), time-major.
         // The final state's gradient enters at the last step; a padded step passes it back to the
@@ -770,20 +755,21 @@ impl<C: Cell> Recurrent<C> {
                         let gy = &grad_out.data()[(s * t_len + t) * h..][..h];
                         dh_s.iter_mut().zip(gy).for_each(|(d, gy)| *d += gy); // dh_t = dL/dy_t + (from t+1)
                     }
+                    // SAFETY: sample s's da row for step t: only this block writes sample s's rows.
+                    let da = unsafe { da_sh.rows((s * t_len + t) * g, g) };
                     if !active {
                         dhp.copy_from_slice(dh_s); // padding: h_t = h_{t−1}, the gradient passes through
                         dcp.copy_from_slice(dc_s);
-                        db_s.fill(0.0);
+                        db_s.fill(0.0); // and reaches neither input nor weights
+                        da.fill(0.0);
                         continue;
                     }
                     let (hp, cp, c) = (&h_prev[i * h..][..h], &c_prev[i * h..][..h], &c_now[i * h..][..h]);
-                    // SAFETY: sample s's da row for step t: only this block writes sample s's rows.
-                    let da = unsafe { da_sh.rows((s * t_len + t) * g, g) };
                     let saved = &saved_t[i * sv..][..sv];
                     cell.backward_step(saved, hp, cp, c, dh_s, dc_s, da, db_s, dhp, dcp);
                 }
                 // The recurrence: dh_{t−1} += db_t·W_hh.
-                gemm_packed_b(r, 1.0, db_t, packed_hh, 1.0, dh_prev);
+                gemm_packed_b(r, 1.0, (db_t, g), packed_hh, 1.0, dh_prev);
             }
         };
         for_sample_blocks(n, g, walk);
