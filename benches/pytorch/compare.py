@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- compare:begin -->", "<!-- compare:end -->"
 
-# (key, label, unit, target: ("ratio", x) = backprop ≥ x × PyTorch for rates, ≤ x × for times/memory)
+# (key, label, unit, target: backprop ≥ x × PyTorch for rates, ≤ x × for times/memory). The recurrent
+# and MLP targets are issue 25's (performance 3); the convnet ones are the earlier rounds'.
 FIGURES = [
     ("convnet_train_b64", "convnet training step, batch 64", "images/s", 2.0),
     ("convnet_train_b256", "convnet training step, batch 256", "images/s", 2.0),
@@ -27,9 +28,9 @@ FIGURES = [
     ("convnet_latency_b1_us", "convnet single-image latency (batch 1)", "µs", 0.33),
     ("mlp_train_b64", "mlp training step, batch 64", "images/s", 2.0),
     ("mlp_latency_b1_us", "mlp single-input latency (batch 1)", "µs", 0.5),
-    ("lstm_train_b100", "LSTM training step (input 100, hidden 200, T 50), batch 100", "sequences/s", 2.0),
-    ("lstm_infer_b100", "LSTM inference (input 100, hidden 200, T 50), batch 100", "sequences/s", 2.0),
-    ("gru_train_b100", "GRU training step (input 100, hidden 200, T 50), batch 100", "sequences/s", 2.0),
+    ("lstm_train_b100", "LSTM training step (input 100, hidden 200, T 50), batch 100", "sequences/s", 1.5),
+    ("lstm_infer_b100", "LSTM inference (input 100, hidden 200, T 50), batch 100", "sequences/s", 1.2),
+    ("gru_train_b100", "GRU training step (input 100, hidden 200, T 50), batch 100", "sequences/s", 1.5),
     ("peak_rss_mib", "peak resident memory of the benchmark process", "MiB", 0.1),
 ]
 HIGHER_IS_BETTER = {"convnet_train_b64", "convnet_train_b256", "convnet_infer_b256", "mlp_train_b64",
