@@ -282,7 +282,7 @@ fn random_layer(r: &mut Rng) -> Box<dyn Layer> {
     let small = |r: &mut Rng| [0usize, 1, 2, 3, 4, 8][r.random_range(0..6)];
     let wild =
         |r: &mut Rng| [0usize, 1, 2, 3, 5, 1 << 31, 1 << 62, 1 << 63, usize::MAX][r.random_range(0..9)];
-    match r.random_range(0..12) {
+    match r.random_range(0..13) {
         0 => Box::new(Dense::new(small(r), small(r))),
         1 => Box::new(
             Conv2d::new(small(r), small(r), small(r))
@@ -299,6 +299,10 @@ fn random_layer(r: &mut Rng) -> Box<dyn Layer> {
         8 => Box::new(GlobalAvgPool::new()),
         9 => Box::new(Dropout::new(0.5)),
         10 => Box::new(Residual::new(Sequential::new().add(Dense::new(small(r), small(r))))),
+        11 => match r.random_range(0..2) {
+            0 => Box::new(LayerNorm::new(small(r)).eps([0.0, 1e-5, 1e3][r.random_range(0..3)])),
+            _ => Box::new(LayerNorm::new(small(r)).without_affine()),
+        },
         _ => Box::new(LogSoftmax::new()),
     }
 }

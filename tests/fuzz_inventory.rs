@@ -51,6 +51,7 @@ const INVENTORY: &[(&str, &str, &str)] = &[
     ("io.rs", "save", "hostile_saves.rs"),
     ("io.rs", "to_safetensors", "models.rs"),
     ("layers/embedding.rs", "check_ids", "hostile_values.rs"),
+    ("layers/layernorm.rs", "with_affine", "layernorm.rs"),
     ("layers/mod.rs", "check_training_shape", "hostile_values.rs"),
     ("layers/mod.rs", "check_values", "hostile_values.rs"),
     ("layers/mod.rs", "output_shape", "hostile_shapes.rs"),

@@ -247,6 +247,22 @@ fn onnx_runtime_agrees_on_sequences_of_different_lengths() {
     assert_eq!(g.inputs, ["input", "input_lengths"]);
 }
 
+/// Layer normalisation as ONNX's `LayerNormalization` (opset 17, last axis, ε kept; scale 1 and
+/// bias 0 without the affine parameters), on sequences: ONNX Runtime computes what the crate does.
+#[test]
+fn onnx_runtime_agrees_on_layer_norm() {
+    let bytes = std::fs::read(ORT).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = |name: &str| common::fixture_tensor(&file, name);
+    let (_, mut model, sample, _) =
+        zoo::zoo().unwrap().into_iter().find(|case| case.0 == "layernorm_sequence").unwrap();
+    let g = read(&backprop::onnx::to_bytes(&model, &sample).unwrap());
+    assert_eq!(g.ops.iter().filter(|op| *op == "LayerNormalization").count(), 2, "{:?}", g.ops);
+    load_fixture_weights(&mut model, &file, "layernorm_sequence");
+    let y = model.predict(&t("layernorm_sequence.in.input"), 64).unwrap();
+    common::assert_close_to(&y, &t("layernorm_sequence.ort.output"), 2e-5, "LayerNorm chain vs ONNX Runtime");
+}
+
 /// A model struct exported as one graph: two inputs with their lengths, the encoder's
 /// `(h_n, c_n)` fed to the decoder as `initial_h`, `initial_c`; ONNX Runtime computes what the
 /// crate computes.

@@ -54,6 +54,12 @@ pub fn zoo() -> Result<Vec<Case>> {
     let rnn = Sequential::builder(&[6, 3]).add(Rnn::new(3, 4)).add(Rnn::relu(4, 4).last_step_only());
     let embedding =
         Sequential::builder(&[6]).add(Embedding::new(7, 3)).add(Lstm::new(3, 4)).add(Dense::new(4, 1));
+    let layernorm = Sequential::builder(&[5, 6])
+        .add(Dense::new(6, 8))
+        .add(LayerNorm::new(8))
+        .add(Gelu::new())
+        .add(Dense::new(8, 3))
+        .add(LayerNorm::new(3).eps(1e-3).without_affine());
     Ok(vec![
         ("dense_activations", mlp.seed(1).build()?, vec![6], false),
         ("leaky_gelu_logsoftmax", smooth.seed(2).build()?, vec![6], false),
@@ -63,6 +69,7 @@ pub fn zoo() -> Result<Vec<Case>> {
         ("gru_last_step", gru.seed(6).build()?, vec![6, 3], false),
         ("rnn_tanh_relu", rnn.seed(7).build()?, vec![6, 3], false),
         ("embedding_lstm", embedding.seed(8).build()?, vec![6], true),
+        ("layernorm_sequence", layernorm.seed(9).build()?, vec![5, 6], false),
     ])
 }
 

@@ -78,6 +78,9 @@ def zoo():
         "gru_last_step": nn.Sequential(sequence(nn.GRU, last_step=True)(3, 5), nn.Linear(5, 2)),
         "rnn_tanh_relu": nn.Sequential(sequence(nn.RNN)(3, 4), sequence(nn.RNN, last_step=True)(4, 4, nonlinearity="relu")),
         "embedding_lstm": nn.Sequential(Embedding(7, 3), sequence(nn.LSTM)(3, 4), nn.Linear(4, 1)),
+        "layernorm_sequence": nn.Sequential(
+            nn.Linear(6, 8), nn.LayerNorm(8), nn.GELU(), nn.Linear(8, 3),
+            nn.LayerNorm(3, eps=1e-3, elementwise_affine=False)),
     }
 
 

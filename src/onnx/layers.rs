@@ -8,8 +8,8 @@ use crate::layers::activation::{Activation, Elementwise};
 use crate::layers::pool::Window;
 use crate::layers::{
     AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dense, Dropout, Embedding, Flatten, Gelu, GlobalAvgPool,
-    Gru, Layer, LeakyRelu, LogSoftmax, Lstm, MaxPool2d, Relu, Residual, Rnn, Sequential, Sigmoid, Softmax,
-    Tanh,
+    Gru, Layer, LayerNorm, LeakyRelu, LogSoftmax, Lstm, MaxPool2d, Relu, Residual, Rnn, Sequential, Sigmoid,
+    Softmax, Tanh,
 };
 use crate::tensor::Tensor;
 use std::any::Any;
@@ -195,6 +195,20 @@ impl OnnxLayer for Embedding {
         let ids = g.op("Cast", &[x], vec![attr_int("to", INT64)]);
         let table = g.tensor("embedding_weight", self.weight().value.shape(), self.weight().value.data());
         Ok(g.op("Gather", &[&table, &ids], vec![attr_int("axis", 0)]))
+    }
+}
+
+impl OnnxLayer for LayerNorm {
+    fn export(&self, g: &mut Graph, x: &str, _: Option<&str>) -> Result<String> {
+        let d = self.dim();
+        let (scale, bias) = match self.affine() {
+            Some((w, b)) => (w.value.clone(), b.value.clone()),
+            None => (Tensor::ones(&[d]), Tensor::zeros(&[d])),
+        };
+        let scale = g.tensor("ln_scale", &[d], scale.data());
+        let bias = g.tensor("ln_bias", &[d], bias.data());
+        let attrs = vec![attr_int("axis", -1), attr_float("epsilon", self.epsilon())];
+        Ok(g.op("LayerNormalization", &[x, &scale, &bias], attrs))
     }
 }
 

@@ -18,6 +18,7 @@
 //! | `Dropout` | `Identity` (inference) |
 //! | `BatchNorm1d`, `BatchNorm2d` | `BatchNormalization` with the running statistics |
 //! | `Embedding` | `Cast` of the ids to int64, `Gather` from the table |
+//! | `LayerNorm` | `LayerNormalization` over the last axis (scale 1 and bias 0 without the affine parameters) |
 //! | `Rnn`, `Lstm`, `Gru` | `Transpose` to time-major, `RNN`/`LSTM`/`GRU` with `sequence_lens`, back to batch-major |
 //! | `Residual` | its body, then `Add` of the input |
 //! | `Sequential` | its layers in order |

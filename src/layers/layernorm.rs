@@ -1,0 +1,254 @@
+//! Layer normalisation over the last axis, as PyTorch's `nn.LayerNorm(D, eps,
+//! elementwise_affine)`: every row of `D` values (every position of every sample) is normalised
+//! on its own — no batch statistics, so training and inference compute the same thing.
+//!
+//! For one row `x` of `D` values, with `γ` (`weight`, starts at 1) and `β` (`bias`, starts at 0):
+//!
+//! ```text
+//! forward:   μ = (1/D)·Σ x_j             σ² = (1/D)·Σ (x_j − μ)²      (biased, as PyTorch)
+//!            s = 1/√(σ² + ε)             x̂ = (x − μ)·s               y = γ ⊙ x̂ + β
+//! backward:  dγ += g ⊙ x̂                 dβ += g                      (summed over rows)
+//!            ĝ = g ⊙ γ
+//!            dx = s·(ĝ − mean(ĝ) − x̂ ⊙ mean(ĝ ⊙ x̂))
+//! ```
+//!
+//! The backward line is the chain rule through `μ` and `σ²`, which every `x_j` of the row moves:
+//! `dx̂/dx = s·(I − 1/D − x̂x̂ᵀ/D)` (the two subtractions are the mean's path and the variance's).
+//!
+//! **Why two passes.** `σ²` is computed as the mean of `(x − μ)²` after `μ` is known, never as
+//! `E[x²] − μ²`: for a row with a large mean and a small spread (`10⁴ + 10⁻²·z`) the one-pass
+//! formula subtracts two numbers near `10⁸` that agree in every bit f32 has, and returns 0 or a
+//! negative variance; the sums here are also carried in `f64`. `tests/layernorm.rs` checks such
+//! rows against PyTorch.
+
+use super::{InputGrad, Layer, Param, Pass, State, StateMut, Visit, check_grad, checked_output, shape_error};
+use crate::error::{Error, Result};
+use crate::onnx::OnnxLayer;
+use crate::privacy::per_example::PerExample;
+use crate::tensor::Tensor;
+
+/// Layer normalisation over the last axis of `D` values. See the [module docs](self).
+///
+/// ```
+/// use backprop::layers::{InputGrad, Layer, LayerNorm, Pass};
+/// use backprop::Tensor;
+/// let mut norm = LayerNorm::new(4);
+/// let x = Tensor::from_vec(&[1, 4], vec![1., 2., 3., 4.]).unwrap();
+/// let y = norm.forward(&x, Pass::TRAIN);
+/// let mean: f32 = y.data().iter().sum::<f32>() / 4.0;
+/// assert!(mean.abs() < 1e-6);                                  // centred
+/// assert!((y.data()[3] - 1.341_635).abs() < 1e-5);             // (4 − 2.5)/√(1.25 + 1e-5)
+/// let dx = norm.backward(&Tensor::ones(&[1, 4]), InputGrad::Needed).unwrap();
+/// assert!(dx.data().iter().all(|d| d.abs() < 1e-6));           // a shift of y's sum changes nothing
+/// ```
+pub struct LayerNorm {
+    dim: usize,
+    eps: f32,
+    /// `γ` and `β`, or neither (`elementwise_affine=False`).
+    affine: Option<(Param, Param)>,
+    /// The latest forward pass's `x̂` (the input's shape) and each row's `s = 1/√(σ² + ε)`.
+    x_hat: Tensor,
+    inv_std: Vec<f32>,
+}
+
+impl LayerNorm {
+    /// Normalises rows of `dim` values, `ε = 1e-5`, with `γ` and `β` (PyTorch's defaults).
+    pub fn new(dim: usize) -> LayerNorm {
+        LayerNorm {
+            dim,
+            eps: 1e-5,
+            affine: Some((Param::new(Tensor::ones(&[dim])), Param::new(Tensor::zeros(&[dim])))),
+            x_hat: Tensor::default(),
+            inv_std: Vec::new(),
+        }
+    }
+
+    /// Sets `ε`, added to the variance inside the square root.
+    ///
+    /// # Panics
+    /// If `eps` is negative or not finite.
+    pub fn eps(mut self, eps: f32) -> LayerNorm {
+        assert!(eps.is_finite() && eps >= 0.0, "LayerNorm: eps must be finite and ≥ 0, got {eps}");
+        self.eps = eps;
+        self
+    }
+
+    /// Without `γ` and `β` (`elementwise_affine=False`): `y = x̂`, no parameters.
+    pub fn without_affine(mut self) -> LayerNorm {
+        self.affine = None;
+        self
+    }
+
+    /// Sets `γ` and `β` (each `[dim]`).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] if a shape is not `[dim]`; [`Error::InvalidArgument`] if the layer has no
+    /// affine parameters.
+    pub fn with_affine(mut self, weight: Tensor, bias: Tensor) -> Result<LayerNorm> {
+        let describe = self.describe();
+        for (what, t) in [("weight", &weight), ("bias", &bias)] {
+            if t.shape() != [self.dim] {
+                return Err(Error::shape(format!(
+                    "{describe}: {what} must be [{}], got {:?}",
+                    self.dim,
+                    t.shape()
+                )));
+            }
+        }
+        let Some((w, b)) = self.affine.as_mut() else {
+            return Err(Error::invalid(format!("{describe} has no affine parameters to set")));
+        };
+        (w.value, b.value) = (weight, bias);
+        Ok(self)
+    }
+
+    /// Values per normalised row.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// `ε`.
+    pub fn epsilon(&self) -> f32 {
+        self.eps
+    }
+
+    /// `(γ, β)`, if the layer has them.
+    pub fn affine(&self) -> Option<(&Param, &Param)> {
+        self.affine.as_ref().map(|(w, b)| (w, b))
+    }
+}
+
+impl Layer for LayerNorm {
+    fn describe(&self) -> String {
+        let affine = if self.affine.is_some() { "" } else { ", elementwise_affine=False" };
+        format!("LayerNorm({}, eps={:e}{affine})", self.dim, self.eps)
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        if self.dim == 0 {
+            return Err(Error::shape(format!("{} normalises rows of no values", self.describe())));
+        }
+        match input.last() {
+            Some(&d) if d == self.dim && input.len() >= 2 => checked_output(&self.describe(), input.to_vec()),
+            _ => Err(shape_error(&self.describe(), format!("[N, …, {}]", self.dim), input)),
+        }
+    }
+
+    fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
+        self.output_shape(x.shape()).unwrap_or_else(|e| panic!("{e}"));
+        let d = self.dim;
+        self.x_hat = Tensor::zeros(x.shape());
+        self.inv_std.clear();
+        for (x_row, xh_row) in x.data().chunks_exact(d).zip(self.x_hat.data_mut().chunks_exact_mut(d)) {
+            let mean = x_row.iter().map(|&v| v as f64).sum::<f64>() / d as f64; // μ
+            let var = x_row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64; // σ², after μ
+            let s = 1.0 / (var + self.eps as f64).sqrt(); // s = 1/√(σ² + ε)
+            for (xh, &v) in xh_row.iter_mut().zip(x_row) {
+                *xh = ((v as f64 - mean) * s) as f32; // x̂ = (x − μ)·s
+            }
+            self.inv_std.push(s as f32);
+        }
+        let mut y = self.x_hat.clone();
+        if let Some((w, b)) = &self.affine {
+            for row in y.data_mut().chunks_exact_mut(d) {
+                for ((v, &gamma), &beta) in row.iter_mut().zip(w.value.data()).zip(b.value.data()) {
+                    *v = gamma * *v + beta; // y = γ ⊙ x̂ + β
+                }
+            }
+        }
+        y
+    }
+
+    fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
+        check_grad(&self.describe(), self.x_hat.shape(), g);
+        let d = self.dim;
+        if let Some((w, b)) = &mut self.affine {
+            for (g_row, xh_row) in g.data().chunks_exact(d).zip(self.x_hat.data().chunks_exact(d)) {
+                for (((dw, db), &g), &xh) in
+                    w.grad.data_mut().iter_mut().zip(b.grad.data_mut()).zip(g_row).zip(xh_row)
+                {
+                    *dw += g * xh; // dγ += g ⊙ x̂
+                    *db += g; // dβ += g
+                }
+            }
+        }
+        input_grad.is_needed().then(|| self.input_gradient(g))
+    }
+
+    fn per_example(&mut self) -> Option<&mut dyn PerExample> {
+        Some(self)
+    }
+
+    fn onnx(&self) -> Option<&dyn OnnxLayer> {
+        Some(self)
+    }
+}
+
+impl LayerNorm {
+    /// `dx = s·(ĝ − mean(ĝ) − x̂ ⊙ mean(ĝ ⊙ x̂))` with `ĝ = g ⊙ γ`, row by row.
+    fn input_gradient(&self, g: &Tensor) -> Tensor {
+        let d = self.dim;
+        let mut dx = Tensor::zeros(g.shape());
+        let gamma = self.affine.as_ref().map(|(w, _)| w.value.data());
+        let rows = g.data().chunks_exact(d).zip(self.x_hat.data().chunks_exact(d));
+        for (((g_row, xh_row), dx_row), &s) in rows.zip(dx.data_mut().chunks_exact_mut(d)).zip(&self.inv_std)
+        {
+            let g_hat = |j: usize| g_row[j] * gamma.map_or(1.0, |w| w[j]); // ĝ = g ⊙ γ
+            let mean_g = (0..d).map(|j| g_hat(j) as f64).sum::<f64>() / d as f64;
+            let mean_gx = (0..d).map(|j| (g_hat(j) * xh_row[j]) as f64).sum::<f64>() / d as f64;
+            for (j, v) in dx_row.iter_mut().enumerate() {
+                *v = (s as f64 * (g_hat(j) as f64 - mean_g - xh_row[j] as f64 * mean_gx)) as f32;
+            }
+        }
+        dx
+    }
+}
+
+impl PerExample for LayerNorm {
+    /// Example `n`'s `dγ` and `dβ`: the sums over its own rows only.
+    fn backward_per_example(
+        &mut self,
+        g: &Tensor,
+        input_grad: InputGrad,
+        grads: &mut crate::privacy::per_example::PerExampleGrads,
+    ) -> Option<Tensor> {
+        check_grad(&self.describe(), self.x_hat.shape(), g);
+        let d = self.dim;
+        if self.affine.is_some() {
+            grads.expect_batch(&self.describe(), g.dim(0));
+            let per_example = g.len() / g.dim(0).max(1);
+            let [dw, db] = grads.next_slots_to_overwrite([d, d]);
+            let examples =
+                g.data().chunks(per_example.max(1)).zip(self.x_hat.data().chunks(per_example.max(1)));
+            for ((dw_n, db_n), (g_n, xh_n)) in
+                dw.data_mut().chunks_exact_mut(d).zip(db.data_mut().chunks_exact_mut(d)).zip(examples)
+            {
+                dw_n.fill(0.0);
+                db_n.fill(0.0);
+                for (g_row, xh_row) in g_n.chunks_exact(d).zip(xh_n.chunks_exact(d)) {
+                    for (((dw, db), &g), &xh) in dw_n.iter_mut().zip(db_n.iter_mut()).zip(g_row).zip(xh_row) {
+                        *dw += g * xh;
+                        *db += g;
+                    }
+                }
+            }
+        }
+        input_grad.is_needed().then(|| self.input_gradient(g))
+    }
+}
+
+impl Visit for LayerNorm {
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
+        if let Some((w, b)) = &self.affine {
+            f("weight", State::Param(w));
+            f("bias", State::Param(b));
+        }
+    }
+
+    fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
+        if let Some((w, b)) = &mut self.affine {
+            f("weight", StateMut::Param(w));
+            f("bias", StateMut::Param(b));
+        }
+    }
+}
