@@ -118,8 +118,8 @@ pub mod prelude {
     pub use crate::io::{LoadOptions, LoadReport};
     pub use crate::layers::{
         AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dense, Dropout, Embedding, Flatten, Gelu, GlobalAvgPool,
-        Gru, InputGrad, Layer, LayerNorm, LeakyRelu, LogSoftmax, Lstm, MaxPool2d, Mode, Param, Pass, Relu,
-        Residual, Rnn, Sequential, Sigmoid, Softmax, State, StateMut, Tanh, Visit,
+        Gru, InputGrad, Layer, LayerNorm, LeakyRelu, LogSoftmax, Lstm, MaxPool2d, Mode, MultiHeadAttention,
+        Param, Pass, Relu, Residual, Rnn, Sequential, Sigmoid, Softmax, State, StateMut, Tanh, Visit,
     };
     pub use crate::loss::{BceWithLogitsLoss, CrossEntropyLoss, Loss, MseLoss, NllLoss, Target};
     pub use crate::optim::{Adam, AdamW, Optimizer, Schedule, Sgd};

@@ -282,7 +282,7 @@ fn random_layer(r: &mut Rng) -> Box<dyn Layer> {
     let small = |r: &mut Rng| [0usize, 1, 2, 3, 4, 8][r.random_range(0..6)];
     let wild =
         |r: &mut Rng| [0usize, 1, 2, 3, 5, 1 << 31, 1 << 62, 1 << 63, usize::MAX][r.random_range(0..9)];
-    match r.random_range(0..13) {
+    match r.random_range(0..14) {
         0 => Box::new(Dense::new(small(r), small(r))),
         1 => Box::new(
             Conv2d::new(small(r), small(r), small(r))
@@ -303,6 +303,11 @@ fn random_layer(r: &mut Rng) -> Box<dyn Layer> {
             0 => Box::new(LayerNorm::new(small(r)).eps([0.0, 1e-5, 1e3][r.random_range(0..3)])),
             _ => Box::new(LayerNorm::new(small(r)).without_affine()),
         },
+        12 => {
+            let heads = [1usize, 2, 4][r.random_range(0..3)];
+            let attn = MultiHeadAttention::new(heads * small(r), heads);
+            if r.random_range(0..2) == 0 { Box::new(attn.causal()) } else { Box::new(attn) }
+        }
         _ => Box::new(LogSoftmax::new()),
     }
 }

@@ -36,6 +36,7 @@
 //! names.
 
 pub mod activation;
+pub mod attention;
 pub mod batchnorm;
 pub mod conv2d;
 pub mod dense;
@@ -49,6 +50,7 @@ pub mod residual;
 pub mod sequential;
 
 pub use activation::{Gelu, LeakyRelu, LogSoftmax, Relu, Sigmoid, Softmax, Tanh};
+pub use attention::MultiHeadAttention;
 pub use batchnorm::{BatchNorm1d, BatchNorm2d};
 pub use conv2d::Conv2d;
 pub use dense::Dense;

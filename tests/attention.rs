@@ -1,0 +1,145 @@
+//! `MultiHeadAttention` (self-attention) against PyTorch 2.15's `nn.MultiheadAttention(E, H,
+//! batch_first=True)` (`tests/fixtures/make_attention_fixture.py`): outputs and every gradient,
+//! with a causal mask and key padding from the batch's lengths; the finite-difference check;
+//! per-example gradients; the masks' convention; what bad input gets.
+
+mod common;
+
+use backprop::gradcheck::{Options, check_layer};
+use backprop::prelude::*;
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/attention.safetensors");
+
+const PARAMS: [&str; 4] = ["in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"];
+
+#[test]
+fn matches_pytorch_outputs_and_gradients() {
+    let bytes = std::fs::read(FIXTURE).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    let t = |name: &str| common::fixture_tensor(&file, name);
+    for case in ["plain", "causal_lengths", "one_head"] {
+        let x = t(&format!("{case}.x"));
+        let heads: usize = meta[&format!("{case}.heads")].parse().unwrap();
+        let mut attn = MultiHeadAttention::new(x.dim(2), heads);
+        if meta[&format!("{case}.causal")] == "True" {
+            attn = attn.causal();
+        }
+        let weights: Vec<(String, Tensor)> =
+            PARAMS.iter().map(|p| (p.to_string(), t(&format!("{case}.{p}")))).collect();
+        backprop::io::load_tensors(&mut attn, &weights, &LoadOptions::new()).unwrap();
+        let lengths: Vec<usize> = t(&format!("{case}.lengths")).data().iter().map(|&v| v as usize).collect();
+        let y = attn.forward(&x, Pass::TRAIN.with_lengths(&lengths));
+        common::assert_close_to(&y, &t(&format!("{case}.y")), 1e-5, &format!("{case}: y"));
+        let dx = attn.backward(&t(&format!("{case}.g")), InputGrad::Needed).unwrap();
+        common::assert_close_to(&dx, &t(&format!("{case}.dx")), 1e-5, &format!("{case}: dL/dx"));
+        for (name, p) in backprop::layers::named_params(&attn) {
+            common::assert_close_to(
+                &p.grad,
+                &t(&format!("{case}.grad.{name}")),
+                1e-5,
+                &format!("{case}: dL/d{name}"),
+            );
+        }
+    }
+}
+
+/// The convention in one place: query i attends key j when j < length and, causal, j ≤ i; the
+/// weights of every query sum to 1 over exactly those keys; padded queries output 0.
+#[test]
+fn masks_allow_exactly_the_documented_keys() {
+    let (n, t, e) = (2, 5, 4);
+    let x = Tensor::randn(&[n, t, e], 0.0, 1.0, 3);
+    let lengths = [5, 3];
+    for causal in [false, true] {
+        let mut attn = MultiHeadAttention::new(e, 2).seed(4);
+        if causal {
+            attn = attn.causal();
+        }
+        let y = attn.forward(&x, Pass::EVAL.with_lengths(&lengths));
+        let p = attn.attention_weights().unwrap();
+        for s in 0..n {
+            for h in 0..2 {
+                for i in 0..t {
+                    let row = &p.data()[((s * 2 + h) * t + i) * t..][..t];
+                    for (j, &w) in row.iter().enumerate() {
+                        let allowed = j < lengths[s] && (!causal || j <= i);
+                        assert_eq!(
+                            w > 0.0,
+                            allowed,
+                            "sample {s}, head {h}, query {i}, key {j}, causal {causal}"
+                        );
+                    }
+                    assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+                }
+            }
+            let padded = &y.outer(s)[lengths[s] * e..];
+            assert!(padded.iter().all(|&v| v == 0.0), "padded steps output 0");
+        }
+        // A later key changes no earlier output of a causal layer.
+        if causal {
+            let mut x2 = x.clone();
+            x2.data_mut()[(t - 1) * e] += 1.0; // sample 0, last step
+            let y2 = attn.forward(&x2, Pass::EVAL.with_lengths(&lengths));
+            assert_eq!(&y.outer(0)[..(t - 1) * e], &y2.outer(0)[..(t - 1) * e]);
+        }
+    }
+}
+
+#[test]
+fn gradients_pass_the_finite_difference_check() {
+    let x = Tensor::randn(&[2, 4, 6], 0.0, 1.0, 1);
+    for causal in [false, true] {
+        let mut attn = MultiHeadAttention::new(6, 3).seed(2);
+        if causal {
+            attn = attn.causal();
+        }
+        let report = check_layer(&mut attn, &x, Pass::TRAIN.with_lengths(&[4, 3]), &Options::default());
+        assert!(report.passes(2e-2), "causal {causal}:\n{report}");
+    }
+}
+
+/// Per-example gradients (private training): each example's row equals that example alone.
+#[test]
+fn per_example_gradients_equal_each_example_alone() {
+    use backprop::privacy::per_example::{PerExampleGrads, backward_per_example};
+    let (x, g) = (Tensor::randn(&[3, 4, 6], 0.0, 1.0, 5), Tensor::randn(&[3, 4, 6], 0.0, 1.0, 6));
+    let lengths = [4, 2, 3];
+    let mut attn = MultiHeadAttention::new(6, 2).causal().seed(7);
+    attn.forward(&x, Pass::TRAIN.with_lengths(&lengths));
+    let mut grads = PerExampleGrads::new();
+    grads.start(3);
+    backward_per_example(&mut attn, &g, InputGrad::NotNeeded, &mut grads).unwrap_or_default();
+    for s in 0..3 {
+        backprop::layers::zero_grad(&mut attn);
+        attn.forward(&x.select_outer(&[s]), Pass::TRAIN.with_lengths(&lengths[s..s + 1]));
+        attn.backward(&g.select_outer(&[s]), InputGrad::NotNeeded);
+        for (k, (name, p)) in backprop::layers::named_params(&attn).into_iter().enumerate() {
+            let row = Tensor::from_vec(p.grad.shape(), grads.slot(k).outer(s).to_vec()).unwrap();
+            common::assert_close_to(&row, &p.grad, 1e-5, &format!("example {s}, {name}"));
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_refused_by_name() {
+    let attn = MultiHeadAttention::new(8, 2);
+    assert!(attn.attention_weights().is_none(), "no weights before a forward pass");
+    let e = attn.output_shape(&[3, 5, 7]).unwrap_err().to_string();
+    assert!(
+        e.contains("MultiHeadAttention(8, heads=2)") && e.contains("[N, T ≥ 1, 8]") && e.contains("7"),
+        "{e}"
+    );
+    assert!(attn.output_shape(&[3, 0, 8]).is_err() && attn.output_shape(&[5, 8]).is_err());
+    let e = std::panic::catch_unwind(|| drop(MultiHeadAttention::new(8, 3))).unwrap_err();
+    assert!(e.downcast_ref::<String>().unwrap().contains("3 heads must divide the 8 features"));
+    let e =
+        Sequential::builder(&[4, 6]).add(MultiHeadAttention::new(8, 2)).build().err().unwrap().to_string();
+    assert!(e.contains("MultiHeadAttention") && e.contains("6"), "{e}");
+    // Lengths that do not fit: an Err from the model, not a panic.
+    let mut model = Sequential::builder(&[4, 8]).add(MultiHeadAttention::new(8, 2)).build().unwrap();
+    let x = Tensor::zeros(&[2, 4, 8]);
+    assert!(model.predict_with_lengths(&x, &[5, 1], 2).is_err());
+    assert!(model.predict_with_lengths(&x, &[0, 1], 2).is_err());
+}
