@@ -282,7 +282,7 @@ fn random_layer(r: &mut Rng) -> Box<dyn Layer> {
     let small = |r: &mut Rng| [0usize, 1, 2, 3, 4, 8][r.random_range(0..6)];
     let wild =
         |r: &mut Rng| [0usize, 1, 2, 3, 5, 1 << 31, 1 << 62, 1 << 63, usize::MAX][r.random_range(0..9)];
-    match r.random_range(0..14) {
+    match r.random_range(0..15) {
         0 => Box::new(Dense::new(small(r), small(r))),
         1 => Box::new(
             Conv2d::new(small(r), small(r), small(r))
@@ -307,6 +307,11 @@ fn random_layer(r: &mut Rng) -> Box<dyn Layer> {
             let heads = [1usize, 2, 4][r.random_range(0..3)];
             let attn = MultiHeadAttention::new(heads * small(r), heads);
             if r.random_range(0..2) == 0 { Box::new(attn.causal()) } else { Box::new(attn) }
+        }
+        13 => {
+            let heads = [1usize, 2][r.random_range(0..2)];
+            let block = backprop::layers::TransformerEncoderLayer::new(heads * small(r), heads, small(r));
+            if r.random_range(0..2) == 0 { Box::new(block.norm_first()) } else { Box::new(block) }
         }
         _ => Box::new(LogSoftmax::new()),
     }

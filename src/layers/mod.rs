@@ -48,6 +48,7 @@ pub mod pool;
 pub mod recurrent;
 pub mod residual;
 pub mod sequential;
+pub mod transformer;
 
 pub use activation::{Gelu, LeakyRelu, LogSoftmax, Relu, Sigmoid, Softmax, Tanh};
 pub use attention::MultiHeadAttention;
@@ -62,6 +63,7 @@ pub use pool::{AvgPool2d, GlobalAvgPool, MaxPool2d};
 pub use recurrent::{Gru, Lstm, RecurrentState, Rnn};
 pub use residual::Residual;
 pub use sequential::Sequential;
+pub use transformer::{FeedForwardActivation, TransformerEncoderLayer};
 
 use crate::error::{Error, Result};
 use crate::privacy::per_example::PerExample;

@@ -1,0 +1,299 @@
+//! A Transformer encoder block over sequences `[N, T, E]`, as PyTorch's
+//! `nn.TransformerEncoderLayer(E, H, F, batch_first=True, norm_first=…)`, with its parameter
+//! names (`self_attn.in_proj_weight`, …, `linear1.weight`, `linear2.weight`, `norm1.weight`,
+//! `norm2.weight` and their biases): self-attention and a position-wise feed-forward network, each
+//! inside a residual connection with a layer norm.
+//!
+//! ```text
+//! post-LN (PyTorch's default):  h = LN₁(x + Drop(SA(x)))            y = LN₂(h + Drop(FF(h)))
+//! pre-LN  (norm_first):         h = x + Drop(SA(LN₁(x)))            y = h + Drop(FF(LN₂(h)))
+//! FF(z) = W₂·Drop(act(W₁·z + b₁)) + b₂,   act = ReLU or GELU (exact, with erf)
+//! ```
+//!
+//! Backward is the same lines read from the end: a residual `u = v + f(v)` passes its gradient
+//! both ways (`dv = du + f'(v)ᵀ·du`), so every block sends its input an undiminished copy of the
+//! output's gradient — the reason deep stacks of these train. Each part's backward is its own
+//! layer's ([`MultiHeadAttention`], [`Dense`], [`LayerNorm`], [`Dropout`], the activation): this
+//! file only wires them.
+
+use super::{
+    Dense, Dropout, Gelu, InputGrad, Layer, LayerNorm, MultiHeadAttention, Pass, Relu, State, StateMut,
+    Visit, shape_error,
+};
+use crate::error::Result;
+use crate::privacy::per_example::{PerExample, PerExampleGrads, backward_per_example};
+use crate::tensor::Tensor;
+use crate::tensor::init::Init;
+
+/// The feed-forward network's nonlinearity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeedForwardActivation {
+    /// `max(0, x)` (PyTorch's default).
+    Relu,
+    /// `x·Φ(x)` with the exact normal CDF.
+    Gelu,
+}
+
+/// One Transformer encoder block. See the [module docs](self).
+///
+/// ```
+/// use backprop::layers::{InputGrad, Layer, Pass, TransformerEncoderLayer};
+/// use backprop::Tensor;
+/// let mut block = TransformerEncoderLayer::new(8, 2, 16).norm_first().dropout(0.0);
+/// let x = Tensor::randn(&[2, 5, 8], 0.0, 1.0, 1);
+/// let y = block.forward(&x, Pass::TRAIN);
+/// assert_eq!(y.shape(), &[2, 5, 8]);
+/// let dx = block.backward(&Tensor::ones(&[2, 5, 8]), InputGrad::Needed).unwrap();
+/// assert_eq!(dx.shape(), &[2, 5, 8]);
+/// ```
+pub struct TransformerEncoderLayer {
+    norm_first: bool,
+    activation: FeedForwardActivation,
+    self_attn: MultiHeadAttention,
+    linear1: Dense,
+    linear2: Dense,
+    norm1: LayerNorm,
+    norm2: LayerNorm,
+    dropout: Dropout,
+    dropout1: Dropout,
+    dropout2: Dropout,
+    relu: Relu,
+    gelu: Gelu,
+}
+
+impl TransformerEncoderLayer {
+    /// A post-LN block over `embed` features with `heads` heads and a feed-forward width of
+    /// `feedforward`, ReLU, dropout 0.1, `ε = 1e-5` (PyTorch's defaults; linear layers drawn as
+    /// PyTorch draws `nn.Linear`).
+    ///
+    /// # Panics
+    /// If `heads` is 0 or does not divide `embed`.
+    pub fn new(embed: usize, heads: usize, feedforward: usize) -> TransformerEncoderLayer {
+        let linear = |i, o, seed| Dense::new(i, o).init(Init::TorchDefault).seed(seed);
+        TransformerEncoderLayer {
+            norm_first: false,
+            activation: FeedForwardActivation::Relu,
+            self_attn: MultiHeadAttention::new(embed, heads),
+            linear1: linear(embed, feedforward, 4),
+            linear2: linear(feedforward, embed, 5),
+            norm1: LayerNorm::new(embed),
+            norm2: LayerNorm::new(embed),
+            dropout: Dropout::new(0.1).seed(6),
+            dropout1: Dropout::new(0.1).seed(7),
+            dropout2: Dropout::new(0.1).seed(8),
+            relu: Relu::new(),
+            gelu: Gelu::new(),
+        }
+    }
+
+    /// Layer norms before each part (`norm_first=True`): the pre-LN block.
+    pub fn norm_first(mut self) -> TransformerEncoderLayer {
+        self.norm_first = true;
+        self
+    }
+
+    /// The feed-forward network's nonlinearity.
+    pub fn activation(mut self, activation: FeedForwardActivation) -> TransformerEncoderLayer {
+        self.activation = activation;
+        self
+    }
+
+    /// The probability of each of the three dropouts.
+    ///
+    /// # Panics
+    /// If `p` is not in `[0, 1]`.
+    pub fn dropout(mut self, p: f32) -> TransformerEncoderLayer {
+        self.dropout = Dropout::new(p).seed(6);
+        self.dropout1 = Dropout::new(p).seed(7);
+        self.dropout2 = Dropout::new(p).seed(8);
+        self
+    }
+
+    /// Self-attention that lets each step see only itself and earlier steps.
+    pub fn causal(mut self) -> TransformerEncoderLayer {
+        self.self_attn = self.self_attn.causal();
+        self
+    }
+
+    /// `ε` of both layer norms.
+    ///
+    /// # Panics
+    /// If `eps` is negative or not finite.
+    pub fn eps(mut self, eps: f32) -> TransformerEncoderLayer {
+        (self.norm1, self.norm2) = (self.norm1.eps(eps), self.norm2.eps(eps));
+        self
+    }
+
+    /// Whether the layer norms come first (pre-LN).
+    pub fn is_norm_first(&self) -> bool {
+        self.norm_first
+    }
+
+    /// `Drop(FF(z))` for rows `z`.
+    fn feed_forward(&mut self, z: &Tensor, pass: Pass<'_>) -> Tensor {
+        let a = self.linear1.forward(z, pass);
+        let a = match self.activation {
+            FeedForwardActivation::Relu => self.relu.forward(&a, pass),
+            FeedForwardActivation::Gelu => self.gelu.forward(&a, pass),
+        };
+        let a = self.dropout.forward(&a, pass);
+        let f = self.linear2.forward(&a, pass);
+        self.dropout2.forward(&f, pass)
+    }
+
+    /// `dL/dz` from `dL/d(Drop(FF(z)))`; the linear layers' gradients accumulate (or, with
+    /// `per_example`, go to each example's slots).
+    fn feed_forward_backward(&mut self, g: &Tensor, mut per_example: Option<&mut PerExampleGrads>) -> Tensor {
+        let g = back(&mut self.dropout2, g, None);
+        let g = back(&mut self.linear2, &g, per_example.as_deref_mut());
+        let g = back(&mut self.dropout, &g, None);
+        let g = match self.activation {
+            FeedForwardActivation::Relu => back(&mut self.relu, &g, None),
+            FeedForwardActivation::Gelu => back(&mut self.gelu, &g, None),
+        };
+        back(&mut self.linear1, &g, per_example)
+    }
+
+    /// `dL/dv` from `dL/d(Drop(SA(v)))`; the attention's gradients accumulate.
+    fn attention_backward(&mut self, g: &Tensor, per_example: Option<&mut PerExampleGrads>) -> Tensor {
+        let g = back(&mut self.dropout1, g, None);
+        back(&mut self.self_attn, &g, per_example)
+    }
+
+    /// The backward pass, parts in the order of [`Visit::visit`] (which follows it, so that
+    /// per-example slots are handed out in that order).
+    fn run_backward(&mut self, dy: &Tensor, mut per_example: Option<&mut PerExampleGrads>) -> Tensor {
+        if self.norm_first {
+            // y = h + Drop(FF(LN₂(h)))  →  dh = dy + LN₂'ᵀ·FF'ᵀ·dy
+            let d_ff = self.feed_forward_backward(dy, per_example.as_deref_mut());
+            let dh = sum(dy, &back(&mut self.norm2, &d_ff, per_example.as_deref_mut()));
+            // h = x + Drop(SA(LN₁(x)))  →  dx = dh + LN₁'ᵀ·SA'ᵀ·dh
+            let d_sa = self.attention_backward(&dh, per_example.as_deref_mut());
+            sum(&dh, &back(&mut self.norm1, &d_sa, per_example))
+        } else {
+            // y = LN₂(v), v = h + Drop(FF(h))  →  dv = LN₂'ᵀ·dy;  dh = dv + FF'ᵀ·dv
+            let dv = back(&mut self.norm2, dy, per_example.as_deref_mut());
+            let dh = sum(&dv, &self.feed_forward_backward(&dv, per_example.as_deref_mut()));
+            // h = LN₁(u), u = x + Drop(SA(x))  →  du = LN₁'ᵀ·dh;  dx = du + SA'ᵀ·du
+            let du = back(&mut self.norm1, &dh, per_example.as_deref_mut());
+            sum(&du, &self.attention_backward(&du, per_example))
+        }
+    }
+
+    /// The parts with parameters, in the order the backward pass reaches them.
+    fn parts(&self) -> [(&'static str, &dyn Visit); 5] {
+        let (a, l1, l2, n1, n2): (&dyn Visit, &dyn Visit, &dyn Visit, &dyn Visit, &dyn Visit) =
+            (&self.self_attn, &self.linear1, &self.linear2, &self.norm1, &self.norm2);
+        if self.norm_first {
+            [("linear2", l2), ("linear1", l1), ("norm2", n2), ("self_attn", a), ("norm1", n1)]
+        } else {
+            [("norm2", n2), ("linear2", l2), ("linear1", l1), ("norm1", n1), ("self_attn", a)]
+        }
+    }
+}
+
+/// A part's input gradient: its backward pass, or its per-example one.
+fn back(part: &mut dyn Layer, g: &Tensor, per_example: Option<&mut PerExampleGrads>) -> Tensor {
+    match per_example {
+        Some(grads) => backward_per_example(part, g, InputGrad::Needed, grads),
+        None => part.backward(g, InputGrad::Needed),
+    }
+    .expect("an input gradient that was asked for")
+}
+
+/// `a + b`, elementwise (same shapes).
+fn sum(a: &Tensor, b: &Tensor) -> Tensor {
+    let mut out = a.clone();
+    out.axpy(1.0, b);
+    out
+}
+
+impl Layer for TransformerEncoderLayer {
+    fn describe(&self) -> String {
+        let e = self.self_attn.embed();
+        let order = if self.norm_first { "pre-LN" } else { "post-LN" };
+        let causal = if self.self_attn.is_causal() { ", causal" } else { "" };
+        format!(
+            "TransformerEncoderLayer({e}, heads={}, feedforward={}, {order}, {:?}{causal})",
+            self.self_attn.heads(),
+            self.linear1.outputs(),
+            self.activation
+        )
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        let e = self.self_attn.embed();
+        self.self_attn
+            .output_shape(input)
+            .map_err(|_| shape_error(&self.describe(), format!("[N, T ≥ 1, {e}]"), input))
+    }
+
+    fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
+        self.output_shape(x.shape()).unwrap_or_else(|e| panic!("{e}"));
+        if self.norm_first {
+            // h = x + Drop(SA(LN₁(x)));  y = h + Drop(FF(LN₂(h)))
+            let z = self.norm1.forward(x, pass);
+            let a = self.self_attn.forward(&z, pass);
+            let h = sum(x, &self.dropout1.forward(&a, pass));
+            let z = self.norm2.forward(&h, pass);
+            let f = self.feed_forward(&z, pass);
+            sum(&h, &f)
+        } else {
+            // h = LN₁(x + Drop(SA(x)));  y = LN₂(h + Drop(FF(h)))
+            let a = self.self_attn.forward(x, pass);
+            let h = self.norm1.forward(&sum(x, &self.dropout1.forward(&a, pass)), pass);
+            let f = self.feed_forward(&h, pass);
+            self.norm2.forward(&sum(&h, &f), pass)
+        }
+    }
+
+    fn backward(&mut self, dy: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
+        let dx = self.run_backward(dy, None);
+        input_grad.is_needed().then_some(dx)
+    }
+
+    fn per_example(&mut self) -> Option<&mut dyn PerExample> {
+        Some(self)
+    }
+}
+
+impl PerExample for TransformerEncoderLayer {
+    fn backward_per_example(
+        &mut self,
+        dy: &Tensor,
+        input_grad: InputGrad,
+        grads: &mut PerExampleGrads,
+    ) -> Option<Tensor> {
+        let dx = self.run_backward(dy, Some(grads));
+        input_grad.is_needed().then_some(dx)
+    }
+}
+
+impl Visit for TransformerEncoderLayer {
+    /// PyTorch's names (`self_attn.in_proj_weight`, `linear1.weight`, `norm1.bias`, …), in the
+    /// order the backward pass reaches the parts.
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
+        for (prefix, part) in self.parts() {
+            part.visit(&mut |name, state| f(&format!("{prefix}.{name}"), state));
+        }
+    }
+
+    fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
+        let norm_first = self.norm_first;
+        let (a, l1, l2, n1, n2): (
+            &mut dyn Visit,
+            &mut dyn Visit,
+            &mut dyn Visit,
+            &mut dyn Visit,
+            &mut dyn Visit,
+        ) = (&mut self.self_attn, &mut self.linear1, &mut self.linear2, &mut self.norm1, &mut self.norm2);
+        let parts = if norm_first {
+            [("linear2", l2), ("linear1", l1), ("norm2", n2), ("self_attn", a), ("norm1", n1)]
+        } else {
+            [("norm2", n2), ("linear2", l2), ("linear1", l1), ("norm1", n1), ("self_attn", a)]
+        };
+        for (prefix, part) in parts {
+            part.visit_mut(&mut |name, state| f(&format!("{prefix}.{name}"), state));
+        }
+    }
+}
