@@ -13,7 +13,7 @@ mod seq2seq;
 #[path = "common/zoo.rs"]
 mod zoo;
 
-use backprop::layers::{Gru, Lstm, Mode, Rnn};
+use backprop::layers::{Gru, Lstm, Mode, PositionEmbedding, Rnn, SinusoidalPositions};
 use backprop::model::Model;
 use backprop::onnx::GraphInput;
 use backprop::prelude::*;
@@ -65,6 +65,17 @@ fn main() -> Result<()> {
         write_case(&dir, name, &mut model, &x, recurrent.then_some((sample[0], k)))?;
         println!("{name}: {}", model.layers().map(|l| l.describe()).collect::<Vec<_>>().join(" → "));
     }
+
+    // Position tables over sequences (the layers of a Transformer's input).
+    let mut positions = Sequential::builder(&[5, 8])
+        .add(SinusoidalPositions::new(8))
+        .add(PositionEmbedding::new(7, 8))
+        .add(LayerNorm::new(8))
+        .seed(10)
+        .build()?;
+    let x = zoo::batch(&[5, 8], false, 10);
+    backprop::onnx::save(&positions, &[5, 8], dir.join("positions.onnx"))?;
+    write_case(&dir, "positions", &mut positions, &x, None)?;
 
     // Odd models: unusual but valid settings, each exported (or refused by name) and written with
     // its input and this crate's output, like the zoo's.

@@ -282,7 +282,7 @@ fn random_layer(r: &mut Rng) -> Box<dyn Layer> {
     let small = |r: &mut Rng| [0usize, 1, 2, 3, 4, 8][r.random_range(0..6)];
     let wild =
         |r: &mut Rng| [0usize, 1, 2, 3, 5, 1 << 31, 1 << 62, 1 << 63, usize::MAX][r.random_range(0..9)];
-    match r.random_range(0..15) {
+    match r.random_range(0..17) {
         0 => Box::new(Dense::new(small(r), small(r))),
         1 => Box::new(
             Conv2d::new(small(r), small(r), small(r))
@@ -313,6 +313,8 @@ fn random_layer(r: &mut Rng) -> Box<dyn Layer> {
             let block = backprop::layers::TransformerEncoderLayer::new(heads * small(r), heads, small(r));
             if r.random_range(0..2) == 0 { Box::new(block.norm_first()) } else { Box::new(block) }
         }
+        14 => Box::new(backprop::layers::SinusoidalPositions::new(small(r))),
+        15 => Box::new(backprop::layers::PositionEmbedding::new(small(r), small(r))),
         _ => Box::new(LogSoftmax::new()),
     }
 }

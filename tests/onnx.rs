@@ -263,6 +263,27 @@ fn onnx_runtime_agrees_on_layer_norm() {
     common::assert_close_to(&y, &t("layernorm_sequence.ort.output"), 2e-5, "LayerNorm chain vs ONNX Runtime");
 }
 
+/// The position tables as `Add` of their first `T` rows (`Shape` → `Gather` → `Slice`), then a
+/// layer norm: ONNX Runtime computes what the crate does.
+#[test]
+fn onnx_runtime_agrees_on_position_tables() {
+    use backprop::layers::{PositionEmbedding, SinusoidalPositions};
+    let bytes = std::fs::read(ORT).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = |name: &str| common::fixture_tensor(&file, name);
+    let mut model = Sequential::builder(&[5, 8])
+        .add(SinusoidalPositions::new(8))
+        .add(PositionEmbedding::new(7, 8))
+        .add(LayerNorm::new(8))
+        .build()
+        .unwrap();
+    let g = read(&backprop::onnx::to_bytes(&model, &[5, 8]).unwrap());
+    assert_eq!(g.ops.iter().filter(|op| *op == "Slice").count(), 2, "{:?}", g.ops);
+    load_fixture_weights(&mut model, &file, "positions");
+    let y = model.predict(&t("positions.in.input"), 64).unwrap();
+    common::assert_close_to(&y, &t("positions.ort.output"), 1e-5, "position tables vs ONNX Runtime");
+}
+
 /// A model struct exported as one graph: two inputs with their lengths, the encoder's
 /// `(h_n, c_n)` fed to the decoder as `initial_h`, `initial_c`; ONNX Runtime computes what the
 /// crate computes.

@@ -19,6 +19,7 @@
 //! | `BatchNorm1d`, `BatchNorm2d` | `BatchNormalization` with the running statistics |
 //! | `Embedding` | `Cast` of the ids to int64, `Gather` from the table |
 //! | `LayerNorm` | `LayerNormalization` over the last axis (scale 1 and bias 0 without the affine parameters) |
+//! | `SinusoidalPositions`, `PositionEmbedding` | `Add` of the table's first `T` rows (`Shape`, `Gather`, `Slice`: any `T` up to the table's) |
 //! | `Rnn`, `Lstm`, `Gru` | `Transpose` to time-major, `RNN`/`LSTM`/`GRU` with `sequence_lens`, back to batch-major |
 //! | `Residual` | its body, then `Add` of the input |
 //! | `Sequential` | its layers in order |
@@ -254,6 +255,22 @@ impl Graph {
             names: 0,
             lengths_used: Vec::new(),
         }
+    }
+
+    /// The most steps any graph input has: the first axis of its samples (a sequence `[T, E]`'s
+    /// `T`), for layers that export a table per step.
+    pub fn longest_steps(&self) -> Option<usize> {
+        self.inputs.iter().filter(|i| i.sample_shape.len() >= 2).map(|i| i.sample_shape[0]).max()
+    }
+
+    /// `table[..T]` for the `T` of `x` (`[N, T, …]`), read from `x`'s shape when the graph runs:
+    /// `Slice(table, 0, Shape(x)[1], axis 0)`.
+    pub fn first_steps(&mut self, table: &str, x: &str) -> String {
+        let shape = self.op("Shape", &[x], vec![]);
+        let one = self.int64s("axis_one", &[1]);
+        let steps = self.op("Gather", &[&shape, &one], vec![]);
+        let zero = self.int64s("zero", &[0]);
+        self.op("Slice", &[table, &zero, &steps, &zero], vec![])
     }
 
     /// The value of the graph input `name` (its own name).
