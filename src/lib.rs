@@ -60,7 +60,9 @@
 //! 3. [`layers::sequential`] and [`layers::residual`] — models are layers too: a chain whose
 //!    backward is the chain rule walked in reverse, and `y = x + f(x)`. Then
 //!    [`layers::recurrent`] (backprop through time; the cells in [`layers::recurrent::rnn`],
-//!    [`layers::recurrent::lstm`], [`layers::recurrent::gru`]) and [`layers::embedding`].
+//!    [`layers::recurrent::lstm`], [`layers::recurrent::gru`]) and [`layers::embedding`]. Then
+//!    attention: [`layers::layernorm`], [`layers::attention`] (the softmax's backward inside),
+//!    [`layers::positions`] and [`layers::transformer`] (an encoder block wired from them).
 //! 4. [`loss`] — mean squared error, cross-entropy (and why softmax is fused into it), binary
 //!    cross-entropy, negative log-likelihood.
 //! 5. [`gradcheck`] — checking every backward pass against finite differences.

@@ -86,6 +86,15 @@ impl TransformerEncoderLayer {
         }
     }
 
+    /// Draws the attention's and the linear layers' parameters from `seed` (the layer norms start
+    /// at 1 and 0).
+    pub fn seed(mut self, seed: u64) -> TransformerEncoderLayer {
+        self.self_attn = self.self_attn.seed(seed);
+        self.linear1 = self.linear1.seed(seed.wrapping_mul(3).wrapping_add(1));
+        self.linear2 = self.linear2.seed(seed.wrapping_mul(3).wrapping_add(2));
+        self
+    }
+
     /// Layer norms before each part (`norm_first=True`): the pre-LN block.
     pub fn norm_first(mut self) -> TransformerEncoderLayer {
         self.norm_first = true;

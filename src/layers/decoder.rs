@@ -1,0 +1,229 @@
+//! A decoder-only Transformer (GPT-style) over token ids `[N, T]` → next-token logits
+//! `[N, T, V]`: token embedding plus learned positions, a stack of causal pre-LN blocks, a final
+//! layer norm, and an output head — its own matrix, or the token table itself (*tied*):
+//!
+//! ```text
+//! forward:   h₀ = W_tok[ids] + P[t]            [N, T, E]
+//!            h_k = Block_k(h_{k−1})             causal pre-LN TransformerEncoderLayer
+//!            z = LN(h_K)
+//!            logits = z·Wᵀ (+ b)                W = W_head, or W_tok when tied (no bias then)
+//! backward:  dz = dlogits·W                     dW += dlogitsᵀ·z
+//!            … back through LN and the blocks to dh₀ …
+//!            dP[t] += Σ_n dh₀[n, t]             dW_tok[id] += dh₀[n, t]   (the embedding's scatter)
+//! ```
+//!
+//! **Tying.** With a tied head the token table is used twice — to read each input token's vector
+//! and to score every output token — so its gradient is the sum of both paths: the head's
+//! `dlogitsᵀ·z` (every row) plus the embedding's scatter (rows of the tokens that were read).
+//! `tests/decoder.rs` checks both against PyTorch, where the same sum happens because one
+//! tensor is used twice.
+
+use super::{
+    Embedding, InputGrad, Layer, LayerNorm, Pass, PositionEmbedding, State, StateMut,
+    TransformerEncoderLayer, Visit, shape_error,
+};
+use crate::error::Result;
+use crate::tensor::Tensor;
+use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm};
+use crate::tensor::init::Init;
+
+/// A decoder-only Transformer. See the [module docs](self).
+///
+/// ```
+/// use backprop::layers::{DecoderOnly, InputGrad, Layer, Pass};
+/// use backprop::Tensor;
+/// let mut gpt = DecoderOnly::new(11, 8, 2, 2, 16, 6).tied();
+/// let ids = Tensor::from_vec(&[1, 4], vec![3., 1., 4., 1.]).unwrap();
+/// let logits = gpt.forward(&ids, Pass::TRAIN);
+/// assert_eq!(logits.shape(), &[1, 4, 11]);
+/// gpt.backward(&Tensor::ones(&[1, 4, 11]), InputGrad::NotNeeded);
+/// ```
+pub struct DecoderOnly {
+    tok: Embedding,
+    pos: PositionEmbedding,
+    blocks: Vec<TransformerEncoderLayer>,
+    norm: LayerNorm,
+    /// `(W_head [V, E], b_head [V])`, or `None`: tied to the token table.
+    head: Option<(super::Param, super::Param)>,
+    /// The latest final-norm output `z`, `[N·T, E]` rows.
+    z: Tensor,
+}
+
+impl DecoderOnly {
+    /// `vocab` tokens, `embed` features, `layers` causal pre-LN blocks of `heads` heads and a
+    /// feed-forward width of `feedforward`, sequences of at most `max_len` steps; GELU, no dropout
+    /// (set it per block with [`DecoderOnly::dropout`]); an untied head drawn as `nn.Linear`.
+    ///
+    /// # Panics
+    /// If `heads` is 0 or does not divide `embed`.
+    pub fn new(
+        vocab: usize,
+        embed: usize,
+        heads: usize,
+        layers: usize,
+        feedforward: usize,
+        max_len: usize,
+    ) -> Self {
+        let block = |k: usize| {
+            TransformerEncoderLayer::new(embed, heads, feedforward)
+                .norm_first()
+                .causal()
+                .activation(super::FeedForwardActivation::Gelu)
+                .dropout(0.0)
+                .seed(100 + k as u64)
+        };
+        let mut r = crate::tensor::rng(7);
+        let head = (
+            super::Param::new(Init::TorchDefault.tensor(&[vocab, embed], &mut r)),
+            super::Param::new(Tensor::zeros(&[vocab])),
+        );
+        DecoderOnly {
+            tok: Embedding::new(vocab, embed).seed(5),
+            pos: PositionEmbedding::new(max_len, embed),
+            blocks: (0..layers).map(block).collect(),
+            norm: LayerNorm::new(embed),
+            head: Some(head),
+            z: Tensor::default(),
+        }
+    }
+
+    /// The output head is the token table (weight tying): no head matrix, no head bias.
+    pub fn tied(mut self) -> DecoderOnly {
+        self.head = None;
+        self
+    }
+
+    /// Whether the head is tied to the token table.
+    pub fn is_tied(&self) -> bool {
+        self.head.is_none()
+    }
+
+    /// The dropout probability of every block.
+    ///
+    /// # Panics
+    /// If `p` is not in `[0, 1]`.
+    pub fn dropout(mut self, p: f32) -> DecoderOnly {
+        self.blocks = std::mem::take(&mut self.blocks).into_iter().map(|b| b.dropout(p)).collect();
+        self
+    }
+
+    fn vocab(&self) -> usize {
+        self.tok.num()
+    }
+
+    fn embed(&self) -> usize {
+        self.tok.dim()
+    }
+
+    /// The head's matrix `[V, E]`: its own, or the token table.
+    fn head_weight(&self) -> &Tensor {
+        match &self.head {
+            Some((w, _)) => &w.value,
+            None => &self.tok.weight().value,
+        }
+    }
+}
+
+impl Layer for DecoderOnly {
+    fn describe(&self) -> String {
+        let tied = if self.is_tied() { ", tied" } else { "" };
+        format!(
+            "DecoderOnly(vocab={}, embed={}, layers={}, max_len={}{tied})",
+            self.vocab(),
+            self.embed(),
+            self.blocks.len(),
+            self.pos.max_len()
+        )
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        match input {
+            [n, t] if *t >= 1 && *t <= self.pos.max_len() => Ok(vec![*n, *t, self.vocab()]),
+            _ => {
+                Err(shape_error(&self.describe(), format!("ids [N, 1 ≤ T ≤ {}]", self.pos.max_len()), input))
+            }
+        }
+    }
+
+    fn check_values(&self, ids: &Tensor) -> Result<()> {
+        self.tok.check_ids(ids)
+    }
+
+    fn forward(&mut self, ids: &Tensor, pass: Pass<'_>) -> Tensor {
+        let out_shape = self.output_shape(ids.shape()).unwrap_or_else(|e| panic!("{e}"));
+        let h = self.tok.forward(ids, pass); // W_tok[ids]
+        let mut h = self.pos.forward(&h, pass); // + P[t]
+        for block in &mut self.blocks {
+            h = block.forward(&h, pass);
+        }
+        self.z = self.norm.forward(&h, pass);
+        // logits = z·Wᵀ (+ b)
+        let (rows, e, v) = (ids.len(), self.embed(), self.vocab());
+        let mut logits = Tensor::zeros(&out_shape);
+        sgemm(rows, e, v, 1.0, self.z.data(), No, self.head_weight().data(), Yes, 0.0, logits.data_mut());
+        if let Some((_, b)) = &self.head {
+            for row in logits.data_mut().chunks_exact_mut(v) {
+                row.iter_mut().zip(b.value.data()).for_each(|(l, b)| *l += b);
+            }
+        }
+        logits
+    }
+
+    fn backward(&mut self, dlogits: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
+        let (e, v) = (self.embed(), self.vocab());
+        let rows = dlogits.len() / v.max(1);
+        super::check_grad(&self.describe(), &[self.z.dim(0), self.z.dim(1), v], dlogits);
+        // dz = dlogits·W (before W's gradient changes nothing: W's value is what forward used).
+        let mut dz = Tensor::zeros(self.z.shape());
+        sgemm(rows, v, e, 1.0, dlogits.data(), No, self.head_weight().data(), No, 0.0, dz.data_mut());
+        // dW += dlogitsᵀ·z: into the head's matrix, or into the token table (the first path).
+        let z = self.z.data();
+        let dw = match &mut self.head {
+            Some((w, b)) => {
+                for row in dlogits.data().chunks_exact(v) {
+                    b.grad.data_mut().iter_mut().zip(row).for_each(|(d, g)| *d += g); // db += Σ dlogits
+                }
+                w.grad.data_mut()
+            }
+            None => self.tok.weight.grad.data_mut(),
+        };
+        sgemm(v, rows, e, 1.0, dlogits.data(), Yes, z, No, 1.0, dw);
+        let mut dh = self.norm.backward(&dz, InputGrad::Needed).expect("needed");
+        for block in self.blocks.iter_mut().rev() {
+            dh = block.backward(&dh, InputGrad::Needed).expect("needed");
+        }
+        let dh = self.pos.backward(&dh, InputGrad::Needed).expect("needed");
+        // The embedding's scatter adds the second path into the same table when tied.
+        self.tok.backward(&dh, input_grad)
+    }
+}
+
+impl Visit for DecoderOnly {
+    /// `tok.weight`, `pos.weight`, `blocks.{k}.…` (the blocks' own names), `norm.weight`,
+    /// `norm.bias`, and `head.weight`, `head.bias` unless tied.
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
+        self.tok.visit(&mut |name, s| f(&format!("tok.{name}"), s));
+        self.pos.visit(&mut |name, s| f(&format!("pos.{name}"), s));
+        for (k, block) in self.blocks.iter().enumerate() {
+            block.visit(&mut |name, s| f(&format!("blocks.{k}.{name}"), s));
+        }
+        self.norm.visit(&mut |name, s| f(&format!("norm.{name}"), s));
+        if let Some((w, b)) = &self.head {
+            f("head.weight", State::Param(w));
+            f("head.bias", State::Param(b));
+        }
+    }
+
+    fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
+        self.tok.visit_mut(&mut |name, s| f(&format!("tok.{name}"), s));
+        self.pos.visit_mut(&mut |name, s| f(&format!("pos.{name}"), s));
+        for (k, block) in self.blocks.iter_mut().enumerate() {
+            block.visit_mut(&mut |name, s| f(&format!("blocks.{k}.{name}"), s));
+        }
+        self.norm.visit_mut(&mut |name, s| f(&format!("norm.{name}"), s));
+        if let Some((w, b)) = &mut self.head {
+            f("head.weight", StateMut::Param(w));
+            f("head.bias", StateMut::Param(b));
+        }
+    }
+}
