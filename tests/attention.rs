@@ -143,3 +143,78 @@ fn bad_input_is_refused_by_name() {
     assert!(model.predict_with_lengths(&x, &[5, 1], 2).is_err());
     assert!(model.predict_with_lengths(&x, &[0, 1], 2).is_err());
 }
+
+/// Cross-attention with `T_q ≠ T_k`, a causal mask aligned at the top left and the memory's own
+/// lengths, against PyTorch: output, head-averaged weights, both inputs' gradients, all four
+/// parameters'.
+#[test]
+fn cross_attention_matches_pytorch() {
+    let bytes = std::fs::read(FIXTURE).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = |name: &str| common::fixture_tensor(&file, name);
+    let mut attn = MultiHeadAttention::new(8, 2).causal();
+    let weights: Vec<(String, Tensor)> =
+        PARAMS.iter().map(|p| (p.to_string(), t(&format!("cross.{p}")))).collect();
+    backprop::io::load_tensors(&mut attn, &weights, &LoadOptions::new()).unwrap();
+    let memory_lengths: Vec<usize> = t("cross.memory_lengths").data().iter().map(|&v| v as usize).collect();
+    let y = attn.forward_cross(&t("cross.q"), None, &t("cross.m"), Some(&memory_lengths)).unwrap();
+    common::assert_close_to(&y, &t("cross.y"), 1e-5, "cross: y");
+    let avg = attn.average_attention_weights().unwrap();
+    common::assert_close_to(&avg, &t("cross.weights"), 1e-6, "cross: head-averaged weights");
+    let (dq, dm) = attn.backward_cross(&t("cross.g"));
+    common::assert_close_to(&dq, &t("cross.dq"), 1e-5, "cross: dL/dquery");
+    common::assert_close_to(&dm, &t("cross.dm"), 1e-5, "cross: dL/dmemory");
+    for (name, p) in backprop::layers::named_params(&attn) {
+        common::assert_close_to(
+            &p.grad,
+            &t(&format!("cross.grad.{name}")),
+            1e-5,
+            &format!("cross: dL/d{name}"),
+        );
+    }
+    // What does not fit is an Err naming the layer.
+    let e =
+        attn.forward_cross(&t("cross.q"), None, &Tensor::zeros(&[3, 5, 8]), None).unwrap_err().to_string();
+    assert!(e.contains("the query has 2 sequences, the memory 3"), "{e}");
+    let e = attn.forward_cross(&t("cross.q"), Some(&[4, 1]), &t("cross.m"), None).unwrap_err().to_string();
+    assert!(e.contains("query lengths [4, 1]"), "{e}");
+    assert!(attn.forward_cross(&t("cross.q"), None, &Tensor::zeros(&[2, 5, 7]), None).is_err());
+}
+
+/// Each of PyTorch's mask conventions read into the crate's one: key padding as lengths, an
+/// attention mask as causal or not; what the crate cannot express is refused by name.
+#[test]
+fn pytorch_masks_convert_from_each_form() {
+    use backprop::layers::attention::{TorchMask, causal_from_torch, key_padding_from_torch};
+    let pad = |v: Vec<f32>| Tensor::from_vec(&[2, 4], v).unwrap();
+    // Lengths 4 and 2, in each form.
+    let masked = pad(vec![0., 0., 0., 0., 0., 0., 1., 1.]);
+    let allows = pad(vec![1., 1., 1., 1., 1., 1., 0., 0.]);
+    let ninf = f32::NEG_INFINITY;
+    let additive = pad(vec![0., 0., 0., 0., 0., 0., ninf, ninf]);
+    assert_eq!(key_padding_from_torch(&masked, TorchMask::TrueMasks).unwrap(), [4, 2]);
+    assert_eq!(key_padding_from_torch(&allows, TorchMask::TrueAllows).unwrap(), [4, 2]);
+    assert_eq!(key_padding_from_torch(&additive, TorchMask::Additive).unwrap(), [4, 2]);
+    // Not padding at the end, fully masked, a bias: refused.
+    let e =
+        key_padding_from_torch(&pad(vec![0., 1., 0., 0., 0., 0., 0., 0.]), TorchMask::TrueMasks).unwrap_err();
+    assert!(e.to_string().contains("row 0"), "{e}");
+    let e = key_padding_from_torch(&pad(vec![1.; 8]), TorchMask::TrueMasks).unwrap_err();
+    assert!(e.to_string().contains("fully masked"), "{e}");
+    assert!(key_padding_from_torch(&pad(vec![0.5; 8]), TorchMask::Additive).is_err());
+    assert!(key_padding_from_torch(&Tensor::zeros(&[4]), TorchMask::TrueMasks).is_err());
+    // Causal 3 × 5 (top-left aligned) in each form, all-allowed, and an arbitrary pattern.
+    let tri = |allowed: f32, masked: f32| {
+        Tensor::from_vec(&[3, 5], (0..15).map(|k| if k % 5 <= k / 5 { allowed } else { masked }).collect())
+            .unwrap()
+    };
+    assert!(causal_from_torch(&tri(0.0, 1.0), TorchMask::TrueMasks).unwrap());
+    assert!(causal_from_torch(&tri(1.0, 0.0), TorchMask::TrueAllows).unwrap());
+    assert!(causal_from_torch(&tri(0.0, ninf), TorchMask::Additive).unwrap());
+    assert!(!causal_from_torch(&Tensor::zeros(&[3, 5]), TorchMask::TrueMasks).unwrap());
+    let mut odd = tri(0.0, 1.0);
+    odd.data_mut()[0] = 1.0;
+    assert!(
+        causal_from_torch(&odd, TorchMask::TrueMasks).unwrap_err().to_string().contains("neither causal")
+    );
+}

@@ -1,31 +1,35 @@
-//! Multi-head self-attention over sequences `[N, T, E]`, as PyTorch's
-//! `nn.MultiheadAttention(E, H, batch_first=True)` called with the same tensor as query, key and
-//! value: its parameters and names (`in_proj_weight [3E, E]` — the query, key and value
-//! projections stacked, each head a contiguous block of `d = E/H` rows in each — `in_proj_bias`,
-//! `out_proj.weight`, `out_proj.bias`).
+//! Multi-head attention over sequences, as PyTorch's `nn.MultiheadAttention(E, H,
+//! batch_first=True)`: its parameters and names (`in_proj_weight [3E, E]` — the query, key and
+//! value projections stacked, each head a contiguous block of `d = E/H` rows in each —
+//! `in_proj_bias`, `out_proj.weight`, `out_proj.bias`). As a [`Layer`] it is self-attention (the
+//! input is query, key and value); [`MultiHeadAttention::forward_cross`] attends from one
+//! sequence (the queries, `T_q` steps) to another (the memory, `T_k` steps: keys and values).
 //!
-//! For one sample and one head `h` (rows are the `T` positions):
+//! For one sample and one head `h` (rows are steps; `X_q` the queries' input, `X_m` the memory's):
 //!
 //! ```text
-//! forward:   [Q | K | V] = X·W_inᵀ + b_in                 Q_h, K_h, V_h: that head's d columns of each
-//!            S = Q_h·K_hᵀ / √d                             [T, T]: how much query i matches key j
+//! forward:   Q = X_q·W_qᵀ + b_q     [K | V] = X_m·W_kvᵀ + b_kv      W_in = [W_q; W_kv]
+//!            S = Q_h·K_hᵀ / √d                             [T_q, T_k]: how much query i matches key j
 //!            P = softmax(S) over the allowed keys j         each row sums to 1; masked entries are 0
-//!            O_h = P·V_h                                   the heads side by side make O [T, E]
+//!            O_h = P·V_h                                   the heads side by side make O [T_q, E]
 //!            Y = O·W_outᵀ + b_out
 //! backward:  dO = dY·W_out        dW_out += dYᵀ·O           db_out += Σ dY
 //!            dV_h = Pᵀ·dO_h       dP = dO_h·V_hᵀ
 //!            dS = P ⊙ (dP − rowsum(P ⊙ dP))                the softmax's backward, row by row
 //!            dQ_h = dS·K_h / √d   dK_h = dSᵀ·Q_h / √d
-//!            dW_in += d[Q|K|V]ᵀ·X    db_in += Σ d[Q|K|V]    dX = d[Q|K|V]·W_in
+//!            dW_q += dQᵀ·X_q      dW_kv += d[K|V]ᵀ·X_m      (and the biases: the rows' sums)
+//!            dX_q = dQ·W_q        dX_m = d[K|V]·W_kv        self-attention: dX = dX_q + dX_m
 //! ```
 //!
-//! **Masks, one convention.** Query `i` of a sequence may attend key `j` when `j` is one of the
-//! sequence's valid steps (`j < length`, from the batch's lengths: PyTorch's `key_padding_mask`,
-//! where `True` means *masked*) and, for a causal layer ([`MultiHeadAttention::causal`]), when
-//! `j ≤ i` (PyTorch's `attn_mask` of `True` above the diagonal). Every query keeps at least key
-//! 0, so no row is fully masked. Outputs at padded positions (`i ≥ length`) are zero and pass no
-//! gradient, as a recurrent layer's padded steps; PyTorch computes them anyway, and its values
-//! there are not used.
+//! **Masks, one convention.** Query `i` may attend key `j` when `j` is one of the memory's valid
+//! steps (`j < memory length`, from the batch's lengths: PyTorch's `key_padding_mask`, where
+//! `True` means *masked*) and, for a causal layer ([`MultiHeadAttention::causal`]), when `j ≤ i`
+//! (PyTorch's `attn_mask` of `True` above the diagonal; with `T_q ≠ T_k` aligned at the top left,
+//! as PyTorch's `is_causal`). Every query keeps at least key 0, so no row is fully masked.
+//! Outputs at the queries' padded steps (`i ≥ query length`) are zero and pass no gradient, as a
+//! recurrent layer's padded steps; PyTorch computes them anyway, and its values there are not
+//! used. [`key_padding_from_torch`] and [`causal_from_torch`] read PyTorch's masks into this
+//! convention, and say when one cannot be.
 
 use super::{InputGrad, Layer, Param, Pass, State, StateMut, Visit, check_grad, checked_output, shape_error};
 use crate::error::Result;
@@ -57,13 +61,19 @@ pub struct MultiHeadAttention {
     out_proj_weight: Param,
     out_proj_bias: Param,
     // The latest forward pass, for the backward.
+    /// The queries' input `X_q` `[N, T_q, E]`, and the memory's `X_m` (`None`: self-attention, the
+    /// memory is `X_q`).
     x: Tensor,
+    memory: Option<Tensor>,
+    /// The queries' and the memory's valid lengths (empty: all steps).
     lengths: Vec<usize>,
-    /// `[Q | K | V]`: `[N·T, 3E]`.
-    qkv: Vec<f32>,
-    /// The attention weights of every sample and head: `[N, H, T, T]`.
+    memory_lengths: Vec<usize>,
+    /// `Q`: `[N·T_q, E]`;  `[K | V]`: `[N·T_k, 2E]`.
+    q: Vec<f32>,
+    kv: Vec<f32>,
+    /// The attention weights of every sample and head: `[N, H, T_q, T_k]`.
     p: Vec<f32>,
-    /// The heads' outputs side by side: `[N·T, E]`.
+    /// The heads' outputs side by side: `[N·T_q, E]`.
     o: Vec<f32>,
 }
 
@@ -88,8 +98,11 @@ impl MultiHeadAttention {
             out_proj_weight: Param::drawn(&[embed, embed], Init::TorchDefault, 2),
             out_proj_bias: Param::drawn(&[embed], Init::Constant(0.0), 3),
             x: Tensor::default(),
+            memory: None,
             lengths: Vec::new(),
-            qkv: Vec::new(),
+            memory_lengths: Vec::new(),
+            q: Vec::new(),
+            kv: Vec::new(),
             p: Vec::new(),
             o: Vec::new(),
         }
@@ -133,16 +146,92 @@ impl MultiHeadAttention {
         self.causal
     }
 
-    /// The attention weights of the latest forward pass, `[N, H, T, T]` (query rows, key
+    /// The attention weights of the latest forward pass, `[N, H, T_q, T_k]` (query rows, key
     /// columns; zero where masked); `None` before the first.
     pub fn attention_weights(&self) -> Option<Tensor> {
-        let &[n, t, _] = self.x.shape() else { return None };
-        Tensor::from_vec(&[n, self.heads, t, t], self.p.clone()).ok()
+        let &[n, tq, _] = self.x.shape() else { return None };
+        Tensor::from_vec(&[n, self.heads, tq, self.memory_steps()], self.p.clone()).ok()
     }
 
-    /// The valid length of sample `s` (all `T` steps without lengths).
-    fn length(&self, s: usize, t: usize) -> usize {
-        self.lengths.get(s).copied().unwrap_or(t)
+    /// The heads' average of [`MultiHeadAttention::attention_weights`], `[N, T_q, T_k]`
+    /// (PyTorch's `need_weights=True, average_attn_weights=True`).
+    pub fn average_attention_weights(&self) -> Option<Tensor> {
+        let p = self.attention_weights()?;
+        let (n, h, tq, tk) = (p.dim(0), p.dim(1), p.dim(2), p.dim(3));
+        let mut avg = Tensor::zeros(&[n, tq, tk]);
+        for (avg_s, p_s) in avg.data_mut().chunks_exact_mut(tq * tk).zip(p.data().chunks_exact(h * tq * tk)) {
+            for p_h in p_s.chunks_exact(tq * tk) {
+                avg_s.iter_mut().zip(p_h).for_each(|(a, &v)| *a += v / h as f32);
+            }
+        }
+        Some(avg)
+    }
+
+    /// Cross-attention: `query` `[N, T_q, E]` attends to `memory` `[N, T_k, E]` (keys and values),
+    /// each with its lengths (`None`: every step valid). Output `[N, T_q, E]`, zero at the
+    /// queries' padded steps; [`MultiHeadAttention::backward_cross`] is its backward.
+    ///
+    /// # Errors
+    /// [`Error::Shape`](crate::Error) if a shape does not fit (naming the layer and both shapes),
+    /// [`Error::InvalidArgument`](crate::Error) if lengths do not fit their sequences.
+    pub fn forward_cross(
+        &mut self,
+        query: &Tensor,
+        query_lengths: Option<&[usize]>,
+        memory: &Tensor,
+        memory_lengths: Option<&[usize]>,
+    ) -> Result<Tensor> {
+        self.output_shape(query.shape())?;
+        self.output_shape(memory.shape())?;
+        if memory.dim(0) != query.dim(0) {
+            return Err(crate::error::Error::shape(format!(
+                "{}: the query has {} sequences, the memory {}",
+                self.describe(),
+                query.dim(0),
+                memory.dim(0)
+            )));
+        }
+        check_lengths(&self.describe(), "query", query_lengths, query.dim(0), query.dim(1))?;
+        check_lengths(&self.describe(), "memory", memory_lengths, memory.dim(0), memory.dim(1))?;
+        self.memory = Some(memory.clone());
+        Ok(self.run_forward(query, query_lengths, memory_lengths))
+    }
+
+    /// The backward pass of [`MultiHeadAttention::forward_cross`]: `(dL/dquery, dL/dmemory)`; the
+    /// parameters' gradients accumulate.
+    ///
+    /// # Panics
+    /// If `g` is not the latest output's shape, or the latest forward pass was not a cross one.
+    pub fn backward_cross(&mut self, g: &Tensor) -> (Tensor, Tensor) {
+        assert!(
+            self.memory.is_some(),
+            "{}: backward_cross after a self-attention forward pass",
+            self.describe()
+        );
+        let (dy, dq, dkv) = self.backward_core(g);
+        self.accumulate_parameter_grads(&dy, &dq, &dkv);
+        let (dx_q, dx_m) = self.input_gradients(&dq, &dkv);
+        (dx_q, dx_m)
+    }
+
+    /// Steps of the memory (the queries' own for self-attention).
+    fn memory_steps(&self) -> usize {
+        self.memory.as_ref().unwrap_or(&self.x).dim(1)
+    }
+
+    /// The valid length of sample `s` (all `t` steps without lengths).
+    fn length(lengths: &[usize], s: usize, t: usize) -> usize {
+        lengths.get(s).copied().unwrap_or(t)
+    }
+}
+
+/// Lengths must be one per sequence, each in `1 ..= t`.
+fn check_lengths(describe: &str, what: &str, lengths: Option<&[usize]>, n: usize, t: usize) -> Result<()> {
+    match lengths {
+        Some(l) if l.len() != n || l.iter().any(|&v| v == 0 || v > t) => Err(crate::error::Error::invalid(
+            format!("{describe}: {what} lengths {l:?} do not fit a batch of {n} sequences of {t} steps"),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -161,68 +250,20 @@ impl Layer for MultiHeadAttention {
 
     fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
         self.output_shape(x.shape()).unwrap_or_else(|e| panic!("{e}"));
-        let (n, t, e) = (x.dim(0), x.dim(1), self.embed);
-        if let Some(l) = pass.lengths {
-            let bad = l.len() != n || l.iter().any(|&v| v == 0 || v > t);
-            assert!(
-                !bad,
-                "{}: lengths {l:?} do not fit a batch of {n} sequences of {t} steps",
-                self.describe()
-            );
-        }
-        self.lengths.clear();
-        self.lengths.extend_from_slice(pass.lengths.unwrap_or(&[]));
-        self.x = x.clone();
-        // [Q | K | V] = X·W_inᵀ + b_in, all positions at once.
-        self.qkv.resize(n * t * 3 * e, 0.0);
-        sgemm(n * t, e, 3 * e, 1.0, x.data(), No, self.in_proj_weight.value.data(), Yes, 0.0, &mut self.qkv);
-        for row in self.qkv.chunks_exact_mut(3 * e) {
-            row.iter_mut().zip(self.in_proj_bias.value.data()).for_each(|(v, b)| *v += b);
-        }
-        // Each sample's heads: P = softmax(Q_h·K_hᵀ/√d) over the allowed keys, O_h = P·V_h.
-        let (heads, d) = (self.heads, e / self.heads);
-        self.p.resize(n * heads * t * t, 0.0);
-        self.o.resize(n * t * e, 0.0);
-        let (qkv, lengths, causal) = (&self.qkv, &self.lengths, self.causal);
-        let scale = 1.0 / (d as f32).sqrt();
-        let samples = self.p.par_chunks_mut(heads * t * t).zip(self.o.par_chunks_mut(t * e)).enumerate();
-        samples.for_each(|(s, (p_s, o_s))| {
-            let len = lengths.get(s).copied().unwrap_or(t);
-            let qkv_s = &qkv[s * t * 3 * e..][..t * 3 * e];
-            for (h, p) in p_s.chunks_exact_mut(t * t).enumerate() {
-                let (q, k, v) = (&qkv_s[h * d..], &qkv_s[e + h * d..], &qkv_s[2 * e + h * d..]);
-                // S = Q_h·K_hᵀ/√d (rows 3E apart in qkv).
-                sgemm_strided((t, d, t), scale, (q, 3 * e, No), (k, 3 * e, Yes), 0.0, (p, t));
-                for (i, row) in p.chunks_exact_mut(t).enumerate() {
-                    let allowed = if causal { len.min(i + 1) } else { len }; // keys 0 .. allowed
-                    softmax_prefix(row, allowed);
-                }
-                // O_h = P·V_h, into the head's d columns of O.
-                sgemm_strided((t, t, d), 1.0, (p, t, No), (v, 3 * e, No), 0.0, (&mut o_s[h * d..], e));
-            }
-        });
-        // Y = O·W_outᵀ + b_out, zero at padded steps.
-        let mut y = Tensor::zeros(x.shape());
-        sgemm(n * t, e, e, 1.0, &self.o, No, self.out_proj_weight.value.data(), Yes, 0.0, y.data_mut());
-        for (r, row) in y.data_mut().chunks_exact_mut(e).enumerate() {
-            if r % t < self.length(r / t, t) {
-                row.iter_mut().zip(self.out_proj_bias.value.data()).for_each(|(v, b)| *v += b);
-            } else {
-                row.fill(0.0); // a padded step outputs zero
-            }
-        }
-        y
+        check_lengths(&self.describe(), "sequence", pass.lengths, x.dim(0), x.dim(1))
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.memory = None; // self-attention: the memory is the input
+        self.run_forward(x, pass.lengths, pass.lengths)
     }
 
     fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
-        let (dy, dqkv) = self.backward_core(g);
-        let (n, t, e) = (self.x.dim(0), self.x.dim(1), self.embed);
-        // dW_out += dYᵀ·O,  db_out += Σ dY;  dW_in += d[Q|K|V]ᵀ·X,  db_in += Σ d[Q|K|V].
-        sgemm(e, n * t, e, 1.0, dy.data(), Yes, &self.o, No, 1.0, self.out_proj_weight.grad.data_mut());
-        sgemm(3 * e, n * t, e, 1.0, &dqkv, Yes, self.x.data(), No, 1.0, self.in_proj_weight.grad.data_mut());
-        add_rows(self.out_proj_bias.grad.data_mut(), dy.data());
-        add_rows(self.in_proj_bias.grad.data_mut(), &dqkv);
-        input_grad.is_needed().then(|| self.input_gradient(&dqkv))
+        let (dy, dq, dkv) = self.backward_core(g);
+        self.accumulate_parameter_grads(&dy, &dq, &dkv);
+        input_grad.is_needed().then(|| {
+            let (mut dx, dx_m) = self.input_gradients(&dq, &dkv);
+            dx.axpy(1.0, &dx_m); // X is both the queries' and the memory's input
+            dx
+        })
     }
 
     fn per_example(&mut self) -> Option<&mut dyn PerExample> {
@@ -231,76 +272,159 @@ impl Layer for MultiHeadAttention {
 }
 
 impl MultiHeadAttention {
-    /// The walk back to `d[Q|K|V]` (`[N·T, 3E]`), from `dY` with its padded rows zeroed (returned
-    /// too).
-    fn backward_core(&self, g: &Tensor) -> (Tensor, Vec<f32>) {
+    /// The forward pass over checked inputs (`self.memory` set for cross-attention).
+    fn run_forward(
+        &mut self,
+        x: &Tensor,
+        lengths: Option<&[usize]>,
+        memory_lengths: Option<&[usize]>,
+    ) -> Tensor {
+        let (n, tq, e) = (x.dim(0), x.dim(1), self.embed);
+        self.lengths.clear();
+        self.lengths.extend_from_slice(lengths.unwrap_or(&[]));
+        self.memory_lengths.clear();
+        self.memory_lengths.extend_from_slice(memory_lengths.unwrap_or(&[]));
+        self.x = x.clone();
+        let xm = self.memory.as_ref().unwrap_or(&self.x);
+        let tk = xm.dim(1);
+        // Q = X_q·W_qᵀ + b_q;  [K | V] = X_m·W_kvᵀ + b_kv  (W_q: rows 0..E of W_in; W_kv: E..3E).
+        let (w_in, b_in) = (self.in_proj_weight.value.data(), self.in_proj_bias.value.data());
+        self.q.resize(n * tq * e, 0.0);
+        self.kv.resize(n * tk * 2 * e, 0.0);
+        sgemm(n * tq, e, e, 1.0, x.data(), No, &w_in[..e * e], Yes, 0.0, &mut self.q);
+        sgemm(n * tk, e, 2 * e, 1.0, xm.data(), No, &w_in[e * e..], Yes, 0.0, &mut self.kv);
+        add_to_rows(&mut self.q, &b_in[..e]);
+        add_to_rows(&mut self.kv, &b_in[e..]);
+        // Each sample's heads: P = softmax(Q_h·K_hᵀ/√d) over the allowed keys, O_h = P·V_h.
+        let (heads, d) = (self.heads, e / self.heads);
+        self.p.resize(n * heads * tq * tk, 0.0);
+        self.o.resize(n * tq * e, 0.0);
+        let (q_all, kv_all, causal) = (&self.q, &self.kv, self.causal);
+        let memory_lengths = &self.memory_lengths;
+        let scale = 1.0 / (d as f32).sqrt();
+        let samples = self.p.par_chunks_mut(heads * tq * tk).zip(self.o.par_chunks_mut(tq * e)).enumerate();
+        samples.for_each(|(s, (p_s, o_s))| {
+            let keys = Self::length(memory_lengths, s, tk);
+            let (q_s, kv_s) = (&q_all[s * tq * e..][..tq * e], &kv_all[s * tk * 2 * e..][..tk * 2 * e]);
+            for (h, p) in p_s.chunks_exact_mut(tq * tk).enumerate() {
+                let (q, k, v) = (&q_s[h * d..], &kv_s[h * d..], &kv_s[e + h * d..]);
+                // S = Q_h·K_hᵀ/√d (rows E apart in Q, 2E in [K | V]).
+                sgemm_strided((tq, d, tk), scale, (q, e, No), (k, 2 * e, Yes), 0.0, (p, tk));
+                for (i, row) in p.chunks_exact_mut(tk).enumerate() {
+                    let allowed = if causal { keys.min(i + 1) } else { keys }; // keys 0 .. allowed
+                    softmax_prefix(row, allowed);
+                }
+                // O_h = P·V_h, into the head's d columns of O.
+                sgemm_strided((tq, tk, d), 1.0, (p, tk, No), (v, 2 * e, No), 0.0, (&mut o_s[h * d..], e));
+            }
+        });
+        // Y = O·W_outᵀ + b_out, zero at the queries' padded steps.
+        let mut y = Tensor::zeros(x.shape());
+        sgemm(n * tq, e, e, 1.0, &self.o, No, self.out_proj_weight.value.data(), Yes, 0.0, y.data_mut());
+        for (r, row) in y.data_mut().chunks_exact_mut(e).enumerate() {
+            if r % tq < Self::length(&self.lengths, r / tq, tq) {
+                row.iter_mut().zip(self.out_proj_bias.value.data()).for_each(|(v, b)| *v += b);
+            } else {
+                row.fill(0.0); // a padded step outputs zero
+            }
+        }
+        y
+    }
+
+    /// The walk back to `dQ` (`[N·T_q, E]`) and `d[K|V]` (`[N·T_k, 2E]`), from `dY` with its
+    /// padded rows zeroed (returned too).
+    fn backward_core(&self, g: &Tensor) -> (Tensor, Vec<f32>, Vec<f32>) {
         check_grad(&self.describe(), self.x.shape(), g);
-        let (n, t, e) = (self.x.dim(0), self.x.dim(1), self.embed);
+        let (n, tq, tk, e) = (self.x.dim(0), self.x.dim(1), self.memory_steps(), self.embed);
         let (heads, d) = (self.heads, e / self.heads);
         let mut dy = g.clone();
         for (r, row) in dy.data_mut().chunks_exact_mut(e).enumerate() {
-            if r % t >= self.length(r / t, t) {
+            if r % tq >= Self::length(&self.lengths, r / tq, tq) {
                 row.fill(0.0); // padded steps output a constant zero: no gradient
             }
         }
         // dO = dY·W_out.
-        let mut d_o = vec![0.0; n * t * e];
-        sgemm(n * t, e, e, 1.0, dy.data(), No, self.out_proj_weight.value.data(), No, 0.0, &mut d_o);
-        let mut dqkv = vec![0.0; n * t * 3 * e];
+        let mut d_o = vec![0.0; n * tq * e];
+        sgemm(n * tq, e, e, 1.0, dy.data(), No, self.out_proj_weight.value.data(), No, 0.0, &mut d_o);
+        let (mut dq, mut dkv) = (vec![0.0; n * tq * e], vec![0.0; n * tk * 2 * e]);
         let scale = 1.0 / (d as f32).sqrt();
-        let (qkv, p_all) = (&self.qkv, &self.p);
-        dqkv.par_chunks_mut(t * 3 * e).zip(d_o.par_chunks(t * e)).enumerate().for_each(
-            |(s, (dqkv_s, do_s))| {
-                let qkv_s = &qkv[s * t * 3 * e..][..t * 3 * e];
-                let mut ds = vec![0.0; t * t];
-                for h in 0..heads {
-                    let p = &p_all[(s * heads + h) * t * t..][..t * t];
-                    let (q, k, v) = (&qkv_s[h * d..], &qkv_s[e + h * d..], &qkv_s[2 * e + h * d..]);
-                    let d_oh = &do_s[h * d..];
-                    // dV_h = Pᵀ·dO_h.
-                    sgemm_strided(
-                        (t, t, d),
-                        1.0,
-                        (p, t, Yes),
-                        (d_oh, e, No),
-                        0.0,
-                        (&mut dqkv_s[2 * e + h * d..], 3 * e),
-                    );
-                    // dP = dO_h·V_hᵀ, then dS = P ⊙ (dP − rowsum(P ⊙ dP)) in place.
-                    sgemm_strided((t, d, t), 1.0, (d_oh, e, No), (v, 3 * e, Yes), 0.0, (&mut ds, t));
-                    for (ds_row, p_row) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
-                        let dot: f32 = ds_row.iter().zip(p_row).map(|(a, b)| a * b).sum();
-                        ds_row.iter_mut().zip(p_row).for_each(|(v, &p)| *v = p * (*v - dot));
-                    }
-                    // dQ_h = dS·K_h/√d,  dK_h = dSᵀ·Q_h/√d.
-                    sgemm_strided(
-                        (t, t, d),
-                        scale,
-                        (&ds, t, No),
-                        (k, 3 * e, No),
-                        0.0,
-                        (&mut dqkv_s[h * d..], 3 * e),
-                    );
-                    sgemm_strided(
-                        (t, t, d),
-                        scale,
-                        (&ds, t, Yes),
-                        (q, 3 * e, No),
-                        0.0,
-                        (&mut dqkv_s[e + h * d..], 3 * e),
-                    );
+        let (q_all, kv_all, p_all) = (&self.q, &self.kv, &self.p);
+        let samples =
+            dq.par_chunks_mut(tq * e).zip(dkv.par_chunks_mut(tk * 2 * e)).zip(d_o.par_chunks(tq * e));
+        samples.enumerate().for_each(|(s, ((dq_s, dkv_s), do_s))| {
+            let (q_s, kv_s) = (&q_all[s * tq * e..][..tq * e], &kv_all[s * tk * 2 * e..][..tk * 2 * e]);
+            let mut ds = vec![0.0; tq * tk];
+            for h in 0..heads {
+                let p = &p_all[(s * heads + h) * tq * tk..][..tq * tk];
+                let (q, k, v) = (&q_s[h * d..], &kv_s[h * d..], &kv_s[e + h * d..]);
+                let d_oh = &do_s[h * d..];
+                // dV_h = Pᵀ·dO_h.
+                sgemm_strided(
+                    (tk, tq, d),
+                    1.0,
+                    (p, tk, Yes),
+                    (d_oh, e, No),
+                    0.0,
+                    (&mut dkv_s[e + h * d..], 2 * e),
+                );
+                // dP = dO_h·V_hᵀ, then dS = P ⊙ (dP − rowsum(P ⊙ dP)) in place.
+                sgemm_strided((tq, d, tk), 1.0, (d_oh, e, No), (v, 2 * e, Yes), 0.0, (&mut ds, tk));
+                for (ds_row, p_row) in ds.chunks_exact_mut(tk).zip(p.chunks_exact(tk)) {
+                    let dot: f32 = ds_row.iter().zip(p_row).map(|(a, b)| a * b).sum();
+                    ds_row.iter_mut().zip(p_row).for_each(|(v, &p)| *v = p * (*v - dot));
                 }
-            },
-        );
-        (dy, dqkv)
+                // dQ_h = dS·K_h/√d,  dK_h = dSᵀ·Q_h/√d.
+                sgemm_strided(
+                    (tq, tk, d),
+                    scale,
+                    (&ds, tk, No),
+                    (k, 2 * e, No),
+                    0.0,
+                    (&mut dq_s[h * d..], e),
+                );
+                sgemm_strided(
+                    (tk, tq, d),
+                    scale,
+                    (&ds, tk, Yes),
+                    (q, e, No),
+                    0.0,
+                    (&mut dkv_s[h * d..], 2 * e),
+                );
+            }
+        });
+        (dy, dq, dkv)
     }
 
-    /// `dX = d[Q|K|V]·W_in`.
-    fn input_gradient(&self, dqkv: &[f32]) -> Tensor {
-        let (n, t, e) = (self.x.dim(0), self.x.dim(1), self.embed);
-        let mut dx = Tensor::zeros(self.x.shape());
-        sgemm(n * t, 3 * e, e, 1.0, dqkv, No, self.in_proj_weight.value.data(), No, 0.0, dx.data_mut());
-        dx
+    /// `dW_out += dYᵀ·O`, `dW_q += dQᵀ·X_q`, `dW_kv += d[K|V]ᵀ·X_m`, and the biases' row sums.
+    fn accumulate_parameter_grads(&mut self, dy: &Tensor, dq: &[f32], dkv: &[f32]) {
+        let (n, tq, tk, e) = (self.x.dim(0), self.x.dim(1), self.memory_steps(), self.embed);
+        let xm = self.memory.as_ref().unwrap_or(&self.x);
+        sgemm(e, n * tq, e, 1.0, dy.data(), Yes, &self.o, No, 1.0, self.out_proj_weight.grad.data_mut());
+        let (dw_q, dw_kv) = self.in_proj_weight.grad.data_mut().split_at_mut(e * e);
+        sgemm(e, n * tq, e, 1.0, dq, Yes, self.x.data(), No, 1.0, dw_q);
+        sgemm(2 * e, n * tk, e, 1.0, dkv, Yes, xm.data(), No, 1.0, dw_kv);
+        add_rows(self.out_proj_bias.grad.data_mut(), dy.data());
+        let (db_q, db_kv) = self.in_proj_bias.grad.data_mut().split_at_mut(e);
+        add_rows(db_q, dq);
+        add_rows(db_kv, dkv);
+    }
+
+    /// `(dX_q, dX_m) = (dQ·W_q, d[K|V]·W_kv)`.
+    fn input_gradients(&self, dq: &[f32], dkv: &[f32]) -> (Tensor, Tensor) {
+        let e = self.embed;
+        let xm = self.memory.as_ref().unwrap_or(&self.x);
+        let w_in = self.in_proj_weight.value.data();
+        let (mut dx_q, mut dx_m) = (Tensor::zeros(self.x.shape()), Tensor::zeros(xm.shape()));
+        sgemm(dq.len() / e, e, e, 1.0, dq, No, &w_in[..e * e], No, 0.0, dx_q.data_mut());
+        sgemm(dkv.len() / (2 * e), 2 * e, e, 1.0, dkv, No, &w_in[e * e..], No, 0.0, dx_m.data_mut());
+        (dx_q, dx_m)
+    }
+}
+
+/// `row += bias` for every row of `rows` (each `bias.len()` wide).
+fn add_to_rows(rows: &mut [f32], bias: &[f32]) {
+    for row in rows.chunks_exact_mut(bias.len()) {
+        row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
     }
 }
 
@@ -326,33 +450,44 @@ fn add_rows(acc: &mut [f32], rows: &[f32]) {
 }
 
 impl PerExample for MultiHeadAttention {
-    /// Example `s`'s `dW_in = d[Q|K|V]_sᵀ·X_s`, `dW_out = dY_sᵀ·O_s` and the biases' sums over its
-    /// own rows.
+    /// Example `s`'s `dW_in = [dQ_sᵀ·X_q,s ; d[K|V]_sᵀ·X_m,s]`, `dW_out = dY_sᵀ·O_s` and the biases'
+    /// sums over its own rows.
     fn backward_per_example(
         &mut self,
         g: &Tensor,
         input_grad: InputGrad,
         grads: &mut PerExampleGrads,
     ) -> Option<Tensor> {
-        let (dy, dqkv) = self.backward_core(g);
-        let (n, t, e) = (self.x.dim(0), self.x.dim(1), self.embed);
+        let (dy, dq, dkv) = self.backward_core(g);
+        let (n, tq, tk, e) = (self.x.dim(0), self.x.dim(1), self.memory_steps(), self.embed);
         grads.expect_batch(&self.describe(), n);
         let [w_in, b_in, w_out, b_out] = grads.next_slots_to_overwrite([3 * e * e, 3 * e, e * e, e]);
-        let x = self.x.data();
+        let (xq, xm) = (self.x.data(), self.memory.as_ref().unwrap_or(&self.x).data());
         let slots = w_in.data_mut().par_chunks_mut(3 * e * e).zip(b_in.data_mut().par_chunks_mut(3 * e));
         let slots = slots.zip(w_out.data_mut().par_chunks_mut(e * e).zip(b_out.data_mut().par_chunks_mut(e)));
         slots.enumerate().for_each(|(s, ((dw_in, db_in), (dw_out, db_out)))| {
             // Sample s's rows of each matrix.
-            let (dqkv_s, x_s) = (&dqkv[s * t * 3 * e..][..t * 3 * e], &x[s * t * e..][..t * e]);
-            let (dy_s, o_s) = (&dy.data()[s * t * e..][..t * e], &self.o[s * t * e..][..t * e]);
-            sgemm(3 * e, t, e, 1.0, dqkv_s, Yes, x_s, No, 0.0, dw_in);
-            sgemm(e, t, e, 1.0, dy_s, Yes, o_s, No, 0.0, dw_out);
+            let (dq_s, dkv_s) = (&dq[s * tq * e..][..tq * e], &dkv[s * tk * 2 * e..][..tk * 2 * e]);
+            let (xq_s, xm_s) = (&xq[s * tq * e..][..tq * e], &xm[s * tk * e..][..tk * e]);
+            let (dy_s, o_s) = (&dy.data()[s * tq * e..][..tq * e], &self.o[s * tq * e..][..tq * e]);
+            let (dw_q, dw_kv) = dw_in.split_at_mut(e * e);
+            sgemm(e, tq, e, 1.0, dq_s, Yes, xq_s, No, 0.0, dw_q);
+            sgemm(2 * e, tk, e, 1.0, dkv_s, Yes, xm_s, No, 0.0, dw_kv);
+            sgemm(e, tq, e, 1.0, dy_s, Yes, o_s, No, 0.0, dw_out);
             db_in.fill(0.0);
             db_out.fill(0.0);
-            add_rows(db_in, dqkv_s);
+            let (db_q, db_kv) = db_in.split_at_mut(e);
+            add_rows(db_q, dq_s);
+            add_rows(db_kv, dkv_s);
             add_rows(db_out, dy_s);
         });
-        input_grad.is_needed().then(|| self.input_gradient(&dqkv))
+        input_grad.is_needed().then(|| {
+            let (mut dx, dx_m) = self.input_gradients(&dq, &dkv);
+            if self.memory.is_none() {
+                dx.axpy(1.0, &dx_m);
+            }
+            dx
+        })
     }
 }
 
@@ -369,5 +504,111 @@ impl Visit for MultiHeadAttention {
         f("in_proj_bias", StateMut::Param(&mut self.in_proj_bias));
         f("out_proj.weight", StateMut::Param(&mut self.out_proj_weight));
         f("out_proj.bias", StateMut::Param(&mut self.out_proj_bias));
+    }
+}
+
+/// The boolean (or additive) convention of a PyTorch attention mask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TorchMask {
+    /// `True` (nonzero) means *not allowed*: `nn.MultiheadAttention`'s `attn_mask` and
+    /// `key_padding_mask`, `nn.Transformer*`'s `src_mask`, `src_key_padding_mask`.
+    TrueMasks,
+    /// `True` (nonzero) means *allowed*: `F.scaled_dot_product_attention`'s boolean `attn_mask`.
+    TrueAllows,
+    /// A float mask added to the scores: `0` allowed, `−∞` not allowed (any other value is a
+    /// bias, not a mask, and is refused).
+    Additive,
+}
+
+impl TorchMask {
+    /// Whether a mask entry allows its key.
+    fn allows(self, v: f32) -> Result<bool> {
+        match self {
+            TorchMask::TrueMasks => Ok(v == 0.0),
+            TorchMask::TrueAllows => Ok(v != 0.0),
+            TorchMask::Additive if v == 0.0 => Ok(true),
+            TorchMask::Additive if v == f32::NEG_INFINITY => Ok(false),
+            TorchMask::Additive => Err(crate::error::Error::invalid(format!(
+                "an additive mask entry of {v} is a bias, not a mask (only 0 and −∞ are masks here)"
+            ))),
+        }
+    }
+}
+
+/// The sequence lengths that a PyTorch key-padding mask `[N, T]` describes (each row: allowed
+/// steps, then masked ones), in `form`'s convention.
+///
+/// ```
+/// use backprop::layers::attention::{TorchMask, key_padding_from_torch};
+/// use backprop::Tensor;
+/// // nn.MultiheadAttention's key_padding_mask: True = padded.
+/// let m = Tensor::from_vec(&[2, 3], vec![0., 0., 0., 0., 1., 1.]).unwrap();
+/// assert_eq!(key_padding_from_torch(&m, TorchMask::TrueMasks).unwrap(), vec![3, 1]);
+/// ```
+///
+/// # Errors
+/// [`Error::Shape`](crate::Error) if the mask is not 2-D; [`Error::InvalidArgument`](crate::Error)
+/// if a row masks a step before an allowed one (not padding at the end: this crate's lengths
+/// cannot say it), masks every step (a fully masked row, whose softmax has nothing to normalise),
+/// or holds a value the form does not allow.
+pub fn key_padding_from_torch(mask: &Tensor, form: TorchMask) -> Result<Vec<usize>> {
+    let &[_, t] = mask.shape() else {
+        return Err(crate::error::Error::shape(format!(
+            "a key-padding mask is [N, T], got {}",
+            crate::tensor::shape_str(mask.shape())
+        )));
+    };
+    let mut lengths = Vec::new();
+    for (s, row) in mask.data().chunks_exact(t.max(1)).enumerate() {
+        let allowed: Vec<bool> = row.iter().map(|&v| form.allows(v)).collect::<Result<_>>()?;
+        let len = allowed.iter().take_while(|&&a| a).count();
+        if len == 0 || allowed[len..].iter().any(|&a| a) {
+            return Err(crate::error::Error::invalid(format!(
+                "key-padding mask row {s} is {} allowed steps then masked ones: {allowed:?}",
+                if len == 0 { "fully masked, not" } else { "not" }
+            )));
+        }
+        lengths.push(len);
+    }
+    Ok(lengths)
+}
+
+/// Whether a PyTorch attention mask `[T_q, T_k]` is causal (key `j` allowed exactly when
+/// `j ≤ i`, aligned at the top left as PyTorch's `is_causal`) — `Ok(true)` — or allows every key —
+/// `Ok(false)`, in `form`'s convention.
+///
+/// ```
+/// use backprop::layers::attention::{TorchMask, causal_from_torch};
+/// use backprop::Tensor;
+/// // F.scaled_dot_product_attention's boolean mask: True = allowed (the lower triangle).
+/// let m = Tensor::from_vec(&[2, 2], vec![1., 0., 1., 1.]).unwrap();
+/// assert!(causal_from_torch(&m, TorchMask::TrueAllows).unwrap());
+/// ```
+///
+/// # Errors
+/// [`Error::Shape`](crate::Error) if the mask is not 2-D; [`Error::InvalidArgument`](crate::Error)
+/// for any other pattern (this crate's attention has no arbitrary masks), or a value the form
+/// does not allow.
+pub fn causal_from_torch(mask: &Tensor, form: TorchMask) -> Result<bool> {
+    let &[tq, tk] = mask.shape() else {
+        return Err(crate::error::Error::shape(format!(
+            "an attention mask is [T_q, T_k], got {}",
+            crate::tensor::shape_str(mask.shape())
+        )));
+    };
+    let (mut causal, mut all) = (true, true);
+    for (idx, &v) in mask.data().iter().enumerate() {
+        let (i, j) = (idx / tk.max(1), idx % tk.max(1));
+        let allowed = form.allows(v)?;
+        causal &= allowed == (j <= i);
+        all &= allowed;
+    }
+    match (causal, all) {
+        (_, true) => Ok(false),
+        (true, false) => Ok(true),
+        _ => Err(crate::error::Error::invalid(format!(
+            "a {tq}×{tk} attention mask that is neither causal nor all-allowed: this crate's attention has no \
+             arbitrary masks"
+        ))),
     }
 }
