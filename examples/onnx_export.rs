@@ -13,7 +13,10 @@ mod seq2seq;
 #[path = "common/zoo.rs"]
 mod zoo;
 
-use backprop::layers::{Gru, Lstm, Mode, PositionEmbedding, Rnn, SinusoidalPositions};
+use backprop::layers::{
+    DecoderOnly, FeedForwardActivation, Gru, Lstm, Mode, PositionEmbedding, Rnn, SinusoidalPositions,
+    TransformerEncoderLayer,
+};
 use backprop::model::Model;
 use backprop::onnx::GraphInput;
 use backprop::prelude::*;
@@ -76,6 +79,28 @@ fn main() -> Result<()> {
     let x = zoo::batch(&[5, 8], false, 10);
     backprop::onnx::save(&positions, &[5, 8], dir.join("positions.onnx"))?;
     write_case(&dir, "positions", &mut positions, &x, None)?;
+
+    // Attention: an encoder of both block kinds over sequences with lengths, and a small GPT
+    // (tied head) over token ids with lengths.
+    let mut encoder = Sequential::builder(&[6, 8])
+        .add(MultiHeadAttention::new(8, 2).causal())
+        .add(TransformerEncoderLayer::new(8, 2, 16).dropout(0.0))
+        .add(
+            TransformerEncoderLayer::new(8, 4, 12)
+                .norm_first()
+                .causal()
+                .activation(FeedForwardActivation::Gelu),
+        )
+        .seed(11)
+        .build()?;
+    let x = zoo::batch(&[6, 8], false, 11);
+    backprop::onnx::save(&encoder, &[6, 8], dir.join("attention.onnx"))?;
+    write_case(&dir, "attention", &mut encoder, &x, Some((6, 11)))?;
+    let mut gpt =
+        Sequential::builder(&[6]).add(DecoderOnly::new(9, 8, 2, 2, 16, 6).tied()).seed(12).build()?;
+    let ids = zoo::batch(&[6], true, 12);
+    backprop::onnx::save(&gpt, &[6], dir.join("gpt.onnx"))?;
+    write_case(&dir, "gpt", &mut gpt, &ids, Some((6, 12)))?;
 
     // Odd models: unusual but valid settings, each exported (or refused by name) and written with
     // its input and this crate's output, like the zoo's.

@@ -284,6 +284,42 @@ fn onnx_runtime_agrees_on_position_tables() {
     common::assert_close_to(&y, &t("positions.ort.output"), 1e-5, "position tables vs ONNX Runtime");
 }
 
+/// Attention in ONNX (`Split` into heads, `Where` over the causal triangle and the lengths'
+/// key padding, `Softmax`, padded steps zeroed), inside both kinds of encoder block, and a small
+/// GPT with a tied head over token ids: ONNX Runtime computes what the crate does, with lengths.
+#[test]
+fn onnx_runtime_agrees_on_attention_encoders_and_a_gpt() {
+    use backprop::layers::{DecoderOnly, FeedForwardActivation, TransformerEncoderLayer};
+    let bytes = std::fs::read(ORT).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = |name: &str| common::fixture_tensor(&file, name);
+    let encoder = Sequential::builder(&[6, 8])
+        .add(MultiHeadAttention::new(8, 2).causal())
+        .add(TransformerEncoderLayer::new(8, 2, 16).dropout(0.0))
+        .add(
+            TransformerEncoderLayer::new(8, 4, 12)
+                .norm_first()
+                .causal()
+                .activation(FeedForwardActivation::Gelu),
+        );
+    let gpt = Sequential::builder(&[6]).add(DecoderOnly::new(9, 8, 2, 2, 16, 6).tied());
+    for (stem, builder, sample) in [("attention", encoder, vec![6, 8]), ("gpt", gpt, vec![6])] {
+        let mut model = builder.build().unwrap();
+        let g = read(&backprop::onnx::to_bytes(&model, &sample).unwrap());
+        assert!(g.ops.iter().any(|op| op == "Softmax") && g.inputs.len() == 2, "{stem}: {:?}", g.ops);
+        load_fixture_weights(&mut model, &file, stem);
+        let l = lengths(&t(&format!("{stem}.in.input_lengths")));
+        assert!(l.iter().any(|&v| v < 6), "{stem}: the fixture's lengths pad some sequences: {l:?}");
+        let y = model.predict_with_lengths(&t(&format!("{stem}.in.input")), &l, 64).unwrap();
+        common::assert_close_to(
+            &y,
+            &t(&format!("{stem}.ort.output")),
+            1e-5,
+            &format!("{stem} vs ONNX Runtime"),
+        );
+    }
+}
+
 /// A model struct exported as one graph: two inputs with their lengths, the encoder's
 /// `(h_n, c_n)` fed to the decoder as `initial_h`, `initial_c`; ONNX Runtime computes what the
 /// crate computes.

@@ -269,6 +269,10 @@ impl Layer for MultiHeadAttention {
     fn per_example(&mut self) -> Option<&mut dyn PerExample> {
         Some(self)
     }
+
+    fn onnx(&self) -> Option<&dyn crate::onnx::OnnxLayer> {
+        Some(self)
+    }
 }
 
 impl MultiHeadAttention {
@@ -611,4 +615,94 @@ pub fn causal_from_torch(mask: &Tensor, form: TorchMask) -> Result<bool> {
              arbitrary masks"
         ))),
     }
+}
+
+impl crate::onnx::OnnxLayer for MultiHeadAttention {
+    /// Self-attention as ONNX operators (see the table in [`crate::onnx`]); the causal table is
+    /// written for the longest sequence among the graph's inputs and cut to `T` when it runs.
+    fn export(&self, g: &mut crate::onnx::Graph, x: &str, lengths: Option<&str>) -> Result<String> {
+        use crate::onnx::{attr_int, attr_ints};
+        let (e, heads) = (self.embed, self.heads);
+        let d = e / heads;
+        let longest = g.longest_steps().ok_or_else(|| {
+            crate::error::Error::invalid(format!("{}: no graph input is a sequence [T, E]", self.describe()))
+        })?;
+        // [Q | K | V] = X·W_inᵀ + b_in, split into three [N, T, E].
+        let w_in = transposed(self.in_proj_weight.value.data(), 3 * e, e);
+        let (w_in, b_in) = (
+            g.tensor("in_proj_t", &[e, 3 * e], &w_in),
+            g.tensor("in_proj_bias", &[3 * e], self.in_proj_bias.value.data()),
+        );
+        let qkv = g.op("MatMul", &[x, &w_in], vec![]);
+        let qkv = g.op("Add", &[&qkv, &b_in], vec![]);
+        let split = g.int64s("split", &[e as i64; 3]);
+        let (q, k, v) = (g.fresh("q"), g.fresh("k"), g.fresh("v"));
+        g.node("Split", &[&qkv, &split], vec![attr_int("axis", 2)], &[&q, &k, &v]);
+        // Heads: [N, T, E] → [N, T, H, d] → [N, H, T, d] (K as [N, H, d, T]).
+        let heads_shape = g.int64s("heads_shape", &[0, 0, heads as i64, d as i64]);
+        let per_head = |g: &mut crate::onnx::Graph, t: &str, perm: &[usize]| {
+            let r = g.op("Reshape", &[t, &heads_shape], vec![]);
+            g.op("Transpose", &[&r], vec![attr_ints("perm", perm)])
+        };
+        let (q, k, v) =
+            (per_head(g, &q, &[0, 2, 1, 3]), per_head(g, &k, &[0, 2, 3, 1]), per_head(g, &v, &[0, 2, 1, 3]));
+        // S = Q·Kᵀ/√d, the disallowed keys at −∞, softmax over the keys.
+        let s = g.op("MatMul", &[&q, &k], vec![]);
+        let scale = g.scalar(1.0 / (d as f32).sqrt());
+        let mut s = g.op("Mul", &[&s, &scale], vec![]);
+        let mut allowed: Option<String> = None;
+        if self.causal {
+            let lower: Vec<bool> = (0..longest * longest).map(|ij| ij % longest <= ij / longest).collect();
+            let table = g.bools("causal", &[longest, longest], &lower);
+            let rows = g.first_steps_on(&table, x, 0);
+            allowed = Some(g.first_steps_on(&rows, x, 1)); // [T, T]
+        }
+        let mut valid = None;
+        if let Some(input) = lengths {
+            let len = g.lengths_int64(input);
+            let positions: Vec<i64> = (0..longest as i64).collect();
+            let positions = g.int64s("positions", &positions);
+            let positions = g.first_steps(&positions, x); // [T]
+            let axis1 = g.int64s("axis", &[1]);
+            let len = g.op("Unsqueeze", &[&len, &axis1], vec![]); // [N, 1]
+            let v = g.op("Less", &[&positions, &len], vec![]); // [N, T]: step t < length
+            let axes = g.int64s("axes", &[1, 2]);
+            let keys = g.op("Unsqueeze", &[&v, &axes], vec![]); // [N, 1, 1, T]
+            allowed = Some(match allowed {
+                Some(a) => g.op("And", &[&a, &keys], vec![]),
+                None => keys,
+            });
+            valid = Some(v);
+        }
+        if let Some(a) = allowed {
+            let ninf = g.scalar(f32::NEG_INFINITY);
+            s = g.op("Where", &[&a, &s, &ninf], vec![]);
+        }
+        let p = g.op("Softmax", &[&s], vec![attr_int("axis", -1)]);
+        // O = P·V, heads side by side again: [N, H, T, d] → [N, T, H, d] → [N, T, E].
+        let o = g.op("MatMul", &[&p, &v], vec![]);
+        let o = g.op("Transpose", &[&o], vec![attr_ints("perm", &[0, 2, 1, 3])]);
+        let flat = g.int64s("flat_shape", &[0, 0, e as i64]);
+        let o = g.op("Reshape", &[&o, &flat], vec![]);
+        let w_out = transposed(self.out_proj_weight.value.data(), e, e);
+        let (w_out, b_out) = (
+            g.tensor("out_proj_t", &[e, e], &w_out),
+            g.tensor("out_proj_bias", &[e], self.out_proj_bias.value.data()),
+        );
+        let y = g.op("MatMul", &[&o, &w_out], vec![]);
+        let mut y = g.op("Add", &[&y, &b_out], vec![]);
+        if let Some(v) = valid {
+            // Padded steps output zero.
+            let axis2 = g.int64s("axis", &[2]);
+            let v = g.op("Unsqueeze", &[&v, &axis2], vec![]);
+            let v = g.op("Cast", &[&v], vec![attr_int("to", 1)]); // to float
+            y = g.op("Mul", &[&y, &v], vec![]);
+        }
+        Ok(y)
+    }
+}
+
+/// `m` `[rows, cols]` row-major, transposed: `[cols, rows]`.
+pub(crate) fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    (0..cols * rows).map(|k| m[(k % rows) * cols + k / rows]).collect()
 }

@@ -169,6 +169,10 @@ impl Layer for DecoderOnly {
         logits
     }
 
+    fn onnx(&self) -> Option<&dyn crate::onnx::OnnxLayer> {
+        Some(self)
+    }
+
     fn backward(&mut self, dlogits: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
         let (e, v) = (self.embed(), self.vocab());
         let rows = dlogits.len() / v.max(1);
@@ -195,6 +199,30 @@ impl Layer for DecoderOnly {
         let dh = self.pos.backward(&dh, InputGrad::Needed).expect("needed");
         // The embedding's scatter adds the second path into the same table when tied.
         self.tok.backward(&dh, input_grad)
+    }
+}
+
+impl crate::onnx::OnnxLayer for DecoderOnly {
+    /// The embedding's `Gather`, the positions' `Add`, the blocks, the final norm, and the head's
+    /// `MatMul` (with the token table transposed when tied).
+    fn export(&self, g: &mut crate::onnx::Graph, ids: &str, lengths: Option<&str>) -> Result<String> {
+        let mut h = g.layer(&self.tok, ids, lengths)?;
+        h = g.layer(&self.pos, &h, lengths)?;
+        for block in &self.blocks {
+            h = g.layer(block, &h, lengths)?;
+        }
+        let z = g.layer(&self.norm, &h, lengths)?;
+        let (v, e) = (self.vocab(), self.embed());
+        let w = super::attention::transposed(self.head_weight().data(), v, e);
+        let w = g.tensor("head_t", &[e, v], &w);
+        let logits = g.op("MatMul", &[&z, &w], vec![]);
+        Ok(match &self.head {
+            Some((_, b)) => {
+                let b = g.tensor("head_bias", &[v], b.value.data());
+                g.op("Add", &[&logits, &b], vec![])
+            }
+            None => logits,
+        })
     }
 }
 

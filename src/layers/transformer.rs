@@ -264,6 +264,39 @@ impl Layer for TransformerEncoderLayer {
     fn per_example(&mut self) -> Option<&mut dyn PerExample> {
         Some(self)
     }
+
+    fn onnx(&self) -> Option<&dyn crate::onnx::OnnxLayer> {
+        Some(self)
+    }
+}
+
+impl crate::onnx::OnnxLayer for TransformerEncoderLayer {
+    /// The parts' own exports wired with `Add`s (dropout is the identity in inference).
+    fn export(&self, g: &mut crate::onnx::Graph, x: &str, lengths: Option<&str>) -> Result<String> {
+        let feed_forward = |g: &mut crate::onnx::Graph, z: &str| -> Result<String> {
+            let a = g.layer(&self.linear1, z, lengths)?;
+            let a = match self.activation {
+                FeedForwardActivation::Relu => g.layer(&self.relu, &a, lengths)?,
+                FeedForwardActivation::Gelu => g.layer(&self.gelu, &a, lengths)?,
+            };
+            g.layer(&self.linear2, &a, lengths)
+        };
+        if self.norm_first {
+            let z = g.layer(&self.norm1, x, lengths)?;
+            let a = g.layer(&self.self_attn, &z, lengths)?;
+            let h = g.op("Add", &[x, &a], vec![]);
+            let z = g.layer(&self.norm2, &h, lengths)?;
+            let f = feed_forward(g, &z)?;
+            Ok(g.op("Add", &[&h, &f], vec![]))
+        } else {
+            let a = g.layer(&self.self_attn, x, lengths)?;
+            let u = g.op("Add", &[x, &a], vec![]);
+            let h = g.layer(&self.norm1, &u, lengths)?;
+            let f = feed_forward(g, &h)?;
+            let v = g.op("Add", &[&h, &f], vec![]);
+            g.layer(&self.norm2, &v, lengths)
+        }
+    }
 }
 
 impl PerExample for TransformerEncoderLayer {

@@ -19,6 +19,8 @@
 //! | `BatchNorm1d`, `BatchNorm2d` | `BatchNormalization` with the running statistics |
 //! | `Embedding` | `Cast` of the ids to int64, `Gather` from the table |
 //! | `LayerNorm` | `LayerNormalization` over the last axis (scale 1 and bias 0 without the affine parameters) |
+//! | `MultiHeadAttention` | `MatMul`s, `Split`, `Reshape`/`Transpose` into heads, `Softmax` over the keys allowed by `Where` (causal: a sliced lower triangle; key padding: `Less` of positions and the lengths input), outputs at padded steps zeroed |
+//! | `TransformerEncoderLayer`, `DecoderOnly` | their parts, wired with `Add` (a tied head: `MatMul` with the token table transposed) |
 //! | `SinusoidalPositions`, `PositionEmbedding` | `Add` of the table's first `T` rows (`Shape`, `Gather`, `Slice`: any `T` up to the table's) |
 //! | `Rnn`, `Lstm`, `Gru` | `Transpose` to time-major, `RNN`/`LSTM`/`GRU` with `sequence_lens`, back to batch-major |
 //! | `Residual` | its body, then `Add` of the input |
@@ -65,6 +67,7 @@ const IR_VERSION: i64 = 8;
 const FLOAT: i64 = 1;
 const INT32: i64 = 6;
 const INT64: i64 = 7;
+const BOOL: i64 = 9;
 
 /// A layer that can write itself into an ONNX [`Graph`]; reached through [`Layer::onnx`].
 pub trait OnnxLayer {
@@ -258,19 +261,39 @@ impl Graph {
     }
 
     /// The most steps any graph input has: the first axis of its samples (a sequence `[T, E]`'s
-    /// `T`), for layers that export a table per step.
+    /// `T`, or `T` of a sequence of token ids `[T]`), for layers that export a table per step.
     pub fn longest_steps(&self) -> Option<usize> {
-        self.inputs.iter().filter(|i| i.sample_shape.len() >= 2).map(|i| i.sample_shape[0]).max()
+        self.inputs.iter().filter_map(|i| i.sample_shape.first().copied()).max()
     }
 
     /// `table[..T]` for the `T` of `x` (`[N, T, …]`), read from `x`'s shape when the graph runs:
     /// `Slice(table, 0, Shape(x)[1], axis 0)`.
     pub fn first_steps(&mut self, table: &str, x: &str) -> String {
+        self.first_steps_on(table, x, 0)
+    }
+
+    /// `table` cut to the first `T` entries along `axis`, `T` the steps of `x` (`[N, T, …]`).
+    pub fn first_steps_on(&mut self, table: &str, x: &str, axis: i64) -> String {
         let shape = self.op("Shape", &[x], vec![]);
         let one = self.int64s("axis_one", &[1]);
         let steps = self.op("Gather", &[&shape, &one], vec![]);
-        let zero = self.int64s("zero", &[0]);
-        self.op("Slice", &[table, &zero, &steps, &zero], vec![])
+        let (zero, axis) = (self.int64s("zero", &[0]), self.int64s("axis", &[axis]));
+        self.op("Slice", &[table, &zero, &steps, &axis], vec![])
+    }
+
+    /// The int64 `[batch]` lengths graph input of `input` (registered as `sequence_lens` is).
+    pub fn lengths_int64(&mut self, input: &str) -> String {
+        let _ = self.sequence_lens(input); // adds the graph input if this is its first use
+        format!("{input}_lengths")
+    }
+
+    /// A tensor initializer of booleans.
+    pub fn bools(&mut self, stem: &str, dims: &[usize], data: &[bool]) -> String {
+        let name = self.fresh(stem);
+        let raw: Vec<u8> = data.iter().map(|&b| u8::from(b)).collect();
+        let message = dims.iter().fold(Message::new(), |m, &d| m.int(1, d as i64));
+        self.initializers.push(message.int(2, BOOL).string(8, &name).bytes(9, &raw));
+        name
     }
 
     /// The value of the graph input `name` (its own name).
