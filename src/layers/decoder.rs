@@ -52,7 +52,8 @@ pub struct DecoderOnly {
 impl DecoderOnly {
     /// `vocab` tokens, `embed` features, `layers` causal pre-LN blocks of `heads` heads and a
     /// feed-forward width of `feedforward`, sequences of at most `max_len` steps; GELU, no dropout
-    /// (set it per block with [`DecoderOnly::dropout`]); an untied head drawn as `nn.Linear`.
+    /// (set it per block with [`DecoderOnly::dropout`]); both tables drawn from `N(0, 0.02²)` (as
+    /// GPT-2's), an untied head drawn as `nn.Linear`.
     ///
     /// # Panics
     /// If `heads` is 0 or does not divide `embed`.
@@ -77,9 +78,16 @@ impl DecoderOnly {
             super::Param::new(Init::TorchDefault.tensor(&[vocab, embed], &mut r)),
             super::Param::new(Tensor::zeros(&[vocab])),
         );
+        // Both tables start small, N(0, 0.02²) as GPT-2's: with the head tied, N(0, 1) rows would
+        // make the first logits' spread √E and the first losses several times log V.
+        let small = Init::Normal { mean: 0.0, std: 0.02 };
+        let mut tok = Embedding::new(vocab, embed);
+        tok.weight = super::Param::drawn(&[vocab, embed], small, 5);
+        let mut pos = PositionEmbedding::new(max_len, embed);
+        pos.weight = super::Param::drawn(&[max_len, embed], small, 6);
         DecoderOnly {
-            tok: Embedding::new(vocab, embed).seed(5),
-            pos: PositionEmbedding::new(max_len, embed),
+            tok,
+            pos,
             blocks: (0..layers).map(block).collect(),
             norm: LayerNorm::new(embed),
             head: Some(head),

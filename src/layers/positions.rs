@@ -136,7 +136,7 @@ impl OnnxLayer for SinusoidalPositions {
 /// assert_eq!(pos.weight().grad.outer(3), &[0.0; 4]); // no sample has a step 3
 /// ```
 pub struct PositionEmbedding {
-    weight: Param,
+    pub(crate) weight: Param,
     out_shape: Vec<usize>,
 }
 
