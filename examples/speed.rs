@@ -6,6 +6,7 @@
 //! cargo run --release --example speed -- 2 2.0     # threads, seconds per measurement
 //! ```
 
+use backprop::layers::TransformerEncoderLayer;
 use backprop::prelude::*;
 use std::time::Instant;
 
@@ -42,6 +43,20 @@ fn seqnet(gru: bool) -> Sequential {
         builder.add(Lstm::new(100, 200).last_step_only())
     };
     builder.add(Dense::new(200, 10)).build().expect("the sequence network")
+}
+
+/// The attention benchmark: two pre-LN Transformer encoder blocks (embed 128, 4 heads,
+/// feed-forward 512, no dropout) over 64 steps, flattened into a dense layer with 10 outputs (as
+/// `EncoderNet` in `benches/pytorch/convnet.py`).
+fn encoder_net() -> Sequential {
+    let block = || TransformerEncoderLayer::new(128, 4, 512).norm_first().dropout(0.0);
+    Sequential::builder(&[64, 128])
+        .add(block())
+        .add(block())
+        .add(Flatten::new())
+        .add(Dense::new(64 * 128, 10))
+        .build()
+        .expect("the encoder network")
 }
 
 /// Runs `step` `warmup` times, then repeatedly for at least `seconds`; returns seconds per call.
@@ -129,6 +144,12 @@ fn main() {
         100.0 / timed(|| drop(lstm.forward(&xs, Pass::EVAL)), warmup, seconds)
     });
     figure("gru_train_b100", &mut || train_rate(seqnet(true), &[50, 100], 100, warmup, seconds));
+    figure("encoder_train_b32", &mut || train_rate(encoder_net(), &[64, 128], 32, warmup, seconds));
+    figure("encoder_infer_b32", &mut || {
+        let mut net = encoder_net();
+        let xs = Tensor::rand_uniform(&[32, 64, 128], 0.0, 1.0, 4);
+        32.0 / timed(|| drop(net.forward(&xs, Pass::EVAL)), warmup, seconds)
+    });
     let mut json = format!(
         "{{\"framework\": \"backprop\", \"version\": \"{}\", \"threads\": {threads}",
         env!("CARGO_PKG_VERSION")

@@ -43,6 +43,20 @@ class SeqNet(nn.Module):
         return self.fc(out[:, -1])
 
 
+class EncoderNet(nn.Module):
+    """Two pre-LN TransformerEncoderLayer(128, 4, 512, dropout 0) over 64 steps, flattened into
+    Linear(64·128, 10)."""
+
+    def __init__(self):
+        super().__init__()
+        block = lambda: nn.TransformerEncoderLayer(128, 4, 512, dropout=0.0, batch_first=True, norm_first=True)
+        self.blocks = nn.Sequential(block(), block())
+        self.fc = nn.Linear(64 * 128, 10)
+
+    def forward(self, x):
+        return self.fc(self.blocks(x).flatten(1))
+
+
 def timed(step, warmup, seconds):
     """Runs `step` `warmup` times, then repeatedly for at least `seconds`; returns seconds per call."""
     for _ in range(warmup):
@@ -105,6 +119,11 @@ def main():
         xs = torch.rand(100, 50, 100)
         out["lstm_infer_b100"] = 100 / timed(lambda: seq(xs), warmup, seconds)
     out["gru_train_b100"] = train_rate(SeqNet(nn.GRU), (50, 100), 100, warmup, seconds)
+    out["encoder_train_b32"] = train_rate(EncoderNet(), (64, 128), 32, warmup, seconds)
+    enc = EncoderNet().eval()
+    with torch.inference_mode():
+        xe = torch.rand(32, 64, 128)
+        out["encoder_infer_b32"] = 32 / timed(lambda: enc(xe), warmup, seconds)
     out["peak_rss_mib"] = peak_rss_mib()
     print(json.dumps(out))
 
