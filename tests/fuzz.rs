@@ -642,6 +642,9 @@ fn kt_cli(t: &mut Tally, cases: usize) {
         vec!["--val", "-0.1", "0", "0.3", "0.5", "0.9", "NaN"],
         vec!["--patience", "0", "1", "-1"],
         vec!["--simulation", "paper", "narrow", "other"],
+        vec!["--model", "dkt", "sakt", "sakt", "transformer"],
+        vec!["--heads", "0", "1", "3", "4", "65"],
+        vec!["--embed", "1", "6", "8", "64"],
     ];
     let out = dir.join("kt_out").to_string_lossy().into_owned();
     for i in 0..cases {

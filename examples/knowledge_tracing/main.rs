@@ -17,6 +17,7 @@
 mod baselines;
 mod model;
 mod plots;
+mod sakt;
 
 use backprop::data::knowledge::{Format, Histories, SimulationOptions, read, read_concepts, simulate};
 use backprop::layers::Snapshot;
@@ -27,6 +28,7 @@ use backprop::tensor::math::sigmoid;
 use backprop::train::step::Bucketed;
 use clap::{Parser, ValueEnum};
 use model::Dkt;
+use sakt::{Net, Sakt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -65,6 +67,12 @@ struct Cli {
     /// Sequences (students or windows) per batch.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     batch: u32,
+    /// The model: `dkt` (an LSTM, the DKT paper's) or `sakt` (self-attention over the past answers).
+    #[arg(long, value_enum, default_value_t = ModelKind::Dkt)]
+    model: ModelKind,
+    /// SAKT's attention heads (they must divide --embed).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    heads: u32,
     /// LSTM hidden units.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=4096))]
     hidden: u32,
@@ -124,8 +132,20 @@ enum Simulation {
 }
 
 /// Checks every option that clap's parser does not, before anything is read or built.
+/// Which model the example trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ModelKind {
+    /// Deep knowledge tracing: an LSTM over the answers.
+    Dkt,
+    /// Self-attentive knowledge tracing: the next item attends to the past answers.
+    Sakt,
+}
+
 fn check(cli: &Cli) -> Result<()> {
     let bad = |m: String| Err(Error::invalid(m));
+    if cli.model == ModelKind::Sakt && cli.embed % cli.heads != 0 {
+        return bad(format!("--heads {} must divide --embed {}", cli.heads, cli.embed));
+    }
     if !(0.0..1.0).contains(&cli.dropout) {
         return bad(format!("--dropout must be in [0, 1), got {}", cli.dropout));
     }
@@ -280,16 +300,31 @@ fn run(cli: &Cli) -> Result<f64> {
     );
     let items = train.items;
     let hidden = cli.hidden as usize;
-    let mut dkt = Dkt::new(items, cli.embed as usize, hidden, cli.dropout, cli.seed);
-    println!(
-        "\nmodel: Embedding({}, {}, padding) → LSTM({} → {hidden}) → Dropout({}) → one logit for the next item ({} × \
-         {hidden} weights)\n",
-        2 * items + 1,
-        cli.embed,
-        cli.embed,
-        cli.dropout,
-        items
-    );
+    let mut dkt = match cli.model {
+        ModelKind::Dkt => {
+            println!(
+                "\nmodel: Embedding({}, {}, padding) → LSTM({} → {hidden}) → Dropout({}) → one logit for the next item ({} \
+                 × {hidden} weights)\n",
+                2 * items + 1,
+                cli.embed,
+                cli.embed,
+                cli.dropout,
+                items
+            );
+            Net::Dkt(Dkt::new(items, cli.embed as usize, hidden, cli.dropout, cli.seed))
+        }
+        ModelKind::Sakt => {
+            let (e, h) = (cli.embed as usize, cli.heads as usize);
+            println!(
+                "\nmodel: SAKT — answers Embedding({}, {e}) + positions, next item Embedding({items}, {e}), causal \
+                 attention ({h} heads) from the next item to the answers so far, layer norms, feed-forward {e} → {e} → \
+                 {e}, dropout {}, one logit\n",
+                2 * items + 1,
+                cli.dropout
+            );
+            Net::Sakt(Sakt::new(items, e, h, w, cli.dropout, cli.seed))
+        }
+    };
     let data = model::data(&train)?;
     let loss = BceWithLogitsLoss::new().ignore_nan_targets();
     let mut adam = Adam::new(cli.lr);
@@ -387,7 +422,11 @@ fn run(cli: &Cli) -> Result<f64> {
         &baselines::bkt(&train_all, &test_full, &skill),
         &y,
     );
-    let dkt_auc = report(&format!("DKT (LSTM, {hidden} hidden units)"), &p, &y);
+    let name = match cli.model {
+        ModelKind::Dkt => format!("DKT (LSTM, {hidden} hidden units)"),
+        ModelKind::Sakt => format!("SAKT (attention, {} heads of {})", cli.heads, cli.embed / cli.heads),
+    };
+    let dkt_auc = report(&name, &p, &y);
     if let (Some(truth), Some(o)) = (&test_full.true_probabilities, &simulation) {
         if let Some(best) = baselines::bayes_optimal(&test_full, o) {
             report("best possible from the answers (Bayes)", &best, &y);
@@ -408,11 +447,11 @@ fn run(cli: &Cli) -> Result<f64> {
 
 /// The heatmap of the first test student: rows are the simulator's concepts (mean over their items)
 /// or, for data from a file, the first 12 distinct items the student answered.
-fn knowledge_state(model: &mut Dkt, test: &Histories, path: &Path) -> Result<()> {
+fn knowledge_state(model: &mut Net, test: &Histories, path: &Path) -> Result<()> {
     let student = test.subset(&[0]);
     let a = &student.students[0];
     let inputs = model::data(&student)?;
-    let logits = model.all_logits(inputs.named_inputs().get("answers")?);
+    let logits = model.all_logits(inputs.named_inputs().get("answers")?)?;
     let items = test.items;
     let (names, groups): (Vec<String>, Vec<Vec<usize>>) = match &test.item_concepts {
         Some(concepts) => {

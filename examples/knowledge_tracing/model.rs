@@ -205,7 +205,7 @@ pub fn data(h: &Histories) -> backprop::Result<Dataset> {
 
 /// The model's probability for every answer after each sequence's first, in order, with the
 /// answers themselves.
-pub fn predictions(model: &mut Dkt, h: &Histories) -> backprop::Result<(Vec<f32>, Vec<bool>)> {
+pub fn predictions(model: &mut impl Model, h: &Histories) -> backprop::Result<(Vec<f32>, Vec<bool>)> {
     let data = data(h)?;
     let (mut p, mut y) = (Vec::new(), Vec::new());
     let steps = data.named_inputs().get("answers")?.dim(1);
