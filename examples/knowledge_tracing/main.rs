@@ -143,7 +143,7 @@ enum ModelKind {
 
 fn check(cli: &Cli) -> Result<()> {
     let bad = |m: String| Err(Error::invalid(m));
-    if cli.model == ModelKind::Sakt && cli.embed % cli.heads != 0 {
+    if cli.model == ModelKind::Sakt && !cli.embed.is_multiple_of(cli.heads) {
         return bad(format!("--heads {} must divide --embed {}", cli.heads, cli.embed));
     }
     if !(0.0..1.0).contains(&cli.dropout) {
@@ -311,7 +311,7 @@ fn run(cli: &Cli) -> Result<f64> {
                 cli.dropout,
                 items
             );
-            Net::Dkt(Dkt::new(items, cli.embed as usize, hidden, cli.dropout, cli.seed))
+            Net::Dkt(Box::new(Dkt::new(items, cli.embed as usize, hidden, cli.dropout, cli.seed)))
         }
         ModelKind::Sakt => {
             let (e, h) = (cli.embed as usize, cli.heads as usize);
@@ -322,7 +322,7 @@ fn run(cli: &Cli) -> Result<f64> {
                 2 * items + 1,
                 cli.dropout
             );
-            Net::Sakt(Sakt::new(items, e, h, w, cli.dropout, cli.seed))
+            Net::Sakt(Box::new(Sakt::new(items, e, h, w, cli.dropout, cli.seed)))
         }
     };
     let data = model::data(&train)?;

@@ -187,9 +187,9 @@ impl Sakt {
 /// The example's two models behind one type: DKT (an LSTM) or SAKT (attention).
 pub enum Net {
     /// Deep knowledge tracing.
-    Dkt(crate::model::Dkt),
+    Dkt(Box<crate::model::Dkt>),
     /// Self-attentive knowledge tracing.
-    Sakt(Sakt),
+    Sakt(Box<Sakt>),
 }
 
 impl Net {
