@@ -111,7 +111,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// The first `keep` steps of every row of `x [N, T]`.
-fn first_steps(x: &Tensor, keep: usize) -> Tensor {
+pub fn first_steps(x: &Tensor, keep: usize) -> Tensor {
     let (n, t) = (x.dim(0), x.dim(1));
     let data = x.data().chunks_exact(t).flat_map(|row| row[..keep].iter().copied()).collect();
     Tensor::from_vec(&[n, keep], data).expect("[N, keep]")

@@ -14,6 +14,7 @@
 //! [`MultiHeadAttention::backward_cross`]: the gradient reaches both the query's embedding and the
 //! answers' embeddings).
 
+use crate::model::first_steps;
 use backprop::layers::{
     Dense, Dropout, Embedding, InputGrad, Layer, LayerNorm, Mode, MultiHeadAttention, Pass,
     PositionEmbedding, Relu,
@@ -85,13 +86,6 @@ impl Sakt {
     pub fn max_len(&self) -> usize {
         self.positions.max_len()
     }
-}
-
-/// The first `keep` steps of every row of `x [N, T]`.
-fn first_steps(x: &Tensor, keep: usize) -> Tensor {
-    let (n, t) = (x.dim(0), x.dim(1));
-    let data = x.data().chunks_exact(t).flat_map(|row| row[..keep].iter().copied()).collect();
-    Tensor::from_vec(&[n, keep], data).expect("[N, keep]")
 }
 
 fn sum(a: &Tensor, b: &Tensor) -> Tensor {
