@@ -218,3 +218,27 @@ fn pytorch_masks_convert_from_each_form() {
         causal_from_torch(&odd, TorchMask::TrueMasks).unwrap_err().to_string().contains("neither causal")
     );
 }
+
+/// `scaled_dot_product_attention` on its own against `F.scaled_dot_product_attention` with a
+/// boolean mask in PyTorch's SDPA convention (True = allowed), read into the crate's one: causal
+/// at the top left with `T_q ≠ T_k`, `d ≠ d_v`, padded keys; the output and all three gradients.
+#[test]
+fn scaled_dot_product_attention_matches_pytorch() {
+    use backprop::layers::attention::{scaled_dot_product_attention, scaled_dot_product_attention_backward};
+    let bytes = std::fs::read(FIXTURE).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = |name: &str| common::fixture_tensor(&file, name);
+    let (q, k, v) = (t("sdpa.q"), t("sdpa.k"), t("sdpa.v"));
+    let lengths: Vec<usize> = t("sdpa.key_lengths").data().iter().map(|&x| x as usize).collect();
+    let (o, p) = scaled_dot_product_attention(&q, &k, &v, true, Some(&lengths)).unwrap();
+    common::assert_close_to(&o, &t("sdpa.o"), 1e-5, "SDPA: O");
+    let (dq, dk, dv) = scaled_dot_product_attention_backward(&q, &k, &v, &p, &t("sdpa.g")).unwrap();
+    common::assert_close_to(&dq, &t("sdpa.dq"), 1e-5, "SDPA: dQ");
+    common::assert_close_to(&dk, &t("sdpa.dk"), 1e-5, "SDPA: dK");
+    common::assert_close_to(&dv, &t("sdpa.dv"), 1e-5, "SDPA: dV");
+    // What does not fit is an Err naming the shapes or the lengths.
+    let e = scaled_dot_product_attention(&q, &v, &v, false, None).unwrap_err().to_string();
+    assert!(e.contains("do not fit"), "{e}");
+    assert!(scaled_dot_product_attention(&q, &k, &v, false, Some(&[6, 1])).is_err());
+    assert!(scaled_dot_product_attention_backward(&q, &k, &v, &o, &t("sdpa.g")).is_err());
+}

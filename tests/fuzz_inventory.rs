@@ -53,6 +53,8 @@ const INVENTORY: &[(&str, &str, &str)] = &[
     ("layers/attention.rs", "causal_from_torch", "attention.rs"),
     ("layers/attention.rs", "forward_cross", "attention.rs"),
     ("layers/attention.rs", "key_padding_from_torch", "attention.rs"),
+    ("layers/attention.rs", "scaled_dot_product_attention", "attention.rs"),
+    ("layers/attention.rs", "scaled_dot_product_attention_backward", "attention.rs"),
     ("layers/embedding.rs", "check_ids", "hostile_values.rs"),
     ("layers/layernorm.rs", "with_affine", "layernorm.rs"),
     ("layers/mod.rs", "check_training_shape", "hostile_values.rs"),

@@ -305,21 +305,14 @@ impl MultiHeadAttention {
         self.o.resize(n * tq * e, 0.0);
         let (q_all, kv_all, causal) = (&self.q, &self.kv, self.causal);
         let memory_lengths = &self.memory_lengths;
-        let scale = 1.0 / (d as f32).sqrt();
         let samples = self.p.par_chunks_mut(heads * tq * tk).zip(self.o.par_chunks_mut(tq * e)).enumerate();
         samples.for_each(|(s, (p_s, o_s))| {
             let keys = Self::length(memory_lengths, s, tk);
             let (q_s, kv_s) = (&q_all[s * tq * e..][..tq * e], &kv_all[s * tk * 2 * e..][..tk * 2 * e]);
             for (h, p) in p_s.chunks_exact_mut(tq * tk).enumerate() {
-                let (q, k, v) = (&q_s[h * d..], &kv_s[h * d..], &kv_s[e + h * d..]);
-                // S = Q_h·K_hᵀ/√d (rows E apart in Q, 2E in [K | V]).
-                sgemm_strided((tq, d, tk), scale, (q, e, No), (k, 2 * e, Yes), 0.0, (p, tk));
-                for (i, row) in p.chunks_exact_mut(tk).enumerate() {
-                    let allowed = if causal { keys.min(i + 1) } else { keys }; // keys 0 .. allowed
-                    softmax_prefix(row, allowed);
-                }
-                // O_h = P·V_h, into the head's d columns of O.
-                sgemm_strided((tq, tk, d), 1.0, (p, tk, No), (v, 2 * e, No), 0.0, (&mut o_s[h * d..], e));
+                // Head h's columns: rows E apart in Q and O, 2E in [K | V].
+                let (q, k, v) = ((&q_s[h * d..], e), (&kv_s[h * d..], 2 * e), (&kv_s[e + h * d..], 2 * e));
+                head_forward((tq, tk, d, d), q, k, v, (causal, keys), p, (&mut o_s[h * d..], e));
             }
         });
         // Y = O·W_outᵀ + b_out, zero at the queries' padded steps.
@@ -351,7 +344,6 @@ impl MultiHeadAttention {
         let mut d_o = vec![0.0; n * tq * e];
         sgemm(n * tq, e, e, 1.0, dy.data(), No, self.out_proj_weight.value.data(), No, 0.0, &mut d_o);
         let (mut dq, mut dkv) = (vec![0.0; n * tq * e], vec![0.0; n * tk * 2 * e]);
-        let scale = 1.0 / (d as f32).sqrt();
         let (q_all, kv_all, p_all) = (&self.q, &self.kv, &self.p);
         let samples =
             dq.par_chunks_mut(tq * e).zip(dkv.par_chunks_mut(tk * 2 * e)).zip(d_o.par_chunks(tq * e));
@@ -360,38 +352,17 @@ impl MultiHeadAttention {
             let mut ds = vec![0.0; tq * tk];
             for h in 0..heads {
                 let p = &p_all[(s * heads + h) * tq * tk..][..tq * tk];
-                let (q, k, v) = (&q_s[h * d..], &kv_s[h * d..], &kv_s[e + h * d..]);
-                let d_oh = &do_s[h * d..];
-                // dV_h = Pᵀ·dO_h.
-                sgemm_strided(
-                    (tk, tq, d),
-                    1.0,
-                    (p, tk, Yes),
-                    (d_oh, e, No),
-                    0.0,
-                    (&mut dkv_s[e + h * d..], 2 * e),
-                );
-                // dP = dO_h·V_hᵀ, then dS = P ⊙ (dP − rowsum(P ⊙ dP)) in place.
-                sgemm_strided((tq, d, tk), 1.0, (d_oh, e, No), (v, 2 * e, Yes), 0.0, (&mut ds, tk));
-                for (ds_row, p_row) in ds.chunks_exact_mut(tk).zip(p.chunks_exact(tk)) {
-                    let dot: f32 = ds_row.iter().zip(p_row).map(|(a, b)| a * b).sum();
-                    ds_row.iter_mut().zip(p_row).for_each(|(v, &p)| *v = p * (*v - dot));
-                }
-                // dQ_h = dS·K_h/√d,  dK_h = dSᵀ·Q_h/√d.
-                sgemm_strided(
-                    (tq, tk, d),
-                    scale,
-                    (&ds, tk, No),
-                    (k, 2 * e, No),
-                    0.0,
-                    (&mut dq_s[h * d..], e),
-                );
-                sgemm_strided(
-                    (tk, tq, d),
-                    scale,
-                    (&ds, tk, Yes),
-                    (q, e, No),
-                    0.0,
+                let (q, k, v) = ((&q_s[h * d..], e), (&kv_s[h * d..], 2 * e), (&kv_s[e + h * d..], 2 * e));
+                let d_oh = (&do_s[h * d..], e);
+                head_backward_values((tq, tk, d), p, d_oh, (&mut dkv_s[e + h * d..], 2 * e));
+                let dq_h = (&mut dq_s[h * d..], e);
+                head_backward_scores(
+                    (tq, tk, d, d),
+                    (q, k, v),
+                    p,
+                    d_oh,
+                    &mut ds,
+                    dq_h,
                     (&mut dkv_s[h * d..], 2 * e),
                 );
             }
@@ -429,6 +400,155 @@ impl MultiHeadAttention {
 fn add_to_rows(rows: &mut [f32], bias: &[f32]) {
     for row in rows.chunks_exact_mut(bias.len()) {
         row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+    }
+}
+
+/// A matrix block: its first element and the distance between its rows.
+type Block<'a> = (&'a [f32], usize);
+/// A matrix block to write.
+type BlockMut<'a> = (&'a mut [f32], usize);
+
+/// One head's forward pass (the module docs' lines): `P = softmax(Q·Kᵀ/√d)` over the keys each
+/// query may see — `0 .. keys`, and `≤ i` when `causal` — then `O = P·V`. Shapes
+/// `(T_q, T_k, d, d_v)`; `p` is `[T_q, T_k]`, contiguous.
+fn head_forward(
+    (tq, tk, d, dv): (usize, usize, usize, usize),
+    q: Block<'_>,
+    k: Block<'_>,
+    v: Block<'_>,
+    (causal, keys): (bool, usize),
+    p: &mut [f32],
+    o: BlockMut<'_>,
+) {
+    let scale = 1.0 / (d as f32).sqrt();
+    sgemm_strided((tq, d, tk), scale, (q.0, q.1, No), (k.0, k.1, Yes), 0.0, (p, tk)); // S = Q·Kᵀ/√d
+    for (i, row) in p.chunks_exact_mut(tk).enumerate() {
+        let allowed = if causal { keys.min(i + 1) } else { keys }; // keys 0 .. allowed
+        softmax_prefix(row, allowed);
+    }
+    sgemm_strided((tq, tk, dv), 1.0, (p, tk, No), (v.0, v.1, No), 0.0, o); // O = P·V
+}
+
+/// One head's backward pass, first part: `dV = Pᵀ·dO` (shapes `(T_q, T_k, d_v)`).
+fn head_backward_values((tq, tk, dv): (usize, usize, usize), p: &[f32], d_o: Block<'_>, d_v: BlockMut<'_>) {
+    sgemm_strided((tk, tq, dv), 1.0, (p, tk, Yes), (d_o.0, d_o.1, No), 0.0, d_v); // dV = Pᵀ·dO
+}
+
+/// One head's backward pass, second part: through the softmax to `dQ` and `dK` (`ds` is
+/// `[T_q, T_k]` scratch). (Two parts, because in a `[K | V]` buffer the rows of `dK` and `dV`
+/// interleave: each is written while the other is not borrowed.)
+#[allow(clippy::too_many_arguments)] // the head's operands and their gradients
+fn head_backward_scores(
+    (tq, tk, d, dv): (usize, usize, usize, usize),
+    (q, k, v): (Block<'_>, Block<'_>, Block<'_>),
+    p: &[f32],
+    d_o: Block<'_>,
+    ds: &mut [f32],
+    dq: BlockMut<'_>,
+    dk: BlockMut<'_>,
+) {
+    let scale = 1.0 / (d as f32).sqrt();
+    sgemm_strided((tq, dv, tk), 1.0, (d_o.0, d_o.1, No), (v.0, v.1, Yes), 0.0, (ds, tk)); // dP = dO·Vᵀ
+    for (ds_row, p_row) in ds.chunks_exact_mut(tk).zip(p.chunks_exact(tk)) {
+        let dot: f32 = ds_row.iter().zip(p_row).map(|(a, b)| a * b).sum();
+        ds_row.iter_mut().zip(p_row).for_each(|(v, &p)| *v = p * (*v - dot)); // dS = P ⊙ (dP − rowsum(P ⊙ dP))
+    }
+    sgemm_strided((tq, tk, d), scale, (ds, tk, No), (k.0, k.1, No), 0.0, dq); // dQ = dS·K/√d
+    sgemm_strided((tk, tq, d), scale, (ds, tk, Yes), (q.0, q.1, No), 0.0, dk); // dK = dSᵀ·Q/√d
+}
+
+/// Scaled dot-product attention on its own, as `F.scaled_dot_product_attention` computes it for
+/// `q [N, H, T_q, d]`, `k [N, H, T_k, d]`, `v [N, H, T_k, d_v]`: returns `(O [N, H, T_q, d_v],
+/// P [N, H, T_q, T_k])`. The keys each query sees follow this module's one convention: `j <
+/// length` of its sequence (`key_lengths`, one per `N`; `None`: all) and `j ≤ i` when `causal`
+/// (top-left aligned). [`scaled_dot_product_attention_backward`] is its backward.
+///
+/// ```
+/// use backprop::layers::attention::scaled_dot_product_attention;
+/// use backprop::Tensor;
+/// let q = Tensor::from_vec(&[1, 1, 2, 2], vec![1., 0., 1., 1.]).unwrap();
+/// let (o, p) = scaled_dot_product_attention(&q, &q, &q, true, None).unwrap();
+/// assert_eq!(&p.data()[..2], &[1.0, 0.0]); // step 0 sees only itself
+/// assert!((o.data()[3] - 0.669762).abs() < 1e-6); // docs/backprop.md §13
+/// ```
+///
+/// # Errors
+/// [`Error::Shape`](crate::Error) if the shapes do not fit each other (all three named);
+/// [`Error::InvalidArgument`](crate::Error) for lengths that do not fit.
+pub fn scaled_dot_product_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    causal: bool,
+    key_lengths: Option<&[usize]>,
+) -> Result<(Tensor, Tensor)> {
+    let (n, h, tq, tk, d, dv) = sdpa_shapes(q, k, v)?;
+    check_lengths("scaled_dot_product_attention", "key", key_lengths, n, tk)?;
+    let mut o = Tensor::zeros(&[n, h, tq, dv]);
+    let mut p = Tensor::zeros(&[n, h, tq, tk]);
+    let heads = p.data_mut().par_chunks_mut(tq * tk).zip(o.data_mut().par_chunks_mut(tq * dv)).enumerate();
+    heads.for_each(|(nh, (p, o))| {
+        let keys = key_lengths.map_or(tk, |l| l[nh / h]);
+        let (q, k, v) =
+            ((&q.data()[nh * tq * d..], d), (&k.data()[nh * tk * d..], d), (&v.data()[nh * tk * dv..], dv));
+        head_forward((tq, tk, d, dv), q, k, v, (causal, keys), p, (o, dv));
+    });
+    Ok((o, p))
+}
+
+/// The backward pass of [`scaled_dot_product_attention`]: from `dO` and the forward pass's `P`,
+/// returns `(dQ, dK, dV)`.
+///
+/// # Errors
+/// [`Error::Shape`](crate::Error) if a shape does not fit the others.
+pub fn scaled_dot_product_attention_backward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    p: &Tensor,
+    d_o: &Tensor,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (n, h, tq, tk, d, dv) = sdpa_shapes(q, k, v)?;
+    if p.shape() != [n, h, tq, tk] || d_o.shape() != [n, h, tq, dv] {
+        return Err(crate::error::Error::shape(format!(
+            "scaled_dot_product_attention_backward: P {:?} and dO {:?} do not fit [N, H, T_q, T_k] = {:?} and \
+             [N, H, T_q, d_v] = {:?}",
+            p.shape(),
+            d_o.shape(),
+            [n, h, tq, tk],
+            [n, h, tq, dv]
+        )));
+    }
+    let (mut dq, mut dk, mut d_v) =
+        (Tensor::zeros(q.shape()), Tensor::zeros(k.shape()), Tensor::zeros(v.shape()));
+    let grads = dq.data_mut().par_chunks_mut(tq * d).zip(dk.data_mut().par_chunks_mut(tk * d));
+    let grads = grads.zip(d_v.data_mut().par_chunks_mut(tk * dv));
+    grads.enumerate().for_each(|(nh, ((dq, dk), d_v))| {
+        let (q, k, v) =
+            ((&q.data()[nh * tq * d..], d), (&k.data()[nh * tk * d..], d), (&v.data()[nh * tk * dv..], dv));
+        let (p, d_o) = (&p.data()[nh * tq * tk..][..tq * tk], (&d_o.data()[nh * tq * dv..], dv));
+        let mut ds = vec![0.0; tq * tk];
+        head_backward_values((tq, tk, dv), p, d_o, (d_v, dv));
+        head_backward_scores((tq, tk, d, dv), (q, k, v), p, d_o, &mut ds, (dq, d), (dk, d));
+    });
+    Ok((dq, dk, d_v))
+}
+
+/// `(N, H, T_q, T_k, d, d_v)` of `q [N, H, T_q, d]`, `k [N, H, T_k, d]`, `v [N, H, T_k, d_v]`.
+fn sdpa_shapes(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(usize, usize, usize, usize, usize, usize)> {
+    match (q.shape(), k.shape(), v.shape()) {
+        (&[n, h, tq, d], &[n2, h2, tk, d2], &[n3, h3, tk3, dv])
+            if n == n2 && n == n3 && h == h2 && h == h3 && d == d2 && tk == tk3 && tq > 0 && tk > 0 =>
+        {
+            Ok((n, h, tq, tk, d, dv))
+        }
+        _ => Err(crate::error::Error::shape(format!(
+            "scaled_dot_product_attention: q {:?}, k {:?}, v {:?} do not fit [N, H, T_q ≥ 1, d], [N, H, T_k ≥ 1, d], \
+             [N, H, T_k, d_v]",
+            q.shape(),
+            k.shape(),
+            v.shape()
+        ))),
     }
 }
 
