@@ -286,3 +286,30 @@ fn the_per_example_budget_splits_a_batch_into_chunks() {
 fn huge_rdp_orders_are_refused() {
     let _ = epsilon(0.01, 1.0, 10, 1e-5, &[1e10]);
 }
+
+/// A Transformer block trains privately end to end: per-example gradients through attention,
+/// layer norms and the feed-forward network, clipped and noised; with lengths travelling with
+/// each example.
+#[test]
+fn a_transformer_trains_privately() {
+    use backprop::layers::TransformerEncoderLayer;
+    // Class = the sign of the first step's first value; later steps are noise, some padded.
+    let (n, t, e) = (64, 4, 8);
+    let x = Tensor::randn(&[n, t, e], 0.0, 1.0, 5);
+    let labels: Vec<usize> = (0..n).map(|s| usize::from(x.outer(s)[0] > 0.0)).collect();
+    let lengths: Vec<usize> = (0..n).map(|s| 2 + s % 3).collect();
+    let data = Dataset::classification(x, labels).unwrap().with_lengths(lengths).unwrap();
+    let mut model = Sequential::builder(&[t, e])
+        .add(TransformerEncoderLayer::new(e, 2, 16).norm_first().dropout(0.0))
+        .add(Flatten::new())
+        .add(Dense::new(t * e, 2))
+        .seed(4)
+        .build()
+        .unwrap();
+    let o =
+        DpOptions { epochs: 20, sample_rate: 0.25, clip: 1.0, noise_multiplier: 0.5, delta: 1e-5, seed: 6 };
+    let report = fit_private(&mut model, &data, &CrossEntropyLoss::new(), &mut Adam::new(0.02), &o).unwrap();
+    let eval = backprop::train::evaluate(&mut model, &data, &CrossEntropyLoss::new(), 64).unwrap();
+    assert!(eval.accuracy.unwrap() > 0.8, "{eval:?} after {report:?}");
+    assert!(report.epsilon.is_finite() && report.epsilon > 0.0, "{report:?}");
+}
