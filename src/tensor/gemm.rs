@@ -65,22 +65,6 @@ pub fn sgemm(
     beta: f32,
     c: &mut [f32],
 ) {
-    sgemm_impl(m, k, n, alpha, a, trans_a, b, trans_b, beta, c);
-}
-
-#[allow(clippy::too_many_arguments)] // sgemm's arguments
-fn sgemm_impl(
-    m: usize,
-    k: usize,
-    n: usize,
-    alpha: f32,
-    a: &[f32],
-    trans_a: Transpose,
-    b: &[f32],
-    trans_b: Transpose,
-    beta: f32,
-    c: &mut [f32],
-) {
     // Checked products: a wrapped length must never reach the unsafe kernel below.
     let fits = |len: usize, rows: usize, cols: usize| rows.checked_mul(cols) == Some(len);
     assert!(fits(a.len(), m, k), "gemm: A has {} elements, expected {m}×{k}", a.len());
