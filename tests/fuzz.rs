@@ -328,6 +328,68 @@ fn random_decoder(r: &mut Rng) -> Box<dyn Layer> {
     if r.random_range(0..2) == 0 { Box::new(gpt.tied()) } else { Box::new(gpt) }
 }
 
+/// The attention functions and builders that return `Result`: shapes that do not fit each other
+/// (zeros included), values that are NaN or infinite, lengths of 0, past the end or absurd, and
+/// PyTorch masks holding anything — `Ok` or a clean error, never a panic.
+fn attention_functions(t: &mut Tally, cases: usize) {
+    use backprop::layers::attention::{
+        TorchMask, causal_from_torch, key_padding_from_torch, scaled_dot_product_attention,
+        scaled_dot_product_attention_backward,
+    };
+    let mut r = rng(9);
+    let dims = [0usize, 1, 2, 3, 5];
+    let values = [0.0f32, 1.0, -1.0, 0.5, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e30];
+    let lengths = [0usize, 1, 2, 3, 6, usize::MAX];
+    for i in 0..cases {
+        let shape = |r: &mut Rng, rank: usize| -> Vec<usize> {
+            (0..rank).map(|_| dims[r.random_range(0..5)]).collect()
+        };
+        let tensor = |r: &mut Rng, shape: &[usize]| {
+            let n: usize = shape.iter().product();
+            Tensor::from_vec(shape, (0..n).map(|_| values[r.random_range(0..values.len())]).collect())
+                .unwrap()
+        };
+        let pick_lengths = |r: &mut Rng| -> Option<Vec<usize>> {
+            (r.random_range(0..2) == 0)
+                .then(|| (0..r.random_range(0..4)).map(|_| lengths[r.random_range(0..6)]).collect())
+        };
+        let kind = r.random_range(0..5);
+        let ranks = [r.random_range(2..5), r.random_range(2..5), r.random_range(2..5)];
+        let (sq, sk, sv) = (shape(&mut r, ranks[0]), shape(&mut r, ranks[1]), shape(&mut r, ranks[2]));
+        let (q, k, v) = (tensor(&mut r, &sq), tensor(&mut r, &sk), tensor(&mut r, &sv));
+        let (l1, l2, causal) = (pick_lengths(&mut r), pick_lengths(&mut r), r.random_range(0..2) == 0);
+        let form = [TorchMask::TrueMasks, TorchMask::TrueAllows, TorchMask::Additive][r.random_range(0..3)];
+        let label =
+            format!("attention case {i}: kind {kind}, shapes {sq:?} {sk:?} {sv:?}, lengths {l1:?} {l2:?}");
+        t.case(
+            || label.clone(),
+            move || {
+                let ok = match kind {
+                    0 => match scaled_dot_product_attention(&q, &k, &v, causal, l1.as_deref()) {
+                        Ok((o, p)) => {
+                            // The forward pass's own shapes must be accepted by its backward.
+                            scaled_dot_product_attention_backward(&q, &k, &v, &p, &o)
+                                .map_err(|e| format!("the backward refused the forward's own shapes: {e}"))?;
+                            true
+                        }
+                        Err(_) => false,
+                    },
+                    1 => key_padding_from_torch(&q, form).is_ok(),
+                    2 => causal_from_torch(&q, form).is_ok(),
+                    3 => {
+                        let e = *sq.last().unwrap_or(&1);
+                        let heads = if e % 2 == 0 && e > 0 { 2 } else { 1 };
+                        let mut attn = MultiHeadAttention::new(e, heads);
+                        attn.forward_cross(&q, l1.as_deref(), &k, l2.as_deref()).is_ok()
+                    }
+                    _ => LayerNorm::new(sq[0]).with_affine(k, v).is_ok(),
+                };
+                Ok(ok)
+            },
+        );
+    }
+}
+
 fn models(t: &mut Tally, cases: usize) {
     let mut r = rng(4);
     for i in 0..cases {
@@ -764,6 +826,10 @@ fn hostile_inputs_end_in_ok_or_a_clean_error() {
     #[cfg(feature = "image")] // (a crate built without it has no image decoding to attack)
     areas.push(("PNG / JPEG images", Box::new(move |t| images(t, 3000 * k))));
     areas.push(("models from random shapes and settings", Box::new(move |t| models(t, 4000 * k))));
+    areas.push((
+        "attention functions: shapes, NaN, lengths, PyTorch masks",
+        Box::new(move |t| attention_functions(t, 3000 * k)),
+    ));
     areas.push((
         "lengths, named inputs, states, DP settings",
         Box::new(move |t| side_information(t, 2000 * k)),
