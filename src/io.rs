@@ -93,22 +93,55 @@ fn slots(model: &dyn Visit) -> BTreeMap<String, Slot> {
 /// # Errors
 /// [`Error::Format`] if serialisation fails (it does not for a valid model).
 pub fn to_safetensors(model: &dyn Visit, metadata_in: &[(&str, String)]) -> Result<Vec<u8>> {
-    let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
-    model.visit(&mut |name, s| {
-        let entry = match s {
-            State::Param(p) => float_entry(&p.value),
-            State::Buffer(b) => float_entry(b),
-            State::Counter(n) => {
-                Entry { dtype: Dtype::I64, shape: vec![], bytes: (n as i64).to_le_bytes().to_vec() }
-            }
-            State::Rng(_) => return,
-        };
-        entries.insert(name.to_string(), entry);
-    });
+    let mut entries = Entries::default();
+    entries.add_model("", model);
     let mut metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     metadata.extend(metadata_pairs(metadata_in));
-    safetensors::serialize(entries.iter().map(|(k, v)| (k.as_str(), v)), Some(metadata))
-        .map_err(|e| Error::format("<memory>", format!("could not serialise the weights: {e}")))
+    entries.serialize(metadata)
+}
+
+/// Named tensors on their way into one safetensors file (the model's file, or a checkpoint that
+/// holds the model, the optimizer's buffers and the best weights under prefixes).
+#[derive(Default)]
+pub(crate) struct Entries(BTreeMap<String, Entry>);
+
+impl Entries {
+    /// The model's parameters and buffers (`F32`) and counters (`I64` scalars), each name
+    /// prefixed with `prefix`.
+    pub(crate) fn add_model(&mut self, prefix: &str, model: &dyn Visit) {
+        model.visit(&mut |name, s| match s {
+            State::Param(p) => self.add_tensor(&format!("{prefix}{name}"), &p.value),
+            State::Buffer(b) => self.add_tensor(&format!("{prefix}{name}"), b),
+            State::Counter(n) => self.add_count(&format!("{prefix}{name}"), n),
+            State::Rng(_) => {}
+        });
+    }
+
+    /// One `F32` tensor.
+    pub(crate) fn add_tensor(&mut self, name: &str, t: &Tensor) {
+        self.0.insert(name.to_string(), float_entry(t));
+    }
+
+    /// One `I64` scalar.
+    pub(crate) fn add_count(&mut self, name: &str, n: u64) {
+        let bytes = (n.min(i64::MAX as u64) as i64).to_le_bytes().to_vec();
+        self.0.insert(name.to_string(), Entry { dtype: Dtype::I64, shape: vec![], bytes });
+    }
+
+    /// [`checksum`](crate::train::checkpoint::checksum) of these tensors and `metadata`.
+    pub(crate) fn checksum(&self, metadata: &HashMap<String, String>) -> u32 {
+        let views = self
+            .0
+            .iter()
+            .map(|(n, e)| (n.as_str(), format!("{:?}", e.dtype), e.shape.as_slice(), e.bytes.as_slice()));
+        crate::train::checkpoint::checksum(views, metadata)
+    }
+
+    /// The file's bytes, with `metadata` in its header.
+    pub(crate) fn serialize(&self, metadata: HashMap<String, String>) -> Result<Vec<u8>> {
+        safetensors::serialize(self.0.iter().map(|(k, v)| (k.as_str(), v)), Some(metadata))
+            .map_err(|e| Error::format("<memory>", format!("could not serialise the tensors: {e}")))
+    }
 }
 
 fn float_entry(t: &Tensor) -> Entry {
@@ -393,6 +426,9 @@ fn load_stored(
     let bad = |msg: String| Error::format(origin, msg);
     let slots = slots(model);
     let mut report = LoadReport::default();
+    // Every problem is collected, so that one error lists them all (as PyTorch's
+    // `load_state_dict` does): a load into another architecture shows the whole difference.
+    let mut problems = Problems::default();
     // Stored names → model names; what has no place is unexpected.
     let mut by_name: HashMap<String, Stored<'_>> = HashMap::new();
     let mut sorted = stored;
@@ -404,15 +440,15 @@ fn load_stored(
         };
         match target {
             Some(t) if slots.contains_key(&t) => {
-                if by_name.insert(t.clone(), tensor).is_some() {
-                    return Err(bad(format!("two stored tensors map to the model's {t:?}")));
+                if let std::collections::hash_map::Entry::Vacant(slot) = by_name.entry(t.clone()) {
+                    slot.insert(tensor);
+                } else {
+                    problems.other.push(format!("two stored tensors map to the model's {t:?}"));
                 }
             }
             Some(t) if options.strict => {
                 let renamed = if t == name { String::new() } else { format!(" (renamed {t:?})") };
-                return Err(bad(format!(
-                    "unexpected tensor {name:?}{renamed}: the model has no parameter or buffer of that name"
-                )));
+                problems.unexpected.push(format!("{name:?}{renamed}"));
             }
             _ => report.unexpected.push(name),
         }
@@ -424,34 +460,35 @@ fn load_stored(
             match slot {
                 Slot::Count => continue, // optional
                 Slot::Float { .. } if options.strict => {
-                    return Err(bad(format!("missing tensor {name:?}{}", owner(model, name))));
+                    problems.missing.push(format!("{name:?}{}", owner(model, name)));
                 }
-                Slot::Float { .. } => {
-                    report.missing.push(name.clone());
-                    continue;
-                }
+                Slot::Float { .. } => report.missing.push(name.clone()),
             }
+            continue;
         };
         let value = match slot {
             Slot::Float { shape } => {
                 if view.dtype != Dtype::F32 {
-                    return Err(bad(format!("tensor {name:?} has dtype {:?}, expected F32", view.dtype)));
+                    problems.other.push(format!("tensor {name:?} has dtype {:?}, expected F32", view.dtype));
+                    continue;
                 }
                 if view.shape != *shape {
-                    return Err(bad(format!(
+                    problems.other.push(format!(
                         "tensor {name:?} has shape {}, but the model{} needs {}",
                         shape_str(&view.shape),
                         owner(model, name),
                         shape_str(shape)
-                    )));
+                    ));
+                    continue;
                 }
                 let data = &view.bytes;
                 if data.len() != 4 * shape.iter().product::<usize>() {
-                    return Err(bad(format!(
+                    problems.other.push(format!(
                         "tensor {name:?} holds {} bytes for shape {}",
                         data.len(),
                         shape_str(shape)
-                    )));
+                    ));
+                    continue;
                 }
                 Value::Float(
                     data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
@@ -468,15 +505,19 @@ fn load_stored(
                     f32::from_le_bytes(d.try_into().expect("4 bytes")).max(0.0) as u64
                 }
                 (dtype, _) => {
-                    return Err(bad(format!(
+                    problems.other.push(format!(
                         "tensor {name:?} should be an integer scalar, got {dtype:?} of shape {}",
                         shape_str(&view.shape)
-                    )));
+                    ));
+                    continue;
                 }
             }),
         };
         report.loaded.push(name.clone());
         values.insert(name.as_str(), value);
+    }
+    if let Some(message) = problems.message() {
+        return Err(bad(message));
     }
 
     // All checks passed: copy.
@@ -487,6 +528,40 @@ fn load_stored(
         _ => {}
     });
     Ok(report)
+}
+
+/// What a load found wrong, all of it.
+#[derive(Default)]
+struct Problems {
+    missing: Vec<String>,
+    unexpected: Vec<String>,
+    other: Vec<String>,
+}
+
+impl Problems {
+    /// One message listing every problem, or `None` when there is none: `"2 missing tensors:
+    /// \"0.weight\" (layer 0, Dense(2→3)), \"0.bias\"; 1 unexpected tensor: \"5.weight\" (the
+    /// model has no parameter or buffer of that name)"`.
+    fn message(&self) -> Option<String> {
+        let plural = |n: usize, what: &str| if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") };
+        let mut parts = Vec::new();
+        if !self.missing.is_empty() {
+            parts.push(format!(
+                "{}: {}",
+                plural(self.missing.len(), "missing tensor"),
+                self.missing.join(", ")
+            ));
+        }
+        if !self.unexpected.is_empty() {
+            parts.push(format!(
+                "{}: {} (the model has no parameter or buffer of that name)",
+                plural(self.unexpected.len(), "unexpected tensor"),
+                self.unexpected.join(", ")
+            ));
+        }
+        parts.extend(self.other.iter().cloned());
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
 }
 
 /// `" (layer 3, BatchNorm2d(8))"` for a name under a top-level [`Sequential`](crate::Sequential)

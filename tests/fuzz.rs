@@ -247,6 +247,56 @@ fn safetensors_files(t: &mut Tally, cases: usize) {
     }
 }
 
+/// Mutated checkpoints: read (an error or a checkpoint), then resumed into a model; a refused
+/// resume must leave the model and the optimizer as they were.
+fn checkpoint_files(t: &mut Tally, cases: usize) {
+    use backprop::optim::OptimizerState;
+    use backprop::train::{Checkpoint, Checkpoints};
+    let dir = scratch().join("checkpoints");
+    let data = Dataset::classification(
+        Tensor::rand_uniform(&[12, 1, 6, 6], 0.0, 1.0, 3),
+        (0..12).map(|i| i % 3).collect(),
+    )
+    .unwrap();
+    fn options<'a>() -> FitOptions<'a> {
+        FitOptions::new().epochs(1).batch_size(4).seed(1).verbose(false)
+    }
+    let keep = Checkpoints::in_dir(&dir);
+    small_model(1)
+        .fit(&data, &CrossEntropyLoss::new(), &mut Adam::new(0.01), options().checkpoints(keep.clone()))
+        .unwrap();
+    let valid = std::fs::read(keep.last_path()).unwrap();
+    let mut r = rng(9);
+    for i in 0..cases {
+        // Mostly damaged files (the checksum catches them); now and then the valid one.
+        let bytes = if i % 50 == 0 { valid.clone() } else { mutate(&valid, &mut r) };
+        t.case(
+            || format!("checkpoint case {i} ({} bytes)", bytes.len()),
+            || {
+                let Ok(c) = Checkpoint::from_bytes(bytes.clone(), "fuzz.safetensors") else {
+                    return Ok(false);
+                };
+                let (mut m, mut opt) = (small_model(2), Adam::new(0.01));
+                let before = m.state_dict();
+                match m.fit(&data, &CrossEntropyLoss::new(), &mut opt, options().epochs(2).resume(&c)) {
+                    Ok(_) => Ok(true),
+                    // Resumed, then the training from those (finite, absurd) weights diverged.
+                    Err(Error::NonFinite { .. } | Error::Training { .. }) => Ok(true),
+                    Err(e) => {
+                        let mut state = OptimizerState::default();
+                        opt.save_state(&mut state);
+                        if m.state_dict() == before && state.is_empty() {
+                            Ok(false)
+                        } else {
+                            Err(format!("a refused resume changed the model or the optimizer ({e})"))
+                        }
+                    }
+                }
+            },
+        );
+    }
+}
+
 #[cfg(feature = "image")]
 fn images(t: &mut Tally, cases: usize) {
     use backprop::data::image_folder::{ColorMode, load_image};
@@ -822,6 +872,7 @@ fn hostile_inputs_end_in_ok_or_a_clean_error() {
     let mut areas: Vec<(&str, Area)> = vec![
         ("IDX files (plain and gzip)", Box::new(move |t| idx_files(t, 4000 * k))),
         ("safetensors files", Box::new(move |t| safetensors_files(t, 4000 * k))),
+        ("checkpoint files, resumed", Box::new(move |t| checkpoint_files(t, 1500 * k))),
     ];
     #[cfg(feature = "image")] // (a crate built without it has no image decoding to attack)
     areas.push(("PNG / JPEG images", Box::new(move |t| images(t, 3000 * k))));

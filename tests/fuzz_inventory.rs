@@ -100,6 +100,10 @@ const INVENTORY: &[(&str, &str, &str)] = &[
     ("tensor/mod.rs", "from_vec", "fuzz.rs"),
     ("tensor/mod.rs", "try_reshape", "fuzz.rs"),
     ("tensor/ndarray_interop.rs", "into_array", "tensor.rs"),
+    ("train/checkpoint.rs", "from_bytes", "fuzz.rs"),
+    ("train/checkpoint.rs", "load", "resume.rs"),
+    ("train/checkpoint.rs", "load_model", "resume.rs"),
+    ("train/checkpoint.rs", "save", "resume.rs"),
     ("train/keras.rs", "evaluate", "hostile_values.rs"),
     ("train/keras.rs", "fit", "fuzz.rs"),
     ("train/keras.rs", "input_gradient", "hostile_values.rs"),
@@ -128,6 +132,7 @@ const INVENTORY: &[(&str, &str, &str)] = &[
     ("train/predict.rs", "train_step", "hostile_values.rs"),
     ("train/step.rs", "check", "hostile_values.rs"),
     ("train/step.rs", "gradient", "hostile_values.rs"),
+    ("train/step.rs", "load_state", "resume.rs"),
 ];
 
 /// Every `pub fn` under `src/` whose return type is a `Result` (or `Option<Result…>`), as

@@ -168,7 +168,9 @@ fn renaming_non_strict_loading_and_named_tensors() {
     let mut strict = scrambled(0.5);
     let before = strict.state_dict();
     let e = strict.load_tensors(&prefixed, &LoadOptions::new()).unwrap_err().to_string();
-    assert!(e.contains("unexpected tensor \"module."), "{e}");
+    // Every problem in one message, as PyTorch's load_state_dict lists them.
+    assert!(e.contains(&format!("{} unexpected tensors: \"module.", prefixed.len())), "{e}");
+    assert!(e.contains(&format!("{} missing tensors", state.len())), "{e}");
     assert_eq!(strict.state_dict(), before, "a refused load changes nothing");
     let strip = |k: &str| Some(k.strip_prefix("module.").unwrap_or(k).to_string());
     let e = strict.load_tensors(&prefixed, &LoadOptions::new().rename(&strip)).unwrap_err().to_string();

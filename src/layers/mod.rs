@@ -528,6 +528,13 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// The saved tensors (parameter values and buffers, in visiting order) and counters.
+    pub(crate) fn parts(&self) -> (&[Tensor], &[u64]) {
+        (&self.tensors, &self.counters)
+    }
+}
+
 fn copy_into(tensors: &mut Vec<Tensor>, at: &mut usize, src: &Tensor) {
     if tensors.len() <= *at {
         tensors.push(Tensor::default());

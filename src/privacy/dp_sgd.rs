@@ -378,6 +378,30 @@ impl Step for DpSgd {
         vec![1, n] // Poisson batches: any size from 0 to n
     }
 
+    /// The sampling and noise generators' states and the step count (what the accountant
+    /// counts), as JSON.
+    fn save_state(&self) -> String {
+        use crate::train::checkpoint::rng_json;
+        serde_json::json!({
+            "sampling": rng_json(&self.sampling),
+            "noise": rng_json(&self.noise_rng),
+            "steps": self.steps,
+        })
+        .to_string()
+    }
+
+    fn load_state(&mut self, state: &str) -> Result<()> {
+        use crate::train::checkpoint::rng_from;
+        let bad = |m: String| Error::invalid(format!("DP-SGD: {m}"));
+        let v: serde_json::Value = serde_json::from_str(state)
+            .map_err(|e| bad(format!("the saved state is not valid JSON ({e})")))?;
+        let sampling = rng_from(&v["sampling"], "the sampling generator").map_err(bad)?;
+        let noise = rng_from(&v["noise"], "the noise generator").map_err(bad)?;
+        let steps = v["steps"].as_u64().ok_or_else(|| bad("the saved state has no step count".into()))?;
+        (self.sampling, self.noise_rng, self.steps) = (sampling, noise, steps);
+        Ok(())
+    }
+
     fn batches(&mut self, n: usize, _: &FitOptions<'_>, _: &mut Rng) -> Vec<Vec<usize>> {
         let q = self.options.sample_rate;
         (0..self.steps_per_epoch())

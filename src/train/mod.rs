@@ -40,6 +40,7 @@
 //! ```
 
 pub mod callbacks;
+pub mod checkpoint;
 mod keras;
 pub mod options;
 mod predict;
@@ -47,6 +48,7 @@ mod progress;
 pub mod step;
 
 pub use callbacks::{BatchStats, EarlyStopping, EpochStats, Evaluation, History, Monitor};
+pub use checkpoint::{Checkpoint, Checkpoints};
 pub use options::FitOptions;
 pub use predict::{
     evaluate, input_gradient, loss_and_backward, predict, predict_classes, predict_inputs, predict_proba,
@@ -56,6 +58,7 @@ pub use step::{Bucketed, Plain, Step, StepOutcome};
 
 use crate::data::{Dataset, Targets};
 use crate::error::{Error, Result};
+use crate::io;
 use crate::layers::{Snapshot, Visit, named_params, named_params_mut, reseed};
 use crate::loss::Loss;
 use crate::model::{Inputs, Model, Tensors};
@@ -171,7 +174,48 @@ fn check_options(train: &Dataset, options: &FitOptions<'_>) -> Result<()> {
             return bad("early stopping needs a patience of at least 1 epoch".into());
         }
     }
+    if let Some(c) = &options.checkpoints {
+        let monitor = checkpoint_monitor(options);
+        if monitor != Monitor::TrainLoss && options.validation.is_none() {
+            return bad(format!("keeping the best checkpoint by {monitor:?} needs a validation set"));
+        }
+        if monitor == Monitor::ValAccuracy && options.validation.is_some_and(|v| v.labels().is_none()) {
+            return bad("keeping the best checkpoint by validation accuracy needs class labels".into());
+        }
+        std::fs::create_dir_all(&c.dir).map_err(|e| Error::io(&c.dir, e))?;
+    }
+    if let Some(c) = options.resume {
+        let p = c.progress();
+        if p.seed != options.seed {
+            return bad(format!(
+                "the checkpoint was trained with seed {}, the options give seed {}; resuming exactly needs the same \
+                 (FitOptions::seed)",
+                p.seed, options.seed
+            ));
+        }
+        if p.history.stopped_early {
+            return bad(format!(
+                "the checkpoint's run stopped early at epoch {}: there is nothing to resume",
+                p.epoch
+            ));
+        }
+        if p.epoch >= options.epochs {
+            return bad(format!(
+                "the checkpoint has trained {} epochs already; ask for more (FitOptions::epochs is the total)",
+                p.epoch
+            ));
+        }
+    }
     Ok(())
+}
+
+/// The figure that decides which checkpoint is best: the one asked for, else early stopping's,
+/// else the validation loss if there is a validation set, else the training loss.
+fn checkpoint_monitor(options: &FitOptions<'_>) -> Monitor {
+    let asked = options.checkpoints.as_ref().and_then(|c| c.monitor);
+    let early = options.early_stopping.as_ref().map(|e| e.monitor);
+    let fallback = if options.validation.is_some() { Monitor::ValLoss } else { Monitor::TrainLoss };
+    asked.or(early).unwrap_or(fallback)
 }
 
 /// Trains `model` on `train` and returns the per-epoch history.
@@ -229,13 +273,26 @@ pub fn fit(
         let eval_batch = options.batch_size.max(256);
         check_data(model, v, Some(loss), "validation set", &batch_sizes(v.len(), eval_batch, false))?;
     }
+    let resumed = match options.resume {
+        Some(c) => {
+            Some(Resumed { best_weights: c.restore(model, optimizer, &mut *step)?, progress: c.progress() })
+        }
+        None => None,
+    };
     let base_lr = optimizer.learning_rate();
-    let result = run(model, train, loss, optimizer, &mut options, &mut step, base_lr);
+    let result = run(model, train, loss, optimizer, &mut options, &mut step, base_lr, resumed);
     optimizer.set_learning_rate(base_lr);
     result
 }
 
-/// The epochs of [`fit`], once everything has been checked.
+/// A run continued from a checkpoint: where it stood, and early stopping's best weights.
+struct Resumed<'c> {
+    progress: &'c checkpoint::Progress,
+    best_weights: Option<Snapshot>,
+}
+
+/// The epochs of [`fit`], once everything has been checked (and a checkpoint restored).
+#[allow(clippy::too_many_arguments)]
 fn run(
     model: &mut dyn Model,
     train: &Dataset,
@@ -244,12 +301,30 @@ fn run(
     options: &mut FitOptions<'_>,
     step: &mut &mut dyn Step,
     base_lr: f32,
+    resumed: Option<Resumed<'_>>,
 ) -> Result<History> {
     let mut shuffle_rng = rng(options.seed);
     let mut augment_rng = rng(options.seed ^ 0xA11CE);
-    reseed(model, options.seed);
     let mut history = History::default();
     let (mut best, mut best_epoch, mut best_weights, mut waited) = (None::<f32>, 0, None, 0);
+    let mut best_checkpoint = None::<f32>;
+    let mut first_epoch = 1;
+    match resumed {
+        None => reseed(model, options.seed),
+        Some(Resumed { progress: p, best_weights: weights }) => {
+            // The model's generators were restored with it.
+            (shuffle_rng, augment_rng) = (p.shuffle.clone(), p.augment.clone());
+            history = p.history.clone();
+            if let Some(e) = p.early {
+                (best, best_epoch, waited) = (e.best, e.best_epoch, e.waited);
+            }
+            best_weights = weights;
+            best_checkpoint = p.best_checkpoint;
+            first_epoch = p.epoch + 1;
+        }
+    }
+    let monitor = checkpoint_monitor(options);
+    let mut checkpoint_optimizer = OptimizerState::default();
     let mut last_finite_loss = None;
     // Reused from batch to batch.
     let mut x = Inputs::new();
@@ -257,7 +332,7 @@ fn run(
     let mut before_batch = Snapshot::default();
     let mut optimizer_before = OptimizerState::default();
 
-    for epoch in 1..=options.epochs {
+    for epoch in first_epoch..=options.epochs {
         let started = Instant::now();
         let lr = options.schedule.as_ref().map_or(base_lr, |s| s.lr(base_lr, epoch - 1));
         if !(lr.is_finite() && lr >= 0.0) {
@@ -366,6 +441,7 @@ fn run(
         }
         history.epochs.push(stats.clone());
 
+        let mut stop = false;
         if let Some(es) = &options.early_stopping {
             let (value, higher_better) = es.value(&stats);
             let value = value.expect("checked before training: the monitored figure exists");
@@ -383,9 +459,44 @@ fn run(
                 waited += 1;
                 if waited >= es.patience {
                     history.stopped_early = epoch < options.epochs;
-                    break;
+                    stop = true;
                 }
             }
+        }
+        if let Some(c) = &options.checkpoints {
+            let (value, higher_better) = EarlyStopping::new(monitor, 1).value(&stats);
+            let value = value.expect("checked before training: the monitored figure exists");
+            let improved = match best_checkpoint {
+                None => true,
+                Some(b) if higher_better => value > b,
+                Some(b) => value < b,
+            };
+            if improved {
+                best_checkpoint = Some(value);
+            }
+            let early = options.early_stopping.as_ref().map(|es| {
+                let state = checkpoint::EarlyState { best, best_epoch, waited, has_weights: false };
+                (state, best_weights.as_ref().filter(|_| es.restore_best))
+            });
+            let capture = checkpoint::Capture {
+                model: &*model,
+                optimizer: &*optimizer,
+                step: &**step,
+                seed: options.seed,
+                shuffle: &shuffle_rng,
+                augment: &augment_rng,
+                early,
+                best_checkpoint,
+                history: &history,
+            };
+            let bytes = capture.to_bytes(&mut checkpoint_optimizer)?;
+            io::write_atomically(&c.last_path(), &bytes)?;
+            if improved {
+                io::write_atomically(&c.best_path(), &bytes)?;
+            }
+        }
+        if stop {
+            break;
         }
     }
     if options.early_stopping.is_some() {

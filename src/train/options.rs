@@ -1,6 +1,7 @@
 //! [`FitOptions`]: the settings of a training run, built with chained calls.
 
 use super::callbacks::{BatchStats, EarlyStopping, EpochStats};
+use super::checkpoint::{Checkpoint, Checkpoints};
 use super::step::Step;
 use crate::data::Dataset;
 use crate::optim::Schedule;
@@ -29,6 +30,8 @@ pub struct FitOptions<'a> {
     pub(crate) on_batch_end: Option<BatchCallback<'a>>,
     pub(crate) augment: Option<Augment<'a>>,
     pub(crate) step: Option<&'a mut dyn Step>,
+    pub(crate) resume: Option<&'a Checkpoint>,
+    pub(crate) checkpoints: Option<Checkpoints>,
 }
 
 impl Default for FitOptions<'_> {
@@ -49,6 +52,8 @@ impl Default for FitOptions<'_> {
             on_batch_end: None,
             augment: None,
             step: None,
+            resume: None,
+            checkpoints: None,
         }
     }
 }
@@ -155,6 +160,27 @@ impl<'a> FitOptions<'a> {
     /// step keeps what it spent (`ε`) for you to read afterwards.
     pub fn step(mut self, step: &'a mut dyn Step) -> Self {
         self.step = Some(step);
+        self
+    }
+
+    /// Writes a [`Checkpoint`] after every epoch (`last.safetensors`) and for the best epoch so
+    /// far (`best.safetensors`) into a folder; see [`Checkpoints`].
+    pub fn checkpoints(mut self, checkpoints: Checkpoints) -> Self {
+        self.checkpoints = Some(checkpoints);
+        self
+    }
+
+    /// Continues the run saved in `checkpoint`: the model's weights and generators, the
+    /// optimizer's state, the shuffling and augmentation generators, the schedule's position,
+    /// early stopping's memory and the history are taken from it, and training goes on from the
+    /// epoch after it up to [`FitOptions::epochs`] (the total, as if never interrupted). With the
+    /// same data, loss, options and kind of optimizer, the result is bit for bit the run that was
+    /// never stopped. The returned history holds every epoch, the checkpoint's included.
+    ///
+    /// `fit` refuses (before changing anything) a checkpoint of another architecture, optimizer
+    /// kind, step or seed, and one that has already trained `epochs` epochs or stopped early.
+    pub fn resume(mut self, checkpoint: &'a Checkpoint) -> Self {
+        self.resume = Some(checkpoint);
         self
     }
 }

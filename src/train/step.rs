@@ -51,6 +51,29 @@ pub trait Step {
         super::batch_sizes(n, options.batch_size, options.drop_last)
     }
 
+    /// What the step has accumulated (generators, counts), as text for a
+    /// [`Checkpoint`](super::Checkpoint); the default, for a step without state, is empty.
+    fn save_state(&self) -> String {
+        String::new()
+    }
+
+    /// Puts back a state from [`Step::save_state`] of the same kind of step, when
+    /// [`fit`](super::fit) resumes from a checkpoint.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) if `state` is not such a state;
+    /// the step is then unchanged. The default accepts only the empty state.
+    fn load_state(&mut self, state: &str) -> Result<()> {
+        if state.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::Error::invalid(format!(
+                "the step {:?} keeps no state, got {state:?}",
+                self.describe()
+            )))
+        }
+    }
+
     /// The batches of the next epoch over `n` samples: lists of sample indices.
     fn batches(&mut self, n: usize, options: &FitOptions<'_>, shuffle: &mut Rng) -> Vec<Vec<usize>>;
 

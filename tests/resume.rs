@@ -1,0 +1,301 @@
+//! Checkpoints resume exactly: 5 epochs, a checkpoint, 5 more from it equal 10 straight, bit for
+//! bit — weights, optimizer moments, shuffling, dropout masks, augmentation, the schedule and
+//! early stopping's memory included — and a checkpoint that does not fit the run is refused
+//! before anything changes.
+
+use backprop::optim::OptimizerState;
+use backprop::prelude::*;
+use backprop::privacy::{DpOptions, DpSgd};
+use backprop::train::{Checkpoint, Checkpoints, History, Step};
+use std::path::Path;
+
+fn data(seed: u64) -> Dataset {
+    let x = Tensor::rand_uniform(&[90, 4], -1.0, 1.0, seed);
+    let labels =
+        x.data().chunks(4).map(|r| usize::from(r[0] + r[1] * r[2] > 0.1) + usize::from(r[3] > 0.5)).collect();
+    Dataset::classification(x, labels).unwrap()
+}
+
+fn model() -> Sequential {
+    model_seeded(1)
+}
+
+fn model_seeded(seed: u64) -> Sequential {
+    Sequential::builder(&[4])
+        .add(Dense::new(4, 16).seed(seed))
+        .add(Relu::new())
+        .add(Dropout::new(0.3))
+        .add(Dense::new(16, 3).seed(seed + 1))
+        .build()
+        .unwrap()
+}
+
+/// Everything a run's outcome is: weights, the optimizer's buffers, and the history without its
+/// timings.
+fn outcome(
+    m: &Sequential,
+    opt: &dyn Optimizer,
+    h: &History,
+) -> (Vec<(String, Tensor)>, OptimizerState, History) {
+    let mut state = OptimizerState::default();
+    opt.save_state(&mut state);
+    let mut h = h.clone();
+    h.epochs.iter_mut().for_each(|e| e.seconds = 0.0);
+    (m.state_dict(), state, h)
+}
+
+fn options<'a>(val: &'a Dataset) -> FitOptions<'a> {
+    FitOptions::new()
+        .batch_size(16)
+        .seed(11)
+        .verbose(false)
+        .validation(val)
+        .schedule(Schedule::cosine(10, 1e-4).unwrap().with_warmup(2, 0.1).unwrap())
+        .early_stopping(EarlyStopping::new(Monitor::ValLoss, 50))
+        .augment(|x, r| {
+            use rand::RngExt;
+            let shift: f32 = r.random_range(-0.05..0.05);
+            x.data_mut().iter_mut().for_each(|v| *v += shift);
+        })
+}
+
+#[test]
+fn five_plus_five_epochs_equal_ten_bit_for_bit() {
+    let (train, val) = (data(1), data(2));
+    let dir = tempfile::tempdir().unwrap();
+    let makers: [fn() -> Box<dyn Optimizer>; 2] = [
+        || Box::new(Adam::new(0.01).amsgrad()),
+        || Box::new(Sgd::new(0.05).momentum(0.9).nesterov().weight_decay(1e-3)),
+    ];
+    for make in makers {
+        let loss = CrossEntropyLoss::new();
+        let (mut straight, mut opt) = (model(), make());
+        let h = straight.fit(&train, &loss, &mut *opt, options(&val).epochs(10)).unwrap();
+        let expected = outcome(&straight, &*opt, &h);
+
+        let (mut first, mut opt) = (model(), make());
+        let keep = Checkpoints::in_dir(dir.path());
+        first.fit(&train, &loss, &mut *opt, options(&val).epochs(5).checkpoints(keep.clone())).unwrap();
+        let checkpoint = Checkpoint::load(keep.last_path()).unwrap();
+        assert_eq!(checkpoint.epoch(), 5);
+
+        // A fresh process: new model (other weights), new optimizer.
+        let (mut resumed, mut opt) = (model_seeded(50), make());
+        resumed.reseed(99);
+        let h = resumed.fit(&train, &loss, &mut *opt, options(&val).epochs(10).resume(&checkpoint)).unwrap();
+        assert_eq!(h.epochs.len(), 10);
+        assert_eq!(outcome(&resumed, &*opt, &h), expected, "{}", opt.describe());
+        assert_eq!(opt.learning_rate(), make().learning_rate(), "fit leaves the base rate");
+    }
+}
+
+#[test]
+fn a_checkpoint_survives_being_stopped_twice_and_keeps_the_best_epoch() {
+    let (train, val) = (data(3), data(4));
+    let dir = tempfile::tempdir().unwrap();
+    let keep = Checkpoints::in_dir(dir.path().join("run")); // created by fit
+    let loss = CrossEntropyLoss::new();
+    let (mut straight, mut opt) = (model(), Adam::new(0.02));
+    let h = straight.fit(&train, &loss, &mut opt, options(&val).epochs(9)).unwrap();
+    let expected = outcome(&straight, &opt, &h);
+
+    let mut opt = Adam::new(0.02);
+    model().fit(&train, &loss, &mut opt, options(&val).epochs(3).checkpoints(keep.clone())).unwrap();
+    for until in [6, 9] {
+        let checkpoint = Checkpoint::load(keep.last_path()).unwrap();
+        let (mut m, mut opt) = (model(), Adam::new(0.02));
+        let h = m
+            .fit(
+                &train,
+                &loss,
+                &mut opt,
+                options(&val).epochs(until).checkpoints(keep.clone()).resume(&checkpoint),
+            )
+            .unwrap();
+        if until == 9 {
+            assert_eq!(outcome(&m, &opt, &h), expected);
+        }
+    }
+    // best.safetensors is the epoch with the lowest validation loss, and evaluates to it.
+    let best = Checkpoint::load(keep.best_path()).unwrap();
+    let min = h.epochs.iter().map(|e| e.val_loss.unwrap()).fold(f32::INFINITY, f32::min);
+    assert_eq!(best.history().last().unwrap().val_loss, Some(min));
+    let mut m = model();
+    best.load_model(&mut m).unwrap();
+    let eval = m.evaluate(&val, &loss, 256).unwrap();
+    assert!((eval.loss - min).abs() <= 1e-6 * min.abs().max(1.0), "{} vs {min}", eval.loss);
+}
+
+#[test]
+fn early_stopping_resumes_with_its_memory() {
+    let (train, val) = (data(5), data(6));
+    let dir = tempfile::tempdir().unwrap();
+    let loss = CrossEntropyLoss::new();
+    let opts = |v| {
+        FitOptions::new()
+            .batch_size(8)
+            .seed(2)
+            .verbose(false)
+            .validation(v)
+            .early_stopping(EarlyStopping::new(Monitor::ValAccuracy, 2))
+    };
+    let (mut straight, mut opt) = (model(), Adam::new(0.2)); // a rate that overshoots: it stops early
+    let h = straight.fit(&train, &loss, &mut opt, opts(&val).epochs(40)).unwrap();
+    assert!(h.stopped_early, "{h:?}");
+    let stop = h.epochs.len();
+    let expected = outcome(&straight, &opt, &h);
+    let keep = Checkpoints::in_dir(dir.path());
+    let mut opt = Adam::new(0.2);
+    model().fit(&train, &loss, &mut opt, opts(&val).epochs(stop - 1).checkpoints(keep.clone())).unwrap();
+    let checkpoint = Checkpoint::load(keep.last_path()).unwrap();
+    let (mut m, mut opt) = (model(), Adam::new(0.2));
+    let got = m.fit(&train, &loss, &mut opt, opts(&val).epochs(40).resume(&checkpoint)).unwrap();
+    assert!(got.stopped_early);
+    assert_eq!(got.best_epoch, h.best_epoch);
+    assert_eq!(outcome(&m, &opt, &got), expected, "the best weights were put back from the checkpoint");
+    // Its run ended: nothing to resume.
+    let (mut m, mut opt) = (model(), Adam::new(0.2));
+    let keep2 = Checkpoints::in_dir(dir.path().join("stopped"));
+    m.fit(&train, &loss, &mut opt, opts(&val).epochs(40).checkpoints(keep2.clone())).unwrap();
+    let ended = Checkpoint::load(keep2.last_path()).unwrap();
+    let e = m.fit(&train, &loss, &mut opt, opts(&val).epochs(50).resume(&ended)).unwrap_err().to_string();
+    assert!(e.contains("stopped early"), "{e}");
+}
+
+#[test]
+fn private_training_resumes_with_its_generators_and_its_count() {
+    let train = data(7);
+    let dir = tempfile::tempdir().unwrap();
+    let loss = CrossEntropyLoss::new();
+    let dp =
+        DpOptions { sample_rate: 0.25, noise_multiplier: 1.1, clip: 1.0, delta: 1e-5, seed: 3, epochs: 1 };
+    let run = |epochs: usize, resume: Option<&Checkpoint>, keep: Option<Checkpoints>| {
+        let mut m = Sequential::builder(&[4])
+            .add(Dense::new(4, 8).seed(1))
+            .add(Tanh::new())
+            .add(Dense::new(8, 3).seed(2))
+            .build()
+            .unwrap();
+        let mut step = DpSgd::new(&dp, train.len()).unwrap();
+        let mut opt = Sgd::new(0.1);
+        let mut o = FitOptions::new().seed(5).verbose(false).epochs(epochs).step(&mut step);
+        if let Some(c) = resume {
+            o = o.resume(c);
+        }
+        if let Some(k) = keep {
+            o = o.checkpoints(k);
+        }
+        m.fit(&train, &loss, &mut opt, o).unwrap();
+        (m.state_dict(), step.steps(), step.epsilon())
+    };
+    // A state that is not DP-SGD's is refused, and the step keeps its own.
+    let mut step = DpSgd::new(&dp, train.len()).unwrap();
+    for garbage in ["", "{}", "[1,2]", "{\"sampling\": 3, \"noise\": [1,2,3,4], \"steps\": 1}", "not json"] {
+        let e = step.load_state(garbage).unwrap_err().to_string();
+        assert!(e.starts_with("invalid argument: DP-SGD"), "{garbage}: {e}");
+    }
+    assert_eq!(step.steps(), 0);
+    // A plain step refuses DP-SGD's state.
+    let e = backprop::train::Plain.load_state(&step.save_state()).unwrap_err().to_string();
+    assert!(e.contains("keeps no state"), "{e}");
+
+    let straight = run(4, None, None);
+    let keep = Checkpoints::in_dir(dir.path());
+    run(2, None, Some(keep.clone()));
+    let checkpoint = Checkpoint::load(keep.last_path()).unwrap();
+    assert_eq!(run(4, Some(&checkpoint), None), straight, "same noise, same batches, same ε");
+}
+
+/// A file and a model, for the refusals.
+fn trained_checkpoint(dir: &Path) -> Checkpoint {
+    let train = data(8);
+    let keep = Checkpoints::in_dir(dir);
+    let o = FitOptions::new().epochs(2).seed(4).verbose(false).checkpoints(keep.clone());
+    model().fit(&train, &CrossEntropyLoss::new(), &mut Adam::new(0.01), o).unwrap();
+    Checkpoint::load(keep.last_path()).unwrap()
+}
+
+#[test]
+fn a_checkpoint_that_does_not_fit_the_run_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = trained_checkpoint(dir.path());
+    let train = data(8);
+    let loss = CrossEntropyLoss::new();
+    let o = || FitOptions::new().epochs(4).seed(4).verbose(false);
+    let refused = |m: &mut Sequential, opt: &mut dyn Optimizer, o: FitOptions<'_>| -> String {
+        let (before, mut state) = (m.state_dict(), OptimizerState::default());
+        opt.save_state(&mut state);
+        let e = m.fit(&train, &loss, opt, o).unwrap_err().to_string();
+        let mut after = OptimizerState::default();
+        opt.save_state(&mut after);
+        assert_eq!((m.state_dict(), after), (before, state), "a refused resume changed something: {e}");
+        e
+    };
+
+    // Another architecture: every difference listed.
+    let mut other = Sequential::builder(&[4])
+        .add(Dense::new(4, 8))
+        .add(Relu::new())
+        .add(Dropout::new(0.3))
+        .add(Dense::new(8, 3))
+        .add(Relu::new())
+        .add(Dense::new(3, 3))
+        .build()
+        .unwrap();
+    let e = refused(&mut other, &mut Adam::new(0.01), o().resume(&checkpoint));
+    assert!(e.contains("2 missing tensors") && e.contains("\"5.weight\"") && e.contains("\"5.bias\""), "{e}");
+    assert!(
+        e.contains("\"0.weight\" has shape [16, 4], but the model (layer 0, Dense(4→8)) needs [8, 4]"),
+        "{e}"
+    );
+    assert!(e.contains("\"3.weight\" has shape [3, 16]") && !e.contains("\"3.bias\""), "{e}");
+    // Without dropout, the generators differ.
+    let mut no_dropout = Sequential::builder(&[4])
+        .add(Dense::new(4, 16))
+        .add(Relu::new())
+        .add(Dense::new(16, 3))
+        .build()
+        .unwrap();
+    let e = refused(&mut no_dropout, &mut Adam::new(0.01), o().resume(&checkpoint));
+    assert!(e.contains("random generators"), "{e}");
+    // Another kind of optimizer, another seed, no epochs left.
+    let e = refused(&mut model(), &mut Sgd::new(0.01).momentum(0.9), o().resume(&checkpoint));
+    assert!(e.contains("the state of Adam, not of SGD"), "{e}");
+    let e = refused(&mut model(), &mut Adam::new(0.01), o().seed(5).resume(&checkpoint));
+    assert!(e.contains("seed 4") && e.contains("seed 5"), "{e}");
+    let e = refused(&mut model(), &mut Adam::new(0.01), o().epochs(2).resume(&checkpoint));
+    assert!(e.contains("trained 2 epochs already"), "{e}");
+    // AdamW is another kind of optimizer than Adam.
+    let e = refused(&mut model(), &mut AdamW::new(0.01), o().resume(&checkpoint));
+    assert!(e.contains("not of AdamW"), "{e}");
+}
+
+#[test]
+fn files_that_are_not_checkpoints_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = trained_checkpoint(dir.path());
+    // A model file.
+    let model_file = dir.path().join("model.safetensors");
+    model().save(&model_file).unwrap();
+    let e = Checkpoint::load(&model_file).unwrap_err().to_string();
+    assert!(e.contains("not a checkpoint") && e.contains("model.safetensors"), "{e}");
+    // Every truncation is an error, never a panic.
+    let bytes = checkpoint.as_bytes();
+    for cut in (0..bytes.len()).step_by(97) {
+        assert!(Checkpoint::from_bytes(bytes[..cut].to_vec(), "cut").is_err(), "cut at {cut}");
+    }
+    // Metadata edited by hand.
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    for (from, to) in [("\"epoch\":\"2\"", "\"epoch\":\"3\""), ("\"seed\":\"4\"", "\"seed\":\"x\"")] {
+        assert!(text.contains(from), "{from}");
+        let edited = text.replacen(from, to, 1).into_bytes();
+        if edited.len() == bytes.len() {
+            let e = Checkpoint::from_bytes(edited, "edited").unwrap_err().to_string();
+            assert!(e.contains("edited"), "{e}");
+        }
+    }
+    // A round trip through save keeps every byte.
+    let again = dir.path().join("again.safetensors");
+    checkpoint.save(&again).unwrap();
+    assert_eq!(std::fs::read(&again).unwrap(), bytes);
+}
