@@ -96,7 +96,11 @@ impl fmt::Display for Error {
                     Some(l) => write!(f, " (last finite loss: {l})"),
                     None => write!(f, " (no finite loss was seen before it)"),
                 }?;
-                write!(f, "; the weights from before that batch were kept — try a smaller learning rate")
+                write!(
+                    f,
+                    "; the weights from before that batch were kept. The data were checked before training and \
+                     are finite, so the step diverged — try a smaller learning rate or FitOptions::clip_grad_norm"
+                )
             }
             Error::Training { epoch, batch, message } => write!(
                 f,

@@ -56,6 +56,13 @@ pub trait Loss: Send + Sync {
     fn check_target(&self, pred_shape: &[usize], target: Target<'_>) -> Result<()> {
         self.loss(&Tensor::zeros(pred_shape), target).map(|_| ())
     }
+
+    /// Whether a NaN in a tensor target means "ignore this position" (padding) to this loss.
+    /// [`fit`](crate::train::fit) and [`evaluate`](crate::train::evaluate) refuse a data set with a
+    /// NaN target for a loss that says no (the default), and infinite targets always.
+    fn ignores_nan_targets(&self) -> bool {
+        false
+    }
 }
 
 /// Checks a tensor target against the prediction's shape.
@@ -229,6 +236,10 @@ impl Loss for CrossEntropyLoss {
         "CrossEntropyLoss"
     }
 
+    fn ignores_nan_targets(&self) -> bool {
+        true // class ids, NaN marking padding
+    }
+
     fn check_target(&self, pred_shape: &[usize], target: Target<'_>) -> Result<()> {
         check_classes(self.name(), pred_shape, target)
     }
@@ -337,6 +348,10 @@ impl Loss for NllLoss {
         "NllLoss"
     }
 
+    fn ignores_nan_targets(&self) -> bool {
+        true // class ids, NaN marking padding
+    }
+
     fn check_target(&self, pred_shape: &[usize], target: Target<'_>) -> Result<()> {
         check_classes(self.name(), pred_shape, target)
     }
@@ -405,6 +420,10 @@ impl BceWithLogitsLoss {
 impl Loss for BceWithLogitsLoss {
     fn name(&self) -> &'static str {
         "BceWithLogitsLoss"
+    }
+
+    fn ignores_nan_targets(&self) -> bool {
+        self.ignore_nan
     }
 
     fn check_target(&self, pred_shape: &[usize], target: Target<'_>) -> Result<()> {

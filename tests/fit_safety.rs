@@ -91,7 +91,9 @@ fn a_failing_batch_leaves_everything_as_before_it() {
     let data = common::blobs(96, 2);
     let first_two = data.take(64);
     let mut poisoned = data.clone();
-    poisoned.inputs_mut().data_mut()[2 * 70] = f32::NAN; // sample 70: in the third batch of 32
+    // Sample 70, in the third batch of 32: finite (the data check before training accepts it),
+    // but it overflows the forward pass.
+    poisoned.inputs_mut().data_mut()[2 * 70] = f32::MAX;
     let options = || {
         FitOptions::new()
             .batch_size(32)
@@ -116,6 +118,56 @@ fn a_failing_batch_leaves_everything_as_before_it() {
     reference.fit(&next, &CrossEntropyLoss::new(), &mut adam_ref, more()).unwrap();
     model.fit(&next, &CrossEntropyLoss::new(), &mut adam, more()).unwrap();
     assert_eq!(state(&model), state(&reference));
+}
+
+/// NaN or infinite data are bad data, not a diverging step: refused before the first batch, naming
+/// the set, the sample and the position; the model untouched. NaN targets are refused for a loss
+/// that does not read them as padding, accepted for one that does.
+#[test]
+fn non_finite_data_is_refused_before_training() {
+    let data = common::blobs(40, 2);
+    let mut model = bn_model();
+    let before = state(&model);
+    let o = || FitOptions::new().batch_size(8).verbose(false);
+    let mut bad_input = data.clone();
+    bad_input.inputs_mut().data_mut()[2 * 13 + 1] = f32::INFINITY;
+    let e =
+        model.fit(&bad_input, &CrossEntropyLoss::new(), &mut Adam::new(0.01), o()).unwrap_err().to_string();
+    assert!(e.contains("training set, input: sample 13 holds inf at position [1]"), "{e}");
+    let e = model
+        .fit(&data, &CrossEntropyLoss::new(), &mut Adam::new(0.01), o().validation(&bad_input))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("validation set, input: sample 13"), "{e}");
+    assert_eq!(state(&model), before);
+
+    // Regression targets with a NaN: MSE refuses it, naming the loss.
+    let x = data.inputs().clone();
+    let mut y = Tensor::zeros(&[40, 2]);
+    y.data_mut()[2 * 7] = f32::NAN;
+    let regression = Dataset::regression(x.clone(), y.clone()).unwrap();
+    let mut m = Sequential::builder(&[2]).add(Dense::new(2, 2)).build().unwrap();
+    let e = m.fit(&regression, &MseLoss::new(), &mut Adam::new(0.01), o()).unwrap_err().to_string();
+    assert!(e.contains("targets: sample 7 holds NaN at position [0]") && e.contains("MseLoss"), "{e}");
+    // … a loss that ignores NaN targets trains (on the other positions) …
+    let bce = BceWithLogitsLoss::new().ignore_nan_targets();
+    m.fit(&regression, &bce, &mut Adam::new(0.01), o()).unwrap();
+    // … but never an infinite target.
+    y.data_mut()[2 * 7] = f32::NEG_INFINITY;
+    let regression = Dataset::regression(x, y).unwrap();
+    let e = m.fit(&regression, &bce, &mut Adam::new(0.01), o()).unwrap_err().to_string();
+    assert!(e.contains("sample 7 holds -inf"), "{e}");
+
+    // Prediction on a NaN is an error, not class 0.
+    let mut nan = Tensor::zeros(&[3, 2]);
+    nan.data_mut()[5] = f32::NAN;
+    for e in [
+        model.predict_classes(&nan, 8).unwrap_err(),
+        model.predict_proba(&nan, 8).unwrap_err(),
+        model.predict(&nan, 8).unwrap_err(),
+    ] {
+        assert!(e.to_string().contains("sample 2 holds NaN at position [1]"), "{e}");
+    }
 }
 
 /// Batch norm cannot train on a batch of one sample. A last batch of one is refused before the

@@ -173,6 +173,26 @@ pub fn tensor_to_image(t: &Tensor) -> Result<image::DynamicImage> {
 }
 
 /// Loads `root/<class>/*.png|jpg|jpeg` as a classification data set, and the class names.
+/// Needs the cargo feature `image` (`backprop = { version = "…", features = ["image"] }`).
+///
+/// - `size` is `(height, width)`: every image is resized to it (aspect ratio not kept), giving
+///   inputs of shape `[N, C, height, width]` with `C` = 1 for [`ColorMode::Gray`] and 3 for
+///   [`ColorMode::Rgb`], values in `[0, 1]`;
+/// - the samples come back **in class order** (class 0's files by name, then class 1's, …), so
+///   split with [`Dataset::split_stratified`] or [`Dataset::split_shuffled`], never
+///   [`Dataset::split_at`] (which would give a test set of the last classes only);
+/// - the class names are the sub-folder names, sorted: `names[label]`.
+///
+/// `examples/image_folder.rs` loads a folder, splits it, trains a small CNN and predicts.
+///
+/// ```no_run
+/// use backprop::data::image_folder::{ColorMode, load_image_folder};
+/// # fn main() -> backprop::Result<()> {
+/// let (data, class_names) = load_image_folder("pictures/", (28, 28), ColorMode::Gray)?; // (height, width)
+/// let (train, test) = data.split_stratified(0.8, 42)?; // 80 % of every class to training
+/// # let _ = (train, test, class_names);
+/// # Ok(()) }
+/// ```
 ///
 /// # Errors
 /// [`Error::Io`] if a folder cannot be listed; [`Error::Format`] if `root` holds no class folders

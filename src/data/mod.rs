@@ -290,12 +290,155 @@ impl Dataset {
         self.subset(&idx)
     }
 
-    /// Splits into the first `n` samples and the rest.
+    /// Splits into the first `n` samples and the rest, in the stored order. Files are often
+    /// sorted (an image folder comes back class by class), so for a training/test split prefer
+    /// [`Dataset::split_shuffled`] or [`Dataset::split_stratified`].
     pub fn split_at(&self, n: usize) -> (Dataset, Dataset) {
         let n = n.min(self.len());
         let (a, b): (Vec<usize>, Vec<usize>) = ((0..n).collect(), (n..self.len()).collect());
         (self.subset(&a), self.subset(&b))
     }
+
+    /// The samples in a seeded random order (the same seed gives the same order on every
+    /// machine).
+    pub fn shuffled(&self, seed: u64) -> Dataset {
+        self.subset(&epoch_order(self.len(), Some(&mut crate::tensor::rng(seed))))
+    }
+
+    /// Splits into `n` samples drawn at random (seeded) and the rest, each in random order.
+    ///
+    /// ```
+    /// use backprop::prelude::*;
+    /// let data = Dataset::classification(Tensor::zeros(&[10, 2]), vec![0, 0, 0, 0, 0, 1, 1, 1, 1, 1]).unwrap();
+    /// let (train, test) = data.split_shuffled(8, 42);
+    /// assert_eq!((train.len(), test.len()), (8, 2));
+    /// ```
+    pub fn split_shuffled(&self, n: usize, seed: u64) -> (Dataset, Dataset) {
+        let order = epoch_order(self.len(), Some(&mut crate::tensor::rng(seed)));
+        let n = n.min(self.len());
+        (self.subset(&order[..n]), self.subset(&order[n..]))
+    }
+
+    /// Splits a classification set so that each class is divided in the same proportion: the
+    /// first set gets `fraction` of every class (rounded so that the sizes add up to
+    /// `round(fraction · N)`), drawn at random (seeded); both sets come back in random order.
+    /// What scikit-learn's `train_test_split(…, stratify=y)` does.
+    ///
+    /// ```
+    /// use backprop::prelude::*;
+    /// // 6 samples of class 0, then 4 of class 1: a sorted file.
+    /// let data = Dataset::classification(Tensor::zeros(&[10, 2]), vec![0, 0, 0, 0, 0, 0, 1, 1, 1, 1]).unwrap();
+    /// let (train, test) = data.split_stratified(0.5, 7).unwrap();
+    /// let count = |d: &Dataset, c| d.labels().unwrap().iter().filter(|&&l| l == c).count();
+    /// assert_eq!((count(&train, 0), count(&train, 1)), (3, 2));
+    /// assert_eq!((count(&test, 0), count(&test, 1)), (3, 2));
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a data set without class labels or a `fraction` outside
+    /// `[0, 1]`.
+    pub fn split_stratified(&self, fraction: f64, seed: u64) -> Result<(Dataset, Dataset)> {
+        let (first, second) = self.stratified_parts(fraction, seed, "split_stratified")?;
+        Ok((self.subset(&first), self.subset(&second)))
+    }
+
+    /// The sample indices of a `k`-fold cross-validation: `k` pairs `(training, validation)`,
+    /// each sample in exactly one validation part. Stratified (every part holds each class in
+    /// the proportion of the whole, within one sample) when the set has class labels; seeded
+    /// random parts otherwise. Take each fold with [`Dataset::subset`].
+    ///
+    /// ```
+    /// use backprop::prelude::*;
+    /// let data = Dataset::classification(Tensor::zeros(&[9, 1]), vec![0, 0, 0, 1, 1, 1, 2, 2, 2]).unwrap();
+    /// let folds = data.k_fold_indices(3, 1).unwrap();
+    /// for (train, val) in &folds {
+    ///     assert_eq!((train.len(), val.len()), (6, 3));
+    ///     let mut classes: Vec<usize> = val.iter().map(|&i| data.labels().unwrap()[i]).collect();
+    ///     classes.sort();
+    ///     assert_eq!(classes, [0, 1, 2]); // one of each class in every validation part
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `k` is below 2 or above the number of samples.
+    pub fn k_fold_indices(&self, k: usize, seed: u64) -> Result<Vec<(Vec<usize>, Vec<usize>)>> {
+        let n = self.len();
+        if k < 2 || k > n {
+            return Err(Error::invalid(format!(
+                "k_fold_indices: k must be in 2..={n} for {n} samples, got {k}"
+            )));
+        }
+        let mut r = crate::tensor::rng(seed);
+        // Each class's samples in random order, dealt out in turn: consecutive positions of the
+        // concatenation go to consecutive parts, so every part gets its share of every class.
+        let mut dealt = Vec::with_capacity(n);
+        match self.labels() {
+            Some(labels) => {
+                for mut members in by_class(labels) {
+                    use rand::seq::SliceRandom;
+                    members.shuffle(&mut r);
+                    dealt.extend(members);
+                }
+            }
+            None => dealt = epoch_order(n, Some(&mut r)),
+        }
+        let mut parts = vec![Vec::new(); k];
+        for (position, i) in dealt.into_iter().enumerate() {
+            parts[position % k].push(i);
+        }
+        Ok((0..k)
+            .map(|f| {
+                let train = (0..k).filter(|&g| g != f).flat_map(|g| parts[g].iter().copied()).collect();
+                (train, parts[f].clone())
+            })
+            .collect())
+    }
+
+    /// The index lists of [`Dataset::split_stratified`].
+    fn stratified_parts(&self, fraction: f64, seed: u64, what: &str) -> Result<(Vec<usize>, Vec<usize>)> {
+        let labels = self.labels().ok_or_else(|| {
+            Error::invalid(format!(
+                "{what}: the data set has no class labels to stratify by (split_shuffled splits any data set)"
+            ))
+        })?;
+        if !(0.0..=1.0).contains(&fraction) {
+            return Err(Error::invalid(format!("{what}: the fraction must be in [0, 1], got {fraction}")));
+        }
+        let classes = by_class(labels);
+        // Largest remainders: floor(f·n_c) per class, then one more to the classes with the
+        // largest fractional parts until the total is round(f·N).
+        let ideal: Vec<f64> = classes.iter().map(|m| fraction * m.len() as f64).collect();
+        let mut take: Vec<usize> = ideal.iter().map(|x| x.floor() as usize).collect();
+        let total = (fraction * labels.len() as f64).round() as usize;
+        let mut by_remainder: Vec<usize> = (0..classes.len()).collect();
+        by_remainder
+            .sort_by(|&a, &b| (ideal[b] - ideal[b].floor()).total_cmp(&(ideal[a] - ideal[a].floor())));
+        for &c in by_remainder.iter().cycle().take(total.saturating_sub(take.iter().sum())) {
+            take[c] += 1;
+        }
+        let mut r = crate::tensor::rng(seed);
+        let (mut first, mut second) = (Vec::new(), Vec::new());
+        for (mut members, k) in classes.into_iter().zip(take) {
+            use rand::seq::SliceRandom;
+            members.shuffle(&mut r);
+            let k = k.min(members.len());
+            first.extend_from_slice(&members[..k]);
+            second.extend_from_slice(&members[k..]);
+        }
+        use rand::seq::SliceRandom;
+        first.shuffle(&mut r);
+        second.shuffle(&mut r);
+        Ok((first, second))
+    }
+}
+
+/// The sample indices of each class present, classes in increasing order.
+fn by_class(labels: &[usize]) -> Vec<Vec<usize>> {
+    let mut map: std::collections::BTreeMap<usize, Vec<usize>> = std::collections::BTreeMap::new();
+    for (i, &l) in labels.iter().enumerate() {
+        map.entry(l).or_default().push(i);
+    }
+    map.into_values().collect()
 }
 
 /// Checks sequence lengths against inputs of shape `[N, T, …]`: one per sample, each in `1..=T`.
@@ -329,4 +472,28 @@ pub fn epoch_order(n: usize, shuffle: Option<&mut crate::tensor::Rng>) -> Vec<us
         order.shuffle(rng);
     }
     order
+}
+
+/// Refuses a NaN or an infinity in `t` (`[N, …]`: a NaN is accepted when `allow_nan`, for targets
+/// where it marks a position to ignore), with an error naming `what`, the sample and the
+/// position within it: data are checked before training, so that a bad value is reported as bad
+/// data rather than as a diverging step many batches later.
+pub(crate) fn check_finite(t: &Tensor, what: &str, allow_nan: bool) -> Result<()> {
+    let Some(i) = t.data().iter().position(|v| !(v.is_finite() || allow_nan && v.is_nan())) else {
+        return Ok(());
+    };
+    let sample_shape = t.shape().get(1..).unwrap_or(&[]);
+    let per_sample: usize = sample_shape.iter().product::<usize>().max(1);
+    let (sample, mut rest) = (i / per_sample, i % per_sample);
+    let mut position = vec![0; sample_shape.len()];
+    for (p, &d) in position.iter_mut().zip(sample_shape).rev() {
+        (*p, rest) = (rest % d, rest / d);
+    }
+    let at =
+        if position.is_empty() { String::new() } else { format!(" at position {}", shape_str(&position)) };
+    Err(Error::invalid(format!(
+        "{what}: sample {sample} holds {}{at}; a NaN or infinite value cannot be learned from or predicted on — \
+         fix or drop that sample",
+        t.data()[i]
+    )))
 }

@@ -56,7 +56,7 @@ pub use predict::{
 };
 pub use step::{Bucketed, Plain, Step, StepOutcome};
 
-use crate::data::{Dataset, Targets};
+use crate::data::{Dataset, Targets, check_finite};
 use crate::error::{Error, Result};
 use crate::io;
 use crate::layers::{Snapshot, Visit, named_params, named_params_mut, reseed};
@@ -95,6 +95,23 @@ pub(crate) fn check_data(
 ) -> Result<Option<Vec<usize>>> {
     data.named_inputs().check().map_err(|e| Error::shape(format!("{what}: {}", detail(&e))))?;
     model.check_inputs(data.named_inputs()).map_err(|e| Error::invalid(format!("{what}: {}", detail(&e))))?;
+    // After the model's own checks (an embedding names its bad ids more precisely).
+    let inputs = data.named_inputs();
+    for input in inputs.iter() {
+        let name = if inputs.count() == 1 { "input".to_string() } else { format!("input {:?}", input.name) };
+        check_finite(&input.values, &format!("{what}, {name}"), false)?;
+    }
+    if let (Targets::Values(t), Some(loss)) = (data.targets(), loss) {
+        let allow_nan = loss.ignores_nan_targets();
+        check_finite(t, &format!("{what}, targets"), allow_nan).map_err(|e| {
+            let hint = if allow_nan {
+                String::new()
+            } else {
+                format!(" ({} does not read NaN as \"ignore this position\")", loss.name())
+            };
+            Error::invalid(format!("{}{hint}", detail(&e)))
+        })?;
+    }
     let mut out = Vec::new();
     for &b in batch_sizes {
         match model.output_shapes(&data.named_inputs().batch_shapes(b)) {

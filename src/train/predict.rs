@@ -23,6 +23,7 @@ fn output_shape_for(model: &dyn Layer, x: &Tensor, what: &str) -> Result<Vec<usi
         other => other,
     })?;
     model.check_values(x).map_err(|e| Error::invalid(format!("{what}: {}", super::detail(&e))))?;
+    crate::data::check_finite(x, &format!("{what}: the input"), false)?;
     Ok(shape)
 }
 
@@ -133,6 +134,9 @@ pub fn predict_inputs<M: Model + ?Sized>(
     }
     inputs.check()?;
     model.check_inputs(inputs)?;
+    for input in inputs.iter() {
+        crate::data::check_finite(&input.values, &format!("predict_inputs: input {:?}", input.name), false)?;
+    }
     let n = inputs.len();
     let mut stacked: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
     let mut xb = Inputs::new();

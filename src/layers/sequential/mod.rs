@@ -203,8 +203,12 @@ impl Sequential {
         }
         if let Some(input) = &self.input_shape {
             let batch: Vec<usize> = std::iter::once(1).chain(input.iter().copied()).collect();
-            self.output_shape(&batch)
-                .map_err(|e| Error::shape(format!("cannot build the model: {}", detail(&e))))?;
+            // The shapes are checked for a batch of one; the message speaks of any batch, so that
+            // "expects [N, 1000], got [N, 1352]" does not read as a batch-size problem.
+            self.output_shape(&batch).map_err(|e| {
+                let message = detail(&e).replace("got [1, ", "got [N, ").replace("got [1]", "got [N]");
+                Error::shape(format!("cannot build the model: {message}"))
+            })?;
         }
         if let Some(name) = super::duplicate_state_name(self) {
             return Err(Error::invalid(format!(
