@@ -114,7 +114,7 @@ pub fn main() -> backprop::Result<()> {
         let (a, r) = (angles.data()[i[0]], 0.5 + labels[i[0]] as f32);
         (if i[1] == 0 { r * a.cos() } else { r * a.sin() }) + noise[&[i[0], i[1]]]
     });
-    let (train, test) = Dataset::classification(points, labels)?.split_at(450);
+    let (train, test) = Dataset::classification(points, labels)?.split_stratified(0.75, 42)?;
     let mut model = Sequential::builder(&[2])
         .add(Dense::new(2, 32))
         .add(Swish::new(32))

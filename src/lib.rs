@@ -14,7 +14,7 @@
 //! let points = Tensor::rand_uniform(&[400, 2], -1.5, 1.5, 7);
 //! let labels = points.data().chunks(2).map(|p| usize::from(p[0] * p[0] + p[1] * p[1] < 1.0)).collect();
 //! let data = Dataset::classification(points, labels)?;
-//! let (train, test) = data.split_at(300);
+//! let (train, test) = data.split_stratified(0.75, 42)?; // seeded: 75 % of each class to training
 //!
 //! // 1. Build: shapes are checked here, with errors naming the layer that does not fit.
 //! let mut model = Sequential::builder(&[2])
@@ -46,7 +46,7 @@
 //!
 //! ## A map of the crate, in reading order
 //!
-//! Start with `docs/backprop.md`, which derives every formula and points at the function that
+//! Start with [`guide::backprop`] (`docs/backprop.md`), which derives every formula and points at the function that
 //! implements it. Then the code, in this order:
 //!
 //! 1. [`tensor`] — [`Tensor`]: a shape and a `Vec<f32>`. Then [`tensor::gemm`] (every heavy
@@ -79,25 +79,31 @@
 //! 10. [`layers::sequential::plan`] — how a chain runs its layers faster with results that stay
 //!     bit-identical, and why only some rewrites qualify.
 //!
-//! ## Further reading, in `docs/`
+//! ## The guides
 //!
-//! - `docs/backprop.md` — backpropagation from first principles, each formula pointing at the
-//!   function that implements it, with a fully worked numeric example.
-//! - `docs/custom_layer.md` — writing your own layer, with its gradient check.
-//! - `docs/walkthrough.md` — the `image_classify` example, step by step.
-//! - `docs/architecture.md` — modules, the data flow of a training step, design decisions.
-//! - `docs/benchmarks.md` — measured speed, with the commands that produced each figure.
-//! - `docs/pytorch.md` — moving weights between this crate and PyTorch.
-//! - `docs/onnx.md` — handing a model to ONNX Runtime, and the agreement measured.
-//! - `docs/privacy.md` — private training: the guarantee, the accountant, the accuracy it costs.
-//! - `docs/reliability.md` — what the crate promises on hostile input, and how it is checked.
+//! The `docs/` folder of the repository, rendered here as [`guide`] (the same text):
+//!
+//! - [`guide::backprop`] — backpropagation from first principles, each formula pointing at the
+//!   function that implements it, with a fully worked numeric example; [`guide::exercises`] for
+//!   each chapter.
+//! - [`guide::walkthrough`] — the `image_classify` example, step by step.
+//! - [`guide::custom_layer`] — writing your own layer, with its gradient check.
+//! - [`guide::pytorch`] — moving weights between this crate and PyTorch.
+//! - [`guide::onnx`] — handing a model to ONNX Runtime, and the agreement measured.
+//! - [`guide::privacy`] — private training: the guarantee, the accountant, the accuracy it costs.
+//! - [`guide::knowledge_tracing`] — predicting what a student knows from their answers.
+//! - [`guide::reliability`] — what the crate promises on hostile input, and how it is checked.
+//! - [`guide::architecture`] — modules, the data flow of a training step, design decisions.
+//! - [`guide::benchmarks`] — measured speed, with the commands that produced each figure.
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod alloc_tuning;
 pub mod data;
 pub mod error;
 pub mod gradcheck;
+pub mod guide;
 pub mod io;
 pub mod layers;
 pub mod loss;
@@ -112,6 +118,13 @@ pub mod train;
 pub use error::{Error, Result};
 pub use layers::Sequential;
 pub use tensor::Tensor;
+
+/// The `ndarray` crate this crate's conversions are written for
+/// ([`tensor::ndarray_interop`]): use `backprop::ndarray::Array2` and the conversions always
+/// match, whatever version of `ndarray` your own `Cargo.toml` names.
+#[cfg(feature = "ndarray")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ndarray")))]
+pub use ndarray;
 
 /// The names most programs need: `use backprop::prelude::*;`.
 pub mod prelude {

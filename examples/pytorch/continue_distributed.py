@@ -10,7 +10,7 @@ a test digit must match PyTorch's. On a real cluster only the launch changes (to
 hosts, nccl on GPUs); the files and the names stay the same.
 
     pip install torch safetensors numpy
-    cargo run --release --example image_classify            # writes target/image_classify/model.safetensors
+    cargo run --release --features image --example image_classify   # writes target/image_classify/model.safetensors
     python3 examples/pytorch/continue_distributed.py [--epochs 2] [--processes 2]
 """
 import argparse
@@ -117,7 +117,8 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-4)
     args = ap.parse_args()
     if not args.weights.exists():
-        raise SystemExit(f"{args.weights} not found: run `cargo run --release --example image_classify` first")
+        raise SystemExit(f"{args.weights} not found: run "
+                         "`cargo run --release --features image --example image_classify` first")
     mp.spawn(worker, args=(args.processes, args, 29500 + os.getpid() % 1000), nprocs=args.processes, join=True)
 
     # Hand-back: the crate loads the file and must predict what PyTorch predicts.
@@ -132,9 +133,14 @@ def main():
         png(f"/tmp/ddp_digit_{i}.png", digits[i])
         with torch.no_grad():
             torch_class = model(xt[i:i + 1]).argmax(1).item()
-        out = subprocess.run(["cargo", "run", "--release", "--quiet", "--example", "image_classify", "--", "--predict",
-                              f"/tmp/ddp_digit_{i}.png", "--model", str(args.out)],
-                             cwd=ROOT, check=True, capture_output=True, text=True).stdout
+        # `--features image`: the walkthrough needs it, and a crate downloaded from crates.io does not
+        # turn it on by itself (this repository does, for its own examples).
+        run = subprocess.run(["cargo", "run", "--release", "--quiet", "--features", "image", "--example",
+                              "image_classify", "--", "--predict", f"/tmp/ddp_digit_{i}.png", "--model", str(args.out)],
+                             cwd=ROOT, capture_output=True, text=True)
+        if run.returncode != 0:
+            raise SystemExit(f"the crate's --predict failed (exit {run.returncode}):\n{run.stderr}")
+        out = run.stdout
         crate_class = int(out.strip().splitlines()[-1].split()[-1])
         agree += crate_class == torch_class
         print(f"test digit {i}: PyTorch predicts {torch_class}, the crate predicts {crate_class}")

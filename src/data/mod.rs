@@ -7,6 +7,7 @@
 
 pub mod idx;
 #[cfg(feature = "image")]
+#[cfg_attr(docsrs, doc(cfg(feature = "image")))]
 pub mod image_folder;
 mod inputs;
 pub mod knowledge;

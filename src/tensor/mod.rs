@@ -20,6 +20,7 @@ pub mod init;
 pub mod math;
 pub(crate) mod microkernel;
 #[cfg(feature = "ndarray")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ndarray")))]
 pub mod ndarray_interop;
 pub(crate) mod packed_gemm;
 pub(crate) mod parallel;

@@ -13,9 +13,13 @@
 //! view, a column-major array, a strided slice) is read element by element in its *logical*
 //! order: `Tensor::from(a.t())` is the transpose, not the same memory reinterpreted.
 //!
+//! The conversions are for *this* `ndarray` (0.17). If your program depends on another version,
+//! the compiler says that `From<ArrayBase<…>>` is not implemented (E0277) — two versions are two
+//! different crates. Use the one re-exported here, `backprop::ndarray`, and they always match:
+//!
 //! ```
 //! use backprop::Tensor;
-//! use ndarray::{Array2, Ix2, array, s};
+//! use backprop::ndarray::{Array2, Ix2, array, s};
 //! let a: Array2<f32> = array![[1., 2., 3.], [4., 5., 6.]];
 //! let t = Tensor::from(a.view());                 // [2, 3]
 //! assert_eq!(t.shape(), &[2, 3]);

@@ -173,7 +173,7 @@ pub fn predict_inputs<M: Model + ?Sized>(
 
 /// `[N, classes]` outputs of `model`, or an error naming `what`.
 fn class_scores(model: &mut dyn Layer, x: &Tensor, batch_size: usize, what: &str) -> Result<Tensor> {
-    let logits = predict(model, x, batch_size)?;
+    let logits = predict_batches(model, x, None, batch_size, what)?;
     if logits.ndim() != 2 {
         return Err(Error::shape(format!(
             "{what} needs outputs of shape [N, classes], the model gives {}",
