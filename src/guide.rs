@@ -19,8 +19,9 @@
 macro_rules! guide {
     ($name:ident, $file:literal) => {
         #[doc = include_str!(concat!(env!("OUT_DIR"), "/guide/", $file))]
-        #[allow(rustdoc::invalid_rust_codeblocks)] // fragments with "…", shown, not compiled
-        // GitHub-style Markdown (lazy list continuations), written to read well on GitHub too
+        // Rust fragments with "…" are shown, not compiled; the Markdown is GitHub's (lazy list
+        // continuations), written to read well in the repository too.
+        #[allow(rustdoc::invalid_rust_codeblocks)]
         #[allow(clippy::doc_lazy_continuation, clippy::doc_overindented_list_items)]
         pub mod $name {}
     };
