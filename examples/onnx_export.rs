@@ -60,9 +60,15 @@ fn main() -> Result<()> {
     for (k, (name, mut model, sample, ids)) in models.into_iter().enumerate() {
         zoo::settle(&mut model, &sample, ids);
         let x = zoo::batch(&sample, ids, k);
+        // Sequence models take the batch's lengths as a graph input.
         let recurrent = model.layers().any(|l| {
             let l: &dyn Any = l;
-            l.is::<Lstm>() || l.is::<Gru>() || l.is::<Rnn>()
+            l.is::<Lstm>()
+                || l.is::<Gru>()
+                || l.is::<Rnn>()
+                || l.is::<MultiHeadAttention>()
+                || l.is::<TransformerEncoderLayer>()
+                || l.is::<backprop::layers::DecoderOnly>()
         });
         backprop::onnx::save(&model, &sample, dir.join(format!("{name}.onnx")))?;
         write_case(&dir, name, &mut model, &x, recurrent.then_some((sample[0], k)))?;

@@ -60,6 +60,20 @@ pub fn zoo() -> Result<Vec<Case>> {
         .add(Gelu::new())
         .add(Dense::new(8, 3))
         .add(LayerNorm::new(3).eps(1e-3).without_affine());
+    use backprop::layers::{
+        DecoderOnly, FeedForwardActivation, PositionEmbedding, SinusoidalPositions, TransformerEncoderLayer,
+    };
+    let encoder = Sequential::builder(&[5, 8])
+        .add(TransformerEncoderLayer::new(8, 2, 16).norm_first())
+        .add(TransformerEncoderLayer::new(8, 2, 16).activation(FeedForwardActivation::Gelu))
+        .add(Dense::new(8, 3));
+    let attention = Sequential::builder(&[6])
+        .add(Embedding::new(7, 8))
+        .add(SinusoidalPositions::new(8))
+        .add(PositionEmbedding::new(6, 8))
+        .add(MultiHeadAttention::new(8, 2).causal())
+        .add(Dense::new(8, 2));
+    let gpt = Sequential::builder(&[6]).add(DecoderOnly::new(11, 8, 2, 2, 16, 6).tied());
     Ok(vec![
         ("dense_activations", mlp.seed(1).build()?, vec![6], false),
         ("leaky_gelu_logsoftmax", smooth.seed(2).build()?, vec![6], false),
@@ -70,6 +84,9 @@ pub fn zoo() -> Result<Vec<Case>> {
         ("rnn_tanh_relu", rnn.seed(7).build()?, vec![6, 3], false),
         ("embedding_lstm", embedding.seed(8).build()?, vec![6], true),
         ("layernorm_sequence", layernorm.seed(9).build()?, vec![5, 6], false),
+        ("transformer_blocks", encoder.seed(10).build()?, vec![5, 8], false),
+        ("attention_positions", attention.seed(11).build()?, vec![6], true),
+        ("gpt_tied", gpt.seed(12).build()?, vec![6], true),
     ])
 }
 

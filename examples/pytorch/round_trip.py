@@ -56,6 +56,69 @@ class Embedding(nn.Embedding):
         return super().forward(x.long())  # the crate passes ids as floats
 
 
+class SinusoidalPositions(nn.Module):
+    """x + the "Attention Is All You Need" table (sin at even, cos at odd columns); no parameters."""
+
+    def __init__(self, embed):
+        super().__init__()
+        self.embed = embed
+
+    def forward(self, x):
+        t = torch.arange(x.shape[1], dtype=torch.float64)[:, None]
+        pair = (torch.arange(self.embed) // 2 * 2).double()
+        angle = t / 10000.0 ** (pair / self.embed)
+        table = torch.where(torch.arange(self.embed) % 2 == 0, angle.sin(), angle.cos())
+        return x + table.float()
+
+
+class PositionEmbedding(nn.Module):
+    """x + a learned table's first T rows, under the crate's name `weight`."""
+
+    def __init__(self, max_len, embed):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(max_len, embed))
+
+    def forward(self, x):
+        return x + self.weight[:x.shape[1]]
+
+
+class CausalSelfAttention(nn.MultiheadAttention):
+    """Self-attention with a causal mask, returning the output only (PyTorch's names)."""
+
+    def __init__(self, embed, heads):
+        super().__init__(embed, heads, batch_first=True)
+
+    def forward(self, x):
+        t = x.shape[1]
+        causal = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)  # True: not allowed
+        return super().forward(x, x, x, attn_mask=causal, need_weights=False)[0]
+
+
+def encoder_layer(embed, heads, ff, **kwargs):
+    return nn.TransformerEncoderLayer(embed, heads, ff, batch_first=True, **kwargs)
+
+
+class Gpt(nn.Module):
+    """The crate's DecoderOnly (pre-LN GELU blocks, causal, tied head) from PyTorch's modules."""
+
+    def __init__(self, vocab, embed, heads, layers, ff, max_len):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, embed)
+        self.pos = nn.Embedding(max_len, embed)
+        self.blocks = nn.ModuleList([encoder_layer(embed, heads, ff, activation="gelu", norm_first=True)
+                                     for _ in range(layers)])
+        self.norm = nn.LayerNorm(embed)
+
+    def forward(self, ids):
+        ids = ids.long()
+        t = ids.shape[1]
+        h = self.tok(ids) + self.pos.weight[:t]
+        causal = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)
+        for block in self.blocks:
+            h = block(h, src_mask=causal)
+        return self.norm(h) @ self.tok.weight.T
+
+
 def zoo():
     """The models of examples/common/zoo.rs, in PyTorch."""
     return {
@@ -81,6 +144,12 @@ def zoo():
         "layernorm_sequence": nn.Sequential(
             nn.Linear(6, 8), nn.LayerNorm(8), nn.GELU(), nn.Linear(8, 3),
             nn.LayerNorm(3, eps=1e-3, elementwise_affine=False)),
+        "transformer_blocks": nn.Sequential(
+            encoder_layer(8, 2, 16, norm_first=True), encoder_layer(8, 2, 16, activation="gelu"), nn.Linear(8, 3)),
+        "attention_positions": nn.Sequential(
+            Embedding(7, 8), SinusoidalPositions(8), PositionEmbedding(6, 8), CausalSelfAttention(8, 2),
+            nn.Linear(8, 2)),
+        "gpt_tied": nn.Sequential(Gpt(11, 8, 2, 2, 16, 6)),
     }
 
 
