@@ -92,6 +92,31 @@ fn train_rate(mut net: Sequential, sample: &[usize], batch: usize, warmup: usize
         )
 }
 
+/// Next-token training steps of a decoder-only Transformer (`DecoderOnly(65, 128, 4, 2, 512,
+/// 64).tied()`, dropout 0: `Gpt` in `benches/pytorch/convnet.py`) on random ids `[batch, 64]`,
+/// cross-entropy at every step; sequences per second.
+fn gpt_train_rate(batch: usize, warmup: usize, seconds: f64) -> f64 {
+    let mut net = Sequential::builder(&[64])
+        .add(backprop::layers::DecoderOnly::new(65, 128, 4, 2, 512, 64).tied().dropout(0.0))
+        .build()
+        .expect("the GPT network");
+    let ids = |seed: u64| {
+        let mut r = backprop::tensor::rng(seed);
+        let v = (0..batch * 64).map(|_| rand::RngExt::random_range(&mut r, 0..65) as f32).collect();
+        Tensor::from_vec(&[batch, 64], v).expect("ids")
+    };
+    let (x, targets) = (ids(0), ids(1));
+    let (loss, mut adam) = (CrossEntropyLoss::new(), Adam::new(1e-3));
+    batch as f64
+        / timed(
+            || {
+                net.train_step(&x, Target::Values(&targets), &loss, &mut adam).expect("a valid batch");
+            },
+            warmup,
+            seconds,
+        )
+}
+
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -150,6 +175,7 @@ fn main() {
         let xs = Tensor::rand_uniform(&[32, 64, 128], 0.0, 1.0, 4);
         32.0 / timed(|| drop(net.forward(&xs, Pass::EVAL)), warmup, seconds)
     });
+    figure("gpt_train_b32", &mut || gpt_train_rate(32, warmup, seconds));
     let mut json = format!(
         "{{\"framework\": \"backprop\", \"version\": \"{}\", \"threads\": {threads}",
         env!("CARGO_PKG_VERSION")

@@ -33,10 +33,13 @@ FIGURES = [
     ("gru_train_b100", "GRU training step (input 100, hidden 200, T 50), batch 100", "sequences/s", 1.5),
     ("encoder_train_b32", "Transformer encoder training step (2 pre-LN blocks, E 128, 4 heads, T 64), batch 32", "sequences/s", 1.0),
     ("encoder_infer_b32", "Transformer encoder inference, same shape", "sequences/s", 1.0),
+    ("gpt_train_b32", "GPT training step (2 pre-LN GELU blocks, E 128, 4 heads, T 64, vocab 65, tied head), batch 32",
+     "sequences/s", 1.5),
     ("peak_rss_mib", "peak resident memory of the benchmark process", "MiB", 0.1),
 ]
 HIGHER_IS_BETTER = {"convnet_train_b64", "convnet_train_b256", "convnet_infer_b256", "mlp_train_b64",
-                    "lstm_train_b100", "lstm_infer_b100", "gru_train_b100", "encoder_train_b32", "encoder_infer_b32"}
+                    "lstm_train_b100", "lstm_infer_b100", "gru_train_b100", "encoder_train_b32", "encoder_infer_b32",
+                    "gpt_train_b32"}
 
 
 def run_json(cmd, env=None):

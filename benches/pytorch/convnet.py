@@ -57,6 +57,46 @@ class EncoderNet(nn.Module):
         return self.fc(self.blocks(x).flatten(1))
 
 
+class Gpt(nn.Module):
+    """A decoder-only Transformer as the crate's DecoderOnly(65, 128, 4, 2, 512, 64).tied(): token
+    and position tables, two pre-LN GELU blocks with a causal mask, a final LayerNorm, the head
+    tied to the token table; dropout 0."""
+
+    def __init__(self, vocab=65, embed=128, heads=4, layers=2, ff=512, max_len=64):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, embed)
+        self.pos = nn.Embedding(max_len, embed)
+        self.blocks = nn.ModuleList([
+            nn.TransformerEncoderLayer(embed, heads, ff, dropout=0.0, activation="gelu", batch_first=True,
+                                       norm_first=True) for _ in range(layers)])
+        self.norm = nn.LayerNorm(embed)
+
+    def forward(self, ids):
+        t = ids.shape[1]
+        h = self.tok(ids) + self.pos.weight[:t]
+        causal = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)
+        for block in self.blocks:
+            h = block(h, src_mask=causal, is_causal=True)
+        return self.norm(h) @ self.tok.weight.T
+
+
+def gpt_train_rate(batch, warmup, seconds):
+    """Next-token training steps on random ids [batch, 64] (cross-entropy at every step)."""
+    torch.manual_seed(0)
+    net = Gpt()
+    ids = torch.randint(0, 65, (batch, 64))
+    targets = torch.randint(0, 65, (batch, 64))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad()
+        loss_fn(net(ids).reshape(-1, 65), targets.reshape(-1)).backward()
+        opt.step()
+
+    return batch / timed(step, warmup, seconds)
+
+
 def timed(step, warmup, seconds):
     """Runs `step` `warmup` times, then repeatedly for at least `seconds`; returns seconds per call."""
     for _ in range(warmup):
@@ -124,6 +164,7 @@ def main():
     with torch.inference_mode():
         xe = torch.rand(32, 64, 128)
         out["encoder_infer_b32"] = 32 / timed(lambda: enc(xe), warmup, seconds)
+    out["gpt_train_b32"] = gpt_train_rate(32, warmup, seconds)
     out["peak_rss_mib"] = peak_rss_mib()
     print(json.dumps(out))
 
