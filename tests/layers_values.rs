@@ -259,3 +259,31 @@ fn nan_handling_matches_pytorch() {
         }
     }
 }
+
+/// The fast exact GELU (f32, vectorisable) against its f64 definition, on a grid over the range
+/// where the two can differ and far out, and at the special values.
+#[test]
+fn fast_gelu_agrees_with_its_definition() {
+    use backprop::layers::activation::{
+        gelu_derivative_fast, gelu_derivative_reference, gelu_fast, gelu_reference,
+    };
+    let mut worst = (0.0f32, 0.0f32);
+    for i in -200_000..=200_000 {
+        let x = i as f32 * 5e-5; // [-10, 10]
+        let tolerance = 4e-7 * x.abs().max(1.0);
+        let (e, d) = (
+            (gelu_fast(x) - gelu_reference(x)).abs(),
+            (gelu_derivative_fast(x) - gelu_derivative_reference(x)).abs(),
+        );
+        assert!(e <= tolerance && d <= tolerance, "x = {x}: f {e:e}, f' {d:e}");
+        worst = (worst.0.max(e / x.abs().max(1.0)), worst.1.max(d / x.abs().max(1.0)));
+    }
+    for x in [-1e30f32, -100.0, 100.0, 1e30] {
+        // exp_fast stops at e^−87 instead of underflowing to 0: x·e^−87 for |x| ≫ 1, far inside.
+        assert!((gelu_fast(x) - gelu_reference(x)).abs() <= 4e-7 * x.abs(), "{x}");
+        assert!((gelu_derivative_fast(x) - gelu_derivative_reference(x)).abs() <= 1e-7, "{x}");
+    }
+    assert_eq!((gelu_fast(0.0), gelu_derivative_fast(0.0)), (0.0, 0.5));
+    assert!(gelu_fast(f32::NAN).is_nan() && gelu_derivative_fast(f32::NAN).is_nan());
+    println!("worst relative error: f {:e}, f' {:e}", worst.0, worst.1);
+}
