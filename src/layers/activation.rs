@@ -53,20 +53,17 @@ fn for_chunks<A: Send, B: Send>(a: &mut [A], b: &mut [B], f: impl Fn((&mut [A], 
     }
 }
 
-/// `out[i] = f(x[i], y[i])` over equal-length buffers, in parallel chunks for large buffers (each
-/// element is independent, so the result is the same on any number of threads). The plain
-/// definition is `out.iter_mut().zip(x.iter().zip(y)).for_each(…)`; large activations (a
-/// Transformer's feed-forward layer: 10⁶ values and an `erf` each) would otherwise keep one core
-/// busy while the other waits.
-fn zip_map_into(x: &[f32], y: &[f32], out: &mut [f32], f: impl Fn(f32, f32) -> f32 + Sync) {
+/// Runs `f(out, x, y)` over matching chunks of three equal-length buffers: in parallel for large
+/// buffers, on the calling thread for small ones. Each element is independent, so the result is
+/// the same on any number of threads; large activations (a Transformer's feed-forward layer: 10⁶
+/// values, an `erf` each) would otherwise keep one core busy while the other waits.
+fn for_chunks3(out: &mut [f32], x: &[f32], y: &[f32], f: impl Fn(&mut [f32], &[f32], &[f32]) + Sync) {
     const CHUNK: usize = 1 << 14;
-    let run = |(o, (x, y)): (&mut [f32], (&[f32], &[f32]))| {
-        o.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (&a, &b))| *o = f(a, b));
-    };
     if out.len() <= CHUNK {
-        run((out, (x, y)));
+        f(out, x, y);
     } else {
-        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK))).for_each(run);
+        let chunks = out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)));
+        chunks.for_each(|(o, (x, y))| f(o, x, y));
     }
 }
 
@@ -191,6 +188,19 @@ pub trait Activation: Send + Sync + 'static {
     fn f(&self, x: f32) -> f32;
     /// `f′`, from the input `x` or the output `y` as [`Activation::DERIVATIVE_FROM`] says.
     fn df(&self, v: f32) -> f32;
+
+    /// `out[i] = f(x[i])` over a chunk of a tensor. The default is that loop; an activation whose
+    /// `f` holds a setting-dependent branch overrides it to branch once, outside the loop, so that
+    /// the compiler can vectorise each arm ([`GeluFn`] does).
+    fn f_slice(&self, x: &[f32], out: &mut [f32]) {
+        out.iter_mut().zip(x).for_each(|(o, &v)| *o = self.f(v));
+    }
+
+    /// `out[i] = g[i] · f′(v[i])` over a chunk (`v` as [`Activation::DERIVATIVE_FROM`] says); the
+    /// default is that loop, overridden as [`Activation::f_slice`].
+    fn backward_slice(&self, g: &[f32], v: &[f32], out: &mut [f32]) {
+        out.iter_mut().zip(g.iter().zip(v)).for_each(|(o, (&g, &v))| *o = g * self.df(v));
+    }
 }
 
 /// Which value an activation's derivative is computed from.
@@ -237,7 +247,7 @@ impl<A: Activation> Layer for Elementwise<A> {
         same_shape(&self.act.name(), x.shape()).unwrap_or_else(|e| panic!("{e}"));
         let mut y = Tensor::zeros(x.shape());
         let act = &self.act;
-        zip_map_into(x.data(), x.data(), y.data_mut(), |v, _| act.f(v)); // y = f(x)
+        for_chunks3(y.data_mut(), x.data(), x.data(), |y, x, _| act.f_slice(x, y)); // y = f(x)
         self.cache.copy_from(if A::DERIVATIVE_FROM == Cached::Output { &y } else { x });
         y
     }
@@ -246,7 +256,7 @@ impl<A: Activation> Layer for Elementwise<A> {
         check_grad(&self.act.name(), self.cache.shape(), g);
         let mut dx = Tensor::zeros(g.shape());
         let act = &self.act;
-        zip_map_into(g.data(), self.cache.data(), dx.data_mut(), |g, v| g * act.df(v)); // dL/dx = g ⊙ f′
+        for_chunks3(dx.data_mut(), g.data(), self.cache.data(), |dx, g, v| act.backward_slice(g, v, dx)); // dL/dx = g ⊙ f′
         Some(dx)
     }
 
@@ -404,6 +414,23 @@ impl Activation for GeluFn {
             gelu_derivative_fast(x as f32)
         }
     }
+
+    /// One branch per chunk: the exact form's loop then vectorises (the tanh form calls f64 `tanh`).
+    fn f_slice(&self, x: &[f32], out: &mut [f32]) {
+        if self.tanh_approximation {
+            out.iter_mut().zip(x).for_each(|(o, &v)| *o = self.f(v));
+        } else {
+            out.iter_mut().zip(x).for_each(|(o, &v)| *o = gelu_fast(v));
+        }
+    }
+
+    fn backward_slice(&self, g: &[f32], v: &[f32], out: &mut [f32]) {
+        if self.tanh_approximation {
+            out.iter_mut().zip(g.iter().zip(v)).for_each(|(o, (&g, &v))| *o = g * self.df(v));
+        } else {
+            out.iter_mut().zip(g.iter().zip(v)).for_each(|(o, (&g, &v))| *o = g * gelu_derivative_fast(v));
+        }
+    }
 }
 
 /// Exact GELU, the definition: `x·Φ(x)` with `Φ(x) = ½(1 + erf(x/√2))`, in f64
@@ -424,6 +451,7 @@ pub fn gelu_derivative_reference(x: f32) -> f32 {
 /// The same erf in f32 arithmetic with [`exp_fast`]: no library call and no branch, so a loop
 /// over a tensor vectorises (the f64 version called `exp` once per element and kept a
 /// Transformer's feed-forward layer busy for a fifth of its training step).
+#[inline(always)]
 fn erf_fast(x: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
@@ -433,11 +461,13 @@ fn erf_fast(x: f32) -> f32 {
 }
 
 /// [`gelu_reference`] in f32 ([`erf_fast`]); within 4·10⁻⁷·max(1, |x|) of it (tested).
+#[inline]
 pub fn gelu_fast(x: f32) -> f32 {
     0.5 * x * (1.0 + erf_fast(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
 /// [`gelu_derivative_reference`] in f32; within 4·10⁻⁷·max(1, |x|) of it (tested).
+#[inline]
 pub fn gelu_derivative_fast(x: f32) -> f32 {
     const INV_SQRT_2PI: f32 = 0.398_942_3;
     let cdf = 0.5 * (1.0 + erf_fast(x * std::f32::consts::FRAC_1_SQRT_2));
