@@ -53,6 +53,46 @@ impl Dropout {
     pub fn p(&self) -> f32 {
         self.p
     }
+
+    /// [`Layer::forward`] on a tensor the caller gives away: in inference (or with `p = 0`) the
+    /// input itself comes back, no copy; in training the mask multiplies it in place. The same
+    /// values and the same draws as `forward`.
+    ///
+    /// # Panics
+    /// As [`Layer::forward`].
+    pub fn forward_owned(&mut self, mut x: Tensor, pass: Pass<'_>) -> Tensor {
+        self.out_shape = check_input(self, &x);
+        if !pass.is_training() || self.p == 0.0 {
+            self.mask = Tensor::default();
+            return x; // the identity
+        }
+        let keep_scale = if self.p < 1.0 { 1.0 / (1.0 - self.p) } else { 0.0 };
+        self.mask.resize_zeroed(x.shape());
+        for m in self.mask.data_mut() {
+            *m = if self.rng.random::<f32>() >= self.p { keep_scale } else { 0.0 }; // m = [u ≥ p]/(1−p)
+        }
+        x.mul_assign_elem(&self.mask); // y = x ⊙ m
+        x
+    }
+
+    /// [`Layer::backward`] on a gradient the caller gives away (returned as it is after an
+    /// identity forward pass).
+    ///
+    /// # Panics
+    /// As [`Layer::backward`].
+    pub fn backward_owned(&mut self, mut g: Tensor) -> Tensor {
+        check_grad("Dropout", &self.out_shape, &g);
+        if !self.mask.is_empty() {
+            g.mul_assign_elem(&self.mask); // dL/dx = g ⊙ m
+        }
+        g
+    }
+
+    /// Whether the latest forward pass was the identity (inference, or `p = 0`): its backward
+    /// pass is then the identity too.
+    pub fn was_identity(&self) -> bool {
+        self.mask.is_empty()
+    }
 }
 
 impl Layer for Dropout {
@@ -68,25 +108,11 @@ impl Layer for Dropout {
     }
 
     fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
-        self.out_shape = check_input(self, x);
-        if !pass.is_training() || self.p == 0.0 {
-            self.mask = Tensor::default();
-            return x.clone();
-        }
-        let keep_scale = if self.p < 1.0 { 1.0 / (1.0 - self.p) } else { 0.0 };
-        self.mask.resize_zeroed(x.shape());
-        for m in self.mask.data_mut() {
-            *m = if self.rng.random::<f32>() >= self.p { keep_scale } else { 0.0 }; // m = [u ≥ p]/(1−p)
-        }
-        x.mul_elem(&self.mask) // y = x ⊙ m
+        self.forward_owned(x.clone(), pass)
     }
 
     fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
-        check_grad("Dropout", &self.out_shape, g);
-        if self.mask.is_empty() {
-            return Some(g.clone()); // eval mode: identity
-        }
-        Some(g.mul_elem(&self.mask)) // dL/dx = g ⊙ m
+        Some(self.backward_owned(g.clone()))
     }
 
     fn onnx(&self) -> Option<&dyn OnnxLayer> {

@@ -142,22 +142,22 @@ impl TransformerEncoderLayer {
     fn feed_forward(&mut self, z: &Tensor, pass: Pass<'_>) -> Tensor {
         let a = self.linear1.forward(z, pass);
         let a = match self.activation {
-            FeedForwardActivation::Relu => self.relu.forward(&a, pass),
+            FeedForwardActivation::Relu => self.relu.forward_in_place(a),
             FeedForwardActivation::Gelu => self.gelu.forward(&a, pass),
         };
-        let a = self.dropout.forward(&a, pass);
+        let a = self.dropout.forward_owned(a, pass);
         let f = self.linear2.forward(&a, pass);
-        self.dropout2.forward(&f, pass)
+        self.dropout2.forward_owned(f, pass)
     }
 
     /// `dL/dz` from `dL/d(Drop(FF(z)))`; the linear layers' gradients accumulate (or, with
     /// `per_example`, go to each example's slots).
     fn feed_forward_backward(&mut self, g: &Tensor, mut per_example: Option<&mut PerExampleGrads>) -> Tensor {
-        let g = back(&mut self.dropout2, g, None);
+        let g = drop_back(&mut self.dropout2, g);
         let g = back(&mut self.linear2, &g, per_example.as_deref_mut());
-        let g = back(&mut self.dropout, &g, None);
+        let g = self.dropout.backward_owned(g);
         let g = match self.activation {
-            FeedForwardActivation::Relu => back(&mut self.relu, &g, None),
+            FeedForwardActivation::Relu => self.relu.backward_in_place(g),
             FeedForwardActivation::Gelu => back(&mut self.gelu, &g, None),
         };
         back(&mut self.linear1, &g, per_example)
@@ -165,7 +165,7 @@ impl TransformerEncoderLayer {
 
     /// `dL/dv` from `dL/d(Drop(SA(v)))`; the attention's gradients accumulate.
     fn attention_backward(&mut self, g: &Tensor, per_example: Option<&mut PerExampleGrads>) -> Tensor {
-        let g = back(&mut self.dropout1, g, None);
+        let g = drop_back(&mut self.dropout1, g);
         back(&mut self.self_attn, &g, per_example)
     }
 
@@ -175,17 +175,17 @@ impl TransformerEncoderLayer {
         if self.norm_first {
             // y = h + Drop(FF(LN₂(h)))  →  dh = dy + LN₂'ᵀ·FF'ᵀ·dy
             let d_ff = self.feed_forward_backward(dy, per_example.as_deref_mut());
-            let dh = sum(dy, &back(&mut self.norm2, &d_ff, per_example.as_deref_mut()));
+            let dh = add_into(back(&mut self.norm2, &d_ff, per_example.as_deref_mut()), dy);
             // h = x + Drop(SA(LN₁(x)))  →  dx = dh + LN₁'ᵀ·SA'ᵀ·dh
             let d_sa = self.attention_backward(&dh, per_example.as_deref_mut());
-            sum(&dh, &back(&mut self.norm1, &d_sa, per_example))
+            add_into(back(&mut self.norm1, &d_sa, per_example), &dh)
         } else {
             // y = LN₂(v), v = h + Drop(FF(h))  →  dv = LN₂'ᵀ·dy;  dh = dv + FF'ᵀ·dv
             let dv = back(&mut self.norm2, dy, per_example.as_deref_mut());
-            let dh = sum(&dv, &self.feed_forward_backward(&dv, per_example.as_deref_mut()));
+            let dh = add_into(self.feed_forward_backward(&dv, per_example.as_deref_mut()), &dv);
             // h = LN₁(u), u = x + Drop(SA(x))  →  du = LN₁'ᵀ·dh;  dx = du + SA'ᵀ·du
             let du = back(&mut self.norm1, &dh, per_example.as_deref_mut());
-            sum(&du, &self.attention_backward(&du, per_example))
+            add_into(self.attention_backward(&du, per_example), &du)
         }
     }
 
@@ -210,11 +210,21 @@ fn back(part: &mut dyn Layer, g: &Tensor, per_example: Option<&mut PerExampleGra
     .expect("an input gradient that was asked for")
 }
 
-/// `a + b`, elementwise (same shapes).
-fn sum(a: &Tensor, b: &Tensor) -> Tensor {
-    let mut out = a.clone();
-    out.axpy(1.0, b);
-    out
+/// `a + b`, elementwise (same shapes), in `a`'s memory (addition commutes exactly, so the
+/// residual sums `x + f(x)` are written as `f(x) + x` without a copy of either).
+fn add_into(mut a: Tensor, b: &Tensor) -> Tensor {
+    a.axpy(1.0, b);
+    a
+}
+
+/// Dropout's backward pass, borrowing `g` when the forward pass was the identity (inference, or
+/// `p = 0`) instead of copying it.
+fn drop_back<'g>(dropout: &mut Dropout, g: &'g Tensor) -> std::borrow::Cow<'g, Tensor> {
+    if dropout.was_identity() {
+        std::borrow::Cow::Borrowed(g)
+    } else {
+        std::borrow::Cow::Owned(dropout.backward_owned(g.clone()))
+    }
 }
 
 impl Layer for TransformerEncoderLayer {
@@ -243,16 +253,15 @@ impl Layer for TransformerEncoderLayer {
             // h = x + Drop(SA(LN₁(x)));  y = h + Drop(FF(LN₂(h)))
             let z = self.norm1.forward(x, pass);
             let a = self.self_attn.forward(&z, pass);
-            let h = sum(x, &self.dropout1.forward(&a, pass));
+            let h = add_into(self.dropout1.forward_owned(a, pass), x);
             let z = self.norm2.forward(&h, pass);
-            let f = self.feed_forward(&z, pass);
-            sum(&h, &f)
+            add_into(self.feed_forward(&z, pass), &h)
         } else {
             // h = LN₁(x + Drop(SA(x)));  y = LN₂(h + Drop(FF(h)))
             let a = self.self_attn.forward(x, pass);
-            let h = self.norm1.forward(&sum(x, &self.dropout1.forward(&a, pass)), pass);
+            let h = self.norm1.forward(&add_into(self.dropout1.forward_owned(a, pass), x), pass);
             let f = self.feed_forward(&h, pass);
-            self.norm2.forward(&sum(&h, &f), pass)
+            self.norm2.forward(&add_into(f, &h), pass)
         }
     }
 
