@@ -260,8 +260,13 @@ impl Layer for MultiHeadAttention {
         let (dy, dq, dkv) = self.backward_core(g);
         self.accumulate_parameter_grads(&dy, &dq, &dkv);
         input_grad.is_needed().then(|| {
-            let (mut dx, dx_m) = self.input_gradients(&dq, &dkv);
-            dx.axpy(1.0, &dx_m); // X is both the queries' and the memory's input
+            // X is both the queries' and the memory's input: dX = dQ·W_q + d[K|V]·W_kv, the
+            // second product accumulated onto the first.
+            let e = self.embed;
+            let w_in = self.in_proj_weight.value.data();
+            let mut dx = Tensor::zeros(self.x.shape());
+            sgemm(dq.len() / e, e, e, 1.0, &dq, No, &w_in[..e * e], No, 0.0, dx.data_mut());
+            sgemm(dkv.len() / (2 * e), 2 * e, e, 1.0, &dkv, No, &w_in[e * e..], No, 1.0, dx.data_mut());
             dx
         })
     }
@@ -288,7 +293,7 @@ impl MultiHeadAttention {
         self.lengths.extend_from_slice(lengths.unwrap_or(&[]));
         self.memory_lengths.clear();
         self.memory_lengths.extend_from_slice(memory_lengths.unwrap_or(&[]));
-        self.x = x.clone();
+        self.x.copy_from(x);
         let xm = self.memory.as_ref().unwrap_or(&self.x);
         let tk = xm.dim(1);
         // Q = X_q·W_qᵀ + b_q;  [K | V] = X_m·W_kvᵀ + b_kv  (W_q: rows 0..E of W_in; W_kv: E..3E).
@@ -335,9 +340,11 @@ impl MultiHeadAttention {
         let (n, tq, tk, e) = (self.x.dim(0), self.x.dim(1), self.memory_steps(), self.embed);
         let (heads, d) = (self.heads, e / self.heads);
         let mut dy = g.clone();
-        for (r, row) in dy.data_mut().chunks_exact_mut(e).enumerate() {
-            if r % tq >= Self::length(&self.lengths, r / tq, tq) {
-                row.fill(0.0); // padded steps output a constant zero: no gradient
+        if !self.lengths.is_empty() {
+            for (r, row) in dy.data_mut().chunks_exact_mut(e).enumerate() {
+                if r % tq >= Self::length(&self.lengths, r / tq, tq) {
+                    row.fill(0.0); // padded steps output a constant zero: no gradient
+                }
             }
         }
         // dO = dY·W_out.

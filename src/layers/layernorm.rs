@@ -26,6 +26,13 @@ use crate::error::{Error, Result};
 use crate::onnx::OnnxLayer;
 use crate::privacy::per_example::PerExample;
 use crate::tensor::Tensor;
+use rayon::prelude::*;
+
+/// One row of the forward pass: `(x, x̂)` and `(y, s)`.
+type RowForward<'a> = ((&'a [f32], &'a mut [f32]), (&'a mut [f32], &'a mut f32));
+
+/// Rows per rayon task: a row is a few hundred operations, too little to hand over alone.
+const ROWS_PER_TASK: usize = 64;
 
 /// Layer normalisation over the last axis of `D` values. See the [module docs](self).
 ///
@@ -136,26 +143,31 @@ impl Layer for LayerNorm {
 
     fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
         self.output_shape(x.shape()).unwrap_or_else(|e| panic!("{e}"));
-        let d = self.dim;
-        self.x_hat = Tensor::zeros(x.shape());
+        let (d, eps) = (self.dim, self.eps as f64);
+        self.x_hat.resize_zeroed(x.shape());
         self.inv_std.clear();
-        for (x_row, xh_row) in x.data().chunks_exact(d).zip(self.x_hat.data_mut().chunks_exact_mut(d)) {
+        self.inv_std.resize(x.len() / d, 0.0);
+        let mut y = Tensor::zeros(x.shape());
+        let affine = self.affine.as_ref().map(|(w, b)| (w.value.data(), b.value.data()));
+        // Each row on its own (in parallel blocks of rows: the same result on any thread count).
+        let row = |((x_row, xh_row), (y_row, s_out)): RowForward<'_>| {
             let mean = x_row.iter().map(|&v| v as f64).sum::<f64>() / d as f64; // μ
             let var = x_row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64; // σ², after μ
-            let s = 1.0 / (var + self.eps as f64).sqrt(); // s = 1/√(σ² + ε)
-            for (xh, &v) in xh_row.iter_mut().zip(x_row) {
+            let s = 1.0 / (var + eps).sqrt(); // s = 1/√(σ² + ε)
+            for ((xh, y), &v) in xh_row.iter_mut().zip(y_row.iter_mut()).zip(x_row) {
                 *xh = ((v as f64 - mean) * s) as f32; // x̂ = (x − μ)·s
+                *y = *xh;
             }
-            self.inv_std.push(s as f32);
-        }
-        let mut y = self.x_hat.clone();
-        if let Some((w, b)) = &self.affine {
-            for row in y.data_mut().chunks_exact_mut(d) {
-                for ((v, &gamma), &beta) in row.iter_mut().zip(w.value.data()).zip(b.value.data()) {
+            if let Some((w, b)) = affine {
+                for ((v, &gamma), &beta) in y_row.iter_mut().zip(w).zip(b) {
                     *v = gamma * *v + beta; // y = γ ⊙ x̂ + β
                 }
             }
-        }
+            *s_out = s as f32;
+        };
+        let rows = x.data().par_chunks(d).zip(self.x_hat.data_mut().par_chunks_mut(d));
+        let rows = rows.zip(y.data_mut().par_chunks_mut(d).zip(self.inv_std.par_iter_mut()));
+        rows.with_min_len(ROWS_PER_TASK).for_each(row);
         y
     }
 
@@ -190,16 +202,16 @@ impl LayerNorm {
         let d = self.dim;
         let mut dx = Tensor::zeros(g.shape());
         let gamma = self.affine.as_ref().map(|(w, _)| w.value.data());
-        let rows = g.data().chunks_exact(d).zip(self.x_hat.data().chunks_exact(d));
-        for (((g_row, xh_row), dx_row), &s) in rows.zip(dx.data_mut().chunks_exact_mut(d)).zip(&self.inv_std)
-        {
+        let rows = g.data().par_chunks(d).zip(self.x_hat.data().par_chunks(d));
+        let rows = rows.zip(dx.data_mut().par_chunks_mut(d).zip(self.inv_std.par_iter()));
+        rows.with_min_len(ROWS_PER_TASK).for_each(|((g_row, xh_row), (dx_row, &s))| {
             let g_hat = |j: usize| g_row[j] * gamma.map_or(1.0, |w| w[j]); // ĝ = g ⊙ γ
             let mean_g = (0..d).map(|j| g_hat(j) as f64).sum::<f64>() / d as f64;
             let mean_gx = (0..d).map(|j| (g_hat(j) * xh_row[j]) as f64).sum::<f64>() / d as f64;
             for (j, v) in dx_row.iter_mut().enumerate() {
                 *v = (s as f64 * (g_hat(j) as f64 - mean_g - xh_row[j] as f64 * mean_gx)) as f32;
             }
-        }
+        });
         dx
     }
 }
