@@ -7,6 +7,14 @@
 //! ```
 
 use backprop::layers::TransformerEncoderLayer;
+
+// The knowledge-tracing example's SAKT (and the helper it shares with DKT), for the SAKT row.
+#[allow(dead_code)]
+#[path = "knowledge_tracing/model.rs"]
+mod model;
+#[allow(dead_code)]
+#[path = "knowledge_tracing/sakt.rs"]
+mod sakt;
 use backprop::prelude::*;
 use std::time::Instant;
 
@@ -117,6 +125,38 @@ fn gpt_train_rate(batch: usize, warmup: usize, seconds: f64) -> f64 {
         )
 }
 
+/// SAKT training steps (the knowledge-tracing example's model: 100 items, embed 64, 4 heads, 100
+/// answers per student, dropout 0; `Sakt` in `benches/pytorch/convnet.py`) on random histories of
+/// `batch` students, binary cross-entropy on every next answer; students per second.
+fn sakt_train_rate(batch: usize, warmup: usize, seconds: f64) -> f64 {
+    use backprop::layers::{InputGrad, Mode};
+    use backprop::model::{Inputs, Model, Tensors};
+    let (items, steps) = (100, 100);
+    let mut net = sakt::Sakt::new(items, 64, 4, steps, 0.0, 1);
+    let mut r = backprop::tensor::rng(5);
+    let mut draw = |below: usize| {
+        let v = (0..batch * steps).map(|_| rand::RngExt::random_range(&mut r, 0..below) as f32).collect();
+        Tensor::from_vec(&[batch, steps], v).expect("[batch, steps]")
+    };
+    let (answers, next, targets) = (draw(2 * items), draw(items), draw(2));
+    let inputs = Inputs::new().with("answers", answers).with("next", next);
+    let (loss, mut adam) = (BceWithLogitsLoss::new(), Adam::new(1e-3));
+    batch as f64
+        / timed(
+            || {
+                let out = net.forward_batch(&inputs, Mode::Train).expect("a valid batch");
+                let logits = out.get("logits").expect("SAKT's output");
+                let (_, g) = loss.loss_and_grad(logits, Target::Values(&targets)).expect("matching shapes");
+                backprop::layers::zero_grad(&mut net);
+                net.backward_batch(&Tensors::one("logits", g), InputGrad::NotNeeded)
+                    .expect("a backward pass");
+                adam.step(&mut net);
+            },
+            warmup,
+            seconds,
+        )
+}
+
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -176,6 +216,7 @@ fn main() {
         32.0 / timed(|| drop(net.forward(&xs, Pass::EVAL)), warmup, seconds)
     });
     figure("gpt_train_b32", &mut || gpt_train_rate(32, warmup, seconds));
+    figure("sakt_train_b64", &mut || sakt_train_rate(64, warmup, seconds));
     let mut json = format!(
         "{{\"framework\": \"backprop\", \"version\": \"{}\", \"threads\": {threads}",
         env!("CARGO_PKG_VERSION")

@@ -35,11 +35,12 @@ FIGURES = [
     ("encoder_infer_b32", "Transformer encoder inference, same shape", "sequences/s", 1.0),
     ("gpt_train_b32", "GPT training step (2 pre-LN GELU blocks, E 128, 4 heads, T 64, vocab 65, tied head), batch 32",
      "sequences/s", 1.5),
+    ("sakt_train_b64", "SAKT training step (100 items, E 64, 4 heads, 100 answers), batch 64", "students/s", 1.5),
     ("peak_rss_mib", "peak resident memory of the benchmark process", "MiB", 0.1),
 ]
 HIGHER_IS_BETTER = {"convnet_train_b64", "convnet_train_b256", "convnet_infer_b256", "mlp_train_b64",
                     "lstm_train_b100", "lstm_infer_b100", "gru_train_b100", "encoder_train_b32", "encoder_infer_b32",
-                    "gpt_train_b32"}
+                    "gpt_train_b32", "sakt_train_b64"}
 
 
 def run_json(cmd, env=None):

@@ -97,6 +97,51 @@ def gpt_train_rate(batch, warmup, seconds):
     return batch / timed(step, warmup, seconds)
 
 
+class Sakt(nn.Module):
+    """The knowledge-tracing example's SAKT (examples/knowledge_tracing/sakt.rs): the next item's
+    embedding attends (causally) to the answers so far plus learned positions; then
+    LN(q + a), a position-wise feed-forward network, LN, and one logit per step."""
+
+    def __init__(self, items=100, embed=64, heads=4, max_len=100):
+        super().__init__()
+        self.answers = nn.Embedding(2 * items + 1, embed, padding_idx=2 * items)
+        self.items = nn.Embedding(items, embed)
+        self.positions = nn.Parameter(torch.randn(max_len, embed))
+        self.attention = nn.MultiheadAttention(embed, heads, batch_first=True)
+        self.norm1 = nn.LayerNorm(embed)
+        self.ff = nn.Sequential(nn.Linear(embed, embed), nn.ReLU(), nn.Linear(embed, embed))
+        self.norm2 = nn.LayerNorm(embed)
+        self.head = nn.Linear(embed, 1)
+
+    def forward(self, answers, nxt):
+        t = answers.shape[1]
+        m = self.answers(answers) + self.positions[:t]
+        q = self.items(nxt)
+        causal = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)
+        a, _ = self.attention(q, m, m, attn_mask=causal, need_weights=False)
+        h = self.norm1(q + a)
+        z = self.norm2(h + self.ff(h))
+        return self.head(z).squeeze(-1)
+
+
+def sakt_train_rate(batch, warmup, seconds):
+    """SAKT training steps on random histories [batch, 100] (100 items), BCE on every next answer."""
+    torch.manual_seed(0)
+    net = Sakt()
+    answers = torch.randint(0, 200, (batch, 100))
+    nxt = torch.randint(0, 100, (batch, 100))
+    targets = torch.randint(0, 2, (batch, 100)).float()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    loss_fn = nn.BCEWithLogitsLoss()
+
+    def step():
+        opt.zero_grad()
+        loss_fn(net(answers, nxt), targets).backward()
+        opt.step()
+
+    return batch / timed(step, warmup, seconds)
+
+
 def timed(step, warmup, seconds):
     """Runs `step` `warmup` times, then repeatedly for at least `seconds`; returns seconds per call."""
     for _ in range(warmup):
@@ -165,6 +210,7 @@ def main():
         xe = torch.rand(32, 64, 128)
         out["encoder_infer_b32"] = 32 / timed(lambda: enc(xe), warmup, seconds)
     out["gpt_train_b32"] = gpt_train_rate(32, warmup, seconds)
+    out["sakt_train_b64"] = sakt_train_rate(64, warmup, seconds)
     out["peak_rss_mib"] = peak_rss_mib()
     print(json.dumps(out))
 

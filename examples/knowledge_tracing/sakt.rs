@@ -88,10 +88,10 @@ impl Sakt {
     }
 }
 
-fn sum(a: &Tensor, b: &Tensor) -> Tensor {
-    let mut out = a.clone();
-    out.axpy(1.0, b);
-    out
+/// `a + b` in `a`'s memory (addition commutes exactly: `q + a` written as `a + q`, no copy).
+fn add_into(mut a: Tensor, b: &Tensor) -> Tensor {
+    a.axpy(1.0, b);
+    a
 }
 
 fn needed(g: Option<Tensor>) -> Tensor {
@@ -125,11 +125,11 @@ impl Model for Sakt {
         let m = self.positions.forward(&m, pass);
         let q = self.items.forward(&first_steps(next, t_run), pass);
         let a = self.attention.forward_cross(&q, lengths, &m, lengths)?;
-        let a = self.dropout1.forward(&a, pass);
-        let h = self.norm1.forward(&sum(&q, &a), pass);
-        let f = self.ff2.forward(&self.relu.forward(&self.ff1.forward(&h, pass), pass), pass);
-        let f = self.dropout2.forward(&f, pass);
-        let z = self.norm2.forward(&sum(&h, &f), pass);
+        let a = self.dropout1.forward_owned(a, pass);
+        let h = self.norm1.forward(&add_into(a, &q), pass);
+        let f = self.ff2.forward(&self.relu.forward_in_place(self.ff1.forward(&h, pass)), pass);
+        let f = self.dropout2.forward_owned(f, pass);
+        let z = self.norm2.forward(&add_into(f, &h), pass);
         let logit = self.head.forward(&z, pass); // [N, T run, 1]
         self.nt = (n, t_all, t_run);
         let mut logits = Tensor::zeros(&[n, t_all]);
@@ -145,14 +145,14 @@ impl Model for Sakt {
         let dlogit = Tensor::from_vec(&[n, t_run, 1], first_steps(g, t_run).into_vec())?;
         let dz = needed(self.head.backward(&dlogit, InputGrad::Needed));
         let dv = needed(self.norm2.backward(&dz, InputGrad::Needed));
-        let df = needed(self.dropout2.backward(&dv, InputGrad::Needed));
+        let df = self.dropout2.backward_owned(dv.clone());
         let df = needed(self.ff2.backward(&df, InputGrad::Needed));
-        let df = needed(self.relu.backward(&df, InputGrad::Needed));
-        let dh = sum(&dv, &needed(self.ff1.backward(&df, InputGrad::Needed)));
+        let df = self.relu.backward_in_place(df);
+        let dh = add_into(needed(self.ff1.backward(&df, InputGrad::Needed)), &dv);
         let du = needed(self.norm1.backward(&dh, InputGrad::Needed));
-        let da = needed(self.dropout1.backward(&du, InputGrad::Needed));
+        let da = self.dropout1.backward_owned(du.clone());
         let (dq, dm) = self.attention.backward_cross(&da);
-        self.items.backward(&sum(&du, &dq), InputGrad::NotNeeded); // q feeds the residual and the attention
+        self.items.backward(&add_into(dq, &du), InputGrad::NotNeeded); // q feeds the residual and the attention
         let dm = needed(self.positions.backward(&dm, InputGrad::Needed));
         self.answers.backward(&dm, InputGrad::NotNeeded);
         debug_assert!(t_all >= t_run);
