@@ -46,8 +46,14 @@ fn show(layer: &mut dyn Layer, x: &Tensor, entries: usize) {
     }
     println!("   (* |a − n| / max(|a|, |n|, 0.01): relative above 0.01, absolute × 100 below)");
     // The library's checker does the same for every entry of the input and of every parameter.
+    // It draws its own projection r′ (another fixed random tensor), so the analytic values it
+    // prints are dL′/dW for L′ = Σ y ⊙ r′: other numbers than the table's, the same derivative
+    // seen along another direction, and checked the same way.
     let report = check_layer(layer, x, Mode::Eval, &Options::default());
-    println!("   gradcheck over all entries:\n{report}");
+    println!(
+        "   gradcheck over all entries (with its own random projection r′, so its analytic values are\n   \
+         dL′/dW for L′ = Σ y ⊙ r′, not the table's):\n{report}"
+    );
     println!(
         "   {}\n",
         if report.passes(1e-2) { "PASS: backward agrees with finite differences" } else { "FAIL" }

@@ -78,6 +78,10 @@ fn exercise_4_leaky_relu_backward_and_its_check() {
     for (d, v) in dx.data().iter().zip(x.data()) {
         assert_eq!(*d, if *v > 0.0 { 1.0 } else { 0.2 }, "dL/dx = g or a·g");
     }
+    // At exactly 0 (the kink, and −0 too) the slope used is a, as in PyTorch.
+    leaky.forward(&Tensor::from_vec(&[1, 2], vec![0.0, -0.0]).unwrap(), Pass::EVAL);
+    let at_zero = leaky.backward(&Tensor::ones(&[1, 2]), InputGrad::Needed).unwrap();
+    assert_eq!(at_zero.data(), &[0.2, 0.2], "the slope a at x = 0");
     // A backward pass that forgets the slope (ReLU's) fails the same check.
     struct ForgotSlope(LeakyRelu, Tensor);
     impl Layer for ForgotSlope {
@@ -158,10 +162,13 @@ fn exercise_7_max_pooling_routes_to_the_maximum() {
 #[test]
 fn exercise_8_adams_first_step() {
     let mut p = backprop::layers::Param::new(t(&[1], &[1.0]));
-    p.grad = t(&[1], &[0.004]);
+    p.grad = t(&[1], &[1e-6]);
     let mut adam = Adam::new(0.001);
     adam.step_params(&mut [("theta".to_string(), &mut p)]);
-    assert!((p.value.data()[0] as f64 - 0.9990000025).abs() < 1e-7, "{}", p.value.data()[0]);
+    let theta = p.value.data()[0] as f64;
+    // 1 − 0.001/1.01: f32 tells it from a step of exactly η (0.999), 9.9e-6 away.
+    assert!((theta - 0.999_009_901).abs() < 2e-7, "{theta}");
+    assert!((theta - 0.999).abs() > 5e-6, "{theta}");
 }
 
 #[test]
