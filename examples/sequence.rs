@@ -89,8 +89,11 @@ fn train_and_report(train: &Dataset, test: &Dataset) -> Vec<(&'static str, f32)>
 
 /// ‖dL/dx_t‖ for a loss on the last step only, at initialisation: how much gradient reaches each
 /// earlier step.
-fn gradient_by_distance() {
+/// The table of docs/backprop.md §12: for each layer kind, `‖dL/dx_t‖ / ‖dL/dx_49‖` at the steps
+/// `t = 49, 44, 39, 29, 19, 0` (a loss on step 49 only), at initialisation; printed, and returned.
+pub fn gradient_by_distance() -> Vec<(&'static str, Vec<f32>)> {
     const T: usize = 50;
+    let mut table = Vec::new();
     let x = Tensor::rand_uniform(&[64, T, 2], 0.0, 1.0, 3).map(|v| v.round());
     let mut target = Tensor::full(&[64, T, 1], f32::NAN);
     for n in 0..64 {
@@ -131,9 +134,12 @@ fn gradient_by_distance() {
             (0..64).map(|n| dx.outer(n)[t * 2..][..2].iter().map(|v| v * v).sum::<f32>()).sum::<f32>().sqrt()
         };
         let last = norm(T - 1);
-        let cells: String = distances.iter().map(|&d| format!("{:>10.1e}", norm(T - 1 - d) / last)).collect();
+        let ratios: Vec<f32> = distances.iter().map(|&d| norm(T - 1 - d) / last).collect();
+        let cells: String = ratios.iter().map(|r| format!("{r:>10.1e}")).collect();
         println!("{kind:<26}{cells}");
+        table.push((kind, ratios));
     }
+    table
 }
 
 /// A ReLU RNN whose recurrent weights start 4× too large, so that gradients explode through time,
