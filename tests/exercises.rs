@@ -187,3 +187,73 @@ fn exercise_9_a_gradient_through_time() {
     let dx = rnn.backward(&t(&[1, 1], &[1.0]), InputGrad::Needed).unwrap();
     close("dL/dx_t", dx.data(), &[0.0625, 0.125, 0.25, 0.5, 1.0]);
 }
+
+#[test]
+fn exercise_10_batch_norm_from_its_staged_graph() {
+    let (m, gamma, eps) = (6usize, 1.7f64, 1e-5f64);
+    let x: Vec<f64> = (0..m).map(|i| ((i * 7 % 5) as f64 - 2.0) * 0.8 + 0.3 * i as f64).collect();
+    let g: Vec<f64> = (0..m).map(|i| ((i * 3 % 4) as f64 - 1.5) * 0.5).collect();
+    // Forward, stage by stage.
+    let mu = x.iter().sum::<f64>() / m as f64;
+    let d: Vec<f64> = x.iter().map(|v| v - mu).collect();
+    let var = d.iter().map(|v| v * v).sum::<f64>() / m as f64;
+    let s = 1.0 / (var + eps).sqrt();
+    // Backward, one VJP per stage.
+    let dxh: Vec<f64> = g.iter().map(|gi| gamma * gi).collect();
+    let mut dd: Vec<f64> = dxh.iter().map(|v| v * s).collect();
+    let ds: f64 = dxh.iter().zip(&d).map(|(a, b)| a * b).sum();
+    let dvar = -0.5 * s * s * s * ds;
+    dd.iter_mut().zip(&d).for_each(|(v, di)| *v += dvar * 2.0 * di / m as f64);
+    let dmu = -dd.iter().sum::<f64>();
+    let staged: Vec<f64> = dd.iter().map(|v| v + dmu / m as f64).collect();
+    // The crate's layer, γ = 1.7, β = 0.
+    let mut bn = BatchNorm1d::new(1);
+    bn.visit_mut(&mut |name, st| {
+        if let StateMut::Param(p) = st {
+            p.value.fill(if name == "weight" { gamma as f32 } else { 0.0 });
+        }
+    });
+    bn.forward(&t(&[m, 1], &x.iter().map(|&v| v as f32).collect::<Vec<_>>()), Pass::TRAIN);
+    let dx = bn
+        .backward(&t(&[m, 1], &g.iter().map(|&v| v as f32).collect::<Vec<_>>()), InputGrad::Needed)
+        .unwrap();
+    for (a, b) in dx.data().iter().zip(&staged) {
+        assert!((*a as f64 - b).abs() < 1e-5, "{:?} vs {staged:?}", dx.data());
+    }
+}
+
+#[test]
+fn exercise_11_a_strided_convolutions_backward_pass() {
+    let (w0, w1, g0, g1) = (1.5f32, -2.0f32, 0.5f32, 3.0f32);
+    let mut conv = Conv2d::with_kernel(1, 1, (1, 2))
+        .stride_hw(1, 2)
+        .with_weights(t(&[1, 1, 1, 2], &[w0, w1]), Some(t(&[1], &[0.0])));
+    conv.forward(&t(&[1, 1, 1, 5], &[1., 2., 3., 4., 5.]), Pass::TRAIN);
+    let dx = conv.backward(&t(&[1, 1, 1, 2], &[g0, g1]), InputGrad::Needed).unwrap();
+    assert_eq!(dx.data(), &[w0 * g0, w1 * g0, w0 * g1, w1 * g1, 0.0]);
+}
+
+#[test]
+fn exercise_12_bptt_through_the_eigenvalues_of_w_hh() {
+    let steps = 12;
+    let mut rnn = Rnn::relu(2, 2).last_step_only();
+    rnn.visit_mut(&mut |name, s| {
+        if let StateMut::Param(p) = s {
+            let v: &[f32] = match name {
+                "weight_ih_l0" => &[1.0, 0.0, 0.0, 1.0],
+                "weight_hh_l0" => &[0.75, 0.25, 0.25, 0.75],
+                _ => &[0.0, 0.0],
+            };
+            p.value.data_mut().copy_from_slice(v);
+        }
+    });
+    rnn.forward(&Tensor::ones(&[1, steps, 2]), Pass::TRAIN); // positive states: ReLU is the identity
+    let dx = rnn.backward(&t(&[1, 2], &[1.0, 0.0]), InputGrad::Needed).unwrap(); // L = h_T[0]
+    let want: Vec<f64> = (0..steps)
+        .flat_map(|t| {
+            let k = (steps - 1 - t) as i32;
+            [0.5 + 0.5 * 0.5f64.powi(k), 0.5 - 0.5 * 0.5f64.powi(k)]
+        })
+        .collect();
+    close("dL/dx_t", dx.data(), &want);
+}
