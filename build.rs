@@ -10,7 +10,8 @@
 //!   `(crate::guide::walkthrough#section)`;
 //! - a link to a source file, `(../src/layers/mod.rs)`, becomes an intra-doc link to its module,
 //!   `(crate::layers)` (a link to a private module fails `cargo doc`, which CI runs);
-//! - a picture, `(img/curve.png)`, is embedded as a `data:` URL (rustdoc does not ship files).
+//! - a picture, `(img/curve.png)` or `(img/map.svg)`, is embedded as a `data:` URL (rustdoc does
+//!   not ship files).
 //!
 //! No dependency: the base64 encoder is the dozen lines below.
 
@@ -95,9 +96,10 @@ fn rewrite_target(target: &str, docs: &Path) -> String {
         let module = source.strip_suffix("/mod").unwrap_or(source).replace('/', "::");
         return if module == "lib" { "crate".to_string() } else { format!("crate::{module}{fragment}") };
     }
-    if file.starts_with("img/") && file.ends_with(".png") {
+    if file.starts_with("img/") && (file.ends_with(".png") || file.ends_with(".svg")) {
         let bytes = fs::read(docs.join(file)).expect("a picture the guide shows");
-        return format!("data:image/png;base64,{}", base64(&bytes));
+        let kind = if file.ends_with(".svg") { "svg+xml" } else { "png" };
+        return format!("data:image/{kind};base64,{}", base64(&bytes));
     }
     target.to_string()
 }

@@ -1,0 +1,205 @@
+//! The per-layer pictures of docs/backprop.md, drawn as SVG from numbers the crate computes:
+//!
+//! - `im2col_map.svg` (§6): which pixel of a 3×3 image fills each entry of `cols` for a 2×2 kernel,
+//!   each output's window in its own colour — from [`im2col`];
+//! - `maxpool_routing.svg` (§7): a 4×4 input, its 2×2 max pooling, and the gradient routed back to
+//!   each window's winner — from `MaxPool2d`'s forward and backward passes;
+//! - `residual_fork.svg` (§14): `y = x + f(x)` with its values forward and its gradients backward,
+//!   the fork's two contributions summed — from `Residual`.
+//!
+//! `cargo run --release --example pictures` rewrites them in `docs/img/`; `tests/pictures.rs`
+//! checks that the committed files are exactly what this program draws, and their numbers.
+
+use backprop::prelude::*;
+use backprop::tensor::im2col::{ConvGeometry, im2col};
+use std::fmt::Write;
+
+/// Distinct fills for up to four windows.
+const COLOURS: [&str; 4] = ["#cfe0ff", "#ffd9c7", "#d4f2d0", "#f1d6f5"];
+
+/// An SVG document of the given size, with an arrowhead marker, around `body`.
+fn svg(width: u32, height: u32, body: &str) -> String {
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" \
+         font-family=\"monospace\" font-size=\"13\">\n<defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"9\" refY=\"5\" \
+         markerWidth=\"7\" markerHeight=\"7\" orient=\"auto-start-reverse\"><path d=\"M0,0 L10,5 L0,10 z\" fill=\"#333\"/>\
+         </marker></defs>\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n{body}</svg>\n"
+    )
+}
+
+/// A labelled cell.
+fn cell(out: &mut String, x: f32, y: f32, size: f32, fill: &str, text: &str) {
+    let _ = writeln!(
+        out,
+        "<rect x=\"{x}\" y=\"{y}\" width=\"{size}\" height=\"{size}\" fill=\"{fill}\" stroke=\"#555\"/>\
+         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" dominant-baseline=\"central\">{text}</text>",
+        x + size / 2.0,
+        y + size / 2.0
+    );
+}
+
+fn label(out: &mut String, x: f32, y: f32, text: &str) {
+    let _ = writeln!(out, "<text x=\"{x}\" y=\"{y}\" fill=\"#333\">{text}</text>");
+}
+
+fn arrow(out: &mut String, (x1, y1): (f32, f32), (x2, y2): (f32, f32), colour: &str) {
+    let _ = writeln!(
+        out,
+        "<line x1=\"{x1}\" y1=\"{y1}\" x2=\"{x2}\" y2=\"{y2}\" stroke=\"{colour}\" stroke-width=\"1.5\" marker-end=\"url(#arrow)\"/>"
+    );
+}
+
+/// §6: the 3×3 image `1 … 9`, a 2×2 kernel, stride 1; returns `cols` (rows: taps, columns:
+/// outputs) and the picture.
+pub fn im2col_map() -> (Vec<f32>, String) {
+    let x: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+    let geometry = ConvGeometry::new((1, 3, 3), (2, 2), (1, 1), (0, 0), (1, 1)).expect("a valid geometry");
+    let mut cols = vec![0.0; 16];
+    im2col(&x, &geometry, &mut cols);
+    let mut b = String::new();
+    label(&mut b, 20.0, 24.0, "image x (3×3)");
+    for (k, v) in x.iter().enumerate() {
+        let (i, j) = (k / 3, k % 3);
+        cell(&mut b, 20.0 + 40.0 * j as f32, 40.0 + 40.0 * i as f32, 40.0, "#ffffff", &format!("{v}"));
+    }
+    label(&mut b, 200.0, 24.0, "cols = im2col(x): a row per tap, a column per window");
+    for tap in 0..4 {
+        label(&mut b, 200.0, 62.0 + 36.0 * tap as f32, &format!("({},{})", tap / 2, tap % 2));
+        for window in 0..4 {
+            let v = cols[tap * 4 + window];
+            cell(
+                &mut b,
+                250.0 + 36.0 * window as f32,
+                40.0 + 36.0 * tap as f32,
+                36.0,
+                COLOURS[window],
+                &format!("{v}"),
+            );
+        }
+    }
+    for window in 0..4 {
+        label(&mut b, 258.0 + 36.0 * window as f32, 200.0, &format!("y{}{}", window / 2, window % 2));
+    }
+    arrow(&mut b, (145.0, 100.0), (190.0, 100.0), "#333");
+    label(
+        &mut b,
+        20.0,
+        235.0,
+        "Column y_pq holds the window that output (p, q) reads; y = W·cols is one product for every",
+    );
+    label(&mut b, 20.0, 253.0, "window at once, and col2im adds each column back where it was read (§6).");
+    (cols, svg(700, 270, &b))
+}
+
+/// §7: a 4×4 input, 2×2 max pooling; returns `(y, dx)` for `g = [1, 2, 3, 4]` and the picture.
+pub fn maxpool_routing() -> ((Vec<f32>, Vec<f32>), String) {
+    let x =
+        Tensor::from_vec(&[1, 1, 4, 4], vec![1., 3., 2., 0., 4., 2., 1., 5., 0., 1., 3., 2., 2., 6., 1., 1.])
+            .expect("[1, 1, 4, 4]");
+    let mut pool = MaxPool2d::new(2);
+    let y = pool.forward(&x, Pass::TRAIN);
+    let g = Tensor::from_vec(&[1, 1, 2, 2], vec![1., 2., 3., 4.]).expect("[1, 1, 2, 2]");
+    let dx = pool.backward(&g, InputGrad::Needed).expect("asked for");
+    let window = |i: usize, j: usize| (i / 2) * 2 + j / 2;
+    let mut b = String::new();
+    let grid = |b: &mut String, left: f32, values: &[f32], winners: Option<&[f32]>, title: &str| {
+        label(b, left, 24.0, title);
+        for (k, v) in values.iter().enumerate() {
+            let (i, j) = (k / 4, k % 4);
+            let won = winners.is_some_and(|w| w[k] != 0.0);
+            let fill = if won { "#ffcf5c" } else { COLOURS[window(i, j)] };
+            cell(b, left + 36.0 * j as f32, 40.0 + 36.0 * i as f32, 36.0, fill, &format!("{v}"));
+        }
+    };
+    grid(&mut b, 20.0, x.data(), Some(dx.data()), "x (winners gold)");
+    label(&mut b, 225.0, 24.0, "y = max");
+    for (k, v) in y.data().iter().enumerate() {
+        cell(
+            &mut b,
+            225.0 + 36.0 * (k % 2) as f32,
+            76.0 + 36.0 * (k / 2) as f32,
+            36.0,
+            COLOURS[k],
+            &format!("{v}"),
+        );
+    }
+    label(&mut b, 355.0, 24.0, "g = dL/dy");
+    for (k, v) in g.data().iter().enumerate() {
+        cell(
+            &mut b,
+            355.0 + 36.0 * (k % 2) as f32,
+            76.0 + 36.0 * (k / 2) as f32,
+            36.0,
+            COLOURS[k],
+            &format!("{v}"),
+        );
+    }
+    grid(&mut b, 500.0, dx.data(), Some(dx.data()), "dL/dx");
+    arrow(&mut b, (175.0, 112.0), (218.0, 112.0), "#333");
+    arrow(&mut b, (440.0, 112.0), (493.0, 112.0), "#b35c00");
+    label(
+        &mut b,
+        20.0,
+        205.0,
+        "Each window's gradient goes to the position that won its max; the others get 0 (§7).",
+    );
+    ((y.data().to_vec(), dx.data().to_vec()), svg(680, 220, &b))
+}
+
+/// §14: `y = x + f(x)` with `f(x) = 0.5·x` (one `Dense`), `x = 2`, `dL/dy = 1`; returns
+/// `(y, dx)` and the picture.
+pub fn residual_fork() -> ((f32, f32), String) {
+    let w = Tensor::from_vec(&[1, 1], vec![0.5]).expect("[1, 1]");
+    let mut block = Residual::new(Sequential::new().add(Dense::new(1, 1).no_bias().with_weights(w, None)));
+    let y = block.forward(&Tensor::from_vec(&[1, 1], vec![2.0]).expect("x"), Pass::TRAIN).data()[0];
+    let dx = block
+        .backward(&Tensor::from_vec(&[1, 1], vec![1.0]).expect("g"), InputGrad::Needed)
+        .expect("dx")
+        .data()[0];
+    let mut b = String::new();
+    let node = |b: &mut String, x: f32, y: f32, text: &str| {
+        let _ = writeln!(
+            b,
+            "<rect x=\"{}\" y=\"{}\" width=\"150\" height=\"40\" rx=\"8\" fill=\"#f4f4f4\" stroke=\"#333\"/>\
+             <text x=\"{x}\" y=\"{y}\" text-anchor=\"middle\" dominant-baseline=\"central\">{text}</text>",
+            x - 75.0,
+            y - 20.0
+        );
+    };
+    node(&mut b, 100.0, 120.0, "x = 2");
+    node(&mut b, 330.0, 60.0, "f(x) = 0.5·x = 1");
+    node(&mut b, 560.0, 120.0, &format!("y = x + f(x) = {y}"));
+    arrow(&mut b, (175.0, 110.0), (255.0, 70.0), "#333");
+    arrow(&mut b, (405.0, 70.0), (485.0, 110.0), "#333");
+    arrow(&mut b, (175.0, 125.0), (485.0, 125.0), "#333");
+    label(&mut b, 265.0, 140.0, "identity path");
+    // Backward, below: from dL/dy to dL/dx along both paths.
+    node(&mut b, 560.0, 200.0, "dL/dy = 1");
+    node(&mut b, 100.0, 200.0, &format!("dL/dx = {dx}"));
+    arrow(&mut b, (485.0, 195.0), (175.0, 195.0), "#b35c00");
+    arrow(&mut b, (485.0, 210.0), (405.0, 245.0), "#b35c00");
+    arrow(&mut b, (255.0, 245.0), (175.0, 210.0), "#b35c00");
+    label(&mut b, 250.0, 187.0, "identity: 1, unchanged");
+    label(&mut b, 262.0, 262.0, "through f: f′ᵀ·dL/dy = 0.5");
+    label(
+        &mut b,
+        20.0,
+        300.0,
+        &format!("dL/dx = 1 + 0.5 = {dx}: a value used twice gets the sum of its uses' gradients (§14)"),
+    );
+    ((y, dx), svg(700, 315, &b))
+}
+
+fn main() -> Result<()> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/img");
+    for (name, picture) in [
+        ("im2col_map.svg", im2col_map().1),
+        ("maxpool_routing.svg", maxpool_routing().1),
+        ("residual_fork.svg", residual_fork().1),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, picture).map_err(|e| Error::io(&path, e))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
