@@ -1,19 +1,19 @@
 //! A picture of the backward pass: the single neuron of docs/backprop.md §1, recorded on the
 //! scalar tape of `examples/scalar_autograd.rs`, drawn as a graph — every box a value with its
-//! gradient, every arrow an operation's input. Writes `backprop_graph.png`.
+//! gradient, every circle a gate, every arrow an operation's input. Writes `backprop_graph.svg`.
 //!
-//! Run: `cargo run --release --example draw_graph [-- OUT_DIR]` (default `target/`)
+//! Run: `cargo run --release --example draw_graph [-- OUT_DIR]` (default `docs/img/`, where the
+//! committed picture lives; `tests/draw_graph.rs` checks that it is this program's output)
 
-#[path = "common/png.rs"]
-mod png;
 #[allow(dead_code)]
 #[path = "scalar_autograd.rs"]
 mod scalar_autograd;
+#[path = "common/svg.rs"]
+pub(crate) mod svg;
 
 use backprop::prelude::*;
-use plotters::prelude::*;
-use png::{draw_err, register_font, write_png};
 use scalar_autograd::Tape;
+use std::fmt::Write;
 use std::path::PathBuf;
 
 /// The neuron `L = (σ(w₁x₁ + w₂x₂ + b) − t)²` on the tape, with the names of its leaves.
@@ -33,77 +33,104 @@ pub fn neuron() -> (Tape, usize, Vec<(usize, &'static str)>) {
     (t, loss, names)
 }
 
-fn main() -> Result<()> {
-    let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "target".into()));
-    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
-    let path = out.join("backprop_graph.png");
+/// The graph as SVG: a box per value (its value, and its gradient in red), a circle per operation
+/// with arrows from its inputs, columns by depth and rows ordered so that wires do not cross.
+pub fn graph_svg() -> String {
     let (t, loss, names) = neuron();
-    // Columns by depth (leaves at 0, each operation one right of its deepest input).
     let n = loss + 1;
+    // Columns by depth (leaves at 0, each operation one right of its deepest input).
     let mut depth = vec![0usize; n];
     for i in 0..n {
         depth[i] = t.node(i).1.iter().map(|&a| depth[a] + 1).max().unwrap_or(0);
     }
-    let mut row_in_col = vec![0usize; n];
-    let mut count = vec![0usize; depth.iter().max().unwrap() + 1];
+    // Rows: each operation at the mean height of its inputs; leaves in the order the operations
+    // read them, so that the wires run without crossing.
+    let mut row = vec![f32::NAN; n];
+    let mut next_leaf = 0.0f32;
     for i in 0..n {
-        row_in_col[i] = count[depth[i]];
-        count[depth[i]] += 1;
-    }
-    let (w, h) = (1080u32, 560u32);
-    let (col_w, row_h) = (150i32, 72i32);
-    let pos = |i: usize| (30 + depth[i] as i32 * col_w, 40 + row_in_col[i] as i32 * row_h);
-    register_font();
-    let mut buf = vec![255u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| draw_err(&path, e))?;
-        let (bw, bh) = (118, 50);
-        for i in 0..n {
-            let (x, y) = pos(i);
-            for &a in &t.node(i).1 {
-                let (ax, ay) = pos(a);
-                let line = PathElement::new(
-                    vec![(ax + bw, ay + bh / 2), (x, y + bh / 2)],
-                    BLACK.mix(0.5).stroke_width(2),
-                );
-                root.draw(&line).map_err(|e| draw_err(&path, e))?;
+        for &a in &t.node(i).1 {
+            if t.node(a).1.is_empty() && row[a].is_nan() {
+                row[a] = next_leaf;
+                next_leaf += 1.0;
             }
         }
-        for i in 0..n {
-            let (x, y) = pos(i);
-            let (op, _) = t.node(i);
-            let name = names.iter().find(|(k, _)| *k == i).map(|(_, s)| *s);
-            let label = match (name, op) {
-                (Some(s), _) => s.to_string(),
-                (None, "") => "const".to_string(),
-                (None, op) => op.to_string(),
-            };
-            let fill = if i == loss {
-                RGBColor(255, 230, 200)
-            } else if op.is_empty() {
-                RGBColor(225, 238, 255)
-            } else {
-                RGBColor(240, 240, 240)
-            };
-            root.draw(&Rectangle::new([(x, y), (x + bw, y + bh)], fill.filled()))
-                .map_err(|e| draw_err(&path, e))?;
-            root.draw(&Rectangle::new([(x, y), (x + bw, y + bh)], BLACK.stroke_width(1)))
-                .map_err(|e| draw_err(&path, e))?;
-            let style = ("sans-serif", 14).into_font();
-            root.draw(&Text::new(label, (x + 6, y + 4), style.clone())).map_err(|e| draw_err(&path, e))?;
-            root.draw(&Text::new(format!("value {:+.4}", t.value[i]), (x + 6, y + 18), style.clone()))
-                .map_err(|e| draw_err(&path, e))?;
-            let grad = ("sans-serif", 14).into_font().color(&RED);
-            root.draw(&Text::new(format!("grad  {:+.4}", t.grad[i]), (x + 6, y + 32), grad))
-                .map_err(|e| draw_err(&path, e))?;
+        let inputs = t.node(i).1;
+        if !inputs.is_empty() {
+            row[i] = inputs.iter().map(|&a| row[a]).sum::<f32>() / inputs.len() as f32;
         }
-        let note = "values flow left to right (forward); gradients dL/d(value), in red, flow right to left (backward)";
-        root.draw(&Text::new(note, (30, h as i32 - 30), ("sans-serif", 16).into_font()))
-            .map_err(|e| draw_err(&path, e))?;
-        root.present().map_err(|e| draw_err(&path, e))?;
     }
-    write_png(&path, buf, (w, h))?;
-    println!("wrote {} ({n} values; L = {:.4})", path.display(), t.value[loss]);
+    let (box_w, box_h, col_w, row_h) = (112.0f32, 40.0f32, 190.0f32, 64.0f32);
+    let pos = |i: usize| (20.0 + depth[i] as f32 * col_w, 30.0 + row[i] * row_h);
+    let mut b = String::new();
+    for i in 0..n {
+        let (op, inputs) = t.node(i);
+        let (x, y) = pos(i);
+        if !inputs.is_empty() {
+            // The gate: a circle left of its value, fed by its inputs.
+            let (cx, cy) = (x - 34.0, y + box_h / 2.0);
+            for &a in &inputs {
+                let (ax, ay) = pos(a);
+                svg::arrow(&mut b, (ax + box_w, ay + box_h / 2.0), (cx - 14.0, cy), "#555");
+            }
+            let _ = writeln!(
+                b,
+                "<circle cx=\"{cx}\" cy=\"{cy}\" r=\"13\" fill=\"#fff7d6\" stroke=\"#333\"/>\
+                 <text x=\"{cx}\" y=\"{cy}\" text-anchor=\"middle\" dominant-baseline=\"central\">{op}</text>"
+            );
+            svg::arrow(&mut b, (cx + 13.0, cy), (x, cy), "#555");
+        }
+        let name = names.iter().find(|(k, _)| *k == i).map(|(_, s)| s.to_string());
+        let name = if i == loss {
+            Some("L".to_string())
+        } else {
+            name.or(inputs.is_empty().then(|| "const".into()))
+        };
+        let fill = if i == loss {
+            "#ffe6c8"
+        } else if inputs.is_empty() {
+            "#e1eeff"
+        } else {
+            "#f2f2f2"
+        };
+        let _ = writeln!(
+            b,
+            "<rect x=\"{x}\" y=\"{y}\" width=\"{box_w}\" height=\"{box_h}\" rx=\"5\" fill=\"{fill}\" stroke=\"#333\"/>\
+             <text x=\"{}\" y=\"{}\">{:+.4}</text><text x=\"{}\" y=\"{}\" fill=\"#c0392b\">{:+.4}</text>",
+            x + 8.0,
+            y + 16.0,
+            t.value[i],
+            x + 8.0,
+            y + 33.0,
+            t.grad[i]
+        );
+        if let Some(name) = name {
+            svg::label(&mut b, x + 2.0, y - 4.0, &name);
+        }
+    }
+    let bottom = 30.0 + next_leaf * row_h;
+    svg::label(
+        &mut b,
+        20.0,
+        bottom + 10.0,
+        "Forward, left to right: each box's value (black). Backward, right to left: dL/d(value) (red).",
+    );
+    svg::label(
+        &mut b,
+        20.0,
+        bottom + 28.0,
+        "Each circle is a gate applying its local rule; the subtraction of t is a × by −1 and a +.",
+    );
+    let width = 20.0 + (depth.iter().max().copied().unwrap_or(0) as f32) * col_w + box_w + 20.0;
+    svg::svg(width.max(760.0) as u32, (bottom + 40.0) as u32, &b)
+}
+
+fn main() -> Result<()> {
+    let default = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/img");
+    let out = std::env::args().nth(1).map_or(default, PathBuf::from);
+    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    let path = out.join("backprop_graph.svg");
+    std::fs::write(&path, graph_svg()).map_err(|e| Error::io(&path, e))?;
+    let (t, loss, _) = neuron();
+    println!("wrote {} ({} values; L = {:.4})", path.display(), loss + 1, t.value[loss]);
     Ok(())
 }

@@ -14,40 +14,13 @@ use backprop::prelude::*;
 use backprop::tensor::im2col::{ConvGeometry, im2col};
 use std::fmt::Write;
 
-/// Distinct fills for up to four windows.
-const COLOURS: [&str; 4] = ["#cfe0ff", "#ffd9c7", "#d4f2d0", "#f1d6f5"];
+// §1's neuron graph, drawn by its own example; written here too, so that one command redraws
+// every SVG picture of the text.
+#[allow(dead_code)]
+#[path = "draw_graph.rs"]
+mod draw_graph;
 
-/// An SVG document of the given size, with an arrowhead marker, around `body`.
-fn svg(width: u32, height: u32, body: &str) -> String {
-    format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" \
-         font-family=\"monospace\" font-size=\"13\">\n<defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"9\" refY=\"5\" \
-         markerWidth=\"7\" markerHeight=\"7\" orient=\"auto-start-reverse\"><path d=\"M0,0 L10,5 L0,10 z\" fill=\"#333\"/>\
-         </marker></defs>\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n{body}</svg>\n"
-    )
-}
-
-/// A labelled cell.
-fn cell(out: &mut String, x: f32, y: f32, size: f32, fill: &str, text: &str) {
-    let _ = writeln!(
-        out,
-        "<rect x=\"{x}\" y=\"{y}\" width=\"{size}\" height=\"{size}\" fill=\"{fill}\" stroke=\"#555\"/>\
-         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" dominant-baseline=\"central\">{text}</text>",
-        x + size / 2.0,
-        y + size / 2.0
-    );
-}
-
-fn label(out: &mut String, x: f32, y: f32, text: &str) {
-    let _ = writeln!(out, "<text x=\"{x}\" y=\"{y}\" fill=\"#333\">{text}</text>");
-}
-
-fn arrow(out: &mut String, (x1, y1): (f32, f32), (x2, y2): (f32, f32), colour: &str) {
-    let _ = writeln!(
-        out,
-        "<line x1=\"{x1}\" y1=\"{y1}\" x2=\"{x2}\" y2=\"{y2}\" stroke=\"{colour}\" stroke-width=\"1.5\" marker-end=\"url(#arrow)\"/>"
-    );
-}
+use draw_graph::svg::{COLOURS, arrow, cell, label, svg};
 
 /// §6: the 3×3 image `1 … 9`, a 2×2 kernel, stride 1; returns `cols` (rows: taps, columns:
 /// outputs) and the picture.
@@ -193,6 +166,7 @@ pub fn residual_fork() -> ((f32, f32), String) {
 fn main() -> Result<()> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/img");
     for (name, picture) in [
+        ("backprop_graph.svg", draw_graph::graph_svg()),
         ("im2col_map.svg", im2col_map().1),
         ("maxpool_routing.svg", maxpool_routing().1),
         ("residual_fork.svg", residual_fork().1),

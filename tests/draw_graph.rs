@@ -15,3 +15,13 @@ fn the_drawn_neuron_has_the_chapters_gradients() {
         assert!((grad(name) - want).abs() < 1e-4, "{name}: {}", grad(name));
     }
 }
+
+/// The committed picture (docs/img/backprop_graph.svg) is what the program draws today.
+#[test]
+fn the_committed_graph_is_the_programs() {
+    let committed = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/img/backprop_graph.svg"),
+    )
+    .unwrap();
+    assert_eq!(draw_graph::graph_svg(), committed, "run `cargo run --release --example draw_graph`");
+}
