@@ -163,6 +163,94 @@ pub fn residual_fork() -> ((f32, f32), String) {
     ((y, dx), svg(700, 315, &b))
 }
 
+/// §8: batch norm as stages — `μ`, `d = x − μ`, `σ²`, `s = (σ² + ε)^(−1/2)`, `x̂ = d·s`,
+/// `y = γx̂ + β` — for the worked numbers `x = [1, 2, 6]`, `γ = 2`, `β = 0.5`, `g = [1, 0, −1]`,
+/// each stage's value forward and gradient backward (one vector–Jacobian product per stage, in
+/// f64); returns `dL/dx` and the picture. The mean path and the variance path are the two extra
+/// wires into `d` that a layer without them (the bug zoo's) forgets.
+pub fn batchnorm_staged() -> (Vec<f64>, String) {
+    let (x, gamma, beta, g, eps) = ([1.0f64, 2.0, 6.0], 2.0f64, 0.5f64, [1.0f64, 0.0, -1.0], 1e-5f64);
+    let m = x.len() as f64;
+    let mu = x.iter().sum::<f64>() / m;
+    let d: Vec<f64> = x.iter().map(|v| v - mu).collect();
+    let var = d.iter().map(|v| v * v).sum::<f64>() / m;
+    let s = 1.0 / (var + eps).sqrt();
+    let xh: Vec<f64> = d.iter().map(|v| v * s).collect();
+    let y: Vec<f64> = xh.iter().map(|v| gamma * v + beta).collect();
+    // Backward, stage by stage.
+    let dxh: Vec<f64> = g.iter().map(|v| gamma * v).collect();
+    let ds: f64 = dxh.iter().zip(&d).map(|(a, b)| a * b).sum();
+    let dvar = -0.5 * s * s * s * ds;
+    let dd: Vec<f64> = dxh.iter().zip(&d).map(|(a, di)| a * s + dvar * 2.0 * di / m).collect();
+    let dmu = -dd.iter().sum::<f64>();
+    let dx: Vec<f64> = dd.iter().map(|v| v + dmu / m).collect();
+    let v = |xs: &[f64]| format!("[{}]", xs.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(", "));
+    let mut b = String::new();
+    let node = |b: &mut String, (x, y): (f32, f32), name: &str, value: &str, grad: &str| {
+        let _ = writeln!(
+            b,
+            "<rect x=\"{x}\" y=\"{y}\" width=\"190\" height=\"44\" rx=\"6\" fill=\"#f2f2f2\" stroke=\"#333\"/>\
+             <text x=\"{}\" y=\"{}\">{value}</text><text x=\"{}\" y=\"{}\" fill=\"#c0392b\">{grad}</text>",
+            x + 8.0,
+            y + 17.0,
+            x + 8.0,
+            y + 35.0
+        );
+        label(b, x + 2.0, y - 5.0, name);
+    };
+    let at = [
+        (20.0, 150.0),
+        (250.0, 60.0),
+        (250.0, 150.0),
+        (480.0, 240.0),
+        (710.0, 240.0),
+        (710.0, 150.0),
+        (940.0, 150.0),
+    ];
+    node(&mut b, at[0], "x", &v(&x), &v(&dx));
+    node(&mut b, at[1], "μ = mean(x)", &format!("{mu:.3}"), &format!("{dmu:.3}"));
+    node(&mut b, at[2], "d = x − μ", &v(&d), &v(&dd));
+    node(&mut b, at[3], "σ² = mean(d²)", &format!("{var:.3}"), &format!("{dvar:.3}"));
+    node(&mut b, at[4], "s = 1/√(σ² + ε)", &format!("{s:.6}"), &format!("{ds:.3}"));
+    node(&mut b, at[5], "x̂ = d·s", &v(&xh), &v(&dxh));
+    node(&mut b, at[6], "y = γx̂ + β", &v(&y), &v(&g));
+    let right = |(x, y): (f32, f32)| (x + 190.0, y + 22.0);
+    let left = |(x, y): (f32, f32)| (x, y + 22.0);
+    arrow(&mut b, right(at[0]), left(at[2]), "#555"); // x → d
+    arrow(&mut b, (210.0, 165.0), (250.0, 90.0), "#555"); // x → μ
+    arrow(&mut b, (345.0, 104.0), (345.0, 150.0), "#555"); // μ → d (the mean path)
+    arrow(&mut b, right(at[2]), left(at[5]), "#555"); // d → x̂
+    arrow(&mut b, (440.0, 185.0), (480.0, 255.0), "#555"); // d → σ² (the variance path)
+    arrow(&mut b, right(at[3]), left(at[4]), "#555"); // σ² → s
+    arrow(&mut b, (805.0, 240.0), (805.0, 194.0), "#555"); // s → x̂
+    arrow(&mut b, right(at[5]), left(at[6]), "#555"); // x̂ → y
+    label(
+        &mut b,
+        20.0,
+        330.0,
+        "Batch norm over x = [1, 2, 6] as stages (γ = 2, β = 0.5): values forward (black), gradients for",
+    );
+    label(
+        &mut b,
+        20.0,
+        348.0,
+        "g = [1, 0, −1] backward (red). d feeds x̂ directly and through σ² and s, and x feeds d directly and",
+    );
+    label(
+        &mut b,
+        20.0,
+        366.0,
+        "through μ: each fork adds its paths' gradients. Here Σg = 0, so the mean path carries 0; for a g that does",
+    );
+    label(
+        &mut b,
+        20.0,
+        384.0,
+        "not sum to 0 it carries −Σ(dL/dd)/m to every input, and forgetting it is the bug zoo's third bug (§8, §11).",
+    );
+    (dx, svg(1150, 400, &b))
+}
+
 fn main() -> Result<()> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/img");
     for (name, picture) in [
@@ -170,6 +258,7 @@ fn main() -> Result<()> {
         ("im2col_map.svg", im2col_map().1),
         ("maxpool_routing.svg", maxpool_routing().1),
         ("residual_fork.svg", residual_fork().1),
+        ("batchnorm_staged.svg", batchnorm_staged().1),
     ] {
         let path = dir.join(name);
         std::fs::write(&path, picture).map_err(|e| Error::io(&path, e))?;

@@ -21,6 +21,12 @@ fn the_committed_pictures_are_the_programs_and_hold_the_crates_numbers() {
     assert_eq!(dx, [0., 0., 0., 0., 1., 0., 0., 2., 0., 0., 4., 0., 0., 3., 0., 0.]);
     assert_eq!(svg, committed("maxpool_routing.svg"), "run `cargo run --release --example pictures`");
 
+    let (dx, svg) = pictures::batchnorm_staged();
+    for (got, want) in dx.iter().zip([0.264521, -0.330649, 0.066128]) {
+        assert!((got - want).abs() < 1e-6, "§8's dL/dx: {dx:?}");
+    }
+    assert_eq!(svg, committed("batchnorm_staged.svg"), "run `cargo run --release --example pictures`");
+
     let ((y, dx), svg) = pictures::residual_fork();
     assert_eq!((y, dx), (3.0, 1.5));
     assert_eq!(svg, committed("residual_fork.svg"), "run `cargo run --release --example pictures`");
