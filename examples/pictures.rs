@@ -251,6 +251,106 @@ pub fn batchnorm_staged() -> (Vec<f64>, String) {
     (dx, svg(1150, 400, &b))
 }
 
+/// §12: the two numbered LSTM steps (one unit, weights `W_ih = [0.5, 1.0, 0.8, −0.3]`,
+/// `W_hh = [0.2, −0.4, 0.6, 0.1]`, forget bias 1, `x = [1, 0.5]`, `L = h_1`), unrolled: each
+/// step's gates, the cell and state wires with their values forward and gradients backward.
+/// Returns `(h, dx)` and the picture (`h` and `dx` are what `Lstm` computes: tested).
+pub fn lstm_unrolled() -> ((Vec<f64>, Vec<f64>), String) {
+    let sig = |z: f64| 1.0 / (1.0 + (-z).exp());
+    let (w_ih, w_hh, b) = ([0.5f64, 1.0, 0.8, -0.3], [0.2f64, -0.4, 0.6, 0.1], [0.0f64, 1.0, 0.0, 0.0]);
+    let xs = [1.0f64, 0.5];
+    // Forward: (i, f, c̃, o, c, h) per step.
+    let (mut h, mut c) = (0.0f64, 0.0f64);
+    let mut steps = Vec::new();
+    for &x in &xs {
+        let p: Vec<f64> = (0..4).map(|k| w_ih[k] * x + b[k] + w_hh[k] * h).collect();
+        let (i, f, cc, o) = (sig(p[0]), sig(p[1]), p[2].tanh(), sig(p[3]));
+        let c_new = f * c + i * cc;
+        let h_new = o * c_new.tanh();
+        steps.push((h, c, i, f, cc, o, c_new, h_new));
+        (h, c) = (h_new, c_new);
+    }
+    // Backward from dL/dh_1 = 1: (dh into the step, dc into the step, dx) per step.
+    let (mut dh, mut dc) = (1.0f64, 0.0f64);
+    let mut back = [(0.0, 0.0, 0.0); 2];
+    for t in (0..2).rev() {
+        let (_, c_prev, i, f, cc, o, c_t, _) = steps[t];
+        let (dh_in, dc_in) = (dh, dc);
+        let d_o = dh * c_t.tanh();
+        let dct = dc + dh * o * (1.0 - c_t.tanh().powi(2));
+        let dp = [
+            dct * cc * i * (1.0 - i),
+            dct * c_prev * f * (1.0 - f),
+            dct * i * (1.0 - cc * cc),
+            d_o * o * (1.0 - o),
+        ];
+        let dx: f64 = (0..4).map(|k| dp[k] * w_ih[k]).sum();
+        back[t] = (dh_in, dc_in, dx);
+        dh = (0..4).map(|k| dp[k] * w_hh[k]).sum();
+        dc = dct * f;
+    }
+    let mut bd = String::new();
+    let box_at = |bd: &mut String, x: f32, t: usize| {
+        let (_, _, i, f, cc, o, c_t, h_t) = steps[t];
+        let _ = writeln!(
+            bd,
+            "<rect x=\"{x}\" y=\"70\" width=\"230\" height=\"150\" rx=\"8\" fill=\"#f7f7f7\" stroke=\"#333\"/>"
+        );
+        label(bd, x + 8.0, 92.0, &format!("step {t}: x_{t} = {}", xs[t]));
+        label(bd, x + 8.0, 114.0, &format!("i = {i:.4}   f = {f:.4}"));
+        label(bd, x + 8.0, 134.0, &format!("c̃ = {cc:.4}   o = {o:.4}"));
+        label(bd, x + 8.0, 158.0, &format!("c_{t} = f·c + i·c̃ = {c_t:.4}"));
+        label(bd, x + 8.0, 180.0, &format!("h_{t} = o·tanh(c_{t}) = {h_t:.4}"));
+        let _ = writeln!(
+            bd,
+            "<text x=\"{}\" y=\"206\" fill=\"#c0392b\">dL/dx_{t} = {:.4}</text>",
+            x + 8.0,
+            back[t].2
+        );
+    };
+    box_at(&mut bd, 150.0, 0);
+    box_at(&mut bd, 520.0, 1);
+    // The cell wire (top) and the state wire (bottom), with values and (red) gradients.
+    let wire = |bd: &mut String, (x1, x2): (f32, f32), y: f32, value: &str, grad: &str| {
+        arrow(bd, (x1, y), (x2, y), "#333");
+        label(bd, x1 + 8.0, y - 8.0, value);
+        let _ = writeln!(bd, "<text x=\"{}\" y=\"{}\" fill=\"#c0392b\">{grad}</text>", x1 + 8.0, y + 18.0);
+    };
+    wire(&mut bd, (20.0, 150.0), 95.0, "c₋₁ = 0", "");
+    wire(&mut bd, (20.0, 150.0), 195.0, "h₋₁ = 0", "");
+    wire(
+        &mut bd,
+        (380.0, 520.0),
+        95.0,
+        &format!("c_0 = {:.4}", steps[0].6),
+        &format!("dc = {:.4}", back[0].1),
+    );
+    wire(
+        &mut bd,
+        (380.0, 520.0),
+        195.0,
+        &format!("h_0 = {:.4}", steps[0].7),
+        &format!("dh = {:.4}", back[0].0),
+    );
+    wire(&mut bd, (750.0, 880.0), 195.0, &format!("h_1 = {:.4}", steps[1].7), "dL/dh_1 = 1");
+    label(&mut bd, 885.0, 200.0, "L = h_1");
+    label(
+        &mut bd,
+        20.0,
+        260.0,
+        "Values forward (black), gradients backward (red): step 1 hands step 0 dL/dc_0 along the cell wire (one",
+    );
+    label(
+        &mut bd,
+        20.0,
+        278.0,
+        "multiplication by f, no weight matrix) and dL/dh_0 along the state wire (through W_hh and the gates) (§12).",
+    );
+    let h_out = steps.iter().map(|s| s.7).collect();
+    let dx_out = back.iter().map(|b| b.2).collect();
+    ((h_out, dx_out), svg(1000, 295, &bd))
+}
+
 fn main() -> Result<()> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/img");
     for (name, picture) in [
@@ -259,6 +359,7 @@ fn main() -> Result<()> {
         ("maxpool_routing.svg", maxpool_routing().1),
         ("residual_fork.svg", residual_fork().1),
         ("batchnorm_staged.svg", batchnorm_staged().1),
+        ("lstm_unrolled.svg", lstm_unrolled().1),
     ] {
         let path = dir.join(name);
         std::fs::write(&path, picture).map_err(|e| Error::io(&path, e))?;

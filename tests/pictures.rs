@@ -27,6 +27,13 @@ fn the_committed_pictures_are_the_programs_and_hold_the_crates_numbers() {
     }
     assert_eq!(svg, committed("batchnorm_staged.svg"), "run `cargo run --release --example pictures`");
 
+    let ((h, dx), svg) = pictures::lstm_unrolled();
+    for (got, want) in h.iter().chain(&dx).zip([0.166521, 0.249740, 0.106022, 0.119839]) {
+        assert!((got - want).abs() < 1e-6, "§12's numbered steps: h {h:?}, dx {dx:?}");
+    }
+    assert!(svg.contains("dc = 0.2689") && svg.contains("dh = 0.1019"), "the wires' gradients of §12");
+    assert_eq!(svg, committed("lstm_unrolled.svg"), "run `cargo run --release --example pictures`");
+
     let ((y, dx), svg) = pictures::residual_fork();
     assert_eq!((y, dx), (3.0, 1.5));
     assert_eq!(svg, committed("residual_fork.svg"), "run `cargo run --release --example pictures`");
