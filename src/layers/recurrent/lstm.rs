@@ -1,18 +1,19 @@
 //! Long short-term memory, as PyTorch's `nn.LSTM(batch_first=True)`: gates in PyTorch's order
-//! input `i`, forget `f`, cell `g`, output `o`.
+//! input `i`, forget `f`, cell `g`, output `o`; the cell gate's value is the candidate `c̃`
+//! (docs/backprop.md's name: there `g` is always a gradient).
 //!
 //! One step, with `p = a + b` the gates' pre-activations (`[4H]`: `p_i, p_f, p_g, p_o`):
 //!
 //! ```text
-//! forward:   i = σ(p_i)   f = σ(p_f)   g = tanh(p_g)   o = σ(p_o)
-//!            c = f ⊙ c_prev + i ⊙ g                    the cell state: an additive path
+//! forward:   i = σ(p_i)   f = σ(p_f)   c̃ = tanh(p_g)   o = σ(p_o)
+//!            c = f ⊙ c_prev + i ⊙ c̃                   the cell state: an additive path
 //!            h = o ⊙ tanh(c)
 //! backward:  given dh (from y_t and step t+1) and dc (from step t+1):
 //!            do = dh ⊙ tanh(c)
 //!            dc ← dc + dh ⊙ o ⊙ (1 − tanh²(c))         both ways c reaches the loss
-//!            di = dc ⊙ g    dg = dc ⊙ i    df = dc ⊙ c_prev
+//!            di = dc ⊙ c̃    dc̃ = dc ⊙ i    df = dc ⊙ c_prev
 //!            dc_prev = dc ⊙ f                          the cell path: one multiplication per step
-//!            dp_i = di ⊙ i(1 − i)   dp_f = df ⊙ f(1 − f)   dp_g = dg ⊙ (1 − g²)   dp_o = do ⊙ o(1 − o)
+//!            dp_i = di ⊙ i(1 − i)   dp_f = df ⊙ f(1 − f)   dp_g = dc̃ ⊙ (1 − c̃²)   dp_o = do ⊙ o(1 − o)
 //!            da = db = dp
 //! ```
 //!
@@ -78,10 +79,10 @@ fn forward(a: &[f32], b: &[f32], c_prev: &[f32], h: &mut [f32], c: &mut [f32], s
     let (saved, c) = (&mut saved[..4 * hn], &mut c[..hn]);
     for k in 0..hn {
         let p = |gate: usize| a[gate * hn + k] + b[gate * hn + k]; // p = a + b
-        let (i, f, g, o) = (sigmoid(p(0)), sigmoid(p(1)), tanh(p(2)), sigmoid(p(3)));
-        c[k] = f * c_prev[k] + i * g; // c = f ⊙ c_prev + i ⊙ g
+        let (i, f, c_tilde, o) = (sigmoid(p(0)), sigmoid(p(1)), tanh(p(2)), sigmoid(p(3)));
+        c[k] = f * c_prev[k] + i * c_tilde; // c = f ⊙ c_prev + i ⊙ c̃
         h[k] = o * tanh(c[k]); // h = o ⊙ tanh(c)
-        (saved[k], saved[hn + k], saved[2 * hn + k], saved[3 * hn + k]) = (i, f, g, o);
+        (saved[k], saved[hn + k], saved[2 * hn + k], saved[3 * hn + k]) = (i, f, c_tilde, o);
     }
 }
 
@@ -103,13 +104,18 @@ fn backward(
     let (saved, c_prev, c, dc) = (&saved[..4 * hn], &c_prev[..hn], &c[..hn], &dc[..hn]);
     let (da, db, dc_prev) = (&mut da[..4 * hn], &mut db[..4 * hn], &mut dc_prev[..hn]);
     for k in 0..hn {
-        let [i, f, g, o] = [0, 1, 2, 3].map(|gate| saved[gate * hn + k]);
+        let [i, f, c_tilde, o] = [0, 1, 2, 3].map(|gate| saved[gate * hn + k]);
         let tc = tanh(c[k]);
         let d_o = dh[k] * tc; // do = dh ⊙ tanh(c)
         let dc_k = dc[k] + dh[k] * o * (1.0 - tc * tc); // dc ← dc + dh ⊙ o ⊙ (1 − tanh²(c))
-        let (di, dg, df) = (dc_k * g, dc_k * i, dc_k * c_prev[k]); // di = dc ⊙ g, dg = dc ⊙ i, df = dc ⊙ c_prev
+        let (di, dc_tilde, df) = (dc_k * c_tilde, dc_k * i, dc_k * c_prev[k]); // di = dc ⊙ c̃, dc̃ = dc ⊙ i, df = dc ⊙ c_prev
         dc_prev[k] = dc_k * f; // dc_prev = dc ⊙ f
-        let dp = [di * i * (1.0 - i), df * f * (1.0 - f), dg * (1.0 - g * g), d_o * o * (1.0 - o)];
+        let dp = [
+            di * i * (1.0 - i),
+            df * f * (1.0 - f),
+            dc_tilde * (1.0 - c_tilde * c_tilde),
+            d_o * o * (1.0 - o),
+        ];
         for (gate, v) in dp.into_iter().enumerate() {
             (da[gate * hn + k], db[gate * hn + k]) = (v, v); // da = db = dp
         }
