@@ -5,10 +5,18 @@
 //! - `maxpool_routing.svg` (§7): a 4×4 input, its 2×2 max pooling, and the gradient routed back to
 //!   each window's winner — from `MaxPool2d`'s forward and backward passes;
 //! - `residual_fork.svg` (§14): `y = x + f(x)` with its values forward and its gradients backward,
-//!   the fork's two contributions summed — from `Residual`.
+//!   the fork's two contributions summed — from `Residual`;
+//! - `batchnorm_staged.svg` (§8) and `lstm_unrolled.svg` (§12): staged graphs with values forward
+//!   and gradients backward, from the worked numbers;
+//! - `vanishing_gradients.svg` (§8): each layer's gradient norm at initialisation for three deep
+//!   networks — from `examples/vanishing_gradients.rs`;
+//! - `privacy_curve.svg` (docs/privacy.md): accuracy against ε, from the guide's measured table;
+//! - and §1's `backprop_graph.svg`, drawn by `examples/draw_graph.rs`.
 //!
-//! `cargo run --release --example pictures` rewrites them in `docs/img/`; `tests/pictures.rs`
-//! checks that the committed files are exactly what this program draws, and their numbers.
+//! `cargo run --release --example pictures` rewrites every picture in `docs/img/` except the
+//! explorer's screenshot (`cargo run --release --example explorer -- --screenshot
+//! docs/img/explorer.png`, which needs Chromium); `tests/pictures.rs` checks that the committed
+//! files are what this program draws, and their numbers.
 
 use backprop::prelude::*;
 use backprop::tensor::im2col::{ConvGeometry, im2col};
@@ -20,7 +28,13 @@ use std::fmt::Write;
 #[path = "draw_graph.rs"]
 mod draw_graph;
 
-use draw_graph::svg::{COLOURS, arrow, cell, label, svg};
+// §8's vanishing gradients, drawn from the three networks of its example.
+// (It brings its own copy of common/svg.rs, as draw_graph does: each is also a program of its own.)
+#[allow(dead_code, clippy::duplicate_mod)]
+#[path = "vanishing_gradients.rs"]
+pub(crate) mod vanishing_gradients;
+
+use draw_graph::svg::{COLOURS, LineChart, Series, arrow, cell, label, svg};
 
 /// §6: the 3×3 image `1 … 9`, a 2×2 kernel, stride 1; returns `cols` (rows: taps, columns:
 /// outputs) and the picture.
@@ -351,6 +365,44 @@ pub fn lstm_unrolled() -> ((Vec<f64>, Vec<f64>), String) {
     ((h_out, dx_out), svg(1000, 295, &bd))
 }
 
+/// docs/privacy.md's table: test accuracy (%) of the walkthrough's CNN at each privacy budget ε
+/// (10 epochs, δ = 1e-5, C = 1, seed 1), and without privacy. Measured by
+/// `cargo run --release --example image_classify -- --dp-epsilon E` (about 30 s a run); the test
+/// of this picture checks that these are the figures the guide prints.
+pub const PRIVACY_RUNS: [(f64, f64); 6] =
+    [(0.5, 84.40), (1.0, 89.55), (2.0, 91.25), (3.0, 92.05), (4.0, 92.60), (8.0, 93.50)];
+/// The same network, trained without privacy.
+pub const NOT_PRIVATE: f64 = 98.40;
+
+/// docs/privacy.md: accuracy against ε (log scale), the non-private run dashed.
+pub fn privacy_curve() -> String {
+    let (lo, hi) = (PRIVACY_RUNS[0].0.log10() - 0.1, PRIVACY_RUNS[5].0.log10() + 0.1);
+    let chart = LineChart {
+        title: "Bundled digits, 10 epochs: test accuracy against ε",
+        x_label: "privacy budget ε (log scale; smaller is more private)",
+        y_label: "test accuracy (%)",
+        x_range: (lo, hi),
+        y_range: (80.0, 100.0),
+        x_ticks: PRIVACY_RUNS.iter().map(|(e, _)| (e.log10(), format!("{e}"))).collect(),
+        y_ticks: (0..=4).map(|k| (80.0 + 5.0 * k as f64, format!("{}", 80 + 5 * k))).collect(),
+    };
+    let series = [
+        Series {
+            name: "DP-SGD (δ = 1e-5, C = 1)",
+            colour: "#d62728",
+            points: PRIVACY_RUNS.iter().map(|(e, a)| (e.log10(), *a)).collect(),
+            dashed: false,
+        },
+        Series {
+            name: &format!("not private ({NOT_PRIVATE:.2} %)"),
+            colour: "#1f77b4",
+            points: vec![(lo, NOT_PRIVATE), (hi, NOT_PRIVATE)],
+            dashed: true,
+        },
+    ];
+    chart.draw(&series, (720, 440))
+}
+
 fn main() -> Result<()> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/img");
     for (name, picture) in [
@@ -360,6 +412,8 @@ fn main() -> Result<()> {
         ("residual_fork.svg", residual_fork().1),
         ("batchnorm_staged.svg", batchnorm_staged().1),
         ("lstm_unrolled.svg", lstm_unrolled().1),
+        ("vanishing_gradients.svg", vanishing_gradients::chart_svg(&vanishing_gradients::all_norms())),
+        ("privacy_curve.svg", privacy_curve()),
     ] {
         let path = dir.join(name);
         std::fs::write(&path, picture).map_err(|e| Error::io(&path, e))?;

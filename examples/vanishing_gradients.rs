@@ -1,17 +1,16 @@
 //! Vanishing gradients, shown: the gradient norm of every layer of a deep network at
 //! initialisation, for sigmoid, for ReLU, and for sigmoid with batch norm after each dense layer
-//! (docs/backprop.md §3 and §8). Prints a table and draws `vanishing_gradients.png`.
+//! (docs/backprop.md §3 and §8). Prints a table and draws `vanishing_gradients.svg`
+//! (`cargo run --release --example pictures` draws the same into `docs/img/`).
 //!
 //! Run: `cargo run --release --example vanishing_gradients [-- OUT_DIR]` (default `target/`)
 
-#[path = "common/png.rs"]
-mod png;
+#[path = "common/svg.rs"]
+pub(crate) mod svg;
 
 use backprop::layers::named_params;
 use backprop::prelude::*;
-use plotters::prelude::*;
-use png::{draw_err, register_font, write_png};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Layers deep.
 pub const DEPTH: usize = 10;
@@ -46,63 +45,42 @@ pub fn layer_gradient_norms(model: &mut Sequential) -> Vec<f32> {
         .collect()
 }
 
-fn plot(rows: &[(&str, Vec<f32>)], path: &Path) -> Result<()> {
-    register_font();
-    let (w, h) = (800u32, 480u32);
-    let mut buf = vec![255u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| draw_err(path, e))?;
-        let lo = rows.iter().flat_map(|r| r.1.iter()).fold(f32::INFINITY, |a, &b| a.min(b)).log10().floor();
-        let hi =
-            rows.iter().flat_map(|r| r.1.iter()).fold(f32::NEG_INFINITY, |a, &b| a.max(b)).log10().ceil();
-        let mut chart = ChartBuilder::on(&root)
-            .caption("gradient norm of each layer's weights at initialisation", ("sans-serif", 20))
-            .margin(14)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0.5f32..DEPTH as f32 + 0.5, lo..hi)
-            .map_err(|e| draw_err(path, e))?;
-        chart
-            .configure_mesh()
-            .x_desc("layer (1 = nearest the input)")
-            .y_desc("‖dL/dW‖ (log scale)")
-            .label_style(("sans-serif", 13))
-            .x_labels(DEPTH)
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .y_label_formatter(&|v| format!("1e{v:.0}"))
-            .draw()
-            .map_err(|e| draw_err(path, e))?;
-        for ((name, norms), color) in rows.iter().zip([RED, BLUE, GREEN]) {
-            let points: Vec<(f32, f32)> =
-                norms.iter().enumerate().map(|(i, n)| (i as f32 + 1.0, n.log10())).collect();
-            chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-                .map_err(|e| draw_err(path, e))?
-                .label(*name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-            chart
-                .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                .map_err(|e| draw_err(path, e))?;
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(|e| draw_err(path, e))?;
-        root.present().map_err(|e| draw_err(path, e))?;
-    }
-    write_png(path, buf, (w, h))
+/// The picture: `log10 ‖dL/dW‖` per layer, one line per network.
+pub fn chart_svg(rows: &[(&str, Vec<f32>)]) -> String {
+    let logs = || rows.iter().flat_map(|r| r.1.iter()).map(|n| f64::from(*n).log10());
+    let lo = logs().fold(f64::INFINITY, f64::min).floor();
+    let hi = logs().fold(f64::NEG_INFINITY, f64::max).ceil();
+    let chart = svg::LineChart {
+        title: "gradient norm of each layer's weights at initialisation",
+        x_label: "layer (1 = nearest the input)",
+        y_label: "‖dL/dW‖ (log scale)",
+        x_range: (0.5, DEPTH as f64 + 0.5),
+        y_range: (lo, hi),
+        x_ticks: (1..=DEPTH).map(|l| (l as f64, l.to_string())).collect(),
+        y_ticks: (lo as i32..=hi as i32).map(|e| (f64::from(e), format!("1e{e}"))).collect(),
+    };
+    let series: Vec<svg::Series> = rows
+        .iter()
+        .zip(["#d62728", "#1f77b4", "#2ca02c"])
+        .map(|((name, norms), colour)| svg::Series {
+            name,
+            colour,
+            points: norms.iter().enumerate().map(|(i, n)| (i as f64 + 1.0, f64::from(*n).log10())).collect(),
+            dashed: false,
+        })
+        .collect();
+    chart.draw(&series, (800, 480))
+}
+
+/// The three networks' norms, first layer to last.
+pub fn all_norms() -> Vec<(&'static str, Vec<f32>)> {
+    networks().into_iter().map(|(name, mut m)| (name, layer_gradient_norms(&mut m))).collect()
 }
 
 fn main() -> Result<()> {
     let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "target".into()));
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
-    let rows: Vec<(&str, Vec<f32>)> =
-        networks().into_iter().map(|(name, mut m)| (name, layer_gradient_norms(&mut m))).collect();
+    let rows = all_norms();
     println!("‖dL/dW‖ per layer, 1 = nearest the input ({DEPTH} dense layers of {WIDTH} units, batch 256):");
     print!("{:<22}", "layer");
     (1..=DEPTH).for_each(|l| print!("{l:>9}"));
@@ -112,8 +90,8 @@ fn main() -> Result<()> {
         norms.iter().for_each(|n| print!("{n:>9.2e}"));
         println!("   {:.1e}", norms[0] / norms[DEPTH - 1]);
     }
-    let path = out.join("vanishing_gradients.png");
-    plot(&rows, &path)?;
+    let path = out.join("vanishing_gradients.svg");
+    std::fs::write(&path, chart_svg(&rows)).map_err(|e| Error::io(&path, e))?;
     println!("wrote {}", path.display());
     Ok(())
 }

@@ -40,3 +40,122 @@ pub fn arrow(out: &mut String, (x1, y1): (f32, f32), (x2, y2): (f32, f32), colou
         "<line x1=\"{x1}\" y1=\"{y1}\" x2=\"{x2}\" y2=\"{y2}\" stroke=\"{colour}\" stroke-width=\"1.5\" marker-end=\"url(#arrow)\"/>"
     );
 }
+
+/// One line of a [`LineChart`]: its legend, colour, points `(x, y)` in data units, and whether it
+/// is dashed.
+pub struct Series<'a> {
+    pub name: &'a str,
+    pub colour: &'a str,
+    pub points: Vec<(f64, f64)>,
+    pub dashed: bool,
+}
+
+/// A line chart: axes with the given ticks (value, label), lines with a dot at each point, a
+/// legend in the lower right. An axis can be logarithmic (data and ticks are then given as
+/// log10 of the value). Coordinates are printed to 0.1 px, so the file is plain, stable text.
+pub struct LineChart<'a> {
+    pub title: &'a str,
+    pub x_label: &'a str,
+    pub y_label: &'a str,
+    pub x_range: (f64, f64),
+    pub y_range: (f64, f64),
+    pub x_ticks: Vec<(f64, String)>,
+    pub y_ticks: Vec<(f64, String)>,
+}
+
+impl LineChart<'_> {
+    /// The chart as an SVG document of `width × height`.
+    pub fn draw(&self, series: &[Series], (width, height): (u32, u32)) -> String {
+        let (left, right, top, bottom) = (80.0, width as f64 - 20.0, 44.0, height as f64 - 56.0);
+        let px = |x: f64| left + (x - self.x_range.0) / (self.x_range.1 - self.x_range.0) * (right - left);
+        let py = |y: f64| bottom - (y - self.y_range.0) / (self.y_range.1 - self.y_range.0) * (bottom - top);
+        let mut b = String::new();
+        let _ = writeln!(
+            b,
+            "<text x=\"{:.1}\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">{}</text>",
+            (left + right) / 2.0,
+            self.title
+        );
+        for (x, text) in &self.x_ticks {
+            let _ = writeln!(
+                b,
+                "<line x1=\"{0:.1}\" y1=\"{top:.1}\" x2=\"{0:.1}\" y2=\"{bottom:.1}\" stroke=\"#e4e4e4\"/>\
+                 <text x=\"{0:.1}\" y=\"{1:.1}\" text-anchor=\"middle\">{text}</text>",
+                px(*x),
+                bottom + 18.0
+            );
+        }
+        for (y, text) in &self.y_ticks {
+            let _ = writeln!(
+                b,
+                "<line x1=\"{left:.1}\" y1=\"{0:.1}\" x2=\"{right:.1}\" y2=\"{0:.1}\" stroke=\"#e4e4e4\"/>\
+                 <text x=\"{1:.1}\" y=\"{0:.1}\" text-anchor=\"end\" dominant-baseline=\"central\">{text}</text>",
+                py(*y),
+                left - 6.0
+            );
+        }
+        let _ = writeln!(
+            b,
+            "<rect x=\"{left:.1}\" y=\"{top:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"none\" stroke=\"#333\"/>",
+            right - left,
+            bottom - top
+        );
+        let _ = writeln!(
+            b,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+            (left + right) / 2.0,
+            bottom + 42.0,
+            self.x_label
+        );
+        let _ = writeln!(
+            b,
+            "<text transform=\"translate(18 {:.1}) rotate(-90)\" text-anchor=\"middle\">{}</text>",
+            (top + bottom) / 2.0,
+            self.y_label
+        );
+        for s in series {
+            let path: Vec<String> =
+                s.points.iter().map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect();
+            let dash = if s.dashed { " stroke-dasharray=\"6 4\"" } else { "" };
+            let _ = writeln!(
+                b,
+                "<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"{dash}/>",
+                path.join(" "),
+                s.colour
+            );
+            if !s.dashed {
+                for &(x, y) in &s.points {
+                    let _ = writeln!(
+                        b,
+                        "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"{}\"/>",
+                        px(x),
+                        py(y),
+                        s.colour
+                    );
+                }
+            }
+        }
+        // The legend, bottom right, one row per series, over a white box.
+        let (lx, legend_top) = (right - 260.0, bottom - 26.0 - 20.0 * (series.len() - 1) as f64);
+        let _ = writeln!(
+            b,
+            "<rect x=\"{lx:.1}\" y=\"{legend_top:.1}\" width=\"250\" height=\"{:.1}\" fill=\"white\" stroke=\"#999\"/>",
+            bottom - 4.0 - legend_top
+        );
+        for (k, s) in series.iter().enumerate() {
+            let ly = legend_top + 11.0 + 20.0 * k as f64;
+            let dash = if s.dashed { " stroke-dasharray=\"6 4\"" } else { "" };
+            let _ = writeln!(
+                b,
+                "<line x1=\"{:.1}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\" stroke=\"{}\" stroke-width=\"2\"{dash}/>\
+                 <text x=\"{:.1}\" y=\"{ly:.1}\" dominant-baseline=\"central\">{}</text>",
+                lx + 8.0,
+                lx + 32.0,
+                s.colour,
+                lx + 38.0,
+                s.name
+            );
+        }
+        svg(width, height, &b)
+    }
+}

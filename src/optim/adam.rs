@@ -2,7 +2,7 @@
 //!
 //! Adam keeps two running averages per parameter: `m`, of the gradient (a momentum), and `v`, of
 //! its square (how large the gradient usually is). Each coordinate then steps by `m/√v`: about
-//! `η` in size whatever the scale of its gradient. At step `t` (counted from 1), as PyTorch's
+//! `η` in size whatever the scale of its gradient. At step `k` (counted from 1), as PyTorch's
 //! `torch.optim.Adam`:
 //!
 //! ```text
@@ -10,13 +10,13 @@
 //! m ← β₁·m + (1 − β₁)·g
 //! v ← β₂·v + (1 − β₂)·g²
 //! v_max ← max(v_max, v)                (AMSGrad only; then v_max replaces v below)
-//! θ ← θ − (η / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε)
+//! θ ← θ − (η / (1 − β₁ᵏ)) · m / (√v / √(1 − β₂ᵏ) + ε)
 //! ```
 //!
 //! **Bias correction.** `m` and `v` start at zero, so early on they underestimate the true
 //! averages: after one step `m = (1 − β₁)·g`, ten times too small for β₁ = 0.9. Dividing by
-//! `1 − β₁ᵗ` (and `1 − β₂ᵗ`) undoes exactly this shrinkage — after one step `m/(1 − β₁) = g` — and
-//! fades to 1 as `t` grows.
+//! `1 − β₁ᵏ` (and `1 − β₂ᵏ`) undoes exactly this shrinkage — after one step `m/(1 − β₁) = g` — and
+//! fades to 1 as `k` grows.
 //!
 //! **AdamW** (`torch.optim.AdamW`) decouples the weight decay: instead of adding `λθ` to the
 //! gradient (where Adam's per-coordinate scaling would distort it), it shrinks the weights
@@ -35,7 +35,7 @@ struct AdamCore {
     eps: f32,
     weight_decay: f32,
     amsgrad: bool,
-    t: i32,
+    k: i32,
     m: State,
     v: State,
     v_max: State,
@@ -50,7 +50,7 @@ impl AdamCore {
             eps: 1e-8,
             weight_decay,
             amsgrad: false,
-            t: 0,
+            k: 0,
             m: State::default(),
             v: State::default(),
             v_max: State::default(),
@@ -59,17 +59,17 @@ impl AdamCore {
 
     /// One Adam step; `decoupled` selects AdamW's weight decay.
     fn step(&mut self, params: &mut [(String, &mut Param)], decoupled: bool, name: &str) {
-        self.t += 1;
+        self.k += 1;
         // Scalars in f64, as PyTorch computes them in Python floats.
-        let bias1 = 1.0 - (self.beta1 as f64).powi(self.t); // 1 − β₁ᵗ
+        let bias1 = 1.0 - (self.beta1 as f64).powi(self.k); // 1 − β₁ᵏ
         let h = Hyper {
             lr: self.lr,
             beta1: self.beta1,
             beta2: self.beta2,
             eps: self.eps,
             wd: self.weight_decay,
-            bias2_sqrt: (1.0 - (self.beta2 as f64).powi(self.t)).sqrt() as f32, // √(1 − β₂ᵗ)
-            step_size: (self.lr as f64 / bias1) as f32,                         // η / (1 − β₁ᵗ)
+            bias2_sqrt: (1.0 - (self.beta2 as f64).powi(self.k)).sqrt() as f32, // √(1 − β₂ᵏ)
+            step_size: (self.lr as f64 / bias1) as f32,                         // η / (1 − β₁ᵏ)
         };
         for (pname, p) in params.iter_mut() {
             let (m, v) = (self.m.get(pname, p, name), self.v.get(pname, p, name));
@@ -107,7 +107,7 @@ impl AdamCore {
 
     fn save_state(&self, into: &mut super::OptimizerState) {
         let kinds = [("exp_avg", &self.m), ("exp_avg_sq", &self.v), ("max_exp_avg_sq", &self.v_max)];
-        super::save_states(into, self.t as u64, &kinds[..if self.amsgrad { 3 } else { 2 }]);
+        super::save_states(into, self.k as u64, &kinds[..if self.amsgrad { 3 } else { 2 }]);
     }
 
     fn load_state(&mut self, state: &super::OptimizerState, name: &str) -> crate::Result<()> {
@@ -117,13 +117,13 @@ impl AdamCore {
             &["exp_avg", "exp_avg_sq"]
         };
         state.check_kinds(name, kinds)?;
-        let t = i32::try_from(state.steps()).map_err(|_| {
+        let k = i32::try_from(state.steps()).map_err(|_| {
             crate::Error::invalid(format!(
                 "{name}: {} steps is more than this optimizer counts",
                 state.steps()
             ))
         })?;
-        self.t = t;
+        self.k = k;
         super::load_kind(&mut self.m, "exp_avg", state);
         super::load_kind(&mut self.v, "exp_avg_sq", state);
         super::load_kind(&mut self.v_max, "max_exp_avg_sq", state);

@@ -1,17 +1,18 @@
 //! Stochastic gradient descent with momentum, Nesterov momentum, dampening and weight decay.
 //!
-//! For each parameter `θ` with gradient `g`, at step `t` (PyTorch's `torch.optim.SGD`):
+//! For each parameter `θ` with gradient `g` (PyTorch's `torch.optim.SGD`; the symbols are those of
+//! docs/backprop.md's notation index and §9):
 //!
 //! ```text
 //! g ← g + λ·θ                                   (weight decay λ, as an L2 penalty)
-//! if μ ≠ 0:
-//!     b ← g                  at the first step
-//!     b ← μ·b + (1 − τ)·g    afterwards         (momentum μ, dampening τ)
-//!     g ← g + μ·b  if Nesterov, else  g ← b
+//! if ρ ≠ 0:
+//!     u ← g                  at the first step
+//!     u ← ρ·u + (1 − τ)·g    afterwards         (momentum ρ, dampening τ)
+//!     g ← g + ρ·u  if Nesterov, else  g ← u
 //! θ ← θ − η·g                                   (learning rate η)
 //! ```
 //!
-//! Momentum keeps a running direction `b` that averages out the noise of mini-batch gradients
+//! Momentum keeps a running direction `u` that averages out the noise of mini-batch gradients
 //! and speeds up along consistent slopes; Nesterov's variant evaluates that step "one look ahead".
 
 use super::{Optimizer, State, check_factor, check_setting};
@@ -60,7 +61,7 @@ impl Sgd {
         }
     }
 
-    /// Momentum factor `μ` (0.9 is typical).
+    /// Momentum factor `ρ` (0.9 is typical).
     ///
     /// # Panics
     /// Unless `momentum` is in `[0, 1]`.
@@ -116,42 +117,42 @@ impl Optimizer for Sgd {
             self.momentum,
             self.dampening
         );
-        let (lr, mu, tau, wd) = (self.lr, self.momentum, self.dampening, self.weight_decay);
+        let (lr, rho, tau, wd) = (self.lr, self.momentum, self.dampening, self.weight_decay);
         let first = self.steps == 0;
         self.steps += 1;
         let nesterov = self.nesterov;
         for (name, p) in params.iter_mut() {
-            let b = if mu != 0.0 { Some(self.momentum_buffers.get(name, p, "Sgd")) } else { None };
+            let u = if rho != 0.0 { Some(self.momentum_buffers.get(name, p, "Sgd")) } else { None };
             let (theta, grad) = (p.value.data_mut(), p.grad.data());
             // Every element is independent: chunks in parallel give the same result on any
             // number of threads.
             let plain = |theta: &mut [f32], grad: &[f32]| {
-                for (t, &g) in theta.iter_mut().zip(grad) {
-                    let g = g + wd * *t; // g ← g + λθ
-                    *t -= lr * g; // θ ← θ − ηg
+                for (th, &g) in theta.iter_mut().zip(grad) {
+                    let g = g + wd * *th; // g ← g + λθ
+                    *th -= lr * g; // θ ← θ − ηg
                 }
             };
-            let with_momentum = |theta: &mut [f32], grad: &[f32], b: &mut [f32]| {
-                for ((t, &g), b) in theta.iter_mut().zip(grad).zip(b) {
-                    let g = g + wd * *t; // g ← g + λθ
-                    *b = if first { g } else { mu * *b + (1.0 - tau) * g }; // b ← μb + (1 − τ)g
-                    let step = if nesterov { g + mu * *b } else { *b };
-                    *t -= lr * step; // θ ← θ − η·step
+            let with_momentum = |theta: &mut [f32], grad: &[f32], u: &mut [f32]| {
+                for ((th, &g), u) in theta.iter_mut().zip(grad).zip(u) {
+                    let g = g + wd * *th; // g ← g + λθ
+                    *u = if first { g } else { rho * *u + (1.0 - tau) * g }; // u ← ρu + (1 − τ)g
+                    let step = if nesterov { g + rho * *u } else { *u };
+                    *th -= lr * step; // θ ← θ − η·step
                 }
             };
             // One chunk stays on this thread: handing it to rayon would cost more than the update.
             let serial = theta.len() <= CHUNK;
-            match b {
+            match u {
                 None if serial => plain(theta, grad),
                 None => {
-                    theta.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK)).for_each(|(t, g)| plain(t, g))
+                    theta.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK)).for_each(|(th, g)| plain(th, g))
                 }
-                Some(b) if serial => with_momentum(theta, grad, b.data_mut()),
-                Some(b) => {
+                Some(u) if serial => with_momentum(theta, grad, u.data_mut()),
+                Some(u) => {
                     let chunks = theta.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK));
                     chunks
-                        .zip(b.data_mut().par_chunks_mut(CHUNK))
-                        .for_each(|((t, g), b)| with_momentum(t, g, b))
+                        .zip(u.data_mut().par_chunks_mut(CHUNK))
+                        .for_each(|((th, g), u)| with_momentum(th, g, u))
                 }
             }
         }

@@ -10,8 +10,9 @@
 //! ```
 //!
 //! All of `dh_{t−1}` goes through `W_hh` (`dh_{t−1} = db·W_hh`, in the shared walk). That product,
-//! repeated over many steps, is why a plain RNN's gradient vanishes (or explodes): `dL/dh_0` holds
-//! `T` factors `diag(act'(p_t))·W_hh`, whose size shrinks or grows geometrically.
+//! repeated over many steps, is why a plain RNN's gradient vanishes (or explodes): `dL/dh_{−1}`
+//! (the initial state) holds `T` factors `diag(act'(p_t))·W_hh`, whose size shrinks or grows
+//! geometrically.
 
 use super::{Cell, Recurrent, recurrent_layer};
 use crate::tensor::math::tanh_fast as tanh;
