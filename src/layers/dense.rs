@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::onnx::OnnxLayer;
 use crate::privacy::per_example::PerExample;
 use crate::tensor::Tensor;
-use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm};
+use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm, sgemm_new};
 use crate::tensor::init::Init;
 
 /// Fully connected layer `y = x·Wᵀ + b`. See the [module docs](self) for the math.
@@ -116,9 +116,33 @@ impl Dense {
     /// `dL/dx = g·W`.
     pub(crate) fn input_gradient(&self, g: &Tensor) -> Tensor {
         let (rows, i, o) = (g.len() / self.outputs(), self.inputs(), self.outputs());
-        let mut dx = Tensor::zeros(self.input.shape());
-        sgemm(rows, o, i, 1.0, g.data(), No, self.weight.value.data(), No, 0.0, dx.data_mut()); // dx = g·W
-        dx
+        let dx = sgemm_new(rows, o, i, g.data(), No, self.weight.value.data(), No); // dx = g·W
+        Tensor::from_vec(self.input.shape(), dx).expect("[rows, in] as the input")
+    }
+}
+
+impl Dense {
+    /// The forward pass on an input the caller gives up: kept for the backward pass as it is,
+    /// without the copy that [`Layer::forward`] makes of a borrowed input (a Transformer block's
+    /// feed-forward layers, whose inputs are its own intermediate values).
+    pub(crate) fn forward_owned(&mut self, x: Tensor, _pass: Pass<'_>) -> Tensor {
+        let y = self.product(&x);
+        self.input = x;
+        y
+    }
+
+    /// `y = x·Wᵀ + b`, checking `x` and noting the output's shape.
+    fn product(&mut self, x: &Tensor) -> Tensor {
+        self.out_shape = check_input(self, x);
+        let (rows, i, o) = (x.len() / self.inputs(), self.inputs(), self.outputs());
+        let y = sgemm_new(rows, i, o, x.data(), No, self.weight.value.data(), Yes); // y = x·Wᵀ
+        let mut y = Tensor::from_vec(&self.out_shape, y).expect("[rows, out] as the output shape");
+        if let Some(b) = &self.bias {
+            for row in y.data_mut().chunks_exact_mut(b.len()) {
+                row.iter_mut().zip(b.value.data()).for_each(|(y, b)| *y += b); // y += b
+            }
+        }
+        y
     }
 }
 
@@ -147,17 +171,8 @@ impl Layer for Dense {
     }
 
     fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
-        self.out_shape = check_input(self, x);
         self.input.copy_from(x);
-        let (rows, i, o) = (x.len() / self.inputs(), self.inputs(), self.outputs());
-        let mut y = Tensor::zeros(&self.out_shape);
-        sgemm(rows, i, o, 1.0, x.data(), No, self.weight.value.data(), Yes, 0.0, y.data_mut()); // y = x·Wᵀ
-        if let Some(b) = &self.bias {
-            for row in y.data_mut().chunks_exact_mut(b.len()) {
-                row.iter_mut().zip(b.value.data()).for_each(|(y, b)| *y += b); // y += b
-            }
-        }
-        y
+        self.product(x)
     }
 
     fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {

@@ -139,14 +139,14 @@ impl TransformerEncoderLayer {
     }
 
     /// `Drop(FF(z))` for rows `z`.
-    fn feed_forward(&mut self, z: &Tensor, pass: Pass<'_>) -> Tensor {
-        let a = self.linear1.forward(z, pass);
+    fn feed_forward(&mut self, z: Tensor, pass: Pass<'_>) -> Tensor {
+        let a = self.linear1.forward_owned(z, pass);
         let a = match self.activation {
             FeedForwardActivation::Relu => self.relu.forward_in_place(a),
             FeedForwardActivation::Gelu => self.gelu.forward(&a, pass),
         };
         let a = self.dropout.forward_owned(a, pass);
-        let f = self.linear2.forward(&a, pass);
+        let f = self.linear2.forward_owned(a, pass);
         self.dropout2.forward_owned(f, pass)
     }
 
@@ -255,12 +255,12 @@ impl Layer for TransformerEncoderLayer {
             let a = self.self_attn.forward(&z, pass);
             let h = add_into(self.dropout1.forward_owned(a, pass), x);
             let z = self.norm2.forward(&h, pass);
-            add_into(self.feed_forward(&z, pass), &h)
+            add_into(self.feed_forward(z, pass), &h)
         } else {
             // h = LN₁(x + Drop(SA(x)));  y = LN₂(h + Drop(FF(h)))
             let a = self.self_attn.forward(x, pass);
             let h = self.norm1.forward(&add_into(self.dropout1.forward_owned(a, pass), x), pass);
-            let f = self.feed_forward(&h, pass);
+            let f = self.feed_forward(h.clone(), pass);
             self.norm2.forward(&add_into(f, &h), pass)
         }
     }

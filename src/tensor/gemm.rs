@@ -88,6 +88,61 @@ pub fn sgemm(
         row_times_matrix(k, alpha, a, b, trans_b, beta, c);
         return;
     }
+    // SAFETY: a, b and c hold exactly m·k, k·n and m·n elements (checked above, without
+    // wrapping), and c is borrowed mutably for the call.
+    unsafe { sgemm_raw((m, k, n), alpha, (a, trans_a), (b, trans_b), beta, c.as_mut_ptr()) }
+}
+
+/// `op(A)·op(B)` (`[m, n]`, row-major) in a new buffer, written once: not zero-filled first, as
+/// `Tensor::zeros` followed by [`sgemm`] with `beta = 0` would (a layer's output of several
+/// megabytes is then written twice).
+///
+/// # Panics
+/// As [`sgemm`].
+#[allow(clippy::too_many_arguments)] // sgemm's arguments without alpha, beta and C
+pub(crate) fn sgemm_new(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    trans_a: Transpose,
+    b: &[f32],
+    trans_b: Transpose,
+) -> Vec<f32> {
+    let len = m.checked_mul(n).expect("gemm: C's size overflows");
+    if m <= 1 || k == 0 || n == 0 {
+        let mut c = vec![0.0; len];
+        sgemm(m, k, n, 1.0, a, trans_a, b, trans_b, 0.0, &mut c);
+        return c;
+    }
+    let fits = |len: usize, rows: usize, cols: usize| rows.checked_mul(cols) == Some(len);
+    assert!(fits(a.len(), m, k), "gemm: A has {} elements, expected {m}×{k}", a.len());
+    assert!(fits(b.len(), k, n), "gemm: B has {} elements, expected {k}×{n}", b.len());
+    let mut c: Vec<f32> = Vec::with_capacity(len);
+    // SAFETY: a and b hold m·k and k·n elements (checked), c has room for m·n; with beta = 0 the
+    // product writes every element of C and reads none (matrixmultiply: "if β is zero, then C does
+    // not need to be initialized"), so all m·n elements are initialised when it returns.
+    unsafe {
+        sgemm_raw((m, k, n), 1.0, (a, trans_a), (b, trans_b), 0.0, c.as_mut_ptr());
+        c.set_len(len);
+    }
+    c
+}
+
+/// [`sgemm`]'s product for `m, n, k ≥ 1` (`m ≥ 2` or any): the split across threads and the
+/// calls of the kernel, on a raw `C`.
+///
+/// # Safety
+/// `a` and `b` must hold `m·k` and `k·n` elements; `c` must point at `m·n` writable values that
+/// nothing else reads or writes during the call (uninitialised is fine when `beta == 0`).
+unsafe fn sgemm_raw(
+    (m, k, n): (usize, usize, usize),
+    alpha: f32,
+    (a, trans_a): (&[f32], Transpose),
+    (b, trans_b): (&[f32], Transpose),
+    beta: f32,
+    c: *mut f32,
+) {
     // Element (i, p) of op(A) lives at i·rsa + p·csa. Now m, n ≥ 1, so k ≤ a.len(), n ≤ c.len() and
     // m ≤ c.len(): every dimension is at most isize::MAX (a slice's length is), and the casts are exact.
     let (rsa, csa) = match trans_a {
@@ -105,15 +160,15 @@ pub fn sgemm(
     // only large products: a split wakes the pool and waits.
     let split = threads > 1 && rayon::current_thread_index().is_none() && macs >= PARALLEL_MIN_MACS;
     if !split {
-        // SAFETY: a, b and c hold exactly m·k, k·n and m·n elements (checked above, without
-        // wrapping), so every index i·rs + p·cs the strides reach for i, p in range is in bounds.
-        unsafe { job.run(0..m, 0..n, c.as_mut_ptr()) };
+        // SAFETY: a, b and c hold exactly m·k, k·n and m·n elements (the caller's promise), so
+        // every index i·rs + p·cs the strides reach for i, p in range is in bounds.
+        unsafe { job.run(0..m, 0..n, c) };
         return;
     }
     // Cut the longer side of C into `threads` blocks, rounded to 16 (a multiple of every kernel width).
     let (long, rows) = if m >= n { (m, true) } else { (n, false) };
     let block = long.div_ceil(threads).div_ceil(16) * 16;
-    let c_ptr = SendPtr(c.as_mut_ptr());
+    let c_ptr = SendPtr(c);
     let job = &job;
     rayon::scope(|s| {
         for start in (0..long).step_by(block) {
