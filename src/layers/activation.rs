@@ -32,6 +32,7 @@ use crate::error::Result;
 use crate::onnx::OnnxLayer;
 use crate::tensor::Tensor;
 use crate::tensor::math::{erf, exp_fast, feature_split, log_softmax_into, sigmoid, softmax_into};
+use crate::tensor::parallel::split_if_threads;
 use rayon::prelude::*;
 
 /// Output shape of an element-wise layer: anything with a batch axis.
@@ -49,7 +50,7 @@ fn for_chunks<A: Send, B: Send>(a: &mut [A], b: &mut [B], f: impl Fn((&mut [A], 
     if a.len() <= CHUNK {
         f((a, b));
     } else {
-        a.par_chunks_mut(CHUNK).zip(b.par_chunks_mut(CHUNK)).for_each(f);
+        a.par_chunks_mut(CHUNK).zip(b.par_chunks_mut(CHUNK)).with_min_len(split_if_threads(1)).for_each(f);
     }
 }
 
@@ -63,7 +64,7 @@ fn for_chunks3(out: &mut [f32], x: &[f32], y: &[f32], f: impl Fn(&mut [f32], &[f
         f(out, x, y);
     } else {
         let chunks = out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)));
-        chunks.for_each(|(o, (x, y))| f(o, x, y));
+        chunks.with_min_len(split_if_threads(1)).for_each(|(o, (x, y))| f(o, x, y));
     }
 }
 

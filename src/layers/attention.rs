@@ -38,6 +38,7 @@ use crate::tensor::Tensor;
 use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm, sgemm_strided};
 use crate::tensor::init::Init;
 use crate::tensor::math::exp_fast;
+use crate::tensor::parallel::split_if_threads;
 use rayon::prelude::*;
 
 /// Multi-head self-attention. See the [module docs](self).
@@ -312,7 +313,7 @@ impl MultiHeadAttention {
         let (q_all, kv_all, causal) = (&self.q, &self.kv, self.causal);
         let memory_lengths = &self.memory_lengths;
         let samples = self.p.par_chunks_mut(heads * tq * tk).zip(self.o.par_chunks_mut(tq * e)).enumerate();
-        samples.for_each(|(s, (p_s, o_s))| {
+        samples.with_min_len(split_if_threads(1)).for_each(|(s, (p_s, o_s))| {
             let keys = Self::length(memory_lengths, s, tk);
             let (q_s, kv_s) = (&q_all[s * tq * e..][..tq * e], &kv_all[s * tk * 2 * e..][..tk * 2 * e]);
             for (h, p) in p_s.chunks_exact_mut(tq * tk).enumerate() {
@@ -355,7 +356,7 @@ impl MultiHeadAttention {
         let (q_all, kv_all, p_all) = (&self.q, &self.kv, &self.p);
         let samples =
             dq.par_chunks_mut(tq * e).zip(dkv.par_chunks_mut(tk * 2 * e)).zip(d_o.par_chunks(tq * e));
-        samples.enumerate().for_each(|(s, ((dq_s, dkv_s), do_s))| {
+        samples.enumerate().with_min_len(split_if_threads(1)).for_each(|(s, ((dq_s, dkv_s), do_s))| {
             let (q_s, kv_s) = (&q_all[s * tq * e..][..tq * e], &kv_all[s * tk * 2 * e..][..tk * 2 * e]);
             let mut ds = vec![0.0; tq * tk];
             for h in 0..heads {
@@ -495,7 +496,7 @@ pub fn scaled_dot_product_attention(
     let mut o = Tensor::zeros(&[n, h, tq, dv]);
     let mut p = Tensor::zeros(&[n, h, tq, tk]);
     let heads = p.data_mut().par_chunks_mut(tq * tk).zip(o.data_mut().par_chunks_mut(tq * dv)).enumerate();
-    heads.for_each(|(nh, (p, o))| {
+    heads.with_min_len(split_if_threads(1)).for_each(|(nh, (p, o))| {
         let keys = key_lengths.map_or(tk, |l| l[nh / h]);
         let (q, k, v) =
             ((&q.data()[nh * tq * d..], d), (&k.data()[nh * tk * d..], d), (&v.data()[nh * tk * dv..], dv));
@@ -531,7 +532,7 @@ pub fn scaled_dot_product_attention_backward(
         (Tensor::zeros(q.shape()), Tensor::zeros(k.shape()), Tensor::zeros(v.shape()));
     let grads = dq.data_mut().par_chunks_mut(tq * d).zip(dk.data_mut().par_chunks_mut(tk * d));
     let grads = grads.zip(d_v.data_mut().par_chunks_mut(tk * dv));
-    grads.enumerate().for_each(|(nh, ((dq, dk), d_v))| {
+    grads.enumerate().with_min_len(split_if_threads(1)).for_each(|(nh, ((dq, dk), d_v))| {
         let (q, k, v) =
             ((&q.data()[nh * tq * d..], d), (&k.data()[nh * tk * d..], d), (&v.data()[nh * tk * dv..], dv));
         let (p, d_o) = (&p.data()[nh * tq * tk..][..tq * tk], (&d_o.data()[nh * tq * dv..], dv));
@@ -631,22 +632,24 @@ impl PerExample for MultiHeadAttention {
         let (xq, xm) = (self.x.data(), self.memory.as_ref().unwrap_or(&self.x).data());
         let slots = w_in.data_mut().par_chunks_mut(3 * e * e).zip(b_in.data_mut().par_chunks_mut(3 * e));
         let slots = slots.zip(w_out.data_mut().par_chunks_mut(e * e).zip(b_out.data_mut().par_chunks_mut(e)));
-        slots.enumerate().for_each(|(s, ((dw_in, db_in), (dw_out, db_out)))| {
-            // Sample s's rows of each matrix.
-            let (dq_s, dkv_s) = (&dq[s * tq * e..][..tq * e], &dkv[s * tk * 2 * e..][..tk * 2 * e]);
-            let (xq_s, xm_s) = (&xq[s * tq * e..][..tq * e], &xm[s * tk * e..][..tk * e]);
-            let (dy_s, o_s) = (&dy.data()[s * tq * e..][..tq * e], &self.o[s * tq * e..][..tq * e]);
-            let (dw_q, dw_kv) = dw_in.split_at_mut(e * e);
-            sgemm(e, tq, e, 1.0, dq_s, Yes, xq_s, No, 0.0, dw_q);
-            sgemm(2 * e, tk, e, 1.0, dkv_s, Yes, xm_s, No, 0.0, dw_kv);
-            sgemm(e, tq, e, 1.0, dy_s, Yes, o_s, No, 0.0, dw_out);
-            db_in.fill(0.0);
-            db_out.fill(0.0);
-            let (db_q, db_kv) = db_in.split_at_mut(e);
-            add_rows(db_q, dq_s);
-            add_rows(db_kv, dkv_s);
-            add_rows(db_out, dy_s);
-        });
+        slots.enumerate().with_min_len(split_if_threads(1)).for_each(
+            |(s, ((dw_in, db_in), (dw_out, db_out)))| {
+                // Sample s's rows of each matrix.
+                let (dq_s, dkv_s) = (&dq[s * tq * e..][..tq * e], &dkv[s * tk * 2 * e..][..tk * 2 * e]);
+                let (xq_s, xm_s) = (&xq[s * tq * e..][..tq * e], &xm[s * tk * e..][..tk * e]);
+                let (dy_s, o_s) = (&dy.data()[s * tq * e..][..tq * e], &self.o[s * tq * e..][..tq * e]);
+                let (dw_q, dw_kv) = dw_in.split_at_mut(e * e);
+                sgemm(e, tq, e, 1.0, dq_s, Yes, xq_s, No, 0.0, dw_q);
+                sgemm(2 * e, tk, e, 1.0, dkv_s, Yes, xm_s, No, 0.0, dw_kv);
+                sgemm(e, tq, e, 1.0, dy_s, Yes, o_s, No, 0.0, dw_out);
+                db_in.fill(0.0);
+                db_out.fill(0.0);
+                let (db_q, db_kv) = db_in.split_at_mut(e);
+                add_rows(db_q, dq_s);
+                add_rows(db_kv, dkv_s);
+                add_rows(db_out, dy_s);
+            },
+        );
         input_grad.is_needed().then(|| {
             let (mut dx, dx_m) = self.input_gradients(&dq, &dkv);
             if self.memory.is_none() {

@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::onnx::OnnxLayer;
 use crate::privacy::per_example::PerExample;
 use crate::tensor::Tensor;
+use crate::tensor::parallel::split_if_threads;
 use rayon::prelude::*;
 
 /// One row of the forward pass: `(x, x̂)` and `(y, s)`.
@@ -167,7 +168,7 @@ impl Layer for LayerNorm {
         };
         let rows = x.data().par_chunks(d).zip(self.x_hat.data_mut().par_chunks_mut(d));
         let rows = rows.zip(y.data_mut().par_chunks_mut(d).zip(self.inv_std.par_iter_mut()));
-        rows.with_min_len(ROWS_PER_TASK).for_each(row);
+        rows.with_min_len(split_if_threads(ROWS_PER_TASK)).for_each(row);
         y
     }
 
@@ -204,7 +205,7 @@ impl LayerNorm {
         let gamma = self.affine.as_ref().map(|(w, _)| w.value.data());
         let rows = g.data().par_chunks(d).zip(self.x_hat.data().par_chunks(d));
         let rows = rows.zip(dx.data_mut().par_chunks_mut(d).zip(self.inv_std.par_iter()));
-        rows.with_min_len(ROWS_PER_TASK).for_each(|((g_row, xh_row), (dx_row, &s))| {
+        rows.with_min_len(split_if_threads(ROWS_PER_TASK)).for_each(|((g_row, xh_row), (dx_row, &s))| {
             let g_hat = |j: usize| g_row[j] * gamma.map_or(1.0, |w| w[j]); // ĝ = g ⊙ γ
             let mean_g = (0..d).map(|j| g_hat(j) as f64).sum::<f64>() / d as f64;
             let mean_gx = (0..d).map(|j| (g_hat(j) * xh_row[j]) as f64).sum::<f64>() / d as f64;

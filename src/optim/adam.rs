@@ -24,6 +24,7 @@
 
 use super::{Optimizer, State, check_factor, check_setting};
 use crate::layers::Param;
+use crate::tensor::parallel::split_if_threads;
 use rayon::prelude::*;
 
 /// Settings and state shared by [`Adam`] and [`AdamW`].
@@ -95,11 +96,13 @@ impl AdamCore {
                 .par_chunks_mut(CHUNK)
                 .zip(grad.par_chunks(CHUNK))
                 .zip(m.par_chunks_mut(CHUNK))
-                .zip(v.par_chunks_mut(CHUNK));
+                .zip(v.par_chunks_mut(CHUNK))
+                .with_min_len(split_if_threads(1));
             match vmax {
                 None => chunks.for_each(|(((t, g), m), v)| run(t, g, m, v, &mut [])),
                 Some(vmax) => chunks
                     .zip(vmax.par_chunks_mut(CHUNK))
+                    .with_min_len(split_if_threads(1))
                     .for_each(|((((t, g), m), v), vm)| run(t, g, m, v, vm)),
             }
         }

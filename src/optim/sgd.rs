@@ -17,6 +17,7 @@
 
 use super::{Optimizer, State, check_factor, check_setting};
 use crate::layers::Param;
+use crate::tensor::parallel::split_if_threads;
 use rayon::prelude::*;
 
 /// Elements per parallel task of an update (small parameters stay on one thread).
@@ -144,14 +145,17 @@ impl Optimizer for Sgd {
             let serial = theta.len() <= CHUNK;
             match u {
                 None if serial => plain(theta, grad),
-                None => {
-                    theta.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK)).for_each(|(th, g)| plain(th, g))
-                }
+                None => theta
+                    .par_chunks_mut(CHUNK)
+                    .zip(grad.par_chunks(CHUNK))
+                    .with_min_len(split_if_threads(1))
+                    .for_each(|(th, g)| plain(th, g)),
                 Some(u) if serial => with_momentum(theta, grad, u.data_mut()),
                 Some(u) => {
                     let chunks = theta.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK));
                     chunks
                         .zip(u.data_mut().par_chunks_mut(CHUNK))
+                        .with_min_len(split_if_threads(1))
                         .for_each(|((th, g), u)| with_momentum(th, g, u))
                 }
             }

@@ -51,6 +51,7 @@ use crate::model::{Inputs, Model, Tensors};
 use crate::optim::Optimizer;
 use crate::privacy::accountant::{DEFAULT_ORDERS, epsilon};
 use crate::privacy::per_example::{PerExampleGrads, backward_per_example, supports_per_example};
+use crate::tensor::parallel::split_if_threads;
 use crate::tensor::{Rng, Tensor, rng};
 use crate::train::{FitOptions, Step, StepOutcome, first_output, non_finite};
 use rand::RngExt;
@@ -224,12 +225,14 @@ impl DpSgd {
         for (sum, slot) in self.sum.iter_mut().zip(self.grads.slots()) {
             let len = sum.len();
             // Σ_i scale_i·g_i, in blocks of coordinates in parallel, examples in order in each.
-            sum.data_mut().par_chunks_mut(COLUMNS).enumerate().for_each(|(block, acc)| {
-                for (k, &s) in scale.iter().enumerate() {
-                    let row = &slot.data()[k * len + block * COLUMNS..][..acc.len()];
-                    acc.iter_mut().zip(row).for_each(|(a, &g)| *a += s * g);
-                }
-            });
+            sum.data_mut().par_chunks_mut(COLUMNS).enumerate().with_min_len(split_if_threads(1)).for_each(
+                |(block, acc)| {
+                    for (k, &s) in scale.iter().enumerate() {
+                        let row = &slot.data()[k * len + block * COLUMNS..][..acc.len()];
+                        acc.iter_mut().zip(row).for_each(|(a, &g)| *a += s * g);
+                    }
+                },
+            );
         }
         Ok((loss_sum, out))
     }

@@ -44,7 +44,7 @@ use crate::tensor::Tensor;
 use crate::tensor::dot::sum;
 use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm, sgemm_strided};
 use crate::tensor::im2col::{ConvGeometry, col2im_strided, im2col_strided};
-use crate::tensor::parallel::min_len;
+use crate::tensor::parallel::{min_len, split_if_threads};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -216,55 +216,57 @@ pub(crate) fn backward_in_groups(
     let per_group = dw_parts.par_chunks_mut(dw_len).zip(db_parts.par_chunks_mut(db_len));
     let per_group = per_group.zip(dx_groups.par_iter_mut());
     let inputs = g.data().par_chunks(group * o * ohow).zip(x.data().par_chunks(group * in_len));
-    per_group.zip(inputs).for_each(|(((dw, db), dx_group), (g_group, x_group))| {
-        if !need_dx && direct::applies(geo) {
-            // Few taps, stride 1, no dL/dx wanted (a first layer): direct dot products, no im2col.
-            let scratch_len = direct::backward_scratch(geo);
-            with_scratch(scratch_len, |scratch| {
-                direct::weight_grads_group(x_group, g_group, geo, dw, db, per_image, scratch);
+    per_group.zip(inputs).with_min_len(split_if_threads(1)).for_each(
+        |(((dw, db), dx_group), (g_group, x_group))| {
+            if !need_dx && direct::applies(geo) {
+                // Few taps, stride 1, no dL/dx wanted (a first layer): direct dot products, no im2col.
+                let scratch_len = direct::backward_scratch(geo);
+                with_scratch(scratch_len, |scratch| {
+                    direct::weight_grads_group(x_group, g_group, geo, dw, db, per_image, scratch);
+                });
+                return;
+            }
+            let k = x_group.len() / in_len; // images in this group
+            let ld = k * ohow;
+            with_scratch(ckk * ld + o * ld + if need_dx { ckk * ld } else { 0 }, |scratch| {
+                let (cols, rest) = scratch.split_at_mut(ckk * ld);
+                let (gs, dcols) = rest.split_at_mut(o * ld);
+                for (j, (x_j, g_j)) in
+                    x_group.chunks_exact(in_len).zip(g_group.chunks_exact(o * ohow)).enumerate()
+                {
+                    im2col_strided(x_j, geo, &mut cols[j * ohow..], ld); // cols = [im2col(x[n]) …], recomputed
+                    if need_dx || !per_image {
+                        for (dst, src) in gs.chunks_exact_mut(ld).zip(g_j.chunks_exact(ohow)) {
+                            dst[j * ohow..][..ohow].copy_from_slice(src); // g side by side: [O, k·OH·OW]
+                        }
+                    }
+                }
+                if per_image {
+                    for (j, g_j) in g_group.chunks_exact(o * ohow).enumerate() {
+                        // dW_n = g[n]·colsₙᵀ: g[n] as it is, image j's columns of cols in place.
+                        let cols_j = (&cols[j * ohow..], ld, Yes);
+                        let dw_j = (&mut dw[j * o * ckk..][..o * ckk], ckk);
+                        sgemm_strided((o, ohow, ckk), 1.0, (g_j, ohow, No), cols_j, 0.0, dw_j);
+                        for (db_o, row) in db[j * o..][..o].iter_mut().zip(g_j.chunks_exact(ohow)) {
+                            *db_o = sum(row); // db_n = Σ_p g[n, o, p] (32 lanes: a plain sum is one serial chain)
+                        }
+                    }
+                } else {
+                    sgemm(o, ld, ckk, 1.0, gs, No, cols, Yes, 0.0, dw); // dW_group = g·colsᵀ
+                    for (db_o, row) in db.iter_mut().zip(gs.chunks_exact(ld)) {
+                        *db_o = sum(row); // db_group = Σ_p g[:, o, p]
+                    }
+                }
+                if need_dx {
+                    sgemm(ckk, o, ld, 1.0, w, Yes, gs, No, 0.0, dcols); // dcols = Wᵀ·g
+                    let dx_group = Tensor::zero_uninit(dx_group); // zeroed here, while it is in cache
+                    for (j, dx_j) in dx_group.chunks_exact_mut(in_len).enumerate() {
+                        col2im_strided(&dcols[j * ohow..], geo, dx_j, ld); // dx[n] = col2im(dcols)
+                    }
+                }
             });
-            return;
-        }
-        let k = x_group.len() / in_len; // images in this group
-        let ld = k * ohow;
-        with_scratch(ckk * ld + o * ld + if need_dx { ckk * ld } else { 0 }, |scratch| {
-            let (cols, rest) = scratch.split_at_mut(ckk * ld);
-            let (gs, dcols) = rest.split_at_mut(o * ld);
-            for (j, (x_j, g_j)) in
-                x_group.chunks_exact(in_len).zip(g_group.chunks_exact(o * ohow)).enumerate()
-            {
-                im2col_strided(x_j, geo, &mut cols[j * ohow..], ld); // cols = [im2col(x[n]) …], recomputed
-                if need_dx || !per_image {
-                    for (dst, src) in gs.chunks_exact_mut(ld).zip(g_j.chunks_exact(ohow)) {
-                        dst[j * ohow..][..ohow].copy_from_slice(src); // g side by side: [O, k·OH·OW]
-                    }
-                }
-            }
-            if per_image {
-                for (j, g_j) in g_group.chunks_exact(o * ohow).enumerate() {
-                    // dW_n = g[n]·colsₙᵀ: g[n] as it is, image j's columns of cols in place.
-                    let cols_j = (&cols[j * ohow..], ld, Yes);
-                    let dw_j = (&mut dw[j * o * ckk..][..o * ckk], ckk);
-                    sgemm_strided((o, ohow, ckk), 1.0, (g_j, ohow, No), cols_j, 0.0, dw_j);
-                    for (db_o, row) in db[j * o..][..o].iter_mut().zip(g_j.chunks_exact(ohow)) {
-                        *db_o = sum(row); // db_n = Σ_p g[n, o, p] (32 lanes: a plain sum is one serial chain)
-                    }
-                }
-            } else {
-                sgemm(o, ld, ckk, 1.0, gs, No, cols, Yes, 0.0, dw); // dW_group = g·colsᵀ
-                for (db_o, row) in db.iter_mut().zip(gs.chunks_exact(ld)) {
-                    *db_o = sum(row); // db_group = Σ_p g[:, o, p]
-                }
-            }
-            if need_dx {
-                sgemm(ckk, o, ld, 1.0, w, Yes, gs, No, 0.0, dcols); // dcols = Wᵀ·g
-                let dx_group = Tensor::zero_uninit(dx_group); // zeroed here, while it is in cache
-                for (j, dx_j) in dx_group.chunks_exact_mut(in_len).enumerate() {
-                    col2im_strided(&dcols[j * ohow..], geo, dx_j, ld); // dx[n] = col2im(dcols)
-                }
-            }
-        });
-    });
+        },
+    );
 }
 
 thread_local! {

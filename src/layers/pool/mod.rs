@@ -30,6 +30,7 @@ use crate::error::Result;
 use crate::onnx::OnnxLayer;
 use crate::tensor::Tensor;
 use crate::tensor::im2col::ConvGeometry;
+use crate::tensor::parallel::split_if_threads;
 use rayon::prelude::*;
 
 /// Window settings shared by [`MaxPool2d`] and [`AvgPool2d`].
@@ -280,19 +281,23 @@ impl Layer for AvgPool2d {
         let win = self.window;
         let scale = 1.0 / (win.kernel.0 * win.kernel.1) as f32;
         let mut y = Tensor::zeros(&self.out_shape);
-        y.data_mut().par_chunks_mut(oh * ow).zip(x.data().par_chunks(h * w)).for_each(|(y_p, x_p)| {
-            for oy in 0..oh {
-                let rows = span(oy, win.stride.0, win.padding.0, win.kernel.0, h);
-                for ox in 0..ow {
-                    let cols = span(ox, win.stride.1, win.padding.1, win.kernel.1, w);
-                    let mut sum = 0.0f32;
-                    for iy in rows.clone() {
-                        x_p[iy * w..][cols.clone()].iter().for_each(|v| sum += v);
+        y.data_mut()
+            .par_chunks_mut(oh * ow)
+            .zip(x.data().par_chunks(h * w))
+            .with_min_len(split_if_threads(1))
+            .for_each(|(y_p, x_p)| {
+                for oy in 0..oh {
+                    let rows = span(oy, win.stride.0, win.padding.0, win.kernel.0, h);
+                    for ox in 0..ow {
+                        let cols = span(ox, win.stride.1, win.padding.1, win.kernel.1, w);
+                        let mut sum = 0.0f32;
+                        for iy in rows.clone() {
+                            x_p[iy * w..][cols.clone()].iter().for_each(|v| sum += v);
+                        }
+                        y_p[oy * ow + ox] = sum * scale; // y = (1/(kh·kw)) Σ_window x
                     }
-                    y_p[oy * ow + ox] = sum * scale; // y = (1/(kh·kw)) Σ_window x
                 }
-            }
-        });
+            });
         y
     }
 
@@ -303,18 +308,22 @@ impl Layer for AvgPool2d {
         let win = self.window;
         let scale = 1.0 / (win.kernel.0 * win.kernel.1) as f32;
         let mut dx = Tensor::zeros(&self.in_shape);
-        dx.data_mut().par_chunks_mut(h * w).zip(g.data().par_chunks(oh * ow)).for_each(|(dx_p, g_p)| {
-            for oy in 0..oh {
-                let rows = span(oy, win.stride.0, win.padding.0, win.kernel.0, h);
-                for ox in 0..ow {
-                    let cols = span(ox, win.stride.1, win.padding.1, win.kernel.1, w);
-                    let share = g_p[oy * ow + ox] * scale; // dx += g / (kh·kw)
-                    for iy in rows.clone() {
-                        dx_p[iy * w..][cols.clone()].iter_mut().for_each(|d| *d += share);
+        dx.data_mut()
+            .par_chunks_mut(h * w)
+            .zip(g.data().par_chunks(oh * ow))
+            .with_min_len(split_if_threads(1))
+            .for_each(|(dx_p, g_p)| {
+                for oy in 0..oh {
+                    let rows = span(oy, win.stride.0, win.padding.0, win.kernel.0, h);
+                    for ox in 0..ow {
+                        let cols = span(ox, win.stride.1, win.padding.1, win.kernel.1, w);
+                        let share = g_p[oy * ow + ox] * scale; // dx += g / (kh·kw)
+                        for iy in rows.clone() {
+                            dx_p[iy * w..][cols.clone()].iter_mut().for_each(|d| *d += share);
+                        }
                     }
                 }
-            }
-        });
+            });
         Some(dx)
     }
 

@@ -8,6 +8,7 @@ use crate::layers::recurrent::{Cell, Recurrent};
 use crate::layers::{Conv2d, Dense, Embedding, Gru, InputGrad, Lstm, Residual, Rnn, Sequential, check_grad};
 use crate::tensor::Tensor;
 use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm};
+use crate::tensor::parallel::split_if_threads;
 use rayon::prelude::*;
 
 impl PerExample for Dense {
@@ -26,16 +27,18 @@ impl PerExample for Dense {
         let (g_len, x_len) = ((rows * o).max(1), (rows * i).max(1));
         let per_example = g.data().par_chunks(g_len).zip(self.input.data().par_chunks(x_len));
         let dw = grads.next_slot_to_overwrite(o * i);
-        dw.data_mut().par_chunks_mut(o * i).zip(per_example).for_each(|(dw_n, (g_n, x_n))| {
-            if rows == 1 {
-                // One row: the outer product, written directly (a GEMM would pack both factors).
-                for (dw_row, &g_o) in dw_n.chunks_exact_mut(i).zip(g_n) {
-                    dw_row.iter_mut().zip(x_n).for_each(|(d, &x)| *d = g_o * x); // dW_n[o, :] = g_n[o]·x_n
+        dw.data_mut().par_chunks_mut(o * i).zip(per_example).with_min_len(split_if_threads(1)).for_each(
+            |(dw_n, (g_n, x_n))| {
+                if rows == 1 {
+                    // One row: the outer product, written directly (a GEMM would pack both factors).
+                    for (dw_row, &g_o) in dw_n.chunks_exact_mut(i).zip(g_n) {
+                        dw_row.iter_mut().zip(x_n).for_each(|(d, &x)| *d = g_o * x); // dW_n[o, :] = g_n[o]·x_n
+                    }
+                } else {
+                    sgemm(o, rows, i, 1.0, g_n, Yes, x_n, No, 0.0, dw_n); // dW_n = g_nᵀ·x_n
                 }
-            } else {
-                sgemm(o, rows, i, 1.0, g_n, Yes, x_n, No, 0.0, dw_n); // dW_n = g_nᵀ·x_n
-            }
-        });
+            },
+        );
         if self.bias.is_some() {
             let db = grads.next_slot(o);
             for (db_n, g_n) in db.data_mut().chunks_exact_mut(o).zip(g.data().chunks(g_len)) {
@@ -176,7 +179,7 @@ fn recurrent_per_example<C: Cell>(
     let [w_ih, w_hh, b_ih, b_hh] = grads.next_slots_to_overwrite([g * f, g * h, g, g]);
     let slots = w_ih.data_mut().par_chunks_mut(g * f).zip(w_hh.data_mut().par_chunks_mut(g * h));
     let slots = slots.zip(b_ih.data_mut().par_chunks_mut(g).zip(b_hh.data_mut().par_chunks_mut(g)));
-    slots.enumerate().for_each(|(s, ((dw_ih, dw_hh), (db_ih, db_hh)))| {
+    slots.enumerate().with_min_len(split_if_threads(1)).for_each(|(s, ((dw_ih, dw_hh), (db_ih, db_hh)))| {
         // This example's rows: da and x are sample-major already; db and h are time-major.
         let (da_s, x_s) = (&da_all[s * t_len * g..][..t_len * g], &x[s * t_len * f..][..t_len * f]);
         let mut db_s = Vec::with_capacity(t_len * g);

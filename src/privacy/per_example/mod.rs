@@ -33,6 +33,7 @@ mod layers;
 
 use crate::layers::{InputGrad, Layer, State, Visit};
 use crate::tensor::Tensor;
+use crate::tensor::parallel::split_if_threads;
 use rayon::prelude::*;
 
 /// A layer that can give each example's parameter gradients from one batched backward pass;
@@ -218,7 +219,7 @@ impl PerExampleGrads {
     /// Each example's squared gradient norm over the whole model, `Σ_slots ‖row i‖²`, in f64.
     pub fn squared_norms(&self) -> Vec<f64> {
         let mut norms = vec![0.0f64; self.examples];
-        norms.par_iter_mut().enumerate().for_each(|(i, norm)| {
+        norms.par_iter_mut().enumerate().with_min_len(split_if_threads(1)).for_each(|(i, norm)| {
             for slot in self.slots() {
                 *norm += squared_norm(slot.outer(i));
             }
