@@ -189,31 +189,31 @@ fn main() {
     figure("convnet_infer_b256", &mut || {
         let mut net = convnet();
         let x = Tensor::rand_uniform(&[256, 1, 28, 28], 0.0, 1.0, 1);
-        256.0 / timed(|| drop(net.forward(&x, Pass::EVAL)), warmup, seconds)
+        256.0 / timed(|| drop(net.forward(&x, Pass::PREDICT)), warmup, seconds)
     });
     figure("convnet_latency_b1_us", &mut || {
         let mut net = convnet();
         let x1 = Tensor::rand_uniform(&[1, 1, 28, 28], 0.0, 1.0, 2);
-        1e6 * timed(|| drop(net.forward(&x1, Pass::EVAL)), warmup * 10, seconds)
+        1e6 * timed(|| drop(net.forward(&x1, Pass::PREDICT)), warmup * 10, seconds)
     });
     figure("mlp_train_b64", &mut || train_rate(mlp(), &[784], 64, warmup, seconds));
     figure("mlp_latency_b1_us", &mut || {
         let mut net = mlp();
         let x1 = Tensor::rand_uniform(&[1, 784], 0.0, 1.0, 2);
-        1e6 * timed(|| drop(net.forward(&x1, Pass::EVAL)), warmup * 10, seconds)
+        1e6 * timed(|| drop(net.forward(&x1, Pass::PREDICT)), warmup * 10, seconds)
     });
     figure("lstm_train_b100", &mut || train_rate(seqnet(false), &[50, 100], 100, warmup, seconds));
     figure("lstm_infer_b100", &mut || {
         let mut lstm = seqnet(false);
         let xs = Tensor::rand_uniform(&[100, 50, 100], 0.0, 1.0, 3);
-        100.0 / timed(|| drop(lstm.forward(&xs, Pass::EVAL)), warmup, seconds)
+        100.0 / timed(|| drop(lstm.forward(&xs, Pass::PREDICT)), warmup, seconds)
     });
     figure("gru_train_b100", &mut || train_rate(seqnet(true), &[50, 100], 100, warmup, seconds));
     figure("encoder_train_b32", &mut || train_rate(encoder_net(), &[64, 128], 32, warmup, seconds));
     figure("encoder_infer_b32", &mut || {
         let mut net = encoder_net();
         let xs = Tensor::rand_uniform(&[32, 64, 128], 0.0, 1.0, 4);
-        32.0 / timed(|| drop(net.forward(&xs, Pass::EVAL)), warmup, seconds)
+        32.0 / timed(|| drop(net.forward(&xs, Pass::PREDICT)), warmup, seconds)
     });
     figure("gpt_train_b32", &mut || gpt_train_rate(32, warmup, seconds));
     figure("sakt_train_b64", &mut || sakt_train_rate(64, warmup, seconds));

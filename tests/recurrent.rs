@@ -626,3 +626,51 @@ fn the_activation_budget_refuses_huge_sequences_before_allocating() {
     let mut roomy = Sequential::new().add(Lstm::new(8, 16).activation_budget(1 << 30));
     assert_eq!(roomy.predict(&Tensor::zeros(&[2, 1000, 8]), 2).unwrap().shape(), &[2, 1000, 16]);
 }
+
+/// `Mode::Predict` keeps no gates for backward: its outputs and final state are those of an
+/// `Eval` pass, bit for bit (with and without padding, on one and on two threads); a backward pass
+/// after it refuses with a message naming the layer and the mode; a training pass afterwards
+/// trains exactly as if the prediction had not happened.
+#[test]
+fn predict_mode_keeps_nothing_and_changes_nothing() {
+    let x = Tensor::randn(&[5, 7, 3], 0.0, 1.0, 11);
+    let lengths = [7, 3, 1, 7, 5];
+    type Make = Box<dyn Fn() -> Box<dyn Layer> + Sync>;
+    let layers: Vec<(&str, Make)> = vec![
+        ("LSTM", Box::new(|| Box::new(Lstm::new(3, 4).seed(2)))),
+        ("GRU", Box::new(|| Box::new(Gru::new(3, 4).seed(2)))),
+        ("RNN", Box::new(|| Box::new(Rnn::new(3, 4).seed(2)))),
+    ];
+    for (name, make) in &layers {
+        for lens in [None, Some(&lengths[..])] {
+            let eval = make().forward(&x, Pass::EVAL.with_optional_lengths(lens));
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let mut layer = make();
+                let predicted = pool.install(|| layer.forward(&x, Pass::PREDICT.with_optional_lengths(lens)));
+                assert_eq!(predicted, eval, "{name}, lengths {lens:?}, {threads} threads");
+            }
+        }
+        // Backward after a prediction: refused, naming the layer and the mode.
+        let mut layer = make();
+        let y = layer.forward(&x, Pass::PREDICT);
+        let dy = Tensor::ones(y.shape());
+        let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            layer.backward(&dy, InputGrad::Needed);
+        }));
+        let message = refused.expect_err("backward after Predict must panic");
+        let message = message.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(message.contains(name) && message.contains("Mode::Predict"), "{message}");
+        // Predict, then train: the same gradients as training alone.
+        let mut fresh = make();
+        fresh.forward(&x, Pass::TRAIN);
+        let want = fresh.backward(&dy, InputGrad::Needed).unwrap();
+        let mut after = make();
+        after.forward(&x, Pass::PREDICT);
+        after.forward(&x, Pass::TRAIN);
+        assert_eq!(after.backward(&dy, InputGrad::Needed).unwrap(), want, "{name}");
+        for ((n, a), (_, b)) in named_params(&*after).iter().zip(named_params(&*fresh).iter()) {
+            assert_eq!(a.grad, b.grad, "{name} {n}");
+        }
+    }
+}

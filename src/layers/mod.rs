@@ -79,14 +79,21 @@ use std::any::Any;
 ///
 /// Only some layers care: [`Dropout`] drops units only in `Train`; the batch-norm layers use the
 /// batch's statistics (and update their running averages) in `Train` and the running averages in
-/// `Eval`.
+/// `Eval` and `Predict`; the recurrent layers keep each step's gates for backward except in
+/// `Predict`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Mode {
     /// Training: dropout active, batch norm uses and updates batch statistics.
     #[default]
     Train,
-    /// Inference: deterministic, no state changes.
+    /// Inference: deterministic, no state changes. A backward pass may follow (an input
+    /// gradient, a gradient check without dropout).
     Eval,
+    /// Inference with no backward pass to follow — what prediction and evaluation use: as
+    /// `Eval`, and a layer may keep nothing for backward (the recurrent layers then skip storing
+    /// every step's gates: 16 MB for an LSTM of 200 units over 50 steps of 100 sequences). A
+    /// backward pass after a `Predict` forward pass panics, naming the layer.
+    Predict,
 }
 
 /// What a forward pass is told besides its input: training or inference, and the side
@@ -122,6 +129,8 @@ impl Pass<'static> {
     pub const TRAIN: Pass<'static> = Pass { mode: Mode::Train, lengths: None };
     /// An inference pass without side information.
     pub const EVAL: Pass<'static> = Pass { mode: Mode::Eval, lengths: None };
+    /// An inference pass that no backward pass follows ([`Mode::Predict`]).
+    pub const PREDICT: Pass<'static> = Pass { mode: Mode::Predict, lengths: None };
 }
 
 impl<'a> Pass<'a> {
@@ -144,6 +153,12 @@ impl<'a> Pass<'a> {
     /// True in [`Mode::Train`].
     pub fn is_training(self) -> bool {
         self.mode == Mode::Train
+    }
+
+    /// False in [`Mode::Predict`]: no backward pass follows, so a layer need not keep what only
+    /// backward reads.
+    pub fn keeps_for_backward(self) -> bool {
+        self.mode != Mode::Predict
     }
 }
 

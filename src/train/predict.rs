@@ -51,7 +51,7 @@ pub fn evaluate(
     for idx in order.chunks(batch_size) {
         data.named_inputs().select_into(idx, &mut x);
         data.targets().select_into(idx, &mut t);
-        let (_, out) = first_output(model.forward_batch(&x, Mode::Eval)?, &*model)?;
+        let (_, out) = first_output(model.forward_batch(&x, Mode::Predict)?, &*model)?;
         loss_sum += loss.loss(&out, t.as_target())? as f64 * idx.len() as f64;
         if let Targets::Classes(l) = &t {
             correct += count_correct(&out, l);
@@ -111,7 +111,7 @@ fn predict_batches(
     let order: Vec<usize> = (0..n).collect();
     for idx in order.chunks(batch_size) {
         x.select_outer_into(idx, &mut xb);
-        let pass = Pass::EVAL.with_optional_lengths(lengths.map(|l| &l[idx[0]..][..idx.len()]));
+        let pass = Pass::PREDICT.with_optional_lengths(lengths.map(|l| &l[idx[0]..][..idx.len()]));
         let y = model.forward(&xb, pass);
         out.data_mut()[idx[0] * per_sample..][..y.len()].copy_from_slice(y.data());
     }
@@ -143,7 +143,7 @@ pub fn predict_inputs<M: Model + ?Sized>(
     let order: Vec<usize> = (0..n).collect();
     for idx in order.chunks(batch_size) {
         inputs.select_into(idx, &mut xb);
-        let outputs = model.forward_batch(&xb, Mode::Eval)?;
+        let outputs = model.forward_batch(&xb, Mode::Predict)?;
         if stacked.is_empty() {
             stacked =
                 outputs.iter().map(|(name, y)| (name.to_string(), y.shape().to_vec(), Vec::new())).collect();

@@ -168,6 +168,9 @@ pub struct Recurrent<C: Cell> {
     cs: Vec<f32>,
     /// What each step saved for its backward: `[T·N·SAVED·H]`, time-major.
     saved: Vec<f32>,
+    /// False after a [`Mode::Predict`](crate::layers::Mode::Predict) forward pass, which keeps no
+    /// gates (`saved` is then stale): a backward pass refuses to run.
+    saved_for_backward: bool,
     /// `b_t` of the step being walked (per step scratch).
     b: Vec<f32>,
     /// `W_ihᵀ` packed for the forward walk's per-step products.
@@ -240,6 +243,7 @@ impl<C: Cell> Recurrent<C> {
             hs: Vec::new(),
             cs: Vec::new(),
             saved: Vec::new(),
+            saved_for_backward: false,
             b: Vec::new(),
             packed_ih: PackedB::default(),
             packed_hh: PackedB::default(),
@@ -538,7 +542,13 @@ impl<C: Cell> Recurrent<C> {
             None => self.cs[..nh].fill(0.0),
         }
         let sv = C::SAVED * h;
-        reuse(&mut self.saved, t_len * n * sv); // written by every active step, read only for those
+        // What the steps save for backward: all of them, unless no backward pass follows
+        // (`Mode::Predict`), when each block of samples overwrites one step's worth of scratch.
+        let keep = pass.keeps_for_backward();
+        self.saved_for_backward = keep;
+        if keep {
+            reuse(&mut self.saved, t_len * n * sv); // written by every active step, read only for those
+        }
         // Per-step scratch, a block of rows for each thread: a_t and b_t of every sample.
         reuse(&mut self.a, n * g);
         reuse(&mut self.b, n * g);
@@ -556,20 +566,26 @@ impl<C: Cell> Recurrent<C> {
         // through every step, with no hand-over between steps.
         let walk = |rows: std::ops::Range<usize>| {
             let (s0, r) = (rows.start, rows.len());
+            let mut scratch = if keep { Vec::new() } else { vec![0.0; r * sv] };
             for t in 0..t_len {
                 // SAFETY: these are this block's rows (s0 .. s0 + r) of step t's and t+1's states,
                 // of step t's saved values and of the scratch a and b: no other block touches them,
                 // and each range lies inside its buffer (`Shared::rows` checks).
-                let (h_prev, h_now, c_prev, c_now, saved_t, a_t, b_t) = unsafe {
+                let (h_prev, h_now, c_prev, c_now, a_t, b_t) = unsafe {
                     (
                         hs.rows(t * nh + s0 * h, r * h),
                         hs.rows((t + 1) * nh + s0 * h, r * h),
                         cs.rows(t * nh + s0 * h, r * h),
                         cs.rows((t + 1) * nh + s0 * h, r * h),
-                        saved.rows((t * n + s0) * sv, r * sv),
                         a_sh.rows(s0 * g, r * g),
                         b_sh.rows(s0 * g, r * g),
                     )
+                };
+                let saved_t = if keep {
+                    // SAFETY: as above, this block's rows of step t's saved values.
+                    unsafe { saved.rows((t * n + s0) * sv, r * sv) }
+                } else {
+                    &mut scratch[..]
                 };
                 // x_t of this block: rows x[s, t] for s0 ≤ s < s0 + r, T·F apart.
                 let x_t = &xd[(s0 * t_len + t) * f..];
@@ -673,6 +689,12 @@ impl<C: Cell> Recurrent<C> {
             check_grad(&self.describe(), if t_len == 0 { &[] } else { &expected }, grad_out);
         }
         assert!(t_len > 0, "{}: backward called before forward", self.describe());
+        assert!(
+            self.saved_for_backward,
+            "{}: backward after a Mode::Predict forward pass, which keeps nothing for backward (run the \
+             forward pass in Mode::Train or Mode::Eval)",
+            self.describe()
+        );
         if let Some(d) = grad_final {
             for (what, t) in std::iter::once(("h_n", &d.h)).chain(d.c.as_ref().map(|c| ("c_n", c))) {
                 assert!(
