@@ -494,7 +494,7 @@ fn models(t: &mut Tally, cases: usize) {
 /// Side information and the wave-3 surfaces: sequence lengths (0, above T, huge, wrong counts),
 /// named inputs (missing, duplicated, mismatched sample counts), recurrent states of any shape,
 /// DP settings of any value — through `Dataset`, `fit`, `evaluate`, `predict_with_lengths`,
-/// `predict_inputs`, `forward_with_state` and `fit_private`. A failed `fit` leaves the model as
+/// `predict_inputs`, `forward_with_state`, `forward_embedded` and `fit_private`. A failed `fit` leaves the model as
 /// it was.
 fn side_information(t: &mut Tally, cases: usize) {
     use backprop::layers::{Pass, RecurrentState};
@@ -509,8 +509,9 @@ fn side_information(t: &mut Tally, cases: usize) {
         let count =
             if r.random_range(0..3) == 0 { counts[r.random_range(0..counts.len())].min(8) } else { n };
         let lengths: Vec<usize> = (0..count).map(|_| values[r.random_range(0..values.len())]).collect();
-        let kind = r.random_range(0..6);
+        let kind = r.random_range(0..7);
         let seed = r.random::<u64>();
+        let odd_id = floats[r.random_range(0..floats.len())] as f32;
         let pick = |r: &mut Rng| floats[r.random_range(0..floats.len())];
         let dp = DpOptions {
             epochs: r.random_range(0..3),
@@ -574,6 +575,18 @@ fn side_information(t: &mut Tally, cases: usize) {
                             return Err("a failed private fit changed the model".into());
                         }
                         ok
+                    }
+                    6 => {
+                        // forward_embedded: ids of any value, an embedding of the wrong width
+                        // now and then, the lengths above.
+                        let embedding = Embedding::new(5, if seed % 4 == 0 { 2 } else { 3 });
+                        let mut lstm = Lstm::new(3, 4);
+                        let ids =
+                            Tensor::from_fn(
+                                &[n, steps],
+                                |i| if (i[0] + i[1]) % 3 == 1 { odd_id } else { 1.0 },
+                            );
+                        lstm.forward_embedded(&embedding, &ids, Pass::TRAIN.with_lengths(&lengths)).is_ok()
                     }
                     _ => {
                         // Named inputs that do not fit together.

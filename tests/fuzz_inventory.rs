@@ -65,6 +65,7 @@ const INVENTORY: &[(&str, &str, &str)] = &[
     ("layers/pool/mod.rs", "geometry", "hostile_values.rs"),
     ("layers/pool/mod.rs", "output_shape", "hostile_shapes.rs"),
     ("layers/recurrent/mod.rs", "check_pass", "hostile_values.rs"),
+    ("layers/recurrent/mod.rs", "forward_embedded", "fuzz.rs"),
     ("layers/recurrent/mod.rs", "forward_with_state", "fuzz.rs"),
     ("layers/sequential/mod.rs", "build", "fuzz.rs"),
     ("layers/sequential/mod.rs", "check_input", "hostile_values.rs"),

@@ -674,3 +674,87 @@ fn predict_mode_keeps_nothing_and_changes_nothing() {
         }
     }
 }
+
+/// `forward_embedded` / `backward_embedded` are `Embedding` then the layer, computed through
+/// `P = E·W_ihᵀ + b_ih`: the same outputs and the same gradients of every weight and of the table
+/// (to f32 rounding: the input-weight sums run grouped by id), with padding, a padding id whose row
+/// gets nothing, repeated ids, and each cell; and the refusals name what is wrong.
+#[test]
+fn embedded_input_is_embedding_then_layer() {
+    let (vocab, dim, hidden) = (7, 5, 6);
+    let ids = Tensor::from_vec(&[3, 4], vec![1., 2., 1., 6., 0., 0., 3., 6., 4., 6., 6., 6.]).unwrap();
+    let lengths = [4, 3, 1];
+    let close = |a: &Tensor, b: &Tensor, what: &str| {
+        assert_eq!(a.shape(), b.shape(), "{what}");
+        for (x, y) in a.data().iter().zip(b.data()) {
+            assert!((x - y).abs() <= 2e-6 * (1.0 + y.abs()), "{what}: {x} vs {y}");
+        }
+    };
+    fn run<L: Layer + DerefMut<Target = Recurrent<C>>, C: Cell>(
+        make: impl Fn() -> L,
+        ids: &Tensor,
+        lengths: &[usize],
+        (vocab, dim): (usize, usize),
+        close: &dyn Fn(&Tensor, &Tensor, &str),
+    ) {
+        let pass = Pass::TRAIN.with_lengths(lengths);
+        let table = || Embedding::new(vocab, dim).seed(3).padding_idx(6);
+        // Composed: the embedding's output into the layer.
+        let (mut e1, mut l1) = (table(), make());
+        let x = e1.forward(ids, pass);
+        let y1 = l1.forward(&x, pass);
+        let dy = Tensor::from_fn(y1.shape(), |i| ((i.iter().sum::<usize>() % 5) as f32 - 2.0) * 0.1);
+        let dx = l1.backward(&dy, InputGrad::Needed).unwrap();
+        e1.backward(&dx, InputGrad::NotNeeded);
+        // Fused.
+        let (mut e2, mut l2) = (table(), make());
+        let y2 = l2.forward_embedded(&e2, ids, pass).unwrap();
+        l2.backward_embedded(&dy, &mut e2);
+        let name = l1.describe();
+        close(&y2, &y1, &format!("{name}: outputs"));
+        for ((n, a), (_, b)) in named_params(&l2).iter().zip(named_params(&l1).iter()) {
+            close(&a.grad, &b.grad, &format!("{name}: dL/d{n}"));
+        }
+        close(&e2.weight().grad, &e1.weight().grad, &format!("{name}: dL/dE"));
+        assert!(e2.weight().grad.outer(6).iter().all(|&v| v == 0.0), "{name}: the padding row gets nothing");
+        // Predict and Eval passes give the same outputs as the composed ones.
+        let y3 = l2.forward_embedded(&e2, ids, Pass::PREDICT.with_lengths(lengths)).unwrap();
+        close(&y3, &y1, &format!("{name}: predict"));
+    }
+    run(|| Lstm::new(dim, hidden).seed(4), &ids, &lengths, (vocab, dim), &close);
+    run(|| Gru::new(dim, hidden).seed(4), &ids, &lengths, (vocab, dim), &close);
+    run(|| Rnn::new(dim, hidden).seed(4).last_step_only(), &ids, &lengths, (vocab, dim), &close);
+
+    // Refusals: the width, the ids, their shape, the lengths; and the backward passes that do
+    // not match the forward pass.
+    let mut lstm = Lstm::new(dim, hidden);
+    let narrow = Embedding::new(vocab, dim - 1);
+    let err = lstm.forward_embedded(&narrow, &ids, Pass::TRAIN).unwrap_err().to_string();
+    assert!(
+        err.contains("LSTM(5→6)") && err.contains("4 values per id") && err.contains("5 input features"),
+        "{err}"
+    );
+    let table = Embedding::new(vocab, dim);
+    for bad in [7.0, -1.0, 0.5, f32::NAN] {
+        let mut odd = ids.clone();
+        odd.data_mut()[5] = bad;
+        assert!(lstm.forward_embedded(&table, &odd, Pass::TRAIN).is_err(), "id {bad}");
+    }
+    let flat = Tensor::zeros(&[12]);
+    assert!(lstm.forward_embedded(&table, &flat, Pass::TRAIN).unwrap_err().to_string().contains("[N, T]"));
+    assert!(lstm.forward_embedded(&table, &ids, Pass::TRAIN.with_lengths(&[4, 5, 1])).is_err());
+    let y = lstm.forward_embedded(&table, &ids, Pass::TRAIN).unwrap();
+    let dense_backward = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        lstm.backward(&Tensor::ones(y.shape()), InputGrad::Needed);
+    }));
+    let message = dense_backward.expect_err("an ordinary backward after forward_embedded");
+    assert!(message.downcast_ref::<String>().is_some_and(|m| m.contains("backward_embedded")));
+    let mut plain = Lstm::new(dim, hidden);
+    plain.forward(&Tensor::zeros(&[3, 4, dim]), Pass::TRAIN);
+    let mut table = table;
+    let embedded_backward = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        plain.backward_embedded(&Tensor::ones(&[3, 4, hidden]), &mut table);
+    }));
+    let message = embedded_backward.expect_err("backward_embedded after an ordinary forward");
+    assert!(message.downcast_ref::<String>().is_some_and(|m| m.contains("forward_embedded")));
+}

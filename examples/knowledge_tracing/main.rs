@@ -383,7 +383,7 @@ fn run(cli: &Cli) -> Result<f64> {
         if !cli.quiet {
             println!(
                 "epoch {epoch}/{}: train loss {train_loss:.4} | validation AUC {val_auc:.4} | test AUC {test_auc:.4} | \
-                 {seconds:.1} s",
+                 {seconds:.2} s",
                 cli.epochs
             );
         }

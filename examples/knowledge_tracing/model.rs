@@ -131,8 +131,8 @@ impl Model for Dkt {
         // Run only to the batch's longest sequence.
         let t_run = inputs.lengths("answers").and_then(|l| l.iter().max().copied()).unwrap_or(t_all).max(1);
         let pass = inputs.pass("answers", mode);
-        let x = self.embedding.forward(&first_steps(answers, t_run), pass);
-        let h = self.lstm.forward(&x, pass);
+        // The embedding's vectors into the LSTM, computed through their projection (one row per id).
+        let h = self.lstm.forward_embedded(&self.embedding, &first_steps(answers, t_run), pass)?;
         self.h = self.dropout.forward(&h, pass);
         let hidden = self.h.dim(2);
         self.next.clear();
@@ -170,8 +170,7 @@ impl Model for Dkt {
         }
         debug_assert_eq!(dh.dim(0), n);
         let dh = self.dropout.backward(&dh, InputGrad::Needed).expect("dropout passes dL/dx");
-        let dx = self.lstm.backward(&dh, InputGrad::Needed).expect("the LSTM passes dL/dx");
-        self.embedding.backward(&dx, InputGrad::NotNeeded);
+        self.lstm.backward_embedded(&dh, &mut self.embedding); // the LSTM's and the table's gradients
         Ok(Tensors::new())
     }
 }

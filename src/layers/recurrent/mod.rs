@@ -81,7 +81,7 @@ pub const DEFAULT_ACTIVATION_BUDGET: usize = 2 << 30;
 pub use lstm::{Lstm, LstmCell};
 pub use rnn::{Rnn, RnnCell};
 
-use super::{InputGrad, Param, Pass, State, StateMut, check_grad, shape_error};
+use super::{Embedding, InputGrad, Param, Pass, State, StateMut, check_grad, shape_error};
 use crate::error::{Error, Result};
 use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm};
 use crate::tensor::init::Init;
@@ -161,6 +161,12 @@ pub struct Recurrent<C: Cell> {
     /// `(N, T)` of the latest input.
     pub(crate) nt: (usize, usize),
     pub(crate) x: Tensor,
+    /// The ids of the latest pass when it read an embedding ([`Recurrent::forward_embedded`];
+    /// `x` is then not kept), `[N·T]`; empty after an ordinary pass.
+    embedded_ids: Vec<usize>,
+    /// `P = table·W_ihᵀ + b_ih` (`[V, G·H]`) of the latest embedded pass: its rows are the steps'
+    /// `a_t`.
+    projected: Vec<f32>,
     /// `a_t` of the step being walked (per step scratch).
     a: Vec<f32>,
     /// `h_t` for `t = −1 … T−1`, time-major: `[(T+1)·N·H]` (and `c` likewise).
@@ -239,6 +245,8 @@ impl<C: Cell> Recurrent<C> {
             lengths: Vec::new(),
             nt: (0, 0),
             x: Tensor::default(),
+            embedded_ids: Vec::new(),
+            projected: Vec::new(),
             a: Vec::new(),
             hs: Vec::new(),
             cs: Vec::new(),
@@ -514,11 +522,133 @@ impl<C: Cell> Recurrent<C> {
         self.run_forward(x, None, pass)
     }
 
+    /// The forward pass over ids `[N, T]` looked up in `embedding` (whose vectors are this layer's
+    /// input features): the outputs of `forward(embedding.forward(ids))`, computed without the
+    /// vectors. Since `x_t = E[id]`, the input's share of the gates is a row of one small product,
+    /// `x_t·W_ihᵀ + b_ih = P[id]` with `P = E·W_ihᵀ + b_ih` (`[V, G·H]`, once per pass for `V`
+    /// ids instead of `N·T` rows); [`Recurrent::backward_embedded`] is its backward. For sequence
+    /// models over tokens (knowledge tracing's answers), where the input projection of every
+    /// step was a quarter to a half of the products.
+    ///
+    /// # Errors
+    /// If the embedding's width is not this layer's input size, an id is out of range or not a
+    /// whole number, or the ids and lengths do not fit as in [`Recurrent::check_pass`] (for the
+    /// input `[N, T, F]`). Nothing is computed then.
+    ///
+    /// ```
+    /// use backprop::prelude::*;
+    /// use backprop::layers::InputGrad;
+    /// # fn main() -> backprop::Result<()> {
+    /// let (mut embedding, mut lstm) = (Embedding::new(10, 4).seed(1), Lstm::new(4, 3).seed(2));
+    /// let ids = Tensor::from_vec(&[2, 3], vec![1., 5., 9., 0., 0., 7.])?;
+    /// let y = lstm.forward_embedded(&embedding, &ids, Pass::TRAIN)?;
+    /// let composed = Lstm::new(4, 3).seed(2).forward(&embedding.forward(&ids, Pass::TRAIN), Pass::TRAIN);
+    /// assert!(y.data().iter().zip(composed.data()).all(|(a, b)| (a - b).abs() < 1e-6));
+    /// lstm.backward_embedded(&Tensor::ones(y.shape()), &mut embedding); // dL/dE into the table
+    /// # Ok(()) }
+    /// ```
+    pub fn forward_embedded(
+        &mut self,
+        embedding: &Embedding,
+        ids: &Tensor,
+        pass: Pass<'_>,
+    ) -> Result<Tensor> {
+        if embedding.dim() != self.inputs {
+            return Err(Error::shape(format!(
+                "{}: an embedding of {} values per id, but the layer reads {} input features",
+                self.describe(),
+                embedding.dim(),
+                self.inputs
+            )));
+        }
+        let &[n, t_len] = ids.shape() else {
+            return Err(shape_error(&self.describe(), "ids [N, T]".to_string(), ids.shape()));
+        };
+        embedding.check_ids(ids)?;
+        let shape = [n, t_len, self.inputs];
+        self.check_pass(&shape, pass, None)?;
+        let (g, f) = (C::GATES * self.hidden, self.inputs);
+        let v = embedding.num();
+        // P = E·W_ihᵀ + b_ih, one row per id.
+        self.projected = crate::tensor::gemm::sgemm_new(
+            v,
+            f,
+            g,
+            embedding.weight().value.data(),
+            No,
+            self.weight_ih.value.data(),
+            Yes,
+        );
+        add_rows_bias(&mut self.projected, self.bias_ih.value.data());
+        self.embedded_ids.clear();
+        self.embedded_ids.extend(ids.data().iter().map(|&id| id as usize));
+        let ids = std::mem::take(&mut self.embedded_ids);
+        let y = self.run_input(&shape, StepInput::Embedded(&ids), None, pass);
+        self.embedded_ids = ids;
+        Ok(y)
+    }
+
+    /// The backward pass of [`Recurrent::forward_embedded`]: from `dL/dy`, accumulates this
+    /// layer's weight gradients and the embedding table's, `dL/dE = G·W_ih` with `G[id] = Σ dL/da_t`
+    /// over the steps that read `id` (`dL/dW_ih += Gᵀ·E`, `dL/db_ih += Σ G`); the embedding's
+    /// padding row gets none.
+    ///
+    /// # Panics
+    /// If the latest forward pass was not [`Recurrent::forward_embedded`] with this embedding's
+    /// shape, or `grad_out` is not the output's shape.
+    pub fn backward_embedded(&mut self, grad_out: &Tensor, embedding: &mut Embedding) {
+        assert!(
+            !self.embedded_ids.is_empty(),
+            "{}: backward_embedded needs a forward_embedded pass before it",
+            self.describe()
+        );
+        let (g, f, v) = (C::GATES * self.hidden, self.inputs, embedding.num());
+        assert!(
+            embedding.dim() == f && self.projected.len() == v * g,
+            "{}: backward_embedded with another embedding than the forward pass's",
+            self.describe()
+        );
+        self.backward_through_time(Some(grad_out), None);
+        self.recurrent_weight_grads();
+        // G[id] = Σ dL/da over the steps that read id (padded steps hold zeros).
+        let mut grouped = vec![0.0; v * g];
+        for (row, &id) in self.grads[4].chunks_exact(g).zip(&self.embedded_ids) {
+            grouped[id * g..][..g].iter_mut().zip(row).for_each(|(d, v)| *d += v);
+        }
+        let e = embedding.weight.value.data();
+        sgemm(g, v, f, 1.0, &grouped, Yes, e, No, 1.0, self.weight_ih.grad.data_mut()); // dW_ih += Gᵀ·E
+        for row in grouped.chunks_exact(g) {
+            self.bias_ih.grad.data_mut().iter_mut().zip(row).for_each(|(d, v)| *d += v); // db_ih += Σ G
+        }
+        let d_table = crate::tensor::gemm::sgemm_new(v, g, f, &grouped, No, self.weight_ih.value.data(), No); // dE = G·W_ih
+        for (id, (dw, d)) in
+            embedding.weight.grad.data_mut().chunks_exact_mut(f).zip(d_table.chunks_exact(f)).enumerate()
+        {
+            if Some(id) != embedding.padding {
+                dw.iter_mut().zip(d).for_each(|(a, b)| *a += b);
+            }
+        }
+    }
+
     /// The forward pass over a checked input: `initial`, else the carried state (stateful), else
     /// zeros.
     fn run_forward(&mut self, x: &Tensor, initial: Option<&RecurrentState>, pass: Pass<'_>) -> Tensor {
-        let out_shape = self.output_shape(x.shape()).unwrap_or_else(|e| panic!("{e}"));
-        let (n, t_len, f) = (x.dim(0), x.dim(1), x.dim(2));
+        self.embedded_ids.clear();
+        self.x.copy_from(x);
+        let shape = [x.dim(0), x.dim(1), x.dim(2)];
+        self.run_input(&shape, StepInput::Dense(x), initial, pass)
+    }
+
+    /// The walk forward through time over `input` of shape `[N, T, F]`.
+    fn run_input(
+        &mut self,
+        shape: &[usize; 3],
+        input: StepInput<'_>,
+        initial: Option<&RecurrentState>,
+        pass: Pass<'_>,
+    ) -> Tensor {
+        let out_shape = self.output_shape(shape).unwrap_or_else(|e| panic!("{e}"));
+        let [n, t_len, f] = *shape;
         let (h, g) = (self.hidden, C::GATES * self.hidden);
         if self.stateful && self.carried.as_ref().is_some_and(|s| s.h.dim(0) != n) {
             self.reset_state(); // another batch size: the carried state does not apply
@@ -528,7 +658,6 @@ impl<C: Cell> Recurrent<C> {
         self.lengths.clear();
         self.lengths.extend_from_slice(pass.lengths.unwrap_or(&[]));
         self.nt = (n, t_len);
-        self.x.copy_from(x);
         // States h_{−1} … h_{T−1}, time-major.
         let nh = n * h;
         reuse(&mut self.hs, (t_len + 1) * nh); // every step writes its h_t (a padded one copies)
@@ -554,9 +683,11 @@ impl<C: Cell> Recurrent<C> {
         reuse(&mut self.b, n * g);
         // a_t = x_t·W_ihᵀ + b_ih and b_t = h_{t−1}·W_hhᵀ + b_hh: both weights packed once for the
         // whole walk.
-        self.packed_ih.pack(f, g, self.weight_ih.value.data(), true);
+        if let StepInput::Dense(_) = input {
+            self.packed_ih.pack(f, g, self.weight_ih.value.data(), true);
+        }
         self.packed_hh.pack(h, g, self.weight_hh.value.data(), true);
-        let (cell, lengths, xd) = (&self.cell, &self.lengths, x.data());
+        let (cell, lengths, projected) = (&self.cell, &self.lengths, &self.projected);
         let (bias_ih, bias_hh) = (self.bias_ih.value.data(), self.bias_hh.value.data());
         let (packed_ih, packed_hh) = (&self.packed_ih, &self.packed_hh);
         let (hs, cs, saved) =
@@ -587,9 +718,11 @@ impl<C: Cell> Recurrent<C> {
                 } else {
                     &mut scratch[..]
                 };
-                // x_t of this block: rows x[s, t] for s0 ≤ s < s0 + r, T·F apart.
-                let x_t = &xd[(s0 * t_len + t) * f..];
-                gemm_packed_b(r, 1.0, (x_t, t_len * f), packed_ih, 0.0, a_t); // a_t = x_t·W_ihᵀ
+                if let StepInput::Dense(x) = input {
+                    // x_t of this block: rows x[s, t] for s0 ≤ s < s0 + r, T·F apart.
+                    let x_t = &x.data()[(s0 * t_len + t) * f..];
+                    gemm_packed_b(r, 1.0, (x_t, t_len * f), packed_ih, 0.0, a_t); // a_t = x_t·W_ihᵀ
+                }
                 gemm_packed_b(r, 1.0, (h_prev, h), packed_hh, 0.0, b_t); // b_t = h_{t−1}·W_hhᵀ
                 for (i, ((((hn, cn), saved), b), a)) in h_now
                     .chunks_exact_mut(h)
@@ -605,7 +738,13 @@ impl<C: Cell> Recurrent<C> {
                         cn.copy_from_slice(cp);
                         continue;
                     }
-                    a.iter_mut().zip(bias_ih).for_each(|(v, bias)| *v += bias); // + b_ih
+                    let a: &[f32] = match input {
+                        StepInput::Dense(_) => {
+                            a.iter_mut().zip(bias_ih).for_each(|(v, bias)| *v += bias); // + b_ih
+                            a
+                        }
+                        StepInput::Embedded(ids) => &projected[ids[(s0 + i) * t_len + t] * g..][..g], // P[id]
+                    };
                     b.iter_mut().zip(bias_hh).for_each(|(v, bias)| *v += bias); // + b_hh
                     // (h_t, c_t) = cell(a_t, b_t, h_{t−1}, c_{t−1})
                     cell.forward_step(a, b, hp, cp, hn, cn, saved);
@@ -642,23 +781,50 @@ impl<C: Cell> Recurrent<C> {
         grad_final: Option<&RecurrentState>,
         input_grad: InputGrad,
     ) -> Option<Tensor> {
+        assert!(
+            self.embedded_ids.is_empty(),
+            "{}: the latest forward pass read an embedding (forward_embedded): use backward_embedded",
+            self.describe()
+        );
         self.backward_through_time(grad_out, grad_final);
+        self.recurrent_weight_grads();
         let (n, t_len) = self.nt;
-        let (h, g, f) = (self.hidden, C::GATES * self.hidden, self.inputs);
-        let nh = n * h;
-        let [.., da_all, db] = &self.grads;
-        // dW_hh += Σ_t db_tᵀ·h_{t−1} and db_hh += Σ_t db_t, every step in one product: the rows of
-        // db (time-major) line up with h_{−1} … h_{T−2}.
-        sgemm(g, t_len * n, h, 1.0, db, Yes, &self.hs[..t_len * nh], No, 1.0, self.weight_hh.grad.data_mut());
-        for row in db.chunks_exact(g) {
-            self.bias_hh.grad.data_mut().iter_mut().zip(row).for_each(|(d, v)| *d += v);
-        }
+        let (g, f) = (C::GATES * self.hidden, self.inputs);
+        let da_all = &self.grads[4];
         // All steps at once: dW_ih += Σ_t da_tᵀ·x_t;  db_ih += Σ da_t.
         sgemm(g, n * t_len, f, 1.0, da_all, Yes, self.x.data(), No, 1.0, self.weight_ih.grad.data_mut());
         for row in da_all.chunks_exact(g) {
             self.bias_ih.grad.data_mut().iter_mut().zip(row).for_each(|(d, v)| *d += v);
         }
         input_grad.is_needed().then(|| self.input_gradient())
+    }
+
+    /// True if the latest forward pass read an embedding ([`Recurrent::forward_embedded`]).
+    pub(crate) fn read_embedding(&self) -> bool {
+        !self.embedded_ids.is_empty()
+    }
+
+    /// `dW_hh += Σ_t db_tᵀ·h_{t−1}` and `db_hh += Σ_t db_t`, every step in one product: the rows
+    /// of `db` (time-major) line up with `h_{−1} … h_{T−2}`.
+    fn recurrent_weight_grads(&mut self) {
+        let (n, t_len) = self.nt;
+        let (h, g) = (self.hidden, C::GATES * self.hidden);
+        let db = &self.grads[5];
+        sgemm(
+            g,
+            t_len * n,
+            h,
+            1.0,
+            db,
+            Yes,
+            &self.hs[..t_len * n * h],
+            No,
+            1.0,
+            self.weight_hh.grad.data_mut(),
+        );
+        for row in db.chunks_exact(g) {
+            self.bias_hh.grad.data_mut().iter_mut().zip(row).for_each(|(d, v)| *d += v);
+        }
     }
 
     /// `dx_t = da_t·W_ih` for every step at once, from the latest walk back through time.
@@ -820,6 +986,23 @@ impl<C: Cell> Recurrent<C> {
         f("weight_hh_l0", StateMut::Param(&mut self.weight_hh));
         f("bias_ih_l0", StateMut::Param(&mut self.bias_ih));
         f("bias_hh_l0", StateMut::Param(&mut self.bias_hh));
+    }
+}
+
+/// What the walk forward reads at each step.
+#[derive(Clone, Copy)]
+enum StepInput<'a> {
+    /// `x [N, T, F]`: `a_t = x_t·W_ihᵀ + b_ih`, a product per step.
+    Dense(&'a Tensor),
+    /// Ids `[N·T]` into an embedding whose projection `P = E·W_ihᵀ + b_ih` is the layer's
+    /// `projected`: `a_t = P[id]`.
+    Embedded(&'a [usize]),
+}
+
+/// `row += bias` for every row of `rows` (each `bias.len()` wide).
+fn add_rows_bias(rows: &mut [f32], bias: &[f32]) {
+    for row in rows.chunks_exact_mut(bias.len()) {
+        row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
     }
 }
 

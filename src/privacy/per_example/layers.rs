@@ -170,6 +170,11 @@ fn recurrent_per_example<C: Cell>(
     input_grad: InputGrad,
     grads: &mut PerExampleGrads,
 ) -> Option<Tensor> {
+    assert!(
+        !layer.read_embedding(),
+        "{}: per-example gradients of a forward_embedded pass are not available (run the embedding and the layer apart)",
+        layer.describe()
+    );
     layer.backward_through_time(Some(grad_out), None);
     let (n, t_len) = layer.nt;
     let (h, g, f) = (layer.hidden, C::GATES * layer.hidden, layer.inputs);
