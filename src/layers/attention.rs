@@ -35,7 +35,7 @@ use super::{InputGrad, Layer, Param, Pass, State, StateMut, Visit, check_grad, c
 use crate::error::Result;
 use crate::privacy::per_example::{PerExample, PerExampleGrads};
 use crate::tensor::Tensor;
-use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm, sgemm_strided};
+use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm, sgemm_new, sgemm_strided};
 use crate::tensor::init::Init;
 use crate::tensor::math::exp_fast;
 use crate::tensor::parallel::split_if_threads;
@@ -196,7 +196,22 @@ impl MultiHeadAttention {
         check_lengths(&self.describe(), "query", query_lengths, query.dim(0), query.dim(1))?;
         check_lengths(&self.describe(), "memory", memory_lengths, memory.dim(0), memory.dim(1))?;
         self.memory = Some(memory.clone());
-        Ok(self.run_forward(query, query_lengths, memory_lengths))
+        self.x.copy_from(query);
+        Ok(self.run_forward(query_lengths, memory_lengths))
+    }
+
+    /// Self-attention's forward pass ([`Layer::forward`]) on an input the caller gives up: kept
+    /// for the backward pass as it is, without a copy (a Transformer block's normalised input).
+    ///
+    /// # Panics
+    /// As [`Layer::forward`].
+    pub(crate) fn forward_owned(&mut self, x: Tensor, pass: Pass<'_>) -> Tensor {
+        self.output_shape(x.shape()).unwrap_or_else(|e| panic!("{e}"));
+        check_lengths(&self.describe(), "sequence", pass.lengths, x.dim(0), x.dim(1))
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.memory = None;
+        self.x = x;
+        self.run_forward(pass.lengths, pass.lengths)
     }
 
     /// The backward pass of [`MultiHeadAttention::forward_cross`]: `(dL/dquery, dL/dmemory)`; the
@@ -255,7 +270,8 @@ impl Layer for MultiHeadAttention {
         check_lengths(&self.describe(), "sequence", pass.lengths, x.dim(0), x.dim(1))
             .unwrap_or_else(|e| panic!("{e}"));
         self.memory = None; // self-attention: the memory is the input
-        self.run_forward(x, pass.lengths, pass.lengths)
+        self.x.copy_from(x);
+        self.run_forward(pass.lengths, pass.lengths)
     }
 
     fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
@@ -266,8 +282,8 @@ impl Layer for MultiHeadAttention {
             // second product accumulated onto the first.
             let e = self.embed;
             let w_in = self.in_proj_weight.value.data();
-            let mut dx = Tensor::zeros(self.x.shape());
-            sgemm(dq.len() / e, e, e, 1.0, &dq, No, &w_in[..e * e], No, 0.0, dx.data_mut());
+            let dx = sgemm_new(dq.len() / e, e, e, &dq, No, &w_in[..e * e], No);
+            let mut dx = Tensor::from_vec(self.x.shape(), dx).expect("dX has X's shape");
             sgemm(dkv.len() / (2 * e), 2 * e, e, 1.0, &dkv, No, &w_in[e * e..], No, 1.0, dx.data_mut());
             dx
         })
@@ -284,18 +300,15 @@ impl Layer for MultiHeadAttention {
 
 impl MultiHeadAttention {
     /// The forward pass over checked inputs (`self.memory` set for cross-attention).
-    fn run_forward(
-        &mut self,
-        x: &Tensor,
-        lengths: Option<&[usize]>,
-        memory_lengths: Option<&[usize]>,
-    ) -> Tensor {
+    /// The forward pass over the queries' input already in `self.x` (and the memory in
+    /// `self.memory`, or the same input for self-attention).
+    fn run_forward(&mut self, lengths: Option<&[usize]>, memory_lengths: Option<&[usize]>) -> Tensor {
+        let x = &self.x;
         let (n, tq, e) = (x.dim(0), x.dim(1), self.embed);
         self.lengths.clear();
         self.lengths.extend_from_slice(lengths.unwrap_or(&[]));
         self.memory_lengths.clear();
         self.memory_lengths.extend_from_slice(memory_lengths.unwrap_or(&[]));
-        self.x.copy_from(x);
         let xm = self.memory.as_ref().unwrap_or(&self.x);
         let tk = xm.dim(1);
         // Q = X_q·W_qᵀ + b_q;  [K | V] = X_m·W_kvᵀ + b_kv  (W_q: rows 0..E of W_in; W_kv: E..3E).
@@ -323,8 +336,8 @@ impl MultiHeadAttention {
             }
         });
         // Y = O·W_outᵀ + b_out, zero at the queries' padded steps.
-        let mut y = Tensor::zeros(x.shape());
-        sgemm(n * tq, e, e, 1.0, &self.o, No, self.out_proj_weight.value.data(), Yes, 0.0, y.data_mut());
+        let y = sgemm_new(n * tq, e, e, &self.o, No, self.out_proj_weight.value.data(), Yes);
+        let mut y = Tensor::from_vec(self.x.shape(), y).expect("Y has X's shape");
         for (r, row) in y.data_mut().chunks_exact_mut(e).enumerate() {
             if r % tq < Self::length(&self.lengths, r / tq, tq) {
                 row.iter_mut().zip(self.out_proj_bias.value.data()).for_each(|(v, b)| *v += b);
@@ -350,8 +363,7 @@ impl MultiHeadAttention {
             }
         }
         // dO = dY·W_out.
-        let mut d_o = vec![0.0; n * tq * e];
-        sgemm(n * tq, e, e, 1.0, dy.data(), No, self.out_proj_weight.value.data(), No, 0.0, &mut d_o);
+        let d_o = sgemm_new(n * tq, e, e, dy.data(), No, self.out_proj_weight.value.data(), No);
         let (mut dq, mut dkv) = (vec![0.0; n * tq * e], vec![0.0; n * tk * 2 * e]);
         let (q_all, kv_all, p_all) = (&self.q, &self.kv, &self.p);
         let samples =

@@ -252,7 +252,7 @@ impl Layer for TransformerEncoderLayer {
         if self.norm_first {
             // h = x + Drop(SA(LN₁(x)));  y = h + Drop(FF(LN₂(h)))
             let z = self.norm1.forward(x, pass);
-            let a = self.self_attn.forward(&z, pass);
+            let a = self.self_attn.forward_owned(z, pass);
             let h = add_into(self.dropout1.forward_owned(a, pass), x);
             let z = self.norm2.forward(&h, pass);
             add_into(self.feed_forward(z, pass), &h)
