@@ -584,26 +584,38 @@ fn softmax_prefix(row: &mut [f32], allowed: usize) {
 }
 
 /// [`softmax_prefix`]'s loops over the kept scores.
+#[allow(clippy::needless_range_loop)] // index loops on purpose: see the comment inside
 #[inline(always)]
 fn softmax_loop(kept: &mut [f32]) {
+    // Index loops, not iterator adapters, so that they stay inside `wide!`'s vector context.
     const LANES: usize = 16;
-    let max = kept.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let n = kept.len();
+    let mut max = f32::NEG_INFINITY;
+    for i in 0..n {
+        max = max.max(kept[i]);
+    }
     let mut parts = [0.0f32; LANES];
-    let mut chunks = kept.chunks_exact_mut(LANES);
-    for chunk in &mut chunks {
-        for (v, part) in chunk.iter_mut().zip(parts.iter_mut()) {
-            *v = exp_fast(*v - max);
-            *part += *v;
+    let whole = n / LANES * LANES;
+    for block in (0..whole).step_by(LANES) {
+        for l in 0..LANES {
+            let v = exp_fast(kept[block + l] - max);
+            kept[block + l] = v;
+            parts[l] += v;
         }
     }
     let mut sum = 0.0;
-    for v in chunks.into_remainder() {
-        *v = exp_fast(*v - max);
-        sum += *v;
+    for i in whole..n {
+        let v = exp_fast(kept[i] - max);
+        kept[i] = v;
+        sum += v;
     }
-    sum += parts.iter().sum::<f32>();
+    for part in parts {
+        sum += part;
+    }
     let inv = 1.0 / sum;
-    kept.iter_mut().for_each(|v| *v *= inv);
+    for i in 0..n {
+        kept[i] *= inv;
+    }
 }
 
 /// The definition of [`softmax_prefix`]: `e^(s_j − max) / Σ e^(s_i − max)` over the allowed keys,
