@@ -152,19 +152,7 @@ impl Layer for LayerNorm {
         let affine = self.affine.as_ref().map(|(w, b)| (w.value.data(), b.value.data()));
         // Each row on its own (in parallel blocks of rows: the same result on any thread count).
         let row = |((x_row, xh_row), (y_row, s_out)): RowForward<'_>| {
-            let mean = x_row.iter().map(|&v| v as f64).sum::<f64>() / d as f64; // μ
-            let var = x_row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64; // σ², after μ
-            let s = 1.0 / (var + eps).sqrt(); // s = 1/√(σ² + ε)
-            for ((xh, y), &v) in xh_row.iter_mut().zip(y_row.iter_mut()).zip(x_row) {
-                *xh = ((v as f64 - mean) * s) as f32; // x̂ = (x − μ)·s
-                *y = *xh;
-            }
-            if let Some((w, b)) = affine {
-                for ((v, &gamma), &beta) in y_row.iter_mut().zip(w).zip(b) {
-                    *v = gamma * *v + beta; // y = γ ⊙ x̂ + β
-                }
-            }
-            *s_out = s as f32;
+            *s_out = crate::tensor::simd::wide!(forward_row(x_row, xh_row, y_row, affine, eps));
         };
         let rows = x.data().par_chunks(d).zip(self.x_hat.data_mut().par_chunks_mut(d));
         let rows = rows.zip(y.data_mut().par_chunks_mut(d).zip(self.inv_std.par_iter_mut()));
@@ -206,12 +194,7 @@ impl LayerNorm {
         let rows = g.data().par_chunks(d).zip(self.x_hat.data().par_chunks(d));
         let rows = rows.zip(dx.data_mut().par_chunks_mut(d).zip(self.inv_std.par_iter()));
         rows.with_min_len(split_if_threads(ROWS_PER_TASK)).for_each(|((g_row, xh_row), (dx_row, &s))| {
-            let g_hat = |j: usize| g_row[j] * gamma.map_or(1.0, |w| w[j]); // ĝ = g ⊙ γ
-            let mean_g = (0..d).map(|j| g_hat(j) as f64).sum::<f64>() / d as f64;
-            let mean_gx = (0..d).map(|j| (g_hat(j) * xh_row[j]) as f64).sum::<f64>() / d as f64;
-            for (j, v) in dx_row.iter_mut().enumerate() {
-                *v = (s as f64 * (g_hat(j) as f64 - mean_g - xh_row[j] as f64 * mean_gx)) as f32;
-            }
+            crate::tensor::simd::wide!(backward_row(g_row, xh_row, dx_row, gamma, s));
         });
         dx
     }
@@ -264,4 +247,74 @@ impl Visit for LayerNorm {
             f("bias", StateMut::Param(b));
         }
     }
+}
+
+/// One row of the forward pass (the module docs' lines), writing `x̂` and `y`; returns `s`.
+/// Index loops, compiled for the widest vectors by `wide!` (the same bits on every ISA).
+#[allow(clippy::needless_range_loop)] // index loops on purpose: see tensor::simd
+#[inline(always)]
+fn forward_row(
+    x: &[f32],
+    x_hat: &mut [f32],
+    y: &mut [f32],
+    affine: Option<(&[f32], &[f32])>,
+    eps: f64,
+) -> f32 {
+    let d = x.len();
+    let (x_hat, y) = (&mut x_hat[..d], &mut y[..d]);
+    let mean = sum_f64(d, |j| x[j] as f64) / d as f64; // μ
+    let var = sum_f64(d, |j| (x[j] as f64 - mean).powi(2)) / d as f64; // σ², after μ
+    let s = 1.0 / (var + eps).sqrt(); // s = 1/√(σ² + ε)
+    for j in 0..d {
+        x_hat[j] = ((x[j] as f64 - mean) * s) as f32; // x̂ = (x − μ)·s
+    }
+    match affine {
+        Some((w, b)) => {
+            let (w, b) = (&w[..d], &b[..d]);
+            for j in 0..d {
+                y[j] = w[j] * x_hat[j] + b[j]; // y = γ ⊙ x̂ + β
+            }
+        }
+        None => y.copy_from_slice(x_hat),
+    }
+    s as f32
+}
+
+/// One row of `dx = s·(ĝ − mean(ĝ) − x̂ ⊙ mean(ĝ ⊙ x̂))`, `ĝ = g ⊙ γ` (first written into `dx`).
+#[allow(clippy::needless_range_loop)] // index loops on purpose: see tensor::simd
+#[inline(always)]
+fn backward_row(g: &[f32], x_hat: &[f32], dx: &mut [f32], gamma: Option<&[f32]>, s: f32) {
+    let d = g.len();
+    let (x_hat, dx) = (&x_hat[..d], &mut dx[..d]);
+    match gamma {
+        Some(w) => {
+            let w = &w[..d];
+            for j in 0..d {
+                dx[j] = g[j] * w[j]; // ĝ = g ⊙ γ
+            }
+        }
+        None => dx.copy_from_slice(g),
+    }
+    let mean_g = sum_f64(d, |j| dx[j] as f64) / d as f64;
+    let mean_gx = sum_f64(d, |j| (dx[j] * x_hat[j]) as f64) / d as f64;
+    for j in 0..d {
+        dx[j] = (s as f64 * (dx[j] as f64 - mean_g - x_hat[j] as f64 * mean_gx)) as f32;
+    }
+}
+
+/// `Σ_j term(j)` for `j < n` in `f64`, in 8 running sums (sum `l` takes every `j ≡ l mod 8`) added
+/// pairwise at the end: the same `f64` sum up to its rounding order, without the single chain of
+/// dependent additions (4 cycles each) that a plain `.sum()` is — which was most of a layer
+/// norm's time.
+#[inline(always)]
+fn sum_f64(n: usize, term: impl Fn(usize) -> f64) -> f64 {
+    let mut lanes = [0.0f64; 8];
+    let whole = n / 8 * 8;
+    for block in (0..whole).step_by(8) {
+        for (l, lane) in lanes.iter_mut().enumerate() {
+            *lane += term(block + l);
+        }
+    }
+    let tail: f64 = (whole..n).map(&term).sum();
+    ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7])) + tail
 }
