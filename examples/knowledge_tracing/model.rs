@@ -133,7 +133,7 @@ impl Model for Dkt {
         let pass = inputs.pass("answers", mode);
         // The embedding's vectors into the LSTM, computed through their projection (one row per id).
         let h = self.lstm.forward_embedded(&self.embedding, &first_steps(answers, t_run), pass)?;
-        self.h = self.dropout.forward(&h, pass);
+        self.h = self.dropout.forward_owned(h, pass); // masks in place, no copy
         let hidden = self.h.dim(2);
         self.next.clear();
         self.next.extend(first_steps(next, t_run).data().iter().map(|&v| v as usize));
@@ -169,7 +169,7 @@ impl Model for Dkt {
             dh_k.iter_mut().zip(self.head.weight.value.outer(j)).for_each(|(d, w)| *d = g_k * w);
         }
         debug_assert_eq!(dh.dim(0), n);
-        let dh = self.dropout.backward(&dh, InputGrad::Needed).expect("dropout passes dL/dx");
+        let dh = self.dropout.backward_owned(dh);
         self.lstm.backward_embedded(&dh, &mut self.embedding); // the LSTM's and the table's gradients
         Ok(Tensors::new())
     }

@@ -480,7 +480,11 @@ pub fn epoch_order(n: usize, shuffle: Option<&mut crate::tensor::Rng>) -> Vec<us
 /// position within it: data are checked before training, so that a bad value is reported as bad
 /// data rather than as a diverging step many batches later.
 pub(crate) fn check_finite(t: &Tensor, what: &str, allow_nan: bool) -> Result<()> {
-    let Some(i) = t.data().iter().position(|v| !(v.is_finite() || allow_nan && v.is_nan())) else {
+    let found = match allow_nan {
+        false => crate::tensor::first_non_finite(t.data()),
+        true => t.data().iter().position(|v| v.is_infinite()),
+    };
+    let Some(i) = found else {
         return Ok(());
     };
     let sample_shape = t.shape().get(1..).unwrap_or(&[]);

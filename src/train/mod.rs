@@ -63,6 +63,7 @@ use crate::layers::{Snapshot, Visit, named_params, named_params_mut, reseed};
 use crate::loss::Loss;
 use crate::model::{Inputs, Model, Tensors};
 use crate::optim::{Optimizer, OptimizerState, clip_grad_norm};
+use crate::tensor::first_non_finite;
 use crate::tensor::{Tensor, rng};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
@@ -560,12 +561,12 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 fn first_non_finite_value<V: Visit + ?Sized>(model: &V) -> Option<(String, f32)> {
     named_params(model)
         .into_iter()
-        .find_map(|(name, p)| p.value.data().iter().find(|v| !v.is_finite()).map(|&v| (name, v)))
+        .find_map(|(name, p)| first_non_finite(p.value.data()).map(|i| (name, p.value.data()[i])))
 }
 
 /// The first parameter whose gradient holds a NaN or infinity: its name and that value.
 fn first_non_finite_grad<V: Visit + ?Sized>(model: &V) -> Option<(String, f32)> {
     named_params(model)
         .into_iter()
-        .find_map(|(name, p)| p.grad.data().iter().find(|g| !g.is_finite()).map(|&v| (name, v)))
+        .find_map(|(name, p)| first_non_finite(p.grad.data()).map(|i| (name, p.grad.data()[i])))
 }
