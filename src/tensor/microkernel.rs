@@ -1,12 +1,14 @@
 //! The innermost loop of the crate's own GEMM ([`packed_gemm`](super::packed_gemm)): one tile
 //! of `C`, `MR` rows by `NR` columns, as `MR × NR` running sums kept in vector registers.
 //!
-//! The operands come packed so that each step `p` of the sum reads contiguous memory: the `MR`
-//! values `Ã[p·MR + i]` of a sliver of `A`'s rows, and the `NR` values `B̃[p·NR + j]` of a panel of
-//! `B`'s columns. Then, for `p = 0 … kc−1`:
+//! `B` comes packed so that each step `p` of the sum reads contiguous memory: the `NR` values
+//! `B̃[p·NR + j]` of a panel of `B`'s columns. `A` is read in place, `MR` rows `lda` apart (each
+//! step broadcasts one value from each row; packing `A` into slivers first cost 3–4 % of a
+//! recurrent training step and bought nothing, since a broadcast is one load either way). Then,
+//! for `p = 0 … kc−1`:
 //!
 //! ```text
-//! acc[i][j] = fma(Ã[p·MR + i], B̃[p·NR + j], acc[i][j])      every i < MR, j < NR
+//! acc[i][j] = fma(A[i·lda + p], B̃[p·NR + j], acc[i][j])      every i < MR, j < NR
 //! ```
 //!
 //! and at the end `C[i][j] = fma(alpha, acc[i][j], beta·C[i][j])` (`alpha·acc` when `beta = 0`,
@@ -23,19 +25,21 @@
 //!   needs 17 loads for 16, which caps it near half the FMA peak);
 //! - AVX2 + FMA: 6 × 16 — 12 sums, 8 loads per 12 multiply-adds (the classic Haswell shape).
 //!
-//! A sliver with fewer rows (the bottom edge of `C`) runs the same kernel instantiated for that
+//! A block with fewer rows (the bottom edge of `C`) runs the same kernel instantiated for that
 //! row count; a panel with fewer columns (the right edge) is zero-padded when packed, and only its
 //! real columns are stored.
 
-/// One tile: `C[MR rows, cols] = alpha · Ã·B̃ + beta · C` over `kc` steps (`Ã` packed `MR` wide,
-/// `B̃` packed `NR` wide, `C` with row stride `ldc`, `cols ≤ NR`).
+/// One tile: `C[MR rows, cols] = alpha · A·B̃ + beta · C` over `kc` steps (`A`'s `MR` rows `lda`
+/// apart, `B̃` packed `NR` wide, `C` with row stride `ldc`, `cols ≤ NR`).
 ///
 /// # Safety
-/// `a` must hold `kc · MR` and `b` `kc · NR` readable values; `c` must point at `MR` rows of `cols`
-/// writable values, `ldc` apart; the CPU must support the kernel's instruction set.
+/// `a` must point at `MR` rows of `kc` readable values, `lda` apart, and `b` at `kc · NR`
+/// readable values; `c` must point at `MR` rows of `cols` writable values, `ldc` apart; the CPU
+/// must support the kernel's instruction set.
 pub(crate) type TileFn = unsafe fn(
     kc: usize,
     a: *const f32,
+    lda: usize,
     b: *const f32,
     alpha: f32,
     beta: f32,
@@ -71,12 +75,12 @@ pub(crate) fn kernels() -> Option<&'static Kernels> {
 }
 
 /// The definition of a tile, one scalar at a time (see the module docs): what the vector kernels
-/// compute, bit for bit. `rows ≤ mr`, `cols ≤ nr`; `c` has row stride `ldc`.
+/// compute, bit for bit. `rows ≤ mr` rows of `a`, `lda` apart; `cols ≤ nr`; `c` has row stride `ldc`.
 #[allow(clippy::too_many_arguments)] // a tile's operands, as the kernels take them
 #[cfg_attr(not(test), allow(dead_code))] // the definition: the tests compare the kernels with it
 pub(crate) fn tile_reference(
     (mr, nr, kc): (usize, usize, usize),
-    a: &[f32],
+    (a, lda, rows): (&[f32], usize, usize),
     b: &[f32],
     alpha: f32,
     beta: f32,
@@ -84,13 +88,12 @@ pub(crate) fn tile_reference(
     ldc: usize,
     cols: usize,
 ) {
-    let rows = a.len() / kc.max(1);
     debug_assert!(rows <= mr);
     for i in 0..rows {
         for j in 0..cols {
             let mut acc = 0.0f32;
             for p in 0..kc {
-                acc = a[p * rows + i].mul_add(b[p * nr + j], acc);
+                acc = a[i * lda + p].mul_add(b[p * nr + j], acc);
             }
             let c_ij = &mut c[i * ldc + j];
             *c_ij = if beta == 0.0 { alpha * acc } else { alpha.mul_add(acc, beta * *c_ij) };
@@ -133,6 +136,7 @@ mod x86 {
     unsafe fn tile_avx512<const MR: usize>(
         kc: usize,
         a: *const f32,
+        lda: usize,
         b: *const f32,
         alpha: f32,
         beta: f32,
@@ -141,14 +145,15 @@ mod x86 {
         cols: usize,
     ) {
         let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-        // SAFETY: the caller guarantees kc·MR values at `a`, kc·32 at `b` (see `TileFn`).
+        // SAFETY: the caller guarantees MR rows of kc values at `a`, lda apart, and kc·32 at `b`
+        // (see `TileFn`).
         unsafe {
             for p in 0..kc {
                 let b_p = b.add(p * 32);
                 let (b0, b1) = (_mm512_loadu_ps(b_p), _mm512_loadu_ps(b_p.add(16)));
-                let a_p = a.add(p * MR);
+                let a_p = a.add(p);
                 for (i, acc_i) in acc.iter_mut().enumerate() {
-                    let a_ip = _mm512_set1_ps(*a_p.add(i));
+                    let a_ip = _mm512_set1_ps(*a_p.add(i * lda));
                     acc_i[0] = _mm512_fmadd_ps(a_ip, b0, acc_i[0]);
                     acc_i[1] = _mm512_fmadd_ps(a_ip, b1, acc_i[1]);
                 }
@@ -192,6 +197,7 @@ mod x86 {
     unsafe fn tile_avx2<const MR: usize>(
         kc: usize,
         a: *const f32,
+        lda: usize,
         b: *const f32,
         alpha: f32,
         beta: f32,
@@ -200,14 +206,15 @@ mod x86 {
         cols: usize,
     ) {
         let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-        // SAFETY: the caller guarantees kc·MR values at `a`, kc·16 at `b` (see `TileFn`).
+        // SAFETY: the caller guarantees MR rows of kc values at `a`, lda apart, and kc·16 at `b`
+        // (see `TileFn`).
         unsafe {
             for p in 0..kc {
                 let b_p = b.add(p * 16);
                 let (b0, b1) = (_mm256_loadu_ps(b_p), _mm256_loadu_ps(b_p.add(8)));
-                let a_p = a.add(p * MR);
+                let a_p = a.add(p);
                 for (i, acc_i) in acc.iter_mut().enumerate() {
-                    let a_ip = _mm256_broadcast_ss(&*a_p.add(i));
+                    let a_ip = _mm256_broadcast_ss(&*a_p.add(i * lda));
                     acc_i[0] = _mm256_fmadd_ps(a_ip, b0, acc_i[0]);
                     acc_i[1] = _mm256_fmadd_ps(a_ip, b1, acc_i[1]);
                 }
@@ -285,18 +292,20 @@ mod tests {
             for rows in 1..=mr {
                 for cols in [nr, nr - 1, 1] {
                     for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0), (-1.5, 0.25)] {
-                        let (a, b) = (v(kc * rows, 0.1), v(kc * nr, 0.7));
+                        let lda = kc + 5; // rows of A further apart than their length
+                        let (a, b) = (v(lda * rows, 0.1), v(kc * nr, 0.7));
                         let ldc = nr + 3;
                         let c0 = v(rows * ldc, 1.3);
                         let mut want = c0.clone();
-                        tile_reference((mr, nr, kc), &a, &b, alpha, beta, &mut want, ldc, cols);
+                        tile_reference((mr, nr, kc), (&a, lda, rows), &b, alpha, beta, &mut want, ldc, cols);
                         let mut got = c0.clone();
-                        // SAFETY: a holds kc·rows, b kc·nr values; c has `rows` rows of ldc ≥ cols;
-                        // the family was chosen for what the CPU supports.
+                        // SAFETY: a holds `rows` rows of lda ≥ kc, b kc·nr values; c has `rows`
+                        // rows of ldc ≥ cols; the family was chosen for what the CPU supports.
                         unsafe {
                             (fam.tile[rows - 1])(
                                 kc,
                                 a.as_ptr(),
+                                lda,
                                 b.as_ptr(),
                                 alpha,
                                 beta,

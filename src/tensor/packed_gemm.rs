@@ -1,7 +1,7 @@
 //! The crate's own GEMM for a right-hand matrix used many times: `B` packed once ([`PackedB`]),
 //! then multiplied tile by tile by the [`microkernel`](super::microkernel)s. The recurrent layers'
 //! weight `W_hh` multiplies the state at every step of a sequence; packed once per pass, each
-//! step's product `h_{t−1}·W_hhᵀ` only packs its small `A`. (`matrixmultiply`, which computes every
+//! step's product `h_{t−1}·W_hhᵀ` reads its small `A` in place. (`matrixmultiply`, which computes every
 //! other product in the crate, packs both operands at every call.)
 //!
 //! For `C[m, n] = alpha · A[m, k] · B[k, n] + beta · C`:
@@ -10,11 +10,10 @@
 //! B packed once: panels of NR columns, each k × NR, p-major
 //! for each block of NC columns jc:
 //! for each block of KC steps pc:                   (blocks of equal size, at most KC)
-//!     for each block of MC rows ic:
-//!         pack A[ic, pc] into slivers of MR rows, each KC × MR, p-major       (L2-sized)
+//!     for each block of MC rows ic:                A read in place (rows lda apart)
 //!         for each panel jr:                       one panel's KC rows stay in L1 …
-//!             for each sliver ir:                  … while the slivers stream past them
-//!                 C[ir, jr] = alpha · sliver · panel + (beta on the first block, else 1) · C[ir, jr]
+//!             for each MR rows ir:                 … while A's rows stream past them
+//!                 C[ir, jr] = alpha · A[ir, pc] · panel + (beta on the first block, else 1) · C[ir, jr]
 //! ```
 //!
 //! Each element of `C` is a chain of fused multiply-adds over `p = 0 … k−1` in order, cut at the
@@ -30,7 +29,6 @@
 //! compare with it.
 
 use super::microkernel::{Kernels, kernels};
-use std::cell::RefCell;
 
 /// Steps of the sum per block: a panel's `KC × NR` values (32 KiB for AVX-512's 32 columns at
 /// 256) stay in a 48 KiB L1 cache while the slivers of `A` stream past them.
@@ -107,16 +105,11 @@ impl PackedB {
     }
 }
 
-thread_local! {
-    /// Each thread's packing buffer for A's slivers, reused from call to call.
-    static A_BUFFER: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
 /// `C[m, n] = alpha · A · B + beta · C` with `kern`, on one thread; `C` has row stride `ldc`.
 /// `k ≥ 1` (the caller handles an empty sum).
 ///
 /// # Safety
-/// `a` must describe a readable `m × k` matrix and `b` must be packed for `kern` with `k` rows
+/// `a` must describe a readable `m × k` matrix with contiguous rows (`cs == 1`) and `b` must be packed for `kern` with `k` rows
 /// and `n` columns; `c` must point at `m` rows of `n` writable values, `ldc` apart, that nothing
 /// else reads or writes meanwhile.
 #[allow(clippy::too_many_arguments)] // a GEMM's operands
@@ -131,71 +124,34 @@ unsafe fn gemm(
     ldc: usize,
 ) {
     let (k, n, mr, nr) = (b.k, b.n, kern.mr, kern.nr);
-    debug_assert!(k > 0 && b.is_for(kern));
+    debug_assert!(k > 0 && b.is_for(kern) && a.cs == 1);
     let blocks = k.div_ceil(KC);
     let kc_max = k.div_ceil(blocks); // equal blocks: 300 steps are 150 + 150, not 256 + 44
-    A_BUFFER.with_borrow_mut(|a_buf| {
-        for jc in (0..n).step_by(NC) {
-            let panels = (NC.min(n - jc)).div_ceil(nr);
-            for pc in (0..k).step_by(kc_max) {
-                let kc = kc_max.min(k - pc);
-                let beta = if pc == 0 { beta } else { 1.0 }; // later blocks add to the first's sum
-                for ic in (0..m).step_by(MC) {
-                    let mc = MC.min(m - ic);
-                    // Slivers of MR rows (the last one narrower), each kc × width, p-major.
-                    a_buf.clear();
-                    a_buf.resize(mc * kc, 0.0);
-                    for (sliver, dst) in a_buf.chunks_mut(mr * kc).enumerate() {
-                        // SAFETY: rows ic + sliver·mr + (0..width) < m and columns pc .. pc + kc ≤ k
-                        // of A (the caller's guarantee).
-                        unsafe { pack_sliver(dst, a, ic + sliver * mr, (pc, kc)) };
-                    }
-                    for panel in (jc / nr..).take(panels) {
-                        let (j0, cols) = (panel * nr, nr.min(n - panel * nr));
-                        // Panel `panel`, rows pc .. pc + kc: inside the packed data.
-                        let b_panel = &b.data[panel * k * nr + pc * nr..][..kc * nr];
-                        for (sliver, a_sliver) in a_buf.chunks(mr * kc).enumerate() {
-                            let rows = a_sliver.len() / kc;
-                            // SAFETY: the sliver holds kc·rows values, the panel kc·nr; the tile's
-                            // rows ic + sliver·mr + (0..rows) < m and columns j0 + (0..cols) < n of C
-                            // are the caller's to write; the family was chosen for this CPU.
-                            unsafe {
-                                let c_tile = c.add((ic + sliver * mr) * ldc + j0);
-                                let tile = kern.tile[rows - 1];
-                                tile(kc, a_sliver.as_ptr(), b_panel.as_ptr(), alpha, beta, c_tile, ldc, cols);
-                            }
+    for jc in (0..n).step_by(NC) {
+        let panels = (NC.min(n - jc)).div_ceil(nr);
+        for pc in (0..k).step_by(kc_max) {
+            let kc = kc_max.min(k - pc);
+            let beta = if pc == 0 { beta } else { 1.0 }; // later blocks add to the first's sum
+            for ic in (0..m).step_by(MC) {
+                let mc = MC.min(m - ic);
+                for panel in (jc / nr..).take(panels) {
+                    let (j0, cols) = (panel * nr, nr.min(n - panel * nr));
+                    // Panel `panel`, rows pc .. pc + kc: inside the packed data.
+                    let b_panel = &b.data[panel * k * nr + pc * nr..][..kc * nr];
+                    for i0 in (ic..ic + mc).step_by(mr) {
+                        let rows = mr.min(ic + mc - i0);
+                        // SAFETY: rows i0 .. i0 + rows < m and columns pc .. pc + kc ≤ k of A, rows
+                        // a.rs apart, are inside A (the caller's guarantee); the panel holds kc·nr
+                        // values; the tile's rows i0 + (0..rows) < m and columns j0 + (0..cols) < n
+                        // of C are the caller's to write; the family was chosen for this CPU.
+                        unsafe {
+                            let a_tile = a.ptr.offset(i0 as isize * a.rs + pc as isize);
+                            let c_tile = c.add(i0 * ldc + j0);
+                            let tile = kern.tile[rows - 1];
+                            tile(kc, a_tile, a.rs as usize, b_panel.as_ptr(), alpha, beta, c_tile, ldc, cols);
                         }
                     }
                 }
-            }
-        }
-    });
-}
-
-/// Packs rows `i0 .. i0 + width` (`width = dst.len() / kc`) of columns `p0 .. p0 + kc` of `a`
-/// into `dst`, p-major: `dst[p·width + i] = A[i0 + i, p0 + p]`.
-///
-/// # Safety
-/// The rows and columns must be inside the matrix `a` describes.
-unsafe fn pack_sliver(dst: &mut [f32], a: Strided, i0: usize, (p0, kc): (usize, usize)) {
-    let width = dst.len() / kc;
-    // SAFETY: (i0, p0) is inside A (the caller's guarantee).
-    let origin = unsafe { a.ptr.offset(i0 as isize * a.rs + p0 as isize * a.cs) };
-    if a.rs == 1 {
-        // Columns of A contiguous (A transposed): a sliver column is a copy.
-        for (p, col) in dst.chunks_exact_mut(width).enumerate() {
-            // SAFETY: column p0 + p, rows i0 .. i0 + width are inside A.
-            col.copy_from_slice(unsafe {
-                std::slice::from_raw_parts(origin.offset(p as isize * a.cs), width)
-            });
-        }
-    } else {
-        // Rows of A contiguous: step by step, one value from each row (each row's cache lines
-        // are read in order).
-        for (p, col) in dst.chunks_exact_mut(width).enumerate() {
-            for (i, v) in col.iter_mut().enumerate() {
-                // SAFETY: row i0 + i, column p0 + p is inside A.
-                *v = unsafe { *origin.offset(i as isize * a.rs + p as isize * a.cs) };
             }
         }
     }
