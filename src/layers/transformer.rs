@@ -143,7 +143,7 @@ impl TransformerEncoderLayer {
         let a = self.linear1.forward_owned(z, pass);
         let a = match self.activation {
             FeedForwardActivation::Relu => self.relu.forward_in_place(a),
-            FeedForwardActivation::Gelu => self.gelu.forward(&a, pass),
+            FeedForwardActivation::Gelu => self.gelu.forward_owned(a, pass),
         };
         let a = self.dropout.forward_owned(a, pass);
         let f = self.linear2.forward_owned(a, pass);
