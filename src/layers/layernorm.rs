@@ -145,7 +145,9 @@ impl Layer for LayerNorm {
     fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
         self.output_shape(x.shape()).unwrap_or_else(|e| panic!("{e}"));
         let (d, eps) = (self.dim, self.eps as f64);
-        self.x_hat.resize_zeroed(x.shape());
+        if self.x_hat.shape() != x.shape() {
+            self.x_hat.resize_zeroed(x.shape()); // else every value is overwritten below
+        }
         self.inv_std.clear();
         self.inv_std.resize(x.len() / d, 0.0);
         let mut y = Tensor::zeros(x.shape());
