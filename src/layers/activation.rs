@@ -248,9 +248,7 @@ impl<A: Activation> Elementwise<A> {
         }
         same_shape(&self.act.name(), x.shape()).unwrap_or_else(|e| panic!("{e}"));
         let mut y = std::mem::take(&mut self.cache);
-        if y.shape() != x.shape() {
-            y.resize_zeroed(x.shape()); // every value is overwritten below either way
-        }
+        y.resize_for_overwrite(x.shape()); // every value is written below
         let act = &self.act;
         for_chunks3(y.data_mut(), x.data(), x.data(), |y, x, _| act.f_slice(x, y)); // y = f(x)
         self.cache = x;
@@ -589,7 +587,7 @@ impl Layer for Softmax {
 
     fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
         check_input(self, x);
-        self.y.resize_zeroed(x.shape());
+        self.y.resize_for_overwrite(x.shape());
         softmax_into(x.data(), feature_split(x.shape()), self.y.data_mut()); // y = softmax(x)
         self.y.clone()
     }
@@ -654,7 +652,7 @@ impl Layer for LogSoftmax {
 
     fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
         check_input(self, x);
-        self.y.resize_zeroed(x.shape());
+        self.y.resize_for_overwrite(x.shape());
         log_softmax_into(x.data(), feature_split(x.shape()), self.y.data_mut()); // y = x − m − log Σ e^(x−m)
         self.y.clone()
     }

@@ -67,7 +67,7 @@ impl Dropout {
             return x; // the identity
         }
         let keep_scale = if self.p < 1.0 { 1.0 / (1.0 - self.p) } else { 0.0 };
-        self.mask.resize_zeroed(x.shape());
+        self.mask.resize_for_overwrite(x.shape()); // every value is written below
         for m in self.mask.data_mut() {
             *m = if self.rng.random::<f32>() >= self.p { keep_scale } else { 0.0 }; // m = [u ≥ p]/(1−p)
         }

@@ -145,9 +145,7 @@ impl Layer for LayerNorm {
     fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
         self.output_shape(x.shape()).unwrap_or_else(|e| panic!("{e}"));
         let (d, eps) = (self.dim, self.eps as f64);
-        if self.x_hat.shape() != x.shape() {
-            self.x_hat.resize_zeroed(x.shape()); // else every value is overwritten below
-        }
+        self.x_hat.resize_for_overwrite(x.shape()); // every value is written below
         self.inv_std.clear();
         self.inv_std.resize(x.len() / d, 0.0);
         let mut y = Tensor::zeros(x.shape());

@@ -396,6 +396,18 @@ impl Tensor {
         self.data.extend_from_slice(&src.data);
     }
 
+    /// Sets the shape to `shape` for a caller that then writes every element: the old values stay
+    /// (no zeroing pass) when the element count is unchanged, as from one batch to the next; the
+    /// buffer is zero-filled only when it changes size.
+    pub(crate) fn resize_for_overwrite(&mut self, shape: &[usize]) {
+        if self.data.len() == numel(shape) {
+            self.shape.clear();
+            self.shape.extend_from_slice(shape);
+        } else {
+            self.resize_zeroed(shape);
+        }
+    }
+
     /// Sets the shape to `shape` and every element to zero, reusing the allocation.
     pub fn resize_zeroed(&mut self, shape: &[usize]) {
         self.shape.clear();
