@@ -99,28 +99,16 @@ pub fn maxpool_routing() -> ((Vec<f32>, Vec<f32>), String) {
         }
     };
     grid(&mut b, 20.0, x.data(), Some(dx.data()), "x (winners gold)");
-    label(&mut b, 225.0, 24.0, "y = max");
-    for (k, v) in y.data().iter().enumerate() {
-        cell(
-            &mut b,
-            225.0 + 36.0 * (k % 2) as f32,
-            76.0 + 36.0 * (k / 2) as f32,
-            36.0,
-            COLOURS[k],
-            &format!("{v}"),
-        );
-    }
-    label(&mut b, 355.0, 24.0, "g = dL/dy");
-    for (k, v) in g.data().iter().enumerate() {
-        cell(
-            &mut b,
-            355.0 + 36.0 * (k % 2) as f32,
-            76.0 + 36.0 * (k / 2) as f32,
-            36.0,
-            COLOURS[k],
-            &format!("{v}"),
-        );
-    }
+    // A 2×2 output grid, each cell in its window's colour.
+    let windows = |b: &mut String, left: f32, values: &[f32], title: &str| {
+        label(b, left, 24.0, title);
+        for (k, v) in values.iter().enumerate() {
+            let (x, y) = (left + 36.0 * (k % 2) as f32, 76.0 + 36.0 * (k / 2) as f32);
+            cell(b, x, y, 36.0, COLOURS[k], &format!("{v}"));
+        }
+    };
+    windows(&mut b, 225.0, y.data(), "y = max");
+    windows(&mut b, 355.0, g.data(), "g = dL/dy");
     grid(&mut b, 500.0, dx.data(), Some(dx.data()), "dL/dx");
     arrow(&mut b, (175.0, 112.0), (218.0, 112.0), "#333");
     arrow(&mut b, (440.0, 112.0), (493.0, 112.0), "#b35c00");
