@@ -167,6 +167,8 @@ pub struct Recurrent<C: Cell> {
     /// `P = table·W_ihᵀ + b_ih` (`[V, G·H]`) of the latest embedded pass: its rows are the steps'
     /// `a_t`.
     projected: Vec<f32>,
+    /// `G`, the per-id sums of `dL/da_t` of the latest embedded backward pass (scratch).
+    grouped: Vec<f32>,
     /// `a_t` of the step being walked (per step scratch).
     a: Vec<f32>,
     /// `h_t` for `t = −1 … T−1`, time-major: `[(T+1)·N·H]` (and `c` likewise).
@@ -247,6 +249,7 @@ impl<C: Cell> Recurrent<C> {
             x: Tensor::default(),
             embedded_ids: Vec::new(),
             projected: Vec::new(),
+            grouped: Vec::new(),
             a: Vec::new(),
             hs: Vec::new(),
             cs: Vec::new(),
@@ -569,16 +572,10 @@ impl<C: Cell> Recurrent<C> {
         self.check_pass(&shape, pass, None)?;
         let (g, f) = (C::GATES * self.hidden, self.inputs);
         let v = embedding.num();
-        // P = E·W_ihᵀ + b_ih, one row per id.
-        self.projected = crate::tensor::gemm::sgemm_new(
-            v,
-            f,
-            g,
-            embedding.weight().value.data(),
-            No,
-            self.weight_ih.value.data(),
-            Yes,
-        );
+        // P = E·W_ihᵀ + b_ih, one row per id (the buffer kept from pass to pass).
+        reuse(&mut self.projected, v * g);
+        let (e, w_ih) = (embedding.weight().value.data(), self.weight_ih.value.data());
+        sgemm(v, f, g, 1.0, e, No, w_ih, Yes, 0.0, &mut self.projected);
         add_rows_bias(&mut self.projected, self.bias_ih.value.data());
         self.embedded_ids.clear();
         self.embedded_ids.extend(ids.data().iter().map(|&id| id as usize));
@@ -610,8 +607,11 @@ impl<C: Cell> Recurrent<C> {
         );
         self.backward_through_time(Some(grad_out), None);
         self.recurrent_weight_grads();
-        // G[id] = Σ dL/da over the steps that read id (padded steps hold zeros).
-        let mut grouped = vec![0.0; v * g];
+        // G[id] = Σ dL/da over the steps that read id (padded steps hold zeros); the buffer is
+        // kept from pass to pass.
+        let mut grouped = std::mem::take(&mut self.grouped);
+        grouped.clear();
+        grouped.resize(v * g, 0.0);
         for (row, &id) in self.grads[4].chunks_exact(g).zip(&self.embedded_ids) {
             grouped[id * g..][..g].iter_mut().zip(row).for_each(|(d, v)| *d += v);
         }
@@ -620,14 +620,12 @@ impl<C: Cell> Recurrent<C> {
         for row in grouped.chunks_exact(g) {
             self.bias_ih.grad.data_mut().iter_mut().zip(row).for_each(|(d, v)| *d += v); // db_ih += Σ G
         }
-        let d_table = crate::tensor::gemm::sgemm_new(v, g, f, &grouped, No, self.weight_ih.value.data(), No); // dE = G·W_ih
-        for (id, (dw, d)) in
-            embedding.weight.grad.data_mut().chunks_exact_mut(f).zip(d_table.chunks_exact(f)).enumerate()
-        {
-            if Some(id) != embedding.padding {
-                dw.iter_mut().zip(d).for_each(|(a, b)| *a += b);
-            }
+        if let Some(pad) = embedding.padding {
+            grouped[pad * g..][..g].fill(0.0); // the padding row gets no gradient
         }
+        let (w_ih, d_table) = (self.weight_ih.value.data(), embedding.weight.grad.data_mut());
+        sgemm(v, g, f, 1.0, &grouped, No, w_ih, No, 1.0, d_table); // dE += G·W_ih
+        self.grouped = grouped;
     }
 
     /// The forward pass over a checked input: `initial`, else the carried state (stateful), else
