@@ -909,7 +909,8 @@ mod tests {
         let mut r = crate::tensor::rng(7);
         for len in [1, 2, 15, 16, 17, 31, 64, 100] {
             for allowed in [1, len / 2 + 1, len] {
-                for scale in [0.1f32, 3.0, 40.0] {
+                for scale in [0.0f32, 0.1, 3.0, 40.0] {
+                    // (scale 0: every score tied, the uniform distribution)
                     let row: Vec<f32> = (0..len).map(|_| scale * (r.random::<f32>() - 0.5)).collect();
                     let (mut fast, mut reference) = (row.clone(), row.clone());
                     softmax_prefix(&mut fast, allowed.min(len));
