@@ -34,11 +34,11 @@
 use super::{InputGrad, Layer, Param, Pass, State, StateMut, Visit, check_grad, checked_output, shape_error};
 use crate::error::Result;
 use crate::privacy::per_example::{PerExample, PerExampleGrads};
-use crate::tensor::Tensor;
 use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm, sgemm_new, sgemm_strided};
 use crate::tensor::init::Init;
 use crate::tensor::math::exp_fast;
 use crate::tensor::parallel::split_if_threads;
+use crate::tensor::{Tensor, add_to_rows};
 use rayon::prelude::*;
 
 /// Multi-head self-attention. See the [module docs](self).
@@ -206,12 +206,18 @@ impl MultiHeadAttention {
     /// # Panics
     /// As [`Layer::forward`].
     pub(crate) fn forward_owned(&mut self, x: Tensor, pass: Pass<'_>) -> Tensor {
+        self.check_self_attention(&x, pass);
+        self.x = x;
+        self.run_forward(pass.lengths, pass.lengths)
+    }
+
+    /// Panics with [`Layer::output_shape`]'s or the lengths' message if self-attention cannot run
+    /// on `x`; else forgets any cross-attention memory (the memory is the input).
+    fn check_self_attention(&mut self, x: &Tensor, pass: Pass<'_>) {
         self.output_shape(x.shape()).unwrap_or_else(|e| panic!("{e}"));
         check_lengths(&self.describe(), "sequence", pass.lengths, x.dim(0), x.dim(1))
             .unwrap_or_else(|e| panic!("{e}"));
         self.memory = None;
-        self.x = x;
-        self.run_forward(pass.lengths, pass.lengths)
     }
 
     /// The backward pass of [`MultiHeadAttention::forward_cross`]: `(dL/dquery, dL/dmemory)`; the
@@ -266,10 +272,7 @@ impl Layer for MultiHeadAttention {
     }
 
     fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
-        self.output_shape(x.shape()).unwrap_or_else(|e| panic!("{e}"));
-        check_lengths(&self.describe(), "sequence", pass.lengths, x.dim(0), x.dim(1))
-            .unwrap_or_else(|e| panic!("{e}"));
-        self.memory = None; // self-attention: the memory is the input
+        self.check_self_attention(x, pass);
         self.x.copy_from(x);
         self.run_forward(pass.lengths, pass.lengths)
     }
@@ -414,13 +417,6 @@ impl MultiHeadAttention {
         sgemm(dq.len() / e, e, e, 1.0, dq, No, &w_in[..e * e], No, 0.0, dx_q.data_mut());
         sgemm(dkv.len() / (2 * e), 2 * e, e, 1.0, dkv, No, &w_in[e * e..], No, 0.0, dx_m.data_mut());
         (dx_q, dx_m)
-    }
-}
-
-/// `row += bias` for every row of `rows` (each `bias.len()` wide).
-fn add_to_rows(rows: &mut [f32], bias: &[f32]) {
-    for row in rows.chunks_exact_mut(bias.len()) {
-        row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
     }
 }
 

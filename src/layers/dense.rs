@@ -138,9 +138,7 @@ impl Dense {
         let y = sgemm_new(rows, i, o, x.data(), No, self.weight.value.data(), Yes); // y = x·Wᵀ
         let mut y = Tensor::from_vec(&self.out_shape, y).expect("[rows, out] as the output shape");
         if let Some(b) = &self.bias {
-            for row in y.data_mut().chunks_exact_mut(b.len()) {
-                row.iter_mut().zip(b.value.data()).for_each(|(y, b)| *y += b); // y += b
-            }
+            crate::tensor::add_to_rows(y.data_mut(), b.value.data()); // y += b
         }
         y
     }

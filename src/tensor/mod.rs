@@ -838,6 +838,13 @@ impl fmt::Display for Tensor {
     }
 }
 
+/// `row += v` for every row of `rows` (each `v.len()` wide): a bias added to every sample.
+pub(crate) fn add_to_rows(rows: &mut [f32], v: &[f32]) {
+    for row in rows.chunks_exact_mut(v.len()) {
+        row.iter_mut().zip(v).for_each(|(r, b)| *r += b);
+    }
+}
+
 /// The index of the first NaN or infinity in `xs`. Blocks of 64 values are checked by a reduction
 /// the compiler vectorises (a NaN or infinity is a value whose exponent bits are all set), and
 /// only a block that holds one is searched: the training loop checks every gradient and weight

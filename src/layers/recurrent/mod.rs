@@ -576,7 +576,7 @@ impl<C: Cell> Recurrent<C> {
         reuse(&mut self.projected, v * g);
         let (e, w_ih) = (embedding.weight().value.data(), self.weight_ih.value.data());
         sgemm(v, f, g, 1.0, e, No, w_ih, Yes, 0.0, &mut self.projected);
-        add_rows_bias(&mut self.projected, self.bias_ih.value.data());
+        crate::tensor::add_to_rows(&mut self.projected, self.bias_ih.value.data()); // + b_ih
         self.embedded_ids.clear();
         self.embedded_ids.extend(ids.data().iter().map(|&id| id as usize));
         let ids = std::mem::take(&mut self.embedded_ids);
@@ -995,13 +995,6 @@ enum StepInput<'a> {
     /// Ids `[N·T]` into an embedding whose projection `P = E·W_ihᵀ + b_ih` is the layer's
     /// `projected`: `a_t = P[id]`.
     Embedded(&'a [usize]),
-}
-
-/// `row += bias` for every row of `rows` (each `bias.len()` wide).
-fn add_rows_bias(rows: &mut [f32], bias: &[f32]) {
-    for row in rows.chunks_exact_mut(bias.len()) {
-        row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
-    }
 }
 
 /// Runs `walk` over blocks of samples: one block per thread when a step's work is large enough
