@@ -20,7 +20,9 @@
 
 use crate::error::{Error, Result};
 use crate::tensor::math::{feature_split, log_softmax_into, sigmoid, softmax_into};
+use crate::tensor::parallel::{rows_per_task, split_if_threads};
 use crate::tensor::{Tensor, shape_str};
+use rayon::prelude::*;
 
 /// What a loss compares the network's output with: defined beside the data it comes from
 /// ([`data::Target`](crate::data::Target)), re-exported here where losses use it.
@@ -249,21 +251,26 @@ impl Loss for CrossEntropyLoss {
         let c = z.shape()[z.ndim() - 1];
         let valid = classes.iter().flatten().count(); // rows that count: the mean is over them
         let eps = self.label_smoothing as f64;
-        let mut grad = Tensor::zeros(z.shape());
-        log_softmax_into(z.data(), (classes.len(), c, 1), grad.data_mut()); // log softmax(z), stable; becomes the gradient below
-        let mut total = 0.0f64;
-        for (g_row, label) in grad.data_mut().chunks_exact_mut(c).zip(&classes) {
+        let mut grad = Tensor::zeros_in_parallel(z.shape());
+        let mut row_losses = vec![0.0f64; classes.len()];
+        // Each row on its own (blocks of rows in parallel when large), its loss kept apart and the
+        // rows' losses summed in order below: the same bits on any number of threads.
+        let rows = grad.data_mut().par_chunks_mut(c).zip(z.data().par_chunks(c));
+        let rows = rows.zip(row_losses.par_iter_mut().zip(classes.par_iter()));
+        let per_task = split_if_threads(rows_per_task(classes.len(), c));
+        rows.with_min_len(per_task).for_each(|((g_row, z_row), (row_loss, label))| {
             let Some(label) = *label else {
-                g_row.fill(0.0); // an ignored row adds nothing to the loss or the gradient
-                continue;
+                return; // an ignored row adds nothing to the loss or the gradient (g stays 0)
             };
+            log_softmax_into(z_row, (1, c, 1), g_row); // log softmax(z), stable; becomes the gradient below
             for (k, g) in g_row.iter_mut().enumerate() {
                 let log_p = *g as f64; // log softmax(z)_k
                 let q = (1.0 - eps) * f64::from(u8::from(k == label)) + eps / c as f64;
-                total -= q * log_p; // −Σ q·log p
+                *row_loss -= q * log_p; // −Σ q·log p
                 *g = ((log_p.exp() - q) / valid as f64) as f32; // (softmax − q)/N
             }
-        }
+        });
+        let total: f64 = row_losses.iter().sum();
         Ok(((total / valid.max(1) as f64) as f32, grad))
     }
 }

@@ -33,7 +33,29 @@ fn train() -> Vec<u32> {
     let mut bits: Vec<u32> =
         model.state_dict().iter().flat_map(|(_, t)| t.data().iter().map(|v| v.to_bits())).collect();
     bits.extend(train_recurrent());
+    bits.extend(train_transformer());
     bits
+}
+
+/// A small GPT (two causal blocks with dropout, tied head) on random next-token targets, large
+/// enough (`N·T·E = 65,536`) that its element-wise passes, row sums and bias sums split.
+fn train_transformer() -> Vec<u32> {
+    let (n, t, vocab) = (16, 32, 40);
+    let ids = |seed: u64| {
+        let v =
+            Tensor::rand_uniform(&[n, t], 0.0, vocab as f32, seed).data().iter().map(|v| v.floor()).collect();
+        Tensor::from_vec(&[n, t], v).unwrap()
+    };
+    let (x, targets) = (ids(8), ids(9));
+    let mut model = Sequential::builder(&[t])
+        .add(backprop::layers::DecoderOnly::new(vocab, 128, 4, 2, 256, t).tied().dropout(0.1))
+        .build()
+        .unwrap();
+    let mut adam = Adam::new(1e-3);
+    for _ in 0..2 {
+        model.train_step(&x, Target::Values(&targets), &CrossEntropyLoss::new(), &mut adam).unwrap();
+    }
+    model.state_dict().iter().flat_map(|(_, t)| t.data().iter().map(|v| v.to_bits())).collect()
 }
 
 /// An LSTM and a GRU over sequences of different lengths, wide enough (`N·4H ≥ 16,384`) that each

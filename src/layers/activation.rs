@@ -276,9 +276,11 @@ impl<A: Activation> Layer for Elementwise<A> {
 
     fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
         check_grad(&self.act.name(), self.cache.shape(), g);
-        let mut dx = Tensor::zeros(g.shape());
-        let act = &self.act;
-        for_chunks3(dx.data_mut(), g.data(), self.cache.data(), |dx, g, v| act.backward_slice(g, v, dx)); // dL/dx = g ⊙ f′
+        let (act, g, v) = (&self.act, g.data(), self.cache.data());
+        // dL/dx = g ⊙ f′, written block by block in parallel (each element on its own)
+        let dx = Tensor::from_row_blocks(self.cache.shape(), 1, |first, dx| {
+            act.backward_slice(&g[first..][..dx.len()], &v[first..][..dx.len()], dx);
+        });
         Some(dx)
     }
 

@@ -37,8 +37,9 @@ use crate::privacy::per_example::{PerExample, PerExampleGrads};
 use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm, sgemm_new, sgemm_strided};
 use crate::tensor::init::Init;
 use crate::tensor::math::exp_fast;
+use crate::tensor::parallel::for_row_blocks;
 use crate::tensor::parallel::split_if_threads;
-use crate::tensor::{Tensor, add_to_rows};
+use crate::tensor::{Tensor, add_rows, add_to_rows};
 use rayon::prelude::*;
 
 /// Multi-head self-attention. See the [module docs](self).
@@ -341,13 +342,16 @@ impl MultiHeadAttention {
         // Y = O·W_outᵀ + b_out, zero at the queries' padded steps.
         let y = sgemm_new(n * tq, e, e, &self.o, No, self.out_proj_weight.value.data(), Yes);
         let mut y = Tensor::from_vec(self.x.shape(), y).expect("Y has X's shape");
-        for (r, row) in y.data_mut().chunks_exact_mut(e).enumerate() {
-            if r % tq < Self::length(&self.lengths, r / tq, tq) {
-                row.iter_mut().zip(self.out_proj_bias.value.data()).for_each(|(v, b)| *v += b);
-            } else {
-                row.fill(0.0); // a padded step outputs zero
+        let (lengths, b_out) = (&self.lengths, self.out_proj_bias.value.data());
+        for_row_blocks(y.data_mut(), e, |first, block| {
+            for (r, row) in (first..).zip(block.chunks_exact_mut(e)) {
+                if r % tq < Self::length(lengths, r / tq, tq) {
+                    row.iter_mut().zip(b_out).for_each(|(v, b)| *v += b);
+                } else {
+                    row.fill(0.0); // a padded step outputs zero
+                }
             }
-        }
+        });
         y
     }
 
@@ -367,7 +371,8 @@ impl MultiHeadAttention {
         }
         // dO = dY·W_out.
         let d_o = sgemm_new(n * tq, e, e, dy.data(), No, self.out_proj_weight.value.data(), No);
-        let (mut dq, mut dkv) = (vec![0.0; n * tq * e], vec![0.0; n * tk * 2 * e]);
+        let mut dq = Tensor::zeros_in_parallel(&[n * tq * e]).into_vec();
+        let mut dkv = Tensor::zeros_in_parallel(&[n * tk * 2 * e]).into_vec();
         let (q_all, kv_all, p_all) = (&self.q, &self.kv, &self.p);
         let samples =
             dq.par_chunks_mut(tq * e).zip(dkv.par_chunks_mut(tk * 2 * e)).zip(d_o.par_chunks(tq * e));
@@ -413,10 +418,10 @@ impl MultiHeadAttention {
         let e = self.embed;
         let xm = self.memory.as_ref().unwrap_or(&self.x);
         let w_in = self.in_proj_weight.value.data();
-        let (mut dx_q, mut dx_m) = (Tensor::zeros(self.x.shape()), Tensor::zeros(xm.shape()));
-        sgemm(dq.len() / e, e, e, 1.0, dq, No, &w_in[..e * e], No, 0.0, dx_q.data_mut());
-        sgemm(dkv.len() / (2 * e), 2 * e, e, 1.0, dkv, No, &w_in[e * e..], No, 0.0, dx_m.data_mut());
-        (dx_q, dx_m)
+        let dx_q = sgemm_new(dq.len() / e, e, e, dq, No, &w_in[..e * e], No); // dQ·W_q
+        let dx_m = sgemm_new(dkv.len() / (2 * e), 2 * e, e, dkv, No, &w_in[e * e..], No); // d[K|V]·W_kv
+        let dx_q = Tensor::from_vec(self.x.shape(), dx_q).expect("dX_q has X_q's shape");
+        (dx_q, Tensor::from_vec(xm.shape(), dx_m).expect("dX_m has X_m's shape"))
     }
 }
 
@@ -627,13 +632,6 @@ fn softmax_prefix_reference(row: &mut [f32], allowed: usize) {
     }
     kept.iter_mut().for_each(|v| *v /= sum);
     masked.fill(0.0);
-}
-
-/// `acc += Σ rows` (each `acc.len()` wide).
-fn add_rows(acc: &mut [f32], rows: &[f32]) {
-    for row in rows.chunks_exact(acc.len()) {
-        acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
-    }
 }
 
 impl PerExample for MultiHeadAttention {

@@ -178,9 +178,7 @@ impl Layer for Dense {
         let (rows, i, o) = (g.len() / self.outputs(), self.inputs(), self.outputs());
         sgemm(o, rows, i, 1.0, g.data(), Yes, self.input.data(), No, 1.0, self.weight.grad.data_mut()); // dW += gᵀ·x
         if let Some(b) = &mut self.bias {
-            for row in g.data().chunks_exact(b.len()) {
-                b.grad.data_mut().iter_mut().zip(row).for_each(|(db, g)| *db += g); // db += Σₙ g
-            }
+            crate::tensor::add_rows(b.grad.data_mut(), g.data()); // db += Σₙ g
         }
         input_grad.is_needed().then(|| self.input_gradient(g))
     }

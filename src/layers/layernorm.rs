@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::onnx::OnnxLayer;
 use crate::privacy::per_example::PerExample;
 use crate::tensor::Tensor;
-use crate::tensor::parallel::split_if_threads;
+use crate::tensor::parallel::{add_rows_with_products, split_if_threads};
 use rayon::prelude::*;
 
 /// One row of the forward pass: `(x, x̂)` and `(y, s)`.
@@ -148,7 +148,7 @@ impl Layer for LayerNorm {
         self.x_hat.resize_for_overwrite(x.shape()); // every value is written below
         self.inv_std.clear();
         self.inv_std.resize(x.len() / d, 0.0);
-        let mut y = Tensor::zeros(x.shape());
+        let mut y = Tensor::zeros_in_parallel(x.shape());
         let affine = self.affine.as_ref().map(|(w, b)| (w.value.data(), b.value.data()));
         // Each row on its own (in parallel blocks of rows: the same result on any thread count).
         let row = |((x_row, xh_row), (y_row, s_out)): RowForward<'_>| {
@@ -162,16 +162,9 @@ impl Layer for LayerNorm {
 
     fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
         check_grad(&self.describe(), self.x_hat.shape(), g);
-        let d = self.dim;
         if let Some((w, b)) = &mut self.affine {
-            for (g_row, xh_row) in g.data().chunks_exact(d).zip(self.x_hat.data().chunks_exact(d)) {
-                for (((dw, db), &g), &xh) in
-                    w.grad.data_mut().iter_mut().zip(b.grad.data_mut()).zip(g_row).zip(xh_row)
-                {
-                    *dw += g * xh; // dγ += g ⊙ x̂
-                    *db += g; // dβ += g
-                }
-            }
+            // dγ += Σ g ⊙ x̂,  dβ += Σ g  (over the rows)
+            add_rows_with_products(w.grad.data_mut(), b.grad.data_mut(), g.data(), self.x_hat.data());
         }
         input_grad.is_needed().then(|| self.input_gradient(g))
     }
@@ -189,14 +182,15 @@ impl LayerNorm {
     /// `dx = s·(ĝ − mean(ĝ) − x̂ ⊙ mean(ĝ ⊙ x̂))` with `ĝ = g ⊙ γ`, row by row.
     fn input_gradient(&self, g: &Tensor) -> Tensor {
         let d = self.dim;
-        let mut dx = Tensor::zeros(g.shape());
         let gamma = self.affine.as_ref().map(|(w, _)| w.value.data());
-        let rows = g.data().par_chunks(d).zip(self.x_hat.data().par_chunks(d));
-        let rows = rows.zip(dx.data_mut().par_chunks_mut(d).zip(self.inv_std.par_iter()));
-        rows.with_min_len(split_if_threads(ROWS_PER_TASK)).for_each(|((g_row, xh_row), (dx_row, &s))| {
-            crate::tensor::simd::wide!(backward_row(g_row, xh_row, dx_row, gamma, s));
-        });
-        dx
+        let (g, x_hat, inv_std) = (g.data(), self.x_hat.data(), &self.inv_std);
+        // Blocks of rows in parallel, each row on its own: the same bits on any thread count.
+        Tensor::from_row_blocks(self.x_hat.shape(), d, |first, dx| {
+            for (r, dx_row) in (first..).zip(dx.chunks_exact_mut(d)) {
+                let (g_row, xh_row) = (&g[r * d..][..d], &x_hat[r * d..][..d]);
+                crate::tensor::simd::wide!(backward_row(g_row, xh_row, dx_row, gamma, inv_std[r]));
+            }
+        })
     }
 }
 

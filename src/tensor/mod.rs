@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand_distr::{Distribution, Normal, Uniform};
+use rayon::prelude::*;
 use std::fmt;
 use std::ops::{Add, AddAssign, Index, IndexMut, Mul, MulAssign, Neg, Sub, SubAssign};
 
@@ -163,6 +164,38 @@ impl Tensor {
         // SAFETY: the caller guarantees the first `len` elements are initialised.
         unsafe { data.set_len(len) };
         Tensor { shape: shape.to_vec(), data }
+    }
+
+    /// A new tensor of `shape` written by `f(first_row, block)` over blocks of whole rows (rows of
+    /// `width` values; `block` zeroed just before, while it is in cache): in parallel blocks for
+    /// a large tensor ([`parallel::for_row_blocks`]'s split), instead of a zero-filled allocation
+    /// written by one thread and then overwritten. Same bits on any number of threads when `f`
+    /// treats rows on their own.
+    ///
+    /// # Panics
+    /// If `width` does not divide the element count, or as [`Tensor::zeros`].
+    pub(crate) fn from_row_blocks(
+        shape: &[usize],
+        width: usize,
+        f: impl Fn(usize, &mut [f32]) + Sync,
+    ) -> Tensor {
+        let len = numel(shape);
+        assert!(width > 0 && len.is_multiple_of(width), "from_row_blocks: rows of {width} in {shape:?}");
+        let mut data = allocate(shape);
+        let spare = &mut data.spare_capacity_mut()[..len];
+        let per_task = parallel::rows_per_task(len / width, width) * width;
+        let blocks = spare.par_chunks_mut(per_task).enumerate();
+        blocks.with_min_len(parallel::split_if_threads(1)).for_each(|(b, block)| {
+            f(b * per_task / width, Tensor::zero_uninit(block));
+        });
+        // SAFETY: the blocks cover all `len` elements, and zero_uninit wrote each one.
+        unsafe { Tensor::from_initialised(shape, data) }
+    }
+
+    /// [`Tensor::zeros`], zero-filled in parallel blocks when large (a layer's output that a
+    /// parallel loop then writes: the serial fill had left the other cores waiting).
+    pub(crate) fn zeros_in_parallel(shape: &[usize]) -> Tensor {
+        Tensor::from_row_blocks(shape, 1, |_, _| {})
     }
 
     /// Writes zeros into every element of `s` and returns it as initialised: for buffers zeroed
@@ -515,7 +548,7 @@ impl Tensor {
     /// If the shapes differ (the message gives both).
     pub fn axpy(&mut self, alpha: f32, x: &Tensor) {
         self.assert_same_shape(x, "axpy");
-        self.data.iter_mut().zip(&x.data).for_each(|(a, &b)| *a += alpha * b);
+        parallel::zip_apply(&mut self.data, &x.data, |a, b| a + alpha * b); // element by element
     }
 
     /// Multiplies every element by `s` in place.
@@ -838,12 +871,7 @@ impl fmt::Display for Tensor {
     }
 }
 
-/// `row += v` for every row of `rows` (each `v.len()` wide): a bias added to every sample.
-pub(crate) fn add_to_rows(rows: &mut [f32], v: &[f32]) {
-    for row in rows.chunks_exact_mut(v.len()) {
-        row.iter_mut().zip(v).for_each(|(r, b)| *r += b);
-    }
-}
+pub(crate) use parallel::{add_rows, add_to_rows};
 
 /// The index of the first NaN or infinity in `xs`. Blocks of 64 values are checked by a reduction
 /// the compiler vectorises (a NaN or infinity is a value whose exponent bits are all set), and

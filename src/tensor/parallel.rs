@@ -12,6 +12,8 @@
 //! only thread and puts the caller to sleep until it is done — two context switches for nothing
 //! (measured: 6–8 % of a one-thread MLP training step was the kernel waking and parking threads).
 
+use rayon::prelude::*;
+
 /// The `with_min_len` for an iterator of `tasks` tasks: 1 (split freely) when `parallel` and the
 /// pool has more than one thread, all of them (one piece, on the calling thread) otherwise.
 pub(crate) fn min_len(tasks: usize, parallel: bool) -> usize {
@@ -23,4 +25,173 @@ pub(crate) fn min_len(tasks: usize, parallel: bool) -> usize {
 /// one thread.
 pub(crate) fn split_if_threads(at_least: usize) -> usize {
     if rayon::current_num_threads() > 1 { at_least } else { usize::MAX }
+}
+
+/// Elements below which a memory-bound pass over a matrix (a bias added to every row, a column
+/// sum, a residual sum) stays on the calling thread: 64 Ki values (256 KiB) take ~10 µs on one
+/// core, about what waking another thread and waiting for it costs.
+pub(crate) const PASS_PARALLEL_MIN: usize = 1 << 16;
+
+/// Rows per task for a pass over `rows` rows of `width` values: all of them (one task, on the
+/// calling thread) below [`PASS_PARALLEL_MIN`] values, otherwise blocks of ~16 Ki values.
+pub(crate) fn rows_per_task(rows: usize, width: usize) -> usize {
+    if rows * width < PASS_PARALLEL_MIN { rows.max(1) } else { ((1 << 14) / width.max(1)).max(1) }
+}
+
+/// `f(first_row, block)` over blocks of whole rows of `data` (rows `width` values wide): in
+/// parallel for a large matrix, one block on the calling thread for a small one. Each row is
+/// visited once whatever the split, so an `f` that treats rows on their own gives the same bits
+/// on any number of threads.
+pub(crate) fn for_row_blocks(data: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    if width == 0 || data.is_empty() {
+        return;
+    }
+    let per_task = rows_per_task(data.len() / width, width);
+    let blocks = data.par_chunks_mut(per_task * width).enumerate();
+    blocks.with_min_len(split_if_threads(1)).for_each(|(b, block)| f(b * per_task, block));
+}
+
+/// `row += v` for every row of `rows` (each `v.len()` wide): a bias added to every sample.
+/// Element by element, so the same bits on any number of threads.
+pub(crate) fn add_to_rows(rows: &mut [f32], v: &[f32]) {
+    for_row_blocks(rows, v.len(), |_, block| {
+        for row in block.chunks_exact_mut(v.len()) {
+            row.iter_mut().zip(v).for_each(|(r, b)| *r += b);
+        }
+    });
+}
+
+/// Column blocks for a sum down `len / width` rows of `width` values: the whole width (one task)
+/// for a small matrix, otherwise `width` cut into one block per thread (a multiple of 16
+/// columns). Each column is summed by one task, top to bottom: the same bits on any split.
+fn column_block(width: usize, len: usize) -> usize {
+    let threads = rayon::current_num_threads();
+    if len < PASS_PARALLEL_MIN || threads < 2 {
+        return width.max(1);
+    }
+    width.div_ceil(threads).next_multiple_of(16).max(16)
+}
+
+/// `acc += Σ_rows row`: the column sums of `rows` (rows `acc.len()` wide), added in row order —
+/// a bias's gradient, `db += Σₙ gₙ`. Large matrices are cut into column blocks summed in
+/// parallel; each column's sum runs in the same order either way.
+pub(crate) fn add_rows(acc: &mut [f32], rows: &[f32]) {
+    let width = acc.len();
+    if width == 0 {
+        return;
+    }
+    let block = column_block(width, rows.len());
+    acc.par_chunks_mut(block).enumerate().with_min_len(split_if_threads(1)).for_each(|(b, acc)| {
+        let (c0, c1) = (b * block, b * block + acc.len());
+        for row in rows.chunks_exact(width) {
+            acc.iter_mut().zip(&row[c0..c1]).for_each(|(a, v)| *a += v);
+        }
+    });
+}
+
+/// `acc_xy += Σ_rows x ⊙ y` and `acc_x += Σ_rows x` in one walk down the rows (layer norm's
+/// `dγ += Σ g ⊙ x̂`, `dβ += Σ g`), in column blocks as [`add_rows`].
+pub(crate) fn add_rows_with_products(acc_xy: &mut [f32], acc_x: &mut [f32], x: &[f32], y: &[f32]) {
+    let width = acc_x.len();
+    assert_eq!(acc_xy.len(), width, "add_rows_with_products: two accumulators of one width");
+    assert_eq!(x.len(), y.len(), "add_rows_with_products: x and y of one shape");
+    if width == 0 {
+        return;
+    }
+    let block = column_block(width, x.len());
+    let blocks = acc_xy.par_chunks_mut(block).zip(acc_x.par_chunks_mut(block)).enumerate();
+    blocks.with_min_len(split_if_threads(1)).for_each(|(b, (acc_xy, acc_x))| {
+        let (c0, c1) = (b * block, b * block + acc_x.len());
+        for (x_row, y_row) in x.chunks_exact(width).zip(y.chunks_exact(width)) {
+            for (((axy, ax), &x), &y) in
+                acc_xy.iter_mut().zip(acc_x.iter_mut()).zip(&x_row[c0..c1]).zip(&y_row[c0..c1])
+            {
+                *axy += x * y;
+                *ax += x;
+            }
+        }
+    });
+}
+
+/// `a[i] = f(a[i], b[i])` for every element (equal lengths): in parallel blocks for large
+/// buffers, on the calling thread for small ones; the same bits either way.
+pub(crate) fn zip_apply(a: &mut [f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
+    assert_eq!(a.len(), b.len(), "zip_apply: buffers of one length");
+    let per_task = if a.len() < PASS_PARALLEL_MIN { a.len().max(1) } else { 1 << 14 };
+    let chunks = a.par_chunks_mut(per_task).zip(b.par_chunks(per_task));
+    chunks
+        .with_min_len(split_if_threads(1))
+        .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, &b)| *a = f(*a, b)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A matrix of `rows × width` distinct, awkward values (no two sums round alike).
+    fn matrix(rows: usize, width: usize) -> Vec<f32> {
+        (0..rows * width).map(|i| ((i * 7919 % 1013) as f32 - 500.0) / 37.0).collect()
+    }
+
+    /// The plain definitions: the serial loops, summing each column top to bottom.
+    fn add_rows_plain(acc: &mut [f32], rows: &[f32]) {
+        for row in rows.chunks_exact(acc.len()) {
+            for (a, v) in acc.iter_mut().zip(row) {
+                *a += v;
+            }
+        }
+    }
+
+    /// Run `f` inside pools of 1, 2 and 3 threads.
+    fn on_pools(f: impl Fn() + Send + Sync) {
+        for threads in [1, 2, 3] {
+            rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(&f);
+        }
+    }
+
+    /// Column sums, with and without the split (small and large matrices, widths that are and are
+    /// not multiples of 16, one column), equal the serial loop bit for bit on any thread count.
+    #[test]
+    fn column_sums_are_the_serial_loop() {
+        on_pools(|| {
+            for (rows, width) in [(3, 5), (2048, 128), (1000, 77), (70_000, 1), (300, 520)] {
+                let x = matrix(rows, width);
+                let y: Vec<f32> = x.iter().rev().copied().collect();
+                let (mut want, mut got) = (vec![0.25; width], vec![0.25; width]);
+                add_rows_plain(&mut want, &x);
+                add_rows(&mut got, &x);
+                assert_eq!(got, want, "add_rows {rows}×{width}");
+                let (mut want_xy, mut got_xy, mut got_x) =
+                    (vec![0.5; width], vec![0.5; width], vec![0.25; width]);
+                for (x_row, y_row) in x.chunks_exact(width).zip(y.chunks_exact(width)) {
+                    for j in 0..width {
+                        want_xy[j] += x_row[j] * y_row[j];
+                    }
+                }
+                add_rows_with_products(&mut got_xy, &mut got_x, &x, &y);
+                assert_eq!((got_xy, got_x), (want_xy, want), "add_rows_with_products {rows}×{width}");
+            }
+        });
+    }
+
+    /// Row passes (a bias added to every row, an element-wise sum) equal the serial loops.
+    #[test]
+    fn row_passes_are_the_serial_loop() {
+        on_pools(|| {
+            for (rows, width) in [(3, 5), (2048, 128), (1000, 77), (70_000, 1)] {
+                let v: Vec<f32> = (0..width).map(|j| j as f32 * 0.37 - 1.0).collect();
+                let mut want = matrix(rows, width);
+                let mut got = want.clone();
+                for row in want.chunks_exact_mut(width) {
+                    row.iter_mut().zip(&v).for_each(|(r, b)| *r += b);
+                }
+                add_to_rows(&mut got, &v);
+                assert_eq!(got, want, "add_to_rows {rows}×{width}");
+                let b = matrix(width, rows);
+                want.iter_mut().zip(&b).for_each(|(a, b)| *a += 0.5 * b);
+                zip_apply(&mut got, &b, |a, b| a + 0.5 * b);
+                assert_eq!(got, want, "zip_apply {rows}×{width}");
+            }
+        });
+    }
 }
