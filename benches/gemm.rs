@@ -8,7 +8,12 @@
 //! - `per_sample`: 64 single-threaded GEMMs, one per image, spread over rayon's threads — what a
 //!   layer that parallelises over the batch does.
 //!
-//! Run: `cargo bench --bench gemm`
+//! `gemm_tall` compares, on one thread, the crate's `sgemm` with `matrixmultiply::sgemm` called
+//! directly, on the projections of a Transformer (`[N·T, E]` against `[E, 3E]`, …) and on an
+//! MLP's short batch: the shapes where `sgemm` uses the crate's own packed kernel, and one where
+//! it does not.
+//!
+//! Run: `cargo bench --bench gemm` (one group: `cargo bench --bench gemm -- gemm_tall`)
 
 use backprop::Tensor;
 use backprop::tensor::gemm::{Transpose, sgemm};
@@ -106,10 +111,54 @@ fn network_shapes(c: &mut Criterion) {
     g.finish();
 }
 
+/// `x·Wᵀ` for a tall `x`: the crate's `sgemm` (its own kernel for these shapes) against
+/// `matrixmultiply` on the same operands, both on one thread.
+fn tall_products(c: &mut Criterion) {
+    backprop::alloc_tuning::tune_allocator(); // a benchmark owns its process
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a one-thread pool");
+    let mut g = c.benchmark_group("gemm_tall");
+    for (m, k, n) in [(2048, 128, 384), (2048, 128, 512), (2048, 512, 128), (6400, 64, 64), (64, 784, 256)] {
+        let (a, w, mut out) = operands(m, k, n); // w: [n, k], used transposed
+        g.throughput(Throughput::Elements(2 * (m * k * n) as u64));
+        let shape = format!("{m}x{k}x{n}");
+        g.bench_function(BenchmarkId::new("backprop_sgemm", &shape), |bench| {
+            one.install(|| {
+                bench.iter(|| {
+                    sgemm(m, k, n, 1.0, black_box(&a), Transpose::No, &w, Transpose::Yes, 0.0, &mut out)
+                })
+            })
+        });
+        g.bench_function(BenchmarkId::new("matrixmultiply", &shape), |bench| {
+            bench.iter(|| {
+                // SAFETY: a is m×k row-major, w is n×k row-major (k×n with strides 1, k), out m×n.
+                unsafe {
+                    matrixmultiply::sgemm(
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        black_box(a.as_ptr()),
+                        k as isize,
+                        1,
+                        w.as_ptr(),
+                        1,
+                        k as isize,
+                        0.0,
+                        out.as_mut_ptr(),
+                        n as isize,
+                        1,
+                    )
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = squares, network_shapes
+    targets = squares, network_shapes, tall_products
 }
 criterion_main!(benches);

@@ -19,6 +19,7 @@
 
 use super::Tensor;
 use super::dot::dot;
+use super::packed_gemm::{Strided, gemm as packed_product};
 use super::simd::wide;
 
 /// Whether an operand of a GEMM is used as stored or transposed.
@@ -153,12 +154,20 @@ unsafe fn sgemm_raw(
         Transpose::No => (n as isize, 1),
         Transpose::Yes => (1, k as isize),
     };
-    let job = Job { k, alpha, a: a.as_ptr(), rsa, csa, b: b.as_ptr(), rsb, csb, beta, rsc: n as isize };
     let threads = rayon::current_num_threads();
     let macs = m.saturating_mul(n).saturating_mul(k);
     // Split only from outside the pool (inside it, this product is one task among many), and
     // only large products: a split wakes the pool and waits.
     let split = threads > 1 && rayon::current_thread_index().is_none() && macs >= PARALLEL_MIN_MACS;
+    if trans_a == Transpose::No
+        && is_tall(m, k, n)
+        && let Some(kern) = super::microkernel::kernels()
+    {
+        // SAFETY: as for this function (the caller's promise), passed on.
+        unsafe { tall_product(kern, (m, k, n), alpha, a, (b, trans_b), beta, c, split) };
+        return;
+    }
+    let job = Job { k, alpha, a: a.as_ptr(), rsa, csa, b: b.as_ptr(), rsb, csb, beta, rsc: n as isize };
     if !split {
         // SAFETY: a, b and c hold exactly m·k, k·n and m·n elements (the caller's promise), so
         // every index i·rs + p·cs the strides reach for i, p in range is in bounds.
@@ -182,6 +191,59 @@ unsafe fn sgemm_raw(
             });
         }
     });
+}
+
+/// Whether a product goes to the crate's own kernel ([`packed_gemm`](super::packed_gemm)) instead
+/// of `matrixmultiply`: a tall `A` (many rows, each read in place) against a small `B` (packed
+/// once per call) — a Transformer's or a sequence model's projections of every step, `[N·T, E]`
+/// against `[E, 3E]`. There the crate's 12 × 32 AVX-512 tile, packing included, keeps up with
+/// or outruns `matrixmultiply`'s 16 × 16 one, most where `k` and `n` are small (one thread,
+/// GFLOP/s, crate vs `matrixmultiply`, `cargo bench --bench gemm -- gemm_tall` on the Intel Xeon of
+/// docs/benchmarks.md: 2048 × 128 × 384 145 vs 143, 2048 × 512 × 128 141 vs 129, 6400 × 64 × 64
+/// 131 vs 112); for a short `A` (an MLP's batch of 64) packing all of `B` for few rows does not
+/// pay, and `matrixmultiply` keeps it. Decided by the shape
+/// alone, so the same kernel (and the same bits) on any number of threads.
+fn is_tall(m: usize, k: usize, n: usize) -> bool {
+    m >= 512 && m >= 4 * k.max(n)
+}
+
+/// [`sgemm_raw`]'s product on the crate's kernel: `op(B)` packed once on the calling thread, then
+/// the rows of `A` and `C` cut into one block per thread (a multiple of `mr` rows) when `split`.
+/// Each row of `C` is the same chain of multiply-adds however the rows are cut.
+///
+/// # Safety
+/// As [`sgemm_raw`]; `A` is `[m, k]` row-major.
+#[allow(clippy::too_many_arguments)] // sgemm's operands
+unsafe fn tall_product(
+    kern: &'static super::microkernel::Kernels,
+    (m, k, n): (usize, usize, usize),
+    alpha: f32,
+    a: &[f32],
+    (b, trans_b): (&[f32], Transpose),
+    beta: f32,
+    c: *mut f32,
+    split: bool,
+) {
+    let mut packed = super::packed_gemm::PackedB::default();
+    packed.pack(k, n, b, trans_b == Transpose::Yes);
+    let threads = if split { rayon::current_num_threads() } else { 1 };
+    let block = m.div_ceil(threads).div_ceil(kern.mr) * kern.mr;
+    let c_ptr = SendPtr(c);
+    let packed = &packed;
+    let run = move |start: usize| {
+        let c_ptr = c_ptr;
+        let rows = block.min(m - start);
+        let a_rows = Strided { ptr: a[start * k..].as_ptr(), rs: k as isize, cs: 1 };
+        // SAFETY: rows start .. start + rows of A (k values each, contiguous) are inside `a`; B is
+        // packed for this CPU's kernels; rows start .. start + rows of C are inside its m·n values
+        // (the caller's promise), and no other task touches them (the blocks are disjoint).
+        unsafe { packed_product(kern, rows, a_rows, packed, alpha, beta, c_ptr.0.add(start * n), n) };
+    };
+    if threads == 1 {
+        run(0);
+    } else {
+        rayon::scope(|s| (0..m).step_by(block).for_each(|start| s.spawn(move |_| run(start))));
+    }
 }
 
 /// `c[1, n] = alpha · a[1, k] · op(B) + beta · c` (`a` is one row, or one column, of `k` values:
@@ -385,6 +447,52 @@ impl Job {
                 self.rsc,
                 1,
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::gemm_reference::gemm_reference;
+
+    /// The tall products (the crate's own kernel): every row count around the tile's height, `B`
+    /// as stored and transposed, `k` across a block boundary, with and without `beta` — against the
+    /// definition, and bit for bit the same on 1, 2 and 3 threads (rows cut differently).
+    #[test]
+    fn tall_products_match_the_definition_on_any_thread_count() {
+        for (m, k, n, trans_b, beta) in [
+            (512, 7, 3, Transpose::No, 0.0),
+            (2048, 128, 384, Transpose::Yes, 0.0),
+            (1337, 300, 40, Transpose::No, 0.5),
+            (6400, 64, 64, Transpose::Yes, -1.0),
+        ] {
+            assert!(is_tall(m, k, n));
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 29.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 31.0).collect();
+            let c0: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32 - 3.0).collect();
+            let want = gemm_reference((m, k, n), 0.75, &a, Transpose::No, &b, trans_b, beta, &c0);
+            let on = |threads: usize, alpha: f32| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let mut c = c0.clone();
+                pool.install(|| sgemm(m, k, n, alpha, &a, Transpose::No, &b, trans_b, beta, &mut c));
+                c
+            };
+            let one = on(1, 0.75);
+            for (got, want) in one.iter().zip(&want) {
+                assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "{m}×{k}×{n}: {got} vs {want}");
+            }
+            // Compared bit by bit, reporting the first difference only (the matrices are large).
+            let same = |x: &[f32], y: &[f32], what: &str| {
+                let first = x.iter().zip(y).position(|(u, v)| u.to_bits() != v.to_bits());
+                assert!(first.is_none(), "{m}×{k}×{n} {what}: element {first:?} differs");
+            };
+            same(&on(2, 0.75), &one, "2 threads");
+            same(&on(3, 0.75), &one, "3 threads");
+            if beta == 0.0 {
+                let new = sgemm_new(m, k, n, &a, Transpose::No, &b, trans_b);
+                same(&new, &on(1, 1.0), "sgemm_new (C never read)");
+            }
         }
     }
 }

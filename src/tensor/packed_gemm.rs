@@ -20,10 +20,12 @@
 //! same `KC` boundaries whatever rows are computed together: so a row of `C` has the same bits
 //! however the rows are split across threads.
 //!
-//! Tried and dropped: the same blocking, packing `B` at every call, for every product in the crate
-//! instead of `matrixmultiply` (whose AVX-512 kernel is 16 × 16): slower on the Intel Xeon of the
-//! benchmarks (convnet training step 2 threads 5,793–5,850 vs 6,426–6,577 images/s, MLP 46,238–
-//! 51,044 vs 57,154–57,850 samples/s, alternating builds), so `matrixmultiply` keeps them.
+//! Also used, `B` packed at each call, for the tall products of [`sgemm`](super::gemm::sgemm)
+//! (`[N·T, E]` against `[E, 3E]`: a Transformer's projections), where it keeps up with or beats
+//! `matrixmultiply` (figures at `gemm::is_tall`). Tried and dropped: the same for every product
+//! of the crate: slower on the Intel Xeon of the benchmarks for short `A`s (convnet training step
+//! 2 threads 5,793–5,850 vs 6,426–6,577 images/s, MLP 46,238–51,044 vs 57,154–57,850 samples/s,
+//! alternating builds), so `matrixmultiply` keeps those.
 //!
 //! The plain definition is [`gemm_reference`](super::gemm_reference::gemm_reference); the tests
 //! compare with it.
@@ -113,7 +115,7 @@ impl PackedB {
 /// and `n` columns; `c` must point at `m` rows of `n` writable values, `ldc` apart, that nothing
 /// else reads or writes meanwhile.
 #[allow(clippy::too_many_arguments)] // a GEMM's operands
-unsafe fn gemm(
+pub(crate) unsafe fn gemm(
     kern: &Kernels,
     m: usize,
     a: Strided,
