@@ -158,7 +158,7 @@ impl TransformerEncoderLayer {
         let g = self.dropout.backward_owned(g);
         let g = match self.activation {
             FeedForwardActivation::Relu => self.relu.backward_in_place(g),
-            FeedForwardActivation::Gelu => back(&mut self.gelu, &g, None),
+            FeedForwardActivation::Gelu => self.gelu.backward_owned(g),
         };
         back(&mut self.linear1, &g, per_example)
     }
