@@ -86,16 +86,12 @@ impl Layer for SinusoidalPositions {
         if self.table.shape() != [t, self.embed] {
             self.table = sinusoidal_table(t, self.embed);
         }
-        let mut y = x.clone();
-        for sample in y.data_mut().chunks_exact_mut(t * self.embed) {
-            sample.iter_mut().zip(self.table.data()).for_each(|(v, p)| *v += p); // y = x + PE[t]
-        }
-        y
+        add_to_samples(x, &self.table.data()[..t * self.embed]) // y = x + PE[t]
     }
 
     fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
         check_grad(&self.describe(), &self.out_shape, g);
-        input_grad.is_needed().then(|| g.clone()) // dx = dy
+        input_grad.is_needed().then(|| g.clone_in_parallel()) // dx = dy
     }
 
     fn onnx(&self) -> Option<&dyn OnnxLayer> {
@@ -176,20 +172,14 @@ impl Layer for PositionEmbedding {
     fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
         self.out_shape = self.output_shape(x.shape()).unwrap_or_else(|e| panic!("{e}"));
         let steps = x.dim(1) * self.embed();
-        let mut y = x.clone();
-        for sample in y.data_mut().chunks_exact_mut(steps) {
-            sample.iter_mut().zip(self.weight.value.data()).for_each(|(v, p)| *v += p); // y = x + P[t]
-        }
-        y
+        add_to_samples(x, &self.weight.value.data()[..steps]) // y = x + P[t]
     }
 
     fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
         check_grad(&self.describe(), &self.out_shape, g);
         let steps = g.dim(1) * self.embed();
-        for sample in g.data().chunks_exact(steps) {
-            self.weight.grad.data_mut().iter_mut().zip(sample).for_each(|(d, g)| *d += g); // dP[t] += Σ_n g
-        }
-        input_grad.is_needed().then(|| g.clone())
+        crate::tensor::add_rows(&mut self.weight.grad.data_mut()[..steps], g.data()); // dP[t] += Σ_n g
+        input_grad.is_needed().then(|| g.clone_in_parallel())
     }
 
     fn per_example(&mut self) -> Option<&mut dyn PerExample> {
@@ -239,4 +229,16 @@ impl OnnxLayer for PositionEmbedding {
         let rows = g.first_steps(&table, x);
         Ok(g.op("Add", &[x, &rows], vec![]))
     }
+}
+
+/// `x + p` with `p` (one sample's worth, `[T, E]`) added to every sample of `x` (`[N, T, E]`),
+/// in a new tensor written in parallel blocks of samples when large.
+fn add_to_samples(x: &Tensor, p: &[f32]) -> Tensor {
+    let xs = x.data();
+    Tensor::from_row_blocks(x.shape(), p.len(), |first, block| {
+        for (s, y) in (first..).zip(block.chunks_exact_mut(p.len())) {
+            let x_s = &xs[s * p.len()..][..p.len()];
+            y.iter_mut().zip(x_s.iter().zip(p)).for_each(|(y, (x, p))| *y = x + p);
+        }
+    })
 }

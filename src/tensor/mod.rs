@@ -422,11 +422,35 @@ impl Tensor {
 
     /// Makes `self` an exact copy of `src`, reusing `self`'s allocation when it is large enough.
     /// This is how layers cache their inputs without allocating in the steady state.
+    ///
+    /// A large tensor is copied in parallel blocks (a layer's cached input of several megabytes
+    /// would otherwise be a serial copy while the other cores wait).
     pub fn copy_from(&mut self, src: &Tensor) {
         self.shape.clear();
         self.shape.extend_from_slice(&src.shape);
         self.data.clear();
-        self.data.extend_from_slice(&src.data);
+        let n = src.data.len();
+        if n < parallel::PASS_PARALLEL_MIN || rayon::current_num_threads() < 2 {
+            self.data.extend_from_slice(&src.data);
+            return;
+        }
+        self.data.reserve(n);
+        let spare = &mut self.data.spare_capacity_mut()[..n];
+        let blocks = spare.par_chunks_mut(1 << 14).zip(src.data.par_chunks(1 << 14));
+        blocks.for_each(|(dst, src)| {
+            dst.iter_mut().zip(src).for_each(|(d, &v)| {
+                d.write(v);
+            })
+        });
+        // SAFETY: the blocks cover the first n elements of the spare capacity, each written above.
+        unsafe { self.data.set_len(n) };
+    }
+
+    /// A copy of `self`, made in parallel blocks when large ([`Tensor::copy_from`]).
+    pub(crate) fn clone_in_parallel(&self) -> Tensor {
+        let mut copy = Tensor::default();
+        copy.copy_from(self);
+        copy
     }
 
     /// Sets the shape to `shape` for a caller that then writes every element: the old values stay
