@@ -34,12 +34,12 @@
 use super::{InputGrad, Layer, Param, Pass, State, StateMut, Visit, check_grad, checked_output, shape_error};
 use crate::error::Result;
 use crate::privacy::per_example::{PerExample, PerExampleGrads};
-use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm, sgemm_new, sgemm_strided};
+use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm, sgemm_new, sgemm_plus_rows, sgemm_strided};
 use crate::tensor::init::Init;
 use crate::tensor::math::exp_fast;
 use crate::tensor::parallel::for_row_blocks;
 use crate::tensor::parallel::split_if_threads;
-use crate::tensor::{Tensor, add_rows, add_to_rows};
+use crate::tensor::{Tensor, add_rows};
 use rayon::prelude::*;
 
 /// Multi-head self-attention. See the [module docs](self).
@@ -286,7 +286,7 @@ impl Layer for MultiHeadAttention {
             // second product accumulated onto the first.
             let e = self.embed;
             let w_in = self.in_proj_weight.value.data();
-            let dx = sgemm_new(dq.len() / e, e, e, &dq, No, &w_in[..e * e], No);
+            let dx = sgemm_new(dq.len() / e, e, e, &dq, No, &w_in[..e * e], No, None);
             let mut dx = Tensor::from_vec(self.x.shape(), dx).expect("dX has X's shape");
             sgemm(dkv.len() / (2 * e), 2 * e, e, 1.0, &dkv, No, &w_in[e * e..], No, 1.0, dx.data_mut());
             dx
@@ -319,10 +319,8 @@ impl MultiHeadAttention {
         let (w_in, b_in) = (self.in_proj_weight.value.data(), self.in_proj_bias.value.data());
         self.q.resize(n * tq * e, 0.0);
         self.kv.resize(n * tk * 2 * e, 0.0);
-        sgemm(n * tq, e, e, 1.0, x.data(), No, &w_in[..e * e], Yes, 0.0, &mut self.q);
-        sgemm(n * tk, e, 2 * e, 1.0, xm.data(), No, &w_in[e * e..], Yes, 0.0, &mut self.kv);
-        add_to_rows(&mut self.q, &b_in[..e]);
-        add_to_rows(&mut self.kv, &b_in[e..]);
+        sgemm_plus_rows((n * tq, e, e), (x.data(), No), (&w_in[..e * e], Yes), &b_in[..e], &mut self.q);
+        sgemm_plus_rows((n * tk, e, 2 * e), (xm.data(), No), (&w_in[e * e..], Yes), &b_in[e..], &mut self.kv);
         // Each sample's heads: P = softmax(Q_h·K_hᵀ/√d) over the allowed keys, O_h = P·V_h.
         let (heads, d) = (self.heads, e / self.heads);
         self.p.resize(n * heads * tq * tk, 0.0);
@@ -340,7 +338,7 @@ impl MultiHeadAttention {
             }
         });
         // Y = O·W_outᵀ + b_out, zero at the queries' padded steps.
-        let y = sgemm_new(n * tq, e, e, &self.o, No, self.out_proj_weight.value.data(), Yes);
+        let y = sgemm_new(n * tq, e, e, &self.o, No, self.out_proj_weight.value.data(), Yes, None);
         let mut y = Tensor::from_vec(self.x.shape(), y).expect("Y has X's shape");
         let (lengths, b_out) = (&self.lengths, self.out_proj_bias.value.data());
         for_row_blocks(y.data_mut(), e, |first, block| {
@@ -370,7 +368,7 @@ impl MultiHeadAttention {
             }
         }
         // dO = dY·W_out.
-        let d_o = sgemm_new(n * tq, e, e, dy.data(), No, self.out_proj_weight.value.data(), No);
+        let d_o = sgemm_new(n * tq, e, e, dy.data(), No, self.out_proj_weight.value.data(), No, None);
         let mut dq = Tensor::zeros_in_parallel(&[n * tq * e]).into_vec();
         let mut dkv = Tensor::zeros_in_parallel(&[n * tk * 2 * e]).into_vec();
         let (q_all, kv_all, p_all) = (&self.q, &self.kv, &self.p);
@@ -418,8 +416,8 @@ impl MultiHeadAttention {
         let e = self.embed;
         let xm = self.memory.as_ref().unwrap_or(&self.x);
         let w_in = self.in_proj_weight.value.data();
-        let dx_q = sgemm_new(dq.len() / e, e, e, dq, No, &w_in[..e * e], No); // dQ·W_q
-        let dx_m = sgemm_new(dkv.len() / (2 * e), 2 * e, e, dkv, No, &w_in[e * e..], No); // d[K|V]·W_kv
+        let dx_q = sgemm_new(dq.len() / e, e, e, dq, No, &w_in[..e * e], No, None); // dQ·W_q
+        let dx_m = sgemm_new(dkv.len() / (2 * e), 2 * e, e, dkv, No, &w_in[e * e..], No, None); // d[K|V]·W_kv
         let dx_q = Tensor::from_vec(self.x.shape(), dx_q).expect("dX_q has X_q's shape");
         (dx_q, Tensor::from_vec(xm.shape(), dx_m).expect("dX_m has X_m's shape"))
     }

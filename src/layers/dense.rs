@@ -116,7 +116,7 @@ impl Dense {
     /// `dL/dx = g·W`.
     pub(crate) fn input_gradient(&self, g: &Tensor) -> Tensor {
         let (rows, i, o) = (g.len() / self.outputs(), self.inputs(), self.outputs());
-        let dx = sgemm_new(rows, o, i, g.data(), No, self.weight.value.data(), No); // dx = g·W
+        let dx = sgemm_new(rows, o, i, g.data(), No, self.weight.value.data(), No, None); // dx = g·W
         Tensor::from_vec(self.input.shape(), dx).expect("[rows, in] as the input")
     }
 }
@@ -135,12 +135,9 @@ impl Dense {
     fn product(&mut self, x: &Tensor) -> Tensor {
         self.out_shape = check_input(self, x);
         let (rows, i, o) = (x.len() / self.inputs(), self.inputs(), self.outputs());
-        let y = sgemm_new(rows, i, o, x.data(), No, self.weight.value.data(), Yes); // y = x·Wᵀ
-        let mut y = Tensor::from_vec(&self.out_shape, y).expect("[rows, out] as the output shape");
-        if let Some(b) = &self.bias {
-            crate::tensor::add_to_rows(y.data_mut(), b.value.data()); // y += b
-        }
-        y
+        let bias = self.bias.as_ref().map(|b| b.value.data());
+        let y = sgemm_new(rows, i, o, x.data(), No, self.weight.value.data(), Yes, bias); // y = x·Wᵀ + b
+        Tensor::from_vec(&self.out_shape, y).expect("[rows, out] as the output shape")
     }
 }
 

@@ -20,6 +20,7 @@
 use super::Tensor;
 use super::dot::dot;
 use super::packed_gemm::{Strided, gemm as packed_product};
+use super::parallel::add_to_rows;
 use super::simd::wide;
 
 /// Whether an operand of a GEMM is used as stored or transposed.
@@ -91,15 +92,17 @@ pub fn sgemm(
     }
     // SAFETY: a, b and c hold exactly m·k, k·n and m·n elements (checked above, without
     // wrapping), and c is borrowed mutably for the call.
-    unsafe { sgemm_raw((m, k, n), alpha, (a, trans_a), (b, trans_b), beta, c.as_mut_ptr()) }
+    unsafe { sgemm_raw((m, k, n), alpha, (a, trans_a), (b, trans_b), beta, c.as_mut_ptr(), None) }
 }
 
 /// `op(A)·op(B)` (`[m, n]`, row-major) in a new buffer, written once: not zero-filled first, as
 /// `Tensor::zeros` followed by [`sgemm`] with `beta = 0` would (a layer's output of several
-/// megabytes is then written twice).
+/// megabytes is then written twice). With `bias` (`n` values) added to every row: `x·Wᵀ + b`,
+/// where the crate's kernel adds it tile by tile while the tile is in cache (the same values as a
+/// separate pass).
 ///
 /// # Panics
-/// As [`sgemm`].
+/// As [`sgemm`]; if `bias` does not hold `n` values.
 #[allow(clippy::too_many_arguments)] // sgemm's arguments without alpha, beta and C
 pub(crate) fn sgemm_new(
     m: usize,
@@ -109,11 +112,18 @@ pub(crate) fn sgemm_new(
     trans_a: Transpose,
     b: &[f32],
     trans_b: Transpose,
+    bias: Option<&[f32]>,
 ) -> Vec<f32> {
     let len = m.checked_mul(n).expect("gemm: C's size overflows");
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), n, "gemm: a bias of {} values for rows of {n}", bias.len());
+    }
     if m <= 1 || k == 0 || n == 0 {
         let mut c = vec![0.0; len];
         sgemm(m, k, n, 1.0, a, trans_a, b, trans_b, 0.0, &mut c);
+        if let Some(bias) = bias {
+            add_to_rows(&mut c, bias);
+        }
         return c;
     }
     let fits = |len: usize, rows: usize, cols: usize| rows.checked_mul(cols) == Some(len);
@@ -122,12 +132,40 @@ pub(crate) fn sgemm_new(
     let mut c: Vec<f32> = Vec::with_capacity(len);
     // SAFETY: a and b hold m·k and k·n elements (checked), c has room for m·n; with beta = 0 the
     // product writes every element of C and reads none (matrixmultiply: "if β is zero, then C does
-    // not need to be initialized"), so all m·n elements are initialised when it returns.
+    // not need to be initialized"; the crate's kernel likewise), so all m·n elements are
+    // initialised when it returns; the bias has n values (checked).
     unsafe {
-        sgemm_raw((m, k, n), 1.0, (a, trans_a), (b, trans_b), 0.0, c.as_mut_ptr());
+        sgemm_raw((m, k, n), 1.0, (a, trans_a), (b, trans_b), 0.0, c.as_mut_ptr(), bias);
         c.set_len(len);
     }
     c
+}
+
+/// `c = op(A)·op(B) + bias` on every row, into an existing `[m, n]` buffer (its old values
+/// ignored): [`sgemm_new`] for a buffer that a layer keeps.
+///
+/// # Panics
+/// As [`sgemm_new`].
+#[allow(clippy::too_many_arguments)] // sgemm's arguments with a bias instead of alpha and beta
+pub(crate) fn sgemm_plus_rows(
+    (m, k, n): (usize, usize, usize),
+    (a, trans_a): (&[f32], Transpose),
+    (b, trans_b): (&[f32], Transpose),
+    bias: &[f32],
+    c: &mut [f32],
+) {
+    assert_eq!(bias.len(), n, "gemm: a bias of {} values for rows of {n}", bias.len());
+    if m <= 1 || k == 0 || n == 0 {
+        sgemm(m, k, n, 1.0, a, trans_a, b, trans_b, 0.0, c);
+        add_to_rows(c, bias);
+        return;
+    }
+    let fits = |len: usize, rows: usize, cols: usize| rows.checked_mul(cols) == Some(len);
+    assert!(fits(a.len(), m, k), "gemm: A has {} elements, expected {m}×{k}", a.len());
+    assert!(fits(b.len(), k, n), "gemm: B has {} elements, expected {k}×{n}", b.len());
+    assert!(fits(c.len(), m, n), "gemm: C has {} elements, expected {m}×{n}", c.len());
+    // SAFETY: a, b and c hold m·k, k·n and m·n elements (checked), c borrowed mutably.
+    unsafe { sgemm_raw((m, k, n), 1.0, (a, trans_a), (b, trans_b), 0.0, c.as_mut_ptr(), Some(bias)) }
 }
 
 /// [`sgemm`]'s product for `m, n, k ≥ 1` (`m ≥ 2` or any): the split across threads and the
@@ -143,6 +181,7 @@ unsafe fn sgemm_raw(
     (b, trans_b): (&[f32], Transpose),
     beta: f32,
     c: *mut f32,
+    bias: Option<&[f32]>,
 ) {
     // Element (i, p) of op(A) lives at i·rsa + p·csa. Now m, n ≥ 1, so k ≤ a.len(), n ≤ c.len() and
     // m ≤ c.len(): every dimension is at most isize::MAX (a slice's length is), and the casts are exact.
@@ -164,7 +203,15 @@ unsafe fn sgemm_raw(
         && let Some(kern) = super::microkernel::kernels()
     {
         // SAFETY: as for this function (the caller's promise), passed on.
-        unsafe { tall_product(kern, (m, k, n), alpha, a, (b, trans_b), beta, c, split) };
+        unsafe { tall_product(kern, (m, k, n), alpha, a, (b, trans_b), beta, (c, bias), split) };
+        return;
+    }
+    if let Some(bias) = bias {
+        // SAFETY: as below, then C's m·n values are initialised and only this call touches them.
+        unsafe {
+            sgemm_raw((m, k, n), alpha, (a, trans_a), (b, trans_b), beta, c, None);
+            add_to_rows(std::slice::from_raw_parts_mut(c, m * n), bias);
+        }
         return;
     }
     let job = Job { k, alpha, a: a.as_ptr(), rsa, csa, b: b.as_ptr(), rsb, csb, beta, rsc: n as isize };
@@ -221,7 +268,7 @@ unsafe fn tall_product(
     a: &[f32],
     (b, trans_b): (&[f32], Transpose),
     beta: f32,
-    c: *mut f32,
+    (c, bias): (*mut f32, Option<&[f32]>),
     split: bool,
 ) {
     let mut packed = super::packed_gemm::PackedB::default();
@@ -237,7 +284,7 @@ unsafe fn tall_product(
         // SAFETY: rows start .. start + rows of A (k values each, contiguous) are inside `a`; B is
         // packed for this CPU's kernels; rows start .. start + rows of C are inside its m·n values
         // (the caller's promise), and no other task touches them (the blocks are disjoint).
-        unsafe { packed_product(kern, rows, a_rows, packed, alpha, beta, c_ptr.0.add(start * n), n) };
+        unsafe { packed_product(kern, rows, a_rows, packed, alpha, beta, c_ptr.0.add(start * n), n, bias) };
     };
     if threads == 1 {
         run(0);
@@ -456,6 +503,24 @@ mod tests {
     use super::*;
     use crate::tensor::gemm_reference::gemm_reference;
 
+    /// Products outside the tall path (`matrixmultiply`, the single-row path) with a bias: the
+    /// product plus the bias.
+    #[test]
+    fn bias_rows_on_every_path() {
+        for (m, k, n) in [(1, 5, 7), (64, 30, 20), (3, 0, 4)] {
+            let a: Vec<f32> = (0..m * k).map(|i| (i % 11) as f32 - 5.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.5).collect();
+            let bias: Vec<f32> = (0..n).map(|j| j as f32 + 0.25).collect();
+            let mut want = vec![0.0; m * n];
+            sgemm(m, k, n, 1.0, &a, Transpose::No, &b, Transpose::No, 0.0, &mut want);
+            want.chunks_exact_mut(n).for_each(|r| r.iter_mut().zip(&bias).for_each(|(v, b)| *v += b));
+            assert_eq!(sgemm_new(m, k, n, &a, Transpose::No, &b, Transpose::No, Some(&bias)), want);
+            let mut kept = vec![f32::NAN; m * n];
+            sgemm_plus_rows((m, k, n), (&a, Transpose::No), (&b, Transpose::No), &bias, &mut kept);
+            assert_eq!(kept, want, "{m}×{k}×{n}");
+        }
+    }
+
     /// The tall products (the crate's own kernel): every row count around the tile's height, `B`
     /// as stored and transposed, `k` across a block boundary, with and without `beta` — against the
     /// definition, and bit for bit the same on 1, 2 and 3 threads (rows cut differently).
@@ -490,8 +555,25 @@ mod tests {
             same(&on(2, 0.75), &one, "2 threads");
             same(&on(3, 0.75), &one, "3 threads");
             if beta == 0.0 {
-                let new = sgemm_new(m, k, n, &a, Transpose::No, &b, trans_b);
-                same(&new, &on(1, 1.0), "sgemm_new (C never read)");
+                let plain = on(1, 1.0);
+                let new = sgemm_new(m, k, n, &a, Transpose::No, &b, trans_b, None);
+                same(&new, &plain, "sgemm_new (C never read)");
+                // The bias added tile by tile: the product plus the bias, element by element.
+                let bias: Vec<f32> = (0..n).map(|j| (j as f32 - 1.5) / 7.0).collect();
+                let mut want = plain.clone();
+                for row in want.chunks_exact_mut(n) {
+                    row.iter_mut().zip(&bias).for_each(|(v, b)| *v += b);
+                }
+                let with_bias = |threads: usize| {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                    pool.install(|| sgemm_new(m, k, n, &a, Transpose::No, &b, trans_b, Some(&bias)))
+                };
+                for threads in [1, 2, 3] {
+                    same(&with_bias(threads), &want, "sgemm_new with a bias");
+                }
+                let mut kept = vec![f32::NAN; m * n];
+                sgemm_plus_rows((m, k, n), (&a, Transpose::No), (&b, trans_b), &bias, &mut kept);
+                same(&kept, &want, "sgemm_plus_rows (old values ignored)");
             }
         }
     }

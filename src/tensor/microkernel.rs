@@ -12,7 +12,8 @@
 //! ```
 //!
 //! and at the end `C[i][j] = fma(alpha, acc[i][j], beta·C[i][j])` (`alpha·acc` when `beta = 0`,
-//! which never reads `C`). [`tile_reference`] is that definition, one scalar at a time; the
+//! which never reads `C`), then `+ bias[j]` when a bias is given (a layer's `x·Wᵀ + b`, added
+//! while the tile is in registers instead of by a pass over `C`). [`tile_reference`] is that definition, one scalar at a time; the
 //! vector kernels perform the same fused multiply-adds in the same order per element, so they
 //! agree with it bit for bit (the tests below check every row count).
 //!
@@ -29,20 +30,22 @@
 //! row count; a panel with fewer columns (the right edge) is zero-padded when packed, and only its
 //! real columns are stored.
 
-/// One tile: `C[MR rows, cols] = alpha · A·B̃ + beta · C` over `kc` steps (`A`'s `MR` rows `lda`
-/// apart, `B̃` packed `NR` wide, `C` with row stride `ldc`, `cols ≤ NR`).
+/// One tile: `C[MR rows, cols] = alpha · A·B̃ + beta · C (+ bias)` over `kc` steps (`A`'s `MR`
+/// rows `lda` apart, `B̃` packed `NR` wide, `bias` null or `cols` values added to every row, `C`
+/// with row stride `ldc`, `cols ≤ NR`).
 ///
 /// # Safety
 /// `a` must point at `MR` rows of `kc` readable values, `lda` apart, and `b` at `kc · NR`
-/// readable values; `c` must point at `MR` rows of `cols` writable values, `ldc` apart; the CPU
-/// must support the kernel's instruction set.
+/// readable values; `bias` must be null or point at `NR` readable values (only the first `cols`
+/// are used); `c` must point at `MR` rows of `cols` writable values, `ldc` apart; the CPU must
+/// support the kernel's instruction set.
 pub(crate) type TileFn = unsafe fn(
     kc: usize,
     a: *const f32,
     lda: usize,
     b: *const f32,
-    alpha: f32,
-    beta: f32,
+    alpha_beta: (f32, f32),
+    bias: *const f32,
     c: *mut f32,
     ldc: usize,
     cols: usize,
@@ -82,8 +85,8 @@ pub(crate) fn tile_reference(
     (mr, nr, kc): (usize, usize, usize),
     (a, lda, rows): (&[f32], usize, usize),
     b: &[f32],
-    alpha: f32,
-    beta: f32,
+    (alpha, beta): (f32, f32),
+    bias: Option<&[f32]>,
     c: &mut [f32],
     ldc: usize,
     cols: usize,
@@ -97,6 +100,9 @@ pub(crate) fn tile_reference(
             }
             let c_ij = &mut c[i * ldc + j];
             *c_ij = if beta == 0.0 { alpha * acc } else { alpha.mul_add(acc, beta * *c_ij) };
+            if let Some(bias) = bias {
+                *c_ij += bias[j];
+            }
         }
     }
 }
@@ -138,8 +144,8 @@ mod x86 {
         a: *const f32,
         lda: usize,
         b: *const f32,
-        alpha: f32,
-        beta: f32,
+        (alpha, beta): (f32, f32),
+        bias: *const f32,
         c: *mut f32,
         ldc: usize,
         cols: usize,
@@ -168,11 +174,14 @@ mod x86 {
                     // SAFETY: 16 values at c_i + 16·half, half < 2, inside the row's 32.
                     unsafe {
                         let at = c_i.add(16 * half);
-                        let out = if beta == 0.0 {
+                        let mut out = if beta == 0.0 {
                             _mm512_mul_ps(alpha_v, sum)
                         } else {
                             _mm512_fmadd_ps(alpha_v, sum, _mm512_mul_ps(beta_v, _mm512_loadu_ps(at)))
                         };
+                        if !bias.is_null() {
+                            out = _mm512_add_ps(out, _mm512_loadu_ps(bias.add(16 * half)));
+                        }
                         _mm512_storeu_ps(at, out);
                     }
                 }
@@ -184,7 +193,7 @@ mod x86 {
                     _mm512_storeu_ps(sums.as_mut_ptr().add(16), acc_i[1]);
                 }
                 // SAFETY: the row's first `cols` values are writable (see `TileFn`).
-                unsafe { finish(&sums[..cols], alpha, beta, c_i) };
+                unsafe { finish(&sums[..cols], (alpha, beta), bias, c_i) };
             }
         }
     }
@@ -199,8 +208,8 @@ mod x86 {
         a: *const f32,
         lda: usize,
         b: *const f32,
-        alpha: f32,
-        beta: f32,
+        (alpha, beta): (f32, f32),
+        bias: *const f32,
         c: *mut f32,
         ldc: usize,
         cols: usize,
@@ -229,11 +238,14 @@ mod x86 {
                     // SAFETY: 8 values at c_i + 8·half, half < 2, inside the row's 16.
                     unsafe {
                         let at = c_i.add(8 * half);
-                        let out = if beta == 0.0 {
+                        let mut out = if beta == 0.0 {
                             _mm256_mul_ps(alpha_v, sum)
                         } else {
                             _mm256_fmadd_ps(alpha_v, sum, _mm256_mul_ps(beta_v, _mm256_loadu_ps(at)))
                         };
+                        if !bias.is_null() {
+                            out = _mm256_add_ps(out, _mm256_loadu_ps(bias.add(8 * half)));
+                        }
                         _mm256_storeu_ps(at, out);
                     }
                 }
@@ -245,22 +257,29 @@ mod x86 {
                     _mm256_storeu_ps(sums.as_mut_ptr().add(8), acc_i[1]);
                 }
                 // SAFETY: the row's first `cols` values are writable (see `TileFn`).
-                unsafe { finish(&sums[..cols], alpha, beta, c_i) };
+                unsafe { finish(&sums[..cols], (alpha, beta), bias, c_i) };
             }
         }
     }
 
-    /// `c[j] = fma(alpha, sums[j], beta·c[j])` (or `alpha·sums[j]` for `beta = 0`): a partial row's
-    /// store, the same operation as the vector stores.
+    /// `c[j] = fma(alpha, sums[j], beta·c[j])` (or `alpha·sums[j]` for `beta = 0`), then
+    /// `+ bias[j]` when `bias` is not null: a partial row's store, the same operations as the
+    /// vector stores.
     ///
     /// # Safety
     /// `c` must point at `sums.len()` writable values.
     #[inline(always)]
-    unsafe fn finish(sums: &[f32], alpha: f32, beta: f32, c: *mut f32) {
+    unsafe fn finish(sums: &[f32], (alpha, beta): (f32, f32), bias: *const f32, c: *mut f32) {
         for (j, &sum) in sums.iter().enumerate() {
-            // SAFETY: j < sums.len() values are writable at c (the caller's guarantee).
-            let c_j = unsafe { &mut *c.add(j) };
-            *c_j = if beta == 0.0 { alpha * sum } else { alpha.mul_add(sum, beta * *c_j) };
+            // SAFETY: j < sums.len() values are writable at c and, when bias is not null, readable
+            // at bias (the caller's guarantee).
+            unsafe {
+                let c_j = &mut *c.add(j);
+                *c_j = if beta == 0.0 { alpha * sum } else { alpha.mul_add(sum, beta * *c_j) };
+                if !bias.is_null() {
+                    *c_j += *bias.add(j);
+                }
+            }
         }
     }
 }
@@ -291,13 +310,31 @@ mod tests {
             let (mr, nr, kc) = (fam.mr, fam.nr, 37);
             for rows in 1..=mr {
                 for cols in [nr, nr - 1, 1] {
-                    for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0), (-1.5, 0.25)] {
+                    for (alpha, beta, with_bias) in [
+                        (1.0, 0.0, false),
+                        (0.5, 1.0, false),
+                        (-1.5, 0.25, false),
+                        (1.0, 0.0, true),
+                        (0.5, 1.0, true),
+                    ] {
+                        let bias = v(nr, 2.9);
+                        let bias_ptr = if with_bias { bias.as_ptr() } else { std::ptr::null() };
                         let lda = kc + 5; // rows of A further apart than their length
                         let (a, b) = (v(lda * rows, 0.1), v(kc * nr, 0.7));
                         let ldc = nr + 3;
                         let c0 = v(rows * ldc, 1.3);
                         let mut want = c0.clone();
-                        tile_reference((mr, nr, kc), (&a, lda, rows), &b, alpha, beta, &mut want, ldc, cols);
+                        let bias_ref = with_bias.then_some(&bias[..]);
+                        tile_reference(
+                            (mr, nr, kc),
+                            (&a, lda, rows),
+                            &b,
+                            (alpha, beta),
+                            bias_ref,
+                            &mut want,
+                            ldc,
+                            cols,
+                        );
                         let mut got = c0.clone();
                         // SAFETY: a holds `rows` rows of lda ≥ kc, b kc·nr values; c has `rows`
                         // rows of ldc ≥ cols; the family was chosen for what the CPU supports.
@@ -307,14 +344,17 @@ mod tests {
                                 a.as_ptr(),
                                 lda,
                                 b.as_ptr(),
-                                alpha,
-                                beta,
+                                (alpha, beta),
+                                bias_ptr,
                                 got.as_mut_ptr(),
                                 ldc,
                                 cols,
                             )
                         };
-                        assert_eq!(got, want, "{mr}×{nr} family, {rows} rows, {cols} columns, beta {beta}");
+                        assert_eq!(
+                            got, want,
+                            "{mr}×{nr}, {rows} rows, {cols} columns, beta {beta}, bias {with_bias}"
+                        );
                     }
                 }
             }

@@ -108,7 +108,9 @@ impl PackedB {
 }
 
 /// `C[m, n] = alpha · A · B + beta · C` with `kern`, on one thread; `C` has row stride `ldc`.
-/// `k ≥ 1` (the caller handles an empty sum).
+/// `k ≥ 1` (the caller handles an empty sum). With `bias` (`n` values), each row of `C` then gets
+/// `+ bias` — added to each tile as soon as its last block of the sum is stored, while it is in
+/// L1, instead of by a pass over all of `C` afterwards (the same two roundings either way).
 ///
 /// # Safety
 /// `a` must describe a readable `m × k` matrix with contiguous rows (`cs == 1`) and `b` must be packed for `kern` with `k` rows
@@ -124,11 +126,20 @@ pub(crate) unsafe fn gemm(
     beta: f32,
     c: *mut f32,
     ldc: usize,
+    bias: Option<&[f32]>,
 ) {
     let (k, n, mr, nr) = (b.k, b.n, kern.mr, kern.nr);
     debug_assert!(k > 0 && b.is_for(kern) && a.cs == 1);
     let blocks = k.div_ceil(KC);
     let kc_max = k.div_ceil(blocks); // equal blocks: 300 steps are 150 + 150, not 256 + 44
+    // The bias cut into panels of nr values, the last zero-padded (a tile reads nr of them).
+    let bias_panels: Vec<Vec<f32>> = match bias {
+        Some(bias) => bias
+            .chunks(nr)
+            .map(|p| p.iter().copied().chain(std::iter::repeat(0.0)).take(nr).collect())
+            .collect(),
+        None => Vec::new(),
+    };
     for jc in (0..n).step_by(NC) {
         let panels = (NC.min(n - jc)).div_ceil(nr);
         for pc in (0..k).step_by(kc_max) {
@@ -149,8 +160,23 @@ pub(crate) unsafe fn gemm(
                         unsafe {
                             let a_tile = a.ptr.offset(i0 as isize * a.rs + pc as isize);
                             let c_tile = c.add(i0 * ldc + j0);
+                            // The bias with the last block of the sum only (null: none).
+                            let bias_j = match bias {
+                                Some(_) if pc + kc == k => bias_panels[panel].as_ptr(),
+                                _ => std::ptr::null(),
+                            };
                             let tile = kern.tile[rows - 1];
-                            tile(kc, a_tile, a.rs as usize, b_panel.as_ptr(), alpha, beta, c_tile, ldc, cols);
+                            tile(
+                                kc,
+                                a_tile,
+                                a.rs as usize,
+                                b_panel.as_ptr(),
+                                (alpha, beta),
+                                bias_j,
+                                c_tile,
+                                ldc,
+                                cols,
+                            );
                         }
                     }
                 }
@@ -196,7 +222,7 @@ pub(crate) fn gemm_packed_b(
     let a = Strided { ptr: a.as_ptr(), rs: lda as isize, cs: 1 };
     // SAFETY: A is m × k with rows lda apart inside its slice (checked above), B is packed for this CPU's kernels (the ISA
     // cannot change within a process), and C is m × n row-major, borrowed mutably for the call.
-    unsafe { gemm(kern, m, a, b, alpha, beta, c.as_mut_ptr(), n) };
+    unsafe { gemm(kern, m, a, b, alpha, beta, c.as_mut_ptr(), n, None) };
 }
 
 #[cfg(test)]
