@@ -256,8 +256,8 @@ fn forward_row(
 ) -> f32 {
     let d = x.len();
     let (x_hat, y) = (&mut x_hat[..d], &mut y[..d]);
-    let mean = sum_f64(d, |j| x[j] as f64) / d as f64; // μ
-    let var = sum_f64(d, |j| (x[j] as f64 - mean).powi(2)) / d as f64; // σ², after μ
+    let mean = sum_f64(x, x, |x, _| x as f64) / d as f64; // μ
+    let var = sum_f64(x, x, |x, _| (x as f64 - mean).powi(2)) / d as f64; // σ², after μ
     let s = 1.0 / (var + eps).sqrt(); // s = 1/√(σ² + ε)
     for j in 0..d {
         x_hat[j] = ((x[j] as f64 - mean) * s) as f32; // x̂ = (x − μ)·s
@@ -289,26 +289,34 @@ fn backward_row(g: &[f32], x_hat: &[f32], dx: &mut [f32], gamma: Option<&[f32]>,
         }
         None => dx.copy_from_slice(g),
     }
-    let mean_g = sum_f64(d, |j| dx[j] as f64) / d as f64;
-    let mean_gx = sum_f64(d, |j| (dx[j] * x_hat[j]) as f64) / d as f64;
+    let mean_g = sum_f64(dx, dx, |g, _| g as f64) / d as f64;
+    let mean_gx = sum_f64(dx, x_hat, |g, xh| (g * xh) as f64) / d as f64;
     for j in 0..d {
         dx[j] = (s as f64 * (dx[j] as f64 - mean_g - x_hat[j] as f64 * mean_gx)) as f32;
     }
 }
 
-/// `Σ_j term(j)` for `j < n` in `f64`, in 8 running sums (sum `l` takes every `j ≡ l mod 8`) added
-/// pairwise at the end: the same `f64` sum up to its rounding order, without the single chain of
-/// dependent additions (4 cycles each) that a plain `.sum()` is — which was most of a layer
-/// norm's time.
+/// `Σ_j term(a[j], b[j])` over `a`'s length in `f64`, in 8 running sums (sum `l` takes every
+/// `j ≡ l mod 8`) added pairwise at the end: the same `f64` sum up to its rounding order, without
+/// the single chain of dependent additions (4 cycles each) that a plain `.sum()` is — which was
+/// most of a layer norm's time. Index loops over the slices themselves, so that the compiler sees
+/// eight independent lanes inside `wide!`'s context: through an index closure, or through
+/// iterator adapters compiled out of line, the same sums had run one `vaddsd` at a time (8 % of
+/// an encoder's inference).
+#[allow(clippy::needless_range_loop)] // index loops on purpose: see tensor::simd
 #[inline(always)]
-fn sum_f64(n: usize, term: impl Fn(usize) -> f64) -> f64 {
+fn sum_f64(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f64) -> f64 {
+    let (n, blocks) = (a.len(), a.len() / 8);
+    let (whole_a, whole_b) = (&a[..blocks * 8], &b[..blocks * 8]);
     let mut lanes = [0.0f64; 8];
-    let whole = n / 8 * 8;
-    for block in (0..whole).step_by(8) {
-        for (l, lane) in lanes.iter_mut().enumerate() {
-            *lane += term(block + l);
+    for block in 0..blocks {
+        for l in 0..8 {
+            lanes[l] += term(whole_a[block * 8 + l], whole_b[block * 8 + l]);
         }
     }
-    let tail: f64 = (whole..n).map(&term).sum();
+    let mut tail = 0.0f64;
+    for j in blocks * 8..n {
+        tail += term(a[j], b[j]);
+    }
     ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7])) + tail
 }
