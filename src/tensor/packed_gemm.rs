@@ -78,12 +78,22 @@ impl PackedB {
             Some(kern) => {
                 self.nr = kern.nr;
                 self.data.resize(n.div_ceil(kern.nr) * k * kern.nr, 0.0);
-                for (panel, dst) in self.data.chunks_exact_mut(k * kern.nr).enumerate() {
-                    let j0 = panel * kern.nr;
-                    let cols = kern.nr.min(n - j0);
-                    for (p, row) in dst.chunks_exact_mut(kern.nr).enumerate() {
-                        for (j, v) in row[..cols].iter_mut().enumerate() {
-                            *v = b[p * rs + (j0 + j) * cs];
+                let nr = kern.nr;
+                for (panel, dst) in self.data.chunks_exact_mut(k * nr).enumerate() {
+                    let j0 = panel * nr;
+                    let cols = nr.min(n - j0);
+                    if transposed {
+                        // Column j of op(B) is row j of the stored matrix: read it contiguously
+                        // (a gather across rows k values apart had been most of the packing).
+                        for j in 0..cols {
+                            let b_j = &b[(j0 + j) * k..][..k];
+                            for (p, &v) in b_j.iter().enumerate() {
+                                dst[p * nr + j] = v;
+                            }
+                        }
+                    } else {
+                        for (p, row) in dst.chunks_exact_mut(nr).enumerate() {
+                            row[..cols].copy_from_slice(&b[p * n + j0..][..cols]);
                         }
                     }
                 }
