@@ -617,9 +617,7 @@ impl<C: Cell> Recurrent<C> {
         }
         let e = embedding.weight.value.data();
         sgemm(g, v, f, 1.0, &grouped, Yes, e, No, 1.0, self.weight_ih.grad.data_mut()); // dW_ih += Gᵀ·E
-        for row in grouped.chunks_exact(g) {
-            self.bias_ih.grad.data_mut().iter_mut().zip(row).for_each(|(d, v)| *d += v); // db_ih += Σ G
-        }
+        crate::tensor::add_rows(self.bias_ih.grad.data_mut(), &grouped); // db_ih += Σ G
         if let Some(pad) = embedding.padding {
             grouped[pad * g..][..g].fill(0.0); // the padding row gets no gradient
         }
@@ -791,9 +789,7 @@ impl<C: Cell> Recurrent<C> {
         let da_all = &self.grads[4];
         // All steps at once: dW_ih += Σ_t da_tᵀ·x_t;  db_ih += Σ da_t.
         sgemm(g, n * t_len, f, 1.0, da_all, Yes, self.x.data(), No, 1.0, self.weight_ih.grad.data_mut());
-        for row in da_all.chunks_exact(g) {
-            self.bias_ih.grad.data_mut().iter_mut().zip(row).for_each(|(d, v)| *d += v);
-        }
+        crate::tensor::add_rows(self.bias_ih.grad.data_mut(), da_all); // column blocks in parallel, same bits
         input_grad.is_needed().then(|| self.input_gradient())
     }
 
@@ -820,9 +816,7 @@ impl<C: Cell> Recurrent<C> {
             1.0,
             self.weight_hh.grad.data_mut(),
         );
-        for row in db.chunks_exact(g) {
-            self.bias_hh.grad.data_mut().iter_mut().zip(row).for_each(|(d, v)| *d += v);
-        }
+        crate::tensor::add_rows(self.bias_hh.grad.data_mut(), db); // column blocks in parallel, same bits
     }
 
     /// `dx_t = da_t·W_ih` for every step at once, from the latest walk back through time.
