@@ -359,7 +359,7 @@ impl MultiHeadAttention {
         check_grad(&self.describe(), self.x.shape(), g);
         let (n, tq, tk, e) = (self.x.dim(0), self.x.dim(1), self.memory_steps(), self.embed);
         let (heads, d) = (self.heads, e / self.heads);
-        let mut dy = g.clone();
+        let mut dy = g.clone_in_parallel();
         if !self.lengths.is_empty() {
             for (r, row) in dy.data_mut().chunks_exact_mut(e).enumerate() {
                 if r % tq >= Self::length(&self.lengths, r / tq, tq) {

@@ -112,7 +112,7 @@ impl Layer for Dropout {
     }
 
     fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
-        Some(self.backward_owned(g.clone()))
+        Some(self.backward_owned(g.clone_in_parallel()))
     }
 
     fn onnx(&self) -> Option<&dyn OnnxLayer> {

@@ -223,7 +223,7 @@ fn drop_back<'g>(dropout: &mut Dropout, g: &'g Tensor) -> std::borrow::Cow<'g, T
     if dropout.was_identity() {
         std::borrow::Cow::Borrowed(g)
     } else {
-        std::borrow::Cow::Owned(dropout.backward_owned(g.clone()))
+        std::borrow::Cow::Owned(dropout.backward_owned(g.clone_in_parallel()))
     }
 }
 
