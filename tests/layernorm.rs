@@ -152,3 +152,38 @@ fn bad_input_is_refused_by_name() {
     let y = LayerNorm::new(4).forward(&Tensor::full(&[1, 4], 3.0), Pass::EVAL);
     assert!(y.data().iter().all(|&v| v == 0.0), "{:?}", y.data());
 }
+
+/// `Mode::Predict` keeps no `x̂`: its output is an `Eval` pass's, bit for bit (with and without
+/// affine parameters, on one and two threads, rows enough to split); a backward pass after it
+/// refuses with a message naming the layer and the mode; training afterwards is unchanged.
+#[test]
+fn predict_mode_keeps_nothing_and_changes_nothing() {
+    let x = Tensor::randn(&[300, 64], 3.0, 2.0, 21);
+    let dy = Tensor::randn(&[300, 64], 0.0, 1.0, 22);
+    for make in [|| LayerNorm::new(64), || LayerNorm::new(64).without_affine()] {
+        let eval = make().forward(&x, Pass::EVAL);
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let predicted = pool.install(|| make().forward(&x, Pass::PREDICT));
+            assert_eq!(predicted, eval, "{threads} threads");
+        }
+        let mut norm = make();
+        norm.forward(&x, Pass::PREDICT);
+        let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            drop(norm.backward(&dy, InputGrad::Needed))
+        }));
+        let message = refused.expect_err("backward after Predict must panic");
+        let message = message.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(message.contains("LayerNorm(64") && message.contains("Mode::Predict"), "{message}");
+        let mut fresh = make();
+        fresh.forward(&x, Pass::TRAIN);
+        let want = fresh.backward(&dy, InputGrad::Needed).unwrap();
+        let mut after = make();
+        after.forward(&x, Pass::PREDICT);
+        after.forward(&x, Pass::TRAIN);
+        assert_eq!(after.backward(&dy, InputGrad::Needed).unwrap(), want);
+        if let (Some((w1, b1)), Some((w2, b2))) = (after.affine(), fresh.affine()) {
+            assert_eq!((&w1.grad, &b1.grad), (&w2.grad, &b2.grad));
+        }
+    }
+}

@@ -57,6 +57,8 @@ pub struct LayerNorm {
     /// The latest forward pass's `x̂` (the input's shape) and each row's `s = 1/√(σ² + ε)`.
     x_hat: Tensor,
     inv_std: Vec<f32>,
+    /// False after a [`Mode::Predict`](super::Mode::Predict) forward pass, which keeps no `x̂`.
+    kept: bool,
 }
 
 impl LayerNorm {
@@ -68,6 +70,7 @@ impl LayerNorm {
             affine: Some((Param::new(Tensor::ones(&[dim])), Param::new(Tensor::zeros(&[dim])))),
             x_hat: Tensor::default(),
             inv_std: Vec::new(),
+            kept: false,
         }
     }
 
@@ -142,9 +145,20 @@ impl Layer for LayerNorm {
         }
     }
 
-    fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
+    fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
         self.output_shape(x.shape()).unwrap_or_else(|e| panic!("{e}"));
         let (d, eps) = (self.dim, self.eps as f64);
+        self.kept = pass.keeps_for_backward();
+        if !self.kept {
+            // No backward pass follows: each row's x̂ goes straight into y, nothing is kept.
+            let affine = self.affine.as_ref().map(|(w, b)| (w.value.data(), b.value.data()));
+            let xs = x.data();
+            return Tensor::from_row_blocks(x.shape(), d, |first, block| {
+                for (r, y_row) in (first..).zip(block.chunks_exact_mut(d)) {
+                    crate::tensor::simd::wide!(forward_row(&xs[r * d..][..d], None, y_row, affine, eps));
+                }
+            });
+        }
         self.x_hat.resize_for_overwrite(x.shape()); // every value is written below
         self.inv_std.clear();
         self.inv_std.resize(x.len() / d, 0.0);
@@ -152,7 +166,7 @@ impl Layer for LayerNorm {
         let affine = self.affine.as_ref().map(|(w, b)| (w.value.data(), b.value.data()));
         // Each row on its own (in parallel blocks of rows: the same result on any thread count).
         let row = |((x_row, xh_row), (y_row, s_out)): RowForward<'_>| {
-            *s_out = crate::tensor::simd::wide!(forward_row(x_row, xh_row, y_row, affine, eps));
+            *s_out = crate::tensor::simd::wide!(forward_row(x_row, Some(xh_row), y_row, affine, eps));
         };
         let rows = x.data().par_chunks(d).zip(self.x_hat.data_mut().par_chunks_mut(d));
         let rows = rows.zip(y.data_mut().par_chunks_mut(d).zip(self.inv_std.par_iter_mut()));
@@ -161,6 +175,7 @@ impl Layer for LayerNorm {
     }
 
     fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
+        self.check_kept();
         check_grad(&self.describe(), self.x_hat.shape(), g);
         if let Some((w, b)) = &mut self.affine {
             // dγ += Σ g ⊙ x̂,  dβ += Σ g  (over the rows)
@@ -179,6 +194,16 @@ impl Layer for LayerNorm {
 }
 
 impl LayerNorm {
+    /// Panics, naming the layer, if the latest forward pass kept nothing for backward.
+    fn check_kept(&self) {
+        assert!(
+            self.kept,
+            "{}: backward after a Mode::Predict forward pass, which keeps nothing for backward (run the \
+             forward pass in Mode::Train or Mode::Eval), or before any forward pass",
+            self.describe()
+        );
+    }
+
     /// `dx = s·(ĝ − mean(ĝ) − x̂ ⊙ mean(ĝ ⊙ x̂))` with `ĝ = g ⊙ γ`, row by row.
     fn input_gradient(&self, g: &Tensor) -> Tensor {
         let d = self.dim;
@@ -202,6 +227,7 @@ impl PerExample for LayerNorm {
         input_grad: InputGrad,
         grads: &mut crate::privacy::per_example::PerExampleGrads,
     ) -> Option<Tensor> {
+        self.check_kept();
         check_grad(&self.describe(), self.x_hat.shape(), g);
         let d = self.dim;
         if self.affine.is_some() {
@@ -243,33 +269,33 @@ impl Visit for LayerNorm {
     }
 }
 
-/// One row of the forward pass (the module docs' lines), writing `x̂` and `y`; returns `s`.
+/// One row of the forward pass (the module docs' lines), writing `y` and, when given, `x̂`; returns `s`.
 /// Index loops, compiled for the widest vectors by `wide!` (the same bits on every ISA).
 #[allow(clippy::needless_range_loop)] // index loops on purpose: see tensor::simd
 #[inline(always)]
 fn forward_row(
     x: &[f32],
-    x_hat: &mut [f32],
+    x_hat: Option<&mut [f32]>,
     y: &mut [f32],
     affine: Option<(&[f32], &[f32])>,
     eps: f64,
 ) -> f32 {
     let d = x.len();
-    let (x_hat, y) = (&mut x_hat[..d], &mut y[..d]);
+    let y = &mut y[..d];
     let mean = sum_f64(x, x, |x, _| x as f64) / d as f64; // μ
     let var = sum_f64(x, x, |x, _| (x as f64 - mean).powi(2)) / d as f64; // σ², after μ
     let s = 1.0 / (var + eps).sqrt(); // s = 1/√(σ² + ε)
     for j in 0..d {
-        x_hat[j] = ((x[j] as f64 - mean) * s) as f32; // x̂ = (x − μ)·s
+        y[j] = ((x[j] as f64 - mean) * s) as f32; // x̂ = (x − μ)·s, first written into y
     }
-    match affine {
-        Some((w, b)) => {
-            let (w, b) = (&w[..d], &b[..d]);
-            for j in 0..d {
-                y[j] = w[j] * x_hat[j] + b[j]; // y = γ ⊙ x̂ + β
-            }
+    if let Some(x_hat) = x_hat {
+        x_hat[..d].copy_from_slice(y); // kept for backward
+    }
+    if let Some((w, b)) = affine {
+        let (w, b) = (&w[..d], &b[..d]);
+        for j in 0..d {
+            y[j] = w[j] * y[j] + b[j]; // y = γ ⊙ x̂ + β
         }
-        None => y.copy_from_slice(x_hat),
     }
     s as f32
 }
