@@ -574,8 +574,9 @@ fn sdpa_shapes(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(usize, usize, usiz
 
 /// `row[j] ← softmax(row[..allowed])[j]` for `j < allowed`, 0 after: the masked keys get no
 /// weight. `allowed ≥ 1`. The fast form of [`softmax_prefix_reference`] (the definition, which the
-/// tests compare it with): [`exp_fast`] instead of `f32::exp`, and the maximum and the sum in 16 running parts folded by halves, so
-/// that every loop vectorises (16 wide with AVX-512; the same bits on every instruction set).
+/// tests compare it with): [`exp_fast`] instead of `f32::exp`, and the maximum and the sum in 16
+/// running parts folded by halves, so that every loop vectorises (16 wide with AVX-512; the same
+/// bits on every instruction set).
 fn softmax_prefix(row: &mut [f32], allowed: usize) {
     let (kept, masked) = row.split_at_mut(allowed);
     crate::tensor::simd::wide!(softmax_loop(kept));
