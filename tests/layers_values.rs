@@ -287,3 +287,27 @@ fn fast_gelu_agrees_with_its_definition() {
     assert!(gelu_fast(f32::NAN).is_nan() && gelu_derivative_fast(f32::NAN).is_nan());
     println!("worst relative error: f {:e}, f' {:e}", worst.0, worst.1);
 }
+
+/// `Dense` keeps no input in `Mode::Predict`: the same output as `Eval`, bit for bit; a backward
+/// pass afterwards refuses, naming the layer and the mode; training afterwards is unchanged.
+#[test]
+fn dense_predict_mode_keeps_nothing_and_changes_nothing() {
+    let x = Tensor::randn(&[700, 64], 0.0, 1.0, 31); // tall: the crate's own kernel
+    let dy = Tensor::randn(&[700, 48], 0.0, 1.0, 32);
+    let make = || Dense::new(64, 48).seed(5);
+    let eval = make().forward(&x, Pass::EVAL);
+    let mut dense = make();
+    assert_eq!(dense.forward(&x, Pass::PREDICT), eval);
+    let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        drop(dense.backward(&dy, InputGrad::Needed))
+    }));
+    let message = refused.expect_err("backward after Predict must panic");
+    let message = message.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(message.contains("Dense(64→48") && message.contains("Mode::Predict"), "{message}");
+    let mut fresh = make();
+    fresh.forward(&x, Pass::TRAIN);
+    let want = fresh.backward(&dy, InputGrad::Needed).unwrap();
+    dense.forward(&x, Pass::TRAIN);
+    assert_eq!(dense.backward(&dy, InputGrad::Needed).unwrap(), want);
+    assert_eq!(dense.weight().grad, fresh.weight().grad);
+}

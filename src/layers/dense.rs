@@ -40,6 +40,8 @@ pub struct Dense {
     /// The latest input, cached for `dL/dW = gᵀ·x`.
     pub(crate) input: Tensor,
     pub(crate) out_shape: Vec<usize>,
+    /// False after a [`Mode::Predict`](super::Mode::Predict) forward pass, which keeps no input.
+    kept: bool,
 }
 
 impl Dense {
@@ -53,6 +55,7 @@ impl Dense {
             bias: Some(Param::new(Tensor::zeros(&[outputs]))),
             init: Init::HeNormal,
             input: Tensor::default(),
+            kept: true,
             out_shape: Vec::new(),
         }
     }
@@ -125,10 +128,23 @@ impl Dense {
     /// The forward pass on an input the caller gives up: kept for the backward pass as it is,
     /// without the copy that [`Layer::forward`] makes of a borrowed input (a Transformer block's
     /// feed-forward layers, whose inputs are its own intermediate values).
-    pub(crate) fn forward_owned(&mut self, x: Tensor, _pass: Pass<'_>) -> Tensor {
+    pub(crate) fn forward_owned(&mut self, x: Tensor, pass: Pass<'_>) -> Tensor {
         let y = self.product(&x);
-        self.input = x;
+        self.kept = pass.keeps_for_backward();
+        if self.kept {
+            self.input = x;
+        }
         y
+    }
+
+    /// Panics, naming the layer, if the latest forward pass kept nothing for backward.
+    pub(crate) fn check_kept(&self) {
+        assert!(
+            self.kept,
+            "{}: backward after a Mode::Predict forward pass, which keeps nothing for backward (run the \
+             forward pass in Mode::Train or Mode::Eval)",
+            self.describe()
+        );
     }
 
     /// `y = x·Wᵀ + b`, checking `x` and noting the output's shape.
@@ -165,12 +181,16 @@ impl Layer for Dense {
         }
     }
 
-    fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
-        self.input.copy_from(x);
+    fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
+        self.kept = pass.keeps_for_backward();
+        if self.kept {
+            self.input.copy_from(x); // for dL/dW = gᵀ·x (not in Mode::Predict)
+        }
         self.product(x)
     }
 
     fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
+        self.check_kept();
         check_grad("Dense", &self.out_shape, g);
         let (rows, i, o) = (g.len() / self.outputs(), self.inputs(), self.outputs());
         sgemm(o, rows, i, 1.0, g.data(), Yes, self.input.data(), No, 1.0, self.weight.grad.data_mut()); // dW += gᵀ·x

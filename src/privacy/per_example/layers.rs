@@ -20,6 +20,7 @@ impl PerExample for Dense {
         input_grad: InputGrad,
         grads: &mut PerExampleGrads,
     ) -> Option<Tensor> {
+        self.check_kept();
         check_grad("Dense", &self.out_shape, g);
         let (n, i, o) = (grads.examples(), self.inputs(), self.outputs());
         grads.expect_batch("Dense", g.dim(0));
