@@ -311,3 +311,35 @@ fn dense_predict_mode_keeps_nothing_and_changes_nothing() {
     assert_eq!(dense.backward(&dy, InputGrad::Needed).unwrap(), want);
     assert_eq!(dense.weight().grad, fresh.weight().grad);
 }
+
+/// ReLU keeps no mask in `Mode::Predict`: the same output as `Eval` (NaN, −0 and a tensor large
+/// enough to split included); a backward pass afterwards refuses, naming the layer and the mode;
+/// training afterwards is unchanged.
+#[test]
+fn relu_predict_mode_keeps_nothing_and_changes_nothing() {
+    let mut x = Tensor::randn(&[300, 300], 0.0, 1.0, 41);
+    x.data_mut()[..3].copy_from_slice(&[f32::NAN, -0.0, 0.0]);
+    let dy = Tensor::randn(&[300, 300], 0.0, 1.0, 42);
+    let eval = Relu::new().forward(&x, Pass::EVAL);
+    let mut relu = Relu::new();
+    let predicted = relu.forward(&x, Pass::PREDICT);
+    let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&predicted), bits(&eval));
+    let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        drop(relu.backward(&dy, InputGrad::Needed))
+    }));
+    let payload = refused.expect_err("backward after Predict must panic");
+    let message = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    assert!(message.contains("ReLU") && message.contains("Mode::Predict"), "{message}");
+    let mut fresh = Relu::new();
+    fresh.forward(&x, Pass::TRAIN);
+    relu.forward(&x, Pass::TRAIN);
+    assert_eq!(
+        bits(&relu.backward(&dy, InputGrad::Needed).unwrap()),
+        bits(&fresh.backward(&dy, InputGrad::Needed).unwrap())
+    );
+}

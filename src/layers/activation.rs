@@ -86,6 +86,8 @@ pub struct Relu {
     /// ReLU runs on the largest activations of a network, so its cache traffic matters).
     positive: Vec<u8>,
     shape: Vec<usize>,
+    /// True after a [`Mode::Predict`](super::Mode::Predict) forward pass, which keeps no mask.
+    predicted: bool,
 }
 
 impl Relu {
@@ -104,6 +106,7 @@ impl Relu {
     /// As [`Layer::forward`].
     pub fn forward_in_place(&mut self, mut x: Tensor) -> Tensor {
         same_shape("ReLU", x.shape()).unwrap_or_else(|e| panic!("{e}"));
+        self.predicted = false;
         self.shape.clear();
         self.shape.extend_from_slice(x.shape());
         self.positive.resize(x.len(), 0);
@@ -117,11 +120,31 @@ impl Relu {
         x
     }
 
+    /// [`Relu::forward_in_place`] for a pass of any mode: in [`Mode::Predict`](super::Mode::Predict)
+    /// no mask is kept for backward (one stream of bytes fewer through memory), and a backward
+    /// pass afterwards refuses.
+    pub(crate) fn forward_owned(&mut self, mut x: Tensor, pass: Pass<'_>) -> Tensor {
+        if pass.keeps_for_backward() {
+            return self.forward_in_place(x);
+        }
+        same_shape("ReLU", x.shape()).unwrap_or_else(|e| panic!("{e}"));
+        self.predicted = true;
+        crate::tensor::parallel::for_row_blocks(x.data_mut(), 1, |_, xs| {
+            xs.iter_mut().for_each(|v| *v = if *v <= 0.0 { 0.0 } else { *v }); // y = max(x, 0), NaN stays NaN
+        });
+        x
+    }
+
     /// [`Layer::backward`] on a gradient the caller gives away, overwritten by `dL/dx`.
     ///
     /// # Panics
-    /// As [`Layer::backward`].
+    /// As [`Layer::backward`]; also after a [`Mode::Predict`](super::Mode::Predict) forward pass.
     pub fn backward_in_place(&mut self, mut g: Tensor) -> Tensor {
+        assert!(
+            !self.predicted,
+            "ReLU: backward after a Mode::Predict forward pass, which keeps nothing for backward (run the \
+             forward pass in Mode::Train or Mode::Eval)"
+        );
         check_grad("ReLU", &self.shape, &g);
         for_chunks(g.data_mut(), &mut self.positive, |(gs, pos)| {
             gs.iter_mut().zip(pos.iter()).for_each(|(d, &p)| *d = if p == 0 { 0.0 } else { *d }); // g · [x > 0]
@@ -139,8 +162,8 @@ impl Layer for Relu {
         same_shape("ReLU", input)
     }
 
-    fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
-        self.forward_in_place(x.clone())
+    fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
+        self.forward_owned(x.clone(), pass)
     }
 
     fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {

@@ -79,8 +79,8 @@ use std::any::Any;
 ///
 /// Only some layers care: [`Dropout`] drops units only in `Train`; the batch-norm layers use the
 /// batch's statistics (and update their running averages) in `Train` and the running averages in
-/// `Eval` and `Predict`; the recurrent layers keep each step's gates, layer norm its `x̂` and
-/// `Dense` its input for backward except in `Predict`.
+/// `Eval` and `Predict`; the recurrent layers keep each step's gates, layer norm its `x̂`,
+/// `Dense` its input and ReLU its mask for backward except in `Predict`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Mode {
     /// Training: dropout active, batch norm uses and updates batch statistics.

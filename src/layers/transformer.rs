@@ -142,7 +142,7 @@ impl TransformerEncoderLayer {
     fn feed_forward(&mut self, z: Tensor, pass: Pass<'_>) -> Tensor {
         let a = self.linear1.forward_owned(z, pass);
         let a = match self.activation {
-            FeedForwardActivation::Relu => self.relu.forward_in_place(a),
+            FeedForwardActivation::Relu => self.relu.forward_owned(a, pass),
             FeedForwardActivation::Gelu => self.gelu.forward_owned(a, pass),
         };
         let a = self.dropout.forward_owned(a, pass);

@@ -112,7 +112,7 @@ fn relu(layer: &mut dyn Layer) -> &mut Relu {
 fn forward_in_place(layer: &mut dyn Layer, x: Tensor, pass: Pass<'_>) -> Tensor {
     let any = layer as &mut dyn Any;
     if let Some(r) = any.downcast_mut::<Relu>() {
-        return r.forward_in_place(x);
+        return r.forward_owned(x, pass);
     }
     if let Some(f) = any.downcast_mut::<Flatten>() {
         return f.forward_in_place(x);
