@@ -267,7 +267,7 @@ impl Layer for MultiHeadAttention {
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         match input {
-            [_, t, e] if *e == self.embed && *t > 0 => checked_output(&self.describe(), input.to_vec()),
+            [_, t, e] if *e == self.embed && *t > 0 => checked_output(|| self.describe(), input.to_vec()),
             _ => Err(shape_error(&self.describe(), format!("[N, T ≥ 1, {}]", self.embed), input)),
         }
     }

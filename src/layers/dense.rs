@@ -171,7 +171,7 @@ impl Layer for Dense {
             [_, .., i] if *i == self.inputs() => {
                 let mut out = input.to_vec();
                 *out.last_mut().expect("two axes or more") = self.outputs();
-                checked_output(&self.describe(), out)
+                checked_output(|| self.describe(), out)
             }
             _ => Err(shape_error(
                 &self.describe(),

@@ -169,7 +169,7 @@ impl Layer for Embedding {
         if input.is_empty() {
             return Err(shape_error(&self.describe(), "[N, …] of ids", input));
         }
-        checked_output(&self.describe(), input.iter().copied().chain([self.dim()]).collect())
+        checked_output(|| self.describe(), input.iter().copied().chain([self.dim()]).collect())
     }
 
     /// # Panics

@@ -60,7 +60,7 @@ impl Layer for Flatten {
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         match input {
             [n, rest @ ..] => match crate::tensor::checked_numel(rest) {
-                Some(features) => super::checked_output("Flatten", vec![*n, features]),
+                Some(features) => super::checked_output(|| "Flatten".to_string(), vec![*n, features]),
                 None => {
                     Err(shape_error("Flatten", "[N, …] with fewer features than a tensor can hold", input))
                 }

@@ -140,7 +140,9 @@ impl Layer for LayerNorm {
             return Err(Error::shape(format!("{} normalises rows of no values", self.describe())));
         }
         match input.last() {
-            Some(&d) if d == self.dim && input.len() >= 2 => checked_output(&self.describe(), input.to_vec()),
+            Some(&d) if d == self.dim && input.len() >= 2 => {
+                checked_output(|| self.describe(), input.to_vec())
+            }
             _ => Err(shape_error(&self.describe(), format!("[N, …, {}]", self.dim), input)),
         }
     }

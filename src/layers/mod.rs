@@ -622,10 +622,11 @@ pub(crate) fn visit_weight_bias_mut<'a>(
 
 /// `shape` if it is a shape a tensor can have (its element count neither overflows nor exceeds
 /// [`MAX_ELEMENTS`](crate::tensor::MAX_ELEMENTS)), or an error naming the layer.
-pub(crate) fn checked_output(layer: &str, shape: Vec<usize>) -> Result<Vec<usize>> {
+pub(crate) fn checked_output(layer: impl FnOnce() -> String, shape: Vec<usize>) -> Result<Vec<usize>> {
     if crate::tensor::checked_numel(&shape).is_none() {
         return Err(Error::shape(format!(
-            "{layer} would output a tensor of shape {} — more elements than a tensor can hold",
+            "{} would output a tensor of shape {} — more elements than a tensor can hold",
+            layer(),
             shape_str(&shape)
         )));
     }

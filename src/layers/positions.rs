@@ -46,7 +46,7 @@ pub fn sinusoidal_table(steps: usize, embed: usize) -> Tensor {
 fn check_sequences(describe: &str, embed: usize, max: Option<usize>, input: &[usize]) -> Result<Vec<usize>> {
     match input {
         [_, t, e] if *e == embed && *t > 0 && max.is_none_or(|m| *t <= m) => {
-            checked_output(describe, input.to_vec())
+            checked_output(|| describe.to_string(), input.to_vec())
         }
         _ => {
             let steps = max.map_or("T ≥ 1".to_string(), |m| format!("1 ≤ T ≤ {m}"));

@@ -29,6 +29,46 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     reduce(r)
 }
 
+/// `out[j] = dot(a, rows[j·k..][..k])` for each `j`, `k = a.len()`: a vector times the rows of a
+/// matrix (a dense layer on one input), each value bit for bit [`dot`]'s. With AVX2 the rows go
+/// three at a time, so that each block of `a` is loaded once for three rows and the lanes are added
+/// in registers at the end, in [`reduce`]'s order.
+///
+/// # Panics
+/// If `rows` does not hold `out.len()` rows of `a.len()` values.
+pub(crate) fn dot_rows(a: &[f32], rows: &[f32], out: &mut [f32]) {
+    let k = a.len();
+    assert_eq!(rows.len(), out.len() * k, "dot_rows: {} values for {} rows of {k}", rows.len(), out.len());
+    if k == 0 {
+        out.fill(0.0);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::tensor::simd::wide_vectors() {
+        const R: usize = avx2::ROWS_AT_ONCE;
+        let mut groups = rows.chunks_exact(R * k);
+        let mut outs = out.chunks_exact_mut(R);
+        for (group, out_g) in (&mut groups).zip(&mut outs) {
+            // SAFETY: the CPU has AVX2 (checked above); the group holds R rows of k values.
+            let sums = unsafe { avx2::dot_rows::<R>(a, group) };
+            out_g.copy_from_slice(&sums);
+        }
+        for (row, out_j) in groups.remainder().chunks_exact(k).zip(outs.into_remainder()) {
+            // SAFETY: as above, one row of k values.
+            *out_j = unsafe { avx2::dot_rows::<1>(a, row) }[0];
+        }
+        return;
+    }
+    dot_rows_plain(a, rows, out);
+}
+
+/// [`dot_rows`] one row at a time: the definition.
+fn dot_rows_plain(a: &[f32], rows: &[f32], out: &mut [f32]) {
+    for (out_j, row) in out.iter_mut().zip(rows.chunks_exact(a.len())) {
+        *out_j = dot(a, row);
+    }
+}
+
 /// `Σ a[i]` in LANES partial sums, as [`dot`] (a plain `iter().sum()` is one serial chain of
 /// additions, 4 cycles each).
 #[inline(always)]
@@ -90,7 +130,9 @@ fn lanes_sum(a: &[f32], r: &mut [f32; LANES]) {
 mod avx2 {
     use super::LANES;
     use std::arch::x86_64::{
-        __m256, _mm256_add_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+        __m256, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_movehl_ps, _mm_shuffle_ps, _mm256_add_ps,
+        _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_setzero_ps,
+        _mm256_storeu_ps,
     };
 
     /// Loads `r` as four registers, runs `step` over the whole blocks, stores them back.
@@ -133,6 +175,79 @@ mod avx2 {
                 }
             });
         }
+    }
+
+    /// Rows per pass of [`dot_rows`]: three rows' four accumulators and the block of `a` fill 13
+    /// of the 16 registers.
+    pub(super) const ROWS_AT_ONCE: usize = 3;
+
+    /// [`super::dot_rows`] for `R` rows: `R` dot products of `a` in [`super::dot`]'s 32 lanes, the
+    /// lanes of each added in registers in [`super::reduce`]'s order (32 → 16 → 8 → 4 → 2 → 1).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2; `rows` must hold `R` rows of `a.len()` values.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn dot_rows<const R: usize>(a: &[f32], rows: &[f32]) -> [f32; R] {
+        let k = a.len();
+        debug_assert!(rows.len() >= R * k);
+        let whole = k / LANES * LANES;
+        let eights = k / 8 * 8; // the tail's whole registers (lanes 0, 8, … of the last block)
+        let (pa, pb) = (a.as_ptr(), rows.as_ptr());
+        let mut acc = [[_mm256_setzero_ps(); 4]; R];
+        // SAFETY: every load reads 8 values at i + 8q < eights ≤ k from a, and from row r at
+        // r·k + i + 8q, inside the R rows.
+        unsafe {
+            for i in (0..whole).step_by(LANES) {
+                for q in 0..4 {
+                    let a_q = _mm256_loadu_ps(pa.add(i + 8 * q));
+                    for (r, acc_r) in acc.iter_mut().enumerate() {
+                        let b_q = _mm256_loadu_ps(pb.add(r * k + i + 8 * q));
+                        acc_r[q] = _mm256_add_ps(acc_r[q], _mm256_mul_ps(a_q, b_q));
+                    }
+                }
+            }
+            // The tail's whole registers: element whole + 8q + l goes to lane 8q + l, as in dot.
+            for (q, i) in (whole..eights).step_by(8).enumerate() {
+                let a_q = _mm256_loadu_ps(pa.add(i));
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let b_q = _mm256_loadu_ps(pb.add(r * k + i));
+                    acc_r[q] = _mm256_add_ps(acc_r[q], _mm256_mul_ps(a_q, b_q));
+                }
+            }
+        }
+        let mut out = [0.0f32; R];
+        for (r, (acc_r, out_r)) in acc.iter().zip(&mut out).enumerate() {
+            if eights == k {
+                // SAFETY: AVX2 (the caller's promise); register arithmetic only.
+                *out_r = unsafe { reduce_in_registers(acc_r) };
+            } else {
+                let mut lanes = [0.0f32; LANES];
+                for (q, v) in acc_r.iter().enumerate() {
+                    // SAFETY: 8 values at 8q ≤ 24 of LANES = 32.
+                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * q), *v) };
+                }
+                for i in eights..k {
+                    lanes[i - whole] += a[i] * rows[r * k + i];
+                }
+                *out_r = super::reduce(lanes);
+            }
+        }
+        out
+    }
+
+    /// [`super::reduce`] on 32 lanes held as four registers: the same pairs added in the same
+    /// order, as register halves.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    unsafe fn reduce_in_registers(v: &[__m256; 4]) -> f32 {
+        let v16 = [_mm256_add_ps(v[0], v[2]), _mm256_add_ps(v[1], v[3])]; // lane l += lane l + 16
+        let v8 = _mm256_add_ps(v16[0], v16[1]); // l += l + 8
+        let v4 = _mm_add_ps(_mm256_castps256_ps128(v8), _mm256_extractf128_ps::<1>(v8)); // l += l + 4
+        let v2 = _mm_add_ps(v4, _mm_movehl_ps(v4, v4)); // l += l + 2
+        let v1 = _mm_add_ss(v2, _mm_shuffle_ps::<1>(v2, v2)); // 0 += 1
+        _mm_cvtss_f32(v1)
     }
 
     /// The first `T` windows of [`super::shifted_dots`]; returns `T`.
@@ -299,6 +414,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `dot_rows` gives `dot`'s bits for every row, on lengths with and without a tail (whole
+    /// registers, a scalar rest, shorter than one block) and row counts around the group size.
+    #[test]
+    fn dot_rows_is_dot_on_every_row() {
+        for k in [1, 7, 8, 16, 31, 32, 33, 40, 64, 100, 784] {
+            let a: Vec<f32> = (0..k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+            for n in [1, 2, 3, 4, 5, 7, 10] {
+                let rows: Vec<f32> = (0..n * k).map(|i| ((i * 53 % 97) as f32 - 48.0) / 3.0).collect();
+                let mut out = vec![f32::NAN; n];
+                dot_rows(&a, &rows, &mut out);
+                for (j, (row, &got)) in rows.chunks_exact(k).zip(&out).enumerate() {
+                    assert_eq!(got.to_bits(), dot(&a, row).to_bits(), "k {k}, {n} rows, row {j}");
+                }
+            }
+        }
+        let mut out = [f32::NAN; 2];
+        dot_rows(&[], &[], &mut out);
+        assert_eq!(out, [0.0, 0.0]);
     }
 
     /// `dot` and `sum` against a plain f64 sum, on lengths with and without a tail.

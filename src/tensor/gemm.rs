@@ -18,7 +18,7 @@
 //! unchanged, so the result is bit-identical whatever the number of threads.
 
 use super::Tensor;
-use super::dot::dot;
+use super::dot::{dot, dot_rows};
 use super::packed_gemm::{Strided, gemm as packed_product};
 use super::parallel::add_to_rows;
 use super::simd::wide;
@@ -310,6 +310,9 @@ fn row_times_matrix(
     match trans_b {
         Transpose::Yes => {
             // c[j] = alpha · (a · B[j, :]) + beta · c[j]
+            if beta == 0.0 && alpha == 1.0 {
+                return dot_rows(&a[..k], &b[..c.len() * k], c);
+            }
             for (c_j, b_j) in c.iter_mut().zip(b.chunks_exact(k)) {
                 let ab = alpha * dot(a, b_j);
                 *c_j = if beta == 0.0 { ab } else { ab + beta * *c_j };

@@ -241,7 +241,7 @@ impl Layer for Conv2d {
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         let g = self.geometry_for(input)?;
-        checked_output(&self.describe(), vec![input[0], self.out_channels, g.out_height, g.out_width])
+        checked_output(|| self.describe(), vec![input[0], self.out_channels, g.out_height, g.out_width])
     }
 
     fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {

@@ -497,7 +497,7 @@ impl<C: Cell> Recurrent<C> {
         match *input {
             [n, t, f] if f == self.inputs && t > 0 => {
                 let out = if self.last_only { vec![n, self.hidden] } else { vec![n, t, self.hidden] };
-                let out = super::checked_output(&self.describe(), out)?;
+                let out = super::checked_output(|| self.describe(), out)?;
                 let need = self.activation_bytes(input);
                 if need > self.activation_budget {
                     return Err(Error::shape(format!(
