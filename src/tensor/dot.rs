@@ -38,7 +38,12 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// If `rows` does not hold `out.len()` rows of `a.len()` values.
 pub(crate) fn dot_rows(a: &[f32], rows: &[f32], out: &mut [f32]) {
     let k = a.len();
-    assert_eq!(rows.len(), out.len() * k, "dot_rows: {} values for {} rows of {k}", rows.len(), out.len());
+    assert!(
+        out.len().checked_mul(k) == Some(rows.len()),
+        "dot_rows: {} values for {} rows of {k}",
+        rows.len(),
+        out.len()
+    );
     if k == 0 {
         out.fill(0.0);
         return;
