@@ -440,6 +440,23 @@ fn head_forward(
     p: &mut [f32],
     o: BlockMut<'_>,
 ) {
+    if super::attention_head::fits(dv) {
+        return super::attention_head::head_forward((tq, tk, d, dv), q, k, v, (causal, keys), p, o);
+    }
+    head_forward_reference((tq, tk, d, dv), q, k, v, (causal, keys), p, o);
+}
+
+/// [`head_forward`] through general matrix products: the definition (and the path for heads the
+/// AVX-512 kernel does not take).
+fn head_forward_reference(
+    (tq, tk, d, dv): (usize, usize, usize, usize),
+    q: Block<'_>,
+    k: Block<'_>,
+    v: Block<'_>,
+    (causal, keys): (bool, usize),
+    p: &mut [f32],
+    o: BlockMut<'_>,
+) {
     let scale = 1.0 / (d as f32).sqrt();
     sgemm_strided((tq, d, tk), scale, (q.0, q.1, No), (k.0, k.1, Yes), 0.0, (p, tk)); // S = Q·Kᵀ/√d
     for (i, row) in p.chunks_exact_mut(tk).enumerate() {
@@ -577,7 +594,7 @@ fn sdpa_shapes(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(usize, usize, usiz
 /// tests compare it with): [`exp_fast`] instead of `f32::exp`, and the maximum and the sum in 16
 /// running parts folded by halves, so that every loop vectorises (16 wide with AVX-512; the same
 /// bits on every instruction set).
-fn softmax_prefix(row: &mut [f32], allowed: usize) {
+pub(super) fn softmax_prefix(row: &mut [f32], allowed: usize) {
     let (kept, masked) = row.split_at_mut(allowed);
     crate::tensor::simd::wide!(softmax_loop(kept));
     masked.fill(0.0);
@@ -911,6 +928,63 @@ pub(crate) fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 mod tests {
     use super::*;
     use rand::RngExt as _;
+
+    /// The AVX-512 head kernel (where the CPU has it) against the definition through general
+    /// products: every shape around its blocks (4 queries, 16 and 64 keys, `d_v` of 16 to 64, a
+    /// `d` that is no multiple of anything), causal or not, with keys cut by a memory length,
+    /// strided blocks as in a `[K | V]` buffer. The two sum each score in the same order; the
+    /// values' sums may differ in the last bits, so the test allows a few ulps.
+    #[test]
+    fn fast_heads_match_the_definition() {
+        let mut r = crate::tensor::rng(11);
+        let mut checked = 0;
+        for (tq, tk) in [(1, 1), (3, 5), (4, 16), (7, 17), (64, 64), (13, 70), (9, 130)] {
+            for (d, dv) in [(16, 16), (32, 32), (7, 48), (64, 64)] {
+                if !super::super::attention_head::fits(dv) {
+                    continue;
+                }
+                for (causal, keys) in [(false, tk), (true, tk), (false, tk / 2 + 1), (true, tk / 3 + 1)] {
+                    let ld = d.max(dv) + 3; // rows of a wider buffer
+                    let mut fill = |rows: usize| -> Vec<f32> {
+                        (0..rows * ld).map(|_| r.random::<f32>() * 2.0 - 1.0).collect()
+                    };
+                    let (q, k, v) = (fill(tq), fill(tk), fill(tk));
+                    let (mut p_fast, mut p_ref) = (vec![f32::NAN; tq * tk], vec![f32::NAN; tq * tk]);
+                    let (mut o_fast, mut o_ref) = (vec![0.5; tq * ld], vec![0.5; tq * ld]);
+                    let shape = (tq, tk, d, dv);
+                    head_forward(
+                        shape,
+                        (&q, ld),
+                        (&k, ld),
+                        (&v, ld),
+                        (causal, keys),
+                        &mut p_fast,
+                        (&mut o_fast, ld),
+                    );
+                    head_forward_reference(
+                        shape,
+                        (&q, ld),
+                        (&k, ld),
+                        (&v, ld),
+                        (causal, keys),
+                        &mut p_ref,
+                        (&mut o_ref, ld),
+                    );
+                    let what = format!("{shape:?}, causal {causal}, {keys} keys");
+                    for (i, (f, w)) in p_fast.iter().zip(&p_ref).enumerate() {
+                        assert!((f - w).abs() <= 1e-6 * w.abs() + 1e-12, "{what}: P[{i}] {f} vs {w}");
+                    }
+                    for (i, (f, w)) in o_fast.iter().zip(&o_ref).enumerate() {
+                        assert!((f - w).abs() <= 1e-6 * (1.0 + w.abs()), "{what}: O[{i}] {f} vs {w}");
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        if super::super::attention_head::fits(16) {
+            assert!(checked > 0);
+        }
+    }
 
     /// The fast softmax agrees with its definition to a few ulps, on rows of every length around
     /// the 16-lane split, with large and tiny scores and every number of allowed keys; and it is the

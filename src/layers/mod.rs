@@ -37,6 +37,7 @@
 
 pub mod activation;
 pub mod attention;
+mod attention_head;
 pub mod batchnorm;
 pub mod conv2d;
 pub mod decoder;
