@@ -440,7 +440,7 @@ fn head_forward(
     p: &mut [f32],
     o: BlockMut<'_>,
 ) {
-    if super::attention_head::fits(dv) {
+    if super::attention_head::fits(d, dv) {
         return super::attention_head::head_forward((tq, tk, d, dv), q, k, v, (causal, keys), p, o);
     }
     head_forward_reference((tq, tk, d, dv), q, k, v, (causal, keys), p, o);
@@ -940,7 +940,7 @@ mod tests {
         let mut checked = 0;
         for (tq, tk) in [(1, 1), (3, 5), (4, 16), (7, 17), (64, 64), (13, 70), (9, 130)] {
             for (d, dv) in [(16, 16), (32, 32), (7, 48), (64, 64)] {
-                if !super::super::attention_head::fits(dv) {
+                if !super::super::attention_head::fits(d, dv) {
                     continue;
                 }
                 for (causal, keys) in [(false, tk), (true, tk), (false, tk / 2 + 1), (true, tk / 3 + 1)] {
@@ -981,8 +981,27 @@ mod tests {
                 }
             }
         }
-        if super::super::attention_head::fits(16) {
+        if super::super::attention_head::fits(16, 16) {
             assert!(checked > 0);
+        }
+    }
+
+    /// Zero-width queries and keys (`d = 0`, through the public function) take the definition's
+    /// path on every CPU: every score 0, so each query averages the values it may see — not the
+    /// `0·∞` a kernel scaling by `1/√d` would give.
+    #[test]
+    fn heads_of_zero_width_are_the_definition() {
+        let q = Tensor::zeros(&[1, 1, 3, 0]);
+        let values: Vec<f32> = (0..3 * 16).map(|i| (i / 16) as f32).collect(); // row j holds j
+        let v = Tensor::from_vec(&[1, 1, 3, 16], values).unwrap();
+        let (o, p) = scaled_dot_product_attention(&q, &q, &v, true, None).unwrap();
+        assert_eq!(p.data(), &[1.0, 0.0, 0.0, 0.5, 0.5, 0.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0]);
+        for (i, want) in [0.0, 0.5, 1.0].iter().enumerate() {
+            assert!(
+                o.data()[i * 16..][..16].iter().all(|x| (x - want).abs() < 1e-6),
+                "query {i}: {:?}",
+                &o.data()[i * 16..][..16]
+            );
         }
     }
 

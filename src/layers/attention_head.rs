@@ -29,11 +29,13 @@ const ROWS: usize = 4;
 /// Key registers per pass over `d` (64 keys).
 const KEY_REGS: usize = 4;
 
-/// Whether [`head_forward`] takes a head whose values are `dv` wide on this CPU: AVX-512 and
-/// `d_v` a multiple of 16 up to 64 (every other head goes through the definition).
-pub(super) fn fits(dv: usize) -> bool {
+/// Whether [`head_forward`] takes a head of `d`-wide queries and keys and `dv`-wide values on
+/// this CPU: AVX-512, `d ≥ 1` (with `d = 0` the definition's scores are 0, not `0·∞`), and `d_v`
+/// a multiple of 16 up to 64 (every other head goes through the definition).
+pub(super) fn fits(d: usize, dv: usize) -> bool {
     cfg!(target_arch = "x86_64")
         && crate::tensor::simd::isa() == crate::tensor::simd::Isa::Avx512
+        && d > 0
         && dv > 0
         && dv.is_multiple_of(16)
         && dv <= 64
@@ -57,9 +59,12 @@ pub(super) fn head_forward(
     p: &mut [f32],
     o: (&mut [f32], usize),
 ) {
-    assert!(fits(dv), "attention head kernel: d_v = {dv} (or this CPU) is not for it");
-    let within =
-        |(s, ld): (&[f32], usize), rows: usize, cols: usize| rows == 0 || s.len() >= (rows - 1) * ld + cols;
+    assert!(fits(d, dv), "attention head kernel: d = {d}, d_v = {dv} (or this CPU) is not for it");
+    // Rows 0 .. rows of `cols` values, `ld` apart, inside the slice (no product may wrap).
+    let within = |(s, ld): (&[f32], usize), rows: usize, cols: usize| {
+        rows == 0
+            || (rows - 1).checked_mul(ld).and_then(|x| x.checked_add(cols)).is_some_and(|end| end <= s.len())
+    };
     assert!(
         within(q, tq, d) && within(k, tk, d) && within(v, tk, dv),
         "attention head kernel: a block past its slice"
@@ -68,6 +73,7 @@ pub(super) fn head_forward(
         within((&*o.0, o.1), tq, dv) && p.len() == tq * tk && keys <= tk,
         "attention head kernel: outputs"
     );
+    assert!(tk > 0, "attention head kernel: no keys"); // as the definition (every caller has T_k ≥ 1)
     let padded = tk.div_ceil(16) * 16;
     KEYS_T.with_borrow_mut(|kt| {
         kt.clear();
