@@ -510,7 +510,8 @@ fn head_backward_scores(
 /// ```
 ///
 /// # Errors
-/// [`Error::Shape`](crate::Error) if the shapes do not fit each other (all three named);
+/// [`Error::Shape`](crate::Error) if the shapes do not fit each other (all three named) or a
+/// sequence or a head is empty (`T_q`, `T_k`, `d` or `d_v` of 0);
 /// [`Error::InvalidArgument`](crate::Error) for lengths that do not fit.
 pub fn scaled_dot_product_attention(
     q: &Tensor,
@@ -537,7 +538,8 @@ pub fn scaled_dot_product_attention(
 /// returns `(dQ, dK, dV)`.
 ///
 /// # Errors
-/// [`Error::Shape`](crate::Error) if a shape does not fit the others.
+/// [`Error::Shape`](crate::Error) if a shape does not fit the others (or is empty, as for the
+/// forward pass).
 pub fn scaled_dot_product_attention_backward(
     q: &Tensor,
     k: &Tensor,
@@ -575,13 +577,22 @@ pub fn scaled_dot_product_attention_backward(
 fn sdpa_shapes(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(usize, usize, usize, usize, usize, usize)> {
     match (q.shape(), k.shape(), v.shape()) {
         (&[n, h, tq, d], &[n2, h2, tk, d2], &[n3, h3, tk3, dv])
-            if n == n2 && n == n3 && h == h2 && h == h3 && d == d2 && tk == tk3 && tq > 0 && tk > 0 =>
+            if n == n2
+                && n == n3
+                && h == h2
+                && h == h3
+                && d == d2
+                && tk == tk3
+                && tq > 0
+                && tk > 0
+                && d > 0
+                && dv > 0 =>
         {
             Ok((n, h, tq, tk, d, dv))
         }
         _ => Err(crate::error::Error::shape(format!(
-            "scaled_dot_product_attention: q {:?}, k {:?}, v {:?} do not fit [N, H, T_q ≥ 1, d], [N, H, T_k ≥ 1, d], \
-             [N, H, T_k, d_v]",
+            "scaled_dot_product_attention: q {:?}, k {:?}, v {:?} do not fit [N, H, T_q ≥ 1, d ≥ 1], [N, H, T_k ≥ 1, d], \
+             [N, H, T_k, d_v ≥ 1]",
             q.shape(),
             k.shape(),
             v.shape()
@@ -986,22 +997,17 @@ mod tests {
         }
     }
 
-    /// Zero-width queries and keys (`d = 0`, through the public function) take the definition's
-    /// path on every CPU: every score 0, so each query averages the values it may see — not the
-    /// `0·∞` a kernel scaling by `1/√d` would give.
+    /// Zero-width heads are refused with a clear error, forward and backward (they had reached a
+    /// zero chunk size in the backward pass, and `1/√0` in the head kernel).
     #[test]
-    fn heads_of_zero_width_are_the_definition() {
-        let q = Tensor::zeros(&[1, 1, 3, 0]);
-        let values: Vec<f32> = (0..3 * 16).map(|i| (i / 16) as f32).collect(); // row j holds j
-        let v = Tensor::from_vec(&[1, 1, 3, 16], values).unwrap();
-        let (o, p) = scaled_dot_product_attention(&q, &q, &v, true, None).unwrap();
-        assert_eq!(p.data(), &[1.0, 0.0, 0.0, 0.5, 0.5, 0.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0]);
-        for (i, want) in [0.0, 0.5, 1.0].iter().enumerate() {
-            assert!(
-                o.data()[i * 16..][..16].iter().all(|x| (x - want).abs() < 1e-6),
-                "query {i}: {:?}",
-                &o.data()[i * 16..][..16]
-            );
+    fn heads_of_zero_width_are_refused() {
+        let ok = Tensor::zeros(&[1, 1, 3, 16]);
+        for (q, v) in [(Tensor::zeros(&[1, 1, 3, 0]), ok.clone()), (ok.clone(), Tensor::zeros(&[1, 1, 3, 0]))]
+        {
+            let e = scaled_dot_product_attention(&q, &q, &v, true, None).unwrap_err().to_string();
+            assert!(e.contains("d ≥ 1") && e.contains("d_v ≥ 1"), "{e}");
+            let p = Tensor::zeros(&[1, 1, 3, 3]);
+            assert!(scaled_dot_product_attention_backward(&q, &q, &v, &p, &v).is_err());
         }
     }
 
