@@ -405,7 +405,7 @@ fn attention_functions(t: &mut Tally, cases: usize) {
             (r.random_range(0..2) == 0)
                 .then(|| (0..r.random_range(0..4)).map(|_| lengths[r.random_range(0..6)]).collect())
         };
-        let kind = r.random_range(0..6);
+        let kind = r.random_range(0..7);
         let ranks = [r.random_range(2..5), r.random_range(2..5), r.random_range(2..5)];
         let (mut sq, mut sk, mut sv) =
             (shape(&mut r, ranks[0]), shape(&mut r, ranks[1]), shape(&mut r, ranks[2]));
@@ -414,6 +414,14 @@ fn attention_functions(t: &mut Tally, cases: usize) {
             // the forward and backward passes run, the head kernel's included, on odd sizes.
             let [n, h, tq, tk, d, dv] = [0; 6].map(|_| dims[r.random_range(0..dims.len())]);
             (sq, sk, sv) = (vec![n, h, tq, d], vec![n, h, tk, d], vec![n, h, tk, dv]);
+        }
+        let heads = [1usize, 2, 4][r.random_range(0..3)];
+        if kind == 6 {
+            // Cross-attention with fitting shapes ([N, T_q, E] to [N, T_k, E], E a multiple of the
+            // heads: 16-wide heads among them), forward and backward, with random lengths.
+            let [n, tq, tk] = [0; 3].map(|_| dims[r.random_range(0..dims.len())]);
+            let e = heads * [1usize, 2, 3, 16][r.random_range(0..4)];
+            (sq, sk) = (vec![n, tq, e], vec![n, tk, e]);
         }
         let (q, k, v) = (tensor(&mut r, &sq), tensor(&mut r, &sk), tensor(&mut r, &sv));
         let (l1, l2, causal) = (pick_lengths(&mut r), pick_lengths(&mut r), r.random_range(0..2) == 0);
@@ -440,6 +448,19 @@ fn attention_functions(t: &mut Tally, cases: usize) {
                         let heads = if e % 2 == 0 && e > 0 { 2 } else { 1 };
                         let mut attn = MultiHeadAttention::new(e, heads);
                         attn.forward_cross(&q, l1.as_deref(), &k, l2.as_deref()).is_ok()
+                    }
+                    6 => {
+                        let mut attn = MultiHeadAttention::new(sq[2], heads);
+                        match attn.forward_cross(&q, l1.as_deref(), &k, l2.as_deref()) {
+                            Ok(y) => {
+                                let (dq, dm) = attn.backward_cross(&y);
+                                if dq.shape() != q.shape() || dm.shape() != k.shape() {
+                                    return Err(format!("gradients {:?} {:?}", dq.shape(), dm.shape()));
+                                }
+                                true
+                            }
+                            Err(_) => false,
+                        }
                     }
                     _ => LayerNorm::new(sq[0]).with_affine(k, v).is_ok(),
                 };
