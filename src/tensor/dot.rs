@@ -230,20 +230,18 @@ mod avx2 {
         let below = |n: usize| _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), iota); // lanes t < n
         let zero = _mm256_setzero_ps();
         let mut acc = [[zero; 4]; R];
-        if p > 0 {
-            // Lanes 0 … p − 1 start with their first element (0 + a·b, as in dot); in the rotated
-            // layout they sit at the top of register 3 (lane l at position l + 8 − p).
-            let (first, to_top) = (
-                below(p),
-                _mm256_and_si256(_mm256_add_epi32(iota, _mm256_set1_epi32(p as i32)), _mm256_set1_epi32(7)),
-            );
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                // SAFETY: masked loads read only elements 0 … p − 1 of a and of row r (p ≤ k).
-                let ab = unsafe {
-                    _mm256_mul_ps(_mm256_maskload_ps(pa, first), _mm256_maskload_ps(pb.add(r * k), first))
-                };
-                acc_r[3] = _mm256_permutevar8x32_ps(_mm256_add_ps(zero, ab), to_top);
-            }
+        // Lanes 0 … p − 1 start with their first element (0 + a·b, as in dot); in the rotated
+        // layout they sit at the top of register 3 (lane l at position l + 8 − p).
+        let (first, to_top) = (
+            below(p),
+            _mm256_and_si256(_mm256_add_epi32(iota, _mm256_set1_epi32(p as i32)), _mm256_set1_epi32(7)),
+        );
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            // SAFETY: masked loads read only elements 0 … p − 1 of a and of row r (p ≤ k).
+            let ab = unsafe {
+                _mm256_mul_ps(_mm256_maskload_ps(pa, first), _mm256_maskload_ps(pb.add(r * k), first))
+            };
+            acc_r[3] = _mm256_permutevar8x32_ps(_mm256_add_ps(zero, ab), to_top);
         }
         // SAFETY: a holds k values and rows R rows of k (the caller's promise); p ≤ k.
         let acc = unsafe { accumulate::<R>(acc, pa, pb, k, p) };

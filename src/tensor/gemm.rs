@@ -18,7 +18,7 @@
 //! unchanged, so the result is bit-identical whatever the number of threads.
 
 use super::Tensor;
-use super::dot::{dot, dot_rows};
+use super::dot::dot_rows;
 use super::packed_gemm::{Strided, gemm as packed_product};
 use super::parallel::add_to_rows;
 use super::simd::wide;
@@ -309,13 +309,17 @@ fn row_times_matrix(
 ) {
     match trans_b {
         Transpose::Yes => {
-            // c[j] = alpha · (a · B[j, :]) + beta · c[j]
-            if beta == 0.0 && alpha == 1.0 {
-                return dot_rows(&a[..k], &b[..c.len() * k], c);
-            }
-            for (c_j, b_j) in c.iter_mut().zip(b.chunks_exact(k)) {
-                let ab = alpha * dot(a, b_j);
-                *c_j = if beta == 0.0 { ab } else { ab + beta * *c_j };
+            // c[j] = alpha · (a · B[j, :]) + beta · c[j], the dot products a block of outputs at a
+            // time (each `dot`'s bits).
+            const BLOCK: usize = 64;
+            let mut dots = [0.0f32; BLOCK];
+            for (c_blk, b_blk) in c.chunks_mut(BLOCK).zip(b.chunks(BLOCK * k)) {
+                let dots = &mut dots[..c_blk.len()];
+                dot_rows(&a[..k], &b_blk[..c_blk.len() * k], dots);
+                for (c_j, &d) in c_blk.iter_mut().zip(dots.iter()) {
+                    let ab = alpha * d;
+                    *c_j = if beta == 0.0 { ab } else { ab + beta * *c_j };
+                }
             }
         }
         Transpose::No => {
