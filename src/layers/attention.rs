@@ -997,6 +997,51 @@ mod tests {
         }
     }
 
+    /// Tied scores on both paths: zero queries (every score 0, a uniform softmax over the allowed
+    /// keys) and identical keys (every score of a row the same) — the kernel gives the definition's
+    /// weights to a few ulps, and values that are each key's average.
+    #[test]
+    fn fast_heads_on_tied_scores_match_the_definition() {
+        let (tq, tk, d) = (7, 37, 32);
+        let same_keys: Vec<f32> = (0..tk * d).map(|i| ((i % d) as f32 * 0.3).sin()).collect();
+        let queries: Vec<f32> = (0..tq * d).map(|i| (i as f32 * 0.17).cos()).collect();
+        let v: Vec<f32> = (0..tk * d).map(|i| (i / d) as f32).collect(); // row j holds j
+        let varied_keys: Vec<f32> = (0..tk * d).map(|i| (i as f32 * 0.29).sin()).collect();
+        for (q, k) in [(vec![0.0; tq * d], varied_keys), (queries, same_keys)] {
+            for (causal, keys) in [(false, tk), (true, tk), (false, 5)] {
+                let shape = (tq, tk, d, d);
+                let (mut p_fast, mut p_ref) = (vec![0.0; tq * tk], vec![0.0; tq * tk]);
+                let (mut o_fast, mut o_ref) = (vec![0.0; tq * d], vec![0.0; tq * d]);
+                head_forward(shape, (&q, d), (&k, d), (&v, d), (causal, keys), &mut p_fast, (&mut o_fast, d));
+                head_forward_reference(
+                    shape,
+                    (&q, d),
+                    (&k, d),
+                    (&v, d),
+                    (causal, keys),
+                    &mut p_ref,
+                    (&mut o_ref, d),
+                );
+                for (i, (f, w)) in p_fast.iter().zip(&p_ref).enumerate() {
+                    assert!(
+                        (f - w).abs() <= 1e-6 * w.abs(),
+                        "causal {causal}, {keys} keys: P[{i}] {f} vs {w}"
+                    );
+                }
+                for i in 0..tq {
+                    let seen = if causal { keys.min(i + 1) } else { keys };
+                    let mean = (seen - 1) as f32 / 2.0; // the average of rows 0 .. seen
+                    for (f, w) in o_fast[i * d..][..d].iter().zip(&o_ref[i * d..][..d]) {
+                        assert!(
+                            (f - w).abs() <= 1e-5 * (1.0 + w.abs()) && (f - mean).abs() < 1e-4,
+                            "query {i}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     /// Zero-width heads are refused with a clear error, forward and backward (they had reached a
     /// zero chunk size in the backward pass, and `1/√0` in the head kernel).
     #[test]
