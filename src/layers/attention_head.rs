@@ -1,44 +1,66 @@
 //! One attention head's forward pass, `S = Q·Kᵀ/√d`, `P = softmax(S)` over the allowed keys,
-//! `O = P·V`, on AVX-512 without a general matrix product: the shapes are small (a Transformer's
-//! heads are 16 to 64 wide, over tens of steps), and `matrixmultiply` spent about as long packing
-//! both operands of each product as multiplying them (`perf`: 5 % packing beside 8 % multiplying
-//! in an encoder's inference).
+//! `O = P·V`, without a general matrix product: the shapes are small (a Transformer's heads are
+//! 16 to 64 wide, over tens of steps), and `matrixmultiply` spent about as long packing both
+//! operands of each product as multiplying them (`perf`: 5 % packing beside 8 % multiplying in an
+//! encoder's inference).
 //!
 //! Instead, `Kᵀ` is laid out once per head (`d` rows of `T_k` values, a few kilobytes), and each
-//! block of four queries is multiplied straight from `Q`'s rows: query values broadcast, 16 keys
-//! per register, four registers of keys at a time — sixteen running sums, each a chain of fused
-//! multiply-adds over `p = 0 … d − 1` in order, then scaled by `1/√d`, as `matrixmultiply`'s
-//! kernel does. The scores of keys a block of queries may not see (beyond the memory's length, or
-//! after the last query under a causal mask) are not computed: the softmax zeroes them anyway.
-//! `O = P·V` likewise: four rows of `P` broadcast against `V`'s rows, `d_v/16` registers each,
-//! stopping at the last key the block sees.
+//! block of four queries is multiplied straight from `Q`'s rows: query values broadcast, a
+//! register of keys per lane group, several registers of keys at a time — each score a chain of
+//! fused multiply-adds over `p = 0 … d − 1` in order, then scaled by `1/√d`, as
+//! `matrixmultiply`'s kernel does. The scores of keys a block of queries may not see (beyond the
+//! memory's length, or after the last query under a causal mask) are not computed: the softmax
+//! zeroes them anyway. `O = P·V` likewise: four rows of `P` broadcast against `V`'s rows, a few
+//! registers of columns at a time, stopping at the last key the block sees.
+//!
+//! One generic kernel, written once over the [`Vector`] operations it needs, compiled twice:
+//! AVX-512 (16 lanes; four registers of 64 keys, and `d_v` up to 64 in one pass) and AVX2 with
+//! FMA (8 lanes; 16 ymm registers hold four rows' sums over two registers, so keys go 16 at a
+//! time and `V`'s columns in passes of 16).
 //!
 //! [`super::attention`]'s `head_forward` through `sgemm_strided` is the definition; the test
 //! `fast_heads_match_the_definition` compares the two on awkward shapes, masks included.
 
 use super::attention::softmax_prefix;
+use crate::tensor::simd::{Isa, isa};
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{
-    __mmask16, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps, _mm512_mul_ps, _mm512_set1_ps,
+    __m256, __m512, _mm256_cmpgt_epi32, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_maskstore_ps, _mm256_mul_ps,
+    _mm256_set1_epi32, _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps, _mm256_storeu_ps,
+    _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps, _mm512_mul_ps, _mm512_set1_ps,
     _mm512_setzero_ps, _mm512_storeu_ps,
 };
 use std::cell::RefCell;
 
-/// Queries per block.
-const ROWS: usize = 4;
-/// Key registers per pass over `d` (64 keys).
-const KEY_REGS: usize = 4;
+/// Queries per block: four on AVX-512 (sixteen sums of 16 keys in 32 registers), six on AVX2
+/// (twelve sums of 8 keys in 16 registers, the shape of the classic 6 × 16 AVX2 product kernel).
+fn rows_per_block(isa: Option<Isa>) -> usize {
+    if isa == Some(Isa::Avx512) { 4 } else { 6 }
+}
+
+/// The instruction set the kernel runs on here, if any: AVX-512, or AVX2 with FMA (the scores are
+/// fused multiply-add chains, as `matrixmultiply`'s on these CPUs).
+fn kernel_isa() -> Option<Isa> {
+    #[cfg(target_arch = "x86_64")]
+    match isa() {
+        Isa::Avx512 => return Some(Isa::Avx512),
+        Isa::Avx2 if std::arch::is_x86_feature_detected!("fma") => return Some(Isa::Avx2),
+        _ => {}
+    }
+    None
+}
 
 /// Whether [`head_forward`] takes a head of `d`-wide queries and keys and `dv`-wide values on
-/// this CPU: AVX-512, `d ≥ 1` (with `d = 0` the definition's scores are 0, not `0·∞`), and `d_v`
-/// a multiple of 16 up to 64 (every other head goes through the definition).
+/// this CPU: AVX-512 or AVX2 with FMA, `d ≥ 1` (with `d = 0` the definition's scores are 0, not
+/// `0·∞`), and `d_v` a whole number of registers (16 lanes, 8 for AVX2) up to 64 (every other
+/// head goes through the definition).
 pub(super) fn fits(d: usize, dv: usize) -> bool {
-    cfg!(target_arch = "x86_64")
-        && crate::tensor::simd::isa() == crate::tensor::simd::Isa::Avx512
-        && d > 0
-        && dv > 0
-        && dv.is_multiple_of(16)
-        && dv <= 64
+    let lanes = match kernel_isa() {
+        Some(Isa::Avx512) => 16,
+        Some(_) => 8,
+        None => return false,
+    };
+    d > 0 && dv > 0 && dv.is_multiple_of(lanes) && dv <= 64
 }
 
 thread_local! {
@@ -74,7 +96,7 @@ pub(super) fn head_forward(
         "attention head kernel: outputs"
     );
     assert!(tk > 0, "attention head kernel: no keys"); // as the definition (every caller has T_k ≥ 1)
-    let padded = tk.div_ceil(16) * 16;
+    let padded = tk.div_ceil(16) * 16; // whole registers of either width
     KEYS_T.with_borrow_mut(|kt| {
         kt.clear();
         kt.resize(d * padded, 0.0);
@@ -86,172 +108,370 @@ pub(super) fn head_forward(
             }
         }
         let scale = 1.0 / (d as f32).sqrt();
+        let block_rows = rows_per_block(kernel_isa());
         let mut i = 0;
         while i < tq {
-            let rows = ROWS.min(tq - i);
+            let rows = block_rows.min(tq - i);
             // Keys this block of queries sees: 0 .. seen (the softmax zeroes the rest).
             let seen = if causal { keys.min(i + rows) } else { keys };
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: AVX-512F (`fits`); rows i .. i + rows of Q (d values each) and of P (tk) are
-            // inside their slices (asserted above), Kᵀ holds d rows of `padded ≥ seen` values.
+            // SAFETY: `fits` found the ISA; rows i .. i + rows of Q (d values each) and of P (tk)
+            // are inside their slices (asserted above), Kᵀ holds d rows of `padded ≥ seen`
+            // values, padded a multiple of either register width.
             unsafe {
                 let (q_rows, p_rows) = (q.0[i * q.1..].as_ptr(), p[i * tk..].as_mut_ptr());
-                match rows {
-                    ROWS => scores::<ROWS>(q_rows, q.1, d, kt.as_ptr(), padded, seen, scale, p_rows, tk),
-                    _ => {
-                        for r in 0..rows {
-                            let (q_r, p_r) = (q_rows.add(r * q.1), p_rows.add(r * tk));
-                            scores::<1>(q_r, q.1, d, kt.as_ptr(), padded, seen, scale, p_r, tk);
-                        }
-                    }
-                }
+                let args = (rows, q_rows, q.1, d, kt.as_ptr(), padded, seen, scale, p_rows, tk);
+                scores(args);
             }
             for r in 0..rows {
                 let allowed = if causal { keys.min(i + r + 1) } else { keys };
                 softmax_prefix(&mut p[(i + r) * tk..][..tk], allowed);
             }
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above; V holds `seen ≤ tk` rows of dv values, O rows i .. i + rows.
+            // SAFETY: as above; V holds `seen ≤ tk` rows of dv values (a whole number of
+            // registers), O rows i .. i + rows.
             unsafe {
                 let (p_rows, o_rows) = (p[i * tk..].as_ptr(), o.0[i * o.1..].as_mut_ptr());
-                let args = (p_rows, tk, v.0.as_ptr(), v.1, seen, o_rows, o.1);
-                match (rows, dv / 16) {
-                    (ROWS, 1) => values::<ROWS, 1>(args),
-                    (ROWS, 2) => values::<ROWS, 2>(args),
-                    (ROWS, 3) => values::<ROWS, 3>(args),
-                    (ROWS, 4) => values::<ROWS, 4>(args),
-                    (_, regs) => {
-                        for r in 0..rows {
-                            let args =
-                                (p_rows.add(r * tk), tk, v.0.as_ptr(), v.1, seen, o_rows.add(r * o.1), o.1);
-                            match regs {
-                                1 => values::<1, 1>(args),
-                                2 => values::<1, 2>(args),
-                                3 => values::<1, 3>(args),
-                                _ => values::<1, 4>(args),
-                            }
-                        }
-                    }
-                }
+                values((rows, p_rows, tk, v.0.as_ptr(), v.1, seen, dv, o_rows, o.1));
             }
             i += rows;
         }
     });
 }
 
-/// Lanes `0 .. n` of a register (`n ≤ 16`).
-#[cfg(target_arch = "x86_64")]
-fn first(n: usize) -> __mmask16 {
-    if n >= 16 { 0xffff } else { (1u16 << n) - 1 }
-}
+/// [`scores_in`]'s operands: `(rows, q, ldq, d, kt, padded, seen, scale, s, tk)`.
+type ScoresArgs = (usize, *const f32, usize, usize, *const f32, usize, usize, f32, *mut f32, usize);
+/// [`values_in`]'s operands: `(rows, p, ldp, v, ldv, seen, dv, o, ldo)`.
+type ValuesArgs = (usize, *const f32, usize, *const f32, usize, usize, usize, *mut f32, usize);
 
-/// `S[r][j] = (Σ_c Q[r][c]·Kᵀ[c][j]) · scale` for `R` queries and keys `0 .. seen`: blocks of
-/// `KEY_REGS` registers of 16 keys, then single registers.
+/// [`scores_in`] on the kernel's ISA.
 ///
 /// # Safety
-/// AVX-512F; `q` points at `R` rows (`ldq` apart) of `d` values, `kt` at `d` rows of `padded`
-/// values (`padded ≥ seen`, a multiple of 16), `s` at `R` rows of `tk ≥ seen` values.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)] // the two operands with their strides and the output
-unsafe fn scores<const R: usize>(
-    q: *const f32,
-    ldq: usize,
-    d: usize,
-    kt: *const f32,
-    padded: usize,
-    seen: usize,
-    scale: f32,
-    s: *mut f32,
-    tk: usize,
-) {
-    let mut j = 0;
-    // SAFETY: as for this function, passed on with j + 16·G ≤ padded.
+/// [`kernel_isa`] is `Some`; the pointers as [`scores_in`] needs them.
+unsafe fn scores(args: ScoresArgs) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the ISA is the CPU's (the caller's promise), the operands the caller's.
     unsafe {
-        while j + 16 * KEY_REGS <= seen {
-            scores_block::<R, KEY_REGS>(q, ldq, d, kt.add(j), padded, scale, (s.add(j), tk, tk - j));
-            j += 16 * KEY_REGS;
-        }
-        while j < seen {
-            scores_block::<R, 1>(q, ldq, d, kt.add(j), padded, scale, (s.add(j), tk, tk - j));
-            j += 16;
+        match kernel_isa() {
+            Some(Isa::Avx512) => scores_avx512(args),
+            Some(Isa::Avx2) => scores_avx2(args),
+            _ => unreachable!("attention head kernel without an ISA"),
         }
     }
 }
 
-/// [`scores`] for `16·G` keys from `kt` (their column in `Kᵀ`), into `s` (that column of `S`,
-/// rows `lds` apart; at most `room` values written per row).
+/// [`values_in`] on the kernel's ISA.
 ///
 /// # Safety
-/// As [`scores`], for the block: `kt` reaches `16·G` values in each of `d` rows `padded` apart.
+/// As [`scores`], for [`values_in`].
+unsafe fn values(args: ValuesArgs) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as for `scores`.
+    unsafe {
+        match kernel_isa() {
+            Some(Isa::Avx512) => values_avx512(args),
+            Some(Isa::Avx2) => values_avx2(args),
+            _ => unreachable!("attention head kernel without an ISA"),
+        }
+    }
+}
+
+/// [`scores_in`] compiled for AVX-512: four queries, four registers of 16 keys per pass.
+///
+/// # Safety
+/// AVX-512F; as [`scores_in`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)] // as `scores`
-unsafe fn scores_block<const R: usize, const G: usize>(
-    q: *const f32,
-    ldq: usize,
-    d: usize,
-    kt: *const f32,
-    padded: usize,
-    scale: f32,
-    (s, lds, room): (*mut f32, usize, usize),
+unsafe fn scores_avx512(args: ScoresArgs) {
+    // SAFETY: the caller's promises.
+    unsafe { scores_in::<Avx512, 4, 4>(args) }
+}
+
+/// [`scores_in`] compiled for AVX2 with FMA: six queries, two registers of 8 keys per pass.
+///
+/// # Safety
+/// AVX2 and FMA; as [`scores_in`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn scores_avx2(args: ScoresArgs) {
+    // SAFETY: the caller's promises.
+    unsafe { scores_in::<Avx2, 6, 2>(args) }
+}
+
+/// [`values_in`] compiled for AVX-512: four rows, up to four registers (64 columns) per pass.
+///
+/// # Safety
+/// AVX-512F; as [`values_in`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn values_avx512(args: ValuesArgs) {
+    // SAFETY: the caller's promises.
+    unsafe { values_in::<Avx512, 4, 4>(args) }
+}
+
+/// [`values_in`] compiled for AVX2 with FMA: six rows, up to two registers (16 columns) per pass.
+///
+/// # Safety
+/// AVX2 and FMA; as [`values_in`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn values_avx2(args: ValuesArgs) {
+    // SAFETY: the caller's promises.
+    unsafe { values_in::<Avx2, 6, 2>(args) }
+}
+
+/// `S[r][j] = (Σ_c Q[r][c]·Kᵀ[c][j]) · scale` for `rows ≤ R` queries (from `q`, `ldq` apart)
+/// and keys `0 .. seen`: blocks of `G` registers of keys, then single registers.
+///
+/// # Safety
+/// The CPU has `W`'s ISA; `q` points at `rows` rows of `d` values, `kt` at `d` rows of `padded`
+/// values (`padded ≥ seen`, a multiple of `W::LANES`), `s` at `rows` rows of `tk ≥ seen` values.
+#[inline(always)]
+unsafe fn scores_in<W: Vector, const R: usize, const G: usize>(
+    (rows, q, ldq, d, kt, padded, seen, scale, s, tk): ScoresArgs,
 ) {
-    let mut acc = [[_mm512_setzero_ps(); G]; R];
-    for c in 0..d {
-        let mut keys = [_mm512_setzero_ps(); G];
-        for (g, key) in keys.iter_mut().enumerate() {
-            // SAFETY: row c of Kᵀ, 16 values from 16·g (the caller's promise).
-            *key = unsafe { _mm512_loadu_ps(kt.add(c * padded + 16 * g)) };
-        }
-        for (r, acc_r) in acc.iter_mut().enumerate() {
-            // SAFETY: query r's value c.
-            let q_rc = _mm512_set1_ps(unsafe { *q.add(r * ldq + c) });
-            for g in 0..G {
-                acc_r[g] = _mm512_fmadd_ps(q_rc, keys[g], acc_r[g]);
+    // SAFETY: the caller's promises, passed on for each block with j + G·LANES ≤ padded. (No
+    // closures here: a closure is a function of its own, compiled without the caller's ISA.)
+    unsafe {
+        let each_row = if rows == R { 1 } else { rows }; // a block of R, or one row at a time
+        for r in 0..each_row {
+            let q_r = q.add(r * ldq);
+            let mut j = 0;
+            while j < seen {
+                let wide = j + G * W::LANES <= seen;
+                let keys = (d, kt.add(j), padded, scale, (s.add(r * tk + j), tk, tk - j));
+                match (rows == R, wide) {
+                    (true, true) => scores_block::<W, R, G>(q_r, ldq, keys),
+                    (true, false) => scores_block::<W, R, 1>(q_r, ldq, keys),
+                    (false, true) => scores_block::<W, 1, G>(q_r, ldq, keys),
+                    (false, false) => scores_block::<W, 1, 1>(q_r, ldq, keys),
+                }
+                j += if wide { G * W::LANES } else { W::LANES };
             }
         }
     }
-    let scale = _mm512_set1_ps(scale);
-    for (r, acc_r) in acc.iter().enumerate() {
-        for (g, &a) in acc_r.iter().enumerate() {
-            let col = 16 * g;
-            // SAFETY: row r of S has `room > col` values from here; the mask keeps lanes below.
-            unsafe {
-                _mm512_mask_storeu_ps(s.add(r * lds + col), first(room - col), _mm512_mul_ps(a, scale))
-            };
+}
+
+/// [`scores_in`] for `R` queries and `G·LANES` keys from `kt` (their column in `Kᵀ`), into `s`
+/// (that column of `S`, rows `lds` apart; at most `room` values written per row).
+///
+/// # Safety
+/// As [`scores_in`], for the block: `kt` reaches `G·LANES` values in each of `d` rows `padded`
+/// apart.
+#[inline(always)]
+unsafe fn scores_block<W: Vector, const R: usize, const G: usize>(
+    q: *const f32,
+    ldq: usize,
+    (d, kt, padded, scale, (s, lds, room)): (usize, *const f32, usize, f32, (*mut f32, usize, usize)),
+) {
+    // SAFETY: the caller's promises: row c of Kᵀ, G·LANES values; query r's value c; row r of S
+    // with `room > col` values from col (the store keeps to them).
+    unsafe {
+        let mut acc = [[W::zero(); G]; R];
+        for c in 0..d {
+            let mut keys = [W::zero(); G];
+            for (g, key) in keys.iter_mut().enumerate() {
+                *key = W::load(kt.add(c * padded + W::LANES * g));
+            }
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let q_rc = W::splat(*q.add(r * ldq + c));
+                for g in 0..G {
+                    acc_r[g] = W::mul_add(q_rc, keys[g], acc_r[g]);
+                }
+            }
+        }
+        let scale = W::splat(scale);
+        for (r, acc_r) in acc.iter().enumerate() {
+            for (g, &a) in acc_r.iter().enumerate() {
+                let col = W::LANES * g;
+                W::mul(a, scale).store_first(s.add(r * lds + col), room - col);
+            }
         }
     }
 }
 
-/// `O[r] = Σ_{j < seen} P[r][j]·V[j]` for `R` rows, `V` regs of 16 values wide.
+/// `O[r] = Σ_{j < seen} P[r][j]·V[j]` for `rows ≤ R` rows, in passes of up to `C` registers of
+/// columns.
 ///
 /// # Safety
-/// AVX-512F; `p` points at `R` rows (`ldp` apart) of at least `seen` values, `v` at `seen` rows
-/// (`ldv` apart) of `16·V` values, `o` at `R` rows (`ldo` apart) of `16·V` writable values.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn values<const R: usize, const V: usize>(
+/// The CPU has `W`'s ISA; `p` points at `rows` rows (`ldp` apart) of at least `seen` values, `v`
+/// at `seen` rows (`ldv` apart) of `dv` values, `o` at `rows` rows (`ldo` apart) of `dv` writable
+/// values, `dv` a multiple of `W::LANES`.
+#[inline(always)]
+unsafe fn values_in<W: Vector, const R: usize, const C: usize>(
+    (rows, p, ldp, v, ldv, seen, dv, o, ldo): ValuesArgs,
+) {
+    // SAFETY: the caller's promises; each pass covers columns col .. col + regs·LANES ≤ dv.
+    unsafe {
+        let each_row = if rows == R { 1 } else { rows };
+        for r in 0..each_row {
+            let mut col = 0;
+            while col < dv {
+                let regs = ((dv - col) / W::LANES).min(C);
+                let args = (p.add(r * ldp), ldp, v.add(col), ldv, seen, o.add(r * ldo + col), ldo);
+                match (rows == R, regs) {
+                    (true, 1) => values_block::<W, R, 1>(args),
+                    (true, 2) => values_block::<W, R, 2>(args),
+                    (true, 3) => values_block::<W, R, 3>(args),
+                    (true, _) => values_block::<W, R, 4>(args),
+                    (false, 1) => values_block::<W, 1, 1>(args),
+                    (false, 2) => values_block::<W, 1, 2>(args),
+                    (false, 3) => values_block::<W, 1, 3>(args),
+                    (false, _) => values_block::<W, 1, 4>(args),
+                }
+                col += regs * W::LANES;
+            }
+        }
+    }
+}
+
+/// `O[r] = Σ_{j < seen} P[r][j]·V[j]` for `R` rows, `V` registers wide.
+///
+/// # Safety
+/// The CPU has `W`'s ISA; `p` points at `R` rows (`ldp` apart) of at least `seen` values, `v` at
+/// `seen` rows (`ldv` apart) of `V·LANES` values, `o` at `R` rows (`ldo` apart) of `V·LANES`
+/// writable values.
+#[inline(always)]
+unsafe fn values_block<W: Vector, const R: usize, const V: usize>(
     (p, ldp, v, ldv, seen, o, ldo): (*const f32, usize, *const f32, usize, usize, *mut f32, usize),
 ) {
-    let mut acc = [[_mm512_setzero_ps(); V]; R];
-    for j in 0..seen {
-        let mut v_j = [_mm512_setzero_ps(); V];
-        for (g, v_jg) in v_j.iter_mut().enumerate() {
-            // SAFETY: row j of V, 16·V values.
-            *v_jg = unsafe { _mm512_loadu_ps(v.add(j * ldv + 16 * g)) };
+    // SAFETY: the caller's promises: row j of V, V·LANES values; P[r][j] with j < seen; row r of O.
+    unsafe {
+        let mut acc = [[W::zero(); V]; R];
+        for j in 0..seen {
+            let mut v_j = [W::zero(); V];
+            for (g, v_jg) in v_j.iter_mut().enumerate() {
+                *v_jg = W::load(v.add(j * ldv + W::LANES * g));
+            }
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let p_rj = W::splat(*p.add(r * ldp + j));
+                for g in 0..V {
+                    acc_r[g] = W::mul_add(p_rj, v_j[g], acc_r[g]);
+                }
+            }
         }
-        for (r, acc_r) in acc.iter_mut().enumerate() {
-            // SAFETY: P[r][j], j < seen.
-            let p_rj = _mm512_set1_ps(unsafe { *p.add(r * ldp + j) });
-            for g in 0..V {
-                acc_r[g] = _mm512_fmadd_ps(p_rj, v_j[g], acc_r[g]);
+        for (r, acc_r) in acc.iter().enumerate() {
+            for (g, &a) in acc_r.iter().enumerate() {
+                a.store(o.add(r * ldo + W::LANES * g));
             }
         }
     }
-    for (r, acc_r) in acc.iter().enumerate() {
-        for (g, &a) in acc_r.iter().enumerate() {
-            // SAFETY: row r of O, 16·V values.
-            unsafe { _mm512_storeu_ps(o.add(r * ldo + 16 * g), a) };
+}
+
+/// The register operations the kernel is written in, for one instruction set. Every method is
+/// `#[inline(always)]`, so that inside a function compiled for the ISA it becomes the one
+/// instruction.
+///
+/// # Safety
+/// Each method needs the CPU to support the type's ISA, and pointers valid for the lanes touched.
+trait Vector: Copy {
+    /// Floats per register.
+    const LANES: usize;
+    /// All lanes 0.
+    unsafe fn zero() -> Self;
+    /// `LANES` values from `p`.
+    unsafe fn load(p: *const f32) -> Self;
+    /// `x` in every lane.
+    unsafe fn splat(x: f32) -> Self;
+    /// `a·b + c`, rounded once.
+    unsafe fn mul_add(a: Self, b: Self, c: Self) -> Self;
+    /// `a·b`.
+    unsafe fn mul(a: Self, b: Self) -> Self;
+    /// All lanes to `p`.
+    unsafe fn store(self, p: *mut f32);
+    /// Lanes `0 .. min(n, LANES)` to `p`.
+    unsafe fn store_first(self, p: *mut f32, n: usize);
+}
+
+/// An AVX-512 register of 16 floats.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Avx512(__m512);
+
+#[cfg(target_arch = "x86_64")]
+impl Vector for Avx512 {
+    const LANES: usize = 16;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        // SAFETY: AVX-512F (the trait's contract).
+        Self(unsafe { _mm512_setzero_ps() })
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: AVX-512F, 16 values at p (the trait's contract).
+        Self(unsafe { _mm512_loadu_ps(p) })
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        // SAFETY: AVX-512F.
+        Self(unsafe { _mm512_set1_ps(x) })
+    }
+    #[inline(always)]
+    unsafe fn mul_add(a: Self, b: Self, c: Self) -> Self {
+        // SAFETY: AVX-512F.
+        Self(unsafe { _mm512_fmadd_ps(a.0, b.0, c.0) })
+    }
+    #[inline(always)]
+    unsafe fn mul(a: Self, b: Self) -> Self {
+        // SAFETY: AVX-512F.
+        Self(unsafe { _mm512_mul_ps(a.0, b.0) })
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: AVX-512F, 16 writable values at p.
+        unsafe { _mm512_storeu_ps(p, self.0) }
+    }
+    #[inline(always)]
+    unsafe fn store_first(self, p: *mut f32, n: usize) {
+        let mask = if n >= 16 { 0xffff } else { (1u16 << n) - 1 };
+        // SAFETY: AVX-512F; the mask keeps the store to lanes 0 .. n, writable at p.
+        unsafe { _mm512_mask_storeu_ps(p, mask, self.0) }
+    }
+}
+
+/// An AVX2 register of 8 floats (with FMA).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Avx2(__m256);
+
+#[cfg(target_arch = "x86_64")]
+impl Vector for Avx2 {
+    const LANES: usize = 8;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        // SAFETY: AVX (the trait's contract: AVX2 and FMA).
+        Self(unsafe { _mm256_setzero_ps() })
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: AVX, 8 values at p.
+        Self(unsafe { _mm256_loadu_ps(p) })
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        // SAFETY: AVX.
+        Self(unsafe { _mm256_set1_ps(x) })
+    }
+    #[inline(always)]
+    unsafe fn mul_add(a: Self, b: Self, c: Self) -> Self {
+        // SAFETY: FMA.
+        Self(unsafe { _mm256_fmadd_ps(a.0, b.0, c.0) })
+    }
+    #[inline(always)]
+    unsafe fn mul(a: Self, b: Self) -> Self {
+        // SAFETY: AVX.
+        Self(unsafe { _mm256_mul_ps(a.0, b.0) })
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: AVX, 8 writable values at p.
+        unsafe { _mm256_storeu_ps(p, self.0) }
+    }
+    #[inline(always)]
+    unsafe fn store_first(self, p: *mut f32, n: usize) {
+        // SAFETY: AVX2; lane i is stored where i < n (all lanes once n ≥ 8), writable at p.
+        unsafe {
+            let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), lane);
+            _mm256_maskstore_ps(p, mask, self.0)
         }
     }
 }
