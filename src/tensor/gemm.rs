@@ -273,6 +273,9 @@ unsafe fn tall_product(
 ) {
     let mut packed = super::packed_gemm::PackedB::default();
     packed.pack(k, n, b, trans_b == Transpose::Yes);
+    if let Some(bias) = bias {
+        packed.set_bias(bias);
+    }
     let threads = if split { rayon::current_num_threads() } else { 1 };
     let block = m.div_ceil(threads).div_ceil(kern.mr) * kern.mr;
     let c_ptr = SendPtr(c);
@@ -284,7 +287,7 @@ unsafe fn tall_product(
         // SAFETY: rows start .. start + rows of A (k values each, contiguous) are inside `a`; B is
         // packed for this CPU's kernels; rows start .. start + rows of C are inside its m·n values
         // (the caller's promise), and no other task touches them (the blocks are disjoint).
-        unsafe { packed_product(kern, rows, a_rows, packed, alpha, beta, c_ptr.0.add(start * n), n, bias) };
+        unsafe { packed_product(kern, rows, a_rows, packed, alpha, beta, c_ptr.0.add(start * n), n) };
     };
     if threads == 1 {
         run(0);

@@ -53,7 +53,8 @@ pub(crate) struct Strided {
 
 /// `op(B)` (`[k, n]`) packed once for the kernels of this CPU: `n.div_ceil(nr)` panels of `k × nr`
 /// values (p-major, the last panel zero-padded). Where the CPU has no kernel here, `op(B)`
-/// row-major (for `matrixmultiply`).
+/// row-major (for `matrixmultiply`). Optionally with a bias ([`PackedB::set_bias`]) that every
+/// product with it adds to each row of `C`.
 #[derive(Default)]
 pub(crate) struct PackedB {
     k: usize,
@@ -61,6 +62,8 @@ pub(crate) struct PackedB {
     /// Panel width: 0 when `data` is `op(B)` row-major.
     nr: usize,
     data: Vec<f32>,
+    /// The bias, zero-padded to whole panels (a tile reads `nr` values); empty: none.
+    bias: Vec<f32>,
 }
 
 impl PackedB {
@@ -74,12 +77,14 @@ impl PackedB {
         let (rs, cs) = if transposed { (1, k) } else { (n, 1) };
         (self.k, self.n) = (k, n);
         self.data.clear();
+        self.bias.clear(); // a new matrix: no bias until one is set
         match kernels() {
             Some(kern) => {
                 self.nr = kern.nr;
                 self.data.resize(n.div_ceil(kern.nr) * k * kern.nr, 0.0);
                 let nr = kern.nr;
-                for (panel, dst) in self.data.chunks_exact_mut(k * nr).enumerate() {
+                // (`max(1)`: with k = 0 there is nothing to pack, and no chunks of size 0.)
+                for (panel, dst) in self.data.chunks_exact_mut((k * nr).max(1)).enumerate() {
                     let j0 = panel * nr;
                     let cols = nr.min(n - j0);
                     if transposed {
@@ -105,6 +110,20 @@ impl PackedB {
         }
     }
 
+    /// Sets the bias (`n` values, after [`pack`](Self::pack)) that products with this matrix add to
+    /// every row of `C`, each tile as soon as its last block of the sum is stored: `x·Wᵀ + b` with
+    /// no pass over `C` afterwards (the same two roundings as adding it then). Reuses the buffer.
+    ///
+    /// # Panics
+    /// If `bias.len() != n`.
+    pub fn set_bias(&mut self, bias: &[f32]) {
+        assert_eq!(bias.len(), self.n, "PackedB: a bias of {} values for {} columns", bias.len(), self.n);
+        let padded = if self.nr == 0 { self.n } else { self.n.div_ceil(self.nr) * self.nr };
+        self.bias.clear();
+        self.bias.extend_from_slice(bias);
+        self.bias.resize(padded, 0.0);
+    }
+
     /// True if packed for `kern` (false if packed for `matrixmultiply`, or for another family:
     /// the ISA cannot change within a process, so only an empty `PackedB` is not `kern`'s).
     fn is_for(&self, kern: &Kernels) -> bool {
@@ -118,9 +137,10 @@ impl PackedB {
 }
 
 /// `C[m, n] = alpha · A · B + beta · C` with `kern`, on one thread; `C` has row stride `ldc`.
-/// `k ≥ 1` (the caller handles an empty sum). With `bias` (`n` values), each row of `C` then gets
-/// `+ bias` — added to each tile as soon as its last block of the sum is stored, while it is in
-/// L1, instead of by a pass over all of `C` afterwards (the same two roundings either way).
+/// `k ≥ 1` (the caller handles an empty sum). With `B`'s bias ([`PackedB::set_bias`]), each row
+/// of `C` then gets `+ bias` — added to each tile as soon as its last block of the sum is stored,
+/// while it is in L1, instead of by a pass over all of `C` afterwards (the same two roundings
+/// either way).
 ///
 /// # Safety
 /// `a` must describe a readable `m × k` matrix with contiguous rows (`cs == 1`) and `b` must be packed for `kern` with `k` rows
@@ -136,20 +156,11 @@ pub(crate) unsafe fn gemm(
     beta: f32,
     c: *mut f32,
     ldc: usize,
-    bias: Option<&[f32]>,
 ) {
     let (k, n, mr, nr) = (b.k, b.n, kern.mr, kern.nr);
     debug_assert!(k > 0 && b.is_for(kern) && a.cs == 1);
     let blocks = k.div_ceil(KC);
     let kc_max = k.div_ceil(blocks); // equal blocks: 300 steps are 150 + 150, not 256 + 44
-    // The bias cut into panels of nr values, the last zero-padded (a tile reads nr of them).
-    let bias_panels: Vec<Vec<f32>> = match bias {
-        Some(bias) => bias
-            .chunks(nr)
-            .map(|p| p.iter().copied().chain(std::iter::repeat(0.0)).take(nr).collect())
-            .collect(),
-        None => Vec::new(),
-    };
     for jc in (0..n).step_by(NC) {
         let panels = (NC.min(n - jc)).div_ceil(nr);
         for pc in (0..k).step_by(kc_max) {
@@ -170,9 +181,10 @@ pub(crate) unsafe fn gemm(
                         unsafe {
                             let a_tile = a.ptr.offset(i0 as isize * a.rs + pc as isize);
                             let c_tile = c.add(i0 * ldc + j0);
-                            // The bias with the last block of the sum only (null: none).
-                            let bias_j = match bias {
-                                Some(_) if pc + kc == k => bias_panels[panel].as_ptr(),
+                            // The bias with the last block of the sum only (null: none); the
+                            // padded bias holds nr values from each panel's first column.
+                            let bias_j = match b.bias.is_empty() {
+                                false if pc + kc == k => b.bias[j0..].as_ptr(),
                                 _ => std::ptr::null(),
                             };
                             let tile = kern.tile[rows - 1];
@@ -195,9 +207,9 @@ pub(crate) unsafe fn gemm(
     }
 }
 
-/// `C[m, n] = alpha · A · op(B) + beta · C` for `A` `[m, k]` with rows `lda` apart and `op(B)`
-/// packed once ([`PackedB`]), on this thread: the recurrent layers' per-step products. `C` is
-/// `[m, n]` row-major. Each row of `C` depends only on the same row of `A` (the same bits however
+/// `C[m, n] = alpha · A · op(B) + beta · C (+ B's bias on every row)` for `A` `[m, k]` with rows
+/// `lda` apart and `op(B)` packed once ([`PackedB`]), on this thread: the recurrent layers'
+/// per-step products. `C` is `[m, n]` row-major. Each row of `C` depends only on the same row of `A` (the same bits however
 /// the rows are grouped into calls).
 ///
 /// # Panics
@@ -219,20 +231,27 @@ pub(crate) fn gemm_packed_b(
     if m == 0 || n == 0 {
         return;
     }
+    let add_bias = |c: &mut [f32]| {
+        if !b.bias.is_empty() {
+            for row in c.chunks_exact_mut(n) {
+                row.iter_mut().zip(&b.bias).for_each(|(v, bias)| *v += bias);
+            }
+        }
+    };
     if let Some(b) = b.row_major() {
         let no = super::gemm::Transpose::No;
         super::gemm::sgemm_strided((m, k, n), alpha, (a, lda, no), (b, n, no), beta, (c, n));
-        return;
+        return add_bias(c);
     }
     let kern = kernels().expect("a PackedB with panels exists only where the kernels do");
     if k == 0 {
         c.iter_mut().for_each(|v| *v = if beta == 0.0 { 0.0 } else { *v * beta });
-        return;
+        return add_bias(c);
     }
     let a = Strided { ptr: a.as_ptr(), rs: lda as isize, cs: 1 };
     // SAFETY: A is m × k with rows lda apart inside its slice (checked above), B is packed for this CPU's kernels (the ISA
     // cannot change within a process), and C is m × n row-major, borrowed mutably for the call.
-    unsafe { gemm(kern, m, a, b, alpha, beta, c.as_mut_ptr(), n, None) };
+    unsafe { gemm(kern, m, a, b, alpha, beta, c.as_mut_ptr(), n) };
 }
 
 #[cfg(test)]
@@ -270,6 +289,30 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// With a bias: the product, then `+ bias` on every row — the same bits, whether the sum is
+    /// one block of `KC` or several (the bias comes with the last), the last panel partial or
+    /// not; a new `pack` drops the bias.
+    #[test]
+    fn a_bias_is_added_to_every_row_once() {
+        for (m, k, n) in [(1, 1, 1), (7, 3, 37), (13, 600, 50), (20, 0, 9)] {
+            let (a, b, bias) = (values(m * k, 0.6), values(k * n, 0.7), values(n, 0.8));
+            let mut packed = PackedB::default();
+            packed.pack(k, n, &b, false);
+            let mut plain = vec![0.0; m * n];
+            gemm_packed_b(m, 0.5, (&a, k), &packed, 0.0, &mut plain);
+            packed.set_bias(&bias);
+            let mut with_bias = vec![f32::NAN; m * n];
+            gemm_packed_b(m, 0.5, (&a, k), &packed, 0.0, &mut with_bias);
+            for (i, (got, p)) in with_bias.iter().zip(&plain).enumerate() {
+                assert_eq!(got.to_bits(), (p + bias[i % n]).to_bits(), "{m}×{k}×{n}: C[{i}]");
+            }
+            packed.pack(k, n, &b, false);
+            let mut again = vec![0.0; m * n];
+            gemm_packed_b(m, 0.5, (&a, k), &packed, 0.0, &mut again);
+            assert_eq!(again, plain, "{m}×{k}×{n}: the bias outlived a new pack");
         }
     }
 

@@ -678,13 +678,15 @@ impl<C: Cell> Recurrent<C> {
         reuse(&mut self.a, n * g);
         reuse(&mut self.b, n * g);
         // a_t = x_t·W_ihᵀ + b_ih and b_t = h_{t−1}·W_hhᵀ + b_hh: both weights packed once for the
-        // whole walk.
+        // whole walk, with their biases (added to each tile of the product while it is in
+        // registers, not by a pass over a_t and b_t).
         if let StepInput::Dense(_) = input {
             self.packed_ih.pack(f, g, self.weight_ih.value.data(), true);
+            self.packed_ih.set_bias(self.bias_ih.value.data());
         }
         self.packed_hh.pack(h, g, self.weight_hh.value.data(), true);
+        self.packed_hh.set_bias(self.bias_hh.value.data());
         let (cell, lengths, projected) = (&self.cell, &self.lengths, &self.projected);
-        let (bias_ih, bias_hh) = (self.bias_ih.value.data(), self.bias_hh.value.data());
         let (packed_ih, packed_hh) = (&self.packed_ih, &self.packed_hh);
         let (hs, cs, saved) =
             (Shared::new(&mut self.hs), Shared::new(&mut self.cs), Shared::new(&mut self.saved));
@@ -717,15 +719,15 @@ impl<C: Cell> Recurrent<C> {
                 if let StepInput::Dense(x) = input {
                     // x_t of this block: rows x[s, t] for s0 ≤ s < s0 + r, T·F apart.
                     let x_t = &x.data()[(s0 * t_len + t) * f..];
-                    gemm_packed_b(r, 1.0, (x_t, t_len * f), packed_ih, 0.0, a_t); // a_t = x_t·W_ihᵀ
+                    gemm_packed_b(r, 1.0, (x_t, t_len * f), packed_ih, 0.0, a_t); // a_t = x_t·W_ihᵀ + b_ih
                 }
-                gemm_packed_b(r, 1.0, (h_prev, h), packed_hh, 0.0, b_t); // b_t = h_{t−1}·W_hhᵀ
+                gemm_packed_b(r, 1.0, (h_prev, h), packed_hh, 0.0, b_t); // b_t = h_{t−1}·W_hhᵀ + b_hh
                 for (i, ((((hn, cn), saved), b), a)) in h_now
                     .chunks_exact_mut(h)
                     .zip(c_now.chunks_exact_mut(h))
                     .zip(saved_t.chunks_exact_mut(sv))
-                    .zip(b_t.chunks_exact_mut(g))
-                    .zip(a_t.chunks_exact_mut(g))
+                    .zip(b_t.chunks_exact(g))
+                    .zip(a_t.chunks_exact(g))
                     .enumerate()
                 {
                     let (hp, cp) = (&h_prev[i * h..][..h], &c_prev[i * h..][..h]);
@@ -735,13 +737,9 @@ impl<C: Cell> Recurrent<C> {
                         continue;
                     }
                     let a: &[f32] = match input {
-                        StepInput::Dense(_) => {
-                            a.iter_mut().zip(bias_ih).for_each(|(v, bias)| *v += bias); // + b_ih
-                            a
-                        }
+                        StepInput::Dense(_) => a,
                         StepInput::Embedded(ids) => &projected[ids[(s0 + i) * t_len + t] * g..][..g], // P[id]
                     };
-                    b.iter_mut().zip(bias_hh).for_each(|(v, bias)| *v += bias); // + b_hh
                     // (h_t, c_t) = cell(a_t, b_t, h_{t−1}, c_{t−1})
                     cell.forward_step(a, b, hp, cp, hn, cn, saved);
                 }
