@@ -14,6 +14,13 @@
 //! 4 lanes, outside the AVX-512 context `wide!` set up: GELU's backward loop ran that way until
 //! `perf annotate` showed `xmm` registers in a `Zip::fold` at 8.6 % of a GPT step.
 //!
+//! The same holds for closures: a closure is a function of its own, compiled without the target
+//! features of the function that defines it unless it is inlined there. The attention head kernel
+//! (`layers/attention_head.rs`, generic over its register type) first called a closure per block:
+//! every intrinsic in it became a call (`perf`: `_mm256_fmadd_ps` as a symbol at 40 % of an
+//! encoder's inference, the rows 2–3× slower). Kernels generic over an ISA are `#[inline(always)]`
+//! functions with plain loops, called from one `#[target_feature]` function per ISA.
+//!
 //! Tried and dropped: the same for max pooling's plane loops — no measurable change in a training
 //! step (alternating builds of the private walkthrough, 4 rounds); that loop is bound by memory.
 
