@@ -124,9 +124,21 @@ macro_rules! wide {
         {
             match $crate::tensor::simd::isa() {
                 // SAFETY: `isa` returns an ISA only when the CPU supports it.
-                $crate::tensor::simd::Isa::Avx512 => unsafe { $crate::tensor::simd::with_avx512(|| $e) },
+                // `#[inline(always)]` on the closure: otherwise the compiler may keep it out of line,
+                // compiled without the ISA (see the module docs).
+                $crate::tensor::simd::Isa::Avx512 => unsafe {
+                    $crate::tensor::simd::with_avx512(
+                        #[inline(always)]
+                        || $e,
+                    )
+                },
                 // SAFETY: as above.
-                $crate::tensor::simd::Isa::Avx2 => unsafe { $crate::tensor::simd::with_avx2(|| $e) },
+                $crate::tensor::simd::Isa::Avx2 => unsafe {
+                    $crate::tensor::simd::with_avx2(
+                        #[inline(always)]
+                        || $e,
+                    )
+                },
                 $crate::tensor::simd::Isa::Baseline => $e,
             }
         }
