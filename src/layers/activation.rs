@@ -764,10 +764,14 @@ mod tests {
         let g: Vec<f32> = (0..n).map(|k| (k as f32 * 0.11).cos()).collect();
         let run = |isa: crate::tensor::simd::Isa| {
             let (mut y, mut dx) = (vec![0.0; n], vec![0.0; n]);
-            crate::tensor::simd::run_with(isa, || {
-                gelu_loop(&x, &mut y);
-                gelu_backward_loop(&g, &x, &mut dx);
-            });
+            crate::tensor::simd::run_with(
+                isa,
+                #[inline(always)]
+                || {
+                    gelu_loop(&x, &mut y);
+                    gelu_backward_loop(&g, &x, &mut dx);
+                },
+            );
             (
                 y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                 dx.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),

@@ -5,18 +5,18 @@
 //! encoder's inference).
 //!
 //! Instead, `Kᵀ` is laid out once per head (`d` rows of `T_k` values, a few kilobytes), and each
-//! block of four queries is multiplied straight from `Q`'s rows: query values broadcast, a
+//! block of four (AVX-512) or six (AVX2) queries is multiplied straight from `Q`'s rows: query values broadcast, a
 //! register of keys per lane group, several registers of keys at a time — each score a chain of
 //! fused multiply-adds over `p = 0 … d − 1` in order, then scaled by `1/√d`, as
 //! `matrixmultiply`'s kernel does. The scores of keys a block of queries may not see (beyond the
 //! memory's length, or after the last query under a causal mask) are not computed: the softmax
-//! zeroes them anyway. `O = P·V` likewise: four rows of `P` broadcast against `V`'s rows, a few
+//! zeroes them anyway. `O = P·V` likewise: the block's rows of `P` broadcast against `V`'s rows, a few
 //! registers of columns at a time, stopping at the last key the block sees.
 //!
 //! One generic kernel, written once over the [`Vector`] operations it needs, compiled twice:
-//! AVX-512 (16 lanes; four registers of 64 keys, and `d_v` up to 64 in one pass) and AVX2 with
-//! FMA (8 lanes; 16 ymm registers hold four rows' sums over two registers, so keys go 16 at a
-//! time and `V`'s columns in passes of 16).
+//! AVX-512 (16 lanes; four queries against four registers of 16 keys, 64 keys a pass, and `d_v` up
+//! to 64 in one pass) and AVX2 with FMA (8 lanes; 16 ymm registers hold six queries' sums over two
+//! registers each, so keys go 16 at a time and `V`'s columns in passes of 16).
 //!
 //! [`super::attention`]'s `head_forward` through `sgemm_strided` is the definition; the test
 //! `fast_heads_match_the_definition` compares the two on awkward shapes, masks included.
@@ -299,6 +299,7 @@ unsafe fn scores_block<W: Vector, const R: usize, const G: usize>(
 unsafe fn values_in<W: Vector, const R: usize, const C: usize>(
     (rows, p, ldp, v, ldv, seen, dv, o, ldo): ValuesArgs,
 ) {
+    debug_assert!(dv.is_multiple_of(W::LANES) && C <= 4, "d_v {dv} in whole registers, passes of ≤ 4");
     // SAFETY: the caller's promises; each pass covers columns col .. col + regs·LANES ≤ dv.
     unsafe {
         let each_row = if rows == R { 1 } else { rows };
@@ -311,11 +312,12 @@ unsafe fn values_in<W: Vector, const R: usize, const C: usize>(
                     (true, 1) => values_block::<W, R, 1>(args),
                     (true, 2) => values_block::<W, R, 2>(args),
                     (true, 3) => values_block::<W, R, 3>(args),
-                    (true, _) => values_block::<W, R, 4>(args),
+                    (true, 4) => values_block::<W, R, 4>(args),
                     (false, 1) => values_block::<W, 1, 1>(args),
                     (false, 2) => values_block::<W, 1, 2>(args),
                     (false, 3) => values_block::<W, 1, 3>(args),
-                    (false, _) => values_block::<W, 1, 4>(args),
+                    (false, 4) => values_block::<W, 1, 4>(args),
+                    _ => unreachable!("a pass of {regs} registers"), // 1 ≤ regs ≤ C ≤ 4
                 }
                 col += regs * W::LANES;
             }

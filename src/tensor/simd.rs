@@ -89,7 +89,8 @@ pub(crate) unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Runs `f` compiled for `isa` if the CPU has it (returns the ISA used), else for the baseline:
-/// for tests that compare the compilations of a loop.
+/// for tests that compare the compilations of a loop. Pass an `#[inline(always)]` closure, as
+/// `wide!` does: one left out of line is compiled for the baseline whatever `isa` says.
 #[cfg(test)]
 pub(crate) fn run_with(isa: Isa, f: impl FnOnce()) -> Isa {
     #[cfg(target_arch = "x86_64")]

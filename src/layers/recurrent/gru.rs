@@ -133,11 +133,15 @@ mod tests {
         let run = |isa: crate::tensor::simd::Isa| {
             let (mut h, mut saved) = (vec![0.0; hn], vec![0.0; 4 * hn]);
             let (mut da, mut db, mut dh_prev) = (vec![0.0; 3 * hn], vec![0.0; 3 * hn], vec![0.0; hn]);
-            let mut step = || {
-                forward(&a, &b, &h_prev, &mut h, &mut saved);
-                backward(&saved, &h_prev, &dh, &mut da, &mut db, &mut dh_prev);
-            };
-            crate::tensor::simd::run_with(isa, &mut step);
+            // #[inline(always)]: compiled inside run_with's ISA, not out of line for the baseline.
+            crate::tensor::simd::run_with(
+                isa,
+                #[inline(always)]
+                || {
+                    forward(&a, &b, &h_prev, &mut h, &mut saved);
+                    backward(&saved, &h_prev, &dh, &mut da, &mut db, &mut dh_prev);
+                },
+            );
             (h, saved, da, db, dh_prev)
         };
         use crate::tensor::simd::Isa;

@@ -160,11 +160,15 @@ mod tests {
             let (mut da, mut db, mut dh_prev, mut dc_prev) =
                 (vec![0.0; 4 * hn], vec![0.0; 4 * hn], vec![1.0; hn], vec![0.0; hn]);
             let (dh, dc) = (v(hn, 0.4), v(hn, 0.5));
-            let mut step = || {
-                forward(&a, &b, &c_prev, &mut h, &mut c, &mut saved);
-                backward(&saved, &c_prev, &c, &dh, &dc, &mut da, &mut db, &mut dh_prev, &mut dc_prev);
-            };
-            crate::tensor::simd::run_with(isa, &mut step);
+            // #[inline(always)]: compiled inside run_with's ISA, not out of line for the baseline.
+            crate::tensor::simd::run_with(
+                isa,
+                #[inline(always)]
+                || {
+                    forward(&a, &b, &c_prev, &mut h, &mut c, &mut saved);
+                    backward(&saved, &c_prev, &c, &dh, &dc, &mut da, &mut db, &mut dh_prev, &mut dc_prev);
+                },
+            );
             (h, c, saved, da, db, dc_prev)
         };
         use crate::tensor::simd::Isa;
