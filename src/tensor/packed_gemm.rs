@@ -231,11 +231,10 @@ pub(crate) fn gemm_packed_b(
     if m == 0 || n == 0 {
         return;
     }
+    // The paths without a tile epilogue add the bias afterwards (its first n values: unpadded).
     let add_bias = |c: &mut [f32]| {
         if !b.bias.is_empty() {
-            for row in c.chunks_exact_mut(n) {
-                row.iter_mut().zip(&b.bias).for_each(|(v, bias)| *v += bias);
-            }
+            super::parallel::add_to_rows(c, &b.bias[..n]);
         }
     };
     if let Some(b) = b.row_major() {
