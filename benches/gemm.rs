@@ -11,7 +11,7 @@
 //! `gemm_tall` compares, on one thread, the crate's `sgemm` with `matrixmultiply::sgemm` called
 //! directly, on the projections of a Transformer (`[N·T, E]` against `[E, 3E]`, …) and on an
 //! MLP's short batch: the shapes where `sgemm` uses the crate's own packed kernel, and one where
-//! it does not.
+//! it does not. `gemm_long_sum` does the same for weight gradients `Gᵀ·X` over many rows.
 //!
 //! Run: `cargo bench --bench gemm` (one group: `cargo bench --bench gemm -- gemm_tall`)
 
@@ -155,10 +155,59 @@ fn tall_products(c: &mut Criterion) {
     g.finish();
 }
 
+/// `Gᵀ·X` summed over a long `k`: the weight gradients of a sequence model (`[4H, N·T]` against
+/// `[N·T, I]`: the LSTM of the side-by-side, hidden 200, input 100, batch 100 × 50 steps; the
+/// GRU's `3H`) and of the Transformer encoder (`N·T = 2048`, embed 128, feed-forward 512): the
+/// crate's `sgemm` (its own kernel, `Gᵀ` copied into slivers) against `matrixmultiply` on the
+/// same operands, both on one thread, accumulating into `C` as the layers do (`beta = 1`).
+fn long_sums(c: &mut Criterion) {
+    backprop::alloc_tuning::tune_allocator(); // a benchmark owns its process
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a one-thread pool");
+    let mut g = c.benchmark_group("gemm_long_sum");
+    for (m, k, n) in
+        [(800, 5000, 100), (800, 5000, 200), (600, 5000, 200), (384, 2048, 128), (128, 2048, 512)]
+    {
+        let (g_t, x, mut out) = operands(m, k, n); // g_t: [k, m], used transposed; x: [k, n]
+        g.throughput(Throughput::Elements(2 * (m * k * n) as u64));
+        let shape = format!("{m}x{k}x{n}");
+        g.bench_function(BenchmarkId::new("backprop_sgemm", &shape), |bench| {
+            one.install(|| {
+                bench.iter(|| {
+                    sgemm(m, k, n, 1.0, black_box(&g_t), Transpose::Yes, &x, Transpose::No, 1.0, &mut out)
+                })
+            })
+        });
+        g.bench_function(BenchmarkId::new("matrixmultiply", &shape), |bench| {
+            bench.iter(|| {
+                // SAFETY: g_t is k×m row-major (m×k with strides 1, m), x is k×n row-major, out m×n.
+                unsafe {
+                    matrixmultiply::sgemm(
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        black_box(g_t.as_ptr()),
+                        1,
+                        m as isize,
+                        x.as_ptr(),
+                        n as isize,
+                        1,
+                        1.0,
+                        out.as_mut_ptr(),
+                        n as isize,
+                        1,
+                    )
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = squares, network_shapes, tall_products
+    targets = squares, network_shapes, tall_products, long_sums
 }
 criterion_main!(benches);

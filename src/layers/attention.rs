@@ -34,7 +34,9 @@
 use super::{InputGrad, Layer, Param, Pass, State, StateMut, Visit, check_grad, checked_output, shape_error};
 use crate::error::Result;
 use crate::privacy::per_example::{PerExample, PerExampleGrads};
-use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm, sgemm_new, sgemm_plus_rows, sgemm_strided};
+use crate::tensor::gemm::{
+    Transpose::No, Transpose::Yes, sgemm, sgemm_new, sgemm_plus_rows, sgemm_strided, weight_gradients,
+};
 use crate::tensor::init::Init;
 use crate::tensor::math::exp_fast;
 use crate::tensor::parallel::for_row_blocks;
@@ -401,14 +403,12 @@ impl MultiHeadAttention {
     fn accumulate_parameter_grads(&mut self, dy: &Tensor, dq: &[f32], dkv: &[f32]) {
         let (n, tq, tk, e) = (self.x.dim(0), self.x.dim(1), self.memory_steps(), self.embed);
         let xm = self.memory.as_ref().unwrap_or(&self.x);
-        sgemm(e, n * tq, e, 1.0, dy.data(), Yes, &self.o, No, 1.0, self.out_proj_weight.grad.data_mut());
+        let (dw_out, db_out) = (self.out_proj_weight.grad.data_mut(), self.out_proj_bias.grad.data_mut());
+        weight_gradients((e, n * tq, e), dy.data(), &self.o, dw_out, db_out);
         let (dw_q, dw_kv) = self.in_proj_weight.grad.data_mut().split_at_mut(e * e);
-        sgemm(e, n * tq, e, 1.0, dq, Yes, self.x.data(), No, 1.0, dw_q);
-        sgemm(2 * e, n * tk, e, 1.0, dkv, Yes, xm.data(), No, 1.0, dw_kv);
-        add_rows(self.out_proj_bias.grad.data_mut(), dy.data());
         let (db_q, db_kv) = self.in_proj_bias.grad.data_mut().split_at_mut(e);
-        add_rows(db_q, dq);
-        add_rows(db_kv, dkv);
+        weight_gradients((e, n * tq, e), dq, self.x.data(), dw_q, db_q);
+        weight_gradients((2 * e, n * tk, e), dkv, xm.data(), dw_kv, db_kv);
     }
 
     /// `(dX_q, dX_m) = (dQ·W_q, d[K|V]·W_kv)`.
@@ -600,7 +600,7 @@ fn sdpa_shapes(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(usize, usize, usiz
 }
 
 /// `row[j] ← softmax(row[..allowed])[j]` for `j < allowed`, 0 after: the masked keys get no
-/// weight. `allowed ≥ 1`. The fast form of [`softmax_prefix_reference`] (the definition, which the
+/// weight. `allowed ≥ 1`. The fast form of `softmax_prefix_reference` (the definition, which the
 /// tests compare it with): [`exp_fast`] instead of `f32::exp`, and the maximum and the sum in 16
 /// running parts folded by halves, so that every loop vectorises (16 wide with AVX-512; the same
 /// bits on every instruction set).

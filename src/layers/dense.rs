@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::onnx::OnnxLayer;
 use crate::privacy::per_example::PerExample;
 use crate::tensor::Tensor;
-use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm, sgemm_new};
+use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm, sgemm_new, weight_gradients};
 use crate::tensor::init::Init;
 
 /// Fully connected layer `y = x·Wᵀ + b`. See the [module docs](self) for the math.
@@ -193,9 +193,18 @@ impl Layer for Dense {
         self.check_kept();
         check_grad("Dense", &self.out_shape, g);
         let (rows, i, o) = (g.len() / self.outputs(), self.inputs(), self.outputs());
-        sgemm(o, rows, i, 1.0, g.data(), Yes, self.input.data(), No, 1.0, self.weight.grad.data_mut()); // dW += gᵀ·x
-        if let Some(b) = &mut self.bias {
-            crate::tensor::add_rows(b.grad.data_mut(), g.data()); // db += Σₙ g
+        match &mut self.bias {
+            // dW += gᵀ·x, db += Σₙ g
+            Some(b) => weight_gradients(
+                (o, rows, i),
+                g.data(),
+                self.input.data(),
+                self.weight.grad.data_mut(),
+                b.grad.data_mut(),
+            ),
+            None => {
+                sgemm(o, rows, i, 1.0, g.data(), Yes, self.input.data(), No, 1.0, self.weight.grad.data_mut())
+            } // dW += gᵀ·x
         }
         input_grad.is_needed().then(|| self.input_gradient(g))
     }

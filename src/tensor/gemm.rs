@@ -20,7 +20,7 @@
 use super::Tensor;
 use super::dot::dot_rows;
 use super::packed_gemm::{Strided, gemm as packed_product};
-use super::parallel::add_to_rows;
+use super::parallel::{add_rows, add_to_rows};
 use super::simd::wide;
 
 /// Whether an operand of a GEMM is used as stored or transposed.
@@ -168,6 +168,45 @@ pub(crate) fn sgemm_plus_rows(
     unsafe { sgemm_raw((m, k, n), 1.0, (a, trans_a), (b, trans_b), 0.0, c.as_mut_ptr(), Some(bias)) }
 }
 
+/// A layer's weight and bias gradients from every row at once: `dW += Gᵀ·X` and `db += Σ_p G[p, :]`
+/// for `G` `[k, m]` (the gradients at the layer's outputs, one row per sample or step) and `X`
+/// `[k, n]` (its inputs), all row-major; `dW` is `[m, n]`, `db` `m` values.
+///
+/// Where the product goes to the crate's own kernel (a long sum, `k` ≫ `m`, `n`), the column sums
+/// are taken while `G` is copied into the kernel's slivers: one pass over `G` instead of two.
+/// Otherwise `sgemm` then [`add_rows`]. `db` gets the same bits either
+/// way (each column summed in order of `p`).
+///
+/// # Panics
+/// If a slice's length is not the one its shape requires.
+pub(crate) fn weight_gradients(
+    (m, k, n): (usize, usize, usize),
+    g: &[f32],
+    x: &[f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    let fits = |len: usize, rows: usize, cols: usize| rows.checked_mul(cols) == Some(len);
+    assert!(fits(g.len(), k, m), "weight gradients: G has {} elements, expected {k}×{m}", g.len());
+    assert!(fits(x.len(), k, n), "weight gradients: X has {} elements, expected {k}×{n}", x.len());
+    assert!(fits(dw.len(), m, n), "weight gradients: dW has {} elements, expected {m}×{n}", dw.len());
+    assert_eq!(db.len(), m, "weight gradients: db has {} elements, expected {m}", db.len());
+    if m > 0
+        && n > 0
+        && is_long_sum(m, k, n)
+        && let Some(kern) = super::microkernel::kernels()
+    {
+        let split = rayon::current_num_threads() > 1
+            && rayon::current_thread_index().is_none()
+            && m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS;
+        // SAFETY: g, x and dw hold k·m, k·n and m·n elements (checked), dw borrowed mutably.
+        unsafe { long_sum_product(kern, (m, k, n), 1.0, g, x, 1.0, dw.as_mut_ptr(), Some(db), split) };
+        return;
+    }
+    sgemm(m, k, n, 1.0, g, Transpose::Yes, x, Transpose::No, 1.0, dw);
+    add_rows(db, g);
+}
+
 /// [`sgemm`]'s product for `m, n, k ≥ 1` (`m ≥ 2` or any): the split across threads and the
 /// calls of the kernel, on a raw `C`.
 ///
@@ -198,13 +237,23 @@ unsafe fn sgemm_raw(
     // Split only from outside the pool (inside it, this product is one task among many), and
     // only large products: a split wakes the pool and waits.
     let split = threads > 1 && rayon::current_thread_index().is_none() && macs >= PARALLEL_MIN_MACS;
-    if trans_a == Transpose::No
-        && is_tall(m, k, n)
-        && let Some(kern) = super::microkernel::kernels()
-    {
-        // SAFETY: as for this function (the caller's promise), passed on.
-        unsafe { tall_product(kern, (m, k, n), alpha, a, (b, trans_b), beta, (c, bias), split) };
-        return;
+    if let Some(kern) = super::microkernel::kernels() {
+        if trans_a == Transpose::No && is_tall(m, k, n) {
+            // SAFETY: as for this function (the caller's promise), passed on.
+            unsafe { tall_product(kern, (m, k, n), alpha, a, (b, trans_b), beta, (c, bias), split) };
+            return;
+        }
+        if trans_a == Transpose::Yes && trans_b == Transpose::No && is_long_sum(m, k, n) {
+            // SAFETY: as for this function (the caller's promise), passed on; then C's m·n values
+            // are initialised and only this call touches them.
+            unsafe {
+                long_sum_product(kern, (m, k, n), alpha, a, b, beta, c, None, split);
+                if let Some(bias) = bias {
+                    add_to_rows(std::slice::from_raw_parts_mut(c, m * n), bias);
+                }
+            }
+            return;
+        }
     }
     if let Some(bias) = bias {
         // SAFETY: as below, then C's m·n values are initialised and only this call touches them.
@@ -254,6 +303,20 @@ fn is_tall(m: usize, k: usize, n: usize) -> bool {
     m >= 512 && m >= 4 * k.max(n)
 }
 
+/// Whether a product `Gᵀ·X` (`op(A)` transposed, `B` as stored) goes to the crate's own kernel: a
+/// long sum over many rows of `G` and `X` into a small `C` — a weight gradient over every sample
+/// and step, `[4H, N·T]·[N·T, I]` — with both operands copied into panels block by block
+/// ([`gemm_long_sum`](super::packed_gemm::gemm_long_sum)). On the AMD EPYC (AVX2) of
+/// docs/benchmarks.md it runs level with `matrixmultiply` (one thread, GFLOP/s, crate vs
+/// `matrixmultiply`, `cargo bench --bench gemm -- gemm_long_sum`: 800 × 5000 × 100 69.5 vs 70.5,
+/// 800 × 5000 × 200 78.2 vs 79.3, 384 × 2048 × 128 81.1 vs 80.4, 128 × 2048 × 512 68.1 vs 72.1);
+/// what it adds is [`weight_gradients`]' bias sums taken during the copy of `G` (one pass over
+/// `G` instead of two), and on AVX-512 the 12 × 32 tile. Decided by the shape alone, so the same
+/// kernel (and the same bits) on any number of threads.
+fn is_long_sum(m: usize, k: usize, n: usize) -> bool {
+    k >= 512 && k >= 4 * m.max(n)
+}
+
 /// [`sgemm_raw`]'s product on the crate's kernel: `op(B)` packed once on the calling thread, then
 /// the rows of `A` and `C` cut into one block per thread (a multiple of `mr` rows) when `split`.
 /// Each row of `C` is the same chain of multiply-adds however the rows are cut.
@@ -276,23 +339,72 @@ unsafe fn tall_product(
     if let Some(bias) = bias {
         packed.set_bias(bias);
     }
-    let threads = if split { rayon::current_num_threads() } else { 1 };
-    let block = m.div_ceil(threads).div_ceil(kern.mr) * kern.mr;
-    let c_ptr = SendPtr(c);
     let packed = &packed;
-    let run = move |start: usize| {
+    let c_ptr = SendPtr(c);
+    let run = move |start: usize, rows: usize| {
         let c_ptr = c_ptr;
-        let rows = block.min(m - start);
         let a_rows = Strided { ptr: a[start * k..].as_ptr(), rs: k as isize, cs: 1 };
         // SAFETY: rows start .. start + rows of A (k values each, contiguous) are inside `a`; B is
-        // packed for this CPU's kernels; rows start .. start + rows of C are inside its m·n values
-        // (the caller's promise), and no other task touches them (the blocks are disjoint).
+        // packed for this CPU's kernels; rows start .. start + rows of C are inside its m·n
+        // values (the caller's promise), and no other task touches them (the blocks are disjoint).
         unsafe { packed_product(kern, rows, a_rows, packed, alpha, beta, c_ptr.0.add(start * n), n) };
     };
+    in_row_blocks(m, kern.mr, split, run);
+}
+
+/// [`sgemm_raw`]'s `Aᵀ·B` summed over a long `k` on the crate's kernel
+/// ([`gemm_long_sum`](super::packed_gemm::gemm_long_sum)): the rows of `C` (columns of the stored
+/// `A`) cut into one block per thread when `split`, each block's operands copied into panels by
+/// its own thread. Each element of `C` is the same chain of multiply-adds however the rows are cut.
+///
+/// # Safety
+/// As [`sgemm_raw`]; `A` is `[k, m]` and `B` `[k, n]`, row-major.
+#[allow(clippy::too_many_arguments)] // sgemm's operands
+unsafe fn long_sum_product(
+    kern: &'static super::microkernel::Kernels,
+    (m, k, n): (usize, usize, usize),
+    alpha: f32,
+    a: &[f32],
+    b: &[f32],
+    beta: f32,
+    c: *mut f32,
+    sums: Option<&mut [f32]>,
+    split: bool,
+) {
+    let c_ptr = SendPtr(c);
+    let sums_ptr = sums.map(|s| {
+        assert_eq!(s.len(), m, "gemm: {} column sums for {m} columns of A", s.len());
+        SendPtr(s.as_mut_ptr())
+    });
+    let run = move |start: usize, rows: usize| {
+        let (c_ptr, sums_ptr) = (c_ptr, sums_ptr);
+        let (a_block, b_rows) = ((a[start..].as_ptr(), m), (b.as_ptr(), n));
+        // SAFETY: columns start .. start + rows of A's k rows (m apart) are inside `a`, B's k rows
+        // of n inside `b`; rows start .. start + rows of C are inside its m·n values (the
+        // caller's promise) and sums start .. start + rows inside the m sums (checked), and no
+        // other task touches them (the blocks are disjoint).
+        unsafe {
+            let c_rows = (c_ptr.0.add(start * n), n);
+            let sums = sums_ptr.map(|s| std::slice::from_raw_parts_mut(s.0.add(start), rows));
+            super::packed_gemm::gemm_long_sum(kern, (rows, k, n), alpha, a_block, b_rows, beta, c_rows, sums)
+        };
+    };
+    in_row_blocks(m, kern.mr, split, run);
+}
+
+/// Runs `run(start, rows)` on all `m` rows, or (when `split`) on one block per rayon thread, each
+/// a multiple of `mr` rows, as parallel tasks.
+fn in_row_blocks(m: usize, mr: usize, split: bool, run: impl Fn(usize, usize) + Send + Sync + Copy) {
+    let threads = if split { rayon::current_num_threads() } else { 1 };
+    let block = m.div_ceil(threads).div_ceil(mr) * mr;
     if threads == 1 {
-        run(0);
+        run(0, m);
     } else {
-        rayon::scope(|s| (0..m).step_by(block).for_each(|start| s.spawn(move |_| run(start))));
+        rayon::scope(|s| {
+            for start in (0..m).step_by(block) {
+                s.spawn(move |_| run(start, block.min(m - start)));
+            }
+        });
     }
 }
 
@@ -531,28 +643,81 @@ mod tests {
         }
     }
 
-    /// The tall products (the crate's own kernel): every row count around the tile's height, `B`
-    /// as stored and transposed, `k` across a block boundary, with and without `beta` — against the
-    /// definition, and bit for bit the same on 1, 2 and 3 threads (rows cut differently).
+    /// `weight_gradients`: `dW += Gᵀ·X` as `sgemm` computes it, and `db += Σ G` with the bits of
+    /// `add_rows` (each column summed in order), on a long sum (the column sums taken while `G` is
+    /// copied, the rows of `dW` split across threads) and on a short one (two passes); against
+    /// the definition too.
     #[test]
-    fn tall_products_match_the_definition_on_any_thread_count() {
-        for (m, k, n, trans_b, beta) in [
-            (512, 7, 3, Transpose::No, 0.0),
-            (2048, 128, 384, Transpose::Yes, 0.0),
-            (1337, 300, 40, Transpose::No, 0.5),
-            (6400, 64, 64, Transpose::Yes, -1.0),
+    fn weight_gradients_are_the_product_and_the_row_sums() {
+        for (m, k, n) in [(37, 1000, 21), (800, 5000, 3), (20, 64, 10), (13, 700, 0)] {
+            let g: Vec<f32> = (0..k * m).map(|i| ((i * 37 % 101) as f32 - 50.0) / 29.0).collect();
+            let x: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 31.0).collect();
+            let dw0: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32 - 3.0).collect();
+            let db0: Vec<f32> = (0..m).map(|i| (i % 5) as f32 * 0.3).collect();
+            let (mut dw, mut db) = (dw0.clone(), db0.clone());
+            weight_gradients((m, k, n), &g, &x, &mut dw, &mut db);
+            let mut want_dw = dw0.clone();
+            sgemm(m, k, n, 1.0, &g, Transpose::Yes, &x, Transpose::No, 1.0, &mut want_dw);
+            let mut want_db = db0.clone();
+            add_rows(&mut want_db, &g);
+            assert!(dw.iter().zip(&want_dw).all(|(a, b)| a.to_bits() == b.to_bits()), "{m}×{k}×{n}: dW");
+            assert!(db.iter().zip(&want_db).all(|(a, b)| a.to_bits() == b.to_bits()), "{m}×{k}×{n}: db");
+            let defined = gemm_reference((m, k, n), 1.0, &g, Transpose::Yes, &x, Transpose::No, 1.0, &dw0);
+            for (got, want) in dw.iter().zip(&defined) {
+                assert!((got - want).abs() <= 1e-3 * (1.0 + want.abs()), "{m}×{k}×{n}: {got} vs {want}");
+            }
+        }
+    }
+
+    /// The products on the crate's own kernel — tall `A`s, and long sums `Gᵀ·X` (`A` transposed,
+    /// copied into slivers): every row count around the tile's height, `B` as stored and
+    /// transposed, `k` across a block boundary, with and without `beta` — against the definition,
+    /// and bit for bit the same on 1, 2 and 3 threads (rows cut differently).
+    #[test]
+    fn own_kernel_products_match_the_definition_on_any_thread_count() {
+        for (m, k, n, trans_a, trans_b, beta) in [
+            (512, 7, 3, Transpose::No, Transpose::No, 0.0),
+            (2048, 128, 384, Transpose::No, Transpose::Yes, 0.0),
+            (1337, 300, 40, Transpose::No, Transpose::No, 0.5),
+            (6400, 64, 64, Transpose::No, Transpose::Yes, -1.0),
+            (7, 512, 3, Transpose::Yes, Transpose::No, 0.0),
+            (200, 1000, 37, Transpose::Yes, Transpose::No, 1.0),
+            (151, 700, 150, Transpose::Yes, Transpose::No, 0.0),
+            (30, 3000, 600, Transpose::Yes, Transpose::No, 0.0),
         ] {
-            assert!(is_tall(m, k, n));
+            match trans_a {
+                Transpose::No => assert!(is_tall(m, k, n)),
+                Transpose::Yes => assert!(is_long_sum(m, k, n)),
+            }
             let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 29.0).collect();
             let b: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 31.0).collect();
             let c0: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32 - 3.0).collect();
-            let want = gemm_reference((m, k, n), 0.75, &a, Transpose::No, &b, trans_b, beta, &c0);
+            let want = gemm_reference((m, k, n), 0.75, &a, trans_a, &b, trans_b, beta, &c0);
+            // On a pool of `threads`, the rows cut into one block per thread (as when called from
+            // outside the pool: a call inside a pool's task is never split).
             let on = |threads: usize, alpha: f32| {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                 let mut c = c0.clone();
-                pool.install(|| sgemm(m, k, n, alpha, &a, Transpose::No, &b, trans_b, beta, &mut c));
+                let Some(kern) = super::super::microkernel::kernels() else {
+                    sgemm(m, k, n, alpha, &a, trans_a, &b, trans_b, beta, &mut c);
+                    return c;
+                };
+                // SAFETY: a, b and c hold m·k, k·n and m·n values; c is borrowed for the call.
+                pool.install(|| unsafe {
+                    let c_ptr = c.as_mut_ptr();
+                    match trans_a {
+                        Transpose::No => {
+                            tall_product(kern, (m, k, n), alpha, &a, (&b, trans_b), beta, (c_ptr, None), true)
+                        }
+                        Transpose::Yes => {
+                            long_sum_product(kern, (m, k, n), alpha, &a, &b, beta, c_ptr, None, true)
+                        }
+                    }
+                });
                 c
             };
+            let mut through_sgemm = c0.clone();
+            sgemm(m, k, n, 0.75, &a, trans_a, &b, trans_b, beta, &mut through_sgemm);
             let one = on(1, 0.75);
             for (got, want) in one.iter().zip(&want) {
                 assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "{m}×{k}×{n}: {got} vs {want}");
@@ -562,11 +727,12 @@ mod tests {
                 let first = x.iter().zip(y).position(|(u, v)| u.to_bits() != v.to_bits());
                 assert!(first.is_none(), "{m}×{k}×{n} {what}: element {first:?} differs");
             };
+            same(&through_sgemm, &one, "sgemm");
             same(&on(2, 0.75), &one, "2 threads");
             same(&on(3, 0.75), &one, "3 threads");
             if beta == 0.0 {
                 let plain = on(1, 1.0);
-                let new = sgemm_new(m, k, n, &a, Transpose::No, &b, trans_b, None);
+                let new = sgemm_new(m, k, n, &a, trans_a, &b, trans_b, None);
                 same(&new, &plain, "sgemm_new (C never read)");
                 // The bias added tile by tile: the product plus the bias, element by element.
                 let bias: Vec<f32> = (0..n).map(|j| (j as f32 - 1.5) / 7.0).collect();
@@ -576,13 +742,13 @@ mod tests {
                 }
                 let with_bias = |threads: usize| {
                     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                    pool.install(|| sgemm_new(m, k, n, &a, Transpose::No, &b, trans_b, Some(&bias)))
+                    pool.install(|| sgemm_new(m, k, n, &a, trans_a, &b, trans_b, Some(&bias)))
                 };
                 for threads in [1, 2, 3] {
                     same(&with_bias(threads), &want, "sgemm_new with a bias");
                 }
                 let mut kept = vec![f32::NAN; m * n];
-                sgemm_plus_rows((m, k, n), (&a, Transpose::No), (&b, trans_b), &bias, &mut kept);
+                sgemm_plus_rows((m, k, n), (&a, trans_a), (&b, trans_b), &bias, &mut kept);
                 same(&kept, &want, "sgemm_plus_rows (old values ignored)");
             }
         }

@@ -2,13 +2,15 @@
 //! of `C`, `MR` rows by `NR` columns, as `MR × NR` running sums kept in vector registers.
 //!
 //! `B` comes packed so that each step `p` of the sum reads contiguous memory: the `NR` values
-//! `B̃[p·NR + j]` of a panel of `B`'s columns. `A` is read in place, `MR` rows `lda` apart (each
-//! step broadcasts one value from each row; packing `A` into slivers first cost 3–4 % of a
-//! recurrent training step and bought nothing, since a broadcast is one load either way). Then,
-//! for `p = 0 … kc−1`:
+//! `B̃[p·NR + j]` of a panel of `B`'s columns. A row-major `A` is read in place, `MR` rows `lda`
+//! apart (each step broadcasts one value from each row; packing it into slivers first cost 3–4 %
+//! of a recurrent training step and bought nothing, since a broadcast is one load either way).
+//! An `A` stored by columns (`op(A) = Gᵀ` of a weight gradient `Gᵀ·X`) comes packed in slivers
+//! of `MR` rows, step by step (`Ã[p·MR + i]`), by the caller. Then, for `p = 0 … kc−1`:
 //!
 //! ```text
 //! acc[i][j] = fma(A[i·lda + p], B̃[p·NR + j], acc[i][j])      every i < MR, j < NR
+//!              (A[p·lda + i] for A by columns)
 //! ```
 //!
 //! and at the end `C[i][j] = fma(alpha, acc[i][j], beta·C[i][j])` (`alpha·acc` when `beta = 0`,
@@ -31,11 +33,12 @@
 //! real columns are stored.
 
 /// One tile: `C[MR rows, cols] = alpha · A·B̃ + beta · C (+ bias)` over `kc` steps (`A`'s `MR`
-/// rows `lda` apart, `B̃` packed `NR` wide, `bias` null or `cols` values added to every row, `C`
+/// rows `lda` apart, or its `kc` columns `lda` apart for [`Kernels::tile_a_by_columns`], `B̃` packed `NR` wide, `bias` null or `cols` values added to every row, `C`
 /// with row stride `ldc`, `cols ≤ NR`).
 ///
 /// # Safety
-/// `a` must point at `MR` rows of `kc` readable values, `lda` apart, and `b` at `kc · NR`
+/// `a` must point at `MR` rows of `kc` readable values, `lda` apart (by columns: `kc` columns of
+/// `MR` values, `lda` apart), and `b` at `kc · NR`
 /// readable values; `bias` must be null or point at `NR` readable values (only the first `cols`
 /// are used); `c` must point at `MR` rows of `cols` writable values, `ldc` apart; the CPU must
 /// support the kernel's instruction set.
@@ -57,8 +60,12 @@ pub(crate) struct Kernels {
     pub mr: usize,
     /// Columns of a tile (the packed panels' width).
     pub nr: usize,
-    /// The kernel for each row count `1 ..= mr`.
+    /// The kernel for each row count `1 ..= mr`, `A` read by rows: element `(i, p)` at
+    /// `a[i·lda + p]` (a tall `A` in place).
     pub tile: &'static [TileFn],
+    /// The same with `A` read by columns: element `(i, p)` at `a[p·lda + i]` (the slivers of a
+    /// packed `Aᵀ`, `lda = mr`: see [`packed_gemm`](super::packed_gemm)).
+    pub tile_a_by_columns: &'static [TileFn],
 }
 
 /// The tile kernels for the CPU's widest instruction set ([`isa`](super::simd::isa)), or `None`
@@ -78,12 +85,13 @@ pub(crate) fn kernels() -> Option<&'static Kernels> {
 }
 
 /// The definition of a tile, one scalar at a time (see the module docs): what the vector kernels
-/// compute, bit for bit. `rows ≤ mr` rows of `a`, `lda` apart; `cols ≤ nr`; `c` has row stride `ldc`.
+/// compute, bit for bit. `rows ≤ mr` rows of `a`, `lda` apart (or, `a_by_columns`, `kc` columns
+/// of `rows` values, `lda` apart); `cols ≤ nr`; `c` has row stride `ldc`.
 #[allow(clippy::too_many_arguments)] // a tile's operands, as the kernels take them
 #[cfg_attr(not(test), allow(dead_code))] // the definition: the tests compare the kernels with it
 pub(crate) fn tile_reference(
     (mr, nr, kc): (usize, usize, usize),
-    (a, lda, rows): (&[f32], usize, usize),
+    (a, lda, rows, a_by_columns): (&[f32], usize, usize, bool),
     b: &[f32],
     (alpha, beta): (f32, f32),
     bias: Option<&[f32]>,
@@ -96,7 +104,8 @@ pub(crate) fn tile_reference(
         for j in 0..cols {
             let mut acc = 0.0f32;
             for p in 0..kc {
-                acc = a[i * lda + p].mul_add(b[p * nr + j], acc);
+                let a_ip = if a_by_columns { a[p * lda + i] } else { a[i * lda + p] };
+                acc = a_ip.mul_add(b[p * nr + j], acc);
             }
             let c_ij = &mut c[i * ldc + j];
             *c_ij = if beta == 0.0 { alpha * acc } else { alpha.mul_add(acc, beta * *c_ij) };
@@ -113,33 +122,49 @@ mod x86 {
     use std::arch::x86_64::*;
 
     /// The AVX-512F family: 12 × 32 tiles.
-    pub(super) static AVX512: Kernels = Kernels { mr: 12, nr: 32, tile: &AVX512_TILES };
-    static AVX512_TILES: [TileFn; 12] = [
-        tile_avx512::<1>,
-        tile_avx512::<2>,
-        tile_avx512::<3>,
-        tile_avx512::<4>,
-        tile_avx512::<5>,
-        tile_avx512::<6>,
-        tile_avx512::<7>,
-        tile_avx512::<8>,
-        tile_avx512::<9>,
-        tile_avx512::<10>,
-        tile_avx512::<11>,
-        tile_avx512::<12>,
-    ];
+    pub(super) static AVX512: Kernels =
+        Kernels { mr: 12, nr: 32, tile: &AVX512_TILES, tile_a_by_columns: &AVX512_TILES_A_BY_COLUMNS };
+    static AVX512_TILES: [TileFn; 12] = avx512_tiles::<false>();
+    static AVX512_TILES_A_BY_COLUMNS: [TileFn; 12] = avx512_tiles::<true>();
+    const fn avx512_tiles<const A_BY_COLUMNS: bool>() -> [TileFn; 12] {
+        [
+            tile_avx512::<1, A_BY_COLUMNS>,
+            tile_avx512::<2, A_BY_COLUMNS>,
+            tile_avx512::<3, A_BY_COLUMNS>,
+            tile_avx512::<4, A_BY_COLUMNS>,
+            tile_avx512::<5, A_BY_COLUMNS>,
+            tile_avx512::<6, A_BY_COLUMNS>,
+            tile_avx512::<7, A_BY_COLUMNS>,
+            tile_avx512::<8, A_BY_COLUMNS>,
+            tile_avx512::<9, A_BY_COLUMNS>,
+            tile_avx512::<10, A_BY_COLUMNS>,
+            tile_avx512::<11, A_BY_COLUMNS>,
+            tile_avx512::<12, A_BY_COLUMNS>,
+        ]
+    }
 
     /// The AVX2 + FMA family: 6 × 16 tiles.
-    pub(super) static AVX2: Kernels = Kernels { mr: 6, nr: 16, tile: &AVX2_TILES };
-    static AVX2_TILES: [TileFn; 6] =
-        [tile_avx2::<1>, tile_avx2::<2>, tile_avx2::<3>, tile_avx2::<4>, tile_avx2::<5>, tile_avx2::<6>];
+    pub(super) static AVX2: Kernels =
+        Kernels { mr: 6, nr: 16, tile: &AVX2_TILES, tile_a_by_columns: &AVX2_TILES_A_BY_COLUMNS };
+    static AVX2_TILES: [TileFn; 6] = avx2_tiles::<false>();
+    static AVX2_TILES_A_BY_COLUMNS: [TileFn; 6] = avx2_tiles::<true>();
+    const fn avx2_tiles<const A_BY_COLUMNS: bool>() -> [TileFn; 6] {
+        [
+            tile_avx2::<1, A_BY_COLUMNS>,
+            tile_avx2::<2, A_BY_COLUMNS>,
+            tile_avx2::<3, A_BY_COLUMNS>,
+            tile_avx2::<4, A_BY_COLUMNS>,
+            tile_avx2::<5, A_BY_COLUMNS>,
+            tile_avx2::<6, A_BY_COLUMNS>,
+        ]
+    }
 
     /// `MR × 32` with AVX-512F: each row's sums in two 16-lane registers.
     ///
     /// # Safety
     /// See [`TileFn`]; the CPU must support AVX-512F.
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile_avx512<const MR: usize>(
+    unsafe fn tile_avx512<const MR: usize, const A_BY_COLUMNS: bool>(
         kc: usize,
         a: *const f32,
         lda: usize,
@@ -151,15 +176,16 @@ mod x86 {
         cols: usize,
     ) {
         let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-        // SAFETY: the caller guarantees MR rows of kc values at `a`, lda apart, and kc·32 at `b`
-        // (see `TileFn`).
+        // SAFETY: the caller guarantees MR rows of kc values at `a`, lda apart (or kc columns of MR
+        // values), and kc·32 at `b` (see `TileFn`).
         unsafe {
             for p in 0..kc {
                 let b_p = b.add(p * 32);
                 let (b0, b1) = (_mm512_loadu_ps(b_p), _mm512_loadu_ps(b_p.add(16)));
-                let a_p = a.add(p);
+                // Step p's column of A: MR values lda apart, or MR adjacent ones (by columns).
+                let a_p = if A_BY_COLUMNS { a.add(p * lda) } else { a.add(p) };
                 for (i, acc_i) in acc.iter_mut().enumerate() {
-                    let a_ip = _mm512_set1_ps(*a_p.add(i * lda));
+                    let a_ip = _mm512_set1_ps(*a_p.add(if A_BY_COLUMNS { i } else { i * lda }));
                     acc_i[0] = _mm512_fmadd_ps(a_ip, b0, acc_i[0]);
                     acc_i[1] = _mm512_fmadd_ps(a_ip, b1, acc_i[1]);
                 }
@@ -203,7 +229,7 @@ mod x86 {
     /// # Safety
     /// See [`TileFn`]; the CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile_avx2<const MR: usize>(
+    unsafe fn tile_avx2<const MR: usize, const A_BY_COLUMNS: bool>(
         kc: usize,
         a: *const f32,
         lda: usize,
@@ -215,15 +241,16 @@ mod x86 {
         cols: usize,
     ) {
         let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-        // SAFETY: the caller guarantees MR rows of kc values at `a`, lda apart, and kc·16 at `b`
-        // (see `TileFn`).
+        // SAFETY: the caller guarantees MR rows of kc values at `a`, lda apart (or kc columns of MR
+        // values), and kc·16 at `b` (see `TileFn`).
         unsafe {
             for p in 0..kc {
                 let b_p = b.add(p * 16);
                 let (b0, b1) = (_mm256_loadu_ps(b_p), _mm256_loadu_ps(b_p.add(8)));
-                let a_p = a.add(p);
+                // Step p's column of A: MR values lda apart, or MR adjacent ones (by columns).
+                let a_p = if A_BY_COLUMNS { a.add(p * lda) } else { a.add(p) };
                 for (i, acc_i) in acc.iter_mut().enumerate() {
-                    let a_ip = _mm256_broadcast_ss(&*a_p.add(i * lda));
+                    let a_ip = _mm256_broadcast_ss(&*a_p.add(if A_BY_COLUMNS { i } else { i * lda }));
                     acc_i[0] = _mm256_fmadd_ps(a_ip, b0, acc_i[0]);
                     acc_i[1] = _mm256_fmadd_ps(a_ip, b1, acc_i[1]);
                 }
@@ -289,7 +316,7 @@ mod tests {
     use super::*;
 
     /// Every kernel of every family the CPU has, every row count, full and partial columns, with
-    /// and without beta: the same bits as the scalar definition.
+    /// and without beta, `A` by rows and by columns: the same bits as the scalar definition.
     #[test]
     fn kernels_match_the_reference_bit_for_bit() {
         #[cfg(target_arch = "x86_64")]
@@ -319,42 +346,48 @@ mod tests {
                     ] {
                         let bias = v(nr, 2.9);
                         let bias_ptr = if with_bias { bias.as_ptr() } else { std::ptr::null() };
-                        let lda = kc + 5; // rows of A further apart than their length
-                        let (a, b) = (v(lda * rows, 0.1), v(kc * nr, 0.7));
-                        let ldc = nr + 3;
-                        let c0 = v(rows * ldc, 1.3);
-                        let mut want = c0.clone();
-                        let bias_ref = with_bias.then_some(&bias[..]);
-                        tile_reference(
-                            (mr, nr, kc),
-                            (&a, lda, rows),
-                            &b,
-                            (alpha, beta),
-                            bias_ref,
-                            &mut want,
-                            ldc,
-                            cols,
-                        );
-                        let mut got = c0.clone();
-                        // SAFETY: a holds `rows` rows of lda ≥ kc, b kc·nr values; c has `rows`
-                        // rows of ldc ≥ cols; the family was chosen for what the CPU supports.
-                        unsafe {
-                            (fam.tile[rows - 1])(
-                                kc,
-                                a.as_ptr(),
-                                lda,
-                                b.as_ptr(),
+                        for a_by_columns in [false, true] {
+                            // A's rows (or columns) further apart than their length
+                            let lda = if a_by_columns { mr + 3 } else { kc + 5 };
+                            let a_len = if a_by_columns { lda * kc } else { lda * rows };
+                            let (a, b) = (v(a_len, 0.1), v(kc * nr, 0.7));
+                            let ldc = nr + 3;
+                            let c0 = v(rows * ldc, 1.3);
+                            let mut want = c0.clone();
+                            let bias_ref = with_bias.then_some(&bias[..]);
+                            tile_reference(
+                                (mr, nr, kc),
+                                (&a, lda, rows, a_by_columns),
+                                &b,
                                 (alpha, beta),
-                                bias_ptr,
-                                got.as_mut_ptr(),
+                                bias_ref,
+                                &mut want,
                                 ldc,
                                 cols,
-                            )
-                        };
-                        assert_eq!(
-                            got, want,
-                            "{mr}×{nr}, {rows} rows, {cols} columns, beta {beta}, bias {with_bias}"
-                        );
+                            );
+                            let mut got = c0.clone();
+                            // SAFETY: a holds `rows` rows of lda ≥ kc, b kc·nr values; c has `rows`
+                            // rows of ldc ≥ cols; the family was chosen for what the CPU supports.
+                            unsafe {
+                                let tiles = if a_by_columns { fam.tile_a_by_columns } else { fam.tile };
+                                (tiles[rows - 1])(
+                                    kc,
+                                    a.as_ptr(),
+                                    lda,
+                                    b.as_ptr(),
+                                    (alpha, beta),
+                                    bias_ptr,
+                                    got.as_mut_ptr(),
+                                    ldc,
+                                    cols,
+                                )
+                            };
+                            assert_eq!(
+                                got, want,
+                                "{mr}×{nr}, {rows} rows, {cols} columns, beta {beta}, bias {with_bias}, \
+                             A by columns {a_by_columns}"
+                            );
+                        }
                     }
                 }
             }

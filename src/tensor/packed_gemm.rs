@@ -20,6 +20,10 @@
 //! same `KC` boundaries whatever rows are computed together: so a row of `C` has the same bits
 //! however the rows are split across threads.
 //!
+//! Weight gradients `Gᵀ·X` summed over many rows ([`gemm_long_sum`]) copy both operands block
+//! by block instead — `B`'s block of steps into panels, `Gᵀ`'s into slivers — as in the classic
+//! blocked GEMM, and take the bias's gradient `Σ G` during the copy.
+//!
 //! Also used, `B` packed at each call, for the tall products of [`sgemm`](super::gemm::sgemm)
 //! (`[N·T, E]` against `[E, 3E]`: a Transformer's projections), where it keeps up with or beats
 //! `matrixmultiply` (figures at `gemm::is_tall`). Tried and dropped: the same for every product
@@ -143,9 +147,9 @@ impl PackedB {
 /// either way).
 ///
 /// # Safety
-/// `a` must describe a readable `m × k` matrix with contiguous rows (`cs == 1`) and `b` must be packed for `kern` with `k` rows
-/// and `n` columns; `c` must point at `m` rows of `n` writable values, `ldc` apart, that nothing
-/// else reads or writes meanwhile.
+/// `a` must describe a readable `m × k` matrix with contiguous rows (`cs == 1`) and `b` must be
+/// packed for `kern` with `k` rows and `n` columns; `c` must point at `m` rows of `n` writable
+/// values, `ldc` apart, that nothing else reads or writes meanwhile.
 #[allow(clippy::too_many_arguments)] // a GEMM's operands
 pub(crate) unsafe fn gemm(
     kern: &Kernels,
@@ -157,52 +161,272 @@ pub(crate) unsafe fn gemm(
     c: *mut f32,
     ldc: usize,
 ) {
-    let (k, n, mr, nr) = (b.k, b.n, kern.mr, kern.nr);
+    let (k, n, nr) = (b.k, b.n, kern.nr);
     debug_assert!(k > 0 && b.is_for(kern) && a.cs == 1);
-    let blocks = k.div_ceil(KC);
-    let kc_max = k.div_ceil(blocks); // equal blocks: 300 steps are 150 + 150, not 256 + 44
+    let kc_max = block_of_steps(k);
     for jc in (0..n).step_by(NC) {
-        let panels = (NC.min(n - jc)).div_ceil(nr);
+        let nc = NC.min(n - jc);
         for pc in (0..k).step_by(kc_max) {
             let kc = kc_max.min(k - pc);
             let beta = if pc == 0 { beta } else { 1.0 }; // later blocks add to the first's sum
+            // The bias with the last block of the sum only; the padded bias holds nr values from
+            // each panel's first column.
+            let bias = (!b.bias.is_empty() && pc + kc == k).then(|| &b.bias[jc..]);
+            // Panel jc / nr, rows pc …: inside the packed data; panels k·nr apart.
+            let panels = (b.data[(jc / nr) * k * nr + pc * nr..].as_ptr(), k * nr);
             for ic in (0..m).step_by(MC) {
                 let mc = MC.min(m - ic);
-                for panel in (jc / nr..).take(panels) {
-                    let (j0, cols) = (panel * nr, nr.min(n - panel * nr));
-                    // Panel `panel`, rows pc .. pc + kc: inside the packed data.
-                    let b_panel = &b.data[panel * k * nr + pc * nr..][..kc * nr];
-                    for i0 in (ic..ic + mc).step_by(mr) {
-                        let rows = mr.min(ic + mc - i0);
-                        // SAFETY: rows i0 .. i0 + rows < m and columns pc .. pc + kc ≤ k of A, rows
-                        // a.rs apart, are inside A (the caller's guarantee); the panel holds kc·nr
-                        // values; the tile's rows i0 + (0..rows) < m and columns j0 + (0..cols) < n
-                        // of C are the caller's to write; the family was chosen for this CPU.
-                        unsafe {
-                            let a_tile = a.ptr.offset(i0 as isize * a.rs + pc as isize);
-                            let c_tile = c.add(i0 * ldc + j0);
-                            // The bias with the last block of the sum only (null: none); the
-                            // padded bias holds nr values from each panel's first column.
-                            let bias_j = match b.bias.is_empty() {
-                                false if pc + kc == k => b.bias[j0..].as_ptr(),
-                                _ => std::ptr::null(),
-                            };
-                            let tile = kern.tile[rows - 1];
-                            tile(
-                                kc,
-                                a_tile,
-                                a.rs as usize,
-                                b_panel.as_ptr(),
-                                (alpha, beta),
-                                bias_j,
-                                c_tile,
-                                ldc,
-                                cols,
-                            );
-                        }
+                // SAFETY: rows ic .. ic + mc and steps pc .. pc + kc of A are readable (the
+                // caller's guarantee); the panels hold kc·nr values each from their row pc; the
+                // block of C is the caller's to write.
+                unsafe {
+                    let a_block = ABlock::InPlace {
+                        ptr: a.ptr.offset(ic as isize * a.rs + pc as isize),
+                        rs: a.rs as usize,
+                    };
+                    multiply_block(
+                        kern,
+                        (mc, nc, kc),
+                        a_block,
+                        panels,
+                        (alpha, beta),
+                        bias,
+                        c.add(ic * ldc + jc),
+                        ldc,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `C[m, n] = alpha · Aᵀ · B + beta · C` for `A` `[k, m]` and `B` `[k, n]`, both row-major with rows
+/// `lda` and `ldb` apart, on one thread with `kern`: a long sum (`k` ≫ `m`, `n`) such as a weight
+/// gradient `Gᵀ·X` over every sample and step. `k ≥ 1`.
+///
+/// Both operands are copied block by block, as in the classic blocked GEMM: `B`'s block of `KC`
+/// steps into panels (kept in L2 while every block of `A`'s rows passes), `Aᵀ`'s block of
+/// `MC × KC` into slivers of `mr` rows, step by step ([`pack_panels`] for both: for `Aᵀ` and for
+/// `B` alike, a step's values are adjacent in a stored row). Read in place instead, a tile's
+/// `KC` steps of `Aᵀ` would touch `KC` rows of `A` as far apart as `A` is wide — a page each, more
+/// than the TLB holds (tried: the LSTM's training step 24 % slower); and `B` packed whole at once
+/// (as [`PackedB`]) is written to memory and read back. Each element of `C` is the same chain of
+/// multiply-adds as in [`gemm`] (the tests compare the two bit for bit).
+///
+/// With `sums` (`m` values), also `sums[i] += Σ_p A[p, i]` in order of `p`, as
+/// [`add_rows`](super::parallel::add_rows) would add `A`'s rows (the same bits): a bias's
+/// gradient `Σ G` summed while `G` is copied anyway, instead of by a pass of its own.
+///
+/// # Safety
+/// `a` must point at `k` rows of `m` readable values, `lda` apart, `b` at `k` rows of `n`, `ldb`
+/// apart; `c` must point at `m` rows of `n` writable values, `ldc` apart, that nothing else reads
+/// or writes meanwhile; `kern` must be this CPU's.
+#[allow(clippy::too_many_arguments)] // a GEMM's operands
+pub(crate) unsafe fn gemm_long_sum(
+    kern: &Kernels,
+    (m, k, n): (usize, usize, usize),
+    alpha: f32,
+    (a, lda): (*const f32, usize),
+    (b, ldb): (*const f32, usize),
+    beta: f32,
+    (c, ldc): (*mut f32, usize),
+    mut sums: Option<&mut [f32]>,
+) {
+    let (mr, nr) = (kern.mr, kern.nr);
+    debug_assert!(k > 0);
+    assert!(sums.as_ref().is_none_or(|s| s.len() == m), "gemm_long_sum: one column sum per row of C");
+    let kc_max = block_of_steps(k);
+    // This thread's buffers, taken for the call and given back after it (no allocation per
+    // product once they have grown).
+    let mut slivers = SLIVERS.take();
+    let mut panels = PANELS.take();
+    let grow = |buffer: &mut Vec<f32>, len: usize| {
+        if buffer.len() < len {
+            buffer.resize(len, 0.0);
+        }
+    };
+    grow(&mut slivers, MC.div_ceil(mr) * mr * kc_max);
+    grow(&mut panels, NC.min(n).div_ceil(nr) * nr * kc_max);
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        for pc in (0..k).step_by(kc_max) {
+            let kc = kc_max.min(k - pc);
+            let beta = if pc == 0 { beta } else { 1.0 }; // later blocks add to the first's sum
+            // SAFETY: rows pc .. pc + kc of B hold columns jc .. jc + nc (the caller's guarantee),
+            // and `panels` holds nc.div_ceil(nr)·nr·kc_max values.
+            unsafe { pack_panels(nr, (nc, kc), (b.add(pc * ldb + jc), ldb), &mut panels, None) };
+            for ic in (0..m).step_by(MC) {
+                let mc = MC.min(m - ic);
+                // SAFETY: rows pc .. pc + kc of A hold columns ic .. ic + mc (the caller's
+                // guarantee); `slivers` holds MC.div_ceil(mr)·mr·kc_max values; the block of C is
+                // the caller's to write.
+                unsafe {
+                    // A's column sums with the first block of columns only (A is copied again for each).
+                    let sums = sums.as_deref_mut().filter(|_| jc == 0).map(|s| &mut s[ic..ic + mc]);
+                    pack_panels(mr, (mc, kc), (a.add(pc * lda + ic), lda), &mut slivers, sums);
+                    let a_block = ABlock::Slivers(slivers.as_ptr());
+                    let b_panels = (panels.as_ptr(), kc * nr);
+                    multiply_block(
+                        kern,
+                        (mc, nc, kc),
+                        a_block,
+                        b_panels,
+                        (alpha, beta),
+                        None,
+                        c.add(ic * ldc + jc),
+                        ldc,
+                    );
+                }
+            }
+        }
+    }
+    SLIVERS.set(slivers);
+    PANELS.set(panels);
+}
+
+/// The steps of the sum per block: equal blocks of at most `KC` (300 steps are 150 + 150, not
+/// 256 + 44).
+fn block_of_steps(k: usize) -> usize {
+    k.div_ceil(k.div_ceil(KC))
+}
+
+/// Where a block of `A`'s rows comes from.
+#[derive(Clone, Copy)]
+enum ABlock {
+    /// Read in place: row `i`, step `p` at `ptr + i·rs + p`.
+    InPlace { ptr: *const f32, rs: usize },
+    /// Copied into slivers of `mr` rows ([`pack_panels`]).
+    Slivers(*const f32),
+}
+
+/// One block: `C[mc, nc] = alpha · A[mc, kc] · B[kc, nc] + beta · C (+ bias)`, panel by panel
+/// (each panel's `kc × nr` values stay in L1 while the block's rows of `A` stream past them),
+/// `mr` rows at a time. `panels = (first, stride)`: panel `q`'s `kc` steps start at
+/// `first + q·stride`.
+///
+/// # Safety
+/// `a` must hold `mc` rows of `kc` steps (as its variant says), each panel `kc · nr` values, `bias`
+/// (when given) `nc.div_ceil(nr) · nr` values; `c` must point at `mc` rows of `nc` writable values,
+/// `ldc` apart, that nothing else touches meanwhile; `kern` must be this CPU's.
+#[allow(clippy::too_many_arguments)] // a block's operands
+unsafe fn multiply_block(
+    kern: &Kernels,
+    (mc, nc, kc): (usize, usize, usize),
+    a: ABlock,
+    (panels, panel_stride): (*const f32, usize),
+    (alpha, beta): (f32, f32),
+    bias: Option<&[f32]>,
+    c: *mut f32,
+    ldc: usize,
+) {
+    let (mr, nr) = (kern.mr, kern.nr);
+    for panel in 0..nc.div_ceil(nr) {
+        let (j0, cols) = (panel * nr, nr.min(nc - panel * nr));
+        let bias_j = bias.map_or(std::ptr::null(), |bias| bias[j0..].as_ptr());
+        for i0 in (0..mc).step_by(mr) {
+            let rows = mr.min(mc - i0);
+            // SAFETY: rows i0 .. i0 + rows < mc of A's block and the panel's kc·nr values are
+            // readable, the tile's rows and columns j0 .. j0 + cols < nc of C writable (the
+            // caller's guarantee).
+            unsafe {
+                let (a_tile, lda, tiles) = match a {
+                    ABlock::InPlace { ptr, rs } => (ptr.add(i0 * rs), rs, kern.tile),
+                    ABlock::Slivers(ptr) => (ptr.add(i0 * kc), mr, kern.tile_a_by_columns),
+                };
+                let b_panel = panels.add(panel * panel_stride);
+                let tile = tiles[rows - 1];
+                tile(kc, a_tile, lda, b_panel, (alpha, beta), bias_j, c.add(i0 * ldc + j0), ldc, cols);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// [`gemm_long_sum`]'s slivers of `Aᵀ`: one buffer per thread, kept between calls.
+    static SLIVERS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// [`gemm_long_sum`]'s panels of `B`: one buffer per thread, kept between calls.
+    static PANELS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Copies `kc` stored rows of `cols` values (`src + p·ld + j`, `p < kc`, `j < cols`) into panels
+/// of `width` columns, step by step: element `(p, j)` at `panels[(j / width)·width·kc + p·width +
+/// j % width]`, a last partial panel zero-padded. With `width = nr` these are `B`'s panels; with
+/// `width = mr` and `A` stored `[k, m]` they are the slivers of `Aᵀ`. Each panel is filled in one
+/// pass down the rows (tried: row by row across all panels, no faster on the AMD host).
+///
+/// With `sums` (`cols` values), also `sums[j] += src[p, j]` for `p = 0 … kc−1` in order — the
+/// column sums of the block, as [`add_rows`](super::parallel::add_rows) adds them (the same bits),
+/// while the values pass through registers anyway.
+///
+/// # Safety
+/// `src` must point at `kc` rows of `cols` readable values, `ld` apart; `panels` must hold at least
+/// `cols.div_ceil(width) · width · kc` values.
+unsafe fn pack_panels(
+    width: usize,
+    (cols, kc): (usize, usize),
+    (src, ld): (*const f32, usize),
+    panels: &mut [f32],
+    sums: Option<&mut [f32]>,
+) {
+    /// The copy for a width known when compiled (a whole panel's step as one fixed-size move).
+    ///
+    /// # Safety
+    /// As [`pack_panels`], with `width = W`.
+    #[inline(always)]
+    unsafe fn copy<const W: usize>(
+        (cols, kc): (usize, usize),
+        (src, ld): (*const f32, usize),
+        panels: &mut [f32],
+        mut sums: Option<&mut [f32]>,
+    ) {
+        let (whole, rest) = (cols / W, cols % W);
+        assert!(panels.len() >= cols.div_ceil(W) * W * kc, "pack_panels: too small a buffer");
+        assert!(sums.as_ref().is_none_or(|s| s.len() == cols), "pack_panels: one sum per column");
+        let out = panels.as_mut_ptr();
+        for q in 0..whole {
+            // The panel's W column sums, kept in registers down the rows.
+            let mut sum: Option<[f32; W]> =
+                sums.as_ref().map(|s| s[q * W..][..W].try_into().expect("W sums"));
+            // SAFETY: rows p < kc of the source hold `cols` readable values (the caller's
+            // guarantee), W of them from column q·W; step p of panel q is W values at q·W·kc + p·W,
+            // inside `panels` (checked above). Unaligned moves of W values.
+            unsafe {
+                let (from, to) = (src.add(q * W), out.add(q * W * kc));
+                for p in 0..kc {
+                    let value = from.add(p * ld).cast::<[f32; W]>().read_unaligned();
+                    to.add(p * W).cast::<[f32; W]>().write_unaligned(value);
+                    if let Some(sum) = &mut sum {
+                        sum.iter_mut().zip(&value).for_each(|(s, v)| *s += v);
                     }
                 }
             }
+            if let (Some(sums), Some(sum)) = (&mut sums, sum) {
+                sums[q * W..][..W].copy_from_slice(&sum);
+            }
+        }
+        if rest > 0 {
+            let last = &mut panels[whole * W * kc..][..W * kc];
+            for (p, step) in last.chunks_exact_mut(W).enumerate() {
+                // SAFETY: row p < kc holds `rest` readable values from column whole·W (the
+                // caller's guarantee).
+                let from = unsafe { std::slice::from_raw_parts(src.add(p * ld + whole * W), rest) };
+                step[..rest].copy_from_slice(from);
+                step[rest..].fill(0.0);
+                if let Some(sums) = &mut sums {
+                    sums[whole * W..].iter_mut().zip(from).for_each(|(s, v)| *s += v);
+                }
+            }
+        }
+    }
+    // SAFETY: passed on (the caller's guarantee); `width` picks the matching copy: every kernel
+    // family's mr and nr.
+    unsafe {
+        match width {
+            6 => copy::<6>((cols, kc), (src, ld), panels, sums),
+            12 => copy::<12>((cols, kc), (src, ld), panels, sums),
+            16 => copy::<16>((cols, kc), (src, ld), panels, sums),
+            32 => copy::<32>((cols, kc), (src, ld), panels, sums),
+            _ => unreachable!("no kernel family has a tile {width} wide or high"),
         }
     }
 }
@@ -312,6 +536,40 @@ mod tests {
             let mut again = vec![0.0; m * n];
             gemm_packed_b(m, 0.5, (&a, k), &packed, 0.0, &mut again);
             assert_eq!(again, plain, "{m}×{k}×{n}: the bias outlived a new pack");
+        }
+    }
+
+    /// The long sum `Aᵀ·B` (both operands copied into panels block by block) gives the same bits
+    /// as `A` read in place against `B` packed once: the same chains of multiply-adds. Rows past
+    /// `MC` and not a multiple of any `MR`, steps in several `KC` blocks, columns past `NC` with a
+    /// partial last panel, operands inside wider rows, beta 0 (ignoring NaN) and 1.
+    #[test]
+    fn long_sums_are_the_packed_product_bit_for_bit() {
+        let Some(kern) = kernels() else { return };
+        for (m, k, n) in [(1, 1, 1), (7, 5, 3), (150, 600, 37), (301, 257, 16), (5, 300, 1100)] {
+            let (lda, ldb, ldc) = (m + 3, n + 2, n + 1); // rows wider than the operands
+            let a_t = values(k * lda, 0.9); // Aᵀ stored [k, m] in rows lda apart
+            let a: Vec<f32> = (0..m * k).map(|e| a_t[(e % k) * lda + e / k]).collect(); // [m, k]
+            let b = values(k * ldb, 1.1);
+            let b_dense: Vec<f32> = (0..k * n).map(|e| b[(e / n) * ldb + e % n]).collect();
+            let mut packed = PackedB::default();
+            packed.pack(k, n, &b_dense, false);
+            for beta in [0.0, 1.0] {
+                let c0: Vec<f32> =
+                    values(m * ldc, 1.3).iter().map(|&v| if beta == 0.0 { f32::NAN } else { v }).collect();
+                let (mut in_place, mut long_sum) = (c0.clone(), c0.clone());
+                let rows = Strided { ptr: a.as_ptr(), rs: k as isize, cs: 1 };
+                // SAFETY: A is m × k row-major and Aᵀ k rows of m, lda apart; B k rows of n, ldb
+                // apart; C m rows of n, ldc apart, inside their vectors.
+                unsafe {
+                    gemm(kern, m, rows, &packed, 0.5, beta, in_place.as_mut_ptr(), ldc);
+                    let (a_t, b) = ((a_t.as_ptr(), lda), (b.as_ptr(), ldb));
+                    gemm_long_sum(kern, (m, k, n), 0.5, a_t, b, beta, (long_sum.as_mut_ptr(), ldc), None);
+                }
+                for (i, (x, y)) in in_place.iter().zip(&long_sum).enumerate() {
+                    assert_eq!(x.to_bits(), y.to_bits(), "{m}×{k}×{n}, beta {beta}: C[{i}]");
+                }
+            }
         }
     }
 

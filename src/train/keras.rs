@@ -58,10 +58,10 @@ impl Sequential {
         train::evaluate(self, data, loss, batch_size)
     }
 
-    /// [`train::predict`]: the raw outputs for `x`, in eval mode.
+    /// [`train::predict`](fn@crate::train::predict): the raw outputs for `x`, in eval mode.
     ///
     /// # Errors
-    /// As [`train::predict`].
+    /// As [`train::predict`](fn@crate::train::predict).
     pub fn predict(&mut self, x: &Tensor, batch_size: usize) -> Result<Tensor> {
         train::predict(self, x, batch_size)
     }

@@ -83,7 +83,7 @@ pub use rnn::{Rnn, RnnCell};
 
 use super::{Embedding, InputGrad, Param, Pass, State, StateMut, check_grad, shape_error};
 use crate::error::{Error, Result};
-use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm};
+use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm, weight_gradients};
 use crate::tensor::init::Init;
 use crate::tensor::packed_gemm::{PackedB, gemm_packed_b};
 use crate::tensor::{Tensor, rng, shape_str};
@@ -616,8 +616,14 @@ impl<C: Cell> Recurrent<C> {
             grouped[id * g..][..g].iter_mut().zip(row).for_each(|(d, v)| *d += v);
         }
         let e = embedding.weight.value.data();
-        sgemm(g, v, f, 1.0, &grouped, Yes, e, No, 1.0, self.weight_ih.grad.data_mut()); // dW_ih += Gᵀ·E
-        crate::tensor::add_rows(self.bias_ih.grad.data_mut(), &grouped); // db_ih += Σ G
+        // dW_ih += Gᵀ·E, db_ih += Σ G
+        weight_gradients(
+            (g, v, f),
+            &grouped,
+            e,
+            self.weight_ih.grad.data_mut(),
+            self.bias_ih.grad.data_mut(),
+        );
         if let Some(pad) = embedding.padding {
             grouped[pad * g..][..g].fill(0.0); // the padding row gets no gradient
         }
@@ -786,8 +792,8 @@ impl<C: Cell> Recurrent<C> {
         let (g, f) = (C::GATES * self.hidden, self.inputs);
         let da_all = &self.grads[4];
         // All steps at once: dW_ih += Σ_t da_tᵀ·x_t;  db_ih += Σ da_t.
-        sgemm(g, n * t_len, f, 1.0, da_all, Yes, self.x.data(), No, 1.0, self.weight_ih.grad.data_mut());
-        crate::tensor::add_rows(self.bias_ih.grad.data_mut(), da_all); // column blocks in parallel, same bits
+        let (dw, db) = (self.weight_ih.grad.data_mut(), self.bias_ih.grad.data_mut());
+        weight_gradients((g, n * t_len, f), da_all, self.x.data(), dw, db);
         input_grad.is_needed().then(|| self.input_gradient())
     }
 
@@ -802,19 +808,8 @@ impl<C: Cell> Recurrent<C> {
         let (n, t_len) = self.nt;
         let (h, g) = (self.hidden, C::GATES * self.hidden);
         let db = &self.grads[5];
-        sgemm(
-            g,
-            t_len * n,
-            h,
-            1.0,
-            db,
-            Yes,
-            &self.hs[..t_len * n * h],
-            No,
-            1.0,
-            self.weight_hh.grad.data_mut(),
-        );
-        crate::tensor::add_rows(self.bias_hh.grad.data_mut(), db); // column blocks in parallel, same bits
+        let (dw_hh, db_hh) = (self.weight_hh.grad.data_mut(), self.bias_hh.grad.data_mut());
+        weight_gradients((g, t_len * n, h), db, &self.hs[..t_len * n * h], dw_hh, db_hh);
     }
 
     /// `dx_t = da_t·W_ih` for every step at once, from the latest walk back through time.
