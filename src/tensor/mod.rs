@@ -428,22 +428,16 @@ impl Tensor {
     pub fn copy_from(&mut self, src: &Tensor) {
         self.shape.clear();
         self.shape.extend_from_slice(&src.shape);
-        self.data.clear();
         let n = src.data.len();
+        // Resized rather than cleared and extended: every value is overwritten below, and once the
+        // buffer has its size there is nothing to fill.
+        self.data.resize(n, 0.0);
         if n < parallel::PASS_PARALLEL_MIN || rayon::current_num_threads() < 2 {
-            self.data.extend_from_slice(&src.data);
+            parallel::copy_floats(&mut self.data, &src.data);
             return;
         }
-        self.data.reserve(n);
-        let spare = &mut self.data.spare_capacity_mut()[..n];
-        let blocks = spare.par_chunks_mut(1 << 14).zip(src.data.par_chunks(1 << 14));
-        blocks.for_each(|(dst, src)| {
-            dst.iter_mut().zip(src).for_each(|(d, &v)| {
-                d.write(v);
-            })
-        });
-        // SAFETY: the blocks cover the first n elements of the spare capacity, each written above.
-        unsafe { self.data.set_len(n) };
+        let blocks = self.data.par_chunks_mut(1 << 14).zip(src.data.par_chunks(1 << 14));
+        blocks.for_each(|(dst, src)| parallel::copy_floats(dst, src));
     }
 
     /// A copy of `self`, made in parallel blocks when large ([`Tensor::copy_from`]).
