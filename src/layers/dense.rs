@@ -193,18 +193,10 @@ impl Layer for Dense {
         self.check_kept();
         check_grad("Dense", &self.out_shape, g);
         let (rows, i, o) = (g.len() / self.outputs(), self.inputs(), self.outputs());
+        let (x, dw) = (self.input.data(), self.weight.grad.data_mut());
         match &mut self.bias {
-            // dW += gᵀ·x, db += Σₙ g
-            Some(b) => weight_gradients(
-                (o, rows, i),
-                g.data(),
-                self.input.data(),
-                self.weight.grad.data_mut(),
-                b.grad.data_mut(),
-            ),
-            None => {
-                sgemm(o, rows, i, 1.0, g.data(), Yes, self.input.data(), No, 1.0, self.weight.grad.data_mut())
-            } // dW += gᵀ·x
+            Some(b) => weight_gradients((o, rows, i), g.data(), x, dw, b.grad.data_mut()), // dW += gᵀ·x, db += Σₙ g
+            None => sgemm(o, rows, i, 1.0, g.data(), Yes, x, No, 1.0, dw),                 // dW += gᵀ·x
         }
         input_grad.is_needed().then(|| self.input_gradient(g))
     }

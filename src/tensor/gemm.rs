@@ -4,7 +4,10 @@
 //! convolution — is one call to [`sgemm`]. It wraps [`matrixmultiply::sgemm`], which takes a row
 //! stride and a column stride for every matrix. That is what makes transposes free: a row-major
 //! `[k, m]` buffer read with row stride 1 and column stride `m` *is* its `[m, k]` transpose, so
-//! `op(A) = Aᵀ` costs nothing but swapping two numbers.
+//! `op(A) = Aᵀ` costs nothing but swapping two numbers. Two shapes go to the crate's own kernel
+//! instead ([`packed_gemm`](super::packed_gemm)), decided by the shape alone: a tall `A` against a
+//! small `B` (a sequence model's projections of every step), and a weight gradient `Gᵀ·X` summed
+//! over many rows (with the bias's gradient alongside: `weight_gradients`).
 //!
 //! # Threading
 //! `matrixmultiply` runs single-threaded here (its `threading` feature is off). Parallelism comes
@@ -191,7 +194,9 @@ pub(crate) fn weight_gradients(
     assert!(fits(x.len(), k, n), "weight gradients: X has {} elements, expected {k}×{n}", x.len());
     assert!(fits(dw.len(), m, n), "weight gradients: dW has {} elements, expected {m}×{n}", dw.len());
     assert_eq!(db.len(), m, "weight gradients: db has {} elements, expected {m}", db.len());
-    if m > 0
+    // (m ≥ 2: sgemm answers a single row by a vector–matrix product; the same route here gives
+    // dW the same bits with and without a bias.)
+    if m >= 2
         && n > 0
         && is_long_sum(m, k, n)
         && let Some(kern) = super::microkernel::kernels()
@@ -311,8 +316,10 @@ fn is_tall(m: usize, k: usize, n: usize) -> bool {
 /// `matrixmultiply`, `cargo bench --bench gemm -- gemm_long_sum`: 800 × 5000 × 100 69.5 vs 70.5,
 /// 800 × 5000 × 200 78.2 vs 79.3, 384 × 2048 × 128 81.1 vs 80.4, 128 × 2048 × 512 68.1 vs 72.1);
 /// what it adds is [`weight_gradients`]' bias sums taken during the copy of `G` (one pass over
-/// `G` instead of two), and on AVX-512 the 12 × 32 tile. Decided by the shape alone, so the same
-/// kernel (and the same bits) on any number of threads.
+/// `G` instead of two), and on AVX-512 the 12 × 32 tile (not yet measured on these shapes). Every
+/// such product goes this way, with or without the sums (a `Dense` without a bias, per-example
+/// gradients), so that a weight's gradient has the same bits either way. Decided by the shape
+/// alone, so the same kernel (and the same bits) on any number of threads.
 fn is_long_sum(m: usize, k: usize, n: usize) -> bool {
     k >= 512 && k >= 4 * m.max(n)
 }
@@ -397,8 +404,8 @@ unsafe fn long_sum_product(
 fn in_row_blocks(m: usize, mr: usize, split: bool, run: impl Fn(usize, usize) + Send + Sync + Copy) {
     let threads = if split { rayon::current_num_threads() } else { 1 };
     let block = m.div_ceil(threads).div_ceil(mr) * mr;
-    if threads == 1 {
-        run(0, m);
+    if threads == 1 || block >= m {
+        run(0, m); // one block: on this thread
     } else {
         rayon::scope(|s| {
             for start in (0..m).step_by(block) {
@@ -645,11 +652,14 @@ mod tests {
 
     /// `weight_gradients`: `dW += Gᵀ·X` as `sgemm` computes it, and `db += Σ G` with the bits of
     /// `add_rows` (each column summed in order), on a long sum (the column sums taken while `G` is
-    /// copied, the rows of `dW` split across threads) and on a short one (two passes); against
-    /// the definition too.
+    /// copied; several blocks of columns past `NC`; the rows of `dW` split across 2 and 3 threads
+    /// with the same bits), on a short one (two passes) and on a single row; against the
+    /// definition too.
     #[test]
     fn weight_gradients_are_the_product_and_the_row_sums() {
-        for (m, k, n) in [(37, 1000, 21), (800, 5000, 3), (20, 64, 10), (13, 700, 0)] {
+        for (m, k, n) in
+            [(37, 1000, 21), (800, 5000, 3), (20, 64, 10), (13, 700, 0), (20, 5000, 1100), (1, 600, 5)]
+        {
             let g: Vec<f32> = (0..k * m).map(|i| ((i * 37 % 101) as f32 - 50.0) / 29.0).collect();
             let x: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 31.0).collect();
             let dw0: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32 - 3.0).collect();
@@ -665,6 +675,23 @@ mod tests {
             let defined = gemm_reference((m, k, n), 1.0, &g, Transpose::Yes, &x, Transpose::No, 1.0, &dw0);
             for (got, want) in dw.iter().zip(&defined) {
                 assert!((got - want).abs() <= 1e-3 * (1.0 + want.abs()), "{m}×{k}×{n}: {got} vs {want}");
+            }
+            // The rows of dW (and their sums) cut across 2 and 3 threads: the same bits.
+            if let (true, Some(kern)) =
+                (is_long_sum(m, k, n) && m >= 2 && n > 0, super::super::microkernel::kernels())
+            {
+                for threads in [2, 3] {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                    let (mut dw_split, mut db_split) = (dw0.clone(), db0.clone());
+                    // SAFETY: g, x and dw hold k·m, k·n and m·n values; dw is borrowed for the call.
+                    pool.install(|| unsafe {
+                        let dw_ptr = dw_split.as_mut_ptr();
+                        long_sum_product(kern, (m, k, n), 1.0, &g, &x, 1.0, dw_ptr, Some(&mut db_split), true)
+                    });
+                    let same =
+                        |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same(&dw_split, &dw) && same(&db_split, &db), "{m}×{k}×{n}, {threads} threads");
+                }
             }
         }
     }

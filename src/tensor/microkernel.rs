@@ -366,8 +366,9 @@ mod tests {
                                 cols,
                             );
                             let mut got = c0.clone();
-                            // SAFETY: a holds `rows` rows of lda ≥ kc, b kc·nr values; c has `rows`
-                            // rows of ldc ≥ cols; the family was chosen for what the CPU supports.
+                            // SAFETY: a holds `rows` rows of lda ≥ kc (by columns: kc columns of lda ≥
+                            // mr ≥ rows), b kc·nr values; c has `rows` rows of ldc ≥ cols; the
+                            // family was chosen for what the CPU supports.
                             unsafe {
                                 let tiles = if a_by_columns { fam.tile_a_by_columns } else { fam.tile };
                                 (tiles[rows - 1])(

@@ -1,8 +1,8 @@
 //! The crate's own GEMM for a right-hand matrix used many times: `B` packed once ([`PackedB`]),
 //! then multiplied tile by tile by the [`microkernel`](super::microkernel)s. The recurrent layers'
 //! weight `W_hh` multiplies the state at every step of a sequence; packed once per pass, each
-//! step's product `h_{t−1}·W_hhᵀ` reads its small `A` in place. (`matrixmultiply`, which computes every
-//! other product in the crate, packs both operands at every call.)
+//! step's product `h_{t−1}·W_hhᵀ` reads its small `A` in place. (`matrixmultiply`, which computes
+//! most other products in the crate, packs both operands at every call.)
 //!
 //! For `C[m, n] = alpha · A[m, k] · B[k, n] + beta · C`:
 //!
@@ -202,7 +202,8 @@ pub(crate) unsafe fn gemm(
 
 /// `C[m, n] = alpha · Aᵀ · B + beta · C` for `A` `[k, m]` and `B` `[k, n]`, both row-major with rows
 /// `lda` and `ldb` apart, on one thread with `kern`: a long sum (`k` ≫ `m`, `n`) such as a weight
-/// gradient `Gᵀ·X` over every sample and step. `k ≥ 1`.
+/// gradient `Gᵀ·X` over every sample and step. `k, n ≥ 1` (with `n = 0` there would be no block
+/// to take the sums in).
 ///
 /// Both operands are copied block by block, as in the classic blocked GEMM: `B`'s block of `KC`
 /// steps into panels (kept in L2 while every block of `A`'s rows passes), `Aᵀ`'s block of
@@ -233,7 +234,7 @@ pub(crate) unsafe fn gemm_long_sum(
     mut sums: Option<&mut [f32]>,
 ) {
     let (mr, nr) = (kern.mr, kern.nr);
-    debug_assert!(k > 0);
+    assert!(k > 0 && n > 0, "gemm_long_sum: an empty sum or no columns ({k} steps, {n} columns)");
     assert!(sums.as_ref().is_none_or(|s| s.len() == m), "gemm_long_sum: one column sum per row of C");
     let kc_max = block_of_steps(k);
     // This thread's buffers, taken for the call and given back after it (no allocation per
@@ -325,7 +326,7 @@ unsafe fn multiply_block(
         let bias_j = bias.map_or(std::ptr::null(), |bias| bias[j0..].as_ptr());
         for i0 in (0..mc).step_by(mr) {
             let rows = mr.min(mc - i0);
-            // SAFETY: rows i0 .. i0 + rows < mc of A's block and the panel's kc·nr values are
+            // SAFETY: rows i0 .. i0 + rows ≤ mc of A's block and the panel's kc·nr values are
             // readable, the tile's rows and columns j0 .. j0 + cols < nc of C writable (the
             // caller's guarantee).
             unsafe {

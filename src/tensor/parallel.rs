@@ -164,7 +164,8 @@ mod tests {
 
     /// `copy_floats` copies every value, NaN payloads and signed zeros included, for lengths
     /// around its 16-value blocks, at offsets that put the destination a few bytes past the
-    /// source; and `Tensor::copy_from` (which uses it) gives an equal tensor, shrinking or growing.
+    /// source; and `Tensor::copy_from` (which uses it) gives an equal tensor, shrinking or growing,
+    /// on one thread and (the last, above the parallel threshold) in parallel blocks.
     #[test]
     fn copies_are_exact() {
         let src: Vec<f32> =
@@ -178,10 +179,16 @@ mod tests {
             }
         }
         let mut t = crate::Tensor::zeros(&[3, 70]);
-        for shape in [vec![2, 5], vec![4, 50], vec![1 << 15]] {
+        for shape in [vec![2, 5], vec![4, 50], vec![(1 << 17) + 5]] {
             let src = crate::Tensor::from_fn(&shape, |i| i.iter().sum::<usize>() as f32 - 7.5);
-            t.copy_from(&src);
-            assert!(t == src, "copy_from into a buffer of another size, shape {shape:?}");
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| t.copy_from(&src));
+                assert!(
+                    t == src,
+                    "copy_from into a buffer of another size, shape {shape:?}, {threads} threads"
+                );
+            }
         }
     }
 
