@@ -5,7 +5,7 @@
 //! stride and a column stride for every matrix. That is what makes transposes free: a row-major
 //! `[k, m]` buffer read with row stride 1 and column stride `m` *is* its `[m, k]` transpose, so
 //! `op(A) = Aᵀ` costs nothing but swapping two numbers. Two shapes go to the crate's own kernel
-//! instead ([`packed_gemm`](super::packed_gemm)), decided by the shape alone: a tall `A` against a
+//! instead (`packed_gemm`), decided by the shape alone: a tall `A` against a
 //! small `B` (a sequence model's projections of every step), and a weight gradient `Gᵀ·X` summed
 //! over many rows (with the bias's gradient alongside: `weight_gradients`).
 //!
