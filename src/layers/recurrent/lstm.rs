@@ -77,12 +77,24 @@ fn forward(a: &[f32], b: &[f32], c_prev: &[f32], h: &mut [f32], c: &mut [f32], s
     let hn = h.len();
     let (a, b, c_prev) = (&a[..4 * hn], &b[..4 * hn], &c_prev[..hn]); // lengths known: no bounds checks
     let (saved, c) = (&mut saved[..4 * hn], &mut c[..hn]);
+    // The gates first, one function per pass over a block of H values (its few constants stay in
+    // registers; all four gates in one loop had run out of them), into `saved`; then the cell.
+    for gate in 0..4 {
+        let (a, b, out) = (&a[gate * hn..][..hn], &b[gate * hn..][..hn], &mut saved[gate * hn..][..hn]);
+        if gate == 2 {
+            for k in 0..hn {
+                out[k] = tanh(a[k] + b[k]); // c̃ = tanh(p_g), p = a + b
+            }
+        } else {
+            for k in 0..hn {
+                out[k] = sigmoid(a[k] + b[k]); // i, f, o = σ(p)
+            }
+        }
+    }
+    let (i, f, c_tilde, o) = (&saved[..hn], &saved[hn..2 * hn], &saved[2 * hn..3 * hn], &saved[3 * hn..]);
     for k in 0..hn {
-        let p = |gate: usize| a[gate * hn + k] + b[gate * hn + k]; // p = a + b
-        let (i, f, c_tilde, o) = (sigmoid(p(0)), sigmoid(p(1)), tanh(p(2)), sigmoid(p(3)));
-        c[k] = f * c_prev[k] + i * c_tilde; // c = f ⊙ c_prev + i ⊙ c̃
-        h[k] = o * tanh(c[k]); // h = o ⊙ tanh(c)
-        (saved[k], saved[hn + k], saved[2 * hn + k], saved[3 * hn + k]) = (i, f, c_tilde, o);
+        c[k] = f[k] * c_prev[k] + i[k] * c_tilde[k]; // c = f ⊙ c_prev + i ⊙ c̃
+        h[k] = o[k] * tanh(c[k]); // h = o ⊙ tanh(c)
     }
 }
 
