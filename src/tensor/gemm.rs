@@ -201,9 +201,7 @@ pub(crate) fn weight_gradients(
         && is_long_sum(m, k, n)
         && let Some(kern) = super::microkernel::kernels()
     {
-        let split = rayon::current_num_threads() > 1
-            && rayon::current_thread_index().is_none()
-            && m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS;
+        let split = splits(m, k, n);
         // SAFETY: g, x and dw hold k·m, k·n and m·n elements (checked), dw borrowed mutably.
         unsafe { long_sum_product(kern, (m, k, n), 1.0, g, x, 1.0, dw.as_mut_ptr(), Some(db), split) };
         return;
@@ -238,10 +236,7 @@ unsafe fn sgemm_raw(
         Transpose::Yes => (1, k as isize),
     };
     let threads = rayon::current_num_threads();
-    let macs = m.saturating_mul(n).saturating_mul(k);
-    // Split only from outside the pool (inside it, this product is one task among many), and
-    // only large products: a split wakes the pool and waits.
-    let split = threads > 1 && rayon::current_thread_index().is_none() && macs >= PARALLEL_MIN_MACS;
+    let split = splits(m, k, n);
     if let Some(kern) = super::microkernel::kernels() {
         if trans_a == Transpose::No && is_tall(m, k, n) {
             // SAFETY: as for this function (the caller's promise), passed on.
@@ -292,6 +287,15 @@ unsafe fn sgemm_raw(
             });
         }
     });
+}
+
+/// Whether a product of `m·k·n` multiply-adds is cut across rayon's threads: only from outside the
+/// pool (inside it, this product is one task among many), and only a large one (a split wakes the
+/// pool and waits).
+fn splits(m: usize, k: usize, n: usize) -> bool {
+    rayon::current_num_threads() > 1
+        && rayon::current_thread_index().is_none()
+        && m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS
 }
 
 /// Whether a product goes to the crate's own kernel ([`packed_gemm`](super::packed_gemm)) instead
