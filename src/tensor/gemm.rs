@@ -654,6 +654,38 @@ mod tests {
         }
     }
 
+    /// The rows of a long sum's `C` (and their column sums) cut across 1, 2 and 3 threads in
+    /// blocks of `mr` rows give the same bits, for every kernel family's geometry — the 12-row
+    /// blocks of the AVX-512 family included, by the definition's tiles on any CPU.
+    #[test]
+    fn long_sums_split_across_threads_for_every_geometry() {
+        let (m, k, n) = (61, 900, 45);
+        let g: Vec<f32> = (0..k * m).map(|i| ((i * 37 % 101) as f32 - 50.0) / 29.0).collect();
+        let x: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 31.0).collect();
+        for kern in super::super::microkernel::by_definition::families() {
+            let run = |threads: usize| {
+                let (mut dw, mut db) = (vec![0.5; m * n], vec![0.25; m]);
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                // SAFETY: g and x hold k·m and k·n values; dw is m·n, borrowed for the call.
+                pool.install(|| unsafe {
+                    long_sum_product(kern, (m, k, n), 1.0, &g, &x, 1.0, dw.as_mut_ptr(), Some(&mut db), true)
+                });
+                (dw, db)
+            };
+            let one = run(1);
+            for threads in [2, 3] {
+                let split = run(threads);
+                let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same(&one.0, &split.0) && same(&one.1, &split.1),
+                    "{}×{}, {threads} threads",
+                    kern.mr,
+                    kern.nr
+                );
+            }
+        }
+    }
+
     /// `weight_gradients`: `dW += Gᵀ·X` as `sgemm` computes it, and `db += Σ G` with the bits of
     /// `add_rows` (each column summed in order), on a long sum (the column sums taken while `G` is
     /// copied; several blocks of columns past `NC`; the rows of `dW` split across 2 and 3 threads

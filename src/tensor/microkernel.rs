@@ -116,6 +116,74 @@ pub(crate) fn tile_reference(
     }
 }
 
+/// Kernel families whose tiles are the definition ([`tile_reference`]), for the tests: the
+/// blocking, packing and thread-splitting code for every family's geometry runs on any CPU —
+/// the AVX-512 family's 12 × 32 slivers and panels included, which an AVX2 test machine would
+/// otherwise never run.
+#[cfg(test)]
+pub(crate) mod by_definition {
+    use super::{Kernels, TileFn, kernels, tile_reference};
+
+    /// A tile of `R ≤ MR` rows and `NR` columns by the definition ([`tile_reference`]), as a
+    /// [`TileFn`]: a kernel family of any geometry on any CPU, for the blocking and packing logic.
+    ///
+    /// # Safety
+    /// As [`TileFn`].
+    unsafe fn scalar_tile<const MR: usize, const NR: usize, const R: usize, const BY_COLUMNS: bool>(
+        kc: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        alpha_beta: (f32, f32),
+        bias: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+    ) {
+        let a_len = if kc == 0 {
+            0
+        } else if BY_COLUMNS {
+            (kc - 1) * lda + R
+        } else {
+            (R - 1) * lda + kc
+        };
+        // SAFETY: the extents a TileFn's caller guarantees (see `TileFn`).
+        unsafe {
+            let a = std::slice::from_raw_parts(a, a_len);
+            let b = std::slice::from_raw_parts(b, kc * NR);
+            let bias = (!bias.is_null()).then(|| std::slice::from_raw_parts(bias, NR));
+            let c = std::slice::from_raw_parts_mut(c, (R - 1) * ldc + cols);
+            tile_reference((MR, NR, kc), (a, lda, R, BY_COLUMNS), b, alpha_beta, bias, c, ldc, cols);
+        }
+    }
+
+    macro_rules! scalar_family {
+        ($mr:literal, $nr:literal, $by:literal, [$($r:literal),*]) => {
+            [$(scalar_tile::<$mr, $nr, $r, $by> as TileFn),*]
+        };
+    }
+    /// The AVX-512 family's geometry, 12 × 32 (its tiles by the definition): on a CPU without
+    /// AVX-512 the packing and blocking for it (12-row slivers, 32-column panels) run here too.
+    pub(crate) static WIDE: Kernels = Kernels {
+        mr: 12,
+        nr: 32,
+        tile: &scalar_family!(12, 32, false, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]),
+        tile_a_by_columns: &scalar_family!(12, 32, true, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]),
+    };
+    /// The AVX2 family's geometry, 6 × 16, by the definition.
+    pub(crate) static NARROW: Kernels = Kernels {
+        mr: 6,
+        nr: 16,
+        tile: &scalar_family!(6, 16, false, [1, 2, 3, 4, 5, 6]),
+        tile_a_by_columns: &scalar_family!(6, 16, true, [1, 2, 3, 4, 5, 6]),
+    };
+
+    /// Every kernel family to test here: this CPU's, and both geometries by the definition.
+    pub(crate) fn families() -> Vec<&'static Kernels> {
+        kernels().into_iter().chain([&WIDE, &NARROW]).collect()
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{Kernels, TileFn};

@@ -77,12 +77,18 @@ impl PackedB {
     /// # Panics
     /// If `b.len() != k·n`.
     pub fn pack(&mut self, k: usize, n: usize, b: &[f32], transposed: bool) {
+        self.pack_for(kernels(), k, n, b, transposed);
+    }
+
+    /// [`pack`](Self::pack) for the kernel family `kern` (`None`: row-major for
+    /// `matrixmultiply`) rather than this CPU's: the tests pack for every family's geometry.
+    fn pack_for(&mut self, kern: Option<&Kernels>, k: usize, n: usize, b: &[f32], transposed: bool) {
         assert_eq!(b.len(), k * n, "PackedB: {} values for a {k}×{n} matrix", b.len());
         let (rs, cs) = if transposed { (1, k) } else { (n, 1) };
         (self.k, self.n) = (k, n);
         self.data.clear();
         self.bias.clear(); // a new matrix: no bias until one is set
-        match kernels() {
+        match kern {
             Some(kern) => {
                 self.nr = kern.nr;
                 self.data.resize(n.div_ceil(kern.nr) * k * kern.nr, 0.0);
@@ -483,6 +489,7 @@ mod tests {
     use super::*;
     use crate::tensor::gemm::Transpose::{No, Yes};
     use crate::tensor::gemm_reference::gemm_reference;
+    use crate::tensor::microkernel::by_definition::families;
 
     fn values(n: usize, seed: f32) -> Vec<f32> {
         (0..n).map(|i| (i as f32 * 0.377 + seed).sin()).collect()
@@ -541,35 +548,61 @@ mod tests {
     }
 
     /// The long sum `Aᵀ·B` (both operands copied into panels block by block) gives the same bits
-    /// as `A` read in place against `B` packed once: the same chains of multiply-adds. Rows past
+    /// as `A` read in place against `B` packed once: the same chains of multiply-adds — for this
+    /// CPU's kernels and for both families' geometries (12 × 32 slivers and panels included, which
+    /// only an AVX-512 CPU would otherwise run), and the definition's value to rounding. Rows past
     /// `MC` and not a multiple of any `MR`, steps in several `KC` blocks, columns past `NC` with a
-    /// partial last panel, operands inside wider rows, beta 0 (ignoring NaN) and 1.
+    /// partial last panel, operands inside wider rows, beta 0 (ignoring NaN) and 1; the column
+    /// sums of `A` as `add_rows` adds them.
     #[test]
     fn long_sums_are_the_packed_product_bit_for_bit() {
-        let Some(kern) = kernels() else { return };
-        for (m, k, n) in [(1, 1, 1), (7, 5, 3), (150, 600, 37), (301, 257, 16), (5, 300, 1100)] {
+        for kern in families() {
+            long_sums_match(kern);
+        }
+    }
+
+    fn long_sums_match(kern: &Kernels) {
+        for (m, k, n) in [(1, 1, 1), (7, 5, 3), (150, 600, 37), (301, 257, 16), (5, 300, 1100), (13, 70, 33)]
+        {
             let (lda, ldb, ldc) = (m + 3, n + 2, n + 1); // rows wider than the operands
             let a_t = values(k * lda, 0.9); // Aᵀ stored [k, m] in rows lda apart
             let a: Vec<f32> = (0..m * k).map(|e| a_t[(e % k) * lda + e / k]).collect(); // [m, k]
             let b = values(k * ldb, 1.1);
             let b_dense: Vec<f32> = (0..k * n).map(|e| b[(e / n) * ldb + e % n]).collect();
             let mut packed = PackedB::default();
-            packed.pack(k, n, &b_dense, false);
+            packed.pack_for(Some(kern), k, n, &b_dense, false);
             for beta in [0.0, 1.0] {
                 let c0: Vec<f32> =
                     values(m * ldc, 1.3).iter().map(|&v| if beta == 0.0 { f32::NAN } else { v }).collect();
                 let (mut in_place, mut long_sum) = (c0.clone(), c0.clone());
                 let rows = Strided { ptr: a.as_ptr(), rs: k as isize, cs: 1 };
+                let mut sums = values(m, 1.7);
                 // SAFETY: A is m × k row-major and Aᵀ k rows of m, lda apart; B k rows of n, ldb
-                // apart; C m rows of n, ldc apart, inside their vectors.
+                // apart; C m rows of n, ldc apart, inside their vectors; m sums.
                 unsafe {
                     gemm(kern, m, rows, &packed, 0.5, beta, in_place.as_mut_ptr(), ldc);
                     let (a_t, b) = ((a_t.as_ptr(), lda), (b.as_ptr(), ldb));
-                    gemm_long_sum(kern, (m, k, n), 0.5, a_t, b, beta, (long_sum.as_mut_ptr(), ldc), None);
+                    let c = (long_sum.as_mut_ptr(), ldc);
+                    gemm_long_sum(kern, (m, k, n), 0.5, a_t, b, beta, c, Some(&mut sums));
                 }
+                let what = format!("{}×{} tiles, {m}×{k}×{n}, beta {beta}", kern.mr, kern.nr);
                 for (i, (x, y)) in in_place.iter().zip(&long_sum).enumerate() {
-                    assert_eq!(x.to_bits(), y.to_bits(), "{m}×{k}×{n}, beta {beta}: C[{i}]");
+                    assert_eq!(x.to_bits(), y.to_bits(), "{what}: C[{i}]");
                 }
+                // (With beta 0 the definition would still multiply C's NaN by it.)
+                let c_ref: Vec<f32> =
+                    (0..m * n).map(|e| if beta == 0.0 { 0.0 } else { c0[(e / n) * ldc + e % n] }).collect();
+                let want = gemm_reference((m, k, n), 0.5, &a, No, &b_dense, No, beta, &c_ref);
+                for (e, w) in want.iter().enumerate() {
+                    let got = long_sum[(e / n) * ldc + e % n];
+                    assert!((got - w).abs() <= 1e-4 * (k as f32).sqrt(), "{what}: C[{e}] {got} vs {w}");
+                }
+                let mut want_sums = values(m, 1.7);
+                crate::tensor::parallel::add_rows(
+                    &mut want_sums,
+                    &a_t.chunks(lda).flat_map(|r| &r[..m]).copied().collect::<Vec<_>>(),
+                );
+                assert!(sums.iter().zip(&want_sums).all(|(x, y)| x.to_bits() == y.to_bits()), "{what}: sums");
             }
         }
     }
