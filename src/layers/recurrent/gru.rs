@@ -29,6 +29,7 @@ impl Cell for GruCell {
     const HAS_CELL: bool = false;
     /// r, z, n and the state's share of the new gate, `b_n`.
     const SAVED: usize = 4;
+    const SHARED_GRADIENT: bool = false; // the candidate reads a_n + r ⊙ b_n
 
     fn name(&self) -> String {
         "GRU".into()

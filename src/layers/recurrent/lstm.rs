@@ -36,6 +36,7 @@ impl Cell for LstmCell {
     const GATES: usize = 4;
     const HAS_CELL: bool = true;
     const SAVED: usize = 4;
+    const SHARED_GRADIENT: bool = true; // every gate reads p = a + b
 
     fn name(&self) -> String {
         "LSTM".into()
@@ -62,12 +63,12 @@ impl Cell for LstmCell {
         c: &[f32],
         dh: &[f32],
         dc: &[f32],
-        da: &mut [f32],
+        _da: &mut [f32],
         db: &mut [f32],
         dh_prev: &mut [f32],
         dc_prev: &mut [f32],
     ) {
-        crate::tensor::simd::wide!(backward(saved, c_prev, c, dh, dc, da, db, dh_prev, dc_prev))
+        crate::tensor::simd::wide!(backward(saved, c_prev, c, dh, dc, db, dh_prev, dc_prev))
     }
 }
 
@@ -107,14 +108,13 @@ fn backward(
     c: &[f32],
     dh: &[f32],
     dc: &[f32],
-    da: &mut [f32],
     db: &mut [f32],
     dh_prev: &mut [f32],
     dc_prev: &mut [f32],
 ) {
     let hn = dh.len();
     let (saved, c_prev, c, dc) = (&saved[..4 * hn], &c_prev[..hn], &c[..hn], &dc[..hn]);
-    let (da, db, dc_prev) = (&mut da[..4 * hn], &mut db[..4 * hn], &mut dc_prev[..hn]);
+    let (db, dc_prev) = (&mut db[..4 * hn], &mut dc_prev[..hn]);
     for k in 0..hn {
         let [i, f, c_tilde, o] = [0, 1, 2, 3].map(|gate| saved[gate * hn + k]);
         let tc = tanh(c[k]);
@@ -129,7 +129,7 @@ fn backward(
             d_o * o * (1.0 - o),
         ];
         for (gate, v) in dp.into_iter().enumerate() {
-            (da[gate * hn + k], db[gate * hn + k]) = (v, v); // da = db = dp
+            db[gate * hn + k] = v; // db = dp (and da = db: SHARED_GRADIENT)
         }
     }
     dh_prev.fill(0.0); // h_{t−1} reaches the step only through W_hh
@@ -169,8 +169,7 @@ mod tests {
         let (a, b, c_prev) = (v(4 * hn, 0.1), v(4 * hn, 0.2), v(hn, 0.3));
         let run = |isa: crate::tensor::simd::Isa| {
             let (mut h, mut c, mut saved) = (vec![0.0; hn], vec![0.0; hn], vec![0.0; 4 * hn]);
-            let (mut da, mut db, mut dh_prev, mut dc_prev) =
-                (vec![0.0; 4 * hn], vec![0.0; 4 * hn], vec![1.0; hn], vec![0.0; hn]);
+            let (mut db, mut dh_prev, mut dc_prev) = (vec![0.0; 4 * hn], vec![1.0; hn], vec![0.0; hn]);
             let (dh, dc) = (v(hn, 0.4), v(hn, 0.5));
             // #[inline(always)]: compiled inside run_with's ISA, not out of line for the baseline.
             crate::tensor::simd::run_with(
@@ -178,10 +177,10 @@ mod tests {
                 #[inline(always)]
                 || {
                     forward(&a, &b, &c_prev, &mut h, &mut c, &mut saved);
-                    backward(&saved, &c_prev, &c, &dh, &dc, &mut da, &mut db, &mut dh_prev, &mut dc_prev);
+                    backward(&saved, &c_prev, &c, &dh, &dc, &mut db, &mut dh_prev, &mut dc_prev);
                 },
             );
-            (h, c, saved, da, db, dc_prev)
+            (h, c, saved, db, dc_prev)
         };
         use crate::tensor::simd::Isa;
         let baseline = run(Isa::Baseline);

@@ -64,8 +64,11 @@
 //! - [`Recurrent::last_step_only`]: output the final state `[N, H]` (the last *valid* step of each
 //!   sequence) instead of every step.
 //!
-//! Speed: the input projections of all steps are one GEMM (`[N·T, F]·W_ihᵀ`), and so are `dW_ih`
-//! and `dx`; only the recurrent product runs per step. Buffers are kept from call to call.
+//! Speed: `dW_ih`, `dW_hh` and `dx` are one GEMM each over all steps; only the recurrent product
+//! runs per step (with `W_hh` packed once per pass). Every per-step buffer is time-major — the
+//! input kept for the backward pass, `h_t`, `c_t`, the saved gates, `dL/da_t` and `dL/db_t` — so
+//! that a step's samples sit side by side; where `dL/da_t = dL/db_t` (the LSTM, the plain RNN:
+//! [`Cell::SHARED_GRADIENT`]) only one of the two is written. Buffers are kept from call to call.
 //! [`reference`](mod@reference) computes the forward pass sample by sample, step by step, with plain loops: the
 //! definition the batched code is tested against.
 
@@ -83,7 +86,7 @@ pub use rnn::{Rnn, RnnCell};
 
 use super::{Embedding, InputGrad, Param, Pass, State, StateMut, check_grad, shape_error};
 use crate::error::{Error, Result};
-use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm, weight_gradients};
+use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm, sgemm_new, weight_gradients};
 use crate::tensor::init::Init;
 use crate::tensor::packed_gemm::{PackedB, gemm_packed_b};
 use crate::tensor::{Tensor, rng, shape_str};
@@ -102,6 +105,11 @@ pub trait Cell: Send + Sync + 'static {
     const HAS_CELL: bool;
     /// Values a step saves for its backward, in units of `H`.
     const SAVED: usize;
+    /// True when `a` and `b` enter the cell only through their sum `p = a + b` (the LSTM's gates,
+    /// the plain RNN's pre-activation), so that `dL/da = dL/db`: the walk then keeps `db` alone
+    /// (one buffer written and read instead of two equal ones), and [`Cell::backward_step`] gets
+    /// an empty `da`.
+    const SHARED_GRADIENT: bool;
     /// `"LSTM"`.
     fn name(&self) -> String;
 
@@ -121,8 +129,9 @@ pub trait Cell: Send + Sync + 'static {
     );
 
     /// The step's backward: from `dh = dL/dh_t` and `dc = dL/dc_t`, writes `da = dL/da` and
-    /// `db = dL/db` (each `[G·H]`, every element: the walk does not zero them), and the direct
-    /// parts of `dh_prev` and `dc_prev` (not through `W_hh`).
+    /// `db = dL/db` (each `[G·H]`, every element: the walk does not zero them; `da` is empty, and
+    /// left alone, when [`Cell::SHARED_GRADIENT`]), and the direct parts of `dh_prev` and
+    /// `dc_prev` (not through `W_hh`).
     #[allow(clippy::too_many_arguments)]
     fn backward_step(
         &self,
@@ -160,6 +169,7 @@ pub struct Recurrent<C: Cell> {
     lengths: Vec<usize>,
     /// `(N, T)` of the latest input.
     pub(crate) nt: (usize, usize),
+    /// The latest input, time-major: `[T, N, F]` (row `t·N + n` is `x[n, t]`).
     pub(crate) x: Tensor,
     /// The ids of the latest pass when it read an embedding ([`Recurrent::forward_embedded`];
     /// `x` is then not kept), `[N·T]`; empty after an ordinary pass.
@@ -612,8 +622,13 @@ impl<C: Cell> Recurrent<C> {
         let mut grouped = std::mem::take(&mut self.grouped);
         grouped.clear();
         grouped.resize(v * g, 0.0);
-        for (row, &id) in self.grads[4].chunks_exact(g).zip(&self.embedded_ids) {
-            grouped[id * g..][..g].iter_mut().zip(row).for_each(|(d, v)| *d += v);
+        let (n, t_len) = self.nt;
+        let da_all = self.gate_gradients(); // time-major
+        for (s, ids) in self.embedded_ids.chunks_exact(t_len).enumerate() {
+            for (t, &id) in ids.iter().enumerate() {
+                let row = &da_all[(t * n + s) * g..][..g]; // (sample by sample, as the ids)
+                grouped[id * g..][..g].iter_mut().zip(row).for_each(|(d, v)| *d += v);
+            }
         }
         let e = embedding.weight.value.data();
         // dW_ih += Gᵀ·E, db_ih += Σ G
@@ -636,9 +651,14 @@ impl<C: Cell> Recurrent<C> {
     /// zeros.
     fn run_forward(&mut self, x: &Tensor, initial: Option<&RecurrentState>, pass: Pass<'_>) -> Tensor {
         self.embedded_ids.clear();
-        self.x.copy_from(x);
         let shape = [x.dim(0), x.dim(1), x.dim(2)];
-        self.run_input(&shape, StepInput::Dense(x), initial, pass)
+        // Kept time-major, `[T, N, F]`: step t's rows are adjacent for the walk's products, and
+        // they line up with the rows of the gradients (time-major too) for dL/dW_ih.
+        let mut x_tm = std::mem::take(&mut self.x);
+        time_major(x, &mut x_tm);
+        let y = self.run_input(&shape, StepInput::Dense(&x_tm), initial, pass);
+        self.x = x_tm;
+        y
     }
 
     /// The walk forward through time over `input` of shape `[N, T, F]`.
@@ -723,9 +743,9 @@ impl<C: Cell> Recurrent<C> {
                     &mut scratch[..]
                 };
                 if let StepInput::Dense(x) = input {
-                    // x_t of this block: rows x[s, t] for s0 ≤ s < s0 + r, T·F apart.
-                    let x_t = &x.data()[(s0 * t_len + t) * f..];
-                    gemm_packed_b(r, 1.0, (x_t, t_len * f), packed_ih, 0.0, a_t); // a_t = x_t·W_ihᵀ + b_ih
+                    // x_t of this block: rows x[s, t] for s0 ≤ s < s0 + r, adjacent (time-major).
+                    let x_t = &x.data()[(t * n + s0) * f..];
+                    gemm_packed_b(r, 1.0, (x_t, f), packed_ih, 0.0, a_t); // a_t = x_t·W_ihᵀ + b_ih
                 }
                 gemm_packed_b(r, 1.0, (h_prev, h), packed_hh, 0.0, b_t); // b_t = h_{t−1}·W_hhᵀ + b_hh
                 for (i, ((((hn, cn), saved), b), a)) in h_now
@@ -790,10 +810,10 @@ impl<C: Cell> Recurrent<C> {
         self.recurrent_weight_grads();
         let (n, t_len) = self.nt;
         let (g, f) = (C::GATES * self.hidden, self.inputs);
-        let da_all = &self.grads[4];
-        // All steps at once: dW_ih += Σ_t da_tᵀ·x_t;  db_ih += Σ da_t.
+        let da_all = if C::SHARED_GRADIENT { &self.grads[5] } else { &self.grads[4] };
+        // All steps at once (both time-major): dW_ih += Σ_t da_tᵀ·x_t;  db_ih += Σ da_t.
         let (dw, db) = (self.weight_ih.grad.data_mut(), self.bias_ih.grad.data_mut());
-        weight_gradients((g, n * t_len, f), da_all, self.x.data(), dw, db);
+        weight_gradients((g, t_len * n, f), da_all, self.x.data(), dw, db);
         input_grad.is_needed().then(|| self.input_gradient())
     }
 
@@ -812,18 +832,34 @@ impl<C: Cell> Recurrent<C> {
         weight_gradients((g, t_len * n, h), db, &self.hs[..t_len * n * h], dw_hh, db_hh);
     }
 
-    /// `dx_t = da_t·W_ih` for every step at once, from the latest walk back through time.
+    /// `dL/da_t` of the latest walk back through time for every `(t, n)`, time-major `[T·N, G·H]`
+    /// (`db`'s buffer when the cell shares them, [`Cell::SHARED_GRADIENT`]).
+    pub(crate) fn gate_gradients(&self) -> &[f32] {
+        if C::SHARED_GRADIENT { &self.grads[5] } else { &self.grads[4] }
+    }
+
+    /// `dx_t = da_t·W_ih` for every step at once, from the latest walk back through time: one
+    /// product over the time-major rows, then each row to its place in `[N, T, F]`.
     pub(crate) fn input_gradient(&self) -> Tensor {
+        let (n, t_len) = self.nt;
         let (g, f) = (C::GATES * self.hidden, self.inputs);
-        let mut dx = Tensor::zeros(self.x.shape());
-        let rows = self.x.len() / f.max(1);
-        sgemm(rows, g, f, 1.0, &self.grads[4], No, self.weight_ih.value.data(), No, 0.0, dx.data_mut());
-        dx
+        let dx_tm =
+            sgemm_new(t_len * n, g, f, self.gate_gradients(), No, self.weight_ih.value.data(), No, None);
+        if f == 0 {
+            return Tensor::zeros(&[n, t_len, f]);
+        }
+        Tensor::from_row_blocks(&[n, t_len, f], f, |first, rows| {
+            for (r, row) in (first..).zip(rows.chunks_exact_mut(f)) {
+                let (s, t) = (r / t_len, r % t_len);
+                row.copy_from_slice(&dx_tm[(t * n + s) * f..][..f]); // dx[s, t] = (da·W_ih)[t, s]
+            }
+        })
     }
 
     /// The walk back through time from `dL/dy` (`None`: zeros) and the final state's gradient
-    /// (`None`: zeros): leaves `dL/da_t` for every `(n, t)` (sample-major) and `dL/db_t`
-    /// (time-major) in the last two of `self.grads`, and `dL/dh₀` (`dL/dc₀`) in `h0_grad`.
+    /// (`None`: zeros): leaves `dL/da_t` and `dL/db_t` for every `(t, n)` (time-major) in the last
+    /// two of `self.grads` (the first empty when the cell shares them: [`Recurrent::gate_gradients`]),
+    /// and `dL/dh₀` (`dL/dc₀`) in `h0_grad`.
     pub(crate) fn backward_through_time(
         &mut self,
         grad_out: Option<&Tensor>,
@@ -868,11 +904,12 @@ impl<C: Cell> Recurrent<C> {
             buf.clear();
             buf.resize(len, 0.0);
         }
-        // Every step writes its rows of da and db, a padded step zeros: no zeroing pass.
-        reuse(&mut da_all, n * t_len * g);
+        // Every step writes its rows of da and db, a padded step zeros: no zeroing pass. A cell
+        // whose da equals db keeps db alone.
+        reuse(&mut da_all, if C::SHARED_GRADIENT { 0 } else { t_len * n * g });
         reuse(&mut db, t_len * n * g);
         // dh: dL/dh_t for the step being walked; starts with the gradient of the final state.
-        // da_all: dL/da_t for every (n, t), [N·T, G·H];  db: dL/db_t for every (t, n), time-major.
+        // da_all and db: dL/da_t and dL/db_t for every (t, n), [T·N, G·H], time-major.
         // The final state's gradient enters at the last step; a padded step passes it back to the
         // sequence's last valid step unchanged.
         if let Some(d) = grad_final {
@@ -928,8 +965,11 @@ impl<C: Cell> Recurrent<C> {
                         let gy = &grad_out.data()[(s * t_len + t) * h..][..h];
                         dh_s.iter_mut().zip(gy).for_each(|(d, gy)| *d += gy); // dh_t = dL/dy_t + (from t+1)
                     }
-                    // SAFETY: sample s's da row for step t: only this block writes sample s's rows.
-                    let da = unsafe { da_sh.rows((s * t_len + t) * g, g) };
+                    // SAFETY: sample s's da row for step t (none when the cell shares da and db):
+                    // only this block writes sample s's rows.
+                    let da = unsafe {
+                        if C::SHARED_GRADIENT { da_sh.rows(0, 0) } else { da_sh.rows((t * n + s) * g, g) }
+                    };
                     if !active {
                         dhp.copy_from_slice(dh_s); // padding: h_t = h_{t−1}, the gradient passes through
                         dcp.copy_from_slice(dc_s);
@@ -974,10 +1014,23 @@ impl<C: Cell> Recurrent<C> {
     }
 }
 
+/// `x [N, T, F]` into `out` as `[T, N, F]` (reusing its buffer): row `(t, n)` is `x[n, t]`.
+fn time_major(x: &Tensor, out: &mut Tensor) {
+    let (n, t_len, f) = (x.dim(0), x.dim(1), x.dim(2));
+    out.resize_for_overwrite(&[t_len, n, f]); // every row is written below
+    if f == 0 {
+        return;
+    }
+    for (r, row) in out.data_mut().chunks_exact_mut(f).enumerate() {
+        let (t, s) = (r / n, r % n);
+        row.copy_from_slice(&x.data()[(s * t_len + t) * f..][..f]);
+    }
+}
+
 /// What the walk forward reads at each step.
 #[derive(Clone, Copy)]
 enum StepInput<'a> {
-    /// `x [N, T, F]`: `a_t = x_t·W_ihᵀ + b_ih`, a product per step.
+    /// The input time-major, `[T, N, F]`: `a_t = x_t·W_ihᵀ + b_ih`, a product per step.
     Dense(&'a Tensor),
     /// Ids `[N·T]` into an embedding whose projection `P = E·W_ihᵀ + b_ih` is the layer's
     /// `projected`: `a_t = P[id]`.

@@ -26,6 +26,7 @@ impl Cell for RnnCell {
     const GATES: usize = 1;
     const HAS_CELL: bool = false;
     const SAVED: usize = 1;
+    const SHARED_GRADIENT: bool = true; // h = act(a + b)
 
     fn name(&self) -> String {
         if self.relu { "RNN(ReLU)".into() } else { "RNN".into() }
@@ -56,15 +57,14 @@ impl Cell for RnnCell {
         _: &[f32],
         dh: &[f32],
         _: &[f32],
-        da: &mut [f32],
+        _da: &mut [f32],
         db: &mut [f32],
         dh_prev: &mut [f32],
         _: &mut [f32],
     ) {
         for (k, (&p, &dh)) in saved.iter().zip(dh).enumerate() {
             let act_prime = if self.relu { f32::from(u8::from(p > 0.0)) } else { 1.0 - tanh(p).powi(2) };
-            let dp = dh * act_prime; // dp = dh ⊙ act'(p)
-            (da[k], db[k]) = (dp, dp); // da = db = dp
+            db[k] = dh * act_prime; // db = dp = dh ⊙ act'(p) (and da = db: SHARED_GRADIENT)
         }
         dh_prev.fill(0.0); // nothing reaches h_{t−1} except through W_hh
     }

@@ -180,21 +180,18 @@ fn recurrent_per_example<C: Cell>(
     let (n, t_len) = layer.nt;
     let (h, g, f) = (layer.hidden, C::GATES * layer.hidden, layer.inputs);
     grads.expect_batch(&layer.describe(), n);
-    let [.., da_all, db] = &layer.grads;
-    let (hs, x) = (&layer.hs, layer.x.data());
+    let (da_all, db) = (layer.gate_gradients(), &layer.grads[5]);
+    let (hs, x) = (&layer.hs, layer.x.data()); // all four time-major
     let [w_ih, w_hh, b_ih, b_hh] = grads.next_slots_to_overwrite([g * f, g * h, g, g]);
     let slots = w_ih.data_mut().par_chunks_mut(g * f).zip(w_hh.data_mut().par_chunks_mut(g * h));
     let slots = slots.zip(b_ih.data_mut().par_chunks_mut(g).zip(b_hh.data_mut().par_chunks_mut(g)));
     slots.enumerate().with_min_len(split_if_threads(1)).for_each(|(s, ((dw_ih, dw_hh), (db_ih, db_hh)))| {
-        // This example's rows: da and x are sample-major already; db and h are time-major.
-        let (da_s, x_s) = (&da_all[s * t_len * g..][..t_len * g], &x[s * t_len * f..][..t_len * f]);
-        let mut db_s = Vec::with_capacity(t_len * g);
-        let mut h_s = Vec::with_capacity(t_len * h);
-        for t in 0..t_len {
-            db_s.extend_from_slice(&db[(t * n + s) * g..][..g]);
-            h_s.extend_from_slice(&hs[(t * n + s) * h..][..h]);
-        }
-        sgemm(g, t_len, f, 1.0, da_s, Yes, x_s, No, 0.0, dw_ih); // dW_ih = Σ_t da_tᵀ·x_t
+        // This example's rows (step t's at t·N + s in each time-major buffer), side by side.
+        let rows = |all: &[f32], width: usize| -> Vec<f32> {
+            (0..t_len).flat_map(|t| &all[(t * n + s) * width..][..width]).copied().collect()
+        };
+        let (da_s, x_s, db_s, h_s) = (rows(da_all, g), rows(x, f), rows(db, g), rows(hs, h));
+        sgemm(g, t_len, f, 1.0, &da_s, Yes, &x_s, No, 0.0, dw_ih); // dW_ih = Σ_t da_tᵀ·x_t
         sgemm(g, t_len, h, 1.0, &db_s, Yes, &h_s, No, 0.0, dw_hh); // dW_hh = Σ_t db_tᵀ·h_{t−1}
         db_ih.fill(0.0);
         db_hh.fill(0.0);
