@@ -202,12 +202,77 @@ pub(crate) fn weight_gradients(
         && let Some(kern) = super::microkernel::kernels()
     {
         let split = splits(m, k, n);
-        // SAFETY: g, x and dw hold k·m, k·n and m·n elements (checked), dw borrowed mutably.
-        unsafe { long_sum_product(kern, (m, k, n), 1.0, g, x, 1.0, dw.as_mut_ptr(), Some(db), split) };
+        let target = LongSumTarget {
+            b: x.as_ptr(),
+            n,
+            c: SendPtr(dw.as_mut_ptr()),
+            sums: Some(SendPtr(db.as_mut_ptr())),
+        };
+        // SAFETY: g, x, dw and db hold k·m, k·n, m·n and m elements (checked), dw and db borrowed
+        // mutably for the call.
+        unsafe { long_sum_product(kern, (m, k), 1.0, g, 1.0, &[target], split) };
         return;
     }
     sgemm(m, k, n, 1.0, g, Transpose::Yes, x, Transpose::No, 1.0, dw);
     add_rows(db, g);
+}
+
+/// [`weight_gradients`] for one `G` (`[k, m]`) against two inputs over the same rows: `dW₁ += Gᵀ·X₁`,
+/// `dW₂ += Gᵀ·X₂`, `db₁ += Σ G`, `db₂ += Σ G` — an LSTM's `dW_ih` and `dW_hh`, whose two
+/// pre-activations have the same gradient. Where both are long sums on the crate's kernel, `G` is
+/// copied into the kernel's slivers once for both products (both sums taken during that copy);
+/// otherwise two calls of [`weight_gradients`]. The same bits either way.
+///
+/// # Panics
+/// If a slice's length is not the one its shape requires (`X_i` `[k, n_i]`, `dW_i` `[m, n_i]`,
+/// `db_i` `m` values).
+pub(crate) fn weight_gradients_shared(
+    (m, k): (usize, usize),
+    g: &[f32],
+    [(x1, dw1, db1), (x2, dw2, db2)]: [(&[f32], &mut [f32], &mut [f32]); 2],
+) {
+    let width = |x: &[f32]| if k == 0 { 0 } else { x.len() / k };
+    let (n1, n2) = (width(x1), width(x2));
+    let shared = k > 0
+        && m >= 2
+        && n1 > 0
+        && n2 > 0
+        && is_long_sum(m, k, n1)
+        && is_long_sum(m, k, n2)
+        && n1 + n2 <= super::packed_gemm::NC;
+    match super::microkernel::kernels().filter(|_| shared) {
+        Some(kern) => {
+            let fits = |len: usize, rows: usize, cols: usize| rows.checked_mul(cols) == Some(len);
+            assert!(fits(g.len(), k, m), "weight gradients: G has {} elements, expected {k}×{m}", g.len());
+            for (x, dw, db, n) in [(&*x1, &*dw1, &*db1, n1), (&*x2, &*dw2, &*db2, n2)] {
+                assert!(
+                    fits(x.len(), k, n),
+                    "weight gradients: X has {} elements, expected {k}×{n}",
+                    x.len()
+                );
+                assert!(
+                    fits(dw.len(), m, n),
+                    "weight gradients: dW has {} elements, expected {m}×{n}",
+                    dw.len()
+                );
+                assert_eq!(db.len(), m, "weight gradients: db has {} elements, expected {m}", db.len());
+            }
+            let target = |x: &[f32], n, dw: &mut [f32], db: &mut [f32]| LongSumTarget {
+                b: x.as_ptr(),
+                n,
+                c: SendPtr(dw.as_mut_ptr()),
+                sums: Some(SendPtr(db.as_mut_ptr())),
+            };
+            let targets = [target(x1, n1, dw1, db1), target(x2, n2, dw2, db2)];
+            // SAFETY: G, each X, dW and db hold k·m, k·n, m·n and m elements (checked), the dWs
+            // and dbs borrowed mutably (and so apart) for the call.
+            unsafe { long_sum_product(kern, (m, k), 1.0, g, 1.0, &targets, splits(m, k, n1 + n2)) };
+        }
+        None => {
+            weight_gradients((m, k, n1), g, x1, dw1, db1);
+            weight_gradients((m, k, n2), g, x2, dw2, db2);
+        }
+    }
 }
 
 /// [`sgemm`]'s product for `m, n, k ≥ 1` (`m ≥ 2` or any): the split across threads and the
@@ -247,7 +312,8 @@ unsafe fn sgemm_raw(
             // SAFETY: as for this function (the caller's promise), passed on; then C's m·n values
             // are initialised and only this call touches them.
             unsafe {
-                long_sum_product(kern, (m, k, n), alpha, a, b, beta, c, None, split);
+                let target = LongSumTarget { b: b.as_ptr(), n, c: SendPtr(c), sums: None };
+                long_sum_product(kern, (m, k), alpha, a, beta, &[target], split);
                 if let Some(bias) = bias {
                     add_to_rows(std::slice::from_raw_parts_mut(c, m * n), bias);
                 }
@@ -363,41 +429,64 @@ unsafe fn tall_product(
     in_row_blocks(m, kern.mr, split, run);
 }
 
+/// One product of [`long_sum_product`]: `C = alpha·Aᵀ·B + beta·C` with `B` `[k, n]` row-major and
+/// `C` `[m, n]` (raw: see the safety notes), and `sums[i] += Σ_p A[p, i]` (`m` values) when given.
+#[derive(Clone, Copy)]
+struct LongSumTarget {
+    b: *const f32,
+    n: usize,
+    c: SendPtr,
+    sums: Option<SendPtr>,
+}
+// SAFETY: `b` is only read, and `c` and `sums` are SendPtrs (see there), inside the scope of the
+// call that made the target, whose tasks touch disjoint rows.
+unsafe impl Send for LongSumTarget {}
+// SAFETY: as for Send.
+unsafe impl Sync for LongSumTarget {}
+
 /// [`sgemm_raw`]'s `Aᵀ·B` summed over a long `k` on the crate's kernel
-/// ([`gemm_long_sum`](super::packed_gemm::gemm_long_sum)): the rows of `C` (columns of the stored
-/// `A`) cut into one block per thread when `split`, each block's operands copied into panels by
-/// its own thread. Each element of `C` is the same chain of multiply-adds however the rows are cut.
+/// ([`gemm_long_sum`](super::packed_gemm::gemm_long_sum)), for one `B` or two over the same `A`
+/// (copied once for both): the rows of `C` (columns of the stored `A`) cut into one block per
+/// thread when `split`, each block's operands copied into panels by its own thread. Each element
+/// of `C` is the same chain of multiply-adds however the rows are cut, and with one `B` or two.
 ///
 /// # Safety
-/// As [`sgemm_raw`]; `A` is `[k, m]` and `B` `[k, n]`, row-major.
-#[allow(clippy::too_many_arguments)] // sgemm's operands
+/// As [`sgemm_raw`]; `A` is `[k, m]` row-major, each target's `b` holds `k·n` values and `c` points
+/// at `m·n` writable values that nothing else touches during the call (no two targets' alike);
+/// `sums` at `m`.
 unsafe fn long_sum_product(
     kern: &'static super::microkernel::Kernels,
-    (m, k, n): (usize, usize, usize),
+    (m, k): (usize, usize),
     alpha: f32,
     a: &[f32],
-    b: &[f32],
     beta: f32,
-    c: *mut f32,
-    sums: Option<&mut [f32]>,
+    targets: &[LongSumTarget],
     split: bool,
 ) {
-    let c_ptr = SendPtr(c);
-    let sums_ptr = sums.map(|s| {
-        assert_eq!(s.len(), m, "gemm: {} column sums for {m} columns of A", s.len());
-        SendPtr(s.as_mut_ptr())
-    });
+    assert!(targets.len() <= super::packed_gemm::MAX_SUMS, "gemm: at most two products over one A");
+    let mut all = [None; super::packed_gemm::MAX_SUMS];
+    all.iter_mut().zip(targets).for_each(|(slot, t)| *slot = Some(*t));
     let run = move |start: usize, rows: usize| {
-        let (c_ptr, sums_ptr) = (c_ptr, sums_ptr);
-        let (a_block, b_rows) = ((a[start..].as_ptr(), m), (b.as_ptr(), n));
-        // SAFETY: columns start .. start + rows of A's k rows (m apart) are inside `a`, B's k rows
-        // of n inside `b`; rows start .. start + rows of C are inside its m·n values (the
-        // caller's promise) and sums start .. start + rows inside the m sums (checked), and no
+        let a_block = (a[start..].as_ptr(), m);
+        // SAFETY: columns start .. start + rows of A's k rows (m apart) are inside `a`, each B's k
+        // rows of n inside its buffer; rows start .. start + rows of each C are inside its m·n
+        // values and sums start .. start + rows inside its m sums (the caller's promise), and no
         // other task touches them (the blocks are disjoint).
         unsafe {
-            let c_rows = (c_ptr.0.add(start * n), n);
-            let sums = sums_ptr.map(|s| std::slice::from_raw_parts_mut(s.0.add(start), rows));
-            super::packed_gemm::gemm_long_sum(kern, (rows, k, n), alpha, a_block, b_rows, beta, c_rows, sums)
+            let output = |t: LongSumTarget| super::packed_gemm::LongSumOutput {
+                b: (t.b, t.n),
+                n: t.n,
+                c: (t.c.0.add(start * t.n), t.n),
+                sums: t.sums.map(|s| std::slice::from_raw_parts_mut(s.0.add(start), rows)),
+            };
+            let gemm = |outputs: &mut [_]| {
+                super::packed_gemm::gemm_long_sum(kern, (rows, k), alpha, a_block, beta, outputs)
+            };
+            match all.map(|t| t.map(output)) {
+                [Some(one), None] => gemm(&mut [one]),
+                [Some(one), Some(two)] => gemm(&mut [one, two]),
+                _ => {} // no target: nothing to compute
+            }
         };
     };
     in_row_blocks(m, kern.mr, split, run);
@@ -654,6 +743,114 @@ mod tests {
         }
     }
 
+    /// [`long_sum_product`] of one `B`, split across the pool's threads.
+    ///
+    /// # Safety
+    /// As [`long_sum_product`].
+    unsafe fn one_long_sum(
+        kern: &'static super::super::microkernel::Kernels,
+        (m, k, n): (usize, usize, usize),
+        alpha: f32,
+        (a, b): (&[f32], &[f32]),
+        beta: f32,
+        c: *mut f32,
+        sums: Option<&mut [f32]>,
+    ) {
+        let target =
+            LongSumTarget { b: b.as_ptr(), n, c: SendPtr(c), sums: sums.map(|s| SendPtr(s.as_mut_ptr())) };
+        // SAFETY: passed on (the caller's promise).
+        unsafe { long_sum_product(kern, (m, k), alpha, a, beta, &[target], true) }
+    }
+
+    /// `weight_gradients_shared` gives the bits of two `weight_gradients` calls: on the shared
+    /// long sum (one copy of `G` for both products, both sums), with the rows split across 1–3
+    /// threads, and on the fallbacks (short sums, a single row); and two products over one `A`
+    /// are each product alone, bit for bit, for every kernel family's geometry.
+    #[test]
+    fn shared_weight_gradients_are_two_calls() {
+        for (m, k, [n1, n2]) in
+            [(64, 1200, [20, 45]), (150, 700, [16, 33]), (20, 64, [10, 7]), (1, 600, [5, 9])]
+        {
+            let g: Vec<f32> = (0..k * m).map(|i| ((i * 37 % 101) as f32 - 50.0) / 29.0).collect();
+            let x = |n: usize, s: usize| {
+                (0..k * n).map(|i| ((i * s % 97) as f32 - 48.0) / 31.0).collect::<Vec<_>>()
+            };
+            let (x1, x2) = (x(n1, 53), x(n2, 59));
+            let start =
+                |n: usize| ((0..m * n).map(|i| (i % 7) as f32 - 3.0).collect::<Vec<_>>(), vec![0.5; m]);
+            let ((mut dw1, mut db1), (mut dw2, mut db2)) = (start(n1), start(n2));
+            weight_gradients((m, k, n1), &g, &x1, &mut dw1, &mut db1);
+            weight_gradients((m, k, n2), &g, &x2, &mut dw2, &mut db2);
+            for threads in [1, 2, 3] {
+                let ((mut sw1, mut sb1), (mut sw2, mut sb2)) = (start(n1), start(n2));
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| {
+                    let outs = [(&x1[..], &mut sw1[..], &mut sb1[..]), (&x2[..], &mut sw2[..], &mut sb2[..])];
+                    weight_gradients_shared((m, k), &g, outs)
+                });
+                let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+                let what = format!("{m}×{k}×{n1}+{n2}, {threads} threads");
+                assert!(
+                    same(&sw1, &dw1) && same(&sw2, &dw2) && same(&sb1, &db1) && same(&sb2, &db2),
+                    "{what}"
+                );
+            }
+        }
+        let (m, k, n1, n2) = (37, 800, 19, 40);
+        let g: Vec<f32> = (0..k * m).map(|i| ((i * 41 % 103) as f32 - 51.0) / 23.0).collect();
+        let x1: Vec<f32> = (0..k * n1).map(|i| ((i * 13 % 89) as f32 - 44.0) / 17.0).collect();
+        let x2: Vec<f32> = (0..k * n2).map(|i| ((i * 17 % 83) as f32 - 41.0) / 19.0).collect();
+        for kern in super::super::microkernel::by_definition::families() {
+            let (mut alone1, mut alone2, mut both1, mut both2) =
+                (vec![0.0; m * n1], vec![0.0; m * n2], vec![0.0; m * n1], vec![0.0; m * n2]);
+            let (mut s_alone1, mut s_alone2, mut s_both1, mut s_both2) =
+                (vec![1.0; m], vec![2.0; m], vec![1.0; m], vec![2.0; m]);
+            let target = |x: &[f32], n, c: &mut [f32], s: &mut [f32]| LongSumTarget {
+                b: x.as_ptr(),
+                n,
+                c: SendPtr(c.as_mut_ptr()),
+                sums: Some(SendPtr(s.as_mut_ptr())),
+            };
+            // SAFETY: g holds k·m values, each x k·n, each C m·n and each sums m, borrowed for the calls.
+            unsafe {
+                long_sum_product(
+                    kern,
+                    (m, k),
+                    1.0,
+                    &g,
+                    0.0,
+                    &[target(&x1, n1, &mut alone1, &mut s_alone1)],
+                    false,
+                );
+                long_sum_product(
+                    kern,
+                    (m, k),
+                    1.0,
+                    &g,
+                    0.0,
+                    &[target(&x2, n2, &mut alone2, &mut s_alone2)],
+                    false,
+                );
+                let both =
+                    [target(&x1, n1, &mut both1, &mut s_both1), target(&x2, n2, &mut both2, &mut s_both2)];
+                long_sum_product(kern, (m, k), 1.0, &g, 0.0, &both, false);
+            }
+            let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same(&alone1, &both1) && same(&alone2, &both2),
+                "{}×{} tiles: products",
+                kern.mr,
+                kern.nr
+            );
+            assert!(
+                same(&s_alone1, &s_both1) && same(&s_alone2, &s_both2),
+                "{}×{} tiles: sums",
+                kern.mr,
+                kern.nr
+            );
+        }
+    }
+
     /// The rows of a long sum's `C` (and their column sums) cut across 1, 2 and 3 threads in
     /// blocks of `mr` rows give the same bits, for every kernel family's geometry — the 12-row
     /// blocks of the AVX-512 family included, by the definition's tiles on any CPU.
@@ -668,7 +865,7 @@ mod tests {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                 // SAFETY: g and x hold k·m and k·n values; dw is m·n, borrowed for the call.
                 pool.install(|| unsafe {
-                    long_sum_product(kern, (m, k, n), 1.0, &g, &x, 1.0, dw.as_mut_ptr(), Some(&mut db), true)
+                    one_long_sum(kern, (m, k, n), 1.0, (&g, &x), 1.0, dw.as_mut_ptr(), Some(&mut db))
                 });
                 (dw, db)
             };
@@ -722,7 +919,7 @@ mod tests {
                     // SAFETY: g, x and dw hold k·m, k·n and m·n values; dw is borrowed for the call.
                     pool.install(|| unsafe {
                         let dw_ptr = dw_split.as_mut_ptr();
-                        long_sum_product(kern, (m, k, n), 1.0, &g, &x, 1.0, dw_ptr, Some(&mut db_split), true)
+                        one_long_sum(kern, (m, k, n), 1.0, (&g, &x), 1.0, dw_ptr, Some(&mut db_split))
                     });
                     let same =
                         |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
@@ -772,9 +969,7 @@ mod tests {
                         Transpose::No => {
                             tall_product(kern, (m, k, n), alpha, &a, (&b, trans_b), beta, (c_ptr, None), true)
                         }
-                        Transpose::Yes => {
-                            long_sum_product(kern, (m, k, n), alpha, &a, &b, beta, c_ptr, None, true)
-                        }
+                        Transpose::Yes => one_long_sum(kern, (m, k, n), alpha, (&a, &b), beta, c_ptr, None),
                     }
                 });
                 c

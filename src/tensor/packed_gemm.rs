@@ -42,7 +42,7 @@ const KC: usize = 256;
 /// Rows of `A` packed at a time: `MC × KC` (144 KiB) stays in L2.
 const MC: usize = 144;
 /// Columns of `B` per block (a multiple of every kernel's `NR`): `KC × NC` (1 MiB) stays in L2.
-const NC: usize = 1024;
+pub(crate) const NC: usize = 1024;
 
 /// A matrix operand as a pointer and two strides: element `(i, p)` is at `ptr + i·rs + p·cs`.
 #[derive(Clone, Copy)]
@@ -206,10 +206,24 @@ pub(crate) unsafe fn gemm(
     }
 }
 
-/// `C[m, n] = alpha · Aᵀ · B + beta · C` for `A` `[k, m]` and `B` `[k, n]`, both row-major with rows
-/// `lda` and `ldb` apart, on one thread with `kern`: a long sum (`k` ≫ `m`, `n`) such as a weight
-/// gradient `Gᵀ·X` over every sample and step. `k, n ≥ 1` (with `n = 0` there would be no block
-/// to take the sums in).
+/// One output of [`gemm_long_sum`]: `C = alpha · Aᵀ · B + beta · C` for this `B` (`k` rows of `n`
+/// values, `ldb` apart) into this `C` (`m` rows of `n`, `ldc` apart), and with `sums` (`m`
+/// values) `sums[i] += Σ_p A[p, i]`.
+pub(crate) struct LongSumOutput<'s> {
+    /// `B`'s first element and row stride.
+    pub b: (*const f32, usize),
+    /// Columns of `B` and `C` (at least 1).
+    pub n: usize,
+    /// `C`'s first element and row stride.
+    pub c: (*mut f32, usize),
+    /// Column sums of `A` to add to, or none.
+    pub sums: Option<&'s mut [f32]>,
+}
+
+/// `C = alpha · Aᵀ · B + beta · C` for `A` `[k, m]` (rows `lda` apart) and each output's `B` and
+/// `C` ([`LongSumOutput`]), on one thread with `kern`: a long sum (`k` ≫ `m`, `n`) such as a weight
+/// gradient `Gᵀ·X` over every sample and step — or several over the same rows, `Gᵀ·X` and `Gᵀ·H`
+/// for an LSTM's two weights, where `A` is copied once for all of them. `k ≥ 1`.
 ///
 /// Both operands are copied block by block, as in the classic blocked GEMM: `B`'s block of `KC`
 /// steps into panels (kept in L2 while every block of `A`'s rows passes), `Aᵀ`'s block of
@@ -218,31 +232,34 @@ pub(crate) unsafe fn gemm(
 /// `KC` steps of `Aᵀ` would touch `KC` rows of `A` as far apart as `A` is wide — a page each, more
 /// than the TLB holds (tried: the LSTM's training step 24 % slower); and `B` packed whole at once
 /// (as [`PackedB`]) is written to memory and read back. Each element of `C` is the same chain of
-/// multiply-adds as in [`gemm`] (the tests compare the two bit for bit).
+/// multiply-adds as in [`gemm`], with one output or several (the tests compare them bit for bit).
 ///
-/// With `sums` (`m` values), also `sums[i] += Σ_p A[p, i]` in order of `p`, as
+/// With an output's `sums`, also `sums[i] += Σ_p A[p, i]` in order of `p`, as
 /// [`add_rows`](super::parallel::add_rows) would add `A`'s rows (the same bits): a bias's
 /// gradient `Σ G` summed while `G` is copied anyway, instead of by a pass of its own.
 ///
 /// # Safety
-/// `a` must point at `k` rows of `m` readable values, `lda` apart, `b` at `k` rows of `n`, `ldb`
-/// apart; `c` must point at `m` rows of `n` writable values, `ldc` apart, that nothing else reads
-/// or writes meanwhile; `kern` must be this CPU's.
-#[allow(clippy::too_many_arguments)] // a GEMM's operands
+/// `a` must point at `k` rows of `m` readable values, `lda` apart, and each output's `b` and `c`
+/// as [`LongSumOutput`] says, every `C` writable and touched by nothing else meanwhile, no two
+/// outputs' `C`s overlapping; `kern` must be this CPU's.
 pub(crate) unsafe fn gemm_long_sum(
     kern: &Kernels,
-    (m, k, n): (usize, usize, usize),
+    (m, k): (usize, usize),
     alpha: f32,
     (a, lda): (*const f32, usize),
-    (b, ldb): (*const f32, usize),
     beta: f32,
-    (c, ldc): (*mut f32, usize),
-    mut sums: Option<&mut [f32]>,
+    outputs: &mut [LongSumOutput<'_>],
 ) {
     let (mr, nr) = (kern.mr, kern.nr);
-    assert!(k > 0 && n > 0, "gemm_long_sum: an empty sum or no columns ({k} steps, {n} columns)");
-    assert!(sums.as_ref().is_none_or(|s| s.len() == m), "gemm_long_sum: one column sum per row of C");
+    assert!(k > 0, "gemm_long_sum: an empty sum");
+    assert!(outputs.len() <= MAX_SUMS, "gemm_long_sum: at most {MAX_SUMS} outputs");
+    for out in outputs.iter() {
+        assert!(out.n > 0, "gemm_long_sum: an output with no columns");
+        assert!(out.sums.as_ref().is_none_or(|s| s.len() == m), "gemm_long_sum: one column sum per row of C");
+    }
     let kc_max = block_of_steps(k);
+    // Each output's panels for a block of columns: its own region of the buffer.
+    let region = |n: usize| NC.min(n).div_ceil(nr) * nr * kc_max;
     // This thread's buffers, taken for the call and given back after it (no allocation per
     // product once they have grown).
     let mut slivers = SLIVERS.take();
@@ -253,36 +270,75 @@ pub(crate) unsafe fn gemm_long_sum(
         }
     };
     grow(&mut slivers, MC.div_ceil(mr) * mr * kc_max);
-    grow(&mut panels, NC.min(n).div_ceil(nr) * nr * kc_max);
-    for jc in (0..n).step_by(NC) {
-        let nc = NC.min(n - jc);
+    grow(&mut panels, outputs.iter().map(|o| region(o.n)).sum());
+    let n_max = outputs.iter().map(|o| o.n).max().unwrap_or(0);
+    for jc in (0..n_max).step_by(NC) {
+        // Each output's columns in this block (0 once its columns are done).
+        let nc = |out: &LongSumOutput<'_>| NC.min(out.n.saturating_sub(jc));
         for pc in (0..k).step_by(kc_max) {
             let kc = kc_max.min(k - pc);
             let beta = if pc == 0 { beta } else { 1.0 }; // later blocks add to the first's sum
-            // SAFETY: rows pc .. pc + kc of B hold columns jc .. jc + nc (the caller's guarantee),
-            // and `panels` holds nc.div_ceil(nr)·nr·kc_max values.
-            unsafe { pack_panels(nr, (nc, kc), (b.add(pc * ldb + jc), ldb), &mut panels, None) };
+            let mut at = 0;
+            for out in outputs.iter() {
+                if nc(out) > 0 {
+                    let (b, ldb) = out.b;
+                    // SAFETY: rows pc .. pc + kc of this B hold columns jc .. jc + nc (the caller's
+                    // guarantee), and its region of `panels` holds nc.div_ceil(nr)·nr·kc values.
+                    unsafe {
+                        pack_panels(
+                            nr,
+                            (nc(out), kc),
+                            (b.add(pc * ldb + jc), ldb),
+                            &mut panels[at..],
+                            &mut [],
+                        )
+                    };
+                }
+                at += region(out.n);
+            }
             for ic in (0..m).step_by(MC) {
                 let mc = MC.min(m - ic);
-                // SAFETY: rows pc .. pc + kc of A hold columns ic .. ic + mc (the caller's
-                // guarantee); `slivers` holds MC.div_ceil(mr)·mr·kc_max values; the block of C is
-                // the caller's to write.
-                unsafe {
-                    // A's column sums with the first block of columns only (A is copied again for each).
-                    let sums = sums.as_deref_mut().filter(|_| jc == 0).map(|s| &mut s[ic..ic + mc]);
-                    pack_panels(mr, (mc, kc), (a.add(pc * lda + ic), lda), &mut slivers, sums);
-                    let a_block = ABlock::Slivers(slivers.as_ptr());
-                    let b_panels = (panels.as_ptr(), kc * nr);
-                    multiply_block(
-                        kern,
-                        (mc, nc, kc),
-                        a_block,
-                        b_panels,
-                        (alpha, beta),
-                        None,
-                        c.add(ic * ldc + jc),
-                        ldc,
-                    );
+                {
+                    // A's column sums with the first block of columns only (A is copied again for
+                    // each), into every output's sums.
+                    let mut sums: [&mut [f32]; MAX_SUMS] = Default::default();
+                    let mut count = 0;
+                    for out in outputs.iter_mut().filter(|_| jc == 0) {
+                        if let Some(s) = out.sums.as_deref_mut() {
+                            sums[count] = &mut s[ic..ic + mc];
+                            count += 1;
+                        }
+                    }
+                    // SAFETY: rows pc .. pc + kc of A hold columns ic .. ic + mc (the caller's
+                    // guarantee); `slivers` holds MC.div_ceil(mr)·mr·kc_max values.
+                    unsafe {
+                        let a_block = (a.add(pc * lda + ic), lda);
+                        pack_panels(mr, (mc, kc), a_block, &mut slivers, &mut sums[..count]);
+                    }
+                }
+                let mut at = 0;
+                for out in outputs.iter() {
+                    let (c, ldc) = out.c;
+                    if nc(out) > 0 {
+                        // SAFETY: this output's panels (at its region) hold kc·nr values per panel,
+                        // the slivers mc rows of kc; the block of C is the caller's to write.
+                        unsafe {
+                            let a_block = ABlock::Slivers(slivers.as_ptr());
+                            let b_panels = (panels[at..].as_ptr(), kc * nr);
+                            let c_block = c.add(ic * ldc + jc);
+                            multiply_block(
+                                kern,
+                                (mc, nc(out), kc),
+                                a_block,
+                                b_panels,
+                                (alpha, beta),
+                                None,
+                                c_block,
+                                ldc,
+                            );
+                        }
+                    }
+                    at += region(out.n);
                 }
             }
         }
@@ -290,6 +346,9 @@ pub(crate) unsafe fn gemm_long_sum(
     SLIVERS.set(slivers);
     PANELS.set(panels);
 }
+
+/// The most outputs (and so column sums) one [`gemm_long_sum`] takes.
+pub(crate) const MAX_SUMS: usize = 2;
 
 /// The steps of the sum per block: equal blocks of at most `KC` (300 steps are 150 + 150, not
 /// 256 + 44).
@@ -361,9 +420,10 @@ thread_local! {
 /// `width = mr` and `A` stored `[k, m]` they are the slivers of `Aᵀ`. Each panel is filled in one
 /// pass down the rows (tried: row by row across all panels, no faster on the AMD host).
 ///
-/// With `sums` (`cols` values), also `sums[j] += src[p, j]` for `p = 0 … kc−1` in order — the
-/// column sums of the block, as [`add_rows`](super::parallel::add_rows) adds them (the same bits),
-/// while the values pass through registers anyway.
+/// With `sums` (each `cols` values, at most [`MAX_SUMS`]), also `sums[j] += src[p, j]` for
+/// `p = 0 … kc−1` in order, into each — the column sums of the block, as
+/// [`add_rows`](super::parallel::add_rows) adds them (the same bits), while the values pass
+/// through registers anyway.
 ///
 /// # Safety
 /// `src` must point at `kc` rows of `cols` readable values, `ld` apart; `panels` must hold at least
@@ -373,7 +433,7 @@ unsafe fn pack_panels(
     (cols, kc): (usize, usize),
     (src, ld): (*const f32, usize),
     panels: &mut [f32],
-    sums: Option<&mut [f32]>,
+    sums: &mut [&mut [f32]],
 ) {
     /// The copy for a width known when compiled (a whole panel's step as one fixed-size move).
     ///
@@ -384,31 +444,34 @@ unsafe fn pack_panels(
         (cols, kc): (usize, usize),
         (src, ld): (*const f32, usize),
         panels: &mut [f32],
-        mut sums: Option<&mut [f32]>,
+        sums: &mut [&mut [f32]],
     ) {
         let (whole, rest) = (cols / W, cols % W);
         assert!(panels.len() >= cols.div_ceil(W) * W * kc, "pack_panels: too small a buffer");
-        assert!(sums.as_ref().is_none_or(|s| s.len() == cols), "pack_panels: one sum per column");
+        assert!(
+            sums.len() <= MAX_SUMS && sums.iter().all(|s| s.len() == cols),
+            "pack_panels: one sum per column"
+        );
         let out = panels.as_mut_ptr();
         for q in 0..whole {
-            // The panel's W column sums, kept in registers down the rows.
-            let mut sum: Option<[f32; W]> =
-                sums.as_ref().map(|s| s[q * W..][..W].try_into().expect("W sums"));
+            // The panel's W column sums (for each set of sums), kept in registers down the rows.
+            let mut sum = [[0.0f32; W]; MAX_SUMS];
+            for (sum, s) in sum.iter_mut().zip(sums.iter()) {
+                sum.copy_from_slice(&s[q * W..][..W]);
+            }
             // SAFETY: rows p < kc of the source hold `cols` readable values (the caller's
             // guarantee), W of them from column q·W; step p of panel q is W values at q·W·kc + p·W,
             // inside `panels` (checked above). Unaligned moves of W values.
             unsafe {
                 let (from, to) = (src.add(q * W), out.add(q * W * kc));
-                for p in 0..kc {
-                    let value = from.add(p * ld).cast::<[f32; W]>().read_unaligned();
-                    to.add(p * W).cast::<[f32; W]>().write_unaligned(value);
-                    if let Some(sum) = &mut sum {
-                        sum.iter_mut().zip(&value).for_each(|(s, v)| *s += v);
-                    }
+                match sums.len() {
+                    0 => copy_rows::<W, 0>(kc, (from, ld), to, &mut sum),
+                    1 => copy_rows::<W, 1>(kc, (from, ld), to, &mut sum),
+                    _ => copy_rows::<W, 2>(kc, (from, ld), to, &mut sum),
                 }
             }
-            if let (Some(sums), Some(sum)) = (&mut sums, sum) {
-                sums[q * W..][..W].copy_from_slice(&sum);
+            for (sum, s) in sum.iter().zip(sums.iter_mut()) {
+                s[q * W..][..W].copy_from_slice(sum);
             }
         }
         if rest > 0 {
@@ -419,9 +482,30 @@ unsafe fn pack_panels(
                 let from = unsafe { std::slice::from_raw_parts(src.add(p * ld + whole * W), rest) };
                 step[..rest].copy_from_slice(from);
                 step[rest..].fill(0.0);
-                if let Some(sums) = &mut sums {
-                    sums[whole * W..].iter_mut().zip(from).for_each(|(s, v)| *s += v);
+                for s in sums.iter_mut() {
+                    s[whole * W..].iter_mut().zip(from).for_each(|(s, v)| *s += v);
                 }
+            }
+        }
+    }
+    /// `kc` rows of W values from `from` (`ld` apart) to `to` (W apart), each added to the
+    /// first `S` sets of sums.
+    ///
+    /// # Safety
+    /// As [`copy`], for one panel.
+    #[inline(always)]
+    unsafe fn copy_rows<const W: usize, const S: usize>(
+        kc: usize,
+        (from, ld): (*const f32, usize),
+        to: *mut f32,
+        sum: &mut [[f32; W]; MAX_SUMS],
+    ) {
+        for p in 0..kc {
+            // SAFETY: the caller's promise: row p of the panel's source and step p of the panel.
+            let value = unsafe { from.add(p * ld).cast::<[f32; W]>().read_unaligned() };
+            unsafe { to.add(p * W).cast::<[f32; W]>().write_unaligned(value) };
+            for sum in sum.iter_mut().take(S) {
+                sum.iter_mut().zip(&value).for_each(|(s, v)| *s += v);
             }
         }
     }
@@ -583,7 +667,8 @@ mod tests {
                     gemm(kern, m, rows, &packed, 0.5, beta, in_place.as_mut_ptr(), ldc);
                     let (a_t, b) = ((a_t.as_ptr(), lda), (b.as_ptr(), ldb));
                     let c = (long_sum.as_mut_ptr(), ldc);
-                    gemm_long_sum(kern, (m, k, n), 0.5, a_t, b, beta, c, Some(&mut sums));
+                    let out = LongSumOutput { b, n, c, sums: Some(&mut sums) };
+                    gemm_long_sum(kern, (m, k), 0.5, a_t, beta, &mut [out]);
                 }
                 let what = format!("{}×{} tiles, {m}×{k}×{n}, beta {beta}", kern.mr, kern.nr);
                 for (i, (x, y)) in in_place.iter().zip(&long_sum).enumerate() {

@@ -86,7 +86,9 @@ pub use rnn::{Rnn, RnnCell};
 
 use super::{Embedding, InputGrad, Param, Pass, State, StateMut, check_grad, shape_error};
 use crate::error::{Error, Result};
-use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm, sgemm_new, weight_gradients};
+use crate::tensor::gemm::{
+    Transpose::No, Transpose::Yes, sgemm, sgemm_new, weight_gradients, weight_gradients_shared,
+};
 use crate::tensor::init::Init;
 use crate::tensor::packed_gemm::{PackedB, gemm_packed_b};
 use crate::tensor::{Tensor, rng, shape_str};
@@ -807,13 +809,21 @@ impl<C: Cell> Recurrent<C> {
             self.describe()
         );
         self.backward_through_time(grad_out, grad_final);
-        self.recurrent_weight_grads();
         let (n, t_len) = self.nt;
-        let (g, f) = (C::GATES * self.hidden, self.inputs);
-        let da_all = if C::SHARED_GRADIENT { &self.grads[5] } else { &self.grads[4] };
-        // All steps at once (both time-major): dW_ih += Σ_t da_tᵀ·x_t;  db_ih += Σ da_t.
-        let (dw, db) = (self.weight_ih.grad.data_mut(), self.bias_ih.grad.data_mut());
-        weight_gradients((g, t_len * n, f), da_all, self.x.data(), dw, db);
+        let (h, g, f) = (self.hidden, C::GATES * self.hidden, self.inputs);
+        if C::SHARED_GRADIENT {
+            // da_t = db_t: dW_ih += Σ_t db_tᵀ·x_t and dW_hh += Σ_t db_tᵀ·h_{t−1} (and both biases'
+            // sums) over one copy of db, all steps at once.
+            let ih = (self.x.data(), self.weight_ih.grad.data_mut(), self.bias_ih.grad.data_mut());
+            let hh =
+                (&self.hs[..t_len * n * h], self.weight_hh.grad.data_mut(), self.bias_hh.grad.data_mut());
+            weight_gradients_shared((g, t_len * n), &self.grads[5], [ih, hh]);
+        } else {
+            self.recurrent_weight_grads();
+            // All steps at once (both time-major): dW_ih += Σ_t da_tᵀ·x_t;  db_ih += Σ da_t.
+            let (dw, db) = (self.weight_ih.grad.data_mut(), self.bias_ih.grad.data_mut());
+            weight_gradients((g, t_len * n, f), &self.grads[4], self.x.data(), dw, db);
+        }
         input_grad.is_needed().then(|| self.input_gradient())
     }
 
