@@ -231,7 +231,7 @@ pub(crate) fn weight_gradients_shared(
     g: &[f32],
     [(x1, dw1, db1), (x2, dw2, db2)]: [(&[f32], &mut [f32], &mut [f32]); 2],
 ) {
-    let width = |x: &[f32]| if k == 0 { 0 } else { x.len() / k };
+    let width = |x: &[f32]| x.len().checked_div(k).unwrap_or(0);
     let (n1, n2) = (width(x1), width(x2));
     let shared = k > 0
         && m >= 2
@@ -244,7 +244,7 @@ pub(crate) fn weight_gradients_shared(
         Some(kern) => {
             let fits = |len: usize, rows: usize, cols: usize| rows.checked_mul(cols) == Some(len);
             assert!(fits(g.len(), k, m), "weight gradients: G has {} elements, expected {k}×{m}", g.len());
-            for (x, dw, db, n) in [(&*x1, &*dw1, &*db1, n1), (&*x2, &*dw2, &*db2, n2)] {
+            for (x, dw, db, n) in [(x1, &*dw1, &*db1, n1), (x2, &*dw2, &*db2, n2)] {
                 assert!(
                     fits(x.len(), k, n),
                     "weight gradients: X has {} elements, expected {k}×{n}",

@@ -501,9 +501,13 @@ unsafe fn pack_panels(
         sum: &mut [[f32; W]; MAX_SUMS],
     ) {
         for p in 0..kc {
-            // SAFETY: the caller's promise: row p of the panel's source and step p of the panel.
-            let value = unsafe { from.add(p * ld).cast::<[f32; W]>().read_unaligned() };
-            unsafe { to.add(p * W).cast::<[f32; W]>().write_unaligned(value) };
+            // SAFETY: the caller's promise: row p of the panel's source and step p of the panel,
+            // W values each (unaligned moves).
+            let value = unsafe {
+                let value = from.add(p * ld).cast::<[f32; W]>().read_unaligned();
+                to.add(p * W).cast::<[f32; W]>().write_unaligned(value);
+                value
+            };
             for sum in sum.iter_mut().take(S) {
                 sum.iter_mut().zip(&value).for_each(|(s, v)| *s += v);
             }
