@@ -231,10 +231,11 @@ pub(crate) fn weight_gradients_shared(
     g: &[f32],
     [(x1, dw1, db1), (x2, dw2, db2)]: [(&[f32], &mut [f32], &mut [f32]); 2],
 ) {
-    let width = |x: &[f32]| x.len().checked_div(k).unwrap_or(0);
-    let (n1, n2) = (width(x1), width(x2));
-    let shared = k > 0
-        && m >= 2
+    if k == 0 || m == 0 {
+        return; // an empty sum: nothing to add (an empty batch)
+    }
+    let (n1, n2) = (x1.len() / k, x2.len() / k);
+    let shared = m >= 2
         && n1 > 0
         && n2 > 0
         && is_long_sum(m, k, n1)
@@ -666,8 +667,9 @@ pub fn gemm(
 /// A raw pointer that may cross to another rayon task (see the SAFETY notes where it is used).
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
-// SAFETY: the pointer is only dereferenced inside `sgemm`'s scope, whose tasks write disjoint
-// blocks of C while the slice it points into is borrowed mutably by `sgemm` for the whole scope.
+// SAFETY: the pointer is only dereferenced inside the scope of the call that made it (`sgemm`,
+// `weight_gradients`, `weight_gradients_shared`), whose tasks write disjoint blocks of C (and of
+// the column sums) while the slices it points into are borrowed mutably for the whole call.
 unsafe impl Send for SendPtr {}
 // SAFETY: as for Send; the pointer itself is never written through from two tasks at one place.
 unsafe impl Sync for SendPtr {}

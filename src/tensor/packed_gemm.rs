@@ -241,7 +241,7 @@ pub(crate) struct LongSumOutput<'s> {
 /// # Safety
 /// `a` must point at `k` rows of `m` readable values, `lda` apart, and each output's `b` and `c`
 /// as [`LongSumOutput`] says, every `C` writable and touched by nothing else meanwhile, no two
-/// outputs' `C`s overlapping; `kern` must be this CPU's.
+/// outputs' `C`s overlapping; `kern`'s tiles must run on this CPU.
 pub(crate) unsafe fn gemm_long_sum(
     kern: &Kernels,
     (m, k): (usize, usize),
@@ -373,7 +373,7 @@ enum ABlock {
 /// # Safety
 /// `a` must hold `mc` rows of `kc` steps (as its variant says), each panel `kc · nr` values, `bias`
 /// (when given) `nc.div_ceil(nr) · nr` values; `c` must point at `mc` rows of `nc` writable values,
-/// `ldc` apart, that nothing else touches meanwhile; `kern` must be this CPU's.
+/// `ldc` apart, that nothing else touches meanwhile; `kern`'s tiles must run on this CPU.
 #[allow(clippy::too_many_arguments)] // a block's operands
 unsafe fn multiply_block(
     kern: &Kernels,

@@ -38,7 +38,9 @@
 //! ```
 //!
 //! Only the first line has to run step by step (`dh_{t−1}` feeds step `t−1`); the code keeps every
-//! step's `da_t` and `db_t` and does the other three for all steps at once, as three large GEMMs.
+//! step's `da_t` and `db_t` (one of them where they are equal: the LSTM, the plain RNN) and does
+//! the other three for all steps at once, as large GEMMs (`dW_ih` and `dW_hh` in one call over a
+//! single copy of `db` where `da = db`).
 //!
 //! **Why the weight gradients are sums over time**: `W_hh` is used at every step, so `L` depends on
 //! it through every step, and the chain rule adds those contributions — the same reason a
@@ -110,8 +112,8 @@ pub trait Cell: Send + Sync + 'static {
     /// True when `a` and `b` enter the cell only through their sum `p = a + b` (the LSTM's gates,
     /// the plain RNN's pre-activation), so that `dL/da = dL/db`: the walk then keeps `db` alone
     /// (one buffer written and read instead of two equal ones), and [`Cell::backward_step`] gets
-    /// an empty `da`.
-    const SHARED_GRADIENT: bool;
+    /// an empty `da`. False by default (both written), which is right for any cell.
+    const SHARED_GRADIENT: bool = false;
     /// `"LSTM"`.
     fn name(&self) -> String;
 
@@ -197,7 +199,8 @@ pub struct Recurrent<C: Cell> {
     packed_ih: PackedB,
     /// `W_hh` packed for the walk's per-step products (`W_hhᵀ` forward, `W_hh` backward).
     packed_hh: PackedB,
-    /// Backward scratch, reused from call to call: dh, dc, dh_prev, dc_prev, da (all steps), db.
+    /// Backward scratch, reused from call to call: dh, dc, dh_prev, dc_prev, da and db (all steps,
+    /// time-major; da empty when the cell shares them, [`Cell::SHARED_GRADIENT`]).
     pub(crate) grads: [Vec<f32>; 6],
     h0_grad: Option<RecurrentState>,
 }
@@ -298,8 +301,9 @@ impl<C: Cell> Recurrent<C> {
     /// The most memory, in bytes, that one pass may keep for backpropagation through time
     /// (default [`DEFAULT_ACTIVATION_BUDGET`], 2 GiB): every step's input, gates, states and
     /// output, and the backward pass's gate gradients — about
-    /// `4·N·T·(2·F + (2·G + S + 3)·H)` bytes for a batch `[N, T, F]` (`G` gates, `S` values saved
-    /// per unit and step: 4 for the LSTM and GRU, 1 for the plain RNN). A batch above it is
+    /// `4·N·T·(2·F + (K·G + S + 3)·H)` bytes for a batch `[N, T, F]` (`G` gates, `S` values saved
+    /// per unit and step: 4 for the LSTM and GRU, 1 for the plain RNN; `K` gate gradients kept per
+    /// step: 1 for the LSTM and the plain RNN, whose two are equal, 2 for the GRU). A batch above it is
     /// refused by [`Layer::output_shape`](crate::layers::Layer::output_shape), so training,
     /// evaluation and prediction return an `Err` naming the sizes before allocating anything.
     /// Shorter sequences (windows) or smaller batches lower the need.
@@ -317,8 +321,10 @@ impl<C: Cell> Recurrent<C> {
     /// saturating at `usize::MAX`.
     pub fn activation_bytes(&self, input: &[usize]) -> usize {
         let [n, t, f] = *input else { return 0 };
-        let per_step =
-            (2 * C::GATES + C::SAVED + 3).saturating_mul(self.hidden).saturating_add(f.saturating_mul(2));
+        let kept_gradients = if C::SHARED_GRADIENT { 1 } else { 2 };
+        let per_step = (kept_gradients * C::GATES + C::SAVED + 3)
+            .saturating_mul(self.hidden)
+            .saturating_add(f.saturating_mul(2));
         4usize.saturating_mul(n).saturating_mul(t).saturating_mul(per_step)
     }
 
@@ -663,7 +669,8 @@ impl<C: Cell> Recurrent<C> {
         y
     }
 
-    /// The walk forward through time over `input` of shape `[N, T, F]`.
+    /// The walk forward through time over `input` (a batch of `shape` `[N, T, F]`; a dense input
+    /// comes time-major, `[T, N, F]`).
     fn run_input(
         &mut self,
         shape: &[usize; 3],
@@ -1028,13 +1035,13 @@ impl<C: Cell> Recurrent<C> {
 fn time_major(x: &Tensor, out: &mut Tensor) {
     let (n, t_len, f) = (x.dim(0), x.dim(1), x.dim(2));
     out.resize_for_overwrite(&[t_len, n, f]); // every row is written below
-    if f == 0 {
-        return;
-    }
-    for (r, row) in out.data_mut().chunks_exact_mut(f).enumerate() {
-        let (t, s) = (r / n, r % n);
-        row.copy_from_slice(&x.data()[(s * t_len + t) * f..][..f]);
-    }
+    // In parallel blocks of rows for a large input (as `copy_from` copies), else here.
+    crate::tensor::parallel::for_row_blocks(out.data_mut(), f, |first, rows| {
+        for (r, row) in (first..).zip(rows.chunks_exact_mut(f)) {
+            let (t, s) = (r / n, r % n);
+            row.copy_from_slice(&x.data()[(s * t_len + t) * f..][..f]);
+        }
+    });
 }
 
 /// What the walk forward reads at each step.
