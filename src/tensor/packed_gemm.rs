@@ -22,7 +22,8 @@
 //!
 //! Weight gradients `Gᵀ·X` summed over many rows ([`gemm_long_sum`]) copy both operands block
 //! by block instead — `B`'s block of steps into panels, `Gᵀ`'s into slivers — as in the classic
-//! blocked GEMM, and take the bias's gradient `Σ G` during the copy.
+//! blocked GEMM, and take the bias's gradient `Σ G` during the copy. Two products over the same
+//! `G` (an LSTM's `Gᵀ·X` and `Gᵀ·H`) share one copy of it.
 //!
 //! Also used, `B` packed at each call, for the tall products of [`sgemm`](super::gemm::sgemm)
 //! (`[N·T, E]` against `[E, 3E]`: a Transformer's projections), where it keeps up with or beats

@@ -803,7 +803,8 @@ impl<C: Cell> Recurrent<C> {
         self.run_backward(Some(grad_out), None, input_grad)
     }
 
-    /// The backward pass: the walk back through time, then the weight gradients as three GEMMs.
+    /// The backward pass: the walk back through time, then the weight gradients and `dx` as large
+    /// GEMMs over all steps (`dW_ih` and `dW_hh` in one where `da = db`).
     fn run_backward(
         &mut self,
         grad_out: Option<&Tensor>,
