@@ -813,28 +813,14 @@ mod tests {
                 c: SendPtr(c.as_mut_ptr()),
                 sums: Some(SendPtr(s.as_mut_ptr())),
             };
+            let both = [target(&x1, n1, &mut both1, &mut s_both1), target(&x2, n2, &mut both2, &mut s_both2)];
+            let alone =
+                [target(&x1, n1, &mut alone1, &mut s_alone1), target(&x2, n2, &mut alone2, &mut s_alone2)];
             // SAFETY: g holds k·m values, each x k·n, each C m·n and each sums m, borrowed for the calls.
             unsafe {
-                long_sum_product(
-                    kern,
-                    (m, k),
-                    1.0,
-                    &g,
-                    0.0,
-                    &[target(&x1, n1, &mut alone1, &mut s_alone1)],
-                    false,
-                );
-                long_sum_product(
-                    kern,
-                    (m, k),
-                    1.0,
-                    &g,
-                    0.0,
-                    &[target(&x2, n2, &mut alone2, &mut s_alone2)],
-                    false,
-                );
-                let both =
-                    [target(&x1, n1, &mut both1, &mut s_both1), target(&x2, n2, &mut both2, &mut s_both2)];
+                for one in alone {
+                    long_sum_product(kern, (m, k), 1.0, &g, 0.0, &[one], false);
+                }
                 long_sum_product(kern, (m, k), 1.0, &g, 0.0, &both, false);
             }
             let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());

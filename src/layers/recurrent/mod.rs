@@ -663,7 +663,7 @@ impl<C: Cell> Recurrent<C> {
         // Kept time-major, `[T, N, F]`: step t's rows are adjacent for the walk's products, and
         // they line up with the rows of the gradients (time-major too) for dL/dW_ih.
         let mut x_tm = std::mem::take(&mut self.x);
-        time_major(x, &mut x_tm);
+        swap_first_axes(x, &mut x_tm);
         let y = self.run_input(&shape, StepInput::Dense(&x_tm), initial, pass);
         self.x = x_tm;
         y
@@ -863,15 +863,10 @@ impl<C: Cell> Recurrent<C> {
         let (g, f) = (C::GATES * self.hidden, self.inputs);
         let dx_tm =
             sgemm_new(t_len * n, g, f, self.gate_gradients(), No, self.weight_ih.value.data(), No, None);
-        if f == 0 {
-            return Tensor::zeros(&[n, t_len, f]);
-        }
-        Tensor::from_row_blocks(&[n, t_len, f], f, |first, rows| {
-            for (r, row) in (first..).zip(rows.chunks_exact_mut(f)) {
-                let (s, t) = (r / t_len, r % t_len);
-                row.copy_from_slice(&dx_tm[(t * n + s) * f..][..f]); // dx[s, t] = (da·W_ih)[t, s]
-            }
-        })
+        let dx_tm = Tensor::from_vec(&[t_len, n, f], dx_tm).expect("[T·N, F]");
+        let mut dx = Tensor::default();
+        swap_first_axes(&dx_tm, &mut dx); // dx[s, t] = (da·W_ih)[t, s]
+        dx
     }
 
     /// The walk back through time from `dL/dy` (`None`: zeros) and the final state's gradient
@@ -1032,15 +1027,16 @@ impl<C: Cell> Recurrent<C> {
     }
 }
 
-/// `x [N, T, F]` into `out` as `[T, N, F]` (reusing its buffer): row `(t, n)` is `x[n, t]`.
-fn time_major(x: &Tensor, out: &mut Tensor) {
-    let (n, t_len, f) = (x.dim(0), x.dim(1), x.dim(2));
-    out.resize_for_overwrite(&[t_len, n, f]); // every row is written below
+/// `x [A, B, F]` into `out` as `[B, A, F]` (reusing its buffer): row `(b, a)` is `x[a, b]` —
+/// a batch `[N, T, F]` to time-major `[T, N, F]`, and back.
+fn swap_first_axes(x: &Tensor, out: &mut Tensor) {
+    let (outer, inner, f) = (x.dim(0), x.dim(1), x.dim(2));
+    out.resize_for_overwrite(&[inner, outer, f]); // every row is written below
     // In parallel blocks of rows for a large input (as `copy_from` copies), else here.
     crate::tensor::parallel::for_row_blocks(out.data_mut(), f, |first, rows| {
         for (r, row) in (first..).zip(rows.chunks_exact_mut(f)) {
-            let (t, s) = (r / n, r % n);
-            row.copy_from_slice(&x.data()[(s * t_len + t) * f..][..f]);
+            let (b, a) = (r / outer, r % outer);
+            row.copy_from_slice(&x.data()[(a * inner + b) * f..][..f]);
         }
     });
 }
