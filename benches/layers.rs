@@ -10,10 +10,16 @@
 //! the output and its arg-max (u32), backward reads the gradient and the arg-max and writes
 //! `dL/dx`; ReLU reads and writes 4 bytes per value and keeps a 1-byte mask.
 //!
-//! Run: `cargo bench --bench layers`
+//! `attention_backward` times a causal `MultiHeadAttention`'s backward pass on one thread at the
+//! side-by-side's GPT shape (E 128, 4 heads, T 64, batch 32) and SAKT shape (E 64, 4 heads, T 100,
+//! batch 64), in GFLOP/s of the products over all of each head's `P` (as if nothing were masked:
+//! the projections' 2 · 2·N·T·E·4E, the heads' 4 · 2·N·T²·E), so skipping masked blocks shows as a
+//! higher rate.
+//!
+//! Run: `cargo bench --bench layers` (one group: `cargo bench --bench layers -- attention_backward`)
 
 use backprop::Tensor;
-use backprop::layers::{Conv2d, Dense, InputGrad, Layer, MaxPool2d, Pass, Relu};
+use backprop::layers::{Conv2d, Dense, InputGrad, Layer, MaxPool2d, MultiHeadAttention, Pass, Relu};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
@@ -119,10 +125,31 @@ fn layers(c: &mut Criterion) {
     }
 }
 
+/// A causal self-attention layer's backward pass on one thread (see the module docs).
+fn attention_backward(c: &mut Criterion) {
+    backprop::alloc_tuning::tune_allocator();
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a one-thread pool");
+    let mut g = c.benchmark_group("attention_backward");
+    for (name, n, t, e, heads) in
+        [("gpt_E128_T64_b32", 32, 64, 128, 4), ("sakt_E64_T100_b64", 64, 100, 64, 4)]
+    {
+        let mut attn = MultiHeadAttention::new(e, heads).causal();
+        let x = Tensor::randn(&[n, t, e], 0.0, 1.0, 1);
+        let grad = Tensor::randn(&[n, t, e], 0.0, 1.0, 2);
+        one.install(|| attn.forward(&x, Pass::TRAIN));
+        let (projections, heads_products) = (2 * 2 * n * t * e * 4 * e, 4 * 2 * n * t * t * e);
+        g.throughput(Throughput::Elements((projections + heads_products) as u64));
+        g.bench_function(name, |b| {
+            one.install(|| b.iter(|| black_box(attn.backward(black_box(&grad), InputGrad::Needed))))
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = layers
+    targets = layers, attention_backward
 }
 criterion_main!(benches);
