@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """A/B of two builds of this crate's `examples/speed.rs`: runs the two binaries in alternation
-(fresh processes, the order swapped every round) and prints the median of each figure and the
-ratio B/A. Use it to measure a change against the commit before it on a noisy machine: the two
+(fresh processes, the order swapped every round) and prints the median of each figure, the
+ratio of the medians B/A, and the median of the ratios of each round's two runs (run back to back,
+so they share the machine's state of that moment: on a host whose speed drifts by tens of per cent
+within minutes, the steadier of the two). Use it to measure a change against the commit before it on a noisy machine: the two
 builds see the same noise, so their ratio is steadier than either figure.
 
 Usage:
@@ -16,8 +18,8 @@ import json
 import statistics
 import subprocess
 
-KEYS = ["convnet_train_b64", "convnet_train_b256", "convnet_infer_b256", "convnet_latency_b1_us",
-        "mlp_train_b64", "mlp_latency_b1_us", "lstm_train_b100", "lstm_infer_b100", "gru_train_b100", "peak_rss_mib"]
+# Fields of the speed binary's JSON line that are not figures.
+META = {"framework", "version", "threads"}
 
 
 def run(binary, threads, seconds, only):
@@ -41,14 +43,17 @@ def main():
             results[side].append(run(getattr(args, side), args.threads, args.seconds, args.only))
     print(f"A = {args.a}\nB = {args.b}\n{args.repeats} alternating rounds, {args.threads} threads, "
           f"{args.seconds} s per figure\n")
-    print("| figure | A median (min–max) | B median (min–max) | B / A |\n|---|---|---|---|")
-    for k in KEYS:
+    print("| figure | A median (min–max) | B median (min–max) | B / A (medians) | B / A (median of rounds) |")
+    print("|---|---|---|---|---|")
+    keys = [k for k in results["a"][0] if k not in META]  # every figure, in the binary's order
+    for k in keys:
         if any(k not in x for x in results["a"] + results["b"]):
             continue  # a build from before the figure existed
         a = [x[k] for x in results["a"]]
         b = [x[k] for x in results["b"]]
         fmt = lambda v: f"{statistics.median(v):,.0f} ({min(v):,.0f}–{max(v):,.0f})"
-        print(f"| {k} | {fmt(a)} | {fmt(b)} | {statistics.median(b) / statistics.median(a):.3f} |")
+        rounds = statistics.median(y / x for x, y in zip(a, b))
+        print(f"| {k} | {fmt(a)} | {fmt(b)} | {statistics.median(b) / statistics.median(a):.3f} | {rounds:.3f} |")
 
 
 if __name__ == "__main__":
