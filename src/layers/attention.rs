@@ -528,6 +528,13 @@ fn head_backward_scores(
 /// (`d` of 16 to 32) the extra packing ate the saving in a trial timing.
 const BACKWARD_BLOCK: usize = 32;
 
+/// Rows per block of a masked backward product over `len` rows: [`BACKWARD_BLOCK`] under a causal
+/// mask; all of them otherwise, where every query sees the same keys and blocks would skip nothing
+/// (only more calls).
+fn backward_block(causal: bool, len: usize) -> usize {
+    if causal { BACKWARD_BLOCK } else { len.max(1) }
+}
+
 /// Keys that some query of the head sees: `0 .. keys`, and under a causal mask only the first
 /// `T_q` (key `j` is first seen by query `j`).
 fn keys_seen(tq: usize, (causal, keys): (bool, usize)) -> usize {
@@ -555,8 +562,9 @@ fn head_backward_values_masked(
     d_v: BlockMut<'_>,
 ) {
     let seen = keys_seen(tq, (causal, keys));
-    for j0 in (0..seen).step_by(BACKWARD_BLOCK) {
-        let j1 = (j0 + BACKWARD_BLOCK).min(seen);
+    let block = backward_block(causal, seen);
+    for j0 in (0..seen).step_by(block) {
+        let j1 = (j0 + block).min(seen);
         let i0 = if causal { j0 } else { 0 }; // the first query that may see key j0
         let (p_block, d_o_block) = (&p[i0 * tk + j0..], &d_o.0[i0 * d_o.1..]);
         let d_v_block = (&mut d_v.0[j0 * d_v.1..], d_v.1);
@@ -590,8 +598,9 @@ fn head_backward_scores_masked(
     dk: BlockMut<'_>,
 ) {
     let scale = 1.0 / (d as f32).sqrt();
-    for i0 in (0..tq).step_by(BACKWARD_BLOCK) {
-        let i1 = (i0 + BACKWARD_BLOCK).min(tq);
+    let block = backward_block(causal, tq);
+    for i0 in (0..tq).step_by(block) {
+        let i1 = (i0 + block).min(tq);
         let seen = if causal { keys.min(i1) } else { keys }; // keys 0 .. seen: all this block sees
         let d_o_rows = &d_o.0[i0 * d_o.1..];
         // dP[i0..i1, ..seen] = dO[i0..i1]·V[..seen]ᵀ
@@ -610,11 +619,13 @@ fn head_backward_scores_masked(
         let dq_rows = (&mut dq.0[i0 * dq.1..], dq.1);
         sgemm_strided((i1 - i0, seen, d), scale, (&ds[i0 * tk..], tk, No), (k.0, k.1, No), 0.0, dq_rows);
     }
-    // Each block of keys reads dS only where a block of queries above wrote it: query i ≥ j0 sits
-    // in a block that saw at least keys 0 .. min(j0 + BACKWARD_BLOCK, keys).
+    // Each block of keys reads dS only where a block of queries above wrote it: under a causal
+    // mask, query i ≥ j0 sits in a block that saw at least keys 0 .. min(j0 + BACKWARD_BLOCK,
+    // keys) (the blocks of both loops start at multiples of it); otherwise every query saw them all.
     let seen = keys_seen(tq, (causal, keys));
-    for j0 in (0..seen).step_by(BACKWARD_BLOCK) {
-        let j1 = (j0 + BACKWARD_BLOCK).min(seen);
+    let block = backward_block(causal, seen);
+    for j0 in (0..seen).step_by(block) {
+        let j1 = (j0 + block).min(seen);
         let i0 = if causal { j0 } else { 0 };
         // dK[j0..j1] = dS[i0.., j0..j1]ᵀ·Q[i0..]/√d
         let dk_rows = (&mut dk.0[j0 * dk.1..], dk.1);
