@@ -127,7 +127,7 @@ fn layers(c: &mut Criterion) {
 
 /// A causal self-attention layer's backward pass on one thread (see the module docs).
 fn attention_backward(c: &mut Criterion) {
-    backprop::alloc_tuning::tune_allocator();
+    backprop::alloc_tuning::tune_allocator(); // a benchmark owns its process
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a one-thread pool");
     let mut g = c.benchmark_group("attention_backward");
     for (name, n, t, e, heads) in

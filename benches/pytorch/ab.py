@@ -3,14 +3,17 @@
 (fresh processes, the order swapped every round) and prints the median of each figure, the
 ratio of the medians B/A, and the median of the ratios of each round's two runs (run back to back,
 so they share the machine's state of that moment: on a host whose speed drifts by tens of per cent
-within minutes, the steadier of the two). Use it to measure a change against the commit before it on a noisy machine: the two
-builds see the same noise, so their ratio is steadier than either figure.
+within minutes, the steadier of the two). Use it to measure a change against the commit before
+it on a noisy machine: the two builds see the same noise, so their ratio is steadier than either
+figure. Keep the number of rounds even: a host can favour whichever binary runs first in a pair
+(5-10 % on the AMD host of docs/benchmarks.md's ninth session), and an even count lets each build
+run first equally often.
 
 Usage:
     git worktree add /tmp/before <commit> && (cd /tmp/before && cargo build --release --example speed)
     cargo build --release --example speed
     python3 benches/pytorch/ab.py /tmp/before/target/release/examples/speed target/release/examples/speed \
-        [--repeats 7] [--threads 2] [--seconds 2] [--only convnet_train_b64,mlp_train_b64]
+        [--repeats 8] [--threads 2] [--seconds 2] [--only convnet_train_b64,mlp_train_b64]
 Standard library only.
 """
 import argparse
@@ -32,7 +35,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("a")
     ap.add_argument("b")
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=8, help="rounds (even: each build runs first as often)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--only", help="comma-separated figures to measure (default: all)")

@@ -11,7 +11,8 @@ Usage (a two-thread figure of the speed binary, sampled often enough for the win
 
 Prints the two threads' sample counts, how many windows had both threads, one, or none, and the
 symbols of the one-thread windows. A window should hold several sampling periods (at 10 kHz, 0.5 ms
-is five). Standard library only.
+is five); with few, sampling jitter alone makes some one-thread windows, so compare two window
+sizes (`--window 0.001`) before reading much into a few per cent. Standard library only.
 """
 import argparse
 import collections

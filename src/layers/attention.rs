@@ -525,7 +525,10 @@ fn head_backward_scores(
 /// into blocks of 32, a `T × T` product keeps the blocks on and below the diagonal — at `T = 64`,
 /// 3 of 4 (75 % of the multiply-adds), at `T = 100`, 65 %. Blocks of 16 would skip more (62.5 %,
 /// 58 %), but each block is a product of its own that packs its operands, and at a head's sizes
-/// (`d` of 16 to 32) the extra packing ate the saving in a trial timing.
+/// (`d` of 16 to 32) the extra packing ate the saving in a trial timing. What it bought in the
+/// models (AMD EPYC, AVX2; `benches/pytorch/ab.py`, 10 rounds, docs/benchmarks.md, ninth session):
+/// nothing measurable on one thread at T = 64 and 100, SAKT perhaps 8 % on two; the saving grows
+/// with `T`.
 const BACKWARD_BLOCK: usize = 32;
 
 /// Rows per block of a masked backward product over `len` rows: [`BACKWARD_BLOCK`] under a causal
@@ -613,15 +616,17 @@ fn head_backward_scores_masked(
             (&mut ds[i0 * tk..], tk),
         );
         for i in i0..i1 {
-            softmax_backward_row(&mut ds[i * tk..][..seen], &p[i * tk..][..seen]); // dS = P ⊙ (dP − rowsum(P ⊙ dP))
+            // dS = P ⊙ (dP − rowsum(P ⊙ dP))
+            softmax_backward_row(&mut ds[i * tk..][..seen], &p[i * tk..][..seen]);
         }
         // dQ[i0..i1] = dS[i0..i1, ..seen]·K[..seen]/√d
         let dq_rows = (&mut dq.0[i0 * dq.1..], dq.1);
         sgemm_strided((i1 - i0, seen, d), scale, (&ds[i0 * tk..], tk, No), (k.0, k.1, No), 0.0, dq_rows);
     }
     // Each block of keys reads dS only where a block of queries above wrote it: under a causal
-    // mask, query i ≥ j0 sits in a block that saw at least keys 0 .. min(j0 + BACKWARD_BLOCK,
-    // keys) (the blocks of both loops start at multiples of it); otherwise every query saw them all.
+    // mask, query i ≥ j0 sits in a block that saw keys 0 .. min(j0 + BACKWARD_BLOCK, keys, T_q)
+    // at least, which is ≥ j1 (both loops' blocks start at multiples of BACKWARD_BLOCK);
+    // otherwise every query saw keys 0 .. keys.
     let seen = keys_seen(tq, (causal, keys));
     let block = backward_block(causal, seen);
     for j0 in (0..seen).step_by(block) {
@@ -1225,13 +1230,17 @@ mod tests {
     #[test]
     fn masked_head_backward_matches_the_definition() {
         let mut r = crate::tensor::rng(12);
-        for (tq, tk) in [(1, 1), (3, 5), (16, 16), (17, 17), (40, 23), (23, 40), (64, 64), (100, 100)] {
+        let shapes = [(1, 1), (1, 5), (3, 5), (16, 16), (17, 17), (32, 32), (33, 33), (40, 23), (23, 40)];
+        let shapes = shapes.into_iter().chain([(40, 70), (70, 40), (64, 64), (100, 100)]);
+        for ((tq, tk), tied) in shapes.flat_map(|s| [(s, false), (s, true)]) {
             for (causal, keys) in [(false, tk), (true, tk), (false, tk / 2 + 1), (true, tk / 3 + 1)] {
                 let (d, dv, ld) = (8, 8, 11);
                 let mut fill = |rows: usize| -> Vec<f32> {
                     (0..rows * ld).map(|_| r.random::<f32>() * 2.0 - 1.0).collect()
                 };
-                let (q, k, v, d_o) = (fill(tq), fill(tk), fill(tk), fill(tq));
+                // Tied: zero queries, so every score of a row is the same (a uniform softmax).
+                let q = if tied { vec![0.0; tq * ld] } else { fill(tq) };
+                let (k, v, d_o) = (fill(tk), fill(tk), fill(tq));
                 let mut p = vec![0.0; tq * tk];
                 let mut o = vec![0.0; tq * ld];
                 let shape = (tq, tk, d, dv);
@@ -1276,7 +1285,7 @@ mod tests {
                     (dq, dk, dv_)
                 };
                 let (fast, definition) = (grads(true), grads(false));
-                let what = format!("T_q {tq}, T_k {tk}, causal {causal}, {keys} keys");
+                let what = format!("T_q {tq}, T_k {tk}, causal {causal}, {keys} keys, tied {tied}");
                 for (name, f, w, rows) in [
                     ("dQ", &fast.0, &definition.0, tq),
                     ("dK", &fast.1, &definition.1, tk),
@@ -1293,6 +1302,11 @@ mod tests {
                                 assert_eq!(f, 0.0, "{what}: {name}[{row}, {c}]");
                             }
                         }
+                        // The columns past the head's (another head's, in a shared buffer): untouched.
+                        assert!(
+                            f[row * ld + d..][..ld - d].iter().all(|v| v.is_nan()),
+                            "{what}: {name} row {row}"
+                        );
                     }
                 }
             }
