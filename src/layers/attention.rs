@@ -538,8 +538,8 @@ fn backward_block(causal: bool, len: usize) -> usize {
     if causal { BACKWARD_BLOCK } else { len.max(1) }
 }
 
-/// Keys that some query of the head sees: `0 .. keys`, and under a causal mask only the first
-/// `T_q` (key `j` is first seen by query `j`).
+/// Keys that some query of `0 .. tq` sees (all the head's queries, or a block's first `tq`):
+/// `0 .. keys`, and under a causal mask only the first `tq` (key `j` is first seen by query `j`).
 fn keys_seen(tq: usize, (causal, keys): (bool, usize)) -> usize {
     if causal { keys.min(tq) } else { keys }
 }
@@ -604,7 +604,7 @@ fn head_backward_scores_masked(
     let block = backward_block(causal, tq);
     for i0 in (0..tq).step_by(block) {
         let i1 = (i0 + block).min(tq);
-        let seen = if causal { keys.min(i1) } else { keys }; // keys 0 .. seen: all this block sees
+        let seen = keys_seen(i1, (causal, keys)); // keys 0 .. seen: all this block sees
         let d_o_rows = &d_o.0[i0 * d_o.1..];
         // dP[i0..i1, ..seen] = dO[i0..i1]·V[..seen]ᵀ
         sgemm_strided(
