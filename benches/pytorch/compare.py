@@ -3,7 +3,11 @@
 into docs/benchmarks.md (between the markers <!-- compare:begin --> and <!-- compare:end -->).
 
 Usage: python3 benches/pytorch/compare.py [--repeats 5] [--threads 2,1] [--seconds 2]
-                                          [--python python3] [--no-write]
+                                          [--python python3] [--no-write] [--only FIGURE,...]
+
+Each figure is measured by a pair of fresh processes, one per framework, back to back, so that
+both sides of a ratio see the same few seconds of a shared, noisy machine (a round of the whole
+suite per framework left minutes between the two sides of a ratio).
 Standard library only; PyTorch must already be installed for the interpreter given by --python.
 """
 import argparse
@@ -75,64 +79,80 @@ def main():
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--python", default="python3")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--only", help="comma-separated figures to measure (default: all); the partial table is "
+                    "printed, never written")
     args = ap.parse_args()
     thread_counts = [int(t) for t in args.threads.split(",")]
 
     subprocess.run(["cargo", "build", "--release", "--example", "speed"], cwd=ROOT, check=True)
     rust_bin = ROOT / "target" / "release" / "examples" / "speed"
     import os
-    results = {(fw, t): [] for fw in ("pytorch", "backprop") for t in thread_counts}
+    only = args.only.split(",") if args.only else [key for key, *_ in FIGURES if key != "peak_rss_mib"]
+    # results[(framework, threads)][figure]: one value per round. Each figure is measured by a pair
+    # of fresh processes, one per framework, back to back (which goes first alternates from pair
+    # to pair), so both sides of a ratio see the same few seconds of a shared machine; a
+    # framework's peak memory is the largest of its processes in a round.
+    results = {(fw, t): {key: [] for key, *_ in FIGURES} for fw in ("pytorch", "backprop") for t in thread_counts}
+    pair, version = 0, {}
     for r in range(args.repeats):
         for t in thread_counts:
             env = dict(os.environ, OMP_NUM_THREADS=str(t), MKL_NUM_THREADS=str(t))
-            # Alternate which goes first, so slow drifts of the machine affect both alike.
-            order = ["pytorch", "backprop"] if r % 2 == 0 else ["backprop", "pytorch"]
-            for fw in order:
-                if fw == "pytorch":
-                    cmd = [args.python, str(ROOT / "benches/pytorch/convnet.py"), str(t), str(args.seconds)]
-                else:
-                    cmd = [str(rust_bin), str(t), str(args.seconds)]
-                res = run_json(cmd, env)
-                results[(fw, t)].append(res)
-                print(f"round {r + 1}/{args.repeats}, {t} threads, {fw}: "
-                      + ", ".join(f"{k}={res[k]:.1f}" for k, *_ in FIGURES), file=sys.stderr)
-
-    torch_version = results[("pytorch", thread_counts[0])][0]["version"]
+            rss = {"pytorch": 0.0, "backprop": 0.0}
+            for key in only:
+                order = ["pytorch", "backprop"] if pair % 2 == 0 else ["backprop", "pytorch"]
+                pair += 1
+                for fw in order:
+                    if fw == "pytorch":
+                        cmd = [args.python, str(ROOT / "benches/pytorch/convnet.py"), str(t), str(args.seconds), key]
+                    else:
+                        cmd = [str(rust_bin), str(t), str(args.seconds), key]
+                    res = run_json(cmd, env)
+                    results[(fw, t)][key].append(res[key])
+                    version[fw] = res["version"]
+                    rss[fw] = max(rss[fw], res["peak_rss_mib"])
+                line = ", ".join(f"{fw} {results[(fw, t)][key][-1]:.1f}" for fw in ("pytorch", "backprop"))
+                print(f"round {r + 1}/{args.repeats}, {t} threads, {key}: {line}", file=sys.stderr)
+            for fw, peak in rss.items():
+                results[(fw, t)]["peak_rss_mib"].append(peak)
     rust_version = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
     counts = " and ".join(str(t) for t in thread_counts)
+    only_arg = f" --only {args.only}" if args.only else ""
     lines = [
         BEGIN,
         f"Measured {datetime.date.today().isoformat()} on {cpu_model()} ({os.cpu_count()} logical cores), "
-        f"{counts} threads each, {args.repeats} alternating rounds of fresh processes, "
-        f"≥ {args.seconds:g} s per figure after 10 warm-up iterations. PyTorch {torch_version} "
-        f"(`{Path(args.python).name}`); backprop {results[('backprop', thread_counts[0])][0]['version']} "
-        f"built by {rust_version}. "
+        f"{counts} threads each, {args.repeats} rounds; in each round every figure is measured by a fresh "
+        f"PyTorch process and a fresh backprop process back to back (which goes first alternates), "
+        f"≥ {args.seconds:g} s per figure after 10 warm-up iterations. PyTorch {version['pytorch']} "
+        f"(`{Path(args.python).name}`); backprop {version['backprop']} built by {rust_version}. "
         f"Command: `python3 benches/pytorch/compare.py --repeats {args.repeats} --threads {args.threads} "
-        f"--seconds {args.seconds:g}`.",
+        f"--seconds {args.seconds:g}{only_arg}`. Ratio: the median over rounds of each pair's ratio "
+        f"(backprop / PyTorch), the two measured within seconds of each other; the medians' ratio beside it.",
         "",
-        "| figure | threads | PyTorch median (min–max) | backprop median (min–max) | ratio | target | met |",
+        "| figure | threads | PyTorch median (min–max) | backprop median (min–max) | ratio (medians' ratio) "
+        "| target | met |",
         "|---|---|---|---|---|---|---|",
     ]
     for key, label, unit, target in FIGURES:
         for t in thread_counts:
             if key == "peak_rss_mib" and t != thread_counts[0]:
                 continue  # one memory row: the first thread count's
-            tt = [r[key] for r in results[("pytorch", t)]]
-            b = [r[key] for r in results[("backprop", t)]]
+            tt, b = results[("pytorch", t)][key], results[("backprop", t)][key]
+            if not tt:
+                continue  # not measured (--only)
             tm, bm = statistics.median(tt), statistics.median(b)
-            ratio = bm / tm
+            ratio = statistics.median(bv / tv for bv, tv in zip(b, tt))
             higher = key in HIGHER_IS_BETTER
             met = ratio >= target if higher else ratio <= target
             target_text = f"≥ {target}×" if higher else f"≤ {target}×"
             lines.append(
                 f"| {label}, {unit} | {t} | {fmt(tm, key)} ({fmt(min(tt), key)}–{fmt(max(tt), key)}) "
-                f"| {fmt(bm, key)} ({fmt(min(b), key)}–{fmt(max(b), key)}) | {ratio:.2f}× | {target_text} "
-                f"| {'yes' if met else '**no**'} |"
+                f"| {fmt(bm, key)} ({fmt(min(b), key)}–{fmt(max(b), key)}) | {ratio:.2f}× ({bm / tm:.2f}×) "
+                f"| {target_text} | {'yes' if met else '**no**'} |"
             )
     lines.append(END)
     table = "\n".join(lines)
     print(table)
-    if not args.no_write:
+    if not args.no_write and not args.only:
         doc = DOC.read_text()
         if BEGIN in doc and END in doc:
             doc = doc[: doc.index(BEGIN)] + table + doc[doc.index(END) + len(END):]

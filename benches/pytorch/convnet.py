@@ -181,36 +181,44 @@ def peak_rss_mib():
 def main():
     threads = int(sys.argv[1]) if len(sys.argv) > 1 else 2
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 2.0
+    # An optional third argument measures only the named figures (comma-separated), as the Rust
+    # side's `speed` does: compare.py runs each figure in its own pair of processes.
+    only = set(sys.argv[3].split(",")) if len(sys.argv) > 3 else None
     warmup = 10
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
     out = {"framework": "pytorch", "version": torch.__version__, "threads": threads}
-    out["convnet_train_b64"] = train_rate(convnet(), (1, 28, 28), 64, warmup, seconds)
-    out["convnet_train_b256"] = train_rate(convnet(), (1, 28, 28), 256, warmup, seconds)
+
+    def figure(name, measure):
+        if only is None or name in only:
+            out[name] = measure()
+
+    figure("convnet_train_b64", lambda: train_rate(convnet(), (1, 28, 28), 64, warmup, seconds))
+    figure("convnet_train_b256", lambda: train_rate(convnet(), (1, 28, 28), 256, warmup, seconds))
     net = convnet().eval()
     with torch.inference_mode():
         x = torch.rand(256, 1, 28, 28)
-        out["convnet_infer_b256"] = 256 / timed(lambda: net(x), warmup, seconds)
+        figure("convnet_infer_b256", lambda: 256 / timed(lambda: net(x), warmup, seconds))
         x1 = torch.rand(1, 1, 28, 28)
-        out["convnet_latency_b1_us"] = 1e6 * timed(lambda: net(x1), warmup * 10, seconds)
-    out["mlp_train_b64"] = train_rate(mlp(), (784,), 64, warmup, seconds)
+        figure("convnet_latency_b1_us", lambda: 1e6 * timed(lambda: net(x1), warmup * 10, seconds))
+    figure("mlp_train_b64", lambda: train_rate(mlp(), (784,), 64, warmup, seconds))
     small = mlp().eval()
     with torch.inference_mode():
-        x1 = torch.rand(1, 784)
-        out["mlp_latency_b1_us"] = 1e6 * timed(lambda: small(x1), warmup * 10, seconds)
-    out["lstm_train_b100"] = train_rate(SeqNet(nn.LSTM), (50, 100), 100, warmup, seconds)
+        x1m = torch.rand(1, 784)
+        figure("mlp_latency_b1_us", lambda: 1e6 * timed(lambda: small(x1m), warmup * 10, seconds))
+    figure("lstm_train_b100", lambda: train_rate(SeqNet(nn.LSTM), (50, 100), 100, warmup, seconds))
     seq = SeqNet(nn.LSTM).eval()
     with torch.inference_mode():
         xs = torch.rand(100, 50, 100)
-        out["lstm_infer_b100"] = 100 / timed(lambda: seq(xs), warmup, seconds)
-    out["gru_train_b100"] = train_rate(SeqNet(nn.GRU), (50, 100), 100, warmup, seconds)
-    out["encoder_train_b32"] = train_rate(EncoderNet(), (64, 128), 32, warmup, seconds)
+        figure("lstm_infer_b100", lambda: 100 / timed(lambda: seq(xs), warmup, seconds))
+    figure("gru_train_b100", lambda: train_rate(SeqNet(nn.GRU), (50, 100), 100, warmup, seconds))
+    figure("encoder_train_b32", lambda: train_rate(EncoderNet(), (64, 128), 32, warmup, seconds))
     enc = EncoderNet().eval()
     with torch.inference_mode():
         xe = torch.rand(32, 64, 128)
-        out["encoder_infer_b32"] = 32 / timed(lambda: enc(xe), warmup, seconds)
-    out["gpt_train_b32"] = gpt_train_rate(32, warmup, seconds)
-    out["sakt_train_b64"] = sakt_train_rate(64, warmup, seconds)
+        figure("encoder_infer_b32", lambda: 32 / timed(lambda: enc(xe), warmup, seconds))
+    figure("gpt_train_b32", lambda: gpt_train_rate(32, warmup, seconds))
+    figure("sakt_train_b64", lambda: sakt_train_rate(64, warmup, seconds))
     out["peak_rss_mib"] = peak_rss_mib()
     print(json.dumps(out))
 
