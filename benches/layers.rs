@@ -16,10 +16,17 @@
 //! the projections' 2 · 2·N·T·E·4E, the heads' 4 · 2·N·T²·E), so skipping masked blocks shows as a
 //! higher rate.
 //!
+//! `transformer_elementwise` times the memory-bound layers of a Transformer block on one thread, at
+//! the GPT shape (batch 32, T 64): `LayerNorm(128)` on `[32, 64, 128]` and exact `GELU` on the
+//! feed-forward's `[32, 64, 512]`, forward (training: what backward needs is kept) and backward,
+//! in values per second (criterion's "Gelem/s": one element is one value of the layer's input).
+//!
 //! Run: `cargo bench --bench layers` (one group: `cargo bench --bench layers -- attention_backward`)
 
 use backprop::Tensor;
-use backprop::layers::{Conv2d, Dense, InputGrad, Layer, MaxPool2d, MultiHeadAttention, Pass, Relu};
+use backprop::layers::{
+    Conv2d, Dense, Gelu, InputGrad, Layer, LayerNorm, MaxPool2d, MultiHeadAttention, Pass, Relu,
+};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
@@ -146,10 +153,34 @@ fn attention_backward(c: &mut Criterion) {
     g.finish();
 }
 
+/// LayerNorm and GELU at the GPT shape, one thread (see the module docs).
+fn transformer_elementwise(c: &mut Criterion) {
+    backprop::alloc_tuning::tune_allocator(); // a benchmark owns its process
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a one-thread pool");
+    let mut g = c.benchmark_group("transformer_elementwise");
+    let cases: [(&str, Box<dyn Layer>, [usize; 3]); 2] = [
+        ("layernorm_128", Box::new(LayerNorm::new(128)), [32, 64, 128]),
+        ("gelu_512", Box::new(Gelu::new()), [32, 64, 512]),
+    ];
+    for (name, mut layer, shape) in cases {
+        let x = Tensor::randn(&shape, 0.5, 2.0, 1);
+        let grad = Tensor::randn(&shape, 0.0, 1.0, 2);
+        g.throughput(Throughput::Elements(x.len() as u64));
+        g.bench_function(BenchmarkId::new("forward", name), |b| {
+            one.install(|| b.iter(|| black_box(layer.forward(black_box(&x), Pass::TRAIN))))
+        });
+        one.install(|| layer.forward(&x, Pass::TRAIN));
+        g.bench_function(BenchmarkId::new("backward", name), |b| {
+            one.install(|| b.iter(|| black_box(layer.backward(black_box(&grad), InputGrad::Needed))))
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = layers, attention_backward
+    targets = layers, attention_backward, transformer_elementwise
 }
 criterion_main!(benches);

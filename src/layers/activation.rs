@@ -231,6 +231,19 @@ pub trait Activation: Send + Sync + 'static {
     fn backward_slice_in_place(&self, g: &mut [f32], v: &[f32]) {
         g.iter_mut().zip(v).for_each(|(g, &v)| *g *= self.df(v));
     }
+
+    /// True if a training forward pass should compute `f′(x)` along with `f(x)` and keep it
+    /// instead of `x` ([`Activation::f_and_df_slice`]), so that backward is one multiplication per
+    /// value: worth it where `f` and `f′` share their expensive part (GELU's `erf` and `e^(−x²/2)`)
+    /// and `f′` costs as much again. Only for [`Cached::Input`] activations. Default: false.
+    const FUSED_DERIVATIVE: bool = false;
+
+    /// `y[i] = f(x[i])` and `x[i] ← f′(x[i])` over a chunk (`f′` from the input, so
+    /// [`Cached::Input`]): the forward pass of an activation with [`Activation::FUSED_DERIVATIVE`].
+    /// The default is that loop; an override must give `f`'s and `df`'s bits.
+    fn f_and_df_slice(&self, x: &mut [f32], y: &mut [f32]) {
+        y.iter_mut().zip(x.iter_mut()).for_each(|(y, x)| (*y, *x) = (self.f(*x), self.df(*x)));
+    }
 }
 
 /// Which value an activation's derivative is computed from.
@@ -247,13 +260,15 @@ pub enum Cached {
 /// whichever `f′` is written in.
 pub struct Elementwise<A: Activation> {
     act: A,
-    /// `x` or `y` of the latest forward pass.
+    /// `x` or `y` of the latest forward pass, or `f′(x)` when `derivative_cached`.
     cache: Tensor,
+    /// True when the latest forward pass kept `f′(x)` itself ([`Activation::FUSED_DERIVATIVE`]).
+    derivative_cached: bool,
 }
 
 impl<A: Activation> From<A> for Elementwise<A> {
     fn from(act: A) -> Elementwise<A> {
-        Elementwise { act, cache: Tensor::default() }
+        Elementwise { act, cache: Tensor::default(), derivative_cached: false }
     }
 }
 
@@ -276,10 +291,17 @@ impl<A: Activation> Elementwise<A> {
             return self.forward(&x, pass);
         }
         same_shape(&self.act.name(), x.shape()).unwrap_or_else(|e| panic!("{e}"));
+        let mut x = x;
         let mut y = std::mem::take(&mut self.cache);
         y.resize_for_overwrite(x.shape()); // every value is written below
         let act = &self.act;
-        for_chunks3(y.data_mut(), x.data(), x.data(), |y, x, _| act.f_slice(x, y)); // y = f(x)
+        self.derivative_cached = A::FUSED_DERIVATIVE && pass.keeps_for_backward();
+        if self.derivative_cached {
+            // y = f(x) and x ← f′(x): the input's buffer becomes the derivative backward reads.
+            for_chunks(x.data_mut(), y.data_mut(), |(x, y)| act.f_and_df_slice(x, y));
+        } else {
+            for_chunks3(y.data_mut(), x.data(), x.data(), |y, x, _| act.f_slice(x, y)); // y = f(x)
+        }
         self.cache = x;
         y
     }
@@ -294,9 +316,14 @@ impl<A: Activation> Elementwise<A> {
     /// As [`Layer::backward`].
     pub(crate) fn backward_owned(&mut self, mut g: Tensor) -> Tensor {
         check_grad(&self.act.name(), self.cache.shape(), &g);
-        let (act, v) = (&self.act, self.cache.data());
+        let (act, v, derivative) = (&self.act, self.cache.data(), self.derivative_cached);
         crate::tensor::parallel::for_row_blocks(g.data_mut(), 1, |first, g| {
-            act.backward_slice_in_place(g, &v[first..][..g.len()]); // g ← g ⊙ f′
+            let v = &v[first..][..g.len()];
+            if derivative {
+                crate::tensor::simd::wide!(multiply_in_place(g, v)); // g ← g ⊙ f′, f′ kept
+            } else {
+                act.backward_slice_in_place(g, v); // g ← g ⊙ f′
+            }
         });
         g
     }
@@ -311,21 +338,34 @@ impl<A: Activation> Layer for Elementwise<A> {
         same_shape(&self.act.name(), input)
     }
 
-    fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
+    fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
         same_shape(&self.act.name(), x.shape()).unwrap_or_else(|e| panic!("{e}"));
         let mut y = Tensor::zeros(x.shape());
         let act = &self.act;
-        for_chunks3(y.data_mut(), x.data(), x.data(), |y, x, _| act.f_slice(x, y)); // y = f(x)
-        self.cache.copy_from(if A::DERIVATIVE_FROM == Cached::Output { &y } else { x });
+        self.derivative_cached = A::FUSED_DERIVATIVE && pass.keeps_for_backward();
+        if self.derivative_cached {
+            self.cache.copy_from(x);
+            // y = f(x), and the cached copy of x ← f′(x)
+            for_chunks(self.cache.data_mut(), y.data_mut(), |(x, y)| act.f_and_df_slice(x, y));
+        } else {
+            for_chunks3(y.data_mut(), x.data(), x.data(), |y, x, _| act.f_slice(x, y)); // y = f(x)
+            self.cache.copy_from(if A::DERIVATIVE_FROM == Cached::Output { &y } else { x });
+        }
         y
     }
 
     fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
         check_grad(&self.act.name(), self.cache.shape(), g);
-        let (act, g, v) = (&self.act, g.data(), self.cache.data());
+        let (act, g, v, derivative) = (&self.act, g.data(), self.cache.data(), self.derivative_cached);
         // dL/dx = g ⊙ f′, written block by block in parallel (each element on its own)
         let dx = Tensor::from_row_blocks(self.cache.shape(), 1, |first, dx| {
-            act.backward_slice(&g[first..][..dx.len()], &v[first..][..dx.len()], dx);
+            let (g, v) = (&g[first..][..dx.len()], &v[first..][..dx.len()]);
+            if derivative {
+                dx.copy_from_slice(g);
+                crate::tensor::simd::wide!(multiply_in_place(dx, v)); // f′ kept by forward
+            } else {
+                act.backward_slice(g, v, dx);
+            }
         });
         Some(dx)
     }
@@ -509,6 +549,41 @@ impl Activation for GeluFn {
             crate::tensor::simd::wide!(gelu_backward_in_place_loop(g, v));
         }
     }
+
+    /// `f′` costs as much as `f` again and shares its `erf` and `e^(−x²/2)`: computed in the
+    /// forward pass, it makes backward a multiplication.
+    const FUSED_DERIVATIVE: bool = true;
+
+    fn f_and_df_slice(&self, x: &mut [f32], y: &mut [f32]) {
+        if self.tanh_approximation {
+            y.iter_mut().zip(x.iter_mut()).for_each(|(y, x)| (*y, *x) = (self.f(*x), self.df(*x)));
+        } else {
+            crate::tensor::simd::wide!(gelu_and_derivative_loop(x, y));
+        }
+    }
+}
+
+/// `y = gelu(x)` and `x ← gelu′(x)`, the loop [`GeluFn::f_and_df_slice`] compiles for the widest
+/// vectors: [`gelu_fast`]'s and [`gelu_derivative_fast`]'s bits, their shared part computed once.
+#[allow(clippy::needless_range_loop)] // index loops on purpose: see `gelu_loop`
+#[inline(always)]
+fn gelu_and_derivative_loop(x: &mut [f32], y: &mut [f32]) {
+    let n = y.len();
+    let x = &mut x[..n];
+    for i in 0..n {
+        (y[i], x[i]) = gelu_and_derivative_fast(x[i]);
+    }
+}
+
+/// `g ← g ⊙ d`: backward through an activation whose forward pass kept `d = f′(x)`.
+#[allow(clippy::needless_range_loop)] // index loops on purpose: see `gelu_loop`
+#[inline(always)]
+fn multiply_in_place(g: &mut [f32], d: &[f32]) {
+    let n = g.len();
+    let d = &d[..n];
+    for i in 0..n {
+        g[i] *= d[i];
+    }
 }
 
 /// `out = gelu(x)`, the loop [`GeluFn::f_slice`] compiles for the widest vectors.
@@ -561,36 +636,35 @@ pub fn gelu_derivative_reference(x: f32) -> f32 {
     (cdf + x * pdf) as f32
 }
 
-/// The same erf in f32 arithmetic with [`exp_fast`]: no library call and no branch, so a loop
-/// over a tensor vectorises (the f64 version called `exp` once per element and kept a
-/// Transformer's feed-forward layer busy for a fifth of its training step).
-#[inline(always)]
-fn erf_fast(x: f32) -> f32 {
-    let a = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly =
-        t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    (1.0 - poly * exp_fast(-a * a)).copysign(x)
-}
-
-/// [`gelu_reference`] in f32 (`erf_fast`); within 4·10⁻⁷·max(1, |x|) of it (tested).
+/// [`gelu_reference`] in f32; within 4·10⁻⁷·max(1, |x|) of it (tested).
 #[inline(always)]
 pub fn gelu_fast(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf_fast(x * std::f32::consts::FRAC_1_SQRT_2))
+    gelu_and_derivative_fast(x).0 // (the derivative's own operations are dropped when inlined)
 }
 
 /// [`gelu_derivative_reference`] in f32; within 4·10⁻⁷·max(1, |x|) of it (tested).
 #[inline(always)]
 pub fn gelu_derivative_fast(x: f32) -> f32 {
+    gelu_and_derivative_fast(x).1
+}
+
+/// `(gelu(x), gelu′(x))` in f32 arithmetic with [`exp_fast`] — no library call and no branch, so
+/// a loop over a tensor vectorises (an f64 version called `exp` once per element and kept a
+/// Transformer's feed-forward layer busy for a fifth of its training step). The erf is
+/// Abramowitz & Stegun 7.1.26 at `u = |x|/√2`, whose `e^(−u²) = e^(−x²/2)` is also `φ(x)`'s
+/// exponential: computed once for both.
+#[inline(always)]
+pub fn gelu_and_derivative_fast(x: f32) -> (f32, f32) {
     const INV_SQRT_2PI: f32 = 0.398_942_3;
-    // erf(u) at u = |x|/√2 needs e^(−u²) = e^(−x²/2): the same exponential as φ(x), computed once.
     let u = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
     let e = exp_fast(-u * u); // e^(−x²/2)
     let t = 1.0 / (1.0 + 0.327_591_1 * u);
     let poly =
         t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    let erf = (1.0 - poly * e).copysign(x); // erf_fast(x/√2)
-    0.5 * (1.0 + erf) + x * e * INV_SQRT_2PI // Φ(x) + x·φ(x)
+    let erf = (1.0 - poly * e).copysign(x); // erf(x/√2)
+    let gelu = 0.5 * x * (1.0 + erf); // x·Φ(x)
+    let derivative = 0.5 * (1.0 + erf) + x * e * INV_SQRT_2PI; // Φ(x) + x·φ(x)
+    (gelu, derivative)
 }
 
 /// Gaussian error linear unit, `y = x·Φ(x)`: [`Gelu::new`] exact (erf), [`Gelu::tanh`] the
@@ -754,9 +828,104 @@ impl Visit for LogSoftmax {}
 
 #[cfg(test)]
 mod tests {
-    use super::{gelu_backward_loop, gelu_loop};
+    use super::*;
+    use crate::layers::{InputGrad, Layer, Pass};
 
-    /// The exact GELU's loops give the same bits compiled for the baseline, AVX2 and AVX-512F.
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// The fused value-and-derivative gives exactly the bits of the separate functions (the
+    /// training step did not change by keeping `gelu′` instead of `x`), on ordinary values,
+    /// values where the polynomial and the exponential run out, and the special ones.
+    #[test]
+    fn fused_gelu_is_gelu_and_its_derivative() {
+        let mut xs: Vec<f32> = (-4000..=4000).map(|k| k as f32 * 0.0037).collect();
+        xs.extend([
+            0.0,
+            -0.0,
+            1e-30,
+            -1e-30,
+            1e-45,
+            13.0,
+            -13.0,
+            40.0,
+            -40.0,
+            1e30,
+            -1e30,
+            f32::MAX,
+            f32::MIN,
+        ]);
+        xs.extend([f32::INFINITY, f32::NEG_INFINITY, f32::MIN_POSITIVE, -f32::MIN_POSITIVE]);
+        for &x in &xs {
+            let (gelu, derivative) = gelu_and_derivative_fast(x);
+            assert_eq!(gelu.to_bits(), gelu_fast(x).to_bits(), "gelu({x})");
+            assert_eq!(derivative.to_bits(), gelu_derivative_fast(x).to_bits(), "gelu′({x})");
+            if x.abs() < 1e3 {
+                let scale = x.abs().max(1.0);
+                assert!((gelu - gelu_reference(x)).abs() <= 4e-7 * scale, "gelu({x}) vs the definition");
+                assert!(
+                    (derivative - gelu_derivative_reference(x)).abs() <= 4e-7 * scale,
+                    "gelu′({x}) vs the definition"
+                );
+            }
+        }
+        let (nan_gelu, nan_derivative) = gelu_and_derivative_fast(f32::NAN);
+        assert!(nan_gelu.is_nan() && nan_derivative.is_nan());
+    }
+
+    /// A layer whose training forward pass kept `f′(x)` (GELU) gives the backward pass computed
+    /// from `x` itself, bit for bit, through `backward` and `backward_owned`; after a predicting
+    /// pass (no derivative kept) backward still reads `x`; and the tanh form takes the trait's
+    /// default fused loop.
+    #[test]
+    fn kept_derivative_is_the_derivative_of_the_input() {
+        for layer in [Gelu::new, Gelu::tanh] {
+            let x = Tensor::randn(&[70, 513], 0.0, 3.0, 5); // over 2¹⁵ values: parallel chunks
+            let g = Tensor::randn(&[70, 513], 0.0, 1.0, 6);
+            let act = layer().act;
+            let want: Vec<f32> = x.data().iter().zip(g.data()).map(|(&x, &g)| g * act.df(x)).collect();
+            let want_y: Vec<f32> = x.data().iter().map(|&x| act.f(x)).collect();
+            for pass in [Pass::TRAIN, Pass::EVAL, Pass::PREDICT] {
+                let (mut plain, mut owned) = (layer(), layer());
+                assert_eq!(bits(plain.forward(&x, pass).data()), bits(&want_y), "{} forward", act.name());
+                assert_eq!(bits(owned.forward_owned(x.clone(), pass).data()), bits(&want_y));
+                assert_eq!(plain.derivative_cached, pass.keeps_for_backward(), "GELU keeps f′ for backward");
+                let dx = plain.backward(&g, InputGrad::Needed).unwrap();
+                assert_eq!(bits(dx.data()), bits(&want), "{} backward after {pass:?}", act.name());
+                assert_eq!(bits(owned.backward_owned(g.clone()).data()), bits(&want), "backward_owned");
+            }
+        }
+    }
+
+    /// An activation of the user's with `FUSED_DERIVATIVE` and the trait's default fused loop:
+    /// the forward pass keeps `f′(x)`, and backward multiplies by it.
+    #[test]
+    fn default_fused_loop_keeps_the_derivative() {
+        struct Cube;
+        impl Activation for Cube {
+            const DERIVATIVE_FROM: Cached = Cached::Input;
+            const FUSED_DERIVATIVE: bool = true;
+            fn name(&self) -> String {
+                "Cube".into()
+            }
+            fn f(&self, x: f32) -> f32 {
+                x * x * x
+            }
+            fn df(&self, x: f32) -> f32 {
+                3.0 * x * x
+            }
+        }
+        let mut layer = Elementwise::from(Cube);
+        let x = Tensor::from_vec(&[1, 3], vec![-2.0, 0.5, 3.0]).unwrap();
+        assert_eq!(layer.forward(&x, Pass::TRAIN).data(), &[-8.0, 0.125, 27.0]);
+        assert_eq!(layer.cache.data(), &[12.0, 0.75, 27.0], "f′(x) kept");
+        let dx = layer.backward(&Tensor::from_vec(&[1, 3], vec![1.0, 2.0, -1.0]).unwrap(), InputGrad::Needed);
+        assert_eq!(dx.unwrap().data(), &[12.0, 1.5, -27.0]);
+    }
+
+    /// The exact GELU's loops (the fused one too) give the same bits compiled for the baseline,
+    /// AVX2 and AVX-512F.
     #[test]
     fn wide_vectors_change_nothing() {
         let n = 1000 + 13; // not a multiple of 16: the tails run too
@@ -770,12 +939,14 @@ mod tests {
                 || {
                     gelu_loop(&x, &mut y);
                     gelu_backward_loop(&g, &x, &mut dx);
+                    let (mut fused_y, mut d) = (vec![0.0; n], x.clone());
+                    gelu_and_derivative_loop(&mut d, &mut fused_y);
+                    assert_eq!(bits(&fused_y), bits(&y), "the fused loop's GELU");
+                    multiply_in_place(&mut d, &g);
+                    assert_eq!(bits(&d), bits(&dx), "g ⊙ the fused loop's derivative");
                 },
             );
-            (
-                y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                dx.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            )
+            (bits(&y), bits(&dx))
         };
         use crate::tensor::simd::Isa;
         let baseline = run(Isa::Baseline);
