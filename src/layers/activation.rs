@@ -15,7 +15,7 @@
 //! | [`LeakyRelu`] | `x` if `x > 0`, else `a·x` | `g · (1 if x > 0 else a)` | x |
 //! | [`Sigmoid`] | `σ(x) = 1 / (1 + e^(−x))` | `g · y·(1 − y)` | y |
 //! | [`Tanh`] | `tanh(x)` | `g · (1 − y²)` | y |
-//! | [`Gelu`] | `x·Φ(x)` (exact, erf) or its tanh approximation | `g · (Φ(x) + x·φ(x))` for the exact form (the tanh form's is in [`Gelu`]) | x |
+//! | [`Gelu`] | `x·Φ(x)` (exact, erf) or its tanh approximation | `g · (Φ(x) + x·φ(x))` for the exact form (the tanh form's is in [`Gelu`]) | `f′(x)` after a training pass (computed with `f`: [`Activation::FUSED_DERIVATIVE`]), x after a predicting one |
 //!
 //! (At the kink `x = 0`, ReLU's derivative is taken as 0, as PyTorch does.)
 //!
