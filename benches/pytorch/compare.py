@@ -48,9 +48,13 @@ HIGHER_IS_BETTER = {"convnet_train_b64", "convnet_train_b256", "convnet_infer_b2
 
 
 def run_json(cmd, env=None):
-    out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, env=env)
-    line = [l for l in out.stdout.splitlines() if l.startswith("{")][-1]
-    return json.loads(line)
+    """Runs one measuring process and returns its JSON line; exits with its error output if it
+    failed (PyTorch missing for the interpreter given by --python, say) or printed no JSON."""
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+    lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
+    if out.returncode != 0 or not lines:
+        sys.exit(f"compare.py: `{' '.join(map(str, cmd))}` failed (exit {out.returncode}):\n{out.stderr.strip()}")
+    return json.loads(lines[-1])
 
 
 def cpu_model():
