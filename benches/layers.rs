@@ -19,7 +19,8 @@
 //! `transformer_elementwise` times the memory-bound layers of a Transformer block on one thread, at
 //! the GPT shape (batch 32, T 64): `LayerNorm(128)` on `[32, 64, 128]` and exact `GELU` on the
 //! feed-forward's `[32, 64, 512]`, forward (training: what backward needs is kept) and backward,
-//! in values per second (criterion's "Gelem/s": one element is one value of the layer's input).
+//! in values per second (criterion's "Gelem/s": one element is one value of the layer's input);
+//! LayerNorm's backward also on two threads (its `dγ`, `dβ` column sums split by columns).
 //!
 //! Run: `cargo bench --bench layers` (one group: `cargo bench --bench layers -- attention_backward`)
 
@@ -157,6 +158,7 @@ fn attention_backward(c: &mut Criterion) {
 fn transformer_elementwise(c: &mut Criterion) {
     backprop::alloc_tuning::tune_allocator(); // a benchmark owns its process
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a one-thread pool");
+    let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a two-thread pool");
     let mut g = c.benchmark_group("transformer_elementwise");
     let cases: [(&str, Box<dyn Layer>, [usize; 3]); 2] = [
         ("layernorm_128", Box::new(LayerNorm::new(128)), [32, 64, 128]),
@@ -173,6 +175,11 @@ fn transformer_elementwise(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("backward", name), |b| {
             one.install(|| b.iter(|| black_box(layer.backward(black_box(&grad), InputGrad::Needed))))
         });
+        if name.starts_with("layernorm") {
+            g.bench_function(BenchmarkId::new("backward_2_threads", name), |b| {
+                two.install(|| b.iter(|| black_box(layer.backward(black_box(&grad), InputGrad::Needed))))
+            });
+        }
     }
     g.finish();
 }
