@@ -16,6 +16,11 @@
 //! the projections' 2 · 2·N·T·E·4E, the heads' 4 · 2·N·T²·E), so skipping masked blocks shows as a
 //! higher rate.
 //!
+//! `attention_forward` times a `MultiHeadAttention`'s predicting pass on one thread at the
+//! encoder's shape (E 128, 4 heads, T 64, batch 32, no mask) and the GPT's (the same, causal), in
+//! GFLOP/s of the projections (4 · 2·N·T·E²: q, k, v and out) and the
+//! heads' two products (2 · 2·N·T²·E, as if nothing were masked).
+//!
 //! `transformer_elementwise` times the memory-bound layers of a Transformer block on one thread, at
 //! the GPT shape (batch 32, T 64): `LayerNorm(128)` on `[32, 64, 128]` and exact `GELU` on the
 //! feed-forward's `[32, 64, 512]`, forward (training: what backward needs is kept) and backward,
@@ -154,6 +159,25 @@ fn attention_backward(c: &mut Criterion) {
     g.finish();
 }
 
+/// A `MultiHeadAttention`'s predicting pass (see the module docs).
+fn attention_forward(c: &mut Criterion) {
+    backprop::alloc_tuning::tune_allocator(); // a benchmark owns its process
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a one-thread pool");
+    let mut g = c.benchmark_group("attention_forward");
+    let (n, t, e, heads) = (32, 64, 128, 4);
+    for (name, causal) in [("encoder_E128_T64_b32", false), ("gpt_E128_T64_b32", true)] {
+        let attn = MultiHeadAttention::new(e, heads);
+        let mut attn = if causal { attn.causal() } else { attn };
+        let x = Tensor::randn(&[n, t, e], 0.0, 1.0, 1);
+        let (projections, heads_products) = (4 * 2 * n * t * e * e, 2 * 2 * n * t * t * e);
+        g.throughput(Throughput::Elements((projections + heads_products) as u64));
+        g.bench_function(name, |b| {
+            one.install(|| b.iter(|| black_box(attn.forward(black_box(&x), Pass::PREDICT))))
+        });
+    }
+    g.finish();
+}
+
 /// LayerNorm and GELU at the GPT shape, one thread (see the module docs).
 fn transformer_elementwise(c: &mut Criterion) {
     backprop::alloc_tuning::tune_allocator(); // a benchmark owns its process
@@ -188,6 +212,6 @@ criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = layers, attention_backward, transformer_elementwise
+    targets = layers, attention_forward, attention_backward, transformer_elementwise
 }
 criterion_main!(benches);

@@ -1165,16 +1165,18 @@ mod tests {
     }
 
     /// The head kernel (AVX-512 or AVX2, whichever the CPU has) against the definition through
-    /// general products: every shape around its blocks (4 or 6 queries, 8, 16 and 64 keys, `d_v`
-    /// of 16 to 64, a
-    /// `d` that is no multiple of anything), causal or not, with keys cut by a memory length,
+    /// general products: every shape around its blocks (4 or 6 queries and every remainder of
+    /// 1 to 5 left over, 8, 16 and 64 keys, `d_v` of 16 to 64, a `d` that is no multiple of
+    /// anything), causal or not, with keys cut by a memory length,
     /// strided blocks as in a `[K | V]` buffer. The two sum each score in the same order; the
     /// values' sums may differ in the last bits, so the test allows a few ulps.
     #[test]
     fn fast_heads_match_the_definition() {
         let mut r = crate::tensor::rng(11);
         let mut checked = 0;
-        for (tq, tk) in [(1, 1), (3, 5), (4, 16), (6, 9), (7, 17), (64, 64), (13, 70), (9, 130)] {
+        for (tq, tk) in
+            [(1, 1), (3, 5), (4, 16), (6, 9), (7, 17), (64, 64), (13, 70), (9, 130), (8, 12), (11, 20)]
+        {
             for (d, dv) in [(16, 16), (32, 32), (7, 48), (5, 24), (64, 64)] {
                 if !super::super::attention_head::fits(d, dv) {
                     continue;

@@ -296,6 +296,40 @@ unsafe fn values_avx2(args: ValuesArgs) {
     unsafe { values_in::<Avx2, 6, 2>(args) }
 }
 
+/// `with_rows!(rows, R => body)`: `body` with `R` a constant equal to `rows` (1 to 6: a block's
+/// queries, at most six), so that each block size gets its own unrolled kernel.
+macro_rules! with_rows {
+    ($rows:expr, $r:ident => $body:expr) => {
+        match $rows {
+            1 => {
+                const $r: usize = 1;
+                $body
+            }
+            2 => {
+                const $r: usize = 2;
+                $body
+            }
+            3 => {
+                const $r: usize = 3;
+                $body
+            }
+            4 => {
+                const $r: usize = 4;
+                $body
+            }
+            5 => {
+                const $r: usize = 5;
+                $body
+            }
+            6 => {
+                const $r: usize = 6;
+                $body
+            }
+            rows => unreachable!("a block of {rows} rows"),
+        }
+    };
+}
+
 /// `S[r][j] = (Σ_c Q[r][c]·Kᵀ[c][j]) · scale` for `rows ≤ R` queries (from `q`, `ldq` apart)
 /// and keys `0 .. seen`: blocks of `G` registers of keys, then single registers.
 ///
@@ -306,24 +340,21 @@ unsafe fn values_avx2(args: ValuesArgs) {
 unsafe fn scores_in<W: Vector, const R: usize, const G: usize>(
     (rows, q, ldq, d, kt, padded, seen, scale, s, tk): ScoresArgs,
 ) {
+    debug_assert!((1..=R).contains(&rows), "a block of 1 ..= {R} queries, not {rows}");
     // SAFETY: the caller's promises, passed on for each block with j + G·LANES ≤ padded. (No
     // closures here: a closure is a function of its own, compiled without the caller's ISA.)
     unsafe {
-        let each_row = if rows == R { 1 } else { rows }; // a block of R, or one row at a time
-        for r in 0..each_row {
-            let q_r = q.add(r * ldq);
-            let mut j = 0;
-            while j < seen {
-                let wide = j + G * W::LANES <= seen;
-                let keys = (d, kt.add(j), padded, scale, (s.add(r * tk + j), tk, tk - j));
-                match (rows == R, wide) {
-                    (true, true) => scores_block::<W, R, G>(q_r, ldq, keys),
-                    (true, false) => scores_block::<W, R, 1>(q_r, ldq, keys),
-                    (false, true) => scores_block::<W, 1, G>(q_r, ldq, keys),
-                    (false, false) => scores_block::<W, 1, 1>(q_r, ldq, keys),
-                }
-                j += if wide { G * W::LANES } else { W::LANES };
-            }
+        let mut j = 0;
+        while j < seen {
+            let wide = j + G * W::LANES <= seen;
+            let keys = (d, kt.add(j), padded, scale, (s.add(j), tk, tk - j));
+            // A block of as many queries as are left (the last block of T_q = 64 has four): one
+            // at a time they were a chain of dependent multiply-adds each.
+            with_rows!(rows, ROWS => match wide {
+                true => scores_block::<W, ROWS, G>(q, ldq, keys),
+                false => scores_block::<W, ROWS, 1>(q, ldq, keys),
+            });
+            j += if wide { G * W::LANES } else { W::LANES };
         }
     }
 }
@@ -378,27 +409,21 @@ unsafe fn values_in<W: Vector, const R: usize, const C: usize>(
     (rows, p, ldp, v, ldv, seen, dv, o, ldo): ValuesArgs,
 ) {
     debug_assert!(dv.is_multiple_of(W::LANES) && C <= 4, "d_v {dv} in whole registers, passes of ≤ 4");
+    debug_assert!((1..=R).contains(&rows), "a block of 1 ..= {R} rows, not {rows}");
     // SAFETY: the caller's promises; each pass covers columns col .. col + regs·LANES ≤ dv.
     unsafe {
-        let each_row = if rows == R { 1 } else { rows };
-        for r in 0..each_row {
-            let mut col = 0;
-            while col < dv {
-                let regs = ((dv - col) / W::LANES).min(C);
-                let args = (p.add(r * ldp), ldp, v.add(col), ldv, seen, o.add(r * ldo + col), ldo);
-                match (rows == R, regs) {
-                    (true, 1) => values_block::<W, R, 1>(args),
-                    (true, 2) => values_block::<W, R, 2>(args),
-                    (true, 3) => values_block::<W, R, 3>(args),
-                    (true, 4) => values_block::<W, R, 4>(args),
-                    (false, 1) => values_block::<W, 1, 1>(args),
-                    (false, 2) => values_block::<W, 1, 2>(args),
-                    (false, 3) => values_block::<W, 1, 3>(args),
-                    (false, 4) => values_block::<W, 1, 4>(args),
-                    _ => unreachable!("a pass of {regs} registers"), // 1 ≤ regs ≤ C ≤ 4
-                }
-                col += regs * W::LANES;
-            }
+        let mut col = 0;
+        while col < dv {
+            let regs = ((dv - col) / W::LANES).min(C);
+            let args = (p, ldp, v.add(col), ldv, seen, o.add(col), ldo);
+            with_rows!(rows, ROWS => match regs {
+                1 => values_block::<W, ROWS, 1>(args),
+                2 => values_block::<W, ROWS, 2>(args),
+                3 => values_block::<W, ROWS, 3>(args),
+                4 => values_block::<W, ROWS, 4>(args),
+                _ => unreachable!("a pass of {regs} registers"), // 1 ≤ regs ≤ C ≤ 4
+            });
+            col += regs * W::LANES;
         }
     }
 }
@@ -547,10 +572,17 @@ impl Vector for Avx2 {
     }
     #[inline(always)]
     unsafe fn store_first(self, p: *mut f32, n: usize) {
-        // SAFETY: AVX2; lane i is stored where i < n (all lanes once n ≥ 8), writable at p.
+        // A whole register with a plain store: AMD's Zen 3 takes `vmaskmovps` to memory as a
+        // string of micro-operations (`perf annotate`: the masked stores were about 30 % of the
+        // scores' time in an encoder's inference when every store was masked).
+        if n >= 8 {
+            // SAFETY: AVX, 8 writable values at p (n ≥ 8 of them).
+            return unsafe { _mm256_storeu_ps(p, self.0) };
+        }
+        // SAFETY: AVX2; lane i is stored where i < n, writable at p.
         unsafe {
             let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), lane);
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lane);
             _mm256_maskstore_ps(p, mask, self.0)
         }
     }
