@@ -408,18 +408,10 @@ impl MultiHeadAttention {
                         ((&q_s[h * d..], e), (&kv_s[h * d..], 2 * e), (&kv_s[e + h * d..], 2 * e));
                     let d_oh = (&do_s[h * d..], e);
                     let mask = (causal, Self::length(memory_lengths, s, tk));
-                    head_backward_values_masked((tq, tk, d), mask, p, d_oh, (&mut dkv_s[e + h * d..], 2 * e));
-                    let dq_h = (&mut dq_s[h * d..], e);
-                    head_backward_scores_masked(
-                        (tq, tk, d, d),
-                        mask,
-                        (q, k, v),
-                        p,
-                        d_oh,
-                        ds,
-                        dq_h,
-                        (&mut dkv_s[h * d..], 2 * e),
-                    );
+                    let (shape, d_vh) = ((tq, tk, d, d), (&mut dkv_s[e + h * d..], 2 * e));
+                    head_backward_values_fast((tq, tk, d), mask, p, d_oh, d_vh);
+                    let (dq_h, dk_h) = ((&mut dq_s[h * d..], e), (&mut dkv_s[h * d..], 2 * e));
+                    head_backward_scores_fast(shape, mask, (q, k, v), p, d_oh, ds, dq_h, dk_h);
                 }
             },
         );
@@ -493,7 +485,48 @@ fn head_forward_reference(
     sgemm_strided((tq, tk, dv), 1.0, (p, tk, No), (v.0, v.1, No), 0.0, o); // O = P·V
 }
 
-/// One head's backward pass, first part: `dV = Pᵀ·dO` (shapes `(T_q, T_k, d_v)`).
+/// [`head_backward_values_masked`] through the head kernel where it fits this head on this CPU
+/// ([`attention_head::backward_values`](super::attention_head::backward_values)), through general
+/// products otherwise. `matrixmultiply` packs both operands of every product, and at a head's
+/// sizes (`T × T × d`, `d` 16 to 64) that took about as long as multiplying them (`perf`, GPT
+/// training step on two threads: 2.4 % packing beside 3.0 % multiplying).
+fn head_backward_values_fast(
+    shape: (usize, usize, usize),
+    mask: (bool, usize),
+    p: &[f32],
+    d_o: Block<'_>,
+    d_v: BlockMut<'_>,
+) {
+    if super::attention_head::fits_backward(shape.2, shape.2) {
+        super::attention_head::backward_values(shape, mask, p, d_o, d_v);
+    } else {
+        head_backward_values_masked(shape, mask, p, d_o, d_v);
+    }
+}
+
+/// [`head_backward_scores_masked`] through the head kernel where it fits (as
+/// [`head_backward_values_fast`]).
+#[allow(clippy::too_many_arguments)] // the head's operands and their gradients
+fn head_backward_scores_fast(
+    shape: (usize, usize, usize, usize),
+    mask: (bool, usize),
+    qkv: (Block<'_>, Block<'_>, Block<'_>),
+    p: &[f32],
+    d_o: Block<'_>,
+    ds: &mut [f32],
+    dq: BlockMut<'_>,
+    dk: BlockMut<'_>,
+) {
+    if super::attention_head::fits_backward(shape.2, shape.3) {
+        super::attention_head::backward_scores(shape, mask, qkv, p, d_o, ds, dq, dk);
+    } else {
+        head_backward_scores_masked(shape, mask, qkv, p, d_o, ds, dq, dk);
+    }
+}
+
+/// One head's backward pass, first part: `dV = Pᵀ·dO` (shapes `(T_q, T_k, d_v)`): the definition,
+/// which the tests compare the masked pass and the head kernel with.
+#[cfg(test)]
 fn head_backward_values((tq, tk, dv): (usize, usize, usize), p: &[f32], d_o: Block<'_>, d_v: BlockMut<'_>) {
     sgemm_strided((tk, tq, dv), 1.0, (p, tk, Yes), (d_o.0, d_o.1, No), 0.0, d_v); // dV = Pᵀ·dO
 }
@@ -501,6 +534,7 @@ fn head_backward_values((tq, tk, dv): (usize, usize, usize), p: &[f32], d_o: Blo
 /// One head's backward pass, second part: through the softmax to `dQ` and `dK` (`ds` is
 /// `[T_q, T_k]` scratch). (Two parts, because in a `[K | V]` buffer the rows of `dK` and `dV`
 /// interleave: each is written while the other is not borrowed.)
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)] // the head's operands and their gradients
 fn head_backward_scores(
     (tq, tk, d, dv): (usize, usize, usize, usize),
@@ -719,8 +753,9 @@ pub fn scaled_dot_product_attention_backward(
             ((&q.data()[nh * tq * d..], d), (&k.data()[nh * tk * d..], d), (&v.data()[nh * tk * dv..], dv));
         let (p, d_o) = (&p.data()[nh * tq * tk..][..tq * tk], (&d_o.data()[nh * tq * dv..], dv));
         let mut ds = vec![0.0; tq * tk];
-        head_backward_values((tq, tk, dv), p, d_o, (d_v, dv));
-        head_backward_scores((tq, tk, d, dv), (q, k, v), p, d_o, &mut ds, (dq, d), (dk, d));
+        let all = (false, tk); // P is what it is: every key counts
+        head_backward_values_fast((tq, tk, dv), all, p, d_o, (d_v, dv));
+        head_backward_scores_fast((tq, tk, d, dv), all, (q, k, v), p, d_o, &mut ds, (dq, d), (dk, d));
     });
     Ok((dq, dk, d_v))
 }
@@ -812,7 +847,7 @@ fn softmax_loop(kept: &mut [f32]) {
 /// The sum in 16 running parts folded by halves, as [`softmax_loop`]'s, so that it vectorises
 /// (a sum in order is a chain of dependent additions: `perf` had it at 6.5 % of a SAKT training
 /// step on one thread).
-fn softmax_backward_row(ds: &mut [f32], p: &[f32]) {
+pub(super) fn softmax_backward_row(ds: &mut [f32], p: &[f32]) {
     crate::tensor::simd::wide!(softmax_backward_loop(ds, p));
 }
 
@@ -1225,93 +1260,113 @@ mod tests {
     }
 
     /// The masked backward pass (blocks of queries over the keys they see, blocks of keys over
-    /// the queries that may see them) against the definition over all of `P`: causal or not, keys
-    /// cut by a memory length, `T_q ≠ T_k` both ways, sizes on and off the blocks' edges, strided
-    /// blocks as in a `[K | V]` buffer. Gradient buffers start as garbage (NaN): every value the
-    /// masked pass owns must be written, the keys no query sees with exact zeros.
+    /// the queries that may see them) and the head kernel's (where it fits the widths on this
+    /// CPU) against the definition over all of `P`: causal or not, keys cut by a memory length,
+    /// `T_q ≠ T_k` both ways, sizes on and off the blocks' edges (32 for the masked pass, 4 or 6
+    /// for the kernel), `d ≠ d_v`, strided blocks as in a `[K | V]` buffer. Gradient buffers start
+    /// as garbage (NaN): every value a pass owns must be written, the keys no query sees with
+    /// exact zeros, and no other.
     #[test]
     fn masked_head_backward_matches_the_definition() {
+        #[derive(Clone, Copy, Debug, PartialEq)]
+        enum Path {
+            Definition,
+            Masked,
+            Kernel,
+        }
         let mut r = crate::tensor::rng(12);
         let shapes = [(1, 1), (1, 5), (3, 5), (16, 16), (17, 17), (32, 32), (33, 33), (40, 23), (23, 40)];
-        let shapes = shapes.into_iter().chain([(40, 70), (70, 40), (64, 64), (100, 100)]);
-        for ((tq, tk), tied) in shapes.flat_map(|s| [(s, false), (s, true)]) {
-            for (causal, keys) in [(false, tk), (true, tk), (false, tk / 2 + 1), (true, tk / 3 + 1)] {
-                let (d, dv, ld) = (8, 8, 11);
-                let mut fill = |rows: usize| -> Vec<f32> {
-                    (0..rows * ld).map(|_| r.random::<f32>() * 2.0 - 1.0).collect()
-                };
-                // Tied: zero queries, so every score of a row is the same (a uniform softmax).
-                let q = if tied { vec![0.0; tq * ld] } else { fill(tq) };
-                let (k, v, d_o) = (fill(tk), fill(tk), fill(tq));
-                let mut p = vec![0.0; tq * tk];
-                let mut o = vec![0.0; tq * ld];
-                let shape = (tq, tk, d, dv);
-                head_forward_reference(
-                    shape,
-                    (&q, ld),
-                    (&k, ld),
-                    (&v, ld),
-                    (causal, keys),
-                    &mut p,
-                    (&mut o, ld),
-                );
-                let grads = |masked: bool| {
-                    let (mut dq, mut dk, mut dv_) =
-                        (vec![f32::NAN; tq * ld], vec![f32::NAN; tk * ld], vec![f32::NAN; tk * ld]);
-                    let mut ds = vec![f32::NAN; tq * tk];
+        let shapes: Vec<_> = shapes.into_iter().chain([(40, 70), (70, 40), (64, 64), (100, 100)]).collect();
+        let mut kernel_checked = 0;
+        for (d, dv) in [(8, 8), (16, 16), (32, 32), (16, 48)] {
+            let ld = d.max(dv) + 3;
+            for ((tq, tk), tied) in shapes.iter().flat_map(|&s| [(s, false), (s, true)]) {
+                for (causal, keys) in [(false, tk), (true, tk), (false, tk / 2 + 1), (true, tk / 3 + 1)] {
+                    let mut fill = |rows: usize| -> Vec<f32> {
+                        (0..rows * ld).map(|_| r.random::<f32>() * 2.0 - 1.0).collect()
+                    };
+                    // Tied: zero queries, so every score of a row is the same (a uniform softmax).
+                    let q = if tied { vec![0.0; tq * ld] } else { fill(tq) };
+                    let (k, v, d_o) = (fill(tk), fill(tk), fill(tq));
+                    let mut p = vec![0.0; tq * tk];
+                    let mut o = vec![0.0; tq * ld];
+                    let shape = (tq, tk, d, dv);
                     let blocks = ((&q[..], ld), (&k[..], ld), (&v[..], ld));
-                    if masked {
-                        head_backward_values_masked(
-                            (tq, tk, dv),
-                            (causal, keys),
-                            &p,
-                            (&d_o, ld),
-                            (&mut dv_, ld),
-                        );
-                        let (dq_b, dk_b) = ((&mut dq[..], ld), (&mut dk[..], ld));
-                        head_backward_scores_masked(
-                            shape,
-                            (causal, keys),
-                            blocks,
-                            &p,
-                            (&d_o, ld),
-                            &mut ds,
-                            dq_b,
-                            dk_b,
-                        );
-                    } else {
-                        head_backward_values((tq, tk, dv), &p, (&d_o, ld), (&mut dv_, ld));
-                        let (dq_b, dk_b) = ((&mut dq[..], ld), (&mut dk[..], ld));
-                        head_backward_scores(shape, blocks, &p, (&d_o, ld), &mut ds, dq_b, dk_b);
-                    }
-                    (dq, dk, dv_)
-                };
-                let (fast, definition) = (grads(true), grads(false));
-                let what = format!("T_q {tq}, T_k {tk}, causal {causal}, {keys} keys, tied {tied}");
-                for (name, f, w, rows) in [
-                    ("dQ", &fast.0, &definition.0, tq),
-                    ("dK", &fast.1, &definition.1, tk),
-                    ("dV", &fast.2, &definition.2, tk),
-                ] {
-                    for row in 0..rows {
-                        for c in 0..d {
-                            let (f, w) = (f[row * ld + c], w[row * ld + c]);
-                            assert!(
-                                (f - w).abs() <= 1e-5 * (1.0 + w.abs()),
-                                "{what}: {name}[{row}, {c}] {f} vs {w}"
-                            );
-                            if w == 0.0 {
-                                assert_eq!(f, 0.0, "{what}: {name}[{row}, {c}]");
+                    head_forward_reference(
+                        shape,
+                        blocks.0,
+                        blocks.1,
+                        blocks.2,
+                        (causal, keys),
+                        &mut p,
+                        (&mut o, ld),
+                    );
+                    let grads = |path: Path| {
+                        let (mut dq, mut dk, mut dv_) =
+                            (vec![f32::NAN; tq * ld], vec![f32::NAN; tk * ld], vec![f32::NAN; tk * ld]);
+                        let mut ds = vec![f32::NAN; tq * tk];
+                        let (dq_b, dk_b, dv_b) = ((&mut dq[..], ld), (&mut dk[..], ld), (&mut dv_[..], ld));
+                        let (mask, d_o) = ((causal, keys), (&d_o[..], ld));
+                        match path {
+                            Path::Definition => {
+                                head_backward_values((tq, tk, dv), &p, d_o, dv_b);
+                                head_backward_scores(shape, blocks, &p, d_o, &mut ds, dq_b, dk_b);
+                            }
+                            Path::Masked => {
+                                head_backward_values_masked((tq, tk, dv), mask, &p, d_o, dv_b);
+                                head_backward_scores_masked(
+                                    shape, mask, blocks, &p, d_o, &mut ds, dq_b, dk_b,
+                                );
+                            }
+                            Path::Kernel => {
+                                use super::super::attention_head::{backward_scores, backward_values};
+                                backward_values((tq, tk, dv), mask, &p, d_o, dv_b);
+                                backward_scores(shape, mask, blocks, &p, d_o, &mut ds, dq_b, dk_b);
                             }
                         }
-                        // The columns past the head's (another head's, in a shared buffer): untouched.
-                        assert!(
-                            f[row * ld + d..][..ld - d].iter().all(|v| v.is_nan()),
-                            "{what}: {name} row {row}"
+                        (dq, dk, dv_)
+                    };
+                    let definition = grads(Path::Definition);
+                    let mut paths = vec![Path::Masked];
+                    if super::super::attention_head::fits_backward(d, dv) {
+                        paths.push(Path::Kernel);
+                        kernel_checked += 1;
+                    }
+                    for path in paths {
+                        let fast = grads(path);
+                        let what = format!(
+                            "{path:?}, d {d}, d_v {dv}, T_q {tq}, T_k {tk}, causal {causal}, {keys} keys, tied {tied}"
                         );
+                        for (name, f, w, rows, cols) in [
+                            ("dQ", &fast.0, &definition.0, tq, d),
+                            ("dK", &fast.1, &definition.1, tk, d),
+                            ("dV", &fast.2, &definition.2, tk, dv),
+                        ] {
+                            for row in 0..rows {
+                                for c in 0..cols {
+                                    let (f, w) = (f[row * ld + c], w[row * ld + c]);
+                                    assert!(
+                                        (f - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                                        "{what}: {name}[{row}, {c}] {f} vs {w}"
+                                    );
+                                    if w == 0.0 {
+                                        assert_eq!(f, 0.0, "{what}: {name}[{row}, {c}]");
+                                    }
+                                }
+                                // The columns past the head's (another head's, in a shared
+                                // buffer): untouched.
+                                assert!(
+                                    f[row * ld + cols..][..ld - cols].iter().all(|v| v.is_nan()),
+                                    "{what}: {name} row {row}"
+                                );
+                            }
+                        }
                     }
                 }
             }
+        }
+        if super::super::attention_head::fits_backward(8, 8) {
+            assert!(kernel_checked > 0);
         }
     }
 

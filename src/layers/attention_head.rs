@@ -164,19 +164,11 @@ pub(super) fn head_forward(
     o: (&mut [f32], usize),
 ) {
     assert!(fits(d, dv), "attention head kernel: d = {d}, d_v = {dv} (or this CPU) is not for it");
-    // Rows 0 .. rows of `cols` values, `ld` apart, inside the slice (no product may wrap).
-    let within = |(s, ld): (&[f32], usize), rows: usize, cols: usize| {
-        rows == 0
-            || (rows - 1).checked_mul(ld).and_then(|x| x.checked_add(cols)).is_some_and(|end| end <= s.len())
-    };
     assert!(
         within(q, tq, d) && within(k, tk, d) && within(v, tk, dv),
         "attention head kernel: a block past its slice"
     );
-    assert!(
-        within((&*o.0, o.1), tq, dv) && p.len() == tq * tk && keys <= tk,
-        "attention head kernel: outputs"
-    );
+    assert!(within((o.0, o.1), tq, dv) && p.len() == tq * tk && keys <= tk, "attention head kernel: outputs");
     assert!(tk > 0, "attention head kernel: no keys"); // as the definition (every caller has T_k ≥ 1)
     let padded = tk.div_ceil(16) * 16; // whole registers of either width
     KEYS_T.with_borrow_mut(|kt| {
@@ -208,17 +200,151 @@ pub(super) fn head_forward(
             // registers), O rows i .. i + rows.
             unsafe {
                 let (p_rows, o_rows) = (p[i * tk..].as_ptr(), o.0[i * o.1..].as_mut_ptr());
-                values((rows, p_rows, tk, v.0.as_ptr(), v.1, seen, dv, o_rows, o.1));
+                values((rows, p_rows, (tk, 1), (0, seen), (v.0.as_ptr(), v.1), dv, 1.0, (o_rows, o.1)));
             }
             i += rows;
         }
     });
 }
 
+/// A block of a matrix: its slice from the first value, and the distance between its rows.
+type Block<'a> = (&'a [f32], usize);
+
+/// Rows 0 .. rows of `cols` values, `ld` apart, inside the slice (no product may wrap).
+fn within((s, ld): (&[f32], usize), rows: usize, cols: usize) -> bool {
+    rows == 0
+        || (rows - 1).checked_mul(ld).and_then(|x| x.checked_add(cols)).is_some_and(|end| end <= s.len())
+}
+
+/// Whether [`backward_values`] and [`backward_scores`] take a head of `d`-wide queries and keys
+/// and `d_v`-wide values: both widths whole registers up to 64 (each is the width of the rows of
+/// some product's result: `dQ`, `dK` are `d` wide, `dV` is `d_v` wide).
+pub(super) fn fits_backward(d: usize, dv: usize) -> bool {
+    fits(d, dv) && fits(dv, d)
+}
+
+/// The head's backward pass, first part: `dV = Pᵀ·dO` for the keys some query sees, `dV = 0`
+/// for the rest — the same as `attention::head_backward_values_masked`, without general
+/// products: blocks of keys (`Pᵀ` read in place, a column of `P` per key) against the rows of
+/// `dO` from the first query that may see them. (`dV` and `dK` are two parts because in a `[K |
+/// V]` buffer their rows interleave.) The caller has checked [`fits_backward`].
+pub(super) fn backward_values(
+    (tq, tk, dv): (usize, usize, usize),
+    (causal, keys): (bool, usize),
+    p: &[f32],
+    d_o: (&[f32], usize),
+    d_v: (&mut [f32], usize),
+) {
+    assert!(fits(1, dv), "attention head kernel: d_v = {dv} (or this CPU) is not for it");
+    assert!(
+        p.len() == tq * tk && keys <= tk && within(d_o, tq, dv) && within((d_v.0, d_v.1), tk, dv),
+        "attention head kernel: a block past its slice"
+    );
+    let seen = if causal { keys.min(tq) } else { keys }; // key j is first seen by query j
+    let block = rows_per_block(kernel_isa());
+    let mut j = 0;
+    while j < seen {
+        let rows = block.min(seen - j);
+        let from = if causal { j } else { 0 }; // the first query that may see key j
+        // SAFETY: `fits` found the ISA; Pᵀ(r, i) = P[i][j + r] for r < rows, i < T_q is inside
+        // P (asserted above: T_q × T_k values), rows 0 .. T_q of dO and j .. j + rows ≤ T_k of dV
+        // (dv a whole number of registers) inside theirs.
+        unsafe {
+            let (a, out) = (p[j..].as_ptr(), d_v.0[j * d_v.1..].as_mut_ptr());
+            values((rows, a, (1, tk), (from, tq), (d_o.0.as_ptr(), d_o.1), dv, 1.0, (out, d_v.1)));
+        }
+        j += rows;
+    }
+    for row in seen..tk {
+        d_v.0[row * d_v.1..][..dv].fill(0.0);
+    }
+}
+
+/// The head's backward pass, second part: `dP = dO·Vᵀ` (as the forward pass's scores, `Vᵀ` laid
+/// out once), `dS = P ⊙ (dP − Σ_j P_j·dP_j)` over the keys each query sees and 0 elsewhere (in
+/// `ds`, `[T_q, T_k]` scratch), `dQ = dS·K/√d` for each block of queries over the keys it sees,
+/// then `dK = dSᵀ·Q/√d` for each block of keys over the queries that may see them (`dK = 0` for
+/// keys no query sees) — the same as `attention::head_backward_scores_masked`. The caller has
+/// checked [`fits_backward`].
+#[allow(clippy::too_many_arguments)] // the head's operands and their gradients, as the definition's
+pub(super) fn backward_scores(
+    (tq, tk, d, dv): (usize, usize, usize, usize),
+    (causal, keys): (bool, usize),
+    (q, k, v): (Block<'_>, Block<'_>, Block<'_>),
+    p: &[f32],
+    d_o: (&[f32], usize),
+    ds: &mut [f32],
+    dq: (&mut [f32], usize),
+    dk: (&mut [f32], usize),
+) {
+    assert!(fits_backward(d, dv), "attention head kernel: d = {d}, d_v = {dv} (or this CPU) is not for it");
+    assert!(
+        within(q, tq, d) && within(k, tk, d) && within(v, tk, dv) && within(d_o, tq, dv),
+        "attention head kernel: a block past its slice"
+    );
+    assert!(
+        within((dq.0, dq.1), tq, d)
+            && within((dk.0, dk.1), tk, d)
+            && p.len() == tq * tk
+            && ds.len() == tq * tk
+            && keys <= tk,
+        "attention head kernel: outputs"
+    );
+    let scale = 1.0 / (d as f32).sqrt();
+    let block = rows_per_block(kernel_isa());
+    let padded = tk.div_ceil(16) * 16;
+    KEYS_T.with_borrow_mut(|vt| {
+        vt.clear();
+        vt.resize(dv * padded, 0.0);
+        // SAFETY: as in `head_forward`, for V (T_k rows of d_v values).
+        unsafe { transpose_keys((tk, dv), (v.0, v.1), (vt, padded)) };
+        let mut i = 0;
+        while i < tq {
+            let rows = block.min(tq - i);
+            let seen = if causal { keys.min(i + rows) } else { keys }; // keys this block sees
+            // SAFETY: `fits` found the ISA; rows i .. i + rows of dO (d_v values) and of dS (T_k)
+            // are inside their slices (asserted above), Vᵀ holds d_v rows of `padded ≥ seen`.
+            unsafe {
+                let (d_o_rows, ds_rows) = (d_o.0[i * d_o.1..].as_ptr(), ds[i * tk..].as_mut_ptr());
+                scores((rows, d_o_rows, d_o.1, dv, vt.as_ptr(), padded, seen, 1.0, ds_rows, tk));
+            }
+            for r in i..i + rows {
+                let allowed = if causal { keys.min(r + 1) } else { keys };
+                let (ds_row, p_row) = (&mut ds[r * tk..][..tk], &p[r * tk..][..allowed]);
+                super::attention::softmax_backward_row(&mut ds_row[..allowed], p_row);
+                ds_row[allowed..].fill(0.0); // P is 0 there, and so is dS
+            }
+            // SAFETY: as above; rows i .. i + rows of dS (T_k ≥ seen values, tk apart), rows
+            // 0 .. seen of K (d values, a whole number of registers), rows i .. of dQ.
+            unsafe {
+                let (a, out) = (ds[i * tk..].as_ptr(), dq.0[i * dq.1..].as_mut_ptr());
+                values((rows, a, (tk, 1), (0, seen), (k.0.as_ptr(), k.1), d, scale, (out, dq.1)));
+            }
+            i += rows;
+        }
+    });
+    let seen = if causal { keys.min(tq) } else { keys };
+    let mut j = 0;
+    while j < seen {
+        let rows = block.min(seen - j);
+        let from = if causal { j } else { 0 };
+        // SAFETY: as in `backward_values`, with dS (every value written above) for P, Q for dO.
+        unsafe {
+            let (a, out) = (ds[j..].as_ptr(), dk.0[j * dk.1..].as_mut_ptr());
+            values((rows, a, (1, tk), (from, tq), (q.0.as_ptr(), q.1), d, scale, (out, dk.1)));
+        }
+        j += rows;
+    }
+    for row in seen..tk {
+        dk.0[row * dk.1..][..d].fill(0.0);
+    }
+}
+
 /// [`scores_in`]'s operands: `(rows, q, ldq, d, kt, padded, seen, scale, s, tk)`.
 type ScoresArgs = (usize, *const f32, usize, usize, *const f32, usize, usize, f32, *mut f32, usize);
-/// [`values_in`]'s operands: `(rows, p, ldp, v, ldv, seen, dv, o, ldo)`.
-type ValuesArgs = (usize, *const f32, usize, *const f32, usize, usize, usize, *mut f32, usize);
+/// [`values_in`]'s operands: `(rows, a, (rs, cs), (from, to), (b, ldb), width, scale, (o, ldo))`.
+type ValuesArgs =
+    (usize, *const f32, (usize, usize), (usize, usize), (*const f32, usize), usize, f32, (*mut f32, usize));
 
 /// [`scores_in`] on the kernel's ISA.
 ///
@@ -397,25 +523,31 @@ unsafe fn scores_block<W: Vector, const R: usize, const G: usize>(
     }
 }
 
-/// `O[r] = Σ_{j < seen} P[r][j]·V[j]` for `rows ≤ R` rows, in passes of up to `C` registers of
-/// columns.
+/// `O[r] = scale · Σ_{from ≤ j < to} A(r, j)·B[j]` for `rows ≤ R` rows, in passes of up to `C`
+/// registers of columns, where `A(r, j) = a[r·rs + j·cs]`: the forward pass's `O = P·V` (`A = P`,
+/// `rs = T_k`, `cs = 1`, `j < seen`, scale 1, which changes no bits), and the backward pass's
+/// `dQ = dS·K/√d`, `dV = Pᵀ·dO` and `dK = dSᵀ·Q/√d` (`Pᵀ` and `dSᵀ` read in place: `rs = 1`,
+/// `cs = T_k`).
 ///
 /// # Safety
-/// The CPU has `W`'s ISA; `p` points at `rows` rows (`ldp` apart) of at least `seen` values, `v`
-/// at `seen` rows (`ldv` apart) of `dv` values, `o` at `rows` rows (`ldo` apart) of `dv` writable
-/// values, `dv` a multiple of `W::LANES`.
+/// The CPU has `W`'s ISA; `A(r, j)` readable for `r < rows`, `from ≤ j < to`; `b` at rows `from
+/// .. to` (`ldb` apart) of `width` values, `o` at `rows` rows (`ldo` apart) of `width` writable
+/// values, `width` a multiple of `W::LANES`.
 #[inline(always)]
 unsafe fn values_in<W: Vector, const R: usize, const C: usize>(
-    (rows, p, ldp, v, ldv, seen, dv, o, ldo): ValuesArgs,
+    (rows, a, strides, range, (b, ldb), width, scale, (o, ldo)): ValuesArgs,
 ) {
-    debug_assert!(dv.is_multiple_of(W::LANES) && C <= 4, "d_v {dv} in whole registers, passes of ≤ 4");
+    debug_assert!(
+        width.is_multiple_of(W::LANES) && C <= 4,
+        "width {width} in whole registers, passes of ≤ 4"
+    );
     debug_assert!((1..=R).contains(&rows), "a block of 1 ..= {R} rows, not {rows}");
-    // SAFETY: the caller's promises; each pass covers columns col .. col + regs·LANES ≤ dv.
+    // SAFETY: the caller's promises; each pass covers columns col .. col + regs·LANES ≤ width.
     unsafe {
         let mut col = 0;
-        while col < dv {
-            let regs = ((dv - col) / W::LANES).min(C);
-            let args = (p, ldp, v.add(col), ldv, seen, o.add(col), ldo);
+        while col < width {
+            let regs = ((width - col) / W::LANES).min(C);
+            let args = (a, strides, range, (b.add(col), ldb), scale, (o.add(col), ldo));
             with_rows!(rows, ROWS => match regs {
                 1 => values_block::<W, ROWS, 1>(args),
                 2 => values_block::<W, ROWS, 2>(args),
@@ -428,34 +560,42 @@ unsafe fn values_in<W: Vector, const R: usize, const C: usize>(
     }
 }
 
-/// `O[r] = Σ_{j < seen} P[r][j]·V[j]` for `R` rows, `V` registers wide.
+/// [`values_in`] for `R` rows, `V` registers wide.
 ///
 /// # Safety
-/// The CPU has `W`'s ISA; `p` points at `R` rows (`ldp` apart) of at least `seen` values, `v` at
-/// `seen` rows (`ldv` apart) of `V·LANES` values, `o` at `R` rows (`ldo` apart) of `V·LANES`
-/// writable values.
+/// As [`values_in`], for `R` rows and `V·LANES` columns.
+#[allow(clippy::type_complexity)] // values_in's operands less the width
 #[inline(always)]
 unsafe fn values_block<W: Vector, const R: usize, const V: usize>(
-    (p, ldp, v, ldv, seen, o, ldo): (*const f32, usize, *const f32, usize, usize, *mut f32, usize),
+    (a, (rs, cs), (from, to), (b, ldb), scale, (o, ldo)): (
+        *const f32,
+        (usize, usize),
+        (usize, usize),
+        (*const f32, usize),
+        f32,
+        (*mut f32, usize),
+    ),
 ) {
-    // SAFETY: the caller's promises: row j of V, V·LANES values; P[r][j] with j < seen; row r of O.
+    // SAFETY: the caller's promises: row j of B, V·LANES values; A(r, j) with from ≤ j < to; row
+    // r of O.
     unsafe {
         let mut acc = [[W::zero(); V]; R];
-        for j in 0..seen {
-            let mut v_j = [W::zero(); V];
-            for (g, v_jg) in v_j.iter_mut().enumerate() {
-                *v_jg = W::load(v.add(j * ldv + W::LANES * g));
+        for j in from..to {
+            let mut b_j = [W::zero(); V];
+            for (g, b_jg) in b_j.iter_mut().enumerate() {
+                *b_jg = W::load(b.add(j * ldb + W::LANES * g));
             }
             for (r, acc_r) in acc.iter_mut().enumerate() {
-                let p_rj = W::splat(*p.add(r * ldp + j));
+                let a_rj = W::splat(*a.add(r * rs + j * cs));
                 for g in 0..V {
-                    acc_r[g] = W::mul_add(p_rj, v_j[g], acc_r[g]);
+                    acc_r[g] = W::mul_add(a_rj, b_j[g], acc_r[g]);
                 }
             }
         }
+        let scale = W::splat(scale);
         for (r, acc_r) in acc.iter().enumerate() {
-            for (g, &a) in acc_r.iter().enumerate() {
-                a.store(o.add(r * ldo + W::LANES * g));
+            for (g, &acc_rg) in acc_r.iter().enumerate() {
+                W::mul(acc_rg, scale).store(o.add(r * ldo + W::LANES * g));
             }
         }
     }
