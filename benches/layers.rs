@@ -12,7 +12,7 @@
 //!
 //! `attention_backward` times a causal `MultiHeadAttention`'s backward pass on one thread at the
 //! side-by-side's GPT shape (E 128, 4 heads, T 64, batch 32) and SAKT shape (E 64, 4 heads, T 100,
-//! batch 64), in GFLOP/s of the products over all of each head's `P` (as if nothing were masked:
+//! batch 64), and an unmasked one at the encoder's (the GPT's shape), in GFLOP/s of the products over all of each head's `P` (as if nothing were masked:
 //! the projections' 2 · 2·N·T·E·4E, the heads' 4 · 2·N·T²·E), so skipping masked blocks shows as a
 //! higher rate.
 //!
@@ -143,10 +143,14 @@ fn attention_backward(c: &mut Criterion) {
     backprop::alloc_tuning::tune_allocator(); // a benchmark owns its process
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a one-thread pool");
     let mut g = c.benchmark_group("attention_backward");
-    for (name, n, t, e, heads) in
-        [("gpt_E128_T64_b32", 32, 64, 128, 4), ("sakt_E64_T100_b64", 64, 100, 64, 4)]
-    {
-        let mut attn = MultiHeadAttention::new(e, heads).causal();
+    let shapes = [
+        ("gpt_E128_T64_b32", 32, 64, 128, 4, true),
+        ("sakt_E64_T100_b64", 64, 100, 64, 4, true),
+        ("encoder_E128_T64_b32", 32, 64, 128, 4, false),
+    ];
+    for (name, n, t, e, heads, causal) in shapes {
+        let attn = MultiHeadAttention::new(e, heads);
+        let mut attn = if causal { attn.causal() } else { attn };
         let x = Tensor::randn(&[n, t, e], 0.0, 1.0, 1);
         let grad = Tensor::randn(&[n, t, e], 0.0, 1.0, 2);
         one.install(|| attn.forward(&x, Pass::TRAIN));

@@ -66,6 +66,22 @@ pub(super) fn fits(d: usize, dv: usize) -> bool {
 thread_local! {
     /// `Kᵀ`, reused from head to head on each thread.
     static KEYS_T: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The rows that a values product multiplies (`V`, `dO`, `K`, `Q`), copied next to each
+    /// other; reused from head to head on each thread.
+    static ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Rows `0 .. rows` of a block (`cols` values each, `ld` apart) copied next to each other into
+/// `out`, for the values kernel to read: in place, a head's rows in a `[K | V]` buffer lie 2·E
+/// values apart (1 KiB at E = 128), so that the rows of one head share a few sets of the L1 cache
+/// and push each other out (`perf annotate`: the kernel's load of a row of `V` was the most
+/// sampled instruction of the forward pass's values, the loads of the backward's rows too).
+/// (Copied with `copy_floats`: glibc's `memcpy` crawls on these short rows on the AMD EPYC.)
+fn gather_rows((src, ld): Block<'_>, rows: usize, cols: usize, out: &mut Vec<f32>) {
+    out.resize(rows * cols, 0.0);
+    for (r, row) in out.chunks_exact_mut(cols).enumerate() {
+        crate::tensor::parallel::copy_floats(row, &src[r * ld..][..cols]);
+    }
 }
 
 /// `Kᵀ[c][j] = K[j][c]` (`K`: `tk` rows of `d` values, `ld` apart; `Kᵀ`: `d` rows, `ldt` apart):
@@ -171,39 +187,42 @@ pub(super) fn head_forward(
     assert!(within((o.0, o.1), tq, dv) && p.len() == tq * tk && keys <= tk, "attention head kernel: outputs");
     assert!(tk > 0, "attention head kernel: no keys"); // as the definition (every caller has T_k ≥ 1)
     let padded = tk.div_ceil(16) * 16; // whole registers of either width
-    KEYS_T.with_borrow_mut(|kt| {
-        kt.clear();
-        kt.resize(d * padded, 0.0);
-        // SAFETY: `fits` found AVX2 or AVX-512F (either has AVX); K holds tk rows of d values
-        // (asserted above), Kᵀ d rows of padded ≥ tk.
-        unsafe { transpose_keys((tk, d), (k.0, k.1), (kt, padded)) };
-        let scale = 1.0 / (d as f32).sqrt();
-        let block_rows = rows_per_block(kernel_isa());
-        let mut i = 0;
-        while i < tq {
-            let rows = block_rows.min(tq - i);
-            // Keys this block of queries sees: 0 .. seen (the softmax zeroes the rest).
-            let seen = if causal { keys.min(i + rows) } else { keys };
-            // SAFETY: `fits` found the ISA; rows i .. i + rows of Q (d values each) and of P (tk)
-            // are inside their slices (asserted above), Kᵀ holds d rows of `padded ≥ seen`
-            // values, padded a multiple of either register width.
-            unsafe {
-                let (q_rows, p_rows) = (q.0[i * q.1..].as_ptr(), p[i * tk..].as_mut_ptr());
-                let args = (rows, q_rows, q.1, d, kt.as_ptr(), padded, seen, scale, p_rows, tk);
-                scores(args);
+    ROWS.with_borrow_mut(|v_rows| {
+        KEYS_T.with_borrow_mut(|kt| {
+            gather_rows(v, keys, dv, v_rows); // the values kernel reads rows 0 .. seen ≤ keys
+            kt.clear();
+            kt.resize(d * padded, 0.0);
+            // SAFETY: `fits` found AVX2 or AVX-512F (either has AVX); K holds tk rows of d values
+            // (asserted above), Kᵀ d rows of padded ≥ tk.
+            unsafe { transpose_keys((tk, d), (k.0, k.1), (kt, padded)) };
+            let scale = 1.0 / (d as f32).sqrt();
+            let block_rows = rows_per_block(kernel_isa());
+            let mut i = 0;
+            while i < tq {
+                let rows = block_rows.min(tq - i);
+                // Keys this block of queries sees: 0 .. seen (the softmax zeroes the rest).
+                let seen = if causal { keys.min(i + rows) } else { keys };
+                // SAFETY: `fits` found the ISA; rows i .. i + rows of Q (d values each) and of P (tk)
+                // are inside their slices (asserted above), Kᵀ holds d rows of `padded ≥ seen`
+                // values, padded a multiple of either register width.
+                unsafe {
+                    let (q_rows, p_rows) = (q.0[i * q.1..].as_ptr(), p[i * tk..].as_mut_ptr());
+                    let args = (rows, q_rows, q.1, d, kt.as_ptr(), padded, seen, scale, p_rows, tk);
+                    scores(args);
+                }
+                for r in 0..rows {
+                    let allowed = if causal { keys.min(i + r + 1) } else { keys };
+                    softmax_prefix(&mut p[(i + r) * tk..][..tk], allowed);
+                }
+                // SAFETY: as above; V's copy holds `keys ≥ seen` rows of dv values (a whole number
+                // of registers), O rows i .. i + rows.
+                unsafe {
+                    let (p_rows, o_rows) = (p[i * tk..].as_ptr(), o.0[i * o.1..].as_mut_ptr());
+                    values((rows, p_rows, (tk, 1), (0, seen), (v_rows.as_ptr(), dv), dv, 1.0, (o_rows, o.1)));
+                }
+                i += rows;
             }
-            for r in 0..rows {
-                let allowed = if causal { keys.min(i + r + 1) } else { keys };
-                softmax_prefix(&mut p[(i + r) * tk..][..tk], allowed);
-            }
-            // SAFETY: as above; V holds `seen ≤ tk` rows of dv values (a whole number of
-            // registers), O rows i .. i + rows.
-            unsafe {
-                let (p_rows, o_rows) = (p[i * tk..].as_ptr(), o.0[i * o.1..].as_mut_ptr());
-                values((rows, p_rows, (tk, 1), (0, seen), (v.0.as_ptr(), v.1), dv, 1.0, (o_rows, o.1)));
-            }
-            i += rows;
-        }
+        })
     });
 }
 
@@ -242,19 +261,22 @@ pub(super) fn backward_values(
     );
     let seen = if causal { keys.min(tq) } else { keys }; // key j is first seen by query j
     let block = rows_per_block(kernel_isa());
-    let mut j = 0;
-    while j < seen {
-        let rows = block.min(seen - j);
-        let from = if causal { j } else { 0 }; // the first query that may see key j
-        // SAFETY: `fits` found the ISA; Pᵀ(r, i) = P[i][j + r] for r < rows, i < T_q is inside
-        // P (asserted above: T_q × T_k values), rows 0 .. T_q of dO and j .. j + rows ≤ T_k of dV
-        // (dv a whole number of registers) inside theirs.
-        unsafe {
-            let (a, out) = (p[j..].as_ptr(), d_v.0[j * d_v.1..].as_mut_ptr());
-            values((rows, a, (1, tk), (from, tq), (d_o.0.as_ptr(), d_o.1), dv, 1.0, (out, d_v.1)));
+    ROWS.with_borrow_mut(|d_o_rows| {
+        gather_rows(d_o, tq, dv, d_o_rows);
+        let mut j = 0;
+        while j < seen {
+            let rows = block.min(seen - j);
+            let from = if causal { j } else { 0 }; // the first query that may see key j
+            // SAFETY: `fits` found the ISA; Pᵀ(r, i) = P[i][j + r] for r < rows, i < T_q is
+            // inside P (asserted above: T_q × T_k values), dO's copy holds T_q rows of dv values
+            // (a whole number of registers), rows j .. j + rows ≤ T_k of dV are inside its slice.
+            unsafe {
+                let (a, out) = (p[j..].as_ptr(), d_v.0[j * d_v.1..].as_mut_ptr());
+                values((rows, a, (1, tk), (from, tq), (d_o_rows.as_ptr(), dv), dv, 1.0, (out, d_v.1)));
+            }
+            j += rows;
         }
-        j += rows;
-    }
+    });
     for row in seen..tk {
         d_v.0[row * d_v.1..][..dv].fill(0.0);
     }
@@ -293,48 +315,54 @@ pub(super) fn backward_scores(
     let scale = 1.0 / (d as f32).sqrt();
     let block = rows_per_block(kernel_isa());
     let padded = tk.div_ceil(16) * 16;
-    KEYS_T.with_borrow_mut(|vt| {
-        vt.clear();
-        vt.resize(dv * padded, 0.0);
-        // SAFETY: as in `head_forward`, for V (T_k rows of d_v values).
-        unsafe { transpose_keys((tk, dv), (v.0, v.1), (vt, padded)) };
-        let mut i = 0;
-        while i < tq {
-            let rows = block.min(tq - i);
-            let seen = if causal { keys.min(i + rows) } else { keys }; // keys this block sees
-            // SAFETY: `fits` found the ISA; rows i .. i + rows of dO (d_v values) and of dS (T_k)
-            // are inside their slices (asserted above), Vᵀ holds d_v rows of `padded ≥ seen`.
-            unsafe {
-                let (d_o_rows, ds_rows) = (d_o.0[i * d_o.1..].as_ptr(), ds[i * tk..].as_mut_ptr());
-                scores((rows, d_o_rows, d_o.1, dv, vt.as_ptr(), padded, seen, 1.0, ds_rows, tk));
+    ROWS.with_borrow_mut(|rows_copy| {
+        KEYS_T.with_borrow_mut(|vt| {
+            gather_rows(k, keys, d, rows_copy); // dQ's sums read rows 0 .. seen ≤ keys of K
+            vt.clear();
+            vt.resize(dv * padded, 0.0);
+            // SAFETY: as in `head_forward`, for V (T_k rows of d_v values).
+            unsafe { transpose_keys((tk, dv), (v.0, v.1), (vt, padded)) };
+            let mut i = 0;
+            while i < tq {
+                let rows = block.min(tq - i);
+                let seen = if causal { keys.min(i + rows) } else { keys }; // keys this block sees
+                // SAFETY: `fits` found the ISA; rows i .. i + rows of dO (d_v values) and of dS (T_k)
+                // are inside their slices (asserted above), Vᵀ holds d_v rows of `padded ≥ seen`.
+                unsafe {
+                    let (d_o_rows, ds_rows) = (d_o.0[i * d_o.1..].as_ptr(), ds[i * tk..].as_mut_ptr());
+                    scores((rows, d_o_rows, d_o.1, dv, vt.as_ptr(), padded, seen, 1.0, ds_rows, tk));
+                }
+                for r in i..i + rows {
+                    let allowed = if causal { keys.min(r + 1) } else { keys };
+                    let (ds_row, p_row) = (&mut ds[r * tk..][..tk], &p[r * tk..][..allowed]);
+                    super::attention::softmax_backward_row(&mut ds_row[..allowed], p_row);
+                    ds_row[allowed..].fill(0.0); // P is 0 there, and so is dS
+                }
+                // SAFETY: as above; rows i .. i + rows of dS (T_k ≥ seen values, tk apart), K's copy
+                // holds `keys ≥ seen` rows of d values (a whole number of registers), rows i .. of dQ.
+                unsafe {
+                    let (a, out) = (ds[i * tk..].as_ptr(), dq.0[i * dq.1..].as_mut_ptr());
+                    values((rows, a, (tk, 1), (0, seen), (rows_copy.as_ptr(), d), d, scale, (out, dq.1)));
+                }
+                i += rows;
             }
-            for r in i..i + rows {
-                let allowed = if causal { keys.min(r + 1) } else { keys };
-                let (ds_row, p_row) = (&mut ds[r * tk..][..tk], &p[r * tk..][..allowed]);
-                super::attention::softmax_backward_row(&mut ds_row[..allowed], p_row);
-                ds_row[allowed..].fill(0.0); // P is 0 there, and so is dS
+            let seen = if causal { keys.min(tq) } else { keys };
+            gather_rows(q, tq, d, rows_copy);
+            let mut j = 0;
+            while j < seen {
+                let rows = block.min(seen - j);
+                let from = if causal { j } else { 0 };
+                // SAFETY: as in `backward_values`, with dS (every value written above) for P, Q's
+                // copy (T_q rows of d values) for dO's.
+                unsafe {
+                    let (a, out) = (ds[j..].as_ptr(), dk.0[j * dk.1..].as_mut_ptr());
+                    values((rows, a, (1, tk), (from, tq), (rows_copy.as_ptr(), d), d, scale, (out, dk.1)));
+                }
+                j += rows;
             }
-            // SAFETY: as above; rows i .. i + rows of dS (T_k ≥ seen values, tk apart), rows
-            // 0 .. seen of K (d values, a whole number of registers), rows i .. of dQ.
-            unsafe {
-                let (a, out) = (ds[i * tk..].as_ptr(), dq.0[i * dq.1..].as_mut_ptr());
-                values((rows, a, (tk, 1), (0, seen), (k.0.as_ptr(), k.1), d, scale, (out, dq.1)));
-            }
-            i += rows;
-        }
+        })
     });
     let seen = if causal { keys.min(tq) } else { keys };
-    let mut j = 0;
-    while j < seen {
-        let rows = block.min(seen - j);
-        let from = if causal { j } else { 0 };
-        // SAFETY: as in `backward_values`, with dS (every value written above) for P, Q for dO.
-        unsafe {
-            let (a, out) = (ds[j..].as_ptr(), dk.0[j * dk.1..].as_mut_ptr());
-            values((rows, a, (1, tk), (from, tq), (q.0.as_ptr(), q.1), d, scale, (out, dk.1)));
-        }
-        j += rows;
-    }
     for row in seen..tk {
         dk.0[row * dk.1..][..d].fill(0.0);
     }
