@@ -1,7 +1,7 @@
-//! One attention head's forward pass, `S = Q·Kᵀ/√d`, `P = softmax(S)` over the allowed keys,
-//! `O = P·V`, without a general matrix product: the shapes are small (a Transformer's heads are
-//! 16 to 64 wide, over tens of steps), and `matrixmultiply` spent about as long packing both
-//! operands of each product as multiplying them (`perf`: 5 % packing beside 8 % multiplying in an
+//! One attention head's forward and backward passes (forward: `S = Q·Kᵀ/√d`, `P = softmax(S)`
+//! over the allowed keys, `O = P·V`) without a general matrix product: the shapes are small (a
+//! Transformer's heads are 16 to 64 wide, over tens of steps), and `matrixmultiply` spent about as
+//! long packing both operands of each product as multiplying them (`perf`: 5 % packing beside 8 % multiplying in an
 //! encoder's inference).
 //!
 //! Instead, `Kᵀ` is laid out once per head (`d` rows of `T_k` values, a few kilobytes), and each
@@ -18,8 +18,17 @@
 //! to 64 in one pass) and AVX2 with FMA (8 lanes; 16 ymm registers hold six queries' sums over two
 //! registers each, so keys go 16 at a time and `V`'s columns in passes of 16).
 //!
+//! The backward pass ([`backward_values`], [`backward_scores`]) is the same two kernels again:
+//! `dP = dO·Vᵀ` is a product of the scores' form (`Vᵀ` laid out once), and `dQ = dS·K/√d`,
+//! `dV = Pᵀ·dO`, `dK = dSᵀ·Q/√d` of the values' form, whose left operand is read through two
+//! strides — `Pᵀ` and `dSᵀ` in place, a column of `P` per row — with a range of the sum (under a
+//! causal mask key `j` is seen from query `j` on) and a scale. `matrixmultiply`, which the
+//! definition uses, packs both operands of every product, at these sizes about as long as it
+//! multiplies them.
+//!
 //! [`super::attention`]'s `head_forward` through `sgemm_strided` is the definition; the test
-//! `fast_heads_match_the_definition` compares the two on awkward shapes, masks included.
+//! `fast_heads_match_the_definition` compares the two on awkward shapes, masks included, and
+//! `masked_head_backward_matches_the_definition` the backward pass.
 
 use super::attention::softmax_prefix;
 use crate::tensor::simd::{Isa, isa};
