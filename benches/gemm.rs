@@ -159,7 +159,8 @@ fn tall_products(c: &mut Criterion) {
 /// `[N·T, I]`: the LSTM of the side-by-side, hidden 200, input 100, batch 100 × 50 steps; the
 /// GRU's `3H`) and of the Transformer encoder (`N·T = 2048`, embed 128, feed-forward 512): the
 /// crate's `sgemm` (its own kernel, `Gᵀ` copied into slivers) against `matrixmultiply` on the
-/// same operands, both on one thread, accumulating into `C` as the layers do (`beta = 1`).
+/// same operands, both on one thread, accumulating into `C` as the layers do (`beta = 1`); and
+/// the crate's on all cores (the rows of `C` split across them).
 fn long_sums(c: &mut Criterion) {
     backprop::alloc_tuning::tune_allocator(); // a benchmark owns its process
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a one-thread pool");
@@ -175,6 +176,13 @@ fn long_sums(c: &mut Criterion) {
                 bench.iter(|| {
                     sgemm(m, k, n, 1.0, black_box(&g_t), Transpose::Yes, &x, Transpose::No, 1.0, &mut out)
                 })
+            })
+        });
+        // Called from outside any pool, as a layer's training step calls it: the product is cut
+        // across rayon's global pool (every core; inside a pool's `install` it would not be).
+        g.bench_function(BenchmarkId::new("backprop_sgemm_all_cores", &shape), |bench| {
+            bench.iter(|| {
+                sgemm(m, k, n, 1.0, black_box(&g_t), Transpose::Yes, &x, Transpose::No, 1.0, &mut out)
             })
         });
         g.bench_function(BenchmarkId::new("matrixmultiply", &shape), |bench| {
