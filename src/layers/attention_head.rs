@@ -268,26 +268,46 @@ pub(super) fn backward_values(
         p.len() == tq * tk && keys <= tk && within(d_o, tq, dv) && within((d_v.0, d_v.1), tk, dv),
         "attention head kernel: a block past its slice"
     );
-    let seen = if causal { keys.min(tq) } else { keys }; // key j is first seen by query j
-    let block = rows_per_block(kernel_isa());
     ROWS.with_borrow_mut(|d_o_rows| {
         gather_rows(d_o, tq, dv, d_o_rows);
-        let mut j = 0;
-        while j < seen {
-            let rows = block.min(seen - j);
-            let from = if causal { j } else { 0 }; // the first query that may see key j
-            // SAFETY: `fits` found the ISA; Pᵀ(r, i) = P[i][j + r] for r < rows, i < T_q is
-            // inside P (asserted above: T_q × T_k values), dO's copy holds T_q rows of dv values
-            // (a whole number of registers), rows j .. j + rows ≤ T_k of dV are inside its slice.
-            unsafe {
-                let (a, out) = (p[j..].as_ptr(), d_v.0[j * d_v.1..].as_mut_ptr());
-                values((rows, a, (1, tk), (from, tq), (d_o_rows.as_ptr(), dv), dv, 1.0, (out, d_v.1)));
-            }
-            j += rows;
-        }
+        keys_times_rows((tq, tk, dv), (causal, keys), p, d_o_rows, 1.0, d_v);
     });
+}
+
+/// `out[j] = scale · Σ_i M[i][j]·rows[i]` for the keys `j` some query sees (from the first query
+/// that may see key `j`: under a causal mask, query `j`), `out[j] = 0` for the others: `dV = Pᵀ·dO`
+/// (`M = P`) and `dK = dSᵀ·Q/√d` (`M = dS`), with `Mᵀ` read in place (a column of `M` per key) and
+/// `rows` the `T_q` rows of `width` values copied next to each other ([`gather_rows`]).
+fn keys_times_rows(
+    (tq, tk, width): (usize, usize, usize),
+    (causal, keys): (bool, usize),
+    m: &[f32],
+    rows: &[f32],
+    scale: f32,
+    out: (&mut [f32], usize),
+) {
+    assert!(
+        m.len() == tq * tk && rows.len() == tq * width && keys <= tk && within((out.0, out.1), tk, width),
+        "attention head kernel: a block past its slice"
+    );
+    let seen = if causal { keys.min(tq) } else { keys }; // key j is first seen by query j
+    let block = rows_per_block(kernel_isa());
+    let mut j = 0;
+    while j < seen {
+        let n = block.min(seen - j);
+        let from = if causal { j } else { 0 }; // the first query that may see key j
+        // SAFETY: the callers checked `fits` (the ISA, width a whole number of registers);
+        // Mᵀ(r, i) = M[i][j + r] for r < n, i < T_q is inside M (T_q × T_k values), `rows` holds
+        // T_q rows of `width` values, rows j .. j + n ≤ T_k of `out` are inside its slice
+        // (asserted above).
+        unsafe {
+            let (a, o) = (m[j..].as_ptr(), out.0[j * out.1..].as_mut_ptr());
+            values((n, a, (1, tk), (from, tq), (rows.as_ptr(), width), width, scale, (o, out.1)));
+        }
+        j += n;
+    }
     for row in seen..tk {
-        d_v.0[row * d_v.1..][..dv].fill(0.0);
+        out.0[row * out.1..][..width].fill(0.0);
     }
 }
 
@@ -355,26 +375,10 @@ pub(super) fn backward_scores(
                 }
                 i += rows;
             }
-            let seen = if causal { keys.min(tq) } else { keys };
             gather_rows(q, tq, d, rows_copy);
-            let mut j = 0;
-            while j < seen {
-                let rows = block.min(seen - j);
-                let from = if causal { j } else { 0 };
-                // SAFETY: as in `backward_values`, with dS (every value written above) for P, Q's
-                // copy (T_q rows of d values) for dO's.
-                unsafe {
-                    let (a, out) = (ds[j..].as_ptr(), dk.0[j * dk.1..].as_mut_ptr());
-                    values((rows, a, (1, tk), (from, tq), (rows_copy.as_ptr(), d), d, scale, (out, dk.1)));
-                }
-                j += rows;
-            }
+            keys_times_rows((tq, tk, d), (causal, keys), ds, rows_copy, scale, dk);
         })
     });
-    let seen = if causal { keys.min(tq) } else { keys };
-    for row in seen..tk {
-        dk.0[row * dk.1..][..d].fill(0.0);
-    }
 }
 
 /// [`scores_in`]'s operands: `(rows, q, ldq, d, kt, padded, seen, scale, s, tk)`.
@@ -463,31 +467,14 @@ unsafe fn values_avx2(args: ValuesArgs) {
 /// queries, at most six), so that each block size gets its own unrolled kernel.
 macro_rules! with_rows {
     ($rows:expr, $r:ident => $body:expr) => {
+        with_rows!(@arms $rows, $r, $body, 1 2 3 4 5 6)
+    };
+    (@arms $rows:expr, $r:ident, $body:expr, $($n:literal)+) => {
         match $rows {
-            1 => {
-                const $r: usize = 1;
+            $($n => {
+                const $r: usize = $n;
                 $body
-            }
-            2 => {
-                const $r: usize = 2;
-                $body
-            }
-            3 => {
-                const $r: usize = 3;
-                $body
-            }
-            4 => {
-                const $r: usize = 4;
-                $body
-            }
-            5 => {
-                const $r: usize = 5;
-                $body
-            }
-            6 => {
-                const $r: usize = 6;
-                $body
-            }
+            })+
             rows => unreachable!("a block of {rows} rows"),
         }
     };
