@@ -79,6 +79,52 @@ fn adamw_decoupled_decay() {
     run(&mut AdamW::new(0.01).weight_decay(0.5), want, "adamw");
 }
 
+/// Adam's update as PyTorch writes it (`denom = √v / √(1 − β₂ᵏ) + ε`, then `θ −= step·m / denom`),
+/// in f32, against the crate's one-division form, over 60 steps of a parameter long enough to be
+/// cut into parallel chunks and to leave a tail after the last whole vector register.
+#[test]
+fn adam_stays_within_rounding_of_pytorchs_two_divisions() {
+    let n = 20_011;
+    let (lr, b1, b2, eps, wd) = (0.01f32, 0.9f32, 0.999f32, 1e-8f32, 0.01f32);
+    let grad_at = |k: usize, i: usize| ((i * 7919 + k * 104_729) % 2001) as f32 / 1000.0 - 1.0;
+    let mut p =
+        Param::new(Tensor::from_vec(&[n], (0..n).map(|i| (i % 97) as f32 / 50.0 - 1.0).collect()).unwrap());
+    let (mut theta, mut m, mut v) = (p.value.data().to_vec(), vec![0f32; n], vec![0f32; n]);
+    let mut opt = AdamW::new(lr).weight_decay(wd);
+    for k in 1..=60 {
+        p.grad = Tensor::from_vec(&[n], (0..n).map(|i| grad_at(k, i) * (i % 3) as f32).collect()).unwrap();
+        opt.step_params(&mut [named("w", &mut p)]);
+        let bias1 = 1.0 - (b1 as f64).powi(k as i32);
+        let bias2_sqrt = ((1.0 - (b2 as f64).powi(k as i32)).sqrt()) as f32;
+        let step = (lr as f64 / bias1) as f32;
+        for i in 0..n {
+            let g = p.grad.data()[i];
+            theta[i] *= 1.0 - lr * wd;
+            m[i] += (1.0 - b1) * (g - m[i]);
+            v[i] = b2 * v[i] + (1.0 - b2) * g * g;
+            theta[i] -= step * m[i] / (v[i].sqrt() / bias2_sqrt + eps);
+        }
+    }
+    let worst = p.value.data().iter().zip(&theta).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    // 60 steps, each within a few units in the last place of θ (|θ| ≤ 1.6: an ulp is 1.2e-7).
+    assert!(worst < 2e-6, "worst difference from PyTorch's order: {worst}");
+}
+
+/// The smallest ε there is: `ε·√(1 − β₂ᵏ)` would round to 0 and a coordinate whose gradient has
+/// always been 0 would compute 0/0; it must stay where it is instead.
+#[test]
+fn adam_with_the_smallest_eps_leaves_a_zero_gradient_alone() {
+    let mut p = Param::new(Tensor::from_vec(&[2], vec![1.0, -2.0]).unwrap());
+    let mut opt = Adam::new(0.1).eps(f32::from_bits(1));
+    for _ in 0..3 {
+        p.grad = Tensor::from_vec(&[2], vec![0.0, 0.5]).unwrap();
+        opt.step_params(&mut [named("w", &mut p)]);
+    }
+    let got = p.value.data();
+    assert_eq!(got[0], 1.0);
+    assert!((got[1] - -2.3).abs() < 1e-5, "{}", got[1]);
+}
+
 #[test]
 fn optimizer_rejects_a_parameter_that_changed_shape() {
     let mut opt = Adam::new(0.1);

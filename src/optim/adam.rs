@@ -13,6 +13,12 @@
 //! θ ← θ − (η / (1 − β₁ᵏ)) · m / (√v / √(1 − β₂ᵏ) + ε)
 //! ```
 //!
+//! The last line is computed as `θ ← θ − (η·√(1 − β₂ᵏ) / (1 − β₁ᵏ)) · m / (√v + ε·√(1 − β₂ᵏ))`:
+//! the same value (numerator and denominator multiplied by `√(1 − β₂ᵏ)`, the two constants
+//! taken once per step in f64), with one division per coordinate instead of two — a division and a
+//! square root are most of an Adam step's time. The result can differ from PyTorch's order in
+//! the last bit of the update, far below the step's own size.
+//!
 //! **Bias correction.** `m` and `v` start at zero, so early on they underestimate the true
 //! averages: after one step `m = (1 − β₁)·g`, ten times too small for β₁ = 0.9. Dividing by
 //! `1 − β₁ᵏ` (and `1 − β₂ᵏ`) undoes exactly this shrinkage — after one step `m/(1 − β₁) = g` — and
@@ -63,14 +69,16 @@ impl AdamCore {
         self.k += 1;
         // Scalars in f64, as PyTorch computes them in Python floats.
         let bias1 = 1.0 - (self.beta1 as f64).powi(self.k); // 1 − β₁ᵏ
+        let bias2_sqrt = (1.0 - (self.beta2 as f64).powi(self.k)).sqrt(); // √(1 − β₂ᵏ)
         let h = Hyper {
             lr: self.lr,
             beta1: self.beta1,
             beta2: self.beta2,
-            eps: self.eps,
             wd: self.weight_decay,
-            bias2_sqrt: (1.0 - (self.beta2 as f64).powi(self.k)).sqrt() as f32, // √(1 − β₂ᵏ)
-            step_size: (self.lr as f64 / bias1) as f32,                         // η / (1 − β₁ᵏ)
+            step_size_times_bias2_sqrt: (self.lr as f64 / bias1 * bias2_sqrt) as f32,
+            // At least the smallest positive f32, so that an ε too small to survive the product
+            // still keeps 0/0 out of a coordinate whose gradient has always been 0.
+            eps_times_bias2_sqrt: ((self.eps as f64 * bias2_sqrt) as f32).max(f32::from_bits(1)),
         };
         for (pname, p) in params.iter_mut() {
             let (m, v) = (self.m.get(pname, p, name), self.v.get(pname, p, name));
@@ -156,15 +164,16 @@ struct Hyper {
     lr: f32,
     beta1: f32,
     beta2: f32,
-    eps: f32,
     wd: f32,
-    bias2_sqrt: f32,
-    step_size: f32,
+    /// `η·√(1 − β₂ᵏ) / (1 − β₁ᵏ)`.
+    step_size_times_bias2_sqrt: f32,
+    /// `ε·√(1 − β₂ᵏ)`.
+    eps_times_bias2_sqrt: f32,
 }
 
 /// The Adam update of one slice of a parameter, for each combination of AdamW's decoupled decay
 /// and AMSGrad (as compile-time flags, so the inner loop has no branches and vectorises), 8 wide
-/// where the CPU has AVX2 (the same operations either way: a square root and two divisions per
+/// where the CPU has AVX2 (the same operations either way: a square root and a division per
 /// element dominate, and twice the lanes halve their cost).
 fn update<const DECOUPLED: bool, const AMSGRAD: bool>(
     theta: &mut [f32],
@@ -206,8 +215,8 @@ fn update_loop<const DECOUPLED: bool, const AMSGRAD: bool>(
         } else {
             v[i]
         };
-        let denom = v_used.sqrt() / h.bias2_sqrt + h.eps; // √v̂ + ε
-        *t -= h.step_size * m[i] / denom; // θ ← θ − η·m̂/(√v̂ + ε)
+        // θ ← θ − η·m̂/(√v̂ + ε), with √(1 − β₂ᵏ) moved out of the denominator: one division.
+        *t -= h.step_size_times_bias2_sqrt * m[i] / (v_used.sqrt() + h.eps_times_bias2_sqrt);
     }
 }
 
