@@ -80,6 +80,17 @@ thread_local! {
     static ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// `buf` made `rows` rows of `padded` values for [`transpose_keys`] to fill with `cols ≤ padded`
+/// columns: only the padding `cols .. padded` of each row zeroed (the kernels read whole
+/// registers), not the whole buffer — at `T = 64` there is no padding, and zero-filling `Kᵀ` for
+/// every head had been most of a step's `memset`.
+fn transposed_rows(buf: &mut Vec<f32>, rows: usize, cols: usize, padded: usize) {
+    buf.resize(rows * padded, 0.0);
+    if cols < padded {
+        buf.chunks_exact_mut(padded).for_each(|row| row[cols..].fill(0.0));
+    }
+}
+
 /// Rows `0 .. rows` of a block (`cols` values each, `ld` apart) copied next to each other into
 /// `out`, for the values kernel to read: in place, a head's rows in a `[K | V]` buffer lie 2·E
 /// values apart (1 KiB at E = 128), so that the rows of one head share a few sets of the L1 cache
@@ -199,8 +210,7 @@ pub(super) fn head_forward(
     ROWS.with_borrow_mut(|v_rows| {
         KEYS_T.with_borrow_mut(|kt| {
             gather_rows(v, keys, dv, v_rows); // the values kernel reads rows 0 .. seen ≤ keys
-            kt.clear();
-            kt.resize(d * padded, 0.0);
+            transposed_rows(kt, d, tk, padded);
             // SAFETY: `fits` found AVX2 or AVX-512F (either has AVX); K holds tk rows of d values
             // (asserted above), Kᵀ d rows of padded ≥ tk.
             unsafe { transpose_keys((tk, d), (k.0, k.1), (kt, padded)) };
@@ -347,8 +357,7 @@ pub(super) fn backward_scores(
     ROWS.with_borrow_mut(|rows_copy| {
         KEYS_T.with_borrow_mut(|vt| {
             gather_rows(k, keys, d, rows_copy); // dQ's sums read rows 0 .. seen ≤ keys of K
-            vt.clear();
-            vt.resize(dv * padded, 0.0);
+            transposed_rows(vt, dv, tk, padded);
             // SAFETY: as in `head_forward`, for V (T_k rows of d_v values).
             unsafe { transpose_keys((tk, dv), (v.0, v.1), (vt, padded)) };
             let mut i = 0;
