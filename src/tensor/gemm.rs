@@ -412,12 +412,16 @@ unsafe fn tall_product(
     (c, bias): (*mut f32, Option<&[f32]>),
     split: bool,
 ) {
-    let mut packed = super::packed_gemm::PackedB::default();
+    // This thread's buffer, taken for the call and given back after it: no allocation (and no
+    // zero-fill of a new one) per product once it has grown. (Taken, not borrowed: while its
+    // row blocks run, this thread may run another product's task, which then packs into a new
+    // buffer of its own.)
+    let mut packed = TALL_B.take();
     packed.pack(k, n, b, trans_b == Transpose::Yes);
     if let Some(bias) = bias {
         packed.set_bias(bias);
     }
-    let packed = &packed;
+    let packed_ref = &packed;
     let c_ptr = SendPtr(c);
     let run = move |start: usize, rows: usize| {
         let c_ptr = c_ptr;
@@ -425,9 +429,20 @@ unsafe fn tall_product(
         // SAFETY: rows start .. start + rows of A (k values each, contiguous) are inside `a`; B is
         // packed for this CPU's kernels; rows start .. start + rows of C are inside its m·n
         // values (the caller's promise), and no other task touches them (the blocks are disjoint).
-        unsafe { packed_product(kern, rows, a_rows, packed, alpha, beta, c_ptr.0.add(start * n), n) };
+        unsafe { packed_product(kern, rows, a_rows, packed_ref, alpha, beta, c_ptr.0.add(start * n), n) };
     };
     in_row_blocks(m, kern.mr, split, run);
+    if packed.capacity() <= TALL_B_KEPT {
+        TALL_B.set(packed); // kept for the next product; a larger one (a vocabulary's head) is freed
+    }
+}
+
+/// Values of packed `B` that a thread keeps between [`tall_product`]s (4 MiB).
+const TALL_B_KEPT: usize = 1 << 20;
+
+thread_local! {
+    /// [`tall_product`]'s packed `B`, reused from call to call on each thread.
+    static TALL_B: std::cell::Cell<super::packed_gemm::PackedB> = std::cell::Cell::new(Default::default());
 }
 
 /// One product of [`long_sum_product`]: `C = alpha·Aᵀ·B + beta·C` with `B` `[k, n]` row-major and
