@@ -80,8 +80,8 @@ thread_local! {
     static ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `buf` made `rows` rows of `padded` values for [`transpose_keys`] to fill with `cols ≤ padded`
-/// columns: only the padding `cols .. padded` of each row zeroed (the kernels read whole
+/// `buf` made `rows` rows of `padded` values for
+/// [`transpose`](crate::tensor::transpose::transpose) to fill with `cols ≤ padded` columns: only the padding `cols .. padded` of each row zeroed (the kernels read whole
 /// registers), not the whole buffer — at `T = 64` there is no padding, and zero-filling `Kᵀ` for
 /// every head had been most of a step's `memset`.
 fn transposed_rows(buf: &mut Vec<f32>, rows: usize, cols: usize, padded: usize) {
@@ -101,88 +101,6 @@ fn gather_rows((src, ld): Block<'_>, rows: usize, cols: usize, out: &mut Vec<f32
     out.resize(rows * cols, 0.0);
     for (r, row) in out.chunks_exact_mut(cols).enumerate() {
         crate::tensor::parallel::copy_floats(row, &src[r * ld..][..cols]);
-    }
-}
-
-/// `Kᵀ[c][j] = K[j][c]` (`K`: `tk` rows of `d` values, `ld` apart; `Kᵀ`: `d` rows, `ldt` apart):
-/// blocks of 8 × 8 transposed in registers (eight rows loaded, interleaved by pairs, quadruples and
-/// halves: 24 shuffles for 64 values), the edges one value at a time. Element by element the
-/// layout had been 2.8 % of an encoder's inference on the AMD host (`perf`), and the compiler does
-/// not find the shuffles for it on its own.
-///
-/// # Safety
-/// The CPU must have AVX; `k` must hold `tk` rows of `d` values, `ld` apart, and `kt` `d` rows of
-/// `ldt ≥ tk`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-unsafe fn transpose_keys((tk, d): (usize, usize), (k, ld): (&[f32], usize), (kt, ldt): (&mut [f32], usize)) {
-    use std::arch::x86_64::{
-        _mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_unpackhi_ps, _mm256_unpacklo_ps,
-    };
-    let (rows, cols) = (tk / 8 * 8, d / 8 * 8);
-    for j0 in (0..rows).step_by(8) {
-        for c0 in (0..cols).step_by(8) {
-            // SAFETY: rows j0 .. j0 + 8 ≤ tk of K hold columns c0 .. c0 + 8 ≤ d, and rows
-            // c0 .. c0 + 8 of Kᵀ hold columns j0 .. j0 + 8 ≤ tk ≤ ldt (the caller's promise);
-            // AVX is enabled.
-            unsafe {
-                let r =
-                    [0, 1, 2, 3, 4, 5, 6, 7].map(|i| _mm256_loadu_ps(k[(j0 + i) * ld + c0..][..8].as_ptr()));
-                // Pairs of rows interleaved: t0 = r0₀ r1₀ r0₁ r1₁ | r0₄ r1₄ r0₅ r1₅, …
-                let t = [
-                    _mm256_unpacklo_ps(r[0], r[1]),
-                    _mm256_unpackhi_ps(r[0], r[1]),
-                    _mm256_unpacklo_ps(r[2], r[3]),
-                    _mm256_unpackhi_ps(r[2], r[3]),
-                    _mm256_unpacklo_ps(r[4], r[5]),
-                    _mm256_unpackhi_ps(r[4], r[5]),
-                    _mm256_unpacklo_ps(r[6], r[7]),
-                    _mm256_unpackhi_ps(r[6], r[7]),
-                ];
-                // Quadruples: u0 = r0₀ r1₀ r2₀ r3₀ | r0₄ r1₄ r2₄ r3₄, …
-                let u = [
-                    _mm256_shuffle_ps::<0x44>(t[0], t[2]),
-                    _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
-                    _mm256_shuffle_ps::<0x44>(t[1], t[3]),
-                    _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
-                    _mm256_shuffle_ps::<0x44>(t[4], t[6]),
-                    _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
-                    _mm256_shuffle_ps::<0x44>(t[5], t[7]),
-                    _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
-                ];
-                // Halves: column c = (u[c % 4] low, u[c % 4 + 4] low) for c < 4, the high halves after.
-                for c in 0..4 {
-                    let low = _mm256_permute2f128_ps::<0x20>(u[c], u[c + 4]);
-                    let high = _mm256_permute2f128_ps::<0x31>(u[c], u[c + 4]);
-                    std::arch::x86_64::_mm256_storeu_ps(kt[(c0 + c) * ldt + j0..][..8].as_mut_ptr(), low);
-                    std::arch::x86_64::_mm256_storeu_ps(
-                        kt[(c0 + c + 4) * ldt + j0..][..8].as_mut_ptr(),
-                        high,
-                    );
-                }
-            }
-        }
-    }
-    // The edges: the last tk % 8 keys of every column, every key of the last d % 8 columns.
-    for c in 0..d {
-        let from = if c < cols { rows } else { 0 };
-        for j in from..tk {
-            kt[c * ldt + j] = k[j * ld + c];
-        }
-    }
-}
-
-/// `Kᵀ` element by element where there is no AVX (never called there: the head kernel needs
-/// AVX2 or AVX-512F; this keeps other targets compiling).
-///
-/// # Safety
-/// As the x86-64 version (nothing unsafe is done here).
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn transpose_keys((tk, d): (usize, usize), (k, ld): (&[f32], usize), (kt, ldt): (&mut [f32], usize)) {
-    for c in 0..d {
-        for j in 0..tk {
-            kt[c * ldt + j] = k[j * ld + c];
-        }
     }
 }
 
@@ -211,9 +129,8 @@ pub(super) fn head_forward(
         KEYS_T.with_borrow_mut(|kt| {
             gather_rows(v, keys, dv, v_rows); // the values kernel reads rows 0 .. seen ≤ keys
             transposed_rows(kt, d, tk, padded);
-            // SAFETY: `fits` found AVX2 or AVX-512F (either has AVX); K holds tk rows of d values
-            // (asserted above), Kᵀ d rows of padded ≥ tk.
-            unsafe { transpose_keys((tk, d), (k.0, k.1), (kt, padded)) };
+            // Kᵀ (d rows of `padded` ≥ tk) for the scores kernel.
+            crate::tensor::transpose::transpose((tk, d), (k.0, k.1), (kt, padded));
             let scale = 1.0 / (d as f32).sqrt();
             let block_rows = rows_per_block(kernel_isa());
             let mut i = 0;
@@ -358,8 +275,8 @@ pub(super) fn backward_scores(
         KEYS_T.with_borrow_mut(|vt| {
             gather_rows(k, keys, d, rows_copy); // dQ's sums read rows 0 .. seen ≤ keys of K
             transposed_rows(vt, dv, tk, padded);
-            // SAFETY: as in `head_forward`, for V (T_k rows of d_v values).
-            unsafe { transpose_keys((tk, dv), (v.0, v.1), (vt, padded)) };
+            // Vᵀ (d_v rows of `padded` ≥ tk), as Kᵀ in `head_forward`.
+            crate::tensor::transpose::transpose((tk, dv), (v.0, v.1), (vt, padded));
             let mut i = 0;
             while i < tq {
                 let rows = block.min(tq - i);
@@ -757,34 +674,6 @@ impl Vector for Avx2 {
             let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
             let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lane);
             _mm256_maskstore_ps(p, mask, self.0)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `transpose_keys` against the definition `Kᵀ[c][j] = K[j][c]`: whole 8 × 8 blocks, edges in
-    /// both directions, rows of `K` wider than `d`.
-    #[test]
-    fn keys_transposed_match_the_definition() {
-        if kernel_isa().is_none() {
-            return; // the head kernel (and its transpose) needs AVX2 or AVX-512F
-        }
-        for (tk, d) in [(1usize, 1usize), (8, 8), (64, 32), (13, 19), (100, 16), (7, 9)] {
-            let ld = d + 3;
-            let k: Vec<f32> = (0..tk * ld).map(|i| i as f32 * 0.5 - 3.0).collect();
-            let ldt = tk.div_ceil(16) * 16;
-            let mut kt = vec![f32::NAN; d * ldt];
-            // SAFETY: the CPU has AVX (checked above); K holds tk rows of d values ld apart, Kᵀ d
-            // rows of ldt ≥ tk.
-            unsafe { transpose_keys((tk, d), (&k, ld), (&mut kt, ldt)) };
-            for c in 0..d {
-                for j in 0..tk {
-                    assert_eq!(kt[c * ldt + j], k[j * ld + c], "tk {tk}, d {d}: Kᵀ[{c}][{j}]");
-                }
-            }
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod ndarray_interop;
 pub(crate) mod packed_gemm;
 pub(crate) mod parallel;
 pub(crate) mod simd;
+pub(crate) mod transpose;
 
 use crate::error::{Error, Result};
 use rand::SeedableRng;

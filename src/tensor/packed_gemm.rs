@@ -102,13 +102,16 @@ impl PackedB {
                 let panels = &mut self.data[..len];
                 // (With k = 0, an empty sum, there are no panel values at all.)
                 if k > 0 && transposed {
-                    // Column j of op(B) is row j of the stored matrix: read it contiguously (a
-                    // gather across rows k values apart had been most of the packing).
-                    for j in 0..n {
-                        let dst = &mut panels[(j / nr) * k * nr + j % nr..];
-                        for (p, &v) in b[j * k..][..k].iter().enumerate() {
-                            dst[p * nr] = v;
-                        }
+                    // Column j of op(B) is row j of the stored matrix: a panel is the transpose of
+                    // `nr` stored rows (8 × 8 blocks in registers; value by value, a strided
+                    // write each, a [384, 128] weight had taken 47 µs).
+                    for j0 in (0..n).step_by(nr) {
+                        let cols = nr.min(n - j0);
+                        super::transpose::transpose(
+                            (cols, k),
+                            (&b[j0 * k..], k),
+                            (&mut panels[j0 * k..], nr),
+                        );
                     }
                 } else if k > 0 {
                     match nr {
