@@ -81,9 +81,9 @@ thread_local! {
 }
 
 /// `buf` made `rows` rows of `padded` values for
-/// [`transpose`](crate::tensor::transpose::transpose) to fill with `cols ≤ padded` columns: only the padding `cols .. padded` of each row zeroed (the kernels read whole
-/// registers), not the whole buffer — at `T = 64` there is no padding, and zero-filling `Kᵀ` for
-/// every head had been most of a step's `memset`.
+/// [`transpose`](crate::tensor::transpose::transpose) to fill with `cols ≤ padded` columns: only
+/// the padding `cols .. padded` of each row zeroed (the kernels read whole registers), not the
+/// whole buffer — at `T = 64` there is no padding, and every head had zero-filled all of `Kᵀ`.
 fn transposed_rows(buf: &mut Vec<f32>, rows: usize, cols: usize, padded: usize) {
     buf.resize(rows * padded, 0.0);
     if cols < padded {

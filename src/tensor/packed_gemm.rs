@@ -101,30 +101,29 @@ impl PackedB {
                 }
                 let panels = &mut self.data[..len];
                 // (With k = 0, an empty sum, there are no panel values at all.)
-                if k > 0 && transposed {
-                    // Column j of op(B) is row j of the stored matrix: a panel is the transpose of
-                    // `nr` stored rows (8 × 8 blocks in registers; value by value, a strided
-                    // write each, a [384, 128] weight had taken 47 µs).
-                    for j0 in (0..n).step_by(nr) {
-                        let cols = nr.min(n - j0);
-                        super::transpose::transpose(
-                            (cols, k),
-                            (&b[j0 * k..], k),
-                            (&mut panels[j0 * k..], nr),
-                        );
+                if k > 0 {
+                    if transposed {
+                        // Column j of op(B) is row j of the stored matrix: a panel is the
+                        // transpose of `nr` stored rows (8 × 8 blocks in registers; value by
+                        // value, a strided write each, a [384, 128] weight had taken 47 µs).
+                        for j0 in (0..n).step_by(nr) {
+                            let cols = nr.min(n - j0);
+                            let (src, dst) = ((&b[j0 * k..], k), (&mut panels[j0 * k..], nr));
+                            super::transpose::transpose((cols, k), src, dst);
+                        }
+                    } else {
+                        match nr {
+                            16 => pack_rows::<16>(k, n, b, panels),
+                            32 => pack_rows::<32>(k, n, b, panels),
+                            _ => unreachable!("PackedB: panels of {nr}"),
+                        }
                     }
-                } else if k > 0 {
-                    match nr {
-                        16 => pack_rows::<16>(k, n, b, panels),
-                        32 => pack_rows::<32>(k, n, b, panels),
-                        _ => unreachable!("PackedB: panels of {nr}"),
+                    if !n.is_multiple_of(nr) {
+                        // The last panel's padding columns: zeros.
+                        let (last, cols) = (n / nr, n % nr);
+                        let dst = &mut panels[last * k * nr..];
+                        dst.chunks_exact_mut(nr).for_each(|row| row[cols..].fill(0.0));
                     }
-                }
-                if k > 0 && !n.is_multiple_of(nr) {
-                    // The last panel's padding columns: zeros.
-                    let (last, cols) = (n / nr, n % nr);
-                    let dst = &mut panels[last * k * nr..];
-                    dst.chunks_exact_mut(nr).for_each(|row| row[cols..].fill(0.0));
                 }
             }
             None => {
