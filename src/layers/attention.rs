@@ -182,7 +182,8 @@ impl MultiHeadAttention {
     /// queries' padded steps; [`MultiHeadAttention::backward_cross`] is its backward.
     ///
     /// # Errors
-    /// [`Error::Shape`](crate::Error) if a shape does not fit (naming the layer and both shapes),
+    /// [`Error::Shape`](crate::Error) if a shape does not fit (naming the layer and both shapes)
+    /// or the attention weights `[N, heads, T_q, T_k]` would be more values than a tensor holds,
     /// [`Error::InvalidArgument`](crate::Error) if lengths do not fit their sequences.
     pub fn forward_cross(
         &mut self,
@@ -201,6 +202,7 @@ impl MultiHeadAttention {
                 memory.dim(0)
             )));
         }
+        self.check_weights(query.dim(0), query.dim(1), memory.dim(1))?;
         check_lengths(&self.describe(), "query", query_lengths, query.dim(0), query.dim(1))?;
         check_lengths(&self.describe(), "memory", memory_lengths, memory.dim(0), memory.dim(1))?;
         self.memory = Some(memory.clone());
@@ -246,6 +248,31 @@ impl MultiHeadAttention {
         (dx_q, dx_m)
     }
 
+    /// Panics (before any gradient is touched) if the latest forward pass was a cross one: its
+    /// gradient has two inputs, which only [`MultiHeadAttention::backward_cross`] returns.
+    fn check_not_cross(&self, what: &str) {
+        assert!(
+            self.memory.is_none(),
+            "{}: {what} after a cross-attention forward pass (forward_cross): use backward_cross, which \
+             returns the gradients of both the query and the memory",
+            self.describe()
+        );
+    }
+
+    /// An error unless the attention weights of `n` sequences (`heads × tq × tk` each, kept for
+    /// the backward pass) fit in a tensor.
+    fn check_weights(&self, n: usize, tq: usize, tk: usize) -> Result<()> {
+        if crate::tensor::checked_numel(&[n.max(1), self.heads, tq, tk]).is_none() {
+            return Err(crate::error::Error::shape(format!(
+                "{}: the attention weights of {n} sequences ({} heads × {tq} queries × {tk} keys each) would \
+                 be more values than a tensor can hold",
+                self.describe(),
+                self.heads
+            )));
+        }
+        Ok(())
+    }
+
     /// Steps of the memory (the queries' own for self-attention).
     fn memory_steps(&self) -> usize {
         self.memory.as_ref().unwrap_or(&self.x).dim(1)
@@ -274,8 +301,17 @@ impl Layer for MultiHeadAttention {
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        if self.embed == 0 {
+            return Err(crate::error::Error::shape(format!(
+                "{} has no features: it cannot attend over sequences of width 0",
+                self.describe()
+            )));
+        }
         match input {
-            [_, t, e] if *e == self.embed && *t > 0 => checked_output(|| self.describe(), input.to_vec()),
+            [n, t, e] if *e == self.embed && *t > 0 => {
+                self.check_weights(*n, *t, *t)?;
+                checked_output(|| self.describe(), input.to_vec())
+            }
             _ => Err(shape_error(&self.describe(), format!("[N, T ≥ 1, {}]", self.embed), input)),
         }
     }
@@ -286,7 +322,11 @@ impl Layer for MultiHeadAttention {
         self.run_forward(pass.lengths, pass.lengths)
     }
 
+    /// # Panics
+    /// After [`MultiHeadAttention::forward_cross`] (whose backward pass is
+    /// [`MultiHeadAttention::backward_cross`]), or as every layer's `backward`.
     fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
+        self.check_not_cross("backward");
         let (dy, dq, dkv) = self.backward_core(g);
         self.accumulate_parameter_grads(&dy, &dq, &dkv);
         let dx = input_grad.is_needed().then(|| {
@@ -333,7 +373,8 @@ impl MultiHeadAttention {
         sgemm_plus_rows((n * tk, e, 2 * e), (xm.data(), No), (&w_in[e * e..], Yes), &b_in[e..], &mut self.kv);
         // Each sample's heads: P = softmax(Q_h·K_hᵀ/√d) over the allowed keys, O_h = P·V_h.
         let (heads, d) = (self.heads, e / self.heads);
-        self.p.resize(n * heads * tq * tk, 0.0);
+        let name = || format!("MultiHeadAttention({e}, heads={heads})");
+        resize_or_panic(&mut self.p, n * heads * tq * tk, name);
         self.o.resize(n * tq * e, 0.0);
         let (q_all, kv_all, causal) = (&self.q, &self.kv, self.causal);
         let memory_lengths = &self.memory_lengths;
@@ -367,7 +408,9 @@ impl MultiHeadAttention {
     /// padded rows zeroed (returned too: `g` itself when no step is padded). `dQ` and `d[K|V]` are
     /// the layer's reused buffers (`self.grads`), taken out: the caller puts them back.
     fn backward_core<'g>(&mut self, g: &'g Tensor) -> (Cow<'g, Tensor>, Vec<f32>, Vec<f32>) {
-        check_grad(&self.describe(), self.x.shape(), g);
+        // Before any forward pass `x` is the empty default: check_grad's "before forward" message.
+        let latest: &[usize] = if self.x.shape().len() == 3 { self.x.shape() } else { &[] };
+        check_grad(&self.describe(), latest, g);
         let (n, tq, tk, e) = (self.x.dim(0), self.x.dim(1), self.memory_steps(), self.embed);
         let (heads, d) = (self.heads, e / self.heads);
         let dy = if self.lengths.is_empty() {
@@ -761,8 +804,22 @@ pub fn scaled_dot_product_attention_backward(
 }
 
 /// `(N, H, T_q, T_k, d, d_v)` of `q [N, H, T_q, d]`, `k [N, H, T_k, d]`, `v [N, H, T_k, d_v]`.
+/// `buf` resized to `len` values (new ones 0), the memory reserved first: a panic naming the
+/// layer and the size when it cannot be had (which `fit` turns into an error), never the
+/// process abort of a failed allocation.
+fn resize_or_panic(buf: &mut Vec<f32>, len: usize, layer: impl FnOnce() -> String) {
+    if let Err(e) = buf.try_reserve_exact(len.saturating_sub(buf.len())) {
+        panic!(
+            "{}: cannot allocate its attention weights, {len} values ({}): {e}",
+            layer(),
+            crate::tensor::human_bytes(len.saturating_mul(4))
+        );
+    }
+    buf.resize(len, 0.0);
+}
+
 fn sdpa_shapes(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(usize, usize, usize, usize, usize, usize)> {
-    match (q.shape(), k.shape(), v.shape()) {
+    let shapes = match (q.shape(), k.shape(), v.shape()) {
         (&[n, h, tq, d], &[n2, h2, tk, d2], &[n3, h3, tk3, dv])
             if n == n2
                 && n == n3
@@ -775,16 +832,32 @@ fn sdpa_shapes(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(usize, usize, usiz
                 && d > 0
                 && dv > 0 =>
         {
-            Ok((n, h, tq, tk, d, dv))
+            (n, h, tq, tk, d, dv)
         }
-        _ => Err(crate::error::Error::shape(format!(
-            "scaled_dot_product_attention: q {:?}, k {:?}, v {:?} do not fit [N, H, T_q ≥ 1, d ≥ 1], [N, H, T_k ≥ 1, d], \
-             [N, H, T_k, d_v ≥ 1]",
+        _ => {
+            return Err(crate::error::Error::shape(format!(
+                "scaled_dot_product_attention: q {:?}, k {:?}, v {:?} do not fit [N, H, T_q ≥ 1, d ≥ 1], [N, H, T_k ≥ 1, d], \
+                 [N, H, T_k, d_v ≥ 1]",
+                q.shape(),
+                k.shape(),
+                v.shape()
+            )));
+        }
+    };
+    // An empty batch has tensors of no values whatever T is: the weights and each head's rows
+    // must still be sizes, not wrapped products.
+    let (n, h, tq, tk, d, dv) = shapes;
+    let fits = |a: usize, b: usize| crate::tensor::checked_numel(&[n.max(1), h.max(1), a, b]).is_some();
+    if !(fits(tq, tk) && fits(tq, d.max(dv)) && fits(tk, d.max(dv))) {
+        return Err(crate::error::Error::shape(format!(
+            "scaled_dot_product_attention: q {:?}, k {:?}, v {:?}: the attention weights [N, H, T_q, T_k] or a \
+             head's rows would be more values than a tensor can hold",
             q.shape(),
             k.shape(),
             v.shape()
-        ))),
+        )));
     }
+    Ok(shapes)
 }
 
 /// `row[j] ← softmax(row[..allowed])[j]` for `j < allowed`, 0 after: the masked keys get no
@@ -912,6 +985,7 @@ impl PerExample for MultiHeadAttention {
         input_grad: InputGrad,
         grads: &mut PerExampleGrads,
     ) -> Option<Tensor> {
+        self.check_not_cross("backward_per_example");
         let (dy, dq, dkv) = self.backward_core(g);
         let (n, tq, tk, e) = (self.x.dim(0), self.x.dim(1), self.memory_steps(), self.embed);
         grads.expect_batch(&self.describe(), n);
@@ -938,10 +1012,9 @@ impl PerExample for MultiHeadAttention {
             },
         );
         let dx = input_grad.is_needed().then(|| {
+            // Self-attention (checked above): X is both inputs, and its gradient is the sum.
             let (mut dx, dx_m) = self.input_gradients(&dq, &dkv);
-            if self.memory.is_none() {
-                dx.axpy(1.0, &dx_m);
-            }
+            dx.axpy(1.0, &dx_m);
             dx
         });
         self.grads = (dq, dkv);
@@ -981,6 +1054,9 @@ pub enum TorchMask {
 impl TorchMask {
     /// Whether a mask entry allows its key.
     fn allows(self, v: f32) -> Result<bool> {
+        if v.is_nan() {
+            return Err(crate::error::Error::invalid("a mask entry is NaN: neither allowed nor masked"));
+        }
         match self {
             TorchMask::TrueMasks => Ok(v == 0.0),
             TorchMask::TrueAllows => Ok(v != 0.0),
@@ -1007,8 +1083,9 @@ impl TorchMask {
 /// # Errors
 /// [`Error::Shape`](crate::Error) if the mask is not 2-D; [`Error::InvalidArgument`](crate::Error)
 /// if a row masks a step before an allowed one (not padding at the end: this crate's lengths
-/// cannot say it), masks every step (a fully masked row, whose softmax has nothing to normalise),
-/// or holds a value the form does not allow.
+/// cannot say it), masks every step (a fully masked row, whose softmax has nothing to normalise;
+/// so also a mask of no steps for one sequence or more), or holds a value the form does not
+/// allow (NaN in any form).
 pub fn key_padding_from_torch(mask: &Tensor, form: TorchMask) -> Result<Vec<usize>> {
     let &[_, t] = mask.shape() else {
         return Err(crate::error::Error::shape(format!(
@@ -1016,6 +1093,12 @@ pub fn key_padding_from_torch(mask: &Tensor, form: TorchMask) -> Result<Vec<usiz
             crate::tensor::shape_str(mask.shape())
         )));
     };
+    if t == 0 && mask.dim(0) > 0 {
+        return Err(crate::error::Error::invalid(format!(
+            "a key-padding mask {} has no steps: every one of its sequences would be fully masked",
+            crate::tensor::shape_str(mask.shape())
+        )));
+    }
     let mut lengths = Vec::new();
     for (s, row) in mask.data().chunks_exact(t.max(1)).enumerate() {
         let allowed: Vec<bool> = row.iter().map(|&v| form.allows(v)).collect::<Result<_>>()?;
@@ -1045,8 +1128,8 @@ pub fn key_padding_from_torch(mask: &Tensor, form: TorchMask) -> Result<Vec<usiz
 ///
 /// # Errors
 /// [`Error::Shape`](crate::Error) if the mask is not 2-D; [`Error::InvalidArgument`](crate::Error)
-/// for any other pattern (this crate's attention has no arbitrary masks), or a value the form
-/// does not allow.
+/// for any other pattern (this crate's attention has no arbitrary masks), a mask with no queries
+/// or no keys, or a value the form does not allow (NaN in any form).
 pub fn causal_from_torch(mask: &Tensor, form: TorchMask) -> Result<bool> {
     let &[tq, tk] = mask.shape() else {
         return Err(crate::error::Error::shape(format!(
@@ -1054,6 +1137,11 @@ pub fn causal_from_torch(mask: &Tensor, form: TorchMask) -> Result<bool> {
             crate::tensor::shape_str(mask.shape())
         )));
     };
+    if tq == 0 || tk == 0 {
+        return Err(crate::error::Error::invalid(format!(
+            "a {tq}×{tk} attention mask has no queries or no keys: it describes no attention"
+        )));
+    }
     let (mut causal, mut all) = (true, true);
     for (idx, &v) in mask.data().iter().enumerate() {
         let (i, j) = (idx / tk.max(1), idx % tk.max(1));
@@ -1106,6 +1194,7 @@ impl crate::onnx::OnnxLayer for MultiHeadAttention {
         let mut s = g.op("Mul", &[&s, &scale], vec![]);
         let mut allowed: Option<String> = None;
         if self.causal {
+            g.check_table(&self.describe(), "causal mask", &[longest, longest], 1)?;
             let lower: Vec<bool> = (0..longest * longest).map(|ij| ij % longest <= ij / longest).collect();
             let table = g.bools("causal", &[longest, longest], &lower);
             let rows = g.first_steps_on(&table, x, 0);
@@ -1114,6 +1203,7 @@ impl crate::onnx::OnnxLayer for MultiHeadAttention {
         let mut valid = None;
         if let Some(input) = lengths {
             let len = g.lengths_int64(input);
+            g.check_table(&self.describe(), "step", &[longest], 8)?;
             let positions: Vec<i64> = (0..longest as i64).collect();
             let positions = g.int64s("positions", &positions);
             let positions = g.first_steps(&positions, x); // [T]

@@ -20,7 +20,7 @@
 
 use super::{
     Embedding, InputGrad, Layer, LayerNorm, Pass, PositionEmbedding, State, StateMut,
-    TransformerEncoderLayer, Visit, shape_error,
+    TransformerEncoderLayer, Visit, checked_output, shape_error,
 };
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -47,6 +47,9 @@ pub struct DecoderOnly {
     head: Option<(super::Param, super::Param)>,
     /// The latest final-norm output `z`, `[N·T, E]` rows.
     z: Tensor,
+    /// Whether the latest forward pass kept what backward needs (false before any, and after a
+    /// [`Mode::Predict`](super::Mode::Predict) one).
+    kept: bool,
 }
 
 impl DecoderOnly {
@@ -92,6 +95,7 @@ impl DecoderOnly {
             norm: LayerNorm::new(embed),
             head: Some(head),
             z: Tensor::default(),
+            kept: false,
         }
     }
 
@@ -145,12 +149,26 @@ impl Layer for DecoderOnly {
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
-        match input {
-            [n, t] if *t >= 1 && *t <= self.pos.max_len() => Ok(vec![*n, *t, self.vocab()]),
+        let (n, t) = match input {
+            [n, t] if *t >= 1 && *t <= self.pos.max_len() => (*n, *t),
             _ => {
-                Err(shape_error(&self.describe(), format!("ids [N, 1 ≤ T ≤ {}]", self.pos.max_len()), input))
+                return Err(shape_error(
+                    &self.describe(),
+                    format!("ids [N, 1 ≤ T ≤ {}]", self.pos.max_len()),
+                    input,
+                ));
             }
+        };
+        // Each part's own check, in the order the ids meet them: an embedding or feed-forward
+        // width of 0, or weights too large for a tensor, is named by its layer here, not met
+        // as a panic inside the forward pass.
+        let h = self.tok.output_shape(input)?;
+        let h = self.pos.output_shape(&h)?;
+        for block in &self.blocks {
+            block.output_shape(&h)?;
         }
+        self.norm.output_shape(&h)?;
+        checked_output(|| self.describe(), vec![n, t, self.vocab()])
     }
 
     fn check_values(&self, ids: &Tensor) -> Result<()> {
@@ -159,6 +177,7 @@ impl Layer for DecoderOnly {
 
     fn forward(&mut self, ids: &Tensor, pass: Pass<'_>) -> Tensor {
         let out_shape = self.output_shape(ids.shape()).unwrap_or_else(|e| panic!("{e}"));
+        self.kept = pass.mode != super::Mode::Predict;
         let h = self.tok.forward(ids, pass); // W_tok[ids]
         let mut h = self.pos.forward(&h, pass); // + P[t]
         for block in &mut self.blocks {
@@ -182,6 +201,13 @@ impl Layer for DecoderOnly {
     }
 
     fn backward(&mut self, dlogits: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
+        // Checked before any gradient changes: a failed backward pass leaves them all as they were.
+        assert!(
+            self.kept,
+            "{}: backward before any forward pass, or after a Mode::Predict one, which keeps nothing for \
+             backward (run the forward pass in Mode::Train or Mode::Eval)",
+            self.describe()
+        );
         let (e, v) = (self.embed(), self.vocab());
         let rows = dlogits.len() / v.max(1);
         super::check_grad(&self.describe(), &[self.z.dim(0), self.z.dim(1), v], dlogits);

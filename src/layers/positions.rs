@@ -44,6 +44,9 @@ pub fn sinusoidal_table(steps: usize, embed: usize) -> Tensor {
 
 /// Checks `[N, T, E]` with `T ≥ 1` and the layer's `E` (and `T ≤ max` if given).
 fn check_sequences(describe: &str, embed: usize, max: Option<usize>, input: &[usize]) -> Result<Vec<usize>> {
+    if embed == 0 {
+        return Err(crate::error::Error::shape(format!("{describe} has no features: positions of width 0")));
+    }
     match input {
         [_, t, e] if *e == embed && *t > 0 && max.is_none_or(|m| *t <= m) => {
             checked_output(|| describe.to_string(), input.to_vec())
@@ -83,6 +86,9 @@ impl Layer for SinusoidalPositions {
     fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
         self.out_shape = self.output_shape(x.shape()).unwrap_or_else(|e| panic!("{e}"));
         let t = x.dim(1);
+        if x.data().is_empty() {
+            return Tensor::zeros(x.shape()); // no sequence: no table to build for its T
+        }
         if self.table.shape() != [t, self.embed] {
             self.table = sinusoidal_table(t, self.embed);
         }
@@ -111,6 +117,7 @@ impl OnnxLayer for SinusoidalPositions {
         let longest = g.longest_steps().ok_or_else(|| {
             crate::error::Error::invalid(format!("{}: no graph input is a sequence [T, …]", self.describe()))
         })?;
+        g.check_table(&self.describe(), "position", &[longest, self.embed], 4)?;
         let table = sinusoidal_table(longest, self.embed);
         let table = g.tensor("positions", &[longest, self.embed], table.data());
         let rows = g.first_steps(&table, x);

@@ -242,9 +242,17 @@ impl Layer for TransformerEncoderLayer {
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         let e = self.self_attn.embed();
-        self.self_attn
-            .output_shape(input)
-            .map_err(|_| shape_error(&self.describe(), format!("[N, T ≥ 1, {e}]"), input))
+        match input {
+            [_, t, width] if *width == e && *t > 0 => {}
+            _ => return Err(shape_error(&self.describe(), format!("[N, T ≥ 1, {e}]"), input)),
+        }
+        // Every part's own check, in the order the input meets them: a width of 0, weights that
+        // would not fit, a feed-forward layer of no units — each named by its layer.
+        self.norm1.output_shape(input)?;
+        self.self_attn.output_shape(input)?;
+        let hidden = self.linear1.output_shape(input)?;
+        self.linear2.output_shape(&hidden)?;
+        self.norm2.output_shape(input)
     }
 
     fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {

@@ -266,6 +266,22 @@ impl Graph {
         self.inputs.iter().filter_map(|i| i.sample_shape.first().copied()).max()
     }
 
+    /// An error naming `layer` unless a table of `dims` values, `bytes` each, fits in a file: a
+    /// tensor's element count, and the 2 GiB that protobuf allows a whole ONNX model (a layer that
+    /// writes a table per step for the longest sequence would otherwise try to build it from a
+    /// declared `T` of any size).
+    pub(crate) fn check_table(&self, layer: &str, what: &str, dims: &[usize], bytes: usize) -> Result<()> {
+        const LIMIT: usize = 2 << 30;
+        let size = crate::tensor::checked_numel(dims).and_then(|n| n.checked_mul(bytes));
+        match size {
+            Some(size) if size < LIMIT => Ok(()),
+            _ => Err(crate::error::Error::invalid(format!(
+                "{layer}: its {what} table {dims:?} would not fit in an ONNX file (at most 2 GiB); export with \
+                 shorter sequences"
+            ))),
+        }
+    }
+
     /// `table[..T]` for the `T` of `x` (`[N, T, …]`), read from `x`'s shape when the graph runs:
     /// `Slice(table, 0, Shape(x)[1], axis 0)`.
     pub fn first_steps(&mut self, table: &str, x: &str) -> String {

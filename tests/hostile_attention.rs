@@ -1,0 +1,172 @@
+//! The attention layers against hostile shapes and misuse, one test per defect a review of the
+//! wave-3 surfaces found: sizes whose attention weights could never exist are errors (not a
+//! wrapped length, not an aborted allocation), zero widths are refused when a model is built, a
+//! backward pass that cannot be right panics before it touches a gradient, and an ONNX export
+//! that would need a table larger than a file refuses by name.
+
+use backprop::layers::attention::scaled_dot_product_attention;
+use backprop::layers::{DecoderOnly, PositionEmbedding, SinusoidalPositions, TransformerEncoderLayer};
+use backprop::prelude::*;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+fn panic_message(f: impl FnOnce()) -> String {
+    let err = catch_unwind(AssertUnwindSafe(f)).expect_err("should have panicked");
+    err.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap()
+}
+
+/// Every parameter's gradient, in visiting order.
+fn gradients(layer: &dyn Layer) -> Vec<f32> {
+    let mut all = Vec::new();
+    layer.visit(&mut |_, state| {
+        if let State::Param(p) = state {
+            all.extend_from_slice(p.grad.data());
+        }
+    });
+    all
+}
+
+#[test]
+fn attention_weights_that_could_never_exist_are_errors() {
+    // An empty batch of 2³² steps: [N·H, T, T] would wrap to 0 in unchecked arithmetic.
+    let mha = MultiHeadAttention::new(8, 2);
+    let err = mha.output_shape(&[0, 1 << 32, 8]).unwrap_err().to_string();
+    assert!(err.contains("attention weights") && err.contains("MultiHeadAttention(8, heads=2)"), "{err}");
+    let huge = Tensor::zeros(&[0, 1, 1 << 32, 1]);
+    let err = scaled_dot_product_attention(&huge, &huge, &huge, false, None).unwrap_err().to_string();
+    assert!(err.contains("more values than a tensor can hold"), "{err}");
+    // Cross-attention: the queries and the memory each fit, their product of steps does not.
+    let mut mha = MultiHeadAttention::new(8, 2);
+    let (q, m) = (Tensor::zeros(&[0, 1 << 31, 8]), Tensor::zeros(&[0, 1 << 33, 8]));
+    let err = mha.forward_cross(&q, None, &m, None).unwrap_err().to_string();
+    assert!(err.contains("attention weights"), "{err}");
+    // A model built for such sequences is refused when it is built.
+    let err = Sequential::builder(&[1 << 32, 8]).add(MultiHeadAttention::new(8, 2)).build().unwrap_err();
+    assert!(err.to_string().contains("attention weights"), "{err}");
+}
+
+#[test]
+fn zero_widths_are_refused_by_name() {
+    // (A model's builder already refuses an input with an axis of 0: these are the layers on
+    // their own, as a struct model holds them.)
+    let cases: Vec<(Box<dyn Layer>, &str)> = vec![
+        (Box::new(MultiHeadAttention::new(0, 1)), "MultiHeadAttention(0, heads=1) has no features"),
+        (Box::new(TransformerEncoderLayer::new(0, 1, 4)), "LayerNorm"),
+        (Box::new(SinusoidalPositions::new(0)), "SinusoidalPositions(0) has no features"),
+        (Box::new(PositionEmbedding::new(8, 0)), "has no features"),
+    ];
+    for (layer, want) in cases {
+        let err = layer.output_shape(&[2, 4, 0]).unwrap_err().to_string();
+        assert!(err.contains(want), "{}: {err}", layer.describe());
+    }
+    // A block whose feed-forward layer has no units is refused when its model is built.
+    let err = Sequential::builder(&[4, 8]).add(TransformerEncoderLayer::new(8, 2, 0)).build().unwrap_err();
+    assert!(err.to_string().contains("Dense(8→0)"), "{err}");
+}
+
+#[test]
+fn a_decoder_checks_every_part_when_built() {
+    // An embedding of width 0, and a feed-forward layer of no units: named, not met as a panic
+    // inside the forward pass.
+    let err = DecoderOnly::new(11, 0, 1, 1, 4, 8).output_shape(&[2, 3]).unwrap_err().to_string();
+    assert!(err.contains("Embedding(11, 0)"), "{err}");
+    let err = DecoderOnly::new(11, 8, 2, 1, 0, 8).output_shape(&[2, 3]).unwrap_err().to_string();
+    assert!(err.contains("Dense(8→0)"), "{err}");
+    let err = Sequential::builder(&[3]).add(DecoderOnly::new(11, 8, 2, 1, 0, 8)).build().unwrap_err();
+    assert!(err.to_string().contains("no inputs or no outputs"), "{err}");
+    // A sound one still builds.
+    assert_eq!(DecoderOnly::new(11, 8, 2, 1, 16, 8).output_shape(&[2, 3]).unwrap(), [2, 3, 11]);
+}
+
+#[test]
+fn backward_after_a_cross_forward_pass_is_refused_before_any_gradient_changes() {
+    let mut mha = MultiHeadAttention::new(8, 2);
+    let q = Tensor::from_vec(&[2, 3, 8], (0..48).map(|i| (i as f32 * 0.37).sin()).collect()).unwrap();
+    let m = Tensor::from_vec(&[2, 3, 8], (0..48).map(|i| (i as f32 * 0.53).cos()).collect()).unwrap();
+    let y = mha.forward_cross(&q, None, &m, None).unwrap();
+    let before = gradients(&mha);
+    let msg = panic_message(|| drop(mha.backward(&y, InputGrad::Needed)));
+    assert!(msg.contains("use backward_cross"), "{msg}");
+    assert_eq!(gradients(&mha), before, "the refused backward pass changed a gradient");
+    // The cross pass's own backward still works after the refusal.
+    let (dq, dm) = mha.backward_cross(&y);
+    assert_eq!((dq.shape(), dm.shape()), (q.shape(), m.shape()));
+}
+
+#[test]
+fn a_decoders_backward_without_a_kept_forward_pass_changes_nothing() {
+    let mut gpt = DecoderOnly::new(11, 8, 2, 1, 16, 8).tied();
+    let g = Tensor::zeros(&[2, 3, 11]);
+    let msg = panic_message(|| drop(gpt.backward(&g, InputGrad::NotNeeded)));
+    assert!(msg.contains("backward before any forward pass"), "{msg}");
+    let ids = Tensor::from_vec(&[2, 3], vec![1., 2., 3., 4., 5., 6.]).unwrap();
+    let logits = gpt.forward(&ids, Pass::PREDICT);
+    let before = gradients(&gpt);
+    let msg = panic_message(|| drop(gpt.backward(&logits, InputGrad::NotNeeded)));
+    assert!(msg.contains("Mode::Predict"), "{msg}");
+    assert_eq!(gradients(&gpt), before, "the refused backward pass changed a gradient");
+}
+
+#[test]
+fn an_empty_batch_builds_no_position_table() {
+    // [0, 2²⁸, 64]: no values, but a table for its T would be 64 GiB.
+    let mut pe = SinusoidalPositions::new(64);
+    let x = Tensor::zeros(&[0, 1 << 28, 64]);
+    let y = pe.forward(&x, Pass::PREDICT);
+    assert_eq!(y.shape(), x.shape());
+}
+
+#[test]
+fn an_onnx_export_that_needs_a_table_larger_than_a_file_is_an_error() {
+    // Models for sequences of 2²⁰ (and 2²⁷) steps: a causal mask of 2⁴⁰ entries, a position table
+    // of 4 GiB — refused by name, not built.
+    let long =
+        |t: usize, layer: Box<dyn Layer>| Sequential::builder(&[t, 8]).add_boxed(layer).build().unwrap();
+    let causal = long(1 << 20, Box::new(MultiHeadAttention::new(8, 2).causal()));
+    let err = backprop::onnx::to_bytes(&causal, &[1 << 20, 8]).unwrap_err().to_string();
+    assert!(err.contains("causal mask") && err.contains("2 GiB"), "{err}");
+    let positions = long(1 << 27, Box::new(SinusoidalPositions::new(8)));
+    let err = backprop::onnx::to_bytes(&positions, &[1 << 27, 8]).unwrap_err().to_string();
+    assert!(err.contains("SinusoidalPositions(8)") && err.contains("2 GiB"), "{err}");
+    // At ordinary lengths both export.
+    let causal = long(16, Box::new(MultiHeadAttention::new(8, 2).causal()));
+    assert!(backprop::onnx::to_bytes(&causal, &[16, 8]).is_ok());
+    let positions = long(16, Box::new(SinusoidalPositions::new(8)));
+    assert!(backprop::onnx::to_bytes(&positions, &[16, 8]).is_ok());
+}
+
+#[test]
+fn backward_before_any_forward_pass_says_so() {
+    let mut mha = MultiHeadAttention::new(8, 2);
+    let msg = panic_message(|| drop(mha.backward(&Tensor::zeros(&[2, 3, 8]), InputGrad::Needed)));
+    assert!(msg.contains("MultiHeadAttention(8, heads=2): backward called before forward"), "{msg}");
+    let mut block = TransformerEncoderLayer::new(8, 2, 16);
+    let msg = panic_message(|| drop(block.backward(&Tensor::zeros(&[2, 3, 8]), InputGrad::Needed)));
+    assert!(msg.contains("before any forward pass"), "{msg}");
+}
+
+#[test]
+fn pytorch_masks_without_steps_or_with_nan_are_errors() {
+    use backprop::layers::attention::{TorchMask, causal_from_torch, key_padding_from_torch};
+    // Two sequences of no steps: no length of 1 or more describes them.
+    let err = key_padding_from_torch(&Tensor::zeros(&[2, 0]), TorchMask::TrueMasks).unwrap_err();
+    assert!(err.to_string().contains("has no steps"), "{err}");
+    assert_eq!(
+        key_padding_from_torch(&Tensor::zeros(&[0, 3]), TorchMask::TrueMasks).unwrap(),
+        Vec::<usize>::new()
+    );
+    for shape in [[0, 3], [3, 0]] {
+        let err = causal_from_torch(&Tensor::zeros(&shape), TorchMask::TrueAllows).unwrap_err();
+        assert!(err.to_string().contains("no queries or no keys"), "{shape:?}: {err}");
+    }
+    // NaN is neither allowed nor masked, in every form.
+    let nan = Tensor::from_vec(&[1, 2], vec![0.0, f32::NAN]).unwrap();
+    for form in [TorchMask::TrueMasks, TorchMask::TrueAllows, TorchMask::Additive] {
+        let err = key_padding_from_torch(&nan, form).unwrap_err();
+        assert!(err.to_string().contains("NaN"), "{form:?}: {err}");
+    }
+    let nan = Tensor::from_vec(&[2, 2], vec![1.0, 0.0, f32::NAN, 1.0]).unwrap();
+    assert!(causal_from_torch(&nan, TorchMask::TrueAllows).unwrap_err().to_string().contains("NaN"));
+}
