@@ -170,3 +170,24 @@ fn pytorch_masks_without_steps_or_with_nan_are_errors() {
     let nan = Tensor::from_vec(&[2, 2], vec![1.0, 0.0, f32::NAN, 1.0]).unwrap();
     assert!(causal_from_torch(&nan, TorchMask::TrueAllows).unwrap_err().to_string().contains("NaN"));
 }
+
+#[test]
+fn padded_keys_holding_nan_reach_no_output_on_either_path() {
+    // d_v = 8 runs the head kernel (on AVX2 and AVX-512), d_v = 3 the definition: both must leave
+    // the padded keys (steps 2 and 3 of 4) out of O, whatever those rows hold.
+    for dv in [8, 3] {
+        let (n, h, t, d) = (1, 1, 4, 3);
+        let q = Tensor::from_vec(&[n, h, t, d], (0..12).map(|i| (i as f32 * 0.3).sin()).collect()).unwrap();
+        let mut v: Vec<f32> = (0..t * dv).map(|i| (i as f32 * 0.7).cos()).collect();
+        v[2 * dv..]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, x)| *x = if i % 2 == 0 { f32::NAN } else { f32::INFINITY });
+        let v = Tensor::from_vec(&[n, h, t, dv], v).unwrap();
+        for causal in [false, true] {
+            let (o, p) = scaled_dot_product_attention(&q, &q, &v, causal, Some(&[2])).unwrap();
+            assert!(o.data().iter().all(|x| x.is_finite()), "d_v {dv}, causal {causal}: {:?}", o.data());
+            assert!(p.data().chunks(t).all(|row| row[2..].iter().all(|&w| w == 0.0)));
+        }
+    }
+}

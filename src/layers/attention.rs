@@ -525,7 +525,9 @@ fn head_forward_reference(
         let allowed = if causal { keys.min(i + 1) } else { keys }; // keys 0 .. allowed
         softmax_prefix(row, allowed);
     }
-    sgemm_strided((tq, tk, dv), 1.0, (p, tk, No), (v.0, v.1, No), 0.0, o); // O = P·V
+    // O = P·V over the keys any query may see: a masked key's weight is 0, and 0·v adds nothing —
+    // except where v is not finite (padding may hold anything), which must not reach O.
+    sgemm_strided((tq, keys, dv), 1.0, (p, tk, No), (v.0, v.1, No), 0.0, o);
 }
 
 /// [`head_backward_values_masked`] through the head kernel where it fits this head on this CPU

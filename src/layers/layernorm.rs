@@ -74,7 +74,9 @@ impl LayerNorm {
         }
     }
 
-    /// Sets `ε`, added to the variance inside the square root.
+    /// Sets `ε`, added to the variance inside the square root. `ε = 0` is allowed, as PyTorch
+    /// allows it, but then a constant row (variance 0) normalises to `0/0 = NaN`, as PyTorch's does:
+    /// keep `ε > 0` unless the rows are known to vary.
     ///
     /// # Panics
     /// If `eps` is negative or not finite.
