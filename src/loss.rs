@@ -105,6 +105,12 @@ fn row_classes(name: &str, shape: &[usize], target: Target<'_>) -> Result<Vec<Op
             shape_str(shape)
         )));
     };
+    if c == 0 {
+        return Err(Error::shape(format!(
+            "{name}: logits of shape {} have no classes: there is nothing to classify into",
+            shape_str(shape)
+        )));
+    }
     let rows: usize = lead.iter().product();
     match target {
         Target::Classes(labels) => {
@@ -166,6 +172,9 @@ impl Loss for MseLoss {
 
     fn loss_and_grad(&self, z: &Tensor, target: Target<'_>) -> Result<(f32, Tensor)> {
         let t = values(self.name(), z, target)?;
+        if z.is_empty() {
+            return Ok((0.0, z.clone())); // no values: nothing is wrong (the mean of no terms is taken as 0)
+        }
         let k = z.len() as f32;
         let loss =
             z.data().iter().zip(t.data()).map(|(&z, &t)| ((z - t) as f64).powi(2)).sum::<f64>() / k as f64;
@@ -325,7 +334,10 @@ pub fn mask_padding(targets: &mut Tensor, lengths: &[usize]) -> Result<()> {
     if let Some(&l) = lengths.iter().find(|&&l| l > t) {
         return Err(Error::invalid(format!("mask_padding: length {l} exceeds the {t} steps of the targets")));
     }
-    let per_step = targets.len() / (n * t).max(1);
+    if targets.is_empty() {
+        return Ok(()); // no values to mask (no sequences, no steps, or no values per step)
+    }
+    let per_step = targets.len() / (n * t); // n, t ≥ 1 here, and n·t ≤ the values (no overflow)
     for (seq, &len) in targets.data_mut().chunks_exact_mut(t * per_step).zip(lengths) {
         seq[len * per_step..].fill(f32::NAN); // steps len … T−1 are padding
     }

@@ -95,6 +95,18 @@ pub(crate) fn check_data(
     batch_sizes: &[usize],
 ) -> Result<Option<Vec<usize>>> {
     data.named_inputs().check().map_err(|e| Error::shape(format!("{what}: {}", detail(&e))))?;
+    // The inputs can be replaced after the data set was made (`Dataset::inputs_mut`): their
+    // samples must still be the targets' samples, one for one.
+    for input in data.named_inputs().iter() {
+        let n = input.values.shape().first().copied().unwrap_or(0);
+        if n != data.len() {
+            return Err(Error::shape(format!(
+                "{what}: input {:?} has {n} samples but there are {} targets",
+                input.name,
+                data.len()
+            )));
+        }
+    }
     model.check_inputs(data.named_inputs()).map_err(|e| Error::invalid(format!("{what}: {}", detail(&e))))?;
     // After the model's own checks (an embedding names its bad ids more precisely).
     let inputs = data.named_inputs();
@@ -168,6 +180,9 @@ fn check_options(train: &Dataset, options: &FitOptions<'_>) -> Result<()> {
     }
     if train.is_empty() {
         return bad("the training set is empty".into());
+    }
+    if options.validation.is_some_and(|v| v.is_empty()) {
+        return bad("the validation set is empty: its loss and accuracy would mean nothing".into());
     }
     if options.drop_last && train.len() < options.batch_size {
         return bad(format!(
@@ -250,8 +265,11 @@ fn checkpoint_monitor(options: &FitOptions<'_>) -> Monitor {
 /// # Errors
 /// - [`Error::Shape`] / [`Error::InvalidArgument`] before any training, if the data do not fit
 ///   the model or the loss (wrong sample shape, a label out of range, a wrong kind or shape of
-///   target) or the options or the step's settings are invalid (a batch size or epoch count of
-///   0, early stopping on validation figures without a validation set);
+///   target, inputs whose sample count is not the targets') or the options or the step's
+///   settings are invalid (a batch size or epoch count of 0, an empty validation set, early
+///   stopping on validation figures without a validation set); and
+///   [`Error::InvalidArgument`] after an epoch whose validation loss is not finite (the training
+///   loss was: the validation data overflow the model), the weights those of that epoch;
 /// - [`Error::NonFinite`] if the loss, a gradient or a weight after the optimizer step becomes
 ///   NaN or infinite, and
 ///   [`Error::Training`] if a layer refuses a batch: training stops at once, and the model and
@@ -442,6 +460,17 @@ fn run(
             Some(v) => Some(evaluate(model, v, loss, options.batch_size.max(256))?),
             None => None,
         };
+        if let Some(v) = val.filter(|v| !v.loss.is_finite()) {
+            // The training losses and the weights were finite (each step checks them): the
+            // validation data overflow the model. Early stopping and checkpoints could never
+            // compare a NaN, so training stops here, the weights those of this epoch.
+            return Err(Error::invalid(format!(
+                "fit: the validation loss became {} after epoch {epoch} (the training loss was finite, {}): \
+                 the validation data hold values the model cannot take (check their scale)",
+                v.loss,
+                (loss_sum / seen.max(1) as f64) as f32
+            )));
+        }
         let stats = EpochStats {
             epoch,
             train_loss: (loss_sum / seen.max(1) as f64) as f32,

@@ -114,6 +114,9 @@ pub struct Gru(Recurrent<GruCell>);
 
 impl Gru {
     /// A GRU from `inputs` features to `hidden` units (`nn.GRU(inputs, hidden, batch_first=True)`).
+    ///
+    /// # Panics
+    /// If its weights would be more values than a tensor can hold (a message names the size).
     pub fn new(inputs: usize, hidden: usize) -> Gru {
         Gru(Recurrent::with_cell(GruCell, inputs, hidden))
     }

@@ -150,6 +150,9 @@ pub struct Lstm(Recurrent<LstmCell>);
 impl Lstm {
     /// An LSTM from `inputs` features to `hidden` units (`nn.LSTM(inputs, hidden,
     /// batch_first=True)`).
+    ///
+    /// # Panics
+    /// If its weights would be more values than a tensor can hold (a message names the size).
     pub fn new(inputs: usize, hidden: usize) -> Lstm {
         Lstm(Recurrent::with_cell(LstmCell, inputs, hidden))
     }

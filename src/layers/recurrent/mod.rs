@@ -242,8 +242,16 @@ fn reuse(buf: &mut Vec<f32>, len: usize) {
 impl<C: Cell> Recurrent<C> {
     /// A layer from `inputs` features to `hidden` units, with PyTorch's initialisation
     /// `U(±1/√hidden)` for all four tensors (seed 0; a model redraws them from its own seed).
+    ///
+    /// # Panics
+    /// If the weights (`GATES·hidden` rows) would be more values than a tensor can hold.
     pub(crate) fn with_cell(cell: C, inputs: usize, hidden: usize) -> Self {
-        let gh = C::GATES * hidden;
+        let gh = C::GATES.checked_mul(hidden).unwrap_or_else(|| {
+            panic!(
+                "a recurrent layer of {hidden} units: its {} gates' weights would hold more than a tensor can",
+                C::GATES
+            )
+        });
         let bound = 1.0 / (hidden.max(1) as f32).sqrt();
         let init = Init::Uniform { low: -bound, high: bound.max(f32::MIN_POSITIVE) };
         let draw = |shape: &[usize], seed| Param::drawn(shape, init, seed);

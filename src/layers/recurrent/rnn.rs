@@ -85,6 +85,9 @@ pub struct Rnn(Recurrent<RnnCell>);
 impl Rnn {
     /// An RNN with tanh, from `inputs` features to `hidden` units (PyTorch's `nn.RNN(inputs,
     /// hidden, batch_first=True)`).
+    ///
+    /// # Panics
+    /// If its weights would be more values than a tensor can hold (a message names the size).
     pub fn new(inputs: usize, hidden: usize) -> Rnn {
         Rnn(Recurrent::with_cell(RnnCell { relu: false }, inputs, hidden))
     }

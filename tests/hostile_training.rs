@@ -1,0 +1,87 @@
+//! The training loop, the losses and the recurrent layers' constructors against hostile input,
+//! one test per defect a review of the wave-3 struct-model surfaces found: a validation set that
+//! is empty or whose loss overflows, inputs swapped for a different number of samples, losses of
+//! no classes or no values, masks of no steps, and recurrent sizes whose gate count wraps.
+
+mod common;
+
+use backprop::loss::mask_padding;
+use backprop::prelude::*;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+fn regression_model() -> Sequential {
+    Sequential::builder(&[2])
+        .add(Dense::new(2, 4).seed(1))
+        .add(Relu::new())
+        .add(Dense::new(4, 1).seed(2))
+        .build()
+        .unwrap()
+}
+
+fn line(n: usize, scale: f32) -> Dataset {
+    let x: Vec<f32> = (0..2 * n).map(|i| (i as f32 * 0.37).sin() * scale).collect();
+    let y: Vec<f32> = x.chunks(2).map(|p| p[0] - p[1]).collect();
+    Dataset::regression(Tensor::from_vec(&[n, 2], x).unwrap(), Tensor::from_vec(&[n, 1], y).unwrap()).unwrap()
+}
+
+#[test]
+fn an_empty_validation_set_is_refused_before_training() {
+    let (train, empty) = (line(32, 1.0), line(0, 1.0));
+    let mut model = regression_model();
+    let options = FitOptions::new().epochs(3).verbose(false).validation(&empty);
+    let err = model.fit(&train, &MseLoss::new(), &mut Adam::new(0.01), options).unwrap_err().to_string();
+    assert!(err.contains("validation set is empty"), "{err}");
+}
+
+#[test]
+fn a_validation_loss_that_overflows_stops_training_with_a_message() {
+    // Finite validation inputs of 1e38: the predictions' squares overflow f32.
+    let (train, huge) = (line(32, 1.0), line(8, 1e38));
+    let mut model = regression_model();
+    let options = FitOptions::new().epochs(3).verbose(false).validation(&huge);
+    let err = model.fit(&train, &MseLoss::new(), &mut Adam::new(0.01), options).unwrap_err().to_string();
+    assert!(err.contains("validation loss became") && err.contains("after epoch 1"), "{err}");
+}
+
+#[test]
+fn inputs_replaced_by_a_different_number_of_samples_are_refused() {
+    let mut train = line(32, 1.0);
+    *train.inputs_mut() = Tensor::zeros(&[20, 2]);
+    let mut model = regression_model();
+    let err = model
+        .fit(&train, &MseLoss::new(), &mut Adam::new(0.01), FitOptions::new().verbose(false))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("has 20 samples but there are 32 targets"), "{err}");
+}
+
+#[test]
+fn losses_of_no_classes_or_no_values_do_not_panic() {
+    let ce = CrossEntropyLoss::new();
+    let err = ce.loss_and_grad(&Tensor::zeros(&[3, 0]), Target::Classes(&[0, 0, 0])).unwrap_err();
+    assert!(err.to_string().contains("no classes"), "{err}");
+    let nan_ids = Tensor::from_vec(&[3], vec![f32::NAN; 3]).unwrap();
+    assert!(ce.loss_and_grad(&Tensor::zeros(&[3, 0]), (&nan_ids).into()).is_err());
+    // The mean squared error of no values: 0, not 0/0.
+    let empty = Tensor::zeros(&[0, 3]);
+    let (l, g) = MseLoss::new().loss_and_grad(&empty, (&empty).into()).unwrap();
+    assert_eq!((l, g.shape()), (0.0, &[0usize, 3][..]));
+    // Masks over targets of no steps or no values per step.
+    let mut t = Tensor::zeros(&[2, 0]);
+    mask_padding(&mut t, &[0, 0]).unwrap();
+    let mut t = Tensor::zeros(&[2, 3, 0]);
+    mask_padding(&mut t, &[1, 1]).unwrap();
+}
+
+#[test]
+fn recurrent_sizes_whose_gates_would_wrap_panic_with_a_message() {
+    // 4·2⁶² wraps to 0: without the check, an LSTM with empty weights.
+    for (what, make) in [
+        ("Lstm", Box::new(|| drop(Lstm::new(4, 1 << 62))) as Box<dyn Fn()>),
+        ("Gru", Box::new(|| drop(Gru::new(4, 1 << 63)))),
+    ] {
+        let err = catch_unwind(AssertUnwindSafe(make)).expect_err("should have panicked");
+        let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(msg.contains("would hold more than"), "{what}: {msg}");
+    }
+}
