@@ -24,6 +24,17 @@ fn line(n: usize, scale: f32) -> Dataset {
     Dataset::regression(Tensor::from_vec(&[n, 2], x).unwrap(), Tensor::from_vec(&[n, 1], y).unwrap()).unwrap()
 }
 
+/// Every parameter's values, in visiting order.
+fn values(model: &Sequential) -> Vec<f32> {
+    let mut all = Vec::new();
+    model.visit(&mut |_, state| {
+        if let State::Param(p) = state {
+            all.extend_from_slice(p.value.data());
+        }
+    });
+    all
+}
+
 #[test]
 fn an_empty_validation_set_is_refused_before_training() {
     let (train, empty) = (line(32, 1.0), line(0, 1.0));
@@ -84,4 +95,41 @@ fn recurrent_sizes_whose_gates_would_wrap_panic_with_a_message() {
         let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
         assert!(msg.contains("would hold more than"), "{what}: {msg}");
     }
+}
+
+#[test]
+fn an_optimizer_reused_on_a_model_of_other_shapes_is_refused_before_training() {
+    let train = line(32, 1.0);
+    let mut adam = Adam::new(0.01);
+    let mut first = regression_model();
+    first.fit(&train, &MseLoss::new(), &mut adam, FitOptions::new().epochs(1).verbose(false)).unwrap();
+    // The same names ("0.bias" …), other shapes: Adam's moments do not fit.
+    let mut wider = Sequential::builder(&[2])
+        .add(Dense::new(2, 8).seed(3))
+        .add(Relu::new())
+        .add(Dense::new(8, 1).seed(4))
+        .build()
+        .unwrap();
+    let before = values(&wider);
+    let err = wider
+        .fit(&train, &MseLoss::new(), &mut adam, FitOptions::new().epochs(1).verbose(false))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("has stepped another model") && err.contains("\"0.bias\" has shape [4]"), "{err}");
+    assert_eq!(values(&wider), before, "a refused fit changed the model");
+}
+
+#[test]
+fn a_non_finite_initial_state_is_refused_before_any_step() {
+    use backprop::layers::RecurrentState;
+    let mut lstm = Lstm::new(2, 3).seed(1);
+    let x = Tensor::ones(&[2, 4, 2]);
+    let mut h = Tensor::zeros(&[2, 3]);
+    h.data_mut()[4] = f32::NAN;
+    let state = RecurrentState { h, c: Some(Tensor::zeros(&[2, 3])) };
+    let err = lstm.forward_with_state(&x, Some(&state), Pass::TRAIN).unwrap_err().to_string();
+    assert!(err.contains("initial state h₀ holds NaN"), "{err}");
+    let state = RecurrentState { h: Tensor::zeros(&[2, 3]), c: Some(Tensor::full(&[2, 3], f32::INFINITY)) };
+    let err = lstm.forward_with_state(&x, Some(&state), Pass::TRAIN).unwrap_err().to_string();
+    assert!(err.contains("initial state c₀ holds inf"), "{err}");
 }

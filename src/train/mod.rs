@@ -283,6 +283,7 @@ pub fn fit(
 ) -> Result<History> {
     check_options(train, &options)?;
     optimizer.check()?;
+    check_optimizer_fits(model, optimizer)?;
     let mut plain = Plain;
     let mut step: &mut dyn Step = match options.step.take() {
         Some(s) => s,
@@ -315,6 +316,7 @@ pub fn fit(
         }
         None => None,
     };
+    check_optimizer_fits(model, optimizer)?; // (a resumed state included)
     let base_lr = optimizer.learning_rate();
     let result = run(model, train, loss, optimizer, &mut options, &mut step, base_lr, resumed);
     optimizer.set_learning_rate(base_lr);
@@ -560,6 +562,31 @@ pub(crate) fn first_output(mut outputs: Tensors, model: &dyn Model) -> Result<(S
     let name = outputs.first().map(|(n, _)| n.to_string());
     name.and_then(|n| outputs.take(&n).map(|t| (n, t)))
         .ok_or_else(|| Error::invalid(format!("{} returned no outputs", model.name())))
+}
+
+/// An error unless every buffer the optimizer already keeps (from earlier steps, or a resumed
+/// state) has the shape of the model's parameter of that name: an optimizer reused on another
+/// model would otherwise stop at its first step with a panic, half of its moments updated.
+fn check_optimizer_fits(model: &dyn Model, optimizer: &dyn Optimizer) -> Result<()> {
+    let mut state = OptimizerState::default();
+    optimizer.save_state(&mut state);
+    if state.is_empty() {
+        return Ok(());
+    }
+    let params = named_params(model);
+    for (kind, name, buffer) in state.iter() {
+        if let Some((_, p)) = params.iter().find(|(n, _)| n == name)
+            && p.value.shape() != buffer.shape()
+        {
+            return Err(Error::invalid(format!(
+                "fit: the optimizer's {kind:?} buffer for parameter {name:?} has shape {}, but the parameter \
+                 has shape {}: the optimizer has stepped another model (use one optimizer per model)",
+                crate::tensor::shape_str(buffer.shape()),
+                crate::tensor::shape_str(p.value.shape())
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A [`Error::NonFinite`] whose epoch and batch [`locate`] fills in.

@@ -387,11 +387,12 @@ impl<C: Cell> Recurrent<C> {
 
     /// Checks the side information of a pass over `x` and an initial state against the layer:
     /// one length per sequence, each in `1..=T`; a state of shape `[N, H]` (and `c` only for the
-    /// LSTM). The messages name the layer and both counts or shapes.
+    /// LSTM) of finite values. The messages name the layer and both counts or shapes.
     ///
     /// # Errors
     /// [`Error::Shape`] for a length count or state shape that does not fit the batch;
-    /// [`Error::InvalidArgument`] for a length of 0 or above `T`.
+    /// [`Error::InvalidArgument`] for a length of 0 or above `T`, or a NaN or infinite value in
+    /// the initial state.
     pub fn check_pass(&self, x: &[usize], pass: Pass<'_>, initial: Option<&RecurrentState>) -> Result<()> {
         self.output_shape(x)?;
         let (n, t_len) = (x[0], x[1]);
@@ -419,6 +420,12 @@ impl<C: Cell> Recurrent<C> {
                         self.describe(),
                         self.hidden,
                         shape_str(t.shape())
+                    )));
+                }
+                if let Some(v) = t.data().iter().find(|v| !v.is_finite()) {
+                    return Err(Error::invalid(format!(
+                        "{}: the initial state {what} holds {v}: it would reach every output and the carried state",
+                        self.describe()
                     )));
                 }
             }
