@@ -133,3 +133,21 @@ fn a_non_finite_initial_state_is_refused_before_any_step() {
     let err = lstm.forward_with_state(&x, Some(&state), Pass::TRAIN).unwrap_err().to_string();
     assert!(err.contains("initial state c₀ holds inf"), "{err}");
 }
+
+#[test]
+fn accuracy_counts_outputs_with_a_step_axis_of_one() {
+    // An LSTM returning every step over sequences of one step: [N, 1, C] logits, one label per
+    // sequence — the cross-entropy reads them; the accuracy had read 0 % for them.
+    let n = 64;
+    let x: Vec<f32> =
+        (0..n * 2).map(|i| if (i / 2) % 2 == 0 { 1.0 } else { -1.0 } * (1.0 + (i % 2) as f32)).collect();
+    let labels: Vec<usize> = (0..n).map(|i| i % 2).collect();
+    let data = Dataset::classification(Tensor::from_vec(&[n, 1, 2], x).unwrap(), labels).unwrap();
+    let mut model = Sequential::builder(&[1, 2]).add(Dense::new(2, 2).seed(5)).build().unwrap();
+    let options = FitOptions::new().epochs(30).batch_size(16).verbose(false);
+    let history = model.fit(&data, &CrossEntropyLoss::new(), &mut Adam::new(0.05), options).unwrap();
+    let last = history.epochs.last().unwrap();
+    assert_eq!(last.train_accuracy, Some(1.0), "{last:?}");
+    let eval = model.evaluate(&data, &CrossEntropyLoss::new(), 32).unwrap();
+    assert_eq!(eval.accuracy, Some(1.0));
+}

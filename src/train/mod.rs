@@ -68,12 +68,18 @@ use crate::tensor::{Tensor, rng};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
-/// Number of correct predictions: argmax of each row of `logits` against `labels`.
+/// Number of correct predictions: argmax of each row of `logits` (along its last axis: `[N, C]`,
+/// or `[N, …, C]` with one label per row, as the cross-entropy reads it) against `labels`; 0 when
+/// the rows are not one per label.
 pub(crate) fn count_correct(logits: &Tensor, labels: &[usize]) -> usize {
-    if logits.ndim() != 2 {
-        return 0;
+    match logits.shape() {
+        [_, _] => logits.argmax_axis(1).iter().zip(labels).filter(|(p, l)| p == l).count(),
+        [_, .., c] if *c > 0 && logits.len() / c == labels.len() => {
+            let rows = logits.clone().reshape(&[labels.len(), *c]); // (a copy: a rare shape)
+            rows.argmax_axis(1).iter().zip(labels).filter(|(p, l)| p == l).count()
+        }
+        _ => 0,
     }
-    logits.argmax_axis(1).iter().zip(labels).filter(|(p, l)| p == l).count()
 }
 
 /// The message of an error without its kind's prefix, for wrapping it in context.
