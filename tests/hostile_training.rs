@@ -151,3 +151,16 @@ fn accuracy_counts_outputs_with_a_step_axis_of_one() {
     let eval = model.evaluate(&data, &CrossEntropyLoss::new(), 32).unwrap();
     assert_eq!(eval.accuracy, Some(1.0));
 }
+
+#[test]
+fn a_projected_id_table_over_the_activation_budget_is_an_error() {
+    // 1,000 ids × 4·8 gate values: 128,000 bytes of projected table, over a budget of 64 KiB —
+    // and the same under the default budget of 2 GiB.
+    let embedding = Embedding::new(1000, 4);
+    let ids = Tensor::from_vec(&[2, 3], vec![1., 2., 3., 4., 5., 6.]).unwrap();
+    let mut lstm = Lstm::new(4, 8).seed(1).activation_budget(64 << 10);
+    let err = lstm.forward_embedded(&embedding, &ids, Pass::TRAIN).unwrap_err().to_string();
+    assert!(err.contains("projected table of 1000 ids × 32 gate values") && err.contains("budget"), "{err}");
+    let mut lstm = Lstm::new(4, 8).seed(1);
+    assert_eq!(lstm.forward_embedded(&embedding, &ids, Pass::TRAIN).unwrap().shape(), &[2, 3, 8]);
+}

@@ -569,7 +569,9 @@ impl<C: Cell> Recurrent<C> {
     /// # Errors
     /// If the embedding's width is not this layer's input size, an id is out of range or not a
     /// whole number, or the ids and lengths do not fit as in [`Recurrent::check_pass`] (for the
-    /// input `[N, T, F]`). Nothing is computed then.
+    /// input `[N, T, F]`), or the table of projected ids (`vocabulary × gates·hidden` values,
+    /// kept for the pass) would exceed the [activation budget](Recurrent::activation_budget).
+    /// Nothing is computed then.
     ///
     /// ```
     /// use backprop::prelude::*;
@@ -605,7 +607,20 @@ impl<C: Cell> Recurrent<C> {
         self.check_pass(&shape, pass, None)?;
         let (g, f) = (C::GATES * self.hidden, self.inputs);
         let v = embedding.num();
-        // P = E·W_ihᵀ + b_ih, one row per id (the buffer kept from pass to pass).
+        // P = E·W_ihᵀ + b_ih, one row per id (the buffer kept from pass to pass): within the
+        // budget, as the activations are (a vocabulary of millions would otherwise ask for
+        // gigabytes here, unchecked).
+        let bytes = v.checked_mul(g).and_then(|len| len.checked_mul(4));
+        if bytes.is_none_or(|b| b > self.activation_budget) {
+            return Err(Error::invalid(format!(
+                "{}: the projected table of {v} ids × {g} gate values needs {}, over its activation budget of \
+                 {}: embed the ids first (Embedding, then forward), or raise the budget with \
+                 .activation_budget(bytes)",
+                self.describe(),
+                bytes.map_or("more than memory holds".to_string(), crate::tensor::human_bytes),
+                crate::tensor::human_bytes(self.activation_budget)
+            )));
+        }
         reuse(&mut self.projected, v * g);
         let (e, w_ih) = (embedding.weight().value.data(), self.weight_ih.value.data());
         sgemm(v, f, g, 1.0, e, No, w_ih, Yes, 0.0, &mut self.projected);
