@@ -4,18 +4,13 @@
 //! backward pass that cannot be right panics before it touches a gradient, and an ONNX export
 //! that would need a table larger than a file refuses by name.
 
+mod common;
+
 use backprop::layers::attention::scaled_dot_product_attention;
 use backprop::layers::{DecoderOnly, PositionEmbedding, SinusoidalPositions, TransformerEncoderLayer};
 use backprop::prelude::*;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 
-fn panic_message(f: impl FnOnce()) -> String {
-    let err = catch_unwind(AssertUnwindSafe(f)).expect_err("should have panicked");
-    err.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap()
-}
+use common::panic_message;
 
 /// Every parameter's gradient, in visiting order.
 fn gradients(layer: &dyn Layer) -> Vec<f32> {

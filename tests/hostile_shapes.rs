@@ -2,17 +2,12 @@
 //! panics from constructors), never a wrapped length that reaches unsafe code; zero-width layers
 //! and inputs are refused when a model is built. One test per defect the hostile-input review found.
 
+mod common;
+
 use backprop::prelude::*;
 use backprop::tensor::gemm::{Transpose::No, sgemm};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 
-fn panic_message(f: impl FnOnce()) -> String {
-    let err = catch_unwind(AssertUnwindSafe(f)).expect_err("should have panicked");
-    err.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap()
-}
+use common::panic_message;
 
 #[test]
 fn element_counts_never_wrap() {

@@ -60,3 +60,12 @@ pub fn assert_close_to(ours: &Tensor, reference: &Tensor, tol: f32, what: &str) 
     let err = ours.max_abs_diff(reference);
     assert!(err <= tol * scale, "{what}: differs from the reference by {err} (scale {scale})");
 }
+
+/// The message of the panic `f` must raise (a test of a documented panic).
+pub fn panic_message(f: impl FnOnce()) -> String {
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).expect_err("should have panicked");
+    err.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap()
+}
