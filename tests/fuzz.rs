@@ -21,6 +21,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
+mod common;
+use common::scratch_dir;
+
 // ------------------------------------------------------------------- memory accounting
 
 struct Counting;
@@ -118,10 +121,8 @@ fn scale() -> usize {
     std::env::var("BACKPROP_FUZZ_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1).max(1)
 }
 
-fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("backprop-fuzz-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch() -> tempfile::TempDir {
+    scratch_dir("fuzz")
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -164,7 +165,8 @@ fn mutate(bytes: &[u8], r: &mut Rng) -> Vec<u8> {
 // ------------------------------------------------------------------- areas
 
 fn idx_files(t: &mut Tally, cases: usize) {
-    let dir = scratch();
+    let temporary = scratch();
+    let dir = temporary.path();
     let mut r = rng(1);
     let images: Vec<u8> = (0..5 * 7 * 6).map(|i| (i * 37 % 256) as u8).collect();
     let mut valid = Vec::new();
@@ -252,7 +254,8 @@ fn safetensors_files(t: &mut Tally, cases: usize) {
 fn checkpoint_files(t: &mut Tally, cases: usize) {
     use backprop::optim::OptimizerState;
     use backprop::train::{Checkpoint, Checkpoints};
-    let dir = scratch().join("checkpoints");
+    let temporary = scratch();
+    let dir = temporary.path().join("checkpoints");
     let data = Dataset::classification(
         Tensor::rand_uniform(&[12, 1, 6, 6], 0.0, 1.0, 3),
         (0..12).map(|i| i % 3).collect(),
@@ -300,7 +303,8 @@ fn checkpoint_files(t: &mut Tally, cases: usize) {
 #[cfg(feature = "image")]
 fn images(t: &mut Tally, cases: usize) {
     use backprop::data::image_folder::{ColorMode, load_image};
-    let dir = scratch();
+    let temporary = scratch();
+    let dir = temporary.path();
     let mut r = rng(3);
     let mut valid = Vec::new();
     for name in ["v.png", "v.jpg"] {
@@ -640,7 +644,8 @@ fn side_information(t: &mut Tally, cases: usize) {
 /// accountant arguments, tensors from raw parts, padding masks.
 fn knowledge_and_settings(t: &mut Tally, cases: usize) {
     use backprop::data::knowledge::{SimulationOptions, read_csv, read_three_line, simulate};
-    let dir = scratch();
+    let temporary = scratch();
+    let dir = temporary.path();
     let mut r = rng(6);
     let three_line = b"3\n0,1,2\n1,0,1\n4\n2,2,1,0\n0,1,1,1\n".to_vec();
     let csv = b"q1,q2,q3\n1,0,1\n0,0,1\n1,1,1\n".to_vec();
@@ -766,7 +771,8 @@ fn kt_cli(t: &mut Tally, cases: usize) {
         eprintln!("knowledge_tracing binary not built: skipping its CLI area");
         return;
     };
-    let dir = scratch();
+    let temporary = scratch();
+    let dir = temporary.path();
     let mut r = rng(8);
     let three_line = b"5\n0,1,2,1,0\n1,0,1,1,0\n4\n2,2,1,0\n0,1,1,1\n3\n1,2,0\n1,1,0\n".repeat(3);
     let csv = b"1,0,1,1\n0,0,1,0\n1,1,1,1\n0,1,0,1\n".repeat(3);
@@ -828,7 +834,8 @@ fn cli(t: &mut Tally, cases: usize) {
         eprintln!("walkthrough binary not built: skipping the CLI area");
         return;
     };
-    let dir = scratch();
+    let temporary = scratch();
+    let dir = temporary.path();
     // A tiny MNIST-format folder (20 + 10 images) so that runs that do train finish at once.
     let data = dir.join("tiny");
     std::fs::create_dir_all(&data).unwrap();

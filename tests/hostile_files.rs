@@ -5,6 +5,9 @@ use backprop::data::idx::read_idx;
 use std::io::Write;
 use std::time::Instant;
 
+mod common;
+use common::ScratchFile;
+
 fn gzip(parts: &[&[u8]], zeros: usize) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     for p in parts {
@@ -20,12 +23,8 @@ fn gzip(parts: &[&[u8]], zeros: usize) -> Vec<u8> {
     gz.finish().unwrap()
 }
 
-fn tmp(name: &str, bytes: &[u8]) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("backprop-hostile-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).unwrap();
-    path
+fn tmp(name: &str, bytes: &[u8]) -> ScratchFile {
+    ScratchFile::new(name, bytes)
 }
 
 /// 10 labels declared, then 256 MiB of zeros (a 250 KB file): decompression stops one byte past

@@ -1,14 +1,12 @@
 //! Knowledge-tracing data: the simulator, and both file formats with their malformed lines.
 
 use backprop::data::knowledge::{Answers, Histories, SimulationOptions, read_csv, read_three_line, simulate};
-use std::path::PathBuf;
 
-fn file(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("backprop-kt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
+mod common;
+use common::ScratchFile;
+
+fn file(name: &str, text: &str) -> ScratchFile {
+    ScratchFile::new(name, text)
 }
 
 #[test]

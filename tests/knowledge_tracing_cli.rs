@@ -4,6 +4,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+mod common;
+use common::ScratchFile;
+
 fn binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     exe.parent().unwrap().parent().unwrap().join("examples").join("knowledge_tracing")
@@ -18,12 +21,8 @@ fn run(args: &[&str], threads: &str) -> (i32, String, String) {
     )
 }
 
-fn tmp(name: &str, text: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("backprop-ktcli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.to_string_lossy().into_owned()
+fn tmp(name: &str, text: &str) -> ScratchFile {
+    ScratchFile::new(name, text)
 }
 
 #[test]

@@ -7,15 +7,16 @@ use backprop::prelude::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+use common::scratch_dir;
+
 fn binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     exe.parent().unwrap().parent().unwrap().join("examples").join("image_classify")
 }
 
-fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("backprop-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch() -> tempfile::TempDir {
+    scratch_dir("cli")
 }
 
 /// Runs the walkthrough; returns (exit code, stderr).
@@ -40,7 +41,8 @@ fn tiny_mnist(dir: &Path) -> String {
 
 #[test]
 fn hostile_arguments_are_one_line_errors() {
-    let dir = scratch();
+    let temporary = scratch();
+    let dir = temporary.path();
     let out = dir.join("out").to_string_lossy().into_owned();
     for (args, code, want) in [
         (vec!["--threads", "100000"], 2, "100000"),
@@ -67,7 +69,8 @@ fn hostile_arguments_are_one_line_errors() {
 
 #[test]
 fn a_model_files_metadata_is_checked_before_use() {
-    let dir = scratch();
+    let temporary = scratch();
+    let dir = temporary.path();
     let image = dir.join("digit.png");
     image::GrayImage::from_pixel(28, 28, image::Luma([200])).save(&image).unwrap();
     let model = Sequential::builder(&[1, 4, 4]).add(Flatten::new()).add(Dense::new(16, 2)).build().unwrap();

@@ -69,3 +69,40 @@ pub fn panic_message(f: impl FnOnce()) -> String {
         .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap()
 }
+
+/// A temporary directory for one test, named `backprop-{what}-…`; it and everything written into it
+/// are removed when the value is dropped, so a test run leaves nothing behind in the system's
+/// temporary folder.
+pub fn scratch_dir(what: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("backprop-{what}-")).tempdir().expect("a temporary directory")
+}
+
+/// A file holding `bytes`, alone in its own [`scratch_dir`]; removed with it when dropped. It
+/// reads as its path: `&file` works where a `&str` or an `AsRef<Path>` is expected.
+pub struct ScratchFile {
+    path: String,
+    _dir: tempfile::TempDir,
+}
+
+impl ScratchFile {
+    /// Writes `bytes` to a file called `name` in a fresh temporary directory.
+    pub fn new(name: &str, bytes: impl AsRef<[u8]>) -> ScratchFile {
+        let dir = scratch_dir("file");
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).expect("write a temporary file");
+        ScratchFile { path: path.to_str().expect("a UTF-8 temporary path").to_owned(), _dir: dir }
+    }
+}
+
+impl std::ops::Deref for ScratchFile {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.path
+    }
+}
+
+impl AsRef<std::path::Path> for ScratchFile {
+    fn as_ref(&self) -> &std::path::Path {
+        std::path::Path::new(&self.path)
+    }
+}
