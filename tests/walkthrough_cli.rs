@@ -61,7 +61,7 @@ fn hostile_arguments_are_one_line_errors() {
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: one line, got {stderr}");
     }
     // The largest seed trains (no overflow of seed + 1 in a debug build).
-    let data = tiny_mnist(&dir);
+    let data = tiny_mnist(dir);
     let (code, stderr) =
         run(&["--quiet", "--out", &out, "--data", &data, "--epochs", "1", "--seed", "18446744073709551615"]);
     assert_eq!(code, 0, "{stderr}");
