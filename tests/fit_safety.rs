@@ -261,6 +261,77 @@ fn train_step_refuses_a_bad_target_before_the_forward_pass() {
     assert_eq!(state(&model), before);
 }
 
+/// A loss that overflows: no step, and the batch norm statistics, counters and dropout's
+/// generator are as before (the next step is the one a fresh copy of the model takes).
+#[test]
+fn train_step_refuses_a_non_finite_loss_and_changes_nothing() {
+    let (mut model, mut twin) = (bn_model(), bn_model());
+    let mut sgd = Sgd::new(0.1).momentum(0.9);
+    let before = state(&model);
+    let x = Tensor::randn(&[4, 2], 0.0, 1.0, 1);
+    let huge = Tensor::full(&[4, 3], 3e38); // finite, but (y − 3e38)² is not
+    let err = model.train_step(&x, Target::Values(&huge), &MseLoss::new(), &mut sgd).unwrap_err().to_string();
+    assert!(err.contains("train_step: the loss is inf") && err.contains("not taken"), "{err}");
+    assert_eq!(state(&model), before);
+    assert!(model.params().iter().all(|p| p.grad.data().iter().all(|&g| g == 0.0)));
+    let y = Target::Classes(&[0, 1, 2, 0]);
+    let mut twin_sgd = Sgd::new(0.1).momentum(0.9);
+    let a = model.train_step(&x, y, &CrossEntropyLoss::new(), &mut sgd).unwrap();
+    let b = twin.train_step(&x, y, &CrossEntropyLoss::new(), &mut twin_sgd).unwrap();
+    assert_eq!(a.to_bits(), b.to_bits());
+    assert_eq!(state(&model), state(&twin));
+}
+
+/// A finite loss whose weight gradient overflows: `y = 1e-30·3e38 = 3e8`, the loss 9e16, but
+/// `dL/dw = 2·y·x = 6e8·3e38` is infinite.
+#[test]
+fn train_step_refuses_a_non_finite_gradient_and_names_it() {
+    let w = Tensor::from_vec(&[1, 1], vec![1e-30]).unwrap();
+    let mut model = Sequential::builder(&[1]).add(Dense::new(1, 1).with_weights(w, None)).build().unwrap();
+    let before = state(&model);
+    let x = Tensor::from_vec(&[1, 1], vec![3e38]).unwrap();
+    let err = model
+        .train_step(&x, Target::Values(&Tensor::zeros(&[1, 1])), &MseLoss::new(), &mut Sgd::new(0.1))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the gradient of 0.weight is inf"), "{err}");
+    assert_eq!(state(&model), before);
+}
+
+/// Finite loss and gradients, but a step of `0.5 · 2e38` from `w = 1` leaves `f32`: the error
+/// names the parameter (a single step keeps no copy to go back to; `fit` does).
+#[test]
+fn train_step_says_which_parameter_a_diverging_step_broke() {
+    let w = Tensor::from_vec(&[1, 1], vec![1.0]).unwrap();
+    let mut model =
+        Sequential::builder(&[1]).add(Dense::new(1, 1).no_bias().with_weights(w, None)).build().unwrap();
+    let x = Tensor::from_vec(&[1, 1], vec![1e19]).unwrap(); // loss (1e19)² = 1e38, dL/dw = 2e38
+    let err = model
+        .train_step(&x, Target::Values(&Tensor::zeros(&[1, 1])), &MseLoss::new(), &mut Sgd::new(10.0))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("made 0.weight hold -inf") && err.contains("loss was 1e38"), "{err}");
+}
+
+#[test]
+fn train_step_refuses_an_optimizer_that_stepped_another_model() {
+    let mut adam = Adam::new(0.01);
+    let mut small = Sequential::builder(&[2]).add(Dense::new(2, 3).seed(1)).build().unwrap();
+    let x = Tensor::randn(&[4, 2], 0.0, 1.0, 1);
+    small.train_step(&x, Target::Classes(&[0, 1, 2, 0]), &CrossEntropyLoss::new(), &mut adam).unwrap();
+    let mut other = Sequential::builder(&[2]).add(Dense::new(2, 4).seed(1)).build().unwrap();
+    let before = state(&other);
+    let err = other
+        .train_step(&x, Target::Classes(&[0, 1, 3, 0]), &CrossEntropyLoss::new(), &mut adam)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("train_step: the optimizer's") && err.contains("[3]") && err.contains("[4]"),
+        "{err}"
+    );
+    assert_eq!(state(&other), before);
+}
+
 #[test]
 fn optimizer_settings_are_validated_when_built() {
     let message = |f: fn()| {

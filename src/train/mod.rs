@@ -289,7 +289,7 @@ pub fn fit(
 ) -> Result<History> {
     check_options(train, &options)?;
     optimizer.check()?;
-    check_optimizer_fits(model, optimizer)?;
+    check_optimizer_fits(model, optimizer, "fit")?;
     let mut plain = Plain;
     let mut step: &mut dyn Step = match options.step.take() {
         Some(s) => s,
@@ -322,7 +322,7 @@ pub fn fit(
         }
         None => None,
     };
-    check_optimizer_fits(model, optimizer)?; // (a resumed state included)
+    check_optimizer_fits(model, optimizer, "fit")?; // (a resumed state included)
     let base_lr = optimizer.learning_rate();
     let result = run(model, train, loss, optimizer, &mut options, &mut step, base_lr, resumed);
     optimizer.set_learning_rate(base_lr);
@@ -573,7 +573,11 @@ pub(crate) fn first_output(mut outputs: Tensors, model: &dyn Model) -> Result<(S
 /// An error unless every buffer the optimizer already keeps (from earlier steps, or a resumed
 /// state) has the shape of the model's parameter of that name: an optimizer reused on another
 /// model would otherwise stop at its first step with a panic, half of its moments updated.
-fn check_optimizer_fits(model: &dyn Model, optimizer: &dyn Optimizer) -> Result<()> {
+pub(crate) fn check_optimizer_fits<V: Visit + ?Sized>(
+    model: &V,
+    optimizer: &dyn Optimizer,
+    what: &str,
+) -> Result<()> {
     let mut state = OptimizerState::default();
     optimizer.save_state(&mut state);
     if state.is_empty() {
@@ -585,7 +589,7 @@ fn check_optimizer_fits(model: &dyn Model, optimizer: &dyn Optimizer) -> Result<
             && p.value.shape() != buffer.shape()
         {
             return Err(Error::invalid(format!(
-                "fit: the optimizer's {kind:?} buffer for parameter {name:?} has shape {}, but the parameter \
+                "{what}: the optimizer's {kind:?} buffer for parameter {name:?} has shape {}, but the parameter \
                  has shape {}: the optimizer has stepped another model (use one optimizer per model)",
                 crate::tensor::shape_str(buffer.shape()),
                 crate::tensor::shape_str(p.value.shape())
@@ -620,14 +624,14 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// The first parameter whose value holds a NaN or infinity: its name and that value.
-fn first_non_finite_value<V: Visit + ?Sized>(model: &V) -> Option<(String, f32)> {
+pub(crate) fn first_non_finite_value<V: Visit + ?Sized>(model: &V) -> Option<(String, f32)> {
     named_params(model)
         .into_iter()
         .find_map(|(name, p)| first_non_finite(p.value.data()).map(|i| (name, p.value.data()[i])))
 }
 
 /// The first parameter whose gradient holds a NaN or infinity: its name and that value.
-fn first_non_finite_grad<V: Visit + ?Sized>(model: &V) -> Option<(String, f32)> {
+pub(crate) fn first_non_finite_grad<V: Visit + ?Sized>(model: &V) -> Option<(String, f32)> {
     named_params(model)
         .into_iter()
         .find_map(|(name, p)| first_non_finite(p.grad.data()).map(|i| (name, p.grad.data()[i])))

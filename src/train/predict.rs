@@ -4,14 +4,13 @@ use super::callbacks::Evaluation;
 use super::{check_data, count_correct, first_output};
 use crate::data::{Dataset, Targets};
 use crate::error::{Error, Result};
-use crate::layers::{InputGrad, Layer, Mode, Pass, backward_input, zero_grad};
+use crate::layers::{InputGrad, Layer, Mode, Pass, Snapshot, backward_input, zero_grad};
 use crate::loss::{Loss, Target};
 use crate::model::{Inputs, Model, Tensors};
 use crate::optim::Optimizer;
 use crate::tensor::math::{feature_split, softmax_into};
 use crate::tensor::{Tensor, shape_str};
 
-/// The model's output shape for `x`, or an error naming `what` and both shapes.
 /// The model's output shape for `x`, or an error naming `what` and both shapes; and `x`'s values
 /// checked ([`Layer::check_values`]: an embedding's ids).
 fn output_shape_for(model: &dyn Layer, x: &Tensor, what: &str) -> Result<Vec<usize>> {
@@ -250,6 +249,9 @@ pub fn input_gradient(model: &mut dyn Layer, x: &Tensor, classes: &[usize]) -> R
 /// parameters' `grad`, zeroed first), without an optimizer step: one explicit training step's
 /// first half.
 ///
+/// A loss or gradients that are not finite are returned and left as they are, for looking at;
+/// [`train_step`] refuses to step on them.
+///
 /// # Errors
 /// If `x` does not fit the model or the loss rejects the targets.
 pub fn loss_and_backward<'p>(
@@ -271,11 +273,36 @@ pub fn loss_and_backward<'p>(
 }
 
 /// One training step on one batch: forward (train mode), loss, zero the gradients, backward,
-/// optimizer step. Returns the loss. ([`fit`](super::fit) does the same with checks for
-/// non-finite values, shuffling, metrics and so on.)
+/// optimizer step. Returns the loss. ([`fit`](super::fit) does the same over a data set, with
+/// shuffling, metrics, checkpoints and so on.)
+///
+/// A step that would spread a NaN or an infinity is not taken: when the loss or a gradient is
+/// not finite, the optimizer is not stepped, the gradients are zeroed and the buffers, counters
+/// and random generators that the forward pass changed (batch norm's running statistics,
+/// dropout's generator) are put back, so the model is exactly as it was before the call.
 ///
 /// # Errors
-/// If `x` does not fit the model or the loss rejects the target (then nothing was updated).
+/// - `x` does not fit the model, holds a NaN or an infinity, or the loss rejects the target;
+///   the optimizer holds state for another model (its moments' shapes differ from the
+///   parameters'): nothing was changed;
+/// - the loss or a gradient is not finite (the message names which): nothing was changed;
+/// - the optimizer step itself made a parameter non-finite (a step too large for `f32`): the
+///   message names the parameter, and the model keeps that step — unlike [`fit`](super::fit),
+///   which keeps a copy of the weights and the optimizer's state from before each batch, a single
+///   step keeps none. Reload the weights, or train with `fit`.
+///
+/// ```
+/// use backprop::prelude::*;
+/// # fn main() -> backprop::Result<()> {
+/// let mut model = Sequential::builder(&[2]).add(Dense::new(2, 1).seed(1)).build()?;
+/// let x = Tensor::from_vec(&[1, 2], vec![1e30, 1e30])?;
+/// let before = model.state_dict();
+/// // (1e30·w)² overflows f32: the loss is infinite and the step is refused.
+/// let err = model.train_step(&x, Target::Values(&Tensor::zeros(&[1, 1])), &MseLoss::new(), &mut Sgd::new(0.1));
+/// assert!(err.unwrap_err().to_string().contains("the loss is inf"));
+/// assert_eq!(model.state_dict(), before);
+/// # Ok(()) }
+/// ```
 pub fn train_step(
     model: &mut dyn Layer,
     x: &Tensor,
@@ -283,7 +310,33 @@ pub fn train_step(
     loss: &dyn Loss,
     optimizer: &mut dyn Optimizer,
 ) -> Result<f32> {
+    super::check_optimizer_fits(model, optimizer, "train_step")?;
+    // What a forward pass changes besides the gradients (no parameter values: nothing before
+    // the optimizer step changes them). Empty, and so free, for a model without such state.
+    let mut before = Snapshot::default();
+    before.save(model, false);
     let l = loss_and_backward(model, x, target, loss, Mode::Train)?;
+    let not_finite = if l.is_finite() {
+        super::first_non_finite_grad(model).map(|(name, value)| (format!("gradient of {name}"), value))
+    } else {
+        Some(("loss".to_string(), l))
+    };
+    if let Some((what, value)) = not_finite {
+        before.restore(model);
+        zero_grad(model);
+        return Err(Error::invalid(format!(
+            "train_step: the {what} is {value:?}, so the optimizer step was not taken and the model is as it was \
+             before the call; if the input and target are sound, the training has diverged: try a smaller learning \
+             rate or clipping the gradients"
+        )));
+    }
     optimizer.step(model);
+    if let Some((name, value)) = super::first_non_finite_value(model) {
+        return Err(Error::invalid(format!(
+            "train_step: the optimizer step made {name} hold {value:?} (the loss was {l:?}): the step was too large \
+             for f32, and the model keeps it; reload the weights, or train with fit, which restores the weights from \
+             before such a step"
+        )));
+    }
     Ok(l)
 }
