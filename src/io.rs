@@ -67,7 +67,7 @@ pub fn state_dict(model: &dyn Visit) -> Vec<(String, Tensor)> {
     model.visit(&mut |name, s| match s {
         State::Param(p) => out.push((name.to_string(), p.value.clone())),
         State::Buffer(b) => out.push((name.to_string(), b.clone())),
-        State::Counter(_) | State::Rng(_) => {}
+        State::Counter(_) | State::Rng(_) | State::Carried(_) => {}
     });
     out
 }
@@ -79,7 +79,7 @@ fn slots(model: &dyn Visit) -> BTreeMap<String, Slot> {
             State::Param(p) => Slot::Float { shape: p.value.shape().to_vec() },
             State::Buffer(b) => Slot::Float { shape: b.shape().to_vec() },
             State::Counter(_) => Slot::Count,
-            State::Rng(_) => return,
+            State::Rng(_) | State::Carried(_) => return,
         };
         slots.insert(name.to_string(), slot);
     });
@@ -113,7 +113,7 @@ impl Entries {
             State::Param(p) => self.add_tensor(&format!("{prefix}{name}"), &p.value),
             State::Buffer(b) => self.add_tensor(&format!("{prefix}{name}"), b),
             State::Counter(n) => self.add_count(&format!("{prefix}{name}"), n),
-            State::Rng(_) => {}
+            State::Rng(_) | State::Carried(_) => {}
         });
     }
 

@@ -26,6 +26,11 @@ fn state(m: &Sequential) -> Vec<(String, Vec<u32>)> {
             State::Buffer(b) => b.data().iter().map(|v| v.to_bits()).collect(),
             State::Counter(c) => vec![c as u32],
             State::Rng(_) => vec![],
+            State::Carried(carried) => carried
+                .map(|s| {
+                    s.h.data().iter().chain(s.c.iter().flat_map(|c| c.data())).map(|v| v.to_bits()).collect()
+                })
+                .unwrap_or_default(),
         };
         out.push((name.to_string(), bits));
     });
@@ -248,6 +253,35 @@ fn a_layer_that_panics_inside_a_batch_stops_training_cleanly() {
     let Error::Training { epoch: 1, batch: 3, message } = &err else { panic!("{err}") };
     assert!(message.contains("Fragile: refuses its third batch"), "{message}");
     assert_eq!(state(&model), state(&reference));
+}
+
+/// A stateful LSTM carries its state from batch to batch; a failed batch puts the carried state
+/// back too, so the next pass starts where the last good batch left it.
+#[test]
+fn a_failing_batch_puts_back_a_stateful_layers_carried_state() {
+    let x = Tensor::from_vec(&[12, 5, 3], (0..180).map(|i| (i as f32 * 0.61).sin()).collect()).unwrap();
+    let y = Tensor::from_vec(&[12, 5, 1], (0..60).map(|i| (i as f32 * 0.23).cos()).collect()).unwrap();
+    let data = Dataset::regression(x.clone(), y).unwrap();
+    let build = |calls| {
+        Sequential::builder(&[5, 3])
+            .add(Lstm::new(3, 4).seed(1).stateful())
+            .add(Fragile { calls })
+            .add(Dense::new(4, 1).seed(2))
+            .build()
+            .unwrap()
+    };
+    let (mut model, mut reference) = (build(0), build(3)); // the reference's never refuses
+    let opts = || FitOptions::new().batch_size(4).shuffle(false).verbose(false);
+    reference.fit(&data.take(8), &MseLoss::new(), &mut Sgd::new(0.1), opts()).unwrap();
+    let err = model.fit(&data, &MseLoss::new(), &mut Sgd::new(0.1), opts()).unwrap_err();
+    assert!(matches!(err, Error::Training { epoch: 1, batch: 3, .. }), "{err}");
+    let carried = state(&model).into_iter().find(|(name, _)| name == "0.carried_state").expect("visited");
+    assert_eq!(carried.1.len(), 2 * 4 * 4, "h and c of 4 samples");
+    assert_eq!(state(&model), state(&reference));
+    // The next pass of each starts from the same carried state.
+    let batch = x.select_outer(&[0, 1, 2, 3]);
+    let (a, b) = (model.predict(&batch, 4).unwrap(), reference.predict(&batch, 4).unwrap());
+    assert_eq!(a.data(), b.data());
 }
 
 #[test]

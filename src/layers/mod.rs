@@ -16,7 +16,8 @@
 //!   `None`.
 //!
 //! One more trait, [`Visit`] ([`Visit::visit`] and its twin [`Visit::visit_mut`]), is implemented by every layer and needed only by a layer that
-//! has state: it hands each parameter, buffer, counter and random generator to a visitor, with
+//! has state: it hands each parameter, buffer, counter, random generator and carried recurrent
+//! state to a visitor, with
 //! its name (`"weight"`, `"running_mean"`). Everything that works on a whole model — optimizers,
 //! saving and loading, zeroing gradients, reseeding, counting parameters, snapshots — is written
 //! once, over that visitor, so it works for nested and custom layers alike. A container (a
@@ -243,6 +244,10 @@ pub enum State<'a> {
     Counter(u64),
     /// A random generator (dropout's): reseeded by `fit`, restored when a batch fails, not saved.
     Rng(&'a Rng),
+    /// The state a stateful recurrent layer carries from one pass to the next
+    /// ([`Recurrent::stateful`](crate::layers::recurrent::Recurrent::stateful)), `None` before the first pass:
+    /// restored when a batch fails, not saved (a PyTorch `state_dict` holds no hidden state either).
+    Carried(Option<&'a RecurrentState>),
 }
 
 /// One piece of a layer's state, mutable, as handed to [`Visit::visit_mut`].
@@ -256,12 +261,15 @@ pub enum StateMut<'a> {
     Counter(&'a mut u64),
     /// A random generator.
     Rng(&'a mut Rng),
+    /// A stateful recurrent layer's carried state.
+    Carried(&'a mut Option<RecurrentState>),
 }
 
 /// State visited by name: what saving, loading, optimizers, snapshots, seeding and gradient
 /// checks need of a layer or a model, and all they need.
 ///
-/// A layer or model hands each parameter, buffer, counter and random generator to `f` with its
+/// A layer or model hands each parameter, buffer, counter, random generator and carried state to
+/// `f` with its
 /// name, in a fixed order; a container (a [`Sequential`], a model struct) visits its children and
 /// prefixes their names with [`child_name`], which is how `"encoder.weight_ih_l0"` and
 /// `"2.0.weight"` come about. A type without state writes `impl Visit for MyLayer {}`; a model
@@ -472,8 +480,9 @@ pub fn duplicate_state_name<V: Visit + ?Sized>(layer: &V) -> Option<String> {
     dup
 }
 
-/// A copy of everything that changes while training: parameter values, buffers, counters and
-/// random generators (not gradients). Restored by [`Snapshot::restore`].
+/// A copy of everything that changes while training: parameter values, buffers, counters,
+/// random generators and carried recurrent states (not gradients). Restored by
+/// [`Snapshot::restore`].
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     /// Whether `tensors` starts with the parameter values (or holds buffers only).
@@ -481,6 +490,7 @@ pub struct Snapshot {
     tensors: Vec<Tensor>,
     counters: Vec<u64>,
     rngs: Vec<Rng>,
+    carried: Vec<Option<RecurrentState>>,
 }
 
 impl Snapshot {
@@ -492,11 +502,12 @@ impl Snapshot {
     }
 
     /// Copies the state of `layer` into this snapshot, reusing its allocations; with
-    /// `params == false`, only buffers, counters and generators (what a forward pass changes).
+    /// `params == false`, only buffers, counters, generators and carried states (what a forward
+    /// pass changes).
     pub fn save<V: Visit + ?Sized>(&mut self, layer: &V, params: bool) {
-        let (mut t, mut c, mut r) = (0, 0, 0);
+        let (mut t, mut c, mut r, mut k) = (0, 0, 0, 0);
         self.params = params;
-        let Snapshot { tensors, counters, rngs, .. } = self;
+        let Snapshot { tensors, counters, rngs, carried, .. } = self;
         layer.visit(&mut |_, s| match s {
             State::Param(p) if params => copy_into(tensors, &mut t, &p.value),
             State::Param(_) => {}
@@ -511,8 +522,16 @@ impl Snapshot {
                 rngs.push(g.clone());
                 r += 1;
             }
+            State::Carried(state) => {
+                if carried.len() <= k {
+                    carried.push(None);
+                }
+                copy_carried(&mut carried[k], state);
+                k += 1;
+            }
         });
         tensors.truncate(t);
+        carried.truncate(k);
     }
 
     /// Puts the saved state back.
@@ -521,7 +540,7 @@ impl Snapshot {
     /// If `layer` is not the model the snapshot was taken of (another architecture).
     pub fn restore<V: Visit + ?Sized>(&self, layer: &mut V) {
         let params = self.params;
-        let (mut t, mut c, mut r) = (0, 0, 0);
+        let (mut t, mut c, mut r, mut k) = (0, 0, 0, 0);
         let next = |t: &mut usize| {
             let v = self.tensors.get(*t).expect("a snapshot of the same model");
             *t += 1;
@@ -539,6 +558,10 @@ impl Snapshot {
                 *g = self.rngs[r].clone();
                 r += 1;
             }
+            StateMut::Carried(state) => {
+                copy_carried(state, self.carried.get(k).expect("a snapshot of the same model").as_ref());
+                k += 1;
+            }
         });
         assert_eq!(t, self.tensors.len(), "a snapshot of the same model");
     }
@@ -548,6 +571,19 @@ impl Snapshot {
     /// The saved tensors (parameter values and buffers, in visiting order) and counters.
     pub(crate) fn parts(&self) -> (&[Tensor], &[u64]) {
         (&self.tensors, &self.counters)
+    }
+}
+
+/// `*dst = src.cloned()`, reusing `dst`'s buffers when both hold a state (no allocation per batch).
+fn copy_carried(dst: &mut Option<RecurrentState>, src: Option<&RecurrentState>) {
+    match (dst.as_mut(), src) {
+        (Some(d), Some(s)) if d.c.is_some() == s.c.is_some() => {
+            d.h.copy_from(&s.h);
+            if let (Some(dc), Some(sc)) = (d.c.as_mut(), s.c.as_ref()) {
+                dc.copy_from(sc);
+            }
+        }
+        _ => *dst = src.cloned(),
     }
 }
 

@@ -632,7 +632,7 @@ impl Snapshot {
                     named_c.push((name.to_string(), n));
                 }
             }
-            State::Rng(_) => {}
+            State::Rng(_) | State::Carried(_) => {}
         });
         (named_t, named_c)
     }

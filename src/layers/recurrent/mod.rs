@@ -347,6 +347,10 @@ impl<C: Cell> Recurrent<C> {
     /// batch size is the same), and backward stops at that state. [`Recurrent::reset_state`] starts
     /// afresh.
     ///
+    /// The carried state is visited as `carried_state` ([`State::Carried`]): a batch that
+    /// [`fit`](crate::train::fit) refuses puts it back with the weights, and it is not saved with
+    /// them (a saved model starts from zeros, as a PyTorch `state_dict` does).
+    ///
     /// ```
     /// use backprop::prelude::*;
     /// # fn main() -> backprop::Result<()> {
@@ -1047,6 +1051,9 @@ impl<C: Cell> Recurrent<C> {
         f("weight_hh_l0", State::Param(&self.weight_hh));
         f("bias_ih_l0", State::Param(&self.bias_ih));
         f("bias_hh_l0", State::Param(&self.bias_hh));
+        if self.stateful {
+            f("carried_state", State::Carried(self.carried.as_ref()));
+        }
     }
 
     pub(crate) fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
@@ -1054,6 +1061,9 @@ impl<C: Cell> Recurrent<C> {
         f("weight_hh_l0", StateMut::Param(&mut self.weight_hh));
         f("bias_ih_l0", StateMut::Param(&mut self.bias_ih));
         f("bias_hh_l0", StateMut::Param(&mut self.bias_hh));
+        if self.stateful {
+            f("carried_state", StateMut::Carried(&mut self.carried));
+        }
     }
 }
 
