@@ -91,8 +91,11 @@ fn slots(model: &dyn Visit) -> BTreeMap<String, Slot> {
 /// ignores them).
 ///
 /// # Errors
+/// [`Error::InvalidArgument`] if two pieces of the model's state share a name (a container
+/// that does not prefix its children's names: the file would keep only one of them);
 /// [`Error::Format`] if serialisation fails (it does not for a valid model).
 pub fn to_safetensors(model: &dyn Visit, metadata_in: &[(&str, String)]) -> Result<Vec<u8>> {
+    crate::layers::check_unique_names(model, "save")?;
     let mut entries = Entries::default();
     entries.add_model("", model);
     let mut metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
@@ -166,7 +169,7 @@ fn float_entry(t: &Tensor) -> Entry {
 ///
 /// # Errors
 /// [`Error::Io`] naming the file if it cannot be written, or if it exists and is read-only;
-/// [`Error::InvalidArgument`] if `path` does not name a file.
+/// [`Error::InvalidArgument`] if `path` does not name a file, or as [`to_safetensors`].
 pub fn save(model: &dyn Visit, path: impl AsRef<Path>, metadata: &[(&str, String)]) -> Result<()> {
     let path = path.as_ref();
     let bytes = to_safetensors(model, metadata)?;
@@ -267,7 +270,9 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// # Errors
 /// [`Error::Io`] if the file cannot be read; [`Error::Format`] naming the file and the first
 /// problem if it is not valid safetensors (truncated, corrupt) or does not match the model
-/// (a missing or unexpected tensor, a wrong dtype or shape). On error the model is unchanged.
+/// (a missing or unexpected tensor, a wrong dtype or shape, a NaN or infinite value);
+/// [`Error::InvalidArgument`] if two pieces of the model's state share a name. On error the
+/// model is unchanged.
 pub fn load(model: &mut dyn Visit, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -424,6 +429,7 @@ fn load_stored(
     options: &LoadOptions<'_>,
 ) -> Result<LoadReport> {
     let bad = |msg: String| Error::format(origin, msg);
+    crate::layers::check_unique_names(model, "load")?;
     let slots = slots(model);
     let mut report = LoadReport::default();
     // Every problem is collected, so that one error lists them all (as PyTorch's
@@ -490,9 +496,17 @@ fn load_stored(
                     ));
                     continue;
                 }
-                Value::Float(
-                    data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-                )
+                let values: Vec<f32> =
+                    data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                if let Some(i) = crate::tensor::first_non_finite(&values) {
+                    problems.other.push(format!(
+                        "tensor {name:?} holds {} at element {i}: weights must be finite (the file is damaged, or \
+                         was saved from a model whose training diverged)",
+                        values[i]
+                    ));
+                    continue;
+                }
+                Value::Float(values)
             }
             Slot::Count => Value::Count(match (view.dtype, &view.bytes[..]) {
                 (Dtype::I64, d) if d.len() == 8 => {

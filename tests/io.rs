@@ -199,3 +199,81 @@ fn renaming_non_strict_loading_and_named_tensors() {
     let e = cnn(4).load_tensors(&twice, &LoadOptions::new().rename(&strip_x).non_strict()).unwrap_err();
     assert!(e.to_string().contains("two stored tensors"), "{e}");
 }
+
+/// A weight file with a NaN (a damaged float) is refused, naming the tensor and the element,
+/// and the model keeps its weights; the same for named tensors from the PyTorch bridge.
+#[test]
+fn weights_holding_nan_or_infinity_are_refused_and_change_nothing() {
+    let mut model = cnn(2);
+    let mut bytes = model.to_safetensors().unwrap();
+    let before = model.state_dict();
+    // Where the third value of "0.weight" is stored.
+    let w = &before.iter().find(|(name, _)| name == "0.weight").unwrap().1;
+    let third = w.data()[2].to_le_bytes();
+    let at = bytes.windows(4).position(|b| b == third).unwrap();
+    bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let err = model.load_safetensors(&bytes, "damaged.safetensors").unwrap_err().to_string();
+    assert!(
+        err.contains("\"0.weight\" holds NaN at element 2") && err.contains("damaged.safetensors"),
+        "{err}"
+    );
+    assert_eq!(model.state_dict(), before);
+
+    let mut named = before.clone();
+    let i = named.iter().position(|(name, _)| name == "5.weight").unwrap();
+    named[i].1.data_mut()[7] = f32::NEG_INFINITY;
+    let err = model.load_tensors(&named, &LoadOptions::new()).unwrap_err().to_string();
+    assert!(err.contains("\"5.weight\" holds -inf at element 7"), "{err}");
+    assert_eq!(model.state_dict(), before);
+}
+
+/// Two layers visited under one name (a container that forgets [`child_name`]'s prefix): saving
+/// would keep one, loading would copy one into both, and an optimizer would mix their moments.
+#[test]
+fn state_names_shared_by_two_pieces_are_refused_by_save_load_and_training() {
+    struct Stack(Vec<Dense>);
+    impl Visit for Stack {
+        fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
+            self.0.iter().for_each(|l| l.visit(f)); // no prefix: both are "weight", "bias"
+        }
+        fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
+            self.0.iter_mut().for_each(|l| l.visit_mut(f));
+        }
+    }
+    impl Layer for Stack {
+        fn describe(&self) -> String {
+            "Stack".into()
+        }
+        fn output_shape(&self, input: &[usize]) -> backprop::Result<Vec<usize>> {
+            Ok(input.to_vec())
+        }
+        fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
+            self.0.iter_mut().fold(x.clone(), |x, l| l.forward(&x, pass))
+        }
+        fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
+            let mut g = g.clone();
+            for l in self.0.iter_mut().rev() {
+                g = l.backward(&g, InputGrad::Needed).unwrap();
+            }
+            (input_grad == InputGrad::Needed).then_some(g)
+        }
+    }
+    let mut stack = Stack(vec![Dense::new(2, 2).seed(1), Dense::new(2, 2).seed(2)]);
+    let shared = "two pieces of the model's state are both named \"weight\"";
+    let err = backprop::io::to_safetensors(&stack, &[]).unwrap_err().to_string();
+    assert!(err.contains("save: ") && err.contains(shared), "{err}");
+    let file = cnn(2).to_safetensors().unwrap();
+    let err = backprop::io::load_safetensors(&mut stack, &file, "x.safetensors").unwrap_err().to_string();
+    assert!(err.contains("load: ") && err.contains(shared), "{err}");
+    let x = Tensor::ones(&[3, 2]);
+    let err = backprop::train::train_step(
+        &mut stack,
+        &x,
+        Target::Classes(&[0, 1, 0]),
+        &CrossEntropyLoss::new(),
+        &mut Adam::new(0.1),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("train_step: ") && err.contains(shared), "{err}");
+}

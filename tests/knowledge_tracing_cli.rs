@@ -174,3 +174,31 @@ fn unseen_items_and_bad_options_do_not_panic() {
         assert!(stderr.contains(bad[0]) && !stderr.contains("panicked"), "{bad:?}: {stderr}");
     }
 }
+
+/// Students who answer everything right after their first answer: every AUC is undefined. The
+/// run finishes (drawing the curves once spun forever on a panel of no finite points), says
+/// "n/a" for the AUCs, and turns early stopping off instead of restoring the untrained weights.
+#[test]
+fn answers_all_of_one_kind_finish_with_undefined_aucs() {
+    let data = tmp("all_right.txt", &"3\n0,1,2\n0,1,1\n".repeat(20));
+    let mut child = Command::new(binary())
+        .args(["--data", &data, "--epochs", "2", "--hidden", "4"])
+        .env("RAYON_NUM_THREADS", "2")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed().as_secs() > 60 {
+            child.kill().unwrap();
+            panic!("the run did not finish in 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("AUC is undefined: early stopping is off"), "{stdout}");
+    assert!(stdout.contains("| DKT (LSTM, 4 hidden units)             | n/a    |"), "{stdout}");
+    assert!(!stdout.contains("kept the weights of epoch"), "{stdout}");
+}

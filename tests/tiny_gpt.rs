@@ -28,3 +28,21 @@ fn beats_the_bigram_model_on_held_out_text() {
     eprintln!("held-out {held_out:.3}, bigram {bigram:.3}, unigram {unigram:.3} nats per character");
     assert!(held_out < bigram, "held-out {held_out:.3} vs bigram {bigram:.3} (unigram {unigram:.3})");
 }
+
+/// Every window whose last step has a next character, and no other: a text of `T + 1`
+/// characters is one window (it was none), and the last window ends on the text's last
+/// character.
+#[test]
+fn windows_cover_the_text_to_its_last_character() {
+    let ids: Vec<usize> = (0..9).collect();
+    assert_eq!(lm::windows(&ids[..4], 4, 1).unwrap().len(), 0);
+    let one = lm::windows(&ids[..5], 4, 1).unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one.inputs().data(), &[0.0, 1.0, 2.0, 3.0]);
+    let Targets::Values(y) = one.targets() else { panic!("values") };
+    assert_eq!(y.data(), &[1.0, 2.0, 3.0, 4.0]);
+    let all = lm::windows(&ids, 4, 2).unwrap(); // starts 0, 2, 4
+    assert_eq!(all.len(), 3);
+    let Targets::Values(y) = all.targets() else { panic!("values") };
+    assert_eq!(y.data().last(), Some(&8.0));
+}

@@ -172,7 +172,9 @@ fn check(cli: &Cli) -> Result<()> {
 fn report(name: &str, p: &[f32], y: &[bool]) -> f64 {
     assert_eq!(p.len(), y.len(), "{name}: one prediction per answer");
     let auc = roc_auc(p, y).unwrap_or(f64::NAN);
-    println!("| {name:<38} | {auc:.4} | {:.4} | {:.2} % |", log_loss(p, y), 100.0 * binary_accuracy(p, y));
+    // The AUC of answers all right (or all wrong) is undefined: "n/a", not a number.
+    let auc_text = if auc.is_nan() { "n/a   ".to_string() } else { format!("{auc:.4}") };
+    println!("| {name:<38} | {auc_text} | {:.4} | {:.2} % |", log_loss(p, y), 100.0 * binary_accuracy(p, y));
     auc
 }
 
@@ -359,6 +361,9 @@ fn run(cli: &Cli) -> Result<f64> {
     let mut bucketed = Bucketed::by_lengths_of("answers");
     let (mut curve, mut best) = (Vec::new(), (f64::NEG_INFINITY, 0u32, Snapshot::of(&dkt)));
     let mut epochs_run = 0;
+    // Early stopping on the validation AUC, unless there is no validation set or its AUC is
+    // undefined (all its answers right, or all wrong).
+    let mut early_stopping = !val.students.is_empty();
     for epoch in 1..=cli.epochs {
         let t0 = Instant::now();
         let options = FitOptions::new().epochs(1).batch_size(batch).seed(cli.seed.wrapping_add(epoch as u64));
@@ -372,13 +377,20 @@ fn run(cli: &Cli) -> Result<f64> {
         epochs_run = epoch;
         let (p, y) = model::predictions(&mut dkt, &test)?;
         let test_auc = roc_auc(&p, &y).unwrap_or(f64::NAN);
-        let val_auc = match val.students.is_empty() {
-            true => test_auc, // no validation students: early stopping is off (see below)
-            false => {
+        let val_auc = match early_stopping {
+            false => test_auc, // no validation to stop on (see below)
+            true => {
                 let (p, y) = model::predictions(&mut dkt, &val)?;
                 roc_auc(&p, &y).unwrap_or(f64::NAN)
             }
         };
+        if early_stopping && val_auc.is_nan() {
+            println!(
+                "note: the validation students' answers are all right or all wrong, so their AUC is undefined: early \
+                 stopping is off and the last epoch's weights are kept"
+            );
+            early_stopping = false;
+        }
         curve.push((train_loss, test_auc));
         if !cli.quiet {
             println!(
@@ -387,7 +399,7 @@ fn run(cli: &Cli) -> Result<f64> {
                 cli.epochs
             );
         }
-        if val.students.is_empty() {
+        if !early_stopping {
             best = (val_auc, epoch, Snapshot::default());
             continue;
         }
@@ -398,7 +410,7 @@ fn run(cli: &Cli) -> Result<f64> {
             break;
         }
     }
-    if !val.students.is_empty() {
+    if early_stopping {
         best.2.restore(&mut dkt);
         println!("kept the weights of epoch {} (validation AUC {:.4}) of {epochs_run}", best.1, best.0);
     }

@@ -10,7 +10,9 @@ use plotters::prelude::*;
 use png::{draw_err, register_font, write_png};
 use std::path::Path;
 
-/// Two panels: training loss per epoch, and test AUC per epoch.
+/// Two panels: training loss per epoch, and test AUC per epoch. Epochs whose figure is not a
+/// number (the AUC of a test set whose answers are all right, or all wrong, is undefined) are
+/// left out of their panel; a panel with none says so in its title.
 pub fn curves(epochs: &[(f32, f64)], path: &Path) -> Result<()> {
     register_font();
     let (w, h) = (1000u32, 400u32);
@@ -24,12 +26,19 @@ pub fn curves(epochs: &[(f32, f64)], path: &Path) -> Result<()> {
         let aucs: Vec<(f32, f32)> =
             epochs.iter().enumerate().map(|(i, e)| (i as f32 + 1.0, e.1 as f32)).collect();
         let series = [(&left, "training loss", losses, BLUE), (&right, "test AUC", aucs, RED)];
-        for (area, title, points, color) in series {
-            let lo = points.iter().map(|p| p.1).fold(f32::INFINITY, f32::min);
-            let hi = points.iter().map(|p| p.1).fold(f32::NEG_INFINITY, f32::max);
+        for (area, title, mut points, color) in series {
+            points.retain(|p| p.1.is_finite());
+            let (lo, hi, caption) = match points.is_empty() {
+                true => (0.0, 1.0, format!("{title}: undefined in every epoch")),
+                false => (
+                    points.iter().map(|p| p.1).fold(f32::INFINITY, f32::min),
+                    points.iter().map(|p| p.1).fold(f32::NEG_INFINITY, f32::max),
+                    format!("{title} per epoch"),
+                ),
+            };
             let pad = ((hi - lo) * 0.1).max(1e-3);
             let mut chart = ChartBuilder::on(area)
-                .caption(format!("{title} per epoch"), ("sans-serif", 20))
+                .caption(caption, ("sans-serif", 20))
                 .margin(12)
                 .x_label_area_size(36)
                 .y_label_area_size(60)

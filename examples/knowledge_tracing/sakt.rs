@@ -53,7 +53,19 @@ pub struct Sakt {
     nt: (usize, usize, usize),
 }
 
-backprop::visit_fields!(Sakt { answers, items, positions, attention, norm1, ff1, ff2, norm2, head });
+backprop::visit_fields!(Sakt {
+    answers,
+    items,
+    positions,
+    attention,
+    norm1,
+    ff1,
+    ff2,
+    norm2,
+    dropout1,
+    dropout2,
+    head
+});
 
 impl Sakt {
     /// A model over `items` items with vectors of `embed` values, `heads` heads, sequences of at

@@ -14,9 +14,10 @@ pub fn corpus() -> String {
     files.iter().map(|p| std::fs::read_to_string(p).expect("readable docs")).collect::<Vec<_>>().join("\n")
 }
 
-/// Windows of `steps` characters (ids as f32) and the next character of each step, `stride` apart.
+/// Windows of `steps` characters (ids as f32) and the next character of each step, `stride` apart:
+/// every start `s` with `s + steps < ids.len()` (the last step's next character exists).
 pub fn windows(ids: &[usize], steps: usize, stride: usize) -> Result<Dataset> {
-    let starts: Vec<usize> = (0..ids.len().saturating_sub(steps + 1)).step_by(stride).collect();
+    let starts: Vec<usize> = (0..ids.len().saturating_sub(steps)).step_by(stride).collect();
     let x: Vec<f32> = starts.iter().flat_map(|&s| ids[s..s + steps].iter().map(|&i| i as f32)).collect();
     let y: Vec<f32> =
         starts.iter().flat_map(|&s| ids[s + 1..s + steps + 1].iter().map(|&i| i as f32)).collect();
@@ -26,7 +27,11 @@ pub fn windows(ids: &[usize], steps: usize, stride: usize) -> Result<Dataset> {
 
 /// Cross-entropy (nats per character) of the unigram and the bigram models fitted on `train`
 /// (add-½ smoothing), on `test`.
+///
+/// # Panics
+/// If `test` has fewer than two characters (no next character to predict).
 pub fn baselines(train: &[usize], test: &[usize], vocab: usize) -> (f64, f64) {
+    assert!(test.len() >= 2, "the held-out text needs at least two characters, has {}", test.len());
     let mut uni = vec![0.5f64; vocab];
     let mut bi = vec![vec![0.5f64; vocab]; vocab];
     for w in train.windows(2) {

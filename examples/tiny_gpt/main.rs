@@ -31,7 +31,8 @@ fn main() -> Result<()> {
                 epochs = args
                     .next()
                     .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| Error::invalid("--epochs needs a number"))?
+                    .filter(|e| (1..=1000).contains(e))
+                    .ok_or_else(|| Error::invalid("--epochs needs a number from 1 to 1000"))?
             }
             other => return Err(Error::invalid(format!("unknown argument {other:?} (try --epochs N)"))),
         }

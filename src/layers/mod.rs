@@ -480,6 +480,19 @@ pub fn duplicate_state_name<V: Visit + ?Sized>(layer: &V) -> Option<String> {
     dup
 }
 
+/// An error if two pieces of `model`'s state share a name ([`duplicate_state_name`]): saving
+/// would keep one of them, loading would copy one into both, and an optimizer, which keeps its
+/// moments by name, would mix theirs. `what` starts the message (`"save"`, `"fit"`).
+pub(crate) fn check_unique_names<V: Visit + ?Sized>(model: &V, what: &str) -> Result<()> {
+    match duplicate_state_name(model) {
+        None => Ok(()),
+        Some(name) => Err(Error::invalid(format!(
+            "{what}: two pieces of the model's state are both named {name:?}; a container must prefix its \
+             children's names (layers::child_name, or visit_fields! for a model struct)"
+        ))),
+    }
+}
+
 /// A copy of everything that changes while training: parameter values, buffers, counters,
 /// random generators and carried recurrent states (not gradients). Restored by
 /// [`Snapshot::restore`].

@@ -282,6 +282,10 @@ fn single<'a>(inputs: &'a Inputs, model: &str) -> Result<&'a Input> {
 /// models, or anything else that implements `Visit`): each field's state is visited under
 /// `"field.name"`, in the order given, as PyTorch names a module's children.
 ///
+/// List every field that holds state — parameters, buffers, and the generators of dropout
+/// layers too: a field left out is not saved, loaded or trained, and its generator is neither
+/// reseeded by `fit` nor put back after a refused batch. The macro cannot see a missing field.
+///
 /// ```
 /// use backprop::prelude::*;
 /// struct Encoder { embed: Embedding, lstm: Lstm }

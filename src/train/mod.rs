@@ -578,6 +578,7 @@ pub(crate) fn check_optimizer_fits<V: Visit + ?Sized>(
     optimizer: &dyn Optimizer,
     what: &str,
 ) -> Result<()> {
+    crate::layers::check_unique_names(model, what)?; // the optimizer keeps its moments by name
     let mut state = OptimizerState::default();
     optimizer.save_state(&mut state);
     if state.is_empty() {
