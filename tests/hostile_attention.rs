@@ -119,7 +119,10 @@ fn an_onnx_export_that_needs_a_table_larger_than_a_file_is_an_error() {
     // of 4 GiB — refused by name, not built.
     let long =
         |t: usize, layer: Box<dyn Layer>| Sequential::builder(&[t, 8]).add_boxed(layer).build().unwrap();
-    let causal = long(1 << 20, Box::new(MultiHeadAttention::new(8, 2).causal()));
+    // (The layer's own activation budget would refuse such a model; raised, the export's table
+    // limit is what is left to refuse it.)
+    let unbounded = MultiHeadAttention::new(8, 2).causal().activation_budget(usize::MAX);
+    let causal = long(1 << 20, Box::new(unbounded));
     let err = backprop::onnx::to_bytes(&causal, &[1 << 20, 8]).unwrap_err().to_string();
     assert!(err.contains("causal mask") && err.contains("2 GiB"), "{err}");
     let positions = long(1 << 27, Box::new(SinusoidalPositions::new(8)));
@@ -185,4 +188,30 @@ fn padded_keys_holding_nan_reach_no_output_on_either_path() {
             assert!(p.data().chunks(t).all(|row| row[2..].iter().all(|&w| w == 0.0)));
         }
     }
+}
+
+/// The attention weights grow with the square of the length: 64 sequences of 5,000 steps and 4
+/// heads would keep 25.6 GB. Over the layer's activation budget (2 GiB unless raised) the
+/// batch is an `Err` naming the need and the budget, from shape inference and from
+/// `forward_cross`, before anything is allocated.
+#[test]
+fn attention_over_its_activation_budget_is_an_error_naming_the_sizes() {
+    let attn = MultiHeadAttention::new(64, 4).causal();
+    assert_eq!(attn.activation_bytes(64, 5000, 5000), 4 * 64 * (4 * 5000 * 5000 + 3 * 10_000 * 64));
+    let err = attn.output_shape(&[64, 5000, 64]).unwrap_err().to_string();
+    assert!(err.contains("64 sequences of 5000 queries and 5000 keys need about 24.3 GiB"), "{err}");
+    assert!(
+        err.contains("activation budget of 2.0 GiB") && err.contains(".activation_budget(bytes)"),
+        "{err}"
+    );
+    assert!(attn.output_shape(&[1, 5000, 64]).is_ok(), "one sequence: 0.4 GB");
+    let mut cross = MultiHeadAttention::new(8, 2).activation_budget(700_000); // needs 736,000 bytes
+    let (q, m) = (Tensor::zeros(&[2, 100, 8]), Tensor::zeros(&[2, 400, 8]));
+    let err = cross.forward_cross(&q, None, &m, None).unwrap_err().to_string();
+    assert!(
+        err.contains("2 sequences of 100 queries and 400 keys") && err.contains("budget of 683.6 KiB"),
+        "{err}"
+    );
+    let mut roomy = MultiHeadAttention::new(8, 2).activation_budget(736_000);
+    assert_eq!(roomy.forward_cross(&q, None, &m, None).unwrap().shape(), &[2, 100, 8]);
 }

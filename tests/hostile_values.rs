@@ -320,3 +320,39 @@ fn the_traits_checks_refuse_cleanly_when_called_directly() {
     state.set_steps(u64::MAX);
     assert!(Adam::new(0.1).load_state(&state).unwrap_err().to_string().contains("steps"));
 }
+
+/// A model struct that gives no output shapes cannot be checked before its forward pass; when
+/// one of its layers refuses the batch (a `Dense` of width 3 given width 4), `evaluate` and
+/// `predict_inputs` return an error naming the model and the layer's message — not a panic.
+#[test]
+fn a_model_structs_layer_refusing_a_batch_is_an_error_from_evaluate_and_predict_inputs() {
+    use backprop::model::{Inputs, Model, Tensors};
+    struct TwoTowers {
+        left: Dense,
+        right: Dense,
+    }
+    backprop::visit_fields!(TwoTowers { left, right });
+    impl Model for TwoTowers {
+        fn forward_batch(&mut self, inputs: &Inputs, mode: Mode) -> backprop::Result<Tensors> {
+            let a = self.left.forward(inputs.get("a")?, mode.into());
+            let b = self.right.forward(inputs.get("b")?, mode.into());
+            Ok(Tensors::one("y", &a + &b))
+        }
+        fn backward_batch(&mut self, grads: &Tensors, _: InputGrad) -> backprop::Result<Tensors> {
+            let g = grads.get("y")?;
+            let da = backprop::layers::backward_input(&mut self.left, g);
+            let db = backprop::layers::backward_input(&mut self.right, g);
+            Ok(Tensors::one("a", da).with("b", db))
+        }
+    }
+    let mut model = TwoTowers { left: Dense::new(3, 2).seed(1), right: Dense::new(3, 2).seed(2) };
+    let before = model.left.weight().value.clone();
+    let inputs = Inputs::new().with("a", Tensor::ones(&[5, 4])).with("b", Tensor::ones(&[5, 3]));
+    let err = backprop::train::predict_inputs(&mut model, &inputs, 8).unwrap_err().to_string();
+    assert!(err.contains("predict_inputs: TwoTowers refused the batch") && err.contains("Dense"), "{err}");
+    let data = Dataset::from_inputs(inputs, Targets::Classes(vec![0, 1, 1, 0, 1])).unwrap();
+    let err =
+        backprop::train::evaluate(&mut model, &data, &CrossEntropyLoss::new(), 4).unwrap_err().to_string();
+    assert!(err.contains("evaluate: TwoTowers refused the batch"), "{err}");
+    assert_eq!(model.left.weight().value, before);
+}

@@ -62,6 +62,8 @@ pub struct MultiHeadAttention {
     embed: usize,
     heads: usize,
     causal: bool,
+    /// See [`MultiHeadAttention::activation_budget`].
+    activation_budget: usize,
     in_proj_weight: Param,
     in_proj_bias: Param,
     out_proj_weight: Param,
@@ -102,6 +104,7 @@ impl MultiHeadAttention {
             embed,
             heads,
             causal: false,
+            activation_budget: super::recurrent::DEFAULT_ACTIVATION_BUDGET,
             in_proj_weight: Param::drawn(&[3 * embed, embed], Init::GlorotUniform, 0),
             in_proj_bias: Param::drawn(&[3 * embed], Init::Constant(0.0), 1),
             out_proj_weight: Param::drawn(&[embed, embed], Init::TorchDefault, 2),
@@ -122,6 +125,26 @@ impl MultiHeadAttention {
     pub fn causal(mut self) -> MultiHeadAttention {
         self.causal = true;
         self
+    }
+
+    /// The most memory, in bytes, that one pass may keep for the backward pass (default 2 GiB, as
+    /// the recurrent layers'): the attention weights of every sequence and head, `N·H·T_q·T_k`
+    /// values, and the inputs, projections and head outputs, about `3·N·(T_q + T_k)·E` more (see
+    /// [`MultiHeadAttention::activation_bytes`]). A batch above it is refused by
+    /// [`Layer::output_shape`](crate::layers::Layer::output_shape) and
+    /// [`MultiHeadAttention::forward_cross`] with an `Err` naming the sizes, before anything is
+    /// allocated; the weights grow with the square of the length, so shorter windows are the cure.
+    pub fn activation_budget(mut self, bytes: usize) -> MultiHeadAttention {
+        self.activation_budget = bytes;
+        self
+    }
+
+    /// The bytes a pass over `n` sequences of `tq` queries and `tk` keys keeps (see
+    /// [`MultiHeadAttention::activation_budget`]), saturating at `usize::MAX`.
+    pub fn activation_bytes(&self, n: usize, tq: usize, tk: usize) -> usize {
+        let weights = self.heads.saturating_mul(tq).saturating_mul(tk);
+        let rows = 3usize.saturating_mul(tq.saturating_add(tk)).saturating_mul(self.embed);
+        4usize.saturating_mul(n).saturating_mul(weights.saturating_add(rows))
     }
 
     /// Draws the parameters with `seed` (a model-wide seed then keeps them).
@@ -183,7 +206,8 @@ impl MultiHeadAttention {
     ///
     /// # Errors
     /// [`Error::Shape`](crate::Error) if a shape does not fit (naming the layer and both shapes)
-    /// or the attention weights `[N, heads, T_q, T_k]` would be more values than a tensor holds,
+    /// or the attention weights `[N, heads, T_q, T_k]` would be more values than a tensor holds
+    /// or need more than the [activation budget](MultiHeadAttention::activation_budget),
     /// [`Error::InvalidArgument`](crate::Error) if lengths do not fit their sequences.
     pub fn forward_cross(
         &mut self,
@@ -192,8 +216,8 @@ impl MultiHeadAttention {
         memory: &Tensor,
         memory_lengths: Option<&[usize]>,
     ) -> Result<Tensor> {
-        self.output_shape(query.shape())?;
-        self.output_shape(memory.shape())?;
+        self.check_sequences(query.shape())?;
+        self.check_sequences(memory.shape())?;
         if memory.dim(0) != query.dim(0) {
             return Err(crate::error::Error::shape(format!(
                 "{}: the query has {} sequences, the memory {}",
@@ -261,6 +285,20 @@ impl MultiHeadAttention {
 
     /// An error unless the attention weights of `n` sequences (`heads × tq × tk` each, kept for
     /// the backward pass) fit in a tensor.
+    /// `input` is `[N, T ≥ 1, E]` for this layer's `E`: returns `(N, T)`.
+    fn check_sequences(&self, input: &[usize]) -> Result<(usize, usize)> {
+        if self.embed == 0 {
+            return Err(crate::error::Error::shape(format!(
+                "{} has no features: it cannot attend over sequences of width 0",
+                self.describe()
+            )));
+        }
+        match *input {
+            [n, t, e] if e == self.embed && t > 0 => Ok((n, t)),
+            _ => Err(shape_error(&self.describe(), format!("[N, T ≥ 1, {}]", self.embed), input)),
+        }
+    }
+
     fn check_weights(&self, n: usize, tq: usize, tk: usize) -> Result<()> {
         if crate::tensor::checked_numel(&[n.max(1), self.heads, tq, tk]).is_none() {
             return Err(crate::error::Error::shape(format!(
@@ -268,6 +306,17 @@ impl MultiHeadAttention {
                  be more values than a tensor can hold",
                 self.describe(),
                 self.heads
+            )));
+        }
+        let need = self.activation_bytes(n, tq, tk);
+        if need > self.activation_budget {
+            return Err(crate::error::Error::shape(format!(
+                "{}: {n} sequences of {tq} queries and {tk} keys need about {} for the attention weights and \
+                 activations, over its activation budget of {}: use shorter windows or smaller batches, or raise \
+                 the budget with .activation_budget(bytes)",
+                self.describe(),
+                crate::tensor::human_bytes(need),
+                crate::tensor::human_bytes(self.activation_budget)
             )));
         }
         Ok(())
@@ -301,19 +350,9 @@ impl Layer for MultiHeadAttention {
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
-        if self.embed == 0 {
-            return Err(crate::error::Error::shape(format!(
-                "{} has no features: it cannot attend over sequences of width 0",
-                self.describe()
-            )));
-        }
-        match input {
-            [n, t, e] if *e == self.embed && *t > 0 => {
-                self.check_weights(*n, *t, *t)?;
-                checked_output(|| self.describe(), input.to_vec())
-            }
-            _ => Err(shape_error(&self.describe(), format!("[N, T ≥ 1, {}]", self.embed), input)),
-        }
+        let (n, t) = self.check_sequences(input)?;
+        self.check_weights(n, t, t)?;
+        checked_output(|| self.describe(), input.to_vec())
     }
 
     fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {

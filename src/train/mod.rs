@@ -615,6 +615,27 @@ fn locate(e: Error, epoch: usize, batch: usize, last_finite_loss: Option<f32>) -
     }
 }
 
+/// `model.forward_batch(x, mode)`, with a panic inside it turned into an error naming `what` and
+/// the model: a model struct that does not give its output shapes ([`Model::output_shapes`])
+/// cannot be checked before its forward pass, and one of its layers may refuse the batch (a
+/// `Dense` of another width). The process's panic hook still prints the panic (see
+/// `docs/reliability.md`, "Known limits").
+pub(crate) fn forward_batch_caught<M: Model + ?Sized>(
+    model: &mut M,
+    x: &Inputs,
+    mode: crate::layers::Mode,
+    what: &str,
+) -> Result<Tensors> {
+    match catch_unwind(AssertUnwindSafe(|| model.forward_batch(x, mode))) {
+        Ok(outputs) => outputs,
+        Err(panic) => Err(Error::invalid(format!(
+            "{what}: {} refused the batch: {}",
+            model.name(),
+            panic_message(&*panic)
+        ))),
+    }
+}
+
 /// The text of a caught panic.
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic

@@ -50,7 +50,8 @@ pub fn evaluate(
     for idx in order.chunks(batch_size) {
         data.named_inputs().select_into(idx, &mut x);
         data.targets().select_into(idx, &mut t);
-        let (_, out) = first_output(model.forward_batch(&x, Mode::Predict)?, &*model)?;
+        let (_, out) =
+            first_output(super::forward_batch_caught(model, &x, Mode::Predict, "evaluate")?, &*model)?;
         loss_sum += loss.loss(&out, t.as_target())? as f64 * idx.len() as f64;
         if let Targets::Classes(l) = &t {
             correct += count_correct(&out, l);
@@ -142,7 +143,7 @@ pub fn predict_inputs<M: Model + ?Sized>(
     let order: Vec<usize> = (0..n).collect();
     for idx in order.chunks(batch_size) {
         inputs.select_into(idx, &mut xb);
-        let outputs = model.forward_batch(&xb, Mode::Predict)?;
+        let outputs = super::forward_batch_caught(model, &xb, Mode::Predict, "predict_inputs")?;
         if stacked.is_empty() {
             stacked =
                 outputs.iter().map(|(name, y)| (name.to_string(), y.shape().to_vec(), Vec::new())).collect();
