@@ -202,3 +202,20 @@ fn answers_all_of_one_kind_finish_with_undefined_aucs() {
     assert!(stdout.contains("| DKT (LSTM, 4 hidden units)             | n/a    |"), "{stdout}");
     assert!(!stdout.contains("kept the weights of epoch"), "{stdout}");
 }
+
+/// Item ids are used as they are: a 15-byte file whose ids reach 999,999 asked DKT for about
+/// 5 GB and SAKT for 6 GB (and `--embed 4096` for 33 GB, a panic). Refused before anything is
+/// allocated, naming the sizes and the remedy.
+#[test]
+fn item_ids_far_apart_are_refused_before_building_the_model() {
+    let sparse = tmp("sparse_ids.txt", "2\n999999,0\n1,1\n");
+    for model in ["dkt", "sakt"] {
+        let (code, _, stderr) =
+            run(&["--data", &sparse, "--test", &sparse, "--model", model, "--quiet"], "1");
+        assert_eq!(code, 1, "{model}: {stderr}");
+        assert!(
+            stderr.contains("1000000 item ids (0 to 999999)") && stderr.contains("without gaps"),
+            "{model}: {stderr}"
+        );
+    }
+}

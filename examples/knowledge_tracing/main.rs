@@ -169,6 +169,36 @@ fn check(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
+/// The most weights the models may spend on the items (and SAKT on its positions): 2²⁶, 256 MB
+/// of `f32`, which training keeps about nine times over (gradients, Adam's moments, the copies that
+/// undo a refused batch, the best epoch's weights).
+const MAX_ITEM_WEIGHTS: usize = 1 << 26;
+
+/// Item ids are used as they are, so the models' tables have a row per id up to the largest: a
+/// file whose ids reach 999,999 asks for a million rows however few items it holds. Refused,
+/// naming the sizes, before anything is allocated.
+fn check_item_weights(cli: &Cli, items: usize, window: usize) -> Result<()> {
+    let (e, h) = (cli.embed as usize, cli.hidden as usize);
+    let rows = items.saturating_mul(2).saturating_add(1);
+    let weights = match cli.model {
+        // answers' embedding, the output layer's weights and biases
+        ModelKind::Dkt => rows.saturating_mul(e).saturating_add(items.saturating_mul(h + 1)),
+        // answers' and items' embeddings, positions
+        ModelKind::Sakt => rows.saturating_add(items).saturating_add(window).saturating_mul(e),
+    };
+    if weights > MAX_ITEM_WEIGHTS {
+        return Err(Error::invalid(format!(
+            "{items} item ids (0 to {}) need {weights} weights for the items alone ({:.1} GB, kept about nine times \
+             over while training), more than the example's limit of {MAX_ITEM_WEIGHTS}: number the items 0, 1, 2, … \
+             without gaps, or lower --embed{}",
+            items.saturating_sub(1),
+            weights as f64 * 4e-9,
+            if cli.model == ModelKind::Dkt { " and --hidden" } else { " or --window" }
+        )));
+    }
+    Ok(())
+}
+
 fn report(name: &str, p: &[f32], y: &[bool]) -> f64 {
     assert_eq!(p.len(), y.len(), "{name}: one prediction per answer");
     let auc = roc_auc(p, y).unwrap_or(f64::NAN);
@@ -302,6 +332,7 @@ fn run(cli: &Cli) -> Result<f64> {
     );
     let items = train.items;
     let hidden = cli.hidden as usize;
+    check_item_weights(cli, items, w)?;
     let mut dkt = match cli.model {
         ModelKind::Dkt => {
             println!(
@@ -463,7 +494,6 @@ fn knowledge_state(model: &mut Net, test: &Histories, path: &Path) -> Result<()>
     let student = test.subset(&[0]);
     let a = &student.students[0];
     let inputs = model::data(&student)?;
-    let logits = model.all_logits(inputs.named_inputs().get("answers")?)?;
     let items = test.items;
     let (names, groups): (Vec<String>, Vec<Vec<usize>>) = match &test.item_concepts {
         Some(concepts) => {
@@ -482,6 +512,12 @@ fn knowledge_state(model: &mut Net, test: &Histories, path: &Path) -> Result<()>
             seen.iter().map(|&i| (format!("item {i}"), vec![i])).unzip()
         }
     };
+    // Only the items the picture shows (not every id up to the largest, which may be a million).
+    let mut wanted: Vec<usize> = groups.iter().flatten().copied().collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let logits = model.logits_of(inputs.named_inputs().get("answers")?, &wanted)?;
+    let column = |item: usize| wanted.binary_search(&item).expect("a shown item");
     let row_of = |item: usize| groups.iter().position(|g| g.contains(&item));
     let shown = a.len() - 1;
     let state: Vec<Vec<f32>> = groups
@@ -489,7 +525,8 @@ fn knowledge_state(model: &mut Net, test: &Histories, path: &Path) -> Result<()>
         .map(|g| {
             (0..shown)
                 .map(|t| {
-                    g.iter().map(|&j| sigmoid(logits.data()[t * items + j])).sum::<f32>() / g.len() as f32
+                    g.iter().map(|&j| sigmoid(logits.data()[t * wanted.len() + column(j)])).sum::<f32>()
+                        / g.len() as f32
                 })
                 .collect()
         })

@@ -88,17 +88,17 @@ impl Dkt {
         model
     }
 
-    /// The logits of *every* item after each answer of one sequence `answers [1, T]` (for the
-    /// knowledge-state picture): `[T, items]`.
-    pub fn all_logits(&mut self, answers: &Tensor) -> Tensor {
+    /// The logits of the items `wanted` after each answer of one sequence `answers [1, T]` (for
+    /// the knowledge-state picture): `[T, wanted.len()]`.
+    pub fn logits_of(&mut self, answers: &Tensor, wanted: &[usize]) -> Tensor {
         let x = self.embedding.forward(answers, Pass::EVAL);
         let h = self.lstm.forward(&x, Pass::EVAL);
         let (t_len, hidden) = (h.dim(1), h.dim(2));
-        let mut out = Tensor::zeros(&[t_len, self.items]);
+        let mut out = Tensor::zeros(&[t_len, wanted.len()]);
         for t in 0..t_len {
             let h_t = &h.data()[t * hidden..][..hidden];
-            for j in 0..self.items {
-                out.data_mut()[t * self.items + j] =
+            for (k, &j) in wanted.iter().enumerate() {
+                out.data_mut()[t * wanted.len() + k] =
                     dot(h_t, self.head.weight.value.outer(j)) + self.head.bias.value.data()[j];
             }
         }

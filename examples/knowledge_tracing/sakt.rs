@@ -173,17 +173,17 @@ impl Model for Sakt {
 }
 
 impl Sakt {
-    /// The logits of *every* item after each answer of one sequence `answers [1, T]` (for the
-    /// knowledge-state picture): `[T, items]`, one pass per item asked next.
-    pub fn all_logits(&mut self, answers: &Tensor) -> backprop::Result<Tensor> {
+    /// The logits of the items `wanted` after each answer of one sequence `answers [1, T]` (for
+    /// the knowledge-state picture): `[T, wanted.len()]`, one pass per item asked next.
+    pub fn logits_of(&mut self, answers: &Tensor, wanted: &[usize]) -> backprop::Result<Tensor> {
         let t = answers.dim(1);
-        let mut out = Tensor::zeros(&[t, self.count]);
-        for j in 0..self.count {
+        let mut out = Tensor::zeros(&[t, wanted.len()]);
+        for (k, &j) in wanted.iter().enumerate() {
             let inputs =
                 Inputs::new().with("answers", answers.clone()).with("next", Tensor::full(&[1, t], j as f32));
             let logits = self.forward_batch(&inputs, Mode::Eval)?.take("logits").expect("logits");
             for (s, &l) in logits.data().iter().enumerate() {
-                out.data_mut()[s * self.count + j] = l;
+                out.data_mut()[s * wanted.len() + k] = l;
             }
         }
         Ok(out)
@@ -199,11 +199,12 @@ pub enum Net {
 }
 
 impl Net {
-    /// The logits of every item after each answer of `answers [1, T]`: `[T, items]`.
-    pub fn all_logits(&mut self, answers: &Tensor) -> backprop::Result<Tensor> {
+    /// The logits of the items `wanted` after each answer of `answers [1, T]`:
+    /// `[T, wanted.len()]`.
+    pub fn logits_of(&mut self, answers: &Tensor, wanted: &[usize]) -> backprop::Result<Tensor> {
         match self {
-            Net::Dkt(m) => Ok(m.all_logits(answers)),
-            Net::Sakt(m) => m.all_logits(answers),
+            Net::Dkt(m) => Ok(m.logits_of(answers, wanted)),
+            Net::Sakt(m) => m.logits_of(answers, wanted),
         }
     }
 }
