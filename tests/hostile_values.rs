@@ -356,3 +356,14 @@ fn a_model_structs_layer_refusing_a_batch_is_an_error_from_evaluate_and_predict_
     assert!(err.contains("evaluate: TwoTowers refused the batch"), "{err}");
     assert_eq!(model.left.weight().value, before);
 }
+
+/// `Dataset::with_lengths` on a data set of several inputs would give the lengths to the first
+/// alone, and a model reading another input's would run over every step unawares: refused.
+#[test]
+fn lengths_for_a_data_set_of_several_inputs_must_say_whose() {
+    use backprop::model::Inputs;
+    let inputs = Inputs::new().with("next", Tensor::zeros(&[2, 3])).with("answers", Tensor::zeros(&[2, 3]));
+    let data = Dataset::from_inputs(inputs, Targets::Classes(vec![0, 1])).unwrap();
+    let err = data.with_lengths(vec![3, 1]).unwrap_err().to_string();
+    assert!(err.contains("[\"next\", \"answers\"]") && err.contains("Inputs::with_lengths"), "{err}");
+}

@@ -193,7 +193,8 @@ impl Dataset {
     ///
     /// # Errors
     /// [`Error::Shape`] if the inputs have no time axis or the count differs from the number of
-    /// samples; [`Error::InvalidArgument`] for a length of 0 or above `T` (naming the sample).
+    /// samples; [`Error::InvalidArgument`] for a length of 0 or above `T` (naming the sample), or
+    /// when the data set has several inputs (which one's lengths? [`Inputs::with_lengths`] says).
     ///
     /// ```
     /// use backprop::data::Dataset;
@@ -206,6 +207,13 @@ impl Dataset {
     /// assert!(err.contains("2 lengths for 3 samples"), "{err}");
     /// ```
     pub fn with_lengths(mut self, lengths: Vec<usize>) -> Result<Dataset> {
+        let names: Vec<&str> = self.inputs.iter().map(|i| i.name.as_str()).collect();
+        if names.len() > 1 {
+            return Err(Error::invalid(format!(
+                "Dataset::with_lengths: the data set has the inputs {names:?}, and the lengths would go to the \
+                 first alone; give each input that has lengths its own (Inputs::with_lengths)"
+            )));
+        }
         let first = self.inputs.first_mut();
         check_lengths(first.values.shape(), &lengths)?;
         first.lengths = Some(lengths);

@@ -131,7 +131,7 @@ impl MultiHeadAttention {
     /// the recurrent layers'): the attention weights of every sequence and head, `N·H·T_q·T_k`
     /// values, and the inputs, projections and head outputs, about `3·N·(T_q + T_k)·E` more (see
     /// [`MultiHeadAttention::activation_bytes`]). A batch above it is refused by
-    /// [`Layer::output_shape`](crate::layers::Layer::output_shape) and
+    /// [`Layer::output_shape`] and
     /// [`MultiHeadAttention::forward_cross`] with an `Err` naming the sizes, before anything is
     /// allocated; the weights grow with the square of the length, so shorter windows are the cure.
     pub fn activation_budget(mut self, bytes: usize) -> MultiHeadAttention {
