@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Runs the PyTorch and backprop benchmarks side by side, in alternation, and writes the results
-into docs/benchmarks.md (between the markers <!-- compare:begin --> and <!-- compare:end -->).
+into docs/benchmarks.md, into the table of the machine's instruction set (between the markers
+<!-- compare:avx512:begin --> and <!-- compare:avx512:end -->, or avx2, or baseline): each kind of
+machine keeps its latest table, and a run on one does not replace the other's.
 
 Usage: python3 benches/pytorch/compare.py [--repeats 5] [--threads 2,1] [--seconds 2]
                                           [--python python3] [--no-write] [--only FIGURE,...]
@@ -13,6 +15,7 @@ Standard library only; PyTorch must already be installed for the interpreter giv
 import argparse
 import datetime
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -21,7 +24,28 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- compare:begin -->", "<!-- compare:end -->"
+
+
+def isa():
+    """The widest vector instruction set the crate's kernels use on this machine: its table's tag
+    and name (the crate itself decides at run time in src/tensor/simd.rs, by the same flags)."""
+    flags = set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    order = ["baseline", "avx2", "avx512"]
+    widest = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "baseline"
+    cap = os.environ.get("BACKPROP_ISA", "avx512")  # the crate's own cap, as it reads it
+    tag = order[min(order.index(widest), order.index(cap) if cap in order else 2)]
+    return tag, {"avx512": "AVX-512", "avx2": "AVX2 + FMA", "baseline": "no AVX2"}[tag]
+
+
+def markers(tag):
+    return f"<!-- compare:{tag}:begin -->", f"<!-- compare:{tag}:end -->"
 
 # (key, label, unit, target: backprop ≥ x × PyTorch for rates, ≤ x × for times/memory). The recurrent
 # and MLP targets are issue 25's (performance 3); the convnet ones are the earlier rounds'.
@@ -90,7 +114,6 @@ def main():
 
     subprocess.run(["cargo", "build", "--release", "--example", "speed"], cwd=ROOT, check=True)
     rust_bin = ROOT / "target" / "release" / "examples" / "speed"
-    import os
     only = args.only.split(",") if args.only else [key for key, *_ in FIGURES if key != "peak_rss_mib"]
     # results[(framework, threads)][figure]: one value per round. Each figure is measured by a pair
     # of fresh processes, one per framework, back to back (which goes first alternates from pair
@@ -121,9 +144,12 @@ def main():
     rust_version = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
     counts = " and ".join(str(t) for t in thread_counts)
     only_arg = f" --only {args.only}" if args.only else ""
+    tag, isa_name = isa()
+    begin, end = markers(tag)
     lines = [
-        BEGIN,
-        f"Measured {datetime.date.today().isoformat()} on {cpu_model()} ({os.cpu_count()} logical cores), "
+        begin,
+        f"Measured {datetime.date.today().isoformat()} on {cpu_model()} ({os.cpu_count()} logical cores, "
+        f"{isa_name}), "
         f"{counts} threads each, {args.repeats} rounds; in each round every figure is measured by a fresh "
         f"PyTorch process and a fresh backprop process back to back (which goes first alternates), "
         f"≥ {args.seconds:g} s per figure after 10 warm-up iterations. PyTorch {version['pytorch']} "
@@ -153,15 +179,22 @@ def main():
                 f"| {fmt(bm, key)} ({fmt(min(b), key)}–{fmt(max(b), key)}) | {ratio:.2f}× ({bm / tm:.2f}×) "
                 f"| {target_text} | {'yes' if met else '**no**'} |"
             )
-    lines.append(END)
+    lines.append(end)
     table = "\n".join(lines)
     print(table)
     if not args.no_write and not args.only:
         doc = DOC.read_text()
-        if BEGIN in doc and END in doc:
-            doc = doc[: doc.index(BEGIN)] + table + doc[doc.index(END) + len(END):]
+        if begin in doc and end in doc:
+            doc = doc[: doc.index(begin)] + table + doc[doc.index(end) + len(end):]
         else:
-            doc += "\n## Side by side with PyTorch\n\n" + table + "\n"
+            # A kind of machine not measured before: its own subsection after the last table.
+            heading = f"\n\n### On {isa_name}\n\n"
+            last_end = max((doc.rfind(markers(t)[1]) for t in ("avx512", "avx2", "baseline")), default=-1)
+            if last_end >= 0:
+                at = doc.index("-->", last_end) + len("-->")
+                doc = doc[:at] + heading + table + doc[at:]
+            else:
+                doc += "\n## Side by side with PyTorch\n" + heading + table + "\n"
         DOC.write_text(doc)
         print(f"updated {DOC}", file=sys.stderr)
 
