@@ -463,3 +463,42 @@ fn optimizer_state_round_trips_and_refuses_other_kinds() {
     sgd.save_state(&mut fresh);
     assert_eq!(fresh, OptimizerState::default(), "unchanged after the refusal");
 }
+
+/// The crate's optimizers list their buffers' shapes in place; an optimizer of the user's own
+/// goes through `Optimizer::visit_buffer_shapes`'s default (a `save_state` copy): both see the
+/// same buffers.
+#[test]
+fn buffer_shapes_in_place_and_through_a_copy_agree() {
+    struct Wrapped(Adam);
+    impl Optimizer for Wrapped {
+        fn step_params(&mut self, params: &mut [(String, &mut Param)]) {
+            self.0.step_params(params)
+        }
+        fn learning_rate(&self) -> f32 {
+            self.0.learning_rate()
+        }
+        fn set_learning_rate(&mut self, lr: f32) {
+            self.0.set_learning_rate(lr)
+        }
+        fn describe(&self) -> String {
+            "Wrapped".into()
+        }
+        fn save_state(&self, into: &mut OptimizerState) {
+            self.0.save_state(into)
+        }
+    }
+    let shapes = |o: &dyn Optimizer| {
+        let mut all = Vec::new();
+        o.visit_buffer_shapes(&mut |kind, name, shape| all.push(format!("{kind} {name} {shape:?}")));
+        all
+    };
+    let mut wrapped = Wrapped(Adam::new(0.01).amsgrad());
+    let mut model = bn_model();
+    let x = Tensor::randn(&[4, 2], 0.0, 1.0, 1);
+    model.train_step(&x, Target::Classes(&[0, 1, 2, 0]), &CrossEntropyLoss::new(), &mut wrapped).unwrap();
+    assert_eq!(shapes(&wrapped).len(), 3 * 6, "three kinds × six parameters");
+    assert_eq!(shapes(&wrapped), shapes(&wrapped.0));
+    let mut other = Sequential::builder(&[2]).add(Dense::new(2, 5)).build().unwrap();
+    let err = other.train_step(&x, Target::Classes(&[0, 1, 2, 0]), &CrossEntropyLoss::new(), &mut wrapped);
+    assert!(err.unwrap_err().to_string().contains("buffer for parameter \"0.bias\" has shape [8]"));
+}

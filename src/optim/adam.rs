@@ -121,6 +121,14 @@ impl AdamCore {
         super::save_states(into, self.k as u64, &kinds[..if self.amsgrad { 3 } else { 2 }]);
     }
 
+    fn visit_buffer_shapes(&self, f: &mut dyn FnMut(&str, &str, &[usize])) {
+        self.m.visit_shapes("exp_avg", f);
+        self.v.visit_shapes("exp_avg_sq", f);
+        if self.amsgrad {
+            self.v_max.visit_shapes("max_exp_avg_sq", f);
+        }
+    }
+
     fn load_state(&mut self, state: &super::OptimizerState, name: &str) -> crate::Result<()> {
         let kinds: &[&str] = if self.amsgrad {
             &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
@@ -314,6 +322,9 @@ impl Optimizer for Adam {
     fn save_state(&self, into: &mut super::OptimizerState) {
         self.0.save_state(into);
     }
+    fn visit_buffer_shapes(&self, f: &mut dyn FnMut(&str, &str, &[usize])) {
+        self.0.visit_buffer_shapes(f);
+    }
     fn load_state(&mut self, state: &super::OptimizerState) -> crate::Result<()> {
         self.0.load_state(state, "Adam")
     }
@@ -363,6 +374,9 @@ impl Optimizer for AdamW {
     }
     fn save_state(&self, into: &mut super::OptimizerState) {
         self.0.save_state(into);
+    }
+    fn visit_buffer_shapes(&self, f: &mut dyn FnMut(&str, &str, &[usize])) {
+        self.0.visit_buffer_shapes(f);
     }
     fn load_state(&mut self, state: &super::OptimizerState) -> crate::Result<()> {
         self.0.load_state(state, "AdamW")

@@ -113,6 +113,19 @@ pub trait Optimizer: Send {
     fn load_state(&mut self, state: &OptimizerState) -> crate::Result<()> {
         state.check_kinds(&self.describe(), &[])
     }
+
+    /// Hands `f` the kind, the parameter name and the shape of every per-parameter buffer the
+    /// optimizer holds, without copying them: how [`fit`](crate::train::fit) and
+    /// [`train_step`](crate::train::train_step) check, before a step, that the buffers fit the
+    /// model's parameters. The default reads them from a [`Optimizer::save_state`] copy; the
+    /// crate's optimizers override it to read their buffers in place.
+    fn visit_buffer_shapes(&self, f: &mut dyn FnMut(&str, &str, &[usize])) {
+        let mut state = OptimizerState::default();
+        self.save_state(&mut state);
+        for (kind, name, buffer) in state.iter() {
+            f(kind, name, buffer.shape());
+        }
+    }
 }
 
 /// An optimizer's accumulated state: how many steps it has taken and, per kind of buffer
@@ -290,6 +303,13 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// `f(kind, name, shape)` for each buffer (see [`Optimizer::visit_buffer_shapes`]).
+    pub(crate) fn visit_shapes(&self, kind: &str, f: &mut dyn FnMut(&str, &str, &[usize])) {
+        for (name, buffer) in &self.buffers {
+            f(kind, name, buffer.shape());
+        }
+    }
+
     /// The buffer of parameter `name`, created as zeros of `param`'s shape the first time.
     ///
     /// # Panics

@@ -166,6 +166,10 @@ impl Optimizer for Sgd {
         super::save_states(into, self.steps, &[("momentum_buffer", &self.momentum_buffers)]);
     }
 
+    fn visit_buffer_shapes(&self, f: &mut dyn FnMut(&str, &str, &[usize])) {
+        self.momentum_buffers.visit_shapes("momentum_buffer", f);
+    }
+
     fn load_state(&mut self, state: &super::OptimizerState) -> crate::Result<()> {
         state.check_kinds("SGD", &["momentum_buffer"])?;
         self.steps = state.steps();

@@ -896,8 +896,15 @@ pub(crate) use parallel::{add_rows, add_to_rows};
 /// the compiler vectorises (a NaN or infinity is a value whose exponent bits are all set), and
 /// only a block that holds one is searched: the training loop checks every gradient and weight
 /// after every batch, and an element-by-element search with an early exit ran at one value per
-/// cycle.
+/// cycle. Compiled for the widest vectors the CPU has (`wide!`): `fit` and `train_step` scan every
+/// gradient before the optimizer step and every weight after it, which the baseline's 4-wide
+/// loop made 7 % of a small MLP's training step.
 pub(crate) fn first_non_finite(xs: &[f32]) -> Option<usize> {
+    simd::wide!(first_non_finite_blocks(xs))
+}
+
+#[inline(always)]
+fn first_non_finite_blocks(xs: &[f32]) -> Option<usize> {
     const BLOCK: usize = 64;
     const EXPONENT: u32 = 0x7f80_0000;
     for (b, block) in xs.chunks(BLOCK).enumerate() {

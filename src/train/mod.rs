@@ -579,25 +579,22 @@ pub(crate) fn check_optimizer_fits<V: Visit + ?Sized>(
     what: &str,
 ) -> Result<()> {
     crate::layers::check_unique_names(model, what)?; // the optimizer keeps its moments by name
-    let mut state = OptimizerState::default();
-    optimizer.save_state(&mut state);
-    if state.is_empty() {
-        return Ok(());
-    }
     let params = named_params(model);
-    for (kind, name, buffer) in state.iter() {
-        if let Some((_, p)) = params.iter().find(|(n, _)| n == name)
-            && p.value.shape() != buffer.shape()
+    let mut misfit = None;
+    optimizer.visit_buffer_shapes(&mut |kind, name, shape| {
+        if misfit.is_none()
+            && let Some((_, p)) = params.iter().find(|(n, _)| n == name)
+            && p.value.shape() != shape
         {
-            return Err(Error::invalid(format!(
+            misfit = Some(format!(
                 "{what}: the optimizer's {kind:?} buffer for parameter {name:?} has shape {}, but the parameter \
                  has shape {}: the optimizer has stepped another model (use one optimizer per model)",
-                crate::tensor::shape_str(buffer.shape()),
+                crate::tensor::shape_str(shape),
                 crate::tensor::shape_str(p.value.shape())
-            )));
+            ));
         }
-    }
-    Ok(())
+    });
+    misfit.map_or(Ok(()), |m| Err(Error::invalid(m)))
 }
 
 /// A [`Error::NonFinite`] whose epoch and batch [`locate`] fills in.
