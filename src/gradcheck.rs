@@ -257,7 +257,8 @@ fn check_layer_inner(layer: &mut dyn Layer, x: &Tensor, pass: Pass<'_>, opts: &O
 /// restored afterwards.
 ///
 /// # Errors
-/// Whatever the model's forward or backward pass returns for these inputs.
+/// Whatever the model's forward or backward pass returns for these inputs; a panic inside the
+/// forward pass (a layer of a model struct refusing the batch) as an error naming the model.
 pub fn check_model<M: Model + ?Sized>(
     model: &mut M,
     inputs: &Inputs,
@@ -279,7 +280,7 @@ fn check_model_inner<M: Model + ?Sized>(
 ) -> Result<Report> {
     let seed = opts.seed.wrapping_add(0x5eed);
     reseed(model, seed);
-    let outputs = model.forward_batch(inputs, mode)?;
+    let outputs = crate::train::forward_batch_caught(model, inputs, mode, "check_model")?;
     let mut r = Tensors::new();
     for (k, (name, y)) in outputs.iter().enumerate() {
         r.insert(name, Tensor::randn(y.shape(), 0.0, 1.0, opts.seed.wrapping_add(k as u64)));
@@ -291,7 +292,7 @@ fn check_model_inner<M: Model + ?Sized>(
     // L = Σ_outputs Σ y ⊙ r, in f64.
     let objective = |model: &mut M, inputs: &Inputs| -> Result<f64> {
         reseed(model, seed);
-        let outputs = model.forward_batch(inputs, mode)?;
+        let outputs = crate::train::forward_batch_caught(model, inputs, mode, "check_model")?;
         let mut sum = 0.0;
         for (name, y) in outputs.iter() {
             let r = r.get(name)?;

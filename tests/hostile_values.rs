@@ -323,7 +323,8 @@ fn the_traits_checks_refuse_cleanly_when_called_directly() {
 
 /// A model struct that gives no output shapes cannot be checked before its forward pass; when
 /// one of its layers refuses the batch (a `Dense` of width 3 given width 4), `evaluate` and
-/// `predict_inputs` return an error naming the model and the layer's message — not a panic.
+/// `predict_inputs` (and the gradient check) return an error naming the model and the layer's
+/// message — not a panic.
 #[test]
 fn a_model_structs_layer_refusing_a_batch_is_an_error_from_evaluate_and_predict_inputs() {
     use backprop::model::{Inputs, Model, Tensors};
@@ -354,6 +355,11 @@ fn a_model_structs_layer_refusing_a_batch_is_an_error_from_evaluate_and_predict_
     let err =
         backprop::train::evaluate(&mut model, &data, &CrossEntropyLoss::new(), 4).unwrap_err().to_string();
     assert!(err.contains("evaluate: TwoTowers refused the batch"), "{err}");
+    let inputs = data.named_inputs();
+    let err = backprop::gradcheck::check_model(&mut model, inputs, Mode::Train, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("check_model: TwoTowers refused the batch"), "{err}");
     assert_eq!(model.left.weight().value, before);
 }
 
