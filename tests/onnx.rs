@@ -320,6 +320,53 @@ fn onnx_runtime_agrees_on_attention_encoders_and_a_gpt() {
     }
 }
 
+/// With lengths, whatever a caller leaves in the padded steps stays there: ONNX Runtime, fed the
+/// attention model's batch with NaN in every padded step, gives the real steps the crate's outputs
+/// (the exported graph zeroes the padded keys' values and the padded outputs with `Where`; a
+/// product with a zero weight would have spread the NaN to every step that attends to them).
+#[test]
+fn onnx_runtime_keeps_what_the_padding_holds_out_of_the_real_steps() {
+    use backprop::layers::{FeedForwardActivation, TransformerEncoderLayer};
+    let bytes = std::fs::read(ORT).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = |name: &str| common::fixture_tensor(&file, name);
+    let mut model = Sequential::builder(&[6, 8])
+        .add(MultiHeadAttention::new(8, 2).causal())
+        .add(TransformerEncoderLayer::new(8, 2, 16).dropout(0.0))
+        .add(
+            TransformerEncoderLayer::new(8, 4, 12)
+                .norm_first()
+                .causal()
+                .activation(FeedForwardActivation::Gelu),
+        )
+        .build()
+        .unwrap();
+    load_fixture_weights(&mut model, &file, "attention");
+    let l = lengths(&t("attention.in.input_lengths"));
+    let (clean, nan_padded) = (t("attention.in.input"), t("attention.in_nan_padded.input"));
+    let step = 8; // values per step
+    let mut padded_values = 0;
+    for (n, &len) in l.iter().enumerate() {
+        let (a, b) =
+            (&clean.data()[n * 6 * step..][..6 * step], &nan_padded.data()[n * 6 * step..][..6 * step]);
+        assert_eq!(a[..len * step], b[..len * step], "sequence {n}: the real steps are the same batch's");
+        assert!(b[len * step..].iter().all(|v| v.is_nan()), "sequence {n}: every padded value is NaN");
+        padded_values += (6 - len) * step;
+    }
+    assert!(padded_values > 0, "the fixture pads some sequences: {l:?}");
+    let ours = model.predict_with_lengths(&clean, &l, 64).unwrap();
+    let ort = t("attention.ort_nan_padded.output");
+    let mut worst = 0.0f32;
+    for (n, &len) in l.iter().enumerate() {
+        let real = |y: &Tensor| y.data()[n * 6 * step..][..len * step].to_vec();
+        for (a, b) in real(&ours).iter().zip(real(&ort)) {
+            assert!(b.is_finite(), "sequence {n}: ONNX Runtime let a padded NaN into a real step");
+            worst = worst.max((a - b).abs());
+        }
+    }
+    assert!(worst <= 1e-5, "real steps, NaN in the padding: worst difference {worst:e}");
+}
+
 /// A model struct exported as one graph: two inputs with their lengths, the encoder's
 /// `(h_n, c_n)` fed to the decoder as `initial_h`, `initial_c`; ONNX Runtime computes what the
 /// crate computes.

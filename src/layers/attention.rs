@@ -1264,6 +1264,16 @@ impl crate::onnx::OnnxLayer for MultiHeadAttention {
             s = g.op("Where", &[&a, &s, &ninf], vec![]);
         }
         let p = g.op("Softmax", &[&s], vec![attr_int("axis", -1)]);
+        let mut v = v;
+        if let Some(valid) = &valid {
+            // The padded keys' values are zero: their weights are, and 0·NaN would be NaN, so a
+            // value left in a padded step (whatever the caller padded with) must not reach the
+            // real steps' outputs. (The crate never reads those rows.)
+            let axes = g.int64s("axes", &[1, 3]);
+            let keys = g.op("Unsqueeze", &[valid, &axes], vec![]); // [N, 1, T, 1]
+            let zero = g.scalar(0.0);
+            v = g.op("Where", &[&keys, &v, &zero], vec![]);
+        }
         // O = P·V, heads side by side again: [N, H, T, d] → [N, T, H, d] → [N, T, E].
         let o = g.op("MatMul", &[&p, &v], vec![]);
         let o = g.op("Transpose", &[&o], vec![attr_ints("perm", &[0, 2, 1, 3])]);
@@ -1276,12 +1286,13 @@ impl crate::onnx::OnnxLayer for MultiHeadAttention {
         );
         let y = g.op("MatMul", &[&o, &w_out], vec![]);
         let mut y = g.op("Add", &[&y, &b_out], vec![]);
-        if let Some(v) = valid {
-            // Padded steps output zero.
+        if let Some(valid) = valid {
+            // Padded steps output zero (a select, not a product with 0: exactly zero even where
+            // a padded step's own query was not finite).
             let axis2 = g.int64s("axis", &[2]);
-            let v = g.op("Unsqueeze", &[&v, &axis2], vec![]);
-            let v = g.op("Cast", &[&v], vec![attr_int("to", 1)]); // to float
-            y = g.op("Mul", &[&y, &v], vec![]);
+            let valid = g.op("Unsqueeze", &[&valid, &axis2], vec![]); // [N, T, 1]
+            let zero = g.scalar(0.0);
+            y = g.op("Where", &[&valid, &y, &zero], vec![]);
         }
         Ok(y)
     }

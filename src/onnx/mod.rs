@@ -19,7 +19,7 @@
 //! | `BatchNorm1d`, `BatchNorm2d` | `BatchNormalization` with the running statistics |
 //! | `Embedding` | `Cast` of the ids to int64, `Gather` from the table |
 //! | `LayerNorm` | `LayerNormalization` over the last axis (scale 1 and bias 0 without the affine parameters) |
-//! | `MultiHeadAttention` | `MatMul`s, `Split`, `Reshape`/`Transpose` into heads, `Softmax` over the keys allowed by `Where` (causal: a sliced lower triangle; key padding: `Less` of positions and the lengths input), outputs at padded steps zeroed |
+//! | `MultiHeadAttention` | `MatMul`s, `Split`, `Reshape`/`Transpose` into heads, `Softmax` over the keys allowed by `Where` (causal: a sliced lower triangle; key padding: `Less` of positions and the lengths input); with lengths, the padded steps' values and outputs set to zero by `Where`, so that nothing a caller leaves in the padding — NaN included — reaches a real step |
 //! | `TransformerEncoderLayer`, `DecoderOnly` | their parts, wired with `Add` (a tied head: `MatMul` with the token table transposed) |
 //! | `SinusoidalPositions`, `PositionEmbedding` | `Add` of the table's first `T` rows (`Shape`, `Gather`, `Slice`: any `T` up to the table's) |
 //! | `Rnn`, `Lstm`, `Gru` | `Transpose` to time-major, `RNN`/`LSTM`/`GRU` with `sequence_lens`, back to batch-major |
