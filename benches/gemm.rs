@@ -128,6 +128,12 @@ fn tall_products(c: &mut Criterion) {
                 })
             })
         });
+        // Called from outside any pool, as a layer's pass calls it: the rows are cut across
+        // rayon's global pool when the product is large enough.
+        g.bench_function(BenchmarkId::new("backprop_sgemm_all_cores", &shape), |bench| {
+            bench
+                .iter(|| sgemm(m, k, n, 1.0, black_box(&a), Transpose::No, &w, Transpose::Yes, 0.0, &mut out))
+        });
         g.bench_function(BenchmarkId::new("matrixmultiply", &shape), |bench| {
             bench.iter(|| {
                 // SAFETY: a is m×k row-major, w is n×k row-major (k×n with strides 1, k), out m×n.
