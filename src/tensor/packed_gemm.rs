@@ -189,7 +189,7 @@ fn pack_rows<const NR: usize>(k: usize, n: usize, b: &[f32], panels: &mut [f32])
 /// either way).
 ///
 /// # Safety
-/// `a` must describe a readable `m × k` matrix with contiguous rows (`cs == 1`) and `b` must be
+/// `a` must describe a readable `m × k` matrix with contiguous rows (`cs == 1`) or columns (`rs == 1`) and `b` must be
 /// packed for `kern` with `k` rows and `n` columns; `c` must point at `m` rows of `n` writable
 /// values, `ldc` apart, that nothing else reads or writes meanwhile.
 #[allow(clippy::too_many_arguments)] // a GEMM's operands
@@ -204,7 +204,7 @@ pub(crate) unsafe fn gemm(
     ldc: usize,
 ) {
     let (k, n, nr) = (b.k, b.n, kern.nr);
-    debug_assert!(k > 0 && b.is_for(kern) && a.cs == 1);
+    debug_assert!(k > 0 && b.is_for(kern) && (a.cs == 1 || a.rs == 1));
     let kc_max = block_of_steps(k);
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
@@ -222,9 +222,16 @@ pub(crate) unsafe fn gemm(
                 // caller's guarantee); the panels hold kc·nr values each from their row pc; the
                 // block of C is the caller's to write.
                 unsafe {
-                    let a_block = ABlock::InPlace {
-                        ptr: a.ptr.offset(ic as isize * a.rs + pc as isize),
-                        rs: a.rs as usize,
+                    let a_block = if a.cs == 1 {
+                        ABlock::InPlace {
+                            ptr: a.ptr.offset(ic as isize * a.rs + pc as isize),
+                            rs: a.rs as usize,
+                        }
+                    } else {
+                        ABlock::ByColumns {
+                            ptr: a.ptr.offset(ic as isize + pc as isize * a.cs),
+                            ld: a.cs as usize,
+                        }
                     };
                     multiply_block(
                         kern,
@@ -399,6 +406,9 @@ enum ABlock {
     InPlace { ptr: *const f32, rs: usize },
     /// Copied into slivers of `mr` rows ([`pack_panels`]).
     Slivers(*const f32),
+    /// Read in place, stored by columns: row `i`, step `p` at `ptr + i + p·ld` (a convolution's
+    /// `cols`, `[C·kh·kw, pixels]`, is `Aᵀ` for `A` = one row per pixel).
+    ByColumns { ptr: *const f32, ld: usize },
 }
 
 /// One block: `C[mc, nc] = alpha · A[mc, kc] · B[kc, nc] + beta · C (+ bias)`, panel by panel
@@ -434,6 +444,7 @@ unsafe fn multiply_block(
                 let (a_tile, lda, tiles) = match a {
                     ABlock::InPlace { ptr, rs } => (ptr.add(i0 * rs), rs, kern.tile),
                     ABlock::Slivers(ptr) => (ptr.add(i0 * kc), mr, kern.tile_a_by_columns),
+                    ABlock::ByColumns { ptr, ld } => (ptr.add(i0), ld, kern.tile_a_by_columns),
                 };
                 let b_panel = panels.add(panel * panel_stride);
                 let tile = tiles[rows - 1];
@@ -608,6 +619,39 @@ pub(crate) fn gemm_packed_b(
     unsafe { gemm(kern, m, a, b, alpha, beta, c.as_mut_ptr(), n) };
 }
 
+/// [`gemm_packed_b`] for `A` stored by columns: `C[m, n] = A · op(B)` with element `(i, p)` of
+/// `A` at `a[p·lda + i]` (`lda ≥ m`) — the transpose of a row-major `[k, lda]` matrix's first `m`
+/// columns, read in place — and `C` `[m, n]` row-major (plus `B`'s bias on every row). Each row of
+/// `C` depends only on the same row of `A`.
+///
+/// # Panics
+/// If a slice's length does not fit the shapes, or if `B` was not packed for this CPU's kernels
+/// (call it only where [`kernels`] is `Some`).
+pub(crate) fn gemm_packed_b_columns(m: usize, (a, lda): (&[f32], usize), b: &PackedB, c: &mut [f32]) {
+    let (k, n) = (b.k, b.n);
+    let a_fits = m == 0
+        || k == 0
+        || (lda >= m
+            && (k - 1).checked_mul(lda).and_then(|r| r.checked_add(m)).is_some_and(|e| e <= a.len()));
+    assert!(a_fits, "gemm: A has {} elements, too few for {m}×{k} stored by columns {lda} apart", a.len());
+    assert_eq!(c.len(), m * n, "gemm: C has {} elements, expected {m}×{n}", c.len());
+    if m == 0 || n == 0 {
+        return;
+    }
+    let kern = kernels().filter(|kern| b.is_for(kern)).expect("B packed for this CPU's kernels");
+    if k == 0 {
+        c.fill(0.0);
+        if !b.bias.is_empty() {
+            super::parallel::add_to_rows(c, &b.bias[..n]);
+        }
+        return;
+    }
+    let a = Strided { ptr: a.as_ptr(), rs: 1, cs: lda as isize };
+    // SAFETY: A's k columns of m values, lda apart, are inside its slice (checked above); B is
+    // packed for this CPU's kernels (checked); C is m × n row-major, borrowed mutably for the call.
+    unsafe { gemm(kern, m, a, b, 1.0, 0.0, c.as_mut_ptr(), n) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -643,6 +687,49 @@ mod tests {
                         "{m}×{k}×{n}, transposed {transposed}, beta {beta}: {worst}"
                     );
                 }
+            }
+        }
+    }
+
+    /// `A` read in place by columns (a convolution's `cols` as `Aᵀ`) gives the bits of the same
+    /// `A` copied into rows, with and without a bias, across the row and step blocks (rows past
+    /// `MC`, steps past `KC`, a last tile of fewer rows) and with columns `lda > m` apart; and
+    /// agrees with the definition.
+    #[test]
+    fn a_stored_by_columns_gives_the_bits_of_its_rows() {
+        if kernels().is_none() {
+            return; // no kernel here: the convolution keeps `matrixmultiply`
+        }
+        for (m, k, n, lda) in
+            [(1, 1, 1, 1), (121, 288, 64, 121), (484, 9, 32, 490), (150, 600, 40, 151), (7, 3, 5, 9)]
+        {
+            let a = values(k * lda, 0.5); // [k, lda]: column p of A is a[p·lda ..][..m]
+            let rows: Vec<f32> = (0..m * k).map(|e| a[(e % k) * lda + e / k]).collect(); // A [m, k]
+            let w = values(n * k, 0.6); // op(B) = wᵀ
+            for bias in [None, Some(values(n, 0.7))] {
+                let mut packed = PackedB::default();
+                packed.pack(k, n, &w, true);
+                if let Some(bias) = &bias {
+                    packed.set_bias(bias);
+                }
+                let mut by_columns = vec![f32::NAN; m * n];
+                gemm_packed_b_columns(m, (&a, lda), &packed, &mut by_columns);
+                let mut by_rows = vec![f32::NAN; m * n];
+                gemm_packed_b(m, 1.0, (&rows, k), &packed, 0.0, &mut by_rows);
+                let bits = |c: &[f32]| c.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&by_columns),
+                    bits(&by_rows),
+                    "{m}×{k}×{n}, lda {lda}, bias {}",
+                    bias.is_some()
+                );
+                let mut want = gemm_reference((m, k, n), 1.0, &rows, No, &w, Yes, 0.0, &vec![0.0; m * n]);
+                if let Some(bias) = &bias {
+                    want.chunks_exact_mut(n)
+                        .for_each(|row| row.iter_mut().zip(bias).for_each(|(v, b)| *v += b));
+                }
+                let worst = by_columns.iter().zip(&want).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+                assert!(worst < 1e-4 * (k as f32).sqrt(), "{m}×{k}×{n}: {worst} from the definition");
             }
         }
     }

@@ -36,6 +36,12 @@
 //! - **convolution + pooling in one pass** (`forward_pooled`, used by the execution plan for
 //!   convolution → ReLU → max pooling): each group's GEMM result is pooled while in cache; the
 //!   full-size output is never written.
+//! - **the forward product transposed, on the crate's kernel** (`group_product`, where the CPU
+//!   has the kernels): `[y …]ᵀ = colsᵀ·Wᵀ + b`, one row per pixel, `cols` read in place by
+//!   columns, `Wᵀ` and the bias packed once per pass (`ForwardWeights`), then an 8 × 8 register
+//!   transpose back to channels: no packing of `cols` or `W` per group, the bias added as each
+//!   tile is stored. Single-image latency 103 → 97 µs (1 thread) and 104 → 98 µs (2), inference
+//!   at batch 256 +2–6 %, training unchanged (AMD EPYC, alternating builds).
 //! - **a first layer's `dL/dW` without im2col** (few taps, stride 1, no `dL/dx`): dot products
 //!   over the image, in `conv2d/direct.rs`.
 
@@ -44,7 +50,10 @@ use crate::tensor::Tensor;
 use crate::tensor::dot::sum;
 use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm, sgemm_strided};
 use crate::tensor::im2col::{ConvGeometry, col2im_strided, im2col_strided};
+use crate::tensor::microkernel::kernels;
+use crate::tensor::packed_gemm::{PackedB, gemm_packed_b_columns};
 use crate::tensor::parallel::{min_len, split_if_threads};
+use crate::tensor::transpose::transpose;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -66,16 +75,16 @@ pub(crate) fn forward(x: &Tensor, w: &[f32], b: Option<&[f32]>, o: usize, geo: &
     assert_eq!(w.len(), o * ckk, "conv forward: weight length vs geometry");
     let groups = n.div_ceil(GROUP);
     let mut y_data: Vec<f32> = Vec::with_capacity(n * o * ohow);
+    let weights = ForwardWeights::new(w, b, o, ckk);
     let group = |(y_group, x_group): (&mut [MaybeUninit<f32>], &[f32])| {
         let ld = x_group.len() / in_len * ohow;
-        with_scratch(ckk * ld + o * ld, |scratch| {
-            let ys = group_product(x_group, w, o, geo, scratch); // [y[n] …] = W·cols
-            // Scatter to NCHW, adding the bias: each element of the output written once.
+        with_scratch(group_scratch(ckk, o, ld), |scratch| {
+            let ys = group_product(x_group, &weights, geo, scratch); // [y[n] …] = W·cols + b
+            // Scatter to NCHW: each element of the output written once.
             for (j, y_j) in y_group.chunks_mut(o * ohow).enumerate() {
-                for (oc, (dst, src)) in y_j.chunks_mut(ohow).zip(ys.chunks_exact(ld)).enumerate() {
-                    let b_o = b.map_or(0.0, |b| b[oc]);
+                for (dst, src) in y_j.chunks_mut(ohow).zip(ys.chunks_exact(ld)) {
                     for (d, &v) in dst.iter_mut().zip(&src[j * ohow..][..ohow]) {
-                        d.write(v + b_o); // y[n] = W·cols + b
+                        d.write(v);
                     }
                 }
             }
@@ -95,24 +104,96 @@ pub(crate) fn forward(x: &Tensor, w: &[f32], b: Option<&[f32]>, o: usize, geo: &
     unsafe { Tensor::from_initialised(&shape, y_data) }
 }
 
-/// The forward product of one group of `k` images, `[y[0] … y[k−1]] = W·[cols[0] … cols[k−1]]`
-/// (`[O, k·OH·OW]`, without the bias), in `scratch` (at least `(C·kh·kw + O)·k·OH·OW` elements;
-/// the `cols` go in its first part). Returns the product's part of `scratch`.
+/// The weights as every group's forward product reads them, prepared once per pass: on a CPU
+/// with the crate's kernels, `Wᵀ` packed into panels with the bias (which the kernel adds as it
+/// stores each tile); elsewhere `W` and `b` as stored, for `matrixmultiply`. The panels' buffer is
+/// the calling thread's, taken for the pass and given back when this is dropped (no allocation
+/// per pass once it has grown).
+pub(crate) struct ForwardWeights<'a> {
+    w: &'a [f32],
+    b: Option<&'a [f32]>,
+    o: usize,
+    packed: Option<PackedB>,
+}
+
+impl<'a> ForwardWeights<'a> {
+    /// `w` is `[O, C·kh·kw]` (`ckk` columns), `b` `O` values.
+    pub(crate) fn new(w: &'a [f32], b: Option<&'a [f32]>, o: usize, ckk: usize) -> ForwardWeights<'a> {
+        let packed = (ckk > 0 && o > 0 && kernels().is_some()).then(|| {
+            let mut packed = PACKED_WEIGHTS.take();
+            packed.pack(ckk, o, w, true); // op(B) = Wᵀ: [C·kh·kw, O]
+            if let Some(b) = b {
+                packed.set_bias(b);
+            }
+            packed
+        });
+        ForwardWeights { w, b, o, packed }
+    }
+}
+
+impl Drop for ForwardWeights<'_> {
+    fn drop(&mut self) {
+        if let Some(packed) = self.packed.take()
+            && packed.capacity() <= PACKED_WEIGHTS_KEPT
+        {
+            PACKED_WEIGHTS.set(packed);
+        }
+    }
+}
+
+/// Values of packed weights a thread keeps between passes (4 MiB).
+const PACKED_WEIGHTS_KEPT: usize = 1 << 20;
+
+thread_local! {
+    /// [`ForwardWeights`]' panels, reused from pass to pass on each thread.
+    static PACKED_WEIGHTS: std::cell::Cell<PackedB> = std::cell::Cell::new(PackedB::default());
+}
+
+/// The scratch [`group_product`] needs for a group whose `cols` are `ld` wide: `cols`, the
+/// product, and the product's transpose.
+pub(crate) fn group_scratch(ckk: usize, o: usize, ld: usize) -> usize {
+    (ckk + 2 * o) * ld
+}
+
+/// The forward product of one group of `k` images, `[y[0] … y[k−1]] = W·[cols[0] … cols[k−1]] + b`
+/// (`[O, k·OH·OW]`), in `scratch` (at least [`group_scratch`] elements; the `cols` go in its
+/// first part). Returns the product's part of `scratch`.
+///
+/// With the crate's kernels the product is computed transposed, one row per pixel:
+/// `[y …]ᵀ = colsᵀ·Wᵀ + b`, with `cols` read in place as `colsᵀ` (by columns) and `Wᵀ` packed once
+/// per pass, then laid out channel by channel (an 8 × 8 register transpose). `matrixmultiply`
+/// packed both `W` and `cols` at every call; and with a pixel per row the tiles cover the
+/// product with less padding (121 pixels in tiles of 6 rows against 64 channels in panels of 16,
+/// where `W·cols` had 121 columns in panels of 16). Each value is `Σ_p W[o, p]·cols[p, j]` in
+/// order of `p` either way, then `+ b[o]`: the same numbers to f32 rounding, not the same bits.
 pub(crate) fn group_product<'s>(
     x_group: &[f32],
-    w: &[f32],
-    o: usize,
+    weights: &ForwardWeights<'_>,
     geo: &ConvGeometry,
     scratch: &'s mut [f32],
 ) -> &'s mut [f32] {
-    let (ckk, ohow, in_len) = (geo.col_rows(), geo.col_cols(), geo.input_len());
+    let (ckk, ohow, in_len, o) = (geo.col_rows(), geo.col_cols(), geo.input_len(), weights.o);
     let ld = x_group.len() / in_len * ohow;
-    let (cols, ys) = scratch.split_at_mut(ckk * ld);
+    let (cols, rest) = scratch.split_at_mut(ckk * ld);
     for (j, x_j) in x_group.chunks_exact(in_len).enumerate() {
         im2col_strided(x_j, geo, &mut cols[j * ohow..], ld); // cols = [im2col(x[n]) …]
     }
-    let ys = &mut ys[..o * ld];
-    sgemm(o, ckk, ld, 1.0, w, No, cols, No, 0.0, ys); // [y[n] …] = W·cols
+    let (ys, transposed) = rest.split_at_mut(o * ld);
+    match &weights.packed {
+        Some(packed) => {
+            let transposed = &mut transposed[..ld * o];
+            gemm_packed_b_columns(ld, (cols, ld), packed, transposed); // [y …]ᵀ = colsᵀ·Wᵀ + b
+            transpose((ld, o), (transposed, o), (ys, ld)); // [y …] = W·cols + b
+        }
+        None => {
+            sgemm(o, ckk, ld, 1.0, weights.w, No, cols, No, 0.0, ys); // [y[n] …] = W·cols
+            if let Some(b) = weights.b {
+                for (row, &b_o) in ys.chunks_exact_mut(ld).zip(b) {
+                    row.iter_mut().for_each(|v| *v += b_o); // … + b
+                }
+            }
+        }
+    }
     ys
 }
 

@@ -9,7 +9,7 @@
 //! introduced: inference +4 %, peak memory of the convnet benchmarks 65 → 36 MiB
 //! (docs/benchmarks.md).
 
-use crate::layers::conv2d::fast::{GROUP, group_product, with_scratch};
+use crate::layers::conv2d::fast::{ForwardWeights, GROUP, group_product, group_scratch, with_scratch};
 use crate::layers::pool::Window;
 use crate::layers::pool::fast::max_pool_plane;
 use crate::layers::{Conv2d, Layer, MaxPool2d, Pass, check_input};
@@ -66,16 +66,13 @@ fn conv_pool_kernel(
     assert_eq!(argmax.len(), n * o * plane_out, "conv + pool: arg-max length vs shapes");
     let y_len_total = n * o * plane_out;
     let mut y_data: Vec<f32> = Vec::with_capacity(y_len_total);
+    let weights = ForwardWeights::new(w, b, o, ckk);
     type Group<'a> = ((&'a mut [MaybeUninit<f32>], &'a mut [u32]), &'a [f32]); // (y, arg-max, x)
     let group = |((y_group, arg_group), x_group): Group| {
         let y_group = Tensor::zero_uninit(y_group); // (every element is pooled into below)
         let ld = x_group.len() / in_len * ohow;
-        with_scratch(ckk * ld + o * ld, |scratch| {
-            let ys = group_product(x_group, w, o, geo, scratch); // [y[n] …] = W·cols
-            for (oc, row) in ys.chunks_exact_mut(ld).enumerate() {
-                let b_o = b.map_or(0.0, |b| b[oc]);
-                row.iter_mut().for_each(|v| *v += b_o); // y[n] = W·cols + b, as `forward` adds it
-            }
+        with_scratch(group_scratch(ckk, o, ld), |scratch| {
+            let ys = group_product(x_group, &weights, geo, scratch); // [y[n] …] = W·cols + b
             // Plane (image j, channel oc) of the output is ys[oc, j·OH·OW ..][..OH·OW]: pool it.
             let planes = y_group.chunks_exact_mut(plane_out).zip(arg_group.chunks_exact_mut(plane_out));
             for (p, (y_p, arg_p)) in planes.enumerate() {
