@@ -508,24 +508,43 @@ fn load_stored(
                 }
                 Value::Float(values)
             }
-            Slot::Count => Value::Count(match (view.dtype, &view.bytes[..]) {
-                (Dtype::I64, d) if d.len() == 8 => {
-                    i64::from_le_bytes(d.try_into().expect("8 bytes")).max(0) as u64
+            Slot::Count => {
+                // A count stored as any integer, or as a float holding a whole number (as some
+                // exporters write it); anything else is damage, not a count to clamp.
+                let count: Option<Result<u64, String>> = match (view.dtype, &view.bytes[..]) {
+                    (Dtype::I64, d) if d.len() == 8 => {
+                        let v = i64::from_le_bytes(d.try_into().expect("8 bytes"));
+                        Some(u64::try_from(v).map_err(|_| v.to_string()))
+                    }
+                    (Dtype::I32, d) if d.len() == 4 => {
+                        let v = i32::from_le_bytes(d.try_into().expect("4 bytes"));
+                        Some(u64::try_from(v).map_err(|_| v.to_string()))
+                    }
+                    (Dtype::F32, d) if d.len() == 4 => {
+                        let v = f32::from_le_bytes(d.try_into().expect("4 bytes"));
+                        let whole = v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < u64::MAX as f32;
+                        Some(if whole { Ok(v as u64) } else { Err(v.to_string()) })
+                    }
+                    _ => None,
+                };
+                match count {
+                    Some(Ok(c)) => Value::Count(c),
+                    Some(Err(v)) => {
+                        problems
+                            .other
+                            .push(format!("tensor {name:?} is a count, but holds {v} (the file is damaged)"));
+                        continue;
+                    }
+                    None => {
+                        problems.other.push(format!(
+                            "tensor {name:?} should be an integer scalar, got {:?} of shape {}",
+                            view.dtype,
+                            shape_str(&view.shape)
+                        ));
+                        continue;
+                    }
                 }
-                (Dtype::I32, d) if d.len() == 4 => {
-                    i32::from_le_bytes(d.try_into().expect("4 bytes")).max(0) as u64
-                }
-                (Dtype::F32, d) if d.len() == 4 => {
-                    f32::from_le_bytes(d.try_into().expect("4 bytes")).max(0.0) as u64
-                }
-                (dtype, _) => {
-                    problems.other.push(format!(
-                        "tensor {name:?} should be an integer scalar, got {dtype:?} of shape {}",
-                        shape_str(&view.shape)
-                    ));
-                    continue;
-                }
-            }),
+            }
         };
         report.loaded.push(name.clone());
         values.insert(name.as_str(), value);

@@ -40,7 +40,8 @@ impl ConfusionMatrix {
     /// Builds the matrix from true labels and predictions.
     ///
     /// # Panics
-    /// If the slices differ in length or a value is ≥ `classes`.
+    /// If the slices differ in length or a value is ≥ `classes`, or if the `classes × classes`
+    /// table cannot be allocated (the message names the size).
     pub fn new(classes: usize, labels: &[usize], predicted: &[usize]) -> ConfusionMatrix {
         assert_eq!(
             labels.len(),
@@ -49,7 +50,15 @@ impl ConfusionMatrix {
             labels.len(),
             predicted.len()
         );
-        let mut counts = vec![0; classes * classes];
+        let cells = classes.checked_mul(classes).filter(|&c| c <= crate::tensor::MAX_ELEMENTS);
+        let cells = cells.unwrap_or_else(|| {
+            panic!("confusion matrix: {classes} classes would need a table of {classes}² counts, beyond any memory")
+        });
+        let mut counts = Vec::new();
+        if let Err(e) = counts.try_reserve_exact(cells) {
+            panic!("confusion matrix: cannot allocate the {classes} × {classes} table of counts ({e})");
+        }
+        counts.resize(cells, 0);
         for (&t, &p) in labels.iter().zip(predicted) {
             assert!(
                 t < classes && p < classes,
@@ -67,7 +76,15 @@ impl ConfusionMatrix {
     }
 
     /// How many samples of class `truth` were predicted as `predicted`.
+    ///
+    /// # Panics
+    /// If either class is ≥ [`classes`](Self::classes).
     pub fn count(&self, truth: usize, predicted: usize) -> usize {
+        assert!(
+            truth < self.classes && predicted < self.classes,
+            "confusion matrix: cell ({truth}, {predicted}) out of range for {} classes",
+            self.classes
+        );
         self.counts[truth * self.classes + predicted]
     }
 
@@ -156,12 +173,18 @@ pub fn roc_auc(scores: &[f32], labels: &[bool]) -> Option<f64> {
 }
 
 /// Mean binary log-loss `−(1/n) Σ [y·ln p + (1 − y)·ln(1 − p)]`, with `p` clipped to
-/// `[1e-7, 1 − 1e-7]` so that a confident mistake costs a large but finite amount.
+/// `[1e-7, 1 − 1e-7]` so that a confident mistake costs a large but finite amount (0 for empty
+/// input, as [`accuracy`]).
 ///
 /// # Panics
-/// If the slices differ in length.
+/// If the slices differ in length or a probability is NaN (as [`roc_auc`] and
+/// [`binary_accuracy`]: a NaN is no prediction, and no figure should quietly absorb it).
 pub fn log_loss(probabilities: &[f32], labels: &[bool]) -> f64 {
     assert_eq!(probabilities.len(), labels.len(), "log_loss: lengths differ");
+    check_no_nan("log_loss", probabilities);
+    if probabilities.is_empty() {
+        return 0.0;
+    }
     let total: f64 = probabilities
         .iter()
         .zip(labels)
@@ -173,12 +196,21 @@ pub fn log_loss(probabilities: &[f32], labels: &[bool]) -> f64 {
     total / probabilities.len().max(1) as f64
 }
 
-/// Fraction of `probabilities` on the right side of ½ (`p ≥ ½` predicts `true`).
+/// Fraction of `probabilities` on the right side of ½ (`p ≥ ½` predicts `true`; 0 for empty
+/// input, as [`accuracy`]).
 ///
 /// # Panics
-/// If the slices differ in length.
+/// If the slices differ in length or a probability is NaN (as [`roc_auc`] and [`log_loss`]).
 pub fn binary_accuracy(probabilities: &[f32], labels: &[bool]) -> f64 {
     assert_eq!(probabilities.len(), labels.len(), "binary_accuracy: lengths differ");
+    check_no_nan("binary_accuracy", probabilities);
     let right = probabilities.iter().zip(labels).filter(|&(&p, &y)| (p >= 0.5) == y).count();
     right as f64 / probabilities.len().max(1) as f64
+}
+
+/// Panics, naming the metric and the position, if a probability is NaN.
+fn check_no_nan(metric: &str, probabilities: &[f32]) {
+    if let Some(i) = probabilities.iter().position(|p| p.is_nan()) {
+        panic!("{metric}: probability {i} is NaN");
+    }
 }

@@ -190,7 +190,14 @@ impl Histories {
     }
 
     /// A seeded split by student: `(first, rest)` with `fraction` of the students in `first`.
+    ///
+    /// # Panics
+    /// If `fraction` is not in `[0, 1]` (NaN included).
     pub fn split(&self, fraction: f64, seed: u64) -> (Histories, Histories) {
+        assert!(
+            (0.0..=1.0).contains(&fraction),
+            "Histories::split: the fraction must be in [0, 1], got {fraction}"
+        );
         let mut order: Vec<usize> = (0..self.students.len()).collect();
         use rand::seq::SliceRandom;
         order.shuffle(&mut rng(seed));
@@ -348,11 +355,13 @@ fn lines(path: &Path) -> Result<impl Iterator<Item = Result<(usize, String)>> + 
     }))
 }
 
-/// Splits a comma-separated line into its fields, allowing one trailing comma and spaces.
-fn fields(line: &str) -> Vec<&str> {
+/// The fields of a comma-separated line, allowing one trailing comma and spaces; none for a blank
+/// line. An iterator, parsed as it goes: a list of the fields themselves would take 16 bytes per
+/// field, 16× a line of commas (a 64 MiB line had asked for a gigabyte before its error).
+fn fields(line: &str) -> impl Iterator<Item = &str> {
     let line = line.trim();
     let line = line.strip_suffix(',').unwrap_or(line);
-    if line.is_empty() { Vec::new() } else { line.split(',').map(str::trim).collect() }
+    (!line.is_empty()).then(|| line.split(',').map(str::trim)).into_iter().flatten()
 }
 
 fn bit(path: &Path, line: usize, v: &str) -> Result<bool> {
@@ -375,21 +384,20 @@ pub fn read_csv(path: impl AsRef<Path>) -> Result<Histories> {
     let mut students = Vec::new();
     for line in lines(path)? {
         let (number, line) = line?;
-        let cells = fields(&line);
-        if cells.is_empty() {
+        if fields(&line).next().is_none() {
             continue;
         }
-        if number == 1 && cells.iter().any(|c| *c != "0" && *c != "1") {
+        if number == 1 && fields(&line).any(|c| c != "0" && c != "1") {
             continue; // a header
         }
-        let width = *items.get_or_insert(cells.len());
-        if cells.len() != width {
+        let correct = fields(&line).map(|c| bit(path, number, c)).collect::<Result<Vec<bool>>>()?;
+        let width = *items.get_or_insert(correct.len());
+        if correct.len() != width {
             return Err(Error::format(
                 path,
-                format!("line {number}: {} answers, but the rows before have {width}", cells.len()),
+                format!("line {number}: {} answers, but the rows before have {width}", correct.len()),
             ));
         }
-        let correct = cells.iter().map(|c| bit(path, number, c)).collect::<Result<Vec<bool>>>()?;
         if width > MAX_ITEM_ID + 1 {
             return Err(Error::format(
                 path,
@@ -421,12 +429,24 @@ pub fn read_csv(path: impl AsRef<Path>) -> Result<Histories> {
 /// `0..=MAX_ITEM_ID`, an answer other than `0`/`1`, or a file that ends in the middle of a student.
 pub fn read_three_line(path: impl AsRef<Path>) -> Result<Histories> {
     let path = path.as_ref();
-    let mut non_empty = lines(path)?.filter(|l| l.as_ref().map_or(true, |(_, l)| !l.trim().is_empty()));
+    let mut all = lines(path)?;
     let (mut students, mut skipped, mut max_item) = (Vec::new(), 0, None::<usize>);
-    while let Some(first) = non_empty.next() {
+    // The next line; with `skip_blank`, the next that is not blank.
+    let mut next_line = |skip_blank: bool| -> Option<Result<(usize, String)>> {
+        all.find(|l| !skip_blank || l.as_ref().map_or(true, |(_, l)| !l.trim().is_empty()))
+    };
+    while let Some(first) = next_line(true) {
         let (n_line, count) = first?;
+        let count: usize = count.trim().trim_end_matches(',').parse().map_err(|_| {
+            Error::format(
+                path,
+                format!("line {n_line}: expected the number of answers, got {:?}", count.trim()),
+            )
+        })?;
+        // A student of no answers has two empty lines: read them as they are, where blank lines
+        // are otherwise skipped (they would have been the next student's).
         let mut next = |what: &str| -> Result<(usize, String)> {
-            non_empty.next().unwrap_or_else(|| {
+            next_line(count > 0).unwrap_or_else(|| {
                 Err(Error::format(
                     path,
                     format!("line {n_line}: the file ends in the middle of a student (no {what} line)"),
@@ -435,44 +455,52 @@ pub fn read_three_line(path: impl AsRef<Path>) -> Result<Histories> {
         };
         let (i_line, ids) = next("item ids")?;
         let (c_line, answers) = next("answers")?;
-        let count: usize = count.trim().trim_end_matches(',').parse().map_err(|_| {
-            Error::format(
-                path,
-                format!("line {n_line}: expected the number of answers, got {:?}", count.trim()),
-            )
-        })?;
-        let ids = fields(&ids);
-        let answers = fields(&answers);
-        if ids.len() != count {
+        let too_many = |line: usize, what: &str| {
+            Error::format(path, format!("line {line}: more {what} than the {count} that line {n_line} says"))
+        };
+        let mut items = Vec::new();
+        for v in fields(&ids) {
+            if items.len() == count {
+                return Err(too_many(i_line, "item ids"));
+            }
+            items.push(match v.parse::<u64>() {
+                Ok(id) if id <= MAX_ITEM_ID as u64 => id as u32,
+                Ok(id) => {
+                    return Err(Error::format(
+                        path,
+                        format!(
+                            "line {i_line}: item id {id} is above the largest this reader accepts, {MAX_ITEM_ID} \
+                             (backprop::data::knowledge::MAX_ITEM_ID); number the items densely"
+                        ),
+                    ));
+                }
+                Err(_) => {
+                    return Err(Error::format(
+                        path,
+                        format!("line {i_line}: item id {v:?} is not a non-negative integer"),
+                    ));
+                }
+            });
+        }
+        if items.len() != count {
             return Err(Error::format(
                 path,
-                format!("line {i_line}: {} item ids, but line {n_line} says {count}", ids.len()),
+                format!("line {i_line}: {} item ids, but line {n_line} says {count}", items.len()),
             ));
         }
-        if answers.len() != count {
+        let mut correct = Vec::new();
+        for v in fields(&answers) {
+            if correct.len() == count {
+                return Err(too_many(c_line, "answers"));
+            }
+            correct.push(bit(path, c_line, v)?);
+        }
+        if correct.len() != count {
             return Err(Error::format(
                 path,
-                format!("line {c_line}: {} answers, but line {n_line} says {count}", answers.len()),
+                format!("line {c_line}: {} answers, but line {n_line} says {count}", correct.len()),
             ));
         }
-        let items = ids
-            .iter()
-            .map(|v| match v.parse::<u64>() {
-                Ok(id) if id <= MAX_ITEM_ID as u64 => Ok(id as u32),
-                Ok(id) => Err(Error::format(
-                    path,
-                    format!(
-                        "line {i_line}: item id {id} is above the largest this reader accepts, {MAX_ITEM_ID} \
-                         (backprop::data::knowledge::MAX_ITEM_ID); number the items densely"
-                    ),
-                )),
-                Err(_) => Err(Error::format(
-                    path,
-                    format!("line {i_line}: item id {v:?} is not a non-negative integer"),
-                )),
-            })
-            .collect::<Result<Vec<u32>>>()?;
-        let correct = answers.iter().map(|v| bit(path, c_line, v)).collect::<Result<Vec<bool>>>()?;
         if count < 2 {
             skipped += 1;
             continue;
@@ -514,13 +542,10 @@ impl Format {
                 break;
             }
         }
-        let bits = |row: &str| {
-            let f = fields(row);
-            f.len() >= 2 && f.iter().all(|c| *c == "0" || *c == "1")
-        };
+        let bits = |row: &str| fields(row).nth(1).is_some() && fields(row).all(|c| c == "0" || c == "1");
         let count = |row: &str| {
-            let f = fields(row);
-            f.len() == 1 && f[0].parse::<u64>().is_ok()
+            let mut f = fields(row);
+            f.next().is_some_and(|c| c.parse::<u64>().is_ok()) && f.next().is_none()
         };
         match rows.as_slice() {
             [first, ..] if count(first) => Ok(Format::ThreeLine),
@@ -558,12 +583,12 @@ pub fn read_concepts(path: impl AsRef<Path>) -> Result<Vec<Option<usize>>> {
     let mut map: Vec<Option<usize>> = Vec::new();
     for line in lines(path)? {
         let (number, line) = line?;
-        let cells = fields(&line);
-        if cells.is_empty() {
+        if fields(&line).next().is_none() {
             continue;
         }
+        // At most three fields looked at: two numbers, and whether there is more.
         let parsed: Vec<Option<usize>> =
-            cells.iter().map(|c| c.parse::<usize>().ok().filter(|&v| v <= MAX_ITEM_ID)).collect();
+            fields(&line).take(3).map(|c| c.parse::<usize>().ok().filter(|&v| v <= MAX_ITEM_ID)).collect();
         let (item, concept) = match parsed.as_slice() {
             [Some(i), Some(c)] => (*i, *c),
             _ if number == 1 => continue, // a header

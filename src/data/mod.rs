@@ -277,7 +277,8 @@ impl Dataset {
 
     /// One more than the largest label, for a classification data set.
     pub fn num_classes(&self) -> Option<usize> {
-        self.labels().map(|l| l.iter().max().map_or(0, |m| m + 1))
+        // (A label of usize::MAX would need usize::MAX + 1 classes: saturated, not wrapped to 0.)
+        self.labels().map(|l| l.iter().max().map_or(0, |m| m.saturating_add(1)))
     }
 
     /// The shape of one sample (the inputs' shape without the first axis).

@@ -38,11 +38,12 @@ impl Normalizer {
     /// Computes per-channel mean and standard deviation of `inputs` (`[N, C, …]`, channel axis 1).
     ///
     /// # Errors
-    /// [`Error::Shape`] if `inputs` has fewer than 2 axes or no samples.
+    /// [`Error::Shape`] if `inputs` has fewer than 2 axes, or no values (no samples, no channels,
+    /// or channels of no values: nothing to take a mean of).
     pub fn fit(inputs: &Tensor) -> Result<Normalizer> {
-        if inputs.ndim() < 2 || inputs.dim(0) == 0 {
+        if inputs.ndim() < 2 || inputs.is_empty() {
             return Err(Error::shape(format!(
-                "Normalizer::fit needs [N, C, …] with N > 0, got {}",
+                "Normalizer::fit needs [N, C, …] with at least one value in each channel, got {}",
                 shape_str(inputs.shape())
             )));
         }
@@ -150,7 +151,11 @@ impl Augmentation {
     pub fn apply(&self, x: &mut Tensor, rng: &mut Rng) {
         assert!(x.ndim() == 4, "Augmentation::apply needs [N, C, H, W], got {:?}", x.shape());
         let (n, c, h, w) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3));
-        let k = self.max_shift as i64;
+        if x.is_empty() {
+            return; // no pixels to move (and no plane buffer to make for them)
+        }
+        // (A shift past the image moves it out entirely; i64::MAX pixels is as far as any.)
+        let k = i64::try_from(self.max_shift).unwrap_or(i64::MAX);
         let mut plane = vec![0.0f32; h * w];
         for i in 0..n {
             let (dy, dx) = if k > 0 {
@@ -166,8 +171,8 @@ impl Augmentation {
                 for y in 0..h {
                     for xx in 0..w {
                         // out[y, x] = in[y − dy, x' − dx], x' = x (or mirrored)
-                        let sy = y as isize - dy;
-                        let sx = if flip { (w - 1 - xx) as isize } else { xx as isize } - dx;
+                        let sy = (y as isize).saturating_sub(dy);
+                        let sx = (if flip { (w - 1 - xx) as isize } else { xx as isize }).saturating_sub(dx);
                         p[y * w + xx] = if sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
                             plane[sy as usize * w + sx as usize]
                         } else {

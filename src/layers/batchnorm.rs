@@ -102,7 +102,7 @@ impl BatchNorm {
                 self.describe(),
                 x.shape()
             );
-            self.batches_tracked += 1;
+            self.batches_tracked = self.batches_tracked.saturating_add(1); // (a loaded count may be near u64::MAX)
             for (ch, (mu, inv)) in mean.iter_mut().zip(self.inv_std.iter_mut()).enumerate() {
                 let values =
                     || (0..n).flat_map(move |b| x.data()[(b * c + ch) * inner..][..inner].iter().copied());

@@ -66,7 +66,7 @@ impl AdamCore {
 
     /// One Adam step; `decoupled` selects AdamW's weight decay.
     fn step(&mut self, params: &mut [(String, &mut Param)], decoupled: bool, name: &str) {
-        self.k += 1;
+        self.k = self.k.saturating_add(1); // (2³¹ steps: the bias corrections are 1 long before)
         // Scalars in f64, as PyTorch computes them in Python floats.
         let bias1 = 1.0 - (self.beta1 as f64).powi(self.k); // 1 − β₁ᵏ
         let bias2_sqrt = (1.0 - (self.beta2 as f64).powi(self.k)).sqrt(); // √(1 − β₂ᵏ)

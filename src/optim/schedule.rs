@@ -114,8 +114,10 @@ impl Schedule {
     pub fn lr(&self, base: f32, t: usize) -> f32 {
         match &self.0 {
             Kind::Constant => base,
-            Kind::Step { step_size, gamma } => base * gamma.powi((t / step_size) as i32),
-            Kind::Exponential { gamma } => base * gamma.powi(t as i32),
+            // (Exponents past i32::MAX saturate: the factor is 0 or ∞ long before, where a cast
+            // had wrapped step 2³² back to the base rate.)
+            Kind::Step { step_size, gamma } => base * gamma.powi(saturating_i32(t / step_size)),
+            Kind::Exponential { gamma } => base * gamma.powi(saturating_i32(t)),
             Kind::Cosine { t_max, eta_min } => {
                 let progress = t as f64 / *t_max as f64;
                 let cos = (1.0 + (std::f64::consts::PI * progress).cos()) / 2.0;
@@ -130,4 +132,9 @@ impl Schedule {
             }
         }
     }
+}
+
+/// `n` as an exponent for `powi`, saturated at `i32::MAX`.
+fn saturating_i32(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
 }

@@ -133,9 +133,14 @@ fn ln_a(q: f64, sigma: f64, alpha: f64) -> f64 {
 /// and noise multiplier `sigma` (0 when `q = 0`, ∞ when `sigma = 0`).
 ///
 /// # Panics
-/// If `q` is outside `[0, 1]`, `sigma` is negative or `alpha ≤ 1`.
+/// If `q` is outside `[0, 1]`, `sigma` is negative, `alpha ≤ 1`, or `alpha` is finite and above
+/// [`MAX_ORDER`] (the work grows with the order: α = 10⁸ took 5 s, 10¹² would take hours).
 pub fn rdp_sampled_gaussian(q: f64, sigma: f64, alpha: f64) -> f64 {
     assert!((0.0..=1.0).contains(&q) && sigma >= 0.0 && alpha > 1.0, "rdp: q {q}, σ {sigma}, α {alpha}");
+    assert!(
+        alpha <= MAX_ORDER || alpha.is_infinite(),
+        "rdp: the order α must be at most {MAX_ORDER} (or infinite), got {alpha}"
+    );
     if q == 0.0 {
         return 0.0;
     }
@@ -159,10 +164,12 @@ pub fn rdp_sampled_gaussian(q: f64, sigma: f64, alpha: f64) -> f64 {
 /// ```
 ///
 /// # Panics
-/// As [`rdp_sampled_gaussian`], if `delta` is not in `(0, 1)`, and if an order is above
-/// [`MAX_ORDER`] (the work grows with the order; Opacus's orders stop at 63).
+/// As [`rdp_sampled_gaussian`], if `delta` is not in `(0, 1)`, if an order is above
+/// [`MAX_ORDER`] (the work grows with the order; Opacus's orders stop at 63), and if `orders` is
+/// empty (nothing to minimise over).
 pub fn epsilon(q: f64, sigma: f64, steps: u64, delta: f64, orders: &[f64]) -> (f64, f64) {
     assert!(delta > 0.0 && delta < 1.0, "epsilon: δ must be in (0, 1), got {delta}");
+    assert!(!orders.is_empty(), "epsilon: no RDP orders to minimise over (try privacy::DEFAULT_ORDERS)");
     if let Some(&alpha) = orders.iter().find(|&&a| a > MAX_ORDER || a.is_nan()) {
         panic!("epsilon: RDP orders must be at most {MAX_ORDER}, got {alpha}");
     }

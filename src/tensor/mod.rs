@@ -252,7 +252,7 @@ impl Tensor {
     /// ```
     pub fn from_fn(shape: &[usize], mut f: impl FnMut(&[usize]) -> f32) -> Tensor {
         let n = numel(shape);
-        let mut data = Vec::with_capacity(n);
+        let mut data = allocate(shape); // a panic naming the size, not an abort
         let mut idx = vec![0usize; shape.len()];
         for _ in 0..n {
             data.push(f(&idx));
@@ -498,8 +498,9 @@ impl Tensor {
     /// Copies the rows `indices` of the first axis into a new tensor (gathering a mini-batch).
     ///
     /// # Panics
-    /// If an index is out of range.
+    /// If the tensor is a scalar (it has no first axis) or an index is out of range.
     pub fn select_outer(&self, indices: &[usize]) -> Tensor {
+        assert!(self.ndim() > 0, "select_outer: a scalar has no first axis to select from");
         let mut shape = self.shape.clone();
         shape[0] = indices.len();
         let mut out = Tensor::zeros(&shape);
@@ -720,7 +721,8 @@ impl Tensor {
     /// this is the predicted class of each sample.
     ///
     /// # Panics
-    /// If `axis` is out of range.
+    /// If `axis` is out of range, or empty while other positions exist (no index to give; as
+    /// PyTorch's `argmax`).
     ///
     /// ```
     /// use backprop::Tensor;
@@ -729,6 +731,12 @@ impl Tensor {
     /// ```
     pub fn argmax_axis(&self, axis: usize) -> Vec<usize> {
         let (outer, len, inner) = self.axis_split(axis, "argmax_axis");
+        if len == 0 && outer != 0 && inner != 0 {
+            panic!(
+                "argmax_axis: axis {axis} of a tensor of shape {:?} is empty: there is no maximum to point at",
+                self.shape
+            );
+        }
         let mut out = Vec::with_capacity(outer * inner);
         for o in 0..outer {
             for i in 0..inner {

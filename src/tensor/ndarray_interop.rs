@@ -49,20 +49,36 @@ impl<S: Data<Elem = f32>, D: Dimension> From<ArrayBase<S, D>> for Tensor {
 }
 
 impl From<Tensor> for ArrayD<f32> {
+    /// # Panics
+    /// If `ndarray` cannot hold the shape: an empty tensor whose other axes multiply past
+    /// `isize::MAX` (`[0, 2⁶², 4]`), which this crate accepts and `ndarray` does not (see
+    /// [`Tensor::into_array`] for an `Err` instead).
     fn from(t: Tensor) -> ArrayD<f32> {
+        let shape = t.shape.clone();
         ArrayD::from_shape_vec(IxDyn(&t.shape), t.data)
-            .expect("a Tensor's data length always equals the product of its shape")
+            .unwrap_or_else(|e| panic!("{}", beyond_ndarray(&shape, e)))
     }
+}
+
+/// Why `ndarray` refused a tensor's shape: its data length always matches the shape, so what is
+/// left is `ndarray`'s own limit on the product of the non-zero axes.
+fn beyond_ndarray(shape: &[usize], e: ndarray::ShapeError) -> String {
+    format!(
+        "ndarray cannot hold a tensor of shape {shape:?} ({e}): the product of its non-zero axes must stay within          isize::MAX, even for an empty array"
+    )
 }
 
 impl Tensor {
     /// The tensor as an array of a fixed dimension `D` (`Ix1` … `Ix6`), without copying.
     ///
     /// # Errors
-    /// [`Error::Shape`] naming both ranks when the tensor's rank is not `D`'s.
+    /// [`Error::Shape`] naming both ranks when the tensor's rank is not `D`'s, or when `ndarray`
+    /// cannot hold the shape (an empty tensor whose other axes multiply past `isize::MAX`).
     pub fn into_array<D: Dimension>(self) -> Result<Array<f32, D>> {
         let shape = self.shape.clone();
-        ArrayD::from(self).into_dimensionality::<D>().map_err(|_| {
+        let array = ArrayD::from_shape_vec(IxDyn(&self.shape), self.data)
+            .map_err(|e| Error::shape(beyond_ndarray(&shape, e)))?;
+        array.into_dimensionality::<D>().map_err(|_| {
             Error::shape(format!(
                 "a tensor of shape {shape:?} (rank {}) is not an array of rank {}",
                 shape.len(),
@@ -72,8 +88,11 @@ impl Tensor {
     }
 
     /// A read-only `ndarray` view of the tensor's data, without copying.
+    ///
+    /// # Panics
+    /// If `ndarray` cannot hold the shape (as `ArrayD::from`).
     pub fn view(&self) -> ArrayViewD<'_, f32> {
         ArrayViewD::from_shape(IxDyn(&self.shape), &self.data)
-            .expect("a Tensor's data length always equals the product of its shape")
+            .unwrap_or_else(|e| panic!("{}", beyond_ndarray(&self.shape, e)))
     }
 }

@@ -19,7 +19,8 @@ pub struct EarlyStopping {
     pub monitor: Monitor,
     /// Epochs without improvement before stopping (at least 1).
     pub patience: usize,
-    /// The least change that counts as an improvement.
+    /// The least change that counts as an improvement (a finite number ≥ 0; `fit` refuses
+    /// anything else).
     pub min_delta: f32,
     /// Put back the weights of the best epoch when training ends.
     pub restore_best: bool,

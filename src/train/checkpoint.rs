@@ -545,6 +545,27 @@ impl Progress {
                 has_weights: e["has_weights"].as_bool().unwrap_or(false),
             }),
         };
+        // Figures a run can have written: epochs within the run, finite metrics (training stops
+        // before a NaN or an infinity is ever recorded).
+        if let Some(e) = &early {
+            if e.best_epoch > epoch || e.waited > epoch {
+                return Err(format!(
+                    "metadata \"early_stopping\": best epoch {} and {} epochs waited, after {epoch} epochs",
+                    e.best_epoch, e.waited
+                ));
+            }
+            if let Some(best) = e.best.filter(|b| !b.is_finite()) {
+                return Err(format!("metadata \"early_stopping\": the best figure is {best}"));
+            }
+        }
+        if let Some(best_epoch) = history.best_epoch.filter(|&b| b > epoch) {
+            return Err(format!("the history's best epoch is {best_epoch}, after {epoch} epochs"));
+        }
+        let best_checkpoint =
+            option_float(&parse_json("checkpoints.best")?, "metadata \"checkpoints.best\"")?;
+        if best_checkpoint.is_some_and(f32::is_nan) {
+            return Err("metadata \"checkpoints.best\" is NaN".into());
+        }
         Ok(Progress {
             epoch,
             seed: number("seed")?,
@@ -556,7 +577,7 @@ impl Progress {
             augment: rng_from(&parse_json("rng.augment")?, "metadata \"rng.augment\"")?,
             model_rngs,
             early,
-            best_checkpoint: option_float(&parse_json("checkpoints.best")?, "metadata \"checkpoints.best\"")?,
+            best_checkpoint,
             history,
         })
     }

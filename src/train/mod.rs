@@ -212,6 +212,12 @@ fn check_options(train: &Dataset, options: &FitOptions<'_>) -> Result<()> {
         if es.patience == 0 {
             return bad("early stopping needs a patience of at least 1 epoch".into());
         }
+        if !(es.min_delta.is_finite() && es.min_delta >= 0.0) {
+            return bad(format!(
+                "early stopping's min_delta must be a finite number ≥ 0, got {} (with NaN or ∞ no epoch would ever                  count as an improvement)",
+                es.min_delta
+            ));
+        }
     }
     if let Some(c) = &options.checkpoints {
         let monitor = checkpoint_monitor(options);

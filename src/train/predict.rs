@@ -283,9 +283,10 @@ pub fn loss_and_backward<'p>(
 /// dropout's generator) are put back, so the model is exactly as it was before the call.
 ///
 /// # Errors
-/// - `x` does not fit the model, holds a NaN or an infinity, or the loss rejects the target;
-///   the optimizer holds state for another model (its moments' shapes differ from the
-///   parameters'): nothing was changed;
+/// - `x` does not fit the model, holds a NaN or an infinity, or is an empty batch (no samples:
+///   no loss to descend, where a step would still move the weights by the optimizer's momentum
+///   or weight decay), or the loss rejects the target; the optimizer holds state for another
+///   model (its moments' shapes differ from the parameters'): nothing was changed;
 /// - the loss or a gradient is not finite (the message names which): nothing was changed;
 /// - the optimizer step itself made a parameter non-finite (a step too large for `f32`): the
 ///   message names the parameter, and the model keeps that step — unlike [`fit`](super::fit),
@@ -311,6 +312,12 @@ pub fn train_step(
     loss: &dyn Loss,
     optimizer: &mut dyn Optimizer,
 ) -> Result<f32> {
+    if x.shape().first() == Some(&0) {
+        return Err(Error::shape(format!(
+            "train_step: the batch {:?} holds no samples, so there is no loss to step on (the optimizer's momentum or              weight decay alone would still move the weights); the model and the optimizer are unchanged",
+            x.shape()
+        )));
+    }
     super::check_optimizer_fits(model, optimizer, "train_step")?;
     // What a forward pass changes besides the gradients (no parameter values: nothing before
     // the optimizer step changes them). Empty, and so free, for a model without such state.

@@ -1,0 +1,292 @@
+//! Edge inputs found by the fifteenth session's review of the public API (docs/reliability.md,
+//! "fifteenth session"): each once aborted the process, ran for hours, panicked inside a function
+//! that returns `Result`, or returned a wrong answer without a word.
+
+use backprop::data::knowledge::{Histories, read_three_line};
+use backprop::data::transforms::{Augmentation, Normalizer};
+use backprop::metrics::{ConfusionMatrix, binary_accuracy, log_loss};
+use backprop::prelude::*;
+use backprop::privacy::{epsilon, rdp_sampled_gaussian};
+use backprop::train::Checkpoint;
+use std::collections::HashMap;
+
+mod common;
+use common::{ScratchFile, panic_message};
+
+fn classifier() -> Sequential {
+    Sequential::builder(&[3]).add(Dense::new(3, 2).seed(1)).build().unwrap()
+}
+
+/// An empty batch has no loss: `train_step` refuses it and moves nothing, where Adam's momentum
+/// (and AdamW's weight decay) had still stepped the weights.
+#[test]
+fn train_step_refuses_an_empty_batch_and_moves_nothing() {
+    let x = Tensor::from_vec(&[2, 3], vec![0.5, -1.0, 2.0, 1.0, 0.0, -0.5]).unwrap();
+    let loss = CrossEntropyLoss::new();
+    let optimizers =
+        || [Box::new(Adam::new(0.1)) as Box<dyn Optimizer>, Box::new(AdamW::new(0.1).weight_decay(0.1))];
+    for (mut opt, mut twin_opt) in optimizers().into_iter().zip(optimizers()) {
+        let (mut model, mut twin) = (classifier(), classifier());
+        let empty = Tensor::zeros(&[0, 3]);
+        model.train_step(&x, Target::Classes(&[0, 1]), &loss, opt.as_mut()).unwrap();
+        twin.train_step(&x, Target::Classes(&[0, 1]), &loss, twin_opt.as_mut()).unwrap();
+        let err =
+            model.train_step(&empty, Target::Classes(&[]), &loss, opt.as_mut()).unwrap_err().to_string();
+        assert!(err.contains("[0, 3]") && err.contains("no samples"), "{err}");
+        assert_eq!(model.state_dict(), twin.state_dict(), "the refused batch moved the weights");
+        // The optimizer did not count a step either: the next real step is the twin's.
+        model.train_step(&x, Target::Classes(&[1, 0]), &loss, opt.as_mut()).unwrap();
+        twin.train_step(&x, Target::Classes(&[1, 0]), &loss, twin_opt.as_mut()).unwrap();
+        assert_eq!(model.state_dict(), twin.state_dict(), "the optimizer's state changed");
+    }
+}
+
+/// Sizes no memory holds are panics that name them, never an aborted process; an empty axis has
+/// no arg-max.
+#[test]
+fn impossible_sizes_are_named_panics_not_aborts() {
+    let m = panic_message(|| drop(Tensor::from_fn(&[1 << 40], |_| 0.0)));
+    assert!(m.contains("cannot allocate") && m.contains("[1099511627776]"), "{m}");
+    let m = panic_message(|| drop(Tensor::zeros(&[1 << 40, 0]).argmax_axis(1)));
+    assert!(m.contains("argmax_axis") && m.contains("empty"), "{m}");
+    let m = panic_message(|| drop(Tensor::zeros(&[3, 0]).argmax_axis(1)));
+    assert!(m.contains("empty"), "{m}");
+    assert_eq!(Tensor::zeros(&[0, 5]).argmax_axis(1), Vec::<usize>::new());
+    let m = panic_message(|| drop(ConfusionMatrix::new(1 << 20, &[0], &[0])));
+    assert!(m.contains("1048576 × 1048576"), "{m}");
+    let m = panic_message(|| drop(ConfusionMatrix::new(1 << 32, &[], &[])));
+    assert!(m.contains("4294967296 classes"), "{m}");
+    let three = ConfusionMatrix::new(3, &[0, 1, 2], &[0, 2, 2]);
+    assert_eq!((three.count(1, 2), three.correct()), (1, 2));
+    let m = panic_message(|| {
+        three.count(0, 5);
+    });
+    assert!(m.contains("(0, 5) out of range for 3 classes"), "{m}");
+    let m = panic_message(|| drop(Tensor::scalar(1.0).select_outer(&[])));
+    assert!(m.contains("scalar"), "{m}");
+}
+
+/// Augmenting no images allocates nothing (a `[0, 1, 2²⁰, 2²⁰]` batch had asked for a 4 TiB
+/// plane first); a shift larger than any image moves it out entirely instead of wrapping to none.
+#[test]
+fn augmentation_of_nothing_and_of_everything() {
+    let mut none = Tensor::zeros(&[0, 1, 1 << 20, 1 << 20]);
+    Augmentation::shift(1).apply(&mut none, &mut backprop::tensor::rng(0));
+    let mut x = Tensor::ones(&[4, 1, 3, 3]);
+    Augmentation::shift(usize::MAX).with_fill(-1.0).apply(&mut x, &mut backprop::tensor::rng(0));
+    assert!(x.data().iter().all(|&v| v == -1.0), "{:?}", x.data());
+}
+
+/// The accountant's orders are bounded where the work grows with them (α = 10⁸ had taken 5 s,
+/// 10¹² would take hours); an infinite order is still ∞, and no orders at all is named.
+#[test]
+fn rdp_orders_past_the_limit_are_refused() {
+    let m = panic_message(|| {
+        rdp_sampled_gaussian(0.01, 1.0, 1e7);
+    });
+    assert!(m.contains("at most 1024") && m.contains("10000000"), "{m}");
+    assert!(rdp_sampled_gaussian(0.01, 1.0, 1024.0).is_finite());
+    assert_eq!(rdp_sampled_gaussian(0.01, 1.0, f64::INFINITY), f64::INFINITY);
+    let m = panic_message(|| {
+        epsilon(0.01, 1.0, 10, 1e-5, &[]);
+    });
+    assert!(m.contains("no RDP orders"), "{m}");
+}
+
+/// `Normalizer::fit` on values that are not there is an `Err` (no channels had divided by zero;
+/// channels of no values gave NaN means).
+#[test]
+fn normalizing_nothing_is_an_error() {
+    for shape in [&[3, 0][..], &[3, 2, 0], &[0, 2]] {
+        let err = Normalizer::fit(&Tensor::zeros(shape)).unwrap_err().to_string();
+        assert!(err.contains("at least one value"), "{shape:?}: {err}");
+    }
+}
+
+/// A tensor `ndarray` cannot describe (empty, but with other axes past `isize::MAX` together)
+/// is an `Err` from `into_array` and a named panic from `view`.
+#[cfg(feature = "ndarray")]
+#[test]
+fn shapes_beyond_ndarray_are_named() {
+    use backprop::ndarray::Ix3;
+    let t = Tensor::zeros(&[0, 1 << 62, 4]);
+    let err = t.clone().into_array::<Ix3>().unwrap_err().to_string();
+    assert!(err.contains("ndarray cannot hold") && err.contains("[0, 4611686018427387904, 4]"), "{err}");
+    let m = panic_message(|| drop(t.view()));
+    assert!(m.contains("ndarray cannot hold"), "{m}");
+    assert_eq!(Tensor::zeros(&[0, 3, 4]).into_array::<Ix3>().unwrap().shape(), &[0, 3, 4]);
+}
+
+/// `fit` refuses an early-stopping `min_delta` under which no epoch could ever improve.
+#[test]
+fn early_stopping_needs_a_finite_min_delta() {
+    let data = common::blobs(40, 1);
+    for bad in [f32::NAN, f32::INFINITY, -0.5] {
+        let mut model = Sequential::builder(&[2]).add(Dense::new(2, 3)).build().unwrap();
+        let before = model.state_dict();
+        let mut stop = EarlyStopping::new(Monitor::TrainLoss, 2);
+        stop.min_delta = bad;
+        let options = FitOptions::new().epochs(3).verbose(false).early_stopping(stop);
+        let err = model.fit(&data, &CrossEntropyLoss::new(), &mut Sgd::new(0.1), options).unwrap_err();
+        assert!(err.to_string().contains("min_delta"), "{bad}: {err}");
+        assert_eq!(model.state_dict(), before);
+    }
+}
+
+/// A checkpoint whose metadata a run could not have written — a best epoch after the last, more
+/// epochs waited than run, a NaN best figure — is refused, checksum or not.
+#[test]
+fn checkpoint_figures_out_of_range_are_refused() {
+    let dir = common::scratch_dir("edges-checkpoint");
+    let keep = backprop::train::Checkpoints::in_dir(dir.path());
+    let data = common::blobs(40, 2);
+    let options = FitOptions::new()
+        .epochs(2)
+        .verbose(false)
+        .early_stopping(EarlyStopping::new(Monitor::TrainLoss, 5))
+        .checkpoints(keep.clone());
+    let mut model = Sequential::builder(&[2]).add(Dense::new(2, 3)).build().unwrap();
+    model.fit(&data, &CrossEntropyLoss::new(), &mut Adam::new(0.01), options).unwrap();
+    let bytes = std::fs::read(keep.last_path()).unwrap();
+    Checkpoint::from_bytes(bytes.clone(), "last").expect("the file as written");
+    let edited = |key: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let mut meta: HashMap<String, String> = header.metadata().clone().unwrap();
+        let mut value: serde_json::Value = serde_json::from_str(&meta[key]).unwrap();
+        edit(&mut value);
+        meta.insert(key.to_string(), value.to_string());
+        resealed(&bytes, meta)
+    };
+    type Edit<'a> = &'a dyn Fn(&mut serde_json::Value);
+    let cases: [(&str, Edit<'_>, &str); 4] = [
+        ("early_stopping", &|v| v["best_epoch"] = 1_000_000_000.into(), "best epoch 1000000000"),
+        ("early_stopping", &|v| v["waited"] = u64::MAX.into(), "epochs waited"),
+        ("early_stopping", &|v| v["best"] = "NaN".into(), "the best figure is NaN"),
+        ("history", &|v| v["best_epoch"] = 9.into(), "best epoch is 9"),
+    ];
+    for (key, edit, want) in cases {
+        let err = Checkpoint::from_bytes(edited(key, edit), "edited").map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains(want), "{key}: {err}");
+    }
+}
+
+/// `bytes` (a checkpoint) with `meta` as its metadata and the checksum computed anew, as the
+/// crate computes it: every tensor's name, dtype, shape and bytes in name order, then every
+/// other metadata pair in key order.
+fn resealed(bytes: &[u8], mut meta: HashMap<String, String>) -> Vec<u8> {
+    let file = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    let mut tensors = file.tensors();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut crc = flate2::Crc::new();
+    for (name, view) in &tensors {
+        crc.update(name.as_bytes());
+        crc.update(format!("{:?}", view.dtype()).as_bytes());
+        view.shape().iter().for_each(|d| crc.update(&(*d as u64).to_le_bytes()));
+        crc.update(view.data());
+    }
+    let mut keys: Vec<&String> = meta.keys().filter(|k| *k != "checksum").collect();
+    keys.sort();
+    for k in keys {
+        crc.update(k.as_bytes());
+        crc.update(&[0]);
+        crc.update(meta[k].as_bytes());
+        crc.update(&[0]);
+    }
+    meta.insert("checksum".into(), format!("{:08x}", crc.sum()));
+    safetensors::serialize(tensors, Some(meta)).unwrap()
+}
+
+/// A count in a model file (batch norm's `num_batches_tracked`) must be a whole number ≥ 0:
+/// `inf` had loaded as `u64::MAX` (one batch later, 0), NaN and −5 as 0, 3.7 as 3.
+#[test]
+fn a_count_that_is_not_a_count_is_refused() {
+    let model = || Sequential::builder(&[2]).add(BatchNorm1d::new(2)).build().unwrap();
+    let stored = model().state_dict(); // the weights and running statistics; the count is added
+    for (value, shown) in [(f32::INFINITY, "inf"), (f32::NAN, "NaN"), (-5.0, "-5"), (3.7, "3.7"), (4.0, "")] {
+        let mut tensors: Vec<(String, Vec<u8>, Vec<usize>, safetensors::Dtype)> = stored
+            .iter()
+            .map(|(name, t)| {
+                let bytes = t.data().iter().flat_map(|v| v.to_le_bytes()).collect();
+                (name.clone(), bytes, t.shape().to_vec(), safetensors::Dtype::F32)
+            })
+            .collect();
+        let count = (
+            "0.num_batches_tracked".to_string(),
+            value.to_le_bytes().to_vec(),
+            vec![],
+            safetensors::Dtype::F32,
+        );
+        tensors.push(count);
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+            .iter()
+            .map(|(n, b, s, d)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
+            .collect();
+        let bytes = safetensors::serialize(views, None).unwrap();
+        let mut m = model();
+        let loaded = backprop::io::load_safetensors(&mut m, &bytes, "counter");
+        if value == 4.0 {
+            loaded.expect("a whole number stored as a float is a count"); // as some exporters write it
+            continue;
+        }
+        let err = loaded.unwrap_err().to_string();
+        assert!(err.contains("num_batches_tracked") && err.contains(shown), "{value}: {err}");
+    }
+}
+
+/// Step counts past `i32::MAX` no longer wrap the schedules' exponent back to the base rate.
+#[test]
+fn schedules_do_not_wrap_their_step_count() {
+    let exponential = Schedule::exponential(0.5).unwrap();
+    assert_eq!(exponential.lr(1.0, 1 << 31), 0.0);
+    assert_eq!(exponential.lr(1.0, 1 << 32), 0.0);
+    assert_eq!(exponential.lr(1.0, 3), 0.125);
+    let step = Schedule::step(1, 0.5).unwrap();
+    assert_eq!(step.lr(1.0, 1 << 32), 0.0);
+    assert_eq!(Schedule::exponential(2.0).unwrap().lr(1.0, 1 << 33), f32::INFINITY);
+}
+
+/// One rule for NaN across the binary metrics: a panic naming the position (`roc_auc` already
+/// did; `binary_accuracy` had counted NaN as a right "false", `log_loss` had returned NaN); and
+/// empty input gives 0, as `accuracy`.
+#[test]
+fn binary_metrics_refuse_nan_alike() {
+    let m = panic_message(|| {
+        binary_accuracy(&[0.2, f32::NAN], &[false, false]);
+    });
+    assert!(m.contains("binary_accuracy: probability 1 is NaN"), "{m}");
+    let m = panic_message(|| {
+        log_loss(&[f32::NAN, 0.5], &[true, false]);
+    });
+    assert!(m.contains("log_loss: probability 0 is NaN"), "{m}");
+    assert_eq!(log_loss(&[], &[]).to_bits(), 0.0f64.to_bits());
+    assert_eq!(binary_accuracy(&[], &[]), 0.0);
+}
+
+/// The three-line format: a student of no answers (two empty lines) is skipped and counted, not
+/// read as the next student's lines; a list longer than its count is refused as soon as it is.
+#[test]
+fn three_line_students_of_no_answers_and_overlong_lists() {
+    let file = ScratchFile::new("zero.txt", "0\n\n\n3\n4,1,2\n1,0,1\n0\n\n\n");
+    let h = read_three_line(&file).unwrap();
+    assert_eq!((h.students.len(), h.skipped, h.items), (1, 2, 5));
+    assert_eq!(h.students[0].items, [4, 1, 2]);
+    let long = ScratchFile::new("long.txt", format!("2\n{}\n1,0\n", "7,".repeat(100_000)));
+    let err = read_three_line(&long).unwrap_err().to_string();
+    assert!(err.contains("line 2: more item ids than the 2 that line 1 says"), "{err}");
+    // Blank lines between a student's lines are still allowed when it has answers.
+    let spaced = ScratchFile::new("spaced.txt", "2\n\n0,1\n\n1,1\n");
+    assert_eq!(read_three_line(&spaced).unwrap().students.len(), 1);
+}
+
+/// Labels and fractions at the edges: the largest label saturates the class count instead of
+/// wrapping it to 0; a split fraction outside [0, 1] is named.
+#[test]
+fn class_counts_and_split_fractions_at_the_edges() {
+    let ds = Dataset::classification(Tensor::zeros(&[2, 1]), vec![0, usize::MAX]).unwrap();
+    assert_eq!(ds.num_classes(), Some(usize::MAX));
+    let h: Histories = backprop::data::knowledge::simulate(&Default::default()).unwrap();
+    for bad in [f64::NAN, -1.0, 7.0] {
+        let m = panic_message(|| drop(h.split(bad, 0)));
+        assert!(m.contains("fraction must be in [0, 1]"), "{bad}: {m}");
+    }
+}
