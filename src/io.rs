@@ -506,6 +506,17 @@ fn load_stored(
                     ));
                     continue;
                 }
+                // A variance is never negative (batch norm's running variance, PyTorch's name for
+                // it): one that is would make every output NaN.
+                if name.ends_with("running_var")
+                    && let Some(i) = values.iter().position(|&v| v < 0.0)
+                {
+                    problems.other.push(format!(
+                        "tensor {name:?} holds {} at element {i}: a variance cannot be negative (the file is damaged)",
+                        values[i]
+                    ));
+                    continue;
+                }
                 Value::Float(values)
             }
             Slot::Count => {

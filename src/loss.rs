@@ -455,10 +455,23 @@ impl Loss for BceWithLogitsLoss {
     }
 
     fn check_target(&self, pred_shape: &[usize], target: Target<'_>) -> Result<()> {
-        check_values(self.name(), pred_shape, target)
+        check_values(self.name(), pred_shape, target)?;
+        // Probabilities: a target of 2 or −1 gives a loss below zero or a gradient that pushes
+        // past certainty, with no error. (NaN is checked where padding is told apart.)
+        if let Target::Values(t) = target
+            && let Some(i) = t.data().iter().position(|&v| !v.is_nan() && !(0.0..=1.0).contains(&v))
+        {
+            return Err(Error::invalid(format!(
+                "{}: target {i} is {}, but targets are probabilities in [0, 1]",
+                self.name(),
+                t.data()[i]
+            )));
+        }
+        Ok(())
     }
 
     fn loss_and_grad(&self, z: &Tensor, target: Target<'_>) -> Result<(f32, Tensor)> {
+        self.check_target(z.shape(), target)?;
         let t = values(self.name(), z, target)?;
         let counts = |t: f32| !(self.ignore_nan && t.is_nan());
         let k = t.data().iter().filter(|&&t| counts(t)).count().max(1) as f32; // positions that count

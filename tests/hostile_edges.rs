@@ -1,6 +1,6 @@
-//! Edge inputs found by the fifteenth session's review of the public API (docs/reliability.md,
-//! "fifteenth session"): each once aborted the process, ran for hours, panicked inside a function
-//! that returns `Result`, or returned a wrong answer without a word.
+//! Edge inputs found by the fifteenth session's two reviews of the public API
+//! (docs/reliability.md, "fifteenth session"): each once aborted the process, ran for hours,
+//! panicked inside a function that returns `Result`, or returned a wrong answer without a word.
 
 use backprop::data::knowledge::{Histories, read_three_line};
 use backprop::data::transforms::{Augmentation, Normalizer};
@@ -289,4 +289,95 @@ fn class_counts_and_split_fractions_at_the_edges() {
         let m = panic_message(|| drop(h.split(bad, 0)));
         assert!(m.contains("fraction must be in [0, 1]"), "{bad}: {m}");
     }
+}
+
+/// An activation no memory holds (a convolution padded by a million: 64 TB for two images) is an
+/// `Err` from `predict`, `evaluate`, `fit` and `train_step`, not an aborted process; a refused
+/// step changes nothing.
+#[test]
+fn an_activation_no_memory_holds_is_an_error_not_an_abort() {
+    let model = || {
+        Sequential::builder(&[1, 5, 5])
+            .add(Conv2d::new(1, 2, 3).padding(1_000_000).seed(3))
+            .add(GlobalAvgPool::new())
+            .build()
+            .unwrap()
+    };
+    let (x, y) = (Tensor::ones(&[2, 1, 5, 5]), Tensor::ones(&[2, 2]));
+    let data = Dataset::regression(x.clone(), y.clone()).unwrap();
+    let mut m = model();
+    let before = m.state_dict();
+    let err = m.predict(&x, 2).unwrap_err().to_string();
+    assert!(err.contains("predict") && err.contains("cannot allocate a convolution's output"), "{err}");
+    let err = m.evaluate(&data, &MseLoss::new(), 2).unwrap_err().to_string();
+    assert!(err.contains("cannot allocate"), "{err}");
+    let err =
+        m.train_step(&x, Target::Values(&y), &MseLoss::new(), &mut Adam::new(0.1)).unwrap_err().to_string();
+    assert!(err.contains("cannot allocate"), "{err}");
+    let options = FitOptions::new().epochs(1).verbose(false);
+    let err = m.fit(&data, &MseLoss::new(), &mut Sgd::new(0.1), options).unwrap_err().to_string();
+    assert!(err.contains("cannot allocate"), "{err}");
+    assert_eq!(m.state_dict(), before);
+}
+
+/// Batch norm's ε and momentum are checked where they are set (a NaN momentum had trained
+/// without a word and predicted NaN), and a model file's negative running variance is refused.
+#[test]
+fn batch_norm_settings_and_variances_are_checked() {
+    for bad in [f32::NAN, -1.0, 5.0] {
+        let m = panic_message(|| drop(BatchNorm1d::new(4).momentum(bad)));
+        assert!(m.contains("BatchNorm1d: momentum must be in [0, 1]"), "{bad}: {m}");
+    }
+    for bad in [f32::NAN, -1.0, f32::INFINITY] {
+        let m = panic_message(|| drop(BatchNorm2d::new(4).eps(bad)));
+        assert!(m.contains("BatchNorm2d: eps must be finite and ≥ 0"), "{bad}: {m}");
+    }
+    drop(BatchNorm1d::new(4).momentum(0.0).momentum(1.0).eps(0.0));
+    let mut m = Sequential::builder(&[4]).add(BatchNorm1d::new(4)).build().unwrap();
+    let mut state = m.state_dict();
+    let before = state.clone();
+    for (name, t) in state.iter_mut() {
+        if name.ends_with("running_var") {
+            *t = Tensor::from_vec(&[4], vec![1.0, -1.0, 1.0, 1.0]).unwrap();
+        }
+    }
+    let err = m.load_tensors(&state, &LoadOptions::new()).unwrap_err().to_string();
+    assert!(err.contains("0.running_var") && err.contains("cannot be negative"), "{err}");
+    assert_eq!(m.state_dict(), before);
+}
+
+/// Binary cross-entropy's targets are probabilities: 2 or −1 is an `Err` (a negative loss had
+/// trained on), NaN still the padding that `ignore_nan_targets` skips.
+#[test]
+fn bce_targets_outside_zero_one_are_refused() {
+    let z = Tensor::zeros(&[2, 1]);
+    for bad in [2.0, -1.0] {
+        let t = Tensor::from_vec(&[2, 1], vec![1.0, bad]).unwrap();
+        let err = BceWithLogitsLoss::new().loss_and_grad(&z, Target::Values(&t)).unwrap_err().to_string();
+        assert!(err.contains("target 1 is") && err.contains("[0, 1]"), "{bad}: {err}");
+    }
+    let padded = Tensor::from_vec(&[2, 1], vec![1.0, f32::NAN]).unwrap();
+    let (l, _) =
+        BceWithLogitsLoss::new().ignore_nan_targets().loss_and_grad(&z, Target::Values(&padded)).unwrap();
+    assert!((l - std::f32::consts::LN_2).abs() < 1e-6, "{l}");
+}
+
+/// `clip_grad_norm` takes a positive `max_norm` only (−1 had reversed the gradients), and an
+/// infinite norm makes every gradient NaN rather than a mix of NaN and 0.
+#[test]
+fn clip_grad_norm_needs_a_positive_bound_and_spreads_no_mix() {
+    use backprop::layers::Param;
+    use backprop::optim::clip_grad_norm;
+    let mut p = Param::new(Tensor::zeros(&[2]));
+    p.grad = Tensor::from_vec(&[2], vec![3.0, 4.0]).unwrap();
+    for bad in [-1.0, 0.0, f32::NAN, f32::INFINITY] {
+        let m = panic_message(|| {
+            clip_grad_norm(&mut [("w".to_string(), &mut p)], bad);
+        });
+        assert!(m.contains("max_norm must be a positive number"), "{bad}: {m}");
+    }
+    assert_eq!(p.grad.data(), &[3.0, 4.0]);
+    p.grad = Tensor::from_vec(&[2], vec![f32::INFINITY, 1.0]).unwrap();
+    assert_eq!(clip_grad_norm(&mut [("w".to_string(), &mut p)], 1.0), f32::INFINITY);
+    assert!(p.grad.data().iter().all(|v| v.is_nan()), "{:?}", p.grad.data());
 }

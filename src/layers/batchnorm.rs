@@ -191,14 +191,28 @@ macro_rules! batchnorm_layer {
             }
 
             /// Sets ε, the constant added to the variance.
+            ///
+            /// # Panics
+            /// If `eps` is not a finite number ≥ 0 (a NaN or negative ε would make every output
+            /// NaN, found only at the first loss).
             pub fn eps(mut self, eps: f32) -> $ty {
+                assert!(eps.is_finite() && eps >= 0.0, "{}: eps must be finite and ≥ 0, got {eps}", $name);
                 self.0.eps = eps;
                 self
             }
 
             /// Sets the momentum of the running statistics (PyTorch convention:
             /// `running ← (1 − momentum)·running + momentum·batch`).
+            ///
+            /// # Panics
+            /// If `momentum` is not in `[0, 1]` (NaN included): the running statistics would turn
+            /// NaN or stray from the data, and only the predictions would show it.
             pub fn momentum(mut self, momentum: f32) -> $ty {
+                assert!(
+                    (0.0..=1.0).contains(&momentum),
+                    "{}: momentum must be in [0, 1], got {momentum}",
+                    $name
+                );
                 self.0.momentum = momentum;
                 self
             }

@@ -278,11 +278,18 @@ pub fn zero_grad(params: &mut [(String, &mut Param)]) {
 /// assert_eq!(norm, 5.0);
 /// assert!((p.grad.norm() - 1.0).abs() < 1e-5);
 /// ```
+///
+/// # Panics
+/// If `max_norm` is not a positive finite number (a negative one would reverse every gradient).
 pub fn clip_grad_norm(params: &mut [(String, &mut Param)], max_norm: f32) -> f32 {
+    assert!(
+        max_norm.is_finite() && max_norm > 0.0,
+        "clip_grad_norm: max_norm must be a positive number, got {max_norm}"
+    );
     let norm = global_grad_norm(params);
-    let scale = max_norm / (norm + 1e-6);
-    // A NaN norm scales every gradient to NaN, as in PyTorch, instead of leaving a mix of finite
-    // and NaN gradients for the optimizer.
+    // A norm that is not finite scales every gradient to NaN, instead of leaving a mix of finite
+    // and NaN gradients for the optimizer (an infinite norm: ∞·0 and x·0 would give NaN and 0).
+    let scale = if norm.is_finite() { max_norm / (norm + 1e-6) } else { f32::NAN };
     if scale < 1.0 || scale.is_nan() {
         params.iter_mut().for_each(|(_, p)| p.grad.scale(scale));
     }

@@ -122,7 +122,8 @@ pub(crate) fn sgemm_new(
         assert_eq!(bias.len(), n, "gemm: a bias of {} values for rows of {n}", bias.len());
     }
     if m <= 1 || k == 0 || n == 0 {
-        let mut c = vec![0.0; len];
+        let mut c = super::reserve(len, &format!("a {m}×{n} product"));
+        c.resize(len, 0.0);
         sgemm(m, k, n, 1.0, a, trans_a, b, trans_b, 0.0, &mut c);
         if let Some(bias) = bias {
             add_to_rows(&mut c, bias);
@@ -132,7 +133,7 @@ pub(crate) fn sgemm_new(
     let fits = |len: usize, rows: usize, cols: usize| rows.checked_mul(cols) == Some(len);
     assert!(fits(a.len(), m, k), "gemm: A has {} elements, expected {m}×{k}", a.len());
     assert!(fits(b.len(), k, n), "gemm: B has {} elements, expected {k}×{n}", b.len());
-    let mut c: Vec<f32> = Vec::with_capacity(len);
+    let mut c: Vec<f32> = super::reserve(len, &format!("a {m}×{n} product"));
     // SAFETY: a and b hold m·k and k·n elements (checked), c has room for m·n; with beta = 0 the
     // product writes every element of C and reads none (matrixmultiply: "if β is zero, then C does
     // not need to be initialized"; the crate's kernel likewise), so all m·n elements are

@@ -100,6 +100,19 @@ pub(crate) fn human_bytes(bytes: usize) -> String {
     }
 }
 
+/// An empty vector with room for `len` values, or a panic naming `what` and the size — never the
+/// process abort of a failed `Vec::with_capacity` — for buffers whose size comes from the data (a
+/// layer's output for a batch). The training, evaluation and prediction paths turn the panic into
+/// an `Err`.
+pub(crate) fn reserve<T>(len: usize, what: &str) -> Vec<T> {
+    let mut data = Vec::new();
+    if let Err(e) = data.try_reserve_exact(len) {
+        let bytes = len as f64 * std::mem::size_of::<T>() as f64;
+        panic!("cannot allocate {what}: {len} values, {:.1} GiB ({e})", bytes / (1u64 << 30) as f64);
+    }
+    data
+}
+
 fn allocate(shape: &[usize]) -> Vec<f32> {
     let n = numel(shape);
     let mut data = Vec::new();

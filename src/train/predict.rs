@@ -105,17 +105,22 @@ fn predict_batches(
     }
     let out_shape = output_shape_for(model, x, what)?;
     let n = x.dim(0);
-    let mut out = Tensor::zeros(&out_shape);
-    let per_sample = out.len() / n.max(1);
-    let mut xb = Tensor::default();
-    let order: Vec<usize> = (0..n).collect();
-    for idx in order.chunks(batch_size) {
-        x.select_outer_into(idx, &mut xb);
-        let pass = Pass::PREDICT.with_optional_lengths(lengths.map(|l| &l[idx[0]..][..idx.len()]));
-        let y = model.forward(&xb, pass);
-        out.data_mut()[idx[0] * per_sample..][..y.len()].copy_from_slice(y.data());
-    }
-    Ok(out)
+    // (A layer that cannot run a batch — an activation no memory holds — panics: caught, an Err.)
+    let run = || {
+        let mut out = Tensor::zeros(&out_shape);
+        let per_sample = out.len() / n.max(1);
+        let mut xb = Tensor::default();
+        let order: Vec<usize> = (0..n).collect();
+        for idx in order.chunks(batch_size) {
+            x.select_outer_into(idx, &mut xb);
+            let pass = Pass::PREDICT.with_optional_lengths(lengths.map(|l| &l[idx[0]..][..idx.len()]));
+            let y = model.forward(&xb, pass);
+            out.data_mut()[idx[0] * per_sample..][..y.len()].copy_from_slice(y.data());
+        }
+        out
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+        .map_err(|panic| refused(what, &*model, &*panic))
 }
 
 /// The outputs of any [`Model`] for named inputs (with their lengths), in eval mode,
@@ -266,11 +271,25 @@ pub fn loss_and_backward<'p>(
     // The target is checked against the output's shape before the forward pass, which would
     // already change batch norm's running statistics.
     loss.check_target(&out_shape, target)?;
-    let out = model.forward(x, pass.into());
-    let (l, g) = loss.loss_and_grad(&out, target)?;
-    zero_grad(model);
-    model.backward(&g, InputGrad::NotNeeded);
-    Ok(l)
+    let pass = pass.into();
+    // A layer that cannot run the batch (an activation no memory holds) panics; that is an error
+    // of this call, not the end of the caller's program.
+    let run = || -> Result<f32> {
+        let out = model.forward(x, pass);
+        let (l, g) = loss.loss_and_grad(&out, target)?;
+        zero_grad(model);
+        model.backward(&g, InputGrad::NotNeeded);
+        Ok(l)
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(result) => result,
+        Err(panic) => Err(refused("loss_and_backward", &*model, &*panic)),
+    }
+}
+
+/// The error for a panic caught inside `model`'s passes, naming `what` and the model.
+fn refused(what: &str, model: &dyn Layer, panic: &(dyn std::any::Any + Send)) -> Error {
+    Error::invalid(format!("{what}: {} refused the batch: {}", model.describe(), super::panic_message(panic)))
 }
 
 /// One training step on one batch: forward (train mode), loss, zero the gradients, backward,
@@ -323,7 +342,15 @@ pub fn train_step(
     // the optimizer step changes them). Empty, and so free, for a model without such state.
     let mut before = Snapshot::default();
     before.save(model, false);
-    let l = loss_and_backward(model, x, target, loss, Mode::Train)?;
+    let l = match loss_and_backward(model, x, target, loss, Mode::Train) {
+        Ok(l) => l,
+        Err(e) => {
+            // (A pass cut short by a panic may have changed running statistics: put them back.)
+            before.restore(model);
+            zero_grad(model);
+            return Err(e);
+        }
+    };
     let not_finite = if l.is_finite() {
         super::first_non_finite_grad(model).map(|(name, value)| (format!("gradient of {name}"), value))
     } else {

@@ -46,7 +46,6 @@
 //!   over the image, in `conv2d/direct.rs`.
 
 use super::direct;
-use crate::tensor::Tensor;
 use crate::tensor::dot::sum;
 use crate::tensor::gemm::{Transpose::No, Transpose::Yes, sgemm, sgemm_strided};
 use crate::tensor::im2col::{ConvGeometry, col2im_strided, im2col_strided};
@@ -54,6 +53,7 @@ use crate::tensor::microkernel::kernels;
 use crate::tensor::packed_gemm::{PackedB, gemm_packed_b_columns};
 use crate::tensor::parallel::{min_len, split_if_threads};
 use crate::tensor::transpose::transpose;
+use crate::tensor::{Tensor, reserve};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -74,7 +74,7 @@ pub(crate) fn forward(x: &Tensor, w: &[f32], b: Option<&[f32]>, o: usize, geo: &
     assert_eq!(x.len(), n * in_len, "conv forward: input length vs geometry");
     assert_eq!(w.len(), o * ckk, "conv forward: weight length vs geometry");
     let groups = n.div_ceil(GROUP);
-    let mut y_data: Vec<f32> = Vec::with_capacity(n * o * ohow);
+    let mut y_data: Vec<f32> = reserve(n * o * ohow, "a convolution's output");
     let weights = ForwardWeights::new(w, b, o, ckk);
     let group = |(y_group, x_group): (&mut [MaybeUninit<f32>], &[f32])| {
         let ld = x_group.len() / in_len * ohow;
@@ -256,7 +256,7 @@ pub(crate) fn backward_in_groups_dx(
     per_image: bool,
 ) -> Option<Tensor> {
     let len = x.len();
-    let mut dx: Option<Vec<f32>> = want_dx.then(|| Vec::with_capacity(len));
+    let mut dx: Option<Vec<f32>> = want_dx.then(|| reserve(len, "a convolution's input gradient"));
     let spare = dx.as_mut().map(|d| &mut d.spare_capacity_mut()[..len]);
     backward_in_groups(x, w, g, geo, dw_parts, db_parts, spare, per_image);
     // SAFETY: given dx, backward_in_groups writes every one of its `len` elements (each group's
@@ -364,6 +364,10 @@ pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R 
     SCRATCH.with(|cell| {
         let mut buf = cell.borrow_mut();
         if buf.len() < len {
+            let more = len - buf.len();
+            if let Err(e) = buf.try_reserve_exact(more) {
+                panic!("cannot allocate a convolution's scratch of {len} values ({e})");
+            }
             buf.resize(len, 0.0);
         }
         f(&mut buf[..len])

@@ -42,7 +42,7 @@ pub(crate) fn max_pool_forward(
     let (h, w) = (x.dim(2), x.dim(3));
     let (oh, ow) = (out_shape[2], out_shape[3]);
     let y_len_total: usize = out_shape.iter().product();
-    let mut y_data: Vec<f32> = Vec::with_capacity(y_len_total);
+    let mut y_data: Vec<f32> = crate::tensor::reserve(y_len_total, "a max pooling's output");
     argmax.resize(y_len_total, 0);
     let planes_per_task = (4096 / (h * w).max(1)).max(1);
     type Task<'a> = ((&'a mut [MaybeUninit<f32>], &'a mut [u32]), &'a [f32]); // (y, arg-max, x)
@@ -72,7 +72,7 @@ pub(crate) fn max_pool_backward(g: &Tensor, argmax: &[u32], in_shape: &[usize]) 
     let plane_out = g.dim(2) * g.dim(3);
     let len: usize = in_shape.iter().product();
     assert_eq!(len / plane_in.max(1), g.len() / plane_out.max(1), "max pool backward: planes of g vs x");
-    let mut dx: Vec<f32> = Vec::with_capacity(len);
+    let mut dx: Vec<f32> = crate::tensor::reserve(len, "a max pooling's input gradient");
     type Plane<'a> = ((&'a mut [MaybeUninit<f32>], &'a [f32]), &'a [u32]); // (dx, g, arg-max)
     let route = |((dx_p, g_p), arg_p): Plane| {
         let dx_p = Tensor::zero_uninit(dx_p);

@@ -65,7 +65,7 @@ fn conv_pool_kernel(
     let plane_out = ph * pw;
     assert_eq!(argmax.len(), n * o * plane_out, "conv + pool: arg-max length vs shapes");
     let y_len_total = n * o * plane_out;
-    let mut y_data: Vec<f32> = Vec::with_capacity(y_len_total);
+    let mut y_data: Vec<f32> = crate::tensor::reserve(y_len_total, "a pooled convolution's output");
     let weights = ForwardWeights::new(w, b, o, ckk);
     type Group<'a> = ((&'a mut [MaybeUninit<f32>], &'a mut [u32]), &'a [f32]); // (y, arg-max, x)
     let group = |((y_group, arg_group), x_group): Group| {
