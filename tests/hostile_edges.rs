@@ -381,3 +381,40 @@ fn clip_grad_norm_needs_a_positive_bound_and_spreads_no_mix() {
     assert_eq!(clip_grad_norm(&mut [("w".to_string(), &mut p)], 1.0), f32::INFINITY);
     assert!(p.grad.data().iter().all(|v| v.is_nan()), "{:?}", p.grad.data());
 }
+
+/// An optimizer's state holds values a run could have left, for parameters the model has: a
+/// negative average of squares or a NaN moment is refused by `load_state`, and buffers for names
+/// the model does not have by `fit` and `train_step` before anything changes (they had trained
+/// with a foreign step count and kept the foreign buffers, or failed later blaming the rate).
+#[test]
+fn optimizer_state_of_another_model_or_of_no_run_is_refused() {
+    use backprop::optim::OptimizerState;
+    let mut model = classifier();
+    let (weight_name, weight) = model.state_dict().into_iter().find(|(n, _)| n.ends_with("weight")).unwrap();
+    for (kind, value, want) in
+        [("exp_avg_sq", -1.0, "finite and ≥ 0"), ("exp_avg", f32::NAN, "must be finite")]
+    {
+        let mut state = OptimizerState::default();
+        state.set_steps(3);
+        state.insert(kind, &weight_name, Tensor::full(weight.shape(), value));
+        let err = Adam::new(0.1).load_state(&state).unwrap_err().to_string();
+        assert!(err.contains(kind) && err.contains(want), "{kind}: {err}");
+    }
+    let mut foreign = OptimizerState::default();
+    foreign.set_steps(1_000_000);
+    foreign.insert("exp_avg", "nope.weight", Tensor::zeros(&[2, 3]));
+    let mut adam = Adam::new(0.1);
+    adam.load_state(&foreign).expect("the optimizer alone cannot tell");
+    let before = model.state_dict();
+    let x = Tensor::from_vec(&[2, 3], vec![0.5, -1.0, 2.0, 1.0, 0.0, -0.5]).unwrap();
+    let err = model
+        .train_step(&x, Target::Classes(&[0, 1]), &CrossEntropyLoss::new(), &mut adam)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("\"nope.weight\"") && err.contains("does not have"), "{err}");
+    let data = Dataset::classification(x, vec![0, 1]).unwrap();
+    let options = FitOptions::new().epochs(1).verbose(false);
+    let err = model.fit(&data, &CrossEntropyLoss::new(), &mut adam, options).unwrap_err().to_string();
+    assert!(err.contains("\"nope.weight\""), "{err}");
+    assert_eq!(model.state_dict(), before);
+}

@@ -181,11 +181,24 @@ impl OptimizerState {
 
     /// Refuses kinds other than `kinds`, naming the optimizer.
     pub(crate) fn check_kinds(&self, optimizer: &str, kinds: &[&str]) -> crate::Result<()> {
-        for (kind, param, _) in self.iter() {
+        for (kind, param, buffer) in self.iter() {
             if !kinds.contains(&kind) {
                 let keeps = if kinds.is_empty() { "no buffers".to_string() } else { kinds.join(", ") };
                 return Err(crate::Error::invalid(format!(
                     "{optimizer}: cannot load a {kind:?} buffer (for {param:?}); it keeps {keeps}"
+                )));
+            }
+            // Values no run could have left: a NaN or ∞ anywhere, a negative average of squares.
+            let squares = kind.ends_with("exp_avg_sq");
+            if let Some(i) = buffer.data().iter().position(|&v| !v.is_finite() || (squares && v < 0.0)) {
+                return Err(crate::Error::invalid(format!(
+                    "{optimizer}: the {kind:?} buffer for {param:?} holds {} at element {i}{} (the state is damaged)",
+                    buffer.data()[i],
+                    if squares {
+                        ": an average of squares is finite and ≥ 0"
+                    } else {
+                        ": it must be finite"
+                    }
                 )));
             }
         }

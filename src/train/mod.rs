@@ -588,16 +588,26 @@ pub(crate) fn check_optimizer_fits<V: Visit + ?Sized>(
     let params = named_params(model);
     let mut misfit = None;
     optimizer.visit_buffer_shapes(&mut |kind, name, shape| {
-        if misfit.is_none()
-            && let Some((_, p)) = params.iter().find(|(n, _)| n == name)
-            && p.value.shape() != shape
-        {
-            misfit = Some(format!(
-                "{what}: the optimizer's {kind:?} buffer for parameter {name:?} has shape {}, but the parameter \
-                 has shape {}: the optimizer has stepped another model (use one optimizer per model)",
-                crate::tensor::shape_str(shape),
-                crate::tensor::shape_str(p.value.shape())
-            ));
+        if misfit.is_some() {
+            return;
+        }
+        match params.iter().find(|(n, _)| n == name) {
+            Some((_, p)) if p.value.shape() != shape => {
+                misfit = Some(format!(
+                    "{what}: the optimizer's {kind:?} buffer for parameter {name:?} has shape {}, but the parameter \
+                     has shape {}: the optimizer has stepped another model (use one optimizer per model)",
+                    crate::tensor::shape_str(shape),
+                    crate::tensor::shape_str(p.value.shape())
+                ));
+            }
+            Some(_) => {}
+            None => {
+                misfit = Some(format!(
+                    "{what}: the optimizer holds a {kind:?} buffer for {name:?}, a parameter this model does not \
+                     have: it has stepped another model or loaded another model's state (use one optimizer per \
+                     model)"
+                ));
+            }
         }
     });
     misfit.map_or(Ok(()), |m| Err(Error::invalid(m)))
