@@ -351,6 +351,11 @@ impl<C: Cell> Recurrent<C> {
     /// [`fit`](crate::train::fit) refuses puts it back with the weights, and it is not saved with
     /// them (a saved model starts from zeros, as a PyTorch `state_dict` does).
     ///
+    /// Every forward pass carries it on, in any mode: `predict` and `evaluate` continue the
+    /// stream too (as a Keras stateful layer does), so evaluating the same data twice gives two
+    /// answers, and `fit`'s per-epoch validation moves the state the next training batch starts
+    /// from. Call [`Recurrent::reset_state`] before a pass that should start afresh.
+    ///
     /// ```
     /// use backprop::prelude::*;
     /// # fn main() -> backprop::Result<()> {
