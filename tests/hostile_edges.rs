@@ -418,3 +418,18 @@ fn optimizer_state_of_another_model_or_of_no_run_is_refused() {
     assert!(err.contains("\"nope.weight\""), "{err}");
     assert_eq!(model.state_dict(), before);
 }
+
+/// A model without parameters has nothing to train: `fit` and `train_step` say so (as PyTorch's
+/// optimizers refuse an empty parameter list) instead of reporting the same loss every epoch.
+#[test]
+fn a_model_without_parameters_is_not_trained() {
+    let mut model = Sequential::builder(&[3]).add(Relu::new()).build().unwrap();
+    let x = Tensor::from_vec(&[2, 3], vec![0.5, -1.0, 2.0, 1.0, 0.0, -0.5]).unwrap();
+    let y = Tensor::ones(&[2, 3]);
+    let err = model.train_step(&x, Target::Values(&y), &MseLoss::new(), &mut Adam::new(0.1)).unwrap_err();
+    assert!(err.to_string().contains("no parameters to train"), "{err}");
+    let data = Dataset::regression(x, y).unwrap();
+    let options = FitOptions::new().epochs(2).verbose(false);
+    let err = model.fit(&data, &MseLoss::new(), &mut Adam::new(0.1), options).unwrap_err();
+    assert!(err.to_string().contains("no parameters to train"), "{err}");
+}

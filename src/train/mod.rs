@@ -586,6 +586,11 @@ pub(crate) fn check_optimizer_fits<V: Visit + ?Sized>(
 ) -> Result<()> {
     crate::layers::check_unique_names(model, what)?; // the optimizer keeps its moments by name
     let params = named_params(model);
+    if params.is_empty() {
+        // (As PyTorch's optimizers refuse an empty parameter list: every epoch would report the
+        // same loss, and nothing would have learned.)
+        return Err(Error::invalid(format!("{what}: the model has no parameters to train")));
+    }
     let mut misfit = None;
     optimizer.visit_buffer_shapes(&mut |kind, name, shape| {
         if misfit.is_some() {
