@@ -279,7 +279,9 @@ fn checkpoint_monitor(options: &FitOptions<'_>) -> Monitor {
 ///   the model or the loss (wrong sample shape, a label out of range, a wrong kind or shape of
 ///   target, inputs whose sample count is not the targets') or the options or the step's
 ///   settings are invalid (a batch size or epoch count of 0, an empty validation set, early
-///   stopping on validation figures without a validation set); and
+///   stopping on validation figures without a validation set or with a `min_delta` that is not
+///   a finite number ≥ 0), the model has no parameters, or the optimizer holds state for another
+///   model (buffers of other shapes or for parameters this model does not have); and
 ///   [`Error::InvalidArgument`] after an epoch whose validation loss is not finite (the training
 ///   loss was: the validation data overflow the model), the weights those of that epoch;
 /// - [`Error::NonFinite`] if the loss, a gradient or a weight after the optimizer step becomes

@@ -71,7 +71,9 @@ pub fn evaluate(
 /// samples at a time. Within each batch every layer runs over the samples in parallel.
 ///
 /// # Errors
-/// If `x` does not fit the model, or `batch_size` is 0.
+/// If `x` does not fit the model, or `batch_size` is 0; if a layer cannot run a batch (a panic
+/// in the forward pass, such as an activation no memory holds, is caught and returned as an
+/// error naming the model).
 pub fn predict(model: &mut dyn Layer, x: &Tensor, batch_size: usize) -> Result<Tensor> {
     predict_batches(model, x, None, batch_size, "predict")
 }
@@ -304,8 +306,11 @@ fn refused(what: &str, model: &dyn Layer, panic: &(dyn std::any::Any + Send)) ->
 /// # Errors
 /// - `x` does not fit the model, holds a NaN or an infinity, or is an empty batch (no samples:
 ///   no loss to descend, where a step would still move the weights by the optimizer's momentum
-///   or weight decay), or the loss rejects the target; the optimizer holds state for another
-///   model (its moments' shapes differ from the parameters'): nothing was changed;
+///   or weight decay), or the loss rejects the target; the model has no parameters; the
+///   optimizer holds state for another model (its moments' shapes differ from the parameters',
+///   or name parameters this model does not have); a layer cannot run the batch (a panic in the
+///   model's passes, such as an activation no memory holds, caught and returned): nothing was
+///   changed;
 /// - the loss or a gradient is not finite (the message names which): nothing was changed;
 /// - the optimizer step itself made a parameter non-finite (a step too large for `f32`): the
 ///   message names the parameter, and the model keeps that step — unlike [`fit`](super::fit),
