@@ -14,8 +14,7 @@ mod seq2seq;
 mod zoo;
 
 use backprop::layers::{
-    DecoderOnly, FeedForwardActivation, Gru, Lstm, Mode, PositionEmbedding, Rnn, SinusoidalPositions,
-    TransformerEncoderLayer,
+    DecoderOnly, Gru, Lstm, Mode, PositionEmbedding, Rnn, SinusoidalPositions, TransformerEncoderLayer,
 };
 use backprop::model::Model;
 use backprop::onnx::GraphInput;
@@ -88,17 +87,7 @@ fn main() -> Result<()> {
 
     // Attention: an encoder of both block kinds over sequences with lengths, and a small GPT
     // (tied head) over token ids with lengths.
-    let mut encoder = Sequential::builder(&[6, 8])
-        .add(MultiHeadAttention::new(8, 2).causal())
-        .add(TransformerEncoderLayer::new(8, 2, 16).dropout(0.0))
-        .add(
-            TransformerEncoderLayer::new(8, 4, 12)
-                .norm_first()
-                .causal()
-                .activation(FeedForwardActivation::Gelu),
-        )
-        .seed(11)
-        .build()?;
+    let mut encoder = zoo::attention_encoder().seed(11).build()?;
     let x = zoo::batch(&[6, 8], false, 11);
     backprop::onnx::save(&encoder, &[6, 8], dir.join("attention.onnx"))?;
     write_case(&dir, "attention", &mut encoder, &x, Some((6, 11)))?;

@@ -289,19 +289,11 @@ fn onnx_runtime_agrees_on_position_tables() {
 /// GPT with a tied head over token ids: ONNX Runtime computes what the crate does, with lengths.
 #[test]
 fn onnx_runtime_agrees_on_attention_encoders_and_a_gpt() {
-    use backprop::layers::{DecoderOnly, FeedForwardActivation, TransformerEncoderLayer};
+    use backprop::layers::DecoderOnly;
     let bytes = std::fs::read(ORT).unwrap();
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let t = |name: &str| common::fixture_tensor(&file, name);
-    let encoder = Sequential::builder(&[6, 8])
-        .add(MultiHeadAttention::new(8, 2).causal())
-        .add(TransformerEncoderLayer::new(8, 2, 16).dropout(0.0))
-        .add(
-            TransformerEncoderLayer::new(8, 4, 12)
-                .norm_first()
-                .causal()
-                .activation(FeedForwardActivation::Gelu),
-        );
+    let encoder = zoo::attention_encoder();
     let gpt = Sequential::builder(&[6]).add(DecoderOnly::new(9, 8, 2, 2, 16, 6).tied());
     for (stem, builder, sample) in [("attention", encoder, vec![6, 8]), ("gpt", gpt, vec![6])] {
         let mut model = builder.build().unwrap();
@@ -326,21 +318,10 @@ fn onnx_runtime_agrees_on_attention_encoders_and_a_gpt() {
 /// product with a zero weight would have spread the NaN to every step that attends to them).
 #[test]
 fn onnx_runtime_keeps_what_the_padding_holds_out_of_the_real_steps() {
-    use backprop::layers::{FeedForwardActivation, TransformerEncoderLayer};
     let bytes = std::fs::read(ORT).unwrap();
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let t = |name: &str| common::fixture_tensor(&file, name);
-    let mut model = Sequential::builder(&[6, 8])
-        .add(MultiHeadAttention::new(8, 2).causal())
-        .add(TransformerEncoderLayer::new(8, 2, 16).dropout(0.0))
-        .add(
-            TransformerEncoderLayer::new(8, 4, 12)
-                .norm_first()
-                .causal()
-                .activation(FeedForwardActivation::Gelu),
-        )
-        .build()
-        .unwrap();
+    let mut model = zoo::attention_encoder().build().unwrap();
     load_fixture_weights(&mut model, &file, "attention");
     let l = lengths(&t("attention.in.input_lengths"));
     let (clean, nan_padded) = (t("attention.in.input"), t("attention.in_nan_padded.input"));

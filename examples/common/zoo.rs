@@ -90,6 +90,22 @@ pub fn zoo() -> Result<Vec<Case>> {
     ])
 }
 
+/// The ONNX attention case (`attention` in `examples/onnx_export.rs`, checked against ONNX Runtime
+/// by `tests/onnx.rs`): a causal self-attention, a post-LN encoder block and a pre-LN causal GELU
+/// block, over `[6, 8]` sequences.
+pub fn attention_encoder() -> backprop::layers::sequential::SequentialBuilder {
+    use backprop::layers::{FeedForwardActivation, TransformerEncoderLayer};
+    Sequential::builder(&[6, 8])
+        .add(MultiHeadAttention::new(8, 2).causal())
+        .add(TransformerEncoderLayer::new(8, 2, 16).dropout(0.0))
+        .add(
+            TransformerEncoderLayer::new(8, 4, 12)
+                .norm_first()
+                .causal()
+                .activation(FeedForwardActivation::Gelu),
+        )
+}
+
 pub fn input(shape: &[usize], ids: bool, seed: u64) -> Tensor {
     if ids {
         let n: usize = shape.iter().product();
