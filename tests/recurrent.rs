@@ -628,27 +628,60 @@ fn the_activation_budget_refuses_huge_sequences_before_allocating() {
 }
 
 /// `Mode::Predict` keeps no gates for backward: its outputs and final state are those of an
-/// `Eval` pass, bit for bit (with and without padding, on one and on two threads); a backward pass
-/// after it refuses with a message naming the layer and the mode; a training pass afterwards
+/// `Eval` pass, bit for bit (with and without padding, on one and on two threads, for an odd and
+/// an even number of steps, and for a last-step-only layer, whose prediction keeps two steps'
+/// states in turn — stateful too, where the next pass starts from that final state); a backward
+/// pass after it refuses with a message naming the layer and the mode; a training pass afterwards
 /// trains exactly as if the prediction had not happened.
 #[test]
 fn predict_mode_keeps_nothing_and_changes_nothing() {
     let x = Tensor::randn(&[5, 7, 3], 0.0, 1.0, 11);
+    let x_even = Tensor::randn(&[5, 6, 3], 0.0, 1.0, 12);
     let lengths = [7, 3, 1, 7, 5];
+    let lengths_even = [6, 3, 1, 6, 4];
     type Make = Box<dyn Fn() -> Box<dyn Layer> + Sync>;
     let layers: Vec<(&str, Make)> = vec![
         ("LSTM", Box::new(|| Box::new(Lstm::new(3, 4).seed(2)))),
         ("GRU", Box::new(|| Box::new(Gru::new(3, 4).seed(2)))),
         ("RNN", Box::new(|| Box::new(Rnn::new(3, 4).seed(2)))),
     ];
-    for (name, make) in &layers {
-        for lens in [None, Some(&lengths[..])] {
-            let eval = make().forward(&x, Pass::EVAL.with_optional_lengths(lens));
-            for threads in [1, 2] {
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                let mut layer = make();
-                let predicted = pool.install(|| layer.forward(&x, Pass::PREDICT.with_optional_lengths(lens)));
-                assert_eq!(predicted, eval, "{name}, lengths {lens:?}, {threads} threads");
+    let last_only: Vec<(&str, Make)> = vec![
+        ("LSTM", Box::new(|| Box::new(Lstm::new(3, 4).seed(2).last_step_only()))),
+        ("GRU", Box::new(|| Box::new(Gru::new(3, 4).seed(2).last_step_only()))),
+        ("RNN", Box::new(|| Box::new(Rnn::new(3, 4).seed(2).last_step_only()))),
+        ("LSTM", Box::new(|| Box::new(Lstm::new(3, 4).seed(2).last_step_only().stateful()))),
+        ("GRU", Box::new(|| Box::new(Gru::new(3, 4).seed(2).last_step_only().stateful()))),
+    ];
+    let carried = |layer: &dyn Layer| {
+        let mut state = None;
+        layer.visit(&mut |_, s| {
+            if let State::Carried(c) = s {
+                state = c.cloned();
+            }
+        });
+        state
+    };
+    for (name, make) in layers.iter().chain(&last_only) {
+        for (x, lengths) in [(&x, &lengths[..]), (&x_even, &lengths_even[..])] {
+            for lens in [None, Some(lengths)] {
+                // Two passes in a row: a stateful layer's second starts from the first's final state.
+                let mut evaluated = make();
+                let eval: Vec<Tensor> =
+                    (0..2).map(|_| evaluated.forward(x, Pass::EVAL.with_optional_lengths(lens))).collect();
+                for threads in [1, 2] {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                    let mut layer = make();
+                    let predicted: Vec<Tensor> = (0..2)
+                        .map(|_| pool.install(|| layer.forward(x, Pass::PREDICT.with_optional_lengths(lens))))
+                        .collect();
+                    let what = format!(
+                        "{}, {} steps, lengths {lens:?}, {threads} threads",
+                        layer.describe(),
+                        x.dim(1)
+                    );
+                    assert_eq!(predicted, eval, "{what}");
+                    assert_eq!(carried(&*layer), carried(&*evaluated), "{what}: the carried state");
+                }
             }
         }
         // Backward after a prediction: refused, naming the layer and the mode.
@@ -661,7 +694,11 @@ fn predict_mode_keeps_nothing_and_changes_nothing() {
         let message = refused.expect_err("backward after Predict must panic");
         let message = message.downcast_ref::<String>().cloned().unwrap_or_default();
         assert!(message.contains(name) && message.contains("Mode::Predict"), "{message}");
-        // Predict, then train: the same gradients as training alone.
+        // Predict, then train: the same gradients as training alone (a stateful layer's training
+        // pass starts, by design, from the state the prediction left).
+        if carried(&*layer).is_some() {
+            continue;
+        }
         let mut fresh = make();
         fresh.forward(&x, Pass::TRAIN);
         let want = fresh.backward(&dy, InputGrad::Needed).unwrap();

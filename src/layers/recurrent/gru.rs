@@ -37,7 +37,7 @@ impl Cell for GruCell {
 
     fn forward_step(
         &self,
-        a: &[f32],
+        a: Option<&[f32]>,
         b: &[f32],
         h_prev: &[f32],
         _: &[f32],
@@ -45,6 +45,7 @@ impl Cell for GruCell {
         _: &mut [f32],
         saved: &mut [f32],
     ) {
+        let a = a.expect("the GRU's candidate reads a_n and b_n apart: both shares are handed over");
         crate::tensor::simd::wide!(forward(a, b, h_prev, h, saved))
     }
 

@@ -44,7 +44,7 @@ impl Cell for LstmCell {
 
     fn forward_step(
         &self,
-        a: &[f32],
+        a: Option<&[f32]>,
         b: &[f32],
         _: &[f32],
         c_prev: &[f32],
@@ -72,30 +72,37 @@ impl Cell for LstmCell {
     }
 }
 
-/// One forward step over a sample's `H` units (the loop the module docs write out).
+/// One forward step over a sample's `H` units (the loop the module docs write out); `a` is
+/// `None` when `b` holds `p = a + b` already.
 #[inline(always)]
-fn forward(a: &[f32], b: &[f32], c_prev: &[f32], h: &mut [f32], c: &mut [f32], saved: &mut [f32]) {
+fn forward(a: Option<&[f32]>, b: &[f32], c_prev: &[f32], h: &mut [f32], c: &mut [f32], saved: &mut [f32]) {
     let hn = h.len();
-    let (a, b, c_prev) = (&a[..4 * hn], &b[..4 * hn], &c_prev[..hn]); // lengths known: no bounds checks
+    let (a, b, c_prev) = (a.map(|a| &a[..4 * hn]), &b[..4 * hn], &c_prev[..hn]); // lengths known: no bounds checks
     let (saved, c) = (&mut saved[..4 * hn], &mut c[..hn]);
     // The gates first, one function per pass over a block of H values (its few constants stay in
     // registers; all four gates in one loop had run out of them), into `saved`; then the cell.
     for gate in 0..4 {
-        let (a, b, out) = (&a[gate * hn..][..hn], &b[gate * hn..][..hn], &mut saved[gate * hn..][..hn]);
+        let (a, b, out) =
+            (a.map(|a| &a[gate * hn..][..hn]), &b[gate * hn..][..hn], &mut saved[gate * hn..][..hn]);
         if gate == 2 {
-            for k in 0..hn {
-                out[k] = tanh(a[k] + b[k]); // c̃ = tanh(p_g), p = a + b
-            }
+            gate_pass(out, a, b, tanh); // c̃ = tanh(p_g), p = a + b
         } else {
-            for k in 0..hn {
-                out[k] = sigmoid(a[k] + b[k]); // i, f, o = σ(p)
-            }
+            gate_pass(out, a, b, sigmoid); // i, f, o = σ(p)
         }
     }
     let (i, f, c_tilde, o) = (&saved[..hn], &saved[hn..2 * hn], &saved[2 * hn..3 * hn], &saved[3 * hn..]);
     for k in 0..hn {
         c[k] = f[k] * c_prev[k] + i[k] * c_tilde[k]; // c = f ⊙ c_prev + i ⊙ c̃
         h[k] = o[k] * tanh(c[k]); // h = o ⊙ tanh(c)
+    }
+}
+
+/// `out = act(a + b)`, or `act(b)` when `b` holds the sum already.
+#[inline(always)]
+fn gate_pass(out: &mut [f32], a: Option<&[f32]>, b: &[f32], act: impl Fn(f32) -> f32) {
+    match a {
+        Some(a) => out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&a, &b))| *o = act(a + b)),
+        None => out.iter_mut().zip(b).for_each(|(o, &p)| *o = act(p)),
     }
 }
 
@@ -170,7 +177,8 @@ mod tests {
         let hn = 37; // not a multiple of 8: the loops' tails run too
         let v = |n: usize, s: f32| (0..n).map(|k| (k as f32 * 0.37 + s).sin() * 3.0).collect::<Vec<f32>>();
         let (a, b, c_prev) = (v(4 * hn, 0.1), v(4 * hn, 0.2), v(hn, 0.3));
-        let run = |isa: crate::tensor::simd::Isa| {
+        let p: Vec<f32> = a.iter().zip(&b).map(|(a, b)| a + b).collect();
+        let run = |isa: crate::tensor::simd::Isa, summed: bool| {
             let (mut h, mut c, mut saved) = (vec![0.0; hn], vec![0.0; hn], vec![0.0; 4 * hn]);
             let (mut db, mut dh_prev, mut dc_prev) = (vec![0.0; 4 * hn], vec![1.0; hn], vec![0.0; hn]);
             let (dh, dc) = (v(hn, 0.4), v(hn, 0.5));
@@ -179,15 +187,22 @@ mod tests {
                 isa,
                 #[inline(always)]
                 || {
-                    forward(&a, &b, &c_prev, &mut h, &mut c, &mut saved);
+                    match summed {
+                        false => forward(Some(&a), &b, &c_prev, &mut h, &mut c, &mut saved),
+                        true => forward(None, &p, &c_prev, &mut h, &mut c, &mut saved),
+                    }
                     backward(&saved, &c_prev, &c, &dh, &dc, &mut db, &mut dh_prev, &mut dc_prev);
                 },
             );
             (h, c, saved, db, dc_prev)
         };
         use crate::tensor::simd::Isa;
-        let baseline = run(Isa::Baseline);
-        assert_eq!(run(Isa::Avx2), baseline, "AVX2 (or the baseline where the CPU lacks it)");
-        assert_eq!(run(Isa::Avx512), baseline, "AVX-512F (or the widest the CPU has)");
+        let baseline = run(Isa::Baseline, false);
+        assert_eq!(run(Isa::Avx2, false), baseline, "AVX2 (or the baseline where the CPU lacks it)");
+        assert_eq!(run(Isa::Avx512, false), baseline, "AVX-512F (or the widest the CPU has)");
+        // Handed the sum p = a + b instead of its two parts: the same bits.
+        for isa in [Isa::Baseline, Isa::Avx2, Isa::Avx512] {
+            assert_eq!(run(isa, true), baseline, "p handed over summed, {isa:?}");
+        }
     }
 }

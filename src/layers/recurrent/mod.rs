@@ -15,6 +15,9 @@
 //! `G` is the number of gates (1 for [`Rnn`], 4 for [`Lstm`], 3 for [`Gru`]). Unrolled over `T`
 //! steps this is a deep feed-forward network whose layers share their weights, and backprop through
 //! time (BPTT) is ordinary backprop on that network, walked from the last step to the first.
+//! (The RNN's and the LSTM's cells read only the sum `p_t = a_t + b_t`: the code computes `a_t`
+//! into the buffer of `b_t` and adds the state's product to it while each tile of the product is
+//! in registers, so the cell reads one array per step. The GRU needs `b_t` apart.)
 //!
 //! # Backward, step by step
 //!
@@ -112,18 +115,21 @@ pub trait Cell: Send + Sync + 'static {
     /// True when `a` and `b` enter the cell only through their sum `p = a + b` (the LSTM's gates,
     /// the plain RNN's pre-activation), so that `dL/da = dL/db`: the walk then keeps `db` alone
     /// (one buffer written and read instead of two equal ones), and [`Cell::backward_step`] gets
-    /// an empty `da`. False by default (both written), which is right for any cell.
+    /// an empty `da`; forward, the walk adds the state's product to the input's in the product's
+    /// tiles and hands [`Cell::forward_step`] the sum alone. False by default (both written, both
+    /// handed over), which is right for any cell.
     const SHARED_GRADIENT: bool = false;
     /// `"LSTM"`.
     fn name(&self) -> String;
 
     /// One step: from `a = x·W_ihᵀ + b_ih` and `b = h_prev·W_hhᵀ + b_hh` (each `[G·H]`) and the
     /// previous state, writes the new state `h` (and `c`), and in `saved` (`[SAVED·H]`) whatever
-    /// the backward step needs.
+    /// the backward step needs. `a` is `None` when `b` already holds the sum `p = a + b` (only for
+    /// a cell with [`Cell::SHARED_GRADIENT`], whose gates read nothing else).
     #[allow(clippy::too_many_arguments)]
     fn forward_step(
         &self,
-        a: &[f32],
+        a: Option<&[f32]>,
         b: &[f32],
         h_prev: &[f32],
         c_prev: &[f32],
@@ -185,9 +191,14 @@ pub struct Recurrent<C: Cell> {
     grouped: Vec<f32>,
     /// `a_t` of the step being walked (per step scratch).
     a: Vec<f32>,
-    /// `h_t` for `t = −1 … T−1`, time-major: `[(T+1)·N·H]` (and `c` likewise).
+    /// `h_t` for `t = −1 … T−1`, time-major: `[(T+1)·N·H]` (and `c` likewise) — or, after a
+    /// [`Mode::Predict`](crate::layers::Mode::Predict) pass of a last-step-only layer, whose
+    /// caller reads the final state alone, two steps' worth used in turn (`final_slot`).
     pub(crate) hs: Vec<f32>,
     cs: Vec<f32>,
+    /// Which step's rows of `hs` and `cs` hold the final state: `T`, or `T mod 2` when the
+    /// latest pass kept two steps only.
+    final_slot: usize,
     /// What each step saved for its backward: `[T·N·SAVED·H]`, time-major.
     saved: Vec<f32>,
     /// False after a [`Mode::Predict`](crate::layers::Mode::Predict) forward pass, which keeps no
@@ -276,6 +287,7 @@ impl<C: Cell> Recurrent<C> {
             a: Vec::new(),
             hs: Vec::new(),
             cs: Vec::new(),
+            final_slot: 0,
             saved: Vec::new(),
             saved_for_backward: false,
             b: Vec::new(),
@@ -508,8 +520,8 @@ impl<C: Cell> Recurrent<C> {
     /// The state after the latest forward pass, `(h, c)` each `[N, H]`: every sequence's last
     /// valid step.
     pub fn final_state(&self) -> RecurrentState {
-        let (n, t) = self.nt;
-        let h = self.hidden;
+        let (n, _) = self.nt;
+        let (h, t) = (self.hidden, self.final_slot);
         let last = |buf: &[f32]| {
             Tensor::from_vec(&[n, h], buf[t * n * h..(t + 1) * n * h].to_vec()).expect("[N, H]")
         };
@@ -728,10 +740,18 @@ impl<C: Cell> Recurrent<C> {
         self.lengths.clear();
         self.lengths.extend_from_slice(pass.lengths.unwrap_or(&[]));
         self.nt = (n, t_len);
-        // States h_{−1} … h_{T−1}, time-major.
+        // States h_{−1} … h_{T−1}, time-major. When no backward pass follows and only the final
+        // state is read (a last-step-only layer in `Mode::Predict`), two steps' rows in turn: step
+        // t reads slot t mod 2 and writes the other, so the states stay in cache instead of
+        // streaming (T+1)·N·H values to memory.
         let nh = n * h;
-        reuse(&mut self.hs, (t_len + 1) * nh); // every step writes its h_t (a padded one copies)
-        reuse(&mut self.cs, (t_len + 1) * nh); // allocated for every cell, so the loops below are uniform
+        let keep = pass.keeps_for_backward();
+        let rolling = !keep && self.last_only;
+        let slot = |t: usize| if rolling { t % 2 } else { t };
+        let slots = if rolling { 2 } else { t_len + 1 };
+        reuse(&mut self.hs, slots * nh); // every step writes its h_t (a padded one copies)
+        reuse(&mut self.cs, slots * nh); // allocated for every cell, so the loops below are uniform
+        self.final_slot = slot(t_len);
         match initial {
             Some(s) => self.hs[..nh].copy_from_slice(s.h.data()),
             None => self.hs[..nh].fill(0.0),
@@ -743,7 +763,6 @@ impl<C: Cell> Recurrent<C> {
         let sv = C::SAVED * h;
         // What the steps save for backward: all of them, unless no backward pass follows
         // (`Mode::Predict`), when each block of samples overwrites one step's worth of scratch.
-        let keep = pass.keeps_for_backward();
         self.saved_for_backward = keep;
         if keep {
             reuse(&mut self.saved, t_len * n * sv); // written by every active step, read only for those
@@ -753,7 +772,11 @@ impl<C: Cell> Recurrent<C> {
         reuse(&mut self.b, n * g);
         // a_t = x_t·W_ihᵀ + b_ih and b_t = h_{t−1}·W_hhᵀ + b_hh: both weights packed once for the
         // whole walk, with their biases (added to each tile of the product while it is in
-        // registers, not by a pass over a_t and b_t).
+        // registers, not by a pass over a_t and b_t). A cell that reads only p = a + b
+        // (SHARED_GRADIENT) gets p_t = (h_{t−1}·W_hhᵀ + a_t) + b_hh in b_t, the input's share
+        // written there first and added to in the second product's tiles: one buffer of G·H
+        // values per sample written and read per step instead of two.
+        let summed = C::SHARED_GRADIENT && matches!(input, StepInput::Dense(_));
         if let StepInput::Dense(_) = input {
             self.packed_ih.pack(f, g, self.weight_ih.value.data(), true);
             self.packed_ih.set_bias(self.bias_ih.value.data());
@@ -771,15 +794,15 @@ impl<C: Cell> Recurrent<C> {
             let (s0, r) = (rows.start, rows.len());
             let mut scratch = if keep { Vec::new() } else { vec![0.0; r * sv] };
             for t in 0..t_len {
-                // SAFETY: these are this block's rows (s0 .. s0 + r) of step t's and t+1's states,
-                // of step t's saved values and of the scratch a and b: no other block touches them,
+                // SAFETY: these are this block's rows (s0 .. s0 + r) of step t's and t+1's states
+                // (two different slots, also when two are used in turn), of step t's saved values and of the scratch a and b: no other block touches them,
                 // and each range lies inside its buffer (`Shared::rows` checks).
                 let (h_prev, h_now, c_prev, c_now, a_t, b_t) = unsafe {
                     (
-                        hs.rows(t * nh + s0 * h, r * h),
-                        hs.rows((t + 1) * nh + s0 * h, r * h),
-                        cs.rows(t * nh + s0 * h, r * h),
-                        cs.rows((t + 1) * nh + s0 * h, r * h),
+                        hs.rows(slot(t) * nh + s0 * h, r * h),
+                        hs.rows(slot(t + 1) * nh + s0 * h, r * h),
+                        cs.rows(slot(t) * nh + s0 * h, r * h),
+                        cs.rows(slot(t + 1) * nh + s0 * h, r * h),
                         a_sh.rows(s0 * g, r * g),
                         b_sh.rows(s0 * g, r * g),
                     )
@@ -793,9 +816,12 @@ impl<C: Cell> Recurrent<C> {
                 if let StepInput::Dense(x) = input {
                     // x_t of this block: rows x[s, t] for s0 ≤ s < s0 + r, adjacent (time-major).
                     let x_t = &x.data()[(t * n + s0) * f..];
-                    gemm_packed_b(r, 1.0, (x_t, f), packed_ih, 0.0, a_t); // a_t = x_t·W_ihᵀ + b_ih
+                    let a_into = if summed { &mut *b_t } else { &mut *a_t };
+                    gemm_packed_b(r, 1.0, (x_t, f), packed_ih, 0.0, a_into); // a_t = x_t·W_ihᵀ + b_ih
                 }
-                gemm_packed_b(r, 1.0, (h_prev, h), packed_hh, 0.0, b_t); // b_t = h_{t−1}·W_hhᵀ + b_hh
+                // b_t = h_{t−1}·W_hhᵀ + b_hh, or p_t = (h_{t−1}·W_hhᵀ + a_t) + b_hh when summed
+                let beta = if summed { 1.0 } else { 0.0 };
+                gemm_packed_b(r, 1.0, (h_prev, h), packed_hh, beta, b_t);
                 for (i, ((((hn, cn), saved), b), a)) in h_now
                     .chunks_exact_mut(h)
                     .zip(c_now.chunks_exact_mut(h))
@@ -810,9 +836,10 @@ impl<C: Cell> Recurrent<C> {
                         cn.copy_from_slice(cp);
                         continue;
                     }
-                    let a: &[f32] = match input {
-                        StepInput::Dense(_) => a,
-                        StepInput::Embedded(ids) => &projected[ids[(s0 + i) * t_len + t] * g..][..g], // P[id]
+                    let a: Option<&[f32]> = match input {
+                        StepInput::Dense(_) if summed => None, // b holds p = a + b
+                        StepInput::Dense(_) => Some(a),
+                        StepInput::Embedded(ids) => Some(&projected[ids[(s0 + i) * t_len + t] * g..][..g]), // P[id]
                     };
                     // (h_t, c_t) = cell(a_t, b_t, h_{t−1}, c_{t−1})
                     cell.forward_step(a, b, hp, cp, hn, cn, saved);
@@ -822,7 +849,8 @@ impl<C: Cell> Recurrent<C> {
         for_sample_blocks(n, g, walk);
         let mut y = Tensor::zeros(&out_shape);
         if self.last_only {
-            y.data_mut().copy_from_slice(&self.hs[t_len * nh..]); // each sequence's last valid state
+            let last = &self.hs[self.final_slot * nh..][..nh];
+            y.data_mut().copy_from_slice(last); // each sequence's last valid state
         } else {
             for (s, y_s) in y.data_mut().chunks_exact_mut(t_len * h).enumerate() {
                 for (t, y_t) in

@@ -34,7 +34,7 @@ impl Cell for RnnCell {
 
     fn forward_step(
         &self,
-        a: &[f32],
+        a: Option<&[f32]>,
         b: &[f32],
         _: &[f32],
         _: &[f32],
@@ -42,9 +42,11 @@ impl Cell for RnnCell {
         _: &mut [f32],
         saved: &mut [f32],
     ) {
-        for ((h, p_out), (&a, &b)) in h.iter_mut().zip(saved.iter_mut()).zip(a.iter().zip(b)) {
-            let p = a + b; // p = a + b
-            *p_out = p;
+        match a {
+            Some(a) => saved.iter_mut().zip(a.iter().zip(b)).for_each(|(p, (&a, &b))| *p = a + b), // p = a + b
+            None => saved.copy_from_slice(&b[..saved.len()]), // b holds p already
+        }
+        for (h, &p) in h.iter_mut().zip(saved.iter()) {
             *h = if self.relu { p.max(0.0) } else { tanh(p) }; // h = act(p)
         }
     }
