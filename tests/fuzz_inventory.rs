@@ -10,7 +10,9 @@ use std::path::Path;
 /// `(source file under src/, function, test file that exercises it with hostile input)`.
 const INVENTORY: &[(&str, &str, &str)] = &[
     ("data/idx.rs", "find_mnist_files", "hostile_values.rs"),
+    ("data/idx.rs", "find_mnist_files_matching", "idx.rs"),
     ("data/idx.rs", "load_mnist_folder", "idx.rs"),
+    ("data/idx.rs", "load_mnist_folder_matching", "idx.rs"),
     ("data/idx.rs", "parse_idx", "idx.rs"),
     ("data/idx.rs", "read_idx", "fuzz.rs"),
     ("data/idx.rs", "read_image_label_pair", "idx.rs"),

@@ -156,11 +156,70 @@ fn incomplete_or_ambiguous_folders_are_clear_errors() {
     let msg = format_message(load_mnist_folder(&dir));
     assert!(msg.contains("test labels") && msg.contains("t10k-labels-idx1-ubyte"), "{msg}");
     write_idx(dir.join("t10k-labels-idx1-ubyte"), &[2], &[0, 0]).unwrap();
-    write_idx(dir.join("t10k-labels-idx1-ubyte.gz"), &[2], &[0, 0]).unwrap();
+    write_idx(dir.join("old-t10k-labels-idx1-ubyte"), &[2], &[0, 0]).unwrap();
     let msg = format_message(load_mnist_folder(&dir));
-    assert!(msg.contains("several files"), "{msg}");
+    assert!(msg.contains("several files") && msg.contains("old-t10k-labels"), "{msg}");
+    assert!(msg.contains("find_mnist_files_matching"), "the message says how to choose: {msg}");
+    // A part of the names that matches nothing: the message says which part.
+    let msg = format_message(load_mnist_folder_matching(&dir, "balanced"));
+    assert!(msg.contains("\"balanced\"") && msg.contains("training images"), "{msg}");
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(matches!(load_mnist_folder(dir.join("nowhere")), Err(Error::Io { .. })));
+    assert!(matches!(load_mnist_folder_matching(dir.join("nowhere"), "x"), Err(Error::Io { .. })));
+}
+
+/// torchvision's `raw` folder keeps each file twice, uncompressed and gzipped: one set, read from
+/// the uncompressed files.
+#[test]
+fn a_file_beside_its_gzipped_copy_counts_once() {
+    let dir = tmp("torchvision");
+    let names = [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ];
+    write_folder(&dir, names, (5, 3));
+    for name in names {
+        // The gzipped copies hold other labels, so the test can tell which file was read.
+        let gz = dir.join(format!("{name}.gz"));
+        let mut arr = read_idx(dir.join(name)).unwrap();
+        arr.data.iter_mut().for_each(|v| *v = 7);
+        write_idx(&gz, &arr.dims, &arr.data).unwrap();
+    }
+    let files = find_mnist_files(&dir).unwrap();
+    assert_eq!(files.test_labels, dir.join("t10k-labels-idx1-ubyte"));
+    let (train, test) = load_mnist_folder(&dir).unwrap();
+    assert_eq!((train.len(), test.len()), (5, 3));
+    assert_eq!(test.labels().unwrap(), &[2, 2, 2], "the uncompressed file's labels");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// EMNIST's folder holds every split side by side: ambiguous as a whole, one split by a part of
+/// its names.
+#[test]
+fn one_split_of_a_folder_that_holds_several() {
+    let dir = tmp("emnist");
+    for (split, n) in [("balanced", 4), ("digits", 5), ("letters", 6)] {
+        let names = [
+            "train-images-idx3-ubyte.gz",
+            "train-labels-idx1-ubyte.gz",
+            "test-images-idx3-ubyte.gz",
+            "test-labels-idx1-ubyte.gz",
+        ]
+        .map(|name| format!("emnist-{split}-{name}"));
+        write_folder(&dir, [&names[0], &names[1], &names[2], &names[3]], (n, 2));
+    }
+    let msg = format_message(load_mnist_folder(&dir));
+    assert!(
+        msg.contains("emnist-balanced-train-images") && msg.contains("emnist-letters-train-images"),
+        "{msg}"
+    );
+    let (train, _) = load_mnist_folder_matching(&dir, "DIGITS").unwrap();
+    assert_eq!(train.len(), 5, "the digits split (the part matched ignoring case)");
+    let files = find_mnist_files_matching(&dir, "emnist-letters-").unwrap();
+    assert!(files.train_labels.ends_with("emnist-letters-train-labels-idx1-ubyte.gz"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

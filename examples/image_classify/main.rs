@@ -13,7 +13,7 @@
 mod pipeline;
 mod plots;
 
-use backprop::data::idx::load_mnist_folder;
+use backprop::data::idx::load_mnist_folder_matching;
 use backprop::data::transforms::Normalizer;
 use backprop::metrics::ConfusionMatrix;
 use backprop::prelude::*;
@@ -33,6 +33,11 @@ struct Cli {
     /// MNIST, Fashion-MNIST, EMNIST, Kuzushiji-MNIST … [default: the bundled digits]
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+
+    /// With --data: read only the files whose names contain this (EMNIST's folder holds every
+    /// split side by side: `--data-match balanced`).
+    #[arg(long, value_name = "PART", requires = "data")]
+    data_match: Option<String>,
 
     /// Passes over the training set.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
@@ -149,7 +154,7 @@ fn train_and_report(cli: &Cli) -> Result<()> {
              Run it optimised with: cargo run --release --example image_classify"
         );
     }
-    let (train, test) = load_mnist_folder(&dir)?;
+    let (train, test) = load_mnist_folder_matching(&dir, cli.data_match.as_deref().unwrap_or(""))?;
     let classes = train.num_classes().unwrap_or(0).max(test.num_classes().unwrap_or(0));
     println!(
         "data: {} training and {} test images of {:?} from {}, {classes} classes",

@@ -236,6 +236,11 @@ pub fn read_image_label_pair(images: impl AsRef<Path>, labels: impl AsRef<Path>)
     Dataset::classification(x, y)
 }
 
+/// True if the file's name ends in `.gz` (any case).
+fn is_gz_name(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"))
+}
+
 /// The four files of an MNIST-format folder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MnistFiles {
@@ -255,17 +260,40 @@ pub struct MnistFiles {
 /// (`train-images-idx3-ubyte.gz`, `emnist-digits-test-labels-idx1-ubyte`,
 /// `train-images.idx3-ubyte` all qualify).
 ///
+/// A file and its gzipped copy side by side (`train-images-idx3-ubyte` and
+/// `train-images-idx3-ubyte.gz`, as torchvision's download leaves its `raw` folder) count as one:
+/// the uncompressed file is read.
+///
 /// # Errors
 /// [`Error::Io`] if the folder cannot be listed, [`Error::Format`] naming the folder when one of
-/// the four files is missing or two files claim the same role.
+/// the four files is missing or two files claim the same role (EMNIST's folder holds every split
+/// side by side: choose one with [`find_mnist_files_matching`]).
 pub fn find_mnist_files(dir: impl AsRef<Path>) -> Result<MnistFiles> {
+    find_mnist_files_matching(dir, "")
+}
+
+/// [`find_mnist_files`] among the files whose name contains `part` (ignoring case): one set of a
+/// folder that holds several, such as EMNIST's `emnist-balanced-…`, `emnist-digits-…`,
+/// `emnist-letters-…` (`part` = `"balanced"`). An empty `part` considers every file.
+///
+/// # Errors
+/// As [`find_mnist_files`].
+///
+/// ```no_run
+/// use backprop::data::idx::{find_mnist_files_matching, read_image_label_pair};
+/// let files = find_mnist_files_matching("emnist/gzip", "emnist-digits-")?;
+/// let train = read_image_label_pair(&files.train_images, &files.train_labels)?;
+/// # Ok::<(), backprop::Error>(())
+/// ```
+pub fn find_mnist_files_matching(dir: impl AsRef<Path>, part: &str) -> Result<MnistFiles> {
     let dir = dir.as_ref();
+    let part = part.to_lowercase();
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut found: [Vec<PathBuf>; 4] = Default::default();
     for entry in entries {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
         let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
-        if !path.is_file() || name.starts_with('.') {
+        if !path.is_file() || name.starts_with('.') || !name.contains(&part) {
             continue;
         }
         let train = name.contains("train");
@@ -285,22 +313,28 @@ pub fn find_mnist_files(dir: impl AsRef<Path>) -> Result<MnistFiles> {
         "test images (*t10k*idx3* or *test*idx3*)",
         "test labels (*t10k*idx1* or *test*idx1*)",
     ];
+    let matching = if part.is_empty() { String::new() } else { format!(" whose name contains {part:?}") };
     let mut pick = |slot: usize| -> Result<PathBuf> {
         let mut paths = std::mem::take(&mut found[slot]);
         paths.sort();
+        // X and X.gz side by side: the same file twice, read uncompressed.
+        let plain: Vec<PathBuf> = paths.iter().filter(|p| !is_gz_name(p)).cloned().collect();
+        paths.retain(|p| !is_gz_name(p) || !plain.iter().any(|q| p.with_extension("") == *q));
         match paths.len() {
             1 => Ok(paths.remove(0)),
             0 => Err(Error::format(
                 dir,
                 format!(
-                    "no file for the {} in this folder; an MNIST-format folder holds train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each optionally .gz)",
+                    "no file{matching} for the {} in this folder; an MNIST-format folder holds train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each optionally .gz)",
                     roles[slot]
                 ),
             )),
             _ => Err(Error::format(
                 dir,
                 format!(
-                    "several files could be the {}: {}",
+                    "several files{matching} could be the {}: {} — choose one set by a part of its names \
+                     (data::idx::find_mnist_files_matching(dir, \"balanced\"); the image_classify example's \
+                     --data-match), or move it into a folder of its own",
                     roles[slot],
                     paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
                 ),
@@ -316,7 +350,10 @@ pub fn find_mnist_files(dir: impl AsRef<Path>) -> Result<MnistFiles> {
 }
 
 /// Loads an MNIST-format folder (MNIST, Fashion-MNIST, EMNIST, Kuzushiji-MNIST …) as
-/// `(training set, test set)`, images `[N, 1, 28, 28]` in `[0, 1]`.
+/// `(training set, test set)`, images `[N, 1, 28, 28]` in `[0, 1]`, pixels as the files store
+/// them. (EMNIST stores each image transposed against MNIST's orientation, and numbers its
+/// letters 1–26, so its `letters` split has 27 classes with class 0 empty: the data set's
+/// conventions, kept as they are.)
 ///
 /// # Errors
 /// As [`find_mnist_files`] and [`read_image_label_pair`]; also [`Error::Format`] if the training
@@ -328,7 +365,16 @@ pub fn find_mnist_files(dir: impl AsRef<Path>) -> Result<MnistFiles> {
 /// # Ok::<(), backprop::Error>(())
 /// ```
 pub fn load_mnist_folder(dir: impl AsRef<Path>) -> Result<(Dataset, Dataset)> {
-    let files = find_mnist_files(dir)?;
+    load_mnist_folder_matching(dir, "")
+}
+
+/// [`load_mnist_folder`] for the set of files whose names contain `part`
+/// ([`find_mnist_files_matching`]): one of EMNIST's splits, say.
+///
+/// # Errors
+/// As [`load_mnist_folder`].
+pub fn load_mnist_folder_matching(dir: impl AsRef<Path>, part: &str) -> Result<(Dataset, Dataset)> {
+    let files = find_mnist_files_matching(dir, part)?;
     let train = read_image_label_pair(&files.train_images, &files.train_labels)?;
     let test = read_image_label_pair(&files.test_images, &files.test_labels)?;
     if train.sample_shape() != test.sample_shape() {
