@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example image_folder                   # a folder made from the bundled digits
-//! cargo run --release --example image_folder -- my_pictures/   # my_pictures/<class>/*.png|jpg
+//! cargo run --release --example image_folder -- my_pictures/   # my_pictures/<class>/**/*.png|jpg
 //! ```
 //!
 //! Without a folder, the example first writes 600 of the bundled digits as PNG files into a

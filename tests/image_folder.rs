@@ -87,6 +87,54 @@ fn nothing_named_like_an_image_is_skipped_silently() {
     std::fs::remove_dir_all(&root).unwrap();
 }
 
+/// Pictures in sub-folders of a class belong to it (as torchvision's `ImageFolder` reads them),
+/// JPEG's other extensions are read, and a picture in a format not read here is an error listing
+/// it, never a sample quietly left out.
+#[test]
+fn nested_pictures_count_and_unread_formats_are_named() {
+    let root = tmp("nested");
+    for dir in ["cat", "dog/more", "dog/more/deeper"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    let gray = |v: u8| image::GrayImage::from_pixel(3, 3, image::Luma([v]));
+    gray(10).save(root.join("cat/1.jpg")).unwrap();
+    // JPEG files under JPEG's rarer extensions (the format is told from the content).
+    std::fs::copy(root.join("cat/1.jpg"), root.join("cat/2.jfif")).unwrap();
+    std::fs::copy(root.join("cat/1.jpg"), root.join("cat/3.JPE")).unwrap();
+    gray(200).save(root.join("dog/1.png")).unwrap();
+    gray(200).save(root.join("dog/more/2.png")).unwrap();
+    gray(200).save(root.join("dog/more/deeper/3.png")).unwrap();
+    std::fs::write(root.join("dog/more/Thumbs.db"), b"ignored").unwrap();
+    let (data, classes) = load_image_folder(&root, (3, 3), ColorMode::Gray).unwrap();
+    assert_eq!(classes, vec!["cat", "dog"]);
+    assert_eq!(data.labels().unwrap(), &[0, 0, 0, 1, 1, 1], "every picture, nested ones included");
+    // A class whose pictures all sit in a sub-folder is not empty.
+    std::fs::create_dir_all(root.join("eel/photos")).unwrap();
+    gray(90).save(root.join("eel/photos/1.png")).unwrap();
+    let (data, _) = load_image_folder(&root, (3, 3), ColorMode::Gray).unwrap();
+    assert_eq!(data.labels().unwrap(), &[0, 0, 0, 1, 1, 1, 2]);
+    // Pictures in formats the decoders here do not read: every one named.
+    std::fs::write(root.join("cat/4.webp"), b"RIFF....WEBP").unwrap();
+    std::fs::write(root.join("dog/more/5.BMP"), b"BM").unwrap();
+    let msg = load_image_folder(&root, (3, 3), ColorMode::Gray).unwrap_err().to_string();
+    assert!(msg.contains("2 picture(s)") && msg.contains("4.webp") && msg.contains("5.BMP"), "{msg}");
+    assert!(msg.contains("PNG and JPEG"), "{msg}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// A link that leads back up the tree is refused with a message, not walked for ever.
+#[cfg(unix)]
+#[test]
+fn a_link_loop_below_a_class_is_an_error() {
+    let root = tmp("loop");
+    std::fs::create_dir_all(root.join("a")).unwrap();
+    image::GrayImage::from_pixel(3, 3, image::Luma([7])).save(root.join("a/x.png")).unwrap();
+    std::os::unix::fs::symlink(root.join("a"), root.join("a/again")).unwrap();
+    let msg = load_image_folder(&root, (3, 3), ColorMode::Gray).unwrap_err().to_string();
+    assert!(msg.contains("levels of folders"), "{msg}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
 #[test]
 fn sizes_and_decoder_limits_are_bounded() {
     let root = tmp("sizes");

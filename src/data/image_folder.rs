@@ -1,4 +1,4 @@
-//! Folders of pictures, one sub-folder per class: `root/<class>/*.png|jpg|jpeg`
+//! Folders of pictures, one sub-folder per class: `root/<class>/**/*.png|jpg|jpeg`
 //! (cargo feature `image`).
 //!
 //! Classes are the sub-folder names in sorted order (class 0 is the first name). Every image is
@@ -9,10 +9,14 @@
 //!
 //! - in the root, every sub-folder (or link to one) is a class; hidden entries (names starting
 //!   with `.`) and plain files are ignored (a README can sit beside the classes);
-//! - in a class folder, every entry whose name ends in `.png`, `.jpg` or `.jpeg` (any case) must be
-//!   a readable, decodable image file: a folder, a link that leads nowhere, a FIFO or a corrupt
-//!   image under such a name is an error, and every such entry is listed; hidden entries and
-//!   entries with other extensions are ignored;
+//! - in a class folder and in its sub-folders, at any depth (as torchvision's `ImageFolder` walks
+//!   them), every entry whose name ends in `.png`, `.jpg`, `.jpeg`, `.jpe` or `.jfif` (any case)
+//!   must be a readable, decodable image file: a folder, a link that leads nowhere, a FIFO or a
+//!   corrupt image under such a name is an error, and every such entry is listed;
+//! - a file named like an image in a format this loader does not decode (`.bmp`, `.gif`, `.webp`,
+//!   `.tif`, `.tiff`, `.ppm`, `.pgm`, `.pbm`, `.pnm`, `.ico`, `.avif`, `.heic`, `.heif`, `.svg`) is
+//!   an error listing every such file, not a picture quietly left out of its class;
+//! - hidden entries and files with any other extension (a README, `Thumbs.db`) are ignored;
 //! - a class folder with no image is an error naming it (it would shift every later label).
 //!
 //! Resources are bounded: an image may be at most [`MAX_DECODED_SIDE`] pixels wide and high and
@@ -65,7 +69,56 @@ impl ColorMode {
 
 fn is_image(path: &Path) -> bool {
     let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase());
-    matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg"))
+    matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg" | "jpe" | "jfif"))
+}
+
+/// Named like a picture in a format the decoders here do not read.
+fn is_unread_image(path: &Path) -> bool {
+    let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase());
+    matches!(
+        ext.as_deref(),
+        Some(
+            "bmp"
+                | "gif"
+                | "webp"
+                | "tif"
+                | "tiff"
+                | "ppm"
+                | "pgm"
+                | "pbm"
+                | "pnm"
+                | "ico"
+                | "avif"
+                | "heic"
+                | "heif"
+                | "svg"
+        )
+    )
+}
+
+/// Sub-folders deeper than this below a class folder are refused (a link that leads back up
+/// would otherwise be walked for ever).
+const MAX_DEPTH: usize = 32;
+
+/// The entries named like readable images in `dir` and, at any depth, its sub-folders, in sorted
+/// order within each folder; files named like pictures of another format go to `unread`.
+fn class_images(dir: &Path, depth: usize, images: &mut Vec<PathBuf>, unread: &mut Vec<String>) -> Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(Error::format(
+            dir,
+            format!("more than {MAX_DEPTH} levels of folders below its class (a link that leads back up?)"),
+        ));
+    }
+    for path in sorted_entries(dir)? {
+        if is_image(&path) {
+            images.push(path); // checked when read: a folder or a FIFO under such a name is an error
+        } else if path.is_dir() {
+            class_images(&path, depth + 1, images, unread)?;
+        } else if is_unread_image(&path) {
+            unread.push(path.display().to_string());
+        }
+    }
+    Ok(())
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -172,7 +225,8 @@ pub fn tensor_to_image(t: &Tensor) -> Result<image::DynamicImage> {
     Ok(img)
 }
 
-/// Loads `root/<class>/*.png|jpg|jpeg` as a classification data set, and the class names.
+/// Loads `root/<class>/**/*.png|jpg|jpeg` as a classification data set, and the class names
+/// (the [module docs](self) give the rules for what is read).
 /// Needs the cargo feature `image` (`backprop = { version = "…", features = ["image"] }`).
 ///
 /// - `size` is `(height, width)`: every image is resized to it (aspect ratio not kept), giving
@@ -196,7 +250,8 @@ pub fn tensor_to_image(t: &Tensor) -> Result<image::DynamicImage> {
 ///
 /// # Errors
 /// [`Error::Io`] if a folder cannot be listed; [`Error::Format`] if `root` holds no class folders
-/// or no images, or if any image cannot be decoded (listing every such file).
+/// or no images, if any image cannot be decoded, or if a class holds pictures in a format not
+/// read here (listing every such file).
 pub fn load_image_folder(
     root: impl AsRef<Path>,
     size: (usize, usize),
@@ -210,11 +265,14 @@ pub fn load_image_folder(
     }
     let per_image = checked_numel(&[color.channels(), size.0, size.1]).expect("bounded by MAX_SIZE");
     let (mut data, mut labels, mut failures, mut empty) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut unread = Vec::new();
     let names =
         classes.iter().map(|c| c.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
     for (label, dir) in classes.iter().enumerate() {
         let before = labels.len();
-        for path in sorted_entries(dir)?.into_iter().filter(|p| is_image(p)) {
+        let mut images = Vec::new();
+        class_images(dir, 0, &mut images, &mut unread)?;
+        for path in images {
             if !path.is_file() {
                 failures.push(format!("{}: named like an image but not a readable file", path.display()));
                 continue;
@@ -243,11 +301,22 @@ pub fn load_image_folder(
             format!("{} unreadable image(s): {}", failures.len(), failures.join("; ")),
         ));
     }
+    if !unread.is_empty() {
+        return Err(Error::format(
+            root,
+            format!(
+                "{} picture(s) in a format this loader does not read (PNG and JPEG only): {} — convert them, \
+                 or move them out of the class folders",
+                unread.len(),
+                unread.join(", ")
+            ),
+        ));
+    }
     if !empty.is_empty() {
         return Err(Error::format(
             root,
             format!(
-                "class folder(s) without any .png/.jpg/.jpeg image: {} (an empty class would shift every later label)",
+                "class folder(s) without any .png/.jpg/.jpeg image, sub-folders included: {} (an empty class would shift every later label)",
                 empty.join(", ")
             ),
         ));
