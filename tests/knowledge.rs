@@ -69,6 +69,27 @@ fn csv_rows_of_answers() {
     assert!(err.contains("line 2") && err.contains("\"2\""), "{err}");
     assert!(read_csv(file("empty.csv", "\n\n")).is_err());
     assert_eq!(read_csv(file("one.csv", "1\n0\n")).unwrap().skipped, 2);
+    // The header is the first non-blank row (as the format sniffer reads it), numbered columns too.
+    let h = read_csv(file("blank-first.csv", "\n\nq1,q2,q3\n0,1,1\n1,1,0\n")).unwrap();
+    assert_eq!((h.items, h.students.len()), (3, 2));
+    let h = read_csv(file("numbered.csv", "0,1,2,3,4\n0,1,1,0,1\n1,1,0,0,0\n")).unwrap();
+    assert_eq!((h.items, h.students.len()), (5, 2));
+    // A first row of answers with a stray value is an error naming line 1, not a dropped "header".
+    let err = read_csv(file("stray.csv", "0,1,NA\n1,1,0\n0,0,1\n")).unwrap_err().to_string();
+    assert!(err.contains("line 1") && err.contains("\"NA\""), "{err}");
+}
+
+/// Students skipped while reading are counted once whichever way the histories are split.
+#[test]
+fn the_skipped_count_survives_a_split() {
+    let h = read_three_line(file("short.txt", "1\n3\n1\n3\n1,2,3\n0,1,1\n1\n4\n0\n2\n1,2\n1,0\n")).unwrap();
+    assert_eq!((h.students.len(), h.skipped), (2, 2));
+    for fraction in [0.0, 0.5, 1.0] {
+        let (a, b) = h.split(fraction, 7);
+        assert_eq!(a.skipped + b.skipped, 2, "fraction {fraction}");
+        assert_eq!(a.students.len() + b.students.len(), 2);
+    }
+    assert_eq!(h.subset(&[1]).skipped, 0, "a subset drops no one");
 }
 
 #[test]

@@ -95,7 +95,8 @@ impl Histories {
         }
     }
 
-    /// The students `indices` (and their oracle probabilities), in that order.
+    /// The students `indices` (and their oracle probabilities), in that order; `skipped` is 0 (the
+    /// count belongs to the file that was read).
     pub fn subset(&self, indices: &[usize]) -> Histories {
         Histories {
             items: self.items,
@@ -189,7 +190,9 @@ impl Histories {
         self.students.iter().map(Answers::len).max().unwrap_or(0)
     }
 
-    /// A seeded split by student: `(first, rest)` with `fraction` of the students in `first`.
+    /// A seeded split by student: `(first, rest)` with `fraction` of the students in `first`. The
+    /// count of students skipped while reading stays with `first`, so that the two parts' counts
+    /// add up to the file's.
     ///
     /// # Panics
     /// If `fraction` is not in `[0, 1]` (NaN included).
@@ -202,7 +205,8 @@ impl Histories {
         use rand::seq::SliceRandom;
         order.shuffle(&mut rng(seed));
         let cut = ((self.students.len() as f64 * fraction).round() as usize).min(order.len());
-        (self.subset(&order[..cut]), self.subset(&order[cut..]))
+        let first = Histories { skipped: self.skipped, ..self.subset(&order[..cut]) };
+        (first, self.subset(&order[cut..]))
     }
 }
 
@@ -373,7 +377,9 @@ fn bit(path: &Path, line: usize, v: &str) -> Result<bool> {
 }
 
 /// Reads the CSV format: one row per student, one `0`/`1` column per item (all rows the same
-/// width), answered in column order. A first row that is not all `0`/`1` is taken as a header.
+/// width), answered in column order. The first non-blank row is taken as a header when more than
+/// half of its fields are not `0`/`1` (`q1,q2,q3`, or numbered columns `0,1,2,…`); a row of
+/// answers with a stray value (`0,1,NA`) is an error naming its line, as it is further down.
 ///
 /// # Errors
 /// [`Error::Io`] if the file cannot be read; [`Error::Format`] naming the line for a row of
@@ -382,13 +388,18 @@ pub fn read_csv(path: impl AsRef<Path>) -> Result<Histories> {
     let path = path.as_ref();
     let mut items = None;
     let mut students = Vec::new();
+    let mut first_row = true;
     for line in lines(path)? {
         let (number, line) = line?;
         if fields(&line).next().is_none() {
             continue;
         }
-        if number == 1 && fields(&line).any(|c| c != "0" && c != "1") {
-            continue; // a header
+        if std::mem::take(&mut first_row) {
+            let (all, not_bits) =
+                fields(&line).fold((0, 0), |(a, n), c| (a + 1, n + usize::from(c != "0" && c != "1")));
+            if 2 * not_bits > all {
+                continue; // a header
+            }
         }
         let correct = fields(&line).map(|c| bit(path, number, c)).collect::<Result<Vec<bool>>>()?;
         let width = *items.get_or_insert(correct.len());
