@@ -565,7 +565,9 @@ impl Format {
             _ => Err(Error::format(
                 path,
                 "cannot tell the format: neither three lines per student (a count, item ids, 0/1 answers) nor \
-                 CSV (one row of 0/1 answers per student); choose it with --format csv|lines",
+                 CSV (one row of 0/1 answers per student); choose it with --format csv|lines. (An interaction \
+                 log with one row per answer, such as ASSISTments' skill_builder_data.csv, is neither: group each \
+                 student's answers into the three-line format first.)",
             )),
         }
     }
