@@ -41,6 +41,38 @@ fn round_trip_plain_and_gz() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Zero bytes after the last gzip member (a file padded to a block) are ignored, as gzip(1)
+/// ignores them; anything else after it is still an error.
+#[test]
+fn zero_padding_after_a_gzip_file_is_ignored() {
+    let dir = tmp("padded");
+    let path = dir.join("lab.gz");
+    write_idx(&path, &[3], &[7, 3, 1]).unwrap();
+    let gz = std::fs::read(&path).unwrap();
+    let padded = dir.join("padded.gz");
+    std::fs::write(&padded, [&gz[..], &[0u8; 512]].concat()).unwrap();
+    assert_eq!(read_labels(&padded).unwrap(), vec![7, 3, 1]);
+    let gzip = |bytes: &[u8]| {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut enc, bytes).unwrap();
+        enc.finish().unwrap()
+    };
+    // Two members (as `cat a.gz b.gz` makes), then padding.
+    let raw = [0u8, 0, 8, 1, 0, 0, 0, 3, 7, 3, 1];
+    let two = dir.join("two.gz");
+    std::fs::write(&two, [gzip(&raw[..9]), gzip(&raw[9..]), vec![0; 3]].concat()).unwrap();
+    assert_eq!(read_labels(&two).unwrap(), vec![7, 3, 1]);
+    // Garbage after the member, or padding after a member that holds too little: errors.
+    let garbage = dir.join("garbage.gz");
+    std::fs::write(&garbage, [&gz[..], b"junk"].concat()).unwrap();
+    assert!(matches!(read_labels(&garbage), Err(Error::Format { .. })));
+    let short = dir.join("short.gz"); // declares 5 labels, holds 3
+    std::fs::write(&short, [gzip(&[0, 0, 8, 1, 0, 0, 0, 5, 1, 2, 3]), vec![0; 64]].concat()).unwrap();
+    let msg = format_message(read_labels(&short));
+    assert!(msg.contains("short.gz"), "{msg}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn each_kind_of_corruption_is_its_own_error() {
     let p = Path::new("bad-file");

@@ -68,8 +68,29 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
             ),
         ));
     }
-    (&mut gz).take(declared as u64 + 1).read_to_end(&mut out).map_err(corrupt)?;
-    Ok(out)
+    let header = out.len();
+    match (&mut gz).take(declared as u64 + 1).read_to_end(&mut out) {
+        Ok(_) => Ok(out),
+        // gzip(1) ignores zero bytes after the last member (tools that pad a file to a block
+        // leave them): with the data complete, such padding is no error.
+        Err(_) if out.len() == header + declared && members_then_zeros(&raw) => Ok(out),
+        Err(e) => Err(corrupt(e)),
+    }
+}
+
+/// True if `raw` is whole gzip members followed by nothing but zero bytes (at least one).
+/// Called only once the members have given their declared data, so decoding them again costs
+/// what the first reading did.
+fn members_then_zeros(raw: &[u8]) -> bool {
+    let mut rest = raw;
+    while rest.starts_with(&[0x1f, 0x8b]) {
+        let mut member = flate2::bufread::GzDecoder::new(rest);
+        if std::io::copy(&mut member, &mut std::io::sink()).is_err() {
+            return false;
+        }
+        rest = member.into_inner(); // what follows the member
+    }
+    !rest.is_empty() && rest.len() < raw.len() && rest.iter().all(|&b| b == 0)
 }
 
 /// The body length a complete IDX header declares, if the header is complete and its product
