@@ -63,8 +63,9 @@ pub struct TransformerEncoderLayer {
 
 impl TransformerEncoderLayer {
     /// A post-LN block over `embed` features with `heads` heads and a feed-forward width of
-    /// `feedforward`, ReLU, dropout 0.1, `ε = 1e-5` (PyTorch's defaults; linear layers drawn as
-    /// PyTorch draws `nn.Linear`).
+    /// `feedforward`, ReLU, dropout 0.1, `ε = 1e-5` (PyTorch's defaults; the linear layers' weights
+    /// drawn as PyTorch draws `nn.Linear`'s, `U(±1/√fan_in)`, their biases starting at zero as
+    /// every [`Dense`] bias of this crate does, where PyTorch draws them too).
     ///
     /// # Panics
     /// If `heads` is 0 or does not divide `embed`.
@@ -107,7 +108,15 @@ impl TransformerEncoderLayer {
         self
     }
 
-    /// The probability of each of the three dropouts.
+    /// The probability of each of the three dropouts: inside the feed-forward network, after the
+    /// attention and after the feed-forward network (PyTorch's `dropout`, `dropout1`, `dropout2`).
+    ///
+    /// **Not like PyTorch's block:** `nn.TransformerEncoderLayer(dropout=p)` also passes `p` to its
+    /// `nn.MultiheadAttention`, which in training drops attention weights (after the softmax,
+    /// before they weigh the values); [`MultiHeadAttention`] has no dropout, so here the attention
+    /// weights are never dropped. In training with `p > 0` the two blocks are different random
+    /// functions (the same in expectation over the other dropouts, not over the attention's); in
+    /// evaluation, or with `p = 0`, they compute the same numbers.
     ///
     /// # Panics
     /// If `p` is not in `[0, 1]`.
