@@ -100,6 +100,87 @@ fn gradients_pass_the_finite_difference_check() {
     }
 }
 
+/// Dropout on the attention weights (`nn.MultiheadAttention(dropout=p)`): with one step each
+/// query's only weight is 1, so in training a sequence's output is 0 or `1/(1 − p)` times its
+/// evaluation output, exactly, and both happen; evaluation and cross-attention never drop.
+#[test]
+fn dropped_attention_weights_scale_what_they_keep() {
+    let x = Tensor::randn(&[400, 1, 4], 0.0, 1.0, 3);
+    let mut attn = MultiHeadAttention::new(4, 1).seed(1).dropout(0.5); // biases start at zero
+    let eval = attn.forward(&x, Pass::EVAL);
+    let train = attn.forward(&x, Pass::TRAIN);
+    let (mut dropped, mut kept) = (0, 0);
+    for (t, e) in train.data().chunks_exact(4).zip(eval.data().chunks_exact(4)) {
+        if t.iter().all(|&v| v == 0.0) {
+            dropped += 1;
+        } else {
+            assert!(t.iter().zip(e).all(|(t, e)| *t == 2.0 * e), "{t:?} vs 2 × {e:?}");
+            kept += 1;
+        }
+    }
+    assert!(dropped > 150 && kept > 150, "{dropped} dropped, {kept} kept of 400");
+    assert_eq!(attn.forward(&x, Pass::EVAL), eval, "evaluation never drops");
+    assert_eq!(attn.forward(&x, Pass::PREDICT), eval, "prediction never drops");
+    assert_eq!(attn.forward_cross(&x, None, &x, None).unwrap(), eval, "cross-attention never drops");
+    // p = 1: every weight dropped, every output is the output bias (zero).
+    let mut none = MultiHeadAttention::new(4, 1).seed(1).dropout(1.0);
+    assert!(none.forward(&x, Pass::TRAIN).data().iter().all(|&v| v == 0.0));
+    // The dropout generator is state a model reseeds and restores (visited only when dropping).
+    let mut names = Vec::new();
+    attn.visit(&mut |name, _| names.push(name.to_string()));
+    assert!(names.contains(&"rng".to_string()), "{names:?}");
+    let mut names = Vec::new();
+    MultiHeadAttention::new(4, 1).visit(&mut |name, _| names.push(name.to_string()));
+    assert!(!names.contains(&"rng".to_string()), "{names:?}");
+    assert!(std::panic::catch_unwind(|| MultiHeadAttention::new(4, 1).dropout(1.5)).is_err());
+}
+
+/// The backward pass through dropped weights, against finite differences (the check reseeds the
+/// layer before every forward pass, so each pass drops the same weights), with masks of each
+/// kind and on one and two threads; per-example gradients too.
+#[test]
+fn gradients_through_dropped_weights_pass_the_finite_difference_check() {
+    let x = Tensor::randn(&[2, 5, 6], 0.0, 1.0, 1);
+    for causal in [false, true] {
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let mut attn = MultiHeadAttention::new(6, 3).seed(2).dropout(0.3);
+            if causal {
+                attn = attn.causal();
+            }
+            let pass = Pass::TRAIN.with_lengths(&[5, 3]);
+            let report = pool.install(|| check_layer(&mut attn, &x, pass, &Options::default()));
+            assert!(report.passes(2e-2), "causal {causal}, {threads} threads:\n{report}");
+        }
+    }
+    // Per example: the examples' gradients add up to the batch's through the same dropped
+    // weights (the layer reseeded before each pass, so both passes drop the same ones).
+    use backprop::privacy::per_example::{PerExampleGrads, backward_per_example};
+    let (x, g) = (Tensor::randn(&[2, 3, 4], 0.0, 1.0, 5), Tensor::randn(&[2, 3, 4], 0.0, 1.0, 6));
+    let mut attn = MultiHeadAttention::new(4, 2).seed(7).dropout(0.5);
+    let seeded = |attn: &mut MultiHeadAttention| {
+        attn.visit_mut(&mut |_, s| {
+            if let backprop::layers::StateMut::Rng(r) = s {
+                *r = backprop::tensor::rng(11);
+            }
+        })
+    };
+    seeded(&mut attn);
+    let y = attn.forward(&x, Pass::TRAIN);
+    let mut grads = PerExampleGrads::new();
+    grads.start(2);
+    backward_per_example(&mut attn, &g, InputGrad::NotNeeded, &mut grads).unwrap_or_default();
+    backprop::layers::zero_grad(&mut attn);
+    seeded(&mut attn);
+    assert_eq!(attn.forward(&x, Pass::TRAIN), y, "the same seed drops the same weights");
+    attn.backward(&g, InputGrad::NotNeeded);
+    for (k, (name, p)) in backprop::layers::named_params(&attn).into_iter().enumerate() {
+        let mut sum = Tensor::from_vec(p.grad.shape(), grads.slot(k).outer(0).to_vec()).unwrap();
+        sum.axpy(1.0, &Tensor::from_vec(p.grad.shape(), grads.slot(k).outer(1).to_vec()).unwrap());
+        common::assert_close_to(&sum, &p.grad, 1e-5, &format!("{name}: the examples' sum"));
+    }
+}
+
 /// Per-example gradients (private training): each example's row equals that example alone.
 #[test]
 fn per_example_gradients_equal_each_example_alone() {

@@ -21,6 +21,10 @@
 //!            dX_q = dQ·W_q        dX_m = d[K|V]·W_kv        self-attention: dX = dX_q + dX_m
 //! ```
 //!
+//! With dropout on the weights ([`MultiHeadAttention::dropout`], training only), `O_h = (P ⊙ m)·V_h`
+//! for a mask `m` of `0` and `1/(1 − p)`; backward, `dV_h = (P ⊙ m)ᵀ·dO_h` and `dP` is multiplied
+//! by `m` before the softmax's backward (which still reads `P`).
+//!
 //! **Masks, one convention.** Query `i` may attend key `j` when `j` is one of the memory's valid
 //! steps (`j < memory length`, from the batch's lengths: PyTorch's `key_padding_mask`, where
 //! `True` means *masked*) and, for a causal layer ([`MultiHeadAttention::causal`]), when `j ≤ i`
@@ -83,6 +87,13 @@ pub struct MultiHeadAttention {
     p: Vec<f32>,
     /// The heads' outputs side by side: `[N·T_q, E]`.
     o: Vec<f32>,
+    /// The probability of dropping each attention weight in training ([`MultiHeadAttention::dropout`]).
+    dropout: f32,
+    /// Draws the dropout masks (visited as `rng` when `dropout > 0`).
+    rng: crate::tensor::Rng,
+    /// The latest training pass's dropout multipliers, one per attention weight (`0` or
+    /// `1/(1 − p)`, shaped as `p`); empty when that pass dropped nothing.
+    keep: Vec<f32>,
     /// The backward pass's `dQ` and `d[K|V]` (shaped as `q` and `kv`), reused from call to call:
     /// the heads write every value, so a buffer of the right size is never cleared.
     grads: (Vec<f32>, Vec<f32>),
@@ -117,8 +128,27 @@ impl MultiHeadAttention {
             kv: Vec::new(),
             p: Vec::new(),
             o: Vec::new(),
+            dropout: 0.0,
+            rng: crate::tensor::rng(9),
+            keep: Vec::new(),
             grads: (Vec::new(), Vec::new()),
         }
+    }
+
+    /// In training, drops each attention weight with probability `p` after the softmax and
+    /// scales the kept ones by `1/(1 − p)` before they weigh the values, as
+    /// `nn.MultiheadAttention(dropout=p)` does (inverted dropout: nothing changes in evaluation).
+    /// Backward, the gradient of a weight passes through the same multiplier before the softmax's
+    /// backward. [`MultiHeadAttention::attention_weights`] stays the softmax's, before dropout.
+    /// Self-attention passes in [`Mode::Train`](crate::layers::Mode::Train) drop;
+    /// [`MultiHeadAttention::forward_cross`], which takes no mode, never does.
+    ///
+    /// # Panics
+    /// If `p` is not in `[0, 1]`.
+    pub fn dropout(mut self, p: f32) -> MultiHeadAttention {
+        assert!((0.0..=1.0).contains(&p), "MultiHeadAttention: dropout must be in [0, 1], got {p}");
+        self.dropout = p;
+        self
     }
 
     /// Each query attends only to keys at or before its own step.
@@ -231,7 +261,7 @@ impl MultiHeadAttention {
         check_lengths(&self.describe(), "memory", memory_lengths, memory.dim(0), memory.dim(1))?;
         self.memory = Some(memory.clone());
         self.x.copy_from(query);
-        Ok(self.run_forward(query_lengths, memory_lengths))
+        Ok(self.run_forward(query_lengths, memory_lengths, false))
     }
 
     /// Self-attention's forward pass ([`Layer::forward`]) on an input the caller gives up: kept
@@ -242,7 +272,7 @@ impl MultiHeadAttention {
     pub(crate) fn forward_owned(&mut self, x: Tensor, pass: Pass<'_>) -> Tensor {
         self.check_self_attention(&x, pass);
         self.x = x;
-        self.run_forward(pass.lengths, pass.lengths)
+        self.run_forward(pass.lengths, pass.lengths, pass.is_training())
     }
 
     /// Panics with [`Layer::output_shape`]'s or the lengths' message if self-attention cannot run
@@ -358,7 +388,7 @@ impl Layer for MultiHeadAttention {
     fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
         self.check_self_attention(x, pass);
         self.x.copy_from(x);
-        self.run_forward(pass.lengths, pass.lengths)
+        self.run_forward(pass.lengths, pass.lengths, pass.is_training())
     }
 
     /// # Panics
@@ -395,7 +425,12 @@ impl MultiHeadAttention {
     /// The forward pass over checked inputs (`self.memory` set for cross-attention).
     /// The forward pass over the queries' input already in `self.x` (and the memory in
     /// `self.memory`, or the same input for self-attention).
-    fn run_forward(&mut self, lengths: Option<&[usize]>, memory_lengths: Option<&[usize]>) -> Tensor {
+    fn run_forward(
+        &mut self,
+        lengths: Option<&[usize]>,
+        memory_lengths: Option<&[usize]>,
+        training: bool,
+    ) -> Tensor {
         let x = &self.x;
         let (n, tq, e) = (x.dim(0), x.dim(1), self.embed);
         self.lengths.clear();
@@ -427,6 +462,34 @@ impl MultiHeadAttention {
                 head_forward((tq, tk, d, d), q, k, v, (causal, keys), p, (&mut o_s[h * d..], e));
             }
         });
+        // Dropout on the weights (training only): m = [u ≥ p]/(1 − p) per weight, drawn in order
+        // from the layer's generator (the same masks on any number of threads); then each head's
+        // O = (P ⊙ m)·V again over the keys its queries see.
+        self.keep.clear();
+        if training && self.dropout > 0.0 {
+            use rand::RngExt;
+            let keep_scale = if self.dropout < 1.0 { 1.0 / (1.0 - self.dropout) } else { 0.0 };
+            resize_or_panic(&mut self.keep, n * heads * tq * tk, name);
+            for m in &mut self.keep {
+                *m = if self.rng.random::<f32>() >= self.dropout { keep_scale } else { 0.0 };
+            }
+            let (p_all, keep_all) = (&self.p, &self.keep);
+            let samples = self.o.par_chunks_mut(tq * e).enumerate().with_min_len(split_if_threads(1));
+            samples.for_each_init(
+                || vec![0.0; tq * tk],
+                |dropped, (s, o_s)| {
+                    let keys = Self::length(memory_lengths, s, tk);
+                    let kv_s = &kv_all[s * tk * 2 * e..][..tk * 2 * e];
+                    for h in 0..heads {
+                        let at = (s * heads + h) * tq * tk;
+                        let (p, m) = (&p_all[at..][..tq * tk], &keep_all[at..][..tq * tk]);
+                        dropped.iter_mut().zip(p.iter().zip(m)).for_each(|(w, (p, m))| *w = p * m); // P ⊙ m
+                        let (v, o) = ((&kv_s[e + h * d..], 2 * e), (&mut o_s[h * d..], e));
+                        sgemm_strided((tq, keys, d), 1.0, (dropped, tk, No), (v.0, v.1, No), 0.0, o); // O = (P ⊙ m)·V
+                    }
+                },
+            );
+        }
         // Y = O·W_outᵀ + b_out, zero at the queries' padded steps.
         let y = sgemm_new(n * tq, e, e, &self.o, No, self.out_proj_weight.value.data(), Yes, None);
         let mut y = Tensor::from_vec(self.x.shape(), y).expect("Y has X's shape");
@@ -474,26 +537,53 @@ impl MultiHeadAttention {
                 buf.resize(len, 0.0);
             }
         }
-        let (q_all, kv_all, p_all) = (&self.q, &self.kv, &self.p);
+        let (q_all, kv_all, p_all, keep_all) = (&self.q, &self.kv, &self.p, &self.keep);
         let (causal, memory_lengths) = (self.causal, &self.memory_lengths);
         let samples =
             dq.par_chunks_mut(tq * e).zip(dkv.par_chunks_mut(tk * 2 * e)).zip(d_o.par_chunks(tq * e));
         let samples = samples.enumerate().with_min_len(split_if_threads(1));
-        // dS scratch, one per rayon job rather than per sample.
+        // dS scratch (and P ⊙ m after dropout), one per rayon job rather than per sample.
         samples.for_each_init(
-            || vec![0.0; tq * tk],
-            |ds, (s, ((dq_s, dkv_s), do_s))| {
+            || (vec![0.0; tq * tk], if keep_all.is_empty() { Vec::new() } else { vec![0.0; tq * tk] }),
+            |(ds, dropped), (s, ((dq_s, dkv_s), do_s))| {
                 let (q_s, kv_s) = (&q_all[s * tq * e..][..tq * e], &kv_all[s * tk * 2 * e..][..tk * 2 * e]);
                 for h in 0..heads {
-                    let p = &p_all[(s * heads + h) * tq * tk..][..tq * tk];
+                    let at = (s * heads + h) * tq * tk;
+                    let p = &p_all[at..][..tq * tk];
                     let (q, k, v) =
                         ((&q_s[h * d..], e), (&kv_s[h * d..], 2 * e), (&kv_s[e + h * d..], 2 * e));
                     let d_oh = (&do_s[h * d..], e);
                     let mask = (causal, Self::length(memory_lengths, s, tk));
-                    let (shape, d_vh) = ((tq, tk, d, d), (&mut dkv_s[e + h * d..], 2 * e));
-                    head_backward_values_fast((tq, tk, d), mask, p, d_oh, d_vh);
-                    let (dq_h, dk_h) = ((&mut dq_s[h * d..], e), (&mut dkv_s[h * d..], 2 * e));
-                    head_backward_scores_fast(shape, mask, (q, k, v), p, d_oh, ds, dq_h, dk_h);
+                    let shape = (tq, tk, d, d);
+                    // (dV and dK interleave in d[K|V]: each is borrowed while the other is not.)
+                    if keep_all.is_empty() {
+                        head_backward_values_fast(
+                            (tq, tk, d),
+                            mask,
+                            p,
+                            d_oh,
+                            (&mut dkv_s[e + h * d..], 2 * e),
+                        );
+                        let (dq_h, dk_h) = ((&mut dq_s[h * d..], e), (&mut dkv_s[h * d..], 2 * e));
+                        head_backward_scores_fast(shape, mask, (q, k, v), p, d_oh, ds, dq_h, dk_h);
+                    } else {
+                        // After dropout: dV = (P ⊙ m)ᵀ·dO, and dP = (dO·Vᵀ) ⊙ m before the softmax.
+                        let m = &keep_all[at..][..tq * tk];
+                        dropped.iter_mut().zip(p.iter().zip(m)).for_each(|(w, (p, m))| *w = p * m);
+                        let d_vh = (&mut dkv_s[e + h * d..], 2 * e);
+                        head_backward_values_masked((tq, tk, d), mask, dropped, d_oh, d_vh);
+                        let (dq_h, dk_h) = ((&mut dq_s[h * d..], e), (&mut dkv_s[h * d..], 2 * e));
+                        head_backward_scores_masked(
+                            shape,
+                            mask,
+                            (q, k, v),
+                            (p, Some(m)),
+                            d_oh,
+                            ds,
+                            dq_h,
+                            dk_h,
+                        );
+                    }
                 }
             },
         );
@@ -604,7 +694,7 @@ fn head_backward_scores_fast(
     if super::attention_head::fits_backward(shape.2, shape.3) {
         super::attention_head::backward_scores(shape, mask, qkv, p, d_o, ds, dq, dk);
     } else {
-        head_backward_scores_masked(shape, mask, qkv, p, d_o, ds, dq, dk);
+        head_backward_scores_masked(shape, mask, qkv, (p, None), d_o, ds, dq, dk);
     }
 }
 
@@ -706,13 +796,15 @@ fn head_backward_values_masked(
 /// [`head_backward_values_masked`]): `dS = P ⊙ (dP − rowsum(P ⊙ dP))` is zero wherever `P` is,
 /// so each block of queries computes `dP`, `dS` and `dQ = dS·K/√d` over the keys it sees only,
 /// and each block of keys `dK = dSᵀ·Q/√d` over the queries that may see it; the keys no query
-/// sees get `dK = 0`. Within rounding of the definition (the tests compare them).
+/// sees get `dK = 0`. Within rounding of the definition (the tests compare them). With `keep`
+/// (the weights' dropout multipliers `m`, shaped as `p`), `dP` is multiplied by `m` first: the
+/// weights that weighed the values were `P ⊙ m`.
 #[allow(clippy::too_many_arguments)] // the head's operands and their gradients
 fn head_backward_scores_masked(
     (tq, tk, d, dv): (usize, usize, usize, usize),
     (causal, keys): (bool, usize),
     (q, k, v): (Block<'_>, Block<'_>, Block<'_>),
-    p: &[f32],
+    (p, keep): (&[f32], Option<&[f32]>),
     d_o: Block<'_>,
     ds: &mut [f32],
     dq: BlockMut<'_>,
@@ -734,6 +826,10 @@ fn head_backward_scores_masked(
             (&mut ds[i0 * tk..], tk),
         );
         for i in i0..i1 {
+            if let Some(m) = keep {
+                let row = ds[i * tk..][..seen].iter_mut().zip(&m[i * tk..][..seen]);
+                row.for_each(|(g, m)| *g *= m); // dP ← dP ⊙ m (dropout's backward)
+            }
             // dS = P ⊙ (dP − rowsum(P ⊙ dP))
             softmax_backward_row(&mut ds[i * tk..][..seen], &p[i * tk..][..seen]);
         }
@@ -1064,11 +1160,15 @@ impl PerExample for MultiHeadAttention {
 }
 
 impl Visit for MultiHeadAttention {
+    /// The four parameters, and the dropout generator (`rng`) when the layer drops weights.
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
         f("in_proj_weight", State::Param(&self.in_proj_weight));
         f("in_proj_bias", State::Param(&self.in_proj_bias));
         f("out_proj.weight", State::Param(&self.out_proj_weight));
         f("out_proj.bias", State::Param(&self.out_proj_bias));
+        if self.dropout > 0.0 {
+            f("rng", State::Rng(&self.rng));
+        }
     }
 
     fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
@@ -1076,6 +1176,9 @@ impl Visit for MultiHeadAttention {
         f("in_proj_bias", StateMut::Param(&mut self.in_proj_bias));
         f("out_proj.weight", StateMut::Param(&mut self.out_proj_weight));
         f("out_proj.bias", StateMut::Param(&mut self.out_proj_bias));
+        if self.dropout > 0.0 {
+            f("rng", StateMut::Rng(&mut self.rng));
+        }
     }
 }
 
@@ -1457,7 +1560,14 @@ mod tests {
                             Path::Masked => {
                                 head_backward_values_masked((tq, tk, dv), mask, &p, d_o, dv_b);
                                 head_backward_scores_masked(
-                                    shape, mask, blocks, &p, d_o, &mut ds, dq_b, dk_b,
+                                    shape,
+                                    mask,
+                                    blocks,
+                                    (&p, None),
+                                    d_o,
+                                    &mut ds,
+                                    dq_b,
+                                    dk_b,
                                 );
                             }
                             Path::Kernel => {

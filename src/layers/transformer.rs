@@ -74,7 +74,7 @@ impl TransformerEncoderLayer {
         TransformerEncoderLayer {
             norm_first: false,
             activation: FeedForwardActivation::Relu,
-            self_attn: MultiHeadAttention::new(embed, heads),
+            self_attn: MultiHeadAttention::new(embed, heads).dropout(0.1),
             linear1: linear(embed, feedforward, 4),
             linear2: linear(feedforward, embed, 5),
             norm1: LayerNorm::new(embed),
@@ -108,19 +108,15 @@ impl TransformerEncoderLayer {
         self
     }
 
-    /// The probability of each of the three dropouts: inside the feed-forward network, after the
-    /// attention and after the feed-forward network (PyTorch's `dropout`, `dropout1`, `dropout2`).
-    ///
-    /// **Not like PyTorch's block:** `nn.TransformerEncoderLayer(dropout=p)` also passes `p` to its
-    /// `nn.MultiheadAttention`, which in training drops attention weights (after the softmax,
-    /// before they weigh the values); [`MultiHeadAttention`] has no dropout, so here the attention
-    /// weights are never dropped. In training with `p > 0` the two blocks are different random
-    /// functions (the same in expectation over the other dropouts, not over the attention's); in
-    /// evaluation, or with `p = 0`, they compute the same numbers.
+    /// The probability of each of the four dropouts, as `nn.TransformerEncoderLayer(dropout=p)`
+    /// sets them: on the attention weights ([`MultiHeadAttention::dropout`]), inside the
+    /// feed-forward network, after the attention and after the feed-forward network (PyTorch's
+    /// `self_attn.dropout`, `dropout`, `dropout1`, `dropout2`).
     ///
     /// # Panics
     /// If `p` is not in `[0, 1]`.
     pub fn dropout(mut self, p: f32) -> TransformerEncoderLayer {
+        self.self_attn = self.self_attn.dropout(p);
         self.dropout = Dropout::new(p).seed(6);
         self.dropout1 = Dropout::new(p).seed(7);
         self.dropout2 = Dropout::new(p).seed(8);
