@@ -312,6 +312,27 @@ fn onnx_runtime_agrees_on_attention_encoders_and_a_gpt() {
     }
 }
 
+/// A stack of causal attention layers shares one mask table and one table of step numbers (each
+/// had written its own: twelve blocks at T = 2,048 were 50 MB of identical tables).
+#[test]
+fn stacked_causal_attention_shares_its_tables() {
+    let block = || backprop::layers::TransformerEncoderLayer::new(8, 2, 16).norm_first().causal();
+    let mut builder = Sequential::builder(&[256, 8]);
+    for _ in 0..3 {
+        builder = builder.add(block());
+    }
+    let model = builder.build().unwrap();
+    let three = backprop::onnx::to_bytes(&model, &[256, 8]).unwrap();
+    let g = read(&three);
+    let count = |stem: &str| g.weights.iter().filter(|(name, _, _)| name.starts_with(stem)).count();
+    assert_eq!(count("causal_"), 1, "one causal table for three layers");
+    let one_block =
+        backprop::onnx::to_bytes(&Sequential::builder(&[256, 8]).add(block()).build().unwrap(), &[256, 8]);
+    // Two more blocks add their weights (a few KB), not another 64 KB table each.
+    let added = three.len() - one_block.unwrap().len();
+    assert!(added < 256 * 256, "{added} bytes for two more blocks");
+}
+
 /// With lengths, whatever a caller leaves in the padded steps stays there: ONNX Runtime, fed the
 /// attention model's batch with NaN in every padded step, gives the real steps the crate's outputs
 /// (the exported graph zeroes the padded keys' values and the padded outputs with `Where`; a

@@ -1339,8 +1339,11 @@ impl crate::onnx::OnnxLayer for MultiHeadAttention {
         let mut allowed: Option<String> = None;
         if self.causal {
             g.check_table(&self.describe(), "causal mask", &[longest, longest], 1)?;
-            let lower: Vec<bool> = (0..longest * longest).map(|ij| ij % longest <= ij / longest).collect();
-            let table = g.bools("causal", &[longest, longest], &lower);
+            let table = g.shared(&format!("causal[{longest}]"), |g| {
+                let lower: Vec<bool> =
+                    (0..longest * longest).map(|ij| ij % longest <= ij / longest).collect();
+                g.bools("causal", &[longest, longest], &lower)
+            });
             let rows = g.first_steps_on(&table, x, 0);
             allowed = Some(g.first_steps_on(&rows, x, 1)); // [T, T]
         }
@@ -1348,8 +1351,10 @@ impl crate::onnx::OnnxLayer for MultiHeadAttention {
         if let Some(input) = lengths {
             let len = g.lengths_int64(input);
             g.check_table(&self.describe(), "step", &[longest], 8)?;
-            let positions: Vec<i64> = (0..longest as i64).collect();
-            let positions = g.int64s("positions", &positions);
+            let positions = g.shared(&format!("steps[{longest}]"), |g| {
+                let positions: Vec<i64> = (0..longest as i64).collect();
+                g.int64s("positions", &positions)
+            });
             let positions = g.first_steps(&positions, x); // [T]
             let axis1 = g.int64s("axis", &[1]);
             let len = g.op("Unsqueeze", &[&len, &axis1], vec![]); // [N, 1]

@@ -247,6 +247,8 @@ pub struct Graph {
     names: usize,
     /// Inputs whose lengths a layer read, with the int32 value of them.
     lengths_used: Vec<(String, String)>,
+    /// Tables that several layers share (one causal mask per size), by key.
+    shared: Vec<(String, String)>,
 }
 
 impl Graph {
@@ -257,7 +259,20 @@ impl Graph {
             initializers: Vec::new(),
             names: 0,
             lengths_used: Vec::new(),
+            shared: Vec::new(),
         }
+    }
+
+    /// The value that `make` writes, written once per graph for each `key` and shared by every
+    /// caller after the first (a stack of causal attention layers needs one mask table, not one
+    /// each).
+    pub(crate) fn shared(&mut self, key: &str, make: impl FnOnce(&mut Graph) -> String) -> String {
+        if let Some((_, name)) = self.shared.iter().find(|(k, _)| k == key) {
+            return name.clone();
+        }
+        let name = make(self);
+        self.shared.push((key.to_string(), name.clone()));
+        name
     }
 
     /// The most steps any graph input has: the first axis of its samples (a sequence `[T, E]`'s
@@ -403,6 +418,9 @@ impl Graph {
     /// The graph's bytes, with `outputs` as its outputs (each through an `Identity` named after
     /// the output).
     fn finish(mut self, outputs: &[(String, String)], shapes: &[Vec<usize>]) -> Result<Vec<u8>> {
+        // Protobuf, and so every ONNX reader, refuses a message of 2 GiB or more: refuse to write
+        // one (the weights and tables are all in memory already; the rest is small).
+        check_file_size(self.initializers.iter().chain(&self.nodes).map(|m| m.len() + 16).sum())?;
         for (name, value) in outputs {
             self.node("Identity", &[value], vec![], &[name]);
         }
@@ -429,6 +447,21 @@ impl Graph {
     }
 }
 
+/// An error unless a graph whose weights, tables and nodes encode to `size` bytes fits in an
+/// ONNX file: protobuf refuses messages of 2 GiB or more (a megabyte is kept for the rest).
+fn check_file_size(size: usize) -> Result<()> {
+    const LIMIT: usize = (2 << 30) - (1 << 20);
+    if size < LIMIT {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "ONNX export: the graph's weights and tables come to {}, more than the 2 GiB that protobuf allows a \
+         whole ONNX file (ONNX Runtime and onnx.load cannot read it); export a smaller model or shorter \
+         sequences",
+        crate::tensor::human_bytes(size)
+    )))
+}
+
 /// The value of the parameter or buffer `name` of `layer` (a copy).
 fn param(layer: &dyn Layer, name: &str) -> Tensor {
     let mut found = None;
@@ -442,4 +475,16 @@ fn param(layer: &dyn Layer, name: &str) -> Tensor {
         }
     });
     found.unwrap_or_else(|| panic!("{} has no state named {name:?}", layer.describe()))
+}
+
+#[cfg(test)]
+mod tests {
+    /// A graph of 2 GiB or more is refused before a file is written, with its size in the message.
+    #[test]
+    fn files_protobuf_cannot_hold_are_refused() {
+        assert!(super::check_file_size(1 << 30).is_ok());
+        let err = super::check_file_size(2 << 30).unwrap_err().to_string();
+        assert!(err.contains("2 GiB") && err.contains("protobuf"), "{err}");
+        assert!(super::check_file_size(usize::MAX).is_err());
+    }
 }

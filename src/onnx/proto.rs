@@ -60,6 +60,16 @@ impl Message {
         self.bytes(field, &m.bytes)
     }
 
+    /// The number of encoded bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// True if nothing is encoded yet.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
     /// The encoded bytes.
     pub fn into_bytes(self) -> Vec<u8> {
         self.bytes
