@@ -1304,15 +1304,12 @@ pub fn causal_from_torch(mask: &Tensor, form: TorchMask) -> Result<bool> {
 }
 
 impl crate::onnx::OnnxLayer for MultiHeadAttention {
-    /// Self-attention as ONNX operators (see the table in [`crate::onnx`]); the causal table is
-    /// written for the longest sequence among the graph's inputs and cut to `T` when it runs.
+    /// Self-attention as ONNX operators (see the table in [`crate::onnx`]); the causal mask and
+    /// the steps of the lengths mask are computed from `T` when the graph runs (no tables).
     fn export(&self, g: &mut crate::onnx::Graph, x: &str, lengths: Option<&str>) -> Result<String> {
         use crate::onnx::{attr_int, attr_ints};
         let (e, heads) = (self.embed, self.heads);
         let d = e / heads;
-        let longest = g.longest_steps().ok_or_else(|| {
-            crate::error::Error::invalid(format!("{}: no graph input is a sequence [T, E]", self.describe()))
-        })?;
         // [Q | K | V] = X·W_inᵀ + b_in, split into three [N, T, E].
         let w_in = transposed(self.in_proj_weight.value.data(), 3 * e, e);
         let (w_in, b_in) = (
@@ -1337,25 +1334,23 @@ impl crate::onnx::OnnxLayer for MultiHeadAttention {
         let scale = g.scalar(1.0 / (d as f32).sqrt());
         let mut s = g.op("Mul", &[&s, &scale], vec![]);
         let mut allowed: Option<String> = None;
+        // The steps 0 .. T of x, from its shape when the graph runs (one Range for both masks).
+        let mut steps = None;
         if self.causal {
-            g.check_table(&self.describe(), "causal mask", &[longest, longest], 1)?;
-            let table = g.shared(&format!("causal[{longest}]"), |g| {
-                let lower: Vec<bool> =
-                    (0..longest * longest).map(|ij| ij % longest <= ij / longest).collect();
-                g.bools("causal", &[longest, longest], &lower)
-            });
-            let rows = g.first_steps_on(&table, x, 0);
-            allowed = Some(g.first_steps_on(&rows, x, 1)); // [T, T]
+            let t = g.steps(x);
+            let (axis1, axis0) = (g.int64s("axis", &[1]), g.int64s("axis", &[0]));
+            let rows = g.op("Unsqueeze", &[&t, &axis1], vec![]); // [T, 1]: query i
+            let cols = g.op("Unsqueeze", &[&t, &axis0], vec![]); // [1, T]: key j
+            allowed = Some(g.op("LessOrEqual", &[&cols, &rows], vec![])); // [T, T]: j ≤ i
+            steps = Some(t);
         }
         let mut valid = None;
         if let Some(input) = lengths {
             let len = g.lengths_int64(input);
-            g.check_table(&self.describe(), "step", &[longest], 8)?;
-            let positions = g.shared(&format!("steps[{longest}]"), |g| {
-                let positions: Vec<i64> = (0..longest as i64).collect();
-                g.int64s("positions", &positions)
-            });
-            let positions = g.first_steps(&positions, x); // [T]
+            let positions = match steps {
+                Some(t) => t,
+                None => g.steps(x),
+            }; // [T]
             let axis1 = g.int64s("axis", &[1]);
             let len = g.op("Unsqueeze", &[&len, &axis1], vec![]); // [N, 1]
             let v = g.op("Less", &[&positions, &len], vec![]); // [N, T]: step t < length

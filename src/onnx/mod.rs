@@ -19,7 +19,7 @@
 //! | `BatchNorm1d`, `BatchNorm2d` | `BatchNormalization` with the running statistics |
 //! | `Embedding` | `Cast` of the ids to int64, `Gather` from the table |
 //! | `LayerNorm` | `LayerNormalization` over the last axis (scale 1 and bias 0 without the affine parameters) |
-//! | `MultiHeadAttention` | `MatMul`s, `Split`, `Reshape`/`Transpose` into heads, `Softmax` over the keys allowed by `Where` (causal: a sliced lower triangle; key padding: `Less` of positions and the lengths input); with lengths, the padded steps' values and outputs set to zero by `Where`, so that nothing a caller leaves in the padding — NaN included — reaches a real step |
+//! | `MultiHeadAttention` | `MatMul`s, `Split`, `Reshape`/`Transpose` into heads, `Softmax` over the keys allowed by `Where` (causal: `LessOrEqual` of the key and query steps, a `Range` up to `T` read from the input's shape; key padding: `Less` of those steps and the lengths input); with lengths, the padded steps' values and outputs set to zero by `Where`, so that nothing a caller leaves in the padding — NaN included — reaches a real step |
 //! | `TransformerEncoderLayer`, `DecoderOnly` | their parts, wired with `Add` (a tied head: `MatMul` with the token table transposed) |
 //! | `SinusoidalPositions`, `PositionEmbedding` | `Add` of the table's first `T` rows (`Shape`, `Gather`, `Slice`: any `T` up to the table's) |
 //! | `Rnn`, `Lstm`, `Gru` | `Transpose` to time-major, `RNN`/`LSTM`/`GRU` with `sequence_lens`, back to batch-major |
@@ -247,8 +247,6 @@ pub struct Graph {
     names: usize,
     /// Inputs whose lengths a layer read, with the int32 value of them.
     lengths_used: Vec<(String, String)>,
-    /// Tables that several layers share (one causal mask per size), by key.
-    shared: Vec<(String, String)>,
 }
 
 impl Graph {
@@ -259,20 +257,7 @@ impl Graph {
             initializers: Vec::new(),
             names: 0,
             lengths_used: Vec::new(),
-            shared: Vec::new(),
         }
-    }
-
-    /// The value that `make` writes, written once per graph for each `key` and shared by every
-    /// caller after the first (a stack of causal attention layers needs one mask table, not one
-    /// each).
-    pub(crate) fn shared(&mut self, key: &str, make: impl FnOnce(&mut Graph) -> String) -> String {
-        if let Some((_, name)) = self.shared.iter().find(|(k, _)| k == key) {
-            return name.clone();
-        }
-        let name = make(self);
-        self.shared.push((key.to_string(), name.clone()));
-        name
     }
 
     /// The most steps any graph input has: the first axis of its samples (a sequence `[T, E]`'s
@@ -376,6 +361,25 @@ impl Graph {
         self.initializers
             .push(Message::new().int(1, data.len() as i64).int(2, INT64).string(8, &name).bytes(9, &raw));
         name
+    }
+
+    /// An int64 scalar initializer (a 0-d tensor: `Range`'s bounds, a `Gather` that drops its
+    /// axis).
+    pub fn int64_scalar(&mut self, stem: &str, v: i64) -> String {
+        let name = self.fresh(stem);
+        let raw = v.to_le_bytes();
+        self.initializers.push(Message::new().int(2, INT64).string(8, &name).bytes(9, &raw));
+        name
+    }
+
+    /// The step numbers `0, 1, …, T − 1` of `x` (`[N, T, …]`), int64 `[T]`, computed when the
+    /// graph runs (`Range` up to `Shape(x)[1]`): no table in the file, whatever `T` is.
+    pub fn steps(&mut self, x: &str) -> String {
+        let shape = self.op("Shape", &[x], vec![]);
+        let axis = self.int64_scalar("step_axis", 1);
+        let t = self.op("Gather", &[&shape, &axis], vec![]); // 0-d: T
+        let (zero, one) = (self.int64_scalar("zero", 0), self.int64_scalar("one", 1));
+        self.op("Range", &[&zero, &t, &one], vec![])
     }
 
     /// A float scalar initializer.
