@@ -124,6 +124,14 @@ fn each_kind_of_corruption_is_its_own_error() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// MNIST's own file names, uncompressed.
+const STANDARD: [&str; 4] = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+];
+
 /// Writes a tiny MNIST-format folder with the given file names (images 4×3).
 fn write_folder(dir: &Path, names: [&str; 4], counts: (usize, usize)) {
     let (n_train, n_test) = counts;
@@ -143,12 +151,7 @@ fn mnist_format_folders_under_their_various_spellings() {
             "t10k-images-idx3-ubyte.gz",
             "t10k-labels-idx1-ubyte.gz",
         ],
-        [
-            "train-images-idx3-ubyte",
-            "train-labels-idx1-ubyte",
-            "t10k-images-idx3-ubyte",
-            "t10k-labels-idx1-ubyte",
-        ],
+        STANDARD,
         [
             "train-images.idx3-ubyte",
             "train-labels.idx1-ubyte",
@@ -177,12 +180,7 @@ fn mnist_format_folders_under_their_various_spellings() {
 #[test]
 fn incomplete_or_ambiguous_folders_are_clear_errors() {
     let dir = tmp("incomplete");
-    let names = [
-        "train-images-idx3-ubyte",
-        "train-labels-idx1-ubyte",
-        "t10k-images-idx3-ubyte",
-        "t10k-labels-idx1-ubyte",
-    ];
+    let names = STANDARD;
     write_folder(&dir, names, (2, 2));
     std::fs::remove_file(dir.join("t10k-labels-idx1-ubyte")).unwrap();
     let msg = format_message(load_mnist_folder(&dir));
@@ -205,12 +203,7 @@ fn incomplete_or_ambiguous_folders_are_clear_errors() {
 #[test]
 fn a_file_beside_its_gzipped_copy_counts_once() {
     let dir = tmp("torchvision");
-    let names = [
-        "train-images-idx3-ubyte",
-        "train-labels-idx1-ubyte",
-        "t10k-images-idx3-ubyte",
-        "t10k-labels-idx1-ubyte",
-    ];
+    let names = STANDARD;
     write_folder(&dir, names, (5, 3));
     for name in names {
         // The gzipped copies hold other labels, so the test can tell which file was read.

@@ -452,44 +452,42 @@ impl MultiHeadAttention {
         self.o.resize(n * tq * e, 0.0);
         let (q_all, kv_all, causal) = (&self.q, &self.kv, self.causal);
         let memory_lengths = &self.memory_lengths;
-        let samples = self.p.par_chunks_mut(heads * tq * tk).zip(self.o.par_chunks_mut(tq * e)).enumerate();
-        samples.with_min_len(split_if_threads(1)).for_each(|(s, (p_s, o_s))| {
-            let keys = Self::length(memory_lengths, s, tk);
-            let (q_s, kv_s) = (&q_all[s * tq * e..][..tq * e], &kv_all[s * tk * 2 * e..][..tk * 2 * e]);
-            for (h, p) in p_s.chunks_exact_mut(tq * tk).enumerate() {
-                // Head h's columns: rows E apart in Q and O, 2E in [K | V].
-                let (q, k, v) = ((&q_s[h * d..], e), (&kv_s[h * d..], 2 * e), (&kv_s[e + h * d..], 2 * e));
-                head_forward((tq, tk, d, d), q, k, v, (causal, keys), p, (&mut o_s[h * d..], e));
-            }
-        });
         // Dropout on the weights (training only): m = [u ≥ p]/(1 − p) per weight, drawn in order
-        // from the layer's generator (the same masks on any number of threads); then each head's
-        // O = (P ⊙ m)·V again over the keys its queries see.
+        // from the layer's generator before the heads run (the same masks on any number of
+        // threads); each head then computes P alone and O = (P ⊙ m)·V over the keys it sees.
         self.keep.clear();
-        if training && self.dropout > 0.0 {
+        let dropping = training && self.dropout > 0.0;
+        if dropping {
             use rand::RngExt;
             let keep_scale = if self.dropout < 1.0 { 1.0 / (1.0 - self.dropout) } else { 0.0 };
             resize_or_panic(&mut self.keep, n * heads * tq * tk, name);
             for m in &mut self.keep {
                 *m = if self.rng.random::<f32>() >= self.dropout { keep_scale } else { 0.0 };
             }
-            let (p_all, keep_all) = (&self.p, &self.keep);
-            let samples = self.o.par_chunks_mut(tq * e).enumerate().with_min_len(split_if_threads(1));
-            samples.for_each_init(
-                || vec![0.0; tq * tk],
-                |dropped, (s, o_s)| {
-                    let keys = Self::length(memory_lengths, s, tk);
-                    let kv_s = &kv_all[s * tk * 2 * e..][..tk * 2 * e];
-                    for h in 0..heads {
-                        let at = (s * heads + h) * tq * tk;
-                        let (p, m) = (&p_all[at..][..tq * tk], &keep_all[at..][..tq * tk]);
-                        dropped.iter_mut().zip(p.iter().zip(m)).for_each(|(w, (p, m))| *w = p * m); // P ⊙ m
-                        let (v, o) = ((&kv_s[e + h * d..], 2 * e), (&mut o_s[h * d..], e));
-                        sgemm_strided((tq, keys, d), 1.0, (dropped, tk, No), (v.0, v.1, No), 0.0, o); // O = (P ⊙ m)·V
-                    }
-                },
-            );
         }
+        let keep_all = &self.keep;
+        let samples = self.p.par_chunks_mut(heads * tq * tk).zip(self.o.par_chunks_mut(tq * e)).enumerate();
+        samples.with_min_len(split_if_threads(1)).for_each_init(
+            || if dropping { vec![0.0; tq * tk] } else { Vec::new() },
+            |dropped, (s, (p_s, o_s))| {
+                let keys = Self::length(memory_lengths, s, tk);
+                let (q_s, kv_s) = (&q_all[s * tq * e..][..tq * e], &kv_all[s * tk * 2 * e..][..tk * 2 * e]);
+                for (h, p) in p_s.chunks_exact_mut(tq * tk).enumerate() {
+                    // Head h's columns: rows E apart in Q and O, 2E in [K | V].
+                    let (q, k, v) =
+                        ((&q_s[h * d..], e), (&kv_s[h * d..], 2 * e), (&kv_s[e + h * d..], 2 * e));
+                    let o = (&mut o_s[h * d..], e);
+                    if !dropping {
+                        head_forward((tq, tk, d, d), q, k, v, (causal, keys), p, o);
+                        continue;
+                    }
+                    head_weights((tq, tk, d), q, k, (causal, keys), p); // P
+                    let m = &keep_all[(s * heads + h) * tq * tk..][..tq * tk];
+                    dropped.iter_mut().zip(p.iter().zip(m)).for_each(|(w, (p, m))| *w = p * m); // P ⊙ m
+                    sgemm_strided((tq, keys, d), 1.0, (dropped, tk, No), (v.0, v.1, No), 0.0, o); // O = (P ⊙ m)·V
+                }
+            },
+        );
         // Y = O·W_outᵀ + b_out, zero at the queries' padded steps.
         let y = sgemm_new(n * tq, e, e, &self.o, No, self.out_proj_weight.value.data(), Yes, None);
         let mut y = Tensor::from_vec(self.x.shape(), y).expect("Y has X's shape");
@@ -648,15 +646,27 @@ fn head_forward_reference(
     p: &mut [f32],
     o: BlockMut<'_>,
 ) {
+    head_weights((tq, tk, d), q, k, (causal, keys), p);
+    // O = P·V over the keys any query may see: a masked key's weight is 0, and 0·v adds nothing —
+    // except where v is not finite (padding may hold anything), which must not reach O.
+    sgemm_strided((tq, keys, dv), 1.0, (p, tk, No), (v.0, v.1, No), 0.0, o);
+}
+
+/// The first half of [`head_forward_reference`]: `P = softmax(Q·Kᵀ/√d)` over the keys each query
+/// may see (the weights alone, for a pass that drops some of them before they weigh the values).
+fn head_weights(
+    (tq, tk, d): (usize, usize, usize),
+    q: Block<'_>,
+    k: Block<'_>,
+    (causal, keys): (bool, usize),
+    p: &mut [f32],
+) {
     let scale = 1.0 / (d as f32).sqrt();
     sgemm_strided((tq, d, tk), scale, (q.0, q.1, No), (k.0, k.1, Yes), 0.0, (p, tk)); // S = Q·Kᵀ/√d
     for (i, row) in p.chunks_exact_mut(tk).enumerate() {
         let allowed = if causal { keys.min(i + 1) } else { keys }; // keys 0 .. allowed
         softmax_prefix(row, allowed);
     }
-    // O = P·V over the keys any query may see: a masked key's weight is 0, and 0·v adds nothing —
-    // except where v is not finite (padding may hold anything), which must not reach O.
-    sgemm_strided((tq, keys, dv), 1.0, (p, tk, No), (v.0, v.1, No), 0.0, o);
 }
 
 /// [`head_backward_values_masked`] through the head kernel where it fits this head on this CPU
