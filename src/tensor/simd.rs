@@ -3,10 +3,16 @@
 //! The element-wise loops of the recurrent cells (gates through `σ` and `tanh`) are plain Rust
 //! that the compiler vectorises; for the baseline x86-64 target that means
 //! 4 floats per instruction (SSE2). On a CPU with AVX2 the same loop compiled with AVX2 enabled
-//! does 8 at a time, with AVX-512F 16. [`wide!`] picks the widest at run time ([`isa`]). Both versions perform the same operations in the
-//! same order — no fused multiply-adds, which Rust never introduces on its own — so the results
-//! are bit-identical on every CPU (the `wide_vectors_change_nothing` tests of `lstm.rs` and `gru.rs`
-//! check it where AVX2 exists).
+//! does 8 at a time, with AVX-512F 16. [`wide!`] picks the widest at run time ([`isa`]). Both
+//! versions perform the same operations in the same order — no fused multiply-adds, which Rust
+//! never introduces on its own — so the results are bit-identical on every CPU.
+//!
+//! [`wide_fused!`] is the same for loops generic over how `a·b + c` is evaluated
+//! ([`MulAdd`](crate::tensor::math::MulAdd)): the recurrent cells' gates and the GELU, whose
+//! `eˣ` is a polynomial in Horner form. There the wide variants fuse each multiply-add into one
+//! FMA instruction (half the instructions; the LSTM's gate loops 1.6× as fast), so AVX2 and
+//! AVX-512F agree bit for bit with each other, and with the baseline to within a rounding per
+//! multiply-add (the `wide_vectors_agree` tests of `lstm.rs` and `gru.rs` check both).
 //!
 //! **Write the loop as an index loop** (`for i in 0..n { out[i] = f(x[i]) }`, slices cut to `n`
 //! first). A loop through iterator adapters (`out.iter_mut().zip(x).for_each(…)`) calls
@@ -31,7 +37,7 @@
 pub enum Isa {
     /// Whatever the build targets (SSE2 on x86-64): the reference compilation.
     Baseline,
-    /// AVX2 (8 floats per instruction).
+    /// AVX2 with FMA (8 floats per instruction; every CPU with AVX2 has FMA but one of VIA's).
     Avx2,
     /// AVX-512 Foundation (16 floats per instruction).
     Avx512,
@@ -58,20 +64,20 @@ fn detected() -> Isa {
         if std::arch::is_x86_feature_detected!("avx512f") {
             return Isa::Avx512;
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             return Isa::Avx2;
         }
     }
     Isa::Baseline
 }
 
-/// Runs `f` in a function compiled with AVX2 enabled, so that the loop inlined into it is
-/// vectorised 8 wide.
+/// Runs `f` in a function compiled with AVX2 and FMA enabled, so that the loop inlined into it is
+/// vectorised 8 wide (and `f32::mul_add` is one instruction).
 ///
 /// # Safety
-/// The CPU must support AVX2.
+/// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
@@ -83,7 +89,7 @@ pub(crate) unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
 /// # Safety
 /// The CPU must support AVX-512F.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,fma")]
 pub(crate) unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
@@ -150,3 +156,39 @@ macro_rules! wide {
     }};
 }
 pub(crate) use wide;
+
+/// `wide_fused!(f(args…))`: calls `f::<M>(args…)`, a loop generic over
+/// [`MulAdd`](crate::tensor::math::MulAdd), compiled as [`wide!`] compiles it, with
+/// [`Fused`](crate::tensor::math::Fused) multiply-adds on the ISAs that have FMA (AVX2 + FMA and
+/// AVX-512F, which then give the same bits) and [`Separate`](crate::tensor::math::Separate) ones
+/// for the baseline — where results may differ from the wide variants' by a rounding per
+/// multiply-add (the tests of each loop bound the difference).
+macro_rules! wide_fused {
+    ($f:ident ( $($arg:expr),* $(,)? )) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            match $crate::tensor::simd::isa() {
+                // SAFETY: `isa` returns an ISA only when the CPU supports it (AVX2 with FMA).
+                $crate::tensor::simd::Isa::Avx512 => unsafe {
+                    $crate::tensor::simd::with_avx512(
+                        #[inline(always)]
+                        || $f::<$crate::tensor::math::Fused>($($arg),*),
+                    )
+                },
+                // SAFETY: as above.
+                $crate::tensor::simd::Isa::Avx2 => unsafe {
+                    $crate::tensor::simd::with_avx2(
+                        #[inline(always)]
+                        || $f::<$crate::tensor::math::Fused>($($arg),*),
+                    )
+                },
+                $crate::tensor::simd::Isa::Baseline => $f::<$crate::tensor::math::Separate>($($arg),*),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $f::<$crate::tensor::math::Separate>($($arg),*)
+        }
+    }};
+}
+pub(crate) use wide_fused;
