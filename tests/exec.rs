@@ -202,3 +202,80 @@ fn fused_convolution_and_pooling_equal_the_reference() {
         }
     }
 }
+
+/// In `Mode::Predict` a 2 × 2 pooling after a convolution runs pooled by pixel, without its
+/// arg-max: the same bits as the reference order (and as the fused pass in the other modes), on
+/// several groups of images and a partial last one, channel counts below and above a vector's 8
+/// lanes, outputs the window does not divide, padding, no bias; random, tie-heavy and NaN inputs.
+/// A backward pass after it is refused with a message.
+#[test]
+fn fused_pooling_in_predict_mode_equals_the_reference() {
+    type Case = ((usize, usize, usize), usize, usize); // (input, output channels, padding)
+    let cases: [Case; 5] =
+        [((2, 9, 9), 3, 0), ((1, 6, 42), 2, 1), ((3, 10, 10), 12, 0), ((4, 7, 8), 17, 1), ((1, 4, 4), 8, 0)];
+    for (k, ((c, h, w), o, pad)) in cases.into_iter().enumerate() {
+        let make = move |execution: Execution| {
+            let conv = Conv2d::new(c, o, 3).padding(pad).seed(k as u64);
+            let w0 = conv.weight().value.clone();
+            let bias = (k % 2 == 0).then(|| Tensor::randn(&[o], 0.0, 0.5, 17));
+            let conv = match bias {
+                Some(b) => conv.with_weights(w0, Some(b)),
+                None => Conv2d::new(c, o, 3).padding(pad).no_bias().seed(k as u64),
+            };
+            let mut m = Sequential::builder(&[c, h, w])
+                .add(conv)
+                .add(Relu::new())
+                .add(MaxPool2d::new(2))
+                .add(Flatten::new())
+                .build()
+                .unwrap();
+            m.set_execution(execution);
+            m
+        };
+        for n in [1, 9] {
+            let dims = [n, c, h, w];
+            let inputs = [
+                Tensor::randn(&dims, 0.0, 1.0, k as u64),
+                tie_heavy(&dims, 1, false),
+                tie_heavy(&dims, 2, true),
+            ];
+            for (i, x) in inputs.iter().enumerate() {
+                let reference = make(Execution::Reference).forward(x, Pass::PREDICT);
+                let planned_eval = make(Execution::Planned).forward(x, Pass::EVAL);
+                let planned = make(Execution::Planned).forward(x, Pass::PREDICT);
+                let what = format!("case {k}, {n} images, input {i}");
+                assert_eq!(bits(&planned), bits(&reference), "{what}: Predict against the reference");
+                assert_eq!(bits(&planned), bits(&planned_eval), "{what}: Predict against Eval");
+            }
+        }
+    }
+    // NaN where a window's values differ by payload: the last NaN in reading order wins.
+    let mut m = Sequential::builder(&[1, 2, 2])
+        .add(Conv2d::new(1, 1, 1).no_bias().with_weights(Tensor::ones(&[1, 1, 1, 1]), None))
+        .add(Relu::new())
+        .add(MaxPool2d::new(2))
+        .build()
+        .unwrap();
+    let (first, last) = (f32::from_bits(0x7fc0_0001), f32::from_bits(0x7fc0_0002));
+    let x = Tensor::from_vec(&[1, 1, 2, 2], vec![1.0, first, 5.0, last]).unwrap();
+    let y = m.forward(&x, Pass::PREDICT);
+    let expected = m.forward(&x, Pass::EVAL);
+    assert_eq!(bits(&y), bits(&expected), "NaN payloads: Predict against Eval");
+    // After a Predict pass the pooling has no arg-max: backward says so.
+    let x = Tensor::randn(&[2, 2, 9, 9], 0.0, 1.0, 3);
+    let mut m = Sequential::builder(&[2, 9, 9])
+        .add(Conv2d::new(2, 3, 3))
+        .add(Relu::new())
+        .add(MaxPool2d::new(2))
+        .build()
+        .unwrap();
+    let y = m.forward(&x, Pass::PREDICT);
+    let err =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.backward_input(&Tensor::ones(y.shape()))))
+            .expect_err("backward after a Predict pass");
+    let msg = err.downcast_ref::<String>().map(String::as_str).unwrap_or("");
+    assert!(msg.contains("MaxPool2d") && msg.contains("Mode::Predict"), "{msg}");
+    // … and a training pass after it restores the arg-max.
+    let y = m.forward(&x, Pass::TRAIN);
+    assert_eq!(m.backward_input(&Tensor::ones(y.shape())).shape(), x.shape());
+}

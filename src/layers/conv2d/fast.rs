@@ -129,6 +129,11 @@ impl<'a> ForwardWeights<'a> {
         });
         ForwardWeights { w, b, o, packed }
     }
+
+    /// Whether [`group_product_by_pixel`] computes the product (the crate's kernels run here).
+    pub(crate) fn by_pixel(&self) -> bool {
+        self.packed.is_some()
+    }
 }
 
 impl Drop for ForwardWeights<'_> {
@@ -172,12 +177,8 @@ pub(crate) fn group_product<'s>(
     geo: &ConvGeometry,
     scratch: &'s mut [f32],
 ) -> &'s mut [f32] {
-    let (ckk, ohow, in_len, o) = (geo.col_rows(), geo.col_cols(), geo.input_len(), weights.o);
-    let ld = x_group.len() / in_len * ohow;
-    let (cols, rest) = scratch.split_at_mut(ckk * ld);
-    for (j, x_j) in x_group.chunks_exact(in_len).enumerate() {
-        im2col_strided(x_j, geo, &mut cols[j * ohow..], ld); // cols = [im2col(x[n]) …]
-    }
+    let (cols, ld, rest) = group_cols(x_group, geo, scratch);
+    let (ckk, o) = (geo.col_rows(), weights.o);
     let (ys, transposed) = rest.split_at_mut(o * ld);
     match &weights.packed {
         Some(packed) => {
@@ -195,6 +196,40 @@ pub(crate) fn group_product<'s>(
         }
     }
     ys
+}
+
+/// [`group_product`]'s product before its transpose, where the crate's kernels compute it
+/// ([`ForwardWeights::by_pixel`]; else `None`): `[y …]ᵀ = colsᵀ·Wᵀ + b`, one row of `O`
+/// channels per pixel (`[k·OH·OW, O]`: image `j`'s pixel `p` is row `j·OH·OW + p`), and the
+/// `O·k·OH·OW` values of `scratch` it leaves unused, for the caller's own use.
+pub(crate) fn group_product_by_pixel<'s>(
+    x_group: &[f32],
+    weights: &ForwardWeights<'_>,
+    geo: &ConvGeometry,
+    scratch: &'s mut [f32],
+) -> Option<(&'s mut [f32], &'s mut [f32])> {
+    let packed = weights.packed.as_ref()?;
+    let (cols, ld, rest) = group_cols(x_group, geo, scratch);
+    let (spare, by_pixel) = rest.split_at_mut(weights.o * ld);
+    let by_pixel = &mut by_pixel[..ld * weights.o];
+    gemm_packed_b_columns(ld, (cols, ld), packed, by_pixel); // [y …]ᵀ = colsᵀ·Wᵀ + b
+    Some((by_pixel, spare))
+}
+
+/// The group's `cols = [im2col(x[0]) … im2col(x[k−1])]` (`[C·kh·kw, k·OH·OW]`, row stride `ld =
+/// k·OH·OW`) in the first part of `scratch`: returns them, `ld` and the rest of `scratch`.
+fn group_cols<'s>(
+    x_group: &[f32],
+    geo: &ConvGeometry,
+    scratch: &'s mut [f32],
+) -> (&'s [f32], usize, &'s mut [f32]) {
+    let (ckk, ohow, in_len) = (geo.col_rows(), geo.col_cols(), geo.input_len());
+    let ld = x_group.len() / in_len * ohow;
+    let (cols, rest) = scratch.split_at_mut(ckk * ld);
+    for (j, x_j) in x_group.chunks_exact(in_len).enumerate() {
+        im2col_strided(x_j, geo, &mut cols[j * ohow..], ld); // cols = [im2col(x[n]) …]
+    }
+    (cols, ld, rest)
 }
 
 /// The gradients of [`forward`] given `g = dL/dy`: adds `dL/dW` into `dw` and `dL/db` into `db`,

@@ -144,6 +144,9 @@ pub struct MaxPool2d {
     out_shape: Vec<usize>,
     /// For every output, the flat index (within its plane) of the input that won.
     argmax: Vec<u32>,
+    /// False after a forward pass that left `argmax` out (the execution plan's fused
+    /// convolution + pooling in `Mode::Predict`): backward then refuses.
+    argmax_kept: bool,
 }
 
 impl MaxPool2d {
@@ -159,6 +162,7 @@ impl MaxPool2d {
             in_shape: Vec::new(),
             out_shape: Vec::new(),
             argmax: Vec::new(),
+            argmax_kept: true, // (no pass yet: backward's shape check speaks first)
         }
     }
 }
@@ -189,7 +193,21 @@ impl MaxPool2d {
         self.in_shape.extend_from_slice(in_shape);
         self.out_shape.clone_from(&out_shape);
         self.argmax.resize(out_shape.iter().product(), 0);
+        self.argmax_kept = true;
         Some((out_shape, &mut self.argmax))
+    }
+
+    /// [`prepare_external_forward`](MaxPool2d::prepare_external_forward) for a pass that keeps no
+    /// arg-max (`Mode::Predict`, after which no backward pass follows): records the shapes and
+    /// returns the output shape, or `None` when the window does not fit `in_shape`.
+    pub(crate) fn prepare_external_predict(&mut self, in_shape: &[usize]) -> Option<Vec<usize>> {
+        let out_shape = self.window.output_shape("MaxPool2d", in_shape).ok()?;
+        self.in_shape.clear();
+        self.in_shape.extend_from_slice(in_shape);
+        self.out_shape.clone_from(&out_shape);
+        self.argmax.clear();
+        self.argmax_kept = false;
+        Some(out_shape)
     }
 }
 
@@ -208,11 +226,18 @@ impl Layer for MaxPool2d {
         self.in_shape.extend_from_slice(x.shape());
         // y[n, c, i, j] = max of x[n, c] over window (i, j); argmax[n, c, i, j] = where it was
         // (the first maximum), cached: backward routes each gradient there.
+        self.argmax_kept = true;
         fast::max_pool_forward(x, self.window, &self.out_shape, &mut self.argmax)
     }
 
     fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
         check_grad("MaxPool2d", &self.out_shape, g);
+        assert!(
+            self.argmax_kept,
+            "{}: backward after a Mode::Predict forward pass of a model, which keeps no arg-max for backward (run \
+             the forward pass in Mode::Train or Mode::Eval)",
+            self.describe()
+        );
         // dL/dx[argmax] += g: each window's gradient goes to the input that won it.
         Some(fast::max_pool_backward(g, &self.argmax, &self.in_shape))
     }

@@ -9,13 +9,16 @@
 //! introduced: inference +4 %, peak memory of the convnet benchmarks 65 → 36 MiB
 //! (docs/benchmarks.md).
 
-use crate::layers::conv2d::fast::{ForwardWeights, GROUP, group_product, group_scratch, with_scratch};
+use crate::layers::conv2d::fast::{
+    ForwardWeights, GROUP, group_product, group_product_by_pixel, group_scratch, with_scratch,
+};
 use crate::layers::pool::Window;
 use crate::layers::pool::fast::max_pool_plane;
 use crate::layers::{Conv2d, Layer, MaxPool2d, Pass, check_input};
 use crate::tensor::Tensor;
 use crate::tensor::im2col::ConvGeometry;
 use crate::tensor::parallel::min_len;
+use crate::tensor::transpose::transpose;
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
@@ -25,7 +28,16 @@ use std::mem::MaybeUninit;
 ///
 /// `x` is the input as the plan holds it: owned (an activation the model made) is kept as the
 /// convolution's cached input without a copy; borrowed (the caller's input) is copied.
-pub(crate) fn conv_then_max_pool(conv: &mut Conv2d, x: Cow<'_, Tensor>, pool: &mut MaxPool2d) -> Tensor {
+///
+/// In `Mode::Predict` (`pass.keeps_for_backward()` false) with a 2 × 2 window of stride 2, the
+/// pooling's arg-max is left out and each group is pooled by pixel ([`conv_pool_predict_2x2`]):
+/// the same values, bit for bit, and the pooling refuses a backward pass after it.
+pub(crate) fn conv_then_max_pool(
+    conv: &mut Conv2d,
+    x: Cow<'_, Tensor>,
+    pool: &mut MaxPool2d,
+    pass: Pass<'_>,
+) -> Tensor {
     conv.out_shape = check_input(conv, &x);
     let geo = conv.geometry_for(x.shape()).expect("checked by check_input");
     conv.geometry = Some(geo);
@@ -36,6 +48,14 @@ pub(crate) fn conv_then_max_pool(conv: &mut Conv2d, x: Cow<'_, Tensor>, pool: &m
     let x = &conv.input;
     let (w, b) = (conv.weight.value.data(), conv.bias.as_ref().map(|b| b.value.data()));
     let window = pool.window();
+    let two_by_two = Window { kernel: (2, 2), stride: (2, 2), padding: (0, 0) };
+    if !pass.keeps_for_backward()
+        && window == two_by_two
+        && crate::tensor::microkernel::kernels().is_some()
+        && let Some(pooled_shape) = pool.prepare_external_predict(&conv.out_shape)
+    {
+        return conv_pool_predict_2x2(x, w, b, conv.out_channels, &geo, &pooled_shape);
+    }
     let Some((pooled_shape, argmax)) = pool.prepare_external_forward(&conv.out_shape) else {
         // The window does not fit: the pooling's own forward reports it.
         let y = crate::layers::conv2d::fast::forward(x, w, b, conv.out_channels, &geo);
@@ -91,4 +111,77 @@ fn conv_pool_kernel(
     // SAFETY: the groups cover all n images (chunks of GROUP·in_len inputs map one to one onto
     // chunks of GROUP·o·plane_out outputs), and each group zeroed its whole chunk first.
     unsafe { Tensor::from_initialised(pooled_shape, y_data) }
+}
+
+/// `maxpool(conv(x, W) + b)` for a 2 × 2 window of stride 2 when no backward pass follows, without
+/// the arg-max: each group's product stays as the crate's kernels compute it, one row of `O`
+/// channels per pixel ([`group_product_by_pixel`]), and each window is the maximum of four such
+/// rows, channel by channel ([`max_pool_2x2_by_pixel`]); only the pooled values (a quarter of
+/// the product) are transposed to channel planes. [`conv_pool_kernel`] instead transposes the
+/// whole product to planes, then pools each plane with its arg-max. The same values, bit for bit:
+/// the same product and bias, and each window's first maximum in reading order (or its last NaN),
+/// as the pooling's definition picks it (`tests/exec.rs` compares them).
+fn conv_pool_predict_2x2(
+    x: &Tensor,
+    w: &[f32],
+    b: Option<&[f32]>,
+    o: usize,
+    geo: &ConvGeometry,
+    pooled_shape: &[usize],
+) -> Tensor {
+    let (n, ckk, ohow, in_len) = (x.dim(0), geo.col_rows(), geo.col_cols(), geo.input_len());
+    let (ph, pw) = (pooled_shape[2], pooled_shape[3]);
+    let plane_out = ph * pw;
+    let y_len_total = n * o * plane_out;
+    let mut y_data: Vec<f32> = crate::tensor::reserve(y_len_total, "a pooled convolution's output");
+    let weights = ForwardWeights::new(w, b, o, ckk);
+    assert!(weights.by_pixel(), "conv + pool by pixel: the crate's kernels were checked");
+    let group = |(y_group, x_group): (&mut [MaybeUninit<f32>], &[f32])| {
+        let y_group = Tensor::zero_uninit(y_group); // (every element is written below)
+        let ld = x_group.len() / in_len * ohow;
+        with_scratch(group_scratch(ckk, o, ld), |scratch| {
+            let (by_pixel, spare) =
+                group_product_by_pixel(x_group, &weights, geo, scratch).expect("the kernels run here");
+            let pooled = &mut spare[..plane_out * o];
+            for (j, y_j) in y_group.chunks_exact_mut(o * plane_out).enumerate() {
+                let image = &by_pixel[j * ohow * o..][..ohow * o];
+                crate::tensor::simd::wide!(max_pool_2x2_by_pixel(image, geo.out_width, (ph, pw), o, pooled));
+                transpose((plane_out, o), (pooled, o), (y_j, plane_out)); // [pixel, O] → [O, pixel]
+            }
+        });
+    };
+    let (y_len, x_len) = (GROUP * o * plane_out, GROUP * in_len);
+    let groups = n.div_ceil(GROUP);
+    let outputs = y_data.spare_capacity_mut()[..y_len_total].par_chunks_mut(y_len);
+    let parallel = groups >= rayon::current_num_threads(); // as the convolution's own forward pass
+    outputs.zip(x.data().par_chunks(x_len)).with_min_len(min_len(groups, parallel)).for_each(group);
+    // SAFETY: the groups cover all n images (chunks of GROUP·in_len inputs map one to one onto
+    // chunks of GROUP·o·plane_out outputs), and each group zeroed its whole chunk first.
+    unsafe { Tensor::from_initialised(pooled_shape, y_data) }
+}
+
+/// 2 × 2 max pooling, stride 2, of one image's product stored by pixel (`image`: `[OH·OW, O]`,
+/// rows `ow` pixels wide) into `pooled` (`[PH·PW, O]`): for each window and channel, the first
+/// maximum of the four values in reading order, or the last NaN among them — the pooling's
+/// definition (`pool::reference`), one channel per lane.
+#[allow(clippy::needless_range_loop)] // an index loop over channels: the compiler vectorises it
+#[inline(always)]
+fn max_pool_2x2_by_pixel(image: &[f32], ow: usize, (ph, pw): (usize, usize), o: usize, pooled: &mut [f32]) {
+    for py in 0..ph {
+        for px in 0..pw {
+            let top = (2 * py * ow + 2 * px) * o; // the window's first pixel
+            let (r00, r01) = (&image[top..][..o], &image[top + o..][..o]);
+            let (r10, r11) = (&image[top + ow * o..][..o], &image[top + (ow + 1) * o..][..o]);
+            let out = &mut pooled[(py * pw + px) * o..][..o];
+            for c in 0..o {
+                let mut best = r00[c];
+                for v in [r01[c], r10[c], r11[c]] {
+                    if v > best || v.is_nan() {
+                        best = v; // strictly greater wins (the first maximum stays), a NaN always
+                    }
+                }
+                out[c] = best;
+            }
+        }
+    }
 }

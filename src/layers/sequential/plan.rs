@@ -173,7 +173,7 @@ pub fn forward(plan: &Plan, layers: &mut [Box<dyn Layer>], x: &Tensor, pass: Pas
                     Activation::Borrowed(x) => Cow::Borrowed(x),
                     Activation::Owned(x) => Cow::Owned(x),
                 };
-                let pooled = super::fused::conv_then_max_pool(conv, x, pool); // maxpool(conv(x))
+                let pooled = super::fused::conv_then_max_pool(conv, x, pool, pass); // maxpool(conv(x))
                 relu(layers[c + 1].as_mut()).forward_in_place(pooled) // relu(maxpool(conv(x)))
             }
             Step::PoolThenRelu { relu: r } => {
