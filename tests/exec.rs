@@ -279,3 +279,47 @@ fn fused_pooling_in_predict_mode_equals_the_reference() {
     let y = m.forward(&x, Pass::TRAIN);
     assert_eq!(m.backward_input(&Tensor::ones(y.shape())).shape(), x.shape());
 }
+
+/// A convolution keeps its packed weights between passes and packs again only when the weights
+/// or the bias changed: every change made in place between two passes — one weight, the bias, a
+/// NaN, and back — shows in the next pass, alone and fused with its pooling, in every mode.
+#[test]
+fn a_convolution_sees_its_weights_change_between_passes() {
+    use backprop::layers::named_params_mut;
+    let build = || {
+        Sequential::builder(&[2, 9, 9])
+            .add(Conv2d::new(2, 5, 3).seed(3))
+            .add(Relu::new())
+            .add(MaxPool2d::new(2))
+            .add(Conv2d::new(5, 4, 3).padding(1).seed(4))
+            .build()
+            .unwrap()
+    };
+    let x = Tensor::randn(&[3, 2, 9, 9], 0.0, 1.0, 8);
+    let mut kept = build();
+    let edits: [(&str, usize, f32); 6] = [
+        ("0.weight", 7, 0.75),
+        ("0.bias", 2, -0.5),
+        ("3.weight", 0, f32::NAN),
+        ("3.weight", 0, 0.25),
+        ("3.bias", 3, 2.0),
+        ("", 0, 0.0), // (the last edit's check)
+    ];
+    for (step, (name, at, value)) in edits.into_iter().enumerate() {
+        for pass in [Pass::PREDICT, Pass::EVAL, Pass::TRAIN] {
+            // A fresh model given the same values: nothing kept from earlier passes.
+            let mut fresh = build();
+            let values: Vec<Tensor> = named_params(&kept).iter().map(|(_, p)| p.value.clone()).collect();
+            for ((_, p), v) in named_params_mut(&mut fresh).into_iter().zip(values) {
+                p.value = v;
+            }
+            let (got, want) = (kept.forward(&x, pass), fresh.forward(&x, pass));
+            assert_eq!(bits(&got), bits(&want), "edit {step} ({name}), {pass:?}");
+        }
+        for (n, p) in named_params_mut(&mut kept) {
+            if n == name {
+                p.value.data_mut()[at] = value; // in place, between passes
+            }
+        }
+    }
+}

@@ -77,6 +77,8 @@ pub struct Conv2d {
     pub(crate) input: Tensor,
     /// Backward: a partial `dL/dW` and `dL/db` per group of images, added in order at the end.
     pub(crate) dw_groups: Vec<f32>,
+    /// The forward product's packed weights, kept while the weights stay the same.
+    pub(crate) kept_panels: fast::KeptPanels,
 }
 
 impl Conv2d {
@@ -105,6 +107,7 @@ impl Conv2d {
             out_shape: Vec::new(),
             input: Tensor::default(),
             dw_groups: Vec::new(),
+            kept_panels: fast::KeptPanels::default(),
         }
     }
 
@@ -250,7 +253,7 @@ impl Layer for Conv2d {
         self.geometry = Some(geo);
         self.input.copy_from(x);
         let (w, b) = (self.weight.value.data(), self.bias.as_ref().map(|b| b.value.data()));
-        fast::forward(x, w, b, self.out_channels, &geo) // y = conv(x, W) + b
+        fast::forward(x, (w, b), &mut self.kept_panels, self.out_channels, &geo) // y = conv(x, W) + b
     }
 
     fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {

@@ -47,6 +47,7 @@ pub(crate) fn conv_then_max_pool(
     }
     let x = &conv.input;
     let (w, b) = (conv.weight.value.data(), conv.bias.as_ref().map(|b| b.value.data()));
+    let (o, kept) = (conv.out_channels, &mut conv.kept_panels);
     let window = pool.window();
     let two_by_two = Window { kernel: (2, 2), stride: (2, 2), padding: (0, 0) };
     if !pass.keeps_for_backward()
@@ -54,14 +55,16 @@ pub(crate) fn conv_then_max_pool(
         && crate::tensor::microkernel::kernels().is_some()
         && let Some(pooled_shape) = pool.prepare_external_predict(&conv.out_shape)
     {
-        return conv_pool_predict_2x2(x, w, b, conv.out_channels, &geo, &pooled_shape);
+        let weights = ForwardWeights::kept(kept, w, b, o, geo.col_rows());
+        return conv_pool_predict_2x2(x, &weights, &geo, &pooled_shape);
     }
     let Some((pooled_shape, argmax)) = pool.prepare_external_forward(&conv.out_shape) else {
         // The window does not fit: the pooling's own forward reports it.
-        let y = crate::layers::conv2d::fast::forward(x, w, b, conv.out_channels, &geo);
+        let y = crate::layers::conv2d::fast::forward(x, (w, b), kept, o, &geo);
         return pool.forward(&y, Pass::TRAIN);
     };
-    conv_pool_kernel(x, w, b, conv.out_channels, &geo, window, &pooled_shape, argmax)
+    let weights = ForwardWeights::kept(kept, w, b, o, geo.col_rows());
+    conv_pool_kernel(x, &weights, &geo, window, &pooled_shape, argmax)
 }
 
 /// `maxpool(conv(x, W) + b)` with the pooling window `win` (output planes `pooled_shape[2..]`),
@@ -69,30 +72,27 @@ pub(crate) fn conv_then_max_pool(
 /// result gets its bias and is pooled plane by plane while it is in cache; the convolution's
 /// full-size output is never written. The values are the convolution's own forward pass's, bit for bit (the same GEMM, the
 /// same `v + b`, the same pooling kernel on the same planes).
-#[allow(clippy::too_many_arguments)] // the convolution's inputs, then the pooling's
 fn conv_pool_kernel(
     x: &Tensor,
-    w: &[f32],
-    b: Option<&[f32]>,
-    o: usize,
+    weights: &ForwardWeights<'_>,
     geo: &ConvGeometry,
     win: Window,
     pooled_shape: &[usize],
     argmax: &mut [u32],
 ) -> Tensor {
     let (n, ckk, ohow, in_len) = (x.dim(0), geo.col_rows(), geo.col_cols(), geo.input_len());
+    let o = weights.outputs();
     let (ph, pw) = (pooled_shape[2], pooled_shape[3]);
     let plane_out = ph * pw;
     assert_eq!(argmax.len(), n * o * plane_out, "conv + pool: arg-max length vs shapes");
     let y_len_total = n * o * plane_out;
     let mut y_data: Vec<f32> = crate::tensor::reserve(y_len_total, "a pooled convolution's output");
-    let weights = ForwardWeights::new(w, b, o, ckk);
     type Group<'a> = ((&'a mut [MaybeUninit<f32>], &'a mut [u32]), &'a [f32]); // (y, arg-max, x)
     let group = |((y_group, arg_group), x_group): Group| {
         let y_group = Tensor::zero_uninit(y_group); // (every element is pooled into below)
         let ld = x_group.len() / in_len * ohow;
         with_scratch(group_scratch(ckk, o, ld), |scratch| {
-            let ys = group_product(x_group, &weights, geo, scratch); // [y[n] …] = W·cols + b
+            let ys = group_product(x_group, weights, geo, scratch); // [y[n] …] = W·cols + b
             // Plane (image j, channel oc) of the output is ys[oc, j·OH·OW ..][..OH·OW]: pool it.
             let planes = y_group.chunks_exact_mut(plane_out).zip(arg_group.chunks_exact_mut(plane_out));
             for (p, (y_p, arg_p)) in planes.enumerate() {
@@ -123,25 +123,23 @@ fn conv_pool_kernel(
 /// as the pooling's definition picks it (`tests/exec.rs` compares them).
 fn conv_pool_predict_2x2(
     x: &Tensor,
-    w: &[f32],
-    b: Option<&[f32]>,
-    o: usize,
+    weights: &ForwardWeights<'_>,
     geo: &ConvGeometry,
     pooled_shape: &[usize],
 ) -> Tensor {
     let (n, ckk, ohow, in_len) = (x.dim(0), geo.col_rows(), geo.col_cols(), geo.input_len());
+    let o = weights.outputs();
     let (ph, pw) = (pooled_shape[2], pooled_shape[3]);
     let plane_out = ph * pw;
     let y_len_total = n * o * plane_out;
     let mut y_data: Vec<f32> = crate::tensor::reserve(y_len_total, "a pooled convolution's output");
-    let weights = ForwardWeights::new(w, b, o, ckk);
     assert!(weights.by_pixel(), "conv + pool by pixel: the crate's kernels were checked");
     let group = |(y_group, x_group): (&mut [MaybeUninit<f32>], &[f32])| {
         let y_group = Tensor::zero_uninit(y_group); // (every element is written below)
         let ld = x_group.len() / in_len * ohow;
         with_scratch(group_scratch(ckk, o, ld), |scratch| {
             let (by_pixel, spare) =
-                group_product_by_pixel(x_group, &weights, geo, scratch).expect("the kernels run here");
+                group_product_by_pixel(x_group, weights, geo, scratch).expect("the kernels run here");
             let pooled = &mut spare[..plane_out * o];
             for (j, y_j) in y_group.chunks_exact_mut(o * plane_out).enumerate() {
                 let image = &by_pixel[j * ohow * o..][..ohow * o];
