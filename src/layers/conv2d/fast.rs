@@ -213,6 +213,7 @@ impl Drop for ForwardWeights<'_> {
 #[derive(Default)]
 pub(crate) struct KeptPanels {
     w: Vec<f32>,
+    /// The bias packed with them (`None`: none), its buffer reused from pass to pass.
     b: Option<Vec<f32>>,
     packed: PackedB,
     /// Whether `packed` holds `w` and `b` (false until the first pass).
@@ -228,8 +229,14 @@ impl KeptPanels {
         if !same {
             pack_weights(&mut self.packed, w, b, o, ckk);
             self.w.clear();
-            self.w.extend_from_slice(w);
-            self.b = b.map(<[f32]>::to_vec);
+            self.w.extend_from_slice(w); // (copies into the buffer: no allocation once it is grown)
+            match (b, &mut self.b) {
+                (Some(b), Some(kept)) => {
+                    kept.clear();
+                    kept.extend_from_slice(b);
+                }
+                (b, kept) => *kept = b.map(<[f32]>::to_vec),
+            }
             self.valid = true;
         }
         &self.packed
