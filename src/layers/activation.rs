@@ -31,7 +31,9 @@ use super::{InputGrad, Layer, Pass, Visit, check_grad, check_input, shape_error}
 use crate::error::Result;
 use crate::onnx::OnnxLayer;
 use crate::tensor::Tensor;
-use crate::tensor::math::{erf, exp_fast, feature_split, log_softmax_into, sigmoid, softmax_into};
+use crate::tensor::math::{
+    MulAdd, Separate, erf, exp_with, feature_split, log_softmax_into, sigmoid, softmax_into,
+};
 use crate::tensor::parallel::split_if_threads;
 use rayon::prelude::*;
 
@@ -530,7 +532,7 @@ impl Activation for GeluFn {
         if self.tanh_approximation {
             out.iter_mut().zip(x).for_each(|(o, &v)| *o = self.f(v));
         } else {
-            crate::tensor::simd::wide!(gelu_loop(x, out)); // 16 wide with AVX-512, same bits
+            crate::tensor::simd::wide_fused!(gelu_loop(x, out)); // 16 wide with AVX-512, FMA
         }
     }
 
@@ -538,7 +540,7 @@ impl Activation for GeluFn {
         if self.tanh_approximation {
             out.iter_mut().zip(g.iter().zip(v)).for_each(|(o, (&g, &v))| *o = g * self.df(v));
         } else {
-            crate::tensor::simd::wide!(gelu_backward_loop(g, v, out));
+            crate::tensor::simd::wide_fused!(gelu_backward_loop(g, v, out));
         }
     }
 
@@ -546,7 +548,7 @@ impl Activation for GeluFn {
         if self.tanh_approximation {
             g.iter_mut().zip(v).for_each(|(g, &v)| *g *= self.df(v));
         } else {
-            crate::tensor::simd::wide!(gelu_backward_in_place_loop(g, v));
+            crate::tensor::simd::wide_fused!(gelu_backward_in_place_loop(g, v));
         }
     }
 
@@ -558,16 +560,17 @@ impl Activation for GeluFn {
         if self.tanh_approximation {
             y.iter_mut().zip(x.iter_mut()).for_each(|(y, x)| (*y, *x) = (self.f(*x), self.df(*x)));
         } else {
-            crate::tensor::simd::wide!(gelu_and_derivative_loop(x, y));
+            crate::tensor::simd::wide_fused!(gelu_and_derivative_loop(x, y));
         }
     }
 }
 
 /// `y = gelu(x)` and `x ← gelu′(x)`, the loop [`GeluFn::f_and_df_slice`] compiles for the widest
-/// vectors: [`gelu_fast`]'s and [`gelu_derivative_fast`]'s bits, their shared part computed once.
+/// vectors: [`gelu_fast`]'s and [`gelu_derivative_fast`]'s values (their bits with [`Separate`]
+/// multiply-adds), their shared part computed once.
 #[allow(clippy::needless_range_loop)] // index loops on purpose: see `gelu_loop`
 #[inline(always)]
-fn gelu_and_derivative_loop(x: &mut [f32], y: &mut [f32]) {
+fn gelu_and_derivative_loop<M: MulAdd>(x: &mut [f32], y: &mut [f32]) {
     // In two passes over blocks of 256 values (the first half's `e` parked in `y`, `t` on the
     // stack): each value's operations are a chain of ~60 dependent vector operations whole, more
     // than the out-of-order core can overlap across iterations (`perf annotate`: latency-bound),
@@ -581,10 +584,10 @@ fn gelu_and_derivative_loop(x: &mut [f32], y: &mut [f32]) {
         let m = y.len();
         let (x, t) = (&mut x[..m], &mut t[..m]);
         for i in 0..m {
-            (y[i], t[i]) = gelu_first_half(x[i]);
+            (y[i], t[i]) = gelu_first_half::<M>(x[i]);
         }
         for i in 0..m {
-            (y[i], x[i]) = gelu_second_half(x[i], y[i], t[i]);
+            (y[i], x[i]) = gelu_second_half::<M>(x[i], y[i], t[i]);
         }
     }
 }
@@ -603,35 +606,35 @@ fn multiply_in_place(g: &mut [f32], d: &[f32]) {
 /// `out = gelu(x)`, the loop [`GeluFn::f_slice`] compiles for the widest vectors.
 #[allow(clippy::needless_range_loop)] // index loops on purpose: see the comment inside
 #[inline(always)]
-fn gelu_loop(x: &[f32], out: &mut [f32]) {
+fn gelu_loop<M: MulAdd>(x: &[f32], out: &mut [f32]) {
     // An index loop, not iterator adapters: `Zip::fold` is a function of its own that the compiler
     // kept outside the wide-vector context (4 lanes instead of 16); this loop stays inside it.
     let n = out.len();
     let x = &x[..n];
     for i in 0..n {
-        out[i] = gelu_fast(x[i]);
+        out[i] = gelu_and_derivative_with::<M>(x[i]).0;
     }
 }
 
 /// `out = g ⊙ gelu′(v)`, the loop [`GeluFn::backward_slice`] compiles for the widest vectors.
 #[allow(clippy::needless_range_loop)] // index loops on purpose: see the comment inside
 #[inline(always)]
-fn gelu_backward_loop(g: &[f32], v: &[f32], out: &mut [f32]) {
+fn gelu_backward_loop<M: MulAdd>(g: &[f32], v: &[f32], out: &mut [f32]) {
     let n = out.len(); // an index loop, as in `gelu_loop`
     let (g, v) = (&g[..n], &v[..n]);
     for i in 0..n {
-        out[i] = g[i] * gelu_derivative_fast(v[i]);
+        out[i] = g[i] * gelu_and_derivative_with::<M>(v[i]).1;
     }
 }
 
 /// `g ← g ⊙ gelu′(v)`, the loop [`GeluFn::backward_slice_in_place`] compiles for the widest vectors.
 #[allow(clippy::needless_range_loop)] // index loops on purpose: see `gelu_loop`
 #[inline(always)]
-fn gelu_backward_in_place_loop(g: &mut [f32], v: &[f32]) {
+fn gelu_backward_in_place_loop<M: MulAdd>(g: &mut [f32], v: &[f32]) {
     let n = g.len();
     let v = &v[..n];
     for i in 0..n {
-        g[i] *= gelu_derivative_fast(v[i]);
+        g[i] *= gelu_and_derivative_with::<M>(v[i]).1;
     }
 }
 
@@ -662,35 +665,45 @@ pub fn gelu_derivative_fast(x: f32) -> f32 {
     gelu_and_derivative_fast(x).1
 }
 
-/// `(gelu(x), gelu′(x))` in f32 arithmetic with [`exp_fast`] — no library call and no branch, so
+/// `(gelu(x), gelu′(x))` in f32 arithmetic with [`exp_fast`](crate::tensor::math::exp_fast) — no library call and no branch, so
 /// a loop over a tensor vectorises (an f64 version called `exp` once per element and kept a
 /// Transformer's feed-forward layer busy for a fifth of its training step). The erf is
 /// Abramowitz & Stegun 7.1.26 at `u = |x|/√2`, whose `e^(−u²) = e^(−x²/2)` is also `φ(x)`'s
 /// exponential: computed once for both.
 #[inline(always)]
 pub fn gelu_and_derivative_fast(x: f32) -> (f32, f32) {
-    let (e, t) = gelu_first_half(x);
-    gelu_second_half(x, e, t)
+    gelu_and_derivative_with::<Separate>(x)
+}
+
+/// [`gelu_and_derivative_fast`] with its multiply-adds evaluated by `M` (fused in the loops that
+/// `wide_fused!` compiles for CPUs with FMA).
+#[inline(always)]
+fn gelu_and_derivative_with<M: MulAdd>(x: f32) -> (f32, f32) {
+    let (e, t) = gelu_first_half::<M>(x);
+    gelu_second_half::<M>(x, e, t)
 }
 
 /// [`gelu_and_derivative_fast`]'s first half: `e = e^(−x²/2)` and A&S's `t = 1/(1 + p·|x|/√2)`.
 #[inline(always)]
-fn gelu_first_half(x: f32) -> (f32, f32) {
+fn gelu_first_half<M: MulAdd>(x: f32) -> (f32, f32) {
     let u = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
-    let e = exp_fast(-u * u); // e^(−x²/2)
-    let t = 1.0 / (1.0 + 0.327_591_1 * u);
+    let e = exp_with::<M>(-u * u); // e^(−x²/2)
+    let t = 1.0 / M::mul_add(0.327_591_1, u, 1.0); // 1/(1 + p·u)
     (e, t)
 }
 
 /// [`gelu_and_derivative_fast`]'s second half, from `x` and the first half's `e`, `t`.
 #[inline(always)]
-fn gelu_second_half(x: f32, e: f32, t: f32) -> (f32, f32) {
+fn gelu_second_half<M: MulAdd>(x: f32, e: f32, t: f32) -> (f32, f32) {
     const INV_SQRT_2PI: f32 = 0.398_942_3;
-    let poly =
-        t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    let erf = (1.0 - poly * e).copysign(x); // erf(x/√2)
+    // t·(a₁ + t·(a₂ + t·(a₃ + t·(a₄ + t·a₅)))), Horner's form, inside out
+    let mut p = M::mul_add(t, 1.061_405_4, -1.453_152_1);
+    p = M::mul_add(t, p, 1.421_413_8);
+    p = M::mul_add(t, p, -0.284_496_74);
+    let poly = t * M::mul_add(t, p, 0.254_829_6);
+    let erf = M::mul_add(-poly, e, 1.0).copysign(x); // erf(x/√2) = 1 − poly·e
     let gelu = 0.5 * x * (1.0 + erf); // x·Φ(x)
-    let derivative = 0.5 * (1.0 + erf) + x * e * INV_SQRT_2PI; // Φ(x) + x·φ(x)
+    let derivative = M::mul_add(x * e, INV_SQRT_2PI, 0.5 * (1.0 + erf)); // Φ(x) + x·φ(x)
     (gelu, derivative)
 }
 
@@ -857,6 +870,7 @@ impl Visit for LogSoftmax {}
 mod tests {
     use super::*;
     use crate::layers::{InputGrad, Layer, Pass};
+    use crate::tensor::math::exp_fast;
 
     fn bits(v: &[f32]) -> Vec<u32> {
         v.iter().map(|v| v.to_bits()).collect()
@@ -929,8 +943,19 @@ mod tests {
             let x = Tensor::randn(&[70, 513], 0.0, 3.0, 5); // over 2¹⁵ values: parallel chunks
             let g = Tensor::randn(&[70, 513], 0.0, 1.0, 6);
             let act = layer().act;
-            let want: Vec<f32> = x.data().iter().zip(g.data()).map(|(&x, &g)| g * act.df(x)).collect();
-            let want_y: Vec<f32> = x.data().iter().map(|&x| act.f(x)).collect();
+            // The slice loops the layer runs (compiled for the widest vectors), which the scalar
+            // functions match to a few ulps (their bits where the loops' multiply-adds are not fused).
+            let (mut want, mut want_y) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+            act.backward_slice(g.data(), x.data(), &mut want);
+            act.f_slice(x.data(), &mut want_y);
+            for (k, &v) in x.data().iter().enumerate() {
+                let close = |a: f32, b: f32| (a - b).abs() <= 4e-7 * (1.0 + b.abs());
+                assert!(
+                    close(want_y[k], act.f(v)) && close(want[k], g.data()[k] * act.df(v)),
+                    "{}",
+                    act.name()
+                );
+            }
             for pass in [Pass::TRAIN, Pass::EVAL, Pass::PREDICT] {
                 let (mut plain, mut owned) = (layer(), layer());
                 assert_eq!(bits(plain.forward(&x, pass).data()), bits(&want_y), "{} forward", act.name());
@@ -969,34 +994,54 @@ mod tests {
         assert_eq!(dx.unwrap().data(), &[12.0, 1.5, -27.0]);
     }
 
-    /// The exact GELU's loops (the fused one too) give the same bits compiled for the baseline,
-    /// AVX2 and AVX-512F.
+    /// The exact GELU's loops (the fused one too) compiled for AVX2 + FMA and for AVX-512F give
+    /// the same bits (both fuse the multiply-adds); the baseline's, with separate multiplies and
+    /// adds, are `gelu_fast`'s bits and agree with the wide ones to a few ulps.
     #[test]
-    fn wide_vectors_change_nothing() {
+    fn wide_vectors_agree() {
+        use crate::tensor::math::Fused;
+        use crate::tensor::simd::Isa;
         let n = 1000 + 13; // not a multiple of 16: the tails run too
         let x: Vec<f32> = (0..n).map(|k| (k as f32 * 0.37).sin() * 8.0).collect();
         let g: Vec<f32> = (0..n).map(|k| (k as f32 * 0.11).cos()).collect();
-        let run = |isa: crate::tensor::simd::Isa| {
+        fn loops<M: MulAdd>(x: &[f32], g: &[f32], y: &mut [f32], dx: &mut [f32]) {
+            gelu_loop::<M>(x, y);
+            gelu_backward_loop::<M>(g, x, dx);
+            let (mut fused_y, mut d) = (vec![0.0; x.len()], x.to_vec());
+            gelu_and_derivative_loop::<M>(&mut d, &mut fused_y);
+            assert_eq!(bits(&fused_y), bits(y), "the fused loop's GELU");
+            multiply_in_place(&mut d, g);
+            assert_eq!(bits(&d), bits(dx), "g ⊙ the fused loop's derivative");
+            let mut in_place = g.to_vec();
+            gelu_backward_in_place_loop::<M>(&mut in_place, x);
+            assert_eq!(bits(&in_place), bits(dx), "the in-place backward");
+        }
+        let run = |isa: Isa| {
             let (mut y, mut dx) = (vec![0.0; n], vec![0.0; n]);
+            // #[inline(always)]: compiled inside run_with's ISA; Fused as `wide_fused!` picks it
+            // (the library's `mul_add` where the CPU lacks the ISA: the same bits).
             crate::tensor::simd::run_with(
                 isa,
                 #[inline(always)]
-                || {
-                    gelu_loop(&x, &mut y);
-                    gelu_backward_loop(&g, &x, &mut dx);
-                    let (mut fused_y, mut d) = (vec![0.0; n], x.clone());
-                    gelu_and_derivative_loop(&mut d, &mut fused_y);
-                    assert_eq!(bits(&fused_y), bits(&y), "the fused loop's GELU");
-                    multiply_in_place(&mut d, &g);
-                    assert_eq!(bits(&d), bits(&dx), "g ⊙ the fused loop's derivative");
+                || match isa {
+                    Isa::Baseline => loops::<Separate>(&x, &g, &mut y, &mut dx),
+                    _ => loops::<Fused>(&x, &g, &mut y, &mut dx),
                 },
             );
-            (bits(&y), bits(&dx))
+            (y, dx)
         };
-        use crate::tensor::simd::Isa;
-        let baseline = run(Isa::Baseline);
-        assert_eq!(run(Isa::Avx2), baseline, "AVX2 (or the baseline where the CPU lacks it)");
-        assert_eq!(run(Isa::Avx512), baseline, "AVX-512F (or the widest the CPU has)");
+        let (baseline, avx2) = (run(Isa::Baseline), run(Isa::Avx2));
+        assert_eq!(bits(&run(Isa::Avx512).0), bits(&avx2.0), "AVX-512F against AVX2");
+        assert_eq!(bits(&run(Isa::Avx512).1), bits(&avx2.1), "AVX-512F against AVX2");
+        for (k, &v) in x.iter().enumerate() {
+            assert_eq!(baseline.0[k].to_bits(), gelu_fast(v).to_bits(), "baseline GELU at {v}");
+            for (wide, plain) in [(avx2.0[k], baseline.0[k]), (avx2.1[k], baseline.1[k])] {
+                assert!(
+                    (wide - plain).abs() <= 4e-7 * (1.0 + plain.abs()),
+                    "at {v}: wide {wide}, baseline {plain}"
+                );
+            }
+        }
     }
 }
 
