@@ -178,12 +178,12 @@ pub fn forward(plan: &Plan, layers: &mut [Box<dyn Layer>], x: &Tensor, pass: Pas
                     Activation::Owned(x) => Cow::Owned(x),
                 };
                 let pooled = super::fused::conv_then_max_pool(conv, x, pool, pass); // maxpool(conv(x))
-                relu(layers[c + 1].as_mut()).forward_in_place(pooled) // relu(maxpool(conv(x)))
+                relu(layers[c + 1].as_mut()).forward_owned(pooled, pass) // relu(maxpool(conv(x)))
             }
             Step::PoolThenRelu { relu: r } => {
                 let pooled = layers[r + 1].forward(h.get(), pass); // maxpool(x)
                 drop(std::mem::replace(&mut h, Activation::Owned(Tensor::default()))); // free x before relu runs
-                relu(layers[r].as_mut()).forward_in_place(pooled) // relu(maxpool(x))
+                relu(layers[r].as_mut()).forward_owned(pooled, pass) // relu(maxpool(x))
             }
         });
     }
