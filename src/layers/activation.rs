@@ -217,7 +217,9 @@ pub trait Activation: Send + Sync + 'static {
 
     /// `out[i] = f(x[i])` over a chunk of a tensor. The default is that loop; an activation whose
     /// `f` holds a setting-dependent branch overrides it to branch once, outside the loop, so that
-    /// the compiler can vectorise each arm ([`GeluFn`] does).
+    /// the compiler can vectorise each arm ([`GeluFn`] does). An override gives `f`'s values to
+    /// within a few ulps, the same bits on any number of threads (GELU's loops fuse their
+    /// multiply-adds on CPUs with FMA, where `f` does not).
     fn f_slice(&self, x: &[f32], out: &mut [f32]) {
         out.iter_mut().zip(x).for_each(|(o, &v)| *o = self.f(v));
     }
@@ -242,7 +244,8 @@ pub trait Activation: Send + Sync + 'static {
 
     /// `y[i] = f(x[i])` and `x[i] ← f′(x[i])` over a chunk (`f′` from the input, so
     /// [`Cached::Input`]): the forward pass of an activation with [`Activation::FUSED_DERIVATIVE`].
-    /// The default is that loop; an override must give `f`'s and `df`'s bits.
+    /// The default is that loop; an override gives the bits of [`Activation::f_slice`] and
+    /// [`Activation::backward_slice`] (with `g = 1`) on the same CPU.
     fn f_and_df_slice(&self, x: &mut [f32], y: &mut [f32]) {
         y.iter_mut().zip(x.iter_mut()).for_each(|(y, x)| (*y, *x) = (self.f(*x), self.df(*x)));
     }
@@ -496,6 +499,10 @@ const GELU_CUBIC: f64 = 0.044_715;
 ///   `f′(x) = Φ(x) + x·φ(x)` with `φ(x) = e^(−x²/2)/√(2π)`;
 /// - the tanh approximation `½x(1 + tanh(u))`, `u = √(2/π)(x + 0.044715x³)`, PyTorch's
 ///   `nn.GELU(approximate="tanh")`; `f′(x) = ½(1 + tanh u) + ½x(1 − tanh²u)·√(2/π)(1 + 3·0.044715x²)`.
+///
+/// The exact form's slice loops (what the layer runs) compute in f32 as [`gelu_fast`] and
+/// [`gelu_derivative_fast`] do, their multiply-adds fused on CPUs with FMA (`wide_fused!`): within
+/// 4·10⁻⁷·(1 + |y|) of those functions' bits, which the baseline compilation gives exactly.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GeluFn {
     /// The tanh approximation instead of the exact form.

@@ -26,8 +26,8 @@ pub fn sigmoid(x: f32) -> f32 {
 /// How `a·b + c` is evaluated in the element-wise functions below: rounded twice ([`Separate`],
 /// the definition, what every CPU computes alike) or once ([`Fused`], one FMA instruction).
 ///
-/// The vectorised loops of the recurrent cells, GELU and softmax are generic over it: `wide!`
-/// compiles them with [`Fused`] where the CPU has FMA (the AVX2 + FMA and AVX-512 variants, which
+/// The vectorised loops of the recurrent cells, GELU and softmax are generic over it:
+/// `wide_fused!` compiles them with [`Fused`] where the CPU has FMA (the AVX2 + FMA and AVX-512 variants, which
 /// then agree bit for bit) and with [`Separate`] for the baseline, where `f32::mul_add` would be a
 /// library call. An FMA does a multiply and an add in one instruction, so a polynomial in Horner
 /// form takes half the instructions: the LSTM's gate loops ran 1.6× as fast with it.

@@ -83,8 +83,9 @@ pub(crate) unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Runs `f` in a function compiled with AVX-512F enabled (16 floats per instruction). No fused
-/// multiply-adds appear (Rust does not contract `a * b + c`), so the results are those of the
-/// baseline compilation, bit for bit.
+/// multiply-adds appear unless `f` asks for them (Rust does not contract `a * b + c`), so the
+/// results of a [`wide!`] loop are those of the baseline compilation, bit for bit; a
+/// [`wide_fused!`] loop's are those of the AVX2 + FMA compilation.
 ///
 /// # Safety
 /// The CPU must support AVX-512F.
