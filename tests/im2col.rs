@@ -101,3 +101,41 @@ fn geometry_output_size_and_errors() {
     assert!(e.to_string().contains("2×2"), "{e}");
     assert!(ConvGeometry::new((1, 5, 5), (3, 3), (0, 1), (0, 0), (1, 1)).is_err());
 }
+
+/// `im2col_strided` copies exactly the definition's values (`cols[(c, ki, kj), (oy, ox)] =
+/// x[c, oy·s + ki·d − p, ox·s + kj·d − p]`, 0 in the padding) into a block of a wider matrix,
+/// leaving the rest alone: the stride-1 unpadded fast path (runs shorter than 8, between 8 and 16
+/// and longer, with dilation) and the general path alike.
+#[test]
+fn im2col_strided_copies_the_definition() {
+    let cases: &[Case] = &[
+        (2, 9, 9, (3, 3), (1, 1), (0, 0), (1, 1)),   // runs of 7
+        (3, 13, 13, (3, 3), (1, 1), (0, 0), (1, 1)), // runs of 11
+        (1, 28, 28, (3, 3), (1, 1), (0, 0), (1, 1)), // runs of 26
+        (2, 12, 20, (2, 3), (1, 1), (0, 0), (2, 3)), // dilated: runs of 14
+        (2, 7, 9, (3, 3), (1, 2), (1, 1), (1, 1)),   // the general path
+    ];
+    for (i, &(c, h, w, k, s, p, d)) in cases.iter().enumerate() {
+        let g = ConvGeometry::new((c, h, w), k, s, p, d).unwrap();
+        let x = Tensor::randn(&[c * h * w], 0.0, 1.0, i as u64);
+        let (rows, n) = (g.col_rows(), g.col_cols());
+        let (ld, offset) = (3 * n + 5, n + 2); // this image's block inside a wider matrix
+        let mut cols = vec![f32::NAN; rows * ld];
+        backprop::tensor::im2col::im2col_strided(x.data(), &g, &mut cols[offset..], ld);
+        for (r, row) in cols.chunks_exact(ld).enumerate() {
+            let (ch, ki, kj) = (r / (k.0 * k.1), r / k.1 % k.0, r % k.1);
+            for (j, &v) in row.iter().enumerate() {
+                let Some(q) = j.checked_sub(offset).filter(|&q| q < n) else {
+                    assert!(v.is_nan(), "case {i}: row {r} column {j} outside the block was written");
+                    continue;
+                };
+                let (oy, ox) = (q / g.out_width, q % g.out_width);
+                let iy = (oy * s.0 + ki * d.0) as isize - p.0 as isize;
+                let ix = (ox * s.1 + kj * d.1) as isize - p.1 as isize;
+                let inside = (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix);
+                let want = if inside { x.data()[(ch * h + iy as usize) * w + ix as usize] } else { 0.0 };
+                assert_eq!(v.to_bits(), want.to_bits(), "case {i}: row {r}, output {q}");
+            }
+        }
+    }
+}
