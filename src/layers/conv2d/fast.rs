@@ -137,7 +137,7 @@ enum Panels<'a> {
 
 impl<'a> ForwardWeights<'a> {
     /// `w` is `[O, C·kh·kw]` (`ckk` columns), `b` `O` values; packed into the thread's buffer.
-    pub(crate) fn new(w: &'a [f32], b: Option<&'a [f32]>, o: usize, ckk: usize) -> ForwardWeights<'a> {
+    fn new(w: &'a [f32], b: Option<&'a [f32]>, o: usize, ckk: usize) -> ForwardWeights<'a> {
         let packed = match ckk > 0 && o > 0 && kernels().is_some() {
             true => {
                 let mut packed = PACKED_WEIGHTS.take();
@@ -230,12 +230,13 @@ impl KeptPanels {
             pack_weights(&mut self.packed, w, b, o, ckk);
             self.w.clear();
             self.w.extend_from_slice(w); // (copies into the buffer: no allocation once it is grown)
-            match (b, &mut self.b) {
-                (Some(b), Some(kept)) => {
+            match b {
+                Some(b) => {
+                    let kept = self.b.get_or_insert_with(Vec::new);
                     kept.clear();
                     kept.extend_from_slice(b);
                 }
-                (b, kept) => *kept = b.map(<[f32]>::to_vec),
+                None => self.b = None,
             }
             self.valid = true;
         }
@@ -253,9 +254,8 @@ fn same_bits(a: &[f32], b: &[f32]) -> bool {
 #[inline(always)]
 fn same_bits_blocks(a: &[f32], b: &[f32]) -> bool {
     const BLOCK: usize = 64;
-    let b = &b[..a.len()];
-    for start in (0..a.len()).step_by(BLOCK) {
-        let (a, b) = (&a[start..a.len().min(start + BLOCK)], &b[start..a.len().min(start + BLOCK)]);
+    for (a, b) in a.chunks(BLOCK).zip(b.chunks(BLOCK)) {
+        let b = &b[..a.len()];
         let mut diff = 0u32;
         for i in 0..a.len() {
             diff |= a[i].to_bits() ^ b[i].to_bits();

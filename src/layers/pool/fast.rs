@@ -121,6 +121,39 @@ fn fold_max(v: f32, i: usize, best: &mut f32, best_i: &mut usize, nan: &mut bool
     *nan |= v.is_nan();
 }
 
+/// 2 × 2 max pooling, stride 2, of one image's product stored by pixel (`image`: `[OH·OW, O]`,
+/// rows `ow` pixels wide) into `pooled` (`[PH·PW, O]`): for each window and channel, the first
+/// maximum of the four values in reading order, or the last NaN among them — the pooling's
+/// definition ([`reference`](super::reference)), one channel per lane. For the execution plan's
+/// convolution + pooling in `Mode::Predict` (no arg-max), inside its `wide!`.
+#[allow(clippy::needless_range_loop)] // an index loop over channels: the compiler vectorises it
+#[inline(always)]
+pub(crate) fn max_pool_2x2_by_pixel(
+    image: &[f32],
+    ow: usize,
+    (ph, pw): (usize, usize),
+    o: usize,
+    pooled: &mut [f32],
+) {
+    for py in 0..ph {
+        for px in 0..pw {
+            let top = (2 * py * ow + 2 * px) * o; // the window's first pixel
+            let (r00, r01) = (&image[top..][..o], &image[top + o..][..o]);
+            let (r10, r11) = (&image[top + ow * o..][..o], &image[top + (ow + 1) * o..][..o]);
+            let out = &mut pooled[(py * pw + px) * o..][..o];
+            for c in 0..o {
+                let mut best = r00[c];
+                for v in [r01[c], r10[c], r11[c]] {
+                    if v > best || v.is_nan() {
+                        best = v; // strictly greater wins (the first maximum stays), a NaN always
+                    }
+                }
+                out[c] = best;
+            }
+        }
+    }
+}
+
 /// The last NaN of a window given as a list of flat indices in reading order: a NaN wins over any
 /// number and over an earlier NaN, as in PyTorch's CPU kernel. (Only runs once training has
 /// diverged.)

@@ -188,12 +188,8 @@ impl MaxPool2d {
         &mut self,
         in_shape: &[usize],
     ) -> Option<(Vec<usize>, &mut [u32])> {
-        let out_shape = self.window.output_shape("MaxPool2d", in_shape).ok()?;
-        self.in_shape.clear();
-        self.in_shape.extend_from_slice(in_shape);
-        self.out_shape.clone_from(&out_shape);
+        let out_shape = self.record_external(in_shape, true)?;
         self.argmax.resize(out_shape.iter().product(), 0);
-        self.argmax_kept = true;
         Some((out_shape, &mut self.argmax))
     }
 
@@ -201,12 +197,19 @@ impl MaxPool2d {
     /// arg-max (`Mode::Predict`, after which no backward pass follows): records the shapes and
     /// returns the output shape, or `None` when the window does not fit `in_shape`.
     pub(crate) fn prepare_external_predict(&mut self, in_shape: &[usize]) -> Option<Vec<usize>> {
+        let out_shape = self.record_external(in_shape, false)?;
+        self.argmax.clear();
+        Some(out_shape)
+    }
+
+    /// The two `prepare_external_*`'s shared part: the shapes recorded as `forward` would, and
+    /// whether an arg-max is kept; `None` when the window does not fit `in_shape`.
+    fn record_external(&mut self, in_shape: &[usize], argmax_kept: bool) -> Option<Vec<usize>> {
         let out_shape = self.window.output_shape("MaxPool2d", in_shape).ok()?;
         self.in_shape.clear();
         self.in_shape.extend_from_slice(in_shape);
         self.out_shape.clone_from(&out_shape);
-        self.argmax.clear();
-        self.argmax_kept = false;
+        self.argmax_kept = argmax_kept;
         Some(out_shape)
     }
 }

@@ -189,10 +189,25 @@ mod tests {
         let v = |n: usize, s: f32| (0..n).map(|k| (k as f32 * 0.37 + s).sin() * 3.0).collect::<Vec<f32>>();
         let (a, b, c_prev) = (v(4 * hn, 0.1), v(4 * hn, 0.2), v(hn, 0.3));
         let p: Vec<f32> = a.iter().zip(&b).map(|(a, b)| a + b).collect();
-        let run = |isa: crate::tensor::simd::Isa, summed: bool| {
+        let (dh, dc) = (v(hn, 0.4), v(hn, 0.5));
+        // One forward and one backward step: h, c, the saved gates, db, dc_prev.
+        fn step<M: MulAdd>(
+            a: Option<&[f32]>,
+            b: &[f32],
+            c_prev: &[f32],
+            dh: &[f32],
+            dc: &[f32],
+        ) -> [Vec<f32>; 5] {
+            let hn = c_prev.len();
             let (mut h, mut c, mut saved) = (vec![0.0; hn], vec![0.0; hn], vec![0.0; 4 * hn]);
             let (mut db, mut dh_prev, mut dc_prev) = (vec![0.0; 4 * hn], vec![1.0; hn], vec![0.0; hn]);
-            let (dh, dc) = (v(hn, 0.4), v(hn, 0.5));
+            forward::<M>(a, b, c_prev, &mut h, &mut c, &mut saved);
+            backward::<M>(&saved, c_prev, &c, dh, dc, &mut db, &mut dh_prev, &mut dc_prev);
+            [h, c, saved, db, dc_prev]
+        }
+        let run = |isa: Isa, summed: bool| {
+            let (a, b) = if summed { (None, &p) } else { (Some(&a[..]), &b) };
+            let mut out = Default::default();
             // #[inline(always)]: compiled inside run_with's ISA, not out of line for the baseline.
             // Fused on the wide ISAs (where the CPU lacks one, `f32::mul_add`'s library call gives
             // the same bits), Separate for the baseline: as `wide_fused!` dispatches.
@@ -200,32 +215,13 @@ mod tests {
                 isa,
                 #[inline(always)]
                 || {
-                    let fused = isa != Isa::Baseline;
-                    match (summed, fused) {
-                        (false, true) => forward::<Fused>(Some(&a), &b, &c_prev, &mut h, &mut c, &mut saved),
-                        (true, true) => forward::<Fused>(None, &p, &c_prev, &mut h, &mut c, &mut saved),
-                        (false, false) => {
-                            forward::<Separate>(Some(&a), &b, &c_prev, &mut h, &mut c, &mut saved)
-                        }
-                        (true, false) => forward::<Separate>(None, &p, &c_prev, &mut h, &mut c, &mut saved),
-                    }
-                    if fused {
-                        backward::<Fused>(&saved, &c_prev, &c, &dh, &dc, &mut db, &mut dh_prev, &mut dc_prev);
-                    } else {
-                        backward::<Separate>(
-                            &saved,
-                            &c_prev,
-                            &c,
-                            &dh,
-                            &dc,
-                            &mut db,
-                            &mut dh_prev,
-                            &mut dc_prev,
-                        );
+                    out = match isa {
+                        Isa::Baseline => step::<Separate>(a, b, &c_prev, &dh, &dc),
+                        _ => step::<Fused>(a, b, &c_prev, &dh, &dc),
                     }
                 },
             );
-            (h, c, saved, db, dc_prev)
+            out
         };
         let avx2 = run(Isa::Avx2, false);
         assert_eq!(run(Isa::Avx512, false), avx2, "AVX-512F against AVX2 (or the widest the CPU has)");
@@ -234,9 +230,7 @@ mod tests {
             assert_eq!(run(isa, true), run(isa, false), "p handed over summed, {isa:?}");
         }
         let baseline = run(Isa::Baseline, false);
-        let pairs = [(&avx2.0, &baseline.0), (&avx2.1, &baseline.1), (&avx2.2, &baseline.2)];
-        let pairs = pairs.into_iter().chain([(&avx2.3, &baseline.3), (&avx2.4, &baseline.4)]);
-        for (which, (wide, plain)) in pairs.enumerate() {
+        for (which, (wide, plain)) in avx2.iter().zip(&baseline).enumerate() {
             for (k, (w, p)) in wide.iter().zip(plain).enumerate() {
                 assert!(
                     (w - p).abs() <= 4e-7 * (1.0 + p.abs()),

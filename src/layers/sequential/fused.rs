@@ -13,7 +13,7 @@ use crate::layers::conv2d::fast::{
     ForwardWeights, GROUP, group_product, group_product_by_pixel, group_scratch, with_scratch,
 };
 use crate::layers::pool::Window;
-use crate::layers::pool::fast::max_pool_plane;
+use crate::layers::pool::fast::{max_pool_2x2_by_pixel, max_pool_plane};
 use crate::layers::{Conv2d, Layer, MaxPool2d, Pass, check_input};
 use crate::tensor::Tensor;
 use crate::tensor::im2col::ConvGeometry;
@@ -156,30 +156,4 @@ fn conv_pool_predict_2x2(
     // SAFETY: the groups cover all n images (chunks of GROUP·in_len inputs map one to one onto
     // chunks of GROUP·o·plane_out outputs), and each group zeroed its whole chunk first.
     unsafe { Tensor::from_initialised(pooled_shape, y_data) }
-}
-
-/// 2 × 2 max pooling, stride 2, of one image's product stored by pixel (`image`: `[OH·OW, O]`,
-/// rows `ow` pixels wide) into `pooled` (`[PH·PW, O]`): for each window and channel, the first
-/// maximum of the four values in reading order, or the last NaN among them — the pooling's
-/// definition (`pool::reference`), one channel per lane.
-#[allow(clippy::needless_range_loop)] // an index loop over channels: the compiler vectorises it
-#[inline(always)]
-fn max_pool_2x2_by_pixel(image: &[f32], ow: usize, (ph, pw): (usize, usize), o: usize, pooled: &mut [f32]) {
-    for py in 0..ph {
-        for px in 0..pw {
-            let top = (2 * py * ow + 2 * px) * o; // the window's first pixel
-            let (r00, r01) = (&image[top..][..o], &image[top + o..][..o]);
-            let (r10, r11) = (&image[top + ow * o..][..o], &image[top + (ow + 1) * o..][..o]);
-            let out = &mut pooled[(py * pw + px) * o..][..o];
-            for c in 0..o {
-                let mut best = r00[c];
-                for v in [r01[c], r10[c], r11[c]] {
-                    if v > best || v.is_nan() {
-                        best = v; // strictly greater wins (the first maximum stays), a NaN always
-                    }
-                }
-                out[c] = best;
-            }
-        }
-    }
 }
