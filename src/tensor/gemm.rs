@@ -178,8 +178,9 @@ pub(crate) fn sgemm_plus_rows(
 ///
 /// Where the product goes to the crate's own kernel (a long sum, `k` ≫ `m`, `n`), the column sums
 /// are taken while `G` is copied into the kernel's slivers: one pass over `G` instead of two.
-/// Otherwise `sgemm` then [`add_rows`]. `db` gets the same bits either
-/// way (each column summed in order of `p`).
+/// Otherwise `sgemm` then [`add_rows`]. Each column of `G` is summed in order of `p` (on the
+/// crate's kernel, as its product, in two fixed halves of the rows: the first half in order, the
+/// second half's own sum added to it), so `db` has the same bits on any number of threads.
 ///
 /// # Panics
 /// If a slice's length is not the one its shape requires.
@@ -463,9 +464,16 @@ unsafe impl Sync for LongSumTarget {}
 
 /// [`sgemm_raw`]'s `Aᵀ·B` summed over a long `k` on the crate's kernel
 /// ([`gemm_long_sum`](super::packed_gemm::gemm_long_sum)), for one `B` or two over the same `A`
-/// (copied once for both): the rows of `C` (columns of the stored `A`) cut into one block per
-/// thread when `split`, each block's operands copied into panels by its own thread. Each element
-/// of `C` is the same chain of multiply-adds however the rows are cut, and with one `B` or two.
+/// (copied once for both).
+///
+/// The sum is always taken in two fixed halves, `C = (alpha·Σ_{p<k₀} + beta·C) + alpha·Σ_{p≥k₀}`
+/// with `k₀ = ⌊k/2⌋`: the second half goes into a scratch copy of `C` (and of the sums), added to
+/// `C` once both are done. The halves are the unit of parallel work — on two threads each packs
+/// half of `A` and half of `B`, where cutting the rows of `C` would have each thread pack all of
+/// `B` — and, being fixed, they give every element the same chain of multiply-adds on any number
+/// of threads. With more threads, the rows of `C` (columns of the stored `A`) are cut too, into
+/// blocks of a multiple of `mr` rows, `threads / 2` blocks per half when the count is even and
+/// `threads` when it is odd (so that the tasks share the threads evenly).
 ///
 /// # Safety
 /// As [`sgemm_raw`]; `A` is `[k, m]` row-major, each target's `b` holds `k·n` values and `c` points
@@ -480,33 +488,132 @@ unsafe fn long_sum_product(
     targets: &[LongSumTarget],
     split: bool,
 ) {
-    assert!(targets.len() <= super::packed_gemm::MAX_SUMS, "gemm: at most two products over one A");
-    let mut all = [None; super::packed_gemm::MAX_SUMS];
-    all.iter_mut().zip(targets).for_each(|(slot, t)| *slot = Some(*t));
-    let run = move |start: usize, rows: usize| {
-        let a_block = (a[start..].as_ptr(), m);
-        // SAFETY: columns start .. start + rows of A's k rows (m apart) are inside `a`, each B's k
-        // rows of n inside its buffer; rows start .. start + rows of each C are inside its m·n
-        // values and sums start .. start + rows inside its m sums (the caller's promise), and no
-        // other task touches them (the blocks are disjoint).
+    use super::packed_gemm::MAX_SUMS;
+    assert!(targets.len() <= MAX_SUMS, "gemm: at most two products over one A");
+    if targets.is_empty() {
+        return; // no product: nothing to compute
+    }
+    if k < 2 {
+        // SAFETY: passed on (the caller's promise); a sum of one step has no second half.
+        unsafe { long_sum_half(kern, (m, 0, k), (alpha, beta), a, targets, 0, m) };
+        return;
+    }
+    // The second half's partial C and sums for every target, each target's region `m·n + m`
+    // values: this thread's buffer, taken for the call and given back (no allocation once grown).
+    let mut scratch = LONG_SUM_HALF.take();
+    let region = |t: &LongSumTarget| m * t.n + m;
+    let len: usize = targets.iter().map(region).sum();
+    if scratch.len() < len {
+        scratch.resize(len, 0.0);
+    }
+    let mut seconds = [targets[0]; MAX_SUMS];
+    let mut at = 0;
+    for (second, t) in seconds.iter_mut().zip(targets) {
+        let (c_half, sums_half) = scratch[at..at + region(t)].split_at_mut(m * t.n);
+        sums_half.fill(0.0); // the half's sums are added to; its C is written (beta = 0)
+        let sums = t.sums.map(|_| SendPtr(sums_half.as_mut_ptr()));
+        *second = LongSumTarget { b: t.b, n: t.n, c: SendPtr(c_half.as_mut_ptr()), sums };
+        at += region(t);
+    }
+    let seconds = &seconds[..targets.len()];
+    let k0 = k / 2;
+    let run = |half: usize, start: usize, rows: usize| {
+        // SAFETY: rows `start .. start + rows` of each target's C and sums, or of the scratch's,
+        // are this task's alone; the rest as this function's (the caller's promise).
         unsafe {
-            let output = |t: LongSumTarget| super::packed_gemm::LongSumOutput {
-                b: (t.b, t.n),
-                n: t.n,
-                c: (t.c.0.add(start * t.n), t.n),
-                sums: t.sums.map(|s| std::slice::from_raw_parts_mut(s.0.add(start), rows)),
-            };
-            let gemm = |outputs: &mut [_]| {
-                super::packed_gemm::gemm_long_sum(kern, (rows, k), alpha, a_block, beta, outputs)
-            };
-            match all.map(|t| t.map(output)) {
-                [Some(one), None] => gemm(&mut [one]),
-                [Some(one), Some(two)] => gemm(&mut [one, two]),
-                _ => {} // no target: nothing to compute
+            match half {
+                0 => long_sum_half(kern, (m, 0, k0), (alpha, beta), a, targets, start, rows),
+                _ => long_sum_half(kern, (m, k0, k - k0), (alpha, 0.0), a, seconds, start, rows),
             }
-        };
+        }
     };
-    in_row_blocks(m, kern.mr, split, run);
+    let threads = if split { rayon::current_num_threads() } else { 1 };
+    let blocks = if threads % 2 == 0 { threads / 2 } else { threads };
+    let block = m.div_ceil(blocks).div_ceil(kern.mr) * kern.mr;
+    if threads == 1 {
+        run(0, 0, m);
+        run(1, 0, m);
+    } else {
+        rayon::scope(|s| {
+            for half in 0..2 {
+                for start in (0..m).step_by(block) {
+                    let run = &run;
+                    s.spawn(move |_| run(half, start, block.min(m - start)));
+                }
+            }
+        });
+    }
+    // C += the second half, and the sums likewise.
+    for (t, half) in targets.iter().zip(seconds) {
+        // SAFETY: each target's C holds m·n values and its sums m (the caller's promise); the
+        // scratch's as laid out above; the tasks are done.
+        unsafe {
+            let c = std::slice::from_raw_parts_mut(t.c.0, m * t.n);
+            let c_half = std::slice::from_raw_parts(half.c.0, m * t.n);
+            add_in_place(c, c_half, split);
+            if let (Some(sums), Some(sums_half)) = (t.sums, half.sums) {
+                let sums = std::slice::from_raw_parts_mut(sums.0, m);
+                add_in_place(sums, std::slice::from_raw_parts(sums_half.0, m), false);
+            }
+        }
+    }
+    LONG_SUM_HALF.set(scratch);
+}
+
+/// `dst += src`, element by element, in parallel blocks when `split`.
+fn add_in_place(dst: &mut [f32], src: &[f32], split: bool) {
+    use rayon::prelude::*;
+    const BLOCK: usize = 1 << 14;
+    let add = |(d, s): (&mut [f32], &[f32])| wide!(d.iter_mut().zip(s).for_each(|(d, s)| *d += s));
+    if split && dst.len() > BLOCK {
+        dst.par_chunks_mut(BLOCK).zip(src.par_chunks(BLOCK)).for_each(add);
+    } else {
+        add((dst, src));
+    }
+}
+
+/// Rows `k_start .. k_start + k_len` of the long sum (of `A` `[k, m]` and each target's `B`) for
+/// rows `start .. start + rows` of each target's `C` (and sums): one call of
+/// [`gemm_long_sum`](super::packed_gemm::gemm_long_sum) on this thread.
+///
+/// # Safety
+/// As [`long_sum_product`], and rows `start .. start + rows` of every target's `C` and sums are
+/// this call's alone.
+unsafe fn long_sum_half(
+    kern: &'static super::microkernel::Kernels,
+    (m, k_start, k_len): (usize, usize, usize),
+    (alpha, beta): (f32, f32),
+    a: &[f32],
+    targets: &[LongSumTarget],
+    start: usize,
+    rows: usize,
+) {
+    let a_block = (a[k_start * m + start..].as_ptr(), m);
+    // SAFETY: columns start .. start + rows of A's rows k_start .. k_start + k_len (m apart) are
+    // inside `a`, and those rows of each B inside its buffer; rows start .. start + rows of each C
+    // are inside its m·n values and sums start .. start + rows inside its m sums (the caller's
+    // promise), and no other task touches them.
+    unsafe {
+        let output = |t: &LongSumTarget| super::packed_gemm::LongSumOutput {
+            b: (t.b.add(k_start * t.n), t.n),
+            n: t.n,
+            c: (t.c.0.add(start * t.n), t.n),
+            sums: t.sums.map(|s| std::slice::from_raw_parts_mut(s.0.add(start), rows)),
+        };
+        let gemm = |outputs: &mut [_]| {
+            super::packed_gemm::gemm_long_sum(kern, (rows, k_len), alpha, a_block, beta, outputs)
+        };
+        match targets {
+            [one] => gemm(&mut [output(one)]),
+            [one, two] => gemm(&mut [output(one), output(two)]),
+            _ => {} // no target: nothing to compute
+        }
+    }
+}
+
+thread_local! {
+    /// [`long_sum_product`]'s second half: partial `C`s and sums, kept between calls.
+    static LONG_SUM_HALF: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Runs `run(start, rows)` on all `m` rows, or (when `split`) on one block per rayon thread, each
@@ -888,14 +995,15 @@ mod tests {
     }
 
     /// `weight_gradients`: `dW += Gᵀ·X` as `sgemm` computes it, and `db += Σ G` with the bits of
-    /// `add_rows` (each column summed in order), on a long sum (the column sums taken while `G` is
-    /// copied; several blocks of columns past `NC`; the rows of `dW` split across 2 and 3 threads
-    /// with the same bits), on a short one (two passes) and on a single row; against the
+    /// `add_rows` (each column summed in order; on a long sum, the two halves of the rows each
+    /// so, as the product takes them), on a long sum (the column sums taken while `G` is
+    /// copied; several blocks of columns past `NC`; the rows of `dW` split across 2, 3 and 4
+    /// threads with the same bits), on a short one (two passes) and on a single row; against the
     /// definition too.
     #[test]
     fn weight_gradients_are_the_product_and_the_row_sums() {
         for (m, k, n) in
-            [(37, 1000, 21), (800, 5000, 3), (20, 64, 10), (13, 700, 0), (20, 5000, 1100), (1, 600, 5)]
+            [(37, 1001, 21), (800, 5000, 3), (20, 64, 10), (13, 700, 0), (20, 5000, 1100), (1, 600, 5)]
         {
             let g: Vec<f32> = (0..k * m).map(|i| ((i * 37 % 101) as f32 - 50.0) / 29.0).collect();
             let x: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 31.0).collect();
@@ -906,7 +1014,16 @@ mod tests {
             let mut want_dw = dw0.clone();
             sgemm(m, k, n, 1.0, &g, Transpose::Yes, &x, Transpose::No, 1.0, &mut want_dw);
             let mut want_db = db0.clone();
-            add_rows(&mut want_db, &g);
+            if is_long_sum(m, k, n) && m >= 2 && n > 0 {
+                // On the crate's kernel: as its product, the first half of the rows in order, then
+                // the second half's own sum added.
+                let mut second = vec![0.0; m];
+                add_rows(&mut want_db, &g[..k / 2 * m]);
+                add_rows(&mut second, &g[k / 2 * m..]);
+                want_db.iter_mut().zip(&second).for_each(|(w, s)| *w += s);
+            } else {
+                add_rows(&mut want_db, &g);
+            }
             assert!(dw.iter().zip(&want_dw).all(|(a, b)| a.to_bits() == b.to_bits()), "{m}×{k}×{n}: dW");
             assert!(db.iter().zip(&want_db).all(|(a, b)| a.to_bits() == b.to_bits()), "{m}×{k}×{n}: db");
             let defined = gemm_reference((m, k, n), 1.0, &g, Transpose::Yes, &x, Transpose::No, 1.0, &dw0);
@@ -917,7 +1034,7 @@ mod tests {
             if let (true, Some(kern)) =
                 (is_long_sum(m, k, n) && m >= 2 && n > 0, super::super::microkernel::kernels())
             {
-                for threads in [2, 3] {
+                for threads in [2, 3, 4] {
                     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                     let (mut dw_split, mut db_split) = (dw0.clone(), db0.clone());
                     // SAFETY: g, x and dw hold k·m, k·n and m·n values; dw is borrowed for the call.
