@@ -144,13 +144,17 @@ fn sakt_train_rate(batch: usize, warmup: usize, seconds: f64) -> f64 {
     batch as f64
         / timed(
             || {
-                let out = net.forward_batch(&inputs, Mode::Train).expect("a valid batch");
-                let logits = out.get("logits").expect("SAKT's output");
-                let (_, g) = loss.loss_and_grad(logits, Target::Values(&targets)).expect("matching shapes");
-                backprop::layers::zero_grad(&mut net);
-                net.backward_batch(&Tensors::one("logits", g), InputGrad::NotNeeded)
-                    .expect("a backward pass");
-                adam.step(&mut net);
+                // A hand-written step: run on the pool as a whole (`train::on_pool`), as `fit` does.
+                backprop::train::on_pool(|| {
+                    let out = net.forward_batch(&inputs, Mode::Train).expect("a valid batch");
+                    let logits = out.get("logits").expect("SAKT's output");
+                    let (_, g) =
+                        loss.loss_and_grad(logits, Target::Values(&targets)).expect("matching shapes");
+                    backprop::layers::zero_grad(&mut net);
+                    net.backward_batch(&Tensors::one("logits", g), InputGrad::NotNeeded)
+                        .expect("a backward pass");
+                    adam.step(&mut net);
+                })
             },
             warmup,
             seconds,
@@ -170,9 +174,10 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let threads: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2);
     let seconds: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(2.0);
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().expect("the global thread pool");
-    // A benchmark owns its process: keep freed memory for reuse, as a training program would.
+    // A benchmark owns its process: keep freed memory for reuse, as a training program would
+    // (first, before the pool's threads start: see alloc_tuning).
     backprop::alloc_tuning::tune_allocator();
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().expect("the global thread pool");
     let warmup = 10;
 
     // An optional third argument runs only the named figures (comma-separated), for profiling.

@@ -16,9 +16,14 @@
 //! - a large GEMM called from outside any rayon task (a big Dense layer, a user's `matmul`) is cut
 //!   into as many blocks of rows (or columns) of `C` as rayon has threads, one block per task.
 //!
-//! A call made from inside a rayon worker is never split again, so the two levels cannot
-//! oversubscribe the cores. Splitting `C` into blocks leaves the order of every dot product
-//! unchanged, so the result is bit-identical whatever the number of threads.
+//! A call made from inside a rayon task is never split again, so the two levels cannot
+//! oversubscribe the cores. (The one pool thread that runs a step through
+//! [`train::on_pool`](crate::train::on_pool) stands in for the caller outside the pool: its
+//! products split. While it waits for a loop's tasks it runs some of them itself, and their
+//! products may split too — pieces that rayon's work stealing still runs one at a time per
+//! core. Code that holds a thread's scratch buffer across a product runs it through
+//! `parallel::as_task`, where nothing splits.) Splitting `C` into blocks leaves the order of every
+//! dot product unchanged, so the result is bit-identical whatever the number of threads.
 
 use super::Tensor;
 use super::dot::dot_rows;
@@ -358,12 +363,14 @@ unsafe fn sgemm_raw(
     });
 }
 
-/// Whether a product of `m·k·n` multiply-adds is cut across rayon's threads: only from outside the
-/// pool (inside it, this product is one task among many), and only a large one (a split wakes the
-/// pool and waits).
+/// Whether a product of `m·k·n` multiply-adds is cut across rayon's threads: only at the
+/// outermost level of the work ([`is_outermost`](super::parallel::is_outermost): from outside the
+/// pool, or on the thread that runs a step through [`train::on_pool`](crate::train::on_pool); not
+/// inside a parallel loop's task, where this product is one task among many), and only a large one
+/// (a split hands out pieces and waits for them).
 fn splits(m: usize, k: usize, n: usize) -> bool {
     rayon::current_num_threads() > 1
-        && rayon::current_thread_index().is_none()
+        && super::parallel::is_outermost()
         && m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS
 }
 

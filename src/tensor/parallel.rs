@@ -14,6 +14,66 @@
 
 use rayon::prelude::*;
 
+/// Runs `f` on a thread of rayon's pool — the one the caller is on, or else the global pool —
+/// and returns its result: [`train::on_pool`](crate::train::on_pool), which documents it.
+pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    on_pool_if(true, f)
+}
+
+/// [`on_pool`] when `worth` it (the caller's judgement: a pass over one sample, with few or no
+/// parallel loops, would pay the hand-over — two context switches, 8–12 µs on the AMD EPYC of
+/// docs/benchmarks.md — for nothing), `f` on this thread otherwise.
+pub(crate) fn on_pool_if<R: Send>(worth: bool, f: impl FnOnce() -> R + Send) -> R {
+    if !worth || rayon::current_thread_index().is_some() || rayon::current_num_threads() == 1 {
+        f() // already a worker (its splits are cheap), or a pool of one thread (no splits)
+    } else {
+        rayon::scope(|_| {
+            // Marked while `f` runs, for `is_outermost`: the worker stands in for the caller.
+            let restore = Restore(STEP_RUNNER.replace(true));
+            let r = f();
+            drop(restore);
+            r
+        })
+    }
+}
+
+thread_local! {
+    /// True on the pool thread that runs an [`on_pool`] closure, while it runs.
+    static STEP_RUNNER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` as the inside of a parallel task, whatever thread it is on: its products do not
+/// split ([`is_outermost`] is false while it runs, and as before afterwards). For code that holds
+/// a thread's scratch buffer while it multiplies: a split would wait for its pieces, and a thread
+/// that waits in rayon runs other tasks meanwhile — on the thread that runs an [`on_pool`]
+/// closure, perhaps another user of the same buffer.
+pub(crate) fn as_task<R>(f: impl FnOnce() -> R) -> R {
+    let was = STEP_RUNNER.replace(false);
+    let restore = Restore(was);
+    let r = f();
+    drop(restore);
+    r
+}
+
+/// Puts [`STEP_RUNNER`] back to its value when dropped (also when a closure panics).
+struct Restore(bool);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        STEP_RUNNER.set(self.0);
+    }
+}
+
+/// Whether the calling code is the outermost level of the work: outside rayon's pool, or on the
+/// pool thread that runs an [`on_pool`] closure (the caller's stand-in) — not inside a task of
+/// some other thread's parallel loop, where a split would cut work that is already shared out.
+/// (The thread that runs the closure also runs pieces of its own loops while it waits for
+/// them; those count as outermost too. That only changes who does the work: splits never change
+/// the bits.)
+pub(crate) fn is_outermost() -> bool {
+    rayon::current_thread_index().is_none() || STEP_RUNNER.get()
+}
+
 /// The `with_min_len` for an iterator of `tasks` tasks: 1 (split freely) when `parallel` and the
 /// pool has more than one thread, all of them (one piece, on the calling thread) otherwise.
 pub(crate) fn min_len(tasks: usize, parallel: bool) -> usize {
@@ -201,6 +261,39 @@ pub(crate) fn zip_apply(a: &mut [f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `on_pool` runs its closure on a pool thread (when the pool has several), which is then the
+    /// outermost level; inside `as_task` it is not, and afterwards it is again; nested calls run
+    /// directly; a panic reaches the caller with its message, and leaves no mark on the thread.
+    #[test]
+    fn on_pool_runs_the_step_on_a_pool_thread_as_the_outermost_level() {
+        assert!(is_outermost(), "a test's own thread is outside the pool");
+        let several = rayon::current_num_threads() > 1;
+        let (index, outermost, inside_task, after_task, nested) = on_pool(|| {
+            let index = rayon::current_thread_index();
+            let inside_task = as_task(is_outermost);
+            let nested = on_pool(rayon::current_thread_index);
+            (index, is_outermost(), inside_task, is_outermost(), nested)
+        });
+        assert_eq!(index.is_some(), several, "on a pool thread exactly when the pool has several");
+        assert!(outermost && after_task, "the closure's own level is the outermost");
+        assert!(!inside_task, "as_task marks the inside of a task");
+        assert_eq!(nested, index, "a nested on_pool runs where it is");
+        // A loop's tasks are the outermost level on the runner's thread only.
+        let on_runner: Vec<(bool, bool)> = on_pool(|| {
+            let runner = rayon::current_thread_index();
+            (0..64)
+                .into_par_iter()
+                .map(|_| (is_outermost(), rayon::current_thread_index() == runner))
+                .collect()
+        });
+        assert!(on_runner.iter().all(|&(outermost, here)| outermost == (here || !several)));
+        let panic = std::panic::catch_unwind(|| on_pool(|| -> usize { panic!("refused: 3 ≠ 4") }));
+        let message = panic.expect_err("the panic reaches the caller");
+        assert_eq!(message.downcast_ref::<&str>(), Some(&"refused: 3 ≠ 4"));
+        assert!(on_pool(is_outermost), "a panic leaves the runner's mark cleared and set anew");
+        assert!(!rayon::broadcast(|_| STEP_RUNNER.get()).into_iter().any(|m| m), "no thread keeps the mark");
+    }
 
     /// A matrix of `rows × width` distinct, awkward values (no two sums round alike).
     fn matrix(rows: usize, width: usize) -> Vec<f32> {

@@ -68,6 +68,45 @@ use crate::tensor::{Tensor, rng};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
+/// Runs `f` on a thread of rayon's pool and returns what it returns: a hand-written training
+/// loop's step (or any other run of several layers) wrapped in it starts its parallel work
+/// without waking the calling thread for each piece.
+///
+/// Every parallel loop and every large product in the crate runs on rayon's pool. Started from a
+/// thread outside the pool (a program's `main`), each one hands its work to the pool and puts the
+/// calling thread to sleep until it is done — two context switches per loop, a few hundred per
+/// Transformer training step. Started from one of the pool's own threads, it shares the work
+/// with the others and takes part itself. [`fit`], [`train_step`], [`evaluate`] and the
+/// `predict` functions run their batches this way already; a loop of your own calls
+/// (`forward_batch`, `backward_batch`, `Optimizer::step`) gains the same by running each step
+/// inside `on_pool`. It does not change the results (every kernel gives the same bits on any
+/// number of threads) nor any process-wide setting: it uses the pool the caller is on, or
+/// rayon's global pool (from outside any pool), and runs `f` directly where it would gain
+/// nothing (on a pool thread already, or when the pool has one thread).
+///
+/// A panic inside `f` reaches the caller, as if `f` had been called directly.
+///
+/// ```
+/// use backprop::prelude::*;
+/// # fn main() -> backprop::Result<()> {
+/// let mut model = Sequential::builder(&[3]).add(Dense::new(3, 2).seed(1)).build()?;
+/// let (x, y) = (Tensor::ones(&[4, 3]), Tensor::zeros(&[4, 2]));
+/// let mut sgd = Sgd::new(0.1);
+/// let loss = backprop::train::on_pool(|| -> backprop::Result<f32> {
+///     let out = model.forward(&x, Pass::TRAIN);
+///     let (loss, grad) = MseLoss::new().loss_and_grad(&out, Target::Values(&y))?;
+///     model.zero_grad();
+///     model.backward(&grad, InputGrad::NotNeeded);
+///     sgd.step(&mut model);
+///     Ok(loss)
+/// })?;
+/// assert!(loss > 0.0);
+/// # Ok(()) }
+/// ```
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    crate::tensor::parallel::on_pool(f)
+}
+
 /// Number of correct predictions: argmax of each row of `logits` (along its last axis: `[N, C]`,
 /// or `[N, …, C]` with one label per row, as the cross-entropy reads it) against `labels`; 0 when
 /// the rows are not one per label.
@@ -409,12 +448,14 @@ fn run(
             // Everything a batch may change, so that a failing batch can be undone: a forward
             // pass changes buffers, counters and generators, the optimizer step the weights.
             before_batch.save(model, true);
-            let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<StepOutcome> {
-                let outcome = step.gradient(model, &x, &t, loss)?;
-                if let Some((name, value)) = first_non_finite_grad(model) {
-                    return Err(non_finite(format!("gradient of {name}"), value));
-                }
-                Ok(outcome)
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                on_pool(|| -> Result<StepOutcome> {
+                    let outcome = step.gradient(model, &x, &t, loss)?;
+                    if let Some((name, value)) = first_non_finite_grad(model) {
+                        return Err(non_finite(format!("gradient of {name}"), value));
+                    }
+                    Ok(outcome)
+                })
             }));
             let StepOutcome { loss: batch_loss, output: out } = match outcome {
                 Ok(Ok(v)) => v,
@@ -427,14 +468,18 @@ fn run(
                     return Err(Error::Training { epoch, batch: b + 1, message: panic_message(&*panic) });
                 }
             };
-            let mut params = named_params_mut(model);
-            if let Some(max) = options.clip_grad_norm {
-                clip_grad_norm(&mut params, max);
-            }
-            optimizer.save_state(&mut optimizer_before);
-            optimizer.step_params(&mut params);
-            drop(params);
-            if let Some((name, value)) = first_non_finite_value(model) {
+            let clip = options.clip_grad_norm;
+            let after_step = on_pool(|| {
+                let mut params = named_params_mut(&mut *model);
+                if let Some(max) = clip {
+                    clip_grad_norm(&mut params, max);
+                }
+                optimizer.save_state(&mut optimizer_before);
+                optimizer.step_params(&mut params);
+                drop(params);
+                first_non_finite_value(&*model)
+            });
+            if let Some((name, value)) = after_step {
                 before_batch.restore(model);
                 optimizer.load_state(&optimizer_before)?; // its own state: always accepted
                 let e = non_finite(format!("value of {name} after the optimizer step"), value);

@@ -43,20 +43,24 @@ pub fn evaluate(
     if !data.is_empty() {
         check_data(model, data, Some(loss), "evaluate", &[batch_size.min(data.len())])?;
     }
-    let (mut loss_sum, mut correct) = (0.0f64, 0usize);
-    let order: Vec<usize> = (0..data.len()).collect();
-    let mut x = Inputs::new();
-    let mut t = data.targets().select(&[]);
-    for idx in order.chunks(batch_size) {
-        data.named_inputs().select_into(idx, &mut x);
-        data.targets().select_into(idx, &mut t);
-        let (_, out) =
-            first_output(super::forward_batch_caught(model, &x, Mode::Predict, "evaluate")?, &*model)?;
-        loss_sum += loss.loss(&out, t.as_target())? as f64 * idx.len() as f64;
-        if let Targets::Classes(l) = &t {
-            correct += count_correct(&out, l);
+    // The batches on one of the pool's threads: their parallel loops start without waking this one.
+    let (loss_sum, correct) = super::on_pool(|| -> Result<(f64, usize)> {
+        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+        let order: Vec<usize> = (0..data.len()).collect();
+        let mut x = Inputs::new();
+        let mut t = data.targets().select(&[]);
+        for idx in order.chunks(batch_size) {
+            data.named_inputs().select_into(idx, &mut x);
+            data.targets().select_into(idx, &mut t);
+            let (_, out) =
+                first_output(super::forward_batch_caught(model, &x, Mode::Predict, "evaluate")?, &*model)?;
+            loss_sum += loss.loss(&out, t.as_target())? as f64 * idx.len() as f64;
+            if let Targets::Classes(l) = &t {
+                correct += count_correct(&out, l);
+            }
         }
-    }
+        Ok((loss_sum, correct))
+    })?;
     let total = data.len();
     let is_class = data.labels().is_some();
     Ok(Evaluation {
@@ -121,7 +125,7 @@ fn predict_batches(
         }
         out
     };
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| super::on_pool(run)))
         .map_err(|panic| refused(what, &*model, &*panic))
 }
 
@@ -145,29 +149,35 @@ pub fn predict_inputs<M: Model + ?Sized>(
         crate::data::check_finite(&input.values, &format!("predict_inputs: input {:?}", input.name), false)?;
     }
     let n = inputs.len();
-    let mut stacked: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
-    let mut xb = Inputs::new();
-    let order: Vec<usize> = (0..n).collect();
-    for idx in order.chunks(batch_size) {
-        inputs.select_into(idx, &mut xb);
-        let outputs = super::forward_batch_caught(model, &xb, Mode::Predict, "predict_inputs")?;
-        if stacked.is_empty() {
-            stacked =
-                outputs.iter().map(|(name, y)| (name.to_string(), y.shape().to_vec(), Vec::new())).collect();
-        }
-        for ((_, shape, data), (name, y)) in stacked.iter_mut().zip(outputs.iter()) {
-            if y.shape().get(1..) != shape.get(1..) || y.shape().first() != Some(&idx.len()) {
-                return Err(Error::shape(format!(
-                    "predict_inputs: {} gave output {name:?} of shape {} for a batch of {}, after {}",
-                    model.name(),
-                    shape_str(y.shape()),
-                    idx.len(),
-                    shape_str(shape)
-                )));
+    // The batches on one of the pool's threads: their parallel loops start without waking this one.
+    let stacked = super::on_pool(|| -> Result<Vec<Stacked>> {
+        let mut stacked: Vec<Stacked> = Vec::new();
+        let mut xb = Inputs::new();
+        let order: Vec<usize> = (0..n).collect();
+        for idx in order.chunks(batch_size) {
+            inputs.select_into(idx, &mut xb);
+            let outputs = super::forward_batch_caught(model, &xb, Mode::Predict, "predict_inputs")?;
+            if stacked.is_empty() {
+                stacked = outputs
+                    .iter()
+                    .map(|(name, y)| (name.to_string(), y.shape().to_vec(), Vec::new()))
+                    .collect();
             }
-            data.extend_from_slice(y.data());
+            for ((_, shape, data), (name, y)) in stacked.iter_mut().zip(outputs.iter()) {
+                if y.shape().get(1..) != shape.get(1..) || y.shape().first() != Some(&idx.len()) {
+                    return Err(Error::shape(format!(
+                        "predict_inputs: {} gave output {name:?} of shape {} for a batch of {}, after {}",
+                        model.name(),
+                        shape_str(y.shape()),
+                        idx.len(),
+                        shape_str(shape)
+                    )));
+                }
+                data.extend_from_slice(y.data());
+            }
         }
-    }
+        Ok(stacked)
+    })?;
     let mut out = Tensors::new();
     for (name, mut shape, data) in stacked {
         if let Some(first) = shape.first_mut() {
@@ -177,6 +187,9 @@ pub fn predict_inputs<M: Model + ?Sized>(
     }
     Ok(out)
 }
+
+/// One output of [`predict_inputs`] as its batches arrive: name, shape of the first batch, values.
+type Stacked = (String, Vec<usize>, Vec<f32>);
 
 /// `[N, classes]` outputs of `model`, or an error naming `what`.
 fn class_scores(model: &mut dyn Layer, x: &Tensor, batch_size: usize, what: &str) -> Result<Tensor> {
@@ -283,7 +296,7 @@ pub fn loss_and_backward<'p>(
         model.backward(&g, InputGrad::NotNeeded);
         Ok(l)
     };
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| super::on_pool(run))) {
         Ok(result) => result,
         Err(panic) => Err(refused("loss_and_backward", &*model, &*panic)),
     }
@@ -343,6 +356,18 @@ pub fn train_step(
         )));
     }
     super::check_optimizer_fits(model, optimizer, "train_step")?;
+    // The whole step on one of the pool's threads: its parallel loops start without waking this one.
+    super::on_pool(|| step_on_pool(model, x, target, loss, optimizer))
+}
+
+/// [`train_step`] after its checks, on a thread of the pool.
+fn step_on_pool(
+    model: &mut dyn Layer,
+    x: &Tensor,
+    target: Target<'_>,
+    loss: &dyn Loss,
+    optimizer: &mut dyn Optimizer,
+) -> Result<f32> {
     // What a forward pass changes besides the gradients (no parameter values: nothing before
     // the optimizer step changes them). Empty, and so free, for a model without such state.
     let mut before = Snapshot::default();

@@ -31,7 +31,7 @@ pub struct StepOutcome {
 }
 
 /// How a training step turns a batch into a gradient; see the [module docs](self).
-pub trait Step {
+pub trait Step: Send {
     /// A short description for messages: `"plain"`, `"DP-SGD (σ 1.1, C 1)"`.
     fn describe(&self) -> String;
 

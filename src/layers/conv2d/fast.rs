@@ -515,8 +515,14 @@ thread_local! {
 /// Runs `f` on this thread's scratch buffer, grown to at least `len` elements. (Its contents are
 /// whatever the last user left: every user overwrites what it reads.) `f` must not wait on other
 /// rayon work, which could run another user of the same buffer on this thread; the GEMMs it calls
-/// never do, since a GEMM inside a rayon task does not split.
+/// never do: `f` runs as a parallel task's inside ([`as_task`](crate::tensor::parallel::as_task)),
+/// where a GEMM does not split.
 pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    crate::tensor::parallel::as_task(|| with_scratch_here(len, f))
+}
+
+/// [`with_scratch`] once its products cannot split.
+fn with_scratch_here<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     SCRATCH.with(|cell| {
         let mut buf = cell.borrow_mut();
         if buf.len() < len {

@@ -395,14 +395,21 @@ impl Layer for Sequential {
     /// If `x` is not a batch of the model's input shape (the message gives both shapes).
     fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
         self.check_input(x).unwrap_or_else(|e| panic!("{e}"));
-        match self.execution {
+        // A batch's layers on one of rayon's threads: their parallel loops then start without
+        // waking the caller for each (`train::on_pool`; directly when already on one). A single
+        // sample's pass has few such loops to gain from it, and would pay the hand-over.
+        let batch = x.shape().first().is_some_and(|&n| n > 1);
+        crate::tensor::parallel::on_pool_if(batch, || match self.execution {
             Execution::Planned => plan::forward(&self.plan, &mut self.layers, x, pass),
             Execution::Reference => plan::forward_reference(&mut self.layers, x, pass),
-        }
+        })
     }
 
     fn backward(&mut self, grad_out: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
-        self.backward_with(grad_out, input_grad, &mut |_, layer, g, want| layer.backward(g, want))
+        let batch = grad_out.shape().first().is_some_and(|&n| n > 1);
+        crate::tensor::parallel::on_pool_if(batch, || {
+            self.backward_with(grad_out, input_grad, &mut |_, layer, g, want| layer.backward(g, want))
+        })
     }
 
     /// The first layer's check: it is the one that reads the model's input.
