@@ -514,13 +514,15 @@ unsafe fn long_sum_product(
         scratch.resize(len, 0.0);
     }
     let mut seconds = [targets[0]; MAX_SUMS];
-    let mut at = 0;
+    // Each target's region split off the one borrow of the buffer (the pointers stay valid).
+    let mut rest: &mut [f32] = &mut scratch[..len];
     for (second, t) in seconds.iter_mut().zip(targets) {
-        let (c_half, sums_half) = scratch[at..at + region(t)].split_at_mut(m * t.n);
+        let (own, tail) = std::mem::take(&mut rest).split_at_mut(region(t));
+        rest = tail;
+        let (c_half, sums_half) = own.split_at_mut(m * t.n);
         sums_half.fill(0.0); // the half's sums are added to; its C is written (beta = 0)
         let sums = t.sums.map(|_| SendPtr(sums_half.as_mut_ptr()));
         *second = LongSumTarget { b: t.b, n: t.n, c: SendPtr(c_half.as_mut_ptr()), sums };
-        at += region(t);
     }
     let seconds = &seconds[..targets.len()];
     let k0 = k / 2;
@@ -564,8 +566,13 @@ unsafe fn long_sum_product(
             }
         }
     }
-    LONG_SUM_HALF.set(scratch);
+    if scratch.capacity() <= LONG_SUM_HALF_KEPT {
+        LONG_SUM_HALF.set(scratch); // (a larger one, for an unusually large C, is freed)
+    }
 }
+
+/// Values of [`long_sum_product`]'s scratch that a thread keeps between calls (4 MiB).
+const LONG_SUM_HALF_KEPT: usize = 1 << 20;
 
 /// `dst += src`, element by element, in parallel blocks when `split`.
 fn add_in_place(dst: &mut [f32], src: &[f32], split: bool) {
@@ -1082,7 +1089,8 @@ mod tests {
             let c0: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32 - 3.0).collect();
             let want = gemm_reference((m, k, n), 0.75, &a, trans_a, &b, trans_b, beta, &c0);
             // On a pool of `threads`, the rows cut into one block per thread (as when called from
-            // outside the pool: a call inside a pool's task is never split).
+            // outside the pool or by a step's runner: inside another thread's task a call does not
+            // split).
             let on = |threads: usize, alpha: f32| {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                 let mut c = c0.clone();

@@ -42,11 +42,12 @@ thread_local! {
     static STEP_RUNNER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Runs `f` as the inside of a parallel task, whatever thread it is on: its products do not
-/// split ([`is_outermost`] is false while it runs, and as before afterwards). For code that holds
-/// a thread's scratch buffer while it multiplies: a split would wait for its pieces, and a thread
-/// that waits in rayon runs other tasks meanwhile — on the thread that runs an [`on_pool`]
-/// closure, perhaps another user of the same buffer.
+/// Runs `f` as the inside of a parallel task: on a pool thread its products do not split
+/// ([`is_outermost`] is false while it runs, and as before afterwards). For code that holds a
+/// thread's scratch buffer while it multiplies: a split would wait for its pieces, and a pool
+/// thread that waits runs other tasks meanwhile — on the thread that runs an [`on_pool`]
+/// closure, perhaps another user of the same buffer. (Outside the pool a waiting thread runs
+/// nothing else, so there products still split.)
 pub(crate) fn as_task<R>(f: impl FnOnce() -> R) -> R {
     let was = STEP_RUNNER.replace(false);
     let restore = Restore(was);

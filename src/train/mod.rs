@@ -86,6 +86,12 @@ use std::time::Instant;
 ///
 /// A panic inside `f` reaches the caller, as if `f` had been called directly.
 ///
+/// Several threads of a program calling into the crate at once (a server answering requests,
+/// each on its own thread) share the one pool: while a pass waits for its parallel pieces, the
+/// pool thread running it may take up another caller's whole pass, and return only when that is
+/// done too. Each result is as it would be alone; a short pass may then wait for a long one. Where
+/// that matters, give the callers separate pools (`rayon::ThreadPool::install`).
+///
 /// ```
 /// use backprop::prelude::*;
 /// # fn main() -> backprop::Result<()> {

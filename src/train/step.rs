@@ -31,6 +31,10 @@ pub struct StepOutcome {
 }
 
 /// How a training step turns a batch into a gradient; see the [module docs](self).
+///
+/// A step is `Send`: [`fit`](super::fit) runs each batch's step on a thread of rayon's pool
+/// ([`on_pool`](super::on_pool)), so its state (counters, a random generator, settings) must be
+/// able to move there — an `Arc` rather than an `Rc`.
 pub trait Step: Send {
     /// A short description for messages: `"plain"`, `"DP-SGD (σ 1.1, C 1)"`.
     fn describe(&self) -> String;

@@ -102,7 +102,9 @@ pub(crate) fn forward(
     let (y_len, x_len) = (GROUP * o * ohow, GROUP * in_len);
     let y_spare = &mut y_data.spare_capacity_mut()[..n * o * ohow];
     // With too few groups to share out (inference on one image) the groups stay on this
-    // thread, where a large GEMM may split itself across the threads instead.
+    // thread, where a large GEMM may split itself across the threads instead — from outside the
+    // pool; on the pool thread that runs a step (`train::on_pool`) the scratch's products stay
+    // whole (`with_scratch` runs them as a task).
     let parallel = groups >= rayon::current_num_threads();
     let tasks = y_spare.par_chunks_mut(y_len).zip(x.data().par_chunks(x_len));
     tasks.with_min_len(min_len(groups, parallel)).for_each(group);
@@ -516,7 +518,8 @@ thread_local! {
 /// whatever the last user left: every user overwrites what it reads.) `f` must not wait on other
 /// rayon work, which could run another user of the same buffer on this thread; the GEMMs it calls
 /// never do: `f` runs as a parallel task's inside ([`as_task`](crate::tensor::parallel::as_task)),
-/// where a GEMM does not split.
+/// where a GEMM on a pool thread does not split (outside the pool a split's wait runs nothing
+/// else on this thread).
 pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     crate::tensor::parallel::as_task(|| with_scratch_here(len, f))
 }
