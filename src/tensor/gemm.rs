@@ -28,7 +28,7 @@
 use super::Tensor;
 use super::dot::dot_rows;
 use super::packed_gemm::{Strided, gemm as packed_product};
-use super::parallel::{add_rows, add_to_rows};
+use super::parallel::{add_rows, add_to_rows, zip_apply};
 use super::simd::wide;
 
 /// Whether an operand of a GEMM is used as stored or transposed.
@@ -559,10 +559,10 @@ unsafe fn long_sum_product(
         unsafe {
             let c = std::slice::from_raw_parts_mut(t.c.0, m * t.n);
             let c_half = std::slice::from_raw_parts(half.c.0, m * t.n);
-            add_in_place(c, c_half, split);
+            zip_apply(c, c_half, |c, s| c + s);
             if let (Some(sums), Some(sums_half)) = (t.sums, half.sums) {
                 let sums = std::slice::from_raw_parts_mut(sums.0, m);
-                add_in_place(sums, std::slice::from_raw_parts(sums_half.0, m), false);
+                zip_apply(sums, std::slice::from_raw_parts(sums_half.0, m), |s, h| s + h);
             }
         }
     }
@@ -573,18 +573,6 @@ unsafe fn long_sum_product(
 
 /// Values of [`long_sum_product`]'s scratch that a thread keeps between calls (4 MiB).
 const LONG_SUM_HALF_KEPT: usize = 1 << 20;
-
-/// `dst += src`, element by element, in parallel blocks when `split`.
-fn add_in_place(dst: &mut [f32], src: &[f32], split: bool) {
-    use rayon::prelude::*;
-    const BLOCK: usize = 1 << 14;
-    let add = |(d, s): (&mut [f32], &[f32])| wide!(d.iter_mut().zip(s).for_each(|(d, s)| *d += s));
-    if split && dst.len() > BLOCK {
-        dst.par_chunks_mut(BLOCK).zip(src.par_chunks(BLOCK)).for_each(add);
-    } else {
-        add((dst, src));
-    }
-}
 
 /// Rows `k_start .. k_start + k_len` of the long sum (of `A` `[k, m]` and each target's `B`) for
 /// rows `start .. start + rows` of each target's `C` (and sums): one call of
