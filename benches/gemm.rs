@@ -117,7 +117,9 @@ fn tall_products(c: &mut Criterion) {
     backprop::alloc_tuning::tune_allocator(); // a benchmark owns its process
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a one-thread pool");
     let mut g = c.benchmark_group("gemm_tall");
-    for (m, k, n) in [(2048, 128, 384), (2048, 128, 512), (2048, 512, 128), (6400, 64, 64), (64, 784, 256)] {
+    for (m, k, n) in
+        [(2048, 128, 384), (2048, 128, 512), (2048, 512, 128), (6400, 64, 64), (64, 784, 256), (64, 484, 288)]
+    {
         let (a, w, mut out) = operands(m, k, n); // w: [n, k], used transposed
         g.throughput(Throughput::Elements(2 * (m * k * n) as u64));
         let shape = format!("{m}x{k}x{n}");
@@ -163,17 +165,25 @@ fn tall_products(c: &mut Criterion) {
 
 /// `Gᵀ·X` summed over a long `k`: the weight gradients of a sequence model (`[4H, N·T]` against
 /// `[N·T, I]`: the LSTM of the side-by-side, hidden 200, input 100, batch 100 × 50 steps; the
-/// GRU's `3H`) and of the Transformer encoder (`N·T = 2048`, embed 128, feed-forward 512): the
-/// crate's `sgemm` (its own kernel, `Gᵀ` copied into slivers) against `matrixmultiply` on the
+/// GRU's `3H`) and of the Transformer encoder (`N·T = 2048`, embed 128, feed-forward 512) — and,
+/// over a short `k`, of the MLP's hidden layer at batch 64 (`256 × 64 × 784`) and of the
+/// convnet's second convolution (its input gradient for four images, `288 × 64 × 484`): the
+/// crate's `sgemm` (its own kernel, `Gᵀ` copied into slivers, or read in place for a short sum) against `matrixmultiply` on the
 /// same operands, both on one thread, accumulating into `C` as the layers do (`beta = 1`); and
 /// the crate's on all cores (the rows of `C` split across them).
 fn long_sums(c: &mut Criterion) {
     backprop::alloc_tuning::tune_allocator(); // a benchmark owns its process
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a one-thread pool");
     let mut g = c.benchmark_group("gemm_long_sum");
-    for (m, k, n) in
-        [(800, 5000, 100), (800, 5000, 200), (600, 5000, 200), (384, 2048, 128), (128, 2048, 512)]
-    {
+    for (m, k, n) in [
+        (800, 5000, 100),
+        (800, 5000, 200),
+        (600, 5000, 200),
+        (384, 2048, 128),
+        (128, 2048, 512),
+        (256, 64, 784),
+        (288, 64, 484),
+    ] {
         let (g_t, x, mut out) = operands(m, k, n); // g_t: [k, m], used transposed; x: [k, n]
         g.throughput(Throughput::Elements(2 * (m * k * n) as u64));
         let shape = format!("{m}x{k}x{n}");

@@ -8,7 +8,8 @@
 //! One allocation is not ours: `matrixmultiply::sgemm` allocates its packing buffers on every
 //! call (aligned to 32 bytes or more, which is how they are told apart here) and frees them before
 //! it returns. The test counts them separately and checks that they are transient: none is still
-//! live after the step.
+//! live after the step. (Products on the crate's own kernel pack into buffers each thread keeps:
+//! no allocation at all once warm. Conv2d(32→64)'s three products all go there.)
 
 use backprop::Tensor;
 use backprop::layers::{Conv2d, Dense, InputGrad, Layer, Pass};
@@ -18,8 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 struct Counting;
 /// Bytes requested by ordinary allocations (alignment < 32): the crate's own.
 static BYTES: AtomicUsize = AtomicUsize::new(0);
-/// Bytes requested, and bytes still live, of 32-byte-aligned allocations: GEMM packing buffers.
-static PACKING: AtomicUsize = AtomicUsize::new(0);
+/// Bytes still live of 32-byte-aligned allocations: GEMM packing buffers.
 static PACKING_LIVE: AtomicUsize = AtomicUsize::new(0);
 
 fn is_packing(layout: Layout) -> bool {
@@ -29,7 +29,6 @@ fn is_packing(layout: Layout) -> bool {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if is_packing(layout) {
-            PACKING.fetch_add(layout.size(), Relaxed);
             PACKING_LIVE.fetch_add(layout.size(), Relaxed);
         } else {
             BYTES.fetch_add(layout.size(), Relaxed);
@@ -64,11 +63,9 @@ fn extra_bytes(layer: &mut dyn Layer, x: &Tensor) -> (usize, usize) {
     for _ in 0..5 {
         let g = layer.forward(x, Pass::TRAIN); // used as the upstream gradient below
         let (before, live_before) = (BYTES.load(Relaxed), PACKING_LIVE.load(Relaxed));
-        let packing_before = PACKING.load(Relaxed);
         let y = layer.forward(x, Pass::TRAIN);
         let dx = layer.backward(&g, InputGrad::Needed).unwrap();
         let total = BYTES.load(Relaxed) - before;
-        assert!(PACKING.load(Relaxed) > packing_before, "the GEMM ran (and packed)");
         assert_eq!(PACKING_LIVE.load(Relaxed), live_before, "GEMM packing buffers are freed when it returns");
         let returned = 4 * (y.len() + dx.len());
         fewest = fewest.min((total.saturating_sub(returned), total));

@@ -4,10 +4,12 @@
 //! convolution — is one call to [`sgemm`]. It wraps [`matrixmultiply::sgemm`], which takes a row
 //! stride and a column stride for every matrix. That is what makes transposes free: a row-major
 //! `[k, m]` buffer read with row stride 1 and column stride `m` *is* its `[m, k]` transpose, so
-//! `op(A) = Aᵀ` costs nothing but swapping two numbers. Two shapes go to the crate's own kernel
-//! instead (`packed_gemm`), decided by the shape alone: a tall `A` against a
-//! small `B` (a sequence model's projections of every step), and a weight gradient `Gᵀ·X` summed
-//! over many rows (with the bias's gradient alongside: `weight_gradients`).
+//! `op(A) = Aᵀ` costs nothing but swapping two numbers. Four kinds of shape go to the crate's
+//! own kernel instead (`packed_gemm`), decided by the shape (and the CPU's kernel) alone: a tall
+//! `A` against a small `B` (a sequence model's projections of every step), a weight gradient
+//! `Gᵀ·X` summed over many rows (with the bias's gradient alongside: `weight_gradients`), a short
+//! batch against a wide weight `x·Wᵀ` (computed as `(W·xᵀ)ᵀ`, the weight read in place) and a
+//! weight gradient over a short batch (`Gᵀ` read in place).
 //!
 //! # Threading
 //! `matrixmultiply` runs single-threaded here (its `threading` feature is off). Parallelism comes
@@ -313,7 +315,25 @@ unsafe fn sgemm_raw(
     if let Some(kern) = super::microkernel::kernels() {
         if trans_a == Transpose::No && is_tall(m, k, n) {
             // SAFETY: as for this function (the caller's promise), passed on.
-            unsafe { tall_product(kern, (m, k, n), alpha, a, (b, trans_b), beta, (c, bias), split) };
+            unsafe {
+                packed_b_product(kern, (m, k, n), alpha, (a, trans_a), (b, trans_b), beta, (c, bias), split)
+            };
+            return;
+        }
+        if trans_a == Transpose::Yes && trans_b == Transpose::No && is_short_sum(kern, m, k, n) {
+            // SAFETY: as for this function (the caller's promise), passed on.
+            unsafe {
+                packed_b_product(kern, (m, k, n), alpha, (a, trans_a), (b, trans_b), beta, (c, bias), split)
+            };
+            return;
+        }
+        if trans_a == Transpose::No
+            && trans_b == Transpose::Yes
+            && beta == 0.0
+            && is_short_against_wide(kern, m, k, n)
+        {
+            // SAFETY: as for this function (the caller's promise), passed on.
+            unsafe { transposed_product(kern, (m, k, n), alpha, a, b, (c, bias), split) };
             return;
         }
         if trans_a == Transpose::Yes && trans_b == Transpose::No && is_long_sum(m, k, n) {
@@ -388,6 +408,85 @@ fn is_tall(m: usize, k: usize, n: usize) -> bool {
     m >= 512 && m >= 4 * k.max(n)
 }
 
+/// Whether a product `x·Wᵀ` (`A` as stored, `op(B)` transposed) goes to the crate's own kernel as
+/// its transpose, `(x·Wᵀ)ᵀ = W·xᵀ` ([`transposed_product`]): a short batch `x` (`[m, k]`, not tall)
+/// against a weight with at least twice as many rows (`W`, `[n, k]`) — an MLP's hidden layer at
+/// batch 64, `[64, 784]` against `[256, 784]`. `matrixmultiply` would copy both operands into its
+/// panels, the weight by a strided gather (a tenth of the MLP's training step on the AMD EPYC of
+/// docs/benchmarks.md); as the transpose, the weight is read in place and only the batch is
+/// copied, a quarter of the values there. Decided by the shape and the CPU's kernel alone, so the
+/// same bits on any number of threads.
+fn is_short_against_wide(kern: &super::microkernel::Kernels, m: usize, k: usize, n: usize) -> bool {
+    !is_tall(m, k, n) && m >= kern.nr && n >= 2 * m && k >= 16
+}
+
+/// Whether a product `Gᵀ·X` (`op(A)` transposed, `B` as stored) over a short sum goes to the
+/// crate's kernel with `Gᵀ` read in place by columns: a weight gradient over a short batch, `[256,
+/// 64]·[64, 784]` for an MLP's hidden layer at batch 64 (`X` packed, contiguous rows copied; a
+/// long sum is [`is_long_sum`]'s). Decided by the shape and the CPU's kernel alone.
+fn is_short_sum(kern: &super::microkernel::Kernels, m: usize, k: usize, n: usize) -> bool {
+    !is_long_sum(m, k, n) && m >= kern.mr && n >= kern.nr && k >= 16
+}
+
+/// [`sgemm_raw`]'s `x·Wᵀ` (`beta = 0`) as its transpose on the crate's kernel: `xᵀ` packed once on
+/// the calling thread, the rows of `W` (read in place) cut into one block per thread when `split`,
+/// the product `W·xᵀ` (`[n, m]`) into this thread's scratch, then transposed into `C` (and the
+/// bias added to every row). Each element is the same chain of multiply-adds however the rows
+/// are cut.
+///
+/// # Safety
+/// As [`sgemm_raw`]; `x` is `[m, k]` and `w` `[n, k]`, both row-major.
+#[allow(clippy::too_many_arguments)] // sgemm's operands
+unsafe fn transposed_product(
+    kern: &'static super::microkernel::Kernels,
+    (m, k, n): (usize, usize, usize),
+    alpha: f32,
+    x: &[f32],
+    w: &[f32],
+    (c, bias): (*mut f32, Option<&[f32]>),
+    split: bool,
+) {
+    // This thread's buffers, taken for the call and given back after it (as in packed_b_product).
+    let mut packed = TALL_B.take();
+    packed.pack(k, m, x, true); // op(B) = xᵀ, [k, m]
+    let mut ct = TRANSPOSED_C.take();
+    if ct.len() < n * m {
+        ct.resize(n * m, 0.0);
+    }
+    let packed_ref = &packed;
+    let ct_ptr = SendPtr(ct.as_mut_ptr());
+    let run = move |start: usize, rows: usize| {
+        let ct_ptr = ct_ptr;
+        let w_rows = Strided { ptr: w[start * k..].as_ptr(), rs: k as isize, cs: 1 };
+        // SAFETY: rows start .. start + rows of W (k values each, contiguous) are inside `w`; xᵀ is
+        // packed for this CPU's kernels; rows start .. start + rows of the scratch (m values each)
+        // are inside its n·m values, and no other task touches them (the blocks are disjoint).
+        unsafe { packed_product(kern, rows, w_rows, packed_ref, alpha, 0.0, ct_ptr.0.add(start * m), m) };
+    };
+    in_row_blocks(n, kern.mr, split, run);
+    // SAFETY: c points at m·n writable values that only this call touches (the caller's promise);
+    // zeroed first, so that the slice never shows uninitialised values (a product of sgemm_new).
+    let c = unsafe {
+        std::ptr::write_bytes(c, 0, m * n);
+        std::slice::from_raw_parts_mut(c, m * n)
+    };
+    super::transpose::transpose((n, m), (&ct[..n * m], m), (c, n)); // C = (W·xᵀ)ᵀ
+    if let Some(bias) = bias {
+        add_to_rows(c, bias);
+    }
+    if packed.capacity() <= TALL_B_KEPT {
+        TALL_B.set(packed);
+    }
+    if ct.capacity() <= TALL_B_KEPT {
+        TRANSPOSED_C.set(ct);
+    }
+}
+
+thread_local! {
+    /// [`transposed_product`]'s `W·xᵀ` before its transpose into `C`, reused from call to call.
+    static TRANSPOSED_C: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Whether a product `Gᵀ·X` (`op(A)` transposed, `B` as stored) goes to the crate's own kernel: a
 /// long sum over many rows of `G` and `X` into a small `C` — a weight gradient over every sample
 /// and step, `[4H, N·T]·[N·T, I]` — with both operands copied into panels block by block
@@ -405,17 +504,18 @@ fn is_long_sum(m: usize, k: usize, n: usize) -> bool {
 }
 
 /// [`sgemm_raw`]'s product on the crate's kernel: `op(B)` packed once on the calling thread, then
-/// the rows of `A` and `C` cut into one block per thread (a multiple of `mr` rows) when `split`.
-/// Each row of `C` is the same chain of multiply-adds however the rows are cut.
+/// the rows of `op(A)` and `C` cut into one block per thread (a multiple of `mr` rows) when
+/// `split`; `op(A)` read in place, by rows (`A` as stored) or by columns (transposed). Each row of
+/// `C` is the same chain of multiply-adds however the rows are cut.
 ///
 /// # Safety
-/// As [`sgemm_raw`]; `A` is `[m, k]` row-major.
+/// As [`sgemm_raw`].
 #[allow(clippy::too_many_arguments)] // sgemm's operands
-unsafe fn tall_product(
+unsafe fn packed_b_product(
     kern: &'static super::microkernel::Kernels,
     (m, k, n): (usize, usize, usize),
     alpha: f32,
-    a: &[f32],
+    (a, trans_a): (&[f32], Transpose),
     (b, trans_b): (&[f32], Transpose),
     beta: f32,
     (c, bias): (*mut f32, Option<&[f32]>),
@@ -434,8 +534,11 @@ unsafe fn tall_product(
     let c_ptr = SendPtr(c);
     let run = move |start: usize, rows: usize| {
         let c_ptr = c_ptr;
-        let a_rows = Strided { ptr: a[start * k..].as_ptr(), rs: k as isize, cs: 1 };
-        // SAFETY: rows start .. start + rows of A (k values each, contiguous) are inside `a`; B is
+        let a_rows = match trans_a {
+            Transpose::No => Strided { ptr: a[start * k..].as_ptr(), rs: k as isize, cs: 1 },
+            Transpose::Yes => Strided { ptr: a[start..].as_ptr(), rs: 1, cs: m as isize },
+        };
+        // SAFETY: rows start .. start + rows of op(A) (k values each) are inside `a`; B is
         // packed for this CPU's kernels; rows start .. start + rows of C are inside its m·n
         // values (the caller's promise), and no other task touches them (the blocks are disjoint).
         unsafe { packed_product(kern, rows, a_rows, packed_ref, alpha, beta, c_ptr.0.add(start * n), n) };
@@ -446,11 +549,11 @@ unsafe fn tall_product(
     }
 }
 
-/// Values of packed `B` that a thread keeps between [`tall_product`]s (4 MiB).
+/// Values of packed `B` that a thread keeps between [`packed_b_product`]s (4 MiB).
 const TALL_B_KEPT: usize = 1 << 20;
 
 thread_local! {
-    /// [`tall_product`]'s packed `B`, reused from call to call on each thread.
+    /// [`packed_b_product`]'s packed `B`, reused from call to call on each thread.
     static TALL_B: std::cell::Cell<super::packed_gemm::PackedB> = std::cell::Cell::new(Default::default());
 }
 
@@ -1052,25 +1155,34 @@ mod tests {
         }
     }
 
-    /// The products on the crate's own kernel — tall `A`s, and long sums `Gᵀ·X` (`A` transposed,
-    /// copied into slivers): every row count around the tile's height, `B` as stored and
-    /// transposed, `k` across a block boundary, with and without `beta` — against the definition,
-    /// and bit for bit the same on 1, 2 and 3 threads (rows cut differently).
+    /// The products on the crate's own kernel — tall `A`s (`T`), long sums `Gᵀ·X` (`L`: `A`
+    /// transposed, copied into slivers), a short batch against a wide weight (`W`: `x·Wᵀ` as
+    /// `(W·xᵀ)ᵀ`) and short sums (`S`: `Gᵀ` read in place by columns): every row count around the
+    /// tile's height, `B` as stored and transposed, `k` across a block boundary, with and without
+    /// `beta` — against the definition, and bit for bit the same on 1, 2 and 3 threads (rows cut
+    /// differently).
     #[test]
     fn own_kernel_products_match_the_definition_on_any_thread_count() {
-        for (m, k, n, trans_a, trans_b, beta) in [
-            (512, 7, 3, Transpose::No, Transpose::No, 0.0),
-            (2048, 128, 384, Transpose::No, Transpose::Yes, 0.0),
-            (1337, 300, 40, Transpose::No, Transpose::No, 0.5),
-            (6400, 64, 64, Transpose::No, Transpose::Yes, -1.0),
-            (7, 512, 3, Transpose::Yes, Transpose::No, 0.0),
-            (200, 1000, 37, Transpose::Yes, Transpose::No, 1.0),
-            (151, 700, 150, Transpose::Yes, Transpose::No, 0.0),
-            (30, 3000, 600, Transpose::Yes, Transpose::No, 0.0),
+        for (route, m, k, n, trans_a, trans_b, beta) in [
+            ('T', 512, 7, 3, Transpose::No, Transpose::No, 0.0),
+            ('T', 2048, 128, 384, Transpose::No, Transpose::Yes, 0.0),
+            ('T', 1337, 300, 40, Transpose::No, Transpose::No, 0.5),
+            ('T', 6400, 64, 64, Transpose::No, Transpose::Yes, -1.0),
+            ('L', 7, 512, 3, Transpose::Yes, Transpose::No, 0.0),
+            ('L', 200, 1000, 37, Transpose::Yes, Transpose::No, 1.0),
+            ('L', 151, 700, 150, Transpose::Yes, Transpose::No, 0.0),
+            ('L', 30, 3000, 600, Transpose::Yes, Transpose::No, 0.0),
+            ('W', 64, 784, 256, Transpose::No, Transpose::Yes, 0.0),
+            ('W', 37, 100, 301, Transpose::No, Transpose::Yes, 0.0),
+            ('S', 256, 64, 784, Transpose::Yes, Transpose::No, 1.0),
+            ('S', 50, 33, 70, Transpose::Yes, Transpose::No, 0.0),
         ] {
-            match trans_a {
-                Transpose::No => assert!(is_tall(m, k, n)),
-                Transpose::Yes => assert!(is_long_sum(m, k, n)),
+            match (route, super::super::microkernel::kernels()) {
+                ('T', _) => assert!(is_tall(m, k, n)),
+                ('L', _) => assert!(is_long_sum(m, k, n)),
+                ('W', Some(kern)) => assert!(is_short_against_wide(kern, m, k, n)),
+                ('S', Some(kern)) => assert!(is_short_sum(kern, m, k, n)),
+                _ => {} // no kernel of the crate's on this CPU: sgemm's other path
             }
             let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 29.0).collect();
             let b: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 31.0).collect();
@@ -1089,11 +1201,19 @@ mod tests {
                 // SAFETY: a, b and c hold m·k, k·n and m·n values; c is borrowed for the call.
                 pool.install(|| unsafe {
                     let c_ptr = c.as_mut_ptr();
-                    match trans_a {
-                        Transpose::No => {
-                            tall_product(kern, (m, k, n), alpha, &a, (&b, trans_b), beta, (c_ptr, None), true)
-                        }
-                        Transpose::Yes => one_long_sum(kern, (m, k, n), alpha, (&a, &b), beta, c_ptr, None),
+                    match route {
+                        'T' | 'S' => packed_b_product(
+                            kern,
+                            (m, k, n),
+                            alpha,
+                            (&a, trans_a),
+                            (&b, trans_b),
+                            beta,
+                            (c_ptr, None),
+                            true,
+                        ),
+                        'W' => transposed_product(kern, (m, k, n), alpha, &a, &b, (c_ptr, None), true),
+                        _ => one_long_sum(kern, (m, k, n), alpha, (&a, &b), beta, c_ptr, None),
                     }
                 });
                 c
