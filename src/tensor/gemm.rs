@@ -107,7 +107,9 @@ pub fn sgemm(
 
 /// `op(A)·op(B)` (`[m, n]`, row-major) in a new buffer, written once: not zero-filled first, as
 /// `Tensor::zeros` followed by [`sgemm`] with `beta = 0` would (a layer's output of several
-/// megabytes is then written twice). With `bias` (`n` values) added to every row: `x·Wᵀ + b`,
+/// megabytes is then written twice). (A short batch against a wide weight, computed as its
+/// transpose, is the exception: its output, at most 4 MiB, is zeroed and then written by the
+/// transpose.) With `bias` (`n` values) added to every row: `x·Wᵀ + b`,
 /// where the crate's kernel adds it tile by tile while the tile is in cache (the same values as a
 /// separate pass).
 ///
@@ -183,9 +185,9 @@ pub(crate) fn sgemm_plus_rows(
 /// for `G` `[k, m]` (the gradients at the layer's outputs, one row per sample or step) and `X`
 /// `[k, n]` (its inputs), all row-major; `dW` is `[m, n]`, `db` `m` values.
 ///
-/// Where the product goes to the crate's own kernel (a long sum, `k` ≫ `m`, `n`), the column sums
+/// Where the product is a long sum (`k` ≫ `m`, `n`, on the crate's own kernel), the column sums
 /// are taken while `G` is copied into the kernel's slivers: one pass over `G` instead of two.
-/// Otherwise `sgemm` then [`add_rows`]. Each column of `G` is summed in order of `p` (on the
+/// Otherwise `sgemm` (which may also choose the crate's kernel, for a short sum) then [`add_rows`]. Each column of `G` is summed in order of `p` (on the
 /// crate's kernel, as its product, in two fixed halves of the rows: the first half in order, the
 /// second half's own sum added to it), so `db` has the same bits on any number of threads.
 ///
@@ -402,7 +404,7 @@ fn splits(m: usize, k: usize, n: usize) -> bool {
 /// GFLOP/s, crate vs `matrixmultiply`, `cargo bench --bench gemm -- gemm_tall` on the Intel Xeon of
 /// docs/benchmarks.md: 2048 × 128 × 384 145 vs 143, 2048 × 512 × 128 141 vs 129, 6400 × 64 × 64
 /// 131 vs 112); for a short `A` (an MLP's batch of 64) packing all of `B` for few rows does not
-/// pay, and `matrixmultiply` keeps it. Decided by the shape
+/// pay (a wide weight goes as its transpose instead: [`is_short_against_wide`]). Decided by the shape
 /// alone, so the same kernel (and the same bits) on any number of threads.
 fn is_tall(m: usize, k: usize, n: usize) -> bool {
     m >= 512 && m >= 4 * k.max(n)
@@ -416,16 +418,22 @@ fn is_tall(m: usize, k: usize, n: usize) -> bool {
 /// docs/benchmarks.md); as the transpose, the weight is read in place and only the batch is
 /// copied, a quarter of the values there. Decided by the shape and the CPU's kernel alone, so the
 /// same bits on any number of threads.
+/// (At most [`TALL_B_KEPT`] values of output, so that the scratch it goes through stays small
+/// and is kept: a vocabulary's head, `[2048, 128]` against `[50000, 128]`, stays on
+/// `matrixmultiply`.) Not yet measured on AVX-512.
 fn is_short_against_wide(kern: &super::microkernel::Kernels, m: usize, k: usize, n: usize) -> bool {
-    !is_tall(m, k, n) && m >= kern.nr && n >= 2 * m && k >= 16
+    !is_tall(m, k, n) && m >= kern.nr && n >= 2 * m && k >= 16 && m.saturating_mul(n) <= TALL_B_KEPT
 }
 
 /// Whether a product `Gᵀ·X` (`op(A)` transposed, `B` as stored) over a short sum goes to the
 /// crate's kernel with `Gᵀ` read in place by columns: a weight gradient over a short batch, `[256,
 /// 64]·[64, 784]` for an MLP's hidden layer at batch 64 (`X` packed, contiguous rows copied; a
-/// long sum is [`is_long_sum`]'s). Decided by the shape and the CPU's kernel alone.
+/// long sum is [`is_long_sum`]'s). Only a sum of at most 256 steps over at most 2¹⁸ values of
+/// `G`: read in place by columns, a tile touches one row of `G` per step, and many wide rows
+/// miss the TLB (the LSTM's long sums read that way had been 24 % slower; docs/benchmarks.md).
+/// Decided by the shape and the CPU's kernel alone. Not yet measured on AVX-512.
 fn is_short_sum(kern: &super::microkernel::Kernels, m: usize, k: usize, n: usize) -> bool {
-    !is_long_sum(m, k, n) && m >= kern.mr && n >= kern.nr && k >= 16
+    !is_long_sum(m, k, n) && m >= kern.mr && n >= kern.nr && (16..=256).contains(&k) && m * k <= 1 << 18
 }
 
 /// [`sgemm_raw`]'s `x·Wᵀ` (`beta = 0`) as its transpose on the crate's kernel: `xᵀ` packed once on

@@ -6,7 +6,8 @@
 //! apart (each step broadcasts one value from each row; packing it into slivers first cost 3–4 %
 //! of a recurrent training step and bought nothing, since a broadcast is one load either way).
 //! An `A` stored by columns (`op(A) = Gᵀ` of a weight gradient `Gᵀ·X`) comes packed in slivers
-//! of `MR` rows, step by step (`Ã[p·MR + i]`), by the caller. Then, for `p = 0 … kc−1`:
+//! of `MR` rows, step by step (`Ã[p·MR + i]`), by the caller — or, for a short sum, read in place
+//! (`MR` adjacent values of each row of `G`, `lda` apart). Then, for `p = 0 … kc−1`:
 //!
 //! ```text
 //! acc[i][j] = fma(A[i·lda + p], B̃[p·NR + j], acc[i][j])      every i < MR, j < NR
@@ -64,7 +65,8 @@ pub(crate) struct Kernels {
     /// `a[i·lda + p]` (a tall `A` in place).
     pub tile: &'static [TileFn],
     /// The same with `A` read by columns: element `(i, p)` at `a[p·lda + i]` (the slivers of a
-    /// packed `Aᵀ`, `lda = mr`: see [`packed_gemm`](super::packed_gemm)).
+    /// packed `Aᵀ`, `lda = mr`: see [`packed_gemm`](super::packed_gemm); or a short sum's `Gᵀ`
+    /// in place, `lda` = the row length of `G`).
     pub tile_a_by_columns: &'static [TileFn],
 }
 

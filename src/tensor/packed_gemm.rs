@@ -30,7 +30,11 @@
 //! `matrixmultiply` (figures at `gemm::is_tall`). Tried and dropped: the same for every product
 //! of the crate: slower on the Intel Xeon of the benchmarks for short `A`s (convnet training step
 //! 2 threads 5,793–5,850 vs 6,426–6,577 images/s, MLP 46,238–51,044 vs 57,154–57,850 samples/s,
-//! alternating builds), so `matrixmultiply` keeps those.
+//! alternating builds), so `matrixmultiply` keeps most of those. Two short shapes came back
+//! another way (`gemm::is_short_against_wide`, `gemm::is_short_sum`): a short batch against a
+//! wide weight as its transpose `W·xᵀ` (the weight read in place, the batch packed), and a weight
+//! gradient over a short batch with `Gᵀ` read in place by columns — measured on the AMD EPYC
+//! (AVX2), not yet on AVX-512.
 //!
 //! The plain definition is [`gemm_reference`](super::gemm_reference::gemm_reference); the tests
 //! compare with it.
