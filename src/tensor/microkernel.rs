@@ -311,6 +311,15 @@ mod x86 {
         cols: usize,
     ) {
         let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        if beta != 0.0 {
+            // C is read at the end: ask for its rows now, so that a C too large for L2 (a weight
+            // gradient over a short batch) arrives while the sums run. (A hint: no value changes.)
+            for i in 0..MR {
+                let row = c.wrapping_add(i * ldc);
+                _mm_prefetch::<_MM_HINT_T0>(row.cast());
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(cols - 1).cast());
+            }
+        }
         // SAFETY: the caller guarantees MR rows of kc values at `a`, lda apart (or kc columns of MR
         // values), and kc·16 at `b` (see `TileFn`).
         unsafe {
