@@ -436,10 +436,10 @@ fn is_short_sum(kern: &super::microkernel::Kernels, m: usize, k: usize, n: usize
     !is_long_sum(m, k, n) && m >= kern.mr && n >= kern.nr && (16..=256).contains(&k) && m * k <= 1 << 18
 }
 
-/// [`sgemm_raw`]'s `x·Wᵀ` (`beta = 0`) as its transpose on the crate's kernel: `xᵀ` packed once on
-/// the calling thread, the rows of `W` (read in place) cut into one block per thread when `split`,
-/// the product `W·xᵀ` (`[n, m]`) into this thread's scratch, then transposed into `C` (and the
-/// bias added to every row). Each element is the same chain of multiply-adds however the rows
+/// [`sgemm_raw`]'s `x·Wᵀ` (`beta = 0`) as its transpose on the crate's kernel: the product
+/// `W·xᵀ` (`[n, m]`) by [`packed_b_product`] (`xᵀ` packed once on the calling thread, the rows of
+/// `W` read in place, cut into one block per thread when `split`) into this thread's scratch, then
+/// transposed into `C` (and the bias added to every row). Each element is the same chain of multiply-adds however the rows
 /// are cut.
 ///
 /// # Safety
@@ -454,24 +454,27 @@ unsafe fn transposed_product(
     (c, bias): (*mut f32, Option<&[f32]>),
     split: bool,
 ) {
-    // This thread's buffers, taken for the call and given back after it (as in packed_b_product).
-    let mut packed = TALL_B.take();
-    packed.pack(k, m, x, true); // op(B) = xᵀ, [k, m]
+    // The product W·xᵀ (`[n, m]`: W as stored, xᵀ packed) into this thread's scratch, taken for
+    // the call and given back after it; `packed_b_product` cuts W's rows across the threads.
     let mut ct = TRANSPOSED_C.take();
     if ct.len() < n * m {
         ct.resize(n * m, 0.0);
     }
-    let packed_ref = &packed;
-    let ct_ptr = SendPtr(ct.as_mut_ptr());
-    let run = move |start: usize, rows: usize| {
-        let ct_ptr = ct_ptr;
-        let w_rows = Strided { ptr: w[start * k..].as_ptr(), rs: k as isize, cs: 1 };
-        // SAFETY: rows start .. start + rows of W (k values each, contiguous) are inside `w`; xᵀ is
-        // packed for this CPU's kernels; rows start .. start + rows of the scratch (m values each)
-        // are inside its n·m values, and no other task touches them (the blocks are disjoint).
-        unsafe { packed_product(kern, rows, w_rows, packed_ref, alpha, 0.0, ct_ptr.0.add(start * m), m) };
-    };
-    in_row_blocks(n, kern.mr, split, run);
+    // SAFETY: w holds n·k values and x m·k (the caller's promise); the scratch holds n·m values,
+    // which only this call touches.
+    unsafe {
+        let ct_ptr = ct.as_mut_ptr();
+        packed_b_product(
+            kern,
+            (n, k, m),
+            alpha,
+            (w, Transpose::No),
+            (x, Transpose::Yes),
+            0.0,
+            (ct_ptr, None),
+            split,
+        );
+    }
     // SAFETY: c points at m·n writable values that only this call touches (the caller's promise);
     // zeroed first, so that the slice never shows uninitialised values (a product of sgemm_new).
     let c = unsafe {
@@ -481,9 +484,6 @@ unsafe fn transposed_product(
     super::transpose::transpose((n, m), (&ct[..n * m], m), (c, n)); // C = (W·xᵀ)ᵀ
     if let Some(bias) = bias {
         add_to_rows(c, bias);
-    }
-    if packed.capacity() <= TALL_B_KEPT {
-        TALL_B.set(packed);
     }
     if ct.capacity() <= TALL_B_KEPT {
         TRANSPOSED_C.set(ct);
