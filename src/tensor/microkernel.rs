@@ -316,8 +316,14 @@ mod x86 {
             // gradient over a short batch) arrives while the sums run. (A hint: no value changes.)
             for i in 0..MR {
                 let row = c.wrapping_add(i * ldc);
-                _mm_prefetch::<_MM_HINT_T0>(row.cast());
-                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(cols - 1).cast());
+                // SAFETY: a prefetch is a hint: it reads no value and cannot fault, whatever the
+                // address. (A safe call inside this function for the compilers after the MSRV's,
+                // an unsafe one for the MSRV's own: hence the block and the `allow`.)
+                #[allow(unused_unsafe)]
+                unsafe {
+                    _mm_prefetch::<_MM_HINT_T0>(row.cast());
+                    _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(cols - 1).cast());
+                }
             }
         }
         // SAFETY: the caller guarantees MR rows of kc values at `a`, lda apart (or kc columns of MR
