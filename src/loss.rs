@@ -283,7 +283,11 @@ impl Loss for CrossEntropyLoss {
             for (k, (g, (&z, &term))) in g_row.iter_mut().zip(z_row.iter().zip(terms.iter())).enumerate() {
                 let log_p = (z as f64 - m - log_sum) as f32 as f64; // log softmax(z)_k, in f32
                 let q = (1.0 - eps) * f64::from(u8::from(k == label)) + eps / c as f64;
-                *row_loss -= q * log_p; // −Σ q·log p
+                // −Σ q·log p; a class with q = 0 adds nothing, also where log p = −∞ (a logit of
+                // −∞, a masked class: as PyTorch, not 0·∞ = NaN)
+                if q != 0.0 {
+                    *row_loss -= q * log_p;
+                }
                 *g = ((term as f64 / sum - q) / valid as f64) as f32; // (softmax − q)/N
             }
         };
@@ -294,17 +298,24 @@ impl Loss for CrossEntropyLoss {
 }
 
 /// `out[k] = e^(z[k] − m)` in f32 ([`exp_with`]: no library call, so the loop vectorises inside
-/// `wide_fused!`; within a few ulps of `f32::exp`). An `f64` exponential per logit, a library call
-/// each, had been 2 % of a GPT's training step (65 classes at 2,048 positions).
+/// `wide_fused!`; within a few ulps of `f32::exp`), and 0 where `z[k] − m` is below
+/// [`SMALLEST_EXPONENT`] — where `e^(z − m)` is under f32's smallest normal value, which
+/// `exp_with` would return instead (it clamps its argument there). An `f64` exponential per logit,
+/// a library call each, had been 2 % of a GPT's training step (65 classes at 2,048 positions).
 #[allow(clippy::needless_range_loop)] // an index loop, so that it stays inside the vector context
 #[inline(always)]
 fn shifted_exponentials<M: MulAdd>(z: &[f32], m: f32, out: &mut [f32]) {
     let n = out.len();
     let z = &z[..n];
     for k in 0..n {
-        out[k] = exp_with::<M>(z[k] - m);
+        let d = z[k] - m;
+        out[k] = if d < SMALLEST_EXPONENT { 0.0 } else { exp_with::<M>(d) };
     }
 }
+
+/// `ln` of f32's smallest normal value (`e^x` is a subnormal below it): where
+/// [`shifted_exponentials`] gives 0.
+const SMALLEST_EXPONENT: f32 = -87.336_55;
 
 /// Row-wise softmax of logits `[N, C]`: the class probabilities. Stable for any finite logits.
 ///

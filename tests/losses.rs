@@ -70,6 +70,24 @@ fn cross_entropy_is_finite_at_extreme_logits() {
     }
 }
 
+/// A logit of −∞ (a class masked out) that is not the label: its probability is 0 and the loss
+/// is the other classes' (`F.cross_entropy` gives the same), not `0·∞ = NaN`; its gradient is 0.
+/// Logits `[0, −∞, 1]`, label 2: `p = [1, 0, e]/(1 + e)`, `L = ln(1 + e) − 1`.
+#[test]
+fn cross_entropy_takes_a_masked_class_as_probability_zero() {
+    let z = t(&[1, 3], &[0., f32::NEG_INFINITY, 1.]);
+    let (l, g) = CrossEntropyLoss::new().loss_and_grad(&z, (&[2usize][..]).into()).unwrap();
+    let e = std::f32::consts::E;
+    assert!((l - ((1.0 + e).ln() - 1.0)).abs() < 1e-6, "loss {l}");
+    let want = [1.0 / (1.0 + e), 0.0, e / (1.0 + e) - 1.0];
+    for (got, want) in g.data().iter().zip(want) {
+        assert!((got - want).abs() < 1e-6, "{g}");
+    }
+    // With label smoothing every class has q > 0: −log 0 = ∞ counts, and the loss is infinite.
+    let smoothed = CrossEntropyLoss::new().label_smoothing(0.1).loss(&z, (&[2usize][..]).into()).unwrap();
+    assert_eq!(smoothed, f32::INFINITY);
+}
+
 /// The loss as computed (each `e^(z − m)` in f32, vectorised) against its definition in f64
 /// (`f64::exp` per logit): the loss within a few f32 ulps, and each probability within the error
 /// of its f32 evaluation — `z − m` rounded to f32 (half an ulp of `|z − m|`, which `e^(z − m)`
@@ -77,7 +95,8 @@ fn cross_entropy_is_finite_at_extreme_logits() {
 /// 1 to 65 classes with logits spread from ±0.1 to ±60, with and without label smoothing. (The
 /// gradient `(p − q)/N` is compared relative to `(p + q)/N`: where `p ≈ q` the difference
 /// cancels, and only `p`'s own error can remain. PyTorch's `log_softmax` in f32 rounds `z − m`
-/// the same way.)
+/// the same way. Where `e^(z − m)` is below f32's smallest normal value the loss takes it as 0,
+/// so a gradient value under that, over `N`, may be 0: the tolerance's floor.)
 #[test]
 fn cross_entropy_matches_its_f64_definition() {
     for (c, spread, eps) in
@@ -98,7 +117,8 @@ fn cross_entropy_matches_its_f64_definition() {
                 loss -= q * (v as f64 - m - sum.ln());
                 let (want, got) = ((p - q) / n as f64, g.data()[r * c + k] as f64);
                 let ulps = 4.0 + (v as f64 - m).abs() / 2.0;
-                let tolerance = ulps * f32::EPSILON as f64 * (p + q) / n as f64 + 1e-30;
+                let floor = f32::MIN_POSITIVE as f64 / n as f64;
+                let tolerance = ulps * f32::EPSILON as f64 * (p + q) / n as f64 + floor;
                 assert!(
                     (got - want).abs() <= tolerance,
                     "C = {c}, spread {spread}: dL/dz[{r}, {k}] = {got}, want {want}"
