@@ -19,7 +19,7 @@
 //! so logits of ±1000 give a finite loss.
 
 use crate::error::{Error, Result};
-use crate::tensor::math::{MulAdd, exp_with, feature_split, sigmoid, softmax_into};
+use crate::tensor::math::{EXP_SMALLEST_NORMAL_ARG, MulAdd, exp_with, feature_split, sigmoid, softmax_into};
 use crate::tensor::parallel::{rows_per_task, split_if_threads};
 use crate::tensor::{Tensor, shape_str};
 use rayon::prelude::*;
@@ -299,7 +299,7 @@ impl Loss for CrossEntropyLoss {
 
 /// `out[k] = e^(z[k] − m)` in f32 ([`exp_with`]: no library call, so the loop vectorises inside
 /// `wide_fused!`; within a few ulps of `f32::exp`), and 0 where `z[k] − m` is below
-/// [`SMALLEST_EXPONENT`] — where `e^(z − m)` is under f32's smallest normal value, which
+/// [`EXP_SMALLEST_NORMAL_ARG`] — where `e^(z − m)` is under f32's smallest normal value, which
 /// `exp_with` would return instead (it clamps its argument there). An `f64` exponential per logit,
 /// a library call each, had been 2 % of a GPT's training step (65 classes at 2,048 positions).
 #[allow(clippy::needless_range_loop)] // an index loop, so that it stays inside the vector context
@@ -309,13 +309,9 @@ fn shifted_exponentials<M: MulAdd>(z: &[f32], m: f32, out: &mut [f32]) {
     let z = &z[..n];
     for k in 0..n {
         let d = z[k] - m;
-        out[k] = if d < SMALLEST_EXPONENT { 0.0 } else { exp_with::<M>(d) };
+        out[k] = if d < EXP_SMALLEST_NORMAL_ARG { 0.0 } else { exp_with::<M>(d) };
     }
 }
-
-/// `ln` of f32's smallest normal value (`e^x` is a subnormal below it): where
-/// [`shifted_exponentials`] gives 0.
-const SMALLEST_EXPONENT: f32 = -87.336_55;
 
 /// Row-wise softmax of logits `[N, C]`: the class probabilities. Stable for any finite logits.
 ///

@@ -69,6 +69,10 @@ pub fn exp_fast(x: f32) -> f32 {
     exp_with::<Separate>(x)
 }
 
+/// `ln` of f32's smallest normal value: [`exp_fast`] clamps its argument from below here (its
+/// result stays a normal float), and `e^x` below it is a subnormal.
+pub(crate) const EXP_SMALLEST_NORMAL_ARG: f32 = -87.336_55;
+
 /// [`exp_fast`] with its multiply-adds evaluated by `M`.
 #[inline(always)]
 pub(crate) fn exp_with<M: MulAdd>(x: f32) -> f32 {
@@ -92,7 +96,7 @@ fn exp_reduced<M: MulAdd>(x: f32) -> (f32, f32) {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4; // ln 2 split in two, so that n·LN2_HI is exact
     const LN2_LO: f32 = -2.121_944_4e-4;
-    let x = x.clamp(-87.336_55, 88.3);
+    let x = x.clamp(EXP_SMALLEST_NORMAL_ARG, 88.3);
     // n = round(x·log₂e) by the add-and-subtract trick (1.5·2²³ pushes the fraction out of the
     // mantissa): plain SSE2 arithmetic, where `round` or `floor` would be a library call that
     // keeps the loop from vectorising on a baseline x86-64 build.
