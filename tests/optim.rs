@@ -262,3 +262,127 @@ fn nan_gradients_and_invalid_settings_behave_like_pytorch() {
     let mut ok = Sgd::new(0.1).nesterov().momentum(0.9);
     ok.step_params(&mut [named("w", &mut p)]);
 }
+
+/// The optimizer as given, but finding values that are not finite by the trait's default
+/// `step_params_checked` (a scan of every value after the step).
+struct Scanned(Box<dyn Optimizer>);
+
+impl Optimizer for Scanned {
+    fn step_params(&mut self, params: &mut [(String, &mut Param)]) {
+        self.0.step_params(params);
+    }
+    fn learning_rate(&self) -> f32 {
+        self.0.learning_rate()
+    }
+    fn set_learning_rate(&mut self, lr: f32) {
+        self.0.set_learning_rate(lr);
+    }
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+}
+
+/// The crate's optimizers note a value that is not finite while writing it
+/// (`step_params_checked`) and report the same parameter and value as a scan after the step, with
+/// the same new values: a parameter of one chunk and one cut into parallel chunks, overflow to
+/// ±∞ and NaN (an infinite gradient), in the first, a middle or the last position, on one and two
+/// threads; `None` when every value stays finite, and for no parameters at all.
+#[test]
+fn checked_steps_find_what_a_scan_after_the_step_finds() {
+    // (values, grads) of three parameters; `bad` puts a troublesome gradient at (param, index).
+    let params = |bad: Option<(usize, usize, f32)>| {
+        let lens = [5, 40_000, 7]; // the middle one is cut into chunks of 2¹⁴
+        lens.iter()
+            .enumerate()
+            .map(|(k, &n)| {
+                let mut value: Vec<f32> = (0..n).map(|i| (i % 5) as f32 - 2.0).collect();
+                let mut grad: Vec<f32> = (0..n).map(|i| ((i * 7 + k) % 11) as f32 * 0.1 - 0.5).collect();
+                // Against the gradient, from 3e38: past f32::MAX after a step of 1e38 (Adam's, at
+                // a gradient whose square is finite) or of 1e37·1e15 (SGD's); an infinite gradient gives ±∞ or NaN.
+                if let Some((_, i, g)) = bad.filter(|b| b.0 == k) {
+                    (value[i], grad[i]) = (-3e38 * g.signum(), g);
+                }
+                let mut p = Param::new(Tensor::from_vec(&[n], value).unwrap());
+                p.grad = Tensor::from_vec(&[n], grad).unwrap();
+                p
+            })
+            .collect::<Vec<Param>>()
+    };
+    type Make = fn() -> Box<dyn Optimizer>;
+    let optimizers: Vec<(&str, Make)> = vec![
+        ("sgd", || Box::new(Sgd::new(1e37))),
+        ("sgd momentum", || Box::new(Sgd::new(1e37).momentum(0.9).weight_decay(0.01))),
+        ("sgd nesterov", || Box::new(Sgd::new(1e37).momentum(0.9).nesterov())),
+        ("adam", || Box::new(Adam::new(1e38))),
+        ("adam amsgrad", || Box::new(Adam::new(1e38).amsgrad())),
+        ("adamw", || Box::new(AdamW::new(1e38))),
+    ];
+    let cases = [
+        None,
+        Some((0, 4, -1e15)),
+        Some((1, 30_001, -1e15)),
+        Some((1, 123, f32::INFINITY)),
+        Some((2, 2, 1e15)),
+        Some((2, 6, f32::NEG_INFINITY)),
+    ];
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            for (name, make) in &optimizers {
+                for bad in cases {
+                    let step = |checked: bool| {
+                        let mut ps = params(bad);
+                        let mut named_ps: Vec<(String, &mut Param)> =
+                            ps.iter_mut().enumerate().map(|(k, p)| (format!("p{k}"), p)).collect();
+                        let found = if checked {
+                            make().step_params_checked(&mut named_ps)
+                        } else {
+                            Scanned(make()).step_params_checked(&mut named_ps)
+                        };
+                        let bits: Vec<Vec<u32>> =
+                            ps.iter().map(|p| p.value.data().iter().map(|v| v.to_bits()).collect()).collect();
+                        (found.map(|(n, v)| (n, v.to_bits())), bits)
+                    };
+                    let (fast, scan) = (step(true), step(false));
+                    assert_eq!(fast.0, scan.0, "{name}, {bad:?}, {threads} thread(s): what was found");
+                    assert!(fast.1 == scan.1, "{name}, {bad:?}, {threads} thread(s): the new values");
+                    // With a troublesome gradient something is found; without one, nothing.
+                    assert_eq!(fast.0.is_some(), bad.is_some(), "{name}, {bad:?}: {:?}", fast.0);
+                }
+            }
+        });
+    }
+    for (_, make) in &optimizers {
+        assert_eq!(make().step_params_checked(&mut []), None);
+    }
+}
+
+/// A training step whose update overflows a weight stops with a message naming the parameter,
+/// now found while the optimizer writes it (the loss and gradients finite). Adam's step is about
+/// its learning rate whatever the gradient's size (the quotient m̂/(√v̂ + ε) is taken before the
+/// product, as PyTorch's `addcdiv`: a large m times a huge step size does not overflow first).
+#[test]
+fn train_step_names_the_weight_an_update_overflowed() {
+    use backprop::prelude::*;
+    let y = Tensor::zeros(&[1, 1]);
+    // y = 1e38·1e-30 + 1e38·2e-30 + 0 = 3e8: the loss 9e16, gradients 6e8·x and 6e8 (the bias).
+    let x = Tensor::from_vec(&[1, 2], vec![1e-30, 2e-30]).unwrap();
+    let model = || Sequential::new().add(Dense::new(2, 1).with_weights(Tensor::full(&[1, 2], 1e38), None));
+    // SGD at 1e37: the bias moves by 6e45, past f32::MAX; the weights by 6e-21·1e37, finite.
+    let err =
+        model().train_step(&x, (&y).into(), &MseLoss::new(), &mut Sgd::new(1e37)).unwrap_err().to_string();
+    assert!(err.contains("the optimizer step made 0.bias hold -inf (the loss was 9e16)"), "{err}");
+    // Adam at 3e38: every value moves by about 3e38·m̂/(√v̂ + ε); the weights' ratio is 6e-21/1e-8,
+    // the bias's 1: the bias lands on −3e38 (finite), nothing overflows.
+    let mut m = model();
+    m.train_step(&x, (&y).into(), &MseLoss::new(), &mut Adam::new(3e38)).unwrap();
+    let bias = m.params()[1].value.data()[0];
+    assert!(bias.is_finite() && (bias / -3e38 - 1.0).abs() < 1e-6, "{bias}");
+    // y = −1e38·1e-21 + 1e38·1e-20 = 9e17: w₀'s gradient 1.8e18·1e-21 > 0 with w₀ < 0, so Adam's
+    // step of 3e38 takes w₀ from −1e38 past −f32::MAX: found and named.
+    let weights = Tensor::from_vec(&[1, 2], vec![-1e38, 1e38]).unwrap();
+    let mut m = Sequential::new().add(Dense::new(2, 1).with_weights(weights, None));
+    let x = Tensor::from_vec(&[1, 2], vec![1e-21, 1e-20]).unwrap();
+    let err = m.train_step(&x, (&y).into(), &MseLoss::new(), &mut Adam::new(3e38)).unwrap_err().to_string();
+    assert!(err.contains("the optimizer step made 0.weight hold -inf"), "{err}");
+}

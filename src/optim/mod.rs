@@ -56,6 +56,31 @@ pub trait Optimizer: Send {
     /// If a parameter has another shape than at an earlier step under the same name.
     fn step_params(&mut self, params: &mut [(String, &mut Param)]);
 
+    /// [`Optimizer::step_params`], then the first of `params` (in their order) that holds a NaN
+    /// or an infinity after the update: its name and the first such value, or `None` when every
+    /// value is finite. Training calls this to stop at a step too large for f32. The default
+    /// scans every value after the step; the crate's optimizers note a value that is not finite
+    /// as they write it and scan only a parameter that has one (one pass over the weights instead
+    /// of two).
+    ///
+    /// ```
+    /// use backprop::prelude::*;
+    /// use backprop::layers::Param;
+    /// let mut p = Param::new(Tensor::from_vec(&[2], vec![1.0, 2.0]).unwrap());
+    /// p.grad = Tensor::from_vec(&[2], vec![0.5, -3e38]).unwrap();
+    /// let mut params = [("w".to_string(), &mut p)];
+    /// let found = Sgd::new(10.0).step_params_checked(&mut params); // 2 + 3e39 overflows f32
+    /// assert_eq!(found, Some(("w".to_string(), f32::INFINITY)));
+    /// assert_eq!(p.value.data()[0], -4.0); // the update was taken
+    /// ```
+    ///
+    /// # Panics
+    /// As [`Optimizer::step_params`].
+    fn step_params_checked(&mut self, params: &mut [(String, &mut Param)]) -> Option<(String, f32)> {
+        self.step_params(params);
+        first_non_finite_of(params, |_| true)
+    }
+
     /// The current learning rate.
     fn learning_rate(&self) -> f32;
 
@@ -270,6 +295,18 @@ pub(crate) fn check_factor(optimizer: &str, setting: &str, value: f32, max: f32)
         "{optimizer}: {setting} must be in [0, {max}], got {value}"
     );
     value
+}
+
+/// The first of `params` (among those `suspect` picks by position) whose value holds a NaN or an
+/// infinity: its name and the first such value.
+pub(crate) fn first_non_finite_of(
+    params: &[(String, &mut Param)],
+    suspect: impl Fn(usize) -> bool,
+) -> Option<(String, f32)> {
+    params.iter().enumerate().filter(|&(i, _)| suspect(i)).find_map(|(_, (name, p))| {
+        let values = p.value.data();
+        crate::tensor::first_non_finite(values).map(|i| (name.clone(), values[i]))
+    })
 }
 
 /// Sets every gradient to zero.

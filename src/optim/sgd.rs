@@ -97,6 +97,76 @@ impl Sgd {
     }
 }
 
+impl Sgd {
+    /// One update of every parameter; returns the position of the first whose new value holds a
+    /// NaN or an infinity, if any (noted as the values are written).
+    fn update(&mut self, params: &mut [(String, &mut Param)]) -> Option<usize> {
+        assert!(
+            !self.nesterov || (self.momentum > 0.0 && self.dampening == 0.0),
+            "SGD: Nesterov momentum needs a momentum > 0 and zero dampening (got momentum {}, dampening {})",
+            self.momentum,
+            self.dampening
+        );
+        let (lr, rho, tau, wd) = (self.lr, self.momentum, self.dampening, self.weight_decay);
+        let first = self.steps == 0;
+        self.steps += 1;
+        let nesterov = self.nesterov;
+        let mut first_non_finite = None;
+        for (at, (name, p)) in params.iter_mut().enumerate() {
+            let u = if rho != 0.0 { Some(self.momentum_buffers.get(name, p, "Sgd")) } else { None };
+            let (theta, grad) = (p.value.data_mut(), p.grad.data());
+            // Every element is independent: chunks in parallel give the same result on any
+            // number of threads.
+            // (Each also notes whether every new value is finite.)
+            let plain = |theta: &mut [f32], grad: &[f32]| {
+                let mut non_finite = 0u32;
+                for (th, &g) in theta.iter_mut().zip(grad) {
+                    let g = g + wd * *th; // g ← g + λθ
+                    *th -= lr * g; // θ ← θ − ηg
+                    non_finite |= u32::from(!th.is_finite());
+                }
+                non_finite == 0
+            };
+            let with_momentum = |theta: &mut [f32], grad: &[f32], u: &mut [f32]| {
+                let mut non_finite = 0u32;
+                for ((th, &g), u) in theta.iter_mut().zip(grad).zip(u) {
+                    let g = g + wd * *th; // g ← g + λθ
+                    *u = if first { g } else { rho * *u + (1.0 - tau) * g }; // u ← ρu + (1 − τ)g
+                    let step = if nesterov { g + rho * *u } else { *u };
+                    *th -= lr * step; // θ ← θ − η·step
+                    non_finite |= u32::from(!th.is_finite());
+                }
+                non_finite == 0
+            };
+            // One chunk stays on this thread: handing it to rayon would cost more than the update.
+            let serial = theta.len() <= CHUNK;
+            // (`reduce`, not `all`: every chunk is updated, whatever another found.)
+            let finite = match u {
+                None if serial => plain(theta, grad),
+                None => theta
+                    .par_chunks_mut(CHUNK)
+                    .zip(grad.par_chunks(CHUNK))
+                    .with_min_len(split_if_threads(1))
+                    .map(|(th, g)| plain(th, g))
+                    .reduce(|| true, |a, b| a & b),
+                Some(u) if serial => with_momentum(theta, grad, u.data_mut()),
+                Some(u) => {
+                    let chunks = theta.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK));
+                    chunks
+                        .zip(u.data_mut().par_chunks_mut(CHUNK))
+                        .with_min_len(split_if_threads(1))
+                        .map(|((th, g), u)| with_momentum(th, g, u))
+                        .reduce(|| true, |a, b| a & b)
+                }
+            };
+            if !finite && first_non_finite.is_none() {
+                first_non_finite = Some(at);
+            }
+        }
+        first_non_finite
+    }
+}
+
 impl Optimizer for Sgd {
     fn check(&self) -> crate::Result<()> {
         if self.nesterov && !(self.momentum > 0.0 && self.dampening == 0.0) {
@@ -112,54 +182,12 @@ impl Optimizer for Sgd {
     /// If Nesterov momentum was asked for without a momentum or with dampening (PyTorch refuses
     /// the same settings), or if the parameters differ from those of the first step.
     fn step_params(&mut self, params: &mut [(String, &mut Param)]) {
-        assert!(
-            !self.nesterov || (self.momentum > 0.0 && self.dampening == 0.0),
-            "SGD: Nesterov momentum needs a momentum > 0 and zero dampening (got momentum {}, dampening {})",
-            self.momentum,
-            self.dampening
-        );
-        let (lr, rho, tau, wd) = (self.lr, self.momentum, self.dampening, self.weight_decay);
-        let first = self.steps == 0;
-        self.steps += 1;
-        let nesterov = self.nesterov;
-        for (name, p) in params.iter_mut() {
-            let u = if rho != 0.0 { Some(self.momentum_buffers.get(name, p, "Sgd")) } else { None };
-            let (theta, grad) = (p.value.data_mut(), p.grad.data());
-            // Every element is independent: chunks in parallel give the same result on any
-            // number of threads.
-            let plain = |theta: &mut [f32], grad: &[f32]| {
-                for (th, &g) in theta.iter_mut().zip(grad) {
-                    let g = g + wd * *th; // g ← g + λθ
-                    *th -= lr * g; // θ ← θ − ηg
-                }
-            };
-            let with_momentum = |theta: &mut [f32], grad: &[f32], u: &mut [f32]| {
-                for ((th, &g), u) in theta.iter_mut().zip(grad).zip(u) {
-                    let g = g + wd * *th; // g ← g + λθ
-                    *u = if first { g } else { rho * *u + (1.0 - tau) * g }; // u ← ρu + (1 − τ)g
-                    let step = if nesterov { g + rho * *u } else { *u };
-                    *th -= lr * step; // θ ← θ − η·step
-                }
-            };
-            // One chunk stays on this thread: handing it to rayon would cost more than the update.
-            let serial = theta.len() <= CHUNK;
-            match u {
-                None if serial => plain(theta, grad),
-                None => theta
-                    .par_chunks_mut(CHUNK)
-                    .zip(grad.par_chunks(CHUNK))
-                    .with_min_len(split_if_threads(1))
-                    .for_each(|(th, g)| plain(th, g)),
-                Some(u) if serial => with_momentum(theta, grad, u.data_mut()),
-                Some(u) => {
-                    let chunks = theta.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK));
-                    chunks
-                        .zip(u.data_mut().par_chunks_mut(CHUNK))
-                        .with_min_len(split_if_threads(1))
-                        .for_each(|((th, g), u)| with_momentum(th, g, u))
-                }
-            }
-        }
+        self.update(params);
+    }
+
+    fn step_params_checked(&mut self, params: &mut [(String, &mut Param)]) -> Option<(String, f32)> {
+        let first = self.update(params)?;
+        super::first_non_finite_of(params, |i| i >= first)
     }
 
     fn save_state(&self, into: &mut super::OptimizerState) {

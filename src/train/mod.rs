@@ -481,9 +481,7 @@ fn run(
                     clip_grad_norm(&mut params, max);
                 }
                 optimizer.save_state(&mut optimizer_before);
-                optimizer.step_params(&mut params);
-                drop(params);
-                first_non_finite_value(&*model)
+                optimizer.step_params_checked(&mut params)
             });
             if let Some((name, value)) = after_step {
                 before_batch.restore(model);
@@ -714,13 +712,6 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .cloned()
         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_else(|| "a layer panicked".to_string())
-}
-
-/// The first parameter whose value holds a NaN or infinity: its name and that value.
-pub(crate) fn first_non_finite_value<V: Visit + ?Sized>(model: &V) -> Option<(String, f32)> {
-    named_params(model)
-        .into_iter()
-        .find_map(|(name, p)| first_non_finite(p.value.data()).map(|i| (name, p.value.data()[i])))
 }
 
 /// The first parameter whose gradient holds a NaN or infinity: its name and that value.

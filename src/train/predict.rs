@@ -395,8 +395,9 @@ fn step_on_pool(
              rate or clipping the gradients"
         )));
     }
-    optimizer.step(model);
-    if let Some((name, value)) = super::first_non_finite_value(model) {
+    // (Through `step_params_checked`, which notes a value that is not finite as the update writes
+    // it, instead of `step` and a scan of every weight after it.)
+    if let Some((name, value)) = optimizer.step_params_checked(&mut crate::layers::named_params_mut(model)) {
         return Err(Error::invalid(format!(
             "train_step: the optimizer step made {name} hold {value:?} (the loss was {l:?}): the step was too large \
              for f32, and the model keeps it; reload the weights, or train with fit, which restores the weights from \
