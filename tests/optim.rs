@@ -386,3 +386,49 @@ fn train_step_names_the_weight_an_update_overflowed() {
     let err = m.train_step(&x, (&y).into(), &MseLoss::new(), &mut Adam::new(3e38)).unwrap_err().to_string();
     assert!(err.contains("the optimizer step made 0.weight hold -inf"), "{err}");
 }
+
+/// SGD's update, compiled for the widest vectors and cut into parallel chunks, gives the bits of
+/// the formula evaluated one value at a time in f32 (the same operations in the same order), for
+/// every combination of momentum, dampening, Nesterov and weight decay, over three steps (the
+/// first sets `u ← g`), on a parameter with a tail after the last whole chunk and register.
+#[test]
+fn sgd_is_its_formula_bit_for_bit() {
+    let n = 40_003;
+    let settings = [
+        (0.0f32, 0.0f32, false, 0.0f32),
+        (0.0, 0.0, false, 0.01),
+        (0.9, 0.0, false, 0.0),
+        (0.9, 0.1, false, 0.01),
+        (0.9, 0.0, true, 0.0),
+        (0.5, 0.0, true, 0.02),
+    ];
+    for (rho, tau, nesterov, wd) in settings {
+        let lr = 0.05f32;
+        let mut opt = Sgd::new(lr).momentum(rho).dampening(tau).weight_decay(wd);
+        if nesterov {
+            opt = opt.nesterov();
+        }
+        let mut p = Param::new(
+            Tensor::from_vec(&[n], (0..n).map(|i| (i % 101) as f32 / 37.0 - 1.3).collect()).unwrap(),
+        );
+        let (mut theta, mut u) = (p.value.data().to_vec(), vec![0f32; n]);
+        for k in 0..3 {
+            let grad: Vec<f32> = (0..n).map(|i| ((i * 31 + k * 17) % 29) as f32 / 13.0 - 1.1).collect();
+            p.grad = Tensor::from_vec(&[n], grad.clone()).unwrap();
+            opt.step_params(&mut [named("w", &mut p)]);
+            for i in 0..n {
+                let g = grad[i] + wd * theta[i];
+                let step = if rho == 0.0 {
+                    g
+                } else {
+                    u[i] = if k == 0 { g } else { rho * u[i] + (1.0 - tau) * g };
+                    if nesterov { g + rho * u[i] } else { u[i] }
+                };
+                theta[i] -= lr * step;
+            }
+            let got = p.value.data();
+            let first_diff = (0..n).find(|&i| got[i].to_bits() != theta[i].to_bits());
+            assert_eq!(first_diff, None, "ρ {rho}, τ {tau}, Nesterov {nesterov}, λ {wd}, step {}", k + 1);
+        }
+    }
+}

@@ -59,9 +59,10 @@ pub trait Optimizer: Send {
     /// [`Optimizer::step_params`], then the first of `params` (in their order) that holds a NaN
     /// or an infinity after the update: its name and the first such value, or `None` when every
     /// value is finite. Training calls this to stop at a step too large for f32. The default
-    /// scans every value after the step; the crate's optimizers note a value that is not finite
-    /// as they write it and scan only a parameter that has one (one pass over the weights instead
-    /// of two).
+    /// scans every value after the step. An optimizer whose update is bound by memory can note a
+    /// value that is not finite as it writes it, and scan only a parameter that has one (one pass
+    /// over the weights instead of two), as [`Sgd`] does; [`Adam`]'s update is bound by its square
+    /// root and division, where the check inside the loop cost as much as the scan after it.
     ///
     /// ```
     /// use backprop::prelude::*;

@@ -117,45 +117,32 @@ impl Sgd {
             let (theta, grad) = (p.value.data_mut(), p.grad.data());
             // Every element is independent: chunks in parallel give the same result on any
             // number of threads.
-            // (Each also notes whether every new value is finite.)
-            let plain = |theta: &mut [f32], grad: &[f32]| {
-                let mut non_finite = 0u32;
-                for (th, &g) in theta.iter_mut().zip(grad) {
-                    let g = g + wd * *th; // g ← g + λθ
-                    *th -= lr * g; // θ ← θ − ηg
-                    non_finite |= u32::from(!th.is_finite());
-                }
-                non_finite == 0
-            };
-            let with_momentum = |theta: &mut [f32], grad: &[f32], u: &mut [f32]| {
-                let mut non_finite = 0u32;
-                for ((th, &g), u) in theta.iter_mut().zip(grad).zip(u) {
-                    let g = g + wd * *th; // g ← g + λθ
-                    *u = if first { g } else { rho * *u + (1.0 - tau) * g }; // u ← ρu + (1 − τ)g
-                    let step = if nesterov { g + rho * *u } else { *u };
-                    *th -= lr * step; // θ ← θ − η·step
-                    non_finite |= u32::from(!th.is_finite());
-                }
-                non_finite == 0
+            let h = Hyper { lr, rho, tau, wd };
+            let run = |theta: &mut [f32], grad: &[f32], u: &mut [f32]| match (u.is_empty(), first, nesterov) {
+                (true, ..) => update::<false, false, false>(theta, grad, u, h),
+                (false, true, false) => update::<true, true, false>(theta, grad, u, h),
+                (false, true, true) => update::<true, true, true>(theta, grad, u, h),
+                (false, false, false) => update::<true, false, false>(theta, grad, u, h),
+                (false, false, true) => update::<true, false, true>(theta, grad, u, h),
             };
             // One chunk stays on this thread: handing it to rayon would cost more than the update.
             let serial = theta.len() <= CHUNK;
             // (`reduce`, not `all`: every chunk is updated, whatever another found.)
             let finite = match u {
-                None if serial => plain(theta, grad),
+                None if serial => run(theta, grad, &mut []),
                 None => theta
                     .par_chunks_mut(CHUNK)
                     .zip(grad.par_chunks(CHUNK))
                     .with_min_len(split_if_threads(1))
-                    .map(|(th, g)| plain(th, g))
+                    .map(|(th, g)| run(th, g, &mut []))
                     .reduce(|| true, |a, b| a & b),
-                Some(u) if serial => with_momentum(theta, grad, u.data_mut()),
+                Some(u) if serial => run(theta, grad, u.data_mut()),
                 Some(u) => {
                     let chunks = theta.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK));
                     chunks
                         .zip(u.data_mut().par_chunks_mut(CHUNK))
                         .with_min_len(split_if_threads(1))
-                        .map(|((th, g), u)| with_momentum(th, g, u))
+                        .map(|((th, g), u)| run(th, g, u))
                         .reduce(|| true, |a, b| a & b)
                 }
             };
@@ -165,6 +152,55 @@ impl Sgd {
         }
         first_non_finite
     }
+}
+
+/// The scalars of one step: learning rate η, momentum ρ, dampening τ, weight decay λ.
+#[derive(Clone, Copy)]
+struct Hyper {
+    lr: f32,
+    rho: f32,
+    tau: f32,
+    wd: f32,
+}
+
+/// The SGD update of one slice of a parameter (with its momentum buffer `u` when `MOMENTUM`; the
+/// first step's `u ← g` when `FIRST`), compiled for the widest vectors the CPU has: the flags are
+/// constants and the scalars values (captured by reference, they were loaded again for every
+/// element, and the loop ran one element at a time). True if every new value is finite.
+fn update<const MOMENTUM: bool, const FIRST: bool, const NESTEROV: bool>(
+    theta: &mut [f32],
+    grad: &[f32],
+    u: &mut [f32],
+    h: Hyper,
+) -> bool {
+    crate::tensor::simd::wide!(update_loop::<MOMENTUM, FIRST, NESTEROV>(theta, grad, u, h))
+}
+
+#[inline(always)]
+fn update_loop<const MOMENTUM: bool, const FIRST: bool, const NESTEROV: bool>(
+    theta: &mut [f32],
+    grad: &[f32],
+    u: &mut [f32],
+    Hyper { lr, rho, tau, wd }: Hyper,
+) -> bool {
+    // Slices of one length, so that the loop runs without bounds checks.
+    let n = theta.len();
+    let grad = &grad[..n];
+    let u = if MOMENTUM { &mut u[..n] } else { u };
+    let mut non_finite = 0u32; // 1 once a new value is NaN or ±∞
+    for i in 0..n {
+        let t = &mut theta[i];
+        let g = grad[i] + wd * *t; // g ← g + λθ
+        let step = if MOMENTUM {
+            u[i] = if FIRST { g } else { rho * u[i] + (1.0 - tau) * g }; // u ← ρu + (1 − τ)g
+            if NESTEROV { g + rho * u[i] } else { u[i] }
+        } else {
+            g
+        };
+        *t -= lr * step; // θ ← θ − η·step
+        non_finite |= u32::from(!t.is_finite());
+    }
+    non_finite == 0
 }
 
 impl Optimizer for Sgd {
