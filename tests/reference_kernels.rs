@@ -179,3 +179,60 @@ fn avg_pool_fast_equals_reference_bit_for_bit() {
         }
     }
 }
+
+/// Batch normalisation's fast passes against its plain loops: the statistics and the backward
+/// sums within f64 rounding of the reference's one sum per channel, `x̂` and `y` bit for bit,
+/// `dL/dx` to f32 rounding (its sums are cast to f32 first), in training and evaluation form — for
+/// `[N, C]` (one value per row), `[N, C, L]` and `[N, C, H, W]`, odd sizes that leave a tail after
+/// the last group of four, a large input cut across threads, and values with a large mean and a
+/// small spread. On one thread and on two: the same bits.
+#[test]
+fn batchnorm_fast_equals_reference() {
+    use backprop::layers::batchnorm::{fast, reference};
+    let shapes: &[&[usize]] =
+        &[&[7, 3], &[64, 10], &[5, 4, 9], &[3, 2, 5, 7], &[16, 32, 12, 12], &[2, 1, 1, 3]];
+    let close64 = |a: f64, b: f64, what: &str| {
+        assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()), "{what}: fast {a}, reference {b}");
+    };
+    let mut results = Vec::new();
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let mut bits_here = Vec::new();
+        pool.install(|| {
+            for (s, &shape) in shapes.iter().enumerate() {
+                for offset in [0.0f32, 1000.0] {
+                    let x = Tensor::rand_uniform(shape, -2.0, 2.0, 10 + s as u64).map(|v| v + offset);
+                    let c = shape[1];
+                    let (stats, stats_ref) = (fast::statistics(&x), reference::statistics(&x));
+                    for ch in 0..c {
+                        close64(stats[ch].0, stats_ref[ch].0, &format!("{shape:?} μ[{ch}]"));
+                        close64(stats[ch].1, stats_ref[ch].1, &format!("{shape:?} σ²[{ch}]"));
+                    }
+                    let mean: Vec<f32> = stats.iter().map(|s| s.0 as f32).collect();
+                    let inv: Vec<f32> = stats.iter().map(|s| 1.0 / (s.1 as f32 + 1e-5).sqrt()).collect();
+                    let gamma: Vec<f32> = (0..c).map(|k| 0.5 + k as f32 * 0.25).collect();
+                    let beta: Vec<f32> = (0..c).map(|k| k as f32 * 0.1 - 0.3).collect();
+                    let (mut x_hat, mut y) = (Tensor::default(), Tensor::default());
+                    fast::normalize(&x, (&mean, &inv), (&gamma, &beta), &mut x_hat, &mut y);
+                    let (x_hat_ref, y_ref) = reference::normalize(&x, (&mean, &inv), (&gamma, &beta));
+                    assert_eq!(bits(&x_hat), bits(&x_hat_ref), "{shape:?}: x̂");
+                    assert_eq!(bits(&y), bits(&y_ref), "{shape:?}: y");
+                    let g = Tensor::rand_uniform(shape, -1.0, 1.0, 20 + s as u64);
+                    for train in [true, false] {
+                        let (dx, sums) = fast::backward(&g, &x_hat, &inv, &gamma, train);
+                        let (dx_ref, sums_ref) = reference::backward(&g, &x_hat, &inv, &gamma, train);
+                        for ch in 0..c {
+                            close64(sums[ch].0, sums_ref[ch].0, &format!("{shape:?} Σg[{ch}]"));
+                            close64(sums[ch].1, sums_ref[ch].1, &format!("{shape:?} Σg·x̂[{ch}]"));
+                        }
+                        assert_close(&dx, &dx_ref, &format!("{shape:?} dx (train {train})"));
+                        bits_here.push(bits(&dx));
+                    }
+                    bits_here.push(bits(&y));
+                }
+            }
+        });
+        results.push(bits_here);
+    }
+    assert!(results[0] == results[1], "one thread against two");
+}

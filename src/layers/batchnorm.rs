@@ -103,11 +103,9 @@ impl BatchNorm {
                 x.shape()
             );
             self.batches_tracked = self.batches_tracked.saturating_add(1); // (a loaded count may be near u64::MAX)
+            let stats = fast::statistics(x);
             for (ch, (mu, inv)) in mean.iter_mut().zip(self.inv_std.iter_mut()).enumerate() {
-                let values =
-                    || (0..n).flat_map(move |b| x.data()[(b * c + ch) * inner..][..inner].iter().copied());
-                let mu64 = values().map(f64::from).sum::<f64>() / m as f64; // μ
-                let var64 = values().map(|v| (v as f64 - mu64).powi(2)).sum::<f64>() / m as f64; // σ²
+                let (mu64, var64) = stats[ch]; // μ, σ²
                 *mu = mu64 as f32;
                 *inv = 1.0 / (var64 as f32 + self.eps).sqrt();
                 let rm = &mut self.running_mean.data_mut()[ch];
@@ -122,51 +120,94 @@ impl BatchNorm {
                 *inv = 1.0 / (var + self.eps).sqrt();
             }
         }
-        self.x_hat.copy_from(x);
-        let mut y = Tensor::zeros(x.shape());
         let (gamma, beta) = (self.weight.value.data(), self.bias.value.data());
-        for (i, (xh_row, y_row)) in self
-            .x_hat
-            .data_mut()
-            .chunks_exact_mut(inner)
-            .zip(y.data_mut().chunks_exact_mut(inner))
-            .enumerate()
-        {
-            let ch = i % c;
-            for (xh, yv) in xh_row.iter_mut().zip(y_row) {
-                *xh = (*xh - mean[ch]) * self.inv_std[ch]; // x̂ = (x − μ)/√(σ² + ε)
-                *yv = gamma[ch] * *xh + beta[ch]; // y = γ·x̂ + β
-            }
-        }
+        let mut y = Tensor::default();
+        fast::normalize(x, (&mean, &self.inv_std), (gamma, beta), &mut self.x_hat, &mut y);
         y
     }
 
     fn backward(&mut self, g: &Tensor) -> Tensor {
-        let (n, c, inner) = split(self.x_hat.shape());
-        let m = (n * inner) as f32;
-        // Per channel: Σ g and Σ g·x̂.
-        let (mut sum_g, mut sum_gx) = (vec![0.0f64; c], vec![0.0f64; c]);
-        for (i, (g_row, xh_row)) in
-            g.data().chunks_exact(inner).zip(self.x_hat.data().chunks_exact(inner)).enumerate()
-        {
+        let gamma = self.weight.value.data();
+        let (dx, sums) = fast::backward(g, &self.x_hat, &self.inv_std, gamma, self.train);
+        for (ch, (sum_g, sum_gx)) in sums.into_iter().enumerate() {
+            self.weight.grad.data_mut()[ch] += sum_gx as f32; // dγ += Σ g·x̂
+            self.bias.grad.data_mut()[ch] += sum_g as f32; // dβ += Σ g
+        }
+        dx
+    }
+}
+
+/// The readable definition of batch normalisation's passes: plain loops over the formulas of the
+/// [module docs](super), one value at a time, sums in `f64` in order. The layer runs [`fast`]'s
+/// versions; `tests/reference_kernels.rs` compares the two.
+pub mod reference {
+    use crate::tensor::Tensor;
+    use crate::tensor::math::feature_split as split;
+
+    /// Per channel of `x` (`[N, C, …]`), `(μ, σ²)` over its `N·…` values (the biased variance),
+    /// in `f64`: `μ = (1/m) Σ x`, `σ² = (1/m) Σ (x − μ)²`.
+    pub fn statistics(x: &Tensor) -> Vec<(f64, f64)> {
+        let (n, c, inner) = split(x.shape());
+        let m = (n * inner) as f64;
+        (0..c)
+            .map(|ch| {
+                let values =
+                    || (0..n).flat_map(move |b| x.data()[(b * c + ch) * inner..][..inner].iter().copied());
+                let mu = values().map(f64::from).sum::<f64>() / m; // μ
+                let var = values().map(|v| (v as f64 - mu).powi(2)).sum::<f64>() / m; // σ²
+                (mu, var)
+            })
+            .collect()
+    }
+
+    /// `x̂ = (x − μ)·inv_std` and `y = γ·x̂ + β`, channel by channel (`mean`, `inv_std`, `gamma`,
+    /// `beta`: one value per channel).
+    pub fn normalize(
+        x: &Tensor,
+        (mean, inv_std): (&[f32], &[f32]),
+        (gamma, beta): (&[f32], &[f32]),
+    ) -> (Tensor, Tensor) {
+        let (_, c, inner) = split(x.shape());
+        let (mut x_hat, mut y) = (x.clone(), Tensor::zeros(x.shape()));
+        let rows = x_hat.data_mut().chunks_exact_mut(inner).zip(y.data_mut().chunks_exact_mut(inner));
+        for (i, (xh_row, y_row)) in rows.enumerate() {
             let ch = i % c;
-            for (&gv, &xh) in g_row.iter().zip(xh_row) {
-                sum_g[ch] += gv as f64;
-                sum_gx[ch] += gv as f64 * xh as f64;
+            for (xh, yv) in xh_row.iter_mut().zip(y_row) {
+                *xh = (*xh - mean[ch]) * inv_std[ch]; // x̂ = (x − μ)/√(σ² + ε)
+                *yv = gamma[ch] * *xh + beta[ch]; // y = γ·x̂ + β
             }
         }
-        for ch in 0..c {
-            self.weight.grad.data_mut()[ch] += sum_gx[ch] as f32; // dγ += Σ g·x̂
-            self.bias.grad.data_mut()[ch] += sum_g[ch] as f32; // dβ += Σ g
+        (x_hat, y)
+    }
+
+    /// Backward from `g = dL/dy`: `dL/dx`, and per channel `(Σ g, Σ g·x̂)` in `f64` (`dL/dβ`,
+    /// `dL/dγ`). `train`: the batch statistics' form of `dL/dx`; else the running statistics' one.
+    pub fn backward(
+        g: &Tensor,
+        x_hat: &Tensor,
+        inv_std: &[f32],
+        gamma: &[f32],
+        train: bool,
+    ) -> (Tensor, Vec<(f64, f64)>) {
+        let (n, c, inner) = split(x_hat.shape());
+        let m = (n * inner) as f32;
+        let mut sums = vec![(0.0f64, 0.0f64); c];
+        for (i, (g_row, xh_row)) in
+            g.data().chunks_exact(inner).zip(x_hat.data().chunks_exact(inner)).enumerate()
+        {
+            let (sum_g, sum_gx) = &mut sums[i % c];
+            for (&gv, &xh) in g_row.iter().zip(xh_row) {
+                *sum_g += gv as f64;
+                *sum_gx += gv as f64 * xh as f64;
+            }
         }
-        let gamma = self.weight.value.data();
-        let mut dx = Tensor::zeros(self.x_hat.shape());
+        let mut dx = Tensor::zeros(x_hat.shape());
         let rows = dx.data_mut().chunks_exact_mut(inner).zip(g.data().chunks_exact(inner));
-        for (i, ((dx_row, g_row), xh_row)) in rows.zip(self.x_hat.data().chunks_exact(inner)).enumerate() {
+        for (i, ((dx_row, g_row), xh_row)) in rows.zip(x_hat.data().chunks_exact(inner)).enumerate() {
             let ch = i % c;
-            let k = gamma[ch] * self.inv_std[ch];
-            if self.train {
-                let (sg, sgx) = (sum_g[ch] as f32, sum_gx[ch] as f32);
+            let k = gamma[ch] * inv_std[ch];
+            if train {
+                let (sg, sgx) = (sums[ch].0 as f32, sums[ch].1 as f32);
                 for ((d, &gv), &xh) in dx_row.iter_mut().zip(g_row).zip(xh_row) {
                     *d = k / m * (m * gv - sg - xh * sgx); // γ/(m√(σ²+ε))·(m·g − Σg − x̂·Σg·x̂)
                 }
@@ -174,7 +215,208 @@ impl BatchNorm {
                 dx_row.iter_mut().zip(g_row).for_each(|(d, &gv)| *d = k * gv); // γ/√(σ²+ε)·g
             }
         }
-        dx
+        (dx, sums)
+    }
+}
+
+/// [`reference`](mod@reference)'s passes for the machine: the channels' sums in parallel, each in four
+/// interleaved `f64` partial sums (a loop the compiler vectorises; the partial sums added in a
+/// fixed order, so the same bits on any number of threads, within `f64` rounding of the
+/// reference's one sum), and the per-value loops in parallel blocks of rows with each channel's
+/// constants in registers (the reference's bits). One thread had taken 3.4 ns per value forward
+/// and 4.3 backward on the AMD EPYC of docs/benchmarks.md, the sums' one `f64` chain each.
+pub mod fast {
+    use crate::tensor::Tensor;
+    use crate::tensor::math::feature_split as split;
+    use crate::tensor::parallel::{PASS_PARALLEL_MIN, min_len, rows_per_task, split_if_threads};
+    use rayon::prelude::*;
+
+    /// The rows of channel `ch` (`n` of them, `inner` values each) of a `[N, C, …]` buffer.
+    fn channel_rows(
+        data: &[f32],
+        (n, c, inner): (usize, usize, usize),
+        ch: usize,
+    ) -> impl Iterator<Item = &[f32]> {
+        (0..n).map(move |b| &data[(b * c + ch) * inner..][..inner])
+    }
+
+    /// `Σ f(v)` over the values of `rows`, in four interleaved `f64` partial sums added in order.
+    #[inline(always)]
+    fn sum4<'a>(rows: impl Iterator<Item = &'a [f32]>, f: impl Fn(f32) -> f64) -> f64 {
+        let mut acc = [0.0f64; 4];
+        for row in rows {
+            let (quads, tail) = row.as_chunks::<4>();
+            for q in quads {
+                for l in 0..4 {
+                    acc[l] += f(q[l]);
+                }
+            }
+            for (a, &v) in acc.iter_mut().zip(tail) {
+                *a += f(v);
+            }
+        }
+        (acc[0] + acc[1]) + (acc[2] + acc[3])
+    }
+
+    /// As [`reference::statistics`](super::reference::statistics).
+    pub fn statistics(x: &Tensor) -> Vec<(f64, f64)> {
+        let (n, c, inner) = split(x.shape());
+        let m = (n * inner) as f64;
+        let one = |ch: usize| {
+            crate::tensor::simd::wide!({
+                let rows = || channel_rows(x.data(), (n, c, inner), ch);
+                let mu = sum4(rows(), f64::from) / m; // μ
+                let var = sum4(rows(), |v| (v as f64 - mu) * (v as f64 - mu)) / m; // σ²
+                (mu, var)
+            })
+        };
+        let parallel = x.len() >= PASS_PARALLEL_MIN;
+        (0..c).into_par_iter().with_min_len(min_len(c, parallel)).map(one).collect()
+    }
+
+    /// As [`reference::normalize`](super::reference::normalize), into `x_hat` and `y` (resized).
+    pub fn normalize(
+        x: &Tensor,
+        (mean, inv_std): (&[f32], &[f32]),
+        (gamma, beta): (&[f32], &[f32]),
+        x_hat: &mut Tensor,
+        y: &mut Tensor,
+    ) {
+        let (_, c, inner) = split(x.shape());
+        x_hat.resize_for_overwrite(x.shape()); // every value is written below
+        y.resize_for_overwrite(x.shape());
+        if inner == 0 {
+            return;
+        }
+        let per_task = rows_per_task(x.len() / inner, inner);
+        let blocks = x_hat
+            .data_mut()
+            .par_chunks_mut(per_task * inner)
+            .zip(y.data_mut().par_chunks_mut(per_task * inner));
+        let blocks = blocks.zip(x.data().par_chunks(per_task * inner)).enumerate();
+        blocks.with_min_len(split_if_threads(1)).for_each(|(b, ((xh, y), x))| {
+            for (r, ((xh, y), x)) in xh
+                .chunks_exact_mut(inner)
+                .zip(y.chunks_exact_mut(inner))
+                .zip(x.chunks_exact(inner))
+                .enumerate()
+            {
+                let ch = (b * per_task + r) % c;
+                let (mu, inv, g, bt) = (mean[ch], inv_std[ch], gamma[ch], beta[ch]);
+                crate::tensor::simd::wide!(normalize_row(x, xh, y, (mu, inv), (g, bt)));
+            }
+        });
+    }
+
+    #[allow(clippy::needless_range_loop)] // an index loop, so that it stays inside the vector context
+    #[inline(always)]
+    fn normalize_row(
+        x: &[f32],
+        xh: &mut [f32],
+        y: &mut [f32],
+        (mu, inv): (f32, f32),
+        (gamma, beta): (f32, f32),
+    ) {
+        let n = x.len();
+        let (xh, y) = (&mut xh[..n], &mut y[..n]);
+        for i in 0..n {
+            let v = (x[i] - mu) * inv; // x̂ = (x − μ)/√(σ² + ε)
+            xh[i] = v;
+            y[i] = gamma * v + beta; // y = γ·x̂ + β
+        }
+    }
+
+    /// As [`reference::backward`](super::reference::backward).
+    pub fn backward(
+        g: &Tensor,
+        x_hat: &Tensor,
+        inv_std: &[f32],
+        gamma: &[f32],
+        train: bool,
+    ) -> (Tensor, Vec<(f64, f64)>) {
+        let (n, c, inner) = split(x_hat.shape());
+        let m = (n * inner) as f32;
+        let parallel = x_hat.len() >= PASS_PARALLEL_MIN;
+        let sums: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .with_min_len(min_len(c, parallel))
+            .map(|ch| {
+                crate::tensor::simd::wide!({
+                    let g_rows = channel_rows(g.data(), (n, c, inner), ch);
+                    let sum_g = sum4(g_rows, f64::from); // Σ g
+                    let sum_gx = sum_products(
+                        channel_rows(g.data(), (n, c, inner), ch),
+                        channel_rows(x_hat.data(), (n, c, inner), ch),
+                    ); // Σ g·x̂
+                    (sum_g, sum_gx)
+                })
+            })
+            .collect();
+        let mut dx = Tensor::default();
+        dx.resize_for_overwrite(x_hat.shape()); // every value is written below
+        if inner == 0 {
+            return (dx, sums);
+        }
+        let per_task = rows_per_task(x_hat.len() / inner, inner);
+        let chunk = per_task * inner;
+        let blocks = dx.data_mut().par_chunks_mut(chunk).zip(g.data().par_chunks(chunk));
+        let blocks = blocks.zip(x_hat.data().par_chunks(chunk)).enumerate();
+        blocks.with_min_len(split_if_threads(1)).for_each(|(b, ((dx, g), xh))| {
+            for (r, ((dx, g), xh)) in
+                dx.chunks_exact_mut(inner).zip(g.chunks_exact(inner)).zip(xh.chunks_exact(inner)).enumerate()
+            {
+                let ch = (b * per_task + r) % c;
+                let k = gamma[ch] * inv_std[ch];
+                let (sg, sgx) = (sums[ch].0 as f32, sums[ch].1 as f32);
+                crate::tensor::simd::wide!(input_gradient_row(dx, g, xh, (k, m), (sg, sgx), train));
+            }
+        });
+        (dx, sums)
+    }
+
+    /// `Σ g·x̂` over a channel's rows of `g` and `x̂`, as [`sum4`].
+    #[inline(always)]
+    fn sum_products<'a>(
+        g_rows: impl Iterator<Item = &'a [f32]>,
+        xh_rows: impl Iterator<Item = &'a [f32]>,
+    ) -> f64 {
+        let mut acc = [0.0f64; 4];
+        for (g, xh) in g_rows.zip(xh_rows) {
+            let (gq, g_tail) = g.as_chunks::<4>();
+            let (xq, x_tail) = xh.as_chunks::<4>();
+            for (gq, xq) in gq.iter().zip(xq) {
+                for l in 0..4 {
+                    acc[l] += gq[l] as f64 * xq[l] as f64;
+                }
+            }
+            for ((a, &gv), &xv) in acc.iter_mut().zip(g_tail).zip(x_tail) {
+                *a += gv as f64 * xv as f64;
+            }
+        }
+        (acc[0] + acc[1]) + (acc[2] + acc[3])
+    }
+
+    #[allow(clippy::needless_range_loop)] // an index loop, so that it stays inside the vector context
+    #[inline(always)]
+    fn input_gradient_row(
+        dx: &mut [f32],
+        g: &[f32],
+        xh: &[f32],
+        (k, m): (f32, f32),
+        (sg, sgx): (f32, f32),
+        train: bool,
+    ) {
+        let n = dx.len();
+        let (g, xh) = (&g[..n], &xh[..n]);
+        if train {
+            for i in 0..n {
+                dx[i] = k / m * (m * g[i] - sg - xh[i] * sgx); // γ/(m√(σ²+ε))·(m·g − Σg − x̂·Σg·x̂)
+            }
+        } else {
+            for i in 0..n {
+                dx[i] = k * g[i]; // γ/√(σ²+ε)·g
+            }
+        }
     }
 }
 
