@@ -180,59 +180,115 @@ fn avg_pool_fast_equals_reference_bit_for_bit() {
     }
 }
 
-/// Batch normalisation's fast passes against its plain loops: the statistics and the backward
-/// sums within f64 rounding of the reference's one sum per channel, `x̂` and `y` bit for bit,
-/// `dL/dx` to f32 rounding (its sums are cast to f32 first), in training and evaluation form — for
-/// `[N, C]` (one value per row), `[N, C, L]` and `[N, C, H, W]`, odd sizes that leave a tail after
-/// the last group of four, a large input cut across threads, and values with a large mean and a
-/// small spread. On one thread and on two: the same bits.
+/// A layer's buffer (running statistics) by name, as values.
+fn buffer(layer: &dyn Layer, which: &str) -> Vec<f32> {
+    let mut out = Vec::new();
+    layer.visit(&mut |name, state| {
+        if let (true, backprop::layers::State::Buffer(t)) = (name == which, state) {
+            out = t.data().to_vec();
+        }
+    });
+    out
+}
+
+/// Batch normalisation's layers (their passes for the machine: the channels in parallel, vector
+/// loops) against the plain loops of `batchnorm::reference`: the batch statistics (through the
+/// running ones), `y` and `dL/dx` to f32 rounding and `dL/dγ`, `dL/dβ` too, in training and
+/// evaluation — for `[N, C]` (one value per row), `[N, C, L]` and `[N, C, H, W]`, odd sizes that
+/// leave a tail after the last group of four, a large input cut across threads, and values with a
+/// large mean and a small spread; on one thread and on two, the same bits. A reference given
+/// mismatched shapes panics with a message naming them.
 #[test]
-fn batchnorm_fast_equals_reference() {
-    use backprop::layers::batchnorm::{fast, reference};
+fn batchnorm_layers_equal_the_reference() {
+    use backprop::layers::batchnorm::reference;
     let shapes: &[&[usize]] =
         &[&[7, 3], &[64, 10], &[5, 4, 9], &[3, 2, 5, 7], &[16, 32, 12, 12], &[2, 1, 1, 3]];
-    let close64 = |a: f64, b: f64, what: &str| {
-        assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()), "{what}: fast {a}, reference {b}");
-    };
-    let mut results = Vec::new();
+    let mut runs = Vec::new();
     for threads in [1, 2] {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         let mut bits_here = Vec::new();
         pool.install(|| {
             for (s, &shape) in shapes.iter().enumerate() {
                 for offset in [0.0f32, 1000.0] {
-                    let x = Tensor::rand_uniform(shape, -2.0, 2.0, 10 + s as u64).map(|v| v + offset);
                     let c = shape[1];
-                    let (stats, stats_ref) = (fast::statistics(&x), reference::statistics(&x));
-                    for ch in 0..c {
-                        close64(stats[ch].0, stats_ref[ch].0, &format!("{shape:?} μ[{ch}]"));
-                        close64(stats[ch].1, stats_ref[ch].1, &format!("{shape:?} σ²[{ch}]"));
-                    }
-                    let mean: Vec<f32> = stats.iter().map(|s| s.0 as f32).collect();
-                    let inv: Vec<f32> = stats.iter().map(|s| 1.0 / (s.1 as f32 + 1e-5).sqrt()).collect();
+                    let mut layer: Box<dyn Layer> = match shape.len() {
+                        4 => Box::new(BatchNorm2d::new(c).momentum(1.0)),
+                        _ => Box::new(BatchNorm1d::new(c).momentum(1.0)),
+                    };
                     let gamma: Vec<f32> = (0..c).map(|k| 0.5 + k as f32 * 0.25).collect();
                     let beta: Vec<f32> = (0..c).map(|k| k as f32 * 0.1 - 0.3).collect();
-                    let (mut x_hat, mut y) = (Tensor::default(), Tensor::default());
-                    fast::normalize(&x, (&mean, &inv), (&gamma, &beta), &mut x_hat, &mut y);
-                    let (x_hat_ref, y_ref) = reference::normalize(&x, (&mean, &inv), (&gamma, &beta));
-                    assert_eq!(bits(&x_hat), bits(&x_hat_ref), "{shape:?}: x̂");
-                    assert_eq!(bits(&y), bits(&y_ref), "{shape:?}: y");
-                    let g = Tensor::rand_uniform(shape, -1.0, 1.0, 20 + s as u64);
-                    for train in [true, false] {
-                        let (dx, sums) = fast::backward(&g, &x_hat, &inv, &gamma, train);
-                        let (dx_ref, sums_ref) = reference::backward(&g, &x_hat, &inv, &gamma, train);
-                        for ch in 0..c {
-                            close64(sums[ch].0, sums_ref[ch].0, &format!("{shape:?} Σg[{ch}]"));
-                            close64(sums[ch].1, sums_ref[ch].1, &format!("{shape:?} Σg·x̂[{ch}]"));
-                        }
-                        assert_close(&dx, &dx_ref, &format!("{shape:?} dx (train {train})"));
-                        bits_here.push(bits(&dx));
+                    for (name, p) in backprop::layers::named_params_mut(&mut *layer) {
+                        let v = if name == "weight" { &gamma } else { &beta };
+                        p.value = Tensor::from_vec(&[c], v.clone()).unwrap();
                     }
-                    bits_here.push(bits(&y));
+                    let x = Tensor::rand_uniform(shape, -2.0, 2.0, 10 + s as u64).map(|v| v + offset);
+                    let g = Tensor::rand_uniform(shape, -1.0, 1.0, 20 + s as u64);
+                    let stats = reference::statistics(&x);
+                    let mean: Vec<f32> = stats.iter().map(|s| s.0 as f32).collect();
+                    let inv: Vec<f32> = stats.iter().map(|s| 1.0 / (s.1 as f32 + 1e-5).sqrt()).collect();
+                    let (x_hat, y_ref) = reference::normalize(&x, (&mean, &inv), (&gamma, &beta));
+                    // Training: batch statistics (momentum 1: the running mean is the batch's μ).
+                    let y = layer.forward(&x, Pass::TRAIN);
+                    let running_mean = buffer(&*layer, "running_mean");
+                    for ch in 0..c {
+                        let (got, want) = (running_mean[ch], mean[ch]);
+                        assert!(
+                            (got - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                            "{shape:?} μ[{ch}]: {got}, {want}"
+                        );
+                    }
+                    assert_close(&y, &y_ref, &format!("{shape:?} y"));
+                    let grads = |layer: &mut dyn Layer| {
+                        backprop::layers::zero_grad(layer);
+                        let dx = layer.backward(&g, InputGrad::Needed).unwrap();
+                        let params = backprop::layers::named_params(layer);
+                        (dx, params[0].1.grad.clone(), params[1].1.grad.clone())
+                    };
+                    let (dx, dgamma, dbeta) = grads(&mut *layer);
+                    let (dx_ref, sums) = reference::backward(&g, &x_hat, &inv, &gamma, true);
+                    assert_close(&dx, &dx_ref, &format!("{shape:?} dx (train)"));
+                    let dgamma_ref =
+                        Tensor::from_vec(&[c], sums.iter().map(|s| s.1 as f32).collect()).unwrap();
+                    let dbeta_ref =
+                        Tensor::from_vec(&[c], sums.iter().map(|s| s.0 as f32).collect()).unwrap();
+                    assert_close(&dgamma, &dgamma_ref, &format!("{shape:?} dγ"));
+                    assert_close(&dbeta, &dbeta_ref, &format!("{shape:?} dβ"));
+                    bits_here.extend([bits(&y), bits(&dx), bits(&dgamma), bits(&dbeta)]);
+                    // Evaluation: the running statistics.
+                    let y_eval = layer.forward(&x, Pass::EVAL);
+                    let running_var = buffer(&*layer, "running_var");
+                    let inv_eval: Vec<f32> = running_var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect();
+                    let running_mean = buffer(&*layer, "running_mean");
+                    let (x_hat_eval, y_eval_ref) =
+                        reference::normalize(&x, (&running_mean, &inv_eval), (&gamma, &beta));
+                    assert_eq!(bits(&y_eval), bits(&y_eval_ref), "{shape:?} y (eval)");
+                    let (dx_eval, _, _) = grads(&mut *layer);
+                    let (dx_eval_ref, _) = reference::backward(&g, &x_hat_eval, &inv_eval, &gamma, false);
+                    assert_eq!(bits(&dx_eval), bits(&dx_eval_ref), "{shape:?} dx (eval)");
                 }
             }
         });
-        results.push(bits_here);
+        runs.push(bits_here);
     }
-    assert!(results[0] == results[1], "one thread against two");
+    assert!(runs[0] == runs[1], "one thread against two");
+    let message = |f: fn()| {
+        let e = std::panic::catch_unwind(f).unwrap_err();
+        e.downcast_ref::<String>().cloned().unwrap_or_default()
+    };
+    let m = message(|| {
+        drop(reference::normalize(&Tensor::zeros(&[2, 3]), (&[0.0; 2], &[1.0; 3]), (&[1.0; 3], &[0.0; 3])))
+    });
+    assert!(m.contains("mean holds 2 values, expected one per channel (3) of [2, 3]"), "{m}");
+    let m = message(|| {
+        drop(reference::backward(
+            &Tensor::zeros(&[2, 4]),
+            &Tensor::zeros(&[2, 3]),
+            &[1.0; 3],
+            &[1.0; 3],
+            true,
+        ))
+    });
+    assert!(m.contains("g is [2, 4], x_hat [2, 3]"), "{m}");
+    let m = message(|| drop(reference::statistics(&Tensor::zeros(&[3]))));
+    assert!(m.contains("expected [N, C, …], got shape [3]"), "{m}");
 }

@@ -138,16 +138,35 @@ impl BatchNorm {
 }
 
 /// The readable definition of batch normalisation's passes: plain loops over the formulas of the
-/// [module docs](super), one value at a time, sums in `f64` in order. The layer runs [`fast`]'s
-/// versions; `tests/reference_kernels.rs` compares the two.
+/// [module docs](super), one value at a time, sums in `f64` in order. The layers run faster
+/// versions of the same passes (the channels in parallel, vector loops);
+/// `tests/reference_kernels.rs` compares a layer's passes with these.
 pub mod reference {
     use crate::tensor::Tensor;
     use crate::tensor::math::feature_split as split;
 
+    /// Panics unless `x` is `[N, C, …]` and each of `per_channel` holds `C` values.
+    fn check(what: &str, x: &Tensor, per_channel: &[(&str, &[f32])]) -> (usize, usize, usize) {
+        assert!(x.ndim() >= 2, "batchnorm::reference::{what}: expected [N, C, …], got shape {:?}", x.shape());
+        let (n, c, inner) = split(x.shape());
+        for (name, v) in per_channel {
+            assert!(
+                v.len() == c,
+                "batchnorm::reference::{what}: {name} holds {} values, expected one per channel ({c}) of {:?}",
+                v.len(),
+                x.shape()
+            );
+        }
+        (n, c, inner)
+    }
+
     /// Per channel of `x` (`[N, C, …]`), `(μ, σ²)` over its `N·…` values (the biased variance),
     /// in `f64`: `μ = (1/m) Σ x`, `σ² = (1/m) Σ (x − μ)²`.
+    ///
+    /// # Panics
+    /// If `x` has fewer than two axes.
     pub fn statistics(x: &Tensor) -> Vec<(f64, f64)> {
-        let (n, c, inner) = split(x.shape());
+        let (n, c, inner) = check("statistics", x, &[]);
         let m = (n * inner) as f64;
         (0..c)
             .map(|ch| {
@@ -162,12 +181,16 @@ pub mod reference {
 
     /// `x̂ = (x − μ)·inv_std` and `y = γ·x̂ + β`, channel by channel (`mean`, `inv_std`, `gamma`,
     /// `beta`: one value per channel).
+    ///
+    /// # Panics
+    /// If `x` has fewer than two axes or a per-channel slice does not hold `C` values.
     pub fn normalize(
         x: &Tensor,
         (mean, inv_std): (&[f32], &[f32]),
         (gamma, beta): (&[f32], &[f32]),
     ) -> (Tensor, Tensor) {
-        let (_, c, inner) = split(x.shape());
+        let per_channel = [("mean", mean), ("inv_std", inv_std), ("gamma", gamma), ("beta", beta)];
+        let (_, c, inner) = check("normalize", x, &per_channel);
         let (mut x_hat, mut y) = (x.clone(), Tensor::zeros(x.shape()));
         let rows = x_hat.data_mut().chunks_exact_mut(inner).zip(y.data_mut().chunks_exact_mut(inner));
         for (i, (xh_row, y_row)) in rows.enumerate() {
@@ -182,6 +205,10 @@ pub mod reference {
 
     /// Backward from `g = dL/dy`: `dL/dx`, and per channel `(Σ g, Σ g·x̂)` in `f64` (`dL/dβ`,
     /// `dL/dγ`). `train`: the batch statistics' form of `dL/dx`; else the running statistics' one.
+    ///
+    /// # Panics
+    /// If `x_hat` has fewer than two axes, `g` another shape, or a per-channel slice does not
+    /// hold `C` values.
     pub fn backward(
         g: &Tensor,
         x_hat: &Tensor,
@@ -189,7 +216,13 @@ pub mod reference {
         gamma: &[f32],
         train: bool,
     ) -> (Tensor, Vec<(f64, f64)>) {
-        let (n, c, inner) = split(x_hat.shape());
+        let (n, c, inner) = check("backward", x_hat, &[("inv_std", inv_std), ("gamma", gamma)]);
+        assert!(
+            g.shape() == x_hat.shape(),
+            "batchnorm::reference::backward: g is {:?}, x_hat {:?}",
+            g.shape(),
+            x_hat.shape()
+        );
         let m = (n * inner) as f32;
         let mut sums = vec![(0.0f64, 0.0f64); c];
         for (i, (g_row, xh_row)) in
@@ -225,7 +258,7 @@ pub mod reference {
 /// reference's one sum), and the per-value loops in parallel blocks of rows with each channel's
 /// constants in registers (the reference's bits). One thread had taken 3.4 ns per value forward
 /// and 4.3 backward on the AMD EPYC of docs/benchmarks.md, the sums' one `f64` chain each.
-pub mod fast {
+mod fast {
     use crate::tensor::Tensor;
     use crate::tensor::math::feature_split as split;
     use crate::tensor::parallel::{PASS_PARALLEL_MIN, min_len, rows_per_task, split_if_threads};
@@ -259,7 +292,7 @@ pub mod fast {
     }
 
     /// As [`reference::statistics`](super::reference::statistics).
-    pub fn statistics(x: &Tensor) -> Vec<(f64, f64)> {
+    pub(crate) fn statistics(x: &Tensor) -> Vec<(f64, f64)> {
         let (n, c, inner) = split(x.shape());
         let m = (n * inner) as f64;
         let one = |ch: usize| {
@@ -275,7 +308,7 @@ pub mod fast {
     }
 
     /// As [`reference::normalize`](super::reference::normalize), into `x_hat` and `y` (resized).
-    pub fn normalize(
+    pub(crate) fn normalize(
         x: &Tensor,
         (mean, inv_std): (&[f32], &[f32]),
         (gamma, beta): (&[f32], &[f32]),
@@ -327,7 +360,7 @@ pub mod fast {
     }
 
     /// As [`reference::backward`](super::reference::backward).
-    pub fn backward(
+    pub(crate) fn backward(
         g: &Tensor,
         x_hat: &Tensor,
         inv_std: &[f32],
