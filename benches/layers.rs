@@ -27,12 +27,18 @@
 //! in values per second (criterion's "Gelem/s": one element is one value of the layer's input);
 //! LayerNorm's backward also on two threads (its `dγ`, `dβ` column sums split by columns).
 //!
+//! `elementwise_and_optimizers` times, on one thread, `BatchNorm2d(32)`, `Sigmoid` and `Tanh` on
+//! `[64, 32, 16, 16]` (forward in training, backward), and one step of SGD (momentum 0.9) and of
+//! Adam over the MLP's 203,530 parameters (`784·256 + 256`, `256·10 + 10`), in values per second.
+//!
 //! Run: `cargo bench --bench layers` (one group: `cargo bench --bench layers -- attention_backward`)
 
 use backprop::Tensor;
 use backprop::layers::{
-    Conv2d, Dense, Gelu, InputGrad, Layer, LayerNorm, MaxPool2d, MultiHeadAttention, Pass, Relu,
+    BatchNorm2d, Conv2d, Dense, Gelu, InputGrad, Layer, LayerNorm, MaxPool2d, MultiHeadAttention, Param,
+    Pass, Relu, Sigmoid, Tanh,
 };
+use backprop::optim::{Adam, Optimizer, Sgd};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
@@ -212,10 +218,59 @@ fn transformer_elementwise(c: &mut Criterion) {
     g.finish();
 }
 
+fn elementwise_and_optimizers(c: &mut Criterion) {
+    backprop::alloc_tuning::tune_allocator(); // a benchmark owns its process
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a one-thread pool");
+    let mut g = c.benchmark_group("elementwise_and_optimizers");
+    let shape = [64, 32, 16, 16];
+    let cases: [(&str, Box<dyn Layer>); 3] = [
+        ("batchnorm2d_32", Box::new(BatchNorm2d::new(32))),
+        ("sigmoid", Box::new(Sigmoid::new())),
+        ("tanh", Box::new(Tanh::new())),
+    ];
+    for (name, mut layer) in cases {
+        let x = Tensor::randn(&shape, 0.5, 2.0, 1);
+        let grad = Tensor::randn(&shape, 0.0, 1.0, 2);
+        g.throughput(Throughput::Elements(x.len() as u64));
+        g.bench_function(BenchmarkId::new("forward", name), |b| {
+            one.install(|| b.iter(|| black_box(layer.forward(black_box(&x), Pass::TRAIN))))
+        });
+        one.install(|| layer.forward(&x, Pass::TRAIN));
+        g.bench_function(BenchmarkId::new("backward", name), |b| {
+            one.install(|| b.iter(|| black_box(layer.backward(black_box(&grad), InputGrad::Needed))))
+        });
+    }
+    let sizes = [784 * 256, 256, 256 * 10, 10];
+    let mut params: Vec<Param> = sizes
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| {
+            let mut p = Param::new(Tensor::randn(&[n], 0.0, 0.1, 3 + k as u64));
+            p.grad = Tensor::randn(&[n], 0.0, 0.01, 7 + k as u64);
+            p
+        })
+        .collect();
+    g.throughput(Throughput::Elements(sizes.iter().sum::<usize>() as u64));
+    let optimizers: [(&str, Box<dyn Optimizer>); 2] =
+        [("sgd_momentum", Box::new(Sgd::new(1e-3).momentum(0.9))), ("adam", Box::new(Adam::new(1e-3)))];
+    for (name, mut optimizer) in optimizers {
+        g.bench_function(BenchmarkId::new("step", name), |b| {
+            one.install(|| {
+                b.iter(|| {
+                    let mut named: Vec<(String, &mut Param)> =
+                        params.iter_mut().enumerate().map(|(k, p)| (format!("p{k}"), p)).collect();
+                    optimizer.step_params(&mut named);
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = layers, attention_forward, attention_backward, transformer_elementwise
+    targets = layers, attention_forward, attention_backward, transformer_elementwise, elementwise_and_optimizers
 }
 criterion_main!(benches);
