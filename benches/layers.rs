@@ -29,7 +29,8 @@
 //!
 //! `elementwise_and_optimizers` times, on one thread, `BatchNorm2d(32)`, `Sigmoid` and `Tanh` on
 //! `[64, 32, 16, 16]` (forward in training, backward), and one step of SGD (momentum 0.9) and of
-//! Adam over the MLP's 203,530 parameters (`784·256 + 256`, `256·10 + 10`), in values per second.
+//! Adam over the MLP's 203,530 parameters (`784·256 + 256`, `256·10 + 10`), and the
+//! cross-entropy's loss and gradient on `[256, 1000]` logits, in values per second.
 //!
 //! Run: `cargo bench --bench layers` (one group: `cargo bench --bench layers -- attention_backward`)
 
@@ -38,6 +39,7 @@ use backprop::layers::{
     BatchNorm2d, Conv2d, Dense, Gelu, InputGrad, Layer, LayerNorm, MaxPool2d, MultiHeadAttention, Param,
     Pass, Relu, Sigmoid, Tanh,
 };
+use backprop::loss::{CrossEntropyLoss, Loss};
 use backprop::optim::{Adam, Optimizer, Sgd};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -250,6 +252,14 @@ fn elementwise_and_optimizers(c: &mut Criterion) {
             p
         })
         .collect();
+    let logits = Tensor::randn(&[256, 1000], 0.0, 3.0, 11);
+    let labels: Vec<usize> = (0..256).map(|i| i * 7 % 1000).collect();
+    g.throughput(Throughput::Elements(logits.len() as u64));
+    g.bench_function("cross_entropy_1000", |b| {
+        one.install(|| {
+            b.iter(|| black_box(CrossEntropyLoss::new().loss_and_grad(black_box(&logits), (&labels).into())))
+        })
+    });
     g.throughput(Throughput::Elements(sizes.iter().sum::<usize>() as u64));
     let optimizers: [(&str, Box<dyn Optimizer>); 2] =
         [("sgd_momentum", Box::new(Sgd::new(1e-3).momentum(0.9))), ("adam", Box::new(Adam::new(1e-3)))];

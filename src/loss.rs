@@ -275,21 +275,22 @@ impl Loss for CrossEntropyLoss {
             };
             // log p = z − m − log Σ e^(z − m) (stable: m = max z), as `log_softmax_into`; each
             // e^(z_k − m) is kept, so that p_k = e^(z_k − m) / Σ needs no second exponential.
-            let m = z_row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             terms.resize(c, 0.0);
-            crate::tensor::simd::wide_fused!(shifted_exponentials(z_row, m, terms));
-            let sum: f64 = terms.iter().map(|&t| t as f64).sum();
+            let (m, sum) = crate::tensor::simd::wide_fused!(shifted_exponentials(z_row, terms));
             let (m, log_sum) = (m as f64, sum.ln());
-            for (k, (g, (&z, &term))) in g_row.iter_mut().zip(z_row.iter().zip(terms.iter())).enumerate() {
-                let log_p = (z as f64 - m - log_sum) as f32 as f64; // log softmax(z)_k, in f32
-                let q = (1.0 - eps) * f64::from(u8::from(k == label)) + eps / c as f64;
-                // −Σ q·log p; a class with q = 0 adds nothing, also where log p = −∞ (a logit of
-                // −∞, a masked class: as PyTorch, not 0·∞ = NaN)
-                if q != 0.0 {
-                    *row_loss -= q * log_p;
-                }
-                *g = ((term as f64 / sum - q) / valid as f64) as f32; // (softmax − q)/N
+            let log_p = |z: f32| (z as f64 - m - log_sum) as f32 as f64; // log softmax(z)_k, in f32
+            // −Σ q·log p with q = (1 − ε)·[k = label] + ε/C: the label's term, and with smoothing
+            // the mean of every class's (a class of logit −∞, masked, then makes the loss ∞, as
+            // PyTorch's; without smoothing it adds nothing, not 0·∞ = NaN).
+            *row_loss -= (1.0 - eps) * log_p(z_row[label]);
+            if eps != 0.0 {
+                let sum_log_p: f64 = crate::tensor::simd::wide!(sum_of_log_p(z_row, m + log_sum));
+                *row_loss -= eps / c as f64 * sum_log_p;
             }
+            // (softmax − q)/N: every class's share, then the label's q taken off its own.
+            let (inv_sum, inv_valid, smooth) = (1.0 / sum, 1.0 / valid as f64, eps / c as f64);
+            crate::tensor::simd::wide!(gradient_row(terms, g_row, inv_sum, smooth, inv_valid));
+            g_row[label] = ((terms[label] as f64 * inv_sum - ((1.0 - eps) + smooth)) * inv_valid) as f32;
         };
         rows.with_min_len(per_task).for_each_init(Vec::new, each_row);
         let total: f64 = row_losses.iter().sum();
@@ -297,19 +298,60 @@ impl Loss for CrossEntropyLoss {
     }
 }
 
-/// `out[k] = e^(z[k] − m)` in f32 ([`exp_with`]: no library call, so the loop vectorises inside
-/// `wide_fused!`; within a few ulps of `f32::exp`), and 0 where `z[k] − m` is below
-/// [`EXP_SMALLEST_NORMAL_ARG`] — where `e^(z − m)` is under f32's smallest normal value, which
-/// `exp_with` would return instead (it clamps its argument there). An `f64` exponential per logit,
-/// a library call each, had been 2 % of a GPT's training step (65 classes at 2,048 positions).
-#[allow(clippy::needless_range_loop)] // an index loop, so that it stays inside the vector context
+/// `m = max z` (NaN ignored, as `f32::max`), `out[k] = e^(z[k] − m)` in f32 ([`exp_with`]: no
+/// library call, so the loop vectorises inside `wide_fused!`; within a few ulps of `f32::exp`),
+/// and 0 where `z[k] − m` is below [`EXP_SMALLEST_NORMAL_ARG`] — where `e^(z − m)` is under
+/// f32's smallest normal value, which `exp_with` would return instead (it clamps its argument
+/// there); and `Σ out` in `f64`, in four interleaved partial sums added in a fixed order. An
+/// `f64` exponential per logit, a library call each, had been 2 % of a GPT's training step (65
+/// classes at 2,048 positions); the maximum and the sum as one chain each, 2 ns per class of a
+/// 1,000-class row.
+#[allow(clippy::needless_range_loop)] // index loops, so that they stay inside the vector context
 #[inline(always)]
-fn shifted_exponentials<M: MulAdd>(z: &[f32], m: f32, out: &mut [f32]) {
+fn shifted_exponentials<M: MulAdd>(z: &[f32], out: &mut [f32]) -> (f32, f64) {
     let n = out.len();
     let z = &z[..n];
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let (blocks, tail) = z.as_chunks::<8>();
+    for block in blocks {
+        for l in 0..8 {
+            lanes[l] = lanes[l].max(block[l]);
+        }
+    }
+    let m = tail.iter().chain(&lanes).copied().fold(f32::NEG_INFINITY, f32::max);
     for k in 0..n {
         let d = z[k] - m;
         out[k] = if d < EXP_SMALLEST_NORMAL_ARG { 0.0 } else { exp_with::<M>(d) };
+    }
+    (m, sum4(out.iter().map(|&t| t as f64)))
+}
+
+/// `Σ_k log p_k` for one row, each `log p_k = z_k − shift` rounded to f32 (as the loss takes it),
+/// in `f64` partial sums as [`shifted_exponentials`]'s.
+#[inline(always)]
+fn sum_of_log_p(z: &[f32], shift: f64) -> f64 {
+    sum4(z.iter().map(|&z| (z as f64 - shift) as f32 as f64))
+}
+
+/// `Σ` of `values` in four interleaved `f64` partial sums, added in a fixed order at the end.
+#[inline(always)]
+fn sum4(values: impl Iterator<Item = f64>) -> f64 {
+    let mut acc = [0.0f64; 4];
+    for (i, v) in values.enumerate() {
+        acc[i % 4] += v;
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3])
+}
+
+/// `g[k] = (e^(z_k − m)·(1/Σ) − ε/C)·(1/N)` for every class of a row (the caller then sets the
+/// label's, whose `q` also holds `1 − ε`).
+#[allow(clippy::needless_range_loop)] // an index loop, so that it stays inside the vector context
+#[inline(always)]
+fn gradient_row(terms: &[f32], g: &mut [f32], inv_sum: f64, smooth: f64, inv_valid: f64) {
+    let n = g.len();
+    let terms = &terms[..n];
+    for k in 0..n {
+        g[k] = ((terms[k] as f64 * inv_sum - smooth) * inv_valid) as f32;
     }
 }
 
