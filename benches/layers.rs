@@ -201,16 +201,7 @@ fn transformer_elementwise(c: &mut Criterion) {
         ("gelu_512", Box::new(Gelu::new()), [32, 64, 512]),
     ];
     for (name, mut layer, shape) in cases {
-        let x = Tensor::randn(&shape, 0.5, 2.0, 1);
-        let grad = Tensor::randn(&shape, 0.0, 1.0, 2);
-        g.throughput(Throughput::Elements(x.len() as u64));
-        g.bench_function(BenchmarkId::new("forward", name), |b| {
-            one.install(|| b.iter(|| black_box(layer.forward(black_box(&x), Pass::TRAIN))))
-        });
-        one.install(|| layer.forward(&x, Pass::TRAIN));
-        g.bench_function(BenchmarkId::new("backward", name), |b| {
-            one.install(|| b.iter(|| black_box(layer.backward(black_box(&grad), InputGrad::Needed))))
-        });
+        let grad = forward_and_backward(&mut g, &one, name, &mut *layer, &shape);
         if name.starts_with("layernorm") {
             g.bench_function(BenchmarkId::new("backward_2_threads", name), |b| {
                 two.install(|| b.iter(|| black_box(layer.backward(black_box(&grad), InputGrad::Needed))))
@@ -218,6 +209,28 @@ fn transformer_elementwise(c: &mut Criterion) {
         }
     }
     g.finish();
+}
+
+/// A layer's training forward pass and its backward pass on one thread, in values per second of
+/// an input of `shape` (`N(0.5, 2)` values); returns the gradient backward was given.
+fn forward_and_backward(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    one: &rayon::ThreadPool,
+    name: &str,
+    layer: &mut dyn Layer,
+    shape: &[usize],
+) -> Tensor {
+    let x = Tensor::randn(shape, 0.5, 2.0, 1);
+    let grad = Tensor::randn(shape, 0.0, 1.0, 2);
+    g.throughput(Throughput::Elements(x.len() as u64));
+    g.bench_function(BenchmarkId::new("forward", name), |b| {
+        one.install(|| b.iter(|| black_box(layer.forward(black_box(&x), Pass::TRAIN))))
+    });
+    one.install(|| layer.forward(&x, Pass::TRAIN));
+    g.bench_function(BenchmarkId::new("backward", name), |b| {
+        one.install(|| b.iter(|| black_box(layer.backward(black_box(&grad), InputGrad::Needed))))
+    });
+    grad
 }
 
 fn elementwise_and_optimizers(c: &mut Criterion) {
@@ -231,16 +244,7 @@ fn elementwise_and_optimizers(c: &mut Criterion) {
         ("tanh", Box::new(Tanh::new())),
     ];
     for (name, mut layer) in cases {
-        let x = Tensor::randn(&shape, 0.5, 2.0, 1);
-        let grad = Tensor::randn(&shape, 0.0, 1.0, 2);
-        g.throughput(Throughput::Elements(x.len() as u64));
-        g.bench_function(BenchmarkId::new("forward", name), |b| {
-            one.install(|| b.iter(|| black_box(layer.forward(black_box(&x), Pass::TRAIN))))
-        });
-        one.install(|| layer.forward(&x, Pass::TRAIN));
-        g.bench_function(BenchmarkId::new("backward", name), |b| {
-            one.install(|| b.iter(|| black_box(layer.backward(black_box(&grad), InputGrad::Needed))))
-        });
+        forward_and_backward(&mut g, &one, name, &mut *layer, &shape);
     }
     let sizes = [784 * 256, 256, 256 * 10, 10];
     let mut params: Vec<Param> = sizes
