@@ -284,7 +284,7 @@ impl Loss for CrossEntropyLoss {
             // PyTorch's; without smoothing it adds nothing, not 0·∞ = NaN).
             *row_loss -= (1.0 - eps) * log_p(z_row[label]);
             if eps != 0.0 {
-                let sum_log_p: f64 = crate::tensor::simd::wide!(sum_of_log_p(z_row, m + log_sum));
+                let sum_log_p: f64 = crate::tensor::simd::wide!(sum_of_log_p(z_row, m, log_sum));
                 *row_loss -= eps / c as f64 * sum_log_p;
             }
             // (softmax − q)/N: every class's share, then the label's q taken off its own.
@@ -326,11 +326,11 @@ fn shifted_exponentials<M: MulAdd>(z: &[f32], out: &mut [f32]) -> (f32, f64) {
     (m, sum4(out.iter().map(|&t| t as f64)))
 }
 
-/// `Σ_k log p_k` for one row, each `log p_k = z_k − shift` rounded to f32 (as the loss takes it),
-/// in `f64` partial sums as [`shifted_exponentials`]'s.
+/// `Σ_k log p_k` for one row, each `log p_k = z_k − m − log Σ` rounded to f32 (as the loss takes
+/// the label's), in `f64` partial sums as [`shifted_exponentials`]'s.
 #[inline(always)]
-fn sum_of_log_p(z: &[f32], shift: f64) -> f64 {
-    sum4(z.iter().map(|&z| (z as f64 - shift) as f32 as f64))
+fn sum_of_log_p(z: &[f32], m: f64, log_sum: f64) -> f64 {
+    sum4(z.iter().map(|&z| (z as f64 - m - log_sum) as f32 as f64))
 }
 
 /// `Σ` of `values` in four interleaved `f64` partial sums, added in a fixed order at the end.
