@@ -19,7 +19,9 @@
 //! so logits of ±1000 give a finite loss.
 
 use crate::error::{Error, Result};
-use crate::tensor::math::{EXP_SMALLEST_NORMAL_ARG, MulAdd, exp_with, feature_split, sigmoid, softmax_into};
+use crate::tensor::math::{
+    EXP_SMALLEST_NORMAL_ARG, MulAdd, exp_with, feature_split, sigmoid, softmax_into, sum_f64,
+};
 use crate::tensor::parallel::{rows_per_task, split_if_threads};
 use crate::tensor::{Tensor, shape_str};
 use rayon::prelude::*;
@@ -302,7 +304,7 @@ impl Loss for CrossEntropyLoss {
 /// library call, so the loop vectorises inside `wide_fused!`; within a few ulps of `f32::exp`),
 /// and 0 where `z[k] − m` is below [`EXP_SMALLEST_NORMAL_ARG`] — where `e^(z − m)` is under
 /// f32's smallest normal value, which `exp_with` would return instead (it clamps its argument
-/// there); and `Σ out` in `f64`, in four interleaved partial sums added in a fixed order. An
+/// there); and `Σ out` in `f64` ([`sum_f64`]'s eight running sums). An
 /// `f64` exponential per logit, a library call each, had been 2 % of a GPT's training step (65
 /// classes at 2,048 positions); the maximum and the sum as one chain each, 2 ns per class of a
 /// 1,000-class row.
@@ -323,24 +325,14 @@ fn shifted_exponentials<M: MulAdd>(z: &[f32], out: &mut [f32]) -> (f32, f64) {
         let d = z[k] - m;
         out[k] = if d < EXP_SMALLEST_NORMAL_ARG { 0.0 } else { exp_with::<M>(d) };
     }
-    (m, sum4(out.iter().map(|&t| t as f64)))
+    (m, sum_f64(out, out, |t, _| t as f64))
 }
 
 /// `Σ_k log p_k` for one row, each `log p_k = z_k − m − log Σ` rounded to f32 (as the loss takes
 /// the label's), in `f64` partial sums as [`shifted_exponentials`]'s.
 #[inline(always)]
 fn sum_of_log_p(z: &[f32], m: f64, log_sum: f64) -> f64 {
-    sum4(z.iter().map(|&z| (z as f64 - m - log_sum) as f32 as f64))
-}
-
-/// `Σ` of `values` in four interleaved `f64` partial sums, added in a fixed order at the end.
-#[inline(always)]
-fn sum4(values: impl Iterator<Item = f64>) -> f64 {
-    let mut acc = [0.0f64; 4];
-    for (i, v) in values.enumerate() {
-        acc[i % 4] += v;
-    }
-    (acc[0] + acc[1]) + (acc[2] + acc[3])
+    sum_f64(z, z, |z, _| (z as f64 - m - log_sum) as f32 as f64)
 }
 
 /// `g[k] = (e^(z_k − m)·(1/Σ) − ε/C)·(1/N)` for every class of a row (the caller then sets the

@@ -252,15 +252,15 @@ pub mod reference {
     }
 }
 
-/// [`reference`](mod@reference)'s passes for the machine: the channels' sums in parallel, each in four
-/// interleaved `f64` partial sums (a loop the compiler vectorises; the partial sums added in a
-/// fixed order, so the same bits on any number of threads, within `f64` rounding of the
+/// [`reference`](mod@reference)'s passes for the machine: the channels' sums in parallel, each row
+/// in eight interleaved `f64` partial sums (`math::sum_f64`, as layer norm's; the partial sums added
+/// in a fixed order, so the same bits on any number of threads, within `f64` rounding of the
 /// reference's one sum), and the per-value loops in parallel blocks of rows with each channel's
 /// constants in registers (the reference's bits). One thread had taken 3.4 ns per value forward
 /// and 4.3 backward on the AMD EPYC of docs/benchmarks.md, the sums' one `f64` chain each.
 mod fast {
     use crate::tensor::Tensor;
-    use crate::tensor::math::feature_split as split;
+    use crate::tensor::math::{feature_split as split, sum_f64};
     use crate::tensor::parallel::{PASS_PARALLEL_MIN, min_len, rows_per_task, split_if_threads};
     use rayon::prelude::*;
 
@@ -273,22 +273,20 @@ mod fast {
         (0..n).map(move |b| &data[(b * c + ch) * inner..][..inner])
     }
 
-    /// `Σ f(v)` over the values of `rows`, in four interleaved `f64` partial sums added in order.
+    /// `Σ term(a, b)` over a channel's values (its rows of two `[N, C, …]` buffers side by side):
+    /// each row in [`sum_f64`]'s eight running sums, the rows' sums added in order.
     #[inline(always)]
-    fn sum4<'a>(rows: impl Iterator<Item = &'a [f32]>, f: impl Fn(f32) -> f64) -> f64 {
-        let mut acc = [0.0f64; 4];
-        for row in rows {
-            let (quads, tail) = row.as_chunks::<4>();
-            for q in quads {
-                for l in 0..4 {
-                    acc[l] += f(q[l]);
-                }
-            }
-            for (a, &v) in acc.iter_mut().zip(tail) {
-                *a += f(v);
-            }
+    fn channel_sum(
+        (a, b): (&[f32], &[f32]),
+        shape: (usize, usize, usize),
+        ch: usize,
+        term: impl Fn(f32, f32) -> f64 + Copy,
+    ) -> f64 {
+        let mut total = 0.0;
+        for (a, b) in channel_rows(a, shape, ch).zip(channel_rows(b, shape, ch)) {
+            total += sum_f64(a, b, term);
         }
-        (acc[0] + acc[1]) + (acc[2] + acc[3])
+        total
     }
 
     /// As [`reference::statistics`](super::reference::statistics).
@@ -297,9 +295,9 @@ mod fast {
         let m = (n * inner) as f64;
         let one = |ch: usize| {
             crate::tensor::simd::wide!({
-                let rows = || channel_rows(x.data(), (n, c, inner), ch);
-                let mu = sum4(rows(), f64::from) / m; // μ
-                let var = sum4(rows(), |v| (v as f64 - mu) * (v as f64 - mu)) / m; // σ²
+                let x = (x.data(), x.data());
+                let mu = channel_sum(x, (n, c, inner), ch, |v, _| v as f64) / m; // μ
+                let var = channel_sum(x, (n, c, inner), ch, |v, _| (v as f64 - mu).powi(2)) / m; // σ²
                 (mu, var)
             })
         };
@@ -375,12 +373,9 @@ mod fast {
             .with_min_len(min_len(c, parallel))
             .map(|ch| {
                 crate::tensor::simd::wide!({
-                    let g_rows = channel_rows(g.data(), (n, c, inner), ch);
-                    let sum_g = sum4(g_rows, f64::from); // Σ g
-                    let sum_gx = sum_products(
-                        channel_rows(g.data(), (n, c, inner), ch),
-                        channel_rows(x_hat.data(), (n, c, inner), ch),
-                    ); // Σ g·x̂
+                    let shape = (n, c, inner);
+                    let sum_g = channel_sum((g.data(), g.data()), shape, ch, |g, _| g as f64); // Σ g
+                    let sum_gx = channel_sum((g.data(), x_hat.data()), shape, ch, |g, x| g as f64 * x as f64); // Σ g·x̂
                     (sum_g, sum_gx)
                 })
             })
@@ -405,28 +400,6 @@ mod fast {
             }
         });
         (dx, sums)
-    }
-
-    /// `Σ g·x̂` over a channel's rows of `g` and `x̂`, as [`sum4`].
-    #[inline(always)]
-    fn sum_products<'a>(
-        g_rows: impl Iterator<Item = &'a [f32]>,
-        xh_rows: impl Iterator<Item = &'a [f32]>,
-    ) -> f64 {
-        let mut acc = [0.0f64; 4];
-        for (g, xh) in g_rows.zip(xh_rows) {
-            let (gq, g_tail) = g.as_chunks::<4>();
-            let (xq, x_tail) = xh.as_chunks::<4>();
-            for (gq, xq) in gq.iter().zip(xq) {
-                for l in 0..4 {
-                    acc[l] += gq[l] as f64 * xq[l] as f64;
-                }
-            }
-            for ((a, &gv), &xv) in acc.iter_mut().zip(g_tail).zip(x_tail) {
-                *a += gv as f64 * xv as f64;
-            }
-        }
-        (acc[0] + acc[1]) + (acc[2] + acc[3])
     }
 
     #[allow(clippy::needless_range_loop)] // an index loop, so that it stays inside the vector context
