@@ -29,9 +29,11 @@ DOC = ROOT / "docs" / "benchmarks.md"
 def isa():
     """The widest vector instruction set the crate's kernels use on this machine: its table's tag
     and name (the crate itself decides at run time in src/tensor/simd.rs, by the same flags)."""
-    flags = set()
+    flags, vendor = set(), ""
     try:
         for line in open("/proc/cpuinfo"):
+            if line.startswith("vendor_id"):
+                vendor = line.split(":", 1)[1].strip()
             if line.startswith("flags"):
                 flags = set(line.split(":", 1)[1].split())
                 break
@@ -41,6 +43,10 @@ def isa():
     widest = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "baseline"
     cap = os.environ.get("BACKPROP_ISA", "avx512")  # the crate's own cap, as it reads it
     tag = order[min(order.index(widest), order.index(cap) if cap in order else 2)]
+    if tag == "avx512" and vendor == "AuthenticAMD":
+        # AMD's AVX-512 (Zen 4) runs a 512-bit instruction as two 256-bit halves: the same FMA
+        # roof as AVX2, a machine of its own kind, with its own table beside the Xeon's.
+        return "avx512-amd", "AVX-512 on AMD"
     return tag, {"avx512": "AVX-512", "avx2": "AVX2 + FMA", "baseline": "no AVX2"}[tag]
 
 
@@ -82,10 +88,16 @@ def run_json(cmd, env=None):
 
 
 def cpu_model():
+    """The model name, with family and model numbers (a bare "AMD EPYC" names several generations)."""
+    fields = {}
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+            if key.strip() == "flags":
+                break
+        if "model name" in fields:
+            return f"{fields['model name']} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')})"
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
@@ -189,10 +201,13 @@ def main():
         else:
             # A kind of machine not measured before: its own subsection after the last table.
             heading = f"\n\n### On {isa_name}\n\n"
-            last_end = max((doc.rfind(markers(t)[1]) for t in ("avx512", "avx2", "baseline")), default=-1)
+            last_end = max((doc.rfind(markers(t)[1]) for t in ("avx512", "avx512-amd", "avx2", "baseline")), default=-1)
             if last_end >= 0:
-                at = doc.index("-->", last_end) + len("-->")
-                doc = doc[:at] + heading + table + doc[at:]
+                # After the last table and the prose below it: before the next heading.
+                after = doc.index("-->", last_end) + len("-->")
+                at = doc.find("\n#", after)
+                at = len(doc) if at < 0 else at
+                doc = doc[:at] + heading + table + "\n" + doc[at:]
             else:
                 doc += "\n## Side by side with PyTorch\n" + heading + table + "\n"
         DOC.write_text(doc)
