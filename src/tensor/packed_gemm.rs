@@ -446,9 +446,9 @@ unsafe fn multiply_block(
             // caller's guarantee).
             unsafe {
                 let (a_tile, lda, tiles) = match a {
-                    ABlock::InPlace { ptr, rs } => (ptr.add(i0 * rs), rs, kern.tile),
-                    ABlock::Slivers(ptr) => (ptr.add(i0 * kc), mr, kern.tile_a_by_columns),
-                    ABlock::ByColumns { ptr, ld } => (ptr.add(i0), ld, kern.tile_a_by_columns),
+                    ABlock::InPlace { ptr, rs } => (ptr.add(i0 * rs), rs, kern.tiles(false, cols)),
+                    ABlock::Slivers(ptr) => (ptr.add(i0 * kc), mr, kern.tiles(true, cols)),
+                    ABlock::ByColumns { ptr, ld } => (ptr.add(i0), ld, kern.tiles(true, cols)),
                 };
                 let b_panel = panels.add(panel * panel_stride);
                 let tile = tiles[rows - 1];
