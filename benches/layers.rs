@@ -28,7 +28,8 @@
 //! LayerNorm's backward also on two threads (its `dγ`, `dβ` column sums split by columns).
 //!
 //! `elementwise_and_optimizers` times, on one thread, `BatchNorm2d(32)`, `Sigmoid` and `Tanh` on
-//! `[64, 32, 16, 16]` (forward in training, backward), and one step of SGD (momentum 0.9) and of
+//! `[64, 32, 16, 16]` (forward in training, backward), and one checked step
+//! (`step_params_checked`, as training takes it) of SGD (momentum 0.9) and of
 //! Adam over the MLP's 203,530 parameters (`784·256 + 256`, `256·10 + 10`), and the
 //! cross-entropy's loss and gradient on `[256, 1000]` logits, in values per second.
 //!
@@ -273,7 +274,7 @@ fn elementwise_and_optimizers(c: &mut Criterion) {
                 b.iter(|| {
                     let mut named: Vec<(String, &mut Param)> =
                         params.iter_mut().enumerate().map(|(k, p)| (format!("p{k}"), p)).collect();
-                    optimizer.step_params(&mut named);
+                    black_box(optimizer.step_params_checked(&mut named)); // (what a training step calls)
                 })
             })
         });

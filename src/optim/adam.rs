@@ -64,8 +64,10 @@ impl AdamCore {
         }
     }
 
-    /// One Adam step; `decoupled` selects AdamW's weight decay.
-    fn step(&mut self, params: &mut [(String, &mut Param)], decoupled: bool, name: &str) {
+    /// One Adam step; `decoupled` selects AdamW's weight decay. Returns the index of the first
+    /// parameter the step left holding a value that is not finite, if any (noted in the update's
+    /// own loop, instead of by a scan of every weight after it).
+    fn step(&mut self, params: &mut [(String, &mut Param)], decoupled: bool, name: &str) -> Option<usize> {
         self.k = self.k.saturating_add(1); // (2³¹ steps: the bias corrections are 1 long before)
         // Scalars in f64, as PyTorch computes them in Python floats.
         let bias1 = 1.0 - (self.beta1 as f64).powi(self.k); // 1 − β₁ᵏ
@@ -80,7 +82,8 @@ impl AdamCore {
             // still keeps 0/0 out of a coordinate whose gradient has always been 0.
             eps_times_bias2_sqrt: ((self.eps as f64 * bias2_sqrt) as f32).max(f32::from_bits(1)),
         };
-        for (pname, p) in params.iter_mut() {
+        let mut first_non_finite = None;
+        for (at, (pname, p)) in params.iter_mut().enumerate() {
             let (m, v) = (self.m.get(pname, p, name), self.v.get(pname, p, name));
             let vmax = if self.amsgrad { Some(self.v_max.get(pname, p, name).data_mut()) } else { None };
             let (theta, grad, m, v) = (p.value.data_mut(), p.grad.data(), m.data_mut(), v.data_mut());
@@ -95,25 +98,33 @@ impl AdamCore {
                 (false, true) => update::<false, true>(t, g, m, v, vm, &h),
                 (true, true) => update::<true, true>(t, g, m, v, vm, &h),
             };
-            if theta.len() <= CHUNK {
+            let finite = if theta.len() <= CHUNK {
                 // One chunk: on this thread (handing it to rayon would cost more than the update).
-                run(theta, grad, m, v, vmax.unwrap_or(&mut []));
-                continue;
-            }
-            let chunks = theta
-                .par_chunks_mut(CHUNK)
-                .zip(grad.par_chunks(CHUNK))
-                .zip(m.par_chunks_mut(CHUNK))
-                .zip(v.par_chunks_mut(CHUNK))
-                .with_min_len(split_if_threads(1));
-            match vmax {
-                None => chunks.for_each(|(((t, g), m), v)| run(t, g, m, v, &mut [])),
-                Some(vmax) => chunks
-                    .zip(vmax.par_chunks_mut(CHUNK))
-                    .with_min_len(split_if_threads(1))
-                    .for_each(|((((t, g), m), v), vm)| run(t, g, m, v, vm)),
+                run(theta, grad, m, v, vmax.unwrap_or(&mut []))
+            } else {
+                let chunks = theta
+                    .par_chunks_mut(CHUNK)
+                    .zip(grad.par_chunks(CHUNK))
+                    .zip(m.par_chunks_mut(CHUNK))
+                    .zip(v.par_chunks_mut(CHUNK))
+                    .with_min_len(split_if_threads(1));
+                // (`reduce`, not `all`: every chunk is updated, whatever another found.)
+                match vmax {
+                    None => {
+                        chunks.map(|(((t, g), m), v)| run(t, g, m, v, &mut [])).reduce(|| true, |a, b| a & b)
+                    }
+                    Some(vmax) => chunks
+                        .zip(vmax.par_chunks_mut(CHUNK))
+                        .with_min_len(split_if_threads(1))
+                        .map(|((((t, g), m), v), vm)| run(t, g, m, v, vm))
+                        .reduce(|| true, |a, b| a & b),
+                }
+            };
+            if !finite && first_non_finite.is_none() {
+                first_non_finite = Some(at);
             }
         }
+        first_non_finite
     }
 
     fn save_state(&self, into: &mut super::OptimizerState) {
@@ -182,7 +193,7 @@ struct Hyper {
 /// The Adam update of one slice of a parameter, for each combination of AdamW's decoupled decay
 /// and AMSGrad (as compile-time flags, so the inner loop has no branches and vectorises), 8 wide
 /// where the CPU has AVX2 (the same operations either way: a square root and a division per
-/// element dominate, and twice the lanes halve their cost).
+/// element dominate, and twice the lanes halve their cost). True if every new value is finite.
 fn update<const DECOUPLED: bool, const AMSGRAD: bool>(
     theta: &mut [f32],
     grad: &[f32],
@@ -190,7 +201,7 @@ fn update<const DECOUPLED: bool, const AMSGRAD: bool>(
     v: &mut [f32],
     v_max: &mut [f32],
     h: &Hyper,
-) {
+) -> bool {
     crate::tensor::simd::wide!(update_loop::<DECOUPLED, AMSGRAD>(theta, grad, m, v, v_max, h))
 }
 
@@ -202,9 +213,10 @@ fn update_loop<const DECOUPLED: bool, const AMSGRAD: bool>(
     v: &mut [f32],
     v_max: &mut [f32],
     h: &Hyper,
-) {
+) -> bool {
     // Slices of one length, so that the loop runs without bounds checks.
     let n = theta.len();
+    let mut non_finite = 0u32; // 1 once a new value is NaN or ±∞
     let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
     let v_max = if AMSGRAD { &mut v_max[..n] } else { v_max };
     for i in 0..n {
@@ -227,7 +239,9 @@ fn update_loop<const DECOUPLED: bool, const AMSGRAD: bool>(
         // quotient first, as PyTorch's `addcdiv` (it is at most about 1/√(1 − β₂)): a huge step
         // size times a large m would overflow before the division shrank it.
         *t -= h.step_size_times_bias2_sqrt * (m[i] / (v_used.sqrt() + h.eps_times_bias2_sqrt));
+        non_finite |= u32::from(!t.is_finite());
     }
+    non_finite == 0
 }
 
 macro_rules! adam_builders {
@@ -312,6 +326,10 @@ impl Optimizer for Adam {
     fn step_params(&mut self, params: &mut [(String, &mut Param)]) {
         self.0.step(params, false, "Adam");
     }
+    fn step_params_checked(&mut self, params: &mut [(String, &mut Param)]) -> Option<(String, f32)> {
+        let first = self.0.step(params, false, "Adam")?;
+        super::first_non_finite_of(params, |i| i >= first)
+    }
     fn learning_rate(&self) -> f32 {
         self.0.lr
     }
@@ -364,6 +382,10 @@ impl Optimizer for AdamW {
 
     fn step_params(&mut self, params: &mut [(String, &mut Param)]) {
         self.0.step(params, true, "AdamW");
+    }
+    fn step_params_checked(&mut self, params: &mut [(String, &mut Param)]) -> Option<(String, f32)> {
+        let first = self.0.step(params, true, "AdamW")?;
+        super::first_non_finite_of(params, |i| i >= first)
     }
     fn learning_rate(&self) -> f32 {
         self.0.lr

@@ -61,8 +61,7 @@ pub trait Optimizer: Send {
     /// value is finite. Training calls this to stop at a step too large for f32. The default
     /// scans every value after the step. An optimizer whose update is bound by memory can note a
     /// value that is not finite as it writes it, and scan only a parameter that has one (one pass
-    /// over the weights instead of two), as [`Sgd`] does; [`Adam`]'s update is bound by its square
-    /// root and division, where the check inside the loop cost as much as the scan after it.
+    /// over the weights instead of two), as [`Sgd`] and [`Adam`] do.
     ///
     /// ```
     /// use backprop::prelude::*;
