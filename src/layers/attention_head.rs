@@ -14,7 +14,7 @@
 //! registers of columns at a time, stopping at the last key the block sees.
 //!
 //! One generic kernel, written once over the [`Vector`] operations it needs, compiled twice:
-//! AVX-512 (16 lanes; four queries against four registers of 16 keys, 64 keys a pass, and `d_v` up
+//! AVX-512 (16 lanes; six queries against four registers of 16 keys, 64 keys a pass, and `d_v` up
 //! to 64 in one pass) and AVX2 with FMA (8 lanes; 16 ymm registers hold six queries' sums over two
 //! registers each, so keys go 16 at a time and `V`'s columns in passes of 16).
 //!
@@ -41,11 +41,12 @@ use std::arch::x86_64::{
 };
 use std::cell::RefCell;
 
-/// Queries per block: four on AVX-512 (sixteen sums of 16 keys in 32 registers), six on AVX2
-/// (twelve sums of 8 keys in 16 registers, the shape of the classic 6 × 16 AVX2 product kernel).
-fn rows_per_block(isa: Option<Isa>) -> usize {
-    if isa == Some(Isa::Avx512) { 4 } else { 6 }
-}
+/// Queries per block, on either ISA: six — on AVX2 twelve sums of 8 keys in 16 registers (the
+/// shape of the classic 6 × 16 AVX2 product kernel), on AVX-512 twenty-four sums of 16 keys in 32.
+/// (AVX-512 had four: with a head 16 wide (SAKT's), `P·V` then ran four chains of dependent
+/// multiply-adds, too few to hide their latency; six made the SAKT training step 6 % faster on
+/// a Zen 4, see docs/benchmarks.md.)
+const ROWS_PER_BLOCK: usize = 6;
 
 /// The instruction set the kernel runs on here, if any: AVX-512, or AVX2 with FMA (the scores are
 /// fused multiply-add chains, as `matrixmultiply`'s on these CPUs).
@@ -132,7 +133,7 @@ pub(super) fn head_forward(
             // Kᵀ (d rows of `padded` ≥ tk) for the scores kernel.
             crate::tensor::transpose::transpose((tk, d), (k.0, k.1), (kt, padded));
             let scale = 1.0 / (d as f32).sqrt();
-            let block_rows = rows_per_block(kernel_isa());
+            let block_rows = ROWS_PER_BLOCK;
             let mut i = 0;
             while i < tq {
                 let rows = block_rows.min(tq - i);
@@ -218,7 +219,7 @@ fn keys_times_rows(
         "attention head kernel: a block past its slice"
     );
     let seen = if causal { keys.min(tq) } else { keys }; // key j is first seen by query j
-    let block = rows_per_block(kernel_isa());
+    let block = ROWS_PER_BLOCK;
     let mut j = 0;
     while j < seen {
         let n = block.min(seen - j);
@@ -269,7 +270,7 @@ pub(super) fn backward_scores(
         "attention head kernel: outputs"
     );
     let scale = 1.0 / (d as f32).sqrt();
-    let block = rows_per_block(kernel_isa());
+    let block = ROWS_PER_BLOCK;
     let padded = tk.div_ceil(16) * 16;
     ROWS.with_borrow_mut(|rows_copy| {
         KEYS_T.with_borrow_mut(|vt| {
@@ -345,7 +346,7 @@ unsafe fn values(args: ValuesArgs) {
     }
 }
 
-/// [`scores_in`] compiled for AVX-512: four queries, four registers of 16 keys per pass.
+/// [`scores_in`] compiled for AVX-512: six queries, four registers of 16 keys per pass.
 ///
 /// # Safety
 /// AVX-512F; as [`scores_in`].
@@ -353,7 +354,7 @@ unsafe fn values(args: ValuesArgs) {
 #[target_feature(enable = "avx512f")]
 unsafe fn scores_avx512(args: ScoresArgs) {
     // SAFETY: the caller's promises.
-    unsafe { scores_in::<Avx512, 4, 4>(args) }
+    unsafe { scores_in::<Avx512, 6, 4>(args) }
 }
 
 /// [`scores_in`] compiled for AVX2 with FMA: six queries, two registers of 8 keys per pass.
@@ -367,7 +368,7 @@ unsafe fn scores_avx2(args: ScoresArgs) {
     unsafe { scores_in::<Avx2, 6, 2>(args) }
 }
 
-/// [`values_in`] compiled for AVX-512: four rows, up to four registers (64 columns) per pass.
+/// [`values_in`] compiled for AVX-512: six rows, up to four registers (64 columns) per pass.
 ///
 /// # Safety
 /// AVX-512F; as [`values_in`].
@@ -375,7 +376,7 @@ unsafe fn scores_avx2(args: ScoresArgs) {
 #[target_feature(enable = "avx512f")]
 unsafe fn values_avx512(args: ValuesArgs) {
     // SAFETY: the caller's promises.
-    unsafe { values_in::<Avx512, 4, 4>(args) }
+    unsafe { values_in::<Avx512, 6, 4>(args) }
 }
 
 /// [`values_in`] compiled for AVX2 with FMA: six rows, up to two registers (16 columns) per pass.
