@@ -305,6 +305,9 @@ pub(crate) unsafe fn gemm_long_sum(
         assert!(out.sums.as_ref().is_none_or(|s| s.len() == m), "gemm_long_sum: one column sum per row of C");
     }
     let kc_max = block_of_steps(k);
+    // A narrow `A` is read in place instead of copied: a block's KC rows of at most
+    // `NARROW_A` values stay within a few dozen pages (see `NARROW_A`).
+    let a_in_place = lda <= NARROW_A;
     // Each output's panels for a block of columns: its own region of the buffer.
     let region = |n: usize| NC.min(n).div_ceil(nr) * nr * kc_max;
     // This thread's buffers, taken for the call and given back after it (no allocation per
@@ -360,7 +363,11 @@ pub(crate) unsafe fn gemm_long_sum(
                     // guarantee); `slivers` holds MC.div_ceil(mr)·mr·kc_max values.
                     unsafe {
                         let a_block = (a.add(pc * lda + ic), lda);
-                        pack_panels(mr, (mc, kc), a_block, &mut slivers, &mut sums[..count]);
+                        if a_in_place {
+                            add_column_sums((mc, kc), a_block, &mut sums[..count]);
+                        } else {
+                            pack_panels(mr, (mc, kc), a_block, &mut slivers, &mut sums[..count]);
+                        }
                     }
                 }
                 let mut at = 0;
@@ -370,7 +377,11 @@ pub(crate) unsafe fn gemm_long_sum(
                         // SAFETY: this output's panels (at its region) hold kc·nr values per panel,
                         // the slivers mc rows of kc; the block of C is the caller's to write.
                         unsafe {
-                            let a_block = ABlock::Slivers(slivers.as_ptr());
+                            let a_block = if a_in_place {
+                                ABlock::ByColumns { ptr: a.add(pc * lda + ic), ld: lda }
+                            } else {
+                                ABlock::Slivers(slivers.as_ptr())
+                            };
                             let b_panels = (panels[at..].as_ptr(), kc * nr);
                             let c_block = c.add(ic * ldc + jc);
                             multiply_block(
@@ -392,6 +403,35 @@ pub(crate) unsafe fn gemm_long_sum(
     }
     SLIVERS.set(slivers);
     PANELS.set(panels);
+}
+
+/// The widest `A` (values from one stored row to the next) that [`gemm_long_sum`] reads in place
+/// rather than copying into slivers: a tile's `KC` steps then touch `KC` rows at most 512 bytes
+/// apart, 32 pages, which the TLB holds (the LSTM's 800-wide gradients, read in place, had cost
+/// its training step 24 %). For an attention layer's projections over `N·T` rows of 64 values
+/// (SAKT's), the copy was as long as a third of the product.
+const NARROW_A: usize = 128;
+
+/// `sums[s][j] += src[p, j]` for `p = 0 … kc−1` in order, `j < cols`, for each set of sums: the
+/// column sums [`pack_panels`] takes while it copies, for an `A` read in place (the same bits).
+///
+/// # Safety
+/// `src` must point at `kc` rows of `cols` readable values, `ld` apart.
+unsafe fn add_column_sums(
+    (cols, kc): (usize, usize),
+    (src, ld): (*const f32, usize),
+    sums: &mut [&mut [f32]],
+) {
+    for sum in sums.iter_mut() {
+        let sum = &mut sum[..cols];
+        for p in 0..kc {
+            // SAFETY: row p < kc of the source holds `cols` readable values (the caller's promise).
+            let row = unsafe { std::slice::from_raw_parts(src.add(p * ld), cols) };
+            for (s, &v) in sum.iter_mut().zip(row) {
+                *s += v;
+            }
+        }
+    }
 }
 
 /// The most outputs (and so column sums) one [`gemm_long_sum`] takes.
