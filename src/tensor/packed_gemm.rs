@@ -319,7 +319,9 @@ pub(crate) unsafe fn gemm_long_sum(
             buffer.resize(len, 0.0);
         }
     };
-    grow(&mut slivers, MC.div_ceil(mr) * mr * kc_max);
+    if !a_in_place {
+        grow(&mut slivers, MC.div_ceil(mr) * mr * kc_max);
+    }
     grow(&mut panels, outputs.iter().map(|o| region(o.n)).sum());
     let n_max = outputs.iter().map(|o| o.n).max().unwrap_or(0);
     for jc in (0..n_max).step_by(NC) {
@@ -422,15 +424,25 @@ unsafe fn add_column_sums(
     (src, ld): (*const f32, usize),
     sums: &mut [&mut [f32]],
 ) {
-    for sum in sums.iter_mut() {
+    /// One set of sums over `kc` rows of `src` (`ld` apart), as an index loop (compiled under
+    /// `wide!`: see `simd`'s docs).
+    #[inline(always)]
+    fn add(sum: &mut [f32], (cols, kc): (usize, usize), (src, ld): (&[f32], usize)) {
         let sum = &mut sum[..cols];
         for p in 0..kc {
-            // SAFETY: row p < kc of the source holds `cols` readable values (the caller's promise).
-            let row = unsafe { std::slice::from_raw_parts(src.add(p * ld), cols) };
-            for (s, &v) in sum.iter_mut().zip(row) {
-                *s += v;
+            let row = &src[p * ld..][..cols];
+            for j in 0..cols {
+                sum[j] += row[j];
             }
         }
+    }
+    if kc == 0 || cols == 0 {
+        return;
+    }
+    // SAFETY: `kc` rows of `cols` readable values, `ld` apart (the caller's promise).
+    let src = unsafe { std::slice::from_raw_parts(src, (kc - 1) * ld + cols) };
+    for sum in sums.iter_mut() {
+        crate::tensor::simd::wide!(add(sum, (cols, kc), (src, ld)));
     }
 }
 
