@@ -232,9 +232,23 @@ fn im2col_unpadded_stride1(x: &[f32], g: &ConvGeometry, cols: &mut [f32], ld: us
     crate::tensor::simd::wide!(copy_runs(x, g, cols, ld))
 }
 
-/// [`im2col_unpadded_stride1`]'s loops.
+/// [`im2col_unpadded_stride1`]'s loops, with the copy of a run chosen once per call: runs of
+/// 8–16 values (the reference network's 11 and 26) as exactly two blocks of 8, the second one
+/// overlapping the first, with no loop or length test per run. (With the general copy's tests
+/// and loop in every run, a single image's `cols` for the network's second layer had taken
+/// twice as long: 7.7 µs against 3.8 in a probe on the AMD EPYC with AVX-512.)
 #[inline(always)]
 fn copy_runs(x: &[f32], g: &ConvGeometry, cols: &mut [f32], ld: usize) {
+    if (RUN_BLOCK..=2 * RUN_BLOCK).contains(&g.out_width) {
+        copy_runs_by(x, g, cols, ld, copy_two_blocks);
+    } else {
+        copy_runs_by(x, g, cols, ld, copy_short);
+    }
+}
+
+/// The loops of [`copy_runs`] with `copy` for each run (`dst.copy_from_slice(src)`).
+#[inline(always)]
+fn copy_runs_by(x: &[f32], g: &ConvGeometry, cols: &mut [f32], ld: usize, copy: fn(&mut [f32], &[f32])) {
     let (kh, kw) = g.kernel;
     let (dh, dw) = g.dilation;
     let (h, w, oh, ow) = (g.height, g.width, g.out_height, g.out_width);
@@ -246,19 +260,35 @@ fn copy_runs(x: &[f32], g: &ConvGeometry, cols: &mut [f32], ld: usize) {
                 let row = &mut cols[r * ld..][..oh * ow];
                 r += 1;
                 let first = ki * dh * w + kj * dw; // input index of output (0, 0)'s tap
-                for oy in 0..oh {
-                    copy_short(&mut row[oy * ow..][..ow], &plane[first + oy * w..][..ow]);
+                // Output row oy's run starts w values after row oy − 1's.
+                for (run, src) in row.chunks_exact_mut(ow).zip(plane[first..].chunks(w)) {
+                    copy(run, &src[..ow]);
                 }
             }
         }
     }
 }
 
+/// Values per block of [`copy_short`] and [`copy_two_blocks`]: one AVX move.
+const RUN_BLOCK: usize = 8;
+
+/// `dst.copy_from_slice(src)` for runs of `RUN_BLOCK ..= 2·RUN_BLOCK` values: the first block and
+/// the last (overlapping it).
+#[inline(always)]
+fn copy_two_blocks(dst: &mut [f32], src: &[f32]) {
+    const B: usize = RUN_BLOCK;
+    let n = dst.len();
+    let (first, last): (&[f32; B], &[f32; B]) =
+        (src[..B].try_into().expect("a whole block"), src[n - B..n].try_into().expect("a whole block"));
+    dst[..B].copy_from_slice(first);
+    dst[n - B..].copy_from_slice(last);
+}
+
 /// `dst.copy_from_slice(src)` for short runs: blocks of 8 and one overlapping last block, which
 /// compile to a few vector moves instead of a call.
 #[inline(always)]
 fn copy_short(dst: &mut [f32], src: &[f32]) {
-    const B: usize = 8;
+    const B: usize = RUN_BLOCK;
     let n = dst.len();
     if n < B {
         dst.copy_from_slice(src);
