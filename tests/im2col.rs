@@ -111,6 +111,9 @@ fn im2col_strided_copies_the_definition() {
     let cases: &[Case] = &[
         (2, 9, 9, (3, 3), (1, 1), (0, 0), (1, 1)),   // runs of 7
         (3, 13, 13, (3, 3), (1, 1), (0, 0), (1, 1)), // runs of 11
+        (2, 5, 10, (3, 3), (1, 1), (0, 0), (1, 1)),  // runs of 8: two blocks, the same one twice
+        (2, 4, 18, (2, 3), (1, 1), (0, 0), (1, 1)),  // runs of 16: two blocks side by side
+        (2, 4, 19, (2, 3), (1, 1), (0, 0), (1, 1)),  // runs of 17: the general copy
         (1, 28, 28, (3, 3), (1, 1), (0, 0), (1, 1)), // runs of 26
         (2, 12, 20, (2, 3), (1, 1), (0, 0), (2, 3)), // dilated: runs of 14
         (2, 7, 9, (3, 3), (1, 2), (1, 1), (1, 1)),   // the general path
