@@ -38,6 +38,12 @@ fn conv2d_fast_equals_reference() {
         (2, 5, 8, 21, 3, (3, 3), (1, 1), (0, 0), (1, 1)),
         // Enough groups × weights (4 × 18,432) that the group sums are added in parallel.
         (16, 32, 8, 8, 64, (3, 3), (1, 1), (0, 0), (1, 1)),
+        // Kernel rows of ≥ 32 values (channels × width): the forward product reads window rows
+        // (`conv2d::fast::by_window_rows`) — padded, strided across, dilated, and with runs
+        // longer than a block of steps (128 channels × 3 = 384).
+        (5, 16, 9, 10, 8, (3, 3), (1, 2), (1, 1), (1, 1)),
+        (2, 12, 10, 9, 5, (2, 3), (1, 1), (0, 2), (2, 2)),
+        (2, 128, 5, 6, 7, (3, 3), (1, 1), (1, 1), (1, 1)),
     ];
     for (i, &(n, c, h, w, o, k, s, p, d)) in cases.iter().enumerate() {
         let x = Tensor::randn(&[n, c, h, w], 0.0, 1.0, i as u64);

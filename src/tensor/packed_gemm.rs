@@ -715,6 +715,70 @@ pub(crate) fn gemm_packed_b_columns(m: usize, (a, lda): (&[f32], usize), b: &Pac
     unsafe { gemm(kern, m, a, b, 1.0, 0.0, c.as_mut_ptr(), n) };
 }
 
+/// [`gemm_packed_b`] for `A` read in place in `segments` runs of steps: `C[m, n] = A · op(B)`
+/// (plus `B`'s bias on every row) with element `(i, s·len + q)` of `A` at `a[i·rs + s·stride +
+/// q]`, `len = k / segments` steps per run. A convolution by pixel reads its input this way
+/// (`conv2d::fast`'s window rows: one run per row of the kernel, `A` never copied out). Each
+/// element of `C` is one chain of multiply-adds per block of steps — the blocks cut at each run's
+/// start and within runs longer than `KC` — the blocks' sums added in order. Each row of `C`
+/// depends only on the same row of `A`.
+///
+/// # Panics
+/// If `segments` does not divide `k`, if `a` is too short for the shapes, if `c.len() != m·n`, or
+/// if `B` was not packed for this CPU's kernels (call it only where [`kernels`] is `Some`).
+pub(crate) fn gemm_packed_b_in_runs(
+    m: usize,
+    (a, rs): (&[f32], usize),
+    (segments, stride): (usize, usize),
+    b: &PackedB,
+    c: &mut [f32],
+) {
+    let (k, n) = (b.k, b.n);
+    assert!(segments > 0 && k.is_multiple_of(segments), "gemm: {k} steps in {segments} runs");
+    let len = k / segments;
+    let last = (m.max(1) - 1) * rs + (segments - 1) * stride + len;
+    assert!(
+        m == 0 || k == 0 || (rs >= len && a.len() >= last),
+        "gemm: A has {} elements, too few for {m} rows {rs} apart of {segments} runs of {len}, {stride} apart",
+        a.len()
+    );
+    assert_eq!(c.len(), m * n, "gemm: C has {} elements, expected {m}×{n}", c.len());
+    if m == 0 || n == 0 {
+        return;
+    }
+    let kern = kernels().filter(|kern| b.is_for(kern)).expect("B packed for this CPU's kernels");
+    if k == 0 {
+        c.fill(0.0);
+        if !b.bias.is_empty() {
+            super::parallel::add_to_rows(c, &b.bias[..n]);
+        }
+        return;
+    }
+    let (nr, kc_max) = (kern.nr, block_of_steps(len));
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        for run in 0..segments {
+            for q in (0..len).step_by(kc_max) {
+                let (pc, kc) = (run * len + q, kc_max.min(len - q)); // steps pc .. pc + kc of B
+                let beta = if pc == 0 { 0.0 } else { 1.0 }; // later blocks add to the first's sum
+                let bias = (!b.bias.is_empty() && pc + kc == k).then(|| &b.bias[jc..]);
+                let panels = (b.data[(jc / nr) * k * nr + pc * nr..].as_ptr(), k * nr);
+                for ic in (0..m).step_by(MC) {
+                    let mc = MC.min(m - ic);
+                    // SAFETY: rows ic .. ic + mc of A hold this run's steps q .. q + kc at
+                    // ic·rs + run·stride + q … (inside `a`: checked above); the panels hold kc·nr
+                    // values each from their row pc; C is m × n row-major, borrowed mutably.
+                    unsafe {
+                        let a_block = ABlock::InPlace { ptr: a.as_ptr().add(ic * rs + run * stride + q), rs };
+                        let c_block = c.as_mut_ptr().add(ic * n + jc);
+                        multiply_block(kern, (mc, nc, kc), a_block, panels, (1.0, beta), bias, c_block, n);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -724,6 +788,49 @@ mod tests {
 
     fn values(n: usize, seed: f32) -> Vec<f32> {
         (0..n).map(|i| (i as f32 * 0.377 + seed).sin()).collect()
+    }
+
+    /// `A` read in runs of steps: each element of `C` is the chain of each block of steps (cut at
+    /// every run's start and within a run longer than `KC`), the blocks' sums added in order, then
+    /// the bias — bit for bit; runs spaced wider and narrower than a row, one run and several.
+    #[test]
+    fn products_in_runs_are_their_blocks_chains() {
+        if kernels().is_none() {
+            return; // no kernels on this CPU: nothing calls it
+        }
+        for (m, runs, len, n, stride) in
+            [(121, 3, 96, 64, 1056), (7, 2, 300, 40, 310), (30, 1, 20, 33, 0), (13, 4, 5, 17, 2)]
+        {
+            let (rs, k) = (len + 3, runs * len);
+            let a = values((m - 1) * rs + (runs - 1) * stride + len, 0.1);
+            let (b, bias) = (values(k * n, 0.2), values(n, 0.4));
+            let mut packed = PackedB::default();
+            packed.pack(k, n, &b, false);
+            packed.set_bias(&bias);
+            let mut c = vec![f32::NAN; m * n];
+            gemm_packed_b_in_runs(m, (&a, rs), (runs, stride), &packed, &mut c);
+            let block = block_of_steps(len);
+            for i in 0..m {
+                for j in 0..n {
+                    let mut want: Option<f32> = None;
+                    for run in 0..runs {
+                        for q0 in (0..len).step_by(block) {
+                            let mut sum = 0.0f32;
+                            for q in q0..len.min(q0 + block) {
+                                sum = a[i * rs + run * stride + q].mul_add(b[(run * len + q) * n + j], sum);
+                            }
+                            want = Some(want.map_or(sum, |earlier| sum + earlier));
+                        }
+                    }
+                    let want = want.expect("k > 0") + bias[j];
+                    assert_eq!(
+                        c[i * n + j].to_bits(),
+                        want.to_bits(),
+                        "{m}×{k}×{n} in {runs} runs: ({i}, {j})"
+                    );
+                }
+            }
+        }
     }
 
     /// Against the definition, for `B` packed as stored and transposed, across every blocking

@@ -55,7 +55,7 @@ pub(crate) fn conv_then_max_pool(
         && crate::tensor::microkernel::kernels().is_some()
         && let Some(pooled_shape) = pool.prepare_external_predict(&conv.out_shape)
     {
-        let weights = ForwardWeights::kept(kept, w, b, o, geo.col_rows());
+        let weights = ForwardWeights::kept(kept, w, b, o, &geo);
         return conv_pool_predict_2x2(x, &weights, &geo, &pooled_shape);
     }
     let Some((pooled_shape, argmax)) = pool.prepare_external_forward(&conv.out_shape) else {
@@ -63,7 +63,7 @@ pub(crate) fn conv_then_max_pool(
         let y = crate::layers::conv2d::fast::forward(x, (w, b), kept, o, &geo);
         return pool.forward(&y, Pass::TRAIN);
     };
-    let weights = ForwardWeights::kept(kept, w, b, o, geo.col_rows());
+    let weights = ForwardWeights::kept(kept, w, b, o, &geo);
     conv_pool_kernel(x, &weights, &geo, window, &pooled_shape, argmax)
 }
 
@@ -80,7 +80,7 @@ fn conv_pool_kernel(
     pooled_shape: &[usize],
     argmax: &mut [u32],
 ) -> Tensor {
-    let (n, ckk, ohow, in_len) = (x.dim(0), geo.col_rows(), geo.col_cols(), geo.input_len());
+    let (n, ohow, in_len) = (x.dim(0), geo.col_cols(), geo.input_len());
     let o = weights.outputs();
     let (ph, pw) = (pooled_shape[2], pooled_shape[3]);
     let plane_out = ph * pw;
@@ -91,7 +91,7 @@ fn conv_pool_kernel(
     let group = |((y_group, arg_group), x_group): Group| {
         let y_group = Tensor::zero_uninit(y_group); // (every element is pooled into below)
         let ld = x_group.len() / in_len * ohow;
-        with_scratch(group_scratch(ckk, o, ld), |scratch| {
+        with_scratch(group_scratch(geo, o, ld), |scratch| {
             let ys = group_product(x_group, weights, geo, scratch); // [y[n] …] = W·cols + b
             // Plane (image j, channel oc) of the output is ys[oc, j·OH·OW ..][..OH·OW]: pool it.
             let planes = y_group.chunks_exact_mut(plane_out).zip(arg_group.chunks_exact_mut(plane_out));
@@ -127,7 +127,7 @@ fn conv_pool_predict_2x2(
     geo: &ConvGeometry,
     pooled_shape: &[usize],
 ) -> Tensor {
-    let (n, ckk, ohow, in_len) = (x.dim(0), geo.col_rows(), geo.col_cols(), geo.input_len());
+    let (n, ohow, in_len) = (x.dim(0), geo.col_cols(), geo.input_len());
     let o = weights.outputs();
     let (ph, pw) = (pooled_shape[2], pooled_shape[3]);
     let plane_out = ph * pw;
@@ -137,7 +137,7 @@ fn conv_pool_predict_2x2(
     let group = |(y_group, x_group): (&mut [MaybeUninit<f32>], &[f32])| {
         let y_group = Tensor::zero_uninit(y_group); // (every element is written below)
         let ld = x_group.len() / in_len * ohow;
-        with_scratch(group_scratch(ckk, o, ld), |scratch| {
+        with_scratch(group_scratch(geo, o, ld), |scratch| {
             let (by_pixel, spare) =
                 group_product_by_pixel(x_group, weights, geo, scratch).expect("the kernels run here");
             let pooled = &mut spare[..plane_out * o];
