@@ -123,6 +123,18 @@ impl Relu {
         x
     }
 
+    /// The ReLU's output `y` for a [`Mode::Predict`](super::Mode::Predict) pass that the caller
+    /// computed itself (the execution plan's convolution + pooling applies it while it pools):
+    /// the layer's state as [`Relu::forward_owned`] would leave it, and `y` back.
+    ///
+    /// # Panics
+    /// As [`Layer::forward`].
+    pub(crate) fn applied_by_caller(&mut self, y: Tensor) -> Tensor {
+        same_shape("ReLU", y.shape()).unwrap_or_else(|e| panic!("{e}"));
+        self.predicted = true;
+        y
+    }
+
     /// [`Relu::forward_in_place`] for a pass of any mode: in [`Mode::Predict`](super::Mode::Predict)
     /// no mask is kept for backward (one stream of bytes fewer through memory), and a backward
     /// pass afterwards refuses.

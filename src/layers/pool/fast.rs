@@ -125,10 +125,13 @@ fn fold_max(v: f32, i: usize, best: &mut f32, best_i: &mut usize, nan: &mut bool
 /// rows `ow` pixels wide) into `pooled` (`[PH·PW, O]`): for each window and channel, the first
 /// maximum of the four values in reading order, or the last NaN among them — the pooling's
 /// definition ([`reference`](super::reference)), one channel per lane. For the execution plan's
-/// convolution + pooling in `Mode::Predict` (no arg-max), inside its `wide!`.
+/// convolution + pooling in `Mode::Predict` (no arg-max), inside its `wide!`. With `RELU`, each
+/// maximum then goes through the ReLU as [`Relu`](crate::layers::Relu) computes it (`v ≤ 0 → +0`,
+/// a NaN stays): `relu(maxpool(y))`, which is `maxpool(relu(y))` bit for bit (see the execution
+/// plan's docs), while the value is in a register.
 #[allow(clippy::needless_range_loop)] // an index loop over channels: the compiler vectorises it
 #[inline(always)]
-pub(crate) fn max_pool_2x2_by_pixel(
+pub(crate) fn max_pool_2x2_by_pixel<const RELU: bool>(
     image: &[f32],
     ow: usize,
     (ph, pw): (usize, usize),
@@ -148,7 +151,7 @@ pub(crate) fn max_pool_2x2_by_pixel(
                         best = v; // strictly greater wins (the first maximum stays), a NaN always
                     }
                 }
-                out[c] = best;
+                out[c] = if RELU && best <= 0.0 { 0.0 } else { best }; // y = max(x, 0), NaN stays NaN
             }
         }
     }

@@ -31,13 +31,15 @@ use std::mem::MaybeUninit;
 ///
 /// In `Mode::Predict` (`pass.keeps_for_backward()` false) with a 2 × 2 window of stride 2, the
 /// pooling's arg-max is left out and each group is pooled by pixel ([`conv_pool_predict_2x2`]):
-/// the same values, bit for bit, and the pooling refuses a backward pass after it.
+/// the same values, bit for bit, and the pooling refuses a backward pass after it. There the
+/// ReLU that follows in the plan is applied too, to each pooled value while it is in a register
+/// (`relu(maxpool(y))`, the plan's order): the second value returned says whether it was.
 pub(crate) fn conv_then_max_pool(
     conv: &mut Conv2d,
     x: Cow<'_, Tensor>,
     pool: &mut MaxPool2d,
     pass: Pass<'_>,
-) -> Tensor {
+) -> (Tensor, bool) {
     conv.out_shape = check_input(conv, &x);
     let geo = conv.geometry_for(x.shape()).expect("checked by check_input");
     conv.geometry = Some(geo);
@@ -56,15 +58,15 @@ pub(crate) fn conv_then_max_pool(
         && let Some(pooled_shape) = pool.prepare_external_predict(&conv.out_shape)
     {
         let weights = ForwardWeights::kept(kept, w, b, o, &geo);
-        return conv_pool_predict_2x2(x, &weights, &geo, &pooled_shape);
+        return (conv_pool_predict_2x2(x, &weights, &geo, &pooled_shape), true);
     }
     let Some((pooled_shape, argmax)) = pool.prepare_external_forward(&conv.out_shape) else {
         // The window does not fit: the pooling's own forward reports it.
         let y = crate::layers::conv2d::fast::forward(x, (w, b), kept, o, &geo);
-        return pool.forward(&y, Pass::TRAIN);
+        return (pool.forward(&y, Pass::TRAIN), false);
     };
     let weights = ForwardWeights::kept(kept, w, b, o, &geo);
-    conv_pool_kernel(x, &weights, &geo, window, &pooled_shape, argmax)
+    (conv_pool_kernel(x, &weights, &geo, window, &pooled_shape, argmax), false)
 }
 
 /// `maxpool(conv(x, W) + b)` with the pooling window `win` (output planes `pooled_shape[2..]`),
@@ -120,7 +122,8 @@ fn conv_pool_kernel(
 /// the product) are transposed to channel planes. [`conv_pool_kernel`] instead transposes the
 /// whole product to planes, then pools each plane with its arg-max. The same values, bit for bit:
 /// the same product and bias, and each window's first maximum in reading order (or its last NaN),
-/// as the pooling's definition picks it (`tests/exec.rs` compares them).
+/// as the pooling's definition picks it (`tests/exec.rs` compares them). Each pooled value also
+/// goes through the ReLU that follows in the plan ([`conv_then_max_pool`]).
 fn conv_pool_predict_2x2(
     x: &Tensor,
     weights: &ForwardWeights<'_>,
@@ -143,7 +146,8 @@ fn conv_pool_predict_2x2(
             let pooled = &mut spare[..plane_out * o];
             for (j, y_j) in y_group.chunks_exact_mut(o * plane_out).enumerate() {
                 let image = &by_pixel[j * ohow * o..][..ohow * o];
-                crate::tensor::simd::wide!(max_pool_2x2_by_pixel(image, geo.out_width, (ph, pw), o, pooled));
+                let relu_pooled = max_pool_2x2_by_pixel::<true>; // relu(maxpool(y))
+                crate::tensor::simd::wide!(relu_pooled(image, geo.out_width, (ph, pw), o, pooled));
                 transpose((plane_out, o), (pooled, o), (y_j, plane_out)); // [pixel, O] → [O, pixel]
             }
         });

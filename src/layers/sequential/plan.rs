@@ -177,8 +177,13 @@ pub fn forward(plan: &Plan, layers: &mut [Box<dyn Layer>], x: &Tensor, pass: Pas
                     Activation::Borrowed(x) => Cow::Borrowed(x),
                     Activation::Owned(x) => Cow::Owned(x),
                 };
-                let pooled = super::fused::conv_then_max_pool(conv, x, pool, pass); // maxpool(conv(x))
-                relu(layers[c + 1].as_mut()).forward_owned(pooled, pass) // relu(maxpool(conv(x)))
+                // maxpool(conv(x)), and with it the ReLU where the fused kernel can apply it
+                let (pooled, with_relu) = super::fused::conv_then_max_pool(conv, x, pool, pass);
+                let relu = relu(layers[c + 1].as_mut());
+                match with_relu {
+                    true => relu.applied_by_caller(pooled),
+                    false => relu.forward_owned(pooled, pass), // relu(maxpool(conv(x)))
+                }
             }
             Step::PoolThenRelu { relu: r } => {
                 let pooled = layers[r + 1].forward(h.get(), pass); // maxpool(x)
