@@ -682,6 +682,29 @@ pub(crate) fn gemm_packed_b(
     unsafe { gemm(kern, m, a, b, alpha, beta, c.as_mut_ptr(), n) };
 }
 
+/// The kernels for `C = A · op(B)` (plus `B`'s bias on every row) into `c` (`m × n`), or `None`
+/// when there is nothing to multiply: an empty `C`, or an empty sum (`k = 0`), after which `C`
+/// holds the bias on every row, or zeros.
+///
+/// # Panics
+/// If `c.len() != m·n`, or if `B` was not packed for this CPU's kernels.
+fn kernels_unless_empty(m: usize, b: &PackedB, c: &mut [f32]) -> Option<&'static Kernels> {
+    let (k, n) = (b.k, b.n);
+    assert_eq!(c.len(), m * n, "gemm: C has {} elements, expected {m}×{n}", c.len());
+    if m == 0 || n == 0 {
+        return None;
+    }
+    let kern = kernels().filter(|kern| b.is_for(kern)).expect("B packed for this CPU's kernels");
+    if k == 0 {
+        c.fill(0.0);
+        if !b.bias.is_empty() {
+            super::parallel::add_to_rows(c, &b.bias[..n]);
+        }
+        return None;
+    }
+    Some(kern)
+}
+
 /// [`gemm_packed_b`] for `A` stored by columns: `C[m, n] = A · op(B)` with element `(i, p)` of
 /// `A` at `a[p·lda + i]` (`lda ≥ m`) — the transpose of a row-major `[k, lda]` matrix's first `m`
 /// columns, read in place — and `C` `[m, n]` row-major (plus `B`'s bias on every row). Each row of
@@ -697,18 +720,9 @@ pub(crate) fn gemm_packed_b_columns(m: usize, (a, lda): (&[f32], usize), b: &Pac
         || (lda >= m
             && (k - 1).checked_mul(lda).and_then(|r| r.checked_add(m)).is_some_and(|e| e <= a.len()));
     assert!(a_fits, "gemm: A has {} elements, too few for {m}×{k} stored by columns {lda} apart", a.len());
-    assert_eq!(c.len(), m * n, "gemm: C has {} elements, expected {m}×{n}", c.len());
-    if m == 0 || n == 0 {
-        return;
-    }
-    let kern = kernels().filter(|kern| b.is_for(kern)).expect("B packed for this CPU's kernels");
-    if k == 0 {
-        c.fill(0.0);
-        if !b.bias.is_empty() {
-            super::parallel::add_to_rows(c, &b.bias[..n]);
-        }
-        return;
-    }
+    let Some(kern) = kernels_unless_empty(m, b, c) else {
+        return; // nothing to multiply
+    };
     let a = Strided { ptr: a.as_ptr(), rs: 1, cs: lda as isize };
     // SAFETY: A's k columns of m values, lda apart, are inside its slice (checked above); B is
     // packed for this CPU's kernels (checked); C is m × n row-major, borrowed mutably for the call.
@@ -742,18 +756,9 @@ pub(crate) fn gemm_packed_b_in_runs(
         "gemm: A has {} elements, too few for {m} rows {rs} apart of {segments} runs of {len}, {stride} apart",
         a.len()
     );
-    assert_eq!(c.len(), m * n, "gemm: C has {} elements, expected {m}×{n}", c.len());
-    if m == 0 || n == 0 {
-        return;
-    }
-    let kern = kernels().filter(|kern| b.is_for(kern)).expect("B packed for this CPU's kernels");
-    if k == 0 {
-        c.fill(0.0);
-        if !b.bias.is_empty() {
-            super::parallel::add_to_rows(c, &b.bias[..n]);
-        }
-        return;
-    }
+    let Some(kern) = kernels_unless_empty(m, b, c) else {
+        return; // nothing to multiply
+    };
     let (nr, kc_max) = (kern.nr, block_of_steps(len));
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
