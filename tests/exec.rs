@@ -206,15 +206,17 @@ fn fused_convolution_and_pooling_equal_the_reference() {
 /// In `Mode::Predict` a 2 × 2 pooling after a convolution runs pooled by pixel, without its
 /// arg-max: the same bits as the reference order (and as the fused pass in the other modes), on
 /// several groups of images and a partial last one, channel counts below and above a vector's 8
-/// lanes, outputs the window does not divide, padding, no bias, products by window rows; random,
-/// tie-heavy and NaN inputs.
+/// lanes, outputs the window does not divide, padding, no bias, products by window rows, in one
+/// strip of output rows or several; random, tie-heavy and NaN inputs.
 /// A backward pass after it is refused with a message.
 #[test]
 fn fused_pooling_in_predict_mode_equals_the_reference() {
     type Case = ((usize, usize, usize), usize, usize); // (input, output channels, padding)
-    // (The last two: kernel rows of 36 values, which the convolution reads as window rows.)
-    let cases: [Case; 7] = [
+    // (The last two: kernel rows of 36 values, which the convolution reads as window rows. The
+    // second and third: several strips of output rows, an odd last row left out.)
+    let cases: [Case; 8] = [
         ((2, 9, 9), 3, 0),
+        ((2, 11, 30), 4, 0),
         ((1, 6, 42), 2, 1),
         ((3, 10, 10), 12, 0),
         ((4, 7, 8), 17, 1),

@@ -391,6 +391,55 @@ pub(crate) fn group_product_by_pixel<'s>(
     Some((by_pixel, spare))
 }
 
+/// [`group_product_by_pixel`] in strips of output rows, each strip's product computed into a
+/// buffer of its own and handed over while it is in L1: for each image `j` of the group and each
+/// strip of `strip_rows` output rows among the first `rows` (the last strip may be shorter),
+/// `strip(j, first_row, product)` with the strip's product by pixel (`[rows·OW, O]`). The same
+/// values as the whole product, bit for bit: each row of a product by pixel is computed alone.
+/// `scratch` as for [`group_product`]; `None` where the crate's kernels do not run.
+pub(crate) fn group_product_by_pixel_strips(
+    x_group: &[f32],
+    weights: &ForwardWeights<'_>,
+    geo: &ConvGeometry,
+    scratch: &mut [f32],
+    (rows, strip_rows): (usize, usize),
+    mut strip: impl FnMut(usize, usize, &[f32]),
+) -> Option<()> {
+    let packed = weights.panels()?;
+    let (o, ohow, in_len, ow) = (weights.o, geo.col_cols(), geo.input_len(), geo.out_width);
+    assert!(rows <= geo.out_height && strip_rows > 0, "conv strips: {rows} rows in strips of {strip_rows}");
+    if rows == 0 {
+        return Some(()); // no strips
+    }
+    let strip_rows = strip_rows.min(rows); // (the buffer's rows)
+    let strips = (0..rows).step_by(strip_rows).map(|r0| (r0, strip_rows.min(rows - r0)));
+    if by_window_rows(geo) {
+        let (a, rest) = scratch.split_at_mut(window_rows_len(geo));
+        let buf = &mut rest[..strip_rows * ow * o];
+        let run = geo.kernel.1 * geo.channels;
+        let runs = (geo.kernel.0, geo.dilation.0 * ow * run);
+        for (j, x_j) in x_group.chunks_exact(in_len).enumerate() {
+            let windows = window_rows(x_j, geo, a);
+            for (r0, n) in strips.clone() {
+                let product = &mut buf[..n * ow * o];
+                gemm_packed_b_in_runs(n * ow, (&windows[r0 * ow * run..], run), runs, packed, product);
+                strip(j, r0, product);
+            }
+        }
+    } else {
+        let (cols, ld, rest) = group_cols(x_group, geo, scratch);
+        let buf = &mut rest[..strip_rows * ow * o];
+        for j in 0..x_group.len() / in_len {
+            for (r0, n) in strips.clone() {
+                let product = &mut buf[..n * ow * o];
+                gemm_packed_b_columns(n * ow, (&cols[j * ohow + r0 * ow..], ld), packed, product);
+                strip(j, r0, product);
+            }
+        }
+    }
+    Some(())
+}
+
 /// Whether `geo`'s forward product reads its input as window rows ([`window_rows`]) instead of
 /// `cols`: for a stride of 1 down the image, with a kernel row of at least [`WINDOW_RUN_MIN`]
 /// values (its channels × its width), and the crate's kernels. The weights' rows are then packed

@@ -10,7 +10,7 @@
 //! (docs/benchmarks.md).
 
 use crate::layers::conv2d::fast::{
-    ForwardWeights, GROUP, group_product, group_product_by_pixel, group_scratch, with_scratch,
+    ForwardWeights, GROUP, group_product, group_product_by_pixel_strips, group_scratch, with_scratch,
 };
 use crate::layers::pool::Window;
 use crate::layers::pool::fast::{max_pool_2x2_by_pixel, max_pool_plane};
@@ -115,11 +115,17 @@ fn conv_pool_kernel(
     unsafe { Tensor::from_initialised(pooled_shape, y_data) }
 }
 
+/// Pixels per strip of [`conv_pool_predict_2x2`]'s products, at least: four tiles' rows of the
+/// AVX-512 kernels (a strip of 52 × 32 channels is 6.5 KiB).
+const STRIP_PIXELS: usize = 48;
+
 /// `maxpool(conv(x, W) + b)` for a 2 × 2 window of stride 2 when no backward pass follows, without
 /// the arg-max: each group's product stays as the crate's kernels compute it, one row of `O`
-/// channels per pixel ([`group_product_by_pixel`]), and each window is the maximum of four such
-/// rows, channel by channel ([`max_pool_2x2_by_pixel`]); only the pooled values (a quarter of
-/// the product) are transposed to channel planes. [`conv_pool_kernel`] instead transposes the
+/// channels per pixel, in strips of a few output rows ([`group_product_by_pixel_strips`]), and
+/// each window is the maximum of four such rows, channel by channel ([`max_pool_2x2_by_pixel`]),
+/// while the strip is in L1 (a single 28 × 28 image's first product, 86 KB, had been pooled from
+/// L2: `ab.py` on the Zen 4, single-image latency −5 %, inference at batch 256 +8 %); only the
+/// pooled values (a quarter of the product) are transposed to channel planes. [`conv_pool_kernel`] instead transposes the
 /// whole product to planes, then pools each plane with its arg-max. The same values, bit for bit:
 /// the same product and bias, and each window's first maximum in reading order (or its last NaN),
 /// as the pooling's definition picks it (`tests/exec.rs` compares them). Each pooled value also
@@ -141,15 +147,25 @@ fn conv_pool_predict_2x2(
         let y_group = Tensor::zero_uninit(y_group); // (every element is written below)
         let ld = x_group.len() / in_len * ohow;
         with_scratch(group_scratch(geo, o, ld), |scratch| {
-            let (by_pixel, spare) =
-                group_product_by_pixel(x_group, weights, geo, scratch).expect("the kernels run here");
-            let pooled = &mut spare[..plane_out * o];
-            for (j, y_j) in y_group.chunks_exact_mut(o * plane_out).enumerate() {
-                let image = &by_pixel[j * ohow * o..][..ohow * o];
-                let relu_pooled = max_pool_2x2_by_pixel::<true>; // relu(maxpool(y))
-                crate::tensor::simd::wide!(relu_pooled(image, geo.out_width, (ph, pw), o, pooled));
-                transpose((plane_out, o), (pooled, o), (y_j, plane_out)); // [pixel, O] → [O, pixel]
-            }
+            let (scratch, pooled) = scratch.split_at_mut(scratch.len() - plane_out * o);
+            let mut y_images = y_group.chunks_exact_mut(o * plane_out);
+            // Strips of an even number of output rows, ≥ STRIP_PIXELS pixels: each strip's
+            // product is pooled while in L1 (a whole image's can be larger than L2's share).
+            let strip_rows = 2 * STRIP_PIXELS.div_ceil(2 * geo.out_width.max(1));
+            let strips = (2 * ph, strip_rows);
+            let found =
+                group_product_by_pixel_strips(x_group, weights, geo, scratch, strips, |_, r0, product| {
+                    let (py, rows) = (r0 / 2, product.len() / (2 * geo.out_width * o)); // pooled rows
+                    let out = &mut pooled[py * pw * o..][..rows * pw * o];
+                    let relu_pooled = max_pool_2x2_by_pixel::<true>; // relu(maxpool(y))
+                    crate::tensor::simd::wide!(relu_pooled(product, geo.out_width, (rows, pw), o, out));
+                    if py + rows == ph {
+                        // The image's last strip: its pooled planes, [pixel, O] → [O, pixel].
+                        let y_j = y_images.next().expect("one output per image");
+                        transpose((plane_out, o), (&*pooled, o), (y_j, plane_out));
+                    }
+                });
+            found.expect("the kernels run here");
         });
     };
     let (y_len, x_len) = (GROUP * o * plane_out, GROUP * in_len);
