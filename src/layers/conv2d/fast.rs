@@ -374,13 +374,9 @@ pub(crate) fn group_product_by_pixel<'s>(
     if by_window_rows(geo) {
         let (a, rest) = scratch.split_at_mut(window_rows_len(geo));
         let (by_pixel, spare) = rest.split_at_mut(ld * o);
-        let (kh, dh) = (geo.kernel.0, geo.dilation.0);
-        let run = geo.kernel.1 * geo.channels; // a kernel row's taps, every channel of each
         for (x_j, y_j) in x_group.chunks_exact(in_len).zip(by_pixel.chunks_exact_mut(ohow * o)) {
-            let rows = window_rows(x_j, geo, a);
-            // Pixel p = (oy, ox), step (ki, kj, c): window row oy + ki·dh, entry (ox, kj, c).
-            let runs = (kh, dh * geo.out_width * run);
-            gemm_packed_b_in_runs(ohow, (rows, run), runs, packed, y_j); // [y[j]]ᵀ = colsᵀ·W'ᵀ + b
+            let windows = window_rows(x_j, geo, a);
+            product_from_windows(windows, geo, packed, (0, geo.out_height), y_j); // [y[j]]ᵀ = colsᵀ·W'ᵀ + b
         }
         return Some((by_pixel, spare));
     }
@@ -416,13 +412,11 @@ pub(crate) fn group_product_by_pixel_strips(
     if by_window_rows(geo) {
         let (a, rest) = scratch.split_at_mut(window_rows_len(geo));
         let buf = &mut rest[..strip_rows * ow * o];
-        let run = geo.kernel.1 * geo.channels;
-        let runs = (geo.kernel.0, geo.dilation.0 * ow * run);
         for (j, x_j) in x_group.chunks_exact(in_len).enumerate() {
             let windows = window_rows(x_j, geo, a);
             for (r0, n) in strips.clone() {
                 let product = &mut buf[..n * ow * o];
-                gemm_packed_b_in_runs(n * ow, (&windows[r0 * ow * run..], run), runs, packed, product);
+                product_from_windows(windows, geo, packed, (r0, n), product);
                 strip(j, r0, product);
             }
         }
@@ -438,6 +432,21 @@ pub(crate) fn group_product_by_pixel_strips(
         }
     }
     Some(())
+}
+
+/// Output rows `r0 .. r0 + n` of one image's product by pixel (`out`: `[n·OW, O]`) from its
+/// [`window_rows`]: pixel `(oy, ox)`'s steps `(ki, kj, c)` are entry `(ox, kj, c)` of window row
+/// `oy + ki·dh`, so `kh` runs of `kw·C` steps, `dh·OW` windows apart.
+fn product_from_windows(
+    windows: &[f32],
+    geo: &ConvGeometry,
+    packed: &PackedB,
+    (r0, n): (usize, usize),
+    out: &mut [f32],
+) {
+    let (ow, run) = (geo.out_width, geo.kernel.1 * geo.channels); // a window: a kernel row's taps
+    let runs = (geo.kernel.0, geo.dilation.0 * ow * run);
+    gemm_packed_b_in_runs(n * ow, (&windows[r0 * ow * run..], run), runs, packed, out);
 }
 
 /// Whether `geo`'s forward product reads its input as window rows ([`window_rows`]) instead of
