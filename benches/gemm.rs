@@ -165,7 +165,8 @@ fn tall_products(c: &mut Criterion) {
 
 /// `Gᵀ·X` summed over a long `k`: the weight gradients of a sequence model (`[4H, N·T]` against
 /// `[N·T, I]`: the LSTM of the side-by-side, hidden 200, input 100, batch 100 × 50 steps; the
-/// GRU's `3H`) and of the Transformer encoder (`N·T = 2048`, embed 128, feed-forward 512) — and,
+/// GRU's `3H`) and of the Transformer encoder (`N·T = 2048`, embed 128, feed-forward 512: the
+/// attention's `[3E, E]` and both feed-forward weights) — and,
 /// over a short `k`, of the MLP's hidden layer at batch 64 (`256 × 64 × 784`) and of the
 /// convnet's second convolution (its input gradient for four images, `288 × 64 × 484`): the
 /// crate's `sgemm` (its own kernel, `Gᵀ` copied into slivers, or read in place for a short sum) against `matrixmultiply` on the
@@ -180,6 +181,7 @@ fn long_sums(c: &mut Criterion) {
         (800, 5000, 200),
         (600, 5000, 200),
         (384, 2048, 128),
+        (512, 2048, 128),
         (128, 2048, 512),
         (256, 64, 784),
         (288, 64, 484),
