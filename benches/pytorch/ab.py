@@ -5,7 +5,12 @@ ratio of the medians B/A, and the median of the ratios of each round's two runs 
 so they share the machine's state of that moment: on a host whose speed drifts by tens of per cent
 within minutes, the steadier of the two). Use it to measure a change against the commit before
 it on a noisy machine: the two builds see the same noise, so their ratio is steadier than either
-figure. Keep the number of rounds even: a host can favour whichever binary runs first in a pair
+figure. Each figure comes with a `_best` companion (the speed binary's fastest single call, as a rate
+or in µs): neighbours' noise only adds time, so the `_best` rows spread less (one binary against a
+copy of itself, 4 rounds, one thread, on the Zen 4 of docs/benchmarks.md's twenty-fourth session:
+LSTM inference 4,207-4,241 against 4,014-4,197 for the mean) — though the two copies' ratios still
+came out 0.97-1.01 for both kinds of row, so a change of 2-3 % is not resolved either way. Keep the
+number of rounds even: a host can favour whichever binary runs first in a pair
 (5-10 % on the AMD host of docs/benchmarks.md's ninth session), and an even count lets each build
 run first equally often.
 
