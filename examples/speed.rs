@@ -110,20 +110,22 @@ impl Unit {
     }
 }
 
-/// Full training steps: forward, cross-entropy, backward, Adam.
+/// Full training steps of `net` on one batch: forward, cross-entropy, backward, Adam.
+fn train_steps(net: &mut Sequential, x: &Tensor, target: Target<'_>, warmup: usize, seconds: f64) -> Timing {
+    let (loss, mut adam) = (CrossEntropyLoss::new(), Adam::new(1e-3));
+    let mut step = || {
+        net.train_step(x, target, &loss, &mut adam).expect("a valid batch");
+    };
+    timed(&mut step, warmup, seconds)
+}
+
+/// [`train_steps`] on a random batch of `sample`-shaped inputs with ten classes.
 fn train_time(mut net: Sequential, sample: &[usize], batch: usize, warmup: usize, seconds: f64) -> Timing {
     let mut shape = vec![batch];
     shape.extend_from_slice(sample);
     let x = Tensor::rand_uniform(&shape, 0.0, 1.0, 0);
     let labels: Vec<usize> = (0..batch).map(|i| i % 10).collect();
-    let (loss, mut adam) = (CrossEntropyLoss::new(), Adam::new(1e-3));
-    timed(
-        || {
-            net.train_step(&x, Target::Classes(&labels), &loss, &mut adam).expect("a valid batch");
-        },
-        warmup,
-        seconds,
-    )
+    train_steps(&mut net, &x, Target::Classes(&labels), warmup, seconds)
 }
 
 /// Next-token training steps of a decoder-only Transformer (`DecoderOnly(65, 128, 4, 2, 512,
@@ -140,14 +142,7 @@ fn gpt_train_time(batch: usize, warmup: usize, seconds: f64) -> Timing {
         Tensor::from_vec(&[batch, 64], v).expect("ids")
     };
     let (x, targets) = (ids(0), ids(1));
-    let (loss, mut adam) = (CrossEntropyLoss::new(), Adam::new(1e-3));
-    timed(
-        || {
-            net.train_step(&x, Target::Values(&targets), &loss, &mut adam).expect("a valid batch");
-        },
-        warmup,
-        seconds,
-    )
+    train_steps(&mut net, &x, Target::Values(&targets), warmup, seconds)
 }
 
 /// SAKT training steps (the knowledge-tracing example's model: 100 items, embed 64, 4 heads, 100
