@@ -207,46 +207,79 @@ pub(crate) unsafe fn gemm(
     c: *mut f32,
     ldc: usize,
 ) {
+    debug_assert!(b.k > 0 && b.is_for(kern) && (a.cs == 1 || a.rs == 1));
+    // SAFETY: rows ic .. and steps p .. of A are readable (the caller's guarantee), and
+    // `in_blocks` asks only for blocks inside the m × k matrix.
+    let a_at = |ic: usize, p: usize| unsafe {
+        if a.cs == 1 {
+            ABlock::InPlace { ptr: a.ptr.offset(ic as isize * a.rs + p as isize), rs: a.rs as usize }
+        } else {
+            ABlock::ByColumns { ptr: a.ptr.offset(ic as isize + p as isize * a.cs), ld: a.cs as usize }
+        }
+    };
+    // SAFETY: passed on (the caller's guarantee); one run of all k steps.
+    unsafe { in_blocks(kern, m, (1, b.k), b, a_at, (alpha, beta), c, ldc) };
+}
+
+/// The loops of [`gemm`] and [`gemm_packed_b_in_runs`]: `C[m, n] = alpha · A · B + beta · C (+
+/// B's bias)` block by block, the sum's `k = runs · len` steps taken run by run, each run in equal
+/// blocks of at most `KC` ([`block_of_steps`]); `a_at(ic, p)` is `A`'s block from row `ic` and
+/// step `p` (its run's own addressing).
+///
+/// ```text
+/// for each block of NC columns jc:
+/// for each run, each block of ≤ KC of its steps pc:  (beta on the first block, else 1)
+///     for each block of MC rows ic:                  multiply_block
+/// ```
+///
+/// # Safety
+/// `a_at(ic, p)` must describe readable rows `ic .. ic + MC` (or to `m`) of `A` from step `p`
+/// for the block's steps; `b` packed for `kern` with `k ≥ 1` rows; `c` as for [`gemm`].
+#[allow(clippy::too_many_arguments)] // a GEMM's operands
+#[inline(always)] // (each caller's own copy, as the loops were before they were shared)
+unsafe fn in_blocks(
+    kern: &Kernels,
+    m: usize,
+    (runs, len): (usize, usize),
+    b: &PackedB,
+    a_at: impl Fn(usize, usize) -> ABlock,
+    (alpha, beta): (f32, f32),
+    c: *mut f32,
+    ldc: usize,
+) {
     let (k, n, nr) = (b.k, b.n, kern.nr);
-    debug_assert!(k > 0 && b.is_for(kern) && (a.cs == 1 || a.rs == 1));
-    let kc_max = block_of_steps(k);
+    debug_assert_eq!(runs * len, k, "runs of steps covering the sum");
+    let kc_max = block_of_steps(len);
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
-        for pc in (0..k).step_by(kc_max) {
-            let kc = kc_max.min(k - pc);
-            let beta = if pc == 0 { beta } else { 1.0 }; // later blocks add to the first's sum
-            // The bias with the last block of the sum only; the padded bias holds nr values from
-            // each panel's first column.
-            let bias = (!b.bias.is_empty() && pc + kc == k).then(|| &b.bias[jc..]);
-            // Panel jc / nr, rows pc …: inside the packed data; panels k·nr apart.
-            let panels = (b.data[(jc / nr) * k * nr + pc * nr..].as_ptr(), k * nr);
-            for ic in (0..m).step_by(MC) {
-                let mc = MC.min(m - ic);
-                // SAFETY: rows ic .. ic + mc and steps pc .. pc + kc of A are readable (the
-                // caller's guarantee); the panels hold kc·nr values each from their row pc; the
-                // block of C is the caller's to write.
-                unsafe {
-                    let a_block = if a.cs == 1 {
-                        ABlock::InPlace {
-                            ptr: a.ptr.offset(ic as isize * a.rs + pc as isize),
-                            rs: a.rs as usize,
-                        }
-                    } else {
-                        ABlock::ByColumns {
-                            ptr: a.ptr.offset(ic as isize + pc as isize * a.cs),
-                            ld: a.cs as usize,
-                        }
-                    };
-                    multiply_block(
-                        kern,
-                        (mc, nc, kc),
-                        a_block,
-                        panels,
-                        (alpha, beta),
-                        bias,
-                        c.add(ic * ldc + jc),
-                        ldc,
-                    );
+        for run in 0..runs {
+            for q in (0..len).step_by(kc_max) {
+                let (pc, kc) = (run * len + q, kc_max.min(len - q)); // steps pc .. pc + kc of B
+                let beta = if pc == 0 { beta } else { 1.0 }; // later blocks add to the first's sum
+                // The bias with the last block of the sum only; the padded bias holds nr values
+                // from each panel's first column.
+                let bias = (!b.bias.is_empty() && pc + kc == k).then(|| &b.bias[jc..]);
+                // Panel jc / nr, rows pc …: inside the packed data; panels k·nr apart.
+                let panels = (b.data[(jc / nr) * k * nr + pc * nr..].as_ptr(), k * nr);
+                for ic in (0..m).step_by(MC) {
+                    let mc = MC.min(m - ic);
+                    // SAFETY: A's block from row ic, step pc (the caller's guarantee, through
+                    // a_at); the panels hold kc·nr values each from their row pc; the block of C
+                    // is the caller's to write.
+                    unsafe {
+                        let a_block = a_at(ic, pc);
+                        let c_block = c.add(ic * ldc + jc);
+                        multiply_block(
+                            kern,
+                            (mc, nc, kc),
+                            a_block,
+                            panels,
+                            (alpha, beta),
+                            bias,
+                            c_block,
+                            ldc,
+                        );
+                    }
                 }
             }
         }
@@ -759,29 +792,14 @@ pub(crate) fn gemm_packed_b_in_runs(
     let Some(kern) = kernels_unless_empty(m, b, c) else {
         return; // nothing to multiply
     };
-    let (nr, kc_max) = (kern.nr, block_of_steps(len));
-    for jc in (0..n).step_by(NC) {
-        let nc = NC.min(n - jc);
-        for run in 0..segments {
-            for q in (0..len).step_by(kc_max) {
-                let (pc, kc) = (run * len + q, kc_max.min(len - q)); // steps pc .. pc + kc of B
-                let beta = if pc == 0 { 0.0 } else { 1.0 }; // later blocks add to the first's sum
-                let bias = (!b.bias.is_empty() && pc + kc == k).then(|| &b.bias[jc..]);
-                let panels = (b.data[(jc / nr) * k * nr + pc * nr..].as_ptr(), k * nr);
-                for ic in (0..m).step_by(MC) {
-                    let mc = MC.min(m - ic);
-                    // SAFETY: rows ic .. ic + mc of A hold this run's steps q .. q + kc at
-                    // ic·rs + run·stride + q … (inside `a`: checked above); the panels hold kc·nr
-                    // values each from their row pc; C is m × n row-major, borrowed mutably.
-                    unsafe {
-                        let a_block = ABlock::InPlace { ptr: a.as_ptr().add(ic * rs + run * stride + q), rs };
-                        let c_block = c.as_mut_ptr().add(ic * n + jc);
-                        multiply_block(kern, (mc, nc, kc), a_block, panels, (1.0, beta), bias, c_block, n);
-                    }
-                }
-            }
-        }
-    }
+    // Step p = run·len + q of row ic is at ic·rs + run·stride + q (inside `a`: checked above).
+    let a_at = |ic: usize, p: usize| ABlock::InPlace {
+        ptr: a[ic * rs + (p / len) * stride + p % len..].as_ptr(),
+        rs,
+    };
+    // SAFETY: the blocks a_at describes are inside `a` (checked above); B is packed for this
+    // CPU's kernels (checked); C is m × n row-major, borrowed mutably for the call.
+    unsafe { in_blocks(kern, m, (segments, len), b, a_at, (1.0, 0.0), c.as_mut_ptr(), n) };
 }
 
 #[cfg(test)]
