@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::onnx::OnnxLayer;
 use crate::privacy::per_example::PerExample;
 use crate::tensor::Tensor;
-use crate::tensor::math::sum_f64;
+use crate::tensor::math::{Product, SquaredDeviation, Value, sum_terms};
 use crate::tensor::parallel::{add_rows_with_products, split_if_threads};
 use rayon::prelude::*;
 
@@ -287,8 +287,8 @@ fn forward_row(
 ) -> f32 {
     let d = x.len();
     let y = &mut y[..d];
-    let mean = sum_f64(x, x, |x, _| x as f64) / d as f64; // μ
-    let var = sum_f64(x, x, |x, _| (x as f64 - mean).powi(2)) / d as f64; // σ², after μ
+    let mean = sum_terms(x, x, &Value) / d as f64; // μ
+    let var = sum_terms(x, x, &SquaredDeviation(mean)) / d as f64; // σ², after μ
     let s = 1.0 / (var + eps).sqrt(); // s = 1/√(σ² + ε)
     for j in 0..d {
         y[j] = ((x[j] as f64 - mean) * s) as f32; // x̂ = (x − μ)·s, first written into y
@@ -320,8 +320,8 @@ fn backward_row(g: &[f32], x_hat: &[f32], dx: &mut [f32], gamma: Option<&[f32]>,
         }
         None => dx.copy_from_slice(g),
     }
-    let mean_g = sum_f64(dx, dx, |g, _| g as f64) / d as f64;
-    let mean_gx = sum_f64(dx, x_hat, |g, xh| (g * xh) as f64) / d as f64;
+    let mean_g = sum_terms(dx, dx, &Value) / d as f64;
+    let mean_gx = sum_terms(dx, x_hat, &Product) / d as f64;
     for j in 0..d {
         dx[j] = (s as f64 * (dx[j] as f64 - mean_g - x_hat[j] as f64 * mean_gx)) as f32;
     }

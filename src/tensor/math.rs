@@ -172,6 +172,210 @@ pub(crate) fn sum_f64(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f64) -> f
     ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7])) + tail
 }
 
+/// A term of [`sum_terms`]: what a layer norm sums over a row, `term(a[j], b[j])` as `f64`, in the
+/// scalar form that is its definition and in the vector forms of one register of `f64` lanes.
+pub(crate) trait F64Term {
+    /// The term of one pair of values: the definition.
+    fn scalar(&self, a: f32, b: f32) -> f64;
+    /// The terms of eight pairs, lane `l` from `a[l]`, `b[l]` (AVX-512F).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn avx512(
+        &self,
+        a: std::arch::x86_64::__m256,
+        b: std::arch::x86_64::__m256,
+    ) -> std::arch::x86_64::__m512d;
+    /// The terms of four pairs, lane `l` from `a[l]`, `b[l]` (AVX).
+    ///
+    /// # Safety
+    /// The CPU must support AVX.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn avx(
+        &self,
+        a: std::arch::x86_64::__m128,
+        b: std::arch::x86_64::__m128,
+    ) -> std::arch::x86_64::__m256d;
+}
+
+/// `a[j]` as `f64` (`b` unused): a row's sum, for its mean.
+pub(crate) struct Value;
+
+impl F64Term for Value {
+    #[inline(always)]
+    fn scalar(&self, a: f32, _: f32) -> f64 {
+        a as f64
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn avx512(
+        &self,
+        a: std::arch::x86_64::__m256,
+        _: std::arch::x86_64::__m256,
+    ) -> std::arch::x86_64::__m512d {
+        // SAFETY: AVX-512F (the caller's promise).
+        unsafe { std::arch::x86_64::_mm512_cvtps_pd(a) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn avx(
+        &self,
+        a: std::arch::x86_64::__m128,
+        _: std::arch::x86_64::__m128,
+    ) -> std::arch::x86_64::__m256d {
+        // SAFETY: AVX (the caller's promise).
+        unsafe { std::arch::x86_64::_mm256_cvtps_pd(a) }
+    }
+}
+
+/// `(a[j] as f64 − mean)²` (`b` unused): a row's squared deviations, for its variance.
+pub(crate) struct SquaredDeviation(pub f64);
+
+impl F64Term for SquaredDeviation {
+    #[inline(always)]
+    fn scalar(&self, a: f32, _: f32) -> f64 {
+        let d = a as f64 - self.0;
+        d * d
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn avx512(
+        &self,
+        a: std::arch::x86_64::__m256,
+        _: std::arch::x86_64::__m256,
+    ) -> std::arch::x86_64::__m512d {
+        use std::arch::x86_64::{_mm512_cvtps_pd, _mm512_mul_pd, _mm512_set1_pd, _mm512_sub_pd};
+        // SAFETY: AVX-512F (the caller's promise).
+        unsafe {
+            let d = _mm512_sub_pd(_mm512_cvtps_pd(a), _mm512_set1_pd(self.0));
+            _mm512_mul_pd(d, d)
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn avx(
+        &self,
+        a: std::arch::x86_64::__m128,
+        _: std::arch::x86_64::__m128,
+    ) -> std::arch::x86_64::__m256d {
+        use std::arch::x86_64::{_mm256_cvtps_pd, _mm256_mul_pd, _mm256_set1_pd, _mm256_sub_pd};
+        // SAFETY: AVX (the caller's promise).
+        unsafe {
+            let d = _mm256_sub_pd(_mm256_cvtps_pd(a), _mm256_set1_pd(self.0));
+            _mm256_mul_pd(d, d)
+        }
+    }
+}
+
+/// `(a[j]·b[j])` rounded to `f32`, then as `f64`: the sum of a row's products.
+pub(crate) struct Product;
+
+impl F64Term for Product {
+    #[inline(always)]
+    fn scalar(&self, a: f32, b: f32) -> f64 {
+        (a * b) as f64
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn avx512(
+        &self,
+        a: std::arch::x86_64::__m256,
+        b: std::arch::x86_64::__m256,
+    ) -> std::arch::x86_64::__m512d {
+        // SAFETY: AVX-512F (the caller's promise).
+        unsafe { std::arch::x86_64::_mm512_cvtps_pd(std::arch::x86_64::_mm256_mul_ps(a, b)) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn avx(
+        &self,
+        a: std::arch::x86_64::__m128,
+        b: std::arch::x86_64::__m128,
+    ) -> std::arch::x86_64::__m256d {
+        // SAFETY: AVX (the caller's promise).
+        unsafe { std::arch::x86_64::_mm256_cvtps_pd(std::arch::x86_64::_mm_mul_ps(a, b)) }
+    }
+}
+
+/// [`sum_f64`] of a [`F64Term`], its eight running sums held in one AVX-512 register (or two AVX
+/// registers) instead of the eight `f64` that the compiler kept two to an `xmm` register, with
+/// shuffles to pair them (`perf annotate`: most of a layer norm's time). Lane `l` adds the terms of
+/// `j ≡ l mod 8` in order from zero and the lanes are folded as [`sum_f64`] folds them: the same
+/// operations in the same order, the same bits on every ISA (tested).
+#[inline(always)]
+pub(crate) fn sum_terms<T: F64Term>(a: &[f32], b: &[f32], term: &T) -> f64 {
+    assert!(b.len() >= a.len(), "sum_terms: b shorter than a");
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::simd::{Isa, isa};
+        match isa() {
+            // SAFETY: `isa` reports AVX-512F or AVX2 (which implies AVX) only where the CPU has it.
+            Isa::Avx512 => return unsafe { sum_terms_avx512(a, b, term) },
+            // SAFETY: as above.
+            Isa::Avx2 => return unsafe { sum_terms_avx(a, b, term) },
+            Isa::Baseline => {}
+        }
+    }
+    sum_f64(a, b, |x, y| term.scalar(x, y))
+}
+
+/// [`sum_f64`]'s tail and fold over its eight running sums `lanes`, after the whole blocks.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn fold_lanes<T: F64Term>(lanes: [f64; 8], a: &[f32], b: &[f32], term: &T) -> f64 {
+    let mut tail = 0.0f64;
+    for j in a.len() / 8 * 8..a.len() {
+        tail += term.scalar(a[j], b[j]);
+    }
+    ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7])) + tail
+}
+
+/// [`sum_terms`] on AVX-512F: the eight running sums in one register.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `b` holds at least `a.len()` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn sum_terms_avx512<T: F64Term>(a: &[f32], b: &[f32], term: &T) -> f64 {
+    use std::arch::x86_64::{_mm256_loadu_ps, _mm512_add_pd, _mm512_setzero_pd, _mm512_storeu_pd};
+    let mut lanes = [0.0f64; 8];
+    // SAFETY: block i reads values 8i .. 8i + 8 < a.len() ≤ b.len() of both; AVX-512F (the
+    // caller's promise); the store writes the 8 values of `lanes`.
+    unsafe {
+        let mut sums = _mm512_setzero_pd();
+        for i in 0..a.len() / 8 {
+            let (x, y) = (_mm256_loadu_ps(a.as_ptr().add(8 * i)), _mm256_loadu_ps(b.as_ptr().add(8 * i)));
+            sums = _mm512_add_pd(sums, term.avx512(x, y));
+        }
+        _mm512_storeu_pd(lanes.as_mut_ptr(), sums);
+    }
+    fold_lanes(lanes, a, b, term)
+}
+
+/// [`sum_terms`] on AVX: running sums 0–3 in one register, 4–7 in another.
+///
+/// # Safety
+/// The CPU must support AVX; `b` holds at least `a.len()` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn sum_terms_avx<T: F64Term>(a: &[f32], b: &[f32], term: &T) -> f64 {
+    use std::arch::x86_64::{_mm_loadu_ps, _mm256_add_pd, _mm256_setzero_pd, _mm256_storeu_pd};
+    let mut lanes = [0.0f64; 8];
+    // SAFETY: as in `sum_terms_avx512`, four values at a time; AVX (the caller's promise).
+    unsafe {
+        let (mut low, mut high) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+        for i in 0..a.len() / 8 {
+            let (pa, pb) = (a.as_ptr().add(8 * i), b.as_ptr().add(8 * i));
+            low = _mm256_add_pd(low, term.avx(_mm_loadu_ps(pa), _mm_loadu_ps(pb)));
+            high = _mm256_add_pd(high, term.avx(_mm_loadu_ps(pa.add(4)), _mm_loadu_ps(pb.add(4))));
+        }
+        _mm256_storeu_pd(lanes.as_mut_ptr(), low);
+        _mm256_storeu_pd(lanes.as_mut_ptr().add(4), high);
+    }
+    fold_lanes(lanes, a, b, term)
+}
+
 /// The error function, to ~1e-7 absolute accuracy (Abramowitz & Stegun 7.1.26), in `f64`.
 pub fn erf(x: f64) -> f64 {
     let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
@@ -235,6 +439,7 @@ fn for_each_feature_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tensor::simd::Isa;
 
     #[test]
     fn softmax_and_log_softmax_agree_and_stay_finite() {
@@ -270,6 +475,58 @@ mod tests {
         assert!(worst[0] < 5e-7 && worst[1] < 3e-7 && worst[2] < 3e-7, "{worst:?}");
         assert_eq!(sigmoid_fast(-1000.0), 0.0_f32.max(sigmoid_fast(-1000.0)));
         assert!(sigmoid_fast(1000.0) == 1.0 && tanh_fast(1000.0) == 1.0 && tanh_fast(-1000.0) == -1.0);
+    }
+
+    #[test]
+    fn vector_sums_of_terms_are_the_scalar_sums_bit_for_bit() {
+        // Every length from 0 to 40 and a few longer (whole blocks and tails), rows with a large
+        // mean and a small spread among them: each ISA's sum of each term against the definition,
+        // sum_f64 with the scalar term.
+        let mut state = 12345u64;
+        let mut next = move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        for len in (0..=40).chain([63, 64, 127, 128, 129, 300, 512]) {
+            for offset in [0.0f32, 1.0e4] {
+                let a: Vec<f32> = (0..len).map(|_| offset + next() * 3.0).collect();
+                let b: Vec<f32> = (0..len).map(|_| next()).collect();
+                let mean = sum_f64(&a, &a, |x, _| x as f64) / len.max(1) as f64;
+                let expected = [
+                    sum_f64(&a, &a, |x, y| Value.scalar(x, y)),
+                    sum_f64(&a, &a, |x, y| SquaredDeviation(mean).scalar(x, y)),
+                    sum_f64(&a, &b, |x, y| Product.scalar(x, y)),
+                ];
+                for isa in [Isa::Baseline, Isa::Avx2, Isa::Avx512] {
+                    let mut got = [0.0f64; 3];
+                    let ran = super::super::simd::run_with(isa, || {
+                        got = [
+                            sum_terms_on(isa, &a, &a, &Value),
+                            sum_terms_on(isa, &a, &a, &SquaredDeviation(mean)),
+                            sum_terms_on(isa, &a, &b, &Product),
+                        ]
+                    });
+                    if ran != isa {
+                        continue; // this CPU has no such ISA
+                    }
+                    let bits = |v: [f64; 3]| v.map(f64::to_bits);
+                    assert_eq!(bits(got), bits(expected), "{isa:?}, {len} values, offset {offset}");
+                }
+            }
+        }
+    }
+
+    /// [`sum_terms`] on a chosen ISA (the CPU must have it).
+    fn sum_terms_on<T: F64Term>(isa: Isa, a: &[f32], b: &[f32], term: &T) -> f64 {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the caller runs this only where the CPU has the ISA (`run_with` said so).
+            Isa::Avx512 => unsafe { sum_terms_avx512(a, b, term) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Isa::Avx2 => unsafe { sum_terms_avx(a, b, term) },
+            _ => sum_f64(a, b, |x, y| term.scalar(x, y)),
+        }
     }
 
     #[test]
