@@ -187,3 +187,38 @@ fn predict_mode_keeps_nothing_and_changes_nothing() {
         }
     }
 }
+
+/// Each row's output and input gradient have the same bits whether the row is normalised alone
+/// or among others (a row's arithmetic must not depend on its neighbours, on how the rows are cut
+/// into parallel blocks, or on the vector path its sums take), in training and predicting passes,
+/// on one thread and on two.
+#[test]
+fn a_row_gives_the_same_bits_alone_and_in_a_batch() {
+    let d = 37; // whole blocks of eight and a tail
+    for rows in [1usize, 2, 5, 130] {
+        let x = Tensor::randn(&[rows, d], 3.0, 2.0, rows as u64);
+        let g = Tensor::randn(&[rows, d], 0.0, 1.0, 7 + rows as u64);
+        let gamma = Tensor::randn(&[d], 1.0, 0.5, 3);
+        let beta = Tensor::randn(&[d], 0.0, 0.5, 4);
+        let layer = || LayerNorm::new(d).with_affine(gamma.clone(), beta.clone()).unwrap();
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let (y, dx, predicted) = pool.install(|| {
+                let mut norm = layer();
+                let y = norm.forward(&x, Pass::TRAIN);
+                let dx = norm.backward(&g, InputGrad::Needed).unwrap();
+                (y, dx, layer().forward(&x, Pass::PREDICT))
+            });
+            for r in 0..rows {
+                let row = |t: &Tensor| Tensor::from_vec(&[1, d], t.data()[r * d..][..d].to_vec()).unwrap();
+                let mut alone = layer();
+                let y_alone = alone.forward(&row(&x), Pass::TRAIN);
+                let dx_alone = alone.backward(&row(&g), InputGrad::Needed).unwrap();
+                let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&row(&y)), bits(&y_alone), "y, row {r} of {rows}, {threads} threads");
+                assert_eq!(bits(&row(&predicted)), bits(&y_alone), "predicted y, row {r} of {rows}");
+                assert_eq!(bits(&row(&dx)), bits(&dx_alone), "dx, row {r} of {rows}, {threads} threads");
+            }
+        }
+    }
+}
