@@ -172,6 +172,9 @@ pub(crate) fn sum_f64(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f64) -> f
     ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7])) + tail
 }
 
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::{__m128, __m256, __m256d, __m512d};
+
 /// A term of [`sum_terms`]: what a layer norm sums over a row, `term(a[j], b[j])` as `f64`, in the
 /// scalar form that is its definition and in the vector forms of one register of `f64` lanes.
 pub(crate) trait F64Term {
@@ -182,21 +185,13 @@ pub(crate) trait F64Term {
     /// # Safety
     /// The CPU must support AVX-512F.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn avx512(
-        &self,
-        a: std::arch::x86_64::__m256,
-        b: std::arch::x86_64::__m256,
-    ) -> std::arch::x86_64::__m512d;
+    unsafe fn avx512(&self, a: __m256, b: __m256) -> __m512d;
     /// The terms of four pairs, lane `l` from `a[l]`, `b[l]` (AVX).
     ///
     /// # Safety
     /// The CPU must support AVX.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn avx(
-        &self,
-        a: std::arch::x86_64::__m128,
-        b: std::arch::x86_64::__m128,
-    ) -> std::arch::x86_64::__m256d;
+    unsafe fn avx(&self, a: __m128, b: __m128) -> __m256d;
 }
 
 /// `a[j]` as `f64` (`b` unused): a row's sum, for its mean.
@@ -209,21 +204,13 @@ impl F64Term for Value {
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn avx512(
-        &self,
-        a: std::arch::x86_64::__m256,
-        _: std::arch::x86_64::__m256,
-    ) -> std::arch::x86_64::__m512d {
+    unsafe fn avx512(&self, a: __m256, _: __m256) -> __m512d {
         // SAFETY: AVX-512F (the caller's promise).
         unsafe { std::arch::x86_64::_mm512_cvtps_pd(a) }
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn avx(
-        &self,
-        a: std::arch::x86_64::__m128,
-        _: std::arch::x86_64::__m128,
-    ) -> std::arch::x86_64::__m256d {
+    unsafe fn avx(&self, a: __m128, _: __m128) -> __m256d {
         // SAFETY: AVX (the caller's promise).
         unsafe { std::arch::x86_64::_mm256_cvtps_pd(a) }
     }
@@ -240,11 +227,7 @@ impl F64Term for SquaredDeviation {
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn avx512(
-        &self,
-        a: std::arch::x86_64::__m256,
-        _: std::arch::x86_64::__m256,
-    ) -> std::arch::x86_64::__m512d {
+    unsafe fn avx512(&self, a: __m256, _: __m256) -> __m512d {
         use std::arch::x86_64::{_mm512_cvtps_pd, _mm512_mul_pd, _mm512_set1_pd, _mm512_sub_pd};
         // SAFETY: AVX-512F (the caller's promise).
         unsafe {
@@ -254,11 +237,7 @@ impl F64Term for SquaredDeviation {
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn avx(
-        &self,
-        a: std::arch::x86_64::__m128,
-        _: std::arch::x86_64::__m128,
-    ) -> std::arch::x86_64::__m256d {
+    unsafe fn avx(&self, a: __m128, _: __m128) -> __m256d {
         use std::arch::x86_64::{_mm256_cvtps_pd, _mm256_mul_pd, _mm256_set1_pd, _mm256_sub_pd};
         // SAFETY: AVX (the caller's promise).
         unsafe {
@@ -278,21 +257,13 @@ impl F64Term for Product {
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn avx512(
-        &self,
-        a: std::arch::x86_64::__m256,
-        b: std::arch::x86_64::__m256,
-    ) -> std::arch::x86_64::__m512d {
+    unsafe fn avx512(&self, a: __m256, b: __m256) -> __m512d {
         // SAFETY: AVX-512F (the caller's promise).
         unsafe { std::arch::x86_64::_mm512_cvtps_pd(std::arch::x86_64::_mm256_mul_ps(a, b)) }
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn avx(
-        &self,
-        a: std::arch::x86_64::__m128,
-        b: std::arch::x86_64::__m128,
-    ) -> std::arch::x86_64::__m256d {
+    unsafe fn avx(&self, a: __m128, b: __m128) -> __m256d {
         // SAFETY: AVX (the caller's promise).
         unsafe { std::arch::x86_64::_mm256_cvtps_pd(std::arch::x86_64::_mm_mul_ps(a, b)) }
     }
