@@ -468,6 +468,17 @@ mod tests {
                     sum_f64(&a, &a, |x, y| SquaredDeviation(mean).scalar(x, y)),
                     sum_f64(&a, &b, |x, y| Product.scalar(x, y)),
                 ];
+                // The scalar terms are the layer norm's closures from before they had vector forms.
+                let closures = [
+                    sum_f64(&a, &a, |x, _| x as f64),
+                    sum_f64(&a, &a, |x, _| (x as f64 - mean).powi(2)),
+                    sum_f64(&a, &b, |g, xh| (g * xh) as f64),
+                ];
+                assert_eq!(
+                    closures.map(f64::to_bits),
+                    expected.map(f64::to_bits),
+                    "{len} values, offset {offset}"
+                );
                 for isa in [Isa::Baseline, Isa::Avx2, Isa::Avx512] {
                     let mut got = [0.0f64; 3];
                     let ran = super::super::simd::run_with(isa, || {
