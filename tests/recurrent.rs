@@ -712,6 +712,42 @@ fn predict_mode_keeps_nothing_and_changes_nothing() {
     }
 }
 
+/// A prediction reads each step's rows of the batch in place, `T·F` values apart, where the
+/// passes that keep their input for backward read a time-major copy: the same products, so the
+/// same bits — at sizes where the products run whole 12-row tiles and several panels, with padded
+/// sequences, every step's output and last-step-only layers, on one and on two threads.
+#[test]
+fn predictions_read_the_batch_in_place_with_the_bits_of_a_copy() {
+    let (n, t, f, h) = (29, 6, 37, 40);
+    let x = Tensor::randn(&[n, t, f], 0.0, 1.0, 21);
+    let lengths: Vec<usize> = (0..n).map(|s| 1 + (s * 5) % t).collect();
+    type Make = Box<dyn Fn() -> Box<dyn Layer>>;
+    let layers: Vec<Make> = vec![
+        Box::new(move || Box::new(Lstm::new(f, h).seed(3))),
+        Box::new(move || Box::new(Gru::new(f, h).seed(3))),
+        Box::new(move || Box::new(Rnn::new(f, h).seed(3))),
+        Box::new(move || Box::new(Lstm::new(f, h).seed(3).last_step_only())),
+        Box::new(move || Box::new(Gru::new(f, h).seed(3).last_step_only())),
+    ];
+    for make in &layers {
+        for lens in [None, Some(&lengths[..])] {
+            let eval = make().forward(&x, Pass::EVAL.with_optional_lengths(lens));
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let mut layer = make();
+                let predicted = pool.install(|| layer.forward(&x, Pass::PREDICT.with_optional_lengths(lens)));
+                assert_eq!(
+                    predicted,
+                    eval,
+                    "{}, lengths {}, {threads} threads",
+                    layer.describe(),
+                    lens.is_some()
+                );
+            }
+        }
+    }
+}
+
 /// `forward_embedded` / `backward_embedded` are `Embedding` then the layer, computed through
 /// `P = E·W_ihᵀ + b_ih`: the same outputs and the same gradients of every weight and of the table
 /// (to f32 rounding: the input-weight sums run grouped by id), with padding, a padding id whose row

@@ -711,17 +711,23 @@ impl<C: Cell> Recurrent<C> {
     fn run_forward(&mut self, x: &Tensor, initial: Option<&RecurrentState>, pass: Pass<'_>) -> Tensor {
         self.embedded_ids.clear();
         let shape = [x.dim(0), x.dim(1), x.dim(2)];
+        if !pass.keeps_for_backward() {
+            // No backward pass follows: each step's product reads its rows of the batch in place,
+            // `T·F` values apart, instead of from a time-major copy (the same products, the same
+            // bits; the copy was 2 % of an LSTM's inference).
+            return self.run_input(&shape, StepInput::Dense(x, Layout::BatchMajor), initial, pass);
+        }
         // Kept time-major, `[T, N, F]`: step t's rows are adjacent for the walk's products, and
         // they line up with the rows of the gradients (time-major too) for dL/dW_ih.
         let mut x_tm = std::mem::take(&mut self.x);
         swap_first_axes(x, &mut x_tm);
-        let y = self.run_input(&shape, StepInput::Dense(&x_tm), initial, pass);
+        let y = self.run_input(&shape, StepInput::Dense(&x_tm, Layout::TimeMajor), initial, pass);
         self.x = x_tm;
         y
     }
 
     /// The walk forward through time over `input` (a batch of `shape` `[N, T, F]`; a dense input
-    /// comes time-major, `[T, N, F]`).
+    /// comes time-major, `[T, N, F]`, or as the batch itself when no backward pass follows).
     fn run_input(
         &mut self,
         shape: &[usize; 3],
@@ -776,8 +782,8 @@ impl<C: Cell> Recurrent<C> {
         // (SHARED_GRADIENT) gets p_t = (h_{t−1}·W_hhᵀ + a_t) + b_hh in b_t, the input's share
         // written there first and added to in the second product's tiles: one buffer of G·H
         // values per sample written and read per step instead of two.
-        let summed = C::SHARED_GRADIENT && matches!(input, StepInput::Dense(_));
-        if let StepInput::Dense(_) = input {
+        let summed = C::SHARED_GRADIENT && matches!(input, StepInput::Dense(..));
+        if let StepInput::Dense(..) = input {
             self.packed_ih.pack(f, g, self.weight_ih.value.data(), true);
             self.packed_ih.set_bias(self.bias_ih.value.data());
         }
@@ -813,11 +819,15 @@ impl<C: Cell> Recurrent<C> {
                 } else {
                     &mut scratch[..]
                 };
-                if let StepInput::Dense(x) = input {
-                    // x_t of this block: rows x[s, t] for s0 ≤ s < s0 + r, adjacent (time-major).
-                    let x_t = &x.data()[(t * n + s0) * f..];
+                if let StepInput::Dense(x, layout) = input {
+                    // x_t of this block: rows x[s, t] for s0 ≤ s < s0 + r — adjacent when
+                    // time-major, T·F values apart in the batch itself.
+                    let (x_t, ld) = match layout {
+                        Layout::TimeMajor => (&x.data()[(t * n + s0) * f..], f),
+                        Layout::BatchMajor => (&x.data()[(s0 * t_len + t) * f..], t_len * f),
+                    };
                     let a_into = if summed { &mut *b_t } else { &mut *a_t };
-                    gemm_packed_b(r, 1.0, (x_t, f), packed_ih, 0.0, a_into); // a_t = x_t·W_ihᵀ + b_ih
+                    gemm_packed_b(r, 1.0, (x_t, ld), packed_ih, 0.0, a_into); // a_t = x_t·W_ihᵀ + b_ih
                 }
                 // b_t = h_{t−1}·W_hhᵀ + b_hh, or p_t = (h_{t−1}·W_hhᵀ + a_t) + b_hh when summed
                 let beta = if summed { 1.0 } else { 0.0 };
@@ -837,8 +847,8 @@ impl<C: Cell> Recurrent<C> {
                         continue;
                     }
                     let a: Option<&[f32]> = match input {
-                        StepInput::Dense(_) if summed => None, // b holds p = a + b
-                        StepInput::Dense(_) => Some(a),
+                        StepInput::Dense(..) if summed => None, // b holds p = a + b
+                        StepInput::Dense(..) => Some(a),
                         StepInput::Embedded(ids) => Some(&projected[ids[(s0 + i) * t_len + t] * g..][..g]), // P[id]
                     };
                     // (h_t, c_t) = cell(a_t, b_t, h_{t−1}, c_{t−1})
@@ -1117,11 +1127,20 @@ fn swap_first_axes(x: &Tensor, out: &mut Tensor) {
 /// What the walk forward reads at each step.
 #[derive(Clone, Copy)]
 enum StepInput<'a> {
-    /// The input time-major, `[T, N, F]`: `a_t = x_t·W_ihᵀ + b_ih`, a product per step.
-    Dense(&'a Tensor),
+    /// A dense input laid out as the [`Layout`] says: `a_t = x_t·W_ihᵀ + b_ih`, a product per step.
+    Dense(&'a Tensor, Layout),
     /// Ids `[N·T]` into an embedding whose projection `P = E·W_ihᵀ + b_ih` is the layer's
     /// `projected`: `a_t = P[id]`.
     Embedded(&'a [usize]),
+}
+
+/// How a dense input's rows lie.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// `[T, N, F]`: step t's rows adjacent (the copy a training pass keeps for `dL/dW_ih`).
+    TimeMajor,
+    /// `[N, T, F]`, the batch as given: step t's rows `T·F` values apart.
+    BatchMajor,
 }
 
 /// Runs `walk` over blocks of samples: one block per thread when a step's work is large enough
