@@ -39,7 +39,8 @@ use super::{InputGrad, Layer, Param, Pass, State, StateMut, Visit, check_grad, c
 use crate::error::Result;
 use crate::privacy::per_example::{PerExample, PerExampleGrads};
 use crate::tensor::gemm::{
-    Transpose::No, Transpose::Yes, sgemm, sgemm_new, sgemm_plus_rows, sgemm_strided, weight_gradients,
+    Transpose::No, Transpose::Yes, sgemm, sgemm_in_blocks, sgemm_new, sgemm_plus_rows, sgemm_strided,
+    weight_gradients,
 };
 use crate::tensor::init::Init;
 use crate::tensor::math::{MulAdd, exp_with};
@@ -80,9 +81,13 @@ pub struct MultiHeadAttention {
     /// The queries' and the memory's valid lengths (empty: all steps).
     lengths: Vec<usize>,
     memory_lengths: Vec<usize>,
-    /// `Q`: `[N·T_q, E]`;  `[K | V]`: `[N·T_k, 2E]`.
+    /// `Q`: `[N·T_q, E]`;  `[K | V]`: `[N·T_k, 2E]` — as rows, or in blocks of one head's `d`
+    /// columns each (`[N·T, d]` per head: [`head_rows`]) where the product's kernel writes them
+    /// so (`q_blocked`, `kv_blocked`).
     q: Vec<f32>,
     kv: Vec<f32>,
+    q_blocked: bool,
+    kv_blocked: bool,
     /// The attention weights of every sample and head: `[N, H, T_q, T_k]`.
     p: Vec<f32>,
     /// The heads' outputs side by side: `[N·T_q, E]`.
@@ -97,6 +102,9 @@ pub struct MultiHeadAttention {
     /// The backward pass's `dQ` and `d[K|V]` (shaped as `q` and `kv`), reused from call to call:
     /// the heads write every value, so a buffer of the right size is never cleared.
     grads: (Vec<f32>, Vec<f32>),
+    /// The backward pass's `dO = dY·W_out` (`[N·T_q, E]`, a head per block where the kernel
+    /// writes it so), reused likewise.
+    d_o: Vec<f32>,
 }
 
 impl MultiHeadAttention {
@@ -126,12 +134,15 @@ impl MultiHeadAttention {
             memory_lengths: Vec::new(),
             q: Vec::new(),
             kv: Vec::new(),
+            q_blocked: false,
+            kv_blocked: false,
             p: Vec::new(),
             o: Vec::new(),
             dropout: 0.0,
             rng: crate::tensor::rng(9),
             keep: Vec::new(),
             grads: (Vec::new(), Vec::new()),
+            d_o: Vec::new(),
         }
     }
 
@@ -443,14 +454,30 @@ impl MultiHeadAttention {
         let (w_in, b_in) = (self.in_proj_weight.value.data(), self.in_proj_bias.value.data());
         self.q.resize(n * tq * e, 0.0);
         self.kv.resize(n * tk * 2 * e, 0.0);
-        sgemm_plus_rows((n * tq, e, e), (x.data(), No), (&w_in[..e * e], Yes), &b_in[..e], &mut self.q);
-        sgemm_plus_rows((n * tk, e, 2 * e), (xm.data(), No), (&w_in[e * e..], Yes), &b_in[e..], &mut self.kv);
-        // Each sample's heads: P = softmax(Q_h·K_hᵀ/√d) over the allowed keys, O_h = P·V_h.
+        // Each head's columns as a block of their own where the kernel writes them so (the same
+        // values): a head's rows then lie next to each other, and its kernels read them in place
+        // instead of gathering them (rows E or 2E values apart share a few sets of the L1 cache).
         let (heads, d) = (self.heads, e / self.heads);
+        let (w_q, w_kv) = w_in.split_at(e * e);
+        let q_shape = (n * tq, e, e);
+        let q_bias = Some(&b_in[..e]);
+        self.q_blocked =
+            blocks_allowed() && sgemm_in_blocks(q_shape, (x.data(), (w_q, Yes)), q_bias, d, &mut self.q);
+        if !self.q_blocked {
+            sgemm_plus_rows(q_shape, (x.data(), No), (w_q, Yes), &b_in[..e], &mut self.q);
+        }
+        let kv_shape = (n * tk, e, 2 * e);
+        self.kv_blocked = blocks_allowed()
+            && sgemm_in_blocks(kv_shape, (xm.data(), (w_kv, Yes)), Some(&b_in[e..]), d, &mut self.kv);
+        if !self.kv_blocked {
+            sgemm_plus_rows(kv_shape, (xm.data(), No), (w_kv, Yes), &b_in[e..], &mut self.kv);
+        }
+        // Each sample's heads: P = softmax(Q_h·K_hᵀ/√d) over the allowed keys, O_h = P·V_h.
         let name = || format!("MultiHeadAttention({e}, heads={heads})");
         resize_or_panic(&mut self.p, n * heads * tq * tk, name);
         self.o.resize(n * tq * e, 0.0);
         let (q_all, kv_all, causal) = (&self.q, &self.kv, self.causal);
+        let (q_layout, kv_layout) = ((self.q_blocked, n, tq, e, d), (self.kv_blocked, n, tk, 2 * e, d));
         let memory_lengths = &self.memory_lengths;
         // Dropout on the weights (training only): m = [u ≥ p]/(1 − p) per weight, drawn in order
         // from the layer's generator before the heads run (the same masks on any number of
@@ -471,11 +498,11 @@ impl MultiHeadAttention {
             || if dropping { vec![0.0; tq * tk] } else { Vec::new() },
             |dropped, (s, (p_s, o_s))| {
                 let keys = Self::length(memory_lengths, s, tk);
-                let (q_s, kv_s) = (&q_all[s * tq * e..][..tq * e], &kv_all[s * tk * 2 * e..][..tk * 2 * e]);
                 for (h, p) in p_s.chunks_exact_mut(tq * tk).enumerate() {
-                    // Head h's columns: rows E apart in Q and O, 2E in [K | V].
-                    let (q, k, v) =
-                        ((&q_s[h * d..], e), (&kv_s[h * d..], 2 * e), (&kv_s[e + h * d..], 2 * e));
+                    // Head h's rows of Q, K and V (V's are the blocks after the heads' K); O's, E apart.
+                    let q = head_rows(q_all, q_layout, s, h);
+                    let (k, v) =
+                        (head_rows(kv_all, kv_layout, s, h), head_rows(kv_all, kv_layout, s, heads + h));
                     let o = (&mut o_s[h * d..], e);
                     if !dropping {
                         head_forward((tq, tk, d, d), q, k, v, (causal, keys), p, o);
@@ -524,8 +551,17 @@ impl MultiHeadAttention {
             }
             Cow::Owned(dy)
         };
-        // dO = dY·W_out.
-        let d_o = sgemm_new(n * tq, e, e, dy.data(), No, self.out_proj_weight.value.data(), No, None);
+        // dO = dY·W_out, each head's columns a block of their own where the kernel writes them so
+        // (as Q, K and V in the forward pass: the heads then read their rows in place).
+        let w_out = self.out_proj_weight.value.data();
+        let mut d_o = std::mem::take(&mut self.d_o);
+        d_o.resize(n * tq * e, 0.0);
+        let do_blocked =
+            blocks_allowed() && sgemm_in_blocks((n * tq, e, e), (dy.data(), (w_out, No)), None, d, &mut d_o);
+        if !do_blocked {
+            sgemm(n * tq, e, e, 1.0, dy.data(), No, w_out, No, 0.0, &mut d_o); // (sgemm_new's route)
+        }
+        let do_layout = (do_blocked, n, tq, e, d);
         // Every value of dQ and d[K|V] is written below (each head its columns of every row): the
         // buffers are only resized, never cleared (a zero-fill was 1.5 % of a SAKT training step).
         let (mut dq, mut dkv) = std::mem::take(&mut self.grads);
@@ -536,21 +572,22 @@ impl MultiHeadAttention {
             }
         }
         let (q_all, kv_all, p_all, keep_all) = (&self.q, &self.kv, &self.p, &self.keep);
+        let (q_layout, kv_layout) = ((self.q_blocked, n, tq, e, d), (self.kv_blocked, n, tk, 2 * e, d));
         let (causal, memory_lengths) = (self.causal, &self.memory_lengths);
-        let samples =
-            dq.par_chunks_mut(tq * e).zip(dkv.par_chunks_mut(tk * 2 * e)).zip(d_o.par_chunks(tq * e));
+        let samples = dq.par_chunks_mut(tq * e).zip(dkv.par_chunks_mut(tk * 2 * e));
         let samples = samples.enumerate().with_min_len(split_if_threads(1));
+        let d_o_all = &d_o;
         // dS scratch (and P ⊙ m after dropout), one per rayon job rather than per sample.
         samples.for_each_init(
             || (vec![0.0; tq * tk], if keep_all.is_empty() { Vec::new() } else { vec![0.0; tq * tk] }),
-            |(ds, dropped), (s, ((dq_s, dkv_s), do_s))| {
-                let (q_s, kv_s) = (&q_all[s * tq * e..][..tq * e], &kv_all[s * tk * 2 * e..][..tk * 2 * e]);
+            |(ds, dropped), (s, (dq_s, dkv_s))| {
                 for h in 0..heads {
                     let at = (s * heads + h) * tq * tk;
                     let p = &p_all[at..][..tq * tk];
-                    let (q, k, v) =
-                        ((&q_s[h * d..], e), (&kv_s[h * d..], 2 * e), (&kv_s[e + h * d..], 2 * e));
-                    let d_oh = (&do_s[h * d..], e);
+                    let q = head_rows(q_all, q_layout, s, h);
+                    let (k, v) =
+                        (head_rows(kv_all, kv_layout, s, h), head_rows(kv_all, kv_layout, s, heads + h));
+                    let d_oh = head_rows(d_o_all, do_layout, s, h);
                     let mask = (causal, Self::length(memory_lengths, s, tk));
                     let shape = (tq, tk, d, d);
                     // (dV and dK interleave in d[K|V]: each is borrowed while the other is not.)
@@ -585,6 +622,7 @@ impl MultiHeadAttention {
                 }
             },
         );
+        self.d_o = d_o; // kept for the next backward pass (every value is written each time)
         (dy, dq, dkv)
     }
 
@@ -614,6 +652,34 @@ impl MultiHeadAttention {
 
 /// A matrix block: its first element and the distance between its rows.
 type Block<'a> = (&'a [f32], usize);
+
+#[cfg(test)]
+thread_local! {
+    /// Set by a test to keep the projections as rows, to compare the two layouts.
+    static ROWS_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the projections may be written a head per block (always, but in a test that compares
+/// the two layouts).
+fn blocks_allowed() -> bool {
+    #[cfg(test)]
+    if ROWS_ONLY.with(|rows| rows.get()) {
+        return false;
+    }
+    true
+}
+
+/// Block `b` of `d` columns (a head's `Q`, `K` or `V`) of sample `s`'s `t` rows in a projection
+/// of `n` samples' rows, `width` columns wide, laid out as `(blocked, n, t, width, d)` says: rows
+/// `width` apart, or each block of columns a `[n·t, d]` matrix of its own (`blocked`).
+fn head_rows(
+    buf: &[f32],
+    (blocked, n, t, width, d): (bool, usize, usize, usize, usize),
+    s: usize,
+    b: usize,
+) -> Block<'_> {
+    if blocked { (&buf[(b * n + s) * t * d..], d) } else { (&buf[s * t * width + b * d..], width) }
+}
 /// A matrix block to write.
 type BlockMut<'a> = (&'a mut [f32], usize);
 
@@ -1430,6 +1496,63 @@ pub(crate) fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 mod tests {
     use super::*;
     use rand::RngExt as _;
+
+    /// The projections written a head per block ([`head_rows`]) give the bits of the same
+    /// projections kept as rows: outputs, attention weights, input gradients and every parameter
+    /// gradient — self-attention causal and with padded steps, with and without dropout on the
+    /// weights, cross-attention, heads 32 and 64 wide, one and two threads — and at these sizes
+    /// the blocks are taken where the kernel can write them.
+    #[test]
+    fn heads_in_blocks_give_the_bits_of_rows() {
+        for (embed, heads, n, t) in [(64, 2, 9, 64), (128, 2, 17, 64), (96, 3, 20, 40)] {
+            let x = Tensor::randn(&[n, t, embed], 0.0, 1.0, 1);
+            let memory = Tensor::randn(&[n, t + 3, embed], 0.0, 1.0, 2);
+            let dy = Tensor::randn(&[n, t, embed], 0.0, 1.0, 3);
+            let lengths: Vec<usize> = (0..n).map(|s| 1 + (s * 7) % t).collect();
+            for (case, dropout) in [("causal", 0.0), ("padded", 0.0), ("dropout", 0.2), ("cross", 0.0)] {
+                let make = || {
+                    let layer = MultiHeadAttention::new(embed, heads).seed(4).dropout(dropout);
+                    if case == "causal" { layer.causal() } else { layer }
+                };
+                let run = |rows_only: bool, threads: usize| {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                    pool.install(|| {
+                        ROWS_ONLY.with(|rows| rows.set(rows_only));
+                        let mut layer = make();
+                        let lens = (case == "padded").then_some(&lengths[..]);
+                        let (y, dx) = if case == "cross" {
+                            let y = layer.forward_cross(&x, None, &memory, Some(&lengths)).unwrap();
+                            let (dx_q, dx_m) = layer.backward_cross(&dy);
+                            (y, vec![dx_q, dx_m])
+                        } else {
+                            let y = layer.forward(&x, Pass::TRAIN.with_optional_lengths(lens));
+                            (y, vec![layer.backward(&dy, InputGrad::Needed).unwrap()])
+                        };
+                        ROWS_ONLY.with(|rows| rows.set(false));
+                        let grads: Vec<Tensor> = crate::layers::named_params(&layer)
+                            .into_iter()
+                            .map(|(_, p)| p.grad.clone())
+                            .collect();
+                        (y, dx, grads, layer.attention_weights(), layer.q_blocked && layer.kv_blocked)
+                    })
+                };
+                for threads in [1, 2] {
+                    let (rows, blocks) = (run(true, threads), run(false, threads));
+                    let what = format!("E {embed}, {heads} heads, {n}×{t}, {case}, {threads} threads");
+                    assert!(!rows.4, "{what}: rows asked for");
+                    if crate::tensor::microkernel::kernels()
+                        .is_some_and(|k| (embed / heads).is_multiple_of(k.nr))
+                    {
+                        assert!(blocks.4, "{what}: blocks not taken");
+                    }
+                    assert_eq!(rows.0, blocks.0, "{what}: output");
+                    assert_eq!(rows.1, blocks.1, "{what}: input gradients");
+                    assert_eq!(rows.2, blocks.2, "{what}: parameter gradients");
+                    assert_eq!(rows.3, blocks.3, "{what}: attention weights");
+                }
+            }
+        }
+    }
 
     /// The backward pass's `dQ` and `d[K|V]` buffers are reused without clearing: after passes
     /// over other batches (larger, then of the same size with other values), `dX` is a fresh

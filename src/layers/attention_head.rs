@@ -97,12 +97,24 @@ fn transposed_rows(buf: &mut Vec<f32>, rows: usize, cols: usize, padded: usize) 
 /// values apart (1 KiB at E = 128), so that the rows of one head share a few sets of the L1 cache
 /// and push each other out (`perf annotate`: the kernel's load of a row of `V` was the most
 /// sampled instruction of the forward pass's values, the loads of the backward's rows too).
-/// (Copied with `copy_floats`: glibc's `memcpy` crawls on these short rows on the AMD EPYC.)
+/// (Copied with `copy_floats`: glibc's `memcpy` crawls on these short rows on the AMD EPYC.) A
+/// projection written a head per block needs no copy ([`adjacent_rows`]).
 fn gather_rows((src, ld): Block<'_>, rows: usize, cols: usize, out: &mut Vec<f32>) {
     out.resize(rows * cols, 0.0);
     for (r, row) in out.chunks_exact_mut(cols).enumerate() {
         crate::tensor::parallel::copy_floats(row, &src[r * ld..][..cols]);
     }
+}
+
+/// Rows `0 .. rows` of a block (`cols` values each, `ld` apart) next to each other: the block
+/// itself where they already are (`ld = cols`: a projection written a head per block), else
+/// copied into `out` ([`gather_rows`]).
+fn adjacent_rows<'a>((src, ld): Block<'a>, rows: usize, cols: usize, out: &'a mut Vec<f32>) -> &'a [f32] {
+    if ld == cols {
+        return &src[..rows * cols];
+    }
+    gather_rows((src, ld), rows, cols, out);
+    &out[..rows * cols]
 }
 
 /// The head's forward pass (shapes `(T_q, T_k, d, d_v)`; `q`, `k`, `v` blocks with their row
@@ -128,7 +140,7 @@ pub(super) fn head_forward(
     let padded = tk.div_ceil(16) * 16; // whole registers of either width
     ROWS.with_borrow_mut(|v_rows| {
         KEYS_T.with_borrow_mut(|kt| {
-            gather_rows(v, keys, dv, v_rows); // the values kernel reads rows 0 .. seen ≤ keys
+            let v_rows = adjacent_rows(v, keys, dv, v_rows); // the values kernel reads rows 0 .. seen ≤ keys
             transposed_rows(kt, d, tk, padded);
             // Kᵀ (d rows of `padded` ≥ tk) for the scores kernel.
             crate::tensor::transpose::transpose((tk, d), (k.0, k.1), (kt, padded));
@@ -197,7 +209,7 @@ pub(super) fn backward_values(
         "attention head kernel: a block past its slice"
     );
     ROWS.with_borrow_mut(|d_o_rows| {
-        gather_rows(d_o, tq, dv, d_o_rows);
+        let d_o_rows = adjacent_rows(d_o, tq, dv, d_o_rows);
         keys_times_rows((tq, tk, dv), (causal, keys), p, d_o_rows, 1.0, d_v);
     });
 }
@@ -274,7 +286,7 @@ pub(super) fn backward_scores(
     let padded = tk.div_ceil(16) * 16;
     ROWS.with_borrow_mut(|rows_copy| {
         KEYS_T.with_borrow_mut(|vt| {
-            gather_rows(k, keys, d, rows_copy); // dQ's sums read rows 0 .. seen ≤ keys of K
+            let k_rows = adjacent_rows(k, keys, d, rows_copy); // dQ's sums read rows 0 .. seen ≤ keys of K
             transposed_rows(vt, dv, tk, padded);
             // Vᵀ (d_v rows of `padded` ≥ tk), as Kᵀ in `head_forward`.
             crate::tensor::transpose::transpose((tk, dv), (v.0, v.1), (vt, padded));
@@ -298,12 +310,12 @@ pub(super) fn backward_scores(
                 // holds `keys ≥ seen` rows of d values (a whole number of registers), rows i .. of dQ.
                 unsafe {
                     let (a, out) = (ds[i * tk..].as_ptr(), dq.0[i * dq.1..].as_mut_ptr());
-                    values((rows, a, (tk, 1), (0, seen), (rows_copy.as_ptr(), d), d, scale, (out, dq.1)));
+                    values((rows, a, (tk, 1), (0, seen), (k_rows.as_ptr(), d), d, scale, (out, dq.1)));
                 }
                 i += rows;
             }
-            gather_rows(q, tq, d, rows_copy);
-            keys_times_rows((tq, tk, d), (causal, keys), ds, rows_copy, scale, dk);
+            let q_rows = adjacent_rows(q, tq, d, rows_copy);
+            keys_times_rows((tq, tk, d), (causal, keys), ds, q_rows, scale, dk);
         })
     });
 }

@@ -29,7 +29,7 @@
 
 use super::Tensor;
 use super::dot::dot_rows;
-use super::packed_gemm::{Strided, gemm as packed_product};
+use super::packed_gemm::{COut, Strided, gemm_into as packed_product};
 use super::parallel::{add_rows, add_to_rows, zip_apply};
 use super::simd::wide;
 
@@ -181,6 +181,48 @@ pub(crate) fn sgemm_plus_rows(
     unsafe { sgemm_raw((m, k, n), 1.0, (a, trans_a), (b, trans_b), 0.0, c.as_mut_ptr(), Some(bias)) }
 }
 
+/// [`sgemm_plus_rows`] (or, without a bias, [`sgemm_new`]) for `C = A·op(B) (+ bias)` (`A`
+/// `[m, k]` as stored) into blocks of `width` columns ([`COut::in_blocks`]): block `b` — columns
+/// `b·width ..` — as its own `[m, width]` row-major matrix at `c[b·m·width ..]`, so that each head
+/// of a projection has its rows next to each other. On the crate's kernel the tiles write there
+/// directly, with those functions' values bit for bit (the same route, the same split), and the
+/// function returns `true`; where that route does not take the product (no kernel, a short
+/// product, blocks not a whole number of the kernel's panels) it writes nothing and returns
+/// `false`: the caller then keeps the rows.
+///
+/// # Panics
+/// If a slice's length is not the one its shape requires.
+pub(crate) fn sgemm_in_blocks(
+    (m, k, n): (usize, usize, usize),
+    (a, (b, trans_b)): (&[f32], (&[f32], Transpose)),
+    bias: Option<&[f32]>,
+    width: usize,
+    c: &mut [f32],
+) -> bool {
+    let fits = |len: usize, rows: usize, cols: usize| rows.checked_mul(cols) == Some(len);
+    assert!(fits(a.len(), m, k), "gemm: A has {} elements, expected {m}×{k}", a.len());
+    assert!(fits(b.len(), n, k), "gemm: B has {} elements, expected {k}×{n}", b.len());
+    assert!(fits(c.len(), m, n), "gemm: C has {} elements, expected {m}×{n}", c.len());
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), n, "gemm: a bias of {} values for rows of {n}", bias.len());
+    }
+    let Some(kern) = super::microkernel::kernels() else {
+        return false;
+    };
+    // sgemm_raw's route to packed_b_product for sgemm_plus_rows' products, and whole panels per block.
+    let route = m > 1 && k > 0 && n > 0 && is_tall(m, k, n);
+    if !route || width == 0 || !n.is_multiple_of(width) || !width.is_multiple_of(kern.nr) {
+        return false;
+    }
+    // SAFETY: a, b and c hold m·k, k·n and m·n values (checked), c borrowed mutably: the blocks
+    // (n / width of them, m·width values each) cover it exactly; the bias has n values.
+    unsafe {
+        let c = (COut::in_blocks(c.as_mut_ptr(), m, width), bias);
+        packed_b_product(kern, (m, k, n), 1.0, (a, Transpose::No), (b, trans_b), 0.0, c, splits(m, k, n));
+    }
+    true
+}
+
 /// A layer's weight and bias gradients from every row at once: `dW += Gᵀ·X` and `db += Σ_p G[p, :]`
 /// for `G` `[k, m]` (the gradients at the layer's outputs, one row per sample or step) and `X`
 /// `[k, n]` (its inputs), all row-major; `dW` is `[m, n]`, `db` `m` values.
@@ -318,14 +360,16 @@ unsafe fn sgemm_raw(
         if trans_a == Transpose::No && is_tall(m, k, n) {
             // SAFETY: as for this function (the caller's promise), passed on.
             unsafe {
-                packed_b_product(kern, (m, k, n), alpha, (a, trans_a), (b, trans_b), beta, (c, bias), split)
+                let c = (COut::rows(c, n), bias);
+                packed_b_product(kern, (m, k, n), alpha, (a, trans_a), (b, trans_b), beta, c, split)
             };
             return;
         }
         if trans_a == Transpose::Yes && trans_b == Transpose::No && is_short_sum(kern, m, k, n) {
             // SAFETY: as for this function (the caller's promise), passed on.
             unsafe {
-                packed_b_product(kern, (m, k, n), alpha, (a, trans_a), (b, trans_b), beta, (c, bias), split)
+                let c = (COut::rows(c, n), bias);
+                packed_b_product(kern, (m, k, n), alpha, (a, trans_a), (b, trans_b), beta, c, split)
             };
             return;
         }
@@ -471,7 +515,7 @@ unsafe fn transposed_product(
             (w, Transpose::No),
             (x, Transpose::Yes),
             0.0,
-            (ct_ptr, None),
+            (COut::rows(ct_ptr, m), None),
             split,
         );
     }
@@ -526,7 +570,7 @@ unsafe fn packed_b_product(
     (a, trans_a): (&[f32], Transpose),
     (b, trans_b): (&[f32], Transpose),
     beta: f32,
-    (c, bias): (*mut f32, Option<&[f32]>),
+    (c, bias): (COut, Option<&[f32]>),
     split: bool,
 ) {
     // This thread's buffer, taken for the call and given back after it: no allocation (and no
@@ -539,9 +583,10 @@ unsafe fn packed_b_product(
         packed.set_bias(bias);
     }
     let packed_ref = &packed;
-    let c_ptr = SendPtr(c);
+    let (c_ptr, c_layout) = (SendPtr(c.ptr), (c.ldc, c.width, c.stride));
     let run = move |start: usize, rows: usize| {
         let c_ptr = c_ptr;
+        let (ldc, width, stride) = c_layout;
         let a_rows = match trans_a {
             Transpose::No => Strided { ptr: a[start * k..].as_ptr(), rs: k as isize, cs: 1 },
             Transpose::Yes => Strided { ptr: a[start..].as_ptr(), rs: 1, cs: m as isize },
@@ -549,7 +594,10 @@ unsafe fn packed_b_product(
         // SAFETY: rows start .. start + rows of op(A) (k values each) are inside `a`; B is
         // packed for this CPU's kernels; rows start .. start + rows of C are inside its m·n
         // values (the caller's promise), and no other task touches them (the blocks are disjoint).
-        unsafe { packed_product(kern, rows, a_rows, packed_ref, alpha, beta, c_ptr.0.add(start * n), n) };
+        unsafe {
+            let c_rows = COut { ptr: c_ptr.0, ldc, width, stride }.below(start);
+            packed_product(kern, rows, a_rows, packed_ref, (alpha, beta), c_rows)
+        };
     };
     in_row_blocks(m, kern.mr, split, run);
     if packed.capacity() <= TALL_B_KEPT {
@@ -963,6 +1011,72 @@ mod tests {
     use super::*;
     use crate::tensor::gemm_reference::gemm_reference;
 
+    /// A tall product written in blocks of columns holds, block by block, the bits of the same
+    /// product as rows — blocks one and two panels wide, rows past a thread's block and not a
+    /// multiple of any tile's, one and two threads; and where the kernel's route does not take the
+    /// product (too short, blocks not whole panels) nothing is written and `false` returned.
+    #[test]
+    fn products_in_blocks_of_columns_are_the_rows_rearranged() {
+        let values =
+            |len: usize, seed: f32| (0..len).map(|i| (i as f32 * 0.61 + seed).sin()).collect::<Vec<f32>>();
+        let Some(kern) = super::super::microkernel::kernels() else {
+            let mut c = vec![0.0; 600 * 64];
+            let (a, b, bias) = (values(600 * 16, 0.1), values(64 * 16, 0.2), values(64, 0.3));
+            assert!(!sgemm_in_blocks((600, 16, 64), (&a, (&b, Transpose::Yes)), Some(&bias), 32, &mut c));
+            return;
+        };
+        let nr = kern.nr;
+        for (m, k, n, width) in [(1037, 64, 4 * nr, nr), (2100, 96, 6 * nr, 2 * nr), (700, 40, 2 * nr, nr)] {
+            let (a, b, bias) = (values(m * k, 0.1), values(n * k, 0.2), values(n, 0.3));
+            let mut rows = vec![0.0; m * n];
+            sgemm_plus_rows((m, k, n), (&a, Transpose::No), (&b, Transpose::Yes), &bias, &mut rows);
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let mut blocks = vec![f32::NAN; m * n];
+                assert!(pool.install(|| sgemm_in_blocks(
+                    (m, k, n),
+                    (&a, (&b, Transpose::Yes)),
+                    Some(&bias),
+                    width,
+                    &mut blocks
+                )));
+                // And B as stored `[k, n]`, without a bias: sgemm_new's values.
+                let plain = sgemm_new(m, k, n, &a, Transpose::No, &b, Transpose::No, None);
+                let mut plain_blocks = vec![f32::NAN; m * n];
+                let operands = (&a[..], (&b[..], Transpose::No));
+                assert!(pool.install(|| sgemm_in_blocks(
+                    (m, k, n),
+                    operands,
+                    None,
+                    width,
+                    &mut plain_blocks
+                )));
+                for (want, got) in [(&rows, &blocks), (&plain, &plain_blocks)] {
+                    for (i, row) in want.chunks_exact(n).enumerate() {
+                        for (j, &v) in row.iter().enumerate() {
+                            let at = (j / width) * m * width + i * width + j % width;
+                            let what =
+                                format!("{m}×{k}×{n} in blocks of {width}, {threads} threads: ({i}, {j})");
+                            assert_eq!(got[at].to_bits(), v.to_bits(), "{what}");
+                        }
+                    }
+                }
+            }
+        }
+        // Not taken: a short product; blocks that are not whole panels (or do not divide the row).
+        for (m, k, n, width) in
+            [(100, 64, 2 * nr, nr), (1037, 64, 4 * nr, nr / 2), (1037, 64, 3 * nr, 2 * nr)]
+        {
+            let (a, b, bias) = (values(m * k, 0.1), values(n * k, 0.2), values(n, 0.3));
+            let mut c = vec![7.0; m * n];
+            assert!(
+                !sgemm_in_blocks((m, k, n), (&a, (&b, Transpose::Yes)), Some(&bias), width, &mut c),
+                "{m}×{k}×{n} / {width}"
+            );
+            assert!(c.iter().all(|&v| v == 7.0), "{m}×{k}×{n} / {width}: written");
+        }
+    }
+
     /// Products outside the tall path (`matrixmultiply`, the single-row path) with a bias: the
     /// product plus the bias.
     #[test]
@@ -1217,7 +1331,7 @@ mod tests {
                             (&a, trans_a),
                             (&b, trans_b),
                             beta,
-                            (c_ptr, None),
+                            (COut::rows(c_ptr, n), None),
                             true,
                         ),
                         'W' => transposed_product(kern, (m, k, n), alpha, &a, &b, (c_ptr, None), true),

@@ -186,6 +186,52 @@ fn pack_rows<const NR: usize>(k: usize, n: usize, b: &[f32], panels: &mut [f32])
     }
 }
 
+/// Where a product's `C` lies: element `(i, j)` at `ptr + i·ldc + (j / width)·stride + j % width`.
+/// Row-major (`width` at least `n`: [`COut::rows`]), or in blocks of `width` columns, each its own
+/// row-major matrix `stride` values after the one before ([`COut::in_blocks`]): a projection
+/// whose heads' columns each form a block, so that a head's rows lie next to each other.
+#[derive(Clone, Copy)]
+pub(crate) struct COut {
+    /// Element `(0, 0)`.
+    pub ptr: *mut f32,
+    /// Elements from one row to the next (within a block).
+    pub ldc: usize,
+    /// Columns per block (`usize::MAX`: one block).
+    pub width: usize,
+    /// Elements from one block to the next.
+    pub stride: usize,
+}
+
+impl COut {
+    /// Row-major, rows `ldc` apart.
+    pub(crate) fn rows(ptr: *mut f32, ldc: usize) -> COut {
+        COut { ptr, ldc, width: usize::MAX, stride: 0 }
+    }
+
+    /// `m` rows in blocks of `width` columns: block `b` is the `[m, width]` matrix at `ptr + b·m·width`.
+    pub(crate) fn in_blocks(ptr: *mut f32, m: usize, width: usize) -> COut {
+        COut { ptr, ldc: width, width, stride: m * width }
+    }
+
+    /// Element `(i, j)`.
+    ///
+    /// # Safety
+    /// `(i, j)` must lie inside the matrix this layout describes.
+    unsafe fn at(&self, i: usize, j: usize) -> *mut f32 {
+        // SAFETY: inside the matrix (the caller's promise).
+        unsafe { self.ptr.add(i * self.ldc + (j / self.width) * self.stride + j % self.width) }
+    }
+
+    /// The same layout from row `i` on (the rows below it).
+    ///
+    /// # Safety
+    /// Row `i` must lie inside the matrix.
+    pub(crate) unsafe fn below(self, i: usize) -> COut {
+        // SAFETY: inside the matrix (the caller's promise).
+        COut { ptr: unsafe { self.ptr.add(i * self.ldc) }, ..self }
+    }
+}
+
 /// `C[m, n] = alpha · A · B + beta · C` with `kern`, on one thread; `C` has row stride `ldc`.
 /// `k ≥ 1` (the caller handles an empty sum). With `B`'s bias ([`PackedB::set_bias`]), each row
 /// of `C` then gets `+ bias` — added to each tile as soon as its last block of the sum is stored,
@@ -207,6 +253,29 @@ pub(crate) unsafe fn gemm(
     c: *mut f32,
     ldc: usize,
 ) {
+    // SAFETY: passed on (the caller's guarantee).
+    unsafe { gemm_into(kern, m, a, b, (alpha, beta), COut::rows(c, ldc)) }
+}
+
+/// [`gemm`] into `C` laid out as [`COut`] says (blocks of columns a whole number of the kernel's
+/// panels wide, so that no tile straddles two).
+///
+/// # Safety
+/// As [`gemm`], with `c` describing `m × n` writable values.
+pub(crate) unsafe fn gemm_into(
+    kern: &Kernels,
+    m: usize,
+    a: Strided,
+    b: &PackedB,
+    (alpha, beta): (f32, f32),
+    c: COut,
+) {
+    assert!(
+        c.width == usize::MAX || c.width.is_multiple_of(kern.nr),
+        "gemm: blocks of {} columns for panels of {}",
+        c.width,
+        kern.nr
+    );
     debug_assert!(b.k > 0 && b.is_for(kern) && (a.cs == 1 || a.rs == 1));
     // SAFETY: rows ic .. and steps p .. of A are readable (the caller's guarantee), and
     // `in_blocks` asks only for blocks inside the m × k matrix.
@@ -218,7 +287,7 @@ pub(crate) unsafe fn gemm(
         }
     };
     // SAFETY: passed on (the caller's guarantee); one run of all k steps.
-    unsafe { in_blocks(kern, m, (1, b.k), b, a_at, (alpha, beta), c, ldc) };
+    unsafe { in_blocks(kern, m, (1, b.k), b, a_at, (alpha, beta), c) };
 }
 
 /// The loops of [`gemm`] and [`gemm_packed_b_in_runs`]: `C[m, n] = alpha · A · B + beta · C (+
@@ -244,8 +313,7 @@ unsafe fn in_blocks(
     b: &PackedB,
     a_at: impl Fn(usize, usize) -> ABlock,
     (alpha, beta): (f32, f32),
-    c: *mut f32,
-    ldc: usize,
+    c: COut,
 ) {
     let (k, n, nr) = (b.k, b.n, kern.nr);
     debug_assert_eq!(runs * len, k, "runs of steps covering the sum");
@@ -268,17 +336,7 @@ unsafe fn in_blocks(
                     // is the caller's to write.
                     unsafe {
                         let a_block = a_at(ic, pc);
-                        let c_block = c.add(ic * ldc + jc);
-                        multiply_block(
-                            kern,
-                            (mc, nc, kc),
-                            a_block,
-                            panels,
-                            (alpha, beta),
-                            bias,
-                            c_block,
-                            ldc,
-                        );
+                        multiply_block(kern, (mc, nc, kc), a_block, panels, (alpha, beta), bias, c, (ic, jc));
                     }
                 }
             }
@@ -418,7 +476,7 @@ pub(crate) unsafe fn gemm_long_sum(
                                 ABlock::Slivers(slivers.as_ptr())
                             };
                             let b_panels = (panels[at..].as_ptr(), kc * nr);
-                            let c_block = c.add(ic * ldc + jc);
+                            let c_out = COut::rows(c, ldc);
                             multiply_block(
                                 kern,
                                 (mc, nc(out), kc),
@@ -426,8 +484,8 @@ pub(crate) unsafe fn gemm_long_sum(
                                 b_panels,
                                 (alpha, beta),
                                 None,
-                                c_block,
-                                ldc,
+                                c_out,
+                                (ic, jc),
                             );
                         }
                     }
@@ -503,12 +561,13 @@ enum ABlock {
 /// One block: `C[mc, nc] = alpha · A[mc, kc] · B[kc, nc] + beta · C (+ bias)`, panel by panel
 /// (each panel's `kc × nr` values stay in L1 while the block's rows of `A` stream past them),
 /// `mr` rows at a time. `panels = (first, stride)`: panel `q`'s `kc` steps start at
-/// `first + q·stride`.
+/// `first + q·stride`. The block is `C`'s rows `ic ..` and columns `jc ..`.
 ///
 /// # Safety
 /// `a` must hold `mc` rows of `kc` steps (as its variant says), each panel `kc · nr` values, `bias`
-/// (when given) `nc.div_ceil(nr) · nr` values; `c` must point at `mc` rows of `nc` writable values,
-/// `ldc` apart, that nothing else touches meanwhile; `kern`'s tiles must run on this CPU.
+/// (when given) `nc.div_ceil(nr) · nr` values; `c` must describe writable values at rows `ic ..
+/// ic + mc` and columns `jc .. jc + nc` that nothing else touches meanwhile, no tile's columns
+/// straddling two of its blocks; `kern`'s tiles must run on this CPU.
 #[allow(clippy::too_many_arguments)] // a block's operands
 unsafe fn multiply_block(
     kern: &Kernels,
@@ -517,8 +576,8 @@ unsafe fn multiply_block(
     (panels, panel_stride): (*const f32, usize),
     (alpha, beta): (f32, f32),
     bias: Option<&[f32]>,
-    c: *mut f32,
-    ldc: usize,
+    c: COut,
+    (ic, jc): (usize, usize),
 ) {
     let (mr, nr) = (kern.mr, kern.nr);
     for panel in 0..nc.div_ceil(nr) {
@@ -537,7 +596,7 @@ unsafe fn multiply_block(
                 };
                 let b_panel = panels.add(panel * panel_stride);
                 let tile = tiles[rows - 1];
-                tile(kc, a_tile, lda, b_panel, (alpha, beta), bias_j, c.add(i0 * ldc + j0), ldc, cols);
+                tile(kc, a_tile, lda, b_panel, (alpha, beta), bias_j, c.at(ic + i0, jc + j0), c.ldc, cols);
             }
         }
     }
@@ -799,7 +858,7 @@ pub(crate) fn gemm_packed_b_in_runs(
     };
     // SAFETY: the blocks a_at describes are inside `a` (checked above); B is packed for this
     // CPU's kernels (checked); C is m × n row-major, borrowed mutably for the call.
-    unsafe { in_blocks(kern, m, (segments, len), b, a_at, (1.0, 0.0), c.as_mut_ptr(), n) };
+    unsafe { in_blocks(kern, m, (segments, len), b, a_at, (1.0, 0.0), COut::rows(c.as_mut_ptr(), n)) };
 }
 
 #[cfg(test)]
