@@ -163,7 +163,7 @@ pub(super) fn head_forward(
                     let allowed = if causal { keys.min(i + r + 1) } else { keys };
                     softmax_prefix(&mut p[(i + r) * tk..][..tk], allowed);
                 }
-                // SAFETY: as above; V's copy holds `keys ≥ seen` rows of dv values (a whole number
+                // SAFETY: as above; V's adjacent rows hold `keys ≥ seen` rows of dv values (a whole number
                 // of registers), O rows i .. i + rows.
                 unsafe {
                     let (p_rows, o_rows) = (p[i * tk..].as_ptr(), o.0[i * o.1..].as_mut_ptr());
@@ -217,7 +217,7 @@ pub(super) fn backward_values(
 /// `out[j] = scale · Σ_i M[i][j]·rows[i]` for the keys `j` some query sees (from the first query
 /// that may see key `j`: under a causal mask, query `j`), `out[j] = 0` for the others: `dV = Pᵀ·dO`
 /// (`M = P`) and `dK = dSᵀ·Q/√d` (`M = dS`), with `Mᵀ` read in place (a column of `M` per key) and
-/// `rows` the `T_q` rows of `width` values copied next to each other ([`gather_rows`]).
+/// `rows` the `T_q` rows of `width` values next to each other ([`adjacent_rows`]).
 fn keys_times_rows(
     (tq, tk, width): (usize, usize, usize),
     (causal, keys): (bool, usize),
@@ -306,8 +306,8 @@ pub(super) fn backward_scores(
                     super::attention::softmax_backward_row(&mut ds_row[..allowed], p_row);
                     ds_row[allowed..].fill(0.0); // P is 0 there, and so is dS
                 }
-                // SAFETY: as above; rows i .. i + rows of dS (T_k ≥ seen values, tk apart), K's copy
-                // holds `keys ≥ seen` rows of d values (a whole number of registers), rows i .. of dQ.
+                // SAFETY: as above; rows i .. i + rows of dS (T_k ≥ seen values, tk apart), K's adjacent rows
+                // hold `keys ≥ seen` rows of d values (a whole number of registers), rows i .. of dQ.
                 unsafe {
                     let (a, out) = (ds[i * tk..].as_ptr(), dq.0[i * dq.1..].as_mut_ptr());
                     values((rows, a, (tk, 1), (0, seen), (k_rows.as_ptr(), d), d, scale, (out, dq.1)));
