@@ -209,8 +209,9 @@ pub(crate) fn sgemm_in_blocks(
     let Some(kern) = super::microkernel::kernels() else {
         return false;
     };
-    // sgemm_raw's route to packed_b_product for sgemm_plus_rows' products, and whole panels per block.
-    let route = m > 1 && k > 0 && n > 0 && is_tall(m, k, n);
+    // The route sgemm_plus_rows and sgemm_new take for this product (they reach sgemm_raw for
+    // m > 1, k, n > 0), and whole panels per block.
+    let route = m > 1 && k > 0 && n > 0 && takes_packed_b(m, k, n, Transpose::No);
     if !route || width == 0 || !n.is_multiple_of(width) || !width.is_multiple_of(kern.nr) {
         return false;
     }
@@ -357,7 +358,7 @@ unsafe fn sgemm_raw(
     let threads = rayon::current_num_threads();
     let split = splits(m, k, n);
     if let Some(kern) = super::microkernel::kernels() {
-        if trans_a == Transpose::No && is_tall(m, k, n) {
+        if takes_packed_b(m, k, n, trans_a) {
             // SAFETY: as for this function (the caller's promise), passed on.
             unsafe {
                 let c = (COut::rows(c, n), bias);
@@ -452,6 +453,13 @@ fn splits(m: usize, k: usize, n: usize) -> bool {
 /// alone, so the same kernel (and the same bits) on any number of threads.
 fn is_tall(m: usize, k: usize, n: usize) -> bool {
     m >= 512 && m >= 4 * k.max(n)
+}
+
+/// Whether [`sgemm_raw`] (on a CPU with the crate's kernel) gives the product to
+/// [`packed_b_product`], `op(B)` packed and `A`'s rows read in place: a tall `A` as stored. One
+/// place for the route, which [`sgemm_in_blocks`] follows too (its blocks are that route's tiles).
+fn takes_packed_b(m: usize, k: usize, n: usize, trans_a: Transpose) -> bool {
+    trans_a == Transpose::No && is_tall(m, k, n)
 }
 
 /// Whether a product `x·Wᵀ` (`A` as stored, `op(B)` transposed) goes to the crate's own kernel as
