@@ -595,6 +595,48 @@ fn batched_backward_equals_the_plain_bptt_reference() {
     run(CellKind::Gru, Gru::new(f, h).seed(4), inputs, states);
 }
 
+/// Without an input gradient to compute, a GRU's walk keeps only the `n` gate's `dL/da` (its `r`
+/// and `z` columns equal `dL/db`'s, which `dW_ih`'s rows for them then read): the weight and bias
+/// gradients are the same bits as with the input gradient (which needs all of `dL/da`), and as the
+/// plain BPTT reference — on the kernel's long sums (`T·N` ≥ 512; `H` = 24 reads the gradients in
+/// place, `H` = 150 copies them) and on the short products, with padding, on 1 and 2 threads.
+#[test]
+fn gru_weight_gradients_without_an_input_gradient_are_the_same_bits() {
+    use backprop::layers::recurrent::reference::recurrent_backward;
+    for (n, t, f, h) in [(20, 40, 12, 24), (10, 60, 30, 150), (4, 6, 3, 5)] {
+        let x = Tensor::randn(&[n, t, f], 0.0, 1.0, 1);
+        let lengths: Vec<usize> = (0..n).map(|s| t - (s * 7) % t.min(9)).collect();
+        let dy = Tensor::randn(&[n, t, h], 0.0, 1.0, 2);
+        let grads = |threads: usize, input_grad: InputGrad| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let mut gru = Gru::new(f, h).seed(9);
+                gru.forward(&x, Pass::TRAIN.with_lengths(&lengths));
+                zero_grad(&mut gru);
+                let dx = gru.backward(&dy, input_grad);
+                assert_eq!(dx.is_some(), input_grad.is_needed());
+                let params: Vec<(Tensor, Tensor)> =
+                    named_params(&gru).into_iter().map(|(_, p)| (p.value.clone(), p.grad.clone())).collect();
+                params
+            })
+        };
+        let full = grads(1, InputGrad::Needed);
+        for threads in [1, 2] {
+            let alone = grads(threads, InputGrad::NotNeeded);
+            for (i, ((_, a), (_, b))) in alone.iter().zip(&full).enumerate() {
+                let same = a.data().iter().zip(b.data()).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{n}×{t}×{f}→{h}, parameter {i}, {threads} threads");
+            }
+        }
+        let w = Weights { w_ih: &full[0].0, w_hh: &full[1].0, b_ih: &full[2].0, b_hh: &full[3].0 };
+        let reference = recurrent_backward(CellKind::Gru, &w, &x, &lengths, (None, None), &dy, None, None);
+        let want = [&reference.dw_ih, &reference.dw_hh, &reference.db_ih, &reference.db_hh];
+        for (i, ((_, ours), want)) in full.iter().zip(want).enumerate() {
+            common::assert_close_to(ours, want, 1e-4, &format!("{n}×{t}×{f}→{h}, parameter {i}"));
+        }
+    }
+}
+
 /// A batch whose backpropagation through time would keep more than the layer's activation budget
 /// is refused by shape inference — so `fit`, `evaluate` and `predict` return an `Err` naming the
 /// need, the budget and the ways out before allocating — and a raised budget takes it.

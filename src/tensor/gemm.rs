@@ -245,6 +245,32 @@ pub(crate) fn weight_gradients(
 ) {
     let fits = |len: usize, rows: usize, cols: usize| rows.checked_mul(cols) == Some(len);
     assert!(fits(g.len(), k, m), "weight gradients: G has {} elements, expected {k}×{m}", g.len());
+    weight_gradients_of_columns((m, k, n), (g, m), x, dw, db);
+}
+
+/// [`weight_gradients`] for a `G` whose `k` rows of `m` values lie `ldg ≥ m` values apart: a block
+/// of columns of a wider row-major matrix (a GRU's `r` and `z` gate gradients, the first `2H` of
+/// `3H` columns, which both its weights' products read). The same bits as [`weight_gradients`] on
+/// a copy of the block, whatever `ldg`.
+///
+/// # Panics
+/// If `ldg < m`, or a slice is shorter than its shape requires (`G`) or not its length (the rest).
+pub(crate) fn weight_gradients_of_columns(
+    (m, k, n): (usize, usize, usize),
+    (g, ldg): (&[f32], usize),
+    x: &[f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    let fits = |len: usize, rows: usize, cols: usize| rows.checked_mul(cols) == Some(len);
+    let block_fits = k == 0
+        || m == 0
+        || (k - 1).checked_mul(ldg).and_then(|r| r.checked_add(m)).is_some_and(|e| e <= g.len());
+    assert!(
+        ldg >= m && block_fits,
+        "weight gradients: G's {k}×{m} block (rows {ldg} apart) outside its {} elements",
+        g.len()
+    );
     assert!(fits(x.len(), k, n), "weight gradients: X has {} elements, expected {k}×{n}", x.len());
     assert!(fits(dw.len(), m, n), "weight gradients: dW has {} elements, expected {m}×{n}", dw.len());
     assert_eq!(db.len(), m, "weight gradients: db has {} elements, expected {m}", db.len());
@@ -262,13 +288,28 @@ pub(crate) fn weight_gradients(
             c: SendPtr(dw.as_mut_ptr()),
             sums: Some(SendPtr(db.as_mut_ptr())),
         };
-        // SAFETY: g, x, dw and db hold k·m, k·n, m·n and m elements (checked), dw and db borrowed
-        // mutably for the call.
-        unsafe { long_sum_product(kern, (m, k), 1.0, g, 1.0, &[target], split) };
+        // SAFETY: g holds k rows of m values ldg apart, x, dw and db k·n, m·n and m elements
+        // (checked), dw and db borrowed mutably for the call.
+        unsafe { long_sum_product(kern, (m, k), 1.0, (g, ldg), 1.0, &[target], split) };
         return;
     }
-    sgemm(m, k, n, 1.0, g, Transpose::Yes, x, Transpose::No, 1.0, dw);
-    add_rows(db, g);
+    if ldg == m {
+        sgemm(m, k, n, 1.0, &g[..k * m], Transpose::Yes, x, Transpose::No, 1.0, dw);
+        add_rows(db, &g[..k * m]);
+        return;
+    }
+    // A narrow block off the kernel's long sums: copied next to each other (this thread's buffer,
+    // kept), then the route above — so the block gives the bits of a copy of it.
+    let mut block = COLUMN_BLOCK.take();
+    block.clear();
+    block.extend(g.chunks(ldg).take(k).flat_map(|row| &row[..m]));
+    weight_gradients_of_columns((m, k, n), (&block, m), x, dw, db);
+    COLUMN_BLOCK.set(block);
+}
+
+thread_local! {
+    /// [`weight_gradients_of_columns`]'s copy of a block of columns, kept between calls.
+    static COLUMN_BLOCK: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// [`weight_gradients`] for one `G` (`[k, m]`) against two inputs over the same rows: `dW₁ += Gᵀ·X₁`,
@@ -321,7 +362,7 @@ pub(crate) fn weight_gradients_shared(
             let targets = [target(x1, n1, dw1, db1), target(x2, n2, dw2, db2)];
             // SAFETY: G, each X, dW and db hold k·m, k·n, m·n and m elements (checked), the dWs
             // and dbs borrowed mutably (and so apart) for the call.
-            unsafe { long_sum_product(kern, (m, k), 1.0, g, 1.0, &targets, splits(m, k, n1 + n2)) };
+            unsafe { long_sum_product(kern, (m, k), 1.0, (g, m), 1.0, &targets, splits(m, k, n1 + n2)) };
         }
         None => {
             weight_gradients((m, k, n1), g, x1, dw1, db1);
@@ -388,7 +429,7 @@ unsafe fn sgemm_raw(
             // are initialised and only this call touches them.
             unsafe {
                 let target = LongSumTarget { b: b.as_ptr(), n, c: SendPtr(c), sums: None };
-                long_sum_product(kern, (m, k), alpha, a, beta, &[target], split);
+                long_sum_product(kern, (m, k), alpha, (a, m), beta, &[target], split);
                 if let Some(bias) = bias {
                     add_to_rows(std::slice::from_raw_parts_mut(c, m * n), bias);
                 }
@@ -650,14 +691,15 @@ unsafe impl Sync for LongSumTarget {}
 /// `threads` when it is odd (so that the tasks share the threads evenly).
 ///
 /// # Safety
-/// As [`sgemm_raw`]; `A` is `[k, m]` row-major, each target's `b` holds `k·n` values and `c` points
-/// at `m·n` writable values that nothing else touches during the call (no two targets' alike);
-/// `sums` at `m`.
+/// As [`sgemm_raw`]; `A` is `k` rows of `m` values, `lda ≥ m` apart (the first `m` columns of a
+/// row-major `[k, lda]`, all of it when `lda = m`), each target's `b` holds `k·n` values and `c`
+/// points at `m·n` writable values that nothing else touches during the call (no two targets'
+/// alike); `sums` at `m`.
 unsafe fn long_sum_product(
     kern: &'static super::microkernel::Kernels,
     (m, k): (usize, usize),
     alpha: f32,
-    a: &[f32],
+    a: (&[f32], usize),
     beta: f32,
     targets: &[LongSumTarget],
     split: bool,
@@ -669,7 +711,7 @@ unsafe fn long_sum_product(
     }
     if k < 2 {
         // SAFETY: passed on (the caller's promise); a sum of one step has no second half.
-        unsafe { long_sum_half(kern, (m, 0, k), (alpha, beta), a, targets, 0, m) };
+        unsafe { long_sum_half(kern, (0, k), (alpha, beta), a, targets, 0, m) };
         return;
     }
     // The second half's partial C and sums for every target, each target's region `m·n + m`
@@ -698,8 +740,8 @@ unsafe fn long_sum_product(
         // are this task's alone; the rest as this function's (the caller's promise).
         unsafe {
             match half {
-                0 => long_sum_half(kern, (m, 0, k0), (alpha, beta), a, targets, start, rows),
-                _ => long_sum_half(kern, (m, k0, k - k0), (alpha, 0.0), a, seconds, start, rows),
+                0 => long_sum_half(kern, (0, k0), (alpha, beta), a, targets, start, rows),
+                _ => long_sum_half(kern, (k0, k - k0), (alpha, 0.0), a, seconds, start, rows),
             }
         }
     };
@@ -741,7 +783,7 @@ unsafe fn long_sum_product(
 /// Values of [`long_sum_product`]'s scratch that a thread keeps between calls (4 MiB).
 const LONG_SUM_HALF_KEPT: usize = 1 << 20;
 
-/// Rows `k_start .. k_start + k_len` of the long sum (of `A` `[k, m]` and each target's `B`) for
+/// Rows `k_start .. k_start + k_len` of the long sum (of `A`, `m` columns `lda` apart, and each target's `B`) for
 /// rows `start .. start + rows` of each target's `C` (and sums): one call of
 /// [`gemm_long_sum`](super::packed_gemm::gemm_long_sum) on this thread.
 ///
@@ -750,15 +792,15 @@ const LONG_SUM_HALF_KEPT: usize = 1 << 20;
 /// this call's alone.
 unsafe fn long_sum_half(
     kern: &'static super::microkernel::Kernels,
-    (m, k_start, k_len): (usize, usize, usize),
+    (k_start, k_len): (usize, usize),
     (alpha, beta): (f32, f32),
-    a: &[f32],
+    (a, lda): (&[f32], usize),
     targets: &[LongSumTarget],
     start: usize,
     rows: usize,
 ) {
-    let a_block = (a[k_start * m + start..].as_ptr(), m);
-    // SAFETY: columns start .. start + rows of A's rows k_start .. k_start + k_len (m apart) are
+    let a_block = (a[k_start * lda + start..].as_ptr(), lda);
+    // SAFETY: columns start .. start + rows of A's rows k_start .. k_start + k_len (lda apart) are
     // inside `a`, and those rows of each B inside its buffer; rows start .. start + rows of each C
     // are inside its m·n values and sums start .. start + rows inside its m sums (the caller's
     // promise), and no other task touches them.
@@ -1119,7 +1161,37 @@ mod tests {
         let target =
             LongSumTarget { b: b.as_ptr(), n, c: SendPtr(c), sums: sums.map(|s| SendPtr(s.as_mut_ptr())) };
         // SAFETY: passed on (the caller's promise).
-        unsafe { long_sum_product(kern, (m, k), alpha, a, beta, &[target], true) }
+        unsafe { long_sum_product(kern, (m, k), alpha, (a, m), beta, &[target], true) }
+    }
+
+    /// A block of columns of a wider `G` gives the bits of `weight_gradients` on a copy of the
+    /// block: on the long sums (the block read in place or copied into slivers, whichever its row
+    /// stride picks, and the copy the other way: `m` = 100 in place, `ldg` = 300 copied), on the
+    /// fallbacks (a short sum, a single row), on 1–3 threads.
+    #[test]
+    fn a_block_of_columns_is_a_copy_of_it() {
+        for (m, k, n, ldg, first) in [
+            (100, 900, 40, 300, 200),
+            (48, 800, 12, 72, 24),
+            (150, 700, 30, 450, 0),
+            (20, 64, 10, 35, 15),
+            (1, 600, 5, 3, 1),
+        ] {
+            let g: Vec<f32> = (0..k * ldg).map(|i| ((i * 37 % 101) as f32 - 50.0) / 29.0).collect();
+            let x: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 31.0).collect();
+            let copy: Vec<f32> = g.chunks(ldg).flat_map(|row| &row[first..first + m]).copied().collect();
+            let start = || ((0..m * n).map(|i| (i % 7) as f32 - 3.0).collect::<Vec<_>>(), vec![0.5; m]);
+            let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+            for threads in [1, 2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let ((mut dw, mut db), (mut bw, mut bb)) = (start(), start());
+                pool.install(|| {
+                    weight_gradients((m, k, n), &copy, &x, &mut dw, &mut db);
+                    weight_gradients_of_columns((m, k, n), (&g[first..], ldg), &x, &mut bw, &mut bb);
+                });
+                assert!(same(&dw, &bw) && same(&db, &bb), "{m}×{k}×{n}, G {ldg} wide, {threads} threads");
+            }
+        }
     }
 
     /// `weight_gradients_shared` gives the bits of two `weight_gradients` calls: on the shared
@@ -1177,9 +1249,9 @@ mod tests {
             // SAFETY: g holds k·m values, each x k·n, each C m·n and each sums m, borrowed for the calls.
             unsafe {
                 for one in alone {
-                    long_sum_product(kern, (m, k), 1.0, &g, 0.0, &[one], false);
+                    long_sum_product(kern, (m, k), 1.0, (&g, m), 0.0, &[one], false);
                 }
-                long_sum_product(kern, (m, k), 1.0, &g, 0.0, &both, false);
+                long_sum_product(kern, (m, k), 1.0, (&g, m), 0.0, &both, false);
             }
             let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
             assert!(

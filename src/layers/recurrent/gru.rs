@@ -16,7 +16,11 @@
 //! ```
 //!
 //! Unlike the RNN and the LSTM, `a` and `b` get different gradients (`db_n = da_n ⊙ r`), because
-//! `r` multiplies `b_n` only — which is why PyTorch keeps two bias vectors.
+//! `r` multiplies `b_n` only — which is why PyTorch keeps two bias vectors. The `r` and `z` gates'
+//! two gradients are equal, though: when no input gradient is asked for, the backward step writes
+//! `da_n` alone and `dW_ih`'s `r` and `z` rows read `db`'s columns ([`Cell::SHARED_GATES`]), a
+//! third of the gate gradients' writes and copies saved (`docs/benchmarks.md`, twenty-seventh
+//! session).
 
 use super::{Cell, Recurrent, recurrent_layer};
 use crate::tensor::math::{MulAdd, sigmoid_with, tanh_with};
@@ -30,6 +34,7 @@ impl Cell for GruCell {
     /// r, z, n and the state's share of the new gate, `b_n`.
     const SAVED: usize = 4;
     const SHARED_GRADIENT: bool = false; // the candidate reads a_n + r ⊙ b_n
+    const SHARED_GATES: usize = 2; // da_r = db_r, da_z = db_z
 
     fn name(&self) -> String {
         "GRU".into()
@@ -62,7 +67,12 @@ impl Cell for GruCell {
         dh_prev: &mut [f32],
         _: &mut [f32],
     ) {
-        crate::tensor::simd::wide!(backward(saved, h_prev, dh, da, db, dh_prev))
+        // da: all three gates, or (when only the weight gradients read it) n's columns alone.
+        if da.len() == dh.len() {
+            crate::tensor::simd::wide!(backward::<false>(saved, h_prev, dh, da, db, dh_prev))
+        } else {
+            crate::tensor::simd::wide!(backward::<true>(saved, h_prev, dh, da, db, dh_prev))
+        }
     }
 }
 
@@ -81,12 +91,21 @@ fn forward<M: MulAdd>(a: &[f32], b: &[f32], h_prev: &[f32], h: &mut [f32], saved
     }
 }
 
-/// One backward step over a sample's `H` units.
+/// One backward step over a sample's `H` units: `da` all three gates' (`FULL_DA`), else `n`'s
+/// alone (`da_r` and `da_z` are `db_r` and `db_z`, which the weight gradients then read).
 #[inline(always)]
-fn backward(saved: &[f32], h_prev: &[f32], dh: &[f32], da: &mut [f32], db: &mut [f32], dh_prev: &mut [f32]) {
+fn backward<const FULL_DA: bool>(
+    saved: &[f32],
+    h_prev: &[f32],
+    dh: &[f32],
+    da: &mut [f32],
+    db: &mut [f32],
+    dh_prev: &mut [f32],
+) {
     let hn = dh.len();
     let (saved, h_prev, dh_prev) = (&saved[..4 * hn], &h_prev[..hn], &mut dh_prev[..hn]);
-    let (da, db) = (&mut da[..3 * hn], &mut db[..3 * hn]);
+    let (da, db) = (&mut da[..if FULL_DA { 3 * hn } else { hn }], &mut db[..3 * hn]);
+    let da_n = if FULL_DA { 2 * hn } else { 0 }; // where da_n's columns start
     for k in 0..hn {
         let [r, z, n, b_n] = [0, 1, 2, 3].map(|slot| saved[slot * hn + k]);
         let dn = dh[k] * (1.0 - z); // dn = dh ⊙ (1 − z)
@@ -96,9 +115,11 @@ fn backward(saved: &[f32], h_prev: &[f32], dh: &[f32], da: &mut [f32], db: &mut 
         let dr = dp_n * b_n; // dr = dp_n ⊙ b_n
         let dp_r = dr * r * (1.0 - r);
         let dp_z = dz * z * (1.0 - z);
-        (da[k], db[k]) = (dp_r, dp_r);
-        (da[hn + k], db[hn + k]) = (dp_z, dp_z);
-        (da[2 * hn + k], db[2 * hn + k]) = (dp_n, dp_n * r); // da_n = dp_n, db_n = dp_n ⊙ r
+        (db[k], db[hn + k]) = (dp_r, dp_z); // da_r = db_r = dp_r, da_z = db_z = dp_z
+        if FULL_DA {
+            (da[k], da[hn + k]) = (dp_r, dp_z);
+        }
+        (da[da_n + k], db[2 * hn + k]) = (dp_n, dp_n * r); // da_n = dp_n, db_n = dp_n ⊙ r
     }
 }
 
@@ -152,7 +173,7 @@ mod tests {
                         Isa::Baseline => forward::<Separate>(&a, &b, &h_prev, &mut h, &mut saved),
                         _ => forward::<Fused>(&a, &b, &h_prev, &mut h, &mut saved),
                     }
-                    backward(&saved, &h_prev, &dh, &mut da, &mut db, &mut dh_prev);
+                    backward::<true>(&saved, &h_prev, &dh, &mut da, &mut db, &mut dh_prev);
                 },
             );
             [h, saved, da, db, dh_prev]

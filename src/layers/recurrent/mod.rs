@@ -73,7 +73,9 @@
 //! runs per step (with `W_hh` packed once per pass). Every per-step buffer is time-major — the
 //! input kept for the backward pass, `h_t`, `c_t`, the saved gates, `dL/da_t` and `dL/db_t` — so
 //! that a step's samples sit side by side; where `dL/da_t = dL/db_t` (the LSTM, the plain RNN:
-//! [`Cell::SHARED_GRADIENT`]) only one of the two is written. Buffers are kept from call to call.
+//! [`Cell::SHARED_GRADIENT`]) only one of the two is written, and where that holds for some gates
+//! (the GRU's `r` and `z`: [`Cell::SHARED_GATES`]) their `dL/da_t` is written only when the input
+//! gradient needs it. Buffers are kept from call to call.
 //! [`reference`](mod@reference) computes the forward pass sample by sample, step by step, with plain loops: the
 //! definition the batched code is tested against.
 
@@ -92,7 +94,8 @@ pub use rnn::{Rnn, RnnCell};
 use super::{Embedding, InputGrad, Param, Pass, State, StateMut, check_grad, shape_error};
 use crate::error::{Error, Result};
 use crate::tensor::gemm::{
-    Transpose::No, Transpose::Yes, sgemm, sgemm_new, weight_gradients, weight_gradients_shared,
+    Transpose::No, Transpose::Yes, sgemm, sgemm_new, weight_gradients, weight_gradients_of_columns,
+    weight_gradients_shared,
 };
 use crate::tensor::init::Init;
 use crate::tensor::packed_gemm::{PackedB, gemm_packed_b};
@@ -119,6 +122,14 @@ pub trait Cell: Send + Sync + 'static {
     /// tiles and hands [`Cell::forward_step`] the sum alone. False by default (both written, both
     /// handed over), which is right for any cell.
     const SHARED_GRADIENT: bool = false;
+    /// For a cell without [`Cell::SHARED_GRADIENT`]: how many of the leading gates (in units of
+    /// `H`) have `dL/da = dL/db` all the same — the GRU's `r` and `z`, whose `a` and `b` enter only
+    /// through their sum, unlike the candidate `n`'s. When nothing but the weight gradients reads
+    /// `da` (no input gradient asked for), the walk hands [`Cell::backward_step`] a `da` of the
+    /// other gates' columns alone, and `dW_ih`'s rows for these gates read `db`'s columns: two
+    /// thirds of the GRU's `da` neither written nor read. 0 by default (every gate's `da` written),
+    /// which is right for any cell.
+    const SHARED_GATES: usize = 0;
     /// `"LSTM"`.
     fn name(&self) -> String;
 
@@ -140,8 +151,9 @@ pub trait Cell: Send + Sync + 'static {
 
     /// The step's backward: from `dh = dL/dh_t` and `dc = dL/dc_t`, writes `da = dL/da` and
     /// `db = dL/db` (each `[G·H]`, every element: the walk does not zero them; `da` is empty, and
-    /// left alone, when [`Cell::SHARED_GRADIENT`]), and the direct parts of `dh_prev` and
-    /// `dc_prev` (not through `W_hh`).
+    /// left alone, when [`Cell::SHARED_GRADIENT`], and holds only the gates after the first
+    /// [`Cell::SHARED_GATES`] — `(G − SHARED_GATES)·H` values — when the walk asks for no more),
+    /// and the direct parts of `dh_prev` and `dc_prev` (not through `W_hh`).
     #[allow(clippy::too_many_arguments)]
     fn backward_step(
         &self,
@@ -211,8 +223,12 @@ pub struct Recurrent<C: Cell> {
     /// `W_hh` packed for the walk's per-step products (`W_hhᵀ` forward, `W_hh` backward).
     packed_hh: PackedB,
     /// Backward scratch, reused from call to call: dh, dc, dh_prev, dc_prev, da and db (all steps,
-    /// time-major; da empty when the cell shares them, [`Cell::SHARED_GRADIENT`]).
+    /// time-major; da empty when the cell shares them, [`Cell::SHARED_GRADIENT`], and only its
+    /// unshared gates' columns when the latest walk left out the [`Cell::SHARED_GATES`]).
     pub(crate) grads: [Vec<f32>; 6],
+    /// Values per row of `grads[4]` (`da`) after the latest walk: `G·H`, `(G − SHARED_GATES)·H`
+    /// or 0.
+    da_width: usize,
     h0_grad: Option<RecurrentState>,
 }
 
@@ -295,6 +311,7 @@ impl<C: Cell> Recurrent<C> {
             packed_hh: PackedB::default(),
             grads: Default::default(),
             h0_grad: None,
+            da_width: 0,
         }
     }
 
@@ -674,7 +691,7 @@ impl<C: Cell> Recurrent<C> {
             "{}: backward_embedded with another embedding than the forward pass's",
             self.describe()
         );
-        self.backward_through_time(Some(grad_out), None);
+        self.backward_through_time(Some(grad_out), None, true);
         self.recurrent_weight_grads();
         // G[id] = Σ dL/da over the steps that read id (padded steps hold zeros); the buffer is
         // kept from pass to pass.
@@ -893,7 +910,7 @@ impl<C: Cell> Recurrent<C> {
             "{}: the latest forward pass read an embedding (forward_embedded): use backward_embedded",
             self.describe()
         );
-        self.backward_through_time(grad_out, grad_final);
+        self.backward_through_time(grad_out, grad_final, input_grad.is_needed());
         let (n, t_len) = self.nt;
         let (h, g, f) = (self.hidden, C::GATES * self.hidden, self.inputs);
         if C::SHARED_GRADIENT {
@@ -905,9 +922,19 @@ impl<C: Cell> Recurrent<C> {
             weight_gradients_shared((g, t_len * n), &self.grads[5], [ih, hh]);
         } else {
             self.recurrent_weight_grads();
-            // All steps at once (both time-major): dW_ih += Σ_t da_tᵀ·x_t;  db_ih += Σ da_t.
-            let (dw, db) = (self.weight_ih.grad.data_mut(), self.bias_ih.grad.data_mut());
-            weight_gradients((g, t_len * n, f), &self.grads[4], self.x.data(), dw, db);
+            // All steps at once (both time-major): dW_ih += Σ_t da_tᵀ·x_t;  db_ih += Σ da_t — the
+            // rows of the SHARED_GATES from db's columns (equal to da's), the rest from da's.
+            let (shared, width, k) = (C::SHARED_GATES * h, self.da_width, t_len * n);
+            let (dw_shared, dw_own) = self.weight_ih.grad.data_mut().split_at_mut(shared * f);
+            let (db_shared, db_own) = self.bias_ih.grad.data_mut().split_at_mut(shared);
+            let x = self.x.data();
+            if shared > 0 {
+                weight_gradients_of_columns((shared, k, f), (&self.grads[5], g), x, dw_shared, db_shared);
+            }
+            // da holds every gate (width G·H) or the unshared ones alone (width G·H − shared);
+            // none at all for an empty batch.
+            let own = self.grads[4].get(width - (g - shared)..).unwrap_or_default();
+            weight_gradients_of_columns((g - shared, k, f), (own, width), x, dw_own, db_own);
         }
         input_grad.is_needed().then(|| self.input_gradient())
     }
@@ -929,8 +956,16 @@ impl<C: Cell> Recurrent<C> {
 
     /// `dL/da_t` of the latest walk back through time for every `(t, n)`, time-major `[T·N, G·H]`
     /// (`db`'s buffer when the cell shares them, [`Cell::SHARED_GRADIENT`]).
+    ///
+    /// # Panics
+    /// If the latest walk left out the shared gates' columns of `da` (it was asked for the weight
+    /// gradients alone: an internal error).
     pub(crate) fn gate_gradients(&self) -> &[f32] {
-        if C::SHARED_GRADIENT { &self.grads[5] } else { &self.grads[4] }
+        if C::SHARED_GRADIENT {
+            return &self.grads[5];
+        }
+        assert_eq!(self.da_width, C::GATES * self.hidden, "{}: da without its shared gates", self.describe());
+        &self.grads[4]
     }
 
     /// `dx_t = da_t·W_ih` for every step at once, from the latest walk back through time: one
@@ -948,12 +983,14 @@ impl<C: Cell> Recurrent<C> {
 
     /// The walk back through time from `dL/dy` (`None`: zeros) and the final state's gradient
     /// (`None`: zeros): leaves `dL/da_t` and `dL/db_t` for every `(t, n)` (time-major) in the last
-    /// two of `self.grads` (the first empty when the cell shares them: [`Recurrent::gate_gradients`]),
-    /// and `dL/dh₀` (`dL/dc₀`) in `h0_grad`.
+    /// two of `self.grads` (the first empty when the cell shares them: [`Recurrent::gate_gradients`];
+    /// without the [`Cell::SHARED_GATES`]' columns unless `full_da`), and `dL/dh₀` (`dL/dc₀`) in
+    /// `h0_grad`.
     pub(crate) fn backward_through_time(
         &mut self,
         grad_out: Option<&Tensor>,
         grad_final: Option<&RecurrentState>,
+        full_da: bool,
     ) {
         let (n, t_len) = self.nt;
         let (h, g) = (self.hidden, C::GATES * self.hidden);
@@ -996,7 +1033,14 @@ impl<C: Cell> Recurrent<C> {
         }
         // Every step writes its rows of da and db, a padded step zeros: no zeroing pass. A cell
         // whose da equals db keeps db alone.
-        reuse(&mut da_all, if C::SHARED_GRADIENT { 0 } else { t_len * n * g });
+        // Without `full_da`, da's rows hold the gates after the SHARED_GATES only (db holds theirs).
+        let da_width = match (C::SHARED_GRADIENT, full_da) {
+            (true, _) => 0,
+            (false, true) => g,
+            (false, false) => g - C::SHARED_GATES * h,
+        };
+        self.da_width = da_width;
+        reuse(&mut da_all, t_len * n * da_width);
         reuse(&mut db, t_len * n * g);
         // dh: dL/dh_t for the step being walked; starts with the gradient of the final state.
         // da_all and db: dL/da_t and dL/db_t for every (t, n), [T·N, G·H], time-major.
@@ -1057,9 +1101,7 @@ impl<C: Cell> Recurrent<C> {
                     }
                     // SAFETY: sample s's da row for step t (none when the cell shares da and db):
                     // only this block writes sample s's rows.
-                    let da = unsafe {
-                        if C::SHARED_GRADIENT { da_sh.rows(0, 0) } else { da_sh.rows((t * n + s) * g, g) }
-                    };
+                    let da = unsafe { da_sh.rows((t * n + s) * da_width, da_width) };
                     if !active {
                         dhp.copy_from_slice(dh_s); // padding: h_t = h_{t−1}, the gradient passes through
                         dcp.copy_from_slice(dc_s);

@@ -176,7 +176,7 @@ fn recurrent_per_example<C: Cell>(
         "{}: per-example gradients of a forward_embedded pass are not available (run the embedding and the layer apart)",
         layer.describe()
     );
-    layer.backward_through_time(Some(grad_out), None);
+    layer.backward_through_time(Some(grad_out), None, true);
     let (n, t_len) = layer.nt;
     let (h, g, f) = (layer.hidden, C::GATES * layer.hidden, layer.inputs);
     grads.expect_batch(&layer.describe(), n);
