@@ -187,8 +187,9 @@ pub(crate) fn sgemm_plus_rows(
 /// of a projection has its rows next to each other. On the crate's kernel the tiles write there
 /// directly, with those functions' values bit for bit (the same route, the same split), and the
 /// function returns `true`; where that route does not take the product (no kernel, a short
-/// product, blocks not a whole number of the kernel's panels) it writes nothing and returns
-/// `false`: the caller then keeps the rows.
+/// product, blocks not a whole number of half panels — half of the kernel's `nr` columns, where a
+/// panel cut by two blocks runs as two half-width tiles) it writes nothing and returns `false`:
+/// the caller then keeps the rows.
 ///
 /// # Panics
 /// If a slice's length is not the one its shape requires.
@@ -210,9 +211,10 @@ pub(crate) fn sgemm_in_blocks(
         return false;
     };
     // The route sgemm_plus_rows and sgemm_new take for this product (they reach sgemm_raw for
-    // m > 1, k, n > 0), and whole panels per block.
+    // m > 1, k, n > 0), and whole panels per block — or whole half panels, with half-width tiles.
     let route = m > 1 && k > 0 && n > 0 && takes_packed_b(m, k, n, Transpose::No);
-    if !route || width == 0 || !n.is_multiple_of(width) || !width.is_multiple_of(kern.nr) {
+    let narrowest = kern.narrowest();
+    if !route || width == 0 || !n.is_multiple_of(width) || !width.is_multiple_of(narrowest) {
         return false;
     }
     // SAFETY: a, b and c hold m·k, k·n and m·n values (checked), c borrowed mutably: the blocks
@@ -1076,7 +1078,14 @@ mod tests {
             return;
         };
         let nr = kern.nr;
-        for (m, k, n, width) in [(1037, 64, 4 * nr, nr), (2100, 96, 6 * nr, 2 * nr), (700, 40, 2 * nr, nr)] {
+        let half = nr / 2; // (both ISA families have half-width tiles)
+        for (m, k, n, width) in [
+            (1037, 64, 4 * nr, nr),
+            (2100, 96, 6 * nr, 2 * nr),
+            (700, 40, 2 * nr, nr),
+            (1037, 64, 4 * nr, half),
+            (900, 48, 3 * nr, 3 * half),
+        ] {
             let (a, b, bias) = (values(m * k, 0.1), values(n * k, 0.2), values(n, 0.3));
             let mut rows = vec![0.0; m * n];
             sgemm_plus_rows((m, k, n), (&a, Transpose::No), (&b, Transpose::Yes), &bias, &mut rows);
@@ -1113,9 +1122,10 @@ mod tests {
                 }
             }
         }
-        // Not taken: a short product; blocks that are not whole panels (or do not divide the row).
+        // Not taken: a short product; blocks that are not whole half panels (or do not divide the
+        // row).
         for (m, k, n, width) in
-            [(100, 64, 2 * nr, nr), (1037, 64, 4 * nr, nr / 2), (1037, 64, 3 * nr, 2 * nr)]
+            [(100, 64, 2 * nr, nr), (1037, 64, 4 * nr, nr / 4), (1037, 64, 3 * nr, 2 * nr)]
         {
             let (a, b, bias) = (values(m * k, 0.1), values(n * k, 0.2), values(n, 0.3));
             let mut c = vec![7.0; m * n];
@@ -1321,7 +1331,7 @@ mod tests {
             let mut want_dw = dw0.clone();
             sgemm(m, k, n, 1.0, &g, Transpose::Yes, &x, Transpose::No, 1.0, &mut want_dw);
             let mut want_db = db0.clone();
-            if is_long_sum(m, k, n) && m >= 2 && n > 0 {
+            if is_long_sum(m, k, n) && m >= 2 && n > 0 && super::super::microkernel::kernels().is_some() {
                 // On the crate's kernel: as its product, the first half of the rows in order, then
                 // the second half's own sum added.
                 let mut second = vec![0.0; m];

@@ -79,6 +79,12 @@ pub(crate) struct Kernels {
 }
 
 impl Kernels {
+    /// Columns of the narrowest tile: `nr / 2` for a family with half-width tiles, else `nr`. A
+    /// block of `C` whose columns are a whole number of these can be written tile by tile.
+    pub fn narrowest(&self) -> usize {
+        if self.half_tile.0.is_empty() { self.nr } else { self.nr / 2 }
+    }
+
     /// The tiles for `A` by rows or by columns, for a tile of `cols` columns: the half-width ones
     /// when the family has them and `cols` fits (the same bits: each element of `C` is the same
     /// chain of multiply-adds either way).

@@ -222,6 +222,12 @@ impl COut {
         unsafe { self.ptr.add(i * self.ldc + (j / self.width) * self.stride + j % self.width) }
     }
 
+    /// Whether some panel of `nr` columns would straddle two blocks: blocks of `nr / 2` columns,
+    /// or an odd number of them — each panel then runs as two half-width tiles.
+    fn splits_panels(&self, nr: usize) -> bool {
+        self.width != usize::MAX && !self.width.is_multiple_of(nr)
+    }
+
     /// The same layout from row `i` on (the rows below it).
     ///
     /// # Safety
@@ -258,7 +264,7 @@ pub(crate) unsafe fn gemm(
 }
 
 /// [`gemm`] into `C` laid out as [`COut`] says (blocks of columns a whole number of the kernel's
-/// panels wide, so that no tile straddles two).
+/// panels wide, or of half panels with half-width tiles, so that no tile straddles two).
 ///
 /// # Safety
 /// As [`gemm`], with `c` describing `m × n` writable values.
@@ -270,8 +276,9 @@ pub(crate) unsafe fn gemm_into(
     (alpha, beta): (f32, f32),
     c: COut,
 ) {
+    let narrowest = kern.narrowest();
     assert!(
-        c.width == usize::MAX || c.width.is_multiple_of(kern.nr),
+        c.width == usize::MAX || c.width.is_multiple_of(narrowest),
         "gemm: blocks of {} columns for panels of {}",
         c.width,
         kern.nr
@@ -561,13 +568,16 @@ enum ABlock {
 /// One block: `C[mc, nc] = alpha · A[mc, kc] · B[kc, nc] + beta · C (+ bias)`, panel by panel
 /// (each panel's `kc × nr` values stay in L1 while the block's rows of `A` stream past them),
 /// `mr` rows at a time. `panels = (first, stride)`: panel `q`'s `kc` steps start at
-/// `first + q·stride`. The block is `C`'s rows `ic ..` and columns `jc ..`.
+/// `first + q·stride`. The block is `C`'s rows `ic ..` and columns `jc ..`. Where `C`'s blocks
+/// of columns cut panels in half (blocks `nr / 2` wide, or an odd number of halves:
+/// [`COut::splits_panels`]), each panel runs as two half-width tiles, the second reading the
+/// second half of each step's `nr` packed values — the same bits as one tile.
 ///
 /// # Safety
 /// `a` must hold `mc` rows of `kc` steps (as its variant says), each panel `kc · nr` values, `bias`
 /// (when given) `nc.div_ceil(nr) · nr` values; `c` must describe writable values at rows `ic ..
-/// ic + mc` and columns `jc .. jc + nc` that nothing else touches meanwhile, no tile's columns
-/// straddling two of its blocks; `kern`'s tiles must run on this CPU.
+/// ic + mc` and columns `jc .. jc + nc` that nothing else touches meanwhile, its blocks a whole
+/// number of half panels (`jc` too); `kern`'s tiles must run on this CPU.
 #[allow(clippy::too_many_arguments)] // a block's operands
 unsafe fn multiply_block(
     kern: &Kernels,
@@ -580,23 +590,29 @@ unsafe fn multiply_block(
     (ic, jc): (usize, usize),
 ) {
     let (mr, nr) = (kern.mr, kern.nr);
+    // Each panel as one tile of nr columns, or as two of nr / 2 (the half-width tiles).
+    let part = if c.splits_panels(nr) { nr / 2 } else { nr };
+    assert!(part >= kern.narrowest(), "gemm: blocks of half panels need half-width tiles");
     for panel in 0..nc.div_ceil(nr) {
-        let (j0, cols) = (panel * nr, nr.min(nc - panel * nr));
-        let bias_j = bias.map_or(std::ptr::null(), |bias| bias[j0..].as_ptr());
         for i0 in (0..mc).step_by(mr) {
             let rows = mr.min(mc - i0);
-            // SAFETY: rows i0 .. i0 + rows ≤ mc of A's block and the panel's kc·nr values are
-            // readable, the tile's rows and columns j0 .. j0 + cols < nc of C writable (the
-            // caller's guarantee).
-            unsafe {
-                let (a_tile, lda, tiles) = match a {
-                    ABlock::InPlace { ptr, rs } => (ptr.add(i0 * rs), rs, kern.tiles(false, cols)),
-                    ABlock::Slivers(ptr) => (ptr.add(i0 * kc), mr, kern.tiles(true, cols)),
-                    ABlock::ByColumns { ptr, ld } => (ptr.add(i0), ld, kern.tiles(true, cols)),
-                };
-                let b_panel = panels.add(panel * panel_stride);
-                let tile = tiles[rows - 1];
-                tile(kc, a_tile, lda, b_panel, (alpha, beta), bias_j, c.at(ic + i0, jc + j0), c.ldc, cols);
+            for j0 in (panel * nr..nc.min(panel * nr + nr)).step_by(part) {
+                let cols = part.min(nc - j0);
+                let bias_j = bias.map_or(std::ptr::null(), |bias| bias[j0..].as_ptr());
+                // SAFETY: rows i0 .. i0 + rows ≤ mc of A's block and the panel's kc·nr values are
+                // readable (a half tile reads nr / 2 of each step's nr, from j0 − panel·nr on),
+                // the tile's rows and columns j0 .. j0 + cols ≤ nc of C writable (the caller's
+                // guarantee), inside one block of C.
+                unsafe {
+                    let (a_tile, lda, tiles) = match a {
+                        ABlock::InPlace { ptr, rs } => (ptr.add(i0 * rs), rs, kern.tiles(false, cols)),
+                        ABlock::Slivers(ptr) => (ptr.add(i0 * kc), mr, kern.tiles(true, cols)),
+                        ABlock::ByColumns { ptr, ld } => (ptr.add(i0), ld, kern.tiles(true, cols)),
+                    };
+                    let b_part = panels.add(panel * panel_stride + (j0 - panel * nr));
+                    let tile = tiles[rows - 1];
+                    tile(kc, a_tile, lda, b_part, (alpha, beta), bias_j, c.at(ic + i0, jc + j0), c.ldc, cols);
+                }
             }
         }
     }
