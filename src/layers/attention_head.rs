@@ -48,6 +48,10 @@ use std::cell::RefCell;
 /// a Zen 4, see docs/benchmarks.md.)
 const ROWS_PER_BLOCK: usize = 6;
 
+/// Rows per block of the products `Mᵀ·rows` (`dV`, `dK`: [`keys_times_rows`]) when a row is one
+/// register wide: a query's 16 values of `M` (one cache line) serve all of them.
+const TALL_ROWS_PER_BLOCK: usize = 16;
+
 /// The instruction set the kernel runs on here, if any: AVX-512, or AVX2 with FMA (the scores are
 /// fused multiply-add chains, as `matrixmultiply`'s on these CPUs).
 fn kernel_isa() -> Option<Isa> {
@@ -65,12 +69,17 @@ fn kernel_isa() -> Option<Isa> {
 /// `0·∞`), and `d_v` a whole number of registers (16 lanes, 8 for AVX2) up to 64 (every other
 /// head goes through the definition).
 pub(super) fn fits(d: usize, dv: usize) -> bool {
-    let lanes = match kernel_isa() {
+    let lanes = lanes();
+    lanes > 0 && d > 0 && dv > 0 && dv.is_multiple_of(lanes) && dv <= 64
+}
+
+/// Floats per register of the kernel's ISA ([`kernel_isa`]): 16, 8, or 0 without one.
+fn lanes() -> usize {
+    match kernel_isa() {
         Some(Isa::Avx512) => 16,
         Some(_) => 8,
-        None => return false,
-    };
-    d > 0 && dv > 0 && dv.is_multiple_of(lanes) && dv <= 64
+        None => 0,
+    }
 }
 
 thread_local! {
@@ -231,7 +240,10 @@ fn keys_times_rows(
         "attention head kernel: a block past its slice"
     );
     let seen = if causal { keys.min(tq) } else { keys }; // key j is first seen by query j
-    let block = ROWS_PER_BLOCK;
+    // Rows one register wide (SAKT's 16-wide heads with AVX-512) go sixteen keys at a time: each
+    // query's line of M (16 values: Mᵀ's column) is then read once per 16 keys, not per 6.
+    let tall = width == lanes();
+    let block = if tall { TALL_ROWS_PER_BLOCK } else { ROWS_PER_BLOCK };
     let mut j = 0;
     while j < seen {
         let n = block.min(seen - j);
@@ -242,7 +254,8 @@ fn keys_times_rows(
         // (asserted above).
         unsafe {
             let (a, o) = (m[j..].as_ptr(), out.0[j * out.1..].as_mut_ptr());
-            values((n, a, (1, tk), (from, tq), (rows.as_ptr(), width), width, scale, (o, out.1)));
+            let args = (n, a, (1, tk), (from, tq), (rows.as_ptr(), width), width, scale, (o, out.1));
+            if tall { values_tall(args) } else { values(args) }
         }
         j += n;
     }
@@ -358,6 +371,44 @@ unsafe fn values(args: ValuesArgs) {
     }
 }
 
+/// [`values_tall_in`] on the kernel's ISA.
+///
+/// # Safety
+/// As [`scores`], for [`values_tall_in`].
+unsafe fn values_tall(args: ValuesArgs) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as for `scores`.
+    unsafe {
+        match kernel_isa() {
+            Some(Isa::Avx512) => values_tall_avx512(args),
+            Some(Isa::Avx2) => values_tall_avx2(args),
+            _ => unreachable!("attention head kernel without an ISA"),
+        }
+    }
+}
+
+/// [`values_tall_in`] compiled for AVX-512: up to sixteen rows of one register.
+///
+/// # Safety
+/// AVX-512F; as [`values_tall_in`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn values_tall_avx512(args: ValuesArgs) {
+    // SAFETY: the caller's promises.
+    unsafe { values_tall_in::<Avx512>(args) }
+}
+
+/// [`values_tall_in`] compiled for AVX2 with FMA: up to sixteen rows of one register.
+///
+/// # Safety
+/// AVX2 and FMA; as [`values_tall_in`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn values_tall_avx2(args: ValuesArgs) {
+    // SAFETY: the caller's promises.
+    unsafe { values_tall_in::<Avx2>(args) }
+}
+
 /// [`scores_in`] compiled for AVX-512: six queries, four registers of 16 keys per pass.
 ///
 /// # Safety
@@ -402,6 +453,13 @@ unsafe fn values_avx2(args: ValuesArgs) {
     unsafe { values_in::<Avx2, 6, 2>(args) }
 }
 
+/// `with_tall_rows!(rows, R => body)`: as `with_rows!`, for 1 to 16 rows.
+macro_rules! with_tall_rows {
+    ($rows:expr, $r:ident => $body:expr) => {
+        with_rows!(@arms $rows, $r, $body, 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+    };
+}
+
 /// `with_rows!(rows, R => body)`: `body` with `R` a constant equal to `rows` (1 to 6: a block's
 /// queries, at most six), so that each block size gets its own unrolled kernel.
 macro_rules! with_rows {
@@ -417,6 +475,23 @@ macro_rules! with_rows {
             rows => unreachable!("a block of {rows} rows"),
         }
     };
+}
+
+/// [`values_in`] for rows one register wide (`width = W::LANES`), up to
+/// [`TALL_ROWS_PER_BLOCK`] of them at a time: sixteen sums in registers instead of six. The same
+/// chain of multiply-adds for each value, so the same bits.
+///
+/// # Safety
+/// As [`values_in`], with `width = W::LANES` and `rows ≤ TALL_ROWS_PER_BLOCK`.
+#[inline(always)]
+unsafe fn values_tall_in<W: Vector>(args: ValuesArgs) {
+    let (rows, a, strides, range, b, width, scale, o) = args;
+    debug_assert!(width == W::LANES && (1..=TALL_ROWS_PER_BLOCK).contains(&rows), "{rows} rows of {width}");
+    let args = (a, strides, range, b, scale, o);
+    // SAFETY: the caller's promises, for `rows` rows of one register.
+    unsafe {
+        with_tall_rows!(rows, ROWS => values_block::<W, ROWS, 1>(args));
+    }
 }
 
 /// `S[r][j] = (Σ_c Q[r][c]·Kᵀ[c][j]) · scale` for `rows ≤ R` queries (from `q`, `ldq` apart)
