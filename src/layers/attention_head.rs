@@ -176,7 +176,9 @@ pub(super) fn head_forward(
                 // of registers), O rows i .. i + rows.
                 unsafe {
                     let (p_rows, o_rows) = (p[i * tk..].as_ptr(), o.0[i * o.1..].as_mut_ptr());
-                    values((rows, p_rows, (tk, 1), (0, seen), (v_rows.as_ptr(), dv), dv, 1.0, (o_rows, o.1)));
+                    let args =
+                        (rows, p_rows, (tk, 1), (0, seen), (v_rows.as_ptr(), dv), dv, 1.0, (o_rows, o.1));
+                    values(args, false);
                 }
                 i += rows;
             }
@@ -255,7 +257,7 @@ fn keys_times_rows(
         unsafe {
             let (a, o) = (m[j..].as_ptr(), out.0[j * out.1..].as_mut_ptr());
             let args = (n, a, (1, tk), (from, tq), (rows.as_ptr(), width), width, scale, (o, out.1));
-            if tall { values_tall(args) } else { values(args) }
+            values(args, tall);
         }
         j += n;
     }
@@ -323,7 +325,8 @@ pub(super) fn backward_scores(
                 // hold `keys ≥ seen` rows of d values (a whole number of registers), rows i .. of dQ.
                 unsafe {
                     let (a, out) = (ds[i * tk..].as_ptr(), dq.0[i * dq.1..].as_mut_ptr());
-                    values((rows, a, (tk, 1), (0, seen), (k_rows.as_ptr(), d), d, scale, (out, dq.1)));
+                    let args = (rows, a, (tk, 1), (0, seen), (k_rows.as_ptr(), d), d, scale, (out, dq.1));
+                    values(args, false);
                 }
                 i += rows;
             }
@@ -355,33 +358,20 @@ unsafe fn scores(args: ScoresArgs) {
     }
 }
 
-/// [`values_in`] on the kernel's ISA.
+/// [`values_in`] on the kernel's ISA — or, `tall`, [`values_tall_in`] (rows one register wide,
+/// up to [`TALL_ROWS_PER_BLOCK`] of them).
 ///
 /// # Safety
-/// As [`scores`], for [`values_in`].
-unsafe fn values(args: ValuesArgs) {
+/// As [`scores`], for [`values_in`] (or [`values_tall_in`]).
+unsafe fn values(args: ValuesArgs, tall: bool) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: as for `scores`.
     unsafe {
-        match kernel_isa() {
-            Some(Isa::Avx512) => values_avx512(args),
-            Some(Isa::Avx2) => values_avx2(args),
-            _ => unreachable!("attention head kernel without an ISA"),
-        }
-    }
-}
-
-/// [`values_tall_in`] on the kernel's ISA.
-///
-/// # Safety
-/// As [`scores`], for [`values_tall_in`].
-unsafe fn values_tall(args: ValuesArgs) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: as for `scores`.
-    unsafe {
-        match kernel_isa() {
-            Some(Isa::Avx512) => values_tall_avx512(args),
-            Some(Isa::Avx2) => values_tall_avx2(args),
+        match (kernel_isa(), tall) {
+            (Some(Isa::Avx512), false) => values_avx512(args),
+            (Some(Isa::Avx512), true) => values_tall_avx512(args),
+            (Some(Isa::Avx2), false) => values_avx2(args),
+            (Some(Isa::Avx2), true) => values_tall_avx2(args),
             _ => unreachable!("attention head kernel without an ISA"),
         }
     }
