@@ -34,7 +34,11 @@
 //! real columns are stored. A last panel of at most `NR / 2` columns runs a tile half as wide
 //! ([`Kernels::tiles`]): a recurrent layer's weight gradients have 100 and 200 columns (last
 //! panels of 4 and 8), which the 32-wide AVX-512 tile had computed padded — 352 columns' work for
-//! 300 (the LSTM's long sum 7–11 % faster with the half tile on a Zen 4).
+//! 300 (the LSTM's long sum 7–11 % faster with the half tile on a Zen 4). With AVX-512 a last
+//! panel of at most `NR / 4` columns runs a quarter-width tile in 256-bit registers (the AVX2
+//! tile over 32-wide panels): where 512-bit operations run as two halves (a Zen 4), two 256-bit
+//! multiply-adds issue per cycle against one 512-bit one, so those 4 and 8 columns take half the
+//! half tile's time (GRU and LSTM training steps 1.5–2.5 % faster, docs/benchmarks.md).
 
 /// One tile: `C[MR rows, cols] = alpha · A·B̃ + beta · C (+ bias)` over `kc` steps (`A`'s `MR`
 /// rows `lda` apart, or its `kc` columns `lda` apart for [`Kernels::tile_a_by_columns`], `B̃` packed `NR` wide, `bias` null or `cols` values added to every row, `C`
@@ -76,6 +80,13 @@ pub(crate) struct Kernels {
     /// which the full tile would compute padded with zeros to `nr`. Empty for a family without
     /// them.
     pub half_tile: (&'static [TileFn], &'static [TileFn]),
+    /// Tiles a quarter as wide (`nr / 4` columns, reading the first quarter of each step's `nr`
+    /// packed values) in 256-bit registers, by rows and by columns: for a last panel of at most
+    /// `nr / 4` columns (a recurrent layer's weight gradients against 100 or 200 inputs leave 4
+    /// and 8). Where 512-bit operations run as two halves (a Zen 4), two 256-bit multiply-adds
+    /// issue per cycle against one 512-bit one: such a panel in half the half tile's time. Empty
+    /// for a family without them.
+    pub quarter_tile: (&'static [TileFn], &'static [TileFn]),
 }
 
 impl Kernels {
@@ -85,10 +96,14 @@ impl Kernels {
         if self.half_tile.0.is_empty() { self.nr } else { self.nr / 2 }
     }
 
-    /// The tiles for `A` by rows or by columns, for a tile of `cols` columns: the half-width ones
-    /// when the family has them and `cols` fits (the same bits: each element of `C` is the same
-    /// chain of multiply-adds either way).
+    /// The tiles for `A` by rows or by columns, for a tile of `cols` columns: the quarter- or
+    /// half-width ones when the family has them and `cols` fits (the same bits: each element of
+    /// `C` is the same chain of multiply-adds either way).
     pub fn tiles(&self, a_by_columns: bool, cols: usize) -> &'static [TileFn] {
+        let (quarter_by_rows, quarter_by_columns) = self.quarter_tile;
+        if cols <= self.nr / 4 && !quarter_by_rows.is_empty() {
+            return if a_by_columns { quarter_by_columns } else { quarter_by_rows };
+        }
         let (half_by_rows, half_by_columns) = self.half_tile;
         match (a_by_columns, cols <= self.nr / 2 && !half_by_rows.is_empty()) {
             (false, false) => self.tile,
@@ -201,6 +216,7 @@ pub(crate) mod by_definition {
         tile: &scalar_family!(12, 32, false, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]),
         tile_a_by_columns: &scalar_family!(12, 32, true, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]),
         half_tile: (&[], &[]),
+        quarter_tile: (&[], &[]),
     };
     /// The AVX2 family's geometry, 6 × 16, by the definition.
     pub(crate) static NARROW: Kernels = Kernels {
@@ -209,6 +225,7 @@ pub(crate) mod by_definition {
         tile: &scalar_family!(6, 16, false, [1, 2, 3, 4, 5, 6]),
         tile_a_by_columns: &scalar_family!(6, 16, true, [1, 2, 3, 4, 5, 6]),
         half_tile: (&[], &[]),
+        quarter_tile: (&[], &[]),
     };
 
     /// Every kernel family to test here: this CPU's, and both geometries by the definition.
@@ -229,7 +246,25 @@ mod x86 {
         tile: &avx512_tiles::<false, 2>(),
         tile_a_by_columns: &avx512_tiles::<true, 2>(),
         half_tile: (&avx512_tiles::<false, 1>(), &avx512_tiles::<true, 1>()),
+        quarter_tile: (&avx512_quarter_tiles::<false>(), &avx512_quarter_tiles::<true>()),
     };
+    /// 12 × 8 tiles in 256-bit registers over the AVX-512 family's panels (32 values a step).
+    const fn avx512_quarter_tiles<const A_BY_COLUMNS: bool>() -> [TileFn; 12] {
+        [
+            tile_avx2::<1, A_BY_COLUMNS, 1, 32>,
+            tile_avx2::<2, A_BY_COLUMNS, 1, 32>,
+            tile_avx2::<3, A_BY_COLUMNS, 1, 32>,
+            tile_avx2::<4, A_BY_COLUMNS, 1, 32>,
+            tile_avx2::<5, A_BY_COLUMNS, 1, 32>,
+            tile_avx2::<6, A_BY_COLUMNS, 1, 32>,
+            tile_avx2::<7, A_BY_COLUMNS, 1, 32>,
+            tile_avx2::<8, A_BY_COLUMNS, 1, 32>,
+            tile_avx2::<9, A_BY_COLUMNS, 1, 32>,
+            tile_avx2::<10, A_BY_COLUMNS, 1, 32>,
+            tile_avx2::<11, A_BY_COLUMNS, 1, 32>,
+            tile_avx2::<12, A_BY_COLUMNS, 1, 32>,
+        ]
+    }
     const fn avx512_tiles<const A_BY_COLUMNS: bool, const W: usize>() -> [TileFn; 12] {
         [
             tile_avx512::<1, A_BY_COLUMNS, W>,
@@ -254,15 +289,16 @@ mod x86 {
         tile: &avx2_tiles::<false, 2>(),
         tile_a_by_columns: &avx2_tiles::<true, 2>(),
         half_tile: (&avx2_tiles::<false, 1>(), &avx2_tiles::<true, 1>()),
+        quarter_tile: (&[], &[]), // (4 columns in 128-bit registers: no faster than the half tile)
     };
     const fn avx2_tiles<const A_BY_COLUMNS: bool, const W: usize>() -> [TileFn; 6] {
         [
-            tile_avx2::<1, A_BY_COLUMNS, W>,
-            tile_avx2::<2, A_BY_COLUMNS, W>,
-            tile_avx2::<3, A_BY_COLUMNS, W>,
-            tile_avx2::<4, A_BY_COLUMNS, W>,
-            tile_avx2::<5, A_BY_COLUMNS, W>,
-            tile_avx2::<6, A_BY_COLUMNS, W>,
+            tile_avx2::<1, A_BY_COLUMNS, W, 16>,
+            tile_avx2::<2, A_BY_COLUMNS, W, 16>,
+            tile_avx2::<3, A_BY_COLUMNS, W, 16>,
+            tile_avx2::<4, A_BY_COLUMNS, W, 16>,
+            tile_avx2::<5, A_BY_COLUMNS, W, 16>,
+            tile_avx2::<6, A_BY_COLUMNS, W, 16>,
         ]
     }
 
@@ -336,12 +372,14 @@ mod x86 {
     }
 
     /// `MR × 8·W` with AVX2 and FMA: each row's sums in `W` 8-lane registers (`W` = 2, or 1 for
-    /// the half-width tile, which reads the first 8 of each step's 16 packed values).
+    /// the half-width tile, which reads the first 8 of each step's 16 packed values), over panels
+    /// of `STEP` values a step (16; 32 for the AVX-512 family's quarter-width tile, which reads
+    /// the first 8 of each step's 32).
     ///
     /// # Safety
-    /// See [`TileFn`] (`cols ≤ 8·W`); the CPU must support AVX2 and FMA.
+    /// See [`TileFn`] (`cols ≤ 8·W`, `b` at `kc·STEP` values); the CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile_avx2<const MR: usize, const A_BY_COLUMNS: bool, const W: usize>(
+    unsafe fn tile_avx2<const MR: usize, const A_BY_COLUMNS: bool, const W: usize, const STEP: usize>(
         kc: usize,
         a: *const f32,
         lda: usize,
@@ -369,10 +407,10 @@ mod x86 {
             }
         }
         // SAFETY: the caller guarantees MR rows of kc values at `a`, lda apart (or kc columns of MR
-        // values), and kc·16 at `b` (see `TileFn`).
+        // values), and kc·STEP at `b` (see `TileFn`).
         unsafe {
             for p in 0..kc {
-                let b_p = b.add(p * 16);
+                let b_p = b.add(p * STEP);
                 let mut b_v = [_mm256_setzero_ps(); W]; // (a loop, not a closure: see `simd`'s docs)
                 for (w, b_w) in b_v.iter_mut().enumerate() {
                     *b_w = _mm256_loadu_ps(b_p.add(8 * w));
@@ -466,7 +504,7 @@ mod tests {
         for fam in families {
             let (mr, nr, kc) = (fam.mr, fam.nr, 37);
             for rows in 1..=mr {
-                for cols in [nr, nr - 1, nr / 2 + 1, nr / 2, nr / 2 - 1, 1] {
+                for cols in [nr, nr - 1, nr / 2 + 1, nr / 2, nr / 2 - 1, nr / 4 + 1, nr / 4, nr / 4 - 1, 1] {
                     for (alpha, beta, with_bias) in [
                         (1.0, 0.0, false),
                         (0.5, 1.0, false),
