@@ -239,6 +239,17 @@ mod x86 {
     use super::{Kernels, TileFn};
     use std::arch::x86_64::*;
 
+    /// `tiles_by_rows!(kernel::<[P…]> for 1 2 …)` is `[kernel::<1, P…>, kernel::<2, P…>, …]`: a
+    /// family's tile for each row count.
+    macro_rules! tiles_by_rows {
+        ($kernel:ident::<$p:tt> for $($rows:literal)+) => {
+            [$(tiles_by_rows!(@one $kernel, $rows, $p)),+]
+        };
+        (@one $kernel:ident, $rows:literal, [$($p:tt),*]) => {
+            $kernel::<$rows, $($p),*>
+        };
+    }
+
     /// The AVX-512F family: 12 × 32 tiles, and 12 × 16 for a last panel of ≤ 16 columns.
     pub(super) static AVX512: Kernels = Kernels {
         mr: 12,
@@ -250,36 +261,10 @@ mod x86 {
     };
     /// 12 × 8 tiles in 256-bit registers over the AVX-512 family's panels (32 values a step).
     const fn avx512_quarter_tiles<const A_BY_COLUMNS: bool>() -> [TileFn; 12] {
-        [
-            tile_avx2::<1, A_BY_COLUMNS, 1, 32>,
-            tile_avx2::<2, A_BY_COLUMNS, 1, 32>,
-            tile_avx2::<3, A_BY_COLUMNS, 1, 32>,
-            tile_avx2::<4, A_BY_COLUMNS, 1, 32>,
-            tile_avx2::<5, A_BY_COLUMNS, 1, 32>,
-            tile_avx2::<6, A_BY_COLUMNS, 1, 32>,
-            tile_avx2::<7, A_BY_COLUMNS, 1, 32>,
-            tile_avx2::<8, A_BY_COLUMNS, 1, 32>,
-            tile_avx2::<9, A_BY_COLUMNS, 1, 32>,
-            tile_avx2::<10, A_BY_COLUMNS, 1, 32>,
-            tile_avx2::<11, A_BY_COLUMNS, 1, 32>,
-            tile_avx2::<12, A_BY_COLUMNS, 1, 32>,
-        ]
+        tiles_by_rows!(tile_avx2::<[A_BY_COLUMNS, 1, 32]> for 1 2 3 4 5 6 7 8 9 10 11 12)
     }
     const fn avx512_tiles<const A_BY_COLUMNS: bool, const W: usize>() -> [TileFn; 12] {
-        [
-            tile_avx512::<1, A_BY_COLUMNS, W>,
-            tile_avx512::<2, A_BY_COLUMNS, W>,
-            tile_avx512::<3, A_BY_COLUMNS, W>,
-            tile_avx512::<4, A_BY_COLUMNS, W>,
-            tile_avx512::<5, A_BY_COLUMNS, W>,
-            tile_avx512::<6, A_BY_COLUMNS, W>,
-            tile_avx512::<7, A_BY_COLUMNS, W>,
-            tile_avx512::<8, A_BY_COLUMNS, W>,
-            tile_avx512::<9, A_BY_COLUMNS, W>,
-            tile_avx512::<10, A_BY_COLUMNS, W>,
-            tile_avx512::<11, A_BY_COLUMNS, W>,
-            tile_avx512::<12, A_BY_COLUMNS, W>,
-        ]
+        tiles_by_rows!(tile_avx512::<[A_BY_COLUMNS, W]> for 1 2 3 4 5 6 7 8 9 10 11 12)
     }
 
     /// The AVX2 + FMA family: 6 × 16 tiles, and 6 × 8 for a last panel of ≤ 8 columns.
@@ -292,14 +277,7 @@ mod x86 {
         quarter_tile: (&[], &[]), // (4 columns in 128-bit registers: no faster than the half tile)
     };
     const fn avx2_tiles<const A_BY_COLUMNS: bool, const W: usize>() -> [TileFn; 6] {
-        [
-            tile_avx2::<1, A_BY_COLUMNS, W, 16>,
-            tile_avx2::<2, A_BY_COLUMNS, W, 16>,
-            tile_avx2::<3, A_BY_COLUMNS, W, 16>,
-            tile_avx2::<4, A_BY_COLUMNS, W, 16>,
-            tile_avx2::<5, A_BY_COLUMNS, W, 16>,
-            tile_avx2::<6, A_BY_COLUMNS, W, 16>,
-        ]
+        tiles_by_rows!(tile_avx2::<[A_BY_COLUMNS, W, 16]> for 1 2 3 4 5 6)
     }
 
     /// `MR × 16·W` with AVX-512F: each row's sums in `W` 16-lane registers (`W` = 2, or 1 for the
