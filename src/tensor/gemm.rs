@@ -285,6 +285,7 @@ pub(crate) fn weight_gradients_of_columns(
     {
         let split = splits(m, k, n);
         let target = LongSumTarget {
+            m,
             b: x.as_ptr(),
             n,
             c: SendPtr(dw.as_mut_ptr()),
@@ -316,13 +317,16 @@ thread_local! {
 
 /// [`weight_gradients`] for one `G` (`[k, m]`) against two inputs over the same rows: `dW₁ += Gᵀ·X₁`,
 /// `dW₂ += Gᵀ·X₂`, `db₁ += Σ G`, `db₂ += Σ G` — an LSTM's `dW_ih` and `dW_hh`, whose two
-/// pre-activations have the same gradient. Where both are long sums on the crate's kernel, `G` is
-/// copied into the kernel's slivers once for both products (both sums taken during that copy);
-/// otherwise two calls of [`weight_gradients`]. The same bits either way.
+/// pre-activations have the same gradient. Each over `G`'s first `m_i` columns, `m_i` the length
+/// of its `db_i`: all `m` of them, or fewer — a GRU's `dW_hh` over its three gates' columns and
+/// `dW_ih`'s reset and update rows over the first two gates'. Where both are long sums on the
+/// crate's kernel, `G` is copied into the kernel's slivers once for both products (both sums
+/// taken during that copy); otherwise two calls of [`weight_gradients_of_columns`]. The same
+/// bits either way.
 ///
 /// # Panics
-/// If a slice's length is not the one its shape requires (`X_i` `[k, n_i]`, `dW_i` `[m, n_i]`,
-/// `db_i` `m` values).
+/// If a slice's length is not the one its shape requires (`G` `[k, m]`, `X_i` `[k, n_i]`, `dW_i`
+/// `[m_i, n_i]`), or a `db_i` holds no value or more than `m`.
 pub(crate) fn weight_gradients_shared(
     (m, k): (usize, usize),
     g: &[f32],
@@ -331,44 +335,49 @@ pub(crate) fn weight_gradients_shared(
     if k == 0 || m == 0 {
         return; // an empty sum: nothing to add (an empty batch)
     }
+    let (m1, m2) = (db1.len(), db2.len());
+    assert!(
+        (1..=m).contains(&m1) && (1..=m).contains(&m2),
+        "weight gradients: biases of {m1} and {m2} values for G's {m} columns"
+    );
     let (n1, n2) = (x1.len() / k, x2.len() / k);
-    let shared = m >= 2
+    let shared = m1.min(m2) >= 2
         && n1 > 0
         && n2 > 0
-        && is_long_sum(m, k, n1)
-        && is_long_sum(m, k, n2)
+        && is_long_sum(m1, k, n1)
+        && is_long_sum(m2, k, n2)
         && n1 + n2 <= super::packed_gemm::NC;
     match super::microkernel::kernels().filter(|_| shared) {
         Some(kern) => {
             let fits = |len: usize, rows: usize, cols: usize| rows.checked_mul(cols) == Some(len);
             assert!(fits(g.len(), k, m), "weight gradients: G has {} elements, expected {k}×{m}", g.len());
-            for (x, dw, db, n) in [(x1, &*dw1, &*db1, n1), (x2, &*dw2, &*db2, n2)] {
+            for (x, dw, rows, n) in [(x1, &*dw1, m1, n1), (x2, &*dw2, m2, n2)] {
                 assert!(
                     fits(x.len(), k, n),
                     "weight gradients: X has {} elements, expected {k}×{n}",
                     x.len()
                 );
                 assert!(
-                    fits(dw.len(), m, n),
-                    "weight gradients: dW has {} elements, expected {m}×{n}",
+                    fits(dw.len(), rows, n),
+                    "weight gradients: dW has {} elements, expected {rows}×{n}",
                     dw.len()
                 );
-                assert_eq!(db.len(), m, "weight gradients: db has {} elements, expected {m}", db.len());
             }
             let target = |x: &[f32], n, dw: &mut [f32], db: &mut [f32]| LongSumTarget {
+                m: db.len(),
                 b: x.as_ptr(),
                 n,
                 c: SendPtr(dw.as_mut_ptr()),
                 sums: Some(SendPtr(db.as_mut_ptr())),
             };
             let targets = [target(x1, n1, dw1, db1), target(x2, n2, dw2, db2)];
-            // SAFETY: G, each X, dW and db hold k·m, k·n, m·n and m elements (checked), the dWs
-            // and dbs borrowed mutably (and so apart) for the call.
+            // SAFETY: G holds k·m elements, each X, dW and db k·n_i, m_i·n_i and m_i ≤ m (checked),
+            // the dWs and dbs borrowed mutably (and so apart) for the call.
             unsafe { long_sum_product(kern, (m, k), 1.0, (g, m), 1.0, &targets, splits(m, k, n1 + n2)) };
         }
         None => {
-            weight_gradients((m, k, n1), g, x1, dw1, db1);
-            weight_gradients((m, k, n2), g, x2, dw2, db2);
+            weight_gradients_of_columns((m1, k, n1), (g, m), x1, dw1, db1);
+            weight_gradients_of_columns((m2, k, n2), (g, m), x2, dw2, db2);
         }
     }
 }
@@ -430,7 +439,7 @@ unsafe fn sgemm_raw(
             // SAFETY: as for this function (the caller's promise), passed on; then C's m·n values
             // are initialised and only this call touches them.
             unsafe {
-                let target = LongSumTarget { b: b.as_ptr(), n, c: SendPtr(c), sums: None };
+                let target = LongSumTarget { m, b: b.as_ptr(), n, c: SendPtr(c), sums: None };
                 long_sum_product(kern, (m, k), alpha, (a, m), beta, &[target], split);
                 if let Some(bias) = bias {
                     add_to_rows(std::slice::from_raw_parts_mut(c, m * n), bias);
@@ -665,9 +674,11 @@ thread_local! {
 }
 
 /// One product of [`long_sum_product`]: `C = alpha·Aᵀ·B + beta·C` with `B` `[k, n]` row-major and
-/// `C` `[m, n]` (raw: see the safety notes), and `sums[i] += Σ_p A[p, i]` (`m` values) when given.
+/// `C` `[m, n]` (raw: see the safety notes), and `sums[i] += Σ_p A[p, i]` (`m` values) when given
+/// — over `A`'s first `m` columns: all of them, or fewer ([`LongSumOutput`](super::packed_gemm::LongSumOutput)).
 #[derive(Clone, Copy)]
 struct LongSumTarget {
+    m: usize,
     b: *const f32,
     n: usize,
     c: SendPtr,
@@ -719,7 +730,7 @@ unsafe fn long_sum_product(
     // The second half's partial C and sums for every target, each target's region `m·n + m`
     // values: this thread's buffer, taken for the call and given back (no allocation once grown).
     let mut scratch = LONG_SUM_HALF.take();
-    let region = |t: &LongSumTarget| m * t.n + m;
+    let region = |t: &LongSumTarget| t.m * t.n + t.m;
     let len: usize = targets.iter().map(region).sum();
     if scratch.len() < len {
         scratch.resize(len, 0.0);
@@ -730,10 +741,10 @@ unsafe fn long_sum_product(
     for (second, t) in seconds.iter_mut().zip(targets) {
         let (own, tail) = std::mem::take(&mut rest).split_at_mut(region(t));
         rest = tail;
-        let (c_half, sums_half) = own.split_at_mut(m * t.n);
+        let (c_half, sums_half) = own.split_at_mut(t.m * t.n);
         sums_half.fill(0.0); // the half's sums are added to; its C is written (beta = 0)
         let sums = t.sums.map(|_| SendPtr(sums_half.as_mut_ptr()));
-        *second = LongSumTarget { b: t.b, n: t.n, c: SendPtr(c_half.as_mut_ptr()), sums };
+        *second = LongSumTarget { c: SendPtr(c_half.as_mut_ptr()), sums, ..*t };
     }
     let seconds = &seconds[..targets.len()];
     let k0 = k / 2;
@@ -768,12 +779,12 @@ unsafe fn long_sum_product(
         // SAFETY: each target's C holds m·n values and its sums m (the caller's promise); the
         // scratch's as laid out above; the tasks are done.
         unsafe {
-            let c = std::slice::from_raw_parts_mut(t.c.0, m * t.n);
-            let c_half = std::slice::from_raw_parts(half.c.0, m * t.n);
+            let c = std::slice::from_raw_parts_mut(t.c.0, t.m * t.n);
+            let c_half = std::slice::from_raw_parts(half.c.0, t.m * t.n);
             zip_apply(c, c_half, |c, s| c + s);
             if let (Some(sums), Some(sums_half)) = (t.sums, half.sums) {
-                let sums = std::slice::from_raw_parts_mut(sums.0, m);
-                zip_apply(sums, std::slice::from_raw_parts(sums_half.0, m), |s, h| s + h);
+                let sums = std::slice::from_raw_parts_mut(sums.0, t.m);
+                zip_apply(sums, std::slice::from_raw_parts(sums_half.0, t.m), |s, h| s + h);
             }
         }
     }
@@ -807,19 +818,23 @@ unsafe fn long_sum_half(
     // are inside its m·n values and sums start .. start + rows inside its m sums (the caller's
     // promise), and no other task touches them.
     unsafe {
+        // A target's rows in this block: all of them, or fewer (its C ends sooner), or none.
+        let rows_of = |t: &LongSumTarget| t.m.saturating_sub(start).min(rows);
         let output = |t: &LongSumTarget| super::packed_gemm::LongSumOutput {
+            m: rows_of(t),
             b: (t.b.add(k_start * t.n), t.n),
             n: t.n,
             c: (t.c.0.add(start * t.n), t.n),
-            sums: t.sums.map(|s| std::slice::from_raw_parts_mut(s.0.add(start), rows)),
+            sums: t.sums.map(|s| std::slice::from_raw_parts_mut(s.0.add(start), rows_of(t))),
         };
         let gemm = |outputs: &mut [_]| {
             super::packed_gemm::gemm_long_sum(kern, (rows, k_len), alpha, a_block, beta, outputs)
         };
         match targets {
-            [one] => gemm(&mut [output(one)]),
-            [one, two] => gemm(&mut [output(one), output(two)]),
-            _ => {} // no target: nothing to compute
+            [one, two] if rows_of(one) > 0 && rows_of(two) > 0 => gemm(&mut [output(one), output(two)]),
+            [one, ..] if rows_of(one) > 0 => gemm(&mut [output(one)]),
+            [_, two] if rows_of(two) > 0 => gemm(&mut [output(two)]),
+            _ => {} // no target with rows here: nothing to compute
         }
     }
 }
@@ -1169,7 +1184,7 @@ mod tests {
         sums: Option<&mut [f32]>,
     ) {
         let target =
-            LongSumTarget { b: b.as_ptr(), n, c: SendPtr(c), sums: sums.map(|s| SendPtr(s.as_mut_ptr())) };
+            LongSumTarget { m, b: b.as_ptr(), n, c: SendPtr(c), sums: sums.map(|s| SendPtr(s.as_mut_ptr())) };
         // SAFETY: passed on (the caller's promise).
         unsafe { long_sum_product(kern, (m, k), alpha, (a, m), beta, &[target], true) }
     }
@@ -1204,50 +1219,62 @@ mod tests {
         }
     }
 
-    /// `weight_gradients_shared` gives the bits of two `weight_gradients` calls: on the shared
-    /// long sum (one copy of `G` for both products, both sums), with the rows split across 1–3
-    /// threads, and on the fallbacks (short sums, a single row); and two products over one `A`
-    /// are each product alone, bit for bit, for every kernel family's geometry.
+    /// `weight_gradients_shared` gives the bits of two `weight_gradients_of_columns` calls: on the
+    /// shared long sum (one copy of `G` for both products, both sums), each over all of `G`'s
+    /// columns or over its first ones (a GRU's `dW_ih` rows of two gates of three), with the rows
+    /// split across 1–3 threads (some blocks past the shorter product's rows), and on the
+    /// fallbacks (short sums, a single row); and two products over one `A` are each product alone,
+    /// bit for bit, for every kernel family's geometry.
     #[test]
     fn shared_weight_gradients_are_two_calls() {
-        for (m, k, [n1, n2]) in
-            [(64, 1200, [20, 45]), (150, 700, [16, 33]), (20, 64, [10, 7]), (1, 600, [5, 9])]
-        {
+        for (m, k, [n1, n2], [m1, m2]) in [
+            (64, 1200, [20, 45], [64, 64]),
+            (150, 700, [16, 33], [150, 150]),
+            (150, 700, [16, 33], [150, 100]),
+            (150, 700, [33, 16], [61, 150]),
+            (300, 1300, [40, 20], [300, 200]),
+            (20, 64, [10, 7], [20, 13]),
+            (1, 600, [5, 9], [1, 1]),
+        ] {
             let g: Vec<f32> = (0..k * m).map(|i| ((i * 37 % 101) as f32 - 50.0) / 29.0).collect();
             let x = |n: usize, s: usize| {
                 (0..k * n).map(|i| ((i * s % 97) as f32 - 48.0) / 31.0).collect::<Vec<_>>()
             };
             let (x1, x2) = (x(n1, 53), x(n2, 59));
-            let start =
-                |n: usize| ((0..m * n).map(|i| (i % 7) as f32 - 3.0).collect::<Vec<_>>(), vec![0.5; m]);
-            let ((mut dw1, mut db1), (mut dw2, mut db2)) = (start(n1), start(n2));
-            weight_gradients((m, k, n1), &g, &x1, &mut dw1, &mut db1);
-            weight_gradients((m, k, n2), &g, &x2, &mut dw2, &mut db2);
+            let start = |rows: usize, n: usize| {
+                ((0..rows * n).map(|i| (i % 7) as f32 - 3.0).collect::<Vec<_>>(), vec![0.5; rows])
+            };
+            let ((mut dw1, mut db1), (mut dw2, mut db2)) = (start(m1, n1), start(m2, n2));
+            weight_gradients_of_columns((m1, k, n1), (&g, m), &x1, &mut dw1, &mut db1);
+            weight_gradients_of_columns((m2, k, n2), (&g, m), &x2, &mut dw2, &mut db2);
             for threads in [1, 2, 3] {
-                let ((mut sw1, mut sb1), (mut sw2, mut sb2)) = (start(n1), start(n2));
+                let ((mut sw1, mut sb1), (mut sw2, mut sb2)) = (start(m1, n1), start(m2, n2));
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                 pool.install(|| {
                     let outs = [(&x1[..], &mut sw1[..], &mut sb1[..]), (&x2[..], &mut sw2[..], &mut sb2[..])];
                     weight_gradients_shared((m, k), &g, outs)
                 });
                 let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
-                let what = format!("{m}×{k}×{n1}+{n2}, {threads} threads");
+                let what = format!("{m}×{k}×{n1}+{n2} ({m1} and {m2} rows), {threads} threads");
                 assert!(
                     same(&sw1, &dw1) && same(&sw2, &dw2) && same(&sb1, &db1) && same(&sb2, &db2),
                     "{what}"
                 );
             }
         }
-        let (m, k, n1, n2) = (37, 800, 19, 40);
+        // The second product over A's first 25 columns of 37: alone, a product of 25 (A's rows
+        // 37 apart); together, the shorter of two.
+        let (m, k, n1, n2, m2) = (37, 800, 19, 40, 25);
         let g: Vec<f32> = (0..k * m).map(|i| ((i * 41 % 103) as f32 - 51.0) / 23.0).collect();
         let x1: Vec<f32> = (0..k * n1).map(|i| ((i * 13 % 89) as f32 - 44.0) / 17.0).collect();
         let x2: Vec<f32> = (0..k * n2).map(|i| ((i * 17 % 83) as f32 - 41.0) / 19.0).collect();
         for kern in super::super::microkernel::by_definition::families() {
             let (mut alone1, mut alone2, mut both1, mut both2) =
-                (vec![0.0; m * n1], vec![0.0; m * n2], vec![0.0; m * n1], vec![0.0; m * n2]);
+                (vec![0.0; m * n1], vec![0.0; m2 * n2], vec![0.0; m * n1], vec![0.0; m2 * n2]);
             let (mut s_alone1, mut s_alone2, mut s_both1, mut s_both2) =
-                (vec![1.0; m], vec![2.0; m], vec![1.0; m], vec![2.0; m]);
+                (vec![1.0; m], vec![2.0; m2], vec![1.0; m], vec![2.0; m2]);
             let target = |x: &[f32], n, c: &mut [f32], s: &mut [f32]| LongSumTarget {
+                m: s.len(),
                 b: x.as_ptr(),
                 n,
                 c: SendPtr(c.as_mut_ptr()),
@@ -1256,10 +1283,11 @@ mod tests {
             let both = [target(&x1, n1, &mut both1, &mut s_both1), target(&x2, n2, &mut both2, &mut s_both2)];
             let alone =
                 [target(&x1, n1, &mut alone1, &mut s_alone1), target(&x2, n2, &mut alone2, &mut s_alone2)];
-            // SAFETY: g holds k·m values, each x k·n, each C m·n and each sums m, borrowed for the calls.
+            // SAFETY: g holds k·m values, each x k·n, each C m_i·n and each sums m_i ≤ m, borrowed
+            // for the calls.
             unsafe {
                 for one in alone {
-                    long_sum_product(kern, (m, k), 1.0, (&g, m), 0.0, &[one], false);
+                    long_sum_product(kern, (one.m, k), 1.0, (&g, m), 0.0, &[one], false);
                 }
                 long_sum_product(kern, (m, k), 1.0, (&g, m), 0.0, &both, false);
             }

@@ -353,8 +353,10 @@ unsafe fn in_blocks(
 
 /// One output of [`gemm_long_sum`]: `C = alpha · Aᵀ · B + beta · C` for this `B` (`k` rows of `n`
 /// values, `ldb` apart) into this `C` (`m` rows of `n`, `ldc` apart), and with `sums` (`m`
-/// values) `sums[i] += Σ_p A[p, i]`.
+/// values) `sums[i] += Σ_p A[p, i]` — over the first `m` of `A`'s columns, all of them or fewer.
 pub(crate) struct LongSumOutput<'s> {
+    /// Rows of `C`: `A`'s first `m` columns (at least 1, at most the call's `m`).
+    pub m: usize,
     /// `B`'s first element and row stride.
     pub b: (*const f32, usize),
     /// Columns of `B` and `C` (at least 1).
@@ -368,7 +370,9 @@ pub(crate) struct LongSumOutput<'s> {
 /// `C = alpha · Aᵀ · B + beta · C` for `A` `[k, m]` (rows `lda` apart) and each output's `B` and
 /// `C` ([`LongSumOutput`]), on one thread with `kern`: a long sum (`k` ≫ `m`, `n`) such as a weight
 /// gradient `Gᵀ·X` over every sample and step — or several over the same rows, `Gᵀ·X` and `Gᵀ·H`
-/// for an LSTM's two weights, where `A` is copied once for all of them. `k ≥ 1`.
+/// for an LSTM's two weights, where `A` is copied once for all of them. `k ≥ 1`. An output may
+/// take only `A`'s first columns (its own `m`): a GRU's `dW_ih` reads the reset and update gates'
+/// columns of the `G` whose every column `dW_hh` reads.
 ///
 /// Both operands are copied block by block, as in the classic blocked GEMM: `B`'s block of `KC`
 /// steps into panels (kept in L2 while every block of `A`'s rows passes), `Aᵀ`'s block of
@@ -400,8 +404,16 @@ pub(crate) unsafe fn gemm_long_sum(
     assert!(outputs.len() <= MAX_SUMS, "gemm_long_sum: at most {MAX_SUMS} outputs");
     for out in outputs.iter() {
         assert!(out.n > 0, "gemm_long_sum: an output with no columns");
-        assert!(out.sums.as_ref().is_none_or(|s| s.len() == m), "gemm_long_sum: one column sum per row of C");
+        assert!((1..=m).contains(&out.m), "gemm_long_sum: an output of {} of {m} rows", out.m);
+        assert!(
+            out.sums.as_ref().is_none_or(|s| s.len() == out.m),
+            "gemm_long_sum: one column sum per row of C"
+        );
     }
+    // Each output's last row: the blocks of A's columns below end there too, so that a block lies
+    // wholly inside or wholly past an output's rows.
+    let mut ends = [m; MAX_SUMS];
+    ends.iter_mut().zip(outputs.iter()).for_each(|(end, out)| *end = out.m);
     let kc_max = block_of_steps(k);
     // A narrow `A` is read in place instead of copied: a block's KC rows of at most
     // `NARROW_A` values stay within a few dozen pages (see `NARROW_A`).
@@ -446,14 +458,13 @@ pub(crate) unsafe fn gemm_long_sum(
                 }
                 at += region(out.n);
             }
-            for ic in (0..m).step_by(MC) {
-                let mc = MC.min(m - ic);
+            for (ic, mc) in row_blocks(m, &ends) {
                 {
                     // A's column sums with the first block of columns only (A is copied again for
                     // each), into every output's sums.
                     let mut sums: [&mut [f32]; MAX_SUMS] = Default::default();
                     let mut count = 0;
-                    for out in outputs.iter_mut().filter(|_| jc == 0) {
+                    for out in outputs.iter_mut().filter(|out| jc == 0 && ic < out.m) {
                         if let Some(s) = out.sums.as_deref_mut() {
                             sums[count] = &mut s[ic..ic + mc];
                             count += 1;
@@ -473,7 +484,7 @@ pub(crate) unsafe fn gemm_long_sum(
                 let mut at = 0;
                 for out in outputs.iter() {
                     let (c, ldc) = out.c;
-                    if nc(out) > 0 {
+                    if nc(out) > 0 && ic < out.m {
                         // SAFETY: this output's panels (at its region) hold kc·nr values per panel,
                         // the slivers mc rows of kc; the block of C is the caller's to write.
                         unsafe {
@@ -503,6 +514,20 @@ pub(crate) unsafe fn gemm_long_sum(
     }
     SLIVERS.set(slivers);
     PANELS.set(panels);
+}
+
+/// [`gemm_long_sum`]'s blocks of `A`'s columns (`C`'s rows), `(first, count)`: at most `MC` each,
+/// from 0 to `m`, cut at every one of `ends` as well.
+fn row_blocks(m: usize, ends: &[usize]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut ic = 0;
+    std::iter::from_fn(move || {
+        let end = ends.iter().copied().filter(|&e| e > ic).fold(m, usize::min);
+        (ic < m).then(|| {
+            let block = (ic, MC.min(end - ic));
+            ic += block.1;
+            block
+        })
+    })
 }
 
 /// The widest `A` (values from one stored row to the next) that [`gemm_long_sum`] reads in place
@@ -1096,7 +1121,7 @@ mod tests {
                     gemm(kern, m, rows, &packed, 0.5, beta, in_place.as_mut_ptr(), ldc);
                     let (a_t, b) = ((a_t.as_ptr(), lda), (b.as_ptr(), ldb));
                     let c = (long_sum.as_mut_ptr(), ldc);
-                    let out = LongSumOutput { b, n, c, sums: Some(&mut sums) };
+                    let out = LongSumOutput { m, b, n, c, sums: Some(&mut sums) };
                     gemm_long_sum(kern, (m, k), 0.5, a_t, beta, &mut [out]);
                 }
                 let what = format!("{}×{} tiles, {m}×{k}×{n}, beta {beta}", kern.mr, kern.nr);

@@ -20,7 +20,7 @@
 //! two gradients are equal, though: when no input gradient is asked for, the backward step writes
 //! `da_n` alone and `dW_ih`'s `r` and `z` rows read `db`'s columns ([`Cell::SHARED_GATES`]), a
 //! third of the gate gradients' writes and copies saved (`docs/benchmarks.md`, twenty-seventh
-//! session).
+//! session) — in the same copy of `db` as `dW_hh`, which reads every column of it (twenty-eighth).
 
 use super::{Cell, Recurrent, recurrent_layer};
 use crate::tensor::math::{MulAdd, sigmoid_with, tanh_with};

@@ -75,7 +75,8 @@
 //! that a step's samples sit side by side; where `dL/da_t = dL/db_t` (the LSTM, the plain RNN:
 //! [`Cell::SHARED_GRADIENT`]) only one of the two is written, and where that holds for some gates
 //! (the GRU's `r` and `z`: [`Cell::SHARED_GATES`]) their `dL/da_t` is written only when the input
-//! gradient needs it. Buffers are kept from call to call.
+//! gradient needs it, and `dW_ih`'s rows for them are taken from `dL/db_t` in the same copy of it
+//! as `dW_hh` (`gemm::weight_gradients_shared`). Buffers are kept from call to call.
 //! [`reference`](mod@reference) computes the forward pass sample by sample, step by step, with plain loops: the
 //! definition the batched code is tested against.
 
@@ -126,8 +127,9 @@ pub trait Cell: Send + Sync + 'static {
     /// `H`) have `dL/da = dL/db` all the same — the GRU's `r` and `z`, whose `a` and `b` enter only
     /// through their sum, unlike the candidate `n`'s. When nothing but the weight gradients reads
     /// `da` (no input gradient asked for), the walk hands [`Cell::backward_step`] a `da` of the
-    /// other gates' columns alone, and `dW_ih`'s rows for these gates read `db`'s columns: two
-    /// thirds of the GRU's `da` neither written nor read. 0 by default (every gate's `da` written),
+    /// other gates' columns alone, and `dW_ih`'s rows for these gates read `db`'s columns (copied
+    /// once for them and `dW_hh`): two thirds of the GRU's `da` neither written nor read, its `db`
+    /// read once. 0 by default (every gate's `da` written),
     /// which is right for any cell.
     const SHARED_GATES: usize = 0;
     /// `"LSTM"`.
@@ -898,7 +900,8 @@ impl<C: Cell> Recurrent<C> {
     }
 
     /// The backward pass: the walk back through time, then the weight gradients and `dx` as large
-    /// GEMMs over all steps (`dW_ih` and `dW_hh` in one where `da = db`).
+    /// GEMMs over all steps (`dW_ih` and `dW_hh` in one where `da = db`, or for the gates where
+    /// they are: [`Cell::SHARED_GATES`]).
     fn run_backward(
         &mut self,
         grad_out: Option<&Tensor>,
@@ -921,15 +924,21 @@ impl<C: Cell> Recurrent<C> {
                 (&self.hs[..t_len * n * h], self.weight_hh.grad.data_mut(), self.bias_hh.grad.data_mut());
             weight_gradients_shared((g, t_len * n), &self.grads[5], [ih, hh]);
         } else {
-            self.recurrent_weight_grads();
             // All steps at once (both time-major): dW_ih += Σ_t da_tᵀ·x_t;  db_ih += Σ da_t — the
             // rows of the SHARED_GATES from db's columns (equal to da's), the rest from da's.
             let (shared, width, k) = (C::SHARED_GATES * h, self.da_width, t_len * n);
+            if shared == 0 {
+                self.recurrent_weight_grads();
+            }
             let (dw_shared, dw_own) = self.weight_ih.grad.data_mut().split_at_mut(shared * f);
             let (db_shared, db_own) = self.bias_ih.grad.data_mut().split_at_mut(shared);
             let x = self.x.data();
             if shared > 0 {
-                weight_gradients_of_columns((shared, k, f), (&self.grads[5], g), x, dw_shared, db_shared);
+                // dW_hh += Σ_t db_tᵀ·h_{t−1} over all of db's columns and dW_ih's shared rows over
+                // its first ones: one copy of db for both products (a GRU step read its first two
+                // gates' columns twice).
+                let hh = (&self.hs[..k * h], self.weight_hh.grad.data_mut(), self.bias_hh.grad.data_mut());
+                weight_gradients_shared((g, k), &self.grads[5], [hh, (x, dw_shared, db_shared)]);
             }
             // da holds every gate (width G·H) or the unshared ones alone (width G·H − shared);
             // none at all for an empty batch.
