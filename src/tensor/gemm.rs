@@ -706,8 +706,8 @@ unsafe impl Sync for LongSumTarget {}
 /// # Safety
 /// As [`sgemm_raw`]; `A` is `k` rows of `m` values, `lda ≥ m` apart (the first `m` columns of a
 /// row-major `[k, lda]`, all of it when `lda = m`), each target's `b` holds `k·n` values and `c`
-/// points at `m·n` writable values that nothing else touches during the call (no two targets'
-/// alike); `sums` at `m`.
+/// points at `m_t·n` writable values that nothing else touches during the call (no two targets'
+/// alike), `m_t ≤ m` the target's own `m`; `sums` at `m_t`.
 unsafe fn long_sum_product(
     kern: &'static super::microkernel::Kernels,
     (m, k): (usize, usize),
@@ -719,6 +719,7 @@ unsafe fn long_sum_product(
 ) {
     use super::packed_gemm::MAX_SUMS;
     assert!(targets.len() <= MAX_SUMS, "gemm: at most two products over one A");
+    assert!(targets.iter().all(|t| t.m <= m), "gemm: a product over more of A's columns than it has");
     if targets.is_empty() {
         return; // no product: nothing to compute
     }
