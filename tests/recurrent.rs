@@ -599,11 +599,13 @@ fn batched_backward_equals_the_plain_bptt_reference() {
 /// and `z` columns equal `dL/db`'s, which `dW_ih`'s rows for them then read): the weight and bias
 /// gradients are the same bits as with the input gradient (which needs all of `dL/da`), and as the
 /// plain BPTT reference — on the kernel's long sums (`T·N` ≥ 512; `H` = 24 reads the gradients in
-/// place, `H` = 150 copies them) and on the short products, with padding, on 1 and 2 threads.
+/// place, `H` = 150 copies them; `H` = 1 takes `dW_hh` and `dW_ih`'s two shared rows from one copy
+/// of `db` at its narrowest, three columns) and on the short products, with padding, on 1 and 2
+/// threads.
 #[test]
 fn gru_weight_gradients_without_an_input_gradient_are_the_same_bits() {
     use backprop::layers::recurrent::reference::recurrent_backward;
-    for (n, t, f, h) in [(20, 40, 12, 24), (10, 60, 30, 150), (4, 6, 3, 5)] {
+    for (n, t, f, h) in [(20, 40, 12, 24), (10, 60, 30, 150), (4, 6, 3, 5), (16, 40, 5, 1)] {
         let x = Tensor::randn(&[n, t, f], 0.0, 1.0, 1);
         let lengths: Vec<usize> = (0..n).map(|s| t - (s * 7) % t.min(9)).collect();
         let dy = Tensor::randn(&[n, t, h], 0.0, 1.0, 2);
