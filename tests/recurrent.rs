@@ -598,10 +598,10 @@ fn batched_backward_equals_the_plain_bptt_reference() {
 /// Without an input gradient to compute, a GRU's walk keeps only the `n` gate's `dL/da` (its `r`
 /// and `z` columns equal `dL/db`'s, which `dW_ih`'s rows for them then read): the weight and bias
 /// gradients are the same bits as with the input gradient (which needs all of `dL/da`), and as the
-/// plain BPTT reference — on the kernel's long sums (`T·N` ≥ 512; `H` = 24 reads the gradients in
-/// place, `H` = 150 copies them; `H` = 1 takes `dW_hh` and `dW_ih`'s two shared rows from one copy
-/// of `db` at its narrowest, three columns) and on the short products, with padding, on 1 and 2
-/// threads.
+/// plain BPTT reference — on the kernel's long sums (`T·N` ≥ 512 and at least four times `3H`:
+/// `H` = 24, its gradients read in place; `H` = 1, `dW_hh` and `dW_ih`'s two shared rows from one
+/// copy of `db` at its narrowest, three columns) and off them (`H` = 150, `db`'s first `2H`
+/// columns copied next to each other; the short sequences), with padding, on 1 and 2 threads.
 #[test]
 fn gru_weight_gradients_without_an_input_gradient_are_the_same_bits() {
     use backprop::layers::recurrent::reference::recurrent_backward;
