@@ -1652,9 +1652,9 @@ mod tests {
     /// the queries that may see them) and the head kernel's (where it fits the widths on this
     /// CPU) against the definition over all of `P`: causal or not, keys cut by a memory length,
     /// `T_q ≠ T_k` both ways, sizes on and off the blocks' edges (32 for the masked pass, 4 or 6
-    /// for the kernel, 16 keys for its products of one-register rows), `d ≠ d_v`, strided blocks as in a `[K | V]` buffer. Gradient buffers start
-    /// as garbage (NaN): every value a pass owns must be written, the keys no query sees with
-    /// exact zeros, and no other.
+    /// for the kernel, 16 keys for its products of one-register rows), `d ≠ d_v`, strided blocks
+    /// as in a `[K | V]` buffer. Gradient buffers start as garbage (NaN): every value a pass owns
+    /// must be written, the keys no query sees with exact zeros, and no other.
     #[test]
     fn masked_head_backward_matches_the_definition() {
         #[derive(Clone, Copy, Debug, PartialEq)]
