@@ -520,24 +520,34 @@ fn takes_packed_b(m: usize, k: usize, n: usize, trans_a: Transpose) -> bool {
 /// batch 64, `[64, 784]` against `[256, 784]`. `matrixmultiply` would copy both operands into its
 /// panels, the weight by a strided gather (a tenth of the MLP's training step on the AMD EPYC of
 /// docs/benchmarks.md); as the transpose, the weight is read in place and only the batch is
-/// copied, a quarter of the values there. Decided by the shape and the CPU's kernel alone, so the
-/// same bits on any number of threads.
+/// copied, a quarter of the values there. Also a weight of fewer than 16 rows, a classifier's
+/// head (`[64, 256]` against `[10, 256]`): `matrixmultiply`'s 16-wide tiles would run masked,
+/// through a copy of each edge tile, where `W`'s rows are one or two row blocks of the crate's
+/// tile (the MLP's training step 1.5 % faster on one thread, 1.8 % on two, with the head's
+/// weight gradient of [`is_short_sum`]; docs/benchmarks.md, twenty-ninth session). Decided by the
+/// shape and the CPU's kernel alone, so the same bits on any number of threads.
 /// (At most [`TALL_B_KEPT`] values of output, so that the scratch it goes through stays small
 /// and is kept: a vocabulary's head, `[2048, 128]` against `[50000, 128]`, stays on
-/// `matrixmultiply`.) Not yet measured on AVX-512.
+/// `matrixmultiply`.)
 fn is_short_against_wide(kern: &super::microkernel::Kernels, m: usize, k: usize, n: usize) -> bool {
-    !is_tall(m, k, n) && m >= kern.nr && n >= 2 * m && k >= 16 && m.saturating_mul(n) <= TALL_B_KEPT
+    !is_tall(m, k, n)
+        && m >= kern.nr
+        && (n >= 2 * m || n < 16)
+        && k >= 16
+        && m.saturating_mul(n) <= TALL_B_KEPT
 }
 
 /// Whether a product `Gᵀ·X` (`op(A)` transposed, `B` as stored) over a short sum goes to the
 /// crate's kernel with `Gᵀ` read in place by columns: a weight gradient over a short batch, `[256,
 /// 64]·[64, 784]` for an MLP's hidden layer at batch 64 (`X` packed, contiguous rows copied; a
-/// long sum is [`is_long_sum`]'s). Only a sum of at most 256 steps over at most 2¹⁸ values of
+/// long sum is [`is_long_sum`]'s), and a narrow one, fewer rows than the tile's, `[10, 64]·[64,
+/// 256]` for its head (one partial row block, where `matrixmultiply` would mask its tiles).
+/// Only a sum of at most 256 steps over at most 2¹⁸ values of
 /// `G`: read in place by columns, a tile touches one row of `G` per step, and many wide rows
 /// miss the TLB (the LSTM's long sums read that way had been 24 % slower; docs/benchmarks.md).
-/// Decided by the shape and the CPU's kernel alone. Not yet measured on AVX-512.
+/// Decided by the shape and the CPU's kernel alone.
 fn is_short_sum(kern: &super::microkernel::Kernels, m: usize, k: usize, n: usize) -> bool {
-    !is_long_sum(m, k, n) && m >= kern.mr && n >= kern.nr && (16..=256).contains(&k) && m * k <= 1 << 18
+    !is_long_sum(m, k, n) && m >= 2 && n >= kern.nr && (16..=256).contains(&k) && m * k <= 1 << 18
 }
 
 /// [`sgemm_raw`]'s `x·Wᵀ` (`beta = 0`) as its transpose on the crate's kernel: the product
@@ -1415,8 +1425,13 @@ mod tests {
             ('L', 30, 3000, 600, Transpose::Yes, Transpose::No, 0.0),
             ('W', 64, 784, 256, Transpose::No, Transpose::Yes, 0.0),
             ('W', 37, 100, 301, Transpose::No, Transpose::Yes, 0.0),
+            ('W', 64, 256, 10, Transpose::No, Transpose::Yes, 0.0),
+            ('W', 100, 40, 15, Transpose::No, Transpose::Yes, 0.0),
+            ('W', 33, 16, 1, Transpose::No, Transpose::Yes, 0.0),
             ('S', 256, 64, 784, Transpose::Yes, Transpose::No, 1.0),
             ('S', 50, 33, 70, Transpose::Yes, Transpose::No, 0.0),
+            ('S', 10, 64, 256, Transpose::Yes, Transpose::No, 1.0),
+            ('S', 2, 16, 33, Transpose::Yes, Transpose::No, 0.0),
         ] {
             match (route, super::super::microkernel::kernels()) {
                 ('T', _) => assert!(is_tall(m, k, n)),
