@@ -31,6 +31,7 @@
 use super::{Optimizer, State, check_factor, check_setting};
 use crate::layers::Param;
 use crate::tensor::parallel::split_if_threads;
+use crate::tensor::{INFINITY_BITS, magnitude_bits};
 use rayon::prelude::*;
 
 /// Settings and state shared by [`Adam`] and [`AdamW`].
@@ -216,7 +217,7 @@ fn update_loop<const DECOUPLED: bool, const AMSGRAD: bool>(
 ) -> bool {
     // Slices of one length, so that the loop runs without bounds checks.
     let n = theta.len();
-    let mut non_finite = 0u32; // 1 once a new value is NaN or ±∞
+    let mut largest = 0u32; // at least INFINITY_BITS once a new value is NaN or ±∞
     let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
     let v_max = if AMSGRAD { &mut v_max[..n] } else { v_max };
     for i in 0..n {
@@ -239,9 +240,9 @@ fn update_loop<const DECOUPLED: bool, const AMSGRAD: bool>(
         // quotient first, as PyTorch's `addcdiv` (it is at most about 1/√(1 − β₂)): a huge step
         // size times a large m would overflow before the division shrank it.
         *t -= h.step_size_times_bias2_sqrt * (m[i] / (v_used.sqrt() + h.eps_times_bias2_sqrt));
-        non_finite |= u32::from(!t.is_finite());
+        largest = largest.max(magnitude_bits(*t));
     }
-    non_finite == 0
+    largest < INFINITY_BITS
 }
 
 macro_rules! adam_builders {

@@ -18,6 +18,7 @@
 use super::{Optimizer, State, check_factor, check_setting};
 use crate::layers::Param;
 use crate::tensor::parallel::split_if_threads;
+use crate::tensor::{INFINITY_BITS, magnitude_bits};
 use rayon::prelude::*;
 
 /// Elements per parallel task of an update (small parameters stay on one thread).
@@ -187,7 +188,7 @@ fn update_loop<const MOMENTUM: bool, const FIRST: bool, const NESTEROV: bool>(
     let n = theta.len();
     let grad = &grad[..n];
     let u = if MOMENTUM { &mut u[..n] } else { u };
-    let mut non_finite = 0u32; // 1 once a new value is NaN or ±∞
+    let mut largest = 0u32; // at least INFINITY_BITS once a new value is NaN or ±∞
     for i in 0..n {
         let t = &mut theta[i];
         let g = grad[i] + wd * *t; // g ← g + λθ
@@ -198,9 +199,9 @@ fn update_loop<const MOMENTUM: bool, const FIRST: bool, const NESTEROV: bool>(
             g
         };
         *t -= lr * step; // θ ← θ − η·step
-        non_finite |= u32::from(!t.is_finite());
+        largest = largest.max(magnitude_bits(*t));
     }
-    non_finite == 0
+    largest < INFINITY_BITS
 }
 
 impl Optimizer for Sgd {
