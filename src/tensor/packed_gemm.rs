@@ -174,14 +174,20 @@ impl PackedB {
 /// the padding of a partial last panel left alone. Whole panel rows are `NR`-value copies of a
 /// size known to the compiler — moves in registers, where a `memcpy` call for each had cost more
 /// than the copying (a convolution's `[288, 121]` columns: 14 µs with the zero-fill, now 8).
+/// Panel by panel, so that the writes run straight through `panels`: row by row of `B` instead,
+/// each row's copies land a panel (`k·NR` values) apart, on the same few sets of the L1 cache,
+/// and evict each other (the MLP's batch, `[64, 784]`, packed in 9.0 µs, now 3.8).
 fn pack_rows<const NR: usize>(k: usize, n: usize, b: &[f32], panels: &mut [f32]) {
     let whole = n / NR * NR;
-    for (p, b_p) in b.chunks_exact(n.max(1)).enumerate().take(k) {
-        for j0 in (0..whole).step_by(NR) {
+    let rows = || b.chunks_exact(n.max(1)).take(k).enumerate();
+    for j0 in (0..whole).step_by(NR) {
+        for (p, b_p) in rows() {
             let dst: &mut [f32; NR] = (&mut panels[j0 * k + p * NR..][..NR]).try_into().expect("NR values");
             *dst = b_p[j0..][..NR].try_into().expect("NR values");
         }
-        if whole < n {
+    }
+    if whole < n {
+        for (p, b_p) in rows() {
             panels[whole * k + p * NR..][..n - whole].copy_from_slice(&b_p[whole..]);
         }
     }
