@@ -756,6 +756,88 @@ fn predict_mode_keeps_nothing_and_changes_nothing() {
     }
 }
 
+/// A prediction reuses the weights' packed panels of the prediction before only while the weights
+/// are the ones they were packed from: after any one value of `W_ih`, `b_ih`, `W_hh` or `b_hh`
+/// changes (by as little as a sign of zero's worth, or by a load), after a training pass and its
+/// backward (which packs `W_hh` the other way), and between a dense and an embedded input, each
+/// prediction is what an `Eval` pass (which always packs afresh) gives, bit for bit.
+#[test]
+fn predictions_reuse_packed_weights_only_while_they_are_unchanged() {
+    let x = Tensor::randn(&[13, 5, 7], 0.0, 1.0, 31);
+    type Make = Box<dyn Fn() -> Box<dyn Layer>>;
+    let layers: Vec<Make> = vec![
+        Box::new(|| Box::new(Lstm::new(7, 36).seed(4))),
+        Box::new(|| Box::new(Gru::new(7, 36).seed(4))),
+        Box::new(|| Box::new(Rnn::new(7, 36).seed(4).last_step_only())),
+    ];
+    let check = |layer: &mut dyn Layer, what: &str| {
+        let predicted = layer.forward(&x, Pass::PREDICT);
+        let evaluated = layer.forward(&x, Pass::EVAL);
+        assert_eq!(predicted, evaluated, "{}: {what}", layer.describe());
+        // (EVAL packs afresh and forgets; predict twice more: the second reuses the first's panels.)
+        assert_eq!(layer.forward(&x, Pass::PREDICT), evaluated, "{}: {what}, again", layer.describe());
+        assert_eq!(layer.forward(&x, Pass::PREDICT), evaluated, "{}: {what}, reused", layer.describe());
+    };
+    for make in &layers {
+        let mut layer = make();
+        check(&mut *layer, "fresh");
+        for name in ["weight_ih_l0", "bias_ih_l0", "weight_hh_l0", "bias_hh_l0"] {
+            for (at_end, nudge) in [(false, 0.5f32), (true, -0.25)] {
+                {
+                    let mut params = backprop::layers::named_params_mut(&mut *layer);
+                    let (_, p) = params.iter_mut().find(|(n, _)| n == name).expect(name);
+                    let data = p.value.data_mut();
+                    let at = if at_end { data.len() - 1 } else { 0 };
+                    data[at] += nudge;
+                }
+                check(&mut *layer, &format!("{name} changed"));
+            }
+        }
+        // A zero's sign alone: the values compare equal as numbers, not as bits.
+        {
+            let mut params = backprop::layers::named_params_mut(&mut *layer);
+            let (_, p) = params.iter_mut().find(|(n, _)| n == "bias_hh_l0").unwrap();
+            p.value.data_mut()[1] = 0.0;
+        }
+        check(&mut *layer, "a zero bias");
+        {
+            let mut params = backprop::layers::named_params_mut(&mut *layer);
+            let (_, p) = params.iter_mut().find(|(n, _)| n == "bias_hh_l0").unwrap();
+            p.value.data_mut()[1] = -0.0;
+        }
+        check(&mut *layer, "a negative zero bias");
+        // Weights loaded from another layer.
+        let other = make();
+        let mut other_layer = other;
+        other_layer.forward(&x, Pass::TRAIN);
+        let mut params = backprop::layers::named_params_mut(&mut *layer);
+        for ((_, mine), (_, theirs)) in params.iter_mut().zip(backprop::layers::named_params(&*other_layer)) {
+            mine.value = theirs.value.clone();
+        }
+        drop(params);
+        check(&mut *layer, "weights replaced");
+        // A training pass and its backward, then predictions.
+        let y = layer.forward(&x, Pass::TRAIN);
+        layer.backward(&Tensor::ones(y.shape()), InputGrad::Needed);
+        check(&mut *layer, "after training");
+    }
+    // Dense and embedded inputs in turn on one layer: each prediction packs what it reads.
+    let ids = Tensor::from_vec(&[13, 5], (0..13 * 5).map(|i| (i * 7 % 11) as f32).collect()).unwrap();
+    let table = Embedding::new(11, 7).seed(5);
+    let mut layer = Lstm::new(7, 36).seed(4);
+    let mut fresh = Lstm::new(7, 36).seed(4);
+    for _ in 0..2 {
+        let dense = layer.forward(&x, Pass::PREDICT);
+        assert_eq!(dense, fresh.forward(&x, Pass::EVAL), "dense after embedded");
+        let embedded = layer.forward_embedded(&table, &ids, Pass::PREDICT).unwrap();
+        assert_eq!(
+            embedded,
+            fresh.forward_embedded(&table, &ids, Pass::EVAL).unwrap(),
+            "embedded after dense"
+        );
+    }
+}
+
 /// A prediction reads each step's rows of the batch in place, `T·F` values apart, where the
 /// passes that keep their input for backward read a time-major copy: the same products, so the
 /// same bits — at sizes where the products run whole 12-row tiles and several panels, with padded

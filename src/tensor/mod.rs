@@ -946,6 +946,19 @@ pub(crate) fn magnitude_bits(v: f32) -> u32 {
 /// `+∞`'s bits: see [`magnitude_bits`].
 pub(crate) const INFINITY_BITS: u32 = 0x7f80_0000;
 
+/// True if `a` and `b` hold the same values bit for bit (so `-0.0` is not `0.0`, and a NaN equals
+/// a NaN with the same payload): blocks of 64 values compared by an or of their bits' differences
+/// the compiler vectorises (`wide!`), stopping at the first block that differs.
+pub(crate) fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    #[inline(always)]
+    fn blocks(a: &[f32], b: &[f32]) -> bool {
+        a.chunks(64)
+            .zip(b.chunks(64))
+            .all(|(x, y)| x.iter().zip(y).fold(0u32, |d, (p, q)| d | (p.to_bits() ^ q.to_bits())) == 0)
+    }
+    a.len() == b.len() && simd::wide!(blocks(a, b))
+}
+
 #[inline(always)]
 fn first_non_finite_blocks(xs: &[f32]) -> Option<usize> {
     const BLOCK: usize = 256;
@@ -987,6 +1000,35 @@ mod non_finite_tests {
                 }
             }
         }
+    }
+
+    /// `same_bits` is bitwise equality: equal slices across block edges, any one value changed
+    /// (first, last, at a block's edge), `-0.0` against `0.0`, NaN against the same NaN and
+    /// against another payload, and slices of different lengths.
+    #[test]
+    fn same_bits_is_bitwise_equality() {
+        use super::same_bits;
+        let plain = |a: &[f32], b: &[f32]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+        };
+        for len in [0, 1, 63, 64, 65, 200] {
+            let a: Vec<f32> = (0..len).map(|i| i as f32 * 0.25 - 7.0).collect();
+            assert!(same_bits(&a, &a.clone()), "len {len}");
+            for at in [0, 1, 62, 63, 64, 65, 199].into_iter().filter(|&i| i < len) {
+                for v in [a[at] + 1.0, -a[at], f32::NAN, f32::INFINITY] {
+                    let mut b = a.clone();
+                    b[at] = v;
+                    assert_eq!(same_bits(&a, &b), plain(&a, &b), "len {len}, {v} at {at}");
+                    assert!(!same_bits(&a, &b) || v.to_bits() == a[at].to_bits());
+                }
+            }
+            if len > 0 {
+                assert!(!same_bits(&a, &a[..len - 1]), "len {len}: a shorter slice");
+            }
+        }
+        assert!(!same_bits(&[0.0], &[-0.0]));
+        assert!(same_bits(&[f32::NAN], &[f32::NAN]));
+        assert!(!same_bits(&[f32::NAN], &[f32::from_bits(0x7fc0_0001)]));
     }
 
     /// Past 64 Ki values the search runs in blocks over the threads, and still returns the first.

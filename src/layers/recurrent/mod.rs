@@ -103,6 +103,48 @@ use crate::tensor::packed_gemm::{PackedB, gemm_packed_b};
 use crate::tensor::{Tensor, rng, shape_str};
 use rayon::prelude::*;
 
+/// The weights and biases (`W_ih`, `b_ih`, `W_hh`, `b_hh`, or the last two when the input comes
+/// through an embedding's projection) that the forward walk's panels were packed from, kept after
+/// a pass with no backward to follow (`Mode::Predict`): the next such pass whose weights are these,
+/// bit for bit, reuses the panels. Every pass that a backward pass may follow packs afresh (and the
+/// backward walk packs `W_hh` the other way), so only predictions reuse; the weights are compared
+/// in full rather than tracked, since `Param::value` is a public field that anything may change.
+/// (Packing was 1.4 % of an LSTM's prediction on two threads, on one thread while the other
+/// waited; comparing reads the values once, in order.)
+#[derive(Default)]
+struct PackedFrom {
+    /// The values, one part after another; meaningful while `dense` is `Some`.
+    values: Vec<f32>,
+    /// `Some(whether the input was dense)` while the panels are those `values` give.
+    dense: Option<bool>,
+}
+
+impl PackedFrom {
+    /// True if the panels were packed from `parts` for an input that is `dense` or not.
+    fn is(&self, dense: bool, parts: &[&[f32]]) -> bool {
+        let mut at = 0;
+        self.dense == Some(dense)
+            && parts.iter().all(|part| {
+                let kept = self.values.get(at..at + part.len());
+                at += part.len();
+                kept.is_some_and(|kept| crate::tensor::same_bits(kept, part))
+            })
+            && at == self.values.len()
+    }
+
+    /// Notes that the panels were just packed from `parts`.
+    fn note(&mut self, dense: bool, parts: &[&[f32]]) {
+        self.values.clear();
+        parts.iter().for_each(|part| self.values.extend_from_slice(part));
+        self.dense = Some(dense);
+    }
+
+    /// The panels are no longer the ones noted (the values' buffer is kept for the next note).
+    fn forget(&mut self) {
+        self.dense = None;
+    }
+}
+
 /// Samples are processed in parallel at a step once `N·G·H` reaches this (below it, handing the
 /// work to other threads costs more than it saves).
 const PARALLEL_MIN: usize = 16_384;
@@ -224,6 +266,8 @@ pub struct Recurrent<C: Cell> {
     packed_ih: PackedB,
     /// `W_hh` packed for the walk's per-step products (`W_hhᵀ` forward, `W_hh` backward).
     packed_hh: PackedB,
+    /// What the forward walk's panels were packed from, while they can be reused.
+    packed_from: PackedFrom,
     /// Backward scratch, reused from call to call: dh, dc, dh_prev, dc_prev, da and db (all steps,
     /// time-major; da empty when the cell shares them, [`Cell::SHARED_GRADIENT`], and only its
     /// unshared gates' columns when the latest walk left out the [`Cell::SHARED_GATES`]).
@@ -311,6 +355,7 @@ impl<C: Cell> Recurrent<C> {
             b: Vec::new(),
             packed_ih: PackedB::default(),
             packed_hh: PackedB::default(),
+            packed_from: PackedFrom::default(),
             grads: Default::default(),
             h0_grad: None,
             da_width: 0,
@@ -802,12 +847,24 @@ impl<C: Cell> Recurrent<C> {
         // written there first and added to in the second product's tiles: one buffer of G·H
         // values per sample written and read per step instead of two.
         let summed = C::SHARED_GRADIENT && matches!(input, StepInput::Dense(..));
-        if let StepInput::Dense(..) = input {
-            self.packed_ih.pack(f, g, self.weight_ih.value.data(), true);
-            self.packed_ih.set_bias(self.bias_ih.value.data());
+        let dense = matches!(input, StepInput::Dense(..));
+        let weights =
+            [&self.weight_ih, &self.bias_ih, &self.weight_hh, &self.bias_hh].map(|p| p.value.data());
+        let packed_from = if dense { &weights[..] } else { &weights[2..] };
+        // A pass with no backward to follow reuses the panels of the pass before when the
+        // weights are the ones they were packed from (a model predicting batch after batch).
+        if keep || !self.packed_from.is(dense, packed_from) {
+            if dense {
+                self.packed_ih.pack(f, g, self.weight_ih.value.data(), true);
+                self.packed_ih.set_bias(self.bias_ih.value.data());
+            }
+            self.packed_hh.pack(h, g, self.weight_hh.value.data(), true);
+            self.packed_hh.set_bias(self.bias_hh.value.data());
+            match keep {
+                false => self.packed_from.note(dense, packed_from),
+                true => self.packed_from.forget(), // (the backward walk packs W_hh the other way)
+            }
         }
-        self.packed_hh.pack(h, g, self.weight_hh.value.data(), true);
-        self.packed_hh.set_bias(self.bias_hh.value.data());
         let (cell, lengths, projected) = (&self.cell, &self.lengths, &self.projected);
         let (packed_ih, packed_hh) = (&self.packed_ih, &self.packed_hh);
         let (hs, cs, saved) =
@@ -1067,6 +1124,7 @@ impl<C: Cell> Recurrent<C> {
         let (cell, lengths, last_only) = (&self.cell, &self.lengths, self.last_only);
         let grad_out = if last_only { None } else { grad_out };
         // dh_{t−1} += db_t·W_hh: W_hh packed once for the whole walk.
+        self.packed_from.forget();
         self.packed_hh.pack(g, h, self.weight_hh.value.data(), false);
         let packed_hh = &self.packed_hh;
         let (hs, cs, saved_all) = (&self.hs[..], &self.cs[..], &self.saved[..]);
