@@ -846,23 +846,25 @@ impl<C: Cell> Recurrent<C> {
         // (SHARED_GRADIENT) gets p_t = (h_{t−1}·W_hhᵀ + a_t) + b_hh in b_t, the input's share
         // written there first and added to in the second product's tiles: one buffer of G·H
         // values per sample written and read per step instead of two.
-        let summed = C::SHARED_GRADIENT && matches!(input, StepInput::Dense(..));
         let dense = matches!(input, StepInput::Dense(..));
+        let summed = C::SHARED_GRADIENT && dense;
         let weights =
             [&self.weight_ih, &self.bias_ih, &self.weight_hh, &self.bias_hh].map(|p| p.value.data());
+        let [w_ih, b_ih, w_hh, b_hh] = weights;
         let packed_from = if dense { &weights[..] } else { &weights[2..] };
         // A pass with no backward to follow reuses the panels of the pass before when the
         // weights are the ones they were packed from (a model predicting batch after batch).
         if keep || !self.packed_from.is(dense, packed_from) {
             if dense {
-                self.packed_ih.pack(f, g, self.weight_ih.value.data(), true);
-                self.packed_ih.set_bias(self.bias_ih.value.data());
+                self.packed_ih.pack(f, g, w_ih, true);
+                self.packed_ih.set_bias(b_ih);
             }
-            self.packed_hh.pack(h, g, self.weight_hh.value.data(), true);
-            self.packed_hh.set_bias(self.bias_hh.value.data());
-            match keep {
-                false => self.packed_from.note(dense, packed_from),
-                true => self.packed_from.forget(), // (the backward walk packs W_hh the other way)
+            self.packed_hh.pack(h, g, w_hh, true);
+            self.packed_hh.set_bias(b_hh);
+            if keep {
+                self.packed_from.forget(); // (the backward walk packs W_hh the other way)
+            } else {
+                self.packed_from.note(dense, packed_from);
             }
         }
         let (cell, lengths, projected) = (&self.cell, &self.lengths, &self.projected);
