@@ -6,6 +6,12 @@ machine keeps its latest table, and a run on one does not replace the other's.
 
 Usage: python3 benches/pytorch/compare.py [--repeats 5] [--threads 2,1] [--seconds 2]
                                           [--python python3] [--no-write] [--only FIGURE,...]
+                                          [--cap-isa avx2]
+
+With --cap-isa avx2 on a machine with AVX-512, both frameworks are held to AVX2 + FMA — the crate
+by BACKPROP_ISA, PyTorch by ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA and MKL_ENABLE_INSTRUCTIONS —
+and the table goes under a marker of its own (`avx2-capped-amd` on an AMD host), never over a real
+AVX2 machine's.
 
 Each figure is measured by a pair of fresh processes, one per framework, back to back, so that
 both sides of a ratio see the same few seconds of a shared, noisy machine (a round of the whole
@@ -26,9 +32,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "benchmarks.md"
 
 
-def isa():
-    """The widest vector instruction set the crate's kernels use on this machine: its table's tag
-    and name (the crate itself decides at run time in src/tensor/simd.rs, by the same flags)."""
+def isa(cap):
+    """The widest vector instruction set the crate's kernels use on this machine, at most `cap`:
+    its table's tag and name (the crate itself decides at run time in src/tensor/simd.rs, by the
+    same flags)."""
     flags, vendor = set(), ""
     try:
         for line in open("/proc/cpuinfo"):
@@ -41,13 +48,28 @@ def isa():
         pass
     order = ["baseline", "avx2", "avx512"]
     widest = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "baseline"
-    cap = os.environ.get("BACKPROP_ISA", "avx512")  # the crate's own cap, as it reads it
-    tag = order[min(order.index(widest), order.index(cap) if cap in order else 2)]
+    tag = order[min(order.index(widest), order.index(cap))]
+    if tag != widest:
+        # Both frameworks held below what the CPU has: not the same kind of machine as one whose
+        # widest set this is (a Zen 4 capped at AVX2 is not a Zen 3), so a table of its own.
+        maker = {"AuthenticAMD": "amd", "GenuineIntel": "intel"}.get(vendor, "cpu")
+        names = {"avx2": "AVX2 + FMA", "baseline": "no AVX2"}
+        return f"{tag}-capped-{maker}", f"{names[tag]}, both frameworks capped, on a CPU with {names.get(widest, 'AVX-512')}"
     if tag == "avx512" and vendor == "AuthenticAMD":
         # AMD's AVX-512 (Zen 4) runs a 512-bit instruction as two 256-bit halves: the same FMA
         # roof as AVX2, a machine of its own kind, with its own table beside the Xeon's.
         return "avx512-amd", "AVX-512 on AMD"
     return tag, {"avx512": "AVX-512", "avx2": "AVX2 + FMA", "baseline": "no AVX2"}[tag]
+
+
+# What holds each framework to an instruction set (`--cap-isa`): the crate's own variable, and
+# PyTorch's three (ATen's kernels, oneDNN's, MKL's).
+CAP_ENV = {
+    "avx2": {"BACKPROP_ISA": "avx2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "baseline": {"BACKPROP_ISA": "baseline", "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
+                 "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
+}
 
 
 def markers(tag):
@@ -121,7 +143,11 @@ def main():
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--only", help="comma-separated figures to measure (default: all); the partial table is "
                     "printed, never written")
+    ap.add_argument("--cap-isa", choices=sorted(CAP_ENV), help="hold both frameworks to this instruction set")
     args = ap.parse_args()
+    if "BACKPROP_ISA" in os.environ:
+        sys.exit("compare.py: BACKPROP_ISA would cap the crate alone; use --cap-isa, which caps both frameworks")
+    cap_env = CAP_ENV.get(args.cap_isa, {})
     thread_counts = [int(t) for t in args.threads.split(",")]
 
     subprocess.run(["cargo", "build", "--release", "--example", "speed"], cwd=ROOT, check=True)
@@ -135,7 +161,7 @@ def main():
     pair, version = 0, {}
     for r in range(args.repeats):
         for t in thread_counts:
-            env = dict(os.environ, OMP_NUM_THREADS=str(t), MKL_NUM_THREADS=str(t))
+            env = dict(os.environ, OMP_NUM_THREADS=str(t), MKL_NUM_THREADS=str(t), **cap_env)
             rss = {"pytorch": 0.0, "backprop": 0.0}
             for key in only:
                 order = ["pytorch", "backprop"] if pair % 2 == 0 else ["backprop", "pytorch"]
@@ -148,6 +174,8 @@ def main():
                     res = run_json(cmd, env)
                     results[(fw, t)][key].append(res[key])
                     version[fw] = res["version"]
+                    if fw == "pytorch" and args.cap_isa == "avx2" and res.get("cpu_capability") != "AVX2":
+                        sys.exit(f"compare.py: PyTorch ran with {res.get('cpu_capability')}, not capped at AVX2")
                     rss[fw] = max(rss[fw], res["peak_rss_mib"])
                 line = ", ".join(f"{fw} {results[(fw, t)][key][-1]:.1f}" for fw in ("pytorch", "backprop"))
                 print(f"round {r + 1}/{args.repeats}, {t} threads, {key}: {line}", file=sys.stderr)
@@ -156,7 +184,8 @@ def main():
     rust_version = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
     counts = " and ".join(str(t) for t in thread_counts)
     only_arg = f" --only {args.only}" if args.only else ""
-    tag, isa_name = isa()
+    only_arg += f" --cap-isa {args.cap_isa}" if args.cap_isa else ""
+    tag, isa_name = isa(args.cap_isa or "avx512")
     begin, end = markers(tag)
     lines = [
         begin,
@@ -201,7 +230,9 @@ def main():
         else:
             # A kind of machine not measured before: its own subsection after the last table.
             heading = f"\n\n### On {isa_name}\n\n"
-            last_end = max((doc.rfind(markers(t)[1]) for t in ("avx512", "avx512-amd", "avx2", "baseline")), default=-1)
+            last_end = max((doc.rfind(markers(t)[1]) for t in
+                            ("avx512", "avx512-amd", "avx2", "baseline", "avx2-capped-amd", "avx2-capped-intel")),
+                           default=-1)
             if last_end >= 0:
                 # After the last table and the prose below it: before the next heading.
                 after = doc.index("-->", last_end) + len("-->")

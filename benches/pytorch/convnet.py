@@ -187,7 +187,8 @@ def main():
     warmup = 10
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
-    out = {"framework": "pytorch", "version": torch.__version__, "threads": threads}
+    out = {"framework": "pytorch", "version": torch.__version__, "threads": threads,
+           "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
     def figure(name, measure):
         if only is None or name in only:
