@@ -13,6 +13,7 @@
 //! (measured: 6–8 % of a one-thread MLP training step was the kernel waking and parking threads).
 
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Runs `f` on a thread of rayon's pool — the one the caller is on, or else the global pool —
 /// and returns its result: [`train::on_pool`](crate::train::on_pool), which documents it.
@@ -24,16 +25,50 @@ pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// parallel loops, would pay the hand-over — two context switches, 8–12 µs on the AMD EPYC of
 /// docs/benchmarks.md — for nothing), `f` on this thread otherwise.
 pub(crate) fn on_pool_if<R: Send>(worth: bool, f: impl FnOnce() -> R + Send) -> R {
-    if !worth || rayon::current_thread_index().is_some() || rayon::current_num_threads() == 1 {
+    let threads = rayon::current_num_threads();
+    if !worth || rayon::current_thread_index().is_some() || threads == 1 {
         f() // already a worker (its splits are cheap), or a pool of one thread (no splits)
     } else {
-        rayon::scope(|_| {
+        let done = AtomicBool::new(false);
+        rayon::scope(|s| {
+            // The pool's other threads kept awake while `f` runs (see `stay_awake`).
+            for _ in 1..threads {
+                s.spawn(|_| stay_awake(&done));
+            }
+            // Set when `f` returns or panics: the helpers stop, and the scope can end.
+            let _done = SetOnDrop(&done);
             // Marked while `f` runs, for `is_outermost`: the worker stands in for the caller.
             let restore = Restore(STEP_RUNNER.replace(true));
             let r = f();
             drop(restore);
             r
         })
+    }
+}
+
+/// A pool thread's loop while an [`on_pool`] closure runs on another: it takes each piece of
+/// parallel work as soon as the closure's loops offer it, and otherwise waits without sleeping,
+/// until `done`. An idle rayon thread goes to sleep within microseconds, and waking it again
+/// took 20–40 µs on the 2-vCPU hosts of docs/benchmarks.md — longer than many of a training
+/// step's parallel loops: after 50 µs of serial work, a loop of two 20 µs halves took 41–48 µs,
+/// the second half waiting for a thread that was still waking (the same loop with this helper:
+/// 21 µs). So the helpers keep the pool's threads busy — as an OpenMP runtime's threads spin
+/// between parallel regions — for the length of one step, never longer. They do only the work
+/// the pool holds: a pool shared with other callers may hand them another caller's piece.
+fn stay_awake(done: &AtomicBool) {
+    while !done.load(Ordering::Acquire) {
+        if rayon::yield_now() != Some(rayon::Yield::Executed) {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Sets its flag when dropped: when the closure it guards returns, and when it panics.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
     }
 }
 
