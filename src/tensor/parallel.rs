@@ -26,9 +26,13 @@ pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// docs/benchmarks.md — for nothing), `f` on this thread otherwise.
 pub(crate) fn on_pool_if<R: Send>(worth: bool, f: impl FnOnce() -> R + Send) -> R {
     let threads = rayon::current_num_threads();
-    if !worth || rayon::current_thread_index().is_some() || threads == 1 {
-        f() // already a worker (its splits are cheap), or a pool of one thread (no splits)
+    if !worth || threads == 1 || STEP_RUNNER.get() {
+        f() // a pool of one thread (no splits), or inside another `on_pool` closure already
     } else {
+        // From outside the pool, `scope` hands the closure to a pool thread; on a pool thread (a
+        // caller's `ThreadPool::install`), it runs here. Either way this thread then stands in
+        // for the caller: without the mark, a step started inside `install` had run every
+        // product on one thread (`is_outermost` false), as slow as a pool of one.
         let done = AtomicBool::new(false);
         rayon::scope(|s| {
             // The pool's other threads kept awake while `f` runs (see `stay_awake`).
@@ -297,6 +301,29 @@ pub(crate) fn zip_apply(a: &mut [f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Inside a caller's own pool (`ThreadPool::install`), `on_pool` runs its closure where it
+    /// is, as the outermost level, so that its products split over that pool's threads; a pool
+    /// thread outside any `on_pool` closure is not the outermost level (a task of some loop).
+    #[test]
+    fn on_pool_inside_a_callers_pool_is_the_outermost_level() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let (worker, outermost, inside) = pool.install(|| {
+            (
+                rayon::current_thread_index(),
+                is_outermost(),
+                on_pool(|| (rayon::current_thread_index(), is_outermost())),
+            )
+        });
+        assert!(
+            worker.is_some() && !outermost,
+            "install's closure runs on a pool thread, not as the outermost level"
+        );
+        assert_eq!(inside, (worker, true), "on_pool runs there, as the outermost level");
+        assert!(!pool.broadcast(|_| STEP_RUNNER.get()).into_iter().any(|m| m), "no thread keeps the mark");
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        assert!(!one.install(|| on_pool(is_outermost)), "a pool of one thread: the closure runs as it is");
+    }
 
     /// `on_pool` runs its closure on a pool thread (when the pool has several), which is then the
     /// outermost level; inside `as_task` it is not, and afterwards it is again; nested calls run

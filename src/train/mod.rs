@@ -81,8 +81,10 @@ use std::time::Instant;
 /// (`forward_batch`, `backward_batch`, `Optimizer::step`) gains the same by running each step
 /// inside `on_pool`. It does not change the results (every kernel gives the same bits on any
 /// number of threads) nor any process-wide setting: it uses the pool the caller is on, or
-/// rayon's global pool (from outside any pool), and runs `f` directly where it would gain
-/// nothing (on a pool thread already, or when the pool has one thread).
+/// rayon's global pool (from outside any pool). Called on a thread of a pool of your own (inside
+/// `rayon::ThreadPool::install`), it runs `f` there, as the top level of the work, whose products
+/// split over that pool's threads; nested inside another `on_pool` closure, or with a pool of one
+/// thread, it simply calls `f`.
 ///
 /// While `f` runs, the pool's other threads stay awake: each waits for the next piece of
 /// parallel work without sleeping (as an OpenMP runtime's threads spin between parallel
