@@ -88,11 +88,13 @@ use std::time::Instant;
 ///
 /// While `f` runs, the pool's other threads stay awake: each waits for the next piece of
 /// parallel work without sleeping (as an OpenMP runtime's threads spin between parallel
-/// regions), so `f`'s loops start on every thread at once instead of after a thread has woken
-/// — on the 2-vCPU hosts of docs/benchmarks.md waking one took 20–40 µs, as long as many of a
-/// training step's loops (an MLP's, a Transformer's two-thread step 10–20 % faster for it). So
-/// during `f` the pool's threads use their cores fully even where `f` is serial; when `f`
-/// returns, they go back to rayon's usual idling.
+/// regions, though yielding its CPU to any other thread that wants it), so `f`'s loops start on
+/// every thread at once instead of after a thread has woken — on the 2-vCPU hosts of
+/// docs/benchmarks.md waking one took 20–40 µs, as long as many of a training step's loops (an
+/// MLP's, a Transformer's two-thread step 10–20 % faster for it). So during `f` the pool's
+/// threads keep their cores busy even where `f` is serial; when `f` returns, they go back to
+/// rayon's usual idling. A pool with more threads than the process has CPUs gets no such
+/// helpers (there they would take CPU time from the threads doing the work).
 ///
 /// A panic inside `f` reaches the caller, as if `f` had been called directly.
 ///
