@@ -62,15 +62,18 @@ fn helpers(threads: usize) -> usize {
 
 /// A pool thread's loop while an [`on_pool`] closure runs on another: it takes each piece of
 /// parallel work as soon as the closure's loops offer it, and otherwise gives its CPU to any
-/// other thread that wants it without going to sleep (`std::thread::yield_now`, which returns at
-/// once on a CPU nobody else wants: as fast as spinning on the 2-vCPU host, `ab.py`, two
-/// threads, MLP 0.987, GPT 0.997, SAKT 1.021 against a pure spin), until `done`. An idle rayon thread goes to sleep within microseconds, and waking it again
-/// took 20–40 µs on the 2-vCPU hosts of docs/benchmarks.md — longer than many of a training
-/// step's parallel loops: after 50 µs of serial work, a loop of two 20 µs halves took 41–48 µs,
-/// the second half waiting for a thread that was still waking (the same loop with this helper:
-/// 21 µs). So the helpers keep the pool's threads busy — as an OpenMP runtime's threads spin
-/// between parallel regions — for the length of one step, never longer. They do only the work
-/// the pool holds: a pool shared with other callers may hand them another caller's piece.
+/// other thread that wants it without going to sleep, until `done`.
+///
+/// Why: an idle rayon thread goes to sleep within microseconds, and waking it again took 20–40 µs
+/// on the 2-vCPU hosts of docs/benchmarks.md — longer than many of a training step's parallel
+/// loops. After 50 µs of serial work, a loop of two 20 µs halves took 41–48 µs, the second half
+/// waiting for a thread that was still waking; with this helper, 21 µs (`cargo bench --bench
+/// pool`). So the helpers keep the pool's threads at hand, as an OpenMP runtime's threads spin
+/// between parallel regions, for the length of one call, never longer. Idle, a helper calls
+/// `std::thread::yield_now`, which returns at once on a CPU nobody else wants: as fast as a pure
+/// spin on that host (`ab.py`, two threads: MLP 0.987, GPT 0.997, SAKT 1.021). The helpers do
+/// only the work the pool holds: a pool shared with other callers may hand them another caller's
+/// piece.
 fn stay_awake(done: &AtomicBool) {
     while !done.load(Ordering::Acquire) {
         if rayon::yield_now() != Some(rayon::Yield::Executed) {
