@@ -745,6 +745,19 @@ unsafe fn pack_panels(
         sum: &mut [[f32; W]; MAX_SUMS],
     ) {
         for p in 0..kc {
+            // Ask for the cache line just past this panel's values in row p: the next panels'
+            // (a long sum's `A` is copied a panel at a time down rows as far apart as `G` is wide,
+            // 2,400 bytes for a GRU's, a walk the hardware's prefetcher does not foresee, so each
+            // panel's first touch of a line waited on memory). A hint: no value changes, and it
+            // cannot fault past the source's end.
+            #[cfg(target_arch = "x86_64")]
+            #[allow(unused_unsafe)]
+            // (a safe call for the compilers after the MSRV's: `microkernel`)
+            // SAFETY: a prefetch reads no value and cannot fault, whatever the address.
+            unsafe {
+                use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+                _mm_prefetch::<_MM_HINT_T0>(from.wrapping_add(p * ld + W.max(16)).cast());
+            }
             // SAFETY: the caller's promise: row p of the panel's source and step p of the panel,
             // W values each (unaligned moves).
             let value = unsafe {
