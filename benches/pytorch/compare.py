@@ -9,9 +9,11 @@ Usage: python3 benches/pytorch/compare.py [--repeats 5] [--threads 2,1] [--secon
                                           [--cap-isa avx2]
 
 With --cap-isa avx2 on a machine with AVX-512, both frameworks are held to AVX2 + FMA — the crate
-by BACKPROP_ISA, PyTorch by ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA and MKL_ENABLE_INSTRUCTIONS —
-and the table goes under a marker of its own (`avx2-capped-amd` on an AMD host), never over a real
-AVX2 machine's.
+by BACKPROP_ISA (its own kernels) and by a build of its own with MMTEST_FEATURE set (the
+`matrixmultiply` crate, which the crate's GEMM still calls for the shapes its own kernels do not
+take, reads that variable when compiled, not when run), PyTorch by ATEN_CPU_CAPABILITY,
+ONEDNN_MAX_CPU_ISA and MKL_ENABLE_INSTRUCTIONS — and the table goes under a marker of its own
+(`avx2-capped-amd` on an AMD host), never over a real AVX2 machine's.
 
 Each figure is measured by a pair of fresh processes, one per framework, back to back, so that
 both sides of a ratio see the same few seconds of a shared, noisy machine (a round of the whole
@@ -70,6 +72,11 @@ CAP_ENV = {
     "baseline": {"BACKPROP_ISA": "baseline", "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
                  "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
 }
+
+
+# `matrixmultiply`'s kernels allowed under each cap: its compile-time MMTEST_FEATURE (a build of
+# the speed binary in a target directory of its own, so the normal build is left as it was).
+CAP_MATRIXMULTIPLY = {"avx2": "sse2,avx,avx2,fma", "baseline": "sse2"}
 
 
 def markers(tag):
@@ -150,8 +157,12 @@ def main():
     cap_env = CAP_ENV.get(args.cap_isa, {})
     thread_counts = [int(t) for t in args.threads.split(",")]
 
-    subprocess.run(["cargo", "build", "--release", "--example", "speed"], cwd=ROOT, check=True)
-    rust_bin = ROOT / "target" / "release" / "examples" / "speed"
+    target = ROOT / "target" / (f"cap-{args.cap_isa}" if args.cap_isa else "")
+    build_env = dict(os.environ, CARGO_TARGET_DIR=str(target))
+    if args.cap_isa:
+        build_env["MMTEST_FEATURE"] = CAP_MATRIXMULTIPLY[args.cap_isa]
+    subprocess.run(["cargo", "build", "--release", "--example", "speed"], cwd=ROOT, check=True, env=build_env)
+    rust_bin = target / "release" / "examples" / "speed"
     only = args.only.split(",") if args.only else [key for key, *_ in FIGURES if key != "peak_rss_mib"]
     # results[(framework, threads)][figure]: one value per round. Each figure is measured by a pair
     # of fresh processes, one per framework, back to back (which goes first alternates from pair
