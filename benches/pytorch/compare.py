@@ -6,7 +6,7 @@ machine keeps its latest table, and a run on one does not replace the other's.
 
 Usage: python3 benches/pytorch/compare.py [--repeats 5] [--threads 2,1] [--seconds 2]
                                           [--python python3] [--no-write] [--only FIGURE,...]
-                                          [--cap-isa avx2]
+                                          [--cap-isa avx2] [--no-roof]
 
 With --cap-isa avx2 on a machine with AVX-512, both frameworks are held to AVX2 + FMA — the crate
 by BACKPROP_ISA (its own kernels) and by a build of its own with MMTEST_FEATURE set (the
@@ -101,6 +101,33 @@ FIGURES = [
     ("sakt_train_b64", "SAKT training step (100 items, E 64, 4 heads, 100 answers), batch 64", "students/s", 1.5),
     ("peak_rss_mib", "peak resident memory of the benchmark process", "MiB", 0.1),
 ]
+# The unavoidable work of one sample (sequence, image, student) of each figure whose target may be
+# replaced by issue 25's roof clause ("where a target would need more than 85 % of that ISA's
+# measured FMA roof on the unavoidable products, 85 % of the roof instead"), in FLOPs: the products
+# that neither framework can skip, 2 FLOPs per multiply-add.
+#   MLP 784-256-10: forward 2·(784·256 + 256·10), the weight gradients as much again, dx of the
+#     second layer 2·256·10 (the first layer's dx is needed by no one) = 818,176.
+#   LSTM and GRU (T 50, F 100, H 200, G 4 or 3 gates): forward 2·T·(F + H)·G·H, the recurrence's
+#     backward 2·T·H·G·H, the weight gradients 2·T·(F + H)·G·H (the first layer's dx skipped):
+#     64 M and 48 M for training, 24 M for LSTM inference (the Dense head's 4 k left out).
+#   Encoder (2 blocks, E 128, T 64, feed-forward 512): forward per block 2·T·E·3E + 2·T·E·E
+#     + 2·(2·T·T·E) + 2·(2·T·E·4E) = 27.3 M, 54 M for two; training about three times that, 163 M.
+#   GPT (the encoder's blocks, causal, vocabulary 65, tied head): 166 M; SAKT (E 64, 100 answers,
+#     37 k multiply-adds per answer forward): 22.5 M per student (docs/benchmarks.md, "Wave 3,
+#     fourth session", derives both).
+WORK = {
+    "mlp_train_b64": 818_176,
+    "lstm_train_b100": 64e6,
+    "lstm_infer_b100": 24e6,
+    "gru_train_b100": 48e6,
+    "encoder_train_b32": 163e6,
+    "encoder_infer_b32": 54e6,
+    "gpt_train_b32": 166e6,
+    "sakt_train_b64": 22.5e6,
+}
+# The roof clause's line: 85 % of the measured FMA roof.
+ROOF_LINE = 0.85
+
 HIGHER_IS_BETTER = {"convnet_train_b64", "convnet_train_b256", "convnet_infer_b256", "mlp_train_b64",
                     "lstm_train_b100", "lstm_infer_b100", "gru_train_b100", "encoder_train_b32", "encoder_infer_b32",
                     "gpt_train_b32", "sakt_train_b64"}
@@ -132,6 +159,30 @@ def cpu_model():
     return platform.processor() or "unknown CPU"
 
 
+def fma_roof(isa_tag):
+    """The FMA roof of the crate's instruction set, in GFLOP/s, by thread count (1 and every
+    vCPU): `cargo bench --bench roofline -- fma_peak`, right after the side-by-side run, read from
+    criterion's own records (FLOPs per iteration over the median time). Empty where the crate runs
+    no FMA kernel (baseline)."""
+    name = {"avx512": "avx512_fma", "avx2": "avx2_fma"}.get(isa_tag)
+    if name is None:
+        return {}
+    subprocess.run(["cargo", "bench", "--bench", "roofline", "--", f"fma_peak/{name}"], cwd=ROOT, check=True,
+                   capture_output=True)
+    roof = {}
+    for run in (ROOT / "target" / "criterion" / "fma_peak").glob(f"{name}_*"):
+        threads = 1 if run.name.endswith("_one_core") else int(run.name.split("_all_")[1].split("_")[0])
+        elements = json.loads((run / "new" / "benchmark.json").read_text())["throughput"]["Elements"]
+        median_ns = json.loads((run / "new" / "estimates.json").read_text())["median"]["point_estimate"]
+        roof[threads] = elements / median_ns
+    return roof
+
+
+def pct(share, digits=1):
+    """A share as the docs write it: `84.9 %`."""
+    return f"{100 * share:.{digits}f} %"
+
+
 def fmt(v, key):
     if key == "peak_rss_mib":
         return f"{v:,.0f}"
@@ -151,6 +202,8 @@ def main():
     ap.add_argument("--only", help="comma-separated figures to measure (default: all); the partial table is "
                     "printed, never written")
     ap.add_argument("--cap-isa", choices=sorted(CAP_ENV), help="hold both frameworks to this instruction set")
+    ap.add_argument("--no-roof", action="store_true", help="skip the FMA roof measured after the run (and the "
+                    "roof clause's columns)")
     args = ap.parse_args()
     if "BACKPROP_ISA" in os.environ:
         sys.exit("compare.py: BACKPROP_ISA would cap the crate alone; use --cap-isa, which caps both frameworks")
@@ -198,6 +251,18 @@ def main():
     only_arg += f" --cap-isa {args.cap_isa}" if args.cap_isa else ""
     tag, isa_name = isa(args.cap_isa or "avx512")
     begin, end = markers(tag)
+    roof = {} if args.no_roof else fma_roof(tag.split("-")[0])
+    roof_text = ""
+    if roof:
+        per = " / ".join(f"{roof[t]:.1f}" for t in sorted(roof))
+        on = " / ".join("one vCPU" if t == 1 else f"{t} vCPUs" for t in sorted(roof))
+        roof_text = (
+            f" FMA roof right after the run (`cargo bench --bench roofline -- fma_peak`): {per} GFLOP/s on {on}. "
+            f"Roof columns: the unavoidable work of a sample (`WORK` in this script: MLP 0.82 MFLOP, LSTM 64 / 24 "
+            f"training / inference, GRU 48, encoder 163 / 54, GPT 166, SAKT 22.5) at the rate the target asks for, "
+            f"and at ours, as shares of that roof; where the target would need more than "
+            f"{pct(ROOF_LINE, 0)} of it, {pct(ROOF_LINE, 0)} of the roof is the row's line (issue 25's roof clause)."
+        )
     lines = [
         begin,
         f"Measured {datetime.date.today().isoformat()} on {cpu_model()} ({os.cpu_count()} logical cores, "
@@ -208,11 +273,12 @@ def main():
         f"(`{Path(args.python).name}`); backprop {version['backprop']} built by {rust_version}. "
         f"Command: `python3 benches/pytorch/compare.py --repeats {args.repeats} --threads {args.threads} "
         f"--seconds {args.seconds:g}{only_arg}`. Ratio: the median over rounds of each pair's ratio "
-        f"(backprop / PyTorch), the two measured within seconds of each other; the medians' ratio beside it.",
+        f"(backprop / PyTorch), the two measured within seconds of each other; the medians' ratio beside it."
+        f"{roof_text}",
         "",
         "| figure | threads | PyTorch median (min–max) | backprop median (min–max) | ratio (medians' ratio) "
-        "| target | met |",
-        "|---|---|---|---|---|---|---|",
+        "| target | met |" + (" target needs, of the roof | ours, of the roof |" if roof else ""),
+        "|---|---|---|---|---|---|---|" + ("---|---|" if roof else ""),
     ]
     for key, label, unit, target in FIGURES:
         for t in thread_counts:
@@ -225,11 +291,22 @@ def main():
             ratio = statistics.median(bv / tv for bv, tv in zip(b, tt))
             higher = key in HIGHER_IS_BETTER
             met = ratio >= target if higher else ratio <= target
+            met_text = "yes" if met else "**no**"
             target_text = f"≥ {target}×" if higher else f"≤ {target}×"
+            roof_cells = ""
+            if roof:
+                roof_cells = " — | — |"
+                if key in WORK and t in roof:
+                    # GFLOP/s over GFLOP/s: samples per second × FLOPs per sample / 1e9 / roof.
+                    needs = target * tm * WORK[key] / 1e9 / roof[t]
+                    ours = bm * WORK[key] / 1e9 / roof[t]
+                    roof_cells = f" {pct(needs)} | {pct(ours)} |"
+                    if not met and needs > ROOF_LINE and ours >= ROOF_LINE:
+                        met_text = f"yes, at the {pct(ROOF_LINE, 0)} line"
             lines.append(
                 f"| {label}, {unit} | {t} | {fmt(tm, key)} ({fmt(min(tt), key)}–{fmt(max(tt), key)}) "
                 f"| {fmt(bm, key)} ({fmt(min(b), key)}–{fmt(max(b), key)}) | {ratio:.2f}× ({bm / tm:.2f}×) "
-                f"| {target_text} | {'yes' if met else '**no**'} |"
+                f"| {target_text} | {met_text} |{roof_cells}"
             )
     lines.append(end)
     table = "\n".join(lines)
