@@ -749,10 +749,10 @@ unsafe fn pack_panels(
             // (a long sum's `A` is copied a panel at a time down rows as far apart as `G` is wide,
             // 2,400 bytes for a GRU's, a walk the hardware's prefetcher does not foresee, so each
             // panel's first touch of a line waited on memory). A hint: no value changes, and it
-            // cannot fault past the source's end.
+            // cannot fault past the source's end. (A safe call for the compilers after the MSRV's,
+            // an unsafe one for the MSRV's own, as in `microkernel`: hence the `allow`.)
             #[cfg(target_arch = "x86_64")]
             #[allow(unused_unsafe)]
-            // (a safe call for the compilers after the MSRV's: `microkernel`)
             // SAFETY: a prefetch reads no value and cannot fault, whatever the address.
             unsafe {
                 use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
