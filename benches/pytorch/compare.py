@@ -170,8 +170,12 @@ def fma_roof(isa_tag):
     subprocess.run(["cargo", "bench", "--bench", "roofline", "--", f"fma_peak/{name}"], cwd=ROOT, check=True,
                    capture_output=True)
     roof = {}
+    # This machine's two runs only (a target directory carried from a machine with more cores
+    # would also hold an older `_all_N_cores`).
     for run in (ROOT / "target" / "criterion" / "fma_peak").glob(f"{name}_*"):
         threads = 1 if run.name.endswith("_one_core") else int(run.name.split("_all_")[1].split("_")[0])
+        if threads not in (1, len(os.sched_getaffinity(0))):
+            continue
         elements = json.loads((run / "new" / "benchmark.json").read_text())["throughput"]["Elements"]
         median_ns = json.loads((run / "new" / "estimates.json").read_text())["median"]["point_estimate"]
         roof[threads] = elements / median_ns
