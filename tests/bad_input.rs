@@ -55,4 +55,9 @@ fn invalid_settings() {
     assert!(msg.contains("1.5"), "{msg}");
     let e = Conv2d::new(1, 1, 3).stride(0).output_shape(&[1, 1, 5, 5]).unwrap_err().to_string();
     assert!(e.contains("stride"), "{e}");
+    // A padding past half the kernel, however large (2·p would overflow), is refused by name.
+    for p in [2, 1 << 62, 1 << 63, usize::MAX] {
+        let e = MaxPool2d::new(2).padding(p).output_shape(&[1, 1, 4, 4]).unwrap_err().to_string();
+        assert!(e.contains("MaxPool2d(2×2") && e.contains("at most half the kernel"), "{p}: {e}");
+    }
 }

@@ -344,8 +344,8 @@ fn random_layer(r: &mut Rng) -> Box<dyn Layer> {
                 .padding(wild(r))
                 .dilation(wild(r).min(1 << 40)),
         ),
-        2 => Box::new(MaxPool2d::new(small(r)).stride(wild(r))),
-        3 => Box::new(AvgPool2d::new(small(r)).padding(small(r))),
+        2 => Box::new(MaxPool2d::new(small(r)).stride(wild(r)).padding(wild(r))),
+        3 => Box::new(AvgPool2d::new(small(r)).stride(wild(r)).padding(wild(r))),
         4 => Box::new(Flatten::new()),
         5 => Box::new(Relu::new()),
         6 => Box::new(BatchNorm1d::new(small(r))),
@@ -371,6 +371,42 @@ fn random_layer(r: &mut Rng) -> Box<dyn Layer> {
         15 => Box::new(backprop::layers::PositionEmbedding::new(small(r), small(r))),
         _ => Box::new(LogSoftmax::new()),
     }
+}
+
+/// Every window attribute (`kernel_shape`, `strides`, `pads`, `dilations`) of an exported graph's
+/// nodes is an int64 ≥ 0: a setting past `i64::MAX` written as a negative number is a graph
+/// no runtime takes (a stride of `usize::MAX` had been exported as −1).
+fn window_attributes_are_int64(model: &[u8]) -> Result<(), String> {
+    use backprop::onnx::proto::{Value, decode};
+    /// A field's nested message (wire type 2).
+    fn nested<'a>(v: &Value<'a>) -> Result<Vec<(u32, Value<'a>)>, String> {
+        match v {
+            Value::Bytes(b) => decode(b),
+            other => Err(format!("a message field holds {other:?}")),
+        }
+    }
+    let graphs: Vec<_> = decode(model)?.into_iter().filter(|(f, _)| *f == 7).collect();
+    for (_, graph) in &graphs {
+        for (_, node) in nested(graph)?.iter().filter(|(f, _)| *f == 1) {
+            for (_, attribute) in nested(node)?.iter().filter(|(f, _)| *f == 5) {
+                let fields = nested(attribute)?;
+                let name = fields.iter().find_map(|(f, v)| match (f, v) {
+                    (1, Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+                    _ => None,
+                });
+                let name = name.ok_or("an attribute without a name")?;
+                if !["kernel_shape", "strides", "pads", "dilations"].contains(&name.as_str()) {
+                    continue;
+                }
+                for (_, v) in fields.iter().filter(|(f, _)| *f == 8) {
+                    if matches!(v, Value::Varint(x) if (*x as i64) < 0) {
+                        return Err(format!("ONNX attribute {name} holds a negative value ({v:?})"));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A decoder-only Transformer of random sizes: it reads token ids, so it can only come first.
@@ -427,6 +463,11 @@ fn attention_functions(t: &mut Tally, cases: usize) {
             let e = heads * [1usize, 2, 3, 16][r.random_range(0..4)];
             (sq, sk) = (vec![n, tq, e], vec![n, tk, e]);
         }
+        if kind == 4 {
+            // LayerNorm's γ and β: [E] each (β one too long now and then), values of any kind.
+            let e = sq[0];
+            (sk, sv) = (vec![e], vec![[e, e, e + 1][r.random_range(0..3)]]);
+        }
         let (q, k, v) = (tensor(&mut r, &sq), tensor(&mut r, &sk), tensor(&mut r, &sv));
         let (l1, l2, causal) = (pick_lengths(&mut r), pick_lengths(&mut r), r.random_range(0..2) == 0);
         let form = [TorchMask::TrueMasks, TorchMask::TrueAllows, TorchMask::Additive][r.random_range(0..3)];
@@ -466,7 +507,15 @@ fn attention_functions(t: &mut Tally, cases: usize) {
                             Err(_) => false,
                         }
                     }
-                    _ => LayerNorm::new(sq[0]).with_affine(k, v).is_ok(),
+                    _ => {
+                        let finite = k.data().iter().chain(v.data()).all(|x| x.is_finite());
+                        match LayerNorm::new(sq[0]).with_affine(k, v) {
+                            Ok(_) if !finite => {
+                                return Err("with_affine took a weight that is not finite".into());
+                            }
+                            taken => taken.is_ok(),
+                        }
+                    }
                 };
                 Ok(ok)
             },
@@ -510,7 +559,9 @@ fn models(t: &mut Tally, cases: usize) {
                     y => y.map_err(|e| format!("predict on a built model failed: {e}"))?,
                 };
                 // ONNX export of any model: a graph or a refusal naming the layer, never a panic.
-                let _ = backprop::onnx::to_bytes(&model, &input);
+                if let Ok(bytes) = backprop::onnx::to_bytes(&model, &input) {
+                    window_attributes_are_int64(&bytes)?;
+                }
                 let targets = Tensor::zeros(y.shape());
                 let data = Dataset::regression(x, targets).map_err(|e| e.to_string())?;
                 let fit = model.fit(
@@ -687,6 +738,20 @@ fn knowledge_and_settings(t: &mut Tally, cases: usize) {
                                 return Err(format!("{} items read, above the limit", h.items));
                             }
                             Ok(h) => {
+                                if let Err(e) = h.check() {
+                                    return Err(format!("a reader's histories fail Histories::check: {e}"));
+                                }
+                                // Damaged through the public fields (one answer fewer than items):
+                                // refused by windows, never a panic.
+                                if !h.students.is_empty() {
+                                    let mut damaged = h.clone();
+                                    damaged.students[0].correct.pop();
+                                    if damaged.windows(n.max(2)).is_ok() {
+                                        return Err(
+                                            "windows took a student with fewer answers than items".into()
+                                        );
+                                    }
+                                }
                                 // Windows of a hostile length: refused below 2, else every answer
                                 // after a student's first predicted exactly once.
                                 let predicted = |h: &backprop::data::knowledge::Histories| {

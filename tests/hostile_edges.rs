@@ -133,8 +133,9 @@ fn early_stopping_needs_a_finite_min_delta() {
     }
 }
 
-/// A checkpoint whose metadata a run could not have written — a best epoch after the last, more
-/// epochs waited than run, a NaN best figure — is refused, checksum or not.
+/// A checkpoint whose metadata a run could not have written — a generator's all-zero state, a
+/// best epoch after the last, more epochs waited than run, a NaN best figure — is refused,
+/// checksum or not.
 #[test]
 fn checkpoint_figures_out_of_range_are_refused() {
     let dir = common::scratch_dir("edges-checkpoint");
@@ -158,7 +159,9 @@ fn checkpoint_figures_out_of_range_are_refused() {
         resealed(&bytes, meta)
     };
     type Edit<'a> = &'a dyn Fn(&mut serde_json::Value);
-    let cases: [(&str, Edit<'_>, &str); 4] = [
+    let cases: [(&str, Edit<'_>, &str); 5] = [
+        // xoshiro's fixed point: a normal sampler fed its zeros never returns.
+        ("rng.shuffle", &|v| *v = serde_json::json!({"s": [0, 0, 0, 0]}), "the all-zero state"),
         ("early_stopping", &|v| v["best_epoch"] = 1_000_000_000.into(), "best epoch 1000000000"),
         ("early_stopping", &|v| v["waited"] = u64::MAX.into(), "epochs waited"),
         ("early_stopping", &|v| v["best"] = "NaN".into(), "the best figure is NaN"),

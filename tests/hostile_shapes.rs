@@ -43,6 +43,17 @@ fn huge_padding_and_dilation_are_errors() {
     }
     let err = Sequential::builder(&[1, 4, 4]).add(MaxPool2d::new(2).stride(1 << 63)).build();
     assert!(err.is_ok(), "a huge stride gives one window: {err:?}");
+    // ONNX holds its attributes as int64: such a stride is refused by name, not written as −1.
+    for stride in [1 << 63, usize::MAX] {
+        let model = Sequential::builder(&[1, 4, 4]).add(MaxPool2d::new(2).stride(stride)).build().unwrap();
+        let e = backprop::onnx::to_bytes(&model, &[1, 4, 4]).unwrap_err().to_string();
+        assert!(
+            e.contains("MaxPool2d(2×2") && e.contains(&format!("{stride} cannot be written to ONNX")),
+            "{e}"
+        );
+    }
+    let model = Sequential::builder(&[1, 4, 4]).add(Conv2d::new(1, 1, 3).stride(usize::MAX)).build().unwrap();
+    assert!(backprop::onnx::to_bytes(&model, &[1, 4, 4]).is_err());
     let err = Sequential::builder(&[1 << 40, 1 << 22]).add(Flatten::new()).build().unwrap_err().to_string();
     assert!(err.contains("model input"), "{err}");
 }

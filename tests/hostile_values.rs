@@ -190,6 +190,12 @@ fn folders_metadata_and_normalisation_refuse_cleanly() {
     std::fs::write(&junk, b"\xff\xff\xff\xff\xff\xff\xff\xffnot json").unwrap();
     assert!(backprop::io::read_metadata(&junk).is_err());
     assert!(Normalizer::fit(&Tensor::zeros(&[3])).is_err());
+    for bad in [f32::NAN, f32::INFINITY] {
+        let mut x = Tensor::ones(&[4, 2, 3]);
+        x.data_mut()[17] = bad; // sample 2, channel 1, position 2
+        let e = Normalizer::fit(&x).unwrap_err().to_string();
+        assert!(e.contains("sample 2") && e.contains("[1, 2]"), "{e}");
+    }
     let n = Normalizer::fit(&Tensor::ones(&[4, 2, 3])).unwrap();
     assert!(n.apply(&mut Tensor::zeros(&[4, 5, 3])).is_err(), "another number of channels");
     let bad = Normalizer { mean: vec![0.0], std: vec![0.0] };
@@ -270,6 +276,15 @@ fn the_traits_checks_refuse_cleanly_when_called_directly() {
     assert!(bn.check_training_shape(&[2, 3]).is_ok());
     assert!(bn.check_training_shapes(&[("input".into(), vec![1, 3])]).is_err());
     assert!(bn.check_training_shapes(&[]).is_err(), "a layer takes one input");
+    // forward_batch in Mode::Train asks the same: one sample (or none) is an Err, not a panic.
+    let mut with_bn =
+        Sequential::builder(&[4]).add(Dense::new(4, 3)).add(BatchNorm1d::new(3)).build().unwrap();
+    for n in [0, 1] {
+        let one = Inputs::new().with("input", Tensor::zeros(&[n, 4]));
+        let err = with_bn.forward_batch(&one, Mode::Train).unwrap_err().to_string();
+        assert!(err.contains("BatchNorm1d(3)") && err.contains(&format!("[{n}, 3]")), "{err}");
+        assert!(with_bn.forward_batch(&one, Mode::Eval).is_ok(), "inference takes any batch");
+    }
     // Model::output_shapes and forward_batch: a shape the model cannot take, a bad id, two inputs.
     let wrong = Inputs::new().with("input", Tensor::zeros(&[2, 5]));
     assert!(model.output_shapes(&wrong.batch_shapes(2)).unwrap().is_err());

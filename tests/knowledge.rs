@@ -146,6 +146,32 @@ fn windows_keep_every_prediction_once() {
     assert_eq!((one.answers(), one.longest()), (7, 7));
 }
 
+/// Histories built by hand through the public fields are checked before they are cut: each rule
+/// of `Histories::check` refused with the student named, by `check` and by `windows` alike.
+#[test]
+fn inconsistent_histories_are_refused_by_name() {
+    let o = SimulationOptions { students: 3, items: 5, ..SimulationOptions::default() };
+    let h = simulate(&o).unwrap();
+    h.check().unwrap();
+    type Damage = fn(&mut Histories);
+    let cases: [(Damage, &str); 4] = [
+        (|h| h.students[1].correct.truncate(1), "student 1: "),
+        (|h| h.students[2].items[3] = 5, "student 2, answer 3: item 5, but the ids are 0..5"),
+        (
+            |h| h.true_probabilities.as_mut().unwrap().truncate(2),
+            "2 lists of true probabilities for 3 students",
+        ),
+        (|h| h.true_probabilities.as_mut().unwrap()[0].truncate(2), "student 0: "),
+    ];
+    for (damage, want) in cases {
+        let mut bad = h.clone();
+        damage(&mut bad);
+        for err in [bad.check().unwrap_err(), bad.windows(4).unwrap_err()] {
+            assert!(err.to_string().contains(want), "{want}: {err}");
+        }
+    }
+}
+
 /// The format is told from the content (the paper's three-line files are named `*.csv`), and an
 /// item → concept map is read with its errors named.
 #[test]

@@ -143,6 +143,9 @@ fn bad_input_is_refused_by_name() {
     let e = LayerNorm::new(3).with_affine(Tensor::ones(&[4]), Tensor::zeros(&[3])).err().unwrap().to_string();
     assert!(e.contains("weight must be [3]"), "{e}");
     assert!(LayerNorm::new(3).without_affine().with_affine(Tensor::ones(&[3]), Tensor::zeros(&[3])).is_err());
+    let nan = Tensor::from_vec(&[3], vec![0.0, f32::NAN, 1.0]).unwrap();
+    let e = LayerNorm::new(3).with_affine(Tensor::ones(&[3]), nan).err().unwrap().to_string();
+    assert!(e.contains("bias[1] is NaN") && e.contains("finite"), "{e}");
     let e = std::panic::catch_unwind(|| drop(LayerNorm::new(3).eps(-1.0))).unwrap_err();
     assert!(e.downcast_ref::<String>().unwrap().contains("eps must be finite"));
     // In a model, a wrong width is an Err from build, naming the layer and both shapes.

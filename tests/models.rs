@@ -34,6 +34,35 @@ fn the_whole_encoder_decoder_passes_a_gradient_check() {
     assert!(encoder_grad > 0.0, "the encoder is trained through its final state");
 }
 
+/// A model that reads token ids is checked with respect to its parameters: its ids have no
+/// gradient (nudged off a whole number, the embedding refuses them) and are left out of the
+/// report, by `check_model` and by `check_layer` alike, rather than failing the check.
+#[test]
+fn models_that_read_ids_are_checked_on_their_parameters() {
+    let build = || {
+        Sequential::builder(&[2])
+            .add(Embedding::new(5, 3))
+            .add(Flatten::new())
+            .add(Dense::new(6, 2))
+            .seed(7)
+            .build()
+            .unwrap()
+    };
+    let ids = Tensor::from_vec(&[3, 2], vec![0., 4., 2., 2., 1., 3.]).unwrap();
+    let mut net = build();
+    let report =
+        check_model(&mut net, &Inputs::single(ids.clone()), Mode::Train, &Options::default()).unwrap();
+    assert!(report.passes(1e-2), "{report}");
+    let mut layer = build();
+    let by_layer = backprop::gradcheck::check_layer(&mut layer, &ids, Mode::Train, &Options::default());
+    assert!(by_layer.passes(1e-2), "{by_layer}");
+    for r in [&report, &by_layer] {
+        let names: Vec<&str> = r.tensors.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names.len(), 3, "the table, the dense weight and bias, no input: {names:?}");
+        assert!(names.iter().all(|n| *n != "input") && r.tensors.iter().all(|t| t.checked > 0), "{names:?}");
+    }
+}
+
 #[test]
 fn state_names_nest_by_field_and_saving_round_trips_bit_for_bit() {
     let net = Reverser::new(3, 4, 1);

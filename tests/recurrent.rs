@@ -669,6 +669,20 @@ fn the_activation_budget_refuses_huge_sequences_before_allocating() {
     // Raised, the same layer takes the long batch.
     let mut roomy = Sequential::new().add(Lstm::new(8, 16).activation_budget(1 << 30));
     assert_eq!(roomy.predict(&Tensor::zeros(&[2, 1000, 8]), 2).unwrap().shape(), &[2, 1000, 16]);
+    // The budget is per batch: prediction (and evaluation) in batches that fit it take any number
+    // of samples; a batch size over it is refused as a whole batch of that size would be.
+    let mut per_batch = Sequential::new().add(Lstm::new(8, 16).seed(3).activation_budget(1 << 20));
+    let (many, fits) = (Tensor::randn(&[40, 100, 8], 0.0, 1.0, 4), 2);
+    assert!(
+        per_batch.output_shape(&[40, 100, 8]).is_err() && per_batch.output_shape(&[fits, 100, 8]).is_ok()
+    );
+    let y = per_batch.predict(&many, fits).unwrap();
+    let first = per_batch.predict(&many.select_outer(&[0, 1]), fits).unwrap();
+    assert_eq!((y.shape(), &y.data()[..first.len()]), (&[40, 100, 16][..], first.data()));
+    let e = per_batch.predict(&many, 40).unwrap_err().to_string();
+    assert!(e.contains("[40, 100, 8]") && e.contains("activation budget"), "{e}");
+    let data = Dataset::regression(many, Tensor::zeros(&[40, 100, 16])).unwrap();
+    assert!(per_batch.evaluate(&data, &MseLoss::new(), fits).is_ok());
 }
 
 /// `Mode::Predict` keeps no gates for backward: its outputs and final state are those of an

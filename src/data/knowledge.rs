@@ -97,6 +97,10 @@ impl Histories {
 
     /// The students `indices` (and their oracle probabilities), in that order; `skipped` is 0 (the
     /// count belongs to the file that was read).
+    ///
+    /// # Panics
+    /// If an index is past the last student, or the oracle probabilities have fewer lists than
+    /// there are students ([`Histories::check`] reports that as an error).
     pub fn subset(&self, indices: &[usize]) -> Histories {
         Histories {
             items: self.items,
@@ -132,13 +136,14 @@ impl Histories {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] if `max_len` is below 2 (a window must hold an answer to read
-    /// and one to predict).
+    /// and one to predict), or if the histories fail [`Histories::check`].
     pub fn windows(&self, max_len: usize) -> Result<Histories> {
         if max_len < 2 {
             return Err(Error::invalid(format!(
                 "windows of knowledge-tracing histories need at least 2 answers (one read, one predicted), got {max_len}"
             )));
         }
+        self.check()?;
         let mut out =
             Histories { students: Vec::new(), skipped: self.skipped, ..self.clone_without_students() };
         let mut probabilities = self.true_probabilities.as_ref().map(|_| Vec::new());
@@ -161,6 +166,51 @@ impl Histories {
         }
         out.true_probabilities = probabilities;
         Ok(out)
+    }
+
+    /// Checks what the public fields cannot promise by themselves (the readers and [`simulate`]
+    /// always give histories that pass): each student has as many answers (`correct`) as items,
+    /// every item id is below `items`, and the oracle probabilities, when present, have one list
+    /// per student as long as that student's history.
+    ///
+    /// ```
+    /// use backprop::data::knowledge::{Answers, Histories};
+    /// let mut h = Histories::new(3);
+    /// h.students.push(Answers { items: vec![0, 1, 2], correct: vec![true] });
+    /// let err = h.check().unwrap_err().to_string();
+    /// assert!(err.contains("student 0: 3 items but 1 answers"), "{err}");
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the first student (or list) that breaks one of the rules.
+    pub fn check(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::invalid(format!("knowledge-tracing histories: {m}")));
+        for (s, a) in self.students.iter().enumerate() {
+            if a.items.len() != a.correct.len() {
+                return bad(format!("student {s}: {} items but {} answers", a.items.len(), a.correct.len()));
+            }
+            if let Some((t, &item)) = a.items.iter().enumerate().find(|(_, i)| **i as usize >= self.items) {
+                return bad(format!(
+                    "student {s}, answer {t}: item {item}, but the ids are 0..{}",
+                    self.items
+                ));
+            }
+        }
+        if let Some(p) = &self.true_probabilities {
+            if p.len() != self.students.len() {
+                return bad(format!(
+                    "{} lists of true probabilities for {} students",
+                    p.len(),
+                    self.students.len()
+                ));
+            }
+            if let Some((s, (p, a))) =
+                p.iter().zip(&self.students).enumerate().find(|(_, (p, a))| p.len() != a.len())
+            {
+                return bad(format!("student {s}: {} true probabilities for {} answers", p.len(), a.len()));
+            }
+        }
+        Ok(())
     }
 
     /// Empty histories over `items` items (students to be pushed).
@@ -195,7 +245,8 @@ impl Histories {
     /// add up to the file's.
     ///
     /// # Panics
-    /// If `fraction` is not in `[0, 1]` (NaN included).
+    /// If `fraction` is not in `[0, 1]` (NaN included), or if the oracle probabilities have fewer
+    /// lists than there are students ([`Histories::check`] reports that as an error).
     pub fn split(&self, fraction: f64, seed: u64) -> (Histories, Histories) {
         assert!(
             (0.0..=1.0).contains(&fraction),

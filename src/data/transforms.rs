@@ -39,7 +39,9 @@ impl Normalizer {
     ///
     /// # Errors
     /// [`Error::Shape`] if `inputs` has fewer than 2 axes, or no values (no samples, no channels,
-    /// or channels of no values: nothing to take a mean of).
+    /// or channels of no values: nothing to take a mean of); [`Error::InvalidArgument`] naming the
+    /// sample and position of a NaN or infinite value (its channel's mean and spread would be
+    /// NaN or infinite too).
     pub fn fit(inputs: &Tensor) -> Result<Normalizer> {
         if inputs.ndim() < 2 || inputs.is_empty() {
             return Err(Error::shape(format!(
@@ -47,6 +49,7 @@ impl Normalizer {
                 shape_str(inputs.shape())
             )));
         }
+        super::check_finite(inputs, "Normalizer::fit: the inputs", false)?;
         let (n, c) = (inputs.dim(0), inputs.dim(1));
         let inner = inputs.len() / (n * c);
         let (mut mean, mut std) = (vec![0.0; c], vec![1.0; c]);

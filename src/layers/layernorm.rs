@@ -97,7 +97,7 @@ impl LayerNorm {
     ///
     /// # Errors
     /// [`Error::Shape`] if a shape is not `[dim]`; [`Error::InvalidArgument`] if the layer has no
-    /// affine parameters.
+    /// affine parameters, or a value is NaN or infinite (every output would be).
     pub fn with_affine(mut self, weight: Tensor, bias: Tensor) -> Result<LayerNorm> {
         let describe = self.describe();
         for (what, t) in [("weight", &weight), ("bias", &bias)] {
@@ -106,6 +106,12 @@ impl LayerNorm {
                     "{describe}: {what} must be [{}], got {:?}",
                     self.dim,
                     t.shape()
+                )));
+            }
+            if let Some(i) = crate::tensor::first_non_finite(t.data()) {
+                return Err(Error::invalid(format!(
+                    "{describe}: {what}[{i}] is {}; the weights must be finite",
+                    t.data()[i]
                 )));
             }
         }

@@ -226,12 +226,16 @@ impl<L: Layer> Model for L {
         self.describe()
     }
 
-    /// Checks the input's shape, lengths and values first: a layer's `forward` panics on what
-    /// this returns as an `Err`.
+    /// Checks the input's shape, lengths and values first (and, in [`Mode::Train`], that the
+    /// layer can train on that shape: [`Layer::check_training_shape`]): a layer's `forward`
+    /// panics on what this returns as an `Err`.
     fn forward_batch(&mut self, inputs: &Inputs, mode: Mode) -> Result<Tensors> {
         let input = single(inputs, &self.describe())?;
         inputs.check()?;
         self.output_shape(input.values.shape())?;
+        if mode == Mode::Train {
+            self.check_training_shape(input.values.shape())?;
+        }
         self.check_values(&input.values)?;
         let pass = Pass::from(mode).with_optional_lengths(input.lengths.as_deref());
         Ok(Tensors::one(OUTPUT, self.forward(&input.values, pass)))

@@ -48,6 +48,7 @@ impl OnnxLayer for Conv2d {
     fn export(&self, g: &mut Graph, x: &str, _: Option<&str>) -> Result<String> {
         let set = self.settings();
         let ((kh, kw), (sh, sw), (ph, pw), (dh, dw)) = (set.kernel, set.stride, set.padding, set.dilation);
+        fits_int64(&self.describe(), &[kh, kw, sh, sw, ph, pw, dh, dw])?;
         let w = g.tensor("conv_weight", self.weight().value.shape(), self.weight().value.data());
         let mut inputs = vec![x.to_string(), w];
         if let Some(b) = self.bias() {
@@ -64,23 +65,35 @@ impl OnnxLayer for Conv2d {
     }
 }
 
-fn window(w: Window) -> Vec<Message> {
-    vec![
+/// Refuses a window setting that ONNX's int64 attributes cannot hold: the crate takes any stride
+/// (one past the input gives one window), and `usize::MAX` written as an int64 reads back as −1.
+fn fits_int64(layer: &str, settings: &[usize]) -> Result<()> {
+    match settings.iter().find(|&&v| i64::try_from(v).is_err()) {
+        Some(v) => Err(Error::invalid(format!(
+            "{layer}: a kernel, stride, padding or dilation of {v} cannot be written to ONNX (its attributes are              int64); any stride past the padded input gives the same single window"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn window(layer: &str, w: Window) -> Result<Vec<Message>> {
+    fits_int64(layer, &[w.kernel.0, w.kernel.1, w.stride.0, w.stride.1, w.padding.0, w.padding.1])?;
+    Ok(vec![
         attr_ints("kernel_shape", &[w.kernel.0, w.kernel.1]),
         attr_ints("strides", &[w.stride.0, w.stride.1]),
         attr_ints("pads", &[w.padding.0, w.padding.1, w.padding.0, w.padding.1]),
-    ]
+    ])
 }
 
 impl OnnxLayer for MaxPool2d {
     fn export(&self, g: &mut Graph, x: &str, _: Option<&str>) -> Result<String> {
-        Ok(g.op("MaxPool", &[x], window(self.window())))
+        Ok(g.op("MaxPool", &[x], window(&self.describe(), self.window())?))
     }
 }
 
 impl OnnxLayer for AvgPool2d {
     fn export(&self, g: &mut Graph, x: &str, _: Option<&str>) -> Result<String> {
-        let mut attrs = window(self.window());
+        let mut attrs = window(&self.describe(), self.window())?;
         attrs.push(attr_int("count_include_pad", 1));
         Ok(g.op("AveragePool", &[x], attrs))
     }

@@ -429,9 +429,18 @@ pub(crate) fn rng_json(r: &Rng) -> Value {
     serde_json::to_value(r).expect("a generator's state is four integers")
 }
 
-/// A generator from [`rng_json`]'s JSON.
+/// A generator from [`rng_json`]'s JSON. The all-zero state is refused: xoshiro's one fixed
+/// point, from which it returns 0 forever (no seed reaches it, so only a damaged or hand-made
+/// file holds it; a normal sampler fed zeros would never return, a dropout mask drop everything).
 pub(crate) fn rng_from(v: &Value, what: &str) -> std::result::Result<Rng, String> {
-    serde_json::from_value(v.clone()).map_err(|e| format!("{what}: not a generator's state ({e})"))
+    let r: Rng =
+        serde_json::from_value(v.clone()).map_err(|e| format!("{what}: not a generator's state ({e})"))?;
+    if rng_json(&r) == json!({"s": [0, 0, 0, 0]}) {
+        return Err(format!(
+            "{what}: the all-zero state, which no seed reaches (the generator would return 0 forever)"
+        ));
+    }
+    Ok(r)
 }
 
 /// An `f32` as JSON: a number when finite (exact: JSON numbers print the shortest decimal that

@@ -14,15 +14,50 @@ use crate::tensor::{Tensor, shape_str};
 /// The model's output shape for `x`, or an error naming `what` and both shapes; and `x`'s values
 /// checked ([`Layer::check_values`]: an embedding's ids).
 fn output_shape_for(model: &dyn Layer, x: &Tensor, what: &str) -> Result<Vec<usize>> {
-    if x.ndim() == 0 {
+    let shape = output_shape_of(model, x.shape(), what)?;
+    check_input_values(model, x, what)?;
+    Ok(shape)
+}
+
+/// The model's output shape for an input of shape `input`, or an error naming `what`.
+fn output_shape_of(model: &dyn Layer, input: &[usize], what: &str) -> Result<Vec<usize>> {
+    if input.is_empty() {
         return Err(Error::shape(format!("{what}: the input needs a batch axis, got shape []")));
     }
-    let shape = model.output_shape(x.shape()).map_err(|e| match e {
+    model.output_shape(input).map_err(|e| match e {
         Error::Shape(m) => Error::shape(format!("{what}: {m}")),
         other => other,
-    })?;
+    })
+}
+
+/// `x`'s values checked: those the model refuses ([`Layer::check_values`]: an embedding's ids),
+/// and any that are not finite.
+fn check_input_values(model: &dyn Layer, x: &Tensor, what: &str) -> Result<()> {
     model.check_values(x).map_err(|e| Error::invalid(format!("{what}: {}", super::detail(&e))))?;
-    crate::data::check_finite(x, &format!("{what}: the input"), false)?;
+    crate::data::check_finite(x, &format!("{what}: the input"), false)
+}
+
+/// The output shape of [`predict_batches`] for all of `x`, checked as the model will run it: on
+/// batches of at most `batch_size` samples (a layer's memory budget is per batch: an LSTM over
+/// 200,000 sequences fits one batch of 64 at a time, not all of them at once).
+fn batched_output_shape(model: &dyn Layer, x: &Tensor, batch_size: usize, what: &str) -> Result<Vec<usize>> {
+    let n = x.shape().first().copied().unwrap_or(0);
+    let mut batch = x.shape().to_vec();
+    if let Some(first) = batch.first_mut() {
+        *first = batch_size.min(n);
+    }
+    let mut shape = output_shape_of(model, &batch, what)?;
+    check_input_values(model, x, what)?;
+    if shape.first() != batch.first() {
+        return output_shape_of(model, x.shape(), what); // (an output without the batch axis first)
+    }
+    shape[0] = n;
+    if crate::tensor::checked_numel(&shape).is_none_or(|len| len > crate::tensor::MAX_ELEMENTS) {
+        return Err(Error::shape(format!(
+            "{what}: the outputs for all {n} samples, {}, are more values than memory can address",
+            shape_str(&shape)
+        )));
+    }
     Ok(shape)
 }
 
@@ -75,7 +110,8 @@ pub fn evaluate(
 /// samples at a time. Within each batch every layer runs over the samples in parallel.
 ///
 /// # Errors
-/// If `x` does not fit the model, or `batch_size` is 0; if a layer cannot run a batch (a panic
+/// If `x` does not fit the model (its shape checked as one batch of `batch_size` samples runs:
+/// a layer's activation budget holds per batch), or `batch_size` is 0; if a layer cannot run a batch (a panic
 /// in the forward pass, such as an activation no memory holds, is caught and returned as an
 /// error naming the model).
 pub fn predict(model: &mut dyn Layer, x: &Tensor, batch_size: usize) -> Result<Tensor> {
@@ -109,7 +145,7 @@ fn predict_batches(
     if batch_size == 0 {
         return Err(Error::invalid(format!("{what}: batch size must be at least 1")));
     }
-    let out_shape = output_shape_for(model, x, what)?;
+    let out_shape = batched_output_shape(model, x, batch_size, what)?;
     let n = x.dim(0);
     // (A layer that cannot run a batch — an activation no memory holds — panics: caught, an Err.)
     let run = || {

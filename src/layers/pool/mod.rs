@@ -66,7 +66,8 @@ impl Window {
         if h == 0 || w == 0 {
             return Err(shape_error(&self.describe(name), "[N, C, H ≥ 1, W ≥ 1]", input));
         }
-        if 2 * self.padding.0 > self.kernel.0 || 2 * self.padding.1 > self.kernel.1 {
+        // (p > k/2, not 2p > k: the same test without overflow for any padding.)
+        if self.padding.0 > self.kernel.0 / 2 || self.padding.1 > self.kernel.1 / 2 {
             return Err(crate::Error::invalid(format!(
                 "{}: padding must be at most half the kernel size",
                 self.describe(name)
