@@ -49,6 +49,27 @@ fn backward_misuse_panics_clearly() {
     assert!(msg.contains("[1, 2, 4, 4]") && msg.contains("[1, 2, 3, 3]"), "{msg}");
 }
 
+/// `Dataset::new`, the constructor the others call: a scalar without a sample axis, and counts
+/// of targets that differ from the samples (of either kind, a scalar target tensor too), each an
+/// `Err` naming both counts; matching counts (none at all included) are taken.
+#[test]
+fn datasets_of_mismatched_counts() {
+    use backprop::data::{Dataset, Targets};
+    let e = Dataset::new(Tensor::scalar(1.0), Targets::Classes(vec![0])).unwrap_err().to_string();
+    assert!(e.contains("sample axis"), "{e}");
+    let cases = [
+        (Targets::Classes(vec![0, 1]), "3 inputs (shape [3, 2]) but 2 targets"),
+        (Targets::Values(Tensor::zeros(&[4, 1])), "3 inputs (shape [3, 2]) but 4 targets"),
+        (Targets::Values(Tensor::scalar(0.0)), "3 inputs (shape [3, 2]) but"),
+    ];
+    for (targets, want) in cases {
+        let e = Dataset::new(Tensor::zeros(&[3, 2]), targets).unwrap_err().to_string();
+        assert!(e.contains(want), "{want}: {e}");
+    }
+    assert_eq!(Dataset::new(Tensor::zeros(&[0, 2]), Targets::Classes(vec![])).unwrap().len(), 0);
+    assert_eq!(Dataset::new(Tensor::zeros(&[3, 2]), Targets::Classes(vec![0, 1, 0])).unwrap().len(), 3);
+}
+
 #[test]
 fn invalid_settings() {
     let msg = panic_message(|| drop(Dropout::new(1.5)));

@@ -222,6 +222,9 @@ fn checks_and_loaders_called_directly_refuse_cleanly() {
     assert!(check_lengths(&[2], &[1, 1]).is_err());
     let mut inputs = backprop::model::Inputs::new().with("a", Tensor::zeros(&[2, 3]));
     assert!(inputs.get_mut("b").is_err());
+    let e = inputs.input("b").unwrap_err().to_string();
+    assert!(e.contains("\"b\"") && e.contains("\"a\""), "the missing name and those there are: {e}");
+    assert!(backprop::model::Inputs::new().first().is_err(), "no inputs: no first one");
     assert!(
         Embedding::new(3, 2).check_ids(&Tensor::from_vec(&[1, 2], vec![0.0, f32::NAN]).unwrap()).is_err()
     );
