@@ -271,8 +271,13 @@ fn checkpoint_files(t: &mut Tally, cases: usize) {
     let valid = std::fs::read(keep.last_path()).unwrap();
     let mut r = rng(9);
     for i in 0..cases {
-        // Mostly damaged files (the checksum catches them); now and then the valid one.
-        let bytes = if i % 50 == 0 { valid.clone() } else { mutate(&valid, &mut r) };
+        // Damaged files (the checksum catches them), files edited and resealed with a checksum
+        // that matches (the parser and the resume must catch those), now and then the valid one.
+        let bytes = match i % 50 {
+            0 => valid.clone(),
+            k if k % 2 == 0 => mutate(&valid, &mut r),
+            _ => edited_and_resealed(&valid, &mut r),
+        };
         t.case(
             || format!("checkpoint case {i} ({} bytes)", bytes.len()),
             || {
@@ -297,6 +302,79 @@ fn checkpoint_files(t: &mut Tally, cases: usize) {
                 }
             },
         );
+    }
+}
+
+/// A checkpoint with one metadata value (a leaf of its JSON, or the whole string) or a few bytes
+/// of its tensors' data replaced by a hostile one, and the checksum computed anew: what a file
+/// written by hand, or by another program, may hold.
+fn edited_and_resealed(valid: &[u8], r: &mut Rng) -> Vec<u8> {
+    use serde_json::{Value, json};
+    let (header_len, header) = safetensors::SafeTensors::read_metadata(valid).unwrap();
+    let mut meta = header.metadata().clone().unwrap();
+    if r.random_range(0..4) == 0 {
+        // Tensor data: bytes of a weight (a NaN, an infinity, a huge or a denormal value).
+        let mut bytes = valid.to_vec();
+        let data = 8 + header_len;
+        let at = data + r.random_range(0..(bytes.len() - data) / 4) * 4;
+        let v = [f32::NAN, f32::INFINITY, -1e38, 1e-45][r.random_range(0..4)];
+        bytes[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        return common::resealed(&bytes, meta);
+    }
+    let mut keys: Vec<String> = meta.keys().filter(|k| *k != "checksum").cloned().collect();
+    keys.sort();
+    let key = keys[r.random_range(0..keys.len())].clone();
+    let hostile = |r: &mut Rng| -> Value {
+        let values = [
+            json!(-1),
+            json!(0),
+            json!(u64::MAX),
+            json!(i64::MIN),
+            json!(1e300),
+            json!(0.5),
+            json!("NaN"),
+            json!("-inf"),
+            json!("x"),
+            json!(null),
+            json!([]),
+            json!({}),
+            json!({"s": [0, 0, 0, 0]}),
+            json!([1, 2, 3, 4]),
+        ];
+        values[r.random_range(0..values.len())].clone()
+    };
+    let edited = match serde_json::from_str::<Value>(&meta[&key]) {
+        Ok(mut v) if r.random_range(0..4) != 0 => {
+            edit_somewhere(&mut v, r, &hostile);
+            v.to_string()
+        }
+        // The whole value: hostile JSON, or not JSON at all.
+        _ if r.random_range(0..2) == 0 => hostile(r).to_string(),
+        _ => ["", "{", "1e999", "-0", "\u{0}", "99999999999999999999999"][r.random_range(0..6)].to_string(),
+    };
+    meta.insert(key, edited);
+    common::resealed(valid, meta)
+}
+
+/// Walks down `v` to a random leaf (or stops on the way) and replaces it by a hostile value, or
+/// drops an object's field.
+fn edit_somewhere(v: &mut serde_json::Value, r: &mut Rng, hostile: &dyn Fn(&mut Rng) -> serde_json::Value) {
+    use serde_json::Value;
+    let stop = r.random_range(0..4) == 0;
+    match v {
+        Value::Object(m) if !m.is_empty() && !stop => {
+            let k = m.keys().nth(r.random_range(0..m.len())).unwrap().clone();
+            if r.random_range(0..6) == 0 {
+                m.remove(&k);
+            } else {
+                edit_somewhere(m.get_mut(&k).unwrap(), r, hostile);
+            }
+        }
+        Value::Array(a) if !a.is_empty() && !stop => {
+            let i = r.random_range(0..a.len());
+            edit_somewhere(&mut a[i], r, hostile);
+        }
+        leaf => *leaf = hostile(r),
     }
 }
 

@@ -156,7 +156,7 @@ fn checkpoint_figures_out_of_range_are_refused() {
         let mut value: serde_json::Value = serde_json::from_str(&meta[key]).unwrap();
         edit(&mut value);
         meta.insert(key.to_string(), value.to_string());
-        resealed(&bytes, meta)
+        common::resealed(&bytes, meta)
     };
     type Edit<'a> = &'a dyn Fn(&mut serde_json::Value);
     let cases: [(&str, Edit<'_>, &str); 5] = [
@@ -171,32 +171,6 @@ fn checkpoint_figures_out_of_range_are_refused() {
         let err = Checkpoint::from_bytes(edited(key, edit), "edited").map(|_| ()).unwrap_err().to_string();
         assert!(err.contains(want), "{key}: {err}");
     }
-}
-
-/// `bytes` (a checkpoint) with `meta` as its metadata and the checksum computed anew, as the
-/// crate computes it: every tensor's name, dtype, shape and bytes in name order, then every
-/// other metadata pair in key order.
-fn resealed(bytes: &[u8], mut meta: HashMap<String, String>) -> Vec<u8> {
-    let file = safetensors::SafeTensors::deserialize(bytes).unwrap();
-    let mut tensors = file.tensors();
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut crc = flate2::Crc::new();
-    for (name, view) in &tensors {
-        crc.update(name.as_bytes());
-        crc.update(format!("{:?}", view.dtype()).as_bytes());
-        view.shape().iter().for_each(|d| crc.update(&(*d as u64).to_le_bytes()));
-        crc.update(view.data());
-    }
-    let mut keys: Vec<&String> = meta.keys().filter(|k| *k != "checksum").collect();
-    keys.sort();
-    for k in keys {
-        crc.update(k.as_bytes());
-        crc.update(&[0]);
-        crc.update(meta[k].as_bytes());
-        crc.update(&[0]);
-    }
-    meta.insert("checksum".into(), format!("{:08x}", crc.sum()));
-    safetensors::serialize(tensors, Some(meta)).unwrap()
 }
 
 /// A count in a model file (batch norm's `num_batches_tracked`) must be a whole number ≥ 0:

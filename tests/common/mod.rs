@@ -106,3 +106,29 @@ impl AsRef<std::path::Path> for ScratchFile {
         std::path::Path::new(&self.path)
     }
 }
+
+/// `bytes` (a checkpoint) with `meta` as its metadata and the checksum computed anew, as the
+/// crate computes it: every tensor's name, dtype, shape and bytes in name order, then every
+/// other metadata pair in key order.
+pub fn resealed(bytes: &[u8], mut meta: std::collections::HashMap<String, String>) -> Vec<u8> {
+    let file = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    let mut tensors = file.tensors();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut crc = flate2::Crc::new();
+    for (name, view) in &tensors {
+        crc.update(name.as_bytes());
+        crc.update(format!("{:?}", view.dtype()).as_bytes());
+        view.shape().iter().for_each(|d| crc.update(&(*d as u64).to_le_bytes()));
+        crc.update(view.data());
+    }
+    let mut keys: Vec<&String> = meta.keys().filter(|k| *k != "checksum").collect();
+    keys.sort();
+    for k in keys {
+        crc.update(k.as_bytes());
+        crc.update(&[0]);
+        crc.update(meta[k].as_bytes());
+        crc.update(&[0]);
+    }
+    meta.insert("checksum".into(), format!("{:08x}", crc.sum()));
+    safetensors::serialize(tensors, Some(meta)).unwrap()
+}
