@@ -502,3 +502,26 @@ fn buffer_shapes_in_place_and_through_a_copy_agree() {
     let err = other.train_step(&x, Target::Classes(&[0, 1, 2, 0]), &CrossEntropyLoss::new(), &mut wrapped);
     assert!(err.unwrap_err().to_string().contains("buffer for parameter \"0.bias\" has shape [8]"));
 }
+
+/// A batch whose values are spread past f32 (σ² > 3.4·10³⁸, here σ = 2·10¹⁹): batch norm still
+/// normalises it right in training (x̂ = ±1, from 1/σ taken in f64, where 1/√∞ = 0 had given every
+/// input β), but its running variance cannot hold σ²; `fit` and `train_step` stop there, naming
+/// the buffer, with the model as it was before the batch.
+#[test]
+fn a_variance_past_f32_is_normalised_right_and_stops_training_by_name() {
+    let x = Tensor::from_vec(&[2, 1], vec![-2e19, 2e19]).unwrap();
+    let mut bn = BatchNorm1d::new(1);
+    let y = bn.forward(&x, Pass::TRAIN);
+    assert_eq!(y.data(), &[-1.0, 1.0], "x̂ = ±1 (γ = 1, β = 0)");
+    let mut model = Sequential::builder(&[1]).add(BatchNorm1d::new(1)).build().unwrap();
+    let before = state(&model);
+    let data = Dataset::regression(x.clone(), Tensor::zeros(&[2, 1])).unwrap();
+    let options = FitOptions::new().epochs(1).batch_size(2).verbose(false);
+    let e = model.fit(&data, &MseLoss::new(), &mut Sgd::new(0.1), options).unwrap_err().to_string();
+    assert!(e.contains("running statistic") && e.contains("running_var") && e.contains("inf"), "{e}");
+    assert_eq!(state(&model), before, "the batch was undone");
+    let e =
+        model.train_step(&x, Target::Values(&Tensor::zeros(&[2, 1])), &MseLoss::new(), &mut Sgd::new(0.1));
+    assert!(e.unwrap_err().to_string().contains("running_var"));
+    assert_eq!(state(&model), before);
+}

@@ -357,6 +357,15 @@ fn clip_grad_norm_needs_a_positive_bound_and_spreads_no_mix() {
     p.grad = Tensor::from_vec(&[2], vec![f32::INFINITY, 1.0]).unwrap();
     assert_eq!(clip_grad_norm(&mut [("w".to_string(), &mut p)], 1.0), f32::INFINITY);
     assert!(p.grad.data().iter().all(|v| v.is_nan()), "{:?}", p.grad.data());
+    // Finite gradients whose norm is past f32 (√2·3e38): clipped to finite values, not to NaN.
+    p.grad = Tensor::from_vec(&[2], vec![3e38, -3e38]).unwrap();
+    assert_eq!(clip_grad_norm(&mut [("w".to_string(), &mut p)], 2.0), f32::INFINITY, "the norm, past f32");
+    let half_root = 2.0 / 2f32.sqrt();
+    assert!(
+        p.grad.data().iter().zip([half_root, -half_root]).all(|(g, want)| (g - want).abs() < 1e-6),
+        "{:?}",
+        p.grad.data()
+    );
 }
 
 /// An optimizer's state holds values a run could have left, for parameters the model has: a

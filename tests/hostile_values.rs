@@ -190,6 +190,17 @@ fn folders_metadata_and_normalisation_refuse_cleanly() {
     std::fs::write(&junk, b"\xff\xff\xff\xff\xff\xff\xff\xffnot json").unwrap();
     assert!(backprop::io::read_metadata(&junk).is_err());
     assert!(Normalizer::fit(&Tensor::zeros(&[3])).is_err());
+    // A channel of tiny scale keeps its own spread (it had been left unscaled below 10⁻⁶): its
+    // values come out of order 1; a constant channel gets std 1.
+    let tiny = Tensor::from_vec(&[2, 2, 1], vec![1e-7, 5.0, 2e-7, 5.0]).unwrap();
+    let n = Normalizer::fit(&tiny).unwrap();
+    assert!((n.std[0] - 5e-8).abs() < 1e-12 && n.std[1] == 1.0, "{:?}", n.std);
+    let mut scaled = tiny.clone();
+    n.apply(&mut scaled).unwrap();
+    assert!(
+        scaled.data().iter().zip([-1.0, 0.0, 1.0, 0.0]).all(|(v, want)| (v - want).abs() < 1e-4),
+        "{scaled:?}"
+    );
     for bad in [f32::NAN, f32::INFINITY] {
         let mut x = Tensor::ones(&[4, 2, 3]);
         x.data_mut()[17] = bad; // sample 2, channel 1, position 2

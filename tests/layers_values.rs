@@ -143,6 +143,13 @@ fn activations_by_hand() {
         &[0.5, 1.083_315_5, 1.],
         "gelu'",
     );
+    // Far out, GELU'(x) = Φ(x) + x·φ(x) → 1 above and 0 below: x·φ(x) underflows long before
+    // |x| = 10³⁸ (it is 10⁻⁸⁵ at x = 20), and must not come back from a clamped e^(−x²/2).
+    let far = [20., -20., 1e20, -1e20, 1e38, -1e38, 3e38, -3e38];
+    let y = gelu.forward(&t(&[1, 8], &far), Pass::TRAIN);
+    assert_close(&y, &[20., 0., 1e20, 0., 1e38, 0., 3e38, 0.], "gelu far out");
+    let dx = gelu.backward(&t(&[1, 8], &[1.; 8]), InputGrad::Needed).unwrap();
+    assert_eq!(dx.data(), &[1., 0., 1., 0., 1., 0., 1., 0.], "gelu' far out");
     // tanh approximation at 1: ½(1 + tanh(√(2/π)·1.044715)) = 0.841192
     let mut gelu_t = Gelu::tanh();
     assert_close(&gelu_t.forward(&t(&[1, 1], &[1.]), Pass::TRAIN), &[0.841_192], "gelu tanh");

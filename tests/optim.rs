@@ -357,6 +357,51 @@ fn checked_steps_find_what_a_scan_after_the_step_finds() {
     }
 }
 
+/// A gradient whose square overflows f32 (past about 6·10²⁰ with β₂ = 0.999) leaves Adam's weight
+/// finite — the update is m/√∞ = 0 — but its second moment infinite, which would hold that
+/// coordinate still for good: the checked step reports it by the parameter and the moment's name,
+/// and `fit` stops there with the model and the optimizer as they were before the step.
+#[test]
+fn an_overflowed_second_moment_is_reported_not_kept() {
+    use backprop::prelude::{Dataset, Dense, FitOptions, MseLoss, Sequential};
+    type Make = fn() -> Box<dyn Optimizer>;
+    let optimizers: [(&str, Make); 3] = [
+        ("Adam", || Box::new(Adam::new(1e-3))),
+        ("Adam", || Box::new(Adam::new(1e-3).amsgrad())),
+        ("AdamW", || Box::new(AdamW::new(1e-3))),
+    ];
+    for (name, make) in optimizers {
+        let mut p = Param::new(Tensor::from_vec(&[3], vec![1.0, 2.0, 3.0]).unwrap());
+        p.grad = Tensor::from_vec(&[3], vec![0.5, 1e21, -0.5]).unwrap();
+        let found = make().step_params_checked(&mut [named("w", &mut p)]);
+        assert!(p.value.data().iter().all(|v| v.is_finite()), "{name}: the weights stay finite");
+        let (what, value) = found.expect("the overflow is reported");
+        assert!(what.starts_with("w in ") && what.contains(&format!("{name}'s second moment v")), "{what}");
+        assert_eq!(value, f32::INFINITY);
+        // Below the overflow, nothing to report.
+        p.grad = Tensor::from_vec(&[3], vec![0.5, 1e20, -0.5]).unwrap();
+        assert_eq!(make().step_params_checked(&mut [named("w", &mut p)]), None, "{name}");
+    }
+    // Through fit: y = w·x with x = 1e11 and MSE; dL/dw ≈ 2·w·x² ≈ 1e22, finite, as the loss is.
+    let data = Dataset::regression(Tensor::full(&[4, 1], 1e11), Tensor::zeros(&[4, 1])).unwrap();
+    let mut model = Sequential::builder(&[1]).add(Dense::new(1, 1).no_bias()).seed(1).build().unwrap();
+    let before = model.state_dict();
+    let mut adam = Adam::new(1e-3);
+    let options = FitOptions::new().epochs(1).batch_size(4).verbose(false);
+    let e = model.fit(&data, &MseLoss::new(), &mut adam, options).unwrap_err().to_string();
+    assert!(
+        e.contains("second moment v") && e.contains("clip the gradients") && e.contains("epoch 1"),
+        "{e}"
+    );
+    assert_eq!(model.state_dict(), before, "the step was undone");
+    let mut state = backprop::optim::OptimizerState::default();
+    adam.save_state(&mut state);
+    assert!(
+        state.iter().all(|(_, _, t)| t.data().iter().all(|v| v.is_finite())),
+        "no ∞ kept in Adam's state"
+    );
+}
+
 /// A training step whose update overflows a weight stops with a message naming the parameter,
 /// now found while the optimizer writes it (the loss and gradients finite). Adam's step is about
 /// its learning rate whatever the gradient's size (the quotient m̂/(√v̂ + ε) is taken before the

@@ -30,7 +30,8 @@ use rand::RngExt;
 pub struct Normalizer {
     /// Mean of each channel on the training set.
     pub mean: Vec<f32>,
-    /// Standard deviation of each channel on the training set (never 0: constant channels get 1).
+    /// Standard deviation of each channel on the training set (never 0: a constant channel, or one
+    /// whose spread is below f32's normal range, gets 1).
     pub std: Vec<f32>,
 }
 
@@ -62,7 +63,11 @@ impl Normalizer {
             let m = values().sum::<f64>() / (n * inner) as f64;
             let var = values().map(|v| (v - m).powi(2)).sum::<f64>() / (n * inner) as f64;
             mean[ch] = m as f32;
-            std[ch] = if var > 1e-12 { var.sqrt() as f32 } else { 1.0 };
+            // 1 for a constant channel (its variance is exactly 0 in this two-pass f64 sum), and
+            // for a spread too small for a normal f32 (dividing by it would overflow); any other
+            // spread is kept, however small its scale (values near 10⁻⁷ have a spread near it).
+            let s = var.sqrt() as f32;
+            std[ch] = if s >= f32::MIN_POSITIVE { s } else { 1.0 };
         }
         Ok(Normalizer { mean, std })
     }

@@ -746,7 +746,9 @@ fn gelu_and_derivative_with<M: MulAdd>(x: f32) -> (f32, f32) {
 #[inline(always)]
 fn gelu_first_half<M: MulAdd>(x: f32) -> (f32, f32) {
     let u = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
-    let e = exp_with::<M>(-u * u); // e^(−x²/2)
+    // e^(−x²/2), 0 where it is below f32's normal range (|x| > 13.2): `exp_with` clamps there,
+    // at 1.2·10⁻³⁸, which x·φ(x) had multiplied back up — a derivative of 1.47 at x = 10³⁸.
+    let e = if u * u < -crate::tensor::math::EXP_SMALLEST_NORMAL_ARG { exp_with::<M>(-u * u) } else { 0.0 };
     let t = 1.0 / M::mul_add(0.327_591_1, u, 1.0); // 1/(1 + p·u)
     (e, t)
 }
@@ -991,14 +993,16 @@ mod tests {
         let poly = |t: f32| {
             t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))))
         };
+        // e^(−a²), 0 below f32's normal range (as the kernels take it: see gelu_first_half).
+        let e_of = |a: f32| if a * a < 87.336_55 { exp_fast(-a * a) } else { 0.0 };
         let erf_before = |x: f32| {
             let a = x.abs();
-            (1.0 - poly(1.0 / (1.0 + 0.327_591_1 * a)) * exp_fast(-a * a)).copysign(x)
+            (1.0 - poly(1.0 / (1.0 + 0.327_591_1 * a)) * e_of(a)).copysign(x)
         };
         let gelu_before = |x: f32| 0.5 * x * (1.0 + erf_before(x * std::f32::consts::FRAC_1_SQRT_2));
         let derivative_before = |x: f32| {
             let u = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
-            let e = exp_fast(-u * u);
+            let e = e_of(u);
             let erf = (1.0 - poly(1.0 / (1.0 + 0.327_591_1 * u)) * e).copysign(x);
             0.5 * (1.0 + erf) + x * e * 0.398_942_3
         };

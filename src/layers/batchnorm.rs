@@ -107,7 +107,12 @@ impl BatchNorm {
             for (ch, (mu, inv)) in mean.iter_mut().zip(self.inv_std.iter_mut()).enumerate() {
                 let (mu64, var64) = stats[ch]; // μ, σ²
                 *mu = mu64 as f32;
-                *inv = 1.0 / (var64 as f32 + self.eps).sqrt();
+                *inv = match var64 as f32 {
+                    var if var.is_finite() => 1.0 / (var + self.eps).sqrt(),
+                    // A spread past f32 (σ² > 3.4·10³⁸, σ > 1.8·10¹⁹): 1/σ from f64, still a
+                    // normal f32 (x̂ stays right, where 1/√∞ = 0 would give every input β).
+                    _ => (1.0 / (var64 + self.eps as f64).sqrt()) as f32,
+                };
                 let rm = &mut self.running_mean.data_mut()[ch];
                 *rm = (1.0 - self.momentum) * *rm + self.momentum * mu64 as f32;
                 let rv = &mut self.running_var.data_mut()[ch];

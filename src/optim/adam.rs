@@ -68,6 +68,23 @@ impl AdamCore {
     /// One Adam step; `decoupled` selects AdamW's weight decay. Returns the index of the first
     /// parameter the step left holding a value that is not finite, if any (noted in the update's
     /// own loop, instead of by a scan of every weight after it).
+    /// After a step whose values were all finite but whose check found something that was not
+    /// (from parameter `first` on): the parameter whose second moment `v` overflowed — a
+    /// gradient so large that its square is past f32 — named as such, with the value.
+    fn overflowed_moment(
+        &self,
+        params: &[(String, &mut Param)],
+        first: usize,
+        name: &str,
+    ) -> Option<(String, f32)> {
+        params.iter().skip(first).find_map(|(pname, _)| {
+            let v = self.v.find(pname)?.data();
+            crate::tensor::first_non_finite(v).map(|i| {
+                (format!("{pname} in {name}'s second moment v (a gradient whose square overflows f32: clip the gradients)"), v[i])
+            })
+        })
+    }
+
     fn step(&mut self, params: &mut [(String, &mut Param)], decoupled: bool, name: &str) -> Option<usize> {
         self.k = self.k.saturating_add(1); // (2³¹ steps: the bias corrections are 1 long before)
         // Scalars in f64, as PyTorch computes them in Python floats.
@@ -240,7 +257,9 @@ fn update_loop<const DECOUPLED: bool, const AMSGRAD: bool>(
         // quotient first, as PyTorch's `addcdiv` (it is at most about 1/√(1 − β₂)): a huge step
         // size times a large m would overflow before the division shrank it.
         *t -= h.step_size_times_bias2_sqrt * (m[i] / (v_used.sqrt() + h.eps_times_bias2_sqrt));
-        largest = largest.max(magnitude_bits(*t));
+        // θ, and v: a gradient past about 6·10²⁰ overflows g² to ∞, after which √v̂ = ∞ holds that
+        // coordinate still for good (θ stays finite: the update is 0), so v is watched too.
+        largest = largest.max(magnitude_bits(*t)).max(magnitude_bits(v[i]));
     }
     largest < INFINITY_BITS
 }
@@ -330,6 +349,7 @@ impl Optimizer for Adam {
     fn step_params_checked(&mut self, params: &mut [(String, &mut Param)]) -> Option<(String, f32)> {
         let first = self.0.step(params, false, "Adam")?;
         super::first_non_finite_of(params, |i| i >= first)
+            .or_else(|| self.0.overflowed_moment(params, first, "Adam"))
     }
     fn learning_rate(&self) -> f32 {
         self.0.lr
@@ -387,6 +407,7 @@ impl Optimizer for AdamW {
     fn step_params_checked(&mut self, params: &mut [(String, &mut Param)]) -> Option<(String, f32)> {
         let first = self.0.step(params, true, "AdamW")?;
         super::first_non_finite_of(params, |i| i >= first)
+            .or_else(|| self.0.overflowed_moment(params, first, "AdamW"))
     }
     fn learning_rate(&self) -> f32 {
         self.0.lr

@@ -336,20 +336,28 @@ pub fn clip_grad_norm(params: &mut [(String, &mut Param)], max_norm: f32) -> f32
         max_norm.is_finite() && max_norm > 0.0,
         "clip_grad_norm: max_norm must be a positive number, got {max_norm}"
     );
-    let norm = global_grad_norm(params);
-    // A norm that is not finite scales every gradient to NaN, instead of leaving a mix of finite
-    // and NaN gradients for the optimizer (an infinite norm: ∞·0 and x·0 would give NaN and 0).
-    let scale = if norm.is_finite() { max_norm / (norm + 1e-6) } else { f32::NAN };
+    let norm = grad_norm_f64(params);
+    // A norm that is not finite (a gradient that is not) scales every gradient to NaN, instead of
+    // leaving a mix of finite and NaN gradients for the optimizer (an infinite norm: ∞·0 and x·0
+    // would give NaN and 0). The scale is taken in f64: finite gradients can have a norm past f32
+    // (two of 3·10³⁸), whose scale is still an f32.
+    let scale = if norm.is_finite() { (max_norm as f64 / (norm + 1e-6)) as f32 } else { f32::NAN };
     if scale < 1.0 || scale.is_nan() {
         params.iter_mut().for_each(|(_, p)| p.grad.scale(scale));
     }
-    norm
+    norm as f32
 }
 
-/// The L2 norm of all gradients together, `√(Σ_p Σ_i grad²)`, accumulated in `f64`.
+/// The L2 norm of all gradients together, `√(Σ_p Σ_i grad²)`, accumulated in `f64` (∞ for a
+/// norm past f32).
 pub fn global_grad_norm(params: &[(String, &mut Param)]) -> f32 {
+    grad_norm_f64(params) as f32
+}
+
+/// [`global_grad_norm`] before its rounding to f32 (finite whenever every gradient is).
+fn grad_norm_f64(params: &[(String, &mut Param)]) -> f64 {
     let squares = |p: &Param| p.grad.data().iter().map(|&g| g as f64 * g as f64).sum::<f64>();
-    params.iter().map(|(_, p)| squares(p)).sum::<f64>().sqrt() as f32
+    params.iter().map(|(_, p)| squares(p)).sum::<f64>().sqrt()
 }
 
 /// One state tensor per parameter name (a momentum buffer, Adam's `m` …), created as zeros at
@@ -365,6 +373,11 @@ impl State {
         for (name, buffer) in &self.buffers {
             f(kind, name, buffer.shape());
         }
+    }
+
+    /// The buffer of parameter `name`, if it has one yet.
+    pub(crate) fn find(&self, name: &str) -> Option<&Tensor> {
+        self.buffers.get(name)
     }
 
     /// The buffer of parameter `name`, created as zeros of `param`'s shape the first time.

@@ -63,7 +63,9 @@ impl MulAdd for Fused {
 ///
 /// Range reduction `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2`, a degree-6 polynomial for `eʳ` (the
 /// Cephes `expf` coefficients), then `2ⁿ` built from its exponent bits. Inputs are clamped to
-/// `[−87.34, 88.3]`, where the result is a normal float.
+/// `[−87.34, 88.3]`, where the result is a normal float: `exp_fast(−∞)` is 1.2·10⁻³⁸, not 0, and
+/// `exp_fast(∞)` 2.2·10³⁸, not ∞ (a caller that multiplies the result by a large value zeroes
+/// it itself below the range, as GELU's derivative does); NaN stays NaN.
 #[inline(always)]
 pub fn exp_fast(x: f32) -> f32 {
     exp_with::<Separate>(x)

@@ -472,6 +472,9 @@ fn run(
                     if let Some((name, value)) = first_non_finite_grad(model) {
                         return Err(non_finite(format!("gradient of {name}"), value));
                     }
+                    if let Some((name, value)) = first_non_finite_buffer(model) {
+                        return Err(non_finite(format!("running statistic {name}"), value));
+                    }
                     Ok(outcome)
                 })
             }));
@@ -727,6 +730,19 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// The first parameter whose gradient holds a NaN or infinity: its name and that value.
+/// The first buffer (batch norm's running statistics) holding a NaN or an infinity: its name and
+/// the value. A batch of values spread past f32 (a variance over 3.4·10³⁸) would leave an
+/// infinite running variance behind, and every later prediction the bias alone.
+pub(crate) fn first_non_finite_buffer<V: Visit + ?Sized>(model: &V) -> Option<(String, f32)> {
+    let mut found = None;
+    model.visit(&mut |name, s| {
+        if let (None, crate::layers::State::Buffer(t)) = (&found, s) {
+            found = first_non_finite(t.data()).map(|i| (name.to_string(), t.data()[i]));
+        }
+    });
+    found
+}
+
 pub(crate) fn first_non_finite_grad<V: Visit + ?Sized>(model: &V) -> Option<(String, f32)> {
     named_params(model)
         .into_iter()

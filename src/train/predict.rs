@@ -418,7 +418,11 @@ fn step_on_pool(
         }
     };
     let not_finite = if l.is_finite() {
-        super::first_non_finite_grad(model).map(|(name, value)| (format!("gradient of {name}"), value))
+        super::first_non_finite_grad(model)
+            .map(|(name, value)| (format!("gradient of {name}"), value))
+            .or_else(|| {
+                super::first_non_finite_buffer(model).map(|(n, v)| (format!("running statistic {n}"), v))
+            })
     } else {
         Some(("loss".to_string(), l))
     };
