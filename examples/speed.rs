@@ -190,8 +190,23 @@ fn peak_rss_mib() -> f64 {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let threads: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2);
-    let seconds: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(2.0);
+    // Arguments that are given must make sense: a typo is an error, not the default (and a
+    // NaN or infinite duration would never end).
+    let usage = |what: &str| -> ! {
+        eprintln!("speed: {what}; usage: speed [THREADS ≥ 1] [SECONDS > 0, finite] [FIGURES,…]");
+        std::process::exit(2)
+    };
+    let threads: usize = match args.next() {
+        None => 2,
+        Some(a) => a.parse().ok().filter(|&t| t >= 1).unwrap_or_else(|| usage(&format!("threads {a:?}"))),
+    };
+    let seconds: f64 = match args.next() {
+        None => 2.0,
+        Some(a) => {
+            let s = a.parse::<f64>().ok().filter(|s| s.is_finite() && *s > 0.0);
+            s.unwrap_or_else(|| usage(&format!("seconds {a:?}")))
+        }
+    };
     // A benchmark owns its process: keep freed memory for reuse, as a training program would
     // (first, before the pool's threads start: see alloc_tuning).
     backprop::alloc_tuning::tune_allocator();

@@ -1006,6 +1006,8 @@ fn cli(t: &mut Tally, cases: usize) {
     for (k, bad) in [
         ("input_shape", "1,100000,100000"),
         ("input_shape", "3"),
+        ("input_shape", "1,4096,4096"),
+        ("classes", "100000"),
         ("classes", "10000000000"),
         ("classes", "0"),
         ("normalize_std", "0"),

@@ -81,6 +81,10 @@ fn a_model_files_metadata_is_checked_before_use() {
         ("input_shape", "1,28", "input_shape"),
         ("classes", "10000000000", "classes"),
         ("classes", "0", "classes"),
+        // Allowed sizes, but a classifier far larger than the file: refused before it is built
+        // (it had reserved gigabytes, or panicked in Dense::new).
+        ("input_shape", "1,4096,4096", "more than the file's"),
+        ("classes", "100000", "more than the file's"),
         ("normalize_std", "0", "std > 0"),
         ("normalize_mean", "inf", "std > 0"),
     ] {

@@ -355,6 +355,19 @@ fn predict(image: &Path, model_path: &Path) -> Result<()> {
             &format!("and \"normalize_mean\" must be finite with std > 0, got {mean} and {std}"),
         ));
     }
+    // The file must hold the classifier's weights (4 bytes each): a model is built for the
+    // metadata's shape only when the file is large enough to be that model.
+    let weights = pipeline::classifier_weights(&shape, classes);
+    let bytes = std::fs::metadata(model_path).map_err(|e| Error::io(model_path, e))?.len();
+    if (bytes / 4) < weights as u64 {
+        return Err(bad(
+            "input_shape",
+            &format!(
+                "and \"classes\" ({shape:?}, {classes}) describe a classifier of {weights} weights, more than the \
+                 file's {bytes} bytes hold"
+            ),
+        ));
+    }
     let mut model = pipeline::reference_cnn(&shape, classes, 0)?;
     model.load(model_path)?;
 

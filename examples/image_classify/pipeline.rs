@@ -21,6 +21,20 @@ pub fn prepare(mut train: Dataset, mut test: Dataset) -> Result<Prepared> {
     Ok(Prepared { train, test, normalizer })
 }
 
+/// The most weights [`reference_cnn`]'s last layer may have (1 GiB of them): its input is every
+/// pixel of the last feature maps, so large images or many classes would otherwise ask for more
+/// memory than the machine has before anything could say so.
+pub const MAX_CLASSIFIER_WEIGHTS: usize = 1 << 28;
+
+/// The weights of [`reference_cnn`]'s last layer for images of shape `[C, H, W]` (saturating).
+pub fn classifier_weights(input: &[usize], classes: usize) -> usize {
+    let side = |s: usize| (s.saturating_sub(2) / 2).saturating_sub(2) / 2;
+    match input {
+        [_, h, w] => 64usize.saturating_mul(side(*h)).saturating_mul(side(*w)).saturating_mul(classes),
+        _ => 0,
+    }
+}
+
 /// Step 2 — the model: two convolution blocks and a linear classifier.
 /// For 28×28 inputs: 1×28×28 → 32×26×26 → 32×13×13 → 64×11×11 → 64×5×5 → 1600 → classes.
 pub fn reference_cnn(input: &[usize], classes: usize, seed: u64) -> Result<Sequential> {
@@ -28,6 +42,13 @@ pub fn reference_cnn(input: &[usize], classes: usize, seed: u64) -> Result<Seque
         return Err(Error::shape(format!("expected image inputs [C, H, W], got {input:?}")));
     };
     let side = |s: usize| (s.saturating_sub(2) / 2).saturating_sub(2) / 2;
+    let weights = classifier_weights(input, classes);
+    if weights > MAX_CLASSIFIER_WEIGHTS {
+        return Err(Error::invalid(format!(
+            "images of shape {input:?} with {classes} classes would need a classifier of {weights} weights (at most \
+             {MAX_CLASSIFIER_WEIGHTS}: this network is made for small images; resize them)"
+        )));
+    }
     Sequential::builder(input)
         .add(Conv2d::new(channels, 32, 3).seed(seed))
         .add(Relu::new())

@@ -391,22 +391,56 @@ pub const MAX_ITEM_ID: usize = 999_999;
 /// items is about 2.5 GB).
 pub const MAX_SIMULATED: usize = 10_000_000;
 
+/// The longest line the readers take (256 MiB): a line is read whole before it is parsed, so a
+/// file without line breaks (`/dev/zero`, a binary file) would otherwise grow memory without end.
+/// A student's history on one line of the three-line format stays far below it.
+pub const MAX_LINE_BYTES: usize = 1 << 28;
+
 /// The lines of a text file, read one at a time (memory grows with what has been parsed, not with
-/// the file): `(line number, line)`, a UTF-8 byte-order mark before the first line dropped (as
-/// spreadsheet programs write it, it is not part of the first row).
+/// the file, and a line with it only up to [`MAX_LINE_BYTES`]): `(line number, line)` without its
+/// `\n` or `\r\n`, a UTF-8 byte-order mark before the first line dropped (as spreadsheet
+/// programs write it, it is not part of the first row).
 fn lines(path: &Path) -> Result<impl Iterator<Item = Result<(usize, String)>> + '_> {
-    use std::io::BufRead;
+    lines_of_at_most(path, MAX_LINE_BYTES)
+}
+
+/// [`lines`] with lines of at most `max` bytes; the first error ends the walk.
+fn lines_of_at_most(path: &Path, max: usize) -> Result<impl Iterator<Item = Result<(usize, String)>> + '_> {
+    use std::io::{BufRead, Read};
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let reader = std::io::BufReader::new(file);
-    Ok(reader.lines().enumerate().map(move |(i, line)| {
-        let mut line = line.map_err(|e| match e.kind() {
-            std::io::ErrorKind::InvalidData => Error::format(path, format!("line {}: not UTF-8 text", i + 1)),
-            _ => Error::io(path, e),
-        })?;
-        if i == 0 && line.starts_with('\u{feff}') {
-            line.drain(..'\u{feff}'.len_utf8());
+    let mut reader = std::io::BufReader::new(file);
+    let (mut number, mut failed) = (0, false);
+    Ok(std::iter::from_fn(move || {
+        if failed {
+            return None;
         }
-        Ok((i + 1, line))
+        number += 1;
+        let mut bytes = Vec::new();
+        let line = match (&mut reader).take(max as u64 + 1).read_until(b'\n', &mut bytes) {
+            Ok(0) => return None,
+            Err(e) => Err(Error::io(path, e)),
+            Ok(_) if bytes.last() != Some(&b'\n') && bytes.len() > max => {
+                Err(Error::format(path, format!("line {number}: more than {max} bytes without a line break")))
+            }
+            Ok(_) => {
+                if bytes.last() == Some(&b'\n') {
+                    bytes.pop();
+                    if bytes.last() == Some(&b'\r') {
+                        bytes.pop();
+                    }
+                }
+                String::from_utf8(bytes)
+                    .map_err(|_| Error::format(path, format!("line {number}: not UTF-8 text")))
+                    .map(|mut line| {
+                        if number == 1 && line.starts_with('\u{feff}') {
+                            line.drain(..'\u{feff}'.len_utf8());
+                        }
+                        (number, line)
+                    })
+            }
+        };
+        failed = line.is_err();
+        Some(line)
     }))
 }
 
@@ -434,7 +468,8 @@ fn bit(path: &Path, line: usize, v: &str) -> Result<bool> {
 ///
 /// # Errors
 /// [`Error::Io`] if the file cannot be read; [`Error::Format`] naming the line for a row of
-/// another width or a value other than `0`/`1`, or a file without students.
+/// another width or a value other than `0`/`1`, a line that is not UTF-8 or is longer than
+/// [`MAX_LINE_BYTES`], or a file without students.
 pub fn read_csv(path: impl AsRef<Path>) -> Result<Histories> {
     let path = path.as_ref();
     let mut items = None;
@@ -488,7 +523,8 @@ pub fn read_csv(path: impl AsRef<Path>) -> Result<Histories> {
 /// # Errors
 /// [`Error::Io`] if the file cannot be read; [`Error::Format`] naming the line for a count that
 /// is not a number, a list whose length differs from the count, an id that is not an integer in
-/// `0..=MAX_ITEM_ID`, an answer other than `0`/`1`, or a file that ends in the middle of a student.
+/// `0..=MAX_ITEM_ID`, an answer other than `0`/`1`, a line that is not UTF-8 or is longer than
+/// [`MAX_LINE_BYTES`], or a file that ends in the middle of a student.
 pub fn read_three_line(path: impl AsRef<Path>) -> Result<Histories> {
     let path = path.as_ref();
     let mut all = lines(path)?;
@@ -680,4 +716,41 @@ pub fn read_concepts(path: impl AsRef<Path>) -> Result<Vec<Option<usize>>> {
         map[item] = Some(concept);
     }
     Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines as `BufRead::lines` gives them (without `\n` or `\r\n`, the last one without a break
+    /// too), a byte-order mark dropped from the first; a line longer than the limit without a
+    /// break is an error naming it (the walk ends there), one of exactly the limit is taken.
+    #[test]
+    fn lines_are_bounded_and_split_as_text_files_are() {
+        let dir = std::env::temp_dir().join(format!("backprop-lines-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, bytes: &[u8]| {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        };
+        let read = |path: &Path, max: usize| -> Vec<Result<(usize, String)>> {
+            lines_of_at_most(path, max).unwrap().collect()
+        };
+        let text = file("text.txt", "\u{feff}a,b\r\n\n12345678\nlast".as_bytes());
+        let got: Vec<(usize, String)> = read(&text, 8).into_iter().map(|l| l.unwrap()).collect();
+        let want = [(1, "a,b"), (2, ""), (3, "12345678"), (4, "last")];
+        assert_eq!(got, want.map(|(n, l)| (n, l.to_string())));
+        let got = read(&text, 7);
+        assert_eq!(got.len(), 3, "the walk ends at the long line");
+        let err = got[2].as_ref().unwrap_err().to_string();
+        assert!(err.contains("line 3: more than 7 bytes without a line break"), "{err}");
+        let zeros = file("zeros.bin", &[0u8; 100]);
+        let err = read(&zeros, 64).pop().unwrap().unwrap_err().to_string();
+        assert!(err.contains("line 1: more than 64 bytes"), "{err}");
+        let latin1 = file("latin1.txt", b"ok\ncaf\xe9\n");
+        let err = read(&latin1, 64).pop().unwrap().unwrap_err().to_string();
+        assert!(err.contains("line 2: not UTF-8 text"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
