@@ -61,11 +61,32 @@ pub trait Loss: Send + Sync {
         self.loss(&Tensor::zeros(pred_shape), target).map(|_| ())
     }
 
+    /// How many terms the loss's mean is over for this target, for a batch of `samples`: what
+    /// [`fit`](crate::train::fit) and [`evaluate`](crate::train::evaluate) weight each batch's
+    /// loss by, so that a data set's loss is the mean over every term that counts whatever the
+    /// batch size (a batch of one padded step had weighed as much as one of a hundred). The
+    /// default, `samples`, suits a loss whose every sample counts the same number of terms; a
+    /// loss that skips positions (NaN targets, [`Loss::ignores_nan_targets`]) counts those that
+    /// remain.
+    fn terms(&self, samples: usize, target: Target<'_>) -> usize {
+        let _ = target;
+        samples
+    }
+
     /// Whether a NaN in a tensor target means "ignore this position" (padding) to this loss.
     /// [`fit`](crate::train::fit) and [`evaluate`](crate::train::evaluate) refuse a data set with a
     /// NaN target for a loss that says no (the default), and infinite targets always.
     fn ignores_nan_targets(&self) -> bool {
         false
+    }
+}
+
+/// The rows a classification loss averages over: every label, or every class id but the NaN
+/// ones (padding).
+fn counted_rows(target: Target<'_>) -> usize {
+    match target {
+        Target::Classes(labels) => labels.len(),
+        Target::Values(ids) => ids.data().iter().filter(|v| !v.is_nan()).count(),
     }
 }
 
@@ -253,6 +274,10 @@ impl Loss for CrossEntropyLoss {
         true // class ids, NaN marking padding
     }
 
+    fn terms(&self, _: usize, target: Target<'_>) -> usize {
+        counted_rows(target)
+    }
+
     fn check_target(&self, pred_shape: &[usize], target: Target<'_>) -> Result<()> {
         check_classes(self.name(), pred_shape, target)
     }
@@ -434,6 +459,10 @@ impl Loss for NllLoss {
         true // class ids, NaN marking padding
     }
 
+    fn terms(&self, _: usize, target: Target<'_>) -> usize {
+        counted_rows(target)
+    }
+
     fn check_target(&self, pred_shape: &[usize], target: Target<'_>) -> Result<()> {
         check_classes(self.name(), pred_shape, target)
     }
@@ -506,6 +535,13 @@ impl Loss for BceWithLogitsLoss {
 
     fn ignores_nan_targets(&self) -> bool {
         self.ignore_nan
+    }
+
+    fn terms(&self, samples: usize, target: Target<'_>) -> usize {
+        match target {
+            Target::Values(t) if self.ignore_nan => t.data().iter().filter(|t| !t.is_nan()).count(),
+            _ => samples,
+        }
     }
 
     fn check_target(&self, pred_shape: &[usize], target: Target<'_>) -> Result<()> {

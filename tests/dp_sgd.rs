@@ -82,6 +82,22 @@ fn batch_norm_is_refused_and_runs_are_seeded() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("\"1.running_mean\"") && err.contains("batch norm"), "{err}");
+    // A stateful recurrent layer carries one pass's final state into the next: an example's
+    // gradient would read other examples' data. Refused the same way, before anything runs.
+    let seqs = Dataset::classification(Tensor::randn(&[8, 3, 2], 0.0, 1.0, 4), vec![0, 1, 2, 0, 1, 2, 0, 1])
+        .unwrap();
+    let mut stateful = Sequential::builder(&[3, 2])
+        .add(Lstm::new(2, 4).last_step_only().stateful())
+        .add(Dense::new(4, 3))
+        .build()
+        .unwrap();
+    let before = stateful.state_dict();
+    let err =
+        fit_private(&mut stateful, &seqs, &CrossEntropyLoss::new(), &mut Sgd::new(0.1), &options(1.0, 1.0))
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("\"0.carried_state\"") && err.contains("stateful recurrent layer"), "{err}");
+    assert_eq!(stateful.state_dict(), before);
     let run = || {
         let mut m = mlp();
         let o = DpOptions { sample_rate: 0.25, epochs: 2, ..options(1.0, 1.1) };
@@ -312,4 +328,32 @@ fn a_transformer_trains_privately() {
     let eval = backprop::train::evaluate(&mut model, &data, &CrossEntropyLoss::new(), 64).unwrap();
     assert!(eval.accuracy.unwrap() > 0.8, "{eval:?} after {report:?}");
     assert!(report.epsilon.is_finite() && report.epsilon > 0.0, "{report:?}");
+}
+
+/// The data are checked against the model at the largest batch a forward pass will see — a chunk
+/// of the per-example budget — not at all `N` examples at once: a recurrent layer whose
+/// activation budget holds a chunk but not the whole training set trains (it had been refused,
+/// with advice to use smaller batches, which DP-SGD's Poisson sampling leaves no way to follow).
+#[test]
+fn data_are_checked_at_the_largest_pass_not_at_the_whole_set() {
+    use backprop::privacy::DpSgd;
+    let data =
+        Dataset::classification(Tensor::randn(&[64, 20, 2], 0.0, 1.0, 5), (0..64).map(|i| i % 3).collect())
+            .unwrap();
+    // 4·N·T·(2F + 11H) bytes for an LSTM: 3,840·N here; a budget of 32 KiB holds N ≤ 8.
+    let model = || {
+        Sequential::builder(&[20, 2])
+            .add(Lstm::new(2, 4).last_step_only().activation_budget(32 << 10))
+            .add(Dense::new(4, 3))
+            .build()
+            .unwrap()
+    };
+    assert!(model().output_shape(&[64, 20, 2]).is_err() && model().output_shape(&[4, 20, 2]).is_ok());
+    // 143 parameters, 572 bytes per example: a budget of 2,400 bytes runs chunks of 4.
+    let o = DpOptions { sample_rate: 0.25, ..options(1.0, 1.0) };
+    let mut dp = DpSgd::new(&o, data.len()).unwrap().per_example_budget(2400);
+    let mut m = model();
+    let options = FitOptions::new().epochs(1).seed(o.seed).verbose(false).step(&mut dp);
+    m.fit(&data, &CrossEntropyLoss::new(), &mut Sgd::new(0.1), options).unwrap();
+    assert!(dp.steps() > 0);
 }

@@ -60,6 +60,25 @@ fn bad_targets_are_refused_before_any_forward_pass() {
     assert!(
         model.fit(&values, &CrossEntropyLoss::new(), &mut adam, FitOptions::new().verbose(false)).is_err()
     );
+    // Every sample's targets are checked before the first batch, not sample 0's alone: a class
+    // id out of range (or not whole) in a late sample, a BCE target past 1.
+    let seq_model = || Sequential::builder(&[2, 2]).add(Dense::new(2, 5)).build().unwrap();
+    for (bad, want) in [(7.0, "samples 256–299"), (1.5, "samples 256–299")] {
+        let mut ids = Tensor::zeros(&[300, 2]);
+        ids.data_mut()[2 * 280 + 1] = bad;
+        let seqs = Dataset::regression(Tensor::zeros(&[300, 2, 2]), ids).unwrap();
+        let mut m = seq_model();
+        let before = m.state_dict();
+        let e =
+            m.fit(&seqs, &CrossEntropyLoss::new(), &mut adam, FitOptions::new().verbose(false)).unwrap_err();
+        assert!(e.to_string().contains(want) && e.to_string().contains("training set"), "{e}");
+        assert_eq!(m.state_dict(), before, "refused before the first batch");
+    }
+    let mut targets = Tensor::zeros(&[300, 2, 5]);
+    targets.data_mut()[2 * 5 * 299] = 2.0;
+    let seqs = Dataset::regression(Tensor::zeros(&[300, 2, 2]), targets).unwrap();
+    let e = seq_model().fit(&seqs, &BceWithLogitsLoss::new(), &mut adam, FitOptions::new().verbose(false));
+    assert!(e.unwrap_err().to_string().contains("samples 256–299"));
     // A validation set that does not fit.
     let bad_val = Dataset::classification(Tensor::zeros(&[4, 3]), vec![0; 4]).unwrap();
     let err = model
@@ -524,4 +543,41 @@ fn a_variance_past_f32_is_normalised_right_and_stops_training_by_name() {
         model.train_step(&x, Target::Values(&Tensor::zeros(&[2, 1])), &MseLoss::new(), &mut Sgd::new(0.1));
     assert!(e.unwrap_err().to_string().contains("running_var"));
     assert_eq!(state(&model), before);
+}
+
+/// What `fit` can know before the first epoch it says then, with nothing trained: a schedule
+/// whose rate leaves f32 at a later epoch (it had trained four epochs at rates up to 10³⁰ first),
+/// and a checkpoint folder that cannot take the files (a `last.safetensors` that is a folder,
+/// a folder path below a file) — which a run refused for its data does not create either.
+#[test]
+fn schedules_and_checkpoint_folders_are_checked_before_the_first_epoch() {
+    use backprop::optim::schedule::Schedule;
+    use backprop::train::Checkpoints;
+    let data = common::blobs(16, 1);
+    let mut model = bn_model();
+    let before = state(&model);
+    let options = || FitOptions::new().epochs(10).verbose(false);
+    let growing = Schedule::exponential(1e10).unwrap();
+    let e = model.fit(&data, &CrossEntropyLoss::new(), &mut Sgd::new(0.1), options().schedule(growing));
+    let e = e.unwrap_err().to_string();
+    assert!(e.contains("epoch 5") && e.contains("nothing was trained"), "{e}");
+    assert_eq!(state(&model), before);
+    let dir = common::scratch_dir("fit-checkpoint-folders");
+    std::fs::create_dir_all(dir.path().join("taken/last.safetensors")).unwrap();
+    std::fs::write(dir.path().join("a-file"), b"x").unwrap();
+    for (folder, want) in [("taken", "a folder where a checkpoint goes"), ("a-file/run", "a-file")] {
+        let keep = Checkpoints::in_dir(dir.path().join(folder));
+        let e = model.fit(&data, &CrossEntropyLoss::new(), &mut Sgd::new(0.1), options().checkpoints(keep));
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains(want), "{folder}: {e}");
+        assert_eq!(state(&model), before, "{folder}");
+    }
+    let refused = Dataset::classification(Tensor::zeros(&[4, 5]), vec![0; 4]).unwrap();
+    let keep = Checkpoints::in_dir(dir.path().join("never"));
+    assert!(
+        model
+            .fit(&refused, &CrossEntropyLoss::new(), &mut Sgd::new(0.1), options().checkpoints(keep))
+            .is_err()
+    );
+    assert!(!dir.path().join("never").exists(), "a refused run makes no folder");
 }

@@ -166,6 +166,24 @@ fn deep_nesting_is_refused_not_a_stack_overflow() {
         }
     });
     assert!(deeper.is_err(), "Sequential::add refuses the level past the limit");
+    // Swapped in place, past what `add` sees (each wrapper's kept depth stays 2): 100,000 levels
+    // through `layer_as_mut`, a Residual's body among them. `build` measures the depth itself and
+    // refuses; dropping the model does not overflow the stack either.
+    let mut m = Sequential::new().add(Dense::new(2, 2));
+    for level in 0..100_000 {
+        let mut wrapper = if level % 1000 == 0 {
+            Sequential::new().add(Residual::new(Sequential::new()))
+        } else {
+            Sequential::new().add(Sequential::new())
+        };
+        match wrapper.layer_as_mut::<Sequential>(0) {
+            Some(slot) => *slot = m,
+            None => *wrapper.layer_as_mut::<Residual>(0).unwrap().body_mut() = m,
+        }
+        m = wrapper;
+    }
+    let e = Sequential::builder(&[2]).add(m).build().unwrap_err().to_string();
+    assert!(e.contains("nested") && e.contains(&MAX_NESTING.to_string()), "{e}");
 }
 
 /// A layer too large to allocate is a panic that says so (documented on the constructors), not

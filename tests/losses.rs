@@ -175,3 +175,36 @@ fn softmax_rows_sum_to_one() {
     }
     assert!((p.data()[3] - 1.0).abs() < 1e-6);
 }
+
+/// A data set's loss is the mean over every term that counts, whatever the batch size: with
+/// padded class ids (NaN), a batch of one sample with one valid step and another with two
+/// valid steps give the mean over the three steps — as the loss over all samples at once does —
+/// not the mean of the two batches' means (which had made the validation loss, and so early
+/// stopping, depend on the batch size). Without padding, nothing changes: the samples weigh alike.
+#[test]
+fn a_data_sets_loss_is_the_mean_over_its_terms_in_any_batches() {
+    use backprop::prelude::{Dataset, Dense, Sequential};
+    let mut model = Sequential::builder(&[2, 1]).add(Dense::new(1, 3)).seed(4).build().unwrap();
+    let x = Tensor::from_vec(&[3, 2, 1], vec![0.5, -1.0, 2.0, 0.25, -0.7, 1.5]).unwrap();
+    let ids = Tensor::from_vec(&[3, 2], vec![0.0, f32::NAN, 1.0, 2.0, 2.0, 0.0]).unwrap();
+    let (ce, bce) = (CrossEntropyLoss::new(), BceWithLogitsLoss::new().ignore_nan_targets());
+    let logits = model.predict(&x, 3).unwrap();
+    let data = Dataset::regression(x.clone(), ids.clone()).unwrap();
+    let whole = ce.loss(&logits, Target::Values(&ids)).unwrap();
+    for batch in [1, 2, 3] {
+        let l = model.evaluate(&data, &ce, batch).unwrap().loss;
+        assert!((l - whole).abs() < 1e-6, "batch {batch}: {l} against {whole}");
+    }
+    // BCE that skips NaN targets: the mean over the values that count.
+    let mut t = Tensor::zeros(&[3, 2, 3]);
+    t.data_mut()
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, v)| *v = if i % 4 == 1 { f32::NAN } else { (i % 2) as f32 });
+    let whole = bce.loss(&logits, Target::Values(&t)).unwrap();
+    let data = Dataset::regression(x, t).unwrap();
+    for batch in [1, 2] {
+        let l = model.evaluate(&data, &bce, batch).unwrap().loss;
+        assert!((l - whole).abs() < 1e-6, "BCE, batch {batch}: {l} against {whole}");
+    }
+}

@@ -107,6 +107,9 @@ pub struct DpSgd {
     /// A chunk of the batch, its targets (reused).
     chunk: Inputs,
     chunk_targets: Targets,
+    /// Whether the model takes the batched per-example pass (set by `check`), else a pass per
+    /// example.
+    batched: bool,
 }
 
 impl DpSgd {
@@ -158,6 +161,7 @@ impl DpSgd {
             budget: DEFAULT_PER_EXAMPLE_BUDGET,
             chunk: Inputs::new(),
             chunk_targets: Targets::Classes(Vec::new()),
+            batched: false,
         })
     }
 
@@ -237,6 +241,13 @@ impl DpSgd {
         Ok((loss_sum, out))
     }
 
+    /// The most examples one batched pass takes: as many as the per-example budget holds
+    /// gradients for (one example's is the model's parameters), at least one.
+    fn per_chunk(&self) -> usize {
+        let params: usize = self.sum.iter().map(Tensor::len).sum();
+        (self.budget / (params.max(1) * 4)).max(1)
+    }
+
     /// [`Self::clipped_sum_batched`] over chunks of the batch small enough for the per-example
     /// budget: the same sum (each chunk adds its examples' terms in order), the outputs stacked.
     fn clipped_sum_in_chunks(
@@ -246,8 +257,7 @@ impl DpSgd {
         targets: &Targets,
         loss: &dyn Loss,
     ) -> Result<(f64, Tensor)> {
-        let params: usize = self.sum.iter().map(Tensor::len).sum();
-        let per_chunk = (self.budget / (params.max(1) * 4)).max(1);
+        let per_chunk = self.per_chunk();
         let b = batch.len();
         if b <= per_chunk {
             return self.clipped_sum_batched(model, batch, targets, loss);
@@ -323,14 +333,25 @@ fn example_loss(loss: &dyn Loss, out: &Tensor, target: &Targets) -> Result<(f64,
     Ok((l as f64, g))
 }
 
-/// The first piece of state that makes examples interact (a buffer: batch norm's running
-/// statistics), with its name.
-fn mixing_state(model: &dyn Visit) -> Option<String> {
+/// The first piece of state that makes examples interact, with its name and what it does: a
+/// buffer (batch norm's running statistics mix a batch's examples), or the state a stateful
+/// recurrent layer carries from one pass into the next (an example's forward pass would start
+/// from other examples' final state: its gradient would depend on their data, which the noise
+/// does not cover).
+fn mixing_state(model: &dyn Visit) -> Option<(String, &'static str)> {
     let mut found = None;
-    model.visit(&mut |name, s| {
-        if found.is_none() && matches!(s, State::Buffer(_)) {
-            found = Some(name.to_string());
+    model.visit(&mut |name, s| match s {
+        State::Buffer(_) if found.is_none() => {
+            found = Some((name.to_string(), "batch statistics: batch norm mixes the examples of a batch"));
         }
+        State::Carried(_) if found.is_none() => {
+            found = Some((
+                name.to_string(),
+                "state carried between passes: a stateful recurrent layer starts each pass from the last one's final \
+                 state",
+            ));
+        }
+        _ => {}
     });
     found
 }
@@ -351,10 +372,10 @@ impl Step for DpSgd {
                 data.len()
             )));
         }
-        if let Some(name) = mixing_state(model) {
+        if let Some((name, what)) = mixing_state(model) {
             return Err(Error::invalid(format!(
-                "DP-SGD: the model keeps batch statistics ({name:?}): batch norm mixes the examples of a batch, so one \
-                 example's gradient is not its own; remove it (or use a per-example normalisation) for private training"
+                "DP-SGD: the model keeps {what} ({name:?}), so one example's gradient is not its own; remove it (a \
+                 per-example normalisation, a recurrent layer that is not stateful) for private training"
             )));
         }
         if options.clip_grad_norm.is_some() {
@@ -374,11 +395,16 @@ impl Step for DpSgd {
             )));
         }
         self.sum = shapes.iter().map(|s| Tensor::zeros(s)).collect();
+        self.batched = model.as_layer_mut().is_some_and(supports_per_example);
         Ok(())
     }
 
+    /// Poisson batches have any size from 0 to `n`, but no forward pass sees more examples than a
+    /// chunk (as many as the per-example budget holds gradients for), or one on the pass per example: the
+    /// shapes are checked for those (a recurrent layer's activation budget checked for all `n`
+    /// at once had refused a large data set that every pass fits).
     fn batch_sizes(&self, n: usize, _: &FitOptions<'_>) -> Vec<usize> {
-        vec![1, n] // Poisson batches: any size from 0 to n
+        if self.batched { vec![1, n.min(self.per_chunk())] } else { vec![1] }
     }
 
     /// The sampling and noise generators' states and the step count (what the accountant

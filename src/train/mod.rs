@@ -210,6 +210,7 @@ pub(crate) fn check_data(
         )));
     }
     if let (Some(loss), false) = (loss, data.is_empty()) {
+        // The shapes, on one sample (its message then shows a sample's shapes).
         let mut one = out.clone();
         if let Some(n) = one.first_mut() {
             *n = 1;
@@ -217,11 +218,76 @@ pub(crate) fn check_data(
         let target = data.targets().select(&[0]);
         loss.check_target(&one, target.as_target()).map_err(|e| match e {
             Error::Shape(m) => Error::shape(format!("{what}: {m}")),
-            Error::InvalidArgument(m) => Error::invalid(format!("{what}: {m}")),
+            Error::InvalidArgument(m) => Error::invalid(format!("{what}, sample 0: {m}")),
             other => other,
         })?;
+        // Then every sample's values, before the first batch (a class id out of range in sample
+        // 900 had stopped training in the middle of an epoch), in blocks of samples: the check
+        // may make a list per value (16 bytes each), which for all of a large sequence data set
+        // at once would be gigabytes.
+        const BLOCK: usize = 256;
+        let mut block_out = out.clone();
+        let mut target = data.targets().select(&[]);
+        for start in (0..data.len()).step_by(BLOCK) {
+            let samples: Vec<usize> = (start..data.len().min(start + BLOCK)).collect();
+            if let Some(n) = block_out.first_mut() {
+                *n = samples.len();
+            }
+            data.targets().select_into(&samples, &mut target);
+            let at = || match samples.len() {
+                1 => format!("sample {start}"),
+                k => format!("samples {start}–{}", start + k - 1),
+            };
+            loss.check_target(&block_out, target.as_target()).map_err(|e| match e {
+                Error::Shape(m) => Error::shape(format!("{what}: {m}")),
+                Error::InvalidArgument(m) => Error::invalid(format!("{what}, {}: {m}", at())),
+                other => other,
+            })?;
+        }
     }
     Ok(Some(out))
+}
+
+/// Every epoch's learning rate from the schedule, before the first (a rate that grew past f32
+/// at epoch 5 had stopped training after four epochs at absurd rates).
+fn check_schedule(options: &FitOptions<'_>, base_lr: f32) -> Result<()> {
+    let Some(s) = &options.schedule else { return Ok(()) };
+    for epoch in 1..=options.epochs {
+        let lr = s.lr(base_lr, epoch - 1);
+        if !(lr.is_finite() && lr >= 0.0) {
+            return Err(Error::invalid(format!(
+                "fit: the learning-rate schedule gives {lr} at epoch {epoch} (base rate {base_lr}): a rate must be a \
+                 finite number ≥ 0; nothing was trained"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The checkpoints' folder made, and shown to take files, before the first epoch: a folder that
+/// cannot be written (or a `last.safetensors` that is a folder, or read-only) had failed only
+/// after the first epoch's training.
+fn prepare_checkpoints(c: &crate::train::Checkpoints) -> Result<()> {
+    std::fs::create_dir_all(&c.dir).map_err(|e| Error::io(&c.dir, e))?;
+    tempfile::Builder::new()
+        .prefix(".backprop-probe-")
+        .tempfile_in(&c.dir)
+        .map_err(|e| Error::io(&c.dir, e))?;
+    for path in [c.last_path(), c.best_path()] {
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => {
+                return Err(Error::invalid(format!("{}: a folder where a checkpoint goes", path.display())));
+            }
+            Ok(m) if m.permissions().readonly() => {
+                return Err(Error::invalid(format!(
+                    "{}: read-only, so a checkpoint cannot replace it",
+                    path.display()
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The batch sizes an epoch of `n` samples in batches of `b` will use.
@@ -276,7 +342,7 @@ fn check_options(train: &Dataset, options: &FitOptions<'_>) -> Result<()> {
             ));
         }
     }
-    if let Some(c) = &options.checkpoints {
+    if options.checkpoints.is_some() {
         let monitor = checkpoint_monitor(options);
         if monitor != Monitor::TrainLoss && options.validation.is_none() {
             return bad(format!("keeping the best checkpoint by {monitor:?} needs a validation set"));
@@ -284,7 +350,6 @@ fn check_options(train: &Dataset, options: &FitOptions<'_>) -> Result<()> {
         if monitor == Monitor::ValAccuracy && options.validation.is_some_and(|v| v.labels().is_none()) {
             return bad("keeping the best checkpoint by validation accuracy needs class labels".into());
         }
-        std::fs::create_dir_all(&c.dir).map_err(|e| Error::io(&c.dir, e))?;
     }
     if let Some(c) = options.resume {
         let p = c.progress();
@@ -381,6 +446,10 @@ pub fn fit(
         let eval_batch = options.batch_size.max(256);
         check_data(model, v, Some(loss), "validation set", &batch_sizes(v.len(), eval_batch, false))?;
     }
+    check_schedule(&options, optimizer.learning_rate())?;
+    if let Some(c) = &options.checkpoints {
+        prepare_checkpoints(c)?; // last: a refused run leaves no new folder behind
+    }
     let resumed = match options.resume {
         Some(c) => {
             Some(Resumed { best_weights: c.restore(model, optimizer, &mut *step)?, progress: c.progress() })
@@ -455,7 +524,7 @@ fn run(
         let epoch_batches = step.batches(train.len(), options, &mut shuffle_rng);
         let batches = epoch_batches.len();
         let bar = progress::bar(options.verbose, batches, epoch, options.epochs);
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        let (mut loss_sum, mut correct, mut seen, mut terms) = (0.0f64, 0usize, 0usize, 0usize);
 
         for (b, idx) in epoch_batches.iter().enumerate() {
             train.named_inputs().select_into(idx, &mut x);
@@ -512,14 +581,17 @@ fn run(
                 (Targets::Classes(l), Some(out)) => Some(count_correct(out, l)),
                 _ => None,
             };
-            loss_sum += batch_loss as f64 * idx.len() as f64;
+            // Each batch's mean weighted by its terms (Loss::terms): the epoch's mean over all.
+            let batch_terms = loss.terms(idx.len(), t.as_target());
+            loss_sum += batch_loss as f64 * batch_terms as f64;
+            terms += batch_terms;
             correct += batch_correct.unwrap_or(0);
             seen += idx.len();
             if let Some(bar) = &bar {
                 bar.inc(1);
                 let acc = batch_correct
                     .map_or(String::new(), |_| format!(", acc {:.2}%", 100.0 * correct as f64 / seen as f64));
-                bar.set_message(format!("loss {:.4}{acc}", loss_sum / seen.max(1) as f64));
+                bar.set_message(format!("loss {:.4}{acc}", loss_sum / terms.max(1) as f64));
             }
             if let Some(cb) = options.on_batch_end.as_mut() {
                 cb(&BatchStats {
@@ -548,12 +620,12 @@ fn run(
                 "fit: the validation loss became {} after epoch {epoch} (the training loss was finite, {}): \
                  the validation data hold values the model cannot take (check their scale)",
                 v.loss,
-                (loss_sum / seen.max(1) as f64) as f32
+                (loss_sum / terms.max(1) as f64) as f32
             )));
         }
         let stats = EpochStats {
             epoch,
-            train_loss: (loss_sum / seen.max(1) as f64) as f32,
+            train_loss: (loss_sum / terms.max(1) as f64) as f32,
             train_accuracy: train.labels().map(|_| correct as f32 / seen.max(1) as f32),
             val_loss: val.map(|v| v.loss),
             val_accuracy: val.and_then(|v| v.accuracy),

@@ -62,7 +62,9 @@ fn batched_output_shape(model: &dyn Layer, x: &Tensor, batch_size: usize, what: 
 }
 
 /// Mean loss (and accuracy, for class labels) over a data set, in eval mode, `batch_size`
-/// samples at a time.
+/// samples at a time. The loss is the mean over every term the loss counts
+/// ([`Loss::terms`](crate::loss::Loss::terms): samples, or the positions that are not padding),
+/// so the batch size does not change it.
 ///
 /// # Errors
 /// If the data do not fit the model or the loss, or `batch_size` is 0.
@@ -79,8 +81,8 @@ pub fn evaluate(
         check_data(model, data, Some(loss), "evaluate", &[batch_size.min(data.len())])?;
     }
     // The batches on one of the pool's threads: their parallel loops start without waking this one.
-    let (loss_sum, correct) = super::on_pool(|| -> Result<(f64, usize)> {
-        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+    let (loss_sum, terms, correct) = super::on_pool(|| -> Result<(f64, usize, usize)> {
+        let (mut loss_sum, mut terms, mut correct) = (0.0f64, 0usize, 0usize);
         let order: Vec<usize> = (0..data.len()).collect();
         let mut x = Inputs::new();
         let mut t = data.targets().select(&[]);
@@ -89,17 +91,20 @@ pub fn evaluate(
             data.targets().select_into(idx, &mut t);
             let (_, out) =
                 first_output(super::forward_batch_caught(model, &x, Mode::Predict, "evaluate")?, &*model)?;
-            loss_sum += loss.loss(&out, t.as_target())? as f64 * idx.len() as f64;
+            // Each batch's mean weighted by its terms (Loss::terms): the mean over all of them.
+            let batch_terms = loss.terms(idx.len(), t.as_target());
+            loss_sum += loss.loss(&out, t.as_target())? as f64 * batch_terms as f64;
+            terms += batch_terms;
             if let Targets::Classes(l) = &t {
                 correct += count_correct(&out, l);
             }
         }
-        Ok((loss_sum, correct))
+        Ok((loss_sum, terms, correct))
     })?;
     let total = data.len();
     let is_class = data.labels().is_some();
     Ok(Evaluation {
-        loss: if total == 0 { 0.0 } else { (loss_sum / total as f64) as f32 },
+        loss: if terms == 0 { 0.0 } else { (loss_sum / terms as f64) as f32 },
         accuracy: is_class.then(|| if total == 0 { 0.0 } else { correct as f32 / total as f32 }),
         correct: is_class.then_some(correct),
         total,

@@ -40,6 +40,24 @@ use plan::Plan;
 use std::any::Any;
 use std::fmt;
 
+/// Takes a model apart level by level, with a stack of its own: dropping it by recursion would
+/// overflow the thread's stack for a model nested deeper than a build accepts (one a user made
+/// by swapping layers in place, which `build` then refuses — and which still has to be dropped).
+impl Drop for Sequential {
+    fn drop(&mut self) {
+        let mut pending = std::mem::take(&mut self.layers);
+        while let Some(mut layer) = pending.pop() {
+            let any = layer.as_mut() as &mut dyn Any;
+            if let Some(inner) = any.downcast_mut::<Sequential>() {
+                pending.append(&mut inner.layers);
+            } else if let Some(r) = any.downcast_mut::<super::Residual>() {
+                pending.append(&mut r.body_mut().layers);
+            }
+            drop(layer); // now without nested layers
+        }
+    }
+}
+
 /// Layers applied one after the other. See the [module docs](self).
 pub struct Sequential {
     /// Shape of one sample (no batch axis), for a model built with [`Sequential::builder`].
@@ -66,6 +84,30 @@ fn nesting(layer: &dyn Layer) -> usize {
     } else {
         0
     }
+}
+
+/// The nesting depth of `model`, measured by walking its containers (with a stack of its own, not
+/// by recursion), and not past `MAX_NESTING + 1`: the depths the containers keep can be stale
+/// after a layer was swapped in place ([`Sequential::layer_as_mut`], [`Residual::body_mut`](super::Residual::body_mut)),
+/// and a model nested 100,000 deep had then overflowed the stack in `build`.
+fn measured_depth(model: &Sequential) -> usize {
+    let mut deepest = 0;
+    let mut stack: Vec<(&Sequential, usize)> = vec![(model, 1)];
+    while let Some((s, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        if deepest > MAX_NESTING {
+            break;
+        }
+        for layer in &s.layers {
+            let any = layer.as_ref() as &dyn Any;
+            if let Some(inner) = any.downcast_ref::<Sequential>() {
+                stack.push((inner, depth + 1));
+            } else if let Some(r) = any.downcast_ref::<super::Residual>() {
+                stack.push((r.body(), depth + 2));
+            }
+        }
+    }
+    deepest
 }
 
 fn depth_of(layers: &[Box<dyn Layer>]) -> usize {
@@ -198,8 +240,9 @@ impl Sequential {
 
     /// Shapes layer by layer from the input shape, and unique state names.
     fn check(&self) -> Result<()> {
-        if self.depth > MAX_NESTING {
-            return Err(too_deep(self.depth));
+        let depth = measured_depth(self);
+        if depth > MAX_NESTING {
+            return Err(too_deep(depth));
         }
         if let Some(input) = &self.input_shape {
             let batch: Vec<usize> = std::iter::once(1).chain(input.iter().copied()).collect();
