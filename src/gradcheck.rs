@@ -58,6 +58,28 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// Checks that these settings can tell a right gradient from a wrong one: `ε` and `atol`
+    /// finite and positive (an infinite `atol` made every error 0, a zero one 0/0 a failure),
+    /// and at least one entry per tensor (none checked would pass anything).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) naming the setting.
+    pub fn check(&self) -> Result<()> {
+        let bad = |m: String| Err(crate::Error::invalid(format!("gradient check: {m}")));
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return bad(format!("the step eps must be a finite number > 0, got {}", self.eps));
+        }
+        if !(self.atol.is_finite() && self.atol > 0.0) {
+            return bad(format!("atol must be a finite number > 0, got {}", self.atol));
+        }
+        if self.max_entries == Some(0) {
+            return bad("max_entries Some(0) would check nothing; use None to check every entry".into());
+        }
+        Ok(())
+    }
+}
+
 /// The result of checking one tensor (the input, or one parameter).
 #[derive(Clone, Debug)]
 pub struct TensorReport {
@@ -95,9 +117,10 @@ impl Report {
         self.tensors.iter().map(|t| t.max_abs_error).fold(0.0, f32::max)
     }
 
-    /// True when every relative error is at most `tol` (and every gradient is finite).
+    /// True when every relative error is at most `tol` (and every gradient is finite), and at
+    /// least one entry was compared: a report that compared nothing shows nothing.
     pub fn passes(&self, tol: f32) -> bool {
-        self.tensors.iter().all(|t| t.max_rel_error <= tol)
+        self.tensors.iter().any(|t| t.checked > 0) && self.tensors.iter().all(|t| t.max_rel_error <= tol)
     }
 }
 
@@ -144,7 +167,8 @@ impl Comparison {
         let r = &mut self.report;
         let abs = (analytic - numeric).abs();
         let rel = abs / analytic.abs().max(numeric.abs()).max(self.atol);
-        let rel = if rel.is_nan() { f32::INFINITY } else { rel };
+        // (A NaN on either side is the worst error there is, not one that max() would skip.)
+        let (abs, rel) = if rel.is_nan() { (f32::INFINITY, f32::INFINITY) } else { (abs, rel) };
         r.checked += 1;
         r.max_abs_error = r.max_abs_error.max(abs);
         if rel > r.max_rel_error || r.checked == 1 {
@@ -205,12 +229,19 @@ fn set_param_entry<V: Visit + ?Sized>(layer: &mut V, name: &str, i: usize, value
 /// those — and the random generators — are restored as they were before the check. An input of
 /// token ids (which the layer refuses once nudged off a whole number: an embedding, a
 /// decoder-only Transformer) has no gradient; the report then holds the parameters only.
+///
+/// # Panics
+/// If `opts` fails [`Options::check`] (the message names the setting), and where the layer's
+/// forward or backward pass panics on `x`.
 pub fn check_layer<'p>(
     layer: &mut dyn Layer,
     x: &Tensor,
     pass: impl Into<Pass<'p>>,
     opts: &Options,
 ) -> Report {
+    if let Err(e) = opts.check() {
+        panic!("{e}");
+    }
     let pass = pass.into();
     let mut before = Snapshot::default();
     before.save(layer, false); // buffers, counters, generators (the check restores parameters itself)
@@ -275,14 +306,16 @@ fn check_layer_inner(layer: &mut dyn Layer, x: &Tensor, pass: Pass<'_>, opts: &O
 /// off a whole number) has no gradient and is left out of the report.
 ///
 /// # Errors
-/// Whatever the model's forward or backward pass returns for these inputs; a panic inside the
-/// forward pass (a layer of a model struct refusing the batch) as an error naming the model.
+/// As [`Options::check`]; whatever the model's forward or backward pass returns for these
+/// inputs; a panic inside the forward pass (a layer of a model struct refusing the batch) as an
+/// error naming the model.
 pub fn check_model<M: Model + ?Sized>(
     model: &mut M,
     inputs: &Inputs,
     mode: Mode,
     opts: &Options,
 ) -> Result<Report> {
+    opts.check()?;
     let mut before = Snapshot::default();
     before.save(model, false);
     let report = check_model_inner(model, inputs, mode, opts);
@@ -362,8 +395,9 @@ fn check_model_inner<M: Model + ?Sized>(
 /// Checks a loss's gradient with respect to its prediction input.
 ///
 /// # Errors
-/// Whatever the loss returns for this prediction and target.
+/// As [`Options::check`]; whatever the loss returns for this prediction and target.
 pub fn check_loss(loss: &dyn Loss, pred: &Tensor, target: Target<'_>, opts: &Options) -> Result<Report> {
+    opts.check()?;
     let (_, grad) = loss.loss_and_grad(pred, target)?;
     let mut cmp = Comparison::new("input", opts.atol);
     let mut zp = pred.clone();

@@ -47,6 +47,7 @@ const INVENTORY: &[(&str, &str, &str)] = &[
     ("data/mod.rs", "with_lengths", "fuzz.rs"),
     ("data/transforms.rs", "apply", "hostile_values.rs"),
     ("data/transforms.rs", "fit", "hostile_values.rs"),
+    ("gradcheck.rs", "check", "hostile_values.rs"),
     ("gradcheck.rs", "check_loss", "losses.rs"),
     ("gradcheck.rs", "check_model", "models.rs"),
     ("io.rs", "load", "fuzz.rs"),
@@ -147,6 +148,7 @@ const INVENTORY: &[(&str, &str, &str)] = &[
 /// call that the test file must hold instead, `(source file, function, call)`.
 const QUALIFIED: &[(&str, &str, &str)] = &[
     ("data/mod.rs", "new", "Dataset::new("),
+    ("gradcheck.rs", "check", "bad_options.check()"),
     // (reached through a recurrent layer's export: a stateful one is refused there)
     ("onnx/layers.rs", "recurrent", "Rnn::new(2, 2).stateful()"),
     ("optim/mod.rs", "check", "nesterov().check()"),

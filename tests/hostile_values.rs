@@ -3,6 +3,8 @@
 //! from `predict`, `predict_classes`, `evaluate`, `input_gradient`, `train_step`, `fit` and
 //! private training, and the model is left as it was.
 
+mod common;
+
 use backprop::prelude::*;
 use backprop::privacy::{DpOptions, fit_private};
 
@@ -186,6 +188,110 @@ fn deep_nesting_is_refused_not_a_stack_overflow() {
     assert!(e.contains("nested") && e.contains(&MAX_NESTING.to_string()), "{e}");
 }
 
+/// Gradient checks whose settings could not tell a right gradient from a wrong one are refused
+/// (an infinite `atol` had made every error 0, `max_entries: Some(0)` had compared nothing and
+/// passed); a report that compared nothing does not pass, and a NaN is the worst error.
+#[test]
+fn gradient_checks_that_could_not_fail_are_refused() {
+    use backprop::gradcheck::{Options, check_layer, check_loss, check_model};
+    let pred = Tensor::from_vec(&[1, 3], vec![0.1, 0.2, 0.3]).unwrap();
+    let target = Tensor::zeros(&[1, 3]);
+    for (bad_options, want) in [
+        (Options { atol: f32::INFINITY, ..Options::default() }, "atol"),
+        (Options { atol: 0.0, ..Options::default() }, "atol"),
+        (Options { eps: 0.0, ..Options::default() }, "eps"),
+        (Options { eps: f32::NAN, ..Options::default() }, "eps"),
+        (Options { max_entries: Some(0), ..Options::default() }, "max_entries"),
+    ] {
+        assert!(bad_options.check().unwrap_err().to_string().contains(want));
+        let e = check_loss(&MseLoss::new(), &pred, Target::Values(&target), &bad_options).unwrap_err();
+        assert!(e.to_string().contains(want), "{e}");
+        let mut dense = Dense::new(3, 2);
+        let e = check_model(
+            &mut dense,
+            &backprop::model::Inputs::single(pred.clone()),
+            Mode::Train,
+            &bad_options,
+        );
+        assert!(e.unwrap_err().to_string().contains(want));
+        let m = common::panic_message(|| {
+            drop(check_layer(&mut Dense::new(3, 2), &pred, Mode::Train, &bad_options))
+        });
+        assert!(m.contains(want), "{m}");
+    }
+    let nothing = backprop::gradcheck::Report { tensors: vec![] };
+    assert!(!nothing.passes(1.0), "a report that compared nothing");
+}
+
+/// Reductions and comparisons do not look past a NaN: `max_abs_diff` is NaN (a reference
+/// comparison must not pass on an output that is not a number), `max_axis` NaN, `argmax_axis`
+/// the first NaN wherever it stands (as PyTorch's), and `predict_classes` / `predict_proba`
+/// refuse outputs that are not finite, naming the sample.
+#[test]
+fn nan_is_not_skipped_by_reductions_or_predictions() {
+    let a = Tensor::from_vec(&[2, 3], vec![1.0, f32::NAN, 2.0, 3.0, 1.0, 2.0]).unwrap();
+    assert!(a.max_abs_diff(&Tensor::zeros(&[2, 3])).is_nan());
+    assert!(a.max_abs_diff(&a).is_nan(), "a NaN is not equal to itself");
+    let m = a.max_axis(1);
+    assert!(m.data()[0].is_nan() && m.data()[1] == 3.0, "{m:?}");
+    assert_eq!(a.argmax_axis(1), vec![1, 0]);
+    let first = Tensor::from_vec(&[1, 3], vec![f32::NAN, 1.0, 2.0]).unwrap();
+    assert_eq!(first.argmax_axis(1), vec![0]);
+    let w = Tensor::from_vec(&[2, 2], vec![1.0, f32::NAN, 0.0, 1.0]).unwrap();
+    let mut model =
+        Sequential::builder(&[2]).add(Dense::new(2, 2).no_bias().with_weights(w, None)).build().unwrap();
+    let x = Tensor::from_vec(&[2, 2], vec![0.0, 0.0, 1.0, 1.0]).unwrap();
+    for e in [model.predict_classes(&x, 2).unwrap_err(), model.predict_proba(&x, 2).unwrap_err()] {
+        assert!(e.to_string().contains("sample 0") && e.to_string().contains("NaN"), "{e}");
+    }
+}
+
+/// Tensor growth that cannot be allocated is a panic naming the size (not an abort), with the
+/// tensor left as it was; an index out of range leaves the destination as it was too; settings
+/// no distribution has are refused.
+#[test]
+fn tensor_growth_and_draws_fail_cleanly() {
+    let mut t = Tensor::ones(&[2, 3]);
+    let m = common::panic_message(|| t.clone().resize_zeroed(&[1 << 40, 1 << 20]));
+    assert!(m.contains("cannot allocate") || m.contains("more than"), "{m}");
+    let huge = Tensor::zeros(&[2, 1 << 20]);
+    let m = common::panic_message(|| huge.select_outer_into(&vec![0; 1 << 22], &mut Tensor::default()));
+    assert!(m.contains("cannot allocate") || m.contains("more than"), "{m}");
+    let before = t.clone();
+    let m = common::panic_message(|| Tensor::ones(&[2, 3]).select_outer_into(&[0, 5], &mut t));
+    assert!(m.contains("index 5 out of range"), "{m}");
+    assert_eq!(t, before, "the destination untouched");
+    for (mean, std) in [(0.0, -1.0), (f32::NAN, 1.0), (0.0, f32::INFINITY)] {
+        let m = common::panic_message(|| drop(Tensor::randn(&[2], mean, std, 0)));
+        assert!(m.contains("Tensor::randn"), "{m}");
+    }
+    let m = common::panic_message(|| {
+        drop(backprop::tensor::init::Init::Constant(f32::NAN).tensor(&[2], &mut backprop::tensor::rng(0)))
+    });
+    assert!(m.contains("Init::Constant"), "{m}");
+    // Fans of a kernel whose size overflows usize (no weights: no input channels): no overflow
+    // panic in a build with overflow checks; the model build then refuses the layer.
+    let conv = Conv2d::new(0, 4, 1 << 32);
+    assert!(Sequential::builder(&[0, 5, 5]).add(conv).build().is_err());
+}
+
+/// Empty tensors with huge axes: reductions and softmax return at once (they had walked 2⁶⁰
+/// empty rows); a softmax split that does not match its slices is a panic saying so, not a
+/// partly written output.
+#[test]
+fn empty_tensors_with_huge_axes_and_mismatched_splits() {
+    use backprop::tensor::math::{log_softmax_into, softmax_into};
+    let empty = Tensor::zeros(&[1 << 60, 0]);
+    assert_eq!(empty.sum_axis(0).shape(), &[0]);
+    assert_eq!(Tensor::zeros(&[1 << 60, 1, 0]).argmax_axis(1), Vec::<usize>::new());
+    softmax_into(&[], (1 << 30, 0, 1 << 30), &mut []);
+    let (x, mut y) = ([1.0f32; 4], [0.0f32; 4]);
+    let m = common::panic_message(|| softmax_into(&x, (1, 2, 1), &mut y));
+    assert!(m.contains("softmax_into") && m.contains("(1, 2, 1)"), "{m}");
+    let m = common::panic_message(|| log_softmax_into(&x, (2, 2, 1), &mut y[..3]));
+    assert!(m.contains("log_softmax_into"), "{m}");
+}
+
 /// A layer too large to allocate is a panic that says so (documented on the constructors), not
 /// an abort of the process.
 #[test]
@@ -229,6 +335,9 @@ fn folders_metadata_and_normalisation_refuse_cleanly() {
     assert!(n.apply(&mut Tensor::zeros(&[4, 5, 3])).is_err(), "another number of channels");
     let bad = Normalizer { mean: vec![0.0], std: vec![0.0] };
     assert!(bad.apply(&mut Tensor::zeros(&[1, 1, 2])).is_err(), "a zero std");
+    let subnormal = Normalizer { mean: vec![0.0], std: vec![1e-40] };
+    assert!(subnormal.apply(&mut Tensor::ones(&[1, 1, 2])).is_err(), "a std whose division overflows");
+    assert!(common::panic_message(|| drop(LeakyRelu::new(f32::NAN))).contains("slope must be finite"));
 }
 
 /// The checking functions themselves, called directly with hostile arguments.

@@ -525,3 +525,38 @@ fn onnx_runtime_agrees_on_odd_models() {
     }
     assert!(compared >= 50, "only {compared} odd models compared");
 }
+
+/// `Graph::recurrent` refuses an initial cell state for a layer without one (a GRU's `c` had been
+/// dropped without a word), naming the layer.
+#[test]
+fn an_initial_cell_state_for_a_gru_is_refused() {
+    use backprop::model::{Shapes, Tensors};
+    struct TwoStates {
+        gru: Gru,
+    }
+    backprop::visit_fields!(TwoStates { gru });
+    impl Model for TwoStates {
+        fn forward_batch(&mut self, inputs: &Inputs, mode: Mode) -> backprop::Result<Tensors> {
+            Ok(Tensors::one("y", self.gru.forward(inputs.get("x")?, mode.into())))
+        }
+        fn backward_batch(&mut self, _: &Tensors, _: InputGrad) -> backprop::Result<Tensors> {
+            Ok(Tensors::new())
+        }
+        fn output_shapes(&self, inputs: &[(String, Vec<usize>)]) -> Option<backprop::Result<Shapes>> {
+            let n = inputs.first().map_or(1, |(_, s)| s[0]);
+            Some(Ok(vec![("y".into(), vec![n, 3, 4])]))
+        }
+    }
+    impl backprop::onnx::OnnxModel for TwoStates {
+        fn export_model(&self, g: &mut backprop::onnx::Graph) -> backprop::Result<Vec<(String, String)>> {
+            let (x, h, c) = (g.input("x")?, g.input("h")?, g.input("c")?);
+            let out = g.recurrent(&self.gru, &x, None, Some((&h, Some(&c))), false)?;
+            Ok(vec![("y".into(), out.y)])
+        }
+    }
+    let m = TwoStates { gru: Gru::new(2, 4) };
+    let specs =
+        ["x", "h", "c"].map(|n| backprop::onnx::GraphInput::new(n, if n == "x" { &[3, 2] } else { &[4] }));
+    let e = backprop::onnx::model_to_bytes(&m, &m, &specs).unwrap_err().to_string();
+    assert!(e.contains("GRU(2→4)") && e.contains("initial cell state"), "{e}");
+}

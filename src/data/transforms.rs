@@ -76,12 +76,13 @@ impl Normalizer {
     ///
     /// # Errors
     /// [`Error::Shape`] if `x` is not `[N, C, …]` with the fitted number of channels;
-    /// [`Error::InvalidArgument`] if a mean is not finite or a std is not a finite number > 0
-    /// (the fields are public, for example filled from a model file's metadata).
+    /// [`Error::InvalidArgument`] if a mean is not finite or a std is not a finite number of
+    /// f32's normal range (≥ 1.2·10⁻³⁸: below it the division overflows; the fields are public,
+    /// for example filled from a model file's metadata).
     pub fn apply(&self, x: &mut Tensor) -> Result<()> {
         if self.mean.len() != self.std.len()
             || self.mean.iter().any(|m| !m.is_finite())
-            || self.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
+            || self.std.iter().any(|s| !(s.is_finite() && *s >= f32::MIN_POSITIVE))
         {
             return Err(Error::invalid(format!(
                 "Normalizer needs one finite mean and one finite std > 0 per channel, got means {:?} and stds {:?}",

@@ -421,7 +421,11 @@ pub type LeakyRelu = Elementwise<LeakyReluFn>;
 
 impl LeakyRelu {
     /// A leaky ReLU with negative slope `slope` (PyTorch's default is 0.01).
+    ///
+    /// # Panics
+    /// If `slope` is not finite (every negative input would give NaN or ±∞).
     pub fn new(slope: f32) -> LeakyRelu {
+        assert!(slope.is_finite(), "LeakyRelu: the slope must be finite, got {slope}");
         Elementwise::from(LeakyReluFn { slope })
     }
 

@@ -67,6 +67,9 @@ impl Dense {
     }
 
     /// Uses `init` for the weights (the bias stays zero) and redraws them with seed 0.
+    ///
+    /// # Panics
+    /// As [`Init::tensor`] for settings no distribution has.
     pub fn init(mut self, init: Init) -> Dense {
         self.init = init;
         self.weight = Param::drawn(self.weight.value.shape(), init, 0);

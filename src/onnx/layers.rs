@@ -226,8 +226,9 @@ impl OnnxLayer for LayerNorm {
 }
 
 /// What ONNX needs to know of a recurrent layer: its operator, the order of its gate blocks in
-/// ONNX's convention, its extra attributes. Implemented by [`Rnn`], [`Lstm`] and [`Gru`].
-pub trait RecurrentOnnx: Layer {
+/// ONNX's convention, its extra attributes. Implemented by [`Rnn`], [`Lstm`] and [`Gru`], and
+/// sealed: [`Graph::recurrent`] reads a layer's parameters by these layers' names and layout.
+pub trait RecurrentOnnx: Layer + sealed::Sealed {
     /// `"LSTM"`, and `order[k]` = which of this crate's gate blocks goes k-th in ONNX's order.
     fn operator(&self) -> (&'static str, &'static [usize]);
     /// The operator's attributes besides `hidden_size`.
@@ -240,8 +241,16 @@ pub trait RecurrentOnnx: Layer {
     fn carries_state(&self) -> bool;
 }
 
+/// [`RecurrentOnnx`] is for the crate's recurrent layers only: [`Graph::recurrent`] reads their
+/// parameters by their names and gate layout, which another layer would not have (a user's
+/// implementation had panicked inside that `Result` API).
+mod sealed {
+    pub trait Sealed {}
+}
+
 macro_rules! recurrent_onnx {
     ($ty:ty, $op:literal, $order:expr, |$l:ident| $attrs:expr) => {
+        impl sealed::Sealed for $ty {}
         impl RecurrentOnnx for $ty {
             fn operator(&self) -> (&'static str, &'static [usize]) {
                 ($op, $order)
@@ -301,6 +310,12 @@ impl Graph {
             )));
         }
         let ((op, order), hidden) = (layer.operator(), layer.hidden_units());
+        if op != "LSTM" && initial.is_some_and(|(_, c)| c.is_some()) {
+            return Err(Error::invalid(format!(
+                "ONNX export: an initial cell state c was given for {}, which has none (only an LSTM does)",
+                layer.describe()
+            )));
+        }
         let reorder = |t: Tensor| -> Vec<f32> {
             let block = t.len() / order.len();
             order.iter().flat_map(|&k| t.data()[k * block..][..block].to_vec()).collect()

@@ -346,7 +346,15 @@ impl Graph {
     }
 
     /// A float initializer (a weight); returns its name.
+    ///
+    /// # Panics
+    /// If `data` does not hold the `dims`' number of values (the message gives both).
     pub fn tensor(&mut self, stem: &str, dims: &[usize], data: &[f32]) -> String {
+        assert!(
+            crate::tensor::checked_numel(dims) == Some(data.len()),
+            "Graph::tensor {stem:?}: dims {dims:?} for {} values (a graph no runtime would load)",
+            data.len()
+        );
         let name = self.fresh(stem);
         let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         let t = dims.iter().fold(Message::new(), |m, &d| m.int(1, d as i64));

@@ -58,15 +58,21 @@ pub fn fans(shape: &[usize]) -> (usize, usize) {
     match shape {
         [] => (1, 1),
         [n] => (*n, *n),
+        // (Saturating: a kernel too large to allocate is refused by the tensor, with its size.)
         [out, inp, kernel @ ..] => {
-            let k: usize = kernel.iter().product();
-            (inp * k, out * k)
+            let k = kernel.iter().fold(1usize, |k, &d| k.saturating_mul(d));
+            (inp.saturating_mul(k), out.saturating_mul(k))
         }
     }
 }
 
 impl Init {
     /// A tensor of `shape` drawn from this initialiser, with fans computed from `shape`.
+    ///
+    /// # Panics
+    /// For settings no distribution has: `Normal` with a mean that is not finite or a std that is
+    /// negative or not finite, `Uniform` with `low ≥ high` or a bound that is not finite,
+    /// `Constant` that is not finite — and for a shape too large to allocate.
     pub fn tensor(&self, shape: &[usize], rng: &mut Rng) -> Tensor {
         let (fan_in, fan_out) = fans(shape);
         self.tensor_with_fans(shape, fan_in, fan_out, rng)
@@ -81,6 +87,9 @@ impl Init {
     /// let std = (w.data().iter().map(|x| x * x).sum::<f32>() / w.len() as f32).sqrt();
     /// assert!((std - (2.0f32 / 784.0).sqrt()).abs() < 0.002);
     /// ```
+    ///
+    /// # Panics
+    /// As [`Init::tensor`].
     pub fn tensor_with_fans(&self, shape: &[usize], fan_in: usize, fan_out: usize, rng: &mut Rng) -> Tensor {
         let (fi, fo) = (fan_in.max(1) as f32, fan_out.max(1) as f32);
         let uniform = |b: f32, rng: &mut Rng| {
@@ -95,7 +104,10 @@ impl Init {
             Init::TorchDefault => uniform(1.0 / fi.sqrt(), rng),
             Init::Normal { mean, std } => Tensor::randn_with(shape, mean, std, rng),
             Init::Uniform { low, high } => Tensor::rand_uniform_with(shape, low, high, rng),
-            Init::Constant(v) => Tensor::full(shape, v),
+            Init::Constant(v) => {
+                assert!(v.is_finite(), "Init::Constant: the value must be finite, got {v}");
+                Tensor::full(shape, v)
+            }
         }
     }
 }

@@ -366,12 +366,31 @@ pub fn erf(x: f64) -> f64 {
 /// If the shape has fewer than two axes.
 pub fn feature_split(shape: &[usize]) -> (usize, usize, usize) {
     assert!(shape.len() >= 2, "expected a shape [N, features, …], got {shape:?}");
-    (shape[0], shape[1], shape[2..].iter().product())
+    let inner = super::checked_numel(&shape[2..]);
+    let inner = inner.unwrap_or_else(|| panic!("a shape of more values than memory holds: {shape:?}"));
+    (shape[0], shape[1], inner)
+}
+
+/// Checks that `x` and `y` both hold the `outer · f · inner` values of a split; true when that
+/// is none (nothing to compute, however long the axes).
+fn check_split(what: &str, x: usize, (outer, f, inner): (usize, usize, usize), y: usize) -> bool {
+    let n = outer.checked_mul(f).and_then(|n| n.checked_mul(inner));
+    assert!(
+        n == Some(x) && x == y,
+        "{what}: a split ({outer}, {f}, {inner}) of {n:?} values for an input of {x} and an output of {y}"
+    );
+    x == 0
 }
 
 /// Softmax along the feature axis of `x` (shape `[N, F, …]`), written into `y` (same length):
 /// `y_i = e^(x_i − m) / Σ_j e^(x_j − m)` for every `(n, …)` position.
+///
+/// # Panics
+/// If `x` and `y` do not both hold the split's `outer · f · inner` values.
 pub fn softmax_into(x: &[f32], (outer, f, inner): (usize, usize, usize), y: &mut [f32]) {
+    if check_split("softmax_into", x.len(), (outer, f, inner), y.len()) {
+        return;
+    }
     for_each_feature_line(outer, f, inner, |line| {
         let m = line.clone().map(|i| x[i]).fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0.0f32;
@@ -385,7 +404,13 @@ pub fn softmax_into(x: &[f32], (outer, f, inner): (usize, usize, usize), y: &mut
 
 /// Log-softmax along the feature axis, written into `y`: `y_i = x_i − m − log Σ_j e^(x_j − m)`.
 /// The sum is accumulated in `f64`.
+///
+/// # Panics
+/// As [`softmax_into`].
 pub fn log_softmax_into(x: &[f32], (outer, f, inner): (usize, usize, usize), y: &mut [f32]) {
+    if check_split("log_softmax_into", x.len(), (outer, f, inner), y.len()) {
+        return;
+    }
     for_each_feature_line(outer, f, inner, |line| {
         let m = line.clone().map(|i| x[i]).fold(f32::NEG_INFINITY, f32::max) as f64;
         let log_sum = line.clone().map(|i| (x[i] as f64 - m).exp()).sum::<f64>().ln();

@@ -125,6 +125,17 @@ fn allocate(shape: &[usize]) -> Vec<f32> {
     data
 }
 
+/// Makes room in `data` for `n` values in all (a panic giving the size if they cannot be
+/// allocated, where a plain `resize` would abort the process).
+fn reserve_total(data: &mut Vec<f32>, n: usize, shape: &[usize]) {
+    if let Err(e) = data.try_reserve_exact(n.saturating_sub(data.len())) {
+        panic!(
+            "cannot allocate a tensor of shape {shape:?}: {n} values, {:.1} GiB ({e})",
+            n as f64 * 4.0 / (1u64 << 30) as f64
+        );
+    }
+}
+
 /// # Panics
 /// If the product overflows or exceeds [`MAX_ELEMENTS`] (see [`checked_numel`]): such a tensor
 /// could never be allocated, and a wrapped count would be a wrong length.
@@ -284,7 +295,7 @@ impl Tensor {
     /// Samples from a normal distribution `N(mean, std²)` with a seeded generator.
     ///
     /// # Panics
-    /// If `std` is negative or not finite.
+    /// If `std` is negative or not finite, or `mean` is not finite.
     pub fn randn(shape: &[usize], mean: f32, std: f32, seed: u64) -> Tensor {
         let mut r = rng(seed);
         Tensor::randn_with(shape, mean, std, &mut r)
@@ -293,8 +304,13 @@ impl Tensor {
     /// Like [`Tensor::randn`], drawing from a generator the caller owns.
     ///
     /// # Panics
-    /// If `std` is negative or not finite.
+    /// If `std` is negative or not finite, or `mean` is not finite.
     pub fn randn_with(shape: &[usize], mean: f32, std: f32, rng: &mut Rng) -> Tensor {
+        // (rand_distr's Normal takes a negative std, as a mirrored one, and any mean.)
+        assert!(
+            std.is_finite() && std >= 0.0 && mean.is_finite(),
+            "Tensor::randn: the mean must be finite and the std a finite number ≥ 0, got mean {mean}, std {std}"
+        );
         let dist = Normal::new(mean, std).unwrap_or_else(|e| panic!("Tensor::randn: invalid std {std}: {e}"));
         let mut data = allocate(shape);
         data.extend((0..numel(shape)).map(|_| dist.sample(rng)));
@@ -474,11 +490,17 @@ impl Tensor {
     }
 
     /// Sets the shape to `shape` and every element to zero, reusing the allocation.
+    ///
+    /// # Panics
+    /// If `shape` holds more than [`MAX_ELEMENTS`] values or they cannot be allocated (the message
+    /// gives the size); the tensor is then as it was.
     pub fn resize_zeroed(&mut self, shape: &[usize]) {
+        let n = numel(shape);
+        reserve_total(&mut self.data, n, shape);
         self.shape.clear();
         self.shape.extend_from_slice(shape);
         self.data.clear();
-        self.data.resize(numel(shape), 0.0);
+        self.data.resize(n, 0.0);
     }
 
     /// Sets every element to `value`.
@@ -526,16 +548,21 @@ impl Tensor {
     /// Like [`Tensor::select_outer`], writing into `out` and reusing its allocation.
     ///
     /// # Panics
-    /// If an index is out of range.
+    /// If an index is out of range, or the selection cannot be allocated (`out` is then as it
+    /// was).
     pub fn select_outer_into(&self, indices: &[usize], out: &mut Tensor) {
         let n = self.dim(0);
         let step = self.len() / n.max(1);
+        if let Some(&i) = indices.iter().find(|&&i| i >= n) {
+            panic!("index {i} out of range for first axis of shape {:?}", self.shape);
+        }
+        let total = numel(&[indices.len(), step]); // (no shape built: this gathers every batch)
+        reserve_total(&mut out.data, total, &[indices.len(), step]);
         out.shape.clear();
         out.shape.push(indices.len());
         out.shape.extend_from_slice(&self.shape[1..]);
         out.data.clear();
         for &i in indices {
-            assert!(i < n, "index {i} out of range for first axis of shape {:?}", self.shape);
             out.data.extend_from_slice(&self.data[i * step..(i + 1) * step]);
         }
     }
@@ -635,13 +662,26 @@ impl Tensor {
         first_non_finite(&self.data).is_none() // (vectorised: `iter().all` ran one value at a time)
     }
 
-    /// The largest absolute difference between two tensors of the same shape.
+    /// The largest absolute difference between two tensors of the same shape: NaN if either holds
+    /// a NaN (a comparison must not pass on an output that is not a number), 0 where both hold the
+    /// same infinity.
+    ///
+    /// ```
+    /// use backprop::Tensor;
+    /// let a = Tensor::from_vec(&[3], vec![1.0, f32::INFINITY, 3.0]).unwrap();
+    /// let b = Tensor::from_vec(&[3], vec![1.5, f32::INFINITY, 3.0]).unwrap();
+    /// assert_eq!(a.max_abs_diff(&b), 0.5);
+    /// let nan = Tensor::from_vec(&[3], vec![f32::NAN, f32::INFINITY, 3.0]).unwrap();
+    /// assert!(nan.max_abs_diff(&b).is_nan());
+    /// ```
     ///
     /// # Panics
     /// If the shapes differ (the message gives both).
     pub fn max_abs_diff(&self, other: &Tensor) -> f32 {
         self.assert_same_shape(other, "max_abs_diff");
-        self.data.iter().zip(&other.data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+        let diffs =
+            self.data.iter().zip(&other.data).map(|(&a, &b)| if a == b { 0.0 } else { (a - b).abs() });
+        diffs.fold(0.0, |m: f32, d| if m.is_nan() || d.is_nan() { f32::NAN } else { m.max(d) })
     }
 
     // ---------------------------------------------------------------- reductions
@@ -685,6 +725,9 @@ impl Tensor {
         let mut shape = self.shape.clone();
         shape.remove(axis);
         let mut out = Tensor::full(&shape, init);
+        if self.data.is_empty() {
+            return out; // nothing to fold in (and no loop over a huge outer axis of empty rows)
+        }
         for o in 0..outer {
             for k in 0..len {
                 let src = &self.data[(o * len + k) * inner..][..inner];
@@ -710,7 +753,7 @@ impl Tensor {
         self.reduce_axis(axis, "sum_axis", 0.0, |a, b| a + b)
     }
 
-    /// Mean along `axis`, removing it from the shape.
+    /// Mean along `axis`, removing it from the shape (NaN along an empty axis: 0/0).
     ///
     /// # Panics
     /// If `axis` is out of range.
@@ -721,17 +764,20 @@ impl Tensor {
         s
     }
 
-    /// Maximum along `axis`, removing it from the shape.
+    /// Maximum along `axis`, removing it from the shape: NaN where the axis holds a NaN (as
+    /// [`Tensor::max`] and PyTorch's `amax`), −∞ along an empty axis.
     ///
     /// # Panics
     /// If `axis` is out of range.
     pub fn max_axis(&self, axis: usize) -> Tensor {
-        self.reduce_axis(axis, "max_axis", f32::NEG_INFINITY, f32::max)
+        let max = |a: f32, b: f32| if a.is_nan() || b.is_nan() { f32::NAN } else { a.max(b) };
+        self.reduce_axis(axis, "max_axis", f32::NEG_INFINITY, max)
     }
 
     /// Index of the maximum along `axis` (the first one on ties), for every position of the other
     /// axes, in row-major order of the remaining shape. For logits `[N, classes]` and `axis = 1`
-    /// this is the predicted class of each sample.
+    /// this is the predicted class of each sample. A NaN counts as the maximum (the first NaN's
+    /// index, as PyTorch's `argmax`), wherever it stands.
     ///
     /// # Panics
     /// If `axis` is out of range, or empty while other positions exist (no index to give; as
@@ -751,13 +797,20 @@ impl Tensor {
             );
         }
         let mut out = Vec::with_capacity(outer * inner);
+        if outer * inner == 0 {
+            return out; // no position to point from (and no loop over a huge axis of none)
+        }
         for o in 0..outer {
             for i in 0..inner {
                 let mut best = 0;
                 let mut best_v = f32::NEG_INFINITY;
                 for k in 0..len {
                     let v = self.data[(o * len + k) * inner + i];
-                    if v > best_v || (k == 0 && v.is_nan()) {
+                    if v.is_nan() {
+                        best = k; // NaN is the maximum: the first one wins
+                        break;
+                    }
+                    if v > best_v {
                         best_v = v;
                         best = k;
                     }

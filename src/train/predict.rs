@@ -241,13 +241,25 @@ fn class_scores(model: &mut dyn Layer, x: &Tensor, batch_size: usize, what: &str
             shape_str(logits.shape())
         )));
     }
+    // A class picked from NaN scores would be a guess presented as a prediction.
+    if let Some(i) = crate::tensor::first_non_finite(logits.data()) {
+        let classes = logits.dim(1).max(1);
+        return Err(Error::invalid(format!(
+            "{what}: the model's output for sample {} is {} (class {}): its weights or the input are not sound, so \
+             there is no class to give",
+            i / classes,
+            logits.data()[i],
+            i % classes
+        )));
+    }
     Ok(logits)
 }
 
 /// Class probabilities (softmax of the outputs), `[N, classes]`.
 ///
 /// # Errors
-/// As [`predict`], and [`Error::Shape`] if the model's output is not `[N, classes]`.
+/// As [`predict`], [`Error::Shape`] if the model's output is not `[N, classes]`, and
+/// [`Error::InvalidArgument`] naming the sample if an output is NaN or infinite.
 pub fn predict_proba(model: &mut dyn Layer, x: &Tensor, batch_size: usize) -> Result<Tensor> {
     let logits = class_scores(model, x, batch_size, "predict_proba")?;
     let mut p = Tensor::zeros(logits.shape());

@@ -151,6 +151,9 @@ impl Conv2d {
     }
 
     /// Uses `init` for the weights and redraws them with seed 0.
+    ///
+    /// # Panics
+    /// As [`Init::tensor`] for settings no distribution has.
     pub fn init(mut self, init: Init) -> Conv2d {
         self.init = init;
         self.weight = Param::drawn(self.weight.value.shape(), init, 0);
