@@ -275,6 +275,45 @@ fn tensor_growth_and_draws_fail_cleanly() {
     assert!(Sequential::builder(&[0, 5, 5]).add(conv).build().is_err());
 }
 
+/// A layer whose forward pass disagrees with its own `output_shape` is an `Err` from `predict`
+/// naming both shapes (its rows had been copied one sample off, the rest left zero, and `Ok`).
+#[test]
+fn a_layer_that_breaks_its_output_shape_is_an_error_from_predict() {
+    use backprop::layers::{InputGrad, Pass, Visit};
+    struct Narrower;
+    impl Layer for Narrower {
+        fn describe(&self) -> String {
+            "Narrower".into()
+        }
+        fn output_shape(&self, input: &[usize]) -> backprop::Result<Vec<usize>> {
+            Ok(vec![input[0], 3])
+        }
+        fn forward(&mut self, x: &Tensor, _: Pass<'_>) -> Tensor {
+            Tensor::ones(&[x.dim(0), 2])
+        }
+        fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
+            Some(g.clone())
+        }
+    }
+    impl Visit for Narrower {}
+    let mut model = Sequential::builder(&[4]).add(Narrower).build().unwrap();
+    let e = model.predict(&Tensor::zeros(&[5, 4]), 2).unwrap_err().to_string();
+    assert!(e.contains("[2, 2]") && e.contains("[5, 3]"), "{e}");
+}
+
+/// An empty data set has no loss to report (evaluate had said 0, a perfect model: the tiny
+/// language model's held-out loss on a short text); an attention layer too wide to hold is a
+/// panic naming the size, not an overflow.
+#[test]
+fn nothing_to_evaluate_and_attention_too_wide() {
+    let mut model = Sequential::builder(&[2]).add(Dense::new(2, 3)).build().unwrap();
+    let empty = Dataset::classification(Tensor::zeros(&[0, 2]), vec![]).unwrap();
+    let e = model.evaluate(&empty, &CrossEntropyLoss::new(), 8).unwrap_err().to_string();
+    assert!(e.contains("empty"), "{e}");
+    let m = common::panic_message(|| drop(MultiHeadAttention::new(1 << 62, 1)));
+    assert!(m.contains("more values than memory holds"), "{m}");
+}
+
 /// Empty tensors with huge axes: reductions and softmax return at once (they had walked 2⁶⁰
 /// empty rows); a softmax split that does not match its slices is a panic saying so, not a
 /// partly written output.

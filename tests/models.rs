@@ -181,6 +181,12 @@ fn the_two_input_model_checks_saves_and_learns() {
         other.forward_batch(small.named_inputs(), Mode::Eval).unwrap(),
     );
     assert_eq!(a, b);
+    // A query wider than one digit is refused by name (it had been read at its first digit).
+    let wide = Inputs::new()
+        .with_lengths("memory", small.named_inputs().get("memory").unwrap().clone(), vec![5, 5, 5, 5])
+        .with("query", Tensor::zeros(&[4, 3]));
+    let e = net.forward_batch(&wide, Mode::Eval).unwrap_err().to_string();
+    assert!(e.contains("[N, 1]") && e.contains("[4, 3]"), "{e}");
     // fit: well above the 70% of answering from the query alone.
     let (train, test) = (lookup_data(2000, 6, 3).unwrap(), lookup_data(500, 6, 4).unwrap());
     let mut net = QueryMemory::new(8, 32, 5);

@@ -560,3 +560,62 @@ fn an_initial_cell_state_for_a_gru_is_refused() {
     let e = backprop::onnx::model_to_bytes(&m, &m, &specs).unwrap_err().to_string();
     assert!(e.contains("GRU(2→4)") && e.contains("initial cell state"), "{e}");
 }
+
+/// Every value of a graph is defined once: inputs with an empty or repeated name, an input named
+/// like another's lengths, and outputs named like an input, like each other or like a value the
+/// graph made itself are refused by name (each had been written into a file ONNX Runtime refuses,
+/// or worse, one it reads with an initializer overridden).
+#[test]
+fn graph_names_are_defined_once() {
+    use backprop::model::{Shapes, Tensors};
+    use backprop::onnx::GraphInput;
+    struct Named {
+        dense: Dense,
+        outputs: Vec<String>,
+    }
+    backprop::visit_fields!(Named { dense });
+    impl Model for Named {
+        fn forward_batch(&mut self, inputs: &Inputs, mode: Mode) -> backprop::Result<Tensors> {
+            Ok(Tensors::one("y", self.dense.forward(inputs.get("x")?, mode.into())))
+        }
+        fn backward_batch(&mut self, _: &Tensors, _: InputGrad) -> backprop::Result<Tensors> {
+            Ok(Tensors::new())
+        }
+        fn output_shapes(&self, inputs: &[(String, Vec<usize>)]) -> Option<backprop::Result<Shapes>> {
+            let n = inputs.first().map_or(1, |(_, s)| s[0]);
+            Some(Ok(self.outputs.iter().map(|o| (o.clone(), vec![n, 2])).collect()))
+        }
+    }
+    impl backprop::onnx::OnnxModel for Named {
+        fn export_model(&self, g: &mut backprop::onnx::Graph) -> backprop::Result<Vec<(String, String)>> {
+            let x = g.input("x")?;
+            let y = g.layer(&self.dense, &x, None)?;
+            Ok(self.outputs.iter().map(|o| (o.clone(), y.clone())).collect())
+        }
+    }
+    let model = |outputs: &[&str]| Named {
+        dense: Dense::new(2, 2),
+        outputs: outputs.iter().map(|o| o.to_string()).collect(),
+    };
+    let x = || GraphInput::new("x", &[2]);
+    let ok = model(&["y"]);
+    backprop::onnx::model_to_bytes(&ok, &ok, &[x()]).unwrap();
+    for (inputs, want) in [
+        (vec![x(), GraphInput::new("", &[2])], "empty name"),
+        (vec![x(), x()], "two graph inputs are named \"x\""),
+        (vec![x(), GraphInput::new("x_lengths", &[2])], "sequence lengths"),
+    ] {
+        let e = backprop::onnx::model_to_bytes(&ok, &ok, &inputs).unwrap_err().to_string();
+        assert!(e.contains(want), "{want}: {e}");
+    }
+    for (outputs, want) in [
+        (&["y", "y"][..], "two outputs are named \"y\""),
+        (&["x"][..], "the name of a graph input"),
+        (&[""][..], "empty name"),
+        (&["matmul_2"][..], "a value inside the graph"),
+    ] {
+        let m = model(outputs);
+        let e = backprop::onnx::model_to_bytes(&m, &m, &[x()]).unwrap_err().to_string();
+        assert!(e.contains(want), "{outputs:?}: {e}");
+    }
+}

@@ -70,6 +70,33 @@ fn gradients_pass_the_finite_difference_check() {
     }
 }
 
+/// With its dropouts on, in training mode, the block still passes the check: every one of its
+/// generators is visited (the three besides the attention's had not been, so their masks changed
+/// between the check's nudged passes), and each block of a stack has its own after a reseed
+/// (they had all drawn the same masks).
+#[test]
+fn dropout_generators_are_visited_and_each_block_draws_its_own() {
+    let x = Tensor::randn(&[2, 4, 6], 0.0, 1.0, 3);
+    let mut block =
+        TransformerEncoderLayer::new(6, 2, 8).dropout(0.3).activation(FeedForwardActivation::Gelu);
+    let report = check_layer(&mut block, &x, Pass::TRAIN, &Options::default());
+    assert!(report.passes(2e-2), "{report}");
+    let mut gpt = backprop::layers::DecoderOnly::new(11, 8, 2, 2, 16, 5).dropout(0.1);
+    backprop::layers::reseed(&mut gpt, 9);
+    let mut rngs = Vec::new();
+    gpt.visit(&mut |name, s| {
+        if let State::Rng(r) = s {
+            rngs.push((name.to_string(), format!("{r:?}")));
+        }
+    });
+    let names: Vec<&str> = rngs.iter().map(|(n, _)| n.as_str()).collect();
+    for want in ["blocks.0.dropout.rng", "blocks.1.dropout1.rng", "blocks.1.dropout2.rng"] {
+        assert!(names.contains(&want), "{names:?}");
+    }
+    let state = |name: &str| &rngs.iter().find(|(n, _)| n == name).unwrap().1;
+    assert_ne!(state("blocks.0.dropout.rng"), state("blocks.1.dropout.rng"), "each block its own masks");
+}
+
 #[test]
 fn bad_input_is_refused_by_name_and_a_stack_trains() {
     let block = TransformerEncoderLayer::new(8, 2, 16);

@@ -12,6 +12,11 @@ use backprop::prelude::*;
 use model::{QueryMemory, lookup_data};
 
 fn main() -> backprop::Result<()> {
+    if let Some(arg) = std::env::args().nth(1) {
+        return Err(backprop::Error::invalid(format!(
+            "query_memory takes no arguments (its settings are fixed in the source), got {arg:?}"
+        )));
+    }
     let train = lookup_data(6000, 10, 1)?;
     let test = lookup_data(1000, 10, 2)?;
     let mut net = QueryMemory::new(8, 48, 3);

@@ -55,6 +55,7 @@ impl QueryMemory {
 impl Model for QueryMemory {
     fn forward_batch(&mut self, inputs: &Inputs, mode: Mode) -> backprop::Result<Tensors> {
         let (h, e) = self.sizes;
+        check_query(inputs.get("query")?.shape())?;
         let pass = inputs.pass("memory", mode);
         let m = self.memory_embed.forward(inputs.get("memory")?, pass);
         let (_, last) = self.reader.forward_with_state(&m, None, pass)?; // h_n: each memory's last valid step
@@ -83,7 +84,22 @@ impl Model for QueryMemory {
 
     fn output_shapes(&self, inputs: &[(String, Vec<usize>)]) -> Option<backprop::Result<Shapes>> {
         let n = inputs.first()?.1.first().copied()?;
+        if let Some((_, query)) = inputs.iter().find(|(name, _)| name == "query")
+            && let Err(e) = check_query(query)
+        {
+            return Some(Err(e));
+        }
         Some(Ok(vec![("logits".to_string(), vec![n, 2])]))
+    }
+}
+
+/// The query is one digit per sample, `[N, 1]` (a wider one had been read at its first digit).
+fn check_query(shape: &[usize]) -> backprop::Result<()> {
+    match shape {
+        [_, 1] => Ok(()),
+        _ => Err(backprop::Error::shape(format!(
+            "QueryMemory: the query must be one digit per sample, [N, 1], got {shape:?}"
+        ))),
     }
 }
 

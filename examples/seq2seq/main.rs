@@ -16,6 +16,11 @@ use backprop::prelude::*;
 use model::{Reverser, reversal_data};
 
 fn main() -> backprop::Result<()> {
+    if let Some(arg) = std::env::args().nth(1) {
+        return Err(backprop::Error::invalid(format!(
+            "seq2seq takes no arguments (its settings are fixed in the source), got {arg:?}"
+        )));
+    }
     let max_len = 8;
     let train = reversal_data(4000, max_len, 1)?;
     let test = reversal_data(500, max_len, 2)?;

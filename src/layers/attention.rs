@@ -113,11 +113,17 @@ impl MultiHeadAttention {
     /// `U(±1/√E)`, both biases zero (seed 0; a model redraws them from its own seed).
     ///
     /// # Panics
-    /// If `heads` is 0 or does not divide `embed`.
+    /// If `heads` is 0 or does not divide `embed`, or the `[3·embed, embed]` projection could
+    /// never be allocated.
     pub fn new(embed: usize, heads: usize) -> MultiHeadAttention {
         assert!(
             heads > 0 && embed.is_multiple_of(heads),
             "MultiHeadAttention: {heads} heads must divide the {embed} features evenly"
+        );
+        let weights = embed.checked_mul(3).and_then(|rows| rows.checked_mul(embed));
+        assert!(
+            weights.is_some_and(|w| w <= crate::tensor::MAX_ELEMENTS),
+            "MultiHeadAttention: {embed} features need a [3·{embed}, {embed}] projection, more values than memory holds"
         );
         MultiHeadAttention {
             embed,

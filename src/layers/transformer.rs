@@ -340,6 +340,14 @@ impl Visit for TransformerEncoderLayer {
         for (prefix, part) in self.parts() {
             part.visit(&mut |name, state| f(&format!("{prefix}.{name}"), state));
         }
+        // The three dropouts' generators, by name: `fit` reseeds them from its seed (each block
+        // its own: they had all started alike, so every block of a stack drew the same masks),
+        // checkpoints keep them, a refused batch restores them.
+        for (prefix, d) in
+            [("dropout", &self.dropout), ("dropout1", &self.dropout1), ("dropout2", &self.dropout2)]
+        {
+            d.visit(&mut |name, state| f(&format!("{prefix}.{name}"), state));
+        }
     }
 
     fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
@@ -358,6 +366,14 @@ impl Visit for TransformerEncoderLayer {
         };
         for (prefix, part) in parts {
             part.visit_mut(&mut |name, state| f(&format!("{prefix}.{name}"), state));
+        }
+        let dropouts = [
+            ("dropout", &mut self.dropout),
+            ("dropout1", &mut self.dropout1),
+            ("dropout2", &mut self.dropout2),
+        ];
+        for (prefix, d) in dropouts {
+            d.visit_mut(&mut |name, state| f(&format!("{prefix}.{name}"), state));
         }
     }
 }

@@ -170,6 +170,23 @@ pub fn save_model(
 /// [`Error::InvalidArgument`] naming what cannot be exported, an input the export reads that is
 /// not among `inputs`, or a model that does not say its output shapes.
 pub fn model_to_bytes(model: &dyn Model, export: &dyn OnnxModel, inputs: &[GraphInput]) -> Result<Vec<u8>> {
+    // Every value of a graph is defined once: the inputs' names must be distinct (their lengths'
+    // `"{name}_lengths"` included), or the file would be one no runtime loads.
+    let bad = |m: String| Err(Error::invalid(format!("ONNX export: {m}")));
+    for (k, input) in inputs.iter().enumerate() {
+        if input.name.is_empty() {
+            return bad(format!("graph input {k} has an empty name"));
+        }
+        if let Some(other) = inputs[..k].iter().find(|o| o.name == input.name) {
+            return bad(format!("two graph inputs are named {:?}", other.name));
+        }
+        if let Some(other) = inputs.iter().find(|o| format!("{}_lengths", o.name) == input.name) {
+            return bad(format!(
+                "the graph input {:?} has the name of {:?}'s sequence lengths; rename it",
+                input.name, other.name
+            ));
+        }
+    }
     let mut g = Graph::new(inputs);
     let outputs = export.export_model(&mut g)?;
     let batch_shapes: Vec<(String, Vec<usize>)> = inputs
@@ -247,6 +264,8 @@ pub struct Graph {
     names: usize,
     /// Inputs whose lengths a layer read, with the int32 value of them.
     lengths_used: Vec<(String, String)>,
+    /// Every name the graph has given a value of its own (fresh names, nodes' outputs).
+    defined: std::collections::HashSet<String>,
 }
 
 impl Graph {
@@ -257,7 +276,13 @@ impl Graph {
             initializers: Vec::new(),
             names: 0,
             lengths_used: Vec::new(),
+            defined: Default::default(),
         }
+    }
+
+    /// Whether the graph has given `name` to a value of its own.
+    fn defines(&self, name: &str) -> bool {
+        self.defined.contains(name)
     }
 
     /// The most steps any graph input has: the first axis of its samples (a sequence `[T, E]`'s
@@ -339,10 +364,18 @@ impl Graph {
         v
     }
 
-    /// A fresh value name from `stem`.
+    /// A fresh value name from `stem` (never one of the graph's input names or their lengths').
     pub fn fresh(&mut self, stem: &str) -> String {
-        self.names += 1;
-        format!("{stem}_{}", self.names)
+        loop {
+            self.names += 1;
+            let name = format!("{stem}_{}", self.names);
+            let taken =
+                |i: &GraphInput| i.name == name || name.strip_suffix("_lengths") == Some(i.name.as_str());
+            if !self.inputs.iter().any(taken) {
+                self.defined.insert(name.clone());
+                return name;
+            }
+        }
     }
 
     /// A float initializer (a weight); returns its name.
@@ -399,6 +432,7 @@ impl Graph {
     pub fn node(&mut self, op: &str, inputs: &[&str], attrs: Vec<Message>, outputs: &[&str]) {
         let n = inputs.iter().fold(Message::new(), |m, i| m.string(1, i));
         let n = outputs.iter().fold(n, |m, o| m.string(2, o));
+        self.defined.extend(outputs.iter().map(|o| o.to_string()));
         let name = self.fresh(op);
         let n = attrs.iter().fold(n.string(3, &name).string(4, op), |m, a| m.message(5, a));
         self.nodes.push(n);
@@ -433,6 +467,26 @@ impl Graph {
         // Protobuf, and so every ONNX reader, refuses a message of 2 GiB or more: refuse to write
         // one (the weights and tables are all in memory already; the rest is small).
         check_file_size(self.initializers.iter().chain(&self.nodes).map(|m| m.len() + 16).sum())?;
+        // The outputs' names, likewise defined once: not empty, not twice, not an input's, not
+        // one the graph made for a value of its own.
+        let bad = |m: String| Err(Error::invalid(format!("ONNX export: {m}")));
+        for (k, (name, _)) in outputs.iter().enumerate() {
+            if name.is_empty() {
+                return bad(format!("output {k} has an empty name"));
+            }
+            if outputs[..k].iter().any(|(n, _)| n == name) {
+                return bad(format!("two outputs are named {name:?}"));
+            }
+            let input = |i: &GraphInput| i.name == *name || *name == format!("{}_lengths", i.name);
+            if self.inputs.iter().any(input) {
+                return bad(format!("the output {name:?} has the name of a graph input"));
+            }
+            if self.defines(name) {
+                return bad(format!(
+                    "the output {name:?} has the name of a value inside the graph; rename it"
+                ));
+            }
+        }
         for (name, value) in outputs {
             self.node("Identity", &[value], vec![], &[name]);
         }

@@ -67,7 +67,8 @@ fn batched_output_shape(model: &dyn Layer, x: &Tensor, batch_size: usize, what: 
 /// so the batch size does not change it.
 ///
 /// # Errors
-/// If the data do not fit the model or the loss, or `batch_size` is 0.
+/// If the data do not fit the model or the loss, `batch_size` is 0, or the data set is empty
+/// (a loss of 0 over no samples would read as a perfect model).
 pub fn evaluate(
     model: &mut dyn Model,
     data: &Dataset,
@@ -77,9 +78,12 @@ pub fn evaluate(
     if batch_size == 0 {
         return Err(Error::invalid("evaluate: batch size must be at least 1"));
     }
-    if !data.is_empty() {
-        check_data(model, data, Some(loss), "evaluate", &[batch_size.min(data.len())])?;
+    if data.is_empty() {
+        return Err(Error::invalid(
+            "evaluate: the data set is empty: its loss and accuracy would mean nothing",
+        ));
     }
+    check_data(model, data, Some(loss), "evaluate", &[batch_size.min(data.len())])?;
     // The batches on one of the pool's threads: their parallel loops start without waking this one.
     let (loss_sum, terms, correct) = super::on_pool(|| -> Result<(f64, usize, usize)> {
         let (mut loss_sum, mut terms, mut correct) = (0.0f64, 0usize, 0usize);
@@ -162,6 +166,15 @@ fn predict_batches(
             x.select_outer_into(idx, &mut xb);
             let pass = Pass::PREDICT.with_optional_lengths(lengths.map(|l| &l[idx[0]..][..idx.len()]));
             let y = model.forward(&xb, pass);
+            // (Caught below as an Err: a layer whose forward disagrees with its output_shape
+            // had shifted every later sample's row, and returned Ok.)
+            assert!(
+                y.ndim() == out_shape.len() && y.dim(0) == idx.len() && y.shape()[1..] == out_shape[1..],
+                "{what}: the model gave {} for a batch of {}, where its output_shape said {}",
+                shape_str(y.shape()),
+                idx.len(),
+                shape_str(&out_shape)
+            );
             out.data_mut()[idx[0] * per_sample..][..y.len()].copy_from_slice(y.data());
         }
         out
