@@ -33,7 +33,7 @@
 //! - **no serial passes over whole tensors**: `dL/dx` is zeroed per group just before its col2im,
 //!   the per-group partial sums are overwritten rather than re-zeroed, and bias sums run in 32
 //!   lanes (`tensor::dot::sum`) instead of one chain of additions: training +6–14 % (round 2).
-//! - **convolution + pooling in one pass** (`forward_pooled`, used by the execution plan for
+//! - **convolution + pooling in one pass** (`sequential::fused::conv_then_max_pool`, used by the execution plan for
 //!   convolution → ReLU → max pooling): each group's GEMM result is pooled while in cache; the
 //!   full-size output is never written.
 //! - **the forward product transposed, on the crate's kernel** (`group_product`, where the CPU

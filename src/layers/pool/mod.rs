@@ -182,7 +182,7 @@ impl MaxPool2d {
     }
 
     /// For a forward pass computed elsewhere, plane by plane (the execution plan's fused
-    /// convolution + pooling, [`Conv2d::forward_pooled`](crate::layers::Conv2d)): records the
+    /// convolution + pooling, `sequential::fused::conv_then_max_pool`): records the
     /// input and output shapes as [`forward`](Layer::forward) would and returns the output shape
     /// and the arg-max buffer to fill, or `None` when the window does not fit `in_shape`.
     pub(crate) fn prepare_external_forward(

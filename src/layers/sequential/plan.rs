@@ -19,7 +19,7 @@
 //!    derivative there is 0, so both orders send 0 to every input of the window. With disjoint
 //!    windows each input receives at most one gradient, so no sum changes order.
 //! 3. **Convolution and pooling in one pass.** For a [`Conv2d`] followed by a ReLU and a disjoint
-//!    [`MaxPool2d`] (rewrite 2 applies), `Conv2d::forward_pooled` pools each group of images'
+//!    [`MaxPool2d`] (rewrite 2 applies), `fused::conv_then_max_pool` pools each group of images'
 //!    convolution output while it is still in cache, so the full-size output is never written
 //!    to memory and read back: the same GEMM, the same bias addition and the same pooling kernel
 //!    on the same values, hence the same bits. The backward passes are the three layers' own.
@@ -68,7 +68,7 @@ enum Step {
     /// Run the disjoint max pooling `pool = relu + 1` first, then the ReLU `relu` on its output.
     PoolThenRelu { relu: usize },
     /// The convolution `conv` and the pooling `conv + 2` as one pass
-    /// (`Conv2d::forward_pooled`), then the ReLU `conv + 1` on the pooled output.
+    /// (`fused::conv_then_max_pool`), then the ReLU `conv + 1` on the pooled output.
     ConvPoolRelu { conv: usize },
 }
 
