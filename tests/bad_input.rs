@@ -76,6 +76,11 @@ fn invalid_settings() {
     assert!(msg.contains("1.5"), "{msg}");
     let e = Conv2d::new(1, 1, 3).stride(0).output_shape(&[1, 1, 5, 5]).unwrap_err().to_string();
     assert!(e.contains("stride"), "{e}");
+    // A max-pooling plane of 2³² values or more (its arg-max indices are u32) and a global
+    // pooling plane whose H·W overflows are refused, not wrapped.
+    let e = MaxPool2d::new(2).output_shape(&[1, 1, 65536, 65538]).unwrap_err().to_string();
+    assert!(e.contains("MaxPool2d(2×2") && e.contains("2³²"), "{e}");
+    assert!(GlobalAvgPool::new().output_shape(&[1, 1, 1 << 32, 1 << 32]).is_err());
     // A padding past half the kernel, however large (2·p would overflow), is refused by name.
     for p in [2, 1 << 62, 1 << 63, usize::MAX] {
         let e = MaxPool2d::new(2).padding(p).output_shape(&[1, 1, 4, 4]).unwrap_err().to_string();

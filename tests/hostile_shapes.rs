@@ -54,6 +54,29 @@ fn huge_padding_and_dilation_are_errors() {
     }
     let model = Sequential::builder(&[1, 4, 4]).add(Conv2d::new(1, 1, 3).stride(usize::MAX)).build().unwrap();
     assert!(backprop::onnx::to_bytes(&model, &[1, 4, 4]).is_err());
+    // And it computes that one window: the output and every gradient of a stride of 100 (a stride
+    // of usize::MAX, cast to isize, had read as −1 and dropped taps; 2⁶³ gave the bias alone;
+    // isize::MAX overflowed), through a convolution alone and one fused with its pooling.
+    let x = Tensor::randn(&[2, 1, 5, 5], 0.0, 1.0, 1);
+    let run = |stride: usize, pooled: bool| {
+        let mut b =
+            Sequential::builder(&[1, 5, 5]).add(Conv2d::new(1, 2, 3).stride(stride).padding(1)).seed(5);
+        if pooled {
+            b = b.add(Relu::new()).add(MaxPool2d::new(1));
+        }
+        let mut m = b.build().unwrap();
+        let y = m.predict(&x, 2).unwrap();
+        let target = Tensor::zeros(y.shape());
+        backprop::train::loss_and_backward(&mut m, &x, Target::Values(&target), &MseLoss::new(), Mode::Train)
+            .unwrap();
+        let grads: Vec<Vec<f32>> = m.params().iter().map(|p| p.grad.data().to_vec()).collect();
+        (y.data().to_vec(), grads)
+    };
+    for pooled in [false, true] {
+        for stride in [1 << 63, usize::MAX, isize::MAX as usize] {
+            assert_eq!(run(stride, pooled), run(100, pooled), "stride {stride}, pooled {pooled}");
+        }
+    }
     let err = Sequential::builder(&[1 << 40, 1 << 22]).add(Flatten::new()).build().unwrap_err().to_string();
     assert!(err.contains("model input"), "{err}");
 }

@@ -95,6 +95,10 @@ impl ConvGeometry {
                 kernel.0, kernel.1, dilation
             )));
         }
+        // A stride past the padded input gives one window, as any stride past `padded − span`
+        // does: held to the padded size, so that every later index computation stays small (a
+        // stride of usize::MAX, cast to isize, had read as −1 and silently dropped taps).
+        let stride = (stride.0.min(padded_h), stride.1.min(padded_w));
         let geometry = ConvGeometry {
             channels,
             height,

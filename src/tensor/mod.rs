@@ -113,6 +113,15 @@ pub(crate) fn reserve<T>(len: usize, what: &str) -> Vec<T> {
     data
 }
 
+/// Room in `data` for `len` values in all (kept, reused buffers grow through this), or a panic
+/// naming `what` and the size, as [`reserve`].
+pub(crate) fn reserve_more<T>(data: &mut Vec<T>, len: usize, what: &str) {
+    if let Err(e) = data.try_reserve_exact(len.saturating_sub(data.len())) {
+        let bytes = len as f64 * std::mem::size_of::<T>() as f64;
+        panic!("cannot allocate {what}: {len} values, {:.1} GiB ({e})", bytes / (1u64 << 30) as f64);
+    }
+}
+
 fn allocate(shape: &[usize]) -> Vec<f32> {
     let n = numel(shape);
     let mut data = Vec::new();

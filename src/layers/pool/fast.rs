@@ -43,6 +43,7 @@ pub(crate) fn max_pool_forward(
     let (oh, ow) = (out_shape[2], out_shape[3]);
     let y_len_total: usize = out_shape.iter().product();
     let mut y_data: Vec<f32> = crate::tensor::reserve(y_len_total, "a max pooling's output");
+    crate::tensor::reserve_more(argmax, y_len_total, "a max pooling's arg-max indices");
     argmax.resize(y_len_total, 0);
     let planes_per_task = (4096 / (h * w).max(1)).max(1);
     type Task<'a> = ((&'a mut [MaybeUninit<f32>], &'a mut [u32]), &'a [f32]); // (y, arg-max, x)

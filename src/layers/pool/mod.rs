@@ -190,7 +190,9 @@ impl MaxPool2d {
         in_shape: &[usize],
     ) -> Option<(Vec<usize>, &mut [u32])> {
         let out_shape = self.record_external(in_shape, true)?;
-        self.argmax.resize(out_shape.iter().product(), 0);
+        let len: usize = out_shape.iter().product();
+        crate::tensor::reserve_more(&mut self.argmax, len, "a max pooling's arg-max indices");
+        self.argmax.resize(len, 0);
         Some((out_shape, &mut self.argmax))
     }
 
@@ -221,6 +223,12 @@ impl Layer for MaxPool2d {
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        // The arg-max indices are u32 within a plane: a plane of 2³² values or more would wrap them.
+        if let [_, _, h, w] = *input
+            && h.checked_mul(w).is_none_or(|hw| hw > u32::MAX as usize)
+        {
+            return Err(shape_error(&self.describe(), "[N, C, H, W] with H·W < 2³² per plane", input));
+        }
         self.window.output_shape("MaxPool2d", input)
     }
 
@@ -394,7 +402,7 @@ impl Layer for GlobalAvgPool {
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         match *input {
-            [n, c, h, w] if h * w > 0 => Ok(vec![n, c]),
+            [n, c, h, w] if h.checked_mul(w).is_some_and(|hw| hw > 0) => Ok(vec![n, c]),
             _ => Err(shape_error("GlobalAvgPool", "[N, C, H, W] with H·W > 0", input)),
         }
     }
