@@ -244,3 +244,19 @@ fn a_large_concept_id_costs_no_more_than_a_small_one() {
     };
     assert_eq!(bkt_row("0,999999\n1,0\n2,5\n3,7\n"), bkt_row("0,9\n1,0\n2,5\n3,7\n"));
 }
+
+/// An output folder that cannot take files is refused before anything is trained (it had failed
+/// only after the run, losing the trained model), naming the path.
+#[test]
+fn an_unwritable_output_folder_is_refused_before_training() {
+    let dir = std::env::temp_dir().join(format!("kt-out-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let out = file.join("out");
+    let (code, stdout, stderr) = run(&["--epochs", "50", "--out", out.to_str().unwrap()], "1");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("a-file/out"), "{stderr}");
+    assert!(!stdout.contains("epoch"), "refused before any epoch: {stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -111,6 +111,14 @@ fn main() {
     }
 }
 
+/// The output folder made, and shown to take files, before anything is trained: a folder that
+/// cannot be written had failed only after training, losing the trained model.
+fn prepare_out(out: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    tempfile::Builder::new().prefix(".probe-").tempfile_in(out).map_err(|e| Error::io(out, e))?;
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     if !(cli.lr > 0.0 && cli.lr <= 10.0) {
         return Err(Error::invalid(format!(
@@ -191,6 +199,7 @@ fn train_and_report(cli: &Cli) -> Result<()> {
         settings.seed,
         rayon::current_num_threads()
     );
+    prepare_out(&cli.out)?;
     let history = match cli.dp_epsilon {
         None => pipeline::train(&mut model, &data, &settings, |_| {})?,
         Some(eps) => train_private(&mut model, &data, &settings, cli, eps)?,

@@ -290,9 +290,18 @@ fn write_three_line(h: &Histories, path: &Path) -> Result<()> {
     std::fs::write(path, s).map_err(|e| Error::io(path, e))
 }
 
+/// The output folder made, and shown to take files, before anything is trained: a folder that
+/// cannot be written had failed only after training, losing the trained model.
+fn prepare_out(out: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    tempfile::Builder::new().prefix(".probe-").tempfile_in(out).map_err(|e| Error::io(out, e))?;
+    Ok(())
+}
+
 fn run(cli: &Cli) -> Result<f64> {
     let started = Instant::now();
     check(cli)?;
+    prepare_out(&cli.out)?;
     let (train_all, test_full, simulation) = load(cli)?;
     if train_all.students.is_empty() || test_full.students.is_empty() {
         return Err(Error::invalid("need at least one training and one test student with 2 answers or more"));
