@@ -137,11 +137,9 @@ fn allocate(shape: &[usize]) -> Vec<f32> {
 /// Makes room in `data` for `n` values in all (a panic giving the size if they cannot be
 /// allocated, where a plain `resize` would abort the process).
 fn reserve_total(data: &mut Vec<f32>, n: usize, shape: &[usize]) {
-    if let Err(e) = data.try_reserve_exact(n.saturating_sub(data.len())) {
-        panic!(
-            "cannot allocate a tensor of shape {shape:?}: {n} values, {:.1} GiB ({e})",
-            n as f64 * 4.0 / (1u64 << 30) as f64
-        );
+    // (The message names the shape; it is built only when the room cannot be had.)
+    if data.try_reserve_exact(n.saturating_sub(data.len())).is_err() {
+        reserve_more(data, n, &format!("a tensor of shape {shape:?}"));
     }
 }
 
