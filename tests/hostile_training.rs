@@ -162,3 +162,96 @@ fn a_projected_id_table_over_the_activation_budget_is_an_error() {
     let mut lstm = Lstm::new(4, 8).seed(1);
     assert_eq!(lstm.forward_embedded(&embedding, &ids, Pass::TRAIN).unwrap().shape(), &[2, 3, 8]);
 }
+
+/// A model whose forward pass in train mode changes state besides the gradients: dropout's
+/// generator, then batch norm (which cannot train on one sample).
+fn dropout_then_batch_norm() -> Sequential {
+    Sequential::builder(&[2])
+        .add(Dense::new(2, 2).seed(3))
+        .add(Dropout::new(0.5).seed(1))
+        .add(BatchNorm1d::new(2))
+        .build()
+        .unwrap()
+}
+
+/// `forward` in train mode on a fixed batch: what the dropout generator and the running
+/// statistics give next.
+fn next_train_output(model: &mut Sequential) -> Vec<f32> {
+    let x = Tensor::from_vec(&[4, 2], (0..8).map(|i| i as f32 * 0.25 - 1.0).collect()).unwrap();
+    model.forward(&x, Pass::TRAIN).data().to_vec()
+}
+
+#[test]
+fn a_training_pass_on_one_sample_is_refused_before_dropout_draws() {
+    let (mut model, mut untouched) = (dropout_then_batch_norm(), dropout_then_batch_norm());
+    let x = Tensor::from_vec(&[1, 2], vec![0.5, -0.5]).unwrap();
+    let t = Tensor::zeros(&[1, 2]);
+    let err = model.loss_and_backward(&x, Target::Values(&t), &MseLoss::new(), Mode::Train).unwrap_err();
+    assert!(
+        err.to_string().contains("loss_and_backward") && err.to_string().contains("BatchNorm1d"),
+        "{err}"
+    );
+    // Nothing drew or moved: the next pass is the untouched model's.
+    assert_eq!(next_train_output(&mut model), next_train_output(&mut untouched));
+    assert_eq!(model.state_dict(), untouched.state_dict());
+}
+
+#[test]
+fn train_step_refuses_optimizer_settings_fit_refuses_before_anything_runs() {
+    let x = Tensor::from_vec(&[4, 2], vec![0.1, 0.2, 0.3, -0.4, 0.5, 0.6, -0.7, 0.8]).unwrap();
+    let t = Tensor::zeros(&[4, 2]);
+    let optimizers: Vec<(Box<dyn Optimizer>, &str)> = vec![
+        (Box::new(Sgd::new(0.1).nesterov()), "Nesterov"),
+        (Box::new(AdamW::new(10.0).weight_decay(0.2)), "weight decay"),
+    ];
+    for (mut optimizer, says) in optimizers {
+        let (mut model, mut untouched) = (dropout_then_batch_norm(), dropout_then_batch_norm());
+        // A panic would escape: the step must be an `Err`, not an unwinding.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            model.train_step(&x, Target::Values(&t), &MseLoss::new(), optimizer.as_mut())
+        }));
+        let err = result.expect("train_step panicked").unwrap_err();
+        assert!(err.to_string().contains("train_step"), "{err}");
+        assert!(err.to_string().contains(says), "{err}");
+        assert_eq!(model.state_dict(), untouched.state_dict());
+        assert_eq!(next_train_output(&mut model), next_train_output(&mut untouched));
+    }
+}
+
+#[test]
+fn fit_refuses_an_optimizer_whose_moments_already_overflowed() {
+    let mut model = regression_model();
+    let mut adam = Adam::new(0.01);
+    // A step outside fit, on a gradient whose square overflows f32: the second moment is ∞ while
+    // the weights stay finite.
+    model.visit_mut(&mut |_, s| {
+        if let StateMut::Param(p) = s {
+            p.grad.fill(1e30);
+        }
+    });
+    adam.step(&mut model);
+    let mut before = backprop::optim::OptimizerState::default();
+    adam.save_state(&mut before);
+    assert!(before.iter().any(|(_, _, t)| t.data().iter().any(|v| v.is_infinite())));
+    let weights = model.state_dict();
+    let e = model.fit(&line(32, 1.0), &MseLoss::new(), &mut adam, FitOptions::new().epochs(1).verbose(false));
+    let e = e.unwrap_err().to_string();
+    assert!(e.contains("exp_avg_sq") && e.contains("inf"), "{e}");
+    let mut after = backprop::optim::OptimizerState::default();
+    adam.save_state(&mut after);
+    assert_eq!(after, before);
+    assert_eq!(model.state_dict(), weights);
+}
+
+#[test]
+fn a_schedule_whose_rate_grows_past_what_adamw_allows_is_refused_before_training() {
+    let mut model = regression_model();
+    let weights = model.state_dict();
+    let mut opt = AdamW::new(0.5).weight_decay(0.5); // lr·λ = 0.25 at the base rate
+    let options = FitOptions::new().epochs(4).verbose(false).schedule(Schedule::exponential(2.0).unwrap());
+    let e = model.fit(&line(32, 1.0), &MseLoss::new(), &mut opt, options).unwrap_err().to_string();
+    // Epoch 3's rate is 2: lr·λ = 1.
+    assert!(e.contains("epoch 3") && e.contains("weight decay"), "{e}");
+    assert_eq!(model.state_dict(), weights);
+    assert_eq!(opt.learning_rate(), 0.5, "the base rate is put back");
+}

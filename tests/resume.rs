@@ -299,3 +299,109 @@ fn files_that_are_not_checkpoints_are_errors() {
     checkpoint.save(&again).unwrap();
     assert_eq!(std::fs::read(&again).unwrap(), bytes);
 }
+
+/// Dropout at positions 2 and 10: their generators are named `2.rng` and `10.rng`, which the
+/// checkpoint's metadata (a JSON object, its keys sorted) stores in the other order.
+fn model_with_two_dropouts(seed: u64) -> Sequential {
+    let mut b =
+        Sequential::builder(&[4]).add(Dense::new(4, 8).seed(seed)).add(Relu::new()).add(Dropout::new(0.2));
+    for k in 0..3 {
+        b = b.add(Dense::new(8, 8).seed(seed + 1 + k)).add(Relu::new());
+    }
+    b.add(Dense::new(8, 8).seed(seed + 9))
+        .add(Dropout::new(0.2))
+        .add(Dense::new(8, 3).seed(seed + 10))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn generators_resume_by_name_whatever_order_the_metadata_keeps() {
+    let (train, val) = (data(5), data(6));
+    let dir = tempfile::tempdir().unwrap();
+    let loss = CrossEntropyLoss::new();
+    let names: Vec<String> = {
+        let mut names = Vec::new();
+        model_with_two_dropouts(1).visit(&mut |n, s| {
+            if let State::Rng(_) = s {
+                names.push(n.to_string());
+            }
+        });
+        names
+    };
+    assert_eq!(names, ["2.rng", "10.rng"]);
+    let (mut straight, mut opt) = (model_with_two_dropouts(1), Adam::new(0.01));
+    let h = straight.fit(&train, &loss, &mut opt, options(&val).epochs(4)).unwrap();
+    let expected = outcome(&straight, &opt, &h);
+
+    let (mut first, mut opt) = (model_with_two_dropouts(1), Adam::new(0.01));
+    let keep = Checkpoints::in_dir(dir.path());
+    first.fit(&train, &loss, &mut opt, options(&val).epochs(2).checkpoints(keep.clone())).unwrap();
+    let checkpoint = Checkpoint::load(keep.last_path()).unwrap();
+    let (mut resumed, mut opt) = (model_with_two_dropouts(30), Adam::new(0.01));
+    let h = resumed.fit(&train, &loss, &mut opt, options(&val).epochs(4).resume(&checkpoint)).unwrap();
+    assert_eq!(outcome(&resumed, &opt, &h), expected);
+    // Each generator went back to its own layer: the next training pass draws the same masks.
+    let x = Tensor::rand_uniform(&[8, 4], -1.0, 1.0, 3);
+    assert_eq!(resumed.forward(&x, Pass::TRAIN).data(), straight.forward(&x, Pass::TRAIN).data());
+}
+
+#[test]
+fn a_run_whose_patience_ran_out_on_its_last_epoch_is_not_resumed() {
+    let (train, val) = (data(5), data(6));
+    let dir = tempfile::tempdir().unwrap();
+    let loss = CrossEntropyLoss::new();
+    // A rate of zero: the validation loss never improves after the first epoch, so patience 2
+    // runs out at epoch 3 — the last epoch of the first run.
+    let opts = |v| {
+        FitOptions::new()
+            .batch_size(16)
+            .seed(4)
+            .verbose(false)
+            .validation(v)
+            .early_stopping(EarlyStopping::new(Monitor::ValLoss, 2))
+    };
+    let h = model().fit(&train, &loss, &mut Sgd::new(0.0), opts(&val).epochs(10)).unwrap();
+    assert_eq!((h.epochs.len(), h.stopped_early), (3, true));
+    let keep = Checkpoints::in_dir(dir.path());
+    let h = model()
+        .fit(&train, &loss, &mut Sgd::new(0.0), opts(&val).epochs(3).checkpoints(keep.clone()))
+        .unwrap();
+    assert_eq!((h.epochs.len(), h.stopped_early), (3, false), "stopped on its last epoch");
+    let checkpoint = Checkpoint::load(keep.last_path()).unwrap();
+    let e = model()
+        .fit(&train, &loss, &mut Sgd::new(0.0), opts(&val).epochs(10).resume(&checkpoint))
+        .unwrap_err();
+    assert!(e.to_string().contains("patience"), "{e}");
+}
+
+#[test]
+fn restoring_the_best_weights_is_kept_or_refused_when_the_setting_changes_on_resume() {
+    let (train, val) = (data(5), data(6));
+    let dir = tempfile::tempdir().unwrap();
+    let loss = CrossEntropyLoss::new();
+    fn opts(v: &Dataset, restore_best: bool) -> FitOptions<'_> {
+        let mut es = EarlyStopping::new(Monitor::ValLoss, 50);
+        es.restore_best = restore_best;
+        FitOptions::new().batch_size(16).seed(4).verbose(false).validation(v).early_stopping(es)
+    }
+    for (first, then) in [(true, false), (false, true)] {
+        let keep = Checkpoints::in_dir(dir.path().join(format!("{first}")));
+        let mut opt = Adam::new(0.05);
+        model().fit(&train, &loss, &mut opt, opts(&val, first).epochs(3).checkpoints(keep.clone())).unwrap();
+        let checkpoint = Checkpoint::load(keep.last_path()).unwrap();
+        let (mut m, mut opt) = (model(), Adam::new(0.05));
+        let resumed = m.fit(&train, &loss, &mut opt, opts(&val, then).epochs(6).resume(&checkpoint));
+        if then {
+            // The best epoch's weights are not in the checkpoint: refused, not made up.
+            let e = resumed.unwrap_err().to_string();
+            assert!(e.contains("restore_best"), "{e}");
+        } else {
+            // Not restoring: the model ends with its last epoch's weights, as a straight run does.
+            resumed.unwrap();
+            let (mut straight, mut opt) = (model(), Adam::new(0.05));
+            straight.fit(&train, &loss, &mut opt, opts(&val, false).epochs(6)).unwrap();
+            assert_eq!(m.state_dict(), straight.state_dict());
+        }
+    }
+}

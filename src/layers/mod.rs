@@ -552,6 +552,23 @@ impl Snapshot {
     /// # Panics
     /// If `layer` is not the model the snapshot was taken of (another architecture).
     pub fn restore<V: Visit + ?Sized>(&self, layer: &mut V) {
+        self.restore_parts(layer, true);
+    }
+
+    /// Puts back the saved parameter values, buffers and counters, and leaves the random
+    /// generators and carried states where they are now: early stopping's best weights, restored
+    /// at the end of training, do not send dropout back to masks it has drawn already (and a
+    /// resumed run, whose checkpoint keeps the best epoch's weights but not its generators, ends
+    /// where the uninterrupted run does).
+    ///
+    /// # Panics
+    /// As [`Snapshot::restore`].
+    pub(crate) fn restore_weights<V: Visit + ?Sized>(&self, layer: &mut V) {
+        self.restore_parts(layer, false);
+    }
+
+    /// [`Snapshot::restore`], with the generators and carried states only when `all`.
+    fn restore_parts<V: Visit + ?Sized>(&self, layer: &mut V, all: bool) {
         let params = self.params;
         let (mut t, mut c, mut r, mut k) = (0, 0, 0, 0);
         let next = |t: &mut usize| {
@@ -568,11 +585,15 @@ impl Snapshot {
                 c += 1;
             }
             StateMut::Rng(g) => {
-                *g = self.rngs[r].clone();
+                if all {
+                    *g = self.rngs[r].clone();
+                }
                 r += 1;
             }
             StateMut::Carried(state) => {
-                copy_carried(state, self.carried.get(k).expect("a snapshot of the same model").as_ref());
+                if all {
+                    copy_carried(state, self.carried.get(k).expect("a snapshot of the same model").as_ref());
+                }
                 k += 1;
             }
         });

@@ -22,7 +22,9 @@ pub struct EarlyStopping {
     /// The least change that counts as an improvement (a finite number ≥ 0; `fit` refuses
     /// anything else).
     pub min_delta: f32,
-    /// Put back the weights of the best epoch when training ends.
+    /// Put back the weights of the best epoch when training ends: its parameters, and its batch
+    /// norm statistics and counters; the random generators (dropout's) and carried recurrent
+    /// states stay where the last epoch left them.
     pub restore_best: bool,
 }
 

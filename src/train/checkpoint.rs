@@ -288,10 +288,16 @@ impl Checkpoint {
                 names.push(name.to_string());
             }
         });
-        let stored: Vec<&str> = p.model_rngs.iter().map(|(n, _)| n.as_str()).collect();
-        if names != stored {
+        // Matched by name: the metadata's JSON object keeps its keys sorted, not in the order the
+        // model visits them (`2.rng` after `10.rng`; a Transformer block's `self_attn.rng` before
+        // its `dropout.rng`).
+        let stored: HashMap<&str, &Rng> = p.model_rngs.iter().map(|(n, r)| (n.as_str(), r)).collect();
+        if names.len() != stored.len() || names.iter().any(|n| !stored.contains_key(n.as_str())) {
+            let mut sorted = names.clone();
+            sorted.sort();
+            let stored_names: Vec<&str> = p.model_rngs.iter().map(|(n, _)| n.as_str()).collect();
             return Err(bad(format!(
-                "the model's random generators are {names:?}, the checkpoint's {stored:?}: another architecture"
+                "the model's random generators are {sorted:?}, the checkpoint's {stored_names:?}: another architecture"
             )));
         }
         let optimizer_state = self.optimizer_state()?;
@@ -318,10 +324,9 @@ impl Checkpoint {
         if let Err(e) = step.load_state(&p.step_state) {
             return undo(model, optimizer, bad(format!("the step's state: {}", super::detail(&e))));
         }
-        let mut rngs = p.model_rngs.iter();
-        model.visit_mut(&mut |_, s| {
+        model.visit_mut(&mut |name, s| {
             if let StateMut::Rng(r) = s {
-                *r = rngs.next().expect("the same names, checked above").1.clone();
+                *r = stored[name].clone(); // (every name is there: checked above)
             }
         });
         Ok(best)

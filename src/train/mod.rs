@@ -250,18 +250,32 @@ pub(crate) fn check_data(
 
 /// Every epoch's learning rate from the schedule, before the first (a rate that grew past f32
 /// at epoch 5 had stopped training after four epochs at absurd rates).
-fn check_schedule(options: &FitOptions<'_>, base_lr: f32) -> Result<()> {
+fn check_schedule(options: &FitOptions<'_>, optimizer: &mut dyn Optimizer) -> Result<()> {
     let Some(s) = &options.schedule else { return Ok(()) };
+    let base_lr = optimizer.learning_rate();
+    let mut refused = None;
     for epoch in 1..=options.epochs {
         let lr = s.lr(base_lr, epoch - 1);
         if !(lr.is_finite() && lr >= 0.0) {
-            return Err(Error::invalid(format!(
+            refused = Some(format!(
                 "fit: the learning-rate schedule gives {lr} at epoch {epoch} (base rate {base_lr}): a rate must be a \
                  finite number ≥ 0; nothing was trained"
-            )));
+            ));
+            break;
+        }
+        // The optimizer's settings with this epoch's rate (AdamW's lr·λ < 1 at a rate that grows).
+        optimizer.set_learning_rate(lr);
+        if let Err(e) = optimizer.check() {
+            refused = Some(format!(
+                "fit: at epoch {epoch} the learning-rate schedule gives {lr} (base rate {base_lr}), with which {}; \
+                 nothing was trained",
+                detail(&e)
+            ));
+            break;
         }
     }
-    Ok(())
+    optimizer.set_learning_rate(base_lr);
+    refused.map_or(Ok(()), |m| Err(Error::invalid(m)))
 }
 
 /// The checkpoints' folder made, and shown to take files, before the first epoch: a folder that
@@ -372,6 +386,22 @@ fn check_options(train: &Dataset, options: &FitOptions<'_>) -> Result<()> {
                 p.epoch
             ));
         }
+        if let (Some(es), Some(e)) = (&options.early_stopping, &p.early) {
+            if e.waited >= es.patience {
+                // (Its run stopped here too, on its last epoch: `stopped_early` says no only
+                // because that epoch was the last asked for.)
+                return bad(format!(
+                    "the checkpoint's run had gone {} epochs without improving, early stopping's patience is {}:                      an uninterrupted run would stop at epoch {}, so there is nothing to resume",
+                    e.waited, es.patience, p.epoch
+                ));
+            }
+            if es.restore_best && !e.has_weights {
+                return bad(format!(
+                    "early stopping restores the best epoch's weights, but the checkpoint keeps none (its run did                      not restore them): the weights of epoch {} are not in it; resume with restore_best off",
+                    e.best_epoch
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -420,6 +450,7 @@ pub fn fit(
     check_options(train, &options)?;
     optimizer.check()?;
     check_optimizer_fits(model, optimizer, "fit")?;
+    check_optimizer_finite(optimizer)?;
     let mut plain = Plain;
     let mut step: &mut dyn Step = match options.step.take() {
         Some(s) => s,
@@ -446,7 +477,7 @@ pub fn fit(
         let eval_batch = options.batch_size.max(256);
         check_data(model, v, Some(loss), "validation set", &batch_sizes(v.len(), eval_batch, false))?;
     }
-    check_schedule(&options, optimizer.learning_rate())?;
+    check_schedule(&options, optimizer)?;
     if let Some(c) = &options.checkpoints {
         prepare_checkpoints(c)?; // last: a refused run leaves no new folder behind
     }
@@ -496,7 +527,10 @@ fn run(
             if let Some(e) = p.early {
                 (best, best_epoch, waited) = (e.best, e.best_epoch, e.waited);
             }
-            best_weights = weights;
+            // (Kept only when this run restores them: a checkpoint's best weights otherwise
+            // stand for an epoch that later improvements would not replace.)
+            best_weights =
+                weights.filter(|_| options.early_stopping.as_ref().is_some_and(|es| es.restore_best));
             best_checkpoint = p.best_checkpoint;
             first_epoch = p.epoch + 1;
         }
@@ -701,7 +735,7 @@ fn run(
     if options.early_stopping.is_some() {
         history.best_epoch = Some(best_epoch);
         if let Some(w) = best_weights {
-            w.restore(model);
+            w.restore_weights(model);
         }
     }
     Ok(history)
@@ -717,6 +751,23 @@ pub(crate) fn first_output(mut outputs: Tensors, model: &dyn Model) -> Result<(S
 /// An error unless every buffer the optimizer already keeps (from earlier steps, or a resumed
 /// state) has the shape of the model's parameter of that name: an optimizer reused on another
 /// model would otherwise stop at its first step with a panic, half of its moments updated.
+/// Refuses an optimizer whose buffers already hold a NaN or an infinity (a step taken outside
+/// `fit` overflowed Adam's second moment, say): every step would be refused, and the copy of its
+/// state that `fit` keeps to undo a step could not be put back.
+fn check_optimizer_finite(optimizer: &dyn Optimizer) -> Result<()> {
+    let mut state = OptimizerState::default();
+    optimizer.save_state(&mut state);
+    for (kind, param, buffer) in state.iter() {
+        if let Some((i, v)) = buffer.data().iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::invalid(format!(
+                "fit: the optimizer's {kind:?} buffer for {param:?} holds {v} at element {i}: a step taken before \
+                 diverged; start from a new optimizer (or load a sound state into it)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn check_optimizer_fits<V: Visit + ?Sized>(
     model: &V,
     optimizer: &dyn Optimizer,

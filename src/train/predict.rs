@@ -353,6 +353,11 @@ pub fn loss_and_backward<'p>(
     // already change batch norm's running statistics.
     loss.check_target(&out_shape, target)?;
     let pass = pass.into();
+    if pass.mode == Mode::Train {
+        // A layer that cannot train on this shape (batch norm on one sample) is asked before the
+        // pass, not found out halfway through it, after dropout's generator has drawn.
+        model.check_training_shape(x.shape()).map_err(|e| prefixed("loss_and_backward", e))?;
+    }
     // A layer that cannot run the batch (an activation no memory holds) panics; that is an error
     // of this call, not the end of the caller's program.
     let run = || -> Result<f32> {
@@ -365,6 +370,15 @@ pub fn loss_and_backward<'p>(
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| super::on_pool(run))) {
         Ok(result) => result,
         Err(panic) => Err(refused("loss_and_backward", &*model, &*panic)),
+    }
+}
+
+/// `e` with `what: ` before its message, of the same kind.
+fn prefixed(what: &str, e: Error) -> Error {
+    match e {
+        Error::Shape(m) => Error::shape(format!("{what}: {m}")),
+        Error::InvalidArgument(m) => Error::invalid(format!("{what}: {m}")),
+        other => other,
     }
 }
 
@@ -417,10 +431,14 @@ pub fn train_step(
 ) -> Result<f32> {
     if x.shape().first() == Some(&0) {
         return Err(Error::shape(format!(
-            "train_step: the batch {:?} holds no samples, so there is no loss to step on (the optimizer's momentum or              weight decay alone would still move the weights); the model and the optimizer are unchanged",
+            "train_step: the batch {:?} holds no samples, so there is no loss to step on (the optimizer's momentum or \
+             weight decay alone would still move the weights); the model and the optimizer are unchanged",
             x.shape()
         )));
     }
+    // Settings the optimizer cannot step with (Nesterov without momentum, AdamW's lr·λ ≥ 1) are
+    // refused before the forward pass changes anything, as `fit` refuses them.
+    optimizer.check().map_err(|e| prefixed("train_step", e))?;
     super::check_optimizer_fits(model, optimizer, "train_step")?;
     // The whole step on one of the pool's threads: its parallel loops start without waking this one.
     super::on_pool(|| step_on_pool(model, x, target, loss, optimizer))
