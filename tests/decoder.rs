@@ -6,7 +6,7 @@
 
 mod common;
 
-use backprop::layers::{DecoderOnly, named_params};
+use backprop::layers::{DecoderOnly, TransformerEncoderLayer, named_params};
 use backprop::prelude::*;
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/decoder.safetensors");
@@ -131,4 +131,67 @@ fn bad_input_is_refused_by_name_and_a_tiny_model_learns_to_count() {
     let history = model.fit(&data, &loss, &mut Adam::new(1e-2), opts).unwrap();
     let last = history.epochs.last().unwrap().train_loss;
     assert!(last < 0.1, "loss {} → {last}", history.epochs[0].train_loss);
+}
+
+/// Every parameter of a model, by name.
+fn params_of(model: &Sequential) -> std::collections::HashMap<String, Vec<f32>> {
+    named_params(model).into_iter().map(|(n, p)| (n, p.value.data().to_vec())).collect()
+}
+
+#[test]
+fn the_model_wide_seed_draws_every_weight_of_the_stack_and_blocks_start_apart() {
+    let build = |seed: u64| {
+        Sequential::builder(&[5])
+            .add(DecoderOnly::new(8, 8, 2, 2, 16, 5)) // (8 letters: its logits feed blocks of 8)
+            .add(TransformerEncoderLayer::new(8, 2, 16))
+            .add(TransformerEncoderLayer::new(8, 2, 16))
+            .seed(seed)
+            .build()
+            .unwrap()
+    };
+    let (one, two) = (params_of(&build(1)), params_of(&build(2)));
+    let weights: Vec<&String> = one.keys().filter(|n| n.ends_with("weight") && !n.contains("norm")).collect();
+    for name in [
+        "0.blocks.0.linear1.weight",
+        "0.blocks.1.self_attn.in_proj_weight",
+        "0.head.weight",
+        "1.linear1.weight",
+        "2.linear2.weight",
+    ] {
+        assert!(weights.iter().any(|w| *w == name), "{name} in {weights:?}");
+    }
+    for name in &weights {
+        assert_ne!(one[*name], two[*name], "{name} does not follow the model-wide seed");
+    }
+    // Two blocks of the same shape never start alike.
+    assert_ne!(one["1.linear1.weight"], one["2.linear1.weight"]);
+    assert_ne!(one["0.blocks.0.linear2.weight"], one["0.blocks.1.linear2.weight"]);
+    // The same seed, the same model.
+    assert_eq!(params_of(&build(1)), one);
+}
+
+#[test]
+fn a_stack_with_dropout_draws_other_masks_in_each_block_outside_fit() {
+    let mut gpt = DecoderOnly::new(11, 8, 2, 2, 16, 5).dropout(0.5);
+    let mut generators = Vec::new();
+    gpt.visit(&mut |name, s| {
+        if let State::Rng(r) = s {
+            generators.push((name.to_string(), format!("{r:?}")));
+        }
+    });
+    let of = |block: usize, what: &str| {
+        generators
+            .iter()
+            .find(|(n, _)| *n == format!("blocks.{block}.{what}"))
+            .map(|(_, r)| r.clone())
+            .unwrap()
+    };
+    for what in ["dropout.rng", "dropout1.rng", "dropout2.rng", "self_attn.rng"] {
+        assert_ne!(of(0, what), of(1, what), "{what}");
+    }
+    // And the pass itself: the same forward pass twice in train mode differs from one block's
+    // masks repeated (a smoke check that the generators are used).
+    let ids = Tensor::from_vec(&[1, 5], vec![1., 2., 3., 4., 5.]).unwrap();
+    let (a, b) = (gpt.forward(&ids, Pass::TRAIN), gpt.forward(&ids, Pass::TRAIN));
+    assert_ne!(a.data(), b.data());
 }

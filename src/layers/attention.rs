@@ -195,18 +195,35 @@ impl MultiHeadAttention {
     }
 
     /// Draws the parameters with `seed` (a model-wide seed then keeps them).
-    pub fn seed(mut self, seed: u64) -> MultiHeadAttention {
+    pub fn seed(self, seed: u64) -> MultiHeadAttention {
+        self.draw(seed, false)
+    }
+
+    /// Draws the parameters with `seed` as [`MultiHeadAttention::seed`] does, but as defaults: a
+    /// model-wide seed redraws them by name (a block of a stack built with its index as the
+    /// seed, so that the stack's blocks differ outside a model too).
+    pub(crate) fn default_seed(self, seed: u64) -> MultiHeadAttention {
+        self.draw(seed, true)
+    }
+
+    /// The weights from `seed`, the biases zero; `defaults`: whether the initialisers are kept
+    /// (for a model-wide seed to redraw).
+    fn draw(mut self, seed: u64, defaults: bool) -> MultiHeadAttention {
         let mut r = crate::tensor::rng(seed);
         let e = self.embed;
         self.in_proj_weight.value = Init::GlorotUniform.tensor(&[3 * e, e], &mut r);
         self.out_proj_weight.value = Init::TorchDefault.tensor(&[e, e], &mut r);
-        for p in [
-            &mut self.in_proj_weight,
-            &mut self.in_proj_bias,
-            &mut self.out_proj_weight,
-            &mut self.out_proj_bias,
-        ] {
-            p.init = None;
+        self.in_proj_bias.value.fill(0.0);
+        self.out_proj_bias.value.fill(0.0);
+        if !defaults {
+            for p in [
+                &mut self.in_proj_weight,
+                &mut self.in_proj_bias,
+                &mut self.out_proj_weight,
+                &mut self.out_proj_bias,
+            ] {
+                p.init = None;
+            }
         }
         self
     }

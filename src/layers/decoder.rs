@@ -74,11 +74,10 @@ impl DecoderOnly {
                 .causal()
                 .activation(super::FeedForwardActivation::Gelu)
                 .dropout(0.0)
-                .seed(100 + k as u64)
+                .default_seed(100 + k as u64) // (defaults: a model-wide seed redraws them)
         };
-        let mut r = crate::tensor::rng(7);
         let head = (
-            super::Param::new(Init::TorchDefault.tensor(&[vocab, embed], &mut r)),
+            super::Param::drawn(&[vocab, embed], Init::TorchDefault, 7),
             super::Param::new(Tensor::zeros(&[vocab])),
         );
         // Both tables start small, N(0, 0.02²) as GPT-2's: with the head tied, N(0, 1) rows would
@@ -115,7 +114,16 @@ impl DecoderOnly {
     /// # Panics
     /// If `p` is not in `[0, 1]`.
     pub fn dropout(mut self, p: f32) -> DecoderOnly {
-        self.blocks = std::mem::take(&mut self.blocks).into_iter().map(|b| b.dropout(p)).collect();
+        let blocks = std::mem::take(&mut self.blocks).into_iter().enumerate();
+        self.blocks = blocks
+            .map(|(k, b)| {
+                let mut b = b.dropout(p);
+                // Each block's generators its own (as `new` seeds them), not the same masks in
+                // every block.
+                crate::layers::reseed(&mut b, 100 + k as u64);
+                b
+            })
+            .collect();
         self
     }
 

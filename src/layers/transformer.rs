@@ -17,8 +17,8 @@
 //! file only wires them.
 
 use super::{
-    Dense, Dropout, Gelu, InputGrad, Layer, LayerNorm, MultiHeadAttention, Pass, Relu, State, StateMut,
-    Visit, shape_error,
+    Dense, Dropout, Gelu, InputGrad, Layer, LayerNorm, MultiHeadAttention, Param, Pass, Relu, State,
+    StateMut, Visit, shape_error,
 };
 use crate::error::Result;
 use crate::privacy::per_example::{PerExample, PerExampleGrads, backward_per_example};
@@ -70,7 +70,12 @@ impl TransformerEncoderLayer {
     /// # Panics
     /// If `heads` is 0 or does not divide `embed`.
     pub fn new(embed: usize, heads: usize, feedforward: usize) -> TransformerEncoderLayer {
-        let linear = |i, o, seed| Dense::new(i, o).init(Init::TorchDefault).seed(seed);
+        // Drawn with seeds of their own as defaults: a model-wide seed redraws them by name.
+        let linear = |i, o, seed| {
+            let mut d = Dense::new(i, o).init(Init::TorchDefault);
+            d.weight = Param::drawn(&[o, i], Init::TorchDefault, seed);
+            d
+        };
         TransformerEncoderLayer {
             norm_first: false,
             activation: FeedForwardActivation::Relu,
@@ -88,11 +93,32 @@ impl TransformerEncoderLayer {
     }
 
     /// Draws the attention's and the linear layers' parameters from `seed` (the layer norms start
-    /// at 1 and 0).
-    pub fn seed(mut self, seed: u64) -> TransformerEncoderLayer {
-        self.self_attn = self.self_attn.seed(seed);
-        self.linear1 = self.linear1.seed(seed.wrapping_mul(3).wrapping_add(1));
-        self.linear2 = self.linear2.seed(seed.wrapping_mul(3).wrapping_add(2));
+    /// at 1 and 0; a model-wide seed then keeps them), and seeds the four dropouts' generators
+    /// from it too (by their names, as [`fit`](crate::train::fit) does).
+    pub fn seed(self, seed: u64) -> TransformerEncoderLayer {
+        self.draw(seed, false)
+    }
+
+    /// [`TransformerEncoderLayer::seed`], with the parameters drawn as defaults, which a
+    /// model-wide seed redraws by name: a stack's blocks, each seeded with its index, differ
+    /// outside a model too.
+    pub(crate) fn default_seed(self, seed: u64) -> TransformerEncoderLayer {
+        self.draw(seed, true)
+    }
+
+    fn draw(mut self, seed: u64, defaults: bool) -> TransformerEncoderLayer {
+        self.self_attn = if defaults { self.self_attn.default_seed(seed) } else { self.self_attn.seed(seed) };
+        for (linear, k) in [(&mut self.linear1, 1), (&mut self.linear2, 2)] {
+            let shape = linear.weight.value.shape().to_vec();
+            linear.weight = Param::drawn(&shape, Init::TorchDefault, seed.wrapping_mul(3).wrapping_add(k));
+            if !defaults {
+                linear.weight.init = None;
+            }
+            if let Some(b) = linear.bias.as_mut() {
+                b.value.fill(0.0);
+            }
+        }
+        crate::layers::reseed(&mut self, seed);
         self
     }
 
