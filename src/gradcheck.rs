@@ -253,6 +253,10 @@ pub fn check_layer<'p>(
 fn check_layer_inner(layer: &mut dyn Layer, x: &Tensor, pass: Pass<'_>, opts: &Options) -> Report {
     let layer_seed = opts.seed.wrapping_add(0x5eed);
     reseed(layer, layer_seed);
+    // What a pass changes besides its output (a stateful layer's carried state, batch norm's
+    // statistics): every pass below starts from the same, or each would continue the last.
+    let mut start = Snapshot::default();
+    start.save(layer, false);
     let y = layer.forward(x, pass);
     let r = Tensor::randn(y.shape(), 0.0, 1.0, opts.seed);
     zero_grad(layer);
@@ -262,6 +266,7 @@ fn check_layer_inner(layer: &mut dyn Layer, x: &Tensor, pass: Pass<'_>, opts: &O
 
     // L(x, θ) = Σ y ⊙ r, in f64 so that summation adds no noise to the difference.
     let objective = |layer: &mut dyn Layer, x: &Tensor| -> f64 {
+        start.restore(layer);
         reseed(layer, layer_seed);
         let y = layer.forward(x, pass);
         y.data().iter().zip(r.data()).map(|(&a, &b)| a as f64 * b as f64).sum()
@@ -331,6 +336,9 @@ fn check_model_inner<M: Model + ?Sized>(
 ) -> Result<Report> {
     let seed = opts.seed.wrapping_add(0x5eed);
     reseed(model, seed);
+    // Every pass starts from the same carried states and statistics (as in `check_layer`).
+    let mut start = Snapshot::default();
+    start.save(model, false);
     let outputs = crate::train::forward_batch_caught(model, inputs, mode, "check_model")?;
     let mut r = Tensors::new();
     for (k, (name, y)) in outputs.iter().enumerate() {
@@ -342,6 +350,7 @@ fn check_model_inner<M: Model + ?Sized>(
         named_params(model).into_iter().map(|(name, p)| (name, p.grad.clone())).collect();
     // L = Σ_outputs Σ y ⊙ r, in f64.
     let objective = |model: &mut M, inputs: &Inputs| -> Result<f64> {
+        start.restore(model);
         reseed(model, seed);
         let outputs = crate::train::forward_batch_caught(model, inputs, mode, "check_model")?;
         let mut sum = 0.0;

@@ -265,7 +265,9 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Loads a state saved by [`save`] (or by PyTorch for the same architecture) into `model`.
+/// Loads a state saved by [`save`] (or by PyTorch for the same architecture) into `model`. A
+/// stateful recurrent layer's carried state is forgotten (the next pass starts from zeros, with
+/// the loaded weights).
 ///
 /// # Errors
 /// [`Error::Io`] if the file cannot be read; [`Error::Format`] naming the file and the first
@@ -569,6 +571,9 @@ fn load_stored(
         (StateMut::Param(p), Some(Value::Float(v))) => p.value.data_mut().copy_from_slice(v),
         (StateMut::Buffer(b), Some(Value::Float(v))) => b.data_mut().copy_from_slice(v),
         (StateMut::Counter(n), Some(Value::Count(c))) => *n = *c,
+        // A stateful layer's carried state came from the old weights: the loaded model starts
+        // its stream afresh, as the file's weights did when they were saved.
+        (StateMut::Carried(state), _) => *state = None,
         _ => {}
     });
     Ok(report)

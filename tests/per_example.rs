@@ -188,3 +188,45 @@ fn a_layer_without_the_pass_says_so() {
     grads.start(1);
     backward_per_example(&mut opaque, &x, InputGrad::NotNeeded, &mut grads);
 }
+
+/// NaN and ∞ in the padding (past each sequence's length) reach no gradient, in the batched pass
+/// or the per-example one: the same numbers as zeros there.
+#[test]
+fn what_sits_in_the_padding_reaches_no_recurrent_gradient() {
+    let clean = Tensor::from_vec(&[2, 4, 3], (0..24).map(|i| (i as f32 * 0.41).sin()).collect()).unwrap();
+    let mut dirty = clean.clone();
+    for (t, v) in [(2, f32::NAN), (3, f32::INFINITY)] {
+        for f in 0..3 {
+            dirty.data_mut()[(4 + t) * 3 + f] = v; // sample 1, steps 2 and 3: padding for length 2
+        }
+    }
+    let lengths = [4, 2];
+    let pass = Pass::TRAIN.with_lengths(&lengths);
+    let layers: Vec<fn() -> Box<dyn Layer>> =
+        vec![|| Box::new(Lstm::new(3, 4).seed(1)), || Box::new(Gru::new(3, 4).seed(2)), || {
+            Box::new(Rnn::new(3, 4).seed(3))
+        }];
+    for make in layers {
+        let grads = |x: &Tensor| {
+            let mut layer = make();
+            let y = layer.forward(x, pass);
+            let g = Tensor::ones(y.shape());
+            zero_grad(layer.as_mut());
+            let dx = layer.backward(&g, InputGrad::Needed).unwrap();
+            let batched: Vec<Tensor> =
+                named_params(layer.as_ref()).into_iter().map(|(_, p)| p.grad.clone()).collect();
+            layer.forward(x, pass);
+            let mut per = PerExampleGrads::new();
+            per.start(2);
+            let _ = backward_per_example(layer.as_mut(), &g, InputGrad::NotNeeded, &mut per);
+            (y, dx, batched, per.slots().to_vec())
+        };
+        let (a, b) = (grads(&clean), grads(&dirty));
+        let name = make().describe();
+        assert_eq!(a.0, b.0, "{name}: output");
+        assert_eq!(a.2, b.2, "{name}: parameter gradients");
+        assert_eq!(a.3, b.3, "{name}: per-example gradients");
+        // dx of the valid steps (the padded steps' dx is zero in both).
+        assert_eq!(a.1, b.1, "{name}: input gradient");
+    }
+}

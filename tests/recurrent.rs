@@ -996,3 +996,46 @@ fn an_empty_batch_goes_forward_and_backward() {
         assert!(untouched, "{name}: an empty batch changed a gradient");
     }
 }
+
+#[test]
+fn loading_weights_forgets_a_stateful_layers_carried_state() {
+    let build = || Sequential::builder(&[4, 2]).add(Gru::new(2, 3).seed(1).stateful()).build().unwrap();
+    let x = Tensor::from_vec(&[2, 4, 2], (0..16).map(|i| (i as f32 * 0.3).sin()).collect()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gru.safetensors");
+    build().save(&path).unwrap();
+    let (mut used, mut fresh) = (build(), build());
+    used.predict(&x, 2).unwrap(); // carries a state into the next pass
+    used.load(&path).unwrap();
+    fresh.load(&path).unwrap();
+    assert_eq!(used.predict(&x, 2).unwrap(), fresh.predict(&x, 2).unwrap());
+}
+
+#[test]
+fn a_stateful_layer_passes_the_finite_difference_check_from_a_carried_state() {
+    let x = Tensor::from_vec(&[2, 3, 2], (0..12).map(|i| (i as f32 * 0.7).sin()).collect()).unwrap();
+    let layers: Vec<Box<dyn Layer>> = vec![
+        Box::new(Lstm::new(2, 3).seed(1).stateful()),
+        Box::new(Gru::new(2, 3).seed(2).stateful()),
+        Box::new(Rnn::new(2, 3).seed(3).stateful()),
+    ];
+    for mut layer in layers {
+        layer.forward(&x, Pass::TRAIN); // the check starts from this pass's final state
+        let report = check_layer(layer.as_mut(), &x, Pass::TRAIN, &Options::default());
+        assert!(report.passes(2e-2), "{}: {report:?}", layer.describe());
+    }
+}
+
+#[test]
+fn an_empty_batch_of_ids_goes_forward_and_backward_through_an_embedding() {
+    let mut embedding = Embedding::new(6, 3);
+    let mut lstm = Lstm::new(3, 4).seed(1);
+    let y = lstm.forward_embedded(&embedding, &Tensor::zeros(&[0, 5]), Pass::TRAIN).unwrap();
+    assert_eq!(y.shape(), &[0, 5, 4]);
+    lstm.backward_embedded(&Tensor::zeros(&[0, 5, 4]), &mut embedding);
+    let untouched = named_params(&lstm)
+        .iter()
+        .chain(named_params(&embedding).iter())
+        .all(|(_, p)| p.grad.data().iter().all(|&g| g == 0.0));
+    assert!(untouched, "an empty batch changed a gradient");
+}

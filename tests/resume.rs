@@ -405,3 +405,67 @@ fn restoring_the_best_weights_is_kept_or_refused_when_the_setting_changes_on_res
         }
     }
 }
+
+/// A stream cut into 4 chunks of 16 sequences, in order: a stateful LSTM carries each row's state
+/// from one batch into the next, and across epochs.
+fn stream() -> Dataset {
+    let x = Tensor::from_vec(&[64, 10, 3], (0..1920).map(|i| (i as f32 * 0.37).sin()).collect()).unwrap();
+    let y = Tensor::from_vec(&[64, 10, 1], (0..640).map(|i| (i as f32 * 0.11).cos()).collect()).unwrap();
+    Dataset::regression(x, y).unwrap()
+}
+
+fn stateful_model(seed: u64) -> Sequential {
+    Sequential::builder(&[10, 3])
+        .add(Lstm::new(3, 8).seed(seed).stateful())
+        .add(Dense::new(8, 1).seed(seed + 1))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_stateful_layers_carried_state_resumes_with_the_checkpoint() {
+    let data = stream();
+    let dir = tempfile::tempdir().unwrap();
+    let loss = MseLoss::new();
+    let opts = || FitOptions::new().batch_size(16).shuffle(false).seed(7).verbose(false);
+    let (mut straight, mut opt) = (stateful_model(1), Adam::new(0.01));
+    let h = straight.fit(&data, &loss, &mut opt, opts().epochs(4)).unwrap();
+    let expected = outcome(&straight, &opt, &h);
+
+    let keep = Checkpoints::in_dir(dir.path());
+    let (mut first, mut opt) = (stateful_model(1), Adam::new(0.01));
+    first.fit(&data, &loss, &mut opt, opts().epochs(2).checkpoints(keep.clone())).unwrap();
+    let checkpoint = Checkpoint::load(keep.last_path()).unwrap();
+    let (mut resumed, mut opt) = (stateful_model(9), Adam::new(0.01));
+    let h = resumed.fit(&data, &loss, &mut opt, opts().epochs(4).resume(&checkpoint)).unwrap();
+    assert_eq!(outcome(&resumed, &opt, &h), expected);
+    // And the stream goes on from the same state.
+    let x = data.inputs().select_outer(&(0..16).collect::<Vec<_>>());
+    assert_eq!(resumed.predict(&x, 16).unwrap(), straight.predict(&x, 16).unwrap());
+
+    // A model without that carried state is another architecture.
+    let mut plain = Sequential::builder(&[10, 3])
+        .add(Lstm::new(3, 8).seed(1))
+        .add(Dense::new(8, 1).seed(2))
+        .build()
+        .unwrap();
+    let before = plain.state_dict();
+    let e = plain.fit(&data, &loss, &mut Adam::new(0.01), opts().epochs(4).resume(&checkpoint)).unwrap_err();
+    assert!(e.to_string().contains("carried"), "{e}");
+    assert_eq!(plain.state_dict(), before);
+}
+
+#[test]
+fn fit_refuses_to_shuffle_the_batches_of_a_stateful_layer() {
+    let mut model = stateful_model(1);
+    let before = model.state_dict();
+    let e = model.fit(
+        &stream(),
+        &MseLoss::new(),
+        &mut Adam::new(0.01),
+        FitOptions::new().epochs(1).verbose(false),
+    );
+    let e = e.unwrap_err().to_string();
+    assert!(e.contains("0.carried_state") && e.contains("shuffle(false)"), "{e}");
+    assert_eq!(model.state_dict(), before);
+}

@@ -58,7 +58,7 @@
 use super::callbacks::{EpochStats, History, Monitor};
 use crate::error::{Error, Result};
 use crate::io::{Entries, LoadOptions, load_safetensors_with};
-use crate::layers::{Snapshot, State, StateMut, Visit};
+use crate::layers::{RecurrentState, Snapshot, State, StateMut, Visit};
 use crate::optim::{Optimizer, OptimizerState};
 use crate::tensor::{Rng, Tensor};
 use safetensors::tensor::{Dtype, SafeTensors};
@@ -242,6 +242,32 @@ impl Checkpoint {
             .map(|_| ())
     }
 
+    /// The carried recurrent states stored in the file, by the name of the state (`0.carried_state`).
+    fn carried_states(&self) -> Result<HashMap<String, RecurrentState>> {
+        let bad = |m: String| Error::format(&self.origin, m);
+        let file = SafeTensors::deserialize(&self.bytes)
+            .map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;
+        let tensor = |name: &str| -> Result<Option<Tensor>> {
+            let Ok(view) = file.tensor(name) else { return Ok(None) };
+            let data =
+                view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            Tensor::from_vec(view.shape(), data).map(Some).map_err(|e| bad(format!("tensor {name:?}: {e}")))
+        };
+        let mut states = HashMap::new();
+        for name in file.names() {
+            let Some(state) = name.strip_prefix("carried.").and_then(|r| r.strip_suffix(".h")) else {
+                continue;
+            };
+            let h = tensor(name)?.expect("listed");
+            let c = tensor(&format!("carried.{state}.c"))?;
+            if c.as_ref().is_some_and(|c| c.shape() != h.shape()) {
+                return Err(bad(format!("the carried state {state:?}: its c and h differ in shape")));
+            }
+            states.insert(state.to_string(), RecurrentState { h, c });
+        }
+        Ok(states)
+    }
+
     /// The optimizer's state stored in the file.
     fn optimizer_state(&self) -> Result<OptimizerState> {
         let bad = |m: String| Error::format(&self.origin, m);
@@ -324,10 +350,26 @@ impl Checkpoint {
         if let Err(e) = step.load_state(&p.step_state) {
             return undo(model, optimizer, bad(format!("the step's state: {}", super::detail(&e))));
         }
-        model.visit_mut(&mut |name, s| {
-            if let StateMut::Rng(r) = s {
-                *r = stored[name].clone(); // (every name is there: checked above)
+        let carried = match self.carried_states() {
+            Ok(c) => c,
+            Err(e) => return undo(model, optimizer, e),
+        };
+        let mut slots = Vec::new();
+        model.visit(&mut |name, s| {
+            if let State::Carried(_) = s {
+                slots.push(name.to_string());
             }
+        });
+        if let Some(name) = carried.keys().find(|n| !slots.contains(n)) {
+            let e = bad(format!(
+                "a carried state {name:?}, which this model does not have: another architecture"
+            ));
+            return undo(model, optimizer, e);
+        }
+        model.visit_mut(&mut |name, s| match s {
+            StateMut::Rng(r) => *r = stored[name].clone(), // (every name is there: checked above)
+            StateMut::Carried(state) => *state = carried.get(name).cloned(),
+            _ => {}
         });
         Ok(best)
     }
@@ -365,10 +407,19 @@ impl Capture<'_> {
             }
         }
         let mut rngs = serde_json::Map::new();
-        self.model.visit(&mut |name, s| {
-            if let State::Rng(r) = s {
+        self.model.visit(&mut |name, s| match s {
+            State::Rng(r) => {
                 rngs.insert(name.to_string(), rng_json(r));
             }
+            // A stateful recurrent layer's state carried into the next batch (not part of the
+            // model's file: a saved model starts from zeros, but a resumed run continues).
+            State::Carried(Some(state)) => {
+                entries.add_tensor(&format!("carried.{name}.h"), &state.h);
+                if let Some(c) = &state.c {
+                    entries.add_tensor(&format!("carried.{name}.c"), c);
+                }
+            }
+            _ => {}
         });
         let epoch = self.history.epochs.len();
         let early = self.early.map_or(Value::Null, |(e, weights)| {
@@ -620,9 +671,18 @@ fn check_tensors(file: &SafeTensors<'_>, p: &Progress) -> std::result::Result<()
             if !p.early.is_some_and(|e| e.has_weights) {
                 return Err(format!("tensor {name:?}: best weights without early stopping's state"));
             }
+        } else if let Some(rest) = name.strip_prefix("carried.") {
+            let part = rest.rsplit_once('.').map(|(_, part)| part);
+            if !matches!(part, Some("h" | "c")) || view.dtype() != Dtype::F32 || view.shape().len() != 2 {
+                return Err(format!(
+                    "tensor {name:?}: expected carried.{{state}}.h or .c, a 2-D F32 tensor [N, H] (got {:?} {:?})",
+                    view.dtype(),
+                    view.shape()
+                ));
+            }
         } else {
             return Err(format!(
-                "unexpected tensor {name:?}: checkpoints hold model.*, optimizer.* and best.*"
+                "unexpected tensor {name:?}: checkpoints hold model.*, optimizer.*, best.* and carried.*"
             ));
         }
     }

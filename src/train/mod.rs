@@ -456,7 +456,8 @@ pub fn fit(
         Some(s) => s,
         None => &mut plain,
     };
-    step.check(model, train, &options)?;
+    step.check(model, train, &options)?; // (first: DP-SGD refuses a stateful layer for its own reason)
+    check_batch_order(model, &options)?;
     let sizes = step.batch_sizes(train.len(), &options);
     check_data(model, train, Some(loss), "training set", &sizes)?;
     for &b in &sizes {
@@ -751,6 +752,25 @@ pub(crate) fn first_output(mut outputs: Tensors, model: &dyn Model) -> Result<(S
 /// An error unless every buffer the optimizer already keeps (from earlier steps, or a resumed
 /// state) has the shape of the model's parameter of that name: an optimizer reused on another
 /// model would otherwise stop at its first step with a panic, half of its moments updated.
+/// Refuses shuffling for a model that carries state from one batch into the next (a stateful
+/// recurrent layer): row `s` of each batch would continue row `s` of an unrelated one.
+fn check_batch_order<V: Visit + ?Sized>(model: &V, options: &FitOptions<'_>) -> Result<()> {
+    let mut carried = None;
+    model.visit(&mut |name, s| {
+        if let crate::layers::State::Carried(_) = s {
+            carried.get_or_insert_with(|| name.to_string());
+        }
+    });
+    match carried {
+        Some(name) if options.shuffle => Err(Error::invalid(format!(
+            "fit: {name} is carried from one batch into the next (a stateful recurrent layer), so each batch's row s \
+             must continue the row s before it; shuffling would join unrelated sequences: FitOptions::shuffle(false) \
+             (and a batch size that divides the data, or drop_last(true): a smaller last batch starts afresh)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Refuses an optimizer whose buffers already hold a NaN or an infinity (a step taken outside
 /// `fit` overflowed Adam's second moment, say): every step would be refused, and the copy of its
 /// state that `fit` keeps to undo a step could not be put back.

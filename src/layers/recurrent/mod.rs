@@ -240,6 +240,8 @@ pub struct Recurrent<C: Cell> {
     /// The ids of the latest pass when it read an embedding ([`Recurrent::forward_embedded`];
     /// `x` is then not kept), `[N·T]`; empty after an ordinary pass.
     embedded_ids: Vec<usize>,
+    /// Whether the latest forward pass read an embedding (its ids may be none: an empty batch).
+    embedded_pass: bool,
     /// `P = table·W_ihᵀ + b_ih` (`[V, G·H]`) of the latest embedded pass: its rows are the steps'
     /// `a_t`.
     projected: Vec<f32>,
@@ -344,6 +346,7 @@ impl<C: Cell> Recurrent<C> {
             nt: (0, 0),
             x: Tensor::default(),
             embedded_ids: Vec::new(),
+            embedded_pass: false,
             projected: Vec::new(),
             grouped: Vec::new(),
             a: Vec::new(),
@@ -425,7 +428,10 @@ impl<C: Cell> Recurrent<C> {
     ///
     /// The carried state is visited as `carried_state` ([`State::Carried`]): a batch that
     /// [`fit`](crate::train::fit) refuses puts it back with the weights, and it is not saved with
-    /// them (a saved model starts from zeros, as a PyTorch `state_dict` does).
+    /// them (a saved model starts from zeros, as a PyTorch `state_dict` does), but a checkpoint
+    /// keeps it (a resumed run continues the stream). `fit` refuses to shuffle a model with a
+    /// stateful layer (`FitOptions::shuffle(false)`): each batch's row `s` continues the row `s`
+    /// before it.
     ///
     /// Every forward pass carries it on, in any mode: `predict` and `evaluate` continue the
     /// stream too (as a Keras stateful layer does), so evaluating the same data twice gives two
@@ -712,6 +718,7 @@ impl<C: Cell> Recurrent<C> {
         crate::tensor::add_to_rows(&mut self.projected, self.bias_ih.value.data()); // + b_ih
         self.embedded_ids.clear();
         self.embedded_ids.extend(ids.data().iter().map(|&id| id as usize));
+        self.embedded_pass = true;
         let ids = std::mem::take(&mut self.embedded_ids);
         let y = self.run_input(&shape, StepInput::Embedded(&ids), None, pass);
         self.embedded_ids = ids;
@@ -728,15 +735,18 @@ impl<C: Cell> Recurrent<C> {
     /// shape, or `grad_out` is not the output's shape.
     pub fn backward_embedded(&mut self, grad_out: &Tensor, embedding: &mut Embedding) {
         assert!(
-            !self.embedded_ids.is_empty(),
+            self.embedded_pass,
             "{}: backward_embedded needs a forward_embedded pass before it",
             self.describe()
         );
         let (g, f, v) = (C::GATES * self.hidden, self.inputs, embedding.num());
         assert!(
             embedding.dim() == f && self.projected.len() == v * g,
-            "{}: backward_embedded with another embedding than the forward pass's",
-            self.describe()
+            "{}: backward_embedded with another embedding than the forward pass's (a table of {v} ids × {} \
+             features now, {} projected values for {f} features then)",
+            self.describe(),
+            embedding.dim(),
+            self.projected.len()
         );
         self.backward_through_time(Some(grad_out), None, true);
         self.recurrent_weight_grads();
@@ -774,6 +784,7 @@ impl<C: Cell> Recurrent<C> {
     /// zeros.
     fn run_forward(&mut self, x: &Tensor, initial: Option<&RecurrentState>, pass: Pass<'_>) -> Tensor {
         self.embedded_ids.clear();
+        self.embedded_pass = false;
         let shape = [x.dim(0), x.dim(1), x.dim(2)];
         if !pass.keeps_for_backward() {
             // No backward pass follows: each step's product reads its rows of the batch in place,
@@ -785,6 +796,18 @@ impl<C: Cell> Recurrent<C> {
         // they line up with the rows of the gradients (time-major too) for dL/dW_ih.
         let mut x_tm = std::mem::take(&mut self.x);
         swap_first_axes(x, &mut x_tm);
+        if let Some(lengths) = pass.lengths {
+            // Padded steps read as zeros, whatever the padding holds: their rows of the weight
+            // gradient `Σ da_tᵀ·x_t` (and the per-example ones) are zero times these, and a NaN
+            // left in the padding would make them NaN (as PyTorch's packed sequences never read
+            // the padding at all).
+            let (n, f) = (shape[0], shape[2]);
+            for (s, &len) in lengths.iter().enumerate() {
+                for t in len.min(shape[1])..shape[1] {
+                    x_tm.data_mut()[(t * n + s) * f..][..f].fill(0.0);
+                }
+            }
+        }
         let y = self.run_input(&shape, StepInput::Dense(&x_tm, Layout::TimeMajor), initial, pass);
         self.x = x_tm;
         y
@@ -802,7 +825,10 @@ impl<C: Cell> Recurrent<C> {
         let out_shape = self.output_shape(shape).unwrap_or_else(|e| panic!("{e}"));
         let [n, t_len, f] = *shape;
         let (h, g) = (self.hidden, C::GATES * self.hidden);
-        if self.stateful && self.carried.as_ref().is_some_and(|s| s.h.dim(0) != n) {
+        let fits = |s: &RecurrentState| {
+            s.h.shape() == [n, self.hidden] && s.c.as_ref().is_none_or(|c| c.shape() == s.h.shape())
+        };
+        if self.stateful && self.carried.as_ref().is_some_and(|s| !fits(s)) {
             self.reset_state(); // another batch size: the carried state does not apply
         }
         let carried = self.carried.take();
@@ -968,7 +994,7 @@ impl<C: Cell> Recurrent<C> {
         input_grad: InputGrad,
     ) -> Option<Tensor> {
         assert!(
-            self.embedded_ids.is_empty(),
+            !self.embedded_pass,
             "{}: the latest forward pass read an embedding (forward_embedded): use backward_embedded",
             self.describe()
         );
@@ -1009,7 +1035,7 @@ impl<C: Cell> Recurrent<C> {
 
     /// True if the latest forward pass read an embedding ([`Recurrent::forward_embedded`]).
     pub(crate) fn read_embedding(&self) -> bool {
-        !self.embedded_ids.is_empty()
+        self.embedded_pass
     }
 
     /// `dW_hh += Σ_t db_tᵀ·h_{t−1}` and `db_hh += Σ_t db_t`, every step in one product: the rows
