@@ -23,7 +23,7 @@ use safetensors::tensor::{Dtype, SafeTensors, View};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One tensor ready to be written: dtype, shape and little-endian bytes.
 struct Entry {
@@ -181,6 +181,10 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     if path.file_name().is_none() {
         return Err(Error::invalid(format!("{}: not a file path", path.display())));
     }
+    // Through a link to the file it names (a rename over the link would replace the link
+    // itself with a file, and leave its target with the old contents).
+    let resolved = resolve_links(path)?;
+    let path = resolved.as_path();
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -476,10 +480,13 @@ fn load_stored(
         };
         let value = match slot {
             Slot::Float { shape } => {
-                if view.dtype != Dtype::F32 {
-                    problems.other.push(format!("tensor {name:?} has dtype {:?}, expected F32", view.dtype));
+                let Some(width) = float_width(view.dtype) else {
+                    problems.other.push(format!(
+                        "tensor {name:?} has dtype {:?}, expected a float (F32; F16, BF16 and F64 are converted)",
+                        view.dtype
+                    ));
                     continue;
-                }
+                };
                 if view.shape != *shape {
                     problems.other.push(format!(
                         "tensor {name:?} has shape {}, but the model{} needs {}",
@@ -490,22 +497,32 @@ fn load_stored(
                     continue;
                 }
                 let data = &view.bytes;
-                if data.len() != 4 * shape.iter().product::<usize>() {
+                if shape.iter().try_fold(width, |n, &d| n.checked_mul(d)) != Some(data.len()) {
                     problems.other.push(format!(
-                        "tensor {name:?} holds {} bytes for shape {}",
+                        "tensor {name:?} holds {} bytes for shape {} of {:?}",
                         data.len(),
-                        shape_str(shape)
+                        shape_str(shape),
+                        view.dtype
                     ));
                     continue;
                 }
-                let values: Vec<f32> =
-                    data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                let values = floats_as_f32(view.dtype, data);
                 if let Some(i) = crate::tensor::first_non_finite(&values) {
-                    problems.other.push(format!(
-                        "tensor {name:?} holds {} at element {i}: weights must be finite (the file is damaged, or \
-                         was saved from a model whose training diverged)",
-                        values[i]
-                    ));
+                    let beyond = view.dtype == Dtype::F64
+                        && f64::from_le_bytes(data[8 * i..][..8].try_into().expect("8 bytes")).is_finite();
+                    problems.other.push(if beyond {
+                        format!(
+                            "tensor {name:?} holds {} at element {i}, beyond the range of f32 (±3.4e38) that the \
+                             model computes in",
+                            f64::from_le_bytes(data[8 * i..][..8].try_into().expect("8 bytes"))
+                        )
+                    } else {
+                        format!(
+                            "tensor {name:?} holds {} at element {i}: weights must be finite (the file is damaged, \
+                             or was saved from a model whose training diverged)",
+                            values[i]
+                        )
+                    });
                     continue;
                 }
                 // A variance is never negative (batch norm's running variance, PyTorch's name for
@@ -524,15 +541,28 @@ fn load_stored(
             Slot::Count => {
                 // A count stored as any integer, or as a float holding a whole number (as some
                 // exporters write it); anything else is damage, not a count to clamp.
+                let signed = |v: i64| Some(u64::try_from(v).map_err(|_| v.to_string()));
                 let count: Option<Result<u64, String>> = match (view.dtype, &view.bytes[..]) {
                     (Dtype::I64, d) if d.len() == 8 => {
-                        let v = i64::from_le_bytes(d.try_into().expect("8 bytes"));
-                        Some(u64::try_from(v).map_err(|_| v.to_string()))
+                        signed(i64::from_le_bytes(d.try_into().expect("8 bytes")))
                     }
                     (Dtype::I32, d) if d.len() == 4 => {
-                        let v = i32::from_le_bytes(d.try_into().expect("4 bytes"));
-                        Some(u64::try_from(v).map_err(|_| v.to_string()))
+                        signed(i32::from_le_bytes(d.try_into().expect("4")).into())
                     }
+                    (Dtype::I16, d) if d.len() == 2 => {
+                        signed(i16::from_le_bytes(d.try_into().expect("2")).into())
+                    }
+                    (Dtype::I8, d) if d.len() == 1 => signed((d[0] as i8).into()),
+                    (Dtype::U64, d) if d.len() == 8 => {
+                        Some(Ok(u64::from_le_bytes(d.try_into().expect("8 bytes"))))
+                    }
+                    (Dtype::U32, d) if d.len() == 4 => {
+                        Some(Ok(u32::from_le_bytes(d.try_into().expect("4")).into()))
+                    }
+                    (Dtype::U16, d) if d.len() == 2 => {
+                        Some(Ok(u16::from_le_bytes(d.try_into().expect("2")).into()))
+                    }
+                    (Dtype::U8, d) if d.len() == 1 => Some(Ok(d[0].into())),
                     (Dtype::F32, d) if d.len() == 4 => {
                         let v = f32::from_le_bytes(d.try_into().expect("4 bytes"));
                         let whole = v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < u64::MAX as f32;
@@ -577,6 +607,69 @@ fn load_stored(
         _ => {}
     });
     Ok(report)
+}
+
+/// Bytes per value of a float dtype that loads convert to `f32`, or `None` for another dtype.
+fn float_width(dtype: Dtype) -> Option<usize> {
+    match dtype {
+        Dtype::F32 => Some(4),
+        Dtype::F16 | Dtype::BF16 => Some(2),
+        Dtype::F64 => Some(8),
+        _ => None,
+    }
+}
+
+/// Little-endian values of a float dtype ([`float_width`]) as `f32`: exact from F16 and BF16
+/// (both are subsets of f32), rounded to nearest from F64 (a value past f32's range becomes ±∞).
+fn floats_as_f32(dtype: Dtype, data: &[u8]) -> Vec<f32> {
+    match dtype {
+        Dtype::F16 => data.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
+        // bfloat16 is the upper half of an f32.
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
+            .collect(),
+        Dtype::F64 => {
+            data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect()
+        }
+        _ => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+    }
+}
+
+/// An IEEE 754 half-precision value (1 sign bit, 5 exponent bits biased by 15, 10 fraction
+/// bits) as the `f32` of the same value: normal numbers re-biased (15 → 127), subnormals
+/// `fraction · 2⁻²⁴` (normal in f32), ±0, ±∞ and NaN kept.
+pub(crate) fn f16_to_f32(bits: u16) -> f32 {
+    let sign = if bits & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exponent = (bits >> 10) & 0x1f;
+    let fraction = (bits & 0x3ff) as u32;
+    match exponent {
+        0 => sign * fraction as f32 * 2f32.powi(-24), // zero and subnormals
+        0x1f if fraction == 0 => sign * f32::INFINITY,
+        0x1f => f32::NAN,
+        e => {
+            f32::from_bits(((bits as u32 & 0x8000) << 16) | ((e as u32 + 127 - 15) << 23) | (fraction << 13))
+        }
+    }
+}
+
+/// `path`, or the file a symbolic link at `path` names (following a chain of links, each
+/// relative one from its own folder); the target need not exist yet.
+fn resolve_links(path: &Path) -> Result<PathBuf> {
+    let mut path = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&path).map_err(|e| Error::io(&path, e))?;
+                path = match path.parent() {
+                    Some(dir) if target.is_relative() => dir.join(target),
+                    _ => target,
+                };
+            }
+            _ => return Ok(path),
+        }
+    }
+    Err(Error::invalid(format!("{}: more than 40 symbolic links in a chain (a loop?)", path.display())))
 }
 
 /// What a load found wrong, all of it.

@@ -260,3 +260,28 @@ fn bundled_digits_load() {
     let (min, max) = (train.inputs().min(), train.inputs().max());
     assert!(min == 0.0 && max == 1.0, "pixels in [0, 1]: {min}..{max}");
 }
+
+/// `write_idx` replaces a file whole (the old one stays when writing fails), compresses a `.GZ`
+/// name as it does `.gz`, and writes through a link to its target.
+#[test]
+fn write_idx_replaces_whole_files_and_follows_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let upper = dir.path().join("labels.GZ");
+    write_idx(&upper, &[3], &[1, 2, 3]).unwrap();
+    let raw = std::fs::read(&upper).unwrap();
+    assert_eq!(&raw[..2], &[0x1f, 0x8b], "gzip data under an upper-case .GZ");
+    // A failed write (dimensions that do not hold the data) leaves the old file.
+    let path = dir.path().join("labels");
+    write_idx(&path, &[3], &[1, 2, 3]).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    assert!(write_idx(&path, &[4], &[1, 2, 3]).is_err());
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    #[cfg(unix)]
+    {
+        let link = dir.path().join("latest");
+        std::os::unix::fs::symlink("labels", &link).unwrap();
+        write_idx(&link, &[2], &[9, 8]).unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link stays a link");
+        assert_eq!(read_labels(&path).unwrap(), vec![9, 8]);
+    }
+}

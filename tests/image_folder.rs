@@ -169,3 +169,49 @@ fn in_memory_images_and_tensors_convert_both_ways() {
     let e = tensor_to_image(&backprop::Tensor::zeros(&[2, 4, 4])).unwrap_err().to_string();
     assert!(e.contains("[2, 4, 4]"), "{e}");
 }
+
+/// A colour picture's grey is PIL's `convert("L")` (torchvision's `Grayscale`), not the image
+/// crate's Rec. 709 luma. The expected levels are Pillow 13.0.0's, from
+/// `Image.new("RGB", …).putdata(colours).convert("L")` (and RGBA).
+#[test]
+fn grey_is_the_grey_pil_and_torchvision_compute() {
+    use backprop::data::image_folder::image_to_tensor;
+    let colours =
+        [[255, 0, 0], [0, 255, 0], [0, 0, 255], [12, 200, 77], [255, 255, 255], [1, 2, 3], [128, 64, 250]];
+    let pil = [76, 150, 29, 130, 255, 2, 104];
+    let mut rgb = image::RgbImage::new(colours.len() as u32, 1);
+    for (x, c) in colours.iter().enumerate() {
+        rgb.put_pixel(x as u32, 0, image::Rgb(*c));
+    }
+    let levels = |t: backprop::Tensor| t.data().iter().map(|v| (v * 255.0).round() as u8).collect::<Vec<_>>();
+    assert_eq!(levels(image_to_tensor(&image::DynamicImage::ImageRgb8(rgb), ColorMode::Gray)), pil);
+    // Alpha is dropped, not composited (PIL: [124, 18]).
+    let mut rgba = image::RgbaImage::new(2, 1);
+    rgba.put_pixel(0, 0, image::Rgba([200, 100, 50, 0]));
+    rgba.put_pixel(1, 0, image::Rgba([10, 20, 30, 128]));
+    assert_eq!(levels(image_to_tensor(&image::DynamicImage::ImageRgba8(rgba), ColorMode::Gray)), [124, 18]);
+    // Through the folder loader too.
+    let root = tmp("pil-grey");
+    std::fs::create_dir_all(root.join("a")).unwrap();
+    image::RgbImage::from_pixel(1, 1, image::Rgb([90, 180, 45])).save(root.join("a").join("p.png")).unwrap();
+    let (data, _) = load_image_folder(&root, (1, 1), ColorMode::Gray).unwrap();
+    assert_eq!(levels(data.inputs().clone()), [138]); // PIL: 138
+    // A grey picture keeps its levels.
+    let grey = image::GrayImage::from_pixel(1, 1, image::Luma([77]));
+    assert_eq!(levels(image_to_tensor(&image::DynamicImage::ImageLuma8(grey), ColorMode::Gray)), [77]);
+}
+
+/// A class folder that is a broken link is an error naming it, not a class skipped in silence
+/// (which would shift every later class's label).
+#[cfg(unix)]
+#[test]
+fn a_broken_link_to_a_class_folder_is_named() {
+    let root = tmp("broken-class");
+    for class in ["a", "c"] {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        image::GrayImage::from_pixel(2, 2, image::Luma([9])).save(root.join(class).join("x.png")).unwrap();
+    }
+    std::os::unix::fs::symlink(root.join("missing"), root.join("b")).unwrap();
+    let e = load_image_folder(&root, (2, 2), ColorMode::Gray).unwrap_err().to_string();
+    assert!(e.contains("/b") && e.contains("broken link"), "{e}");
+}

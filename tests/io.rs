@@ -124,15 +124,15 @@ fn corrupt_files_are_errors_not_panics() {
     let zeros = [0u8; 288];
     let entries = parsed.tensors().into_iter().map(|(name, view)| {
         let view = if name == "0.weight" {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F64, vec![4, 1, 3, 3], &zeros).unwrap()
+            safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![4, 1, 3, 3], &zeros).unwrap()
         } else {
             view
         };
         (name, view)
     });
-    let f64_file = safetensors::serialize(entries, None).unwrap();
-    let err = model.load_safetensors(&f64_file, "f64").unwrap_err().to_string();
-    assert!(err.contains("F64") && err.contains("0.weight"), "{err}");
+    let i64_file = safetensors::serialize(entries, None).unwrap();
+    let err = model.load_safetensors(&i64_file, "i64").unwrap_err().to_string();
+    assert!(err.contains("I64") && err.contains("0.weight") && err.contains("expected a float"), "{err}");
     assert_eq!(model.state_dict(), before);
     // Missing files are I/O errors naming the path.
     let err = model.load(dir.join("nope.safetensors")).unwrap_err().to_string();
@@ -276,4 +276,74 @@ fn state_names_shared_by_two_pieces_are_refused_by_save_load_and_training() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("train_step: ") && err.contains(shared), "{err}");
+}
+
+/// Weights PyTorch saved in half, bfloat16 and double precision load as the `f32` values PyTorch's
+/// own `.float()` gives (the fixture's `expected`; `tests/fixtures/make_dtype_fixture.py`, PyTorch
+/// 2.15.0, safetensors 0.8.0), the count too; a double past f32's range is refused by name.
+#[test]
+fn half_bfloat16_and_double_weights_load_as_pytorch_converts_them() {
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let expected = std::fs::read(fixtures.join("dtypes.expected.safetensors")).unwrap();
+    let expected = safetensors::SafeTensors::deserialize(&expected).unwrap();
+    let build = || Sequential::builder(&[3]).add(Dense::new(3, 4)).add(BatchNorm1d::new(4)).build().unwrap();
+    for dtype in ["f16", "bf16", "f64"] {
+        let mut model = build();
+        model.load(fixtures.join(format!("dtypes.{dtype}.safetensors"))).unwrap();
+        let mut checked = 0;
+        model.visit(&mut |name, state| {
+            let want = expected.tensor(&format!("{dtype}.{name}")).unwrap();
+            match state {
+                State::Param(p) => assert_eq!(p.value.data(), floats(want.data()), "{dtype} {name}"),
+                State::Buffer(b) => assert_eq!(b.data(), floats(want.data()), "{dtype} {name}"),
+                State::Counter(n) => {
+                    assert_eq!(n as i64, i64::from_le_bytes(want.data().try_into().unwrap()))
+                }
+                _ => return,
+            }
+            checked += 1;
+        });
+        assert_eq!(checked, 7, "{dtype}: every tensor compared");
+    }
+    // A double beyond f32's range is refused by name, the model unchanged.
+    let big = 1e300f64.to_le_bytes().repeat(4);
+    let mut model = build();
+    let before = model.state_dict();
+    let f32_file = model.to_safetensors().unwrap();
+    let parsed = safetensors::SafeTensors::deserialize(&f32_file).unwrap();
+    let entries = parsed.tensors().into_iter().map(|(name, view)| {
+        let view = if name == "0.bias" {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F64, vec![4], &big).unwrap()
+        } else {
+            view
+        };
+        (name, view)
+    });
+    let file = safetensors::serialize(entries, None).unwrap();
+    let err = model.load_safetensors(&file, "big").unwrap_err().to_string();
+    assert!(err.contains("0.bias") && err.contains("range of f32"), "{err}");
+    assert_eq!(model.state_dict(), before);
+}
+
+fn floats(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+/// Saving through a link writes the file the link names; the link stays a link.
+#[cfg(unix)]
+#[test]
+fn saving_through_a_link_updates_its_target() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("run7")).unwrap();
+    let target = dir.path().join("run7").join("model.safetensors");
+    let build = |seed| Sequential::builder(&[3]).add(Dense::new(3, 2).seed(seed)).build().unwrap();
+    build(1).save(&target).unwrap();
+    let link = dir.path().join("latest.safetensors");
+    std::os::unix::fs::symlink("run7/model.safetensors", &link).unwrap();
+    let newer = build(2);
+    newer.save(&link).unwrap();
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    let mut loaded = build(3);
+    loaded.load(&target).unwrap();
+    assert_eq!(loaded.state_dict(), newer.state_dict());
 }

@@ -185,17 +185,15 @@ pub fn write_idx(path: impl AsRef<Path>, dims: &[usize], data: &[u8]) -> Result<
         bytes.extend_from_slice(&(d as u32).to_be_bytes());
     }
     bytes.extend_from_slice(data);
-    let io = |e| Error::io(path, e);
-    let file = std::fs::File::create(path).map_err(io)?;
-    if path.extension().is_some_and(|e| e == "gz") {
-        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+    // Encoded in memory, then written as the models are (a temporary file renamed over the old
+    // one): a full disk or a killed process leaves the previous file, not a truncated one.
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz")) {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let io = |e| Error::io(path, e);
         gz.write_all(&bytes).map_err(io)?;
-        gz.finish().map_err(io)?;
-    } else {
-        let mut file = file;
-        file.write_all(&bytes).map_err(io)?;
+        bytes = gz.finish().map_err(io)?;
     }
-    Ok(())
+    crate::io::write_atomically(path, &bytes)
 }
 
 /// Reads an `idx3` image file as a `[N, 1, rows, cols]` tensor scaled to `[0, 1]` (byte / 255).

@@ -51,7 +51,10 @@ fn check_size(path: &Path, (height, width): (usize, usize)) -> Result<()> {
 /// Channels to decode images into.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ColorMode {
-    /// One channel (luma).
+    /// One channel (luma). A colour image's grey is PIL's `convert("L")` (and so torchvision's
+    /// `Grayscale`): ITU-R 601-2 luma, `L = (19595·R + 38470·G + 7471·B + 2¹⁵) >> 16` on 8-bit
+    /// values, i.e. `0.299 R + 0.587 G + 0.114 B` rounded; an alpha channel is dropped (not
+    /// composited), as PIL drops it. A grey image keeps its values.
     Gray,
     /// Three channels, red, green, blue.
     Rgb,
@@ -176,6 +179,14 @@ pub fn load_image(
 pub fn image_to_tensor(img: &image::DynamicImage, color: ColorMode) -> Tensor {
     let (width, height) = (img.width() as usize, img.height() as usize);
     let data: Vec<f32> = match color {
+        ColorMode::Gray if img.color().has_color() => {
+            // (The image crate's own grey weighs by Rec. 709, 0.2126 R + 0.7152 G + 0.0722 B: a
+            // pure red is 54/255 there, 76/255 in PIL and torchvision.)
+            let rgb = img.to_rgb8().into_raw();
+            let luma =
+                |p: &[u8]| (19595 * p[0] as u32 + 38470 * p[1] as u32 + 7471 * p[2] as u32 + 0x8000) >> 16;
+            rgb.chunks_exact(3).map(|p| luma(p) as f32 / 255.0).collect()
+        }
         ColorMode::Gray => img.to_luma8().into_raw().into_iter().map(|b| b as f32 / 255.0).collect(),
         ColorMode::Rgb => {
             // Interleaved RGB → planar CHW.
@@ -259,7 +270,23 @@ pub fn load_image_folder(
 ) -> Result<(Dataset, Vec<String>)> {
     let root = root.as_ref();
     check_size(root, size)?;
-    let classes: Vec<PathBuf> = sorted_entries(root)?.into_iter().filter(|p| p.is_dir()).collect();
+    let mut classes = Vec::new();
+    for entry in sorted_entries(root)? {
+        // (`is_dir` is false for an entry it cannot follow: a broken link to a class folder would
+        // have been skipped in silence, and every later class's label shifted by one.)
+        match std::fs::metadata(&entry) {
+            Ok(m) if m.is_dir() => classes.push(entry),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(Error::format(
+                    &entry,
+                    format!(
+                        "cannot follow this entry of the image folder ({e}): a broken link to a class folder?"
+                    ),
+                ));
+            }
+        }
+    }
     if classes.is_empty() {
         return Err(Error::format(root, "no class sub-folders (expected root/<class>/*.png)"));
     }
