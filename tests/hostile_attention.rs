@@ -6,7 +6,7 @@
 
 mod common;
 
-use backprop::layers::attention::scaled_dot_product_attention;
+use backprop::layers::attention::{scaled_dot_product_attention, scaled_dot_product_attention_backward};
 use backprop::layers::{DecoderOnly, PositionEmbedding, SinusoidalPositions, TransformerEncoderLayer};
 use backprop::prelude::*;
 
@@ -216,4 +216,57 @@ fn attention_over_its_activation_budget_is_an_error_naming_the_sizes() {
     );
     let mut roomy = MultiHeadAttention::new(8, 2).activation_budget(736_000);
     assert_eq!(roomy.forward_cross(&q, None, &m, None).unwrap().shape(), &[2, 100, 8]);
+}
+
+/// The budget a refusal names can be raised where the attention sits inside a block or a stack,
+/// and the free function refuses weights past its own bound instead of allocating them.
+#[test]
+fn attention_budgets_can_be_raised_through_blocks_and_the_free_function_is_bounded() {
+    // 64 sequences of 1,024 steps, 8 heads: 2 GiB of weights alone.
+    let gpt = DecoderOnly::new(65, 128, 8, 2, 512, 1024);
+    let e = gpt.output_shape(&[64, 1024]).unwrap_err().to_string();
+    assert!(e.contains("activation_budget"), "{e}");
+    let gpt = DecoderOnly::new(65, 128, 8, 2, 512, 1024).activation_budget(4 << 30);
+    assert_eq!(gpt.output_shape(&[64, 1024]).unwrap(), vec![64, 1024, 65]);
+    let block = TransformerEncoderLayer::new(128, 8, 512);
+    assert!(block.output_shape(&[64, 1024, 128]).is_err());
+    let block = TransformerEncoderLayer::new(128, 8, 512).activation_budget(4 << 30);
+    assert_eq!(block.output_shape(&[64, 1024, 128]).unwrap(), vec![64, 1024, 128]);
+    // 2⁴⁰ weights: an error, not an allocation.
+    let q = Tensor::zeros(&[1, 1, 1 << 20, 1]);
+    let e = scaled_dot_product_attention(&q, &q, &q, false, None).unwrap_err().to_string();
+    assert!(e.contains("MultiHeadAttention") && e.contains("[1, 1, 1048576, 1048576]"), "{e}");
+    let p = Tensor::zeros(&[1, 1, 1, 1]);
+    assert!(scaled_dot_product_attention_backward(&q, &q, &q, &p, &q).is_err());
+}
+
+/// What sits in a sequence's padding reaches neither the output nor any gradient of the layer:
+/// NaN and ∞ there give the numbers zeros give.
+#[test]
+fn what_sits_in_the_padding_reaches_no_attention_gradient() {
+    let (n, t, e) = (2, 4, 8);
+    let clean =
+        Tensor::from_vec(&[n, t, e], (0..n * t * e).map(|i| (i as f32 * 0.29).sin()).collect()).unwrap();
+    let mut dirty = clean.clone();
+    for (i, v) in dirty.data_mut()[(t + 2) * e..].iter_mut().enumerate() {
+        *v = if i % 2 == 0 { f32::NAN } else { f32::INFINITY }; // sample 1, steps 2 and 3
+    }
+    let lengths = [4, 2];
+    for causal in [false, true] {
+        let run = |x: &Tensor| {
+            let mut attn = MultiHeadAttention::new(e, 2).seed(3);
+            if causal {
+                attn = attn.causal();
+            }
+            let y = attn.forward(x, Pass::TRAIN.with_lengths(&lengths));
+            let dx = attn.backward(&Tensor::ones(y.shape()), InputGrad::Needed).unwrap();
+            let grads: Vec<Tensor> =
+                backprop::layers::named_params(&attn).into_iter().map(|(_, p)| p.grad.clone()).collect();
+            (y, dx, grads)
+        };
+        let (a, b) = (run(&clean), run(&dirty));
+        assert_eq!(a.0, b.0, "causal {causal}: output");
+        assert_eq!(a.2, b.2, "causal {causal}: parameter gradients");
+        assert_eq!(a.1, b.1, "causal {causal}: input gradient");
+    }
 }

@@ -111,6 +111,28 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// The first `keep` steps of every row of `x [N, T]`.
+/// Refuses ids that are not whole numbers below `count`, naming `what` and the position (`-1`,
+/// `0.5` and NaN would otherwise be read as id 0 by a cast).
+pub fn check_ids(what: &str, ids: &Tensor, count: usize) -> backprop::Result<()> {
+    let bad = ids
+        .data()
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !(**v >= 0.0 && v.fract() == 0.0 && (**v as usize) < count));
+    match bad {
+        Some((i, v)) => Err(Error::invalid(format!("{what} {v} at position {i} is not an id below {count}"))),
+        None => Ok(()),
+    }
+}
+
+/// Refuses batches of sequences without steps (`[N, 0]`: no answer to predict).
+pub fn check_steps(what: &str, answers: &Tensor) -> backprop::Result<()> {
+    match answers.shape() {
+        [_, t] if *t > 0 => Ok(()),
+        shape => Err(Error::shape(format!("{what}: answers {shape:?}: expected [N, T ≥ 1]"))),
+    }
+}
+
 pub fn first_steps(x: &Tensor, keep: usize) -> Tensor {
     let (n, t) = (x.dim(0), x.dim(1));
     let data = x.data().chunks_exact(t).flat_map(|row| row[..keep].iter().copied()).collect();
@@ -119,15 +141,9 @@ pub fn first_steps(x: &Tensor, keep: usize) -> Tensor {
 
 impl Model for Dkt {
     fn forward_batch(&mut self, inputs: &Inputs, mode: Mode) -> backprop::Result<Tensors> {
+        self.check_inputs(inputs)?;
         let (answers, next) = (inputs.get("answers")?, inputs.get("next")?);
         let (n, t_all) = (answers.dim(0), answers.dim(1));
-        if next.shape() != answers.shape() {
-            return Err(Error::shape(format!(
-                "DKT: next items {:?} and answers {:?} differ in shape",
-                next.shape(),
-                answers.shape()
-            )));
-        }
         // Run only to the batch's longest sequence.
         let t_run = inputs.lengths("answers").and_then(|l| l.iter().max().copied()).unwrap_or(t_all).max(1);
         let pass = inputs.pass("answers", mode);
@@ -137,9 +153,6 @@ impl Model for Dkt {
         let hidden = self.h.dim(2);
         self.next.clear();
         self.next.extend(first_steps(next, t_run).data().iter().map(|&v| v as usize));
-        if let Some(&bad) = self.next.iter().find(|&&j| j >= self.items) {
-            return Err(Error::invalid(format!("DKT: next item {bad} is not below {} items", self.items)));
-        }
         self.nt = (n, t_all, t_run);
         let mut logits = Tensor::zeros(&[n, t_all]);
         for (k, (&j, h_k)) in self.next.iter().zip(self.h.data().chunks_exact(hidden)).enumerate() {
@@ -149,6 +162,22 @@ impl Model for Dkt {
                 dot(h_k, self.head.weight.value.outer(j)) + self.head.bias.value.data()[j];
         }
         Ok(Tensors::one("logits", logits))
+    }
+
+    /// Answer ids below `2·items + 1` (the last is padding), next items below `items`, in
+    /// batches of the same shape with at least one step.
+    fn check_inputs(&self, inputs: &Inputs) -> backprop::Result<()> {
+        let (answers, next) = (inputs.get("answers")?, inputs.get("next")?);
+        check_steps("DKT", answers)?;
+        if next.shape() != answers.shape() {
+            return Err(Error::shape(format!(
+                "DKT: next items {:?} and answers {:?} differ in shape",
+                next.shape(),
+                answers.shape()
+            )));
+        }
+        check_ids("DKT: answer id", answers, self.embedding.num())?;
+        check_ids("DKT: next item", next, self.items)
     }
 
     fn backward_batch(&mut self, grads: &Tensors, _: InputGrad) -> backprop::Result<Tensors> {

@@ -14,7 +14,7 @@
 //! [`MultiHeadAttention::backward_cross`]: the gradient reaches both the query's embedding and the
 //! answers' embeddings).
 
-use crate::model::first_steps;
+use crate::model::{check_ids, check_steps, first_steps};
 use backprop::layers::{
     Dense, Dropout, Embedding, InputGrad, Layer, LayerNorm, Mode, MultiHeadAttention, Pass,
     PositionEmbedding, Relu,
@@ -112,15 +112,9 @@ fn needed(g: Option<Tensor>) -> Tensor {
 
 impl Model for Sakt {
     fn forward_batch(&mut self, inputs: &Inputs, mode: Mode) -> backprop::Result<Tensors> {
+        self.check_inputs(inputs)?;
         let (answers, next) = (inputs.get("answers")?, inputs.get("next")?);
         let (n, t_all) = (answers.dim(0), answers.dim(1));
-        if next.shape() != answers.shape() {
-            return Err(Error::shape(format!(
-                "SAKT: next items {:?} and answers {:?} differ in shape",
-                next.shape(),
-                answers.shape()
-            )));
-        }
         let lengths = inputs.lengths("answers");
         let t_run = lengths.and_then(|l| l.iter().max().copied()).unwrap_or(t_all).max(1);
         if t_run > self.max_len() {
@@ -128,9 +122,6 @@ impl Model for Sakt {
                 "SAKT: sequences of {t_run} answers, longer than the {} it was built for (--window)",
                 self.max_len()
             )));
-        }
-        if let Some(&bad) = next.data().iter().find(|&&j| j as usize >= self.count) {
-            return Err(Error::invalid(format!("SAKT: next item {bad} is not below {} items", self.count)));
         }
         let pass = Pass { mode, lengths };
         let m = self.answers.forward(&first_steps(answers, t_run), pass);
@@ -149,6 +140,22 @@ impl Model for Sakt {
             row[..t_run].copy_from_slice(run);
         }
         Ok(Tensors::one("logits", logits))
+    }
+
+    /// Answer ids below `2·items + 1` (the last is padding), next items below `items`, in
+    /// batches of the same shape with at least one step.
+    fn check_inputs(&self, inputs: &Inputs) -> backprop::Result<()> {
+        let (answers, next) = (inputs.get("answers")?, inputs.get("next")?);
+        check_steps("SAKT", answers)?;
+        if next.shape() != answers.shape() {
+            return Err(Error::shape(format!(
+                "SAKT: next items {:?} and answers {:?} differ in shape",
+                next.shape(),
+                answers.shape()
+            )));
+        }
+        check_ids("SAKT: answer id", answers, self.answers.num())?;
+        check_ids("SAKT: next item", next, self.count)
     }
 
     fn backward_batch(&mut self, grads: &Tensors, _: InputGrad) -> backprop::Result<Tensors> {

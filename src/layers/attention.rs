@@ -250,8 +250,11 @@ impl MultiHeadAttention {
         Tensor::from_vec(&[n, self.heads, tq, self.memory_steps()], self.p.clone()).ok()
     }
 
-    /// The heads' average of [`MultiHeadAttention::attention_weights`], `[N, T_q, T_k]`
-    /// (PyTorch's `need_weights=True, average_attn_weights=True`).
+    /// The heads' average of [`MultiHeadAttention::attention_weights`], `[N, T_q, T_k]`: what
+    /// PyTorch returns with `need_weights=True, average_attn_weights=True` in evaluation, and in
+    /// training without dropout. (After a training pass with attention dropout PyTorch returns the
+    /// weights after dropout, `P ⊙ m`: zeros and values scaled by `1/(1 − p)`; these stay the
+    /// softmax's, as [`MultiHeadAttention::attention_weights`] are.)
     pub fn average_attention_weights(&self) -> Option<Tensor> {
         let p = self.attention_weights()?;
         let (n, h, tq, tk) = (p.dim(0), p.dim(1), p.dim(2), p.dim(3));
@@ -456,15 +459,21 @@ impl Layer for MultiHeadAttention {
 }
 
 impl MultiHeadAttention {
-    /// The forward pass over checked inputs (`self.memory` set for cross-attention).
     /// The forward pass over the queries' input already in `self.x` (and the memory in
-    /// `self.memory`, or the same input for self-attention).
+    /// `self.memory`, or the same input for self-attention), both checked.
     fn run_forward(
         &mut self,
         lengths: Option<&[usize]>,
         memory_lengths: Option<&[usize]>,
         training: bool,
     ) -> Tensor {
+        // The padded steps' inputs read as zeros, whatever they hold: their outputs are zero and
+        // their keys masked either way, but a NaN there would reach the weight gradients through
+        // products by zero (`dW_out += dYᵀ·O` over every row).
+        zero_padded_steps(&mut self.x, lengths);
+        if let Some(memory) = self.memory.as_mut() {
+            zero_padded_steps(memory, memory_lengths);
+        }
         let x = &self.x;
         let (n, tq, e) = (x.dim(0), x.dim(1), self.embed);
         self.lengths.clear();
@@ -1002,6 +1011,11 @@ pub fn scaled_dot_product_attention(
 /// The backward pass of [`scaled_dot_product_attention`]: from `dO` and the forward pass's `P`,
 /// returns `(dQ, dK, dV)`.
 ///
+/// It is not told the mask: it reads every key, masked or not, with the weight `P` gives it
+/// (zero for a masked one). A masked key's row of `k` or `v` must therefore be finite — a NaN
+/// there, which the forward pass never reads, would reach `dQ` as `0 × NaN`. (The layers zero
+/// their padded steps before attending, so this holds for them whatever the padding holds.)
+///
 /// # Errors
 /// [`Error::Shape`](crate::Error) if a shape does not fit the others (or is empty, as for the
 /// forward pass).
@@ -1093,7 +1107,30 @@ fn sdpa_shapes(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(usize, usize, usiz
             v.shape()
         )));
     }
+    // The weights `P` are made whole (and the backward pass makes `dP` beside them): bounded as a
+    // layer's activations are, so that a long sequence is an error here instead of an allocation
+    // that fails or, overcommitted, is killed later.
+    let budget = super::recurrent::DEFAULT_ACTIVATION_BUDGET;
+    let bytes = [n, h, tq, tk, 4].iter().try_fold(1usize, |b, &x| b.checked_mul(x));
+    if bytes.is_none_or(|b| b > budget) {
+        return Err(crate::error::Error::invalid(format!(
+            "scaled_dot_product_attention: the attention weights [N, H, T_q, T_k] = [{n}, {h}, {tq}, {tk}] need {}, \
+             over the {} that this function allows; use fewer or shorter sequences, or MultiHeadAttention, whose \
+             activation_budget can be raised",
+            bytes.map_or("more than memory holds".to_string(), crate::tensor::human_bytes),
+            crate::tensor::human_bytes(budget)
+        )));
+    }
     Ok(shapes)
+}
+
+/// Zeros the steps of `x` (`[N, T, E]`) past each sequence's length.
+fn zero_padded_steps(x: &mut Tensor, lengths: Option<&[usize]>) {
+    let Some(lengths) = lengths else { return };
+    let (t, e) = (x.dim(1), x.dim(2));
+    for (sample, &len) in x.data_mut().chunks_exact_mut(t * e).zip(lengths) {
+        sample[len.min(t) * e..].fill(0.0);
+    }
 }
 
 /// `row[j] ← softmax(row[..allowed])[j]` for `j < allowed`, 0 after: the masked keys get no

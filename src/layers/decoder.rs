@@ -104,6 +104,14 @@ impl DecoderOnly {
         self
     }
 
+    /// The most memory, in bytes, that each block's attention may keep for the backward pass
+    /// (default 2 GiB each): [`MultiHeadAttention::activation_budget`](super::MultiHeadAttention::activation_budget).
+    pub fn activation_budget(mut self, bytes: usize) -> DecoderOnly {
+        let blocks = std::mem::take(&mut self.blocks).into_iter();
+        self.blocks = blocks.map(|b| b.activation_budget(bytes)).collect();
+        self
+    }
+
     /// Whether the head is tied to the token table.
     pub fn is_tied(&self) -> bool {
         self.head.is_none()

@@ -155,6 +155,13 @@ impl TransformerEncoderLayer {
         self
     }
 
+    /// The most memory, in bytes, that the block's attention may keep for the backward pass
+    /// (default 2 GiB): [`MultiHeadAttention::activation_budget`].
+    pub fn activation_budget(mut self, bytes: usize) -> TransformerEncoderLayer {
+        self.self_attn = self.self_attn.activation_budget(bytes);
+        self
+    }
+
     /// `ε` of both layer norms.
     ///
     /// # Panics

@@ -40,6 +40,12 @@
 //! exported differently: a stateful recurrent layer (an ONNX graph has no state between calls),
 //! a layer or model without an export.
 //!
+//! **A graph does not check its inputs.** The crate refuses what the graph computes anyway, so
+//! a program that runs the graph validates them as the crate does: a length of 0 (every key
+//! masked: the sequence's outputs come out as zeros) or above `T` (read as `T`), and ids that are
+//! negative, fractional or past the table (`Gather` reads a negative id from the table's end;
+//! the cast to int64 truncates a fraction).
+//!
 //! **Export is a per-layer capability.** A layer offers it through [`Layer::onnx`] (the crate's
 //! layers' exports are in this module's `layers.rs`); a custom layer implements [`OnnxLayer`]
 //! with the public [`Graph`] builder, and a model struct implements [`OnnxModel`] (see
