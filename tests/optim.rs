@@ -477,3 +477,52 @@ fn sgd_is_its_formula_bit_for_bit() {
         }
     }
 }
+
+/// A parameter that first reaches the optimizer at a later step (a layer added mid-training)
+/// starts its own count, as PyTorch keeps a `step` and a momentum buffer per parameter: its bias
+/// corrections and SGD's first `u ← g` are its own. The expected values are PyTorch 2.15's: `a`
+/// stepped three times, `b` added by `add_param_group` before the second step (gradients a: 0.5,
+/// 0.5, 0.5; b: 1, −2).
+#[test]
+fn a_parameter_added_later_counts_its_own_steps() {
+    let run = |opt: &mut dyn Optimizer| {
+        let mut a = Param::new(Tensor::from_vec(&[1], vec![1.0]).unwrap());
+        let mut b = Param::new(Tensor::from_vec(&[1], vec![1.0]).unwrap());
+        a.grad = Tensor::from_vec(&[1], vec![0.5]).unwrap();
+        opt.step_params(&mut [named("a", &mut a)]);
+        for gb in [1.0, -2.0] {
+            b.grad = Tensor::from_vec(&[1], vec![gb]).unwrap();
+            opt.step_params(&mut [named("a", &mut a), named("b", &mut b)]);
+        }
+        (a.value.data()[0], b.value.data()[0])
+    };
+    let close = |(a, b): (f32, f32), (ta, tb): (f32, f32)| {
+        assert!((a - ta).abs() < 1e-6 && (b - tb).abs() < 1e-6, "({a}, {b}) vs PyTorch's ({ta}, {tb})");
+    };
+    close(run(&mut Adam::new(0.1)), (0.700_000_05, 0.936_610_4));
+    close(run(&mut Sgd::new(1.0).momentum(0.9).dampening(0.5)), (-1.079_999_9, 0.100_000_024));
+    // The count travels with the optimizer's state.
+    let mut adam = Adam::new(0.1);
+    let mut a = Param::new(Tensor::from_vec(&[1], vec![1.0]).unwrap());
+    let mut b = Param::new(Tensor::from_vec(&[1], vec![1.0]).unwrap());
+    a.grad = Tensor::from_vec(&[1], vec![0.5]).unwrap();
+    adam.step_params(&mut [named("a", &mut a)]);
+    b.grad = Tensor::from_vec(&[1], vec![1.0]).unwrap();
+    adam.step_params(&mut [named("a", &mut a), named("b", &mut b)]);
+    let mut state = backprop::optim::OptimizerState::default();
+    adam.save_state(&mut state);
+    assert_eq!(state.get("step", "b").map(|t| t.data().to_vec()), Some(vec![1.0]));
+    assert!(state.get("step", "a").is_none(), "a's count is the optimizer's");
+    let mut resumed = Adam::new(0.1);
+    resumed.load_state(&state).unwrap();
+    let mut again = state.clone();
+    again.insert("step", "b", Tensor::from_vec(&[1], vec![5.0]).unwrap()); // more than the 2 taken
+    assert!(Adam::new(0.1).load_state(&again).unwrap_err().to_string().contains("\"b\""));
+    let (mut a2, mut b2) = (a.clone(), b.clone());
+    b.grad = Tensor::from_vec(&[1], vec![-2.0]).unwrap();
+    b2.grad = b.grad.clone();
+    adam.step_params(&mut [named("a", &mut a), named("b", &mut b)]);
+    resumed.step_params(&mut [named("a", &mut a2), named("b", &mut b2)]);
+    assert_eq!((a.value.data(), b.value.data()), (a2.value.data(), b2.value.data()));
+    close((a.value.data()[0], b.value.data()[0]), (0.700_000_05, 0.936_610_4));
+}

@@ -44,6 +44,10 @@ struct AdamCore {
     weight_decay: f32,
     amsgrad: bool,
     k: i32,
+    /// For a parameter whose first step came after the optimizer's first (a layer added to the
+    /// model mid-training): the optimizer's steps before it. Its own count, `k − born`, drives its
+    /// bias corrections, as PyTorch keeps a `step` per parameter. Absent: 0.
+    born: std::collections::BTreeMap<String, i32>,
     m: State,
     v: State,
     v_max: State,
@@ -59,6 +63,7 @@ impl AdamCore {
             weight_decay,
             amsgrad: false,
             k: 0,
+            born: Default::default(),
             m: State::default(),
             v: State::default(),
             v_max: State::default(),
@@ -87,21 +92,32 @@ impl AdamCore {
 
     fn step(&mut self, params: &mut [(String, &mut Param)], decoupled: bool, name: &str) -> Option<usize> {
         self.k = self.k.saturating_add(1); // (2³¹ steps: the bias corrections are 1 long before)
-        // Scalars in f64, as PyTorch computes them in Python floats.
-        let bias1 = 1.0 - (self.beta1 as f64).powi(self.k); // 1 − β₁ᵏ
-        let bias2_sqrt = (1.0 - (self.beta2 as f64).powi(self.k)).sqrt(); // √(1 − β₂ᵏ)
-        let h = Hyper {
-            lr: self.lr,
-            beta1: self.beta1,
-            beta2: self.beta2,
-            wd: self.weight_decay,
-            step_size_times_bias2_sqrt: (self.lr as f64 / bias1 * bias2_sqrt) as f32,
-            // At least the smallest positive f32, so that an ε too small to survive the product
-            // still keeps 0/0 out of a coordinate whose gradient has always been 0.
-            eps_times_bias2_sqrt: ((self.eps as f64 * bias2_sqrt) as f32).max(f32::from_bits(1)),
+        let (lr, beta1, beta2, wd, eps) = (self.lr, self.beta1, self.beta2, self.weight_decay, self.eps);
+        let hyper = |k: i32| {
+            // Scalars in f64, as PyTorch computes them in Python floats.
+            let bias1 = 1.0 - (beta1 as f64).powi(k); // 1 − β₁ᵏ
+            let bias2_sqrt = (1.0 - (beta2 as f64).powi(k)).sqrt(); // √(1 − β₂ᵏ)
+            Hyper {
+                lr,
+                beta1,
+                beta2,
+                wd,
+                step_size_times_bias2_sqrt: (lr as f64 / bias1 * bias2_sqrt) as f32,
+                // At least the smallest positive f32, so that an ε too small to survive the product
+                // still keeps 0/0 out of a coordinate whose gradient has always been 0.
+                eps_times_bias2_sqrt: ((eps as f64 * bias2_sqrt) as f32).max(f32::from_bits(1)),
+            }
         };
+        let every = hyper(self.k);
         let mut first_non_finite = None;
         for (at, (pname, p)) in params.iter_mut().enumerate() {
+            if self.k > 1 && self.m.find(pname).is_none() {
+                self.born.insert(pname.clone(), self.k - 1); // its first step: its count starts at 1
+            }
+            let h = match self.born.get(pname.as_str()) {
+                Some(&born) => hyper(self.k - born),
+                None => every,
+            };
             let (m, v) = (self.m.get(pname, p, name), self.v.get(pname, p, name));
             let vmax = if self.amsgrad { Some(self.v_max.get(pname, p, name).data_mut()) } else { None };
             let (theta, grad, m, v) = (p.value.data_mut(), p.grad.data(), m.data_mut(), v.data_mut());
@@ -148,6 +164,15 @@ impl AdamCore {
     fn save_state(&self, into: &mut super::OptimizerState) {
         let kinds = [("exp_avg", &self.m), ("exp_avg_sq", &self.v), ("max_exp_avg_sq", &self.v_max)];
         super::save_states(into, self.k as u64, &kinds[..if self.amsgrad { 3 } else { 2 }]);
+        // The own step count of each parameter that joined late (PyTorch's per-parameter `step`);
+        // the others' is the optimizer's.
+        for (pname, born) in &self.born {
+            into.insert(
+                "step",
+                pname,
+                crate::tensor::Tensor::from_vec(&[1], vec![(self.k - born) as f32]).expect("[1]"),
+            );
+        }
     }
 
     fn visit_buffer_shapes(&self, f: &mut dyn FnMut(&str, &str, &[usize])) {
@@ -160,9 +185,9 @@ impl AdamCore {
 
     fn load_state(&mut self, state: &super::OptimizerState, name: &str) -> crate::Result<()> {
         let kinds: &[&str] = if self.amsgrad {
-            &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
+            &["exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step"]
         } else {
-            &["exp_avg", "exp_avg_sq"]
+            &["exp_avg", "exp_avg_sq", "step"]
         };
         state.check_kinds(name, kinds)?;
         let k = i32::try_from(state.steps()).map_err(|_| {
@@ -171,7 +196,30 @@ impl AdamCore {
                 state.steps()
             ))
         })?;
+        let mut born = std::collections::BTreeMap::new();
+        for (kind, pname, t) in state.iter().filter(|(kind, ..)| *kind == "step") {
+            let step = match t.data() {
+                [s] if s.fract() == 0.0
+                    && *s >= 1.0
+                    && *s <= k as f32
+                    && state.get("exp_avg", pname).is_some() =>
+                {
+                    *s as i32
+                }
+                _ => {
+                    return Err(crate::Error::invalid(format!(
+                        "{name}: the {kind:?} of {pname:?} is {:?}, not a whole count from 1 to the optimizer's {k} \
+                         steps for a parameter with moments (the state is damaged)",
+                        t.data()
+                    )));
+                }
+            };
+            if step < k {
+                born.insert(pname.to_string(), k - step);
+            }
+        }
         self.k = k;
+        self.born = born;
         super::load_kind(&mut self.m, "exp_avg", state);
         super::load_kind(&mut self.v, "exp_avg_sq", state);
         super::load_kind(&mut self.v_max, "max_exp_avg_sq", state);
@@ -197,6 +245,7 @@ impl AdamCore {
 const CHUNK: usize = 1 << 14;
 
 /// The scalars of one step.
+#[derive(Clone, Copy)]
 struct Hyper {
     lr: f32,
     beta1: f32,

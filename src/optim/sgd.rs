@@ -109,11 +109,13 @@ impl Sgd {
             self.dampening
         );
         let (lr, rho, tau, wd) = (self.lr, self.momentum, self.dampening, self.weight_decay);
-        let first = self.steps == 0;
         self.steps += 1;
         let nesterov = self.nesterov;
         let mut first_non_finite = None;
         for (at, (name, p)) in params.iter_mut().enumerate() {
+            // A parameter's first step (`u ← g`) is its own, as PyTorch starts each buffer when
+            // it is first needed: a layer added mid-training gets it too.
+            let first = self.momentum_buffers.find(name).is_none();
             let u = if rho != 0.0 { Some(self.momentum_buffers.get(name, p, "Sgd")) } else { None };
             let (theta, grad) = (p.value.data_mut(), p.grad.data());
             // Every element is independent: chunks in parallel give the same result on any
