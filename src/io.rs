@@ -61,7 +61,9 @@ enum Value {
     Count(u64),
 }
 
-/// The model's parameters and buffers with their names, in visiting order (copies).
+/// The model's parameters and buffers with their names, in visiting order (copies). Counters
+/// (batch norm's `num_batches_tracked`, which PyTorch's `state_dict` lists too) are not among
+/// them: [`save`] keeps them.
 pub fn state_dict(model: &dyn Visit) -> Vec<(String, Tensor)> {
     let mut out = Vec::new();
     model.visit(&mut |name, s| match s {
