@@ -33,12 +33,17 @@
 //! Adam over the MLP's 203,530 parameters (`784·256 + 256`, `256·10 + 10`), and the
 //! cross-entropy's loss and gradient on `[256, 1000]` logits, in values per second.
 //!
+//! `recurrent_padding` times an LSTM(100 → 200) training pass (forward, then backward with `dL/dx`)
+//! on one thread over 100 sequences of 5 to 20 steps, stored padded to T = 20 and to T = 200 (as
+//! `Bucketed` batches of short sequences are, in data padded to its longest), in sequences per
+//! second: the walk runs to the batch's longest sequence, so the two should cost about the same.
+//!
 //! Run: `cargo bench --bench layers` (one group: `cargo bench --bench layers -- attention_backward`)
 
 use backprop::Tensor;
 use backprop::layers::{
-    BatchNorm2d, Conv2d, Dense, Gelu, InputGrad, Layer, LayerNorm, MaxPool2d, MultiHeadAttention, Param,
-    Pass, Relu, Sigmoid, Tanh,
+    BatchNorm2d, Conv2d, Dense, Gelu, InputGrad, Layer, LayerNorm, Lstm, MaxPool2d, MultiHeadAttention,
+    Param, Pass, Relu, Sigmoid, Tanh,
 };
 use backprop::loss::{CrossEntropyLoss, Loss};
 use backprop::optim::{Adam, Optimizer, Sgd};
@@ -282,10 +287,34 @@ fn elementwise_and_optimizers(c: &mut Criterion) {
     g.finish();
 }
 
+fn recurrent_padding(c: &mut Criterion) {
+    backprop::alloc_tuning::tune_allocator(); // a benchmark owns its process
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a one-thread pool");
+    let mut g = c.benchmark_group("recurrent_padding");
+    let (n, f) = (100, 100);
+    let lengths: Vec<usize> = (0..n).map(|s| 5 + s % 16).collect(); // 5 … 20 steps
+    g.throughput(Throughput::Elements(n as u64));
+    for t in [20, 200] {
+        let x = Tensor::randn(&[n, t, f], 0.0, 1.0, 1);
+        let mut lstm = Lstm::new(f, 200).seed(2);
+        let grad = Tensor::randn(&[n, t, 200], 0.0, 1.0, 3);
+        g.bench_function(BenchmarkId::new("lstm_train_padded_to", t), |b| {
+            one.install(|| {
+                b.iter(|| {
+                    black_box(lstm.forward(black_box(&x), Pass::TRAIN.with_lengths(&lengths)));
+                    black_box(lstm.backward(black_box(&grad), InputGrad::Needed))
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = layers, attention_forward, attention_backward, transformer_elementwise, elementwise_and_optimizers
+    targets = layers, attention_forward, attention_backward, transformer_elementwise, elementwise_and_optimizers,
+        recurrent_padding
 }
 criterion_main!(benches);

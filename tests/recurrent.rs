@@ -1039,3 +1039,66 @@ fn an_empty_batch_of_ids_goes_forward_and_backward_through_an_embedding() {
         .all(|(_, p)| p.grad.data().iter().all(|&g| g == 0.0));
     assert!(untouched, "an empty batch changed a gradient");
 }
+
+/// A batch whose sequences all end early (as `Bucketed` batches of short sequences do, padded to
+/// the data's T) is walked only to its longest sequence: outputs, every gradient and the final
+/// state are those of the same batch cut to that length, bit for bit — for each cell, every
+/// output and the last step only, batched and embedded.
+#[test]
+fn a_batch_of_short_sequences_costs_its_longest_not_t() {
+    let (n, f, short, long) = (3, 2, 4, 9);
+    let lengths = [4, 2, 3];
+    let x_short =
+        Tensor::from_vec(&[n, short, f], (0..n * short * f).map(|i| (i as f32 * 0.37).sin()).collect())
+            .unwrap();
+    // The same sequences padded with junk to 9 steps.
+    let x_long =
+        Tensor::from_fn(&[n, long, f], |i| if i[1] < short { x_short[&[i[0], i[1], i[2]]] } else { 7.5 });
+    type Make = fn() -> Box<dyn Layer>;
+    let makes: [(&str, Make); 6] = [
+        ("LSTM", || Box::new(Lstm::new(2, 3).seed(1))),
+        ("GRU", || Box::new(Gru::new(2, 3).seed(2))),
+        ("RNN", || Box::new(Rnn::new(2, 3).seed(3))),
+        ("LSTM last", || Box::new(Lstm::new(2, 3).seed(1).last_step_only())),
+        ("GRU last", || Box::new(Gru::new(2, 3).seed(2).last_step_only())),
+        ("RNN last", || Box::new(Rnn::new(2, 3).seed(3).last_step_only())),
+    ];
+    for (name, make) in makes {
+        let run = |x: &Tensor| {
+            let mut layer = make();
+            let y = layer.forward(x, Pass::TRAIN.with_lengths(&lengths));
+            let g = Tensor::from_fn(y.shape(), |i| (i.iter().sum::<usize>() as f32 * 0.3).cos());
+            let dx = layer.backward(&g, InputGrad::Needed).unwrap();
+            let grads: Vec<Vec<u32>> = named_params(layer.as_ref())
+                .into_iter()
+                .map(|(_, p)| p.grad.data().iter().map(|v| v.to_bits()).collect())
+                .collect();
+            let predicted = make().forward(x, Pass::PREDICT.with_lengths(&lengths));
+            (y, dx, grads, predicted)
+        };
+        let (a, b) = (run(&x_short), run(&x_long));
+        assert_eq!(a.2, b.2, "{name}: parameter gradients");
+        let cut = |t: &Tensor| {
+            if t.shape().len() == 2 {
+                return t.data().to_vec();
+            }
+            let (n, tt, w) = (t.dim(0), t.dim(1), t.dim(2));
+            (0..n).flat_map(|s| t.data()[s * tt * w..][..short * w].to_vec()).collect()
+        };
+        assert_eq!(cut(&a.0), cut(&b.0), "{name}: output");
+        assert_eq!(cut(&a.3), cut(&b.3), "{name}: prediction");
+        assert_eq!(cut(&a.1), cut(&b.1), "{name}: input gradient");
+        // The steps past every sequence's end output zeros and get no gradient.
+        let tail = |t: &Tensor| {
+            (0..n).all(|s| {
+                t.data()[(s * long + short) * t.dim(2)..][..(long - short) * t.dim(2)]
+                    .iter()
+                    .all(|&v| v == 0.0)
+            })
+        };
+        assert!(tail(&b.1), "{name}: dx past the end");
+        if b.0.shape().len() == 3 {
+            assert!(tail(&b.0), "{name}: y past the end");
+        }
+    }
+}

@@ -4,7 +4,9 @@
 //!
 //! ```text
 //! bytes 0–1   0x00 0x00
-//! byte  2     element type (0x08 = unsigned byte, the only one these data sets use)
+//! byte  2     element type (0x08 = unsigned byte, the one MNIST, Fashion-MNIST, EMNIST and
+//!             Kuzushiji-MNIST use; the others — 0x09 signed byte, 0x0B short, 0x0C int, 0x0D
+//!             float, 0x0E double, as QMNIST's extended int labels — are refused by name)
 //! byte  3     number of dimensions d
 //! then        d sizes, each a big-endian u32
 //! then        the elements, row-major (last dimension fastest)

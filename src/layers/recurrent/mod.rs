@@ -235,6 +235,9 @@ pub struct Recurrent<C: Cell> {
     lengths: Vec<usize>,
     /// `(N, T)` of the latest input.
     pub(crate) nt: (usize, usize),
+    /// The steps the latest walk computed: the longest sequence's length (every later step is
+    /// padding for every sequence: states carried, no products), or `T` without lengths.
+    t_run: usize,
     /// The latest input, time-major: `[T, N, F]` (row `t·N + n` is `x[n, t]`).
     pub(crate) x: Tensor,
     /// The ids of the latest pass when it read an embedding ([`Recurrent::forward_embedded`];
@@ -344,6 +347,7 @@ impl<C: Cell> Recurrent<C> {
             carried: None,
             lengths: Vec::new(),
             nt: (0, 0),
+            t_run: 0,
             x: Tensor::default(),
             embedded_ids: Vec::new(),
             embedded_pass: false,
@@ -836,6 +840,8 @@ impl<C: Cell> Recurrent<C> {
         self.lengths.clear();
         self.lengths.extend_from_slice(pass.lengths.unwrap_or(&[]));
         self.nt = (n, t_len);
+        let t_run = self.lengths.iter().copied().max().map_or(t_len, |l| l.min(t_len));
+        self.t_run = t_run;
         // States h_{−1} … h_{T−1}, time-major. When no backward pass follows and only the final
         // state is read (a last-step-only layer in `Mode::Predict`), two steps' rows in turn: step
         // t reads slot t mod 2 and writes the other, so the states stay in cache instead of
@@ -917,6 +923,13 @@ impl<C: Cell> Recurrent<C> {
                         b_sh.rows(s0 * g, r * g),
                     )
                 };
+                if t >= t_run {
+                    // Past every sequence's end (a batch of short sequences padded to T, as
+                    // `Bucketed` batches are): every row carries its state, no product runs.
+                    h_now.copy_from_slice(h_prev);
+                    c_now.copy_from_slice(c_prev);
+                    continue;
+                }
                 let saved_t = if keep {
                     // SAFETY: as above, this block's rows of step t's saved values.
                     unsafe { saved.rows((t * n + s0) * sv, r * sv) }
@@ -999,35 +1012,36 @@ impl<C: Cell> Recurrent<C> {
             self.describe()
         );
         self.backward_through_time(grad_out, grad_final, input_grad.is_needed());
-        let (n, t_len) = self.nt;
+        let (n, t_run) = (self.nt.0, self.t_run);
         let (h, g, f) = (self.hidden, C::GATES * self.hidden, self.inputs);
+        // The steps the walk ran, `t_run·N` time-major rows (the rows after them are zeros).
+        let k = t_run * n;
         if C::SHARED_GRADIENT {
             // da_t = db_t: dW_ih += Σ_t db_tᵀ·x_t and dW_hh += Σ_t db_tᵀ·h_{t−1} (and both biases'
             // sums) over one copy of db, all steps at once.
-            let ih = (self.x.data(), self.weight_ih.grad.data_mut(), self.bias_ih.grad.data_mut());
-            let hh =
-                (&self.hs[..t_len * n * h], self.weight_hh.grad.data_mut(), self.bias_hh.grad.data_mut());
-            weight_gradients_shared((g, t_len * n), &self.grads[5], [ih, hh]);
+            let ih = (&self.x.data()[..k * f], self.weight_ih.grad.data_mut(), self.bias_ih.grad.data_mut());
+            let hh = (&self.hs[..k * h], self.weight_hh.grad.data_mut(), self.bias_hh.grad.data_mut());
+            weight_gradients_shared((g, k), &self.grads[5][..k * g], [ih, hh]);
         } else {
             // All steps at once (both time-major): dW_ih += Σ_t da_tᵀ·x_t;  db_ih += Σ da_t — the
             // rows of the SHARED_GATES from db's columns (equal to da's), the rest from da's.
-            let (shared, width, k) = (C::SHARED_GATES * h, self.da_width, t_len * n);
+            let (shared, width) = (C::SHARED_GATES * h, self.da_width);
             if shared == 0 {
                 self.recurrent_weight_grads();
             }
             let (dw_shared, dw_own) = self.weight_ih.grad.data_mut().split_at_mut(shared * f);
             let (db_shared, db_own) = self.bias_ih.grad.data_mut().split_at_mut(shared);
-            let x = self.x.data();
+            let x = &self.x.data()[..k * f];
             if shared > 0 {
                 // dW_hh += Σ_t db_tᵀ·h_{t−1} over all of db's columns and dW_ih's shared rows over
                 // its first ones: one copy of db for both products (a GRU step read its first two
                 // gates' columns twice).
                 let hh = (&self.hs[..k * h], self.weight_hh.grad.data_mut(), self.bias_hh.grad.data_mut());
-                weight_gradients_shared((g, k), &self.grads[5], [hh, (x, dw_shared, db_shared)]);
+                weight_gradients_shared((g, k), &self.grads[5][..k * g], [hh, (x, dw_shared, db_shared)]);
             }
             // da holds every gate (width G·H) or the unshared ones alone (width G·H − shared);
             // none at all for an empty batch.
-            let own = self.grads[4].get(width - (g - shared)..).unwrap_or_default();
+            let own = self.grads[4].get(width - (g - shared)..k * width).unwrap_or_default();
             weight_gradients_of_columns((g - shared, k, f), (own, width), x, dw_own, db_own);
         }
         input_grad.is_needed().then(|| self.input_gradient())
@@ -1041,11 +1055,11 @@ impl<C: Cell> Recurrent<C> {
     /// `dW_hh += Σ_t db_tᵀ·h_{t−1}` and `db_hh += Σ_t db_t`, every step in one product: the rows
     /// of `db` (time-major) line up with `h_{−1} … h_{T−2}`.
     fn recurrent_weight_grads(&mut self) {
-        let (n, t_len) = self.nt;
+        let k = self.t_run * self.nt.0; // the rows the walk ran (the rest are zeros)
         let (h, g) = (self.hidden, C::GATES * self.hidden);
-        let db = &self.grads[5];
+        let db = &self.grads[5][..k * g];
         let (dw_hh, db_hh) = (self.weight_hh.grad.data_mut(), self.bias_hh.grad.data_mut());
-        weight_gradients((g, t_len * n, h), db, &self.hs[..t_len * n * h], dw_hh, db_hh);
+        weight_gradients((g, k, h), db, &self.hs[..k * h], dw_hh, db_hh);
     }
 
     /// `dL/da_t` of the latest walk back through time for every `(t, n)`, time-major `[T·N, G·H]`
@@ -1067,8 +1081,11 @@ impl<C: Cell> Recurrent<C> {
     pub(crate) fn input_gradient(&self) -> Tensor {
         let (n, t_len) = self.nt;
         let (g, f) = (C::GATES * self.hidden, self.inputs);
-        let dx_tm =
-            sgemm_new(t_len * n, g, f, self.gate_gradients(), No, self.weight_ih.value.data(), No, None);
+        // The steps the walk ran; the rows after them (padding for every sequence) are zeros.
+        let k = self.t_run * n;
+        let da = &self.gate_gradients()[..k * g];
+        let mut dx_tm = sgemm_new(k, g, f, da, No, self.weight_ih.value.data(), No, None);
+        dx_tm.resize(t_len * n * f, 0.0);
         let dx_tm = Tensor::from_vec(&[t_len, n, f], dx_tm).expect("[T·N, F]");
         let mut dx = Tensor::default();
         swap_first_axes(&dx_tm, &mut dx); // dx[s, t] = (da·W_ih)[t, s]
@@ -1149,7 +1166,7 @@ impl<C: Cell> Recurrent<C> {
         if let (true, Some(gy)) = (self.last_only, grad_out) {
             dh.iter_mut().zip(gy.data()).for_each(|(d, gy)| *d += gy); // y = h_n: its gradient adds
         }
-        let (cell, lengths, last_only) = (&self.cell, &self.lengths, self.last_only);
+        let (cell, lengths, last_only, t_run) = (&self.cell, &self.lengths, self.last_only, self.t_run);
         let grad_out = if last_only { None } else { grad_out };
         // dh_{t−1} += db_t·W_hh: W_hh packed once for the whole walk.
         self.packed_from.forget();
@@ -1176,6 +1193,16 @@ impl<C: Cell> Recurrent<C> {
                         db_sh.rows((t * n + s0) * g, r * g),
                     )
                 };
+                if t >= t_run {
+                    // Past every sequence's end: the gradients pass through, none reaches a gate
+                    // (`+ 0.0` as the recurrence's product of zeros adds it, the same bits).
+                    dh_prev.iter_mut().zip(dh.iter()).for_each(|(p, d)| *p = d + 0.0);
+                    dc_prev.copy_from_slice(dc);
+                    db_t.fill(0.0);
+                    // SAFETY: this block's rows of step t's da, as below.
+                    unsafe { da_sh.rows((t * n + s0) * da_width, r * da_width) }.fill(0.0);
+                    continue;
+                }
                 let h_prev = &hs[t * nh + s0 * h..][..r * h];
                 let (c_prev, c_now) =
                     (&cs[t * nh + s0 * h..][..r * h], &cs[(t + 1) * nh + s0 * h..][..r * h]);
