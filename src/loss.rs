@@ -134,7 +134,10 @@ fn row_classes(name: &str, shape: &[usize], target: Target<'_>) -> Result<Vec<Op
             shape_str(shape)
         )));
     }
-    let rows: usize = lead.iter().product();
+    // (Checked: an empty tensor's other axes may multiply past usize, `[2³², 2³², 0, 2]`.)
+    let Some(rows) = crate::tensor::checked_numel(lead) else {
+        return Err(Error::shape(format!("{name}: logits of shape {} hold too many rows", shape_str(shape))));
+    };
     match target {
         Target::Classes(labels) => {
             check_labels(name, &[rows, c], labels)?;
@@ -470,6 +473,9 @@ impl Loss for NllLoss {
     fn loss_and_grad(&self, z: &Tensor, target: Target<'_>) -> Result<(f32, Tensor)> {
         let classes = row_classes(self.name(), z.shape(), target)?;
         let c = z.shape()[z.ndim() - 1];
+        if z.ndim() > 2 {
+            check_log_probabilities_by_rows(z, c)?;
+        }
         let valid = classes.iter().flatten().count();
         let mut grad = Tensor::zeros(z.shape());
         let mut total = 0.0f64;
@@ -481,6 +487,26 @@ impl Loss for NllLoss {
         }
         Ok(((total / valid.max(1) as f64) as f32, grad))
     }
+}
+
+/// For outputs of rank 3 or more, whose classes `NllLoss` reads from the last axis: an error
+/// unless every row of that axis is a log-probability distribution (`Σ e^z = 1` to within 1 %).
+/// `LogSoftmax::new()` normalises axis 1 — over a sequence's steps for `[N, T, C]` — and the loss
+/// would then train another objective without a word.
+fn check_log_probabilities_by_rows(z: &Tensor, c: usize) -> Result<()> {
+    for (r, row) in z.data().chunks_exact(c.max(1)).enumerate() {
+        let total: f64 = row.iter().map(|&v| (v as f64).exp()).sum();
+        if (total - 1.0).abs().is_nan() || (total - 1.0).abs() > 0.01 {
+            return Err(Error::invalid(format!(
+                "NllLoss: the outputs {:?} hold the classes on their last axis, but row {r} of it is not \
+                 log-probabilities (Σ e^z = {total:.4}): for [N, T, C] outputs normalise the last axis \
+                 (LogSoftmax::last_axis(); LogSoftmax::new() normalises axis 1, the steps), or train on the \
+                 logits with CrossEntropyLoss",
+                z.shape()
+            )));
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------- BCE with logits

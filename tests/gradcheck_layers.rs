@@ -118,6 +118,10 @@ fn activations() {
     }
     check("Softmax", &mut Softmax::new(), &Tensor::randn(&[4, 6], 0.0, 2.0, 1), Mode::Train);
     check("Softmax 4-D", &mut Softmax::new(), &Tensor::randn(&[2, 3, 2, 2], 0.0, 1.0, 2), Mode::Train);
+    let sequence = Tensor::randn(&[2, 3, 5], 0.0, 1.5, 3);
+    check("Softmax, last axis", &mut Softmax::last_axis(), &sequence, Mode::Train);
+    check("LogSoftmax, last axis", &mut LogSoftmax::last_axis(), &sequence, Mode::Train);
+    check("LogSoftmax 3-D", &mut LogSoftmax::new(), &sequence, Mode::Train);
 }
 
 #[test]

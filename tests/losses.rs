@@ -208,3 +208,28 @@ fn a_data_sets_loss_is_the_mean_over_its_terms_in_any_batches() {
         assert!((l - whole).abs() < 1e-6, "BCE, batch {batch}: {l} against {whole}");
     }
 }
+
+/// For a sequence's `[N, T, C]` outputs the classes sit on the last axis: `LogSoftmax::last_axis`
+/// then `NllLoss` is `CrossEntropyLoss` on the logits (loss and gradient through the layer), and
+/// `LogSoftmax::new()` (axis 1, the steps) is refused by the loss instead of training another
+/// objective.
+#[test]
+fn log_softmax_over_the_last_axis_then_nll_is_cross_entropy_for_sequences() {
+    use backprop::layers::{InputGrad, Layer, LogSoftmax, Pass, Softmax};
+    let z = Tensor::from_vec(&[2, 3, 4], (0..24).map(|i| (i as f32 * 0.77).sin() * 3.0).collect()).unwrap();
+    let ids = Tensor::from_vec(&[2, 3], vec![0., 3., 1., 2., 2., 0.]).unwrap();
+    let (ce, ce_grad) = CrossEntropyLoss::new().loss_and_grad(&z, (&ids).into()).unwrap();
+    let mut layer = LogSoftmax::last_axis();
+    let lp = layer.forward(&z, Pass::TRAIN);
+    let (nll, g) = NllLoss::new().loss_and_grad(&lp, (&ids).into()).unwrap();
+    assert!((nll - ce).abs() < 1e-6, "{nll} vs {ce}");
+    let dz = layer.backward(&g, InputGrad::Needed).unwrap();
+    assert!(dz.data().iter().zip(ce_grad.data()).all(|(a, b)| (a - b).abs() < 1e-6));
+    // Softmax over the last axis: every row of C sums to 1.
+    let p = Softmax::last_axis().forward(&z, Pass::EVAL);
+    assert!(p.data().chunks(4).all(|row| (row.iter().sum::<f32>() - 1.0).abs() < 1e-6));
+    // Axis 1 normalises over the steps: refused by name.
+    let lp1 = LogSoftmax::new().forward(&z, Pass::EVAL);
+    let e = NllLoss::new().loss_and_grad(&lp1, (&ids).into()).unwrap_err().to_string();
+    assert!(e.contains("LogSoftmax::last_axis()"), "{e}");
+}

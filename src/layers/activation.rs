@@ -801,7 +801,8 @@ impl Default for Gelu {
 
 // ------------------------------------------------------------------------------------- Softmax
 
-/// Softmax over the feature axis (axis 1, like PyTorch's `nn.Softmax(dim=1)`):
+/// Softmax over the feature axis (axis 1, like PyTorch's `nn.Softmax(dim=1)`), or over the last
+/// axis ([`Softmax::last_axis`], `dim=-1`: the classes of a sequence's `[N, T, C]` outputs):
 /// `y_i = e^(x_i − m) / Σ_j e^(x_j − m)` with `m = max_j x_j` (subtracting the max changes nothing
 /// mathematically and keeps `e^…` from overflowing). Backward: `dL/dx_i = y_i (g_i − Σ_j g_j y_j)`.
 ///
@@ -811,12 +812,32 @@ impl Default for Gelu {
 #[derive(Default)]
 pub struct Softmax {
     y: Tensor,
+    last_axis: bool,
 }
 
 impl Softmax {
     /// A softmax layer over axis 1.
     pub fn new() -> Softmax {
         Softmax::default()
+    }
+
+    /// A softmax layer over the last axis (PyTorch's `nn.Softmax(dim=-1)`); the same as
+    /// [`Softmax::new`] for `[N, C]`.
+    pub fn last_axis() -> Softmax {
+        Softmax { last_axis: true, ..Softmax::default() }
+    }
+
+    /// True if the layer normalises the last axis, false for axis 1.
+    pub fn is_last_axis(&self) -> bool {
+        self.last_axis
+    }
+}
+
+/// `(outer, features, inner)` of `shape` for a softmax over axis 1, or over the last axis.
+fn softmax_split(shape: &[usize], last_axis: bool) -> (usize, usize, usize) {
+    match shape.last() {
+        Some(&c) if last_axis && c > 0 => (shape.iter().product::<usize>() / c, c, 1),
+        _ => feature_split(shape),
     }
 }
 
@@ -830,7 +851,7 @@ fn feature_shape(name: &str, input: &[usize]) -> Result<Vec<usize>> {
 
 impl Layer for Softmax {
     fn describe(&self) -> String {
-        "Softmax".into()
+        if self.last_axis { "Softmax(last axis)".into() } else { "Softmax".into() }
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
@@ -840,13 +861,13 @@ impl Layer for Softmax {
     fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
         check_input(self, x);
         self.y.resize_for_overwrite(x.shape());
-        softmax_into(x.data(), feature_split(x.shape()), self.y.data_mut()); // y = softmax(x)
+        softmax_into(x.data(), softmax_split(x.shape(), self.last_axis), self.y.data_mut()); // y = softmax(x)
         self.y.clone()
     }
 
     fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
         check_grad("Softmax", self.y.shape(), g);
-        let (n, f, inner) = feature_split(self.y.shape());
+        let (n, f, inner) = softmax_split(self.y.shape(), self.last_axis);
         let (y, gd) = (self.y.data(), g.data());
         let mut dx = Tensor::zeros(self.y.shape());
         for b in 0..n {
@@ -868,12 +889,15 @@ impl Visit for Softmax {}
 
 // ---------------------------------------------------------------------------------- LogSoftmax
 
-/// Log-softmax over the feature axis (PyTorch's `nn.LogSoftmax(dim=1)`):
+/// Log-softmax over the feature axis (PyTorch's `nn.LogSoftmax(dim=1)`), or over the last axis
+/// ([`LogSoftmax::last_axis`], `dim=-1`):
 /// `y_i = x_i − m − log Σ_j e^(x_j − m)`, finite for logits of ±1000.
 /// Backward: `dL/dx_j = g_j − p_j · Σ_i g_i` with `p = e^y = softmax(x)`.
 ///
 /// Followed by [`NllLoss`](crate::loss::NllLoss), it computes what
-/// [`CrossEntropyLoss`](crate::loss::CrossEntropyLoss) computes from the logits in one step.
+/// [`CrossEntropyLoss`](crate::loss::CrossEntropyLoss) computes from the logits in one step —
+/// over the last axis, where both losses read the classes: for `[N, T, C]` outputs that is
+/// [`LogSoftmax::last_axis`] (axis 1 would normalise over the steps, which `NllLoss` refuses).
 ///
 /// ```
 /// use backprop::layers::{Layer, LogSoftmax, Pass};
@@ -884,6 +908,7 @@ impl Visit for Softmax {}
 #[derive(Default)]
 pub struct LogSoftmax {
     y: Tensor,
+    last_axis: bool,
 }
 
 impl LogSoftmax {
@@ -891,11 +916,23 @@ impl LogSoftmax {
     pub fn new() -> LogSoftmax {
         LogSoftmax::default()
     }
+
+    /// A log-softmax layer over the last axis (PyTorch's `nn.LogSoftmax(dim=-1)`): the one for
+    /// a sequence's `[N, T, C]` outputs before [`NllLoss`](crate::loss::NllLoss); the same as
+    /// [`LogSoftmax::new`] for `[N, C]`.
+    pub fn last_axis() -> LogSoftmax {
+        LogSoftmax { last_axis: true, ..LogSoftmax::default() }
+    }
+
+    /// True if the layer normalises the last axis, false for axis 1.
+    pub fn is_last_axis(&self) -> bool {
+        self.last_axis
+    }
 }
 
 impl Layer for LogSoftmax {
     fn describe(&self) -> String {
-        "LogSoftmax".into()
+        if self.last_axis { "LogSoftmax(last axis)".into() } else { "LogSoftmax".into() }
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
@@ -905,13 +942,13 @@ impl Layer for LogSoftmax {
     fn forward(&mut self, x: &Tensor, _pass: Pass<'_>) -> Tensor {
         check_input(self, x);
         self.y.resize_for_overwrite(x.shape());
-        log_softmax_into(x.data(), feature_split(x.shape()), self.y.data_mut()); // y = x − m − log Σ e^(x−m)
+        log_softmax_into(x.data(), softmax_split(x.shape(), self.last_axis), self.y.data_mut()); // y = x − m − log Σ e^(x−m)
         self.y.clone()
     }
 
     fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
         check_grad("LogSoftmax", self.y.shape(), g);
-        let (n, f, inner) = feature_split(self.y.shape());
+        let (n, f, inner) = softmax_split(self.y.shape(), self.last_axis);
         let (y, gd) = (self.y.data(), g.data());
         let mut dx = Tensor::zeros(self.y.shape());
         for b in 0..n {

@@ -148,13 +148,13 @@ impl OnnxLayer for LeakyRelu {
 
 impl OnnxLayer for Softmax {
     fn export(&self, g: &mut Graph, x: &str, _: Option<&str>) -> Result<String> {
-        Ok(g.op("Softmax", &[x], vec![attr_int("axis", 1)]))
+        Ok(g.op("Softmax", &[x], vec![attr_int("axis", if self.is_last_axis() { -1 } else { 1 })]))
     }
 }
 
 impl OnnxLayer for LogSoftmax {
     fn export(&self, g: &mut Graph, x: &str, _: Option<&str>) -> Result<String> {
-        Ok(g.op("LogSoftmax", &[x], vec![attr_int("axis", 1)]))
+        Ok(g.op("LogSoftmax", &[x], vec![attr_int("axis", if self.is_last_axis() { -1 } else { 1 })]))
     }
 }
 
