@@ -177,11 +177,12 @@ pub fn roc_auc(scores: &[f32], labels: &[bool]) -> Option<f64> {
 /// input, as [`accuracy`]).
 ///
 /// # Panics
-/// If the slices differ in length or a probability is NaN (as [`roc_auc`] and
-/// [`binary_accuracy`]: a NaN is no prediction, and no figure should quietly absorb it).
+/// If the slices differ in length, or a probability is NaN (as [`roc_auc`] and
+/// [`binary_accuracy`]: a NaN is no prediction, and no figure should quietly absorb it) or
+/// outside `[0, 1]` (a logit not yet through a sigmoid).
 pub fn log_loss(probabilities: &[f32], labels: &[bool]) -> f64 {
     assert_eq!(probabilities.len(), labels.len(), "log_loss: lengths differ");
-    check_no_nan("log_loss", probabilities);
+    check_probabilities("log_loss", probabilities);
     if probabilities.is_empty() {
         return 0.0;
     }
@@ -200,12 +201,25 @@ pub fn log_loss(probabilities: &[f32], labels: &[bool]) -> f64 {
 /// input, as [`accuracy`]).
 ///
 /// # Panics
-/// If the slices differ in length or a probability is NaN (as [`roc_auc`] and [`log_loss`]).
+/// If the slices differ in length or a probability is NaN or outside `[0, 1]` (as [`log_loss`]).
 pub fn binary_accuracy(probabilities: &[f32], labels: &[bool]) -> f64 {
     assert_eq!(probabilities.len(), labels.len(), "binary_accuracy: lengths differ");
-    check_no_nan("binary_accuracy", probabilities);
+    check_probabilities("binary_accuracy", probabilities);
     let right = probabilities.iter().zip(labels).filter(|&(&p, &y)| (p >= 0.5) == y).count();
     right as f64 / probabilities.len().max(1) as f64
+}
+
+/// Panics, naming the metric and the position, unless every value is a probability in
+/// `[0, 1]`: a NaN is no prediction, and a raw logit (a `BceWithLogitsLoss` model's output, not
+/// yet through a sigmoid) would be clamped or thresholded at ½ into a figure that means nothing.
+fn check_probabilities(metric: &str, probabilities: &[f32]) {
+    check_no_nan(metric, probabilities);
+    if let Some(i) = probabilities.iter().position(|p| !(0.0..=1.0).contains(p)) {
+        panic!(
+            "{metric}: probability {i} is {}, outside [0, 1] (a logit? apply a sigmoid first)",
+            probabilities[i]
+        );
+    }
 }
 
 /// Panics, naming the metric and the position, if a probability is NaN.

@@ -419,3 +419,66 @@ fn a_model_without_parameters_is_not_trained() {
     let err = model.fit(&data, &MseLoss::new(), &mut Adam::new(0.1), options).unwrap_err();
     assert!(err.to_string().contains("no parameters to train"), "{err}");
 }
+
+/// Raw logits given to the binary metrics are refused by name, not clamped or thresholded into a
+/// figure that means nothing.
+#[test]
+fn binary_metrics_refuse_values_outside_zero_one() {
+    let m = panic_message(|| {
+        log_loss(&[-3.0, 0.5], &[true, false]);
+    });
+    assert!(m.contains("probability 0") && m.contains("[0, 1]"), "{m}");
+    let m = panic_message(|| {
+        binary_accuracy(&[0.5, 4.0], &[true, false]);
+    });
+    assert!(m.contains("probability 1") && m.contains("[0, 1]"), "{m}");
+}
+
+/// Sums along an axis accumulate as `sum` does (2²⁴ + 1 + 1 + 1 + 1 is 2²⁴ + 4, not 2²⁴), and
+/// global average pooling of a large plane is its mean.
+#[test]
+fn reductions_along_an_axis_do_not_drift() {
+    let t = Tensor::from_vec(&[5, 1], vec![16_777_216.0, 1.0, 1.0, 1.0, 1.0]).unwrap();
+    assert_eq!(t.sum_axis(0).data()[0] as f64, t.sum() as f64);
+    assert_eq!(t.sum_axis(0).data()[0], 16_777_220.0);
+    assert_eq!(Tensor::ones(&[1 << 25, 1]).mean_axis(0).data(), &[1.0]);
+    let plane = Tensor::full(&[1, 1, 1000, 1000], 0.1);
+    let y = GlobalAvgPool::new().forward(&plane, Pass::EVAL);
+    assert!((y.data()[0] - 0.1).abs() <= 1e-7, "{}", y.data()[0]);
+}
+
+/// A batch-norm layer asked whether it can train on a shape it cannot take at all answers with
+/// an error naming it, not a panic.
+#[test]
+fn batch_norm_asked_about_a_shape_without_a_batch_axis_is_an_error() {
+    let model = Sequential::builder(&[4]).add(BatchNorm1d::new(4)).build().unwrap();
+    let e = model.check_training_shape(&[4]).unwrap_err().to_string();
+    assert!(e.contains("BatchNorm1d(4)"), "{e}");
+}
+
+/// A generic model's default name is its type's, without the type arguments.
+#[test]
+fn a_generic_models_default_name_is_its_own() {
+    use backprop::model::{Inputs, Model, Tensors};
+    struct Pair<L: Layer> {
+        inner: L,
+    }
+    impl<L: Layer> Visit for Pair<L> {
+        fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, State<'a>)) {
+            self.inner.visit(f)
+        }
+        fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, StateMut<'a>)) {
+            self.inner.visit_mut(f)
+        }
+    }
+    impl<L: Layer> Model for Pair<L> {
+        fn forward_batch(&mut self, inputs: &Inputs, mode: Mode) -> backprop::Result<Tensors> {
+            let x = inputs.get("x")?;
+            Ok(Tensors::one("y", self.inner.forward(x, Pass { mode, lengths: None })))
+        }
+        fn backward_batch(&mut self, _: &Tensors, _: InputGrad) -> backprop::Result<Tensors> {
+            Ok(Tensors::new())
+        }
+    }
+    assert_eq!(Pair { inner: Dense::new(2, 2) }.name(), "Pair");
+}

@@ -501,6 +501,7 @@ macro_rules! batchnorm_layer {
             }
 
             fn check_training_shape(&self, input: &[usize]) -> Result<()> {
+                self.output_shape(input)?; // (a shape it cannot take is that error, not a panic)
                 self.0.check_training_shape(input)
             }
 

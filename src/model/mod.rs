@@ -154,8 +154,11 @@ impl Tensors {
 pub trait Model: Visit + Send {
     /// A short name for messages and summaries: the type's name by default.
     fn name(&self) -> String {
+        // The path's last segment, before any generic arguments (`Siamese<…::Dense>` is
+        // `Siamese`, not `Dense>`).
         let full = std::any::type_name::<Self>();
-        full.rsplit("::").next().unwrap_or(full).to_string()
+        let plain = full.split('<').next().unwrap_or(full);
+        plain.rsplit("::").next().unwrap_or(plain).to_string()
     }
 
     /// Runs the model on a batch of named inputs (each `[N, …]`, with its lengths if it has

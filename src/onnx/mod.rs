@@ -42,7 +42,8 @@
 //!
 //! **A graph does not check its inputs.** The crate refuses what the graph computes anyway, so
 //! a program that runs the graph validates them as the crate does: a length of 0 (every key
-//! masked: the sequence's outputs come out as zeros) or above `T` (read as `T`), and ids that are
+//! masked: the sequence's outputs come out as zeros) or above `T` (the attention's mask reads it
+//! as `T`; a recurrent operator's `sequence_lens` is the runtime's to refuse), and ids that are
 //! negative, fractional or past the table (`Gather` reads a negative id from the table's end;
 //! the cast to int64 truncates a fraction).
 //!

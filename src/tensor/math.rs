@@ -393,11 +393,12 @@ pub fn softmax_into(x: &[f32], (outer, f, inner): (usize, usize, usize), y: &mut
     }
     for_each_feature_line(outer, f, inner, |line| {
         let m = line.clone().map(|i| x[i]).fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0f32;
+        let mut sum = 0.0f64; // (in f64: a row of 10⁵ terms added one by one in f32 drifts)
         for i in line.clone() {
             y[i] = (x[i] - m).exp();
-            sum += y[i];
+            sum += y[i] as f64;
         }
+        let sum = sum as f32;
         line.for_each(|i| y[i] /= sum); // y = e^(x−m) / Σ e^(x−m)
     });
 }

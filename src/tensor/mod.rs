@@ -757,7 +757,24 @@ impl Tensor {
     /// assert_eq!(t.sum_axis(1).data(), &[6., 15.]);
     /// ```
     pub fn sum_axis(&self, axis: usize) -> Tensor {
-        self.reduce_axis(axis, "sum_axis", 0.0, |a, b| a + b)
+        // Accumulated in f64, as `sum` is (term by term in f32, 2²⁴ + 1 + 1 + … stayed at 2²⁴).
+        let (outer, len, inner) = self.axis_split(axis, "sum_axis");
+        let mut shape = self.shape.clone();
+        shape.remove(axis);
+        let mut out = Tensor::zeros(&shape);
+        if self.data.is_empty() {
+            return out;
+        }
+        let mut acc = vec![0.0f64; inner];
+        for o in 0..outer {
+            acc.fill(0.0);
+            for k in 0..len {
+                let src = &self.data[(o * len + k) * inner..][..inner];
+                acc.iter_mut().zip(src).for_each(|(a, &s)| *a += s as f64);
+            }
+            out.data[o * inner..][..inner].iter_mut().zip(&acc).for_each(|(d, &a)| *d = a as f32);
+        }
+        out
     }
 
     /// Mean along `axis`, removing it from the shape (NaN along an empty axis: 0/0).
@@ -765,9 +782,10 @@ impl Tensor {
     /// # Panics
     /// If `axis` is out of range.
     pub fn mean_axis(&self, axis: usize) -> Tensor {
-        let n = self.dim(axis) as f32;
+        let n = self.dim(axis) as f64;
         let mut s = self.sum_axis(axis);
-        s.scale(1.0 / n);
+        // (The division of the f32 sum in f64: 1/n rounded to f32 first would add an error.)
+        s.data.iter_mut().for_each(|v| *v = (*v as f64 / n) as f32);
         s
     }
 

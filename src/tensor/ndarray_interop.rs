@@ -38,12 +38,17 @@ use ndarray::{Array, ArrayBase, ArrayD, ArrayViewD, Data, Dimension, IxDyn};
 
 impl<S: Data<Elem = f32>, D: Dimension> From<ArrayBase<S, D>> for Tensor {
     /// Any array or view of `f32`, of any dimension, copied in logical (row-major) order.
+    ///
+    /// # Panics
+    /// If the values cannot be allocated (a broadcast view of 2³⁶ values, say): the message
+    /// gives the shape and the size, as every constructor's does.
     fn from(a: ArrayBase<S, D>) -> Tensor {
         let shape = a.shape().to_vec();
-        let data = match a.as_slice() {
-            Some(s) => s.to_vec(), // standard layout: one copy of the buffer
-            None => a.iter().copied().collect(),
-        };
+        let mut data = super::allocate(&shape); // checked, and asked for before the copy
+        match a.as_slice() {
+            Some(s) => data.extend_from_slice(s), // standard layout: one copy of the buffer
+            None => data.extend(a.iter().copied()),
+        }
         Tensor { shape, data }
     }
 }

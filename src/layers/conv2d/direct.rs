@@ -22,8 +22,10 @@
 //! `xp` is the image itself when there is no padding, otherwise a zero-bordered copy. The sums run
 //! in lanes added in a fixed order (`tensor::dot::shifted_dots`: up to 8 taps per pass over `gp`),
 //! with AVX2 where the CPU has it and the same operations in plain Rust elsewhere, so the results depend neither on the CPU nor on the number
-//! of threads. (The zeros of `gp` multiply real input values; an infinite input therefore makes a
-//! weight gradient NaN where the reference may give ±∞ — by then the forward pass is infinite too.)
+//! of threads. (The zeros of `gp` multiply real input values; a non-finite input therefore makes a
+//! weight gradient NaN where the reference may give ±∞ or, for a pixel that only a dilation's
+//! holes or a stride skips, a finite value — although the forward pass never read that pixel.
+//! `fit` refuses non-finite inputs before the first batch.)
 //!
 //! Tried and dropped: the forward pass in the same form (a block of 32 outputs in registers across
 //! the taps) was slower than im2col + GEMM, 3.2–3.9 ms against 2.4–2.6 ms for the first layer at
