@@ -357,3 +357,47 @@ fn data_are_checked_at_the_largest_pass_not_at_the_whole_set() {
     m.fit(&data, &CrossEntropyLoss::new(), &mut Sgd::new(0.1), options).unwrap();
     assert!(dp.steps() > 0);
 }
+
+/// The average divides by Opacus's expected batch size, `int(len(dataset) * sample_rate)`
+/// (Opacus 1.5.4's `make_private`): for 10 examples at q = 0.25 that is 2, not 2.5. With every
+/// clipped gradient zero and σ·C = 1, one step of SGD (lr 1) moves each weight by N(0, 1) / 2.
+#[test]
+fn the_average_divides_by_opacus_expected_batch_size() {
+    let model = || {
+        Sequential::builder(&[1])
+            .add(Dense::new(1, 400).with_weights(Tensor::zeros(&[400, 1]), Some(Tensor::zeros(&[400]))))
+            .build()
+            .unwrap()
+    };
+    let data = Dataset::regression(Tensor::ones(&[10, 1]), Tensor::zeros(&[10, 400])).unwrap();
+    let mut m = model();
+    // round(1 / 0.25) = 4 steps in the epoch; each moves by N(0, 1)/2: the sum of four, N(0, 1).
+    let o =
+        DpOptions { epochs: 1, sample_rate: 0.25, clip: 1.0, noise_multiplier: 1.0, delta: 1e-5, seed: 4 };
+    fit_private(&mut m, &data, &MseLoss::new(), &mut Sgd::new(1.0), &o).unwrap();
+    let moved: Vec<f64> =
+        named_params(&m).iter().flat_map(|(_, p)| p.value.data().to_vec()).map(f64::from).collect();
+    let std = (moved.iter().map(|v| v * v).sum::<f64>() / moved.len() as f64).sqrt();
+    assert!((std - 1.0).abs() < 0.1, "std {std}: the divisor is ⌊qN⌋ = 2 (2.5 would give 0.8)");
+}
+
+/// The weights a private run returns must not be picked by the training data without noise:
+/// early stopping on the training loss is refused (on a validation set it is allowed).
+#[test]
+fn private_training_refuses_early_stopping_on_the_training_loss() {
+    use backprop::privacy::DpSgd;
+    let (data, val) = (common::blobs(40, 7), common::blobs(20, 8));
+    let o = options(1.0, 1.0);
+    let opts =
+        FitOptions::new().epochs(1).verbose(false).early_stopping(EarlyStopping::new(Monitor::TrainLoss, 2));
+    let mut dp = DpSgd::new(&o, data.len()).unwrap();
+    let mut m = mlp();
+    let before = values(&m);
+    let e = m.fit(&data, &CrossEntropyLoss::new(), &mut Sgd::new(0.1), opts.step(&mut dp)).unwrap_err();
+    assert!(e.to_string().contains("training loss") && e.to_string().contains("validation"), "{e}");
+    assert_eq!(values(&m), before);
+    let opts = FitOptions::new().epochs(1).verbose(false).validation(&val);
+    let opts = opts.early_stopping(EarlyStopping::new(Monitor::ValLoss, 2));
+    let mut dp = DpSgd::new(&o, data.len()).unwrap();
+    m.fit(&data, &CrossEntropyLoss::new(), &mut Sgd::new(0.1), opts.step(&mut dp)).unwrap();
+}

@@ -7,7 +7,8 @@
 //! 2. clip:    each example's gradient g_i (over the whole model) is scaled to norm ≤ C:
 //!             ḡ_i = g_i · min(1, C / (‖g_i‖ + 1e-6))
 //! 3. noise:   s = Σ_i ḡ_i + N(0, σ²C²) per coordinate
-//! 4. average: g = s / (q·N)               (the expected batch size: it does not depend on the data)
+//! 4. average: g = s / B,  B = ⌊q·N⌋ ≥ 1    (the expected batch size, as Opacus rounds it: it does
+//!                                          not depend on the data)
 //! 5. step:    the optimizer (SGD, Adam, …) uses g as the gradient
 //! ```
 //!
@@ -42,6 +43,17 @@
 //! pass per example (a batch of one), which works for every model, custom layers and model
 //! structs included. Both give the same gradients. Layers whose output for one example depends on
 //! the others — batch norm — are refused, since a per-example gradient would not exist.
+//!
+//! **What ε covers.** The guarantee is for the noised steps, and so for the weights after them.
+//! What else a run hands out is the caller's to keep private: the training loss and accuracy of
+//! each batch and epoch (the history, callbacks, the printed progress: functions of the examples
+//! sampled, without noise, and of the batch's actual size), and, without a validation set, which
+//! epoch's checkpoint is `best.safetensors` (kept by the training loss; `last.safetensors` is
+//! covered). Early stopping on the training loss, which would pick the returned weights and the
+//! stopping time that way, is refused; monitor a validation set. The noise is drawn from a seeded
+//! generator ([`DpOptions::seed`]; checkpoints keep its state so that a run resumes exactly), as
+//! Opacus draws it without its `secure_mode`: anyone who has the seed or a checkpoint can replay
+//! the noise, so keep both as private as the data.
 
 use crate::data::{Dataset, Targets};
 use crate::error::{Error, Result};
@@ -61,7 +73,9 @@ use rayon::prelude::*;
 /// Settings of a private training run.
 #[derive(Clone, Debug)]
 pub struct DpOptions {
-    /// Passes over the data (each pass is `round(1/q)` steps).
+    /// Passes over the data (each pass is `round(1/q)` steps), for [`fit_private`]. A [`DpSgd`]
+    /// step inside [`fit`](crate::train::fit) runs the epochs `FitOptions::epochs` asks for, and
+    /// [`DpSgd::epsilon`] counts the steps it took.
     pub epochs: usize,
     /// Poisson sampling rate `q`: each example's chance of being in a batch.
     pub sample_rate: f64,
@@ -90,7 +104,7 @@ pub struct DpReport {
 /// of steps taken, so that [`DpSgd::epsilon`] says what the run spent.
 pub struct DpSgd {
     options: DpOptions,
-    /// Examples in the training set, `N` (the noise is divided by the expected batch `q·N`).
+    /// Examples in the training set, `N` (the noise is divided by the expected batch `⌊q·N⌋`).
     examples: usize,
     sampling: Rng,
     noise_rng: Rng,
@@ -383,6 +397,20 @@ impl Step for DpSgd {
                 "DP-SGD clips each example's gradient itself (DpOptions::clip); clip_grad_norm would change the noise's scale",
             ));
         }
+        // What the run returns besides the noised steps must not be chosen by the training data
+        // unnoised: a best epoch picked by the training loss (early stopping's restored weights,
+        // its stopping time) is a function of every example, which ε does not count. A validation
+        // set is separate data; monitor it. (The checkpoints' `best.safetensors` without a
+        // validation set is kept by the training loss too: see the module docs.)
+        let by_train_loss = |m: Option<crate::train::Monitor>| m == Some(crate::train::Monitor::TrainLoss);
+        if by_train_loss(options.early_stopping.as_ref().map(|e| e.monitor)) {
+            return Err(Error::invalid(
+                "DP-SGD: early stopping on the training loss picks the returned weights and the stopping time from the \
+                 training data without noise, which the privacy guarantee does not cover; monitor a validation set \
+                 (Monitor::ValLoss or ValAccuracy)",
+            ));
+        }
+
         let shapes: Vec<Vec<usize>> =
             named_params(model).iter().map(|(_, p)| p.value.shape().to_vec()).collect();
         let one_example = shapes.iter().map(|s| s.iter().product::<usize>()).sum::<usize>().saturating_mul(4);
@@ -458,11 +486,13 @@ impl Step for DpSgd {
             };
             (l, Some(out))
         };
-        let expected_batch = self.options.sample_rate * self.examples as f64;
+        // Opacus's `expected_batch_size = int(len(dataset) * sample_rate)` (a truncation), at
+        // least 1 (where Opacus would divide by zero).
+        let expected_batch = ((self.options.sample_rate * self.examples as f64) as u64).max(1) as f64;
         let mut params = named_params_mut(model);
         for (s, (_, p)) in self.sum.iter().zip(params.iter_mut()) {
             for (g, &v) in p.grad.data_mut().iter_mut().zip(s.data()) {
-                *g = ((v as f64 + self.noise.sample(&mut self.noise_rng)) / expected_batch) as f32; // (Σ ḡ_i + N(0, σ²C²)) / qN
+                *g = ((v as f64 + self.noise.sample(&mut self.noise_rng)) / expected_batch) as f32; // (Σ ḡ_i + N(0, σ²C²)) / B
             }
         }
         self.steps += 1;
