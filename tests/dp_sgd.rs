@@ -225,7 +225,7 @@ fn a_model_struct_with_lengths_trains_privately() {
     impl Model for Reader {
         fn forward_batch(&mut self, inputs: &Inputs, mode: Mode) -> backprop::Result<Tensors> {
             let (_, last) =
-                self.lstm.forward_with_state(inputs.get("seq")?, None, inputs.pass("seq", mode))?;
+                self.lstm.forward_with_state(inputs.get("seq")?, None, inputs.pass("seq", mode)?)?;
             Ok(Tensors::one("logits", self.head.forward(&last.h, mode.into())))
         }
         fn backward_batch(&mut self, grads: &Tensors, _: InputGrad) -> backprop::Result<Tensors> {

@@ -29,6 +29,7 @@ const INVENTORY: &[(&str, &str, &str)] = &[
     ("data/inputs.rs", "get", "models.rs"),
     ("data/inputs.rs", "get_mut", "hostile_values.rs"),
     ("data/inputs.rs", "input", "hostile_values.rs"),
+    ("data/inputs.rs", "pass", "model.rs"),
     ("data/knowledge.rs", "check", "fuzz.rs"),
     ("data/knowledge.rs", "read", "fuzz.rs"),
     ("data/knowledge.rs", "read_concepts", "fuzz.rs"),

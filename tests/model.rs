@@ -252,3 +252,17 @@ fn bad_data_is_rejected_before_training() {
     .unwrap();
     assert!(msg.contains("[N, 2]") && msg.contains("[2, 5]"), "{msg}");
 }
+
+/// A misspelt input name is an error from `Inputs::pass`, as from `get`: it had given a pass
+/// without lengths, and the layers ran over the padding as if every step were valid.
+#[test]
+fn a_pass_for_an_input_that_is_not_there_is_an_error() {
+    use backprop::model::Inputs;
+    let inputs = Inputs::new().with_lengths("source", Tensor::zeros(&[2, 3, 1]), vec![1, 3]);
+    assert_eq!(inputs.pass("source", Mode::Eval).unwrap().lengths, Some(&[1, 3][..]));
+    let e = inputs.pass("sorce", Mode::Eval).unwrap_err().to_string();
+    assert!(e.contains("\"sorce\"") && e.contains("source"), "{e}");
+    // Replacing an input without lengths drops its lengths (as documented).
+    let replaced = inputs.clone().with("source", Tensor::zeros(&[2, 3, 1]));
+    assert_eq!(replaced.lengths("source"), None);
+}

@@ -146,7 +146,7 @@ impl Model for Dkt {
         let (n, t_all) = (answers.dim(0), answers.dim(1));
         // Run only to the batch's longest sequence.
         let t_run = inputs.lengths("answers").and_then(|l| l.iter().max().copied()).unwrap_or(t_all).max(1);
-        let pass = inputs.pass("answers", mode);
+        let pass = inputs.pass("answers", mode)?;
         // The embedding's vectors into the LSTM, computed through their projection (one row per id).
         let h = self.lstm.forward_embedded(&self.embedding, &first_steps(answers, t_run), pass)?;
         self.h = self.dropout.forward_owned(h, pass); // masks in place, no copy

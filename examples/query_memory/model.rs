@@ -56,7 +56,7 @@ impl Model for QueryMemory {
     fn forward_batch(&mut self, inputs: &Inputs, mode: Mode) -> backprop::Result<Tensors> {
         let (h, e) = self.sizes;
         check_query(inputs.get("query")?.shape())?;
-        let pass = inputs.pass("memory", mode);
+        let pass = inputs.pass("memory", mode)?;
         let m = self.memory_embed.forward(inputs.get("memory")?, pass);
         let (_, last) = self.reader.forward_with_state(&m, None, pass)?; // h_n: each memory's last valid step
         let q = self.query_embed.forward(inputs.get("query")?, mode.into()); // [N, 1, E]

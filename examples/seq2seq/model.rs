@@ -53,7 +53,7 @@ impl Reverser {
 
     /// The encoder's final state for `source [N, T]` with its lengths.
     fn encode(&mut self, inputs: &Inputs, mode: Mode) -> backprop::Result<RecurrentState> {
-        let pass = inputs.pass("source", mode);
+        let pass = inputs.pass("source", mode)?;
         let e = self.source_embed.forward(inputs.get("source")?, pass);
         let (_, state) = self.encoder.forward_with_state(&e, None, pass)?;
         Ok(state)
@@ -89,7 +89,7 @@ impl Reverser {
 impl Model for Reverser {
     fn forward_batch(&mut self, inputs: &Inputs, mode: Mode) -> backprop::Result<Tensors> {
         let state = self.encode(inputs, mode)?;
-        let pass = inputs.pass("decoder_in", mode);
+        let pass = inputs.pass("decoder_in", mode)?;
         let d = self.target_embed.forward(inputs.get("decoder_in")?, pass);
         let (y, _) = self.decoder.forward_with_state(&d, Some(&state), pass)?;
         Ok(Tensors::one("digits", self.head.forward(&y, pass)))

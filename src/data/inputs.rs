@@ -38,7 +38,8 @@ impl Inputs {
         Inputs::new().with(INPUT, values)
     }
 
-    /// Adds (or replaces) the input `name`.
+    /// Adds (or replaces) the input `name`, without lengths (a replaced input's lengths go with
+    /// it: [`Inputs::with_lengths`] gives new ones).
     pub fn with(mut self, name: &str, values: Tensor) -> Inputs {
         self.set(name, values, None);
         self
@@ -97,15 +98,20 @@ impl Inputs {
         })
     }
 
-    /// The lengths of input `name`, if it has them.
+    /// The lengths of input `name`, if it has them (`None` too when there is no input of that
+    /// name: [`Inputs::pass`] and [`Inputs::input`] say so with an error).
     pub fn lengths(&self, name: &str) -> Option<&[usize]> {
         self.input(name).ok().and_then(|i| i.lengths.as_deref())
     }
 
     /// The forward [`Pass`] for the layers that read input `name`: `mode` and that input's
     /// lengths.
-    pub fn pass(&self, name: &str, mode: Mode) -> Pass<'_> {
-        Pass::from(mode).with_optional_lengths(self.lengths(name))
+    ///
+    /// # Errors
+    /// As [`Inputs::get`], when there is no input of that name (a misspelt name would otherwise
+    /// run the layers over the padding as if every step were valid).
+    pub fn pass(&self, name: &str, mode: Mode) -> Result<Pass<'_>> {
+        Ok(Pass::from(mode).with_optional_lengths(self.input(name)?.lengths.as_deref()))
     }
 
     /// The first input (a single-input model's one input).

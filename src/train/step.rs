@@ -133,7 +133,8 @@ impl Step for Plain {
 /// Batches of sequences of similar length: every epoch, the samples are ordered by the lengths of
 /// one input (ties broken at random), cut into batches of `batch_size`, and the batches visited in
 /// a random order (with `shuffle`; else shortest first). A model that runs each batch only to its
-/// longest sequence then spends little on padding. The gradient is [`Plain`]'s.
+/// longest sequence — the crate's recurrent layers do, given the lengths — then spends little on
+/// padding. The gradient is [`Plain`]'s.
 ///
 /// ```
 /// use backprop::prelude::*;
