@@ -125,12 +125,29 @@ pub fn check_ids(what: &str, ids: &Tensor, count: usize) -> backprop::Result<()>
     }
 }
 
-/// Refuses batches of sequences without steps (`[N, 0]`: no answer to predict).
-pub fn check_steps(what: &str, answers: &Tensor) -> backprop::Result<()> {
+/// A knowledge-tracing model's two inputs checked, naming the model `what`: `answers` and `next`
+/// of one shape `[N, T ≥ 1]`, answer ids below `answer_ids` (the last one padding), next items
+/// below `items`.
+pub fn check_answers_and_next(
+    what: &str,
+    inputs: &Inputs,
+    answer_ids: usize,
+    items: usize,
+) -> backprop::Result<()> {
+    let (answers, next) = (inputs.get("answers")?, inputs.get("next")?);
     match answers.shape() {
-        [_, t] if *t > 0 => Ok(()),
-        shape => Err(Error::shape(format!("{what}: answers {shape:?}: expected [N, T ≥ 1]"))),
+        [_, t] if *t > 0 => {}
+        shape => return Err(Error::shape(format!("{what}: answers {shape:?}: expected [N, T ≥ 1]"))),
     }
+    if next.shape() != answers.shape() {
+        return Err(Error::shape(format!(
+            "{what}: next items {:?} and answers {:?} differ in shape",
+            next.shape(),
+            answers.shape()
+        )));
+    }
+    check_ids(&format!("{what}: answer id"), answers, answer_ids)?;
+    check_ids(&format!("{what}: next item"), next, items)
 }
 
 pub fn first_steps(x: &Tensor, keep: usize) -> Tensor {
@@ -167,17 +184,7 @@ impl Model for Dkt {
     /// Answer ids below `2·items + 1` (the last is padding), next items below `items`, in
     /// batches of the same shape with at least one step.
     fn check_inputs(&self, inputs: &Inputs) -> backprop::Result<()> {
-        let (answers, next) = (inputs.get("answers")?, inputs.get("next")?);
-        check_steps("DKT", answers)?;
-        if next.shape() != answers.shape() {
-            return Err(Error::shape(format!(
-                "DKT: next items {:?} and answers {:?} differ in shape",
-                next.shape(),
-                answers.shape()
-            )));
-        }
-        check_ids("DKT: answer id", answers, self.embedding.num())?;
-        check_ids("DKT: next item", next, self.items)
+        check_answers_and_next("DKT", inputs, self.embedding.num(), self.items)
     }
 
     fn backward_batch(&mut self, grads: &Tensors, _: InputGrad) -> backprop::Result<Tensors> {

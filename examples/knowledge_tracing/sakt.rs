@@ -14,7 +14,7 @@
 //! [`MultiHeadAttention::backward_cross`]: the gradient reaches both the query's embedding and the
 //! answers' embeddings).
 
-use crate::model::{check_ids, check_steps, first_steps};
+use crate::model::{check_answers_and_next, first_steps};
 use backprop::layers::{
     Dense, Dropout, Embedding, InputGrad, Layer, LayerNorm, Mode, MultiHeadAttention, Pass,
     PositionEmbedding, Relu,
@@ -145,17 +145,7 @@ impl Model for Sakt {
     /// Answer ids below `2·items + 1` (the last is padding), next items below `items`, in
     /// batches of the same shape with at least one step.
     fn check_inputs(&self, inputs: &Inputs) -> backprop::Result<()> {
-        let (answers, next) = (inputs.get("answers")?, inputs.get("next")?);
-        check_steps("SAKT", answers)?;
-        if next.shape() != answers.shape() {
-            return Err(Error::shape(format!(
-                "SAKT: next items {:?} and answers {:?} differ in shape",
-                next.shape(),
-                answers.shape()
-            )));
-        }
-        check_ids("SAKT: answer id", answers, self.answers.num())?;
-        check_ids("SAKT: next item", next, self.count)
+        check_answers_and_next("SAKT", inputs, self.answers.num(), self.count)
     }
 
     fn backward_batch(&mut self, grads: &Tensors, _: InputGrad) -> backprop::Result<Tensors> {
