@@ -952,41 +952,83 @@ impl Neg for &Tensor {
 
 // -------------------------------------------------------------------- display
 
+/// Like [`Display`](fmt::Display), with every shown value exact (the shortest decimal that reads
+/// back as the same `f32`: `assert_eq!` of two tensors shows where they differ); `{:#?}` shows
+/// every value, no axis elided.
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
+        write_tensor(self, f, ValueStyle::Exact, !f.alternate())
     }
 }
 
 /// Shows the shape and the values, eliding the middle of long axes:
-/// `Tensor[2, 3] [[1, 2, 3], [4, 5, 6]]`.
+/// `Tensor[2, 3] [[1.0000, 2.0000, 3.0000], [4.0000, 5.0000, 6.0000]]`. Values print with 4
+/// decimals (or the precision asked for, `{:.8}`), in scientific notation when that would hide
+/// them (below 10⁻³ or from 10⁶ on in magnitude: `1.0000e-5`).
+///
+/// ```
+/// use backprop::Tensor;
+/// let t = Tensor::from_vec(&[3], vec![1.0, 1e-5, 2.5e7]).unwrap();
+/// assert_eq!(t.to_string(), "Tensor[3] [1.0000, 1.0000e-5, 2.5000e7]");
+/// assert_eq!(format!("{t:.1}"), "Tensor[3] [1.0, 1.0e-5, 2.5e7]");
+/// assert_eq!(format!("{t:?}"), "Tensor[3] [1.0, 1e-5, 25000000.0]");
+/// ```
 impl fmt::Display for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const EDGE: usize = 3; // values shown at each end of a long axis
-        fn rec(t: &Tensor, f: &mut fmt::Formatter<'_>, axis: usize, off: usize) -> fmt::Result {
-            if axis == t.ndim() {
-                return write!(f, "{:.4}", t.data[off]);
-            }
-            let n = t.shape[axis];
-            let stride = numel(&t.shape[axis + 1..]);
-            write!(f, "[")?;
-            for i in 0..n {
-                if n > 2 * EDGE + 1 && i == EDGE {
-                    write!(f, "…, ")?;
-                }
-                if n > 2 * EDGE + 1 && i >= EDGE && i < n - EDGE {
-                    continue;
-                }
-                rec(t, f, axis + 1, off + i * stride)?;
-                if i + 1 < n {
-                    write!(f, ", ")?;
-                }
-            }
-            write!(f, "]")
-        }
-        write!(f, "Tensor{:?} ", self.shape)?;
-        if self.is_empty() { write!(f, "[]") } else { rec(self, f, 0, 0) }
+        let decimals = f.precision().unwrap_or(4);
+        write_tensor(self, f, ValueStyle::Decimals(decimals), true)
     }
+}
+
+/// How [`write_tensor`] prints each value.
+#[derive(Clone, Copy)]
+enum ValueStyle {
+    /// Fixed decimals, scientific where they would hide the value.
+    Decimals(usize),
+    /// `f32`'s own `Debug`: the shortest decimal that reads back as the same value.
+    Exact,
+}
+
+/// `Tensor[shape] [values]`, nested by axis, the middle of long axes elided when `elide`.
+fn write_tensor(t: &Tensor, f: &mut fmt::Formatter<'_>, style: ValueStyle, elide: bool) -> fmt::Result {
+    const EDGE: usize = 3; // values shown at each end of a long axis
+    let value = |f: &mut fmt::Formatter<'_>, v: f32| match style {
+        ValueStyle::Exact => write!(f, "{v:?}"),
+        ValueStyle::Decimals(d) if v != 0.0 && v.is_finite() && !(1e-3..1e6).contains(&v.abs()) => {
+            write!(f, "{v:.d$e}")
+        }
+        ValueStyle::Decimals(d) => write!(f, "{v:.d$}"),
+    };
+    fn rec(
+        t: &Tensor,
+        f: &mut fmt::Formatter<'_>,
+        (axis, off): (usize, usize),
+        elide: bool,
+        value: &dyn Fn(&mut fmt::Formatter<'_>, f32) -> fmt::Result,
+    ) -> fmt::Result {
+        if axis == t.ndim() {
+            return value(f, t.data[off]);
+        }
+        let n = t.shape[axis];
+        let stride = numel(&t.shape[axis + 1..]);
+        let long = elide && n > 2 * EDGE + 1;
+        write!(f, "[")?;
+        for i in 0..n {
+            if long && i == EDGE {
+                write!(f, "…, ")?;
+            }
+            if long && i >= EDGE && i < n - EDGE {
+                continue;
+            }
+            rec(t, f, (axis + 1, off + i * stride), elide, value)?;
+            if i + 1 < n {
+                write!(f, ", ")?;
+            }
+        }
+        write!(f, "]")
+    }
+    write!(f, "Tensor{:?} ", t.shape)?;
+    if t.is_empty() { write!(f, "[]") } else { rec(t, f, (0, 0), elide, &value) }
 }
 
 pub(crate) use parallel::{add_rows, add_to_rows};
