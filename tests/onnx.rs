@@ -619,3 +619,21 @@ fn graph_names_are_defined_once() {
         assert!(e.contains(want), "{outputs:?}: {e}");
     }
 }
+
+/// An export that asks for the lengths of an input the graph does not have (a misspelt name) is
+/// an error naming it, not a graph with a required input of its own.
+#[test]
+fn lengths_of_an_input_that_is_not_there_are_refused() {
+    use backprop::onnx::{Graph, GraphInput, OnnxModel, model_to_bytes};
+    struct Misspelt;
+    impl OnnxModel for Misspelt {
+        fn export_model(&self, g: &mut Graph) -> backprop::Result<Vec<(String, String)>> {
+            let x = g.input("input")?;
+            let _ = g.sequence_lens("inptu");
+            Ok(vec![("output".to_string(), x)])
+        }
+    }
+    let model = Sequential::builder(&[3]).add(Dense::new(3, 3)).build().unwrap();
+    let e = model_to_bytes(&model, &Misspelt, &[GraphInput::new("input", &[3])]).unwrap_err().to_string();
+    assert!(e.contains("\"inptu\"") && e.contains("no input of that name"), "{e}");
+}

@@ -171,8 +171,12 @@ impl Dataset {
         let n = inputs.len();
         if targets.len() != n || matches!(&targets, Targets::Values(t) if t.ndim() == 0) {
             let first = inputs.first()?;
+            let what = match &targets {
+                Targets::Values(t) => format!("targets of shape {}", shape_str(t.shape())),
+                Targets::Classes(c) => format!("{} class labels", c.len()),
+            };
             return Err(Error::shape(format!(
-                "{n} inputs (shape {}) but {} targets",
+                "{n} inputs (shape {}) but {} targets ({what}: one per sample along the first axis)",
                 shape_str(first.values.shape()),
                 targets.len()
             )));

@@ -494,6 +494,17 @@ impl Graph {
                 ));
             }
         }
+        // Lengths asked for (`sequence_lens`, `lengths_int64`) belong to a graph input: a name
+        // that is none (a misspelt one) would add a required input of its own.
+        for (input, _) in &self.lengths_used {
+            if !self.inputs.iter().any(|i| i.name == *input) {
+                let names: Vec<&str> = self.inputs.iter().map(|i| i.name.as_str()).collect();
+                return bad(format!(
+                    "the lengths of {input:?} were read, but the graph has no input of that name; the inputs are \
+                     {names:?}"
+                ));
+            }
+        }
         for (name, value) in outputs {
             self.node("Identity", &[value], vec![], &[name]);
         }
