@@ -266,3 +266,19 @@ fn a_pass_for_an_input_that_is_not_there_is_an_error() {
     let replaced = inputs.clone().with("source", Tensor::zeros(&[2, 3, 1]));
     assert_eq!(replaced.lengths("source"), None);
 }
+
+/// A layer given no gradient for its output (it does not reach the loss) adds nothing, as the
+/// trait says an absent gradient is zero; gradients for names a layer has not are refused.
+#[test]
+fn a_layer_without_a_gradient_for_its_output_adds_nothing() {
+    use backprop::layers::{InputGrad, named_params};
+    use backprop::model::{Inputs, Model, Tensors};
+    let mut dense = Dense::new(2, 3).seed(1);
+    dense.forward_batch(&Inputs::single(Tensor::ones(&[4, 2])), Mode::Train).unwrap();
+    let dx = dense.backward_batch(&Tensors::new(), InputGrad::Needed).unwrap();
+    assert_eq!(dx.len(), 0);
+    assert!(named_params(&dense).iter().all(|(_, p)| p.grad.data().iter().all(|&g| g == 0.0)));
+    let two = Tensors::one("a", Tensor::ones(&[4, 3])).with("b", Tensor::ones(&[4, 3]));
+    let e = dense.backward_batch(&two, InputGrad::Needed).unwrap_err().to_string();
+    assert!(e.contains("\"a\"") && e.contains("\"output\""), "{e}");
+}

@@ -247,8 +247,17 @@ impl<L: Layer> Model for L {
     fn backward_batch(&mut self, grads: &Tensors, input_grad: InputGrad) -> Result<Tensors> {
         let g = match grads.find(OUTPUT) {
             Some(g) => g,
+            // No gradient at all: the output does not reach the loss, its gradient is zero, and
+            // so is every `dL/dθ` and `dL/dx` (nothing to add, no input gradient to return).
+            None if grads.is_empty() => return Ok(Tensors::new()),
             None if grads.len() == 1 => grads.first().expect("one").1,
-            None => return Err(Error::invalid(format!("{}: no gradient for its output", self.describe()))),
+            None => {
+                let names: Vec<&str> = grads.iter().map(|(n, _)| n).collect();
+                return Err(Error::invalid(format!(
+                    "{}: gradients for {names:?}, but a layer has one output, {OUTPUT:?}",
+                    self.describe()
+                )));
+            }
         };
         let dx = self.backward(g, input_grad);
         Ok(dx.map_or_else(Tensors::new, |dx| Tensors::one(INPUT, dx)))
