@@ -171,7 +171,8 @@ fn in_memory_images_and_tensors_convert_both_ways() {
 }
 
 /// A colour picture's grey is PIL's `convert("L")` (torchvision's `Grayscale`), not the image
-/// crate's Rec. 709 luma. The expected levels are Pillow 13.0.0's, from
+/// crate's Rec. 709 luma. The expected levels are Pillow 13.0.0's
+/// (`python3 tests/fixtures/print_reference_values.py`), from
 /// `Image.new("RGB", …).putdata(colours).convert("L")` (and RGBA).
 #[test]
 fn grey_is_the_grey_pil_and_torchvision_compute() {

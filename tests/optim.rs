@@ -480,7 +480,8 @@ fn sgd_is_its_formula_bit_for_bit() {
 
 /// A parameter that first reaches the optimizer at a later step (a layer added mid-training)
 /// starts its own count, as PyTorch keeps a `step` and a momentum buffer per parameter: its bias
-/// corrections and SGD's first `u ← g` are its own. The expected values are PyTorch 2.15's: `a`
+/// corrections and SGD's first `u ← g` are its own. The expected values are PyTorch 2.15's
+/// (`python3 tests/fixtures/print_reference_values.py`): `a`
 /// stepped three times, `b` added by `add_param_group` before the second step (gradients a: 0.5,
 /// 0.5, 0.5; b: 1, −2).
 #[test]
