@@ -200,6 +200,7 @@ fn grey_is_the_grey_pil_and_torchvision_compute() {
     // A grey picture keeps its levels.
     let grey = image::GrayImage::from_pixel(1, 1, image::Luma([77]));
     assert_eq!(levels(image_to_tensor(&image::DynamicImage::ImageLuma8(grey), ColorMode::Gray)), [77]);
+    std::fs::remove_dir_all(&root).unwrap();
 }
 
 /// A class folder that is a broken link is an error naming it, not a class skipped in silence
@@ -215,4 +216,5 @@ fn a_broken_link_to_a_class_folder_is_named() {
     std::os::unix::fs::symlink(root.join("missing"), root.join("b")).unwrap();
     let e = load_image_folder(&root, (2, 2), ColorMode::Gray).unwrap_err().to_string();
     assert!(e.contains("/b") && e.contains("broken link"), "{e}");
+    std::fs::remove_dir_all(&root).unwrap();
 }
