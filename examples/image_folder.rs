@@ -13,7 +13,9 @@
 //! `image` (on in this repository; from crates.io: `--features image`).
 
 use backprop::data::idx::load_mnist_folder;
-use backprop::data::image_folder::{ColorMode, load_image, load_image_folder, tensor_to_image};
+use backprop::data::image_folder::{
+    ColorMode, image_folder_samples, load_image, load_image_folder, tensor_to_image,
+};
 use backprop::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -91,14 +93,10 @@ fn main() -> Result<()> {
         println!("  class {name:>8}: {right}/{} right", of_class.len());
     }
 
-    // 5. Predict one file, the way an application would.
-    let first_class = root.join(&names[0]);
-    let file = std::fs::read_dir(&first_class)
-        .map_err(|e| Error::io(&first_class, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "png" || x == "jpg" || x == "jpeg"))
-        .ok_or_else(|| Error::invalid(format!("no image in {}", first_class.display())))?;
-    let x = load_image(&file, (28, 28), ColorMode::Gray)?.reshape(&[1, 1, 28, 28]);
+    // 5. Predict one file, the way an application would: the first file the loader read.
+    let (files, _) = image_folder_samples(&root)?;
+    let file = &files[0].0;
+    let x = load_image(file, (28, 28), ColorMode::Gray)?.reshape(&[1, 1, 28, 28]);
     let probabilities = model.predict_proba(&x, 1)?;
     let best = probabilities.argmax_axis(1)[0];
     println!("{} → {} ({:.1} %)", file.display(), names[best], 100.0 * probabilities.data()[best]);

@@ -23,6 +23,7 @@ const INVENTORY: &[(&str, &str, &str)] = &[
     ("data/idx.rs", "write_idx", "fuzz.rs"),
     ("data/image_folder.rs", "load_image", "fuzz.rs"),
     ("data/image_folder.rs", "load_image_folder", "image_folder.rs"),
+    ("data/image_folder.rs", "image_folder_samples", "image_folder.rs"),
     ("data/image_folder.rs", "tensor_to_image", "image_folder.rs"),
     ("data/inputs.rs", "check", "fuzz.rs"),
     ("data/inputs.rs", "first", "hostile_values.rs"),

@@ -35,7 +35,7 @@ fn a_gzip_bomb_is_refused_after_the_declared_data() {
     let path = tmp("bomb-idx1.gz", &gzip(&[&header], 256 << 20));
     let started = Instant::now();
     let err = read_idx(&path).unwrap_err().to_string();
-    assert!(err.contains("unexpected bytes after the data"), "{err}");
+    assert!(err.contains("go on past the 10 bytes its header declares"), "{err}");
     assert!(started.elapsed().as_secs_f32() < 5.0, "stopped early, not after inflating 256 MiB");
 }
 

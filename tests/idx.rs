@@ -66,6 +66,13 @@ fn zero_padding_after_a_gzip_file_is_ignored() {
     let garbage = dir.join("garbage.gz");
     std::fs::write(&garbage, [&gz[..], b"junk"].concat()).unwrap();
     assert!(matches!(read_labels(&garbage), Err(Error::Format { .. })));
+    // More data inside the gzip than the header declares: said so, with no count of the surplus
+    // (the reader stops one byte past the declaration, so it would always have said "1").
+    let long = dir.join("long.gz");
+    std::fs::write(&long, gzip(&[0, 0, 8, 1, 0, 0, 0, 2, 1, 2, 3, 4, 5, 6])).unwrap();
+    let msg = format_message(read_labels(&long));
+    assert!(msg.contains("long.gz") && msg.contains("go on past the 2 bytes"), "{msg}");
+    assert!(!msg.contains("1 unexpected"), "{msg}");
     let short = dir.join("short.gz"); // declares 5 labels, holds 3
     std::fs::write(&short, [gzip(&[0, 0, 8, 1, 0, 0, 0, 5, 1, 2, 3]), vec![0; 64]].concat()).unwrap();
     let msg = format_message(read_labels(&short));
@@ -190,6 +197,20 @@ fn incomplete_or_ambiguous_folders_are_clear_errors() {
     let msg = format_message(load_mnist_folder(&dir));
     assert!(msg.contains("several files") && msg.contains("old-t10k-labels"), "{msg}");
     assert!(msg.contains("find_mnist_files_matching"), "the message says how to choose: {msg}");
+    // QMNIST's two-dimensional int32 labels in place of the idx1 file: named, not passed over.
+    std::fs::remove_file(dir.join("old-t10k-labels-idx1-ubyte")).unwrap();
+    std::fs::remove_file(dir.join("t10k-labels-idx1-ubyte")).unwrap();
+    std::fs::write(
+        dir.join("qmnist-test-labels-idx2-int"),
+        [0u8, 0, 0x0C, 2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 7],
+    )
+    .unwrap();
+    let msg = format_message(load_mnist_folder(&dir));
+    assert!(msg.contains("test labels") && msg.contains("qmnist-test-labels-idx2-int"), "{msg}");
+    assert!(msg.contains("two dimensions") && msg.contains("QMNIST"), "{msg}");
+    std::fs::remove_file(dir.join("qmnist-test-labels-idx2-int")).unwrap();
+    write_idx(dir.join("t10k-labels-idx1-ubyte"), &[2], &[0, 0]).unwrap();
+    write_idx(dir.join("old-t10k-labels-idx1-ubyte"), &[2], &[0, 0]).unwrap();
     // A part of the names that matches nothing: the message says which part.
     let msg = format_message(load_mnist_folder_matching(&dir, "balanced"));
     assert!(msg.contains("\"balanced\"") && msg.contains("training images"), "{msg}");

@@ -132,6 +132,16 @@ fn a_link_loop_below_a_class_is_an_error() {
     std::os::unix::fs::symlink(root.join("a"), root.join("a/again")).unwrap();
     let msg = load_image_folder(&root, (3, 3), ColorMode::Gray).unwrap_err().to_string();
     assert!(msg.contains("levels of folders"), "{msg}");
+    // The listing alone refuses it the same way; a root without classes and a missing root too.
+    use backprop::data::image_folder::image_folder_samples;
+    let listed = image_folder_samples(&root).unwrap_err().to_string();
+    assert!(listed.contains("levels of folders"), "{listed}");
+    let msg = image_folder_samples(root.join("a/x.png")).unwrap_err().to_string();
+    assert!(msg.contains("x.png"), "{msg}");
+    let empty = root.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let msg = image_folder_samples(&empty).unwrap_err().to_string();
+    assert!(msg.contains("no class sub-folders"), "{msg}");
     std::fs::remove_dir_all(&root).unwrap();
 }
 
@@ -216,5 +226,39 @@ fn a_broken_link_to_a_class_folder_is_named() {
     std::os::unix::fs::symlink(root.join("missing"), root.join("b")).unwrap();
     let e = load_image_folder(&root, (2, 2), ColorMode::Gray).unwrap_err().to_string();
     assert!(e.contains("/b") && e.contains("broken link"), "{e}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// Within a class, files come in torchvision's `ImageFolder` order — folders by their paths sorted
+/// as strings, each folder's files by name — both from `image_folder_samples` and as the samples
+/// of `load_image_folder`: sample `i` is file `i` (the order printed by
+/// `python3 tests/fixtures/print_reference_values.py`, `sorted(os.walk(…))` and `sorted(fnames)`).
+#[test]
+fn samples_come_in_torchvisions_order() {
+    use backprop::data::image_folder::image_folder_samples;
+    let root = tmp("order");
+    let torchvision = ["a.png", "d.png", "B/w.png", "a.d/x.png", "b/c.png", "b-c/y.png", "b/x/z.png"];
+    // Written in another order, each file a grey level of its own.
+    let mut written = torchvision.to_vec();
+    written.sort_by_key(|f| std::cmp::Reverse(*f));
+    for f in &written {
+        let path = root.join("cls").join(f);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let level = 10 * (1 + torchvision.iter().position(|t| t == f).unwrap() as u8);
+        image::GrayImage::from_pixel(1, 1, image::Luma([level])).save(&path).unwrap();
+    }
+    std::fs::create_dir_all(root.join("other")).unwrap();
+    image::GrayImage::from_pixel(1, 1, image::Luma([255])).save(root.join("other/o.png")).unwrap();
+    let (files, names) = image_folder_samples(&root).unwrap();
+    assert_eq!(names, ["cls", "other"]);
+    let listed: Vec<String> = files
+        .iter()
+        .map(|(p, _)| p.strip_prefix(root.join("cls")).unwrap_or(p).to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(listed[..7], torchvision.map(String::from));
+    assert_eq!(files.iter().map(|(_, l)| *l).collect::<Vec<_>>(), [0, 0, 0, 0, 0, 0, 0, 1]);
+    let (data, _) = load_image_folder(&root, (1, 1), ColorMode::Gray).unwrap();
+    let levels: Vec<u8> = data.inputs().data().iter().map(|v| (v * 255.0).round() as u8).collect();
+    assert_eq!(levels, [10, 20, 30, 40, 50, 60, 70, 255]);
     std::fs::remove_dir_all(&root).unwrap();
 }

@@ -74,6 +74,18 @@ fn csv_rows_of_answers() {
     assert_eq!((h.items, h.students.len()), (3, 2));
     let h = read_csv(file("numbered.csv", "0,1,2,3,4\n0,1,1,0,1\n1,1,0,0,0\n")).unwrap();
     assert_eq!((h.items, h.students.len()), (5, 2));
+    // Numbered from 0 or from 1 on any width (pandas' `to_csv(index=False)` of unnamed columns):
+    // a header, never a student answering 0, 1, 2 nor an error about the "2".
+    for (header, width) in [("0,1,2", 3), ("0,1,2,3", 4), ("1,2", 2), ("1,2,3,4", 4)] {
+        let rows = ["1"; 4][..width].join(",") + "\n" + &["0"; 4][..width].join(",") + "\n";
+        let h = read_csv(file("numbered-any.csv", &format!("{header}\n{rows}"))).unwrap();
+        assert_eq!((h.items, h.students.len()), (width, 2), "{header}");
+        assert!(h.students[0].correct.iter().all(|&c| c), "{header}");
+    }
+    // `0,1` on two columns is a student's answers: it is one as much as it may be a header.
+    let h = read_csv(file("two.csv", "0,1\n1,1\n")).unwrap();
+    assert_eq!((h.items, h.students.len()), (2, 2));
+    assert_eq!(h.students[0].correct, [false, true]);
     // A first row of answers with a stray value is an error naming line 1, not a dropped "header".
     let err = read_csv(file("stray.csv", "0,1,NA\n1,1,0\n0,0,1\n")).unwrap_err().to_string();
     assert!(err.contains("line 1") && err.contains("\"NA\""), "{err}");
@@ -196,4 +208,12 @@ fn formats_are_sniffed_and_concepts_read() {
     let e = read_concepts(file("bad.csv", "0,1\nx,2\n")).unwrap_err().to_string();
     assert!(e.contains("line 2") && e.contains("item,concept"), "{e}");
     assert!(read_concepts(file("huge.csv", "0,1\n1000000,2\n")).is_err(), "ids above MAX_ITEM_ID");
+    // The header is the first non-blank line, and only a line without a number is one: an item
+    // with two concepts on line 1 is an error as it is further down, not a line skipped.
+    let map = read_concepts(file("blank-first.csv", "\n\nquestion_id,skill_id\n4,1\n")).unwrap();
+    assert_eq!(map, [None, None, None, None, Some(1)]);
+    let e = read_concepts(file("two-concepts.csv", "5,3,7\n6,1\n")).unwrap_err().to_string();
+    assert!(e.contains("line 1") && e.contains("item,concept"), "{e}");
+    let e = read_concepts(file("two-concepts-later.csv", "6,1\n5,3,7\n")).unwrap_err().to_string();
+    assert!(e.contains("line 2") && e.contains("item,concept"), "{e}");
 }

@@ -13,7 +13,7 @@ use std::path::Path;
 fn one_short_epoch_on_a_slice_beats_chance_widely() {
     let (train, test) =
         load_mnist_folder(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/digits")).unwrap();
-    let data = pipeline::prepare(train.take(1500), test.take(500)).unwrap();
+    let data = pipeline::prepare(train.take(1500), test.take(500), false).unwrap();
     assert!(data.train.inputs().mean().abs() < 1e-3, "normalised with the training set's statistics");
     let mut model = pipeline::reference_cnn(data.train.sample_shape(), 10, 1).unwrap();
     let settings = pipeline::Settings { epochs: 1, batch_size: 32, lr: 2e-3, seed: 1, verbose: false };
@@ -35,7 +35,7 @@ fn one_short_epoch_on_a_slice_beats_chance_widely() {
 fn the_walkthroughs_printed_figures_hold_within_a_cpu_tolerance() {
     let (train, test) =
         load_mnist_folder(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/digits")).unwrap();
-    let data = pipeline::prepare(train, test).unwrap();
+    let data = pipeline::prepare(train, test, false).unwrap();
     let mut model = pipeline::reference_cnn(data.train.sample_shape(), 10, 1).unwrap();
     let settings = pipeline::Settings { epochs: 10, batch_size: 64, lr: 2e-3, seed: 1, verbose: false };
     let history = pipeline::train(&mut model, &data, &settings, |_| {}).unwrap();

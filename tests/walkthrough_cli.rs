@@ -28,15 +28,64 @@ fn run(args: &[&str]) -> (i32, String) {
 }
 
 fn tiny_mnist(dir: &Path) -> String {
-    let data = dir.join("tiny");
+    tiny_mnist_named(dir, "tiny", "")
+}
+
+/// 20 training and 10 test images in `dir/folder`, their files' names starting with `prefix`.
+fn tiny_mnist_named(dir: &Path, folder: &str, prefix: &str) -> String {
+    let data = dir.join(folder);
     std::fs::create_dir_all(&data).unwrap();
     let px = |n: usize| (0..n * 784).map(|i| (i * 13 % 256) as u8).collect::<Vec<u8>>();
-    write_idx(data.join("train-images-idx3-ubyte"), &[20, 28, 28], &px(20)).unwrap();
-    write_idx(data.join("train-labels-idx1-ubyte"), &[20], &(0..20u8).map(|i| i % 10).collect::<Vec<_>>())
+    let file = |name: &str| data.join(format!("{prefix}{name}"));
+    write_idx(file("train-images-idx3-ubyte"), &[20, 28, 28], &px(20)).unwrap();
+    write_idx(file("train-labels-idx1-ubyte"), &[20], &(0..20u8).map(|i| i % 10).collect::<Vec<_>>())
         .unwrap();
-    write_idx(data.join("t10k-images-idx3-ubyte"), &[10, 28, 28], &px(10)).unwrap();
-    write_idx(data.join("t10k-labels-idx1-ubyte"), &[10], &(0..10u8).collect::<Vec<_>>()).unwrap();
+    write_idx(file("t10k-images-idx3-ubyte"), &[10, 28, 28], &px(10)).unwrap();
+    write_idx(file("t10k-labels-idx1-ubyte"), &[10], &(0..10u8).collect::<Vec<_>>()).unwrap();
     data.to_string_lossy().into_owned()
+}
+
+/// Runs the walkthrough, which must succeed; returns its stdout.
+fn run_ok(args: &[&str]) -> String {
+    let out = Command::new(binary()).args(args).output().expect("the example binary was built by cargo test");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?}: {stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A model trained on EMNIST (whose files store every image transposed) says so in its weights
+/// file, and `--predict` turns a picture to match: a picture predicted by the EMNIST model gets
+/// exactly the probabilities its transpose gets from the same weights trained from files of
+/// another name (the same pixels, seed and labels: the same weights, bit for bit).
+#[test]
+fn emnist_pictures_are_transposed_for_prediction() {
+    let temporary = scratch();
+    let dir = temporary.path();
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    let mut models = Vec::new();
+    for (folder, prefix) in [("emnist", "emnist-digits-"), ("plain", "")] {
+        let data = tiny_mnist_named(dir, folder, prefix);
+        let out = dir.join(format!("out-{folder}"));
+        let stdout =
+            run_ok(&["--quiet", "--out", &path(&out), "--data", &data, "--epochs", "1", "--threads", "1"]);
+        assert_eq!(stdout.contains("EMNIST"), !prefix.is_empty(), "{stdout}");
+        let model = out.join("model.safetensors");
+        let meta = backprop::io::read_metadata(&model).unwrap();
+        assert_eq!(meta["pixels_transposed"], (!prefix.is_empty()).to_string());
+        models.push(path(&model));
+    }
+    // A picture with nothing symmetric about it, and its transpose.
+    let picture = image::GrayImage::from_fn(28, 28, |x, y| image::Luma([((x * 9 + y * y) % 256) as u8]));
+    let transposed = image::GrayImage::from_fn(28, 28, |x, y| *picture.get_pixel(y, x));
+    let (a, b) = (dir.join("a.png"), dir.join("a-transposed.png"));
+    picture.save(&a).unwrap();
+    transposed.save(&b).unwrap();
+    let classes = |stdout: String| stdout.lines().skip(1).map(String::from).collect::<Vec<_>>();
+    let emnist = classes(run_ok(&["--predict", &path(&a), "--model", &models[0]]));
+    let plain_of_transpose = classes(run_ok(&["--predict", &path(&b), "--model", &models[1]]));
+    let plain = classes(run_ok(&["--predict", &path(&a), "--model", &models[1]]));
+    assert_eq!(emnist, plain_of_transpose);
+    assert_ne!(emnist, plain, "the picture is not symmetric: turning it must change something");
 }
 
 #[test]
@@ -74,9 +123,15 @@ fn a_model_files_metadata_is_checked_before_use() {
     let image = dir.join("digit.png");
     image::GrayImage::from_pixel(28, 28, image::Luma([200])).save(&image).unwrap();
     let model = Sequential::builder(&[1, 4, 4]).add(Flatten::new()).add(Dense::new(16, 2)).build().unwrap();
-    let good =
-        [("input_shape", "1,28,28"), ("classes", "10"), ("normalize_mean", "0.1"), ("normalize_std", "0.3")];
+    let good = [
+        ("input_shape", "1,28,28"),
+        ("classes", "10"),
+        ("normalize_mean", "0.1"),
+        ("normalize_std", "0.3"),
+        ("pixels_transposed", "false"),
+    ];
     for (field, bad, want) in [
+        ("pixels_transposed", "yes", "pixels_transposed"),
         ("input_shape", "1,100000,100000", "input_shape"),
         ("input_shape", "1,28", "input_shape"),
         ("classes", "10000000000", "classes"),

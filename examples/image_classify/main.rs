@@ -162,7 +162,16 @@ fn train_and_report(cli: &Cli) -> Result<()> {
              Run it optimised with: cargo run --release --example image_classify"
         );
     }
-    let (train, test) = load_mnist_folder_matching(&dir, cli.data_match.as_deref().unwrap_or(""))?;
+    let part = cli.data_match.as_deref().unwrap_or("");
+    let (train, test) = load_mnist_folder_matching(&dir, part)?;
+    // EMNIST stores every image transposed (its files keep NIST's column order); the model learns
+    // them so, and `--predict` must turn a picture the same way: the weights file says so.
+    let files = backprop::data::idx::find_mnist_files_matching(&dir, part)?;
+    let transposed =
+        files.train_images.file_name().is_some_and(|n| n.to_string_lossy().to_lowercase().contains("emnist"));
+    if transposed {
+        println!("EMNIST: its images are stored transposed; --predict will transpose a picture to match");
+    }
     let classes = train.num_classes().unwrap_or(0).max(test.num_classes().unwrap_or(0));
     println!(
         "data: {} training and {} test images of {:?} from {}, {classes} classes",
@@ -171,7 +180,7 @@ fn train_and_report(cli: &Cli) -> Result<()> {
         train.sample_shape(),
         dir.display()
     );
-    let data = pipeline::prepare(train, test)?;
+    let data = pipeline::prepare(train, test, transposed)?;
     println!(
         "preprocessing: pixels scaled to [0, 1], then normalised with the training set's mean {:.4} and std {:.4}; \
          training images randomly shifted by up to 2 pixels",
@@ -323,6 +332,7 @@ fn metadata(data: &Prepared, classes: usize) -> Vec<(&'static str, String)> {
         ("classes", classes.to_string()),
         ("normalize_mean", data.normalizer.mean[0].to_string()),
         ("normalize_std", data.normalizer.std[0].to_string()),
+        ("pixels_transposed", data.transposed.to_string()),
     ]
 }
 
@@ -358,6 +368,14 @@ fn predict(image: &Path, model_path: &Path) -> Result<()> {
     }
     let number = |k: &str| -> Result<f32> { field(k)?.parse().map_err(|_| bad(k, "is not a number")) };
     let (mean, std) = (number("normalize_mean")?, number("normalize_std")?);
+    // Absent from files written before it was recorded: those were trained on upright pictures.
+    let transposed = match meta.get("pixels_transposed").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(bad("pixels_transposed", &format!("must be true or false, got {other:?}")));
+        }
+    };
     if !(mean.is_finite() && std.is_finite() && std > 0.0) {
         return Err(bad(
             "normalize_std",
@@ -381,11 +399,20 @@ fn predict(image: &Path, model_path: &Path) -> Result<()> {
     model.load(model_path)?;
 
     let (h, w) = (shape[1], shape[2]);
-    let mut x = backprop::data::image_folder::load_image(
-        image,
-        (h, w),
-        backprop::data::image_folder::ColorMode::Gray,
-    )?;
+    let gray = backprop::data::image_folder::ColorMode::Gray;
+    let mut x = if transposed {
+        // Read upright at w × h, then transposed to the h × w the model learnt from (EMNIST).
+        let upright = backprop::data::image_folder::load_image(image, (w, h), gray)?;
+        let mut t = backprop::Tensor::zeros(&[1, h, w]);
+        for i in 0..h {
+            for j in 0..w {
+                t.data_mut()[i * w + j] = upright.data()[j * h + i];
+            }
+        }
+        t
+    } else {
+        backprop::data::image_folder::load_image(image, (h, w), gray)?
+    };
     // MNIST digits are light on dark; a dark digit on a light page is inverted to match.
     let inverted = x.mean() > 0.5;
     if inverted {
@@ -395,7 +422,12 @@ fn predict(image: &Path, model_path: &Path) -> Result<()> {
     Normalizer { mean: vec![mean], std: vec![std] }.apply(&mut x)?;
     let p = model.predict_proba(&x, 1)?;
     let best = p.argmax_axis(1)[0];
-    println!("{}: {}", image.display(), if inverted { "(inverted: dark on light)" } else { "" });
+    println!(
+        "{}: {}{}",
+        image.display(),
+        if inverted { "(inverted: dark on light)" } else { "" },
+        if transposed { " (transposed, as EMNIST stores its images)" } else { "" }
+    );
     let mut ranked: Vec<(usize, f32)> = p.data().iter().copied().enumerate().collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
     for (c, prob) in ranked.iter().take(3) {

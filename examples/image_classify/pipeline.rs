@@ -12,13 +12,15 @@ pub struct Prepared {
     pub test: Dataset,
     /// The statistics used (needed again to classify new images).
     pub normalizer: Normalizer,
+    /// Whether the images are stored transposed (EMNIST): a new picture must be turned to match.
+    pub transposed: bool,
 }
 
-pub fn prepare(mut train: Dataset, mut test: Dataset) -> Result<Prepared> {
+pub fn prepare(mut train: Dataset, mut test: Dataset, transposed: bool) -> Result<Prepared> {
     let normalizer = Normalizer::fit(train.inputs())?;
     normalizer.apply(train.inputs_mut())?;
     normalizer.apply(test.inputs_mut())?;
-    Ok(Prepared { train, test, normalizer })
+    Ok(Prepared { train, test, normalizer, transposed })
 }
 
 /// The most weights [`reference_cnn`]'s last layer may have (1 GiB of them): its input is every

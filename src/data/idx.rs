@@ -60,7 +60,9 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     if out.len() == 4 {
         (&mut gz).take(4 * u64::from(out[3])).read_to_end(&mut out).map_err(corrupt)?;
     }
-    let declared = declared_len(&out).unwrap_or(0);
+    // (None: no header, or sizes whose product overflows; `parse_idx` names which.)
+    let declaration = declared_len(&out);
+    let declared = declaration.unwrap_or(0);
     if declared > MAX_GZIP_IDX_BYTES {
         return Err(Error::format(
             path,
@@ -72,6 +74,14 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     }
     let header = out.len();
     match (&mut gz).take(declared as u64 + 1).read_to_end(&mut out) {
+        // (Read to one byte past the declaration only: how much more there is stays unknown.)
+        Ok(_) if declaration.is_some() && out.len() > header + declared => Err(Error::format(
+            path,
+            format!(
+                "the gzipped data go on past the {declared} bytes its header declares: not an IDX file, or a \
+                 damaged one"
+            ),
+        )),
         Ok(_) => Ok(out),
         // gzip(1) ignores zero bytes after the last member (tools that pad a file to a block
         // leave them): with the data complete, such padding is no error.
@@ -311,6 +321,9 @@ pub fn find_mnist_files_matching(dir: impl AsRef<Path>, part: &str) -> Result<Mn
     let part = part.to_lowercase();
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut found: [Vec<PathBuf>; 4] = Default::default();
+    // Label files of two dimensions (QMNIST's `*-labels-idx2-int`), which this loader does not
+    // read: named when the labels are missing, rather than passed over in silence.
+    let mut two_dimensional: [Vec<PathBuf>; 4] = Default::default();
     for entry in entries {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
         let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
@@ -324,6 +337,14 @@ pub fn find_mnist_files_matching(dir: impl AsRef<Path>, part: &str) -> Result<Mn
             (true, false, false, true) => 1,
             (false, true, true, false) => 2,
             (false, true, false, true) => 3,
+            (true, false, false, false) if name.contains("idx2") => {
+                two_dimensional[1].push(path);
+                continue;
+            }
+            (false, true, false, false) if name.contains("idx2") => {
+                two_dimensional[3].push(path);
+                continue;
+            }
             _ => continue,
         };
         found[slot].push(path);
@@ -343,6 +364,21 @@ pub fn find_mnist_files_matching(dir: impl AsRef<Path>, part: &str) -> Result<Mn
         paths.retain(|p| !is_gz_name(p) || !plain.iter().any(|q| p.with_extension("") == *q));
         match paths.len() {
             1 => Ok(paths.remove(0)),
+            0 if !two_dimensional[slot].is_empty() => {
+                let mut names: Vec<String> =
+                    two_dimensional[slot].iter().map(|p| p.display().to_string()).collect();
+                names.sort();
+                Err(Error::format(
+                    dir,
+                    format!(
+                        "no file{matching} for the {}; {} hold(s) labels of two dimensions (QMNIST's idx2 format, \
+                         several int32 columns per image), which this loader does not read: write the class \
+                         column as an idx1 file of unsigned bytes",
+                        roles[slot],
+                        names.join(", ")
+                    ),
+                ))
+            }
             0 => Err(Error::format(
                 dir,
                 format!(

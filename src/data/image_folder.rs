@@ -103,24 +103,33 @@ fn is_unread_image(path: &Path) -> bool {
 /// would otherwise be walked for ever).
 const MAX_DEPTH: usize = 32;
 
-/// The entries named like readable images in `dir` and, at any depth, its sub-folders, in sorted
-/// order within each folder; files named like pictures of another format go to `unread`.
-fn class_images(dir: &Path, depth: usize, images: &mut Vec<PathBuf>, unread: &mut Vec<String>) -> Result<()> {
+/// The entries named like readable images in `dir` and, at any depth, its sub-folders: each
+/// folder with its own images in sorted order, pushed to `folders` (in the order of the walk:
+/// [`image_folder_samples`] sorts the folders by path); files named like pictures of another
+/// format go to `unread`.
+fn class_images(
+    dir: &Path,
+    depth: usize,
+    folders: &mut Vec<(PathBuf, Vec<PathBuf>)>,
+    unread: &mut Vec<String>,
+) -> Result<()> {
     if depth > MAX_DEPTH {
         return Err(Error::format(
             dir,
             format!("more than {MAX_DEPTH} levels of folders below its class (a link that leads back up?)"),
         ));
     }
+    let mut images = Vec::new();
     for path in sorted_entries(dir)? {
         if is_image(&path) {
             images.push(path); // checked when read: a folder or a FIFO under such a name is an error
         } else if path.is_dir() {
-            class_images(&path, depth + 1, images, unread)?;
+            class_images(&path, depth + 1, folders, unread)?;
         } else if is_unread_image(&path) {
             unread.push(path.display().to_string());
         }
     }
+    folders.push((dir.to_path_buf(), images));
     Ok(())
 }
 
@@ -236,40 +245,78 @@ pub fn tensor_to_image(t: &Tensor) -> Result<image::DynamicImage> {
     Ok(img)
 }
 
-/// Loads `root/<class>/**/*.png|jpg|jpeg` as a classification data set, and the class names
-/// (the [module docs](self) give the rules for what is read).
-/// Needs the cargo feature `image` (`backprop = { version = "…", features = ["image"] }`).
+/// Image files, each with its class label, as [`image_folder_samples`] lists them.
+pub type LabelledFiles = Vec<(PathBuf, usize)>;
+
+/// The image files of `root/<class>/**/*.png|jpg|jpeg` with their labels, in the order
+/// [`load_image_folder`] reads them (its sample `i` is file `i` here), and the class names (the
+/// [module docs](self) give the rules for what is listed): torchvision's `ImageFolder.samples`.
 ///
-/// - `size` is `(height, width)`: every image is resized to it (aspect ratio not kept), giving
-///   inputs of shape `[N, C, height, width]` with `C` = 1 for [`ColorMode::Gray`] and 3 for
-///   [`ColorMode::Rgb`], values in `[0, 1]`;
-/// - the samples come back **in class order** (class 0's files by name, then class 1's, …), so
-///   split with [`Dataset::split_stratified`] or [`Dataset::split_shuffled`], never
-///   [`Dataset::split_at`] (which would give a test set of the last classes only);
-/// - the class names are the sub-folder names, sorted: `names[label]`.
-///
-/// `examples/image_folder.rs` loads a folder, splits it, trains a small CNN and predicts.
+/// The order is torchvision's: classes by sorted name; within a class, its folders by their
+/// paths sorted as strings (the class folder first, then `a.d/` before `b/`, `b-c/` before
+/// `b/x/`) and each folder's files by name — what `sorted(os.walk(class_dir))` and
+/// `sorted(fnames)` give.
 ///
 /// ```no_run
-/// use backprop::data::image_folder::{ColorMode, load_image_folder};
+/// use backprop::data::image_folder::image_folder_samples;
 /// # fn main() -> backprop::Result<()> {
-/// let (data, class_names) = load_image_folder("pictures/", (28, 28), ColorMode::Gray)?; // (height, width)
-/// let (train, test) = data.split_stratified(0.8, 42)?; // 80 % of every class to training
-/// # let _ = (train, test, class_names);
+/// let (files, class_names) = image_folder_samples("pictures/")?;
+/// let (first, label) = &files[0];
+/// println!("{} is a {}", first.display(), class_names[*label]);
 /// # Ok(()) }
 /// ```
 ///
 /// # Errors
-/// [`Error::Io`] if a folder cannot be listed; [`Error::Format`] if `root` holds no class folders
-/// or no images, if any image cannot be decoded, or if a class holds pictures in a format not
-/// read here (listing every such file).
-pub fn load_image_folder(
-    root: impl AsRef<Path>,
-    size: (usize, usize),
-    color: ColorMode,
-) -> Result<(Dataset, Vec<String>)> {
+/// [`Error::Io`] if a folder cannot be listed; [`Error::Format`] if `root` holds no class folders,
+/// if an entry of `root` is a link that leads nowhere, if a class holds pictures in a format not
+/// read here (listing every such file) or no image at all (naming every such class), or if
+/// folders nest deeper than 32 levels below a class.
+pub fn image_folder_samples(root: impl AsRef<Path>) -> Result<(LabelledFiles, Vec<String>)> {
     let root = root.as_ref();
-    check_size(root, size)?;
+    let walk = walk(root)?;
+    walk.refuse_unread_and_empty(root)?;
+    Ok((walk.files, walk.names))
+}
+
+/// What a walk of an image folder found: the files named like images with their labels, the class
+/// names, the files in formats not read here, and the classes without any image.
+struct Walk {
+    files: LabelledFiles,
+    names: Vec<String>,
+    unread: Vec<String>,
+    empty: Vec<String>,
+}
+
+impl Walk {
+    /// Pictures in formats not read here, and classes without an image, as errors listing each.
+    fn refuse_unread_and_empty(&self, root: &Path) -> Result<()> {
+        if !self.unread.is_empty() {
+            return Err(Error::format(
+                root,
+                format!(
+                    "{} picture(s) in a format this loader does not read (PNG and JPEG only): {} — convert them, \
+                     or move them out of the class folders",
+                    self.unread.len(),
+                    self.unread.join(", ")
+                ),
+            ));
+        }
+        if !self.empty.is_empty() {
+            return Err(Error::format(
+                root,
+                format!(
+                    "class folder(s) without any .png/.jpg/.jpeg image, sub-folders included: {} (an empty class would shift every later label)",
+                    self.empty.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Lists the classes of `root` and their files in torchvision's order (see
+/// [`image_folder_samples`]).
+fn walk(root: &Path) -> Result<Walk> {
     let mut classes = Vec::new();
     for entry in sorted_entries(root)? {
         // (`is_dir` is false for an entry it cannot follow: a broken link to a class folder would
@@ -290,36 +337,76 @@ pub fn load_image_folder(
     if classes.is_empty() {
         return Err(Error::format(root, "no class sub-folders (expected root/<class>/*.png)"));
     }
-    let per_image = checked_numel(&[color.channels(), size.0, size.1]).expect("bounded by MAX_SIZE");
-    let (mut data, mut labels, mut failures, mut empty) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut unread = Vec::new();
     let names =
         classes.iter().map(|c| c.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
+    let (mut files, mut unread, mut empty) = (Vec::new(), Vec::new(), Vec::new());
     for (label, dir) in classes.iter().enumerate() {
-        let before = labels.len();
-        let mut images = Vec::new();
-        class_images(dir, 0, &mut images, &mut unread)?;
-        for path in images {
-            if !path.is_file() {
-                failures.push(format!("{}: named like an image but not a readable file", path.display()));
-                continue;
-            }
-            match load_image(&path, size, color) {
-                Ok(t) => {
-                    data.try_reserve(per_image).map_err(|e| {
-                        Error::format(
-                            root,
-                            format!("not enough memory for {} images ({e})", labels.len() + 1),
-                        )
-                    })?;
-                    data.extend_from_slice(t.data());
-                    labels.push(label);
-                }
-                Err(e) => failures.push(e.to_string()),
-            }
-        }
-        if labels.len() == before {
+        let mut folders = Vec::new();
+        class_images(dir, 0, &mut folders, &mut unread)?;
+        // As strings, byte by byte (Python's order for UTF-8 names), not component by component
+        // as `Path`'s `Ord` compares: `b-c` sorts before `b/x` in `os.walk`'s order.
+        folders
+            .sort_by(|(a, _), (b, _)| a.as_os_str().as_encoded_bytes().cmp(b.as_os_str().as_encoded_bytes()));
+        let before = files.len();
+        files.extend(folders.into_iter().flat_map(|(_, images)| images).map(|path| (path, label)));
+        if files.len() == before {
             empty.push(dir.display().to_string());
+        }
+    }
+    Ok(Walk { files, names, unread, empty })
+}
+
+/// Loads `root/<class>/**/*.png|jpg|jpeg` as a classification data set, and the class names
+/// (the [module docs](self) give the rules for what is read).
+/// Needs the cargo feature `image` (`backprop = { version = "…", features = ["image"] }`).
+///
+/// - `size` is `(height, width)`: every image is resized to it (aspect ratio not kept), giving
+///   inputs of shape `[N, C, height, width]` with `C` = 1 for [`ColorMode::Gray`] and 3 for
+///   [`ColorMode::Rgb`], values in `[0, 1]`;
+/// - the samples come back **in class order**, in torchvision's order within a class
+///   ([`image_folder_samples`] lists the files: sample `i` is its file `i`), so split with
+///   [`Dataset::split_stratified`] or [`Dataset::split_shuffled`], never [`Dataset::split_at`]
+///   (which would give a test set of the last classes only);
+/// - the class names are the sub-folder names, sorted: `names[label]`.
+///
+/// `examples/image_folder.rs` loads a folder, splits it, trains a small CNN and predicts.
+///
+/// ```no_run
+/// use backprop::data::image_folder::{ColorMode, load_image_folder};
+/// # fn main() -> backprop::Result<()> {
+/// let (data, class_names) = load_image_folder("pictures/", (28, 28), ColorMode::Gray)?; // (height, width)
+/// let (train, test) = data.split_stratified(0.8, 42)?; // 80 % of every class to training
+/// # let _ = (train, test, class_names);
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// As [`image_folder_samples`], and [`Error::Format`] if any image cannot be decoded (listing
+/// every such file) and [`Error::InvalidArgument`] for a size outside `1..=`[`MAX_SIZE`].
+pub fn load_image_folder(
+    root: impl AsRef<Path>,
+    size: (usize, usize),
+    color: ColorMode,
+) -> Result<(Dataset, Vec<String>)> {
+    let root = root.as_ref();
+    check_size(root, size)?;
+    let walk = walk(root)?;
+    let per_image = checked_numel(&[color.channels(), size.0, size.1]).expect("bounded by MAX_SIZE");
+    let (mut data, mut labels, mut failures) = (Vec::new(), Vec::new(), Vec::new());
+    for (path, label) in &walk.files {
+        if !path.is_file() {
+            failures.push(format!("{}: named like an image but not a readable file", path.display()));
+            continue;
+        }
+        match load_image(path, size, color) {
+            Ok(t) => {
+                data.try_reserve(per_image).map_err(|e| {
+                    Error::format(root, format!("not enough memory for {} images ({e})", labels.len() + 1))
+                })?;
+                data.extend_from_slice(t.data());
+                labels.push(*label);
+            }
+            Err(e) => failures.push(e.to_string()),
         }
     }
     if !failures.is_empty() {
@@ -328,26 +415,7 @@ pub fn load_image_folder(
             format!("{} unreadable image(s): {}", failures.len(), failures.join("; ")),
         ));
     }
-    if !unread.is_empty() {
-        return Err(Error::format(
-            root,
-            format!(
-                "{} picture(s) in a format this loader does not read (PNG and JPEG only): {} — convert them, \
-                 or move them out of the class folders",
-                unread.len(),
-                unread.join(", ")
-            ),
-        ));
-    }
-    if !empty.is_empty() {
-        return Err(Error::format(
-            root,
-            format!(
-                "class folder(s) without any .png/.jpg/.jpeg image, sub-folders included: {} (an empty class would shift every later label)",
-                empty.join(", ")
-            ),
-        ));
-    }
+    walk.refuse_unread_and_empty(root)?;
     let x = Tensor::from_vec(&[labels.len(), color.channels(), size.0, size.1], data)?;
-    Ok((Dataset::classification(x, labels)?, names))
+    Ok((Dataset::classification(x, labels)?, walk.names))
 }

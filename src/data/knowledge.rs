@@ -463,8 +463,11 @@ fn bit(path: &Path, line: usize, v: &str) -> Result<bool> {
 
 /// Reads the CSV format: one row per student, one `0`/`1` column per item (all rows the same
 /// width), answered in column order. The first non-blank row is taken as a header when more than
-/// half of its fields are not `0`/`1` (`q1,q2,q3`, or numbered columns `0,1,2,…`); a row of
-/// answers with a stray value (`0,1,NA`) is an error naming its line, as it is further down.
+/// half of its fields are not `0`/`1` (`q1,q2,q3`), or when its fields number the columns in
+/// order, from 0 or from 1 (`0,1,2`, `1,2`: what `pandas.DataFrame.to_csv(index=False)` writes for
+/// unnamed columns) — except `0,1` on a two-column file, which is read as a student's answers (it
+/// is one); a row of answers with a stray value (`0,1,NA`) is an error naming its line, as it is
+/// further down.
 ///
 /// # Errors
 /// [`Error::Io`] if the file cannot be read; [`Error::Format`] naming the line for a row of
@@ -483,7 +486,10 @@ pub fn read_csv(path: impl AsRef<Path>) -> Result<Histories> {
         if std::mem::take(&mut first_row) {
             let (all, not_bits) =
                 fields(&line).fold((0, 0), |(a, n), c| (a + 1, n + usize::from(c != "0" && c != "1")));
-            if 2 * not_bits > all {
+            // Columns numbered in order from 0 or from 1 (any such row but `0,1` has a field that
+            // is not an answer; `0,1` itself stays one).
+            let numbered = |from: usize| fields(&line).enumerate().all(|(i, c)| c.parse() == Ok(from + i));
+            if 2 * not_bits > all || (not_bits > 0 && (numbered(0) || numbered(1))) {
                 continue; // a header
             }
         }
@@ -672,26 +678,30 @@ pub fn read(path: impl AsRef<Path>, format: Option<Format>) -> Result<Histories>
     }
 }
 
-/// Reads an item → concept map: one `item,concept` pair of whole numbers per line (a first line
-/// that is not two numbers is a header), both at most [`MAX_ITEM_ID`]. Items not listed get no
-/// concept (`None`); an item listed twice is an error.
+/// Reads an item → concept map: one `item,concept` pair of whole numbers per line (the first
+/// non-blank line is a header when none of its fields is a number), both at most
+/// [`MAX_ITEM_ID`]. Items not listed get no concept (`None`); an item listed twice is an error,
+/// and so is a line of another shape (`5,3,7`: one concept per item), the first one included.
 ///
 /// # Errors
 /// [`Error::Io`] if the file cannot be read; [`Error::Format`] naming the line for anything else.
 pub fn read_concepts(path: impl AsRef<Path>) -> Result<Vec<Option<usize>>> {
     let path = path.as_ref();
     let mut map: Vec<Option<usize>> = Vec::new();
+    let mut first_line = true;
     for line in lines(path)? {
         let (number, line) = line?;
         if fields(&line).next().is_none() {
             continue;
+        }
+        if std::mem::take(&mut first_line) && fields(&line).take(3).all(|c| c.parse::<u128>().is_err()) {
+            continue; // a header: `item,concept`, `question_id,skill_id`
         }
         // At most three fields looked at: two numbers, and whether there is more.
         let parsed: Vec<Option<usize>> =
             fields(&line).take(3).map(|c| c.parse::<usize>().ok().filter(|&v| v <= MAX_ITEM_ID)).collect();
         let (item, concept) = match parsed.as_slice() {
             [Some(i), Some(c)] => (*i, *c),
-            _ if number == 1 => continue, // a header
             _ => {
                 return Err(Error::format(
                     path,
