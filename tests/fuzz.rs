@@ -862,8 +862,8 @@ fn knowledge_and_settings(t: &mut Tally, cases: usize) {
                     }
                     3 => {
                         let s = [
-                            Schedule::step(n.min(1000), a as f32).is_ok(),
-                            Schedule::exponential(b as f32).is_ok(),
+                            Schedule::step(n.min(1000), a).is_ok(),
+                            Schedule::exponential(b).is_ok(),
                             Schedule::cosine(m.min(1000), c as f32).is_ok(),
                             Schedule::constant().with_warmup(n.min(1000), a as f32).is_ok(),
                         ];
