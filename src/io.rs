@@ -133,13 +133,13 @@ impl Entries {
         self.0.insert(name.to_string(), Entry { dtype: Dtype::I64, shape: vec![], bytes });
     }
 
-    /// [`checksum`](crate::train::checkpoint::checksum) of these tensors and `metadata`.
+    /// [`checksum`] of these tensors and `metadata`.
     pub(crate) fn checksum(&self, metadata: &HashMap<String, String>) -> u32 {
         let views = self
             .0
             .iter()
             .map(|(n, e)| (n.as_str(), format!("{:?}", e.dtype), e.shape.as_slice(), e.bytes.as_slice()));
-        crate::train::checkpoint::checksum(views, metadata)
+        checksum(views, metadata)
     }
 
     /// The file's bytes, with `metadata` in its header.
@@ -733,4 +733,31 @@ pub fn read_metadata(path: impl AsRef<Path>) -> Result<HashMap<String, String>> 
     let (_, meta) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| Error::format(path, format!("not a valid safetensors file ({e})")))?;
     Ok(meta.metadata().clone().unwrap_or_default())
+}
+
+/// The CRC-32 of a checkpoint's contents: every tensor's name, dtype, shape and bytes in name
+/// order, then every metadata pair but the checksum in key order. Stored as `checksum` metadata,
+/// so that a damaged file (a flipped bit in a weight, an edited epoch) is refused.
+pub(crate) fn checksum<'t>(
+    tensors: impl Iterator<Item = (&'t str, String, &'t [usize], &'t [u8])>,
+    metadata: &HashMap<String, String>,
+) -> u32 {
+    let mut crc = flate2::Crc::new();
+    for (name, dtype, shape, bytes) in tensors {
+        crc.update(name.as_bytes());
+        crc.update(dtype.as_bytes());
+        for d in shape {
+            crc.update(&(*d as u64).to_le_bytes());
+        }
+        crc.update(bytes);
+    }
+    let mut keys: Vec<&String> = metadata.keys().filter(|k| *k != "checksum").collect();
+    keys.sort();
+    for k in keys {
+        crc.update(k.as_bytes());
+        crc.update(&[0]);
+        crc.update(metadata[k].as_bytes());
+        crc.update(&[0]);
+    }
+    crc.sum()
 }

@@ -9,6 +9,8 @@ use backprop::privacy::{DpOptions, DpSgd};
 use backprop::train::{Checkpoint, Checkpoints, History, Step};
 use std::path::Path;
 
+mod common;
+
 fn data(seed: u64) -> Dataset {
     let x = Tensor::rand_uniform(&[90, 4], -1.0, 1.0, seed);
     let labels =
@@ -468,4 +470,47 @@ fn fit_refuses_to_shuffle_the_batches_of_a_stateful_layer() {
     let e = e.unwrap_err().to_string();
     assert!(e.contains("0.carried_state") && e.contains("shuffle(false)"), "{e}");
     assert_eq!(model.state_dict(), before);
+}
+
+/// A checkpoint (resealed, so its checksum holds) whose optimizer state names a parameter the
+/// model does not have is refused before the weights, the optimizer or a DP-SGD step change:
+/// the buffers are checked inside the restore, and the step's state is loaded last (the check
+/// had run after the restore, which had overwritten the weights by then).
+#[test]
+fn an_optimizer_state_of_another_model_is_refused_before_anything_changes() {
+    let train = data(7);
+    let dir = tempfile::tempdir().unwrap();
+    let loss = CrossEntropyLoss::new();
+    let dp =
+        DpOptions { sample_rate: 0.25, noise_multiplier: 1.1, clip: 1.0, delta: 1e-5, seed: 3, epochs: 1 };
+    let keep = Checkpoints::in_dir(dir.path());
+    let mut step = DpSgd::new(&dp, train.len()).unwrap();
+    let o = FitOptions::new().seed(5).verbose(false).epochs(2).step(&mut step).checkpoints(keep.clone());
+    model().fit(&train, &loss, &mut Adam::new(0.01), o).unwrap();
+    // The same file with one more moment, for a parameter named "ghost".
+    let bytes = std::fs::read(keep.last_path()).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    let ghost = [0u8; 8];
+    let mut tensors = file.tensors();
+    tensors.push((
+        "optimizer.exp_avg.ghost".into(),
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], &ghost).unwrap(),
+    ));
+    let edited = common::resealed(&safetensors::serialize(tensors, Some(meta.clone())).unwrap(), meta);
+    let checkpoint = Checkpoint::from_bytes(edited, "edited.safetensors").unwrap();
+
+    let mut fresh = model_seeded(11);
+    let (before, mut opt) = (fresh.state_dict(), Adam::new(0.01));
+    let mut step = DpSgd::new(&dp, train.len()).unwrap();
+    let steps_before = (step.steps(), step.save_state());
+    let o = FitOptions::new().seed(5).verbose(false).epochs(4).step(&mut step).resume(&checkpoint);
+    let e = fresh.fit(&train, &loss, &mut opt, o).unwrap_err().to_string();
+    assert!(e.contains("ghost") && e.contains("edited.safetensors"), "{e}");
+    assert_eq!(fresh.state_dict(), before, "the weights are as they were");
+    let mut state = OptimizerState::default();
+    opt.save_state(&mut state);
+    assert_eq!(state, OptimizerState::default(), "the optimizer holds no moments");
+    assert_eq!((step.steps(), step.save_state()), steps_before, "the step's generators and count");
 }

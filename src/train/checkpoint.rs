@@ -173,7 +173,7 @@ impl Checkpoint {
                     .iter()
                     .map(|(n, v)| (n.as_str(), format!("{:?}", v.dtype()), v.shape(), v.data()))
                     .collect();
-                let sum = format!("{:08x}", checksum(views.into_iter(), &meta));
+                let sum = format!("{:08x}", crate::io::checksum(views.into_iter(), &meta));
                 match meta.get("checksum") {
                     Some(stored) if *stored == sum => {}
                     Some(stored) => {
@@ -347,8 +347,11 @@ impl Checkpoint {
         if let Err(e) = optimizer.load_state(&optimizer_state) {
             return undo(model, optimizer, bad(super::detail(&e)));
         }
-        if let Err(e) = step.load_state(&p.step_state) {
-            return undo(model, optimizer, bad(format!("the step's state: {}", super::detail(&e))));
+        // The optimizer's buffers against the model's parameters (names and shapes): a file of
+        // another model, whose moments would otherwise be found out by `fit` after this restore
+        // had overwritten the weights.
+        if let Err(e) = super::check_optimizer_fits(&*model, &*optimizer, "resume") {
+            return undo(model, optimizer, bad(super::detail(&e)));
         }
         let carried = match self.carried_states() {
             Ok(c) => c,
@@ -365,6 +368,11 @@ impl Checkpoint {
                 "a carried state {name:?}, which this model does not have: another architecture"
             ));
             return undo(model, optimizer, e);
+        }
+        // The step's state last of what can fail (its own load is all or nothing): a refusal
+        // before it leaves a DP-SGD step's generators and step count as they were.
+        if let Err(e) = step.load_state(&p.step_state) {
+            return undo(model, optimizer, bad(format!("the step's state: {}", super::detail(&e))));
         }
         model.visit_mut(&mut |name, s| match s {
             StateMut::Rng(r) => *r = stored[name].clone(), // (every name is there: checked above)
@@ -446,33 +454,6 @@ impl Capture<'_> {
         metadata.insert("checksum".into(), format!("{sum:08x}"));
         entries.serialize(metadata)
     }
-}
-
-/// The CRC-32 of a checkpoint's contents: every tensor's name, dtype, shape and bytes in name
-/// order, then every metadata pair but the checksum in key order. Stored as `checksum` metadata,
-/// so that a damaged file (a flipped bit in a weight, an edited epoch) is refused.
-pub(crate) fn checksum<'t>(
-    tensors: impl Iterator<Item = (&'t str, String, &'t [usize], &'t [u8])>,
-    metadata: &HashMap<String, String>,
-) -> u32 {
-    let mut crc = flate2::Crc::new();
-    for (name, dtype, shape, bytes) in tensors {
-        crc.update(name.as_bytes());
-        crc.update(dtype.as_bytes());
-        for d in shape {
-            crc.update(&(*d as u64).to_le_bytes());
-        }
-        crc.update(bytes);
-    }
-    let mut keys: Vec<&String> = metadata.keys().filter(|k| *k != "checksum").collect();
-    keys.sort();
-    for k in keys {
-        crc.update(k.as_bytes());
-        crc.update(&[0]);
-        crc.update(metadata[k].as_bytes());
-        crc.update(&[0]);
-    }
-    crc.sum()
 }
 
 /// `"Adam"` of `"Adam(lr=0.001)"`.
