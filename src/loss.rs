@@ -166,7 +166,8 @@ fn row_classes(name: &str, shape: &[usize], target: Target<'_>) -> Result<Vec<Op
 
 // -------------------------------------------------------------------------------------- MSE
 
-/// Mean squared error, `L = (1/K) Σ (z − t)²`, `dL/dz = 2(z − t)/K`.
+/// Mean squared error, `L = (1/K) Σ (z − t)²`, `dL/dz = 2(z − t)/K`. No values at all (`K = 0`)
+/// give a loss of 0 (PyTorch's `mse_loss`: NaN, 0/0).
 ///
 /// ```
 /// use backprop::loss::{Loss, MseLoss};

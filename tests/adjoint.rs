@@ -105,6 +105,33 @@ fn nonlinear_layers_are_transposes_of_their_jacobians() {
     check("Residual", &mut Residual::new(body), &x, Mode::Eval, false);
 }
 
+/// The attention chapter's layers (§13), on `[N, T, E]` sequences. (The layers that read token
+/// ids — `Embedding`, `DecoderOnly` — have no input gradient to test.)
+#[test]
+fn attention_layers_are_transposes_of_their_jacobians() {
+    let seq = Tensor::randn(&[2, 5, 8], 0.0, 1.0, 21);
+    check("LayerNorm", &mut LayerNorm::new(8), &seq, Mode::Eval, false);
+    check("MultiHeadAttention", &mut MultiHeadAttention::new(8, 2).seed(9), &seq, Mode::Eval, false);
+    check(
+        "MultiHeadAttention (causal)",
+        &mut MultiHeadAttention::new(8, 2).causal().seed(10),
+        &seq,
+        Mode::Eval,
+        false,
+    );
+    let post = &mut TransformerEncoderLayer::new(8, 2, 16).seed(11);
+    check("TransformerEncoderLayer (post-LN, ReLU)", post, &seq, Mode::Eval, false);
+    let pre = &mut TransformerEncoderLayer::new(8, 2, 16)
+        .norm_first()
+        .activation(FeedForwardActivation::Gelu)
+        .causal()
+        .seed(12);
+    check("TransformerEncoderLayer (pre-LN, GELU, causal)", pre, &seq, Mode::Eval, false);
+    // Adding a table of positions is affine: J·v = f(x + v) − f(x) exactly.
+    check("SinusoidalPositions", &mut SinusoidalPositions::new(8), &seq, Mode::Eval, true);
+    check("PositionEmbedding", &mut PositionEmbedding::new(5, 8), &seq, Mode::Eval, true);
+}
+
 #[test]
 fn a_wrong_transpose_fails_the_test() {
     // A dense layer whose backward pairs each output's gradient with the wrong row of W (the

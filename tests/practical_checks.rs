@@ -20,7 +20,9 @@ fn the_four_checks_say_what_the_chapter_says() {
     let (before, after) = checks::gradient_check_during_training(&train, 2);
     assert!(before < 0.05 && after < 0.05, "{before} {after}");
     // 4. The training loss rises with the weight decay, back towards ln 10 at λ = 1.
-    let sweep = checks::regularisation_sweep(&train, &test, &[0.0, 0.1, 1.0]);
-    assert!(sweep[0].1 < sweep[1].1 && sweep[1].1 < sweep[2].1, "{sweep:?}");
-    assert!(sweep[2].1 > 1.5 && sweep[0].2 > 0.8 && sweep[2].2 < 0.7, "{sweep:?}");
+    //    A little (λ = 0.01) costs no test accuracy (within 2 points: 500 test images).
+    let sweep = checks::regularisation_sweep(&train, &test, &[0.0, 0.01, 0.1, 1.0]);
+    assert!(sweep.windows(2).all(|w| w[0].1 < w[1].1), "{sweep:?}");
+    assert!(sweep[3].1 > 1.5 && sweep[0].2 > 0.8 && sweep[3].2 < 0.7, "{sweep:?}");
+    assert!(sweep[1].2 >= sweep[0].2 - 0.02, "{sweep:?}");
 }

@@ -31,3 +31,47 @@ fn one_causal_head_by_hand() {
         .unwrap();
     close("dX", dx.data(), &[0.486637, -0.173840, 0.513363, -0.982559]);
 }
+
+/// Every line of §13's worked numbers — `S`, `P`, `O`, `dV`, `dP`, `dS`, `dQ`, `dK`, `dX` —
+/// recomputed in `f64` as the chapter writes them (the crate's layer gives `P`, `O` and `dX` above).
+#[test]
+#[allow(clippy::approx_constant)] // the chapter's printed digits (1/√2, √2), compared as printed
+fn every_line_of_the_worked_head() {
+    type M = [[f64; 2]; 2];
+    let near = |what: &str, got: M, want: M| {
+        for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+            assert!((g - w).abs() <= 6e-7, "{what}: {got:?} vs the chapter's {want:?}");
+        }
+    };
+    let mul = |a: M, b: M| -> M {
+        std::array::from_fn(|i| std::array::from_fn(|j| a[i][0] * b[0][j] + a[i][1] * b[1][j]))
+    };
+    let t = |a: M| -> M { [[a[0][0], a[1][0]], [a[0][1], a[1][1]]] };
+    let scale = |a: M, s: f64| -> M { a.map(|r| r.map(|v| v * s)) };
+    let r2 = 2f64.sqrt();
+    let x: M = [[1.0, 0.0], [1.0, 1.0]];
+    let (q, k, v) = (x, x, x);
+    let s = scale(mul(q, t(k)), 1.0 / r2);
+    near("S", s, [[0.707107, 0.707107], [0.707107, 1.414214]]);
+    // Causal: row 0 sees key 0 only; row 1 both.
+    let e = (s[1][0].exp(), s[1][1].exp());
+    let p: M = [[1.0, 0.0], [e.0 / (e.0 + e.1), e.1 / (e.0 + e.1)]];
+    near("P", p, [[1.0, 0.0], [0.330238, 0.669762]]);
+    near("O", mul(p, v), [[1.0, 0.0], [1.0, 0.669762]]);
+    let d_o: M = [[0.0, 0.0], [1.0, -1.0]];
+    near("dV", mul(t(p), d_o), [[0.330238, -0.330238], [0.669762, -0.669762]]);
+    let dp = mul(d_o, t(v));
+    near("dP", dp, [[0.0, 0.0], [1.0, 0.0]]);
+    let ds: M = std::array::from_fn(|i| {
+        let row: f64 = (0..2).map(|j| p[i][j] * dp[i][j]).sum();
+        std::array::from_fn(|j| p[i][j] * (dp[i][j] - row))
+    });
+    near("dS", ds, [[0.0, 0.0], [0.221181, -0.221181]]);
+    let dq = scale(mul(ds, k), 1.0 / r2);
+    let dk = scale(mul(t(ds), q), 1.0 / r2);
+    near("dQ", dq, [[0.0, 0.0], [0.0, -0.156399]]);
+    near("dK", dk, [[0.156399, 0.156399], [-0.156399, -0.156399]]);
+    let dv = mul(t(p), d_o);
+    let dx: M = std::array::from_fn(|i| std::array::from_fn(|j| dq[i][j] + dk[i][j] + dv[i][j]));
+    near("dX", dx, [[0.486637, -0.173840], [0.513363, -0.982559]]);
+}

@@ -5,7 +5,7 @@
 //! encoder's inference).
 //!
 //! Instead, `Kᵀ` is laid out once per head (`d` rows of `T_k` values, a few kilobytes), and each
-//! block of four (AVX-512) or six (AVX2) queries is multiplied straight from `Q`'s rows: query values broadcast, a
+//! block of six queries (on AVX-512 and AVX2 alike) is multiplied straight from `Q`'s rows: query values broadcast, a
 //! register of keys per lane group, several registers of keys at a time — each score a chain of
 //! fused multiply-adds over `p = 0 … d − 1` in order, then scaled by `1/√d`, as
 //! `matrixmultiply`'s kernel does. The scores of keys a block of queries may not see (beyond the

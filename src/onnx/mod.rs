@@ -13,7 +13,7 @@
 //! | `GlobalAvgPool` | `GlobalAveragePool` then `Flatten` (the layer's output is `[N, C]`) |
 //! | `Flatten` | `Flatten` (axis 1) |
 //! | `Relu`, `Sigmoid`, `Tanh`, `LeakyRelu` | the operator of the same name |
-//! | `Softmax`, `LogSoftmax` | the same, over axis 1 (the feature axis) |
+//! | `Softmax`, `LogSoftmax` | the same, over axis 1 (the feature axis), or axis −1 for the `last_axis()` forms |
 //! | `Gelu` | its formula: `x·½(1 + erf(x/√2))`, or the tanh form (opset 17 has no `Gelu`) |
 //! | `Dropout` | `Identity` (inference) |
 //! | `BatchNorm1d`, `BatchNorm2d` | `BatchNormalization` with the running statistics |

@@ -318,6 +318,11 @@ pub fn zero_grad(params: &mut [(String, &mut Param)]) {
 /// the norm before clipping (as PyTorch's `clip_grad_norm_`: scale = `max_norm / (norm + 1e-6)`
 /// when that is below 1).
 ///
+/// Two edges differ from PyTorch's: a gradient that is not finite makes every gradient NaN
+/// (PyTorch's scale of 0 or NaN leaves finite and NaN gradients mixed), and finite gradients whose
+/// norm overflows `f32` are clipped by their norm taken in `f64` (PyTorch's `f32` norm is ∞, and
+/// it zeroes every gradient); the norm returned is then ∞.
+///
 /// ```
 /// use backprop::layers::Param;
 /// use backprop::optim::clip_grad_norm;

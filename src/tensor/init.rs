@@ -32,7 +32,9 @@ pub enum Init {
     /// `U(−√(3 / fan_in), √(3 / fan_in))`: LeCun's uniform initialiser (variance `1 / fan_in`).
     LeCunUniform,
     /// `U(−1/√fan_in, 1/√fan_in)`: what PyTorch's `nn.Linear` and `nn.Conv2d` draw by default
-    /// (Kaiming-uniform with `a = √5`; variance `1 / (3·fan_in)`), for weights and biases alike.
+    /// for their weights (Kaiming-uniform with `a = √5`; variance `1 / (3·fan_in)`), and for their
+    /// biases too — but a layer of this crate given it draws its weights so and still starts its
+    /// bias at zero (`docs/pytorch.md`, "Initial biases").
     TorchDefault,
     /// `N(mean, std²)`.
     Normal {
