@@ -73,6 +73,18 @@ fn zero_padding_after_a_gzip_file_is_ignored() {
     let msg = format_message(read_labels(&long));
     assert!(msg.contains("long.gz") && msg.contains("go on past the 2 bytes"), "{msg}");
     assert!(!msg.contains("1 unexpected"), "{msg}");
+    // Gzipped files of another element type (QMNIST's int32 labels), of no dimensions or of
+    // another magic number are named for what they are, not for their length.
+    for (name, raw, want) in [
+        ("int.gz", vec![0u8, 0, 0x0C, 1, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 7], "element type 0x0c"),
+        ("nodims.gz", vec![0, 0, 8, 0, 1, 2], "0 dimensions"),
+        ("magic.gz", vec![1, 2, 8, 1, 0, 0, 0, 1, 5, 6], "magic number"),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, gzip(&raw)).unwrap();
+        let msg = format_message(read_labels(&path));
+        assert!(msg.contains(want), "{name}: {msg}");
+    }
     let short = dir.join("short.gz"); // declares 5 labels, holds 3
     std::fs::write(&short, [gzip(&[0, 0, 8, 1, 0, 0, 0, 5, 1, 2, 3]), vec![0; 64]].concat()).unwrap();
     let msg = format_message(read_labels(&short));

@@ -60,8 +60,11 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     if out.len() == 4 {
         (&mut gz).take(4 * u64::from(out[3])).read_to_end(&mut out).map_err(corrupt)?;
     }
-    // (None: no header, or sizes whose product overflows; `parse_idx` names which.)
-    let declaration = declared_len(&out);
+    // (None: no header of unsigned bytes with at least one dimension, or sizes whose product
+    // overflows; `parse_idx` names which: a declaration counts elements, which are bytes for the
+    // one type read here only.)
+    let ubyte_header = out.len() >= 4 && out[..3] == [0, 0, UBYTE] && out[3] >= 1;
+    let declaration = declared_len(&out).filter(|_| ubyte_header);
     let declared = declaration.unwrap_or(0);
     if declared > MAX_GZIP_IDX_BYTES {
         return Err(Error::format(

@@ -250,12 +250,17 @@ pub type LabelledFiles = Vec<(PathBuf, usize)>;
 
 /// The image files of `root/<class>/**/*.png|jpg|jpeg` with their labels, in the order
 /// [`load_image_folder`] reads them (its sample `i` is file `i` here), and the class names (the
-/// [module docs](self) give the rules for what is listed): torchvision's `ImageFolder.samples`.
+/// [module docs](self) give the rules for what is listed), as torchvision's `ImageFolder.samples`
+/// lists a folder's files.
 ///
 /// The order is torchvision's: classes by sorted name; within a class, its folders by their
 /// paths sorted as strings (the class folder first, then `a.d/` before `b/`, `b-c/` before
-/// `b/x/`) and each folder's files by name — what `sorted(os.walk(class_dir))` and
-/// `sorted(fnames)` give.
+/// `b/x/`; for UTF-8 names) and each folder's files by name — what `sorted(os.walk(class_dir))`
+/// and `sorted(fnames)` give. The set of files differs where the rules do: this loader reads
+/// `.jpe` and `.jfif` files, which torchvision skips; it ignores hidden entries (names starting
+/// with `.`), which torchvision lists; and a `.bmp`, `.ppm`, `.pgm`, `.tif`, `.tiff` or `.webp`
+/// picture, which torchvision reads, is an error here. On a folder without those, sample `i` is
+/// the same file in both.
 ///
 /// ```no_run
 /// use backprop::data::image_folder::image_folder_samples;

@@ -13,10 +13,11 @@
 //! As in PyTorch, cosine annealing is periodic: past `T` the rate climbs back up (it reaches `η₀`
 //! again at `2T`), so set `T` to the length of training.
 //!
-//! The decay factors `γ` are `f64`, as PyTorch's are Python floats, and the rates are computed in
-//! `f64` and rounded to `f32` once: a `γ` rounded to `f32` (0.9999 is 0.99989998…) would take the
-//! rate away from PyTorch's by `t` times that rounding, 3·10⁻⁴ of it after 20,000 steps of a decay
-//! applied per batch.
+//! The decay factors `γ` are `f64`, as PyTorch's are Python floats, and the decays' rates are
+//! computed in `f64` and rounded to `f32` once: a `γ` rounded to `f32` (0.9999 is 0.99989998…)
+//! would take the rate away from PyTorch's by `t` times that rounding, 3·10⁻⁴ of it after 20,000
+//! steps of a decay applied per batch. (The other settings — cosine's `η_min`, warm-up's start
+//! factor — are `f32`: the closed forms use each once, so they stay within a rounding of PyTorch's.)
 
 use crate::error::{Error, Result};
 
