@@ -173,8 +173,9 @@ pub fn roc_auc(scores: &[f32], labels: &[bool]) -> Option<f64> {
 }
 
 /// Mean binary log-loss `−(1/n) Σ [y·ln p + (1 − y)·ln(1 − p)]`, with `p` clipped to
-/// `[1e-7, 1 − 1e-7]` so that a confident mistake costs a large but finite amount (0 for empty
-/// input, as [`accuracy`]).
+/// `[ε, 1 − ε]`, `ε = f32::EPSILON` (2⁻²³), so that a confident mistake costs a large but finite
+/// amount — scikit-learn's `log_loss` on `float32` predictions, which clips at that type's
+/// epsilon (0 for empty input, as [`accuracy`]).
 ///
 /// # Panics
 /// If the slices differ in length, or a probability is NaN (as [`roc_auc`] and
@@ -190,22 +191,24 @@ pub fn log_loss(probabilities: &[f32], labels: &[bool]) -> f64 {
         .iter()
         .zip(labels)
         .map(|(&p, &y)| {
-            let p = (p as f64).clamp(1e-7, 1.0 - 1e-7);
+            let eps = f64::from(f32::EPSILON);
+            let p = (p as f64).clamp(eps, 1.0 - eps);
             if y { -p.ln() } else { -(1.0 - p).ln() }
         })
         .sum();
     total / probabilities.len().max(1) as f64
 }
 
-/// Fraction of `probabilities` on the right side of ½ (`p ≥ ½` predicts `true`; 0 for empty
-/// input, as [`accuracy`]).
+/// Fraction of `probabilities` on the right side of ½ (`p > ½` predicts `true`, as Keras's
+/// `binary_accuracy` and torchmetrics' `BinaryAccuracy` threshold; 0 for empty input, as
+/// [`accuracy`]).
 ///
 /// # Panics
 /// If the slices differ in length or a probability is NaN or outside `[0, 1]` (as [`log_loss`]).
 pub fn binary_accuracy(probabilities: &[f32], labels: &[bool]) -> f64 {
     assert_eq!(probabilities.len(), labels.len(), "binary_accuracy: lengths differ");
     check_probabilities("binary_accuracy", probabilities);
-    let right = probabilities.iter().zip(labels).filter(|&(&p, &y)| (p >= 0.5) == y).count();
+    let right = probabilities.iter().zip(labels).filter(|&(&p, &y)| (p > 0.5) == y).count();
     right as f64 / probabilities.len().max(1) as f64
 }
 

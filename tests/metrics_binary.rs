@@ -44,8 +44,10 @@ fn auc_equals_the_pairwise_definition() {
 fn log_loss_and_accuracy_by_hand() {
     let p = [0.9f32, 0.2, 0.5, 1.0];
     let y = [true, false, true, false];
-    // −(ln 0.9 + ln 0.8 + ln 0.5 + ln 1e-7) / 4
-    let want = -((0.9f64).ln() + (0.8f64).ln() + (0.5f64).ln() + (1e-7f64).ln()) / 4.0;
+    // −(ln 0.9 + ln 0.8 + ln 0.5 + ln ε) / 4, the last p clipped to 1 − ε with ε = 2⁻²³ (as
+    // scikit-learn clips float32 predictions).
+    let want = -((0.9f64).ln() + (0.8f64).ln() + (0.5f64).ln() + (f32::EPSILON as f64).ln()) / 4.0;
     assert!((log_loss(&p, &y) - want).abs() < 1e-6, "{}", log_loss(&p, &y));
-    assert_eq!(binary_accuracy(&p, &y), 0.75);
+    // p = ½ predicts false (Keras's and torchmetrics' `p > threshold`): right on 0.9 and 0.2.
+    assert_eq!(binary_accuracy(&p, &y), 0.5);
 }

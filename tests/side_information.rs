@@ -162,3 +162,36 @@ fn bucketed_batches_group_similar_lengths() {
     let e = step.check(&mut model, &no_lengths, &options).unwrap_err().to_string();
     assert!(e.contains("no sequence lengths"), "{e}");
 }
+
+/// With `drop_last`, the samples an epoch leaves out are drawn at random (the last ones in order
+/// without shuffling), not the tail of the order by length: that had left the longest sequences
+/// out of every epoch, whatever the seed.
+#[test]
+fn bucketed_batches_drop_other_samples_each_epoch() {
+    use backprop::train::step::{Bucketed, Step};
+    let lengths = vec![4, 1, 3, 1, 4, 2];
+    let data = Dataset::regression(Tensor::zeros(&[6, 4, 1]), Tensor::zeros(&[6, 1]))
+        .unwrap()
+        .with_lengths(lengths.clone())
+        .unwrap();
+    let mut step = Bucketed::by_lengths_of("input");
+    let mut model = Sequential::new().add(Lstm::new(1, 2).last_step_only()).add(Dense::new(2, 1));
+    let options = FitOptions::new().batch_size(4).drop_last(true);
+    step.check(&mut model, &data, &options).unwrap();
+    let mut r = backprop::tensor::rng(3);
+    let mut trained = [0usize; 6];
+    for _ in 0..60 {
+        let batches = step.batches(6, &options, &mut r);
+        assert_eq!(batches.len(), 1);
+        let b = &batches[0];
+        assert_eq!(b.len(), 4, "full batches only");
+        assert!(b.windows(2).all(|w| lengths[w[0]] <= lengths[w[1]]), "sorted by length: {b:?}");
+        b.iter().for_each(|&i| trained[i] += 1);
+    }
+    assert!(trained.iter().all(|&t| t >= 10), "every sample, the longest included, trains: {trained:?}");
+    // In order, the last samples are left out, as a plain epoch leaves them.
+    let in_order = FitOptions::new().batch_size(4).drop_last(true).shuffle(false);
+    let mut kept = step.batches(6, &in_order, &mut r).concat();
+    kept.sort_unstable();
+    assert_eq!(kept, [0, 1, 2, 3]);
+}

@@ -335,8 +335,11 @@ impl Dataset {
 
     /// Splits a classification set so that each class is divided in the same proportion: the
     /// first set gets `fraction` of every class (rounded so that the sizes add up to
-    /// `round(fraction · N)`), drawn at random (seeded); both sets come back in random order.
-    /// What scikit-learn's `train_test_split(…, stratify=y)` does.
+    /// `round(fraction · N)`; classes whose shares tie for a sample left over by the rounding
+    /// get it at random), drawn at random (seeded); both sets come back in random order.
+    /// scikit-learn's `train_test_split(…, stratify=y)` does the same but for two details: it
+    /// floors the first set's size (`train_size`) where this rounds it, and it refuses a class of
+    /// one sample, which goes here to the set its rounding gives.
     ///
     /// ```
     /// use backprop::prelude::*;
@@ -424,13 +427,19 @@ impl Dataset {
         let ideal: Vec<f64> = classes.iter().map(|m| fraction * m.len() as f64).collect();
         let mut take: Vec<usize> = ideal.iter().map(|x| x.floor() as usize).collect();
         let total = (fraction * labels.len() as f64).round() as usize;
+        // Ties broken at random (a stable sort of a shuffled order): in class order, the classes
+        // of low ids would get every extra sample, whatever the seed.
+        let mut r = crate::tensor::rng(seed);
         let mut by_remainder: Vec<usize> = (0..classes.len()).collect();
+        {
+            use rand::seq::SliceRandom;
+            by_remainder.shuffle(&mut r);
+        }
         by_remainder
             .sort_by(|&a, &b| (ideal[b] - ideal[b].floor()).total_cmp(&(ideal[a] - ideal[a].floor())));
         for &c in by_remainder.iter().cycle().take(total.saturating_sub(take.iter().sum())) {
             take[c] += 1;
         }
-        let mut r = crate::tensor::rng(seed);
         let (mut first, mut second) = (Vec::new(), Vec::new());
         for (mut members, k) in classes.into_iter().zip(take) {
             use rand::seq::SliceRandom;

@@ -183,6 +183,14 @@ impl Step for Bucketed {
         let mut keyed: Vec<(usize, u64, usize)> = (0..n)
             .map(|i| (length(i), if options.shuffle { shuffle.random::<u64>() } else { i as u64 }, i))
             .collect();
+        if options.drop_last {
+            // The samples left out are chosen before the sort by length — at random when
+            // shuffling, the last ones in order otherwise, as a plain epoch leaves them out —
+            // not the tail of the sorted order, which would leave out the longest sequences in
+            // every epoch.
+            keyed.sort_unstable_by_key(|&(_, key, i)| (key, i));
+            keyed.truncate(n - n % options.batch_size);
+        }
         keyed.sort_unstable();
         let order: Vec<usize> = keyed.into_iter().map(|(_, _, i)| i).collect();
         let batches = if options.drop_last { n / options.batch_size } else { n.div_ceil(options.batch_size) };
