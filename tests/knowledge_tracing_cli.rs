@@ -188,6 +188,24 @@ fn answers_all_of_one_kind_finish_with_undefined_aucs() {
     assert!(!stdout.contains("kept the weights of epoch"), "{stdout}");
 }
 
+/// Without validation students (`--val 0`, or fewer than 10 training students) the run says so
+/// and prints no "validation AUC" (it had printed the test AUC under that name).
+#[test]
+fn a_run_without_validation_students_says_so() {
+    let data = tmp("few.txt", &"3\n0,1,2\n0,1,1\n4\n2,1,0,1\n1,0,0,1\n".repeat(3));
+    for args in [vec!["--val", "0"], vec![]] {
+        let mut full = vec!["--data", &data, "--epochs", "2", "--hidden", "4"];
+        full.extend(&args);
+        let (success, stdout) = run_at_most_a_minute(&full);
+        assert!(success, "{args:?}: {stdout}");
+        assert!(stdout.contains("note: no validation students"), "{args:?}: {stdout}");
+        let why = if args.is_empty() { "fewer than 10 training students" } else { "--val 0" };
+        assert!(stdout.contains(why), "{args:?}: {stdout}");
+        assert!(stdout.contains("validation AUC none"), "{args:?}: {stdout}");
+        assert!(!stdout.contains("kept the weights of epoch"), "{args:?}: {stdout}");
+    }
+}
+
 /// Item ids are used as they are: a 15-byte file whose ids reach 999,999 asked DKT for about
 /// 5 GB and SAKT for 6 GB (and `--embed 4096` for 33 GB, a panic). Refused before anything is
 /// allocated, naming the sizes and the remedy.

@@ -151,6 +151,13 @@ def main():
     answers, nxt, targets, lengths = data["train"]
     best = (-1.0, 0, None)
     times = []
+    # Early stopping on the validation AUC as the Rust example does it: off without validation
+    # students (their file empty: --val 0, or fewer than 10 training students), and off from the
+    # first epoch whose validation AUC is undefined (its answers all right or all wrong); then the
+    # last epoch's weights are kept.
+    early = "val" in data
+    if not early:
+        print("note: no validation students: early stopping is off and the last epoch's weights are kept")
     for epoch in range(1, a.epochs + 1):
         model.train()
         t0 = time.perf_counter()
@@ -168,11 +175,18 @@ def main():
         val_auc = roc_auc(*reversed(predictions(model, data["val"]))) if "val" in data else float("nan")
         test_auc = roc_auc(*reversed(predictions(model, data["test"])))
         print(f"epoch {epoch}: validation AUC {val_auc:.4f} | test AUC {test_auc:.4f} | {times[-1]:.2f} s", flush=True)
+        if early and np.isnan(val_auc):
+            print("note: the validation AUC is undefined: early stopping is off and the last epoch's weights are kept")
+            early = False
+        if not early:
+            best = (val_auc, epoch, None)
+            continue
         if val_auc > best[0]:
             best = (val_auc, epoch, {k: v.clone() for k, v in model.state_dict().items()})
         elif a.patience and epoch - best[1] >= a.patience:
             break
-    model.load_state_dict(best[2])
+    if early:
+        model.load_state_dict(best[2])
     test_auc = roc_auc(*reversed(predictions(model, data["test"])))
     print(json.dumps({"torch": torch.__version__, "threads": a.threads, "best_epoch": best[1],
                       "val_auc": best[0], "test_auc": test_auc, "epochs": len(times),

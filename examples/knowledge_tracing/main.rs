@@ -61,7 +61,8 @@ struct Cli {
     /// Stop when the validation AUC has not improved for this many epochs (0: never).
     #[arg(long, default_value_t = 5)]
     patience: u32,
-    /// Share of the training students held out for validation (early stopping), in [0, 0.5].
+    /// Share of the training students held out for validation (early stopping), in [0, 0.5]; none
+    /// when there are fewer than 10 training students (early stopping is then off).
     #[arg(long, default_value_t = 0.1)]
     val: f64,
     /// Sequences (students or windows) per batch.
@@ -371,10 +372,14 @@ fn run(cli: &Cli) -> Result<f64> {
     let loss = BceWithLogitsLoss::new().ignore_nan_targets();
     let mut adam = Adam::new(cli.lr);
     let batch = cli.batch as usize;
+    let stopping = match val.students.is_empty() {
+        true => "no early stopping (no validation students)".to_string(),
+        false => format!("early stopping on validation AUC (patience {})", cli.patience),
+    };
     println!(
         "training: at most {} epochs, batches of {batch} sequences of similar length, Adam (lr {}), gradient clipping \
-         at norm 1, early stopping on validation AUC (patience {})",
-        cli.epochs, cli.lr, cli.patience
+         at norm 1, {stopping}",
+        cli.epochs, cli.lr
     );
     // Private training: one example = one student; batches of `batch` students on average.
     let mut private = match cli.dp_epsilon {
@@ -404,6 +409,16 @@ fn run(cli: &Cli) -> Result<f64> {
     // Early stopping on the validation AUC, unless there is no validation set or its AUC is
     // undefined (all its answers right, or all wrong).
     let mut early_stopping = !val.students.is_empty();
+    if val.students.is_empty() {
+        let why = if cli.val > 0.0 {
+            format!("fewer than 10 training students: --val {} is not taken", cli.val)
+        } else {
+            "--val 0".to_string()
+        };
+        println!(
+            "note: no validation students ({why}): early stopping is off and the last epoch's weights are kept"
+        );
+    }
     for epoch in 1..=cli.epochs {
         let t0 = Instant::now();
         let options = FitOptions::new().epochs(1).batch_size(batch).seed(cli.seed.wrapping_add(epoch as u64));
@@ -417,9 +432,9 @@ fn run(cli: &Cli) -> Result<f64> {
         epochs_run = epoch;
         let (p, y) = model::predictions(&mut dkt, &test)?;
         let test_auc = roc_auc(&p, &y).unwrap_or(f64::NAN);
-        let val_auc = match early_stopping {
-            false => test_auc, // no validation to stop on (see below)
-            true => {
+        let val_auc = match val.students.is_empty() {
+            true => f64::NAN, // no validation to stop on (see above)
+            false => {
                 let (p, y) = model::predictions(&mut dkt, &val)?;
                 roc_auc(&p, &y).unwrap_or(f64::NAN)
             }
@@ -433,8 +448,9 @@ fn run(cli: &Cli) -> Result<f64> {
         }
         curve.push((train_loss, test_auc));
         if !cli.quiet {
+            let val_text = if val.students.is_empty() { "none".to_string() } else { format!("{val_auc:.4}") };
             println!(
-                "epoch {epoch}/{}: train loss {train_loss:.4} | validation AUC {val_auc:.4} | test AUC {test_auc:.4} | \
+                "epoch {epoch}/{}: train loss {train_loss:.4} | validation AUC {val_text} | test AUC {test_auc:.4} | \
                  {seconds:.2} s",
                 cli.epochs
             );

@@ -244,10 +244,14 @@ pub fn predictions(model: &mut impl Model, h: &Histories) -> backprop::Result<(V
     let data = data(h)?;
     let (mut p, mut y) = (Vec::new(), Vec::new());
     let steps = data.named_inputs().get("answers")?.dim(1);
-    // Batches of 64: an LSTM keeps its activations in evaluation too (64 windows of 200 answers
-    // with 200 units: about 160 MB).
-    for start in (0..h.students.len()).step_by(64) {
-        let idx: Vec<usize> = (start..(start + 64).min(h.students.len())).collect();
+    // Batches of 64 windows of 200 answers, or as many windows as hold as many answers: an LSTM
+    // keeps its activations in evaluation too (64 × 200 answers with 200 units: about 160 MB),
+    // and attention's grow with the square of the window. Fixed batches of 64 had run over the
+    // models' activation budget on windows past about 3,600 answers (1,400 for SAKT), which
+    // training in batches of 32 had taken — after the first epoch's training.
+    let rows = (64 * 200 / steps.max(1)).clamp(1, 64);
+    for start in (0..h.students.len()).step_by(rows) {
+        let idx: Vec<usize> = (start..(start + rows).min(h.students.len())).collect();
         let batch = data.subset(&idx);
         let logits = model.forward_batch(batch.named_inputs(), Mode::Eval)?.take("logits").expect("logits");
         for (row, &s) in idx.iter().enumerate() {

@@ -20,7 +20,7 @@
 //!   DKT paper's own Simulated-5 files — 4,000 students (half to train, half to test, as the
 //!   paper's 2,000 + 2,000), 50 items, 5 concepts of 10 items each, `s = 3`, `c = 0.1`, `g = 0.1`.
 //!   Students differ a lot from concept to concept, so a model that tracks each concept's
-//!   answers can predict well (the oracle's AUC is about 0.87).
+//!   answers can predict well (the oracle's AUC is about 0.89).
 //! - [`SimulationOptions::narrow`]: the crate's earlier demo — `s = 1`, `c = 0.25`, concepts drawn
 //!   uniformly per item — where abilities vary little and guesses blur them (oracle AUC ≈ 0.75).
 //!
