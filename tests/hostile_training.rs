@@ -255,3 +255,93 @@ fn a_schedule_whose_rate_grows_past_what_adamw_allows_is_refused_before_training
     assert_eq!(model.state_dict(), weights);
     assert_eq!(opt.learning_rate(), 0.5, "the base rate is put back");
 }
+
+/// A validation set is evaluated whenever the training batches run: an LSTM over long sequences
+/// whose activation budget takes batches of 4 but not the default validation batches of 256
+/// evaluates in the training batches' size (it had been refused before the first epoch, the
+/// user's small batches notwithstanding); `validation_batch_size` chooses, and 0 is refused.
+#[test]
+fn validation_batches_fit_when_training_batches_do() {
+    let (n, t) = (300, 40);
+    let x = Tensor::rand_uniform(&[n, t, 2], -1.0, 1.0, 3);
+    let data = Dataset::regression(x, Tensor::zeros(&[n, 1])).unwrap();
+    // 4 × 40 steps fit this budget, 256 × 40 do not.
+    let model = || {
+        Sequential::new()
+            .add(Lstm::new(2, 8).seed(1).last_step_only().activation_budget(1 << 20))
+            .add(Dense::new(8, 1).seed(2))
+    };
+    let options = || FitOptions::new().epochs(1).batch_size(4).verbose(false);
+    let h = model().fit(&data, &MseLoss::new(), &mut Sgd::new(0.01), options().validation(&data)).unwrap();
+    assert!(h.epochs[0].val_loss.is_some_and(f32::is_finite));
+    // Asked for outright: the batches asked for, refused by name if the model cannot take them.
+    let wide = options().validation(&data).validation_batch_size(300);
+    let e = model().fit(&data, &MseLoss::new(), &mut Sgd::new(0.01), wide).unwrap_err().to_string();
+    assert!(e.contains("validation set") && e.contains("activation budget"), "{e}");
+    let zero = options().validation(&data).validation_batch_size(0);
+    let e = model().fit(&data, &MseLoss::new(), &mut Sgd::new(0.01), zero).unwrap_err().to_string();
+    assert!(e.contains("validation batch size"), "{e}");
+}
+
+/// A schedule's rates are checked at their extremes, not epoch by epoch: "until early stopping"
+/// written as `epochs(usize::MAX)` had spun through 2⁶⁴ checks before the first epoch. The first
+/// refused epoch is still the one named.
+#[test]
+fn a_schedule_over_countless_epochs_is_checked_at_once() {
+    let mut model = regression_model();
+    // An optimizer that has stepped another model: refused right after the schedule's check.
+    let mut opt = Adam::new(0.01);
+    let mut other = Sequential::builder(&[3]).add(Dense::new(3, 1).seed(1)).build().unwrap();
+    let other_data = Dataset::regression(Tensor::zeros(&[8, 3]), Tensor::zeros(&[8, 1])).unwrap();
+    other.fit(&other_data, &MseLoss::new(), &mut opt, FitOptions::new().verbose(false)).unwrap();
+    let cosine = Schedule::cosine(10, 0.0).unwrap().with_warmup(3, 0.5).unwrap();
+    let options = FitOptions::new().epochs(usize::MAX).verbose(false).schedule(cosine);
+    let e = model.fit(&line(32, 1.0), &MseLoss::new(), &mut opt, options).unwrap_err().to_string();
+    assert!(e.contains("stepped another model"), "{e}");
+    // The first epoch whose rate AdamW refuses (lr·λ = 0.25 · 1.0001^t reaches 1 at t = 13,864,
+    // in f32 as the check computes it).
+    let mut opt = AdamW::new(0.5).weight_decay(0.5);
+    let grows = Schedule::exponential(1.0001).unwrap();
+    let options = FitOptions::new().epochs(usize::MAX).verbose(false).schedule(grows);
+    let e = model.fit(&line(32, 1.0), &MseLoss::new(), &mut opt, options).unwrap_err().to_string();
+    assert!(e.contains("at epoch 13865 ") && e.contains("weight decay"), "{e}");
+}
+
+/// A step that picks a sample past the training set is an error naming it, before the epoch's
+/// first batch: not a panic in the middle of training.
+#[test]
+fn a_step_that_picks_samples_past_the_set_is_an_error() {
+    use backprop::data::{Inputs, Targets};
+    use backprop::model::Model;
+    use backprop::train::{Plain, Step, StepOutcome};
+    struct OffByOne;
+    impl Step for OffByOne {
+        fn describe(&self) -> String {
+            "off by one".into()
+        }
+        fn batches(
+            &mut self,
+            n: usize,
+            _: &FitOptions<'_>,
+            _: &mut backprop::tensor::Rng,
+        ) -> Vec<Vec<usize>> {
+            vec![(1..=n).collect()]
+        }
+        fn gradient(
+            &mut self,
+            model: &mut dyn Model,
+            batch: &Inputs,
+            targets: &Targets,
+            loss: &dyn backprop::loss::Loss,
+        ) -> backprop::Result<StepOutcome> {
+            Plain.gradient(model, batch, targets, loss)
+        }
+    }
+    let mut model = regression_model();
+    let before = model.state_dict();
+    let mut step = OffByOne;
+    let options = FitOptions::new().verbose(false).step(&mut step);
+    let e = model.fit(&line(8, 1.0), &MseLoss::new(), &mut Sgd::new(0.1), options).unwrap_err().to_string();
+    assert!(e.contains("off by one") && e.contains("sample 8") && e.contains("of 8"), "{e}");
+    assert_eq!(model.state_dict(), before);
+}

@@ -514,3 +514,57 @@ fn an_optimizer_state_of_another_model_is_refused_before_anything_changes() {
     assert_eq!(state, OptimizerState::default(), "the optimizer holds no moments");
     assert_eq!((step.steps(), step.save_state()), steps_before, "the step's generators and count");
 }
+
+/// The stored best figures belong to the figure they were measured on: a run whose early
+/// stopping or best checkpoint would watch another figure (the validation loss where the stored
+/// run watched the training loss) is refused by name — its losses would be compared with the other
+/// run's and never improve on them. A refused resume leaves no new checkpoint folder behind, and a
+/// checkpoint's history names early stopping's best epoch so far.
+#[test]
+fn a_resume_that_watches_another_figure_is_refused_and_leaves_no_folder() {
+    let train = data(7);
+    let val = data(9);
+    let dir = tempfile::tempdir().unwrap();
+    let loss = CrossEntropyLoss::new();
+    let keep = Checkpoints::in_dir(dir.path().join("first"));
+    let o = FitOptions::new()
+        .epochs(3)
+        .seed(4)
+        .verbose(false)
+        .early_stopping(EarlyStopping::new(Monitor::TrainLoss, 5))
+        .checkpoints(keep.clone());
+    let h = model().fit(&train, &loss, &mut Adam::new(0.01), o).unwrap();
+    let checkpoint = Checkpoint::load(keep.last_path()).unwrap();
+    assert_eq!(
+        checkpoint.history().best_epoch,
+        h.best_epoch,
+        "the checkpoint's history knows the best epoch"
+    );
+    assert!(h.best_epoch.is_some());
+
+    let fresh = || FitOptions::new().epochs(5).seed(4).verbose(false).resume(&checkpoint);
+    // Early stopping on another figure.
+    let watched = fresh().validation(&val).early_stopping(EarlyStopping::new(Monitor::ValLoss, 5));
+    let e = model().fit(&train, &loss, &mut Adam::new(0.01), watched).unwrap_err().to_string();
+    assert!(e.contains("TrainLoss") && e.contains("ValLoss") && e.contains("same monitor"), "{e}");
+    // The same early stopping, but the best checkpoint chosen by another figure, in a new folder
+    // that the refusal removes again.
+    let other = dir.path().join("second/deeper");
+    let keep_other = Checkpoints::in_dir(&other).best_by(Monitor::ValLoss);
+    let watched = fresh()
+        .validation(&val)
+        .early_stopping(EarlyStopping::new(Monitor::TrainLoss, 5))
+        .checkpoints(keep_other);
+    let e = model().fit(&train, &loss, &mut Adam::new(0.01), watched).unwrap_err().to_string();
+    assert!(e.contains("best_by(TrainLoss)"), "{e}");
+    assert!(!dir.path().join("second").exists(), "the refused run left its new folder behind");
+    // A resume refused by the checkpoint itself (another optimizer kind) removes it too.
+    let keep_new = Checkpoints::in_dir(dir.path().join("third"));
+    let o = fresh().early_stopping(EarlyStopping::new(Monitor::TrainLoss, 5)).checkpoints(keep_new);
+    let e = model().fit(&train, &loss, &mut Sgd::new(0.01), o).unwrap_err().to_string();
+    assert!(e.contains("not of SGD"), "{e}");
+    assert!(!dir.path().join("third").exists());
+    // The same figures go on.
+    let same = fresh().early_stopping(EarlyStopping::new(Monitor::TrainLoss, 5)).checkpoints(keep);
+    model().fit(&train, &loss, &mut Adam::new(0.01), same).unwrap();
+}

@@ -70,7 +70,7 @@ impl OnnxLayer for Conv2d {
 fn fits_int64(layer: &str, settings: &[usize]) -> Result<()> {
     match settings.iter().find(|&&v| i64::try_from(v).is_err()) {
         Some(v) => Err(Error::invalid(format!(
-            "{layer}: a kernel, stride, padding or dilation of {v} cannot be written to ONNX (its attributes are              int64); any stride past the padded input gives the same single window"
+            "{layer}: a kernel, stride, padding or dilation of {v} cannot be written to ONNX (its attributes are int64); any stride past the padded input gives the same single window"
         ))),
         None => Ok(()),
     }

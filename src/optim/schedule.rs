@@ -142,6 +142,33 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// The steps among `0 .. steps` at which the rate takes its largest and its smallest values
+    /// (sorted, without repeats), so that a check of the rate at these steps checks every step:
+    /// a decay is monotone (its ends), a cosine stays between its top (step 0) and its bottom
+    /// (step `T`), a warm-up is monotone up to its last step and then its inner schedule's.
+    /// (`fit` checks each rate before training; an epoch count of 2⁶⁴ − 1 must not take 2⁶⁴
+    /// checks.)
+    pub(crate) fn extreme_steps(&self, steps: usize) -> Vec<usize> {
+        let Some(last) = steps.checked_sub(1) else { return Vec::new() };
+        let mut out = match &self.0 {
+            Kind::Constant => vec![0],
+            Kind::Step { .. } | Kind::Exponential { .. } => vec![0, last],
+            Kind::Cosine { t_max, .. } => vec![0, (*t_max).min(last)],
+            Kind::Warmup { steps: w, then, .. } => {
+                let mut v = vec![0, (*w).min(steps) - 1];
+                if steps > *w {
+                    v.extend(then.extreme_steps(steps - w).into_iter().map(|t| t + w));
+                }
+                v
+            }
+        };
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
 /// `n` as an exponent for `powi`, saturated at `i32::MAX`.
 fn saturating_i32(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)

@@ -69,7 +69,7 @@ impl From<Tensor> for ArrayD<f32> {
 /// left is `ndarray`'s own limit on the product of the non-zero axes.
 fn beyond_ndarray(shape: &[usize], e: ndarray::ShapeError) -> String {
     format!(
-        "ndarray cannot hold a tensor of shape {shape:?} ({e}): the product of its non-zero axes must stay within          isize::MAX, even for an empty array"
+        "ndarray cannot hold a tensor of shape {shape:?} ({e}): the product of its non-zero axes must stay within isize::MAX, even for an empty array"
     )
 }
 

@@ -92,6 +92,8 @@ pub(crate) struct Progress {
     pub model_rngs: Vec<(String, Rng)>,
     pub early: Option<EarlyState>,
     pub best_checkpoint: Option<f32>,
+    /// The figure `best_checkpoint` measures (none in files from before it was recorded).
+    pub checkpoint_monitor: Option<Monitor>,
     pub history: History,
 }
 
@@ -103,11 +105,15 @@ pub(crate) struct EarlyState {
     pub best_epoch: usize,
     pub waited: usize,
     pub has_weights: bool,
+    /// The figure `best` measures (none in files from before it was recorded).
+    pub monitor: Option<Monitor>,
 }
 
 /// Where [`fit`](super::fit) keeps checkpoints: a folder in which it writes `last.safetensors`
 /// after every epoch and `best.safetensors` whenever the monitored figure improves (both
-/// [`Checkpoint`]s, each written atomically: a crash mid-save leaves the previous file).
+/// [`Checkpoint`]s, each written atomically: a crash mid-save leaves the previous file). Any
+/// improvement counts, however small: early stopping's `min_delta` is not applied here, so with
+/// a `min_delta` the best file can be a later epoch than early stopping's best.
 ///
 /// The monitored figure is, by default, early stopping's if there is early stopping, else the
 /// validation loss if there is a validation set, else the training loss.
@@ -393,6 +399,8 @@ pub(crate) struct Capture<'a> {
     pub augment: &'a Rng,
     pub early: Option<(EarlyState, Option<&'a Snapshot>)>,
     pub best_checkpoint: Option<f32>,
+    /// The figure `best_checkpoint` measures.
+    pub checkpoint_monitor: Option<Monitor>,
     pub history: &'a History,
 }
 
@@ -432,7 +440,7 @@ impl Capture<'_> {
         let epoch = self.history.epochs.len();
         let early = self.early.map_or(Value::Null, |(e, weights)| {
             json!({"best": e.best.map(float_json), "best_epoch": e.best_epoch, "waited": e.waited,
-                   "has_weights": weights.is_some()})
+                   "has_weights": weights.is_some(), "monitor": e.monitor.map(monitor_name)})
         });
         let metadata = HashMap::from([
             ("backprop.checkpoint".to_string(), VERSION.to_string()),
@@ -447,6 +455,7 @@ impl Capture<'_> {
             ("rng.model".into(), Value::Object(rngs).to_string()),
             ("early_stopping".into(), early.to_string()),
             ("checkpoints.best".into(), self.best_checkpoint.map_or(Value::Null, float_json).to_string()),
+            ("checkpoints.monitor".into(), json!(self.checkpoint_monitor.map(monitor_name)).to_string()),
             ("history".into(), history_json(self.history).to_string()),
         ]);
         let mut metadata = metadata;
@@ -589,6 +598,7 @@ impl Progress {
                     as usize,
                 waited: e["waited"].as_u64().ok_or("metadata \"early_stopping\": no waited")? as usize,
                 has_weights: e["has_weights"].as_bool().unwrap_or(false),
+                monitor: monitor_from(&e["monitor"], "metadata \"early_stopping\", monitor")?,
             }),
         };
         // Figures a run can have written: epochs within the run, finite metrics (training stops
@@ -623,6 +633,12 @@ impl Progress {
             augment: rng_from(&parse_json("rng.augment")?, "metadata \"rng.augment\"")?,
             model_rngs,
             early,
+            checkpoint_monitor: match meta.contains_key("checkpoints.monitor") {
+                true => {
+                    monitor_from(&parse_json("checkpoints.monitor")?, "metadata \"checkpoints.monitor\"")?
+                }
+                false => None, // (a file from before it was recorded)
+            },
             best_checkpoint,
             history,
         })
@@ -711,5 +727,27 @@ impl Snapshot {
             State::Rng(_) | State::Carried(_) => {}
         });
         (named_t, named_c)
+    }
+}
+
+/// A monitored figure's name in a checkpoint's metadata.
+fn monitor_name(m: Monitor) -> &'static str {
+    match m {
+        Monitor::ValLoss => "val_loss",
+        Monitor::ValAccuracy => "val_accuracy",
+        Monitor::TrainLoss => "train_loss",
+    }
+}
+
+/// A monitored figure read back from a checkpoint's metadata (`null` or absent: not recorded).
+fn monitor_from(v: &Value, what: &str) -> std::result::Result<Option<Monitor>, String> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) => [Monitor::ValLoss, Monitor::ValAccuracy, Monitor::TrainLoss]
+            .into_iter()
+            .find(|&m| monitor_name(m) == s)
+            .map(Some)
+            .ok_or_else(|| format!("{what}: {s:?} is no monitored figure")),
+        other => Err(format!("{what}: not a name ({other})")),
     }
 }

@@ -249,30 +249,50 @@ pub(crate) fn check_data(
 }
 
 /// Every epoch's learning rate from the schedule, before the first (a rate that grew past f32
-/// at epoch 5 had stopped training after four epochs at absurd rates).
+/// at epoch 5 had stopped training after four epochs at absurd rates): checked at the epochs of
+/// its largest and smallest rates, which bound the others.
 fn check_schedule(options: &FitOptions<'_>, optimizer: &mut dyn Optimizer) -> Result<()> {
     let Some(s) = &options.schedule else { return Ok(()) };
     let base_lr = optimizer.learning_rate();
-    let mut refused = None;
-    for epoch in 1..=options.epochs {
-        let lr = s.lr(base_lr, epoch - 1);
+    // Why the rate at step `t` (epoch t + 1) is refused, if it is.
+    let refusal = |t: usize, optimizer: &mut dyn Optimizer| -> Option<String> {
+        let (lr, epoch) = (s.lr(base_lr, t), t + 1);
         if !(lr.is_finite() && lr >= 0.0) {
-            refused = Some(format!(
+            return Some(format!(
                 "fit: the learning-rate schedule gives {lr} at epoch {epoch} (base rate {base_lr}): a rate must be a \
                  finite number ≥ 0; nothing was trained"
             ));
-            break;
         }
         // The optimizer's settings with this epoch's rate (AdamW's lr·λ < 1 at a rate that grows).
         optimizer.set_learning_rate(lr);
-        if let Err(e) = optimizer.check() {
-            refused = Some(format!(
+        optimizer.check().err().map(|e| {
+            format!(
                 "fit: at epoch {epoch} the learning-rate schedule gives {lr} (base rate {base_lr}), with which {}; \
                  nothing was trained",
                 detail(&e)
-            ));
-            break;
+            )
+        })
+    };
+    // The epochs of the largest and smallest rates check them all (see `extreme_steps`); the
+    // first refused epoch is then found between the last accepted one and the refused one, where
+    // the rate is monotone.
+    let mut refused = None;
+    let mut accepted = None;
+    for t in s.extreme_steps(options.epochs) {
+        if refusal(t, optimizer).is_none() {
+            accepted = Some(t);
+            continue;
         }
+        let (mut lo, mut hi) = (accepted.map_or(0, |a| a + 1), t);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match refusal(mid, optimizer) {
+                Some(_) => hi = mid,
+                None => lo = mid + 1,
+            }
+        }
+        refused = refusal(lo, optimizer);
+        break;
     }
     optimizer.set_learning_rate(base_lr);
     refused.map_or(Ok(()), |m| Err(Error::invalid(m)))
@@ -280,8 +300,11 @@ fn check_schedule(options: &FitOptions<'_>, optimizer: &mut dyn Optimizer) -> Re
 
 /// The checkpoints' folder made, and shown to take files, before the first epoch: a folder that
 /// cannot be written (or a `last.safetensors` that is a folder, or read-only) had failed only
-/// after the first epoch's training.
-fn prepare_checkpoints(c: &crate::train::Checkpoints) -> Result<()> {
+/// after the first epoch's training. Returns the folders it created, deepest first (removed
+/// again if the run is refused before training).
+fn prepare_checkpoints(c: &crate::train::Checkpoints) -> Result<Vec<std::path::PathBuf>> {
+    let created: Vec<std::path::PathBuf> =
+        c.dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && !d.exists()).map(Into::into).collect();
     std::fs::create_dir_all(&c.dir).map_err(|e| Error::io(&c.dir, e))?;
     tempfile::Builder::new()
         .prefix(".backprop-probe-")
@@ -301,7 +324,7 @@ fn prepare_checkpoints(c: &crate::train::Checkpoints) -> Result<()> {
             _ => {}
         }
     }
-    Ok(())
+    Ok(created)
 }
 
 /// The batch sizes an epoch of `n` samples in batches of `b` will use.
@@ -317,6 +340,9 @@ fn check_options(train: &Dataset, options: &FitOptions<'_>) -> Result<()> {
     let bad = |m: String| Err(Error::invalid(format!("fit: {m}")));
     if options.batch_size == 0 {
         return bad("batch size must be at least 1".into());
+    }
+    if options.validation_batch_size == Some(0) {
+        return bad("the validation batch size must be at least 1".into());
     }
     if options.epochs == 0 {
         return bad("epochs must be at least 1".into());
@@ -351,7 +377,7 @@ fn check_options(train: &Dataset, options: &FitOptions<'_>) -> Result<()> {
         }
         if !(es.min_delta.is_finite() && es.min_delta >= 0.0) {
             return bad(format!(
-                "early stopping's min_delta must be a finite number ≥ 0, got {} (with NaN or ∞ no epoch would ever                  count as an improvement)",
+                "early stopping's min_delta must be a finite number ≥ 0, got {} (with NaN or ∞ no epoch would ever count as an improvement)",
                 es.min_delta
             ));
         }
@@ -386,18 +412,40 @@ fn check_options(train: &Dataset, options: &FitOptions<'_>) -> Result<()> {
                 p.epoch
             ));
         }
+        // The stored best figures were measured on one figure: compared with another (a training
+        // loss against validation losses), no epoch would improve on them.
+        if let (Some(es), Some(stored)) = (&options.early_stopping, p.early.and_then(|e| e.monitor))
+            && stored != es.monitor
+        {
+            return bad(format!(
+                "the checkpoint's early stopping watched {stored:?}, this run's watches {:?}: its best figure and \
+                 patience count mean nothing for another figure; resume with the same monitor",
+                es.monitor
+            ));
+        }
+        if options.checkpoints.is_some()
+            && let Some(stored) = p.checkpoint_monitor
+            && stored != checkpoint_monitor(options)
+        {
+            return bad(format!(
+                "the checkpoint's best file was chosen by {stored:?}, this run's would be by {:?} (the default \
+                 follows early stopping and the validation set): set Checkpoints::best_by({stored:?}) to go on, or \
+                 keep this run's checkpoints in another folder",
+                checkpoint_monitor(options)
+            ));
+        }
         if let (Some(es), Some(e)) = (&options.early_stopping, &p.early) {
             if e.waited >= es.patience {
                 // (Its run stopped here too, on its last epoch: `stopped_early` says no only
                 // because that epoch was the last asked for.)
                 return bad(format!(
-                    "the checkpoint's run had gone {} epochs without improving, early stopping's patience is {}:                      an uninterrupted run would stop at epoch {}, so there is nothing to resume",
+                    "the checkpoint's run had gone {} epochs without improving, early stopping's patience is {}: an uninterrupted run would stop at epoch {}, so there is nothing to resume",
                     e.waited, es.patience, p.epoch
                 ));
             }
             if es.restore_best && !e.has_weights {
                 return bad(format!(
-                    "early stopping restores the best epoch's weights, but the checkpoint keeps none (its run did                      not restore them): the weights of epoch {} are not in it; resume with restore_best off",
+                    "early stopping restores the best epoch's weights, but the checkpoint keeps none (its run did not restore them): the weights of epoch {} are not in it; resume with restore_best off",
                     e.best_epoch
                 ));
             }
@@ -475,20 +523,41 @@ pub fn fit(
         })?;
     }
     if let Some(v) = options.validation {
-        let eval_batch = options.batch_size.max(256);
+        let eval_batch = options.validation_batch_size.unwrap_or_else(|| {
+            // Batches of 256 if the model takes them (its activation budget may not, over long
+            // sequences), else the training batches' size, which it takes.
+            let wide = options.batch_size.max(256);
+            let fits = check_data(model, v, Some(loss), "validation set", &batch_sizes(v.len(), wide, false));
+            if fits.is_ok() { wide } else { options.batch_size }
+        });
         check_data(model, v, Some(loss), "validation set", &batch_sizes(v.len(), eval_batch, false))?;
+        options.validation_batch_size = Some(eval_batch);
     }
     check_schedule(&options, optimizer)?;
-    if let Some(c) = &options.checkpoints {
-        prepare_checkpoints(c)?; // last: a refused run leaves no new folder behind
-    }
-    let resumed = match options.resume {
-        Some(c) => {
-            Some(Resumed { best_weights: c.restore(model, optimizer, &mut *step)?, progress: c.progress() })
-        }
-        None => None,
+    // Last of the checks: a refused run leaves no new folder behind (the folders made here are
+    // removed again if the resume or the optimizer is refused below).
+    let created = match &options.checkpoints {
+        Some(c) => prepare_checkpoints(c)?,
+        None => Vec::new(),
     };
-    check_optimizer_fits(model, optimizer, "fit")?; // (a resumed state included)
+    let started = (|| -> Result<Option<Resumed<'_>>> {
+        let resumed = match options.resume {
+            Some(c) => Some(Resumed {
+                best_weights: c.restore(model, optimizer, &mut *step)?,
+                progress: c.progress(),
+            }),
+            None => None,
+        };
+        check_optimizer_fits(model, optimizer, "fit")?; // (a resumed state included)
+        Ok(resumed)
+    })();
+    let resumed = match started {
+        Ok(resumed) => resumed,
+        Err(e) => {
+            created.iter().for_each(|d| drop(std::fs::remove_dir(d))); // (empty: nothing was written)
+            return Err(e);
+        }
+    };
     let base_lr = optimizer.learning_rate();
     let result = run(model, train, loss, optimizer, &mut options, &mut step, base_lr, resumed);
     optimizer.set_learning_rate(base_lr);
@@ -557,6 +626,17 @@ fn run(
         }
         optimizer.set_learning_rate(lr);
         let epoch_batches = step.batches(train.len(), options, &mut shuffle_rng);
+        // A step of the user's choosing picks the samples: one past the set is an error here,
+        // before any batch of the epoch changes the model, not a panic in the middle of it.
+        if let Some(&i) = epoch_batches.iter().flatten().find(|&&i| i >= train.len()) {
+            return Err(Error::invalid(format!(
+                "fit: the step ({}) chose sample {i} for epoch {epoch}, of a training set of {}; the model is as \
+                 after epoch {}",
+                step.describe(),
+                train.len(),
+                epoch - 1
+            )));
+        }
         let batches = epoch_batches.len();
         let bar = progress::bar(options.verbose, batches, epoch, options.epochs);
         let (mut loss_sum, mut correct, mut seen, mut terms) = (0.0f64, 0usize, 0usize, 0usize);
@@ -644,7 +724,9 @@ fn run(
         }
 
         let val = match options.validation {
-            Some(v) => Some(evaluate(model, v, loss, options.batch_size.max(256))?),
+            Some(v) => {
+                Some(evaluate(model, v, loss, options.validation_batch_size.unwrap_or(options.batch_size))?)
+            }
             None => None,
         };
         if let Some(v) = val.filter(|v| !v.loss.is_finite()) {
@@ -696,6 +778,8 @@ fn run(
                     stop = true;
                 }
             }
+            // (As of this epoch, so that a checkpoint's history says it too.)
+            history.best_epoch = Some(best_epoch);
         }
         if let Some(c) = &options.checkpoints {
             let (value, higher_better) = EarlyStopping::new(monitor, 1).value(&stats);
@@ -709,7 +793,13 @@ fn run(
                 best_checkpoint = Some(value);
             }
             let early = options.early_stopping.as_ref().map(|es| {
-                let state = checkpoint::EarlyState { best, best_epoch, waited, has_weights: false };
+                let state = checkpoint::EarlyState {
+                    best,
+                    best_epoch,
+                    waited,
+                    has_weights: false,
+                    monitor: Some(es.monitor),
+                };
                 (state, best_weights.as_ref().filter(|_| es.restore_best))
             });
             let capture = checkpoint::Capture {
@@ -721,6 +811,7 @@ fn run(
                 augment: &augment_rng,
                 early,
                 best_checkpoint,
+                checkpoint_monitor: Some(monitor),
                 history: &history,
             };
             let bytes = capture.to_bytes(&mut checkpoint_optimizer)?;

@@ -21,6 +21,7 @@ pub struct FitOptions<'a> {
     pub(crate) shuffle: bool,
     pub(crate) drop_last: bool,
     pub(crate) validation: Option<&'a Dataset>,
+    pub(crate) validation_batch_size: Option<usize>,
     pub(crate) validation_label: String,
     pub(crate) early_stopping: Option<EarlyStopping>,
     pub(crate) schedule: Option<Schedule>,
@@ -43,6 +44,7 @@ impl Default for FitOptions<'_> {
             shuffle: true,
             drop_last: false,
             validation: None,
+            validation_batch_size: None,
             validation_label: "val".into(),
             early_stopping: None,
             schedule: None,
@@ -100,6 +102,16 @@ impl<'a> FitOptions<'a> {
     /// A validation set, evaluated after every epoch.
     pub fn validation(mut self, data: &'a Dataset) -> Self {
         self.validation = Some(data);
+        self
+    }
+
+    /// Samples per batch when evaluating the validation set. By default the larger of the
+    /// training batch size and 256 (fewer, larger products), or the training batch size where
+    /// the model refuses batches that large (a recurrent or attention layer over long sequences,
+    /// whose activation budget a batch of 256 exceeds): a validation set evaluates whenever the
+    /// training batches run.
+    pub fn validation_batch_size(mut self, batch_size: usize) -> Self {
+        self.validation_batch_size = Some(batch_size);
         self
     }
 
