@@ -2,8 +2,9 @@
 //! scalar tape of `examples/scalar_autograd.rs`, drawn as a graph — every box a value with its
 //! gradient, every circle a gate, every arrow an operation's input. Writes `backprop_graph.svg`.
 //!
-//! Run: `cargo run --release --example draw_graph [-- OUT_DIR]` (default `docs/img/`, where the
-//! committed picture lives; `tests/draw_graph.rs` checks that it is this program's output)
+//! Run: `cargo run --release --example draw_graph [-- OUT_DIR]` (default `target/draw_graph/`;
+//! the committed picture in `docs/img/` is redrawn by `cargo run --release --example pictures`,
+//! and `tests/draw_graph.rs` checks that it is this program's output)
 
 #[allow(dead_code)]
 #[path = "scalar_autograd.rs"]
@@ -125,7 +126,7 @@ pub fn graph_svg() -> String {
 }
 
 fn main() -> Result<()> {
-    let default = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/img");
+    let default = PathBuf::from("target/draw_graph");
     let out = std::env::args().nth(1).map_or(default, PathBuf::from);
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
     let path = out.join("backprop_graph.svg");

@@ -142,6 +142,8 @@ fn main() -> Result<()> {
     let refs: Vec<(&str, &Tensor)> = weights.iter().map(|(n, t)| (n.as_str(), t)).collect();
     zoo::write_tensors(&dir.join("seq2seq_reverser.weights"), &refs)?;
     println!("seq2seq_reverser: Embedding → LSTM ──(h_n, c_n)──▶ LSTM → Dense, with lengths");
-    println!("wrote {} models to {}", count + 1, dir.display());
+    // The zoo's, the position tables, the attention encoder, the GPT and the model struct; then
+    // the odd ones.
+    println!("wrote {} models and {odd} odd ones to {}", count + 4, dir.display());
     Ok(())
 }

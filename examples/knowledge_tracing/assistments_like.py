@@ -6,7 +6,8 @@ data of that size (memory, time per epoch) without the real files.
 
     python3 examples/knowledge_tracing/assistments_like.py target/assistments_like
     cargo run --release --example knowledge_tracing -- \\
-        --data target/assistments_like/train.txt --test target/assistments_like/test.txt
+        --data target/assistments_like/train.txt --test target/assistments_like/test.txt \\
+        --concepts target/assistments_like/concepts.csv
 
 History lengths are log-normal (most students answer tens of questions, a few thousands), scaled
 to the totals above, the longest set to the maximum. Each student works through items grouped in

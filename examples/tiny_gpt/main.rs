@@ -4,7 +4,7 @@
 //! frequency after the current one, fitted on the same training text).
 //!
 //! ```sh
-//! cargo run --release --example tiny_gpt               # 6 epochs, about 100 s on 2 cores
+//! cargo run --release --example tiny_gpt               # 6 epochs, about 75 s on 2 cores
 //! cargo run --release --example tiny_gpt -- --epochs 2  # quicker
 //! ```
 //!
