@@ -340,8 +340,18 @@ fn a_step_that_picks_samples_past_the_set_is_an_error() {
     let mut model = regression_model();
     let before = model.state_dict();
     let mut step = OffByOne;
-    let options = FitOptions::new().verbose(false).step(&mut step);
+    // Into a new folder of checkpoints, which the refused run removes again (nothing was written).
+    let dir = tempfile::tempdir().unwrap();
+    let keep = backprop::train::Checkpoints::in_dir(dir.path().join("new/deeper"));
+    let options = FitOptions::new().verbose(false).step(&mut step).checkpoints(keep);
     let e = model.fit(&line(8, 1.0), &MseLoss::new(), &mut Sgd::new(0.1), options).unwrap_err().to_string();
     assert!(e.contains("off by one") && e.contains("sample 8") && e.contains("of 8"), "{e}");
     assert_eq!(model.state_dict(), before);
+    assert!(!dir.path().join("new").exists(), "the refused run left its new folder behind");
+    // A folder that cannot be made whole (a name too long for the file system): the part made
+    // is removed again.
+    let long = dir.path().join("made").join("x".repeat(300));
+    let options = FitOptions::new().verbose(false).checkpoints(backprop::train::Checkpoints::in_dir(&long));
+    assert!(model.fit(&line(8, 1.0), &MseLoss::new(), &mut Sgd::new(0.1), options).is_err());
+    assert!(!dir.path().join("made").exists(), "the part of the folder made stayed");
 }

@@ -193,13 +193,18 @@ fn answers_all_of_one_kind_finish_with_undefined_aucs() {
 #[test]
 fn a_run_without_validation_students_says_so() {
     let data = tmp("few.txt", &"3\n0,1,2\n0,1,1\n4\n2,1,0,1\n1,0,0,1\n".repeat(3));
-    for args in [vec!["--val", "0"], vec![]] {
-        let mut full = vec!["--data", &data, "--epochs", "2", "--hidden", "4"];
+    // 24 students: 12 to train (the other half to test), of which 4 % is none.
+    let more = tmp("more.txt", &"3\n0,1,2\n0,1,1\n4\n2,1,0,1\n1,0,0,1\n".repeat(12));
+    for (file, args, why) in [
+        (&data, vec!["--val", "0"], "--val 0"),
+        (&data, vec![], "fewer than 10 training students"),
+        (&more, vec!["--val", "0.04"], "--val 0.04 of 12 training students rounds to none"),
+    ] {
+        let mut full = vec!["--data", file, "--epochs", "2", "--hidden", "4"];
         full.extend(&args);
         let (success, stdout) = run_at_most_a_minute(&full);
         assert!(success, "{args:?}: {stdout}");
         assert!(stdout.contains("note: no validation students"), "{args:?}: {stdout}");
-        let why = if args.is_empty() { "fewer than 10 training students" } else { "--val 0" };
         assert!(stdout.contains(why), "{args:?}: {stdout}");
         assert!(stdout.contains("validation AUC none"), "{args:?}: {stdout}");
         assert!(!stdout.contains("kept the weights of epoch"), "{args:?}: {stdout}");

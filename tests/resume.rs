@@ -567,4 +567,8 @@ fn a_resume_that_watches_another_figure_is_refused_and_leaves_no_folder() {
     // The same figures go on.
     let same = fresh().early_stopping(EarlyStopping::new(Monitor::TrainLoss, 5)).checkpoints(keep);
     model().fit(&train, &loss, &mut Adam::new(0.01), same).unwrap();
+    // Without early stopping, the resumed run's history names no best epoch (the stored run's
+    // early stopping chose that one, and this run restores nothing).
+    let h = model().fit(&train, &loss, &mut Adam::new(0.01), fresh()).unwrap();
+    assert_eq!(h.best_epoch, None);
 }

@@ -152,9 +152,9 @@ def main():
     best = (-1.0, 0, None)
     times = []
     # Early stopping on the validation AUC as the Rust example does it: off without validation
-    # students (their file empty: --val 0, or fewer than 10 training students), and off from the
-    # first epoch whose validation AUC is undefined (its answers all right or all wrong); then the
-    # last epoch's weights are kept.
+    # students (their file empty: --val 0, fewer than 10 training students, or a share that rounds
+    # to none), and off from the first epoch whose validation AUC is undefined (its answers all
+    # right or all wrong); then the last epoch's weights are kept.
     early = "val" in data
     if not early:
         print("note: no validation students: early stopping is off and the last epoch's weights are kept")

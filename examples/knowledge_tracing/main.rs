@@ -62,7 +62,8 @@ struct Cli {
     #[arg(long, default_value_t = 5)]
     patience: u32,
     /// Share of the training students held out for validation (early stopping), in [0, 0.5]; none
-    /// when there are fewer than 10 training students (early stopping is then off).
+    /// when there are fewer than 10 training students or the share rounds to none (early stopping
+    /// is then off).
     #[arg(long, default_value_t = 0.1)]
     val: f64,
     /// Sequences (students or windows) per batch.
@@ -410,10 +411,12 @@ fn run(cli: &Cli) -> Result<f64> {
     // undefined (all its answers right, or all wrong).
     let mut early_stopping = !val.students.is_empty();
     if val.students.is_empty() {
-        let why = if cli.val > 0.0 {
+        let why = if cli.val == 0.0 {
+            "--val 0".to_string()
+        } else if train_all.students.len() < 10 {
             format!("fewer than 10 training students: --val {} is not taken", cli.val)
         } else {
-            "--val 0".to_string()
+            format!("--val {} of {} training students rounds to none", cli.val, train_all.students.len())
         };
         println!(
             "note: no validation students ({why}): early stopping is off and the last epoch's weights are kept"

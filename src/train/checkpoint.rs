@@ -49,9 +49,11 @@
 //! rest: `backprop.checkpoint` (the format version, `"1"`), `epoch` (epochs finished), `seed`,
 //! `optimizer` (its kind, `"Adam"`), `optimizer.steps`, `step` and `step.state` (the
 //! [`Step`](super::Step)'s description and state, such as DP-SGD's generators and step count),
-//! `rng.shuffle`, `rng.augment` and `rng.model` (the generators' states, JSON), `early_stopping`,
-//! `checkpoints.best` and `history` (JSON), and `checksum`: a CRC-32 of everything else, so that
-//! a damaged file is refused rather than trained from.
+//! `rng.shuffle`, `rng.augment` and `rng.model` (the generators' states, JSON), `early_stopping`
+//! (its best figure, best epoch, epochs waited and the figure it watches, `monitor`),
+//! `checkpoints.best` and `checkpoints.monitor` (the best file's figure and which figure that is),
+//! `history` (JSON), and `checksum`: a CRC-32 of everything else, so that a damaged file is
+//! refused rather than trained from.
 //!
 //! [`Checkpoint::load_model`] reads only the model, for prediction from a checkpoint.
 

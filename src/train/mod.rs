@@ -305,11 +305,18 @@ fn check_schedule(options: &FitOptions<'_>, optimizer: &mut dyn Optimizer) -> Re
 fn prepare_checkpoints(c: &crate::train::Checkpoints) -> Result<Vec<std::path::PathBuf>> {
     let created: Vec<std::path::PathBuf> =
         c.dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && !d.exists()).map(Into::into).collect();
-    std::fs::create_dir_all(&c.dir).map_err(|e| Error::io(&c.dir, e))?;
-    tempfile::Builder::new()
-        .prefix(".backprop-probe-")
-        .tempfile_in(&c.dir)
-        .map_err(|e| Error::io(&c.dir, e))?;
+    let ready = (|| -> Result<()> {
+        std::fs::create_dir_all(&c.dir).map_err(|e| Error::io(&c.dir, e))?;
+        tempfile::Builder::new()
+            .prefix(".backprop-probe-")
+            .tempfile_in(&c.dir)
+            .map_err(|e| Error::io(&c.dir, e))?;
+        Ok(())
+    })();
+    if let Err(e) = ready {
+        remove_created(&created);
+        return Err(e);
+    }
     for path in [c.last_path(), c.best_path()] {
         match std::fs::metadata(&path) {
             Ok(m) if m.is_dir() => {
@@ -325,6 +332,12 @@ fn prepare_checkpoints(c: &crate::train::Checkpoints) -> Result<Vec<std::path::P
         }
     }
     Ok(created)
+}
+
+/// Removes the folders `prepare_checkpoints` created (deepest first), those still empty: a run
+/// refused before writing anything leaves none behind.
+fn remove_created(created: &[std::path::PathBuf]) {
+    created.iter().for_each(|d| drop(std::fs::remove_dir(d)));
 }
 
 /// The batch sizes an epoch of `n` samples in batches of `b` will use.
@@ -429,8 +442,7 @@ fn check_options(train: &Dataset, options: &FitOptions<'_>) -> Result<()> {
         {
             return bad(format!(
                 "the checkpoint's best file was chosen by {stored:?}, this run's would be by {:?} (the default \
-                 follows early stopping and the validation set): set Checkpoints::best_by({stored:?}) to go on, or \
-                 keep this run's checkpoints in another folder",
+                 follows early stopping and the validation set): set Checkpoints::best_by({stored:?}) to go on",
                 checkpoint_monitor(options)
             ));
         }
@@ -478,7 +490,7 @@ fn checkpoint_monitor(options: &FitOptions<'_>) -> Monitor {
 /// - [`Error::Shape`] / [`Error::InvalidArgument`] before any training, if the data do not fit
 ///   the model or the loss (wrong sample shape, a label out of range, a wrong kind or shape of
 ///   target, inputs whose sample count is not the targets') or the options or the step's
-///   settings are invalid (a batch size or epoch count of 0, an empty validation set, early
+///   settings are invalid (a batch size, validation batch size or epoch count of 0, an empty validation set, early
 ///   stopping on validation figures without a validation set or with a `min_delta` that is not
 ///   a finite number ≥ 0), the model has no parameters, or the optimizer holds state for another
 ///   model (buffers of other shapes or for parameters this model does not have); and
@@ -554,13 +566,16 @@ pub fn fit(
     let resumed = match started {
         Ok(resumed) => resumed,
         Err(e) => {
-            created.iter().for_each(|d| drop(std::fs::remove_dir(d))); // (empty: nothing was written)
+            remove_created(&created);
             return Err(e);
         }
     };
     let base_lr = optimizer.learning_rate();
     let result = run(model, train, loss, optimizer, &mut options, &mut step, base_lr, resumed);
     optimizer.set_learning_rate(base_lr);
+    if result.is_err() {
+        remove_created(&created); // (only folders still empty: a run refused before its first checkpoint)
+    }
     result
 }
 
@@ -594,6 +609,9 @@ fn run(
             // The model's generators were restored with it.
             (shuffle_rng, augment_rng) = (p.shuffle.clone(), p.augment.clone());
             history = p.history.clone();
+            if options.early_stopping.is_none() {
+                history.best_epoch = None; // (the stored run's early stopping, not this run's)
+            }
             if let Some(e) = p.early {
                 (best, best_epoch, waited) = (e.best, e.best_epoch, e.waited);
             }
@@ -630,8 +648,8 @@ fn run(
         // before any batch of the epoch changes the model, not a panic in the middle of it.
         if let Some(&i) = epoch_batches.iter().flatten().find(|&&i| i >= train.len()) {
             return Err(Error::invalid(format!(
-                "fit: the step ({}) chose sample {i} for epoch {epoch}, of a training set of {}; the model is as \
-                 after epoch {}",
+                "fit: the step ({}) chose sample {i} for epoch {epoch}, of a training set of {}; no batch of that \
+                 epoch ran (the weights are as after epoch {})",
                 step.describe(),
                 train.len(),
                 epoch - 1

@@ -190,7 +190,9 @@ impl<'a> FitOptions<'a> {
     /// never stopped. The returned history holds every epoch, the checkpoint's included.
     ///
     /// `fit` refuses (before changing anything) a checkpoint of another architecture, optimizer
-    /// kind, step or seed, and one that has already trained `epochs` epochs or stopped early.
+    /// kind, step or seed, one that has already trained `epochs` epochs or stopped early, and one
+    /// whose early stopping or best checkpoint watched another figure than this run's would
+    /// (its best figure means nothing for another).
     pub fn resume(mut self, checkpoint: &'a Checkpoint) -> Self {
         self.resume = Some(checkpoint);
         self
