@@ -29,13 +29,13 @@
 //! Kinks (ReLU at 0, a tie in max pooling) have no derivative; keep test inputs at least `ε` away
 //! from them.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::layers::{
     InputGrad, Layer, Mode, Pass, Snapshot, StateMut, Visit, named_params, reseed, zero_grad,
 };
 use crate::loss::{Loss, Target};
 use crate::model::{Inputs, Model, Tensors};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, shape_str};
 use rand::seq::index::sample;
 use std::fmt;
 
@@ -64,7 +64,7 @@ impl Options {
     /// and at least one entry per tensor (none checked would pass anything).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) naming the setting.
+    /// [`Error::InvalidArgument`] naming the setting.
     pub fn check(&self) -> Result<()> {
         let bad = |m: String| Err(crate::Error::invalid(format!("gradient check: {m}")));
         if !(self.eps.is_finite() && self.eps > 0.0) {
@@ -231,8 +231,10 @@ fn set_param_entry<V: Visit + ?Sized>(layer: &mut V, name: &str, i: usize, value
 /// decoder-only Transformer) has no gradient; the report then holds the parameters only.
 ///
 /// # Panics
-/// If `opts` fails [`Options::check`] (the message names the setting), and where the layer's
-/// forward or backward pass panics on `x`.
+/// If `opts` fails [`Options::check`] (the message names the setting), where the layer's
+/// forward or backward pass panics on `x`, and if its backward pass returns a gradient of another
+/// shape than `x`, or leaves a parameter's gradient of another shape than the parameter (the
+/// message names the layer and both shapes).
 pub fn check_layer<'p>(
     layer: &mut dyn Layer,
     x: &Tensor,
@@ -261,8 +263,18 @@ fn check_layer_inner(layer: &mut dyn Layer, x: &Tensor, pass: Pass<'_>, opts: &O
     let r = Tensor::randn(y.shape(), 0.0, 1.0, opts.seed);
     zero_grad(layer);
     let dx = layer.backward(&r, InputGrad::Needed).expect("the input gradient was asked for");
+    assert!(
+        dx.shape() == x.shape(),
+        "check_layer: {}'s backward returned dL/dx of shape {} for an input of shape {}",
+        layer.describe(),
+        shape_str(dx.shape()),
+        shape_str(x.shape())
+    );
     let param_grads: Vec<(String, Tensor)> =
         named_params(layer).into_iter().map(|(name, p)| (name, p.grad.clone())).collect();
+    if let Some(m) = misshapen_param_grad(layer) {
+        panic!("check_layer: {}: {m}", layer.describe());
+    }
 
     // L(x, θ) = Σ y ⊙ r, in f64 so that summation adds no noise to the difference.
     let objective = |layer: &mut dyn Layer, x: &Tensor| -> f64 {
@@ -346,6 +358,22 @@ fn check_model_inner<M: Model + ?Sized>(
     }
     zero_grad(model);
     let input_grads = model.backward_batch(&r, InputGrad::Needed)?;
+    // A gradient of another shape than its input or parameter is the mix-up this check is for:
+    // named, not read past its end.
+    for input in inputs.iter() {
+        if let Some(g) = input_grads.find(&input.name).filter(|g| g.shape() != input.values.shape()) {
+            return Err(Error::shape(format!(
+                "check_model: {}'s backward_batch returned a gradient of shape {} for input {:?} of shape {}",
+                model.name(),
+                shape_str(g.shape()),
+                input.name,
+                shape_str(input.values.shape())
+            )));
+        }
+    }
+    if let Some(m) = misshapen_param_grad(model) {
+        return Err(Error::shape(format!("check_model: {}: {m}", model.name())));
+    }
     let param_grads: Vec<(String, Tensor)> =
         named_params(model).into_iter().map(|(name, p)| (name, p.grad.clone())).collect();
     // L = Σ_outputs Σ y ⊙ r, in f64.
@@ -408,6 +436,14 @@ fn check_model_inner<M: Model + ?Sized>(
 pub fn check_loss(loss: &dyn Loss, pred: &Tensor, target: Target<'_>, opts: &Options) -> Result<Report> {
     opts.check()?;
     let (_, grad) = loss.loss_and_grad(pred, target)?;
+    if grad.shape() != pred.shape() {
+        return Err(Error::shape(format!(
+            "check_loss: {} returned a gradient of shape {} for a prediction of shape {}",
+            loss.name(),
+            shape_str(grad.shape()),
+            shape_str(pred.shape())
+        )));
+    }
     let mut cmp = Comparison::new("input", opts.atol);
     let mut zp = pred.clone();
     for i in entries(pred.len(), opts) {
@@ -426,4 +462,15 @@ pub fn check_loss(loss: &dyn Loss, pred: &Tensor, target: Target<'_>, opts: &Opt
         cmp.add(i, grad.data()[i], numeric);
     }
     Ok(Report { tensors: vec![cmp.report] })
+}
+
+/// The first parameter whose gradient is not of its value's shape, described.
+fn misshapen_param_grad<V: Visit + ?Sized>(model: &V) -> Option<String> {
+    named_params(model).into_iter().find(|(_, p)| p.grad.shape() != p.value.shape()).map(|(name, p)| {
+        format!(
+            "the gradient of parameter {name:?} has shape {}, the parameter {}",
+            shape_str(p.grad.shape()),
+            shape_str(p.value.shape())
+        )
+    })
 }

@@ -115,3 +115,64 @@ fn an_empty_batch_predicts_nothing_without_panicking() {
     let y = model.predict(&Tensor::zeros(&[0, 1, 6, 6]), 4).unwrap();
     assert_eq!(y.shape(), &[0, 3]);
 }
+
+/// A residual block whose body changes the shape (a model struct runs `forward` without
+/// `output_shape` first) is refused by the block's own message, naming it and both shapes — not
+/// by the sum's `add: shape mismatch`.
+#[test]
+fn a_residual_body_that_changes_the_shape_is_named_by_the_block() {
+    let mut block = Residual::new(Sequential::new().add(Dense::new(4, 7)));
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        block.forward(&Tensor::zeros(&[2, 4]), Pass::EVAL);
+    }));
+    let message = panic.unwrap_err();
+    let message = message.downcast_ref::<String>().unwrap();
+    assert!(
+        message.contains("Residual") && message.contains("[2, 4]") && message.contains("[2, 7]"),
+        "{message}"
+    );
+}
+
+/// A Transformer block checks its own output gradient: a wrong shape, or a call before any
+/// forward pass, names the block — not the dropout or dense layer that met it first.
+#[test]
+fn a_transformer_blocks_backward_names_the_block() {
+    let message = |f: &mut dyn FnMut()| -> String {
+        let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_err();
+        e.downcast_ref::<String>().cloned().unwrap_or_default()
+    };
+    let mut block = backprop::layers::TransformerEncoderLayer::new(8, 2, 16);
+    let m = message(&mut || drop(block.backward(&Tensor::ones(&[2, 5, 8]), InputGrad::Needed)));
+    assert!(m.contains("TransformerEncoderLayer") && m.contains("before forward"), "{m}");
+    block.forward(&Tensor::ones(&[2, 5, 8]), Pass::TRAIN);
+    let m = message(&mut || drop(block.backward(&Tensor::ones(&[2, 4, 8]), InputGrad::Needed)));
+    assert!(
+        m.contains("TransformerEncoderLayer") && m.contains("[2, 4, 8]") && m.contains("[2, 5, 8]"),
+        "{m}"
+    );
+}
+
+/// Batch norm refuses a shape no tensor can hold (as the other layers do), from `output_shape`
+/// and from `check_training_shape` alike: its count of values per channel had overflowed (a
+/// panic under overflow checks, a wrong "one value per channel" error without).
+#[test]
+fn batch_norm_refuses_shapes_no_tensor_can_hold() {
+    let bn = BatchNorm1d::new(4);
+    for shape in [[1usize << 40, 4, 1 << 40], [1 << 62, 4, 8]] {
+        let e = bn.output_shape(&shape).unwrap_err().to_string();
+        assert!(e.contains("BatchNorm1d(4)") && e.contains("more values than a tensor can"), "{e}");
+        let e = bn.check_training_shape(&shape).unwrap_err().to_string();
+        assert!(e.contains("more values than a tensor can"), "{e}");
+    }
+    assert!(bn.check_training_shape(&[2, 4, 3]).is_ok());
+}
+
+/// A decoder stack of 2²⁸ blocks is a panic naming the count, before the list of blocks is
+/// reserved (hundreds of gigabytes at once: an abort, not a panic).
+#[test]
+fn a_decoder_of_countless_blocks_is_refused_by_name() {
+    use backprop::layers::{DecoderOnly, MAX_DECODER_LAYERS};
+    let e = std::panic::catch_unwind(|| drop(DecoderOnly::new(11, 8, 2, 1 << 28, 16, 6))).unwrap_err();
+    let m = e.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(m.contains("268435456 blocks") && m.contains(&MAX_DECODER_LAYERS.to_string()), "{m}");
+}

@@ -568,3 +568,79 @@ fn lengths_for_a_data_set_of_several_inputs_must_say_whose() {
     let err = data.with_lengths(vec![3, 1]).unwrap_err().to_string();
     assert!(err.contains("[\"next\", \"answers\"]") && err.contains("Inputs::with_lengths"), "{err}");
 }
+
+/// The gradient checks compare shapes before values: a model struct whose backward hands input
+/// "a" the gradient meant for "b" (another shape) is an error naming both shapes, not an index
+/// past a gradient's end; a loss or a layer whose gradient is misshapen likewise.
+#[test]
+fn gradient_checks_name_a_gradient_of_the_wrong_shape() {
+    use backprop::gradcheck::{Options, check_layer, check_loss, check_model};
+    use backprop::loss::{Loss, Target};
+    use backprop::model::{Inputs, Model, Tensors};
+    struct Swapped {
+        left: Dense,
+        right: Dense,
+    }
+    backprop::visit_fields!(Swapped { left, right });
+    impl Model for Swapped {
+        fn forward_batch(&mut self, inputs: &Inputs, mode: Mode) -> backprop::Result<Tensors> {
+            let a = self.left.forward(inputs.get("a")?, mode.into());
+            let b = self.right.forward(inputs.get("b")?, mode.into());
+            Ok(Tensors::one("y", &a + &b))
+        }
+        fn backward_batch(&mut self, grads: &Tensors, _: InputGrad) -> backprop::Result<Tensors> {
+            let g = grads.get("y")?;
+            let da = backprop::layers::backward_input(&mut self.left, g);
+            let db = backprop::layers::backward_input(&mut self.right, g);
+            Ok(Tensors::one("a", db).with("b", da)) // the bug: each input gets the other's
+        }
+    }
+    let mut model = Swapped { left: Dense::new(4, 2).seed(1), right: Dense::new(3, 2).seed(2) };
+    let inputs = Inputs::new().with("a", Tensor::ones(&[5, 4])).with("b", Tensor::ones(&[5, 3]));
+    let e = check_model(&mut model, &inputs, Mode::Train, &Options::default()).unwrap_err().to_string();
+    assert!(
+        e.contains("Swapped") && e.contains("\"a\"") && e.contains("[5, 3]") && e.contains("[5, 4]"),
+        "{e}"
+    );
+
+    /// A loss whose gradient has one value too few.
+    struct Short;
+    impl Loss for Short {
+        fn name(&self) -> &'static str {
+            "Short"
+        }
+        fn loss_and_grad(&self, z: &Tensor, _: Target<'_>) -> backprop::Result<(f32, Tensor)> {
+            Ok((z.sum(), Tensor::ones(&[z.len() - 1])))
+        }
+    }
+    let (z, t) = (Tensor::ones(&[2, 3]), Tensor::ones(&[2, 3]));
+    let e = check_loss(&Short, &z, (&t).into(), &Options::default()).unwrap_err().to_string();
+    assert!(e.contains("Short") && e.contains("[5]") && e.contains("[2, 3]"), "{e}");
+
+    /// A layer whose input gradient is flattened: the same values, another shape.
+    struct Flat(Tanh);
+    impl Layer for Flat {
+        fn describe(&self) -> String {
+            "Flat".into()
+        }
+        fn output_shape(&self, input: &[usize]) -> backprop::Result<Vec<usize>> {
+            Ok(input.to_vec())
+        }
+        fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
+            self.0.forward(x, pass)
+        }
+        fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
+            self.0.backward(g, input_grad).map(|dx| {
+                let n = dx.len();
+                dx.reshape(&[n])
+            })
+        }
+    }
+    impl backprop::layers::Visit for Flat {}
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        check_layer(&mut Flat(Tanh::new()), &Tensor::ones(&[2, 4]), Pass::TRAIN, &Options::default())
+    }));
+    let message = panic.unwrap_err();
+    let message = message.downcast_ref::<String>().unwrap();
+    assert!(message.contains("Flat") && message.contains("[8]") && message.contains("[2, 4]"), "{message}");
+}

@@ -1102,3 +1102,25 @@ fn a_batch_of_short_sequences_costs_its_longest_not_t() {
         }
     }
 }
+
+/// The reference recurrent functions check their shapes: weights of another cell or another
+/// input width, and lengths past `T`, are panics naming the shapes — not a dot product over the
+/// shorter slice (which had read 3 of 5 features and returned wrong numbers without a word).
+#[test]
+fn the_reference_refuses_weights_and_lengths_that_do_not_fit() {
+    let message = |f: &dyn Fn()| -> String {
+        let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_err();
+        e.downcast_ref::<String>().cloned().unwrap_or_default()
+    };
+    let (w_ih, w_hh, b) = (Tensor::ones(&[8, 3]), Tensor::ones(&[8, 2]), Tensor::ones(&[8]));
+    let w = Weights { w_ih: &w_ih, w_hh: &w_hh, b_ih: &b, b_hh: &b };
+    let x5 = Tensor::ones(&[1, 4, 5]);
+    let m = message(&|| drop(recurrent_forward(CellKind::Lstm, &w, &x5, &[])));
+    assert!(m.contains("W_ih [8, 5]") && m.contains("[8, 3]"), "{m}");
+    let m = message(&|| drop(recurrent_forward(CellKind::Gru, &w, &Tensor::ones(&[1, 4, 3]), &[])));
+    assert!(m.contains("Gru") && m.contains("[6, 3]"), "{m}");
+    let m = message(&|| drop(recurrent_forward(CellKind::Lstm, &w, &Tensor::ones(&[1, 4, 3]), &[5])));
+    assert!(m.contains("1..=4"), "{m}");
+    // The shapes that fit run.
+    assert_eq!(recurrent_forward(CellKind::Lstm, &w, &Tensor::ones(&[1, 4, 3]), &[2]).shape(), &[1, 4, 2]);
+}

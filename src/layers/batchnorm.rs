@@ -71,6 +71,15 @@ impl BatchNorm {
         if self.channels == 0 || !ranks.contains(&input.len()) || input[1] != self.channels {
             return Err(shape_error(&self.describe(), expected, input));
         }
+        // A shape no tensor can hold is refused here, as the other layers refuse it (the
+        // products below would overflow).
+        if crate::tensor::checked_numel(input).is_none() {
+            return Err(crate::Error::shape(format!(
+                "{}: an input of shape {} holds more values than a tensor can",
+                self.describe(),
+                crate::tensor::shape_str(input)
+            )));
+        }
         Ok(input.to_vec())
     }
 
@@ -78,8 +87,8 @@ impl BatchNorm {
     /// at least two of them.
     fn check_training_shape(&self, input: &[usize]) -> Result<()> {
         let (n, _, inner) = split(input);
-        if n * inner > 1 {
-            return Ok(());
+        if n.checked_mul(inner).is_none_or(|values| values > 1) {
+            return Ok(()); // (a product past usize is more than one; `check` refuses such shapes)
         }
         Err(crate::Error::invalid(format!(
             "{} cannot train on a batch of shape {}: it needs more than one value per channel to estimate a \
@@ -439,6 +448,10 @@ macro_rules! batchnorm_layer {
         impl $ty {
             /// Batch normalisation over `channels` channels, with ε = 1e-5, momentum 0.1,
             /// γ = 1, β = 0, running mean 0 and running variance 1 (PyTorch's defaults).
+            ///
+            /// # Panics
+            /// If its per-channel parameters would be more values than a tensor can hold (a
+            /// message names the size).
             pub fn new(channels: usize) -> $ty {
                 $ty(BatchNorm::new($name, channels))
             }

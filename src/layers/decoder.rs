@@ -59,7 +59,9 @@ impl DecoderOnly {
     /// GPT-2's), an untied head drawn as `nn.Linear`.
     ///
     /// # Panics
-    /// If `heads` is 0 or does not divide `embed`.
+    /// If `heads` is 0 or does not divide `embed`, if `layers` is above [`MAX_DECODER_LAYERS`],
+    /// or if a table or a block's weights would be more values than a tensor can hold (the
+    /// messages name the sizes).
     pub fn new(
         vocab: usize,
         embed: usize,
@@ -68,6 +70,12 @@ impl DecoderOnly {
         feedforward: usize,
         max_len: usize,
     ) -> Self {
+        // (Checked before the list of blocks is reserved: 2²⁸ of them had asked for hundreds of
+        // gigabytes at once, and a failed allocation aborts the process.)
+        assert!(
+            layers <= MAX_DECODER_LAYERS,
+            "DecoderOnly: {layers} blocks, more than the {MAX_DECODER_LAYERS} a stack may have"
+        );
         let block = |k: usize| {
             TransformerEncoderLayer::new(embed, heads, feedforward)
                 .norm_first()
@@ -275,6 +283,10 @@ impl crate::onnx::OnnxLayer for DecoderOnly {
         })
     }
 }
+
+/// The most blocks a [`DecoderOnly`] stack may have (the largest published GPT-style models have
+/// about a hundred).
+pub const MAX_DECODER_LAYERS: usize = 4096;
 
 impl Visit for DecoderOnly {
     /// `tok.weight`, `pos.weight`, `blocks.{k}.…` (the blocks' own names), `norm.weight`,

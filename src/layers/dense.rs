@@ -49,6 +49,9 @@ impl Dense {
     /// bias. The weights are drawn with seed 0; a model redraws them from its own seed and the
     /// layer's position ([`SequentialBuilder::seed`](super::sequential::SequentialBuilder::seed)),
     /// unless [`Dense::seed`] or [`Dense::with_weights`] chose them.
+    ///
+    /// # Panics
+    /// If its weights would be more values than a tensor can hold (a message names the size).
     pub fn new(inputs: usize, outputs: usize) -> Dense {
         Dense {
             weight: Param::drawn(&[outputs, inputs], Init::HeNormal, 0),

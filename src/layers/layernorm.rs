@@ -64,6 +64,9 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     /// Normalises rows of `dim` values, `ε = 1e-5`, with `γ` and `β` (PyTorch's defaults).
+    ///
+    /// # Panics
+    /// If its γ and β would be more values than a tensor can hold (a message names the size).
     pub fn new(dim: usize) -> LayerNorm {
         LayerNorm {
             dim,

@@ -58,7 +58,7 @@ pub use activation::{Gelu, LeakyRelu, LogSoftmax, Relu, Sigmoid, Softmax, Tanh};
 pub use attention::MultiHeadAttention;
 pub use batchnorm::{BatchNorm1d, BatchNorm2d};
 pub use conv2d::Conv2d;
-pub use decoder::DecoderOnly;
+pub use decoder::{DecoderOnly, MAX_DECODER_LAYERS};
 pub use dense::Dense;
 pub use dropout::Dropout;
 pub use embedding::Embedding;

@@ -30,6 +30,9 @@ use crate::tensor::init::Init;
 /// assert!((pe.data()[4] - 1f32.sin()).abs() < 1e-7); // t = 1, column 0: sin(1)
 /// assert!((pe.data()[6] - 0.01f32.sin()).abs() < 1e-7); // t = 1, column 2: sin(1/100)
 /// ```
+///
+/// # Panics
+/// If the table would be more values than a tensor can hold (a message names the size).
 pub fn sinusoidal_table(steps: usize, embed: usize) -> Tensor {
     let mut pe = Tensor::zeros(&[steps, embed]);
     for (t, row) in pe.data_mut().chunks_exact_mut(embed.max(1)).enumerate() {
@@ -145,6 +148,9 @@ pub struct PositionEmbedding {
 
 impl PositionEmbedding {
     /// Positions `0 .. max_len` of `embed` features.
+    ///
+    /// # Panics
+    /// If its table would be more values than a tensor can hold (a message names the size).
     pub fn new(max_len: usize, embed: usize) -> PositionEmbedding {
         PositionEmbedding {
             weight: Param::drawn(&[max_len, embed], Init::Normal { mean: 0.0, std: 1.0 }, 0),

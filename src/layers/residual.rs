@@ -25,7 +25,7 @@
 //! so a model's safetensors file loads into the PyTorch model built the same way with
 //! `load_state_dict(..., strict=True)` (`docs/pytorch.md`, `tests/pytorch_residual.rs`).
 
-use super::{InputGrad, Layer, Pass, Sequential, State, StateMut, Visit};
+use super::{InputGrad, Layer, Pass, Sequential, State, StateMut, Visit, check_input};
 use crate::error::{Error, Result};
 use crate::onnx::OnnxLayer;
 use crate::privacy::per_example::PerExample;
@@ -87,6 +87,7 @@ impl Layer for Residual {
     }
 
     fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
+        check_input(self, x); // (f must keep the shape: named here, not by the sum below)
         let mut y = self.body.forward(x, pass); // f(x)
         y += x; // y = x + f(x)
         y

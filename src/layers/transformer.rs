@@ -59,6 +59,9 @@ pub struct TransformerEncoderLayer {
     dropout2: Dropout,
     relu: Relu,
     gelu: Gelu,
+    /// The latest output's shape (empty before the first forward pass), which `backward`'s
+    /// gradient must have.
+    out_shape: Vec<usize>,
 }
 
 impl TransformerEncoderLayer {
@@ -89,6 +92,7 @@ impl TransformerEncoderLayer {
             dropout2: Dropout::new(0.1).seed(8),
             relu: Relu::new(),
             gelu: Gelu::new(),
+            out_shape: Vec::new(),
         }
     }
 
@@ -210,6 +214,9 @@ impl TransformerEncoderLayer {
     /// The backward pass, parts in the order of [`Visit::visit`] (which follows it, so that
     /// per-example slots are handed out in that order).
     fn run_backward(&mut self, dy: &Tensor, mut per_example: Option<&mut PerExampleGrads>) -> Tensor {
+        // The block's own check, so that a wrong gradient is not reported by whichever part
+        // meets it first (a dropout, a dense layer, a layer norm).
+        super::check_grad(&self.describe(), &self.out_shape, dy);
         if self.norm_first {
             // y = h + Drop(FF(LN₂(h)))  →  dh = dy + LN₂'ᵀ·FF'ᵀ·dy
             let d_ff = self.feed_forward_backward(dy, per_example.as_deref_mut());
@@ -294,7 +301,7 @@ impl Layer for TransformerEncoderLayer {
     }
 
     fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
-        self.output_shape(x.shape()).unwrap_or_else(|e| panic!("{e}"));
+        self.out_shape = self.output_shape(x.shape()).unwrap_or_else(|e| panic!("{e}"));
         if self.norm_first {
             // h = x + Drop(SA(LN₁(x)));  y = h + Drop(FF(LN₂(h)))
             let z = self.norm1.forward(x, pass);

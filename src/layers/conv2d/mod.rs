@@ -86,11 +86,17 @@ impl Conv2d {
     /// stride 1, no padding, no dilation, a bias, He-normal weights and a zero bias. The weights
     /// are drawn with seed 0; a model redraws them from its own seed and the layer's position,
     /// unless [`Conv2d::seed`] or [`Conv2d::with_weights`] chose them.
+    ///
+    /// # Panics
+    /// If its weights would be more values than a tensor can hold (a message names the size).
     pub fn new(in_channels: usize, out_channels: usize, kernel: usize) -> Conv2d {
         Conv2d::with_kernel(in_channels, out_channels, (kernel, kernel))
     }
 
     /// Like [`Conv2d::new`] with a rectangular `(kh, kw)` kernel.
+    ///
+    /// # Panics
+    /// If its weights would be more values than a tensor can hold (a message names the size).
     pub fn with_kernel(in_channels: usize, out_channels: usize, kernel: (usize, usize)) -> Conv2d {
         let shape = [out_channels, in_channels, kernel.0, kernel.1];
         Conv2d {

@@ -32,6 +32,53 @@ pub struct Weights<'a> {
     pub b_hh: &'a Tensor,
 }
 
+impl CellKind {
+    /// Gates per unit: 1, 4 or 3.
+    fn gates(self) -> usize {
+        match self {
+            CellKind::Rnn { .. } => 1,
+            CellKind::Lstm => 4,
+            CellKind::Gru => 3,
+        }
+    }
+}
+
+/// Panics, naming both shapes, unless `x` is `[N, T, F]`, the weights are `kind`'s for `F`
+/// inputs (`W_ih [G·H, F]`, `W_hh [G·H, H]`, biases `[G·H]`) and every length is in `1..=T`;
+/// returns `(N, T, F, H)`.
+fn check_shapes(
+    kind: CellKind,
+    w: &Weights<'_>,
+    x: &Tensor,
+    lengths: &[usize],
+) -> (usize, usize, usize, usize) {
+    let what = |t: &Tensor| crate::tensor::shape_str(t.shape());
+    assert_eq!(x.shape().len(), 3, "recurrent reference: x must be [N, T, F], got {}", what(x));
+    let (n, t_len, f) = (x.dim(0), x.dim(1), x.dim(2));
+    assert_eq!(w.w_hh.shape().len(), 2, "recurrent reference: W_hh must be [G·H, H], got {}", what(w.w_hh));
+    let hidden = w.w_hh.dim(1);
+    let g = kind.gates() * hidden;
+    assert!(
+        w.w_ih.shape() == [g, f] && w.w_hh.shape() == [g, hidden],
+        "recurrent reference: {kind:?} over x {} needs W_ih [{g}, {f}] and W_hh [{g}, {hidden}], got {} and {}",
+        what(x),
+        what(w.w_ih),
+        what(w.w_hh)
+    );
+    assert!(
+        w.b_ih.shape() == [g] && w.b_hh.shape() == [g],
+        "recurrent reference: the biases must be [{g}], got {} and {}",
+        what(w.b_ih),
+        what(w.b_hh)
+    );
+    assert!(
+        lengths.is_empty() || (lengths.len() == n && lengths.iter().all(|l| (1..=t_len).contains(l))),
+        "recurrent reference: {} lengths for {n} sequences of {t_len} steps (each must be in 1..={t_len}): {lengths:?}",
+        lengths.len()
+    );
+    (n, t_len, f, hidden)
+}
+
 /// Row `r` of `w` dotted with `v`.
 fn dot(w: &Tensor, r: usize, v: &[f32]) -> f32 {
     w.outer(r).iter().zip(v).map(|(a, b)| a * b).sum()
@@ -39,8 +86,12 @@ fn dot(w: &Tensor, r: usize, v: &[f32]) -> f32 {
 
 /// All steps' outputs `[N, T, H]` of a layer over `x [N, T, F]` from zero state; sequence `n` stops
 /// after `lengths[n]` steps (outputs 0 after that) when `lengths` is not empty.
+///
+/// # Panics
+/// If `x` is not `[N, T, F]`, the weights are not `kind`'s shapes for `F` inputs, or `lengths`
+/// is neither empty nor `N` lengths in `1..=T` (the message names the shapes).
 pub fn recurrent_forward(kind: CellKind, w: &Weights<'_>, x: &Tensor, lengths: &[usize]) -> Tensor {
-    let (n, t_len, hidden) = (x.dim(0), x.dim(1), w.w_hh.dim(1));
+    let (n, t_len, _, hidden) = check_shapes(kind, w, x, lengths);
     let mut y = Tensor::zeros(&[n, t_len, hidden]);
     for s in 0..n {
         let (mut h, mut c) = (vec![0.0f32; hidden], vec![0.0f32; hidden]);
@@ -95,6 +146,9 @@ pub struct Gradients {
 ///
 /// The batched layer ([`Recurrent::backward_with_state`](super::Recurrent::backward_with_state))
 /// computes the same numbers; `tests/recurrent.rs` asserts they agree.
+///
+/// # Panics
+/// As [`recurrent_forward`]; also if `dy` is not `[N, T, H]`.
 #[allow(clippy::too_many_arguments)] // the layer, its inputs, and the three output gradients
 pub fn recurrent_backward(
     kind: CellKind,
@@ -106,7 +160,12 @@ pub fn recurrent_backward(
     dh_n: Option<&Tensor>,
     dc_n: Option<&Tensor>,
 ) -> Gradients {
-    let (n, t_len, f, hidden) = (x.dim(0), x.dim(1), x.dim(2), w.w_hh.dim(1));
+    let (n, t_len, f, hidden) = check_shapes(kind, w, x, lengths);
+    assert!(
+        dy.shape() == [n, t_len, hidden],
+        "recurrent reference: dy must be [{n}, {t_len}, {hidden}], got {}",
+        crate::tensor::shape_str(dy.shape())
+    );
     let gates = w.w_ih.dim(0);
     let mut out = Gradients {
         dx: Tensor::zeros(x.shape()),

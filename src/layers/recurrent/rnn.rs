@@ -95,6 +95,9 @@ impl Rnn {
     }
 
     /// An RNN with ReLU (`nonlinearity="relu"`).
+    ///
+    /// # Panics
+    /// As [`Rnn::new`].
     pub fn relu(inputs: usize, hidden: usize) -> Rnn {
         Rnn(Recurrent::with_cell(RnnCell { relu: true }, inputs, hidden))
     }
