@@ -44,3 +44,15 @@ fn special_cases_and_the_inverse() {
     }
     assert!(noise_multiplier_for(-1.0, 0.01, 10, 1e-5).is_err());
 }
+
+/// No steps spend no privacy: ε = 0, as Opacus's accountant reports before the first step (the
+/// conversion of zero RDP had given 0.10 at δ = 10⁻⁵, and a negative ε at δ = ½).
+#[test]
+fn no_steps_spend_nothing() {
+    for delta in [1e-5, 0.5] {
+        let (eps, order) = epsilon(0.01, 1.1, 0, delta, &DEFAULT_ORDERS);
+        assert_eq!(eps, 0.0);
+        assert!(order.is_nan());
+    }
+    assert!(epsilon(0.01, 1.1, 1, 1e-5, &DEFAULT_ORDERS).0 > 0.0);
+}

@@ -180,12 +180,26 @@ fn train_and_report(cli: &Cli) -> Result<()> {
         train.sample_shape(),
         dir.display()
     );
-    let data = pipeline::prepare(train, test, transposed)?;
-    println!(
-        "preprocessing: pixels scaled to [0, 1], then normalised with the training set's mean {:.4} and std {:.4}; \
-         training images randomly shifted by up to 2 pixels",
-        data.normalizer.mean[0], data.normalizer.std[0]
-    );
+    let data = if cli.dp_epsilon.is_some() {
+        // Statistics of the private training set would be released without noise (printed, and
+        // kept in the weights file): fixed public ones instead.
+        let (mean, std) = pipeline::MNIST_MEAN_STD;
+        let data =
+            pipeline::prepare_with(train, test, transposed, Normalizer { mean: vec![mean], std: vec![std] })?;
+        println!(
+            "preprocessing: pixels scaled to [0, 1], then normalised with MNIST's published mean {mean} and std {std} \
+             (not the private training set's own)"
+        );
+        data
+    } else {
+        let data = pipeline::prepare(train, test, transposed)?;
+        println!(
+            "preprocessing: pixels scaled to [0, 1], then normalised with the training set's mean {:.4} and std \
+             {:.4}; training images randomly shifted by up to 2 pixels",
+            data.normalizer.mean[0], data.normalizer.std[0]
+        );
+        data
+    };
 
     // Step 2: the model.
     let mut model = pipeline::reference_cnn(data.train.sample_shape(), classes, cli.seed)?;
@@ -218,12 +232,16 @@ fn train_and_report(cli: &Cli) -> Result<()> {
     // The per-epoch training accuracy is a running average over the epoch's batches, each scored
     // by the weights of that moment with dropout and shifts on; the final weights on the clean
     // training images, in eval mode, are the comparable figure.
-    let train_eval = model.evaluate(&data.train, &CrossEntropyLoss::new(), 256)?;
-    println!(
-        "\ntraining set with the final weights (clean images, eval mode): accuracy {:.2}%, loss {:.4}",
-        100.0 * train_eval.accuracy.unwrap_or(0.0),
-        train_eval.loss
-    );
+    if cli.dp_epsilon.is_none() {
+        // (Not after private training: figures of the training set itself, unnoised, are not
+        // covered by ε.)
+        let train_eval = model.evaluate(&data.train, &CrossEntropyLoss::new(), 256)?;
+        println!(
+            "\ntraining set with the final weights (clean images, eval mode): accuracy {:.2}%, loss {:.4}",
+            100.0 * train_eval.accuracy.unwrap_or(0.0),
+            train_eval.loss
+        );
+    }
     let predicted = model.predict_classes(data.test.inputs(), 256)?;
     let labels = data.test.labels().expect("a classification set");
     let matrix = ConfusionMatrix::new(classes, labels, &predicted);
@@ -271,7 +289,7 @@ fn train_private(
     let steps_per_epoch = (1.0 / q).round().max(1.0) as u64;
     let sigma = noise_multiplier_for(target, q, steps_per_epoch * s.epochs as u64, cli.dp_delta)?;
     println!(
-        "differential privacy: (ε = {target}, δ = {}), sampling rate {q:.5}, clipping norm {}, noise multiplier σ = {sigma:.4}",
+        "differential privacy: (ε = {target}, δ = {}), sampling rate {q:.5}, clipping norm {}, noise multiplier σ = {sigma}",
         cli.dp_delta, cli.dp_clip
     );
     let mut adam = Adam::new(s.lr);

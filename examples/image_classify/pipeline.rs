@@ -16,12 +16,28 @@ pub struct Prepared {
     pub transposed: bool,
 }
 
-pub fn prepare(mut train: Dataset, mut test: Dataset, transposed: bool) -> Result<Prepared> {
+pub fn prepare(train: Dataset, test: Dataset, transposed: bool) -> Result<Prepared> {
     let normalizer = Normalizer::fit(train.inputs())?;
+    prepare_with(train, test, transposed, normalizer)
+}
+
+/// [`prepare`] with statistics given rather than fitted: private training must not compute them
+/// from its training images (they would be released, in the weights file, without noise).
+pub fn prepare_with(
+    mut train: Dataset,
+    mut test: Dataset,
+    transposed: bool,
+    normalizer: Normalizer,
+) -> Result<Prepared> {
     normalizer.apply(train.inputs_mut())?;
     normalizer.apply(test.inputs_mut())?;
     Ok(Prepared { train, test, normalizer, transposed })
 }
+
+/// MNIST's published pixel mean and standard deviation (over its 60,000 training images): the
+/// fixed statistics of private training, which may use nothing of its own training set outside
+/// the noised steps.
+pub const MNIST_MEAN_STD: (f32, f32) = (0.1307, 0.3081);
 
 /// The most weights [`reference_cnn`]'s last layer may have (1 GiB of them): its input is every
 /// pixel of the last feature maps, so large images or many classes would otherwise ask for more

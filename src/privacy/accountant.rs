@@ -154,7 +154,8 @@ pub fn rdp_sampled_gaussian(q: f64, sigma: f64, alpha: f64) -> f64 {
 }
 
 /// The `ε` of `(ε, δ)`-DP after `steps` steps of the sampled Gaussian mechanism (rate `q`, noise
-/// multiplier `sigma`), minimised over `orders`; with the order that attains it.
+/// multiplier `sigma`), minimised over `orders`; with the order that attains it. No steps spend
+/// nothing: `(0, NaN)`, as Opacus's accountant reports 0 before the first step.
 ///
 /// ```
 /// use backprop::privacy::{DEFAULT_ORDERS, epsilon};
@@ -172,6 +173,9 @@ pub fn epsilon(q: f64, sigma: f64, steps: u64, delta: f64, orders: &[f64]) -> (f
     assert!(!orders.is_empty(), "epsilon: no RDP orders to minimise over (try privacy::DEFAULT_ORDERS)");
     if let Some(&alpha) = orders.iter().find(|&&a| a > MAX_ORDER || a.is_nan()) {
         panic!("epsilon: RDP orders must be at most {MAX_ORDER}, got {alpha}");
+    }
+    if steps == 0 {
+        return (0.0, f64::NAN); // nothing released yet, nothing spent (as Opacus's accountant)
     }
     let mut best = (f64::INFINITY, f64::NAN);
     for &alpha in orders {
