@@ -56,3 +56,16 @@ fn no_steps_spend_nothing() {
     }
     assert!(epsilon(0.01, 1.1, 1, 1e-5, &DEFAULT_ORDERS).0 > 0.0);
 }
+
+/// A sampling rate of 0 spends nothing either, an overwhelming noise is reported as 0 rather than
+/// a negative ε, and bad arguments are refused whatever the step count.
+#[test]
+fn nothing_sampled_spends_nothing_and_arguments_are_checked_at_zero_steps() {
+    assert_eq!(epsilon(0.0, 1.1, 100, 1e-5, &DEFAULT_ORDERS).0, 0.0);
+    assert_eq!(epsilon(0.01, 1e6, 100, 0.5, &DEFAULT_ORDERS).0, 0.0);
+    for bad in [(2.0, 1.0, 0.0), (0.5, -1.0, 0.0), (0.5, 1.0, 1.0)] {
+        let (q, sigma, order) = bad;
+        let orders: Vec<f64> = if order > 0.0 { vec![order] } else { DEFAULT_ORDERS.to_vec() };
+        assert!(std::panic::catch_unwind(|| epsilon(q, sigma, 0, 1e-5, &orders)).is_err(), "{bad:?}");
+    }
+}

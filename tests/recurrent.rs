@@ -1124,3 +1124,24 @@ fn the_reference_refuses_weights_and_lengths_that_do_not_fit() {
     // The shapes that fit run.
     assert_eq!(recurrent_forward(CellKind::Lstm, &w, &Tensor::ones(&[1, 4, 3]), &[2]).shape(), &[1, 4, 2]);
 }
+
+/// The reference's backward checks the states it is given: an initial state of another width had
+/// been zipped against `W_hh` over the shorter slice.
+#[test]
+fn the_reference_backward_refuses_states_that_do_not_fit() {
+    use backprop::layers::recurrent::reference::recurrent_backward;
+    let (w_ih, w_hh, b) = (Tensor::ones(&[20, 3]), Tensor::ones(&[20, 5]), Tensor::ones(&[20]));
+    let w = Weights { w_ih: &w_ih, w_hh: &w_hh, b_ih: &b, b_hh: &b };
+    let (x, dy) = (Tensor::ones(&[4, 6, 3]), Tensor::ones(&[4, 6, 5]));
+    let narrow = Tensor::zeros(&[4, 3]);
+    let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        drop(recurrent_backward(CellKind::Lstm, &w, &x, &[], (Some(&narrow), None), &dy, None, None))
+    }))
+    .unwrap_err();
+    let m = e.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(m.contains("h0") && m.contains("[4, 5]") && m.contains("[4, 3]"), "{m}");
+    let fits = Tensor::zeros(&[4, 5]);
+    let g =
+        recurrent_backward(CellKind::Lstm, &w, &x, &[], (Some(&fits), Some(&fits)), &dy, Some(&fits), None);
+    assert_eq!(g.dx.shape(), &[4, 6, 3]);
+}

@@ -25,7 +25,13 @@ pub fn training_curves(history: &History, path: &Path) -> Result<()> {
             history.epochs.iter().filter_map(|e| f(e).map(|v| (e.epoch as f32, v))).collect()
         };
         let panels = [
-            (&left, "loss", [series(&|e| Some(e.train_loss)), series(&|e| e.val_loss)], false),
+            // (A private run records no training loss: NaN, left out.)
+            (
+                &left,
+                "loss",
+                [series(&|e| Some(e.train_loss).filter(|l| l.is_finite())), series(&|e| e.val_loss)],
+                false,
+            ),
             (
                 &right,
                 "accuracy (%)",

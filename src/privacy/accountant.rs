@@ -154,8 +154,10 @@ pub fn rdp_sampled_gaussian(q: f64, sigma: f64, alpha: f64) -> f64 {
 }
 
 /// The `ε` of `(ε, δ)`-DP after `steps` steps of the sampled Gaussian mechanism (rate `q`, noise
-/// multiplier `sigma`), minimised over `orders`; with the order that attains it. No steps spend
-/// nothing: `(0, NaN)`, as Opacus's accountant reports 0 before the first step.
+/// multiplier `sigma`), minimised over `orders`; with the order that attains it. No steps, or a
+/// sampling rate of 0, spend nothing: `(0, NaN)`, as Opacus's accountant reports 0 before the
+/// first step. The conversion can give a negative figure where the noise is overwhelming (a
+/// large `σ` at a large `δ`); it is reported as 0, which is what it guarantees.
 ///
 /// ```
 /// use backprop::privacy::{DEFAULT_ORDERS, epsilon};
@@ -174,8 +176,13 @@ pub fn epsilon(q: f64, sigma: f64, steps: u64, delta: f64, orders: &[f64]) -> (f
     if let Some(&alpha) = orders.iter().find(|&&a| a > MAX_ORDER || a.is_nan()) {
         panic!("epsilon: RDP orders must be at most {MAX_ORDER}, got {alpha}");
     }
-    if steps == 0 {
-        return (0.0, f64::NAN); // nothing released yet, nothing spent (as Opacus's accountant)
+    // The arguments are checked whatever the step count (as `rdp_sampled_gaussian` checks them).
+    if let Some(&alpha) = orders.iter().find(|&&a| a <= 1.0 || a.is_nan()) {
+        panic!("rdp: q {q}, σ {sigma}, α {alpha}");
+    }
+    assert!((0.0..=1.0).contains(&q) && sigma >= 0.0, "rdp: q {q}, σ {sigma}");
+    if steps == 0 || q == 0.0 {
+        return (0.0, f64::NAN); // nothing released or sampled, nothing spent (as Opacus's accountant)
     }
     let mut best = (f64::INFINITY, f64::NAN);
     for &alpha in orders {
@@ -185,7 +192,7 @@ pub fn epsilon(q: f64, sigma: f64, steps: u64, delta: f64, orders: &[f64]) -> (f
             best = (eps, alpha);
         }
     }
-    best
+    (best.0.max(0.0), best.1)
 }
 
 /// The largest RDP order [`epsilon`] accepts: its cost grows linearly with the order.

@@ -148,7 +148,8 @@ pub struct Gradients {
 /// computes the same numbers; `tests/recurrent.rs` asserts they agree.
 ///
 /// # Panics
-/// As [`recurrent_forward`]; also if `dy` is not `[N, T, H]`.
+/// As [`recurrent_forward`]; also if `dy` is not `[N, T, H]`, or an initial state or a final
+/// state's gradient that is given is not `[N, H]`.
 #[allow(clippy::too_many_arguments)] // the layer, its inputs, and the three output gradients
 pub fn recurrent_backward(
     kind: CellKind,
@@ -166,6 +167,15 @@ pub fn recurrent_backward(
         "recurrent reference: dy must be [{n}, {t_len}, {hidden}], got {}",
         crate::tensor::shape_str(dy.shape())
     );
+    for (what, state) in [("h0", initial.0), ("c0", initial.1), ("dh_n", dh_n), ("dc_n", dc_n)] {
+        if let Some(t) = state {
+            assert!(
+                t.shape() == [n, hidden],
+                "recurrent reference: {what} must be [{n}, {hidden}], got {}",
+                crate::tensor::shape_str(t.shape())
+            );
+        }
+    }
     let gates = w.w_ih.dim(0);
     let mut out = Gradients {
         dx: Tensor::zeros(x.shape()),
