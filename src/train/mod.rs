@@ -535,14 +535,21 @@ pub fn fit(
         })?;
     }
     if let Some(v) = options.validation {
-        let eval_batch = options.validation_batch_size.unwrap_or_else(|| {
+        let check =
+            |b: usize| check_data(model, v, Some(loss), "validation set", &batch_sizes(v.len(), b, false));
+        let eval_batch = match options.validation_batch_size {
+            Some(b) => check(b).map(|_| b)?,
             // Batches of 256 if the model takes them (its activation budget may not, over long
-            // sequences), else the training batches' size, which it takes.
-            let wide = options.batch_size.max(256);
-            let fits = check_data(model, v, Some(loss), "validation set", &batch_sizes(v.len(), wide, false));
-            if fits.is_ok() { wide } else { options.batch_size }
-        });
-        check_data(model, v, Some(loss), "validation set", &batch_sizes(v.len(), eval_batch, false))?;
+            // sequences), else the training batches' size, which it takes (each set checked once
+            // when the first size fits).
+            None => {
+                let wide = options.batch_size.max(256);
+                match check(wide) {
+                    Ok(_) => wide,
+                    Err(_) => check(options.batch_size).map(|_| options.batch_size)?,
+                }
+            }
+        };
         options.validation_batch_size = Some(eval_batch);
     }
     check_schedule(&options, optimizer)?;
