@@ -401,3 +401,34 @@ fn private_training_refuses_early_stopping_on_the_training_loss() {
     let mut dp = DpSgd::new(&o, data.len()).unwrap();
     m.fit(&data, &CrossEntropyLoss::new(), &mut Sgd::new(0.1), opts.step(&mut dp)).unwrap();
 }
+
+/// With a masked loss, the epoch's loss is the mean over every counted position of the examples
+/// sampled — what the same loss gives on the batch, and what a plain `fit` reports — not the mean
+/// of each example's own mean (which would weigh an example with one position as much as one
+/// with many).
+#[test]
+fn the_reported_loss_is_the_mean_over_counted_positions() {
+    let mut model = Sequential::builder(&[2]).add(Dense::new(2, 3)).seed(5).build().unwrap();
+    let x = Tensor::from_vec(&[3, 2], vec![0.5, -1.0, 2.0, 0.25, -0.7, 1.5]).unwrap();
+    // Example 0 counts 1 position, example 1 three, example 2 two.
+    let nan = f32::NAN;
+    let t = Tensor::from_vec(&[3, 3], vec![1.0, nan, nan, 0.0, 1.0, 1.0, nan, 0.0, 1.0]).unwrap();
+    let bce = BceWithLogitsLoss::new().ignore_nan_targets();
+    let expected = bce.loss(&model.predict(&x, 3).unwrap(), Target::Values(&t)).unwrap();
+    let per_example: f32 = (0..3)
+        .map(|i| {
+            bce.loss(&model.predict(&x.select_outer(&[i]), 1).unwrap(), Target::Values(&t.select_outer(&[i])))
+                .unwrap()
+        })
+        .sum::<f32>()
+        / 3.0;
+    assert!((expected - per_example).abs() > 1e-3, "the test needs the two means apart");
+    let data = Dataset::regression(x, t).unwrap();
+    // q = 1: every example in the one step of the epoch; lr 0: the loss is the untrained model's.
+    let report = fit_private(&mut model, &data, &bce, &mut Sgd::new(0.0), &options(1.0, 1.0)).unwrap();
+    assert!(
+        (report.epoch_losses[0] - expected).abs() < 1e-6,
+        "{} against {expected}",
+        report.epoch_losses[0]
+    );
+}

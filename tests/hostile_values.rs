@@ -644,3 +644,127 @@ fn gradient_checks_name_a_gradient_of_the_wrong_shape() {
     let message = message.downcast_ref::<String>().unwrap();
     assert!(message.contains("Flat") && message.contains("[8]") && message.contains("[2, 4]"), "{message}");
 }
+
+/// A model struct that cannot state its outputs' shapes: `fit` runs its first validation batch
+/// (predict mode, put back) before training, so a validation set it refuses is found before the
+/// first epoch, not after it with that epoch's training kept; a validation set whose inputs are
+/// not the training set's is refused by name. Inputs of no samples give outputs of no samples.
+#[test]
+fn a_model_structs_validation_set_is_tried_before_training() {
+    use backprop::model::{Inputs, Model, Tensors};
+    struct Towers {
+        left: Dense,
+        right: Dense,
+    }
+    backprop::visit_fields!(Towers { left, right });
+    impl Model for Towers {
+        fn forward_batch(&mut self, inputs: &Inputs, mode: Mode) -> backprop::Result<Tensors> {
+            let a = self.left.forward(inputs.get("a")?, mode.into());
+            let b = self.right.forward(inputs.get("b")?, mode.into());
+            Ok(Tensors::one("y", &a + &b))
+        }
+        fn backward_batch(&mut self, grads: &Tensors, _: InputGrad) -> backprop::Result<Tensors> {
+            let g = grads.get("y")?;
+            let da = backprop::layers::backward_input(&mut self.left, g);
+            let db = backprop::layers::backward_input(&mut self.right, g);
+            Ok(Tensors::one("a", da).with("b", db))
+        }
+    }
+    let towers = || Towers { left: Dense::new(3, 2).seed(1), right: Dense::new(4, 2).seed(2) };
+    let set = |b_width: usize, second: &str| {
+        let inputs = Inputs::new().with("a", Tensor::ones(&[5, 3])).with(second, Tensor::ones(&[5, b_width]));
+        Dataset::from_inputs(inputs, Targets::Classes(vec![0, 1, 1, 0, 1])).unwrap()
+    };
+    let (train, loss) = (set(4, "b"), CrossEntropyLoss::new());
+    let mut model = towers();
+    let before = model.left.weight().value.clone();
+    let fit = |model: &mut Towers, val: &Dataset| {
+        let o = FitOptions::new().epochs(1).verbose(false).validation(val);
+        backprop::train::fit(model, &train, &loss, &mut Sgd::new(0.1), o).unwrap_err().to_string()
+    };
+    // The right names, a width the right tower refuses: found by the trial batch.
+    let e = fit(&mut model, &set(5, "b"));
+    assert!(e.contains("fit: the validation set") && e.contains("Dense"), "{e}");
+    // Another input's name.
+    let e = fit(&mut model, &set(4, "c"));
+    assert!(
+        e.contains("the validation set's inputs are [\"a\", \"c\"], the training set's [\"a\", \"b\"]"),
+        "{e}"
+    );
+    assert_eq!(model.left.weight().value, before, "a refused fit trained");
+    // A sound validation set trains.
+    let o = FitOptions::new().epochs(1).verbose(false).validation(&train);
+    backprop::train::fit(&mut model, &train, &loss, &mut Sgd::new(0.1), o).unwrap();
+    assert_ne!(model.left.weight().value, before);
+
+    // No samples: a layer states its outputs' shapes, so its output has none; a model struct
+    // that cannot is an error that says so.
+    let mut dense = Dense::new(3, 2);
+    let none = Inputs::new().with("input", Tensor::zeros(&[0, 3]));
+    let out = backprop::train::predict_inputs(&mut dense, &none, 4).unwrap();
+    assert_eq!(out.get("output").unwrap().shape(), &[0, 2]);
+    let none = Inputs::new().with("a", Tensor::zeros(&[0, 3])).with("b", Tensor::zeros(&[0, 4]));
+    let e = backprop::train::predict_inputs(&mut towers(), &none, 4).unwrap_err().to_string();
+    assert!(e.contains("no samples") && e.contains("Towers cannot state"), "{e}");
+}
+
+/// `loss_and_backward` checks the pass's lengths before running (one length for two samples had
+/// reached the LSTM's own check after the layers before it had run), and a pass that fails puts
+/// back what it changed: batch norm's running statistics and its count.
+#[test]
+fn loss_and_backward_checks_lengths_first_and_undoes_a_failed_pass() {
+    use backprop::layers::Pass;
+    let mut model = Sequential::builder(&[5, 3])
+        .add(BatchNorm1d::new(5))
+        .add(Lstm::new(3, 4).last_step_only())
+        .add(Dense::new(4, 2))
+        .seed(3)
+        .build()
+        .unwrap();
+    let x = Tensor::randn(&[2, 5, 3], 0.0, 1.0, 4);
+    let before = model.state_dict();
+    let loss = CrossEntropyLoss::new();
+    let e = backprop::train::loss_and_backward(
+        &mut model,
+        &x,
+        Target::Classes(&[0, 1]),
+        &loss,
+        Pass::TRAIN.with_lengths(&[5]),
+    )
+    .unwrap_err();
+    assert_eq!(e.to_string(), "shape error: loss_and_backward: 1 lengths for 2 samples");
+    assert_eq!(model.state_dict(), before, "running statistics moved");
+    // A pass cut short after the batch norm ran (a target the loss refuses only after the forward
+    // pass: a class past the outputs is refused before it, so use a loss that errs late).
+    struct Late;
+    impl backprop::loss::Loss for Late {
+        fn name(&self) -> &'static str {
+            "Late"
+        }
+        fn check_target(&self, _: &[usize], _: Target<'_>) -> backprop::Result<()> {
+            Ok(())
+        }
+        fn loss_and_grad(&self, _: &Tensor, _: Target<'_>) -> backprop::Result<(f32, Tensor)> {
+            Err(backprop::Error::invalid("late refusal"))
+        }
+    }
+    let e = backprop::train::loss_and_backward(&mut model, &x, Target::Classes(&[0, 1]), &Late, Pass::TRAIN)
+        .unwrap_err();
+    assert!(e.to_string().contains("late refusal"), "{e}");
+    assert_eq!(model.state_dict(), before, "a failed pass left running statistics moved");
+}
+
+/// A layer checked as a model takes its one input under any name and returns that input's
+/// gradient as "input": `check_model` checks it under the name it was given (it had skipped it,
+/// so a wrong dL/dx passed with the parameters alone).
+#[test]
+fn check_model_checks_a_layers_input_under_any_name() {
+    use backprop::model::Inputs;
+    let mut dense = Dense::new(3, 2).seed(1);
+    let inputs = Inputs::new().with("x", Tensor::randn(&[4, 3], 0.0, 1.0, 2));
+    let report =
+        backprop::gradcheck::check_model(&mut dense, &inputs, Mode::Train, &Default::default()).unwrap();
+    let names: Vec<&str> = report.tensors.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["x", "weight", "bias"]);
+    assert!(report.passes(1e-2), "{report}");
+}

@@ -233,3 +233,75 @@ fn log_softmax_over_the_last_axis_then_nll_is_cross_entropy_for_sequences() {
     let e = NllLoss::new().loss_and_grad(&lp1, (&ids).into()).unwrap_err().to_string();
     assert!(e.contains("LogSoftmax::last_axis()"), "{e}");
 }
+
+/// A batch whose every target is masked (NaN padding the loss ignores) has no loss to descend:
+/// `train_step` refuses it (the weights and the optimizer's momentum unchanged, where a step would
+/// move the weights by momentum alone), `fit` passes over it (the same weights as training on the
+/// other batches alone), and `evaluate` and `fit` refuse a data set that is all padding (its loss
+/// would read 0, a perfect model).
+#[test]
+fn batches_and_data_sets_whose_targets_are_all_masked_have_no_loss_to_step_on() {
+    use backprop::optim::Sgd;
+    use backprop::prelude::{Dataset, Dense, FitOptions, Sequential};
+    let build = || Sequential::builder(&[2]).add(Dense::new(2, 3)).seed(9).build().unwrap();
+    let bce = BceWithLogitsLoss::new().ignore_nan_targets();
+    let x = Tensor::from_vec(&[4, 2], vec![0.5, -1.0, 2.0, 0.25, -0.7, 1.5, 0.3, 0.9]).unwrap();
+    // Samples 0 and 1 have targets; 2 and 3 are all padding.
+    let mut t = Tensor::full(&[4, 3], f32::NAN);
+    t.data_mut()[..6].copy_from_slice(&[1.0, 0.0, f32::NAN, 0.0, 1.0, 1.0]);
+
+    // train_step: one real step (momentum builds up), then the masked batch is refused.
+    let mut model = build();
+    let mut sgd = Sgd::new(0.1).momentum(0.9);
+    let (x01, t01) = (x.select_outer(&[0, 1]), t.select_outer(&[0, 1]));
+    let (x23, t23) = (x.select_outer(&[2, 3]), t.select_outer(&[2, 3]));
+    model.train_step(&x01, Target::Values(&t01), &bce, &mut sgd).unwrap();
+    let before = model.state_dict();
+    let e = model.train_step(&x23, Target::Values(&t23), &bce, &mut sgd).unwrap_err().to_string();
+    assert!(e.contains("every target of the batch (2 samples) is masked"), "{e}");
+    assert_eq!(model.state_dict(), before, "a refused step moved the weights");
+    // (The momentum is as it was too: the next real step equals one on a fresh copy.)
+    let mut twin = build();
+    let mut twin_sgd = Sgd::new(0.1).momentum(0.9);
+    twin.train_step(&x01, Target::Values(&t01), &bce, &mut twin_sgd).unwrap();
+    model.train_step(&x01, Target::Values(&t01), &bce, &mut sgd).unwrap();
+    twin.train_step(&x01, Target::Values(&t01), &bce, &mut twin_sgd).unwrap();
+    assert_eq!(model.state_dict(), twin.state_dict());
+
+    // fit, batches of 2 in order: the second batch is passed over, so one epoch of fit is one
+    // step on the first batch; its loss is that batch's alone.
+    let data = Dataset::regression(x.clone(), t.clone()).unwrap();
+    let mut fitted = build();
+    let mut seen = Vec::new();
+    let options = FitOptions::new().epochs(1).batch_size(2).shuffle(false).verbose(false).on_batch_end(|b| {
+        seen.push((b.batch, b.size, b.terms));
+    });
+    let history = fitted.fit(&data, &bce, &mut Sgd::new(0.1).momentum(0.9), options).unwrap();
+    let mut stepped = build();
+    let first =
+        stepped.loss_and_backward(&x01, Target::Values(&t01), &bce, backprop::layers::Mode::Train).unwrap();
+    stepped.train_step(&x01, Target::Values(&t01), &bce, &mut Sgd::new(0.1).momentum(0.9)).unwrap();
+    assert_eq!(fitted.state_dict(), stepped.state_dict());
+    assert_eq!(seen, [(1, 2, 5)], "only the first batch ran, with its 5 counted targets");
+    assert!((history.epochs[0].train_loss - first).abs() < 1e-6, "{:?} against {first}", history.epochs[0]);
+
+    // A data set that is all padding: evaluate and fit refuse it, for training and validation.
+    let padding = Dataset::regression(x23.clone(), t23.clone()).unwrap();
+    let e = build().evaluate(&padding, &bce, 2).unwrap_err().to_string();
+    assert!(e.contains("evaluate: the data set: every one of its 2 samples' targets is masked"), "{e}");
+    let mut m = build();
+    let e =
+        m.fit(&padding, &bce, &mut Sgd::new(0.1), FitOptions::new().verbose(false)).unwrap_err().to_string();
+    assert!(e.contains("fit: the training set: every one"), "{e}");
+    let options = FitOptions::new().verbose(false).validation(&padding);
+    let e = m.fit(&data, &bce, &mut Sgd::new(0.1), options).unwrap_err().to_string();
+    assert!(e.contains("fit: the validation set: every one"), "{e}");
+    assert_eq!(m.state_dict(), build().state_dict(), "a refused fit trained");
+    // Cross-entropy's NaN class ids are padding too.
+    let ids = Tensor::full(&[2], f32::NAN);
+    let e = build()
+        .evaluate(&Dataset::regression(x23, ids).unwrap(), &CrossEntropyLoss::new(), 2)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("every one of its 2 samples' targets is masked"), "{e}");
+}

@@ -572,3 +572,66 @@ fn a_resume_that_watches_another_figure_is_refused_and_leaves_no_folder() {
     let h = model().fit(&train, &loss, &mut Adam::new(0.01), fresh()).unwrap();
     assert_eq!(h.best_epoch, None);
 }
+
+/// `fit` starts each epoch's stream and each validation pass of a stateful layer from zeros, so
+/// the figures do not depend on the batch sizes: with the weights held still (lr 0), every epoch
+/// gives the same training loss and the same validation loss, whatever size the validation
+/// batches are (a validation batch of another size had reset the state, one of the same size had
+/// carried it on into the next epoch).
+#[test]
+fn a_stateful_layer_starts_every_epoch_and_validation_from_zeros() {
+    let data = stream();
+    let loss = MseLoss::new();
+    let first = data.subset(&(0..16).collect::<Vec<_>>());
+    let mut reference = None;
+    for val_batch in [16, 64] {
+        let mut model = stateful_model(1);
+        let o = FitOptions::new()
+            .batch_size(16)
+            .shuffle(false)
+            .epochs(3)
+            .verbose(false)
+            .validation(&data)
+            .validation_batch_size(val_batch);
+        let h = model.fit(&data, &loss, &mut Sgd::new(0.0), o).unwrap();
+        let train: Vec<f32> = h.epochs.iter().map(|e| e.train_loss).collect();
+        assert!(train.iter().all(|&l| l == train[0]), "batches of {val_batch}: {train:?}");
+        let val: Vec<f32> = h.epochs.iter().map(|e| e.val_loss.unwrap()).collect();
+        assert!(val.iter().all(|&l| l == val[0]), "batches of {val_batch}: {val:?}");
+        // The training loss is the stream's from zeros whatever validation did.
+        match reference {
+            None => reference = Some(train[0]),
+            Some(r) => assert_eq!(train[0], r),
+        }
+        // And the first batch's loss from zeros is what a fresh model evaluates on it.
+        let mut fresh = stateful_model(1);
+        let e = fresh.evaluate(&first, &loss, 16).unwrap().loss;
+        let mut once = stateful_model(1);
+        let h1 = once
+            .fit(
+                &first,
+                &loss,
+                &mut Sgd::new(0.0),
+                FitOptions::new().batch_size(16).shuffle(false).epochs(2).verbose(false),
+            )
+            .unwrap();
+        assert_eq!(h1.epochs[1].train_loss, e, "epoch 2 did not start from zeros");
+    }
+}
+
+/// Bucketing by length reorders the samples even without shuffling, so row s of a batch would
+/// continue another sequence's state: refused for a stateful layer, as shuffling is.
+#[test]
+fn fit_refuses_bucketed_batches_for_a_stateful_layer() {
+    use backprop::train::Bucketed;
+    let data = stream();
+    let lengths: Vec<usize> = (0..64).map(|i| 1 + i % 10).collect();
+    let data = data.with_lengths(lengths).unwrap();
+    let mut model = stateful_model(1);
+    let before = model.state_dict();
+    let mut step = Bucketed::by_lengths_of("input");
+    let o = FitOptions::new().batch_size(16).shuffle(false).epochs(1).verbose(false).step(&mut step);
+    let e = model.fit(&data, &MseLoss::new(), &mut Adam::new(0.01), o).unwrap_err().to_string();
+    assert!(e.contains("0.carried_state") && e.contains("bucketed by the lengths"), "{e}");
+    assert_eq!(model.state_dict(), before);
+}

@@ -152,8 +152,20 @@ fn display_shows_shape_and_elides() {
     assert!(s.starts_with("Tensor[2, 3]"), "{s}");
     assert!(s.contains("5.0000"), "{s}");
     let long = Tensor::zeros(&[100]);
-    let s = format!("{long:?}");
+    let s = format!("{long}");
     assert!(s.contains('…') && s.len() < 120, "{s}");
+    // Debug shows every value up to 1,000 (so that assert_eq! of two tensors shows where they
+    // differ), then elides as PyTorch's repr does; {:#?} never elides.
+    let mut b = long.clone();
+    b.data_mut()[50] = 1.0;
+    let s = format!("{b:?}");
+    assert!(!s.contains('…') && s.contains("1.0") && s.matches(", ").count() == 99, "{s}");
+    let big = Tensor::zeros(&[1001]);
+    assert!(format!("{big:?}").contains('…') && !format!("{big:#?}").contains('…'));
+    // A rank far past any nesting prints its values as one list, without recursing per axis.
+    let deep = Tensor::zeros(&vec![1; 100_000]);
+    let s = format!("{deep:?}");
+    assert!(s.ends_with(" [0.0]"), "{}", &s[s.len() - 20..]);
 }
 
 #[test]

@@ -20,6 +20,15 @@
 //! ([`gradcheck::check_model`](crate::gradcheck::check_model)). Every [`Layer`] is a `Model`
 //! with one input and one output, named `"input"` and `"output"`.
 //!
+//! **One forward call per layer per pass.** A layer keeps what its backward pass needs from its
+//! latest forward call (its input, its masks), so a layer that `forward_batch` calls twice — one
+//! `Dense` applied to both inputs of a Siamese model, as PyTorch shares a module's weights —
+//! would compute both backward calls from the second input: wrong weight gradients, with no error.
+//! Give each use its own layer (the two then learn apart), or, for weights that must stay shared,
+//! run the uses as one batch (both inputs stacked along the batch axis: one forward call, one
+//! backward call, and the weight gradient sums both uses), or write a layer whose backward adds
+//! both paths, as [`DecoderOnly`](crate::layers::DecoderOnly)'s tied head does.
+//!
 //! ```
 //! use backprop::model::{Inputs, Model, Tensors};
 //! use backprop::prelude::*;

@@ -320,8 +320,9 @@ pub fn zero_grad(params: &mut [(String, &mut Param)]) {
 ///
 /// Two edges differ from PyTorch's: a gradient that is not finite makes every gradient NaN
 /// (PyTorch's scale of 0 or NaN leaves finite and NaN gradients mixed), and finite gradients whose
-/// norm overflows `f32` are clipped by their norm taken in `f64` (PyTorch's `f32` norm is ∞, and
-/// it zeroes every gradient); the norm returned is then ∞.
+/// squared norm overflows `f32` (a norm above about 1.8·10¹⁹) are clipped by their norm taken in
+/// `f64` (PyTorch's `f32` norm is ∞ there, and it zeroes every gradient); the norm returned is
+/// then the `f64` norm, or ∞ where that overflows `f32` too.
 ///
 /// ```
 /// use backprop::layers::Param;

@@ -92,7 +92,10 @@ pub struct DpOptions {
 /// What a private training run did and spent.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DpReport {
-    /// Mean training loss of each epoch (over the examples sampled).
+    /// Mean training loss of each epoch over the examples sampled: the mean over every term the
+    /// loss counts ([`Loss::terms`]: examples, or the positions that are not padding), as
+    /// [`fit`](crate::train::fit) reports it. Computed from the private data without noise: a
+    /// figure for the one who trains, not one to publish.
     pub epoch_losses: Vec<f32>,
     /// Steps taken.
     pub steps: u64,
@@ -207,7 +210,8 @@ impl DpSgd {
 
     /// `Σ_i ḡ_i` from one forward and one per-example backward pass over the whole batch: every
     /// example's gradient of every parameter at once, then their norms, clipping factors and the
-    /// weighted sum. Returns the examples' mean loss and the batch's output.
+    /// weighted sum. Returns the sum of the examples' losses, each times its terms
+    /// ([`Loss::terms`]), and the batch's output.
     fn clipped_sum_batched(
         &mut self,
         model: &mut dyn Model,
@@ -228,7 +232,7 @@ impl DpSgd {
             out.select_outer_into(&[k], &mut out_i);
             targets.select_into(&[k], &mut self.one_target);
             let (l, g) = example_loss(loss, &out_i, &self.one_target)?;
-            loss_sum += l;
+            loss_sum += l * loss.terms(1, self.one_target.as_target()) as f64; // ℓ_i · its terms
             g_all.outer_mut(k).copy_from_slice(g.data());
         }
         self.grads.start(b);
@@ -298,7 +302,8 @@ impl DpSgd {
     }
 
     /// `Σ_i ḡ_i` one example at a time: a forward and backward pass per example (a batch of
-    /// one), for any model. Returns the examples' summed loss and their outputs, stacked.
+    /// one), for any model. Returns the sum of the examples' losses, each times its terms, and their
+    /// outputs, stacked.
     fn clipped_sum_one_by_one(
         &mut self,
         model: &mut dyn Model,
@@ -320,7 +325,7 @@ impl DpSgd {
             }
             outputs.outer_mut(k).copy_from_slice(out.data());
             let (l, g) = example_loss(loss, &out, &self.one_target)?;
-            loss_sum += l;
+            loss_sum += l * loss.terms(1, self.one_target.as_target()) as f64; // ℓ_i · its terms
             zero_grad(model);
             model.backward_batch(&Tensors::one(&name, g), InputGrad::NotNeeded)?; // this example's g_i
             let params = named_params(model);
@@ -376,6 +381,13 @@ impl Step for DpSgd {
             "DP-SGD (q {}, σ {}, C {})",
             self.options.sample_rate, self.options.noise_multiplier, self.options.clip
         )
+    }
+
+    /// False: every sampled batch takes its noised step, an empty one or one whose targets are
+    /// all masked included — whether a step happens must not depend on the private data, and the
+    /// accountant counts every step.
+    fn skips_batches_without_terms(&self) -> bool {
+        false
     }
 
     fn check(&mut self, model: &mut dyn Model, data: &Dataset, options: &FitOptions<'_>) -> Result<()> {
@@ -496,7 +508,10 @@ impl Step for DpSgd {
             }
         }
         self.steps += 1;
-        Ok(StepOutcome { loss: (loss_sum / b.max(1) as f64) as f32, output })
+        // Each example's mean weighted by its terms (Loss::terms): the batch's mean over every
+        // counted term, as a plain step reports it and as `fit` weights it.
+        let terms = loss.terms(b, targets.as_target());
+        Ok(StepOutcome { loss: if terms == 0 { 0.0 } else { (loss_sum / terms as f64) as f32 }, output })
     }
 }
 

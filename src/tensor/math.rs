@@ -73,7 +73,7 @@ pub fn exp_fast(x: f32) -> f32 {
 
 /// `ln` of f32's smallest normal value: [`exp_fast`] clamps its argument from below here (its
 /// result stays a normal float), and `e^x` below it is a subnormal.
-pub(crate) const EXP_SMALLEST_NORMAL_ARG: f32 = -87.336_55;
+pub(crate) const EXP_SMALLEST_NORMAL_ARG: f32 = -87.336_54; // the f32 just above ln(f32::MIN_POSITIVE)
 
 /// [`exp_fast`] with its multiply-adds evaluated by `M`.
 #[inline(always)]
@@ -121,7 +121,9 @@ fn exp_reduced<M: MulAdd>(x: f32) -> (f32, f32) {
     (e_r_minus_1, two_n)
 }
 
-/// `σ(x)` through [`exp_fast`] (vectorisable); within a few ulps of [`sigmoid`].
+/// `σ(x)` through [`exp_fast`] (vectorisable); within a few ulps of [`sigmoid`] above `x = −87`.
+/// Below about −88.3 (where `σ` falls under f32's normal range) it gives `1/exp_fast(88.3)`,
+/// 4.5·10⁻³⁹, where [`sigmoid`] gives the subnormal value or 0.
 #[inline(always)]
 pub fn sigmoid_fast(x: f32) -> f32 {
     sigmoid_with::<Separate>(x)
@@ -472,7 +474,13 @@ mod tests {
             }
         }
         assert!(worst[0] < 5e-7 && worst[1] < 3e-7 && worst[2] < 3e-7, "{worst:?}");
-        assert_eq!(sigmoid_fast(-1000.0), 0.0_f32.max(sigmoid_fast(-1000.0)));
+        // Below the range: exp_fast's smallest value is a normal float (the clamp's purpose), and
+        // σ far out on the left is 1/exp_fast(88.3), a small normal float instead of 0.
+        let smallest = exp_fast(f32::NEG_INFINITY);
+        assert!(smallest.is_normal() && smallest < 1.2e-38, "exp_fast(-inf) = {smallest:e}");
+        assert_eq!(exp_fast(EXP_SMALLEST_NORMAL_ARG), smallest);
+        let far = sigmoid_fast(-1000.0);
+        assert!(far > 0.0 && far < 5e-39 && far == sigmoid_fast(-100.0), "σ(-1000) = {far:e}");
         assert!(sigmoid_fast(1000.0) == 1.0 && tanh_fast(1000.0) == 1.0 && tanh_fast(-1000.0) == -1.0);
     }
 

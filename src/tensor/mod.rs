@@ -81,14 +81,6 @@ pub fn checked_numel(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).filter(|&n| n <= MAX_ELEMENTS)
 }
 
-/// Number of elements of a shape (1 for the empty shape: a scalar).
-///
-/// An empty buffer with room for `numel(shape)` values, or a panic that says how much was asked
-/// for — never the process abort of a failed allocation (a layer of 2⁴⁰ weights, say): tensors
-/// of user-chosen sizes are made through this.
-///
-/// # Panics
-/// If the shape is too large (see [`numel`]) or the memory cannot be reserved.
 /// A byte count for messages: `"3.5 GiB"`, `"120.0 MiB"`, `"512 bytes"`.
 pub(crate) fn human_bytes(bytes: usize) -> String {
     let b = bytes as f64;
@@ -122,6 +114,12 @@ pub(crate) fn reserve_more<T>(data: &mut Vec<T>, len: usize, what: &str) {
     }
 }
 
+/// An empty buffer with room for `numel(shape)` values, or a panic that says how much was asked
+/// for — never the process abort of a failed allocation (a layer of 2⁴⁰ weights, say): tensors
+/// of user-chosen sizes are made through this.
+///
+/// # Panics
+/// If the shape is too large (see [`numel`]) or the memory cannot be reserved.
 fn allocate(shape: &[usize]) -> Vec<f32> {
     let n = numel(shape);
     let mut data = Vec::new();
@@ -143,6 +141,13 @@ fn reserve_total(data: &mut Vec<f32>, n: usize, shape: &[usize]) {
     }
 }
 
+/// Number of elements of a shape: the product of its sizes (1 for the empty shape, a scalar).
+///
+/// ```
+/// assert_eq!(backprop::tensor::numel(&[2, 3, 4]), 24);
+/// assert_eq!(backprop::tensor::numel(&[]), 1);
+/// ```
+///
 /// # Panics
 /// If the product overflows or exceeds [`MAX_ELEMENTS`] (see [`checked_numel`]): such a tensor
 /// could never be allocated, and a wrapped count would be a wrong length.
@@ -324,10 +329,11 @@ impl Tensor {
         Tensor { shape: shape.to_vec(), data }
     }
 
-    /// Samples uniformly from `[low, high)` with a seeded generator.
+    /// Samples uniformly from `[low, high)` with a seeded generator (never `high` itself: `rand`'s
+    /// float sampler can round up to it, and such a draw is drawn again).
     ///
     /// # Panics
-    /// If `low >= high` or either bound is not finite.
+    /// If `low >= high`, either bound is not finite, or `high − low` overflows `f32`.
     pub fn rand_uniform(shape: &[usize], low: f32, high: f32, seed: u64) -> Tensor {
         let mut r = rng(seed);
         Tensor::rand_uniform_with(shape, low, high, &mut r)
@@ -336,12 +342,20 @@ impl Tensor {
     /// Like [`Tensor::rand_uniform`], drawing from a generator the caller owns.
     ///
     /// # Panics
-    /// If `low >= high` or either bound is not finite.
+    /// If `low >= high`, either bound is not finite, or `high − low` overflows `f32`.
     pub fn rand_uniform_with(shape: &[usize], low: f32, high: f32, rng: &mut Rng) -> Tensor {
         let dist = Uniform::new(low, high)
             .unwrap_or_else(|e| panic!("Tensor::rand_uniform: invalid range [{low}, {high}): {e}"));
         let mut data = allocate(shape);
-        data.extend((0..numel(shape)).map(|_| dist.sample(rng)));
+        // Half-open as documented (and as PyTorch's `uniform_`): a draw rounded up to `high` is
+        // drawn again. (Symmetric ranges, the initialisers', never round up to it.)
+        let draw = |rng: &mut Rng| loop {
+            let v = dist.sample(rng);
+            if v < high {
+                break v;
+            }
+        };
+        data.extend((0..numel(shape)).map(|_| draw(rng)));
         Tensor { shape: shape.to_vec(), data }
     }
 
@@ -952,14 +966,29 @@ impl Neg for &Tensor {
 
 // -------------------------------------------------------------------- display
 
-/// Like [`Display`](fmt::Display), with every shown value exact (the shortest decimal that reads
-/// back as the same `f32`: `assert_eq!` of two tensors shows where they differ); `{:#?}` shows
-/// every value, no axis elided.
+/// Like [`Display`](fmt::Display), with every value exact (the shortest decimal that reads back
+/// as the same `f32`) and, up to [`DEBUG_ELISION_ABOVE`] values, every value shown: `assert_eq!`
+/// of two tensors shows where they differ. Larger tensors elide the middle of long axes, as
+/// PyTorch's `repr` does above 1,000 values; `{:#?}` shows every value of any tensor.
+///
+/// ```
+/// use backprop::Tensor;
+/// let t = Tensor::from_vec(&[10], (0..10).map(|i| i as f32).collect()).unwrap();
+/// assert_eq!(format!("{t:?}"), "Tensor[10] [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]");
+/// assert_eq!(t.to_string(), "Tensor[10] [0.0000, 1.0000, 2.0000, …, 7.0000, 8.0000, 9.0000]");
+/// ```
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_tensor(self, f, ValueStyle::Exact, !f.alternate())
+        write_tensor(self, f, ValueStyle::Exact, !f.alternate() && self.len() > DEBUG_ELISION_ABOVE)
     }
 }
+
+/// The most values [`Tensor`]'s `Debug` shows without eliding (PyTorch's `repr` threshold).
+pub const DEBUG_ELISION_ABOVE: usize = 1000;
+
+/// Tensors of more axes than this print their values as one flat list (after the shape), not
+/// nested by axis: the nesting recurses once per axis.
+const MAX_NESTED_AXES: usize = 64;
 
 /// Shows the shape and the values, eliding the middle of long axes:
 /// `Tensor[2, 3] [[1.0000, 2.0000, 3.0000], [4.0000, 5.0000, 6.0000]]`. Values print with 4
@@ -1028,7 +1057,15 @@ fn write_tensor(t: &Tensor, f: &mut fmt::Formatter<'_>, style: ValueStyle, elide
         write!(f, "]")
     }
     write!(f, "Tensor{:?} ", t.shape)?;
-    if t.is_empty() { write!(f, "[]") } else { rec(t, f, (0, 0), elide, &value) }
+    if t.is_empty() {
+        write!(f, "[]")
+    } else if t.ndim() > MAX_NESTED_AXES {
+        // One flat list of the values in order (a very high rank would recurse too deep).
+        let flat = Tensor { shape: vec![t.len()], data: t.data.clone() };
+        rec(&flat, f, (0, 0), elide, &value)
+    } else {
+        rec(t, f, (0, 0), elide, &value)
+    }
 }
 
 pub(crate) use parallel::{add_rows, add_to_rows};

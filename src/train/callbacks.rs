@@ -49,7 +49,9 @@ impl EarlyStopping {
 pub struct EpochStats {
     /// Epoch number, from 1.
     pub epoch: usize,
-    /// Mean training loss over the epoch's batches (weighted by batch size). The weights change
+    /// Mean training loss over the epoch's batches, each batch's mean weighted by its terms
+    /// ([`Loss::terms`](crate::loss::Loss::terms): its samples, or the positions that are not
+    /// padding), so the mean over every term the epoch counted. The weights change
     /// during the epoch, so this is a running average that starts with the epoch's first, worst
     /// batches: evaluate the training set after the epoch for the end-of-epoch figure.
     pub train_loss: f32,
@@ -80,6 +82,10 @@ pub struct BatchStats {
     pub correct: Option<usize>,
     /// Samples in the batch.
     pub size: usize,
+    /// The terms the batch's loss is the mean of ([`Loss::terms`](crate::loss::Loss::terms):
+    /// its samples, or the positions that are not padding): [`EpochStats::train_loss`] is the
+    /// mean of the batches' losses weighted by these.
+    pub terms: usize,
 }
 
 /// The record of a [`fit`](super::fit) run: one [`EpochStats`] per epoch trained.
@@ -103,7 +109,8 @@ impl History {
 /// The result of [`evaluate`](super::evaluate).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Evaluation {
-    /// Mean loss over the samples.
+    /// Mean loss over every term the loss counts ([`Loss::terms`](crate::loss::Loss::terms):
+    /// samples, or the positions that are not padding), whatever the batch size.
     pub loss: f32,
     /// Fraction correct (classification only).
     pub accuracy: Option<f32>,

@@ -147,6 +147,21 @@ fn detail(e: &Error) -> String {
     }
 }
 
+/// Refuses a data set whose targets are all masked (NaN padding that `loss` ignores): the loss
+/// counts no term of it ([`Loss::terms`]), so its mean loss would be 0, a perfect model, and a
+/// step on it would descend nothing. After [`check_data`] (which checks the targets' shapes).
+pub(crate) fn check_some_terms(data: &Dataset, loss: &dyn Loss, what: &str) -> Result<()> {
+    if loss.ignores_nan_targets() && loss.terms(data.len(), data.targets().as_target()) == 0 {
+        return Err(Error::invalid(format!(
+            "{what}: every one of its {} samples' targets is masked (NaN), so {} counts no term: there is no loss \
+             to report or descend (a loss of 0 would read as a perfect model)",
+            data.len(),
+            loss.name()
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a data set against the model and the loss without running the model: the input shape
 /// at every batch size that will occur, label ranges, and the loss on a zero prediction of the
 /// model's output shape (which catches a wrong kind of target and a wrong target shape).
@@ -482,6 +497,8 @@ fn checkpoint_monitor(options: &FitOptions<'_>) -> Monitor {
 /// optional gradient clipping, `optimizer.step`. Then the validation set (if any) is evaluated,
 /// callbacks run, and early stopping decides whether to go on. A private step
 /// ([`DpSgd`](crate::privacy::DpSgd), through [`FitOptions::step`]) runs in the same loop.
+/// A batch whose targets are all masked (NaN padding the loss ignores) is passed over: it has
+/// no loss to descend ([`Step::skips_batches_without_terms`]; DP-SGD steps on it).
 ///
 /// `model` is any [`Model`]: a [`Sequential`](crate::Sequential), any other layer, or a model
 /// struct with several inputs (the loss trains its first output).
@@ -490,7 +507,8 @@ fn checkpoint_monitor(options: &FitOptions<'_>) -> Monitor {
 /// - [`Error::Shape`] / [`Error::InvalidArgument`] before any training, if the data do not fit
 ///   the model or the loss (wrong sample shape, a label out of range, a wrong kind or shape of
 ///   target, inputs whose sample count is not the targets') or the options or the step's
-///   settings are invalid (a batch size, validation batch size or epoch count of 0, an empty validation set, early
+///   settings are invalid (a batch size, validation batch size or epoch count of 0, an empty validation set or
+///   one whose targets are all masked, a training set whose targets are all masked, early
 ///   stopping on validation figures without a validation set or with a `min_delta` that is not
 ///   a finite number ≥ 0), the model has no parameters, or the optimizer holds state for another
 ///   model (buffers of other shapes or for parameters this model does not have); and
@@ -517,9 +535,10 @@ pub fn fit(
         None => &mut plain,
     };
     step.check(model, train, &options)?; // (first: DP-SGD refuses a stateful layer for its own reason)
-    check_batch_order(model, &options)?;
+    check_batch_order(model, &options, &*step)?;
     let sizes = step.batch_sizes(train.len(), &options);
     check_data(model, train, Some(loss), "training set", &sizes)?;
+    check_some_terms(train, loss, "fit: the training set")?;
     for &b in &sizes {
         model.check_training_shapes(&train.named_inputs().batch_shapes(b)).map_err(|e| {
             let last = if b < options.batch_size.min(train.len()) && b == train.len() % options.batch_size {
@@ -535,22 +554,54 @@ pub fn fit(
         })?;
     }
     if let Some(v) = options.validation {
+        let names = |d: &Dataset| {
+            let mut names: Vec<String> = d.named_inputs().iter().map(|i| i.name.clone()).collect();
+            names.sort();
+            names
+        };
+        if names(v) != names(train) {
+            return Err(Error::invalid(format!(
+                "fit: the validation set's inputs are {:?}, the training set's {:?}",
+                names(v),
+                names(train)
+            )));
+        }
         let check =
             |b: usize| check_data(model, v, Some(loss), "validation set", &batch_sizes(v.len(), b, false));
-        let eval_batch = match options.validation_batch_size {
-            Some(b) => check(b).map(|_| b)?,
+        let (eval_batch, shapes_known) = match options.validation_batch_size {
+            Some(b) => (b, check(b)?.is_some()),
             // Batches of 256 if the model takes them (its activation budget may not, over long
             // sequences), else the training batches' size, which it takes (each set checked once
             // when the first size fits).
             None => {
                 let wide = options.batch_size.max(256);
                 match check(wide) {
-                    Ok(_) => wide,
-                    Err(_) => check(options.batch_size).map(|_| options.batch_size)?,
+                    Ok(known) => (wide, known.is_some()),
+                    Err(_) => (options.batch_size, check(options.batch_size)?.is_some()),
                 }
             }
         };
+        if !shapes_known {
+            // A model that cannot state its outputs' shapes (a model struct) is run on the first
+            // validation batch, in predict mode, and put back: a validation set it refuses is
+            // found now, not after the first epoch's training.
+            let mut before = Snapshot::default();
+            before.save(model, false);
+            let first: Vec<usize> = (0..eval_batch.min(v.len())).collect();
+            let sub = v.subset(&first);
+            let tried = forward_batch_caught(
+                model,
+                sub.named_inputs(),
+                crate::layers::Mode::Predict,
+                "validation set",
+            )
+            .and_then(|out| first_output(out, &*model))
+            .and_then(|(_, out)| loss.check_target(out.shape(), sub.targets().as_target()));
+            before.restore(model);
+            tried.map_err(|e| Error::invalid(format!("fit: the validation set: {}", detail(&e))))?;
+        }
         options.validation_batch_size = Some(eval_batch);
+        check_some_terms(v, loss, "fit: the validation set")?;
     }
     check_schedule(&options, optimizer)?;
     // Last of the checks: a refused run leaves no new folder behind (the folders made here are
@@ -631,6 +682,16 @@ fn run(
         }
     }
     let monitor = checkpoint_monitor(options);
+    // A stateful recurrent layer starts each epoch's stream, and each validation pass, from zeros:
+    // the same rule whatever the batch sizes (PyTorch's truncated-BPTT examples start every epoch
+    // and every evaluation from a fresh hidden state).
+    let reset_carried = |model: &mut dyn Model| {
+        model.visit_mut(&mut |_, s| {
+            if let crate::layers::StateMut::Carried(c) = s {
+                *c = None;
+            }
+        })
+    };
     let mut checkpoint_optimizer = OptimizerState::default();
     let mut last_finite_loss = None;
     // Reused from batch to batch.
@@ -650,6 +711,7 @@ fn run(
             )));
         }
         optimizer.set_learning_rate(lr);
+        reset_carried(model);
         let epoch_batches = step.batches(train.len(), options, &mut shuffle_rng);
         // A step of the user's choosing picks the samples: one past the set is an error here,
         // before any batch of the epoch changes the model, not a panic in the middle of it.
@@ -669,6 +731,15 @@ fn run(
         for (b, idx) in epoch_batches.iter().enumerate() {
             train.named_inputs().select_into(idx, &mut x);
             train.targets().select_into(idx, &mut t);
+            let batch_terms = loss.terms(idx.len(), t.as_target());
+            if batch_terms == 0 && !idx.is_empty() && step.skips_batches_without_terms() {
+                // Every target masked: no loss to descend, and a step would still move the
+                // weights by momentum or weight decay. Passed over (Step::skips_batches_without_terms).
+                if let Some(bar) = &bar {
+                    bar.inc(1);
+                }
+                continue;
+            }
             if let Some(aug) = options.augment.as_mut() {
                 aug(&mut x.first_mut().values, &mut augment_rng);
             }
@@ -722,7 +793,6 @@ fn run(
                 _ => None,
             };
             // Each batch's mean weighted by its terms (Loss::terms): the epoch's mean over all.
-            let batch_terms = loss.terms(idx.len(), t.as_target());
             loss_sum += batch_loss as f64 * batch_terms as f64;
             terms += batch_terms;
             correct += batch_correct.unwrap_or(0);
@@ -741,6 +811,7 @@ fn run(
                     loss: batch_loss,
                     correct: batch_correct,
                     size: idx.len(),
+                    terms: batch_terms,
                 });
             }
         }
@@ -750,6 +821,7 @@ fn run(
 
         let val = match options.validation {
             Some(v) => {
+                reset_carried(model);
                 Some(evaluate(model, v, loss, options.validation_batch_size.unwrap_or(options.batch_size))?)
             }
             None => None,
@@ -868,9 +940,10 @@ pub(crate) fn first_output(mut outputs: Tensors, model: &dyn Model) -> Result<(S
 /// An error unless every buffer the optimizer already keeps (from earlier steps, or a resumed
 /// state) has the shape of the model's parameter of that name: an optimizer reused on another
 /// model would otherwise stop at its first step with a panic, half of its moments updated.
-/// Refuses shuffling for a model that carries state from one batch into the next (a stateful
+/// Refuses shuffling, or a step that reorders the samples otherwise ([`Step::reorders_samples`]:
+/// [`Bucketed`]), for a model that carries state from one batch into the next (a stateful
 /// recurrent layer): row `s` of each batch would continue row `s` of an unrelated one.
-fn check_batch_order<V: Visit + ?Sized>(model: &V, options: &FitOptions<'_>) -> Result<()> {
+fn check_batch_order<V: Visit + ?Sized>(model: &V, options: &FitOptions<'_>, step: &dyn Step) -> Result<()> {
     let mut carried = None;
     model.visit(&mut |name, s| {
         if let crate::layers::State::Carried(_) = s {
@@ -878,7 +951,13 @@ fn check_batch_order<V: Visit + ?Sized>(model: &V, options: &FitOptions<'_>) -> 
         }
     });
     match carried {
-        Some(name) if options.shuffle => Err(Error::invalid(format!(
+        Some(name) if step.reorders_samples(options) && !options.shuffle => Err(Error::invalid(format!(
+            "fit: {name} is carried from one batch into the next (a stateful recurrent layer), so each batch's row s \
+             must continue the row s before it; the step ({}) puts the samples in another order: train with the \
+             plain step, in order",
+            step.describe()
+        ))),
+        Some(name) if step.reorders_samples(options) => Err(Error::invalid(format!(
             "fit: {name} is carried from one batch into the next (a stateful recurrent layer), so each batch's row s \
              must continue the row s before it; shuffling would join unrelated sequences: FitOptions::shuffle(false) \
              (and a batch size that divides the data, or drop_last(true): a smaller last batch starts afresh)"

@@ -67,8 +67,9 @@ fn batched_output_shape(model: &dyn Layer, x: &Tensor, batch_size: usize, what: 
 /// so the batch size does not change it.
 ///
 /// # Errors
-/// If the data do not fit the model or the loss, `batch_size` is 0, or the data set is empty
-/// (a loss of 0 over no samples would read as a perfect model).
+/// If the data do not fit the model or the loss, `batch_size` is 0, or the data set is empty or
+/// every one of its targets is masked (NaN padding the loss ignores): a loss of 0 over no terms
+/// would read as a perfect model.
 pub fn evaluate(
     model: &mut dyn Model,
     data: &Dataset,
@@ -84,6 +85,7 @@ pub fn evaluate(
         ));
     }
     check_data(model, data, Some(loss), "evaluate", &[batch_size.min(data.len())])?;
+    super::check_some_terms(data, loss, "evaluate: the data set")?;
     // The batches on one of the pool's threads: their parallel loops start without waking this one.
     let (loss_sum, terms, correct) = super::on_pool(|| -> Result<(f64, usize, usize)> {
         let (mut loss_sum, mut terms, mut correct) = (0.0f64, 0usize, 0usize);
@@ -139,8 +141,7 @@ pub fn predict_with_lengths(
     lengths: &[usize],
     batch_size: usize,
 ) -> Result<Tensor> {
-    crate::data::check_lengths(x.shape(), lengths)
-        .map_err(|e| Error::shape(format!("predict_with_lengths: {}", super::detail(&e))))?;
+    crate::data::check_lengths(x.shape(), lengths).map_err(|e| prefixed("predict_with_lengths", e))?;
     predict_batches(model, x, Some(lengths), batch_size, "predict_with_lengths")
 }
 
@@ -186,9 +187,13 @@ fn predict_batches(
 /// The outputs of any [`Model`] for named inputs (with their lengths), in eval mode,
 /// `batch_size` samples at a time: every output, stacked over the batches.
 ///
+/// Inputs of no samples give every output with no samples (`[0, …]`), of the shapes the model
+/// states ([`Model::output_shapes`]).
+///
 /// # Errors
 /// If the inputs do not fit together ([`Inputs::check`]) or the model refuses them, or
-/// `batch_size` is 0.
+/// `batch_size` is 0; for inputs of no samples, if the model cannot state its outputs' shapes
+/// without running.
 pub fn predict_inputs<M: Model + ?Sized>(
     model: &mut M,
     inputs: &Inputs,
@@ -203,6 +208,21 @@ pub fn predict_inputs<M: Model + ?Sized>(
         crate::data::check_finite(&input.values, &format!("predict_inputs: input {:?}", input.name), false)?;
     }
     let n = inputs.len();
+    if n == 0 {
+        // No batch to run: the outputs' shapes from the model, with no samples.
+        let shapes = model.output_shapes(&inputs.batch_shapes(0)).ok_or_else(|| {
+            Error::invalid(format!(
+                "predict_inputs: the inputs hold no samples, and {} cannot state its outputs' shapes without running a \
+                 batch",
+                model.name()
+            ))
+        })??;
+        let mut out = Tensors::new();
+        for (name, shape) in shapes {
+            out.insert(&name, Tensor::from_vec(&shape, Vec::new())?);
+        }
+        return Ok(out);
+    }
     // The batches on one of the pool's threads: their parallel loops start without waking this one.
     let stacked = super::on_pool(|| -> Result<Vec<Stacked>> {
         let mut stacked: Vec<Stacked> = Vec::new();
@@ -217,7 +237,23 @@ pub fn predict_inputs<M: Model + ?Sized>(
                     .map(|(name, y)| (name.to_string(), y.shape().to_vec(), Vec::new()))
                     .collect();
             }
-            for ((_, shape, data), (name, y)) in stacked.iter_mut().zip(outputs.iter()) {
+            if outputs.len() != stacked.len() {
+                let names: Vec<&str> = outputs.iter().map(|(n, _)| n).collect();
+                let first: Vec<&str> = stacked.iter().map(|(n, ..)| n.as_str()).collect();
+                return Err(Error::invalid(format!(
+                    "predict_inputs: {} gave outputs {names:?} for a batch of {}, after {first:?}",
+                    model.name(),
+                    idx.len()
+                )));
+            }
+            for (name, shape, data) in stacked.iter_mut() {
+                let y = outputs.get(name).map_err(|_| {
+                    Error::invalid(format!(
+                        "predict_inputs: {} gave no output {name:?} for a batch of {}, after giving it for the first",
+                        model.name(),
+                        idx.len()
+                    ))
+                })?;
                 if y.shape().get(1..) != shape.get(1..) || y.shape().first() != Some(&idx.len()) {
                     return Err(Error::shape(format!(
                         "predict_inputs: {} gave output {name:?} of shape {} for a batch of {}, after {}",
@@ -340,7 +376,10 @@ pub fn input_gradient(model: &mut dyn Layer, x: &Tensor, classes: &[usize]) -> R
 /// [`train_step`] refuses to step on them.
 ///
 /// # Errors
-/// If `x` does not fit the model or the loss rejects the targets.
+/// If `x` does not fit the model, the pass's lengths do not fit `x` (as
+/// [`check_lengths`](crate::data::check_lengths)), the loss rejects the targets, or a layer
+/// cannot run the batch (a panic in the passes, caught): the model is then as it was (dropout's
+/// generators, batch norm's running statistics and a carried state put back).
 pub fn loss_and_backward<'p>(
     model: &mut dyn Layer,
     x: &Tensor,
@@ -353,6 +392,9 @@ pub fn loss_and_backward<'p>(
     // already change batch norm's running statistics.
     loss.check_target(&out_shape, target)?;
     let pass = pass.into();
+    if let Some(lengths) = pass.lengths {
+        crate::data::check_lengths(x.shape(), lengths).map_err(|e| prefixed("loss_and_backward", e))?;
+    }
     if pass.mode == Mode::Train {
         // A layer that cannot train on this shape (batch norm on one sample) is asked before the
         // pass, not found out halfway through it, after dropout's generator has drawn.
@@ -360,17 +402,26 @@ pub fn loss_and_backward<'p>(
     }
     // A layer that cannot run the batch (an activation no memory holds) panics; that is an error
     // of this call, not the end of the caller's program.
-    let run = || -> Result<f32> {
+    let run = |model: &mut dyn Layer| -> Result<f32> {
         let out = model.forward(x, pass);
         let (l, g) = loss.loss_and_grad(&out, target)?;
         zero_grad(model);
         model.backward(&g, InputGrad::NotNeeded);
         Ok(l)
     };
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| super::on_pool(run))) {
-        Ok(result) => result,
-        Err(panic) => Err(refused("loss_and_backward", &*model, &*panic)),
-    }
+    // What a pass changes besides the gradients, to put back if it is cut short.
+    let mut before = Snapshot::default();
+    before.save(model, false);
+    let e = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        super::on_pool(|| run(&mut *model))
+    })) {
+        Ok(Ok(l)) => return Ok(l),
+        Ok(Err(e)) => e,
+        Err(panic) => refused("loss_and_backward", &*model, &*panic),
+    };
+    before.restore(model);
+    zero_grad(model);
+    Err(e)
 }
 
 /// `e` with `what: ` before its message, of the same kind.
@@ -399,7 +450,8 @@ fn refused(what: &str, model: &dyn Layer, panic: &(dyn std::any::Any + Send)) ->
 /// # Errors
 /// - `x` does not fit the model, holds a NaN or an infinity, or is an empty batch (no samples:
 ///   no loss to descend, where a step would still move the weights by the optimizer's momentum
-///   or weight decay), or the loss rejects the target; the model has no parameters; the
+///   or weight decay) or one whose targets are all masked (NaN padding the loss ignores: no loss
+///   either, where PyTorch would step with a NaN loss), or the loss rejects the target; the model has no parameters; the
 ///   optimizer holds state for another model (its moments' shapes differ from the parameters',
 ///   or name parameters this model does not have); a layer cannot run the batch (a panic in the
 ///   model's passes, such as an activation no memory holds, caught and returned): nothing was
@@ -434,6 +486,15 @@ pub fn train_step(
             "train_step: the batch {:?} holds no samples, so there is no loss to step on (the optimizer's momentum or \
              weight decay alone would still move the weights); the model and the optimizer are unchanged",
             x.shape()
+        )));
+    }
+    if loss.ignores_nan_targets() && loss.terms(x.shape()[0], target) == 0 {
+        return Err(Error::invalid(format!(
+            "train_step: every target of the batch ({} samples) is masked (NaN), so {} counts no term and there is no \
+             loss to step on (the optimizer's momentum or weight decay alone would still move the weights); the model \
+             and the optimizer are unchanged",
+            x.shape()[0],
+            loss.name()
         )));
     }
     // Settings the optimizer cannot step with (Nesterov without momentum, AdamW's lr·λ ≥ 1) are

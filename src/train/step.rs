@@ -24,7 +24,10 @@ use crate::tensor::{Rng, Tensor};
 /// `None` when the step has none to give).
 #[derive(Debug)]
 pub struct StepOutcome {
-    /// The batch's mean loss (0 for an empty batch).
+    /// The batch's mean loss: the mean over every term the loss counts
+    /// ([`Loss::terms`]: samples, or the positions that are not
+    /// padding), which is what [`fit`](super::fit) weights by those terms (0 for a batch with
+    /// none).
     pub loss: f32,
     /// The output the loss was computed on, `[batch, …]`.
     pub output: Option<Tensor>,
@@ -76,6 +79,24 @@ pub trait Step: Send {
                 self.describe()
             )))
         }
+    }
+
+    /// Whether the step's batches may join samples that are not consecutive in the data set, in
+    /// their order (row `s` of a batch then does not continue row `s` of the batch before):
+    /// [`fit`](super::fit) refuses such a step for a model that carries state from batch to
+    /// batch (a stateful recurrent layer). The default says so when `options` shuffle.
+    fn reorders_samples(&self, options: &FitOptions<'_>) -> bool {
+        options.shuffle
+    }
+
+    /// Whether [`fit`](super::fit) passes over a batch whose targets are all masked (NaN
+    /// padding: [`Loss::terms`] counts none of them) instead of stepping on it. Such a batch has
+    /// no loss to descend, yet a step would still move the weights by the optimizer's momentum or
+    /// weight decay (PyTorch steps on it, with a NaN loss). The default is true; a step that must
+    /// take every batch it sampled (DP-SGD, whose noise and privacy accounting count every step)
+    /// says false.
+    fn skips_batches_without_terms(&self) -> bool {
+        true
     }
 
     /// The batches of the next epoch over `n` samples: lists of sample indices.
@@ -162,6 +183,11 @@ impl Bucketed {
 impl Step for Bucketed {
     fn describe(&self) -> String {
         format!("bucketed by the lengths of {:?}", self.input)
+    }
+
+    /// True: batches are made of sequences of similar length, shuffled or not.
+    fn reorders_samples(&self, _: &FitOptions<'_>) -> bool {
+        true
     }
 
     /// Takes the lengths of the named input (an error if it has none).

@@ -433,14 +433,15 @@ impl<C: Cell> Recurrent<C> {
     /// The carried state is visited as `carried_state` ([`State::Carried`]): a batch that
     /// [`fit`](crate::train::fit) refuses puts it back with the weights, and it is not saved with
     /// them (a saved model starts from zeros, as a PyTorch `state_dict` does), but a checkpoint
-    /// keeps it (a resumed run continues the stream). `fit` refuses to shuffle a model with a
-    /// stateful layer (`FitOptions::shuffle(false)`): each batch's row `s` continues the row `s`
-    /// before it.
+    /// keeps it. `fit` refuses to shuffle a model with a stateful layer
+    /// (`FitOptions::shuffle(false)`), or to bucket its batches by length: each batch's row `s`
+    /// continues the row `s` before it. `fit` starts each epoch, and each validation pass, from
+    /// zeros (as PyTorch's truncated-BPTT examples start every epoch and every evaluation from a
+    /// fresh hidden state), whatever the batch sizes.
     ///
-    /// Every forward pass carries it on, in any mode: `predict` and `evaluate` continue the
-    /// stream too (as a Keras stateful layer does), so evaluating the same data twice gives two
-    /// answers, and `fit`'s per-epoch validation moves the state the next training batch starts
-    /// from. Call [`Recurrent::reset_state`] before a pass that should start afresh.
+    /// Every forward pass carries it on, in any mode: `predict` and `evaluate` called on their own
+    /// continue the stream too (as a Keras stateful layer does), so evaluating the same data twice
+    /// gives two answers. Call [`Recurrent::reset_state`] before a pass that should start afresh.
     ///
     /// ```
     /// use backprop::prelude::*;
