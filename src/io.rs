@@ -165,7 +165,9 @@ fn float_entry(t: &Tensor) -> Entry {
 /// that the rename survives a crash. A reader sees the old file or the new one, never a partial
 /// one, even with several saves to one path at once (the last rename wins). On any error the
 /// temporary file is removed and `path` is untouched. A file being replaced keeps its permissions;
-/// a read-only file is not replaced. A save killed before its rename (SIGKILL, power loss) leaves
+/// a file this process could not write in place (read-only, or another user's) is not replaced.
+/// The folder's sync after the rename is best effort: the file is in place by then, and a folder
+/// that refuses to be synced (some file systems do) does not turn a save into an error. A save killed before its rename (SIGKILL, power loss) leaves
 /// its temporary file (`.backprop-save-*.tmp`) behind; the next save into the same folder removes
 /// such files once nobody holds their lock (each save locks its own) and they are 10 s old.
 ///
@@ -203,6 +205,17 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
             "the file is read-only; not replacing it",
         )));
     }
+    if existing.is_some() {
+        // The rename needs only the folder's permission; replacing a file this user could not
+        // write in place (another user's, in a shared folder) would take it over. Opened for
+        // writing without truncating: nothing changes.
+        if let Err(e) = std::fs::OpenOptions::new().write(true).open(path) {
+            return Err(io(std::io::Error::new(
+                e.kind(),
+                format!("the file cannot be written ({e}); not replacing it"),
+            )));
+        }
+    }
     // A unique name per save (so concurrent saves never share a temporary file), short whatever
     // the target's name. The temporary file is deleted when dropped unless it was persisted.
     let mut builder = tempfile::Builder::new();
@@ -224,7 +237,81 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     tmp.as_file().sync_all().map_err(io)?;
     tmp.persist(path).map_err(|e| io(e.error))?;
-    sync_dir(dir).map_err(io)
+    // Best effort (see `save`): the new file is in place whatever this returns.
+    let _ = sync_dir(dir);
+    Ok(())
+}
+
+/// Opens `path` for reading if it is a regular file (through links): a device (`/dev/zero`), a
+/// pipe (whose open would wait for a writer) or a folder is refused before it is opened.
+pub(crate) fn open_regular_file(path: &Path) -> Result<std::fs::File> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::format(path, "not a regular file (a folder, a device or a pipe)"));
+    }
+    std::fs::File::open(path).map_err(|e| Error::io(path, e))
+}
+
+/// Reads a regular file whole ([`open_regular_file`]), reserving its size first (a panic-free
+/// `Err` if that much memory cannot be had).
+pub(crate) fn read_regular_file(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = open_regular_file(path)?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(usize::try_from(len).unwrap_or(usize::MAX)).map_err(|e| {
+        Error::io(path, std::io::Error::new(std::io::ErrorKind::OutOfMemory, format!("{len} bytes: {e}")))
+    })?;
+    file.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    Ok(bytes)
+}
+
+/// The largest safetensors header this crate reads (the `safetensors` crate's own limit).
+const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
+
+/// Reads a safetensors file whole, after checking from its first bytes that its size is the one
+/// its header describes (8 bytes of header length, the JSON header, then the tensors' bytes to
+/// the largest end offset): a file of another size — truncated, padded, or a sparse gigabyte of
+/// zeros — is refused before its body is read.
+pub(crate) fn read_safetensors_file(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = open_regular_file(path)?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let bad = |m: String| Error::format(path, format!("not a valid safetensors file ({m})"));
+    let mut head = [0u8; 8];
+    file.read_exact(&mut head)
+        .map_err(|_| bad(format!("{len} bytes, fewer than the 8 of the header's length")))?;
+    let n = u64::from_le_bytes(head);
+    if !(2..=MAX_SAFETENSORS_HEADER).contains(&n) || 8 + n > len {
+        return Err(bad(format!("a header of {n} bytes claimed, in a file of {len}")));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("the header is not JSON: {e}")))?;
+    let serde_json::Value::Object(entries) = json else {
+        return Err(bad("the header is not a JSON object".into()));
+    };
+    let end = entries
+        .iter()
+        .filter(|(name, _)| name.as_str() != "__metadata__")
+        .filter_map(|(_, entry)| entry.get("data_offsets")?.get(1)?.as_u64())
+        .max()
+        .unwrap_or(0);
+    let expected = 8u64.saturating_add(n).saturating_add(end);
+    if expected != len {
+        return Err(bad(format!(
+            "its header describes {expected} bytes, the file holds {len}: truncated or padded"
+        )));
+    }
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(len as usize).map_err(|e| {
+        Error::io(path, std::io::Error::new(std::io::ErrorKind::OutOfMemory, format!("{len} bytes: {e}")))
+    })?;
+    bytes.extend_from_slice(&head);
+    bytes.extend_from_slice(&header);
+    file.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    Ok(bytes)
 }
 
 /// How old an unlocked temporary file must be before a save removes it: a save creates its file
@@ -283,7 +370,7 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// model is unchanged.
 pub fn load(model: &mut dyn Visit, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_safetensors_file(path)?;
     load_safetensors(model, &bytes, path)
 }
 
@@ -374,7 +461,7 @@ pub fn load_with(
     options: &LoadOptions<'_>,
 ) -> Result<LoadReport> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_safetensors_file(path)?;
     load_safetensors_with(model, &bytes, path, options)
 }
 
@@ -729,7 +816,7 @@ fn metadata_pairs(pairs: &[(&str, String)]) -> Vec<(String, String)> {
 /// [`Error::Io`] if the file cannot be read, [`Error::Format`] if it is not valid safetensors.
 pub fn read_metadata(path: impl AsRef<Path>) -> Result<HashMap<String, String>> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_safetensors_file(path)?;
     let (_, meta) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| Error::format(path, format!("not a valid safetensors file ({e})")))?;
     Ok(meta.metadata().clone().unwrap_or_default())

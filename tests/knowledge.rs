@@ -89,6 +89,10 @@ fn csv_rows_of_answers() {
     // A first row of answers with a stray value is an error naming line 1, not a dropped "header".
     let err = read_csv(file("stray.csv", "0,1,NA\n1,1,0\n0,0,1\n")).unwrap_err().to_string();
     assert!(err.contains("line 1") && err.contains("\"NA\""), "{err}");
+    // A header of another width than the rows (a damaged file, or an index column that pandas
+    // would read as one) is an error, not an extra item read without a word.
+    let err = read_csv(file("wide.csv", "q1,q2,q3\n0,1,1,0\n1,1,0,1\n")).unwrap_err().to_string();
+    assert!(err.contains("line 2: 4 answers, but the header (line 1) names 3 columns"), "{err}");
 }
 
 /// Students skipped while reading are counted once whichever way the histories are split.
@@ -194,6 +198,10 @@ fn formats_are_sniffed_and_concepts_read() {
     assert_eq!(Format::sniff(&three).unwrap(), Format::ThreeLine);
     assert_eq!(Format::sniff(&csv).unwrap(), Format::Csv);
     assert_eq!(Format::sniff(file("bits.csv", "1,0,1\n")).unwrap(), Format::Csv);
+    // A count line with trailing commas, as the three-line reader takes it.
+    let commas = file("commas.csv", "3,,\n5,2,5,\n1,0,1,\n");
+    assert_eq!(Format::sniff(&commas).unwrap(), Format::ThreeLine);
+    assert_eq!(read(&commas, None).unwrap().students.len(), 1);
     assert_eq!(read(&three, None).unwrap(), read_three_line(&three).unwrap());
     assert_eq!(read(&csv, None).unwrap(), read_csv(&csv).unwrap());
     assert!(read(&three, Some(Format::Csv)).is_err(), "told the wrong format, the reader says why");

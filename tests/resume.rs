@@ -635,3 +635,29 @@ fn fit_refuses_bucketed_batches_for_a_stateful_layer() {
     assert!(e.contains("0.carried_state") && e.contains("bucketed by the lengths"), "{e}");
     assert_eq!(model.state_dict(), before);
 }
+
+/// A checkpoint that cannot be written stops `fit` with a message naming the epoch and the
+/// folder; `best` is written before `last`, so `last` never records a best epoch that `best`
+/// does not hold (a resume from it would compare against a figure no file has).
+#[test]
+fn a_checkpoint_that_cannot_be_written_names_the_epoch_and_best_goes_first() {
+    let train = data(3);
+    let dir = tempfile::tempdir().unwrap();
+    let keep = Checkpoints::in_dir(dir.path());
+    let best = keep.best_path();
+    let o = FitOptions::new().seed(5).verbose(false).epochs(3).checkpoints(keep.clone()).on_epoch_end(|s| {
+        if s.epoch == 2 {
+            // A folder (not empty) where best.safetensors goes: its rename fails.
+            std::fs::remove_file(&best).unwrap();
+            std::fs::create_dir(&best).unwrap();
+            std::fs::write(best.join("x"), b"x").unwrap();
+        }
+    });
+    let e = model().fit(&train, &CrossEntropyLoss::new(), &mut Adam::new(0.01), o).unwrap_err().to_string();
+    assert!(
+        e.contains("the checkpoint after epoch 2 could not be written") && e.contains("best.safetensors"),
+        "{e}"
+    );
+    // `last` still holds epoch 1: epoch 2's was not written after its `best` failed.
+    assert_eq!(Checkpoint::load(keep.last_path()).unwrap().epoch(), 1);
+}

@@ -48,7 +48,7 @@ pub const MAX_GZIP_IDX_BYTES: usize = 1 << 30;
 /// there is more (which [`parse_idx`] refuses). Memory grows with the data actually decompressed,
 /// never with the claim alone.
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let raw = crate::io::read_regular_file(path)?;
     if !raw.starts_with(&[0x1f, 0x8b]) {
         return Ok(raw);
     }

@@ -158,10 +158,21 @@ pub fn load_image(
 ) -> Result<Tensor> {
     let path = path.as_ref();
     check_size(path, (height, width))?;
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bad = |e: &dyn std::fmt::Display| Error::format(path, format!("cannot decode image ({e})"));
+    // A regular file (not a device or a pipe), and no larger than the decoder may allocate: a
+    // compressed image is smaller than its pixels.
+    let size = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    if size > MAX_DECODE_BYTES {
+        return Err(bad(&format!("the file holds {size} bytes, more than the decoder's {MAX_DECODE_BYTES}")));
+    }
+    let bytes = crate::io::read_regular_file(path)?;
     let mut reader =
         image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format().map_err(|e| bad(&e))?;
+    // The JPEG decoder fills a truncated file's missing rows with grey and reports nothing (PIL,
+    // and so torchvision, refuse it): its structure is walked to the end-of-image marker first.
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_reaches_its_end(&bytes) {
+        return Err(bad(&"the JPEG data end before its end-of-image marker: the file is truncated"));
+    }
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_DECODED_SIDE);
     limits.max_image_height = Some(MAX_DECODED_SIDE);
@@ -170,6 +181,58 @@ pub fn load_image(
     let img = reader.decode().map_err(|e| bad(&e))?;
     let img = img.resize_exact(width as u32, height as u32, image::imageops::FilterType::Triangle);
     Ok(image_to_tensor(&img, color))
+}
+
+/// Whether a JPEG's marker structure runs to its end-of-image marker (`FF D9`) before the bytes
+/// end: each segment's length is followed, and each scan's entropy-coded data is crossed to the
+/// next marker (`FF 00` is a stuffed `FF`, `FF D0`–`FF D7` restart markers, `FF FF` fill). Bytes
+/// after the end-of-image marker (a camera's trailer) are not read. A stream that is not a JPEG
+/// (no start-of-image marker) is left to the decoder.
+fn jpeg_reaches_its_end(b: &[u8]) -> bool {
+    if !b.starts_with(&[0xFF, 0xD8]) {
+        return true;
+    }
+    let mut i = 2;
+    loop {
+        // The next marker: skip anything up to an FF (libjpeg passes over such bytes too), then
+        // its fill bytes.
+        while i < b.len() && b[i] != 0xFF {
+            i += 1;
+        }
+        while i < b.len() && b[i] == 0xFF {
+            i += 1;
+        }
+        let Some(&marker) = b.get(i) else { return false };
+        i += 1;
+        match marker {
+            0xD9 => return true,                   // end of image
+            0x00 | 0x01 | 0xD0..=0xD8 => continue, // no length: stuffing, TEM, restarts, SOI
+            _ => {}
+        }
+        let Some(len) = b.get(i..i + 2).map(|l| u16::from_be_bytes([l[0], l[1]]) as usize) else {
+            return false;
+        };
+        i += len;
+        if len < 2 || i > b.len() {
+            return false;
+        }
+        if marker == 0xDA {
+            // A scan's entropy-coded data, up to the next marker that is not a restart.
+            loop {
+                let Some(&v) = b.get(i) else { return false };
+                if v == 0xFF {
+                    match b.get(i + 1) {
+                        None => return false,
+                        Some(0x00 | 0xD0..=0xD7) => i += 2,
+                        Some(0xFF) => i += 1,
+                        Some(_) => break,
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+        }
+    }
 }
 
 /// An image in memory as a `[C, height, width]` tensor of values in `[0, 1]` (`C` = 1 for

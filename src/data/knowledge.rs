@@ -407,7 +407,7 @@ fn lines(path: &Path) -> Result<impl Iterator<Item = Result<(usize, String)>> + 
 /// [`lines`] with lines of at most `max` bytes; the first error ends the walk.
 fn lines_of_at_most(path: &Path, max: usize) -> Result<impl Iterator<Item = Result<(usize, String)>> + '_> {
     use std::io::{BufRead, Read};
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = crate::io::open_regular_file(path)?;
     let mut reader = std::io::BufReader::new(file);
     let (mut number, mut failed) = (0, false);
     Ok(std::iter::from_fn(move || {
@@ -471,13 +471,15 @@ fn bit(path: &Path, line: usize, v: &str) -> Result<bool> {
 ///
 /// # Errors
 /// [`Error::Io`] if the file cannot be read; [`Error::Format`] naming the line for a row of
-/// another width or a value other than `0`/`1`, a line that is not UTF-8 or is longer than
-/// [`MAX_LINE_BYTES`], or a file without students.
+/// another width (than the rows before, or than the header's columns: pandas would read the
+/// extra column as an index), a value other than `0`/`1`, a line that is not UTF-8 or is longer
+/// than [`MAX_LINE_BYTES`], or a file without students.
 pub fn read_csv(path: impl AsRef<Path>) -> Result<Histories> {
     let path = path.as_ref();
     let mut items = None;
     let mut students = Vec::new();
     let mut first_row = true;
+    let mut header = None; // (line, columns)
     for line in lines(path)? {
         let (number, line) = line?;
         if fields(&line).next().is_none() {
@@ -490,10 +492,22 @@ pub fn read_csv(path: impl AsRef<Path>) -> Result<Histories> {
             // is not an answer; `0,1` itself stays one).
             let numbered = |from: usize| fields(&line).enumerate().all(|(i, c)| c.parse() == Ok(from + i));
             if 2 * not_bits > all || (not_bits > 0 && (numbered(0) || numbered(1))) {
+                header = Some((number, all));
                 continue; // a header
             }
         }
         let correct = fields(&line).map(|c| bit(path, number, c)).collect::<Result<Vec<bool>>>()?;
+        if let Some((h_line, columns)) = header.take().filter(|&(_, c)| c != correct.len()) {
+            // A header of another width than the rows: a damaged file, or an index column
+            // (pandas' to_csv with its index) that would be read as an item.
+            return Err(Error::format(
+                path,
+                format!(
+                    "line {number}: {} answers, but the header (line {h_line}) names {columns} columns",
+                    correct.len()
+                ),
+            ));
+        }
         let width = *items.get_or_insert(correct.len());
         if correct.len() != width {
             return Err(Error::format(
@@ -647,10 +661,8 @@ impl Format {
             }
         }
         let bits = |row: &str| fields(row).nth(1).is_some() && fields(row).all(|c| c == "0" || c == "1");
-        let count = |row: &str| {
-            let mut f = fields(row);
-            f.next().is_some_and(|c| c.parse::<u64>().is_ok()) && f.next().is_none()
-        };
+        // (Trailing commas stripped as the three-line reader strips them from its count line.)
+        let count = |row: &str| row.trim().trim_end_matches(',').trim().parse::<u64>().is_ok();
         match rows.as_slice() {
             [first, ..] if count(first) => Ok(Format::ThreeLine),
             [first, ..] if bits(first) => Ok(Format::Csv),

@@ -157,7 +157,7 @@ impl Checkpoint {
     /// truncated or corrupt, or holds metadata this version cannot read.
     pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::io::read_safetensors_file(path)?;
         Checkpoint::from_bytes(bytes, path)
     }
 

@@ -513,7 +513,9 @@ fn checkpoint_monitor(options: &FitOptions<'_>) -> Monitor {
 ///   a finite number ≥ 0), the model has no parameters, or the optimizer holds state for another
 ///   model (buffers of other shapes or for parameters this model does not have); and
 ///   [`Error::InvalidArgument`] after an epoch whose validation loss is not finite (the training
-///   loss was: the validation data overflow the model), the weights those of that epoch;
+///   loss was: the validation data overflow the model), the weights those of that epoch, or whose
+///   checkpoint cannot be written (the message names the epoch and the folder; the weights are
+///   those of that epoch, not the best ones early stopping would have restored);
 /// - [`Error::NonFinite`] if the loss, a gradient or a weight after the optimizer step becomes
 ///   NaN or infinite, and
 ///   [`Error::Training`] if a layer refuses a batch: training stops at once, and the model and
@@ -912,10 +914,20 @@ fn run(
                 history: &history,
             };
             let bytes = capture.to_bytes(&mut checkpoint_optimizer)?;
-            io::write_atomically(&c.last_path(), &bytes)?;
+            // `best` before `last`: `last` records the best figure so far, and a resume from it
+            // compares against that figure, so `best` must already hold that epoch if `last` does
+            // (a run stopped between the two writes resumes from the older `last`).
+            let unwritten = |e: Error| {
+                Error::invalid(format!(
+                    "fit: the checkpoint after epoch {epoch} could not be written ({e}); the model is as after that \
+                     epoch, and the checkpoints in {} hold the epochs before",
+                    c.dir.display()
+                ))
+            };
             if improved {
-                io::write_atomically(&c.best_path(), &bytes)?;
+                io::write_atomically(&c.best_path(), &bytes).map_err(unwritten)?;
             }
+            io::write_atomically(&c.last_path(), &bytes).map_err(unwritten)?;
         }
         if stop {
             break;
