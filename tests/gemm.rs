@@ -90,3 +90,18 @@ fn parallel_split_is_bit_identical_to_serial() {
     });
     assert!(outside.iter().zip(&inside).all(|(x, y)| x.to_bits() == y.to_bits()));
 }
+
+/// The reference keeps `sgemm`'s contract: `β = 0` ignores the old `C`, NaN included (it had
+/// computed `0·NaN`), and slices of the wrong length are refused.
+#[test]
+fn the_reference_ignores_c_at_beta_zero_as_sgemm_does() {
+    use backprop::tensor::gemm::{Transpose::No, sgemm};
+    use backprop::tensor::gemm_reference::gemm_reference;
+    assert_eq!(gemm_reference((1, 1, 1), 1.0, &[2.0], No, &[3.0], No, 0.0, &[f32::NAN]), [6.0]);
+    let mut c = [f32::NAN];
+    sgemm(1, 1, 1, 1.0, &[2.0], No, &[3.0], No, 0.0, &mut c);
+    assert_eq!(c, [6.0]);
+    let short =
+        std::panic::catch_unwind(|| gemm_reference((2, 1, 1), 1.0, &[2.0], No, &[3.0], No, 0.0, &[0.0; 2]));
+    assert!(short.is_err(), "A of one value for [2, 1]");
+}

@@ -142,3 +142,29 @@ fn im2col_strided_copies_the_definition() {
         }
     }
 }
+
+/// Edges of the geometry: no channels unfold to nothing (the length checks had subtracted 1 from
+/// 0 rows); one image's unfolded matrix past any tensor's size is refused by `new` (its rows and
+/// columns each fit, their product wrapped to 0); a geometry whose public fields were changed
+/// after `new` is refused by name, not read past its writes or divided by a zero stride.
+#[test]
+fn geometry_edges_are_refused_or_empty() {
+    let empty = ConvGeometry::new((0, 5, 5), (3, 3), (1, 1), (0, 0), (1, 1)).unwrap();
+    im2col(&[], &empty, &mut []);
+    col2im(&[], &empty, &mut []);
+    let e = ConvGeometry::new((1, 1, 1), (65536, 65536), (1, 1), (65535, 65535), (1, 1)).unwrap_err();
+    assert!(e.to_string().contains("beyond"), "{e}");
+    let g = ConvGeometry::new((1, 3, 3), (2, 2), (1, 1), (0, 0), (1, 1)).unwrap();
+    let x = [1.0; 9];
+    for change in [|g: &mut ConvGeometry| g.out_height = 3, |g: &mut ConvGeometry| g.stride.1 = 0] {
+        let mut bad = g;
+        change(&mut bad);
+        let len = bad.col_rows() * bad.col_cols();
+        let e = std::panic::catch_unwind(|| im2col(&x, &bad, &mut vec![f32::NAN; len])).unwrap_err();
+        let message = e.downcast_ref::<String>().unwrap();
+        assert!(
+            message.contains("im2col: the geometry") && message.contains("ConvGeometry::new"),
+            "{message}"
+        );
+    }
+}

@@ -44,6 +44,9 @@ fn conv2d_fast_equals_reference() {
         (5, 16, 9, 10, 8, (3, 3), (1, 2), (1, 1), (1, 1)),
         (2, 12, 10, 9, 5, (2, 3), (1, 1), (0, 2), (2, 2)),
         (2, 128, 5, 6, 7, (3, 3), (1, 1), (1, 1), (1, 1)),
+        // Images large enough that a group holds 2 of them, not 4 (`images_per_group`: the
+        // scratch budget), with a partial group of 1.
+        (3, 8, 200, 200, 8, (3, 3), (1, 1), (1, 1), (1, 1)),
     ];
     for (i, &(n, c, h, w, o, k, s, p, d)) in cases.iter().enumerate() {
         let x = Tensor::randn(&[n, c, h, w], 0.0, 1.0, i as u64);
@@ -297,4 +300,24 @@ fn batchnorm_layers_equal_the_reference() {
     assert!(m.contains("g is [2, 4], x_hat [2, 3]"), "{m}");
     let m = message(|| drop(reference::statistics(&Tensor::zeros(&[3]))));
     assert!(m.contains("expected [N, C, …], got shape [3]"), "{m}");
+}
+
+/// Convolution → ReLU → max pooling run fused (a `Sequential`'s prediction) on images large enough
+/// for groups of 2 (the scratch budget) gives what the three layers give one after another.
+#[test]
+fn fused_conv_pool_on_large_images_equals_the_layers() {
+    let x = Tensor::randn(&[3, 8, 200, 200], 0.0, 1.0, 5);
+    let mut model = Sequential::builder(&[8, 200, 200])
+        .add(Conv2d::new(8, 8, 3).padding(1))
+        .add(Relu::new())
+        .add(MaxPool2d::new(2))
+        .seed(3)
+        .build()
+        .unwrap();
+    let fused = model.predict(&x, 3).unwrap();
+    let mut y = x.clone();
+    for i in 0..model.len() {
+        y = model.layer_mut(i).forward(&y, Pass::EVAL);
+    }
+    assert_close(&fused, &y, "fused conv + ReLU + pool against the layers");
 }

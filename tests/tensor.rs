@@ -175,3 +175,16 @@ fn select_outer_gathers_rows() {
     assert_eq!(s.shape(), &[2, 2]);
     assert_eq!(s.data(), &[6., 7., 0., 1.]);
 }
+
+/// `[low, high)` as documented: `rand`'s float sampler can round up to `high` (4 of 200,000 draws
+/// in `[1000, 1001)` did), and such draws are drawn again; symmetric ranges (the initialisers')
+/// keep their bits.
+#[test]
+fn uniform_draws_never_reach_high() {
+    let t = Tensor::rand_uniform(&[200_000], 1000.0, 1001.0, 0);
+    assert!(t.data().iter().all(|&v| (1000.0..1001.0).contains(&v)));
+    let s = Tensor::rand_uniform(&[1000], -0.5, 0.5, 3);
+    assert!(s.data().iter().all(|&v| (-0.5..0.5).contains(&v)));
+    let overflow = std::panic::catch_unwind(|| Tensor::rand_uniform(&[2], -3e38, 3e38, 0));
+    assert!(overflow.is_err(), "a range whose width overflows f32 is refused");
+}

@@ -97,6 +97,37 @@ fn dropout_generators_are_visited_and_each_block_draws_its_own() {
     assert_ne!(state("blocks.0.dropout.rng"), state("blocks.1.dropout.rng"), "each block its own masks");
 }
 
+/// A block's seed seeds its dropouts whichever comes first, `seed` or `dropout`: `dropout(p)`
+/// keeps the generators (it had put back fixed seeds, so blocks of different seeds drew the same
+/// masks outside `fit`), and the attention's generator is seeded even while it drops nothing.
+#[test]
+fn a_blocks_seed_seeds_its_dropouts_before_or_after_dropout() {
+    let x = Tensor::randn(&[2, 4, 6], 0.0, 1.0, 3);
+    let masks = |block: TransformerEncoderLayer| {
+        let mut block = block;
+        // Equal weights for every seed: only the dropout masks can tell two blocks apart.
+        let weights: Vec<(String, Tensor)> = named_params(&TransformerEncoderLayer::new(6, 2, 8).seed(0))
+            .into_iter()
+            .map(|(n, p)| (n, p.value.clone()))
+            .collect();
+        for ((_, p), (_, w)) in backprop::layers::named_params_mut(&mut block).into_iter().zip(&weights) {
+            p.value = w.clone();
+        }
+        block.forward(&x, Pass::TRAIN)
+    };
+    let new = || TransformerEncoderLayer::new(6, 2, 8);
+    assert_ne!(masks(new().seed(1).dropout(0.2)), masks(new().seed(2).dropout(0.2)));
+    assert_ne!(
+        masks(new().dropout(0.0).seed(1).dropout(0.2)),
+        masks(new().dropout(0.0).seed(2).dropout(0.2))
+    );
+    assert_eq!(
+        masks(new().seed(1).dropout(0.2)),
+        masks(new().seed(1).dropout(0.2)),
+        "seeded: the same masks"
+    );
+}
+
 #[test]
 fn bad_input_is_refused_by_name_and_a_stack_trains() {
     let block = TransformerEncoderLayer::new(8, 2, 16);

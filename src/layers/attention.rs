@@ -215,6 +215,9 @@ impl MultiHeadAttention {
         self.out_proj_weight.value = Init::TorchDefault.tensor(&[e, e], &mut r);
         self.in_proj_bias.value.fill(0.0);
         self.out_proj_bias.value.fill(0.0);
+        // The dropout generator from the seed too, whatever the probability now (`reseed` visits
+        // it only while the layer drops weights; a `dropout(p)` after this keeps it).
+        self.rng = crate::tensor::rng(crate::layers::seed_for(seed, "rng"));
         if !defaults {
             for p in [
                 &mut self.in_proj_weight,
@@ -252,7 +255,10 @@ impl MultiHeadAttention {
 
     /// The heads' average of [`MultiHeadAttention::attention_weights`], `[N, T_q, T_k]`: what
     /// PyTorch returns with `need_weights=True, average_attn_weights=True` in evaluation, and in
-    /// training without dropout. (After a training pass with attention dropout PyTorch returns the
+    /// training without dropout — at the valid query rows. A padded query row (with lengths) is
+    /// computed from a zeroed input, its query the bias alone, so its weights differ from
+    /// PyTorch's there (whose padded rows read the padding's values); those rows' outputs are zero
+    /// either way. (After a training pass with attention dropout PyTorch returns the
     /// weights after dropout, `P ⊙ m`: zeros and values scaled by `1/(1 − p)`; these stay the
     /// softmax's, as [`MultiHeadAttention::attention_weights`] are.)
     pub fn average_attention_weights(&self) -> Option<Tensor> {

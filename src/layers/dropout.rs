@@ -43,6 +43,16 @@ impl Dropout {
         Dropout { p, rng: rng(0), mask: Tensor::default(), out_shape: Vec::new() }
     }
 
+    /// The same layer, generator included, with drop probability `p`.
+    ///
+    /// # Panics
+    /// If `p` is not in `[0, 1]`.
+    pub(crate) fn with_p(mut self, p: f32) -> Dropout {
+        assert!((0.0..=1.0).contains(&p), "Dropout: p must be in [0, 1], got {p}");
+        self.p = p;
+        self
+    }
+
     /// Seeds the generator that draws the masks.
     pub fn seed(mut self, seed: u64) -> Dropout {
         self.rng = rng(seed);

@@ -14,8 +14,9 @@
 //! ```
 //!
 //! With a *padding id* ([`Embedding::padding_idx`], PyTorch's `padding_idx`) the id that fills
-//! padded positions reads a row that starts at zero and gets no gradient — so no optimizer moves
-//! it (unless weight decay is decoupled, as in PyTorch) and padding contributes nothing.
+//! padded positions reads a row that starts at zero and gets no gradient — so padding contributes
+//! nothing, and no optimizer moves the row while it is zero. (Weight decay, coupled or decoupled,
+//! shrinks a padding row that is not zero — one loaded or set by hand — as in PyTorch.)
 
 use super::{InputGrad, Layer, Param, Pass, State, StateMut, Visit, check_grad, checked_output, shape_error};
 use crate::error::{Error, Result};

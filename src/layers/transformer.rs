@@ -143,13 +143,15 @@ impl TransformerEncoderLayer {
     /// feed-forward network, after the attention and after the feed-forward network (PyTorch's
     /// `self_attn.dropout`, `dropout`, `dropout1`, `dropout2`).
     ///
+    /// The dropouts keep their generators: `seed(s)` before or after this seeds them alike.
+    ///
     /// # Panics
     /// If `p` is not in `[0, 1]`.
     pub fn dropout(mut self, p: f32) -> TransformerEncoderLayer {
         self.self_attn = self.self_attn.dropout(p);
-        self.dropout = Dropout::new(p).seed(6);
-        self.dropout1 = Dropout::new(p).seed(7);
-        self.dropout2 = Dropout::new(p).seed(8);
+        self.dropout = self.dropout.with_p(p);
+        self.dropout1 = self.dropout1.with_p(p);
+        self.dropout2 = self.dropout2.with_p(p);
         self
     }
 

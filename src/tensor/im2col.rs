@@ -54,7 +54,8 @@ impl ConvGeometry {
     /// # Errors
     /// [`Error::InvalidArgument`] for a zero kernel, stride or dilation, and [`Error::Shape`] when
     /// the (dilated) kernel is larger than the padded input, or when a size (padded input, kernel
-    /// span, `C·kh·kw`, `OH·OW`, `C·H·W`) would exceed [`MAX_ELEMENTS`].
+    /// span, `C·kh·kw`, `OH·OW`, `C·H·W`, one image's unfolded `C·kh·kw·OH·OW`) would exceed
+    /// [`MAX_ELEMENTS`].
     pub fn new(
         (channels, height, width): (usize, usize, usize),
         kernel: (usize, usize),
@@ -115,10 +116,25 @@ impl ConvGeometry {
             [geometry.out_height, geometry.out_width, 1],
             [channels, height, width],
         ];
-        if sizes.iter().any(|s| checked_numel(s).is_none()) {
+        // And one image's whole `cols` matrix, `C·kh·kw × OH·OW`: each fits, their product too.
+        let cols = checked_numel(&sizes[0])
+            .and_then(|rows| checked_numel(&[rows, geometry.out_height, geometry.out_width]));
+        if sizes.iter().any(|s| checked_numel(s).is_none()) || cols.is_none() {
             return Err(too_big());
         }
         Ok(geometry)
+    }
+
+    /// Panics unless this is the geometry [`ConvGeometry::new`] computes from its own fields: the
+    /// fields are public, and the kernels index by them (an output size changed by hand had left
+    /// part of `cols` unwritten; a stride set to 0 divided by zero).
+    fn assert_consistent(&self, what: &str) {
+        let input = (self.channels, self.height, self.width);
+        let recomputed = ConvGeometry::new(input, self.kernel, self.stride, self.padding, self.dilation);
+        assert!(
+            recomputed.as_ref().ok() == Some(self),
+            "{what}: the geometry {self:?} is not one ConvGeometry::new gives (a field changed after it?): {recomputed:?}"
+        );
     }
 
     /// Rows of the `cols` matrix: `C·kh·kw`.
@@ -160,9 +176,10 @@ impl ConvGeometry {
 /// Every element of `cols` is written (padding positions get 0), so `cols` may hold anything before.
 ///
 /// # Panics
-/// If `x` or `cols` has the wrong length for `g`.
+/// If `x` or `cols` has the wrong length for `g`, or `g` is not a geometry that
+/// [`ConvGeometry::new`] gives (a public field changed after it).
 pub fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
-    assert_eq!(cols.len(), g.col_rows() * g.col_cols(), "im2col: cols has the wrong length for {g:?}");
+    assert_eq!(cols.len(), g.col_rows() * g.col_cols(), "im2col: cols has the wrong length for {g:?}"); // (bounded by `new`)
     im2col_strided(x, g, cols, g.col_cols());
 }
 
@@ -180,10 +197,18 @@ pub fn im2col_strided(x: &[f32], g: &ConvGeometry, cols: &mut [f32], ld: usize) 
         x.len(),
         g.input_len()
     );
+    g.assert_consistent("im2col");
+    // (With no rows, nothing is read or written; the sizes are bounded by `new`, and the checked
+    // arithmetic keeps a huge `ld` from wrapping.)
+    let needed =
+        g.col_rows().checked_sub(1).map(|r| r.checked_mul(ld).and_then(|v| v.checked_add(g.col_cols())));
     assert!(
-        ld >= g.col_cols() && cols.len() >= (g.col_rows() - 1) * ld + g.col_cols(),
+        ld >= g.col_cols() && needed.is_none_or(|n| n.is_some_and(|n| cols.len() >= n)),
         "im2col: cols too short for {g:?}"
     );
+    if g.col_rows() == 0 {
+        return;
+    }
     if g.stride == (1, 1) && g.padding == (0, 0) {
         return im2col_unpadded_stride1(x, g, cols, ld);
     }
@@ -313,7 +338,8 @@ fn copy_short(dst: &mut [f32], src: &[f32]) {
 /// are dropped. Zero `dx` first if you want `col2im` alone.
 ///
 /// # Panics
-/// If `cols` or `dx` has the wrong length for `g`.
+/// If `cols` or `dx` has the wrong length for `g`, or `g` is not a geometry that
+/// [`ConvGeometry::new`] gives.
 pub fn col2im(cols: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
     assert_eq!(cols.len(), g.col_rows() * g.col_cols(), "col2im: cols has the wrong length for {g:?}");
     col2im_strided(cols, g, dx, g.col_cols());
@@ -332,10 +358,18 @@ pub fn col2im_strided(cols: &[f32], g: &ConvGeometry, dx: &mut [f32], ld: usize)
         dx.len(),
         g.input_len()
     );
+    g.assert_consistent("col2im");
+    // (With no rows, nothing is read or written; the sizes are bounded by `new`, and the checked
+    // arithmetic keeps a huge `ld` from wrapping.)
+    let needed =
+        g.col_rows().checked_sub(1).map(|r| r.checked_mul(ld).and_then(|v| v.checked_add(g.col_cols())));
     assert!(
-        ld >= g.col_cols() && cols.len() >= (g.col_rows() - 1) * ld + g.col_cols(),
+        ld >= g.col_cols() && needed.is_none_or(|n| n.is_some_and(|n| cols.len() >= n)),
         "col2im: cols too short for {g:?}"
     );
+    if g.col_rows() == 0 {
+        return;
+    }
     if g.stride == (1, 1) && g.padding == (0, 0) {
         return col2im_unpadded_stride1(cols, g, dx, ld);
     }

@@ -81,6 +81,10 @@ impl<'a> FitOptions<'a> {
 
     /// Seed for shuffling, dropout and augmentation. Same seed, same data: bit-identical weights,
     /// whatever the number of threads.
+    ///
+    /// Each `fit` call starts from it: ten calls of one epoch with the same seed visit the same
+    /// order and draw the same dropout masks ten times, where one call of ten epochs draws new
+    /// ones each epoch. Training in several calls, give each its own seed (`seed(base + call)`).
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
         self

@@ -69,9 +69,25 @@ use std::mem::MaybeUninit;
 /// Elements per task when the groups' `dL/dW` sums are added up.
 const SUM_BLOCK: usize = 4096;
 
-/// Images per group: one GEMM per group, one partial `dL/dW` per group (fixed, not tied to the
-/// number of threads, so that results are the same on any number of them).
+/// Images per group, at most: one GEMM per group, one partial `dL/dW` per group (fixed by the
+/// geometry, not tied to the number of threads, so that results are the same on any number of
+/// them; [`images_per_group`]).
 pub(crate) const GROUP: usize = 4;
+
+/// The most values a group's unfolded matrices should take (64 MiB of scratch per thread), and
+/// the most a thread's scratch keeps between calls.
+const GROUP_SCRATCH_BUDGET: usize = 16 << 20;
+
+/// Images per group for this geometry and `o` output channels: [`GROUP`], or fewer (at least one)
+/// where a group's matrices — `cols`, the gathered `g` or the product, and `dcols`, about
+/// `(2·C·kh·kw + 2·O)·OH·OW` values per image — would pass [`GROUP_SCRATCH_BUDGET`]: 64 channels
+/// of 224 × 224 images take 64 M values an image, so 1 image a group, not 4 (the backward pass's
+/// scratch had been a gigabyte per thread). The geometry alone decides: the same on any number
+/// of threads.
+pub(crate) fn images_per_group(geo: &ConvGeometry, o: usize) -> usize {
+    let per_image = geo.col_rows().saturating_add(o).saturating_mul(2).saturating_mul(geo.col_cols()).max(1);
+    (GROUP_SCRATCH_BUDGET / per_image).clamp(1, GROUP)
+}
 
 /// `y = conv(x, W) + b` for a batch `x [N, C, H, W]` (`w` is `[O, C·kh·kw]` row-major), output
 /// `[N, O, OH, OW]`; `kept`: the layer's panels ([`ForwardWeights::kept`]).
@@ -88,7 +104,8 @@ pub(crate) fn forward(
     let (n, ckk, ohow, in_len) = (x.dim(0), geo.col_rows(), geo.col_cols(), geo.input_len());
     assert_eq!(x.len(), n * in_len, "conv forward: input length vs geometry");
     assert_eq!(w.len(), o * ckk, "conv forward: weight length vs geometry");
-    let groups = n.div_ceil(GROUP);
+    let group_size = images_per_group(geo, o);
+    let groups = n.div_ceil(group_size);
     let mut y_data: Vec<f32> = reserve(n * o * ohow, "a convolution's output");
     let weights = ForwardWeights::kept(kept, w, b, o, geo);
     let group = |(y_group, x_group): (&mut [MaybeUninit<f32>], &[f32])| {
@@ -105,7 +122,7 @@ pub(crate) fn forward(
             }
         });
     };
-    let (y_len, x_len) = (GROUP * o * ohow, GROUP * in_len);
+    let (y_len, x_len) = (group_size * o * ohow, group_size * in_len);
     let y_spare = &mut y_data.spare_capacity_mut()[..n * o * ohow];
     // With too few groups to share out (inference on one image) the groups stay on this
     // thread, where a large GEMM may split itself across the threads instead — from outside the
@@ -115,8 +132,8 @@ pub(crate) fn forward(
     let tasks = y_spare.par_chunks_mut(y_len).zip(x.data().par_chunks(x_len));
     tasks.with_min_len(min_len(groups, parallel)).for_each(group);
     let shape = [n, o, geo.out_height, geo.out_width];
-    // SAFETY: the groups cover all n images (chunks of GROUP·in_len input values map one to one
-    // onto chunks of GROUP·o·ohow outputs, lengths asserted above), and the scatter loop wrote
+    // SAFETY: the groups cover all n images (chunks of group_size·in_len input values map one to
+    // one onto chunks of group_size·o·ohow outputs, lengths asserted above), and the scatter loop wrote
     // every element of each: o channels × ohow positions per image.
     unsafe { Tensor::from_initialised(&shape, y_data) }
 }
@@ -540,7 +557,7 @@ pub(crate) fn backward(
     partials: &mut Vec<f32>,
 ) -> Option<Tensor> {
     let o = dw.len() / geo.col_rows();
-    let groups = x.dim(0).div_ceil(GROUP);
+    let groups = x.dim(0).div_ceil(images_per_group(geo, o));
     // Every group overwrites its partial sums, so the buffer is not re-zeroed (4.7 MB a step for
     // the second layer of the reference network at batch 256).
     if partials.len() != groups * (dw.len() + o) {
@@ -591,7 +608,8 @@ pub(crate) fn backward_in_groups_dx(
     dx.map(|d| unsafe { Tensor::from_initialised(x.shape(), d) })
 }
 
-/// The backward pass with the `dL/dW` and `dL/db` sums kept apart, per group of [`GROUP`] images
+/// The backward pass with the `dL/dW` and `dL/db` sums kept apart, per group of images
+/// ([`images_per_group`])
 /// or, with `per_image`, per image (the per-example gradients): on return `dw_parts` holds one
 /// `[O, C·kh·kw]` sum per group (or image) and `db_parts` one `[O]` sum (overwritten). `dx` as in
 /// [`backward`]. Per image, only the `dL/dW` product is split; `cols`, `dL/dx` and their
@@ -608,9 +626,11 @@ pub(crate) fn backward_in_groups(
     per_image: bool,
 ) {
     let (n, ckk, ohow, in_len) = (x.dim(0), geo.col_rows(), geo.col_cols(), geo.input_len());
-    let (group, groups) = (GROUP, n.div_ceil(GROUP));
+    let o = w.len() / ckk.max(1); // W is [O, C·kh·kw]
+    let group = images_per_group(geo, o);
+    let groups = n.div_ceil(group);
     let parts = if per_image { n } else { groups };
-    let o = db_parts.len() / parts.max(1);
+    assert_eq!(db_parts.len(), parts * o, "conv backward: one dL/db per group or image");
     assert_eq!(g.len(), n * o * ohow, "conv backward: gradient length vs geometry");
     assert_eq!(dw_parts.len(), parts * o * ckk, "conv backward: one dL/dW per group or image");
     let per_group_parts = if per_image { group } else { 1 }; // dW sums per group
@@ -704,13 +724,36 @@ fn with_scratch_here<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
             }
             buf.resize(len, 0.0);
         }
-        f(&mut buf[..len])
+        let out = f(&mut buf[..len]);
+        if buf.len() > GROUP_SCRATCH_BUDGET {
+            *buf = Vec::new(); // a large image's scratch is given back, not held by the thread
+        }
+        out
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::same_bits;
+
+    /// Groups of 4 images for digits-sized layers (the bits the crate's tables were measured
+    /// with), fewer for large images: 64 channels of 224 × 224 take one image a group, whose
+    /// backward scratch is then about a quarter of a gigabyte, not a gigabyte, and is given back.
+    #[test]
+    fn large_images_take_fewer_images_per_group() {
+        use super::{GROUP_SCRATCH_BUDGET, SCRATCH, images_per_group, with_scratch};
+        use crate::tensor::im2col::ConvGeometry;
+        let digits = ConvGeometry::new((32, 14, 14), (3, 3), (1, 1), (1, 1), (1, 1)).unwrap();
+        assert_eq!(images_per_group(&digits, 64), 4);
+        let large = ConvGeometry::new((64, 224, 224), (3, 3), (1, 1), (1, 1), (1, 1)).unwrap();
+        assert_eq!(images_per_group(&large, 64), 1);
+        let mid = ConvGeometry::new((8, 200, 200), (3, 3), (1, 1), (1, 1), (1, 1)).unwrap();
+        assert_eq!(images_per_group(&mid, 8), 2);
+        with_scratch(GROUP_SCRATCH_BUDGET + 1, |s| s[0] = 1.0);
+        assert_eq!(SCRATCH.with(|b| b.borrow().capacity()), 0, "a scratch past the budget is given back");
+        with_scratch(1000, |s| s[0] = 1.0);
+        assert!(SCRATCH.with(|b| b.borrow().len()) >= 1000, "a small one is kept");
+    }
 
     /// Bits, not values: a NaN equals the same NaN, −0 differs from +0; every position counts,
     /// across the 64-value blocks and in a short last one; lengths must match.

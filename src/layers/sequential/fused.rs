@@ -10,7 +10,8 @@
 //! (docs/benchmarks.md).
 
 use crate::layers::conv2d::fast::{
-    ForwardWeights, GROUP, group_product, group_product_by_pixel_strips, group_scratch, with_scratch,
+    ForwardWeights, group_product, group_product_by_pixel_strips, group_scratch, images_per_group,
+    with_scratch,
 };
 use crate::layers::pool::Window;
 use crate::layers::pool::fast::{max_pool_2x2_by_pixel, max_pool_plane};
@@ -104,14 +105,15 @@ fn conv_pool_kernel(
             }
         });
     };
-    let (y_len, x_len) = (GROUP * o * plane_out, GROUP * in_len);
+    let group_size = images_per_group(geo, o);
+    let (y_len, x_len) = (group_size * o * plane_out, group_size * in_len);
     let tasks = (&mut y_data.spare_capacity_mut()[..y_len_total], argmax);
-    let groups = n.div_ceil(GROUP);
+    let groups = n.div_ceil(group_size);
     let outputs = tasks.0.par_chunks_mut(y_len).zip(tasks.1.par_chunks_mut(y_len));
     let parallel = groups >= rayon::current_num_threads(); // as the convolution's own forward pass
     outputs.zip(x.data().par_chunks(x_len)).with_min_len(min_len(groups, parallel)).for_each(group);
-    // SAFETY: the groups cover all n images (chunks of GROUP·in_len inputs map one to one onto
-    // chunks of GROUP·o·plane_out outputs), and each group zeroed its whole chunk first.
+    // SAFETY: the groups cover all n images (chunks of group_size·in_len inputs map one to one
+    // onto chunks of group_size·o·plane_out outputs), and each group zeroed its whole chunk first.
     unsafe { Tensor::from_initialised(pooled_shape, y_data) }
 }
 
@@ -168,12 +170,13 @@ fn conv_pool_predict_2x2(
             found.expect("the kernels run here");
         });
     };
-    let (y_len, x_len) = (GROUP * o * plane_out, GROUP * in_len);
-    let groups = n.div_ceil(GROUP);
+    let group_size = images_per_group(geo, o);
+    let (y_len, x_len) = (group_size * o * plane_out, group_size * in_len);
+    let groups = n.div_ceil(group_size);
     let outputs = y_data.spare_capacity_mut()[..y_len_total].par_chunks_mut(y_len);
     let parallel = groups >= rayon::current_num_threads(); // as the convolution's own forward pass
     outputs.zip(x.data().par_chunks(x_len)).with_min_len(min_len(groups, parallel)).for_each(group);
-    // SAFETY: the groups cover all n images (chunks of GROUP·in_len inputs map one to one onto
-    // chunks of GROUP·o·plane_out outputs), and each group zeroed its whole chunk first.
+    // SAFETY: the groups cover all n images (chunks of group_size·in_len inputs map one to one
+    // onto chunks of group_size·o·plane_out outputs), and each group zeroed its whole chunk first.
     unsafe { Tensor::from_initialised(pooled_shape, y_data) }
 }
