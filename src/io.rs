@@ -194,9 +194,9 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         _ => Path::new("."),
     };
     let io = |e: std::io::Error| Error::io(path, e);
-    let existing = match std::fs::metadata(path) {
-        Ok(m) => Some(m.permissions()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+    let (existing, regular) = match std::fs::metadata(path) {
+        Ok(m) => (Some(m.permissions()), m.is_file()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, false),
         Err(e) => return Err(io(e)),
     };
     if existing.as_ref().is_some_and(|p| p.readonly()) {
@@ -205,10 +205,12 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
             "the file is read-only; not replacing it",
         )));
     }
-    if existing.is_some() {
+    if regular {
         // The rename needs only the folder's permission; replacing a file this user could not
         // write in place (another user's, in a shared folder) would take it over. Opened for
-        // writing without truncating: nothing changes.
+        // writing without truncating, nothing written: the file is unchanged (a pipe is not
+        // probed: its open would wait for a reader; an overlay file system copies a lower
+        // layer's file up on this open, once).
         if let Err(e) = std::fs::OpenOptions::new().write(true).open(path) {
             return Err(io(std::io::Error::new(
                 e.kind(),
@@ -687,7 +689,10 @@ fn load_stored(
 
     // All checks passed: copy.
     model.visit_mut(&mut |name, s| match (s, values.get(name)) {
-        (StateMut::Param(p), Some(Value::Float(v))) => p.value.data_mut().copy_from_slice(v),
+        (StateMut::Param(p), Some(Value::Float(v))) => {
+            p.value.data_mut().copy_from_slice(v);
+            p.init = None; // loaded values: a model built around this one keeps them
+        }
         (StateMut::Buffer(b), Some(Value::Float(v))) => b.data_mut().copy_from_slice(v),
         (StateMut::Counter(n), Some(Value::Count(c))) => *n = *c,
         // A stateful layer's carried state came from the old weights: the loaded model starts

@@ -85,7 +85,7 @@
 //!
 //! - [`guide::backprop`] — backpropagation from first principles, each formula pointing at the
 //!   function that implements it, with a fully worked numeric example; [`guide::exercises`] for
-//!   each chapter.
+//!   most chapters.
 //! - [`guide::walkthrough`] — the `image_classify` example, step by step.
 //! - [`guide::custom_layer`] — writing your own layer, with its gradient check.
 //! - [`guide::pytorch`] — moving weights between this crate and PyTorch.

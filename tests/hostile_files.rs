@@ -59,6 +59,7 @@ fn a_header_claiming_more_than_the_file_holds_is_truncated() {
 /// it, as PIL (and so torchvision) does. A whole file loads, with or without a trailer after its
 /// end (a camera's), and a cut PNG is refused by its own decoder.
 #[test]
+#[cfg(feature = "image")] // (a package unpacked from crates.io builds without it)
 fn a_truncated_jpeg_is_an_error_not_grey_rows() {
     use backprop::data::image_folder::{ColorMode, load_image};
     let img = image::RgbImage::from_fn(64, 64, |x, y| {
@@ -96,7 +97,6 @@ fn a_truncated_jpeg_is_an_error_not_grey_rows() {
 #[test]
 #[cfg(unix)]
 fn loaders_refuse_what_is_not_a_regular_file_and_safetensors_of_another_size() {
-    use backprop::data::image_folder::{ColorMode, load_image};
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("pipe.safetensors");
     assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
@@ -111,8 +111,12 @@ fn loaders_refuse_what_is_not_a_regular_file_and_safetensors_of_another_size() {
         assert!(e.contains("not a regular file"), "{e}");
         let e = read_idx(path).unwrap_err().to_string();
         assert!(e.contains("not a regular file"), "{e}");
-        let e = load_image(path, (4, 4), ColorMode::Gray).unwrap_err().to_string();
-        assert!(e.contains("not a regular file"), "{e}");
+        #[cfg(feature = "image")]
+        {
+            use backprop::data::image_folder::{ColorMode, load_image};
+            let e = load_image(path, (4, 4), ColorMode::Gray).unwrap_err().to_string();
+            assert!(e.contains("not a regular file"), "{e}");
+        }
         let e = backprop::data::knowledge::read_csv(path).unwrap_err().to_string();
         assert!(e.contains("not a regular file"), "{e}");
     }

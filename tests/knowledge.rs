@@ -202,6 +202,9 @@ fn formats_are_sniffed_and_concepts_read() {
     let commas = file("commas.csv", "3,,\n5,2,5,\n1,0,1,\n");
     assert_eq!(Format::sniff(&commas).unwrap(), Format::ThreeLine);
     assert_eq!(read(&commas, None).unwrap().students.len(), 1);
+    let spaced = file("spaced.csv", "3 ,\n5,2,5\n1,0,1\n");
+    assert_eq!(Format::sniff(&spaced).unwrap(), Format::ThreeLine);
+    assert_eq!(read(&spaced, None).unwrap().students.len(), 1);
     assert_eq!(read(&three, None).unwrap(), read_three_line(&three).unwrap());
     assert_eq!(read(&csv, None).unwrap(), read_csv(&csv).unwrap());
     assert!(read(&three, Some(Format::Csv)).is_err(), "told the wrong format, the reader says why");

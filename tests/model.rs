@@ -282,3 +282,63 @@ fn a_layer_without_a_gradient_for_its_output_adds_nothing() {
     let e = dense.backward_batch(&two, InputGrad::Needed).unwrap_err().to_string();
     assert!(e.contains("\"a\"") && e.contains("\"output\""), "{e}");
 }
+
+/// A model built around a trained or loaded one keeps its weights (the new build's seed had
+/// redrawn every weight that still carried an initialiser — the biases kept, a mismatched
+/// model); layers added or replaced after a build draw from the model's seed and their index,
+/// so two fresh layers of one shape do not start alike.
+#[test]
+fn building_around_a_trained_model_keeps_its_weights_and_later_layers_differ() {
+    use backprop::io::LoadOptions;
+    let mut inner = Sequential::builder(&[4]).add(Dense::new(4, 4)).build().unwrap();
+    let ones =
+        vec![("0.weight".to_string(), Tensor::ones(&[4, 4])), ("0.bias".to_string(), Tensor::ones(&[4]))];
+    inner.load_tensors(&ones, &LoadOptions::new()).unwrap();
+    let outer = Sequential::builder(&[4]).add(inner).add(Softmax::new()).seed(5).build().unwrap();
+    assert_eq!(outer.params()[0].value, Tensor::ones(&[4, 4]), "loaded weights redrawn");
+    // Trained by fit, then wrapped: the same.
+    let data = Dataset::regression(Tensor::randn(&[8, 4], 0.0, 1.0, 1), Tensor::randn(&[8, 4], 0.0, 1.0, 2))
+        .unwrap();
+    let mut trained = Sequential::builder(&[4]).add(Dense::new(4, 4)).seed(3).build().unwrap();
+    trained.fit(&data, &MseLoss::new(), &mut Sgd::new(0.1), FitOptions::new().verbose(false)).unwrap();
+    let weights = trained.params()[0].value.clone();
+    let wrapped = Sequential::builder(&[4]).add(trained).add(Relu::new()).seed(9).build().unwrap();
+    assert_eq!(wrapped.params()[0].value, weights, "trained weights redrawn");
+
+    // Replaced after the build: drawn from the model's seed by index, distinct.
+    let mut m = Sequential::builder(&[8])
+        .add(Dense::new(8, 8))
+        .add(Relu::new())
+        .add(Dense::new(8, 8))
+        .seed(42)
+        .build()
+        .unwrap();
+    m.replace(0, Dense::new(8, 8)).unwrap();
+    m.replace(2, Dense::new(8, 8)).unwrap();
+    assert_ne!(m.params()[0].value, m.params()[2].value, "two fresh layers alike");
+    let fresh = Sequential::builder(&[8])
+        .add(Dense::new(8, 8))
+        .add(Relu::new())
+        .add(Dense::new(8, 8))
+        .seed(42)
+        .build()
+        .unwrap();
+    assert_eq!(m.params()[2].value, fresh.params()[2].value, "as the build draws layer 2");
+}
+
+/// An id past an embedding that a `Flatten` in front hides from the model's `check_values` is an
+/// error from `input_gradient` (it had panicked), the gradients zeroed.
+#[test]
+fn input_gradient_turns_a_layers_refusal_into_an_error() {
+    let mut model = Sequential::builder(&[1, 3])
+        .add(Flatten::new())
+        .add(Embedding::new(5, 2))
+        .add(Flatten::new())
+        .add(Dense::new(6, 2))
+        .build()
+        .unwrap();
+    let ids = Tensor::from_vec(&[1, 1, 3], vec![0.0, 7.0, 1.0]).unwrap();
+    let e = model.input_gradient(&ids, &[0]).unwrap_err().to_string();
+    assert!(e.contains("input_gradient") && e.contains("refused the batch"), "{e}");
+    assert!(model.params().iter().all(|p| p.grad.data().iter().all(|&g| g == 0.0)));
+}

@@ -661,3 +661,42 @@ fn a_checkpoint_that_cannot_be_written_names_the_epoch_and_best_goes_first() {
     // `last` still holds epoch 1: epoch 2's was not written after its `best` failed.
     assert_eq!(Checkpoint::load(keep.last_path()).unwrap().epoch(), 1);
 }
+
+/// A batch whose targets are all masked is passed over without a step, but a model that carries
+/// state still runs its forward pass on it: the next batch's rows continue that batch's state
+/// (they had started from the state before it). An epoch whose every batch is passed over is an
+/// error, not a loss of 0.
+#[test]
+fn a_passed_over_batch_still_moves_a_stateful_layers_stream() {
+    // The stream's targets moved into [0, 1] for a masked binary cross-entropy.
+    let data = stream();
+    let Targets::Values(y) = data.targets() else { unreachable!() };
+    let unit = y.map(|v| (v + 1.0) / 2.0);
+    let data = Dataset::regression(data.inputs().clone(), unit.clone()).unwrap();
+    let mut t = unit.clone();
+    t.data_mut()[..160].fill(f32::NAN); // samples 0..16: the first batch, all masked
+    let masked = Dataset::regression(data.inputs().clone(), t).unwrap();
+    let loss = BceWithLogitsLoss::new().ignore_nan_targets();
+    let mut losses = Vec::new();
+    let o = FitOptions::new().batch_size(16).shuffle(false).epochs(1).verbose(false).on_batch_end(|b| {
+        losses.push((b.batch, b.loss));
+    });
+    stateful_model(1).fit(&masked, &loss, &mut Sgd::new(0.0), o).unwrap();
+    assert_eq!(losses.iter().map(|l| l.0).collect::<Vec<_>>(), [2, 3, 4], "batch 1 passed over");
+    // Batch 2 from the state batch 1 left (the weights held still by lr 0).
+    let mut reference = stateful_model(1);
+    let rows = |r: std::ops::Range<usize>| r.collect::<Vec<_>>();
+    reference.predict(&data.inputs().select_outer(&rows(0..16)), 16).unwrap();
+    let second = masked.subset(&rows(16..32));
+    let expected = reference.evaluate(&second, &loss, 16).unwrap().loss;
+    assert!((losses[0].1 - expected).abs() < 1e-6, "{} against {expected}", losses[0].1);
+
+    // Every counted target in the samples drop_last leaves out: nothing trains, an error.
+    let mut t = unit;
+    t.data_mut()[..630].fill(f32::NAN); // only sample 63 counts
+    let tail = Dataset::regression(data.inputs().clone(), t).unwrap();
+    let o = FitOptions::new().batch_size(21).shuffle(false).drop_last(true).epochs(1).verbose(false);
+    let plain = || Sequential::builder(&[10, 3]).add(Lstm::new(3, 8)).add(Dense::new(8, 1)).build().unwrap();
+    let e = plain().fit(&tail, &loss, &mut Sgd::new(0.1), o).unwrap_err().to_string();
+    assert!(e.contains("every batch of epoch 1 had all its targets masked"), "{e}");
+}

@@ -449,11 +449,16 @@ fn run(cli: &Cli) -> Result<f64> {
             );
             early_stopping = false;
         }
-        curve.push((train_loss, test_auc));
+        // Under --dp-epsilon the training students' loss is computed without noise: outside ε,
+        // so it is neither printed nor plotted (as the digits walkthrough's private run does).
+        let private_run = cli.dp_epsilon.is_some();
+        curve.push((if private_run { f32::NAN } else { train_loss }, test_auc));
         if !cli.quiet {
             let val_text = if val.students.is_empty() { "none".to_string() } else { format!("{val_auc:.4}") };
+            let loss_text =
+                if private_run { "not shown (private)".to_string() } else { format!("{train_loss:.4}") };
             println!(
-                "epoch {epoch}/{}: train loss {train_loss:.4} | validation AUC {val_text} | test AUC {test_auc:.4} | \
+                "epoch {epoch}/{}: train loss {loss_text} | validation AUC {val_text} | test AUC {test_auc:.4} | \
                  {seconds:.2} s",
                 cli.epochs
             );
@@ -510,7 +515,12 @@ fn run(cli: &Cli) -> Result<f64> {
     plots::curves(&curve, &curves)?;
     let state = cli.out.join("knowledge_state.png");
     knowledge_state(&mut dkt, &test, &state)?;
-    println!("\nwrote {} (training loss and test AUC per epoch)", curves.display());
+    let shown = if cli.dp_epsilon.is_some() {
+        "test AUC per epoch; the training loss is not shown under --dp-epsilon"
+    } else {
+        "training loss and test AUC per epoch"
+    };
+    println!("\nwrote {} ({shown})", curves.display());
     println!("wrote {} (the first test student's predicted knowledge after each answer)", state.display());
     println!("total time: {:.1} s", started.elapsed().as_secs_f32());
     Ok(dkt_auc)

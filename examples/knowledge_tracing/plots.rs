@@ -29,7 +29,7 @@ pub fn curves(epochs: &[(f32, f64)], path: &Path) -> Result<()> {
         for (area, title, mut points, color) in series {
             points.retain(|p| p.1.is_finite());
             let (lo, hi, caption) = match points.is_empty() {
-                true => (0.0, 1.0, format!("{title}: undefined in every epoch")),
+                true => (0.0, 1.0, format!("{title}: none to show (undefined, or private)")),
                 false => (
                     points.iter().map(|p| p.1).fold(f32::INFINITY, f32::min),
                     points.iter().map(|p| p.1).fold(f32::NEG_INFINITY, f32::max),

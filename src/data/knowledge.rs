@@ -555,7 +555,7 @@ pub fn read_three_line(path: impl AsRef<Path>) -> Result<Histories> {
     };
     while let Some(first) = next_line(true) {
         let (n_line, count) = first?;
-        let count: usize = count.trim().trim_end_matches(',').parse().map_err(|_| {
+        let count: usize = count.trim().trim_end_matches(',').trim().parse().map_err(|_| {
             Error::format(
                 path,
                 format!("line {n_line}: expected the number of answers, got {:?}", count.trim()),

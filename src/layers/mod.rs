@@ -456,13 +456,28 @@ pub fn reseed<V: Visit + ?Sized>(layer: &mut V, seed: u64) {
 }
 
 /// Redraws every parameter that has an initialiser ([`Param::init`]) from `seed` and the
-/// parameter's name. Parameters whose values were chosen explicitly are left alone.
+/// parameter's name. Parameters whose values were chosen explicitly are left alone — and so are
+/// those already drawn by a model's build, loaded from a file, or trained by `fit` or
+/// `train_step`, which no longer carry an initialiser ([`settle_params`]): a trained model nested
+/// in a new one keeps its weights. (To draw a built model again with another seed, build it
+/// again.)
 pub fn redraw_params<V: Visit + ?Sized>(layer: &mut V, seed: u64) {
     layer.visit_mut(&mut |name, s| {
         if let StateMut::Param(p) = s
             && let Some(init) = p.init
         {
             p.value = init.tensor(p.value.shape(), &mut rng(seed_for(seed, name)));
+        }
+    });
+}
+
+/// Marks every parameter's values as chosen (`init = None`): a later model-wide seed
+/// ([`redraw_params`], a builder around this model) leaves them alone. Called on a model's
+/// parameters once they are drawn by its build, loaded, or trained.
+pub fn settle_params<V: Visit + ?Sized>(layer: &mut V) {
+    layer.visit_mut(&mut |_, s| {
+        if let StateMut::Param(p) = s {
+            p.init = None;
         }
     });
 }

@@ -39,10 +39,18 @@
 //!
 //! Per-example gradients come from one forward pass over the batch and one per-example backward
 //! pass ([`per_example`](super::per_example)) when the model is a layer all of whose parts offer
-//! one — all the crate's layers except batch norm do — and otherwise from a forward and backward
+//! one — all the crate's layers but batch norm (refused) and `DecoderOnly` do — and otherwise from a forward and backward
 //! pass per example (a batch of one), which works for every model, custom layers and model
 //! structs included. Both give the same gradients. Layers whose output for one example depends on
-//! the others — batch norm — are refused, since a per-example gradient would not exist.
+//! the others — batch norm — are refused, since a per-example gradient would not exist. A custom
+//! layer without parameters is taken to treat each example on its own (as every such layer of
+//! the crate does, and as Opacus assumes): one that mixes examples (subtracting the batch's mean,
+//! say) would void the reported ε, and must not be trained privately.
+//!
+//! `B = ⌊q·N⌋` is taken in `f64` as Opacus's `int(len(dataset) * sample_rate)` takes it: with
+//! `q = B/N` the product can fall just below `B` (`q = 0.29`, `N = 100`: 28, in both). The noise
+//! goes on every coordinate, an [`Embedding`](crate::layers::Embedding)'s padding row included
+//! (as in Opacus): after a private step that row is no longer zero.
 //!
 //! **What ε covers.** The guarantee is for the noised steps, and so for the weights after them.
 //! What else a run hands out is the caller's to keep private: the training loss and accuracy of

@@ -561,7 +561,8 @@ pub fn fit(
             names.sort();
             names
         };
-        if names(v) != names(train) {
+        // (A layer takes its one input under any name; a model struct reads its inputs by name.)
+        if model.as_layer_mut().is_none() && names(v) != names(train) {
             return Err(Error::invalid(format!(
                 "fit: the validation set's inputs are {:?}, the training set's {:?}",
                 names(v),
@@ -631,6 +632,8 @@ pub fn fit(
         }
     };
     let base_lr = optimizer.learning_rate();
+    // The weights are trained from here on: a model built around this one keeps them.
+    crate::layers::settle_params(model);
     let result = run(model, train, loss, optimizer, &mut options, &mut step, base_lr, resumed);
     optimizer.set_learning_rate(base_lr);
     if result.is_err() {
@@ -684,6 +687,8 @@ fn run(
         }
     }
     let monitor = checkpoint_monitor(options);
+    let mut carries_state = false;
+    model.visit(&mut |_, s| carries_state |= matches!(s, crate::layers::State::Carried(_)));
     // A stateful recurrent layer starts each epoch's stream, and each validation pass, from zeros:
     // the same rule whatever the batch sizes (PyTorch's truncated-BPTT examples start every epoch
     // and every evaluation from a fresh hidden state).
@@ -736,7 +741,28 @@ fn run(
             let batch_terms = loss.terms(idx.len(), t.as_target());
             if batch_terms == 0 && !idx.is_empty() && step.skips_batches_without_terms() {
                 // Every target masked: no loss to descend, and a step would still move the
-                // weights by momentum or weight decay. Passed over (Step::skips_batches_without_terms).
+                // weights by momentum or weight decay. Passed over (Step::skips_batches_without_terms)
+                // — but a model that carries state from batch to batch still runs its forward
+                // pass, so that the next batch's rows continue these (no backward, no step).
+                if carries_state {
+                    before_batch.save(model, true);
+                    let ran = catch_unwind(AssertUnwindSafe(|| {
+                        on_pool(|| {
+                            forward_batch_caught(model, &x, crate::layers::Mode::Train, "fit").map(|_| ())
+                        })
+                    }));
+                    let e = match ran {
+                        Ok(Ok(())) => None,
+                        Ok(Err(e)) => Some(locate(e, epoch, b + 1, last_finite_loss)),
+                        Err(panic) => {
+                            Some(Error::Training { epoch, batch: b + 1, message: panic_message(&*panic) })
+                        }
+                    };
+                    if let Some(e) = e {
+                        before_batch.restore(model);
+                        return Err(e);
+                    }
+                }
                 if let Some(bar) = &bar {
                     bar.inc(1);
                 }
@@ -819,6 +845,14 @@ fn run(
         }
         if let Some(bar) = bar {
             bar.finish_and_clear();
+        }
+        if terms == 0 && step.skips_batches_without_terms() {
+            // Every batch was passed over (the targets that count fell in the batch that
+            // drop_last leaves out, say): nothing was trained, and a loss of 0 would say otherwise.
+            return Err(Error::invalid(format!(
+                "fit: every batch of epoch {epoch} had all its targets masked (NaN), so nothing was trained; the \
+                 targets that count may all lie in samples an epoch leaves out (drop_last)"
+            )));
         }
 
         let val = match options.validation {
@@ -917,12 +951,23 @@ fn run(
             // `best` before `last`: `last` records the best figure so far, and a resume from it
             // compares against that figure, so `best` must already hold that epoch if `last` does
             // (a run stopped between the two writes resumes from the older `last`).
-            let unwritten = |e: Error| {
-                Error::invalid(format!(
-                    "fit: the checkpoint after epoch {epoch} could not be written ({e}); the model is as after that \
-                     epoch, and the checkpoints in {} hold the epochs before",
+            // (An I/O error stays one, its kind kept, with the epoch added to its message.)
+            let unwritten = |e: Error| match e {
+                Error::Io { path, source } => Error::io(
+                    path,
+                    std::io::Error::new(
+                        source.kind(),
+                        format!(
+                            "fit: the checkpoint after epoch {epoch} could not be written ({source}); the model is as \
+                             after that epoch, and the checkpoints hold the epochs before"
+                        ),
+                    ),
+                ),
+                other => Error::invalid(format!(
+                    "fit: the checkpoint after epoch {epoch} could not be written ({other}); the model is as after \
+                     that epoch, and the checkpoints in {} hold the epochs before",
                     c.dir.display()
-                ))
+                )),
             };
             if improved {
                 io::write_atomically(&c.best_path(), &bytes).map_err(unwritten)?;
@@ -972,7 +1017,8 @@ fn check_batch_order<V: Visit + ?Sized>(model: &V, options: &FitOptions<'_>, ste
         Some(name) if step.reorders_samples(options) => Err(Error::invalid(format!(
             "fit: {name} is carried from one batch into the next (a stateful recurrent layer), so each batch's row s \
              must continue the row s before it; shuffling would join unrelated sequences: FitOptions::shuffle(false) \
-             (and a batch size that divides the data, or drop_last(true): a smaller last batch starts afresh)"
+             with the plain step (and a batch size that divides the data, or drop_last(true): a smaller last batch \
+             starts afresh)"
         ))),
         _ => Ok(()),
     }

@@ -188,12 +188,11 @@ fn predict_batches(
 /// `batch_size` samples at a time: every output, stacked over the batches.
 ///
 /// Inputs of no samples give every output with no samples (`[0, …]`), of the shapes the model
-/// states ([`Model::output_shapes`]).
+/// states ([`Model::output_shapes`]); a model that cannot state them runs on the empty batch.
 ///
 /// # Errors
 /// If the inputs do not fit together ([`Inputs::check`]) or the model refuses them, or
-/// `batch_size` is 0; for inputs of no samples, if the model cannot state its outputs' shapes
-/// without running.
+/// `batch_size` is 0.
 pub fn predict_inputs<M: Model + ?Sized>(
     model: &mut M,
     inputs: &Inputs,
@@ -209,16 +208,15 @@ pub fn predict_inputs<M: Model + ?Sized>(
     }
     let n = inputs.len();
     if n == 0 {
-        // No batch to run: the outputs' shapes from the model, with no samples.
-        let shapes = model.output_shapes(&inputs.batch_shapes(0)).ok_or_else(|| {
-            Error::invalid(format!(
-                "predict_inputs: the inputs hold no samples, and {} cannot state its outputs' shapes without running a \
-                 batch",
-                model.name()
-            ))
-        })??;
+        // No batch to split: the outputs' shapes from the model, with no samples, or (a model
+        // that cannot state them) the model run on the empty batch.
+        let Some(shapes) = model.output_shapes(&inputs.batch_shapes(0)) else {
+            return super::on_pool(|| {
+                super::forward_batch_caught(model, inputs, Mode::Predict, "predict_inputs")
+            });
+        };
         let mut out = Tensors::new();
-        for (name, shape) in shapes {
+        for (name, shape) in shapes? {
             out.insert(&name, Tensor::from_vec(&shape, Vec::new())?);
         }
         return Ok(out);
@@ -358,14 +356,19 @@ pub fn input_gradient(model: &mut dyn Layer, x: &Tensor, classes: &[usize]) -> R
     if let Some(&c) = classes.iter().find(|&&c| c >= k) {
         return Err(Error::invalid(format!("input_gradient: class {c} out of range for {k} outputs")));
     }
-    let out = model.forward(x, Pass::EVAL);
-    let mut seed = Tensor::zeros(out.shape());
-    for (row, &c) in seed.data_mut().chunks_exact_mut(k).zip(classes) {
-        row[c] = 1.0; // d score_c / d output = one-hot(c)
-    }
-    let dx = backward_input(model, &seed);
+    // A layer that refuses the batch (an id past an embedding behind a layer that hides it from
+    // `check_values`) panics: an error of this call, the gradients zeroed.
+    let run = |model: &mut dyn Layer| {
+        let out = model.forward(x, Pass::EVAL);
+        let mut seed = Tensor::zeros(out.shape());
+        for (row, &c) in seed.data_mut().chunks_exact_mut(k).zip(classes) {
+            row[c] = 1.0; // d score_c / d output = one-hot(c)
+        }
+        backward_input(model, &seed)
+    };
+    let dx = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| super::on_pool(|| run(&mut *model))));
     zero_grad(model);
-    Ok(dx)
+    dx.map_err(|panic| refused("input_gradient", &*model, &*panic))
 }
 
 /// The loss on one batch and its gradient with respect to every parameter (left in the
@@ -502,7 +505,11 @@ pub fn train_step(
     optimizer.check().map_err(|e| prefixed("train_step", e))?;
     super::check_optimizer_fits(model, optimizer, "train_step")?;
     // The whole step on one of the pool's threads: its parallel loops start without waking this one.
-    super::on_pool(|| step_on_pool(model, x, target, loss, optimizer))
+    let stepped = super::on_pool(|| step_on_pool(model, x, target, loss, optimizer));
+    if stepped.is_ok() {
+        crate::layers::settle_params(model); // trained: a model built around this one keeps them
+    }
+    stepped
 }
 
 /// [`train_step`] after its checks, on a thread of the pool.

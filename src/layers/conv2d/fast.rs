@@ -74,8 +74,11 @@ const SUM_BLOCK: usize = 4096;
 /// them; [`images_per_group`]).
 pub(crate) const GROUP: usize = 4;
 
-/// The most values a group's unfolded matrices should take (64 MiB of scratch per thread), and
-/// the most a thread's scratch keeps between calls.
+/// The most values a group's unfolded matrices should take (64 MiB of scratch per thread) when
+/// it holds more than one image. (A thread keeps its scratch from pass to pass, as the steady
+/// state needs: one large image's, a quarter of a gigabyte for 64 channels of 224 × 224, stays
+/// with the thread. Freeing it after each group had cost a fresh allocation and zero-fill per
+/// image.)
 const GROUP_SCRATCH_BUDGET: usize = 16 << 20;
 
 /// Images per group for this geometry and `o` output channels: [`GROUP`], or fewer (at least one)
@@ -724,11 +727,7 @@ fn with_scratch_here<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
             }
             buf.resize(len, 0.0);
         }
-        let out = f(&mut buf[..len]);
-        if buf.len() > GROUP_SCRATCH_BUDGET {
-            *buf = Vec::new(); // a large image's scratch is given back, not held by the thread
-        }
-        out
+        f(&mut buf[..len])
     })
 }
 
@@ -738,10 +737,10 @@ mod tests {
 
     /// Groups of 4 images for digits-sized layers (the bits the crate's tables were measured
     /// with), fewer for large images: 64 channels of 224 × 224 take one image a group, whose
-    /// backward scratch is then about a quarter of a gigabyte, not a gigabyte, and is given back.
+    /// backward scratch is then about a quarter of a gigabyte, not a gigabyte.
     #[test]
     fn large_images_take_fewer_images_per_group() {
-        use super::{GROUP_SCRATCH_BUDGET, SCRATCH, images_per_group, with_scratch};
+        use super::images_per_group;
         use crate::tensor::im2col::ConvGeometry;
         let digits = ConvGeometry::new((32, 14, 14), (3, 3), (1, 1), (1, 1), (1, 1)).unwrap();
         assert_eq!(images_per_group(&digits, 64), 4);
@@ -749,10 +748,6 @@ mod tests {
         assert_eq!(images_per_group(&large, 64), 1);
         let mid = ConvGeometry::new((8, 200, 200), (3, 3), (1, 1), (1, 1), (1, 1)).unwrap();
         assert_eq!(images_per_group(&mid, 8), 2);
-        with_scratch(GROUP_SCRATCH_BUDGET + 1, |s| s[0] = 1.0);
-        assert_eq!(SCRATCH.with(|b| b.borrow().capacity()), 0, "a scratch past the budget is given back");
-        with_scratch(1000, |s| s[0] = 1.0);
-        assert!(SCRATCH.with(|b| b.borrow().len()) >= 1000, "a small one is kept");
     }
 
     /// Bits, not values: a NaN equals the same NaN, −0 differs from +0; every position counts,

@@ -67,6 +67,9 @@ pub struct Sequential {
     execution: Execution,
     /// Containers inside containers, this one included ([`MAX_NESTING`] at most).
     depth: usize,
+    /// The model-wide seed it was built with: a layer added or replaced later draws its fresh
+    /// parameters from it and its index, as a layer given to the builder did.
+    seed: Option<u64>,
 }
 
 /// How deep containers (`Sequential`, `Residual`) may nest: every pass over a model (forward,
@@ -173,6 +176,10 @@ impl SequentialBuilder {
         model.input_shape = Some(self.input_shape);
         model.check()?;
         super::redraw_params(&mut model, self.seed);
+        // Drawn: a model built around this one later keeps these values (a trained or loaded
+        // model nested in a new one had been redrawn from the new one's seed).
+        super::settle_params(&mut model);
+        model.seed = Some(self.seed);
         Ok(model)
     }
 }
@@ -213,7 +220,9 @@ impl Sequential {
     pub fn add(mut self, layer: impl Layer) -> Sequential {
         let depth = self.depth.max(nesting(&layer) + 1);
         assert!(depth <= MAX_NESTING, "{}", too_deep(depth));
-        self.layers.push(Box::new(layer));
+        let mut layer: Box<dyn Layer> = Box::new(layer);
+        self.draw_new(self.layers.len(), layer.as_mut());
+        self.layers.push(layer);
         self.plan = plan::plan(&self.layers);
         self.depth = depth;
         self
@@ -223,19 +232,37 @@ impl Sequential {
     ///
     /// # Panics
     /// If containers would nest more than [`MAX_NESTING`] deep.
-    pub fn add_boxed(mut self, layer: Box<dyn Layer>) -> Sequential {
+    pub fn add_boxed(mut self, mut layer: Box<dyn Layer>) -> Sequential {
         let depth = self.depth.max(nesting(layer.as_ref()) + 1);
         assert!(depth <= MAX_NESTING, "{}", too_deep(depth));
+        self.draw_new(self.layers.len(), layer.as_mut());
         self.layers.push(layer);
         self.plan = plan::plan(&self.layers);
         self.depth = depth;
         self
     }
 
+    /// For a built model, draws the fresh parameters of a layer that will stand at `index` from
+    /// the model's seed and their full names (`"3.weight"`), as the build drew its layers', and
+    /// marks them drawn: two layers of one shape added after the build do not start alike.
+    fn draw_new(&self, index: usize, layer: &mut dyn Layer) {
+        let Some(seed) = self.seed else { return };
+        let prefix = index.to_string();
+        layer.visit_mut(&mut |name, s| {
+            if let super::StateMut::Param(p) = s
+                && let Some(init) = p.init
+            {
+                let full = super::child_name(&prefix, name);
+                p.value = init.tensor(p.value.shape(), &mut crate::tensor::rng(super::seed_for(seed, &full)));
+                p.init = None;
+            }
+        });
+    }
+
     fn from_layers(layers: Vec<Box<dyn Layer>>) -> Sequential {
         let plan = plan::plan(&layers);
         let depth = depth_of(&layers);
-        Sequential { input_shape: None, layers, plan, execution: Execution::Planned, depth }
+        Sequential { input_shape: None, layers, plan, execution: Execution::Planned, depth, seed: None }
     }
 
     /// Shapes layer by layer from the input shape, and unique state names.
@@ -326,7 +353,9 @@ impl Sequential {
         if i >= self.layers.len() {
             return Err(Error::invalid(format!("replace: no layer {i} in a model of {}", self.layers.len())));
         }
-        let old = std::mem::replace(&mut self.layers[i], Box::new(layer));
+        let mut layer: Box<dyn Layer> = Box::new(layer);
+        self.draw_new(i, layer.as_mut());
+        let old = std::mem::replace(&mut self.layers[i], layer);
         self.plan = plan::plan(&self.layers);
         self.depth = depth_of(&self.layers);
         if let Err(e) = self.check() {
