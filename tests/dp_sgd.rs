@@ -432,3 +432,25 @@ fn the_reported_loss_is_the_mean_over_counted_positions() {
         report.epoch_losses[0]
     );
 }
+
+/// A DP-SGD step used outside `fit` without its `check` (which sets it up for the model's
+/// parameters) is an error: it had returned `Ok` with no noised gradient written, yet counted
+/// the step as private.
+#[test]
+fn a_step_not_set_up_for_the_model_is_an_error() {
+    use backprop::model::Inputs;
+    use backprop::train::Step;
+    let mut step = backprop::privacy::DpSgd::new(&options(1.0, 1.0), 4).unwrap();
+    let mut model = Dense::new(2, 2);
+    let e = step
+        .gradient(
+            &mut model,
+            &Inputs::single(Tensor::zeros(&[1, 2])),
+            &Targets::Classes(vec![0]),
+            &CrossEntropyLoss::new(),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not set up for this model's parameters"), "{e}");
+    assert_eq!(step.steps(), 0);
+}

@@ -779,3 +779,32 @@ fn check_model_checks_a_layers_input_under_any_name() {
     assert_eq!(names, ["x", "weight", "bias"]);
     assert!(report.passes(1e-2), "{report}");
 }
+
+/// `predict_inputs` reserves every sample's outputs after the first batch, or refuses with the
+/// size: 2²⁵ samples of 2²⁰ outputs each (2⁴⁷ bytes, past a 47-bit address space, so refused
+/// whatever the system's overcommit) is an error, not a buffer doubled until the process aborts.
+#[test]
+fn predict_inputs_refuses_outputs_no_memory_holds() {
+    use backprop::model::Inputs;
+    let mut wide = Dense::new(1, 1 << 20);
+    let inputs = Inputs::new().with("input", Tensor::zeros(&[1 << 25, 1]));
+    let e = backprop::train::predict_inputs(&mut wide, &inputs, 1).unwrap_err().to_string();
+    assert!(e.contains("cannot allocate output \"output\" for all 33554432 samples"), "{e}");
+}
+
+/// A normalised value past f32 is an error with `x` unchanged (it had become ±∞ under `Ok`); a
+/// sample axis past i64::MAX is refused by the ONNX export (it had been written negative).
+#[test]
+fn normalising_past_f32_and_onnx_dimensions_past_int64_are_refused() {
+    use backprop::data::transforms::Normalizer;
+    let n = Normalizer { mean: vec![-3e38], std: vec![1.0] };
+    let mut x = Tensor::from_vec(&[1, 1], vec![3e38]).unwrap();
+    let e = n.apply(&mut x).unwrap_err().to_string();
+    assert!(e.contains("normalises past f32"), "{e}");
+    assert_eq!(x.data(), &[3e38]);
+    let mut fine = Tensor::from_vec(&[1, 1], vec![1.0]).unwrap();
+    n.apply(&mut fine).unwrap();
+    assert_eq!(fine.data(), &[3e38]);
+    let e = backprop::onnx::to_bytes(&Relu::new(), &[1 << 63]).unwrap_err().to_string();
+    assert!(e.contains("cannot be written to ONNX"), "{e}");
+}

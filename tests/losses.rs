@@ -260,6 +260,10 @@ fn batches_and_data_sets_whose_targets_are_all_masked_have_no_loss_to_step_on() 
     let e = model.train_step(&x23, Target::Values(&t23), &bce, &mut sgd).unwrap_err().to_string();
     assert!(e.contains("every target of the batch (2 samples) is masked"), "{e}");
     assert_eq!(model.state_dict(), before, "a refused step moved the weights");
+    // A 0-d input has no batch axis to count: an error, not an index panic.
+    let e = model.train_step(&Tensor::scalar(1.0), Target::Classes(&[0]), &CrossEntropyLoss::new(), &mut sgd);
+    assert!(e.is_err());
+    assert_eq!(model.state_dict(), before);
     // (The momentum is as it was too: the next real step equals one on a fresh copy.)
     let mut twin = build();
     let mut twin_sgd = Sgd::new(0.1).momentum(0.9);

@@ -539,3 +539,15 @@ fn a_parameter_added_later_counts_its_own_steps() {
     assert_eq!((a.value.data(), b.value.data()), (a2.value.data(), b2.value.data()));
     close((a.value.data()[0], b.value.data()[0]), (0.700_000_05, 0.936_610_4));
 }
+
+/// A saved SGD state counting u64::MAX steps is refused (the next step would overflow its
+/// count: a panic under overflow checks, a wrap to 0 without), as Adam refuses counts it cannot hold.
+#[test]
+fn sgd_refuses_a_step_count_it_cannot_go_past() {
+    let mut sgd = Sgd::new(0.1).momentum(0.9);
+    let mut state = OptimizerState::default();
+    sgd.save_state(&mut state);
+    state.set_steps(u64::MAX);
+    let e = sgd.load_state(&state).unwrap_err().to_string();
+    assert!(e.contains("u64::MAX steps"), "{e}");
+}

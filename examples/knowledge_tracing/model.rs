@@ -223,6 +223,14 @@ pub fn data(h: &Histories) -> backprop::Result<Dataset> {
     let mut next = vec![0.0f32; n * steps];
     let mut targets = vec![f32::NAN; n * steps];
     let mut lengths = Vec::with_capacity(n);
+    // Every student predicts at least one answer from the ones before (the readers skip shorter
+    // histories; histories built by hand are checked here, not left to an index panic).
+    if let Some((s, a)) = h.students.iter().enumerate().find(|(_, a)| a.len() < 2) {
+        return Err(backprop::Error::invalid(format!(
+            "student {s} has {} answers: at least 2 are needed (one to predict from, one to predict)",
+            a.len()
+        )));
+    }
     for (s, a) in h.students.iter().enumerate() {
         for t in 0..a.len() - 1 {
             let k = s * steps + t;

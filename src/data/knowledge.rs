@@ -316,8 +316,8 @@ impl SimulationOptions {
 /// Simulated students; see the [module docs](self).
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for zero students, items or concepts, more than [`MAX_SIMULATED`] of
-/// any or more than 2³¹ answers in all, a guess outside `[0, 1)`, or a negative or non-finite skill
+/// [`Error::InvalidArgument`] for zero students, items or concepts, more concepts than items,
+/// more than [`MAX_SIMULATED`] of any or more than 2³¹ answers in all, a guess outside `[0, 1)`, or a negative or non-finite skill
 /// spread or gain.
 ///
 /// ```
@@ -334,6 +334,14 @@ pub fn simulate(o: &SimulationOptions) -> Result<Histories> {
         || !(o.skill_spread.is_finite() && o.skill_spread >= 0.0)
     {
         return Err(Error::invalid(format!("simulate: invalid settings {o:?}")));
+    }
+    if o.concepts > o.items {
+        // (Each student draws an ability per concept: concepts no item practises would cost
+        // draws and memory for nothing — 10⁷ of them per student had run for days.)
+        return Err(Error::invalid(format!(
+            "simulate: {} concepts for {} items: every concept needs an item (at most as many concepts as items)",
+            o.concepts, o.items
+        )));
     }
     if o.students > MAX_SIMULATED || o.items > MAX_SIMULATED || o.concepts > MAX_SIMULATED {
         return Err(Error::invalid(format!(
@@ -387,8 +395,8 @@ pub fn simulate(o: &SimulationOptions) -> Result<Histories> {
 /// for gigabytes. Number the items densely to use more.
 pub const MAX_ITEM_ID: usize = 999_999;
 
-/// The most students or items [`simulate`] makes (each answer is a few bytes; 10⁷ students of 50
-/// items is about 2.5 GB).
+/// The most students or items [`simulate`] makes (each answer takes about 10 bytes; 10⁷ students
+/// of 50 items is about 5 GB).
 pub const MAX_SIMULATED: usize = 10_000_000;
 
 /// The longest line the readers take (256 MiB): a line is read whole before it is parsed, so a

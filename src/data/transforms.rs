@@ -78,7 +78,8 @@ impl Normalizer {
     /// [`Error::Shape`] if `x` is not `[N, C, …]` with the fitted number of channels;
     /// [`Error::InvalidArgument`] if a mean is not finite or a std is not a finite number of
     /// f32's normal range (≥ 1.2·10⁻³⁸: below it the division overflows; the fields are public,
-    /// for example filled from a model file's metadata).
+    /// for example filled from a model file's metadata), or if a normalised value leaves `f32`
+    /// (finite inputs near ±3·10³⁸ shifted by a mean of the other sign): `x` is then unchanged.
     pub fn apply(&self, x: &mut Tensor) -> Result<()> {
         if self.mean.len() != self.std.len()
             || self.mean.iter().any(|m| !m.is_finite())
@@ -101,9 +102,19 @@ impl Normalizer {
         if inner == 0 {
             return Ok(());
         }
+        // (v − m)/s in f64, rounded once: the same values where f32 holds them. A value past f32
+        // is refused before anything is written.
+        let norm = |i: usize, v: f32| ((v as f64 - self.mean[i % c] as f64) / self.std[i % c] as f64) as f32;
+        if let Some((i, v)) = x.data().chunks_exact(inner).enumerate().find_map(|(i, chunk)| {
+            chunk.iter().find(|&&v| v.is_finite() && !norm(i, v).is_finite()).map(|&v| (i % c, v))
+        }) {
+            return Err(Error::invalid(format!(
+                "Normalizer: {v} in channel {i} normalises past f32 (mean {}, std {})",
+                self.mean[i], self.std[i]
+            )));
+        }
         for (i, chunk) in x.data_mut().chunks_exact_mut(inner).enumerate() {
-            let (m, s) = (self.mean[i % c], self.std[i % c]);
-            chunk.iter_mut().for_each(|v| *v = (*v - m) / s);
+            chunk.iter_mut().for_each(|v| *v = norm(i, *v));
         }
         Ok(())
     }

@@ -144,7 +144,10 @@ pub(super) fn head_forward(
         within(q, tq, d) && within(k, tk, d) && within(v, tk, dv),
         "attention head kernel: a block past its slice"
     );
-    assert!(within((o.0, o.1), tq, dv) && p.len() == tq * tk && keys <= tk, "attention head kernel: outputs");
+    assert!(
+        within((o.0, o.1), tq, dv) && Some(p.len()) == tq.checked_mul(tk) && keys <= tk,
+        "attention head kernel: outputs"
+    );
     assert!(tk > 0, "attention head kernel: no keys"); // as the definition (every caller has T_k ≥ 1)
     let padded = tk.div_ceil(16) * 16; // whole registers of either width
     ROWS.with_borrow_mut(|v_rows| {
@@ -216,7 +219,10 @@ pub(super) fn backward_values(
 ) {
     assert!(fits(1, dv), "attention head kernel: d_v = {dv} (or this CPU) is not for it");
     assert!(
-        p.len() == tq * tk && keys <= tk && within(d_o, tq, dv) && within((d_v.0, d_v.1), tk, dv),
+        Some(p.len()) == tq.checked_mul(tk)
+            && keys <= tk
+            && within(d_o, tq, dv)
+            && within((d_v.0, d_v.1), tk, dv),
         "attention head kernel: a block past its slice"
     );
     ROWS.with_borrow_mut(|d_o_rows| {
@@ -238,7 +244,10 @@ fn keys_times_rows(
     out: (&mut [f32], usize),
 ) {
     assert!(
-        m.len() == tq * tk && rows.len() == tq * width && keys <= tk && within((out.0, out.1), tk, width),
+        Some(m.len()) == tq.checked_mul(tk)
+            && Some(rows.len()) == tq.checked_mul(width)
+            && keys <= tk
+            && within((out.0, out.1), tk, width),
         "attention head kernel: a block past its slice"
     );
     let seen = if causal { keys.min(tq) } else { keys }; // key j is first seen by query j
@@ -291,8 +300,8 @@ pub(super) fn backward_scores(
     assert!(
         within((dq.0, dq.1), tq, d)
             && within((dk.0, dk.1), tk, d)
-            && p.len() == tq * tk
-            && ds.len() == tq * tk
+            && Some(p.len()) == tq.checked_mul(tk)
+            && Some(ds.len()) == tq.checked_mul(tk)
             && keys <= tk,
         "attention head kernel: outputs"
     );

@@ -508,6 +508,16 @@ impl Graph {
         for (name, value) in outputs {
             self.node("Identity", &[value], vec![], &[name]);
         }
+        // Every dimension is written as an int64: a sample axis past i64::MAX (a layer that
+        // passes any shape through) would be written negative.
+        let sample_dims = self
+            .inputs
+            .iter()
+            .flat_map(|i| i.sample_shape.iter())
+            .chain(shapes.iter().flat_map(|s| s.iter().skip(1)));
+        if let Some(d) = sample_dims.copied().find(|&d| i64::try_from(d).is_err()) {
+            return bad(format!("a dimension of {d} cannot be written to ONNX (its dimensions are int64)"));
+        }
         let graph = self.nodes.iter().fold(Message::new(), |m, n| m.message(1, n)).string(2, "backprop");
         let mut graph = self.initializers.iter().fold(graph, |m, t| m.message(5, t));
         for input in &self.inputs {

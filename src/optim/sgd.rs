@@ -239,6 +239,10 @@ impl Optimizer for Sgd {
 
     fn load_state(&mut self, state: &super::OptimizerState) -> crate::Result<()> {
         state.check_kinds("SGD", &["momentum_buffer"])?;
+        if state.steps() == u64::MAX {
+            // (The next step would overflow the count: no run takes that many.)
+            return Err(crate::Error::invalid("SGD: the state counts u64::MAX steps (the state is damaged)"));
+        }
         self.steps = state.steps();
         super::load_kind(&mut self.momentum_buffers, "momentum_buffer", state);
         Ok(())

@@ -474,7 +474,10 @@ impl Step for DpSgd {
             .map_err(|e| bad(format!("the saved state is not valid JSON ({e})")))?;
         let sampling = rng_from(&v["sampling"], "the sampling generator").map_err(bad)?;
         let noise = rng_from(&v["noise"], "the noise generator").map_err(bad)?;
-        let steps = v["steps"].as_u64().ok_or_else(|| bad("the saved state has no step count".into()))?;
+        let steps = v["steps"]
+            .as_u64()
+            .filter(|&s| s < u64::MAX) // (the next step would overflow the count)
+            .ok_or_else(|| bad("the saved state has no step count below u64::MAX".into()))?;
         (self.sampling, self.noise_rng, self.steps) = (sampling, noise, steps);
         Ok(())
     }
@@ -493,6 +496,17 @@ impl Step for DpSgd {
         targets: &Targets,
         loss: &dyn Loss,
     ) -> Result<StepOutcome> {
+        // Set up by `check` for this model's parameters (fit calls it): without it no noised
+        // gradient would be written, yet the step would count as a private one.
+        let shapes: Vec<Vec<usize>> =
+            named_params(&*model).iter().map(|(_, p)| p.value.shape().to_vec()).collect();
+        if shapes.len() != self.sum.len()
+            || shapes.iter().zip(&self.sum).any(|(s, t)| s.as_slice() != t.shape())
+        {
+            return Err(Error::invalid(
+                "DP-SGD: the step was not set up for this model's parameters (Step::check, which fit calls first)",
+            ));
+        }
         self.sum.iter_mut().for_each(|s| s.fill(0.0));
         let b = batch.len();
         let (loss_sum, output) = if b == 0 {

@@ -415,7 +415,10 @@ fn reduce(mut r: [f32; LANES]) -> f32 {
 /// If a window reaches past `b`, or `out` is shorter than `offsets`.
 pub(crate) fn shifted_dots(a: &[f32], b: &[f32], offsets: &[usize], out: &mut [f32]) {
     let n = a.len();
-    assert!(offsets.iter().all(|&off| off + n <= b.len()), "shifted_dots: a window reaches past b");
+    assert!(
+        offsets.iter().all(|&off| off.checked_add(n).is_some_and(|end| end <= b.len())),
+        "shifted_dots: a window reaches past b"
+    );
     assert!(out.len() >= offsets.len(), "shifted_dots: out shorter than offsets");
     #[cfg(target_arch = "x86_64")]
     if crate::tensor::simd::wide_vectors() {

@@ -89,7 +89,7 @@ impl PackedB {
     /// [`pack`](Self::pack) for the kernel family `kern` (`None`: row-major for
     /// `matrixmultiply`) rather than this CPU's: the tests pack for every family's geometry.
     fn pack_for(&mut self, kern: Option<&Kernels>, k: usize, n: usize, b: &[f32], transposed: bool) {
-        assert_eq!(b.len(), k * n, "PackedB: {} values for a {k}×{n} matrix", b.len());
+        assert_eq!(Some(b.len()), k.checked_mul(n), "PackedB: {} values for a {k}×{n} matrix", b.len());
         let (rs, cs) = if transposed { (1, k) } else { (n, 1) };
         (self.k, self.n) = (k, n);
         self.bias.clear(); // a new matrix: no bias until one is set
@@ -809,7 +809,7 @@ pub(crate) fn gemm_packed_b(
         || (lda >= k
             && (m - 1).checked_mul(lda).and_then(|r| r.checked_add(k)).is_some_and(|e| e <= a.len()));
     assert!(a_fits, "gemm: A has {} elements, too few for {m}×{k} with rows {lda} apart", a.len());
-    assert_eq!(c.len(), m * n, "gemm: C has {} elements, expected {m}×{n}", c.len());
+    assert_eq!(Some(c.len()), m.checked_mul(n), "gemm: C has {} elements, expected {m}×{n}", c.len());
     if m == 0 || n == 0 {
         return;
     }
@@ -843,7 +843,7 @@ pub(crate) fn gemm_packed_b(
 /// If `c.len() != m·n`, or if `B` was not packed for this CPU's kernels.
 fn kernels_unless_empty(m: usize, b: &PackedB, c: &mut [f32]) -> Option<&'static Kernels> {
     let (k, n) = (b.k, b.n);
-    assert_eq!(c.len(), m * n, "gemm: C has {} elements, expected {m}×{n}", c.len());
+    assert_eq!(Some(c.len()), m.checked_mul(n), "gemm: C has {} elements, expected {m}×{n}", c.len());
     if m == 0 || n == 0 {
         return None;
     }
@@ -903,9 +903,13 @@ pub(crate) fn gemm_packed_b_in_runs(
     let (k, n) = (b.k, b.n);
     assert!(segments > 0 && k.is_multiple_of(segments), "gemm: {k} steps in {segments} runs");
     let len = k / segments;
-    let last = (m.max(1) - 1) * rs + (segments - 1) * stride + len;
+    // (Checked: a wrapped bound would pass, and the tiles read A without bounds checks.)
+    let last = (m.max(1) - 1)
+        .checked_mul(rs)
+        .and_then(|v| v.checked_add((segments - 1).checked_mul(stride)?))
+        .and_then(|v| v.checked_add(len));
     assert!(
-        m == 0 || k == 0 || (rs >= len && a.len() >= last),
+        m == 0 || k == 0 || (rs >= len && last.is_some_and(|last| a.len() >= last)),
         "gemm: A has {} elements, too few for {m} rows {rs} apart of {segments} runs of {len}, {stride} apart",
         a.len()
     );

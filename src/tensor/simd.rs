@@ -61,10 +61,14 @@ pub fn isa() -> Isa {
 fn detected() -> Isa {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        // The AVX-512 variants also call AVX2 + FMA code (quarter tiles, dot products): a CPU
+        // (or a virtual one with a hand-edited feature mask) reporting AVX-512F without them
+        // gets the widest ISA it does have.
+        let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+        if std::arch::is_x86_feature_detected!("avx512f") && avx2 {
             return Isa::Avx512;
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if avx2 {
             return Isa::Avx2;
         }
     }

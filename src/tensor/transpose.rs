@@ -23,8 +23,13 @@ pub(crate) fn transpose(
     if rows == 0 || cols == 0 {
         return;
     }
+    // (Checked: a wrapped bound would pass and the AVX path below reads without bounds checks.)
+    let span = |r: usize, ld: usize, c: usize| (r - 1).checked_mul(ld).and_then(|v| v.checked_add(c));
     assert!(
-        ld >= cols && ldt >= rows && b.len() >= (rows - 1) * ld + cols && t.len() >= (cols - 1) * ldt + rows,
+        ld >= cols
+            && ldt >= rows
+            && span(rows, ld, cols).is_some_and(|s| b.len() >= s)
+            && span(cols, ldt, rows).is_some_and(|s| t.len() >= s),
         "transpose: {rows}×{cols} from {} values ({ld} apart) into {} ({ldt} apart)",
         b.len(),
         t.len()
@@ -126,6 +131,14 @@ unsafe fn transpose_avx((tk, d): (usize, usize), (k, ld): (&[f32], usize), (kt, 
 
 #[cfg(test)]
 mod tests {
+    /// Bounds that would wrap past usize are refused, not passed (the AVX path reads unchecked).
+    #[test]
+    #[should_panic(expected = "transpose: 9×8")]
+    fn a_stride_whose_span_wraps_is_refused() {
+        let (b, mut t) = ([0.0f32; 8], [0.0f32; 72]);
+        super::transpose((9, 8), (&b, 1 << 61), (&mut t, 9));
+    }
+
     use super::*;
 
     /// The fast path against the definition, bit for bit: whole 8 × 8 blocks, edges in both

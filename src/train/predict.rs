@@ -230,10 +230,30 @@ pub fn predict_inputs<M: Model + ?Sized>(
             inputs.select_into(idx, &mut xb);
             let outputs = super::forward_batch_caught(model, &xb, Mode::Predict, "predict_inputs")?;
             if stacked.is_empty() {
-                stacked = outputs
-                    .iter()
-                    .map(|(name, y)| (name.to_string(), y.shape().to_vec(), Vec::new()))
-                    .collect();
+                // Room for every sample's outputs, reserved now or refused with the size (a
+                // buffer doubled batch after batch would abort the process when memory ran out).
+                for (name, y) in outputs.iter() {
+                    let mut shape = y.shape().to_vec();
+                    if let Some(first) = shape.first_mut() {
+                        *first = n;
+                    }
+                    let total = crate::tensor::checked_numel(&shape).ok_or_else(|| {
+                        Error::shape(format!(
+                            "predict_inputs: output {name:?} for all {n} samples, {}, is more values than memory can \
+                             address",
+                            shape_str(&shape)
+                        ))
+                    })?;
+                    let mut data = Vec::new();
+                    data.try_reserve_exact(total).map_err(|e| {
+                        Error::invalid(format!(
+                            "predict_inputs: cannot allocate output {name:?} for all {n} samples, {} ({e}): predict \
+                             fewer samples at a time",
+                            shape_str(&shape)
+                        ))
+                    })?;
+                    stacked.push((name.to_string(), y.shape().to_vec(), data));
+                }
             }
             if outputs.len() != stacked.len() {
                 let names: Vec<&str> = outputs.iter().map(|(n, _)| n).collect();
@@ -491,12 +511,15 @@ pub fn train_step(
             x.shape()
         )));
     }
-    if loss.ignores_nan_targets() && loss.terms(x.shape()[0], target) == 0 {
+    // (A 0-d input has no batch axis: the model's shape check below names it.)
+    if let Some(&n) = x.shape().first()
+        && loss.ignores_nan_targets()
+        && loss.terms(n, target) == 0
+    {
         return Err(Error::invalid(format!(
-            "train_step: every target of the batch ({} samples) is masked (NaN), so {} counts no term and there is no \
-             loss to step on (the optimizer's momentum or weight decay alone would still move the weights); the model \
-             and the optimizer are unchanged",
-            x.shape()[0],
+            "train_step: every target of the batch ({n} samples) is masked (NaN), so {} counts no term and there is \
+             no loss to step on (the optimizer's momentum or weight decay alone would still move the weights); the \
+             model and the optimizer are unchanged",
             loss.name()
         )));
     }

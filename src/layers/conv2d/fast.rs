@@ -634,6 +634,7 @@ pub(crate) fn backward_in_groups(
     let groups = n.div_ceil(group);
     let parts = if per_image { n } else { groups };
     assert_eq!(db_parts.len(), parts * o, "conv backward: one dL/db per group or image");
+    assert_eq!(x.len(), n * in_len, "conv backward: input length vs geometry"); // (dx's groups cover it)
     assert_eq!(g.len(), n * o * ohow, "conv backward: gradient length vs geometry");
     assert_eq!(dw_parts.len(), parts * o * ckk, "conv backward: one dL/dW per group or image");
     let per_group_parts = if per_image { group } else { 1 }; // dW sums per group

@@ -73,6 +73,13 @@ pub(crate) fn max_pool_backward(g: &Tensor, argmax: &[u32], in_shape: &[usize]) 
     let plane_out = g.dim(2) * g.dim(3);
     let len: usize = in_shape.iter().product();
     assert_eq!(len / plane_in.max(1), g.len() / plane_out.max(1), "max pool backward: planes of g vs x");
+    // One arg-max per value of g: a shorter arg-max (a forward pass cut short before it was
+    // resized) would leave planes of dx unwritten below.
+    assert_eq!(
+        argmax.len(),
+        g.len(),
+        "max pool backward: arg-max of another pass (its forward pass did not finish?)"
+    );
     let mut dx: Vec<f32> = crate::tensor::reserve(len, "a max pooling's input gradient");
     type Plane<'a> = ((&'a mut [MaybeUninit<f32>], &'a [f32]), &'a [u32]); // (dx, g, arg-max)
     let route = |((dx_p, g_p), arg_p): Plane| {
@@ -86,8 +93,8 @@ pub(crate) fn max_pool_backward(g: &Tensor, argmax: &[u32], in_shape: &[usize]) 
         spare.par_chunks_mut(plane_in).zip(g.data().par_chunks(plane_out)).zip(argmax.par_chunks(plane_out));
     let n_planes = planes.len();
     planes.with_min_len(min_len(n_planes, len >= PARALLEL_MIN)).for_each(route);
-    // SAFETY: the planes cover dx (len = planes × plane_in, zipped one to one with g's planes,
-    // as asserted above), and `route` wrote every element of each.
+    // SAFETY: the planes cover dx (len = planes × plane_in, zipped one to one with g's planes and
+    // the arg-max's, whose lengths are asserted above), and `route` wrote every element of each.
     unsafe { Tensor::from_initialised(in_shape, dx) }
 }
 
@@ -456,5 +463,17 @@ fn max_pool_rows_general(
             y[(oy - oy0) * ow + ox] = best;
             arg[(oy - oy0) * ow + ox] = best_i as u32;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// An arg-max of another length than the gradient (a forward pass cut short before it was
+    /// resized) is refused: the planes past it would have been handed back unwritten.
+    #[test]
+    #[should_panic(expected = "arg-max of another pass")]
+    fn backward_refuses_an_arg_max_of_another_pass() {
+        let g = crate::Tensor::ones(&[1, 2, 1, 1]);
+        super::max_pool_backward(&g, &[0], &[1, 2, 2, 2]);
     }
 }

@@ -64,8 +64,10 @@
 //!   returns `dL/dh₀`, `dL/dc₀`. The final-state gradient enters the walk at the last step and
 //!   reaches each sequence's last *valid* step through the padded steps' identity.
 //! - **Truncated BPTT** ([`Recurrent::stateful`]): each forward pass starts from the previous
-//!   pass's final state, and backward stops there (the earlier chunk's graph is gone), so a long
-//!   stream is trained chunk by chunk with the state carried across.
+//!   pass's final state when the batch size is the same, and backward stops there (the earlier
+//!   chunk's graph is gone), so a long stream is trained chunk by chunk with the state carried
+//!   across. A pass of another batch size starts from zeros and its final state replaces the
+//!   stream's: keep every pass of a stream at one batch size.
 //! - [`Recurrent::last_step_only`]: output the final state `[N, H]` (the last *valid* step of each
 //!   sequence) instead of every step.
 //!
@@ -661,6 +663,10 @@ impl<C: Cell> Recurrent<C> {
     /// ids instead of `N·T` rows); [`Recurrent::backward_embedded`] is its backward. For sequence
     /// models over tokens (knowledge tracing's answers), where the input projection of every
     /// step was a quarter to a half of the products.
+    ///
+    /// It takes no initial state and its backward no final-state gradient (use
+    /// [`Recurrent::forward_with_state`] after the `Embedding` for an encoder or decoder whose
+    /// state travels); a stateful layer carries its state through it as through `forward`.
     ///
     /// # Errors
     /// If the embedding's width is not this layer's input size, an id is out of range or not a

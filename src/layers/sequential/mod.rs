@@ -484,9 +484,18 @@ impl Layer for Sequential {
         })
     }
 
-    /// The first layer's check: it is the one that reads the model's input.
+    /// The check of every layer that reads the model's input values as they are: the first, and
+    /// the next for as long as the layers before it only reshape (`Flatten`) — an embedding behind
+    /// a `Flatten` checks its ids too (they had reached it unchecked, a panic in its forward pass).
     fn check_values(&self, x: &Tensor) -> Result<()> {
-        self.layers.first().map_or(Ok(()), |l| l.check_values(x))
+        for layer in &self.layers {
+            layer.check_values(x)?;
+            let any: &dyn std::any::Any = layer.as_ref();
+            if !any.is::<super::Flatten>() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Every layer's check, on the shape that reaches it.
