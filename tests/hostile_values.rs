@@ -516,31 +516,41 @@ fn the_traits_checks_refuse_cleanly_when_called_directly() {
     assert!(Adam::new(0.1).load_state(&state).unwrap_err().to_string().contains("steps"));
 }
 
+/// y = left(a) + right(b): a model struct of two inputs that states no output shapes.
+struct TwoTowers {
+    left: Dense,
+    right: Dense,
+}
+backprop::visit_fields!(TwoTowers { left, right });
+impl backprop::model::Model for TwoTowers {
+    fn forward_batch(
+        &mut self,
+        inputs: &backprop::model::Inputs,
+        mode: Mode,
+    ) -> backprop::Result<backprop::model::Tensors> {
+        let a = self.left.forward(inputs.get("a")?, mode.into());
+        let b = self.right.forward(inputs.get("b")?, mode.into());
+        Ok(backprop::model::Tensors::one("y", &a + &b))
+    }
+    fn backward_batch(
+        &mut self,
+        grads: &backprop::model::Tensors,
+        _: InputGrad,
+    ) -> backprop::Result<backprop::model::Tensors> {
+        let g = grads.get("y")?;
+        let da = backprop::layers::backward_input(&mut self.left, g);
+        let db = backprop::layers::backward_input(&mut self.right, g);
+        Ok(backprop::model::Tensors::one("a", da).with("b", db))
+    }
+}
+
 /// A model struct that gives no output shapes cannot be checked before its forward pass; when
 /// one of its layers refuses the batch (a `Dense` of width 3 given width 4), `evaluate` and
 /// `predict_inputs` (and the gradient check) return an error naming the model and the layer's
 /// message — not a panic.
 #[test]
 fn a_model_structs_layer_refusing_a_batch_is_an_error_from_evaluate_and_predict_inputs() {
-    use backprop::model::{Inputs, Model, Tensors};
-    struct TwoTowers {
-        left: Dense,
-        right: Dense,
-    }
-    backprop::visit_fields!(TwoTowers { left, right });
-    impl Model for TwoTowers {
-        fn forward_batch(&mut self, inputs: &Inputs, mode: Mode) -> backprop::Result<Tensors> {
-            let a = self.left.forward(inputs.get("a")?, mode.into());
-            let b = self.right.forward(inputs.get("b")?, mode.into());
-            Ok(Tensors::one("y", &a + &b))
-        }
-        fn backward_batch(&mut self, grads: &Tensors, _: InputGrad) -> backprop::Result<Tensors> {
-            let g = grads.get("y")?;
-            let da = backprop::layers::backward_input(&mut self.left, g);
-            let db = backprop::layers::backward_input(&mut self.right, g);
-            Ok(Tensors::one("a", da).with("b", db))
-        }
-    }
+    use backprop::model::Inputs;
     let mut model = TwoTowers { left: Dense::new(3, 2).seed(1), right: Dense::new(3, 2).seed(2) };
     let before = model.left.weight().value.clone();
     let inputs = Inputs::new().with("a", Tensor::ones(&[5, 4])).with("b", Tensor::ones(&[5, 3]));
@@ -651,26 +661,8 @@ fn gradient_checks_name_a_gradient_of_the_wrong_shape() {
 /// not the training set's is refused by name. Inputs of no samples give outputs of no samples.
 #[test]
 fn a_model_structs_validation_set_is_tried_before_training() {
-    use backprop::model::{Inputs, Model, Tensors};
-    struct Towers {
-        left: Dense,
-        right: Dense,
-    }
-    backprop::visit_fields!(Towers { left, right });
-    impl Model for Towers {
-        fn forward_batch(&mut self, inputs: &Inputs, mode: Mode) -> backprop::Result<Tensors> {
-            let a = self.left.forward(inputs.get("a")?, mode.into());
-            let b = self.right.forward(inputs.get("b")?, mode.into());
-            Ok(Tensors::one("y", &a + &b))
-        }
-        fn backward_batch(&mut self, grads: &Tensors, _: InputGrad) -> backprop::Result<Tensors> {
-            let g = grads.get("y")?;
-            let da = backprop::layers::backward_input(&mut self.left, g);
-            let db = backprop::layers::backward_input(&mut self.right, g);
-            Ok(Tensors::one("a", da).with("b", db))
-        }
-    }
-    let towers = || Towers { left: Dense::new(3, 2).seed(1), right: Dense::new(4, 2).seed(2) };
+    use backprop::model::Inputs;
+    let towers = || TwoTowers { left: Dense::new(3, 2).seed(1), right: Dense::new(4, 2).seed(2) };
     let set = |b_width: usize, second: &str| {
         let inputs = Inputs::new().with("a", Tensor::ones(&[5, 3])).with(second, Tensor::ones(&[5, b_width]));
         Dataset::from_inputs(inputs, Targets::Classes(vec![0, 1, 1, 0, 1])).unwrap()
@@ -678,7 +670,7 @@ fn a_model_structs_validation_set_is_tried_before_training() {
     let (train, loss) = (set(4, "b"), CrossEntropyLoss::new());
     let mut model = towers();
     let before = model.left.weight().value.clone();
-    let fit = |model: &mut Towers, val: &Dataset| {
+    let fit = |model: &mut TwoTowers, val: &Dataset| {
         let o = FitOptions::new().epochs(1).verbose(false).validation(val);
         backprop::train::fit(model, &train, &loss, &mut Sgd::new(0.1), o).unwrap_err().to_string()
     };

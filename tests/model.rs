@@ -299,31 +299,29 @@ fn building_around_a_trained_model_keeps_its_weights_and_later_layers_differ() {
     // Trained by fit, then wrapped: the same.
     let data = Dataset::regression(Tensor::randn(&[8, 4], 0.0, 1.0, 1), Tensor::randn(&[8, 4], 0.0, 1.0, 2))
         .unwrap();
-    let mut trained = Sequential::builder(&[4]).add(Dense::new(4, 4)).seed(3).build().unwrap();
-    trained.fit(&data, &MseLoss::new(), &mut Sgd::new(0.1), FitOptions::new().verbose(false)).unwrap();
-    let weights = trained.params()[0].value.clone();
+    // A layer trained on its own by fit (never built): its weights are kept too.
+    let mut trained = Dense::new(4, 4);
+    let o = FitOptions::new().verbose(false);
+    backprop::train::fit(&mut trained, &data, &MseLoss::new(), &mut Sgd::new(0.1), o).unwrap();
+    let weights = trained.weight().value.clone();
     let wrapped = Sequential::builder(&[4]).add(trained).add(Relu::new()).seed(9).build().unwrap();
     assert_eq!(wrapped.params()[0].value, weights, "trained weights redrawn");
 
     // Replaced after the build: drawn from the model's seed by index, distinct.
-    let mut m = Sequential::builder(&[8])
-        .add(Dense::new(8, 8))
-        .add(Relu::new())
-        .add(Dense::new(8, 8))
-        .seed(42)
-        .build()
-        .unwrap();
+    let three = || {
+        Sequential::builder(&[8])
+            .add(Dense::new(8, 8))
+            .add(Relu::new())
+            .add(Dense::new(8, 8))
+            .seed(42)
+            .build()
+            .unwrap()
+    };
+    let mut m = three();
     m.replace(0, Dense::new(8, 8)).unwrap();
     m.replace(2, Dense::new(8, 8)).unwrap();
     assert_ne!(m.params()[0].value, m.params()[2].value, "two fresh layers alike");
-    let fresh = Sequential::builder(&[8])
-        .add(Dense::new(8, 8))
-        .add(Relu::new())
-        .add(Dense::new(8, 8))
-        .seed(42)
-        .build()
-        .unwrap();
-    assert_eq!(m.params()[2].value, fresh.params()[2].value, "as the build draws layer 2");
+    assert_eq!(m.params()[2].value, three().params()[2].value, "as the build draws layer 2");
 }
 
 /// An id past an embedding that a `Flatten` in front hides from the model's `check_values` is an
