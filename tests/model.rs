@@ -307,6 +307,21 @@ fn building_around_a_trained_model_keeps_its_weights_and_later_layers_differ() {
     let wrapped = Sequential::builder(&[4]).add(trained).add(Relu::new()).seed(9).build().unwrap();
     assert_eq!(wrapped.params()[0].value, weights, "trained weights redrawn");
 
+    // Built but untrained models nested in a builder are drawn again from its seed and their
+    // full names: two blocks of one shape do not start alike, and the seed chooses their values.
+    let block = || Sequential::builder(&[8]).add(Dense::new(8, 8)).add(Relu::new()).build().unwrap();
+    let twin = |seed: u64| {
+        Sequential::builder(&[8])
+            .add(Residual::new(block()))
+            .add(Residual::new(block()))
+            .seed(seed)
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (twin(3), twin(4));
+    assert_ne!(a.params()[0].value, a.params()[2].value, "two nested blocks alike");
+    assert_ne!(a.params()[0].value, b.params()[0].value, "the outer seed ignored");
+
     // Replaced after the build: drawn from the model's seed by index, distinct.
     let three = || {
         Sequential::builder(&[8])

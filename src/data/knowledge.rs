@@ -316,8 +316,8 @@ impl SimulationOptions {
 /// Simulated students; see the [module docs](self).
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for zero students, items or concepts, more concepts than items,
-/// more than [`MAX_SIMULATED`] of any or more than 2³¹ answers in all, a guess outside `[0, 1)`, or a negative or non-finite skill
+/// [`Error::InvalidArgument`] for zero students, items or concepts, more than [`MAX_SIMULATED`]
+/// of any, more than 2³¹ answers or abilities (students × concepts) in all, a guess outside `[0, 1)`, or a negative or non-finite skill
 /// spread or gain.
 ///
 /// ```
@@ -335,12 +335,12 @@ pub fn simulate(o: &SimulationOptions) -> Result<Histories> {
     {
         return Err(Error::invalid(format!("simulate: invalid settings {o:?}")));
     }
-    if o.concepts > o.items {
-        // (Each student draws an ability per concept: concepts no item practises would cost
-        // draws and memory for nothing — 10⁷ of them per student had run for days.)
+    if o.students.checked_mul(o.concepts).is_none_or(|draws| draws > 1 << 31) {
+        // (Each student draws an ability per concept, used or not: 10⁷ students of 10⁷
+        // concepts had run for days.)
         return Err(Error::invalid(format!(
-            "simulate: {} concepts for {} items: every concept needs an item (at most as many concepts as items)",
-            o.concepts, o.items
+            "simulate: {} students of {} concepts each are more than 2³¹ abilities to draw",
+            o.students, o.concepts
         )));
     }
     if o.students > MAX_SIMULATED || o.items > MAX_SIMULATED || o.concepts > MAX_SIMULATED {

@@ -102,9 +102,9 @@ impl Normalizer {
         if inner == 0 {
             return Ok(());
         }
-        // (v − m)/s in f64, rounded once: the same values where f32 holds them. A value past f32
-        // is refused before anything is written.
-        let norm = |i: usize, v: f32| ((v as f64 - self.mean[i % c] as f64) / self.std[i % c] as f64) as f32;
+        // (v − m)/s in f32, as PyTorch's `Normalize` computes it (the same bits); a finite value
+        // whose result is not is refused before anything is written.
+        let norm = |i: usize, v: f32| (v - self.mean[i % c]) / self.std[i % c];
         if let Some((i, v)) = x.data().chunks_exact(inner).enumerate().find_map(|(i, chunk)| {
             chunk.iter().find(|&&v| v.is_finite() && !norm(i, v).is_finite()).map(|&v| (i % c, v))
         }) {

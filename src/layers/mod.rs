@@ -457,10 +457,8 @@ pub fn reseed<V: Visit + ?Sized>(layer: &mut V, seed: u64) {
 
 /// Redraws every parameter that has an initialiser ([`Param::init`]) from `seed` and the
 /// parameter's name. Parameters whose values were chosen explicitly are left alone — and so are
-/// those already drawn by a model's build, loaded from a file, or trained by `fit` or
-/// `train_step`, which no longer carry an initialiser ([`settle_params`]): a trained model nested
-/// in a new one keeps its weights. (To draw a built model again with another seed, build it
-/// again.)
+/// those loaded from a file or trained by `fit` or `train_step`, which no longer carry an
+/// initialiser ([`settle_params`]): a trained model nested in a new one keeps its weights.
 pub fn redraw_params<V: Visit + ?Sized>(layer: &mut V, seed: u64) {
     layer.visit_mut(&mut |name, s| {
         if let StateMut::Param(p) = s
@@ -473,7 +471,7 @@ pub fn redraw_params<V: Visit + ?Sized>(layer: &mut V, seed: u64) {
 
 /// Marks every parameter's values as chosen (`init = None`): a later model-wide seed
 /// ([`redraw_params`], a builder around this model) leaves them alone. Called on a model's
-/// parameters once they are drawn by its build, loaded, or trained.
+/// parameters once they are loaded, or trained by a step that `fit` or `train_step` took.
 pub fn settle_params<V: Visit + ?Sized>(layer: &mut V) {
     layer.visit_mut(&mut |_, s| {
         if let StateMut::Param(p) = s {

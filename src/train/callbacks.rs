@@ -51,7 +51,9 @@ pub struct EpochStats {
     pub epoch: usize,
     /// Mean training loss over the epoch's batches, each batch's mean weighted by its terms
     /// ([`Loss::terms`](crate::loss::Loss::terms): its samples, or the positions that are not
-    /// padding), so the mean over every term the epoch counted. The weights change
+    /// padding), so the mean over every term the epoch counted (0 for an epoch that counted none:
+    /// every batch passed over, the counted samples all in a batch `drop_last` left out). The
+    /// weights change
     /// during the epoch, so this is a running average that starts with the epoch's first, worst
     /// batches: evaluate the training set after the epoch for the end-of-epoch figure.
     pub train_loss: f32,

@@ -632,8 +632,6 @@ pub fn fit(
         }
     };
     let base_lr = optimizer.learning_rate();
-    // The weights are trained from here on: a model built around this one keeps them.
-    crate::layers::settle_params(model);
     let result = run(model, train, loss, optimizer, &mut options, &mut step, base_lr, resumed);
     optimizer.set_learning_rate(base_lr);
     if result.is_err() {
@@ -687,6 +685,7 @@ fn run(
         }
     }
     let monitor = checkpoint_monitor(options);
+    let mut settled = false;
     let mut carries_state = false;
     model.visit(&mut |_, s| carries_state |= matches!(s, crate::layers::State::Carried(_)));
     // A stateful recurrent layer starts each epoch's stream, and each validation pass, from zeros:
@@ -816,6 +815,11 @@ fn run(
             if !idx.is_empty() {
                 last_finite_loss = Some(batch_loss);
             }
+            if !settled {
+                // Trained from here on: a model built around this one keeps these weights.
+                crate::layers::settle_params(model);
+                settled = true;
+            }
             let batch_correct = match (&t, &out) {
                 (Targets::Classes(l), Some(out)) => Some(count_correct(out, l)),
                 _ => None,
@@ -845,14 +849,6 @@ fn run(
         }
         if let Some(bar) = bar {
             bar.finish_and_clear();
-        }
-        if terms == 0 && step.skips_batches_without_terms() {
-            // Every batch was passed over (the targets that count fell in the batch that
-            // drop_last leaves out, say): nothing was trained, and a loss of 0 would say otherwise.
-            return Err(Error::invalid(format!(
-                "fit: every batch of epoch {epoch} had all its targets masked (NaN), so nothing was trained; the \
-                 targets that count may all lie in samples an epoch leaves out (drop_last)"
-            )));
         }
 
         let val = match options.validation {

@@ -209,11 +209,24 @@ pub fn predict_inputs<M: Model + ?Sized>(
     let n = inputs.len();
     if n == 0 {
         // No batch to split: the outputs' shapes from the model, with no samples, or (a model
-        // that cannot state them) the model run on the empty batch.
+        // that cannot state them) the model run on the empty batch and put back (a stateful
+        // layer would otherwise start its stream again), its outputs checked to hold no samples.
         let Some(shapes) = model.output_shapes(&inputs.batch_shapes(0)) else {
-            return super::on_pool(|| {
+            let mut before = Snapshot::default();
+            before.save(&*model, false);
+            let out = super::on_pool(|| {
                 super::forward_batch_caught(model, inputs, Mode::Predict, "predict_inputs")
             });
+            before.restore(model);
+            let out = out?;
+            if let Some((name, y)) = out.iter().find(|(_, y)| y.shape().first() != Some(&0)) {
+                return Err(Error::shape(format!(
+                    "predict_inputs: {} gave output {name:?} of shape {} for no samples",
+                    model.name(),
+                    shape_str(y.shape())
+                )));
+            }
+            return Ok(out);
         };
         let mut out = Tensors::new();
         for (name, shape) in shapes? {

@@ -176,9 +176,9 @@ impl SequentialBuilder {
         model.input_shape = Some(self.input_shape);
         model.check()?;
         super::redraw_params(&mut model, self.seed);
-        // Drawn: a model built around this one later keeps these values (a trained or loaded
-        // model nested in a new one had been redrawn from the new one's seed).
-        super::settle_params(&mut model);
+        // (The drawn values keep their initialisers: a builder around this model redraws them
+        // from its own seed and their full names, as it draws every fresh layer. Loaded and
+        // trained values are kept: `settle_params`.)
         model.seed = Some(self.seed);
         Ok(model)
     }
@@ -243,8 +243,8 @@ impl Sequential {
     }
 
     /// For a built model, draws the fresh parameters of a layer that will stand at `index` from
-    /// the model's seed and their full names (`"3.weight"`), as the build drew its layers', and
-    /// marks them drawn: two layers of one shape added after the build do not start alike.
+    /// the model's seed and their full names (`"3.weight"`), as the build drew its layers': two
+    /// layers of one shape added after the build do not start alike.
     fn draw_new(&self, index: usize, layer: &mut dyn Layer) {
         let Some(seed) = self.seed else { return };
         let prefix = index.to_string();
@@ -254,7 +254,6 @@ impl Sequential {
             {
                 let full = super::child_name(&prefix, name);
                 p.value = init.tensor(p.value.shape(), &mut crate::tensor::rng(super::seed_for(seed, &full)));
-                p.init = None;
             }
         });
     }
