@@ -127,7 +127,14 @@ pub fn graph_svg() -> String {
 
 fn main() -> Result<()> {
     let default = PathBuf::from("target/draw_graph");
-    let out = std::env::args().nth(1).map_or(default, PathBuf::from);
+    let arg = std::env::args().nth(1);
+    if arg.as_deref().is_some_and(|a| a.starts_with('-')) {
+        println!(
+            "usage: draw_graph [OUT_FOLDER]   (default target/draw_graph): writes the computation graph as SVG"
+        );
+        return Ok(());
+    }
+    let out = arg.map_or(default, PathBuf::from);
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
     let path = out.join("backprop_graph.svg");
     std::fs::write(&path, graph_svg()).map_err(|e| Error::io(&path, e))?;

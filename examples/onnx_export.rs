@@ -52,7 +52,15 @@ fn write_case(
 }
 
 fn main() -> Result<()> {
-    let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "target/onnx".into()));
+    let arg = std::env::args().nth(1);
+    if arg.as_deref().is_some_and(|a| a.starts_with('-')) {
+        // (`--help` had been taken as the output folder.)
+        println!(
+            "usage: onnx_export [OUT_FOLDER]   (default target/onnx): writes every model's .onnx and test data"
+        );
+        return Ok(());
+    }
+    let dir = PathBuf::from(arg.unwrap_or_else(|| "target/onnx".into()));
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let models = zoo::zoo()?;
     let count = models.len();

@@ -78,7 +78,14 @@ pub fn all_norms() -> Vec<(&'static str, Vec<f32>)> {
 }
 
 fn main() -> Result<()> {
-    let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "target".into()));
+    let arg = std::env::args().nth(1);
+    if arg.as_deref().is_some_and(|a| a.starts_with('-')) {
+        println!(
+            "usage: vanishing_gradients [OUT_FOLDER]   (default target): prints the gradient norms, writes the plot"
+        );
+        return Ok(());
+    }
+    let out = PathBuf::from(arg.unwrap_or_else(|| "target".into()));
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
     let rows = all_norms();
     println!("‖dL/dW‖ per layer, 1 = nearest the input ({DEPTH} dense layers of {WIDTH} units, batch 256):");

@@ -100,6 +100,8 @@ fn hostile_arguments_are_one_line_errors() {
         (vec!["--data", "/nonexistent/folder"], 1, "does not exist"),
         (vec!["--lr", "1e30"], 1, "--lr must be a number in (0, 10]"),
         (vec!["--lr", "nan"], 1, "--lr"),
+        // A negative number is a value, not an unknown option: the range's own message.
+        (vec!["--lr", "-1"], 1, "--lr must be a number in (0, 10]"),
         (vec!["--epochs", "0"], 2, "--epochs"),
     ] {
         let mut full = vec!["--quiet", "--out", &out];
@@ -109,8 +111,17 @@ fn hostile_arguments_are_one_line_errors() {
         assert!(stderr.contains(want), "{args:?}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: one line, got {stderr}");
     }
-    // The largest seed trains (no overflow of seed + 1 in a debug build).
+    // An --out that is a file, or a folder where an output file goes: refused before training.
     let data = tiny_mnist(dir);
+    let file = dir.join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let (code, stderr) = run(&["--quiet", "--out", file.to_str().unwrap(), "--data", &data, "--epochs", "1"]);
+    assert!(code == 1 && stderr.contains("--out must be a folder"), "{stderr}");
+    let trap = dir.join("trap");
+    std::fs::create_dir_all(trap.join("model.safetensors")).unwrap();
+    let (code, stderr) = run(&["--quiet", "--out", trap.to_str().unwrap(), "--data", &data, "--epochs", "1"]);
+    assert!(code == 1 && stderr.contains("model.safetensors is not a file"), "{stderr}");
+    // The largest seed trains (no overflow of seed + 1 in a debug build).
     let (code, stderr) =
         run(&["--quiet", "--out", &out, "--data", &data, "--epochs", "1", "--seed", "18446744073709551615"]);
     assert_eq!(code, 0, "{stderr}");
@@ -140,8 +151,9 @@ fn a_model_files_metadata_is_checked_before_use() {
         // (it had reserved gigabytes, or panicked in Dense::new).
         ("input_shape", "1,4096,4096", "more than the file's"),
         ("classes", "100000", "more than the file's"),
-        ("normalize_std", "0", "std > 0"),
-        ("normalize_mean", "inf", "std > 0"),
+        ("normalize_std", "0", "std ≥ 1.2e-38"),
+        ("normalize_std", "1e-40", "std ≥ 1.2e-38"),
+        ("normalize_mean", "inf", "std ≥ 1.2e-38"),
     ] {
         let meta: Vec<(&str, String)> =
             good.iter().map(|&(k, v)| (k, if k == field { bad } else { v }.to_string())).collect();

@@ -26,7 +26,7 @@ use std::time::Instant;
 /// digits bundled with the crate), report its test accuracy and a confusion matrix, and write the
 /// weights, training curves and a gallery of mistakes with saliency maps to an output folder.
 #[derive(Parser, Debug)]
-#[command(name = "image_classify", version)]
+#[command(name = "image_classify", version, allow_negative_numbers = true)]
 struct Cli {
     /// Folder holding an MNIST-format data set (train-images-idx3-ubyte[.gz],
     /// train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]):
@@ -114,8 +114,21 @@ fn main() {
 /// The output folder made, and shown to take files, before anything is trained: a folder that
 /// cannot be written had failed only after training, losing the trained model.
 fn prepare_out(out: &std::path::Path) -> Result<()> {
+    if out.exists() && !out.is_dir() {
+        return Err(Error::invalid(format!("--out must be a folder; {} is a file", out.display())));
+    }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     tempfile::Builder::new().prefix(".probe-").tempfile_in(out).map_err(|e| Error::io(out, e))?;
+    // The files written after training: a folder in one's place would fail only then.
+    for name in ["model.safetensors", "curves.png", "mistakes.png"] {
+        let path = out.join(name);
+        if path.exists() && !path.is_file() {
+            return Err(Error::invalid(format!(
+                "{} is not a file, and the run writes one there: move it, or choose another --out",
+                path.display()
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -396,10 +409,12 @@ fn predict(image: &Path, model_path: &Path) -> Result<()> {
             return Err(bad("pixels_transposed", &format!("must be true or false, got {other:?}")));
         }
     };
-    if !(mean.is_finite() && std.is_finite() && std > 0.0) {
+    // (std in f32's normal range, as `Normalizer` requires: a smaller one is refused here, naming
+    // the file, not later by the normaliser without it.)
+    if !(mean.is_finite() && std.is_finite() && std >= f32::MIN_POSITIVE) {
         return Err(bad(
             "normalize_std",
-            &format!("and \"normalize_mean\" must be finite with std > 0, got {mean} and {std}"),
+            &format!("and \"normalize_mean\" must be finite with std ≥ 1.2e-38, got {mean} and {std}"),
         ));
     }
     // The file must hold the classifier's weights (4 bytes each): a model is built for the

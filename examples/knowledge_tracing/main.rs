@@ -35,7 +35,7 @@ use std::time::Instant;
 /// Train a Deep Knowledge Tracing model (an LSTM) on students' answer histories and compare it, on
 /// held-out students, with simpler predictors.
 #[derive(Parser, Debug)]
-#[command(name = "knowledge_tracing")]
+#[command(name = "knowledge_tracing", allow_negative_numbers = true)]
 struct Cli {
     /// Answer histories: CSV (one row per student, one 0/1 column per item) or three lines per
     /// student (count, item ids, answers) [default: 4,000 simulated students]
@@ -295,8 +295,21 @@ fn write_three_line(h: &Histories, path: &Path) -> Result<()> {
 /// The output folder made, and shown to take files, before anything is trained: a folder that
 /// cannot be written had failed only after training, losing the trained model.
 fn prepare_out(out: &std::path::Path) -> Result<()> {
+    if out.exists() && !out.is_dir() {
+        return Err(Error::invalid(format!("--out must be a folder; {} is a file", out.display())));
+    }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     tempfile::Builder::new().prefix(".probe-").tempfile_in(out).map_err(|e| Error::io(out, e))?;
+    // The files written after training: a folder in one's place would fail only then.
+    for name in ["curves.png", "knowledge_state.png"] {
+        let path = out.join(name);
+        if path.exists() && !path.is_file() {
+            return Err(Error::invalid(format!(
+                "{} is not a file, and the run writes one there: move it, or choose another --out",
+                path.display()
+            )));
+        }
+    }
     Ok(())
 }
 
