@@ -125,7 +125,7 @@ pub fn graph_svg() -> String {
     svg::svg(width.max(760.0) as u32, (bottom + 40.0) as u32, &b)
 }
 
-fn main() -> Result<()> {
+fn run() -> Result<()> {
     let default = PathBuf::from("target/draw_graph");
     let arg = std::env::args().nth(1);
     if arg.as_deref().is_some_and(|a| a.starts_with('-')) {
@@ -141,4 +141,12 @@ fn main() -> Result<()> {
     let (t, loss, _) = neuron();
     println!("wrote {} ({} values; L = {:.4})", path.display(), loss + 1, t.value[loss]);
     Ok(())
+}
+
+/// Runs the example; an error is printed as its message (not Rust's debug form) and exits 1.
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }

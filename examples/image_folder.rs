@@ -39,7 +39,7 @@ fn write_digit_folder(root: &Path, per_class: usize) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
+fn run() -> Result<()> {
     let temporary = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
     let root: PathBuf = match std::env::args().nth(1) {
         Some(folder) => PathBuf::from(folder),
@@ -101,4 +101,12 @@ fn main() -> Result<()> {
     let best = probabilities.argmax_axis(1)[0];
     println!("{} → {} ({:.1} %)", file.display(), names[best], 100.0 * probabilities.data()[best]);
     Ok(())
+}
+
+/// Runs the example; an error is printed as its message (not Rust's debug form) and exits 1.
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }

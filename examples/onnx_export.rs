@@ -51,7 +51,7 @@ fn write_case(
     }
 }
 
-fn main() -> Result<()> {
+fn run() -> Result<()> {
     let arg = std::env::args().nth(1);
     if arg.as_deref().is_some_and(|a| a.starts_with('-')) {
         // (`--help` had been taken as the output folder.)
@@ -154,4 +154,12 @@ fn main() -> Result<()> {
     // the odd ones.
     println!("wrote {} models and {odd} odd ones to {}", count + 4, dir.display());
     Ok(())
+}
+
+/// Runs the example; an error is printed as its message (not Rust's debug form) and exits 1.
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }

@@ -391,7 +391,7 @@ pub fn privacy_curve() -> String {
     chart.draw(&series, (720, 440))
 }
 
-fn main() -> Result<()> {
+fn run() -> Result<()> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/img");
     for (name, picture) in [
         ("backprop_graph.svg", draw_graph::graph_svg()),
@@ -408,4 +408,12 @@ fn main() -> Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Runs the example; an error is printed as its message (not Rust's debug form) and exits 1.
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }

@@ -100,7 +100,7 @@ pub fn regularisation_sweep(train: &Dataset, test: &Dataset, decays: &[f32]) -> 
         .collect()
 }
 
-fn main() -> Result<()> {
+fn run() -> Result<()> {
     let (train, test) = digits()?;
     println!("1,000 training and 500 test digits, a 784–64–10 MLP.\n");
 
@@ -126,4 +126,12 @@ fn main() -> Result<()> {
     println!("   (the training loss rises with λ; when λ·w outweighs the data's gradient, the weights are");
     println!("   pulled toward zero faster than the data can move them, and the loss heads back to ln 10)");
     Ok(())
+}
+
+/// Runs the example; an error is printed as its message (not Rust's debug form) and exits 1.
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }

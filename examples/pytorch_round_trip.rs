@@ -14,7 +14,7 @@ mod zoo;
 use backprop::prelude::*;
 use std::path::PathBuf;
 
-fn main() -> Result<()> {
+fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let (mode, dir) = match args.as_slice() {
         [_, mode, dir] if mode == "export" || mode == "check" => (mode.as_str(), PathBuf::from(dir)),
@@ -47,4 +47,12 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs the example; an error is printed as its message (not Rust's debug form) and exits 1.
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }

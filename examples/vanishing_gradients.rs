@@ -77,7 +77,7 @@ pub fn all_norms() -> Vec<(&'static str, Vec<f32>)> {
     networks().into_iter().map(|(name, mut m)| (name, layer_gradient_norms(&mut m))).collect()
 }
 
-fn main() -> Result<()> {
+fn run() -> Result<()> {
     let arg = std::env::args().nth(1);
     if arg.as_deref().is_some_and(|a| a.starts_with('-')) {
         println!(
@@ -101,4 +101,12 @@ fn main() -> Result<()> {
     std::fs::write(&path, chart_svg(&rows)).map_err(|e| Error::io(&path, e))?;
     println!("wrote {}", path.display());
     Ok(())
+}
+
+/// Runs the example; an error is printed as its message (not Rust's debug form) and exits 1.
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }

@@ -31,7 +31,7 @@ pub fn forward_passes_for_numerical_gradient(model: &Sequential) -> usize {
     2 * model.num_params()
 }
 
-fn main() -> Result<()> {
+fn run() -> Result<()> {
     let mut model = reference_cnn();
     let x = Tensor::randn(&[64, 1, 28, 28], 0.0, 1.0, 2);
     let labels: Vec<usize> = (0..64).map(|i| i % 10).collect();
@@ -77,4 +77,12 @@ fn main() -> Result<()> {
     println!("numerical gradient (estimated):  {:>10.1} s   ({passes} forward passes)", numerical);
     println!("backprop is {:.0}× faster for this network and batch", numerical / backprop);
     Ok(())
+}
+
+/// Runs the example; an error is printed as its message (not Rust's debug form) and exits 1.
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }

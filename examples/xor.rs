@@ -8,7 +8,7 @@
 
 use backprop::prelude::*;
 
-fn main() -> backprop::Result<()> {
+fn run() -> backprop::Result<()> {
     // The four XOR cases: inputs [a, b] and target a XOR b.
     let x = Tensor::from_vec(&[4, 2], vec![0., 0., 0., 1., 1., 0., 1., 1.])?;
     let target = Tensor::from_vec(&[4, 1], vec![0., 1., 1., 0.])?;
@@ -40,4 +40,12 @@ fn main() -> backprop::Result<()> {
         println!(" {a}  {b} |   {}    |   {:.3}", target[&[i, 0]], y[&[i, 0]]);
     }
     Ok(())
+}
+
+/// Runs the example; an error is printed as its message (not Rust's debug form) and exits 1.
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }

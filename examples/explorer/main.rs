@@ -147,7 +147,7 @@ pub fn headless(
     Ok((String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned()))
 }
 
-fn main() -> Result<()> {
+fn run() -> Result<()> {
     let page_path = PathBuf::from("target/explorer/index.html");
     write_page(&page_path)?;
     println!("wrote {} — open it in a browser (it needs no server or network)", page_path.display());
@@ -163,4 +163,12 @@ fn main() -> Result<()> {
         println!("wrote {}", shot.display());
     }
     Ok(())
+}
+
+/// Runs the example; an error is printed as its message (not Rust's debug form) and exits 1.
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }

@@ -11,7 +11,7 @@ mod model;
 use backprop::prelude::*;
 use model::{QueryMemory, lookup_data};
 
-fn main() -> backprop::Result<()> {
+fn run() -> backprop::Result<()> {
     if let Some(arg) = std::env::args().nth(1) {
         return Err(backprop::Error::invalid(format!(
             "query_memory takes no arguments (its settings are fixed in the source), got {arg:?}"
@@ -37,4 +37,12 @@ fn main() -> backprop::Result<()> {
         eval.loss
     );
     Ok(())
+}
+
+/// Runs the example; an error is printed as its message (not Rust's debug form) and exits 1.
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }

@@ -15,7 +15,7 @@ mod model;
 use backprop::prelude::*;
 use model::{Reverser, reversal_data};
 
-fn main() -> backprop::Result<()> {
+fn run() -> backprop::Result<()> {
     if let Some(arg) = std::env::args().nth(1) {
         return Err(backprop::Error::invalid(format!(
             "seq2seq takes no arguments (its settings are fixed in the source), got {arg:?}"
@@ -61,4 +61,12 @@ fn main() -> backprop::Result<()> {
         100.0 * exact as f64 / test.len() as f64
     );
     Ok(())
+}
+
+/// Runs the example; an error is printed as its message (not Rust's debug form) and exits 1.
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }

@@ -22,7 +22,7 @@ use rand::RngExt;
 /// Steps of context.
 const T: usize = 64;
 
-fn main() -> Result<()> {
+fn run() -> Result<()> {
     let mut epochs = 6;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -92,4 +92,12 @@ fn main() -> Result<()> {
     }
     println!("\nsample: {}", context.iter().map(|&i| chars[i]).collect::<String>());
     Ok(())
+}
+
+/// Runs the example; an error is printed as its message (not Rust's debug form) and exits 1.
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }
