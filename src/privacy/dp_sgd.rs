@@ -498,11 +498,16 @@ impl Step for DpSgd {
     ) -> Result<StepOutcome> {
         // Set up by `check` for this model's parameters (fit calls it): without it no noised
         // gradient would be written, yet the step would count as a private one.
-        let shapes: Vec<Vec<usize>> =
-            named_params(&*model).iter().map(|(_, p)| p.value.shape().to_vec()).collect();
-        if shapes.len() != self.sum.len()
-            || shapes.iter().zip(&self.sum).any(|(s, t)| s.as_slice() != t.shape())
-        {
+        // (Compared in place, parameter by parameter: nothing allocated per step.)
+        let (mut count, mut fits) = (0, true);
+        let sum = &self.sum;
+        model.visit(&mut |_, s| {
+            if let State::Param(p) = s {
+                fits &= sum.get(count).is_some_and(|t| t.shape() == p.value.shape());
+                count += 1;
+            }
+        });
+        if !fits || count != self.sum.len() {
             return Err(Error::invalid(
                 "DP-SGD: the step was not set up for this model's parameters (Step::check, which fit calls first)",
             ));
