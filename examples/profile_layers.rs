@@ -11,11 +11,23 @@
 use backprop::prelude::*;
 use std::time::Instant;
 
+/// Forward and backward time of every layer of the reference convnet.
+#[derive(clap::Parser, Debug)]
+struct Cli {
+    /// Images per batch.
+    #[arg(default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    batch: u32,
+    /// `train` times forward and backward, `eval` the forward pass only.
+    #[arg(default_value = "train", value_parser = ["train", "eval"])]
+    mode: String,
+}
+
 fn main() {
+    // A typo is an error, not the default (`abc` had run with batch 64).
+    let cli = <Cli as clap::Parser>::parse();
     backprop::alloc_tuning::tune_allocator();
-    let mut args = std::env::args().skip(1);
-    let batch: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(64);
-    let mode = if args.next().as_deref() == Some("eval") { Mode::Eval } else { Mode::Train };
+    let batch = cli.batch as usize;
+    let mode = if cli.mode == "eval" { Mode::Eval } else { Mode::Train };
     let mut net = Sequential::builder(&[1, 28, 28])
         .add(Conv2d::new(1, 32, 3))
         .add(Relu::new())

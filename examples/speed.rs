@@ -188,17 +188,46 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
+/// The most threads the benchmark takes.
+const MAX_THREADS: usize = 256;
+
+/// Every figure, in the order they are measured (the third argument picks some of them; the
+/// peak memory, `peak_rss_mib`, is always printed).
+const FIGURES: [&str; 13] = [
+    "convnet_train_b64",
+    "convnet_train_b256",
+    "convnet_infer_b256",
+    "convnet_latency_b1_us",
+    "mlp_train_b64",
+    "mlp_latency_b1_us",
+    "lstm_train_b100",
+    "lstm_infer_b100",
+    "gru_train_b100",
+    "encoder_train_b32",
+    "encoder_infer_b32",
+    "gpt_train_b32",
+    "sakt_train_b64",
+];
+
 fn main() {
     let mut args = std::env::args().skip(1);
     // Arguments that are given must make sense: a typo is an error, not the default (and a
     // NaN or infinite duration would never end).
     let usage = |what: &str| -> ! {
-        eprintln!("speed: {what}; usage: speed [THREADS ≥ 1] [SECONDS > 0, finite] [FIGURES,…]");
+        eprintln!(
+            "speed: {what}; usage: speed [THREADS 1 to {MAX_THREADS}] [SECONDS > 0, finite] [FIGURES,…]\nfigures: {}",
+            FIGURES.join(", ")
+        );
         std::process::exit(2)
     };
+    // Thousands of threads had spent minutes starting up before measuring anything.
     let threads: usize = match args.next() {
         None => 2,
-        Some(a) => a.parse().ok().filter(|&t| t >= 1).unwrap_or_else(|| usage(&format!("threads {a:?}"))),
+        Some(a) => a
+            .parse()
+            .ok()
+            .filter(|t| (1..=MAX_THREADS).contains(t))
+            .unwrap_or_else(|| usage(&format!("threads {a:?}"))),
     };
     let seconds: f64 = match args.next() {
         None => 2.0,
@@ -213,12 +242,20 @@ fn main() {
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().expect("the global thread pool");
     let warmup = 10;
 
-    // An optional third argument runs only the named figures (comma-separated), for profiling.
+    // An optional third argument runs only the named figures (comma-separated), for profiling;
+    // a name that is not a figure is refused (it had measured nothing and printed no figure).
     let only: Option<String> = args.next();
+    if let Some(unknown) = only.as_deref().and_then(|o| o.split(',').find(|w| !FIGURES.contains(w))) {
+        usage(&format!("no figure called {unknown:?}"));
+    }
+    if let Some(extra) = args.next() {
+        usage(&format!("unexpected argument {extra:?}"));
+    }
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o.split(',').any(|w| w == name));
     // Each figure from the mean time per call, and its `_best` companion from the fastest call.
     let mut figures: Vec<(String, f64)> = Vec::new();
     let mut figure = |name: &'static str, unit: Unit, measure: &mut dyn FnMut() -> Timing| {
+        debug_assert!(FIGURES.contains(&name), "{name} is listed in FIGURES");
         if wanted(name) {
             let t = measure();
             figures.push((name.to_string(), unit.of(t.mean)));

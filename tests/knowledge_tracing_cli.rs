@@ -156,6 +156,11 @@ fn unseen_items_and_bad_options_do_not_panic() {
     assert!(stdout.contains("windows of at most 200 answers): 1508 training"), "{stdout}");
     let (code, _, stderr) = run(&["--window", "1", "--epochs", "1"], "1");
     assert_eq!(code, 2, "{stderr}");
+    // Options that would be ignored are refused: a format without a file, a simulation with one.
+    let (code, _, stderr) = run(&["--format", "csv", "--epochs", "1"], "1");
+    assert!(code == 2 && stderr.contains("--data"), "{stderr}");
+    let (code, _, stderr) = run(&["--data", &one, "--simulation", "narrow", "--epochs", "1"], "1");
+    assert!(code == 2 && stderr.contains("cannot be used with"), "{stderr}");
     let (code, _, stderr) =
         run(&["--data", &one, "--test", &one, "--epochs", "1", "--dp-epsilon", "3", "--quiet"], "1");
     assert_eq!(code, 1, "{stderr}");
@@ -282,4 +287,81 @@ fn an_unwritable_output_folder_is_refused_before_training() {
     assert!(stderr.contains("a-file/out"), "{stderr}");
     assert!(!stdout.contains("epoch"), "refused before any epoch: {stdout}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// One history of `n` answers in the three-line format (items cycling over 5, answers alternating
+/// in threes).
+fn three_line_student(n: usize) -> String {
+    let items: Vec<String> = (0..n).map(|i| (i % 5).to_string()).collect();
+    let right: Vec<String> = (0..n).map(|i| ((i / 3) % 2).to_string()).collect();
+    format!("{n}\n{}\n{}\n", items.join(","), right.join(","))
+}
+
+/// A batch that the model's activation budget would refuse is refused before training, naming
+/// --window: SAKT's attention on one window of 20,000 answers (it had failed only when the
+/// longest batch came, after training on the others), and DKT's LSTM on batches of 32 windows
+/// padded to 100,000 answers.
+#[test]
+fn batches_over_the_activation_budget_are_refused_before_training() {
+    let long = tmp("kt_one_long.txt", &three_line_student(20_000));
+    let (code, stdout, stderr) =
+        run(&["--data", &long, "--test", &long, "--model", "sakt", "--window", "20000", "--quiet"], "1");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("SAKT's attention would need about 6.4 GB for a batch of 1 sequence"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("lower --window"), "{stderr}");
+    assert!(!stdout.contains("epoch"), "refused before any epoch: {stdout}");
+    let mixed = tmp("kt_mixed.txt", &(three_line_student(100_000) + &three_line_student(3).repeat(20)));
+    let (code, stdout, stderr) =
+        run(&["--data", &mixed, "--test", &long, "--window", "100000", "--quiet"], "1");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("DKT's LSTM would need about") && stderr.contains("lower --window"), "{stderr}");
+    assert!(!stdout.contains("epoch"), "refused before any epoch: {stdout}");
+}
+
+/// Every sequence is padded to the longest of its set for training: a set that would need more
+/// than 2 GiB that way is refused, naming --window (4,000 students, two with 100,000 answers).
+#[test]
+fn a_training_set_too_large_once_padded_is_refused() {
+    let text = three_line_student(100_000) + &three_line_student(3).repeat(3_999);
+    let data = tmp("kt_pad_all.txt", &text);
+    let small = tmp("kt_small.txt", &three_line_student(6).repeat(4));
+    let args =
+        ["--data", &data, "--test", &small, "--window", "100000", "--batch", "1", "--hidden", "4", "--quiet"];
+    let (code, stdout, stderr) = run(&args, "1");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("padded to the longest (100000 answers) need") && stderr.contains("lower --window")
+    );
+    assert!(!stdout.contains("epoch"), "refused before any epoch: {stdout}");
+}
+
+/// Evaluation pads each batch to its own longest window: 3,000 short test students beside one of
+/// 100,000 answers run in under 1.5 GB of address space (padding the whole set to its longest had
+/// needed 3.6 GB).
+#[cfg(target_os = "linux")]
+#[test]
+fn evaluation_pads_each_batch_to_its_own_longest() {
+    // The long student first: the knowledge-state picture is of the first test student (a column
+    // per answer had made it 1.8 million pixels wide, 1 GB); it shows the first 100 answers.
+    let test =
+        tmp("kt_eval_mixed.txt", &(three_line_student(100_000) + &three_line_student(3).repeat(3_000)));
+    let train = tmp("kt_train_short.txt", &three_line_student(8).repeat(12));
+    let out = std::env::temp_dir().join(format!("kt-eval-out-{}", std::process::id()));
+    let mut args = vec!["-c".to_string(), "ulimit -v 1500000 && exec \"$0\" \"$@\"".to_string()];
+    args.push(binary().to_str().unwrap().to_string());
+    for a in
+        ["--data", &train, "--test", &test, "--window", "100000", "--hidden", "4", "--epochs", "1", "--quiet"]
+    {
+        args.push(a.to_string());
+    }
+    args.extend(["--out".to_string(), out.to_str().unwrap().to_string()]);
+    let run = Command::new("bash").args(&args).env("RAYON_NUM_THREADS", "1").output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("| DKT (LSTM, 4 hidden units)"), "{stdout}");
+    assert!(stdout.contains("after each of their first 100 answers"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&out);
 }

@@ -103,6 +103,30 @@ fn hostile_arguments_are_one_line_errors() {
         // A negative number is a value, not an unknown option: the range's own message.
         (vec!["--lr", "-1"], 1, "--lr must be a number in (0, 10]"),
         (vec!["--epochs", "0"], 2, "--epochs"),
+        // Each privacy option with its own message, before the data is read (the folder does
+        // not exist: a late check would have named it instead).
+        (
+            vec!["--dp-epsilon", "0", "--data", "/nonexistent"],
+            1,
+            "--dp-epsilon must be a positive number, got 0",
+        ),
+        (
+            vec!["--dp-epsilon", "3", "--dp-delta", "1", "--data", "/nonexistent"],
+            1,
+            "--dp-delta must be in (0, 1)",
+        ),
+        (
+            vec!["--dp-epsilon", "3", "--dp-clip", "-1", "--data", "/nonexistent"],
+            1,
+            "--dp-clip must be a positive",
+        ),
+        // Predicting trains nothing: training options beside --predict are refused, not ignored.
+        (vec!["--predict", "a.png", "--model", "m.safetensors", "--epochs", "3"], 2, "cannot be used with"),
+        (
+            vec!["--predict", "a.png", "--model", "m.safetensors", "--dp-epsilon", "3"],
+            2,
+            "cannot be used with",
+        ),
     ] {
         let mut full = vec!["--quiet", "--out", &out];
         full.extend(&args);

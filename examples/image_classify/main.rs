@@ -65,7 +65,12 @@ struct Cli {
 
     /// Classify one image file (PNG or JPEG; turned grayscale and resized to the model's input)
     /// with a saved model instead of training. Needs --model.
-    #[arg(long, value_name = "IMAGE", requires = "model")]
+    #[arg(
+        long,
+        value_name = "IMAGE",
+        requires = "model",
+        conflicts_with_all = ["data", "epochs", "batch_size", "lr", "seed", "out", "dp_epsilon"]
+    )]
     predict: Option<PathBuf>,
 
     /// A model.safetensors written by a previous run (used with --predict).
@@ -138,6 +143,18 @@ fn run(cli: Cli) -> Result<()> {
             "--lr must be a number in (0, 10] (Adam's useful rates are around 1e-4 to 1e-2), got {}",
             cli.lr
         )));
+    }
+    // The privacy options, each with its own message, before any data is read.
+    if let Some(e) = cli.dp_epsilon {
+        if !(e.is_finite() && e > 0.0) {
+            return Err(Error::invalid(format!("--dp-epsilon must be a positive number, got {e}")));
+        }
+        if !(cli.dp_delta > 0.0 && cli.dp_delta < 1.0) {
+            return Err(Error::invalid(format!("--dp-delta must be in (0, 1), got {}", cli.dp_delta)));
+        }
+        if !(cli.dp_clip.is_finite() && cli.dp_clip > 0.0) {
+            return Err(Error::invalid(format!("--dp-clip must be a positive number, got {}", cli.dp_clip)));
+        }
     }
     if let Some(n) = cli.threads {
         rayon::ThreadPoolBuilder::new()
@@ -295,9 +312,6 @@ fn train_private(
     target: f64,
 ) -> Result<History> {
     use backprop::privacy::{DEFAULT_ORDERS, DpOptions, epsilon, fit_private, noise_multiplier_for};
-    if !(cli.dp_delta > 0.0 && cli.dp_delta < 1.0 && cli.dp_clip > 0.0 && cli.dp_clip.is_finite()) {
-        return Err(Error::invalid("--dp-delta must be in (0, 1) and --dp-clip a positive number"));
-    }
     let q = (s.batch_size as f64 / data.train.len() as f64).min(1.0);
     let steps_per_epoch = (1.0 / q).round().max(1.0) as u64;
     let sigma = noise_multiplier_for(target, q, steps_per_epoch * s.epochs as u64, cli.dp_delta)?;

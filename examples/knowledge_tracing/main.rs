@@ -45,7 +45,7 @@ struct Cli {
     #[arg(long, value_name = "FILE", requires = "data")]
     test: Option<PathBuf>,
     /// The files' format [default: told from the first lines, not from the file name]
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, requires = "data")]
     format: Option<FileFormat>,
     /// Item → concept map (`item,concept` per line) for BKT's skills [default: the simulator's
     /// concepts; for files, each item its own skill]
@@ -53,7 +53,7 @@ struct Cli {
     concepts: Option<PathBuf>,
     /// Simulated students: `paper` fits the DKT paper's Simulated-5 files (skill spread 3, guess
     /// 0.1); `narrow` is the earlier demo (spread 1, guess 0.25).
-    #[arg(long, value_enum, default_value_t = Simulation::Paper)]
+    #[arg(long, value_enum, default_value_t = Simulation::Paper, conflicts_with = "data")]
     simulation: Simulation,
     /// Most passes over the training students (early stopping usually ends sooner).
     #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -382,10 +382,15 @@ fn run(cli: &Cli) -> Result<f64> {
             Net::Sakt(Box::new(Sakt::new(items, e, h, w, cli.dropout, cli.seed)))
         }
     };
+    // The longest training batch and the longest evaluation batch against the model's activation
+    // budget, now rather than midway through an epoch (the longest batch can come last).
+    let batch = cli.batch as usize;
+    dkt.check_batch(batch.min(train.students.len()), train.longest().saturating_sub(1).max(1))?;
+    let longest_eval = val.longest().max(test.longest()).max(2);
+    dkt.check_batch((64 * 200 / longest_eval).clamp(1, 64), longest_eval - 1)?;
     let data = model::data(&train)?;
     let loss = BceWithLogitsLoss::new().ignore_nan_targets();
     let mut adam = Adam::new(cli.lr);
-    let batch = cli.batch as usize;
     let stopping = match val.students.is_empty() {
         true => "no early stopping (no validation students)".to_string(),
         false => format!("early stopping on validation AUC (patience {})", cli.patience),
@@ -541,15 +546,26 @@ fn run(cli: &Cli) -> Result<f64> {
         "training loss and test AUC per epoch"
     };
     println!("\nwrote {} ({shown})", curves.display());
-    println!("wrote {} (the first test student's predicted knowledge after each answer)", state.display());
+    println!(
+        "wrote {} (the first test student's predicted knowledge after each of their first {PICTURED_ANSWERS} \
+         answers)",
+        state.display()
+    );
     println!("total time: {:.1} s", started.elapsed().as_secs_f32());
     Ok(dkt_auc)
 }
 
-/// The heatmap of the first test student: rows are the simulator's concepts (mean over their items)
-/// or, for data from a file, the first 12 distinct items the student answered.
+/// The most answers the knowledge-state picture shows (one column each): a window of 100,000
+/// answers had asked for a picture 1.8 million pixels wide.
+const PICTURED_ANSWERS: usize = 100;
+
+/// The heatmap of the first test student's first [`PICTURED_ANSWERS`] answers: rows are the
+/// simulator's concepts (mean over their items) or, for data from a file, the first 12 distinct
+/// items the student answered.
 fn knowledge_state(model: &mut Net, test: &Histories, path: &Path) -> Result<()> {
-    let student = test.subset(&[0]);
+    let mut student = test.subset(&[0]);
+    student.students[0].items.truncate(PICTURED_ANSWERS);
+    student.students[0].correct.truncate(PICTURED_ANSWERS);
     let a = &student.students[0];
     let inputs = model::data(&student)?;
     let items = test.items;

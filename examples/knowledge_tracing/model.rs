@@ -219,6 +219,18 @@ pub fn data(h: &Histories) -> backprop::Result<Dataset> {
     let items = h.items;
     let steps = h.longest().saturating_sub(1).max(1);
     let n = h.students.len();
+    // Three [N, T] tensors of f32, every sequence padded to the longest: refused past a bound
+    // instead of an allocation that fails (a few long students in a large file).
+    let bytes = n.saturating_mul(steps).saturating_mul(3 * 4);
+    if bytes > MAX_PADDED_BYTES {
+        return Err(backprop::Error::invalid(format!(
+            "{n} sequences padded to the longest ({} answers) need {:.1} GB for their inputs and targets, more \
+             than the example's limit of {:.1} GB: lower --window",
+            steps + 1,
+            bytes as f64 / 1e9,
+            MAX_PADDED_BYTES as f64 / 1e9
+        )));
+    }
     let mut answers = vec![(2 * items) as f32; n * steps];
     let mut next = vec![0.0f32; n * steps];
     let mut targets = vec![f32::NAN; n * steps];
@@ -246,22 +258,44 @@ pub fn data(h: &Histories) -> backprop::Result<Dataset> {
     Dataset::from_inputs(inputs, Targets::Values(Tensor::from_vec(&[n, steps], targets)?))
 }
 
+/// The most bytes [`data`] pads a set of sequences into: 2 GiB.
+pub const MAX_PADDED_BYTES: usize = 2 << 30;
+
+/// Consecutive runs of `lengths` (answers per sequence) for evaluation: at most 64 sequences,
+/// and at most 64 × 200 padded answers in all (at least one sequence).
+pub fn evaluation_batches(lengths: &[usize]) -> Vec<std::ops::Range<usize>> {
+    let mut batches = Vec::new();
+    let (mut start, mut longest) = (0, 0);
+    for (i, &len) in lengths.iter().enumerate() {
+        let wider = longest.max(len);
+        if i > start && ((i - start + 1) * wider > 64 * 200 || i - start == 64) {
+            batches.push(start..i);
+            (start, longest) = (i, len);
+        } else {
+            longest = wider;
+        }
+    }
+    if start < lengths.len() {
+        batches.push(start..lengths.len());
+    }
+    batches
+}
+
 /// The model's probability for every answer after each sequence's first, in order, with the
 /// answers themselves.
 pub fn predictions(model: &mut impl Model, h: &Histories) -> backprop::Result<(Vec<f32>, Vec<bool>)> {
-    let data = data(h)?;
     let (mut p, mut y) = (Vec::new(), Vec::new());
-    let steps = data.named_inputs().get("answers")?.dim(1);
     // Batches of 64 windows of 200 answers, or as many windows as hold as many answers: an LSTM
     // keeps its activations in evaluation too (64 × 200 answers with 200 units: about 160 MB),
-    // and attention's grow with the square of the window. Fixed batches of 64 had run over the
-    // models' activation budget on windows past about 3,600 answers (1,400 for SAKT), which
-    // training in batches of 32 had taken — after the first epoch's training.
-    let rows = (64 * 200 / steps.max(1)).clamp(1, 64);
-    for start in (0..h.students.len()).step_by(rows) {
-        let idx: Vec<usize> = (start..(start + rows).min(h.students.len())).collect();
-        let batch = data.subset(&idx);
-        let logits = model.forward_batch(batch.named_inputs(), Mode::Eval)?.take("logits").expect("logits");
+    // and attention's grow with the square of the window. Each batch is padded to its own
+    // longest sequence only: padding a whole evaluation set to its longest had needed gigabytes
+    // for a file with a few very long students.
+    let lengths: Vec<usize> = h.students.iter().map(|a| a.len()).collect();
+    for batch in evaluation_batches(&lengths) {
+        let idx: Vec<usize> = batch.collect();
+        let data = data(&h.subset(&idx))?;
+        let steps = data.named_inputs().get("answers")?.dim(1);
+        let logits = model.forward_batch(data.named_inputs(), Mode::Eval)?.take("logits").expect("logits");
         for (row, &s) in idx.iter().enumerate() {
             let a = &h.students[s];
             for t in 0..a.len() - 1 {

@@ -196,6 +196,37 @@ pub enum Net {
 }
 
 impl Net {
+    /// Refuses, before training, a batch of `n` sequences of `steps` steps that the model's
+    /// activation budget would refuse midway through an epoch (batches of similar length come in
+    /// a shuffled order, so the longest one can come last).
+    pub fn check_batch(&self, n: usize, steps: usize) -> backprop::Result<()> {
+        let (what, need, budget) = match self {
+            Net::Dkt(m) => {
+                let lstm = &m.lstm;
+                (
+                    "DKT's LSTM",
+                    lstm.activation_bytes(&[n, steps, m.embedding.dim()]),
+                    lstm.activation_budget_bytes(),
+                )
+            }
+            Net::Sakt(m) => {
+                let a = &m.attention;
+                ("SAKT's attention", a.activation_bytes(n, steps, steps), a.activation_budget_bytes())
+            }
+        };
+        if need <= budget {
+            return Ok(());
+        }
+        Err(Error::invalid(format!(
+            "{what} would need about {:.1} GB for a batch of {n} {} of {} answers, over its budget of {:.1} GB: \
+             lower --window (or --batch)",
+            need as f64 / 1e9,
+            if n == 1 { "sequence" } else { "sequences" },
+            steps + 1,
+            budget as f64 / 1e9
+        )))
+    }
+
     /// The logits of the items `wanted` after each answer of `answers [1, T]`:
     /// `[T, wanted.len()]`.
     pub fn logits_of(&mut self, answers: &Tensor, wanted: &[usize]) -> backprop::Result<Tensor> {

@@ -22,21 +22,16 @@ use rand::RngExt;
 /// Steps of context.
 const T: usize = 64;
 
+/// A character-level GPT trained on this crate's documentation, beside a bigram baseline.
+#[derive(clap::Parser, Debug)]
+struct Cli {
+    /// Passes over the training text.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    epochs: u32,
+}
+
 fn run() -> Result<()> {
-    let mut epochs = 6;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--epochs" => {
-                epochs = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|e| (1..=1000).contains(e))
-                    .ok_or_else(|| Error::invalid("--epochs needs a number from 1 to 1000"))?
-            }
-            other => return Err(Error::invalid(format!("unknown argument {other:?} (try --epochs N)"))),
-        }
-    }
+    let epochs = <Cli as clap::Parser>::parse().epochs;
     let text = corpus();
     let (chars, ids) = encode(&text);
     let id = |c: char| chars.binary_search(&c).expect("in the vocabulary");

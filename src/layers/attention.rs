@@ -186,6 +186,11 @@ impl MultiHeadAttention {
         self
     }
 
+    /// The budget set by [`MultiHeadAttention::activation_budget`] (2 GiB unless set).
+    pub fn activation_budget_bytes(&self) -> usize {
+        self.activation_budget
+    }
+
     /// The bytes a pass over `n` sequences of `tq` queries and `tk` keys keeps (see
     /// [`MultiHeadAttention::activation_budget`]), saturating at `usize::MAX`.
     pub fn activation_bytes(&self, n: usize, tq: usize, tk: usize) -> usize {
