@@ -324,7 +324,9 @@ fn check_layer_inner(layer: &mut dyn Layer, x: &Tensor, pass: Pass<'_>, opts: &O
 ///
 /// # Errors
 /// As [`Options::check`]; whatever the model's forward or backward pass returns for these
-/// inputs; a panic inside the forward pass (a layer of a model struct refusing the batch) as an
+/// inputs; [`Error::InvalidArgument`] if the backward pass returns gradients for some inputs but
+/// none for one that is not token ids (a model that returns no input gradient at all is checked
+/// on its parameters); a panic inside the forward pass (a layer of a model struct refusing the batch) as an
 /// error naming the model.
 pub fn check_model<M: Model + ?Sized>(
     model: &mut M,
@@ -397,9 +399,6 @@ fn check_model_inner<M: Model + ?Sized>(
                 .then(|| input_grads.first().map(|(_, g)| g))
                 .flatten()
         };
-        let Some(analytic) = input_grads.find(&input.name).or_else(single) else { continue };
-        let mut cmp = Comparison::new(&input.name, opts.atol);
-        let mut nudged = inputs.clone();
         let ids = holds_ids(&input.values, opts.eps, |x| {
             let mut probe = inputs.clone();
             *probe.get_mut(&input.name)? = x.clone();
@@ -408,6 +407,24 @@ fn check_model_inner<M: Model + ?Sized>(
         if ids {
             continue; // token ids: no gradient to check (see `holds_ids`)
         }
+        // A model that returns no input gradient at all (one reading token ids without checking
+        // them, say) is checked on its parameters. One that returns some must return every
+        // real-valued input's: a backward pass that forgot one had passed with that input left
+        // out of the report.
+        let Some(analytic) = input_grads.find(&input.name).or_else(single) else {
+            if input_grads.iter().next().is_none() {
+                continue;
+            }
+            return Err(Error::invalid(format!(
+                "check_model: the model's backward pass returned no gradient for its input {:?}, whose values are \
+                 not token ids (nudged by {} they are still accepted); inputs with gradients: {:?}",
+                input.name,
+                opts.eps,
+                input_grads.iter().map(|(name, _)| name).collect::<Vec<_>>()
+            )));
+        };
+        let mut cmp = Comparison::new(&input.name, opts.atol);
+        let mut nudged = inputs.clone();
         for i in entries(input.values.len(), opts) {
             let orig = input.values.data()[i];
             let mut f = |v: f32| -> Result<f64> {

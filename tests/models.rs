@@ -210,3 +210,49 @@ fn the_two_input_model_checks_saves_and_learns() {
             .to_string();
     assert!(e.contains("label 5") && e.contains("2 outputs"), "{e}");
 }
+
+/// y = left(a) + right(b), whose backward pass returns dL/da only when `forgets_b` is false.
+struct TwoTowers {
+    left: Dense,
+    right: Dense,
+    forgets_b: bool,
+}
+backprop::visit_fields!(TwoTowers { left, right });
+
+impl Model for TwoTowers {
+    fn forward_batch(&mut self, inputs: &Inputs, mode: Mode) -> backprop::Result<backprop::model::Tensors> {
+        let a = self.left.forward(inputs.get("a")?, mode.into());
+        let b = self.right.forward(inputs.get("b")?, mode.into());
+        Ok(backprop::model::Tensors::one("y", &a + &b))
+    }
+
+    fn backward_batch(
+        &mut self,
+        grads: &backprop::model::Tensors,
+        _: InputGrad,
+    ) -> backprop::Result<backprop::model::Tensors> {
+        let g = grads.get("y")?;
+        let da = backprop::layers::backward_input(&mut self.left, g);
+        let db = backprop::layers::backward_input(&mut self.right, g);
+        let out = backprop::model::Tensors::one("a", da);
+        Ok(if self.forgets_b { out } else { out.with("b", db) })
+    }
+}
+
+/// A backward pass that forgets a real-valued input's gradient fails the check with an error
+/// naming the input (it had passed, that input left out of the report); with the gradient, both
+/// inputs are in the report.
+#[test]
+fn a_forgotten_input_gradient_is_an_error() {
+    let inputs = Inputs::new()
+        .with("a", Tensor::randn(&[3, 2], 0.0, 1.0, 1))
+        .with("b", Tensor::randn(&[3, 4], 0.0, 1.0, 2));
+    let model =
+        |forgets_b| TwoTowers { left: Dense::new(2, 2).seed(3), right: Dense::new(4, 2).seed(4), forgets_b };
+    let report = check_model(&mut model(false), &inputs, Mode::Train, &Options::default()).unwrap();
+    assert!(report.passes(1e-2), "{report}");
+    let names: Vec<&str> = report.tensors.iter().map(|t| t.name.as_str()).collect();
+    assert!(names.contains(&"a") && names.contains(&"b"), "{names:?}");
+    let e = check_model(&mut model(true), &inputs, Mode::Train, &Options::default()).unwrap_err().to_string();
+    assert!(e.contains("no gradient for its input \"b\"") && e.contains("[\"a\"]"), "{e}");
+}

@@ -113,14 +113,16 @@ fn a_dense_network_is_matmuls_with_transposed_weights() {
 fn recurrent_gates_are_reordered_for_onnx() {
     let model = Sequential::builder(&[4, 2]).add(Lstm::new(2, 3)).seed(2).build().unwrap();
     let g = read(&backprop::onnx::to_bytes(&model, &[4, 2]).unwrap());
-    assert_eq!(g.ops, ["Transpose", "Cast", "LSTM", "Squeeze", "Transpose", "Identity"]);
-    // The batch's lengths are a graph input, cast to int32 and wired to sequence_lens (input 4).
+    assert_eq!(g.ops, ["Transpose", "Min", "Max", "Cast", "LSTM", "Squeeze", "Transpose", "Identity"]);
+    // The batch's lengths are a graph input, clamped to int32's range (a cast alone wraps 2³² + 2
+    // to 2), cast to int32 and wired to sequence_lens (input 4).
     assert_eq!(g.inputs, ["input", "input_lengths"]);
-    assert_eq!(g.node_inputs[1], ["input_lengths"]);
+    assert_eq!(g.node_inputs[1][0], "input_lengths");
+    assert!(g.node_inputs[1][1].starts_with("int32_max_") && g.node_inputs[2][1].starts_with("int32_min_"));
     assert!(
-        g.node_inputs[2][4].starts_with("cast_"),
+        g.node_inputs[4][4].starts_with("cast_"),
         "sequence_lens is the cast lengths: {:?}",
-        g.node_inputs[2]
+        g.node_inputs[4]
     );
     let w_ih = &named_params(&model)[0].1.value; // [4H, F], blocks i, f, g, o
     let (_, dims, w) = &g.weights[0];
@@ -130,7 +132,11 @@ fn recurrent_gates_are_reordered_for_onnx() {
     assert_eq!([&w[0..6], &w[6..12], &w[12..18], &w[18..24]], [block(0), block(3), block(1), block(2)]);
     let gru = Sequential::builder(&[4, 2]).add(Gru::new(2, 3).last_step_only()).seed(3).build().unwrap();
     let g = read(&backprop::onnx::to_bytes(&gru, &[4, 2]).unwrap());
-    assert_eq!(g.ops, ["Transpose", "Cast", "GRU", "Squeeze", "Identity"], "the last step is GRU's Y_h");
+    assert_eq!(
+        g.ops,
+        ["Transpose", "Min", "Max", "Cast", "GRU", "Squeeze", "Identity"],
+        "the last step is GRU's Y_h"
+    );
     let w_ih = &named_params(&gru)[0].1.value; // blocks r, z, n
     let w = &g.weights[0].2;
     assert_eq!([&w[0..6], &w[6..12]], [&w_ih.data()[6..12], &w_ih.data()[0..6]], "z before r");
@@ -487,6 +493,53 @@ fn a_custom_layer_exports_through_its_own_onnx_impl() {
     let model = Sequential::builder(&[3]).add(Dense::new(3, 2)).add(Doubler).build().unwrap();
     let g = read(&backprop::onnx::to_bytes(&model, &[3]).unwrap());
     assert_eq!(g.ops, ["MatMul", "Add", "Mul", "Identity"]);
+
+    // A custom layer that names its output itself: a name the graph has written already (here
+    // the Dense's product, `matmul_2`) is refused (the file had failed every ONNX reader while
+    // the export returned Ok); one it has not is taken, and later generated names avoid it.
+    struct Named(&'static str);
+    impl Layer for Named {
+        fn describe(&self) -> String {
+            format!("Named({})", self.0)
+        }
+        fn output_shape(&self, input: &[usize]) -> backprop::Result<Vec<usize>> {
+            Ok(input.to_vec())
+        }
+        fn forward(&mut self, x: &Tensor, _: Pass<'_>) -> Tensor {
+            x.clone()
+        }
+        fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
+            Some(g.clone())
+        }
+        fn onnx(&self) -> Option<&dyn backprop::onnx::OnnxLayer> {
+            Some(self)
+        }
+    }
+    impl Visit for Named {}
+    impl backprop::onnx::OnnxLayer for Named {
+        fn export(
+            &self,
+            g: &mut backprop::onnx::Graph,
+            x: &str,
+            _: Option<&str>,
+        ) -> backprop::Result<String> {
+            g.node("Relu", &[x], vec![], &[self.0]);
+            Ok(self.0.to_string())
+        }
+    }
+    let with = |name| {
+        Sequential::builder(&[3]).add(Dense::new(3, 2)).add(Named(name)).add(Relu::new()).build().unwrap()
+    };
+    let plain = read(&backprop::onnx::to_bytes(&with("mine"), &[3]).unwrap());
+    assert!(plain.node_inputs[1].contains(&"matmul_2".to_string()), "{:?}", plain.node_inputs);
+    let e = backprop::onnx::to_bytes(&with("matmul_2"), &[3]).unwrap_err().to_string();
+    assert!(e.contains("\"matmul_2\" (by a Relu node) is defined twice"), "{e}");
+    let e = backprop::onnx::to_bytes(&with("input"), &[3]).unwrap_err().to_string();
+    assert!(e.contains("\"input\" (by a Relu node)"), "{e}");
+    // The Relu after it is named relu_6, not relu_5 had the custom layer taken that name.
+    let g = read(&backprop::onnx::to_bytes(&with("relu_5"), &[3]).unwrap());
+    assert_eq!(g.ops, ["MatMul", "Add", "Relu", "Relu", "Identity"]);
+    assert_eq!(g.node_inputs[3], ["relu_5"]);
 }
 
 /// Odd models (seeded unusual settings, `examples/common/zoo.rs`): every one that builds exports,
@@ -636,4 +689,24 @@ fn lengths_of_an_input_that_is_not_there_are_refused() {
     let model = Sequential::builder(&[3]).add(Dense::new(3, 3)).build().unwrap();
     let e = model_to_bytes(&model, &Misspelt, &[GraphInput::new("input", &[3])]).unwrap_err().to_string();
     assert!(e.contains("\"inptu\"") && e.contains("no input of that name"), "{e}");
+}
+
+/// A tied head reads the token table through a `Transpose` node: the file holds the table once
+/// (it had held it twice, so a table just over 1 GiB made the export refuse a 2 GiB file), and
+/// the untied head still writes its own matrix.
+#[test]
+fn a_tied_head_writes_the_token_table_once() {
+    let (v, e) = (300, 16);
+    let tied = backprop::layers::DecoderOnly::new(v, e, 1, 2, 32, 8).tied();
+    let untied = backprop::layers::DecoderOnly::new(v, e, 1, 2, 32, 8);
+    let bytes = |m: backprop::layers::DecoderOnly| {
+        backprop::onnx::to_bytes(&Sequential::builder(&[8]).add(m).build().unwrap(), &[8]).unwrap()
+    };
+    let (tied, untied) = (bytes(tied), bytes(untied));
+    let g = read(&tied);
+    let tables = g.weights.iter().filter(|(_, dims, _)| dims.contains(&(v as u64))).count();
+    assert_eq!(tables, 1, "{:?}", g.weights.iter().map(|w| (&w.0, &w.1)).collect::<Vec<_>>());
+    assert!(g.ops.iter().any(|op| op == "Transpose") && g.weights.iter().all(|w| !w.0.starts_with("head_t")));
+    // The untied file holds a second [E, V] matrix and its bias: the tied one is smaller by those.
+    assert!(untied.len() >= tied.len() + v * e * 4, "{} vs {}", untied.len(), tied.len());
 }

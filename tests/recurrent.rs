@@ -50,6 +50,7 @@ fn check_against_torch<C: Cell, L: Layer + DerefMut<Target = Recurrent<C>>>(
     let (y, last) = layer.forward_with_state(&t("x"), Some(&initial), pass).unwrap();
     assert_close(&y, &t("y"), &format!("{prefix}: y"));
     assert_close(&last.h, &t("hn"), &format!("{prefix}: h_n"));
+    assert_eq!(last.c.is_some(), has("cn"), "{prefix}: a final cell state exactly for the LSTM");
     if let Some(c) = &last.c {
         assert_close(c, &t("cn"), &format!("{prefix}: c_n"));
     }
@@ -578,6 +579,7 @@ fn batched_backward_equals_the_plain_bptt_reference() {
         };
         close(&dx.unwrap(), &reference.dx, "dL/dx");
         close(&d0.h, &reference.dh0, "dL/dh0");
+        assert_eq!(d0.c.is_some(), c0.is_some(), "{kind:?}: a cell-state gradient exactly for the LSTM");
         if let Some(dc0) = &d0.c {
             close(dc0, &reference.dc0, "dL/dc0");
         }

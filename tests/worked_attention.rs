@@ -5,6 +5,7 @@
 use backprop::prelude::*;
 
 fn close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: {got:?} against {want:?}");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert!((g - w).abs() < 2e-6, "{what}[{i}]: {g} vs {w}");
     }

@@ -1025,22 +1025,39 @@ mod tests {
         x.extend((-40..40).map(|e: i32| -(2f32.powi(e))));
         x.extend([-0.0, 1e-30, -1e-30, 87.0, 88.0, 88.5, 100.0, -87.0, -88.0, -88.5, -100.0]);
         x.extend([f32::MAX, f32::MIN, f32::INFINITY, f32::NEG_INFINITY, f32::MIN_POSITIVE]);
-        fn run<A: Activation>(act: &A, x: &[f32], isa: Isa) -> Vec<f32> {
+        use crate::tensor::math::{Fused, Separate};
+        // Each loop compiled inside run_with's ISA and called directly: `f_slice` dispatches on
+        // the process's ISA, so calling it under run_with had run the widest loop three times
+        // and never the baseline's. Fused on the wide ISAs, Separate for the baseline, as
+        // `wide_fused!` picks them.
+        fn run(sigmoid: bool, x: &[f32], isa: Isa) -> Vec<f32> {
             let mut out = vec![0.0; x.len()];
-            run_with(isa, || act.f_slice(x, &mut out));
+            run_with(
+                isa,
+                #[inline(always)]
+                || match (sigmoid, isa) {
+                    (true, Isa::Baseline) => sigmoid_loop::<Separate>(x, &mut out),
+                    (true, _) => sigmoid_loop::<Fused>(x, &mut out),
+                    (false, Isa::Baseline) => tanh_loop::<Separate>(x, &mut out),
+                    (false, _) => tanh_loop::<Fused>(x, &mut out),
+                },
+            );
             out
         }
+        // The dispatching entry points give one of those.
+        let (mut sig, mut tanh) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        SigmoidFn.f_slice(&x, &mut sig);
+        TanhFn.f_slice(&x, &mut tanh);
+        let isas = [Isa::Avx512, Isa::Avx2, Isa::Baseline];
+        assert!(isas.iter().any(|&isa| bits(&run(true, &x, isa)) == bits(&sig)), "SigmoidFn::f_slice");
+        assert!(isas.iter().any(|&isa| bits(&run(false, &x, isa)) == bits(&tanh)), "TanhFn::f_slice");
         // (Measured on the AMD EPYC: 2.1·10⁻⁷ for σ at −11.66, 2.4·10⁻⁷ for tanh at −0.99.)
         for (name, tolerance) in [("sigmoid", 3e-7f32), ("tanh", 3e-7)] {
             let (fast, plain): (Vec<Vec<f32>>, Vec<f32>) = match name {
-                "sigmoid" => (
-                    [Isa::Avx512, Isa::Avx2, Isa::Baseline].map(|isa| run(&SigmoidFn, &x, isa)).to_vec(),
-                    x.iter().map(|&v| SigmoidFn.f(v)).collect(),
-                ),
-                _ => (
-                    [Isa::Avx512, Isa::Avx2, Isa::Baseline].map(|isa| run(&TanhFn, &x, isa)).to_vec(),
-                    x.iter().map(|&v| TanhFn.f(v)).collect(),
-                ),
+                "sigmoid" => {
+                    (isas.map(|isa| run(true, &x, isa)).to_vec(), x.iter().map(|&v| SigmoidFn.f(v)).collect())
+                }
+                _ => (isas.map(|isa| run(false, &x, isa)).to_vec(), x.iter().map(|&v| TanhFn.f(v)).collect()),
             };
             assert_eq!(bits(&fast[0]), bits(&fast[1]), "{name}: AVX-512F against AVX2");
             for out in &fast {
@@ -1053,9 +1070,10 @@ mod tests {
                 }
             }
         }
-        // NaN in, NaN out.
-        assert!(run(&SigmoidFn, &[f32::NAN], Isa::Avx2)[0].is_nan());
-        assert!(run(&TanhFn, &[f32::NAN], Isa::Avx2)[0].is_nan());
+        // NaN in, NaN out, on every ISA.
+        for isa in isas {
+            assert!(run(true, &[f32::NAN], isa)[0].is_nan() && run(false, &[f32::NAN], isa)[0].is_nan());
+        }
     }
 
     /// The fused value-and-derivative gives exactly the bits of the two functions it replaced

@@ -262,17 +262,30 @@ impl Layer for DecoderOnly {
 
 impl crate::onnx::OnnxLayer for DecoderOnly {
     /// The embedding's `Gather`, the positions' `Add`, the blocks, the final norm, and the head's
-    /// `MatMul` (with the token table transposed when tied).
+    /// `MatMul` (when tied, with a `Transpose` of the token table: the file holds the table once).
     fn export(&self, g: &mut crate::onnx::Graph, ids: &str, lengths: Option<&str>) -> Result<String> {
-        let mut h = g.layer(&self.tok, ids, lengths)?;
+        let (v, e) = (self.vocab(), self.embed());
+        let (mut h, table) = match self.is_tied() {
+            true => {
+                // The embedding's own export, written here to name the table for the head.
+                let id64 = g.op("Cast", &[ids], vec![crate::onnx::attr_int("to", crate::onnx::INT64)]);
+                let table = g.tensor("embedding_weight", &[v, e], self.tok.weight().value.data());
+                (g.op("Gather", &[&table, &id64], vec![crate::onnx::attr_int("axis", 0)]), Some(table))
+            }
+            false => (g.layer(&self.tok, ids, lengths)?, None),
+        };
         h = g.layer(&self.pos, &h, lengths)?;
         for block in &self.blocks {
             h = g.layer(block, &h, lengths)?;
         }
         let z = g.layer(&self.norm, &h, lengths)?;
-        let (v, e) = (self.vocab(), self.embed());
-        let w = super::attention::transposed(self.head_weight().data(), v, e);
-        let w = g.tensor("head_t", &[e, v], &w);
+        let w = match table {
+            Some(table) => g.op("Transpose", &[&table], vec![crate::onnx::attr_ints("perm", &[1, 0])]),
+            None => {
+                let w = super::attention::transposed(self.head_weight().data(), v, e);
+                g.tensor("head_t", &[e, v], &w)
+            }
+        };
         let logits = g.op("MatMul", &[&z, &w], vec![]);
         Ok(match &self.head {
             Some((_, b)) => {

@@ -114,8 +114,9 @@ impl Visit for SinusoidalPositions {
 }
 
 impl OnnxLayer for SinusoidalPositions {
-    /// `Add` of the table's first `T` rows (`T` read from the input when the graph runs; the table
-    /// is written for the longest sequence among the graph's inputs).
+    /// `Add` of the table's first `T` rows (`T` read from the input's shape when the graph runs,
+    /// though the graph's inputs fix it at export; the table is written for the longest sequence
+    /// among the graph's inputs).
     fn export(&self, g: &mut Graph, x: &str, _: Option<&str>) -> Result<String> {
         let longest = g.longest_steps().ok_or_else(|| {
             crate::error::Error::invalid(format!("{}: no graph input is a sequence [T, …]", self.describe()))
@@ -236,7 +237,8 @@ impl Visit for PositionEmbedding {
 }
 
 impl OnnxLayer for PositionEmbedding {
-    /// `Add` of the table's first `T` rows (`T` read from the input when the graph runs).
+    /// `Add` of the table's first `T` rows (`T` read from the input's shape when the graph runs,
+    /// though the graph's inputs fix it at export).
     fn export(&self, g: &mut Graph, x: &str, _: Option<&str>) -> Result<String> {
         let table = g.tensor("position_embedding", &[self.max_len(), self.embed()], self.weight.value.data());
         let rows = g.first_steps(&table, x);

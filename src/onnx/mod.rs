@@ -21,8 +21,8 @@
 //! | `LayerNorm` | `LayerNormalization` over the last axis (scale 1 and bias 0 without the affine parameters) |
 //! | `MultiHeadAttention` | `MatMul`s, `Split`, `Reshape`/`Transpose` into heads, `Softmax` over the keys allowed by `Where` (causal: `LessOrEqual` of the key and query steps, a `Range` up to `T` read from the input's shape; key padding: `Less` of those steps and the lengths input); with lengths, the padded steps' values and outputs set to zero by `Where`, so that nothing a caller leaves in the padding — NaN included — reaches a real step |
 //! | `TransformerEncoderLayer`, `DecoderOnly` | their parts, wired with `Add` (a tied head: `MatMul` with the token table transposed) |
-//! | `SinusoidalPositions`, `PositionEmbedding` | `Add` of the table's first `T` rows (`Shape`, `Gather`, `Slice`: any `T` up to the table's) |
-//! | `Rnn`, `Lstm`, `Gru` | `Transpose` to time-major, `RNN`/`LSTM`/`GRU` with `sequence_lens`, back to batch-major |
+//! | `SinusoidalPositions`, `PositionEmbedding` | `Add` of the table's first `T` rows (`Shape`, `Gather`, `Slice`: `T` read from the input's shape, which the graph fixes at export) |
+//! | `Rnn`, `Lstm`, `Gru` | `Transpose` to time-major, `RNN`/`LSTM`/`GRU` with `sequence_lens` (the lengths clamped to int32 by `Min`/`Max`, then `Cast`), back to batch-major |
 //! | `Residual` | its body, then `Add` of the input |
 //! | `Sequential` | its layers in order |
 //!
@@ -73,7 +73,7 @@ const IR_VERSION: i64 = 8;
 /// `TensorProto.DataType`: float, int32 and int64.
 const FLOAT: i64 = 1;
 const INT32: i64 = 6;
-const INT64: i64 = 7;
+pub(crate) const INT64: i64 = 7;
 const BOOL: i64 = 9;
 
 /// A layer that can write itself into an ONNX [`Graph`]; reached through [`Layer::onnx`].
@@ -273,6 +273,12 @@ pub struct Graph {
     lengths_used: Vec<(String, String)>,
     /// Every name the graph has given a value of its own (fresh names, nodes' outputs).
     defined: std::collections::HashSet<String>,
+    /// Every value written so far: nodes' outputs and initializers (a fresh name is taken when
+    /// made, written when a node or an initializer gives it its value).
+    written: std::collections::HashSet<String>,
+    /// A name that a node wrote a second time (or that is a graph input's), refused by `finish`:
+    /// a custom layer's explicit output name can meet a generated one.
+    defined_twice: Option<String>,
 }
 
 impl Graph {
@@ -284,6 +290,8 @@ impl Graph {
             names: 0,
             lengths_used: Vec::new(),
             defined: Default::default(),
+            written: Default::default(),
+            defined_twice: None,
         }
     }
 
@@ -331,7 +339,11 @@ impl Graph {
 
     /// The int64 `[batch]` lengths graph input of `input` (registered as `sequence_lens` is).
     pub fn lengths_int64(&mut self, input: &str) -> String {
-        let _ = self.sequence_lens(input); // adds the graph input if this is its first use
+        // Adds the graph input if this is its first use (its int32 cast is made only when
+        // `sequence_lens` asks for it: an empty value until then).
+        if !self.lengths_used.iter().any(|(i, _)| i == input) {
+            self.lengths_used.push((input.to_string(), String::new()));
+        }
         format!("{input}_lengths")
     }
 
@@ -341,6 +353,7 @@ impl Graph {
         let raw: Vec<u8> = data.iter().map(|&b| u8::from(b)).collect();
         let message = dims.iter().fold(Message::new(), |m, &d| m.int(1, d as i64));
         self.initializers.push(message.int(2, BOOL).string(8, &name).bytes(9, &raw));
+        self.written.insert(name.clone());
         name
     }
 
@@ -361,24 +374,32 @@ impl Graph {
     }
 
     /// The `sequence_lens` value (int32 `[batch]`) for the graph input `input`: the first call
-    /// adds the graph input `"{input}_lengths"` (int64) and a `Cast` of it.
+    /// adds the graph input `"{input}_lengths"` (int64) and a `Cast` of it, clamped to int32's
+    /// range first (a cast alone wraps: a length of 2³² + 2 had reached the runtime as 2, and
+    /// was run as 2 steps instead of being refused as longer than the sequence).
     pub fn sequence_lens(&mut self, input: &str) -> String {
-        if let Some((_, v)) = self.lengths_used.iter().find(|(i, _)| i == input) {
+        if let Some((_, v)) = self.lengths_used.iter().find(|(i, v)| i == input && !v.is_empty()) {
             return v.clone();
         }
-        let v = self.op("Cast", &[&format!("{input}_lengths")], vec![attr_int("to", INT32)]);
-        self.lengths_used.push((input.to_string(), v.clone()));
+        let (low, high) =
+            (self.int64s("int32_min", &[i32::MIN as i64]), self.int64s("int32_max", &[i32::MAX as i64]));
+        let below = self.op("Min", &[&format!("{input}_lengths"), &high], vec![]);
+        let clamped = self.op("Max", &[&below, &low], vec![]);
+        let v = self.op("Cast", &[&clamped], vec![attr_int("to", INT32)]);
+        match self.lengths_used.iter_mut().find(|(i, _)| i == input) {
+            Some((_, cast)) => *cast = v.clone(), // read as int64 before
+            None => self.lengths_used.push((input.to_string(), v.clone())),
+        }
         v
     }
 
-    /// A fresh value name from `stem` (never one of the graph's input names or their lengths').
+    /// A fresh value name from `stem` (never one of the graph's input names or their lengths',
+    /// nor a name the graph has defined already).
     pub fn fresh(&mut self, stem: &str) -> String {
         loop {
             self.names += 1;
             let name = format!("{stem}_{}", self.names);
-            let taken =
-                |i: &GraphInput| i.name == name || name.strip_suffix("_lengths") == Some(i.name.as_str());
-            if !self.inputs.iter().any(taken) {
+            if !self.input_or_its_lengths(&name) && !self.defined.contains(&name) {
                 self.defined.insert(name.clone());
                 return name;
             }
@@ -399,6 +420,7 @@ impl Graph {
         let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         let t = dims.iter().fold(Message::new(), |m, &d| m.int(1, d as i64));
         self.initializers.push(t.int(2, FLOAT).string(8, &name).bytes(9, &raw));
+        self.written.insert(name.clone());
         name
     }
 
@@ -408,6 +430,7 @@ impl Graph {
         let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.initializers
             .push(Message::new().int(1, data.len() as i64).int(2, INT64).string(8, &name).bytes(9, &raw));
+        self.written.insert(name.clone());
         name
     }
 
@@ -417,6 +440,7 @@ impl Graph {
         let name = self.fresh(stem);
         let raw = v.to_le_bytes();
         self.initializers.push(Message::new().int(2, INT64).string(8, &name).bytes(9, &raw));
+        self.written.insert(name.clone());
         name
     }
 
@@ -435,11 +459,24 @@ impl Graph {
         self.tensor("const", &[], &[v])
     }
 
-    /// A node with the given outputs (an empty name leaves an optional output out).
+    /// Whether `name` is a graph input's, or its lengths input's.
+    fn input_or_its_lengths(&self, name: &str) -> bool {
+        self.inputs.iter().any(|i| i.name == name || name.strip_suffix("_lengths") == Some(i.name.as_str()))
+    }
+
+    /// A node with the given outputs (an empty name leaves an optional output out). An output
+    /// name the graph already has (a value's, or a graph input's) makes the export fail: ONNX
+    /// defines every value once.
     pub fn node(&mut self, op: &str, inputs: &[&str], attrs: Vec<Message>, outputs: &[&str]) {
         let n = inputs.iter().fold(Message::new(), |m, i| m.string(1, i));
         let n = outputs.iter().fold(n, |m, o| m.string(2, o));
-        self.defined.extend(outputs.iter().map(|o| o.to_string()));
+        for &o in outputs.iter().filter(|o| !o.is_empty()) {
+            self.defined.insert(o.to_string());
+            let again = !self.written.insert(o.to_string()) || self.input_or_its_lengths(o);
+            if again && self.defined_twice.is_none() {
+                self.defined_twice = Some(format!("{o:?} (by a {op} node)"));
+            }
+        }
         let name = self.fresh(op);
         let n = attrs.iter().fold(n.string(3, &name).string(4, op), |m, a| m.message(5, a));
         self.nodes.push(n);
@@ -477,6 +514,12 @@ impl Graph {
         // The outputs' names, likewise defined once: not empty, not twice, not an input's, not
         // one the graph made for a value of its own.
         let bad = |m: String| Err(Error::invalid(format!("ONNX export: {m}")));
+        if let Some(name) = &self.defined_twice {
+            return bad(format!(
+                "the value {name} is defined twice (or is a graph input's name); a custom layer naming its \
+                 outputs must choose names the graph has not used: Graph::op names them fresh"
+            ));
+        }
         for (k, (name, _)) in outputs.iter().enumerate() {
             if name.is_empty() {
                 return bad(format!("output {k} has an empty name"));
