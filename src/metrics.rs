@@ -1,6 +1,7 @@
 //! Classification metrics: accuracy and the confusion matrix; and for binary predictions given as
 //! probabilities, ROC AUC, log-loss and accuracy at ½.
 
+use crate::error::{Error, Result};
 use std::fmt;
 
 /// Fraction of predictions equal to their label (0 for empty input).
@@ -132,27 +133,32 @@ impl fmt::Display for ConfusionMatrix {
 
 /// Area under the ROC curve of probabilities `scores` for binary `labels`: the probability that a
 /// randomly chosen positive scores higher than a randomly chosen negative, a tie counting half.
-/// `None` when there are no positives or no negatives (the AUC is undefined).
+/// `Ok(None)` when there are no positives or no negatives (the AUC is undefined). Any scores
+/// that rank alike give the same AUC: logits too (which, unlike f32 probabilities, do not tie at
+/// 1.0 once a model is confident beyond a logit of about 16.6).
 ///
 /// Computed exactly by sorting (`O(n log n)`): scores are ranked with ties given their average
 /// rank, and `AUC = (Σ ranks of the positives − P(P+1)/2) / (P·N)` (the Mann–Whitney U statistic).
 ///
 /// ```
 /// use backprop::metrics::roc_auc;
-/// assert_eq!(roc_auc(&[0.9, 0.8, 0.3, 0.1], &[true, true, false, false]), Some(1.0));
-/// assert_eq!(roc_auc(&[0.5, 0.5], &[true, false]), Some(0.5)); // a tie counts half
-/// assert_eq!(roc_auc(&[0.5], &[true]), None);
+/// assert_eq!(roc_auc(&[0.9, 0.8, 0.3, 0.1], &[true, true, false, false])?, Some(1.0));
+/// assert_eq!(roc_auc(&[0.5, 0.5], &[true, false])?, Some(0.5)); // a tie counts half
+/// assert_eq!(roc_auc(&[0.5], &[true])?, None);
+/// assert!(roc_auc(&[f32::NAN, 0.5], &[true, false]).is_err()); // a NaN is no prediction
+/// # Ok::<(), backprop::Error>(())
 /// ```
 ///
-/// # Panics
-/// If the slices differ in length or a score is NaN.
-pub fn roc_auc(scores: &[f32], labels: &[bool]) -> Option<f64> {
-    assert_eq!(scores.len(), labels.len(), "roc_auc: {} scores for {} labels", scores.len(), labels.len());
-    assert!(scores.iter().all(|s| !s.is_nan()), "roc_auc: a score is NaN");
+/// # Errors
+/// [`Error::InvalidArgument`] if the slices differ in length or a
+/// score is NaN (a diverged model's output: no figure should quietly absorb it).
+pub fn roc_auc(scores: &[f32], labels: &[bool]) -> Result<Option<f64>> {
+    check_lengths("roc_auc", scores.len(), labels.len())?;
+    check_no_nan("roc_auc", scores)?;
     let positives = labels.iter().filter(|&&l| l).count();
     let negatives = labels.len() - positives;
     if positives == 0 || negatives == 0 {
-        return None;
+        return Ok(None);
     }
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
@@ -169,24 +175,29 @@ pub fn roc_auc(scores: &[f32], labels: &[bool]) -> Option<f64> {
         i = j + 1;
     }
     let (p, n) = (positives as f64, negatives as f64);
-    Some((rank_sum - p * (p + 1.0) / 2.0) / (p * n))
+    Ok(Some((rank_sum - p * (p + 1.0) / 2.0) / (p * n)))
 }
 
 /// Mean binary log-loss `−(1/n) Σ [y·ln p + (1 − y)·ln(1 − p)]`, with `p` clipped to
 /// `[ε, 1 − ε]`, `ε = f32::EPSILON` (2⁻²³), so that a confident mistake costs a large but finite
 /// amount — scikit-learn's `log_loss` on `float32` predictions, which clips at that type's
-/// epsilon (0 for empty input, as [`accuracy`]).
+/// epsilon.
 ///
-/// # Panics
-/// If the slices differ in length, or a probability is NaN (as [`roc_auc`] and
-/// [`binary_accuracy`]: a NaN is no prediction, and no figure should quietly absorb it) or
-/// outside `[0, 1]` (a logit not yet through a sigmoid).
-pub fn log_loss(probabilities: &[f32], labels: &[bool]) -> f64 {
-    assert_eq!(probabilities.len(), labels.len(), "log_loss: lengths differ");
-    check_probabilities("log_loss", probabilities);
-    if probabilities.is_empty() {
-        return 0.0;
-    }
+/// ```
+/// use backprop::metrics::log_loss;
+/// let l = log_loss(&[0.9, 0.2], &[true, false])?;
+/// assert!((l - (-(0.9f64.ln()) - 0.8f64.ln()) / 2.0).abs() < 1e-7);
+/// assert!(log_loss(&[], &[]).is_err()); // no predictions: no loss to report
+/// # Ok::<(), backprop::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::InvalidArgument`] if the slices differ in length or
+/// are empty (scikit-learn refuses 0 samples; a 0 would read as a perfect score), or a
+/// probability is NaN (as [`roc_auc`] and [`binary_accuracy`]: a NaN is no prediction, and no
+/// figure should quietly absorb it) or outside `[0, 1]` (a logit not yet through a sigmoid).
+pub fn log_loss(probabilities: &[f32], labels: &[bool]) -> Result<f64> {
+    check_probabilities("log_loss", probabilities, labels)?;
     let total: f64 = probabilities
         .iter()
         .zip(labels)
@@ -196,38 +207,58 @@ pub fn log_loss(probabilities: &[f32], labels: &[bool]) -> f64 {
             if y { -p.ln() } else { -(1.0 - p).ln() }
         })
         .sum();
-    total / probabilities.len().max(1) as f64
+    Ok(total / probabilities.len() as f64)
 }
 
 /// Fraction of `probabilities` on the right side of ½ (`p > ½` predicts `true`, as Keras's
-/// `binary_accuracy` and torchmetrics' `BinaryAccuracy` threshold; 0 for empty input, as
-/// [`accuracy`]).
+/// `binary_accuracy` and torchmetrics' `BinaryAccuracy` threshold).
 ///
-/// # Panics
-/// If the slices differ in length or a probability is NaN or outside `[0, 1]` (as [`log_loss`]).
-pub fn binary_accuracy(probabilities: &[f32], labels: &[bool]) -> f64 {
-    assert_eq!(probabilities.len(), labels.len(), "binary_accuracy: lengths differ");
-    check_probabilities("binary_accuracy", probabilities);
+/// ```
+/// use backprop::metrics::binary_accuracy;
+/// assert_eq!(binary_accuracy(&[0.9, 0.5, 0.2], &[true, true, false])?, 2.0 / 3.0); // ½ predicts false
+/// # Ok::<(), backprop::Error>(())
+/// ```
+///
+/// # Errors
+/// As [`log_loss`]: lengths that differ, no predictions, a probability that is NaN or outside
+/// `[0, 1]`.
+pub fn binary_accuracy(probabilities: &[f32], labels: &[bool]) -> Result<f64> {
+    check_probabilities("binary_accuracy", probabilities, labels)?;
     let right = probabilities.iter().zip(labels).filter(|&(&p, &y)| (p > 0.5) == y).count();
-    right as f64 / probabilities.len().max(1) as f64
+    Ok(right as f64 / probabilities.len() as f64)
 }
 
-/// Panics, naming the metric and the position, unless every value is a probability in
-/// `[0, 1]`: a NaN is no prediction, and a raw logit (a `BceWithLogitsLoss` model's output, not
-/// yet through a sigmoid) would be clamped or thresholded at ½ into a figure that means nothing.
-fn check_probabilities(metric: &str, probabilities: &[f32]) {
-    check_no_nan(metric, probabilities);
-    if let Some(i) = probabilities.iter().position(|p| !(0.0..=1.0).contains(p)) {
-        panic!(
+/// Refuses, naming the metric and the position, predictions that are not one probability in
+/// `[0, 1]` per label, at least one: a NaN is no prediction, and a raw logit (a
+/// `BceWithLogitsLoss` model's output, not yet through a sigmoid) would be clamped or
+/// thresholded at ½ into a figure that means nothing.
+fn check_probabilities(metric: &str, probabilities: &[f32], labels: &[bool]) -> Result<()> {
+    check_lengths(metric, probabilities.len(), labels.len())?;
+    if probabilities.is_empty() {
+        return Err(Error::invalid(format!("{metric}: no predictions (0 samples)")));
+    }
+    check_no_nan(metric, probabilities)?;
+    match probabilities.iter().position(|p| !(0.0..=1.0).contains(p)) {
+        Some(i) => Err(Error::invalid(format!(
             "{metric}: probability {i} is {}, outside [0, 1] (a logit? apply a sigmoid first)",
             probabilities[i]
-        );
+        ))),
+        None => Ok(()),
     }
 }
 
-/// Panics, naming the metric and the position, if a probability is NaN.
-fn check_no_nan(metric: &str, probabilities: &[f32]) {
-    if let Some(i) = probabilities.iter().position(|p| p.is_nan()) {
-        panic!("{metric}: probability {i} is NaN");
+/// Refuses, naming the metric and the position, a NaN prediction.
+fn check_no_nan(metric: &str, values: &[f32]) -> Result<()> {
+    match values.iter().position(|p| p.is_nan()) {
+        Some(i) => Err(Error::invalid(format!("{metric}: prediction {i} is NaN (a diverged model?)"))),
+        None => Ok(()),
+    }
+}
+
+/// Refuses predictions and labels of different lengths.
+fn check_lengths(metric: &str, predictions: usize, labels: usize) -> Result<()> {
+    match predictions == labels {
+        true => Ok(()),
+        false => Err(Error::invalid(format!("{metric}: {predictions} predictions for {labels} labels"))),
     }
 }

@@ -182,8 +182,8 @@ fn gradcheck_catches_a_wrong_backward() {
     let report = check_layer(&mut BrokenRelu(Relu::new()), &x, Mode::Train, &Options::default());
     assert!(!report.passes(TOL), "the broken layer passed:\n{report}");
     assert!(report.max_rel_error() > 0.5);
-    // A Dense layer passes; its gradients accumulate over backward calls (so the check, which
-    // zeroes them first, is not fooled by a caller's leftover gradient).
+    // A Dense layer passes; and its gradients accumulate over backward calls (a second call adds
+    // a second gradient), as the optimizers' step expects.
     let mut dense = Dense::new(3, 2).seed(1);
     let x = Tensor::randn(&[2, 3], 0.0, 1.0, 1);
     let ok = check_layer(&mut dense, &x, Mode::Train, &Options::default());

@@ -4,7 +4,7 @@
 
 use backprop::data::knowledge::{Histories, read_three_line};
 use backprop::data::transforms::{Augmentation, Normalizer};
-use backprop::metrics::{ConfusionMatrix, binary_accuracy, log_loss};
+use backprop::metrics::{ConfusionMatrix, binary_accuracy, log_loss, roc_auc};
 use backprop::prelude::*;
 use backprop::privacy::{epsilon, rdp_sampled_gaussian};
 use backprop::train::Checkpoint;
@@ -222,21 +222,26 @@ fn schedules_do_not_wrap_their_step_count() {
     assert_eq!(Schedule::exponential(2.0).unwrap().lr(1.0, 1 << 33), f32::INFINITY);
 }
 
-/// One rule for NaN across the binary metrics: a panic naming the position (`roc_auc` already
-/// did; `binary_accuracy` had counted NaN as a right "false", `log_loss` had returned NaN); and
-/// empty input gives 0, as `accuracy`.
+/// One rule for NaN across the binary metrics: an error naming the position (they had
+/// panicked — a diverged model's predictions ended a program after its training;
+/// `binary_accuracy` before that had counted NaN as a right "false", `log_loss` had returned
+/// NaN); no predictions and mismatched lengths are errors too (an empty log-loss of 0 had read as
+/// a perfect score; scikit-learn refuses 0 samples).
 #[test]
 fn binary_metrics_refuse_nan_alike() {
-    let m = panic_message(|| {
-        binary_accuracy(&[0.2, f32::NAN], &[false, false]);
-    });
-    assert!(m.contains("binary_accuracy: probability 1 is NaN"), "{m}");
-    let m = panic_message(|| {
-        log_loss(&[f32::NAN, 0.5], &[true, false]);
-    });
-    assert!(m.contains("log_loss: probability 0 is NaN"), "{m}");
-    assert_eq!(log_loss(&[], &[]).to_bits(), 0.0f64.to_bits());
-    assert_eq!(binary_accuracy(&[], &[]), 0.0);
+    let e = binary_accuracy(&[0.2, f32::NAN], &[false, false]).unwrap_err().to_string();
+    assert!(e.contains("binary_accuracy: prediction 1 is NaN"), "{e}");
+    let e = log_loss(&[f32::NAN, 0.5], &[true, false]).unwrap_err().to_string();
+    assert!(e.contains("log_loss: prediction 0 is NaN"), "{e}");
+    let e = roc_auc(&[0.5, f32::NAN], &[true, false]).unwrap_err().to_string();
+    assert!(e.contains("roc_auc: prediction 1 is NaN"), "{e}");
+    for e in [log_loss(&[], &[]).unwrap_err(), binary_accuracy(&[], &[]).unwrap_err()] {
+        assert!(e.to_string().contains("no predictions (0 samples)"), "{e}");
+    }
+    let e = roc_auc(&[0.5], &[true, false]).unwrap_err().to_string();
+    assert!(e.contains("roc_auc: 1 predictions for 2 labels"), "{e}");
+    assert!(log_loss(&[0.5], &[]).is_err() && binary_accuracy(&[0.5, 0.5], &[true]).is_err());
+    assert_eq!(roc_auc(&[], &[]).unwrap(), None, "no positives, no negatives: undefined, as before");
 }
 
 /// The three-line format: a student of no answers (two empty lines) is skipped and counted, not
@@ -256,15 +261,16 @@ fn three_line_students_of_no_answers_and_overlong_lists() {
 }
 
 /// Labels and fractions at the edges: the largest label saturates the class count instead of
-/// wrapping it to 0; a split fraction outside [0, 1] is named.
+/// wrapping it to 0; a split fraction outside [0, 1] is an error naming it (`Histories::split`
+/// had panicked where `Dataset::split_stratified` returns an error).
 #[test]
 fn class_counts_and_split_fractions_at_the_edges() {
     let ds = Dataset::classification(Tensor::zeros(&[2, 1]), vec![0, usize::MAX]).unwrap();
     assert_eq!(ds.num_classes(), Some(usize::MAX));
     let h: Histories = backprop::data::knowledge::simulate(&Default::default()).unwrap();
     for bad in [f64::NAN, -1.0, 7.0] {
-        let m = panic_message(|| drop(h.split(bad, 0)));
-        assert!(m.contains("fraction must be in [0, 1]"), "{bad}: {m}");
+        let e = h.split(bad, 0).unwrap_err().to_string();
+        assert!(e.contains("fraction must be in [0, 1]"), "{bad}: {e}");
     }
 }
 
@@ -424,14 +430,10 @@ fn a_model_without_parameters_is_not_trained() {
 /// figure that means nothing.
 #[test]
 fn binary_metrics_refuse_values_outside_zero_one() {
-    let m = panic_message(|| {
-        log_loss(&[-3.0, 0.5], &[true, false]);
-    });
-    assert!(m.contains("probability 0") && m.contains("[0, 1]"), "{m}");
-    let m = panic_message(|| {
-        binary_accuracy(&[0.5, 4.0], &[true, false]);
-    });
-    assert!(m.contains("probability 1") && m.contains("[0, 1]"), "{m}");
+    let e = log_loss(&[-3.0, 0.5], &[true, false]).unwrap_err().to_string();
+    assert!(e.contains("probability 0") && e.contains("[0, 1]"), "{e}");
+    let e = binary_accuracy(&[0.5, 4.0], &[true, false]).unwrap_err().to_string();
+    assert!(e.contains("probability 1") && e.contains("[0, 1]"), "{e}");
 }
 
 /// Sums along an axis accumulate as `sum` does (2²⁴ + 1 + 1 + 1 + 1 is 2²⁴ + 4, not 2²⁴), and

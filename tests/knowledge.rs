@@ -58,7 +58,7 @@ fn the_simulator_follows_its_model() {
     assert!(simulate(&SimulationOptions { items: 3, ..o.clone() }).is_ok());
     assert!(simulate(&SimulationOptions { skill_spread: f32::NAN, ..o.clone() }).is_err());
     assert!(simulate(&SimulationOptions { students: 0, ..o }).is_err());
-    let (a, b) = h.split(0.5, 1);
+    let (a, b) = h.split(0.5, 1).unwrap();
     assert_eq!((a.students.len(), b.students.len()), (1000, 1000));
 }
 
@@ -106,7 +106,7 @@ fn the_skipped_count_survives_a_split() {
     let h = read_three_line(file("short.txt", "1\n3\n1\n3\n1,2,3\n0,1,1\n1\n4\n0\n2\n1,2\n1,0\n")).unwrap();
     assert_eq!((h.students.len(), h.skipped), (2, 2));
     for fraction in [0.0, 0.5, 1.0] {
-        let (a, b) = h.split(fraction, 7);
+        let (a, b) = h.split(fraction, 7).unwrap();
         assert_eq!(a.skipped + b.skipped, 2, "fraction {fraction}");
         assert_eq!(a.students.len() + b.students.len(), 2);
     }
@@ -232,4 +232,44 @@ fn formats_are_sniffed_and_concepts_read() {
     assert!(e.contains("line 1") && e.contains("item,concept"), "{e}");
     let e = read_concepts(file("two-concepts-later.csv", "6,1\n5,3,7\n")).unwrap_err().to_string();
     assert!(e.contains("line 2") && e.contains("item,concept"), "{e}");
+}
+
+/// pandas' `to_csv` with its index: a header whose first column has no name is refused as an
+/// index column (as wide as the rows, it had been read as an item when every index was 0 or 1),
+/// and a row whose first column is a count past 1 says so.
+#[test]
+fn a_pandas_index_column_is_refused_by_name() {
+    let err = read_csv(file("pd2.csv", ",0,1,2,3\n0,1,0,1,1\n1,0,1,1,0\n")).unwrap_err().to_string();
+    assert!(err.contains("line 1: the header's first column has no name: an index column"), "{err}");
+    let err = read_csv(file("pd_no_header.csv", "0,1,0,1\n1,0,1,1\n2,1,1,0\n")).unwrap_err().to_string();
+    assert!(
+        err.contains("line 3: the first column is 2, not an answer") && err.contains("index=False"),
+        "{err}"
+    );
+    // A named first column is a header as before, and rows of answers still read.
+    let h = read_csv(file("named.csv", "a,b,c\n0,1,0\n1,1,0\n")).unwrap();
+    assert_eq!((h.items, h.students.len()), (3, 2));
+}
+
+/// An empty or blank three-line file is an error, as it is for `read_csv` (it had read as 0
+/// students of 0 items); a file of students too short to use reads as none, counted.
+#[test]
+fn an_empty_three_line_file_is_an_error() {
+    for text in ["", "\n\n  \n"] {
+        let err = read_three_line(file("empty.txt", text)).unwrap_err().to_string();
+        assert!(err.contains("no students in the file"), "{text:?}: {err}");
+        let err = read_csv(file("empty.csv", text)).unwrap_err().to_string();
+        assert!(err.contains("no students in the file"), "{text:?}: {err}");
+    }
+    let h = read_three_line(file("short_only.txt", "1\n3\n1\n")).unwrap();
+    assert_eq!((h.students.len(), h.skipped), (0, 1));
+}
+
+/// A negative practice gain is refused, as the simulator's documentation says.
+#[test]
+fn a_negative_practice_gain_is_refused() {
+    let o = SimulationOptions { students: 4, practice_gain: -1.0, ..SimulationOptions::default() };
+    let err = simulate(&o).unwrap_err().to_string();
+    assert!(err.contains("invalid settings"), "{err}");
+    assert!(simulate(&SimulationOptions { practice_gain: 0.0, ..o }).is_ok(), "no gain is allowed");
 }

@@ -156,6 +156,16 @@ fn unseen_items_and_bad_options_do_not_panic() {
     assert!(stdout.contains("windows of at most 200 answers): 1508 training"), "{stdout}");
     let (code, _, stderr) = run(&["--window", "1", "--epochs", "1"], "1");
     assert_eq!(code, 2, "{stderr}");
+    // A CSV training file and a three-line test file: their item ids mean different things.
+    let csv = tmp("kt_mixed.csv", &"1,0,1\n0,1,1\n".repeat(6));
+    let (code, _, stderr) = run(&["--data", &csv, "--test", &one, "--epochs", "1"], "1");
+    assert!(code == 1 && stderr.contains("reads as Csv") && stderr.contains("as ThreeLine"), "{stderr}");
+    // A --concepts file that maps none of the items is refused (it had given every item its own
+    // skill under the map's name).
+    let unrelated = tmp("kt_concepts.csv", "100,0\n101,1\n");
+    let (code, _, stderr) =
+        run(&["--data", &one, "--test", &one, "--concepts", &unrelated, "--epochs", "1"], "1");
+    assert!(code == 1 && stderr.contains("maps none of the 7 items"), "{stderr}");
     // Options that would be ignored are refused: a format without a file, a simulation with one.
     let (code, _, stderr) = run(&["--format", "csv", "--epochs", "1"], "1");
     assert!(code == 2 && stderr.contains("--data"), "{stderr}");
@@ -315,21 +325,24 @@ fn batches_over_the_activation_budget_are_refused_before_training() {
     assert!(!stdout.contains("epoch"), "refused before any epoch: {stdout}");
     let mixed = tmp("kt_mixed.txt", &(three_line_student(100_000) + &three_line_student(3).repeat(20)));
     let (code, stdout, stderr) =
-        run(&["--data", &mixed, "--test", &long, "--window", "100000", "--quiet"], "1");
+        run(&["--data", &mixed, "--test", &long, "--window", "100000", "--val", "0", "--quiet"], "1");
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("DKT's LSTM would need about") && stderr.contains("lower --window"), "{stderr}");
     assert!(!stdout.contains("epoch"), "refused before any epoch: {stdout}");
 }
 
 /// Every sequence is padded to the longest of its set for training: a set that would need more
-/// than 2 GiB that way is refused, naming --window (4,000 students, two with 100,000 answers).
+/// than 2 GiB that way, mostly padding, is refused, naming --window (4,000 students, one with
+/// 100,000 answers).
 #[test]
 fn a_training_set_too_large_once_padded_is_refused() {
     let text = three_line_student(100_000) + &three_line_student(3).repeat(3_999);
     let data = tmp("kt_pad_all.txt", &text);
     let small = tmp("kt_small.txt", &three_line_student(6).repeat(4));
-    let args =
-        ["--data", &data, "--test", &small, "--window", "100000", "--batch", "1", "--hidden", "4", "--quiet"];
+    let args = [
+        "--data", &data, "--test", &small, "--window", "100000", "--batch", "1", "--hidden", "4", "--val",
+        "0", "--quiet",
+    ];
     let (code, stdout, stderr) = run(&args, "1");
     assert_eq!(code, 1, "{stderr}");
     assert!(
@@ -364,4 +377,31 @@ fn evaluation_pads_each_batch_to_its_own_longest() {
     assert!(stdout.contains("| DKT (LSTM, 4 hidden units)"), "{stdout}");
     assert!(stdout.contains("after each of their first 100 answers"), "{stdout}");
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Private training runs one student at a time, so its activation check is for one sequence: a
+/// history of 8,000 answers with `--window 8000` (which the privacy rule requires) trains with
+/// 200 hidden units, where a check sized for a batch of 31 (2.3 GB) had refused it and told it to
+/// lower --window.
+#[test]
+fn private_training_checks_one_sequence_at_a_time() {
+    let data = tmp("kt_dp_long.txt", &(three_line_student(8_000) + &three_line_student(6).repeat(30)));
+    let args = [
+        "--data",
+        &data,
+        "--test",
+        &data,
+        "--window",
+        "8000",
+        "--dp-epsilon",
+        "8",
+        "--epochs",
+        "1",
+        "--val",
+        "0",
+        "--quiet",
+    ];
+    let (code, stdout, stderr) = run(&args, "2");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("privacy spent"), "{stdout}");
 }

@@ -121,12 +121,18 @@ fn hostile_arguments_are_one_line_errors() {
             "--dp-clip must be a positive",
         ),
         // Predicting trains nothing: training options beside --predict are refused, not ignored.
-        (vec!["--predict", "a.png", "--model", "m.safetensors", "--epochs", "3"], 2, "cannot be used with"),
+        (
+            vec!["--predict", "a.png", "--model", "m.safetensors", "--epochs", "3"],
+            2,
+            "cannot be used with '--epochs",
+        ),
         (
             vec!["--predict", "a.png", "--model", "m.safetensors", "--dp-epsilon", "3"],
             2,
-            "cannot be used with",
+            "cannot be used with '--dp-epsilon",
         ),
+        // --out beside --predict is not a conflict (the fuzzer's prediction cases give one).
+        (vec!["--predict", "/nonexistent.png", "--model", "/nonexistent.safetensors"], 1, "nonexistent"),
     ] {
         let mut full = vec!["--quiet", "--out", &out];
         full.extend(&args);

@@ -69,7 +69,7 @@ struct Cli {
         long,
         value_name = "IMAGE",
         requires = "model",
-        conflicts_with_all = ["data", "epochs", "batch_size", "lr", "seed", "out", "dp_epsilon"]
+        conflicts_with_all = ["data", "epochs", "batch_size", "lr", "seed", "dp_epsilon"]
     )]
     predict: Option<PathBuf>,
 

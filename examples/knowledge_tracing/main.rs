@@ -133,7 +133,6 @@ enum Simulation {
     Narrow,
 }
 
-/// Checks every option that clap's parser does not, before anything is read or built.
 /// Which model the example trains.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum ModelKind {
@@ -143,6 +142,7 @@ enum ModelKind {
     Sakt,
 }
 
+/// Checks every option that clap's parser does not, before anything is read or built.
 fn check(cli: &Cli) -> Result<()> {
     let bad = |m: String| Err(Error::invalid(m));
     if cli.model == ModelKind::Sakt && !cli.embed.is_multiple_of(cli.heads) {
@@ -201,13 +201,26 @@ fn check_item_weights(cli: &Cli, items: usize, window: usize) -> Result<()> {
     Ok(())
 }
 
-fn report(name: &str, p: &[f32], y: &[bool]) -> f64 {
-    assert_eq!(p.len(), y.len(), "{name}: one prediction per answer");
-    let auc = roc_auc(p, y).unwrap_or(f64::NAN);
+/// One row of the results table: the AUC of `scores` (probabilities, or logits, which rank alike
+/// without f32 probabilities' ties at 1.0), the log-loss and accuracy of the probabilities `p`.
+fn report(name: &str, scores: &[f32], p: &[f32], y: &[bool]) -> Result<f64> {
     // The AUC of answers all right (or all wrong) is undefined: "n/a", not a number.
+    let auc = auc(scores, y)?;
     let auc_text = if auc.is_nan() { "n/a   ".to_string() } else { format!("{auc:.4}") };
-    println!("| {name:<38} | {auc_text} | {:.4} | {:.2} % |", log_loss(p, y), 100.0 * binary_accuracy(p, y));
-    auc
+    let (loss, right) = (log_loss(p, y)?, binary_accuracy(p, y)?);
+    println!("| {name:<38} | {auc_text} | {loss:.4} | {:.2} % |", 100.0 * right);
+    Ok(auc)
+}
+
+/// The AUC of `scores` for the answers `y`, NaN where it is undefined (answers all right, or all
+/// wrong); an error for a NaN score (a diverged model), naming the metric.
+fn auc(scores: &[f32], y: &[bool]) -> Result<f64> {
+    Ok(roc_auc(scores, y)?.unwrap_or(f64::NAN))
+}
+
+/// Probabilities from logits.
+fn sigmoids(logits: &[f32]) -> Vec<f32> {
+    logits.iter().map(|&z| backprop::tensor::math::sigmoid(z)).collect()
 }
 
 /// Training and test students, and the simulator's settings when they are simulated.
@@ -228,14 +241,32 @@ fn load(cli: &Cli) -> Result<(Histories, Histories, Option<SimulationOptions>)> 
                  gain {}); half train, half test",
                 o.students, cli.simulation, o.items, o.concepts, o.skill_spread, o.guess, o.practice_gain
             );
-            let (train, test) = simulate(&o)?.split(0.5, cli.seed);
+            let (train, test) = simulate(&o)?.split(0.5, cli.seed)?;
             (train, test, Some(o))
         }
         (Some(path), test) => {
-            let all = read(path, format)?;
+            // Told from the training file and held to for the test file: in a CSV file the item
+            // ids are column numbers, in a three-line file the file's own ids, so the two
+            // formats together would pair unrelated items (a mixed pair had been read silently).
+            let format = match format {
+                Some(f) => f,
+                None => Format::sniff(path)?,
+            };
+            if let (Some(t), None) = (test, cli.format) {
+                let other = Format::sniff(t)?;
+                if other != format {
+                    return Err(Error::invalid(format!(
+                        "--data {} reads as {format:?} and --test {} as {other:?}: their item ids would not mean the \
+                         same items; give both in one format (or --format to read both as one)",
+                        path.display(),
+                        t.display()
+                    )));
+                }
+            }
+            let all = read(path, Some(format))?;
             let (mut train, mut test) = match test {
-                Some(t) => (all, read(t, format)?),
-                None => all.split(0.5, cli.seed),
+                Some(t) => (all, read(t, Some(format))?),
+                None => all.split(0.5, cli.seed)?,
             };
             let items = train.items.max(test.items);
             (train.items, test.items) = (items, items);
@@ -262,6 +293,22 @@ fn skills(cli: &Cli, train: &Histories) -> Result<(Vec<usize>, &'static str)> {
     let items = train.items;
     if let Some(path) = &cli.concepts {
         let map = read_concepts(path)?;
+        // A map that covers none of the items (empty, or keyed on other ids) would give every
+        // item its own skill under the name of the map: refused; partial coverage is said.
+        let covered = (0..items).filter(|&j| map.get(j).copied().flatten().is_some()).count();
+        if covered == 0 {
+            return Err(Error::invalid(format!(
+                "--concepts {}: maps none of the {items} items (ids 0 to {}) to a concept",
+                path.display(),
+                items.saturating_sub(1)
+            )));
+        }
+        if covered < items {
+            println!(
+                "note: --concepts maps {covered} of the {items} items; the other {} get a skill each",
+                items - covered
+            );
+        }
         let concepts = map.iter().flatten().max().map_or(0, |m| m + 1);
         let mut extra = concepts;
         let skill = (0..items)
@@ -324,7 +371,7 @@ fn run(cli: &Cli) -> Result<f64> {
     let (skill, skill_source) = skills(cli, &train_all)?;
     // Validation students come out of the training students (whole students, not windows).
     let (train_full, val_full) = if cli.val > 0.0 && train_all.students.len() >= 10 {
-        train_all.split(1.0 - cli.val, cli.seed ^ 0x5A1)
+        train_all.split(1.0 - cli.val, cli.seed ^ 0x5A1)?
     } else {
         (train_all.clone(), Histories::new(train_all.items))
     };
@@ -382,12 +429,20 @@ fn run(cli: &Cli) -> Result<f64> {
             Net::Sakt(Box::new(Sakt::new(items, e, h, w, cli.dropout, cli.seed)))
         }
     };
-    // The longest training batch and the longest evaluation batch against the model's activation
-    // budget, now rather than midway through an epoch (the longest batch can come last).
+    // The longest training batch and every evaluation batch against the model's activation
+    // budget, now rather than midway through an epoch (the longest batch can come last). Private
+    // training runs one student at a time (the per-example gradients of a model struct).
     let batch = cli.batch as usize;
-    dkt.check_batch(batch.min(train.students.len()), train.longest().saturating_sub(1).max(1))?;
-    let longest_eval = val.longest().max(test.longest()).max(2);
-    dkt.check_batch((64 * 200 / longest_eval).clamp(1, 64), longest_eval - 1)?;
+    let per_pass = if cli.dp_epsilon.is_some() { 1 } else { batch.min(train.students.len()) };
+    let hint = if cli.dp_epsilon.is_some() { "" } else { " (or --batch)" };
+    dkt.check_batch(per_pass, train.longest().saturating_sub(1).max(1), hint)?;
+    for set in [&val, &test] {
+        let lengths: Vec<usize> = set.students.iter().map(|a| a.len()).collect();
+        for range in model::evaluation_batches(&lengths) {
+            let steps = lengths[range.clone()].iter().max().map_or(1, |l| l.saturating_sub(1).max(1));
+            dkt.check_batch(range.len(), steps, "")?;
+        }
+    }
     let data = model::data(&train)?;
     let loss = BceWithLogitsLoss::new().ignore_nan_targets();
     let mut adam = Adam::new(cli.lr);
@@ -451,13 +506,13 @@ fn run(cli: &Cli) -> Result<f64> {
         let train_loss = history.epochs.last().map_or(f32::NAN, |e| e.train_loss);
         let seconds = t0.elapsed().as_secs_f32();
         epochs_run = epoch;
-        let (p, y) = model::predictions(&mut dkt, &test)?;
-        let test_auc = roc_auc(&p, &y).unwrap_or(f64::NAN);
+        let (logits, y) = model::predictions(&mut dkt, &test)?;
+        let test_auc = auc(&logits, &y)?;
         let val_auc = match val.students.is_empty() {
             true => f64::NAN, // no validation to stop on (see above)
             false => {
-                let (p, y) = model::predictions(&mut dkt, &val)?;
-                roc_auc(&p, &y).unwrap_or(f64::NAN)
+                let (logits, y) = model::predictions(&mut dkt, &val)?;
+                auc(&logits, &y)?
             }
         };
         if early_stopping && val_auc.is_nan() {
@@ -509,31 +564,25 @@ fn run(cli: &Cli) -> Result<f64> {
     );
     println!("| {:<38} | AUC    | log-loss | accuracy |", "predictor");
     println!("|{}|--------|----------|----------|", "-".repeat(40));
-    let (p, y) = model::predictions(&mut dkt, &test)?;
+    let (logits, y) = model::predictions(&mut dkt, &test)?;
     // Under --dp-epsilon the baselines are still fitted on the training students without noise:
     // comparisons for whoever holds the data, outside ε — said in their names.
     let not_private = if cli.dp_epsilon.is_some() { " [not private]" } else { "" };
-    report(
-        &format!("per-item marginal (training mean){not_private}"),
-        &baselines::marginal(&train_all, &test_full),
-        &y,
-    );
-    report(
-        &format!("BKT (skills = {skill_source}, EM){not_private}"),
-        &baselines::bkt(&train_all, &test_full, &skill),
-        &y,
-    );
+    let marginal = baselines::marginal(&train_all, &test_full);
+    report(&format!("per-item marginal (training mean){not_private}"), &marginal, &marginal, &y)?;
+    let bkt = baselines::bkt(&train_all, &test_full, &skill);
+    report(&format!("BKT (skills = {skill_source}, EM){not_private}"), &bkt, &bkt, &y)?;
     let name = match cli.model {
         ModelKind::Dkt => format!("DKT (LSTM, {hidden} hidden units)"),
         ModelKind::Sakt => format!("SAKT (attention, {} heads of {})", cli.heads, cli.embed / cli.heads),
     };
-    let dkt_auc = report(&name, &p, &y);
+    let dkt_auc = report(&name, &logits, &sigmoids(&logits), &y)?;
     if let (Some(truth), Some(o)) = (&test_full.true_probabilities, &simulation) {
         if let Some(best) = baselines::bayes_optimal(&test_full, o) {
-            report("best possible from the answers (Bayes)", &best, &y);
+            report("best possible from the answers (Bayes)", &best, &best, &y)?;
         }
         let oracle: Vec<f32> = truth.iter().flat_map(|s| s[1..].to_vec()).collect();
-        report("oracle (the simulator's probabilities)", &oracle, &y);
+        report("oracle (the simulator's probabilities)", &oracle, &oracle, &y)?;
     }
     std::fs::create_dir_all(&cli.out).map_err(|e| Error::io(&cli.out, e))?;
     let curves = cli.out.join("curves.png");
@@ -564,8 +613,10 @@ const PICTURED_ANSWERS: usize = 100;
 /// items the student answered.
 fn knowledge_state(model: &mut Net, test: &Histories, path: &Path) -> Result<()> {
     let mut student = test.subset(&[0]);
-    student.students[0].items.truncate(PICTURED_ANSWERS);
-    student.students[0].correct.truncate(PICTURED_ANSWERS);
+    // (One answer more: the knowledge after each of the first PICTURED_ANSWERS answers is what
+    // the model predicts for the answer after it.)
+    student.students[0].items.truncate(PICTURED_ANSWERS + 1);
+    student.students[0].correct.truncate(PICTURED_ANSWERS + 1);
     let a = &student.students[0];
     let inputs = model::data(&student)?;
     let items = test.items;

@@ -110,7 +110,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// The first `keep` steps of every row of `x [N, T]`.
 /// Refuses ids that are not whole numbers below `count`, naming `what` and the position (`-1`,
 /// `0.5` and NaN would otherwise be read as id 0 by a cast).
 pub fn check_ids(what: &str, ids: &Tensor, count: usize) -> backprop::Result<()> {
@@ -150,6 +149,8 @@ pub fn check_answers_and_next(
     check_ids(&format!("{what}: next item"), next, items)
 }
 
+/// The first `keep` steps of every row of `x [N, T]` (`keep ≤ T`: the models pass their batch's
+/// longest length, which `Inputs` has checked against `T`).
 pub fn first_steps(x: &Tensor, keep: usize) -> Tensor {
     let (n, t) = (x.dim(0), x.dim(1));
     let data = x.data().chunks_exact(t).flat_map(|row| row[..keep].iter().copied()).collect();
@@ -219,13 +220,15 @@ pub fn data(h: &Histories) -> backprop::Result<Dataset> {
     let items = h.items;
     let steps = h.longest().saturating_sub(1).max(1);
     let n = h.students.len();
-    // Three [N, T] tensors of f32, every sequence padded to the longest: refused past a bound
-    // instead of an allocation that fails (a few long students in a large file).
+    // Three [N, T] tensors of f32, every sequence padded to the longest: when the padding is
+    // most of it (a few long students in a large file), refused past a bound instead of an
+    // allocation that fails; a large data set without much padding is left to the machine.
     let bytes = n.saturating_mul(steps).saturating_mul(3 * 4);
-    if bytes > MAX_PADDED_BYTES {
+    let predicted: usize = h.students.iter().map(|a| a.len().saturating_sub(1)).sum();
+    if bytes > MAX_PADDED_BYTES && predicted.saturating_mul(2) < n.saturating_mul(steps) {
         return Err(backprop::Error::invalid(format!(
-            "{n} sequences padded to the longest ({} answers) need {:.1} GB for their inputs and targets, more \
-             than the example's limit of {:.1} GB: lower --window",
+            "{n} sequences padded to the longest ({} answers) need {:.1} GB for their inputs and targets, mostly \
+             padding ({predicted} answers predicted), more than the example's limit of {:.1} GB: lower --window",
             steps + 1,
             bytes as f64 / 1e9,
             MAX_PADDED_BYTES as f64 / 1e9
@@ -258,7 +261,7 @@ pub fn data(h: &Histories) -> backprop::Result<Dataset> {
     Dataset::from_inputs(inputs, Targets::Values(Tensor::from_vec(&[n, steps], targets)?))
 }
 
-/// The most bytes [`data`] pads a set of sequences into: 2 GiB.
+/// The most bytes [`data`] pads a set of sequences into when the padding is most of them: 2 GiB.
 pub const MAX_PADDED_BYTES: usize = 2 << 30;
 
 /// Consecutive runs of `lengths` (answers per sequence) for evaluation: at most 64 sequences,
@@ -281,8 +284,9 @@ pub fn evaluation_batches(lengths: &[usize]) -> Vec<std::ops::Range<usize>> {
     batches
 }
 
-/// The model's probability for every answer after each sequence's first, in order, with the
-/// answers themselves.
+/// The model's logit for every answer after each sequence's first, in order, with the answers
+/// themselves (logits: f32 probabilities tie at 1.0 past a logit of about 16.6, which an AUC
+/// would count as ties).
 pub fn predictions(model: &mut impl Model, h: &Histories) -> backprop::Result<(Vec<f32>, Vec<bool>)> {
     let (mut p, mut y) = (Vec::new(), Vec::new());
     // Batches of 64 windows of 200 answers, or as many windows as hold as many answers: an LSTM
@@ -299,7 +303,7 @@ pub fn predictions(model: &mut impl Model, h: &Histories) -> backprop::Result<(V
         for (row, &s) in idx.iter().enumerate() {
             let a = &h.students[s];
             for t in 0..a.len() - 1 {
-                p.push(backprop::tensor::math::sigmoid(logits.data()[row * steps + t]));
+                p.push(logits.data()[row * steps + t]);
                 y.push(a.correct[t + 1]);
             }
         }

@@ -199,7 +199,7 @@ impl Net {
     /// Refuses, before training, a batch of `n` sequences of `steps` steps that the model's
     /// activation budget would refuse midway through an epoch (batches of similar length come in
     /// a shuffled order, so the longest one can come last).
-    pub fn check_batch(&self, n: usize, steps: usize) -> backprop::Result<()> {
+    pub fn check_batch(&self, n: usize, steps: usize, hint: &str) -> backprop::Result<()> {
         let (what, need, budget) = match self {
             Net::Dkt(m) => {
                 let lstm = &m.lstm;
@@ -219,7 +219,7 @@ impl Net {
         }
         Err(Error::invalid(format!(
             "{what} would need about {:.1} GB for a batch of {n} {} of {} answers, over its budget of {:.1} GB: \
-             lower --window (or --batch)",
+             lower --window{hint}",
             need as f64 / 1e9,
             if n == 1 { "sequence" } else { "sequences" },
             steps + 1,

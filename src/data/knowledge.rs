@@ -244,20 +244,25 @@ impl Histories {
     /// count of students skipped while reading stays with `first`, so that the two parts' counts
     /// add up to the file's.
     ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `fraction` is not in `[0, 1]` (NaN included), as
+    /// [`Dataset::split_stratified`](crate::data::Dataset::split_stratified) refuses it.
+    ///
     /// # Panics
-    /// If `fraction` is not in `[0, 1]` (NaN included), or if the oracle probabilities have fewer
-    /// lists than there are students ([`Histories::check`] reports that as an error).
-    pub fn split(&self, fraction: f64, seed: u64) -> (Histories, Histories) {
-        assert!(
-            (0.0..=1.0).contains(&fraction),
-            "Histories::split: the fraction must be in [0, 1], got {fraction}"
-        );
+    /// If the oracle probabilities have fewer lists than there are students
+    /// ([`Histories::check`] reports that as an error).
+    pub fn split(&self, fraction: f64, seed: u64) -> Result<(Histories, Histories)> {
+        if !(0.0..=1.0).contains(&fraction) {
+            return Err(Error::invalid(format!(
+                "Histories::split: the fraction must be in [0, 1], got {fraction}"
+            )));
+        }
         let mut order: Vec<usize> = (0..self.students.len()).collect();
         use rand::seq::SliceRandom;
         order.shuffle(&mut rng(seed));
         let cut = ((self.students.len() as f64 * fraction).round() as usize).min(order.len());
         let first = Histories { skipped: self.skipped, ..self.subset(&order[..cut]) };
-        (first, self.subset(&order[cut..]))
+        Ok((first, self.subset(&order[cut..])))
     }
 }
 
@@ -330,7 +335,7 @@ pub fn simulate(o: &SimulationOptions) -> Result<Histories> {
         || o.items == 0
         || o.concepts == 0
         || !(0.0..1.0).contains(&o.guess)
-        || !o.practice_gain.is_finite()
+        || !(o.practice_gain.is_finite() && o.practice_gain >= 0.0)
         || !(o.skill_spread.is_finite() && o.skill_spread >= 0.0)
     {
         return Err(Error::invalid(format!("simulate: invalid settings {o:?}")));
@@ -424,10 +429,14 @@ fn lines_of_at_most(path: &Path, max: usize) -> Result<impl Iterator<Item = Resu
         }
         number += 1;
         let mut bytes = Vec::new();
-        let line = match (&mut reader).take(max as u64 + 1).read_until(b'\n', &mut bytes) {
+        // Up to `max` bytes, a '\r' and the '\n': a line of `max` bytes ends alike in either style.
+        let line = match (&mut reader).take(max as u64 + 2).read_until(b'\n', &mut bytes) {
             Ok(0) => return None,
             Err(e) => Err(Error::io(path, e)),
-            Ok(_) if bytes.last() != Some(&b'\n') && bytes.len() > max => {
+            Ok(_)
+                if bytes.len()
+                    > max + usize::from(bytes.ends_with(b"\n")) + usize::from(bytes.ends_with(b"\r\n")) =>
+            {
                 Err(Error::format(path, format!("line {number}: more than {max} bytes without a line break")))
             }
             Ok(_) => {
@@ -480,8 +489,9 @@ fn bit(path: &Path, line: usize, v: &str) -> Result<bool> {
 /// # Errors
 /// [`Error::Io`] if the file cannot be read; [`Error::Format`] naming the line for a row of
 /// another width (than the rows before, or than the header's columns: pandas would read the
-/// extra column as an index), a value other than `0`/`1`, a line that is not UTF-8 or is longer
-/// than [`MAX_LINE_BYTES`], or a file without students.
+/// extra column as an index), a header whose first column has no name (pandas' index column), a
+/// value other than `0`/`1`, a line that is not UTF-8 or is longer than [`MAX_LINE_BYTES`], or a
+/// file without students.
 pub fn read_csv(path: impl AsRef<Path>) -> Result<Histories> {
     let path = path.as_ref();
     let mut items = None;
@@ -500,9 +510,30 @@ pub fn read_csv(path: impl AsRef<Path>) -> Result<Histories> {
             // is not an answer; `0,1` itself stays one).
             let numbered = |from: usize| fields(&line).enumerate().all(|(i, c)| c.parse() == Ok(from + i));
             if 2 * not_bits > all || (not_bits > 0 && (numbered(0) || numbered(1))) {
+                if fields(&line).next() == Some("") {
+                    // pandas' `to_csv` writes its index as a first column with an empty name:
+                    // as wide as the rows, it would be read as an item.
+                    return Err(Error::format(
+                        path,
+                        format!(
+                            "line {number}: the header's first column has no name: an index column (pandas' \
+                             to_csv writes one unless index=False), which would be read as an item"
+                        ),
+                    ));
+                }
                 header = Some((number, all));
                 continue; // a header
             }
+        }
+        let first = fields(&line).next().unwrap_or_default();
+        if first != "0" && first != "1" && first.parse::<u64>().is_ok() {
+            return Err(Error::format(
+                path,
+                format!(
+                    "line {number}: the first column is {first}, not an answer (0 or 1): an index column? (pandas' \
+                     to_csv writes one unless index=False)"
+                ),
+            ));
         }
         let correct = fields(&line).map(|c| bit(path, number, c)).collect::<Result<Vec<bool>>>()?;
         if let Some((h_line, columns)) = header.take().filter(|&(_, c)| c != correct.len()) {
@@ -552,7 +583,9 @@ pub fn read_csv(path: impl AsRef<Path>) -> Result<Histories> {
 /// [`Error::Io`] if the file cannot be read; [`Error::Format`] naming the line for a count that
 /// is not a number, a list whose length differs from the count, an id that is not an integer in
 /// `0..=MAX_ITEM_ID`, an answer other than `0`/`1`, a line that is not UTF-8 or is longer than
-/// [`MAX_LINE_BYTES`], or a file that ends in the middle of a student.
+/// [`MAX_LINE_BYTES`], a file that ends in the middle of a student, or a file without students
+/// (empty or blank; a file whose students all have fewer than 2 answers reads as none, with
+/// them counted in `skipped`).
 pub fn read_three_line(path: impl AsRef<Path>) -> Result<Histories> {
     let path = path.as_ref();
     let mut all = lines(path)?;
@@ -633,6 +666,10 @@ pub fn read_three_line(path: impl AsRef<Path>) -> Result<Histories> {
         }
         max_item = items.iter().map(|&i| i as usize).chain(max_item).max();
         students.push(Answers { items, correct });
+    }
+    if students.is_empty() && skipped == 0 {
+        // As `read_csv`: an empty (or blank) file is no data set.
+        return Err(Error::format(path, "no students in the file"));
     }
     let items = max_item.map_or(0, |m| m + 1);
     Ok(Histories::from_answers(items, students, skipped))
@@ -778,6 +815,15 @@ mod tests {
         let zeros = file("zeros.bin", &[0u8; 100]);
         let err = read(&zeros, 64).pop().unwrap().unwrap_err().to_string();
         assert!(err.contains("line 1: more than 64 bytes"), "{err}");
+        // A line of exactly the limit ends alike in "\r\n" (the '\r' had counted against it);
+        // one byte more is refused in either style.
+        let crlf = file("crlf.txt", b"12345678\r\nabc\r\n");
+        let got: Vec<(usize, String)> = read(&crlf, 8).into_iter().map(|l| l.unwrap()).collect();
+        assert_eq!(got, [(1, "12345678".to_string()), (2, "abc".to_string())]);
+        for long in [&b"123456789\r\n"[..], b"123456789\n", b"123456789"] {
+            let err = read(&file("long.txt", long), 8).pop().unwrap().unwrap_err().to_string();
+            assert!(err.contains("line 1: more than 8 bytes"), "{long:?}: {err}");
+        }
         let latin1 = file("latin1.txt", b"ok\ncaf\xe9\n");
         let err = read(&latin1, 64).pop().unwrap().unwrap_err().to_string();
         assert!(err.contains("line 2: not UTF-8 text"), "{err}");
