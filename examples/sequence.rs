@@ -20,7 +20,7 @@ const HIDDEN: usize = 16;
 
 /// `n` additions of two random `BITS − 1`-bit numbers (so the sum fits): inputs `[n, T, 2]`,
 /// targets `[n, T, 1]`, bits least significant first.
-fn additions(n: usize, seed: u64) -> Dataset {
+pub fn additions(n: usize, seed: u64) -> Dataset {
     let mut r = rng(seed);
     let (mut x, mut y) = (Vec::with_capacity(n * BITS * 2), Vec::with_capacity(n * BITS));
     for _ in 0..n {
@@ -59,14 +59,15 @@ fn accuracy(net: &mut Sequential, data: &Dataset) -> (f32, f32) {
     (bits, sums)
 }
 
-/// Trains the four networks; returns each one's final per-bit accuracy.
-fn train_and_report(train: &Dataset, test: &Dataset) -> Vec<(&'static str, f32)> {
+/// Trains the four networks; prints and returns each one's (per-bit, whole-sum) accuracy after
+/// every epoch (docs/backprop.md §12's table).
+pub fn train_and_report(train: &Dataset, test: &Dataset) -> Vec<(&'static str, Vec<(f32, f32)>)> {
     let loss = BceWithLogitsLoss::new();
     println!(
         "Per-bit and whole-sum accuracy on 1,000 held-out additions (hidden width {HIDDEN}, Adam 0.01, clip 1.0):\n"
     );
     println!("{:<13} {}", "epoch", (1..=10).map(|e| format!("{e:>11}")).collect::<String>());
-    let mut finals = Vec::new();
+    let mut table = Vec::new();
     for kind in ["feed-forward", "RNN", "LSTM", "GRU"] {
         let mut net = model(kind, 1);
         let mut row = String::new();
@@ -81,10 +82,10 @@ fn train_and_report(train: &Dataset, test: &Dataset) -> Vec<(&'static str, f32)>
             row += &format!(" {:>5.1}/{:>4.1}", 100.0 * bits, 100.0 * sums);
         }
         println!("{kind:<13}{row}");
-        finals.push((kind, accs.last().map_or(0.0, |a| a.0)));
+        table.push((kind, accs));
     }
     println!("\n(each cell: % of bits right / % of whole sums right)");
-    finals
+    table
 }
 
 /// ‖dL/dx_t‖ for a loss on the last step only, at initialisation: how much gradient reaches each
@@ -144,11 +145,14 @@ pub fn gradient_by_distance() -> Vec<(&'static str, Vec<f32>)> {
 
 /// A ReLU RNN whose recurrent weights start 4× too large, so that gradients explode through time,
 /// trained with and without clipping the gradient's global norm.
-fn clipping(train: &Dataset, test: &Dataset) {
+/// Trains the exploding ReLU RNN without and with clipping; prints and returns, for each, the
+/// largest gradient norm seen and the (per-bit, whole-sum) accuracy, `None` if it diverged.
+pub fn clipping(train: &Dataset, test: &Dataset) -> Vec<(f32, Option<(f32, f32)>)> {
     println!(
         "\nGradient clipping (ReLU RNN with W_hh scaled by 4 at the start, SGD with learning rate 0.05, 5 epochs):\n"
     );
     let loss = BceWithLogitsLoss::new();
+    let mut rows = Vec::new();
     for clip in [None, Some(1.0)] {
         let mut net = Sequential::builder(&[BITS, 2])
             .add(Rnn::relu(2, HIDDEN))
@@ -196,22 +200,26 @@ fn clipping(train: &Dataset, test: &Dataset) {
             None => "no clipping      ".to_string(),
             Some(c) => format!("clip norm at {c:<4}"),
         };
-        let result = if finite && stopped.is_none() {
-            let (bits, sums) = accuracy(&mut net, test);
-            format!("{:.1} % of bits, {:.1} % of sums right", 100.0 * bits, 100.0 * sums)
-        } else {
-            format!("diverged (non-finite loss in epoch {})", stopped.unwrap_or(0))
+        let accuracies = (finite && stopped.is_none()).then(|| accuracy(&mut net, test));
+        let result = match accuracies {
+            Some((bits, sums)) => {
+                format!("{:.1} % of bits, {:.1} % of sums right", 100.0 * bits, 100.0 * sums)
+            }
+            None => format!("diverged (non-finite loss in epoch {})", stopped.unwrap_or(0)),
         };
         println!("{what}: largest gradient norm seen {largest:>9.2e}; {result}");
+        rows.push((largest, accuracies));
     }
+    rows
 }
 
 pub fn main() {
     backprop::alloc_tuning::tune_allocator();
     let (train, test) = (additions(4000, 1), additions(1000, 2));
-    let finals = train_and_report(&train, &test);
+    let table = train_and_report(&train, &test);
     // What the example is for: memory is needed, and the recurrent layers have it.
-    for (kind, bits) in finals {
+    for (kind, accs) in table {
+        let bits = accs.last().map_or(0.0, |a| a.0);
         let ok = if kind == "feed-forward" { bits < 0.7 } else { bits > 0.99 };
         assert!(ok, "{kind}: {:.1} % of bits right", 100.0 * bits);
     }

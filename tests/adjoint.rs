@@ -52,7 +52,9 @@ fn both_sides(layer: &mut dyn Layer, x: &Tensor, mode: Mode, linear: bool, seed:
 fn check(name: &str, layer: &mut dyn Layer, x: &Tensor, mode: Mode, linear: bool) {
     for seed in [1, 2, 3] {
         let (left, right) = both_sides(layer, x, mode, linear, 100 * seed);
-        let tol = if linear { 1e-4 } else { 2e-2 } * (1.0 + left.abs().max(right.abs()));
+        // (Nonlinear layers: the central difference's f32 noise is about 10⁻⁴ of the product; a
+        // tolerance of 2 % had passed a backward pass scaled by 1.02.)
+        let tol = if linear { 1e-4 } else { 1e-3 } * (1.0 + left.abs().max(right.abs()));
         assert!(
             (left - right).abs() <= tol,
             "{name}: ⟨backward(g), v⟩ = {left:.6} but ⟨g, J·v⟩ = {right:.6} (seed {seed})"

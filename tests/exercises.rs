@@ -32,6 +32,9 @@ fn exercise_1_the_worked_example_with_target_zero() {
         )
         .unwrap();
     close("L", &[loss], &[0.143235]);
+    // The forward pass does not read the target: y as in §10.
+    let y = net.predict(&t(&[1, 2], &[1.0, 0.5]), 1).unwrap();
+    close("y", y.data(), &[0.378464]);
     let grads: Vec<Vec<f32>> = named_params(&net).iter().map(|(_, p)| p.grad.data().to_vec()).collect();
     close("dL/dW1", &grads[0], &[0.125976, 0.062988, -0.071152, -0.035576]);
     close("dL/db1", &grads[1], &[0.125976, -0.071152]);
@@ -169,6 +172,13 @@ fn exercise_8_adams_first_step() {
     // 1 − 0.001/1.01: f32 tells it from a step of exactly η (0.999), 9.9e-6 away.
     assert!((theta - 0.999_009_901).abs() < 2e-7, "{theta}");
     assert!((theta - 0.999).abs() > 5e-6, "{theta}");
+    // g = 0.004 gives 1 − 0.001·0.004/(0.004 + 10⁻⁸) = 0.9990000025, which f32 cannot tell from
+    // 0.999.
+    assert!((1.0 - 0.001 * 0.004 / (0.004 + 1e-8) - 0.999_000_002_5f64).abs() < 1e-12);
+    let mut p = backprop::layers::Param::new(t(&[1], &[1.0]));
+    p.grad = t(&[1], &[0.004]);
+    Adam::new(0.001).step_params(&mut [("theta".to_string(), &mut p)]);
+    assert_eq!(p.value.data()[0], 0.999f32);
 }
 
 #[test]

@@ -285,3 +285,33 @@ fn a_check_leaves_batch_norm_statistics_alone() {
     assert!(report.passes(TOL), "{report}");
     assert_eq!((bn.running_mean(), bn.running_var(), bn.num_batches_tracked()), (&mean, &var, count));
 }
+
+/// A backward pass a little off everywhere — a tanh whose input gradient is scaled by 1.015 — is
+/// within 2 % at every entry, which the per-entry bound alone had passed; the whole-tensor bound
+/// (`tol / 4`) catches it. The true tanh passes both.
+#[test]
+fn gradcheck_catches_a_gradient_slightly_off_everywhere() {
+    struct ScaledTanh(Tanh);
+    impl Layer for ScaledTanh {
+        fn describe(&self) -> String {
+            "ScaledTanh".into()
+        }
+        fn output_shape(&self, input: &[usize]) -> backprop::Result<Vec<usize>> {
+            self.0.output_shape(input)
+        }
+        fn forward(&mut self, x: &Tensor, pass: Pass<'_>) -> Tensor {
+            self.0.forward(x, pass)
+        }
+        fn backward(&mut self, g: &Tensor, input_grad: InputGrad) -> Option<Tensor> {
+            self.0.backward(g, input_grad).map(|dx| &dx * 1.015) // wrong by 1.5 %
+        }
+    }
+    impl Visit for ScaledTanh {}
+    let x = Tensor::randn(&[4, 6], 0.0, 1.0, 5);
+    let report = check_layer(&mut ScaledTanh(Tanh::new()), &x, Mode::Train, &Options::default());
+    assert!(report.max_rel_error() < TOL, "every entry is within the per-entry bound:\n{report}");
+    assert!(report.max_norm_rel_error() > 0.014, "{report}");
+    assert!(!report.passes(TOL), "the scaled gradient passed:\n{report}");
+    let report = check_layer(&mut Tanh::new(), &x, Mode::Train, &Options::default());
+    assert!(report.passes(TOL) && report.max_norm_rel_error() < 1e-3, "{report}");
+}

@@ -26,15 +26,36 @@ fn three_implementations_take_the_same_steps() {
     let (scalar, scalar_w) = bridge::train_scalars(steps, lr);
     let (tensor, tensor_w) = bridge::train_tensors(steps, lr as f32);
     let (layers, layers_w) = bridge::train_layers(steps, lr as f32);
-    assert!((scalar[0] - 0.864010).abs() < 1e-6, "{}", scalar[0]);
-    for s in 0..steps {
-        let tol = 1e-5 + 1e-4 * scalar[s];
-        assert!((tensor[s] as f64 - scalar[s]).abs() < tol, "step {s}: {} vs {}", tensor[s], scalar[s]);
-        assert!((layers[s] as f64 - scalar[s]).abs() < tol, "step {s}: {} vs {}", layers[s], scalar[s]);
+    // The chapter's table: the f64 column to its seven printed digits.
+    let printed =
+        [(0, 8.640103e-1), (1, 2.943509e-1), (2, 2.870573e-1), (10, 2.600766e-1), (100, 4.581425e-2)];
+    for (s, want) in printed.into_iter().chain([(999, 1.960597e-30)]) {
+        assert!((scalar[s] / want - 1.0).abs() < 1e-6, "step {s}: {:e} vs the chapter's {want:e}", scalar[s]);
     }
+    // The f32 columns follow the f64 one closely while the loss is far above f32's rounding
+    // (relative 10⁻³; the chapter shows them equal to 6 digits), and each other (1 %) until the
+    // loss nears that rounding (outputs within 10⁻⁵ of their targets: losses below 10⁻⁹); both
+    // end below 10⁻¹¹, where f32 stops, and the f64 engine goes on to 2·10⁻³⁰.
+    for s in 0..steps {
+        let (t, l) = (tensor[s] as f64, layers[s] as f64);
+        if scalar[s] > 1e-6 {
+            assert!((t / scalar[s] - 1.0).abs() < 1e-3, "step {s}: tape {t:e} vs scalars {:e}", scalar[s]);
+            assert!((l / scalar[s] - 1.0).abs() < 1e-3, "step {s}: layers {l:e} vs scalars {:e}", scalar[s]);
+        }
+        if t.max(l) > 1e-9 {
+            assert!((t - l).abs() <= 0.01 * t.max(l), "step {s}: tape {t:e} vs layers {l:e}");
+        }
+    }
+    assert!(
+        tensor[steps - 1] < 1e-11 && layers[steps - 1] < 1e-11,
+        "{} {}",
+        tensor[steps - 1],
+        layers[steps - 1]
+    );
+    // The weights after training, within the chapter's 1.8·10⁻⁶ (and a little for the CPU).
     for (a, (b, c)) in scalar_w.iter().flatten().zip(tensor_w.iter().flatten().zip(layers_w.iter().flatten()))
     {
-        assert!((*b as f64 - a).abs() < 1e-5 && (*c as f64 - a).abs() < 1e-5, "{a} {b} {c}");
+        assert!((*b as f64 - a).abs() < 3e-6 && (*c as f64 - a).abs() < 3e-6, "{a} {b} {c}");
     }
     assert!(scalar[steps - 1] < 1e-3, "XOR is learned: {}", scalar[steps - 1]);
 }

@@ -79,7 +79,8 @@ fn batch_norm_over_three_values() {
 
 /// §6's rule for strides and dilations: with stride `s`, `dL/dx` is the full correlation of
 /// `rot180(W)` over `g` dilated by `s` (zeros between its entries, the far edge padded to the
-/// input's size); with dilation `d`, over `g` itself with `rot180` of the kernel dilated by `d`.
+/// stride-1 output's size `H − k + 1`, so that the full correlation has the input's size); with
+/// dilation `d`, over `g` itself with `rot180` of the kernel dilated by `d`.
 #[test]
 fn strided_and_dilated_backward_passes_follow_the_dilation_rule() {
     // The full correlation of `k` (kh × kw, already rotated) over `g` padded by `kh−1`, `kw−1`.

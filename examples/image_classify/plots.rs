@@ -124,9 +124,10 @@ fn smooth_gradient(model: &mut Sequential, x: &Tensor, classes: &[usize]) -> Res
     Ok(mean)
 }
 
-/// Up to 12 misclassified test images, each beside its saliency map: the magnitude of the gradient
-/// of the predicted class's score with respect to every input pixel (`Sequential::input_gradient`),
-/// brightest where a change of the pixel would change the decision most. Returns how many were drawn.
+/// Up to 12 misclassified test images, each beside its saliency map: the gradient of the predicted
+/// class's score with respect to every input pixel (`Sequential::input_gradient`), signed (red
+/// where a brighter pixel would raise the score, blue where it would lower it), strongest where a
+/// change of the pixel would change the decision most. Returns how many were drawn.
 pub fn mistakes_with_saliency(
     model: &mut Sequential,
     data: &Prepared,
