@@ -194,3 +194,27 @@ fn a_model_files_metadata_is_checked_before_use() {
         assert!(stderr.contains(want), "{field}={bad}: {stderr}");
     }
 }
+
+/// Images too large for a training batch are refused before training, with the sizes and the
+/// remedies (four images of 2,000 × 2,000 keep about 6 GB of activations; such a run had been
+/// killed by the kernel for memory, or printed worker threads' panics, midway through its first
+/// batch).
+#[test]
+fn images_too_large_for_a_batch_are_refused_before_training() {
+    let temporary = scratch();
+    let data = temporary.path().join("large");
+    std::fs::create_dir_all(&data).unwrap();
+    let side = 2000;
+    let px = |n: usize| vec![128u8; n * side * side];
+    write_idx(data.join("train-images-idx3-ubyte"), &[4, side, side], &px(4)).unwrap();
+    write_idx(data.join("train-labels-idx1-ubyte"), &[4], &[0, 1, 0, 1]).unwrap();
+    write_idx(data.join("t10k-images-idx3-ubyte"), &[2, side, side], &px(2)).unwrap();
+    write_idx(data.join("t10k-labels-idx1-ubyte"), &[2], &[0, 1]).unwrap();
+    let out = temporary.path().join("out");
+    let args = ["--quiet", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--epochs", "1"];
+    let (code, stderr) = run(&args);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("a training batch of 4 images of [1, 2000, 2000] would keep about"), "{stderr}");
+    assert!(stderr.contains("lower --batch-size or resize the images"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line, no worker panics: {stderr}");
+}

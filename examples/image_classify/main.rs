@@ -168,6 +168,41 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The most bytes of activations (`Sequential::activation_bytes`) a batch may keep: 4 GiB (the
+/// whole step needs two or three times that).
+const MAX_ACTIVATION_BYTES: usize = 4 << 30;
+
+/// Refuses, before training, a training batch whose activations would exceed
+/// [`MAX_ACTIVATION_BYTES`] (large images had run the machine out of memory midway through the
+/// first batch: killed, or worker threads' panics before the error); returns the batch for the
+/// evaluations after training: 256 images, or the training batch where 256 would not fit.
+fn check_activations(model: &backprop::Sequential, data: &pipeline::Prepared, batch: usize) -> Result<usize> {
+    let n = batch.min(data.train.len()).max(1);
+    let need = model.activation_bytes(n).unwrap_or(usize::MAX);
+    if need > MAX_ACTIVATION_BYTES {
+        return Err(Error::invalid(format!(
+            "a training batch of {n} images of {:?} would keep about {:.1} GB of activations, more than the \
+             example's limit of {:.1} GB: lower --batch-size or resize the images",
+            data.train.sample_shape(),
+            need as f64 / 1e9,
+            MAX_ACTIVATION_BYTES as f64 / 1e9
+        )));
+    }
+    Ok(evaluation_batch(model, batch))
+}
+
+/// [`EVALUATION_BATCH`] images, or the training batch `batch` where that many would keep more than
+/// [`MAX_ACTIVATION_BYTES`].
+fn evaluation_batch(model: &backprop::Sequential, batch: usize) -> usize {
+    match model.activation_bytes(EVALUATION_BATCH) {
+        Some(bytes) if bytes <= MAX_ACTIVATION_BYTES => EVALUATION_BATCH,
+        _ => batch,
+    }
+}
+
+/// Images per batch when evaluating and predicting after training.
+const EVALUATION_BATCH: usize = 256;
+
 fn bundled_digits() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/digits")
 }
@@ -234,6 +269,7 @@ fn train_and_report(cli: &Cli) -> Result<()> {
     // Step 2: the model.
     let mut model = pipeline::reference_cnn(data.train.sample_shape(), classes, cli.seed)?;
     println!("\n{model}\n");
+    let evaluation_batch = check_activations(&model, &data, cli.batch_size as usize)?;
 
     // Step 3: training.
     let settings = Settings {
@@ -265,14 +301,14 @@ fn train_and_report(cli: &Cli) -> Result<()> {
     if cli.dp_epsilon.is_none() {
         // (Not after private training: figures of the training set itself, unnoised, are not
         // covered by ε.)
-        let train_eval = model.evaluate(&data.train, &CrossEntropyLoss::new(), 256)?;
+        let train_eval = model.evaluate(&data.train, &CrossEntropyLoss::new(), evaluation_batch)?;
         println!(
             "\ntraining set with the final weights (clean images, eval mode): accuracy {:.2}%, loss {:.4}",
             100.0 * train_eval.accuracy.unwrap_or(0.0),
             train_eval.loss
         );
     }
-    let predicted = model.predict_classes(data.test.inputs(), 256)?;
+    let predicted = model.predict_classes(data.test.inputs(), evaluation_batch)?;
     let labels = data.test.labels().expect("a classification set");
     let matrix = ConfusionMatrix::new(classes, labels, &predicted);
     println!("\nconfusion matrix on the test set (rows: true class, columns: predicted):\n{matrix}");
@@ -334,7 +370,8 @@ fn train_private(
         };
         fit_private(model, &data.train, &CrossEntropyLoss::new(), &mut adam, &o)?;
         training_seconds += started.elapsed().as_secs_f64();
-        let test = model.evaluate(&data.test, &CrossEntropyLoss::new(), 256)?;
+        let test =
+            model.evaluate(&data.test, &CrossEntropyLoss::new(), evaluation_batch(model, s.batch_size))?;
         let spent = epsilon(q, sigma, steps_per_epoch * epoch as u64, cli.dp_delta, &DEFAULT_ORDERS).0;
         // (The loss of the sampled training images is not printed or plotted: computed without
         // noise, it would be released outside ε.)

@@ -263,6 +263,32 @@ impl Sequential {
     pub fn summary(&self) -> String {
         self.to_string()
     }
+
+    /// The bytes of the activations a training pass over a batch of `batch` samples keeps: the
+    /// input and every layer's output, `f32` each (saturating at `usize::MAX`). A lower bound on
+    /// what training needs — the backward pass holds a gradient of each size as it goes, and some
+    /// layers keep more (masks, pooling's arg-max, normalised inputs) — to check a batch against
+    /// the machine before training on it. `None` if the model has no input shape or a layer
+    /// refuses the shape.
+    ///
+    /// ```
+    /// use backprop::prelude::*;
+    /// let net = Sequential::builder(&[1, 28, 28]).add(Conv2d::new(1, 8, 3)).add(Flatten::new()).build()?;
+    /// // 64 × (784 inputs + 8·26·26 outputs, twice: the convolution's and Flatten's) × 4 bytes
+    /// assert_eq!(net.activation_bytes(64), Some(64 * (784 + 2 * 8 * 26 * 26) * 4));
+    /// # Ok::<(), backprop::Error>(())
+    /// ```
+    pub fn activation_bytes(&self, batch: usize) -> Option<usize> {
+        let sample = self.input_shape()?.to_vec();
+        let mut shape: Vec<usize> = std::iter::once(batch.max(1)).chain(sample).collect();
+        let count = |s: &[usize]| s.iter().skip(1).fold(batch, |n, &d| n.saturating_mul(d));
+        let mut values = count(&shape);
+        for layer in self.layers() {
+            shape = layer.output_shape(&shape).ok()?;
+            values = values.saturating_add(count(&shape));
+        }
+        Some(values.saturating_mul(4))
+    }
 }
 
 impl fmt::Display for Sequential {
