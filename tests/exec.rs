@@ -156,7 +156,68 @@ fn reference_mode_runs_the_list_in_order() {
         relu.backward(&Tensor::ones(&[1, 1, 4, 4]), InputGrad::Needed).unwrap().shape(),
         &[1, 1, 4, 4]
     );
+    // Nested chains follow (directly, and as a residual block's body): their ReLU too sees the
+    // full-size input (a nested chain had kept its plan and cached the pooled mask).
+    let chain = || {
+        Sequential::new()
+            .add(Conv2d::new(1, 1, 1).seed(1))
+            .add(Relu::new())
+            .add(MaxPool2d::new(2))
+            .add(Upsample2x)
+    };
+    let mut outer = Sequential::builder(&[1, 4, 4]).add(chain()).add(Residual::new(chain())).build().unwrap();
+    outer.set_execution(Execution::Reference);
+    outer.forward(&x, Pass::TRAIN);
+    for i in 0..2 {
+        let inner = match i {
+            0 => outer.layer_as_mut::<Sequential>(0).unwrap(),
+            _ => outer.layer_as_mut::<Residual>(1).unwrap().body_mut(),
+        };
+        assert_eq!(inner.execution(), Execution::Reference);
+        let relu = inner.layer_as_mut::<Relu>(1).unwrap();
+        let g = relu.backward(&Tensor::ones(&[1, 1, 4, 4]), InputGrad::Needed).unwrap();
+        assert_eq!(g.shape(), &[1, 1, 4, 4], "nested chain {i}");
+    }
 }
+
+/// 2× nearest upsampling: a pooled 2×2 map back to 4×4, so that a chain with pooling fits a
+/// residual block.
+struct Upsample2x;
+
+impl Layer for Upsample2x {
+    fn describe(&self) -> String {
+        "Upsample2x".into()
+    }
+    fn output_shape(&self, input: &[usize]) -> backprop::Result<Vec<usize>> {
+        Ok(vec![input[0], input[1], 2 * input[2], 2 * input[3]])
+    }
+    fn forward(&mut self, x: &Tensor, _: Pass<'_>) -> Tensor {
+        let (n, c, h, w) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3));
+        let mut y = Tensor::zeros(&[n, c, 2 * h, 2 * w]);
+        for p in 0..n * c {
+            for i in 0..2 * h {
+                for j in 0..2 * w {
+                    y.data_mut()[(p * 2 * h + i) * 2 * w + j] = x.data()[(p * h + i / 2) * w + j / 2];
+                }
+            }
+        }
+        y
+    }
+    fn backward(&mut self, g: &Tensor, _: InputGrad) -> Option<Tensor> {
+        let (n, c, h, w) = (g.dim(0), g.dim(1), g.dim(2) / 2, g.dim(3) / 2);
+        let mut dx = Tensor::zeros(&[n, c, h, w]);
+        for p in 0..n * c {
+            for i in 0..2 * h {
+                for j in 0..2 * w {
+                    dx.data_mut()[(p * h + i / 2) * w + j / 2] += g.data()[(p * 2 * h + i) * 2 * w + j];
+                }
+            }
+        }
+        Some(dx)
+    }
+}
+
+impl backprop::layers::Visit for Upsample2x {}
 
 /// Convolution → ReLU → max pooling runs as one fused pass (rewrite 3): against the reference on
 /// shapes that stress it — several groups of images and a partial last one, outputs the window

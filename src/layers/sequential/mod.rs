@@ -376,9 +376,24 @@ impl Sequential {
         self.layers.is_empty()
     }
 
-    /// How forward and backward run: the execution plan (default) or the plain reference order.
+    /// How forward and backward run: the execution plan (default) or the plain reference order —
+    /// for this chain and every chain nested in it (directly, or as a [`Residual`](super::Residual)'s
+    /// body), so that `Execution::Reference` shows every layer's cache as the list order leaves it
+    /// (a nested chain had kept its plan).
     pub fn set_execution(&mut self, execution: Execution) {
-        self.execution = execution;
+        // A stack of its own, as `drop`: a chain may be nested deeper than a build accepts.
+        let mut pending: Vec<&mut Sequential> = vec![self];
+        while let Some(chain) = pending.pop() {
+            chain.execution = execution;
+            for layer in chain.layers.iter_mut() {
+                let any = layer.as_mut() as &mut dyn Any;
+                if any.is::<Sequential>() {
+                    pending.extend(any.downcast_mut::<Sequential>());
+                } else if let Some(r) = any.downcast_mut::<super::Residual>() {
+                    pending.push(r.body_mut());
+                }
+            }
+        }
     }
 
     /// The current [`Execution`].
