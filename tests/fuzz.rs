@@ -232,6 +232,8 @@ fn small_model(seed: u64) -> Sequential {
 fn safetensors_files(t: &mut Tally, cases: usize) {
     let mut r = rng(2);
     let valid = small_model(1).to_safetensors().unwrap();
+    let dir = scratch();
+    let path = dir.path().join("fuzz.safetensors");
     for i in 0..cases {
         let bytes = mutate(&valid, &mut r);
         t.case(
@@ -239,7 +241,17 @@ fn safetensors_files(t: &mut Tally, cases: usize) {
             || {
                 let mut m = small_model(2);
                 let before = m.state_dict();
-                match m.load_safetensors(&bytes, "fuzz.safetensors") {
+                // From bytes, and from a file through both entry points (`io::load` and
+                // `Sequential::load`, which the inventory had counted as fuzzed by an atomic's
+                // `.load(`).
+                let loaded = match i % 3 {
+                    0 => m.load_safetensors(&bytes, "fuzz.safetensors"),
+                    k => {
+                        std::fs::write(&path, &bytes).map_err(|e| e.to_string())?;
+                        if k == 1 { backprop::io::load(&mut m, &path) } else { m.load(&path) }
+                    }
+                };
+                match loaded {
                     Ok(()) => Ok(true),
                     Err(_) if m.state_dict() == before => Ok(false),
                     Err(e) => Err(format!("a failed load changed the model ({e})")),

@@ -153,7 +153,9 @@ const INVENTORY: &[(&str, &str, &str)] = &[
 /// Entries whose name alone says too little (`new`, `check`, `get`…: many types have one): the
 /// call that the test file must hold instead, `(source file, function, call)`.
 const QUALIFIED: &[(&str, &str, &str)] = &[
+    ("data/knowledge.rs", "split", "h.split(bad, 0)"),
     ("data/mod.rs", "new", "Dataset::new("),
+    ("io.rs", "load", "backprop::io::load(&mut m, &path)"),
     ("gradcheck.rs", "check", "bad_options.check()"),
     // (reached through a recurrent layer's export: a stateful one is refused there)
     ("onnx/layers.rs", "recurrent", "Rnn::new(2, 2).stateful()"),
@@ -162,6 +164,7 @@ const QUALIFIED: &[(&str, &str, &str)] = &[
     // (reached through a convolution's shape inference)
     ("tensor/im2col.rs", "new", "Conv2d::new(1, 2, 3).padding(1 << 62)"),
     ("train/step.rs", "check", "dp.check("),
+    ("train/keras.rs", "load", "m.load(&path)"),
 ];
 
 /// Every `pub fn` under `src/` whose return type is a `Result` (or `Option<Result…>`), as
