@@ -240,7 +240,13 @@ fn formats_are_sniffed_and_concepts_read() {
 #[test]
 fn a_pandas_index_column_is_refused_by_name() {
     let err = read_csv(file("pd2.csv", ",0,1,2,3\n0,1,0,1,1\n1,0,1,1,0\n")).unwrap_err().to_string();
-    assert!(err.contains("line 1: the header's first column has no name: an index column"), "{err}");
+    assert!(
+        err.contains("line 1: the header's first column has no name and the rows' first column"),
+        "{err}"
+    );
+    // A blank first header cell over answers (a spreadsheet's empty A1) still reads.
+    let h = read_csv(file("blank_a1.csv", ",q2,q3\n1,0,1\n0,1,1\n1,1,0\n")).unwrap();
+    assert_eq!((h.items, h.students.len()), (3, 3));
     let err = read_csv(file("pd_no_header.csv", "0,1,0,1\n1,0,1,1\n2,1,1,0\n")).unwrap_err().to_string();
     assert!(
         err.contains("line 3: the first column is 2, not an answer") && err.contains("index=False"),

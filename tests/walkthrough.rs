@@ -16,7 +16,14 @@ fn one_short_epoch_on_a_slice_beats_chance_widely() {
     let data = pipeline::prepare(train.take(1500), test.take(500), false).unwrap();
     assert!(data.train.inputs().mean().abs() < 1e-3, "normalised with the training set's statistics");
     let mut model = pipeline::reference_cnn(data.train.sample_shape(), 10, 1).unwrap();
-    let settings = pipeline::Settings { epochs: 1, batch_size: 32, lr: 2e-3, seed: 1, verbose: false };
+    let settings = pipeline::Settings {
+        epochs: 1,
+        batch_size: 32,
+        evaluation_batch: 256,
+        lr: 2e-3,
+        seed: 1,
+        verbose: false,
+    };
     let mut epochs = 0;
     let history = pipeline::train(&mut model, &data, &settings, |_| epochs += 1).unwrap();
     assert_eq!(epochs, 1);
@@ -37,7 +44,14 @@ fn the_walkthroughs_printed_figures_hold_within_a_cpu_tolerance() {
         load_mnist_folder(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/digits")).unwrap();
     let data = pipeline::prepare(train, test, false).unwrap();
     let mut model = pipeline::reference_cnn(data.train.sample_shape(), 10, 1).unwrap();
-    let settings = pipeline::Settings { epochs: 10, batch_size: 64, lr: 2e-3, seed: 1, verbose: false };
+    let settings = pipeline::Settings {
+        epochs: 10,
+        batch_size: 64,
+        evaluation_batch: 256,
+        lr: 2e-3,
+        seed: 1,
+        verbose: false,
+    };
     let history = pipeline::train(&mut model, &data, &settings, |_| {}).unwrap();
     let last = history.last().unwrap();
     let within = |got: f32, printed: f32, tolerance: f32, what: &str| {

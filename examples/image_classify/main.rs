@@ -188,15 +188,15 @@ fn check_activations(model: &backprop::Sequential, data: &pipeline::Prepared, ba
             MAX_ACTIVATION_BYTES as f64 / 1e9
         )));
     }
-    Ok(evaluation_batch(model, batch))
+    Ok(evaluation_batch(model, n))
 }
 
-/// [`EVALUATION_BATCH`] images, or the training batch `batch` where that many would keep more than
-/// [`MAX_ACTIVATION_BYTES`].
-fn evaluation_batch(model: &backprop::Sequential, batch: usize) -> usize {
+/// [`EVALUATION_BATCH`] images, or `checked` (a batch already found to fit) where that many would
+/// keep more than [`MAX_ACTIVATION_BYTES`].
+fn evaluation_batch(model: &backprop::Sequential, checked: usize) -> usize {
     match model.activation_bytes(EVALUATION_BATCH) {
         Some(bytes) if bytes <= MAX_ACTIVATION_BYTES => EVALUATION_BATCH,
-        _ => batch,
+        _ => checked,
     }
 }
 
@@ -275,6 +275,7 @@ fn train_and_report(cli: &Cli) -> Result<()> {
     let settings = Settings {
         epochs: cli.epochs as usize,
         batch_size: cli.batch_size as usize,
+        evaluation_batch,
         lr: cli.lr,
         seed: cli.seed,
         verbose: !cli.quiet,
@@ -370,8 +371,7 @@ fn train_private(
         };
         fit_private(model, &data.train, &CrossEntropyLoss::new(), &mut adam, &o)?;
         training_seconds += started.elapsed().as_secs_f64();
-        let test =
-            model.evaluate(&data.test, &CrossEntropyLoss::new(), evaluation_batch(model, s.batch_size))?;
+        let test = model.evaluate(&data.test, &CrossEntropyLoss::new(), s.evaluation_batch)?;
         let spent = epsilon(q, sigma, steps_per_epoch * epoch as u64, cli.dp_delta, &DEFAULT_ORDERS).0;
         // (The loss of the sampled training images is not printed or plotted: computed without
         // noise, it would be released outside ε.)

@@ -89,6 +89,8 @@ pub fn reference_cnn(input: &[usize], classes: usize, seed: u64) -> Result<Seque
 pub struct Settings {
     pub epochs: usize,
     pub batch_size: usize,
+    /// Images per batch when evaluating on the test set after every epoch.
+    pub evaluation_batch: usize,
     pub lr: f32,
     pub seed: u64,
     pub verbose: bool,
@@ -109,6 +111,7 @@ pub fn train(
         .batch_size(s.batch_size)
         .seed(s.seed)
         .validation(&data.test)
+        .validation_batch_size(s.evaluation_batch)
         .validation_label("test")
         .schedule(Schedule::cosine(s.epochs.max(1), s.lr * 0.05)?)
         .augment(move |x, rng| augment.apply(x, rng))

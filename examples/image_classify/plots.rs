@@ -112,12 +112,14 @@ fn smooth_gradient(model: &mut Sequential, x: &Tensor, classes: &[usize]) -> Res
     let idx: Vec<usize> = (0..n).flat_map(|i| std::iter::repeat_n(i, COPIES)).collect();
     let mut noisy = x.select_outer(&idx);
     noisy += &Tensor::randn(noisy.shape(), 0.0, 0.3, 7);
-    let cls: Vec<usize> = idx.iter().map(|&i| classes[i]).collect();
-    let g = model.input_gradient(&noisy, &cls)?;
     let mut mean = Tensor::zeros(x.shape());
-    for (i, copies) in g.data().chunks(x.len() / n * COPIES).enumerate() {
+    // One image's copies at a time (all twelve images' at once had been a batch of 288, past
+    // the batch the walkthrough checks against its memory limit).
+    for (i, &class) in classes.iter().enumerate().take(n) {
+        let copies: Vec<usize> = (i * COPIES..(i + 1) * COPIES).collect();
+        let g = model.input_gradient(&noisy.select_outer(&copies), &[class; COPIES])?;
         let out = mean.outer_mut(i);
-        for copy in copies.chunks(out.len()) {
+        for copy in g.data().chunks(out.len()) {
             out.iter_mut().zip(copy).for_each(|(m, v)| *m += v / COPIES as f32);
         }
     }

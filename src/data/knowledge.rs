@@ -489,8 +489,8 @@ fn bit(path: &Path, line: usize, v: &str) -> Result<bool> {
 /// # Errors
 /// [`Error::Io`] if the file cannot be read; [`Error::Format`] naming the line for a row of
 /// another width (than the rows before, or than the header's columns: pandas would read the
-/// extra column as an index), a header whose first column has no name (pandas' index column), a
-/// value other than `0`/`1`, a line that is not UTF-8 or is longer than [`MAX_LINE_BYTES`], or a
+/// extra column as an index), a first column that counts the rows (pandas' index column: a first
+/// field past 1, or 0 and 1 under a header whose first column has no name), a value other than `0`/`1`, a line that is not UTF-8 or is longer than [`MAX_LINE_BYTES`], or a
 /// file without students.
 pub fn read_csv(path: impl AsRef<Path>) -> Result<Histories> {
     let path = path.as_ref();
@@ -498,6 +498,7 @@ pub fn read_csv(path: impl AsRef<Path>) -> Result<Histories> {
     let mut students = Vec::new();
     let mut first_row = true;
     let mut header = None; // (line, columns)
+    let mut unnamed_first = None; // the header's line, if its first column has no name
     for line in lines(path)? {
         let (number, line) = line?;
         if fields(&line).next().is_none() {
@@ -510,17 +511,10 @@ pub fn read_csv(path: impl AsRef<Path>) -> Result<Histories> {
             // is not an answer; `0,1` itself stays one).
             let numbered = |from: usize| fields(&line).enumerate().all(|(i, c)| c.parse() == Ok(from + i));
             if 2 * not_bits > all || (not_bits > 0 && (numbered(0) || numbered(1))) {
-                if fields(&line).next() == Some("") {
-                    // pandas' `to_csv` writes its index as a first column with an empty name:
-                    // as wide as the rows, it would be read as an item.
-                    return Err(Error::format(
-                        path,
-                        format!(
-                            "line {number}: the header's first column has no name: an index column (pandas' \
-                             to_csv writes one unless index=False), which would be read as an item"
-                        ),
-                    ));
-                }
+                // pandas' `to_csv` writes its index as a first column with an empty name: as
+                // wide as the rows, it would be read as an item. (A blank first cell alone is
+                // not refused: the rows' first column tells, below.)
+                unnamed_first = (fields(&line).next() == Some("")).then_some(number);
                 header = Some((number, all));
                 continue; // a header
             }
@@ -568,6 +562,19 @@ pub fn read_csv(path: impl AsRef<Path>) -> Result<Histories> {
     let Some(items) = items else {
         return Err(Error::format(path, "no students in the file"));
     };
+    // Under a header whose first column has no name, a first column counting the rows 0, 1 is
+    // pandas' index (from a third row on, the row check above has said so already).
+    let counts_rows = students.iter().enumerate().all(|(s, a)| a.correct.first() == Some(&(s == 1)));
+    if let Some(h_line) = unnamed_first.filter(|_| counts_rows && students.len() <= 2) {
+        return Err(Error::format(
+            path,
+            format!(
+                "line {h_line}: the header's first column has no name and the rows' first column counts them \
+                 (0, 1): an index column (pandas' to_csv writes one unless index=False), which would be read as \
+                 an item"
+            ),
+        ));
+    }
     let skipped = if items < 2 { students.len() } else { 0 };
     if items < 2 {
         students.clear();

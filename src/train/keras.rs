@@ -265,11 +265,11 @@ impl Sequential {
     }
 
     /// The bytes of the activations a training pass over a batch of `batch` samples keeps: the
-    /// input and every layer's output, `f32` each (saturating at `usize::MAX`). A lower bound on
+    /// input and every layer's output, `f32` each. A lower bound on
     /// what training needs — the backward pass holds a gradient of each size as it goes, and some
     /// layers keep more (masks, pooling's arg-max, normalised inputs) — to check a batch against
-    /// the machine before training on it. `None` if the model has no input shape or a layer
-    /// refuses the shape.
+    /// the machine before training on it. `None` if the model has no input shape, or a layer
+    /// refuses the shape (a tensor past the largest a tensor may hold included).
     ///
     /// ```
     /// use backprop::prelude::*;
