@@ -581,3 +581,27 @@ fn schedules_and_checkpoint_folders_are_checked_before_the_first_epoch() {
     );
     assert!(!dir.path().join("never").exists(), "a refused run makes no folder");
 }
+
+/// What an augmentation makes is checked as the data were: a changed shape or a value that is not
+/// finite stops training with an error naming the augmentation, the epoch and the batch (a NaN
+/// had read as a diverged step — "try a smaller learning rate" — and a changed shape as a
+/// layer's refusal), and the model is as the batches before left it.
+#[test]
+fn an_augmentation_that_breaks_the_batch_is_named() {
+    let data =
+        Dataset::classification(Tensor::randn(&[8, 4], 0.0, 1.0, 1), vec![0, 1, 0, 1, 0, 1, 0, 1]).unwrap();
+    let build = || Sequential::builder(&[4]).add(Dense::new(4, 2)).seed(3).build().unwrap();
+    let fit = |aug: fn(&mut Tensor, &mut backprop::tensor::Rng)| {
+        let mut m = build();
+        let before = m.state_dict();
+        let o = FitOptions::new().batch_size(4).epochs(2).verbose(false).augment(aug);
+        let e = m.fit(&data, &CrossEntropyLoss::new(), &mut Sgd::new(0.1), o).unwrap_err().to_string();
+        (e, m.state_dict() == before)
+    };
+    // A standardisation that divides by a zero spread.
+    let (e, untouched) = fit(|x, _| x.data_mut().iter_mut().for_each(|v| *v /= 0.0));
+    assert!(e.contains("the augmentation made value 0") && e.contains("epoch 1, batch 1"), "{e}");
+    assert!(untouched, "refused before the first step");
+    let (e, _) = fit(|x, _| *x = Tensor::zeros(&[4, 5]));
+    assert!(e.contains("changed the batch's shape from [4, 4] to [4, 5]"), "{e}");
+}

@@ -571,6 +571,20 @@ fn a_resume_that_watches_another_figure_is_refused_and_leaves_no_folder() {
     // early stopping chose that one, and this run restores nothing).
     let h = model().fit(&train, &loss, &mut Adam::new(0.01), fresh()).unwrap();
     assert_eq!(h.best_epoch, None);
+    // Early stopping added on resume, to a run without it: refused (its memory would start from
+    // nothing, and the resumed run's first epoch would be "best" whatever came before).
+    let plain = Checkpoints::in_dir(dir.path().join("plain"));
+    let o = FitOptions::new().epochs(3).seed(4).verbose(false).checkpoints(plain.clone());
+    model().fit(&train, &loss, &mut Adam::new(0.01), o).unwrap();
+    let stored = Checkpoint::load(plain.last_path()).unwrap();
+    let added = FitOptions::new()
+        .epochs(5)
+        .seed(4)
+        .verbose(false)
+        .resume(&stored)
+        .early_stopping(EarlyStopping::new(Monitor::TrainLoss, 2));
+    let e = model().fit(&train, &loss, &mut Adam::new(0.01), added).unwrap_err().to_string();
+    assert!(e.contains("the checkpoint's run did not") && e.contains("3 epochs before"), "{e}");
 }
 
 /// `fit` starts each epoch's stream and each validation pass of a stateful layer from zeros, so
@@ -691,8 +705,9 @@ fn a_passed_over_batch_still_moves_a_stateful_layers_stream() {
     let expected = reference.evaluate(&second, &loss, 16).unwrap().loss;
     assert!((losses[0].1 - expected).abs() < 1e-6, "{} against {expected}", losses[0].1);
 
-    // Every counted target in the samples drop_last leaves out: nothing trains, the epoch's loss
-    // is 0 and the weights are as they were (with shuffling, another epoch may count it).
+    // Every counted target in the samples drop_last leaves out: nothing trains, the epoch has no
+    // loss (NaN: a 0 had read as a perfect epoch to early stopping on the training loss) and the
+    // weights are as they were (with shuffling, another epoch may count it).
     let mut t = unit;
     t.data_mut()[..630].fill(f32::NAN); // only sample 63 counts
     let tail = Dataset::regression(data.inputs().clone(), t).unwrap();
@@ -700,6 +715,17 @@ fn a_passed_over_batch_still_moves_a_stateful_layers_stream() {
     let mut plain = Sequential::builder(&[10, 3]).add(Lstm::new(3, 8)).add(Dense::new(8, 1)).build().unwrap();
     let before = plain.state_dict();
     let h = plain.fit(&tail, &loss, &mut Sgd::new(0.1).momentum(0.9), o).unwrap();
-    assert_eq!(h.epochs[0].train_loss, 0.0);
+    assert!(h.epochs[0].train_loss.is_nan(), "{:?}", h.epochs[0]);
     assert_eq!(plain.state_dict(), before, "a step on batches of padding alone");
+    // Early stopping on the training loss passes such an epoch over: with the counted sample
+    // left out every epoch, no epoch improves or uses up patience, and all three run.
+    let o = FitOptions::new()
+        .batch_size(21)
+        .shuffle(false)
+        .drop_last(true)
+        .epochs(3)
+        .verbose(false)
+        .early_stopping(EarlyStopping::new(Monitor::TrainLoss, 1));
+    let h = plain.fit(&tail, &loss, &mut Sgd::new(0.1), o).unwrap();
+    assert_eq!((h.epochs.len(), h.stopped_early, h.best_epoch), (3, false, None), "{h:?}");
 }

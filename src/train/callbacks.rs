@@ -51,10 +51,10 @@ pub struct EpochStats {
     pub epoch: usize,
     /// Mean training loss over the epoch's batches, each batch's mean weighted by its terms
     /// ([`Loss::terms`](crate::loss::Loss::terms): its samples, or the positions that are not
-    /// padding), so the mean over every term the epoch counted (0 for an epoch that counted none:
-    /// every batch passed over, the counted samples all in a batch `drop_last` left out). The
-    /// weights change
-    /// during the epoch, so this is a running average that starts with the epoch's first, worst
+    /// padding), so the mean over every term the epoch counted — NaN for an epoch that counted
+    /// none (every batch passed over, the counted samples all in a batch `drop_last` left out),
+    /// which early stopping and the best checkpoint then pass over: a 0 there had read as a
+    /// perfect epoch, one that took no step. The weights change during the epoch, so this is a running average that starts with the epoch's first, worst
     /// batches: evaluate the training set after the epoch for the end-of-epoch figure.
     pub train_loss: f32,
     /// Training accuracy over the epoch (classification only), in `[0, 1]`, with the same caveat.
@@ -97,7 +97,8 @@ pub struct History {
     pub epochs: Vec<EpochStats>,
     /// True when early stopping ended training before the last epoch.
     pub stopped_early: bool,
-    /// The best epoch according to early stopping (when it was used).
+    /// The best epoch according to early stopping (when it was used; `None` if no epoch had a
+    /// figure to compare — a training loss over no terms in each).
     pub best_epoch: Option<usize>,
 }
 

@@ -16,9 +16,9 @@
 //! **Failing safely.** Everything `fit` can check before training — the data against the model's
 //! input and output shapes, label ranges, the loss against the targets, the options — it checks
 //! before the first forward pass. If a batch fails later (a NaN loss or gradient, a layer that
-//! refuses its input), the weights, buffers (batch-norm statistics), counters, random generators
-//! and the optimizer's learning rate are put back as they were before that batch, and the error
-//! says where it happened.
+//! refuses its input), the weights, buffers (batch-norm statistics), counters and random
+//! generators are put back as they were before that batch, the optimizer's learning rate as it
+//! was before `fit`, and the error says where it happened.
 //!
 //! ```
 //! use backprop::prelude::*;
@@ -64,7 +64,7 @@ use crate::loss::Loss;
 use crate::model::{Inputs, Model, Tensors};
 use crate::optim::{Optimizer, OptimizerState, clip_grad_norm};
 use crate::tensor::first_non_finite;
-use crate::tensor::{Tensor, rng};
+use crate::tensor::{Tensor, rng, shape_str};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
@@ -461,6 +461,16 @@ fn check_options(train: &Dataset, options: &FitOptions<'_>) -> Result<()> {
                 checkpoint_monitor(options)
             ));
         }
+        if let (Some(es), None) = (&options.early_stopping, &p.early) {
+            // Its memory would start from nothing: the resumed run's first epoch would be "best"
+            // whatever the epochs before it measured (an uninterrupted run remembers them).
+            return bad(format!(
+                "this run stops early on {:?}, but the checkpoint's run did not (it keeps no best figure or \
+                 patience count, and no best weights): an uninterrupted run's early stopping would remember \
+                 the {} epochs before; resume without early stopping, or start again with it",
+                es.monitor, p.epoch
+            ));
+        }
         if let (Some(es), Some(e)) = (&options.early_stopping, &p.early) {
             if e.waited >= es.patience {
                 // (Its run stopped here too, on its last epoch: `stopped_early` says no only
@@ -518,8 +528,10 @@ fn checkpoint_monitor(options: &FitOptions<'_>) -> Monitor {
 ///   those of that epoch, not the best ones early stopping would have restored);
 /// - [`Error::NonFinite`] if the loss, a gradient or a weight after the optimizer step becomes
 ///   NaN or infinite, and
-///   [`Error::Training`] if a layer refuses a batch: training stops at once, and the model and
-///   the optimizer's learning rate are as they were before that batch.
+///   [`Error::Training`] if a layer refuses a batch: training stops at once, the model as it was
+///   before that batch and the optimizer's learning rate as it was before `fit`; and
+///   [`Error::InvalidArgument`] if the augmentation changes a batch's shape or makes a value that
+///   is not finite, naming the epoch and the batch.
 pub fn fit(
     model: &mut dyn Model,
     train: &Dataset,
@@ -733,6 +745,7 @@ fn run(
         let batches = epoch_batches.len();
         let bar = progress::bar(options.verbose, batches, epoch, options.epochs);
         let (mut loss_sum, mut correct, mut seen, mut terms) = (0.0f64, 0usize, 0usize, 0usize);
+        let mut shape_before_augment: Vec<usize> = Vec::with_capacity(8);
 
         for (b, idx) in epoch_batches.iter().enumerate() {
             train.named_inputs().select_into(idx, &mut x);
@@ -768,7 +781,34 @@ fn run(
                 continue;
             }
             if let Some(aug) = options.augment.as_mut() {
+                shape_before_augment.clear(); // (a buffer kept: no allocation per batch)
+                shape_before_augment.extend_from_slice(x.first_mut().values.shape());
+                let shape = &shape_before_augment;
                 aug(&mut x.first_mut().values, &mut augment_rng);
+                // What the augmentation made is checked as the data were before training: a
+                // changed shape had surfaced as a layer's refusal, a NaN (a standardisation of a
+                // constant image) as a diverged step, neither naming the augmentation.
+                let made = &x.first_mut().values;
+                let problem = if made.shape() != &shape[..] {
+                    Some(format!(
+                        "changed the batch's shape from {} to {}",
+                        shape_str(shape),
+                        shape_str(made.shape())
+                    ))
+                } else {
+                    made.data()
+                        .iter()
+                        .position(|v| !v.is_finite())
+                        .map(|i| format!("made value {i} {}", made.data()[i]))
+                };
+                if let Some(problem) = problem {
+                    // (Before the batch's forward pass: the model is as the batch before left it.)
+                    return Err(Error::invalid(format!(
+                        "fit: the augmentation {problem} (epoch {epoch}, batch {}): it must keep the batch's shape \
+                         and its values finite",
+                        b + 1
+                    )));
+                }
             }
             // Everything a batch may change, so that a failing batch can be undone: a forward
             // pass changes buffers, counters and generators, the optimizer step the weights.
@@ -871,7 +911,8 @@ fn run(
         }
         let stats = EpochStats {
             epoch,
-            train_loss: (loss_sum / terms.max(1) as f64) as f32,
+            // No term counted (every batch passed over): no figure, not a perfect 0.
+            train_loss: if terms == 0 { f32::NAN } else { (loss_sum / terms as f64) as f32 },
             train_accuracy: train.labels().map(|_| correct as f32 / seen.max(1) as f32),
             val_loss: val.map(|v| v.loss),
             val_accuracy: val.and_then(|v| v.accuracy),
@@ -887,7 +928,11 @@ fn run(
         history.epochs.push(stats.clone());
 
         let mut stop = false;
-        if let Some(es) = &options.early_stopping {
+        if let Some(es) =
+            options.early_stopping.as_ref().filter(|es| !es.value(&stats).0.is_some_and(f32::is_nan))
+        {
+            // (An epoch without a figure — a training loss over no terms — is passed over: it
+            // neither improves nor uses up patience.)
             let (value, higher_better) = es.value(&stats);
             let value = value.expect("checked before training: the monitored figure exists");
             let improved = match best {
@@ -914,6 +959,7 @@ fn run(
             let (value, higher_better) = EarlyStopping::new(monitor, 1).value(&stats);
             let value = value.expect("checked before training: the monitored figure exists");
             let improved = match best_checkpoint {
+                _ if value.is_nan() => false, // no figure this epoch: not a best
                 None => true,
                 Some(b) if higher_better => value > b,
                 Some(b) => value < b,
@@ -975,7 +1021,8 @@ fn run(
         }
     }
     if options.early_stopping.is_some() {
-        history.best_epoch = Some(best_epoch);
+        // (None if no epoch had a figure to compare: every one passed over.)
+        history.best_epoch = best.map(|_| best_epoch);
         if let Some(w) = best_weights {
             w.restore_weights(model);
         }

@@ -164,7 +164,9 @@ impl<'a> FitOptions<'a> {
     }
 
     /// Transforms every training batch in place before the forward pass (data augmentation),
-    /// with a generator seeded from the fit seed. It must keep the batch's shape.
+    /// with a generator seeded from the fit seed. It must keep the batch's shape and its values
+    /// finite: `fit` checks both after each call and stops with an error naming the epoch and the
+    /// batch (rather than a layer's refusal or a "diverged" step that would blame the model).
     pub fn augment(mut self, f: impl FnMut(&mut Tensor, &mut Rng) + Send + 'a) -> Self {
         self.augment = Some(Box::new(f));
         self
