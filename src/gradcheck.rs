@@ -18,7 +18,9 @@
 //! `‖analytic − numeric‖ / max(‖analytic‖, ‖numeric‖, atol·√k)` over its `k` checked entries,
 //! where the noise of the differences averages out: [`Report::passes`]`(tol)` asks for every
 //! entry within `tol` and every tensor within `tol / 4`, which catches a gradient a little off
-//! everywhere (scaled by 1.015, say) that every entry's own bound would pass.
+//! everywhere (scaled by 1.015, say) that every entry's own bound would pass — where the
+//! gradient's entries are of typical size `atol` or more (below, the floor `atol·√k` takes over,
+//! as `atol` does for each entry).
 //!
 //! ```
 //! use backprop::gradcheck::{check_layer, Options};

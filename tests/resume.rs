@@ -585,6 +585,17 @@ fn a_resume_that_watches_another_figure_is_refused_and_leaves_no_folder() {
         .early_stopping(EarlyStopping::new(Monitor::TrainLoss, 2));
     let e = model().fit(&train, &loss, &mut Adam::new(0.01), added).unwrap_err().to_string();
     assert!(e.contains("the checkpoint's run did not") && e.contains("3 epochs before"), "{e}");
+    // Said first, before advice about the best file's figure that would only lead here.
+    let added = FitOptions::new()
+        .epochs(5)
+        .seed(4)
+        .verbose(false)
+        .resume(&stored)
+        .validation(&val)
+        .early_stopping(EarlyStopping::new(Monitor::ValLoss, 2))
+        .checkpoints(Checkpoints::in_dir(dir.path().join("fourth")));
+    let e = model().fit(&train, &loss, &mut Adam::new(0.01), added).unwrap_err().to_string();
+    assert!(e.contains("the checkpoint's run did not"), "{e}");
 }
 
 /// `fit` starts each epoch's stream and each validation pass of a stateful layer from zeros, so
@@ -728,4 +739,21 @@ fn a_passed_over_batch_still_moves_a_stateful_layers_stream() {
         .early_stopping(EarlyStopping::new(Monitor::TrainLoss, 1));
     let h = plain.fit(&tail, &loss, &mut Sgd::new(0.1), o).unwrap();
     assert_eq!((h.epochs.len(), h.stopped_early, h.best_epoch), (3, false, None), "{h:?}");
+    // Such a run resumes like any other: its checkpoint keeps no best weights because no epoch
+    // was best, not because they were left out.
+    let dir = tempfile::tempdir().unwrap();
+    let keep = Checkpoints::in_dir(dir.path());
+    let options = |epochs: usize| {
+        FitOptions::new()
+            .batch_size(21)
+            .shuffle(false)
+            .drop_last(true)
+            .epochs(epochs)
+            .verbose(false)
+            .early_stopping(EarlyStopping::new(Monitor::TrainLoss, 5))
+    };
+    plain.fit(&tail, &loss, &mut Sgd::new(0.1), options(1).checkpoints(keep.clone())).unwrap();
+    let stored = Checkpoint::load(keep.last_path()).unwrap();
+    let h = plain.fit(&tail, &loss, &mut Sgd::new(0.1), options(2).resume(&stored)).unwrap();
+    assert_eq!((h.epochs.len(), h.best_epoch), (2, None), "{h:?}");
 }

@@ -320,7 +320,7 @@ fn train_and_report(cli: &Cli) -> Result<()> {
     let curves = cli.out.join("curves.png");
     plots::training_curves(&history, &curves)?;
     let mistakes = cli.out.join("mistakes.png");
-    let shown = plots::mistakes_with_saliency(&mut model, &data, &predicted, &mistakes)?;
+    let shown = plots::mistakes_with_saliency(&mut model, &data, &predicted, &mistakes, evaluation_batch)?;
     println!("wrote {} (weights), {} (loss and accuracy per epoch)", weights.display(), curves.display());
     println!(
         "wrote {} ({shown} misclassified test images, each beside its saliency map)",

@@ -106,21 +106,24 @@ fn diverging(v: f32) -> [u8; 3] {
 /// image with Gaussian noise added (σ = 0.3 in normalised units). A raw gradient is itself a
 /// correct saliency map, but it is speckled by the network's sharp local wiggles; averaging over
 /// nearby inputs keeps what is systematic.
-fn smooth_gradient(model: &mut Sequential, x: &Tensor, classes: &[usize]) -> Result<Tensor> {
+fn smooth_gradient(model: &mut Sequential, x: &Tensor, classes: &[usize], batch: usize) -> Result<Tensor> {
     const COPIES: usize = 24;
     let n = x.dim(0);
     let idx: Vec<usize> = (0..n).flat_map(|i| std::iter::repeat_n(i, COPIES)).collect();
     let mut noisy = x.select_outer(&idx);
     noisy += &Tensor::randn(noisy.shape(), 0.0, 0.3, 7);
     let mut mean = Tensor::zeros(x.shape());
-    // One image's copies at a time (all twelve images' at once had been a batch of 288, past
-    // the batch the walkthrough checks against its memory limit).
+    // One image's copies at a time, in passes of at most `batch` (all twelve images' at once had
+    // been a batch of 288, past the batch the walkthrough checks against its memory limit).
+    let per_pass = batch.clamp(1, COPIES);
     for (i, &class) in classes.iter().enumerate().take(n) {
-        let copies: Vec<usize> = (i * COPIES..(i + 1) * COPIES).collect();
-        let g = model.input_gradient(&noisy.select_outer(&copies), &[class; COPIES])?;
         let out = mean.outer_mut(i);
-        for copy in g.data().chunks(out.len()) {
-            out.iter_mut().zip(copy).for_each(|(m, v)| *m += v / COPIES as f32);
+        for start in (i * COPIES..(i + 1) * COPIES).step_by(per_pass) {
+            let copies: Vec<usize> = (start..(start + per_pass).min((i + 1) * COPIES)).collect();
+            let g = model.input_gradient(&noisy.select_outer(&copies), &vec![class; copies.len()])?;
+            for copy in g.data().chunks(out.len()) {
+                out.iter_mut().zip(copy).for_each(|(m, v)| *m += v / COPIES as f32);
+            }
         }
     }
     Ok(mean)
@@ -130,11 +133,13 @@ fn smooth_gradient(model: &mut Sequential, x: &Tensor, classes: &[usize]) -> Res
 /// class's score with respect to every input pixel (`Sequential::input_gradient`), signed (red
 /// where a brighter pixel would raise the score, blue where it would lower it), strongest where a
 /// change of the pixel would change the decision most. Returns how many were drawn.
+/// `batch` is the most images a pass may take (the walkthrough's checked evaluation batch).
 pub fn mistakes_with_saliency(
     model: &mut Sequential,
     data: &Prepared,
     predicted: &[usize],
     path: &Path,
+    batch: usize,
 ) -> Result<usize> {
     register_font();
     let labels = data.test.labels().expect("classification");
@@ -152,9 +157,10 @@ pub fn mistakes_with_saliency(
     let grads = if wrong.is_empty() {
         Tensor::zeros(&[0])
     } else {
-        smooth_gradient(model, &x, &wrong.iter().map(|&i| predicted[i]).collect::<Vec<_>>())?
+        smooth_gradient(model, &x, &wrong.iter().map(|&i| predicted[i]).collect::<Vec<_>>(), batch)?
     };
-    let probs = if wrong.is_empty() { Tensor::zeros(&[0]) } else { model.predict_proba(&x, 64)? };
+    let probs =
+        if wrong.is_empty() { Tensor::zeros(&[0]) } else { model.predict_proba(&x, batch.clamp(1, 64))? };
     let mut put = |px: usize, py: usize, rgb: [u8; 3]| {
         let o = (py * w as usize + px) * 3;
         buf[o..o + 3].copy_from_slice(&rgb);

@@ -562,10 +562,11 @@ pub fn read_csv(path: impl AsRef<Path>) -> Result<Histories> {
     let Some(items) = items else {
         return Err(Error::format(path, "no students in the file"));
     };
-    // Under a header whose first column has no name, a first column counting the rows 0, 1 is
-    // pandas' index (from a third row on, the row check above has said so already).
+    // Under a header whose first column has no name, a first column counting two rows 0, 1 is
+    // pandas' index (from a third row on, the row check above has said so already; a single row's
+    // 0 could be an answer as well as an index, and is read as one).
     let counts_rows = students.iter().enumerate().all(|(s, a)| a.correct.first() == Some(&(s == 1)));
-    if let Some(h_line) = unnamed_first.filter(|_| counts_rows && students.len() <= 2) {
+    if let Some(h_line) = unnamed_first.filter(|_| counts_rows && students.len() == 2) {
         return Err(Error::format(
             path,
             format!(

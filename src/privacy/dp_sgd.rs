@@ -102,8 +102,8 @@ pub struct DpOptions {
 pub struct DpReport {
     /// Mean training loss of each epoch over the examples sampled: the mean over every term the
     /// loss counts ([`Loss::terms`]: examples, or the positions that are not padding), as
-    /// [`fit`](crate::train::fit) reports it. Computed from the private data without noise: a
-    /// figure for the one who trains, not one to publish.
+    /// [`fit`](crate::train::fit) reports it (NaN for an epoch that counted none). Computed from the
+    /// private data without noise: a figure for the one who trains, not one to publish.
     pub epoch_losses: Vec<f32>,
     /// Steps taken.
     pub steps: u64,

@@ -451,16 +451,6 @@ fn check_options(train: &Dataset, options: &FitOptions<'_>) -> Result<()> {
                 es.monitor
             ));
         }
-        if options.checkpoints.is_some()
-            && let Some(stored) = p.checkpoint_monitor
-            && stored != checkpoint_monitor(options)
-        {
-            return bad(format!(
-                "the checkpoint's best file was chosen by {stored:?}, this run's would be by {:?} (the default \
-                 follows early stopping and the validation set): set Checkpoints::best_by({stored:?}) to go on",
-                checkpoint_monitor(options)
-            ));
-        }
         if let (Some(es), None) = (&options.early_stopping, &p.early) {
             // Its memory would start from nothing: the resumed run's first epoch would be "best"
             // whatever the epochs before it measured (an uninterrupted run remembers them).
@@ -469,6 +459,16 @@ fn check_options(train: &Dataset, options: &FitOptions<'_>) -> Result<()> {
                  patience count, and no best weights): an uninterrupted run's early stopping would remember \
                  the {} epochs before; resume without early stopping, or start again with it",
                 es.monitor, p.epoch
+            ));
+        }
+        if options.checkpoints.is_some()
+            && let Some(stored) = p.checkpoint_monitor
+            && stored != checkpoint_monitor(options)
+        {
+            return bad(format!(
+                "the checkpoint's best file was chosen by {stored:?}, this run's would be by {:?} (the default \
+                 follows early stopping and the validation set): set Checkpoints::best_by({stored:?}) to go on",
+                checkpoint_monitor(options)
             ));
         }
         if let (Some(es), Some(e)) = (&options.early_stopping, &p.early) {
@@ -480,7 +480,7 @@ fn check_options(train: &Dataset, options: &FitOptions<'_>) -> Result<()> {
                     e.waited, es.patience, p.epoch
                 ));
             }
-            if es.restore_best && !e.has_weights {
+            if es.restore_best && !e.has_weights && e.best.is_some() {
                 return bad(format!(
                     "early stopping restores the best epoch's weights, but the checkpoint keeps none (its run did not restore them): the weights of epoch {} are not in it; resume with restore_best off",
                     e.best_epoch
@@ -906,7 +906,7 @@ fn run(
                 "fit: the validation loss became {} after epoch {epoch} (the training loss was finite, {}): \
                  the validation data hold values the model cannot take (check their scale)",
                 v.loss,
-                (loss_sum / terms.max(1) as f64) as f32
+                if terms == 0 { f32::NAN } else { (loss_sum / terms as f64) as f32 }
             )));
         }
         let stats = EpochStats {

@@ -196,9 +196,10 @@ impl<'a> FitOptions<'a> {
     /// never stopped. The returned history holds every epoch, the checkpoint's included.
     ///
     /// `fit` refuses (before changing anything) a checkpoint of another architecture, optimizer
-    /// kind, step or seed, one that has already trained `epochs` epochs or stopped early, and one
+    /// kind, step or seed, one that has already trained `epochs` epochs or stopped early, one
     /// whose early stopping or best checkpoint watched another figure than this run's would
-    /// (its best figure means nothing for another).
+    /// (its best figure means nothing for another), and early stopping added to a run that had
+    /// none (its memory of the epochs before would start from nothing).
     pub fn resume(mut self, checkpoint: &'a Checkpoint) -> Self {
         self.resume = Some(checkpoint);
         self

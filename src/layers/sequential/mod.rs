@@ -377,9 +377,10 @@ impl Sequential {
     }
 
     /// How forward and backward run: the execution plan (default) or the plain reference order —
-    /// for this chain and every chain nested in it (directly, or as a [`Residual`](super::Residual)'s
-    /// body), so that `Execution::Reference` shows every layer's cache as the list order leaves it
-    /// (a nested chain had kept its plan).
+    /// for this chain and every chain nested in it at the time of the call (directly, or as a
+    /// [`Residual`](super::Residual)'s body), so that `Execution::Reference` shows every layer's
+    /// cache as the list order leaves it (a nested chain had kept its plan). A chain added later,
+    /// or one inside a container of the user's own, keeps its own setting.
     pub fn set_execution(&mut self, execution: Execution) {
         // A stack of its own, as `drop`: a chain may be nested deeper than a build accepts.
         let mut pending: Vec<&mut Sequential> = vec![self];
