@@ -605,3 +605,50 @@ fn an_augmentation_that_breaks_the_batch_is_named() {
     let (e, _) = fit(|x, _| *x = Tensor::zeros(&[4, 5]));
     assert!(e.contains("changed the batch's shape from [4, 4] to [4, 5]"), "{e}");
 }
+
+/// A dense layer that refuses inputs past 50 (as a model struct may refuse what it cannot read).
+struct Picky {
+    dense: Dense,
+}
+backprop::visit_fields!(Picky { dense });
+
+impl backprop::model::Model for Picky {
+    fn forward_batch(
+        &mut self,
+        inputs: &backprop::model::Inputs,
+        mode: backprop::layers::Mode,
+    ) -> backprop::Result<backprop::model::Tensors> {
+        let x = inputs.first()?.values.clone();
+        if let Some(v) = x.data().iter().find(|v| **v > 50.0) {
+            return Err(Error::invalid(format!("Picky: {v} is past 50")));
+        }
+        Ok(backprop::model::Tensors::one("y", self.dense.forward(&x, mode.into())))
+    }
+
+    fn backward_batch(
+        &mut self,
+        grads: &backprop::model::Tensors,
+        _: InputGrad,
+    ) -> backprop::Result<backprop::model::Tensors> {
+        self.dense.backward(grads.get("y")?, InputGrad::NotNeeded);
+        Ok(backprop::model::Tensors::new())
+    }
+}
+
+/// An error in the validation pass after an epoch names the pass and the epoch (it had read as a
+/// call of `evaluate`). The first validation batch is tried before training, so the refused value
+/// sits in the second.
+#[test]
+fn a_failing_validation_pass_names_its_epoch() {
+    let train = Dataset::regression(Tensor::randn(&[8, 2], 0.0, 1.0, 1), Tensor::zeros(&[8, 1])).unwrap();
+    let mut x = Tensor::randn(&[8, 2], 0.0, 1.0, 2);
+    x.data_mut()[14] = 100.0; // sample 7: the second batch of 4
+    let val = Dataset::regression(x, Tensor::zeros(&[8, 1])).unwrap();
+    let mut model = Picky { dense: Dense::new(2, 1).seed(1) };
+    let o =
+        FitOptions::new().batch_size(4).epochs(2).verbose(false).validation(&val).validation_batch_size(4);
+    let e = backprop::train::fit(&mut model, &train, &MseLoss::new(), &mut Sgd::new(0.1), o)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("fit: the validation pass after epoch 1: Picky: 100 is past 50"), "{e}");
+}

@@ -894,7 +894,18 @@ fn run(
         let val = match options.validation {
             Some(v) => {
                 reset_carried(model);
-                Some(evaluate(model, v, loss, options.validation_batch_size.unwrap_or(options.batch_size))?)
+                let batch = options.validation_batch_size.unwrap_or(options.batch_size);
+                // Named as the validation pass after this epoch (its error had read as a call
+                // of `evaluate`, with no epoch).
+                Some(evaluate(model, v, loss, batch).map_err(|e| match e {
+                    Error::Shape(m) => {
+                        Error::Shape(format!("fit: the validation pass after epoch {epoch}: {m}"))
+                    }
+                    Error::InvalidArgument(m) => {
+                        Error::InvalidArgument(format!("fit: the validation pass after epoch {epoch}: {m}"))
+                    }
+                    other => other,
+                })?)
             }
             None => None,
         };
