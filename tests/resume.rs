@@ -270,6 +270,15 @@ fn a_checkpoint_that_does_not_fit_the_run_is_refused_and_changes_nothing() {
     // AdamW is another kind of optimizer than Adam.
     let e = refused(&mut model(), &mut AdamW::new(0.01), o().resume(&checkpoint));
     assert!(e.contains("not of AdamW"), "{e}");
+    // Adam with other settings: its stored moments belong to the stored ones (AMSGrad's maximum
+    // would start from zero; other betas or a weight decay would step differently from the run
+    // never stopped). Accepted before, refused now, naming both.
+    let e = refused(&mut model(), &mut Adam::new(0.01).amsgrad(), o().resume(&checkpoint));
+    assert!(e.contains("the checkpoint's optimizer was Adam(), this run's is Adam(amsgrad)"), "{e}");
+    let e = refused(&mut model(), &mut Adam::new(0.01).weight_decay(0.1), o().resume(&checkpoint));
+    assert!(e.contains("this run's is Adam(weight_decay=0.1)"), "{e}");
+    // Another learning rate is a deliberate change a resume may make (after a divergence, say).
+    model().fit(&train, &loss, &mut Adam::new(0.001), o().resume(&checkpoint)).unwrap();
 }
 
 #[test]

@@ -86,6 +86,9 @@ pub(crate) struct Progress {
     pub epoch: usize,
     pub seed: u64,
     pub optimizer: String,
+    /// The optimizer's settings but its learning rate (`"SGD(momentum=0.9)"`); none in files
+    /// from before they were recorded.
+    pub optimizer_settings: Option<String>,
     pub optimizer_steps: u64,
     pub step: String,
     pub step_state: String,
@@ -309,6 +312,16 @@ impl Checkpoint {
         if kind != p.optimizer {
             return Err(bad(format!("the checkpoint holds the state of {}, not of {kind}", p.optimizer)));
         }
+        // The same kind with other settings: its state belongs to those (a momentum buffer that
+        // SGD without momentum never reads, an AMSGrad maximum that starts from zero), so the run
+        // would not go on as the stored one would. The learning rate may differ.
+        let settings = optimizer_settings(&optimizer.describe());
+        if let Some(stored) = p.optimizer_settings.as_ref().filter(|s| **s != settings) {
+            return Err(bad(format!(
+                "the checkpoint's optimizer was {stored}, this run's is {settings} (learning rates aside): its saved \
+                 state belongs to those settings; resume with them (the learning rate may change)"
+            )));
+        }
         if step.describe() != p.step {
             return Err(bad(format!(
                 "the checkpoint was trained with the step {:?}, this run uses {:?}",
@@ -449,6 +462,7 @@ impl Capture<'_> {
             ("epoch".into(), epoch.to_string()),
             ("seed".into(), self.seed.to_string()),
             ("optimizer".into(), optimizer_kind(&self.optimizer.describe())),
+            ("optimizer.settings".into(), optimizer_settings(&self.optimizer.describe())),
             ("optimizer.steps".into(), optimizer_state.steps().to_string()),
             ("step".into(), self.step.describe()),
             ("step.state".into(), self.step.save_state()),
@@ -470,6 +484,21 @@ impl Capture<'_> {
 /// `"Adam"` of `"Adam(lr=0.001)"`.
 fn optimizer_kind(describe: &str) -> String {
     describe.split('(').next().unwrap_or(describe).trim().to_string()
+}
+
+/// The settings of `describe` but its learning rate: `"SGD(momentum=0.9)"` of
+/// `"SGD(lr=0.05, momentum=0.9)"`, `"Adam()"` of `"Adam(lr=0.001)"` (a resumed run may lower the
+/// rate, as after a divergence; its other settings are what its saved state belongs to).
+fn optimizer_settings(describe: &str) -> String {
+    match describe.find("(lr=") {
+        Some(i) => {
+            let after = &describe[i + 4..];
+            let end = after.find([',', ')']).unwrap_or(after.len());
+            let rest = after[end..].trim_start_matches(',').trim_start();
+            format!("{}({rest}", &describe[..i])
+        }
+        None => describe.to_string(),
+    }
 }
 
 /// A generator's state as JSON (its four words).
@@ -628,6 +657,7 @@ impl Progress {
             epoch,
             seed: number("seed")?,
             optimizer: get("optimizer")?.clone(),
+            optimizer_settings: meta.get("optimizer.settings").cloned(),
             optimizer_steps: number("optimizer.steps")?,
             step: get("step")?.clone(),
             step_state: get("step.state")?.clone(),

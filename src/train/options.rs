@@ -192,11 +192,11 @@ impl<'a> FitOptions<'a> {
     /// optimizer's state, the shuffling and augmentation generators, the schedule's position,
     /// early stopping's memory and the history are taken from it, and training goes on from the
     /// epoch after it up to [`FitOptions::epochs`] (the total, as if never interrupted). With the
-    /// same data, loss, options and kind of optimizer, the result is bit for bit the run that was
+    /// same data, loss, options and optimizer, the result is bit for bit the run that was
     /// never stopped. The returned history holds every epoch, the checkpoint's included.
     ///
     /// `fit` refuses (before changing anything) a checkpoint of another architecture, optimizer
-    /// kind, step or seed, one that has already trained `epochs` epochs or stopped early, one
+    /// kind or settings (its learning rate aside: a resumed run may lower it), step or seed, one that has already trained `epochs` epochs or stopped early, one
     /// whose early stopping or best checkpoint watched another figure than this run's would
     /// (its best figure means nothing for another), and early stopping added to a run that had
     /// none (its memory of the epochs before would start from nothing).
