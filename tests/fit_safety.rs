@@ -620,6 +620,7 @@ impl backprop::model::Model for Picky {
     ) -> backprop::Result<backprop::model::Tensors> {
         let x = inputs.first()?.values.clone();
         if let Some(v) = x.data().iter().find(|v| **v > 50.0) {
+            assert!(*v < 90.0, "Picky: {v} is far past 50"); // a refusal by panic
             return Err(Error::invalid(format!("Picky: {v} is past 50")));
         }
         Ok(backprop::model::Tensors::one("y", self.dense.forward(&x, mode.into())))
@@ -641,14 +642,23 @@ impl backprop::model::Model for Picky {
 #[test]
 fn a_failing_validation_pass_names_its_epoch() {
     let train = Dataset::regression(Tensor::randn(&[8, 2], 0.0, 1.0, 1), Tensor::zeros(&[8, 1])).unwrap();
-    let mut x = Tensor::randn(&[8, 2], 0.0, 1.0, 2);
-    x.data_mut()[14] = 100.0; // sample 7: the second batch of 4
-    let val = Dataset::regression(x, Tensor::zeros(&[8, 1])).unwrap();
-    let mut model = Picky { dense: Dense::new(2, 1).seed(1) };
-    let o =
-        FitOptions::new().batch_size(4).epochs(2).verbose(false).validation(&val).validation_batch_size(4);
-    let e = backprop::train::fit(&mut model, &train, &MseLoss::new(), &mut Sgd::new(0.1), o)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("fit: the validation pass after epoch 1: Picky: 100 is past 50"), "{e}");
+    // An error the model returns, and a refusal by panic (which `evaluate` names itself: the one
+    // prefix replaced, not repeated).
+    for (value, says) in [(60.0, "Picky: 60 is past 50"), (100.0, "Picky refused the batch")] {
+        let mut x = Tensor::randn(&[8, 2], 0.0, 1.0, 2);
+        x.data_mut()[14] = value; // sample 7: the second batch of 4
+        let val = Dataset::regression(x, Tensor::zeros(&[8, 1])).unwrap();
+        let mut model = Picky { dense: Dense::new(2, 1).seed(1) };
+        let o = FitOptions::new()
+            .batch_size(4)
+            .epochs(2)
+            .verbose(false)
+            .validation(&val)
+            .validation_batch_size(4);
+        let e = backprop::train::fit(&mut model, &train, &MseLoss::new(), &mut Sgd::new(0.1), o)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fit: the validation pass after epoch 1: ") && e.contains(says), "{e}");
+        assert!(!e.contains("evaluate:"), "{e}");
+    }
 }

@@ -277,6 +277,8 @@ fn a_checkpoint_that_does_not_fit_the_run_is_refused_and_changes_nothing() {
     assert!(e.contains("the checkpoint's optimizer was Adam(), this run's is Adam(amsgrad)"), "{e}");
     let e = refused(&mut model(), &mut Adam::new(0.01).weight_decay(0.1), o().resume(&checkpoint));
     assert!(e.contains("this run's is Adam(weight_decay=0.1)"), "{e}");
+    let e = refused(&mut model(), &mut Adam::new(0.01).eps(1e-6), o().resume(&checkpoint));
+    assert!(e.contains("this run's is Adam(eps=0.000001)"), "{e}");
     // Another learning rate is a deliberate change a resume may make (after a divergence, say).
     model().fit(&train, &loss, &mut Adam::new(0.001), o().resume(&checkpoint)).unwrap();
 }

@@ -231,6 +231,9 @@ impl AdamCore {
         if (self.beta1, self.beta2) != (0.9, 0.999) {
             s += &format!(", betas=({}, {})", self.beta1, self.beta2);
         }
+        if self.eps != 1e-8 {
+            s += &format!(", eps={}", self.eps);
+        }
         if self.weight_decay != 0.0 {
             s += &format!(", weight_decay={}", self.weight_decay);
         }

@@ -47,7 +47,8 @@
 //! `optimizer.exp_avg.{name of the i-th parameter}`, and its per-parameter `state[i]["step"]` is
 //! our single `optimizer.steps` (every parameter steps together). The string metadata holds the
 //! rest: `backprop.checkpoint` (the format version, `"1"`), `epoch` (epochs finished), `seed`,
-//! `optimizer` (its kind, `"Adam"`), `optimizer.steps`, `step` and `step.state` (the
+//! `optimizer` (its kind, `"Adam"`), `optimizer.settings` (its description without the learning
+//! rate, `"Adam(amsgrad)"`), `optimizer.steps`, `step` and `step.state` (the
 //! [`Step`](super::Step)'s description and state, such as DP-SGD's generators and step count),
 //! `rng.shuffle`, `rng.augment` and `rng.model` (the generators' states, JSON), `early_stopping`
 //! (its best figure, best epoch, epochs waited and the figure it watches, `monitor`),
@@ -486,18 +487,26 @@ fn optimizer_kind(describe: &str) -> String {
     describe.split('(').next().unwrap_or(describe).trim().to_string()
 }
 
-/// The settings of `describe` but its learning rate: `"SGD(momentum=0.9)"` of
-/// `"SGD(lr=0.05, momentum=0.9)"`, `"Adam()"` of `"Adam(lr=0.001)"` (a resumed run may lower the
-/// rate, as after a divergence; its other settings are what its saved state belongs to).
+/// The settings of `describe` but its learning rate, wherever its `lr=` token stands:
+/// `"SGD(momentum=0.9)"` of `"SGD(lr=0.05, momentum=0.9)"`, `"Adam()"` of `"Adam(lr=0.001)"`,
+/// `"Lion(beta=0.9)"` of `"Lion(beta=0.9, lr=0.1)"` (a resumed run may lower the rate, as after a
+/// divergence; its other settings are what its saved state belongs to).
 fn optimizer_settings(describe: &str) -> String {
-    match describe.find("(lr=") {
-        Some(i) => {
-            let after = &describe[i + 4..];
-            let end = after.find([',', ')']).unwrap_or(after.len());
-            let rest = after[end..].trim_start_matches(',').trim_start();
-            format!("{}({rest}", &describe[..i])
-        }
-        None => describe.to_string(),
+    let starts = |i: usize| {
+        i == 0 || !(describe.as_bytes()[i - 1].is_ascii_alphanumeric() || describe.as_bytes()[i - 1] == b'_')
+    };
+    let Some(at) = describe.match_indices("lr=").map(|(i, _)| i).find(|&i| starts(i)) else {
+        return describe.to_string();
+    };
+    let after = &describe[at + 3..];
+    let end = after.find([',', ')', ' ']).unwrap_or(after.len());
+    let (head, tail) = (&describe[..at], &after[end..]);
+    match (head.trim_end().strip_suffix(','), tail.strip_prefix(',')) {
+        // "…, lr=x)" or "…, lr=x, …": the comma before it goes.
+        (Some(before), _) => format!("{before}{tail}"),
+        // "(lr=x, …)": the comma after it goes.
+        (None, Some(rest)) => format!("{head}{}", rest.trim_start()),
+        (None, None) => format!("{head}{}", tail.trim_start()),
     }
 }
 
@@ -781,5 +790,28 @@ fn monitor_from(v: &Value, what: &str) -> std::result::Result<Option<Monitor>, S
             .map(Some)
             .ok_or_else(|| format!("{what}: {s:?} is no monitored figure")),
         other => Err(format!("{what}: not a name ({other})")),
+    }
+}
+
+#[cfg(test)]
+mod settings_tests {
+    use super::optimizer_settings;
+
+    /// The learning rate is taken out wherever it stands, with its comma; other tokens that end
+    /// in `lr=` are kept.
+    #[test]
+    fn the_rate_is_taken_out_of_any_description() {
+        for (describe, settings) in [
+            ("SGD(lr=0.05, momentum=0.9)", "SGD(momentum=0.9)"),
+            ("Adam(lr=0.001)", "Adam()"),
+            ("Adam(lr=0.001, betas=(0.9, 0.99), amsgrad)", "Adam(betas=(0.9, 0.99), amsgrad)"),
+            ("Lion(beta=0.9, lr=0.1)", "Lion(beta=0.9)"),
+            ("Lion(beta=0.9, lr=0.1, wd=2)", "Lion(beta=0.9, wd=2)"),
+            ("MyOpt lr=0.1", "MyOpt "),
+            ("Odd(base_lr=3, lr=1e-4)", "Odd(base_lr=3)"),
+            ("NoRate", "NoRate"),
+        ] {
+            assert_eq!(optimizer_settings(describe), settings, "{describe}");
+        }
     }
 }

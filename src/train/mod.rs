@@ -897,13 +897,14 @@ fn run(
                 let batch = options.validation_batch_size.unwrap_or(options.batch_size);
                 // Named as the validation pass after this epoch (its error had read as a call
                 // of `evaluate`, with no epoch).
+                // (`evaluate`'s own prefix replaced, not repeated.)
+                let named = |m: String| {
+                    let m = m.strip_prefix("evaluate: ").unwrap_or(&m);
+                    format!("fit: the validation pass after epoch {epoch}: {m}")
+                };
                 Some(evaluate(model, v, loss, batch).map_err(|e| match e {
-                    Error::Shape(m) => {
-                        Error::Shape(format!("fit: the validation pass after epoch {epoch}: {m}"))
-                    }
-                    Error::InvalidArgument(m) => {
-                        Error::InvalidArgument(format!("fit: the validation pass after epoch {epoch}: {m}"))
-                    }
+                    Error::Shape(m) => Error::Shape(named(m)),
+                    Error::InvalidArgument(m) => Error::InvalidArgument(named(m)),
                     other => other,
                 })?)
             }
